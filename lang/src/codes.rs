@@ -1,0 +1,224 @@
+//! Every diagnostic code egret can emit, defined once.
+//!
+//! `E` codes are errors, `W` codes warnings. Numbering: `00xx` input and syntax,
+//! `01xx` policy fields, `02xx` policy-set semantics, `03xx` checks against a
+//! cluster snapshot, `04xx` compilation. Each code has a doc (what it means,
+//! why it matters, an example, the fix) printed by `egret rule CODE`.
+//! Codes are stable: never renumber or reuse one.
+
+use crate::diag::Severity;
+
+/// A diagnostic code and its documentation.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Code {
+    /// Stable identifier, e.g. `E0102`.
+    pub id: &'static str,
+    /// Short kebab-case name, e.g. `unknown-field`.
+    pub name: &'static str,
+    /// Default severity.
+    pub severity: Severity,
+    /// One line: what it means.
+    pub summary: &'static str,
+    /// Why it matters, an example and the fix.
+    pub doc: &'static str,
+}
+
+macro_rules! codes {
+    ($( $(#[$m:meta])* $konst:ident = $id:literal, $name:literal, $sev:ident, $summary:literal, $doc:literal; )*) => {
+        $( $(#[$m])* pub static $konst: Code = Code { id: $id, name: $name, severity: Severity::$sev, summary: $summary, doc: $doc }; )*
+        /// All codes, in numbering order.
+        pub static ALL: &[&Code] = &[ $( &$konst, )* ];
+    };
+}
+
+codes! {
+    IO = "E0001", "unreadable-input", Error,
+    "an input file or directory could not be read",
+    "egret could not open or read a path given on the command line, or a file is not UTF-8.\n\nFix: check the path and permissions; save the file as UTF-8.";
+
+    YAML_SYNTAX = "E0002", "yaml-syntax", Error,
+    "the file is not valid YAML",
+    "The YAML parser stopped at the marked position. Nothing in this document is checked further.\n\nExample:\n    spec:\n      selectors:\n      - podSelector: {matchLabels: {app: web}\n\nFix: correct the syntax at the marked position (a missing `}` above).";
+
+    EGRET_SYNTAX = "E0003", "egret-syntax", Error,
+    "the file is not valid `.egret` syntax",
+    "The `.egret` parser stopped at the marked position.\n\nExample:\n    policy web {\n      select pods(app = web\n    }\n\nFix: correct the syntax at the marked position (a missing `)` above). `egret fmt` prints the canonical form of a valid file.";
+
+    NOT_AN_OBJECT = "E0004", "not-a-kubernetes-object", Error,
+    "a YAML document is not a Kubernetes object",
+    "Every YAML document must be a mapping with `apiVersion` and `kind` (or `kind: List` with `items`).\n\nFix: add `apiVersion` and `kind`, or remove the document.";
+
+    YAML_UNSUPPORTED = "E0005", "yaml-unsupported", Error,
+    "the YAML uses a feature egret does not read (aliases, non-scalar keys, duplicate keys)",
+    "egret reads plain Kubernetes manifests. Anchors and aliases, complex keys and duplicate keys make a manifest mean different things to different tools (the API server rejects duplicate keys).\n\nFix: write the value out in full; remove the duplicate key.";
+
+    MISSING_FIELD = "E0101", "missing-field", Error,
+    "a required field is missing or empty",
+    "CiliumEgressGatewayPolicy requires `metadata.name`, `spec.selectors` (at least one), `spec.destinationCIDRs` (at least one) and a gateway (`spec.egressGateway` with a `nodeSelector`, or `spec.egressGateways`).\n\nExample:\n    spec:\n      destinationCIDRs: [\"0.0.0.0/0\"]\n      egressGateway: {nodeSelector: {matchLabels: {egress: \"true\"}}}\n\nFix: add the field (`selectors` above).";
+
+    UNKNOWN_FIELD = "E0102", "unknown-field", Error,
+    "a field that the resource does not have",
+    "The API server drops unknown fields (or rejects them with strict validation), so what you wrote has no effect. The article this project grew from writes `spec.selector`; the CRD field is `spec.selectors`, a list.\n\nExample:\n    spec:\n      selector:\n        matchLabels: {app: web}\n\nFix:\n    spec:\n      selectors:\n      - podSelector:\n          matchLabels: {app: web}";
+
+    WRONG_TYPE = "E0103", "wrong-type", Error,
+    "a field has the wrong type (mapping, list or scalar)",
+    "Example: `destinationCIDRs: 0.0.0.0/0` is a string where a list is required.\n\nFix: `destinationCIDRs: [\"0.0.0.0/0\"]`.";
+
+    CLUSTER_SCOPED_NAMESPACE = "E0104", "namespace-on-cluster-scoped", Error,
+    "`metadata.namespace` on a cluster-scoped resource",
+    "CiliumEgressGatewayPolicy is cluster-scoped. A namespace in its metadata does not restrict the policy to that namespace (kubectl rejects or ignores it), so a policy written to affect one namespace affects pods in all of them.\n\nFix: remove `metadata.namespace` and select the namespace in each selector: `namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: production}}`.";
+
+    INVALID_CIDR = "E0105", "invalid-cidr", Error,
+    "a CIDR is not a valid IPv4 or IPv6 prefix",
+    "Example: `10.0.0.0/33`, `10.0.0/8`, `10.0.0.0`.\n\nFix: write an address, a slash and a prefix length valid for its family: `10.0.0.0/8`.";
+
+    CIDR_HOST_BITS = "E0106", "cidr-host-bits", Error,
+    "a CIDR has bits set after its prefix length",
+    "`10.0.0.1/8` is read by some tools as `10.0.0.0/8` and rejected by others; what was meant is ambiguous.\n\nFix: write the network address, `10.0.0.0/8`, or a host route, `10.0.0.1/32`.";
+
+    INVALID_IP = "E0107", "invalid-ip", Error,
+    "an IP address is not valid",
+    "Example: `egressIP: 192.168.1.300`.\n\nFix: write a valid IPv4 or IPv6 address.";
+
+    EGRESS_IP_AND_INTERFACE = "E0108", "egress-ip-and-interface", Error,
+    "a gateway sets both `egressIP` and `interface`",
+    "At most one of `egressIP` and `interface` may be set: the egress IP either is given or is taken from the interface.\n\nFix: keep one of them.";
+
+    EMPTY_SELECTOR_ITEM = "E0109", "empty-selector-item", Error,
+    "a selector item has neither `podSelector` nor `namespaceSelector`",
+    "Each item of `spec.selectors` must say which pods it selects.\n\nFix: add `podSelector: {}` to select every pod, or a `namespaceSelector`.";
+
+    TOO_MANY_GATEWAYS = "E0110", "too-many-gateways", Error,
+    "more than 64 `egressGateways`",
+    "The CRD allows at most 64 gateways per policy.\n\nFix: split the policy.";
+
+    INVALID_LABEL_KEY = "E0111", "invalid-label-key", Error,
+    "a label key is not a valid Kubernetes label key",
+    "A key is an optional DNS-subdomain prefix (at most 253 characters) and `/`, then a name of at most 63 characters of `[A-Za-z0-9._-]` that starts and ends with an alphanumeric.\n\nFix: e.g. `app.kubernetes.io/name`.";
+
+    INVALID_LABEL_VALUE = "E0112", "invalid-label-value", Error,
+    "a label value is not a valid Kubernetes label value",
+    "A value is empty or at most 63 characters of `[A-Za-z0-9._-]` starting and ending with an alphanumeric. YAML reads unquoted `true`, `yes`, `1` as non-strings: quote them.\n\nFix: `use-egress-gateway: \"true\"`.";
+
+    INVALID_OPERATOR = "E0113", "invalid-selector-requirement", Error,
+    "a matchExpressions requirement has an unknown operator or wrong values",
+    "Operators are `In`, `NotIn` (with at least one value), `Exists` and `DoesNotExist` (with no values).\n\nFix: e.g. `{key: tier, operator: In, values: [payments]}`.";
+
+    DUPLICATE_NAME = "E0114", "duplicate-name", Error,
+    "two objects of the same kind have the same name",
+    "Policies are identified by name (names also break ties); cluster objects by namespace and name. Only one of the two can exist in a cluster.\n\nFix: rename or remove one.";
+
+    INVALID_NAME = "E0115", "invalid-name", Error,
+    "`metadata.name` is not a valid DNS subdomain",
+    "Names are at most 253 characters of lowercase alphanumerics, `-` and `.`, starting and ending with an alphanumeric.\n\nFix: e.g. `egress-payments`.";
+
+    LABEL_KEY_NOT_ON_PODS = "W0116", "label-key-not-on-pods", Warning,
+    "a pod selector requires a key that pods do not carry as a label",
+    "Pod selectors match pod *labels*. Keys such as `namespace` or `name` are object fields, not labels, so a requirement like `{key: namespace, operator: In, values: [production]}` matches no pod (the article's \"restricted-gateway\" example). With a snapshot egret also checks that some pod or workload carries the key.\n\nFix: use the pseudo-label `io.kubernetes.pod.namespace` or a `namespaceSelector` on `kubernetes.io/metadata.name`.";
+
+    GATEWAY_IGNORED = "W0117", "egress-gateway-ignored", Warning,
+    "`egressGateway` is ignored because `egressGateways` is set",
+    "When `egressGateways` is non-empty, `egressGateway` has no effect.\n\nFix: move the gateway into `egressGateways` or delete it.";
+
+    EXCLUSION_NO_EFFECT = "W0201", "exclusion-without-effect", Warning,
+    "an excluded CIDR lies outside every destination CIDR of its policy",
+    "An excluded CIDR only removes addresses from its own policy's destinations (SEMANTICS.md, deliberate difference 2). One that overlaps none of them does nothing in egret.\n\nExample: destinations `52.0.0.0/8`, excluded `10.0.0.0/8`.\n\nFix: remove it, or add the destination it was meant to carve.";
+
+    CONFLICT = "E0202", "conflict", Error,
+    "two policies tie for an endpoint and destination with different gateways or egress IPs",
+    "When several policies select the same endpoint and their longest matching destination prefixes are equal, egret picks the policy with the smallest name; Cilium picks one non-deterministically. Either way one policy's egress IP silently loses.\n\nFix: make the selectors disjoint, use a more specific destination in the policy that should win, or give both the same gateway and egress IP.";
+
+    TIE = "W0203", "tie", Warning,
+    "two policies tie for an endpoint and destination, with the same gateway and egress IP",
+    "The tie is harmless today (both send traffic the same way) but becomes a conflict when one of them changes.\n\nFix: merge the policies or make the selectors disjoint.";
+
+    SHADOWED = "W0204", "shadowed-policy", Warning,
+    "a policy never wins for any endpoint and destination",
+    "Every destination of this policy is taken, for every endpoint it selects, by other policies with longer prefixes or smaller names. It has no effect.\n\nFix: delete it, or narrow the policies that shadow it.";
+
+    CILIUM_NODE_SELECTOR = "W0205", "cilium-reads-node-selector-differently", Warning,
+    "Cilium pools `nodeSelector`s across selector items; egret pairs each with its item",
+    "In Cilium, the `nodeSelector`s of all items of a policy are ORed together, detached from their items (SEMANTICS.md, deliberate difference 1). When some items have a nodeSelector and some do not, the two readings select different endpoints.\n\nFix: give every item the same nodeSelector, or split the policy.";
+
+    CILIUM_EXCLUSION = "W0206", "cilium-reads-exclusion-differently", Warning,
+    "an excluded CIDR overlaps another policy's destinations for the same endpoints",
+    "In Cilium an excluded CIDR is a map entry that can shadow another policy's wider entry for the same source; in egret it only carves holes in its own policy (SEMANTICS.md, deliberate difference 2). For the overlap, Cilium sends the traffic the normal way; egret sends it through the other policy's gateway.\n\nFix: add the exclusion to the other policy too if the traffic must not go through a gateway.";
+
+    SELECTS_NOTHING = "W0301", "selects-nothing", Warning,
+    "the policy selects no pod or workload in the snapshot",
+    "No running pod and no workload template in the snapshot matches any selector item, so the policy does nothing (yet).\n\nFix: check the pod labels and the namespace selector; `egret explain` shows why a given pod is not selected.";
+
+    NO_GATEWAY_NODE = "E0302", "no-gateway-node", Error,
+    "the gateway nodeSelector matches no node with an IPv4 InternalIP",
+    "When no gateway resolves, the selected pods' traffic to the policy's destinations is dropped (fail closed, drop reason `no-gateway`), in egret as in Cilium.\n\nFix: label the gateway node (`kubectl label node NAME cilium.io/egress-gateway=true`) or fix the selector.";
+
+    SEVERAL_GATEWAY_NODES = "W0303", "several-gateway-nodes", Warning,
+    "the gateway nodeSelector matches several nodes, but only the first by name is used",
+    "`egressGateway` resolves to exactly one node. Labelling several nodes does not give high availability.\n\nFix: list each gateway under `egressGateways` (egret spreads endpoints across them and fails over when one is not Ready).";
+
+    NAMESPACE_LABEL_UNKNOWN = "W0304", "namespace-label-unknown", Warning,
+    "a namespaceSelector uses a label no namespace in the snapshot has",
+    "The article selects `name: production`; namespaces do not carry a `name` label unless someone adds it. The API server sets `kubernetes.io/metadata.name` on every namespace.\n\nFix: `namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: production}}`.";
+
+    DESTINATION_CLUSTER_INTERNAL = "W0305", "destination-cluster-internal", Warning,
+    "a destination CIDR overlaps cluster-internal ranges",
+    "Traffic to pod CIDRs, node IPs and the service CIDR never goes to a gateway, whatever the policy says, so that part of the destination has no effect.\n\nFix: exclude the cluster ranges explicitly (for readers) or narrow the destination.";
+
+    EGRESS_IP_NOT_ON_NODE = "E0306", "egress-ip-not-on-node", Error,
+    "the egressIP is not configured on any interface of the gateway node",
+    "The gateway can only send from an address it holds. Without it the gateway drops the traffic (drop reason `no-egress-ip`).\n\nFix: `ip addr add EGRESS_IP/32 dev IFACE` on the gateway node (and make it persistent), or fix the policy.";
+
+    INTERFACE_NOT_ON_NODE = "E0307", "interface-not-on-node", Error,
+    "the gateway interface does not exist on the gateway node",
+    "With `interface`, the egress IP is the first address of that interface. When the interface is missing, no egress IP can be resolved and the gateway drops the traffic (`no-egress-ip`).\n\nFix: name an interface the node has (by name or altName).";
+
+    DANGLING_REFERENCE = "W0308", "dangling-reference", Warning,
+    "a snapshot object refers to an object the snapshot does not contain",
+    "Example: a pod whose `spec.nodeName` names no Node, a pod in a namespace with no Namespace object, or a NodeNetwork for an unknown node. egret treats the missing object as having no labels.\n\nFix: include the object in the snapshot (`kubectl get nodes,namespaces,pods -A -o yaml`).";
+
+    INVALID_OBJECT = "W0309", "invalid-snapshot-object", Warning,
+    "a snapshot object has an invalid or unusable field and is partly ignored",
+    "Example: a pod IP that is not an address, a node without InternalIP used as a gateway.\n\nFix: regenerate the snapshot with `kubectl get -o yaml`.";
+
+    UNKNOWN_NODE = "E0401", "unknown-node", Error,
+    "the node named on the command line is not in the snapshot",
+    "`--node NAME` must name a Node object of the snapshot.\n\nFix: list nodes with `kubectl get nodes` and include them in the snapshot.";
+
+    UNKNOWN_ENDPOINT = "E0402", "unknown-endpoint", Error,
+    "`--from` names no pod of the snapshot",
+    "`egret explain --from NAMESPACE/POD` needs that pod, with an IP, in the snapshot.\n\nFix: include the pod, or give its IP.";
+}
+
+/// Looks a code up by id (`E0102`) or name (`unknown-field`), case-insensitively.
+pub fn lookup(key: &str) -> Option<&'static Code> {
+    ALL.iter().copied().find(|c| c.id.eq_ignore_ascii_case(key) || c.name.eq_ignore_ascii_case(key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_unique_and_well_formed() {
+        let mut ids = std::collections::BTreeSet::new();
+        let mut names = std::collections::BTreeSet::new();
+        for c in ALL {
+            assert!(ids.insert(c.id), "duplicate id {}", c.id);
+            assert!(names.insert(c.name), "duplicate name {}", c.name);
+            let prefix = match c.severity {
+                Severity::Error => 'E',
+                Severity::Warning => 'W',
+            };
+            assert!(c.id.starts_with(prefix), "{} severity does not match its letter", c.id);
+            assert_eq!(c.id.len(), 5);
+            assert!(c.doc.contains("Fix"), "{} doc has no fix", c.id);
+        }
+    }
+
+    #[test]
+    fn lookup_by_id_and_name() {
+        assert_eq!(lookup("e0102").map(|c| c.name), Some("unknown-field"));
+        assert_eq!(lookup("conflict").map(|c| c.id), Some("E0202"));
+        assert!(lookup("E9999").is_none());
+    }
+}
