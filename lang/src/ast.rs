@@ -309,12 +309,15 @@ pub struct Bundle {
     pub cluster: Cluster,
     /// Kinds that egret does not read, with how many documents of each were skipped.
     pub skipped: BTreeMap<String, usize>,
+    /// Objects recognised (with `apiVersion` and `kind`), lists included, read or skipped.
+    pub objects: usize,
 }
 
 impl Bundle {
     pub fn extend(&mut self, other: Bundle) {
         self.policies.extend(other.policies);
         self.cluster.extend(other.cluster);
+        self.objects += other.objects;
         for (k, n) in other.skipped {
             *self.skipped.entry(k).or_default() += n;
         }

@@ -162,7 +162,7 @@ codes! {
 
     DESTINATION_CLUSTER_INTERNAL = "W0305", "destination-cluster-internal", Warning,
     "a destination CIDR overlaps cluster-internal ranges",
-    "Traffic to pod CIDRs, node IPs and the service CIDR never goes to a gateway, whatever the policy says, so that part of the destination has no effect.\n\nFix: exclude the cluster ranges explicitly (for readers) or narrow the destination.";
+    "Traffic to pod CIDRs, node IPs and the service CIDR never goes to a gateway, whatever the policy says, so that part of the destination has no effect. Default routes (`0.0.0.0/0`, `::/0`) are not reported: they plainly mean \"everything outside the cluster\".\n\nFix: exclude the cluster ranges explicitly (for readers) or narrow the destination.";
 
     EGRESS_IP_NOT_ON_NODE = "E0306", "egress-ip-not-on-node", Error,
     "the egressIP is not configured on any interface of the gateway node",

@@ -28,7 +28,7 @@ pub fn parse_yaml(file: FileId, text: &str) -> (Bundle, Vec<Diagnostic>) {
     let mut bundle = Bundle::default();
     let mut cx = Cx { diags: &mut diags };
     for doc in &docs {
-        if doc.root.is_null() {
+        if doc.root.is_null() && doc.root.span.start == doc.root.span.end {
             continue; // empty document (e.g. a trailing `---`)
         }
         cx.object(&doc.root, &mut bundle, 0);
@@ -205,6 +205,7 @@ impl Cx<'_> {
     }
 
     fn dispatch(&mut self, node: &Node, api: &str, kind: &str, bundle: &mut Bundle, depth: usize) {
+        bundle.objects += 1;
         match kind {
             _ if kind == "List" || (kind.ends_with("List") && node.get("items").is_some()) => {
                 if depth > 8 {

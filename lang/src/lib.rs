@@ -10,7 +10,10 @@
 pub mod ast;
 pub mod codes;
 pub mod diag;
+pub mod egret;
+pub mod emit;
 pub mod k8s;
+pub mod load;
 pub mod net;
 pub mod source;
 pub mod validate;

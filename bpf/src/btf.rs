@@ -1,0 +1,417 @@
+//! The BTF that describes BTF-defined maps: building the minimal `.BTF` of
+//! EBPF-FACTS.md and reading map definitions back from any `.BTF`.
+//!
+//! Written layout (little endian, accepted by libbpf 1.1, aya 0.14 and the
+//! kernel on this machine):
+//! - `[1]` INT `unsigned int` (4 bytes, 32 bits);
+//! - per distinct integer `N` among all map attributes, in order of first use:
+//!   ARRAY(elem 1, index 1, nelems N) and PTR to it;
+//! - per map: an anonymous STRUCT of 40 bytes with the members `type`,
+//!   `max_entries`, `map_flags`, `key_size`, `value_size` (each a PTR to the
+//!   ARRAY whose `nelems` is the value, at bit offsets 0, 64, ..., 256), and a
+//!   VAR named like the map, linkage 1 (global);
+//! - DATASEC `.maps` with the real size (40 × maps) and each VAR's offset.
+//!
+//! No key/value types are emitted: with `*_size` members the kernel creates
+//! the maps without BTF ids, which aya 0.14 needs for LPM tries (it has no
+//! retry without BTF). The reader also understands typed `key`/`value`
+//! members (it takes the pointee's size), as clang emits them.
+
+use std::collections::BTreeMap;
+
+use crate::maps::{MapDef, MapKind};
+
+const BTF_MAGIC: u16 = 0xeb9f;
+const HDR_LEN: u32 = 24;
+
+/// BTF kinds (`BTF_KIND_*`).
+mod kind {
+    pub const INT: u32 = 1;
+    pub const PTR: u32 = 2;
+    pub const ARRAY: u32 = 3;
+    pub const STRUCT: u32 = 4;
+    pub const UNION: u32 = 5;
+    pub const ENUM: u32 = 6;
+    pub const TYPEDEF: u32 = 8;
+    pub const VOLATILE: u32 = 9;
+    pub const CONST: u32 = 10;
+    pub const RESTRICT: u32 = 11;
+    pub const FUNC_PROTO: u32 = 13;
+    pub const VAR: u32 = 14;
+    pub const DATASEC: u32 = 15;
+    pub const FLOAT: u32 = 16;
+    pub const DECL_TAG: u32 = 17;
+    pub const TYPE_TAG: u32 = 18;
+    pub const ENUM64: u32 = 19;
+}
+
+/// Failure to read map definitions from BTF.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BtfError {
+    /// Not BTF, or a truncated header/type.
+    #[error("malformed BTF: {reason}")]
+    Malformed {
+        /// What is wrong.
+        reason: String,
+    },
+    /// No DATASEC `.maps`.
+    #[error("BTF has no DATASEC `.maps`")]
+    NoMapsDatasec,
+    /// A map whose BTF definition is incomplete or unsupported.
+    #[error("map `{map}`: {reason}")]
+    BadMap {
+        /// Map name.
+        map: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+struct Writer {
+    types: Vec<u8>,
+    strings: Vec<u8>,
+    next_id: u32,
+}
+
+impl Writer {
+    fn str(&mut self, s: &str) -> u32 {
+        if s.is_empty() {
+            return 0;
+        }
+        let off = self.strings.len() as u32;
+        self.strings.extend_from_slice(s.as_bytes());
+        self.strings.push(0);
+        off
+    }
+
+    fn ty(&mut self, name_off: u32, kind: u32, vlen: u32, size_or_type: u32, tail: &[u32]) -> u32 {
+        for w in [name_off, (kind << 24) | vlen, size_or_type]
+            .into_iter()
+            .chain(tail.iter().copied())
+        {
+            self.types.extend_from_slice(&w.to_le_bytes());
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+}
+
+/// Size of one map's definition in `.maps` (5 pointers).
+pub const MAP_DEF_SIZE: u32 = 40;
+
+/// The five attributes written per map, in member order.
+fn attrs(m: &MapDef) -> [(&'static str, u32); 5] {
+    [
+        ("type", m.kind.type_id()),
+        ("max_entries", m.max_entries),
+        ("map_flags", m.flags),
+        ("key_size", m.key_size),
+        ("value_size", m.value_size),
+    ]
+}
+
+/// Builds the `.BTF` section for `maps`, laid out in `.maps` in slice order.
+#[must_use]
+pub fn maps_btf(maps: &[MapDef]) -> Vec<u8> {
+    let mut w = Writer {
+        types: Vec::new(),
+        strings: vec![0],
+        next_id: 1,
+    };
+    let uint_name = w.str("unsigned int");
+    let uint = w.ty(uint_name, kind::INT, 0, 4, &[32]);
+    let mut ptr_for: BTreeMap<u32, u32> = BTreeMap::new();
+    for m in maps {
+        for (_, v) in attrs(m) {
+            if let std::collections::btree_map::Entry::Vacant(e) = ptr_for.entry(v) {
+                let arr = w.ty(0, kind::ARRAY, 0, 0, &[uint, uint, v]);
+                let ptr = w.ty(0, kind::PTR, 0, arr, &[]);
+                e.insert(ptr);
+            }
+        }
+    }
+    let mut vars = Vec::new();
+    for (n, m) in maps.iter().enumerate() {
+        let mut tail = Vec::new();
+        for (i, (member, v)) in attrs(m).into_iter().enumerate() {
+            let name = w.str(member);
+            tail.extend_from_slice(&[name, ptr_for[&v], (i as u32) * 64]);
+        }
+        let st = w.ty(0, kind::STRUCT, 5, MAP_DEF_SIZE, &tail);
+        let var_name = w.str(&m.name);
+        let var = w.ty(var_name, kind::VAR, 0, st, &[1]);
+        vars.push((var, n as u32 * MAP_DEF_SIZE));
+    }
+    let sec_name = w.str(".maps");
+    let tail: Vec<u32> = vars
+        .iter()
+        .flat_map(|(var, off)| [*var, *off, MAP_DEF_SIZE])
+        .collect();
+    w.ty(
+        sec_name,
+        kind::DATASEC,
+        vars.len() as u32,
+        MAP_DEF_SIZE * maps.len() as u32,
+        &tail,
+    );
+    let mut out = Vec::new();
+    out.extend_from_slice(&BTF_MAGIC.to_le_bytes());
+    out.push(1); // version
+    out.push(0); // flags
+    out.extend_from_slice(&HDR_LEN.to_le_bytes());
+    let type_len = w.types.len() as u32;
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&type_len.to_le_bytes());
+    out.extend_from_slice(&type_len.to_le_bytes());
+    out.extend_from_slice(&(w.strings.len() as u32).to_le_bytes());
+    out.extend_from_slice(&w.types);
+    out.extend_from_slice(&w.strings);
+    out
+}
+
+/// One parsed BTF type: kind, name offset, `size_or_type`, vlen and its tail words.
+#[derive(Debug, Clone)]
+struct Ty {
+    kind: u32,
+    name_off: u32,
+    vlen: u32,
+    size_or_type: u32,
+    tail: Vec<u32>,
+}
+
+/// A parsed `.BTF` (types and strings), enough to read map definitions.
+#[derive(Debug, Clone)]
+pub struct Btf {
+    types: Vec<Ty>,
+    strings: Vec<u8>,
+}
+
+fn malformed(reason: &str) -> BtfError {
+    BtfError::Malformed {
+        reason: reason.to_owned(),
+    }
+}
+
+fn u32_at(b: &[u8], off: usize) -> Result<u32, BtfError> {
+    b.get(off..off + 4)
+        .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+        .ok_or_else(|| malformed("truncated"))
+}
+
+impl Btf {
+    /// Parses a little-endian `.BTF` section.
+    ///
+    /// # Errors
+    /// [`BtfError::Malformed`] for a bad header or an unknown type kind.
+    pub fn parse(data: &[u8]) -> Result<Btf, BtfError> {
+        if data.len() < HDR_LEN as usize || u16::from_le_bytes([data[0], data[1]]) != BTF_MAGIC {
+            return Err(malformed("bad magic"));
+        }
+        let hdr_len = u32_at(data, 4)? as usize;
+        let type_off = u32_at(data, 8)? as usize;
+        let type_len = u32_at(data, 12)? as usize;
+        let str_off = u32_at(data, 16)? as usize;
+        let str_len = u32_at(data, 20)? as usize;
+        let types_b = data
+            .get(hdr_len + type_off..hdr_len + type_off + type_len)
+            .ok_or_else(|| malformed("type section out of bounds"))?;
+        let strings = data
+            .get(hdr_len + str_off..hdr_len + str_off + str_len)
+            .ok_or_else(|| malformed("string section out of bounds"))?
+            .to_vec();
+        let mut types = Vec::new();
+        let mut p = 0;
+        while p < types_b.len() {
+            let name_off = u32_at(types_b, p)?;
+            let info = u32_at(types_b, p + 4)?;
+            let size_or_type = u32_at(types_b, p + 8)?;
+            p += 12;
+            let kind = (info >> 24) & 0x1f;
+            let vlen = info & 0xffff;
+            let tail_words = match kind {
+                kind::INT | kind::VAR | kind::DECL_TAG => 1,
+                kind::ARRAY => 3,
+                kind::STRUCT | kind::UNION | kind::DATASEC | kind::ENUM64 => 3 * vlen,
+                kind::ENUM | kind::FUNC_PROTO => 2 * vlen,
+                kind::PTR | 7 | kind::TYPEDEF | kind::VOLATILE | kind::CONST | kind::RESTRICT
+                | 12 | kind::FLOAT | kind::TYPE_TAG => 0,
+                other => return Err(malformed(&format!("unknown kind {other}"))),
+            } as usize;
+            let mut tail = Vec::with_capacity(tail_words);
+            for _ in 0..tail_words {
+                tail.push(u32_at(types_b, p)?);
+                p += 4;
+            }
+            types.push(Ty {
+                kind,
+                name_off,
+                vlen,
+                size_or_type,
+                tail,
+            });
+        }
+        Ok(Btf { types, strings })
+    }
+
+    /// Number of types (ids run from 1 to this).
+    #[must_use]
+    pub fn type_count(&self) -> usize {
+        self.types.len()
+    }
+
+    fn name(&self, off: u32) -> String {
+        let start = off as usize;
+        let Some(rest) = self.strings.get(start..) else {
+            return String::new();
+        };
+        let end = rest.iter().position(|b| *b == 0).unwrap_or(rest.len());
+        String::from_utf8_lossy(&rest[..end]).into_owned()
+    }
+
+    fn get(&self, id: u32) -> Option<&Ty> {
+        id.checked_sub(1).and_then(|i| self.types.get(i as usize))
+    }
+
+    /// Follows typedefs and qualifiers.
+    fn skip_mods(&self, mut id: u32) -> Option<&Ty> {
+        for _ in 0..32 {
+            let t = self.get(id)?;
+            match t.kind {
+                kind::TYPEDEF | kind::VOLATILE | kind::CONST | kind::RESTRICT | kind::TYPE_TAG => {
+                    id = t.size_or_type;
+                }
+                _ => return Some(t),
+            }
+        }
+        None
+    }
+
+    fn type_size(&self, id: u32, depth: u32) -> Option<u32> {
+        if depth > 32 {
+            return None;
+        }
+        let t = self.skip_mods(id)?;
+        match t.kind {
+            kind::INT | kind::STRUCT | kind::UNION | kind::ENUM | kind::ENUM64 | kind::FLOAT => {
+                Some(t.size_or_type)
+            }
+            kind::PTR => Some(8),
+            kind::ARRAY => {
+                let elem = self.type_size(*t.tail.first()?, depth + 1)?;
+                elem.checked_mul(*t.tail.get(2)?)
+            }
+            _ => None,
+        }
+    }
+
+    /// The `__uint(name, N)` encoding: PTR -> ARRAY with nelems N.
+    fn uint_member(&self, id: u32) -> Option<u32> {
+        let p = self.skip_mods(id)?;
+        if p.kind != kind::PTR {
+            return None;
+        }
+        let a = self.skip_mods(p.size_or_type)?;
+        if a.kind != kind::ARRAY {
+            return None;
+        }
+        a.tail.get(2).copied()
+    }
+
+    /// Reads every map of DATASEC `.maps`, ordered by offset, with its offset.
+    ///
+    /// # Errors
+    /// No `.maps` DATASEC, or a map whose definition lacks `type`,
+    /// `max_entries` or key/value sizes, or has an unsupported type.
+    pub fn maps(&self) -> Result<Vec<(u32, MapDef)>, BtfError> {
+        let sec = self
+            .types
+            .iter()
+            .find(|t| t.kind == kind::DATASEC && self.name(t.name_off) == ".maps")
+            .ok_or(BtfError::NoMapsDatasec)?;
+        let mut out = Vec::new();
+        for v in sec.tail.chunks_exact(3) {
+            let (var_id, off) = (v[0], v[1]);
+            let var = self
+                .get(var_id)
+                .filter(|t| t.kind == kind::VAR)
+                .ok_or_else(|| malformed("DATASEC entry is not a VAR"))?;
+            let name = self.name(var.name_off);
+            let bad = |reason: &str| BtfError::BadMap {
+                map: name.clone(),
+                reason: reason.to_owned(),
+            };
+            let st = self
+                .skip_mods(var.size_or_type)
+                .filter(|t| t.kind == kind::STRUCT)
+                .ok_or_else(|| bad("definition is not a struct"))?;
+            let mut fields: BTreeMap<String, u32> = BTreeMap::new();
+            for m in st.tail.chunks_exact(3).take(st.vlen as usize) {
+                let member = self.name(m[0]);
+                let value = match member.as_str() {
+                    "key" | "value" => {
+                        let p = self
+                            .skip_mods(m[1])
+                            .filter(|t| t.kind == kind::PTR)
+                            .ok_or_else(|| bad("key/value member is not a pointer"))?;
+                        self.type_size(p.size_or_type, 0)
+                            .ok_or_else(|| bad("key/value type has no size"))?
+                    }
+                    _ => match self.uint_member(m[1]) {
+                        Some(v) => v,
+                        None => continue,
+                    },
+                };
+                let key = match member.as_str() {
+                    "key" => "key_size".to_owned(),
+                    "value" => "value_size".to_owned(),
+                    other => other.to_owned(),
+                };
+                fields.insert(key, value);
+            }
+            let get = |k: &str| {
+                fields
+                    .get(k)
+                    .copied()
+                    .ok_or_else(|| bad(&format!("missing `{k}`")))
+            };
+            let type_id = get("type")?;
+            let kind = MapKind::from_type_id(type_id)
+                .ok_or_else(|| bad(&format!("unsupported map type {type_id}")))?;
+            out.push((
+                off,
+                MapDef {
+                    name: name.clone(),
+                    kind,
+                    key_size: get("key_size")?,
+                    value_size: get("value_size")?,
+                    max_entries: get("max_entries")?,
+                    flags: fields.get("map_flags").copied().unwrap_or(0),
+                },
+            ));
+        }
+        out.sort_by_key(|(off, _)| *off);
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_roundtrip_and_sizes_match_the_facts() {
+        let maps = vec![
+            MapDef::new("src_class", MapKind::Hash, 4, 4, 1024).expect("valid"),
+            MapDef::new("dst_lpm", MapKind::LpmTrie, 12, 4, 16384).expect("valid"),
+            MapDef::new("counters", MapKind::PercpuArray, 4, 8, 2).expect("valid"),
+        ];
+        let b = maps_btf(&maps);
+        let btf = Btf::parse(&b).expect("parses");
+        // INT + 10 distinct integers × 2 + 3 × (STRUCT + VAR) + DATASEC
+        let distinct = [1u32, 1024, 0, 4, 11, 16384, 12, 6, 2, 8].len();
+        assert_eq!(btf.type_count(), 1 + 2 * distinct + 6 + 1);
+        let back: Vec<MapDef> = btf.maps().expect("maps").into_iter().map(|(_, m)| m).collect();
+        assert_eq!(back, maps);
+    }
+}

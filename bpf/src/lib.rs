@@ -1,0 +1,30 @@
+//! egret-bpf: the eBPF instruction-set toolkit egret's code generator, static
+//! verifier and loader build on. Pure: no syscalls, no aya.
+//!
+//! - [`insn`]: instruction model, strict encoder/decoder.
+//! - [`builder`]: [`ProgramBuilder`] with labels, jump fixups, map references and holes.
+//! - [`program`]: [`Program`] (slots + map relocations + holes + labels).
+//! - [`maps`]: [`MapDef`] and the kernel's constraints per map kind.
+//! - [`helpers`]: the helper table (ids, argument and return types).
+//! - [`disasm`]: LLVM 14 `llvm-objdump -d` syntax, and re-assemblable text.
+//! - [`asm`]: the assembler for that syntax (labels, constants, holes, map references).
+//! - [`btf`]: the minimal BTF that describes BTF-defined maps.
+//! - [`elf`]: relocatable EM_BPF object writer and reader.
+//! - [`interp`]: an interpreter for tc classifier programs with maps and helpers.
+//! - [`verifier`]: the static verifier run before any artifact is written.
+
+pub mod asm;
+pub mod builder;
+pub mod disasm;
+pub mod helpers;
+pub mod insn;
+pub mod maps;
+pub mod program;
+
+pub use builder::{BuildError, BuildErrors, Label, ProgramBuilder};
+pub use insn::{
+    AluOp, AtomicOp, CallTarget, EndBits, EndOp, Insn, Instruction, JmpCond, Operand, Reg,
+    SignExt, Size, Width,
+};
+pub use maps::{MapDef, MapKind};
+pub use program::{Hole, HoleKind, MapReloc, Program};

@@ -1,0 +1,266 @@
+//! Map definitions: the kinds of map egret emits and the constraints the kernel
+//! places on them.
+//!
+//! Contract: a [`MapDef`] that passes [`MapDef::validate`] is accepted by the
+//! kernel's `map_alloc_check` for its kind (sizes, flags), so a later
+//! `BPF_MAP_CREATE` fails only for resource reasons. The map type ids are the
+//! kernel's `enum bpf_map_type` values.
+
+use std::fmt;
+
+/// `BPF_F_NO_PREALLOC`: required by `LPM_TRIE`, refused by arrays and LRU maps.
+pub const BPF_F_NO_PREALLOC: u32 = 1;
+
+/// Largest LPM trie data part in bytes (`LPM_DATA_SIZE_MAX`).
+pub const LPM_DATA_SIZE_MAX: u32 = 256;
+
+/// Largest per-CPU value (`PCPU_MIN_UNIT_SIZE`).
+pub const PERCPU_VALUE_MAX: u32 = 32 * 1024;
+
+/// The map kinds egret uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum MapKind {
+    /// `BPF_MAP_TYPE_HASH` (1).
+    Hash,
+    /// `BPF_MAP_TYPE_ARRAY` (2).
+    Array,
+    /// `BPF_MAP_TYPE_PERCPU_HASH` (5).
+    PercpuHash,
+    /// `BPF_MAP_TYPE_PERCPU_ARRAY` (6).
+    PercpuArray,
+    /// `BPF_MAP_TYPE_LRU_HASH` (9).
+    LruHash,
+    /// `BPF_MAP_TYPE_LPM_TRIE` (11).
+    LpmTrie,
+}
+
+impl MapKind {
+    /// All kinds.
+    pub const ALL: [MapKind; 6] = [
+        MapKind::Hash,
+        MapKind::Array,
+        MapKind::PercpuHash,
+        MapKind::PercpuArray,
+        MapKind::LruHash,
+        MapKind::LpmTrie,
+    ];
+
+    /// The kernel's `enum bpf_map_type` value.
+    #[must_use]
+    pub const fn type_id(self) -> u32 {
+        match self {
+            MapKind::Hash => 1,
+            MapKind::Array => 2,
+            MapKind::PercpuHash => 5,
+            MapKind::PercpuArray => 6,
+            MapKind::LruHash => 9,
+            MapKind::LpmTrie => 11,
+        }
+    }
+
+    /// The kind for a kernel map type id.
+    #[must_use]
+    pub fn from_type_id(id: u32) -> Option<MapKind> {
+        MapKind::ALL.into_iter().find(|k| k.type_id() == id)
+    }
+
+    /// The name used in assembly (`.map` directive) and in text forms.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            MapKind::Hash => "hash",
+            MapKind::Array => "array",
+            MapKind::PercpuHash => "percpu_hash",
+            MapKind::PercpuArray => "percpu_array",
+            MapKind::LruHash => "lru_hash",
+            MapKind::LpmTrie => "lpm_trie",
+        }
+    }
+
+    /// Parses [`MapKind::name`].
+    #[must_use]
+    pub fn from_name(name: &str) -> Option<MapKind> {
+        MapKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// True for kinds whose values exist once per CPU.
+    #[must_use]
+    pub const fn is_percpu(self) -> bool {
+        matches!(self, MapKind::PercpuHash | MapKind::PercpuArray)
+    }
+
+    /// True for array kinds (keys are `u32` indexes, entries always exist).
+    #[must_use]
+    pub const fn is_array(self) -> bool {
+        matches!(self, MapKind::Array | MapKind::PercpuArray)
+    }
+}
+
+impl fmt::Display for MapKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A BTF-defined map as it appears in `.maps`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MapDef {
+    /// Symbol and map name.
+    pub name: String,
+    /// Map type.
+    pub kind: MapKind,
+    /// Key size in bytes (for LPM tries: 4-byte prefix length + data).
+    pub key_size: u32,
+    /// Value size in bytes.
+    pub value_size: u32,
+    /// Maximum number of entries.
+    pub max_entries: u32,
+    /// `map_flags`.
+    pub flags: u32,
+}
+
+/// Why a map definition is not acceptable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MapDefError {
+    /// Empty or non-identifier name.
+    #[error("invalid map name {name:?}: use letters, digits, `_` and `.`")]
+    InvalidName {
+        /// The name.
+        name: String,
+    },
+    /// A size or count the kernel refuses for this kind.
+    #[error("map `{name}` ({kind}): {reason}")]
+    Invalid {
+        /// Map name.
+        name: String,
+        /// Map kind.
+        kind: MapKind,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl MapDef {
+    /// A definition with the flags the kind requires (`BPF_F_NO_PREALLOC` for
+    /// LPM tries, none otherwise), validated.
+    ///
+    /// # Errors
+    /// See [`MapDef::validate`].
+    pub fn new(
+        name: &str,
+        kind: MapKind,
+        key_size: u32,
+        value_size: u32,
+        max_entries: u32,
+    ) -> Result<MapDef, MapDefError> {
+        let flags = if kind == MapKind::LpmTrie {
+            BPF_F_NO_PREALLOC
+        } else {
+            0
+        };
+        let def = MapDef {
+            name: name.to_owned(),
+            kind,
+            key_size,
+            value_size,
+            max_entries,
+            flags,
+        };
+        def.validate()?;
+        Ok(def)
+    }
+
+    /// Checks the kernel's constraints for the kind.
+    ///
+    /// # Errors
+    /// [`MapDefError`] naming the map and the violated constraint.
+    pub fn validate(&self) -> Result<(), MapDefError> {
+        if !is_identifier(&self.name) {
+            return Err(MapDefError::InvalidName {
+                name: self.name.clone(),
+            });
+        }
+        let bad = |reason: String| {
+            Err(MapDefError::Invalid {
+                name: self.name.clone(),
+                kind: self.kind,
+                reason,
+            })
+        };
+        if self.max_entries == 0 {
+            return bad("max_entries must be positive".into());
+        }
+        if self.value_size == 0 {
+            return bad("value_size must be positive".into());
+        }
+        if self.key_size == 0 {
+            return bad("key_size must be positive".into());
+        }
+        if self.kind.is_percpu() && self.value_size > PERCPU_VALUE_MAX {
+            return bad(format!(
+                "per-CPU value_size {} exceeds {PERCPU_VALUE_MAX}",
+                self.value_size
+            ));
+        }
+        let no_prealloc = self.flags & BPF_F_NO_PREALLOC != 0;
+        if self.flags & !BPF_F_NO_PREALLOC != 0 {
+            return bad(format!(
+                "flags {:#x} are not supported by egret",
+                self.flags
+            ));
+        }
+        match self.kind {
+            MapKind::Array | MapKind::PercpuArray => {
+                if self.key_size != 4 {
+                    return bad(format!("array key_size must be 4, not {}", self.key_size));
+                }
+                if no_prealloc {
+                    return bad("arrays do not accept BPF_F_NO_PREALLOC".into());
+                }
+            }
+            MapKind::LruHash => {
+                if no_prealloc {
+                    return bad("LRU maps do not accept BPF_F_NO_PREALLOC".into());
+                }
+            }
+            MapKind::Hash | MapKind::PercpuHash => {}
+            MapKind::LpmTrie => {
+                if !no_prealloc {
+                    return bad("LPM tries require BPF_F_NO_PREALLOC".into());
+                }
+                if self.key_size <= 4 || self.key_size > 4 + LPM_DATA_SIZE_MAX {
+                    return bad(format!(
+                        "LPM key_size must be 4 + 1..={LPM_DATA_SIZE_MAX} bytes, not {}",
+                        self.key_size
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// True for `[A-Za-z_.][A-Za-z0-9_.]*`.
+#[must_use]
+pub fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(c) if c.is_ascii_alphabetic() || c == '_' || c == '.' => {}
+        _ => return false,
+    }
+    chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lpm_gets_no_prealloc_and_checks_key() {
+        let m = MapDef::new("dst_lpm", MapKind::LpmTrie, 12, 4, 16).expect("valid");
+        assert_eq!(m.flags, BPF_F_NO_PREALLOC);
+        assert!(MapDef::new("x", MapKind::LpmTrie, 4, 4, 16).is_err());
+        assert!(MapDef::new("a", MapKind::Array, 8, 4, 16).is_err());
+        assert!(MapDef::new("9a", MapKind::Hash, 8, 4, 16).is_err());
+    }
+}

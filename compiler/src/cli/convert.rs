@@ -1,0 +1,79 @@
+//! `egret fmt` and `egret convert`.
+
+use super::read_file;
+use anyhow::Result;
+use clap::ValueEnum;
+use egret_lang::diag::{self, Format};
+use egret_lang::load;
+use egret_lang::source::SourceMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Syntax {
+    Egret,
+    Yaml,
+}
+
+pub fn fmt(files: &[PathBuf], check: bool, write: bool) -> Result<ExitCode> {
+    let mut failed = false;
+    for f in files {
+        let text = read_file(f)?;
+        let mut sources = SourceMap::new();
+        let id = sources.add(f.display().to_string(), text.clone());
+        let (policies, diags) = egret_lang::egret::parse(id, &text);
+        if diags.iter().any(|d| d.is_error()) {
+            print!("{}", diag::render::render(&diags, &sources, Format::Human));
+            failed = true;
+            continue;
+        }
+        let out = egret_lang::egret::print(&policies);
+        if check {
+            if out != text {
+                println!("{} is not in canonical form", f.display());
+                failed = true;
+            }
+        } else if write {
+            if out != text {
+                std::fs::write(f, &out)?;
+            }
+        } else {
+            print!("{out}");
+        }
+    }
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+pub fn convert(inputs: &[PathBuf], to: Option<Syntax>) -> Result<ExitCode> {
+    let files = match load::expand(inputs) {
+        Ok(f) => f,
+        Err((p, e)) => anyhow::bail!("cannot read `{}`: {e}", p.display()),
+    };
+    let mut sources = SourceMap::new();
+    let mut out_egret = Vec::new();
+    let mut out_yaml = Vec::new();
+    let mut diags = Vec::new();
+    for f in &files {
+        let text = read_file(f)?;
+        let name = f.display().to_string();
+        let from_egret = name.ends_with(".egret");
+        let loaded = load::parse_text(&mut sources, &name, text);
+        diags.extend(loaded.diagnostics.into_iter().filter(|d| d.is_error()));
+        let target = to.unwrap_or(if from_egret { Syntax::Yaml } else { Syntax::Egret });
+        match target {
+            Syntax::Egret => out_egret.extend(loaded.bundle.policies),
+            Syntax::Yaml => out_yaml.extend(loaded.bundle.policies),
+        }
+    }
+    if !diags.is_empty() {
+        print!("{}", diag::render::render(&diags, &sources, Format::Human));
+        return Ok(ExitCode::from(1));
+    }
+    if !out_egret.is_empty() {
+        print!("{}", egret_lang::egret::print(&out_egret));
+    }
+    if !out_yaml.is_empty() {
+        print!("{}", egret_lang::emit::policies_to_yaml(&out_yaml));
+    }
+    Ok(ExitCode::SUCCESS)
+}

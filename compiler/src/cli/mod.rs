@@ -1,0 +1,157 @@
+//! Command-line parsing and the subcommands. Only this edge renders
+//! diagnostics and chooses exit codes.
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use egret_lang::diag::{self, Diagnostic, Format};
+use egret_lang::load::{self, Loaded};
+use egret_lang::net::Cidr;
+use egret_lang::source::SourceMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+mod convert;
+mod lint;
+
+#[derive(Debug, Parser)]
+#[command(name = "egret", version, about = "Compile Kubernetes egress-gateway policies into verified eBPF", long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum OutFormat {
+    Human,
+    Json,
+    Github,
+}
+
+impl From<OutFormat> for Format {
+    fn from(f: OutFormat) -> Format {
+        match f {
+            OutFormat::Human => Format::Human,
+            OutFormat::Json => Format::Json,
+            OutFormat::Github => Format::Github,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Deny {
+    Warnings,
+}
+
+/// Inputs shared by the commands that read policies and a snapshot.
+#[derive(Debug, clap::Args)]
+pub struct Inputs {
+    /// Cluster snapshot: files or directories of Node, Namespace, Pod, NodeNetwork and workload YAML.
+    #[arg(long = "cluster", value_name = "SNAPSHOT")]
+    pub cluster: Vec<PathBuf>,
+    /// Service CIDR of the cluster (cluster-internal, never sent to a gateway). Repeatable.
+    #[arg(long = "service-cidr", value_name = "CIDR")]
+    pub service_cidrs: Vec<Cidr>,
+    /// Policy files or directories (`*.yaml`, `*.yml`, `*.egret`, read recursively).
+    #[arg(value_name = "POLICY", required = true)]
+    pub policies: Vec<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check policies (and, with --cluster, the policies against a cluster snapshot).
+    Lint {
+        #[command(flatten)]
+        inputs: Inputs,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "human")]
+        format: OutFormat,
+        /// Make warnings fail the run (exit 1).
+        #[arg(long, value_enum)]
+        deny: Option<Deny>,
+        /// Also report documents of kinds egret does not read.
+        #[arg(short, long)]
+        verbose: bool,
+    },
+    /// Print `.egret` files in canonical form.
+    Fmt {
+        /// Files to format.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Exit 1 if a file is not in canonical form; print nothing else.
+        #[arg(long)]
+        check: bool,
+        /// Rewrite the files in place.
+        #[arg(long, conflicts_with = "check")]
+        write: bool,
+    },
+    /// Convert CiliumEgressGatewayPolicy YAML to `.egret` or back.
+    Convert {
+        /// Input files or directories.
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        /// Target syntax (default: the other one of each input's).
+        #[arg(long, value_enum)]
+        to: Option<convert::Syntax>,
+    },
+    /// Explain a diagnostic code (`egret rule E0102`), or list them all.
+    Rule {
+        /// A code (`E0102`) or name (`unknown-field`); omit to list every code.
+        code: Option<String>,
+    },
+}
+
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Lint { inputs, format, deny, verbose } => lint::run(&inputs, format.into(), deny.is_some(), verbose),
+        Command::Fmt { files, check, write } => convert::fmt(&files, check, write),
+        Command::Convert { inputs, to } => convert::convert(&inputs, to),
+        Command::Rule { code } => rule(code.as_deref()),
+    }
+}
+
+fn rule(code: Option<&str>) -> Result<ExitCode> {
+    match code {
+        None => {
+            for c in egret_lang::codes::ALL {
+                println!("{}  {:<40} {}", c.id, c.name, c.summary);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(k) => match egret_lang::codes::lookup(k) {
+            Some(c) => {
+                println!("{} {} ({})\n\n{}\n\n{}", c.id, c.name, c.severity.as_str(), c.summary, c.doc);
+                Ok(ExitCode::SUCCESS)
+            }
+            None => {
+                eprintln!("error: no diagnostic code `{k}`; `egret rule` lists them");
+                Ok(ExitCode::from(2))
+            }
+        },
+    }
+}
+
+/// Reads policies and snapshot into one bundle.
+pub struct Read {
+    pub sources: SourceMap,
+    pub loaded: Loaded,
+    pub has_snapshot: bool,
+}
+
+pub fn read(inputs: &Inputs) -> Read {
+    let mut sources = SourceMap::new();
+    let mut loaded = load::load(&mut sources, &inputs.policies);
+    let has_snapshot = !inputs.cluster.is_empty();
+    if has_snapshot {
+        loaded.extend(load::load(&mut sources, &inputs.cluster));
+    }
+    Read { sources, loaded, has_snapshot }
+}
+
+/// Prints diagnostics to stdout in `format`.
+pub fn print_diagnostics(diags: &[Diagnostic], sources: &SourceMap, format: Format) {
+    print!("{}", diag::render::render(diags, sources, format));
+}
+
+pub fn read_file(p: &PathBuf) -> Result<String> {
+    std::fs::read_to_string(p).with_context(|| format!("cannot read `{}`", p.display()))
+}

@@ -1,0 +1,1322 @@
+//! Resolution: an AST [`Bundle`] and [`Options`] → a resolved [`World`].
+//!
+//! The world is SEMANTICS.md's "Inputs", "Endpoints" and "Gateways" made
+//! concrete: nodes (labels, first IPv4 InternalIP, Ready), namespaces (labels,
+//! always with `kubernetes.io/metadata.name`), endpoints (pods with an IP, not
+//! hostNetwork, phase Pending/Running), workload templates, cluster-internal
+//! ranges, and per policy: its selection (egret's reading and Cilium's), its
+//! resolved gateways and the egress slots they lead to.
+//!
+//! # Contract
+//! - Total: any bundle resolves, never panics. Problems with snapshot objects
+//!   are diagnostics in [`World::diagnostics`] with a documented fallback
+//!   (below). Policy field errors (`egret_lang::validate`) are collected in
+//!   [`World::validation_errors`]; resolution still proceeds (a selector item
+//!   with neither pod- nor namespaceSelector selects nothing), and `compile`
+//!   refuses such a world.
+//! - Deterministic: ids are assigned in name order (nodes, policies) or
+//!   `namespace/name` order (endpoints, at construction); everything that
+//!   reaches output is sorted.
+//! - Incremental: [`World::add_pod`] / [`World::remove_pod`] update the
+//!   per-policy selection index for one pod (O(policies)), so one node can be
+//!   recompiled without re-resolving the cluster. Policies, nodes and
+//!   namespaces are fixed for the life of a world.
+//!
+//! # Fallbacks for bad snapshots
+//! - Duplicate names (nodes, namespaces, pods, NodeNetworks, policies): the
+//!   first in input order is used; `egret_lang::validate::bundle` reports E0114.
+//! - A pod whose `spec.nodeName` names no Node (W0308): an endpoint on no known
+//!   node. Its node labels are empty, no plan hosts it, but its decisions are
+//!   computed and gateways accept its traffic.
+//! - A pod in a namespace with no Namespace object (W0308): the namespace is
+//!   taken to exist with the one label the API server always sets,
+//!   `kubernetes.io/metadata.name`.
+//! - A NodeNetwork for no known node (W0308): ignored.
+//! - Two endpoints claiming the same IP (W0309): the first by
+//!   `namespace/name` keeps it; the other endpoint loses that IP.
+//! - A pod without IP, hostNetwork, or in phase Succeeded/Failed: not an
+//!   endpoint (SEMANTICS.md, "Endpoints"); no diagnostic.
+//!
+//! # Byte encoding of the rendezvous weight
+//! SEMANTICS.md's failover weight `fnv1a_32(uid ‖ 0x00 ‖ gwIP)` is computed
+//! over the identity's UTF-8 bytes, one zero byte, then the gateway IPv4
+//! address as its 4 bytes in network order (`192.0.2.1` → `c0 00 02 01`).
+//! See [`rendezvous_weight`].
+
+use crate::ir::prefix::{self, Range};
+use egret_lang::ast::{
+    Bundle, GatewaySpec, Interface, LabelSelector, Labels, NodeNetwork, Operator, Pod, Policy,
+    SelectorItem, WorkloadKind,
+};
+use egret_lang::codes;
+use egret_lang::diag::Diagnostic;
+use egret_lang::net::{Cidr, Family};
+use egret_lang::source::Span;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+
+/// The pseudo-label carrying a pod's namespace name (Cilium convention).
+pub const POD_NAMESPACE_LABEL: &str = "io.kubernetes.pod.namespace";
+/// The label the API server sets on every namespace.
+pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
+/// FNV-1a, 32 bit.
+pub fn fnv1a_32(bytes: &[u8]) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in bytes {
+        h ^= u32::from(*b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h
+}
+
+/// The failover weight of gateway `gw` for an endpoint identity:
+/// `fnv1a_32(identity ‖ 0x00 ‖ gw.octets())` (network byte order).
+pub fn rendezvous_weight(identity: &str, gw: Ipv4Addr) -> u32 {
+    let mut bytes = Vec::with_capacity(identity.len() + 5);
+    bytes.extend_from_slice(identity.as_bytes());
+    bytes.push(0);
+    bytes.extend_from_slice(&gw.octets());
+    fnv1a_32(&bytes)
+}
+
+/// What resolution needs besides the bundle.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Service CIDRs (`--service-cidr`): cluster-internal like pod CIDRs and node IPs.
+    pub service_cidrs: Vec<Cidr>,
+}
+
+macro_rules! id_type {
+    ($(#[$m:meta])* $name:ident) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub struct $name(pub u32);
+        impl $name {
+            pub fn index(self) -> usize {
+                self.0 as usize
+            }
+        }
+    };
+}
+
+id_type!(
+    /// A node, by position in name order.
+    NodeId
+);
+id_type!(
+    /// An endpoint; stable for the life of the world (removed ones are not reused).
+    EndpointId
+);
+id_type!(
+    /// A policy, by position in name order.
+    PolicyId
+);
+id_type!(
+    /// A workload template.
+    WorkloadId
+);
+
+/// An egress slot id: the VXLAN VNI a source node puts on packets it
+/// redirects, and the key of the gateway's tables. 24 bits, never 0, unique
+/// in the cluster, derived from the slot's (gateway node, egress spec) so it
+/// does not change when unrelated policies come and go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SlotId(pub u32);
+
+impl fmt::Display for SlotId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "0x{:06x}", self.0)
+    }
+}
+
+/// A resolved node.
+#[derive(Debug, Clone)]
+pub struct NodeInfo {
+    pub id: NodeId,
+    pub name: String,
+    pub span: Span,
+    pub labels: Labels,
+    /// The first IPv4 InternalIP: the node's address as a gateway and tunnel endpoint.
+    pub ip: Option<Ipv4Addr>,
+    pub internal_ips: Vec<IpAddr>,
+    pub pod_cidrs: Vec<Cidr>,
+    /// `Ready` condition (a snapshot without conditions counts as Ready).
+    pub ready: bool,
+    /// Node facts from a NodeNetwork object, when the snapshot has one.
+    pub network: Option<NodeNetwork>,
+}
+
+/// A resolved namespace.
+#[derive(Debug, Clone)]
+pub struct NamespaceInfo {
+    pub name: String,
+    /// Labels, always including `kubernetes.io/metadata.name`.
+    pub labels: Labels,
+    /// Whether the snapshot had the Namespace object (else it is implied by a pod).
+    pub in_snapshot: bool,
+}
+
+/// An endpoint (SEMANTICS.md, "Endpoints").
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub id: EndpointId,
+    pub namespace: String,
+    pub name: String,
+    /// `namespace/name`.
+    pub key: String,
+    pub uid: String,
+    /// Hashing identity: the uid, or `namespace/name` when the uid is empty.
+    pub identity: String,
+    /// Its IPs (without any another endpoint claimed first), in the pod's order.
+    pub ips: Vec<IpAddr>,
+    pub node: Option<NodeId>,
+    /// `spec.nodeName` as written (also when it names no known node).
+    pub node_name: Option<String>,
+    /// Pod labels plus the pseudo-label `io.kubernetes.pod.namespace`.
+    pub labels: Labels,
+    pub span: Span,
+    /// The workload whose template the pod matches, if any (for grouping in `diff`).
+    pub workload: Option<WorkloadId>,
+    alive: bool,
+}
+
+impl Endpoint {
+    /// Its first IP of a family.
+    pub fn ip(&self, family: Family) -> Option<IpAddr> {
+        self.ips.iter().copied().find(|ip| Family::of(ip) == family)
+    }
+    pub fn has_family(&self, family: Family) -> bool {
+        self.ip(family).is_some()
+    }
+}
+
+/// A workload template (Deployment, StatefulSet, …).
+#[derive(Debug, Clone)]
+pub struct WorkloadInfo {
+    pub id: WorkloadId,
+    pub kind: WorkloadKind,
+    pub namespace: String,
+    pub name: String,
+    /// Template labels plus the pseudo-label `io.kubernetes.pod.namespace`.
+    pub labels: Labels,
+    pub span: Span,
+}
+
+impl WorkloadInfo {
+    /// `Kind namespace/name`.
+    pub fn display(&self) -> String {
+        format!("{} {}/{}", self.kind.as_str(), self.namespace, self.name)
+    }
+}
+
+/// How a gateway entry obtains its egress IP.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum EgressSpec {
+    /// `egressIP` set.
+    EgressIp(IpAddr),
+    /// `interface` set.
+    Interface(String),
+    /// Neither: the interface holding the default route.
+    DefaultRoute,
+}
+
+impl EgressSpec {
+    pub fn of(g: &GatewaySpec) -> EgressSpec {
+        match (&g.egress_ip, &g.interface) {
+            (Some(ip), _) => EgressSpec::EgressIp(ip.value),
+            (None, Some(i)) => EgressSpec::Interface(i.value.clone()),
+            (None, None) => EgressSpec::DefaultRoute,
+        }
+    }
+}
+
+impl fmt::Display for EgressSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EgressSpec::EgressIp(ip) => write!(f, "egress-ip {ip}"),
+            EgressSpec::Interface(i) => write!(f, "interface {i}"),
+            EgressSpec::DefaultRoute => f.write_str("default-route"),
+        }
+    }
+}
+
+/// Why a family has no egress IP on a gateway (the gateway drops that
+/// family's traffic, drop reason `no-egress-ip`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum NoEgressIp {
+    /// `egressIP` is on no interface of the node (E0306).
+    EgressIpNotOnNode { ip: IpAddr },
+    /// The interface is not on the node, by name or altName (E0307).
+    InterfaceNotOnNode { interface: String },
+    /// The NodeNetwork names no default-route interface.
+    NoDefaultRoute,
+    /// The interface has no non-link-local address of the family.
+    NoAddress { interface: String, family: Family },
+}
+
+impl fmt::Display for NoEgressIp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NoEgressIp::EgressIpNotOnNode { ip } => write!(f, "{ip} is on no interface of the node"),
+            NoEgressIp::InterfaceNotOnNode { interface } => write!(f, "interface {interface} is not on the node"),
+            NoEgressIp::NoDefaultRoute => f.write_str("the node reports no default-route interface"),
+            NoEgressIp::NoAddress { interface, family } => {
+                write!(f, "interface {interface} has no non-link-local {} address", family.as_str())
+            }
+        }
+    }
+}
+
+/// An egress IP for one family.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum EgressIp {
+    /// Known at compile time.
+    Known(IpAddr),
+    /// A node fact the loader fills in on the gateway node.
+    LateBound { spec: EgressSpec, family: Family },
+    /// Cannot be resolved: the gateway drops this family (`no-egress-ip`).
+    Unavailable { reason: NoEgressIp },
+}
+
+impl EgressIp {
+    pub fn known(&self) -> Option<IpAddr> {
+        match self {
+            EgressIp::Known(ip) => Some(*ip),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for EgressIp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EgressIp::Known(ip) => write!(f, "{ip}"),
+            EgressIp::LateBound { spec, family } => write!(f, "late({spec}, {})", family.as_str()),
+            EgressIp::Unavailable { reason } => write!(f, "none({reason})"),
+        }
+    }
+}
+
+/// The interface a slot sends from.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum InterfaceBinding {
+    Known { name: String, index: Option<u32> },
+    /// Found by the loader on the node.
+    LateBound { spec: EgressSpec },
+    Unavailable { reason: NoEgressIp },
+}
+
+impl fmt::Display for InterfaceBinding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InterfaceBinding::Known { name, index: Some(i) } => write!(f, "{name}#{i}"),
+            InterfaceBinding::Known { name, index: None } => f.write_str(name),
+            InterfaceBinding::LateBound { spec } => write!(f, "late({spec})"),
+            InterfaceBinding::Unavailable { reason } => write!(f, "none({reason})"),
+        }
+    }
+}
+
+/// An egress slot: one egress configuration on one gateway node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EgressSlot {
+    pub id: SlotId,
+    pub gateway: NodeId,
+    pub gateway_name: String,
+    pub spec: EgressSpec,
+    /// Egress IPv4, when some policy using the slot has IPv4 destinations.
+    pub v4: Option<EgressIp>,
+    /// Egress IPv6, when some policy using the slot has IPv6 destinations.
+    pub v6: Option<EgressIp>,
+    pub interface: InterfaceBinding,
+}
+
+impl EgressSlot {
+    pub fn egress(&self, family: Family) -> Option<&EgressIp> {
+        match family {
+            Family::V4 => self.v4.as_ref(),
+            Family::V6 => self.v6.as_ref(),
+        }
+    }
+}
+
+/// A gateway entry resolved to a node (SEMANTICS.md, "Gateways").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedGateway {
+    /// Index of the entry in `Policy::gateways()`.
+    pub entry: usize,
+    pub node: NodeId,
+    pub node_name: String,
+    /// The node's first IPv4 InternalIP.
+    pub ip: Ipv4Addr,
+    pub healthy: bool,
+    pub spec: EgressSpec,
+}
+
+/// Which of a policy's resolved gateways an endpoint uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Assignment {
+    /// `fnv1a_32(identity) mod N`, when N ≥ 1.
+    pub hashed: Option<usize>,
+    /// The gateway in effect: `hashed` when healthy, else the healthy one with
+    /// the highest rendezvous weight; `None` = no gateway (drop).
+    pub chosen: Option<usize>,
+}
+
+impl Assignment {
+    pub fn failed_over(&self) -> bool {
+        self.hashed.is_some() && self.chosen != self.hashed
+    }
+}
+
+/// SEMANTICS.md's assignment of an endpoint to one of `gateways` (sorted by IP).
+pub fn assign(gateways: &[ResolvedGateway], identity: &str) -> Assignment {
+    if gateways.is_empty() {
+        return Assignment { hashed: None, chosen: None };
+    }
+    let hashed = fnv1a_32(identity.as_bytes()) as usize % gateways.len();
+    if gateways[hashed].healthy {
+        return Assignment { hashed: Some(hashed), chosen: Some(hashed) };
+    }
+    // Highest weight; ties (astronomically rare) go to the lower gateway IP, then entry.
+    let chosen = gateways
+        .iter()
+        .enumerate()
+        .filter(|(_, g)| g.healthy)
+        .max_by(|(_, a), (_, b)| {
+            rendezvous_weight(identity, a.ip)
+                .cmp(&rendezvous_weight(identity, b.ip))
+                .then_with(|| (b.ip, b.entry).cmp(&(a.ip, a.entry)))
+        })
+        .map(|(i, _)| i);
+    Assignment { hashed: Some(hashed), chosen }
+}
+
+/// Where a cluster-internal range comes from.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum InternalSource {
+    PodCidr { node: String },
+    NodeIp { node: String },
+    ServiceCidr,
+}
+
+impl fmt::Display for InternalSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InternalSource::PodCidr { node } => write!(f, "pod CIDR of node {node}"),
+            InternalSource::NodeIp { node } => write!(f, "IP of node {node}"),
+            InternalSource::ServiceCidr => f.write_str("service CIDR"),
+        }
+    }
+}
+
+/// Cluster-internal ranges: traffic to them is never sent to a gateway.
+#[derive(Debug, Clone, Default)]
+pub struct InternalRanges {
+    /// Every contributing prefix with its origin, sorted.
+    pub sources: Vec<(Cidr, InternalSource)>,
+    /// Their union, sorted and merged.
+    pub ranges: Vec<Range>,
+    /// The union as minimal canonical prefixes (what the datapath holds).
+    pub prefixes: Vec<Cidr>,
+}
+
+impl InternalRanges {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        prefix::ranges_contain(&self.ranges, ip).is_some()
+    }
+    /// The first contributing prefix (in sorted order) that contains `ip`.
+    pub fn source_of(&self, ip: IpAddr) -> Option<&(Cidr, InternalSource)> {
+        self.sources.iter().find(|(c, _)| c.contains_ip(ip))
+    }
+}
+
+/// A policy with its normalized fields.
+#[derive(Debug, Clone)]
+pub struct PolicyInfo {
+    pub id: PolicyId,
+    pub name: String,
+    pub ast: Policy,
+    /// `destinationCIDRs` with host bits cleared, in written order.
+    pub destinations: Vec<Cidr>,
+    /// `excludedCIDRs` with host bits cleared, in written order.
+    pub excluded: Vec<Cidr>,
+    /// Resolved gateways, sorted by gateway IP (then entry index).
+    pub gateways: Vec<ResolvedGateway>,
+}
+
+impl PolicyInfo {
+    pub fn has_family(&self, family: Family) -> bool {
+        self.destinations.iter().any(|c| c.family() == family)
+    }
+}
+
+/// Which reading of `nodeSelector` to apply (SEMANTICS.md, deliberate difference 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reading {
+    /// Each item's nodeSelector constrains its own item.
+    Egret,
+    /// All items' nodeSelectors are pooled and ORed, detached from their items.
+    Cilium,
+}
+
+/// What happens to an endpoint's traffic captured by a policy.
+#[derive(Debug, Clone, Copy)]
+pub enum GatewayOutcome<'w> {
+    NoGateway,
+    Gateway { gateway: &'w ResolvedGateway, slot: &'w EgressSlot, local: bool },
+}
+
+/// Errors of the incremental updates.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WorldError {
+    #[error("pod `{key}` is already in the world")]
+    DuplicatePod { key: String },
+    #[error("IP {ip} of pod `{key}` already belongs to `{owner}`")]
+    DuplicateIp { key: String, ip: IpAddr, owner: String },
+    #[error("no pod `{key}` in the world")]
+    UnknownPod { key: String },
+}
+
+static NEXT_WORLD: AtomicU64 = AtomicU64::new(1);
+
+/// The resolved cluster and policies.
+#[derive(Debug, Clone)]
+pub struct World {
+    generation: u64,
+    options: Options,
+    nodes: Vec<NodeInfo>,
+    node_by_name: BTreeMap<String, NodeId>,
+    namespaces: BTreeMap<String, NamespaceInfo>,
+    endpoints: Vec<Endpoint>,
+    endpoint_by_key: BTreeMap<String, EndpointId>,
+    endpoint_by_ip: HashMap<IpAddr, EndpointId>,
+    by_node: Vec<BTreeSet<EndpointId>>,
+    unplaced: BTreeSet<EndpointId>,
+    by_namespace: HashMap<String, BTreeSet<EndpointId>>,
+    label_index: HashMap<String, HashMap<String, BTreeSet<EndpointId>>>,
+    workloads: Vec<WorkloadInfo>,
+    policies: Vec<PolicyInfo>,
+    policy_by_name: BTreeMap<String, PolicyId>,
+    slots: Vec<EgressSlot>,
+    slot_index: BTreeMap<(NodeId, EgressSpec), usize>,
+    internal: InternalRanges,
+    selection: Vec<BTreeSet<EndpointId>>,
+    cilium_selection: Vec<BTreeSet<EndpointId>>,
+    selected_by: Vec<Vec<PolicyId>>,
+    diagnostics: Vec<Diagnostic>,
+    validation_errors: Vec<Diagnostic>,
+}
+
+impl World {
+    /// Resolves a bundle. Never fails; see the module doc for fallbacks.
+    pub fn new(bundle: &Bundle, options: &Options) -> World {
+        let mut diags = Vec::new();
+        let c = &bundle.cluster;
+
+        // Nodes, by name; the first of duplicates wins.
+        let mut node_src: Vec<&egret_lang::ast::Node> = c.nodes.iter().collect();
+        node_src.sort_by(|a, b| a.name.value.cmp(&b.name.value));
+        node_src.dedup_by(|b, a| a.name.value == b.name.value);
+        let mut nodes: Vec<NodeInfo> = node_src
+            .iter()
+            .enumerate()
+            .map(|(i, n)| NodeInfo {
+                id: NodeId(i as u32),
+                name: n.name.value.clone(),
+                span: n.span,
+                labels: n.labels.clone(),
+                ip: n.internal_ips.iter().find_map(|ip| match ip {
+                    IpAddr::V4(a) => Some(*a),
+                    IpAddr::V6(_) => None,
+                }),
+                internal_ips: n.internal_ips.clone(),
+                pod_cidrs: n.pod_cidrs.iter().map(Cidr::network).collect(),
+                ready: n.ready.unwrap_or(true),
+                network: None,
+            })
+            .collect();
+        let node_by_name: BTreeMap<String, NodeId> = nodes.iter().map(|n| (n.name.clone(), n.id)).collect();
+        for nn in &c.node_networks {
+            match node_by_name.get(&nn.node.value) {
+                Some(id) => {
+                    let slot = &mut nodes[id.index()].network;
+                    if slot.is_none() {
+                        *slot = Some(nn.clone());
+                    }
+                }
+                None => diags.push(
+                    Diagnostic::new(
+                        &codes::DANGLING_REFERENCE,
+                        format!("NodeNetwork `{}` is for a node the snapshot does not contain", nn.node.value),
+                    )
+                    .primary(nn.node.span, "no Node with this name")
+                    .note("egret ignores this NodeNetwork")
+                    .help("include the Node object, or remove the NodeNetwork"),
+                ),
+            }
+        }
+
+        // Namespaces from the snapshot.
+        let mut namespaces: BTreeMap<String, NamespaceInfo> = BTreeMap::new();
+        for ns in &c.namespaces {
+            namespaces.entry(ns.name.value.clone()).or_insert_with(|| {
+                let mut labels = ns.labels.clone();
+                labels.entry(NAMESPACE_NAME_LABEL.to_string()).or_insert_with(|| ns.name.value.clone());
+                NamespaceInfo { name: ns.name.value.clone(), labels, in_snapshot: true }
+            });
+        }
+
+        // Workloads.
+        let mut wl_src: Vec<&egret_lang::ast::Workload> = c.workloads.iter().collect();
+        wl_src.sort_by(|a, b| (a.kind, &a.namespace, &a.name.value).cmp(&(b.kind, &b.namespace, &b.name.value)));
+        wl_src.dedup_by(|b, a| (a.kind, &a.namespace, &a.name.value) == (b.kind, &b.namespace, &b.name.value));
+        let workloads: Vec<WorkloadInfo> = wl_src
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                let mut labels = w.template_labels.clone();
+                labels.insert(POD_NAMESPACE_LABEL.to_string(), w.namespace.clone());
+                WorkloadInfo {
+                    id: WorkloadId(i as u32),
+                    kind: w.kind,
+                    namespace: w.namespace.clone(),
+                    name: w.name.value.clone(),
+                    labels,
+                    span: w.span,
+                }
+            })
+            .collect();
+
+        // Policies, by name; the first of duplicates wins.
+        let mut pol_src: Vec<&Policy> = bundle.policies.iter().collect();
+        pol_src.sort_by(|a, b| a.name.value.cmp(&b.name.value));
+        pol_src.dedup_by(|b, a| a.name.value == b.name.value);
+
+        let mut world = World {
+            generation: NEXT_WORLD.fetch_add(1, AtomicOrdering::Relaxed),
+            options: options.clone(),
+            by_node: vec![BTreeSet::new(); nodes.len()],
+            nodes,
+            node_by_name,
+            namespaces,
+            endpoints: Vec::new(),
+            endpoint_by_key: BTreeMap::new(),
+            endpoint_by_ip: HashMap::new(),
+            unplaced: BTreeSet::new(),
+            by_namespace: HashMap::new(),
+            label_index: HashMap::new(),
+            workloads,
+            policies: Vec::new(),
+            policy_by_name: BTreeMap::new(),
+            slots: Vec::new(),
+            slot_index: BTreeMap::new(),
+            internal: InternalRanges::default(),
+            selection: Vec::new(),
+            cilium_selection: Vec::new(),
+            selected_by: Vec::new(),
+            diagnostics: Vec::new(),
+            validation_errors: egret_lang::validate::bundle(bundle).into_iter().filter(Diagnostic::is_error).collect(),
+        };
+
+        world.internal = world.compute_internal();
+        for (i, p) in pol_src.iter().enumerate() {
+            let gateways = world.resolve_gateways(p);
+            world.policies.push(PolicyInfo {
+                id: PolicyId(i as u32),
+                name: p.name.value.clone(),
+                ast: (*p).clone(),
+                destinations: p.destination_cidrs.iter().map(|c| c.value.network()).collect(),
+                excluded: p.excluded_cidrs.iter().map(|c| c.value.network()).collect(),
+                gateways,
+            });
+            world.policy_by_name.insert(p.name.value.clone(), PolicyId(i as u32));
+        }
+        world.assign_slots();
+        world.selection = vec![BTreeSet::new(); world.policies.len()];
+        world.cilium_selection = vec![BTreeSet::new(); world.policies.len()];
+
+        // Endpoints, by namespace/name; the first of duplicates wins.
+        let mut pods: Vec<&Pod> = c.pods.iter().filter(|p| p.is_endpoint()).collect();
+        pods.sort_by_key(|p| p.key());
+        pods.dedup_by(|b, a| a.key() == b.key());
+        let mut missing_ns: BTreeSet<String> = BTreeSet::new();
+        for pod in pods {
+            if !world.namespaces.contains_key(&pod.namespace) && missing_ns.insert(pod.namespace.clone()) {
+                diags.push(
+                    Diagnostic::new(
+                        &codes::DANGLING_REFERENCE,
+                        format!("pod `{}` is in namespace `{}`, which the snapshot does not contain", pod.key(), pod.namespace),
+                    )
+                    .primary(pod.name.span, "its namespace is missing")
+                    .note(format!(
+                        "egret assumes the namespace exists with only the label `{NAMESPACE_NAME_LABEL}: {}`",
+                        pod.namespace
+                    ))
+                    .help("include the namespaces: `kubectl get namespaces -o yaml`"),
+                );
+            }
+            if let Some(n) = &pod.node_name
+                && !world.node_by_name.contains_key(n)
+            {
+                diags.push(
+                    Diagnostic::new(
+                        &codes::DANGLING_REFERENCE,
+                        format!("pod `{}` runs on node `{n}`, which the snapshot does not contain", pod.key()),
+                    )
+                    .primary(pod.name.span, "its node is missing")
+                    .note("egret treats the node as having no labels; no plan hosts this pod")
+                    .help("include the nodes: `kubectl get nodes -o yaml`"),
+                );
+            }
+            let ips: Vec<IpAddr> = pod.pod_ips.clone();
+            let mut kept = Vec::new();
+            for ip in ips {
+                match world.endpoint_by_ip.get(&ip) {
+                    Some(owner) => {
+                        let owner = world.endpoints[owner.index()].key.clone();
+                        diags.push(
+                            Diagnostic::new(
+                                &codes::INVALID_OBJECT,
+                                format!("pod `{}` has IP {ip}, which pod `{owner}` already has", pod.key()),
+                            )
+                            .primary(pod.name.span, "duplicate pod IP")
+                            .note(format!("egret gives {ip} to `{owner}` only"))
+                            .help("regenerate the snapshot; a pod IP belongs to one running pod"),
+                        );
+                    }
+                    None => kept.push(ip),
+                }
+            }
+            if kept.is_empty() {
+                continue;
+            }
+            let id = world.insert_endpoint(pod, kept);
+            world.index_endpoint(id);
+        }
+        // Selection, per policy, through the label index.
+        for pid in 0..world.policies.len() {
+            let (egret, cilium) = world.select_indexed(PolicyId(pid as u32));
+            for e in &egret {
+                world.selected_by[e.index()].push(PolicyId(pid as u32));
+            }
+            world.selection[pid] = egret;
+            world.cilium_selection[pid] = cilium;
+        }
+        egret_lang::diag::sort_dedup(&mut diags);
+        world.diagnostics = diags;
+        world
+    }
+
+    // ---- accessors ----
+
+    /// Identifies this world and its incremental updates (for caches).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+    /// Problems with snapshot objects and how they were handled.
+    pub fn diagnostics(&self) -> &[Diagnostic] {
+        &self.diagnostics
+    }
+    /// Error-level field validation diagnostics of the policies (and duplicate names).
+    pub fn validation_errors(&self) -> &[Diagnostic] {
+        &self.validation_errors
+    }
+    /// Nodes in name order.
+    pub fn nodes(&self) -> &[NodeInfo] {
+        &self.nodes
+    }
+    pub fn node(&self, id: NodeId) -> &NodeInfo {
+        &self.nodes[id.index()]
+    }
+    pub fn node_by_name(&self, name: &str) -> Option<&NodeInfo> {
+        self.node_by_name.get(name).map(|id| &self.nodes[id.index()])
+    }
+    pub fn node_with_ip(&self, ip: Ipv4Addr) -> Option<&NodeInfo> {
+        self.nodes.iter().find(|n| n.ip == Some(ip))
+    }
+    pub fn namespaces(&self) -> impl Iterator<Item = &NamespaceInfo> {
+        self.namespaces.values()
+    }
+    pub fn namespace(&self, name: &str) -> Option<&NamespaceInfo> {
+        self.namespaces.get(name)
+    }
+    /// Live endpoints, in id order.
+    pub fn endpoints(&self) -> impl Iterator<Item = &Endpoint> {
+        self.endpoints.iter().filter(|e| e.alive)
+    }
+    pub fn endpoint(&self, id: EndpointId) -> &Endpoint {
+        &self.endpoints[id.index()]
+    }
+    pub fn endpoint_by_key(&self, key: &str) -> Option<&Endpoint> {
+        self.endpoint_by_key.get(key).map(|id| &self.endpoints[id.index()])
+    }
+    pub fn endpoint_by_ip(&self, ip: IpAddr) -> Option<&Endpoint> {
+        self.endpoint_by_ip.get(&ip).map(|id| &self.endpoints[id.index()])
+    }
+    /// Endpoints hosted by a node, in id order.
+    pub fn endpoints_on(&self, node: NodeId) -> impl Iterator<Item = &Endpoint> {
+        self.by_node.get(node.index()).into_iter().flatten().map(|id| &self.endpoints[id.index()])
+    }
+    /// Endpoints whose node is missing or unknown.
+    pub fn unplaced_endpoints(&self) -> impl Iterator<Item = &Endpoint> {
+        self.unplaced.iter().map(|id| &self.endpoints[id.index()])
+    }
+    pub fn workloads(&self) -> &[WorkloadInfo] {
+        &self.workloads
+    }
+    pub fn workload(&self, id: WorkloadId) -> &WorkloadInfo {
+        &self.workloads[id.index()]
+    }
+    /// Policies in name order.
+    pub fn policies(&self) -> &[PolicyInfo] {
+        &self.policies
+    }
+    pub fn policy(&self, id: PolicyId) -> &PolicyInfo {
+        &self.policies[id.index()]
+    }
+    pub fn policy_by_name(&self, name: &str) -> Option<&PolicyInfo> {
+        self.policy_by_name.get(name).map(|id| &self.policies[id.index()])
+    }
+    /// All egress slots, sorted by (gateway node name, spec).
+    pub fn slots(&self) -> &[EgressSlot] {
+        &self.slots
+    }
+    pub fn slot_of(&self, node: NodeId, spec: &EgressSpec) -> Option<&EgressSlot> {
+        self.slot_index.get(&(node, spec.clone())).map(|i| &self.slots[*i])
+    }
+    pub fn slot_by_id(&self, id: SlotId) -> Option<&EgressSlot> {
+        self.slots.iter().find(|s| s.id == id)
+    }
+    /// Cluster-internal ranges.
+    pub fn internal_ranges(&self) -> &InternalRanges {
+        &self.internal
+    }
+    pub fn is_internal(&self, ip: IpAddr) -> bool {
+        self.internal.contains(ip)
+    }
+
+    /// Endpoints a policy of this world selects (egret's reading), in id order.
+    pub fn selection(&self, p: PolicyId) -> &BTreeSet<EndpointId> {
+        &self.selection[p.index()]
+    }
+    /// Endpoints a policy of this world selects in Cilium's reading.
+    pub fn cilium_selection(&self, p: PolicyId) -> &BTreeSet<EndpointId> {
+        &self.cilium_selection[p.index()]
+    }
+    /// Policies selecting an endpoint (egret's reading), in name order.
+    pub fn selecting(&self, e: EndpointId) -> &[PolicyId] {
+        self.selected_by.get(e.index()).map_or(&[], Vec::as_slice)
+    }
+
+    // ---- selection, for any policy (also ones not in this world) ----
+
+    /// Labels of a node by name (empty for an unknown or missing node).
+    fn node_labels(&self, node: Option<NodeId>) -> &Labels {
+        static EMPTY: Labels = Labels::new();
+        node.map_or(&EMPTY, |n| &self.nodes[n.index()].labels)
+    }
+
+    /// Labels of a namespace (`kubernetes.io/metadata.name` only, for one not in the snapshot).
+    pub fn namespace_labels(&self, name: &str) -> Labels {
+        match self.namespaces.get(name) {
+            Some(ns) => ns.labels.clone(),
+            None => Labels::from([(NAMESPACE_NAME_LABEL.to_string(), name.to_string())]),
+        }
+    }
+
+    fn namespace_matches(&self, sel: &LabelSelector, ns: &str) -> bool {
+        match self.namespaces.get(ns) {
+            Some(info) => sel.matches(&info.labels),
+            None => sel.matches(&self.namespace_labels(ns)),
+        }
+    }
+
+    /// Whether an item's pod and namespace parts match (`None` when the item
+    /// has neither, which is an error and matches nothing).
+    fn item_pod_ns(&self, item: &SelectorItem, labels: &Labels, namespace: &str) -> bool {
+        if item.pod_selector.is_none() && item.namespace_selector.is_none() {
+            return false;
+        }
+        item.pod_selector.as_ref().is_none_or(|s| s.matches(labels))
+            && item.namespace_selector.as_ref().is_none_or(|s| self.namespace_matches(s, namespace))
+    }
+
+    /// Whether one selector item selects an endpoint, egret's reading.
+    pub fn item_selects(&self, item: &SelectorItem, e: &Endpoint) -> bool {
+        self.item_pod_ns(item, &e.labels, &e.namespace)
+            && item.node_selector.as_ref().is_none_or(|s| s.matches(self.node_labels(e.node)))
+    }
+
+    /// Whether a policy selects an endpoint in the given reading.
+    pub fn selects(&self, p: &Policy, e: &Endpoint, reading: Reading) -> bool {
+        match reading {
+            Reading::Egret => p.selectors.iter().any(|i| self.item_selects(i, e)),
+            Reading::Cilium => {
+                let podns = p.selectors.iter().any(|i| self.item_pod_ns(i, &e.labels, &e.namespace));
+                let node_sels: Vec<&LabelSelector> = p.selectors.iter().filter_map(|i| i.node_selector.as_ref()).collect();
+                podns && (node_sels.is_empty() || node_sels.iter().any(|s| s.matches(self.node_labels(e.node))))
+            }
+        }
+    }
+
+    /// The endpoints a policy selects (egret's reading), sorted by `namespace/name`.
+    pub fn selected_endpoints(&self, p: &Policy) -> Vec<&Endpoint> {
+        self.selected_endpoints_in(p, Reading::Egret)
+    }
+
+    /// The endpoints a policy selects in a reading, sorted by `namespace/name`.
+    pub fn selected_endpoints_in(&self, p: &Policy, reading: Reading) -> Vec<&Endpoint> {
+        let mut v: Vec<&Endpoint> = match self.policy_by_name.get(&p.name.value) {
+            Some(id) if self.policies[id.index()].ast == *p => {
+                let set = match reading {
+                    Reading::Egret => &self.selection[id.index()],
+                    Reading::Cilium => &self.cilium_selection[id.index()],
+                };
+                set.iter().map(|e| &self.endpoints[e.index()]).collect()
+            }
+            _ => self.endpoints().filter(|e| self.selects(p, e, reading)).collect(),
+        };
+        v.sort_by(|a, b| a.key.cmp(&b.key));
+        v
+    }
+
+    /// The workload templates a policy would select: pod and namespace parts
+    /// of an item against the template labels and the workload's namespace.
+    /// An item's nodeSelector is not checked (a workload's pods may land on
+    /// any node).
+    pub fn selected_workloads(&self, p: &Policy) -> Vec<&WorkloadInfo> {
+        self.workloads
+            .iter()
+            .filter(|w| p.selectors.iter().any(|i| self.item_pod_ns(i, &w.labels, &w.namespace)))
+            .collect()
+    }
+
+    /// Nodes whose labels match a selector, in name order.
+    pub fn matching_nodes(&self, sel: &LabelSelector) -> Vec<&NodeInfo> {
+        self.nodes.iter().filter(|n| sel.matches(&n.labels)).collect()
+    }
+
+    /// A gateway entry's node: the first by name among matching nodes with an IPv4 InternalIP.
+    pub fn gateway_node(&self, g: &GatewaySpec) -> Option<&NodeInfo> {
+        self.nodes.iter().find(|n| n.ip.is_some() && g.node_selector.matches(&n.labels))
+    }
+
+    /// A policy's gateway entries resolved to nodes (entries that resolve to
+    /// no node dropped), sorted by gateway IP, then entry index.
+    pub fn resolve_gateways(&self, p: &Policy) -> Vec<ResolvedGateway> {
+        let mut out: Vec<ResolvedGateway> = p
+            .gateways()
+            .iter()
+            .enumerate()
+            .filter_map(|(entry, g)| {
+                let n = self.gateway_node(g)?;
+                Some(ResolvedGateway {
+                    entry,
+                    node: n.id,
+                    node_name: n.name.clone(),
+                    ip: n.ip?,
+                    healthy: n.ready,
+                    spec: EgressSpec::of(g),
+                })
+            })
+            .collect();
+        out.sort_by_key(|g| (g.ip, g.entry));
+        out
+    }
+
+    /// The gateway assignment of an endpoint under a policy of this world.
+    pub fn assignment(&self, p: PolicyId, e: EndpointId) -> Assignment {
+        assign(&self.policies[p.index()].gateways, &self.endpoints[e.index()].identity)
+    }
+
+    /// Where a policy of this world sends an endpoint's captured traffic.
+    pub fn gateway_outcome(&self, p: PolicyId, e: EndpointId) -> GatewayOutcome<'_> {
+        let pol = &self.policies[p.index()];
+        let ep = &self.endpoints[e.index()];
+        let Some(i) = assign(&pol.gateways, &ep.identity).chosen else {
+            return GatewayOutcome::NoGateway;
+        };
+        let gw = &pol.gateways[i];
+        match self.slot_of(gw.node, &gw.spec) {
+            Some(slot) => GatewayOutcome::Gateway { gateway: gw, slot, local: ep.node == Some(gw.node) },
+            None => GatewayOutcome::NoGateway,
+        }
+    }
+
+    /// The egress IP of a gateway entry on a node, for one family
+    /// (SEMANTICS.md, "Egress IP"): from the node's NodeNetwork when the
+    /// snapshot has one, else late-bound (an `egressIP` is known for its own
+    /// family without one).
+    pub fn egress_ip(&self, g: &GatewaySpec, node: NodeId, family: Family) -> EgressIp {
+        self.egress_for(&EgressSpec::of(g), node, family)
+    }
+
+    fn egress_for(&self, spec: &EgressSpec, node: NodeId, family: Family) -> EgressIp {
+        match self.egress_interface(spec, node) {
+            Ok(Some(iface)) => match spec {
+                EgressSpec::EgressIp(ip) if Family::of(ip) == family => EgressIp::Known(*ip),
+                _ => match first_address(iface, family) {
+                    Some(ip) => EgressIp::Known(ip),
+                    None => EgressIp::Unavailable { reason: NoEgressIp::NoAddress { interface: iface.name.clone(), family } },
+                },
+            },
+            Ok(None) => match spec {
+                // No NodeNetwork: a written egressIP is known for its own family.
+                EgressSpec::EgressIp(ip) if Family::of(ip) == family => EgressIp::Known(*ip),
+                _ => EgressIp::LateBound { spec: spec.clone(), family },
+            },
+            Err(reason) => EgressIp::Unavailable { reason },
+        }
+    }
+
+    /// The interface a spec names on a node: `Ok(None)` when the snapshot has
+    /// no NodeNetwork for it (late-bound).
+    fn egress_interface(&self, spec: &EgressSpec, node: NodeId) -> Result<Option<&Interface>, NoEgressIp> {
+        let Some(net) = self.nodes.get(node.index()).and_then(|n| n.network.as_ref()) else {
+            return Ok(None);
+        };
+        let by_name = |name: &str| {
+            net.interfaces
+                .iter()
+                .find(|i| i.name == name)
+                .or_else(|| net.interfaces.iter().find(|i| i.alt_names.iter().any(|a| a == name)))
+        };
+        match spec {
+            EgressSpec::EgressIp(ip) => net
+                .interfaces
+                .iter()
+                .find(|i| i.addresses.iter().any(|a| a.addr == *ip))
+                .map(Some)
+                .ok_or(NoEgressIp::EgressIpNotOnNode { ip: *ip }),
+            EgressSpec::Interface(name) => {
+                by_name(name).map(Some).ok_or_else(|| NoEgressIp::InterfaceNotOnNode { interface: name.clone() })
+            }
+            EgressSpec::DefaultRoute => {
+                let name = net.default_route_interface.as_deref().ok_or(NoEgressIp::NoDefaultRoute)?;
+                by_name(name).map(Some).ok_or_else(|| NoEgressIp::InterfaceNotOnNode { interface: name.to_string() })
+            }
+        }
+    }
+
+    // ---- incremental updates ----
+
+    /// Adds a pod (a pod that is not an endpoint is accepted and ignored:
+    /// `Ok(None)`). Updates the selection index for it alone.
+    pub fn add_pod(&mut self, pod: &Pod) -> Result<Option<EndpointId>, WorldError> {
+        if !pod.is_endpoint() {
+            return Ok(None);
+        }
+        let key = pod.key();
+        if self.endpoint_by_key.contains_key(&key) {
+            return Err(WorldError::DuplicatePod { key });
+        }
+        for ip in &pod.pod_ips {
+            if let Some(owner) = self.endpoint_by_ip.get(ip) {
+                return Err(WorldError::DuplicateIp { key, ip: *ip, owner: self.endpoints[owner.index()].key.clone() });
+            }
+        }
+        let id = self.insert_endpoint(pod, pod.pod_ips.clone());
+        self.index_endpoint(id);
+        let ep = &self.endpoints[id.index()];
+        let mut sel = Vec::new();
+        let mut csel = Vec::new();
+        for p in &self.policies {
+            if self.selects(&p.ast, ep, Reading::Egret) {
+                sel.push(p.id);
+            }
+            if self.selects(&p.ast, ep, Reading::Cilium) {
+                csel.push(p.id);
+            }
+        }
+        for p in &sel {
+            self.selection[p.index()].insert(id);
+        }
+        for p in csel {
+            self.cilium_selection[p.index()].insert(id);
+        }
+        self.selected_by[id.index()] = sel;
+        Ok(Some(id))
+    }
+
+    /// Removes a pod by `namespace/name`.
+    pub fn remove_pod(&mut self, key: &str) -> Result<EndpointId, WorldError> {
+        let id = self.endpoint_by_key.remove(key).ok_or_else(|| WorldError::UnknownPod { key: key.to_string() })?;
+        let ep = &mut self.endpoints[id.index()];
+        ep.alive = false;
+        let ep = ep.clone();
+        for ip in &ep.ips {
+            self.endpoint_by_ip.remove(ip);
+        }
+        match ep.node {
+            Some(n) => {
+                self.by_node[n.index()].remove(&id);
+            }
+            None => {
+                self.unplaced.remove(&id);
+            }
+        }
+        if let Some(s) = self.by_namespace.get_mut(&ep.namespace) {
+            s.remove(&id);
+        }
+        for (k, v) in &ep.labels {
+            if let Some(s) = self.label_index.get_mut(k).and_then(|m| m.get_mut(v)) {
+                s.remove(&id);
+            }
+        }
+        for p in std::mem::take(&mut self.selected_by[id.index()]) {
+            self.selection[p.index()].remove(&id);
+        }
+        for s in &mut self.cilium_selection {
+            s.remove(&id);
+        }
+        Ok(id)
+    }
+
+    // ---- construction helpers ----
+
+    fn insert_endpoint(&mut self, pod: &Pod, ips: Vec<IpAddr>) -> EndpointId {
+        let id = EndpointId(self.endpoints.len() as u32);
+        let mut labels = pod.labels.clone();
+        labels.insert(POD_NAMESPACE_LABEL.to_string(), pod.namespace.clone());
+        let workload = self
+            .workloads
+            .iter()
+            .find(|w| {
+                w.namespace == pod.namespace
+                    && w.labels.len() > 1
+                    && w.labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+            })
+            .map(|w| w.id);
+        let node = pod.node_name.as_ref().and_then(|n| self.node_by_name.get(n).copied());
+        self.endpoints.push(Endpoint {
+            id,
+            namespace: pod.namespace.clone(),
+            name: pod.name.value.clone(),
+            key: pod.key(),
+            uid: pod.uid.clone(),
+            identity: pod.identity(),
+            ips,
+            node,
+            node_name: pod.node_name.clone(),
+            labels,
+            span: pod.span,
+            workload,
+            alive: true,
+        });
+        self.selected_by.push(Vec::new());
+        id
+    }
+
+    fn index_endpoint(&mut self, id: EndpointId) {
+        let ep = &self.endpoints[id.index()];
+        self.endpoint_by_key.insert(ep.key.clone(), id);
+        for ip in &ep.ips {
+            self.endpoint_by_ip.insert(*ip, id);
+        }
+        match ep.node {
+            Some(n) => {
+                self.by_node[n.index()].insert(id);
+            }
+            None => {
+                self.unplaced.insert(id);
+            }
+        }
+        self.by_namespace.entry(ep.namespace.clone()).or_default().insert(id);
+        for (k, v) in &ep.labels {
+            self.label_index.entry(k.clone()).or_default().entry(v.clone()).or_default().insert(id);
+        }
+    }
+
+    /// Candidate endpoints for an item, from the indexes: the smallest
+    /// `matchLabels` (or single-value `In`) posting list, else the namespaces
+    /// the namespaceSelector matches, else everything.
+    fn candidates(&self, item: &SelectorItem) -> Vec<EndpointId> {
+        static NONE: BTreeSet<EndpointId> = BTreeSet::new();
+        if let Some(ps) = &item.pod_selector {
+            let lists = ps
+                .match_labels
+                .iter()
+                .map(|(k, v)| (k.value.as_str(), v.value.as_str()))
+                .chain(ps.match_expressions.iter().filter_map(|r| match (r.operator.value, r.values.as_slice()) {
+                    (Operator::In, [v]) => Some((r.key.value.as_str(), v.value.as_str())),
+                    _ => None,
+                }))
+                .map(|(k, v)| self.label_index.get(k).and_then(|m| m.get(v)).unwrap_or(&NONE));
+            if let Some(best) = lists.min_by_key(|s| s.len()) {
+                return best.iter().copied().collect();
+            }
+        }
+        if let Some(ns) = &item.namespace_selector
+            && !ns.is_empty()
+        {
+            let mut out: Vec<EndpointId> = Vec::new();
+            for (name, set) in &self.by_namespace {
+                if self.namespace_matches(ns, name) {
+                    out.extend(set.iter().copied());
+                }
+            }
+            out.sort_unstable();
+            return out;
+        }
+        self.endpoint_by_key.values().copied().collect()
+    }
+
+    fn select_indexed(&self, p: PolicyId) -> (BTreeSet<EndpointId>, BTreeSet<EndpointId>) {
+        let pol = &self.policies[p.index()].ast;
+        let mut egret = BTreeSet::new();
+        let mut cilium = BTreeSet::new();
+        let has_node_sel = pol.selectors.iter().any(|i| i.node_selector.is_some());
+        for item in &pol.selectors {
+            for e in self.candidates(item) {
+                let ep = &self.endpoints[e.index()];
+                if !self.item_pod_ns(item, &ep.labels, &ep.namespace) {
+                    continue;
+                }
+                if item.node_selector.as_ref().is_none_or(|s| s.matches(self.node_labels(ep.node))) {
+                    egret.insert(e);
+                }
+                if !has_node_sel || cilium.contains(&e) {
+                    cilium.insert(e);
+                } else if pol
+                    .selectors
+                    .iter()
+                    .filter_map(|i| i.node_selector.as_ref())
+                    .any(|s| s.matches(self.node_labels(ep.node)))
+                {
+                    cilium.insert(e);
+                }
+            }
+        }
+        (egret, cilium)
+    }
+
+    fn compute_internal(&self) -> InternalRanges {
+        let mut sources: Vec<(Cidr, InternalSource)> = Vec::new();
+        for n in &self.nodes {
+            for c in &n.pod_cidrs {
+                sources.push((c.network(), InternalSource::PodCidr { node: n.name.clone() }));
+            }
+            for ip in &n.internal_ips {
+                let len = if ip.is_ipv4() { 32 } else { 128 };
+                sources.push((Cidr::new(*ip, len), InternalSource::NodeIp { node: n.name.clone() }));
+            }
+        }
+        for c in &self.options.service_cidrs {
+            sources.push((c.network(), InternalSource::ServiceCidr));
+        }
+        sources.sort_by(|a, b| prefix::prefix_order(&a.0, &b.0).then_with(|| a.1.cmp(&b.1)));
+        sources.dedup();
+        let ranges = prefix::merge_ranges(sources.iter().map(|(c, _)| Range::of(c)).collect());
+        let prefixes = ranges.iter().flat_map(Range::prefixes).collect();
+        InternalRanges { sources, ranges, prefixes }
+    }
+
+    /// Creates one slot per distinct (gateway node, egress spec) used by any
+    /// policy, with cluster-unique 24-bit ids from a hash of the pair.
+    fn assign_slots(&mut self) {
+        let mut keys: BTreeMap<(String, EgressSpec), (NodeId, [bool; 2])> = BTreeMap::new();
+        for p in &self.policies {
+            let fams = [p.has_family(Family::V4), p.has_family(Family::V6)];
+            for g in &p.gateways {
+                let e = keys.entry((g.node_name.clone(), g.spec.clone())).or_insert((g.node, [false, false]));
+                e.1[0] |= fams[0];
+                e.1[1] |= fams[1];
+            }
+        }
+        let mut taken: BTreeSet<u32> = BTreeSet::new();
+        for ((name, spec), (node, fams)) in keys {
+            let mut id = fnv1a_32(format!("{name}\0{spec}").as_bytes()) & 0x00ff_ffff;
+            while id == 0 || taken.contains(&id) {
+                id = (id + 1) & 0x00ff_ffff;
+            }
+            taken.insert(id);
+            let interface = match self.egress_interface(&spec, node) {
+                Ok(Some(i)) => InterfaceBinding::Known { name: i.name.clone(), index: i.index },
+                Ok(None) => InterfaceBinding::LateBound { spec: spec.clone() },
+                Err(reason) => InterfaceBinding::Unavailable { reason },
+            };
+            let slot = EgressSlot {
+                id: SlotId(id),
+                gateway: node,
+                gateway_name: name,
+                v4: fams[0].then(|| self.egress_for(&spec, node, Family::V4)),
+                v6: fams[1].then(|| self.egress_for(&spec, node, Family::V6)),
+                spec,
+                interface,
+            };
+            self.slot_index.insert((node, slot.spec.clone()), self.slots.len());
+            self.slots.push(slot);
+        }
+    }
+}
+
+fn is_link_local(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => a.is_link_local(),
+        IpAddr::V6(a) => (a.segments()[0] & 0xffc0) == 0xfe80,
+    }
+}
+
+/// The first non-link-local address of a family on an interface, in the order the node reports.
+fn first_address(iface: &Interface, family: Family) -> Option<IpAddr> {
+    iface.addresses.iter().map(|c| c.addr).find(|a| Family::of(a) == family && !is_link_local(a))
+}
+
+/// Why a selector does not match labels: the first requirement that fails,
+/// in words (`None` when it matches).
+pub fn selector_miss(sel: &LabelSelector, labels: &Labels) -> Option<String> {
+    for (k, v) in &sel.match_labels {
+        match labels.get(&k.value) {
+            Some(have) if *have == v.value => {}
+            Some(have) => return Some(format!("`{}` is `{have}`, not `{}`", k.value, v.value)),
+            None => return Some(format!("no label `{}` (wants `{}`)", k.value, v.value)),
+        }
+    }
+    for r in &sel.match_expressions {
+        if r.matches(labels) {
+            continue;
+        }
+        let vals: Vec<&str> = r.values.iter().map(|v| v.value.as_str()).collect();
+        let have = labels.get(&r.key.value);
+        return Some(match (r.operator.value, have) {
+            (Operator::In, Some(h)) => format!("`{}` is `{h}`, not in [{}]", r.key.value, vals.join(", ")),
+            (Operator::In, None) => format!("no label `{}` (wants one of [{}])", r.key.value, vals.join(", ")),
+            (Operator::NotIn, h) => {
+                format!("`{}` is `{}`, which is in [{}]", r.key.value, h.map_or("", String::as_str), vals.join(", "))
+            }
+            (Operator::Exists, _) => format!("no label `{}`", r.key.value),
+            (Operator::DoesNotExist, _) => format!("has label `{}`", r.key.value),
+        });
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fnv_reference_values() {
+        assert_eq!(fnv1a_32(b"uid-a"), 0x80c4a5d3);
+        assert_eq!(fnv1a_32(b"uid-b"), 0x81c4a766);
+        assert_eq!(fnv1a_32(b"uid-c"), 0x82c4a8f9);
+        assert_eq!(fnv1a_32(b"uid-d"), 0x83c4aa8c);
+        assert_eq!(fnv1a_32(b"7c22952d-25a0-409d-952c-60895b5c2a90"), 0x4989084b);
+        assert_eq!(fnv1a_32(b""), 0x811c9dc5);
+    }
+
+    #[test]
+    fn rendezvous_weight_encoding() {
+        let ip = Ipv4Addr::new(192, 0, 2, 1);
+        let mut bytes = b"uid-a".to_vec();
+        bytes.extend_from_slice(&[0, 192, 0, 2, 1]);
+        assert_eq!(rendezvous_weight("uid-a", ip), fnv1a_32(&bytes));
+    }
+}
