@@ -489,7 +489,7 @@ pub fn read_object(data: &[u8]) -> Result<ParsedObject, ElfError> {
                     "symbol `{name}` in `.maps` has no BTF definition"
                 )));
             }
-            map_by_sym_index.insert(sym.index(), name.to_owned());
+            map_by_sym_index.insert(sym.index().0, name.to_owned());
         }
     }
     let maps: Vec<MapDef> = maps.into_iter().map(|(_, m)| m).collect();
@@ -503,7 +503,7 @@ pub fn read_object(data: &[u8]) -> Result<ParsedObject, ElfError> {
     for section in file.sections() {
         let is_exec = matches!(
             section.flags(),
-            object::SectionFlags::Elf { sh_flags, .. } if sh_flags & u64::from(elf::SHF_EXECINSTR) != 0
+            object::SectionFlags::Elf { sh_flags, .. } if sh_flags.0 & elf::SHF_EXECINSTR.0 != 0
         );
         if !is_exec || section.size() == 0 {
             continue;
@@ -544,10 +544,10 @@ pub fn read_object(data: &[u8]) -> Result<ParsedObject, ElfError> {
         let mut relocs: BTreeMap<usize, String> = BTreeMap::new();
         for (off, rel) in section.relocations() {
             let r_type = match rel.flags() {
-                RelocationFlags::Elf { r_type } => r_type,
+                RelocationFlags::Elf { r_type } => r_type.0,
                 _ => 0,
             };
-            if r_type != elf::R_BPF_64_64 {
+            if r_type != elf::R_BPF_64_64.0 {
                 return Err(read_err(format!(
                     "{sec_name}: unsupported relocation type {r_type} at {off:#x}"
                 )));
@@ -555,7 +555,7 @@ pub fn read_object(data: &[u8]) -> Result<ParsedObject, ElfError> {
             let RelocationTarget::Symbol(sym) = rel.target() else {
                 return Err(read_err(format!("{sec_name}: relocation at {off:#x} has no symbol")));
             };
-            let Some(map) = map_by_sym_index.get(&sym) else {
+            let Some(map) = map_by_sym_index.get(&sym.0) else {
                 return Err(read_err(format!(
                     "{sec_name}: relocation at {off:#x} is not against a map in `.maps`"
                 )));

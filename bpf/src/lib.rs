@@ -15,11 +15,16 @@
 
 pub mod asm;
 pub mod builder;
+pub mod btf;
 pub mod disasm;
+pub mod elf;
 pub mod helpers;
 pub mod insn;
+pub mod interp;
 pub mod maps;
 pub mod program;
+pub mod skb;
+pub mod verifier;
 
 pub use builder::{BuildError, BuildErrors, Label, ProgramBuilder};
 pub use insn::{

@@ -7,7 +7,7 @@
 //! app in one team namespace (some by namespace only, some with a shared
 //! `use-egress-gateway` label), captures 2–6 destination prefixes drawn from a
 //! pool where partners overlap (so ties and shadowing must really be checked),
-//! 10% capture `0.0.0.0/0`, 30% exclude ranges, and gateways come from 20 pools.
+//! 10% capture `0.0.0.0/0` minus private ranges, and gateways come from 20 pools.
 
 use egret_compiler::lint;
 use egret_lang::source::SourceMap;
@@ -62,7 +62,7 @@ fn synth(n: usize) -> String {
                 let _ = writeln!(s, "  - \"{net}\"");
             }
         }
-        if i % 10 < 3 {
+        if i % 10 == 3 {
             let _ = write!(s, "  excludedCIDRs:\n  - \"10.0.0.0/8\"\n  - \"192.168.0.0/16\"\n");
         }
         let _ = write!(

@@ -2,6 +2,41 @@
 //! datapaths, plus the CI tooling around them (lint, diff, explain).
 //!
 //! Stages, each a module with typed input and output:
-//! `lint` (checks), … (more stages land with the compiler core).
+//! `lint` (checks); [`resolve`] (AST bundle + snapshot → [`resolve::World`]);
+//! [`eval`] (the reference evaluator, SEMANTICS.md as code); [`ir`] (lowering,
+//! passes, text form, verifier); [`plan`] (per-node layout, verifier,
+//! [`plan::Verified`]); [`compile`] (the driver); [`cilium`], [`explain`],
+//! [`diff`] (views for people and CI).
+//!
+//! # CLI hooks
+//! - World: `resolve::World::new(&bundle, &resolve::Options { service_cidrs })`;
+//!   `world.diagnostics()` (snapshot problems), `world.validation_errors()`.
+//! - `egret compile --node N`: `compile::compile_node(&world, "N")` →
+//!   `Result<plan::Verified<plan::Plan>, compile::CompileError>`
+//!   (`err.diagnostics()` for input errors); `--emit plan`: `plan.to_text()`;
+//!   `--emit ir|ir-opt`: `compile::emit_ir(&world, "N", ir::Stage::Lowered |
+//!   ir::Stage::Minimized)` then `ir::text::emit(&module)`; `--emit cilium`:
+//!   `cilium::render(&world, "N", cilium::Format::Text | Json)`. All nodes:
+//!   `compile::Session::new().compile_all(&world)`; sizes: `plan.counts()`
+//!   and `cilium::entry_count(&world)` (Cilium's layout, cluster-wide).
+//! - `egret explain --from F --to T`: `explain::explain(&world, F, T)` →
+//!   `Result<Explanation, Diagnostic>`; `explain::render(&e, explain::Format::Human | Json)`.
+//! - `egret diff OLD NEW`: `diff::compute(&old_world, &new_world)`;
+//!   `diff::render(&d, diff::Format::Human | Json | Markdown)`; exit 1 when
+//!   `!d.is_empty()`.
+//! - Code generation: accepts `plan::Verified<plan::Plan>`; `plan.lookup(src, dst)`
+//!   is the reference for its equivalence checker, with `eval::decide`.
+//! - Linter: `world.selected_endpoints(&policy)`, `world.selected_workloads(&policy)`,
+//!   `world.selected_endpoints_in(&policy, resolve::Reading::Cilium)`,
+//!   `world.matching_nodes(&selector)`, `world.resolve_gateways(&policy)`,
+//!   `world.egress_ip(&gateway_spec, node_id, family)`, `world.internal_ranges()`.
 
 pub mod lint;
+pub mod ir;
+pub mod resolve;
+pub mod cilium;
+pub mod compile;
+pub mod diff;
+pub mod eval;
+pub mod explain;
+pub mod plan;

@@ -446,6 +446,8 @@ pub struct PolicyInfo {
     pub excluded: Vec<Cidr>,
     /// Resolved gateways, sorted by gateway IP (then entry index).
     pub gateways: Vec<ResolvedGateway>,
+    /// For each of `gateways`, its slot's index in [`World::slots`].
+    gateway_slots: Vec<usize>,
 }
 
 impl PolicyInfo {
@@ -490,6 +492,9 @@ pub struct World {
     options: Options,
     nodes: Vec<NodeInfo>,
     node_by_name: BTreeMap<String, NodeId>,
+    node_by_ip: HashMap<Ipv4Addr, NodeId>,
+    /// Per node, the (policy, index into its gateways) that resolve to it.
+    gateway_entries: Vec<Vec<(PolicyId, usize)>>,
     namespaces: BTreeMap<String, NamespaceInfo>,
     endpoints: Vec<Endpoint>,
     endpoint_by_key: BTreeMap<String, EndpointId>,
@@ -507,8 +512,23 @@ pub struct World {
     selection: Vec<BTreeSet<EndpointId>>,
     cilium_selection: Vec<BTreeSet<EndpointId>>,
     selected_by: Vec<Vec<PolicyId>>,
+    /// Pods of the snapshot that are not endpoints, with why.
+    non_endpoints: BTreeMap<String, &'static str>,
     diagnostics: Vec<Diagnostic>,
     validation_errors: Vec<Diagnostic>,
+}
+
+/// Why a pod is not an endpoint.
+fn non_endpoint_reason(p: &Pod) -> Option<&'static str> {
+    if p.is_endpoint() {
+        None
+    } else if p.host_network {
+        Some("it uses the host network")
+    } else if p.pod_ips.is_empty() {
+        Some("it has no IP")
+    } else {
+        Some("it is not Pending or Running")
+    }
 }
 
 impl World {
@@ -600,6 +620,16 @@ impl World {
             generation: NEXT_WORLD.fetch_add(1, AtomicOrdering::Relaxed),
             options: options.clone(),
             by_node: vec![BTreeSet::new(); nodes.len()],
+            node_by_ip: {
+                let mut m = HashMap::new();
+                for n in &nodes {
+                    if let Some(ip) = n.ip {
+                        m.entry(ip).or_insert(n.id);
+                    }
+                }
+                m
+            },
+            gateway_entries: vec![Vec::new(); nodes.len()],
             nodes,
             node_by_name,
             namespaces,
@@ -618,6 +648,11 @@ impl World {
             selection: Vec::new(),
             cilium_selection: Vec::new(),
             selected_by: Vec::new(),
+            non_endpoints: c
+                .pods
+                .iter()
+                .filter_map(|p| non_endpoint_reason(p).map(|r| (p.key(), r)))
+                .collect(),
             diagnostics: Vec::new(),
             validation_errors: egret_lang::validate::bundle(bundle).into_iter().filter(Diagnostic::is_error).collect(),
         };
@@ -632,6 +667,7 @@ impl World {
                 destinations: p.destination_cidrs.iter().map(|c| c.value.network()).collect(),
                 excluded: p.excluded_cidrs.iter().map(|c| c.value.network()).collect(),
                 gateways,
+                gateway_slots: Vec::new(),
             });
             world.policy_by_name.insert(p.name.value.clone(), PolicyId(i as u32));
         }
@@ -692,6 +728,7 @@ impl World {
                 }
             }
             if kept.is_empty() {
+                world.non_endpoints.insert(pod.key(), "its IPs belong to other pods");
                 continue;
             }
             let id = world.insert_endpoint(pod, kept);
@@ -738,8 +775,13 @@ impl World {
     pub fn node_by_name(&self, name: &str) -> Option<&NodeInfo> {
         self.node_by_name.get(name).map(|id| &self.nodes[id.index()])
     }
+    /// The node whose first IPv4 InternalIP is `ip` (the first by name if several).
     pub fn node_with_ip(&self, ip: Ipv4Addr) -> Option<&NodeInfo> {
-        self.nodes.iter().find(|n| n.ip == Some(ip))
+        self.node_by_ip.get(&ip).map(|id| &self.nodes[id.index()])
+    }
+    /// The (policy, index into its resolved gateways) pairs that resolve to a node.
+    pub fn gateway_entries_on(&self, node: NodeId) -> &[(PolicyId, usize)] {
+        self.gateway_entries.get(node.index()).map_or(&[], Vec::as_slice)
     }
     pub fn namespaces(&self) -> impl Iterator<Item = &NamespaceInfo> {
         self.namespaces.values()
@@ -753,6 +795,14 @@ impl World {
     }
     pub fn endpoint(&self, id: EndpointId) -> &Endpoint {
         &self.endpoints[id.index()]
+    }
+    /// Why a pod of the snapshot is not an endpoint (`None` for endpoints and unknown pods).
+    pub fn non_endpoint_reason(&self, key: &str) -> Option<&'static str> {
+        self.non_endpoints.get(key).copied()
+    }
+    /// An endpoint that has not been removed.
+    pub fn live_endpoint(&self, id: EndpointId) -> Option<&Endpoint> {
+        self.endpoints.get(id.index()).filter(|e| e.alive)
     }
     pub fn endpoint_by_key(&self, key: &str) -> Option<&Endpoint> {
         self.endpoint_by_key.get(key).map(|id| &self.endpoints[id.index()])
@@ -944,7 +994,7 @@ impl World {
             return GatewayOutcome::NoGateway;
         };
         let gw = &pol.gateways[i];
-        match self.slot_of(gw.node, &gw.spec) {
+        match pol.gateway_slots.get(i).and_then(|s| self.slots.get(*s)) {
             Some(slot) => GatewayOutcome::Gateway { gateway: gw, slot, local: ep.node == Some(gw.node) },
             None => GatewayOutcome::NoGateway,
         }
@@ -1253,6 +1303,17 @@ impl World {
             };
             self.slot_index.insert((node, slot.spec.clone()), self.slots.len());
             self.slots.push(slot);
+        }
+        for pi in 0..self.policies.len() {
+            let slots: Vec<usize> = self.policies[pi]
+                .gateways
+                .iter()
+                .map(|g| self.slot_index.get(&(g.node, g.spec.clone())).copied().unwrap_or(usize::MAX))
+                .collect();
+            for (gi, g) in self.policies[pi].gateways.iter().enumerate() {
+                self.gateway_entries[g.node.index()].push((PolicyId(pi as u32), gi));
+            }
+            self.policies[pi].gateway_slots = slots;
         }
     }
 }

@@ -326,6 +326,14 @@ impl Cx<'_> {
         let gw = sf.get("egressGateway");
         let gws = sf.get("egressGateways");
         let selector_key = sf.key_span("selector");
+        // An unknown key that is a near miss of a required field: missing-field labels point at it.
+        let near_miss = |field: &str| {
+            sf.entries.iter().find_map(|(k, _)| {
+                let name = k.as_str()?;
+                (name != field && !SPEC_FIELDS.contains(&name) && did_you_mean(name, SPEC_FIELDS) == Some(field)).then_some(k.span)
+            })
+        };
+        let dest_near = near_miss("destinationCIDRs");
         sf.finish(self, "spec", SPEC_FIELDS, |name| match name {
             "selector" => Some(
                 "did you mean `selectors`? it is a list of items, each with a `podSelector` and/or `namespaceSelector`:\n  selectors:\n  - podSelector:\n      matchLabels: {...}"
@@ -375,7 +383,7 @@ impl Cx<'_> {
             }
             None => self.push(
                 Diagnostic::new(&codes::MISSING_FIELD, format!("policy `{}` has no `spec.destinationCIDRs`", p.name.value))
-                    .primary(p.spec_span, "`destinationCIDRs` is required")
+                    .primary(dest_near.unwrap_or(p.spec_span), "`destinationCIDRs` is required")
                     .help("add `destinationCIDRs: [\"0.0.0.0/0\"]` (or the specific ranges)"),
             ),
         }

@@ -21,13 +21,14 @@ pub fn fmt(files: &[PathBuf], check: bool, write: bool) -> Result<ExitCode> {
         let text = read_file(f)?;
         let mut sources = SourceMap::new();
         let id = sources.add(f.display().to_string(), text.clone());
-        let (policies, diags) = egret_lang::egret::parse(id, &text);
-        if diags.iter().any(|d| d.is_error()) {
-            print!("{}", diag::render::render(&diags, &sources, Format::Human));
-            failed = true;
-            continue;
-        }
-        let out = egret_lang::egret::print(&policies);
+        let out = match egret_lang::egret::format(id, &text) {
+            Ok(out) => out,
+            Err(diags) => {
+                print!("{}", diag::render::render(&diags, &sources, Format::Human));
+                failed = true;
+                continue;
+            }
+        };
         if check {
             if out != text {
                 println!("{} is not in canonical form", f.display());
@@ -70,7 +71,14 @@ pub fn convert(inputs: &[PathBuf], to: Option<Syntax>) -> Result<ExitCode> {
         return Ok(ExitCode::from(1));
     }
     if !out_egret.is_empty() {
-        print!("{}", egret_lang::egret::print(&out_egret));
+        match egret_lang::egret::try_print(&out_egret) {
+            Ok(text) => print!("{text}"),
+            Err(why) => {
+                eprintln!("error: cannot write this policy set as .egret: {why}");
+                eprintln!("help: `egret lint` reports the problem with a span; fix it first");
+                return Ok(ExitCode::from(1));
+            }
+        }
     }
     if !out_yaml.is_empty() {
         print!("{}", egret_lang::emit::policies_to_yaml(&out_yaml));

@@ -69,8 +69,115 @@ impl<'a> Prepared<'a> {
     }
 }
 
+/// Pinned values per policy in two dimensions: the most commonly pinned pod
+/// label (typically `app`) and the namespace name. For each dimension a
+/// policy's value set is `None` when some item does not pin it (and so may
+/// select pods with any value). Two policies can share a pod only if, in every
+/// dimension, either is `None` or their sets intersect; P's pods can all be Q's
+/// only if, in every dimension, Q is `None` or P's set is inside Q's.
+struct Pins {
+    of: Vec<[Option<BTreeSet<String>>; 2]>,
+    by_pod: HashMap<String, Vec<usize>>,
+    /// Pod-unpinned policies by namespace value, and those unpinned in both.
+    pod_free_by_ns: HashMap<String, Vec<usize>>,
+    free: Vec<usize>,
+}
+
+fn dim_values(p: &Prepared<'_>, f: impl Fn(&ItemConstraints) -> Option<String>) -> Option<BTreeSet<String>> {
+    if p.items.is_empty() {
+        return None;
+    }
+    p.items.iter().map(f).collect()
+}
+
+fn subset(a: &Option<BTreeSet<String>>, b: &Option<BTreeSet<String>>) -> bool {
+    match (a, b) {
+        (_, None) => true,
+        (Some(x), Some(y)) => x.is_subset(y),
+        (None, Some(_)) => false,
+    }
+}
+
+fn meet(a: &Option<BTreeSet<String>>, b: &Option<BTreeSet<String>>) -> bool {
+    match (a, b) {
+        (Some(x), Some(y)) => !x.is_disjoint(y),
+        _ => true,
+    }
+}
+
+impl Pins {
+    fn new(prepared: &[Prepared<'_>]) -> Pins {
+        let mut freq: HashMap<&str, usize> = HashMap::new();
+        for p in prepared {
+            for it in &p.items {
+                for (k, _) in it.pod.pinned_keys() {
+                    *freq.entry(k).or_default() += 1;
+                }
+            }
+        }
+        let key = freq.iter().max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0))).map(|(k, _)| k.to_string());
+        let mut pins =
+            Pins { of: Vec::with_capacity(prepared.len()), by_pod: HashMap::new(), pod_free_by_ns: HashMap::new(), free: Vec::new() };
+        for (i, p) in prepared.iter().enumerate() {
+            let pod = match &key {
+                Some(k) => dim_values(p, |it| it.pod.pinned(k).map(str::to_string)),
+                None => None,
+            };
+            let ns = dim_values(p, |it| it.namespace.pinned(super::constraints::NAMESPACE_NAME_LABEL).map(str::to_string));
+            match (&pod, &ns) {
+                (Some(vals), _) => {
+                    for v in vals {
+                        pins.by_pod.entry(v.clone()).or_default().push(i);
+                    }
+                }
+                (None, Some(vals)) => {
+                    for v in vals {
+                        pins.pod_free_by_ns.entry(v.clone()).or_default().push(i);
+                    }
+                }
+                (None, None) => pins.free.push(i),
+            }
+            pins.of.push([pod, ns]);
+        }
+        pins
+    }
+
+    fn may_overlap(&self, a: usize, b: usize) -> bool {
+        (0..2).all(|d| meet(&self.of[a][d], &self.of[b][d]))
+    }
+
+    fn may_cover_pair(&self, p: usize, q: usize) -> bool {
+        (0..2).all(|d| subset(&self.of[p][d], &self.of[q][d]))
+    }
+
+    /// Policies that might select every pod `p` selects.
+    fn may_cover(&self, p: usize) -> Vec<usize> {
+        let mut out: BTreeSet<usize> = BTreeSet::new();
+        let [pod, ns] = &self.of[p];
+        let mut consider = |q: usize| {
+            if q != p && self.may_cover_pair(p, q) {
+                out.insert(q);
+            }
+        };
+        for v in pod.iter().flatten() {
+            self.by_pod.get(v).into_iter().flatten().for_each(|&q| consider(q));
+        }
+        match ns {
+            Some(vals) => {
+                for v in vals {
+                    self.pod_free_by_ns.get(v).into_iter().flatten().for_each(|&q| consider(q));
+                }
+            }
+            None => self.pod_free_by_ns.values().flatten().for_each(|&q| consider(q)),
+        }
+        self.free.iter().for_each(|&q| consider(q));
+        out.into_iter().collect()
+    }
+}
+
 pub fn check(policies: &[Policy]) -> Vec<Diagnostic> {
     let prepared: Vec<Prepared<'_>> = policies.iter().map(Prepared::new).collect();
+    let pins = Pins::new(&prepared);
     let mut out = Vec::new();
     for p in &prepared {
         exclusion_without_effect(p, &mut out);
@@ -86,8 +193,8 @@ pub fn check(policies: &[Policy]) -> Vec<Diagnostic> {
         }
     }
     ties(&prepared, &by_dest, &mut out);
-    shadowed(&prepared, &by_dest, &mut out);
-    cilium_exclusions(&prepared, &by_dest, &mut out);
+    shadowed(&prepared, &pins, &mut out);
+    cilium_exclusions(&prepared, &by_dest, &pins, &mut out);
     out
 }
 
@@ -260,18 +367,15 @@ fn ties(prepared: &[Prepared<'_>], by_dest: &HashMap<Cidr, Vec<usize>>, out: &mu
     }
 }
 
-fn shadowed(prepared: &[Prepared<'_>], by_dest: &HashMap<Cidr, Vec<usize>>, out: &mut Vec<Diagnostic>) {
-    // Sorted destination index for "entries inside d" queries.
-    let mut sorted: Vec<(u128, u128, u8, usize)> = Vec::new();
-    for (c, ps) in by_dest {
-        let (lo, hi) = c.range();
-        for &i in ps {
-            sorted.push((lo, hi, c.len, i));
-        }
-    }
-    sorted.sort();
+fn shadowed(prepared: &[Prepared<'_>], pins: &Pins, out: &mut Vec<Diagnostic>) {
     for (pi, p) in prepared.iter().enumerate() {
         if p.items.is_empty() || p.dests.is_empty() {
+            continue;
+        }
+        // Only policies that select (at least) every pod P selects can shadow it.
+        let coverers: Vec<&Prepared<'_>> =
+            pins.may_cover(pi).into_iter().map(|q| &prepared[q]).filter(|q| p.covered_by(q)).collect();
+        if coverers.is_empty() {
             continue;
         }
         let mut all_covered = true;
@@ -281,28 +385,8 @@ fn shadowed(prepared: &[Prepared<'_>], by_dest: &HashMap<Cidr, Vec<usize>>, out:
             if region.is_empty() {
                 continue;
             }
-            // Policies with an entry containing d (ancestors, incl. d itself) or inside d.
-            let mut cands: BTreeSet<usize> = BTreeSet::new();
-            for len in 0..=c.len {
-                let anc = Cidr::new(egret_lang::net::u128_to_ip(c.family(), c.bits() & prefix_mask(c.family(), len)), len);
-                if let Some(v) = by_dest.get(&anc) {
-                    cands.extend(v.iter().copied());
-                }
-            }
-            let (lo, hi) = c.range();
-            let start = sorted.partition_point(|e| e.0 < lo);
-            for e in &sorted[start..] {
-                if e.0 > hi {
-                    break;
-                }
-                if e.1 <= hi {
-                    cands.insert(e.3);
-                }
-            }
-            cands.remove(&pi);
-            for qi in cands {
-                let q = &prepared[qi];
-                if q.p.name.value == p.p.name.value || !p.covered_by(q) {
+            for q in &coverers {
+                if q.p.name.value == p.p.name.value {
                     continue;
                 }
                 for e in &q.dests {
@@ -366,8 +450,8 @@ impl RangeSet {
     }
 }
 
-fn cilium_exclusions(prepared: &[Prepared<'_>], by_dest: &HashMap<Cidr, Vec<usize>>, out: &mut Vec<Diagnostic>) {
-    for p in prepared {
+fn cilium_exclusions(prepared: &[Prepared<'_>], by_dest: &HashMap<Cidr, Vec<usize>>, pins: &Pins, out: &mut Vec<Diagnostic>) {
+    for (pi, p) in prepared.iter().enumerate() {
         for x in &p.p.excluded_cidrs {
             let xn = x.value.network();
             let mut others: BTreeSet<(String, usize)> = BTreeSet::new();
@@ -375,7 +459,7 @@ fn cilium_exclusions(prepared: &[Prepared<'_>], by_dest: &HashMap<Cidr, Vec<usiz
                 let anc = Cidr::new(egret_lang::net::u128_to_ip(xn.family(), xn.bits() & prefix_mask(xn.family(), len)), len);
                 for &qi in by_dest.get(&anc).into_iter().flatten() {
                     let q = &prepared[qi];
-                    if q.name() == p.name() || !p.overlaps(q) {
+                    if q.name() == p.name() || !pins.may_overlap(pi, qi) || !p.overlaps(q) {
                         continue;
                     }
                     let mut r = RangeSet::of(&xn);

@@ -69,15 +69,24 @@ fn item(i: &SelectorItem) -> NormalItem {
 }
 
 fn selector(s: &LabelSelector) -> NormalSelector {
-    let mut match_labels: Vec<(String, String)> =
-        s.match_labels.iter().map(|(k, v)| (k.value.clone(), v.value.clone())).collect();
+    let mut match_labels: Vec<(String, String)> = s
+        .match_labels
+        .iter()
+        .map(|(k, v)| (k.value.clone(), v.value.clone()))
+        .collect();
     match_labels.sort();
     NormalSelector {
         match_labels,
         match_expressions: s
             .match_expressions
             .iter()
-            .map(|r| (r.key.value.clone(), r.operator.value, r.values.iter().map(|v| v.value.clone()).collect()))
+            .map(|r| {
+                (
+                    r.key.value.clone(),
+                    r.operator.value,
+                    r.values.iter().map(|v| v.value.clone()).collect(),
+                )
+            })
             .collect(),
     }
 }
@@ -87,5 +96,43 @@ fn gateway(g: &GatewaySpec) -> NormalGateway {
         node_selector: selector(&g.node_selector),
         egress_ip: g.egress_ip.as_ref().map(|i| i.value),
         interface: g.interface.as_ref().map(|i| i.value.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::FileId;
+
+    #[test]
+    fn label_order_and_gateway_form_do_not_matter() {
+        let (a, _) = crate::egret::parse(
+            FileId(0),
+            "policy p { select pods(a = 1, b = 2) via nodes(*) }",
+        );
+        let (b, _) = crate::egret::parse(
+            FileId(1),
+            "policy p {\n  select pods(b = 2, a = 1)\n  via nodes(*)\n}",
+        );
+        let mut b = b;
+        let g = b[0].egress_gateway.take();
+        b[0].egress_gateways = g.into_iter().collect();
+        assert!(semantically_equal(&a[0], &b[0]));
+        assert_eq!(
+            normalize(&a[0]).selectors[0]
+                .pod_selector
+                .as_ref()
+                .map(|s| s.match_labels.len()),
+            Some(2)
+        );
+        // An egressGateway beside egressGateways is ignored, as in Cilium.
+        let mut c = a[0].clone();
+        let mut ignored = c.egress_gateway.clone();
+        if let Some(g) = ignored.as_mut() {
+            g.interface = Some(crate::source::Spanned::new("ignored".into(), g.span));
+        }
+        c.egress_gateways = c.egress_gateway.take().into_iter().collect();
+        c.egress_gateway = ignored;
+        assert!(semantically_equal(&a[0], &c));
     }
 }

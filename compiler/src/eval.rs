@@ -1,0 +1,372 @@
+//! The reference evaluator: SEMANTICS.md, "The decision for one packet",
+//! written as directly as possible and independent of the IR machinery.
+//! Generated code and plans are checked against it.
+//!
+//! [`decide`] takes a resolved [`World`], a source (an endpoint, or a source
+//! IP looked up among endpoint IPs) and a destination address, and returns
+//! the [`Decision`]: the verdict, the winning policy, the gateway and egress
+//! IP, and a trail with one [`Consideration`] per policy of the world (in
+//! name order) saying whether it selects the endpoint (and through which
+//! item, or why not), whether its destinations contain the address (or
+//! which exclusion removes it), and how it fared.
+//!
+//! "Local egress" is relative to the node evaluating the packet, which is
+//! the endpoint's own node. A source IP that belongs to no endpoint is
+//! passed (no policy can select it), as the datapath does. Never panics.
+
+use crate::ir::Action;
+use crate::resolve::{
+    Assignment, EgressIp, Endpoint, EndpointId, GatewayOutcome, InternalSource, PolicyInfo, Reading, SlotId, World,
+    fnv1a_32, selector_miss,
+};
+use egret_lang::net::{Cidr, Family};
+use std::net::{IpAddr, Ipv4Addr};
+
+pub use crate::ir::DropReason;
+
+/// Where a packet comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Endpoint(EndpointId),
+    /// A source address; the endpoint holding it, if any.
+    Ip(IpAddr),
+}
+
+/// The resolved source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceInfo {
+    /// The source address: as given, or the endpoint's IP of the destination's family.
+    pub ip: Option<IpAddr>,
+    pub endpoint: Option<EndpointId>,
+    /// `namespace/name`.
+    pub key: Option<String>,
+    /// The node evaluating the packet (the endpoint's node).
+    pub node: Option<String>,
+}
+
+/// A gateway node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayRef {
+    pub node: String,
+    pub ip: Ipv4Addr,
+}
+
+/// Why a packet takes the normal route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PassReason {
+    /// The source is no endpoint's IP.
+    NotAnEndpoint,
+    /// The destination is cluster-internal (step 1).
+    ClusterInternal { range: Cidr, source: InternalSource },
+    /// No policy selects the endpoint and captures the destination (step 2).
+    NoPolicyMatches,
+}
+
+/// The decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Pass { reason: PassReason },
+    Drop { reason: DropReason },
+    /// Tunnel to the gateway, which SNATs to `egress_ip`.
+    Redirect { gateway: GatewayRef, slot: SlotId, egress_ip: Option<EgressIp> },
+    /// This node is the gateway: SNAT to `egress_ip` here.
+    LocalEgress { gateway: GatewayRef, slot: SlotId, egress_ip: Option<EgressIp> },
+}
+
+impl Verdict {
+    /// The datapath action this verdict corresponds to.
+    pub fn action(&self) -> Action {
+        match self {
+            Verdict::Pass { .. } => Action::Pass,
+            Verdict::Drop { reason } => Action::Drop(*reason),
+            Verdict::Redirect { gateway, slot, .. } => Action::Redirect { gateway: gateway.ip, slot: *slot },
+            Verdict::LocalEgress { slot, .. } => Action::LocalEgress { slot: *slot },
+        }
+    }
+}
+
+/// Why the winner won.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WinReason {
+    /// It was the only policy matching.
+    OnlyMatch,
+    /// Its matching destination prefix is the longest; `runner_up` is the next best.
+    LongestPrefix { runner_up: String, runner_up_len: u8 },
+    /// Tied on prefix length with `tied_with`; the smallest name wins.
+    TieBreakByName { tied_with: Vec<String> },
+}
+
+/// The winning policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Winner {
+    pub policy: String,
+    /// Its longest `destinationCIDRs` entry containing the destination.
+    pub prefix: Cidr,
+    pub reason: WinReason,
+}
+
+/// How the winner's gateway was chosen for the endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayChoice {
+    /// The resolved gateways, sorted by IP, with health.
+    pub candidates: Vec<(GatewayRef, bool)>,
+    /// `fnv1a_32(identity)`.
+    pub hash: u32,
+    pub assignment: Assignment,
+}
+
+/// Why a selector item does not select the endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemMiss {
+    /// 0-based index in `spec.selectors`.
+    pub item: usize,
+    pub reason: String,
+}
+
+/// Whether a policy selects the endpoint (egret's reading).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selection {
+    /// Through this item (0-based, the first that matches).
+    Selected { item: usize },
+    NotSelected { misses: Vec<ItemMiss> },
+}
+
+/// Whether a policy's destinations contain the address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DestinationMatch {
+    /// `entry` is the longest destinationCIDRs entry containing it.
+    Contains { entry: Cidr },
+    /// `entry` contains it, but excluded CIDR `by` removes it.
+    Excluded { entry: Cidr, by: Cidr },
+    NoEntryContains,
+}
+
+/// How a policy fared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Won,
+    LostToLongerPrefix { winner: String, winner_len: u8 },
+    LostTieBreak { winner: String },
+    NotSelected,
+    NoMatchingDestination,
+    /// It matched, but the destination is cluster-internal.
+    OverriddenByClusterInternal,
+}
+
+/// One policy's part in the decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Consideration {
+    pub policy: String,
+    pub selection: Selection,
+    /// Whether Cilium's reading (pooled nodeSelectors) selects the endpoint.
+    pub cilium_selected: bool,
+    pub destination: DestinationMatch,
+    pub outcome: Outcome,
+}
+
+/// Everything about one packet's fate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub source: SourceInfo,
+    pub destination: IpAddr,
+    pub verdict: Verdict,
+    pub winner: Option<Winner>,
+    pub gateway: Option<GatewayChoice>,
+    pub trail: Vec<Consideration>,
+}
+
+/// Why an item misses an endpoint, or `None` when it selects it.
+pub fn item_miss(world: &World, item: &egret_lang::ast::SelectorItem, ep: &Endpoint) -> Option<String> {
+    if item.pod_selector.is_none() && item.namespace_selector.is_none() {
+        return Some("has neither podSelector nor namespaceSelector (invalid, selects nothing)".to_string());
+    }
+    if let Some(s) = &item.pod_selector
+        && let Some(why) = selector_miss(s, &ep.labels)
+    {
+        return Some(format!("podSelector: {why}"));
+    }
+    if let Some(s) = &item.namespace_selector
+        && let Some(why) = selector_miss(s, &world.namespace_labels(&ep.namespace))
+    {
+        return Some(format!("namespaceSelector: namespace `{}`: {why}", ep.namespace));
+    }
+    if let Some(s) = &item.node_selector {
+        let labels = ep.node.map(|n| world.node(n).labels.clone()).unwrap_or_default();
+        if let Some(why) = selector_miss(s, &labels) {
+            let node = ep.node_name.as_deref().unwrap_or("(none)");
+            return Some(format!("nodeSelector: node `{node}`: {why}"));
+        }
+    }
+    None
+}
+
+fn selection(world: &World, p: &PolicyInfo, ep: &Endpoint) -> Selection {
+    let mut misses = Vec::new();
+    for (i, item) in p.ast.selectors.iter().enumerate() {
+        match item_miss(world, item, ep) {
+            None => return Selection::Selected { item: i },
+            Some(reason) => misses.push(ItemMiss { item: i, reason }),
+        }
+    }
+    Selection::NotSelected { misses }
+}
+
+/// Step 2's test for one policy: the longest destination entry containing
+/// `a`, unless an excluded CIDR removes `a`.
+pub fn destination_match(p: &PolicyInfo, a: IpAddr) -> DestinationMatch {
+    let Some(entry) = p.destinations.iter().filter(|c| c.contains_ip(a)).max_by_key(|c| c.len).copied() else {
+        return DestinationMatch::NoEntryContains;
+    };
+    match p.excluded.iter().filter(|c| c.contains_ip(a)).max_by_key(|c| c.len) {
+        Some(by) => DestinationMatch::Excluded { entry, by: *by },
+        None => DestinationMatch::Contains { entry },
+    }
+}
+
+/// Decides the fate of a packet from `source` to `destination`.
+pub fn decide(world: &World, source: Source, destination: IpAddr) -> Decision {
+    let fam = Family::of(&destination);
+    let ep = match source {
+        Source::Endpoint(id) => world.live_endpoint(id),
+        Source::Ip(ip) => world.endpoint_by_ip(ip),
+    };
+    let src = SourceInfo {
+        ip: match source {
+            Source::Ip(ip) => Some(ip),
+            Source::Endpoint(_) => ep.and_then(|e| e.ip(fam)),
+        },
+        endpoint: ep.map(|e| e.id),
+        key: ep.map(|e| e.key.clone()),
+        node: ep.and_then(|e| e.node).map(|n| world.node(n).name.clone()),
+    };
+    let Some(ep) = ep else {
+        return Decision {
+            source: src,
+            destination,
+            verdict: Verdict::Pass { reason: PassReason::NotAnEndpoint },
+            winner: None,
+            gateway: None,
+            trail: Vec::new(),
+        };
+    };
+
+    // Every policy: selection and destination.
+    let mut trail: Vec<Consideration> = world
+        .policies()
+        .iter()
+        .map(|p| {
+            let selection = selection(world, p, ep);
+            let destination = destination_match(p, destination);
+            Consideration {
+                policy: p.name.clone(),
+                cilium_selected: world.selects(&p.ast, ep, Reading::Cilium),
+                outcome: match (&selection, &destination) {
+                    (Selection::NotSelected { .. }, _) => Outcome::NotSelected,
+                    (_, DestinationMatch::Contains { .. }) => Outcome::Won, // provisional
+                    _ => Outcome::NoMatchingDestination,
+                },
+                selection,
+                destination,
+            }
+        })
+        .collect();
+    // M: (index in trail, rank)
+    let m: Vec<(usize, u8)> = trail
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| match (&c.outcome, &c.destination) {
+            (Outcome::Won, DestinationMatch::Contains { entry }) => Some((i, entry.len)),
+            _ => None,
+        })
+        .collect();
+
+    // Step 1: cluster-internal.
+    if let Some((range, source)) = world.internal_ranges().source_of(destination).cloned() {
+        for (i, _) in &m {
+            trail[*i].outcome = Outcome::OverriddenByClusterInternal;
+        }
+        return Decision {
+            source: src,
+            destination,
+            verdict: Verdict::Pass { reason: PassReason::ClusterInternal { range, source } },
+            winner: None,
+            gateway: None,
+            trail,
+        };
+    }
+    // Step 2: M empty.
+    if m.is_empty() {
+        return Decision {
+            source: src,
+            destination,
+            verdict: Verdict::Pass { reason: PassReason::NoPolicyMatches },
+            winner: None,
+            gateway: None,
+            trail,
+        };
+    }
+    // Step 3: longest prefix, then smallest name (the trail is in name order,
+    // so the first of the longest).
+    let best = m.iter().map(|(_, r)| *r).max().unwrap_or(0);
+    let w = m.iter().find(|(_, r)| *r == best).map_or(0, |(i, _)| *i);
+    let winner_name = trail[w].policy.clone();
+    let tied: Vec<String> =
+        m.iter().filter(|(i, r)| *r == best && *i != w).map(|(i, _)| trail[*i].policy.clone()).collect();
+    let reason = if m.len() == 1 {
+        WinReason::OnlyMatch
+    } else if !tied.is_empty() {
+        WinReason::TieBreakByName { tied_with: tied }
+    } else {
+        let (ri, rl) = m.iter().filter(|(i, _)| *i != w).max_by_key(|(i, r)| (*r, std::cmp::Reverse(*i))).copied().unwrap_or((w, 0));
+        WinReason::LongestPrefix { runner_up: trail[ri].policy.clone(), runner_up_len: rl }
+    };
+    for (i, r) in &m {
+        if *i == w {
+            continue;
+        }
+        trail[*i].outcome = if *r < best {
+            Outcome::LostToLongerPrefix { winner: winner_name.clone(), winner_len: best }
+        } else {
+            Outcome::LostTieBreak { winner: winner_name.clone() }
+        };
+    }
+    let prefix = match trail[w].destination {
+        DestinationMatch::Contains { entry } => entry,
+        _ => Cidr::new(destination, 0),
+    };
+    let winner = Winner { policy: winner_name.clone(), prefix, reason };
+
+    // Step 4: the winner's gateway for E.
+    let Some(pol) = world.policy_by_name(&winner_name) else {
+        return Decision {
+            source: src,
+            destination,
+            verdict: Verdict::Drop { reason: DropReason::NoGateway },
+            winner: Some(winner),
+            gateway: None,
+            trail,
+        };
+    };
+    let gateway = GatewayChoice {
+        candidates: pol
+            .gateways
+            .iter()
+            .map(|g| (GatewayRef { node: g.node_name.clone(), ip: g.ip }, g.healthy))
+            .collect(),
+        hash: fnv1a_32(ep.identity.as_bytes()),
+        assignment: world.assignment(pol.id, ep.id),
+    };
+    let verdict = match world.gateway_outcome(pol.id, ep.id) {
+        GatewayOutcome::NoGateway => Verdict::Drop { reason: DropReason::NoGateway },
+        GatewayOutcome::Gateway { gateway: g, slot, local } => {
+            let gateway = GatewayRef { node: g.node_name.clone(), ip: g.ip };
+            let egress_ip = slot.egress(fam).cloned();
+            if local {
+                Verdict::LocalEgress { gateway, slot: slot.id, egress_ip }
+            } else {
+                Verdict::Redirect { gateway, slot: slot.id, egress_ip }
+            }
+        }
+    };
+    Decision { source: src, destination, verdict, winner: Some(winner), gateway: Some(gateway), trail }
+}

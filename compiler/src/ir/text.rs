@@ -1,0 +1,99 @@
+//! The IR's canonical text form (`egret compile --emit ir|ir-opt`).
+//!
+//! One item per line, in the module's canonical order, so equal modules
+//! print equal text and snapshots change only when the IR does. Classes are
+//! numbered `c0, c1, …` in their canonical order (by first endpoint key).
+//!
+//! ```text
+//! ; egret ir, stage lowered
+//! node worker-1 192.168.1.11
+//! internal 10.244.0.0/16
+//! gateway gateway-1 192.168.1.10
+//! slot 0x5d1c2a on gateway-1 egress-ip 192.168.1.100: ipv4 192.168.1.100, interface late(egress-ip 192.168.1.100)
+//! class c0
+//!   endpoint production/app-1 10.244.1.5
+//!   policy egress: redirect gateway-1 192.168.1.10 slot 0x5d1c2a
+//!     capture 0.0.0.0/0 rank 0
+//!     exclude 10.0.0.0/8
+//! serve slot 0x5d1c2a
+//!   source 10.244.1.5 production/app-1
+//! ```
+
+use super::{Action, Module, SlotDecl};
+use std::fmt::Write;
+
+/// Formats an action, naming the gateway node of a redirect.
+pub fn action_text(m: &Module, a: &Action) -> String {
+    match a {
+        Action::Redirect { gateway, slot } => match m.gateways.iter().find(|g| g.ip == *gateway) {
+            Some(g) => format!("redirect {} {} slot {slot}", g.node, g.ip),
+            None => a.to_string(),
+        },
+        _ => a.to_string(),
+    }
+}
+
+/// `slot ID on NODE SPEC: ipv4 X, ipv6 Y, interface Z`.
+pub fn slot_text(s: &SlotDecl) -> String {
+    let mut parts = Vec::new();
+    if let Some(v4) = &s.v4 {
+        parts.push(format!("ipv4 {v4}"));
+    }
+    if let Some(v6) = &s.v6 {
+        parts.push(format!("ipv6 {v6}"));
+    }
+    parts.push(format!("interface {}", s.interface));
+    format!("slot {} on {} {}: {}", s.id, s.gateway, s.spec, parts.join(", "))
+}
+
+/// The canonical text of a module.
+pub fn emit(m: &Module) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "; egret ir, stage {}", m.stage.as_str());
+    match m.node_ip {
+        Some(ip) => {
+            let _ = writeln!(out, "node {} {ip}", m.node);
+        }
+        None => {
+            let _ = writeln!(out, "node {}", m.node);
+        }
+    }
+    for c in &m.internal {
+        let _ = writeln!(out, "internal {c}");
+    }
+    for g in &m.gateways {
+        let _ = writeln!(out, "gateway {} {}", g.node, g.ip);
+    }
+    for s in &m.slots {
+        let _ = writeln!(out, "{}", slot_text(s));
+    }
+    for (i, c) in m.classes.iter().enumerate() {
+        let _ = writeln!(out, "class c{i}");
+        for e in &c.endpoints {
+            let ips: Vec<String> = e.ips.iter().map(|ip| ip.to_string()).collect();
+            let _ = writeln!(out, "  endpoint {} {}", e.key, ips.join(" "));
+        }
+        for p in &c.policies {
+            let _ = writeln!(out, "  policy {}: {}", p.name, action_text(m, &p.action));
+            for cap in &p.captures {
+                let _ = writeln!(out, "    capture {} rank {}", cap.prefix, cap.rank);
+            }
+            for x in &p.excludes {
+                let _ = writeln!(out, "    exclude {x}");
+            }
+        }
+        if m.stage >= super::Stage::Decided {
+            let _ = writeln!(out, "  table ({} entries)", c.table.len());
+            for e in &c.table {
+                let _ = writeln!(out, "    {} -> {}", e.prefix, action_text(m, &e.action));
+            }
+        }
+    }
+    for s in &m.served {
+        let _ = writeln!(out, "serve slot {}", s.slot);
+        for src in &s.sources {
+            let _ = writeln!(out, "  source {} {}", src.ip, src.endpoint);
+        }
+    }
+    out
+}

@@ -1,0 +1,119 @@
+//! The `egret` binary: exit codes, output formats, `rule`, `fmt`, `convert`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn egret(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_egret"))
+        .args(args)
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")))
+        .output()
+        .expect("run egret")
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("egret-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&d).expect("tmp dir");
+    d
+}
+
+#[test]
+fn lint_exit_codes() {
+    let clean = egret(&["lint", "--cluster", "../examples/cluster", "../examples/policies"]);
+    assert_eq!(code(&clean), 0, "{}", stdout(&clean));
+    assert_eq!(stdout(&clean).trim(), "no problems found");
+
+    let errors = egret(&["lint", "tests/fixtures/lint/E0106-cidr-host-bits.yaml"]);
+    assert_eq!(code(&errors), 1);
+
+    let warn = egret(&["lint", "tests/fixtures/lint/W0201-exclusion-without-effect.yaml"]);
+    assert_eq!(code(&warn), 0);
+    let denied = egret(&["lint", "--deny", "warnings", "tests/fixtures/lint/W0201-exclusion-without-effect.yaml"]);
+    assert_eq!(code(&denied), 1);
+
+    assert_eq!(code(&egret(&["lint"])), 2, "missing POLICY is a usage error");
+    assert_eq!(code(&egret(&["lint", "--format", "xml", "x.yaml"])), 2);
+    assert_eq!(code(&egret(&["frobnicate"])), 2);
+}
+
+#[test]
+fn lint_formats() {
+    let f = "tests/fixtures/lint/E0102-unknown-field.yaml";
+    let json = egret(&["lint", "--format", "json", f]);
+    assert_eq!(code(&json), 1);
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json output");
+    let first = v.as_array().expect("array").iter().find(|d| d["code"] == "E0102").expect("E0102 reported");
+    assert_eq!(first["code"], "E0102");
+    assert_eq!(first["severity"], "error");
+    assert_eq!(first["labels"][0]["line"], 10);
+    assert_eq!(first["help"], "did you mean `destinationCIDRs`? it is a list of CIDRs");
+
+    let gh = egret(&["lint", "--format", "github", f]);
+    let out = stdout(&gh);
+    assert!(
+        out.contains("::error file=tests/fixtures/lint/E0102-unknown-field.yaml,line=10,col=3,endLine=10,endColumn=18,title=E0102 unknown-field::"),
+        "{out}"
+    );
+}
+
+#[test]
+fn rule_documents_every_code() {
+    for c in egret_lang::codes::ALL {
+        let o = egret(&["rule", c.id]);
+        assert_eq!(code(&o), 0);
+        let out = stdout(&o);
+        assert!(out.starts_with(&format!("{} {}", c.id, c.name)), "{out}");
+        assert!(out.contains(c.doc));
+        let by_name = egret(&["rule", c.name]);
+        assert_eq!(stdout(&by_name), out);
+    }
+    let list = egret(&["rule"]);
+    assert_eq!(stdout(&list).lines().count(), egret_lang::codes::ALL.len());
+    assert_eq!(code(&egret(&["rule", "E9999"])), 2);
+}
+
+#[test]
+fn convert_round_trip_and_fmt() {
+    let d = tmp("convert");
+    let o = egret(&["convert", "../examples/policies/egress-gateway-policy.yaml"]);
+    assert_eq!(code(&o), 0);
+    let egret_text = stdout(&o);
+    assert!(egret_text.starts_with("policy egress-gateway-policy {"), "{egret_text}");
+    let e = d.join("p.egret");
+    std::fs::write(&e, &egret_text).expect("write");
+    // canonical already
+    assert_eq!(code(&egret(&["fmt", "--check", e.to_str().expect("utf8")])), 0);
+    let back = egret(&["convert", e.to_str().expect("utf8")]);
+    assert_eq!(code(&back), 0);
+    let y = d.join("p.yaml");
+    std::fs::write(&y, stdout(&back)).expect("write");
+    // YAML -> .egret -> YAML keeps the meaning: both lint the same and convert to the same .egret
+    let again = egret(&["convert", y.to_str().expect("utf8")]);
+    assert_eq!(stdout(&again), egret_text);
+
+    // fmt keeps comments and fixes layout
+    let messy = d.join("messy.egret");
+    std::fs::write(&messy, "# keep me\npolicy  web{select pods( app=web ) to 52.0.0.0/8 via nodes(gw=\"true\")}\n").expect("write");
+    assert_eq!(code(&egret(&["fmt", "--check", messy.to_str().expect("utf8")])), 1);
+    let f = egret(&["fmt", messy.to_str().expect("utf8")]);
+    assert_eq!(
+        stdout(&f),
+        "# keep me\npolicy web {\n  select pods(app = web)\n  to 52.0.0.0/8\n  via nodes(gw = true)\n}\n"
+    );
+    std::fs::remove_dir_all(&d).expect("cleanup");
+}
+
+#[test]
+fn verbose_reports_skipped_kinds() {
+    let o = egret(&["lint", "-v", "tests/fixtures/article/strict-egress.yaml"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("read 1 files: 1 policies"), "{err}");
+}
