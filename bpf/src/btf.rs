@@ -143,6 +143,10 @@ pub fn maps_btf(maps: &[MapDef]) -> Vec<u8> {
         let var = w.ty(var_name, kind::VAR, 0, st, &[1]);
         vars.push((var, n as u32 * MAP_DEF_SIZE));
     }
+    if maps.is_empty() {
+        // no DATASEC: libbpf would look for a `.maps` section to size it
+        return finish(&w);
+    }
     let sec_name = w.str(".maps");
     let tail: Vec<u32> = vars
         .iter()
@@ -155,6 +159,10 @@ pub fn maps_btf(maps: &[MapDef]) -> Vec<u8> {
         MAP_DEF_SIZE * maps.len() as u32,
         &tail,
     );
+    finish(&w)
+}
+
+fn finish(w: &Writer) -> Vec<u8> {
     let mut out = Vec::new();
     out.extend_from_slice(&BTF_MAGIC.to_le_bytes());
     out.push(1); // version

@@ -278,11 +278,16 @@ impl ObjectWriter {
             }
             prog_sections.push(sec);
         }
-        let maps_sec = obj.add_section(Vec::new(), b".maps".to_vec(), SectionKind::Data);
-        obj.section_mut(maps_sec)
-            .set_data(vec![0u8; self.maps.len() * MAP_DEF_SIZE as usize], 8);
         let mut map_syms = BTreeMap::new();
+        // no `.maps` section without maps: aya refuses a `.maps` without symbols
+        let maps_sec = (!self.maps.is_empty()).then(|| {
+            let sec = obj.add_section(Vec::new(), b".maps".to_vec(), SectionKind::Data);
+            obj.section_mut(sec)
+                .set_data(vec![0u8; self.maps.len() * MAP_DEF_SIZE as usize], 8);
+            sec
+        });
         for (i, m) in self.maps.iter().enumerate() {
+            let Some(maps_sec) = maps_sec else { break };
             let id = obj.add_symbol(Symbol {
                 name: m.name.clone().into_bytes(),
                 value: i as u64 * u64::from(MAP_DEF_SIZE),

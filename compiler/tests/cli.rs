@@ -117,3 +117,64 @@ fn verbose_reports_skipped_kinds() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("read 1 files: 1 policies"), "{err}");
 }
+
+const CLUSTER: &str = "../examples/cluster";
+const POLICIES: &str = "../examples/policies";
+
+#[test]
+fn compile_explain_diff_on_the_example() {
+    let plan = egret(&["compile", "--cluster", CLUSTER, POLICIES, "--node", "worker-1"]);
+    assert_eq!(code(&plan), 0);
+    assert!(stdout(&plan).contains("0.0.0.0/0 -> redirect gateway-1 192.0.2.13"), "{}", stdout(&plan));
+
+    let json = egret(&["compile", "--cluster", CLUSTER, POLICIES, "--node", "gateway-1", "--emit", "cilium", "--format", "json"]);
+    assert_eq!(code(&json), 0);
+    let rows: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json");
+    let rows = rows.as_array().expect("array");
+    assert_eq!(rows.len(), 9);
+    for r in rows {
+        let keys: Vec<&str> = r.as_object().expect("object").keys().map(String::as_str).collect();
+        assert_eq!(keys, ["destination_cidr", "egress_ip", "gateway_ip", "source_ip"]);
+    }
+    assert_eq!(code(&egret(&["compile", "--cluster", CLUSTER, POLICIES, "--node", "worker-1", "--format", "json"])), 2);
+
+    let ex = egret(&["explain", "--cluster", CLUSTER, POLICIES, "--from", "production/egress-pod", "--to", "203.0.113.7:443", "--format", "json"]);
+    assert_eq!(code(&ex), 0);
+    let v: serde_json::Value = serde_json::from_slice(&ex.stdout).expect("json");
+    assert!(v.to_string().contains("egress-gateway-policy"));
+
+    let same = egret(&["diff", "--cluster", CLUSTER, POLICIES, POLICIES]);
+    assert_eq!(code(&same), 0, "{}", stdout(&same));
+}
+
+#[test]
+fn diff_reports_a_behaviour_change_with_exit_1() {
+    let d = tmp("diff");
+    for f in ["egress-gateway-policy.yaml", "payments.egret"] {
+        std::fs::copy(Path::new(POLICIES).join(f), d.join(f)).expect("copy");
+    }
+    let p = d.join("payments.egret");
+    let text = std::fs::read_to_string(&p).expect("read").replace("198.51.100.101", "198.51.100.100");
+    std::fs::write(&p, text).expect("write");
+    let o = egret(&["diff", "--cluster", CLUSTER, POLICIES, d.to_str().expect("utf8")]);
+    assert_eq!(code(&o), 1);
+    let out = stdout(&o);
+    assert!(out.contains("pod payments/payment-service-0"), "{out}");
+    assert!(out.contains("before: via gateway-1 (192.0.2.13), egress IP 198.51.100.101"), "{out}");
+    assert!(out.contains("after:  via gateway-1 (192.0.2.13), egress IP 198.51.100.100"), "{out}");
+    std::fs::remove_dir_all(&d).expect("cleanup");
+}
+
+#[test]
+fn unknown_node_and_endpoint_are_diagnostics() {
+    let o = egret(&["compile", "--cluster", CLUSTER, POLICIES, "--node", "worker-9"]);
+    assert_eq!(code(&o), 1);
+    assert!(stdout(&o).contains("error[E0401]"), "{}", stdout(&o));
+    let o = egret(&["explain", "--cluster", CLUSTER, POLICIES, "--from", "production/nope", "--to", "203.0.113.7"]);
+    assert_eq!(code(&o), 1);
+    assert!(stdout(&o).contains("error[E0402]"), "{}", stdout(&o));
+    // inputs with errors are refused before compiling
+    let o = egret(&["compile", "--cluster", CLUSTER, "tests/fixtures/lint/E0106-cidr-host-bits.yaml", "--node", "worker-1"]);
+    assert_eq!(code(&o), 1);
+    assert!(stdout(&o).contains("error[E0106]"), "{}", stdout(&o));
+}

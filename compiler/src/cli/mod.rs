@@ -10,6 +10,7 @@ use egret_lang::source::SourceMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod compile;
 mod convert;
 mod lint;
 
@@ -93,6 +94,53 @@ pub enum Command {
         #[arg(long, value_enum)]
         to: Option<convert::Syntax>,
     },
+    /// Compile policies and a snapshot into per-node plans (and views of them).
+    Compile {
+        #[command(flatten)]
+        inputs: Inputs,
+        /// The node to compile for.
+        #[arg(long, conflicts_with = "all_nodes")]
+        node: Option<String>,
+        /// Compile for every node of the snapshot.
+        #[arg(long)]
+        all_nodes: bool,
+        /// What to print.
+        #[arg(long, value_enum, default_value = "plan")]
+        emit: compile::Emit,
+        /// Output format (json: with --emit cilium).
+        #[arg(long, value_enum, default_value = "human")]
+        format: compile::DataFormat,
+        /// Write one file per node into DIR instead of printing.
+        #[arg(short = 'o', long = "out-dir", value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
+    /// Explain the decision for one flow: which policy, gateway and egress IP, and why.
+    Explain {
+        #[command(flatten)]
+        inputs: Inputs,
+        /// The source: NAMESPACE/POD or an IP address.
+        #[arg(long)]
+        from: String,
+        /// The destination: IP or IP:PORT ([IPv6]:PORT).
+        #[arg(long)]
+        to: String,
+        #[arg(long, value_enum, default_value = "human")]
+        format: compile::DataFormat,
+    },
+    /// The change in effective behaviour between two policy sets (exit 1 when behaviour changes).
+    Diff {
+        /// Cluster snapshot used for both sides.
+        #[arg(long = "cluster", value_name = "SNAPSHOT")]
+        cluster: Vec<PathBuf>,
+        #[arg(long = "service-cidr", value_name = "CIDR")]
+        service_cidrs: Vec<Cidr>,
+        /// The old policies: a file, a directory, or git:REV:PATH.
+        old: String,
+        /// The new policies: a file, a directory, or git:REV:PATH.
+        new: String,
+        #[arg(long, value_enum, default_value = "human")]
+        format: compile::DiffFormat,
+    },
     /// Explain a diagnostic code (`egret rule E0102`), or list them all.
     Rule {
         /// A code (`E0102`) or name (`unknown-field`); omit to list every code.
@@ -106,6 +154,13 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Fmt { files, check, write } => convert::fmt(&files, check, write),
         Command::Convert { inputs, to } => convert::convert(&inputs, to),
         Command::Rule { code } => rule(code.as_deref()),
+        Command::Compile { inputs, node, all_nodes, emit, format, out_dir } => {
+            compile::compile(&inputs, node.as_deref(), all_nodes, emit, format, out_dir.as_deref())
+        }
+        Command::Explain { inputs, from, to, format } => compile::explain(&inputs, &from, &to, format),
+        Command::Diff { cluster, service_cidrs, old, new, format } => {
+            compile::diff(&cluster, &service_cidrs, &old, &new, format)
+        }
     }
 }
 

@@ -1,0 +1,251 @@
+//! `egret compile`, `egret explain`, `egret diff`: the compiler core for CI.
+
+use super::{Inputs, print_diagnostics};
+use anyhow::{Context, Result, bail};
+use clap::ValueEnum;
+use egret_compiler::resolve::{self, World};
+use egret_compiler::{cilium, compile, diff, explain, ir};
+use egret_lang::ast::Bundle;
+use egret_lang::diag::{self, Diagnostic, Format};
+use egret_lang::load::{self, Loaded};
+use egret_lang::net::Cidr;
+use egret_lang::source::SourceMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Emit {
+    /// The policies as read (canonical `.egret`) and a summary of the snapshot.
+    Ast,
+    /// The lowered IR.
+    Ir,
+    /// The IR after every pass.
+    IrOpt,
+    /// The per-node plan (tables and slots).
+    Plan,
+    /// What `cilium-dbg bpf egress list` would print on the node.
+    Cilium,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum DataFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum DiffFormat {
+    Human,
+    Json,
+    Markdown,
+}
+
+/// Reads inputs and refuses to go on when they have errors (rendered, exit 1).
+fn world(sources: &mut SourceMap, loaded: &Loaded, service_cidrs: &[Cidr]) -> Result<World, ExitCode> {
+    let mut errors: Vec<Diagnostic> = loaded.diagnostics.iter().filter(|d| d.is_error()).cloned().collect();
+    errors.extend(egret_lang::validate::bundle(&loaded.bundle).into_iter().filter(Diagnostic::is_error));
+    if !errors.is_empty() {
+        diag::sort_dedup(&mut errors);
+        print_diagnostics(&errors, sources, Format::Human);
+        return Err(ExitCode::from(1));
+    }
+    Ok(World::new(&loaded.bundle, &resolve::Options { service_cidrs: service_cidrs.to_vec() }))
+}
+
+fn read(inputs: &Inputs) -> (SourceMap, Loaded) {
+    let r = super::read(inputs);
+    (r.sources, r.loaded)
+}
+
+pub fn compile(
+    inputs: &Inputs,
+    node: Option<&str>,
+    all_nodes: bool,
+    emit: Emit,
+    format: DataFormat,
+    out_dir: Option<&Path>,
+) -> Result<ExitCode> {
+    if format == DataFormat::Json && emit != Emit::Cilium {
+        eprintln!("error: --format json is available with --emit cilium only");
+        return Ok(ExitCode::from(2));
+    }
+    let (mut sources, loaded) = read(inputs);
+    if emit == Emit::Ast {
+        print!("{}", ast_text(&loaded.bundle));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let w = match world(&mut sources, &loaded, &inputs.service_cidrs) {
+        Ok(w) => w,
+        Err(code) => return Ok(code),
+    };
+    let nodes: Vec<String> = match (node, all_nodes) {
+        (Some(n), false) => vec![n.to_string()],
+        (None, true) => w.nodes().iter().map(|n| n.name.clone()).collect(),
+        _ => {
+            eprintln!("error: give exactly one of --node NAME and --all-nodes");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    if let Some(dir) = out_dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create `{}`", dir.display()))?;
+    }
+    let mut session = compile::Session::new();
+    for n in &nodes {
+        let text = match emit {
+            Emit::Ast => unreachable_ast(),
+            Emit::Ir | Emit::IrOpt => {
+                let stage = if emit == Emit::Ir { ir::Stage::Lowered } else { ir::Stage::Minimized };
+                match compile::emit_ir(&w, n, stage) {
+                    Ok(m) => ir::text::emit(&m),
+                    Err(e) => return report(&sources, &e),
+                }
+            }
+            Emit::Plan => match session.compile_node(&w, n) {
+                Ok(p) => p.to_text(),
+                Err(e) => return report(&sources, &e),
+            },
+            Emit::Cilium => {
+                let f = if format == DataFormat::Json { cilium::Format::Json } else { cilium::Format::Text };
+                match cilium::render(&w, n, f) {
+                    Ok(t) => t,
+                    Err(d) => {
+                        print_diagnostics(&[d], &sources, Format::Human);
+                        return Ok(ExitCode::from(1));
+                    }
+                }
+            }
+        };
+        match out_dir {
+            Some(dir) => {
+                let ext = match emit {
+                    Emit::Ast => "txt",
+                    Emit::Ir => "ir.txt",
+                    Emit::IrOpt => "ir-opt.txt",
+                    Emit::Plan => "plan.txt",
+                    Emit::Cilium if format == DataFormat::Json => "cilium.json",
+                    Emit::Cilium => "cilium.txt",
+                };
+                let path = dir.join(format!("{n}.{ext}"));
+                std::fs::write(&path, text).with_context(|| format!("cannot write `{}`", path.display()))?;
+            }
+            None => {
+                if nodes.len() > 1 {
+                    println!("# node {n}");
+                }
+                print!("{text}");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn unreachable_ast() -> String {
+    String::new()
+}
+
+fn report(sources: &SourceMap, e: &compile::CompileError) -> Result<ExitCode> {
+    if e.diagnostics().is_empty() {
+        bail!("{e}");
+    }
+    print_diagnostics(e.diagnostics(), sources, Format::Human);
+    Ok(ExitCode::from(1))
+}
+
+/// The AST stage: policies in canonical `.egret` form, then the snapshot's objects.
+fn ast_text(b: &Bundle) -> String {
+    let mut out = egret_lang::egret::print(&b.policies);
+    let c = &b.cluster;
+    out.push_str(&format!(
+        "# snapshot: {} nodes, {} namespaces, {} pods, {} workloads, {} NodeNetworks\n",
+        c.nodes.len(),
+        c.namespaces.len(),
+        c.pods.len(),
+        c.workloads.len(),
+        c.node_networks.len()
+    ));
+    for n in &c.nodes {
+        let ips: Vec<String> = n.internal_ips.iter().map(ToString::to_string).collect();
+        out.push_str(&format!("# node {} ips [{}] ready {:?}\n", n.name.value, ips.join(", "), n.ready));
+    }
+    for p in &c.pods {
+        let ips: Vec<String> = p.pod_ips.iter().map(ToString::to_string).collect();
+        out.push_str(&format!("# pod {} on {} ips [{}]\n", p.key(), p.node_name.as_deref().unwrap_or("-"), ips.join(", ")));
+    }
+    out
+}
+
+pub fn explain(inputs: &Inputs, from: &str, to: &str, format: DataFormat) -> Result<ExitCode> {
+    let (mut sources, loaded) = read(inputs);
+    let w = match world(&mut sources, &loaded, &inputs.service_cidrs) {
+        Ok(w) => w,
+        Err(code) => return Ok(code),
+    };
+    match explain::explain(&w, from, to) {
+        Ok(e) => {
+            let f = if format == DataFormat::Json { explain::Format::Json } else { explain::Format::Human };
+            print!("{}", explain::render(&e, f));
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(d) => {
+            print_diagnostics(&[d], &sources, Format::Human);
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+/// Reads a side of a diff: files/directories, or `git:REV:PATH`.
+fn load_side(sources: &mut SourceMap, spec: &str) -> Result<Loaded> {
+    if let Some(rest) = spec.strip_prefix("git:") {
+        let (rev, path) = rest.split_once(':').with_context(|| format!("`{spec}`: expected git:REV:PATH"))?;
+        let list = std::process::Command::new("git")
+            .args(["ls-tree", "-r", "--name-only", rev, "--", if path.is_empty() { "." } else { path }])
+            .output()
+            .context("cannot run git")?;
+        if !list.status.success() {
+            bail!("git ls-tree {rev} {path}: {}", String::from_utf8_lossy(&list.stderr).trim());
+        }
+        let mut out = Loaded::default();
+        let names: Vec<String> = String::from_utf8_lossy(&list.stdout).lines().map(str::to_string).collect();
+        for name in names.iter().filter(|n| load::is_input_file(Path::new(n))) {
+            let show = std::process::Command::new("git").args(["show", &format!("{rev}:{name}")]).output().context("cannot run git")?;
+            if !show.status.success() {
+                bail!("git show {rev}:{name}: {}", String::from_utf8_lossy(&show.stderr).trim());
+            }
+            let text = String::from_utf8(show.stdout).with_context(|| format!("{rev}:{name} is not UTF-8"))?;
+            out.extend(load::parse_text(sources, &format!("{rev}:{name}"), text));
+        }
+        if names.is_empty() {
+            bail!("`{spec}`: no files at that revision and path");
+        }
+        return Ok(out);
+    }
+    Ok(load::load(sources, &[PathBuf::from(spec)]))
+}
+
+pub fn diff(
+    cluster: &[PathBuf],
+    service_cidrs: &[Cidr],
+    old: &str,
+    new: &str,
+    format: DiffFormat,
+) -> Result<ExitCode> {
+    let mut sources = SourceMap::new();
+    let snapshot = load::load(&mut sources, cluster);
+    let mut worlds = Vec::new();
+    for side in [old, new] {
+        let mut l = load_side(&mut sources, side)?;
+        l.extend(Loaded { bundle: snapshot.bundle.clone(), diagnostics: snapshot.diagnostics.clone(), files: Vec::new() });
+        match world(&mut sources, &l, service_cidrs) {
+            Ok(w) => worlds.push(w),
+            Err(code) => return Ok(code),
+        }
+    }
+    let d = diff::compute(&worlds[0], &worlds[1]);
+    let f = match format {
+        DiffFormat::Human => diff::Format::Human,
+        DiffFormat::Json => diff::Format::Json,
+        DiffFormat::Markdown => diff::Format::Markdown,
+    };
+    print!("{}", diff::render(&d, f));
+    Ok(if d.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
