@@ -58,6 +58,8 @@ fn unique(tag: &str) -> String {
 /// A private bpffs mount on a fresh directory; unmounted and removed on drop.
 struct BpffsMount {
     dir: PathBuf,
+    /// What a fresh bpffs already holds (`maps.debug`, `progs.debug` with bpf_preload).
+    baseline: Vec<String>,
 }
 
 impl BpffsMount {
@@ -73,10 +75,23 @@ impl BpffsMount {
             let _ = std::fs::remove_dir(&dir);
             panic!("mount -t bpf failed: {st}");
         }
-        BpffsMount { dir }
+        let mut m = BpffsMount {
+            dir,
+            baseline: Vec::new(),
+        };
+        m.baseline = m.all_entries();
+        m
     }
 
+    /// Entries created since the mount.
     fn entries(&self) -> Vec<String> {
+        self.all_entries()
+            .into_iter()
+            .filter(|e| !self.baseline.contains(e))
+            .collect()
+    }
+
+    fn all_entries(&self) -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(&self.dir)
             .map(|rd| {
                 rd.filter_map(Result::ok)
