@@ -578,7 +578,9 @@ fn covers(old: &State, new: &State) -> bool {
 enum Step {
     Next(usize),
     Jump(usize),
-    Branch(Option<Box<State>>, Option<Box<State>>),
+    /// The taken state (if feasible) and whether the fall-through (the
+    /// current state, refined in place) is feasible.
+    Branch(Option<Box<State>>, bool),
     Exit,
 }
 
@@ -848,9 +850,10 @@ impl Checker<'_> {
                         if let Some(t) = taken {
                             work.push(*t);
                         }
-                        match fall {
-                            Some(f) => st = *f,
-                            None => continue 'paths,
+                        if fall {
+                            st.pc = pc + 1;
+                        } else {
+                            continue 'paths;
                         }
                     }
                     Ok(Step::Exit) => {
@@ -1265,11 +1268,9 @@ impl Checker<'_> {
             Operand::Reg(r) => Some(r),
             Operand::Imm(_) => None,
         };
-        let _ = pc;
         let mut taken = st.clone();
         taken.pc = target;
-        let mut fall = st.clone();
-        fall.pc = pc + 1;
+        let fall = st;
         if (d.is_pointer() || s.is_pointer()) && width == Width::W32 {
             return Err(ViolationKind::PointerComparison {
                 detail: format!(
@@ -1319,9 +1320,9 @@ impl Checker<'_> {
                 if b.as_const() == Some(0) && matches!(cond, JmpCond::Eq | JmpCond::Ne) =>
             {
                 let (null_state, value_state) = if cond == JmpCond::Eq {
-                    (&mut taken, &mut fall)
+                    (&mut taken, &mut *fall)
                 } else {
-                    (&mut fall, &mut taken)
+                    (&mut *fall, &mut taken)
                 };
                 mark_null_check(null_state, id, None);
                 mark_null_check(value_state, id, Some(map));
@@ -1343,7 +1344,7 @@ impl Checker<'_> {
                     _ => (s, cond.swap()),
                 };
                 if let Ty::Pkt { id, off, vmax, .. } = pkt {
-                    for (state, rel) in [(&mut taken, Some(c)), (&mut fall, c.negate())] {
+                    for (state, rel) in [(&mut taken, Some(c)), (&mut *fall, c.negate())] {
                         let Some(rel) = rel else { continue };
                         let new_range = match rel {
                             JmpCond::Lt if off > 0 => Some(off + 1),
@@ -1379,12 +1380,10 @@ impl Checker<'_> {
             }
             _ => (true, true),
         };
-        let tk = tk.then(|| Box::new(taken));
-        let ft = ft.then(|| Box::new(fall));
-        if tk.is_none() && ft.is_none() {
+        if !tk && !ft {
             return Ok(Step::Exit);
         }
-        Ok(Step::Branch(tk, ft))
+        Ok(Step::Branch(tk.then(|| Box::new(taken)), ft))
     }
 
     fn call(&self, st: &mut State, pc: usize, id: i32) -> VResult<()> {

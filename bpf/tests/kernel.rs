@@ -356,3 +356,166 @@ fn kernel_and_egret_verifiers_both_reject_a_missing_bounds_check() {
     let text = format!("{err:?}");
     assert!(text.contains("invalid access to packet"), "{text}");
 }
+
+/// Deterministic xorshift generator; the seed is printed on failure.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        items[self.below(items.len() as u64) as usize]
+    }
+}
+
+/// A random loop-free program over scalars: every ALU/JMP form, sign
+/// extensions, byte swaps, stack round trips and stack atomics, folding all
+/// registers into R0 at the end.
+fn random_program(rng: &mut Rng, name: &str) -> Program {
+    use egret_bpf::insn::{AluOp, AtomicOp, EndBits, EndOp, Instruction as I, JmpCond, Operand, Reg, SignExt, Size, Width};
+    let work = [Reg::R0, Reg::R1, Reg::R3, Reg::R4, Reg::R5, Reg::R7, Reg::R8, Reg::R9];
+    let mut b = egret_bpf::ProgramBuilder::new(name);
+    let bail = b.new_label("bail");
+    b.emit(I::load(Size::W, Reg::R2, Reg::R1, 76));
+    b.emit(I::load(Size::W, Reg::R3, Reg::R1, 80));
+    b.emit(I::mov64_reg(Reg::R4, Reg::R2));
+    b.emit(I::alu64_imm(AluOp::Add, Reg::R4, 64));
+    b.jmp_reg(JmpCond::Gt, Reg::R4, Reg::R3, bail);
+    for (n, r) in work.iter().enumerate() {
+        let size = rng.pick(&Size::ALL);
+        b.emit(I::load(size, *r, Reg::R2, (n * 7) as i16));
+    }
+    let blocks = 4 + rng.below(4);
+    for blk in 0..blocks {
+        let join = b.new_label(&format!("j{blk}"));
+        for _ in 0..(6 + rng.below(10)) {
+            let dst = rng.pick(&work);
+            let src = rng.pick(&work);
+            let width = rng.pick(&[Width::W32, Width::W64]);
+            let bits: i32 = if width == Width::W64 { 64 } else { 32 };
+            match rng.below(10) {
+                0..=4 => {
+                    let op = rng.pick(&AluOp::ALL);
+                    let operand = if rng.below(2) == 0 {
+                        Operand::Reg(src)
+                    } else {
+                        let imm = match op {
+                            AluOp::Lsh | AluOp::Rsh | AluOp::Arsh => rng.below(bits as u64) as i32,
+                            AluOp::Div | AluOp::SDiv | AluOp::Mod | AluOp::SMod => {
+                                (rng.next() as i32 | 1).rotate_left(rng.below(32) as u32) | 1
+                            }
+                            _ => rng.next() as i32 >> rng.below(31),
+                        };
+                        Operand::Imm(imm)
+                    };
+                    b.emit(I::Alu { width, op, dst, src: operand });
+                }
+                5 => {
+                    b.emit(I::Neg { width, dst });
+                }
+                6 => {
+                    let op = rng.pick(&[EndOp::ToLe, EndOp::ToBe, EndOp::Swap]);
+                    let bits = rng.pick(&[EndBits::B16, EndBits::B32, EndBits::B64]);
+                    b.emit(I::End { op, bits, dst });
+                }
+                7 => {
+                    let ext = if width == Width::W64 {
+                        rng.pick(&[SignExt::S8, SignExt::S16, SignExt::S32])
+                    } else {
+                        rng.pick(&[SignExt::S8, SignExt::S16])
+                    };
+                    b.emit(I::MovSx { width, ext, dst, src });
+                }
+                8 => {
+                    let cond = rng.pick(&JmpCond::ALL);
+                    let operand = if rng.below(2) == 0 {
+                        Operand::Reg(src)
+                    } else {
+                        Operand::Imm(rng.next() as i32 >> rng.below(31))
+                    };
+                    b.jump(width, cond, dst, operand, join);
+                }
+                _ => {
+                    // stack round trip, sometimes through an atomic
+                    let slot = -8 * (1 + rng.below(8) as i16);
+                    b.emit(I::store_reg(Size::DW, Reg::R10, src, slot));
+                    if rng.below(2) == 0 {
+                        let op = rng.pick(&[AtomicOp::Add, AtomicOp::Or, AtomicOp::Xor, AtomicOp::FetchAdd, AtomicOp::Xchg]);
+                        b.emit(I::atomic(Size::DW, op, Reg::R10, dst, slot));
+                    }
+                    b.emit(I::load(Size::DW, dst, Reg::R10, slot));
+                }
+            }
+        }
+        b.bind(join);
+    }
+    for r in &work[1..] {
+        b.emit(I::alu64_reg(AluOp::Xor, Reg::R0, *r));
+    }
+    b.emit(I::mov64_reg(Reg::R1, Reg::R0));
+    b.emit(I::alu64_imm(AluOp::Rsh, Reg::R1, 32));
+    b.emit(I::alu64_reg(AluOp::Xor, Reg::R0, Reg::R1));
+    b.emit(I::exit());
+    b.bind(bail);
+    b.emit(I::mov64_imm(Reg::R0, 0));
+    b.emit(I::exit());
+    b.finish().expect("random program builds")
+}
+
+#[test]
+fn random_scalar_programs_agree_with_the_kernel() {
+    if !privileged("random_scalar_programs_agree_with_the_kernel") {
+        return;
+    }
+    let seed = std::env::var("EGRET_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x00e9_2e7b_9f00_0001_u64);
+    let mut rng = Rng(seed);
+    let mut frame = common::udp_frame([10, 1, 2, 3], [10, 4, 5, 6], 4242, 64);
+    let mut runs = 0;
+    for n in 0..60 {
+        let name = format!("rnd{n}");
+        let p = random_program(&mut rng, &name);
+        let bytes = verify_and_write(std::slice::from_ref(&p), &[], "GPL")
+            .unwrap_or_else(|e| panic!("seed {seed}: program {n} rejected by egret: {e}"));
+        let mut bpf = aya::Ebpf::load(&bytes).expect("aya loads");
+        let prog: &mut SchedClassifier = bpf
+            .program_mut(&name)
+            .expect("program")
+            .try_into()
+            .expect("classifier");
+        prog.load()
+            .unwrap_or_else(|e| panic!("seed {seed}: program {n} rejected by the kernel: {e:?}"));
+        for _ in 0..4 {
+            for b in &mut frame[14..] {
+                *b = rng.next() as u8;
+            }
+            let res = prog
+                .test_run(TestRunOptions {
+                    data_in: Some(&frame),
+                    ..TestRunOptions::default()
+                })
+                .expect("test_run");
+            let ours = run(&p, &mut MapStore::new(&[]), &RunInput::for_frame(&frame))
+                .unwrap_or_else(|e| panic!("seed {seed}: program {n}: {e}"));
+            assert_eq!(
+                u64::from(res.return_value),
+                ours.r0 & 0xffff_ffff,
+                "seed {seed}: program {n} differs on {frame:02x?}\n{}",
+                egret_bpf::disasm::to_asm(&p, egret_bpf::disasm::Dialect::Llvm14Alu32)
+            );
+            runs += 1;
+        }
+    }
+    println!("{runs} random runs identical (seed {seed})");
+}

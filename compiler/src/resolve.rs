@@ -448,12 +448,27 @@ pub struct PolicyInfo {
     pub gateways: Vec<ResolvedGateway>,
     /// For each of `gateways`, its slot's index in [`World::slots`].
     gateway_slots: Vec<usize>,
+    /// Whether `D(P)` (destinations minus exclusions) is non-empty, per family (IPv4, IPv6).
+    captures: [bool; 2],
 }
 
 impl PolicyInfo {
+    /// Whether the policy has destinationCIDRs of a family.
     pub fn has_family(&self, family: Family) -> bool {
         self.destinations.iter().any(|c| c.family() == family)
     }
+    /// Whether `D(P)` has any address of a family (an exclusion may remove all).
+    pub fn captures_family(&self, family: Family) -> bool {
+        self.captures[usize::from(family == Family::V6)]
+    }
+}
+
+/// Whether `⋃ dests ∖ ⋃ excl` is non-empty, per family.
+fn captures(dests: &[Cidr], excl: &[Cidr]) -> [bool; 2] {
+    let d = prefix::merge_ranges(dests.iter().map(Range::of).collect());
+    let x = prefix::merge_ranges(excl.iter().map(Range::of).collect());
+    let rest = prefix::subtract(&d, &x);
+    [rest.iter().any(|r| r.family == Family::V4), rest.iter().any(|r| r.family == Family::V6)]
 }
 
 /// Which reading of `nodeSelector` to apply (SEMANTICS.md, deliberate difference 1).
@@ -660,12 +675,15 @@ impl World {
         world.internal = world.compute_internal();
         for (i, p) in pol_src.iter().enumerate() {
             let gateways = world.resolve_gateways(p);
+            let destinations: Vec<Cidr> = p.destination_cidrs.iter().map(|c| c.value.network()).collect();
+            let excluded: Vec<Cidr> = p.excluded_cidrs.iter().map(|c| c.value.network()).collect();
             world.policies.push(PolicyInfo {
                 id: PolicyId(i as u32),
                 name: p.name.value.clone(),
                 ast: (*p).clone(),
-                destinations: p.destination_cidrs.iter().map(|c| c.value.network()).collect(),
-                excluded: p.excluded_cidrs.iter().map(|c| c.value.network()).collect(),
+                captures: captures(&destinations, &excluded),
+                destinations,
+                excluded,
                 gateways,
                 gateway_slots: Vec::new(),
             });

@@ -29,8 +29,10 @@ use std::rc::Rc;
 
 /// An endpoint's applicable rules, as data: per selecting policy (name
 /// order) its action for the endpoint and the families (bit 0 IPv4, bit 1
-/// IPv6) of its destinations that the endpoint has IPs of. Endpoints with
-/// equal keys have identical lowered classes.
+/// IPv6) in which the policy captures something (`D(P)` non-empty) and the
+/// endpoint has IPs; policies with none are left out. Endpoints with equal
+/// keys have identical lowered classes, and endpoints whose classes are
+/// identical after subtraction have equal keys.
 pub type ClassKey = Vec<(PolicyId, Action, u8)>;
 
 fn fam_bit(f: Family) -> u8 {
@@ -58,7 +60,11 @@ pub fn class_key(world: &World, e: EndpointId) -> ClassKey {
         .iter()
         .filter_map(|&p| {
             let pol = world.policy(p);
-            let fams = pol.destinations.iter().fold(0u8, |m, c| m | fam_bit(c.family())) & ep_fams;
+            let fams = [Family::V4, Family::V6]
+                .into_iter()
+                .filter(|f| pol.captures_family(*f))
+                .fold(0u8, |m, f| m | fam_bit(f))
+                & ep_fams;
             (fams != 0).then(|| (p, action_for(world, p, e), fams))
         })
         .collect()

@@ -92,12 +92,14 @@ pub fn subtract_policy(p: &mut AppliedPolicy) {
     p.excludes.clear();
 }
 
-/// Pass: exclusion subtraction into disjoint prefixes per policy.
+/// Pass: exclusion subtraction into disjoint prefixes per policy. A policy
+/// left capturing nothing can never win and is removed from the class.
 pub fn subtract_exclusions(m: &mut Module) {
     for c in &mut m.classes {
         for p in &mut c.policies {
             subtract_policy(p);
         }
+        c.policies.retain(|p| !p.captures.is_empty());
     }
     m.stage = m.stage.max(Stage::Subtracted);
 }

@@ -35,7 +35,8 @@ pub fn lint(bundle: &Bundle, opts: &Options) -> Vec<Diagnostic> {
     let mut out = egret_lang::validate::bundle(bundle);
     out.extend(set::check(&bundle.policies));
     if opts.snapshot {
-        out.extend(cluster::check(bundle, opts));
+        let world = crate::resolve::World::new(bundle, &crate::resolve::Options { service_cidrs: opts.service_cidrs.clone() });
+        out.extend(cluster::check(&world, &bundle.policies));
     }
     diag::sort_dedup(&mut out);
     out
