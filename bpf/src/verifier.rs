@@ -965,7 +965,7 @@ impl Checker<'_> {
                 off,
             } => {
                 let target = (pc as i64 + 1 + i64::from(off)) as usize;
-                self.branch(st, pc, target, width, cond, dst, src, hole.is_some())
+                self.branch(st, target, width, cond, dst, src, hole.is_some())
             }
             Instruction::Call(CallTarget::Helper(id)) => {
                 self.call(st, pc, id)?;
@@ -1247,7 +1247,6 @@ impl Checker<'_> {
     fn branch(
         &self,
         st: &mut State,
-        pc: usize,
         target: usize,
         width: Width,
         cond: JmpCond,

@@ -175,7 +175,8 @@ impl Pins {
     }
 }
 
-pub fn check(policies: &[Policy]) -> Vec<Diagnostic> {
+/// Runs the set checks; with a resolved snapshot, ties also name the endpoints they affect now.
+pub fn check(policies: &[Policy], world: Option<&crate::resolve::World>) -> Vec<Diagnostic> {
     let prepared: Vec<Prepared<'_>> = policies.iter().map(Prepared::new).collect();
     let pins = Pins::new(&prepared);
     let mut out = Vec::new();
@@ -192,7 +193,7 @@ pub fn check(policies: &[Policy]) -> Vec<Diagnostic> {
             }
         }
     }
-    ties(&prepared, &by_dest, &mut out);
+    ties(&prepared, &by_dest, world, &mut out);
     shadowed(&prepared, &pins, &mut out);
     cilium_exclusions(&prepared, &by_dest, &pins, &mut out);
     out
@@ -320,7 +321,12 @@ fn same_gateways(a: &Policy, b: &Policy) -> bool {
     ka == kb
 }
 
-fn ties(prepared: &[Prepared<'_>], by_dest: &HashMap<Cidr, Vec<usize>>, out: &mut Vec<Diagnostic>) {
+fn ties(
+    prepared: &[Prepared<'_>],
+    by_dest: &HashMap<Cidr, Vec<usize>>,
+    world: Option<&crate::resolve::World>,
+    out: &mut Vec<Diagnostic>,
+) {
     let mut groups: Vec<(&Cidr, &Vec<usize>)> = by_dest.iter().filter(|(_, v)| v.len() > 1).collect();
     groups.sort();
     for (c, group) in groups {
@@ -348,8 +354,22 @@ fn ties(prepared: &[Prepared<'_>], by_dest: &HashMap<Cidr, Vec<usize>>, out: &mu
             let same = same_gateways(p.p, q.p);
             let code = if same { &codes::TIE } else { &codes::CONFLICT };
             let what = if same { "with the same gateway and egress IP" } else { "with different gateways or egress IPs" };
+            let mut d = Diagnostic::new(code, format!("policies `{}` and `{}` tie for destination `{c}` {what}", p.name(), q.name()));
+            if let Some(w) = world {
+                let theirs: BTreeSet<&str> = w.selected_endpoints(q.p).iter().map(|e| e.key.as_str()).collect();
+                let both: Vec<&str> =
+                    w.selected_endpoints(p.p).iter().map(|e| e.key.as_str()).filter(|k| theirs.contains(k)).collect();
+                d = d.note(match both.len() {
+                    0 => "in the snapshot no endpoint is selected by both yet".to_string(),
+                    n => format!(
+                        "in the snapshot {n} endpoint(s) are selected by both: {}{}",
+                        both[..n.min(5)].join(", "),
+                        if n > 5 { ", …" } else { "" }
+                    ),
+                });
+            }
             out.push(
-                Diagnostic::new(code, format!("policies `{}` and `{}` tie for destination `{c}` {what}", p.name(), q.name()))
+                d
                     .primary(qd.span, format!("`{}` captures `{c}`…", q.name()))
                     .secondary(pd.span, format!("…and so does `{}`, for pods both select", p.name()))
                     .note(format!(
