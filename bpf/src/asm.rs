@@ -28,8 +28,7 @@ use std::collections::BTreeMap;
 use crate::builder::{BuildError, Label, ProgramBuilder};
 use crate::helpers;
 use crate::insn::{
-    AluOp, AtomicOp, CallTarget, EndBits, EndOp, Insn, Instruction, JmpCond, Operand, Reg,
-    SignExt, Size, Width,
+    AluOp, AtomicOp, CallTarget, EndBits, EndOp, Insn, Instruction, JmpCond, Operand, Reg, SignExt, Size, Width,
 };
 use crate::maps::{MapDef, MapDefError, MapKind, is_identifier};
 use crate::program::Program;
@@ -198,9 +197,8 @@ struct Token {
 }
 
 const OPS: &[&str] = &[
-    "s>>=", "s>=", "s<=", "s/=", "s%=", "<<=", ">>=", "s>", "s<", "==", "!=", ">=", "<=", "+=",
-    "-=", "*=", "/=", "|=", "&=", "%=", "^=", "=", ">", "<", "&", "+", "-", "*", "(", ")", "[",
-    "]", ",", ":",
+    "s>>=", "s>=", "s<=", "s/=", "s%=", "<<=", ">>=", "s>", "s<", "==", "!=", ">=", "<=", "+=", "-=", "*=", "/=", "|=",
+    "&=", "%=", "^=", "=", ">", "<", "&", "+", "-", "*", "(", ")", "[", "]", ",", ":",
 ];
 
 fn strip_comment(line: &str) -> &str {
@@ -225,11 +223,7 @@ fn lex(line: &str, lineno: usize) -> Result<Vec<Token>, AsmError> {
     let chars: Vec<char> = line.chars().collect();
     let mut out = Vec::new();
     let mut i = 0;
-    let err = |col: usize, kind| AsmError {
-        line: lineno,
-        column: col + 1,
-        kind,
-    };
+    let err = |col: usize, kind| AsmError { line: lineno, column: col + 1, kind };
     while i < chars.len() {
         let c = chars[i];
         if c.is_whitespace() {
@@ -239,15 +233,8 @@ fn lex(line: &str, lineno: usize) -> Result<Vec<Token>, AsmError> {
         let start = i;
         if c == 's' && chars.get(i + 1).is_some_and(|n| matches!(n, '>' | '<' | '/' | '%')) {
             let rest: String = chars[i..].iter().take(4).collect();
-            if let Some(op) = OPS
-                .iter()
-                .filter(|o| o.starts_with('s'))
-                .find(|o| rest.starts_with(**o))
-            {
-                out.push(Token {
-                    tok: Tok::Op(op),
-                    col: start,
-                });
+            if let Some(op) = OPS.iter().filter(|o| o.starts_with('s')).find(|o| rest.starts_with(**o)) {
+                out.push(Token { tok: Tok::Op(op), col: start });
                 i += op.len();
                 continue;
             }
@@ -256,10 +243,7 @@ fn lex(line: &str, lineno: usize) -> Result<Vec<Token>, AsmError> {
             while i < chars.len() && is_ident_char(chars[i]) {
                 i += 1;
             }
-            out.push(Token {
-                tok: Tok::Ident(chars[start..i].iter().collect()),
-                col: start,
-            });
+            out.push(Token { tok: Tok::Ident(chars[start..i].iter().collect()), col: start });
             continue;
         }
         if c.is_ascii_digit() {
@@ -267,10 +251,7 @@ fn lex(line: &str, lineno: usize) -> Result<Vec<Token>, AsmError> {
                 i += 1;
             }
             let text: String = chars[start..i].iter().filter(|c| **c != '_').collect();
-            let parsed = if let Some(hex) = text
-                .strip_prefix("0x")
-                .or_else(|| text.strip_prefix("0X"))
-            {
+            let parsed = if let Some(hex) = text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
                 i128::from_str_radix(hex, 16)
             } else if let Some(bin) = text.strip_prefix("0b") {
                 i128::from_str_radix(bin, 2)
@@ -278,18 +259,9 @@ fn lex(line: &str, lineno: usize) -> Result<Vec<Token>, AsmError> {
                 text.parse::<i128>()
             };
             match parsed {
-                Ok(n) => out.push(Token {
-                    tok: Tok::Num(n),
-                    col: start,
-                }),
+                Ok(n) => out.push(Token { tok: Tok::Num(n), col: start }),
                 Err(_) => {
-                    return Err(err(
-                        start,
-                        AsmErrorKind::Unexpected {
-                            expected: "a number".into(),
-                            found: text,
-                        },
-                    ));
+                    return Err(err(start, AsmErrorKind::Unexpected { expected: "a number".into(), found: text }));
                 }
             }
             continue;
@@ -299,22 +271,12 @@ fn lex(line: &str, lineno: usize) -> Result<Vec<Token>, AsmError> {
             while i < chars.len() && is_ident_char(chars[i]) {
                 i += 1;
             }
-            out.push(Token {
-                tok: Tok::Hole(chars[start + 1..i].iter().collect()),
-                col: start,
-            });
+            out.push(Token { tok: Tok::Hole(chars[start + 1..i].iter().collect()), col: start });
             continue;
         }
         let rest: String = chars[i..].iter().take(4).collect();
-        if let Some(op) = OPS
-            .iter()
-            .filter(|o| !o.starts_with('s'))
-            .find(|o| rest.starts_with(**o))
-        {
-            out.push(Token {
-                tok: Tok::Op(op),
-                col: start,
-            });
+        if let Some(op) = OPS.iter().filter(|o| !o.starts_with('s')).find(|o| rest.starts_with(**o)) {
+            out.push(Token { tok: Tok::Op(op), col: start });
             i += op.len();
             continue;
         }
@@ -362,22 +324,13 @@ impl Cursor<'_> {
     }
 
     fn err_here(&self, kind: AsmErrorKind) -> AsmError {
-        AsmError {
-            line: self.line,
-            column: self.col(),
-            kind,
-        }
+        AsmError { line: self.line, column: self.col(), kind }
     }
 
     fn unexpected(&self, expected: &str) -> AsmError {
         match self.peek() {
-            Some(t) => self.err_here(AsmErrorKind::Unexpected {
-                expected: expected.to_owned(),
-                found: t.text(),
-            }),
-            None => self.err_here(AsmErrorKind::UnexpectedEnd {
-                expected: expected.to_owned(),
-            }),
+            Some(t) => self.err_here(AsmErrorKind::Unexpected { expected: expected.to_owned(), found: t.text() }),
+            None => self.err_here(AsmErrorKind::UnexpectedEnd { expected: expected.to_owned() }),
         }
     }
 
@@ -403,11 +356,7 @@ impl Cursor<'_> {
     }
 
     fn expect_op(&mut self, op: &str) -> PResult<()> {
-        if self.eat_op(op) {
-            Ok(())
-        } else {
-            Err(self.unexpected(&format!("`{op}`")))
-        }
+        if self.eat_op(op) { Ok(()) } else { Err(self.unexpected(&format!("`{op}`"))) }
     }
 
     fn is_ident(&self, s: &str) -> bool {
@@ -424,11 +373,7 @@ impl Cursor<'_> {
     }
 
     fn expect_ident(&mut self, s: &str) -> PResult<()> {
-        if self.eat_ident(s) {
-            Ok(())
-        } else {
-            Err(self.unexpected(&format!("`{s}`")))
-        }
+        if self.eat_ident(s) { Ok(()) } else { Err(self.unexpected(&format!("`{s}`"))) }
     }
 
     fn ident(&mut self, what: &str) -> PResult<String> {
@@ -474,9 +419,7 @@ impl Cursor<'_> {
             return Err(AsmError {
                 line: self.line,
                 column: col,
-                kind: AsmErrorKind::WidthMismatch {
-                    detail: format!("{what} must be a 64-bit `r` register"),
-                },
+                kind: AsmErrorKind::WidthMismatch { detail: format!("{what} must be a 64-bit `r` register") },
             });
         }
         Ok(r)
@@ -514,15 +457,13 @@ impl Cursor<'_> {
                 self.pos += 1;
                 Ok(n)
             }
-            Some(Tok::Ident(name)) if parse_reg_name(&name).is_none() => {
-                match self.consts.get(&name) {
-                    Some(v) => {
-                        self.pos += 1;
-                        Ok(i128::from(*v))
-                    }
-                    None => Err(self.err_here(AsmErrorKind::UndefinedConstant { name })),
+            Some(Tok::Ident(name)) if parse_reg_name(&name).is_none() => match self.consts.get(&name) {
+                Some(v) => {
+                    self.pos += 1;
+                    Ok(i128::from(*v))
                 }
-            }
+                None => Err(self.err_here(AsmErrorKind::UndefinedConstant { name })),
+            },
             _ => Err(self.unexpected("a number or constant")),
         }
     }
@@ -573,11 +514,7 @@ impl Cursor<'_> {
         let off = i16::try_from(off).map_err(|_| AsmError {
             line: self.line,
             column: col,
-            kind: AsmErrorKind::OutOfRange {
-                value: off,
-                what: "memory offset",
-                range: "i16",
-            },
+            kind: AsmErrorKind::OutOfRange { value: off, what: "memory offset", range: "i16" },
         })?;
         Ok((base, off))
     }
@@ -686,23 +623,13 @@ fn end_from(name: &str) -> Option<(EndOp, EndBits)> {
 
 /// What one statement produces.
 enum Stmt {
-    Insn {
-        insn: Instruction,
-        hole: Option<String>,
-        target: Option<Target>,
-        map: Option<String>,
-    },
+    Insn { insn: Instruction, hole: Option<String>, target: Option<Target>, map: Option<String> },
     Raw(Insn),
 }
 
 impl Stmt {
     fn plain(insn: Instruction) -> Stmt {
-        Stmt::Insn {
-            insn,
-            hole: None,
-            target: None,
-            map: None,
-        }
+        Stmt::Insn { insn, hole: None, target: None, map: None }
     }
 }
 
@@ -714,11 +641,7 @@ fn check_range(c: &Cursor<'_>, col: usize, v: i128, what: &'static str, r: (i128
         return Err(AsmError {
             line: c.line,
             column: col,
-            kind: AsmErrorKind::OutOfRange {
-                value: v,
-                what,
-                range: r.2,
-            },
+            kind: AsmErrorKind::OutOfRange { value: v, what, range: r.2 },
         });
     }
     Ok(v as u32 as i32)
@@ -745,13 +668,7 @@ fn store_range(size: Size) -> (i128, i128, &'static str) {
 }
 
 fn mismatch(c: &Cursor<'_>, col: usize, detail: &str) -> AsmError {
-    AsmError {
-        line: c.line,
-        column: col,
-        kind: AsmErrorKind::WidthMismatch {
-            detail: detail.to_owned(),
-        },
-    }
+    AsmError { line: c.line, column: col, kind: AsmErrorKind::WidthMismatch { detail: detail.to_owned() } }
 }
 
 fn parse_stmt(c: &mut Cursor<'_>) -> PResult<Stmt> {
@@ -772,17 +689,8 @@ fn parse_stmt(c: &mut Cursor<'_>) -> PResult<Stmt> {
             c.pos += 1;
             let long = s == "gotol";
             let target = c.target()?;
-            let insn = if long {
-                Instruction::JaLong { imm: 0 }
-            } else {
-                Instruction::Ja { off: 0 }
-            };
-            Stmt::Insn {
-                insn,
-                hole: None,
-                target: Some(target),
-                map: None,
-            }
+            let insn = if long { Instruction::JaLong { imm: 0 } } else { Instruction::Ja { off: 0 } };
+            Stmt::Insn { insn, hole: None, target: Some(target), map: None }
         }
         Tok::Ident(ref s) if s == "if" => {
             c.pos += 1;
@@ -797,9 +705,7 @@ fn parse_stmt(c: &mut Cursor<'_>) -> PResult<Stmt> {
                 return Err(AsmError {
                     line: c.line,
                     column: col,
-                    kind: AsmErrorKind::Invalid {
-                        reason: "atomic operations are u32 or u64 only".into(),
-                    },
+                    kind: AsmErrorKind::Invalid { reason: "atomic operations are u32 or u64 only".into() },
                 });
             }
             let (dst, off) = c.mem()?;
@@ -818,13 +724,7 @@ fn parse_stmt(c: &mut Cursor<'_>) -> PResult<Stmt> {
             if w && size == Size::DW {
                 return Err(mismatch(c, col, "a u64 atomic needs an `r` register"));
             }
-            Stmt::plain(Instruction::Atomic {
-                size,
-                op,
-                dst,
-                src,
-                off,
-            })
+            Stmt::plain(Instruction::Atomic { size, op, dst, src, off })
         }
         Tok::Ident(ref s) if s == "ld_pseudo" => {
             c.pos += 1;
@@ -832,18 +732,13 @@ fn parse_stmt(c: &mut Cursor<'_>) -> PResult<Stmt> {
             c.expect_op(",")?;
             let col = c.col();
             let p = c.expr()?;
-            let pseudo = u8::try_from(p)
-                .ok()
-                .filter(|p| (1..=crate::insn::pseudo::MAX).contains(p))
-                .ok_or_else(|| AsmError {
+            let pseudo = u8::try_from(p).ok().filter(|p| (1..=crate::insn::pseudo::MAX).contains(p)).ok_or({
+                AsmError {
                     line: c.line,
                     column: col,
-                    kind: AsmErrorKind::OutOfRange {
-                        value: p,
-                        what: "pseudo source",
-                        range: "1..=6",
-                    },
-                })?;
+                    kind: AsmErrorKind::OutOfRange { value: p, what: "pseudo source", range: "1..=6" },
+                }
+            })?;
             c.expect_op(",")?;
             let col = c.col();
             let lo = c.expr()?;
@@ -855,11 +750,7 @@ fn parse_stmt(c: &mut Cursor<'_>) -> PResult<Stmt> {
             } else {
                 0
             };
-            Stmt::plain(Instruction::LdImm64 {
-                dst,
-                pseudo,
-                imm: (i64::from(hi) << 32) | i64::from(lo as u32),
-            })
+            Stmt::plain(Instruction::LdImm64 { dst, pseudo, imm: (i64::from(hi) << 32) | i64::from(lo as u32) })
         }
         Tok::Ident(ref s) if s == ".insn" => {
             c.pos += 1;
@@ -871,23 +762,19 @@ fn parse_stmt(c: &mut Cursor<'_>) -> PResult<Stmt> {
                 *v = c.expr()?;
             }
             let col = c.col();
-            let bad = |what| AsmError {
+            let bad = |what, value, range| AsmError {
                 line: c.line,
                 column: col,
-                kind: AsmErrorKind::OutOfRange {
-                    value: 0,
-                    what,
-                    range: "field width",
-                },
+                kind: AsmErrorKind::OutOfRange { value, what, range },
             };
             Stmt::Raw(Insn {
-                code: u8::try_from(f[0]).map_err(|_| bad("code"))?,
-                dst: u8::try_from(f[1]).ok().filter(|v| *v < 16).ok_or_else(|| bad("dst"))?,
-                src: u8::try_from(f[2]).ok().filter(|v| *v < 16).ok_or_else(|| bad("src"))?,
-                off: i16::try_from(f[3]).map_err(|_| bad("off"))?,
+                code: u8::try_from(f[0]).map_err(|_| bad("code", f[0], "u8"))?,
+                dst: u8::try_from(f[1]).ok().filter(|v| *v < 16).ok_or_else(|| bad("dst", f[1], "0..=15"))?,
+                src: u8::try_from(f[2]).ok().filter(|v| *v < 16).ok_or_else(|| bad("src", f[2], "0..=15"))?,
+                off: i16::try_from(f[3]).map_err(|_| bad("off", f[3], "i16"))?,
                 imm: i32::try_from(f[4])
                     .or_else(|_| u32::try_from(f[4]).map(|v| v as i32))
-                    .map_err(|_| bad("imm"))?,
+                    .map_err(|_| bad("imm", f[4], "i32 or u32"))?,
             })
         }
         Tok::Op("*") => {
@@ -904,12 +791,7 @@ fn parse_stmt(c: &mut Cursor<'_>) -> PResult<Stmt> {
                 if w && size == Size::DW {
                     return Err(mismatch(c, col, "a u64 store needs an `r` register"));
                 }
-                Stmt::plain(Instruction::StoreReg {
-                    size,
-                    dst,
-                    src,
-                    off,
-                })
+                Stmt::plain(Instruction::StoreReg { size, dst, src, off })
             } else {
                 match c.value()? {
                     Value::Num(v) => Stmt::plain(Instruction::Store {
@@ -919,12 +801,7 @@ fn parse_stmt(c: &mut Cursor<'_>) -> PResult<Stmt> {
                         imm: check_range(c, col, v, "store immediate", store_range(size))?,
                     }),
                     Value::Hole(h) => Stmt::Insn {
-                        insn: Instruction::Store {
-                            size,
-                            dst,
-                            off,
-                            imm: 0,
-                        },
+                        insn: Instruction::Store { size, dst, off, imm: 0 },
                         hole: Some(h),
                         target: None,
                         map: None,
@@ -964,18 +841,14 @@ fn parse_call(c: &mut Cursor<'_>) -> PResult<Stmt> {
         let n = check_range(c, col, n, "kfunc id", RANGE_I32)?;
         return Ok(Stmt::plain(Instruction::Call(CallTarget::Kfunc(n))));
     }
-    if let Some(Tok::Ident(name)) = c.peek().cloned() {
-        if !c.consts.contains_key(&name) {
-            c.pos += 1;
-            return match helpers::by_name(&name) {
-                Some(h) => Ok(Stmt::plain(Instruction::call(h.id))),
-                None => Err(AsmError {
-                    line: c.line,
-                    column: col,
-                    kind: AsmErrorKind::UnknownHelper { name },
-                }),
-            };
-        }
+    if let Some(Tok::Ident(name)) = c.peek().cloned()
+        && !c.consts.contains_key(&name)
+    {
+        c.pos += 1;
+        return match helpers::by_name(&name) {
+            Some(h) => Ok(Stmt::plain(Instruction::call(h.id))),
+            None => Err(AsmError { line: c.line, column: col, kind: AsmErrorKind::UnknownHelper { name } }),
+        };
     }
     let n = c.expr()?;
     let n = check_range(c, col, n, "helper id", RANGE_I32)?;
@@ -1002,27 +875,13 @@ fn parse_if(c: &mut Cursor<'_>) -> PResult<Stmt> {
         (Operand::Reg(r), None)
     } else {
         match c.value()? {
-            Value::Num(v) => (
-                Operand::Imm(check_range(c, col, v, "comparison immediate", imm_range(width))?),
-                None,
-            ),
+            Value::Num(v) => (Operand::Imm(check_range(c, col, v, "comparison immediate", imm_range(width))?), None),
             Value::Hole(h) => (Operand::Imm(0), Some(h)),
         }
     };
     c.expect_ident("goto")?;
     let target = c.target()?;
-    Ok(Stmt::Insn {
-        insn: Instruction::Jmp {
-            width,
-            cond,
-            dst,
-            src,
-            off: 0,
-        },
-        hole,
-        target: Some(target),
-        map: None,
-    })
+    Ok(Stmt::Insn { insn: Instruction::Jmp { width, cond, dst, src, off: 0 }, hole, target: Some(target), map: None })
 }
 
 fn parse_assign(c: &mut Cursor<'_>) -> PResult<Stmt> {
@@ -1043,12 +902,7 @@ fn parse_assign(c: &mut Cursor<'_>) -> PResult<Stmt> {
             if sw != w {
                 return Err(mismatch(c, col, "both operands must be `r` or both `w`"));
             }
-            return Ok(Stmt::plain(Instruction::Alu {
-                width,
-                op: alu,
-                dst,
-                src: Operand::Reg(src),
-            }));
+            return Ok(Stmt::plain(Instruction::Alu { width, op: alu, dst, src: Operand::Reg(src) }));
         }
         return Ok(match c.value()? {
             Value::Num(v) => Stmt::plain(Instruction::Alu {
@@ -1058,12 +912,7 @@ fn parse_assign(c: &mut Cursor<'_>) -> PResult<Stmt> {
                 src: Operand::Imm(check_range(c, col, v, "ALU immediate", imm_range(width))?),
             }),
             Value::Hole(h) => Stmt::Insn {
-                insn: Instruction::Alu {
-                    width,
-                    op: alu,
-                    dst,
-                    src: Operand::Imm(0),
-                },
+                insn: Instruction::Alu { width, op: alu, dst, src: Operand::Imm(0) },
                 hole: Some(h),
                 target: None,
                 map: None,
@@ -1084,9 +933,7 @@ fn parse_assign(c: &mut Cursor<'_>) -> PResult<Stmt> {
             return Err(AsmError {
                 line: c.line,
                 column: ncol,
-                kind: AsmErrorKind::Invalid {
-                    reason: "negation is in place: write `rN = -rN`".into(),
-                },
+                kind: AsmErrorKind::Invalid { reason: "negation is in place: write `rN = -rN`".into() },
             });
         }
         return Ok(Stmt::plain(Instruction::Neg { width, dst }));
@@ -1119,17 +966,10 @@ fn parse_assign(c: &mut Cursor<'_>) -> PResult<Stmt> {
                 } else {
                     0
                 };
-                Instruction::LdInd {
-                    size,
-                    src,
-                    imm: check_range(c, icol, imm, "packet offset", RANGE_I32)?,
-                }
+                Instruction::LdInd { size, src, imm: check_range(c, icol, imm, "packet offset", RANGE_I32)? }
             } else {
                 let imm = c.expr()?;
-                Instruction::LdAbs {
-                    size,
-                    imm: check_range(c, icol, imm, "packet offset", RANGE_I32)?,
-                }
+                Instruction::LdAbs { size, imm: check_range(c, icol, imm, "packet offset", RANGE_I32)? }
             };
             c.expect_op("]")?;
             return Ok(Stmt::plain(insn));
@@ -1139,26 +979,15 @@ fn parse_assign(c: &mut Cursor<'_>) -> PResult<Stmt> {
             if w {
                 return Err(mismatch(c, dst_col, "sign-extending loads write an `r` register"));
             }
-            return Ok(Stmt::plain(Instruction::LoadSx {
-                size,
-                dst,
-                src,
-                off,
-            }));
+            return Ok(Stmt::plain(Instruction::LoadSx { size, dst, src, off }));
         }
         if w && size == Size::DW {
             return Err(mismatch(c, scol, "a u64 load needs an `r` register"));
         }
-        return Ok(Stmt::plain(Instruction::Load {
-            size,
-            dst,
-            src,
-            off,
-        }));
+        return Ok(Stmt::plain(Instruction::Load { size, dst, src, off }));
     }
     // movsx: (s8)src
-    if c.is_op("(") && matches!(c.peek_at(1), Some(Tok::Ident(s)) if s == "s8" || s == "s16" || s == "s32")
-    {
+    if c.is_op("(") && matches!(c.peek_at(1), Some(Tok::Ident(s)) if s == "s8" || s == "s16" || s == "s32") {
         c.pos += 1;
         let ext = match c.ident("`s8`, `s16` or `s32`")?.as_str() {
             "s8" => SignExt::S8,
@@ -1174,12 +1003,7 @@ fn parse_assign(c: &mut Cursor<'_>) -> PResult<Stmt> {
         if w && ext == SignExt::S32 {
             return Err(mismatch(c, scol, "32-bit movsx extends from s8 or s16 only"));
         }
-        return Ok(Stmt::plain(Instruction::MovSx {
-            width,
-            ext,
-            dst,
-            src,
-        }));
+        return Ok(Stmt::plain(Instruction::MovSx { width, ext, dst, src }));
     }
     if let Some(Tok::Ident(name)) = c.peek().cloned() {
         if let Some((op, bits)) = end_from(&name) {
@@ -1202,12 +1026,7 @@ fn parse_assign(c: &mut Cursor<'_>) -> PResult<Stmt> {
             if w {
                 return Err(mismatch(c, dst_col, "`ll` loads need an `r` register"));
             }
-            return Ok(Stmt::Insn {
-                insn: Instruction::ld_imm64(dst, 0),
-                hole: None,
-                target: None,
-                map: Some(map),
-            });
+            return Ok(Stmt::Insn { insn: Instruction::ld_imm64(dst, 0), hole: None, target: None, map: Some(map) });
         }
     }
     if let Some((src, sw)) = c.peek_reg() {
@@ -1215,12 +1034,7 @@ fn parse_assign(c: &mut Cursor<'_>) -> PResult<Stmt> {
         if sw != w {
             return Err(mismatch(c, col, "both operands must be `r` or both `w`"));
         }
-        return Ok(Stmt::plain(Instruction::Alu {
-            width,
-            op: AluOp::Mov,
-            dst,
-            src: Operand::Reg(src),
-        }));
+        return Ok(Stmt::plain(Instruction::Alu { width, op: AluOp::Mov, dst, src: Operand::Reg(src) }));
     }
     let v = c.value()?;
     if c.eat_ident("ll") {
@@ -1233,21 +1047,14 @@ fn parse_assign(c: &mut Cursor<'_>) -> PResult<Stmt> {
                     return Err(AsmError {
                         line: c.line,
                         column: col,
-                        kind: AsmErrorKind::OutOfRange {
-                            value: n,
-                            what: "64-bit immediate",
-                            range: "i64 or u64",
-                        },
+                        kind: AsmErrorKind::OutOfRange { value: n, what: "64-bit immediate", range: "i64 or u64" },
                     });
                 }
                 Stmt::plain(Instruction::ld_imm64(dst, n as u64 as i64))
             }
-            Value::Hole(h) => Stmt::Insn {
-                insn: Instruction::ld_imm64(dst, 0),
-                hole: Some(h),
-                target: None,
-                map: None,
-            },
+            Value::Hole(h) => {
+                Stmt::Insn { insn: Instruction::ld_imm64(dst, 0), hole: Some(h), target: None, map: None }
+            }
         });
     }
     Ok(match v {
@@ -1258,12 +1065,7 @@ fn parse_assign(c: &mut Cursor<'_>) -> PResult<Stmt> {
             src: Operand::Imm(check_range(c, col, n, "move immediate", imm_range(width))?),
         }),
         Value::Hole(h) => Stmt::Insn {
-            insn: Instruction::Alu {
-                width,
-                op: AluOp::Mov,
-                dst,
-                src: Operand::Imm(0),
-            },
+            insn: Instruction::Alu { width, op: AluOp::Mov, dst, src: Operand::Imm(0) },
             hole: Some(h),
             target: None,
             map: None,
@@ -1273,13 +1075,7 @@ fn parse_assign(c: &mut Cursor<'_>) -> PResult<Stmt> {
 
 /// `atomic_fetch_*((uN *)(rX + off), src)`, `xchg_64(rX + off, src)`,
 /// `cmpxchg_64(rX + off, r0, src)` and their 32-bit forms.
-fn parse_atomic_call(
-    c: &mut Cursor<'_>,
-    name: &str,
-    dst: Reg,
-    w: bool,
-    dst_col: usize,
-) -> PResult<Option<Stmt>> {
+fn parse_atomic_call(c: &mut Cursor<'_>, name: &str, dst: Reg, w: bool, dst_col: usize) -> PResult<Option<Stmt>> {
     let fetch = match name {
         "atomic_fetch_add" => Some(AtomicOp::FetchAdd),
         "atomic_fetch_or" => Some(AtomicOp::FetchOr),
@@ -1296,9 +1092,7 @@ fn parse_atomic_call(
             return Err(AsmError {
                 line: c.line,
                 column: scol,
-                kind: AsmErrorKind::Invalid {
-                    reason: "atomic operations are u32 or u64 only".into(),
-                },
+                kind: AsmErrorKind::Invalid { reason: "atomic operations are u32 or u64 only".into() },
             });
         }
         let (base, off) = c.mem()?;
@@ -1350,13 +1144,7 @@ fn parse_atomic_call(
         });
     }
     c.expect_op(")")?;
-    Ok(Some(Stmt::plain(Instruction::Atomic {
-        size,
-        op,
-        dst: mem_reg,
-        src,
-        off,
-    })))
+    Ok(Some(Stmt::plain(Instruction::Atomic { size, op, dst: mem_reg, src, off })))
 }
 
 // ----- directives and driver ------------------------------------------------------
@@ -1368,26 +1156,18 @@ fn parse_equ(c: &mut Cursor<'_>) -> PResult<(String, i64, usize)> {
         return Err(AsmError {
             line: c.line,
             column: col,
-            kind: AsmErrorKind::Invalid {
-                reason: format!("`{name}` is a register name"),
-            },
+            kind: AsmErrorKind::Invalid { reason: format!("`{name}` is a register name") },
         });
     }
     c.expect_op(",")?;
     let vcol = c.col();
     let v = c.expr()?;
     c.expect_end()?;
-    let v = i64::try_from(v)
-        .or_else(|_| u64::try_from(v).map(|u| u as i64))
-        .map_err(|_| AsmError {
-            line: c.line,
-            column: vcol,
-            kind: AsmErrorKind::OutOfRange {
-                value: v,
-                what: "constant",
-                range: "i64 or u64",
-            },
-        })?;
+    let v = i64::try_from(v).or_else(|_| u64::try_from(v).map(|u| u as i64)).map_err(|_| AsmError {
+        line: c.line,
+        column: vcol,
+        kind: AsmErrorKind::OutOfRange { value: v, what: "constant", range: "i64 or u64" },
+    })?;
     Ok((name, v, col))
 }
 
@@ -1426,11 +1206,7 @@ fn parse_map(c: &mut Cursor<'_>) -> PResult<MapDef> {
         let v = u32::try_from(v).map_err(|_| AsmError {
             line: c.line,
             column: vcol,
-            kind: AsmErrorKind::OutOfRange {
-                value: v,
-                what: "map attribute",
-                range: "u32",
-            },
+            kind: AsmErrorKind::OutOfRange { value: v, what: "map attribute", range: "u32" },
         })?;
         fields.insert(key, v);
     }
@@ -1447,11 +1223,7 @@ fn parse_map(c: &mut Cursor<'_>) -> PResult<MapDef> {
     if kind == MapKind::LpmTrie && !fields.contains_key("flags") {
         def.flags = crate::maps::BPF_F_NO_PREALLOC;
     }
-    def.validate().map_err(|source| AsmError {
-        line: c.line,
-        column: 1,
-        kind: AsmErrorKind::BadMap { source },
-    })?;
+    def.validate().map_err(|source| AsmError { line: c.line, column: 1, kind: AsmErrorKind::BadMap { source } })?;
     Ok(def)
 }
 
@@ -1493,9 +1265,7 @@ pub fn assemble(name: &str, source: &str) -> Result<Assembly, AsmErrors> {
                 errors.push(AsmError {
                     line: lineno,
                     column: col + 1,
-                    kind: AsmErrorKind::Invalid {
-                        reason: format!("`{l}` cannot be a label"),
-                    },
+                    kind: AsmErrorKind::Invalid { reason: format!("`{l}` cannot be a label") },
                 });
             } else {
                 let entry = labels.entry(l.clone()).or_insert_with(|| LabelUse {
@@ -1507,10 +1277,7 @@ pub fn assemble(name: &str, source: &str) -> Result<Assembly, AsmErrors> {
                     errors.push(AsmError {
                         line: lineno,
                         column: col + 1,
-                        kind: AsmErrorKind::DuplicateLabel {
-                            name: l.clone(),
-                            first_line,
-                        },
+                        kind: AsmErrorKind::DuplicateLabel { name: l.clone(), first_line },
                     });
                 } else {
                     entry.defined = Some(lineno);
@@ -1523,13 +1290,7 @@ pub fn assemble(name: &str, source: &str) -> Result<Assembly, AsmErrors> {
         if toks.is_empty() {
             continue;
         }
-        let mut c = Cursor {
-            toks,
-            pos: 0,
-            line: lineno,
-            end_col,
-            consts: &consts,
-        };
+        let mut c = Cursor { toks, pos: 0, line: lineno, end_col, consts: &consts };
         let result: PResult<Option<(String, i64)>> = (|| {
             if c.eat_ident(".equ") || c.eat_ident(".set") {
                 let (k, v, col) = parse_equ(&mut c)?;
@@ -1562,12 +1323,7 @@ pub fn assemble(name: &str, source: &str) -> Result<Assembly, AsmErrors> {
                 Stmt::Raw(slot) => {
                     b.emit_raw(&[slot]);
                 }
-                Stmt::Insn {
-                    insn,
-                    hole,
-                    target,
-                    map,
-                } => match (target, hole, map) {
+                Stmt::Insn { insn, hole, target, map } => match (target, hole, map) {
                     (Some(Target::Label(l, lcol)), hole, _) => {
                         let entry = labels.entry(l.clone()).or_insert_with(|| LabelUse {
                             label: b.new_label(&l),
@@ -1583,13 +1339,7 @@ pub fn assemble(name: &str, source: &str) -> Result<Assembly, AsmErrors> {
                             Instruction::Ja { .. } => {
                                 b.ja(label);
                             }
-                            Instruction::Jmp {
-                                width,
-                                cond,
-                                dst,
-                                src,
-                                ..
-                            } => {
+                            Instruction::Jmp { width, cond, dst, src, .. } => {
                                 b.jump(width, cond, dst, src, label);
                             }
                             other => {
@@ -1602,25 +1352,13 @@ pub fn assemble(name: &str, source: &str) -> Result<Assembly, AsmErrors> {
                     }
                     (Some(Target::Rel(rel)), hole, _) => {
                         let insn = match insn {
-                            Instruction::JaLong { .. } => Instruction::JaLong {
-                                imm: check_range(&c, col, rel, "jump offset", RANGE_I32)?,
-                            },
-                            Instruction::Ja { .. } => Instruction::Ja {
-                                off: check_off(&c, col, rel)?,
-                            },
-                            Instruction::Jmp {
-                                width,
-                                cond,
-                                dst,
-                                src,
-                                ..
-                            } => Instruction::Jmp {
-                                width,
-                                cond,
-                                dst,
-                                src,
-                                off: check_off(&c, col, rel)?,
-                            },
+                            Instruction::JaLong { .. } => {
+                                Instruction::JaLong { imm: check_range(&c, col, rel, "jump offset", RANGE_I32)? }
+                            }
+                            Instruction::Ja { .. } => Instruction::Ja { off: check_off(&c, col, rel)? },
+                            Instruction::Jmp { width, cond, dst, src, .. } => {
+                                Instruction::Jmp { width, cond, dst, src, off: check_off(&c, col, rel)? }
+                            }
                             other => other,
                         };
                         b.emit(insn);
@@ -1654,11 +1392,7 @@ pub fn assemble(name: &str, source: &str) -> Result<Assembly, AsmErrors> {
     for (name, l) in &labels {
         if l.defined.is_none() {
             let (line, column) = l.first_use.unwrap_or((0, 0));
-            errors.push(AsmError {
-                line,
-                column,
-                kind: AsmErrorKind::UndefinedLabel { name: name.clone() },
-            });
+            errors.push(AsmError { line, column, kind: AsmErrorKind::UndefinedLabel { name: name.clone() } });
             // bind it at the end so the builder does not report it again
             b.bind(l.label);
         }
@@ -1672,18 +1406,14 @@ pub fn assemble(name: &str, source: &str) -> Result<Assembly, AsmErrors> {
                     BuildError::JumpOutOfRange { insn, .. }
                     | BuildError::Encode { insn, .. }
                     | BuildError::HoleWithoutImmediate { insn, .. }
-                    | BuildError::UnboundLabel { insn, .. } => {
-                        insn_pos.get(insn).copied().unwrap_or((0, 0))
-                    }
+                    | BuildError::UnboundLabel { insn, .. } => insn_pos.get(insn).copied().unwrap_or((0, 0)),
                     _ => (0, 0),
                 };
                 let kind = match e {
-                    BuildError::JumpOutOfRange {
-                        label, distance, ..
-                    } => AsmErrorKind::JumpOutOfRange { label, distance },
-                    other => AsmErrorKind::Invalid {
-                        reason: other.to_string(),
-                    },
+                    BuildError::JumpOutOfRange { label, distance, .. } => {
+                        AsmErrorKind::JumpOutOfRange { label, distance }
+                    }
+                    other => AsmErrorKind::Invalid { reason: other.to_string() },
                 };
                 errors.push(AsmError { line, column, kind });
             }
@@ -1691,11 +1421,7 @@ pub fn assemble(name: &str, source: &str) -> Result<Assembly, AsmErrors> {
         }
     };
     match program {
-        Some(program) if !undefined_reported && errors.is_empty() => Ok(Assembly {
-            program,
-            maps,
-            constants: consts,
-        }),
+        Some(program) if !undefined_reported && errors.is_empty() => Ok(Assembly { program, maps, constants: consts }),
         _ => {
             errors.sort_by_key(|e| (e.line, e.column));
             Err(AsmErrors { errors })
@@ -1707,11 +1433,7 @@ fn check_off(c: &Cursor<'_>, col: usize, rel: i128) -> PResult<i16> {
     i16::try_from(rel).map_err(|_| AsmError {
         line: c.line,
         column: col,
-        kind: AsmErrorKind::OutOfRange {
-            value: rel,
-            what: "jump offset",
-            range: "i16",
-        },
+        kind: AsmErrorKind::OutOfRange { value: rel, what: "jump offset", range: "i16" },
     })
 }
 

@@ -85,10 +85,7 @@ impl Writer {
     }
 
     fn ty(&mut self, name_off: u32, kind: u32, vlen: u32, size_or_type: u32, tail: &[u32]) -> u32 {
-        for w in [name_off, (kind << 24) | vlen, size_or_type]
-            .into_iter()
-            .chain(tail.iter().copied())
-        {
+        for w in [name_off, (kind << 24) | vlen, size_or_type].into_iter().chain(tail.iter().copied()) {
             self.types.extend_from_slice(&w.to_le_bytes());
         }
         let id = self.next_id;
@@ -114,11 +111,7 @@ fn attrs(m: &MapDef) -> [(&'static str, u32); 5] {
 /// Builds the `.BTF` section for `maps`, laid out in `.maps` in slice order.
 #[must_use]
 pub fn maps_btf(maps: &[MapDef]) -> Vec<u8> {
-    let mut w = Writer {
-        types: Vec::new(),
-        strings: vec![0],
-        next_id: 1,
-    };
+    let mut w = Writer { types: Vec::new(), strings: vec![0], next_id: 1 };
     let uint_name = w.str("unsigned int");
     let uint = w.ty(uint_name, kind::INT, 0, 4, &[32]);
     let mut ptr_for: BTreeMap<u32, u32> = BTreeMap::new();
@@ -148,17 +141,8 @@ pub fn maps_btf(maps: &[MapDef]) -> Vec<u8> {
         return finish(&w);
     }
     let sec_name = w.str(".maps");
-    let tail: Vec<u32> = vars
-        .iter()
-        .flat_map(|(var, off)| [*var, *off, MAP_DEF_SIZE])
-        .collect();
-    w.ty(
-        sec_name,
-        kind::DATASEC,
-        vars.len() as u32,
-        MAP_DEF_SIZE * maps.len() as u32,
-        &tail,
-    );
+    let tail: Vec<u32> = vars.iter().flat_map(|(var, off)| [*var, *off, MAP_DEF_SIZE]).collect();
+    w.ty(sec_name, kind::DATASEC, vars.len() as u32, MAP_DEF_SIZE * maps.len() as u32, &tail);
     finish(&w)
 }
 
@@ -196,15 +180,11 @@ pub struct Btf {
 }
 
 fn malformed(reason: &str) -> BtfError {
-    BtfError::Malformed {
-        reason: reason.to_owned(),
-    }
+    BtfError::Malformed { reason: reason.to_owned() }
 }
 
 fn u32_at(b: &[u8], off: usize) -> Result<u32, BtfError> {
-    b.get(off..off + 4)
-        .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
-        .ok_or_else(|| malformed("truncated"))
+    b.get(off..off + 4).map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]])).ok_or_else(|| malformed("truncated"))
 }
 
 impl Btf {
@@ -242,8 +222,15 @@ impl Btf {
                 kind::ARRAY => 3,
                 kind::STRUCT | kind::UNION | kind::DATASEC | kind::ENUM64 => 3 * vlen,
                 kind::ENUM | kind::FUNC_PROTO => 2 * vlen,
-                kind::PTR | 7 | kind::TYPEDEF | kind::VOLATILE | kind::CONST | kind::RESTRICT
-                | 12 | kind::FLOAT | kind::TYPE_TAG => 0,
+                kind::PTR
+                | 7
+                | kind::TYPEDEF
+                | kind::VOLATILE
+                | kind::CONST
+                | kind::RESTRICT
+                | 12
+                | kind::FLOAT
+                | kind::TYPE_TAG => 0,
                 other => return Err(malformed(&format!("unknown kind {other}"))),
             } as usize;
             let mut tail = Vec::with_capacity(tail_words);
@@ -251,13 +238,7 @@ impl Btf {
                 tail.push(u32_at(types_b, p)?);
                 p += 4;
             }
-            types.push(Ty {
-                kind,
-                name_off,
-                vlen,
-                size_or_type,
-                tail,
-            });
+            types.push(Ty { kind, name_off, vlen, size_or_type, tail });
         }
         Ok(Btf { types, strings })
     }
@@ -301,9 +282,7 @@ impl Btf {
         }
         let t = self.skip_mods(id)?;
         match t.kind {
-            kind::INT | kind::STRUCT | kind::UNION | kind::ENUM | kind::ENUM64 | kind::FLOAT => {
-                Some(t.size_or_type)
-            }
+            kind::INT | kind::STRUCT | kind::UNION | kind::ENUM | kind::ENUM64 | kind::FLOAT => Some(t.size_or_type),
             kind::PTR => Some(8),
             kind::ARRAY => {
                 let elem = self.type_size(*t.tail.first()?, depth + 1)?;
@@ -345,10 +324,7 @@ impl Btf {
                 .filter(|t| t.kind == kind::VAR)
                 .ok_or_else(|| malformed("DATASEC entry is not a VAR"))?;
             let name = self.name(var.name_off);
-            let bad = |reason: &str| BtfError::BadMap {
-                map: name.clone(),
-                reason: reason.to_owned(),
-            };
+            let bad = |reason: &str| BtfError::BadMap { map: name.clone(), reason: reason.to_owned() };
             let st = self
                 .skip_mods(var.size_or_type)
                 .filter(|t| t.kind == kind::STRUCT)
@@ -362,8 +338,7 @@ impl Btf {
                             .skip_mods(m[1])
                             .filter(|t| t.kind == kind::PTR)
                             .ok_or_else(|| bad("key/value member is not a pointer"))?;
-                        self.type_size(p.size_or_type, 0)
-                            .ok_or_else(|| bad("key/value type has no size"))?
+                        self.type_size(p.size_or_type, 0).ok_or_else(|| bad("key/value type has no size"))?
                     }
                     _ => match self.uint_member(m[1]) {
                         Some(v) => v,
@@ -377,15 +352,9 @@ impl Btf {
                 };
                 fields.insert(key, value);
             }
-            let get = |k: &str| {
-                fields
-                    .get(k)
-                    .copied()
-                    .ok_or_else(|| bad(&format!("missing `{k}`")))
-            };
+            let get = |k: &str| fields.get(k).copied().ok_or_else(|| bad(&format!("missing `{k}`")));
             let type_id = get("type")?;
-            let kind = MapKind::from_type_id(type_id)
-                .ok_or_else(|| bad(&format!("unsupported map type {type_id}")))?;
+            let kind = MapKind::from_type_id(type_id).ok_or_else(|| bad(&format!("unsupported map type {type_id}")))?;
             out.push((
                 off,
                 MapDef {

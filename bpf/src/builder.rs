@@ -88,7 +88,11 @@ pub enum BuildError {
     },
     /// The finished program is inconsistent (a builder bug if reached).
     #[error(transparent)]
-    Program(#[from] ProgramError),
+    Program {
+        /// The underlying error.
+        #[from]
+        source: ProgramError,
+    },
 }
 
 /// All problems found by [`ProgramBuilder::finish`].
@@ -145,19 +149,14 @@ impl ProgramBuilder {
         }
         let id = self.labels.len();
         self.label_names.insert(unique.clone(), id);
-        self.labels.push(LabelInfo {
-            name: unique,
-            bound: None,
-        });
+        self.labels.push(LabelInfo { name: unique, bound: None });
         Label(id)
     }
 
     /// The name of a label.
     #[must_use]
     pub fn label_name(&self, label: Label) -> &str {
-        self.labels
-            .get(label.0)
-            .map_or("<foreign label>", |l| l.name.as_str())
+        self.labels.get(label.0).map_or("<foreign label>", |l| l.name.as_str())
     }
 
     /// Binds `label` to the next instruction.
@@ -167,11 +166,9 @@ impl ProgramBuilder {
             return;
         };
         match info.bound {
-            Some(first) => self.errors.push(BuildError::LabelBoundTwice {
-                label: info.name.clone(),
-                first,
-                second: pc,
-            }),
+            Some(first) => {
+                self.errors.push(BuildError::LabelBoundTwice { label: info.name.clone(), first, second: pc })
+            }
             None => info.bound = Some(pc),
         }
     }
@@ -211,46 +208,21 @@ impl ProgramBuilder {
     /// `goto label`.
     pub fn ja(&mut self, target: Label) -> usize {
         let at = self.emit(Instruction::ja(0));
-        self.fixups.push(Fixup {
-            at,
-            label: target,
-            kind: FixupKind::Off16,
-        });
+        self.fixups.push(Fixup { at, label: target, kind: FixupKind::Off16 });
         at
     }
 
     /// `gotol label` (32-bit range, cpu v4).
     pub fn ja_long(&mut self, target: Label) -> usize {
         let at = self.emit(Instruction::JaLong { imm: 0 });
-        self.fixups.push(Fixup {
-            at,
-            label: target,
-            kind: FixupKind::Imm32,
-        });
+        self.fixups.push(Fixup { at, label: target, kind: FixupKind::Imm32 });
         at
     }
 
     /// `if dst cond src goto label`, 32- or 64-bit.
-    pub fn jump(
-        &mut self,
-        width: Width,
-        cond: JmpCond,
-        dst: Reg,
-        src: Operand,
-        target: Label,
-    ) -> usize {
-        let at = self.emit(Instruction::Jmp {
-            width,
-            cond,
-            dst,
-            src,
-            off: 0,
-        });
-        self.fixups.push(Fixup {
-            at,
-            label: target,
-            kind: FixupKind::Off16,
-        });
+    pub fn jump(&mut self, width: Width, cond: JmpCond, dst: Reg, src: Operand, target: Label) -> usize {
+        let at = self.emit(Instruction::Jmp { width, cond, dst, src, off: 0 });
+        self.fixups.push(Fixup { at, label: target, kind: FixupKind::Off16 });
         at
     }
 
@@ -277,10 +249,7 @@ impl ProgramBuilder {
     /// `dst = map[name] ll`: an `ld_imm64` of 0 with a map relocation.
     pub fn ld_map(&mut self, dst: Reg, map: &str) -> usize {
         let at = self.emit(Instruction::ld_imm64(dst, 0));
-        self.map_relocs.push(MapReloc {
-            insn: at,
-            map: map.to_owned(),
-        });
+        self.map_relocs.push(MapReloc { insn: at, map: map.to_owned() });
         at
     }
 
@@ -300,30 +269,16 @@ impl ProgramBuilder {
         let (ok, kind) = match decoded {
             Some(Instruction::LdImm64 { pseudo, .. }) => (pseudo == 0, HoleKind::Imm64),
             Some(
-                Instruction::Alu {
-                    src: Operand::Imm(_),
-                    ..
-                }
-                | Instruction::Jmp {
-                    src: Operand::Imm(_),
-                    ..
-                }
+                Instruction::Alu { src: Operand::Imm(_), .. }
+                | Instruction::Jmp { src: Operand::Imm(_), .. }
                 | Instruction::Store { .. },
             ) => (true, HoleKind::Imm32),
             _ => (false, HoleKind::Imm32),
         };
         if ok {
-            self.holes.push(Hole {
-                name: name.to_owned(),
-                insn: at,
-                kind,
-            });
+            self.holes.push(Hole { name: name.to_owned(), insn: at, kind });
         } else {
-            self.errors.push(BuildError::HoleWithoutImmediate {
-                insn: at,
-                hole: name.to_owned(),
-                kind: kind.name(),
-            });
+            self.errors.push(BuildError::HoleWithoutImmediate { insn: at, hole: name.to_owned(), kind: kind.name() });
         }
     }
 
@@ -342,25 +297,13 @@ impl ProgramBuilder {
     /// # Errors
     /// Every unbound label, out-of-range jump, encode failure and misplaced hole.
     pub fn finish(self) -> Result<Program, BuildErrors> {
-        let ProgramBuilder {
-            name,
-            mut insns,
-            labels,
-            fixups,
-            map_relocs,
-            holes,
-            mut errors,
-            ..
-        } = self;
+        let ProgramBuilder { name, mut insns, labels, fixups, map_relocs, holes, mut errors, .. } = self;
         for f in &fixups {
             let Some(info) = labels.get(f.label.0) else {
                 continue;
             };
             let Some(target) = info.bound else {
-                errors.push(BuildError::UnboundLabel {
-                    label: info.name.clone(),
-                    insn: f.at,
-                });
+                errors.push(BuildError::UnboundLabel { label: info.name.clone(), insn: f.at });
                 continue;
             };
             let distance = target as i64 - (f.at as i64 + 1);
@@ -370,19 +313,15 @@ impl ProgramBuilder {
             match f.kind {
                 FixupKind::Off16 => match i16::try_from(distance) {
                     Ok(off) => slot.off = off,
-                    Err(_) => errors.push(BuildError::JumpOutOfRange {
-                        insn: f.at,
-                        label: info.name.clone(),
-                        distance,
-                    }),
+                    Err(_) => {
+                        errors.push(BuildError::JumpOutOfRange { insn: f.at, label: info.name.clone(), distance })
+                    }
                 },
                 FixupKind::Imm32 => match i32::try_from(distance) {
                     Ok(imm) => slot.imm = imm,
-                    Err(_) => errors.push(BuildError::JumpOutOfRange {
-                        insn: f.at,
-                        label: info.name.clone(),
-                        distance,
-                    }),
+                    Err(_) => {
+                        errors.push(BuildError::JumpOutOfRange { insn: f.at, label: info.name.clone(), distance })
+                    }
                 },
             }
         }
@@ -392,25 +331,15 @@ impl ProgramBuilder {
                 label_map.entry(at).or_insert_with(|| l.name.clone());
             }
         }
-        let mut program = Program {
-            name,
-            insns,
-            map_relocs,
-            holes,
-            labels: label_map,
-        };
+        let mut program = Program { name, insns, map_relocs, holes, labels: label_map };
         program.map_relocs.sort();
         program.holes.sort_by_key(|h| h.insn);
-        if errors.is_empty() {
-            if let Err(e) = program.validate() {
-                errors.push(e.into());
-            }
+        if errors.is_empty()
+            && let Err(e) = program.validate()
+        {
+            errors.push(e.into());
         }
-        if errors.is_empty() {
-            Ok(program)
-        } else {
-            Err(BuildErrors { errors })
-        }
+        if errors.is_empty() { Ok(program) } else { Err(BuildErrors { errors }) }
     }
 }
 

@@ -24,8 +24,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use crate::insn::{
-    AluOp, AtomicOp, CallTarget, EndBits, EndOp, Instruction, JmpCond, Operand, Reg, SignExt,
-    Size, Width, decode, pseudo,
+    AluOp, AtomicOp, CallTarget, EndBits, EndOp, Instruction, JmpCond, Operand, Reg, SignExt, Size, Width, decode,
+    pseudo,
 };
 use crate::program::Program;
 
@@ -51,19 +51,11 @@ struct Annot {
 }
 
 fn reg(r: Reg, w: bool) -> String {
-    if w {
-        format!("w{}", r.num())
-    } else {
-        format!("r{}", r.num())
-    }
+    if w { format!("w{}", r.num()) } else { format!("r{}", r.num()) }
 }
 
 fn mem(base: Reg, off: i16) -> String {
-    if off < 0 {
-        format!("{base} - {}", -i32::from(off))
-    } else {
-        format!("{base} + {off}")
-    }
+    if off < 0 { format!("{base} - {}", -i32::from(off)) } else { format!("{base} + {off}") }
 }
 
 /// The C type name LLVM prints for a size.
@@ -158,12 +150,7 @@ fn format_annotated(insn: &Instruction, dialect: Dialect, a: &Annot) -> String {
     let imm_text = |v: i64| a.imm.clone().unwrap_or_else(|| v.to_string());
     let target = |off: i64| a.target.clone().unwrap_or_else(|| format!("{off:+}"));
     match *insn {
-        Instruction::Alu {
-            width,
-            op,
-            dst,
-            src,
-        } => {
+        Instruction::Alu { width, op, dst, src } => {
             let w = width == Width::W32;
             let s = match src {
                 Operand::Reg(r) => reg(r, w),
@@ -171,12 +158,7 @@ fn format_annotated(insn: &Instruction, dialect: Dialect, a: &Annot) -> String {
             };
             format!("{} {} {}", reg(dst, w), alu_op_text(op), s)
         }
-        Instruction::MovSx {
-            width,
-            ext,
-            dst,
-            src,
-        } => {
+        Instruction::MovSx { width, ext, dst, src } => {
             let w = width == Width::W32;
             format!("{} = ({}){}", reg(dst, w), sext_name(ext), reg(src, w))
         }
@@ -189,25 +171,13 @@ fn format_annotated(insn: &Instruction, dialect: Dialect, a: &Annot) -> String {
         }
         Instruction::Ja { off } => format!("goto {}", target(i64::from(off))),
         Instruction::JaLong { imm } => format!("gotol {}", target(i64::from(imm))),
-        Instruction::Jmp {
-            width,
-            cond,
-            dst,
-            src,
-            off,
-        } => {
+        Instruction::Jmp { width, cond, dst, src, off } => {
             let w = width == Width::W32;
             let s = match src {
                 Operand::Reg(r) => reg(r, w),
                 Operand::Imm(v) => imm_text(i64::from(v)),
             };
-            format!(
-                "if {} {} {} goto {}",
-                reg(dst, w),
-                cond_text(cond),
-                s,
-                target(i64::from(off))
-            )
+            format!("if {} {} {} goto {}", reg(dst, w), cond_text(cond), s, target(i64::from(off)))
         }
         Instruction::Call(CallTarget::Helper(id)) => format!("call {id}"),
         Instruction::Call(CallTarget::Local(rel)) => format!("call pc{rel:+}"),
@@ -235,71 +205,26 @@ fn format_annotated(insn: &Instruction, dialect: Dialect, a: &Annot) -> String {
             if imm == 0 {
                 format!("r0 = *({} *)skb[{src}]", size_name(size))
             } else if imm < 0 {
-                format!(
-                    "r0 = *({} *)skb[{src} - {}]",
-                    size_name(size),
-                    -i64::from(imm)
-                )
+                format!("r0 = *({} *)skb[{src} - {}]", size_name(size), -i64::from(imm))
             } else {
                 format!("r0 = *({} *)skb[{src} + {imm}]", size_name(size))
             }
         }
-        Instruction::Load {
-            size,
-            dst,
-            src,
-            off,
-        } => {
+        Instruction::Load { size, dst, src, off } => {
             let w = alu32 && size != Size::DW;
-            format!(
-                "{} = *({} *)({})",
-                reg(dst, w),
-                size_name(size),
-                mem(src, off)
-            )
+            format!("{} = *({} *)({})", reg(dst, w), size_name(size), mem(src, off))
         }
-        Instruction::LoadSx {
-            size,
-            dst,
-            src,
-            off,
-        } => format!(
-            "{dst} = *({} *)({})",
-            signed_size_name(size),
-            mem(src, off)
-        ),
-        Instruction::Store {
-            size,
-            dst,
-            off,
-            imm,
-        } => format!(
-            "*({} *)({}) = {}",
-            size_name(size),
-            mem(dst, off),
-            imm_text(i64::from(imm))
-        ),
-        Instruction::StoreReg {
-            size,
-            dst,
-            src,
-            off,
-        } => {
+        Instruction::LoadSx { size, dst, src, off } => {
+            format!("{dst} = *({} *)({})", signed_size_name(size), mem(src, off))
+        }
+        Instruction::Store { size, dst, off, imm } => {
+            format!("*({} *)({}) = {}", size_name(size), mem(dst, off), imm_text(i64::from(imm)))
+        }
+        Instruction::StoreReg { size, dst, src, off } => {
             let w = alu32 && size != Size::DW;
-            format!(
-                "*({} *)({}) = {}",
-                size_name(size),
-                mem(dst, off),
-                reg(src, w)
-            )
+            format!("*({} *)({}) = {}", size_name(size), mem(dst, off), reg(src, w))
         }
-        Instruction::Atomic {
-            size,
-            op,
-            dst,
-            src,
-            off,
-        } => {
+        Instruction::Atomic { size, op, dst, src, off } => {
             let is32 = size != Size::DW;
             let sz = size_name(size);
             let m = mem(dst, off);
@@ -371,16 +296,8 @@ pub fn disassemble(program: &Program, dialect: Dialect) -> Vec<Line> {
             }
             Err(_) => ("<unknown>".to_owned(), 1),
         };
-        let bytes = program.insns[pc..pc + n]
-            .iter()
-            .flat_map(|i| i.to_bytes())
-            .collect();
-        out.push(Line {
-            index: pc,
-            bytes,
-            text,
-            map: program.map_at(pc).map(str::to_owned),
-        });
+        let bytes = program.insns[pc..pc + n].iter().flat_map(|i| i.to_bytes()).collect();
+        out.push(Line { index: pc, bytes, text, map: program.map_at(pc).map(str::to_owned) });
         pc += n;
     }
     out
@@ -391,15 +308,8 @@ fn objdump_target(func: &str, symbols: &BTreeMap<usize, &str>, target: i64) -> S
     let Ok(t) = usize::try_from(target) else {
         return format!("<{func}-{:#x}>", -target * 8);
     };
-    let (base, name) = symbols
-        .range(..=t)
-        .next_back()
-        .map_or((0, func), |(at, name)| (*at, *name));
-    if base == t {
-        format!("<{name}>")
-    } else {
-        format!("<{name}+{:#x}>", (t - base) * 8)
-    }
+    let (base, name) = symbols.range(..=t).next_back().map_or((0, func), |(at, name)| (*at, *name));
+    if base == t { format!("<{name}>") } else { format!("<{name}+{:#x}>", (t - base) * 8) }
 }
 
 /// llvm-objdump's listing of one program section (without the file header):
@@ -418,10 +328,8 @@ pub fn objdump_listing(program: &Program, section: &str, dialect: Dialect, reloc
         }
         let hex: Vec<String> = line.bytes.iter().map(|b| format!("{b:02x}")).collect();
         let _ = writeln!(s, "{:>8}:\t{}\t{}", line.index, hex.join(" "), line.text);
-        if relocs {
-            if let Some(map) = &line.map {
-                let _ = writeln!(s, "\t\t{:016x}:  R_BPF_64_64\t{map}", line.index * 8);
-            }
+        if relocs && let Some(map) = &line.map {
+            let _ = writeln!(s, "\t\t{:016x}:  R_BPF_64_64\t{map}", line.index * 8);
         }
     }
     s
@@ -436,9 +344,7 @@ pub fn slot_text(program: &Program, pc: usize, dialect: Dialect) -> Option<Strin
     let mut a = Annot::default();
     if let Some(off) = insn.jump_offset() {
         let target = pc as i64 + 1 + off;
-        a.target = usize::try_from(target)
-            .ok()
-            .and_then(|t| program.labels.get(&t).cloned());
+        a.target = usize::try_from(target).ok().and_then(|t| program.labels.get(&t).cloned());
     }
     if let Some(map) = program.map_at(pc) {
         a.ld_value = Some(format!("map[{map}]"));
@@ -471,11 +377,8 @@ pub fn to_asm(program: &Program, dialect: Dialect) -> String {
             }
             _ => {
                 let i = program.insns[pc];
-                let _ = writeln!(
-                    s,
-                    "\t.insn {:#04x}, {}, {}, {}, {} // undecodable",
-                    i.code, i.dst, i.src, i.off, i.imm
-                );
+                let _ =
+                    writeln!(s, "\t.insn {:#04x}, {}, {}, {}, {} // undecodable", i.code, i.dst, i.src, i.off, i.imm);
                 pc += 1;
             }
         }

@@ -30,8 +30,8 @@ use std::collections::BTreeMap;
 
 use object::write::{Object, Relocation, StandardSegment, Symbol, SymbolSection};
 use object::{
-    Architecture, BinaryFormat, Endianness, Object as _, ObjectSection as _, ObjectSymbol as _,
-    RelocationFlags, RelocationTarget, SectionKind, SymbolFlags, SymbolKind, SymbolScope, elf,
+    Architecture, BinaryFormat, Endianness, Object as _, ObjectSection as _, ObjectSymbol as _, RelocationFlags,
+    RelocationTarget, SectionKind, SymbolFlags, SymbolKind, SymbolScope, elf,
 };
 
 use crate::btf::{Btf, BtfError, MAP_DEF_SIZE, maps_btf};
@@ -58,7 +58,11 @@ pub fn program_section(name: &str) -> String {
 pub enum ElfError {
     /// An invalid map definition.
     #[error(transparent)]
-    Map(#[from] MapDefError),
+    Map {
+        /// The underlying error.
+        #[from]
+        source: MapDefError,
+    },
     /// Two maps or two programs with one name.
     #[error("duplicate {what} name `{name}`")]
     DuplicateName {
@@ -79,10 +83,18 @@ pub enum ElfError {
     },
     /// A program whose side tables are inconsistent.
     #[error(transparent)]
-    Program(#[from] ProgramError),
+    Program {
+        /// The underlying error.
+        #[from]
+        source: ProgramError,
+    },
     /// Static verification failed.
     #[error(transparent)]
-    Verify(#[from] VerifyErrors),
+    Verify {
+        /// The underlying error.
+        #[from]
+        source: VerifyErrors,
+    },
     /// The `object` crate failed to write.
     #[error("writing ELF: {reason}")]
     Write {
@@ -97,16 +109,22 @@ pub enum ElfError {
     },
     /// `.BTF` problems.
     #[error(transparent)]
-    Btf(#[from] BtfError),
+    Btf {
+        /// The underlying error.
+        #[from]
+        source: BtfError,
+    },
     /// Filling holes failed.
     #[error(transparent)]
-    Hole(#[from] HoleError),
+    Hole {
+        /// The underlying error.
+        #[from]
+        source: HoleError,
+    },
 }
 
 fn read_err(reason: impl Into<String>) -> ElfError {
-    ElfError::Read {
-        reason: reason.into(),
-    }
+    ElfError::Read { reason: reason.into() }
 }
 
 /// Options of the writer.
@@ -118,9 +136,7 @@ pub struct WriteOptions {
 
 impl Default for WriteOptions {
     fn default() -> Self {
-        WriteOptions {
-            label_symbols: true,
-        }
+        WriteOptions { label_symbols: true }
     }
 }
 
@@ -148,18 +164,10 @@ impl ObjectWriter {
         for (i, m) in maps.iter().enumerate() {
             m.validate()?;
             if maps[..i].iter().any(|o| o.name == m.name) {
-                return Err(ElfError::DuplicateName {
-                    what: "map",
-                    name: m.name.clone(),
-                });
+                return Err(ElfError::DuplicateName { what: "map", name: m.name.clone() });
             }
         }
-        Ok(ObjectWriter {
-            maps,
-            programs: Vec::new(),
-            license: license.to_owned(),
-            options: WriteOptions::default(),
-        })
+        Ok(ObjectWriter { maps, programs: Vec::new(), license: license.to_owned(), options: WriteOptions::default() })
     }
 
     /// Sets writer options.
@@ -224,15 +232,10 @@ impl ObjectWriter {
 
     fn push(&mut self, program: Program) -> Result<(), ElfError> {
         if self.programs.iter().any(|p| p.name == program.name) {
-            return Err(ElfError::DuplicateName {
-                what: "program",
-                name: program.name,
-            });
+            return Err(ElfError::DuplicateName { what: "program", name: program.name });
         }
         if !crate::maps::is_identifier(&program.name) || program.name.contains('.') {
-            return Err(ElfError::Write {
-                reason: format!("program name `{}` is not a C identifier", program.name),
-            });
+            return Err(ElfError::Write { reason: format!("program name `{}` is not a C identifier", program.name) });
         }
         self.programs.push(program);
         Ok(())
@@ -282,8 +285,7 @@ impl ObjectWriter {
         // no `.maps` section without maps: aya refuses a `.maps` without symbols
         let maps_sec = (!self.maps.is_empty()).then(|| {
             let sec = obj.add_section(Vec::new(), b".maps".to_vec(), SectionKind::Data);
-            obj.section_mut(sec)
-                .set_data(vec![0u8; self.maps.len() * MAP_DEF_SIZE as usize], 8);
+            obj.section_mut(sec).set_data(vec![0u8; self.maps.len() * MAP_DEF_SIZE as usize], 8);
             sec
         });
         for (i, m) in self.maps.iter().enumerate() {
@@ -315,14 +317,10 @@ impl ObjectWriter {
                         offset: (r.insn * INSN_SIZE) as u64,
                         symbol,
                         addend: 0,
-                        flags: RelocationFlags::Elf {
-                            r_type: elf::R_BPF_64_64,
-                        },
+                        flags: RelocationFlags::Elf { r_type: elf::R_BPF_64_64 },
                     },
                 )
-                .map_err(|e| ElfError::Write {
-                    reason: e.to_string(),
-                })?;
+                .map_err(|e| ElfError::Write { reason: e.to_string() })?;
             }
         }
         let lic = obj.add_section(Vec::new(), b"license".to_vec(), SectionKind::Data);
@@ -333,16 +331,10 @@ impl ObjectWriter {
         obj.section_mut(btf).set_data(maps_btf(&self.maps), 4);
         let holes = holes_text(&self.programs);
         if let Some(text) = holes {
-            let hs = obj.add_section(
-                Vec::new(),
-                HOLES_SECTION.as_bytes().to_vec(),
-                SectionKind::Metadata,
-            );
+            let hs = obj.add_section(Vec::new(), HOLES_SECTION.as_bytes().to_vec(), SectionKind::Metadata);
             obj.section_mut(hs).set_data(text.into_bytes(), 1);
         }
-        obj.write().map_err(|e| ElfError::Write {
-            reason: e.to_string(),
-        })
+        obj.write().map_err(|e| ElfError::Write { reason: e.to_string() })
     }
 }
 
@@ -355,13 +347,7 @@ fn holes_text(programs: &[Program]) -> Option<String> {
         let mut holes = p.holes.clone();
         holes.sort_by_key(|h| h.insn);
         for h in holes {
-            s.push_str(&format!(
-                "{}\t{}\t{}\t{}\n",
-                program_section(&p.name),
-                h.insn,
-                h.kind.name(),
-                h.name
-            ));
+            s.push_str(&format!("{}\t{}\t{}\t{}\n", program_section(&p.name), h.insn, h.kind.name(), h.name));
         }
     }
     Some(s)
@@ -373,11 +359,7 @@ fn holes_text(programs: &[Program]) -> Option<String> {
 /// # Errors
 /// Verification failures (all of them, for every program), invalid maps, or
 /// writer failures.
-pub fn verify_and_write(
-    programs: &[Program],
-    maps: &[MapDef],
-    license: &str,
-) -> Result<Vec<u8>, ElfError> {
+pub fn verify_and_write(programs: &[Program], maps: &[MapDef], license: &str) -> Result<Vec<u8>, ElfError> {
     let mut w = ObjectWriter::new(maps.to_vec(), license)?;
     let mut all = Vec::new();
     let mut verified = Vec::new();
@@ -388,7 +370,7 @@ pub fn verify_and_write(
         }
     }
     if !all.is_empty() {
-        return Err(ElfError::Verify(VerifyErrors { violations: all }));
+        return Err(ElfError::Verify { source: VerifyErrors { violations: all } });
     }
     for v in &verified {
         w.add_program(v)?;
@@ -420,10 +402,7 @@ impl ParsedObject {
     /// The program called `name`.
     #[must_use]
     pub fn program(&self, name: &str) -> Option<&Program> {
-        self.programs
-            .iter()
-            .map(|p| &p.program)
-            .find(|p| p.name == name)
+        self.programs.iter().map(|p| &p.program).find(|p| p.name == name)
     }
 
     /// Re-writes the object (label symbols on), e.g. after filling holes.
@@ -447,10 +426,7 @@ impl ParsedObject {
 pub fn read_object(data: &[u8]) -> Result<ParsedObject, ElfError> {
     let file = object::File::parse(data).map_err(|e| read_err(e.to_string()))?;
     if file.architecture() != Architecture::Bpf {
-        return Err(read_err(format!(
-            "architecture {:?}, not BPF",
-            file.architecture()
-        )));
+        return Err(read_err(format!("architecture {:?}, not BPF", file.architecture())));
     }
     if !file.is_little_endian() {
         return Err(read_err("big-endian objects are not supported"));
@@ -490,9 +466,7 @@ pub fn read_object(data: &[u8]) -> Result<ParsedObject, ElfError> {
                 continue;
             }
             if !maps.iter().any(|(_, m)| m.name == name) {
-                return Err(read_err(format!(
-                    "symbol `{name}` in `.maps` has no BTF definition"
-                )));
+                return Err(read_err(format!("symbol `{name}` in `.maps` has no BTF definition")));
             }
             map_by_sym_index.insert(sym.index().0, name.to_owned());
         }
@@ -524,16 +498,15 @@ pub fn read_object(data: &[u8]) -> Result<ParsedObject, ElfError> {
             }
             let name = sym.name().map_err(|e| read_err(e.to_string()))?.to_owned();
             let at = sym.address() as usize;
-            if at % INSN_SIZE != 0 {
+            if !at.is_multiple_of(INSN_SIZE) {
                 return Err(read_err(format!("symbol `{name}` is not slot-aligned")));
             }
             match sym.kind() {
                 SymbolKind::Text => {
-                    let size = if sym.size() == 0 {
-                        data.len() - at
-                    } else {
-                        sym.size() as usize
-                    };
+                    if at > data.len() {
+                        return Err(read_err(format!("function `{name}` starts past its section")));
+                    }
+                    let size = if sym.size() == 0 { data.len() - at } else { sym.size() as usize };
                     funcs.push((at / INSN_SIZE, size / INSN_SIZE, name));
                 }
                 SymbolKind::Label | SymbolKind::Unknown if !name.is_empty() => {
@@ -553,17 +526,13 @@ pub fn read_object(data: &[u8]) -> Result<ParsedObject, ElfError> {
                 _ => 0,
             };
             if r_type != elf::R_BPF_64_64.0 {
-                return Err(read_err(format!(
-                    "{sec_name}: unsupported relocation type {r_type} at {off:#x}"
-                )));
+                return Err(read_err(format!("{sec_name}: unsupported relocation type {r_type} at {off:#x}")));
             }
             let RelocationTarget::Symbol(sym) = rel.target() else {
                 return Err(read_err(format!("{sec_name}: relocation at {off:#x} has no symbol")));
             };
             let Some(map) = map_by_sym_index.get(&sym.0) else {
-                return Err(read_err(format!(
-                    "{sec_name}: relocation at {off:#x} is not against a map in `.maps`"
-                )));
+                return Err(read_err(format!("{sec_name}: relocation at {off:#x} is not against a map in `.maps`")));
             };
             if off % INSN_SIZE as u64 != 0 {
                 return Err(read_err(format!("{sec_name}: relocation at {off:#x} is not slot-aligned")));
@@ -571,15 +540,10 @@ pub fn read_object(data: &[u8]) -> Result<ParsedObject, ElfError> {
             relocs.insert(off as usize / INSN_SIZE, map.clone());
         }
         for (start, len, name) in funcs {
-            let end = (start + len).min(slots.len());
+            let end = start.saturating_add(len).min(slots.len());
             let mut p = Program::new(&name, slots[start..end].to_vec());
-            p.map_relocs = relocs
-                .range(start..end)
-                .map(|(at, map)| MapReloc {
-                    insn: at - start,
-                    map: map.clone(),
-                })
-                .collect();
+            p.map_relocs =
+                relocs.range(start..end).map(|(at, map)| MapReloc { insn: at - start, map: map.clone() }).collect();
             p.labels = labels
                 .iter()
                 .filter(|(at, _)| (start..end).contains(at))
@@ -588,23 +552,13 @@ pub fn read_object(data: &[u8]) -> Result<ParsedObject, ElfError> {
             p.holes = holes
                 .iter()
                 .filter(|(sec, h)| *sec == sec_name && (start..end).contains(&h.insn))
-                .map(|(_, h)| Hole {
-                    insn: h.insn - start,
-                    ..h.clone()
-                })
+                .map(|(_, h)| Hole { insn: h.insn - start, ..h.clone() })
                 .collect();
             p.validate()?;
-            programs.push(ObjectProgram {
-                section: sec_name.clone(),
-                program: p,
-            });
+            programs.push(ObjectProgram { section: sec_name.clone(), program: p });
         }
     }
-    Ok(ParsedObject {
-        programs,
-        maps,
-        license,
-    })
+    Ok(ParsedObject { programs, maps, license })
 }
 
 fn parse_holes(data: &[u8]) -> Result<Vec<(String, Hole)>, ElfError> {

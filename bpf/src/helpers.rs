@@ -195,13 +195,7 @@ pub const HELPERS: &[HelperSpec] = &[
     HelperSpec {
         id: id::CSUM_DIFF,
         name: "csum_diff",
-        args: &[
-            A::MemReadOrNull,
-            A::ConstSizeOrZero,
-            A::MemReadOrNull,
-            A::ConstSizeOrZero,
-            A::Anything,
-        ],
+        args: &[A::MemReadOrNull, A::ConstSizeOrZero, A::MemReadOrNull, A::ConstSizeOrZero, A::Anything],
         ret: RetType::Integer,
         changes_pkt_data: false,
     },

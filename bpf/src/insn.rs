@@ -114,19 +114,8 @@ pub enum Reg {
 
 impl Reg {
     /// All eleven registers in order.
-    pub const ALL: [Reg; 11] = [
-        Reg::R0,
-        Reg::R1,
-        Reg::R2,
-        Reg::R3,
-        Reg::R4,
-        Reg::R5,
-        Reg::R6,
-        Reg::R7,
-        Reg::R8,
-        Reg::R9,
-        Reg::R10,
-    ];
+    pub const ALL: [Reg; 11] =
+        [Reg::R0, Reg::R1, Reg::R2, Reg::R3, Reg::R4, Reg::R5, Reg::R6, Reg::R7, Reg::R8, Reg::R9, Reg::R10];
 
     /// The register with number `n`, if `n <= 10`.
     #[must_use]
@@ -174,16 +163,7 @@ impl Insn {
     pub fn to_bytes(self) -> [u8; INSN_SIZE] {
         let off = self.off.to_le_bytes();
         let imm = self.imm.to_le_bytes();
-        [
-            self.code,
-            (self.dst & 0x0f) | ((self.src & 0x0f) << 4),
-            off[0],
-            off[1],
-            imm[0],
-            imm[1],
-            imm[2],
-            imm[3],
-        ]
+        [self.code, (self.dst & 0x0f) | ((self.src & 0x0f) << 4), off[0], off[1], imm[0], imm[1], imm[2], imm[3]]
     }
 
     /// Parses one little-endian slot. Never fails: every byte pattern is a slot.
@@ -222,7 +202,7 @@ pub fn insns_to_bytes(insns: &[Insn]) -> Vec<u8> {
 /// # Errors
 /// [`DecodeError::Length`] if the length is not a multiple of 8.
 pub fn insns_from_bytes(bytes: &[u8]) -> Result<Vec<Insn>, DecodeError> {
-    if bytes.len() % INSN_SIZE != 0 {
+    if !bytes.len().is_multiple_of(INSN_SIZE) {
         return Err(DecodeError::Length { len: bytes.len() });
     }
     Ok(bytes
@@ -545,12 +525,7 @@ impl JmpCond {
     pub fn eval(self, width: Width, a: u64, b: u64) -> bool {
         let (a, b, sa, sb) = match width {
             Width::W64 => (a, b, a as i64, b as i64),
-            Width::W32 => (
-                a & 0xffff_ffff,
-                b & 0xffff_ffff,
-                i64::from(a as u32 as i32),
-                i64::from(b as u32 as i32),
-            ),
+            Width::W32 => (a & 0xffff_ffff, b & 0xffff_ffff, i64::from(a as u32 as i32), i64::from(b as u32 as i32)),
         };
         match self {
             JmpCond::Eq => a == b,
@@ -634,10 +609,7 @@ impl AtomicOp {
     /// True if the operation writes the old value back to a register.
     #[must_use]
     pub const fn fetches(self) -> bool {
-        !matches!(
-            self,
-            AtomicOp::Add | AtomicOp::Or | AtomicOp::And | AtomicOp::Xor
-        )
+        !matches!(self, AtomicOp::Add | AtomicOp::Or | AtomicOp::And | AtomicOp::Xor)
     }
 }
 
@@ -901,42 +873,22 @@ impl Instruction {
     /// `dst op= imm` (64-bit).
     #[must_use]
     pub const fn alu64_imm(op: AluOp, dst: Reg, imm: i32) -> Self {
-        Instruction::Alu {
-            width: Width::W64,
-            op,
-            dst,
-            src: Operand::Imm(imm),
-        }
+        Instruction::Alu { width: Width::W64, op, dst, src: Operand::Imm(imm) }
     }
     /// `dst op= src` (64-bit).
     #[must_use]
     pub const fn alu64_reg(op: AluOp, dst: Reg, src: Reg) -> Self {
-        Instruction::Alu {
-            width: Width::W64,
-            op,
-            dst,
-            src: Operand::Reg(src),
-        }
+        Instruction::Alu { width: Width::W64, op, dst, src: Operand::Reg(src) }
     }
     /// `wdst op= imm` (32-bit).
     #[must_use]
     pub const fn alu32_imm(op: AluOp, dst: Reg, imm: i32) -> Self {
-        Instruction::Alu {
-            width: Width::W32,
-            op,
-            dst,
-            src: Operand::Imm(imm),
-        }
+        Instruction::Alu { width: Width::W32, op, dst, src: Operand::Imm(imm) }
     }
     /// `wdst op= wsrc` (32-bit).
     #[must_use]
     pub const fn alu32_reg(op: AluOp, dst: Reg, src: Reg) -> Self {
-        Instruction::Alu {
-            width: Width::W32,
-            op,
-            dst,
-            src: Operand::Reg(src),
-        }
+        Instruction::Alu { width: Width::W32, op, dst, src: Operand::Reg(src) }
     }
     /// `dst = -dst`.
     #[must_use]
@@ -946,103 +898,52 @@ impl Instruction {
     /// `dst = beN dst` (host to network order on little-endian hosts).
     #[must_use]
     pub const fn be(bits: EndBits, dst: Reg) -> Self {
-        Instruction::End {
-            op: EndOp::ToBe,
-            bits,
-            dst,
-        }
+        Instruction::End { op: EndOp::ToBe, bits, dst }
     }
     /// `dst = leN dst` (truncation on little-endian hosts).
     #[must_use]
     pub const fn le(bits: EndBits, dst: Reg) -> Self {
-        Instruction::End {
-            op: EndOp::ToLe,
-            bits,
-            dst,
-        }
+        Instruction::End { op: EndOp::ToLe, bits, dst }
     }
     /// `dst = bswapN dst` (cpu v4).
     #[must_use]
     pub const fn bswap(bits: EndBits, dst: Reg) -> Self {
-        Instruction::End {
-            op: EndOp::Swap,
-            bits,
-            dst,
-        }
+        Instruction::End { op: EndOp::Swap, bits, dst }
     }
     /// `dst = *(size *)(src + off)`.
     #[must_use]
     pub const fn load(size: Size, dst: Reg, src: Reg, off: i16) -> Self {
-        Instruction::Load {
-            size,
-            dst,
-            src,
-            off,
-        }
+        Instruction::Load { size, dst, src, off }
     }
     /// `*(size *)(dst + off) = imm`.
     #[must_use]
     pub const fn store_imm(size: Size, dst: Reg, off: i16, imm: i32) -> Self {
-        Instruction::Store {
-            size,
-            dst,
-            off,
-            imm,
-        }
+        Instruction::Store { size, dst, off, imm }
     }
     /// `*(size *)(dst + off) = src`.
     #[must_use]
     pub const fn store_reg(size: Size, dst: Reg, src: Reg, off: i16) -> Self {
-        Instruction::StoreReg {
-            size,
-            dst,
-            src,
-            off,
-        }
+        Instruction::StoreReg { size, dst, src, off }
     }
     /// `if dst cond imm goto +off` (64-bit compare, imm sign-extended).
     #[must_use]
     pub const fn jmp_imm(cond: JmpCond, dst: Reg, imm: i32, off: i16) -> Self {
-        Instruction::Jmp {
-            width: Width::W64,
-            cond,
-            dst,
-            src: Operand::Imm(imm),
-            off,
-        }
+        Instruction::Jmp { width: Width::W64, cond, dst, src: Operand::Imm(imm), off }
     }
     /// `if dst cond src goto +off` (64-bit compare).
     #[must_use]
     pub const fn jmp_reg(cond: JmpCond, dst: Reg, src: Reg, off: i16) -> Self {
-        Instruction::Jmp {
-            width: Width::W64,
-            cond,
-            dst,
-            src: Operand::Reg(src),
-            off,
-        }
+        Instruction::Jmp { width: Width::W64, cond, dst, src: Operand::Reg(src), off }
     }
     /// `if wdst cond imm goto +off` (32-bit compare).
     #[must_use]
     pub const fn jmp32_imm(cond: JmpCond, dst: Reg, imm: i32, off: i16) -> Self {
-        Instruction::Jmp {
-            width: Width::W32,
-            cond,
-            dst,
-            src: Operand::Imm(imm),
-            off,
-        }
+        Instruction::Jmp { width: Width::W32, cond, dst, src: Operand::Imm(imm), off }
     }
     /// `if wdst cond wsrc goto +off` (32-bit compare).
     #[must_use]
     pub const fn jmp32_reg(cond: JmpCond, dst: Reg, src: Reg, off: i16) -> Self {
-        Instruction::Jmp {
-            width: Width::W32,
-            cond,
-            dst,
-            src: Operand::Reg(src),
-            off,
-        }
+        Instruction::Jmp { width: Width::W32, cond, dst, src: Operand::Reg(src), off }
     }
     /// `goto +off`.
     #[must_use]
@@ -1062,31 +963,17 @@ impl Instruction {
     /// `dst = imm ll`.
     #[must_use]
     pub const fn ld_imm64(dst: Reg, imm: i64) -> Self {
-        Instruction::LdImm64 {
-            dst,
-            pseudo: pseudo::NONE,
-            imm,
-        }
+        Instruction::LdImm64 { dst, pseudo: pseudo::NONE, imm }
     }
     /// `ld_imm64` of a map fd (`src = BPF_PSEUDO_MAP_FD`), as the loader patches it.
     #[must_use]
     pub const fn ld_map_fd(dst: Reg, fd: i32) -> Self {
-        Instruction::LdImm64 {
-            dst,
-            pseudo: pseudo::MAP_FD,
-            imm: fd as i64,
-        }
+        Instruction::LdImm64 { dst, pseudo: pseudo::MAP_FD, imm: fd as i64 }
     }
     /// Atomic operation on `*(size *)(dst + off)`.
     #[must_use]
     pub const fn atomic(size: Size, op: AtomicOp, dst: Reg, src: Reg, off: i16) -> Self {
-        Instruction::Atomic {
-            size,
-            op,
-            dst,
-            src,
-            off,
-        }
+        Instruction::Atomic { size, op, dst, src, off }
     }
 
     // ----- queries ---------------------------------------------------------------
@@ -1113,10 +1000,7 @@ impl Instruction {
     /// True for instructions that never fall through (`goto`, `gotol`, `exit`).
     #[must_use]
     pub const fn is_terminator(&self) -> bool {
-        matches!(
-            self,
-            Instruction::Ja { .. } | Instruction::JaLong { .. } | Instruction::Exit
-        )
+        matches!(self, Instruction::Ja { .. } | Instruction::JaLong { .. } | Instruction::Exit)
     }
 
     // ----- encoding --------------------------------------------------------------
@@ -1127,37 +1011,17 @@ impl Instruction {
     /// Inconsistent combinations: 32-bit `movsx` from 32 bits, atomics other than
     /// W/DW, legacy loads or sign-extending loads of DW, an unknown pseudo source.
     pub fn encode_into(&self, out: &mut Vec<Insn>) -> Result<(), EncodeError> {
-        let err = |reason| EncodeError {
-            what: format!("{self:?}"),
-            reason,
-        };
+        let err = |reason| EncodeError { what: format!("{self:?}"), reason };
         let slot = match *self {
             Instruction::Alu { width, op, dst, src } => {
                 let (bits, off) = op.code_off();
                 let cls = alu_class(width);
                 match src {
-                    Operand::Imm(imm) => Insn {
-                        code: cls | bits | source::K,
-                        dst: dst.num(),
-                        src: 0,
-                        off,
-                        imm,
-                    },
-                    Operand::Reg(s) => Insn {
-                        code: cls | bits | source::X,
-                        dst: dst.num(),
-                        src: s.num(),
-                        off,
-                        imm: 0,
-                    },
+                    Operand::Imm(imm) => Insn { code: cls | bits | source::K, dst: dst.num(), src: 0, off, imm },
+                    Operand::Reg(s) => Insn { code: cls | bits | source::X, dst: dst.num(), src: s.num(), off, imm: 0 },
                 }
             }
-            Instruction::MovSx {
-                width,
-                ext,
-                dst,
-                src,
-            } => {
+            Instruction::MovSx { width, ext, dst, src } => {
                 if width == Width::W32 && ext == SignExt::S32 {
                     return Err(err("32-bit movsx cannot extend from 32 bits"));
                 }
@@ -1169,60 +1033,29 @@ impl Instruction {
                     imm: 0,
                 }
             }
-            Instruction::Neg { width, dst } => Insn {
-                code: alu_class(width) | ALU_NEG,
-                dst: dst.num(),
-                ..Insn::default()
-            },
+            Instruction::Neg { width, dst } => {
+                Insn { code: alu_class(width) | ALU_NEG, dst: dst.num(), ..Insn::default() }
+            }
             Instruction::End { op, bits, dst } => {
                 let code = match op {
                     EndOp::ToLe => class::ALU | ALU_END | source::K,
                     EndOp::ToBe => class::ALU | ALU_END | source::X,
                     EndOp::Swap => class::ALU64 | ALU_END | source::K,
                 };
-                Insn {
-                    code,
-                    dst: dst.num(),
-                    imm: bits.bits() as i32,
-                    ..Insn::default()
-                }
+                Insn { code, dst: dst.num(), imm: bits.bits() as i32, ..Insn::default() }
             }
-            Instruction::Ja { off } => Insn {
-                code: class::JMP,
-                off,
-                ..Insn::default()
-            },
-            Instruction::JaLong { imm } => Insn {
-                code: class::JMP32,
-                imm,
-                ..Insn::default()
-            },
-            Instruction::Jmp {
-                width,
-                cond,
-                dst,
-                src,
-                off,
-            } => {
+            Instruction::Ja { off } => Insn { code: class::JMP, off, ..Insn::default() },
+            Instruction::JaLong { imm } => Insn { code: class::JMP32, imm, ..Insn::default() },
+            Instruction::Jmp { width, cond, dst, src, off } => {
                 let cls = match width {
                     Width::W32 => class::JMP32,
                     Width::W64 => class::JMP,
                 };
                 match src {
-                    Operand::Imm(imm) => Insn {
-                        code: cls | cond.code() | source::K,
-                        dst: dst.num(),
-                        src: 0,
-                        off,
-                        imm,
-                    },
-                    Operand::Reg(s) => Insn {
-                        code: cls | cond.code() | source::X,
-                        dst: dst.num(),
-                        src: s.num(),
-                        off,
-                        imm: 0,
-                    },
+                    Operand::Imm(imm) => Insn { code: cls | cond.code() | source::K, dst: dst.num(), src: 0, off, imm },
+                    Operand::Reg(s) => {
+                        Insn { code: cls | cond.code() | source::X, dst: dst.num(), src: s.num(), off, imm: 0 }
+                    }
                 }
             }
             Instruction::Call(target) => {
@@ -1231,17 +1064,9 @@ impl Instruction {
                     CallTarget::Local(rel) => (1, rel),
                     CallTarget::Kfunc(id) => (2, id),
                 };
-                Insn {
-                    code: class::JMP | 0x80,
-                    src,
-                    imm,
-                    ..Insn::default()
-                }
+                Insn { code: class::JMP | 0x80, src, imm, ..Insn::default() }
             }
-            Instruction::Exit => Insn {
-                code: class::JMP | 0x90,
-                ..Insn::default()
-            },
+            Instruction::Exit => Insn { code: class::JMP | 0x90, ..Insn::default() },
             Instruction::LdImm64 { dst, pseudo, imm } => {
                 if pseudo > pseudo::MAX {
                     return Err(err("unknown ld_imm64 pseudo source"));
@@ -1253,92 +1078,36 @@ impl Instruction {
                     off: 0,
                     imm: imm as i32,
                 });
-                Insn {
-                    imm: (imm >> 32) as i32,
-                    ..Insn::default()
-                }
+                Insn { imm: (imm >> 32) as i32, ..Insn::default() }
             }
             Instruction::LdAbs { size, imm } => {
                 if size == Size::DW {
                     return Err(err("legacy packet loads have no DW size"));
                 }
-                Insn {
-                    code: class::LD | mode::ABS | size.code(),
-                    imm,
-                    ..Insn::default()
-                }
+                Insn { code: class::LD | mode::ABS | size.code(), imm, ..Insn::default() }
             }
             Instruction::LdInd { size, src, imm } => {
                 if size == Size::DW {
                     return Err(err("legacy packet loads have no DW size"));
                 }
-                Insn {
-                    code: class::LD | mode::IND | size.code(),
-                    src: src.num(),
-                    imm,
-                    ..Insn::default()
-                }
+                Insn { code: class::LD | mode::IND | size.code(), src: src.num(), imm, ..Insn::default() }
             }
-            Instruction::Load {
-                size,
-                dst,
-                src,
-                off,
-            } => Insn {
-                code: class::LDX | mode::MEM | size.code(),
-                dst: dst.num(),
-                src: src.num(),
-                off,
-                imm: 0,
-            },
-            Instruction::LoadSx {
-                size,
-                dst,
-                src,
-                off,
-            } => {
+            Instruction::Load { size, dst, src, off } => {
+                Insn { code: class::LDX | mode::MEM | size.code(), dst: dst.num(), src: src.num(), off, imm: 0 }
+            }
+            Instruction::LoadSx { size, dst, src, off } => {
                 if size == Size::DW {
                     return Err(err("sign-extending loads have no DW size"));
                 }
-                Insn {
-                    code: class::LDX | mode::MEMSX | size.code(),
-                    dst: dst.num(),
-                    src: src.num(),
-                    off,
-                    imm: 0,
-                }
+                Insn { code: class::LDX | mode::MEMSX | size.code(), dst: dst.num(), src: src.num(), off, imm: 0 }
             }
-            Instruction::Store {
-                size,
-                dst,
-                off,
-                imm,
-            } => Insn {
-                code: class::ST | mode::MEM | size.code(),
-                dst: dst.num(),
-                src: 0,
-                off,
-                imm,
-            },
-            Instruction::StoreReg {
-                size,
-                dst,
-                src,
-                off,
-            } => Insn {
-                code: class::STX | mode::MEM | size.code(),
-                dst: dst.num(),
-                src: src.num(),
-                off,
-                imm: 0,
-            },
-            Instruction::Atomic {
-                size,
-                op,
-                dst,
-                src,
-                off,
-            } => {
+            Instruction::Store { size, dst, off, imm } => {
+                Insn { code: class::ST | mode::MEM | size.code(), dst: dst.num(), src: 0, off, imm }
+            }
+            Instruction::StoreReg { size, dst, src, off } => {
+                Insn { code: class::STX | mode::MEM | size.code(), dst: dst.num(), src: src.num(), off, imm: 0 }
+            }
+            Instruction::Atomic { size, op, dst, src, off } => {
                 if !matches!(size, Size::W | Size::DW) {
                     return Err(err("atomics are W or DW only"));
                 }
@@ -1389,11 +1158,7 @@ pub fn decode(slots: &[Insn], index: usize) -> Result<(Instruction, usize), Deco
     let x = code & source::X != 0;
     let insn = match code & 0x07 {
         class::ALU | class::ALU64 => {
-            let width = if code & 0x07 == class::ALU64 {
-                Width::W64
-            } else {
-                Width::W32
-            };
+            let width = if code & 0x07 == class::ALU64 { Width::W64 } else { Width::W32 };
             let opbits = code & 0xf0;
             let dst = reg(i.dst)?;
             match opbits {
@@ -1420,12 +1185,7 @@ pub fn decode(slots: &[Insn], index: usize) -> Result<(Instruction, usize), Deco
                         32 => EndBits::B32,
                         64 => EndBits::B64,
                         v => {
-                            return Err(DecodeError::InvalidField {
-                                index,
-                                code,
-                                field: "imm",
-                                value: i64::from(v),
-                            });
+                            return Err(DecodeError::InvalidField { index, code, field: "imm", value: i64::from(v) });
                         }
                     };
                     Instruction::End { op, bits, dst }
@@ -1451,20 +1211,9 @@ pub fn decode(slots: &[Insn], index: usize) -> Result<(Instruction, usize), Deco
                             };
                             need_zero(i.imm == 0, "imm")?;
                             let src = reg(i.src)?;
-                            return Ok((
-                                Instruction::MovSx {
-                                    width,
-                                    ext,
-                                    dst,
-                                    src,
-                                },
-                                1,
-                            ));
+                            return Ok((Instruction::MovSx { width, ext, dst, src }, 1));
                         }
-                        (_, 0) => match AluOp::ALL
-                            .into_iter()
-                            .find(|o| o.code_off() == (opbits, 0))
-                        {
+                        (_, 0) => match AluOp::ALL.into_iter().find(|o| o.code_off() == (opbits, 0)) {
                             Some(op) => op,
                             None => return Err(unknown()),
                         },
@@ -1477,12 +1226,7 @@ pub fn decode(slots: &[Insn], index: usize) -> Result<(Instruction, usize), Deco
                         need_zero(i.src == 0, "src")?;
                         Operand::Imm(i.imm)
                     };
-                    Instruction::Alu {
-                        width,
-                        op,
-                        dst,
-                        src,
-                    }
+                    Instruction::Alu { width, op, dst, src }
                 }
             }
         }
@@ -1541,13 +1285,7 @@ pub fn decode(slots: &[Insn], index: usize) -> Result<(Instruction, usize), Deco
                         need_zero(i.src == 0, "src")?;
                         Operand::Imm(i.imm)
                     };
-                    Instruction::Jmp {
-                        width: if is32 { Width::W32 } else { Width::W64 },
-                        cond,
-                        dst,
-                        src,
-                        off: i.off,
-                    }
+                    Instruction::Jmp { width: if is32 { Width::W32 } else { Width::W64 }, cond, dst, src, off: i.off }
                 }
             }
         }
@@ -1567,32 +1305,18 @@ pub fn decode(slots: &[Insn], index: usize) -> Result<(Instruction, usize), Deco
                         return Err(DecodeError::BadLdImm64Tail { index });
                     }
                     let imm = (i64::from(hi.imm) << 32) | i64::from(i.imm as u32);
-                    return Ok((
-                        Instruction::LdImm64 {
-                            dst,
-                            pseudo: i.src,
-                            imm,
-                        },
-                        2,
-                    ));
+                    return Ok((Instruction::LdImm64 { dst, pseudo: i.src, imm }, 2));
                 }
                 mode::ABS if sz != Size::DW => {
                     need_zero(i.dst == 0, "dst")?;
                     need_zero(i.src == 0, "src")?;
                     need_zero(i.off == 0, "off")?;
-                    Instruction::LdAbs {
-                        size: sz,
-                        imm: i.imm,
-                    }
+                    Instruction::LdAbs { size: sz, imm: i.imm }
                 }
                 mode::IND if sz != Size::DW => {
                     need_zero(i.dst == 0, "dst")?;
                     need_zero(i.off == 0, "off")?;
-                    Instruction::LdInd {
-                        size: sz,
-                        src: reg(i.src)?,
-                        imm: i.imm,
-                    }
+                    Instruction::LdInd { size: sz, src: reg(i.src)?, imm: i.imm }
                 }
                 _ => return Err(unknown()),
             }
@@ -1604,21 +1328,11 @@ pub fn decode(slots: &[Insn], index: usize) -> Result<(Instruction, usize), Deco
             match code & 0xe0 {
                 mode::MEM => {
                     need_zero(i.imm == 0, "imm")?;
-                    Instruction::Load {
-                        size: sz,
-                        dst,
-                        src,
-                        off: i.off,
-                    }
+                    Instruction::Load { size: sz, dst, src, off: i.off }
                 }
                 mode::MEMSX if sz != Size::DW => {
                     need_zero(i.imm == 0, "imm")?;
-                    Instruction::LoadSx {
-                        size: sz,
-                        dst,
-                        src,
-                        off: i.off,
-                    }
+                    Instruction::LoadSx { size: sz, dst, src, off: i.off }
                 }
                 _ => return Err(unknown()),
             }
@@ -1628,12 +1342,7 @@ pub fn decode(slots: &[Insn], index: usize) -> Result<(Instruction, usize), Deco
                 return Err(unknown());
             }
             need_zero(i.src == 0, "src")?;
-            Instruction::Store {
-                size: Size::from_code(code),
-                dst: reg(i.dst)?,
-                off: i.off,
-                imm: i.imm,
-            }
+            Instruction::Store { size: Size::from_code(code), dst: reg(i.dst)?, off: i.off, imm: i.imm }
         }
         _ => {
             // STX
@@ -1643,29 +1352,13 @@ pub fn decode(slots: &[Insn], index: usize) -> Result<(Instruction, usize), Deco
             match code & 0xe0 {
                 mode::MEM => {
                     need_zero(i.imm == 0, "imm")?;
-                    Instruction::StoreReg {
-                        size: sz,
-                        dst,
-                        src,
-                        off: i.off,
-                    }
+                    Instruction::StoreReg { size: sz, dst, src, off: i.off }
                 }
                 mode::ATOMIC if matches!(sz, Size::W | Size::DW) => {
                     let Some(op) = AtomicOp::from_imm(i.imm) else {
-                        return Err(DecodeError::InvalidField {
-                            index,
-                            code,
-                            field: "imm",
-                            value: i64::from(i.imm),
-                        });
+                        return Err(DecodeError::InvalidField { index, code, field: "imm", value: i64::from(i.imm) });
                     };
-                    Instruction::Atomic {
-                        size: sz,
-                        op,
-                        dst,
-                        src,
-                        off: i.off,
-                    }
+                    Instruction::Atomic { size: sz, op, dst, src, off: i.off }
                 }
                 _ => return Err(unknown()),
             }
@@ -1828,13 +1521,7 @@ mod tests {
 
     #[test]
     fn bytes_roundtrip_of_a_slot() {
-        let i = Insn {
-            code: 0x61,
-            dst: 2,
-            src: 1,
-            off: 76,
-            imm: 0,
-        };
+        let i = Insn { code: 0x61, dst: 2, src: 1, off: 76, imm: 0 };
         let b = i.to_bytes();
         assert_eq!(b, [0x61, 0x12, 76, 0, 0, 0, 0, 0]);
         assert_eq!(Insn::from_bytes(b), i);
@@ -1848,24 +1535,12 @@ mod tests {
         assert_eq!(s[0].imm as u32, 0x9abc_def0);
         assert_eq!(s[1].imm as u32, 0x1234_5678);
         assert_eq!(decode(&s, 0), Ok((i, 2)));
-        assert_eq!(
-            decode(&s[..1], 0),
-            Err(DecodeError::TruncatedLdImm64 { index: 0 })
-        );
+        assert_eq!(decode(&s[..1], 0), Err(DecodeError::TruncatedLdImm64 { index: 0 }));
     }
 
     #[test]
     fn reserved_fields_are_rejected() {
-        let bad = Insn {
-            code: 0x07,
-            dst: 1,
-            src: 2,
-            off: 0,
-            imm: 5,
-        };
-        assert!(matches!(
-            decode(&[bad], 0),
-            Err(DecodeError::ReservedField { field: "src", .. })
-        ));
+        let bad = Insn { code: 0x07, dst: 1, src: 2, off: 0, imm: 5 };
+        assert!(matches!(decode(&[bad], 0), Err(DecodeError::ReservedField { field: "src", .. })));
     }
 }

@@ -29,8 +29,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::helpers::{self, id};
 use crate::insn::{
-    AtomicOp, CallTarget, DecodeError, Instruction, Operand, Reg, Size, Width, decode, eval_alu,
-    eval_end, eval_movsx, eval_neg, imm_value,
+    AtomicOp, CallTarget, DecodeError, Instruction, Operand, Reg, Size, Width, decode, eval_alu, eval_end, eval_movsx,
+    eval_neg, imm_value,
 };
 use crate::maps::{MapDef, MapKind};
 use crate::program::Program;
@@ -156,10 +156,7 @@ impl MapStore {
                     let copies = if d.kind.is_percpu() { ncpus } else { 1 };
                     for i in 0..d.max_entries {
                         m.index.insert(i.to_le_bytes().to_vec(), i as usize);
-                        m.slots.push(Some(Slot {
-                            data: vec![0; d.value_size as usize * copies],
-                            last_use: 0,
-                        }));
+                        m.slots.push(Some(Slot { data: vec![0; d.value_size as usize * copies], last_use: 0 }));
                     }
                 }
                 m
@@ -175,18 +172,11 @@ impl MapStore {
     }
 
     fn index(&self, name: &str) -> Result<usize, MapError> {
-        self.maps
-            .iter()
-            .position(|m| m.def.name == name)
-            .ok_or_else(|| MapError::UnknownMap { map: name.to_owned() })
+        self.maps.iter().position(|m| m.def.name == name).ok_or_else(|| MapError::UnknownMap { map: name.to_owned() })
     }
 
     fn copies(&self, m: usize) -> usize {
-        if self.maps[m].def.kind.is_percpu() {
-            self.ncpus
-        } else {
-            1
-        }
+        if self.maps[m].def.kind.is_percpu() { self.ncpus } else { 1 }
     }
 
     fn check_key(&self, m: usize, key: &[u8]) -> Result<(), MapError> {
@@ -219,19 +209,11 @@ impl MapStore {
         } else if value.len() == vs * copies {
             value.to_vec()
         } else {
-            return Err(MapError::BadSize {
-                map: map.to_owned(),
-                what: "value",
-                expected: vs,
-                found: value.len(),
-            });
+            return Err(MapError::BadSize { map: map.to_owned(), what: "value", expected: vs, found: value.len() });
         };
         match self.update_raw(m, key, &data, flags, None) {
             0 => Ok(()),
-            e => Err(MapError::Errno {
-                map: map.to_owned(),
-                errno: -e,
-            }),
+            e => Err(MapError::Errno { map: map.to_owned(), errno: -e }),
         }
     }
 
@@ -241,9 +223,7 @@ impl MapStore {
     /// # Errors
     /// Unknown map or wrong key size.
     pub fn lookup(&self, map: &str, key: &[u8]) -> Result<Option<Vec<u8>>, MapError> {
-        Ok(self
-            .lookup_percpu(map, key)?
-            .and_then(|v| v.into_iter().next()))
+        Ok(self.lookup_percpu(map, key)?.and_then(|v| v.into_iter().next()))
     }
 
     /// The per-CPU values for `key` (one element for other maps).
@@ -255,9 +235,7 @@ impl MapStore {
         self.check_key(m, key)?;
         let vs = self.maps[m].def.value_size as usize;
         Ok(self.find(m, key).and_then(|s| {
-            self.maps[m].slots[s]
-                .as_ref()
-                .map(|slot| slot.data.chunks(vs.max(1)).map(<[u8]>::to_vec).collect())
+            self.maps[m].slots[s].as_ref().map(|slot| slot.data.chunks(vs.max(1)).map(<[u8]>::to_vec).collect())
         }))
     }
 
@@ -271,10 +249,7 @@ impl MapStore {
         match self.delete_raw(m, key) {
             0 => Ok(true),
             e if e == -ENOENT => Ok(false),
-            e => Err(MapError::Errno {
-                map: map.to_owned(),
-                errno: -e,
-            }),
+            e => Err(MapError::Errno { map: map.to_owned(), errno: -e }),
         }
     }
 
@@ -386,10 +361,7 @@ impl MapStore {
                 _ => return -E2BIG,
             }
         }
-        let slot = Slot {
-            data: data.to_vec(),
-            last_use: clock,
-        };
+        let slot = Slot { data: data.to_vec(), last_use: clock };
         let s = match inst.free.pop() {
             Some(s) => {
                 inst.slots[s] = Some(slot);
@@ -449,6 +421,9 @@ impl MapStore {
         let inst = self.maps.get(m)?;
         let within = rel & ((1u64 << MAP_WINDOW_SHIFT) - 1);
         let stride = self.stride(m);
+        if stride == 0 {
+            return None;
+        }
         let slot = (within / stride) as usize;
         let off = (within % stride) as usize;
         let data = inst.slots.get(slot)?.as_ref()?;
@@ -524,9 +499,7 @@ impl SkbContext {
     /// address is all zeros).
     #[must_use]
     pub fn for_frame(frame: &[u8]) -> SkbContext {
-        let protocol = frame
-            .get(12..14)
-            .map_or(0, |b| u32::from(u16::from_le_bytes([b[0], b[1]])));
+        let protocol = frame.get(12..14).map_or(0, |b| u32::from(u16::from_le_bytes([b[0], b[1]])));
         let pkt_type = match frame.get(0..6) {
             Some(d) if d.iter().all(|b| *b == 0xff) => 1,
             Some(d) if d[0] & 1 == 1 => 2,
@@ -534,13 +507,7 @@ impl SkbContext {
             Some(_) => 3,
             None => 0,
         };
-        SkbContext {
-            pkt_type,
-            protocol,
-            ifindex: 1,
-            wire_len: frame.len() as u32,
-            ..SkbContext::default()
-        }
+        SkbContext { pkt_type, protocol, ifindex: 1, wire_len: frame.len() as u32, ..SkbContext::default() }
     }
 
     fn to_bytes(&self, len: u32) -> [u8; SKB_SIZE] {
@@ -597,13 +564,7 @@ impl SkbContext {
             ingress_ifindex: g(skb::off::INGRESS_IFINDEX),
             ifindex: g(skb::off::IFINDEX),
             tc_index: g(skb::off::TC_INDEX),
-            cb: [
-                g(skb::off::CB),
-                g(skb::off::CB + 4),
-                g(skb::off::CB + 8),
-                g(skb::off::CB + 12),
-                g(skb::off::CB + 16),
-            ],
+            cb: [g(skb::off::CB), g(skb::off::CB + 4), g(skb::off::CB + 8), g(skb::off::CB + 12), g(skb::off::CB + 16)],
             hash: g(skb::off::HASH),
             tc_classid: g(skb::off::TC_CLASSID),
             napi_id: g(skb::off::NAPI_ID),
@@ -922,17 +883,11 @@ enum Region {
 /// A [`Fault`] naming the instruction.
 pub fn run(program: &Program, maps: &mut MapStore, input: &RunInput) -> Result<RunOutcome, Fault> {
     if let Some(h) = program.holes.first() {
-        return Err(Fault::UnfilledHole {
-            insn: h.insn,
-            hole: h.name.clone(),
-        });
+        return Err(Fault::UnfilledHole { insn: h.insn, hole: h.name.clone() });
     }
     let mut map_ids = BTreeMap::new();
     for r in &program.map_relocs {
-        let idx = maps.index(&r.map).map_err(|_| Fault::UnknownMap {
-            insn: r.insn,
-            map: r.map.clone(),
-        })?;
+        let idx = maps.index(&r.map).map_err(|_| Fault::UnknownMap { insn: r.insn, map: r.map.clone() })?;
         map_ids.insert(r.insn, idx);
     }
     let mut decoded = Vec::with_capacity(program.insns.len());
@@ -969,10 +924,7 @@ pub fn run(program: &Program, maps: &mut MapStore, input: &RunInput) -> Result<R
     loop {
         let pc = m.pc;
         if count >= input.budget {
-            return Err(Fault::Budget {
-                insn: pc,
-                budget: input.budget,
-            });
+            return Err(Fault::Budget { insn: pc, budget: input.budget });
         }
         count += 1;
         let Some(Some((insn, n))) = decoded.get(pc).copied() else {
@@ -982,13 +934,7 @@ pub fn run(program: &Program, maps: &mut MapStore, input: &RunInput) -> Result<R
             Flow::Continue => {}
             Flow::Exit(r0) => {
                 let skb = SkbContext::from_bytes(&m.ctx);
-                return Ok(RunOutcome {
-                    r0,
-                    effects: m.effects,
-                    insns: count,
-                    packet: m.packet,
-                    skb,
-                });
+                return Ok(RunOutcome { r0, effects: m.effects, insns: count, packet: m.packet, skb });
             }
         }
     }
@@ -1001,12 +947,7 @@ enum Flow {
 
 impl Machine<'_> {
     fn region(&self, addr: u64, len: usize, kind: &'static str) -> Result<Region, Fault> {
-        let oob = || Fault::OutOfBounds {
-            insn: self.pc,
-            kind,
-            addr,
-            size: len,
-        };
+        let oob = || Fault::OutOfBounds { insn: self.pc, kind, addr, size: len };
         let in_range = |base: u64, size: usize| {
             addr.checked_sub(base)
                 .filter(|o| o.checked_add(len as u64).is_some_and(|e| e <= size as u64))
@@ -1036,16 +977,13 @@ impl Machine<'_> {
             Region::Pkt(o) => Ok(self.packet[o..o + len].to_vec()),
             Region::Stack(o) => {
                 if let Some(i) = (o..o + len).find(|i| !self.stack_init[*i]) {
-                    return Err(Fault::UninitStack {
-                        insn: self.pc,
-                        off: i as i64 - STACK_SIZE as i64,
-                    });
+                    return Err(Fault::UninitStack { insn: self.pc, off: i as i64 - STACK_SIZE as i64 });
                 }
                 Ok(self.stack[o..o + len].to_vec())
             }
-            Region::Map(m, s, o) => Ok(self.maps.maps[m].slots[s]
-                .as_ref()
-                .map_or_else(Vec::new, |slot| slot.data[o..o + len].to_vec())),
+            Region::Map(m, s, o) => {
+                Ok(self.maps.maps[m].slots[s].as_ref().map_or_else(Vec::new, |slot| slot.data[o..o + len].to_vec()))
+            }
         }
     }
 
@@ -1117,18 +1055,13 @@ impl Machine<'_> {
         let pc = self.pc;
         let mut next = pc + n;
         match *insn {
-            Instruction::Alu {
-                width,
-                op,
-                dst,
-                src,
-            } => {
+            Instruction::Alu { width, op, dst, src } => {
                 let s = self.operand(width, src);
                 self.regs[dst.index()] = eval_alu(width, op, self.regs[dst.index()], s);
             }
-            Instruction::MovSx {
-                width, ext, dst, src,
-            } => self.regs[dst.index()] = eval_movsx(width, ext, self.regs[src.index()]),
+            Instruction::MovSx { width, ext, dst, src } => {
+                self.regs[dst.index()] = eval_movsx(width, ext, self.regs[src.index()])
+            }
             Instruction::Neg { width, dst } => {
                 self.regs[dst.index()] = eval_neg(width, self.regs[dst.index()]);
             }
@@ -1137,13 +1070,7 @@ impl Machine<'_> {
             }
             Instruction::Ja { off } => next = jump(pc, i64::from(off)),
             Instruction::JaLong { imm } => next = jump(pc, i64::from(imm)),
-            Instruction::Jmp {
-                width,
-                cond,
-                dst,
-                src,
-                off,
-            } => {
+            Instruction::Jmp { width, cond, dst, src, off } => {
                 if cond.eval(width, self.regs[dst.index()], self.operand(width, src)) {
                     next = jump(pc, i64::from(off));
                 }
@@ -1157,16 +1084,10 @@ impl Machine<'_> {
                 }
             }
             Instruction::Call(CallTarget::Local(_)) => {
-                return Err(Fault::Unsupported {
-                    insn: pc,
-                    what: "BPF-to-BPF calls",
-                });
+                return Err(Fault::Unsupported { insn: pc, what: "BPF-to-BPF calls" });
             }
             Instruction::Call(CallTarget::Kfunc(_)) => {
-                return Err(Fault::Unsupported {
-                    insn: pc,
-                    what: "kfunc calls",
-                });
+                return Err(Fault::Unsupported { insn: pc, what: "kfunc calls" });
             }
             Instruction::Exit => return Ok(Flow::Exit(self.regs[0])),
             Instruction::LdImm64 { dst, imm, .. } => {
@@ -1180,21 +1101,11 @@ impl Machine<'_> {
                 let off = (self.regs[src.index()] as u32 as i32 as i64).wrapping_add(i64::from(imm));
                 return Ok(self.ld_legacy(size, off, next));
             }
-            Instruction::Load {
-                size,
-                dst,
-                src,
-                off,
-            } => {
+            Instruction::Load { size, dst, src, off } => {
                 let addr = self.regs[src.index()].wrapping_add(i64::from(off) as u64);
                 self.regs[dst.index()] = self.load(addr, size)?;
             }
-            Instruction::LoadSx {
-                size,
-                dst,
-                src,
-                off,
-            } => {
+            Instruction::LoadSx { size, dst, src, off } => {
                 let addr = self.regs[src.index()].wrapping_add(i64::from(off) as u64);
                 let v = self.load(addr, size)?;
                 self.regs[dst.index()] = match size {
@@ -1204,31 +1115,15 @@ impl Machine<'_> {
                     Size::DW => v,
                 };
             }
-            Instruction::Store {
-                size,
-                dst,
-                off,
-                imm,
-            } => {
+            Instruction::Store { size, dst, off, imm } => {
                 let addr = self.regs[dst.index()].wrapping_add(i64::from(off) as u64);
                 self.store(addr, size, i64::from(imm) as u64)?;
             }
-            Instruction::StoreReg {
-                size,
-                dst,
-                src,
-                off,
-            } => {
+            Instruction::StoreReg { size, dst, src, off } => {
                 let addr = self.regs[dst.index()].wrapping_add(i64::from(off) as u64);
                 self.store(addr, size, self.regs[src.index()])?;
             }
-            Instruction::Atomic {
-                size,
-                op,
-                dst,
-                src,
-                off,
-            } => {
+            Instruction::Atomic { size, op, dst, src, off } => {
                 let addr = self.regs[dst.index()].wrapping_add(i64::from(off) as u64);
                 let old = self.load(addr, size)?;
                 let s = self.regs[src.index()];
@@ -1265,9 +1160,7 @@ impl Machine<'_> {
         for r in 1..=5 {
             self.regs[r] = 0;
         }
-        let ok = usize::try_from(off)
-            .ok()
-            .filter(|o| o + n <= self.packet.len());
+        let ok = usize::try_from(off).ok().filter(|o| o + n <= self.packet.len());
         let Some(o) = ok else {
             return Flow::Exit(0);
         };
@@ -1286,11 +1179,7 @@ impl Machine<'_> {
         v.checked_sub(MAP_PTR_BASE)
             .map(|i| i as usize)
             .filter(|i| *i < self.maps.maps.len())
-            .ok_or_else(|| Fault::HelperArg {
-                insn: self.pc,
-                helper,
-                reason: format!("{reg} is not a map pointer"),
-            })
+            .ok_or_else(|| Fault::HelperArg { insn: self.pc, helper, reason: format!("{reg} is not a map pointer") })
     }
 
     fn call(&mut self, hid: i32) -> Result<u64, Fault> {
@@ -1325,9 +1214,10 @@ impl Machine<'_> {
                 let copies = self.maps.copies(m);
                 let result = if copies > 1 {
                     // per-CPU update from a program writes this CPU's copy only
-                    let existing = self.maps.find(m, &key).and_then(|s| {
-                        self.maps.maps[m].slots[s].as_ref().map(|x| x.data.clone())
-                    });
+                    let existing = self
+                        .maps
+                        .find(m, &key)
+                        .and_then(|s| self.maps.maps[m].slots[s].as_ref().map(|x| x.data.clone()));
                     let mut data = existing.unwrap_or_else(|| vec![0; value.len() * copies]);
                     let cpu = (self.input.cpu as usize).min(copies - 1);
                     data[cpu * value.len()..(cpu + 1) * value.len()].copy_from_slice(&value);
@@ -1335,13 +1225,7 @@ impl Machine<'_> {
                 } else {
                     self.maps.update_raw(m, &key, &value, flags, None)
                 };
-                self.effects.map_updates.push(MapUpdate {
-                    map: def.name.clone(),
-                    key,
-                    value,
-                    flags,
-                    result,
-                });
+                self.effects.map_updates.push(MapUpdate { map: def.name.clone(), key, value, flags, result });
                 result as u64
             }
             id::MAP_DELETE_ELEM => {
@@ -1349,11 +1233,7 @@ impl Machine<'_> {
                 let def = self.maps.maps[m].def.clone();
                 let key = self.read_bytes(r(2), def.key_size as usize)?;
                 let result = self.maps.delete_raw(m, &key);
-                self.effects.map_deletes.push(MapDelete {
-                    map: def.name,
-                    key,
-                    result,
-                });
+                self.effects.map_deletes.push(MapDelete { map: def.name, key, result });
                 result as u64
             }
             id::KTIME_GET_NS => self.input.ktime_ns,
@@ -1375,11 +1255,7 @@ impl Machine<'_> {
                     let bytes = self.read_bytes(from, len)?;
                     let o = offset as usize;
                     self.packet[o..o + len].copy_from_slice(&bytes);
-                    self.effects.stores.push(StoredBytes {
-                        offset: offset as u32,
-                        bytes,
-                        flags,
-                    });
+                    self.effects.stores.push(StoredBytes { offset: offset as u32, bytes, flags });
                     0
                 }
             }
@@ -1419,11 +1295,7 @@ impl Machine<'_> {
                 let raw = self.read_bytes(from, size as usize)?;
                 match parse_tunnel_key(&raw, flags) {
                     Ok(key) => {
-                        self.effects.tunnel_key = Some(TunnelKeySet {
-                            key,
-                            flags,
-                            size: size as u32,
-                        });
+                        self.effects.tunnel_key = Some(TunnelKeySet { key, flags, size: size as u32 });
                         0
                     }
                     Err(e) => neg(e),
@@ -1434,11 +1306,8 @@ impl Machine<'_> {
                 if flags & !BPF_F_INGRESS != 0 {
                     TC_ACT_SHOT
                 } else {
-                    self.effects.redirect = Some(Redirect {
-                        ifindex: ifindex as u32,
-                        flags,
-                        kind: RedirectKind::Redirect,
-                    });
+                    self.effects.redirect =
+                        Some(Redirect { ifindex: ifindex as u32, flags, kind: RedirectKind::Redirect });
                     TC_ACT_REDIRECT
                 }
             }
@@ -1462,11 +1331,8 @@ impl Machine<'_> {
                             _ => None,
                         }
                     };
-                    self.effects.redirect = Some(Redirect {
-                        ifindex: ifindex as u32,
-                        flags,
-                        kind: RedirectKind::Neigh { nexthop },
-                    });
+                    self.effects.redirect =
+                        Some(Redirect { ifindex: ifindex as u32, flags, kind: RedirectKind::Neigh { nexthop } });
                     TC_ACT_REDIRECT
                 }
             }
@@ -1477,14 +1343,9 @@ impl Machine<'_> {
                 } else {
                     let a = self.read_bytes(from, from_size as usize)?;
                     let b = self.read_bytes(to, to_size as usize)?;
-                    let mut words: Vec<u32> = a
-                        .chunks_exact(4)
-                        .map(|c| !u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                        .collect();
-                    words.extend(
-                        b.chunks_exact(4)
-                            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])),
-                    );
+                    let mut words: Vec<u32> =
+                        a.chunks_exact(4).map(|c| !u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+                    words.extend(b.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])));
                     u64::from(csum_partial_words(&words, seed as u32))
                 }
             }
@@ -1512,11 +1373,8 @@ impl Machine<'_> {
         const MARK_MANGLED_0: u64 = 0x20;
         const MARK_ENFORCE: u64 = 0x40;
         const IPV6: u64 = 0x80;
-        let allowed = if l4 {
-            HDR_FIELD_MASK | PSEUDO_HDR | MARK_MANGLED_0 | MARK_ENFORCE | IPV6
-        } else {
-            HDR_FIELD_MASK
-        };
+        let allowed =
+            if l4 { HDR_FIELD_MASK | PSEUDO_HDR | MARK_MANGLED_0 | MARK_ENFORCE | IPV6 } else { HDR_FIELD_MASK };
         if flags & !allowed != 0 {
             return neg(EINVAL);
         }
@@ -1554,13 +1412,7 @@ impl Machine<'_> {
             sum = 0xffff;
         }
         self.packet[o..o + 2].copy_from_slice(&sum.to_le_bytes());
-        self.effects.csum_replaces.push(CsumReplace {
-            l4,
-            offset: offset as u32,
-            from,
-            to,
-            flags,
-        });
+        self.effects.csum_replaces.push(CsumReplace { l4, offset: offset as u32, from, to, flags });
         0
     }
 
@@ -1608,11 +1460,7 @@ fn jump(pc: usize, off: i64) -> usize {
 }
 
 fn parse_tunnel_key(raw: &[u8], flags: u64) -> Result<TunnelKey, i64> {
-    let known = BPF_F_TUNINFO_IPV6
-        | BPF_F_ZERO_CSUM_TX
-        | BPF_F_DONT_FRAGMENT
-        | BPF_F_SEQ_NUMBER
-        | BPF_F_NO_TUNNEL_KEY;
+    let known = BPF_F_TUNINFO_IPV6 | BPF_F_ZERO_CSUM_TX | BPF_F_DONT_FRAGMENT | BPF_F_SEQ_NUMBER | BPF_F_NO_TUNNEL_KEY;
     if flags & !known != 0 {
         return Err(EINVAL);
     }
@@ -1647,14 +1495,7 @@ fn parse_tunnel_key(raw: &[u8], flags: u64) -> Result<TunnelKey, i64> {
     } else {
         None
     };
-    Ok(TunnelKey {
-        tunnel_id: u32_at(0),
-        remote,
-        tos: b[20],
-        ttl: b[21],
-        label,
-        local,
-    })
+    Ok(TunnelKey { tunnel_id: u32_at(0), remote, tos: b[20], ttl: b[21], label, local })
 }
 
 // ----- checksums (the kernel's one's-complement helpers, on memory-order words) -------
@@ -1696,11 +1537,7 @@ fn csum_partial_words(words: &[u32], seed: u32) -> u32 {
 pub fn inet_checksum(data: &[u8]) -> u16 {
     let mut sum: u32 = 0;
     for c in data.chunks(2) {
-        let w = if c.len() == 2 {
-            u16::from_be_bytes([c[0], c[1]])
-        } else {
-            u16::from_be_bytes([c[0], 0])
-        };
+        let w = if c.len() == 2 { u16::from_be_bytes([c[0], c[1]]) } else { u16::from_be_bytes([c[0], 0]) };
         sum += u32::from(w);
     }
     while sum >> 16 != 0 {
@@ -1716,9 +1553,8 @@ mod tests {
     #[test]
     fn csum_replace_matches_recomputation() {
         // an IPv4 header with a valid checksum; change the TTL/protocol word
-        let mut hdr: Vec<u8> = vec![
-            0x45, 0, 0, 0x54, 0, 0, 0x40, 0, 0x40, 0x01, 0, 0, 198, 51, 100, 10, 203, 0, 113, 20,
-        ];
+        let mut hdr: Vec<u8> =
+            vec![0x45, 0, 0, 0x54, 0, 0, 0x40, 0, 0x40, 0x01, 0, 0, 198, 51, 100, 10, 203, 0, 113, 20];
         let c = inet_checksum(&hdr);
         hdr[10..12].copy_from_slice(&c.to_be_bytes());
         let old = u16::from_le_bytes([hdr[8], hdr[9]]);

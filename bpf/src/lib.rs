@@ -14,8 +14,8 @@
 //! - [`verifier`]: the static verifier run before any artifact is written.
 
 pub mod asm;
-pub mod builder;
 pub mod btf;
+pub mod builder;
 pub mod disasm;
 pub mod elf;
 pub mod helpers;
@@ -28,8 +28,7 @@ pub mod verifier;
 
 pub use builder::{BuildError, BuildErrors, Label, ProgramBuilder};
 pub use insn::{
-    AluOp, AtomicOp, CallTarget, EndBits, EndOp, Insn, Instruction, JmpCond, Operand, Reg,
-    SignExt, Size, Width,
+    AluOp, AtomicOp, CallTarget, EndBits, EndOp, Insn, Instruction, JmpCond, Operand, Reg, SignExt, Size, Width,
 };
 pub use maps::{MapDef, MapKind};
 pub use program::{Hole, HoleKind, MapReloc, Program};

@@ -36,14 +36,8 @@ pub enum MapKind {
 
 impl MapKind {
     /// All kinds.
-    pub const ALL: [MapKind; 6] = [
-        MapKind::Hash,
-        MapKind::Array,
-        MapKind::PercpuHash,
-        MapKind::PercpuArray,
-        MapKind::LruHash,
-        MapKind::LpmTrie,
-    ];
+    pub const ALL: [MapKind; 6] =
+        [MapKind::Hash, MapKind::Array, MapKind::PercpuHash, MapKind::PercpuArray, MapKind::LruHash, MapKind::LpmTrie];
 
     /// The kernel's `enum bpf_map_type` value.
     #[must_use]
@@ -153,19 +147,8 @@ impl MapDef {
         value_size: u32,
         max_entries: u32,
     ) -> Result<MapDef, MapDefError> {
-        let flags = if kind == MapKind::LpmTrie {
-            BPF_F_NO_PREALLOC
-        } else {
-            0
-        };
-        let def = MapDef {
-            name: name.to_owned(),
-            kind,
-            key_size,
-            value_size,
-            max_entries,
-            flags,
-        };
+        let flags = if kind == MapKind::LpmTrie { BPF_F_NO_PREALLOC } else { 0 };
+        let def = MapDef { name: name.to_owned(), kind, key_size, value_size, max_entries, flags };
         def.validate()?;
         Ok(def)
     }
@@ -176,17 +159,9 @@ impl MapDef {
     /// [`MapDefError`] naming the map and the violated constraint.
     pub fn validate(&self) -> Result<(), MapDefError> {
         if !is_identifier(&self.name) {
-            return Err(MapDefError::InvalidName {
-                name: self.name.clone(),
-            });
+            return Err(MapDefError::InvalidName { name: self.name.clone() });
         }
-        let bad = |reason: String| {
-            Err(MapDefError::Invalid {
-                name: self.name.clone(),
-                kind: self.kind,
-                reason,
-            })
-        };
+        let bad = |reason: String| Err(MapDefError::Invalid { name: self.name.clone(), kind: self.kind, reason });
         if self.max_entries == 0 {
             return bad("max_entries must be positive".into());
         }
@@ -197,17 +172,11 @@ impl MapDef {
             return bad("key_size must be positive".into());
         }
         if self.kind.is_percpu() && self.value_size > PERCPU_VALUE_MAX {
-            return bad(format!(
-                "per-CPU value_size {} exceeds {PERCPU_VALUE_MAX}",
-                self.value_size
-            ));
+            return bad(format!("per-CPU value_size {} exceeds {PERCPU_VALUE_MAX}", self.value_size));
         }
         let no_prealloc = self.flags & BPF_F_NO_PREALLOC != 0;
         if self.flags & !BPF_F_NO_PREALLOC != 0 {
-            return bad(format!(
-                "flags {:#x} are not supported by egret",
-                self.flags
-            ));
+            return bad(format!("flags {:#x} are not supported by egret", self.flags));
         }
         match self.kind {
             MapKind::Array | MapKind::PercpuArray => {

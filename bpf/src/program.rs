@@ -14,9 +14,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::insn::{
-    DecodeError, Insn, Instruction, Operand, Size, Width, decode, decode_all, insns_to_bytes, pseudo,
-};
+use crate::insn::{DecodeError, Insn, Instruction, Operand, Size, Width, decode, decode_all, insns_to_bytes, pseudo};
 
 /// A reference to a map by name at an `ld_imm64`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -167,11 +165,7 @@ impl Program {
     /// A program with no side tables.
     #[must_use]
     pub fn new(name: &str, insns: Vec<Insn>) -> Program {
-        Program {
-            name: name.to_owned(),
-            insns,
-            ..Program::default()
-        }
+        Program { name: name.to_owned(), insns, ..Program::default() }
     }
 
     /// Decodes all instructions.
@@ -191,10 +185,7 @@ impl Program {
     /// The map referenced at slot `insn`, if any.
     #[must_use]
     pub fn map_at(&self, insn: usize) -> Option<&str> {
-        self.map_relocs
-            .iter()
-            .find(|r| r.insn == insn)
-            .map(|r| r.map.as_str())
+        self.map_relocs.iter().find(|r| r.insn == insn).map(|r| r.map.as_str())
     }
 
     /// The hole at slot `insn`, if any.
@@ -214,13 +205,8 @@ impl Program {
     /// are labels on the second slot of `ld_imm64`.
     #[must_use]
     pub fn label_symbols(&self) -> BTreeMap<usize, &str> {
-        let second_slots: BTreeSet<usize> = self
-            .insns
-            .iter()
-            .enumerate()
-            .filter(|(_, i)| i.is_ld_imm64())
-            .map(|(n, _)| n + 1)
-            .collect();
+        let second_slots: BTreeSet<usize> =
+            self.insns.iter().enumerate().filter(|(_, i)| i.is_ld_imm64()).map(|(n, _)| n + 1).collect();
         self.labels
             .iter()
             .filter(|(at, _)| **at != 0 && **at < self.insns.len() && !second_slots.contains(at))
@@ -249,16 +235,10 @@ impl Program {
         let mut seen = BTreeSet::new();
         for r in &self.map_relocs {
             if !seen.insert(r.insn) {
-                return Err(ProgramError::DuplicateMapReloc {
-                    program: self.name.clone(),
-                    insn: r.insn,
-                });
+                return Err(ProgramError::DuplicateMapReloc { program: self.name.clone(), insn: r.insn });
             }
             match at.get(&r.insn) {
-                Some(Instruction::LdImm64 {
-                    pseudo: pseudo::NONE | pseudo::MAP_FD,
-                    ..
-                }) => {}
+                Some(Instruction::LdImm64 { pseudo: pseudo::NONE | pseudo::MAP_FD, .. }) => {}
                 _ => {
                     return Err(ProgramError::BadMapReloc {
                         program: self.name.clone(),
@@ -285,11 +265,7 @@ impl Program {
         }
         for (insn, label) in &self.labels {
             if *insn > self.insns.len() {
-                return Err(ProgramError::BadLabel {
-                    program: self.name.clone(),
-                    label: label.clone(),
-                    insn: *insn,
-                });
+                return Err(ProgramError::BadLabel { program: self.name.clone(), label: label.clone(), insn: *insn });
             }
         }
         Ok(())
@@ -305,10 +281,7 @@ impl Program {
         let mut patched = self.insns.clone();
         for h in &self.holes {
             let Some(&value) = values.get(&h.name) else {
-                return Err(HoleError::Missing {
-                    program: self.name.clone(),
-                    hole: h.name.clone(),
-                });
+                return Err(HoleError::Missing { program: self.name.clone(), hole: h.name.clone() });
             };
             patch(&self.name, &mut patched, h, value)?;
         }
@@ -340,16 +313,9 @@ fn imm32_range(i: &Instruction) -> Option<(i64, i64, &'static str)> {
     const SIGNED: (i64, i64, &str) = (i32::MIN as i64, i32::MAX as i64, "i32: sign-extended");
     const ANY32: (i64, i64, &str) = (i32::MIN as i64, u32::MAX as i64, "i32 or u32");
     match i {
-        Instruction::Alu {
-            width,
-            src: Operand::Imm(_),
-            ..
+        Instruction::Alu { width, src: Operand::Imm(_), .. } | Instruction::Jmp { width, src: Operand::Imm(_), .. } => {
+            Some(if *width == Width::W64 { SIGNED } else { ANY32 })
         }
-        | Instruction::Jmp {
-            width,
-            src: Operand::Imm(_),
-            ..
-        } => Some(if *width == Width::W64 { SIGNED } else { ANY32 }),
         Instruction::Store { size, .. } => Some(match size {
             Size::B => (-128, 255, "i8 or u8"),
             Size::H => (-32768, 65535, "i16 or u16"),
@@ -361,17 +327,10 @@ fn imm32_range(i: &Instruction) -> Option<(i64, i64, &'static str)> {
 }
 
 fn patch(program: &str, slots: &mut [Insn], h: &Hole, value: i64) -> Result<(), HoleError> {
-    let (insn, _) = decode(slots, h.insn).map_err(|source| HoleError::Decode {
-        program: program.to_owned(),
-        source,
-    })?;
-    let out_of_range = |range| HoleError::OutOfRange {
-        program: program.to_owned(),
-        hole: h.name.clone(),
-        insn: h.insn,
-        value,
-        range,
-    };
+    let (insn, _) =
+        decode(slots, h.insn).map_err(|source| HoleError::Decode { program: program.to_owned(), source })?;
+    let out_of_range =
+        |range| HoleError::OutOfRange { program: program.to_owned(), hole: h.name.clone(), insn: h.insn, value, range };
     match h.kind {
         HoleKind::Imm64 => {
             slots[h.insn].imm = value as i32;
@@ -399,21 +358,14 @@ mod tests {
 
     fn prog_with_hole(i: Instruction, kind: HoleKind) -> Program {
         let mut p = Program::new("p", i.encode().expect("encodes"));
-        p.holes.push(Hole {
-            name: "x".into(),
-            insn: 0,
-            kind,
-        });
+        p.holes.push(Hole { name: "x".into(), insn: 0, kind });
         p
     }
 
     #[test]
     fn hole_ranges_follow_sign_extension() {
         let mut p = prog_with_hole(Instruction::mov64_imm(Reg::R1, 0), HoleKind::Imm32);
-        assert!(matches!(
-            p.fill_hole("x", 0xc000_0202),
-            Err(HoleError::OutOfRange { .. })
-        ));
+        assert!(matches!(p.fill_hole("x", 0xc000_0202), Err(HoleError::OutOfRange { .. })));
         let mut p = prog_with_hole(Instruction::mov32_imm(Reg::R1, 0), HoleKind::Imm32);
         assert_eq!(p.fill_hole("x", 0xc000_0202), Ok(1));
         assert_eq!(p.insns[0].imm as u32, 0xc000_0202);

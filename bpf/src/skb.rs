@@ -89,13 +89,7 @@ pub struct Field {
 }
 
 const fn f(name: &'static str, off: i32, size: i32, writable: bool) -> Field {
-    Field {
-        name,
-        off,
-        size,
-        writable,
-        kind: FieldKind::Scalar,
-    }
+    Field { name, off, size, writable, kind: FieldKind::Scalar }
 }
 
 /// The fields tc programs may access.
@@ -119,20 +113,8 @@ pub const FIELDS: &[Field] = &[
     f("cb[4]", off::CB + 16, 4, true),
     f("hash", off::HASH, 4, false),
     f("tc_classid", off::TC_CLASSID, 4, true),
-    Field {
-        name: "data",
-        off: off::DATA,
-        size: 4,
-        writable: false,
-        kind: FieldKind::PktData,
-    },
-    Field {
-        name: "data_end",
-        off: off::DATA_END,
-        size: 4,
-        writable: false,
-        kind: FieldKind::PktEnd,
-    },
+    Field { name: "data", off: off::DATA, size: 4, writable: false, kind: FieldKind::PktData },
+    Field { name: "data_end", off: off::DATA_END, size: 4, writable: false, kind: FieldKind::PktEnd },
     f("napi_id", off::NAPI_ID, 4, false),
     f("tstamp", off::TSTAMP, 8, true),
     f("wire_len", off::WIRE_LEN, 4, false),
@@ -144,9 +126,7 @@ pub const FIELDS: &[Field] = &[
 /// The field containing byte `off`.
 #[must_use]
 pub fn field_at(off: i32) -> Option<&'static Field> {
-    FIELDS
-        .iter()
-        .find(|f| off >= f.off && off < f.off + f.size)
+    FIELDS.iter().find(|f| off >= f.off && off < f.off + f.size)
 }
 
 /// Why a context access is refused.

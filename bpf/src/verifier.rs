@@ -54,8 +54,8 @@ use std::fmt;
 use crate::disasm::{Dialect, alu_op_text, slot_text};
 use crate::helpers::{self, ArgType, RetType};
 use crate::insn::{
-    AluOp, AtomicOp, CallTarget, EndBits, EndOp, Instruction, JmpCond, Operand, Reg, Size, Width,
-    decode, eval_alu, eval_end, eval_movsx, eval_neg, imm_value, pseudo,
+    AluOp, AtomicOp, CallTarget, EndBits, EndOp, Instruction, JmpCond, Operand, Reg, Size, Width, decode, eval_alu,
+    eval_end, eval_movsx, eval_neg, imm_value, pseudo,
 };
 use crate::maps::MapDef;
 use crate::program::{HoleKind, Program};
@@ -69,7 +69,7 @@ pub const COMPLEXITY_LIMIT: u64 = 1_000_000;
 pub const MAX_PACKET_OFF: u64 = 0xffff;
 /// Stack size in bytes.
 pub const STACK_SIZE: i32 = 512;
-const MAX_STATES_PER_INSN: usize = 64;
+const MAX_STATES_PER_INSN: usize = 16;
 const MAX_VAR_SIZE: u64 = 1 << 29;
 
 /// One violation.
@@ -224,7 +224,9 @@ pub enum ViolationKind {
         detail: String,
     },
     /// A packet access not dominated by a sufficient bounds check.
-    #[error("packet access [{off}, {end}) is not covered by a bounds check on this path (verified range: {range} bytes)")]
+    #[error(
+        "packet access [{off}, {end}) is not covered by a bounds check on this path (verified range: {range} bytes)"
+    )]
     PacketOutOfRange {
         /// Start offset (from the checked base).
         off: i64,
@@ -374,28 +376,15 @@ struct Range {
 }
 
 impl Range {
-    const UNKNOWN: Range = Range {
-        umin: 0,
-        umax: u64::MAX,
-    };
-    const U32: Range = Range {
-        umin: 0,
-        umax: u32::MAX as u64,
-    };
+    const UNKNOWN: Range = Range { umin: 0, umax: u64::MAX };
+    const U32: Range = Range { umin: 0, umax: u32::MAX as u64 };
 
     const fn konst(v: u64) -> Range {
         Range { umin: v, umax: v }
     }
 
     fn bits(n: usize) -> Range {
-        if n >= 64 {
-            Range::UNKNOWN
-        } else {
-            Range {
-                umin: 0,
-                umax: (1u64 << n) - 1,
-            }
-        }
+        if n >= 64 { Range::UNKNOWN } else { Range { umin: 0, umax: (1u64 << n) - 1 } }
     }
 
     fn as_const(self) -> Option<u64> {
@@ -407,11 +396,7 @@ impl Range {
     }
 
     fn trunc32(self) -> Range {
-        if self.umax <= u64::from(u32::MAX) {
-            self
-        } else {
-            Range::U32
-        }
+        if self.umax <= u64::from(u32::MAX) { self } else { Range::U32 }
     }
 }
 
@@ -504,41 +489,28 @@ impl State {
 
 /// `old` subsumes `new`: everything safe from `old` is safe from `new`.
 fn covers(old: &State, new: &State) -> bool {
-    let mut ids: BTreeMap<u32, u32> = BTreeMap::new();
-    let mut id_ok = |a: u32, b: u32| *ids.entry(a).or_insert(b) == b;
+    // a consistent mapping of old ids to new ids (few entries: a linear list)
+    let mut ids: Vec<(u32, u32)> = Vec::new();
+    let mut id_ok = |a: u32, b: u32| match ids.iter().find(|(x, _)| *x == a) {
+        Some((_, y)) => *y == b,
+        None => {
+            ids.push((a, b));
+            true
+        }
+    };
     let mut ty_covers = |o: Ty, n: Ty| -> bool {
         match (o, n) {
             (Ty::Uninit, _) => true,
             (Ty::Scalar(a), Ty::Scalar(b)) => a.covers(b),
-            (
-                Ty::Pkt {
-                    id: i1,
-                    off: o1,
-                    range: r1,
-                    vmax: v1,
-                },
-                Ty::Pkt {
-                    id: i2,
-                    off: o2,
-                    range: r2,
-                    vmax: v2,
-                },
-            ) => o1 == o2 && r1 <= r2 && v1 >= v2 && id_ok(i1, i2),
+            (Ty::Pkt { id: i1, off: o1, range: r1, vmax: v1 }, Ty::Pkt { id: i2, off: o2, range: r2, vmax: v2 }) => {
+                o1 == o2 && r1 <= r2 && v1 >= v2 && id_ok(i1, i2)
+            }
             (Ty::MapValueOrNull { map: m1, id: i1 }, Ty::MapValueOrNull { map: m2, id: i2 }) => {
                 m1 == m2 && id_ok(i1 + 0x8000_0000, i2)
             }
-            (
-                Ty::MapValue {
-                    map: m1,
-                    off: o1,
-                    vmax: v1,
-                },
-                Ty::MapValue {
-                    map: m2,
-                    off: o2,
-                    vmax: v2,
-                },
-            ) => m1 == m2 && o1 == o2 && v1 >= v2,
+            (Ty::MapValue { map: m1, off: o1, vmax: v1 }, Ty::MapValue { map: m2, off: o2, vmax: v2 }) => {
+                m1 == m2 && o1 == o2 && v1 >= v2
+            }
             (a, b) => a == b,
         }
     };
@@ -621,27 +593,20 @@ pub fn verify(program: &Program, maps: &[MapDef]) -> Result<Verified, VerifyErro
         let used = program.referenced_maps();
         Ok(Verified {
             program: program.clone(),
-            maps: maps
-                .iter()
-                .filter(|m| used.contains(m.name.as_str()))
-                .cloned()
-                .collect(),
+            maps: maps.iter().filter(|m| used.contains(m.name.as_str())).cloned().collect(),
             stats: c.stats,
         })
     } else {
-        Err(VerifyErrors {
-            violations: c.violations.into_iter().collect(),
-        })
+        Err(VerifyErrors { violations: c.violations.into_iter().collect() })
     }
 }
 
 impl Checker<'_> {
     fn report(&mut self, insn: usize, kind: ViolationKind) {
         let disasm = slot_text(self.program, insn, Dialect::Llvm14).unwrap_or_else(|| {
-            self.program
-                .insns
-                .get(insn)
-                .map_or_else(String::new, |i| format!(".insn {:#04x}, {}, {}, {}, {}", i.code, i.dst, i.src, i.off, i.imm))
+            self.program.insns.get(insn).map_or_else(String::new, |i| {
+                format!(".insn {:#04x}, {}, {}, {}, {}", i.code, i.dst, i.src, i.off, i.imm)
+            })
         });
         self.violations.insert(Violation { insn, disasm, kind });
     }
@@ -655,10 +620,7 @@ impl Checker<'_> {
             return false;
         }
         if n > MAX_INSNS {
-            self.report(0, ViolationKind::TooManyInsns {
-                count: n,
-                limit: MAX_INSNS,
-            });
+            self.report(0, ViolationKind::TooManyInsns { count: n, limit: MAX_INSNS });
             return false;
         }
         self.decoded = vec![None; n];
@@ -674,9 +636,7 @@ impl Checker<'_> {
                     pc += len;
                 }
                 Err(e) => {
-                    self.report(pc, ViolationKind::Decode {
-                        reason: e.to_string(),
-                    });
+                    self.report(pc, ViolationKind::Decode { reason: e.to_string() });
                     explore = false;
                     pc += 1;
                 }
@@ -684,10 +644,8 @@ impl Checker<'_> {
         }
         // relocations
         for r in &self.program.map_relocs {
-            let ok = matches!(
-                self.decoded.get(r.insn),
-                Some(Some((Instruction::LdImm64 { pseudo: 0 | 1, imm: 0, .. }, _)))
-            );
+            let ok =
+                matches!(self.decoded.get(r.insn), Some(Some((Instruction::LdImm64 { pseudo: 0 | 1, imm: 0, .. }, _))));
             if !ok {
                 self.report(r.insn, ViolationKind::UnresolvedMap { map: r.map.clone() });
                 explore = false;
@@ -701,6 +659,10 @@ impl Checker<'_> {
         }
         // per-instruction checks and successors
         let mut succ: Vec<Vec<usize>> = vec![Vec::new(); n];
+        #[expect(
+            clippy::needless_range_loop,
+            reason = "the body reports through &mut self, which an iterator over self.decoded would borrow"
+        )]
         for pc in 0..n {
             let Some((insn, len)) = self.decoded[pc] else {
                 continue;
@@ -713,9 +675,7 @@ impl Checker<'_> {
                     self.report(pc, ViolationKind::JumpOutOfRange { target: t });
                     explore = false;
                 } else if second_slot[t as usize] {
-                    self.report(pc, ViolationKind::JumpIntoLdImm64 {
-                        target: t as usize,
-                    });
+                    self.report(pc, ViolationKind::JumpIntoLdImm64 { target: t as usize });
                     explore = false;
                 } else {
                     targets.push(t as usize);
@@ -760,11 +720,11 @@ impl Checker<'_> {
             self.report(*from, ViolationKind::BackEdge { target: *to });
         }
         let mut prev_unreachable = false;
-        for pc in 0..n {
+        for (pc, c) in color.iter().enumerate() {
             if self.decoded[pc].is_none() {
                 continue;
             }
-            let unreachable = color[pc] == 0;
+            let unreachable = *c == 0;
             if unreachable && !prev_unreachable {
                 self.report(pc, ViolationKind::Unreachable);
             }
@@ -775,12 +735,7 @@ impl Checker<'_> {
 
     fn check_static(&mut self, pc: usize, insn: &Instruction) {
         match *insn {
-            Instruction::Alu {
-                width,
-                op,
-                src: Operand::Imm(imm),
-                ..
-            } => {
+            Instruction::Alu { width, op, src: Operand::Imm(imm), .. } => {
                 let bits = if width == Width::W64 { 64 } else { 32 };
                 if matches!(op, AluOp::Lsh | AluOp::Rsh | AluOp::Arsh)
                     && !self.holes.contains_key(&pc)
@@ -795,21 +750,17 @@ impl Checker<'_> {
                     self.report(pc, ViolationKind::DivByZero);
                 }
             }
-            Instruction::Call(CallTarget::Helper(id)) => {
-                if helpers::by_id(id).is_none() {
-                    self.report(pc, ViolationKind::UnknownHelper { id });
-                }
+            Instruction::Call(CallTarget::Helper(id)) if helpers::by_id(id).is_none() => {
+                self.report(pc, ViolationKind::UnknownHelper { id });
             }
-            Instruction::Call(CallTarget::Local(_)) => self.report(pc, ViolationKind::UnsupportedCall {
-                what: "BPF-to-BPF call",
-            }),
+            Instruction::Call(CallTarget::Local(_)) => {
+                self.report(pc, ViolationKind::UnsupportedCall { what: "BPF-to-BPF call" })
+            }
             Instruction::Call(CallTarget::Kfunc(_)) => {
                 self.report(pc, ViolationKind::UnsupportedCall { what: "kfunc" });
             }
-            Instruction::LdImm64 { pseudo: p, .. } if p != pseudo::NONE => {
-                if !self.reloc_map.contains_key(&pc) {
-                    self.report(pc, ViolationKind::UnsupportedPseudo { pseudo: p });
-                }
+            Instruction::LdImm64 { pseudo: p, .. } if p != pseudo::NONE && !self.reloc_map.contains_key(&pc) => {
+                self.report(pc, ViolationKind::UnsupportedPseudo { pseudo: p });
             }
             _ => {}
         }
@@ -824,9 +775,7 @@ impl Checker<'_> {
             loop {
                 let pc = st.pc;
                 if self.stats.processed_insns >= COMPLEXITY_LIMIT {
-                    self.report(pc, ViolationKind::ComplexityLimit {
-                        limit: COMPLEXITY_LIMIT,
-                    });
+                    self.report(pc, ViolationKind::ComplexityLimit { limit: COMPLEXITY_LIMIT });
                     return;
                 }
                 self.stats.processed_insns += 1;
@@ -883,12 +832,7 @@ impl Checker<'_> {
     fn step(&self, st: &mut State, pc: usize, insn: &Instruction) -> VResult<Step> {
         let hole = self.holes.get(&pc).copied();
         match *insn {
-            Instruction::Alu {
-                width,
-                op,
-                dst,
-                src,
-            } => {
+            Instruction::Alu { width, op, dst, src } => {
                 let s = match src {
                     Operand::Reg(r) => self.read(st, r)?,
                     Operand::Imm(_) if hole.is_some() => Ty::Scalar(match width {
@@ -914,9 +858,7 @@ impl Checker<'_> {
                 st.regs[dst.index()] = result;
                 Ok(Step::Next(1))
             }
-            Instruction::MovSx {
-                width, ext, dst, src, ..
-            } => {
+            Instruction::MovSx { width, ext, dst, src, .. } => {
                 let s = self.scalar_operand(st, src, "movsx")?;
                 st.regs[dst.index()] = Ty::Scalar(match s.as_const() {
                     Some(v) => Range::konst(eval_movsx(width, ext, v)),
@@ -937,14 +879,8 @@ impl Checker<'_> {
                 st.regs[dst.index()] = Ty::Scalar(match s.as_const() {
                     Some(v) => Range::konst(eval_end(op, bits, v)),
                     None => match (op, bits) {
-                        (EndOp::ToLe, EndBits::B16) => Range {
-                            umin: 0,
-                            umax: s.umax.min(0xffff),
-                        },
-                        (EndOp::ToLe, EndBits::B32) => Range {
-                            umin: 0,
-                            umax: s.umax.min(u64::from(u32::MAX)),
-                        },
+                        (EndOp::ToLe, EndBits::B16) => Range { umin: 0, umax: s.umax.min(0xffff) },
+                        (EndOp::ToLe, EndBits::B32) => Range { umin: 0, umax: s.umax.min(u64::from(u32::MAX)) },
                         (EndOp::ToLe, EndBits::B64) => s,
                         (_, EndBits::B16) => Range::bits(16),
                         (_, EndBits::B32) => Range::bits(32),
@@ -954,16 +890,8 @@ impl Checker<'_> {
                 Ok(Step::Next(1))
             }
             Instruction::Ja { off } => Ok(Step::Jump((pc as i64 + 1 + i64::from(off)) as usize)),
-            Instruction::JaLong { imm } => {
-                Ok(Step::Jump((pc as i64 + 1 + i64::from(imm)) as usize))
-            }
-            Instruction::Jmp {
-                width,
-                cond,
-                dst,
-                src,
-                off,
-            } => {
+            Instruction::JaLong { imm } => Ok(Step::Jump((pc as i64 + 1 + i64::from(imm)) as usize)),
+            Instruction::Jmp { width, cond, dst, src, off } => {
                 let target = (pc as i64 + 1 + i64::from(off)) as usize;
                 self.branch(st, target, width, cond, dst, src, hole.is_some())
             }
@@ -971,14 +899,10 @@ impl Checker<'_> {
                 self.call(st, pc, id)?;
                 Ok(Step::Next(1))
             }
-            Instruction::Call(_) => Err(ViolationKind::UnsupportedCall {
-                what: "non-helper call",
-            }),
+            Instruction::Call(_) => Err(ViolationKind::UnsupportedCall { what: "non-helper call" }),
             Instruction::Exit => match st.regs[0] {
                 Ty::Scalar(_) => Ok(Step::Exit),
-                t => Err(ViolationKind::BadReturn {
-                    found: self.describe(t),
-                }),
+                t => Err(ViolationKind::BadReturn { found: self.describe(t) }),
             },
             Instruction::LdImm64 { dst, pseudo: p, imm } => {
                 let t = if let Some(m) = self.reloc_map.get(&pc) {
@@ -1002,9 +926,7 @@ impl Checker<'_> {
             }
             Instruction::LdAbs { size, .. } | Instruction::LdInd { size, .. } => {
                 if st.regs[6] != Ty::Ctx {
-                    return Err(ViolationKind::LdAbsWithoutCtx {
-                        found: self.describe(st.regs[6]),
-                    });
+                    return Err(ViolationKind::LdAbsWithoutCtx { found: self.describe(st.regs[6]) });
                 }
                 if let Instruction::LdInd { src, .. } = *insn {
                     self.scalar_operand(st, src, "legacy packet load index")?;
@@ -1015,39 +937,22 @@ impl Checker<'_> {
                 st.regs[0] = Ty::Scalar(Range::bits(size.bytes() * 8));
                 Ok(Step::Next(1))
             }
-            Instruction::Load {
-                size,
-                dst,
-                src,
-                off,
-            } => {
+            Instruction::Load { size, dst, src, off } => {
                 let base = self.read(st, src)?;
                 let v = self.load(st, src, base, i64::from(off), size)?;
                 st.regs[dst.index()] = v;
                 Ok(Step::Next(1))
             }
-            Instruction::LoadSx {
-                size,
-                dst,
-                src,
-                off,
-            } => {
+            Instruction::LoadSx { size, dst, src, off } => {
                 let base = self.read(st, src)?;
                 let v = self.load(st, src, base, i64::from(off), size)?;
                 if v.is_pointer() {
-                    return Err(ViolationKind::BadSpill {
-                        detail: "sign-extending load of a spilled pointer".into(),
-                    });
+                    return Err(ViolationKind::BadSpill { detail: "sign-extending load of a spilled pointer".into() });
                 }
                 st.regs[dst.index()] = Ty::Scalar(Range::UNKNOWN);
                 Ok(Step::Next(1))
             }
-            Instruction::Store {
-                size,
-                dst,
-                off,
-                imm,
-            } => {
+            Instruction::Store { size, dst, off, imm } => {
                 let base = self.read(st, dst)?;
                 if base == Ty::Ctx {
                     return Err(ViolationKind::CtxAccess {
@@ -1064,24 +969,13 @@ impl Checker<'_> {
                 self.store(st, dst, base, i64::from(off), size, v, None)?;
                 Ok(Step::Next(1))
             }
-            Instruction::StoreReg {
-                size,
-                dst,
-                src,
-                off,
-            } => {
+            Instruction::StoreReg { size, dst, src, off } => {
                 let base = self.read(st, dst)?;
                 let v = self.read(st, src)?;
                 self.store(st, dst, base, i64::from(off), size, v, Some(src))?;
                 Ok(Step::Next(1))
             }
-            Instruction::Atomic {
-                size,
-                op,
-                dst,
-                src,
-                off,
-            } => {
+            Instruction::Atomic { size, op, dst, src, off } => {
                 let base = self.read(st, dst)?;
                 let v = self.read(st, src)?;
                 if v.is_pointer() {
@@ -1095,16 +989,12 @@ impl Checker<'_> {
                     Ty::Stack { .. } | Ty::MapValue { .. } => {}
                     Ty::MapValueOrNull { .. } => return Err(ViolationKind::NullableDeref { reg: dst }),
                     other => {
-                        return Err(ViolationKind::BadAtomic {
-                            found: self.describe(other),
-                        });
+                        return Err(ViolationKind::BadAtomic { found: self.describe(other) });
                     }
                 }
                 let old = self.load(st, dst, base, i64::from(off), size)?;
                 if old.is_pointer() {
-                    return Err(ViolationKind::BadSpill {
-                        detail: "atomic operation on a spilled pointer".into(),
-                    });
+                    return Err(ViolationKind::BadSpill { detail: "atomic operation on a spilled pointer".into() });
                 }
                 if op == AtomicOp::CmpXchg {
                     self.scalar_operand(st, Reg::R0, "cmpxchg")?;
@@ -1124,9 +1014,9 @@ impl Checker<'_> {
     fn scalar_operand(&self, st: &State, r: Reg, what: &str) -> VResult<Range> {
         match self.read(st, r)? {
             Ty::Scalar(s) => Ok(s),
-            t => Err(ViolationKind::PointerArithmetic {
-                detail: format!("{what} on {r} holding {}", self.describe(t)),
-            }),
+            t => {
+                Err(ViolationKind::PointerArithmetic { detail: format!("{what} on {r} holding {}", self.describe(t)) })
+            }
         }
     }
 
@@ -1168,23 +1058,13 @@ impl Checker<'_> {
         let konst = b.as_const().map(|v| if neg { (v as i64).wrapping_neg() } else { v as i64 });
         let too_far = |detail: String| Err(ViolationKind::PointerArithmetic { detail });
         Some(match p {
-            Ty::Pkt {
-                id,
-                off,
-                range,
-                vmax,
-            } => match konst {
+            Ty::Pkt { id, off, range, vmax } => match konst {
                 Some(c) => {
                     let new = i64::from(off) + c;
                     if new.unsigned_abs() > MAX_PACKET_OFF {
                         too_far(format!("packet pointer offset {new} out of range"))
                     } else {
-                        Ok(Ty::Pkt {
-                            id,
-                            off: new as i32,
-                            range,
-                            vmax,
-                        })
+                        Ok(Ty::Pkt { id, off: new as i32, range, vmax })
                     }
                 }
                 None if neg => too_far("subtracting a variable from a packet pointer".into()),
@@ -1196,45 +1076,31 @@ impl Checker<'_> {
                             b.umax
                         ))
                     } else {
-                        Ok(Ty::Pkt {
-                            id: st.fresh_id(),
-                            off,
-                            range: 0,
-                            vmax: total as u32,
-                        })
+                        Ok(Ty::Pkt { id: st.fresh_id(), off, range: 0, vmax: total as u32 })
                     }
                 }
             },
             Ty::Stack { off } => match konst {
-                Some(c) if (i64::from(off) + c).unsigned_abs() < MAX_VAR_SIZE => Ok(Ty::Stack {
-                    off: (i64::from(off) + c) as i32,
-                }),
+                Some(c) if (i64::from(off) + c).unsigned_abs() < MAX_VAR_SIZE => {
+                    Ok(Ty::Stack { off: (i64::from(off) + c) as i32 })
+                }
                 Some(c) => too_far(format!("stack pointer offset {} out of range", i64::from(off) + c)),
                 None => too_far("variable offset added to a stack pointer".into()),
             },
             Ty::MapValue { map, off, vmax } => {
                 let value_size = u64::from(self.maps.get(map).map_or(0, |m| m.value_size));
                 match konst {
-                    Some(c) if (i64::from(off) + c).unsigned_abs() < MAX_VAR_SIZE => Ok(Ty::MapValue {
-                        map,
-                        off: (i64::from(off) + c) as i32,
-                        vmax,
-                    }),
+                    Some(c) if (i64::from(off) + c).unsigned_abs() < MAX_VAR_SIZE => {
+                        Ok(Ty::MapValue { map, off: (i64::from(off) + c) as i32, vmax })
+                    }
                     Some(c) => too_far(format!("map value offset {} out of range", i64::from(off) + c)),
                     None if neg => too_far("subtracting a variable from a map value pointer".into()),
                     None => {
                         let total = u64::from(vmax).saturating_add(b.umax);
                         if total > value_size {
-                            too_far(format!(
-                                "variable offset up to {} beyond value_size {value_size}",
-                                b.umax
-                            ))
+                            too_far(format!("variable offset up to {} beyond value_size {value_size}", b.umax))
                         } else {
-                            Ok(Ty::MapValue {
-                                map,
-                                off,
-                                vmax: total as u32,
-                            })
+                            Ok(Ty::MapValue { map, off, vmax: total as u32 })
                         }
                     }
                 }
@@ -1272,11 +1138,7 @@ impl Checker<'_> {
         let fall = st;
         if (d.is_pointer() || s.is_pointer()) && width == Width::W32 {
             return Err(ViolationKind::PointerComparison {
-                detail: format!(
-                    "32-bit comparison of {} and {}",
-                    self.describe(d),
-                    self.describe(s)
-                ),
+                detail: format!("32-bit comparison of {} and {}", self.describe(d), self.describe(s)),
             });
         }
         let (tk, ft) = match (d, s) {
@@ -1299,17 +1161,15 @@ impl Checker<'_> {
                             None => t_ok = false,
                         }
                     }
-                    if f_ok {
-                        if let Some(neg) = cond.negate() {
-                            match refine(neg, a, b) {
-                                Some((na, nb)) => {
-                                    fall.regs[dst.index()] = Ty::Scalar(na);
-                                    if let Some(r) = src_reg {
-                                        fall.regs[r.index()] = Ty::Scalar(nb);
-                                    }
+                    if f_ok && let Some(neg) = cond.negate() {
+                        match refine(neg, a, b) {
+                            Some((na, nb)) => {
+                                fall.regs[dst.index()] = Ty::Scalar(na);
+                                if let Some(r) = src_reg {
+                                    fall.regs[r.index()] = Ty::Scalar(nb);
                                 }
-                                None => f_ok = false,
                             }
+                            None => f_ok = false,
                         }
                     }
                 }
@@ -1318,11 +1178,8 @@ impl Checker<'_> {
             (Ty::MapValueOrNull { id, map }, Ty::Scalar(b)) | (Ty::Scalar(b), Ty::MapValueOrNull { id, map })
                 if b.as_const() == Some(0) && matches!(cond, JmpCond::Eq | JmpCond::Ne) =>
             {
-                let (null_state, value_state) = if cond == JmpCond::Eq {
-                    (&mut taken, &mut *fall)
-                } else {
-                    (&mut *fall, &mut taken)
-                };
+                let (null_state, value_state) =
+                    if cond == JmpCond::Eq { (&mut taken, &mut *fall) } else { (&mut *fall, &mut taken) };
                 mark_null_check(null_state, id, None);
                 mark_null_check(value_state, id, Some(map));
                 (true, true)
@@ -1350,10 +1207,10 @@ impl Checker<'_> {
                             JmpCond::Le if off > 0 => Some(off),
                             _ => None,
                         };
-                        if let Some(r) = new_range {
-                            if u64::from(vmax) + off as u64 <= MAX_PACKET_OFF {
-                                mark_pkt_range(state, id, r as u32);
-                            }
+                        if let Some(r) = new_range
+                            && u64::from(vmax) + off as u64 <= MAX_PACKET_OFF
+                        {
+                            mark_pkt_range(state, id, r as u32);
                         }
                     }
                 }
@@ -1372,10 +1229,7 @@ impl Checker<'_> {
                 return Err(ViolationKind::PacketPointerInvalidated { reg: dst, call });
             }
             (_, Ty::InvalidPkt { call }) => {
-                return Err(ViolationKind::PacketPointerInvalidated {
-                    reg: src_reg.unwrap_or(dst),
-                    call,
-                });
+                return Err(ViolationKind::PacketPointerInvalidated { reg: src_reg.unwrap_or(dst), call });
             }
             _ => (true, true),
         };
@@ -1420,11 +1274,7 @@ impl Checker<'_> {
                     let Some(m) = map.and_then(|m| self.maps.get(m)) else {
                         return Err(bad("a map in r1", "none".into()));
                     };
-                    let size = if *arg == ArgType::MapKey {
-                        m.key_size
-                    } else {
-                        m.value_size
-                    };
+                    let size = if *arg == ArgType::MapKey { m.key_size } else { m.value_size };
                     self.helper_mem(st, reg, t, u64::from(size), false)
                         .map_err(|e| bad(&format!("a pointer to {size} readable bytes"), e))?;
                 }
@@ -1441,12 +1291,12 @@ impl Checker<'_> {
                             });
                         }
                     };
-                    if *arg == ArgType::MemReadOrNull {
-                        if let Ty::Scalar(r) = t {
-                            if r.as_const() == Some(0) && size == 0 {
-                                continue;
-                            }
-                        }
+                    if *arg == ArgType::MemReadOrNull
+                        && let Ty::Scalar(r) = t
+                        && r.as_const() == Some(0)
+                        && size == 0
+                    {
+                        continue;
                     }
                     let write = *arg == ArgType::MemWrite;
                     let what = if write { "writable" } else { "readable" };
@@ -1472,10 +1322,7 @@ impl Checker<'_> {
         st.regs[0] = match spec.ret {
             RetType::Integer => Ty::Scalar(Range::UNKNOWN),
             RetType::MapValueOrNull => match map {
-                Some(m) => Ty::MapValueOrNull {
-                    map: m,
-                    id: st.fresh_id(),
-                },
+                Some(m) => Ty::MapValueOrNull { map: m, id: st.fresh_id() },
                 None => Ty::Scalar(Range::UNKNOWN),
             },
         };
@@ -1522,9 +1369,7 @@ impl Checker<'_> {
             Ty::Pkt { off, range, .. } => {
                 let end = i64::from(off) + size as i64;
                 if off < 0 || end > i64::from(range) {
-                    Err(format!(
-                        "packet bytes [{off}, {end}) beyond the verified range {range}"
-                    ))
+                    Err(format!("packet bytes [{off}, {end}) beyond the verified range {range}"))
                 } else {
                     Ok(())
                 }
@@ -1551,37 +1396,30 @@ impl Checker<'_> {
                 check_stack(a, n)?;
                 let i = (a + i64::from(STACK_SIZE)) as usize;
                 let bytes = &st.bytes[i..i + n as usize];
-                if bytes.iter().any(|b| *b == Byte::Uninit) {
-                    return Err(ViolationKind::StackUninitRead {
-                        off: a,
-                        size: n as u64,
-                    });
+                if bytes.contains(&Byte::Uninit) {
+                    return Err(ViolationKind::StackUninitRead { off: a, size: n as u64 });
                 }
                 let slot = i / 8;
-                if n == 8 && bytes.iter().all(|b| *b == Byte::Spill) {
-                    if let Some(t) = st.spills[slot] {
-                        return Ok(t);
-                    }
+                if n == 8
+                    && bytes.iter().all(|b| *b == Byte::Spill)
+                    && let Some(t) = st.spills[slot]
+                {
+                    return Ok(t);
                 }
-                if bytes.contains(&Byte::Spill) {
-                    if let Some(t) = st.spills[slot] {
-                        if t.is_pointer() {
-                            return Err(ViolationKind::BadSpill {
-                                detail: format!("partial read of a spilled pointer ({})", self.describe(t)),
-                            });
-                        }
-                    }
+                if bytes.contains(&Byte::Spill)
+                    && let Some(t) = st.spills[slot]
+                    && t.is_pointer()
+                {
+                    return Err(ViolationKind::BadSpill {
+                        detail: format!("partial read of a spilled pointer ({})", self.describe(t)),
+                    });
                 }
                 Ok(Ty::Scalar(Range::bits(size.bytes() * 8)))
             }
             Ty::Pkt { off: po, range, .. } => {
                 let a = i64::from(po) + off;
                 if a < 0 || a + n > i64::from(range) {
-                    return Err(ViolationKind::PacketOutOfRange {
-                        off: a,
-                        end: a + n,
-                        range,
-                    });
+                    return Err(ViolationKind::PacketOutOfRange { off: a, end: a + n, range });
                 }
                 Ok(Ty::Scalar(Range::bits(size.bytes() * 8)))
             }
@@ -1589,12 +1427,7 @@ impl Checker<'_> {
                 let field = skb::check_access(off as i32, n as i32, false).map_err(|r| ctx_err(off, n, r))?;
                 Ok(match field.kind {
                     FieldKind::Scalar => Ty::Scalar(Range::bits(size.bytes() * 8)),
-                    FieldKind::PktData => Ty::Pkt {
-                        id: 0,
-                        off: 0,
-                        range: 0,
-                        vmax: 0,
-                    },
+                    FieldKind::PktData => Ty::Pkt { id: 0, off: 0, range: 0, vmax: 0 },
                     FieldKind::PktEnd => Ty::PktEnd,
                 })
             }
@@ -1604,10 +1437,7 @@ impl Checker<'_> {
             }
             Ty::MapValueOrNull { .. } => Err(ViolationKind::NullableDeref { reg: base_reg }),
             Ty::InvalidPkt { call } => Err(ViolationKind::PacketPointerInvalidated { reg: base_reg, call }),
-            other => Err(ViolationKind::InvalidMemAccess {
-                reg: base_reg,
-                found: self.describe(other),
-            }),
+            other => Err(ViolationKind::InvalidMemAccess { reg: base_reg, found: self.describe(other) }),
         }
     }
 
@@ -1637,11 +1467,8 @@ impl Checker<'_> {
         src: Option<Reg>,
     ) -> VResult<()> {
         let n = size.bytes() as i64;
-        let leak = |target| ViolationKind::PointerLeak {
-            reg: src.unwrap_or(base_reg),
-            found: self.describe(v),
-            target,
-        };
+        let leak =
+            |target| ViolationKind::PointerLeak { reg: src.unwrap_or(base_reg), found: self.describe(v), target };
         match base {
             Ty::Stack { off: so } => {
                 let a = i64::from(so) + off;
@@ -1656,13 +1483,16 @@ impl Checker<'_> {
                 } else {
                     if v.is_pointer() {
                         return Err(ViolationKind::BadSpill {
-                            detail: format!("a pointer ({}) can be spilled only as an aligned 8-byte store", self.describe(v)),
+                            detail: format!(
+                                "a pointer ({}) can be spilled only as an aligned 8-byte store",
+                                self.describe(v)
+                            ),
                         });
                     }
-                    let was_pointer = st.spills[slot].is_some_and(Ty::is_pointer);
-                    for b in 0..8 {
-                        if st.bytes[slot * 8 + b] == Byte::Spill {
-                            st.bytes[slot * 8 + b] = if was_pointer { Byte::Misc } else { Byte::Misc };
+                    // what remains of a partially overwritten spill is plain data
+                    for b in &mut st.bytes[slot * 8..slot * 8 + 8] {
+                        if *b == Byte::Spill {
+                            *b = Byte::Misc;
                         }
                     }
                     st.spills[slot] = None;
@@ -1675,11 +1505,7 @@ impl Checker<'_> {
             Ty::Pkt { off: po, range, .. } => {
                 let a = i64::from(po) + off;
                 if a < 0 || a + n > i64::from(range) {
-                    return Err(ViolationKind::PacketOutOfRange {
-                        off: a,
-                        end: a + n,
-                        range,
-                    });
+                    return Err(ViolationKind::PacketOutOfRange { off: a, end: a + n, range });
                 }
                 if v.is_pointer() {
                     return Err(leak("the packet"));
@@ -1702,10 +1528,7 @@ impl Checker<'_> {
             }
             Ty::MapValueOrNull { .. } => Err(ViolationKind::NullableDeref { reg: base_reg }),
             Ty::InvalidPkt { call } => Err(ViolationKind::PacketPointerInvalidated { reg: base_reg, call }),
-            other => Err(ViolationKind::InvalidMemAccess {
-                reg: base_reg,
-                found: self.describe(other),
-            }),
+            other => Err(ViolationKind::InvalidMemAccess { reg: base_reg, found: self.describe(other) }),
         }
     }
 }
@@ -1725,16 +1548,10 @@ fn ctx_err(off: i64, n: i64, r: CtxRefusal) -> ViolationKind {
 
 fn check_stack(a: i64, n: i64) -> VResult<()> {
     if a < -i64::from(STACK_SIZE) || a + n > 0 {
-        return Err(ViolationKind::StackOutOfBounds {
-            off: a,
-            size: n as u64,
-        });
+        return Err(ViolationKind::StackOutOfBounds { off: a, size: n as u64 });
     }
     if a.rem_euclid(n) != 0 {
-        return Err(ViolationKind::StackMisaligned {
-            off: a,
-            size: n as u64,
-        });
+        return Err(ViolationKind::StackMisaligned { off: a, size: n as u64 });
     }
     Ok(())
 }
@@ -1742,11 +1559,7 @@ fn check_stack(a: i64, n: i64) -> VResult<()> {
 fn mark_null_check(st: &mut State, id: u32, map: Option<usize>) {
     st.map_values(|t| match t {
         Ty::MapValueOrNull { id: i, map: m } if i == id => match map {
-            Some(_) => Ty::MapValue {
-                map: m,
-                off: 0,
-                vmax: 0,
-            },
+            Some(_) => Ty::MapValue { map: m, off: 0, vmax: 0 },
             None => Ty::Scalar(Range::konst(0)),
         },
         other => other,
@@ -1755,17 +1568,7 @@ fn mark_null_check(st: &mut State, id: u32, map: Option<usize>) {
 
 fn mark_pkt_range(st: &mut State, id: u32, range: u32) {
     st.map_values(|t| match t {
-        Ty::Pkt {
-            id: i,
-            off,
-            range: r,
-            vmax,
-        } if i == id => Ty::Pkt {
-            id: i,
-            off,
-            range: r.max(range),
-            vmax,
-        },
+        Ty::Pkt { id: i, off, range: r, vmax } if i == id => Ty::Pkt { id: i, off, range: r.max(range), vmax },
         other => other,
     });
 }
@@ -1793,11 +1596,7 @@ fn trunc(width: Width, r: Range) -> Range {
 
 /// Smallest all-ones mask covering `v`.
 fn mask_of(v: u64) -> u64 {
-    if v == 0 {
-        0
-    } else {
-        u64::MAX >> v.leading_zeros()
-    }
+    if v == 0 { 0 } else { u64::MAX >> v.leading_zeros() }
 }
 
 fn scalar_alu(width: Width, op: AluOp, a: Range, b: Range) -> Range {
@@ -1820,10 +1619,7 @@ fn scalar_alu(width: Width, op: AluOp, a: Range, b: Range) -> Range {
         },
         AluOp::Sub => {
             if a.umin >= b.umax {
-                Range {
-                    umin: a.umin - b.umax,
-                    umax: a.umax - b.umin,
-                }
+                Range { umin: a.umin - b.umax, umax: a.umax - b.umin }
             } else {
                 Range::UNKNOWN
             }
@@ -1832,72 +1628,36 @@ fn scalar_alu(width: Width, op: AluOp, a: Range, b: Range) -> Range {
             (Some(lo), Some(hi)) if hi <= limit => Range { umin: lo, umax: hi },
             _ => Range::UNKNOWN,
         },
-        AluOp::Div => {
-            if b.umin > 0 {
-                Range {
-                    umin: a.umin / b.umax,
-                    umax: a.umax / b.umin,
-                }
-            } else {
-                Range {
-                    umin: 0,
-                    umax: a.umax,
-                }
-            }
-        }
+        AluOp::Div => match a.umax.checked_div(b.umin) {
+            Some(hi) => Range { umin: a.umin / b.umax.max(1), umax: hi },
+            // a zero divisor is possible: the result may be 0
+            None => Range { umin: 0, umax: a.umax },
+        },
         AluOp::Mod => {
             if b.umin > 0 {
-                Range {
-                    umin: 0,
-                    umax: a.umax.min(b.umax - 1),
-                }
+                Range { umin: 0, umax: a.umax.min(b.umax - 1) }
             } else {
-                Range {
-                    umin: 0,
-                    umax: a.umax,
-                }
+                Range { umin: 0, umax: a.umax }
             }
         }
-        AluOp::And => Range {
-            umin: 0,
-            umax: a.umax.min(b.umax),
-        },
-        AluOp::Or => Range {
-            umin: a.umin.max(b.umin),
-            umax: mask_of(a.umax | b.umax),
-        },
-        AluOp::Xor => Range {
-            umin: 0,
-            umax: mask_of(a.umax | b.umax),
-        },
+        AluOp::And => Range { umin: 0, umax: a.umax.min(b.umax) },
+        AluOp::Or => Range { umin: a.umin.max(b.umin), umax: mask_of(a.umax | b.umax) },
+        AluOp::Xor => Range { umin: 0, umax: mask_of(a.umax | b.umax) },
         AluOp::Lsh => match b.as_const() {
-            Some(k) if k < bits && a.umax.leading_zeros() as u64 >= k + (64 - bits) => Range {
-                umin: a.umin << k,
-                umax: a.umax << k,
-            },
+            Some(k) if k < bits && a.umax.leading_zeros() as u64 >= k + (64 - bits) => {
+                Range { umin: a.umin << k, umax: a.umax << k }
+            }
             _ => Range::UNKNOWN,
         },
         AluOp::Rsh => match b.as_const() {
-            Some(k) if k < bits => Range {
-                umin: a.umin >> k,
-                umax: a.umax >> k,
-            },
-            _ => Range {
-                umin: 0,
-                umax: a.umax,
-            },
+            Some(k) if k < bits => Range { umin: a.umin >> k, umax: a.umax >> k },
+            _ => Range { umin: 0, umax: a.umax },
         },
         AluOp::Arsh => {
             let sign_clear = a.umax < (1u64 << (bits - 1));
             match b.as_const() {
-                Some(k) if k < bits && sign_clear => Range {
-                    umin: a.umin >> k,
-                    umax: a.umax >> k,
-                },
-                _ if sign_clear => Range {
-                    umin: 0,
-                    umax: a.umax,
-                },
+                Some(k) if k < bits && sign_clear => Range { umin: a.umin >> k, umax: a.umax >> k },
+                _ if sign_clear => Range { umin: 0, umax: a.umax },
                 _ => Range::UNKNOWN,
             }
         }
@@ -1984,10 +1744,9 @@ fn refine(cond: JmpCond, a: Range, b: Range) -> Option<(Range, Range)> {
             }
             (a2, b2)
         }
-        JmpCond::Gt => (
-            mk(a.umin.max(b.umin.checked_add(1)?), a.umax)?,
-            mk(b.umin, b.umax.min(a.umax.checked_sub(1)?))?,
-        ),
+        JmpCond::Gt => {
+            (mk(a.umin.max(b.umin.checked_add(1)?), a.umax)?, mk(b.umin, b.umax.min(a.umax.checked_sub(1)?))?)
+        }
         JmpCond::Ge => (mk(a.umin.max(b.umin), a.umax)?, mk(b.umin, b.umax.min(a.umax))?),
         JmpCond::Lt => {
             let (nb, na) = refine(JmpCond::Gt, b, a)?;

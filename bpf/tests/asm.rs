@@ -28,9 +28,7 @@ fn disassemble_then_assemble_gives_identical_programs() {
     for dialect in [Dialect::Llvm14, Dialect::Llvm14Alu32] {
         for p in samples() {
             let text = to_asm(&p, dialect);
-            let back = assemble(&p.name, &text)
-                .unwrap_or_else(|e| panic!("{}: {e}\n{text}", p.name))
-                .program;
+            let back = assemble(&p.name, &text).unwrap_or_else(|e| panic!("{}: {e}\n{text}", p.name)).program;
             assert_eq!(back.bytes(), p.bytes(), "{}: bytes differ\n{text}", p.name);
             assert_eq!(back, p, "{}: side tables differ\n{text}", p.name);
         }
@@ -42,13 +40,8 @@ fn objdump_style_text_assembles_to_the_same_bytes() {
     // llvm-objdump's instruction text, with `<label>` annotations, is valid input
     for dialect in [Dialect::Llvm14, Dialect::Llvm14Alu32] {
         for p in samples() {
-            let text: String = disassemble(&p, dialect)
-                .into_iter()
-                .map(|l| format!("{}\n", l.text))
-                .collect();
-            let back = assemble(&p.name, &text)
-                .unwrap_or_else(|e| panic!("{}: {e}\n{text}", p.name))
-                .program;
+            let text: String = disassemble(&p, dialect).into_iter().map(|l| format!("{}\n", l.text)).collect();
+            let back = assemble(&p.name, &text).unwrap_or_else(|e| panic!("{}: {e}\n{text}", p.name)).program;
             // map loads and holes print as plain values here, so compare bytes
             assert_eq!(back.bytes(), p.bytes(), "{}\n{text}", p.name);
         }
@@ -57,13 +50,7 @@ fn objdump_style_text_assembles_to_the_same_bytes() {
 
 #[test]
 fn raw_slots_survive_as_insn_directives() {
-    let mut p = Program::new("raw", vec![Insn {
-        code: 0xff,
-        dst: 1,
-        src: 2,
-        off: -3,
-        imm: 9,
-    }]);
+    let mut p = Program::new("raw", vec![Insn { code: 0xff, dst: 1, src: 2, off: -3, imm: 9 }]);
     p.insns.extend(Instruction::exit().encode().expect("encodes"));
     let text = to_asm(&p, Dialect::Llvm14);
     assert!(text.contains(".insn 0xff, 1, 2, -3, 9"), "{text}");

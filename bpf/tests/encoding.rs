@@ -6,17 +6,14 @@ mod common;
 use std::collections::BTreeSet;
 
 use egret_bpf::insn::{
-    AluOp, AtomicOp, CallTarget, DecodeError, EndBits, EndOp, Insn, Instruction, JmpCond, Operand,
-    Reg, SignExt, Size, Width, decode, decode_all, encode_all, insns_from_bytes, insns_to_bytes,
+    AluOp, AtomicOp, CallTarget, DecodeError, EndBits, EndOp, Insn, Instruction, JmpCond, Operand, Reg, SignExt, Size,
+    Width, decode, decode_all, encode_all, insns_from_bytes, insns_to_bytes,
 };
 use proptest::prelude::*;
 
 /// Every opcode byte the decoder accepts, from the typed instruction table.
 fn opcode_table() -> BTreeSet<u8> {
-    common::every_instruction()
-        .iter()
-        .map(|i| i.encode().expect("encodes")[0].code)
-        .collect()
+    common::every_instruction().iter().map(|i| i.encode().expect("encodes")[0].code).collect()
 }
 
 #[test]
@@ -84,10 +81,7 @@ fn every_opcode_byte_decodes_strictly_and_reencodes_identically() {
                     imm: (r >> 24) as i32,
                 }
             };
-            let tail = Insn {
-                imm: (r >> 32) as i32,
-                ..Insn::default()
-            };
+            let tail = Insn { imm: (r >> 32) as i32, ..Insn::default() };
             let slots = [slot, tail];
             match decode(&slots, 0) {
                 Ok((insn, n)) => {
@@ -150,14 +144,26 @@ fn arb_instruction() -> impl Strategy<Value = Instruction> {
             .prop_map(|(size, imm)| Instruction::LdAbs { size, imm }),
         (prop::sample::select(vec![Size::B, Size::H, Size::W]), arb_reg(), any::<i32>())
             .prop_map(|(size, src, imm)| Instruction::LdInd { size, src, imm }),
-        (arb_size(), arb_reg(), arb_reg(), any::<i16>())
-            .prop_map(|(size, dst, src, off)| Instruction::Load { size, dst, src, off }),
+        (arb_size(), arb_reg(), arb_reg(), any::<i16>()).prop_map(|(size, dst, src, off)| Instruction::Load {
+            size,
+            dst,
+            src,
+            off
+        }),
         (prop::sample::select(vec![Size::B, Size::H, Size::W]), arb_reg(), arb_reg(), any::<i16>())
             .prop_map(|(size, dst, src, off)| Instruction::LoadSx { size, dst, src, off }),
-        (arb_size(), arb_reg(), any::<i16>(), any::<i32>())
-            .prop_map(|(size, dst, off, imm)| Instruction::Store { size, dst, off, imm }),
-        (arb_size(), arb_reg(), arb_reg(), any::<i16>())
-            .prop_map(|(size, dst, src, off)| Instruction::StoreReg { size, dst, src, off }),
+        (arb_size(), arb_reg(), any::<i16>(), any::<i32>()).prop_map(|(size, dst, off, imm)| Instruction::Store {
+            size,
+            dst,
+            off,
+            imm
+        }),
+        (arb_size(), arb_reg(), arb_reg(), any::<i16>()).prop_map(|(size, dst, src, off)| Instruction::StoreReg {
+            size,
+            dst,
+            src,
+            off
+        }),
         (
             prop::sample::select(vec![Size::W, Size::DW]),
             prop::sample::select(AtomicOp::ALL.to_vec()),
@@ -193,54 +199,24 @@ proptest! {
 
 #[test]
 fn invalid_registers_and_truncation_are_typed_errors() {
-    let bad_reg = Insn {
-        code: 0xbf,
-        dst: 11,
-        src: 1,
-        off: 0,
-        imm: 0,
-    };
-    assert_eq!(
-        decode(&[bad_reg], 0),
-        Err(DecodeError::InvalidRegister { index: 0, reg: 11 })
-    );
+    let bad_reg = Insn { code: 0xbf, dst: 11, src: 1, off: 0, imm: 0 };
+    assert_eq!(decode(&[bad_reg], 0), Err(DecodeError::InvalidRegister { index: 0, reg: 11 }));
     assert_eq!(insns_from_bytes(&[0; 9]), Err(DecodeError::Length { len: 9 }));
     let ld = Instruction::ld_imm64(Reg::R1, 5).encode().expect("encodes");
     let mut bad_tail = ld.clone();
     bad_tail[1].code = 0x07;
     assert_eq!(decode(&bad_tail, 0), Err(DecodeError::BadLdImm64Tail { index: 0 }));
-    let callx = Insn {
-        code: 0x8d,
-        ..Insn::default()
-    };
-    assert_eq!(
-        decode(&[callx], 0),
-        Err(DecodeError::UnknownOpcode { index: 0, code: 0x8d })
-    );
+    let callx = Insn { code: 0x8d, ..Insn::default() };
+    assert_eq!(decode(&[callx], 0), Err(DecodeError::UnknownOpcode { index: 0, code: 0x8d }));
 }
 
 #[test]
 fn inconsistent_typed_instructions_do_not_encode() {
     let bad = [
-        Instruction::MovSx {
-            width: Width::W32,
-            ext: SignExt::S32,
-            dst: Reg::R1,
-            src: Reg::R2,
-        },
-        Instruction::Atomic {
-            size: Size::B,
-            op: AtomicOp::Add,
-            dst: Reg::R1,
-            src: Reg::R2,
-            off: 0,
-        },
+        Instruction::MovSx { width: Width::W32, ext: SignExt::S32, dst: Reg::R1, src: Reg::R2 },
+        Instruction::Atomic { size: Size::B, op: AtomicOp::Add, dst: Reg::R1, src: Reg::R2, off: 0 },
         Instruction::LdAbs { size: Size::DW, imm: 0 },
-        Instruction::LdImm64 {
-            dst: Reg::R1,
-            pseudo: 7,
-            imm: 0,
-        },
+        Instruction::LdImm64 { dst: Reg::R1, pseudo: 7, imm: 0 },
     ];
     for i in bad {
         assert!(i.encode().is_err(), "{i:?}");

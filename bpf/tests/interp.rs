@@ -7,9 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 
-use egret_bpf::interp::{
-    Fault, MapStore, RedirectKind, RunInput, TC_ACT_REDIRECT, TunnelKey, inet_checksum, run,
-};
+use egret_bpf::interp::{Fault, MapStore, RedirectKind, RunInput, TC_ACT_REDIRECT, TunnelKey, inet_checksum, run};
 use egret_bpf::{MapDef, MapKind, Program};
 
 fn program(src: &str) -> Program {
@@ -41,10 +39,8 @@ fn classify_uses_hash_lpm_and_percpu_counters() {
     let mut maps = MapStore::with_cpus(&common::sample_maps(), 2);
     maps.update("src_class", &[198, 51, 100, 10], &5u32.to_le_bytes(), 0).expect("ok");
     // class 5: 203.0.113.0/24 -> action 2, 203.0.113.128/25 -> action 7
-    maps.update("dst_lpm", &common::lpm_key(32 + 24, 5, [203, 0, 113, 0]), &2u32.to_le_bytes(), 0)
-        .expect("ok");
-    maps.update("dst_lpm", &common::lpm_key(32 + 25, 5, [203, 0, 113, 128]), &7u32.to_le_bytes(), 0)
-        .expect("ok");
+    maps.update("dst_lpm", &common::lpm_key(32 + 24, 5, [203, 0, 113, 0]), &2u32.to_le_bytes(), 0).expect("ok");
+    maps.update("dst_lpm", &common::lpm_key(32 + 25, 5, [203, 0, 113, 128]), &7u32.to_le_bytes(), 0).expect("ok");
     let frame = |src, dst| common::udp_frame(src, dst, 53, 64);
     assert_eq!(run_frame(&p, &mut maps, &frame([198, 51, 100, 10], [203, 0, 113, 20])).r0, 2);
     assert_eq!(run_frame(&p, &mut maps, &frame([198, 51, 100, 10], [203, 0, 113, 200])).r0, 7);
@@ -66,10 +62,8 @@ fn classify_uses_hash_lpm_and_percpu_counters() {
 #[test]
 fn tunnel_key_and_redirect_are_recorded() {
     let mut p = program(common::TUNNEL);
-    let values: BTreeMap<String, i64> = [("remote_ipv4", 0xc000_0202), ("tunnel_ifindex", 9)]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
+    let values: BTreeMap<String, i64> =
+        [("remote_ipv4", 0xc000_0202), ("tunnel_ifindex", 9)].into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
     assert!(matches!(
         run(&p, &mut MapStore::new(&[]), &RunInput::for_frame(&common::arp_frame())),
         Err(Fault::UnfilledHole { .. })
@@ -148,12 +142,7 @@ fn redirect_neigh_and_change_type() {
     assert_eq!(out.effects.change_type, Some(0));
     let r = out.effects.redirect.expect("redirect");
     assert_eq!(r.ifindex, 4);
-    assert_eq!(
-        r.kind,
-        RedirectKind::Neigh {
-            nexthop: Some(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 20)))
-        }
-    );
+    assert_eq!(r.kind, RedirectKind::Neigh { nexthop: Some(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 20))) });
 }
 
 #[test]
@@ -219,8 +208,8 @@ fn faults_name_the_instruction() {
     assert_eq!(e, Fault::UninitStack { insn: 0, off: -8 });
     let e = run(&program("r0 = 0\ncall 4242\nexit"), &mut maps, &RunInput::for_frame(&f)).expect_err("faults");
     assert_eq!(e, Fault::BadHelper { insn: 1, id: 4242 });
-    let e = run(&program("r0 = 1\n*(u32 *)(r1 + 0) = r0\nexit"), &mut maps, &RunInput::for_frame(&f))
-        .expect_err("faults");
+    let e =
+        run(&program("r0 = 1\n*(u32 *)(r1 + 0) = r0\nexit"), &mut maps, &RunInput::for_frame(&f)).expect_err("faults");
     assert!(matches!(e, Fault::CtxAccess { insn: 1, kind: "write", .. }));
     let mut input = RunInput::for_frame(&f);
     input.budget = 3;

@@ -35,14 +35,35 @@ fn missing_privilege() -> Option<String> {
     if !Path::new("/sys/fs/bpf").exists() {
         return Some("no /sys/fs/bpf (kernel without bpf?)".into());
     }
-    None
+    // probe: can this process load a trivial classifier?
+    let probe = common::assemble("probe", "r0 = 0\nexit").program;
+    let bytes = match verify_and_write(&[probe], &[], "GPL") {
+        Ok(b) => b,
+        Err(e) => return Some(format!("cannot build the probe object: {e}")),
+    };
+    let mut bpf = match aya::Ebpf::load(&bytes) {
+        Ok(b) => b,
+        Err(e) => return Some(format!("cannot load a BPF object: {e}")),
+    };
+    let loaded =
+        bpf.program_mut("probe").and_then(|p| <&mut SchedClassifier>::try_from(p).ok()).map(SchedClassifier::load);
+    match loaded {
+        Some(Ok(())) => None,
+        Some(Err(e)) => Some(format!("BPF_PROG_LOAD is not permitted: {e}")),
+        None => Some("the probe program is missing".into()),
+    }
 }
 
 /// Returns true if the test should go on; prints a line or panics otherwise.
 fn privileged(test: &str) -> bool {
-    let Some(reason) = missing_privilege() else {
-        return true;
-    };
+    match missing_privilege() {
+        None => true,
+        Some(reason) => skip_or_fail(test, &reason),
+    }
+}
+
+/// Prints one line and returns false, or panics under `EGRET_REQUIRE_PRIVILEGED=1`.
+fn skip_or_fail(test: &str, reason: &str) -> bool {
     if std::env::var("EGRET_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
         panic!("{test}: privileged test cannot run: {reason} (EGRET_REQUIRE_PRIVILEGED=1)");
     }
@@ -66,38 +87,24 @@ impl BpffsMount {
     fn new(tag: &str) -> BpffsMount {
         let dir = std::env::temp_dir().join(unique(tag));
         std::fs::create_dir(&dir).expect("create mount point");
-        let st = Command::new("mount")
-            .args(["-t", "bpf", "bpf"])
-            .arg(&dir)
-            .status()
-            .expect("mount runs");
+        let st = Command::new("mount").args(["-t", "bpf", "bpf"]).arg(&dir).status().expect("mount runs");
         if !st.success() {
             let _ = std::fs::remove_dir(&dir);
             panic!("mount -t bpf failed: {st}");
         }
-        let mut m = BpffsMount {
-            dir,
-            baseline: Vec::new(),
-        };
+        let mut m = BpffsMount { dir, baseline: Vec::new() };
         m.baseline = m.all_entries();
         m
     }
 
     /// Entries created since the mount.
     fn entries(&self) -> Vec<String> {
-        self.all_entries()
-            .into_iter()
-            .filter(|e| !self.baseline.contains(e))
-            .collect()
+        self.all_entries().into_iter().filter(|e| !self.baseline.contains(e)).collect()
     }
 
     fn all_entries(&self) -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(&self.dir)
-            .map(|rd| {
-                rd.filter_map(Result::ok)
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
+            .map(|rd| rd.filter_map(Result::ok).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
             .unwrap_or_default();
         v.sort();
         v
@@ -138,21 +145,26 @@ impl Drop for TempObject {
     }
 }
 
-fn bpftool() -> String {
-    for p in ["/usr/sbin/bpftool", "/usr/bin/bpftool", "/sbin/bpftool"] {
-        if Path::new(p).exists() {
-            return p.to_owned();
-        }
+fn bpftool() -> Option<String> {
+    ["/usr/sbin/bpftool", "/usr/bin/bpftool", "/sbin/bpftool"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .map(str::to_owned)
+}
+
+/// bpftool's path, or `None` after printing (or panicking) why the test stops.
+fn require_bpftool(test: &str) -> Option<String> {
+    let found = bpftool();
+    if found.is_none() {
+        skip_or_fail(test, "bpftool is missing (apt-get install -y bpftool)");
     }
-    panic!("bpftool is missing: install the Debian package `bpftool`");
+    found
 }
 
 fn filled(name: &str, src: &str) -> Program {
     let mut p = common::assemble(name, src).program;
-    let values: BTreeMap<String, i64> = [("remote_ipv4", 0xc000_0202), ("tunnel_ifindex", 1)]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
+    let values: BTreeMap<String, i64> =
+        [("remote_ipv4", 0xc000_0202), ("tunnel_ifindex", 1)].into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
     p.fill_holes(&values).expect("fills");
     p
 }
@@ -179,10 +191,8 @@ fn frames() -> Vec<Vec<u8>> {
 
 fn fill_interp_maps(maps: &mut MapStore) {
     maps.update("src_class", &[198, 51, 100, 10], &5u32.to_le_bytes(), 0).expect("ok");
-    maps.update("dst_lpm", &common::lpm_key(56, 5, [203, 0, 113, 0]), &2u32.to_le_bytes(), 0)
-        .expect("ok");
-    maps.update("dst_lpm", &common::lpm_key(57, 5, [203, 0, 113, 128]), &7u32.to_le_bytes(), 0)
-        .expect("ok");
+    maps.update("dst_lpm", &common::lpm_key(56, 5, [203, 0, 113, 0]), &2u32.to_le_bytes(), 0).expect("ok");
+    maps.update("dst_lpm", &common::lpm_key(57, 5, [203, 0, 113, 128]), &7u32.to_le_bytes(), 0).expect("ok");
 }
 
 fn fill_kernel_maps(bpf: &mut aya::Ebpf) {
@@ -261,23 +271,22 @@ fn bpftool_loads_and_pins_egret_objects() {
     if !privileged("bpftool_loads_and_pins_egret_objects") {
         return;
     }
-    let bytes = verify_and_write(&sample_programs(), &common::sample_maps(), "Dual MIT/GPL")
-        .expect("verifies and writes");
+    let Some(bpftool) = require_bpftool("bpftool_loads_and_pins_egret_objects") else {
+        return;
+    };
+    let bytes =
+        verify_and_write(&sample_programs(), &common::sample_maps(), "Dual MIT/GPL").expect("verifies and writes");
     let obj = TempObject::new(&bytes);
     let fs = BpffsMount::new("bpftool");
     let pins = fs.dir.join("progs");
-    let out = Command::new(bpftool())
+    let out = Command::new(&bpftool)
         .args(["prog", "loadall"])
         .arg(&obj.0)
         .arg(&pins)
         .args(["type", "classifier"])
         .output()
         .expect("bpftool runs");
-    assert!(
-        out.status.success(),
-        "bpftool prog loadall failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "bpftool prog loadall failed:\n{}", String::from_utf8_lossy(&out.stderr));
     let mut names: Vec<String> = std::fs::read_dir(&pins)
         .expect("pin dir")
         .filter_map(Result::ok)
@@ -285,7 +294,7 @@ fn bpftool_loads_and_pins_egret_objects() {
         .collect();
     names.sort();
     assert_eq!(names, ["classify", "ipv4_filter", "ttl_dec", "tunnel", "udp_port"]);
-    let show = Command::new(bpftool())
+    let show = Command::new(&bpftool)
         .args(["prog", "show", "pinned"])
         .arg(pins.join("classify"))
         .output()
@@ -308,21 +317,20 @@ fn objects_with_unfilled_holes_load_in_both_loaders() {
     if !privileged("objects_with_unfilled_holes_load_in_both_loaders") {
         return;
     }
+    let Some(bpftool) = require_bpftool("objects_with_unfilled_holes_load_in_both_loaders") else {
+        return;
+    };
     // the `.egret.holes` section must not disturb aya or libbpf
     let tunnel = common::assemble("tunnel", common::TUNNEL).program;
     assert!(!tunnel.holes.is_empty());
     let bytes = verify_and_write(std::slice::from_ref(&tunnel), &[], "GPL").expect("writes");
     let mut bpf = aya::Ebpf::load(&bytes).expect("aya loads an object with holes");
-    let prog: &mut SchedClassifier = bpf
-        .program_mut("tunnel")
-        .expect("program")
-        .try_into()
-        .expect("classifier");
+    let prog: &mut SchedClassifier = bpf.program_mut("tunnel").expect("program").try_into().expect("classifier");
     prog.load().expect("kernel accepts it");
     let obj = TempObject::new(&bytes);
     let fs = BpffsMount::new("holes");
     let pins = fs.dir.join("p");
-    let out = Command::new(bpftool())
+    let out = Command::new(&bpftool)
         .args(["prog", "loadall"])
         .arg(&obj.0)
         .arg(&pins)
@@ -347,11 +355,7 @@ fn kernel_and_egret_verifiers_both_reject_a_missing_bounds_check() {
     w.add_unverified_program(p).expect("adds");
     let bytes = w.write().expect("writes");
     let mut bpf = aya::Ebpf::load(&bytes).expect("object parses");
-    let prog: &mut SchedClassifier = bpf
-        .program_mut("broken")
-        .expect("program")
-        .try_into()
-        .expect("classifier");
+    let prog: &mut SchedClassifier = bpf.program_mut("broken").expect("program").try_into().expect("classifier");
     let err = prog.load().expect_err("the kernel verifier rejects it too");
     let text = format!("{err:?}");
     assert!(text.contains("invalid access to packet"), "{text}");
@@ -381,7 +385,9 @@ impl Rng {
 /// extensions, byte swaps, stack round trips and stack atomics, folding all
 /// registers into R0 at the end.
 fn random_program(rng: &mut Rng, name: &str) -> Program {
-    use egret_bpf::insn::{AluOp, AtomicOp, EndBits, EndOp, Instruction as I, JmpCond, Operand, Reg, SignExt, Size, Width};
+    use egret_bpf::insn::{
+        AluOp, AtomicOp, EndBits, EndOp, Instruction as I, JmpCond, Operand, Reg, SignExt, Size, Width,
+    };
     let work = [Reg::R0, Reg::R1, Reg::R3, Reg::R4, Reg::R5, Reg::R7, Reg::R8, Reg::R9];
     let mut b = egret_bpf::ProgramBuilder::new(name);
     let bail = b.new_label("bail");
@@ -449,7 +455,8 @@ fn random_program(rng: &mut Rng, name: &str) -> Program {
                     let slot = -8 * (1 + rng.below(8) as i16);
                     b.emit(I::store_reg(Size::DW, Reg::R10, src, slot));
                     if rng.below(2) == 0 {
-                        let op = rng.pick(&[AtomicOp::Add, AtomicOp::Or, AtomicOp::Xor, AtomicOp::FetchAdd, AtomicOp::Xchg]);
+                        let op =
+                            rng.pick(&[AtomicOp::Add, AtomicOp::Or, AtomicOp::Xor, AtomicOp::FetchAdd, AtomicOp::Xchg]);
                         b.emit(I::atomic(Size::DW, op, Reg::R10, dst, slot));
                     }
                     b.emit(I::load(Size::DW, dst, Reg::R10, slot));
@@ -476,10 +483,7 @@ fn random_scalar_programs_agree_with_the_kernel() {
     if !privileged("random_scalar_programs_agree_with_the_kernel") {
         return;
     }
-    let seed = std::env::var("EGRET_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0x00e9_2e7b_9f00_0001_u64);
+    let seed = std::env::var("EGRET_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x00e9_2e7b_9f00_0001_u64);
     let mut rng = Rng(seed);
     let mut frame = common::udp_frame([10, 1, 2, 3], [10, 4, 5, 6], 4242, 64);
     let mut runs = 0;
@@ -489,23 +493,14 @@ fn random_scalar_programs_agree_with_the_kernel() {
         let bytes = verify_and_write(std::slice::from_ref(&p), &[], "GPL")
             .unwrap_or_else(|e| panic!("seed {seed}: program {n} rejected by egret: {e}"));
         let mut bpf = aya::Ebpf::load(&bytes).expect("aya loads");
-        let prog: &mut SchedClassifier = bpf
-            .program_mut(&name)
-            .expect("program")
-            .try_into()
-            .expect("classifier");
-        prog.load()
-            .unwrap_or_else(|e| panic!("seed {seed}: program {n} rejected by the kernel: {e:?}"));
+        let prog: &mut SchedClassifier = bpf.program_mut(&name).expect("program").try_into().expect("classifier");
+        prog.load().unwrap_or_else(|e| panic!("seed {seed}: program {n} rejected by the kernel: {e:?}"));
         for _ in 0..4 {
             for b in &mut frame[14..] {
                 *b = rng.next() as u8;
             }
-            let res = prog
-                .test_run(TestRunOptions {
-                    data_in: Some(&frame),
-                    ..TestRunOptions::default()
-                })
-                .expect("test_run");
+            let res =
+                prog.test_run(TestRunOptions { data_in: Some(&frame), ..TestRunOptions::default() }).expect("test_run");
             let ours = run(&p, &mut MapStore::new(&[]), &RunInput::for_frame(&frame))
                 .unwrap_or_else(|e| panic!("seed {seed}: program {n}: {e}"));
             assert_eq!(

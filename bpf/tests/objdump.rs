@@ -34,11 +34,8 @@ impl Drop for TempFile {
 }
 
 fn objdump(args: &[&str], path: &std::path::Path) -> String {
-    let out = Command::new(OBJDUMP)
-        .args(args)
-        .arg(path)
-        .output()
-        .expect("llvm-objdump runs (it is on every CI image here)");
+    let out =
+        Command::new(OBJDUMP).args(args).arg(path).output().expect("llvm-objdump runs (it is on every CI image here)");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).expect("utf-8")
 }
@@ -75,9 +72,7 @@ fn sample_object(opts: WriteOptions) -> (Vec<u8>, Vec<Program>) {
     ] {
         programs.push(common::assemble(name, src).program);
     }
-    let mut w = ObjectWriter::new(common::sample_maps(), "Dual MIT/GPL")
-        .expect("maps valid")
-        .with_options(opts);
+    let mut w = ObjectWriter::new(common::sample_maps(), "Dual MIT/GPL").expect("maps valid").with_options(opts);
     for p in &programs {
         w.add_unverified_program(p.clone()).expect("adds");
     }
@@ -151,9 +146,7 @@ fn disassembly_matches_llvm_objdump_line_by_line() {
 
 #[test]
 fn without_label_symbols_objdump_annotates_function_offsets() {
-    let (bytes, mut programs) = sample_object(WriteOptions {
-        label_symbols: false,
-    });
+    let (bytes, mut programs) = sample_object(WriteOptions { label_symbols: false });
     for p in &mut programs {
         p.labels.clear();
     }

@@ -55,11 +55,7 @@ fn missing_bounds_check_is_rejected_at_the_load() {
     assert_eq!(v.len(), 1, "{v:?}");
     assert_eq!(v[0].insn, 6);
     assert_eq!(v[0].disasm, "r5 = *(u16 *)(r2 + 12)");
-    assert!(
-        matches!(v[0].kind, ViolationKind::PacketOutOfRange { off: 12, end: 14, range: 0 }),
-        "{:?}",
-        v[0].kind
-    );
+    assert!(matches!(v[0].kind, ViolationKind::PacketOutOfRange { off: 12, end: 14, range: 0 }), "{:?}", v[0].kind);
     let msg = v[0].to_string();
     assert!(msg.starts_with("insn 6 `r5 = *(u16 *)(r2 + 12)`: packet access [12, 14)"), "{msg}");
 }
@@ -172,10 +168,7 @@ fn lookup_results_need_a_null_check() {
     assert_eq!(v[0].insn, 7);
     assert_eq!(v[0].kind, ViolationKind::NullableDeref { reg: Reg::R0 });
     // with the check, and through a copy of the pointer
-    let ok = src.replace(
-        "r0 = *(u32 *)(r0 + 0)",
-        "r6 = r0\nif r0 == 0 goto out\nr0 = *(u32 *)(r6 + 0)\nout:",
-    );
+    let ok = src.replace("r0 = *(u32 *)(r0 + 0)", "r6 = r0\nif r0 == 0 goto out\nr0 = *(u32 *)(r6 + 0)\nout:");
     assert!(check(&ok, &maps).is_ok(), "{:?}", check(&ok, &maps));
     // and within value_size
     let oob = ok.replace("*(u32 *)(r6 + 0)", "*(u32 *)(r6 + 2)");
@@ -239,7 +232,10 @@ fn helper_argument_rules() {
     // memory argument from uninitialized stack
     let src = "r2 = 0\nr3 = r10\nr3 += -4\nr4 = 4\nr5 = 0\ncall skb_store_bytes\nr0 = 0\nexit";
     let v = rejected(src, &[]);
-    assert!(matches!(&v[0].kind, ViolationKind::HelperArg { reg: Reg::R3, found, .. } if found.contains("uninitialized")), "{v:?}");
+    assert!(
+        matches!(&v[0].kind, ViolationKind::HelperArg { reg: Reg::R3, found, .. } if found.contains("uninitialized")),
+        "{v:?}"
+    );
     // map key must be initialized key_size bytes
     let v = rejected(
         "r2 = r10\nr2 += -4\nr1 = map[src_class] ll\ncall map_lookup_elem\nr0 = 0\nexit",
@@ -284,10 +280,7 @@ fn pointer_rules() {
     let v = rejected("r2 = *(u32 *)(r1 + 76)\nr3 = *(u32 *)(r1 + 80)\nif w2 > w3 goto +0\nr0 = 0\nexit", &[]);
     assert!(matches!(v[0].kind, ViolationKind::PointerComparison { .. }));
     // unbounded variable offset into the packet
-    let v = rejected(
-        "r2 = *(u32 *)(r1 + 76)\nr3 = *(u32 *)(r1 + 0)\nr2 += r3\nr0 = 0\nexit",
-        &[],
-    );
+    let v = rejected("r2 = *(u32 *)(r1 + 76)\nr3 = *(u32 *)(r1 + 0)\nr2 += r3\nr0 = 0\nexit", &[]);
     assert!(matches!(v[0].kind, ViolationKind::PointerArithmetic { .. }), "{v:?}");
     // a pointer stored into a map value leaks
     let maps = common::sample_maps();
@@ -332,10 +325,7 @@ fn path_explosion_hits_the_complexity_limit() {
     }
     src.push_str("exit\n");
     let v = rejected(&src, &[]);
-    assert!(
-        v.iter().any(|x| x.kind == ViolationKind::ComplexityLimit { limit: COMPLEXITY_LIMIT }),
-        "{v:?}"
-    );
+    assert!(v.iter().any(|x| x.kind == ViolationKind::ComplexityLimit { limit: COMPLEXITY_LIMIT }), "{v:?}");
 }
 
 #[test]
@@ -343,10 +333,7 @@ fn equivalent_states_are_pruned() {
     // the same 24 diamonds, but both sides leave identical states
     let mut src = String::from("r2 = *(u32 *)(r1 + 0)\nr0 = 0\n");
     for i in 0..24 {
-        src.push_str(&format!(
-            "if r2 & {bit} goto s{i}\nr3 = 1\ngoto j{i}\ns{i}: r3 = 1\nj{i}:\n",
-            bit = 1u32 << i
-        ));
+        src.push_str(&format!("if r2 & {bit} goto s{i}\nr3 = 1\ngoto j{i}\ns{i}: r3 = 1\nj{i}:\n", bit = 1u32 << i));
     }
     src.push_str("exit\n");
     let p = common::assemble("p", &src).program;

@@ -119,7 +119,9 @@ pub fn view(world: &World, node: &str) -> Result<View, Diagnostic> {
                 Some((_, i)) if pol.gateways[i].node == me => {
                     match world.slot_of(me, &pol.gateways[i].spec).and_then(|s| s.v4.clone()) {
                         Some(EgressIp::Known(IpAddr::V4(a))) => EgressCell::Addr(a),
-                        Some(EgressIp::LateBound { spec, .. }) => EgressCell::LateBound(spec.to_string().replace(' ', "=")),
+                        Some(EgressIp::LateBound { spec, .. }) => {
+                            EgressCell::LateBound(spec.to_string().replace(' ', "="))
+                        }
                         _ => EgressCell::Addr(Ipv4Addr::UNSPECIFIED),
                     }
                 }
@@ -148,7 +150,8 @@ pub fn view(world: &World, node: &str) -> Result<View, Diagnostic> {
 pub fn entry_count(world: &World) -> usize {
     let mut keys: HashSet<(Ipv4Addr, Cidr)> = HashSet::new();
     for pol in world.policies() {
-        let cidrs: Vec<Cidr> = pol.destinations.iter().chain(&pol.excluded).filter(|c| c.family() == Family::V4).copied().collect();
+        let cidrs: Vec<Cidr> =
+            pol.destinations.iter().chain(&pol.excluded).filter(|c| c.family() == Family::V4).copied().collect();
         for &e in world.cilium_selection(pol.id) {
             for src in world.endpoint(e).ips.iter().filter_map(v4) {
                 for c in &cidrs {

@@ -83,9 +83,10 @@ fn resolve_node(world: &World, node: &str) -> Result<NodeId, CompileError> {
     if !world.validation_errors().is_empty() {
         return Err(CompileError::Input { diagnostics: world.validation_errors().to_vec() });
     }
-    world.node_by_name(node).map(|n| n.id).ok_or_else(|| CompileError::Input {
-        diagnostics: vec![unknown_node(world, node)],
-    })
+    world
+        .node_by_name(node)
+        .map(|n| n.id)
+        .ok_or_else(|| CompileError::Input { diagnostics: vec![unknown_node(world, node)] })
 }
 
 /// The E0401 diagnostic for a node name not in the world.
@@ -185,7 +186,8 @@ impl Session {
         let p = plan::layout(&m)?;
         let t3 = Instant::now();
         self.times.layout += t3 - t2;
-        let v = plan::verify::verify(p).map_err(|violations| CompileError::InvalidPlan { node: m.node.clone(), violations });
+        let v = plan::verify::verify(p)
+            .map_err(|violations| CompileError::InvalidPlan { node: m.node.clone(), violations });
         self.times.verify_plan += t3.elapsed();
         v
     }
@@ -200,5 +202,20 @@ impl Session {
             out.insert(n.name.clone(), self.compile_id(world, n.id)?);
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn sessions_and_worlds_can_move_between_threads() {
+        send_sync::<Session>();
+        send_sync::<World>();
+        send_sync::<Verified<Plan>>();
+        assert!(Session::new().times.total().is_zero());
     }
 }

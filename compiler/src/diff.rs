@@ -77,10 +77,18 @@ pub struct RangeChange {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Subject {
     /// Every endpoint of the namespace.
-    Namespace { name: String, endpoints: usize },
+    Namespace {
+        name: String,
+        endpoints: usize,
+    },
     /// Every endpoint of a workload (`Kind namespace/name`).
-    Workload { name: String, endpoints: usize },
-    Pod { key: String },
+    Workload {
+        name: String,
+        endpoints: usize,
+    },
+    Pod {
+        key: String,
+    },
 }
 
 impl std::fmt::Display for Subject {
@@ -142,7 +150,8 @@ fn behaviour(world: &World, table: Option<&[Entry]>, addr: IpAddr) -> Behaviour 
     let fam = Family::of(&addr);
     let v = ip_to_u128(addr);
     let i = table.partition_point(|e| (e.prefix.family(), e.prefix.range().0) <= (fam, v));
-    let action = i.checked_sub(1).map(|j| table[j]).filter(|e| e.prefix.contains_ip(addr)).map_or(Action::Pass, |e| e.action);
+    let action =
+        i.checked_sub(1).map(|j| table[j]).filter(|e| e.prefix.contains_ip(addr)).map_or(Action::Pass, |e| e.action);
     match action {
         Action::Pass => Behaviour::Direct,
         Action::Drop(DropReason::NoGateway) => Behaviour::Dropped,
@@ -157,12 +166,7 @@ fn behaviour(world: &World, table: Option<&[Entry]>, addr: IpAddr) -> Behaviour 
     }
 }
 
-fn changes(
-    old: &World,
-    new: &World,
-    a: Option<&[Entry]>,
-    b: Option<&[Entry]>,
-) -> Vec<RangeChange> {
+fn changes(old: &World, new: &World, a: Option<&[Entry]>, b: Option<&[Entry]>) -> Vec<RangeChange> {
     let mut cuts: Vec<Cidr> = Vec::new();
     for t in [a, b].into_iter().flatten() {
         cuts.extend(t.iter().map(|e| e.prefix));
@@ -174,7 +178,8 @@ fn changes(
         for seg in segments(fam, &cuts) {
             let at = u128_to_ip(fam, seg.lo);
             let (x, y) = (behaviour(old, a, at), behaviour(new, b, at));
-            let trivial = matches!((&x, &y), (Behaviour::Absent, Behaviour::Direct) | (Behaviour::Direct, Behaviour::Absent));
+            let trivial =
+                matches!((&x, &y), (Behaviour::Absent, Behaviour::Direct) | (Behaviour::Direct, Behaviour::Absent));
             if x != y && !trivial {
                 let v = out.entry((x, y)).or_default();
                 match v.last_mut() {
@@ -202,7 +207,9 @@ pub fn compute(old: &World, new: &World) -> BehaviourDiff {
         let sig: Sig = (ta.as_ref().map(|t| t.key.clone()), tb.as_ref().map(|t| t.key.clone()));
         let ch = by_sig
             .entry(sig)
-            .or_insert_with(|| changes(old, new, ta.as_ref().map(|t| t.decided.as_slice()), tb.as_ref().map(|t| t.decided.as_slice())))
+            .or_insert_with(|| {
+                changes(old, new, ta.as_ref().map(|t| t.decided.as_slice()), tb.as_ref().map(|t| t.decided.as_slice()))
+            })
             .clone();
         if !ch.is_empty() {
             per_endpoint.entry(ch).or_default().push(key.clone());
@@ -365,8 +372,14 @@ fn human(d: &BehaviourDiff) -> String {
         let _ = writeln!(out, "table entries per node (before → after):");
         let w = d.nodes.iter().map(|n| n.node.len()).max().unwrap_or(0);
         for n in &d.nodes {
-            let _ =
-                writeln!(out, "  {:w$}  {} → {} ({:+})", n.node, counts_total(&n.before), counts_total(&n.after), n.delta());
+            let _ = writeln!(
+                out,
+                "  {:w$}  {} → {} ({:+})",
+                n.node,
+                counts_total(&n.before),
+                counts_total(&n.after),
+                n.delta()
+            );
         }
     }
     if let Some(note) = &d.size_note {
@@ -399,7 +412,14 @@ fn markdown(d: &BehaviourDiff) -> String {
     if !d.nodes.is_empty() {
         out.push_str("\n<details><summary>Table entries per node</summary>\n\n| Node | Before | After | Δ |\n|---|---:|---:|---:|\n");
         for n in &d.nodes {
-            let _ = writeln!(out, "| {} | {} | {} | {:+} |", n.node, counts_total(&n.before), counts_total(&n.after), n.delta());
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {:+} |",
+                n.node,
+                counts_total(&n.before),
+                counts_total(&n.after),
+                n.delta()
+            );
         }
         out.push_str("\n</details>\n");
     }

@@ -65,12 +65,24 @@ pub enum PassReason {
 /// The decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    Pass { reason: PassReason },
-    Drop { reason: DropReason },
+    Pass {
+        reason: PassReason,
+    },
+    Drop {
+        reason: DropReason,
+    },
     /// Tunnel to the gateway, which SNATs to `egress_ip`.
-    Redirect { gateway: GatewayRef, slot: SlotId, egress_ip: Option<EgressIp> },
+    Redirect {
+        gateway: GatewayRef,
+        slot: SlotId,
+        egress_ip: Option<EgressIp>,
+    },
     /// This node is the gateway: SNAT to `egress_ip` here.
-    LocalEgress { gateway: GatewayRef, slot: SlotId, egress_ip: Option<EgressIp> },
+    LocalEgress {
+        gateway: GatewayRef,
+        slot: SlotId,
+        egress_ip: Option<EgressIp>,
+    },
 }
 
 impl Verdict {
@@ -127,17 +139,26 @@ pub struct ItemMiss {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Selection {
     /// Through this item (0-based, the first that matches).
-    Selected { item: usize },
-    NotSelected { misses: Vec<ItemMiss> },
+    Selected {
+        item: usize,
+    },
+    NotSelected {
+        misses: Vec<ItemMiss>,
+    },
 }
 
 /// Whether a policy's destinations contain the address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DestinationMatch {
     /// `entry` is the longest destinationCIDRs entry containing it.
-    Contains { entry: Cidr },
+    Contains {
+        entry: Cidr,
+    },
     /// `entry` contains it, but excluded CIDR `by` removes it.
-    Excluded { entry: Cidr, by: Cidr },
+    Excluded {
+        entry: Cidr,
+        by: Cidr,
+    },
     NoEntryContains,
 }
 
@@ -145,8 +166,13 @@ pub enum DestinationMatch {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Won,
-    LostToLongerPrefix { winner: String, winner_len: u8 },
-    LostTieBreak { winner: String },
+    LostToLongerPrefix {
+        winner: String,
+        winner_len: u8,
+    },
+    LostTieBreak {
+        winner: String,
+    },
     NotSelected,
     NoMatchingDestination,
     /// It matched, but the destination is cluster-internal.
@@ -317,7 +343,12 @@ pub fn decide(world: &World, source: Source, destination: IpAddr) -> Decision {
     } else if !tied.is_empty() {
         WinReason::TieBreakByName { tied_with: tied }
     } else {
-        let (ri, rl) = m.iter().filter(|(i, _)| *i != w).max_by_key(|(i, r)| (*r, std::cmp::Reverse(*i))).copied().unwrap_or((w, 0));
+        let (ri, rl) = m
+            .iter()
+            .filter(|(i, _)| *i != w)
+            .max_by_key(|(i, r)| (*r, std::cmp::Reverse(*i)))
+            .copied()
+            .unwrap_or((w, 0));
         WinReason::LongestPrefix { runner_up: trail[ri].policy.clone(), runner_up_len: rl }
     };
     for (i, r) in &m {

@@ -56,7 +56,8 @@ pub fn explain(world: &World, from: &str, to: &str) -> Result<Explanation, Diagn
             match world.endpoint_by_key(&key) {
                 Some(e) => Source::Endpoint(e.id),
                 None => {
-                    let mut d = Diagnostic::new(&codes::UNKNOWN_ENDPOINT, format!("no endpoint `{key}` in the snapshot"));
+                    let mut d =
+                        Diagnostic::new(&codes::UNKNOWN_ENDPOINT, format!("no endpoint `{key}` in the snapshot"));
                     d = match world.non_endpoint_reason(&key) {
                         Some(why) => d.note(format!("pod `{key}` is in the snapshot but is not an endpoint: {why}")),
                         None => {
@@ -92,7 +93,10 @@ fn verdict_line(d: &Decision) -> String {
             "pass: the source is not the IP of any endpoint, so no policy applies".to_string()
         }
         Verdict::Pass { reason: PassReason::ClusterInternal { range, source } } => {
-            format!("pass: {} is cluster-internal ({range}, {source}); traffic to it never uses a gateway", d.destination)
+            format!(
+                "pass: {} is cluster-internal ({range}, {source}); traffic to it never uses a gateway",
+                d.destination
+            )
         }
         Verdict::Pass { reason: PassReason::NoPolicyMatches } => {
             "pass: no policy selects the endpoint and captures the destination".to_string()
@@ -137,7 +141,9 @@ fn selection_text(c: &Consideration) -> Vec<String> {
 fn destination_text(c: &Consideration, dst: IpAddr) -> String {
     match &c.destination {
         DestinationMatch::Contains { entry } => format!("destination: {entry} contains {dst}"),
-        DestinationMatch::Excluded { entry, by } => format!("destination: {entry} contains {dst}, but excluded CIDR {by} removes it"),
+        DestinationMatch::Excluded { entry, by } => {
+            format!("destination: {entry} contains {dst}, but excluded CIDR {by} removes it")
+        }
         DestinationMatch::NoEntryContains => format!("destination: no destinationCIDRs entry contains {dst}"),
     }
 }
@@ -145,7 +151,9 @@ fn destination_text(c: &Consideration, dst: IpAddr) -> String {
 fn outcome_text(o: &Outcome) -> String {
     match o {
         Outcome::Won => "won".to_string(),
-        Outcome::LostToLongerPrefix { winner, winner_len } => format!("lost: `{winner}` matches a longer prefix (/{winner_len})"),
+        Outcome::LostToLongerPrefix { winner, winner_len } => {
+            format!("lost: `{winner}` matches a longer prefix (/{winner_len})")
+        }
         Outcome::LostTieBreak { winner } => format!("lost: tied with `{winner}`, whose name is smaller"),
         Outcome::NotSelected => "not applicable: does not select the endpoint".to_string(),
         Outcome::NoMatchingDestination => "not applicable: does not capture the destination".to_string(),
@@ -186,12 +194,19 @@ fn human(e: &Explanation) -> String {
         (None, None) => e.from.clone(),
     };
     let _ = writeln!(out, "from   {src}{}", d.source.node.as_ref().map_or(String::new(), |n| format!(" on node {n}")));
-    let _ = writeln!(out, "to     {}{}", e.to, e.port.map_or(String::new(), |p| format!(" port {p} (ports do not affect the decision)")));
+    let _ = writeln!(
+        out,
+        "to     {}{}",
+        e.to,
+        e.port.map_or(String::new(), |p| format!(" port {p} (ports do not affect the decision)"))
+    );
     let _ = writeln!(out);
     let _ = writeln!(out, "verdict: {}", verdict_line(d));
     if let Some(w) = &d.winner {
         let why = match &w.reason {
-            WinReason::OnlyMatch => "the only policy that selects the endpoint and captures the destination".to_string(),
+            WinReason::OnlyMatch => {
+                "the only policy that selects the endpoint and captures the destination".to_string()
+            }
             WinReason::LongestPrefix { runner_up, runner_up_len } => {
                 format!("longest matching prefix (/{} beats `{runner_up}`'s /{runner_up_len})", w.prefix.len)
             }
@@ -215,7 +230,11 @@ fn human(e: &Explanation) -> String {
                 .collect();
             let _ = writeln!(out, "gateway: candidates by IP: {}", list.join(", "));
             if let Some(h) = g.assignment.hashed {
-                let _ = writeln!(out, "         fnv1a_32(identity) = 0x{:08x}; mod {n} = {h} → {}", g.hash, g.candidates[h].0.node);
+                let _ = writeln!(
+                    out,
+                    "         fnv1a_32(identity) = 0x{:08x}; mod {n} = {h} → {}",
+                    g.hash, g.candidates[h].0.node
+                );
             }
             match (g.assignment.failed_over(), g.assignment.chosen) {
                 (true, Some(c)) => {
@@ -234,6 +253,10 @@ fn human(e: &Explanation) -> String {
     }
     let _ = writeln!(out);
     let unselected = d.trail.iter().filter(|c| matches!(c.outcome, Outcome::NotSelected)).count();
+    if d.trail.is_empty() {
+        let _ = writeln!(out, "policies: none considered");
+        return out;
+    }
     let _ = writeln!(out, "policies ({}):", d.trail.len());
     let show_all = d.trail.len() <= 12;
     for c in &d.trail {

@@ -45,8 +45,8 @@
 
 use crate::ir::prefix::{self, Range};
 use egret_lang::ast::{
-    Bundle, GatewaySpec, Interface, LabelSelector, Labels, NodeNetwork, Operator, Pod, Policy,
-    SelectorItem, WorkloadKind,
+    Bundle, GatewaySpec, Interface, LabelSelector, Labels, NodeNetwork, Operator, Pod, Policy, SelectorItem,
+    WorkloadKind,
 };
 use egret_lang::codes;
 use egret_lang::diag::Diagnostic;
@@ -303,10 +303,17 @@ impl fmt::Display for EgressIp {
 /// The interface a slot sends from.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum InterfaceBinding {
-    Known { name: String, index: Option<u32> },
+    Known {
+        name: String,
+        index: Option<u32>,
+    },
     /// Found by the loader on the node.
-    LateBound { spec: EgressSpec },
-    Unavailable { reason: NoEgressIp },
+    LateBound {
+        spec: EgressSpec,
+    },
+    Unavailable {
+        reason: NoEgressIp,
+    },
 }
 
 impl fmt::Display for InterfaceBinding {
@@ -663,18 +670,16 @@ impl World {
             selection: Vec::new(),
             cilium_selection: Vec::new(),
             selected_by: Vec::new(),
-            non_endpoints: c
-                .pods
-                .iter()
-                .filter_map(|p| non_endpoint_reason(p).map(|r| (p.key(), r)))
-                .collect(),
+            non_endpoints: c.pods.iter().filter_map(|p| non_endpoint_reason(p).map(|r| (p.key(), r))).collect(),
             diagnostics: Vec::new(),
             validation_errors: egret_lang::validate::bundle(bundle).into_iter().filter(Diagnostic::is_error).collect(),
         };
 
         world.internal = world.compute_internal();
+        // Many policies share gateway selectors: resolve each distinct one once.
+        let mut gw_cache: HashMap<String, Option<NodeId>> = HashMap::new();
         for (i, p) in pol_src.iter().enumerate() {
-            let gateways = world.resolve_gateways(p);
+            let gateways = world.resolve_gateways_cached(p, &mut gw_cache);
             let destinations: Vec<Cidr> = p.destination_cidrs.iter().map(|c| c.value.network()).collect();
             let excluded: Vec<Cidr> = p.excluded_cidrs.iter().map(|c| c.value.network()).collect();
             world.policies.push(PolicyInfo {
@@ -694,16 +699,20 @@ impl World {
         world.cilium_selection = vec![BTreeSet::new(); world.policies.len()];
 
         // Endpoints, by namespace/name; the first of duplicates wins.
-        let mut pods: Vec<&Pod> = c.pods.iter().filter(|p| p.is_endpoint()).collect();
-        pods.sort_by_key(|p| p.key());
-        pods.dedup_by(|b, a| a.key() == b.key());
+        let mut pods: Vec<(String, &Pod)> = c.pods.iter().filter(|p| p.is_endpoint()).map(|p| (p.key(), p)).collect();
+        pods.sort_by(|a, b| a.0.cmp(&b.0));
+        pods.dedup_by(|b, a| a.0 == b.0);
         let mut missing_ns: BTreeSet<String> = BTreeSet::new();
-        for pod in pods {
+        for (_, pod) in pods {
             if !world.namespaces.contains_key(&pod.namespace) && missing_ns.insert(pod.namespace.clone()) {
                 diags.push(
                     Diagnostic::new(
                         &codes::DANGLING_REFERENCE,
-                        format!("pod `{}` is in namespace `{}`, which the snapshot does not contain", pod.key(), pod.namespace),
+                        format!(
+                            "pod `{}` is in namespace `{}`, which the snapshot does not contain",
+                            pod.key(),
+                            pod.namespace
+                        ),
                     )
                     .primary(pod.name.span, "its namespace is missing")
                     .note(format!(
@@ -928,7 +937,8 @@ impl World {
             Reading::Egret => p.selectors.iter().any(|i| self.item_selects(i, e)),
             Reading::Cilium => {
                 let podns = p.selectors.iter().any(|i| self.item_pod_ns(i, &e.labels, &e.namespace));
-                let node_sels: Vec<&LabelSelector> = p.selectors.iter().filter_map(|i| i.node_selector.as_ref()).collect();
+                let node_sels: Vec<&LabelSelector> =
+                    p.selectors.iter().filter_map(|i| i.node_selector.as_ref()).collect();
                 podns && (node_sels.is_empty() || node_sels.iter().any(|s| s.matches(self.node_labels(e.node))))
             }
         }
@@ -979,12 +989,18 @@ impl World {
     /// A policy's gateway entries resolved to nodes (entries that resolve to
     /// no node dropped), sorted by gateway IP, then entry index.
     pub fn resolve_gateways(&self, p: &Policy) -> Vec<ResolvedGateway> {
+        self.resolve_gateways_cached(p, &mut HashMap::new())
+    }
+
+    fn resolve_gateways_cached(&self, p: &Policy, cache: &mut HashMap<String, Option<NodeId>>) -> Vec<ResolvedGateway> {
         let mut out: Vec<ResolvedGateway> = p
             .gateways()
             .iter()
             .enumerate()
             .filter_map(|(entry, g)| {
-                let n = self.gateway_node(g)?;
+                let id =
+                    *cache.entry(selector_key(&g.node_selector)).or_insert_with(|| self.gateway_node(g).map(|n| n.id));
+                let n = &self.nodes[id?.index()];
                 Some(ResolvedGateway {
                     entry,
                     node: n.id,
@@ -1032,7 +1048,9 @@ impl World {
                 EgressSpec::EgressIp(ip) if Family::of(ip) == family => EgressIp::Known(*ip),
                 _ => match first_address(iface, family) {
                     Some(ip) => EgressIp::Known(ip),
-                    None => EgressIp::Unavailable { reason: NoEgressIp::NoAddress { interface: iface.name.clone(), family } },
+                    None => EgressIp::Unavailable {
+                        reason: NoEgressIp::NoAddress { interface: iface.name.clone(), family },
+                    },
                 },
             },
             Ok(None) => match spec {
@@ -1207,6 +1225,7 @@ impl World {
     /// the namespaceSelector matches, else everything.
     fn candidates(&self, item: &SelectorItem) -> Vec<EndpointId> {
         static NONE: BTreeSet<EndpointId> = BTreeSet::new();
+        let mut by_label: Option<&BTreeSet<EndpointId>> = None;
         if let Some(ps) = &item.pod_selector {
             let lists = ps
                 .match_labels
@@ -1217,23 +1236,24 @@ impl World {
                     _ => None,
                 }))
                 .map(|(k, v)| self.label_index.get(k).and_then(|m| m.get(v)).unwrap_or(&NONE));
-            if let Some(best) = lists.min_by_key(|s| s.len()) {
-                return best.iter().copied().collect();
-            }
+            by_label = lists.min_by_key(|s| s.len());
         }
         if let Some(ns) = &item.namespace_selector
             && !ns.is_empty()
         {
-            let mut out: Vec<EndpointId> = Vec::new();
-            for (name, set) in &self.by_namespace {
-                if self.namespace_matches(ns, name) {
-                    out.extend(set.iter().copied());
-                }
+            let sets: Vec<&BTreeSet<EndpointId>> =
+                self.by_namespace.iter().filter(|(name, _)| self.namespace_matches(ns, name)).map(|(_, s)| s).collect();
+            let n: usize = sets.iter().map(|s| s.len()).sum();
+            if by_label.is_none_or(|l| n < l.len()) {
+                let mut out: Vec<EndpointId> = sets.into_iter().flatten().copied().collect();
+                out.sort_unstable();
+                return out;
             }
-            out.sort_unstable();
-            return out;
         }
-        self.endpoint_by_key.values().copied().collect()
+        match by_label {
+            Some(l) => l.iter().copied().collect(),
+            None => self.endpoint_by_key.values().copied().collect(),
+        }
     }
 
     fn select_indexed(&self, p: PolicyId) -> (BTreeSet<EndpointId>, BTreeSet<EndpointId>) {
@@ -1250,13 +1270,13 @@ impl World {
                 if item.node_selector.as_ref().is_none_or(|s| s.matches(self.node_labels(ep.node))) {
                     egret.insert(e);
                 }
-                if !has_node_sel || cilium.contains(&e) {
-                    cilium.insert(e);
-                } else if pol
-                    .selectors
-                    .iter()
-                    .filter_map(|i| i.node_selector.as_ref())
-                    .any(|s| s.matches(self.node_labels(ep.node)))
+                if !has_node_sel
+                    || cilium.contains(&e)
+                    || pol
+                        .selectors
+                        .iter()
+                        .filter_map(|i| i.node_selector.as_ref())
+                        .any(|s| s.matches(self.node_labels(ep.node)))
                 {
                     cilium.insert(e);
                 }
@@ -1346,6 +1366,17 @@ fn is_link_local(ip: &IpAddr) -> bool {
 /// The first non-link-local address of a family on an interface, in the order the node reports.
 fn first_address(iface: &Interface, family: Family) -> Option<IpAddr> {
     iface.addresses.iter().map(|c| c.addr).find(|a| Family::of(a) == family && !is_link_local(a))
+}
+
+/// A canonical string of a selector's requirements (spans ignored), for caches.
+fn selector_key(sel: &LabelSelector) -> String {
+    let mut parts: Vec<String> = sel.match_labels.iter().map(|(k, v)| format!("{}={}", k.value, v.value)).collect();
+    parts.extend(sel.match_expressions.iter().map(|r| {
+        let vals: Vec<&str> = r.values.iter().map(|v| v.value.as_str()).collect();
+        format!("{} {} ({})", r.key.value, r.operator.value.as_str(), vals.join(","))
+    }));
+    parts.sort();
+    parts.join("\0")
 }
 
 /// Why a selector does not match labels: the first requirement that fails,

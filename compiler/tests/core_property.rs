@@ -6,6 +6,7 @@
 //! - the IR verifier accepts the module after lowering and after every pass;
 //! - every pass is idempotent;
 //! - the memoized path (`lower_optimized`) equals lowering plus all passes.
+#![expect(clippy::unwrap_used, reason = "tests unwrap literal inputs")]
 
 #[path = "core_common/mod.rs"]
 mod common;
@@ -53,7 +54,8 @@ const DESTS: &[&str] = &[
     "2001:db8:1::/48",
     "fd00::/8",
 ];
-const EXCL: &[&str] = &["8.8.8.0/24", "10.1.0.0/16", "203.0.113.0/26", "2001:db8:1::/48", "8.0.0.0/8", "2001:db8:0:1::/64"];
+const EXCL: &[&str] =
+    &["8.8.8.0/24", "10.1.0.0/16", "203.0.113.0/26", "2001:db8:1::/48", "8.0.0.0/8", "2001:db8:0:1::/64"];
 
 fn selector(r: &mut Rng) -> String {
     let pod = match r.below(5) {
@@ -108,9 +110,18 @@ fn scenario(seed: u64) -> (String, Vec<&'static str>) {
         if r.chance(60) {
             labels.push(format!("gw: {}", r.pick(&["g1", "g2", "g3"])));
         }
-        let mut n = node(&format!("n{i}"), &format!("192.0.2.{}", 10 + i), &labels.join(", "), r.chance(80), &format!("10.{}.0.0/24", i + 1));
+        let mut n = node(
+            &format!("n{i}"),
+            &format!("192.0.2.{}", 10 + i),
+            &labels.join(", "),
+            r.chance(80),
+            &format!("10.{}.0.0/24", i + 1),
+        );
         if r.chance(50) {
-            n = n.replace(&format!("podCIDRs: [10.{}.0.0/24]", i + 1), &format!("podCIDRs: [10.{}.0.0/24, \"fd00:{i}::/64\"]", i + 1));
+            n = n.replace(
+                &format!("podCIDRs: [10.{}.0.0/24]", i + 1),
+                &format!("podCIDRs: [10.{}.0.0/24, \"fd00:{i}::/64\"]", i + 1),
+            );
         }
         d.push(n);
         if r.chance(40) {
@@ -162,10 +173,8 @@ fn scenario(seed: u64) -> (String, Vec<&'static str>) {
 
 fn check(seed: u64) {
     let (yaml, svc) = scenario(seed);
-    let w: World = World::new(
-        &bundle(&yaml),
-        &Options { service_cidrs: svc.iter().map(|s| s.parse().unwrap()).collect() },
-    );
+    let w: World =
+        World::new(&bundle(&yaml), &Options { service_cidrs: svc.iter().map(|s| s.parse().unwrap()).collect() });
     assert!(w.validation_errors().is_empty(), "seed {seed}: {:?}", w.validation_errors());
     check_equivalence(&w);
     let mut fast_memo = ClassMemo::new();

@@ -1,5 +1,6 @@
 //! One or more tests per rule of SEMANTICS.md, through the reference
 //! evaluator, and every world also through the plans (`check_equivalence`).
+#![expect(clippy::unwrap_used, reason = "tests unwrap literal inputs")]
 
 #[path = "core_common/mod.rs"]
 mod common;
@@ -46,7 +47,10 @@ fn endpoints_are_running_or_pending_pods_with_an_ip_not_host_network() {
     let mut d = base_nodes();
     d.push(pod("prod", "ok", "u1", "w-1", "10.1.1.5", "app: x"));
     d.push(pod("prod", "noip", "u2", "w-1", "", "app: x"));
-    d.push(pod("prod", "hostnet", "u3", "w-1", "192.0.2.11", "app: x").replace("spec: {nodeName: w-1}", "spec: {nodeName: w-1, hostNetwork: true}"));
+    d.push(
+        pod("prod", "hostnet", "u3", "w-1", "192.0.2.11", "app: x")
+            .replace("spec: {nodeName: w-1}", "spec: {nodeName: w-1, hostNetwork: true}"),
+    );
     d.push(pod("prod", "done", "u4", "w-1", "10.1.1.6", "app: x").replace("phase: Running", "phase: Succeeded"));
     d.push(pod("prod", "pending", "u5", "w-1", "10.1.1.7", "app: x").replace("phase: Running", "phase: Pending"));
     d.push(pod("prod", "nouid", "", "w-1", "10.1.1.8", "app: x"));
@@ -77,7 +81,13 @@ fn selection_items_are_ored_and_each_is_a_conjunction() {
         GW,
     ));
     d.push(policy("all", "[{podSelector: {}}]", &["203.0.113.0/24"], &[], GW));
-    d.push(policy("none-with-tier", r#"[{podSelector: {matchExpressions: [{key: tier, operator: DoesNotExist}]}}]"#, &["203.0.113.0/24"], &[], GW));
+    d.push(policy(
+        "none-with-tier",
+        r#"[{podSelector: {matchExpressions: [{key: tier, operator: DoesNotExist}]}}]"#,
+        &["203.0.113.0/24"],
+        &[],
+        GW,
+    ));
     let w = world(&docs(&d));
     assert_eq!(selected(&w, "p", Reading::Egret), ["dev/c", "prod/a"]);
     assert_eq!(selected(&w, "all", Reading::Egret).len(), 4);
@@ -98,7 +108,13 @@ fn pseudo_label_matches_the_pods_namespace() {
     let mut d = base_nodes();
     d.push(pod("prod", "a", "u1", "w-1", "10.1.1.1", "app: a"));
     d.push(pod("dev", "a", "u2", "w-1", "10.1.1.2", "app: a"));
-    d.push(policy("p", r#"[{podSelector: {matchLabels: {io.kubernetes.pod.namespace: prod}}}]"#, &["0.0.0.0/0"], &[], GW));
+    d.push(policy(
+        "p",
+        r#"[{podSelector: {matchLabels: {io.kubernetes.pod.namespace: prod}}}]"#,
+        &["0.0.0.0/0"],
+        &[],
+        GW,
+    ));
     let w = world(&docs(&d));
     assert_eq!(selected(&w, "p", Reading::Egret), ["prod/a"]);
     check_equivalence(&w);
@@ -236,7 +252,13 @@ fn overlapping_entries_of_one_policy_rank_by_the_longest() {
     d.push(pod("prod", "a", "u1", "w-1", "10.1.1.1", "app: a"));
     d.push(node("gw-b", "192.0.2.31", r#"egress2: "true""#, true, "10.1.31.0/24"));
     d.push(policy("x", "[{podSelector: {}}]", &["100.0.0.0/8", "100.64.0.0/16"], &["100.64.1.0/24"], GW));
-    d.push(policy("y", "[{podSelector: {}}]", &["100.64.0.0/12"], &[], r#"egressGateway: {nodeSelector: {matchLabels: {egress2: "true"}}}"#));
+    d.push(policy(
+        "y",
+        "[{podSelector: {}}]",
+        &["100.64.0.0/12"],
+        &[],
+        r#"egressGateway: {nodeSelector: {matchLabels: {egress2: "true"}}}"#,
+    ));
     let w = world(&docs(&d));
     assert_eq!(gateway_node(&verdict(&w, "10.1.1.1", "100.64.2.1")), Some("gw-a")); // x via /16 beats y /12
     assert_eq!(gateway_node(&verdict(&w, "10.1.1.1", "100.64.1.1")), Some("gw-b")); // x excludes it
@@ -250,14 +272,23 @@ fn ties_go_to_the_smallest_name() {
     d.push(pod("prod", "a", "u1", "w-1", "10.1.1.1", "app: a"));
     d.push(node("gw-b", "192.0.2.31", r#"egress2: "true""#, true, "10.1.31.0/24"));
     d.push(policy("zeta", "[{podSelector: {}}]", &["0.0.0.0/0"], &[], GW));
-    d.push(policy("alpha", "[{podSelector: {}}]", &["0.0.0.0/0"], &[], r#"egressGateway: {nodeSelector: {matchLabels: {egress2: "true"}}}"#));
+    d.push(policy(
+        "alpha",
+        "[{podSelector: {}}]",
+        &["0.0.0.0/0"],
+        &[],
+        r#"egressGateway: {nodeSelector: {matchLabels: {egress2: "true"}}}"#,
+    ));
     let w = world(&docs(&d));
     let dd = eval::decide(&w, Source::Ip(ip("10.1.1.1")), ip("8.8.8.8"));
     let win = dd.winner.clone().unwrap();
     assert_eq!(win.policy, "alpha");
     assert_eq!(win.reason, WinReason::TieBreakByName { tied_with: vec!["zeta".into()] });
     assert_eq!(gateway_node(&dd.verdict), Some("gw-b"));
-    assert_eq!(dd.trail.iter().find(|c| c.policy == "zeta").unwrap().outcome, Outcome::LostTieBreak { winner: "alpha".into() });
+    assert_eq!(
+        dd.trail.iter().find(|c| c.policy == "zeta").unwrap().outcome,
+        Outcome::LostTieBreak { winner: "alpha".into() }
+    );
     check_equivalence(&w);
 }
 
@@ -269,7 +300,9 @@ fn cluster_internal_destinations_always_pass() {
     let w = world_svc(&docs(&d), &["10.96.0.0/12"]);
     for (dst, what) in [("10.1.2.7", "pod CIDR"), ("192.0.2.12", "IP of node"), ("10.100.0.1", "service CIDR")] {
         let dd = eval::decide(&w, Source::Ip(ip("10.1.1.1")), ip(dst));
-        let Verdict::Pass { reason: PassReason::ClusterInternal { source, .. } } = &dd.verdict else { panic!("{dst}: {:?}", dd.verdict) };
+        let Verdict::Pass { reason: PassReason::ClusterInternal { source, .. } } = &dd.verdict else {
+            panic!("{dst}: {:?}", dd.verdict)
+        };
         assert!(source.to_string().starts_with(what), "{dst}: {source}");
         assert_eq!(dd.trail[0].outcome, Outcome::OverriddenByClusterInternal);
     }
@@ -285,9 +318,21 @@ fn no_gateway_drops_and_cilium_says_not_found() {
     let mut d = base_nodes();
     d.push(node("v6only", "2001:db8::9", r#"egress3: "true""#, true, "10.1.9.0/24"));
     d.push(pod("prod", "a", "u1", "w-1", "10.1.1.1", "app: a"));
-    d.push(policy("nowhere", "[{podSelector: {}}]", &["203.0.113.0/24"], &[], r#"egressGateway: {nodeSelector: {matchLabels: {nope: "true"}}}"#));
+    d.push(policy(
+        "nowhere",
+        "[{podSelector: {}}]",
+        &["203.0.113.0/24"],
+        &[],
+        r#"egressGateway: {nodeSelector: {matchLabels: {nope: "true"}}}"#,
+    ));
     // Matches a node, but one without an IPv4 InternalIP.
-    d.push(policy("v6-node", "[{podSelector: {}}]", &["198.51.100.0/24"], &[], r#"egressGateway: {nodeSelector: {matchLabels: {egress3: "true"}}}"#));
+    d.push(policy(
+        "v6-node",
+        "[{podSelector: {}}]",
+        &["198.51.100.0/24"],
+        &[],
+        r#"egressGateway: {nodeSelector: {matchLabels: {egress3: "true"}}}"#,
+    ));
     let w = world(&docs(&d));
     assert_eq!(verdict(&w, "10.1.1.1", "203.0.113.5"), Verdict::Drop { reason: DropReason::NoGateway });
     assert_eq!(verdict(&w, "10.1.1.1", "198.51.100.5"), Verdict::Drop { reason: DropReason::NoGateway });
@@ -354,7 +399,10 @@ fn several_gateways_hash_the_uid_over_gateways_sorted_by_ip() {
     assert_eq!(gateway_node(&verdict(&w, "10.1.1.3", "8.8.8.8")), Some("gw-x"));
     // Cilium's view agrees while all are healthy.
     let v = cilium::view(&w, "w-1").unwrap();
-    assert_eq!(v.rows.iter().find(|r| r.source_ip.to_string() == "10.1.1.1").unwrap().gateway_ip.to_string(), "192.0.2.2");
+    assert_eq!(
+        v.rows.iter().find(|r| r.source_ip.to_string() == "10.1.1.1").unwrap().gateway_ip.to_string(),
+        "192.0.2.2"
+    );
     check_equivalence(&w);
 }
 
@@ -430,10 +478,34 @@ spec:
     }
     let sel = r#"nodeSelector: {matchLabels: {egress: "true"}}"#;
     let both = ["203.0.113.0/24", "2001:db8:f::/48"];
-    d.push(policy("by-ip", "[{podSelector: {}}]", &["203.0.113.0/26", "2001:db8:f:1::/64"], &[], &format!(r#"egressGateway: {{{sel}, egressIP: "198.51.100.7"}}"#)));
-    d.push(policy("by-iface", "[{podSelector: {}}]", &["203.0.113.64/26", "2001:db8:f:2::/64"], &[], &format!("egressGateway: {{{sel}, interface: uplink}}")));
-    d.push(policy("by-default", "[{podSelector: {}}]", &["203.0.113.128/26", "2001:db8:f:3::/64"], &[], &format!("egressGateway: {{{sel}}}")));
-    d.push(policy("missing-ip", "[{podSelector: {}}]", &["203.0.113.192/26"], &[], &format!(r#"egressGateway: {{{sel}, egressIP: "198.51.100.99"}}"#)));
+    d.push(policy(
+        "by-ip",
+        "[{podSelector: {}}]",
+        &["203.0.113.0/26", "2001:db8:f:1::/64"],
+        &[],
+        &format!(r#"egressGateway: {{{sel}, egressIP: "198.51.100.7"}}"#),
+    ));
+    d.push(policy(
+        "by-iface",
+        "[{podSelector: {}}]",
+        &["203.0.113.64/26", "2001:db8:f:2::/64"],
+        &[],
+        &format!("egressGateway: {{{sel}, interface: uplink}}"),
+    ));
+    d.push(policy(
+        "by-default",
+        "[{podSelector: {}}]",
+        &["203.0.113.128/26", "2001:db8:f:3::/64"],
+        &[],
+        &format!("egressGateway: {{{sel}}}"),
+    ));
+    d.push(policy(
+        "missing-ip",
+        "[{podSelector: {}}]",
+        &["203.0.113.192/26"],
+        &[],
+        &format!(r#"egressGateway: {{{sel}, egressIP: "198.51.100.99"}}"#),
+    ));
     let _ = both;
     world(&docs(&d))
 }
@@ -484,7 +556,10 @@ fn egress_ip_is_late_bound_without_node_facts() {
         egress_of(&w, "203.0.113.65"),
         Some(EgressIp::LateBound { spec: EgressSpec::Interface("uplink".into()), family: Family::V4 })
     );
-    assert_eq!(egress_of(&w, "203.0.113.129"), Some(EgressIp::LateBound { spec: EgressSpec::DefaultRoute, family: Family::V4 }));
+    assert_eq!(
+        egress_of(&w, "203.0.113.129"),
+        Some(EgressIp::LateBound { spec: EgressSpec::DefaultRoute, family: Family::V4 })
+    );
     let p = egret_compiler::compile::compile_node(&w, "gw-a").unwrap();
     let text = p.to_text();
     assert!(text.contains("ipv4 late(default-route, ipv4)"), "{text}");
@@ -500,12 +575,18 @@ fn egress_ip_is_late_bound_without_node_facts() {
 #[test]
 fn ipv6_is_decided_and_compiled_like_ipv4() {
     let mut d = base_nodes();
-    d.push(node("w-6", "192.0.2.16", "", true, "10.1.6.0/24").replace("podCIDRs: [10.1.6.0/24]", "podCIDRs: [10.1.6.0/24, \"fd00:6::/64\"]"));
+    d.push(
+        node("w-6", "192.0.2.16", "", true, "10.1.6.0/24")
+            .replace("podCIDRs: [10.1.6.0/24]", "podCIDRs: [10.1.6.0/24, \"fd00:6::/64\"]"),
+    );
     d.push(pod("prod", "dual", "u1", "w-6", "10.1.6.1,fd00:6::1", "app: a"));
     d.push(pod("prod", "v4only", "u2", "w-6", "10.1.6.2", "app: a"));
     d.push(policy("v6", "[{podSelector: {}}]", &["::/0", "203.0.113.0/24"], &["2001:db8:1::/48", "fd00::/8"], GW));
     let w = world(&docs(&d));
-    assert!(matches!(eval::decide(&w, Source::Ip(ip("fd00:6::1")), ip("2001:db8::1")).verdict, Verdict::Redirect { .. }));
+    assert!(matches!(
+        eval::decide(&w, Source::Ip(ip("fd00:6::1")), ip("2001:db8::1")).verdict,
+        Verdict::Redirect { .. }
+    ));
     assert!(matches!(
         eval::decide(&w, Source::Ip(ip("fd00:6::1")), ip("2001:db8:1::1")).verdict,
         Verdict::Pass { reason: PassReason::NoPolicyMatches }

@@ -2,8 +2,7 @@
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
 use egret_bpf::insn::{
-    AluOp, AtomicOp, CallTarget, EndBits, EndOp, Instruction, JmpCond, Operand, Reg, SignExt,
-    Size, Width, pseudo,
+    AluOp, AtomicOp, CallTarget, EndBits, EndOp, Instruction, JmpCond, Operand, Reg, SignExt, Size, Width, pseudo,
 };
 use egret_bpf::{MapDef, MapKind, Program, ProgramBuilder};
 
@@ -13,59 +12,28 @@ pub fn every_instruction() -> Vec<Instruction> {
     let widths = [Width::W64, Width::W32];
     for width in widths {
         for op in AluOp::ALL {
-            v.push(Instruction::Alu {
-                width,
-                op,
-                dst: Reg::R1,
-                src: Operand::Reg(Reg::R2),
-            });
+            v.push(Instruction::Alu { width, op, dst: Reg::R1, src: Operand::Reg(Reg::R2) });
             let imm = match op {
                 AluOp::Lsh | AluOp::Rsh | AluOp::Arsh => 3,
                 _ => -7,
             };
-            v.push(Instruction::Alu {
-                width,
-                op,
-                dst: Reg::R3,
-                src: Operand::Imm(imm),
-            });
+            v.push(Instruction::Alu { width, op, dst: Reg::R3, src: Operand::Imm(imm) });
         }
         for ext in [SignExt::S8, SignExt::S16, SignExt::S32] {
             if width == Width::W32 && ext == SignExt::S32 {
                 continue;
             }
-            v.push(Instruction::MovSx {
-                width,
-                ext,
-                dst: Reg::R4,
-                src: Reg::R5,
-            });
+            v.push(Instruction::MovSx { width, ext, dst: Reg::R4, src: Reg::R5 });
         }
         v.push(Instruction::Neg { width, dst: Reg::R6 });
         for cond in JmpCond::ALL {
-            v.push(Instruction::Jmp {
-                width,
-                cond,
-                dst: Reg::R1,
-                src: Operand::Reg(Reg::R2),
-                off: 1,
-            });
-            v.push(Instruction::Jmp {
-                width,
-                cond,
-                dst: Reg::R3,
-                src: Operand::Imm(-1),
-                off: 0,
-            });
+            v.push(Instruction::Jmp { width, cond, dst: Reg::R1, src: Operand::Reg(Reg::R2), off: 1 });
+            v.push(Instruction::Jmp { width, cond, dst: Reg::R3, src: Operand::Imm(-1), off: 0 });
         }
     }
     for op in [EndOp::ToLe, EndOp::ToBe, EndOp::Swap] {
         for bits in [EndBits::B16, EndBits::B32, EndBits::B64] {
-            v.push(Instruction::End {
-                op,
-                bits,
-                dst: Reg::R7,
-            });
+            v.push(Instruction::End { op, bits, dst: Reg::R7 });
         }
     }
     v.push(Instruction::Ja { off: 1 });
@@ -77,25 +45,12 @@ pub fn every_instruction() -> Vec<Instruction> {
     v.push(Instruction::ld_imm64(Reg::R1, 0x1234_5678_9abc_def0));
     v.push(Instruction::ld_imm64(Reg::R2, -1));
     for p in 1..=pseudo::MAX {
-        v.push(Instruction::LdImm64 {
-            dst: Reg::R3,
-            pseudo: p,
-            imm: 5,
-        });
+        v.push(Instruction::LdImm64 { dst: Reg::R3, pseudo: p, imm: 5 });
     }
     for size in [Size::B, Size::H, Size::W] {
         v.push(Instruction::LdAbs { size, imm: 12 });
-        v.push(Instruction::LdInd {
-            size,
-            src: Reg::R8,
-            imm: 0,
-        });
-        v.push(Instruction::LoadSx {
-            size,
-            dst: Reg::R1,
-            src: Reg::R2,
-            off: -6,
-        });
+        v.push(Instruction::LdInd { size, src: Reg::R8, imm: 0 });
+        v.push(Instruction::LoadSx { size, dst: Reg::R1, src: Reg::R2, off: -6 });
     }
     for size in Size::ALL {
         v.push(Instruction::load(size, Reg::R2, Reg::R1, 76));
@@ -106,13 +61,7 @@ pub fn every_instruction() -> Vec<Instruction> {
     for size in [Size::W, Size::DW] {
         for op in AtomicOp::ALL {
             let src = if op == AtomicOp::CmpXchg { Reg::R2 } else { Reg::R3 };
-            v.push(Instruction::Atomic {
-                size,
-                op,
-                dst: Reg::R1,
-                src,
-                off: -8,
-            });
+            v.push(Instruction::Atomic { size, op, dst: Reg::R1, src, off: -8 });
         }
     }
     v
@@ -323,20 +272,7 @@ pub fn udp_frame(src: [u8; 4], dst: [u8; 4], dport: u16, ttl: u8) -> Vec<u8> {
     let payload = b"egret test payload";
     let udp_len = 8 + payload.len();
     let total = 20 + udp_len;
-    let mut ip = vec![
-        0x45,
-        0,
-        (total >> 8) as u8,
-        total as u8,
-        0,
-        1,
-        0x40,
-        0,
-        ttl,
-        17,
-        0,
-        0,
-    ];
+    let mut ip = vec![0x45, 0, (total >> 8) as u8, total as u8, 0, 1, 0x40, 0, ttl, 17, 0, 0];
     ip.extend_from_slice(&src);
     ip.extend_from_slice(&dst);
     let c = egret_bpf::interp::inet_checksum(&ip);

@@ -23,9 +23,8 @@ use super::{
 };
 use crate::resolve::{EndpointId, GatewayOutcome, NodeId, PolicyId, World};
 use egret_lang::net::{Cidr, Family};
-use std::cell::OnceCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::rc::Rc;
+use std::sync::{Arc, OnceLock};
 
 /// An endpoint's applicable rules, as data: per selecting policy (name
 /// order) its action for the endpoint and the families (bit 0 IPv4, bit 1
@@ -47,7 +46,9 @@ pub fn action_for(world: &World, p: PolicyId, e: EndpointId) -> Action {
     match world.gateway_outcome(p, e) {
         GatewayOutcome::NoGateway => Action::Drop(DropReason::NoGateway),
         GatewayOutcome::Gateway { slot, local: true, .. } => Action::LocalEgress { slot: slot.id },
-        GatewayOutcome::Gateway { gateway, slot, local: false } => Action::Redirect { gateway: gateway.ip, slot: slot.id },
+        GatewayOutcome::Gateway { gateway, slot, local: false } => {
+            Action::Redirect { gateway: gateway.ip, slot: slot.id }
+        }
     }
 }
 
@@ -96,7 +97,7 @@ pub struct ClassTables {
     pub decided: Vec<Entry>,
     /// Actions reachable outside the cluster-internal ranges, per family.
     pub reach: BTreeSet<(Family, Action)>,
-    optimized: OnceCell<Vec<Entry>>,
+    optimized: OnceLock<Vec<Entry>>,
 }
 
 impl ClassTables {
@@ -117,8 +118,8 @@ impl ClassTables {
 #[derive(Debug, Default)]
 pub struct ClassMemo {
     generation: u64,
-    by_key: HashMap<ClassKey, Rc<ClassTables>>,
-    by_endpoint: HashMap<EndpointId, Rc<ClassTables>>,
+    by_key: HashMap<ClassKey, Arc<ClassTables>>,
+    by_endpoint: HashMap<EndpointId, Arc<ClassTables>>,
 }
 
 impl ClassMemo {
@@ -140,7 +141,7 @@ impl ClassMemo {
     }
 
     /// The tables for a class key.
-    pub fn tables(&mut self, world: &World, key: ClassKey) -> Rc<ClassTables> {
+    pub fn tables(&mut self, world: &World, key: ClassKey) -> Arc<ClassTables> {
         self.check(world);
         if let Some(t) = self.by_key.get(&key) {
             return t.clone();
@@ -151,13 +152,13 @@ impl ClassMemo {
         }
         let decided = decide_class(&pols);
         let reach = reachable_actions(&decided, &world.internal_ranges().ranges);
-        let t = Rc::new(ClassTables { key: key.clone(), decided, reach, optimized: OnceCell::new() });
+        let t = Arc::new(ClassTables { key: key.clone(), decided, reach, optimized: OnceLock::new() });
         self.by_key.insert(key, t.clone());
         t
     }
 
     /// The tables for an endpoint.
-    pub fn for_endpoint(&mut self, world: &World, e: EndpointId) -> Rc<ClassTables> {
+    pub fn for_endpoint(&mut self, world: &World, e: EndpointId) -> Arc<ClassTables> {
         self.check(world);
         if let Some(t) = self.by_endpoint.get(&e) {
             return t.clone();
@@ -187,12 +188,12 @@ fn header(world: &World, node: NodeId, stage: Stage) -> Module {
             .filter(|s| s.gateway == node)
             .map(|s| {
                 let d = SlotDecl {
-                id: s.id,
-                gateway: s.gateway_name.clone(),
-                spec: s.spec.clone(),
-                v4: s.v4.clone(),
-                v6: s.v6.clone(),
-                interface: s.interface.clone(),
+                    id: s.id,
+                    gateway: s.gateway_name.clone(),
+                    spec: s.spec.clone(),
+                    v4: s.v4.clone(),
+                    v6: s.v6.clone(),
+                    interface: s.interface.clone(),
                 };
                 (s.id, d)
             })
@@ -285,7 +286,7 @@ pub fn lower(world: &World, node: NodeId, memo: &mut ClassMemo) -> Module {
 /// `minimized`). Equal to `lower` followed by the whole pipeline.
 pub fn lower_optimized(world: &World, node: NodeId, memo: &mut ClassMemo) -> Module {
     let mut m = header(world, node, Stage::Minimized);
-    let mut groups: BTreeMap<ClassKey, (Rc<ClassTables>, Vec<EndpointRef>)> = BTreeMap::new();
+    let mut groups: BTreeMap<ClassKey, (Arc<ClassTables>, Vec<EndpointRef>)> = BTreeMap::new();
     for ep in world.endpoints_on(node) {
         let t = memo.for_endpoint(world, ep.id);
         if t.key.is_empty() {

@@ -113,9 +113,14 @@ pub enum Action {
     Pass,
     Drop(DropReason),
     /// Tunnel to the gateway node (remote = `gateway`, VNI = `slot`).
-    Redirect { gateway: Ipv4Addr, slot: SlotId },
+    Redirect {
+        gateway: Ipv4Addr,
+        slot: SlotId,
+    },
     /// This node is the gateway: SNAT with the slot's egress IP here.
-    LocalEgress { slot: SlotId },
+    LocalEgress {
+        slot: SlotId,
+    },
 }
 
 impl fmt::Display for Action {

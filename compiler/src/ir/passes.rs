@@ -55,9 +55,7 @@ pub fn subtract_policy(p: &mut AppliedPolicy) {
         if caps.is_empty() {
             continue;
         }
-        let excl = prefix::merge_ranges(
-            p.excludes.iter().filter(|c| c.family() == fam).map(Range::of).collect(),
-        );
+        let excl = prefix::merge_ranges(p.excludes.iter().filter(|c| c.family() == fam).map(Range::of).collect());
         let cuts: Vec<Cidr> = caps.iter().map(|c| c.prefix).chain(p.excludes.iter().copied()).collect();
         // Runs of equal rank over the elementary segments.
         let mut run: Option<(u128, u128, u8)> = None;
@@ -290,8 +288,7 @@ pub fn prune_table(table: &mut Vec<Entry>) {
     // `covered` starts at 0 and a prefix has at least one address, so an entry
     // without children is never "covered".
     let unreachable: Vec<bool> = table.iter().zip(&covered).map(|(e, cov)| *cov == size(&e.prefix)).collect();
-    let mut kept: Vec<Entry> =
-        table.iter().zip(&unreachable).filter(|(_, u)| !**u).map(|(e, _)| *e).collect();
+    let mut kept: Vec<Entry> = table.iter().zip(&unreachable).filter(|(_, u)| !**u).map(|(e, _)| *e).collect();
     // 2. redundant: same action as the nearest enclosing entry (or Pass at top level).
     let par = parents(&kept);
     let redundant: Vec<bool> = kept
@@ -443,11 +440,7 @@ pub fn minimize(m: &mut Module) {
 
 /// Longest-prefix-match lookup in a table (default pass).
 pub fn lookup(table: &[Entry], dst: std::net::IpAddr) -> Action {
-    table
-        .iter()
-        .filter(|e| e.prefix.contains_ip(dst))
-        .max_by_key(|e| e.prefix.len)
-        .map_or(Action::Pass, |e| e.action)
+    table.iter().filter(|e| e.prefix.contains_ip(dst)).max_by_key(|e| e.prefix.len).map_or(Action::Pass, |e| e.action)
 }
 
 /// The actions a disjoint (`decided`) table yields for some destination
@@ -461,6 +454,7 @@ pub fn reachable_actions(decided: &[Entry], internal: &[Range]) -> BTreeSet<(Fam
 }
 
 #[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests unwrap literal inputs")]
 mod tests {
     use super::*;
     use crate::resolve::SlotId;

@@ -199,6 +199,7 @@ pub fn range_text(r: &Range) -> String {
 }
 
 #[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests unwrap literal inputs")]
 mod tests {
     use super::*;
 

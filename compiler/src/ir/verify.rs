@@ -3,15 +3,19 @@
 //! Checks the invariants listed in the [`super`] module doc, numbered the
 //! same way, and collects *every* violation rather than stopping at the
 //! first:
-//! 1. canonical prefixes; 2. internal sorted and disjoint; 3. gateways sorted,
-//! unique, not this node; 4. slots sorted, unique, served by this node;
+//! 1. canonical prefixes;
+//! 2. internal sorted and disjoint;
+//! 3. gateways sorted, unique, not this node;
+//! 4. slots sorted, unique, served by this node;
 //! 5. actions reference declared gateways/slots, no redirect to self;
 //! 6. classes non-empty, endpoints sorted, keys and IPs unique, classes in
-//! canonical order; 7. policies sorted and unique, prefixes of the class's
-//! families; 8. (≥ subtracted) no excludes, captures disjoint; 9. (in
-//! classed) classes distinct; 10. (≥ decided) no policies, tables sorted and unique,
-//! disjoint and pass-free in `decided`/`merged`; 11. served slots declared,
-//! sources sorted and unique.
+//!    canonical order;
+//! 7. policies sorted and unique, prefixes of the class's families;
+//! 8. (from `subtracted`) no excludes, captures disjoint;
+//! 9. (in `classed`) classes distinct;
+//! 10. (from `decided`) no policies, tables sorted and unique, disjoint and
+//!     pass-free in `decided`/`merged`;
+//! 11. served slots declared, sources sorted and unique.
 //!
 //! Tests run it after every pass.
 
@@ -56,9 +60,9 @@ pub fn verify(m: &Module) -> Result<(), Vec<Violation>> {
     let mut v = Vec::new();
     let stage = m.stage.as_str();
 
-    let canon = |place: &str, c: &Cidr, v: &mut Vec<Violation>| {
+    let canon = |place: &dyn Fn() -> String, c: &Cidr, v: &mut Vec<Violation>| {
         if c.has_host_bits() {
-            v.push(Violation::NonCanonical { place: place.to_string(), prefix: *c });
+            v.push(Violation::NonCanonical { place: place(), prefix: *c });
         }
     };
     let sorted_disjoint = |place: &str, list: &[Cidr], disjoint: bool, v: &mut Vec<Violation>| {
@@ -78,7 +82,7 @@ pub fn verify(m: &Module) -> Result<(), Vec<Violation>> {
 
     // 1, 2
     for c in &m.internal {
-        canon("internal", c, &mut v);
+        canon(&|| "internal".into(), c, &mut v);
     }
     sorted_disjoint("internal", &m.internal, true, &mut v);
 
@@ -119,18 +123,18 @@ pub fn verify(m: &Module) -> Result<(), Vec<Violation>> {
     }
 
     // 5
-    let check_action = |place: &str, a: &Action, v: &mut Vec<Violation>| match a {
+    let check_action = |place: &dyn Fn() -> String, a: &Action, v: &mut Vec<Violation>| match a {
         Action::Redirect { gateway, .. } => {
             if Some(*gateway) == m.node_ip {
-                v.push(Violation::RedirectToSelf { place: place.to_string(), ip: *gateway });
+                v.push(Violation::RedirectToSelf { place: place(), ip: *gateway });
             }
             if !m.gateways.iter().any(|g| g.ip == *gateway) {
-                v.push(Violation::Dangling { place: place.to_string(), action: a.to_string(), what: "gateway" });
+                v.push(Violation::Dangling { place: place(), action: a.to_string(), what: "gateway" });
             }
         }
         Action::LocalEgress { slot } => {
             if !m.slots.iter().any(|s| s.id == *slot) {
-                v.push(Violation::Dangling { place: place.to_string(), action: a.to_string(), what: "slot" });
+                v.push(Violation::Dangling { place: place(), action: a.to_string(), what: "slot" });
             }
         }
         Action::Pass | Action::Drop(_) => {}
@@ -178,9 +182,9 @@ pub fn verify(m: &Module) -> Result<(), Vec<Violation>> {
         }
         for p in &c.policies {
             let pplace = format!("{place} policy {}", p.name);
-            check_action(&pplace, &p.action, &mut v);
+            check_action(&|| pplace.clone(), &p.action, &mut v);
             for pre in p.captures.iter().map(|c| &c.prefix).chain(&p.excludes) {
-                canon(&pplace, pre, &mut v);
+                canon(&|| pplace.clone(), pre, &mut v);
                 if !fams.contains(&pre.family()) {
                     v.push(Violation::FamilyMismatch { place: pplace.clone(), prefix: *pre });
                 }
@@ -204,14 +208,14 @@ pub fn verify(m: &Module) -> Result<(), Vec<Violation>> {
         let prefixes: Vec<Cidr> = c.table.iter().map(|e| e.prefix).collect();
         sorted_disjoint(&format!("{place} table"), &prefixes, strict, &mut v);
         for e in &c.table {
-            let tplace = format!("{place} table {}", e.prefix);
+            let tplace = || format!("{place} table {}", e.prefix);
             canon(&tplace, &e.prefix, &mut v);
             if !fams.contains(&e.prefix.family()) {
-                v.push(Violation::FamilyMismatch { place: tplace.clone(), prefix: e.prefix });
+                v.push(Violation::FamilyMismatch { place: tplace(), prefix: e.prefix });
             }
             check_action(&tplace, &e.action, &mut v);
             if strict && e.action == Action::Pass {
-                v.push(Violation::Stage { place: tplace, stage, detail: "a pass entry".into() });
+                v.push(Violation::Stage { place: tplace(), stage, detail: "a pass entry".into() });
             }
         }
     }
@@ -254,6 +258,7 @@ pub fn verify(m: &Module) -> Result<(), Vec<Violation>> {
 }
 
 #[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests unwrap literal inputs")]
 mod tests {
     use super::*;
     use crate::ir::{Class, EndpointRef, Entry, GatewayDecl};

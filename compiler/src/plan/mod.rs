@@ -136,7 +136,7 @@ pub fn layout(m: &Module) -> Result<Plan, LayoutError> {
             }
         }
     }
-    endpoints.sort_by(|a, b| a.ip.cmp(&b.ip));
+    endpoints.sort_by_key(|e| e.ip);
     Ok(Plan {
         node: m.node.clone(),
         node_ip: m.node_ip,
@@ -185,8 +185,12 @@ impl Plan {
     /// Every prefix the plan's decision depends on (internal and class
     /// tables), sorted: the decision is constant between their boundaries.
     pub fn prefixes(&self) -> Vec<Cidr> {
-        let mut v: Vec<Cidr> =
-            self.internal.iter().copied().chain(self.classes.iter().flat_map(|c| c.entries.iter().map(|e| e.prefix))).collect();
+        let mut v: Vec<Cidr> = self
+            .internal
+            .iter()
+            .copied()
+            .chain(self.classes.iter().flat_map(|c| c.entries.iter().map(|e| e.prefix)))
+            .collect();
         v.sort_by(prefix_order);
         v.dedup();
         v

@@ -124,19 +124,23 @@ pub fn verify(plan: Plan) -> Result<Verified<Plan>, Vec<PlanViolation>> {
             if fams.get(i).is_some_and(|f| !f.contains(&e.prefix.family())) {
                 v.push(PlanViolation::Family { class: c.id.0, prefix: e.prefix });
             }
-            let eplace = format!("{place} {}", e.prefix);
+            let eplace = || format!("{place} {}", e.prefix);
             match e.action {
                 Action::Redirect { gateway, .. } => {
                     if Some(gateway) == plan.node_ip {
-                        v.push(PlanViolation::RedirectToSelf { place: eplace.clone() });
+                        v.push(PlanViolation::RedirectToSelf { place: eplace() });
                     }
                     if !plan.gateways.iter().any(|g| g.ip == gateway) {
-                        v.push(PlanViolation::Dangling { place: eplace, action: e.action.to_string(), what: "gateway" });
+                        v.push(PlanViolation::Dangling {
+                            place: eplace(),
+                            action: e.action.to_string(),
+                            what: "gateway",
+                        });
                     }
                 }
                 Action::LocalEgress { slot } => {
                     if !plan.slots.iter().any(|s| s.id == slot) {
-                        v.push(PlanViolation::Dangling { place: eplace, action: e.action.to_string(), what: "slot" });
+                        v.push(PlanViolation::Dangling { place: eplace(), action: e.action.to_string(), what: "slot" });
                     }
                 }
                 Action::Pass | Action::Drop(_) => {}

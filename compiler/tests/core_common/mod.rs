@@ -45,7 +45,8 @@ pub fn node(name: &str, ip: &str, labels: &str, ready: bool, pod_cidr: &str) -> 
 
 /// A Pod document (IPs comma-separated).
 pub fn pod(ns: &str, name: &str, uid: &str, node: &str, ips: &str, labels: &str) -> String {
-    let ips: Vec<String> = ips.split(',').filter(|s| !s.is_empty()).map(|i| format!("{{ip: \"{}\"}}", i.trim())).collect();
+    let ips: Vec<String> =
+        ips.split(',').filter(|s| !s.is_empty()).map(|i| format!("{{ip: \"{}\"}}", i.trim())).collect();
     format!(
         "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {ns}, uid: \"{uid}\", labels: {{{labels}}}}}\nspec: {{nodeName: {node}}}\nstatus: {{phase: Running, podIPs: [{}]}}\n",
         ips.join(", ")
