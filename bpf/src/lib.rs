@@ -11,8 +11,10 @@
 //! - [`btf`]: the minimal BTF that describes BTF-defined maps.
 //! - [`elf`]: relocatable EM_BPF object writer and reader.
 //! - [`interp`]: an interpreter for tc classifier programs with maps and helpers.
+//! - [`artifact`]: a node's artifact on disk (object + manifest with map images).
 //! - [`verifier`]: the static verifier run before any artifact is written.
 
+pub mod artifact;
 pub mod asm;
 pub mod btf;
 pub mod builder;

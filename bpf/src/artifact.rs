@@ -1,0 +1,296 @@
+//! A node's compiled artifact: what `egret compile -o DIR` writes and the loader reads.
+//!
+//! On disk, per node `NODE`:
+//! - `NODE.o` — the relocatable BPF object (programs, BTF-defined maps, holes in
+//!   `.egret.holes`, see [`crate::elf`]);
+//! - `NODE.artifact.json` — the [`Manifest`]: which program attaches where, how
+//!   each hole is filled on the node, and the initial content of every map
+//!   (map images); plus a digest of everything, so a loader can tell that a new
+//!   artifact is identical to the running one without comparing bytes.
+//!
+//! Map image entries are hex strings of the exact key and value bytes the
+//! kernel map holds (network byte order inside addresses, little-endian for
+//! host integers, exactly as the generated program reads them). Per-CPU maps
+//! list one value, which the loader writes for every CPU.
+//!
+//! Contract: [`write_dir`] then [`read_dir`] returns an equal [`Artifact`];
+//! [`Artifact::digest`] depends only on the object bytes and the manifest
+//! content (not on file names or time).
+
+use crate::maps::{MapDef, MapKind};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// The manifest format identifier; bumped on any incompatible change.
+pub const FORMAT: &str = "egret-artifact/v1";
+
+/// Where a program is attached on the node (tcx).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AttachPoint {
+    /// Ingress of each local pod's host-side veth (packets leaving the pod).
+    PodVethIngress,
+    /// Ingress of egret's tunnel device `egret0`.
+    TunnelIngress,
+    /// Ingress of an egress interface (replies from outside).
+    EgressIngress,
+}
+
+/// How the loader fills a hole on the node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum HoleSource {
+    /// The ifindex of a link, by name (e.g. `egret0`).
+    Ifindex { link: String },
+    /// A constant known at compile time (kept for completeness; normally patched before writing).
+    Constant { value: u64 },
+    /// The IPv4 address of an egress slot, resolved on the node (host byte order).
+    SlotIpv4 { slot: u32 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProgramSpec {
+    /// Program (function symbol) name in the object.
+    pub name: String,
+    pub attach: AttachPoint,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoleSpec {
+    pub name: String,
+    pub source: HoleSource,
+}
+
+/// One map entry, as hex strings of the raw key and value bytes.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Entry {
+    pub key: String,
+    pub value: String,
+}
+
+/// A map's definition and initial content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MapImage {
+    pub name: String,
+    /// `hash`, `array`, `lpm_trie`, `percpu_array`, `percpu_hash`, `lru_hash`.
+    pub kind: String,
+    pub key_size: u32,
+    pub value_size: u32,
+    pub max_entries: u32,
+    pub flags: u32,
+    pub entries: Vec<Entry>,
+}
+
+impl MapImage {
+    /// An empty image of a map definition.
+    pub fn of(def: &MapDef) -> MapImage {
+        MapImage {
+            name: def.name.clone(),
+            kind: kind_name(def.kind).to_string(),
+            key_size: def.key_size,
+            value_size: def.value_size,
+            max_entries: def.max_entries,
+            flags: def.flags,
+            entries: Vec::new(),
+        }
+    }
+
+    /// Adds an entry; sizes are checked by [`Manifest::check`].
+    pub fn push(&mut self, key: &[u8], value: &[u8]) {
+        self.entries.push(Entry { key: hex(key), value: hex(value) });
+    }
+
+    /// Decoded entries.
+    pub fn decoded(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ArtifactError> {
+        self.entries
+            .iter()
+            .map(|e| Ok((unhex(&e.key, &self.name)?, unhex(&e.value, &self.name)?)))
+            .collect()
+    }
+}
+
+pub fn kind_name(k: MapKind) -> &'static str {
+    match k {
+        MapKind::Hash => "hash",
+        MapKind::Array => "array",
+        MapKind::LpmTrie => "lpm_trie",
+        MapKind::PercpuArray => "percpu_array",
+        MapKind::PercpuHash => "percpu_hash",
+        MapKind::LruHash => "lru_hash",
+    }
+}
+
+/// The manifest (`NODE.artifact.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: String,
+    pub node: String,
+    /// FNV-1a 64 over the object bytes and the manifest's other fields, hex.
+    pub digest: String,
+    pub programs: Vec<ProgramSpec>,
+    pub holes: Vec<HoleSpec>,
+    pub maps: Vec<MapImage>,
+}
+
+/// An artifact in memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Artifact {
+    pub object: Vec<u8>,
+    pub manifest: Manifest,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArtifactError {
+    #[error("cannot read `{path}`: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("`{path}` is not an egret artifact manifest: {message}")]
+    Manifest { path: PathBuf, message: String },
+    #[error("artifact format `{found}` is not `{FORMAT}`")]
+    Format { found: String },
+    #[error("map `{map}`: {message}")]
+    Map { map: String, message: String },
+    #[error("digest mismatch: manifest says {manifest}, content hashes to {actual}")]
+    Digest { manifest: String, actual: String },
+}
+
+impl Artifact {
+    /// Builds an artifact and computes its digest.
+    pub fn new(node: &str, object: Vec<u8>, programs: Vec<ProgramSpec>, holes: Vec<HoleSpec>, maps: Vec<MapImage>) -> Artifact {
+        let mut manifest =
+            Manifest { format: FORMAT.to_string(), node: node.to_string(), digest: String::new(), programs, holes, maps };
+        manifest.digest = digest(&object, &manifest);
+        Artifact { object, manifest }
+    }
+
+    pub fn digest(&self) -> &str {
+        &self.manifest.digest
+    }
+
+    /// Checks the format, the digest and every map image's entry sizes and count.
+    pub fn check(&self) -> Result<(), ArtifactError> {
+        if self.manifest.format != FORMAT {
+            return Err(ArtifactError::Format { found: self.manifest.format.clone() });
+        }
+        let actual = digest(&self.object, &self.manifest);
+        if actual != self.manifest.digest {
+            return Err(ArtifactError::Digest { manifest: self.manifest.digest.clone(), actual });
+        }
+        for m in &self.manifest.maps {
+            let entries = m.decoded()?;
+            if entries.len() > m.max_entries as usize {
+                return Err(ArtifactError::Map {
+                    map: m.name.clone(),
+                    message: format!("{} entries exceed max_entries {}", entries.len(), m.max_entries),
+                });
+            }
+            for (k, v) in &entries {
+                if k.len() != m.key_size as usize || v.len() != m.value_size as usize {
+                    return Err(ArtifactError::Map {
+                        map: m.name.clone(),
+                        message: format!("entry of {}+{} bytes, map is {}+{}", k.len(), v.len(), m.key_size, m.value_size),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+pub fn object_path(dir: &Path, node: &str) -> PathBuf {
+    dir.join(format!("{node}.o"))
+}
+
+pub fn manifest_path(dir: &Path, node: &str) -> PathBuf {
+    dir.join(format!("{node}.artifact.json"))
+}
+
+/// Writes `NODE.o` and `NODE.artifact.json` into `dir`.
+pub fn write_dir(dir: &Path, a: &Artifact) -> Result<(), ArtifactError> {
+    let node = &a.manifest.node;
+    let op = object_path(dir, node);
+    std::fs::write(&op, &a.object).map_err(|source| ArtifactError::Io { path: op.clone(), source })?;
+    let mp = manifest_path(dir, node);
+    let json = serde_json::to_string_pretty(&a.manifest)
+        .map_err(|e| ArtifactError::Manifest { path: mp.clone(), message: e.to_string() })?;
+    std::fs::write(&mp, json + "\n").map_err(|source| ArtifactError::Io { path: mp, source })
+}
+
+/// Reads and checks a node's artifact from `dir`.
+pub fn read_dir(dir: &Path, node: &str) -> Result<Artifact, ArtifactError> {
+    let op = object_path(dir, node);
+    let object = std::fs::read(&op).map_err(|source| ArtifactError::Io { path: op, source })?;
+    let mp = manifest_path(dir, node);
+    let text = std::fs::read_to_string(&mp).map_err(|source| ArtifactError::Io { path: mp.clone(), source })?;
+    let manifest: Manifest =
+        serde_json::from_str(&text).map_err(|e| ArtifactError::Manifest { path: mp, message: e.to_string() })?;
+    let a = Artifact { object, manifest };
+    a.check()?;
+    Ok(a)
+}
+
+fn digest(object: &[u8], m: &Manifest) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        // separator so field boundaries matter
+        h ^= 0xff;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    };
+    eat(object);
+    eat(m.format.as_bytes());
+    eat(m.node.as_bytes());
+    let rest = serde_json::to_vec(&(&m.programs, &m.holes, &m.maps)).unwrap_or_default();
+    eat(&rest);
+    format!("{h:016x}")
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str, map: &str) -> Result<Vec<u8>, ArtifactError> {
+    if s.len() % 2 != 0 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ArtifactError::Map { map: map.to_string(), message: format!("`{s}` is not hex") });
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16))
+        .collect::<Result<Vec<u8>, _>>()
+        .map_err(|e| ArtifactError::Map { map: map.to_string(), message: e.to_string() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_read_round_trip_and_digest() {
+        let def = MapDef::new("src_class", MapKind::Hash, 4, 4, 16).expect("map");
+        let mut img = MapImage::of(&def);
+        img.push(&[10, 244, 1, 10], &[0, 0, 0, 0]);
+        let a = Artifact::new(
+            "n1",
+            vec![1, 2, 3],
+            vec![ProgramSpec { name: "egret_src".into(), attach: AttachPoint::PodVethIngress }],
+            vec![HoleSpec { name: "tunnel_ifindex".into(), source: HoleSource::Ifindex { link: "egret0".into() } }],
+            vec![img],
+        );
+        let dir = std::env::temp_dir().join(format!("egret-artifact-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        write_dir(&dir, &a).expect("write");
+        let b = read_dir(&dir, "n1").expect("read");
+        assert_eq!(a, b);
+        // tampering is detected
+        let mut c = b.clone();
+        c.manifest.maps[0].entries[0].value = "01000000".into();
+        assert!(matches!(c.check(), Err(ArtifactError::Digest { .. })));
+        let mut d = b.clone();
+        d.manifest.maps[0].entries[0].key = "0a".into();
+        d.manifest.digest = digest(&d.object, &d.manifest);
+        assert!(matches!(d.check(), Err(ArtifactError::Map { .. })));
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+}
