@@ -31,7 +31,10 @@ fn synth(n: usize) -> String {
         );
         match i % 10 {
             0 => {
-                let _ = write!(s, "  - namespaceSelector:\n      matchLabels:\n        kubernetes.io/metadata.name: team-{team}\n");
+                let _ = write!(
+                    s,
+                    "  - namespaceSelector:\n      matchLabels:\n        kubernetes.io/metadata.name: team-{team}\n"
+                );
             }
             1 => {
                 let _ = write!(
@@ -97,6 +100,11 @@ fn main() {
     println!("lint benchmark: {n} policies, {} bytes of YAML, 5 runs, one thread", text.len());
     println!("  parse   median {:>8.1} ms", p * 1e3);
     println!("  lint    median {:>8.1} ms", l * 1e3);
-    println!("  total   median {:>8.1} ms   (min {:.1} ms, max {:.1} ms)   target < 2000 ms", t * 1e3, runs[0].2 * 1e3, runs[4].2 * 1e3);
+    println!(
+        "  total   median {:>8.1} ms   (min {:.1} ms, max {:.1} ms)   target < 2000 ms",
+        t * 1e3,
+        runs[0].2 * 1e3,
+        runs[4].2 * 1e3
+    );
     println!("  diagnostics: {} from parsing, {} from lint", last.0, last.1);
 }

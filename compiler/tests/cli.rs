@@ -101,7 +101,8 @@ fn convert_round_trip_and_fmt() {
 
     // fmt keeps comments and fixes layout
     let messy = d.join("messy.egret");
-    std::fs::write(&messy, "# keep me\npolicy  web{select pods( app=web ) to 52.0.0.0/8 via nodes(gw=\"true\")}\n").expect("write");
+    std::fs::write(&messy, "# keep me\npolicy  web{select pods( app=web ) to 52.0.0.0/8 via nodes(gw=\"true\")}\n")
+        .expect("write");
     assert_eq!(code(&egret(&["fmt", "--check", messy.to_str().expect("utf8")])), 1);
     let f = egret(&["fmt", messy.to_str().expect("utf8")]);
     assert_eq!(
@@ -127,7 +128,18 @@ fn compile_explain_diff_on_the_example() {
     assert_eq!(code(&plan), 0);
     assert!(stdout(&plan).contains("0.0.0.0/0 -> redirect gateway-1 192.0.2.13"), "{}", stdout(&plan));
 
-    let json = egret(&["compile", "--cluster", CLUSTER, POLICIES, "--node", "gateway-1", "--emit", "cilium", "--format", "json"]);
+    let json = egret(&[
+        "compile",
+        "--cluster",
+        CLUSTER,
+        POLICIES,
+        "--node",
+        "gateway-1",
+        "--emit",
+        "cilium",
+        "--format",
+        "json",
+    ]);
     assert_eq!(code(&json), 0);
     let rows: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json");
     let rows = rows.as_array().expect("array");
@@ -138,7 +150,18 @@ fn compile_explain_diff_on_the_example() {
     }
     assert_eq!(code(&egret(&["compile", "--cluster", CLUSTER, POLICIES, "--node", "worker-1", "--format", "json"])), 2);
 
-    let ex = egret(&["explain", "--cluster", CLUSTER, POLICIES, "--from", "production/egress-pod", "--to", "203.0.113.7:443", "--format", "json"]);
+    let ex = egret(&[
+        "explain",
+        "--cluster",
+        CLUSTER,
+        POLICIES,
+        "--from",
+        "production/egress-pod",
+        "--to",
+        "203.0.113.7:443",
+        "--format",
+        "json",
+    ]);
     assert_eq!(code(&ex), 0);
     let v: serde_json::Value = serde_json::from_slice(&ex.stdout).expect("json");
     assert!(v.to_string().contains("egress-gateway-policy"));
@@ -174,7 +197,14 @@ fn unknown_node_and_endpoint_are_diagnostics() {
     assert_eq!(code(&o), 1);
     assert!(stdout(&o).contains("error[E0402]"), "{}", stdout(&o));
     // inputs with errors are refused before compiling
-    let o = egret(&["compile", "--cluster", CLUSTER, "tests/fixtures/lint/E0106-cidr-host-bits.yaml", "--node", "worker-1"]);
+    let o = egret(&[
+        "compile",
+        "--cluster",
+        CLUSTER,
+        "tests/fixtures/lint/E0106-cidr-host-bits.yaml",
+        "--node",
+        "worker-1",
+    ]);
     assert_eq!(code(&o), 1);
     assert!(stdout(&o).contains("error[E0106]"), "{}", stdout(&o));
 }

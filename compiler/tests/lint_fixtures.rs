@@ -54,7 +54,10 @@ fn every_lint_fixture_reports_its_code() {
         let code = &name[..5];
         let (sources, diags) = lint_with(std::slice::from_ref(&f), &[], true);
         if !diags.iter().any(|d| d.code.id == code) {
-            failures.push(format!("{name}: expected {code}, got {:?}", diags.iter().map(|d| d.code.id).collect::<Vec<_>>()));
+            failures.push(format!(
+                "{name}: expected {code}, got {:?}",
+                diags.iter().map(|d| d.code.id).collect::<Vec<_>>()
+            ));
         }
         for d in &diags {
             assert!(d.primary_span().is_some(), "{name}: {} has no span", d.code.id);
@@ -93,9 +96,17 @@ fn article_mistakes_are_reported() {
     for f in fixtures("article") {
         let name = f.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
         let (sources, diags) = lint_paths(std::slice::from_ref(&f), &[]);
-        let want = expect.iter().find(|(n, _)| *n == name).map(|(_, c)| *c).unwrap_or_else(|| panic!("no expectation for {name}"));
+        let want = expect
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, c)| *c)
+            .unwrap_or_else(|| panic!("no expectation for {name}"));
         for code in want {
-            assert!(diags.iter().any(|d| d.code.id == *code), "{name}: expected {code}, got {:?}", diags.iter().map(|d| d.code.id).collect::<Vec<_>>());
+            assert!(
+                diags.iter().any(|d| d.code.id == *code),
+                "{name}: expected {code}, got {:?}",
+                diags.iter().map(|d| d.code.id).collect::<Vec<_>>()
+            );
         }
         insta::assert_snapshot!(format!("article__{}", name.replace('.', "_")), render(&sources, &diags));
     }
@@ -106,7 +117,11 @@ fn corrected_examples_lint_clean() {
     let ex = root().join("../examples");
     let (sources, diags) = lint_paths(&[ex.join("policies")], &[ex.join("cluster")]);
     assert!(diags.is_empty(), "{}", render(&sources, &diags));
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(ex.join("article")).expect("dir").map(|e| e.expect("e").path()).filter(|p| p.is_dir()).collect();
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(ex.join("article"))
+        .expect("dir")
+        .map(|e| e.expect("e").path())
+        .filter(|p| p.is_dir())
+        .collect();
     dirs.sort();
     assert_eq!(dirs.len(), 8);
     for d in dirs {

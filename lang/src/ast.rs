@@ -49,11 +49,7 @@ pub struct Policy {
 impl Policy {
     /// The gateway entries in effect: `egressGateways` when non-empty, else `egressGateway`.
     pub fn gateways(&self) -> &[GatewaySpec] {
-        if !self.egress_gateways.is_empty() {
-            &self.egress_gateways
-        } else {
-            self.egress_gateway.as_slice()
-        }
+        if !self.egress_gateways.is_empty() { &self.egress_gateways } else { self.egress_gateway.as_slice() }
     }
 }
 

@@ -154,11 +154,7 @@ fn is_plain(s: &str) -> bool {
 }
 
 fn plain_or_quoted(s: &str) -> String {
-    if is_plain(s) {
-        s.to_string()
-    } else {
-        quoted(s)
-    }
+    if is_plain(s) { s.to_string() } else { quoted(s) }
 }
 
 /// A YAML double-quoted scalar. Escapes `"`, `\`, and everything outside
@@ -185,9 +181,7 @@ fn quoted(s: &str) -> String {
 
 fn needs_escape(c: char) -> bool {
     let u = c as u32;
-    u < 0x20
-        || (0x7F..=0x9F).contains(&u)
-        || matches!(u, 0x2028 | 0x2029 | 0xFEFF | 0xFFFE | 0xFFFF)
+    u < 0x20 || (0x7F..=0x9F).contains(&u) || matches!(u, 0x2028 | 0x2029 | 0xFEFF | 0xFFFE | 0xFFFF)
 }
 
 #[cfg(test)]
@@ -198,14 +192,9 @@ mod tests {
     fn plain_and_quoted_scalars() {
         assert!(is_plain("kubernetes.io/metadata.name"));
         assert!(is_plain("egress-payments"));
-        for s in [
-            "", "true", "Yes", "null", "1.0", "123", "-x", "a b", "a:b", "#x", "~",
-        ] {
+        for s in ["", "true", "Yes", "null", "1.0", "123", "-x", "a b", "a:b", "#x", "~"] {
             assert!(!is_plain(s), "{s:?} must be quoted");
         }
-        assert_eq!(
-            quoted("a\"\\\n\u{85}\u{2028}é"),
-            "\"a\\\"\\\\\\n\\u0085\\u2028é\""
-        );
+        assert_eq!(quoted("a\"\\\n\u{85}\u{2028}é"), "\"a\\\"\\\\\\n\\u0085\\u2028é\"");
     }
 }

@@ -103,8 +103,8 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for (i, row) in d.iter_mut().enumerate() {
         row[0] = i;
     }
-    for j in 0..=b.len() {
-        d[0][j] = j;
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
     }
     for i in 1..=a.len() {
         for j in 1..=b.len() {
@@ -187,16 +187,22 @@ impl Cx<'_> {
     }
 
     fn object(&mut self, node: &Node, bundle: &mut Bundle, depth: usize) {
-        let (Some(api), Some(kind)) = (node.get("apiVersion").and_then(Node::as_str), node.get("kind").and_then(Node::as_str))
+        let (Some(api), Some(kind)) =
+            (node.get("apiVersion").and_then(Node::as_str), node.get("kind").and_then(Node::as_str))
         else {
             // `kubectl get -o yaml` of a list may omit apiVersion on items; accept kind alone there.
-            if depth > 0 && let Some(kind) = node.get("kind").and_then(Node::as_str) {
+            if depth > 0
+                && let Some(kind) = node.get("kind").and_then(Node::as_str)
+            {
                 self.dispatch(node, "", kind, bundle, depth);
                 return;
             }
             self.push(
                 Diagnostic::new(&codes::NOT_AN_OBJECT, "this document is not a Kubernetes object")
-                    .primary(Span { end: node.span.start.max(node.span.end.min(node.span.start + 1)), ..node.span }, "expected `apiVersion` and `kind` here")
+                    .primary(
+                        Span { end: node.span.start.max(node.span.end.min(node.span.start + 1)), ..node.span },
+                        "expected `apiVersion` and `kind` here",
+                    )
                     .help("every document needs `apiVersion` and `kind`"),
             );
             return;
@@ -272,21 +278,18 @@ impl Cx<'_> {
         let mut name = None;
         let mut uid = None;
         let mut namespace = None;
-        match meta {
-            Some(m) => {
-                if let Some(mut mf) = self.fields(m, "metadata") {
-                    name = mf.get("name").and_then(|n| self.string(n, "metadata.name"));
-                    uid = mf.get("uid").and_then(Node::as_str).map(str::to_string);
-                    namespace = mf.get("namespace").and_then(|n| self.string(n, "metadata.namespace"));
-                    for k in ["labels", "annotations"] {
-                        if let Some(v) = mf.get(k) {
-                            self.fields(v, k);
-                        }
-                    }
-                    mf.finish(self, "metadata", METADATA_FIELDS, |_| None);
+        if let Some(m) = meta
+            && let Some(mut mf) = self.fields(m, "metadata")
+        {
+            name = mf.get("name").and_then(|n| self.string(n, "metadata.name"));
+            uid = mf.get("uid").and_then(Node::as_str).map(str::to_string);
+            namespace = mf.get("namespace").and_then(|n| self.string(n, "metadata.namespace"));
+            for k in ["labels", "annotations"] {
+                if let Some(v) = mf.get(k) {
+                    self.fields(v, k);
                 }
             }
-            None => {}
+            mf.finish(self, "metadata", METADATA_FIELDS, |_| None);
         }
         let Some(name) = name else {
             self.push(
@@ -330,7 +333,8 @@ impl Cx<'_> {
         let near_miss = |field: &str| {
             sf.entries.iter().find_map(|(k, _)| {
                 let name = k.as_str()?;
-                (name != field && !SPEC_FIELDS.contains(&name) && did_you_mean(name, SPEC_FIELDS) == Some(field)).then_some(k.span)
+                (name != field && !SPEC_FIELDS.contains(&name) && did_you_mean(name, SPEC_FIELDS) == Some(field))
+                    .then_some(k.span)
             })
         };
         let dest_near = near_miss("destinationCIDRs");
@@ -359,8 +363,11 @@ impl Cx<'_> {
                 }
             }
             None => {
-                let mut d = Diagnostic::new(&codes::MISSING_FIELD, format!("policy `{}` has no `spec.selectors`", p.name.value))
-                    .primary(selector_key.unwrap_or(p.spec_span), "`selectors` is required");
+                let mut d = Diagnostic::new(
+                    &codes::MISSING_FIELD,
+                    format!("policy `{}` has no `spec.selectors`", p.name.value),
+                )
+                .primary(selector_key.unwrap_or(p.spec_span), "`selectors` is required");
                 d = if selector_key.is_some() {
                     d.help("rename `selector` to `selectors` and make it a list of items with `podSelector`")
                 } else {
@@ -382,9 +389,12 @@ impl Cx<'_> {
                 }
             }
             None => self.push(
-                Diagnostic::new(&codes::MISSING_FIELD, format!("policy `{}` has no `spec.destinationCIDRs`", p.name.value))
-                    .primary(dest_near.unwrap_or(p.spec_span), "`destinationCIDRs` is required")
-                    .help("add `destinationCIDRs: [\"0.0.0.0/0\"]` (or the specific ranges)"),
+                Diagnostic::new(
+                    &codes::MISSING_FIELD,
+                    format!("policy `{}` has no `spec.destinationCIDRs`", p.name.value),
+                )
+                .primary(dest_near.unwrap_or(p.spec_span), "`destinationCIDRs` is required")
+                .help("add `destinationCIDRs: [\"0.0.0.0/0\"]` (or the specific ranges)"),
             ),
         }
         if let Some(e) = excl {
@@ -641,7 +651,15 @@ impl Cx<'_> {
                 .map(|c| c.get("status").and_then(Node::as_str) == Some("True")),
             _ => None,
         };
-        Some(crate::ast::Node { span: node.span, uid: Self::uid_of(node), name, labels, internal_ips, pod_cidrs, ready })
+        Some(crate::ast::Node {
+            span: node.span,
+            uid: Self::uid_of(node),
+            name,
+            labels,
+            internal_ips,
+            pod_cidrs,
+            ready,
+        })
     }
 
     fn pod(&mut self, node: &Node) -> Option<Pod> {
@@ -685,7 +703,9 @@ impl Cx<'_> {
         let (name, _) = self.meta(node, true)?;
         let spec = node.get("spec");
         let template = match kind {
-            WorkloadKind::CronJob => spec.and_then(|s| s.get("jobTemplate")).and_then(|j| j.get("spec")).and_then(|s| s.get("template")),
+            WorkloadKind::CronJob => {
+                spec.and_then(|s| s.get("jobTemplate")).and_then(|j| j.get("spec")).and_then(|s| s.get("template"))
+            }
             _ => spec.and_then(|s| s.get("template")),
         };
         let template_labels = labels_of(template.and_then(|t| t.get("metadata")).and_then(|m| m.get("labels")));
@@ -755,8 +775,10 @@ fn labels_of(node: Option<&Node>) -> Labels {
 }
 
 fn cidr_help(raw: &str) -> String {
-    if !raw.contains('/') {
-        if let Ok(ip) = raw.parse::<IpAddr>() {
+    if !raw.contains('/')
+        && let Ok(ip) = raw.parse::<IpAddr>()
+    {
+        {
             let len = if ip.is_ipv4() { 32 } else { 128 };
             return format!("add a prefix length: `{raw}/{len}` for this one address");
         }

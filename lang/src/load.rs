@@ -84,7 +84,11 @@ pub fn load(sources: &mut SourceMap, paths: &[PathBuf]) -> Loaded {
         Err((p, e)) => {
             out.diagnostics.push(io_diag(sources, &p, &e));
             // read what can be read
-            paths.iter().filter(|q| **q != p).flat_map(|q| expand(std::slice::from_ref(q)).unwrap_or_default()).collect()
+            paths
+                .iter()
+                .filter(|q| **q != p)
+                .flat_map(|q| expand(std::slice::from_ref(q)).unwrap_or_default())
+                .collect()
         }
     };
     for f in files {

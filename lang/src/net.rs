@@ -103,11 +103,7 @@ impl Cidr {
 pub fn prefix_mask(family: Family, len: u8) -> u128 {
     let bits = family.bits() as u32;
     let len = (len as u32).min(bits);
-    if len == 0 {
-        0
-    } else {
-        (family_max(family) >> (bits - len)) << (bits - len)
-    }
+    if len == 0 { 0 } else { (family_max(family) >> (bits - len)) << (bits - len) }
 }
 
 /// All ones in the family's width.

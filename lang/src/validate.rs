@@ -48,9 +48,12 @@ pub fn policy(p: &Policy) -> Vec<Diagnostic> {
     for item in &p.selectors {
         if item.pod_selector.is_none() && item.namespace_selector.is_none() {
             out.push(
-                Diagnostic::new(&codes::EMPTY_SELECTOR_ITEM, "selector item has neither `podSelector` nor `namespaceSelector`")
-                    .primary(item.span, "this item selects nothing")
-                    .help("add `podSelector: {}` to select every pod, or a `namespaceSelector`"),
+                Diagnostic::new(
+                    &codes::EMPTY_SELECTOR_ITEM,
+                    "selector item has neither `podSelector` nor `namespaceSelector`",
+                )
+                .primary(item.span, "this item selects nothing")
+                .help("add `podSelector: {}` to select every pod, or a `namespaceSelector`"),
             );
         }
         if let Some(s) = &item.pod_selector {
@@ -58,10 +61,13 @@ pub fn policy(p: &Policy) -> Vec<Diagnostic> {
             for k in s.keys() {
                 if let Some((_, instead)) = NOT_POD_LABEL_KEYS.iter().find(|(bad, _)| *bad == k.value) {
                     out.push(
-                        Diagnostic::new(&codes::LABEL_KEY_NOT_ON_PODS, format!("pods do not carry a `{}` label", k.value))
-                            .primary(k.span, "no pod has this label")
-                            .note("pod selectors match pod labels, not object fields")
-                            .help(format!("use `{instead}` instead")),
+                        Diagnostic::new(
+                            &codes::LABEL_KEY_NOT_ON_PODS,
+                            format!("pods do not carry a `{}` label", k.value),
+                        )
+                        .primary(k.span, "no pod has this label")
+                        .note("pod selectors match pod labels, not object fields")
+                        .help(format!("use `{instead}` instead")),
                     );
                 }
             }
@@ -76,7 +82,11 @@ pub fn policy(p: &Policy) -> Vec<Diagnostic> {
             out.push(
                 Diagnostic::new(&codes::CIDR_HOST_BITS, format!("`{}` has host bits set", c.value))
                     .primary(c.span, format!("bits after /{} are not zero", c.value.len))
-                    .help(format!("did you mean `{n}`? (or `{}/{}` for the single address)", c.value.addr, c.value.family().bits())),
+                    .help(format!(
+                        "did you mean `{n}`? (or `{}/{}` for the single address)",
+                        c.value.addr,
+                        c.value.family().bits()
+                    )),
             );
         }
     }
@@ -90,9 +100,12 @@ pub fn policy(p: &Policy) -> Vec<Diagnostic> {
     }
     if p.egress_gateways.len() > 64 {
         out.push(
-            Diagnostic::new(&codes::TOO_MANY_GATEWAYS, format!("{} egressGateways; at most 64 are allowed", p.egress_gateways.len()))
-                .primary(p.egress_gateways[64].span, "the 65th gateway")
-                .help("split the policy into several policies"),
+            Diagnostic::new(
+                &codes::TOO_MANY_GATEWAYS,
+                format!("{} egressGateways; at most 64 are allowed", p.egress_gateways.len()),
+            )
+            .primary(p.egress_gateways[64].span, "the 65th gateway")
+            .help("split the policy into several policies"),
         );
     }
     for g in p.egress_gateway.iter().chain(&p.egress_gateways) {
@@ -121,14 +134,20 @@ fn selector(s: &LabelSelector, out: &mut Vec<Diagnostic>) {
         }
         match r.operator.value {
             Operator::In | Operator::NotIn if r.values.is_empty() => out.push(
-                Diagnostic::new(&codes::INVALID_OPERATOR, format!("operator `{}` needs at least one value", r.operator.value.as_str()))
-                    .primary(r.operator.span, "no values")
-                    .help("add `values: [...]`, or use `Exists` / `DoesNotExist`"),
+                Diagnostic::new(
+                    &codes::INVALID_OPERATOR,
+                    format!("operator `{}` needs at least one value", r.operator.value.as_str()),
+                )
+                .primary(r.operator.span, "no values")
+                .help("add `values: [...]`, or use `Exists` / `DoesNotExist`"),
             ),
             Operator::Exists | Operator::DoesNotExist if !r.values.is_empty() => out.push(
-                Diagnostic::new(&codes::INVALID_OPERATOR, format!("operator `{}` takes no values", r.operator.value.as_str()))
-                    .primary(r.values[0].span, "unexpected values")
-                    .help("remove `values`, or use `In` / `NotIn`"),
+                Diagnostic::new(
+                    &codes::INVALID_OPERATOR,
+                    format!("operator `{}` takes no values", r.operator.value.as_str()),
+                )
+                .primary(r.values[0].span, "unexpected values")
+                .help("remove `values`, or use `In` / `NotIn`"),
             ),
             _ => {}
         }
@@ -227,7 +246,11 @@ pub fn bundle(b: &Bundle) -> Vec<Diagnostic> {
     dup(c.namespaces.iter().map(|n| (n.name.value.clone(), &n.name)), "namespaces", &mut out);
     dup(c.pods.iter().map(|p| (p.key(), &p.name)), "pods", &mut out);
     dup(c.node_networks.iter().map(|n| (n.node.value.clone(), &n.node)), "NodeNetworks", &mut out);
-    dup(c.workloads.iter().map(|w| (format!("{}/{}/{}", w.kind.as_str(), w.namespace, w.name.value), &w.name)), "workloads", &mut out);
+    dup(
+        c.workloads.iter().map(|w| (format!("{}/{}/{}", w.kind.as_str(), w.namespace, w.name.value), &w.name)),
+        "workloads",
+        &mut out,
+    );
     out
 }
 

@@ -13,7 +13,10 @@ use saphyr_parser::{Event, Parser, ScalarStyle};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kind {
     /// A scalar; `plain` is false for quoted and block scalars.
-    Scalar { value: String, plain: bool },
+    Scalar {
+        value: String,
+        plain: bool,
+    },
     Seq(Vec<Node>),
     Map(Vec<(Node, Node)>),
 }

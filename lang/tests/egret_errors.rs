@@ -5,10 +5,7 @@ use egret_lang::diag::{Diagnostic, render};
 use egret_lang::egret;
 use egret_lang::source::SourceMap;
 
-fn parse_in_map(
-    name: &str,
-    text: &str,
-) -> (Vec<egret_lang::ast::Policy>, Vec<Diagnostic>, SourceMap) {
+fn parse_in_map(name: &str, text: &str) -> (Vec<egret_lang::ast::Policy>, Vec<Diagnostic>, SourceMap) {
     let mut sources = SourceMap::new();
     let file = sources.add(name, text);
     let (p, d) = egret::parse(file, text);
@@ -19,54 +16,26 @@ fn parse_in_map(
 fn problems(text: &str) -> Vec<(&'static str, String)> {
     let (_, diags, _) = parse_in_map("t.egret", text);
     for d in &diags {
-        assert!(
-            d.help.as_deref().is_some_and(|h| !h.is_empty()),
-            "no help on {:?}",
-            d.message
-        );
-        assert_eq!(
-            d.labels.iter().filter(|l| l.primary).count(),
-            1,
-            "one primary label on {:?}",
-            d.message
-        );
+        assert!(d.help.as_deref().is_some_and(|h| !h.is_empty()), "no help on {:?}", d.message);
+        assert_eq!(d.labels.iter().filter(|l| l.primary).count(), 1, "one primary label on {:?}", d.message);
     }
-    diags
-        .iter()
-        .map(|d| {
-            (
-                d.code.id,
-                text[d.primary_span().unwrap_or_default().range()].to_string(),
-            )
-        })
-        .collect()
+    diags.iter().map(|d| (d.code.id, text[d.primary_span().unwrap_or_default().range()].to_string())).collect()
 }
 
 fn one_problem(text: &str) -> (&'static str, String) {
     let mut p = problems(text);
-    assert_eq!(
-        p.len(),
-        1,
-        "expected one diagnostic for {text:?}, got {p:?}"
-    );
+    assert_eq!(p.len(), 1, "expected one diagnostic for {text:?}, got {p:?}");
     p.remove(0)
 }
 
 fn help_of(text: &str) -> String {
     let (_, diags, _) = parse_in_map("t.egret", text);
-    diags
-        .first()
-        .and_then(|d| d.help.clone())
-        .unwrap_or_default()
+    diags.first().and_then(|d| d.help.clone()).unwrap_or_default()
 }
 
 #[test]
 fn empty_selectors_say_how_to_select_everything() {
-    for (kind, things) in [
-        ("pods", "pod"),
-        ("namespaces", "namespace"),
-        ("nodes", "node"),
-    ] {
+    for (kind, things) in [("pods", "pod"), ("namespaces", "namespace"), ("nodes", "node")] {
         let text = match kind {
             "nodes" => "policy a { select pods(*) to 0.0.0.0/0 via nodes( ) }".to_string(),
             _ => format!("policy a {{ select {kind}() to 0.0.0.0/0 via nodes(*) }}"),
@@ -74,20 +43,12 @@ fn empty_selectors_say_how_to_select_everything() {
         let (code, under) = one_problem(&text);
         assert_eq!(code, "E0003");
         assert!(under.starts_with('(') && under.ends_with(')'), "{under}");
-        assert_eq!(
-            help_of(&text),
-            format!("an empty selector matches every {things}; write {kind}(*) to say so")
-        );
+        assert_eq!(help_of(&text), format!("an empty selector matches every {things}; write {kind}(*) to say so"));
     }
     // The selector is still read (as `{}`), so nothing else is reported.
     let (ps, _, _) = parse_in_map("t.egret", "policy a { select pods() to 0.0.0.0/0 }");
     assert_eq!(ps.len(), 1);
-    assert!(
-        ps[0].selectors[0]
-            .pod_selector
-            .as_ref()
-            .is_some_and(|s| s.is_empty())
-    );
+    assert!(ps[0].selectors[0].pod_selector.as_ref().is_some_and(|s| s.is_empty()));
 }
 
 #[test]
@@ -111,22 +72,11 @@ fn invalid_cidrs_and_ips_are_reported_and_left_out() {
         ]
     );
     let (ps, _, _) = parse_in_map("t.egret", text);
-    let dst: Vec<String> = ps[0]
-        .destination_cidrs
-        .iter()
-        .map(|c| c.value.to_string())
-        .collect();
-    assert_eq!(
-        dst,
-        ["1.2.3.4/8"],
-        "host bits are the validator's, invalid values are left out"
-    );
+    let dst: Vec<String> = ps[0].destination_cidrs.iter().map(|c| c.value.to_string()).collect();
+    assert_eq!(dst, ["1.2.3.4/8"], "host bits are the validator's, invalid values are left out");
     assert_eq!(ps[0].excluded_cidrs.len(), 1);
     assert!(ps[0].egress_gateways.iter().all(|g| g.egress_ip.is_none()));
-    assert_eq!(
-        help_of("policy a { to 10.0.0.1 }"),
-        "add a prefix length; one address is `10.0.0.1/32`"
-    );
+    assert_eq!(help_of("policy a { to 10.0.0.1 }"), "add a prefix length; one address is `10.0.0.1/32`");
     assert_eq!(
         help_of("policy a { via nodes(*) ip 10.0.0.1/32 }"),
         "an egress IP is one address: write `10.0.0.1` without `/32`"
@@ -165,23 +115,14 @@ fn syntax_errors_point_at_the_offending_token() {
         ("policy a { select pods(x = \"bad \\q escape\") }", "\\q"),
         ("policy a { select pods(x = 'single') }", "'single'"),
         ("policy a { select pods(x = caf\u{e9}) }", "\u{e9}"),
-        (
-            "policy a { via nodes(*) ip 10.0.0.1 ip 10.0.0.2 }",
-            "ip 10.0.0.2",
-        ),
-        (
-            "policy a { via nodes(*) interface a interface b }",
-            "interface b",
-        ),
+        ("policy a { via nodes(*) ip 10.0.0.1 ip 10.0.0.2 }", "ip 10.0.0.2"),
+        ("policy a { via nodes(*) interface a interface b }", "interface b"),
         ("policy a { select pods(app = a, app = b) }", "app"),
     ];
     for (text, under) in cases {
         let p = problems(text);
         assert!(!p.is_empty(), "no diagnostic for {text:?}");
-        assert!(
-            p.contains(&("E0003", under.to_string())),
-            "diagnostics for {text:?}: {p:?}"
-        );
+        assert!(p.contains(&("E0003", under.to_string())), "diagnostics for {text:?}: {p:?}");
     }
 }
 
@@ -193,12 +134,7 @@ fn an_unclosed_block_points_at_its_brace_and_the_next_policy_still_parses() {
     let d = &diags[0];
     assert_eq!(d.code.id, "E0003");
     assert_eq!(&text[d.primary_span().unwrap_or_default().range()], "{");
-    let secondary: Vec<&str> = d
-        .labels
-        .iter()
-        .filter(|l| !l.primary)
-        .map(|l| &text[l.span.range()])
-        .collect();
+    let secondary: Vec<&str> = d.labels.iter().filter(|l| !l.primary).map(|l| &text[l.span.range()]).collect();
     assert_eq!(secondary, ["policy"]);
     let names: Vec<&str> = ps.iter().map(|p| p.name.value.as_str()).collect();
     assert_eq!(names, ["a", "b"], "the unclosed policy keeps what it had");
@@ -221,22 +157,9 @@ policy b {
 ";
     let p = problems(text);
     let codes: Vec<&str> = p.iter().map(|(c, _)| *c).collect();
-    assert_eq!(
-        codes,
-        ["E0003", "E0105", "E0003", "E0003", "E0107", "E0003"]
-    );
+    assert_eq!(codes, ["E0003", "E0105", "E0003", "E0003", "E0107", "E0003"]);
     let under: Vec<&str> = p.iter().map(|(_, u)| u.as_str()).collect();
-    assert_eq!(
-        under,
-        [
-            "to",
-            "10.0.0.0/33",
-            "()",
-            "frobnicate",
-            "1.2.3.400",
-            "garbage"
-        ]
-    );
+    assert_eq!(under, ["to", "10.0.0.0/33", "()", "frobnicate", "1.2.3.400", "garbage"]);
     let (ps, _, _) = parse_in_map("t.egret", text);
     let names: Vec<&str> = ps.iter().map(|p| p.name.value.as_str()).collect();
     assert_eq!(names, ["a", "b"]);
@@ -248,13 +171,7 @@ policy b {
 fn policy_without_a_name_is_left_out_but_its_body_is_checked() {
     let text = "policy { to 10.0.0.0/99 }\npolicy ok { }";
     let p = problems(text);
-    assert_eq!(
-        p,
-        [
-            ("E0003", "{".to_string()),
-            ("E0105", "10.0.0.0/99".to_string())
-        ]
-    );
+    assert_eq!(p, [("E0003", "{".to_string()), ("E0105", "10.0.0.0/99".to_string())]);
     let (ps, _, _) = parse_in_map("t.egret", text);
     assert_eq!(ps.len(), 1);
     assert_eq!(ps[0].name.value, "ok");
@@ -264,10 +181,7 @@ fn policy_without_a_name_is_left_out_but_its_body_is_checked() {
 fn unreadable_text_is_reported_once() {
     // The lexer reports `@@`; the parser does not add a second error for it.
     let p = problems("policy a { select pods(x = @@) }\npolicy b { to \"\\u12\" }");
-    assert_eq!(
-        p,
-        [("E0003", "@@".to_string()), ("E0003", "\\u12".to_string())]
-    );
+    assert_eq!(p, [("E0003", "@@".to_string()), ("E0003", "\\u12".to_string())]);
 }
 
 fn rendered(name: &str, text: &str) -> String {

@@ -6,21 +6,14 @@ use egret_lang::source::{FileId, Span, Spanned};
 
 fn parse_ok(text: &str) -> Vec<Policy> {
     let (p, d) = egret::parse(FileId(0), text);
-    assert!(
-        d.is_empty(),
-        "{:?}",
-        d.iter().map(|d| &d.message).collect::<Vec<_>>()
-    );
+    assert!(d.is_empty(), "{:?}", d.iter().map(|d| &d.message).collect::<Vec<_>>());
     p
 }
 
 fn fmt(text: &str) -> String {
     match egret::format(FileId(0), text) {
         Ok(s) => s,
-        Err(d) => panic!(
-            "format failed: {:?}",
-            d.iter().map(|d| &d.message).collect::<Vec<_>>()
-        ),
+        Err(d) => panic!("format failed: {:?}", d.iter().map(|d| &d.message).collect::<Vec<_>>()),
     }
 }
 
@@ -53,10 +46,7 @@ policy egress-payments {
 }
 ";
     assert_eq!(egret::print(&parse_ok(text)), expected);
-    assert_eq!(
-        fmt(text),
-        format!("# Payments leave through the address the processor allow-lists.\n{expected}")
-    );
+    assert_eq!(fmt(text), format!("# Payments leave through the address the processor allow-lists.\n{expected}"));
     assert_idempotent(text);
 }
 
@@ -151,10 +141,7 @@ fn format_refuses_files_with_errors() {
     let Err(diags) = egret::format(FileId(0), "policy a { to 10.0.0.0/33 }") else {
         panic!("a file with errors must not be formatted");
     };
-    assert_eq!(
-        diags.iter().map(|d| d.code.id).collect::<Vec<_>>(),
-        ["E0105"]
-    );
+    assert_eq!(diags.iter().map(|d| d.code.id).collect::<Vec<_>>(), ["E0105"]);
 }
 
 fn sp() -> Span {
@@ -174,19 +161,11 @@ fn labels(pairs: &[(&str, &str)]) -> LabelSelector {
 }
 
 fn gw(zone: &str) -> GatewaySpec {
-    GatewaySpec {
-        span: sp(),
-        node_selector: labels(&[("zone", zone)]),
-        egress_ip: None,
-        interface: None,
-    }
+    GatewaySpec { span: sp(), node_selector: labels(&[("zone", zone)]), egress_ip: None, interface: None }
 }
 
 fn base() -> Policy {
-    let (mut ps, _) = egret::parse(
-        FileId(0),
-        "policy p { select pods(app = web) to 0.0.0.0/0 via nodes(zone = a) }",
-    );
+    let (mut ps, _) = egret::parse(FileId(0), "policy p { select pods(app = web) to 0.0.0.0/0 via nodes(zone = a) }");
     ps.remove(0)
 }
 
@@ -215,33 +194,13 @@ fn what_egret_cannot_express_is_rejected_by_try_print_and_commented_by_print() {
     both.egress_gateways = vec![gw("b"), gw("c")];
 
     let cases = [
-        (
-            ns,
-            Unprintable::Namespace {
-                policy: "p".into(),
-                namespace: "prod".into(),
-            },
-        ),
-        (
-            no_pods,
-            Unprintable::ItemWithoutPodsOrNamespaces {
-                policy: "p".into(),
-                item: 1,
-            },
-        ),
+        (ns, Unprintable::Namespace { policy: "p".into(), namespace: "prod".into() }),
+        (no_pods, Unprintable::ItemWithoutPodsOrNamespaces { policy: "p".into(), item: 1 }),
         (
             no_values,
-            Unprintable::RequirementValues {
-                policy: "p".into(),
-                key: "tier".into(),
-                operator: "In",
-                values: 0,
-            },
+            Unprintable::RequirementValues { policy: "p".into(), key: "tier".into(), operator: "In", values: 0 },
         ),
-        (
-            both,
-            Unprintable::IgnoredEgressGateway { policy: "p".into() },
-        ),
+        (both, Unprintable::IgnoredEgressGateway { policy: "p".into() }),
     ];
     for (p, err) in cases {
         assert_eq!(egret::try_print(std::slice::from_ref(&p)), Err(err));
@@ -275,9 +234,7 @@ fn single_egress_gateways_entry_prints_as_one_via_and_reads_back_equal() {
 #[test]
 fn semantic_equality_ignores_spans_origin_uid_and_label_order_only() {
     let a = parse_ok("policy p { select pods(a = 1, b = 2) to 0.0.0.0/0 via nodes(*) }").remove(0);
-    let mut b =
-        parse_ok("\n\npolicy p {\n select pods(b = 2, a = 1)\n to 0.0.0.0/0\n via nodes(*)\n}")
-            .remove(0);
+    let mut b = parse_ok("\n\npolicy p {\n select pods(b = 2, a = 1)\n to 0.0.0.0/0\n via nodes(*)\n}").remove(0);
     b.origin = egret_lang::ast::Origin::Crd;
     b.uid = Some("1234".into());
     assert!(egret::semantically_equal(&a, &b));
@@ -290,9 +247,6 @@ fn semantic_equality_ignores_spans_origin_uid_and_label_order_only() {
         "policy p { select pods(a = 1, b = 2) to 0.0.0.0/0 via nodes(*) via nodes(*) }",
         "policy p { select pods(a = 1, b = 2) in namespaces(*) to 0.0.0.0/0 via nodes(*) }",
     ] {
-        assert!(
-            !egret::semantically_equal(&a, &parse_ok(other)[0]),
-            "{other}"
-        );
+        assert!(!egret::semantically_equal(&a, &parse_ok(other)[0]), "{other}");
     }
 }

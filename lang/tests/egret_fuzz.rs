@@ -32,11 +32,7 @@ impl Rng {
         z ^ (z >> 31)
     }
     fn below(&mut self, n: usize) -> usize {
-        if n == 0 {
-            0
-        } else {
-            (self.next() % n as u64) as usize
-        }
+        if n == 0 { 0 } else { (self.next() % n as u64) as usize }
     }
     fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
         &xs[self.below(xs.len())]
@@ -130,11 +126,7 @@ const FRAGMENTS: &[&str] = &[
 fn mutate(rng: &mut Rng, text: &str) -> String {
     let mut s = text.to_string();
     for _ in 0..1 + rng.below(4) {
-        s = if rng.below(2) == 0 {
-            mutate_bytes(rng, &s)
-        } else {
-            mutate_tokens(rng, &s)
-        };
+        s = if rng.below(2) == 0 { mutate_bytes(rng, &s) } else { mutate_tokens(rng, &s) };
     }
     s
 }
@@ -215,10 +207,7 @@ fn mutate_tokens(rng: &mut Rng, text: &str) -> String {
 
 #[test]
 fn ten_thousand_mutations_never_panic_and_always_explain_themselves() {
-    let seed = std::env::var("EGRET_FUZZ_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(DEFAULT_SEED);
+    let seed = std::env::var("EGRET_FUZZ_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(DEFAULT_SEED);
     let mut rng = Rng(seed);
     let (mut valid, mut invalid) = (0usize, 0usize);
     for case in 0..CASES {
@@ -234,14 +223,8 @@ fn ten_thousand_mutations_never_panic_and_always_explain_themselves() {
     }
     println!("seed {seed}: {valid} valid, {invalid} invalid inputs");
     assert_eq!(valid + invalid, CASES);
-    assert!(
-        valid >= CASES / 20,
-        "too few valid mutants ({valid}) to exercise the printer"
-    );
-    assert!(
-        invalid >= CASES / 2,
-        "too few invalid mutants ({invalid}) to exercise recovery"
-    );
+    assert!(valid >= CASES / 20, "too few valid mutants ({valid}) to exercise the printer");
+    assert!(invalid >= CASES / 2, "too few invalid mutants ({invalid}) to exercise recovery");
 }
 
 /// Checks one input; `Ok(valid)` or the reason it fails.
@@ -261,22 +244,14 @@ fn check(text: &str, case: usize) -> Result<bool, String> {
         for l in &d.labels {
             let r = l.span.range();
             if l.span.file != file || text.get(r.clone()).is_none() {
-                return Err(format!(
-                    "label {r:?} outside the text or not on char boundaries: {:?}",
-                    d.message
-                ));
+                return Err(format!("label {r:?} outside the text or not on char boundaries: {:?}", d.message));
             }
         }
     }
     let reference = reference::valid(text);
     if reference != diags.is_empty() {
-        let msgs: Vec<String> = diags
-            .iter()
-            .map(|d| format!("{} {}", d.code.id, d.message))
-            .collect();
-        return Err(format!(
-            "reference says valid={reference}, parser says {msgs:?}"
-        ));
+        let msgs: Vec<String> = diags.iter().map(|d| format!("{} {}", d.code.id, d.message)).collect();
+        return Err(format!("reference says valid={reference}, parser says {msgs:?}"));
     }
     // Printing and emitting work on whatever was recovered.
     let printed = egret::print(&policies);
@@ -293,24 +268,16 @@ fn check(text: &str, case: usize) -> Result<bool, String> {
     if !diags.is_empty() {
         return Ok(false);
     }
-    let formatted =
-        egret::format(file, text).map_err(|_| "format failed on a valid file".to_string())?;
-    let again =
-        egret::format(file, &formatted).map_err(|_| "format output does not parse".to_string())?;
+    let formatted = egret::format(file, text).map_err(|_| "format failed on a valid file".to_string())?;
+    let again = egret::format(file, &formatted).map_err(|_| "format output does not parse".to_string())?;
     if again != formatted {
-        return Err(format!(
-            "format is not idempotent:\n{formatted}\n---\n{again}"
-        ));
+        return Err(format!("format is not idempotent:\n{formatted}\n---\n{again}"));
     }
     let (back, d) = egret::parse(file, &printed);
     if !d.is_empty() || back.len() != policies.len() {
         return Err(format!("printed text does not parse back:\n{printed}"));
     }
-    if policies
-        .iter()
-        .zip(&back)
-        .any(|(a, b)| !egret::semantically_equal(a, b))
-    {
+    if policies.iter().zip(&back).any(|(a, b)| !egret::semantically_equal(a, b)) {
         return Err(format!("printed text means something else:\n{printed}"));
     }
     Ok(true)

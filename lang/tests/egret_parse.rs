@@ -9,10 +9,7 @@ const FILE: FileId = FileId(7);
 
 fn parse_ok(text: &str) -> Vec<Policy> {
     let (policies, diags) = egret::parse(FILE, text);
-    let codes: Vec<(&str, &str)> = diags
-        .iter()
-        .map(|d| (d.code.id, d.message.as_str()))
-        .collect();
+    let codes: Vec<(&str, &str)> = diags.iter().map(|d| (d.code.id, d.message.as_str())).collect();
     assert!(diags.is_empty(), "unexpected diagnostics: {codes:?}");
     policies
 }
@@ -55,36 +52,21 @@ fn example_lowers_with_exact_spans() {
 
     assert_eq!(p.selectors.len(), 2);
     let s0 = &p.selectors[0];
-    assert_eq!(
-        at(t, s0.span),
-        "pods(app = payment-service) in namespaces(kubernetes.io/metadata.name = production)"
-    );
+    assert_eq!(at(t, s0.span), "pods(app = payment-service) in namespaces(kubernetes.io/metadata.name = production)");
     let pods = s0.pod_selector.as_ref().expect("pod selector");
     assert_eq!(at(t, pods.span), "pods(app = payment-service)");
     assert_eq!(pods.match_labels.len(), 1);
     let (k, v) = &pods.match_labels[0];
     assert_eq!((k.value.as_str(), at(t, k.span)), ("app", "app"));
-    assert_eq!(
-        (v.value.as_str(), at(t, v.span)),
-        ("payment-service", "payment-service")
-    );
+    assert_eq!((v.value.as_str(), at(t, v.span)), ("payment-service", "payment-service"));
     let ns = s0.namespace_selector.as_ref().expect("namespace selector");
-    assert_eq!(
-        at(t, ns.span),
-        "namespaces(kubernetes.io/metadata.name = production)"
-    );
-    assert_eq!(
-        at(t, ns.match_labels[0].0.span),
-        "kubernetes.io/metadata.name"
-    );
+    assert_eq!(at(t, ns.span), "namespaces(kubernetes.io/metadata.name = production)");
+    assert_eq!(at(t, ns.match_labels[0].0.span), "kubernetes.io/metadata.name");
     assert!(s0.node_selector.is_none());
 
     let s1 = &p.selectors[1];
     assert!(s1.pod_selector.is_none());
-    assert_eq!(
-        at(t, s1.span),
-        "namespaces(team in (a, b)) on nodes(topology.kubernetes.io/zone = us-east-1a)"
-    );
+    assert_eq!(at(t, s1.span), "namespaces(team in (a, b)) on nodes(topology.kubernetes.io/zone = us-east-1a)");
     let ns = s1.namespace_selector.as_ref().expect("namespace selector");
     let r = &ns.match_expressions[0];
     assert_eq!(at(t, r.span), "team in (a, b)");
@@ -94,40 +76,18 @@ fn example_lowers_with_exact_spans() {
     let vals: Vec<&str> = r.values.iter().map(|v| at(t, v.span)).collect();
     assert_eq!(vals, ["a", "b"]);
     let nodes = s1.node_selector.as_ref().expect("node selector");
-    assert_eq!(
-        at(t, nodes.span),
-        "nodes(topology.kubernetes.io/zone = us-east-1a)"
-    );
+    assert_eq!(at(t, nodes.span), "nodes(topology.kubernetes.io/zone = us-east-1a)");
     assert_eq!(nodes.match_labels[0].1.value, "us-east-1a");
 
-    let dst: Vec<(String, &str)> = p
-        .destination_cidrs
-        .iter()
-        .map(|c| (c.value.to_string(), at(t, c.span)))
-        .collect();
-    assert_eq!(
-        dst,
-        [
-            ("0.0.0.0/0".to_string(), "0.0.0.0/0"),
-            ("::/0".to_string(), "::/0")
-        ]
-    );
+    let dst: Vec<(String, &str)> = p.destination_cidrs.iter().map(|c| (c.value.to_string(), at(t, c.span))).collect();
+    assert_eq!(dst, [("0.0.0.0/0".to_string(), "0.0.0.0/0"), ("::/0".to_string(), "::/0")]);
     let exc: Vec<&str> = p.excluded_cidrs.iter().map(|c| at(t, c.span)).collect();
     assert_eq!(exc, ["10.0.0.0/8", "192.168.0.0/16"]);
 
     assert!(p.egress_gateways.is_empty());
-    let g = p
-        .egress_gateway
-        .as_ref()
-        .expect("one via is egress_gateway");
-    assert_eq!(
-        at(t, g.span),
-        "nodes(cilium.io/egress-gateway = \"true\") ip 192.168.1.100"
-    );
-    assert_eq!(
-        at(t, g.node_selector.span),
-        "nodes(cilium.io/egress-gateway = \"true\")"
-    );
+    let g = p.egress_gateway.as_ref().expect("one via is egress_gateway");
+    assert_eq!(at(t, g.span), "nodes(cilium.io/egress-gateway = \"true\") ip 192.168.1.100");
+    assert_eq!(at(t, g.node_selector.span), "nodes(cilium.io/egress-gateway = \"true\")");
     let (k, v) = &g.node_selector.match_labels[0];
     assert_eq!(k.value, "cilium.io/egress-gateway");
     assert_eq!(v.value, "true");
@@ -136,10 +96,7 @@ fn example_lowers_with_exact_spans() {
     assert_eq!(ip.value.to_string(), "192.168.1.100");
     assert_eq!(at(t, ip.span), "192.168.1.100");
     assert!(g.interface.is_none());
-    assert!(
-        validate::policy(&p).is_empty(),
-        "the example is a valid policy"
-    );
+    assert!(validate::policy(&p).is_empty(), "the example is a valid policy");
 }
 
 #[test]
@@ -150,23 +107,9 @@ fn every_requirement_form() {
     let labels: Vec<(&str, &str, &str, &str)> = s
         .match_labels
         .iter()
-        .map(|(k, v)| {
-            (
-                k.value.as_str(),
-                v.value.as_str(),
-                at(t, k.span),
-                at(t, v.span),
-            )
-        })
+        .map(|(k, v)| (k.value.as_str(), v.value.as_str(), at(t, k.span), at(t, v.span)))
         .collect();
-    assert_eq!(
-        labels,
-        [
-            ("a", "1", "a", "1"),
-            ("b", "2", "b", "2"),
-            ("h i", "j k", "\"h i\"", "\"j k\"")
-        ]
-    );
+    assert_eq!(labels, [("a", "1", "a", "1"), ("b", "2", "b", "2"), ("h i", "j k", "\"h i\"", "\"j k\"")]);
     let exprs: Vec<(&str, Operator, Vec<&str>, &str, &str)> = s
         .match_expressions
         .iter()
@@ -206,13 +149,7 @@ fn item_forms_and_star_selectors() {
     let shape: Vec<(bool, bool, bool)> = p
         .selectors
         .iter()
-        .map(|i| {
-            (
-                i.pod_selector.is_some(),
-                i.namespace_selector.is_some(),
-                i.node_selector.is_some(),
-            )
-        })
+        .map(|i| (i.pod_selector.is_some(), i.namespace_selector.is_some(), i.node_selector.is_some()))
         .collect();
     assert_eq!(
         shape,
@@ -228,10 +165,7 @@ fn item_forms_and_star_selectors() {
     let first = p.selectors[0].pod_selector.as_ref().expect("pods");
     assert!(first.is_empty());
     assert_eq!(at(t, first.span), "pods(*)");
-    let all_ns = p.selectors[4]
-        .namespace_selector
-        .as_ref()
-        .expect("namespaces");
+    let all_ns = p.selectors[4].namespace_selector.as_ref().expect("namespaces");
     assert!(all_ns.is_empty());
 }
 
@@ -243,20 +177,13 @@ fn one_via_is_egress_gateway_several_are_egress_gateways_in_order() {
     let t = "policy a { via nodes(g = one) via nodes(g = two) interface eth1 via nodes(g = three) ip 2001:db8::7 }";
     let p = one(t);
     assert!(p.egress_gateway.is_none());
-    let names: Vec<&str> = p
-        .egress_gateways
-        .iter()
-        .map(|g| g.node_selector.match_labels[0].1.value.as_str())
-        .collect();
+    let names: Vec<&str> = p.egress_gateways.iter().map(|g| g.node_selector.match_labels[0].1.value.as_str()).collect();
     assert_eq!(names, ["one", "two", "three"]);
     let iface = p.egress_gateways[1].interface.as_ref().expect("interface");
     assert_eq!((iface.value.as_str(), at(t, iface.span)), ("eth1", "eth1"));
     let ip = p.egress_gateways[2].egress_ip.as_ref().expect("ip");
     assert_eq!(ip.value.to_string(), "2001:db8::7");
-    assert_eq!(
-        at(t, p.egress_gateways[2].span),
-        "nodes(g = three) ip 2001:db8::7"
-    );
+    assert_eq!(at(t, p.egress_gateways[2].span), "nodes(g = three) ip 2001:db8::7");
 }
 
 #[test]
@@ -264,14 +191,8 @@ fn ip_and_interface_parse_and_the_validator_reports_both() {
     let t = "policy a { select pods(*) to 0.0.0.0/0 via nodes(*) interface \"bond0.100\" ip 192.0.2.1 }";
     let p = one(t);
     let g = p.egress_gateway.as_ref().expect("gateway");
-    assert_eq!(
-        g.interface.as_ref().map(|i| i.value.as_str()),
-        Some("bond0.100")
-    );
-    assert_eq!(
-        g.egress_ip.as_ref().map(|i| i.value.to_string()),
-        Some("192.0.2.1".to_string())
-    );
+    assert_eq!(g.interface.as_ref().map(|i| i.value.as_str()), Some("bond0.100"));
+    assert_eq!(g.egress_ip.as_ref().map(|i| i.value.to_string()), Some("192.0.2.1".to_string()));
     let codes: Vec<&str> = validate::policy(&p).iter().map(|d| d.code.id).collect();
     assert_eq!(codes, ["E0108"]);
 }
@@ -285,35 +206,21 @@ fn statements_accumulate_and_keep_host_bits() {
       except 10.2.0.0/16
     }";
     let p = one(t);
-    let dst: Vec<String> = p
-        .destination_cidrs
-        .iter()
-        .map(|c| c.value.to_string())
-        .collect();
+    let dst: Vec<String> = p.destination_cidrs.iter().map(|c| c.value.to_string()).collect();
     assert_eq!(dst, ["10.0.0.1/8", "2001:db8::1/32", "192.0.2.0/24"]);
-    assert!(
-        p.destination_cidrs[0].value.has_host_bits(),
-        "kept as written for the validator"
-    );
-    let exc: Vec<String> = p
-        .excluded_cidrs
-        .iter()
-        .map(|c| c.value.to_string())
-        .collect();
+    assert!(p.destination_cidrs[0].value.has_host_bits(), "kept as written for the validator");
+    let exc: Vec<String> = p.excluded_cidrs.iter().map(|c| c.value.to_string()).collect();
     assert_eq!(exc, ["10.1.0.0/16", "10.2.0.0/16"]);
     let codes: Vec<&str> = validate::policy(&p).iter().map(|d| d.code.id).collect();
-    assert!(
-        codes.contains(&"E0106"),
-        "validator reports host bits: {codes:?}"
-    );
+    assert!(codes.contains(&"E0106"), "validator reports host bits: {codes:?}");
 }
 
 #[test]
 fn whitespace_semicolons_and_comments_are_insignificant() {
-    let spread =
-        "policy   a\n{\nselect\npods(\napp\n=\nweb\n)\n;;\nto\n0.0.0.0/0\n,\n::/0\nvia nodes(*)\n}";
+    let spread = "policy   a\n{\nselect\npods(\napp\n=\nweb\n)\n;;\nto\n0.0.0.0/0\n,\n::/0\nvia nodes(*)\n}";
     let dense = "policy a{select pods(app=web);to 0.0.0.0/0,::/0;via nodes(*)}";
-    let commented = "# c\npolicy a { # c\n select pods(app = web) # c\n # c\n to 0.0.0.0/0, # c\n ::/0\n via nodes(*) # c\n} # c";
+    let commented =
+        "# c\npolicy a { # c\n select pods(app = web) # c\n # c\n to 0.0.0.0/0, # c\n ::/0\n via nodes(*) # c\n} # c";
     let a = one(spread);
     for other in [dense, commented] {
         let b = one(other);
@@ -328,18 +235,8 @@ fn keywords_are_ordinary_words_where_a_label_or_value_is_expected() {
     let p = one(t);
     assert_eq!(p.name.value, "policy");
     let s = p.selectors[0].pod_selector.as_ref().expect("pods");
-    assert_eq!(
-        (
-            s.match_labels[0].0.value.as_str(),
-            s.match_labels[0].1.value.as_str()
-        ),
-        ("in", "to")
-    );
-    let keys: Vec<&str> = s
-        .match_expressions
-        .iter()
-        .map(|r| r.key.value.as_str())
-        .collect();
+    assert_eq!((s.match_labels[0].0.value.as_str(), s.match_labels[0].1.value.as_str()), ("in", "to"));
+    let keys: Vec<&str> = s.match_expressions.iter().map(|r| r.key.value.as_str()).collect();
     assert_eq!(keys, ["select", "notin", "on", "pods"]);
     let g = p.egress_gateway.as_ref().expect("gateway");
     assert_eq!(g.interface.as_ref().map(|i| i.value.as_str()), Some("ip"));
@@ -351,11 +248,7 @@ fn strings_decode_json_escapes_and_hash_inside_is_not_a_comment() {
     let p = one(t);
     assert_eq!(p.name.value, "quoted.name");
     assert_eq!(at(t, p.name.span), "\"quoted.name\"");
-    let (k, v) = &p.selectors[0]
-        .pod_selector
-        .as_ref()
-        .expect("pods")
-        .match_labels[0];
+    let (k, v) = &p.selectors[0].pod_selector.as_ref().expect("pods").match_labels[0];
     assert_eq!(k.value, "k/#x");
     assert_eq!(v.value, "a\"b\\cé😀 # not a comment");
 }

@@ -4,9 +4,7 @@
 //! Seeds are fixed (deterministic runs); proptest prints the minimal failing
 //! case.
 
-use egret_lang::ast::{
-    GatewaySpec, LabelSelector, Operator, Origin, Policy, Requirement, SelectorItem,
-};
+use egret_lang::ast::{GatewaySpec, LabelSelector, Operator, Origin, Policy, Requirement, SelectorItem};
 use egret_lang::net::Cidr;
 use egret_lang::source::{FileId, Span, Spanned};
 use egret_lang::{egret, emit, k8s};
@@ -15,12 +13,7 @@ use proptest::test_runner::{Config, RngSeed};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 fn config(seed: u64) -> Config {
-    Config {
-        cases: 256,
-        rng_seed: RngSeed::Fixed(seed),
-        failure_persistence: None,
-        ..Config::default()
-    }
+    Config { cases: 256, rng_seed: RngSeed::Fixed(seed), failure_persistence: None, ..Config::default() }
 }
 
 fn sp() -> Span {
@@ -51,12 +44,7 @@ fn name() -> impl Strategy<Value = String> {
 }
 
 fn requirement() -> impl Strategy<Value = Requirement> {
-    let op = prop::sample::select(vec![
-        Operator::In,
-        Operator::NotIn,
-        Operator::Exists,
-        Operator::DoesNotExist,
-    ]);
+    let op = prop::sample::select(vec![Operator::In, Operator::NotIn, Operator::Exists, Operator::DoesNotExist]);
     (word(), op, prop::collection::vec(word(), 1..4)).prop_map(|(key, op, values)| Requirement {
         span: sp(),
         key: spanned(key),
@@ -69,11 +57,8 @@ fn requirement() -> impl Strategy<Value = Requirement> {
 }
 
 fn selector() -> impl Strategy<Value = LabelSelector> {
-    (
-        prop::collection::vec((word(), word()), 0..3),
-        prop::collection::vec(requirement(), 0..3),
-    )
-        .prop_map(|(pairs, exprs)| {
+    (prop::collection::vec((word(), word()), 0..3), prop::collection::vec(requirement(), 0..3)).prop_map(
+        |(pairs, exprs)| {
             // `.egret` (like a YAML mapping) has one value per matchLabels key.
             let mut match_labels: Vec<(Spanned<String>, Spanned<String>)> = Vec::new();
             for (k, v) in pairs {
@@ -81,34 +66,18 @@ fn selector() -> impl Strategy<Value = LabelSelector> {
                     match_labels.push((spanned(k), spanned(v)));
                 }
             }
-            LabelSelector {
-                span: sp(),
-                match_labels,
-                match_expressions: exprs,
-            }
-        })
+            LabelSelector { span: sp(), match_labels, match_expressions: exprs }
+        },
+    )
 }
 
 fn item() -> impl Strategy<Value = SelectorItem> {
-    (
-        any::<bool>(),
-        selector(),
-        prop::option::of(selector()),
-        prop::option::of(selector()),
+    (any::<bool>(), selector(), prop::option::of(selector()), prop::option::of(selector())).prop_map(
+        |(has_pods, main, ns, nodes)| {
+            let (pod_selector, namespace_selector) = if has_pods { (Some(main), ns) } else { (None, Some(main)) };
+            SelectorItem { span: sp(), pod_selector, namespace_selector, node_selector: nodes }
+        },
     )
-        .prop_map(|(has_pods, main, ns, nodes)| {
-            let (pod_selector, namespace_selector) = if has_pods {
-                (Some(main), ns)
-            } else {
-                (None, Some(main))
-            };
-            SelectorItem {
-                span: sp(),
-                pod_selector,
-                namespace_selector,
-                node_selector: nodes,
-            }
-        })
 }
 
 fn ip() -> impl Strategy<Value = IpAddr> {
@@ -129,14 +98,12 @@ fn cidr() -> impl Strategy<Value = Spanned<Cidr>> {
 }
 
 fn gateway() -> impl Strategy<Value = GatewaySpec> {
-    (selector(), prop::option::of(ip()), prop::option::of(word())).prop_map(
-        |(node_selector, ip, iface)| GatewaySpec {
-            span: sp(),
-            node_selector,
-            egress_ip: ip.map(spanned),
-            interface: iface.map(spanned),
-        },
-    )
+    (selector(), prop::option::of(ip()), prop::option::of(word())).prop_map(|(node_selector, ip, iface)| GatewaySpec {
+        span: sp(),
+        node_selector,
+        egress_ip: ip.map(spanned),
+        interface: iface.map(spanned),
+    })
 }
 
 /// A policy; `complete` ones have the fields the Kubernetes reader requires
@@ -152,11 +119,8 @@ fn policy(complete: bool) -> impl Strategy<Value = Policy> {
         any::<bool>(),
     )
         .prop_map(|(name, selectors, dst, exc, mut gws, single_as_list)| {
-            let (egress_gateway, egress_gateways) = if gws.len() == 1 && !single_as_list {
-                (gws.pop(), Vec::new())
-            } else {
-                (None, gws)
-            };
+            let (egress_gateway, egress_gateways) =
+                if gws.len() == 1 && !single_as_list { (gws.pop(), Vec::new()) } else { (None, gws) };
             Policy {
                 name: spanned(name),
                 uid: None,
@@ -178,9 +142,7 @@ fn policies(complete: bool) -> impl Strategy<Value = Vec<Policy>> {
 }
 
 fn messages(d: &[egret_lang::Diagnostic]) -> Vec<String> {
-    d.iter()
-        .map(|d| format!("{} {}", d.code.id, d.message))
-        .collect()
+    d.iter().map(|d| format!("{} {}", d.code.id, d.message)).collect()
 }
 
 fn assert_same(a: &[Policy], b: &[Policy], text: &str) -> Result<(), TestCaseError> {

@@ -7,11 +7,7 @@ use egret_lang::{egret, emit, k8s};
 
 fn parse_ok(text: &str) -> Vec<Policy> {
     let (p, d) = egret::parse(FileId(0), text);
-    assert!(
-        d.is_empty(),
-        "{:?}",
-        d.iter().map(|d| &d.message).collect::<Vec<_>>()
-    );
+    assert!(d.is_empty(), "{:?}", d.iter().map(|d| &d.message).collect::<Vec<_>>());
     p
 }
 
@@ -45,17 +41,9 @@ fn quoting_rules() {
     assert!(yaml.contains("        \"yes\": \"1.0\"\n"));
     assert!(yaml.contains("  - \"::/0\"\n"));
     assert!(yaml.contains("    egressIP: \"192.168.1.100\"\n"));
-    assert!(
-        yaml.contains(
-            "      - key: canary\n        operator: DoesNotExist\n      - key: version\n"
-        )
-    );
+    assert!(yaml.contains("      - key: canary\n        operator: DoesNotExist\n      - key: version\n"));
     assert!(yaml.contains("    interface: eth1\n"));
-    assert_eq!(
-        yaml.matches("---\n").count(),
-        1,
-        "documents are separated by ---"
-    );
+    assert_eq!(yaml.matches("---\n").count(), 1, "documents are separated by ---");
     assert!(!yaml.contains("namespace:"), "never metadata.namespace");
 }
 
@@ -88,11 +76,7 @@ fn egret_to_yaml_to_ast_to_egret() {
     let policies = parse_ok(FILE);
     let yaml = emit::policies_to_yaml(&policies);
     let (bundle, diags) = k8s::parse_yaml(FileId(1), &yaml);
-    assert!(
-        diags.is_empty(),
-        "{:?}",
-        diags.iter().map(|d| &d.message).collect::<Vec<_>>()
-    );
+    assert!(diags.is_empty(), "{:?}", diags.iter().map(|d| &d.message).collect::<Vec<_>>());
     assert_eq!(bundle.policies.len(), policies.len());
     for (a, b) in policies.iter().zip(&bundle.policies) {
         assert!(egret::semantically_equal(a, b), "{}", a.name.value);
@@ -104,9 +88,8 @@ fn egret_to_yaml_to_ast_to_egret() {
     assert_eq!(back, egret::print(&policies));
     assert_eq!(
         back,
-        egret::format(FileId(2), FILE).expect("formats").replace(
-            "# Payments leave through the address the processor allow-lists.\n",
-            ""
-        )
+        egret::format(FileId(2), FILE)
+            .expect("formats")
+            .replace("# Payments leave through the address the processor allow-lists.\n", "")
     );
 }

@@ -31,14 +31,13 @@ fn selects_nothing(w: &World, p: &Policy, out: &mut Vec<Diagnostic>) {
         return;
     }
     out.push(
-        Diagnostic::new(&codes::SELECTS_NOTHING, format!("policy `{}` selects no pod or workload in the snapshot", p.name.value))
-            .primary(p.selectors[0].span, "matches nothing")
-            .note(format!(
-                "the snapshot has {} endpoints and {} workloads",
-                w.endpoints().count(),
-                w.workloads().len()
-            ))
-            .help("check the labels; `egret explain --from NAMESPACE/POD --to IP` shows why a pod is not selected"),
+        Diagnostic::new(
+            &codes::SELECTS_NOTHING,
+            format!("policy `{}` selects no pod or workload in the snapshot", p.name.value),
+        )
+        .primary(p.selectors[0].span, "matches nothing")
+        .note(format!("the snapshot has {} endpoints and {} workloads", w.endpoints().count(), w.workloads().len()))
+        .help("check the labels; `egret explain --from NAMESPACE/POD --to IP` shows why a pod is not selected"),
     );
 }
 
@@ -53,7 +52,10 @@ fn gateways(w: &World, p: &Policy, out: &mut Vec<Diagnostic>) {
         return;
     }
     if w.resolve_gateways(p).is_empty() {
-        let mut d = Diagnostic::new(&codes::NO_GATEWAY_NODE, format!("no node can be the gateway of policy `{}`", p.name.value));
+        let mut d = Diagnostic::new(
+            &codes::NO_GATEWAY_NODE,
+            format!("no node can be the gateway of policy `{}`", p.name.value),
+        );
         for g in gws {
             d = d.primary(g.node_selector.span, "matches no node with an IPv4 InternalIP");
         }
@@ -88,7 +90,9 @@ fn egress_ip_on_node(g: &GatewaySpec, node: &NodeInfo, out: &mut Vec<Diagnostic>
     let has = || {
         net.interfaces
             .iter()
-            .map(|i| format!("{} [{}]", i.name, i.addresses.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")))
+            .map(|i| {
+                format!("{} [{}]", i.name, i.addresses.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))
+            })
             .collect::<Vec<_>>()
             .join("; ")
     };
@@ -113,10 +117,13 @@ fn egress_ip_on_node(g: &GatewaySpec, node: &NodeInfo, out: &mut Vec<Diagnostic>
         && !net.interfaces.iter().any(|i| i.name == iface.value || i.alt_names.contains(&iface.value))
     {
         out.push(
-            Diagnostic::new(&codes::INTERFACE_NOT_ON_NODE, format!("gateway node `{}` has no interface `{}`", node.name, iface.value))
-                .primary(iface.span, "no such interface")
-                .note(format!("`{}` has: {}", node.name, has()))
-                .help("name an interface the node has (by name or altName)"),
+            Diagnostic::new(
+                &codes::INTERFACE_NOT_ON_NODE,
+                format!("gateway node `{}` has no interface `{}`", node.name, iface.value),
+            )
+            .primary(iface.span, "no such interface")
+            .note(format!("`{}` has: {}", node.name, has()))
+            .help("name an interface the node has (by name or altName)"),
         );
     }
 }
@@ -146,9 +153,12 @@ fn namespace_labels(w: &World, p: &Policy, out: &mut Vec<Diagnostic>) {
                 _ => format!("select namespaces by name with `{NAMESPACE_NAME_LABEL}`, or label the namespace first"),
             };
             out.push(
-                Diagnostic::new(&codes::NAMESPACE_LABEL_UNKNOWN, format!("no namespace in the snapshot has a `{}` label", k.value))
-                    .primary(k.span, "no namespace carries this label")
-                    .help(help),
+                Diagnostic::new(
+                    &codes::NAMESPACE_LABEL_UNKNOWN,
+                    format!("no namespace in the snapshot has a `{}` label", k.value),
+                )
+                .primary(k.span, "no namespace carries this label")
+                .help(help),
             );
         }
     }

@@ -188,7 +188,9 @@ impl ItemConstraints {
     /// Every pod `self` selects is selected by `weaker`.
     pub fn implies(&self, weaker: &ItemConstraints) -> bool {
         !self.satisfiable()
-            || (self.pod.implies(&weaker.pod) && self.namespace.implies(&weaker.namespace) && self.node.implies(&weaker.node))
+            || (self.pod.implies(&weaker.pod)
+                && self.namespace.implies(&weaker.namespace)
+                && self.node.implies(&weaker.node))
     }
 }
 
@@ -205,8 +207,8 @@ pub fn implies(a: &ItemConstraints, b: &ItemConstraints) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use egret_lang::source::{FileId, Span, Spanned};
     use egret_lang::ast::Requirement;
+    use egret_lang::source::{FileId, Span, Spanned};
 
     fn s(x: &str) -> Spanned<String> {
         Spanned::new(x.to_string(), Span::default())
@@ -227,7 +229,12 @@ mod tests {
         }
     }
     fn item(pod: LabelSelector) -> ItemConstraints {
-        ItemConstraints::of(&SelectorItem { span: Span::default(), pod_selector: Some(pod), namespace_selector: None, node_selector: None })
+        ItemConstraints::of(&SelectorItem {
+            span: Span::default(),
+            pod_selector: Some(pod),
+            namespace_selector: None,
+            node_selector: None,
+        })
     }
 
     #[test]

@@ -33,9 +33,9 @@ pub struct Options {
 /// Lints a bundle. Diagnostics from parsing are the caller's; these are the linter's own.
 pub fn lint(bundle: &Bundle, opts: &Options) -> Vec<Diagnostic> {
     let mut out = egret_lang::validate::bundle(bundle);
-    let world = opts
-        .snapshot
-        .then(|| crate::resolve::World::new(bundle, &crate::resolve::Options { service_cidrs: opts.service_cidrs.clone() }));
+    let world = opts.snapshot.then(|| {
+        crate::resolve::World::new(bundle, &crate::resolve::Options { service_cidrs: opts.service_cidrs.clone() })
+    });
     out.extend(set::check(&bundle.policies, world.as_ref()));
     if let Some(world) = &world {
         out.extend(cluster::check(world, &bundle.policies));

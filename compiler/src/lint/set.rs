@@ -116,14 +116,19 @@ impl Pins {
             }
         }
         let key = freq.iter().max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0))).map(|(k, _)| k.to_string());
-        let mut pins =
-            Pins { of: Vec::with_capacity(prepared.len()), by_pod: HashMap::new(), pod_free_by_ns: HashMap::new(), free: Vec::new() };
+        let mut pins = Pins {
+            of: Vec::with_capacity(prepared.len()),
+            by_pod: HashMap::new(),
+            pod_free_by_ns: HashMap::new(),
+            free: Vec::new(),
+        };
         for (i, p) in prepared.iter().enumerate() {
             let pod = match &key {
                 Some(k) => dim_values(p, |it| it.pod.pinned(k).map(str::to_string)),
                 None => None,
             };
-            let ns = dim_values(p, |it| it.namespace.pinned(super::constraints::NAMESPACE_NAME_LABEL).map(str::to_string));
+            let ns =
+                dim_values(p, |it| it.namespace.pinned(super::constraints::NAMESPACE_NAME_LABEL).map(str::to_string));
             match (&pod, &ns) {
                 (Some(vals), _) => {
                     for v in vals {
@@ -211,9 +216,10 @@ fn exclusion_without_effect(p: &Prepared<'_>, out: &mut Vec<Diagnostic>) {
             for dest in &p.dests {
                 d = d.secondary(dest.span, "destination");
             }
-            out.push(d.note("egret's exclusions only carve holes in their own policy's destinations").help(
-                "remove it, or add the destination it was meant to carve",
-            ));
+            out.push(
+                d.note("egret's exclusions only carve holes in their own policy's destinations")
+                    .help("remove it, or add the destination it was meant to carve"),
+            );
         }
     }
 }
@@ -227,8 +233,7 @@ fn cilium_node_selector(p: &Prepared<'_>, out: &mut Vec<Diagnostic>) {
     if with.is_empty() {
         return;
     }
-    let distinct: BTreeSet<String> =
-        with.iter().map(|i| format!("{:?}", ItemConstraints::of(i).node)).collect();
+    let distinct: BTreeSet<String> = with.iter().map(|i| format!("{:?}", ItemConstraints::of(i).node)).collect();
     if with.len() == items.len() && distinct.len() == 1 {
         return;
     }
@@ -331,7 +336,11 @@ fn ties(
     groups.sort();
     for (c, group) in groups {
         for (a, b) in candidate_pairs(prepared, group) {
-            let (p, q) = if prepared[a].name() <= prepared[b].name() { (&prepared[a], &prepared[b]) } else { (&prepared[b], &prepared[a]) };
+            let (p, q) = if prepared[a].name() <= prepared[b].name() {
+                (&prepared[a], &prepared[b])
+            } else {
+                (&prepared[b], &prepared[a])
+            };
             if !p.overlaps(q) {
                 continue;
             }
@@ -347,14 +356,19 @@ fn ties(
             if region.is_empty() {
                 continue;
             }
-            let (Some(pd), Some(qd)) = (p.dests.iter().find(|d| d.value == *c), q.dests.iter().find(|d| d.value == *c)) else {
+            let (Some(pd), Some(qd)) = (p.dests.iter().find(|d| d.value == *c), q.dests.iter().find(|d| d.value == *c))
+            else {
                 continue;
             };
             let example = first_address(&region, c.family()).map(|a| a.to_string()).unwrap_or_default();
             let same = same_gateways(p.p, q.p);
             let code = if same { &codes::TIE } else { &codes::CONFLICT };
-            let what = if same { "with the same gateway and egress IP" } else { "with different gateways or egress IPs" };
-            let mut d = Diagnostic::new(code, format!("policies `{}` and `{}` tie for destination `{c}` {what}", p.name(), q.name()));
+            let what =
+                if same { "with the same gateway and egress IP" } else { "with different gateways or egress IPs" };
+            let mut d = Diagnostic::new(
+                code,
+                format!("policies `{}` and `{}` tie for destination `{c}` {what}", p.name(), q.name()),
+            );
             if let Some(w) = world {
                 let theirs: BTreeSet<&str> = w.selected_endpoints(q.p).iter().map(|e| e.key.as_str()).collect();
                 let both: Vec<&str> =
@@ -470,13 +484,19 @@ impl RangeSet {
     }
 }
 
-fn cilium_exclusions(prepared: &[Prepared<'_>], by_dest: &HashMap<Cidr, Vec<usize>>, pins: &Pins, out: &mut Vec<Diagnostic>) {
+fn cilium_exclusions(
+    prepared: &[Prepared<'_>],
+    by_dest: &HashMap<Cidr, Vec<usize>>,
+    pins: &Pins,
+    out: &mut Vec<Diagnostic>,
+) {
     for (pi, p) in prepared.iter().enumerate() {
         for x in &p.p.excluded_cidrs {
             let xn = x.value.network();
             let mut others: BTreeSet<(String, usize)> = BTreeSet::new();
             for len in 0..xn.len {
-                let anc = Cidr::new(egret_lang::net::u128_to_ip(xn.family(), xn.bits() & prefix_mask(xn.family(), len)), len);
+                let anc =
+                    Cidr::new(egret_lang::net::u128_to_ip(xn.family(), xn.bits() & prefix_mask(xn.family(), len)), len);
                 for &qi in by_dest.get(&anc).into_iter().flatten() {
                     let q = &prepared[qi];
                     if q.name() == p.name() || !pins.may_overlap(pi, qi) || !p.overlaps(q) {

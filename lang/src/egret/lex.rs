@@ -35,10 +35,7 @@ pub(crate) struct Src<'a> {
 
 impl<'a> Src<'a> {
     pub(crate) fn new(text: &'a str) -> Self {
-        Src {
-            rest: text,
-            offset: 0,
-        }
+        Src { rest: text, offset: 0 }
     }
     pub(crate) fn offset(&self) -> usize {
         self.offset
@@ -54,16 +51,10 @@ impl<'a> Input for Src<'a> {
         self.rest.len()
     }
     fn take(&self, index: usize) -> Self {
-        Src {
-            rest: &self.rest[..index],
-            offset: self.offset,
-        }
+        Src { rest: &self.rest[..index], offset: self.offset }
     }
     fn take_from(&self, index: usize) -> Self {
-        Src {
-            rest: &self.rest[index..],
-            offset: self.offset + index,
-        }
+        Src { rest: &self.rest[index..], offset: self.offset + index }
     }
     fn take_split(&self, index: usize) -> (Self, Self) {
         (self.take_from(index), self.take(index))
@@ -144,10 +135,7 @@ impl Token {
     pub(crate) fn describe(&self) -> String {
         match self.kind {
             Kind::Word => format!("`{}`", clip(&self.text)),
-            Kind::Str => format!(
-                "string {}",
-                clip(&serde_json::to_string(&self.text).unwrap_or_default())
-            ),
+            Kind::Str => format!("string {}", clip(&serde_json::to_string(&self.text).unwrap_or_default())),
             Kind::Invalid => "unreadable text".to_string(),
             _ => format!("`{}`", self.text),
         }
@@ -156,11 +144,7 @@ impl Token {
 
 fn clip(s: &str) -> String {
     const MAX: usize = 40;
-    if s.chars().count() <= MAX {
-        s.to_string()
-    } else {
-        format!("{}…", s.chars().take(MAX).collect::<String>())
-    }
+    if s.chars().count() <= MAX { s.to_string() } else { format!("{}…", s.chars().take(MAX).collect::<String>()) }
 }
 
 /// A `#` comment, without the `#`'s line ending.
@@ -247,14 +231,7 @@ fn lexeme(i: Src<'_>) -> LResult<'_, Lexeme> {
         value(Lexeme::Word, take_while1(is_word_char)),
         value(Lexeme::Str, string),
         value(Lexeme::Unterminated, (char('"'), take_till(|c| c == '\n'))),
-        value(
-            Lexeme::SingleQuoted,
-            (
-                char('\''),
-                take_till(|c| c == '\'' || c == '\n'),
-                opt(char('\'')),
-            ),
-        ),
+        value(Lexeme::SingleQuoted, (char('\''), take_till(|c| c == '\'' || c == '\n'), opt(char('\'')))),
         map(
             alt((
                 value(Kind::EqEq, tag("==")),
@@ -303,32 +280,13 @@ pub(crate) fn lex(file: FileId, text: &str) -> Lexed {
         let span = Span::new(file, start, end);
         match lx {
             Lexeme::Space => {}
-            Lexeme::Comment => out.comments.push(RawComment {
-                span,
-                text: raw.trim_end().to_string(),
-                line,
-            }),
-            Lexeme::Word => out.tokens.push(Token {
-                kind: Kind::Word,
-                span,
-                text: raw.to_string(),
-                line,
-            }),
+            Lexeme::Comment => out.comments.push(RawComment { span, text: raw.trim_end().to_string(), line }),
+            Lexeme::Word => out.tokens.push(Token { kind: Kind::Word, span, text: raw.to_string(), line }),
             Lexeme::Str => match decode_string(file, raw, start) {
-                Ok(s) => out.tokens.push(Token {
-                    kind: Kind::Str,
-                    span,
-                    text: s,
-                    line,
-                }),
+                Ok(s) => out.tokens.push(Token { kind: Kind::Str, span, text: s, line }),
                 Err(d) => {
                     out.diagnostics.push(*d);
-                    out.tokens.push(Token {
-                        kind: Kind::Invalid,
-                        span,
-                        text: raw.to_string(),
-                        line,
-                    });
+                    out.tokens.push(Token { kind: Kind::Invalid, span, text: raw.to_string(), line });
                 }
             },
             Lexeme::Unterminated => {
@@ -337,36 +295,18 @@ pub(crate) fn lex(file: FileId, text: &str) -> Lexed {
                         .primary(Span::new(file, start, start + 1), "this `\"` is never closed on its line")
                         .help("close the string with `\"` before the end of the line; write a line break as `\\n`"),
                 );
-                out.tokens.push(Token {
-                    kind: Kind::Invalid,
-                    span,
-                    text: raw.to_string(),
-                    line,
-                });
+                out.tokens.push(Token { kind: Kind::Invalid, span, text: raw.to_string(), line });
             }
             Lexeme::SingleQuoted => {
                 let inner = raw.trim_start_matches('\'').trim_end_matches('\'');
                 out.diagnostics.push(
-                    Diagnostic::new(
-                        &codes::EGRET_SYNTAX,
-                        format!("single-quoted string `{}`", visible(raw)),
-                    )
-                    .primary(span, "strings use double quotes")
-                    .help(format!("write {}", super::print::quote(inner))),
+                    Diagnostic::new(&codes::EGRET_SYNTAX, format!("single-quoted string `{}`", visible(raw)))
+                        .primary(span, "strings use double quotes")
+                        .help(format!("write {}", super::print::quote(inner))),
                 );
-                out.tokens.push(Token {
-                    kind: Kind::Invalid,
-                    span,
-                    text: raw.to_string(),
-                    line,
-                });
+                out.tokens.push(Token { kind: Kind::Invalid, span, text: raw.to_string(), line });
             }
-            Lexeme::Punct(kind) => out.tokens.push(Token {
-                kind,
-                span,
-                text: raw.to_string(),
-                line,
-            }),
+            Lexeme::Punct(kind) => out.tokens.push(Token { kind, span, text: raw.to_string(), line }),
             Lexeme::Other => {}
         }
         line += raw.matches('\n').count() as u32;
@@ -389,43 +329,22 @@ pub(crate) fn lex(file: FileId, text: &str) -> Lexed {
     out
 }
 
-fn push_invalid_chars(
-    out: &mut Lexed,
-    file: FileId,
-    text: &str,
-    start: usize,
-    end: usize,
-    line: u32,
-) {
+fn push_invalid_chars(out: &mut Lexed, file: FileId, text: &str, start: usize, end: usize, line: u32) {
     let raw = text.get(start..end).unwrap_or("");
     let span = Span::new(file, start, end);
-    let what = if raw.chars().count() == 1 {
-        "character"
-    } else {
-        "characters"
-    };
+    let what = if raw.chars().count() == 1 { "character" } else { "characters" };
     let help = "bare words use letters, digits and `. _ / : -`; write other text as a double-quoted string";
     out.diagnostics.push(
-        Diagnostic::new(
-            &codes::EGRET_SYNTAX,
-            format!("unexpected {what} `{}`", visible(raw)),
-        )
-        .primary(span, "not part of any `.egret` token")
-        .help(help),
+        Diagnostic::new(&codes::EGRET_SYNTAX, format!("unexpected {what} `{}`", visible(raw)))
+            .primary(span, "not part of any `.egret` token")
+            .help(help),
     );
-    out.tokens.push(Token {
-        kind: Kind::Invalid,
-        span,
-        text: raw.to_string(),
-        line,
-    });
+    out.tokens.push(Token { kind: Kind::Invalid, span, text: raw.to_string(), line });
 }
 
 /// `s` as written, or escaped when it holds control or invisible characters.
 fn visible(s: &str) -> String {
-    if s.chars()
-        .all(|c| !c.is_control() && !c.is_whitespace() || c == ' ')
-    {
+    if s.chars().all(|c| !c.is_control() && !c.is_whitespace() || c == ' ') {
         s.to_string()
     } else {
         s.escape_debug().to_string()
@@ -440,11 +359,7 @@ fn decode_string(file: FileId, raw: &str, base: usize) -> Result<String, Box<Dia
     let mut chars = inner.char_indices().peekable();
     let at = |s: usize, e: usize| Span::new(file, base + 1 + s, base + 1 + e);
     let bad = |span: Span, msg: String, help: &str| {
-        Box::new(
-            Diagnostic::new(&codes::EGRET_SYNTAX, msg)
-                .primary(span, "here")
-                .help(help.to_string()),
-        )
+        Box::new(Diagnostic::new(&codes::EGRET_SYNTAX, msg).primary(span, "here").help(help.to_string()))
     };
     while let Some((i, c)) = chars.next() {
         if c != '\\' {
@@ -459,11 +374,7 @@ fn decode_string(file: FileId, raw: &str, base: usize) -> Result<String, Box<Dia
             continue;
         }
         let Some((j, e)) = chars.next() else {
-            return Err(bad(
-                at(i, i + 1),
-                "unfinished escape".into(),
-                "write a backslash as `\\\\`",
-            ));
+            return Err(bad(at(i, i + 1), "unfinished escape".into(), "write a backslash as `\\\\`"));
         };
         let simple = match e {
             '"' => Some('"'),
@@ -502,21 +413,17 @@ fn decode_string(file: FileId, raw: &str, base: usize) -> Result<String, Box<Dia
                 "`\\u` takes four hex digits; characters above U+FFFF are a surrogate pair `\\uD83D\\uDE00`",
             )
         };
-        let end_of = |chars: &mut std::iter::Peekable<std::str::CharIndices<'_>>| {
-            chars.peek().map_or(inner.len(), |&(k, _)| k)
-        };
+        let end_of =
+            |chars: &mut std::iter::Peekable<std::str::CharIndices<'_>>| chars.peek().map_or(inner.len(), |&(k, _)| k);
         let Some(hi) = hex(&mut chars) else {
             let end = end_of(&mut chars);
             return Err(bad_u(end));
         };
         let cp = if (0xD800..0xDC00).contains(&hi) {
-            let ok = chars.next().map(|(_, c)| c) == Some('\\')
-                && chars.next().map(|(_, c)| c) == Some('u');
+            let ok = chars.next().map(|(_, c)| c) == Some('\\') && chars.next().map(|(_, c)| c) == Some('u');
             let lo = if ok { hex(&mut chars) } else { None };
             match lo {
-                Some(lo) if (0xDC00..0xE000).contains(&lo) => {
-                    0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
-                }
+                Some(lo) if (0xDC00..0xE000).contains(&lo) => 0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00),
                 _ => {
                     let end = end_of(&mut chars);
                     return Err(bad_u(end));
@@ -541,11 +448,7 @@ mod tests {
     use super::*;
 
     fn kinds(text: &str) -> Vec<(Kind, String)> {
-        lex(FileId(0), text)
-            .tokens
-            .into_iter()
-            .map(|t| (t.kind, t.text))
-            .collect()
+        lex(FileId(0), text).tokens.into_iter().map(|t| (t.kind, t.text)).collect()
     }
 
     #[test]
@@ -568,10 +471,7 @@ mod tests {
             (Kind::Word, "10.0.0.0/8"),
             (Kind::Semi, ";"),
         ];
-        let expected: Vec<(Kind, String)> = expected
-            .into_iter()
-            .map(|(k, s)| (k, s.to_string()))
-            .collect();
+        let expected: Vec<(Kind, String)> = expected.into_iter().map(|(k, s)| (k, s.to_string())).collect();
         assert_eq!(toks, expected);
     }
 
@@ -589,17 +489,8 @@ mod tests {
 
     #[test]
     fn unicode_escapes_and_surrogates() {
-        assert_eq!(
-            kinds(r#""\u00e9\ud83d\ude00\/""#),
-            vec![(Kind::Str, "é😀/".to_string())]
-        );
-        for bad in [
-            r#""\x""#,
-            r#""\u12""#,
-            r#""\ud83d""#,
-            r#""\ud83dx""#,
-            "\"a\u{1}\"",
-        ] {
+        assert_eq!(kinds(r#""\u00e9\ud83d\ude00\/""#), vec![(Kind::Str, "é😀/".to_string())]);
+        for bad in [r#""\x""#, r#""\u12""#, r#""\ud83d""#, r#""\ud83dx""#, "\"a\u{1}\""] {
             let l = lex(FileId(0), bad);
             assert_eq!(l.diagnostics.len(), 1, "{bad}");
             assert_eq!(l.diagnostics[0].code.id, "E0003");

@@ -46,9 +46,7 @@ mod parse;
 mod print;
 mod trivia;
 
-pub use normal::{
-    NormalGateway, NormalItem, NormalPolicy, NormalSelector, normalize, semantically_equal,
-};
+pub use normal::{NormalGateway, NormalItem, NormalPolicy, NormalSelector, normalize, semantically_equal};
 pub use parse::Parsed;
 pub use print::{Unprintable, print, print_with_comments, try_print};
 pub use trivia::{Anchor, Comment, Comments};
@@ -72,9 +70,5 @@ pub fn parse_with_comments(file: FileId, text: &str) -> Parsed {
 /// diagnostic is not formatted; its diagnostics are returned instead.
 pub fn format(file: FileId, text: &str) -> Result<String, Vec<Diagnostic>> {
     let p = parse::parse_file(file, text);
-    if p.diagnostics.is_empty() {
-        Ok(print_with_comments(&p.policies, &p.comments))
-    } else {
-        Err(p.diagnostics)
-    }
+    if p.diagnostics.is_empty() { Ok(print_with_comments(&p.policies, &p.comments)) } else { Err(p.diagnostics) }
 }

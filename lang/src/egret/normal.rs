@@ -69,24 +69,15 @@ fn item(i: &SelectorItem) -> NormalItem {
 }
 
 fn selector(s: &LabelSelector) -> NormalSelector {
-    let mut match_labels: Vec<(String, String)> = s
-        .match_labels
-        .iter()
-        .map(|(k, v)| (k.value.clone(), v.value.clone()))
-        .collect();
+    let mut match_labels: Vec<(String, String)> =
+        s.match_labels.iter().map(|(k, v)| (k.value.clone(), v.value.clone())).collect();
     match_labels.sort();
     NormalSelector {
         match_labels,
         match_expressions: s
             .match_expressions
             .iter()
-            .map(|r| {
-                (
-                    r.key.value.clone(),
-                    r.operator.value,
-                    r.values.iter().map(|v| v.value.clone()).collect(),
-                )
-            })
+            .map(|r| (r.key.value.clone(), r.operator.value, r.values.iter().map(|v| v.value.clone()).collect()))
             .collect(),
     }
 }
@@ -106,25 +97,13 @@ mod tests {
 
     #[test]
     fn label_order_and_gateway_form_do_not_matter() {
-        let (a, _) = crate::egret::parse(
-            FileId(0),
-            "policy p { select pods(a = 1, b = 2) via nodes(*) }",
-        );
-        let (b, _) = crate::egret::parse(
-            FileId(1),
-            "policy p {\n  select pods(b = 2, a = 1)\n  via nodes(*)\n}",
-        );
+        let (a, _) = crate::egret::parse(FileId(0), "policy p { select pods(a = 1, b = 2) via nodes(*) }");
+        let (b, _) = crate::egret::parse(FileId(1), "policy p {\n  select pods(b = 2, a = 1)\n  via nodes(*)\n}");
         let mut b = b;
         let g = b[0].egress_gateway.take();
         b[0].egress_gateways = g.into_iter().collect();
         assert!(semantically_equal(&a[0], &b[0]));
-        assert_eq!(
-            normalize(&a[0]).selectors[0]
-                .pod_selector
-                .as_ref()
-                .map(|s| s.match_labels.len()),
-            Some(2)
-        );
+        assert_eq!(normalize(&a[0]).selectors[0].pod_selector.as_ref().map(|s| s.match_labels.len()), Some(2));
         // An egressGateway beside egressGateways is ignored, as in Cilium.
         let mut c = a[0].clone();
         let mut ignored = c.egress_gateway.clone();

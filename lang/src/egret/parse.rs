@@ -30,18 +30,19 @@ const STATEMENT_KEYWORDS: [&str; 4] = ["select", "to", "except", "via"];
 
 const HELP_FILE: &str = "a `.egret` file is a list of `policy NAME { … }` blocks";
 const HELP_NAME: &str = "name the policy like a Kubernetes object: `policy egress-payments {`";
-const HELP_STMT: &str = "a policy body holds statements: `select …`, `to CIDR, …`, `except CIDR, …` and `via nodes(…)`, one per line";
+const HELP_STMT: &str =
+    "a policy body holds statements: `select …`, `to CIDR, …`, `except CIDR, …` and `via nodes(…)`, one per line";
 const HELP_ITEM: &str = "select pods with `select pods(app = web)`, optionally followed by `in namespaces(…)` and `on nodes(…)`, or whole namespaces with `select namespaces(…)`";
-const HELP_SEL: &str = "a selector is `(*)` for everything, or requirements in parentheses: `(app = web, tier in (a, b))`";
-const HELP_STAR: &str =
-    "`*` stands alone: write `(*)` for everything, or list requirements without it";
+const HELP_SEL: &str =
+    "a selector is `(*)` for everything, or requirements in parentheses: `(app = web, tier in (a, b))`";
+const HELP_STAR: &str = "`*` stands alone: write `(*)` for everything, or list requirements without it";
 const HELP_REQ: &str = "requirements are `key = value`, `key != value`, `key in (v, …)`, `key notin (v, …)`, `key` (exists) or `!key` (does not exist), separated by `,`";
 const HELP_VALUE: &str =
     "a label value is a bare word like `payment-service` or a double-quoted string like `\"true\"`";
-const HELP_VALUES: &str = "`in` and `notin` take a parenthesised list of at least one value, separated by `,`: `tier in (a, b)`";
+const HELP_VALUES: &str =
+    "`in` and `notin` take a parenthesised list of at least one value, separated by `,`: `tier in (a, b)`";
 const HELP_CIDR: &str = "write CIDRs as `address/length`, separated by `,`: `to 0.0.0.0/0, ::/0`";
-const HELP_GW: &str =
-    "a gateway is `via nodes(…)`, optionally followed by `ip ADDRESS` or `interface NAME`";
+const HELP_GW: &str = "a gateway is `via nodes(…)`, optionally followed by `ip ADDRESS` or `interface NAME`";
 const HELP_IP: &str = "write one IPv4 or IPv6 address: `ip 192.0.2.10`";
 const HELP_IFACE: &str = "write the interface name as a word or a string: `interface eth0`";
 
@@ -61,29 +62,14 @@ impl<'t> Input for Toks<'t> {
         self.toks.len()
     }
     fn take(&self, index: usize) -> Self {
-        Toks {
-            toks: &self.toks[..index],
-            eof: self.eof,
-        }
+        Toks { toks: &self.toks[..index], eof: self.eof }
     }
     fn take_from(&self, index: usize) -> Self {
-        Toks {
-            toks: &self.toks[index..],
-            eof: self.eof,
-        }
+        Toks { toks: &self.toks[index..], eof: self.eof }
     }
     fn take_split(&self, index: usize) -> (Self, Self) {
         let (prefix, suffix) = self.toks.split_at(index);
-        (
-            Toks {
-                toks: suffix,
-                eof: self.eof,
-            },
-            Toks {
-                toks: prefix,
-                eof: self.eof,
-            },
-        )
+        (Toks { toks: suffix, eof: self.eof }, Toks { toks: prefix, eof: self.eof })
     }
     fn position<P>(&self, predicate: P) -> Option<usize>
     where
@@ -98,11 +84,7 @@ impl<'t> Input for Toks<'t> {
         self.toks.iter().enumerate()
     }
     fn slice_index(&self, count: usize) -> Result<usize, Needed> {
-        if self.toks.len() >= count {
-            Ok(count)
-        } else {
-            Err(Needed::new(count - self.toks.len()))
-        }
+        if self.toks.len() >= count { Ok(count) } else { Err(Needed::new(count - self.toks.len())) }
     }
 }
 
@@ -121,23 +103,13 @@ pub(crate) struct SyntaxError {
 
 impl SyntaxError {
     fn at(i: Toks<'_>, expected: &'static str, help: &'static str) -> Self {
-        SyntaxError {
-            remaining: i.toks.len(),
-            expected: vec![expected],
-            help: Some(help),
-            related: None,
-        }
+        SyntaxError { remaining: i.toks.len(), expected: vec![expected], help: Some(help), related: None }
     }
 }
 
 impl<'t> ParseError<Toks<'t>> for SyntaxError {
     fn from_error_kind(input: Toks<'t>, _: ErrorKind) -> Self {
-        SyntaxError {
-            remaining: input.toks.len(),
-            expected: Vec::new(),
-            help: None,
-            related: None,
-        }
+        SyntaxError { remaining: input.toks.len(), expected: Vec::new(), help: None, related: None }
     }
     fn append(_: Toks<'t>, _: ErrorKind, other: Self) -> Self {
         other
@@ -173,19 +145,11 @@ fn one_of<'t>(
     }
 }
 
-fn punct<'t>(
-    kind: Kind,
-    what: &'static str,
-    help: &'static str,
-) -> impl Fn(Toks<'t>) -> PResult<'t, &'t Token> {
+fn punct<'t>(kind: Kind, what: &'static str, help: &'static str) -> impl Fn(Toks<'t>) -> PResult<'t, &'t Token> {
     one_of(what, help, move |t| t.kind == kind)
 }
 
-fn kw<'t>(
-    word: &'static str,
-    what: &'static str,
-    help: &'static str,
-) -> impl Fn(Toks<'t>) -> PResult<'t, &'t Token> {
+fn kw<'t>(word: &'static str, what: &'static str, help: &'static str) -> impl Fn(Toks<'t>) -> PResult<'t, &'t Token> {
     one_of(what, help, move |t| t.is_word(word))
 }
 
@@ -196,13 +160,8 @@ fn text<'t>(what: &'static str, help: &'static str) -> impl Fn(Toks<'t>) -> PRes
 
 /// A word or a string that is not a statement keyword (`to a, b,` followed by
 /// `except` must not read `except` as an address).
-fn address<'t>(
-    what: &'static str,
-    help: &'static str,
-) -> impl Fn(Toks<'t>) -> PResult<'t, &'t Token> {
-    one_of(what, help, |t| {
-        t.kind == Kind::Str || (t.kind == Kind::Word && !RESERVED.contains(&t.text.as_str()))
-    })
+fn address<'t>(what: &'static str, help: &'static str) -> impl Fn(Toks<'t>) -> PResult<'t, &'t Token> {
+    one_of(what, help, |t| t.kind == Kind::Str || (t.kind == Kind::Word && !RESERVED.contains(&t.text.as_str())))
 }
 
 /// The span from the first to the last token `p` consumed.
@@ -273,25 +232,12 @@ struct Sel<'t> {
 
 #[derive(Debug, Clone)]
 enum Op<'t> {
-    Label {
-        value: &'t Token,
-    },
-    NotEqual {
-        op: &'t Token,
-        value: &'t Token,
-    },
-    In {
-        op: &'t Token,
-        values: Vec<&'t Token>,
-    },
-    NotIn {
-        op: &'t Token,
-        values: Vec<&'t Token>,
-    },
+    Label { value: &'t Token },
+    NotEqual { op: &'t Token, value: &'t Token },
+    In { op: &'t Token, values: Vec<&'t Token> },
+    NotIn { op: &'t Token, values: Vec<&'t Token> },
     Exists,
-    DoesNotExist {
-        bang: &'t Token,
-    },
+    DoesNotExist { bang: &'t Token },
 }
 
 #[derive(Debug, Clone)]
@@ -337,38 +283,20 @@ fn sel<'t>(
     what: &'static str,
     help: &'static str,
 ) -> impl Parser<Toks<'t>, Output = Sel<'t>, Error = SyntaxError> {
-    map(
-        spanned((kw(keyword, what, help), cut(sel_body))),
-        |((keyword, body), span)| Sel {
-            keyword,
-            span,
-            body,
-        },
-    )
+    map(spanned((kw(keyword, what, help), cut(sel_body))), |((keyword, body), span)| Sel { keyword, span, body })
 }
 
 fn sel_body<'t>(i: Toks<'t>) -> PResult<'t, SelBody<'t>> {
     let (i, open) = punct(Kind::LParen, "`(`", HELP_SEL)(i)?;
     alt((
         map(
-            (
-                punct(Kind::Star, "`*`", HELP_SEL),
-                closing(open.span, cut(punct(Kind::RParen, "`)`", HELP_STAR))),
-            ),
+            (punct(Kind::Star, "`*`", HELP_SEL), closing(open.span, cut(punct(Kind::RParen, "`)`", HELP_STAR)))),
             |_| SelBody::All,
         ),
-        map(punct(Kind::RParen, "`)`", HELP_SEL), move |close| {
-            SelBody::Empty {
-                parens: open.span.to(close.span),
-            }
+        map(punct(Kind::RParen, "`)`", HELP_SEL), move |close| SelBody::Empty { parens: open.span.to(close.span) }),
+        map((cut(list1(req)), closing(open.span, cut(punct(Kind::RParen, "`,` or `)`", HELP_REQ)))), |(reqs, _)| {
+            SelBody::Reqs(reqs)
         }),
-        map(
-            (
-                cut(list1(req)),
-                closing(open.span, cut(punct(Kind::RParen, "`,` or `)`", HELP_REQ))),
-            ),
-            |(reqs, _)| SelBody::Reqs(reqs),
-        ),
     ))
     .parse(i)
 }
@@ -384,38 +312,19 @@ fn label_value<'t>(i: Toks<'t>) -> PResult<'t, &'t Token> {
 fn value_list<'t>(i: Toks<'t>) -> PResult<'t, Vec<&'t Token>> {
     let (i, open) = punct(Kind::LParen, "`(`", HELP_VALUES)(i)?;
     let (i, values) = cut(list1(text("a label value", HELP_VALUES))).parse(i)?;
-    let (i, _) = closing(
-        open.span,
-        cut(punct(Kind::RParen, "`,` or `)`", HELP_VALUES)),
-    )
-    .parse(i)?;
+    let (i, _) = closing(open.span, cut(punct(Kind::RParen, "`,` or `)`", HELP_VALUES))).parse(i)?;
     Ok((i, values))
 }
 
 fn operator<'t>(i: Toks<'t>) -> PResult<'t, Op<'t>> {
     alt((
         map(
-            (
-                alt((
-                    punct(Kind::Eq, "`=`", HELP_REQ),
-                    punct(Kind::EqEq, "`==`", HELP_REQ),
-                )),
-                cut(label_value),
-            ),
+            (alt((punct(Kind::Eq, "`=`", HELP_REQ), punct(Kind::EqEq, "`==`", HELP_REQ))), cut(label_value)),
             |(_, value)| Op::Label { value },
         ),
-        map(
-            (punct(Kind::NotEq, "`!=`", HELP_REQ), cut(label_value)),
-            |(op, value)| Op::NotEqual { op, value },
-        ),
-        map(
-            (kw("in", "`in`", HELP_REQ), cut(value_list)),
-            |(op, values)| Op::In { op, values },
-        ),
-        map(
-            (kw("notin", "`notin`", HELP_REQ), cut(value_list)),
-            |(op, values)| Op::NotIn { op, values },
-        ),
+        map((punct(Kind::NotEq, "`!=`", HELP_REQ), cut(label_value)), |(op, value)| Op::NotEqual { op, value }),
+        map((kw("in", "`in`", HELP_REQ), cut(value_list)), |(op, values)| Op::In { op, values }),
+        map((kw("notin", "`notin`", HELP_REQ), cut(value_list)), |(op, values)| Op::NotIn { op, values }),
     ))
     .parse(i)
 }
@@ -423,10 +332,7 @@ fn operator<'t>(i: Toks<'t>) -> PResult<'t, Op<'t>> {
 fn req<'t>(i: Toks<'t>) -> PResult<'t, Req<'t>> {
     map(
         spanned(alt((
-            map(
-                (punct(Kind::Bang, "`!`", HELP_REQ), cut(label_key)),
-                |(bang, key)| (key, Op::DoesNotExist { bang }),
-            ),
+            map((punct(Kind::Bang, "`!`", HELP_REQ), cut(label_key)), |(bang, key)| (key, Op::DoesNotExist { bang })),
             (label_key, map(opt(operator), |op| op.unwrap_or(Op::Exists))),
         ))),
         |((key, op), span)| Req { span, key, op },
@@ -435,11 +341,7 @@ fn req<'t>(i: Toks<'t>) -> PResult<'t, Req<'t>> {
 }
 
 fn on_nodes<'t>(i: Toks<'t>) -> PResult<'t, Option<Sel<'t>>> {
-    opt(preceded(
-        kw("on", "`on`", HELP_ITEM),
-        cut(sel("nodes", "`nodes`", HELP_ITEM)),
-    ))
-    .parse(i)
+    opt(preceded(kw("on", "`on`", HELP_ITEM), cut(sel("nodes", "`nodes`", HELP_ITEM)))).parse(i)
 }
 
 fn item<'t>(i: Toks<'t>) -> PResult<'t, Item<'t>> {
@@ -447,42 +349,23 @@ fn item<'t>(i: Toks<'t>) -> PResult<'t, Item<'t>> {
         spanned(alt((
             (
                 map(sel("pods", "`pods`", HELP_ITEM), Some),
-                opt(preceded(
-                    kw("in", "`in`", HELP_ITEM),
-                    cut(sel("namespaces", "`namespaces`", HELP_ITEM)),
-                )),
+                opt(preceded(kw("in", "`in`", HELP_ITEM), cut(sel("namespaces", "`namespaces`", HELP_ITEM)))),
                 on_nodes,
             ),
-            (
-                success(None),
-                map(sel("namespaces", "`namespaces`", HELP_ITEM), Some),
-                on_nodes,
-            ),
+            (success(None), map(sel("namespaces", "`namespaces`", HELP_ITEM), Some), on_nodes),
         ))),
-        |((pods, namespaces, nodes), span)| Item {
-            span,
-            pods,
-            namespaces,
-            nodes,
-        },
+        |((pods, namespaces, nodes), span)| Item { span, pods, namespaces, nodes },
     )
     .parse(i)
 }
 
 fn attr<'t>(i: Toks<'t>) -> PResult<'t, Attr<'t>> {
     alt((
+        map(spanned((kw("ip", "`ip`", HELP_GW), cut(address("an IP address", HELP_IP)))), |((_, value), span)| {
+            Attr::Ip { span, value }
+        }),
         map(
-            spanned((
-                kw("ip", "`ip`", HELP_GW),
-                cut(address("an IP address", HELP_IP)),
-            )),
-            |((_, value), span)| Attr::Ip { span, value },
-        ),
-        map(
-            spanned((
-                kw("interface", "`interface`", HELP_GW),
-                cut(text("an interface name", HELP_IFACE)),
-            )),
+            spanned((kw("interface", "`interface`", HELP_GW), cut(text("an interface name", HELP_IFACE)))),
             |((_, value), span)| Attr::Interface { span, value },
         ),
     ))
@@ -490,37 +373,20 @@ fn attr<'t>(i: Toks<'t>) -> PResult<'t, Attr<'t>> {
 }
 
 fn gateway<'t>(i: Toks<'t>) -> PResult<'t, Gateway<'t>> {
-    map(
-        spanned((sel("nodes", "`nodes`", HELP_GW), many0(attr))),
-        |((nodes, attrs), span)| Gateway { span, nodes, attrs },
-    )
+    map(spanned((sel("nodes", "`nodes`", HELP_GW), many0(attr))), |((nodes, attrs), span)| Gateway {
+        span,
+        nodes,
+        attrs,
+    })
     .parse(i)
 }
 
 fn statement<'t>(i: Toks<'t>) -> PResult<'t, Stmt<'t>> {
     alt((
-        map(
-            preceded(kw("select", "`select`", HELP_STMT), cut(item)),
-            Stmt::Select,
-        ),
-        map(
-            preceded(
-                kw("to", "`to`", HELP_STMT),
-                cut(list1(address("a CIDR", HELP_CIDR))),
-            ),
-            Stmt::To,
-        ),
-        map(
-            preceded(
-                kw("except", "`except`", HELP_STMT),
-                cut(list1(address("a CIDR", HELP_CIDR))),
-            ),
-            Stmt::Except,
-        ),
-        map(
-            preceded(kw("via", "`via`", HELP_STMT), cut(gateway)),
-            Stmt::Via,
-        ),
+        map(preceded(kw("select", "`select`", HELP_STMT), cut(item)), Stmt::Select),
+        map(preceded(kw("to", "`to`", HELP_STMT), cut(list1(address("a CIDR", HELP_CIDR)))), Stmt::To),
+        map(preceded(kw("except", "`except`", HELP_STMT), cut(list1(address("a CIDR", HELP_CIDR)))), Stmt::Except),
+        map(preceded(kw("via", "`via`", HELP_STMT), cut(gateway)), Stmt::Via),
     ))
     .parse(i)
 }
@@ -592,11 +458,7 @@ pub fn parse_file(file: FileId, text: &str) -> Parsed {
     let mut diagnostics = lexed.diagnostics.clone();
     diagnostics.append(&mut d.diags);
     diag::sort_dedup(&mut diagnostics);
-    Parsed {
-        policies: d.policies,
-        comments,
-        diagnostics,
-    }
+    Parsed { policies: d.policies, comments, diagnostics }
 }
 
 fn list_expected(items: &[&str]) -> String {
@@ -619,9 +481,7 @@ fn did_you_mean(t: &Token, expected: &[&str]) -> Option<String> {
         .filter_map(|e| e.strip_prefix('`').and_then(|e| e.strip_suffix('`')))
         .filter(|w| w.chars().all(|c| c.is_ascii_lowercase()))
         .collect();
-    crate::k8s::did_you_mean(&t.text, &words)
-        .filter(|w| *w != t.text)
-        .map(str::to_string)
+    crate::k8s::did_you_mean(&t.text, &words).filter(|w| *w != t.text).map(str::to_string)
 }
 
 impl<'t> Driver<'t> {
@@ -630,10 +490,7 @@ impl<'t> Driver<'t> {
     }
 
     fn first_on_line(&self, j: usize) -> bool {
-        match (
-            j.checked_sub(1).and_then(|k| self.toks.get(k)),
-            self.toks.get(j),
-        ) {
+        match (j.checked_sub(1).and_then(|k| self.toks.get(k)), self.toks.get(j)) {
             (Some(prev), Some(t)) => prev.line != t.line,
             _ => true,
         }
@@ -646,9 +503,7 @@ impl<'t> Driver<'t> {
             return false;
         }
         self.first_on_line(j)
-            || (self
-                .tok(j + 1)
-                .is_some_and(|n| matches!(n.kind, Kind::Word | Kind::Str))
+            || (self.tok(j + 1).is_some_and(|n| matches!(n.kind, Kind::Word | Kind::Str))
                 && self.tok(j + 2).is_some_and(|b| b.kind == Kind::LBrace))
     }
 
@@ -660,19 +515,13 @@ impl<'t> Driver<'t> {
         t.kind == Kind::Word
             && STATEMENT_KEYWORDS.contains(&t.text.as_str())
             && (self.first_on_line(j)
-                || j.checked_sub(1).and_then(|k| self.tok(k)).is_some_and(|p| {
-                    matches!(
-                        p.kind,
-                        Kind::Semi | Kind::RParen | Kind::LBrace | Kind::RBrace
-                    )
-                }))
+                || j.checked_sub(1)
+                    .and_then(|k| self.tok(k))
+                    .is_some_and(|p| matches!(p.kind, Kind::Semi | Kind::RParen | Kind::LBrace | Kind::RBrace)))
     }
 
     fn input(&self, from: usize) -> Toks<'t> {
-        Toks {
-            toks: self.toks.get(from..).unwrap_or(&[]),
-            eof: self.eof,
-        }
+        Toks { toks: self.toks.get(from..).unwrap_or(&[]), eof: self.eof }
     }
 
     fn found(&self, j: usize) -> (Span, String) {
@@ -690,11 +539,8 @@ impl<'t> Driver<'t> {
             }
             if let Some(t) = self.tok(self.pos).filter(|t| t.kind != Kind::Invalid) {
                 let (span, found) = self.found(self.pos);
-                let d = Diagnostic::new(
-                    &codes::EGRET_SYNTAX,
-                    format!("expected `policy`, found {found}"),
-                )
-                .primary(span, "expected `policy`");
+                let d = Diagnostic::new(&codes::EGRET_SYNTAX, format!("expected `policy`, found {found}"))
+                    .primary(span, "expected `policy`");
                 self.diags.push(match did_you_mean(t, &["`policy`"]) {
                     Some(s) => d.help(format!("did you mean `{s}`?")).note(HELP_FILE),
                     None => d.help(HELP_FILE),
@@ -725,13 +571,10 @@ impl<'t> Driver<'t> {
                 if other.is_none_or(|t| t.kind != Kind::Invalid) {
                     let (span, found) = self.found(self.pos);
                     self.diags.push(
-                        Diagnostic::new(
-                            &codes::EGRET_SYNTAX,
-                            format!("expected a policy name, found {found}"),
-                        )
-                        .primary(span, "expected a policy name")
-                        .secondary(kw_tok.span, "policy starts here")
-                        .help(HELP_NAME),
+                        Diagnostic::new(&codes::EGRET_SYNTAX, format!("expected a policy name, found {found}"))
+                            .primary(span, "expected a policy name")
+                            .secondary(kw_tok.span, "policy starts here")
+                            .help(HELP_NAME),
                     );
                 }
                 if other.is_some_and(|t| t.kind == Kind::Invalid) {
@@ -751,17 +594,13 @@ impl<'t> Driver<'t> {
                 if name.is_some() && other.is_none_or(|t| t.kind != Kind::Invalid) {
                     let (span, found) = self.found(self.pos);
                     self.diags.push(
-                        Diagnostic::new(
-                            &codes::EGRET_SYNTAX,
-                            format!("expected `{{`, found {found}"),
-                        )
-                        .primary(span, "expected `{`")
-                        .help("the statements of a policy go in braces: `policy NAME { … }`"),
+                        Diagnostic::new(&codes::EGRET_SYNTAX, format!("expected `{{`, found {found}"))
+                            .primary(span, "expected `{`")
+                            .help("the statements of a policy go in braces: `policy NAME { … }`"),
                     );
                 }
-                let statement_follows = other.is_some_and(|t| {
-                    t.kind == Kind::Word && STATEMENT_KEYWORDS.contains(&t.text.as_str())
-                });
+                let statement_follows =
+                    other.is_some_and(|t| t.kind == Kind::Word && STATEMENT_KEYWORDS.contains(&t.text.as_str()));
                 if !statement_follows {
                     while self.pos < self.toks.len() && !self.at_policy_header(self.pos) {
                         self.pos += 1;
@@ -804,20 +643,11 @@ impl<'t> Driver<'t> {
         };
 
         let Some(name) = name else { return };
-        let end = close
-            .or_else(|| {
-                self.pos
-                    .checked_sub(1)
-                    .and_then(|k| self.tok(k))
-                    .map(|t| t.span)
-            })
-            .unwrap_or(kw_tok.span);
+        let end =
+            close.or_else(|| self.pos.checked_sub(1).and_then(|k| self.tok(k)).map(|t| t.span)).unwrap_or(kw_tok.span);
         let gateways = body.gateways;
-        let (egress_gateway, egress_gateways) = if gateways.len() == 1 {
-            (gateways.into_iter().next(), Vec::new())
-        } else {
-            (None, gateways)
-        };
+        let (egress_gateway, egress_gateways) =
+            if gateways.len() == 1 { (gateways.into_iter().next(), Vec::new()) } else { (None, gateways) };
         self.policies.push(Policy {
             name,
             uid: None,
@@ -837,11 +667,7 @@ impl<'t> Driver<'t> {
         // Without `{` the missing brace was reported already.
         let Some(open) = open else { return };
         let what = name.map_or_else(|| "policy".to_string(), |n| format!("policy `{}`", n.value));
-        let stop_label = if stop == self.eof {
-            "the file ends here"
-        } else {
-            "the next policy starts here"
-        };
+        let stop_label = if stop == self.eof { "the file ends here" } else { "the next policy starts here" };
         self.diags.push(
             Diagnostic::new(&codes::EGRET_SYNTAX, format!("unclosed block of {what}"))
                 .primary(open, "this `{` is never closed")
@@ -859,10 +685,7 @@ impl<'t> Driver<'t> {
                 let end = n.saturating_sub(rest.toks.len()).max(start + 1);
                 let anchor = self.lower(stmt, body);
                 let unit = self.units.len();
-                self.units.push(Unit {
-                    anchor,
-                    last: end - 1,
-                });
+                self.units.push(Unit { anchor, last: end - 1 });
                 for o in self.owner.iter_mut().take(end).skip(start) {
                     *o = Owner::Stmt(unit);
                 }
@@ -881,11 +704,8 @@ impl<'t> Driver<'t> {
                     }
                     let suggestion = self.tok(at).and_then(|t| did_you_mean(t, &expected));
                     let expected = list_expected(&expected);
-                    let mut d = Diagnostic::new(
-                        &codes::EGRET_SYNTAX,
-                        format!("expected {expected}, found {found}"),
-                    )
-                    .primary(span, format!("expected {expected}"));
+                    let mut d = Diagnostic::new(&codes::EGRET_SYNTAX, format!("expected {expected}, found {found}"))
+                        .primary(span, format!("expected {expected}"));
                     if let Some((span, label)) = e.related {
                         d = d.secondary(span, label);
                     }
@@ -977,7 +797,9 @@ impl<'t> Driver<'t> {
                     Diagnostic::new(&codes::EGRET_SYNTAX, format!("`{what}` given twice for one gateway"))
                         .primary(span, "second one")
                         .secondary(first, "first one")
-                        .help(format!("a gateway has at most one `{what}`; for several gateways write several `via` lines")),
+                        .help(format!(
+                            "a gateway has at most one `{what}`; for several gateways write several `via` lines"
+                        )),
                 );
                 true
             }
@@ -1002,9 +824,7 @@ impl<'t> Driver<'t> {
                 self.diags.push(
                     Diagnostic::new(&codes::EGRET_SYNTAX, format!("empty selector `{kind}()`"))
                         .primary(parens, "nothing between the parentheses")
-                        .help(format!(
-                            "an empty selector matches every {things}; write {kind}(*) to say so"
-                        )),
+                        .help(format!("an empty selector matches every {things}; write {kind}(*) to say so")),
                 );
             }
             SelBody::Reqs(reqs) => {
@@ -1013,9 +833,7 @@ impl<'t> Driver<'t> {
                     let val = |t: &Token| Spanned::new(t.text.clone(), t.span);
                     let (operator, values) = match r.op {
                         Op::Label { value } => {
-                            if let Some((first, _)) =
-                                out.match_labels.iter().find(|(k, _)| k.value == key.value)
-                            {
+                            if let Some((first, _)) = out.match_labels.iter().find(|(k, _)| k.value == key.value) {
                                 self.diags.push(
                                     Diagnostic::new(
                                         &codes::EGRET_SYNTAX,
@@ -1033,28 +851,17 @@ impl<'t> Driver<'t> {
                             }
                             continue;
                         }
-                        Op::NotEqual { op, value } => {
-                            (Spanned::new(Operator::NotIn, op.span), vec![val(value)])
+                        Op::NotEqual { op, value } => (Spanned::new(Operator::NotIn, op.span), vec![val(value)]),
+                        Op::In { op, values } => {
+                            (Spanned::new(Operator::In, op.span), values.into_iter().map(val).collect())
                         }
-                        Op::In { op, values } => (
-                            Spanned::new(Operator::In, op.span),
-                            values.into_iter().map(val).collect(),
-                        ),
-                        Op::NotIn { op, values } => (
-                            Spanned::new(Operator::NotIn, op.span),
-                            values.into_iter().map(val).collect(),
-                        ),
+                        Op::NotIn { op, values } => {
+                            (Spanned::new(Operator::NotIn, op.span), values.into_iter().map(val).collect())
+                        }
                         Op::Exists => (Spanned::new(Operator::Exists, key.span), Vec::new()),
-                        Op::DoesNotExist { bang } => {
-                            (Spanned::new(Operator::DoesNotExist, bang.span), Vec::new())
-                        }
+                        Op::DoesNotExist { bang } => (Spanned::new(Operator::DoesNotExist, bang.span), Vec::new()),
                     };
-                    out.match_expressions.push(Requirement {
-                        span: r.span,
-                        key,
-                        operator,
-                        values,
-                    });
+                    out.match_expressions.push(Requirement { span: r.span, key, operator, values });
                 }
             }
         }
@@ -1075,12 +882,9 @@ impl<'t> Driver<'t> {
                             .to_string(),
                     };
                     self.diags.push(
-                        Diagnostic::new(
-                            &codes::INVALID_CIDR,
-                            format!("invalid CIDR `{}`: {e}", t.text),
-                        )
-                        .primary(t.span, "not an IPv4 or IPv6 prefix")
-                        .help(help),
+                        Diagnostic::new(&codes::INVALID_CIDR, format!("invalid CIDR `{}`: {e}", t.text))
+                            .primary(t.span, "not an IPv4 or IPv6 prefix")
+                            .help(help),
                     );
                 }
             }
@@ -1092,19 +896,13 @@ impl<'t> Driver<'t> {
             Ok(ip) => Some(Spanned::new(ip, t.span)),
             Err(_) => {
                 let help = match t.text.parse::<Cidr>() {
-                    Ok(c) => format!(
-                        "an egress IP is one address: write `{}` without `/{}`",
-                        c.addr, c.len
-                    ),
+                    Ok(c) => format!("an egress IP is one address: write `{}` without `/{}`", c.addr, c.len),
                     Err(_) => "write one IPv4 or IPv6 address, e.g. `192.0.2.10`".to_string(),
                 };
                 self.diags.push(
-                    Diagnostic::new(
-                        &codes::INVALID_IP,
-                        format!("invalid IP address `{}`", t.text),
-                    )
-                    .primary(t.span, "not an IPv4 or IPv6 address")
-                    .help(help),
+                    Diagnostic::new(&codes::INVALID_IP, format!("invalid IP address `{}`", t.text))
+                        .primary(t.span, "not an IPv4 or IPv6 address")
+                        .help(help),
                 );
                 None
             }
@@ -1123,10 +921,7 @@ fn attach_comments(lexed: &Lexed, owner: &[Owner], units: &[Unit]) -> Comments {
         while next < toks.len() && toks[next].span.start < c.span.start {
             next += 1;
         }
-        let comment = Comment {
-            text: c.text.clone(),
-            blank_after: blank.contains(&(c.line + 1)),
-        };
+        let comment = Comment { text: c.text.clone(), blank_after: blank.contains(&(c.line + 1)) };
         let prev = next.checked_sub(1);
         if let Some(p) = prev
             && toks[p].line == c.line
@@ -1134,11 +929,7 @@ fn attach_comments(lexed: &Lexed, owner: &[Owner], units: &[Unit]) -> Comments {
             match owner[p] {
                 Owner::Stmt(u) => {
                     if let Some(a) = units[u].anchor {
-                        let map = if units[u].last == p {
-                            &mut out.trailing
-                        } else {
-                            &mut out.leading
-                        };
+                        let map = if units[u].last == p { &mut out.trailing } else { &mut out.leading };
                         map.entry(a).or_default().push(comment);
                     }
                 }
@@ -1175,9 +966,7 @@ mod tests {
     fn errors_keep_the_furthest_position_and_merge_ties() {
         let t = toks("a b c");
         let eof = Span::new(FileId(0), 5, 5);
-        let at = |k: usize, what: &'static str| {
-            SyntaxError::at(Toks { toks: &t[k..], eof }, what, HELP_REQ)
-        };
+        let at = |k: usize, what: &'static str| SyntaxError::at(Toks { toks: &t[k..], eof }, what, HELP_REQ);
         let merged = at(1, "`x`").or(at(1, "`y`")).or(at(1, "`x`"));
         assert_eq!(merged.expected, ["`x`", "`y`"]);
         assert_eq!(merged.remaining, 2);
@@ -1188,27 +977,18 @@ mod tests {
     #[test]
     fn expected_lists_read_as_english() {
         assert_eq!(list_expected(&["`(`"]), "`(`");
-        assert_eq!(
-            list_expected(&["`pods`", "`namespaces`"]),
-            "`pods` or `namespaces`"
-        );
-        assert_eq!(
-            list_expected(&["`a`", "`b`", "`c`"]),
-            "one of `a`, `b`, or `c`"
-        );
+        assert_eq!(list_expected(&["`pods`", "`namespaces`"]), "`pods` or `namespaces`");
+        assert_eq!(list_expected(&["`a`", "`b`", "`c`"]), "one of `a`, `b`, or `c`");
     }
 
     #[test]
     fn grammar_consumes_exactly_one_statement() {
         let t = toks("via nodes(a = b) ip 10.0.0.1 interface eth0 to 10.0.0.0/8");
         let eof = Span::new(FileId(0), 0, 0);
-        let (rest, stmt) = statement(Toks { toks: &t, eof })
-            .map_err(|e| format!("{e:?}"))
-            .unwrap_or_else(|e| panic!("{e}"));
+        let (rest, stmt) =
+            statement(Toks { toks: &t, eof }).map_err(|e| format!("{e:?}")).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(rest.toks.first().map(|t| t.text.as_str()), Some("to"));
-        let Stmt::Via(g) = stmt else {
-            panic!("not a via statement")
-        };
+        let Stmt::Via(g) = stmt else { panic!("not a via statement") };
         assert_eq!(g.attrs.len(), 2);
     }
 

@@ -28,15 +28,8 @@ pub enum Unprintable {
     #[error("policy `{policy}`: selector item {item} has neither a pod nor a namespace selector")]
     ItemWithoutPodsOrNamespaces { policy: String, item: usize },
     #[error("policy `{policy}`: requirement `{key}` {operator} has {values} value(s)")]
-    RequirementValues {
-        policy: String,
-        key: String,
-        operator: &'static str,
-        values: usize,
-    },
-    #[error(
-        "policy `{policy}`: `egressGateway` is set besides `egressGateways`, which makes it ignored"
-    )]
+    RequirementValues { policy: String, key: String, operator: &'static str, values: usize },
+    #[error("policy `{policy}`: `egressGateway` is set besides `egressGateways`, which makes it ignored")]
     IgnoredEgressGateway { policy: String },
     #[error("policy `{policy}`: `metadata.namespace` `{namespace}` on a cluster-scoped policy")]
     Namespace { policy: String, namespace: String },
@@ -95,11 +88,7 @@ struct Line<'a> {
 
 impl<'a> Line<'a> {
     fn new(text: String) -> Self {
-        Line {
-            leading: Vec::new(),
-            text,
-            trailing: Vec::new(),
-        }
+        Line { leading: Vec::new(), text, trailing: Vec::new() }
     }
     fn with(mut self, leading: &'a [Comment], trailing: &'a [Comment]) -> Self {
         self.leading.extend(leading);
@@ -138,10 +127,7 @@ fn policy(out: &mut String, p: &Policy, comments: &Comments, issues: &mut Vec<Un
     }
     let mut lines: Vec<Line<'_>> = Vec::new();
     if let Some(ns) = &p.namespace {
-        issues.push(Unprintable::Namespace {
-            policy: name.clone(),
-            namespace: ns.value.clone(),
-        });
+        issues.push(Unprintable::Namespace { policy: name.clone(), namespace: ns.value.clone() });
         lines.push(Line::new(inexpressible(
             "cluster-scoped policies have no namespace",
             &format!("metadata.namespace {}", quote(&ns.value)),
@@ -168,10 +154,7 @@ fn policy(out: &mut String, p: &Policy, comments: &Comments, issues: &mut Vec<Un
     let mut via = |g: &GatewaySpec, ignored: bool, issues: &mut Vec<Unprintable>| {
         let text = match gateway(g, name, issues) {
             Ok(t) if !ignored => format!("via {t}"),
-            Ok(t) => inexpressible(
-                "`egressGateway` is ignored when `egressGateways` is set",
-                &format!("via {t}"),
-            ),
+            Ok(t) => inexpressible("`egressGateway` is ignored when `egressGateways` is set", &format!("via {t}")),
             Err((reason, t)) => inexpressible(&reason, &format!("via {t}")),
         };
         lines.push(Line::new(text).with(comments.leading(g.span), comments.trailing(g.span)));
@@ -182,9 +165,7 @@ fn policy(out: &mut String, p: &Policy, comments: &Comments, issues: &mut Vec<Un
         }
     } else {
         if let Some(g) = &p.egress_gateway {
-            issues.push(Unprintable::IgnoredEgressGateway {
-                policy: name.clone(),
-            });
+            issues.push(Unprintable::IgnoredEgressGateway { policy: name.clone() });
             via(g, true, issues);
         }
         for g in &p.egress_gateways {
@@ -238,10 +219,7 @@ fn item(it: &SelectorItem, policy: &str, k: usize, issues: &mut Vec<Unprintable>
         }
         (None, Some(ns)) => selector("namespaces", ns, policy, &mut errs, issues),
         (None, None) => {
-            issues.push(Unprintable::ItemWithoutPodsOrNamespaces {
-                policy: policy.to_string(),
-                item: k,
-            });
+            issues.push(Unprintable::ItemWithoutPodsOrNamespaces { policy: policy.to_string(), item: k });
             errs.push("a selector item needs `pods(…)` or `namespaces(…)`".to_string());
             String::new()
         }
@@ -266,11 +244,7 @@ fn gateway(g: &GatewaySpec, policy: &str, issues: &mut Vec<Unprintable>) -> Prin
         let _ = write!(text, " ip {}", ip.value);
     }
     if let Some(iface) = &g.interface {
-        let _ = write!(
-            text,
-            " interface {}",
-            bare_or_quoted(&iface.value, is_bare_value)
-        );
+        let _ = write!(text, " interface {}", bare_or_quoted(&iface.value, is_bare_value));
     }
     match errs.into_iter().next() {
         None => Ok(text),
@@ -291,13 +265,7 @@ fn selector(
     let mut parts: Vec<String> = s
         .match_labels
         .iter()
-        .map(|(k, v)| {
-            format!(
-                "{} = {}",
-                bare_or_quoted(k, is_bare_key),
-                bare_or_quoted(v, is_bare_value)
-            )
-        })
+        .map(|(k, v)| format!("{} = {}", bare_or_quoted(k, is_bare_key), bare_or_quoted(v, is_bare_value)))
         .collect();
     for r in &s.match_expressions {
         parts.push(requirement(r, policy, errs, issues));
@@ -305,18 +273,9 @@ fn selector(
     format!("{keyword}({})", parts.join(", "))
 }
 
-fn requirement(
-    r: &Requirement,
-    policy: &str,
-    errs: &mut Vec<String>,
-    issues: &mut Vec<Unprintable>,
-) -> String {
+fn requirement(r: &Requirement, policy: &str, errs: &mut Vec<String>, issues: &mut Vec<Unprintable>) -> String {
     let key = bare_or_quoted(&r.key.value, is_bare_key);
-    let values: Vec<String> = r
-        .values
-        .iter()
-        .map(|v| bare_or_quoted(v, is_bare_value))
-        .collect();
+    let values: Vec<String> = r.values.iter().map(|v| bare_or_quoted(v, is_bare_value)).collect();
     let op = r.operator.value;
     let ok = match op {
         Operator::In | Operator::NotIn => !values.is_empty(),
@@ -329,12 +288,7 @@ fn requirement(
             operator: op.as_str(),
             values: values.len(),
         });
-        errs.push(format!(
-            "`{}` on `{}` with {} value(s)",
-            op.as_str(),
-            r.key.value,
-            values.len()
-        ));
+        errs.push(format!("`{}` on `{}` with {} value(s)", op.as_str(), r.key.value, values.len()));
     }
     match (op, values.as_slice()) {
         (Operator::In, vs) => format!("{key} in ({})", vs.join(", ")),
@@ -353,9 +307,7 @@ fn name_text(name: &str) -> String {
 
 /// `[A-Za-z0-9._-]+`: label values and interface names.
 pub(crate) fn is_bare_value(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 /// `[A-Za-z0-9][A-Za-z0-9._/-]*`: label keys.
@@ -403,12 +355,7 @@ mod tests {
 
     #[test]
     fn bare_patterns() {
-        assert!(
-            is_bare_value("true")
-                && is_bare_value("-x.")
-                && !is_bare_value("")
-                && !is_bare_value("a/b")
-        );
+        assert!(is_bare_value("true") && is_bare_value("-x.") && !is_bare_value("") && !is_bare_value("a/b"));
         assert!(is_bare_key("cilium.io/egress-gateway") && !is_bare_key("-a") && !is_bare_key(""));
         assert!(is_bare_name("egress-payments") && !is_bare_name("Web") && !is_bare_name("a_b"));
         assert_eq!(quote("a\"b\\c\n\u{1}é"), "\"a\\\"b\\\\c\\n\\u0001é\"");

@@ -53,17 +53,8 @@ impl Comments {
 
     /// How many comments are attached.
     pub fn len(&self) -> usize {
-        let maps = [
-            &self.leading,
-            &self.trailing,
-            &self.body_end,
-            &self.close_trailing,
-        ];
-        maps.iter()
-            .flat_map(|m| m.values())
-            .map(Vec::len)
-            .sum::<usize>()
-            + self.file_end.len()
+        let maps = [&self.leading, &self.trailing, &self.body_end, &self.close_trailing];
+        maps.iter().flat_map(|m| m.values()).map(Vec::len).sum::<usize>() + self.file_end.len()
     }
 
     /// Adds the comments of another file.
@@ -91,9 +82,7 @@ impl Comments {
         self.body_end.get(&anchor(span)).map_or(&[], Vec::as_slice)
     }
     pub(crate) fn close_trailing(&self, span: Span) -> &[Comment] {
-        self.close_trailing
-            .get(&anchor(span))
-            .map_or(&[], Vec::as_slice)
+        self.close_trailing.get(&anchor(span)).map_or(&[], Vec::as_slice)
     }
     pub(crate) fn file_end(&self) -> &[Comment] {
         &self.file_end
