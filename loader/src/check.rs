@@ -1,0 +1,252 @@
+//! Pure checks of an artifact before anything touches the kernel: the
+//! manifest agrees with the object (programs, attach points, map geometry,
+//! hole sources). A generation is built only from a [`CheckedArtifact`].
+//!
+//! Checked, in order (the first failure is returned):
+//! 1. `Artifact::check`: format, digest, map image entry sizes and counts;
+//! 2. the node, if the loader serves a named node;
+//! 3. the object parses (`egret_bpf::elf::read_object`);
+//! 4. programs: every manifest program is in the object, every object program
+//!    is in the manifest, at most one program per attach point;
+//! 5. maps: one image per object map, none for maps the object lacks, and each
+//!    image's kind, key size, value size, capacity and flags equal the object's;
+//! 6. holes: every hole of every program has exactly one source.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use egret_bpf::artifact::{Artifact, AttachPoint, HoleSource, kind_name};
+use egret_bpf::elf::{ParsedObject, read_object};
+
+use crate::error::LoaderError;
+use crate::pins::attach_point_name;
+
+/// A map image's entries, decoded: (key bytes, value bytes).
+pub type ImageEntries = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// A map image, decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodedImage {
+    /// Map name.
+    pub name: String,
+    /// Entries in manifest order.
+    pub entries: ImageEntries,
+}
+
+/// An artifact that passed every check, with what the checks computed.
+#[derive(Debug, Clone)]
+pub struct CheckedArtifact<'a> {
+    artifact: &'a Artifact,
+    /// Program per attach point.
+    programs: BTreeMap<AttachPoint, String>,
+    /// Decoded map images in manifest order.
+    images: Vec<DecodedImage>,
+    /// Hole name → source.
+    holes: BTreeMap<String, HoleSource>,
+}
+
+impl<'a> CheckedArtifact<'a> {
+    /// The artifact.
+    #[must_use]
+    pub fn artifact(&self) -> &'a Artifact {
+        self.artifact
+    }
+
+    /// Program name per attach point.
+    #[must_use]
+    pub fn programs(&self) -> &BTreeMap<AttachPoint, String> {
+        &self.programs
+    }
+
+    /// Decoded map images, in manifest order.
+    #[must_use]
+    pub fn images(&self) -> &[DecodedImage] {
+        &self.images
+    }
+
+    /// Sources of the holes the object's programs contain.
+    #[must_use]
+    pub fn holes(&self) -> &BTreeMap<String, HoleSource> {
+        &self.holes
+    }
+}
+
+/// Checks an artifact (see the module doc). `node`: the node this loader
+/// serves, if it is pinned to one.
+///
+/// # Errors
+/// The first failed check, as its own [`LoaderError`] variant.
+pub fn check_artifact<'a>(artifact: &'a Artifact, node: Option<&str>) -> Result<CheckedArtifact<'a>, LoaderError> {
+    artifact.check().map_err(|source| LoaderError::InvalidArtifact { source })?;
+    let m = &artifact.manifest;
+    if let Some(node) = node
+        && node != m.node
+    {
+        return Err(LoaderError::WrongNode { artifact: m.node.clone(), loader: node.to_owned() });
+    }
+    let parsed = read_object(&artifact.object).map_err(|source| LoaderError::CorruptObject { source })?;
+    let programs = check_programs(artifact, &parsed)?;
+    let images = check_maps(artifact, &parsed)?;
+    let holes = check_holes(artifact, &parsed)?;
+    Ok(CheckedArtifact { artifact, programs, images, holes })
+}
+
+fn check_programs(artifact: &Artifact, parsed: &ParsedObject) -> Result<BTreeMap<AttachPoint, String>, LoaderError> {
+    let in_object: BTreeSet<&str> = parsed.programs.iter().map(|p| p.program.name.as_str()).collect();
+    let mut by_attach: BTreeMap<AttachPoint, String> = BTreeMap::new();
+    for spec in &artifact.manifest.programs {
+        if !in_object.contains(spec.name.as_str()) {
+            return Err(LoaderError::ProgramMissing { program: spec.name.clone() });
+        }
+        if let Some(first) = by_attach.get(&spec.attach) {
+            return Err(LoaderError::DuplicateAttachPoint {
+                attach: attach_point_name(spec.attach),
+                first: first.clone(),
+                second: spec.name.clone(),
+            });
+        }
+        by_attach.insert(spec.attach, spec.name.clone());
+    }
+    let listed: BTreeSet<&str> = artifact.manifest.programs.iter().map(|p| p.name.as_str()).collect();
+    if let Some(extra) = in_object.iter().find(|p| !listed.contains(*p)) {
+        return Err(LoaderError::ProgramUnlisted { program: (*extra).to_owned() });
+    }
+    Ok(by_attach)
+}
+
+fn check_maps(artifact: &Artifact, parsed: &ParsedObject) -> Result<Vec<DecodedImage>, LoaderError> {
+    let mut images = Vec::new();
+    let mut seen = BTreeSet::new();
+    for img in &artifact.manifest.maps {
+        let Some(def) = parsed.maps.iter().find(|d| d.name == img.name) else {
+            return Err(LoaderError::MapImageUnknown { map: img.name.clone() });
+        };
+        if !seen.insert(img.name.as_str()) {
+            return Err(LoaderError::MapImageMismatch {
+                map: img.name.clone(),
+                field: "image count",
+                image: "2 or more".into(),
+                object: "1".into(),
+            });
+        }
+        let fields: [(&'static str, String, String); 5] = [
+            ("kind", img.kind.clone(), kind_name(def.kind).to_owned()),
+            ("key_size", img.key_size.to_string(), def.key_size.to_string()),
+            ("value_size", img.value_size.to_string(), def.value_size.to_string()),
+            ("max_entries", img.max_entries.to_string(), def.max_entries.to_string()),
+            ("flags", img.flags.to_string(), def.flags.to_string()),
+        ];
+        for (field, image, object) in fields {
+            if image != object {
+                return Err(LoaderError::MapImageMismatch { map: img.name.clone(), field, image, object });
+            }
+        }
+        let entries = img.decoded().map_err(|source| LoaderError::InvalidArtifact { source })?;
+        images.push(DecodedImage { name: img.name.clone(), entries });
+    }
+    if let Some(missing) = parsed.maps.iter().find(|d| !seen.contains(d.name.as_str())) {
+        return Err(LoaderError::MapImageMissing { map: missing.name.clone() });
+    }
+    Ok(images)
+}
+
+fn check_holes(artifact: &Artifact, parsed: &ParsedObject) -> Result<BTreeMap<String, HoleSource>, LoaderError> {
+    let mut sources: BTreeMap<String, HoleSource> = BTreeMap::new();
+    for h in &artifact.manifest.holes {
+        if sources.insert(h.name.clone(), h.source.clone()).is_some() {
+            return Err(LoaderError::HoleDuplicate { hole: h.name.clone() });
+        }
+    }
+    let used: BTreeSet<&str> =
+        parsed.programs.iter().flat_map(|p| p.program.holes.iter().map(|h| h.name.as_str())).collect();
+    if let Some(hole) = used.iter().find(|h| !sources.contains_key(**h)) {
+        return Err(LoaderError::HoleUnsourced { hole: (*hole).to_owned() });
+    }
+    // sources for holes the object does not have are harmless but unused
+    sources.retain(|name, _| used.contains(name.as_str()));
+    Ok(sources)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::demo::{DemoSpec, Verdict, demo_artifact};
+    use egret_bpf::artifact::{HoleSpec, MapImage, ProgramSpec};
+    use std::net::Ipv4Addr;
+
+    fn sample() -> Artifact {
+        demo_artifact(&DemoSpec::new("n1", 0xa).verdict(Ipv4Addr::new(203, 0, 113, 1), Verdict::Pass))
+            .expect("demo builds")
+    }
+
+    /// Rebuilds an artifact with a changed manifest (recomputing the digest).
+    fn remade(a: &Artifact, f: impl FnOnce(&mut Vec<ProgramSpec>, &mut Vec<HoleSpec>, &mut Vec<MapImage>)) -> Artifact {
+        let mut programs = a.manifest.programs.clone();
+        let mut holes = a.manifest.holes.clone();
+        let mut maps = a.manifest.maps.clone();
+        f(&mut programs, &mut holes, &mut maps);
+        Artifact::new(&a.manifest.node, a.object.clone(), programs, holes, maps)
+    }
+
+    #[test]
+    fn demo_artifact_passes() {
+        let a = sample();
+        let c = check_artifact(&a, Some("n1")).expect("checks");
+        assert_eq!(c.programs().len(), 2);
+        assert_eq!(c.images().len(), 2);
+        assert!(c.holes().contains_key("gen_tag"));
+        assert!(c.holes().contains_key("marker_ifindex"));
+    }
+
+    #[test]
+    fn each_failure_has_its_variant() {
+        let a = sample();
+        assert!(matches!(check_artifact(&a, Some("n2")), Err(LoaderError::WrongNode { .. })));
+
+        let mut tampered = a.clone();
+        tampered.object[0] ^= 1;
+        assert!(matches!(check_artifact(&tampered, None), Err(LoaderError::InvalidArtifact { .. })));
+
+        let garbage = Artifact::new("n1", b"not an elf".to_vec(), vec![], vec![], vec![]);
+        assert!(matches!(check_artifact(&garbage, None), Err(LoaderError::CorruptObject { .. })));
+
+        let r = remade(&a, |p, _, _| p.push(ProgramSpec { name: "nope".into(), attach: AttachPoint::EgressIngress }));
+        assert!(matches!(check_artifact(&r, None), Err(LoaderError::ProgramMissing { program }) if program == "nope"));
+
+        let r = remade(&a, |p, _, _| {
+            p.pop();
+        });
+        assert!(matches!(check_artifact(&r, None), Err(LoaderError::ProgramUnlisted { .. })));
+
+        let r = remade(&a, |p, _, _| p[1].attach = p[0].attach);
+        assert!(matches!(check_artifact(&r, None), Err(LoaderError::DuplicateAttachPoint { .. })));
+
+        // entries sized for the old geometry fail the artifact's own check first
+        let r = remade(&a, |_, _, m| m[0].value_size += 4);
+        assert!(matches!(check_artifact(&r, None), Err(LoaderError::InvalidArtifact { .. })));
+        let r = remade(&a, |_, _, m| m[1].value_size += 4);
+        assert!(matches!(check_artifact(&r, None), Err(LoaderError::MapImageMismatch { field: "value_size", .. })));
+
+        let r = remade(&a, |_, _, m| m[0].max_entries += 1);
+        assert!(matches!(check_artifact(&r, None), Err(LoaderError::MapImageMismatch { field: "max_entries", .. })));
+
+        let r = remade(&a, |_, _, m| m[0].kind = "lru_hash".into());
+        assert!(matches!(check_artifact(&r, None), Err(LoaderError::MapImageMismatch { field: "kind", .. })));
+
+        let r = remade(&a, |_, _, m| m[0].name = "other_plan".into());
+        assert!(matches!(check_artifact(&r, None), Err(LoaderError::MapImageUnknown { map }) if map == "other_plan"));
+
+        let r = remade(&a, |_, _, m| {
+            m.pop();
+        });
+        assert!(matches!(check_artifact(&r, None), Err(LoaderError::MapImageMissing { .. })));
+
+        let r = remade(&a, |_, h, _| h.retain(|h| h.name != "gen_tag"));
+        assert!(matches!(check_artifact(&r, None), Err(LoaderError::HoleUnsourced { hole }) if hole == "gen_tag"));
+
+        let r = remade(&a, |_, h, _| {
+            let dup = h[0].clone();
+            h.push(dup);
+        });
+        assert!(matches!(check_artifact(&r, None), Err(LoaderError::HoleDuplicate { .. })));
+    }
+}

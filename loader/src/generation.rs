@@ -1,0 +1,228 @@
+//! Building, opening and deleting one generation's pins (aya does the loading).
+//!
+//! [`build`] contract: on success, `gen-N/` holds every map (created from the
+//! object, filled from its image), every program (loaded: the kernel verifier
+//! accepted it) and, pinned last, the marker; nothing is attached. On failure
+//! it removes `gen-N/` entirely (best effort, and a leftover without a marker is
+//! removed by the next start) and nothing outside `gen-N/` was touched.
+//!
+//! [`delete`] unpins the marker first, so a crash while deleting leaves an
+//! incomplete generation, never a complete-looking partial one.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::Path;
+
+use aya::EbpfLoader;
+use aya::pin::PinError;
+use aya::programs::{ProgramError, SchedClassifier};
+use egret_bpf::artifact::AttachPoint;
+
+use crate::check::CheckedArtifact;
+use crate::error::LoaderError;
+use crate::meta::{self, GenerationMeta, META_MAP_NAME, META_VALUE_SIZE};
+use crate::pins::{Generation, PinLayout};
+use crate::sys::{self, BPF_ANY, MapHandle};
+
+/// A program of a generation, opened from its pin.
+#[derive(Debug)]
+pub(crate) struct LoadedProgram {
+    /// Program name.
+    pub name: String,
+    /// Kernel id.
+    pub id: u32,
+    /// aya's handle (links are never kept in it: see `links.rs`).
+    pub prog: SchedClassifier,
+}
+
+/// A complete generation with handles on its programs.
+#[derive(Debug)]
+pub(crate) struct LoadedGeneration {
+    /// Its metadata (as in its marker).
+    pub meta: GenerationMeta,
+    /// Programs by attach point.
+    pub programs: BTreeMap<AttachPoint, LoadedProgram>,
+}
+
+impl LoadedGeneration {
+    pub fn generation(&self) -> Generation {
+        self.meta.generation
+    }
+}
+
+fn pin_error(path: &Path, e: PinError) -> LoaderError {
+    match e {
+        PinError::SyscallError(s) if s.io_error.kind() == io::ErrorKind::AlreadyExists => {
+            LoaderError::PinConflict { path: path.to_path_buf() }
+        }
+        PinError::SyscallError(s) => LoaderError::bpffs(path, "pinning", s.io_error),
+        other => LoaderError::bpffs(path, "pinning", io::Error::other(other.to_string())),
+    }
+}
+
+fn create_dir(path: &Path) -> Result<(), LoaderError> {
+    std::fs::create_dir(path).map_err(|e| {
+        if e.kind() == io::ErrorKind::AlreadyExists {
+            LoaderError::PinConflict { path: path.to_path_buf() }
+        } else {
+            LoaderError::bpffs(path, "creating directory", e)
+        }
+    })
+}
+
+/// Removes `gen-N/` if dropped while armed.
+struct Undo<'a> {
+    layout: &'a PinLayout,
+    n: Generation,
+    armed: bool,
+}
+
+impl Drop for Undo<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = delete(self.layout, self.n);
+        }
+    }
+}
+
+/// aya's program errors, with the verifier's log for a rejected load.
+fn program_error(program: &str, e: ProgramError) -> LoaderError {
+    match e {
+        ProgramError::LoadError { io_error, verifier_log } => LoaderError::VerifierRejected {
+            program: program.to_owned(),
+            source: io_error,
+            log: verifier_log.to_string(),
+        },
+        other => LoaderError::Program { program: program.to_owned(), source: Box::new(other) },
+    }
+}
+
+/// Builds generation `n` from a checked artifact whose holes take `values`
+/// (see the module doc for the contract), with `ebpf_loader` (configured once
+/// per [`crate::Loader`]: see [`ebpf_loader`]).
+///
+/// # Errors
+/// Hole filling, object load (maps), verifier rejection, map fill and pin
+/// failures; `PinConflict` if `gen-N/` already exists.
+pub(crate) fn build(
+    ebpf_loader: &mut EbpfLoader<'static>,
+    layout: &PinLayout,
+    n: Generation,
+    checked: &CheckedArtifact<'_>,
+    values: &BTreeMap<String, i64>,
+    node: &str,
+) -> Result<LoadedGeneration, LoaderError> {
+    let artifact = checked.artifact();
+    // fill holes before creating anything: a value that does not fit touches nothing
+    let filled =
+        egret_bpf::elf::fill_holes(&artifact.object, values).map_err(|source| LoaderError::HoleFill { source })?;
+    create_dir(&layout.generation_dir(n))?;
+    let mut undo = Undo { layout, n, armed: true };
+    create_dir(&layout.maps_dir(n))?;
+    create_dir(&layout.programs_dir(n))?;
+
+    let mut ebpf = ebpf_loader.load(&filled).map_err(|e| LoaderError::ObjectLoad { source: Box::new(e) })?;
+    for crate::check::DecodedImage { name, entries } in checked.images() {
+        let path = layout.map(n, name);
+        let map = ebpf.map(name).ok_or_else(|| LoaderError::MapImageUnknown { map: name.clone() })?;
+        map.pin(&path).map_err(|e| pin_error(&path, e))?;
+        let handle = MapHandle::open(&path).map_err(|e| LoaderError::Map {
+            map: name.clone(),
+            operation: "opening its pin",
+            source: e,
+        })?;
+        for (k, v) in entries {
+            handle.update(k, v, BPF_ANY).map_err(|e| LoaderError::Map {
+                map: name.clone(),
+                operation: "filling from its image",
+                source: e,
+            })?;
+        }
+    }
+    for name in checked.programs().values() {
+        let program = ebpf.program_mut(name).ok_or_else(|| LoaderError::ProgramMissing { program: name.clone() })?;
+        let prog: &mut SchedClassifier = program.try_into().map_err(|e| program_error(name, e))?;
+        prog.load().map_err(|e| program_error(name, e))?;
+        let path = layout.program(n, name);
+        prog.pin(&path).map_err(|e| pin_error(&path, e))?;
+    }
+
+    let meta = GenerationMeta {
+        format: meta::META_FORMAT.to_owned(),
+        generation: n,
+        node: node.to_owned(),
+        digest: artifact.digest().to_owned(),
+        programs: artifact.manifest.programs.clone(),
+        maps: artifact.manifest.maps.iter().map(|m| m.name.clone()).collect(),
+    };
+    let marker_path = layout.meta(n);
+    let value = meta::encode(&meta).map_err(|source| LoaderError::Meta { path: marker_path.clone(), source })?;
+    let marker = MapHandle::create_array(META_MAP_NAME, META_VALUE_SIZE, 1).map_err(|e| LoaderError::Map {
+        map: META_MAP_NAME.into(),
+        operation: "creating",
+        source: e,
+    })?;
+    marker.update(&0u32.to_le_bytes(), &value, BPF_ANY).map_err(|e| LoaderError::Map {
+        map: META_MAP_NAME.into(),
+        operation: "writing",
+        source: e,
+    })?;
+    // the commit point: from here on, gen-N is complete
+    sys::obj_pin(marker.fd(), &marker_path).map_err(|e| {
+        if e.kind() == io::ErrorKind::AlreadyExists {
+            LoaderError::PinConflict { path: marker_path.clone() }
+        } else {
+            LoaderError::bpffs(&marker_path, "pinning the marker", e)
+        }
+    })?;
+    drop(ebpf);
+    let loaded = open(layout, meta)?;
+    undo.armed = false;
+    Ok(loaded)
+}
+
+/// The aya loader the loader keeps: without target BTF. `EbpfLoader::new`
+/// parses the kernel's BTF (`/sys/kernel/btf/vmlinux`, ~5 MB, ~25 ms here) for
+/// CO-RE relocations, which egret's objects never have; creating it once and
+/// dropping that BTF keeps it out of every swap.
+pub(crate) fn ebpf_loader() -> EbpfLoader<'static> {
+    let mut l = EbpfLoader::new();
+    l.btf(None);
+    l
+}
+
+/// Opens a complete generation's programs from their pins.
+///
+/// # Errors
+/// A program pin that cannot be opened.
+pub(crate) fn open(layout: &PinLayout, meta: GenerationMeta) -> Result<LoadedGeneration, LoaderError> {
+    let n = meta.generation;
+    let mut programs = BTreeMap::new();
+    for spec in &meta.programs {
+        let path = layout.program(n, &spec.name);
+        let prog = SchedClassifier::from_pin(&path).map_err(|e| program_error(&spec.name, e))?;
+        let id = prog.info().map_err(|e| program_error(&spec.name, e))?.id();
+        programs.insert(spec.attach, LoadedProgram { name: spec.name.clone(), id, prog });
+    }
+    Ok(LoadedGeneration { meta, programs })
+}
+
+/// Deletes generation `n`: the marker first, then every other pin, then the
+/// directories. Missing entries are fine (deleting twice is a no-op).
+///
+/// # Errors
+/// A pin or directory that cannot be removed.
+pub(crate) fn delete(layout: &PinLayout, n: Generation) -> Result<(), LoaderError> {
+    let marker = layout.meta(n);
+    match std::fs::remove_file(&marker) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(LoaderError::bpffs(&marker, "unpinning", e)),
+    }
+    let dir = layout.generation_dir(n);
+    match std::fs::remove_dir_all(&dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(LoaderError::bpffs(&dir, "removing", e)),
+    }
+}

@@ -1,0 +1,623 @@
+//! The loader: one per node (per network namespace), owning the pins under
+//! its root.
+//!
+//! Contracts:
+//! - **Swap** ([`Loader::apply`]): generation N is built completely (maps
+//!   created and filled, programs loaded, all pinned, marker last) before any
+//!   link changes. Links to interfaces that had none are created for N first
+//!   (a failure there releases them and deletes N); then every existing link's
+//!   program is replaced through its pin (`bpf_link_update`, atomic per
+//!   packet); then links N has no program for are released and N−1 is
+//!   deleted. A failure before the first replacement deletes N and leaves
+//!   N−1 serving untouched; a failure during replacements moves the replaced
+//!   links back to N−1, then deletes N ([`LoaderError::SwapFailed`]).
+//! - **Unchanged**: an artifact whose digest equals the running generation's
+//!   is not loaded at all.
+//! - **Adoption** ([`Loader::open`]): a (re)started loader adopts the pinned
+//!   state ([`crate::scan::plan_recovery`]): it finishes an interrupted swap,
+//!   deletes half-built and superseded generations, releases links whose
+//!   device is gone, and never detaches a live link to start over.
+//! - **Exclusive**: a loader holds an exclusive `flock` on its root for its
+//!   lifetime (released by the kernel if the process dies), so two loaders
+//!   never interleave swaps on one root; inspection ([`crate::inspect`]) takes
+//!   no lock.
+//! - **Namespaces**: every interface name and ifindex is resolved in the
+//!   network namespace of the calling thread; use one thread, in the node's
+//!   namespace, per loader.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use egret_bpf::artifact::{Artifact, AttachPoint, HoleSource};
+
+use crate::check::{CheckedArtifact, check_artifact};
+use crate::error::LoaderError;
+use crate::generation::{self, LoadedGeneration};
+use crate::links::{self, ReplaceError};
+use crate::netdev;
+use crate::pins::{self, Generation, PinLayout};
+use crate::scan::{self, Scan};
+
+/// `BPF_FS_MAGIC`.
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// How a loader is set up on a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoaderConfig {
+    /// The directory on a bpffs mount that holds every pin (default
+    /// [`pins::DEFAULT_ROOT`]); created if missing.
+    pub root: PathBuf,
+    /// If set, artifacts compiled for another node are refused.
+    pub node: Option<String>,
+    /// egret's tunnel device (`TunnelIngress` programs attach here).
+    pub tunnel_device: String,
+    /// Egress interfaces (`EgressIngress` programs attach to each).
+    pub egress_interfaces: Vec<String>,
+    /// IPv4 address of each egress slot this node serves (`SlotIpv4` holes).
+    pub slot_ipv4: BTreeMap<u32, Ipv4Addr>,
+}
+
+impl LoaderConfig {
+    /// Defaults: tunnel device `egret0`, no egress interfaces, no slots, any node.
+    #[must_use]
+    pub fn new(root: impl Into<PathBuf>) -> LoaderConfig {
+        LoaderConfig {
+            root: root.into(),
+            node: None,
+            tunnel_device: "egret0".into(),
+            egress_interfaces: Vec::new(),
+            slot_ipv4: BTreeMap::new(),
+        }
+    }
+}
+
+impl Default for LoaderConfig {
+    fn default() -> Self {
+        LoaderConfig::new(pins::DEFAULT_ROOT)
+    }
+}
+
+/// A pod's interface, as the caller knows it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum PodTarget {
+    /// The pod's IP: the interface is the one its route leads to.
+    Ip(Ipv4Addr),
+    /// The host-side interface by name.
+    Interface(String),
+    /// The host-side interface by ifindex.
+    Ifindex(u32),
+}
+
+/// What [`Loader::open`] did with the state it found.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Recovery {
+    /// The generation adopted as running.
+    pub adopted: Option<Generation>,
+    /// Links kept as they were.
+    pub kept_links: usize,
+    /// Links moved to the adopted generation (an interrupted swap, finished).
+    pub rolled_forward: Vec<PathBuf>,
+    /// Links released (device gone, or no program for them in the adopted generation).
+    pub released: Vec<PathBuf>,
+    /// Generations deleted (half-built, superseded or never swapped in).
+    pub deleted: Vec<Generation>,
+}
+
+/// Where the time of a swap went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SwapTimings {
+    /// Checks, hole resolution, building and pinning generation N.
+    pub build: Duration,
+    /// Creating new links and replacing every existing link's program.
+    pub swap: Duration,
+    /// Releasing links and deleting N−1.
+    pub cleanup: Duration,
+}
+
+impl SwapTimings {
+    /// Artifact in memory → every link runs the new generation.
+    #[must_use]
+    pub fn to_swapped(&self) -> Duration {
+        self.build + self.swap
+    }
+}
+
+/// The result of [`Loader::apply`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApplyReport {
+    /// The artifact's digest equals the running generation's: nothing was loaded.
+    Unchanged {
+        /// The running generation.
+        generation: Generation,
+    },
+    /// A new generation serves.
+    Swapped {
+        /// The previous generation, if any.
+        from: Option<Generation>,
+        /// The new generation.
+        to: Generation,
+        /// Links whose program was replaced.
+        replaced: usize,
+        /// Links created for interfaces that had none.
+        attached: usize,
+        /// Links released (no program at their attach point, or device gone).
+        released: usize,
+        /// Pins that could not be removed after the swap (the next
+        /// [`Loader::open`] removes them); traffic runs the new generation regardless.
+        leftovers: Vec<PathBuf>,
+        /// Where the time went.
+        timings: SwapTimings,
+    },
+}
+
+/// What happened to a pod's interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PodState {
+    /// A link was created with the running generation's program.
+    Attached,
+    /// It already had a live link.
+    AlreadyAttached,
+    /// Recorded; it is attached when a generation with a pod program runs.
+    Pending,
+}
+
+/// The result of [`Loader::attach_pod`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodAttachment {
+    /// Host-side interface ifindex.
+    pub ifindex: u32,
+    /// Host-side interface name.
+    pub interface: String,
+    /// What happened.
+    pub state: PodState,
+}
+
+/// The result of [`Loader::sync_pods`].
+#[derive(Debug, Default)]
+pub struct SyncReport {
+    /// Pods (ifindex) that got a link.
+    pub attached: Vec<u32>,
+    /// Pods (ifindex) whose link was released.
+    pub released: Vec<u32>,
+    /// Targets that could not be resolved, and why.
+    pub unresolved: Vec<(PodTarget, LoaderError)>,
+}
+
+/// The node's loader. See the module doc for its contracts.
+#[derive(Debug)]
+pub struct Loader {
+    config: LoaderConfig,
+    layout: PinLayout,
+    running: Option<LoadedGeneration>,
+    next: Generation,
+    /// Pod interfaces that should carry the pod program: ifindex → name.
+    pods: BTreeMap<u32, String>,
+    ebpf_loader: aya::EbpfLoader<'static>,
+    /// The root directory, `flock`ed exclusively while this loader lives.
+    _lock: std::fs::File,
+}
+
+fn ensure_dir(path: &Path) -> Result<(), LoaderError> {
+    std::fs::create_dir_all(path).map_err(|e| LoaderError::bpffs(path, "creating directory", e))
+}
+
+fn lock_root(root: &Path) -> Result<std::fs::File, LoaderError> {
+    let dir = std::fs::File::open(root).map_err(|e| LoaderError::bpffs(root, "opening", e))?;
+    match rustix::fs::flock(&dir, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(dir),
+        Err(e) if e == rustix::io::Errno::WOULDBLOCK => Err(LoaderError::Busy { root: root.to_path_buf() }),
+        Err(e) => Err(LoaderError::bpffs(root, "locking", e.into())),
+    }
+}
+
+fn check_bpffs(path: &Path) -> Result<(), LoaderError> {
+    let st = rustix::fs::statfs(path).map_err(|e| LoaderError::bpffs(path, "statfs", e.into()))?;
+    let magic = st.f_type;
+    if magic == BPF_FS_MAGIC { Ok(()) } else { Err(LoaderError::NotBpffs { path: path.to_path_buf() }) }
+}
+
+impl Loader {
+    /// Opens the loader on `config.root` (created if missing; it must be on
+    /// bpffs) and adopts whatever is pinned there (see the module doc).
+    ///
+    /// # Errors
+    /// Not on bpffs, unreadable pins, or a failure while finishing an
+    /// interrupted swap (in which case nothing was deleted).
+    pub fn open(config: LoaderConfig) -> Result<(Loader, Recovery), LoaderError> {
+        ensure_dir(&config.root)?;
+        check_bpffs(&config.root)?;
+        let lock = lock_root(&config.root)?;
+        let layout = PinLayout::new(&config.root);
+        ensure_dir(&layout.links_dir())?;
+        let found = scan::scan(&layout)?;
+        let plan = scan::plan_recovery(&found);
+        let next = scan::next_generation(&found);
+        let mut recovery = Recovery { adopted: plan.running, ..Recovery::default() };
+        let running_meta = plan
+            .running
+            .and_then(|r| found.generations.iter().find(|g| g.generation == r))
+            .and_then(|g| g.meta.clone().ok());
+        let mut running = match running_meta {
+            Some(meta) => Some(generation::open(&layout, meta)?),
+            None => None,
+        };
+        for &i in &plan.roll_forward {
+            let l = &found.links[i];
+            let Some(p) = running.as_mut().and_then(|g| g.programs.get_mut(&l.attach)) else { continue };
+            match links::replace(&l.path, p) {
+                Ok(()) => recovery.rolled_forward.push(l.path.clone()),
+                Err(ReplaceError::Defunct) => {
+                    links::release(&l.path)?;
+                    recovery.released.push(l.path.clone());
+                }
+                Err(ReplaceError::Failed(e)) => return Err(e),
+            }
+        }
+        for &i in &plan.release {
+            links::release(&found.links[i].path)?;
+            recovery.released.push(found.links[i].path.clone());
+        }
+        recovery.kept_links = found.links.len().saturating_sub(recovery.rolled_forward.len() + recovery.released.len());
+        // delete only what no remaining link runs
+        let after = scan::scan(&layout)?;
+        for g in plan.delete {
+            if !runs_generation(&after, g) {
+                generation::delete(&layout, g)?;
+                recovery.deleted.push(g);
+            }
+        }
+        let mut pods = BTreeMap::new();
+        for l in after.links.iter().filter(|l| l.attach == AttachPoint::PodVethIngress && !l.is_defunct()) {
+            if let Some(name) = netdev::ifname(l.ifindex)? {
+                pods.insert(l.ifindex, name);
+            }
+        }
+        let loader =
+            Loader { config, layout, running, next, pods, ebpf_loader: generation::ebpf_loader(), _lock: lock };
+        Ok((loader, recovery))
+    }
+
+    /// The configuration.
+    #[must_use]
+    pub fn config(&self) -> &LoaderConfig {
+        &self.config
+    }
+
+    /// The pin layout.
+    #[must_use]
+    pub fn layout(&self) -> &PinLayout {
+        &self.layout
+    }
+
+    /// The running generation and its artifact digest.
+    #[must_use]
+    pub fn running(&self) -> Option<(Generation, &str)> {
+        self.running.as_ref().map(|g| (g.generation(), g.meta.digest.as_str()))
+    }
+
+    /// Kernel program ids of the running generation, per attach point.
+    #[must_use]
+    pub fn program_ids(&self) -> BTreeMap<AttachPoint, u32> {
+        self.running.as_ref().map(|g| g.programs.iter().map(|(a, p)| (*a, p.id)).collect()).unwrap_or_default()
+    }
+
+    /// Pod interfaces the loader keeps attached (ifindex → name).
+    #[must_use]
+    pub fn pods(&self) -> &BTreeMap<u32, String> {
+        &self.pods
+    }
+
+    fn resolve_holes(&self, checked: &CheckedArtifact<'_>) -> Result<BTreeMap<String, i64>, LoaderError> {
+        let mut values = BTreeMap::new();
+        for (hole, source) in checked.holes() {
+            let v = match source {
+                HoleSource::Ifindex { link } => i64::from(netdev::require_ifindex(link, || format!("hole %{hole}"))?),
+                HoleSource::Constant { value } => *value as i64,
+                HoleSource::SlotIpv4 { slot } => {
+                    let ip = self
+                        .config
+                        .slot_ipv4
+                        .get(slot)
+                        .ok_or_else(|| LoaderError::UnknownSlot { hole: hole.clone(), slot: *slot })?;
+                    i64::from(u32::from(*ip))
+                }
+            };
+            values.insert(hole.clone(), v);
+        }
+        Ok(values)
+    }
+
+    /// Interfaces each attach point of `programs` should be attached to.
+    fn targets(
+        &self,
+        programs: &BTreeMap<AttachPoint, String>,
+    ) -> Result<Vec<(AttachPoint, u32, String)>, LoaderError> {
+        let mut out = Vec::new();
+        for attach in programs.keys() {
+            match attach {
+                AttachPoint::PodVethIngress => {
+                    out.extend(self.pods.iter().map(|(i, n)| (*attach, *i, n.clone())));
+                }
+                AttachPoint::TunnelIngress => {
+                    let name = &self.config.tunnel_device;
+                    out.push((*attach, netdev::require_ifindex(name, || "tunnel device".into())?, name.clone()));
+                }
+                AttachPoint::EgressIngress => {
+                    for name in &self.config.egress_interfaces {
+                        out.push((*attach, netdev::require_ifindex(name, || "egress interface".into())?, name.clone()));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Makes `artifact` the running generation (see the module doc).
+    ///
+    /// # Errors
+    /// Any check, resolution, build or swap failure; in every case the
+    /// previously running generation still serves, unchanged.
+    pub fn apply(&mut self, artifact: &Artifact) -> Result<ApplyReport, LoaderError> {
+        let start = Instant::now();
+        let checked = check_artifact(artifact, self.config.node.as_deref())?;
+        if let Some(r) = &self.running
+            && r.meta.digest == artifact.digest()
+        {
+            return Ok(ApplyReport::Unchanged { generation: r.generation() });
+        }
+        let values = self.resolve_holes(&checked)?;
+        self.forget_vanished_pods()?;
+        let targets = self.targets(checked.programs())?;
+        let n = self.next;
+        self.next = n.next();
+        let mut new =
+            generation::build(&mut self.ebpf_loader, &self.layout, n, &checked, &values, &artifact.manifest.node)?;
+        let built = start.elapsed();
+
+        let existing = scan::link_pins(&self.layout)?;
+        // 1. links for interfaces that have none, with N's program
+        let mut created: Vec<PathBuf> = Vec::new();
+        for (attach, ifindex, name) in &targets {
+            if existing.iter().any(|l| l.attach == *attach && l.ifindex == *ifindex) {
+                continue;
+            }
+            let Some(p) = new.programs.get_mut(attach) else { continue };
+            match links::create(&self.layout, p, *attach, *ifindex, name) {
+                Ok(path) => created.push(path),
+                Err(e) => {
+                    for path in &created {
+                        let _ = links::release(path);
+                    }
+                    drop(new);
+                    let _ = generation::delete(&self.layout, n);
+                    return Err(e);
+                }
+            }
+        }
+        // 2. replace the program of every existing link N has a program for
+        let mut replaced: Vec<(PathBuf, AttachPoint)> = Vec::new();
+        let mut to_release: Vec<PathBuf> = Vec::new();
+        for l in &existing {
+            let Some(p) = new.programs.get_mut(&l.attach) else {
+                to_release.push(l.path.clone());
+                continue;
+            };
+            match links::replace(&l.path, p) {
+                Ok(()) => replaced.push((l.path.clone(), l.attach)),
+                Err(ReplaceError::Defunct) => to_release.push(l.path.clone()),
+                Err(ReplaceError::Failed(e)) => {
+                    let restored = self.undo_swap(&replaced);
+                    for path in &created {
+                        let _ = links::release(path);
+                    }
+                    drop(new);
+                    let _ = generation::delete(&self.layout, n);
+                    return Err(LoaderError::SwapFailed {
+                        to: n,
+                        from: self.running.as_ref().map(LoadedGeneration::generation),
+                        path: l.path.clone(),
+                        reason: e.to_string(),
+                        restored,
+                    });
+                }
+            }
+        }
+        let swapped = start.elapsed();
+        // 3. release what N does not serve, delete N-1; traffic already runs N,
+        //    so a failure here is reported, not fatal (the next open finishes it)
+        let mut leftovers = Vec::new();
+        for path in &to_release {
+            if links::release(path).is_err() {
+                leftovers.push(path.clone());
+            }
+            if let Some((AttachPoint::PodVethIngress, ifindex)) =
+                path.file_name().and_then(|f| f.to_str()).and_then(pins::parse_link_name)
+            {
+                self.pods.remove(&ifindex);
+            }
+        }
+        let from = self.running.take().map(|old| old.generation());
+        self.running = Some(new);
+        if let Some(g) = from
+            && generation::delete(&self.layout, g).is_err()
+        {
+            leftovers.push(self.layout.generation_dir(g));
+        }
+        let done = start.elapsed();
+        Ok(ApplyReport::Swapped {
+            from,
+            to: n,
+            replaced: replaced.len(),
+            attached: created.len(),
+            released: to_release.len(),
+            leftovers,
+            timings: SwapTimings { build: built, swap: swapped - built, cleanup: done - swapped },
+        })
+    }
+
+    /// Drops pods whose interface is gone (or was replaced under the same
+    /// ifindex by another name) from the wanted set, so a pod that vanished
+    /// while pending never blocks a swap. Their links, if any, are released
+    /// by the swap (the kernel reports them defunct).
+    fn forget_vanished_pods(&mut self) -> Result<(), LoaderError> {
+        let mut gone = Vec::new();
+        for (ifindex, name) in &self.pods {
+            if netdev::ifname(*ifindex)?.as_deref() != Some(name.as_str()) {
+                gone.push(*ifindex);
+            }
+        }
+        for i in gone {
+            self.pods.remove(&i);
+        }
+        Ok(())
+    }
+
+    /// Moves links back to the running generation's programs; returns how many.
+    fn undo_swap(&mut self, replaced: &[(PathBuf, AttachPoint)]) -> usize {
+        let Some(old) = self.running.as_mut() else { return 0 };
+        let mut restored = 0;
+        for (path, attach) in replaced {
+            if let Some(p) = old.programs.get_mut(attach)
+                && links::replace(path, p).is_ok()
+            {
+                restored += 1;
+            }
+        }
+        restored
+    }
+
+    fn resolve_pod(target: &PodTarget) -> Result<(u32, String), LoaderError> {
+        match target {
+            PodTarget::Ip(ip) => netdev::pod_interface(*ip),
+            PodTarget::Interface(name) => Ok((netdev::require_ifindex(name, || "pod interface".into())?, name.clone())),
+            PodTarget::Ifindex(i) => Ok((*i, netdev::ifname(*i)?.ok_or(LoaderError::MissingIfindex { ifindex: *i })?)),
+        }
+    }
+
+    /// Attaches the running generation's pod program to a pod's interface (a
+    /// veth that appeared), or records it for the first generation that has one.
+    ///
+    /// # Errors
+    /// The interface cannot be resolved, or attaching fails.
+    pub fn attach_pod(&mut self, target: &PodTarget) -> Result<PodAttachment, LoaderError> {
+        let (ifindex, interface) = Loader::resolve_pod(target)?;
+        self.pods.insert(ifindex, interface.clone());
+        let path = self.layout.link(AttachPoint::PodVethIngress, ifindex);
+        if path.exists() {
+            match links::info(&path) {
+                Ok(i) if i.ifindex == ifindex => {
+                    return Ok(PodAttachment { ifindex, interface, state: PodState::AlreadyAttached });
+                }
+                // a defunct link for a reused ifindex, or something unreadable: replace it
+                _ => links::release(&path)?,
+            }
+        }
+        let Some(p) = self.running.as_mut().and_then(|g| g.programs.get_mut(&AttachPoint::PodVethIngress)) else {
+            return Ok(PodAttachment { ifindex, interface, state: PodState::Pending });
+        };
+        links::create(&self.layout, p, AttachPoint::PodVethIngress, ifindex, &interface)?;
+        Ok(PodAttachment { ifindex, interface, state: PodState::Attached })
+    }
+
+    /// Forgets a pod interface and releases its link (a veth that disappeared,
+    /// or a pod that no longer needs the program). Returns whether a link was released.
+    ///
+    /// # Errors
+    /// The unpin failure.
+    pub fn release_pod(&mut self, ifindex: u32) -> Result<bool, LoaderError> {
+        self.pods.remove(&ifindex);
+        let path = self.layout.link(AttachPoint::PodVethIngress, ifindex);
+        let existed = path.exists();
+        links::release(&path)?;
+        Ok(existed)
+    }
+
+    /// Makes the set of attached pod interfaces equal `targets`.
+    ///
+    /// # Errors
+    /// Attach or release failures (unresolvable targets are reported in the result instead).
+    pub fn sync_pods(&mut self, targets: &[PodTarget]) -> Result<SyncReport, LoaderError> {
+        let mut report = SyncReport::default();
+        let mut wanted = BTreeMap::new();
+        for t in targets {
+            match Loader::resolve_pod(t) {
+                Ok((i, n)) => {
+                    wanted.insert(i, n);
+                }
+                Err(e) => report.unresolved.push((t.clone(), e)),
+            }
+        }
+        let stale: Vec<u32> = self.pods.keys().filter(|i| !wanted.contains_key(i)).copied().collect();
+        for i in stale {
+            if self.release_pod(i)? {
+                report.released.push(i);
+            }
+        }
+        for (i, _) in wanted {
+            let a = self.attach_pod(&PodTarget::Ifindex(i))?;
+            if a.state == PodState::Attached {
+                report.attached.push(i);
+            }
+        }
+        Ok(report)
+    }
+
+    /// Releases every link whose device is gone (the kernel already stopped
+    /// running it) and forgets such pods. Returns the released pins.
+    ///
+    /// # Errors
+    /// Scan or unpin failures.
+    pub fn prune(&mut self) -> Result<Vec<PathBuf>, LoaderError> {
+        let mut released = Vec::new();
+        for l in scan::scan(&self.layout)?.links {
+            if l.is_defunct() {
+                links::release(&l.path)?;
+                if l.attach == AttachPoint::PodVethIngress {
+                    self.pods.remove(&l.ifindex);
+                }
+                released.push(l.path);
+            }
+        }
+        Ok(released)
+    }
+
+    /// The pinned state right now.
+    ///
+    /// # Errors
+    /// See [`crate::inspect::status`].
+    pub fn status(&self) -> Result<crate::inspect::Status, LoaderError> {
+        crate::inspect::status(self.layout.root())
+    }
+
+    /// Removes egret from the node: releases every link (detaching the
+    /// programs) and deletes every generation. The root directory stays.
+    ///
+    /// # Errors
+    /// Unpin failures (what was removed stays removed).
+    pub fn uninstall(mut self) -> Result<(), LoaderError> {
+        self.running = None;
+        let found = scan::scan(&self.layout)?;
+        for l in &found.links {
+            links::release(&l.path)?;
+        }
+        for g in &found.generations {
+            generation::delete(&self.layout, g.generation)?;
+        }
+        let links_dir = self.layout.links_dir();
+        match std::fs::remove_dir(&links_dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(LoaderError::bpffs(links_dir, "removing", e)),
+        }
+    }
+}
+
+fn runs_generation(scan: &Scan, g: Generation) -> bool {
+    scan.links
+        .iter()
+        .filter(|l| !l.is_defunct())
+        .filter_map(|l| l.info.as_ref().ok())
+        .any(|i| scan::generation_of(scan, i.prog_id) == Some(g))
+}

@@ -1,0 +1,157 @@
+//! A generation's metadata and its encoding in the commit-marker map.
+//!
+//! bpffs holds only bpf objects and directories, so the marker that says
+//! "generation N is complete" is itself a map: a one-element `ARRAY` pinned at
+//! `gen-N/meta` as the *last* step of building N and unpinned as the *first*
+//! step of deleting it. Its value is [`META_VALUE_SIZE`] bytes: a
+//! little-endian `u32` length, then that many bytes of JSON
+//! ([`GenerationMeta`]), then zeros.
+//!
+//! Contract: [`decode`]`(`[`encode`]`(m)) == m` for every `m` whose JSON fits;
+//! [`decode`] rejects anything else with a reason, never panics.
+
+use egret_bpf::artifact::ProgramSpec;
+use serde::{Deserialize, Serialize};
+
+use crate::pins::Generation;
+
+/// Format identifier inside the metadata.
+pub const META_FORMAT: &str = "egret-generation/v1";
+
+/// Value size of the metadata map.
+pub const META_VALUE_SIZE: u32 = 4096;
+
+/// Kernel name of the metadata map (at most 15 bytes).
+pub const META_MAP_NAME: &str = "egret_meta";
+
+/// What a complete generation records about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GenerationMeta {
+    /// [`META_FORMAT`].
+    pub format: String,
+    /// The generation number (also in the directory name; both must agree).
+    pub generation: Generation,
+    /// The node the artifact was compiled for.
+    pub node: String,
+    /// The artifact's digest (`Artifact::digest`).
+    pub digest: String,
+    /// Programs and where they attach.
+    pub programs: Vec<ProgramSpec>,
+    /// Map names, in the artifact's order.
+    pub maps: Vec<String>,
+}
+
+/// Why metadata bytes are not valid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MetaError {
+    /// The JSON does not fit [`META_VALUE_SIZE`].
+    #[error("metadata of {len} bytes does not fit {META_VALUE_SIZE}-byte marker")]
+    TooLarge {
+        /// JSON length.
+        len: usize,
+    },
+    /// The value is not of the expected size.
+    #[error("marker value is {len} bytes, expected {META_VALUE_SIZE}")]
+    Size {
+        /// Actual size.
+        len: usize,
+    },
+    /// The length prefix points past the value.
+    #[error("length prefix {len} exceeds the marker value")]
+    Length {
+        /// The prefix.
+        len: usize,
+    },
+    /// The JSON does not parse.
+    #[error("metadata JSON: {reason}")]
+    Json {
+        /// serde's message.
+        reason: String,
+    },
+    /// An unknown format.
+    #[error("metadata format `{found}` is not `{META_FORMAT}`")]
+    Format {
+        /// The format found.
+        found: String,
+    },
+}
+
+/// Encodes metadata into a marker value of exactly [`META_VALUE_SIZE`] bytes.
+///
+/// # Errors
+/// [`MetaError::TooLarge`] if the JSON does not fit.
+pub fn encode(meta: &GenerationMeta) -> Result<Vec<u8>, MetaError> {
+    let json = serde_json::to_vec(meta).map_err(|e| MetaError::Json { reason: e.to_string() })?;
+    let cap = META_VALUE_SIZE as usize - 4;
+    if json.len() > cap {
+        return Err(MetaError::TooLarge { len: json.len() });
+    }
+    let mut v = vec![0u8; META_VALUE_SIZE as usize];
+    v[..4].copy_from_slice(&(json.len() as u32).to_le_bytes());
+    v[4..4 + json.len()].copy_from_slice(&json);
+    Ok(v)
+}
+
+/// Decodes a marker value.
+///
+/// # Errors
+/// See [`MetaError`].
+pub fn decode(value: &[u8]) -> Result<GenerationMeta, MetaError> {
+    if value.len() != META_VALUE_SIZE as usize {
+        return Err(MetaError::Size { len: value.len() });
+    }
+    let mut len_bytes = [0u8; 4];
+    len_bytes.copy_from_slice(&value[..4]);
+    let len = u32::from_le_bytes(len_bytes) as usize;
+    let Some(json) = value.get(4..4 + len) else {
+        return Err(MetaError::Length { len });
+    };
+    let meta: GenerationMeta = serde_json::from_slice(json).map_err(|e| MetaError::Json { reason: e.to_string() })?;
+    if meta.format != META_FORMAT {
+        return Err(MetaError::Format { found: meta.format });
+    }
+    Ok(meta)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use egret_bpf::artifact::AttachPoint;
+
+    fn sample() -> GenerationMeta {
+        GenerationMeta {
+            format: META_FORMAT.into(),
+            generation: Generation(42),
+            node: "node-1".into(),
+            digest: "0123456789abcdef".into(),
+            programs: vec![ProgramSpec { name: "egret_src".into(), attach: AttachPoint::PodVethIngress }],
+            maps: vec!["verdicts".into(), "counters".into()],
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let m = sample();
+        let v = encode(&m).expect("fits");
+        assert_eq!(v.len(), META_VALUE_SIZE as usize);
+        assert_eq!(decode(&v), Ok(m));
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        let v = encode(&sample()).expect("fits");
+        assert!(matches!(decode(&v[..100]), Err(MetaError::Size { len: 100 })));
+        let mut long = v.clone();
+        long[..4].copy_from_slice(&5000u32.to_le_bytes());
+        assert!(matches!(decode(&long), Err(MetaError::Length { len: 5000 })));
+        let zero = vec![0u8; META_VALUE_SIZE as usize];
+        assert!(matches!(decode(&zero), Err(MetaError::Json { .. })));
+        let mut other = sample();
+        other.format = "egret-generation/v0".into();
+        let v = encode(&other).expect("fits");
+        assert!(matches!(decode(&v), Err(MetaError::Format { .. })));
+        let mut huge = sample();
+        huge.maps = (0..1000).map(|i| format!("map_{i}")).collect();
+        assert!(matches!(encode(&huge), Err(MetaError::TooLarge { .. })));
+    }
+}
