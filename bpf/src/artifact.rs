@@ -5,8 +5,10 @@
 //!   `.egret.holes`, see [`crate::elf`]);
 //! - `NODE.artifact.json` — the [`Manifest`]: which program attaches where, how
 //!   each hole is filled on the node, and the initial content of every map
-//!   (map images); plus a digest of everything, so a loader can tell that a new
-//!   artifact is identical to the running one without comparing bytes.
+//!   (map images); optionally what each index of the counter maps counts
+//!   (`counters`, for metrics labels); plus a digest of everything, so a
+//!   loader can tell that a new artifact is identical to the running one
+//!   without comparing bytes.
 //!
 //! Map image entries are hex strings of the exact key and value bytes the
 //! kernel map holds (network byte order inside addresses, little-endian for
@@ -102,10 +104,7 @@ impl MapImage {
 
     /// Decoded entries.
     pub fn decoded(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ArtifactError> {
-        self.entries
-            .iter()
-            .map(|e| Ok((unhex(&e.key, &self.name)?, unhex(&e.value, &self.name)?)))
-            .collect()
+        self.entries.iter().map(|e| Ok((unhex(&e.key, &self.name)?, unhex(&e.value, &self.name)?))).collect()
     }
 }
 
@@ -113,11 +112,30 @@ pub fn kind_name(k: MapKind) -> &'static str {
     match k {
         MapKind::Hash => "hash",
         MapKind::Array => "array",
+        MapKind::ProgArray => "prog_array",
         MapKind::LpmTrie => "lpm_trie",
         MapKind::PercpuArray => "percpu_array",
         MapKind::PercpuHash => "percpu_hash",
         MapKind::LruHash => "lru_hash",
     }
+}
+
+/// What one index of a counter map counts, for people and metrics.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CounterLabel {
+    pub index: u32,
+    /// A bounded label value (a drop/pass reason name, or a rule's text).
+    pub name: String,
+    /// The policies whose traffic this index counts, when known.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<String>,
+}
+
+/// The labels of one counter map (an array indexed by what it counts).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CounterMap {
+    pub map: String,
+    pub labels: Vec<CounterLabel>,
 }
 
 /// The manifest (`NODE.artifact.json`).
@@ -130,6 +148,10 @@ pub struct Manifest {
     pub programs: Vec<ProgramSpec>,
     pub holes: Vec<HoleSpec>,
     pub maps: Vec<MapImage>,
+    /// What each index of the counter maps counts (optional; part of the
+    /// digest when present).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub counters: Vec<CounterMap>,
 }
 
 /// An artifact in memory.
@@ -155,11 +177,32 @@ pub enum ArtifactError {
 
 impl Artifact {
     /// Builds an artifact and computes its digest.
-    pub fn new(node: &str, object: Vec<u8>, programs: Vec<ProgramSpec>, holes: Vec<HoleSpec>, maps: Vec<MapImage>) -> Artifact {
-        let mut manifest =
-            Manifest { format: FORMAT.to_string(), node: node.to_string(), digest: String::new(), programs, holes, maps };
+    pub fn new(
+        node: &str,
+        object: Vec<u8>,
+        programs: Vec<ProgramSpec>,
+        holes: Vec<HoleSpec>,
+        maps: Vec<MapImage>,
+    ) -> Artifact {
+        let mut manifest = Manifest {
+            format: FORMAT.to_string(),
+            node: node.to_string(),
+            digest: String::new(),
+            programs,
+            holes,
+            maps,
+            counters: Vec::new(),
+        };
         manifest.digest = digest(&object, &manifest);
         Artifact { object, manifest }
+    }
+
+    /// The same artifact with counter labels, digest recomputed.
+    #[must_use]
+    pub fn with_counters(mut self, counters: Vec<CounterMap>) -> Artifact {
+        self.manifest.counters = counters;
+        self.manifest.digest = digest(&self.object, &self.manifest);
+        self
     }
 
     pub fn digest(&self) -> &str {
@@ -187,7 +230,13 @@ impl Artifact {
                 if k.len() != m.key_size as usize || v.len() != m.value_size as usize {
                     return Err(ArtifactError::Map {
                         map: m.name.clone(),
-                        message: format!("entry of {}+{} bytes, map is {}+{}", k.len(), v.len(), m.key_size, m.value_size),
+                        message: format!(
+                            "entry of {}+{} bytes, map is {}+{}",
+                            k.len(),
+                            v.len(),
+                            m.key_size,
+                            m.value_size
+                        ),
                     });
                 }
             }
@@ -244,6 +293,10 @@ fn digest(object: &[u8], m: &Manifest) -> String {
     eat(m.node.as_bytes());
     let rest = serde_json::to_vec(&(&m.programs, &m.holes, &m.maps)).unwrap_or_default();
     eat(&rest);
+    if !m.counters.is_empty() {
+        // only when present, so digests of artifacts without labels are unchanged
+        eat(&serde_json::to_vec(&m.counters).unwrap_or_default());
+    }
     format!("{h:016x}")
 }
 
@@ -278,6 +331,12 @@ mod tests {
             vec![HoleSpec { name: "tunnel_ifindex".into(), source: HoleSource::Ifindex { link: "egret0".into() } }],
             vec![img],
         );
+        let labelled = a.clone().with_counters(vec![CounterMap {
+            map: "counters".into(),
+            labels: vec![CounterLabel { index: 0, name: "pass".into(), policies: vec!["p".into()] }],
+        }]);
+        assert_ne!(labelled.digest(), a.digest());
+        labelled.check().expect("labelled artifact checks");
         let dir = std::env::temp_dir().join(format!("egret-artifact-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
         write_dir(&dir, &a).expect("write");

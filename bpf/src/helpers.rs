@@ -23,6 +23,8 @@ pub mod id {
     pub const GET_SMP_PROCESSOR_ID: i32 = 8;
     /// `bpf_skb_store_bytes`.
     pub const SKB_STORE_BYTES: i32 = 9;
+    /// `bpf_tail_call`.
+    pub const TAIL_CALL: i32 = 12;
     /// `bpf_l3_csum_replace`.
     pub const L3_CSUM_REPLACE: i32 = 10;
     /// `bpf_l4_csum_replace`.
@@ -79,6 +81,8 @@ pub enum RetType {
     Integer,
     /// A pointer to a value of the map in R1, or NULL.
     MapValueOrNull,
+    /// Nothing: R0 is uninitialized after the call (`RET_VOID`).
+    Void,
 }
 
 /// A helper's prototype.
@@ -149,6 +153,16 @@ pub const HELPERS: &[HelperSpec] = &[
         args: &[A::Ctx, A::Anything, A::MemRead, A::ConstSize, A::Anything],
         ret: RetType::Integer,
         changes_pkt_data: true,
+    },
+    HelperSpec {
+        id: id::TAIL_CALL,
+        name: "tail_call",
+        // R2 must be a `prog_array` map (and only this helper may use one);
+        // when the call succeeds it does not return, when it fails
+        // execution continues with R0 uninitialized.
+        args: &[A::Ctx, A::MapPtr, A::Anything],
+        ret: RetType::Void,
+        changes_pkt_data: false,
     },
     HelperSpec {
         id: id::L3_CSUM_REPLACE,

@@ -7,7 +7,12 @@
 //!   references name maps of the [`MapStore`]; it returns R0, the packet and
 //!   context after the run, the instruction count and a record of effects
 //!   (tunnel key set, redirects, bytes stored, checksum updates, map updates
-//!   and deletes, packet-type changes, helper calls).
+//!   and deletes, packet-type changes, helper calls, tail calls).
+//! - `bpf_tail_call` looks the index up in the `prog_array` map of the
+//!   [`MapStore`] (user space stores a program id there with
+//!   [`MapStore::update`]). An empty slot falls through, as in the kernel; a
+//!   filled one ends the run with R0 = 0 (the interpreter cannot run the
+//!   target), and either way [`Effects::tail_call`] records the attempt.
 //! - Arithmetic follows the kernel ([`crate::insn::eval_alu`]): division by
 //!   zero gives 0, modulo by zero leaves the dividend. Legacy `LD_ABS`/`LD_IND`
 //!   loads outside the packet end the program with R0 = 0, as in the kernel.
@@ -91,6 +96,8 @@ struct MapInstance {
     slots: Vec<Option<Slot>>,
     free: Vec<usize>,
     clock: u64,
+    /// LPM tries: how many keys have each prefix length.
+    lpm_lens: BTreeMap<u32, usize>,
 }
 
 /// Failure of a map operation from user space.
@@ -151,6 +158,7 @@ impl MapStore {
                     slots: Vec::new(),
                     free: Vec::new(),
                     clock: 0,
+                    lpm_lens: BTreeMap::new(),
                 };
                 if d.kind.is_array() {
                     let copies = if d.kind.is_percpu() { ncpus } else { 1 };
@@ -287,17 +295,40 @@ impl MapStore {
         }
         let max = u32::from_le_bytes([key[0], key[1], key[2], key[3]]);
         let data = &key[4..];
-        let mut best: Option<(u32, usize)> = None;
-        for (k, slot) in &inst.index {
-            let plen = u32::from_le_bytes([k[0], k[1], k[2], k[3]]);
-            if plen > max || best.is_some_and(|(b, _)| b >= plen) {
-                continue;
+        let data_bits = (inst.def.key_size - 4) * 8;
+        if inst.index.len() <= 64 {
+            let mut best: Option<(u32, usize)> = None;
+            for (k, slot) in &inst.index {
+                let plen = u32::from_le_bytes([k[0], k[1], k[2], k[3]]);
+                if plen > max || best.is_some_and(|(b, _)| b >= plen) {
+                    continue;
+                }
+                if prefix_matches(&k[4..], data, plen) {
+                    best = Some((plen, *slot));
+                }
             }
-            if prefix_matches(&k[4..], data, plen) {
-                best = Some((plen, *slot));
+            return best.map(|(_, s)| s);
+        }
+        // larger tries: stored keys are canonical (data masked to the prefix),
+        // so probe each prefix length present, longest first, by exact key
+        let mut probe = key.to_vec();
+        for plen in inst.lpm_lens.range(..=max.min(data_bits)).rev().map(|(l, _)| *l) {
+            probe[..4].copy_from_slice(&plen.to_le_bytes());
+            probe[4..].copy_from_slice(data);
+            let full = (plen / 8) as usize;
+            let rem = plen % 8;
+            for (i, b) in probe[4..].iter_mut().enumerate() {
+                if i > full || (i == full && rem == 0) {
+                    *b = 0;
+                } else if i == full {
+                    *b &= 0xffu8 << (8 - rem);
+                }
+            }
+            if let Some(s) = inst.index.get(&probe) {
+                return Some(*s);
             }
         }
-        best.map(|(_, s)| s)
+        None
     }
 
     /// Update with kernel errno semantics; returns 0 or `-errno`.
@@ -321,6 +352,9 @@ impl MapStore {
                 slot.data.copy_from_slice(data);
             }
             return 0;
+        }
+        if def.kind == MapKind::ProgArray && u32::from_le_bytes([key[0], key[1], key[2], key[3]]) >= def.max_entries {
+            return -E2BIG;
         }
         let canonical = if def.kind == MapKind::LpmTrie {
             match MapStore::lpm_canonical(&def, key) {
@@ -372,6 +406,12 @@ impl MapStore {
                 inst.slots.len() - 1
             }
         };
+        if def.kind == MapKind::LpmTrie {
+            *inst
+                .lpm_lens
+                .entry(u32::from_le_bytes([canonical[0], canonical[1], canonical[2], canonical[3]]))
+                .or_default() += 1;
+        }
         inst.index.insert(canonical, s);
         0
     }
@@ -392,6 +432,15 @@ impl MapStore {
         let inst = &mut self.maps[m];
         match inst.index.remove(&canonical) {
             Some(s) => {
+                if def.kind == MapKind::LpmTrie {
+                    let plen = u32::from_le_bytes([canonical[0], canonical[1], canonical[2], canonical[3]]);
+                    if let Some(n) = inst.lpm_lens.get_mut(&plen) {
+                        *n -= 1;
+                        if *n == 0 {
+                            inst.lpm_lens.remove(&plen);
+                        }
+                    }
+                }
                 inst.slots[s] = None;
                 inst.free.push(s);
                 0
@@ -700,6 +749,21 @@ pub struct Effects {
     pub change_type: Option<u32>,
     /// Every helper call: (slot index, helper id).
     pub helper_calls: Vec<(usize, i32)>,
+    /// The last `bpf_tail_call` attempted.
+    pub tail_call: Option<TailCall>,
+}
+
+/// A `bpf_tail_call` the program made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TailCall {
+    /// The `prog_array` map.
+    pub map: String,
+    /// The index argument.
+    pub index: u32,
+    /// The entry found there (the program id user space stored), or `None`
+    /// when the slot is empty or out of range and execution continued after
+    /// the call (the kernel's fall-through).
+    pub target: Option<u32>,
 }
 
 /// The input of one run.
@@ -864,7 +928,7 @@ struct Machine<'a> {
     stack: [u8; STACK_SIZE],
     stack_init: [bool; STACK_SIZE],
     maps: &'a mut MapStore,
-    map_ids: BTreeMap<usize, usize>,
+    map_ids: &'a BTreeMap<usize, usize>,
     input: &'a RunInput,
     effects: Effects,
     rng: u64,
@@ -882,6 +946,24 @@ enum Region {
 /// # Errors
 /// A [`Fault`] naming the instruction.
 pub fn run(program: &Program, maps: &mut MapStore, input: &RunInput) -> Result<RunOutcome, Fault> {
+    prepare(program, maps)?.run(maps, input)
+}
+
+/// A program decoded once for many runs ([`prepare`]).
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    decoded: Vec<Option<(Instruction, usize)>>,
+    map_ids: BTreeMap<usize, usize>,
+    /// Map names in store order, to check a store matches.
+    maps: Vec<String>,
+}
+
+/// Decodes `program` and resolves its map references against `maps`, for
+/// repeated [`Prepared::run`]s on stores with the same map definitions.
+///
+/// # Errors
+/// An unfilled hole, an unknown map or an undecodable slot.
+pub fn prepare(program: &Program, maps: &MapStore) -> Result<Prepared, Fault> {
     if let Some(h) = program.holes.first() {
         return Err(Fault::UnfilledHole { insn: h.insn, hole: h.name.clone() });
     }
@@ -904,37 +986,60 @@ pub fn run(program: &Program, maps: &mut MapStore, input: &RunInput) -> Result<R
             Err(source) => return Err(Fault::Decode { insn: pc, source }),
         }
     }
-    let len = input.packet.len() as u32;
-    let mut m = Machine {
-        pc: 0,
-        regs: [0; 11],
-        ctx: input.skb.to_bytes(len),
-        packet: input.packet.clone(),
-        stack: [0; STACK_SIZE],
-        stack_init: [false; STACK_SIZE],
-        maps,
-        map_ids,
-        input,
-        effects: Effects::default(),
-        rng: input.prandom_seed | 1,
-    };
-    m.regs[1] = CTX_BASE;
-    m.regs[10] = STACK_BASE + STACK_SIZE as u64;
-    let mut count = 0u64;
-    loop {
-        let pc = m.pc;
-        if count >= input.budget {
-            return Err(Fault::Budget { insn: pc, budget: input.budget });
+    Ok(Prepared { decoded, map_ids, maps: maps.maps.iter().map(|m| m.def.name.clone()).collect() })
+}
+
+impl Prepared {
+    /// Runs the prepared program, as [`run`] does.
+    ///
+    /// # Errors
+    /// A [`Fault`] naming the instruction; [`Fault::UnknownMap`] if `maps`
+    /// does not have the maps the program was prepared with.
+    pub fn run(&self, maps: &mut MapStore, input: &RunInput) -> Result<RunOutcome, Fault> {
+        let same =
+            maps.maps.len() == self.maps.len() && maps.maps.iter().zip(&self.maps).all(|(m, n)| m.def.name == *n);
+        if !same {
+            let (insn, map) = self
+                .map_ids
+                .iter()
+                .next()
+                .map_or((0, String::new()), |(i, m)| (*i, self.maps.get(*m).cloned().unwrap_or_default()));
+            return Err(Fault::UnknownMap { insn, map });
         }
-        count += 1;
-        let Some(Some((insn, n))) = decoded.get(pc).copied() else {
-            return Err(Fault::OutOfProgram { insn: pc });
+        let decoded = &self.decoded;
+        let map_ids = &self.map_ids;
+        let len = input.packet.len() as u32;
+        let mut m = Machine {
+            pc: 0,
+            regs: [0; 11],
+            ctx: input.skb.to_bytes(len),
+            packet: input.packet.clone(),
+            stack: [0; STACK_SIZE],
+            stack_init: [false; STACK_SIZE],
+            maps,
+            map_ids,
+            input,
+            effects: Effects::default(),
+            rng: input.prandom_seed | 1,
         };
-        match m.step(&insn, n)? {
-            Flow::Continue => {}
-            Flow::Exit(r0) => {
-                let skb = SkbContext::from_bytes(&m.ctx);
-                return Ok(RunOutcome { r0, effects: m.effects, insns: count, packet: m.packet, skb });
+        m.regs[1] = CTX_BASE;
+        m.regs[10] = STACK_BASE + STACK_SIZE as u64;
+        let mut count = 0u64;
+        loop {
+            let pc = m.pc;
+            if count >= input.budget {
+                return Err(Fault::Budget { insn: pc, budget: input.budget });
+            }
+            count += 1;
+            let Some(Some((insn, n))) = decoded.get(pc).copied() else {
+                return Err(Fault::OutOfProgram { insn: pc });
+            };
+            match m.step(&insn, n)? {
+                Flow::Continue => {}
+                Flow::Exit(r0) => {
+                    let skb = SkbContext::from_bytes(&m.ctx);
+                    return Ok(RunOutcome { r0, effects: m.effects, insns: count, packet: m.packet, skb });
+                }
             }
         }
     }
@@ -1075,6 +1180,15 @@ impl Machine<'_> {
                     next = jump(pc, i64::from(off));
                 }
             }
+            Instruction::Call(CallTarget::Helper(id::TAIL_CALL)) => {
+                self.effects.helper_calls.push((pc, id::TAIL_CALL));
+                if self.tail_call()? {
+                    return Ok(Flow::Exit(0));
+                }
+                for r in 0..=5 {
+                    self.regs[r] = 0;
+                }
+            }
             Instruction::Call(CallTarget::Helper(hid)) => {
                 self.effects.helper_calls.push((pc, hid));
                 let r0 = self.call(hid)?;
@@ -1174,6 +1288,30 @@ impl Machine<'_> {
         Flow::Continue
     }
 
+    /// `bpf_tail_call(ctx, prog_array, index)`: records the attempt; true
+    /// when the slot holds a program (the run ends there).
+    fn tail_call(&mut self) -> Result<bool, Fault> {
+        let m = self.map_arg(Reg::R2, "tail_call")?;
+        let def = &self.maps.maps[m].def;
+        if def.kind != MapKind::ProgArray {
+            return Err(Fault::HelperArg {
+                insn: self.pc,
+                helper: "tail_call",
+                reason: format!("map `{}` is not a prog_array", def.name),
+            });
+        }
+        let map = def.name.clone();
+        let index = self.regs[3] as u32;
+        let target = self.maps.find(m, &index.to_le_bytes()).and_then(|s| {
+            self.maps.maps[m].slots[s]
+                .as_ref()
+                .map(|x| u32::from_le_bytes([x.data[0], x.data[1], x.data[2], x.data[3]]))
+        });
+        let taken = target.is_some();
+        self.effects.tail_call = Some(TailCall { map, index, target });
+        Ok(taken)
+    }
+
     fn map_arg(&self, reg: Reg, helper: &'static str) -> Result<usize, Fault> {
         let v = self.regs[reg.index()];
         v.checked_sub(MAP_PTR_BASE)
@@ -1191,6 +1329,13 @@ impl Machine<'_> {
         Ok(match hid {
             id::MAP_LOOKUP_ELEM => {
                 let m = self.map_arg(Reg::R1, spec.name)?;
+                if self.maps.maps[m].def.kind == MapKind::ProgArray {
+                    return Err(Fault::HelperArg {
+                        insn: self.pc,
+                        helper: spec.name,
+                        reason: "prog arrays cannot be looked up from a program".into(),
+                    });
+                }
                 let key = self.read_bytes(r(2), self.maps.maps[m].def.key_size as usize)?;
                 match self.maps.find(m, &key) {
                     Some(slot) => {
@@ -1564,6 +1709,71 @@ mod tests {
         let updated = !csum16_add(csum16_add(!sum, !old), new);
         hdr[10..12].copy_from_slice(&updated.to_le_bytes());
         assert_eq!(inet_checksum(&hdr), 0);
+    }
+
+    #[test]
+    fn tail_calls_fall_through_on_empty_slots_and_end_the_run_otherwise() {
+        let src = ".map progs, prog_array, key_size=4, value_size=4, max_entries=2
+            r6 = r1
+            r2 = map[progs] ll
+            r3 = 1
+            call tail_call
+            r0 = 5
+            exit";
+        let a = crate::asm::assemble("tc", src).expect("assembles");
+        crate::verifier::verify(&a.program, &a.maps).expect("verifies");
+        let frame = [0u8; 14];
+        let mut maps = MapStore::new(&a.maps);
+        let out = run(&a.program, &mut maps, &RunInput::for_frame(&frame)).expect("runs");
+        assert_eq!(out.r0, 5);
+        assert_eq!(out.effects.tail_call, Some(TailCall { map: "progs".into(), index: 1, target: None }));
+        maps.update("progs", &1u32.to_le_bytes(), &42u32.to_le_bytes(), 0).expect("ok");
+        assert!(maps.update("progs", &2u32.to_le_bytes(), &42u32.to_le_bytes(), 0).is_err());
+        let out = run(&a.program, &mut maps, &RunInput::for_frame(&frame)).expect("runs");
+        assert_eq!(out.r0, 0);
+        assert_eq!(out.effects.tail_call.and_then(|t| t.target), Some(42));
+        // R0 is not readable after a tail call that fell through
+        let bad = crate::asm::assemble("tc", &src.replace("r0 = 5", "r0 += 5")).expect("assembles");
+        let err = crate::verifier::verify(&bad.program, &bad.maps).expect_err("r0 uninit");
+        assert!(err.to_string().contains("r0 is read before it is initialized"), "{err}");
+        // prog arrays are for tail calls only, and tail calls need one
+        let lookup = ".map progs, prog_array, key_size=4, value_size=4, max_entries=2
+            *(u32 *)(r10 - 4) = 0
+            r2 = r10
+            r2 += -4
+            r1 = map[progs] ll
+            call map_lookup_elem
+            r0 = 0
+            exit";
+        let l = crate::asm::assemble("tc", lookup).expect("assembles");
+        let err = crate::verifier::verify(&l.program, &l.maps).expect_err("refused");
+        assert!(err.to_string().contains("prog_array"), "{err}");
+        let wrong = crate::asm::assemble("tc", &src.replace("prog_array", "array")).expect("assembles");
+        let err = crate::verifier::verify(&wrong.program, &wrong.maps).expect_err("refused");
+        assert!(err.to_string().contains("a prog_array map"), "{err}");
+    }
+
+    #[test]
+    fn large_lpm_tries_probe_by_prefix_length() {
+        let def = MapDef::new("lpm", MapKind::LpmTrie, 8, 4, 1024).expect("valid");
+        let mut s = MapStore::new(&[def]);
+        let key = |plen: u32, a: [u8; 4]| {
+            let mut k = plen.to_le_bytes().to_vec();
+            k.extend_from_slice(&a);
+            k
+        };
+        for i in 0..200u32 {
+            s.update("lpm", &key(24, [10, 0, i as u8, 0]), &i.to_le_bytes(), 0).expect("ok");
+        }
+        s.update("lpm", &key(8, [10, 0, 0, 0]), &1000u32.to_le_bytes(), 0).expect("ok");
+        s.update("lpm", &key(27, [10, 0, 7, 32]), &2000u32.to_le_bytes(), 0).expect("ok");
+        let get = |s: &MapStore, a| s.lookup("lpm", &key(32, a)).expect("ok").map(|v| v[0] as u32 | (v[1] as u32) << 8);
+        assert_eq!(get(&s, [10, 0, 7, 33]), Some(2000));
+        assert_eq!(get(&s, [10, 0, 7, 64]), Some(7));
+        assert_eq!(get(&s, [10, 0, 250, 1]), Some(1000));
+        assert_eq!(get(&s, [11, 0, 0, 1]), None);
+        assert_eq!(s.delete("lpm", &key(27, [10, 0, 7, 32])), Ok(true));
+        assert_eq!(get(&s, [10, 0, 7, 33]), Some(7));
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! - [`interp`]: an interpreter for tc classifier programs with maps and helpers.
 //! - [`artifact`]: a node's artifact on disk (object + manifest with map images).
 //! - [`verifier`]: the static verifier run before any artifact is written.
+//! - [`templates`]: the gateway datapath templates (`bpf-templates/`) and their map layouts.
 
 pub mod artifact;
 pub mod asm;
@@ -26,6 +27,7 @@ pub mod interp;
 pub mod maps;
 pub mod program;
 pub mod skb;
+pub mod templates;
 pub mod verifier;
 
 pub use builder::{BuildError, BuildErrors, Label, ProgramBuilder};

@@ -24,6 +24,9 @@ pub enum MapKind {
     Hash,
     /// `BPF_MAP_TYPE_ARRAY` (2).
     Array,
+    /// `BPF_MAP_TYPE_PROG_ARRAY` (3): `u32` index → program, used only by
+    /// `bpf_tail_call` (programs cannot look it up); filled by the loader.
+    ProgArray,
     /// `BPF_MAP_TYPE_PERCPU_HASH` (5).
     PercpuHash,
     /// `BPF_MAP_TYPE_PERCPU_ARRAY` (6).
@@ -36,8 +39,15 @@ pub enum MapKind {
 
 impl MapKind {
     /// All kinds.
-    pub const ALL: [MapKind; 6] =
-        [MapKind::Hash, MapKind::Array, MapKind::PercpuHash, MapKind::PercpuArray, MapKind::LruHash, MapKind::LpmTrie];
+    pub const ALL: [MapKind; 7] = [
+        MapKind::Hash,
+        MapKind::Array,
+        MapKind::ProgArray,
+        MapKind::PercpuHash,
+        MapKind::PercpuArray,
+        MapKind::LruHash,
+        MapKind::LpmTrie,
+    ];
 
     /// The kernel's `enum bpf_map_type` value.
     #[must_use]
@@ -45,6 +55,7 @@ impl MapKind {
         match self {
             MapKind::Hash => 1,
             MapKind::Array => 2,
+            MapKind::ProgArray => 3,
             MapKind::PercpuHash => 5,
             MapKind::PercpuArray => 6,
             MapKind::LruHash => 9,
@@ -64,6 +75,7 @@ impl MapKind {
         match self {
             MapKind::Hash => "hash",
             MapKind::Array => "array",
+            MapKind::ProgArray => "prog_array",
             MapKind::PercpuHash => "percpu_hash",
             MapKind::PercpuArray => "percpu_array",
             MapKind::LruHash => "lru_hash",
@@ -187,6 +199,17 @@ impl MapDef {
                     return bad("arrays do not accept BPF_F_NO_PREALLOC".into());
                 }
             }
+            MapKind::ProgArray => {
+                if self.key_size != 4 || self.value_size != 4 {
+                    return bad(format!(
+                        "prog array key_size and value_size must be 4, not {} and {}",
+                        self.key_size, self.value_size
+                    ));
+                }
+                if no_prealloc {
+                    return bad("prog arrays do not accept BPF_F_NO_PREALLOC".into());
+                }
+            }
             MapKind::LruHash => {
                 if no_prealloc {
                     return bad("LRU maps do not accept BPF_F_NO_PREALLOC".into());
@@ -231,5 +254,8 @@ mod tests {
         assert!(MapDef::new("x", MapKind::LpmTrie, 4, 4, 16).is_err());
         assert!(MapDef::new("a", MapKind::Array, 8, 4, 16).is_err());
         assert!(MapDef::new("9a", MapKind::Hash, 8, 4, 16).is_err());
+        assert!(MapDef::new("progs", MapKind::ProgArray, 4, 4, 1).is_ok());
+        assert!(MapDef::new("progs", MapKind::ProgArray, 4, 8, 1).is_err());
+        assert_eq!(MapKind::from_type_id(3), Some(MapKind::ProgArray));
     }
 }

@@ -57,7 +57,7 @@ use crate::insn::{
     AluOp, AtomicOp, CallTarget, EndBits, EndOp, Instruction, JmpCond, Operand, Reg, Size, Width, decode, eval_alu,
     eval_end, eval_movsx, eval_neg, imm_value, pseudo,
 };
-use crate::maps::MapDef;
+use crate::maps::{MapDef, MapKind};
 use crate::program::{HoleKind, Program};
 use crate::skb::{self, CtxRefusal, FieldKind};
 
@@ -1267,7 +1267,19 @@ impl Checker<'_> {
                     }
                 }
                 ArgType::MapPtr => match t {
-                    Ty::MapPtr { map: m } => map = Some(m),
+                    Ty::MapPtr { map: m } => {
+                        // `check_map_func_compatibility`: prog arrays go with
+                        // bpf_tail_call only, and bpf_tail_call with nothing else
+                        let prog_array = self.maps.get(m).is_some_and(|d| d.kind == MapKind::ProgArray);
+                        let tail_call = spec.id == helpers::id::TAIL_CALL;
+                        if tail_call && !prog_array {
+                            return Err(bad("a prog_array map", self.describe(t)));
+                        }
+                        if !tail_call && prog_array {
+                            return Err(bad("a map other than a prog_array (use tail_call)", self.describe(t)));
+                        }
+                        map = Some(m);
+                    }
                     _ => return Err(bad("map_ptr", self.describe(t))),
                 },
                 ArgType::MapKey | ArgType::MapValue => {
@@ -1320,6 +1332,7 @@ impl Checker<'_> {
             st.regs[r] = Ty::Uninit;
         }
         st.regs[0] = match spec.ret {
+            RetType::Void => Ty::Uninit,
             RetType::Integer => Ty::Scalar(Range::UNKNOWN),
             RetType::MapValueOrNull => match map {
                 Some(m) => Ty::MapValueOrNull { map: m, id: st.fresh_id() },

@@ -26,6 +26,12 @@
 //!   `!d.is_empty()`.
 //! - Code generation: accepts `plan::Verified<plan::Plan>`; `plan.lookup(src, dst)`
 //!   is the reference for its equivalence checker, with `eval::decide`.
+//!   `codegen::compile(&plan, &codegen::Options::default(), Some(&world))` →
+//!   `codegen::equiv::VerifiedArtifact` (static verifier + equivalence
+//!   checker passed); `codegen::write(dir, &verified, &plan)`;
+//!   `codegen::generate(..).asm()` for `--emit asm`; `egret verify`:
+//!   `codegen::equiv::check` / `codegen::plan_text::parse`; `egret inspect`:
+//!   `codegen::inspect::inspect`.
 //! - Linter: `world.selected_endpoints(&policy)`, `world.selected_workloads(&policy)`,
 //!   `world.selected_endpoints_in(&policy, resolve::Reading::Cilium)`,
 //!   `world.matching_nodes(&selector)`, `world.resolve_gateways(&policy)`,
@@ -35,6 +41,7 @@ pub mod lint;
 pub mod ir;
 pub mod resolve;
 pub mod cilium;
+pub mod codegen;
 pub mod compile;
 pub mod diff;
 pub mod eval;

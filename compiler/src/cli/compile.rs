@@ -4,7 +4,7 @@ use super::{Inputs, print_diagnostics};
 use anyhow::{Context, Result, bail};
 use clap::ValueEnum;
 use egret_compiler::resolve::{self, World};
-use egret_compiler::{cilium, compile, diff, explain, ir};
+use egret_compiler::{cilium, codegen, compile, diff, explain, ir, plan};
 use egret_lang::ast::Bundle;
 use egret_lang::diag::{self, Diagnostic, Format};
 use egret_lang::load::{self, Loaded};
@@ -25,6 +25,41 @@ pub enum Emit {
     Plan,
     /// What `cilium-dbg bpf egress list` would print on the node.
     Cilium,
+    /// The generated classifier as re-assemblable BPF assembly.
+    Asm,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum LayoutChoice {
+    /// By the measured threshold on the plan's size.
+    Auto,
+    /// Compare-and-branch trees.
+    Inline,
+    /// Hash, LPM trie and action array.
+    Maps,
+}
+
+impl LayoutChoice {
+    fn layout(self) -> Option<codegen::Layout> {
+        match self {
+            LayoutChoice::Auto => None,
+            LayoutChoice::Inline => Some(codegen::Layout::Inline),
+            LayoutChoice::Maps => Some(codegen::Layout::Maps),
+        }
+    }
+}
+
+/// What `egret compile` produces.
+#[derive(Debug, Clone, Copy)]
+pub struct Output<'a> {
+    /// The view to print (`None`: the plan, or nothing extra with `-o`).
+    pub emit: Option<Emit>,
+    pub format: DataFormat,
+    pub layout: LayoutChoice,
+    /// Compare at most this many packets per node with the reference evaluator.
+    pub reference_limit: Option<usize>,
+    /// Write verified artifacts here.
+    pub out_dir: Option<&'a Path>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -57,20 +92,16 @@ fn read(inputs: &Inputs) -> (SourceMap, Loaded) {
     (r.sources, r.loaded)
 }
 
-pub fn compile(
-    inputs: &Inputs,
-    node: Option<&str>,
-    all_nodes: bool,
-    emit: Emit,
-    format: DataFormat,
-    out_dir: Option<&Path>,
-) -> Result<ExitCode> {
-    if format == DataFormat::Json && emit != Emit::Cilium {
+pub fn compile(inputs: &Inputs, node: Option<&str>, all_nodes: bool, out: Output<'_>) -> Result<ExitCode> {
+    let Output { emit, format, layout, reference_limit, out_dir } = out;
+    let options = codegen::Options { layout: layout.layout(), reference_limit };
+    let view = emit.unwrap_or(Emit::Plan);
+    if format == DataFormat::Json && view != Emit::Cilium {
         eprintln!("error: --format json is available with --emit cilium only");
         return Ok(ExitCode::from(2));
     }
     let (mut sources, loaded) = read(inputs);
-    if emit == Emit::Ast {
+    if view == Emit::Ast {
         print!("{}", ast_text(&loaded.bundle));
         return Ok(ExitCode::SUCCESS);
     }
@@ -91,10 +122,31 @@ pub fn compile(
     }
     let mut session = compile::Session::new();
     for n in &nodes {
-        let text = match emit {
+        if let Some(dir) = out_dir {
+            // the artifact: generated, statically verified, equivalence-checked, then written
+            let p = match session.compile_node(&w, n) {
+                Ok(p) => p,
+                Err(e) => return report(&sources, &e),
+            };
+            let v = codegen::compile(&p, &options, Some(&w)).with_context(|| format!("node `{n}`: code generation"))?;
+            codegen::write(dir, &v, &p).with_context(|| format!("node `{n}`: writing the artifact"))?;
+            let r = v.report();
+            eprintln!(
+                "{n}: {} layout, {} instructions, {} packets equivalent ({} also against the reference evaluator) -> {}",
+                v.layout(),
+                v.program().insns.len(),
+                r.cases,
+                r.reference_checks,
+                egret_bpf::artifact::object_path(dir, n).display()
+            );
+            if emit.is_none() || view == Emit::Plan {
+                continue;
+            }
+        }
+        let text = match view {
             Emit::Ast => unreachable_ast(),
             Emit::Ir | Emit::IrOpt => {
-                let stage = if emit == Emit::Ir { ir::Stage::Lowered } else { ir::Stage::Minimized };
+                let stage = if view == Emit::Ir { ir::Stage::Lowered } else { ir::Stage::Minimized };
                 match compile::emit_ir(&w, n, stage) {
                     Ok(m) => ir::text::emit(&m),
                     Err(e) => return report(&sources, &e),
@@ -102,6 +154,10 @@ pub fn compile(
             }
             Emit::Plan => match session.compile_node(&w, n) {
                 Ok(p) => p.to_text(),
+                Err(e) => return report(&sources, &e),
+            },
+            Emit::Asm => match session.compile_node(&w, n) {
+                Ok(p) => codegen::generate(&p, &options).with_context(|| format!("node `{n}`: code generation"))?.asm(),
                 Err(e) => return report(&sources, &e),
             },
             Emit::Cilium => {
@@ -117,11 +173,12 @@ pub fn compile(
         };
         match out_dir {
             Some(dir) => {
-                let ext = match emit {
+                let ext = match view {
                     Emit::Ast => "txt",
                     Emit::Ir => "ir.txt",
                     Emit::IrOpt => "ir-opt.txt",
                     Emit::Plan => "plan.txt",
+                    Emit::Asm => "s",
                     Emit::Cilium if format == DataFormat::Json => "cilium.json",
                     Emit::Cilium => "cilium.txt",
                 };
@@ -136,6 +193,107 @@ pub fn compile(
             }
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `egret verify DIR [--cluster SNAPSHOT POLICY...]`.
+pub fn verify(
+    dir: &Path,
+    cluster: &[PathBuf],
+    service_cidrs: &[Cidr],
+    policies: &[PathBuf],
+    reference_limit: Option<usize>,
+) -> Result<ExitCode> {
+    if cluster.is_empty() != policies.is_empty() {
+        eprintln!("error: give both --cluster and policies (to check against a fresh plan), or neither");
+        return Ok(ExitCode::from(2));
+    }
+    let fresh = if policies.is_empty() {
+        None
+    } else {
+        let inputs =
+            Inputs { cluster: cluster.to_vec(), service_cidrs: service_cidrs.to_vec(), policies: policies.to_vec() };
+        let (mut sources, loaded) = read(&inputs);
+        match world(&mut sources, &loaded, service_cidrs) {
+            Ok(w) => Some((sources, w)),
+            Err(code) => return Ok(code),
+        }
+    };
+    let nodes = codegen::artifact_nodes(dir).with_context(|| format!("cannot list `{}`", dir.display()))?;
+    if nodes.is_empty() {
+        eprintln!("error: no NODE.artifact.json in `{}`", dir.display());
+        return Ok(ExitCode::from(2));
+    }
+    let mut failed = 0;
+    for n in &nodes {
+        let outcome = verify_node(dir, n, fresh.as_ref().map(|(_, w)| w), reference_limit);
+        match outcome {
+            Ok(line) => println!("ok {n}: {line}"),
+            Err(e) => {
+                failed += 1;
+                println!("FAILED {n}: {e:#}");
+            }
+        }
+    }
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn verify_node(dir: &Path, node: &str, world: Option<&World>, reference_limit: Option<usize>) -> Result<String> {
+    let a = egret_bpf::artifact::read_dir(dir, node)?;
+    let plan_file = codegen::plan_path(dir, node);
+    let stored = std::fs::read_to_string(&plan_file);
+    let (plan, against, note) = match world {
+        Some(w) => {
+            let p = compile::compile_node(w, node).map_err(|e| anyhow::anyhow!("cannot compile node `{node}`: {e}"))?;
+            let note = match &stored {
+                Ok(t) if *t != p.to_text() => "; NOTE: the stored plan text differs from the fresh plan",
+                Ok(_) => "",
+                Err(_) => "; NOTE: no stored plan text",
+            };
+            (p, "the fresh plan and the reference evaluator", note)
+        }
+        None => {
+            let text = stored.with_context(|| format!("cannot read `{}`", plan_file.display()))?;
+            let parsed = codegen::plan_text::parse(&text)?;
+            let p = plan::verify::verify(parsed).map_err(|v| {
+                anyhow::anyhow!(
+                    "the stored plan violates its invariants: {}",
+                    v.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+                )
+            })?;
+            (p, "the stored plan text", "")
+        }
+    };
+    let v = codegen::equiv::check_with(a, &plan, world, &codegen::equiv::CheckOptions { reference_limit })?;
+    let r = v.report();
+    Ok(format!(
+        "digest and map images ok; static verifier ok ({} instructions processed); {} layout; {} packets equivalent to {against}{}{note}",
+        r.verifier_insns,
+        v.layout(),
+        r.cases,
+        if world.is_some() {
+            format!(" ({} compared with the reference evaluator)", r.reference_checks)
+        } else {
+            String::new()
+        }
+    ))
+}
+
+/// `egret inspect NODE.o`.
+pub fn inspect(object: &Path) -> Result<ExitCode> {
+    let bytes = std::fs::read(object).with_context(|| format!("cannot read `{}`", object.display()))?;
+    let dir = object.parent().unwrap_or_else(|| Path::new("."));
+    let node = object.file_name().and_then(|f| f.to_str()).and_then(|f| f.strip_suffix(".o"));
+    let manifest = node.and_then(|n| {
+        let text = std::fs::read_to_string(egret_bpf::artifact::manifest_path(dir, n)).ok()?;
+        serde_json::from_str::<egret_bpf::artifact::Manifest>(&text).ok()
+    });
+    let plan = node.and_then(|n| {
+        let text = std::fs::read_to_string(codegen::plan_path(dir, n)).ok()?;
+        codegen::plan_text::parse(&text).ok()
+    });
+    let text = codegen::inspect::inspect(&bytes, manifest.as_ref(), plan.as_ref())?;
+    print!("{text}");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -169,7 +327,12 @@ fn ast_text(b: &Bundle) -> String {
     }
     for p in &c.pods {
         let ips: Vec<String> = p.pod_ips.iter().map(ToString::to_string).collect();
-        out.push_str(&format!("# pod {} on {} ips [{}]\n", p.key(), p.node_name.as_deref().unwrap_or("-"), ips.join(", ")));
+        out.push_str(&format!(
+            "# pod {} on {} ips [{}]\n",
+            p.key(),
+            p.node_name.as_deref().unwrap_or("-"),
+            ips.join(", ")
+        ));
     }
     out
 }
@@ -207,7 +370,10 @@ fn load_side(sources: &mut SourceMap, spec: &str) -> Result<Loaded> {
         let mut out = Loaded::default();
         let names: Vec<String> = String::from_utf8_lossy(&list.stdout).lines().map(str::to_string).collect();
         for name in names.iter().filter(|n| load::is_input_file(Path::new(n))) {
-            let show = std::process::Command::new("git").args(["show", &format!("{rev}:{name}")]).output().context("cannot run git")?;
+            let show = std::process::Command::new("git")
+                .args(["show", &format!("{rev}:{name}")])
+                .output()
+                .context("cannot run git")?;
             if !show.status.success() {
                 bail!("git show {rev}:{name}: {}", String::from_utf8_lossy(&show.stderr).trim());
             }
@@ -222,19 +388,17 @@ fn load_side(sources: &mut SourceMap, spec: &str) -> Result<Loaded> {
     Ok(load::load(sources, &[PathBuf::from(spec)]))
 }
 
-pub fn diff(
-    cluster: &[PathBuf],
-    service_cidrs: &[Cidr],
-    old: &str,
-    new: &str,
-    format: DiffFormat,
-) -> Result<ExitCode> {
+pub fn diff(cluster: &[PathBuf], service_cidrs: &[Cidr], old: &str, new: &str, format: DiffFormat) -> Result<ExitCode> {
     let mut sources = SourceMap::new();
     let snapshot = load::load(&mut sources, cluster);
     let mut worlds = Vec::new();
     for side in [old, new] {
         let mut l = load_side(&mut sources, side)?;
-        l.extend(Loaded { bundle: snapshot.bundle.clone(), diagnostics: snapshot.diagnostics.clone(), files: Vec::new() });
+        l.extend(Loaded {
+            bundle: snapshot.bundle.clone(),
+            diagnostics: snapshot.diagnostics.clone(),
+            files: Vec::new(),
+        });
         match world(&mut sources, &l, service_cidrs) {
             Ok(w) => worlds.push(w),
             Err(code) => return Ok(code),

@@ -94,7 +94,8 @@ pub enum Command {
         #[arg(long, value_enum)]
         to: Option<convert::Syntax>,
     },
-    /// Compile policies and a snapshot into per-node plans (and views of them).
+    /// Compile policies and a snapshot into per-node plans (and views of them);
+    /// with -o, into verified eBPF artifacts.
     Compile {
         #[command(flatten)]
         inputs: Inputs,
@@ -104,15 +105,47 @@ pub enum Command {
         /// Compile for every node of the snapshot.
         #[arg(long)]
         all_nodes: bool,
-        /// What to print.
-        #[arg(long, value_enum, default_value = "plan")]
-        emit: compile::Emit,
+        /// What to print (default: plan). With -o, also written to DIR as NODE.<view>.
+        #[arg(long, value_enum)]
+        emit: Option<compile::Emit>,
         /// Output format (json: with --emit cilium).
         #[arg(long, value_enum, default_value = "human")]
         format: compile::DataFormat,
-        /// Write one file per node into DIR instead of printing.
+        /// Classifier layout (auto: by the measured threshold on the plan's size).
+        #[arg(long, value_enum, default_value = "auto")]
+        layout: compile::LayoutChoice,
+        /// With -o: compare at most N packets per node with the reference
+        /// evaluator (default: all; every packet is compared with the plan).
+        #[arg(long, value_name = "N")]
+        reference_limit: Option<usize>,
+        /// Write each node's verified artifact into DIR: NODE.o, NODE.artifact.json, NODE.plan.txt.
         #[arg(short = 'o', long = "out-dir", value_name = "DIR")]
         out_dir: Option<PathBuf>,
+    },
+    /// Re-check every artifact in DIR: static verifier, map images, and the
+    /// equivalence checker against the plan (freshly compiled with --cluster
+    /// and policies; else the NODE.plan.txt stored beside it).
+    Verify {
+        /// A directory written by `egret compile -o`.
+        dir: PathBuf,
+        /// Cluster snapshot to compile a fresh plan from (with POLICY).
+        #[arg(long = "cluster", value_name = "SNAPSHOT")]
+        cluster: Vec<PathBuf>,
+        /// Service CIDR of the cluster, as given to `egret compile`. Repeatable.
+        #[arg(long = "service-cidr", value_name = "CIDR")]
+        service_cidrs: Vec<Cidr>,
+        /// Policy files or directories (with --cluster).
+        #[arg(value_name = "POLICY")]
+        policies: Vec<PathBuf>,
+        /// Compare at most N packets per node with the reference evaluator (default: all).
+        #[arg(long, value_name = "N")]
+        reference_limit: Option<usize>,
+    },
+    /// Disassemble an object with map names, holes, labels and, when
+    /// NODE.artifact.json and NODE.plan.txt sit beside it, plan annotations.
+    Inspect {
+        /// NODE.o
+        object: PathBuf,
     },
     /// Explain the decision for one flow: which policy, gateway and egress IP, and why.
     Explain {
@@ -154,9 +187,18 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Fmt { files, check, write } => convert::fmt(&files, check, write),
         Command::Convert { inputs, to } => convert::convert(&inputs, to),
         Command::Rule { code } => rule(code.as_deref()),
-        Command::Compile { inputs, node, all_nodes, emit, format, out_dir } => {
-            compile::compile(&inputs, node.as_deref(), all_nodes, emit, format, out_dir.as_deref())
+        Command::Compile { inputs, node, all_nodes, emit, format, layout, reference_limit, out_dir } => {
+            compile::compile(
+                &inputs,
+                node.as_deref(),
+                all_nodes,
+                compile::Output { emit, format, layout, reference_limit, out_dir: out_dir.as_deref() },
+            )
         }
+        Command::Verify { dir, cluster, service_cidrs, policies, reference_limit } => {
+            compile::verify(&dir, &cluster, &service_cidrs, &policies, reference_limit)
+        }
+        Command::Inspect { object } => compile::inspect(&object),
         Command::Explain { inputs, from, to, format } => compile::explain(&inputs, &from, &to, format),
         Command::Diff { cluster, service_cidrs, old, new, format } => {
             compile::diff(&cluster, &service_cidrs, &old, &new, format)

@@ -1,0 +1,874 @@
+//! The gateway datapath templates: the three IPv4 tc classifiers in
+//! `bpf-templates/` (egret's assembly), embedded, assembled, and the exact
+//! byte layouts of the maps they share with the loader and the code generator.
+//!
+//! # Programs
+//!
+//! | program | attach | what it does |
+//! |---|---|---|
+//! | `egret_tunnel_in` | tcx ingress of `egret0` ([`AttachPoint::TunnelIngress`]), every node | inner destination in `egret_local_eps` → *reply delivery*: `bpf_redirect_neigh(veth, {AF_INET, pod}, 20, 0)`; otherwise *egress*: `tunnel_id & 0xffffff` is the slot, the tunnel remote the sending node, then the SNAT path |
+//! | `egret_gw_local` | none: tail-call target, index [`GW_LOCAL_PROG_INDEX`] of the source classifier's `PROG_ARRAY` | the SNAT path for the gateway node's own pods; the slot is in `skb->cb[0]` (low 24 bits) |
+//! | `egret_gw_reply` | tcx ingress of each egress interface ([`AttachPoint::EgressIngress`]) | reverse NAT; a reply to a pod on another node gets the tunnel key `{tunnel_id = slot, remote_ipv4 = node (host order), tunnel_ttl = 64}` and `bpf_redirect(%tunnel_ifindex, 0)`; one to a local pod goes to its veth like reply delivery; anything that is not a live NAT mapping returns `TC_ACT_UNSPEC` (-1) untouched |
+//!
+//! **SNAT path** (both egress programs), in this order: Ethernet + IPv4 header
+//! (IHL 5..15) else drop `malformed`/`not-ipv4`; slot in `egret_gw_slots` with
+//! a non-zero egress IPv4 else `no-egress-ip`; source allowed
+//! (`egret_gw_allowed`, see below) else `spoofed-source`; non-first fragment
+//! → `fragment`; not TCP, UDP or ICMP echo request → `unsupported-proto`;
+//! TTL ≤ 1 → `ttl-exceeded`; then the NAT mapping (existing, or a new port
+//! by hashed probing, else `nat-ports-exhausted`); then the rewrite — source
+//! address and port (ICMP: identifier), `bpf_l4_csum_replace` with
+//! `BPF_F_PSEUDO_HDR` for the address (not for ICMP, whose checksum has no
+//! pseudo-header), UDP with `BPF_F_MARK_MANGLED_0` so a zero checksum stays
+//! zero, `bpf_l3_csum_replace` for the address and the TTL decrement (because
+//! `bpf_redirect_neigh` does not decrement it, EBPF-FACTS.md) — and
+//! `bpf_redirect_neigh(egress_ifindex, NULL, 0, 0)`. A helper that fails
+//! during the rewrite drops the packet (`rewrite-failed`). The reply path
+//! decrements the TTL too (drop `ttl-exceeded` at ≤ 1), but only for packets
+//! that match a live mapping.
+//!
+//! Source assembly: each program is `defs.s` + its entry file
+//! (`tunnel_in.s`, `gw_local.s`, `gw_reply.s`) + `snat_v4.s` for the two
+//! egress programs + `count.s` ([`Template::source`]). Holes: only
+//! `%tunnel_ifindex` in `egret_gw_reply` (the ifindex of `egret0`).
+//!
+//! # Maps (byte-exact)
+//!
+//! "be" fields are in network byte order (as in the packet), "host" fields in
+//! the CPU's order (little-endian on every target egret supports), padding is
+//! zero. Offsets in bytes.
+//!
+//! `egret_local_eps` — hash, key 4, value 8, [`LOCAL_EPS_MAX`] entries; filled
+//! on every node with its own pods:
+//! - key: `be32` pod IPv4 @0.
+//! - value: `u32` host ifindex of the pod's host-side veth @0, `u32` reserved @4 (0).
+//!
+//! `egret_gw_slots` — hash, key 4, value 12, [`GW_SLOTS_MAX`] entries; on a
+//! gateway, one entry per slot it serves:
+//! - key: `u32` host slot id (the 24-bit VNI).
+//! - value: `be32` egress IPv4 @0 (0.0.0.0 = none resolved: drop
+//!   `no-egress-ip`), `u32` host ifindex of the egress interface @4, `u32`
+//!   reserved flags @8 (0).
+//!
+//! `egret_gw_allowed` — hash, key 8, value 8, [`GW_ALLOWED_MAX`] entries; on a
+//! gateway, one entry per (slot, pod IP) the slot serves:
+//! - key: `u32` host slot @0, `be32` pod IPv4 @4.
+//! - value: `u32` host IPv4 of the node the pod runs on @0 — the address that
+//!   node's tunnel packets come from, as `bpf_skb_get_tunnel_key` reports it
+//!   (host order); 0 = accept from any node — and `u32` host flags @4: bit 0
+//!   [`GA_F_LOCAL`] = the pod runs on this gateway node.
+//!
+//!   A tunnelled packet passes only if the entry exists, is not local, and its
+//!   node is 0 or equals the tunnel's remote: a node cannot send another
+//!   node's pods' traffic. A packet handed to `egret_gw_local` passes only if
+//!   the entry is local and the pod's `egret_local_eps` ifindex equals
+//!   `skb->ifindex` (the veth it came in on): a local pod cannot use another
+//!   pod's address. (The issue sketched this value as a bare `u8`; it carries
+//!   the node so the check above is possible.)
+//!
+//! `egret_nat_v4` — LRU hash, key 16, value 32, [`NAT_MAX`] entries; forward
+//! mappings, written by the programs only:
+//! - key ([`NatKey`]): `be32` src @0, `be32` dst @4, `be16` sport @8, `be16`
+//!   dport @10, `u8` IP protocol @12, 3 zero bytes @13. ICMP echo: sport =
+//!   identifier, dport = 0.
+//! - value ([`ForwardNat`]): `be32` egress IPv4 @0, `be16` NAT port (ICMP:
+//!   identifier) @4, 2 zero bytes @6, `u32` host slot @8, 4 zero bytes @12,
+//!   `u64` host `ktime_get_ns` at creation @16, `u64` host `ktime_get_ns` of the
+//!   last forward packet @24.
+//!
+//! `egret_rnat_v4` — LRU hash, key 16, value 32, [`NAT_MAX`] entries; the
+//! connection's state, written by the programs only:
+//! - key: the *translated* packet's 5-tuple in the same layout as
+//!   `egret_nat_v4`'s key: egress IPv4 @0, remote IPv4 @4, NAT port @8, remote
+//!   port @10, protocol @12 (a reply's tuple, swapped).
+//! - value ([`ReverseNat`]): `be32` original source (the pod) @0, `u32` host
+//!   IPv4 of the pod's node @4 (the tunnel remote; 0 for local pods), `u32`
+//!   host slot @8, `be16` original source port (ICMP: identifier) @12, `u8`
+//!   flags @14 ([`RV_F_LOCAL`] 1, [`RV_F_SEEN_REPLY`] 2, [`RV_F_CLOSING`] 4),
+//!   1 zero byte @15, `u64` host `ktime_get_ns` of the last packet either way
+//!   @16, `u64` host `ktime_get_ns` after which the entry is free @24.
+//!
+//! `egret_gw_stats` — per-CPU array, key `u32` host index, value 16,
+//! [`STATS_MAX`] entries: `u64` host packets @0, `u64` host bytes (`skb->len`)
+//! @8. Indexes: [`Stat`] (one list for the source and the gateway side; index
+//! 0 `no-gateway` is the source classifier's, these templates never write it).
+//!
+//! # Connection tracking and port allocation
+//!
+//! The reverse entry holds the state; the forward entry only points at it.
+//! A forward packet uses its forward entry if the egress IP is still the
+//! slot's, the reverse entry under that port still names this flow (original
+//! source and port) and has not expired; it then refreshes the state.
+//! Otherwise it takes a new port: bucket = [`nat_hash`] of the forward key
+//! modulo [`NAT_PORT_COUNT`], candidates `NAT_PORT_MIN + (bucket + i) %
+//! NAT_PORT_COUNT` for `i` in `0..NAT_PROBES` ([`nat_port_candidates`]). The
+//! first candidate whose reverse entry is missing (claimed with
+//! `BPF_NOEXIST`, so two CPUs cannot both take it), expired, or already this
+//! flow's (claimed with `BPF_ANY`) wins; a failed claim tries the next one;
+//! none → drop `nat-ports-exhausted`. Ports are 61000–65535, disjoint from
+//! Linux's default `ip_local_port_range` (32768–60999), so the host's own
+//! connections from the egress IP do not collide with NAT ports; a host that
+//! widens its range should reserve these (`ip_local_reserved_ports`).
+//!
+//! Timeouts ([`Timeouts`]): an entry expires `timeout` after its last packet
+//! (either direction), `expires = now + timeout` written at each packet. TCP:
+//! 60 s until a reply is seen, 6 h once one was (`RV_F_SEEN_REPLY`), 10 s once
+//! a FIN or RST went either way (`RV_F_CLOSING`); a bare SYN (SYN without ACK)
+//! on an existing mapping restarts its state. UDP 60 s, ICMP 30 s. An expired
+//! entry is free for any flow, and a reply matching only an expired entry is
+//! not translated.
+//!
+//! # Behaviour worth knowing
+//!
+//! - **Fragments**: the first fragment (offset 0) carries the L4 header and is
+//!   translated like any packet (the incremental checksum update is right for
+//!   the whole datagram). Non-first fragments have no ports: the egress path
+//!   drops them (`fragment`), the reply path passes them untouched. So
+//!   datagrams larger than the path MTU do not cross the gateway.
+//! - **ICMP errors** (destination unreachable, fragmentation needed, time
+//!   exceeded) about translated connections are not translated back: they
+//!   pass to the gateway's stack. Path MTU discovery through the gateway
+//!   therefore relies on the source side's MSS clamping.
+//! - Only ICMP echo request (out) / echo reply (back) are translated; other
+//!   ICMP types from pods are dropped as `unsupported-proto`.
+//! - IP options are allowed (IHL up to 15); the L4 header is found after them.
+//! - A TTL that would reach 0 is dropped (`ttl-exceeded`) without an ICMP
+//!   time-exceeded message.
+//! - Races: two CPUs may both take an *expired* port for different flows; the
+//!   loser notices on its next packet (the reverse entry names another flow)
+//!   and re-probes. A failed forward-entry update costs only a re-probe on the
+//!   next packet, which finds the same port.
+//! - Checksums go through the kernel helpers, which handle `CHECKSUM_PARTIAL`
+//!   (pods on veth) and `CHECKSUM_COMPLETE` (`skb->csum` adjusted for the
+//!   pseudo-header change).
+//!
+//! # Under `BPF_PROG_TEST_RUN`
+//!
+//! The kernel builds a packet without tunnel metadata, so
+//! `bpf_skb_get_tunnel_key` fails there (egret_tunnel_in then drops
+//! `no-tunnel-key`). The kernel tests prepend [`TEST_TUNNEL_KEY_PRELUDE`],
+//! which sets a key first: `bpf_skb_set_tunnel_key` stores `local_ipv4` as the
+//! tunnel source, which `bpf_skb_get_tunnel_key` then reports as
+//! `remote_ipv4`. Redirect helpers only return `TC_ACT_REDIRECT` there.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use crate::artifact::AttachPoint;
+use crate::asm::{self, AsmErrors, Assembly};
+use crate::maps::{MapDef, MapKind};
+
+const DEFS: &str = include_str!("../../bpf-templates/defs.s");
+const TUNNEL_IN: &str = include_str!("../../bpf-templates/tunnel_in.s");
+const GW_LOCAL: &str = include_str!("../../bpf-templates/gw_local.s");
+const GW_REPLY: &str = include_str!("../../bpf-templates/gw_reply.s");
+const SNAT_V4: &str = include_str!("../../bpf-templates/snat_v4.s");
+const COUNT: &str = include_str!("../../bpf-templates/count.s");
+
+/// The template source files, by file name (for tools and tests).
+pub const FILES: [(&str, &str); 6] = [
+    ("defs.s", DEFS),
+    ("tunnel_in.s", TUNNEL_IN),
+    ("gw_local.s", GW_LOCAL),
+    ("gw_reply.s", GW_REPLY),
+    ("snat_v4.s", SNAT_V4),
+    ("count.s", COUNT),
+];
+
+/// Index of `egret_gw_local` in the source classifier's `PROG_ARRAY`.
+pub const GW_LOCAL_PROG_INDEX: u32 = 0;
+/// The hole of `egret_gw_reply`: ifindex of the tunnel device `egret0`.
+pub const HOLE_TUNNEL_IFINDEX: &str = "tunnel_ifindex";
+
+/// Map names.
+pub mod map {
+    /// Local endpoints (every node).
+    pub const LOCAL_EPS: &str = "egret_local_eps";
+    /// Slots served by this gateway.
+    pub const GW_SLOTS: &str = "egret_gw_slots";
+    /// Sources allowed per slot.
+    pub const GW_ALLOWED: &str = "egret_gw_allowed";
+    /// Forward NAT mappings.
+    pub const NAT_V4: &str = "egret_nat_v4";
+    /// Reverse NAT mappings (connection state).
+    pub const RNAT_V4: &str = "egret_rnat_v4";
+    /// Per-CPU counters by [`super::Stat`].
+    pub const GW_STATS: &str = "egret_gw_stats";
+}
+
+/// `max_entries` of `egret_local_eps`.
+pub const LOCAL_EPS_MAX: u32 = 1024;
+/// `max_entries` of `egret_gw_slots`.
+pub const GW_SLOTS_MAX: u32 = 256;
+/// `max_entries` of `egret_gw_allowed`.
+pub const GW_ALLOWED_MAX: u32 = 65536;
+/// `max_entries` of `egret_nat_v4` and `egret_rnat_v4`.
+pub const NAT_MAX: u32 = 65536;
+/// `max_entries` of `egret_gw_stats`.
+pub const STATS_MAX: u32 = 32;
+
+/// First NAT port.
+pub const NAT_PORT_MIN: u16 = 61000;
+/// Number of NAT ports (61000..=65535).
+pub const NAT_PORT_COUNT: u32 = 4536;
+/// Candidates tried per new mapping.
+pub const NAT_PROBES: usize = 16;
+
+/// `egret_gw_allowed` value flag: the pod runs on this gateway node.
+pub const GA_F_LOCAL: u32 = 1;
+/// Reverse NAT flag: the pod runs on this gateway node.
+pub const RV_F_LOCAL: u8 = 1;
+/// Reverse NAT flag: a reply went through (TCP: established).
+pub const RV_F_SEEN_REPLY: u8 = 2;
+/// Reverse NAT flag: a TCP FIN or RST was seen.
+pub const RV_F_CLOSING: u8 = 4;
+
+/// Connection timeouts in nanoseconds (`ktime_get_ns`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts;
+
+impl Timeouts {
+    /// TCP until a reply is seen.
+    pub const TCP_SYN_NS: u64 = 60_000_000_000;
+    /// TCP once a reply was seen, idle.
+    pub const TCP_ESTABLISHED_NS: u64 = 21_600_000_000_000;
+    /// TCP after FIN or RST.
+    pub const TCP_CLOSING_NS: u64 = 10_000_000_000;
+    /// UDP, idle.
+    pub const UDP_NS: u64 = 60_000_000_000;
+    /// ICMP echo, idle.
+    pub const ICMP_NS: u64 = 30_000_000_000;
+}
+
+/// A gateway datapath program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Template {
+    /// `egret_tunnel_in`.
+    TunnelIn,
+    /// `egret_gw_local`.
+    GwLocal,
+    /// `egret_gw_reply`.
+    GwReply,
+}
+
+impl Template {
+    /// All templates.
+    pub const ALL: [Template; 3] = [Template::TunnelIn, Template::GwLocal, Template::GwReply];
+
+    /// Program (and section `classifier/<name>`) name.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Template::TunnelIn => "egret_tunnel_in",
+            Template::GwLocal => "egret_gw_local",
+            Template::GwReply => "egret_gw_reply",
+        }
+    }
+
+    /// Where the loader attaches it; `None` for the tail-call target
+    /// `egret_gw_local` (index [`GW_LOCAL_PROG_INDEX`] of the source
+    /// classifier's `PROG_ARRAY`).
+    #[must_use]
+    pub const fn attach(self) -> Option<AttachPoint> {
+        match self {
+            Template::TunnelIn => Some(AttachPoint::TunnelIngress),
+            Template::GwLocal => None,
+            Template::GwReply => Some(AttachPoint::EgressIngress),
+        }
+    }
+
+    /// The holes the loader fills.
+    #[must_use]
+    pub const fn holes(self) -> &'static [&'static str] {
+        match self {
+            Template::TunnelIn | Template::GwLocal => &[],
+            Template::GwReply => &[HOLE_TUNNEL_IFINDEX],
+        }
+    }
+
+    /// The files the program is assembled from, in order.
+    #[must_use]
+    pub const fn parts(self) -> &'static [&'static str] {
+        match self {
+            Template::TunnelIn => &["defs.s", "tunnel_in.s", "snat_v4.s", "count.s"],
+            Template::GwLocal => &["defs.s", "gw_local.s", "snat_v4.s", "count.s"],
+            Template::GwReply => &["defs.s", "gw_reply.s", "count.s"],
+        }
+    }
+
+    /// The complete assembly source.
+    #[must_use]
+    pub fn source(self) -> String {
+        self.parts()
+            .iter()
+            .filter_map(|p| FILES.iter().find(|(n, _)| n == p).map(|(_, text)| *text))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Assembles the program (holes unfilled).
+    ///
+    /// # Errors
+    /// The assembler's errors (a bug in the templates: tests assemble them all).
+    pub fn assemble(self) -> Result<Assembly, AsmErrors> {
+        asm::assemble(self.name(), &self.source())
+    }
+}
+
+/// A source that sets a tunnel key and then runs `template` — the way the
+/// kernel tests give `egret_tunnel_in` tunnel metadata under
+/// `BPF_PROG_TEST_RUN`. `local_ipv4` is what the program then reads as the
+/// tunnel remote.
+#[must_use]
+pub fn with_test_tunnel_key(template: Template, tunnel_id: u32, local_ipv4: Ipv4Addr) -> String {
+    let prelude = TEST_TUNNEL_KEY_PRELUDE
+        .replace("TEST_TUNNEL_ID", &tunnel_id.to_string())
+        .replace("TEST_LOCAL_IPV4", &u32::from(local_ipv4).to_string());
+    let mut parts: Vec<&str> = Vec::new();
+    for p in template.parts() {
+        if let Some((_, text)) = FILES.iter().find(|(n, _)| n == p) {
+            parts.push(text);
+            if *p == "defs.s" {
+                parts.push(&prelude);
+            }
+        }
+    }
+    parts.join("\n")
+}
+
+/// Test-only code put in front of a program: sets a tunnel key with
+/// `tunnel_id` and `local_ipv4` (placeholders `TEST_TUNNEL_ID`,
+/// `TEST_LOCAL_IPV4`), then restores R1 = ctx and falls into the program.
+pub const TEST_TUNNEL_KEY_PRELUDE: &str = "
+    r6 = r1
+    r1 = 0
+    *(u64 *)(r10 + TUNKEY) = r1
+    *(u64 *)(r10 + TUNKEY + 8) = r1
+    *(u64 *)(r10 + TUNKEY + 16) = r1
+    *(u64 *)(r10 + TUNKEY + 24) = r1
+    *(u64 *)(r10 + TUNKEY + 32) = r1
+    *(u32 *)(r10 + TUNKEY + 40) = r1
+    *(u32 *)(r10 + TUNKEY + TK_ID) = TEST_TUNNEL_ID
+    *(u32 *)(r10 + TUNKEY + TK_REMOTE) = 0x0a0b0c0d
+    *(u32 *)(r10 + TUNKEY + 28) = TEST_LOCAL_IPV4
+    r1 = r6
+    r2 = r10
+    r2 += TUNKEY
+    r3 = TUNNEL_KEY_SIZE
+    r4 = 0
+    call skb_set_tunnel_key
+    r1 = r6
+";
+
+/// The map definitions every template declares (identical in all of them).
+#[must_use]
+pub fn maps() -> Vec<MapDef> {
+    let def = |name: &str, kind, key, value, max| MapDef {
+        name: name.to_owned(),
+        kind,
+        key_size: key,
+        value_size: value,
+        max_entries: max,
+        flags: 0,
+    };
+    vec![
+        def(map::LOCAL_EPS, MapKind::Hash, 4, LocalEndpoint::SIZE as u32, LOCAL_EPS_MAX),
+        def(map::GW_SLOTS, MapKind::Hash, 4, GatewaySlot::SIZE as u32, GW_SLOTS_MAX),
+        def(map::GW_ALLOWED, MapKind::Hash, 8, AllowedSource::SIZE as u32, GW_ALLOWED_MAX),
+        def(map::NAT_V4, MapKind::LruHash, NatKey::SIZE as u32, ForwardNat::SIZE as u32, NAT_MAX),
+        def(map::RNAT_V4, MapKind::LruHash, NatKey::SIZE as u32, ReverseNat::SIZE as u32, NAT_MAX),
+        def(map::GW_STATS, MapKind::PercpuArray, 4, 16, STATS_MAX),
+    ]
+}
+
+/// The indexes of `egret_gw_stats`: drop reasons, then what went through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Stat {
+    /// 0, drop: no gateway (the source classifier's; never written here).
+    NoGateway,
+    /// 1, drop: the slot is not served here or has no egress IPv4.
+    NoEgressIp,
+    /// 2, drop: the source is not allowed for the slot from this sender.
+    SpoofedSource,
+    /// 3, drop: all [`NAT_PROBES`] candidate ports are taken.
+    NatPortsExhausted,
+    /// 4, drop: TTL ≤ 1 on a packet egret forwards.
+    TtlExceeded,
+    /// 5, drop: IPv4 but not TCP, UDP or ICMP echo request (egress path).
+    UnsupportedProto,
+    /// 6, drop: not IPv4 (egress path, tunnel).
+    NotIpv4,
+    /// 7, drop: truncated frame or bad IPv4 header (egress path).
+    Malformed,
+    /// 8, drop: non-first IPv4 fragment (egress path).
+    Fragment,
+    /// 9, drop: no tunnel metadata on `egret0`.
+    NoTunnelKey,
+    /// 10, drop: a reply for a local pod that is gone.
+    NoLocalEndpoint,
+    /// 11, drop: a checksum/store/tunnel-key helper failed.
+    RewriteFailed,
+    /// 12, passed: packets SNATed out of an egress interface.
+    Snat,
+    /// 13, event: NAT mappings created (packets = mappings).
+    NatCreated,
+    /// 14, passed: replies tunnelled back to the source node.
+    ReplyTunnelled,
+    /// 15, passed: replies handed to a pod of the gateway node.
+    ReplyLocal,
+    /// 16, passed: tunnelled replies delivered to a pod (source node).
+    ReplyDelivered,
+}
+
+impl Stat {
+    /// All indexes, in order.
+    pub const ALL: [Stat; 17] = [
+        Stat::NoGateway,
+        Stat::NoEgressIp,
+        Stat::SpoofedSource,
+        Stat::NatPortsExhausted,
+        Stat::TtlExceeded,
+        Stat::UnsupportedProto,
+        Stat::NotIpv4,
+        Stat::Malformed,
+        Stat::Fragment,
+        Stat::NoTunnelKey,
+        Stat::NoLocalEndpoint,
+        Stat::RewriteFailed,
+        Stat::Snat,
+        Stat::NatCreated,
+        Stat::ReplyTunnelled,
+        Stat::ReplyLocal,
+        Stat::ReplyDelivered,
+    ];
+
+    /// The key in `egret_gw_stats`.
+    #[must_use]
+    pub const fn index(self) -> u32 {
+        self as u32
+    }
+
+    /// The stable label (metrics, manifests).
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Stat::NoGateway => "no-gateway",
+            Stat::NoEgressIp => "no-egress-ip",
+            Stat::SpoofedSource => "spoofed-source",
+            Stat::NatPortsExhausted => "nat-ports-exhausted",
+            Stat::TtlExceeded => "ttl-exceeded",
+            Stat::UnsupportedProto => "unsupported-proto",
+            Stat::NotIpv4 => "not-ipv4",
+            Stat::Malformed => "malformed",
+            Stat::Fragment => "fragment",
+            Stat::NoTunnelKey => "no-tunnel-key",
+            Stat::NoLocalEndpoint => "no-local-endpoint",
+            Stat::RewriteFailed => "rewrite-failed",
+            Stat::Snat => "snat",
+            Stat::NatCreated => "nat-created",
+            Stat::ReplyTunnelled => "reply-tunnelled",
+            Stat::ReplyLocal => "reply-local",
+            Stat::ReplyDelivered => "reply-delivered",
+        }
+    }
+
+    /// True for drop reasons.
+    #[must_use]
+    pub const fn is_drop(self) -> bool {
+        (self as u32) <= Stat::RewriteFailed as u32
+    }
+
+    /// The name of the `.equ` constant in `defs.s`.
+    #[must_use]
+    pub fn asm_constant(self) -> String {
+        format!("STAT_{}", self.name().to_uppercase().replace('-', "_"))
+    }
+}
+
+fn u32_at(b: &[u8], o: usize) -> u32 {
+    u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
+}
+
+fn u64_at(b: &[u8], o: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[o..o + 8]);
+    u64::from_le_bytes(a)
+}
+
+fn ip_at(b: &[u8], o: usize) -> Ipv4Addr {
+    Ipv4Addr::new(b[o], b[o + 1], b[o + 2], b[o + 3])
+}
+
+fn port_at(b: &[u8], o: usize) -> u16 {
+    u16::from_be_bytes([b[o], b[o + 1]])
+}
+
+/// An `egret_local_eps` entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalEndpoint {
+    /// The pod's IPv4.
+    pub pod: Ipv4Addr,
+    /// Its host-side veth.
+    pub ifindex: u32,
+}
+
+impl LocalEndpoint {
+    /// Value size.
+    pub const SIZE: usize = 8;
+
+    /// Key bytes.
+    #[must_use]
+    pub fn key(&self) -> [u8; 4] {
+        self.pod.octets()
+    }
+
+    /// Value bytes.
+    #[must_use]
+    pub fn value(&self) -> [u8; Self::SIZE] {
+        let mut v = [0u8; Self::SIZE];
+        v[0..4].copy_from_slice(&self.ifindex.to_le_bytes());
+        v
+    }
+}
+
+/// An `egret_gw_slots` entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GatewaySlot {
+    /// The slot (24-bit VNI).
+    pub slot: u32,
+    /// Its egress IPv4 (`0.0.0.0`: none resolved).
+    pub egress_ip: Ipv4Addr,
+    /// The egress interface.
+    pub egress_ifindex: u32,
+}
+
+impl GatewaySlot {
+    /// Value size.
+    pub const SIZE: usize = 12;
+
+    /// Key bytes.
+    #[must_use]
+    pub fn key(&self) -> [u8; 4] {
+        self.slot.to_le_bytes()
+    }
+
+    /// Value bytes.
+    #[must_use]
+    pub fn value(&self) -> [u8; Self::SIZE] {
+        let mut v = [0u8; Self::SIZE];
+        v[0..4].copy_from_slice(&self.egress_ip.octets());
+        v[4..8].copy_from_slice(&self.egress_ifindex.to_le_bytes());
+        v
+    }
+}
+
+/// Where an allowed source may send from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceNode {
+    /// Through the tunnel from this node (its tunnel source address).
+    Node(Ipv4Addr),
+    /// Through the tunnel from any node.
+    AnyNode,
+    /// The pod runs on this gateway node (`egret_gw_local` only).
+    Local,
+}
+
+/// An `egret_gw_allowed` entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AllowedSource {
+    /// The slot.
+    pub slot: u32,
+    /// The pod's IPv4.
+    pub src: Ipv4Addr,
+    /// Where it may come from.
+    pub from: SourceNode,
+}
+
+impl AllowedSource {
+    /// Value size.
+    pub const SIZE: usize = 8;
+
+    /// Key bytes.
+    #[must_use]
+    pub fn key(&self) -> [u8; 8] {
+        let mut k = [0u8; 8];
+        k[0..4].copy_from_slice(&self.slot.to_le_bytes());
+        k[4..8].copy_from_slice(&self.src.octets());
+        k
+    }
+
+    /// Value bytes.
+    #[must_use]
+    pub fn value(&self) -> [u8; Self::SIZE] {
+        let (node, flags) = match self.from {
+            SourceNode::Node(ip) => (u32::from(ip), 0),
+            SourceNode::AnyNode => (0, 0),
+            SourceNode::Local => (0, GA_F_LOCAL),
+        };
+        let mut v = [0u8; Self::SIZE];
+        v[0..4].copy_from_slice(&node.to_le_bytes());
+        v[4..8].copy_from_slice(&flags.to_le_bytes());
+        v
+    }
+}
+
+/// A 5-tuple key of `egret_nat_v4` / `egret_rnat_v4`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NatKey {
+    /// Source address.
+    pub src: Ipv4Addr,
+    /// Destination address.
+    pub dst: Ipv4Addr,
+    /// Source port (ICMP echo: identifier).
+    pub sport: u16,
+    /// Destination port (ICMP echo: 0).
+    pub dport: u16,
+    /// IP protocol.
+    pub proto: u8,
+}
+
+impl NatKey {
+    /// Key size.
+    pub const SIZE: usize = 16;
+
+    /// Key bytes.
+    #[must_use]
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        let mut k = [0u8; Self::SIZE];
+        k[0..4].copy_from_slice(&self.src.octets());
+        k[4..8].copy_from_slice(&self.dst.octets());
+        k[8..10].copy_from_slice(&self.sport.to_be_bytes());
+        k[10..12].copy_from_slice(&self.dport.to_be_bytes());
+        k[12] = self.proto;
+        k
+    }
+
+    /// Parses key bytes; `None` unless exactly [`NatKey::SIZE`] bytes.
+    #[must_use]
+    pub fn from_bytes(b: &[u8]) -> Option<NatKey> {
+        (b.len() == Self::SIZE).then(|| NatKey {
+            src: ip_at(b, 0),
+            dst: ip_at(b, 4),
+            sport: port_at(b, 8),
+            dport: port_at(b, 10),
+            proto: b[12],
+        })
+    }
+}
+
+/// An `egret_nat_v4` value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ForwardNat {
+    /// The egress IPv4 the flow is translated to.
+    pub egress_ip: Ipv4Addr,
+    /// Its NAT port (ICMP: identifier).
+    pub nat_port: u16,
+    /// The slot.
+    pub slot: u32,
+    /// `ktime_get_ns` at creation.
+    pub created_ns: u64,
+    /// `ktime_get_ns` of the last forward packet.
+    pub last_seen_ns: u64,
+}
+
+impl ForwardNat {
+    /// Value size.
+    pub const SIZE: usize = 32;
+
+    /// Value bytes.
+    #[must_use]
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        let mut v = [0u8; Self::SIZE];
+        v[0..4].copy_from_slice(&self.egress_ip.octets());
+        v[4..6].copy_from_slice(&self.nat_port.to_be_bytes());
+        v[8..12].copy_from_slice(&self.slot.to_le_bytes());
+        v[16..24].copy_from_slice(&self.created_ns.to_le_bytes());
+        v[24..32].copy_from_slice(&self.last_seen_ns.to_le_bytes());
+        v
+    }
+
+    /// Parses value bytes; `None` unless exactly [`ForwardNat::SIZE`] bytes.
+    #[must_use]
+    pub fn from_bytes(b: &[u8]) -> Option<ForwardNat> {
+        (b.len() == Self::SIZE).then(|| ForwardNat {
+            egress_ip: ip_at(b, 0),
+            nat_port: port_at(b, 4),
+            slot: u32_at(b, 8),
+            created_ns: u64_at(b, 16),
+            last_seen_ns: u64_at(b, 24),
+        })
+    }
+}
+
+/// An `egret_rnat_v4` value: the connection's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReverseNat {
+    /// The pod's address.
+    pub orig_src: Ipv4Addr,
+    /// The pod's node (tunnel remote); `0.0.0.0` for local pods.
+    pub node: Ipv4Addr,
+    /// The slot.
+    pub slot: u32,
+    /// The pod's port (ICMP: identifier).
+    pub orig_sport: u16,
+    /// `RV_F_*`.
+    pub flags: u8,
+    /// `ktime_get_ns` of the last packet, either direction.
+    pub last_seen_ns: u64,
+    /// `ktime_get_ns` after which the entry is free.
+    pub expires_ns: u64,
+}
+
+impl ReverseNat {
+    /// Value size.
+    pub const SIZE: usize = 32;
+
+    /// Value bytes.
+    #[must_use]
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        let mut v = [0u8; Self::SIZE];
+        v[0..4].copy_from_slice(&self.orig_src.octets());
+        v[4..8].copy_from_slice(&u32::from(self.node).to_le_bytes());
+        v[8..12].copy_from_slice(&self.slot.to_le_bytes());
+        v[12..14].copy_from_slice(&self.orig_sport.to_be_bytes());
+        v[14] = self.flags;
+        v[16..24].copy_from_slice(&self.last_seen_ns.to_le_bytes());
+        v[24..32].copy_from_slice(&self.expires_ns.to_le_bytes());
+        v
+    }
+
+    /// Parses value bytes; `None` unless exactly [`ReverseNat::SIZE`] bytes.
+    #[must_use]
+    pub fn from_bytes(b: &[u8]) -> Option<ReverseNat> {
+        (b.len() == Self::SIZE).then(|| ReverseNat {
+            orig_src: ip_at(b, 0),
+            node: Ipv4Addr::from(u32_at(b, 4)),
+            slot: u32_at(b, 8),
+            orig_sport: port_at(b, 12),
+            flags: b[14],
+            last_seen_ns: u64_at(b, 16),
+            expires_ns: u64_at(b, 24),
+        })
+    }
+}
+
+const HASH_C1: u32 = 0x9e37_79b1;
+const HASH_C2: u32 = 0x85eb_ca6b;
+const HASH_C3: u32 = 0xc2b2_ae35;
+
+/// The flow hash of the port allocator, exactly as the templates compute it:
+/// over the little-endian `u32` loads of the forward key's words `a` = src,
+/// `b` = dst, `c` = sport | dport << 16 (memory order), `d` = protocol,
+/// `fmix32(((((a * C1) ^ b) * C2 ^ c) * C3) ^ d)` with murmur3's `fmix32`
+/// and constants (wrapping 32-bit arithmetic).
+#[must_use]
+pub fn nat_hash(key: &NatKey) -> u32 {
+    let b = key.to_bytes();
+    let mut h = u32_at(&b, 0).wrapping_mul(HASH_C1);
+    h = (h ^ u32_at(&b, 4)).wrapping_mul(HASH_C2);
+    h = (h ^ u32_at(&b, 8)).wrapping_mul(HASH_C3);
+    h ^= u32_at(&b, 12);
+    h ^= h >> 16;
+    h = h.wrapping_mul(HASH_C2);
+    h ^= h >> 13;
+    h = h.wrapping_mul(HASH_C3);
+    h ^ (h >> 16)
+}
+
+/// The ports a new mapping of `key` tries, in order.
+#[must_use]
+pub fn nat_port_candidates(key: &NatKey) -> [u16; NAT_PROBES] {
+    let bucket = nat_hash(key) % NAT_PORT_COUNT;
+    let mut ports = [0u16; NAT_PROBES];
+    for (i, p) in ports.iter_mut().enumerate() {
+        // < 61000 + 4536 = 65536: always fits
+        *p = NAT_PORT_MIN + ((bucket + i as u32) % NAT_PORT_COUNT) as u16;
+    }
+    ports
+}
+
+/// The constants `defs.s` must define with exactly these values (a test
+/// compares them with the assembler's): the Rust side of every layout.
+#[must_use]
+pub fn mirrored_constants() -> BTreeMap<String, i64> {
+    let mut m: BTreeMap<String, i64> = [
+        ("LOCAL_EPS_MAX", i64::from(LOCAL_EPS_MAX)),
+        ("GW_SLOTS_MAX", i64::from(GW_SLOTS_MAX)),
+        ("GW_ALLOWED_MAX", i64::from(GW_ALLOWED_MAX)),
+        ("NAT_MAX", i64::from(NAT_MAX)),
+        ("STATS_MAX", i64::from(STATS_MAX)),
+        ("NAT_PORT_MIN", i64::from(NAT_PORT_MIN)),
+        ("NAT_PORT_COUNT", i64::from(NAT_PORT_COUNT)),
+        ("NAT_PROBES", NAT_PROBES as i64),
+        ("HASH_C1", i64::from(HASH_C1)),
+        ("HASH_C2", i64::from(HASH_C2)),
+        ("HASH_C3", i64::from(HASH_C3)),
+        ("GA_F_LOCAL", i64::from(GA_F_LOCAL)),
+        ("RV_F_LOCAL", i64::from(RV_F_LOCAL)),
+        ("RV_F_SEEN_REPLY", i64::from(RV_F_SEEN_REPLY)),
+        ("RV_F_CLOSING", i64::from(RV_F_CLOSING)),
+        ("TCP_SYN_TIMEOUT_NS", Timeouts::TCP_SYN_NS as i64),
+        ("TCP_ESTABLISHED_TIMEOUT_NS", Timeouts::TCP_ESTABLISHED_NS as i64),
+        ("TCP_CLOSING_TIMEOUT_NS", Timeouts::TCP_CLOSING_NS as i64),
+        ("UDP_TIMEOUT_NS", Timeouts::UDP_NS as i64),
+        ("ICMP_TIMEOUT_NS", Timeouts::ICMP_NS as i64),
+        ("NAT_KEY_SIZE", NatKey::SIZE as i64),
+        ("FV_SIZE", ForwardNat::SIZE as i64),
+        ("RV_SIZE", ReverseNat::SIZE as i64),
+        ("GS_SIZE", GatewaySlot::SIZE as i64),
+        ("GA_SIZE", AllowedSource::SIZE as i64),
+        ("LE_SIZE", LocalEndpoint::SIZE as i64),
+        ("ST_SIZE", 16),
+        ("SLOT_MASK", 0x00ff_ffff),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    for s in Stat::ALL {
+        m.insert(s.asm_constant(), i64::from(s.index()));
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layouts_round_trip() {
+        let k = NatKey {
+            src: Ipv4Addr::new(10, 1, 2, 3),
+            dst: Ipv4Addr::new(203, 0, 113, 9),
+            sport: 40000,
+            dport: 443,
+            proto: 6,
+        };
+        assert_eq!(NatKey::from_bytes(&k.to_bytes()), Some(k));
+        assert_eq!(&k.to_bytes()[8..13], &[0x9c, 0x40, 0x01, 0xbb, 6]);
+        let r = ReverseNat {
+            orig_src: k.src,
+            node: Ipv4Addr::new(192, 0, 2, 7),
+            slot: 0x00ab_cdef,
+            orig_sport: 40000,
+            flags: RV_F_SEEN_REPLY,
+            last_seen_ns: 5,
+            expires_ns: 9,
+        };
+        assert_eq!(ReverseNat::from_bytes(&r.to_bytes()), Some(r));
+        assert_eq!(&r.to_bytes()[4..8], &[7, 2, 0, 192], "node in host (little-endian) order");
+        let f = ForwardNat {
+            egress_ip: Ipv4Addr::new(198, 51, 100, 1),
+            nat_port: 61001,
+            slot: 3,
+            created_ns: 1,
+            last_seen_ns: 2,
+        };
+        assert_eq!(ForwardNat::from_bytes(&f.to_bytes()), Some(f));
+        let candidates = nat_port_candidates(&k);
+        assert!(candidates.iter().all(|p| *p >= NAT_PORT_MIN));
+        let mut sorted = candidates.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), NAT_PROBES, "candidates are distinct");
+    }
+}

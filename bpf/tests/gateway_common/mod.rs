@@ -1,0 +1,421 @@
+//! Shared material of the gateway template tests: a small cluster (gateway,
+//! two source nodes, pods, an external server), its map entries, and packet
+//! builders/checkers that compute every checksum from scratch.
+#![allow(dead_code, reason = "each test binary uses a different subset")]
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+
+use egret_bpf::Program;
+use egret_bpf::interp::{MapStore, RunInput, RunOutcome, TunnelKey, inet_checksum, run};
+use egret_bpf::templates::{
+    AllowedSource, GatewaySlot, HOLE_TUNNEL_IFINDEX, LocalEndpoint, NatKey, SourceNode, Stat, Template, map,
+};
+
+// ----- the cluster ------------------------------------------------------------------
+
+/// The slot (VNI) the gateway serves.
+pub const SLOT: u32 = 0x00ab_cdef;
+/// A slot the gateway serves without an egress IPv4.
+pub const SLOT_NO_IP: u32 = 0x0000_0777;
+/// A slot nobody serves.
+pub const SLOT_UNKNOWN: u32 = 0x0012_3456;
+/// The egress IP of [`SLOT`].
+pub const EGRESS_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+/// The egress interface.
+pub const EGRESS_IFINDEX: u32 = 7;
+/// `egret0` on the gateway (the hole).
+pub const TUNNEL_IFINDEX: u32 = 3;
+/// Source node A (tunnel remote as the gateway sees it).
+pub const NODE_A: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+/// Source node B.
+pub const NODE_B: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 3);
+/// Pods on node A allowed for [`SLOT`] (from node A only).
+pub const POD_A: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 10);
+/// Another pod on node A, allowed.
+pub const POD_A2: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 11);
+/// A pod on node B, allowed from node B only.
+pub const POD_B: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 20);
+/// A pod allowed from any node.
+pub const POD_ANY: Ipv4Addr = Ipv4Addr::new(10, 0, 3, 30);
+/// A pod on node A that no policy sends through [`SLOT`].
+pub const POD_NOT_ALLOWED: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 99);
+/// A pod on the gateway node itself, allowed locally.
+pub const POD_LOCAL: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 5);
+/// Its veth (`BPF_PROG_TEST_RUN` runs with skb->ifindex 1, lo).
+pub const POD_LOCAL_IFINDEX: u32 = 1;
+/// A second local pod whose veth is elsewhere (spoofing tests).
+pub const POD_LOCAL2: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 6);
+/// Its veth.
+pub const POD_LOCAL2_IFINDEX: u32 = 12;
+/// The external server.
+pub const SERVER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 20);
+
+/// Extra allowed pods on node A for collision tests: 10.0.9.0/24.
+pub fn extra_pod(i: u8) -> Ipv4Addr {
+    Ipv4Addr::new(10, 0, 9, i)
+}
+
+/// Every map entry of the gateway node (as `(map, key, value)`).
+pub fn gateway_entries() -> Vec<(&'static str, Vec<u8>, Vec<u8>)> {
+    let mut v = Vec::new();
+    for s in [
+        GatewaySlot { slot: SLOT, egress_ip: EGRESS_IP, egress_ifindex: EGRESS_IFINDEX },
+        GatewaySlot { slot: SLOT_NO_IP, egress_ip: Ipv4Addr::UNSPECIFIED, egress_ifindex: EGRESS_IFINDEX },
+    ] {
+        v.push((map::GW_SLOTS, s.key().to_vec(), s.value().to_vec()));
+    }
+    let mut allowed = vec![
+        AllowedSource { slot: SLOT, src: POD_A, from: SourceNode::Node(NODE_A) },
+        AllowedSource { slot: SLOT, src: POD_A2, from: SourceNode::Node(NODE_A) },
+        AllowedSource { slot: SLOT, src: POD_B, from: SourceNode::Node(NODE_B) },
+        AllowedSource { slot: SLOT, src: POD_ANY, from: SourceNode::AnyNode },
+        AllowedSource { slot: SLOT, src: POD_LOCAL, from: SourceNode::Local },
+        AllowedSource { slot: SLOT, src: POD_LOCAL2, from: SourceNode::Local },
+        AllowedSource { slot: SLOT_NO_IP, src: POD_A, from: SourceNode::Node(NODE_A) },
+    ];
+    for i in 1..=250 {
+        allowed.push(AllowedSource { slot: SLOT, src: extra_pod(i), from: SourceNode::Node(NODE_A) });
+    }
+    for a in allowed {
+        v.push((map::GW_ALLOWED, a.key().to_vec(), a.value().to_vec()));
+    }
+    for e in [
+        LocalEndpoint { pod: POD_LOCAL, ifindex: POD_LOCAL_IFINDEX },
+        LocalEndpoint { pod: POD_LOCAL2, ifindex: POD_LOCAL2_IFINDEX },
+    ] {
+        v.push((map::LOCAL_EPS, e.key().to_vec(), e.value().to_vec()));
+    }
+    v
+}
+
+/// A source node's map entries: its own pods ([`POD_A`] on veth 21).
+pub fn source_node_entries() -> Vec<(&'static str, Vec<u8>, Vec<u8>)> {
+    let e = LocalEndpoint { pod: POD_A, ifindex: 21 };
+    vec![(map::LOCAL_EPS, e.key().to_vec(), e.value().to_vec())]
+}
+
+/// The three programs, holes filled.
+pub fn programs() -> BTreeMap<Template, Program> {
+    Template::ALL.into_iter().map(|t| (t, filled(t.assemble().expect("assembles").program))).collect()
+}
+
+/// Fills the templates' holes with the test cluster's values.
+pub fn filled(mut p: Program) -> Program {
+    let values: BTreeMap<String, i64> =
+        [(HOLE_TUNNEL_IFINDEX.to_owned(), i64::from(TUNNEL_IFINDEX))].into_iter().collect();
+    p.fill_holes(&values).expect("fills");
+    p
+}
+
+/// The gateway node: programs and interpreter maps.
+#[derive(Debug)]
+pub struct Gateway {
+    pub programs: BTreeMap<Template, Program>,
+    pub maps: MapStore,
+    /// `ktime_get_ns` for the next run.
+    pub now: u64,
+}
+
+impl Gateway {
+    pub fn new() -> Gateway {
+        let mut maps = MapStore::new(&egret_bpf::templates::maps());
+        for (m, k, v) in gateway_entries() {
+            maps.update(m, &k, &v, 0).expect("fill");
+        }
+        Gateway { programs: programs(), maps, now: 1_000_000_000 }
+    }
+
+    /// A tunnelled packet from `node` for `slot`, through egret_tunnel_in.
+    pub fn tunnel_in(&mut self, frame: &[u8], slot: u32, node: Ipv4Addr) -> RunOutcome {
+        let mut input = RunInput::for_frame(frame);
+        input.tunnel = Some(tunnel_key(slot, node));
+        input.ktime_ns = self.now;
+        self.run(Template::TunnelIn, &input)
+    }
+
+    /// A local pod's packet tail-called into egret_gw_local with `slot` in cb[0].
+    pub fn local(&mut self, frame: &[u8], slot: u32) -> RunOutcome {
+        let mut input = RunInput::for_frame(frame);
+        input.skb.cb[0] = slot;
+        input.ktime_ns = self.now;
+        self.run(Template::GwLocal, &input)
+    }
+
+    /// A packet arriving on the egress interface, through egret_gw_reply.
+    pub fn reply(&mut self, frame: &[u8]) -> RunOutcome {
+        let mut input = RunInput::for_frame(frame);
+        input.ktime_ns = self.now;
+        self.run(Template::GwReply, &input)
+    }
+
+    pub fn run(&mut self, t: Template, input: &RunInput) -> RunOutcome {
+        let p = &self.programs[&t];
+        run(p, &mut self.maps, input).unwrap_or_else(|e| panic!("{}: {e}", t.name()))
+    }
+
+    /// Packets counted under `stat` (summed over CPUs).
+    pub fn stat(&self, stat: Stat) -> (u64, u64) {
+        stat_of(&self.maps, stat)
+    }
+
+    /// The reverse NAT entry for `key`.
+    pub fn rnat(&self, key: &NatKey) -> Option<egret_bpf::templates::ReverseNat> {
+        self.maps
+            .lookup(map::RNAT_V4, &key.to_bytes())
+            .expect("lookup")
+            .and_then(|v| egret_bpf::templates::ReverseNat::from_bytes(&v))
+    }
+
+    /// The forward NAT entry for `key`.
+    pub fn fnat(&self, key: &NatKey) -> Option<egret_bpf::templates::ForwardNat> {
+        self.maps
+            .lookup(map::NAT_V4, &key.to_bytes())
+            .expect("lookup")
+            .and_then(|v| egret_bpf::templates::ForwardNat::from_bytes(&v))
+    }
+}
+
+/// (packets, bytes) of `stat` in an interpreter map store.
+pub fn stat_of(maps: &MapStore, stat: Stat) -> (u64, u64) {
+    let per_cpu = maps.lookup_percpu(map::GW_STATS, &stat.index().to_le_bytes()).expect("lookup").expect("array entry");
+    per_cpu.iter().fold((0, 0), |(p, b), v| {
+        (
+            p + u64::from_le_bytes(v[0..8].try_into().expect("8")),
+            b + u64::from_le_bytes(v[8..16].try_into().expect("8")),
+        )
+    })
+}
+
+/// Tunnel metadata of a received packet.
+pub fn tunnel_key(slot: u32, remote: Ipv4Addr) -> TunnelKey {
+    TunnelKey {
+        tunnel_id: slot,
+        remote: IpAddr::V4(remote),
+        tos: 0,
+        ttl: 64,
+        label: 0,
+        local: Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))),
+    }
+}
+
+// ----- packets ----------------------------------------------------------------------
+
+pub const TCP: u8 = 6;
+pub const UDP: u8 = 17;
+pub const ICMP: u8 = 1;
+pub const FIN: u8 = 0x01;
+pub const SYN: u8 = 0x02;
+pub const RST: u8 = 0x04;
+pub const PSH: u8 = 0x08;
+pub const ACK: u8 = 0x10;
+
+/// The L4 part of a test packet.
+#[derive(Debug, Clone)]
+pub enum L4 {
+    Tcp {
+        sport: u16,
+        dport: u16,
+        flags: u8,
+    },
+    /// `csum: false` sends checksum 0 ("none").
+    Udp {
+        sport: u16,
+        dport: u16,
+        csum: bool,
+    },
+    Icmp {
+        ty: u8,
+        id: u16,
+        seq: u16,
+    },
+    /// Another protocol with this payload.
+    Other {
+        proto: u8,
+        payload: Vec<u8>,
+    },
+}
+
+/// An IPv4 packet description.
+#[derive(Debug, Clone)]
+pub struct Pkt {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub ttl: u8,
+    /// Flags + fragment offset (network order value).
+    pub frag: u16,
+    /// IP options (a multiple of 4 bytes).
+    pub options: Vec<u8>,
+    pub l4: L4,
+}
+
+impl Pkt {
+    pub fn tcp(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, flags: u8) -> Pkt {
+        Pkt { src, dst, ttl: 64, frag: 0x4000, options: Vec::new(), l4: L4::Tcp { sport, dport, flags } }
+    }
+
+    pub fn udp(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Pkt {
+        Pkt { src, dst, ttl: 64, frag: 0, options: Vec::new(), l4: L4::Udp { sport, dport, csum: true } }
+    }
+
+    pub fn icmp(src: Ipv4Addr, dst: Ipv4Addr, ty: u8, id: u16) -> Pkt {
+        Pkt { src, dst, ttl: 64, frag: 0, options: Vec::new(), l4: L4::Icmp { ty, id, seq: 7 } }
+    }
+
+    pub fn ttl(mut self, ttl: u8) -> Pkt {
+        self.ttl = ttl;
+        self
+    }
+
+    /// The Ethernet frame with valid IPv4 and L4 checksums.
+    pub fn frame(&self) -> Vec<u8> {
+        let payload: &[u8] = b"egret gateway test payload.";
+        let (proto, mut l4) = match &self.l4 {
+            L4::Tcp { sport, dport, flags } => {
+                let mut h = Vec::new();
+                h.extend_from_slice(&sport.to_be_bytes());
+                h.extend_from_slice(&dport.to_be_bytes());
+                h.extend_from_slice(&0x0102_0304u32.to_be_bytes()); // seq
+                h.extend_from_slice(&0u32.to_be_bytes()); // ack
+                h.push(0x50); // data offset 5
+                h.push(*flags);
+                h.extend_from_slice(&64240u16.to_be_bytes());
+                h.extend_from_slice(&[0, 0, 0, 0]); // checksum, urgent
+                h.extend_from_slice(payload);
+                (TCP, h)
+            }
+            L4::Udp { sport, dport, .. } => {
+                let mut h = Vec::new();
+                h.extend_from_slice(&sport.to_be_bytes());
+                h.extend_from_slice(&dport.to_be_bytes());
+                h.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+                h.extend_from_slice(&[0, 0]);
+                h.extend_from_slice(payload);
+                (UDP, h)
+            }
+            L4::Icmp { ty, id, seq } => {
+                let mut h = vec![*ty, 0, 0, 0];
+                h.extend_from_slice(&id.to_be_bytes());
+                h.extend_from_slice(&seq.to_be_bytes());
+                h.extend_from_slice(payload);
+                (ICMP, h)
+            }
+            L4::Other { proto, payload } => (*proto, payload.clone()),
+        };
+        // L4 checksum (only for a first fragment with the whole datagram here)
+        match &self.l4 {
+            L4::Tcp { .. } => {
+                let c = pseudo_checksum(self.src, self.dst, TCP, &l4);
+                l4[16..18].copy_from_slice(&c.to_be_bytes());
+            }
+            L4::Udp { csum: true, .. } => {
+                let mut c = pseudo_checksum(self.src, self.dst, UDP, &l4);
+                if c == 0 {
+                    c = 0xffff;
+                }
+                l4[6..8].copy_from_slice(&c.to_be_bytes());
+            }
+            L4::Icmp { .. } => {
+                let c = inet_checksum(&l4);
+                l4[2..4].copy_from_slice(&c.to_be_bytes());
+            }
+            _ => {}
+        }
+        let ihl = 20 + self.options.len();
+        let total = ihl + l4.len();
+        let mut ip = vec![0x40 | (ihl / 4) as u8, 0];
+        ip.extend_from_slice(&(total as u16).to_be_bytes());
+        ip.extend_from_slice(&0x1234u16.to_be_bytes());
+        ip.extend_from_slice(&self.frag.to_be_bytes());
+        ip.push(self.ttl);
+        ip.push(proto);
+        ip.extend_from_slice(&[0, 0]);
+        ip.extend_from_slice(&self.src.octets());
+        ip.extend_from_slice(&self.dst.octets());
+        ip.extend_from_slice(&self.options);
+        let c = inet_checksum(&ip);
+        ip[10..12].copy_from_slice(&c.to_be_bytes());
+        let mut f = vec![0x02, 0, 0, 0, 0, 0x02, 0x02, 0, 0, 0, 0, 0x01, 0x08, 0x00];
+        f.extend_from_slice(&ip);
+        f.extend_from_slice(&l4);
+        f
+    }
+}
+
+/// The checksum field value for `segment` (its checksum field zero) under the
+/// IPv4 pseudo-header.
+pub fn pseudo_checksum(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, segment: &[u8]) -> u16 {
+    let mut buf = Vec::new();
+    buf.extend_from_slice(&src.octets());
+    buf.extend_from_slice(&dst.octets());
+    buf.push(0);
+    buf.push(proto);
+    buf.extend_from_slice(&(segment.len() as u16).to_be_bytes());
+    buf.extend_from_slice(segment);
+    inet_checksum(&buf)
+}
+
+/// What a frame says, parsed from scratch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parsed {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub ttl: u8,
+    pub proto: u8,
+    /// TCP/UDP source port, ICMP identifier.
+    pub sport: u16,
+    /// TCP/UDP destination port, ICMP 0.
+    pub dport: u16,
+    /// The IPv4 header checksum verifies.
+    pub ip_csum_ok: bool,
+    /// The L4 checksum verifies (`None`: UDP without checksum).
+    pub l4_csum_ok: Option<bool>,
+}
+
+/// Parses an Ethernet + IPv4 + TCP/UDP/ICMP frame and recomputes both checksums.
+pub fn parse(f: &[u8]) -> Parsed {
+    assert_eq!(&f[12..14], &[0x08, 0x00], "IPv4 frame");
+    let ihl = usize::from(f[14] & 0x0f) * 4;
+    let ip = &f[14..14 + ihl];
+    let total = usize::from(u16::from_be_bytes([f[16], f[17]]));
+    let l4 = &f[14 + ihl..14 + total];
+    let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
+    let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
+    let proto = ip[9];
+    let port = |o: usize| u16::from_be_bytes([l4[o], l4[o + 1]]);
+    let (sport, dport, l4_csum_ok) = match proto {
+        TCP => (port(0), port(2), Some(pseudo_sum_ok(src, dst, TCP, l4))),
+        UDP if port(6) == 0 => (port(0), port(2), None),
+        UDP => (port(0), port(2), Some(pseudo_sum_ok(src, dst, UDP, l4))),
+        ICMP => (port(4), 0, Some(inet_checksum(l4) == 0)),
+        _ => (0, 0, None),
+    };
+    Parsed { src, dst, ttl: ip[8], proto, sport, dport, ip_csum_ok: inet_checksum(ip) == 0, l4_csum_ok }
+}
+
+fn pseudo_sum_ok(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, segment: &[u8]) -> bool {
+    // the sum over pseudo-header + segment (checksum included) folds to 0xffff
+    let mut buf = Vec::new();
+    buf.extend_from_slice(&src.octets());
+    buf.extend_from_slice(&dst.octets());
+    buf.push(0);
+    buf.push(proto);
+    buf.extend_from_slice(&(segment.len() as u16).to_be_bytes());
+    buf.extend_from_slice(segment);
+    inet_checksum(&buf) == 0
+}
+
+/// An ARP request (not IPv4), 60 bytes.
+pub fn arp_frame() -> Vec<u8> {
+    let mut f = vec![0xffu8; 6];
+    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x01]);
+    f.extend_from_slice(&0x0806u16.to_be_bytes());
+    f.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
+    f.resize(60, 0);
+    f
+}
+
+/// `TC_ACT_UNSPEC` as the interpreter returns it (64-bit -1).
+pub const UNSPEC: u64 = u64::MAX;
+pub const SHOT: u64 = 2;
+pub const REDIRECT: u64 = 7;

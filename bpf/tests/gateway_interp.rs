@@ -1,0 +1,570 @@
+//! Behaviour of the gateway templates in egret's interpreter (unprivileged):
+//! SNAT with valid checksums, reverse NAT back through the tunnel or to a
+//! local pod, drops by reason, port allocation, expiry, and untouched host
+//! traffic. Every checksum is recomputed from scratch by the test.
+
+mod gateway_common;
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use egret_bpf::interp::{Redirect, RedirectKind, RunInput, RunOutcome};
+use egret_bpf::templates::{
+    NAT_PORT_COUNT, NAT_PORT_MIN, NAT_PROBES, NatKey, RV_F_CLOSING, RV_F_LOCAL, RV_F_SEEN_REPLY, Stat, Template,
+    Timeouts, nat_hash, nat_port_candidates,
+};
+use gateway_common::*;
+
+fn key_of(p: &Pkt) -> NatKey {
+    let (proto, sport, dport) = match p.l4 {
+        L4::Tcp { sport, dport, .. } => (TCP, sport, dport),
+        L4::Udp { sport, dport, .. } => (UDP, sport, dport),
+        L4::Icmp { id, .. } => (ICMP, id, 0),
+        L4::Other { proto, .. } => (proto, 0, 0),
+    };
+    NatKey { src: p.src, dst: p.dst, sport, dport, proto }
+}
+
+fn assert_snat(out: &RunOutcome, sent: &Pkt, want_port: u16) -> Parsed {
+    assert_eq!(out.r0, REDIRECT, "redirected");
+    assert_eq!(
+        out.effects.redirect,
+        Some(Redirect { ifindex: EGRESS_IFINDEX, flags: 0, kind: RedirectKind::Neigh { nexthop: None } }),
+        "out of the egress interface, next hop by FIB"
+    );
+    let got = parse(&out.packet);
+    let before = parse(&sent.frame());
+    assert_eq!(got.src, EGRESS_IP);
+    assert_eq!(got.dst, before.dst);
+    assert_eq!(got.sport, want_port);
+    assert!((NAT_PORT_MIN..=65535).contains(&got.sport));
+    assert_eq!(got.dport, before.dport);
+    assert_eq!(got.ttl, before.ttl - 1, "TTL decremented");
+    assert!(got.ip_csum_ok, "IPv4 header checksum");
+    assert_eq!(got.l4_csum_ok, before.l4_csum_ok.map(|_| true), "L4 checksum");
+    assert_eq!(out.packet.len(), sent.frame().len());
+    got
+}
+
+/// The reply a server sends to a translated packet.
+fn reply_to(got: &Parsed, l4: L4) -> Pkt {
+    Pkt { src: got.dst, dst: got.src, ttl: 50, frag: 0, options: Vec::new(), l4 }
+}
+
+fn assert_tunnelled_back(out: &RunOutcome, reply: &Pkt, pod: Ipv4Addr, pod_port: u16, node: Ipv4Addr) {
+    assert_eq!(out.r0, REDIRECT);
+    assert_eq!(
+        out.effects.redirect,
+        Some(Redirect { ifindex: TUNNEL_IFINDEX, flags: 0, kind: RedirectKind::Redirect }),
+        "egress of egret0, flags 0"
+    );
+    let key = out.effects.tunnel_key.as_ref().expect("tunnel key set");
+    assert_eq!(key.key.tunnel_id, SLOT);
+    assert_eq!(key.key.remote, IpAddr::V4(node));
+    assert_eq!(key.key.ttl, 64);
+    assert_eq!(key.flags, 0, "no DONT_FRAGMENT (EBPF-FACTS S8)");
+    let got = parse(&out.packet);
+    let before = parse(&reply.frame());
+    assert_eq!(got.src, before.src);
+    assert_eq!(got.dst, pod);
+    if got.proto == ICMP {
+        assert_eq!(got.sport, pod_port, "identifier restored");
+    } else {
+        assert_eq!((got.sport, got.dport), (before.sport, pod_port));
+    }
+    assert_eq!(got.ttl, before.ttl - 1);
+    assert!(got.ip_csum_ok);
+    assert_eq!(got.l4_csum_ok, before.l4_csum_ok.map(|_| true));
+}
+
+#[test]
+fn tcp_syn_through_the_tunnel_is_snatted_and_the_reply_tunnelled_back() {
+    let mut gw = Gateway::new();
+    let syn = Pkt::tcp(POD_A, 40000, SERVER, 443, SYN);
+    let port = nat_port_candidates(&key_of(&syn))[0];
+    let out = gw.tunnel_in(&syn.frame(), SLOT, NODE_A);
+    let got = assert_snat(&out, &syn, port);
+    assert_eq!(gw.stat(Stat::Snat), (1, syn.frame().len() as u64));
+    assert_eq!(gw.stat(Stat::NatCreated).0, 1);
+    let rkey = NatKey { src: EGRESS_IP, dst: SERVER, sport: port, dport: 443, proto: TCP };
+    let state = gw.rnat(&rkey).expect("reverse entry");
+    assert_eq!((state.orig_src, state.orig_sport, state.node, state.slot), (POD_A, 40000, NODE_A, SLOT));
+    assert_eq!(state.flags, 0);
+    assert_eq!(state.expires_ns, gw.now + Timeouts::TCP_SYN_NS);
+    let fwd = gw.fnat(&key_of(&syn)).expect("forward entry");
+    assert_eq!((fwd.egress_ip, fwd.nat_port, fwd.slot, fwd.created_ns), (EGRESS_IP, port, SLOT, gw.now));
+
+    gw.now += 1_000_000;
+    let synack = reply_to(&got, L4::Tcp { sport: 443, dport: port, flags: SYN | ACK });
+    let out = gw.reply(&synack.frame());
+    assert_tunnelled_back(&out, &synack, POD_A, 40000, NODE_A);
+    assert_eq!(gw.stat(Stat::ReplyTunnelled).0, 1);
+    let state = gw.rnat(&rkey).expect("reverse entry");
+    assert_eq!(state.flags, RV_F_SEEN_REPLY);
+    assert_eq!(state.expires_ns, gw.now + Timeouts::TCP_ESTABLISHED_NS, "established: long timeout");
+}
+
+#[test]
+fn udp_through_the_tunnel_and_back() {
+    let mut gw = Gateway::new();
+    let q = Pkt::udp(POD_A2, 5353, SERVER, 53);
+    let port = nat_port_candidates(&key_of(&q))[0];
+    let out = gw.tunnel_in(&q.frame(), SLOT, NODE_A);
+    let got = assert_snat(&out, &q, port);
+    let answer = reply_to(&got, L4::Udp { sport: 53, dport: port, csum: true });
+    let out = gw.reply(&answer.frame());
+    assert_tunnelled_back(&out, &answer, POD_A2, 5353, NODE_A);
+}
+
+#[test]
+fn udp_without_checksum_keeps_checksum_zero_both_ways() {
+    let mut gw = Gateway::new();
+    let mut q = Pkt::udp(POD_A, 5353, SERVER, 53);
+    q.l4 = L4::Udp { sport: 5353, dport: 53, csum: false };
+    let port = nat_port_candidates(&key_of(&q))[0];
+    let out = gw.tunnel_in(&q.frame(), SLOT, NODE_A);
+    let got = assert_snat(&out, &q, port);
+    assert_eq!(got.l4_csum_ok, None, "checksum field still 0");
+    let answer = reply_to(&got, L4::Udp { sport: 53, dport: port, csum: false });
+    let out = gw.reply(&answer.frame());
+    assert_tunnelled_back(&out, &answer, POD_A, 5353, NODE_A);
+    assert_eq!(parse(&out.packet).l4_csum_ok, None);
+}
+
+#[test]
+fn icmp_echo_is_translated_by_identifier() {
+    let mut gw = Gateway::new();
+    let ping = Pkt::icmp(POD_B, SERVER, 8, 0x4242);
+    let id = nat_port_candidates(&key_of(&ping))[0];
+    let out = gw.tunnel_in(&ping.frame(), SLOT, NODE_B);
+    let got = assert_snat(&out, &ping, id);
+    assert_eq!(
+        gw.rnat(&NatKey { src: EGRESS_IP, dst: SERVER, sport: id, dport: 0, proto: ICMP }).map(|r| r.orig_sport),
+        Some(0x4242)
+    );
+    let pong = reply_to(&got, L4::Icmp { ty: 0, id, seq: 7 });
+    let out = gw.reply(&pong.frame());
+    assert_tunnelled_back(&out, &pong, POD_B, 0x4242, NODE_B);
+}
+
+#[test]
+fn the_same_flow_keeps_its_port() {
+    let mut gw = Gateway::new();
+    let syn = Pkt::tcp(POD_A, 40001, SERVER, 443, SYN);
+    let first = parse(&gw.tunnel_in(&syn.frame(), SLOT, NODE_A).packet).sport;
+    gw.now += 5_000_000_000;
+    let data = Pkt::tcp(POD_A, 40001, SERVER, 443, ACK | PSH);
+    let again = parse(&gw.tunnel_in(&data.frame(), SLOT, NODE_A).packet).sport;
+    assert_eq!(first, again);
+    assert_eq!(gw.stat(Stat::NatCreated).0, 1, "one mapping");
+    assert_eq!(gw.stat(Stat::Snat).0, 2);
+    let fwd = gw.fnat(&key_of(&syn)).expect("forward entry");
+    assert_eq!(fwd.last_seen_ns, gw.now);
+}
+
+#[test]
+fn spoofed_sources_are_dropped_and_counted() {
+    let mut gw = Gateway::new();
+    // (what, source pod, sending node or None for egret_gw_local)
+    let cases: [(&str, Ipv4Addr, Option<Ipv4Addr>); 6] = [
+        ("pod not allowed for the slot", POD_NOT_ALLOWED, Some(NODE_A)),
+        ("node B sends node A's pod", POD_A, Some(NODE_B)),
+        ("node A sends node B's pod", POD_B, Some(NODE_A)),
+        ("a node sends the gateway's own pod", POD_LOCAL, Some(NODE_A)),
+        ("a remote pod's address from a local veth", POD_A, None),
+        ("a local pod using another local pod's address", POD_LOCAL2, None),
+    ];
+    let n = cases.len() as u64;
+    for (what, pod, node) in cases {
+        let f = Pkt::udp(pod, 1, SERVER, 53).frame();
+        let out = match node {
+            Some(node) => gw.tunnel_in(&f, SLOT, node),
+            None => gw.local(&f, SLOT),
+        };
+        assert_eq!(out.r0, SHOT, "{what}");
+        assert!(out.effects.redirect.is_none() && out.effects.stores.is_empty(), "{what}: untouched");
+    }
+    assert_eq!(gw.stat(Stat::SpoofedSource).0, n);
+    assert_eq!(gw.stat(Stat::Snat).0, 0);
+    // a pod allowed from any node may come from either
+    let out = gw.tunnel_in(&Pkt::udp(POD_ANY, 1, SERVER, 53).frame(), SLOT, NODE_B);
+    assert_eq!(out.r0, REDIRECT);
+}
+
+#[test]
+fn unknown_slots_and_slots_without_egress_ip_drop() {
+    let mut gw = Gateway::new();
+    let f = Pkt::tcp(POD_A, 40000, SERVER, 443, SYN).frame();
+    for slot in [SLOT_UNKNOWN, SLOT_NO_IP, SLOT | 0x0100_0000 | SLOT_UNKNOWN] {
+        let out = gw.tunnel_in(&f, slot, NODE_A);
+        assert_eq!(out.r0, SHOT, "slot {slot:#x}");
+        assert_eq!(out.packet, f);
+    }
+    assert_eq!(gw.stat(Stat::NoEgressIp), (3, 3 * f.len() as u64));
+    let out = gw.local(&Pkt::tcp(POD_LOCAL, 40000, SERVER, 443, SYN).frame(), SLOT_UNKNOWN);
+    assert_eq!(out.r0, SHOT);
+    assert_eq!(gw.stat(Stat::NoEgressIp).0, 4);
+    // only the low 24 bits of the VNI name the slot
+    let out = gw.tunnel_in(&f, SLOT | 0xff00_0000, NODE_A);
+    assert_eq!(out.r0, REDIRECT);
+}
+
+/// `n` TCP flows from [`POD_A`] to the server whose hash lands in one bucket.
+fn colliding_flows(n: usize) -> Vec<Pkt> {
+    let mut by_bucket: std::collections::BTreeMap<u32, Vec<u16>> = std::collections::BTreeMap::new();
+    for sport in 1024..=u16::MAX {
+        let k = NatKey { src: POD_A, dst: SERVER, sport, dport: 443, proto: TCP };
+        let ports = by_bucket.entry(nat_hash(&k) % NAT_PORT_COUNT).or_default();
+        ports.push(sport);
+        if ports.len() == n {
+            return ports.iter().map(|p| Pkt::tcp(POD_A, *p, SERVER, 443, SYN)).collect();
+        }
+    }
+    panic!("no bucket with {n} flows");
+}
+
+#[test]
+fn colliding_flows_get_distinct_ports_until_the_candidates_run_out() {
+    let mut gw = Gateway::new();
+    let flows = colliding_flows(NAT_PROBES + 1);
+    let candidates = nat_port_candidates(&key_of(&flows[0]));
+    let mut ports = Vec::new();
+    for f in &flows[..NAT_PROBES] {
+        assert_eq!(nat_port_candidates(&key_of(f)), candidates, "same bucket");
+        let out = gw.tunnel_in(&f.frame(), SLOT, NODE_A);
+        ports.push(assert_snat(&out, f, candidates[ports.len()]).sport);
+    }
+    let mut distinct = ports.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(distinct.len(), NAT_PROBES, "{ports:?}");
+    // all candidates busy: the 17th flow is dropped
+    let last = &flows[NAT_PROBES];
+    let out = gw.tunnel_in(&last.frame(), SLOT, NODE_A);
+    assert_eq!(out.r0, SHOT);
+    assert_eq!(out.packet, last.frame());
+    assert_eq!(gw.stat(Stat::NatPortsExhausted).0, 1);
+    assert_eq!(gw.stat(Stat::NatCreated).0, NAT_PROBES as u64);
+    // the same 17th flow towards another server port collides with nothing
+    let other = Pkt::tcp(POD_A, key_of(last).sport, SERVER, 8443, SYN);
+    assert_eq!(gw.tunnel_in(&other.frame(), SLOT, NODE_A).r0, REDIRECT);
+}
+
+/// A UDP flow from [`POD_A`] to the server's port 53 in the same bucket as `of`.
+fn udp_collision(of: &NatKey) -> Pkt {
+    let bucket = nat_hash(of) % NAT_PORT_COUNT;
+    (1024..=u16::MAX)
+        .filter(|p| *p != of.sport)
+        .map(|p| Pkt::udp(POD_A, p, SERVER, 53))
+        .find(|p| nat_hash(&key_of(p)) % NAT_PORT_COUNT == bucket)
+        .expect("a colliding flow")
+}
+
+#[test]
+fn an_idle_expired_udp_mapping_is_reused_and_its_old_flow_moves_on() {
+    let mut gw = Gateway::new();
+    let a = Pkt::udp(POD_A, 5000, SERVER, 53);
+    let c = nat_port_candidates(&key_of(&a));
+    assert_eq!(parse(&gw.tunnel_in(&a.frame(), SLOT, NODE_A).packet).sport, c[0]);
+    let b = udp_collision(&key_of(&a));
+    // while a's mapping lives, b gets the next candidate
+    gw.now += Timeouts::UDP_NS - 1;
+    let out = gw.tunnel_in(&b.frame(), SLOT, NODE_A);
+    assert_eq!(parse(&out.packet).sport, c[1]);
+    // b's mapping idles out as well; a third flow in the bucket takes c[0] and
+    // c[1] back once both expired
+    gw.now += Timeouts::UDP_NS + 1;
+    let b2 = Pkt::udp(POD_A, key_of(&b).sport, SERVER, 53);
+    let a_expired =
+        gw.rnat(&NatKey { src: EGRESS_IP, dst: SERVER, sport: c[0], dport: 53, proto: UDP }).expect("entry");
+    assert!(a_expired.expires_ns < gw.now);
+    let out = gw.tunnel_in(&b2.frame(), SLOT, NODE_A);
+    assert_eq!(parse(&out.packet).sport, c[0], "the expired port is free again");
+    let state = gw.rnat(&NatKey { src: EGRESS_IP, dst: SERVER, sport: c[0], dport: 53, proto: UDP }).expect("entry");
+    assert_eq!(state.orig_sport, key_of(&b).sport, "now b's");
+    // a comes back: its old port belongs to b now, so it gets another one
+    let out = gw.tunnel_in(&a.frame(), SLOT, NODE_A);
+    let a_port = parse(&out.packet).sport;
+    assert_ne!(a_port, c[0]);
+    // and a reply to c[0] reaches b, not a
+    let answer = Pkt {
+        src: SERVER,
+        dst: EGRESS_IP,
+        ttl: 50,
+        frag: 0,
+        options: Vec::new(),
+        l4: L4::Udp { sport: 53, dport: c[0], csum: true },
+    };
+    let out = gw.reply(&answer.frame());
+    assert_eq!(parse(&out.packet).dport, key_of(&b).sport);
+    assert_eq!(gw.stat(Stat::NatCreated).0, 4);
+}
+
+#[test]
+fn tcp_timeouts_follow_the_connection_state() {
+    let mut gw = Gateway::new();
+    let syn = Pkt::tcp(POD_A, 41000, SERVER, 443, SYN);
+    let port = parse(&gw.tunnel_in(&syn.frame(), SLOT, NODE_A).packet).sport;
+    let rkey = NatKey { src: EGRESS_IP, dst: SERVER, sport: port, dport: 443, proto: TCP };
+    let synack = Pkt {
+        src: SERVER,
+        dst: EGRESS_IP,
+        ttl: 50,
+        frag: 0,
+        options: Vec::new(),
+        l4: L4::Tcp { sport: 443, dport: port, flags: SYN | ACK },
+    };
+    gw.reply(&synack.frame());
+    // established: still alive long after the SYN timeout
+    gw.now += 2 * Timeouts::TCP_SYN_NS;
+    let ack = Pkt::tcp(POD_A, 41000, SERVER, 443, ACK);
+    assert_eq!(parse(&gw.tunnel_in(&ack.frame(), SLOT, NODE_A).packet).sport, port);
+    assert_eq!(gw.rnat(&rkey).map(|r| r.expires_ns), Some(gw.now + Timeouts::TCP_ESTABLISHED_NS));
+    // the pod closes: short timeout
+    let fin = Pkt::tcp(POD_A, 41000, SERVER, 443, FIN | ACK);
+    gw.tunnel_in(&fin.frame(), SLOT, NODE_A);
+    let state = gw.rnat(&rkey).expect("entry");
+    assert_eq!(state.flags, RV_F_SEEN_REPLY | RV_F_CLOSING);
+    assert_eq!(state.expires_ns, gw.now + Timeouts::TCP_CLOSING_NS);
+    // the server's FIN/ACK keeps it closing
+    gw.now += 1_000_000_000;
+    let finack = Pkt { l4: L4::Tcp { sport: 443, dport: port, flags: FIN | ACK }, ..synack.clone() };
+    assert_eq!(gw.reply(&finack.frame()).r0, REDIRECT);
+    assert_eq!(gw.rnat(&rkey).map(|r| r.expires_ns), Some(gw.now + Timeouts::TCP_CLOSING_NS));
+    // after it, a late reply is no longer ours
+    gw.now += Timeouts::TCP_CLOSING_NS + 1;
+    let late = Pkt { l4: L4::Tcp { sport: 443, dport: port, flags: ACK }, ..synack.clone() };
+    let out = gw.reply(&late.frame());
+    assert_eq!(out.r0, UNSPEC);
+    assert_eq!(out.packet, late.frame());
+    // a SYN without reply expires after the SYN timeout: a new SYN of the same
+    // flow then starts over (same port, fresh state)
+    let syn2 = Pkt::tcp(POD_A, 41001, SERVER, 443, SYN);
+    let p2 = parse(&gw.tunnel_in(&syn2.frame(), SLOT, NODE_A).packet).sport;
+    let k2 = NatKey { sport: p2, ..rkey };
+    assert_eq!(gw.rnat(&k2).map(|r| r.expires_ns), Some(gw.now + Timeouts::TCP_SYN_NS));
+    gw.now += Timeouts::TCP_SYN_NS + 1;
+    assert_eq!(parse(&gw.tunnel_in(&syn2.frame(), SLOT, NODE_A).packet).sport, p2);
+    assert_eq!(gw.stat(Stat::NatCreated).0, 3);
+}
+
+#[test]
+fn a_bare_syn_restarts_an_established_mapping() {
+    let mut gw = Gateway::new();
+    let syn = Pkt::tcp(POD_A, 42000, SERVER, 443, SYN);
+    let port = parse(&gw.tunnel_in(&syn.frame(), SLOT, NODE_A).packet).sport;
+    let rkey = NatKey { src: EGRESS_IP, dst: SERVER, sport: port, dport: 443, proto: TCP };
+    let synack = Pkt {
+        src: SERVER,
+        dst: EGRESS_IP,
+        ttl: 50,
+        frag: 0,
+        options: Vec::new(),
+        l4: L4::Tcp { sport: 443, dport: port, flags: SYN | ACK },
+    };
+    gw.reply(&synack.frame());
+    assert_eq!(gw.rnat(&rkey).map(|r| r.flags), Some(RV_F_SEEN_REPLY));
+    gw.tunnel_in(&syn.frame(), SLOT, NODE_A);
+    let state = gw.rnat(&rkey).expect("entry");
+    assert_eq!((state.flags, state.expires_ns), (0, gw.now + Timeouts::TCP_SYN_NS));
+}
+
+#[test]
+fn unrelated_traffic_on_the_egress_interface_passes_untouched() {
+    let mut gw = Gateway::new();
+    // one live mapping, so that near misses are near
+    let syn = Pkt::tcp(POD_A, 40000, SERVER, 443, SYN);
+    let port = parse(&gw.tunnel_in(&syn.frame(), SLOT, NODE_A).packet).sport;
+    let to_gw = |l4: L4| Pkt { src: SERVER, dst: EGRESS_IP, ttl: 50, frag: 0, options: Vec::new(), l4 };
+    let mut frames = vec![
+        arp_frame(),
+        to_gw(L4::Tcp { sport: 443, dport: 22, flags: SYN }).frame(), // ssh to the host
+        to_gw(L4::Tcp { sport: 444, dport: port, flags: ACK }).frame(), // other remote port
+        to_gw(L4::Udp { sport: 443, dport: port, csum: true }).frame(), // other protocol
+        Pkt { src: Ipv4Addr::new(203, 0, 113, 21), ..to_gw(L4::Tcp { sport: 443, dport: port, flags: ACK }) }.frame(),
+        to_gw(L4::Icmp { ty: 8, id: port, seq: 1 }).frame(), // a ping to the host
+        to_gw(L4::Icmp { ty: 3, id: 0, seq: 0 }).frame(),    // an ICMP error
+        to_gw(L4::Other { proto: 47, payload: vec![0; 24] }).frame(), // GRE
+        Pkt { frag: 0x0010, ..to_gw(L4::Tcp { sport: 443, dport: port, flags: ACK }) }.frame(), // non-first fragment
+    ];
+    let mut runt = to_gw(L4::Tcp { sport: 443, dport: port, flags: ACK }).frame();
+    runt.truncate(40); // TCP header cut short
+    frames.push(runt);
+    for f in &frames {
+        let out = gw.reply(f);
+        assert_eq!(out.r0, UNSPEC, "{f:02x?}");
+        assert_eq!(&out.packet, f);
+        assert!(out.effects.redirect.is_none() && out.effects.stores.is_empty() && out.effects.tunnel_key.is_none());
+    }
+    // and the real reply still works
+    let ok = to_gw(L4::Tcp { sport: 443, dport: port, flags: SYN | ACK });
+    assert_eq!(gw.reply(&ok.frame()).r0, REDIRECT);
+    for s in Stat::ALL {
+        if s.is_drop() {
+            assert_eq!(gw.stat(s).0, 0, "{}", s.name());
+        }
+    }
+}
+
+#[test]
+fn local_pods_egress_and_get_replies_on_their_veth() {
+    let mut gw = Gateway::new();
+    let syn = Pkt::tcp(POD_LOCAL, 40000, SERVER, 443, SYN);
+    let port = nat_port_candidates(&key_of(&syn))[0];
+    let out = gw.local(&syn.frame(), SLOT);
+    let got = assert_snat(&out, &syn, port);
+    let rkey = NatKey { src: EGRESS_IP, dst: SERVER, sport: port, dport: 443, proto: TCP };
+    let state = gw.rnat(&rkey).expect("entry");
+    assert_eq!((state.flags, state.node), (RV_F_LOCAL, Ipv4Addr::UNSPECIFIED));
+    let synack = reply_to(&got, L4::Tcp { sport: 443, dport: port, flags: SYN | ACK });
+    let out = gw.reply(&synack.frame());
+    assert_eq!(out.r0, REDIRECT);
+    assert_eq!(
+        out.effects.redirect,
+        Some(Redirect {
+            ifindex: POD_LOCAL_IFINDEX,
+            flags: 0,
+            kind: RedirectKind::Neigh { nexthop: Some(IpAddr::V4(POD_LOCAL)) }
+        })
+    );
+    assert!(out.effects.tunnel_key.is_none());
+    let back = parse(&out.packet);
+    assert_eq!((back.dst, back.dport, back.ttl), (POD_LOCAL, 40000, 49));
+    assert!(back.ip_csum_ok && back.l4_csum_ok == Some(true));
+    assert_eq!(gw.stat(Stat::ReplyLocal).0, 1);
+    assert_eq!(gw.rnat(&rkey).map(|r| r.flags), Some(RV_F_LOCAL | RV_F_SEEN_REPLY));
+    // the pod is deleted: its replies are dropped, not sent anywhere
+    gw.maps.delete(egret_bpf::templates::map::LOCAL_EPS, &POD_LOCAL.octets()).expect("delete");
+    let out = gw.reply(&synack.frame());
+    assert_eq!(out.r0, SHOT);
+    assert_eq!(gw.stat(Stat::NoLocalEndpoint).0, 1);
+}
+
+#[test]
+fn a_source_node_delivers_tunnelled_replies_to_its_pod() {
+    let programs = programs();
+    let mut maps = egret_bpf::interp::MapStore::new(&egret_bpf::templates::maps());
+    for (m, k, v) in source_node_entries() {
+        maps.update(m, &k, &v, 0).expect("fill");
+    }
+    let reply = Pkt {
+        src: SERVER,
+        dst: POD_A,
+        ttl: 49,
+        frag: 0,
+        options: Vec::new(),
+        l4: L4::Tcp { sport: 443, dport: 40000, flags: SYN | ACK },
+    };
+    let mut input = RunInput::for_frame(&reply.frame());
+    input.tunnel = Some(tunnel_key(SLOT, Ipv4Addr::new(192, 0, 2, 1)));
+    let out = egret_bpf::interp::run(&programs[&Template::TunnelIn], &mut maps, &input).expect("runs");
+    assert_eq!(out.r0, REDIRECT);
+    assert_eq!(
+        out.effects.redirect,
+        Some(Redirect { ifindex: 21, flags: 0, kind: RedirectKind::Neigh { nexthop: Some(IpAddr::V4(POD_A)) } })
+    );
+    assert_eq!(out.packet, reply.frame(), "delivered as is");
+    assert_eq!(stat_of(&maps, Stat::ReplyDelivered), (1, reply.frame().len() as u64));
+    // a packet for no local pod is egress, and this node serves no slot
+    let other = Pkt { dst: POD_B, ..reply.clone() };
+    let mut input = RunInput::for_frame(&other.frame());
+    input.tunnel = Some(tunnel_key(SLOT, Ipv4Addr::new(192, 0, 2, 1)));
+    let out = egret_bpf::interp::run(&programs[&Template::TunnelIn], &mut maps, &input).expect("runs");
+    assert_eq!(out.r0, SHOT);
+    assert_eq!(stat_of(&maps, Stat::NoEgressIp).0, 1);
+}
+
+#[test]
+fn the_egress_path_fails_closed() {
+    let mut gw = Gateway::new();
+    let cases: Vec<(Vec<u8>, Stat)> = vec![
+        (arp_frame(), Stat::NotIpv4),
+        (
+            Pkt { l4: L4::Other { proto: 47, payload: vec![0; 24] }, ..Pkt::udp(POD_A, 1, SERVER, 53) }.frame(),
+            Stat::UnsupportedProto,
+        ),
+        (Pkt::icmp(POD_A, SERVER, 3, 0).frame(), Stat::UnsupportedProto),
+        (Pkt::icmp(POD_A, SERVER, 0, 5).frame(), Stat::UnsupportedProto),
+        (Pkt { frag: 0x00b9, ..Pkt::udp(POD_A, 1, SERVER, 53) }.frame(), Stat::Fragment),
+        (Pkt::tcp(POD_A, 40000, SERVER, 443, SYN).ttl(1).frame(), Stat::TtlExceeded),
+        (Pkt::tcp(POD_A, 40000, SERVER, 443, SYN).ttl(0).frame(), Stat::TtlExceeded),
+        (
+            {
+                let mut f = Pkt::tcp(POD_A, 40000, SERVER, 443, SYN).frame();
+                f.truncate(50);
+                f
+            },
+            Stat::Malformed,
+        ),
+        (
+            {
+                let mut f = Pkt::udp(POD_A, 1, SERVER, 53).frame();
+                f[14] = 0x44; // IHL 4
+                f
+            },
+            Stat::Malformed,
+        ),
+        (
+            {
+                let mut f = Pkt::udp(POD_A, 1, SERVER, 53).frame();
+                f[14] = 0x65; // version 6 in an IPv4 frame
+                f
+            },
+            Stat::Malformed,
+        ),
+    ];
+    for (f, reason) in &cases {
+        let out = gw.tunnel_in(f, SLOT, NODE_A);
+        assert_eq!(out.r0, SHOT, "{}", reason.name());
+        assert_eq!(&out.packet, f);
+    }
+    for (_, reason) in &cases {
+        let n = cases.iter().filter(|(_, r)| r == reason).count() as u64;
+        assert_eq!(gw.stat(*reason).0, n, "{}", reason.name());
+    }
+    assert_eq!(gw.stat(Stat::Snat).0, 0);
+    // no tunnel metadata at all
+    let mut input = RunInput::for_frame(&Pkt::udp(POD_A, 1, SERVER, 53).frame());
+    input.ktime_ns = gw.now;
+    assert_eq!(gw.run(Template::TunnelIn, &input).r0, SHOT);
+    assert_eq!(gw.stat(Stat::NoTunnelKey).0, 1);
+}
+
+#[test]
+fn first_fragments_options_and_ttl_two_are_translated() {
+    let mut gw = Gateway::new();
+    let first_fragment = Pkt { frag: 0x2000, ..Pkt::udp(POD_A, 7000, SERVER, 53) };
+    let p = nat_port_candidates(&key_of(&first_fragment))[0];
+    assert_snat(&gw.tunnel_in(&first_fragment.frame(), SLOT, NODE_A), &first_fragment, p);
+    // IP options (a NOP-padded router alert): the L4 header is found after them
+    let with_options = Pkt { options: vec![0x94, 0x04, 0, 0, 1, 1, 1, 0], ..Pkt::tcp(POD_A, 40000, SERVER, 443, SYN) };
+    let p = nat_port_candidates(&key_of(&with_options))[0];
+    let got = assert_snat(&gw.tunnel_in(&with_options.frame(), SLOT, NODE_A), &with_options, p);
+    assert_eq!(got.ttl, 63);
+    let last_hop = Pkt::tcp(POD_A, 40002, SERVER, 443, SYN).ttl(2);
+    let p = nat_port_candidates(&key_of(&last_hop))[0];
+    assert_eq!(assert_snat(&gw.tunnel_in(&last_hop.frame(), SLOT, NODE_A), &last_hop, p).ttl, 1);
+}
+
+#[test]
+fn replies_with_ttl_one_are_dropped() {
+    let mut gw = Gateway::new();
+    let syn = Pkt::tcp(POD_A, 40000, SERVER, 443, SYN);
+    let got = parse(&gw.tunnel_in(&syn.frame(), SLOT, NODE_A).packet);
+    let synack = reply_to(&got, L4::Tcp { sport: 443, dport: got.sport, flags: SYN | ACK }).ttl(1);
+    assert_eq!(gw.reply(&synack.frame()).r0, SHOT);
+    assert_eq!(gw.stat(Stat::TtlExceeded).0, 1);
+}
+
+#[test]
+fn a_new_egress_ip_for_the_slot_makes_a_new_mapping() {
+    let mut gw = Gateway::new();
+    let syn = Pkt::tcp(POD_A, 40000, SERVER, 443, SYN);
+    gw.tunnel_in(&syn.frame(), SLOT, NODE_A);
+    let new_ip = Ipv4Addr::new(198, 51, 100, 2);
+    let s = egret_bpf::templates::GatewaySlot { slot: SLOT, egress_ip: new_ip, egress_ifindex: EGRESS_IFINDEX };
+    gw.maps.update(egret_bpf::templates::map::GW_SLOTS, &s.key(), &s.value(), 0).expect("update");
+    let out = gw.tunnel_in(&syn.frame(), SLOT, NODE_A);
+    assert_eq!(parse(&out.packet).src, new_ip);
+    assert_eq!(gw.fnat(&key_of(&syn)).map(|f| f.egress_ip), Some(new_ip));
+    assert_eq!(gw.stat(Stat::NatCreated).0, 2);
+}

@@ -1,0 +1,632 @@
+//! Kernel tests of the gateway templates (privileged): every program loads
+//! through the kernel verifier (aya 0.14, and libbpf via `bpftool prog
+//! loadall`), and `BPF_PROG_TEST_RUN` on crafted packets gives the same
+//! return code, output packet, counters and NAT tables as egret's
+//! interpreter, step by step through one shared map state.
+//!
+//! Differences of `BPF_PROG_TEST_RUN` and how the tests bridge them:
+//! - packets carry no tunnel metadata, so `egret_tunnel_in` is run with
+//!   [`templates::with_test_tunnel_key`] (a prelude that sets the key; the
+//!   kernel then reports `local_ipv4` as the remote), while the interpreter runs
+//!   the shipped program with the same metadata as [`RunInput::tunnel`];
+//! - redirects are not performed (R0 = `TC_ACT_REDIRECT` only), and R0 is 32
+//!   bits (`TC_ACT_UNSPEC` reads 0xffffffff);
+//! - `ktime_get_ns` is the machine's, so NAT values are compared without
+//!   their timestamps and expiry is exercised with entries that expired at 1 ns
+//!   or never expire.
+//!
+//! Without root or bpf these tests print one line and return; with
+//! `EGRET_REQUIRE_PRIVILEGED=1` they fail instead (TESTING.md). Nothing is
+//! pinned except in the bpftool test, whose private bpffs mount is removed by
+//! an RAII guard and checked.
+
+mod gateway_common;
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use aya::maps::{HashMap as AyaHashMap, PerCpuArray};
+use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
+use egret_bpf::Program;
+use egret_bpf::elf::verify_and_write;
+use egret_bpf::interp::{MapStore, RunInput, run};
+use egret_bpf::templates::{self, NatKey, ReverseNat, Stat, Template, map, nat_hash, nat_port_candidates};
+use gateway_common::*;
+
+// ----- privileges (TESTING.md) -------------------------------------------------------
+
+fn missing_privilege() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let euid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .map(str::to_owned);
+    if euid.as_deref() != Some("0") {
+        return Some(format!("not root (euid {})", euid.unwrap_or_else(|| "?".into())));
+    }
+    if !Path::new("/sys/fs/bpf").exists() {
+        return Some("no /sys/fs/bpf (kernel without bpf?)".into());
+    }
+    let probe = egret_bpf::asm::assemble("probe", "r0 = 0\nexit").expect("probe").program;
+    let bytes = match verify_and_write(&[probe], &[], "GPL") {
+        Ok(b) => b,
+        Err(e) => return Some(format!("cannot build the probe object: {e}")),
+    };
+    let mut bpf = match aya::Ebpf::load(&bytes) {
+        Ok(b) => b,
+        Err(e) => return Some(format!("cannot load a BPF object: {e}")),
+    };
+    match bpf.program_mut("probe").and_then(|p| <&mut SchedClassifier>::try_from(p).ok()).map(SchedClassifier::load) {
+        Some(Ok(())) => None,
+        Some(Err(e)) => Some(format!("BPF_PROG_LOAD is not permitted: {e}")),
+        None => Some("the probe program is missing".into()),
+    }
+}
+
+/// True if the test should go on; prints one line (or panics under
+/// `EGRET_REQUIRE_PRIVILEGED=1`) otherwise.
+fn privileged(test: &str) -> bool {
+    match missing_privilege() {
+        None => true,
+        Some(reason) => skip_or_fail(test, &reason),
+    }
+}
+
+fn skip_or_fail(test: &str, reason: &str) -> bool {
+    if std::env::var("EGRET_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
+        panic!("{test}: privileged test cannot run: {reason} (EGRET_REQUIRE_PRIVILEGED=1)");
+    }
+    println!("skipping {test}: {reason}");
+    false
+}
+
+// ----- the kernel side ---------------------------------------------------------------
+
+/// Name of the keyed `egret_tunnel_in` variant for (slot, sending node).
+fn keyed_name(slot: u32, node: Ipv4Addr) -> String {
+    format!("keyed_{slot:x}_{:x}", u32::from(node))
+}
+
+/// The tunnel metadata combinations the test sequence uses.
+const KEYED: [(u32, Ipv4Addr); 4] = [(SLOT, NODE_A), (SLOT, NODE_B), (SLOT_UNKNOWN, NODE_A), (SLOT_NO_IP, NODE_A)];
+
+/// The object under test: the three templates as shipped, plus keyed
+/// variants of `egret_tunnel_in`.
+fn test_programs() -> Vec<Program> {
+    let mut v: Vec<Program> = programs().into_values().collect();
+    for (slot, node) in KEYED {
+        let src = templates::with_test_tunnel_key(Template::TunnelIn, slot, node);
+        let a = egret_bpf::asm::assemble(&keyed_name(slot, node), &src).expect("keyed variant assembles");
+        v.push(filled(a.program));
+    }
+    v
+}
+
+fn object() -> Vec<u8> {
+    verify_and_write(&test_programs(), &templates::maps(), "GPL").expect("verifies and writes")
+}
+
+fn put<const K: usize, const V: usize>(bpf: &mut aya::Ebpf, name: &str, key: &[u8], value: &[u8]) {
+    let mut m: AyaHashMap<_, [u8; K], [u8; V]> =
+        AyaHashMap::try_from(bpf.map_mut(name).unwrap_or_else(|| panic!("map {name}"))).expect("hash map");
+    let k: [u8; K] = key.try_into().expect("key size");
+    let v: [u8; V] = value.try_into().expect("value size");
+    m.insert(k, v, 0).unwrap_or_else(|e| panic!("{name}: insert: {e}"));
+}
+
+fn kernel_update(bpf: &mut aya::Ebpf, name: &str, key: &[u8], value: &[u8]) {
+    match (key.len(), value.len()) {
+        (4, 8) => put::<4, 8>(bpf, name, key, value),
+        (4, 12) => put::<4, 12>(bpf, name, key, value),
+        (8, 8) => put::<8, 8>(bpf, name, key, value),
+        (16, 32) => put::<16, 32>(bpf, name, key, value),
+        (k, v) => panic!("{name}: no entry layout {k}+{v}"),
+    }
+}
+
+fn kernel_entries<const K: usize, const V: usize>(bpf: &aya::Ebpf, name: &str) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    let m: AyaHashMap<_, [u8; K], [u8; V]> =
+        AyaHashMap::try_from(bpf.map(name).unwrap_or_else(|| panic!("map {name}"))).expect("hash map");
+    m.iter().map(|r| r.expect("entry")).map(|(k, v)| (k.to_vec(), v.to_vec())).collect()
+}
+
+fn kernel_stat(bpf: &aya::Ebpf, s: Stat) -> (u64, u64) {
+    let a: PerCpuArray<_, [u8; 16]> = PerCpuArray::try_from(bpf.map(map::GW_STATS).expect("stats")).expect("per-cpu");
+    a.get(&s.index(), 0).expect("get").iter().fold((0, 0), |(p, b), v| {
+        (
+            p + u64::from_le_bytes(v[0..8].try_into().expect("8")),
+            b + u64::from_le_bytes(v[8..16].try_into().expect("8")),
+        )
+    })
+}
+
+/// One step of a test sequence.
+#[derive(Debug, Clone)]
+enum Via {
+    /// egret0 ingress with this tunnel metadata.
+    Tunnel(u32, Ipv4Addr),
+    /// egret_gw_local with this slot in cb[0].
+    Local(u32),
+    /// egress interface ingress.
+    Reply,
+}
+
+struct Bench {
+    bpf: aya::Ebpf,
+    interp: MapStore,
+    programs: BTreeMap<Template, Program>,
+    steps: usize,
+}
+
+impl Bench {
+    fn new(entries: &[(&'static str, Vec<u8>, Vec<u8>)]) -> Bench {
+        let mut bpf = aya::Ebpf::load(&object()).unwrap_or_else(|e| panic!("aya loads the gateway object: {e}"));
+        let names: Vec<String> = bpf.programs().map(|(n, _)| n.to_owned()).collect();
+        for n in &names {
+            let p: &mut SchedClassifier = bpf.program_mut(n).expect("program").try_into().expect("classifier");
+            p.load().unwrap_or_else(|e| panic!("the kernel verifier accepts {n}: {e:?}"));
+        }
+        let mut interp = MapStore::new(&templates::maps());
+        for (m, k, v) in entries {
+            kernel_update(&mut bpf, m, k, v);
+            interp.update(m, k, v, 0).expect("fill");
+        }
+        Bench { bpf, interp, programs: programs(), steps: 0 }
+    }
+
+    fn update_both(&mut self, m: &str, k: &[u8], v: &[u8]) {
+        kernel_update(&mut self.bpf, m, k, v);
+        self.interp.update(m, k, v, 0).expect("update");
+    }
+
+    /// Runs `frame` in the kernel and in the interpreter; asserts the same
+    /// verdict and packet; returns (R0 as 32 bits, output packet).
+    fn step(&mut self, via: &Via, frame: &[u8]) -> (u32, Vec<u8>) {
+        let (prog_name, template) = match via {
+            Via::Tunnel(slot, node) => (keyed_name(*slot, *node), Template::TunnelIn),
+            Via::Local(_) => (Template::GwLocal.name().to_owned(), Template::GwLocal),
+            Via::Reply => (Template::GwReply.name().to_owned(), Template::GwReply),
+        };
+        let mut input = RunInput::for_frame(frame);
+        input.ktime_ns = 1_000_000_000;
+        let mut ctx = [0u8; 192];
+        match via {
+            Via::Tunnel(slot, node) => input.tunnel = Some(tunnel_key(*slot, *node)),
+            Via::Local(slot) => {
+                input.skb.cb[0] = *slot;
+                ctx[48..52].copy_from_slice(&slot.to_le_bytes());
+            }
+            Via::Reply => {}
+        }
+        let prog: &mut SchedClassifier =
+            self.bpf.program_mut(&prog_name).expect("program").try_into().expect("classifier");
+        let mut out = vec![0u8; frame.len() + 64];
+        let res = prog
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ctx_in: matches!(via, Via::Local(_)).then_some(&ctx[..]),
+                ..TestRunOptions::default()
+            })
+            .unwrap_or_else(|e| panic!("{prog_name}: test_run: {e:?}"));
+        out.truncate(res.data_size_out as usize);
+        let ours = run(&self.programs[&template], &mut self.interp, &input)
+            .unwrap_or_else(|e| panic!("{prog_name}: interpreter: {e}"));
+        assert_eq!(
+            u64::from(res.return_value),
+            ours.r0 & 0xffff_ffff,
+            "step {}: {prog_name}: R0 differs on {frame:02x?}",
+            self.steps
+        );
+        assert_eq!(out, ours.packet, "step {}: {prog_name}: packet differs", self.steps);
+        self.steps += 1;
+        (res.return_value, out)
+    }
+
+    /// Counters and NAT tables agree (NAT values without timestamps).
+    fn assert_same_state(&self) {
+        for s in Stat::ALL {
+            assert_eq!(kernel_stat(&self.bpf, s), stat_of(&self.interp, s), "counter {}", s.name());
+        }
+        let ours = |m: &str| -> BTreeMap<Vec<u8>, Vec<u8>> {
+            self.interp
+                .keys(m)
+                .expect("keys")
+                .into_iter()
+                .map(|k| {
+                    let v = self.interp.lookup(m, &k).expect("lookup").expect("present");
+                    (k, v)
+                })
+                .collect()
+        };
+        let strip_fwd = |v: &Vec<u8>| v[..16].to_vec();
+        let strip_rev = |v: &Vec<u8>| v[..16].to_vec();
+        let k_fwd = kernel_entries::<16, 32>(&self.bpf, map::NAT_V4);
+        let i_fwd = ours(map::NAT_V4);
+        assert_eq!(
+            k_fwd.iter().map(|(k, v)| (k.clone(), strip_fwd(v))).collect::<Vec<_>>(),
+            i_fwd.iter().map(|(k, v)| (k.clone(), strip_fwd(v))).collect::<Vec<_>>(),
+            "egret_nat_v4"
+        );
+        let k_rev = kernel_entries::<16, 32>(&self.bpf, map::RNAT_V4);
+        let i_rev = ours(map::RNAT_V4);
+        assert_eq!(
+            k_rev.iter().map(|(k, v)| (k.clone(), strip_rev(v))).collect::<Vec<_>>(),
+            i_rev.iter().map(|(k, v)| (k.clone(), strip_rev(v))).collect::<Vec<_>>(),
+            "egret_rnat_v4"
+        );
+        assert!(!k_rev.is_empty(), "the sequence created mappings");
+    }
+}
+
+fn key_of(p: &Pkt) -> NatKey {
+    match p.l4 {
+        L4::Tcp { sport, dport, .. } => NatKey { src: p.src, dst: p.dst, sport, dport, proto: TCP },
+        L4::Udp { sport, dport, .. } => NatKey { src: p.src, dst: p.dst, sport, dport, proto: UDP },
+        L4::Icmp { id, .. } => NatKey { src: p.src, dst: p.dst, sport: id, dport: 0, proto: ICMP },
+        L4::Other { proto, .. } => NatKey { src: p.src, dst: p.dst, sport: 0, dport: 0, proto },
+    }
+}
+
+fn from_server(dst_port: u16, l4: impl Fn(u16) -> L4) -> Pkt {
+    Pkt { src: SERVER, dst: EGRESS_IP, ttl: 50, frag: 0, options: Vec::new(), l4: l4(dst_port) }
+}
+
+#[test]
+fn every_template_loads_through_the_kernel_verifier() {
+    if !privileged("every_template_loads_through_the_kernel_verifier") {
+        return;
+    }
+    let bytes = verify_and_write(&programs().into_values().collect::<Vec<_>>(), &templates::maps(), "GPL")
+        .expect("verifies and writes");
+    let mut bpf = aya::Ebpf::load(&bytes).unwrap_or_else(|e| panic!("aya loads the gateway object: {e}"));
+    let mut loaded = Vec::new();
+    for t in Template::ALL {
+        let p: &mut SchedClassifier = bpf.program_mut(t.name()).expect("program").try_into().expect("classifier");
+        p.load().unwrap_or_else(|e| panic!("the kernel verifier accepts {}: {e:?}", t.name()));
+        loaded.push(t.name());
+    }
+    assert_eq!(loaded, ["egret_tunnel_in", "egret_gw_local", "egret_gw_reply"]);
+}
+
+#[test]
+fn test_run_agrees_with_the_interpreter_through_a_session() {
+    if !privileged("test_run_agrees_with_the_interpreter_through_a_session") {
+        return;
+    }
+    let mut b = Bench::new(&gateway_entries());
+    let tun_a = Via::Tunnel(SLOT, NODE_A);
+
+    // TCP: SYN out, SYN-ACK back through the tunnel, data, FIN both ways
+    let syn = Pkt::tcp(POD_A, 40000, SERVER, 443, SYN);
+    let (r0, out) = b.step(&tun_a, &syn.frame());
+    assert_eq!(u64::from(r0), REDIRECT);
+    let port = parse(&out).sport;
+    assert_eq!(port, nat_port_candidates(&key_of(&syn))[0]);
+    let tcp_back = |flags| from_server(port, move |p| L4::Tcp { sport: 443, dport: p, flags });
+    let (r0, back) = b.step(&Via::Reply, &tcp_back(SYN | ACK).frame());
+    assert_eq!(u64::from(r0), REDIRECT);
+    let back = parse(&back);
+    assert_eq!((back.dst, back.dport, back.ip_csum_ok, back.l4_csum_ok), (POD_A, 40000, true, Some(true)));
+    b.step(&tun_a, &Pkt::tcp(POD_A, 40000, SERVER, 443, ACK | PSH).frame());
+    b.step(&Via::Reply, &tcp_back(ACK).frame());
+    b.step(&tun_a, &Pkt::tcp(POD_A, 40000, SERVER, 443, FIN | ACK).frame());
+    b.step(&Via::Reply, &tcp_back(FIN | ACK).frame());
+
+    // UDP with and without checksum, ICMP echo, from both nodes
+    for (via, p) in [
+        (tun_a.clone(), Pkt::udp(POD_A2, 5353, SERVER, 53)),
+        (Via::Tunnel(SLOT, NODE_B), Pkt::udp(POD_B, 5353, SERVER, 53)),
+        (
+            tun_a.clone(),
+            Pkt { l4: L4::Udp { sport: 6000, dport: 53, csum: false }, ..Pkt::udp(POD_A, 6000, SERVER, 53) },
+        ),
+        (Via::Tunnel(SLOT, NODE_B), Pkt::icmp(POD_B, SERVER, 8, 0x4242)),
+        (Via::Local(SLOT), Pkt::tcp(POD_LOCAL, 40000, SERVER, 443, SYN)),
+        (Via::Local(SLOT), Pkt::icmp(POD_LOCAL, SERVER, 8, 77)),
+        (Via::Tunnel(SLOT, NODE_B), Pkt::udp(POD_ANY, 1, SERVER, 53)),
+        (tun_a.clone(), Pkt { frag: 0x2000, ..Pkt::udp(POD_A, 7000, SERVER, 53) }),
+        (
+            tun_a.clone(),
+            Pkt { options: vec![0x94, 0x04, 0, 0, 1, 1, 1, 0], ..Pkt::tcp(POD_A, 40003, SERVER, 443, SYN) },
+        ),
+    ] {
+        let (r0, out) = b.step(&via, &p.frame());
+        assert_eq!(u64::from(r0), REDIRECT, "{p:?}");
+        let got = parse(&out);
+        assert!(got.ip_csum_ok && got.l4_csum_ok != Some(false), "{p:?}");
+        let l4 = match p.l4 {
+            L4::Tcp { dport, .. } => L4::Tcp { sport: dport, dport: got.sport, flags: SYN | ACK },
+            L4::Udp { dport, csum, .. } => L4::Udp { sport: dport, dport: got.sport, csum },
+            L4::Icmp { .. } => L4::Icmp { ty: 0, id: got.sport, seq: 7 },
+            L4::Other { .. } => unreachable!("only translated protocols here"),
+        };
+        let (r0, back) = b.step(&Via::Reply, &from_server(got.sport, |_| l4.clone()).frame());
+        assert_eq!(u64::from(r0), REDIRECT);
+        assert_eq!(parse(&back).dst, p.src);
+    }
+
+    // drops: spoofing, slots, TTL, fail-closed protocols, no metadata
+    for (via, f, want) in [
+        (tun_a.clone(), Pkt::udp(POD_NOT_ALLOWED, 1, SERVER, 53).frame(), Stat::SpoofedSource),
+        (Via::Tunnel(SLOT, NODE_B), Pkt::udp(POD_A, 1, SERVER, 53).frame(), Stat::SpoofedSource),
+        (tun_a.clone(), Pkt::udp(POD_LOCAL, 1, SERVER, 53).frame(), Stat::SpoofedSource),
+        (Via::Local(SLOT), Pkt::udp(POD_A, 1, SERVER, 53).frame(), Stat::SpoofedSource),
+        (Via::Local(SLOT), Pkt::udp(POD_LOCAL2, 1, SERVER, 53).frame(), Stat::SpoofedSource),
+        (Via::Tunnel(SLOT_UNKNOWN, NODE_A), Pkt::udp(POD_A, 1, SERVER, 53).frame(), Stat::NoEgressIp),
+        (Via::Tunnel(SLOT_NO_IP, NODE_A), Pkt::udp(POD_A, 1, SERVER, 53).frame(), Stat::NoEgressIp),
+        (tun_a.clone(), Pkt::tcp(POD_A, 40009, SERVER, 443, SYN).ttl(1).frame(), Stat::TtlExceeded),
+        (tun_a.clone(), arp_frame(), Stat::NotIpv4),
+        (tun_a.clone(), Pkt::icmp(POD_A, SERVER, 3, 0).frame(), Stat::UnsupportedProto),
+        (
+            tun_a.clone(),
+            Pkt { l4: L4::Other { proto: 47, payload: vec![0; 24] }, ..Pkt::udp(POD_A, 1, SERVER, 53) }.frame(),
+            Stat::UnsupportedProto,
+        ),
+        (tun_a.clone(), Pkt { frag: 0x00b9, ..Pkt::udp(POD_A, 1, SERVER, 53) }.frame(), Stat::Fragment),
+    ] {
+        let before = kernel_stat(&b.bpf, want).0;
+        let (r0, out) = b.step(&via, &f);
+        assert_eq!((u64::from(r0), out), (SHOT, f), "{}", want.name());
+        assert_eq!(kernel_stat(&b.bpf, want).0, before + 1, "{}", want.name());
+    }
+
+    // a reply for a pod of this node that arrives through the tunnel: delivery
+    let delivery = Pkt {
+        src: SERVER,
+        dst: POD_LOCAL,
+        ttl: 49,
+        frag: 0,
+        options: Vec::new(),
+        l4: L4::Udp { sport: 53, dport: 5353, csum: true },
+    };
+    let (r0, out) = b.step(&tun_a, &delivery.frame());
+    assert_eq!((u64::from(r0), out), (REDIRECT, delivery.frame()));
+
+    // the host's own traffic on the egress interface
+    for f in [
+        arp_frame(),
+        from_server(22, |p| L4::Tcp { sport: 50000, dport: p, flags: SYN }).frame(),
+        from_server(port, |p| L4::Udp { sport: 443, dport: p, csum: true }).frame(),
+        from_server(port, |p| L4::Icmp { ty: 8, id: p, seq: 1 }).frame(),
+        from_server(0, |_| L4::Icmp { ty: 3, id: 0, seq: 0 }).frame(),
+        Pkt { frag: 0x0010, ..tcp_back(ACK) }.frame(),
+    ] {
+        let (r0, out) = b.step(&Via::Reply, &f);
+        assert_eq!((r0, out), (u32::MAX, f), "TC_ACT_UNSPEC, untouched");
+    }
+    b.assert_same_state();
+    println!("{} steps identical in the kernel and the interpreter", b.steps);
+}
+
+#[test]
+fn test_run_agrees_on_port_allocation_collisions_expiry_and_exhaustion() {
+    if !privileged("test_run_agrees_on_port_allocation_collisions_expiry_and_exhaustion") {
+        return;
+    }
+    let mut b = Bench::new(&gateway_entries());
+    let tun_a = Via::Tunnel(SLOT, NODE_A);
+    // 17 flows of one hash bucket
+    let mut bucket: BTreeMap<u32, Vec<u16>> = BTreeMap::new();
+    let flows: Vec<Pkt> = (1024..=u16::MAX)
+        .find_map(|sport| {
+            let k = NatKey { src: POD_A, dst: SERVER, sport, dport: 443, proto: TCP };
+            let v = bucket.entry(nat_hash(&k) % templates::NAT_PORT_COUNT).or_default();
+            v.push(sport);
+            (v.len() == templates::NAT_PROBES + 1)
+                .then(|| v.iter().map(|p| Pkt::tcp(POD_A, *p, SERVER, 443, SYN)).collect())
+        })
+        .expect("a full bucket");
+    let candidates = nat_port_candidates(&key_of(&flows[0]));
+    // candidate 0 holds an entry that expired long ago (1 ns): free;
+    // candidate 1 one that never expires: busy
+    let stale = |orig: Ipv4Addr, expires_ns| ReverseNat {
+        orig_src: orig,
+        node: NODE_B,
+        slot: SLOT,
+        orig_sport: 1,
+        flags: 0,
+        last_seen_ns: 0,
+        expires_ns,
+    };
+    let rkey = |port| NatKey { src: EGRESS_IP, dst: SERVER, sport: port, dport: 443, proto: TCP }.to_bytes();
+    b.update_both(map::RNAT_V4, &rkey(candidates[0]), &stale(POD_B, 1).to_bytes());
+    b.update_both(map::RNAT_V4, &rkey(candidates[1]), &stale(POD_B, u64::MAX).to_bytes());
+    let mut ports = Vec::new();
+    for f in &flows[..templates::NAT_PROBES - 1] {
+        let (r0, out) = b.step(&tun_a, &f.frame());
+        assert_eq!(u64::from(r0), REDIRECT);
+        ports.push(parse(&out).sport);
+    }
+    let mut want: Vec<u16> = candidates.iter().copied().filter(|p| *p != candidates[1]).collect();
+    assert_eq!(ports, want, "expired candidate reused, busy one skipped, the rest in order");
+    want.sort_unstable();
+    want.dedup();
+    assert_eq!(want.len(), templates::NAT_PROBES - 1, "distinct");
+    // the bucket is full now
+    for f in &flows[templates::NAT_PROBES - 1..] {
+        let (r0, _) = b.step(&tun_a, &f.frame());
+        assert_eq!(u64::from(r0), SHOT);
+    }
+    assert_eq!(kernel_stat(&b.bpf, Stat::NatPortsExhausted).0, 2);
+    // each flow keeps its port
+    for (f, p) in flows.iter().zip(&ports) {
+        assert_eq!(parse(&b.step(&tun_a, &f.frame()).1).sport, *p);
+    }
+    b.assert_same_state();
+}
+
+/// A private bpffs mount on a fresh directory; unmounted and removed on drop.
+struct BpffsMount {
+    dir: PathBuf,
+    baseline: Vec<String>,
+}
+
+impl BpffsMount {
+    fn new() -> BpffsMount {
+        let dir = std::env::temp_dir().join(format!("egret-gw-bpffs-{}", std::process::id()));
+        std::fs::create_dir(&dir).expect("create mount point");
+        let st = Command::new("mount").args(["-t", "bpf", "bpf"]).arg(&dir).status().expect("mount runs");
+        if !st.success() {
+            let _ = std::fs::remove_dir(&dir);
+            panic!("mount -t bpf failed: {st}");
+        }
+        let mut m = BpffsMount { dir, baseline: Vec::new() };
+        m.baseline = m.all_entries();
+        m
+    }
+
+    fn all_entries(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(&self.dir)
+            .map(|rd| rd.filter_map(Result::ok).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    fn entries(&self) -> Vec<String> {
+        self.all_entries().into_iter().filter(|e| !self.baseline.contains(e)).collect()
+    }
+}
+
+impl Drop for BpffsMount {
+    fn drop(&mut self) {
+        for e in self.entries() {
+            let p = self.dir.join(&e);
+            for inner in std::fs::read_dir(&p).into_iter().flatten().flatten() {
+                let _ = std::fs::remove_file(inner.path());
+            }
+            let _ = std::fs::remove_dir(&p).or_else(|_| std::fs::remove_file(&p));
+        }
+        let _ = Command::new("umount").arg(&self.dir).status();
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// A temporary object file, removed on drop.
+struct TempObject(PathBuf);
+
+impl Drop for TempObject {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[test]
+fn libbpf_loads_the_templates_too() {
+    if !privileged("libbpf_loads_the_templates_too") {
+        return;
+    }
+    let Some(bpftool) =
+        ["/usr/sbin/bpftool", "/usr/bin/bpftool", "/sbin/bpftool"].into_iter().find(|p| Path::new(p).exists())
+    else {
+        skip_or_fail("libbpf_loads_the_templates_too", "bpftool is missing (apt-get install -y bpftool)");
+        return;
+    };
+    let bytes = verify_and_write(&programs().into_values().collect::<Vec<_>>(), &templates::maps(), "GPL")
+        .expect("verifies and writes");
+    let obj = TempObject(std::env::temp_dir().join(format!("egret-gw-{}.o", std::process::id())));
+    std::fs::write(&obj.0, &bytes).expect("write object");
+    let fs = BpffsMount::new();
+    let pins = fs.dir.join("progs");
+    let out = Command::new(bpftool)
+        .args(["prog", "loadall"])
+        .arg(&obj.0)
+        .arg(&pins)
+        .args(["type", "classifier"])
+        .output()
+        .expect("bpftool runs");
+    assert!(out.status.success(), "bpftool prog loadall failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let mut names: Vec<String> = std::fs::read_dir(&pins)
+        .expect("pin dir")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["egret_gw_local", "egret_gw_reply", "egret_tunnel_in"]);
+    for n in &names {
+        std::fs::remove_file(pins.join(n)).expect("unpin");
+    }
+    std::fs::remove_dir(&pins).expect("remove pin dir");
+    assert!(fs.entries().is_empty(), "{:?}", fs.entries());
+    let dir = fs.dir.clone();
+    drop(fs);
+    let mounted = std::fs::read_to_string("/proc/mounts")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some(&*dir.to_string_lossy()));
+    assert!(!mounted && !dir.exists(), "{} left behind", dir.display());
+}
+
+/// A stand-in for the source classifier's local-egress verdict: puts the slot
+/// in `skb->cb[0]` and tail-calls index [`templates::GW_LOCAL_PROG_INDEX`] of
+/// its `PROG_ARRAY`; returns `TC_ACT_SHOT` if the slot is empty.
+const LOCAL_EGRESS_CALLER: &str = "
+.map test_gw_progs, prog_array, key_size=4, value_size=4, max_entries=1
+    r6 = r1
+    w1 = %slot
+    *(u32 *)(r6 + 48) = r1          // skb->cb[0] = slot
+    r1 = r6
+    r2 = map[test_gw_progs] ll
+    r3 = 0                          // GW_LOCAL_PROG_INDEX
+    call tail_call
+    r0 = 2                          // empty slot: drop
+    exit
+";
+
+#[test]
+fn a_tail_call_with_the_slot_in_cb0_reaches_egret_gw_local() {
+    if !privileged("a_tail_call_with_the_slot_in_cb0_reaches_egret_gw_local") {
+        return;
+    }
+    assert_eq!(templates::GW_LOCAL_PROG_INDEX, 0, "the caller below uses index 0");
+    let caller = egret_bpf::asm::assemble("local_egress_caller", LOCAL_EGRESS_CALLER).expect("assembles");
+    let mut caller_prog = caller.program;
+    caller_prog.fill_hole("slot", i64::from(SLOT)).expect("fills");
+    let mut maps = templates::maps();
+    maps.extend(caller.maps);
+    let gw_local = programs().remove(&Template::GwLocal).expect("egret_gw_local");
+    let bytes = verify_and_write(&[caller_prog, gw_local.clone()], &maps, "GPL").expect("verifies and writes");
+    let mut bpf = aya::Ebpf::load(&bytes).unwrap_or_else(|e| panic!("aya loads: {e}"));
+    for n in ["local_egress_caller", "egret_gw_local"] {
+        let p: &mut SchedClassifier = bpf.program_mut(n).expect("program").try_into().expect("classifier");
+        p.load().unwrap_or_else(|e| panic!("{n}: {e:?}"));
+    }
+    let mut interp = MapStore::new(&templates::maps());
+    for (m, k, v) in gateway_entries() {
+        kernel_update(&mut bpf, m, &k, &v);
+        interp.update(m, &k, &v, 0).expect("fill");
+    }
+    let frame = Pkt::tcp(POD_LOCAL, 40000, SERVER, 443, SYN).frame();
+    let run_caller = |bpf: &mut aya::Ebpf| {
+        let p: &mut SchedClassifier =
+            bpf.program_mut("local_egress_caller").expect("program").try_into().expect("classifier");
+        let mut out = vec![0u8; frame.len() + 64];
+        let res = p
+            .test_run(TestRunOptions { data_in: Some(&frame), data_out: Some(&mut out), ..TestRunOptions::default() })
+            .expect("test_run");
+        out.truncate(res.data_size_out as usize);
+        (res.return_value, out)
+    };
+    // empty PROG_ARRAY: the caller falls through
+    assert_eq!(run_caller(&mut bpf), (2, frame.clone()));
+    let fd = {
+        let p: &mut SchedClassifier =
+            bpf.program_mut("egret_gw_local").expect("program").try_into().expect("classifier");
+        p.fd().expect("fd").try_clone().expect("dup fd")
+    };
+    let mut progs =
+        aya::maps::ProgramArray::try_from(bpf.map_mut("test_gw_progs").expect("prog array")).expect("prog array");
+    progs.set(templates::GW_LOCAL_PROG_INDEX, &fd, 0).expect("set");
+    let (r0, out) = run_caller(&mut bpf);
+    let mut input = RunInput::for_frame(&frame);
+    input.skb.cb[0] = SLOT;
+    let ours = run(&gw_local, &mut interp, &input).expect("interpreter");
+    assert_eq!((u64::from(r0), &out), (ours.r0, &ours.packet));
+    let got = parse(&out);
+    assert_eq!((u64::from(r0), got.src, got.ttl), (REDIRECT, EGRESS_IP, 63));
+    assert_eq!(kernel_stat(&bpf, Stat::Snat), stat_of(&interp, Stat::Snat));
+}

@@ -1,0 +1,698 @@
+//! Emission of the `egret_src` classifier for both layouts.
+//!
+//! Register and stack conventions (every path follows them; the static
+//! verifier and the equivalence checker check the result, not these notes):
+//! - `r6` = ctx for the whole program.
+//! - Every path ends by storing, with 4-byte stores, the verdict = reason
+//!   index | slot << 8 (slots are 24 bits) at `fp-8`, the rule index
+//!   (`0xffffffff` = none) at `fp-12` and the gateway IPv4 in host byte
+//!   order at `fp-16`, then jumps to `finish`, which loads them into `w7`,
+//!   `w8`, `w9`. (Values in stack bytes are not tracked by the static
+//!   verifier, so all outcomes reach `finish` in one state and the shared
+//!   tail is explored once, not once per tree leaf.)
+//! - Parsing leaves IPv4 addresses in `r8` (source) and `r9` (destination),
+//!   IPv6 addresses as `r2:r3` (source high:low 64-bit words) and `r4:r5`
+//!   (destination), all still in network byte order, and overwrites every
+//!   other packet pointer, so the VLAN and untagged paths reach the
+//!   classification code in identical verifier states.
+//! - The inline layout byte-swaps them (`be32`/`be64`) and compares numbers:
+//!   a matched source clears its registers before jumping to its class's
+//!   tree, and each tree leaf jumps to a block per (family, outcome) that
+//!   sets the verdict registers and clears the tree's registers, so all
+//!   paths of one outcome meet at `finish` in one verifier state (the static
+//!   verifier then explores the shared tail once per outcome, not per leaf);
+//!   `JMP32` for IPv4 (64-bit immediates would be sign-extended), pairs of
+//!   64-bit compares for IPv6 (constants above `i32::MAX` are loaded with
+//!   `ld_imm64` into `r1`).
+//! - Stack: `fp-4` counter/array key; `fp-16..-8` the outcome (above);
+//!   `fp-24..-4` the `egret_src_class` key `{addr[16], u32 family}`;
+//!   `fp-40..-28` the `egret_dst_v4` key, `fp-64..-40` the `egret_dst_v6`
+//!   key (both used before the outcome is stored); `fp-48..-4` the tunnel
+//!   key (built after `finish` loaded the outcome). Every stack access is
+//!   aligned to its size.
+//! - Only register stores are used (LLVM 14's objdump cannot print immediate
+//!   stores), so `llvm-objdump -d --mattr=+alu32` prints every instruction.
+
+use super::partition::{Interval, Outcome, Rules, partition};
+use super::reasons::{Reason, TC_ACT_SHOT, TC_ACT_UNSPEC};
+use super::tables::{self, INTERNAL_CLASS, NO_RULE};
+use super::{CodegenError, HOLE_TUNNEL_IFINDEX, Layout, PROGRAM};
+use crate::ir::{Action, DropReason};
+use crate::plan::{ClassId, Plan};
+use egret_bpf::helpers::id as helper;
+use egret_bpf::insn::{AluOp, EndBits, Instruction as I, JmpCond, Operand, Reg, Size, Width};
+use egret_bpf::skb::off as skb;
+use egret_bpf::{Label, Program, ProgramBuilder};
+use egret_lang::net::{Family, u128_to_ip};
+use std::collections::BTreeMap;
+
+const CTX: Reg = Reg::R6;
+const VERDICT: Reg = Reg::R7;
+const RULE: Reg = Reg::R8;
+const GATEWAY: Reg = Reg::R9;
+const SRC4: Reg = Reg::R8;
+const DST4: Reg = Reg::R9;
+const SRC6: (Reg, Reg) = (Reg::R2, Reg::R3);
+const DST6: (Reg, Reg) = (Reg::R4, Reg::R5);
+
+const ETH_HLEN: i32 = 14;
+const VLAN_HLEN: i32 = 4;
+/// Ethertypes as a little-endian `u16` load of the network-order field reads them.
+const ETH_P_IP_LE: i32 = 0x0008;
+const ETH_P_IPV6_LE: i32 = 0xdd86;
+const ETH_P_8021Q_LE: i32 = 0x0081;
+
+/// Size of `struct bpf_tunnel_key` (with `local_ipv4/6`, Linux ≥ 6.3).
+const TUNNEL_KEY_SIZE: i32 = 44;
+const TUNNEL_KEY_FP: i16 = -48;
+const TUNNEL_TTL: i32 = 64;
+const KEY_FP: i16 = -4;
+const VERDICT_FP: i16 = -8;
+const RULE_FP: i16 = -12;
+const GATEWAY_FP: i16 = -16;
+const SRC_KEY_FP: i16 = -24;
+const DST4_KEY_FP: i16 = -40;
+const DST6_KEY_FP: i16 = -64;
+
+/// A generated program with its annotations.
+pub(super) struct Emitted {
+    pub program: Program,
+    /// Slot index → what the instruction tests or does, in plan terms.
+    pub notes: BTreeMap<usize, String>,
+}
+
+struct Emitter<'a> {
+    b: ProgramBuilder,
+    plan: &'a Plan,
+    rules: &'a Rules,
+    notes: BTreeMap<usize, String>,
+    labels: usize,
+    finish: Label,
+    not_endpoint: Label,
+    /// The maps layout's block for "no entry" (tree leaves have their own).
+    no_match: Label,
+    /// Whether a jump targets `no_match` (unreachable blocks are refused).
+    no_match_used: bool,
+    leaf_blocks: BTreeMap<(Family, Outcome), Label>,
+}
+
+fn ip_of(f: Family, v: u128) -> String {
+    u128_to_ip(f, v).to_string()
+}
+
+fn fam(f: Family) -> &'static str {
+    match f {
+        Family::V4 => "v4",
+        Family::V6 => "v6",
+    }
+}
+
+/// Emits the classifier of `plan` in `layout`.
+pub(super) fn emit(plan: &Plan, rules: &Rules, layout: Layout) -> Result<Emitted, CodegenError> {
+    for r in &rules.rules {
+        let slot = match r.action {
+            Action::Redirect { slot, .. } | Action::LocalEgress { slot } => slot,
+            _ => continue,
+        };
+        if slot.0 >= 1 << 24 {
+            return Err(CodegenError::SlotTooWide { slot: slot.0 });
+        }
+    }
+    let mut b = ProgramBuilder::new(PROGRAM);
+    let finish = b.new_label("finish");
+    let not_endpoint = b.new_label("not_endpoint");
+    let no_match = b.new_label("pass_no_match");
+    let mut e = Emitter {
+        b,
+        plan,
+        rules,
+        notes: BTreeMap::new(),
+        labels: 0,
+        finish,
+        not_endpoint,
+        no_match,
+        no_match_used: false,
+        leaf_blocks: BTreeMap::new(),
+    };
+    e.parse_and_classify(layout);
+    e.outcome_blocks(layout);
+    e.finish_code();
+    let program = e.b.finish().map_err(|source| CodegenError::Build { source })?;
+    Ok(Emitted { program, notes: e.notes })
+}
+
+impl Emitter<'_> {
+    fn label(&mut self, what: &str) -> Label {
+        self.labels += 1;
+        let n = self.labels;
+        self.b.new_label(&format!("{what}_{n}"))
+    }
+
+    fn note(&mut self, at: usize, text: String) {
+        self.notes.insert(at, text);
+    }
+
+    fn emit(&mut self, i: I) -> usize {
+        self.b.emit(i)
+    }
+
+    fn has_family(&self, f: Family) -> bool {
+        self.plan.endpoints.iter().any(|e| Family::of(&e.ip) == f)
+    }
+
+    /// Ethernet (+ one 802.1Q tag) → IPv4/IPv6 addresses in registers.
+    fn parse_and_classify(&mut self, layout: Layout) {
+        let non_ip = self.b.new_label("non_ip");
+        let malformed = self.b.new_label("malformed");
+        let v4_at = [self.b.new_label("ipv4"), self.b.new_label("ipv4_vlan")];
+        let v6_at = [self.b.new_label("ipv6"), self.b.new_label("ipv6_vlan")];
+        let vlan = self.b.new_label("vlan");
+        let at = self.emit(I::mov64_reg(CTX, Reg::R1));
+        self.note(at, "r6 = ctx for the whole program".into());
+        self.emit(I::load(Size::W, Reg::R2, CTX, skb::DATA as i16));
+        self.emit(I::load(Size::W, Reg::R3, CTX, skb::DATA_END as i16));
+        self.emit(I::mov64_reg(Reg::R4, Reg::R2));
+        self.emit(I::alu64_imm(AluOp::Add, Reg::R4, ETH_HLEN));
+        self.b.jmp_reg(JmpCond::Gt, Reg::R4, Reg::R3, non_ip);
+        let at = self.emit(I::load(Size::H, Reg::R5, Reg::R2, 12));
+        self.note(at, "ethertype, read little endian (IPv4 0x0800 reads 0x0008)".into());
+        self.b.jmp32_imm(JmpCond::Eq, Reg::R5, ETH_P_IP_LE, v4_at[0]);
+        self.b.jmp32_imm(JmpCond::Eq, Reg::R5, ETH_P_IPV6_LE, v6_at[0]);
+        let at = self.b.jmp32_imm(JmpCond::Eq, Reg::R5, ETH_P_8021Q_LE, vlan);
+        self.note(at, "one 802.1Q tag in the frame (a tag in skb->vlan_tci needs nothing)".into());
+        self.b.ja(non_ip);
+        self.b.bind(vlan);
+        self.emit(I::mov64_reg(Reg::R4, Reg::R2));
+        self.emit(I::alu64_imm(AluOp::Add, Reg::R4, ETH_HLEN + VLAN_HLEN));
+        self.b.jmp_reg(JmpCond::Gt, Reg::R4, Reg::R3, non_ip);
+        self.emit(I::load(Size::H, Reg::R5, Reg::R2, 16));
+        self.b.jmp32_imm(JmpCond::Eq, Reg::R5, ETH_P_IP_LE, v4_at[1]);
+        self.b.jmp32_imm(JmpCond::Eq, Reg::R5, ETH_P_IPV6_LE, v6_at[1]);
+        self.b.ja(non_ip);
+
+        let v4 = self.b.new_label("classify_v4");
+        let v6 = self.b.new_label("classify_v6");
+        for (i, l3) in [ETH_HLEN, ETH_HLEN + VLAN_HLEN].into_iter().enumerate() {
+            // IPv4: saddr at +12, daddr at +16 of a 20-byte header
+            self.b.bind(v4_at[i]);
+            self.emit(I::mov64_reg(Reg::R4, Reg::R2));
+            self.emit(I::alu64_imm(AluOp::Add, Reg::R4, l3 + 20));
+            let at = self.b.jmp_reg(JmpCond::Gt, Reg::R4, Reg::R3, malformed);
+            self.note(at, "bounds check: Ethernet + IPv4 header".into());
+            self.emit(I::load(Size::W, SRC4, Reg::R2, (l3 + 12) as i16));
+            self.emit(I::load(Size::W, DST4, Reg::R2, (l3 + 16) as i16));
+            self.clobber(&[Reg::R2, Reg::R3, Reg::R4, Reg::R5]);
+            self.b.ja(v4);
+            // IPv6: saddr at +8, daddr at +24 of a 40-byte header
+            self.b.bind(v6_at[i]);
+            self.emit(I::mov64_reg(Reg::R4, Reg::R2));
+            self.emit(I::alu64_imm(AluOp::Add, Reg::R4, l3 + 40));
+            let at = self.b.jmp_reg(JmpCond::Gt, Reg::R4, Reg::R3, malformed);
+            self.note(at, "bounds check: Ethernet + IPv6 header".into());
+            self.emit(I::load(Size::DW, DST6.0, Reg::R2, (l3 + 24) as i16));
+            self.emit(I::load(Size::DW, DST6.1, Reg::R2, (l3 + 32) as i16));
+            self.emit(I::load(Size::DW, SRC6.1, Reg::R2, (l3 + 16) as i16));
+            self.emit(I::load(Size::DW, SRC6.0, Reg::R2, (l3 + 8) as i16));
+            self.b.ja(v6);
+        }
+        self.b.bind(non_ip);
+        self.set_verdict(Reason::NonIp, 0, None, 0);
+        self.b.ja(self.finish);
+        self.b.bind(malformed);
+        self.set_verdict(Reason::PassMalformed, 0, None, 0);
+        self.b.ja(self.finish);
+        self.b.bind(self.not_endpoint);
+        self.set_verdict(Reason::PassNotEndpoint, 0, None, 0);
+        self.b.ja(self.finish);
+
+        self.b.bind(v4);
+        if self.has_family(Family::V4) {
+            match layout {
+                Layout::Inline => self.inline_family(Family::V4),
+                Layout::Maps => self.maps_v4(),
+            }
+        } else {
+            let at = self.b.ja(self.not_endpoint);
+            self.note(at, "no IPv4 endpoint has rules on this node".into());
+        }
+        self.b.bind(v6);
+        if self.has_family(Family::V6) {
+            match layout {
+                Layout::Inline => self.inline_family(Family::V6),
+                Layout::Maps => self.maps_v6(),
+            }
+        } else {
+            let at = self.b.ja(self.not_endpoint);
+            self.note(at, "no IPv6 endpoint has rules on this node".into());
+        }
+    }
+
+    /// Overwrites registers with 0 (so paths join in equal verifier states).
+    fn clobber(&mut self, regs: &[Reg]) {
+        for r in regs {
+            self.emit(I::mov64_imm(*r, 0));
+        }
+    }
+
+    /// Stores verdict (`reason | slot << 8`), rule and gateway for `finish`
+    /// and leaves `r1` = 0.
+    fn set_verdict(&mut self, reason: Reason, slot: u32, rule: Option<u32>, gateway: u32) {
+        let verdict = reason.index() | (slot << 8);
+        for (value, fp) in [(verdict, VERDICT_FP), (rule.unwrap_or(NO_RULE), RULE_FP), (gateway, GATEWAY_FP)] {
+            self.emit(I::mov32_imm(Reg::R1, value as i32));
+            self.emit(I::store_reg(Size::W, Reg::R10, Reg::R1, fp));
+        }
+        self.emit(I::mov64_imm(Reg::R1, 0));
+    }
+
+    // ----- inline layout -------------------------------------------------------------
+
+    fn class_label(&mut self, family: Family, class: ClassId, labels: &mut BTreeMap<ClassId, Label>) -> Label {
+        if let Some(l) = labels.get(&class) {
+            return *l;
+        }
+        let l = self.b.new_label(&format!("class{}_{}", class.0, fam(family)));
+        labels.insert(class, l);
+        l
+    }
+
+    /// The inline layout for one family: byte-swap the addresses, search the
+    /// source among the endpoints, then the destination in the class's tree.
+    fn inline_family(&mut self, family: Family) {
+        let regs: &[Reg] = match family {
+            Family::V4 => &[SRC4, DST4],
+            Family::V6 => &[SRC6.0, SRC6.1, DST6.0, DST6.1],
+        };
+        let bits = if family == Family::V4 { EndBits::B32 } else { EndBits::B64 };
+        for r in regs {
+            self.emit(I::be(bits, *r));
+        }
+        let mut classes = BTreeMap::new();
+        let mut keys: Vec<(u128, Label, String)> = Vec::new();
+        let eps: Vec<_> = self.plan.endpoints.iter().filter(|e| Family::of(&e.ip) == family).cloned().collect();
+        for e in &eps {
+            let l = self.class_label(family, e.class, &mut classes);
+            let text = format!("{} ({}) -> class {}", e.ip, e.endpoint, e.class.0);
+            keys.push((egret_lang::net::ip_to_u128(e.ip), l, text));
+        }
+        self.exact_tree(family, &keys, 0, keys.len());
+        for (class, l) in classes {
+            self.b.bind(l);
+            let iv = partition(self.plan, self.rules, class, family);
+            self.range_tree(family, class, &iv, 0, iv.len());
+        }
+    }
+
+    /// A 64-bit operand for constant `k`: an immediate when it survives sign
+    /// extension, else `r1` loaded with `ld_imm64`.
+    fn konst64(&mut self, k: u64) -> Operand {
+        if k <= i32::MAX as u64 {
+            Operand::Imm(k as i32)
+        } else {
+            self.emit(I::ld_imm64(Reg::R1, k as i64));
+            Operand::Reg(Reg::R1)
+        }
+    }
+
+    /// Jumps to `target` when the source/destination address `>= s`; falls
+    /// through otherwise. Returns the slot of the first instruction.
+    fn ge(&mut self, family: Family, regs: (Reg, Reg), s: u128, target: Label) -> usize {
+        match family {
+            Family::V4 => self.b.jmp32_imm(JmpCond::Ge, regs.0, s as u32 as i32, target),
+            Family::V6 => {
+                let (sh, sl) = ((s >> 64) as u64, s as u64);
+                let at = self.b.pc();
+                let hi = self.konst64(sh);
+                if sl == 0 {
+                    self.b.jump(Width::W64, JmpCond::Ge, regs.0, hi, target);
+                } else {
+                    let lower = self.label("lt");
+                    self.b.jump(Width::W64, JmpCond::Gt, regs.0, hi, target);
+                    self.b.jump(Width::W64, JmpCond::Ne, regs.0, hi, lower);
+                    let lo = self.konst64(sl);
+                    self.b.jump(Width::W64, JmpCond::Ge, regs.1, lo, target);
+                    self.b.bind(lower);
+                }
+                at
+            }
+        }
+    }
+
+    /// Binary search for an exact source address among sorted `keys`.
+    fn exact_tree(&mut self, family: Family, keys: &[(u128, Label, String)], lo: usize, hi: usize) {
+        let regs = match family {
+            Family::V4 => (SRC4, SRC4),
+            Family::V6 => SRC6,
+        };
+        if hi <= lo {
+            self.b.ja(self.not_endpoint);
+            return;
+        }
+        if hi - lo == 1 {
+            let (k, target, text) = &keys[lo];
+            // compare, then clear the source registers so every endpoint of a
+            // class enters its tree in the same verifier state
+            let at = match family {
+                Family::V4 => {
+                    let at = self.b.jmp32_imm(JmpCond::Ne, regs.0, *k as u32 as i32, self.not_endpoint);
+                    self.clobber(&[SRC4]);
+                    at
+                }
+                Family::V6 => {
+                    let at = self.b.pc();
+                    let h = self.konst64((*k >> 64) as u64);
+                    self.b.jump(Width::W64, JmpCond::Ne, regs.0, h, self.not_endpoint);
+                    let l = self.konst64(*k as u64);
+                    self.b.jump(Width::W64, JmpCond::Ne, regs.1, l, self.not_endpoint);
+                    self.clobber(&[Reg::R1, SRC6.0, SRC6.1]);
+                    at
+                }
+            };
+            self.note(at, format!("src == {text}"));
+            self.b.ja(*target);
+            return;
+        }
+        let mid = lo + (hi - lo) / 2;
+        let right = self.label(&format!("src_{}", fam(family)));
+        let at = self.ge(family, regs, keys[mid].0, right);
+        self.note(at, format!("src >= {}", ip_of(family, keys[mid].0)));
+        self.exact_tree(family, keys, lo, mid);
+        self.b.bind(right);
+        self.exact_tree(family, keys, mid, hi);
+    }
+
+    /// The block a tree leaf jumps to: one per (family, outcome), setting
+    /// the verdict registers and clearing the tree's registers, so that
+    /// every leaf of one outcome reaches `finish` in one verifier state.
+    fn outcome_label(&mut self, family: Family, o: Outcome) -> Label {
+        if let Some(l) = self.leaf_blocks.get(&(family, o)) {
+            return *l;
+        }
+        let name = match o {
+            Outcome::Internal => format!("internal_{}", fam(family)),
+            Outcome::NoMatch => format!("no_match_{}", fam(family)),
+            Outcome::Rule(k) => format!("rule{k}_{}", fam(family)),
+        };
+        let l = self.b.new_label(&name);
+        self.leaf_blocks.insert((family, o), l);
+        l
+    }
+
+    fn no_match(&mut self) -> Label {
+        self.no_match_used = true;
+        self.no_match
+    }
+
+    fn outcome_text(&self, o: Outcome) -> String {
+        match o {
+            Outcome::Internal => "pass (cluster-internal)".into(),
+            Outcome::NoMatch => "pass (no policy)".into(),
+            Outcome::Rule(k) => match self.rules.rules.get(k as usize) {
+                Some(r) => format!("rule {k}: {} -> {}", r.prefix, r.action),
+                None => format!("rule {k}"),
+            },
+        }
+    }
+
+    fn interval_text(family: Family, iv: &Interval) -> String {
+        if iv.lo == iv.hi { ip_of(family, iv.lo) } else { format!("{}-{}", ip_of(family, iv.lo), ip_of(family, iv.hi)) }
+    }
+
+    /// Binary search over a class's destination intervals `iv[lo..hi]`.
+    fn range_tree(&mut self, family: Family, class: ClassId, iv: &[Interval], lo: usize, hi: usize) {
+        let regs = match family {
+            Family::V4 => (DST4, DST4),
+            Family::V6 => DST6,
+        };
+        if hi <= lo {
+            let l = self.no_match();
+            self.b.ja(l);
+            return;
+        }
+        if hi - lo == 1 {
+            let target = self.outcome_label(family, iv[lo].outcome);
+            let at = self.b.ja(target);
+            let text = format!(
+                "class {} {}: dst {} -> {}",
+                class.0,
+                fam(family),
+                Self::interval_text(family, &iv[lo]),
+                self.outcome_text(iv[lo].outcome)
+            );
+            self.note(at, text);
+            return;
+        }
+        let mid = lo + (hi - lo) / 2;
+        let right = if hi - mid == 1 {
+            self.outcome_label(family, iv[mid].outcome)
+        } else {
+            self.label(&format!("class{}_{}", class.0, fam(family)))
+        };
+        let at = self.ge(family, regs, iv[mid].lo, right);
+        let mut text = format!("class {} {}: dst >= {}", class.0, fam(family), ip_of(family, iv[mid].lo));
+        if hi - mid == 1 {
+            text.push_str(&format!(
+                " ({} -> {})",
+                Self::interval_text(family, &iv[mid]),
+                self.outcome_text(iv[mid].outcome)
+            ));
+        }
+        self.note(at, text);
+        self.range_tree(family, class, iv, lo, mid);
+        if hi - mid > 1 {
+            self.b.bind(right);
+            self.range_tree(family, class, iv, mid, hi);
+        }
+    }
+
+    // ----- maps layout ---------------------------------------------------------------
+
+    fn lookup(&mut self, map: &str, key_fp: i16) -> usize {
+        self.emit(I::mov64_reg(Reg::R2, Reg::R10));
+        self.emit(I::alu64_imm(AluOp::Add, Reg::R2, i32::from(key_fp)));
+        let at = self.b.ld_map(Reg::R1, map);
+        self.emit(I::call(helper::MAP_LOOKUP_ELEM));
+        at
+    }
+
+    fn maps_v4(&mut self) {
+        // src key {addr[16], u32 family}
+        self.emit(I::mov64_imm(Reg::R1, 0));
+        self.emit(I::store_reg(Size::DW, Reg::R10, Reg::R1, SRC_KEY_FP));
+        self.emit(I::store_reg(Size::DW, Reg::R10, Reg::R1, SRC_KEY_FP + 8));
+        self.emit(I::store_reg(Size::W, Reg::R10, SRC4, SRC_KEY_FP));
+        self.emit(I::mov32_imm(Reg::R1, 4));
+        self.emit(I::store_reg(Size::W, Reg::R10, Reg::R1, SRC_KEY_FP + 16));
+        let at = self.lookup(tables::SRC_CLASS, SRC_KEY_FP);
+        self.note(at, "class of the source: egret_src_class {addr, family 4}".into());
+        self.b.jmp_imm(JmpCond::Eq, Reg::R0, 0, self.not_endpoint);
+        self.emit(I::load(Size::W, VERDICT, Reg::R0, 0));
+        // dst key {u32 prefixlen, u32 class (big endian), addr[4]}
+        self.emit(I::mov32_imm(Reg::R1, 64));
+        self.emit(I::store_reg(Size::W, Reg::R10, Reg::R1, DST4_KEY_FP));
+        self.emit(I::store_reg(Size::W, Reg::R10, DST4, DST4_KEY_FP + 8));
+        self.dst_lookups(tables::DST_V4, DST4_KEY_FP);
+    }
+
+    fn maps_v6(&mut self) {
+        self.emit(I::store_reg(Size::DW, Reg::R10, SRC6.0, SRC_KEY_FP));
+        self.emit(I::store_reg(Size::DW, Reg::R10, SRC6.1, SRC_KEY_FP + 8));
+        self.emit(I::mov32_imm(Reg::R1, 6));
+        self.emit(I::store_reg(Size::W, Reg::R10, Reg::R1, SRC_KEY_FP + 16));
+        self.emit(I::mov32_imm(Reg::R1, 32 + 128));
+        self.emit(I::store_reg(Size::W, Reg::R10, Reg::R1, DST6_KEY_FP));
+        self.emit(I::store_reg(Size::DW, Reg::R10, DST6.0, DST6_KEY_FP + 8));
+        self.emit(I::store_reg(Size::DW, Reg::R10, DST6.1, DST6_KEY_FP + 16));
+        let at = self.lookup(tables::SRC_CLASS, SRC_KEY_FP);
+        self.note(at, "class of the source: egret_src_class {addr, family 6}".into());
+        self.b.jmp_imm(JmpCond::Eq, Reg::R0, 0, self.not_endpoint);
+        self.emit(I::load(Size::W, VERDICT, Reg::R0, 0));
+        self.dst_lookups(tables::DST_V6, DST6_KEY_FP);
+    }
+
+    /// Internal lookup (class `INTERNAL_CLASS`), then the class's, then the
+    /// action record; class in `r7`, the key's prefixlen and address stored.
+    fn dst_lookups(&mut self, map: &str, key_fp: i16) {
+        let action = self.label("action");
+        self.emit(I::mov32_imm(Reg::R1, INTERNAL_CLASS as i32));
+        self.emit(I::store_reg(Size::W, Reg::R10, Reg::R1, key_fp + 4));
+        let at = self.lookup(map, key_fp);
+        self.note(at, format!("cluster-internal destination? {map} {{class 0xffffffff, dst}}"));
+        self.b.jmp_imm(JmpCond::Ne, Reg::R0, 0, action);
+        self.emit(I::mov32_reg(Reg::R1, VERDICT));
+        self.emit(I::be(EndBits::B32, Reg::R1));
+        self.emit(I::store_reg(Size::W, Reg::R10, Reg::R1, key_fp + 4));
+        let at = self.lookup(map, key_fp);
+        self.note(at, format!("longest prefix of the class: {map} {{class, dst}}"));
+        let no_match = self.no_match();
+        self.b.jmp_imm(JmpCond::Eq, Reg::R0, 0, no_match);
+        self.b.bind(action);
+        self.emit(I::load(Size::W, Reg::R1, Reg::R0, 0));
+        self.emit(I::store_reg(Size::W, Reg::R10, Reg::R1, KEY_FP));
+        let at = self.lookup(tables::ACTIONS, KEY_FP);
+        self.note(at, "action record {reason, slot, gateway, rule}".into());
+        self.b.jmp_imm(JmpCond::Eq, Reg::R0, 0, no_match);
+        self.emit(I::load(Size::W, Reg::R1, Reg::R0, 4));
+        self.emit(I::alu32_imm(AluOp::Lsh, Reg::R1, 8));
+        self.emit(I::load(Size::W, Reg::R2, Reg::R0, 0));
+        self.emit(I::alu32_reg(AluOp::Or, Reg::R1, Reg::R2));
+        self.emit(I::store_reg(Size::W, Reg::R10, Reg::R1, VERDICT_FP));
+        self.emit(I::load(Size::W, Reg::R1, Reg::R0, 12));
+        self.emit(I::store_reg(Size::W, Reg::R10, Reg::R1, RULE_FP));
+        self.emit(I::load(Size::W, Reg::R1, Reg::R0, 8));
+        self.emit(I::store_reg(Size::W, Reg::R10, Reg::R1, GATEWAY_FP));
+        self.b.ja(self.finish);
+    }
+
+    // ----- outcomes and the common tail -------------------------------------------------
+
+    fn outcome_blocks(&mut self, layout: Layout) {
+        if self.no_match_used {
+            self.b.bind(self.no_match);
+            self.set_verdict(Reason::PassNoMatch, 0, None, 0);
+            self.b.ja(self.finish);
+        }
+        if layout == Layout::Maps {
+            return;
+        }
+        let blocks: Vec<((Family, Outcome), Label)> = self.leaf_blocks.iter().map(|(k, l)| (*k, *l)).collect();
+        for ((family, outcome), l) in blocks {
+            self.b.bind(l);
+            let at = self.b.pc();
+            match family {
+                Family::V4 => self.clobber(&[DST4]),
+                Family::V6 => self.clobber(&[DST6.0, DST6.1]),
+            }
+            match outcome {
+                Outcome::Internal => {
+                    self.set_verdict(Reason::PassInternal, 0, None, 0);
+                    self.note(at, "pass: cluster-internal".into());
+                }
+                Outcome::NoMatch => {
+                    self.set_verdict(Reason::PassNoMatch, 0, None, 0);
+                    self.note(at, "pass: no policy".into());
+                }
+                Outcome::Rule(k) => {
+                    let Some(rule) = self.rules.rules.get(k as usize).copied() else { continue };
+                    match rule.action {
+                        Action::Redirect { gateway, slot } => {
+                            self.set_verdict(Reason::Redirect, slot.0, Some(k), u32::from(gateway))
+                        }
+                        Action::LocalEgress { slot } => self.set_verdict(Reason::LocalEgress, slot.0, Some(k), 0),
+                        Action::Drop(DropReason::NoGateway) => self.set_verdict(Reason::DropNoGateway, 0, Some(k), 0),
+                        Action::Pass => self.set_verdict(Reason::PassNoMatch, 0, None, 0),
+                    }
+                    self.note(at, format!("rule {k}: class {} {} -> {}", rule.class.0, rule.prefix, rule.action));
+                }
+            }
+            self.b.ja(self.finish);
+        }
+    }
+
+    /// `reasons[reason] += (±1, ±len)` with the reason index in `r1`.
+    fn count(&mut self, map: &str, sign: i32) {
+        let skip = self.label("counted");
+        self.emit(I::store_reg(Size::W, Reg::R10, Reg::R1, KEY_FP));
+        self.lookup(map, KEY_FP);
+        self.b.jmp_imm(JmpCond::Eq, Reg::R0, 0, skip);
+        self.emit(I::load(Size::DW, Reg::R1, Reg::R0, 0));
+        self.emit(I::alu64_imm(AluOp::Add, Reg::R1, sign));
+        self.emit(I::store_reg(Size::DW, Reg::R0, Reg::R1, 0));
+        self.emit(I::load(Size::W, Reg::R1, CTX, skb::LEN as i16));
+        self.emit(I::load(Size::DW, Reg::R2, Reg::R0, 8));
+        let op = if sign < 0 { AluOp::Sub } else { AluOp::Add };
+        self.emit(I::alu64_reg(op, Reg::R2, Reg::R1));
+        self.emit(I::store_reg(Size::DW, Reg::R0, Reg::R2, 8));
+        self.b.bind(skip);
+    }
+
+    /// Moves this packet's count from one reason to another.
+    fn recount(&mut self, from: Reason, to: Reason) {
+        self.emit(I::mov32_imm(Reg::R1, from.index() as i32));
+        self.count(tables::REASONS, -1);
+        self.emit(I::mov32_imm(Reg::R1, to.index() as i32));
+        self.count(tables::REASONS, 1);
+    }
+
+    fn finish_code(&mut self) {
+        let redirect = self.b.new_label("do_redirect");
+        let local = self.b.new_label("do_local_egress");
+        let drop = self.b.new_label("do_drop");
+        let dispatch = self.b.new_label("dispatch");
+        self.b.bind(self.finish);
+        let at = self.emit(I::load(Size::W, VERDICT, Reg::R10, VERDICT_FP));
+        self.note(at, "verdict = reason | slot << 8, rule, gateway (host order), as stored by the outcome".into());
+        self.emit(I::load(Size::W, RULE, Reg::R10, RULE_FP));
+        self.emit(I::load(Size::W, GATEWAY, Reg::R10, GATEWAY_FP));
+        let at = self.emit(I::mov32_reg(Reg::R1, VERDICT));
+        self.note(at, "count: egret_reasons[verdict & 0xff], egret_policy_stats[rule]".into());
+        self.emit(I::alu32_imm(AluOp::And, Reg::R1, 0xff));
+        self.count(tables::REASONS, 1);
+        self.b.jmp32_imm(JmpCond::Eq, RULE, NO_RULE as i32, dispatch);
+        self.emit(I::mov32_reg(Reg::R1, RULE));
+        self.count(tables::POLICY_STATS, 1);
+        self.b.bind(dispatch);
+        self.emit(I::mov32_reg(Reg::R1, VERDICT));
+        self.emit(I::alu32_imm(AluOp::And, Reg::R1, 0xff));
+        self.b.jmp32_imm(JmpCond::Eq, Reg::R1, Reason::Redirect.index() as i32, redirect);
+        self.b.jmp32_imm(JmpCond::Eq, Reg::R1, Reason::LocalEgress.index() as i32, local);
+        self.b.jmp32_imm(JmpCond::Eq, Reg::R1, Reason::DropNoGateway.index() as i32, drop);
+        let at = self.emit(I::mov64_imm(Reg::R0, TC_ACT_UNSPEC));
+        self.note(at, "pass: TC_ACT_UNSPEC (TCX_NEXT), the next program runs".into());
+        self.emit(I::exit());
+        self.b.bind(drop);
+        self.emit(I::mov64_imm(Reg::R0, TC_ACT_SHOT));
+        self.emit(I::exit());
+
+        // redirect: tunnel key {tunnel_id = slot, remote_ipv4 = gateway (host order), ttl 64}
+        self.b.bind(redirect);
+        let at = self.emit(I::mov64_imm(Reg::R1, 0));
+        self.note(at, "struct bpf_tunnel_key at fp-48, zeroed".into());
+        for off in [0, 8, 16, 24, 32] {
+            self.emit(I::store_reg(Size::DW, Reg::R10, Reg::R1, TUNNEL_KEY_FP + off));
+        }
+        self.emit(I::store_reg(Size::W, Reg::R10, Reg::R1, TUNNEL_KEY_FP + 40));
+        let at = self.emit(I::mov32_reg(Reg::R1, VERDICT));
+        self.note(at, "tunnel_id = slot (VNI)".into());
+        self.emit(I::alu32_imm(AluOp::Rsh, Reg::R1, 8));
+        self.emit(I::store_reg(Size::W, Reg::R10, Reg::R1, TUNNEL_KEY_FP));
+        let at = self.emit(I::store_reg(Size::W, Reg::R10, GATEWAY, TUNNEL_KEY_FP + 4));
+        self.note(at, "remote_ipv4 = gateway IPv4, host byte order".into());
+        self.emit(I::mov32_imm(Reg::R1, TUNNEL_TTL));
+        self.emit(I::store_reg(Size::B, Reg::R10, Reg::R1, TUNNEL_KEY_FP + 21));
+        self.emit(I::mov64_reg(Reg::R1, CTX));
+        self.emit(I::mov64_reg(Reg::R2, Reg::R10));
+        self.emit(I::alu64_imm(AluOp::Add, Reg::R2, i32::from(TUNNEL_KEY_FP)));
+        self.emit(I::mov64_imm(Reg::R3, TUNNEL_KEY_SIZE));
+        self.emit(I::mov64_imm(Reg::R4, 0));
+        let at = self.emit(I::call(helper::SKB_SET_TUNNEL_KEY));
+        self.note(at, "bpf_skb_set_tunnel_key(skb, &key, 44, 0)".into());
+        let tunnel_error = self.b.new_label("tunnel_error");
+        self.b.jmp_imm(JmpCond::Ne, Reg::R0, 0, tunnel_error);
+        let at = self.b.mov32_hole(Reg::R1, HOLE_TUNNEL_IFINDEX);
+        self.note(at, "ifindex of egret0, filled by the loader".into());
+        self.emit(I::mov64_imm(Reg::R2, 0));
+        let at = self.emit(I::call(helper::REDIRECT));
+        self.note(at, "bpf_redirect(egret0, 0): egress, flags must be 0".into());
+        self.emit(I::exit());
+        self.b.bind(tunnel_error);
+        self.recount(Reason::Redirect, Reason::DropTunnelError);
+        self.emit(I::mov64_imm(Reg::R0, TC_ACT_SHOT));
+        self.emit(I::exit());
+
+        // local egress: cb[0] = slot, tail call egret_gw_progs[0]
+        self.b.bind(local);
+        self.emit(I::mov32_reg(Reg::R1, VERDICT));
+        self.emit(I::alu32_imm(AluOp::Rsh, Reg::R1, 8));
+        let at = self.emit(I::store_reg(Size::W, CTX, Reg::R1, skb::CB as i16));
+        self.note(at, "skb->cb[0] = slot, for the gateway program".into());
+        self.emit(I::mov64_reg(Reg::R1, CTX));
+        self.b.ld_map(Reg::R2, tables::GW_PROGS);
+        self.emit(I::mov64_imm(Reg::R3, 0));
+        let at = self.emit(I::call(helper::TAIL_CALL));
+        self.note(at, "tail call egret_gw_progs[0]; returns only if no gateway program is loaded".into());
+        self.recount(Reason::LocalEgress, Reason::DropNoGatewayProgram);
+        self.emit(I::mov64_imm(Reg::R0, TC_ACT_SHOT));
+        self.emit(I::exit());
+    }
+}

@@ -1,0 +1,812 @@
+//! The equivalence checker: runs the classifier of an artifact in egret-bpf's
+//! interpreter, with the artifact's map images loaded, and compares every
+//! outcome with the plan ([`Plan::lookup`]) and, when given the world, with
+//! the reference evaluator ([`crate::eval::decide`]).
+//!
+//! What is run ([`cases`]):
+//! - for every class and family, with the first endpoint IP of that class
+//!   and family as source, both ends of every destination interval cut by
+//!   the plan's prefixes (the class's entries and the internal prefixes; all
+//!   of the plan's prefixes when the plan is small or inline) and by the
+//!   prefixes of that class and of the internal class found in the
+//!   artifact's `egret_dst_*` images; the first and last of them also
+//!   behind an 802.1Q tag;
+//! - every endpoint IP of the plan once (its class lookup);
+//! - sources that are no endpoint of the plan (the extremes of each family,
+//!   the neighbours of endpoint IPs; with the world, the node's endpoints
+//!   without rules);
+//! - frames that are not IP, truncated IP headers, with and without a tag.
+//!
+//! Why that suffices: the plan's decision for a class is constant between
+//! the boundaries of its prefixes and the internal ones, and the maps
+//! layout's decision depends on the destination only through LPM lookups
+//! keyed by (class, destination), constant between the boundaries of the
+//! image's keys of that class; the inline layout compares against interval
+//! starts derived from the plan's prefixes, all of which are cut points.
+//!
+//! What is compared per packet: the return code and effects (tunnel key
+//! remote, id and TTL, redirect target `ifindex` and flags, tail call and
+//! `cb[0]`), mapped back to a plan action, with `plan.lookup` and with
+//! `decide` (for every packet, or a deterministic sample of at most
+//! [`CheckOptions::reference_limit`]); the expected `egret_reasons` reason
+//! and `egret_policy_stats` rule gain one packet and the frame's bytes; at
+//! the end every counter's total is exact (a counter that moved when it
+//! should not is traced back to its packet by a replay). Any difference is
+//! an [`EquivError`] naming the packet (hex) and both answers.
+//!
+//! Contract: only [`check`] constructs a [`VerifiedArtifact`], and only when
+//! the object passes egret-bpf's static verifier against its own map
+//! definitions, the manifest's map images match those definitions, and
+//! every case agrees.
+
+use super::partition::{self, Rules, class_families};
+use super::reasons::{Counter, Reason};
+use super::tables::{self, INTERNAL_CLASS};
+use super::{HOLE_TUNNEL_IFINDEX, Layout, PROGRAM};
+use crate::eval::{self, Source};
+use crate::ir::prefix::segments;
+use crate::ir::{Action, DropReason};
+use crate::plan::{ClassId, Plan, Verified};
+use crate::resolve::{SlotId, World};
+use egret_bpf::artifact::{self, Artifact, ArtifactError};
+use egret_bpf::elf::{self, ElfError};
+use egret_bpf::interp::{self, Fault, MapStore, RunInput, RunOutcome};
+use egret_bpf::program::HoleError;
+use egret_bpf::verifier::{self, VerifyErrors};
+use egret_bpf::{MapDef, Program};
+use egret_lang::net::{Cidr, Family, family_max, ip_to_u128, u128_to_ip};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// The ifindex the checker puts in the `tunnel_ifindex` hole.
+pub const CHECK_IFINDEX: u32 = 0x7e57;
+
+/// Above this many distinct plan prefixes, maps-layout classes are checked
+/// against their own cut points only (see the module documentation).
+const GLOBAL_CUTS_MAX: usize = 2048;
+
+/// A failed check.
+#[derive(Debug, thiserror::Error)]
+pub enum EquivError {
+    #[error("artifact: {source}")]
+    Artifact { source: ArtifactError },
+    #[error("cannot read the object: {source}")]
+    Object { source: ElfError },
+    #[error("the object has no program `{name}`")]
+    MissingProgram { name: String },
+    #[error("static verifier rejects `{program}`:\n{source}")]
+    Static { program: String, source: VerifyErrors },
+    #[error("map `{map}`: {problem}")]
+    MapImage { map: String, problem: String },
+    #[error("cannot fill holes: {source}")]
+    Hole { source: HoleError },
+    #[error("{at}: the interpreter faulted: {source}")]
+    Fault { at: Box<Counterexample>, source: Fault },
+    #[error("{at}: the classifier says {program}, the plan says {plan}")]
+    Mismatch { at: Box<Counterexample>, program: String, plan: String },
+    #[error("{at}: the classifier says {program}, the reference evaluator says {reference}")]
+    Reference { at: Box<Counterexample>, program: String, reference: String },
+    #[error("{at}: `{map}`[{index}] ({name}) is {found}, expected {expected}")]
+    Counter { at: Box<Counterexample>, map: String, index: u32, name: String, found: String, expected: String },
+    #[error("manifest counter labels differ from the plan's: {detail}")]
+    Labels { detail: String },
+}
+
+/// The packet a failure was found with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Counterexample {
+    /// The frame, hex.
+    pub packet: String,
+    /// `src -> dst`, or what kind of frame it is.
+    pub flow: String,
+}
+
+impl std::fmt::Display for Counterexample {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "packet {} ({})", self.packet, self.flow)
+    }
+}
+
+impl Case {
+    fn counterexample(&self) -> Box<Counterexample> {
+        Box::new(Counterexample { packet: hex(&self.frame), flow: self.flow() })
+    }
+}
+
+/// What the checker did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Report {
+    /// Packets run.
+    pub cases: usize,
+    /// Packets also compared with `eval::decide`.
+    pub reference_checks: usize,
+    /// (class, family) pairs covered.
+    pub class_families: usize,
+    /// Interpreter instructions executed over all cases.
+    pub insns: u64,
+    /// Instructions the static verifier processed.
+    pub verifier_insns: u64,
+}
+
+/// An artifact that passed the static verifier and the equivalence checker.
+#[derive(Debug, Clone)]
+pub struct VerifiedArtifact {
+    artifact: Artifact,
+    layout: Layout,
+    report: Report,
+    program: Program,
+}
+
+impl VerifiedArtifact {
+    pub fn artifact(&self) -> &Artifact {
+        &self.artifact
+    }
+    pub fn into_artifact(self) -> Artifact {
+        self.artifact
+    }
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+    pub fn report(&self) -> Report {
+        self.report
+    }
+    /// The program as read back from the object.
+    pub fn program(&self) -> &Program {
+        &self.program
+    }
+}
+
+/// What a packet should get, from the plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expected {
+    /// The final reason (local egress ends as `drop-no-gateway-program`
+    /// while no gateway program is loaded).
+    pub reason: Reason,
+    pub rule: Option<u32>,
+    /// The plan's action (`Pass` for frames that are not classified).
+    pub action: Action,
+}
+
+impl Expected {
+    /// The classifier's return code.
+    pub fn return_code(&self) -> i32 {
+        self.reason.return_code()
+    }
+}
+
+/// One packet of the check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Case {
+    pub frame: Vec<u8>,
+    pub src: Option<IpAddr>,
+    pub dst: Option<IpAddr>,
+    pub expected: Expected,
+    /// Whether to compare with `eval::decide` too (sources the world knows
+    /// as endpoints of other nodes are not).
+    pub reference: bool,
+}
+
+impl Case {
+    fn flow(&self) -> String {
+        match (self.src, self.dst) {
+            (Some(s), Some(d)) => format!("{s} -> {d}"),
+            _ => "not an IP packet".into(),
+        }
+    }
+}
+
+/// Hex of a frame.
+pub fn hex(b: &[u8]) -> String {
+    b.iter().fold(String::with_capacity(b.len() * 2), |mut s, x| {
+        let _ = write!(s, "{x:02x}");
+        s
+    })
+}
+
+/// An Ethernet frame (optionally 802.1Q-tagged, VLAN 100) carrying a UDP
+/// datagram from `src` to `dst` (14 bytes of payload), with a valid IPv4
+/// header checksum.
+pub fn ip_frame(src: IpAddr, dst: IpAddr, vlan: bool) -> Vec<u8> {
+    let mut f = vec![0x02, 0, 0, 0, 0, 0x01, 0x02, 0, 0, 0, 0, 0x02];
+    if vlan {
+        f.extend_from_slice(&[0x81, 0x00, 0x00, 0x64]);
+    }
+    let payload = b"egret-checker!";
+    let udp_len = 8 + payload.len() as u16;
+    let udp = |f: &mut Vec<u8>| {
+        f.extend_from_slice(&40000u16.to_be_bytes());
+        f.extend_from_slice(&443u16.to_be_bytes());
+        f.extend_from_slice(&udp_len.to_be_bytes());
+        f.extend_from_slice(&[0, 0]);
+        f.extend_from_slice(payload);
+    };
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            f.extend_from_slice(&[0x08, 0x00]);
+            let mut h = vec![0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, 17, 0, 0];
+            h[2..4].copy_from_slice(&(20 + udp_len).to_be_bytes());
+            h.extend_from_slice(&s.octets());
+            h.extend_from_slice(&d.octets());
+            let c = interp::inet_checksum(&h);
+            h[10..12].copy_from_slice(&c.to_be_bytes());
+            f.extend_from_slice(&h);
+            udp(&mut f);
+        }
+        (s, d) => {
+            let v6 = |a: IpAddr| match a {
+                IpAddr::V6(x) => x.octets(),
+                IpAddr::V4(x) => x.to_ipv6_mapped().octets(),
+            };
+            f.extend_from_slice(&[0x86, 0xdd]);
+            f.extend_from_slice(&[0x60, 0, 0, 0]);
+            f.extend_from_slice(&udp_len.to_be_bytes());
+            f.extend_from_slice(&[17, 64]);
+            f.extend_from_slice(&v6(s));
+            f.extend_from_slice(&v6(d));
+            udp(&mut f);
+        }
+    }
+    f
+}
+
+/// Frames that are not classified: ARP, LLDP, runts, truncated IP headers.
+pub fn special_frames() -> Vec<(Vec<u8>, Reason)> {
+    let mac = [0xffu8, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0, 0, 0, 0, 0x02];
+    let with = |ethertype: &[u8], body: &[u8]| {
+        let mut f = mac.to_vec();
+        f.extend_from_slice(ethertype);
+        f.extend_from_slice(body);
+        f
+    };
+    let arp = [0u8, 1, 8, 0, 6, 4, 0, 1, 2, 0, 0, 0, 0, 2, 10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 10, 0, 0, 2];
+    let v4 = ip_frame(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1)), IpAddr::V4(Ipv4Addr::BROADCAST), false);
+    let v6 = ip_frame(
+        IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)),
+        IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2)),
+        false,
+    );
+    vec![
+        (with(&[0x08, 0x06], &arp), Reason::NonIp),
+        (with(&[0x81, 0x00, 0x00, 0x64, 0x08, 0x06], &arp), Reason::NonIp),
+        (with(&[0x88, 0xcc], &[0; 46]), Reason::NonIp),
+        (mac[..10].to_vec(), Reason::NonIp),
+        (with(&[0x81, 0x00], &[0x00]), Reason::NonIp),
+        (v4[..14 + 19].to_vec(), Reason::PassMalformed),
+        (v6[..14 + 39].to_vec(), Reason::PassMalformed),
+        (with(&[0x81, 0x00, 0x00, 0x64, 0x08, 0x00], &v4[14..14 + 19]), Reason::PassMalformed),
+        (with(&[0x81, 0x00, 0x00, 0x64, 0x86, 0xdd], &v6[14..14 + 39]), Reason::PassMalformed),
+    ]
+}
+
+/// The expected outcome of a packet from `src` to `dst`, from the plan alone
+/// (written independently of the interval partition the generator uses).
+pub fn expected(plan: &Plan, rules: &Rules, src: IpAddr, dst: IpAddr) -> Expected {
+    let pass = |reason| Expected { reason, rule: None, action: Action::Pass };
+    let Some(class) = plan.class_of(src) else { return pass(Reason::PassNotEndpoint) };
+    if plan.internal.iter().any(|c| c.contains_ip(dst)) {
+        return pass(Reason::PassInternal);
+    }
+    let Some(table) = plan.classes.get(class.0 as usize) else { return pass(Reason::PassNotEndpoint) };
+    let best =
+        table.entries.iter().enumerate().filter(|(_, e)| e.prefix.contains_ip(dst)).max_by_key(|(_, e)| e.prefix.len);
+    let Some((i, e)) = best else { return pass(Reason::PassNoMatch) };
+    let rule = rules.by_entry.get(class.0 as usize).and_then(|v| v.get(i).copied().flatten());
+    let reason = match e.action {
+        Action::Pass => return pass(Reason::PassNoMatch),
+        Action::Drop(DropReason::NoGateway) => Reason::DropNoGateway,
+        Action::Redirect { .. } => Reason::Redirect,
+        Action::LocalEgress { .. } => Reason::DropNoGatewayProgram,
+    };
+    Expected { reason, rule, action: e.action }
+}
+
+/// Destinations for one (class, family): both ends of every segment.
+fn representatives(family: Family, cuts: &[Cidr]) -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    for s in segments(family, cuts) {
+        out.push(u128_to_ip(family, s.lo));
+        if s.hi != s.lo {
+            out.push(u128_to_ip(family, s.hi));
+        }
+    }
+    out
+}
+
+/// The packets of the check. `image_cuts`: prefixes per class (including
+/// [`INTERNAL_CLASS`]) found in the artifact's `egret_dst_*` images.
+pub fn cases(
+    plan: &Plan,
+    rules: &Rules,
+    layout: Layout,
+    image_cuts: &BTreeMap<u32, Vec<Cidr>>,
+    world: Option<&World>,
+) -> Vec<Case> {
+    let all = plan.prefixes();
+    let global = layout == Layout::Inline || all.len() <= GLOBAL_CUTS_MAX;
+    let mut out = Vec::new();
+    let case = |src: IpAddr, dst: IpAddr, vlan: bool, reference: bool| Case {
+        frame: ip_frame(src, dst, vlan),
+        src: Some(src),
+        dst: Some(dst),
+        expected: expected(plan, rules, src, dst),
+        reference,
+    };
+    let has_ref = world.is_some();
+    let mut reps_of: BTreeMap<(ClassId, Family), Vec<IpAddr>> = BTreeMap::new();
+    for c in &plan.classes {
+        for f in class_families(plan, c.id) {
+            let Some(src) = plan.endpoints.iter().find(|e| e.class == c.id && Family::of(&e.ip) == f).map(|e| e.ip)
+            else {
+                continue;
+            };
+            let mut cuts: Vec<Cidr> = if global {
+                all.iter().filter(|p| p.family() == f).copied().collect()
+            } else {
+                plan.internal
+                    .iter()
+                    .chain(c.entries.iter().map(|e| &e.prefix))
+                    .filter(|p| p.family() == f)
+                    .copied()
+                    .collect()
+            };
+            for k in [c.id.0, INTERNAL_CLASS] {
+                cuts.extend(image_cuts.get(&k).into_iter().flatten().filter(|p| p.family() == f).copied());
+            }
+            let reps = representatives(f, &cuts);
+            for d in &reps {
+                out.push(case(src, *d, false, has_ref));
+            }
+            if let (Some(first), Some(last)) = (reps.first(), reps.last()) {
+                out.push(case(src, *first, true, has_ref));
+                out.push(case(src, *last, true, has_ref));
+            }
+            reps_of.insert((c.id, f), reps);
+        }
+    }
+    // every endpoint IP: the class lookup
+    for e in &plan.endpoints {
+        let f = Family::of(&e.ip);
+        if let Some(reps) = reps_of.get(&(e.class, f)) {
+            let d = reps[reps.len() / 2];
+            out.push(case(e.ip, d, false, has_ref));
+        }
+    }
+    // sources that are not endpoints of the plan
+    let fallback = |f: Family| u128_to_ip(f, 0x0808_0808);
+    let some_dsts = |f: Family| -> Vec<IpAddr> {
+        let v: Vec<IpAddr> =
+            reps_of.iter().filter(|((_, g), _)| *g == f).flat_map(|(_, r)| r.iter().copied()).collect();
+        if v.is_empty() { vec![fallback(f)] } else { v }
+    };
+    let mut others: BTreeSet<IpAddr> = BTreeSet::new();
+    for f in [Family::V4, Family::V6] {
+        others.insert(u128_to_ip(f, 0));
+        others.insert(u128_to_ip(f, family_max(f)));
+    }
+    for e in plan.endpoints.iter().take(64) {
+        let f = Family::of(&e.ip);
+        let v = ip_to_u128(e.ip);
+        for n in [v.wrapping_sub(1), v.wrapping_add(1)] {
+            if n <= family_max(f) {
+                others.insert(u128_to_ip(f, n));
+            }
+        }
+    }
+    if let Some(w) = world {
+        for ep in w.endpoints() {
+            let local = ep.node.is_some_and(|n| w.node(n).name == plan.node);
+            if local {
+                others.extend(ep.ips.iter().copied());
+            }
+        }
+    }
+    for (i, s) in others.into_iter().filter(|s| plan.class_of(*s).is_none()).enumerate() {
+        let f = Family::of(&s);
+        let dsts = some_dsts(f);
+        let reference = world.is_some_and(|w| match w.endpoint_by_ip(s) {
+            None => true,
+            Some(ep) => ep.node.is_some_and(|n| w.node(n).name == plan.node),
+        });
+        for k in 0..2 {
+            let d = dsts[(i * 7 + k * 3) % dsts.len()];
+            out.push(case(s, d, false, reference));
+        }
+    }
+    for (frame, reason) in special_frames() {
+        out.push(Case {
+            frame,
+            src: None,
+            dst: None,
+            expected: Expected { reason, rule: None, action: Action::Pass },
+            reference: false,
+        });
+    }
+    out
+}
+
+/// A classifier outcome in plan terms.
+fn observed_action(out: &RunOutcome) -> Result<Action, String> {
+    let r0 = out.r0 as i32;
+    let e = &out.effects;
+    let describe = || {
+        format!(
+            "r0 {r0}, tunnel key {:?}, redirect {:?}, tail call {:?}",
+            e.tunnel_key.as_ref().map(|t| (&t.key.remote, t.key.tunnel_id, t.key.ttl, t.flags)),
+            e.redirect.as_ref().map(|r| (r.ifindex, r.flags)),
+            e.tail_call.as_ref().map(|t| (&t.map, t.index))
+        )
+    };
+    match r0 {
+        -1 if e.tunnel_key.is_none() && e.redirect.is_none() && e.tail_call.is_none() => Ok(Action::Pass),
+        2 if e.redirect.is_none() => match &e.tail_call {
+            Some(t) if t.map == tables::GW_PROGS && t.index == 0 && t.target.is_none() => {
+                Ok(Action::LocalEgress { slot: SlotId(out.skb.cb[0]) })
+            }
+            None if e.tunnel_key.is_none() => Ok(Action::Drop(DropReason::NoGateway)),
+            _ => Err(describe()),
+        },
+        7 => {
+            let (Some(t), Some(r)) = (&e.tunnel_key, &e.redirect) else { return Err(describe()) };
+            match t.key.remote {
+                IpAddr::V4(gateway)
+                    if r.ifindex == CHECK_IFINDEX
+                        && r.flags == 0
+                        && t.key.ttl == 64
+                        && t.flags == 0
+                        && e.tail_call.is_none() =>
+                {
+                    Ok(Action::Redirect { gateway, slot: SlotId(t.key.tunnel_id) })
+                }
+                _ => Err(describe()),
+            }
+        }
+        _ => Err(describe()),
+    }
+}
+
+fn counter(maps: &MapStore, map: &str, index: u32) -> Counter {
+    let mut total = Counter::default();
+    if let Ok(Some(per_cpu)) = maps.lookup_percpu(map, &index.to_le_bytes()) {
+        for v in per_cpu {
+            if let Some(c) = Counter::from_bytes(&v) {
+                total.packets += c.packets;
+                total.bytes += c.bytes;
+            }
+        }
+    }
+    total
+}
+
+fn layout_of(maps: &[MapDef]) -> Layout {
+    if maps.iter().any(|m| m.name == tables::SRC_CLASS) { Layout::Maps } else { Layout::Inline }
+}
+
+/// How many packets are also compared with `eval::decide`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CheckOptions {
+    /// `None`: every packet from a source the reference can judge. `Some(n)`:
+    /// at most `n`, chosen deterministically: first one per (class, family,
+    /// plan outcome), then evenly spread over the rest. (`eval::decide`
+    /// considers every policy of the world for every packet, ~2 ms per call
+    /// with 1,000 policies; every packet is still compared with the plan.)
+    pub reference_limit: Option<usize>,
+}
+
+/// Checks an artifact against a plan and, when given, the world (every
+/// packet compared with `eval::decide` too).
+///
+/// # Errors
+/// The first failure, with its counterexample packet where there is one.
+pub fn check(artifact: Artifact, plan: &Verified<Plan>, world: Option<&World>) -> Result<VerifiedArtifact, EquivError> {
+    check_with(artifact, plan, world, &CheckOptions::default())
+}
+
+/// [`check`] with options.
+///
+/// # Errors
+/// See [`check`].
+pub fn check_with(
+    artifact: Artifact,
+    plan: &Verified<Plan>,
+    world: Option<&World>,
+    options: &CheckOptions,
+) -> Result<VerifiedArtifact, EquivError> {
+    check_plan(artifact, plan, world, options)
+}
+
+/// Which cases are compared with the reference, within the limit.
+fn reference_selection(plan: &Plan, all: &[Case], limit: Option<usize>) -> Vec<bool> {
+    let eligible: Vec<usize> = (0..all.len()).filter(|i| all[*i].reference).collect();
+    let mut chosen = vec![false; all.len()];
+    let Some(limit) = limit.filter(|l| *l < eligible.len()) else {
+        for i in eligible {
+            chosen[i] = true;
+        }
+        return chosen;
+    };
+    let mut seen = BTreeSet::new();
+    let mut first: Vec<usize> = Vec::new();
+    let mut rest: Vec<usize> = Vec::new();
+    for i in eligible {
+        let c = &all[i];
+        let key =
+            (c.src.and_then(|s| plan.class_of(s)), c.src.map(|s| s.is_ipv4()), c.expected.reason, c.expected.rule);
+        if seen.insert(key) { first.push(i) } else { rest.push(i) }
+    }
+    let spread = |v: &[usize], n: usize| -> Vec<usize> {
+        if n >= v.len() {
+            return v.to_vec();
+        }
+        (0..n).map(|k| v[k * v.len() / n]).collect()
+    };
+    let take_first = spread(&first, limit);
+    let remaining = limit - take_first.len();
+    for i in take_first.into_iter().chain(spread(&rest, remaining)) {
+        chosen[i] = true;
+    }
+    chosen
+}
+
+/// [`check`] for a plan whose invariants the caller vouches for.
+fn check_plan(
+    artifact: Artifact,
+    plan: &Plan,
+    world: Option<&World>,
+    options: &CheckOptions,
+) -> Result<VerifiedArtifact, EquivError> {
+    artifact.check().map_err(|source| EquivError::Artifact { source })?;
+    let parsed = elf::read_object(&artifact.object).map_err(|source| EquivError::Object { source })?;
+    let program =
+        parsed.program(PROGRAM).cloned().ok_or_else(|| EquivError::MissingProgram { name: PROGRAM.into() })?;
+    let verified = verifier::verify(&program, &parsed.maps)
+        .map_err(|source| EquivError::Static { program: PROGRAM.into(), source })?;
+    let verifier_insns = verified.stats().processed_insns;
+    // the images must describe exactly the object's maps
+    for d in &parsed.maps {
+        let Some(img) = artifact.manifest.maps.iter().find(|m| m.name == d.name) else {
+            return Err(EquivError::MapImage { map: d.name.clone(), problem: "has no image in the manifest".into() });
+        };
+        let same = img.kind == artifact::kind_name(d.kind)
+            && img.key_size == d.key_size
+            && img.value_size == d.value_size
+            && img.max_entries == d.max_entries
+            && img.flags == d.flags;
+        if !same {
+            return Err(EquivError::MapImage {
+                map: d.name.clone(),
+                problem: format!(
+                    "image is {} {}+{} x{} flags {}, the object defines {} {}+{} x{} flags {}",
+                    img.kind,
+                    img.key_size,
+                    img.value_size,
+                    img.max_entries,
+                    img.flags,
+                    d.kind,
+                    d.key_size,
+                    d.value_size,
+                    d.max_entries,
+                    d.flags
+                ),
+            });
+        }
+    }
+    if let Some(extra) = artifact.manifest.maps.iter().find(|m| !parsed.maps.iter().any(|d| d.name == m.name)) {
+        return Err(EquivError::MapImage { map: extra.name.clone(), problem: "is not defined by the object".into() });
+    }
+    let mut store = MapStore::new(&parsed.maps);
+    for img in &artifact.manifest.maps {
+        let entries = img.decoded().map_err(|source| EquivError::Artifact { source })?;
+        for (k, v) in entries {
+            store
+                .update(&img.name, &k, &v, 0)
+                .map_err(|e| EquivError::MapImage { map: img.name.clone(), problem: e.to_string() })?;
+        }
+    }
+    let image_cuts = image_cuts(&artifact)?;
+    let mut program = program;
+    program.fill_hole(HOLE_TUNNEL_IFINDEX, i64::from(CHECK_IFINDEX)).map_err(|source| EquivError::Hole { source })?;
+    let layout = layout_of(&parsed.maps);
+    let rules = partition::rules(plan);
+    // counter labels must be the plan's (policies aside)
+    let want = tables::counter_labels(plan, &rules, &BTreeMap::new());
+    let have: Vec<_> = artifact
+        .manifest
+        .counters
+        .iter()
+        .map(|m| {
+            let mut m = m.clone();
+            for l in &mut m.labels {
+                l.policies.clear();
+            }
+            m
+        })
+        .collect();
+    if have != want {
+        let detail = format!("manifest has {} counter maps / plan needs {}", have.len(), want.len());
+        return Err(EquivError::Labels { detail });
+    }
+
+    let all = cases(plan, &rules, layout, &image_cuts, world);
+    let reference = reference_selection(plan, &all, options.reference_limit);
+    let prepared = interp::prepare(&program, &store).map_err(|source| EquivError::Fault {
+        at: Box::new(Counterexample { packet: String::new(), flow: "preparing the program".into() }),
+        source,
+    })?;
+    let mut report = Report { verifier_insns, ..Report::default() };
+    report.class_families = plan.classes.iter().map(|c| class_families(plan, c.id).len()).sum();
+    let mut reason_totals = vec![Counter::default(); Reason::ALL.len()];
+    let mut rule_totals = vec![Counter::default(); rules.rules.len()];
+    let mut attribution: BTreeMap<u32, BTreeSet<String>> = BTreeMap::new();
+    for (n, case) in all.iter().enumerate() {
+        let at = || case.counterexample();
+        let out = prepared
+            .run(&mut store, &RunInput::for_frame(&case.frame))
+            .map_err(|source| EquivError::Fault { at: at(), source })?;
+        report.cases += 1;
+        report.insns += out.insns;
+        let exp = case.expected;
+        let got = observed_action(&out);
+        let expected_text = format!("{} ({}, return {})", exp.action, exp.reason.name(), exp.return_code());
+        let got_text = match &got {
+            Ok(a) => format!("{a} (return {})", out.r0 as i32),
+            Err(d) => format!("an unexpected outcome: {d}"),
+        };
+        if got.as_ref().ok() != Some(&exp.action) || out.r0 as i32 != exp.return_code() {
+            return Err(EquivError::Mismatch { at: at(), program: got_text, plan: expected_text });
+        }
+        if let (Some(s), Some(d)) = (case.src, case.dst) {
+            let lookup = plan.lookup(s, d);
+            if lookup != exp.action {
+                return Err(EquivError::Mismatch {
+                    at: at(),
+                    program: got_text,
+                    plan: format!("{lookup} (plan.lookup)"),
+                });
+            }
+            if reference[n]
+                && let Some(w) = world
+            {
+                let decision = eval::decide(w, Source::Ip(s), d);
+                report.reference_checks += 1;
+                if decision.verdict.action() != exp.action {
+                    return Err(EquivError::Reference {
+                        at: at(),
+                        program: got_text,
+                        reference: format!("{} ({:?})", decision.verdict.action(), decision.verdict),
+                    });
+                }
+                if let (Some(k), Some(winner)) = (exp.rule, decision.winner) {
+                    attribution.entry(k).or_default().insert(winner.policy);
+                }
+            }
+        }
+        // counters
+        let len = case.frame.len() as u64;
+        let idx = exp.reason.index() as usize;
+        reason_totals[idx].packets += 1;
+        reason_totals[idx].bytes += len;
+        let found = counter(&store, tables::REASONS, exp.reason.index());
+        if found != reason_totals[idx] {
+            return Err(counter_error(
+                case,
+                tables::REASONS,
+                exp.reason.index(),
+                exp.reason.name().into(),
+                found,
+                reason_totals[idx],
+            ));
+        }
+        if let Some(k) = exp.rule
+            && let Some(t) = rule_totals.get_mut(k as usize)
+        {
+            t.packets += 1;
+            t.bytes += len;
+            let found = counter(&store, tables::POLICY_STATS, k);
+            if found != *t {
+                let name = tables::rule_label(plan, &rules, k);
+                return Err(counter_error(case, tables::POLICY_STATS, k, name, found, *t));
+            }
+        }
+    }
+    // totals of every counter (catches a bump of an unexpected index)
+    let totals = Reason::ALL
+        .iter()
+        .map(|r| (tables::REASONS, r.index(), reason_totals[r.index() as usize], r.name().to_string()))
+        .chain(
+            rule_totals
+                .iter()
+                .enumerate()
+                .map(|(k, t)| (tables::POLICY_STATS, k as u32, *t, tables::rule_label(plan, &rules, k as u32))),
+        );
+    for (map, k, want, name) in totals {
+        let found = counter(&store, map, k);
+        if found != want {
+            let culprit = find_culprit(&prepared, &parsed.maps, &artifact, &all, map, k);
+            let mut e = counter_error(culprit.unwrap_or(&all[0]), map, k, name, found, want);
+            if culprit.is_none()
+                && let EquivError::Counter { at, .. } = &mut e
+            {
+                **at = Counterexample { packet: "(not found by replay)".into(), flow: "totals".into() };
+            }
+            return Err(e);
+        }
+    }
+    let artifact = if world.is_some() {
+        artifact.with_counters(tables::counter_labels(plan, &rules, &attribution))
+    } else {
+        artifact
+    };
+    Ok(VerifiedArtifact { artifact, layout, report, program: verified.into_program() })
+}
+
+/// The prefixes per class (including [`INTERNAL_CLASS`]) of the artifact's
+/// `egret_dst_*` images.
+fn image_cuts(artifact: &Artifact) -> Result<BTreeMap<u32, Vec<Cidr>>, EquivError> {
+    let mut cuts: BTreeMap<u32, Vec<Cidr>> = BTreeMap::new();
+    for img in artifact.manifest.maps.iter().filter(|m| m.name == tables::DST_V4 || m.name == tables::DST_V6) {
+        for (k, _) in img.decoded().map_err(|source| EquivError::Artifact { source })? {
+            match tables::parse_dst_key(&k) {
+                Some((class, prefix)) => cuts.entry(class).or_default().push(prefix),
+                None => {
+                    return Err(EquivError::MapImage {
+                        map: img.name.clone(),
+                        problem: format!("bad key {}", hex(&k)),
+                    });
+                }
+            }
+        }
+    }
+    Ok(cuts)
+}
+
+/// The packets [`check`] runs for an artifact (for replaying them
+/// elsewhere, e.g. with `BPF_PROG_TEST_RUN`).
+///
+/// # Errors
+/// Undecodable map images.
+pub fn artifact_cases(artifact: &Artifact, plan: &Plan, world: Option<&World>) -> Result<Vec<Case>, EquivError> {
+    let layout =
+        if artifact.manifest.maps.iter().any(|m| m.name == tables::SRC_CLASS) { Layout::Maps } else { Layout::Inline };
+    Ok(cases(plan, &partition::rules(plan), layout, &image_cuts(artifact)?, world))
+}
+
+fn counter_error(case: &Case, map: &str, index: u32, name: String, found: Counter, want: Counter) -> EquivError {
+    EquivError::Counter {
+        at: case.counterexample(),
+        map: map.into(),
+        index,
+        name,
+        found: format!("{} packets / {} bytes", found.packets, found.bytes),
+        expected: format!("{} packets / {} bytes", want.packets, want.bytes),
+    }
+}
+
+/// Replays the cases on fresh maps until counter `map[k]` moves when it
+/// should not.
+fn find_culprit<'a>(
+    program: &interp::Prepared,
+    defs: &[MapDef],
+    artifact: &Artifact,
+    all: &'a [Case],
+    map: &str,
+    k: u32,
+) -> Option<&'a Case> {
+    let mut store = MapStore::new(defs);
+    for img in &artifact.manifest.maps {
+        for (key, v) in img.decoded().ok()? {
+            store.update(&img.name, &key, &v, 0).ok()?;
+        }
+    }
+    let mut before = counter(&store, map, k);
+    for c in all {
+        program.run(&mut store, &RunInput::for_frame(&c.frame)).ok()?;
+        let after = counter(&store, map, k);
+        let expected = if map == tables::REASONS { c.expected.reason.index() == k } else { c.expected.rule == Some(k) };
+        if after != before && !expected {
+            return Some(c);
+        }
+        before = after;
+    }
+    None
+}

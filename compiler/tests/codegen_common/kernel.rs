@@ -1,0 +1,175 @@
+//! Loading egret artifacts into the kernel with aya 0.14 (privileged):
+//! holes filled, maps filled from the images, the classifier loaded through
+//! the kernel verifier, packets run with `BPF_PROG_TEST_RUN`. Used by the
+//! privileged tests and by the layout benchmark.
+#![allow(dead_code, reason = "each user needs a different subset")]
+
+use aya::maps::lpm_trie::{Key, LpmTrie};
+use aya::maps::{Array, HashMap as AyaHashMap, PerCpuArray};
+use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
+use egret_bpf::artifact::Artifact;
+use egret_compiler::codegen::{self, reasons::Counter, tables};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// The ifindex put in `%tunnel_ifindex` (loopback: `BPF_PROG_TEST_RUN` does
+/// not perform the redirect, it returns the verdict).
+pub const TEST_IFINDEX: i64 = 1;
+
+/// Why privileged tests cannot run here, if they cannot.
+pub fn missing_privilege() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let euid = status.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|l| l.split_whitespace().nth(1));
+    if euid != Some("0") {
+        return Some(format!("not root (euid {})", euid.unwrap_or("?")));
+    }
+    if !Path::new("/sys/fs/bpf").exists() {
+        return Some("no /sys/fs/bpf (kernel without bpf?)".into());
+    }
+    let probe = egret_bpf::asm::assemble("probe", "r0 = 0\nexit").map_err(|e| e.to_string());
+    let bytes = match probe
+        .and_then(|a| egret_bpf::elf::verify_and_write(&[a.program], &[], "GPL").map_err(|e| e.to_string()))
+    {
+        Ok(b) => b,
+        Err(e) => return Some(format!("cannot build the probe object: {e}")),
+    };
+    let mut bpf = match aya::Ebpf::load(&bytes) {
+        Ok(b) => b,
+        Err(e) => return Some(format!("cannot load a BPF object: {e}")),
+    };
+    match bpf.program_mut("probe").and_then(|p| <&mut SchedClassifier>::try_from(p).ok()).map(SchedClassifier::load) {
+        Some(Ok(())) => None,
+        Some(Err(e)) => Some(format!("BPF_PROG_LOAD is not permitted: {e}")),
+        None => Some("the probe program is missing".into()),
+    }
+}
+
+/// True if the test should go on; prints one line, or panics under
+/// `EGRET_REQUIRE_PRIVILEGED=1`, otherwise (TESTING.md).
+pub fn privileged(test: &str) -> bool {
+    match missing_privilege() {
+        None => true,
+        Some(reason) => {
+            if std::env::var("EGRET_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
+                panic!("{test}: privileged test cannot run: {reason} (EGRET_REQUIRE_PRIVILEGED=1)");
+            }
+            println!("skipping {test}: {reason}");
+            false
+        }
+    }
+}
+
+fn arr<const N: usize>(b: &[u8]) -> Result<[u8; N], String> {
+    b.try_into().map_err(|_| format!("expected {N} bytes, got {}", b.len()))
+}
+
+/// An artifact loaded into the kernel.
+pub struct Loaded {
+    pub bpf: aya::Ebpf,
+}
+
+/// Fills the holes, loads the object and the map images, and loads the
+/// classifier through the kernel verifier.
+pub fn load(a: &Artifact) -> Result<Loaded, String> {
+    let values = BTreeMap::from([(codegen::HOLE_TUNNEL_IFINDEX.to_string(), TEST_IFINDEX)]);
+    let object = egret_bpf::elf::fill_holes(&a.object, &values).map_err(|e| format!("fill holes: {e}"))?;
+    let mut bpf = aya::Ebpf::load(&object).map_err(|e| format!("aya load: {e}"))?;
+    for img in &a.manifest.maps {
+        let entries = img.decoded().map_err(|e| e.to_string())?;
+        if entries.is_empty() {
+            continue;
+        }
+        let map = bpf.map_mut(&img.name).ok_or_else(|| format!("no map {}", img.name))?;
+        match img.name.as_str() {
+            tables::SRC_CLASS => {
+                let mut m: AyaHashMap<_, [u8; 20], [u8; 4]> = AyaHashMap::try_from(map).map_err(|e| e.to_string())?;
+                for (k, v) in entries {
+                    m.insert(arr::<20>(&k)?, arr::<4>(&v)?, 0).map_err(|e| e.to_string())?;
+                }
+            }
+            tables::DST_V4 => {
+                let mut m: LpmTrie<_, [u8; 8], [u8; 4]> = LpmTrie::try_from(map).map_err(|e| e.to_string())?;
+                for (k, v) in entries {
+                    let plen = u32::from_le_bytes(arr::<4>(&k[..4])?);
+                    m.insert(&Key::new(plen, arr::<8>(&k[4..])?), arr::<4>(&v)?, 0).map_err(|e| e.to_string())?;
+                }
+            }
+            tables::DST_V6 => {
+                let mut m: LpmTrie<_, [u8; 20], [u8; 4]> = LpmTrie::try_from(map).map_err(|e| e.to_string())?;
+                for (k, v) in entries {
+                    let plen = u32::from_le_bytes(arr::<4>(&k[..4])?);
+                    m.insert(&Key::new(plen, arr::<20>(&k[4..])?), arr::<4>(&v)?, 0).map_err(|e| e.to_string())?;
+                }
+            }
+            tables::ACTIONS => {
+                let mut m: Array<_, [u8; 16]> = Array::try_from(map).map_err(|e| e.to_string())?;
+                for (k, v) in entries {
+                    m.set(u32::from_le_bytes(arr::<4>(&k)?), arr::<16>(&v)?, 0).map_err(|e| e.to_string())?;
+                }
+            }
+            other => return Err(format!("no loader for the image of {other}")),
+        }
+    }
+    let prog: &mut SchedClassifier = bpf
+        .program_mut(codegen::PROGRAM)
+        .ok_or("no program egret_src")?
+        .try_into()
+        .map_err(|e| format!("not a classifier: {e}"))?;
+    prog.load().map_err(|e| format!("kernel verifier: {e:?}"))?;
+    Ok(Loaded { bpf })
+}
+
+/// One `BPF_PROG_TEST_RUN` result.
+#[derive(Debug, Clone, Copy)]
+pub struct Ran {
+    pub retval: i32,
+    /// `skb->cb[0]` after the run.
+    pub cb0: u32,
+    pub duration: std::time::Duration,
+}
+
+impl Loaded {
+    /// Runs `frame` `repeat` times.
+    pub fn run(&mut self, frame: &[u8], repeat: u32) -> Result<Ran, String> {
+        let prog: &mut SchedClassifier = self
+            .bpf
+            .program_mut(codegen::PROGRAM)
+            .ok_or("no program")?
+            .try_into()
+            .map_err(|e| format!("not a classifier: {e}"))?;
+        let mut out = vec![0u8; frame.len() + 256];
+        let ctx_in = [0u8; egret_bpf::skb::SKB_SIZE];
+        let mut ctx_out = [0u8; egret_bpf::skb::SKB_SIZE];
+        let res = prog
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ctx_in: Some(&ctx_in),
+                ctx_out: Some(&mut ctx_out),
+                repeat,
+                ..TestRunOptions::default()
+            })
+            .map_err(|e| format!("test_run: {e:?}"))?;
+        let cb = egret_bpf::skb::off::CB as usize;
+        Ok(Ran {
+            retval: res.return_value as i32,
+            cb0: u32::from_le_bytes([ctx_out[cb], ctx_out[cb + 1], ctx_out[cb + 2], ctx_out[cb + 3]]),
+            duration: res.duration,
+        })
+    }
+
+    /// A counter summed over CPUs.
+    pub fn counter(&self, map: &str, index: u32) -> Result<Counter, String> {
+        let m: PerCpuArray<_, [u8; 16]> =
+            PerCpuArray::try_from(self.bpf.map(map).ok_or_else(|| format!("no map {map}"))?)
+                .map_err(|e| e.to_string())?;
+        let values = m.get(&index, 0).map_err(|e| e.to_string())?;
+        let mut total = Counter::default();
+        for v in values.iter() {
+            let c = Counter::from_bytes(v).ok_or("bad counter")?;
+            total.packets += c.packets;
+            total.bytes += c.bytes;
+        }
+        Ok(total)
+    }
+}
