@@ -148,7 +148,31 @@ fn compile_explain_diff_on_the_example() {
         let keys: Vec<&str> = r.as_object().expect("object").keys().map(String::as_str).collect();
         assert_eq!(keys, ["destination_cidr", "egress_ip", "gateway_ip", "source_ip"]);
     }
-    assert_eq!(code(&egret(&["compile", "--cluster", CLUSTER, POLICIES, "--node", "worker-1", "--format", "json"])), 2);
+    assert_eq!(
+        code(&egret(&[
+            "compile",
+            "--cluster",
+            CLUSTER,
+            POLICIES,
+            "--node",
+            "worker-1",
+            "--emit",
+            "ir",
+            "--format",
+            "json"
+        ])),
+        2
+    );
+    let plan = egret(&["compile", "--cluster", CLUSTER, POLICIES, "--node", "worker-1", "--format", "json"]);
+    assert_eq!(code(&plan), 0);
+    let p: serde_json::Value = serde_json::from_slice(&plan.stdout).expect("plan json");
+    assert_eq!(p["node"], "worker-1");
+    assert_eq!(p["endpoints"][0]["ip"], "10.244.1.10");
+    let entries = p["classes"][0]["entries"].as_array().expect("entries");
+    let default = entries.iter().find(|e| e["prefix"] == "0.0.0.0/0").expect("default route entry");
+    assert_eq!(default["action"]["kind"], "redirect");
+    assert_eq!(default["action"]["gateway"], "192.0.2.13");
+    assert_eq!(p["counts"]["class_entries"], entries.len());
 
     let ex = egret(&[
         "explain",

@@ -96,8 +96,8 @@ pub fn compile(inputs: &Inputs, node: Option<&str>, all_nodes: bool, out: Output
     let Output { emit, format, layout, reference_limit, out_dir } = out;
     let options = codegen::Options { layout: layout.layout(), reference_limit };
     let view = emit.unwrap_or(Emit::Plan);
-    if format == DataFormat::Json && view != Emit::Cilium {
-        eprintln!("error: --format json is available with --emit cilium only");
+    if format == DataFormat::Json && !matches!(view, Emit::Cilium | Emit::Plan) {
+        eprintln!("error: --format json is available with --emit plan and --emit cilium only");
         return Ok(ExitCode::from(2));
     }
     let (mut sources, loaded) = read(inputs);
@@ -153,6 +153,11 @@ pub fn compile(inputs: &Inputs, node: Option<&str>, all_nodes: bool, out: Output
                 }
             }
             Emit::Plan => match session.compile_node(&w, n) {
+                Ok(p) if format == DataFormat::Json => {
+                    let mut t = serde_json::to_string_pretty(&p.to_json())?;
+                    t.push('\n');
+                    t
+                }
                 Ok(p) => p.to_text(),
                 Err(e) => return report(&sources, &e),
             },
@@ -177,6 +182,7 @@ pub fn compile(inputs: &Inputs, node: Option<&str>, all_nodes: bool, out: Output
                     Emit::Ast => "txt",
                     Emit::Ir => "ir.txt",
                     Emit::IrOpt => "ir-opt.txt",
+                    Emit::Plan if format == DataFormat::Json => "plan.json",
                     Emit::Plan => "plan.txt",
                     Emit::Asm => "s",
                     Emit::Cilium if format == DataFormat::Json => "cilium.json",

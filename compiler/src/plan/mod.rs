@@ -18,6 +18,7 @@
 //! of its family (tested by property). Code generation accepts only a
 //! [`Verified`] plan, which only [`verify::verify`] constructs.
 
+pub mod json;
 pub mod text;
 pub mod verify;
 

@@ -1,0 +1,54 @@
+//! The plan as JSON (`egret compile --emit plan --format json`).
+//!
+//! A stable, documented shape for tools; addresses and prefixes are strings,
+//! actions are objects with a `kind`. The text form ([`Plan::to_text`]) stays
+//! the canonical one for people and snapshots.
+
+use super::Plan;
+use crate::ir::Action;
+use serde_json::{Value, json};
+
+fn action(a: &Action) -> Value {
+    match a {
+        Action::Pass => json!({"kind": "pass"}),
+        Action::Drop(r) => json!({"kind": "drop", "reason": r.as_str()}),
+        Action::Redirect { gateway, slot } => {
+            json!({"kind": "redirect", "gateway": gateway.to_string(), "slot": slot.0})
+        }
+        Action::LocalEgress { slot } => json!({"kind": "local-egress", "slot": slot.0}),
+    }
+}
+
+impl Plan {
+    /// The plan as a JSON value (see the module docs).
+    pub fn to_json(&self) -> Value {
+        let c = self.counts();
+        json!({
+            "node": self.node,
+            "node_ip": self.node_ip.map(|i| i.to_string()),
+            "internal": self.internal.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "gateways": self.gateways.iter().map(|g| json!({"node": g.node, "ip": g.ip.to_string()})).collect::<Vec<_>>(),
+            "slots": self.slots.iter().map(|s| json!({
+                "id": s.id.0,
+                "gateway": s.gateway,
+                "spec": s.spec.to_string(),
+                "egress_ipv4": s.v4.as_ref().map(ToString::to_string),
+                "egress_ipv6": s.v6.as_ref().map(ToString::to_string),
+                "interface": s.interface.to_string(),
+            })).collect::<Vec<_>>(),
+            "endpoints": self.endpoints.iter().map(|e| json!({"ip": e.ip.to_string(), "class": e.class.0, "endpoint": e.endpoint})).collect::<Vec<_>>(),
+            "classes": self.classes.iter().map(|t| json!({
+                "id": t.id.0,
+                "entries": t.entries.iter().map(|e| json!({"prefix": e.prefix.to_string(), "action": action(&e.action)})).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+            "gateway_tables": self.gateway_tables.iter().map(|g| json!({
+                "slot": g.slot.0,
+                "sources": g.sources.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+            "counts": {
+                "endpoints": c.endpoints, "classes": c.classes, "class_entries": c.class_entries,
+                "internal_entries": c.internal_entries, "slots": c.slots, "gateway_entries": c.gateway_entries,
+            },
+        })
+    }
+}
