@@ -184,8 +184,9 @@ pub enum Outcome {
 pub struct Consideration {
     pub policy: String,
     pub selection: Selection,
-    /// Whether Cilium's reading (pooled nodeSelectors) selects the endpoint.
-    pub cilium_selected: bool,
+    /// Whether Cilium's reading (pooled nodeSelectors) selects the endpoint;
+    /// `None` in [`decide_verdict`]'s trail, which does not compute it.
+    pub cilium_selected: Option<bool>,
     pub destination: DestinationMatch,
     pub outcome: Outcome,
 }
@@ -249,8 +250,28 @@ pub fn destination_match(p: &PolicyInfo, a: IpAddr) -> DestinationMatch {
     }
 }
 
-/// Decides the fate of a packet from `source` to `destination`.
+/// Decides the fate of a packet from `source` to `destination`, with a trail
+/// entry for every policy of the world (what `egret explain` shows).
 pub fn decide(world: &World, source: Source, destination: IpAddr) -> Decision {
+    decide_with(world, source, destination, Trail::Every)
+}
+
+/// The same decision as [`decide`] (same steps, same functions), with a trail
+/// that holds only the policies that have a destination entry containing
+/// `destination`: the others cannot be in M (step 2) and so cannot change the
+/// verdict, the winner or the gateway. For checkers that ask for many packets.
+pub fn decide_verdict(world: &World, source: Source, destination: IpAddr) -> Decision {
+    decide_with(world, source, destination, Trail::Relevant)
+}
+
+/// Which policies a decision's trail covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trail {
+    Every,
+    Relevant,
+}
+
+fn decide_with(world: &World, source: Source, destination: IpAddr, trail_of: Trail) -> Decision {
     let fam = Family::of(&destination);
     let ep = match source {
         Source::Endpoint(id) => world.live_endpoint(id),
@@ -280,12 +301,15 @@ pub fn decide(world: &World, source: Source, destination: IpAddr) -> Decision {
     let mut trail: Vec<Consideration> = world
         .policies()
         .iter()
-        .map(|p| {
-            let selection = selection(world, p, ep);
+        .filter_map(|p| {
             let destination = destination_match(p, destination);
-            Consideration {
+            if trail_of == Trail::Relevant && destination == DestinationMatch::NoEntryContains {
+                return None;
+            }
+            let selection = selection(world, p, ep);
+            Some(Consideration {
                 policy: p.name.clone(),
-                cilium_selected: world.selects(&p.ast, ep, Reading::Cilium),
+                cilium_selected: (trail_of == Trail::Every).then(|| world.selects(&p.ast, ep, Reading::Cilium)),
                 outcome: match (&selection, &destination) {
                     (Selection::NotSelected { .. }, _) => Outcome::NotSelected,
                     (_, DestinationMatch::Contains { .. }) => Outcome::Won, // provisional
@@ -293,7 +317,7 @@ pub fn decide(world: &World, source: Source, destination: IpAddr) -> Decision {
                 },
                 selection,
                 destination,
-            }
+            })
         })
         .collect();
     // M: (index in trail, rank)

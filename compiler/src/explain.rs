@@ -128,11 +128,13 @@ fn selection_text(c: &Consideration) -> Vec<String> {
         }
     }
     let egret = matches!(c.selection, Selection::Selected { .. });
-    if egret != c.cilium_selected {
+    if let Some(cilium) = c.cilium_selected
+        && egret != cilium
+    {
         v.push(format!(
             "note: Cilium's reading ({}) {} the endpoint",
             "nodeSelectors pooled across items",
-            if c.cilium_selected { "selects" } else { "does not select" }
+            if cilium { "selects" } else { "does not select" }
         ));
     }
     v

@@ -181,7 +181,7 @@ fn node_selector_pairs_with_its_item_while_cilium_pools_them() {
     // The trail records Cilium's reading too.
     let d = eval::decide(&w, Source::Ip(ip("10.1.2.2")), ip("8.8.8.8"));
     let c = d.trail.iter().find(|c| c.policy == "mixed").unwrap();
-    assert!(matches!(c.selection, Selection::Selected { item: 1 }) && !c.cilium_selected);
+    assert!(matches!(c.selection, Selection::Selected { item: 1 }) && c.cilium_selected == Some(false));
     // The Cilium view follows Cilium's reading.
     let v = cilium::view(&w, "w-1").unwrap();
     assert!(v.rows.iter().any(|r| r.source_ip.to_string() == "10.1.2.1" && r.policy == "crossed"));

@@ -667,7 +667,7 @@ fn check_plan(
             if reference[n]
                 && let Some(w) = world
             {
-                let decision = eval::decide(w, Source::Ip(s), d);
+                let decision = eval::decide_verdict(w, Source::Ip(s), d);
                 report.reference_checks += 1;
                 if decision.verdict.action() != exp.action {
                     return Err(EquivError::Reference {

@@ -108,6 +108,10 @@ pub fn check_equivalence(w: &World) -> usize {
             for dst in reps {
                 let d = eval::decide(w, Source::Ip(*src), *dst);
                 let want = d.verdict.action();
+                // the trail-light evaluator the code generator's checker uses decides the same
+                let quick = eval::decide_verdict(w, Source::Ip(*src), *dst);
+                assert_eq!(quick.verdict, d.verdict, "{src} -> {dst}: decide_verdict differs from decide");
+                assert_eq!(quick.winner, d.winner, "{src} -> {dst}: winner differs");
                 if let Some(n) = e.node {
                     let name = &w.node(n).name;
                     let plan = &plans[name];
