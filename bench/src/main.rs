@@ -14,10 +14,47 @@ struct Cli {
 enum Command {
     /// Print the Cilium-equivalent classifier (assembly, as verified) used as the anchor.
     CiliumProgram,
+    /// Map footprint per node, egret vs Cilium's layout, for small/medium/large synthetic clusters.
+    Footprint {
+        /// Which shapes to measure.
+        #[arg(long, value_delimiter = ',', default_values = ["small", "medium", "large"])]
+        shapes: Vec<String>,
+        /// Also write the rows as JSON to this file.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+    },
+}
+
+fn footprint(shapes: &[String], json: Option<&std::path::Path>) -> anyhow::Result<()> {
+    use egret_compiler::synth;
+    let mut rows = Vec::new();
+    for name in shapes {
+        let (label, shape) = match name.as_str() {
+            "small" => ("small", synth::SMALL),
+            "medium" => ("medium", synth::MEDIUM),
+            "large" => ("large", synth::LARGE),
+            other => anyhow::bail!("unknown shape `{other}` (small, medium, large)"),
+        };
+        let row = egret_bench::footprint::measure(label, &shape)?;
+        eprintln!("{label}: measured in {:.1} s", row.seconds);
+        rows.push(row);
+    }
+    print!("{}", egret_bench::footprint::table(&rows));
+    if let Some(path) = json {
+        std::fs::write(path, serde_json::to_string_pretty(&rows)? + "\n")?;
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
     match Cli::parse().command {
+        Command::Footprint { shapes, json } => match footprint(&shapes, json.as_deref()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::CiliumProgram => match egret_bench::cilium_dp::program() {
             Ok((p, maps)) => match egret_bpf::verifier::verify(&p, &maps) {
                 Ok(_) => {

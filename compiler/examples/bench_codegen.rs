@@ -14,137 +14,21 @@ use egret_compiler::codegen::{self, Options, equiv};
 use egret_compiler::compile::Session;
 use egret_compiler::plan::{Plan, Verified};
 use egret_compiler::resolve::{Options as ResolveOptions, World};
-use egret_lang::ast::{Bundle, GatewaySpec, LabelSelector, Labels, Namespace, Node, Origin, Pod, Policy, SelectorItem};
-use egret_lang::net::Cidr;
-use egret_lang::source::{Span, Spanned};
+use egret_lang::ast::Bundle;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
-const NODES: usize = 5_000;
-const GATEWAYS: usize = 20;
-const PODS: usize = 100_000;
-const NAMESPACES: usize = 50;
-const POLICIES: usize = 1_000;
-const APPS: usize = 2_000;
+use egret_compiler::synth::{self, labels, sp, v4};
 
-fn sp<T>(v: T) -> Spanned<T> {
-    Spanned::new(v, Span::default())
+const SHAPE: synth::Shape = synth::LARGE;
+const POLICIES: usize = SHAPE.policies;
+
+fn bundle() -> egret_lang::ast::Bundle {
+    synth::bundle(&SHAPE)
 }
 
-fn labels(pairs: &[(&str, String)]) -> Labels {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
-}
-
-fn selector(pairs: &[(&str, String)]) -> LabelSelector {
-    LabelSelector {
-        span: Span::default(),
-        match_labels: pairs.iter().map(|(k, v)| (sp(k.to_string()), sp(v.clone()))).collect(),
-        match_expressions: Vec::new(),
-    }
-}
-
-fn v4(a: u8, b: u8, c: u8, d: u8, len: u8) -> Cidr {
-    Cidr::new(IpAddr::V4(Ipv4Addr::new(a, b, c, d)), len)
-}
-
-fn node_ip(i: usize) -> Ipv4Addr {
-    Ipv4Addr::from(u32::from(Ipv4Addr::new(100, 64, 0, 0)) + i as u32 + 1)
-}
-
-fn pod(i: usize) -> Pod {
-    let n = i % NODES;
-    let slot = i / NODES + 2;
-    Pod {
-        span: Span::default(),
-        namespace: format!("ns-{:02}", i % NAMESPACES),
-        name: sp(format!("app-{:04}-{i:06}", i % APPS)),
-        uid: format!("{:08x}-25a0-409d-952c-{:012x}", i.wrapping_mul(2_654_435_761) as u32, i),
-        labels: labels(&[
-            ("app", format!("app-{:04}", i % APPS)),
-            ("tier", if i.is_multiple_of(2) { "web" } else { "db" }.into()),
-        ]),
-        node_name: Some(format!("node-{n:05}")),
-        host_network: false,
-        pod_ips: vec![IpAddr::V4(Ipv4Addr::new(10, (n / 256) as u8, (n % 256) as u8, slot as u8))],
-        phase: Some("Running".into()),
-    }
-}
-
-fn bundle() -> Bundle {
-    let mut b = Bundle::default();
-    for i in 0..NODES {
-        let mut l = labels(&[("zone", format!("z{}", i % 3))]);
-        if i < GATEWAYS {
-            l.insert("egress-gw".into(), format!("g{i:02}"));
-        }
-        b.cluster.nodes.push(Node {
-            span: Span::default(),
-            name: sp(format!("node-{i:05}")),
-            uid: String::new(),
-            labels: l,
-            internal_ips: vec![IpAddr::V4(node_ip(i))],
-            pod_cidrs: vec![v4(10, (i / 256) as u8, (i % 256) as u8, 0, 24)],
-            ready: Some(true),
-        });
-    }
-    for i in 0..NAMESPACES {
-        b.cluster.namespaces.push(Namespace {
-            span: Span::default(),
-            name: sp(format!("ns-{i:02}")),
-            labels: labels(&[("team", format!("t{}", i % 10))]),
-        });
-    }
-    for i in 0..PODS {
-        b.cluster.pods.push(pod(i));
-    }
-    for j in 0..POLICIES {
-        let broad = j % 50 == 0;
-        let selectors = if broad {
-            vec![SelectorItem {
-                span: Span::default(),
-                pod_selector: Some(selector(&[("tier", "web".into())])),
-                namespace_selector: Some(selector(&[("team", format!("t{}", (j / 50) % 10))])),
-                node_selector: None,
-            }]
-        } else {
-            (0..2)
-                .map(|k| SelectorItem {
-                    span: Span::default(),
-                    pod_selector: Some(selector(&[("app", format!("app-{:04}", (2 * j + k) % APPS))])),
-                    namespace_selector: None,
-                    node_selector: None,
-                })
-                .collect()
-        };
-        // Destination k: a /20 in 11.0.0.0-160.255.255.255; exclusions: a /24
-        // inside destinations 1, 2 and 3.
-        let first = |k: usize| 11 + ((j * 7 + k * 13) % 150) as u8;
-        let mut dests: Vec<Cidr> = (0..10).map(|k| v4(first(k), (j % 256) as u8, (k * 16) as u8, 0, 20)).collect();
-        if broad {
-            dests[0] = v4(0, 0, 0, 0, 0);
-        }
-        let excl: Vec<Cidr> = (1..4).map(|k| v4(first(k), (j % 256) as u8, (k * 16 + 1) as u8, 0, 24)).collect();
-        let gw = |g: usize| GatewaySpec {
-            span: Span::default(),
-            node_selector: selector(&[("egress-gw", format!("g{:02}", g % GATEWAYS))]),
-            egress_ip: Some(sp(IpAddr::V4(Ipv4Addr::new(198, 18, (g % GATEWAYS) as u8, 1)))),
-            interface: None,
-        };
-        b.policies.push(Policy {
-            name: sp(format!("policy-{j:04}")),
-            uid: None,
-            namespace: None,
-            origin: Origin::Crd,
-            span: Span::default(),
-            spec_span: Span::default(),
-            selectors,
-            destination_cidrs: dests.into_iter().map(sp).collect(),
-            excluded_cidrs: excl.into_iter().map(sp).collect(),
-            egress_gateway: if j % 5 == 0 { None } else { Some(gw(j)) },
-            egress_gateways: if j % 5 == 0 { vec![gw(j), gw(j + 1)] } else { Vec::new() },
-        });
-    }
-    b
+fn pod(i: usize) -> egret_lang::ast::Pod {
+    synth::pod(&SHAPE, i)
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {

@@ -47,3 +47,4 @@ pub mod diff;
 pub mod eval;
 pub mod explain;
 pub mod plan;
+pub mod synth;
