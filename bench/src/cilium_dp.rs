@@ -90,11 +90,16 @@ out:
     exit
 ";
 
-/// The program and its maps.
+/// The program and its maps (policy map of Cilium's default size).
 pub fn program() -> Result<(Program, Vec<MapDef>), String> {
+    program_sized(CILIUM_MAP_SIZE)
+}
+
+/// The program with a policy map of `max_entries` (benchmarks beyond Cilium's cap).
+pub fn program_sized(max_entries: u32) -> Result<(Program, Vec<MapDef>), String> {
     let program = egret_bpf::asm::assemble("cilium_equiv", SOURCE).map_err(|e| e.to_string())?.program;
     let maps = vec![
-        MapDef::new(POLICY_MAP, MapKind::LpmTrie, 12, 8, CILIUM_MAP_SIZE).map_err(|e| e.to_string())?,
+        MapDef::new(POLICY_MAP, MapKind::LpmTrie, 12, 8, max_entries).map_err(|e| e.to_string())?,
         MapDef::new(COUNTERS, MapKind::PercpuArray, 4, 8, 4).map_err(|e| e.to_string())?,
     ];
     Ok((program, maps))

@@ -2,7 +2,9 @@
 //!
 //! - [`cilium_dp`]: the Cilium-equivalent classifier (one LPM trie keyed by
 //!   source IP and destination prefix, Cilium's key and value layout).
+//! - [`classify`]: per-packet cost with BPF_PROG_TEST_RUN, egret vs the anchor vs a floor.
 //! - [`footprint`]: map footprint per node, egret's layout against Cilium's.
 
 pub mod cilium_dp;
+pub mod classify;
 pub mod footprint;

@@ -14,6 +14,22 @@ struct Cli {
 enum Command {
     /// Print the Cilium-equivalent classifier (assembly, as verified) used as the anchor.
     CiliumProgram,
+    /// Per-packet classification cost (BPF_PROG_TEST_RUN; needs root): egret vs the Cilium-equivalent vs a floor.
+    Classify {
+        #[arg(long, value_delimiter = ',', default_values = ["1", "8", "64", "1000", "10000"])]
+        prefixes: Vec<usize>,
+        #[arg(long, value_delimiter = ',', default_values = ["1", "10", "1000"])]
+        endpoints: Vec<usize>,
+        /// Force egret's layout (default: its automatic choice).
+        #[arg(long)]
+        layout: Option<String>,
+        #[arg(long, default_value_t = 5)]
+        trials: usize,
+        #[arg(long, default_value_t = 1_000_000)]
+        repeat: u32,
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+    },
     /// Map footprint per node, egret vs Cilium's layout, for small/medium/large synthetic clusters.
     Footprint {
         /// Which shapes to measure.
@@ -46,8 +62,47 @@ fn footprint(shapes: &[String], json: Option<&std::path::Path>) -> anyhow::Resul
     Ok(())
 }
 
+fn classify(
+    prefixes: &[usize],
+    endpoints: &[usize],
+    layout: Option<&str>,
+    trials: usize,
+    repeat: u32,
+    json: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    use egret_compiler::codegen::Layout;
+    let layout = match layout {
+        None => None,
+        Some("inline") => Some(Layout::Inline),
+        Some("maps") => Some(Layout::Maps),
+        Some(other) => anyhow::bail!("unknown layout `{other}` (inline, maps)"),
+    };
+    let mut rows = Vec::new();
+    for &p in prefixes {
+        for &e in endpoints {
+            let row = egret_bench::classify::measure(p, e, layout, trials, repeat)?;
+            eprintln!("{p} prefixes × {e} endpoints: egret {:.1} ns, Cilium-equivalent {:?} ns", row.egret_ns, row.cilium_ns);
+            rows.push(row);
+        }
+    }
+    print!("{}", egret_bench::classify::table(&rows));
+    if let Some(path) = json {
+        std::fs::write(path, serde_json::to_string_pretty(&rows)? + "\n")?;
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     match Cli::parse().command {
+        Command::Classify { prefixes, endpoints, layout, trials, repeat, json } => {
+            match classify(&prefixes, &endpoints, layout.as_deref(), trials, repeat, json.as_deref()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Footprint { shapes, json } => match footprint(&shapes, json.as_deref()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -38,8 +38,8 @@ pub enum AttachPoint {
     EgressIngress,
 }
 
-/// How the loader fills a hole on the node.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// How the loader fills a hole (or a late-bound map value field) on the node.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum HoleSource {
     /// The ifindex of a link, by name (e.g. `egret0`).
@@ -50,11 +50,51 @@ pub enum HoleSource {
     SlotIpv4 { slot: u32 },
 }
 
+/// A program of the artifact: where it is attached and/or which
+/// `prog_array` slot it fills.
+///
+/// Contract: a program has an attach point, a tail-call slot, or both (the
+/// loader rejects a program with neither). `attach` and `tail_call` are
+/// omitted from the JSON when absent, so an attached program without a slot
+/// serializes (and digests) exactly as in artifacts written before tail-call
+/// targets existed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProgramSpec {
     /// Program (function symbol) name in the object.
     pub name: String,
-    pub attach: AttachPoint,
+    /// Where it is attached; `None` for a pure tail-call target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attach: Option<AttachPoint>,
+    /// The `prog_array` slot the loader fills with this program (of the same
+    /// generation), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tail_call: Option<TailCallSlot>,
+}
+
+impl ProgramSpec {
+    /// A program attached at `attach`.
+    #[must_use]
+    pub fn attached(name: impl Into<String>, attach: AttachPoint) -> ProgramSpec {
+        ProgramSpec { name: name.into(), attach: Some(attach), tail_call: None }
+    }
+
+    /// An unattached program that fills slot `index` of the `prog_array` `map`.
+    #[must_use]
+    pub fn tail_call_target(name: impl Into<String>, map: impl Into<String>, index: u32) -> ProgramSpec {
+        ProgramSpec { name: name.into(), attach: None, tail_call: Some(TailCallSlot { map: map.into(), index }) }
+    }
+}
+
+/// A slot of a `prog_array` map. The map's image must be empty: the loader
+/// writes each slot with the file descriptor of the program that names it,
+/// loaded in the same generation, so a generation swap replaces the tail-call
+/// targets together with the programs that call them.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct TailCallSlot {
+    /// The `prog_array` map's name.
+    pub map: String,
+    /// The slot (map key).
+    pub index: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,6 +108,45 @@ pub struct HoleSpec {
 pub struct Entry {
     pub key: String,
     pub value: String,
+    /// Value fields the loader overwrites on the node before writing the
+    /// entry (node-local facts: an interface's ifindex, a slot's egress
+    /// address). Omitted when empty, so entries without late fields encode
+    /// and digest as before.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub late: Vec<LateField>,
+}
+
+/// A 4-byte field of a map value that the loader fills on the node from a
+/// [`HoleSource`] (the bytes in `value` there are placeholders, zero).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct LateField {
+    /// Byte offset in the value; `offset + 4 <= value_size`.
+    pub offset: u32,
+    /// Where the value comes from.
+    pub source: HoleSource,
+    /// How the resolved `u32` is written.
+    pub encoding: FieldEncoding,
+}
+
+/// Byte order of a [`LateField`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FieldEncoding {
+    /// Little-endian `u32` (host integers: ifindexes).
+    Le32,
+    /// Big-endian `u32` (addresses in network byte order).
+    Be32,
+}
+
+impl FieldEncoding {
+    /// The bytes of `v` in this encoding.
+    #[must_use]
+    pub fn bytes(self, v: u32) -> [u8; 4] {
+        match self {
+            FieldEncoding::Le32 => v.to_le_bytes(),
+            FieldEncoding::Be32 => v.to_be_bytes(),
+        }
+    }
 }
 
 /// A map's definition and initial content.
@@ -99,7 +178,12 @@ impl MapImage {
 
     /// Adds an entry; sizes are checked by [`Manifest::check`].
     pub fn push(&mut self, key: &[u8], value: &[u8]) {
-        self.entries.push(Entry { key: hex(key), value: hex(value) });
+        self.entries.push(Entry { key: hex(key), value: hex(value), late: Vec::new() });
+    }
+
+    /// Adds an entry with late-bound value fields.
+    pub fn push_late(&mut self, key: &[u8], value: &[u8], late: Vec<LateField>) {
+        self.entries.push(Entry { key: hex(key), value: hex(value), late });
     }
 
     /// Decoded entries.
@@ -226,6 +310,13 @@ impl Artifact {
                     message: format!("{} entries exceed max_entries {}", entries.len(), m.max_entries),
                 });
             }
+            if let Some(f) = m.entries.iter().flat_map(|e| &e.late).find(|f| f.offset.saturating_add(4) > m.value_size)
+            {
+                return Err(ArtifactError::Map {
+                    map: m.name.clone(),
+                    message: format!("late field at offset {} exceeds the {}-byte value", f.offset, m.value_size),
+                });
+            }
             for (k, v) in &entries {
                 if k.len() != m.key_size as usize || v.len() != m.value_size as usize {
                     return Err(ArtifactError::Map {
@@ -327,7 +418,7 @@ mod tests {
         let a = Artifact::new(
             "n1",
             vec![1, 2, 3],
-            vec![ProgramSpec { name: "egret_src".into(), attach: AttachPoint::PodVethIngress }],
+            vec![ProgramSpec::attached("egret_src", AttachPoint::PodVethIngress)],
             vec![HoleSpec { name: "tunnel_ifindex".into(), source: HoleSource::Ifindex { link: "egret0".into() } }],
             vec![img],
         );
@@ -346,10 +437,32 @@ mod tests {
         let mut c = b.clone();
         c.manifest.maps[0].entries[0].value = "01000000".into();
         assert!(matches!(c.check(), Err(ArtifactError::Digest { .. })));
+        let mut e = b.clone();
+        e.manifest.maps[0].entries[0].late =
+            vec![LateField { offset: 1, source: HoleSource::SlotIpv4 { slot: 1 }, encoding: FieldEncoding::Be32 }];
+        e.manifest.digest = digest(&e.object, &e.manifest);
+        assert!(matches!(e.check(), Err(ArtifactError::Map { message, .. }) if message.contains("late field")));
+        e.manifest.maps[0].entries[0].late[0].offset = 0;
+        e.manifest.digest = digest(&e.object, &e.manifest);
+        e.check().expect("a late field inside the value");
+        assert_eq!(FieldEncoding::Be32.bytes(0x0a00_0001), [10, 0, 0, 1]);
         let mut d = b.clone();
         d.manifest.maps[0].entries[0].key = "0a".into();
         d.manifest.digest = digest(&d.object, &d.manifest);
         assert!(matches!(d.check(), Err(ArtifactError::Map { .. })));
         std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
+    fn program_specs_serialize_compatibly() {
+        let attached = ProgramSpec::attached("egret_src", AttachPoint::PodVethIngress);
+        let json = serde_json::to_string(&attached).expect("json");
+        // the pre-tail-call encoding: digests of existing artifacts are unchanged
+        assert_eq!(json, r#"{"name":"egret_src","attach":"pod-veth-ingress"}"#);
+        assert_eq!(serde_json::from_str::<ProgramSpec>(&json).expect("parses"), attached);
+        let target = ProgramSpec::tail_call_target("egret_gw_local", "egret_gw_progs", 0);
+        let json = serde_json::to_string(&target).expect("json");
+        assert_eq!(json, r#"{"name":"egret_gw_local","tail_call":{"map":"egret_gw_progs","index":0}}"#);
+        assert_eq!(serde_json::from_str::<ProgramSpec>(&json).expect("parses"), target);
     }
 }

@@ -7,15 +7,21 @@
 //! 2. the node, if the loader serves a named node;
 //! 3. the object parses (`egret_bpf::elf::read_object`);
 //! 4. programs: every manifest program is in the object, every object program
-//!    is in the manifest, at most one program per attach point;
+//!    is in the manifest, at most one program per attach point, every program
+//!    has an attach point or a tail-call slot (or both);
 //! 5. maps: one image per object map, none for maps the object lacks, and each
 //!    image's kind, key size, value size, capacity and flags equal the object's;
-//! 6. holes: every hole of every program has exactly one source.
+//!    `prog_array` images are empty (their slots hold program fds, which only
+//!    the loader knows);
+//! 6. tail-call slots: each names a `prog_array` map of the object, an index
+//!    below its capacity, and no slot is named twice;
+//! 7. holes: every hole of every program has exactly one source.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use egret_bpf::artifact::{Artifact, AttachPoint, HoleSource, kind_name};
+use egret_bpf::artifact::{Artifact, AttachPoint, HoleSource, TailCallSlot, kind_name};
 use egret_bpf::elf::{ParsedObject, read_object};
+use egret_bpf::maps::MapKind;
 
 use crate::error::LoaderError;
 use crate::pins::attach_point_name;
@@ -38,6 +44,10 @@ pub struct CheckedArtifact<'a> {
     artifact: &'a Artifact,
     /// Program per attach point.
     programs: BTreeMap<AttachPoint, String>,
+    /// Every program of the manifest, in manifest order (attached or not).
+    all_programs: Vec<String>,
+    /// Tail-call slot → the program that fills it.
+    tail_calls: BTreeMap<TailCallSlot, String>,
     /// Decoded map images in manifest order.
     images: Vec<DecodedImage>,
     /// Hole name → source.
@@ -55,6 +65,18 @@ impl<'a> CheckedArtifact<'a> {
     #[must_use]
     pub fn programs(&self) -> &BTreeMap<AttachPoint, String> {
         &self.programs
+    }
+
+    /// Every program to load, in manifest order (attached and tail-call targets).
+    #[must_use]
+    pub fn all_programs(&self) -> &[String] {
+        &self.all_programs
+    }
+
+    /// Tail-call slots and the program each is filled with.
+    #[must_use]
+    pub fn tail_calls(&self) -> &BTreeMap<TailCallSlot, String> {
+        &self.tail_calls
     }
 
     /// Decoded map images, in manifest order.
@@ -86,8 +108,10 @@ pub fn check_artifact<'a>(artifact: &'a Artifact, node: Option<&str>) -> Result<
     let parsed = read_object(&artifact.object).map_err(|source| LoaderError::CorruptObject { source })?;
     let programs = check_programs(artifact, &parsed)?;
     let images = check_maps(artifact, &parsed)?;
+    let tail_calls = check_tail_calls(artifact, &parsed)?;
     let holes = check_holes(artifact, &parsed)?;
-    Ok(CheckedArtifact { artifact, programs, images, holes })
+    let all_programs = m.programs.iter().map(|p| p.name.clone()).collect();
+    Ok(CheckedArtifact { artifact, programs, all_programs, tail_calls, images, holes })
 }
 
 fn check_programs(artifact: &Artifact, parsed: &ParsedObject) -> Result<BTreeMap<AttachPoint, String>, LoaderError> {
@@ -97,14 +121,20 @@ fn check_programs(artifact: &Artifact, parsed: &ParsedObject) -> Result<BTreeMap
         if !in_object.contains(spec.name.as_str()) {
             return Err(LoaderError::ProgramMissing { program: spec.name.clone() });
         }
-        if let Some(first) = by_attach.get(&spec.attach) {
+        let Some(attach) = spec.attach else {
+            if spec.tail_call.is_none() {
+                return Err(LoaderError::ProgramUnused { program: spec.name.clone() });
+            }
+            continue;
+        };
+        if let Some(first) = by_attach.get(&attach) {
             return Err(LoaderError::DuplicateAttachPoint {
-                attach: attach_point_name(spec.attach),
+                attach: attach_point_name(attach),
                 first: first.clone(),
                 second: spec.name.clone(),
             });
         }
-        by_attach.insert(spec.attach, spec.name.clone());
+        by_attach.insert(attach, spec.name.clone());
     }
     let listed: BTreeSet<&str> = artifact.manifest.programs.iter().map(|p| p.name.as_str()).collect();
     if let Some(extra) = in_object.iter().find(|p| !listed.contains(*p)) {
@@ -141,12 +171,41 @@ fn check_maps(artifact: &Artifact, parsed: &ParsedObject) -> Result<Vec<DecodedI
             }
         }
         let entries = img.decoded().map_err(|source| LoaderError::InvalidArtifact { source })?;
+        if def.kind == MapKind::ProgArray && !entries.is_empty() {
+            return Err(LoaderError::ProgArrayImage { map: img.name.clone(), entries: entries.len() });
+        }
         images.push(DecodedImage { name: img.name.clone(), entries });
     }
     if let Some(missing) = parsed.maps.iter().find(|d| !seen.contains(d.name.as_str())) {
         return Err(LoaderError::MapImageMissing { map: missing.name.clone() });
     }
     Ok(images)
+}
+
+fn check_tail_calls(artifact: &Artifact, parsed: &ParsedObject) -> Result<BTreeMap<TailCallSlot, String>, LoaderError> {
+    let mut slots = BTreeMap::new();
+    for spec in &artifact.manifest.programs {
+        let Some(slot) = &spec.tail_call else { continue };
+        let invalid = |reason: String| LoaderError::TailCallInvalid {
+            program: spec.name.clone(),
+            map: slot.map.clone(),
+            index: slot.index,
+            reason,
+        };
+        let Some(def) = parsed.maps.iter().find(|d| d.name == slot.map) else {
+            return Err(invalid("the object has no such map".into()));
+        };
+        if def.kind != MapKind::ProgArray {
+            return Err(invalid(format!("the map is a {}, not a prog_array", kind_name(def.kind))));
+        }
+        if slot.index >= def.max_entries {
+            return Err(invalid(format!("index out of range (max_entries {})", def.max_entries)));
+        }
+        if let Some(first) = slots.insert(slot.clone(), spec.name.clone()) {
+            return Err(invalid(format!("the slot is already filled by `{first}`")));
+        }
+    }
+    Ok(slots)
 }
 
 fn check_holes(artifact: &Artifact, parsed: &ParsedObject) -> Result<BTreeMap<String, HoleSource>, LoaderError> {
@@ -169,7 +228,7 @@ fn check_holes(artifact: &Artifact, parsed: &ParsedObject) -> Result<BTreeMap<St
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::demo::{DemoSpec, Verdict, demo_artifact};
+    use crate::demo::{DemoSpec, TAIL_MAP, TAIL_TARGET_PROGRAM, Verdict, demo_artifact, tail_call_artifact};
     use egret_bpf::artifact::{HoleSpec, MapImage, ProgramSpec};
     use std::net::Ipv4Addr;
 
@@ -198,6 +257,39 @@ mod tests {
     }
 
     #[test]
+    fn tail_call_targets_are_checked() {
+        let a = tail_call_artifact("n1", 1).expect("demo builds");
+        let c = check_artifact(&a, None).expect("checks");
+        assert_eq!(c.programs().len(), 1, "only the entry is attached");
+        assert_eq!(c.all_programs().len(), 2);
+        let slot = TailCallSlot { map: TAIL_MAP.into(), index: 0 };
+        assert_eq!(c.tail_calls().get(&slot).map(String::as_str), Some(TAIL_TARGET_PROGRAM));
+
+        let r = remade(&a, |p, _, _| p[1].tail_call = Some(TailCallSlot { map: "nope".into(), index: 0 }));
+        assert!(matches!(check_artifact(&r, None), Err(LoaderError::TailCallInvalid { map, .. }) if map == "nope"));
+        let r = remade(&a, |p, _, _| p[1].tail_call = Some(TailCallSlot { map: TAIL_MAP.into(), index: 2 }));
+        assert!(
+            matches!(check_artifact(&r, None), Err(LoaderError::TailCallInvalid { reason, .. }) if reason.contains("range"))
+        );
+        let r = remade(&a, |p, _, _| p[0].tail_call = Some(TailCallSlot { map: TAIL_MAP.into(), index: 0 }));
+        assert!(
+            matches!(check_artifact(&r, None), Err(LoaderError::TailCallInvalid { reason, .. }) if reason.contains("already"))
+        );
+        // a slot written as raw bytes would be an fd of nobody knows what
+        let r = remade(&a, |_, _, m| m[0].push(&0u32.to_le_bytes(), &3u32.to_le_bytes()));
+        assert!(matches!(check_artifact(&r, None), Err(LoaderError::ProgArrayImage { entries: 1, .. })));
+        let r = remade(&a, |p, _, _| p[1].tail_call = None);
+        assert!(matches!(check_artifact(&r, None), Err(LoaderError::ProgramUnused { .. })));
+
+        // a target that is not a prog_array
+        let d = sample();
+        let r = remade(&d, |p, _, _| p[1].tail_call = Some(TailCallSlot { map: "verdicts".into(), index: 0 }));
+        assert!(
+            matches!(check_artifact(&r, None), Err(LoaderError::TailCallInvalid { reason, .. }) if reason.contains("not a prog_array"))
+        );
+    }
+
+    #[test]
     fn each_failure_has_its_variant() {
         let a = sample();
         assert!(matches!(check_artifact(&a, Some("n2")), Err(LoaderError::WrongNode { .. })));
@@ -209,7 +301,7 @@ mod tests {
         let garbage = Artifact::new("n1", b"not an elf".to_vec(), vec![], vec![], vec![]);
         assert!(matches!(check_artifact(&garbage, None), Err(LoaderError::CorruptObject { .. })));
 
-        let r = remade(&a, |p, _, _| p.push(ProgramSpec { name: "nope".into(), attach: AttachPoint::EgressIngress }));
+        let r = remade(&a, |p, _, _| p.push(ProgramSpec::attached("nope", AttachPoint::EgressIngress)));
         assert!(matches!(check_artifact(&r, None), Err(LoaderError::ProgramMissing { program }) if program == "nope"));
 
         let r = remade(&a, |p, _, _| {
@@ -239,6 +331,9 @@ mod tests {
             m.pop();
         });
         assert!(matches!(check_artifact(&r, None), Err(LoaderError::MapImageMissing { .. })));
+
+        let r = remade(&a, |p, _, _| p[1].attach = None);
+        assert!(matches!(check_artifact(&r, None), Err(LoaderError::ProgramUnused { .. })));
 
         let r = remade(&a, |_, h, _| h.retain(|h| h.name != "gen_tag"));
         assert!(matches!(check_artifact(&r, None), Err(LoaderError::HoleUnsourced { hole }) if hole == "gen_tag"));

@@ -232,12 +232,12 @@ pub fn demo_artifact(spec: &DemoSpec) -> Result<Artifact, DemoError> {
         assemble(CLASSIFY_PROGRAM, CLASSIFY).map_err(|source| DemoError::Asm { program: CLASSIFY_PROGRAM, source })?;
     let maps = classify.maps.clone();
     let mut programs = vec![classify.program];
-    let mut specs = vec![ProgramSpec { name: CLASSIFY_PROGRAM.into(), attach: AttachPoint::PodVethIngress }];
+    let mut specs = vec![ProgramSpec::attached(CLASSIFY_PROGRAM, AttachPoint::PodVethIngress)];
     if spec.tunnel_program {
         let tunnel =
             assemble(TUNNEL_PROGRAM, TUNNEL).map_err(|source| DemoError::Asm { program: TUNNEL_PROGRAM, source })?;
         programs.push(tunnel.program);
-        specs.push(ProgramSpec { name: TUNNEL_PROGRAM.into(), attach: AttachPoint::TunnelIngress });
+        specs.push(ProgramSpec::attached(TUNNEL_PROGRAM, AttachPoint::TunnelIngress));
     }
     let object = verify_and_write(&programs, &maps, DEFAULT_LICENSE).map_err(|source| DemoError::Elf { source })?;
     let total = spec.verdicts.len() + spec.filler_entries as usize;
@@ -257,6 +257,62 @@ pub fn demo_artifact(spec: &DemoSpec) -> Result<Artifact, DemoError> {
         HoleSpec { name: "marker_ifindex".into(), source: HoleSource::Ifindex { link: spec.marker_interface.clone() } },
     ];
     Ok(Artifact::new(&spec.node, object, specs, holes, images))
+}
+
+/// Name of the tail-calling entry program of [`tail_call_artifact`].
+pub const TAIL_ENTRY_PROGRAM: &str = "demo_tail_entry";
+/// Name of the tail-call target of [`tail_call_artifact`].
+pub const TAIL_TARGET_PROGRAM: &str = "demo_tail_target";
+/// The `prog_array` of [`tail_call_artifact`].
+pub const TAIL_MAP: &str = "demo_progs";
+
+const TAIL_ENTRY: &str = "
+.map demo_progs, prog_array, key_size=4, value_size=4, max_entries=2
+    r2 = map[demo_progs] ll
+    r3 = 0
+    call tail_call
+    r0 = 2                        // TC_ACT_SHOT: the slot was empty
+    exit
+";
+
+const TAIL_TARGET: &str = "
+.equ DATA, 76
+.equ DATA_END, 80
+.equ MIN_FRAME, 50
+    r2 = *(u32 *)(r1 + DATA)
+    r3 = *(u32 *)(r1 + DATA_END)
+    r4 = r2
+    r4 += MIN_FRAME
+    if r4 > r3 goto out
+    w5 = %gen_tag
+    *(u8 *)(r2 + 46) = r5
+out:
+    r0 = 0
+    exit
+";
+
+/// A tail-call sample: `demo_tail_entry` at [`AttachPoint::PodVethIngress`]
+/// tail-calls slot 0 of `demo_progs` and drops (`TC_ACT_SHOT`) if the slot is
+/// empty; `demo_tail_target`, attached nowhere, fills that slot: it stamps
+/// the generation tag (hole `%gen_tag`) at [`STAMP_CODE_TAG`] of a frame of
+/// at least [`MIN_FRAME`] bytes and passes (`TC_ACT_OK`).
+///
+/// # Errors
+/// See [`DemoError`].
+pub fn tail_call_artifact(node: &str, tag: u8) -> Result<Artifact, DemoError> {
+    let entry = assemble(TAIL_ENTRY_PROGRAM, TAIL_ENTRY)
+        .map_err(|source| DemoError::Asm { program: TAIL_ENTRY_PROGRAM, source })?;
+    let target = assemble(TAIL_TARGET_PROGRAM, TAIL_TARGET)
+        .map_err(|source| DemoError::Asm { program: TAIL_TARGET_PROGRAM, source })?;
+    let maps = entry.maps.clone();
+    let object = verify_and_write(&[entry.program, target.program], &maps, DEFAULT_LICENSE)
+        .map_err(|source| DemoError::Elf { source })?;
+    let specs = vec![
+        ProgramSpec::attached(TAIL_ENTRY_PROGRAM, AttachPoint::PodVethIngress),
+        ProgramSpec::tail_call_target(TAIL_TARGET_PROGRAM, TAIL_MAP, 0),
+    ];
+    let holes = vec![HoleSpec { name: "gen_tag".into(), source: HoleSource::Constant { value: u64::from(tag) } }];
+    Ok(Artifact::new(node, object, specs, holes, maps.iter().map(MapImage::of).collect()))
 }
 
 #[cfg(test)]
@@ -313,6 +369,25 @@ mod tests {
         // a short frame passes unstamped
         let out = run(prog, &mut maps, &RunInput::for_frame(&frame([203, 0, 113, 2], 5)[..40])).expect("runs");
         assert_eq!(out.r0, 0);
+    }
+
+    #[test]
+    fn tail_call_sample_reaches_its_target_in_the_interpreter() {
+        let a = tail_call_artifact("n", 0x5c).expect("builds");
+        a.check().expect("valid artifact");
+        let values = BTreeMap::from([("gen_tag".to_owned(), 0x5c)]);
+        let parsed = read_object(&fill_holes(&a.object, &values).expect("fills")).expect("parses");
+        let entry = parsed.program(TAIL_ENTRY_PROGRAM).expect("entry");
+        let target = parsed.program(TAIL_TARGET_PROGRAM).expect("target");
+        let mut maps = MapStore::new(&parsed.maps);
+        // an empty slot falls through: drop
+        let out = run(entry, &mut maps, &RunInput::for_frame(&frame([203, 0, 113, 1], 1))).expect("runs");
+        assert_eq!(out.r0, 2);
+        maps.update(TAIL_MAP, &0u32.to_le_bytes(), &7u32.to_le_bytes(), 0).expect("slot");
+        let out = run(entry, &mut maps, &RunInput::for_frame(&frame([203, 0, 113, 1], 1))).expect("runs");
+        assert_eq!(out.effects.tail_call.and_then(|t| t.target), Some(7));
+        let out = run(target, &mut maps, &RunInput::for_frame(&frame([203, 0, 113, 1], 1))).expect("runs");
+        assert_eq!((out.r0, out.packet[STAMP_CODE_TAG]), (0, 0x5c));
     }
 
     #[test]

@@ -47,6 +47,59 @@ pub enum LoaderError {
         /// Program name.
         program: String,
     },
+    /// A program with neither an attach point nor a tail-call slot.
+    #[error("program `{program}` is neither attached nor a tail-call target")]
+    ProgramUnused {
+        /// Program name.
+        program: String,
+    },
+    /// A tail-call slot that cannot be filled as named.
+    #[error("program `{program}`: tail-call slot {map}[{index}]: {reason}")]
+    TailCallInvalid {
+        /// The target program.
+        program: String,
+        /// The `prog_array` map it names.
+        map: String,
+        /// The slot.
+        index: u32,
+        /// What is wrong (no such map, not a `prog_array`, out of range, slot taken).
+        reason: String,
+    },
+    /// A `prog_array` map image with entries (slots are filled from the
+    /// programs' tail-call specs, never from raw bytes).
+    #[error("map image `{map}` is a prog_array with {entries} entries; prog_array images must be empty")]
+    ProgArrayImage {
+        /// Map name.
+        map: String,
+        /// Entries in the image.
+        entries: usize,
+    },
+    /// A late-bound map value field resolved to a value that does not fit 32 bits.
+    #[error("map `{map}`: late field at offset {offset} resolved to {value}, which does not fit a u32")]
+    LateFieldRange {
+        /// Map name.
+        map: String,
+        /// Field offset in the value.
+        offset: u32,
+        /// The resolved value.
+        value: i64,
+    },
+    /// A tunnel device of egret's name that egret did not create.
+    #[error("tunnel device `{device}` is not egret's: {reason}")]
+    TunnelForeign {
+        /// Device name.
+        device: String,
+        /// Why it is left alone.
+        reason: String,
+    },
+    /// A sysctl could not be written.
+    #[error("cannot write `{path}`: {source}")]
+    Sysctl {
+        /// The `/proc/sys` path.
+        path: std::path::PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
     /// Two programs at one attach point.
     #[error("programs `{first}` and `{second}` both attach at {attach}")]
     DuplicateAttachPoint {
@@ -267,6 +320,12 @@ impl LoaderError {
             LoaderError::WrongNode { .. } => "wrong_node",
             LoaderError::ProgramMissing { .. } => "program_missing",
             LoaderError::ProgramUnlisted { .. } => "program_unlisted",
+            LoaderError::ProgramUnused { .. } => "program_unused",
+            LoaderError::TailCallInvalid { .. } => "tail_call_invalid",
+            LoaderError::ProgArrayImage { .. } => "prog_array_image",
+            LoaderError::LateFieldRange { .. } => "late_field_range",
+            LoaderError::TunnelForeign { .. } => "tunnel_foreign",
+            LoaderError::Sysctl { .. } => "sysctl",
             LoaderError::DuplicateAttachPoint { .. } => "duplicate_attach_point",
             LoaderError::MapImageMismatch { .. } => "map_image_mismatch",
             LoaderError::MapImageUnknown { .. } => "map_image_unknown",

@@ -2,7 +2,9 @@
 //!
 //! [`build`] contract: on success, `gen-N/` holds every map (created from the
 //! object, filled from its image), every program (loaded: the kernel verifier
-//! accepted it) and, pinned last, the marker; nothing is attached. On failure
+//! accepted it; tail-call targets included) and, pinned last, the marker;
+//! every `prog_array` slot a program names holds that program of generation
+//! N (so tail calls never cross generations); nothing is attached. On failure
 //! it removes `gen-N/` entirely (best effort, and a leftover without a marker is
 //! removed by the next start) and nothing outside `gen-N/` was touched.
 //!
@@ -11,6 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::io;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::Path;
 
 use aya::EbpfLoader;
@@ -97,7 +100,8 @@ fn program_error(program: &str, e: ProgramError) -> LoaderError {
     }
 }
 
-/// Builds generation `n` from a checked artifact whose holes take `values`
+/// Builds generation `n` from a checked artifact whose maps are filled from
+/// `images` (its images with late fields resolved) and whose holes take `values`
 /// (see the module doc for the contract), with `ebpf_loader` (configured once
 /// per [`crate::Loader`]: see [`ebpf_loader`]).
 ///
@@ -109,6 +113,7 @@ pub(crate) fn build(
     layout: &PinLayout,
     n: Generation,
     checked: &CheckedArtifact<'_>,
+    images: &[crate::check::DecodedImage],
     values: &BTreeMap<String, i64>,
     node: &str,
 ) -> Result<LoadedGeneration, LoaderError> {
@@ -122,7 +127,7 @@ pub(crate) fn build(
     create_dir(&layout.programs_dir(n))?;
 
     let mut ebpf = ebpf_loader.load(&filled).map_err(|e| LoaderError::ObjectLoad { source: Box::new(e) })?;
-    for crate::check::DecodedImage { name, entries } in checked.images() {
+    for crate::check::DecodedImage { name, entries } in images {
         let path = layout.map(n, name);
         let map = ebpf.map(name).ok_or_else(|| LoaderError::MapImageUnknown { map: name.clone() })?;
         map.pin(&path).map_err(|e| pin_error(&path, e))?;
@@ -139,12 +144,26 @@ pub(crate) fn build(
             })?;
         }
     }
-    for name in checked.programs().values() {
+    for name in checked.all_programs() {
         let program = ebpf.program_mut(name).ok_or_else(|| LoaderError::ProgramMissing { program: name.clone() })?;
         let prog: &mut SchedClassifier = program.try_into().map_err(|e| program_error(name, e))?;
         prog.load().map_err(|e| program_error(name, e))?;
         let path = layout.program(n, name);
         prog.pin(&path).map_err(|e| pin_error(&path, e))?;
+    }
+    // tail-call slots: the fd of the target of this generation (the kernel
+    // takes its own reference), written before the marker
+    for (slot, name) in checked.tail_calls() {
+        let program = ebpf.program(name).ok_or_else(|| LoaderError::ProgramMissing { program: name.clone() })?;
+        let prog: &SchedClassifier = program.try_into().map_err(|e| program_error(name, e))?;
+        let fd = prog.fd().map_err(|e| program_error(name, e))?.as_fd().as_raw_fd();
+        let map_error = |operation, source| LoaderError::Map { map: slot.map.clone(), operation, source };
+        let handle = MapHandle::open(&layout.map(n, &slot.map)).map_err(|e| map_error("opening its pin", e))?;
+        let fd =
+            u32::try_from(fd).map_err(|_| map_error("filling a tail-call slot", io::Error::other("negative fd")))?;
+        handle
+            .update(&slot.index.to_le_bytes(), &fd.to_le_bytes(), BPF_ANY)
+            .map_err(|e| map_error("filling a tail-call slot", e))?;
     }
 
     let meta = GenerationMeta {
@@ -199,10 +218,13 @@ pub(crate) fn open(layout: &PinLayout, meta: GenerationMeta) -> Result<LoadedGen
     let n = meta.generation;
     let mut programs = BTreeMap::new();
     for spec in &meta.programs {
+        // tail-call targets stay pinned (and referenced by their slots); only
+        // attached programs need a handle, for links
+        let Some(attach) = spec.attach else { continue };
         let path = layout.program(n, &spec.name);
         let prog = SchedClassifier::from_pin(&path).map_err(|e| program_error(&spec.name, e))?;
         let id = prog.info().map_err(|e| program_error(&spec.name, e))?.id();
-        programs.insert(spec.attach, LoadedProgram { name: spec.name.clone(), id, prog });
+        programs.insert(attach, LoadedProgram { name: spec.name.clone(), id, prog });
     }
     Ok(LoadedGeneration { meta, programs })
 }

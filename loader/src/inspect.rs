@@ -13,7 +13,7 @@ use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use egret_bpf::MapKind;
-use egret_bpf::artifact::{AttachPoint, hex};
+use egret_bpf::artifact::{AttachPoint, TailCallSlot, hex};
 use serde::Serialize;
 
 use crate::error::LoaderError;
@@ -46,8 +46,10 @@ pub struct GenerationStatus {
 pub struct ProgramStatus {
     /// Program name.
     pub name: String,
-    /// Where it attaches.
-    pub attach: AttachPoint,
+    /// Where it attaches (`None`: a tail-call target only).
+    pub attach: Option<AttachPoint>,
+    /// The `prog_array` slot it fills, if any.
+    pub tail_call: Option<TailCallSlot>,
     /// Kernel id, if its pin is there.
     pub id: Option<u32>,
 }
@@ -132,6 +134,7 @@ pub fn status(root: &Path) -> Result<Status, LoaderError> {
                         .map(|p| ProgramStatus {
                             name: p.name.clone(),
                             attach: p.attach,
+                            tail_call: p.tail_call.clone(),
                             id: g.programs.get(&p.name).copied(),
                         })
                         .collect(),
@@ -337,7 +340,12 @@ impl fmt::Display for Status {
             writeln!(f)?;
             for p in &g.programs {
                 let id = p.id.map_or_else(|| "-".to_owned(), |i| i.to_string());
-                writeln!(f, "    {:<20} {:<17} prog id {id}", p.name, attach_point_name(p.attach))?;
+                let place = match (&p.attach, &p.tail_call) {
+                    (Some(a), _) => attach_point_name(*a).to_owned(),
+                    (None, Some(t)) => format!("{}[{}]", t.map, t.index),
+                    (None, None) => "-".to_owned(),
+                };
+                writeln!(f, "    {:<20} {:<17} prog id {id}", p.name, place)?;
             }
         }
         writeln!(f, "attachments:")?;

@@ -19,6 +19,7 @@
 //! - [`inspect`]: read-only status and map dumps;
 //! - [`netdev`]: interface and pod-route lookups (rtnetlink);
 //! - [`demo`]: sample artifacts for tests, benchmarks and demos;
+//! - [`tunnel`]: creating and owning the tunnel device `egret0` (rtnetlink, sysctls);
 //! - `generation`, `links`, `sys`: building generations, link operations, raw bpf(2).
 //!
 //! Requirements: root (CAP_BPF + CAP_NET_ADMIN), a kernel with tcx (≥ 6.6),
@@ -37,6 +38,7 @@ pub mod netdev;
 pub mod pins;
 pub mod scan;
 mod sys;
+pub mod tunnel;
 
 pub use error::LoaderError;
 pub use loader::{

@@ -21,6 +21,14 @@
 //!   lifetime (released by the kernel if the process dies), so two loaders
 //!   never interleave swaps on one root; inspection ([`crate::inspect`]) takes
 //!   no lock.
+//! - **Local endpoints**: a generation that has a map named
+//!   `egret_local_eps` (the gateway templates' pod IPv4 → host-side veth
+//!   table, whose ifindexes only the node knows; its image is empty) gets
+//!   one entry per pod attached by [`PodTarget::Ip`]: written into N before
+//!   any link moves to N, and into the running generation when a pod is
+//!   attached or released. Pods attached by interface or ifindex have no
+//!   known IP and get no entry. After a restart the caller re-announces its
+//!   pods (`attach_pod` / `sync_pods` with IPs), which rewrites them.
 //! - **Namespaces**: every interface name and ifindex is resolved in the
 //!   network namespace of the calling thread; use one thread, in the node's
 //!   namespace, per loader.
@@ -31,8 +39,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use egret_bpf::artifact::{Artifact, AttachPoint, HoleSource};
+use egret_bpf::templates::LocalEndpoint;
+use egret_bpf::templates::map::LOCAL_EPS;
 
-use crate::check::{CheckedArtifact, check_artifact};
+use crate::check::{CheckedArtifact, DecodedImage, check_artifact};
 use crate::error::LoaderError;
 use crate::generation::{self, LoadedGeneration};
 use crate::links::{self, ReplaceError};
@@ -194,6 +204,8 @@ pub struct Loader {
     next: Generation,
     /// Pod interfaces that should carry the pod program: ifindex → name.
     pods: BTreeMap<u32, String>,
+    /// Pods attached by IP: IPv4 → host-side ifindex (`egret_local_eps`).
+    pod_ips: BTreeMap<Ipv4Addr, u32>,
     ebpf_loader: aya::EbpfLoader<'static>,
     /// The root directory, `flock`ed exclusively while this loader lives.
     _lock: std::fs::File,
@@ -274,8 +286,16 @@ impl Loader {
                 pods.insert(l.ifindex, name);
             }
         }
-        let loader =
-            Loader { config, layout, running, next, pods, ebpf_loader: generation::ebpf_loader(), _lock: lock };
+        let loader = Loader {
+            config,
+            layout,
+            running,
+            next,
+            pods,
+            pod_ips: BTreeMap::new(),
+            ebpf_loader: generation::ebpf_loader(),
+            _lock: lock,
+        };
         Ok((loader, recovery))
     }
 
@@ -309,24 +329,54 @@ impl Loader {
         &self.pods
     }
 
+    /// The value of a hole source on this node; `what` names the hole (or
+    /// late field) in errors.
+    fn resolve_source(&self, what: &str, source: &HoleSource) -> Result<i64, LoaderError> {
+        Ok(match source {
+            HoleSource::Ifindex { link } => i64::from(netdev::require_ifindex(link, || what.to_owned())?),
+            HoleSource::Constant { value } => *value as i64,
+            HoleSource::SlotIpv4 { slot } => {
+                let ip = self
+                    .config
+                    .slot_ipv4
+                    .get(slot)
+                    .ok_or_else(|| LoaderError::UnknownSlot { hole: what.to_owned(), slot: *slot })?;
+                i64::from(u32::from(*ip))
+            }
+        })
+    }
+
     fn resolve_holes(&self, checked: &CheckedArtifact<'_>) -> Result<BTreeMap<String, i64>, LoaderError> {
         let mut values = BTreeMap::new();
         for (hole, source) in checked.holes() {
-            let v = match source {
-                HoleSource::Ifindex { link } => i64::from(netdev::require_ifindex(link, || format!("hole %{hole}"))?),
-                HoleSource::Constant { value } => *value as i64,
-                HoleSource::SlotIpv4 { slot } => {
-                    let ip = self
-                        .config
-                        .slot_ipv4
-                        .get(slot)
-                        .ok_or_else(|| LoaderError::UnknownSlot { hole: hole.clone(), slot: *slot })?;
-                    i64::from(u32::from(*ip))
-                }
-            };
-            values.insert(hole.clone(), v);
+            values.insert(hole.clone(), self.resolve_source(&format!("hole %{hole}"), source)?);
         }
         Ok(values)
+    }
+
+    /// The map images with every late-bound value field filled on this node
+    /// (`Entry::late`: the placeholder bytes are overwritten).
+    fn resolve_images(&self, checked: &CheckedArtifact<'_>) -> Result<Vec<DecodedImage>, LoaderError> {
+        let mut images = checked.images().to_vec();
+        for (img, manifest) in images.iter_mut().zip(&checked.artifact().manifest.maps) {
+            for ((_, value), entry) in img.entries.iter_mut().zip(&manifest.entries) {
+                for f in &entry.late {
+                    let what = format!("map `{}` late field at offset {}", img.name, f.offset);
+                    let v = self.resolve_source(&what, &f.source)?;
+                    let v = u32::try_from(v).map_err(|_| LoaderError::LateFieldRange {
+                        map: img.name.clone(),
+                        offset: f.offset,
+                        value: v,
+                    })?;
+                    let at = f.offset as usize;
+                    // Artifact::check guarantees offset + 4 <= value_size
+                    if let Some(dst) = value.get_mut(at..at + 4) {
+                        dst.copy_from_slice(&f.encoding.bytes(v));
+                    }
+                }
+            }
+        }
+        Ok(images)
     }
 
     /// Interfaces each attach point of `programs` should be attached to.
@@ -368,12 +418,25 @@ impl Loader {
             return Ok(ApplyReport::Unchanged { generation: r.generation() });
         }
         let values = self.resolve_holes(&checked)?;
+        let images = self.resolve_images(&checked)?;
         self.forget_vanished_pods()?;
         let targets = self.targets(checked.programs())?;
         let n = self.next;
         self.next = n.next();
-        let mut new =
-            generation::build(&mut self.ebpf_loader, &self.layout, n, &checked, &values, &artifact.manifest.node)?;
+        let mut new = generation::build(
+            &mut self.ebpf_loader,
+            &self.layout,
+            n,
+            &checked,
+            &images,
+            &values,
+            &artifact.manifest.node,
+        )?;
+        if let Err(e) = self.write_local_eps(n, self.pod_ips.iter().map(|(ip, i)| (*ip, Some(*i)))) {
+            drop(new);
+            let _ = generation::delete(&self.layout, n);
+            return Err(e);
+        }
         let built = start.elapsed();
 
         let existing = scan::link_pins(&self.layout)?;
@@ -470,8 +533,40 @@ impl Loader {
         }
         for i in gone {
             self.pods.remove(&i);
+            self.pod_ips.retain(|_, ifindex| *ifindex != i);
         }
         Ok(())
+    }
+
+    /// Writes (`Some(ifindex)`) or deletes (`None`) `egret_local_eps`
+    /// entries of generation `g`, if it has that map.
+    fn write_local_eps(
+        &self,
+        g: Generation,
+        entries: impl IntoIterator<Item = (Ipv4Addr, Option<u32>)>,
+    ) -> Result<(), LoaderError> {
+        let path = self.layout.map(g, LOCAL_EPS);
+        if !path.exists() {
+            return Ok(());
+        }
+        let map_error = |operation, source| LoaderError::Map { map: LOCAL_EPS.into(), operation, source };
+        let handle = crate::sys::MapHandle::open(&path).map_err(|e| map_error("opening its pin", e))?;
+        for (pod, ifindex) in entries {
+            let key = pod.octets();
+            match ifindex {
+                Some(ifindex) => handle
+                    .update(&key, &LocalEndpoint { pod, ifindex }.value(), crate::sys::BPF_ANY)
+                    .map_err(|e| map_error("writing a local endpoint", e))?,
+                None => handle.delete(&key).map_err(|e| map_error("deleting a local endpoint", e))?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Local endpoints (`egret_local_eps`) the loader keeps: pod IPv4 → host-side ifindex.
+    #[must_use]
+    pub fn local_endpoints(&self) -> &BTreeMap<Ipv4Addr, u32> {
+        &self.pod_ips
     }
 
     /// Moves links back to the running generation's programs; returns how many.
@@ -504,6 +599,12 @@ impl Loader {
     pub fn attach_pod(&mut self, target: &PodTarget) -> Result<PodAttachment, LoaderError> {
         let (ifindex, interface) = Loader::resolve_pod(target)?;
         self.pods.insert(ifindex, interface.clone());
+        if let PodTarget::Ip(ip) = target {
+            self.pod_ips.insert(*ip, ifindex);
+            if let Some(g) = self.running.as_ref().map(LoadedGeneration::generation) {
+                self.write_local_eps(g, [(*ip, Some(ifindex))])?;
+            }
+        }
         let path = self.layout.link(AttachPoint::PodVethIngress, ifindex);
         if path.exists() {
             match links::info(&path) {
@@ -528,6 +629,13 @@ impl Loader {
     /// The unpin failure.
     pub fn release_pod(&mut self, ifindex: u32) -> Result<bool, LoaderError> {
         self.pods.remove(&ifindex);
+        let ips: Vec<Ipv4Addr> = self.pod_ips.iter().filter(|(_, i)| **i == ifindex).map(|(ip, _)| *ip).collect();
+        for ip in &ips {
+            self.pod_ips.remove(ip);
+        }
+        if let Some(g) = self.running.as_ref().map(LoadedGeneration::generation) {
+            self.write_local_eps(g, ips.iter().map(|ip| (*ip, None)))?;
+        }
         let path = self.layout.link(AttachPoint::PodVethIngress, ifindex);
         let existed = path.exists();
         links::release(&path)?;
@@ -540,14 +648,31 @@ impl Loader {
     /// Attach or release failures (unresolvable targets are reported in the result instead).
     pub fn sync_pods(&mut self, targets: &[PodTarget]) -> Result<SyncReport, LoaderError> {
         let mut report = SyncReport::default();
-        let mut wanted = BTreeMap::new();
+        // ifindex → the IPs targeting it (kept for `egret_local_eps`)
+        let mut wanted: BTreeMap<u32, Vec<Ipv4Addr>> = BTreeMap::new();
         for t in targets {
             match Loader::resolve_pod(t) {
-                Ok((i, n)) => {
-                    wanted.insert(i, n);
+                Ok((i, _)) => {
+                    let ips = wanted.entry(i).or_default();
+                    if let PodTarget::Ip(ip) = t {
+                        ips.push(*ip);
+                    }
                 }
                 Err(e) => report.unresolved.push((t.clone(), e)),
             }
+        }
+        // IPs no longer targeted lose their entry even if their veth stays
+        let dropped: Vec<Ipv4Addr> = self
+            .pod_ips
+            .iter()
+            .filter(|(ip, i)| !wanted.get(i).is_some_and(|ips| ips.contains(ip)))
+            .map(|(ip, _)| *ip)
+            .collect();
+        for ip in &dropped {
+            self.pod_ips.remove(ip);
+        }
+        if let Some(g) = self.running.as_ref().map(LoadedGeneration::generation) {
+            self.write_local_eps(g, dropped.iter().map(|ip| (*ip, None)))?;
         }
         let stale: Vec<u32> = self.pods.keys().filter(|i| !wanted.contains_key(i)).copied().collect();
         for i in stale {
@@ -555,8 +680,14 @@ impl Loader {
                 report.released.push(i);
             }
         }
-        for (i, _) in wanted {
-            let a = self.attach_pod(&PodTarget::Ifindex(i))?;
+        for (i, ips) in wanted {
+            let mut a = self.attach_pod(&PodTarget::Ifindex(i))?;
+            for ip in ips {
+                let b = self.attach_pod(&PodTarget::Ip(ip))?;
+                if b.ifindex == i && a.state != PodState::Attached {
+                    a = b;
+                }
+            }
             if a.state == PodState::Attached {
                 report.attached.push(i);
             }

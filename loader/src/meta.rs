@@ -124,7 +124,7 @@ mod tests {
             generation: Generation(42),
             node: "node-1".into(),
             digest: "0123456789abcdef".into(),
-            programs: vec![ProgramSpec { name: "egret_src".into(), attach: AttachPoint::PodVethIngress }],
+            programs: vec![ProgramSpec::attached("egret_src", AttachPoint::PodVethIngress)],
             maps: vec!["verdicts".into(), "counters".into()],
         }
     }

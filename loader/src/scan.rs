@@ -42,7 +42,7 @@ impl GenerationScan {
     #[must_use]
     pub fn program_ids(&self) -> BTreeMap<AttachPoint, u32> {
         let Ok(m) = &self.meta else { return BTreeMap::new() };
-        m.programs.iter().filter_map(|p| Some((p.attach, *self.programs.get(&p.name)?))).collect()
+        m.programs.iter().filter_map(|p| Some((p.attach?, *self.programs.get(&p.name)?))).collect()
     }
 }
 
@@ -278,10 +278,8 @@ mod tests {
 
     /// Generation `n` with programs `pod` (id n*10+1) and `tun` (id n*10+2) at the given points.
     fn generation(n: u64, complete: bool, points: &[AttachPoint]) -> GenerationScan {
-        let programs: Vec<ProgramSpec> = points
-            .iter()
-            .map(|a| ProgramSpec { name: pins::attach_point_name(*a).replace('-', "_"), attach: *a })
-            .collect();
+        let programs: Vec<ProgramSpec> =
+            points.iter().map(|a| ProgramSpec::attached(pins::attach_point_name(*a).replace('-', "_"), *a)).collect();
         let ids = programs.iter().enumerate().map(|(i, p)| (p.name.clone(), (n * 10 + 1 + i as u64) as u32)).collect();
         let meta = if complete {
             Ok(GenerationMeta {

@@ -21,6 +21,7 @@ use std::path::Path;
 const BPF_MAP_CREATE: u32 = 0;
 const BPF_MAP_LOOKUP_ELEM: u32 = 1;
 const BPF_MAP_UPDATE_ELEM: u32 = 2;
+const BPF_MAP_DELETE_ELEM: u32 = 3;
 const BPF_MAP_GET_NEXT_KEY: u32 = 4;
 const BPF_OBJ_PIN: u32 = 6;
 const BPF_OBJ_GET: u32 = 7;
@@ -359,6 +360,17 @@ impl MapHandle {
             flags,
         };
         bpf(BPF_MAP_UPDATE_ELEM, &mut attr).map(|_| ())
+    }
+
+    /// Deletes one element; an absent key is not an error.
+    pub fn delete(&self, key: &[u8]) -> io::Result<()> {
+        self.check_key(key)?;
+        let mut attr =
+            ElemAttr { map_fd: self.fd.as_raw_fd() as u32, pad: 0, key: key.as_ptr() as u64, value: 0, flags: 0 };
+        match bpf(BPF_MAP_DELETE_ELEM, &mut attr) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+            other => other.map(|_| ()),
+        }
     }
 
     /// Reads one element: one value per slot (one slot unless per-CPU), each

@@ -63,9 +63,22 @@ impl Node {
     }
 
     /// Closes the loader and opens another on the same root with `config`.
+    ///
+    /// The closed loader's `flock` can outlive it for a moment: a `fork` by
+    /// another test thread (spawning `ip`) shares the lock's open file until
+    /// its `exec` closes it (`O_CLOEXEC`), so `Busy` is retried briefly.
     fn reopen(&mut self, config: LoaderConfig) {
         self.loader = None;
-        self.loader = Some(Loader::open(config).expect("reopen").0);
+        for _ in 0..100 {
+            match Loader::open(config.clone()) {
+                Err(LoaderError::Busy { .. }) => std::thread::sleep(std::time::Duration::from_millis(10)),
+                other => {
+                    self.loader = Some(other.expect("reopen").0);
+                    return;
+                }
+            }
+        }
+        panic!("the root stayed locked after the loader closed");
     }
 
     /// D1 passes under A (and drops under B), stamped with A's tags.
@@ -182,7 +195,7 @@ fn verifier_rejection_reports_the_kernel_log() {
     let bad = Artifact::new(
         "n1",
         object,
-        vec![ProgramSpec { name: "unchecked".into(), attach: AttachPoint::PodVethIngress }],
+        vec![ProgramSpec::attached("unchecked", AttachPoint::PodVethIngress)],
         vec![],
         vec![],
     );
@@ -217,7 +230,7 @@ fn missing_interfaces_are_refused() {
     let mut c = LoaderConfig::new(n.fs.root());
     c.egress_interfaces = vec!["egret-out9".into()];
     n.reopen(c);
-    let egress = remade(&demo("n1", TAG_B), |p, _, _| p[1].attach = AttachPoint::EgressIngress);
+    let egress = remade(&demo("n1", TAG_B), |p, _, _| p[1].attach = Some(AttachPoint::EgressIngress));
     let err = n.refuse(&egress);
     assert!(matches!(&err, LoaderError::MissingInterface { interface, .. } if interface == "egret-out9"), "{err}");
     // a pod whose veth is gone before it is attached

@@ -56,6 +56,7 @@
 mod emit;
 pub mod equiv;
 pub mod inspect;
+pub mod node;
 pub mod partition;
 pub mod plan_text;
 pub mod reasons;
@@ -158,6 +159,10 @@ pub enum CodegenError {
     },
     #[error("cannot write `{path}`: {source}")]
     Io { path: std::path::PathBuf, source: std::io::Error },
+    #[error("map `{map}` is defined by both the classifier and the gateway templates")]
+    MapClash { map: String },
+    #[error("gateway template `{program}` does not assemble: {message}")]
+    Template { program: &'static str, message: String },
 }
 
 /// A generated classifier, before verification.
@@ -233,7 +238,7 @@ impl Generated {
         Ok(Artifact::new(
             &self.node,
             object,
-            vec![ProgramSpec { name: PROGRAM.into(), attach: AttachPoint::PodVethIngress }],
+            vec![ProgramSpec::attached(PROGRAM, AttachPoint::PodVethIngress)],
             vec![HoleSpec {
                 name: HOLE_TUNNEL_IFINDEX.into(),
                 source: HoleSource::Ifindex { link: TUNNEL_LINK.into() },

@@ -1,0 +1,171 @@
+//! A node's complete artifact: the `egret_src` classifier plus, when the
+//! node hosts endpoints or serves egress slots, the gateway datapath
+//! templates (`egret_bpf::templates`) in the same object, with their map
+//! images filled from the plan.
+//!
+//! Programs (one object; all programs share maps by name — the
+//! classifier's maps (`egret_reasons`, `egret_policy_stats`,
+//! `egret_gw_progs`, `egret_src_class`, `egret_dst_v4/v6`, `egret_actions`)
+//! and the templates' maps (`egret_local_eps`, `egret_gw_slots`,
+//! `egret_gw_allowed`, `egret_nat_v4`, `egret_rnat_v4`, `egret_gw_stats`)
+//! have disjoint names, checked by [`node_artifact`]):
+//!
+//! | program | manifest |
+//! |---|---|
+//! | `egret_src` | attach `pod-veth-ingress` |
+//! | `egret_tunnel_in` | attach `tunnel-ingress` |
+//! | `egret_gw_reply` | attach `egress-ingress` |
+//! | `egret_gw_local` | tail-call target `egret_gw_progs[0]` (filled by the loader with the program of the same generation) |
+//!
+//! The hole `%tunnel_ifindex` (classifier and `egret_gw_reply`) is one
+//! `Ifindex { link: "egret0" }` source.
+//!
+//! Map images (contract):
+//! - `egret_local_eps` is **empty**: the host-side veth ifindex of a pod is
+//!   node-local and changes with the pod; the loader (or the agent driving
+//!   it) fills it at attach time. Until then reply delivery to local pods
+//!   and `egret_gw_local` drop (`no-local-endpoint` / `spoofed-source`).
+//! - `egret_gw_slots`: one entry per IPv4 slot the node serves. The egress
+//!   address is written when known at compile time, is a late field
+//!   (`SlotIpv4 { slot }`, network byte order) when late-bound, and stays
+//!   `0.0.0.0` (drop `no-egress-ip`) when unavailable. The egress ifindex is
+//!   a late field `Ifindex { link }` when the interface is known by name;
+//!   a late-bound or unavailable interface leaves it 0 (the redirect fails:
+//!   the packet is dropped) — resolving an interface from an egress spec on
+//!   the node is not implemented.
+//! - `egret_gw_allowed`: one entry per (served slot, IPv4 source). A source
+//!   that is a local endpoint of this node is `GA_F_LOCAL` (only
+//!   `egret_gw_local` accepts it); any other source is accepted through the
+//!   tunnel **from any node** (value node 0): plans do not record the node
+//!   each source runs on, so binding a source to its node's tunnel address
+//!   is not done yet.
+//! - `egret_nat_v4`, `egret_rnat_v4`, `egret_gw_stats`, `egret_gw_progs`: empty.
+//!
+//! The equivalence checker runs on `egret_src` exactly as for a
+//! classifier-only artifact (its maps are the same; the templates' maps
+//! are extra images it loads but the classifier never reads).
+
+use super::{CodegenError, HOLE_TUNNEL_IFINDEX, Options, PROGRAM, TUNNEL_LINK, equiv, tables};
+use crate::plan::{Plan, Verified};
+use crate::resolve::{EgressIp, InterfaceBinding, World};
+use egret_bpf::MapDef;
+use egret_bpf::artifact::{
+    Artifact, AttachPoint, FieldEncoding, HoleSource, HoleSpec, LateField, MapImage, ProgramSpec,
+};
+use egret_bpf::elf;
+use egret_bpf::templates::{self, AllowedSource, GW_LOCAL_PROG_INDEX, GatewaySlot, SourceNode, Template};
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr};
+
+/// Whether the node's artifact carries the gateway templates: it hosts
+/// endpoints (reply delivery) or serves slots.
+#[must_use]
+pub fn needs_gateway(plan: &Plan) -> bool {
+    !plan.endpoints.is_empty() || !plan.slots.is_empty()
+}
+
+/// The images of the template maps for `plan` (see the module doc).
+///
+/// # Errors
+/// A slot wider than the 24-bit VNI.
+pub fn gateway_images(plan: &Plan) -> Result<Vec<MapImage>, CodegenError> {
+    let mut images: Vec<MapImage> = templates::maps().iter().map(MapImage::of).collect();
+    let image = |images: &mut Vec<MapImage>, name: &str| images.iter().position(|m| m.name == name);
+    let slots_at = image(&mut images, templates::map::GW_SLOTS);
+    let allowed_at = image(&mut images, templates::map::GW_ALLOWED);
+    if let Some(i) = slots_at {
+        for s in &plan.slots {
+            if s.id.0 > 0x00ff_ffff {
+                return Err(CodegenError::SlotTooWide { slot: s.id.0 });
+            }
+            let mut late = Vec::new();
+            let egress_ip = match &s.v4 {
+                Some(EgressIp::Known(IpAddr::V4(ip))) => *ip,
+                Some(EgressIp::LateBound { .. }) => {
+                    late.push(LateField {
+                        offset: 0,
+                        source: HoleSource::SlotIpv4 { slot: s.id.0 },
+                        encoding: FieldEncoding::Be32,
+                    });
+                    Ipv4Addr::UNSPECIFIED
+                }
+                _ => Ipv4Addr::UNSPECIFIED,
+            };
+            if let InterfaceBinding::Known { name, .. } = &s.interface {
+                late.push(LateField {
+                    offset: 4,
+                    source: HoleSource::Ifindex { link: name.clone() },
+                    encoding: FieldEncoding::Le32,
+                });
+            }
+            let entry = GatewaySlot { slot: s.id.0, egress_ip, egress_ifindex: 0 };
+            images[i].push_late(&entry.key(), &entry.value(), late);
+        }
+    }
+    if let Some(i) = allowed_at {
+        let local: BTreeSet<IpAddr> = plan.endpoints.iter().map(|e| e.ip).collect();
+        for t in &plan.gateway_tables {
+            for src in &t.sources {
+                let IpAddr::V4(v4) = src else { continue };
+                let from = if local.contains(src) { SourceNode::Local } else { SourceNode::AnyNode };
+                let entry = AllowedSource { slot: t.slot.0, src: *v4, from };
+                images[i].push(&entry.key(), &entry.value());
+            }
+        }
+    }
+    Ok(images)
+}
+
+/// Builds the node's complete artifact from a classifier-only candidate
+/// (`egret_src`, as [`super::Generated::artifact`] makes it): the same
+/// program and images, plus the templates when [`needs_gateway`].
+///
+/// # Errors
+/// Template assembly (a bug), a map-name clash, static verification, or a slot too wide.
+pub fn node_artifact(plan: &Plan, generated: &super::Generated) -> Result<Artifact, CodegenError> {
+    let classifier = generated.artifact(plan)?;
+    if !needs_gateway(plan) {
+        return Ok(classifier);
+    }
+    let mut programs = vec![generated.program.clone()];
+    let mut maps: Vec<MapDef> = generated.maps.clone();
+    let template_maps = templates::maps();
+    if let Some(clash) = template_maps.iter().find(|t| maps.iter().any(|m| m.name == t.name)) {
+        return Err(CodegenError::MapClash { map: clash.name.clone() });
+    }
+    maps.extend(template_maps);
+    let mut specs = vec![ProgramSpec::attached(PROGRAM, AttachPoint::PodVethIngress)];
+    for t in [Template::TunnelIn, Template::GwReply, Template::GwLocal] {
+        let asm = t.assemble().map_err(|e| CodegenError::Template { program: t.name(), message: e.to_string() })?;
+        programs.push(asm.program);
+        specs.push(match t.attach() {
+            Some(a) => ProgramSpec::attached(t.name(), a),
+            None => ProgramSpec::tail_call_target(t.name(), tables::GW_PROGS, GW_LOCAL_PROG_INDEX),
+        });
+    }
+    let object = elf::verify_and_write(&programs, &maps, super::LICENSE)?;
+    let mut images = classifier.manifest.maps.clone();
+    images.extend(gateway_images(plan)?);
+    // counter labels stay the classifier's: the equivalence checker requires
+    // exactly the plan's (egret_gw_stats indexes are `templates::Stat`)
+    let counters = classifier.manifest.counters.clone();
+    let holes =
+        vec![HoleSpec { name: HOLE_TUNNEL_IFINDEX.into(), source: HoleSource::Ifindex { link: TUNNEL_LINK.into() } }];
+    Ok(Artifact::new(&plan.node, object, specs, holes, images).with_counters(counters))
+}
+
+/// [`super::compile`] for the node's complete artifact: generates, builds
+/// [`node_artifact`] and equivalence-checks its `egret_src` program.
+///
+/// # Errors
+/// Any generation, verification or equivalence failure.
+pub fn compile_node(
+    plan: &Verified<Plan>,
+    options: &Options,
+    reference: Option<&World>,
+) -> Result<equiv::VerifiedArtifact, CodegenError> {
+    let g = super::generate(plan, options)?;
+    let candidate = node_artifact(plan, &g)?;
+    let check = equiv::CheckOptions { reference_limit: options.reference_limit };
+    equiv::check_with(candidate, plan, reference, &check).map_err(|e| CodegenError::Equivalence { source: Box::new(e) })
+}

@@ -1,0 +1,106 @@
+//! `egret-agent --snapshot DIR --node NAME [--bpffs ROOT] [--tunnel-port N] [--netns NAME] [--once]`
+//!
+//! Compiles the node from the snapshot directory, applies it, attaches the
+//! node's pods, and (without `--once`) re-applies whenever the directory's
+//! files change (polled every 500 ms). `--netns` enters `/run/netns/NAME`
+//! with `setns` first (`ip netns exec` would hide bpffs). One line per sync
+//! on stdout; errors on stderr.
+
+use std::fs::File;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use egret_loader::ApplyReport;
+use egret_loader::tunnel::TunnelConfig;
+use egret_runtime::{Agent, AgentConfig, AgentError, Synced};
+
+const USAGE: &str =
+    "usage: egret-agent --snapshot DIR --node NAME [--bpffs ROOT] [--tunnel-port N] [--netns NAME] [--once]";
+
+struct Args {
+    config: AgentConfig,
+    netns: Option<String>,
+    once: bool,
+}
+
+fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
+    let (mut snapshot, mut node, mut netns, mut once) = (None, None, None, false);
+    let mut bpffs = PathBuf::from(egret_loader::pins::DEFAULT_ROOT);
+    let mut tunnel = TunnelConfig::default();
+    while let Some(a) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{a} needs a value"));
+        match a.as_str() {
+            "--snapshot" => snapshot = Some(PathBuf::from(value()?)),
+            "--node" => node = Some(value()?),
+            "--bpffs" => bpffs = PathBuf::from(value()?),
+            "--netns" => netns = Some(value()?),
+            "--tunnel-port" => tunnel.dstport = value()?.parse().map_err(|e| format!("--tunnel-port: {e}"))?,
+            "--once" => once = true,
+            other => return Err(format!("unknown argument `{other}`")),
+        }
+    }
+    let snapshot = snapshot.ok_or("--snapshot is required")?;
+    let node = node.ok_or("--node is required")?;
+    Ok(Args { config: AgentConfig { snapshot, node, bpffs_root: bpffs, tunnel }, netns, once })
+}
+
+fn enter_netns(name: &str) -> Result<(), String> {
+    let path = Path::new("/run/netns").join(name);
+    let f = File::open(&path).map_err(|e| format!("opening {}: {e}", path.display()))?;
+    rustix::thread::move_into_link_name_space(f.as_fd(), Some(rustix::thread::LinkNameSpaceType::Network))
+        .map_err(|e| format!("setns into {name}: {e}"))
+}
+
+fn report(r: &Result<Synced, AgentError>) {
+    match r {
+        Ok(s) => {
+            match &s.apply {
+                ApplyReport::Unchanged { generation } => println!("unchanged generation {generation}"),
+                ApplyReport::Swapped { from, to, .. } => match from {
+                    Some(f) => println!("swapped generation {f} -> {to}"),
+                    None => println!("applied generation {to}"),
+                },
+            }
+            for (t, e) in &s.pods.unresolved {
+                eprintln!("pod {t:?} not attached: {e}");
+            }
+        }
+        Err(e) => eprintln!("sync failed: {e}"),
+    }
+}
+
+fn main() -> ExitCode {
+    let args = match parse(std::env::args().skip(1)) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(ns) = &args.netns
+        && let Err(e) = enter_netns(ns)
+    {
+        eprintln!("{e}");
+        return ExitCode::FAILURE;
+    }
+    let mut agent = match Agent::open(args.config) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if args.once {
+        let r = agent.sync();
+        report(&r);
+        return if r.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE };
+    }
+    match agent.run(|| false, report) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}

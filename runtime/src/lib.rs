@@ -1,0 +1,285 @@
+//! egret-runtime: the node agent (`egret-agent`).
+//!
+//! One agent per node, in the node's network namespace. Contract of
+//! [`Agent`]:
+//! - **Input**: one snapshot directory holding the policies and the cluster
+//!   objects (read with `egret_lang::load`, recursively, like `egret compile`);
+//!   the node by name.
+//! - **Open** ([`Agent::open`]): creates or adopts the tunnel device
+//!   (`egret_loader::tunnel::ensure`) and opens the loader on the bpffs root
+//!   (adopting what is pinned; the loader refuses artifacts of other nodes).
+//! - **Sync** ([`Agent::sync`]): compiles the node (plan →
+//!   `egret_compiler::codegen::node::compile_node`, equivalence-checked),
+//!   applies the artifact (a digest-equal artifact loads nothing), then makes
+//!   the attached pods equal the plan's local IPv4 endpoints
+//!   (`PodTarget::Ip`, which also fills `egret_local_eps`). An input that
+//!   does not compile leaves the running generation serving.
+//! - **Watch** ([`Agent::run`]): polls the snapshot's files (path, mtime,
+//!   length) every [`POLL`] and syncs when they change; a failed sync is
+//!   reported and retried at the next change.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use egret_bpf::artifact::Artifact;
+use egret_compiler::codegen::{self, CodegenError};
+use egret_compiler::resolve::{Options, World};
+use egret_lang::source::SourceMap;
+use egret_loader::tunnel::{self, TunnelConfig, TunnelState};
+use egret_loader::{ApplyReport, Loader, LoaderConfig, LoaderError, PodTarget, SyncReport};
+
+/// How often [`Agent::run`] looks at the snapshot.
+pub const POLL: Duration = Duration::from_millis(500);
+
+/// Why the agent could not do something.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The snapshot has errors.
+    #[error("snapshot `{dir}` has {count} error(s); first: {first}")]
+    Input {
+        /// The snapshot directory.
+        dir: PathBuf,
+        /// Number of errors.
+        count: usize,
+        /// The first error's message.
+        first: String,
+    },
+    /// The node does not compile.
+    #[error("node `{node}` does not compile: {message}")]
+    Compile {
+        /// The node.
+        node: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// Code generation or its checks failed.
+    #[error("code generation for node `{node}`: {source}")]
+    Codegen {
+        /// The node.
+        node: String,
+        /// The error.
+        source: CodegenError,
+    },
+    /// The loader failed.
+    #[error("loader: {source}")]
+    Loader {
+        /// The error.
+        #[from]
+        source: LoaderError,
+    },
+    /// The snapshot could not be read.
+    #[error("cannot read `{path}`: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// A node compiled from a snapshot.
+#[derive(Debug, Clone)]
+pub struct Compiled {
+    /// The node's complete artifact.
+    pub artifact: Artifact,
+    /// Its local IPv4 endpoints (the pods to attach).
+    pub pods: Vec<Ipv4Addr>,
+}
+
+/// Compiles `node` from the snapshot directory `dir`.
+///
+/// # Errors
+/// Input errors, an unknown node, code generation failures.
+pub fn compile(dir: &Path, node: &str) -> Result<Compiled, AgentError> {
+    let mut sources = SourceMap::new();
+    let loaded = egret_lang::load::load(&mut sources, &[dir.to_path_buf()]);
+    let errors: Vec<_> = loaded.diagnostics.iter().filter(|d| d.is_error()).collect();
+    if let Some(first) = errors.first() {
+        return Err(AgentError::Input { dir: dir.to_path_buf(), count: errors.len(), first: first.message.clone() });
+    }
+    let world = World::new(&loaded.bundle, &Options::default());
+    if let Some(first) = world.validation_errors().first() {
+        return Err(AgentError::Input {
+            dir: dir.to_path_buf(),
+            count: world.validation_errors().len(),
+            first: first.message.clone(),
+        });
+    }
+    let plan = egret_compiler::compile::compile_node(&world, node)
+        .map_err(|e| AgentError::Compile { node: node.to_owned(), message: e.to_string() })?;
+    let verified = codegen::node::compile_node(&plan, &codegen::Options::default(), Some(&world))
+        .map_err(|source| AgentError::Codegen { node: node.to_owned(), source })?;
+    let pods = plan
+        .endpoints
+        .iter()
+        .filter_map(|e| match e.ip {
+            IpAddr::V4(ip) => Some(ip),
+            IpAddr::V6(_) => None,
+        })
+        .collect();
+    Ok(Compiled { artifact: verified.into_artifact(), pods })
+}
+
+/// What identifies the snapshot's content: every file under `dir` with its
+/// modification time and length, sorted by path.
+///
+/// # Errors
+/// A directory or file that cannot be read.
+pub fn snapshot_stamp(dir: &Path) -> Result<Vec<(PathBuf, SystemTime, u64)>, AgentError> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let io = |source| AgentError::Io { path: d.clone(), source };
+        for e in std::fs::read_dir(&d).map_err(io)? {
+            let e = e.map_err(io)?;
+            let path = e.path();
+            let meta = e.metadata().map_err(|source| AgentError::Io { path: path.clone(), source })?;
+            if meta.is_dir() {
+                stack.push(path);
+            } else {
+                let mtime = meta.modified().map_err(|source| AgentError::Io { path: path.clone(), source })?;
+                out.push((path, mtime, meta.len()));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// How an agent is set up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentConfig {
+    /// The snapshot directory.
+    pub snapshot: PathBuf,
+    /// The node this agent serves.
+    pub node: String,
+    /// The loader's bpffs root.
+    pub bpffs_root: PathBuf,
+    /// The tunnel device.
+    pub tunnel: TunnelConfig,
+}
+
+/// The result of one [`Agent::sync`].
+#[derive(Debug)]
+pub struct Synced {
+    /// What the loader did.
+    pub apply: ApplyReport,
+    /// What happened to the pods.
+    pub pods: SyncReport,
+}
+
+/// The node agent. See the module doc for its contract.
+#[derive(Debug)]
+pub struct Agent {
+    config: AgentConfig,
+    loader: Loader,
+    tunnel: TunnelState,
+}
+
+impl Agent {
+    /// Ensures the tunnel device and opens the loader.
+    ///
+    /// # Errors
+    /// Tunnel or loader failures.
+    pub fn open(config: AgentConfig) -> Result<Agent, AgentError> {
+        let tunnel = tunnel::ensure(&config.tunnel)?;
+        let mut lc = LoaderConfig::new(&config.bpffs_root);
+        lc.node = Some(config.node.clone());
+        lc.tunnel_device = config.tunnel.name.clone();
+        let (loader, _) = Loader::open(lc)?;
+        Ok(Agent { config, loader, tunnel })
+    }
+
+    /// What [`tunnel::ensure`] did when the agent opened.
+    #[must_use]
+    pub fn tunnel(&self) -> TunnelState {
+        self.tunnel
+    }
+
+    /// The loader.
+    #[must_use]
+    pub fn loader(&self) -> &Loader {
+        &self.loader
+    }
+
+    /// Compiles, applies and syncs pods once.
+    ///
+    /// # Errors
+    /// Compile, apply or pod-attach failures (the running generation stays).
+    pub fn sync(&mut self) -> Result<Synced, AgentError> {
+        let compiled = compile(&self.config.snapshot, &self.config.node)?;
+        let apply = self.loader.apply(&compiled.artifact)?;
+        let targets: Vec<PodTarget> = compiled.pods.iter().map(|ip| PodTarget::Ip(*ip)).collect();
+        let pods = self.loader.sync_pods(&targets)?;
+        Ok(Synced { apply, pods })
+    }
+
+    /// Syncs now, then whenever the snapshot changes, until `stop` returns
+    /// true (checked every [`POLL`]); `report` sees every sync's outcome.
+    ///
+    /// # Errors
+    /// Only if the snapshot directory itself cannot be read.
+    pub fn run(
+        &mut self,
+        mut stop: impl FnMut() -> bool,
+        mut report: impl FnMut(&Result<Synced, AgentError>),
+    ) -> Result<(), AgentError> {
+        let mut stamp = snapshot_stamp(&self.config.snapshot)?;
+        report(&self.sync());
+        while !stop() {
+            std::thread::sleep(POLL);
+            let now = snapshot_stamp(&self.config.snapshot)?;
+            if now != stamp {
+                stamp = now;
+                report(&self.sync());
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The example policies and cluster in one snapshot directory.
+    fn snapshot(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("egret-snapshot-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let examples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        for sub in ["policies", "cluster"] {
+            for e in std::fs::read_dir(examples.join(sub)).expect("examples") {
+                let e = e.expect("entry");
+                std::fs::copy(e.path(), dir.join(e.file_name())).expect("copy");
+            }
+        }
+        dir
+    }
+
+    #[test]
+    fn the_example_compiles_with_its_pods() {
+        let dir = snapshot("compile");
+        let c = compile(&dir, "worker-1").expect("compiles");
+        assert_eq!(c.pods, vec![Ipv4Addr::new(10, 244, 1, 10)]);
+        c.artifact.check().expect("a valid artifact");
+        assert_eq!(c.artifact.manifest.node, "worker-1");
+        assert!(matches!(compile(&dir, "no-such-node"), Err(AgentError::Compile { .. })));
+        std::fs::write(dir.join("broken.yaml"), "kind: [").expect("write");
+        assert!(matches!(compile(&dir, "worker-1"), Err(AgentError::Input { .. })));
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
+    fn the_stamp_changes_with_the_files() {
+        let dir = std::env::temp_dir().join(format!("egret-stamp-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("sub")).expect("dir");
+        std::fs::write(dir.join("a.yaml"), "a").expect("write");
+        std::fs::write(dir.join("sub/b.yaml"), "b").expect("write");
+        let before = snapshot_stamp(&dir).expect("stamp");
+        assert_eq!(before.len(), 2);
+        std::fs::write(dir.join("sub/b.yaml"), "bb").expect("write");
+        assert_ne!(snapshot_stamp(&dir).expect("stamp"), before);
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+}

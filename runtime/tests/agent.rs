@@ -1,0 +1,125 @@
+//! `egret-agent` on a node (privileged, in network namespaces with a
+//! private bpffs mount): one node namespace with one pod behind a veth; the
+//! agent creates `egret0`, applies worker-1's artifact (the pod's veth and
+//! `egret0` attached, the pod in `egret_local_eps`), and a change to the
+//! policy file makes it swap to a new generation. Everything is removed at
+//! the end.
+
+#[path = "../../loader/tests/common/mod.rs"]
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use common::*;
+use egret_loader::{Loader, LoaderConfig, inspect, tunnel};
+
+const POD: &str = "10.244.1.10";
+
+/// The example policies and cluster in one directory.
+fn snapshot(dir: &Path) {
+    std::fs::create_dir_all(dir).expect("dir");
+    let examples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    for sub in ["policies", "cluster"] {
+        for e in std::fs::read_dir(examples.join(sub)).expect("examples") {
+            let e = e.expect("entry");
+            std::fs::copy(e.path(), dir.join(e.file_name())).expect("copy");
+        }
+    }
+}
+
+/// The agent process, killed (and reaped) on drop, also when the test fails.
+struct AgentProcess(Child);
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits until `f` returns `Some` (20 s at most).
+fn wait_for<T>(what: &str, agent: &mut Child, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if let Ok(Some(status)) = agent.try_wait() {
+            panic!("{what}: the agent exited with {status}");
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "{what}: timed out");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn the_agent_applies_the_node_and_swaps_when_the_policy_changes() {
+    if !privileged("the_agent_applies_the_node_and_swaps_when_the_policy_changes") {
+        return;
+    }
+    let fs = Bpffs::new("agt");
+    let node = Netns::new("agt");
+    let pod = Netns::new("p");
+    let veth = unique("v");
+    ip_in(&node.name, &["link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &pod.name]);
+    ip_in(&node.name, &["link", "set", &veth, "up"]);
+    ip_in(&node.name, &["route", "add", &format!("{POD}/32"), "dev", &veth]);
+    ip_in(&pod.name, &["addr", "add", &format!("{POD}/24"), "dev", "eth0"]);
+    ip_in(&pod.name, &["link", "set", "eth0", "up"]);
+    let dir = std::env::temp_dir().join(unique("egret-agent-snap"));
+    snapshot(&dir);
+
+    let root = fs.root();
+    let mut agent = AgentProcess(
+        Command::new(env!("CARGO_BIN_EXE_egret-agent"))
+            .args(["--snapshot", &dir.to_string_lossy(), "--node", "worker-1", "--bpffs", &root.to_string_lossy()])
+            .args(["--netns", &node.name])
+            .spawn()
+            .expect("start egret-agent"),
+    );
+    let entered = node.enter();
+
+    // first generation: pod veth and egret0 attached, the pod a local endpoint
+    let first = wait_for("first apply", &mut agent.0, || {
+        let st = inspect::status(&root).ok()?;
+        let running = st.generations.iter().find(|g| g.running)?;
+        let attached: Vec<&str> = st.attachments.iter().filter_map(|a| a.interface.as_deref()).collect();
+        (attached.contains(&veth.as_str()) && attached.contains(&"egret0")).then_some(running.generation)
+    });
+    let (_, maps) = inspect::maps(&root).expect("maps");
+    let eps = maps.iter().find(|m| m.name == "egret_local_eps").expect("local endpoints map");
+    assert_eq!(eps.entries.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(), vec!["0af4010a"], "10.244.1.10");
+    let link = tunnel::get("egret0").expect("get").expect("egret0 created");
+    assert!(link.is_owned() && link.matches(&tunnel::TunnelConfig::default()));
+
+    // a policy change: the destination 203.0.113.0/24 is excluded too
+    let policy = dir.join("egress-gateway-policy.yaml");
+    let text = std::fs::read_to_string(&policy).expect("policy");
+    let changed = text.replacen("  excludedCIDRs:\n", "  excludedCIDRs:\n  - \"203.0.113.0/24\"\n", 1);
+    assert_ne!(changed, text, "the policy has excludedCIDRs");
+    std::fs::write(&policy, changed).expect("write policy");
+    let second = wait_for("swap after the policy change", &mut agent.0, || {
+        let st = inspect::status(&root).ok()?;
+        let g = st.generations.iter().find(|g| g.running)?.generation;
+        (g != first).then_some(g)
+    });
+    let st = inspect::status(&root).expect("status");
+    assert_eq!(st.generations.len(), 1, "the old generation is deleted");
+    assert!(st.attachments.iter().all(|a| a.generation == Some(second)), "every link runs the new generation");
+
+    drop(agent);
+    let (loader, _) = Loader::open(LoaderConfig::new(&root)).expect("open");
+    loader.uninstall().expect("uninstall");
+    assert!(tunnel::remove("egret0").expect("remove egret0"));
+    assert_eq!(fs.pins(), 0);
+    drop(entered);
+    std::fs::remove_dir_all(&dir).expect("remove snapshot");
+    let names = [node.name.clone(), pod.name.clone()];
+    let mount = fs.mount_point().to_path_buf();
+    drop(pod);
+    drop(node);
+    drop(fs);
+    assert!(names.iter().all(|n| !netns_exists(n)) && !mounted(&mount), "namespace or mount left");
+}
