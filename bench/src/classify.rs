@@ -45,7 +45,6 @@ pub struct Row {
 }
 
 fn bundle(prefixes: usize, endpoints: usize) -> Bundle {
-
     let mut b = Bundle::default();
     for (i, name) in ["n1", "gw"].iter().enumerate() {
         let mut labels = synth::labels(&[]);
@@ -62,7 +61,11 @@ fn bundle(prefixes: usize, endpoints: usize) -> Bundle {
             ready: Some(true),
         });
     }
-    b.cluster.namespaces.push(Namespace { span: Span::default(), name: synth::sp("app".into()), labels: synth::labels(&[]) });
+    b.cluster.namespaces.push(Namespace {
+        span: Span::default(),
+        name: synth::sp("app".into()),
+        labels: synth::labels(&[]),
+    });
     for e in 0..endpoints {
         b.cluster.pods.push(Pod {
             span: Span::default(),
@@ -192,7 +195,11 @@ fn trial(bpf: &mut aya::Ebpf, program: &str, frames: &[Vec<u8>], repeat: u32, wa
             repeat,
             ..TestRunOptions::default()
         })?;
-        anyhow::ensure!(res.return_value as i32 == want, "{program}: returned {}, expected {want}", res.return_value as i32);
+        anyhow::ensure!(
+            res.return_value as i32 == want,
+            "{program}: returned {}, expected {want}",
+            res.return_value as i32
+        );
         total += res.duration.as_nanos() as f64;
     }
     Ok(total / frames.len() as f64)
@@ -205,7 +212,13 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 const FLOOR: &str = "    r0 = -1\n    exit\n";
 
-pub fn measure(prefixes: usize, endpoints: usize, layout: Option<Layout>, trials: usize, repeat: u32) -> anyhow::Result<Row> {
+pub fn measure(
+    prefixes: usize,
+    endpoints: usize,
+    layout: Option<Layout>,
+    trials: usize,
+    repeat: u32,
+) -> anyhow::Result<Row> {
     let b = bundle(prefixes, endpoints);
     let w = World::new(&b, &Options::default());
     let plan = Session::new().compile_node(&w, "n1").map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -81,7 +81,10 @@ fn classify(
     for &p in prefixes {
         for &e in endpoints {
             let row = egret_bench::classify::measure(p, e, layout, trials, repeat)?;
-            eprintln!("{p} prefixes × {e} endpoints: egret {:.1} ns, Cilium-equivalent {:?} ns", row.egret_ns, row.cilium_ns);
+            eprintln!(
+                "{p} prefixes × {e} endpoints: egret {:.1} ns, Cilium-equivalent {:?} ns",
+                row.egret_ns, row.cilium_ns
+            );
             rows.push(row);
         }
     }

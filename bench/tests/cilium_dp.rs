@@ -57,7 +57,8 @@ fn anchor_follows_cilium_table_on_every_row() {
                 .filter(|r| r.source_ip == row.source_ip && r.destination.contains_ip(dst.into()))
                 .max_by_key(|r| r.destination.len)
                 .expect("the row itself matches");
-            let out = interp::run(&program, &mut store, &RunInput::for_frame(&frame(row.source_ip, dst))).expect("runs");
+            let out =
+                interp::run(&program, &mut store, &RunInput::for_frame(&frame(row.source_ip, dst))).expect("runs");
             let gw = best.gateway_ip;
             if gw == Ipv4Addr::UNSPECIFIED {
                 assert_eq!(out.r0 as i64, 2, "{node} {row:?}: not found drops");
@@ -72,8 +73,12 @@ fn anchor_follows_cilium_table_on_every_row() {
             checked += 1;
         }
         // a source Cilium has no row for passes
-        let out = interp::run(&program, &mut store, &RunInput::for_frame(&frame(Ipv4Addr::new(10, 9, 9, 9), Ipv4Addr::new(8, 8, 8, 8))))
-            .expect("runs");
+        let out = interp::run(
+            &program,
+            &mut store,
+            &RunInput::for_frame(&frame(Ipv4Addr::new(10, 9, 9, 9), Ipv4Addr::new(8, 8, 8, 8))),
+        )
+        .expect("runs");
         assert_eq!(out.r0 as i64 as i32, -1);
     }
     assert!(checked >= 27, "checked {checked} rows");

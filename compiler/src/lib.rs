@@ -37,14 +37,14 @@
 //!   `world.matching_nodes(&selector)`, `world.resolve_gateways(&policy)`,
 //!   `world.egress_ip(&gateway_spec, node_id, family)`, `world.internal_ranges()`.
 
-pub mod lint;
-pub mod ir;
-pub mod resolve;
 pub mod cilium;
 pub mod codegen;
 pub mod compile;
 pub mod diff;
 pub mod eval;
 pub mod explain;
+pub mod ir;
+pub mod lint;
 pub mod plan;
+pub mod resolve;
 pub mod synth;

@@ -2,8 +2,8 @@
 
 use super::{Inputs, print_diagnostics, read};
 use anyhow::Result;
-use egret_lang::diag::{self, Format};
 use egret_compiler::lint;
+use egret_lang::diag::{self, Format};
 use std::process::ExitCode;
 
 pub fn run(inputs: &Inputs, format: Format, deny_warnings: bool, verbose: bool) -> Result<ExitCode> {
