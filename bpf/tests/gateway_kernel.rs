@@ -37,50 +37,12 @@ use gateway_common::*;
 
 // ----- privileges (TESTING.md) -------------------------------------------------------
 
-fn missing_privilege() -> Option<String> {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let euid = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .map(str::to_owned);
-    if euid.as_deref() != Some("0") {
-        return Some(format!("not root (euid {})", euid.unwrap_or_else(|| "?".into())));
-    }
-    if !Path::new("/sys/fs/bpf").exists() {
-        return Some("no /sys/fs/bpf (kernel without bpf?)".into());
-    }
-    let probe = egret_bpf::asm::assemble("probe", "r0 = 0\nexit").expect("probe").program;
-    let bytes = match verify_and_write(&[probe], &[], "GPL") {
-        Ok(b) => b,
-        Err(e) => return Some(format!("cannot build the probe object: {e}")),
-    };
-    let mut bpf = match aya::Ebpf::load(&bytes) {
-        Ok(b) => b,
-        Err(e) => return Some(format!("cannot load a BPF object: {e}")),
-    };
-    match bpf.program_mut("probe").and_then(|p| <&mut SchedClassifier>::try_from(p).ok()).map(SchedClassifier::load) {
-        Some(Ok(())) => None,
-        Some(Err(e)) => Some(format!("BPF_PROG_LOAD is not permitted: {e}")),
-        None => Some("the probe program is missing".into()),
-    }
-}
-
-/// True if the test should go on; prints one line (or panics under
-/// `EGRET_REQUIRE_PRIVILEGED=1`) otherwise.
-fn privileged(test: &str) -> bool {
-    match missing_privilege() {
-        None => true,
-        Some(reason) => skip_or_fail(test, &reason),
-    }
-}
+#[path = "../../tests/support/privileged.rs"]
+mod privileged_gate;
+use privileged_gate::privileged;
 
 fn skip_or_fail(test: &str, reason: &str) -> bool {
-    if std::env::var("EGRET_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
-        panic!("{test}: privileged test cannot run: {reason} (EGRET_REQUIRE_PRIVILEGED=1)");
-    }
-    println!("skipping {test}: {reason}");
-    false
+    privileged_gate::gate(test, Some(reason.to_string()))
 }
 
 // ----- the kernel side ---------------------------------------------------------------

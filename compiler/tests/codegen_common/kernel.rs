@@ -10,54 +10,15 @@ use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
 use egret_bpf::artifact::Artifact;
 use egret_compiler::codegen::{self, reasons::Counter, tables};
 use std::collections::BTreeMap;
-use std::path::Path;
 
 /// The ifindex put in `%tunnel_ifindex` (loopback: `BPF_PROG_TEST_RUN` does
 /// not perform the redirect, it returns the verdict).
 pub const TEST_IFINDEX: i64 = 1;
 
-/// Why privileged tests cannot run here, if they cannot.
-pub fn missing_privilege() -> Option<String> {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let euid = status.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|l| l.split_whitespace().nth(1));
-    if euid != Some("0") {
-        return Some(format!("not root (euid {})", euid.unwrap_or("?")));
-    }
-    if !Path::new("/sys/fs/bpf").exists() {
-        return Some("no /sys/fs/bpf (kernel without bpf?)".into());
-    }
-    let probe = egret_bpf::asm::assemble("probe", "r0 = 0\nexit").map_err(|e| e.to_string());
-    let bytes = match probe
-        .and_then(|a| egret_bpf::elf::verify_and_write(&[a.program], &[], "GPL").map_err(|e| e.to_string()))
-    {
-        Ok(b) => b,
-        Err(e) => return Some(format!("cannot build the probe object: {e}")),
-    };
-    let mut bpf = match aya::Ebpf::load(&bytes) {
-        Ok(b) => b,
-        Err(e) => return Some(format!("cannot load a BPF object: {e}")),
-    };
-    match bpf.program_mut("probe").and_then(|p| <&mut SchedClassifier>::try_from(p).ok()).map(SchedClassifier::load) {
-        Some(Ok(())) => None,
-        Some(Err(e)) => Some(format!("BPF_PROG_LOAD is not permitted: {e}")),
-        None => Some("the probe program is missing".into()),
-    }
-}
-
-/// True if the test should go on; prints one line, or panics under
-/// `EGRET_REQUIRE_PRIVILEGED=1`, otherwise (TESTING.md).
-pub fn privileged(test: &str) -> bool {
-    match missing_privilege() {
-        None => true,
-        Some(reason) => {
-            if std::env::var("EGRET_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
-                panic!("{test}: privileged test cannot run: {reason} (EGRET_REQUIRE_PRIVILEGED=1)");
-            }
-            println!("skipping {test}: {reason}");
-            false
-        }
-    }
-}
+#[path = "../../../tests/support/privileged.rs"]
+mod privileged_gate;
+#[allow(unused_imports, reason = "each includer uses a different subset")]
+pub use privileged_gate::{missing_bpf_privilege as missing_privilege, privileged};
 
 fn arr<const N: usize>(b: &[u8]) -> Result<[u8; N], String> {
     b.try_into().map_err(|_| format!("expected {N} bytes, got {}", b.len()))

@@ -17,35 +17,20 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use egret_loader::inspect;
 
-/// Why privileged tests cannot run here, if they cannot.
+#[path = "../../../tests/support/privileged.rs"]
+mod privileged_gate;
+
+/// Why the loader's tests cannot run here: no BPF privilege (root, bpffs, a
+/// probe program loads), or no iproute2 to build namespaces with.
 fn missing_privilege() -> Option<String> {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let euid = status.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|l| l.split_whitespace().nth(1));
-    if euid != Some("0") {
-        return Some(format!("not root (euid {})", euid.unwrap_or("?")));
-    }
-    if !Path::new("/sys/fs/bpf").exists() {
-        return Some("no /sys/fs/bpf (kernel without bpf?)".into());
-    }
-    if Command::new("ip").arg("-V").output().is_err() {
-        return Some("`ip` (iproute2) is missing".into());
-    }
-    None
+    privileged_gate::missing_bpf_privilege()
+        .or_else(|| Command::new("ip").arg("-V").output().is_err().then(|| "`ip` (iproute2) is missing".to_string()))
 }
 
 /// True if the test should go on; prints a line (or panics under
 /// `EGRET_REQUIRE_PRIVILEGED=1`) otherwise.
 pub fn privileged(test: &str) -> bool {
-    match missing_privilege() {
-        None => true,
-        Some(reason) => {
-            if std::env::var("EGRET_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
-                panic!("{test}: privileged test cannot run: {reason} (EGRET_REQUIRE_PRIVILEGED=1)");
-            }
-            println!("skipping {test}: {reason}");
-            false
-        }
-    }
+    privileged_gate::gate(test, missing_privilege())
 }
 
 /// A short name unique to this process and call: `<tag><pid mod 10^5><n>`.
