@@ -15,6 +15,16 @@
 //! host integers, exactly as the generated program reads them). Per-CPU maps
 //! list one value, which the loader writes for every CPU.
 //!
+//! **State maps** (`state` in the manifest): maps that only the programs
+//! write (NAT connection tables, counters), whose content must outlive a
+//! generation swap. A loader reuses the running generation's map of that name
+//! for the next generation when the definition (kind, key size, value size,
+//! capacity, flags) is unchanged, and creates a new one otherwise. A state
+//! map's image is empty and it is never a `prog_array` ([`Artifact::check`]).
+//! [`Artifact::new`] marks the gateway templates' program-written maps
+//! ([`TEMPLATE_STATE_MAPS`]) by rule; other producers add theirs with
+//! [`Artifact::with_state`].
+//!
 //! Contract: [`write_dir`] then [`read_dir`] returns an equal [`Artifact`];
 //! [`Artifact::digest`] depends only on the object bytes and the manifest
 //! content (not on file names or time).
@@ -222,6 +232,12 @@ pub struct CounterMap {
     pub labels: Vec<CounterLabel>,
 }
 
+/// The gateway templates' maps that only their programs write
+/// (`crate::templates`: the NAT tables and the per-CPU counters): state maps
+/// wherever they appear with an empty image ([`Artifact::new`] marks them).
+pub const TEMPLATE_STATE_MAPS: [&str; 3] =
+    [crate::templates::map::NAT_V4, crate::templates::map::RNAT_V4, crate::templates::map::GW_STATS];
+
 /// The manifest (`NODE.artifact.json`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -236,6 +252,11 @@ pub struct Manifest {
     /// digest when present).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub counters: Vec<CounterMap>,
+    /// Names of the state maps (see the module doc), sorted, unique.
+    /// Omitted when empty and then not part of the digest, so artifacts
+    /// without state maps encode and digest as before.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub state: Vec<String>,
 }
 
 /// An artifact in memory.
@@ -276,9 +297,35 @@ impl Artifact {
             holes,
             maps,
             counters: Vec::new(),
+            state: Vec::new(),
         };
+        manifest.state = manifest
+            .maps
+            .iter()
+            .filter(|m| TEMPLATE_STATE_MAPS.contains(&m.name.as_str()) && m.entries.is_empty())
+            .map(|m| m.name.clone())
+            .collect();
+        manifest.state.sort();
         manifest.digest = digest(&object, &manifest);
         Artifact { object, manifest }
+    }
+
+    /// The same artifact with `maps` added to its state maps, digest
+    /// recomputed ([`Artifact::check`] rejects names that are not
+    /// program-only maps of the artifact).
+    #[must_use]
+    pub fn with_state<S: Into<String>>(mut self, maps: impl IntoIterator<Item = S>) -> Artifact {
+        self.manifest.state.extend(maps.into_iter().map(Into::into));
+        self.manifest.state.sort();
+        self.manifest.state.dedup();
+        self.manifest.digest = digest(&self.object, &self.manifest);
+        self
+    }
+
+    /// True if `map` is a state map of this artifact.
+    #[must_use]
+    pub fn is_state(&self, map: &str) -> bool {
+        self.manifest.state.iter().any(|s| s == map)
     }
 
     /// The same artifact with counter labels, digest recomputed.
@@ -317,6 +364,12 @@ impl Artifact {
                     message: format!("late field at offset {} exceeds the {}-byte value", f.offset, m.value_size),
                 });
             }
+            if self.is_state(&m.name) && (!entries.is_empty() || m.kind == kind_name(MapKind::ProgArray)) {
+                return Err(ArtifactError::Map {
+                    map: m.name.clone(),
+                    message: "a state map must have an empty image and must not be a prog_array".into(),
+                });
+            }
             for (k, v) in &entries {
                 if k.len() != m.key_size as usize || v.len() != m.value_size as usize {
                     return Err(ArtifactError::Map {
@@ -331,6 +384,12 @@ impl Artifact {
                     });
                 }
             }
+        }
+        if let Some(s) = self.manifest.state.iter().find(|s| !self.manifest.maps.iter().any(|m| &m.name == *s)) {
+            return Err(ArtifactError::Map {
+                map: s.clone(),
+                message: "is named as state but has no map image".into(),
+            });
         }
         Ok(())
     }
@@ -387,6 +446,11 @@ fn digest(object: &[u8], m: &Manifest) -> String {
     if !m.counters.is_empty() {
         // only when present, so digests of artifacts without labels are unchanged
         eat(&serde_json::to_vec(&m.counters).unwrap_or_default());
+    }
+    if !m.state.is_empty() {
+        // likewise: artifacts without state maps digest as before
+        eat(b"state");
+        eat(&serde_json::to_vec(&m.state).unwrap_or_default());
     }
     format!("{h:016x}")
 }
@@ -451,6 +515,36 @@ mod tests {
         d.manifest.digest = digest(&d.object, &d.manifest);
         assert!(matches!(d.check(), Err(ArtifactError::Map { .. })));
         std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
+    fn template_state_maps_are_marked_by_rule_and_checked() {
+        let maps = crate::templates::maps();
+        let images: Vec<MapImage> = maps.iter().map(MapImage::of).collect();
+        let a = Artifact::new("gw", vec![1], vec![], vec![], images.clone());
+        assert_eq!(a.manifest.state, ["egret_gw_stats", "egret_nat_v4", "egret_rnat_v4"]);
+        assert!(a.is_state("egret_nat_v4") && !a.is_state("egret_local_eps"));
+        a.check().expect("state maps with empty images check");
+        // the manifest round-trips through JSON with its state list
+        let json = serde_json::to_string(&a.manifest).expect("json");
+        assert_eq!(serde_json::from_str::<Manifest>(&json).expect("parses"), a.manifest);
+        // a template map with an image is loader-written: not marked
+        let mut filled = images.clone();
+        filled.iter_mut().find(|m| m.name == "egret_gw_stats").expect("stats").push(&[0; 4], &[0; 16]);
+        assert!(!Artifact::new("gw", vec![1], vec![], vec![], filled).is_state("egret_gw_stats"));
+        // other producers add theirs; unknown or filled maps fail the check
+        let b = a.clone().with_state(["egret_local_eps"]);
+        assert_ne!(b.digest(), a.digest());
+        assert!(b.is_state("egret_local_eps"));
+        b.check().expect("an empty hash may be state");
+        assert!(matches!(a.clone().with_state(["nope"]).check(), Err(ArtifactError::Map { map, .. }) if map == "nope"));
+        let mut slots = images;
+        slots.iter_mut().find(|m| m.name == "egret_gw_slots").expect("slots").push(&[0; 4], &[0; 12]);
+        let c = Artifact::new("gw", vec![1], vec![], vec![], slots).with_state(["egret_gw_slots"]);
+        assert!(matches!(c.check(), Err(ArtifactError::Map { map, .. }) if map == "egret_gw_slots"));
+        // an artifact without state maps serializes without the field
+        let plain = Artifact::new("n", vec![1], vec![], vec![], vec![]);
+        assert!(!serde_json::to_string(&plain.manifest).expect("json").contains("state"));
     }
 
     #[test]

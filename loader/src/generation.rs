@@ -1,7 +1,8 @@
 //! Building, opening and deleting one generation's pins (aya does the loading).
 //!
 //! [`build`] contract: on success, `gen-N/` holds every map (created from the
-//! object, filled from its image), every program (loaded: the kernel verifier
+//! object and filled from its image, or — for a state map whose definition is
+//! unchanged — the running generation's map, see [`crate::state`]), every program (loaded: the kernel verifier
 //! accepted it; tail-call targets included) and, pinned last, the marker;
 //! every `prog_array` slot a program names holds that program of generation
 //! N (so tail calls never cross generations); nothing is attached. On failure
@@ -11,7 +12,7 @@
 //! [`delete`] unpins the marker first, so a crash while deleting leaves an
 //! incomplete generation, never a complete-looking partial one.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::Path;
@@ -25,6 +26,7 @@ use crate::check::CheckedArtifact;
 use crate::error::LoaderError;
 use crate::meta::{self, GenerationMeta, META_MAP_NAME, META_VALUE_SIZE};
 use crate::pins::{Generation, PinLayout};
+use crate::state::StateMapReport;
 use crate::sys::{self, BPF_ANY, MapHandle};
 
 /// A program of a generation, opened from its pin.
@@ -103,7 +105,8 @@ fn program_error(program: &str, e: ProgramError) -> LoaderError {
 /// Builds generation `n` from a checked artifact whose maps are filled from
 /// `images` (its images with late fields resolved) and whose holes take `values`
 /// (see the module doc for the contract), with `ebpf_loader` (configured once
-/// per [`crate::Loader`]: see [`ebpf_loader`]).
+/// per [`crate::Loader`]: see [`ebpf_loader`]). Returns the generation and
+/// what happened to each of its state maps.
 ///
 /// # Errors
 /// Hole filling, object load (maps), verifier rejection, map fill and pin
@@ -116,7 +119,7 @@ pub(crate) fn build(
     images: &[crate::check::DecodedImage],
     values: &BTreeMap<String, i64>,
     node: &str,
-) -> Result<LoadedGeneration, LoaderError> {
+) -> Result<(LoadedGeneration, Vec<StateMapReport>), LoaderError> {
     let artifact = checked.artifact();
     // fill holes before creating anything: a value that does not fit touches nothing
     let filled =
@@ -126,11 +129,20 @@ pub(crate) fn build(
     create_dir(&layout.maps_dir(n))?;
     create_dir(&layout.programs_dir(n))?;
 
+    // every map gets its pin path in gen-N: aya opens what is pinned there
+    // (the reused state maps, pinned by `state::prepare`) and creates and
+    // pins the rest. Set for every map on every build, so no path of an
+    // earlier build (aya keeps them per loader) is ever consulted.
+    for img in images {
+        ebpf_loader.map_pin_path(static_name(&img.name), layout.map(n, &img.name));
+    }
+    let state = crate::state::prepare(layout, n, checked)?;
     let mut ebpf = ebpf_loader.load(&filled).map_err(|e| LoaderError::ObjectLoad { source: Box::new(e) })?;
     for crate::check::DecodedImage { name, entries } in images {
         let path = layout.map(n, name);
-        let map = ebpf.map(name).ok_or_else(|| LoaderError::MapImageUnknown { map: name.clone() })?;
-        map.pin(&path).map_err(|e| pin_error(&path, e))?;
+        if ebpf.map(name).is_none() {
+            return Err(LoaderError::MapImageUnknown { map: name.clone() });
+        }
         let handle = MapHandle::open(&path).map_err(|e| LoaderError::Map {
             map: name.clone(),
             operation: "opening its pin",
@@ -173,6 +185,7 @@ pub(crate) fn build(
         digest: artifact.digest().to_owned(),
         programs: artifact.manifest.programs.clone(),
         maps: artifact.manifest.maps.iter().map(|m| m.name.clone()).collect(),
+        state: artifact.manifest.state.clone(),
     };
     let marker_path = layout.meta(n);
     let value = meta::encode(&meta).map_err(|source| LoaderError::Meta { path: marker_path.clone(), source })?;
@@ -197,7 +210,21 @@ pub(crate) fn build(
     drop(ebpf);
     let loaded = open(layout, meta)?;
     undo.armed = false;
-    Ok(loaded)
+    Ok((loaded, state))
+}
+
+/// `name` with a `'static` lifetime, as aya 0.14's `EbpfLoader<'static>`
+/// requires for `map_pin_path`: each distinct map name is leaked once and
+/// reused, so memory is bounded by the number of distinct names ever loaded.
+fn static_name(name: &str) -> &'static str {
+    static NAMES: std::sync::Mutex<BTreeSet<&'static str>> = std::sync::Mutex::new(BTreeSet::new());
+    let mut names = NAMES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(s) = names.get(name) {
+        return s;
+    }
+    let s: &'static str = Box::leak(name.to_owned().into_boxed_str());
+    names.insert(s);
+    s
 }
 
 /// The aya loader the loader keeps: without target BTF. `EbpfLoader::new`

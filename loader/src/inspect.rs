@@ -88,6 +88,19 @@ pub struct MapFill {
     pub entries: usize,
     /// Capacity.
     pub max_entries: u32,
+    /// A state map (kept across generations, pinned under `state/` too).
+    pub state: bool,
+}
+
+/// A pin under `<root>/state/`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StatePin {
+    /// Map name.
+    pub map: String,
+    /// Kernel map id.
+    pub map_id: u32,
+    /// True if it is the running generation's map of that name.
+    pub running: bool,
 }
 
 /// The node's loader state.
@@ -103,6 +116,8 @@ pub struct Status {
     pub attachments: Vec<AttachmentStatus>,
     /// Fill levels of the running generation's maps.
     pub maps: Vec<MapFill>,
+    /// The state maps pinned under `<root>/state/`.
+    pub state: Vec<StatePin>,
     /// Entries under the root the loader did not create.
     pub foreign: Vec<PathBuf>,
 }
@@ -172,6 +187,7 @@ pub fn status(root: &Path) -> Result<Status, LoaderError> {
         });
     }
     let mut maps = Vec::new();
+    let mut running_ids = std::collections::BTreeMap::new();
     if let Some(r) = running
         && let Some(Ok(meta)) = found.generations.iter().find(|g| g.generation == r).map(|g| &g.meta)
     {
@@ -184,15 +200,21 @@ pub fn status(root: &Path) -> Result<Status, LoaderError> {
             })?;
             let entries =
                 h.keys().map_err(|e| LoaderError::Map { map: name.clone(), operation: "iterating", source: e })?;
+            running_ids.insert(name.clone(), h.info().id);
             maps.push(MapFill {
                 name: name.clone(),
                 kind: map_kind_name(h.info().kind),
                 entries: entries.len(),
                 max_entries: h.info().max_entries,
+                state: meta.state.contains(name),
             });
         }
     }
-    Ok(Status { root: root.to_path_buf(), running, generations, attachments, maps, foreign: found.foreign })
+    let state = crate::state::pinned(&layout)?
+        .into_iter()
+        .map(|(map, map_id)| StatePin { running: running_ids.get(&map) == Some(&map_id), map, map_id })
+        .collect();
+    Ok(Status { root: root.to_path_buf(), running, generations, attachments, maps, state, foreign: found.foreign })
 }
 
 /// One entry of a map dump.
@@ -376,7 +398,15 @@ impl fmt::Display for Status {
             writeln!(f, "  (none)")?;
         }
         for m in &self.maps {
-            writeln!(f, "  {:<20} {:<13} {}/{}", m.name, m.kind, m.entries, m.max_entries)?;
+            let state = if m.state { "  state" } else { "" };
+            writeln!(f, "  {:<20} {:<13} {}/{}{state}", m.name, m.kind, m.entries, m.max_entries)?;
+        }
+        if !self.state.is_empty() {
+            writeln!(f, "state maps (kept across generations):")?;
+        }
+        for p in &self.state {
+            let note = if p.running { "" } else { "  (not the running generation's)" };
+            writeln!(f, "  {:<20} map id {}{note}", p.map, p.map_id)?;
         }
         for p in &self.foreign {
             writeln!(f, "foreign entry: {}", p.display())?;

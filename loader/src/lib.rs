@@ -16,6 +16,7 @@
 //! - [`pins`]: every pin path, as pure functions;
 //! - [`meta`]: a generation's metadata and its commit-marker encoding;
 //! - [`scan`]: reading pinned state, and the pure recovery decision;
+//! - [`state`]: state maps (NAT tables, counters) shared across generations;
 //! - [`inspect`]: read-only status and map dumps;
 //! - [`netdev`]: interface and pod-route lookups (rtnetlink);
 //! - [`demo`]: sample artifacts for tests, benchmarks and demos;
@@ -37,6 +38,7 @@ pub mod meta;
 pub mod netdev;
 pub mod pins;
 pub mod scan;
+pub mod state;
 mod sys;
 pub mod tunnel;
 
@@ -45,4 +47,5 @@ pub use loader::{
     ApplyReport, Loader, LoaderConfig, PodAttachment, PodState, PodTarget, Recovery, SwapTimings, SyncReport,
 };
 pub use pins::{Generation, PinLayout};
+pub use state::{StateFate, StateMapReport};
 pub use sys::LinkInfo;

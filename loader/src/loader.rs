@@ -29,6 +29,12 @@
 //!   attached or released. Pods attached by interface or ifindex have no
 //!   known IP and get no entry. After a restart the caller re-announces its
 //!   pods (`attach_pod` / `sync_pods` with IPs), which rewrites them.
+//! - **State maps** ([`crate::state`]): maps the artifact marks as state
+//!   (NAT tables, counters) are reused by N when the running generation has
+//!   them with the same definition, else created anew (reported in
+//!   `ApplyReport::Swapped::state`); `<root>/state/` names the running
+//!   generation's state maps and changes only after a completed swap (or
+//!   when `open` adopts a generation), never on a failed build or swap.
 //! - **Namespaces**: every interface name and ifindex is resolved in the
 //!   network namespace of the calling thread; use one thread, in the node's
 //!   namespace, per loader.
@@ -49,6 +55,7 @@ use crate::links::{self, ReplaceError};
 use crate::netdev;
 use crate::pins::{self, Generation, PinLayout};
 use crate::scan::{self, Scan};
+use crate::state::StateMapReport;
 
 /// `BPF_FS_MAGIC`.
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
@@ -159,6 +166,8 @@ pub enum ApplyReport {
         leftovers: Vec<PathBuf>,
         /// Where the time went.
         timings: SwapTimings,
+        /// The new generation's state maps: reused, created or recreated.
+        state: Vec<StateMapReport>,
     },
 }
 
@@ -279,6 +288,12 @@ impl Loader {
                 generation::delete(&layout, g)?;
                 recovery.deleted.push(g);
             }
+        }
+        // state/ names the adopted generation's state maps (a swap may have
+        // stopped between its links and publishing them)
+        match &running {
+            Some(g) => crate::state::publish(&layout, g.generation(), &g.meta.state)?,
+            None => crate::state::remove_all(&layout)?,
         }
         let mut pods = BTreeMap::new();
         for l in after.links.iter().filter(|l| l.attach == AttachPoint::PodVethIngress && !l.is_defunct()) {
@@ -423,7 +438,7 @@ impl Loader {
         let targets = self.targets(checked.programs())?;
         let n = self.next;
         self.next = n.next();
-        let mut new = generation::build(
+        let (mut new, state) = generation::build(
             &mut self.ebpf_loader,
             &self.layout,
             n,
@@ -502,6 +517,9 @@ impl Loader {
             }
         }
         let from = self.running.take().map(|old| old.generation());
+        if crate::state::publish(&self.layout, n, &new.meta.state).is_err() {
+            leftovers.push(self.layout.state_dir());
+        }
         self.running = Some(new);
         if let Some(g) = from
             && generation::delete(&self.layout, g).is_err()
@@ -517,6 +535,7 @@ impl Loader {
             released: to_release.len(),
             leftovers,
             timings: SwapTimings { build: built, swap: swapped - built, cleanup: done - swapped },
+            state,
         })
     }
 
@@ -723,7 +742,8 @@ impl Loader {
     }
 
     /// Removes egret from the node: releases every link (detaching the
-    /// programs) and deletes every generation. The root directory stays.
+    /// programs), deletes every generation and the state maps. The root
+    /// directory stays.
     ///
     /// # Errors
     /// Unpin failures (what was removed stays removed).
@@ -736,6 +756,7 @@ impl Loader {
         for g in &found.generations {
             generation::delete(&self.layout, g.generation)?;
         }
+        crate::state::remove_all(&self.layout)?;
         let links_dir = self.layout.links_dir();
         match std::fs::remove_dir(&links_dir) {
             Ok(()) => Ok(()),

@@ -39,6 +39,11 @@ pub struct GenerationMeta {
     pub programs: Vec<ProgramSpec>,
     /// Map names, in the artifact's order.
     pub maps: Vec<String>,
+    /// The state maps among them (shared with the next generation while
+    /// their definition is unchanged). Absent in markers written before
+    /// state maps existed, which then decode with none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub state: Vec<String>,
 }
 
 /// Why metadata bytes are not valid.
@@ -126,6 +131,7 @@ mod tests {
             digest: "0123456789abcdef".into(),
             programs: vec![ProgramSpec::attached("egret_src", AttachPoint::PodVethIngress)],
             maps: vec!["verdicts".into(), "counters".into()],
+            state: vec!["counters".into()],
         }
     }
 
@@ -134,6 +140,16 @@ mod tests {
         let m = sample();
         let v = encode(&m).expect("fits");
         assert_eq!(v.len(), META_VALUE_SIZE as usize);
+        assert_eq!(decode(&v), Ok(m));
+    }
+
+    #[test]
+    fn markers_without_state_decode() {
+        let mut m = sample();
+        m.state.clear();
+        let v = encode(&m).expect("fits");
+        let json = String::from_utf8_lossy(&v[4..]).into_owned();
+        assert!(!json.contains("state"), "an older marker's JSON: {json}");
         assert_eq!(decode(&v), Ok(m));
     }
 

@@ -12,6 +12,10 @@
 //!                             generation's metadata; pinned last, unpinned first
 //!   links/<attach>-<ifindex>  one tcx link per attachment, e.g.
 //!                             `pod-veth-ingress-17`, `tunnel-ingress-4`
+//!   state/<map>               the running generation's state maps (NAT
+//!                             tables, counters: the artifact's `state`),
+//!                             a second pin of `gen-<N>/maps/<map>`; the next
+//!                             generation reuses them
 //! ```
 //!
 //! Links live outside generations: a swap replaces the program inside each
@@ -39,6 +43,13 @@ pub const GENERATION_PREFIX: &str = "gen-";
 
 /// Name of the links directory.
 pub const LINKS_DIR: &str = "links";
+
+/// Name of the state maps directory.
+pub const STATE_DIR: &str = "state";
+
+/// Suffix of a state pin being replaced (`<escaped map>%new`): never the
+/// output of [`escape_name`], whose only `%` sequences are `%25` and `%2e`.
+pub const STATE_TEMP_SUFFIX: &str = "%new";
 
 /// Name of a generation's maps directory.
 pub const MAPS_DIR: &str = "maps";
@@ -98,6 +109,25 @@ impl PinLayout {
     #[must_use]
     pub fn link(&self, attach: AttachPoint, ifindex: u32) -> PathBuf {
         self.links_dir().join(link_name(attach, ifindex))
+    }
+
+    /// `<root>/state`.
+    #[must_use]
+    pub fn state_dir(&self) -> PathBuf {
+        self.root.join(STATE_DIR)
+    }
+
+    /// `<root>/state/<escaped map name>`.
+    #[must_use]
+    pub fn state_map(&self, map: &str) -> PathBuf {
+        self.state_dir().join(escape_name(map))
+    }
+
+    /// `<root>/state/<escaped map name>%new`: where a replacement is pinned
+    /// before it is renamed over [`PinLayout::state_map`].
+    #[must_use]
+    pub fn state_map_temp(&self, map: &str) -> PathBuf {
+        self.state_dir().join(format!("{}{STATE_TEMP_SUFFIX}", escape_name(map)))
     }
 
     /// `<root>/gen-<N>`.
@@ -239,6 +269,9 @@ mod tests {
         assert_eq!(l.map(g, ".rodata"), Path::new("/sys/fs/bpf/egret/gen-7/maps/%2erodata"));
         assert_eq!(l.program(g, "egret_src"), Path::new("/sys/fs/bpf/egret/gen-7/progs/egret_src"));
         assert_eq!(l.meta(g), Path::new("/sys/fs/bpf/egret/gen-7/meta"));
+        assert_eq!(l.state_map("egret_nat_v4"), Path::new("/sys/fs/bpf/egret/state/egret_nat_v4"));
+        assert_eq!(l.state_map_temp("a.b"), Path::new("/sys/fs/bpf/egret/state/a%2eb%new"));
+        assert_eq!(unescape_name("a%2eb%new"), None, "a temporary pin never names a map");
         assert_eq!(l.link(AttachPoint::PodVethIngress, 17), Path::new("/sys/fs/bpf/egret/links/pod-veth-ingress-17"));
         assert_eq!(l.link(AttachPoint::TunnelIngress, 4), Path::new("/sys/fs/bpf/egret/links/tunnel-ingress-4"));
         assert_eq!(l.link(AttachPoint::EgressIngress, 3), Path::new("/sys/fs/bpf/egret/links/egress-ingress-3"));

@@ -78,7 +78,8 @@ pub struct Scan {
     pub foreign: Vec<PathBuf>,
 }
 
-fn read_dir_sorted(dir: &Path) -> Result<Vec<(String, PathBuf)>, LoaderError> {
+/// `(file name, path)` of every entry of `dir`, sorted; a missing directory is empty.
+pub(crate) fn read_dir_sorted(dir: &Path) -> Result<Vec<(String, PathBuf)>, LoaderError> {
     let rd = match std::fs::read_dir(dir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -158,7 +159,7 @@ pub fn link_pins(layout: &PinLayout) -> Result<Vec<LinkPin>, LoaderError> {
 pub fn scan(layout: &PinLayout) -> Result<Scan, LoaderError> {
     let mut s = Scan::default();
     for (name, path) in read_dir_sorted(layout.root())? {
-        if name == pins::LINKS_DIR {
+        if name == pins::LINKS_DIR || name == pins::STATE_DIR {
             continue;
         }
         match pins::parse_generation_dir(&name) {
@@ -289,6 +290,7 @@ mod tests {
                 digest: format!("d{n}"),
                 programs,
                 maps: vec![],
+                state: vec![],
             })
         } else {
             Err("no marker".into())

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use egret_loader::demo::{DemoSpec, Verdict, demo_artifact};
-use egret_loader::{ApplyReport, Loader, LoaderConfig, PodTarget, inspect, pins};
+use egret_loader::{ApplyReport, Loader, LoaderConfig, PodTarget, StateFate, inspect, pins};
 
 #[derive(Parser, Debug)]
 #[command(name = "egret-loader", about = "Load, swap and inspect egret's per-node eBPF generations")]
@@ -186,13 +186,22 @@ fn main() -> Result<()> {
                 for a in &loaded {
                     match loader.apply(a)? {
                         ApplyReport::Unchanged { generation } => println!("unchanged: generation {generation}"),
-                        ApplyReport::Swapped { from, to, replaced, attached, released, leftovers, timings } => {
+                        ApplyReport::Swapped { from, to, replaced, attached, released, leftovers, timings, state } => {
                             println!(
                                 "generation {} -> {to}: {replaced} replaced, {attached} attached, {released} \
                                  released, {:.3} ms to swapped",
                                 from.map_or_else(|| "none".to_owned(), |g| g.to_string()),
                                 timings.to_swapped().as_secs_f64() * 1e3
                             );
+                            for s in state {
+                                match s.fate {
+                                    StateFate::Reused => {}
+                                    StateFate::Created => println!("state map {}: created", s.map),
+                                    StateFate::Recreated { reason } => {
+                                        println!("state map {}: recreated empty ({reason})", s.map);
+                                    }
+                                }
+                            }
                             for l in leftovers {
                                 eprintln!("warning: could not remove {} (the next start will)", l.display());
                             }

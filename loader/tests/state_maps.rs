@@ -1,0 +1,223 @@
+//! State maps survive generation swaps (privileged): a NAT mapping that
+//! generation A's `egret_tunnel_in` creates under `BPF_PROG_TEST_RUN` is
+//! found by generation B's `egret_gw_reply` after a swap, and the per-CPU
+//! counters go on counting in the same map; a changed definition gives a new,
+//! empty map (reported), and the reply is no longer translated; a build that
+//! fails after the state maps were prepared leaks no pin and leaves them as
+//! they were; a loader restarted after a crash before `state/` was updated
+//! re-pins it; `uninstall` removes the state maps too.
+
+mod common;
+
+#[path = "../../bpf/tests/gateway_common/mod.rs"]
+mod gateway_common;
+
+use std::net::Ipv4Addr;
+
+use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
+use common::*;
+use egret_bpf::MapDef;
+use egret_bpf::artifact::{Artifact, AttachPoint, HoleSource, HoleSpec, MapImage, ProgramSpec};
+use egret_bpf::elf::{DEFAULT_LICENSE, ObjectWriter, verify_and_write};
+use egret_bpf::templates::{self, AllowedSource, GatewaySlot, NatKey, ReverseNat, SourceNode, Stat, Template, map};
+use egret_loader::{ApplyReport, Generation, Loader, LoaderConfig, LoaderError, StateFate, inspect};
+use gateway_common::{ACK, NODE_A, POD_A, Pkt, SERVER, SLOT, SYN, TCP};
+
+const EGRESS_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+/// `TC_ACT_REDIRECT`: what the redirect helpers make a program return under `BPF_PROG_TEST_RUN`.
+const TC_ACT_REDIRECT: u32 = 7;
+/// `TC_ACT_UNSPEC` (-1) as the kernel reports a 32-bit return value.
+const TC_ACT_UNSPEC: u32 = u32::MAX;
+
+/// The gateway datapath with `egret_tunnel_in` keyed for ([`SLOT`], [`NODE_A`])
+/// (test runs carry no tunnel metadata), `egret_gw_reply`, `maps` as the
+/// object's maps, and `extra` more allowed pods (so artifacts differ).
+fn gateway(maps: &[MapDef], extra: u8) -> Artifact {
+    let keyed = templates::with_test_tunnel_key(Template::TunnelIn, SLOT, NODE_A);
+    let tunnel_in = egret_bpf::asm::assemble(Template::TunnelIn.name(), &keyed).expect("assembles").program;
+    let reply = Template::GwReply.assemble().expect("assembles").program;
+    let object = verify_and_write(&[tunnel_in, reply], maps, DEFAULT_LICENSE).expect("object");
+    let mut images: Vec<MapImage> = maps.iter().map(MapImage::of).collect();
+    let image = |images: &mut Vec<MapImage>, name: &str| images.iter().position(|m| m.name == name).expect("image");
+    let slots = image(&mut images, map::GW_SLOTS);
+    let s = GatewaySlot { slot: SLOT, egress_ip: EGRESS_IP, egress_ifindex: 1 };
+    images[slots].push(&s.key(), &s.value());
+    let allowed = image(&mut images, map::GW_ALLOWED);
+    for src in std::iter::once(POD_A).chain((1..=extra).map(|i| Ipv4Addr::new(10, 0, 9, i))) {
+        let a = AllowedSource { slot: SLOT, src, from: SourceNode::AnyNode };
+        images[allowed].push(&a.key(), &a.value());
+    }
+    Artifact::new(
+        "gw",
+        object,
+        vec![
+            ProgramSpec::attached(Template::TunnelIn.name(), AttachPoint::TunnelIngress),
+            ProgramSpec::attached(Template::GwReply.name(), AttachPoint::EgressIngress),
+        ],
+        vec![HoleSpec {
+            name: templates::HOLE_TUNNEL_IFINDEX.into(),
+            source: HoleSource::Ifindex { link: "egret0".into() },
+        }],
+        images,
+    )
+}
+
+fn test_run(loader: &Loader, program: &str, frame: &[u8]) -> u32 {
+    let (g, _) = loader.running().expect("running");
+    let prog = SchedClassifier::from_pin(loader.layout().program(g, program)).expect("pinned program");
+    let mut out = vec![0u8; frame.len() + 64];
+    prog.test_run(TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), ..TestRunOptions::default() })
+        .expect("BPF_PROG_TEST_RUN")
+        .return_value
+}
+
+fn dump(root: &std::path::Path, g: Generation, name: &str) -> inspect::MapDump {
+    inspect::dump_map(&egret_loader::PinLayout::new(root).map(g, name), name).expect("dump")
+}
+
+fn bytes(h: &str) -> Vec<u8> {
+    (0..h.len()).step_by(2).map(|i| u8::from_str_radix(&h[i..i + 2], 16).expect("hex")).collect()
+}
+
+/// Packets (the first little-endian `u64`, summed over CPUs) of an `egret_gw_stats` index.
+fn stat(root: &std::path::Path, g: Generation, s: Stat) -> u64 {
+    let d = dump(root, g, map::GW_STATS);
+    let e = d.entries.iter().find(|e| e.key == egret_bpf::artifact::hex(&s.index().to_le_bytes())).expect("index");
+    e.values.iter().map(|v| u64::from_le_bytes(bytes(v)[..8].try_into().expect("8 bytes"))).sum()
+}
+
+/// The reverse NAT entries of generation `g`, decoded.
+fn connections(root: &std::path::Path, g: Generation) -> Vec<(NatKey, ReverseNat)> {
+    let d = dump(root, g, map::RNAT_V4);
+    d.entries
+        .iter()
+        .map(|e| {
+            (
+                NatKey::from_bytes(&bytes(&e.key)).expect("key"),
+                ReverseNat::from_bytes(&bytes(&e.values[0])).expect("value"),
+            )
+        })
+        .collect()
+}
+
+fn fates(report: &ApplyReport) -> Vec<(String, StateFate)> {
+    let ApplyReport::Swapped { state, .. } = report else { panic!("not a swap: {report:?}") };
+    state.iter().map(|s| (s.map.clone(), s.fate.clone())).collect()
+}
+
+/// Pins a running gateway generation holds: its maps, programs and marker,
+/// its links, and its state maps under `state/`.
+fn expected_pins(a: &Artifact, links: usize) -> usize {
+    a.manifest.maps.len() + a.manifest.programs.len() + 1 + links + a.manifest.state.len()
+}
+
+#[test]
+fn nat_tables_and_counters_survive_swaps() {
+    if !privileged("nat_tables_and_counters_survive_swaps") {
+        return;
+    }
+    let fs = Bpffs::new("stat");
+    let ns = Netns::new("stat");
+    add_tunnel(&ns.name);
+    let entered = ns.enter();
+    let mut config = LoaderConfig::new(fs.root());
+    config.egress_interfaces = vec!["lo".into()];
+    let (mut loader, _) = Loader::open(config.clone()).expect("open");
+    let maps = templates::maps();
+    let a = gateway(&maps, 0);
+    assert_eq!(a.manifest.state, [map::GW_STATS, map::NAT_V4, map::RNAT_V4], "the templates' program-written maps");
+
+    // generation A: created; a SYN from a pod gets a NAT mapping
+    let r = loader.apply(&a).expect("apply A");
+    assert!(fates(&r).iter().all(|(_, f)| *f == StateFate::Created), "{r:?}");
+    assert_eq!(fs.pins(), expected_pins(&a, 2));
+    let (ga, _) = loader.running().expect("running");
+    let syn = Pkt::tcp(POD_A, 40_000, SERVER, 443, SYN).frame();
+    assert_eq!(test_run(&loader, Template::TunnelIn.name(), &syn), TC_ACT_REDIRECT, "SNATed out");
+    let conns = connections(&fs.root(), ga);
+    assert_eq!(conns.len(), 1, "{conns:?}");
+    let (key, conn) = conns[0];
+    assert_eq!((key.src, key.dst, key.dport, key.proto), (EGRESS_IP, SERVER, 443, TCP));
+    assert_eq!((conn.orig_src, conn.orig_sport, conn.slot), (POD_A, 40_000, SLOT));
+    let nat_port = key.sport;
+    let state_ids = |root: &std::path::Path| inspect::status(root).expect("status").state;
+    assert!(state_ids(&fs.root()).iter().all(|p| p.running), "state/ names A's maps");
+
+    // generation B (an unrelated change): every state map is reused; B's reply
+    // program translates the reply of A's connection, counters go on
+    let b = gateway(&maps, 3);
+    let r = loader.apply(&b).expect("swap to B");
+    assert!(fates(&r).iter().all(|(_, f)| *f == StateFate::Reused), "{r:?}");
+    let (gb, _) = loader.running().expect("running");
+    assert_ne!(ga, gb);
+    assert_eq!(connections(&fs.root(), gb), conns, "the connection table carried over");
+    let synack = Pkt::tcp(SERVER, 443, EGRESS_IP, nat_port, SYN | ACK).frame();
+    assert_eq!(test_run(&loader, Template::GwReply.name(), &synack), TC_ACT_REDIRECT, "reply tunnelled back");
+    assert_eq!((stat(&fs.root(), gb, Stat::Snat), stat(&fs.root(), gb, Stat::ReplyTunnelled)), (1, 1));
+    assert_eq!(fs.pins(), expected_pins(&b, 2), "A deleted, nothing leaked");
+    assert!(state_ids(&fs.root()).iter().all(|p| p.running), "state/ names B's maps");
+
+    // a build that fails in the kernel after the state maps were prepared:
+    // no pin leaks, state/ and B stay as they were
+    let before = state_ids(&fs.root());
+    let bad = {
+        let prog = egret_bpf::asm::assemble("unchecked", "r2 = *(u32 *)(r1 + 76)\nr0 = *(u8 *)(r2 + 0)\nexit")
+            .expect("assembles")
+            .program;
+        let mut w = ObjectWriter::new(maps.clone(), DEFAULT_LICENSE).expect("writer");
+        w.add_unverified_program(prog).expect("add");
+        let images = maps.iter().map(MapImage::of).collect();
+        Artifact::new(
+            "gw",
+            w.write().expect("object"),
+            vec![ProgramSpec::attached("unchecked", AttachPoint::EgressIngress)],
+            vec![],
+            images,
+        )
+    };
+    assert!(matches!(loader.apply(&bad), Err(LoaderError::VerifierRejected { .. })));
+    assert_eq!(loader.running().map(|(g, _)| g), Some(gb));
+    assert_eq!(state_ids(&fs.root()), before);
+    assert_eq!(fs.pins(), expected_pins(&b, 2));
+
+    // generation C resizes the reverse table: recreated (empty, reported), the
+    // others reused; the old connection is gone, so its reply passes untouched
+    let mut resized = maps.clone();
+    resized.iter_mut().find(|m| m.name == map::RNAT_V4).expect("rnat").max_entries = 4096;
+    let c = gateway(&resized, 3);
+    let r = loader.apply(&c).expect("swap to C");
+    let f = fates(&r);
+    for (name, fate) in &f {
+        match (name.as_str(), fate) {
+            (map::RNAT_V4, StateFate::Recreated { reason }) => assert_eq!(reason, "max_entries 65536 -> 4096"),
+            (map::NAT_V4 | map::GW_STATS, StateFate::Reused) => {}
+            other => panic!("unexpected fate {other:?}"),
+        }
+    }
+    assert_eq!(f.len(), 3);
+    let (gc, _) = loader.running().expect("running");
+    assert!(connections(&fs.root(), gc).is_empty());
+    assert_eq!(dump(&fs.root(), gc, map::NAT_V4).entries.len(), 1, "the forward table was kept");
+    assert_eq!(test_run(&loader, Template::GwReply.name(), &synack), TC_ACT_UNSPEC);
+    assert_eq!(stat(&fs.root(), gc, Stat::Snat), 1, "counters kept");
+    assert_eq!(fs.pins(), expected_pins(&c, 2));
+
+    // a crash after the swap, before state/ was updated: the next start re-pins it
+    drop(loader);
+    let layout = egret_loader::PinLayout::new(fs.root());
+    std::fs::remove_file(layout.state_map(map::RNAT_V4)).expect("unpin");
+    let (loader, _) = Loader::open(config).expect("reopen");
+    let after = state_ids(&fs.root());
+    assert_eq!(after.len(), 3);
+    assert!(after.iter().all(|p| p.running), "{after:?}");
+    assert_eq!(fs.pins(), expected_pins(&c, 2));
+
+    loader.uninstall().expect("uninstall");
+    assert_eq!(fs.pins(), 0);
+    assert!(!layout.state_dir().exists(), "state/ removed");
+    drop(entered);
+    let (name, mount) = (ns.name.clone(), fs.mount_point().to_path_buf());
+    drop(ns);
+    drop(fs);
+    assert!(!netns_exists(&name) && !mounted(&mount), "namespace or mount left");
+}
