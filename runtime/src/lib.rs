@@ -18,13 +18,15 @@
 //!   length) every [`POLL`] and syncs when they change; a failed sync is
 //!   reported and retried at the next change.
 
+pub mod minicluster;
+
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use egret_bpf::artifact::Artifact;
 use egret_compiler::codegen::{self, CodegenError};
-use egret_compiler::resolve::{Options, World};
+use egret_compiler::resolve::{InterfaceBinding, Options, World};
 use egret_lang::source::SourceMap;
 use egret_loader::tunnel::{self, TunnelConfig, TunnelState};
 use egret_loader::{ApplyReport, Loader, LoaderConfig, LoaderError, PodTarget, SyncReport};
@@ -85,6 +87,9 @@ pub struct Compiled {
     pub artifact: Artifact,
     /// Its local IPv4 endpoints (the pods to attach).
     pub pods: Vec<Ipv4Addr>,
+    /// The egress interfaces of the slots it serves (where `egret_gw_reply`
+    /// attaches), by name, sorted and deduplicated.
+    pub egress_interfaces: Vec<String>,
 }
 
 /// Compiles `node` from the snapshot directory `dir`.
@@ -118,7 +123,17 @@ pub fn compile(dir: &Path, node: &str) -> Result<Compiled, AgentError> {
             IpAddr::V6(_) => None,
         })
         .collect();
-    Ok(Compiled { artifact: verified.into_artifact(), pods })
+    let mut egress_interfaces: Vec<String> = plan
+        .slots
+        .iter()
+        .filter_map(|s| match &s.interface {
+            InterfaceBinding::Known { name, .. } => Some(name.clone()),
+            _ => None,
+        })
+        .collect();
+    egress_interfaces.sort();
+    egress_interfaces.dedup();
+    Ok(Compiled { artifact: verified.into_artifact(), pods, egress_interfaces })
 }
 
 /// What identifies the snapshot's content: every file under `dir` with its
@@ -187,6 +202,9 @@ impl Agent {
         let mut lc = LoaderConfig::new(&config.bpffs_root);
         lc.node = Some(config.node.clone());
         lc.tunnel_device = config.tunnel.name.clone();
+        // the egress interfaces the snapshot names at start (a snapshot that
+        // does not compile yet gives none)
+        lc.egress_interfaces = compile(&config.snapshot, &config.node).map(|c| c.egress_interfaces).unwrap_or_default();
         let (loader, _) = Loader::open(lc)?;
         Ok(Agent { config, loader, tunnel })
     }

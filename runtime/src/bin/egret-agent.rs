@@ -71,6 +71,9 @@ fn report(r: &Result<Synced, AgentError>) {
 }
 
 fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("demo") {
+        return demo();
+    }
     let args = match parse(std::env::args().skip(1)) {
         Ok(a) => a,
         Err(e) => {
@@ -100,6 +103,28 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `egret-agent demo`: the mini-cluster with this binary as every node's agent.
+fn demo() -> ExitCode {
+    let me = match std::env::current_exe() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("cannot find this program's path: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(missing) = egret_runtime::minicluster::missing_tools() {
+        eprintln!("egret-agent demo needs root, bpffs and: {missing}");
+        return ExitCode::FAILURE;
+    }
+    match egret_runtime::minicluster::demo(&me, &mut std::io::stdout()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("demo failed: {e}");
             ExitCode::FAILURE
         }
     }

@@ -1,0 +1,1277 @@
+//! The mini-cluster: the article's "Step 5: Test Egress Gateway" on one
+//! machine, in network namespaces (TESTING.md rules: documentation and
+//! 10.x ranges only, nothing routed out of the namespaces, everything
+//! removed on drop).
+//!
+//! ```text
+//!                        underlay 192.0.2.0/24 (bridge br0 in `ul`)
+//!      ┌──────────────────────┬──────────────────────┬──────────────────────┐
+//!   worker-1 .11           worker-2 .12          gateway-1 .13          server .1
+//!   (eth0)                 (eth0)                (eth0)  eth1 ────────── eth1 198.51.100.1
+//!    ├ veth0 ─ egress-1     ├ veth0 ─ egress-2           198.51.100.13       lo 203.0.113.10
+//!    │  10.244.1.10 (*)     │  10.244.2.10 (*)           + egress IPs           203.0.113.200
+//!    └ veth1 ─ plain-1      └ veth1 ─ plain-2              .100, .101
+//!       10.244.1.11            10.244.2.11             (*) use-egress-gateway: "true"
+//! ```
+//!
+//! - **Nodes** (`worker-1`, `worker-2`, `gateway-1`): their own namespaces,
+//!   `eth0` on the underlay. Workers forward their pods' traffic and
+//!   masquerade it to their node address with nftables — the cluster's
+//!   normal path that egret leaves alone. They reach the server through the
+//!   underlay router (`192.0.2.1`, the server's `eth0`).
+//! - **Pods**: one namespace each, `eth0` with a /32 address and a default
+//!   route via `169.254.1.1` (a static neighbour: the host-side veth), the
+//!   node routes the /32 to the host-side veth (as routed CNIs do). MTU
+//!   1450 (VXLAN overhead).
+//! - **Gateway**: `eth1` on the external link holds the egress IPs
+//!   ([`EGRESS_IP`], [`EGRESS_IP_2`]); its route to the server goes through
+//!   `eth1`. No forwarding: only egret's programs move pod traffic.
+//! - **Server**: answers TCP on [`TCP_PORT`] and UDP on [`UDP_PORT`] with
+//!   the source address and port it sees, echoes ICMP (the kernel) and logs
+//!   every echo request's source. Reachable only from the nodes' uplinks.
+//! - **Agents**: one `egret-agent --snapshot DIR --node NAME --netns NS`
+//!   process per node (the binary is passed in), each with its own bpffs
+//!   root on a private bpffs mount, all reading one snapshot directory
+//!   ([`MiniCluster::snapshot_dir`]) that the caller may edit.
+//!
+//! The policy is the article's "Step 4" policy (corrected, as in
+//! `examples/policies/egress-gateway-policy.yaml`) with one more excluded
+//! CIDR, [`EXCLUDED_CIDR`], so that an excluded destination can be tested.
+
+use std::fmt;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use egret_loader::inspect;
+use egret_loader::pins::Generation;
+
+/// UDP port of `egret0` in the mini-cluster.
+pub const TUNNEL_PORT: u16 = 4799;
+/// The external server's address.
+pub const SERVER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+/// A second server address, inside [`EXCLUDED_CIDR`].
+pub const EXCLUDED_SERVER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 200);
+/// The CIDR the mini-cluster's policy excludes besides the article's.
+pub const EXCLUDED_CIDR: &str = "203.0.113.128/25";
+/// The server's TCP port.
+pub const TCP_PORT: u16 = 8080;
+/// The server's UDP port.
+pub const UDP_PORT: u16 = 8081;
+/// The policy's egress IP (on the gateway's `eth1`).
+pub const EGRESS_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 100);
+/// A second egress IP on the gateway's `eth1`.
+pub const EGRESS_IP_2: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 101);
+/// The policy file in the snapshot directory.
+pub const POLICY_FILE: &str = "policy.yaml";
+/// How long a request waits for its answer.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+
+const ROUTER_UNDERLAY: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+const ROUTER_EXTERNAL: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+const GATEWAY_EXTERNAL: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 13);
+const POD_GATEWAY: &str = "169.254.1.1";
+const POD_MTU: &str = "1450";
+
+/// A node of the mini-cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeSpec {
+    /// Kubernetes name.
+    pub name: &'static str,
+    /// Short role used in namespace names.
+    pub short: &'static str,
+    /// Underlay address (`InternalIP`).
+    pub address: Ipv4Addr,
+    /// Pod CIDR.
+    pub pod_cidr: &'static str,
+    /// Labelled `cilium.io/egress-gateway: "true"`.
+    pub gateway: bool,
+}
+
+/// The three nodes.
+pub const NODES: [NodeSpec; 3] = [
+    NodeSpec {
+        name: "worker-1",
+        short: "w1",
+        address: Ipv4Addr::new(192, 0, 2, 11),
+        pod_cidr: "10.244.1.0/24",
+        gateway: false,
+    },
+    NodeSpec {
+        name: "worker-2",
+        short: "w2",
+        address: Ipv4Addr::new(192, 0, 2, 12),
+        pod_cidr: "10.244.2.0/24",
+        gateway: false,
+    },
+    NodeSpec {
+        name: "gateway-1",
+        short: "gw",
+        address: Ipv4Addr::new(192, 0, 2, 13),
+        pod_cidr: "10.244.3.0/24",
+        gateway: true,
+    },
+];
+
+/// A pod of the mini-cluster (namespace `production`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PodSpec {
+    /// Pod name (also the short name of its network namespace).
+    pub name: &'static str,
+    /// Its node.
+    pub node: &'static str,
+    /// Its address.
+    pub ip: Ipv4Addr,
+    /// Labelled `use-egress-gateway: "true"`.
+    pub egress: bool,
+    /// Its `lane` label: `a` on worker-1, `b` on worker-2.
+    pub lane: &'static str,
+}
+
+/// The four pods.
+pub const PODS: [PodSpec; 4] = [
+    PodSpec { name: "egress-1", node: "worker-1", ip: Ipv4Addr::new(10, 244, 1, 10), egress: true, lane: "a" },
+    PodSpec { name: "plain-1", node: "worker-1", ip: Ipv4Addr::new(10, 244, 1, 11), egress: false, lane: "a" },
+    PodSpec { name: "egress-2", node: "worker-2", ip: Ipv4Addr::new(10, 244, 2, 10), egress: true, lane: "b" },
+    PodSpec { name: "plain-2", node: "worker-2", ip: Ipv4Addr::new(10, 244, 2, 11), egress: false, lane: "b" },
+];
+
+/// The pod named `name`.
+///
+/// # Panics
+/// If there is no such pod (a caller's typo).
+#[must_use]
+pub fn pod(name: &str) -> PodSpec {
+    *PODS.iter().find(|p| p.name == name).unwrap_or_else(|| panic!("no pod `{name}` in the mini-cluster"))
+}
+
+/// The node named `name`.
+///
+/// # Panics
+/// If there is no such node.
+#[must_use]
+pub fn node(name: &str) -> NodeSpec {
+    *NODES.iter().find(|n| n.name == name).unwrap_or_else(|| panic!("no node `{name}` in the mini-cluster"))
+}
+
+/// Why the mini-cluster could not do something.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// A set-up command failed.
+    #[error("`{command}` failed: {stderr}")]
+    Command {
+        /// The command line.
+        command: String,
+        /// What it printed on stderr (or why it did not run).
+        stderr: String,
+    },
+    /// A system call or file operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Something did not happen in time.
+    #[error("timed out waiting for {what}")]
+    Timeout {
+        /// What was awaited.
+        what: String,
+    },
+    /// An agent exited.
+    #[error("the agent of `{node}` exited ({status}); its stderr:\n{stderr}")]
+    AgentExited {
+        /// The node.
+        node: String,
+        /// Its exit status.
+        status: String,
+        /// Its stderr so far.
+        stderr: String,
+    },
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ClusterError {
+    let what = what.into();
+    move |source| ClusterError::Io { what, source }
+}
+
+/// Runs `program args…`; its stdout on success.
+fn run(program: &str, args: &[&str], stdin: Option<&str>) -> Result<String, ClusterError> {
+    let command = format!("{program} {}", args.join(" "));
+    let fail = |stderr: String| ClusterError::Command { command: command.clone(), stderr };
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| fail(e.to_string()))?;
+    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(text.as_bytes()).map_err(|e| fail(e.to_string()))?;
+    }
+    let out = child.wait_with_output().map_err(|e| fail(e.to_string()))?;
+    if !out.status.success() {
+        return Err(fail(String::from_utf8_lossy(&out.stderr).trim().to_owned()));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// What the mini-cluster needs that a machine may lack: `None` if it has
+/// everything (root is checked by the callers' privilege gates).
+#[must_use]
+pub fn missing_tools() -> Option<String> {
+    for (tool, arg, package) in [("ip", "-V", "iproute2"), ("nft", "--version", "nftables")] {
+        if Command::new(tool).arg(arg).output().is_err() {
+            return Some(format!("`{tool}` ({package}) is missing"));
+        }
+    }
+    None
+}
+
+/// Moves the calling thread into the named network namespace.
+///
+/// # Errors
+/// The namespace does not exist or `setns` fails.
+pub fn enter_netns(name: &str) -> Result<(), ClusterError> {
+    let path = Path::new("/run/netns").join(name);
+    let f = File::open(&path).map_err(io(format!("opening {}", path.display())))?;
+    rustix::thread::move_into_link_name_space(f.as_fd(), Some(rustix::thread::LinkNameSpaceType::Network))
+        .map_err(|e| ClusterError::Io { what: format!("setns into {name}"), source: e.into() })
+}
+
+/// Runs `f` on a new thread inside network namespace `ns` (sockets it
+/// creates stay in that namespace wherever they are used afterwards).
+///
+/// # Errors
+/// Entering the namespace fails, or `f` fails.
+pub fn in_netns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> Result<T, ClusterError> + Send + 'static,
+) -> Result<T, ClusterError> {
+    let ns = ns.to_owned();
+    std::thread::spawn(move || {
+        enter_netns(&ns)?;
+        f()
+    })
+    .join()
+    .unwrap_or_else(|_| {
+        Err(ClusterError::Io { what: "a namespace thread panicked".into(), source: std::io::ErrorKind::Other.into() })
+    })
+}
+
+/// What the server saw of one request: the source address and port (ICMP:
+/// the echo identifier).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Seen {
+    /// Source address as the server saw it.
+    pub ip: Ipv4Addr,
+    /// Source port (ICMP echo: identifier).
+    pub port: u16,
+}
+
+impl fmt::Display for Seen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.ip, self.port)
+    }
+}
+
+fn parse_seen(line: &str) -> Option<Seen> {
+    let mut it = line.split_whitespace();
+    Some(Seen { ip: it.next()?.parse().ok()?, port: it.next()?.parse().ok()? })
+}
+
+/// An ICMP echo request the server received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct EchoSeen {
+    src: Ipv4Addr,
+    id: u16,
+    payload: Vec<u8>,
+}
+
+/// The server's threads and what they logged.
+struct Server {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    echoes: Arc<Mutex<Vec<EchoSeen>>>,
+}
+
+impl Server {
+    fn start(ns: &str) -> Result<Server, ClusterError> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let echoes = Arc::new(Mutex::new(Vec::new()));
+        let tcp = in_netns(ns, || {
+            let l = TcpListener::bind(("0.0.0.0", TCP_PORT)).map_err(io("binding the TCP server"))?;
+            l.set_nonblocking(true).map_err(io("TCP server"))?;
+            Ok(l)
+        })?;
+        // one UDP socket per service address: an answer must leave from the
+        // address that was asked (a wildcard socket would answer from the
+        // outgoing interface's address, which no NAT on the way expects)
+        let mut udp = Vec::new();
+        for addr in [SERVER, EXCLUDED_SERVER] {
+            udp.push(in_netns(ns, move || {
+                let s = UdpSocket::bind((addr, UDP_PORT)).map_err(io("binding the UDP server"))?;
+                s.set_read_timeout(Some(Duration::from_millis(50))).map_err(io("UDP server"))?;
+                Ok(s)
+            })?);
+        }
+        let raw = in_netns(ns, || {
+            let fd = rustix::net::socket(
+                rustix::net::AddressFamily::INET,
+                rustix::net::SocketType::RAW,
+                Some(rustix::net::ipproto::ICMP),
+            )
+            .map_err(|e| ClusterError::Io { what: "ICMP log socket".into(), source: e.into() })?;
+            rustix::net::sockopt::set_socket_timeout(
+                &fd,
+                rustix::net::sockopt::Timeout::Recv,
+                Some(Duration::from_millis(50)),
+            )
+            .map_err(|e| ClusterError::Io { what: "ICMP log socket".into(), source: e.into() })?;
+            Ok(fd)
+        })?;
+        let mut threads = Vec::new();
+        let s = stop.clone();
+        threads.push(std::thread::spawn(move || tcp_server(&tcp, &s)));
+        for u in udp {
+            let s = stop.clone();
+            threads.push(std::thread::spawn(move || udp_server(&u, &s)));
+        }
+        let (s, log) = (stop.clone(), echoes.clone());
+        threads.push(std::thread::spawn(move || icmp_log(&raw, &s, &log)));
+        Ok(Server { stop, threads, echoes })
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+fn tcp_server(l: &TcpListener, stop: &Arc<AtomicBool>) {
+    let mut handlers = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        match l.accept() {
+            Ok((stream, SocketAddr::V4(peer))) => {
+                let stop = stop.clone();
+                let h = std::thread::Builder::new()
+                    .stack_size(64 * 1024)
+                    .spawn(move || tcp_connection(stream, peer, &stop));
+                if let Ok(h) = h {
+                    handlers.push(h);
+                }
+            }
+            Ok(_) => {}
+            Err(_) => std::thread::sleep(Duration::from_millis(5)),
+        }
+        handlers.retain(|h| !h.is_finished());
+    }
+    for h in handlers {
+        let _ = h.join();
+    }
+}
+
+/// Greets with `"<ip> <port>\n"`, then answers every line with
+/// `"<ip> <port> <line>\n"` until the peer closes or the server stops.
+fn tcp_connection(stream: TcpStream, peer: SocketAddrV4, stop: &AtomicBool) {
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(100)));
+    let Ok(mut out) = stream.try_clone() else { return };
+    let who = format!("{} {}", peer.ip(), peer.port());
+    if writeln!(out, "{who}").is_err() {
+        return;
+    }
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    while !stop.load(Ordering::Relaxed) {
+        match reader.read_line(&mut line) {
+            Ok(0) => return,
+            Ok(_) if line.ends_with('\n') => {
+                if writeln!(out, "{who} {}", line.trim_end()).is_err() {
+                    return;
+                }
+                line.clear();
+            }
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// Answers every datagram with `"<ip> <port> <payload>"`.
+fn udp_server(s: &UdpSocket, stop: &AtomicBool) {
+    let mut buf = [0u8; 2048];
+    while !stop.load(Ordering::Relaxed) {
+        if let Ok((n, SocketAddr::V4(peer))) = s.recv_from(&mut buf) {
+            let reply = format!("{} {} {}", peer.ip(), peer.port(), String::from_utf8_lossy(&buf[..n]));
+            let _ = s.send_to(reply.as_bytes(), peer);
+        }
+    }
+}
+
+/// Logs the source, identifier and payload of every ICMP echo request.
+fn icmp_log(fd: &rustix::fd::OwnedFd, stop: &AtomicBool, log: &Mutex<Vec<EchoSeen>>) {
+    let mut buf = [0u8; 2048];
+    while !stop.load(Ordering::Relaxed) {
+        let Ok(n) = rustix::io::read(fd, &mut buf) else { continue };
+        let p = &buf[..n];
+        if p.len() < 20 {
+            continue;
+        }
+        let ihl = usize::from(p[0] & 0x0f) * 4;
+        if p.len() < ihl + 8 || p[ihl] != 8 {
+            continue;
+        }
+        let src = Ipv4Addr::new(p[12], p[13], p[14], p[15]);
+        let id = u16::from_be_bytes([p[ihl + 4], p[ihl + 5]]);
+        if let Ok(mut l) = log.lock() {
+            l.push(EchoSeen { src, id, payload: p[ihl + 8..].to_vec() });
+        }
+    }
+}
+
+/// An agent process; killed (by its pid, it is our child) and reaped on drop.
+struct AgentProcess {
+    node: &'static str,
+    child: Child,
+    stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl AgentProcess {
+    fn spawn(binary: &Path, args: &[String], node: &'static str) -> Result<AgentProcess, ClusterError> {
+        let mut child = Command::new(binary)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(io(format!("starting {}", binary.display())))?;
+        let lines = |r: Box<dyn Read + Send>| {
+            let buf = Arc::new(Mutex::new(Vec::new()));
+            let b = buf.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(r).lines().map_while(Result::ok) {
+                    if let Ok(mut v) = b.lock() {
+                        v.push(line);
+                    }
+                }
+            });
+            buf
+        };
+        let stdout = child.stdout.take().map_or_else(|| Arc::new(Mutex::new(Vec::new())), |o| lines(Box::new(o)));
+        let stderr = child.stderr.take().map_or_else(|| Arc::new(Mutex::new(Vec::new())), |e| lines(Box::new(e)));
+        Ok(AgentProcess { node, child, stdout, stderr })
+    }
+
+    fn exited(&mut self) -> Option<ClusterError> {
+        let status = self.child.try_wait().ok().flatten()?;
+        let stderr = self.stderr.lock().map(|v| v.join("\n")).unwrap_or_default();
+        Some(ClusterError::AgentExited { node: self.node.to_owned(), status: status.to_string(), stderr })
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A private bpffs mount; unmounted (dropping every pin) and removed on drop.
+struct BpffsMount {
+    dir: PathBuf,
+}
+
+impl BpffsMount {
+    fn new(dir: PathBuf) -> Result<BpffsMount, ClusterError> {
+        std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
+        let d = dir.to_string_lossy().into_owned();
+        if let Err(e) = run("mount", &["-t", "bpf", "bpf", &d], None) {
+            let _ = std::fs::remove_dir(&dir);
+            return Err(e);
+        }
+        Ok(BpffsMount { dir })
+    }
+}
+
+impl Drop for BpffsMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.dir).status();
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// The named network namespaces; deleted on drop, last created first.
+struct Namespaces(Vec<String>);
+
+impl Namespaces {
+    fn add(&mut self, name: String) -> Result<(), ClusterError> {
+        run("ip", &["netns", "add", &name], None)?;
+        self.0.push(name.clone());
+        run("ip", &["-n", &name, "link", "set", "lo", "up"], None)?;
+        Ok(())
+    }
+}
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for ns in self.0.drain(..).rev() {
+            let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+        }
+    }
+}
+
+/// `ip -n NS args…`.
+fn ip_in(ns: &str, args: &[&str]) -> Result<String, ClusterError> {
+    let mut all = vec!["-n", ns];
+    all.extend_from_slice(args);
+    run("ip", &all, None)
+}
+
+/// `ip netns exec NS program args…` (for `sysctl` and `nft`, which need no bpffs).
+fn exec_in(ns: &str, program: &str, args: &[&str], stdin: Option<&str>) -> Result<String, ClusterError> {
+    let mut all = vec!["netns", "exec", ns, program];
+    all.extend_from_slice(args);
+    run("ip", &all, stdin)
+}
+
+/// A locally administered MAC from a role byte and an IPv4 address.
+fn mac(role: u8, ip: Ipv4Addr) -> String {
+    let o = ip.octets();
+    format!("02:{role:02x}:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3])
+}
+
+static INSTANCE: AtomicU32 = AtomicU32::new(0);
+
+/// The running mini-cluster. Dropping it stops the agents and the server,
+/// deletes every namespace (and with them every interface and tcx link),
+/// unmounts the private bpffs (every pin) and removes the snapshot.
+pub struct MiniCluster {
+    prefix: String,
+    // field order is drop order: agents before the pins and namespaces they use
+    agents: Vec<AgentProcess>,
+    server: Option<Server>,
+    namespaces: Namespaces,
+    bpffs: Option<BpffsMount>,
+    snapshot: PathBuf,
+}
+
+impl fmt::Debug for MiniCluster {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MiniCluster").field("prefix", &self.prefix).field("namespaces", &self.namespaces.0).finish()
+    }
+}
+
+impl Drop for MiniCluster {
+    fn drop(&mut self) {
+        self.agents.clear();
+        self.server = None;
+        let _ = std::fs::remove_dir_all(&self.snapshot);
+    }
+}
+
+impl MiniCluster {
+    /// Builds the topology, writes the snapshot, starts the server and one
+    /// agent per node (`agent` is the `egret-agent` binary), and waits until
+    /// every agent serves a generation with its pods attached.
+    ///
+    /// # Errors
+    /// Any set-up step; everything created so far is removed.
+    pub fn start(tag: &str, agent: &Path) -> Result<MiniCluster, ClusterError> {
+        let n = INSTANCE.fetch_add(1, Ordering::Relaxed);
+        let prefix = format!("egret-{tag}-{}x{n}", std::process::id() % 100_000);
+        let snapshot = std::env::temp_dir().join(format!("{prefix}-snapshot"));
+        let mut c = MiniCluster {
+            prefix: prefix.clone(),
+            agents: Vec::new(),
+            server: None,
+            namespaces: Namespaces(Vec::new()),
+            bpffs: None,
+            snapshot: snapshot.clone(),
+        };
+        c.build_network()?;
+        std::fs::create_dir_all(&snapshot).map_err(io(format!("creating {}", snapshot.display())))?;
+        c.write_snapshot()?;
+        c.bpffs = Some(BpffsMount::new(std::env::temp_dir().join(format!("{prefix}-bpffs")))?);
+        c.server = Some(Server::start(&c.ns("srv"))?);
+        for node in NODES {
+            let args: Vec<String> = vec![
+                "--snapshot".into(),
+                snapshot.to_string_lossy().into_owned(),
+                "--node".into(),
+                node.name.into(),
+                "--bpffs".into(),
+                c.bpffs_root(node.name).to_string_lossy().into_owned(),
+                "--netns".into(),
+                c.ns(node.short),
+                "--tunnel-port".into(),
+                TUNNEL_PORT.to_string(),
+            ];
+            c.agents.push(AgentProcess::spawn(agent, &args, node.name)?);
+        }
+        for node in NODES {
+            c.wait_ready(node.name)?;
+        }
+        Ok(c)
+    }
+
+    /// The network namespace of a role (`ul`, `srv`, a node's short name, a pod's name).
+    #[must_use]
+    pub fn ns(&self, role: &str) -> String {
+        format!("{}-{role}", self.prefix)
+    }
+
+    /// The network namespace of a node by its Kubernetes name.
+    #[must_use]
+    pub fn node_ns(&self, node_name: &str) -> String {
+        self.ns(node(node_name).short)
+    }
+
+    /// The snapshot directory every agent reads.
+    #[must_use]
+    pub fn snapshot_dir(&self) -> &Path {
+        &self.snapshot
+    }
+
+    /// The loader root of a node's agent.
+    #[must_use]
+    pub fn bpffs_root(&self, node_name: &str) -> PathBuf {
+        self.bpffs.as_ref().map_or_else(PathBuf::new, |b| b.dir.join(node_name))
+    }
+
+    /// The namespaces that exist (for leak checks).
+    #[must_use]
+    pub fn namespace_names(&self) -> Vec<String> {
+        self.namespaces.0.clone()
+    }
+
+    fn build_network(&mut self) -> Result<(), ClusterError> {
+        let (ul, srv) = (self.ns("ul"), self.ns("srv"));
+        for role in ["ul", "srv"].into_iter().chain(NODES.iter().map(|n| n.short)).chain(PODS.iter().map(|p| p.name)) {
+            self.namespaces.add(self.ns(role))?;
+        }
+        ip_in(&ul, &["link", "add", "br0", "type", "bridge"])?;
+        ip_in(&ul, &["link", "set", "br0", "up"])?;
+        // the server: the underlay's router leg, the external link, the service addresses
+        let server_mac = mac(0xfe, ROUTER_UNDERLAY);
+        run(
+            "ip",
+            &[
+                "link",
+                "add",
+                "eth0",
+                "netns",
+                &srv,
+                "address",
+                &server_mac,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "srv",
+                "netns",
+                &ul,
+            ],
+            None,
+        )?;
+        ip_in(&ul, &["link", "set", "srv", "master", "br0", "up"])?;
+        ip_in(&srv, &["addr", "add", &format!("{ROUTER_UNDERLAY}/24"), "dev", "eth0"])?;
+        ip_in(&srv, &["link", "set", "eth0", "up"])?;
+        for a in [SERVER, EXCLUDED_SERVER] {
+            ip_in(&srv, &["addr", "add", &format!("{a}/32"), "dev", "lo"])?;
+        }
+        for node in NODES {
+            let ns = self.ns(node.short);
+            let port = format!("n-{}", node.short);
+            let m = mac(0xc0, node.address);
+            run(
+                "ip",
+                &[
+                    "link", "add", "eth0", "netns", &ns, "address", &m, "type", "veth", "peer", "name", &port, "netns",
+                    &ul,
+                ],
+                None,
+            )?;
+            ip_in(&ul, &["link", "set", &port, "master", "br0", "up"])?;
+            ip_in(&ns, &["addr", "add", &format!("{}/24", node.address), "dev", "eth0"])?;
+            ip_in(&ns, &["link", "set", "eth0", "up"])?;
+            if node.gateway {
+                let ext = (mac(0xe0, GATEWAY_EXTERNAL), mac(0xe1, ROUTER_EXTERNAL));
+                run(
+                    "ip",
+                    &[
+                        "link", "add", "eth1", "netns", &ns, "address", &ext.0, "type", "veth", "peer", "name", "eth1",
+                        "netns", &srv, "address", &ext.1,
+                    ],
+                    None,
+                )?;
+                ip_in(&ns, &["addr", "add", &format!("{GATEWAY_EXTERNAL}/24"), "dev", "eth1"])?;
+                for a in [EGRESS_IP, EGRESS_IP_2] {
+                    ip_in(&ns, &["addr", "add", &format!("{a}/32"), "dev", "eth1"])?;
+                }
+                ip_in(&ns, &["link", "set", "eth1", "up"])?;
+                ip_in(&ns, &["route", "add", "203.0.113.0/24", "via", &ROUTER_EXTERNAL.to_string(), "dev", "eth1"])?;
+            } else {
+                ip_in(&ns, &["route", "add", "203.0.113.0/24", "via", &ROUTER_UNDERLAY.to_string(), "dev", "eth0"])?;
+                exec_in(&ns, "sysctl", &["-qw", "net.ipv4.ip_forward=1"], None)?;
+                let nat = format!(
+                    "table ip egret_minicluster {{\n  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n    ip saddr {} oifname \"eth0\" masquerade\n  }}\n}}\n",
+                    node.pod_cidr
+                );
+                exec_in(&ns, "nft", &["-f", "-"], Some(&nat))?;
+            }
+        }
+        ip_in(&srv, &["addr", "add", &format!("{ROUTER_EXTERNAL}/24"), "dev", "eth1"])?;
+        ip_in(&srv, &["link", "set", "eth1", "up"])?;
+        for (i, p) in PODS.iter().enumerate() {
+            let (pns, nns) = (self.ns(p.name), self.node_ns(p.node));
+            let veth = format!("veth{}", i % 2);
+            let (pod_mac, host_mac) = (mac(0x0a, p.ip), mac(0x0b, p.ip));
+            run(
+                "ip",
+                &[
+                    "link", "add", "eth0", "netns", &pns, "address", &pod_mac, "mtu", POD_MTU, "type", "veth", "peer",
+                    "name", &veth, "netns", &nns, "address", &host_mac, "mtu", POD_MTU,
+                ],
+                None,
+            )?;
+            ip_in(&pns, &["addr", "add", &format!("{}/32", p.ip), "dev", "eth0"])?;
+            ip_in(&pns, &["link", "set", "eth0", "up"])?;
+            ip_in(&pns, &["route", "add", POD_GATEWAY, "dev", "eth0", "scope", "link"])?;
+            ip_in(&pns, &["route", "add", "default", "via", POD_GATEWAY, "dev", "eth0"])?;
+            ip_in(&pns, &["neigh", "replace", POD_GATEWAY, "lladdr", &host_mac, "dev", "eth0", "nud", "permanent"])?;
+            ip_in(&nns, &["link", "set", &veth, "up"])?;
+            ip_in(&nns, &["route", "add", &format!("{}/32", p.ip), "dev", &veth])?;
+            ip_in(
+                &nns,
+                &["neigh", "replace", &p.ip.to_string(), "lladdr", &pod_mac, "dev", &veth, "nud", "permanent"],
+            )?;
+        }
+        Ok(())
+    }
+
+    fn write_file(&self, name: &str, text: &str) -> Result<(), ClusterError> {
+        let path = self.snapshot.join(name);
+        std::fs::write(&path, text).map_err(io(format!("writing {}", path.display())))
+    }
+
+    fn write_snapshot(&self) -> Result<(), ClusterError> {
+        let mut nodes = String::from("apiVersion: v1\nkind: List\nitems:\n");
+        for n in NODES {
+            let gw = if n.gateway { "\n      cilium.io/egress-gateway: \"true\"" } else { "" };
+            nodes.push_str(&format!(
+                "- apiVersion: v1\n  kind: Node\n  metadata:\n    name: {name}\n    labels:\n      kubernetes.io/hostname: {name}{gw}\n  spec:\n    podCIDRs: [\"{cidr}\"]\n  status:\n    addresses:\n    - {{type: InternalIP, address: {addr}}}\n    conditions:\n    - {{type: Ready, status: \"True\"}}\n",
+                name = n.name,
+                cidr = n.pod_cidr,
+                addr = n.address,
+            ));
+        }
+        self.write_file("nodes.yaml", &nodes)?;
+        self.write_file(
+            "namespaces.yaml",
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: production\n  labels:\n    kubernetes.io/metadata.name: production\n",
+        )?;
+        let mut pods = String::from("apiVersion: v1\nkind: List\nitems:\n");
+        for p in PODS {
+            let egress = if p.egress { ", use-egress-gateway: \"true\"" } else { "" };
+            pods.push_str(&format!(
+                "- apiVersion: v1\n  kind: Pod\n  metadata:\n    name: {name}\n    namespace: production\n    labels: {{app: {app}, lane: {lane}{egress}}}\n  spec: {{nodeName: {node}}}\n  status: {{phase: Running, podIPs: [{{ip: {ip}}}]}}\n",
+                name = p.name,
+                app = if p.egress { "egress" } else { "plain" },
+                lane = p.lane,
+                node = p.node,
+                ip = p.ip,
+            ));
+        }
+        self.write_file("pods.yaml", &pods)?;
+        self.write_file(
+            "nodenetwork.yaml",
+            &format!(
+                "apiVersion: egret.dev/v1alpha1\nkind: NodeNetwork\nmetadata:\n  name: gateway-1\nspec:\n  defaultRouteInterface: eth0\n  interfaces:\n  - name: eth0\n    addresses: [\"192.0.2.13/24\"]\n  - name: eth1\n    addresses: [\"{GATEWAY_EXTERNAL}/24\", \"{EGRESS_IP}/32\", \"{EGRESS_IP_2}/32\"]\n"
+            ),
+        )?;
+        self.write_file(POLICY_FILE, &article_policy(EGRESS_IP))
+    }
+
+    /// Writes `text` to `name` in the snapshot directory, atomically
+    /// (the agents poll the directory and must never read half a file).
+    ///
+    /// # Errors
+    /// File errors.
+    pub fn write_snapshot_file(&self, name: &str, text: &str) -> Result<(), ClusterError> {
+        let tmp = std::env::temp_dir().join(format!("{}-{name}.tmp", self.prefix));
+        std::fs::write(&tmp, text).map_err(io(format!("writing {}", tmp.display())))?;
+        let dst = self.snapshot.join(name);
+        std::fs::rename(&tmp, &dst).map_err(io(format!("renaming to {}", dst.display())))
+    }
+
+    /// Removes `name` from the snapshot directory.
+    ///
+    /// # Errors
+    /// File errors.
+    pub fn remove_snapshot_file(&self, name: &str) -> Result<(), ClusterError> {
+        let p = self.snapshot.join(name);
+        std::fs::remove_file(&p).map_err(io(format!("removing {}", p.display())))
+    }
+
+    fn agent(&mut self, node_name: &str) -> Option<&mut AgentProcess> {
+        self.agents.iter_mut().find(|a| a.node == node_name)
+    }
+
+    /// The generation a node's agent is serving.
+    #[must_use]
+    pub fn generation(&self, node_name: &str) -> Option<Generation> {
+        inspect::status(&self.bpffs_root(node_name)).ok().and_then(|s| s.running)
+    }
+
+    /// Lines the node's agent printed on stdout so far.
+    #[must_use]
+    pub fn agent_output(&self, node_name: &str) -> Vec<String> {
+        self.agents
+            .iter()
+            .find(|a| a.node == node_name)
+            .and_then(|a| a.stdout.lock().ok().map(|v| v.clone()))
+            .unwrap_or_default()
+    }
+
+    /// Waits (20 s at most) until `f` holds, failing early if the node's agent exits.
+    ///
+    /// # Errors
+    /// Timeout or the agent exited.
+    pub fn wait_until(
+        &mut self,
+        node_name: &str,
+        what: &str,
+        mut f: impl FnMut(&MiniCluster) -> bool,
+    ) -> Result<(), ClusterError> {
+        let start = Instant::now();
+        loop {
+            if f(self) {
+                return Ok(());
+            }
+            if let Some(e) = self.agent(node_name).and_then(AgentProcess::exited) {
+                return Err(e);
+            }
+            if start.elapsed() > Duration::from_secs(20) {
+                let out = self.agent_output(node_name).join("\n");
+                let err = self
+                    .agents
+                    .iter()
+                    .find(|a| a.node == node_name)
+                    .and_then(|a| a.stderr.lock().ok().map(|v| v.join("\n")))
+                    .unwrap_or_default();
+                return Err(ClusterError::Timeout {
+                    what: format!("{what} (agent of {node_name} said:\n{out}\n{err})"),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn wait_ready(&mut self, node_name: &str) -> Result<(), ClusterError> {
+        // the agent attaches the pods that policies select (the plan's endpoints)
+        let pods = PODS.iter().filter(|p| p.node == node_name && p.egress).count();
+        let root = self.bpffs_root(node_name);
+        self.wait_until(node_name, &format!("{node_name} serving with {pods} pod(s) attached"), |_| {
+            inspect::status(&root).is_ok_and(|s| {
+                s.running.is_some()
+                    && s.attachments
+                        .iter()
+                        .filter(|a| a.attach == egret_bpf::artifact::AttachPoint::PodVethIngress)
+                        .count()
+                        == pods
+            })
+        })
+    }
+
+    /// Waits until the node's agent serves a generation other than `before`.
+    ///
+    /// # Errors
+    /// Timeout or the agent exited.
+    pub fn wait_swap(&mut self, node_name: &str, before: Option<Generation>) -> Result<Generation, ClusterError> {
+        let mut now = None;
+        self.wait_until(node_name, &format!("{node_name} to swap from {before:?}"), |c| {
+            now = c.generation(node_name);
+            now.is_some() && now != before
+        })?;
+        now.ok_or_else(|| ClusterError::Timeout { what: format!("{node_name} generation") })
+    }
+
+    /// Waits until the node's agent has printed at least `lines` lines (one per sync).
+    ///
+    /// # Errors
+    /// Timeout or the agent exited.
+    pub fn wait_syncs(&mut self, node_name: &str, lines: usize) -> Result<(), ClusterError> {
+        self.wait_until(node_name, &format!("{node_name} to sync ({lines} lines)"), |c| {
+            c.agent_output(node_name).len() >= lines
+        })
+    }
+
+    /// A per-CPU counter `{packets, bytes}` at `index` of `map` in the node's
+    /// running generation, summed over CPUs.
+    ///
+    /// # Errors
+    /// The map cannot be read.
+    pub fn counter(&self, node_name: &str, map: &str, index: u32) -> Result<(u64, u64), ClusterError> {
+        let (_, dumps) = inspect::maps(&self.bpffs_root(node_name)).map_err(|e| ClusterError::Io {
+            what: format!("reading {node_name}'s maps"),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        let Some(d) = dumps.iter().find(|d| d.name == map) else { return Ok((0, 0)) };
+        let key = hex(&index.to_le_bytes());
+        let Some(e) = d.entries.iter().find(|e| e.key == key) else { return Ok((0, 0)) };
+        let mut sum = (0u64, 0u64);
+        for v in &e.values {
+            let b = unhex(v);
+            if b.len() >= 16 {
+                sum.0 += u64::from_le_bytes(b[0..8].try_into().unwrap_or_default());
+                sum.1 += u64::from_le_bytes(b[8..16].try_into().unwrap_or_default());
+            }
+        }
+        Ok(sum)
+    }
+
+    /// Opens a TCP connection from a pod to `dst`:[`TCP_PORT`] and reads the greeting.
+    ///
+    /// # Errors
+    /// Connect, read or parse failures (within [`REQUEST_TIMEOUT`]).
+    pub fn tcp_connect(&self, pod_name: &str, dst: Ipv4Addr) -> Result<Connection, ClusterError> {
+        let stream = in_netns(&self.ns(pod(pod_name).name), move || {
+            let s = TcpStream::connect_timeout(&SocketAddr::V4(SocketAddrV4::new(dst, TCP_PORT)), REQUEST_TIMEOUT)
+                .map_err(io(format!("TCP connect to {dst}")))?;
+            s.set_read_timeout(Some(REQUEST_TIMEOUT)).map_err(io("TCP socket"))?;
+            Ok(s)
+        })?;
+        let local = match stream.local_addr() {
+            Ok(SocketAddr::V4(a)) => a,
+            _ => SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
+        };
+        let mut c =
+            Connection { reader: BufReader::new(stream), local, seen: Seen { ip: Ipv4Addr::UNSPECIFIED, port: 0 } };
+        let line = c.read_line()?;
+        c.seen = parse_seen(&line).ok_or_else(|| ClusterError::Io {
+            what: format!("bad greeting {line:?}"),
+            source: std::io::ErrorKind::InvalidData.into(),
+        })?;
+        Ok(c)
+    }
+
+    /// One TCP request/response from a pod: what the server saw.
+    ///
+    /// # Errors
+    /// As [`MiniCluster::tcp_connect`] and [`Connection::exchange`].
+    pub fn tcp_request(&self, pod_name: &str, dst: Ipv4Addr) -> Result<Seen, ClusterError> {
+        let mut c = self.tcp_connect(pod_name, dst)?;
+        let echoed = c.exchange("hello")?;
+        if echoed != c.seen {
+            return Err(ClusterError::Io {
+                what: format!("the server saw {} then {echoed} on one connection", c.seen),
+                source: std::io::ErrorKind::InvalidData.into(),
+            });
+        }
+        Ok(echoed)
+    }
+
+    /// One UDP datagram from a pod to `dst`:[`UDP_PORT`] and its answer: what the server saw.
+    ///
+    /// # Errors
+    /// Send, receive (within [`REQUEST_TIMEOUT`]) or parse failures.
+    pub fn udp_request(&self, pod_name: &str, dst: Ipv4Addr) -> Result<Seen, ClusterError> {
+        let s = in_netns(&self.ns(pod(pod_name).name), || {
+            let s = UdpSocket::bind(("0.0.0.0", 0)).map_err(io("UDP socket"))?;
+            s.set_read_timeout(Some(REQUEST_TIMEOUT)).map_err(io("UDP socket"))?;
+            Ok(s)
+        })?;
+        let token = format!("udp-{}", INSTANCE.fetch_add(1, Ordering::Relaxed));
+        s.send_to(token.as_bytes(), (dst, UDP_PORT)).map_err(io(format!("UDP send to {dst}")))?;
+        let mut buf = [0u8; 512];
+        let n = s.recv(&mut buf).map_err(io(format!("UDP answer from {dst}")))?;
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if !text.ends_with(&token) {
+            return Err(ClusterError::Io {
+                what: format!("UDP answer {text:?}"),
+                source: std::io::ErrorKind::InvalidData.into(),
+            });
+        }
+        parse_seen(&text).ok_or_else(|| ClusterError::Io {
+            what: format!("UDP answer {text:?}"),
+            source: std::io::ErrorKind::InvalidData.into(),
+        })
+    }
+
+    /// One ICMP echo from a pod to `dst`; on its reply, what the server
+    /// logged for it (source address and the identifier it arrived with).
+    ///
+    /// # Errors
+    /// Socket failures, no reply within [`REQUEST_TIMEOUT`], or the server has no log of it.
+    pub fn ping(&self, pod_name: &str, dst: Ipv4Addr) -> Result<Seen, ClusterError> {
+        let fd = in_netns(&self.ns(pod(pod_name).name), || {
+            let fd = rustix::net::socket(
+                rustix::net::AddressFamily::INET,
+                rustix::net::SocketType::RAW,
+                Some(rustix::net::ipproto::ICMP),
+            )
+            .map_err(|e| ClusterError::Io { what: "ICMP socket".into(), source: e.into() })?;
+            rustix::net::sockopt::set_socket_timeout(
+                &fd,
+                rustix::net::sockopt::Timeout::Recv,
+                Some(Duration::from_millis(100)),
+            )
+            .map_err(|e| ClusterError::Io { what: "ICMP socket".into(), source: e.into() })?;
+            Ok(fd)
+        })?;
+        let n = INSTANCE.fetch_add(1, Ordering::Relaxed);
+        let id = (std::process::id() as u16) ^ (n as u16).rotate_left(8);
+        let token = format!("egret-ping-{n:08}").into_bytes();
+        let mut pkt = vec![8u8, 0, 0, 0];
+        pkt.extend_from_slice(&id.to_be_bytes());
+        pkt.extend_from_slice(&1u16.to_be_bytes());
+        pkt.extend_from_slice(&token);
+        let sum = internet_checksum(&pkt);
+        pkt[2..4].copy_from_slice(&sum.to_be_bytes());
+        let to = rustix::net::SocketAddrV4::new(dst, 0);
+        rustix::net::sendto(&fd, &pkt, rustix::net::SendFlags::empty(), &to)
+            .map_err(|e| ClusterError::Io { what: format!("ICMP echo to {dst}"), source: e.into() })?;
+        let start = Instant::now();
+        let mut buf = [0u8; 2048];
+        loop {
+            if start.elapsed() > REQUEST_TIMEOUT {
+                return Err(ClusterError::Timeout { what: format!("an ICMP echo reply from {dst} to {pod_name}") });
+            }
+            let Ok(len) = rustix::io::read(&fd, &mut buf) else { continue };
+            let p = &buf[..len];
+            if p.len() < 28 {
+                continue;
+            }
+            let ihl = usize::from(p[0] & 0x0f) * 4;
+            let src = Ipv4Addr::new(p[12], p[13], p[14], p[15]);
+            if p.len() >= ihl + 8
+                && p[ihl] == 0
+                && src == dst
+                && u16::from_be_bytes([p[ihl + 4], p[ihl + 5]]) == id
+                && p[ihl + 8..].starts_with(&token)
+            {
+                break;
+            }
+        }
+        // the server's log thread may see its copy a little after the reply left
+        let log = self.server.as_ref().map(|s| s.echoes.clone());
+        let start = Instant::now();
+        loop {
+            let seen = log.as_ref().and_then(|l| {
+                l.lock().ok().and_then(|v| v.iter().rev().find(|e| e.payload.starts_with(&token)).cloned())
+            });
+            if let Some(e) = seen {
+                return Ok(Seen { ip: e.src, port: e.id });
+            }
+            if start.elapsed() > REQUEST_TIMEOUT {
+                let last = log
+                    .as_ref()
+                    .and_then(|l| l.lock().ok().map(|v| format!("{:?}", v.iter().rev().take(3).collect::<Vec<_>>())));
+                return Err(ClusterError::Timeout {
+                    what: format!(
+                        "the server's log of the echo from {pod_name} (last logged: {})",
+                        last.unwrap_or_default()
+                    ),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// An open TCP connection from a pod to the server.
+#[derive(Debug)]
+pub struct Connection {
+    reader: BufReader<TcpStream>,
+    /// The pod's side of the connection.
+    pub local: SocketAddrV4,
+    /// What the server saw when it accepted the connection.
+    pub seen: Seen,
+}
+
+impl Connection {
+    fn read_line(&mut self) -> Result<String, ClusterError> {
+        let mut line = String::new();
+        self.reader.read_line(&mut line).map_err(io("reading from the server"))?;
+        if line.is_empty() {
+            return Err(ClusterError::Io {
+                what: "the server closed the connection".into(),
+                source: std::io::ErrorKind::UnexpectedEof.into(),
+            });
+        }
+        Ok(line)
+    }
+
+    /// Sends a line and reads the server's answer: what the server sees now.
+    ///
+    /// # Errors
+    /// Write or read failures (within [`REQUEST_TIMEOUT`]).
+    pub fn exchange(&mut self, msg: &str) -> Result<Seen, ClusterError> {
+        writeln!(self.reader.get_mut(), "{msg}").map_err(io("writing to the server"))?;
+        let line = self.read_line()?;
+        let seen = parse_seen(&line);
+        match seen {
+            Some(s) if line.trim_end().ends_with(msg) => Ok(s),
+            _ => Err(ClusterError::Io {
+                what: format!("unexpected answer {line:?}"),
+                source: std::io::ErrorKind::InvalidData.into(),
+            }),
+        }
+    }
+}
+
+fn internet_checksum(b: &[u8]) -> u16 {
+    let mut sum: u32 = b.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))).sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len() / 2).filter_map(|i| u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()).collect()
+}
+
+/// The article's "Step 4" policy, corrected (see
+/// `examples/policies/egress-gateway-policy.yaml`), with egress IP `egress_ip`
+/// and [`EXCLUDED_CIDR`] added to its exclusions.
+#[must_use]
+pub fn article_policy(egress_ip: Ipv4Addr) -> String {
+    format!(
+        "apiVersion: cilium.io/v2
+kind: CiliumEgressGatewayPolicy
+metadata:
+  name: egress-gateway-policy
+spec:
+  selectors:
+  - podSelector:
+      matchLabels:
+        use-egress-gateway: \"true\"
+    namespaceSelector:
+      matchLabels:
+        kubernetes.io/metadata.name: production
+  destinationCIDRs:
+  - \"0.0.0.0/0\"
+  excludedCIDRs:
+  - \"10.0.0.0/8\"
+  - \"172.16.0.0/12\"
+  - \"192.168.0.0/16\"
+  - \"{EXCLUDED_CIDR}\"
+  egressGateway:
+    nodeSelector:
+      matchLabels:
+        cilium.io/egress-gateway: \"true\"
+    egressIP: \"{egress_ip}\"
+"
+    )
+}
+
+/// `egret-agent demo`: starts the mini-cluster (agents from the `agent`
+/// binary), shows what the external server sees from each pod for TCP, UDP
+/// and ICMP echo, to the server and to an excluded address, prints the
+/// gateway's counters, and tears everything down.
+///
+/// # Errors
+/// Set-up failures; a request that fails is shown as such, not an error.
+pub fn demo(agent: &Path, out: &mut dyn Write) -> Result<(), ClusterError> {
+    let w = |out: &mut dyn Write, s: String| writeln!(out, "{s}").map_err(io("writing the demo's output"));
+    w(out, "building the mini-cluster: namespaces for 3 nodes, 4 pods, the underlay and the server …".into())?;
+    let started = Instant::now();
+    let c = MiniCluster::start("demo", agent)?;
+    w(out, format!("ready in {} ms:", started.elapsed().as_millis()))?;
+    for n in NODES {
+        let role = if n.gateway {
+            "gateway (cilium.io/egress-gateway=true), eth1 holds 198.51.100.100 and .101"
+        } else {
+            "worker"
+        };
+        let generation = c.generation(n.name).map_or_else(|| "-".to_owned(), |g| g.to_string());
+        w(
+            out,
+            format!(
+                "  {:<10} {:<12} {role}; egret-agent serving generation {generation}",
+                n.name,
+                n.address.to_string()
+            ),
+        )?;
+    }
+    for p in PODS {
+        let labels = if p.egress { "use-egress-gateway=true" } else { "-" };
+        w(out, format!("  pod {:<9} {:<12} on {:<9} labels: {labels}", p.name, p.ip.to_string(), p.node))?;
+    }
+    w(out, format!("  server     {SERVER} (and {EXCLUDED_SERVER}), reachable from the nodes' uplinks only"))?;
+    w(
+        out,
+        format!("policy: the article's egress-gateway-policy (egressIP {EGRESS_IP}), excluding also {EXCLUDED_CIDR}"),
+    )?;
+    w(out, String::new())?;
+    w(out, format!("{:<9} {:<9} {:<5} {:<18} {}", "POD", "NODE", "PROTO", "DESTINATION", "THE SERVER SEES"))?;
+    for p in PODS {
+        for (proto, dst) in [("tcp", SERVER), ("udp", SERVER), ("icmp", SERVER), ("tcp", EXCLUDED_SERVER)] {
+            let r = match proto {
+                "tcp" => c.tcp_request(p.name, dst),
+                "udp" => c.udp_request(p.name, dst),
+                _ => c.ping(p.name, dst),
+            };
+            let seen = match r {
+                Ok(s) => {
+                    let via = if s.ip == EGRESS_IP || s.ip == EGRESS_IP_2 {
+                        "egress gateway"
+                    } else if NODES.iter().any(|n| n.address == s.ip) {
+                        "node address"
+                    } else {
+                        "?"
+                    };
+                    let what = if proto == "icmp" { format!("{} (echo id {})", s.ip, s.port) } else { s.to_string() };
+                    format!("{what:<28} {via}")
+                }
+                Err(e) => format!("no answer: {e}"),
+            };
+            let dest = if proto == "icmp" {
+                dst.to_string()
+            } else {
+                format!("{dst}:{}", if proto == "tcp" { TCP_PORT } else { UDP_PORT })
+            };
+            w(out, format!("{:<9} {:<9} {proto:<5} {dest:<18} {seen}", p.name, p.node))?;
+        }
+    }
+    w(out, String::new())?;
+    w(out, "gateway-1 datapath counters (egret_gw_stats, packets):".into())?;
+    let mut line = String::new();
+    for s in egret_bpf::templates::Stat::ALL {
+        let (packets, _) = c.counter("gateway-1", egret_bpf::templates::map::GW_STATS, s.index())?;
+        if packets > 0 {
+            line.push_str(&format!("  {}={packets}", s.name()));
+        }
+    }
+    w(out, line)?;
+    let started = Instant::now();
+    let namespaces = c.namespace_names().len();
+    drop(c);
+    w(
+        out,
+        format!(
+            "torn down: {namespaces} namespaces, agents, pins and snapshot removed in {} ms",
+            started.elapsed().as_millis()
+        ),
+    )
+}
