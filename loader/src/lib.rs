@@ -44,7 +44,8 @@ pub mod tunnel;
 
 pub use error::LoaderError;
 pub use loader::{
-    ApplyReport, Loader, LoaderConfig, PodAttachment, PodState, PodTarget, Recovery, SwapTimings, SyncReport,
+    ApplyReport, EgressSyncReport, Loader, LoaderConfig, PodAttachment, PodState, PodTarget, Recovery, SwapTimings,
+    SyncReport,
 };
 pub use pins::{Generation, PinLayout};
 pub use state::{StateFate, StateMapReport};

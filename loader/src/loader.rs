@@ -35,6 +35,12 @@
 //!   `ApplyReport::Swapped::state`); `<root>/state/` names the running
 //!   generation's state maps and changes only after a completed swap (or
 //!   when `open` adopts a generation), never on a failed build or swap.
+//! - **Egress interfaces** ([`Loader::sync_egress`]): the set starts as
+//!   `LoaderConfig::egress_interfaces` and follows the compiled plan at run
+//!   time: a synced set attaches the running generation's `EgressIngress`
+//!   program to new interfaces and releases removed ones at once, and every
+//!   `apply` replaces the program of exactly that set (an `EgressIngress`
+//!   link of an interface outside it is released by the swap).
 //! - **Namespaces**: every interface name and ifindex is resolved in the
 //!   network namespace of the calling thread; use one thread, in the node's
 //!   namespace, per loader.
@@ -202,6 +208,18 @@ pub struct SyncReport {
     pub released: Vec<u32>,
     /// Targets that could not be resolved, and why.
     pub unresolved: Vec<(PodTarget, LoaderError)>,
+}
+
+/// The result of [`Loader::sync_egress`].
+#[derive(Debug, Default)]
+pub struct EgressSyncReport {
+    /// Egress interfaces (ifindex) that got a link with the running generation's program.
+    pub attached: Vec<u32>,
+    /// Egress interfaces (ifindex) whose link was released.
+    pub released: Vec<u32>,
+    /// Names that are no interface here, and why (kept in the wanted set: an
+    /// `apply` fails until they exist or a later `sync_egress` drops them).
+    pub unresolved: Vec<(String, LoaderError)>,
 }
 
 /// The node's loader. See the module doc for its contracts.
@@ -482,6 +500,13 @@ impl Loader {
                 to_release.push(l.path.clone());
                 continue;
             };
+            if l.attach == AttachPoint::EgressIngress
+                && !targets.iter().any(|(a, i, _)| *a == l.attach && *i == l.ifindex)
+            {
+                // an interface no longer in the egress set
+                to_release.push(l.path.clone());
+                continue;
+            }
             match links::replace(&l.path, p) {
                 Ok(()) => replaced.push((l.path.clone(), l.attach)),
                 Err(ReplaceError::Defunct) => to_release.push(l.path.clone()),
@@ -710,6 +735,51 @@ impl Loader {
             if a.state == PodState::Attached {
                 report.attached.push(i);
             }
+        }
+        Ok(report)
+    }
+
+    /// Makes `interfaces` the egress interfaces (`EgressIngress` programs
+    /// attach to each): the running generation's program, if it has one, is
+    /// attached to those without a link, and links of interfaces not in the
+    /// set are released; a later [`Loader::apply`] swaps exactly this set.
+    /// Without a running `EgressIngress` program the set is only recorded.
+    ///
+    /// # Errors
+    /// Attach or release failures (names that are no interface are reported
+    /// in the result instead).
+    pub fn sync_egress(&mut self, interfaces: &[String]) -> Result<EgressSyncReport, LoaderError> {
+        let mut report = EgressSyncReport::default();
+        let mut wanted: BTreeMap<u32, String> = BTreeMap::new();
+        for name in interfaces {
+            match netdev::require_ifindex(name, || "egress interface".into()) {
+                Ok(i) => {
+                    wanted.insert(i, name.clone());
+                }
+                Err(e) => report.unresolved.push((name.clone(), e)),
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        self.config.egress_interfaces = interfaces.iter().filter(|n| seen.insert(n.as_str())).cloned().collect();
+        for l in scan::link_pins(&self.layout)?.into_iter().filter(|l| l.attach == AttachPoint::EgressIngress) {
+            let stale = match links::info(&l.path) {
+                Ok(i) => i.ifindex == 0 || !wanted.contains_key(&l.ifindex),
+                Err(_) => true,
+            };
+            if stale {
+                links::release(&l.path)?;
+                report.released.push(l.ifindex);
+            }
+        }
+        let Some(p) = self.running.as_mut().and_then(|g| g.programs.get_mut(&AttachPoint::EgressIngress)) else {
+            return Ok(report);
+        };
+        for (ifindex, name) in &wanted {
+            if self.layout.link(AttachPoint::EgressIngress, *ifindex).exists() {
+                continue;
+            }
+            links::create(&self.layout, p, AttachPoint::EgressIngress, *ifindex, name)?;
+            report.attached.push(*ifindex);
         }
         Ok(report)
     }

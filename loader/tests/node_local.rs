@@ -10,10 +10,8 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use common::*;
-use egret_bpf::artifact::{
-    Artifact, AttachPoint, FieldEncoding, HoleSource, HoleSpec, LateField, MapImage, ProgramSpec,
-};
-use egret_bpf::templates::{self, GatewaySlot, LocalEndpoint, Template};
+use egret_bpf::artifact::{Artifact, FieldEncoding, HoleSource, LateField};
+use egret_bpf::templates::{self, GatewaySlot, LocalEndpoint};
 use egret_loader::{Loader, LoaderConfig, PodTarget, inspect};
 
 const SLOT: u32 = 7;
@@ -22,33 +20,24 @@ const EGRESS_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 7);
 /// `egret_gw_reply` alone, with one late-bound `egret_gw_slots` entry; `tag`
 /// makes artifacts differ.
 fn artifact(tag: u8) -> Artifact {
-    let reply = Template::GwReply.assemble().expect("assembles");
-    let maps = templates::maps();
-    let object =
-        egret_bpf::elf::verify_and_write(&[reply.program], &maps, egret_bpf::elf::DEFAULT_LICENSE).expect("object");
-    let mut images: Vec<MapImage> = maps.iter().map(MapImage::of).collect();
-    let slots = images.iter_mut().find(|m| m.name == templates::map::GW_SLOTS).expect("slots");
-    let entry = GatewaySlot { slot: SLOT, egress_ip: Ipv4Addr::UNSPECIFIED, egress_ifindex: 0 };
-    let mut value = entry.value();
-    value[8] = tag;
-    slots.push_late(
-        &entry.key(),
-        &value,
-        vec![
-            LateField { offset: 0, source: HoleSource::SlotIpv4 { slot: SLOT }, encoding: FieldEncoding::Be32 },
-            LateField { offset: 4, source: HoleSource::Ifindex { link: "lo".into() }, encoding: FieldEncoding::Le32 },
-        ],
-    );
-    Artifact::new(
-        "n1",
-        object,
-        vec![ProgramSpec::attached(Template::GwReply.name(), AttachPoint::EgressIngress)],
-        vec![HoleSpec {
-            name: templates::HOLE_TUNNEL_IFINDEX.into(),
-            source: HoleSource::Ifindex { link: "lo".into() },
-        }],
-        images,
-    )
+    gw_reply_artifact(|images| {
+        let slots = images.iter_mut().find(|m| m.name == templates::map::GW_SLOTS).expect("slots");
+        let entry = GatewaySlot { slot: SLOT, egress_ip: Ipv4Addr::UNSPECIFIED, egress_ifindex: 0 };
+        let mut value = entry.value();
+        value[8] = tag;
+        slots.push_late(
+            &entry.key(),
+            &value,
+            vec![
+                LateField { offset: 0, source: HoleSource::SlotIpv4 { slot: SLOT }, encoding: FieldEncoding::Be32 },
+                LateField {
+                    offset: 4,
+                    source: HoleSource::Ifindex { link: "lo".into() },
+                    encoding: FieldEncoding::Le32,
+                },
+            ],
+        );
+    })
 }
 
 /// The running generation's entries of `map`: key hex → value hex.

@@ -312,3 +312,26 @@ pub fn add_tunnel(ns: &str) {
     ip_in(ns, &["link", "add", "egret0", "type", "vxlan", "external", "dstport", "48472"]);
     ip_in(ns, &["link", "set", "egret0", "up"]);
 }
+
+/// `egret_gw_reply` alone at `EgressIngress` with the templates' maps (hole
+/// `%tunnel_ifindex` = `lo`), on node `n1`; `fill` writes the map images.
+pub fn gw_reply_artifact(fill: impl FnOnce(&mut Vec<egret_bpf::artifact::MapImage>)) -> egret_bpf::artifact::Artifact {
+    use egret_bpf::artifact::{Artifact, AttachPoint, HoleSource, HoleSpec, MapImage, ProgramSpec};
+    use egret_bpf::templates::{self, Template};
+    let reply = Template::GwReply.assemble().expect("assembles");
+    let maps = templates::maps();
+    let object =
+        egret_bpf::elf::verify_and_write(&[reply.program], &maps, egret_bpf::elf::DEFAULT_LICENSE).expect("object");
+    let mut images: Vec<MapImage> = maps.iter().map(MapImage::of).collect();
+    fill(&mut images);
+    Artifact::new(
+        "n1",
+        object,
+        vec![ProgramSpec::attached(Template::GwReply.name(), AttachPoint::EgressIngress)],
+        vec![HoleSpec {
+            name: templates::HOLE_TUNNEL_IFINDEX.into(),
+            source: HoleSource::Ifindex { link: "lo".into() },
+        }],
+        images,
+    )
+}
