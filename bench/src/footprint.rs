@@ -10,8 +10,8 @@
 //! tables for the slots the node serves (16 bytes per allowed source, 16 per
 //! slot, from their documented layouts). Cilium's layout holds one
 //! entry per (selected pod IP, destination or excluded CIDR) of the whole
-//! cluster on every node ([`egret_compiler::cilium::entry_count`]), 12-byte key
-//! + 8-byte value each, in a map of 16,384 entries by default. Kernel
+//! cluster on every node ([`egret_compiler::cilium::entry_count`]), a 12-byte
+//! key and an 8-byte value each, in a map of 16,384 entries by default. Kernel
 //! per-entry overhead (LPM trie nodes, hash buckets) is left out on both sides.
 
 use egret_compiler::codegen;

@@ -1,9 +1,12 @@
 //! Code generation benchmark (a program, not a timed test): generating and
 //! verifying (static verifier + equivalence checker, the latter also against
 //! the reference evaluator) the classifier of a busy node of the synthetic
-//! 1,000-policy cluster of `bench_compile.rs` (its generator is copied
-//! here: 5,000 nodes, 100,000 pods, 1,000 policies with 10 destination and
-//! 3 excluded CIDRs each). Target: < 100 ms for the busiest node.
+//! 1,000-policy cluster of `bench_compile.rs` (`egret_compiler::synth`:
+//! 5,000 nodes, 100,000 pods, 1,000 policies with 10 destination and 3
+//! excluded CIDRs each). Target: < 100 ms for the busiest node on the
+//! default path, `codegen::node::compile_node` with the world (what
+//! `egret compile -o`, `egret verify --cluster` and the agent run: every
+//! packet compared with the plan and with the reference evaluator).
 //!
 //! Also reported, for scale: a stress node that hosts one pod of each of
 //! 1,000 apps, so that all 1,000 policies apply to it (1,000+ classes).
@@ -54,23 +57,47 @@ fn add_stress_pods(b: &mut Bundle) {
     }
 }
 
-fn measure(name: &str, w: &World, plan: &Verified<Plan>, runs: usize, reference: Option<Option<usize>>) {
+/// What the equivalence checker compares with the reference evaluator.
+#[derive(Clone, Copy)]
+enum Reference {
+    /// Against the plan only (no world).
+    PlanOnly,
+    /// The plan, and the reference evaluator on at most this many packets.
+    Limit(usize),
+    /// The default: the plan and the reference evaluator on every packet.
+    Every,
+}
+
+fn measure(name: &str, w: &World, plan: &Verified<Plan>, runs: usize, reference: Reference) {
     let c = plan.counts();
-    let (mut generate_t, mut stat, mut eq, mut total) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut generate_t, mut stat, mut eq, mut total, mut default_path) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut last = None;
+    let (world, reference_limit) = match reference {
+        Reference::PlanOnly => (None, None),
+        Reference::Limit(n) => (Some(w), Some(n)),
+        Reference::Every => (Some(w), None),
+    };
+    let options = Options { reference_limit, ..Options::default() };
     for _ in 0..runs {
+        // the steps, classifier only
         let t0 = Instant::now();
-        let g = codegen::generate(plan, &Options::default()).expect("generates");
+        let g = codegen::generate(plan, &options).expect("generates");
         let t1 = Instant::now();
         let a = g.artifact(plan).expect("static verifier");
         let t2 = Instant::now();
-        let options = equiv::CheckOptions { reference_limit: reference.flatten() };
-        let v = equiv::check_with(a, plan, reference.map(|_| w), &options).expect("equivalent");
+        let check = equiv::CheckOptions { reference_limit };
+        let v = equiv::check_with(a, plan, world, &check).expect("equivalent");
         let t3 = Instant::now();
+        // what `egret compile -o`, `egret verify` and the agent run: the node's complete artifact
+        let n = codegen::node::compile_node(plan, &options, world).expect("node artifact");
+        let t4 = Instant::now();
+        assert_eq!(n.report().reference_checks, v.report().reference_checks);
         generate_t.push(t1 - t0);
         stat.push(t2 - t1);
         eq.push(t3 - t2);
         total.push(t3 - t0);
+        default_path.push(t4 - t3);
         last = Some((g.layout, g.program.insns.len(), v.report()));
     }
     let Some((layout, insns, r)) = last else { return };
@@ -79,13 +106,14 @@ fn measure(name: &str, w: &World, plan: &Verified<Plan>, runs: usize, reference:
         c.endpoints, c.classes, c.class_entries, c.internal_entries
     );
     println!(
-        "  equivalence: {} packets ({} also against eval::decide), {} interpreter instructions; static verifier processed {}",
+        "  equivalence: {} packets ({} also against the reference evaluator), {} interpreter instructions; static verifier processed {}",
         r.cases, r.reference_checks, r.insns, r.verifier_insns
     );
     println!("  generate                      {}", ms(median(generate_t)));
     println!("  static verify + ELF write     {}", ms(median(stat)));
     println!("  equivalence check             {}", ms(median(eq)));
-    println!("  total (median of {runs})          {}", ms(median(total)));
+    println!("  total, classifier (median of {runs})  {}", ms(median(total)));
+    println!("  node::compile_node (median of {runs}) {}", ms(median(default_path)));
 }
 
 fn main() {
@@ -97,13 +125,38 @@ fn main() {
     println!("synthetic cluster resolved and compiled in {:.1} s", t.elapsed().as_secs_f64());
     let (busiest, plan) =
         plans.iter().max_by_key(|(n, p)| (p.counts().class_entries, std::cmp::Reverse((*n).clone()))).expect("nodes");
-    measure(&format!("busiest node {busiest}, every packet against the plan"), &w, plan, runs, None);
-    measure(&format!("busiest node {busiest}, + eval::decide on 32 packets"), &w, plan, runs, Some(Some(32)));
-    measure(&format!("busiest node {busiest}, + eval::decide on every packet"), &w, plan, 3, Some(None));
+    measure(
+        &format!("busiest node {busiest}, every packet against the plan only"),
+        &w,
+        plan,
+        runs,
+        Reference::PlanOnly,
+    );
+    measure(&format!("busiest node {busiest}, + the reference on 32 packets"), &w, plan, runs, Reference::Limit(32));
+    measure(
+        &format!("busiest node {busiest}, + the reference on every packet (the default)"),
+        &w,
+        plan,
+        runs,
+        Reference::Every,
+    );
 
     add_stress_pods(&mut b);
     let w = World::new(&b, &ResolveOptions { service_cidrs: vec![v4(10, 96, 0, 0, 12)] });
     let plan = Session::new().compile_node(&w, "node-00000").expect("compiles");
-    measure("stress node node-00000 (all 1,000 policies apply), against the plan", &w, &plan, 3, None);
-    measure("stress node node-00000, + eval::decide on 32 packets", &w, &plan, 3, Some(Some(32)));
+    let stress_runs = runs.min(3);
+    measure(
+        "stress node node-00000 (all 1,000 policies apply), against the plan only",
+        &w,
+        &plan,
+        stress_runs,
+        Reference::PlanOnly,
+    );
+    measure(
+        "stress node node-00000, + the reference on every packet (the default)",
+        &w,
+        &plan,
+        stress_runs,
+        Reference::Every,
+    );
 }

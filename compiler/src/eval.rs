@@ -17,9 +17,10 @@
 use crate::ir::Action;
 use crate::resolve::{
     Assignment, EgressIp, Endpoint, EndpointId, GatewayOutcome, InternalSource, PolicyInfo, Reading, SlotId, World,
-    fnv1a_32, selector_miss,
+    first_selector_miss, fnv1a_32, selector_miss,
 };
-use egret_lang::net::{Cidr, Family};
+use egret_lang::net::{Cidr, Family, ip_to_u128, prefix_mask};
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
 
 pub use crate::ir::DropReason;
@@ -185,7 +186,7 @@ pub struct Consideration {
     pub policy: String,
     pub selection: Selection,
     /// Whether Cilium's reading (pooled nodeSelectors) selects the endpoint;
-    /// `None` in [`decide_verdict`]'s trail, which does not compute it.
+    /// `None` in [`Reference::decide`]'s trail, which does not compute it.
     pub cilium_selected: Option<bool>,
     pub destination: DestinationMatch,
     pub outcome: Outcome,
@@ -202,29 +203,68 @@ pub struct Decision {
     pub trail: Vec<Consideration>,
 }
 
-/// Why an item misses an endpoint, or `None` when it selects it.
-pub fn item_miss(world: &World, item: &egret_lang::ast::SelectorItem, ep: &Endpoint) -> Option<String> {
+/// The part of a selector item that misses an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MissingPart {
+    /// Neither podSelector nor namespaceSelector.
+    Invalid,
+    Pod,
+    Namespace,
+    Node,
+}
+
+/// The first part of an item that misses an endpoint (`None` when it
+/// selects it), without putting the reason in words.
+fn missing_part(world: &World, item: &egret_lang::ast::SelectorItem, ep: &Endpoint) -> Option<MissingPart> {
     if item.pod_selector.is_none() && item.namespace_selector.is_none() {
-        return Some("has neither podSelector nor namespaceSelector (invalid, selects nothing)".to_string());
+        return Some(MissingPart::Invalid);
     }
     if let Some(s) = &item.pod_selector
-        && let Some(why) = selector_miss(s, &ep.labels)
+        && first_selector_miss(s, &ep.labels).is_some()
     {
-        return Some(format!("podSelector: {why}"));
+        return Some(MissingPart::Pod);
     }
     if let Some(s) = &item.namespace_selector
-        && let Some(why) = selector_miss(s, &world.namespace_labels(&ep.namespace))
+        && first_selector_miss(s, &world.namespace_labels(&ep.namespace)).is_some()
     {
-        return Some(format!("namespaceSelector: namespace `{}`: {why}", ep.namespace));
+        return Some(MissingPart::Namespace);
     }
-    if let Some(s) = &item.node_selector {
-        let labels = ep.node.map(|n| world.node(n).labels.clone()).unwrap_or_default();
-        if let Some(why) = selector_miss(s, &labels) {
-            let node = ep.node_name.as_deref().unwrap_or("(none)");
-            return Some(format!("nodeSelector: node `{node}`: {why}"));
-        }
+    if let Some(s) = &item.node_selector
+        && first_selector_miss(s, &node_labels(world, ep)).is_some()
+    {
+        return Some(MissingPart::Node);
     }
     None
+}
+
+fn node_labels(world: &World, ep: &Endpoint) -> egret_lang::ast::Labels {
+    ep.node.map(|n| world.node(n).labels.clone()).unwrap_or_default()
+}
+
+/// Why an item misses an endpoint, or `None` when it selects it.
+pub fn item_miss(world: &World, item: &egret_lang::ast::SelectorItem, ep: &Endpoint) -> Option<String> {
+    let why = |s: &Option<egret_lang::ast::LabelSelector>, labels: &egret_lang::ast::Labels| {
+        s.as_ref().and_then(|s| selector_miss(s, labels)).unwrap_or_default()
+    };
+    Some(match missing_part(world, item, ep)? {
+        MissingPart::Invalid => "has neither podSelector nor namespaceSelector (invalid, selects nothing)".to_string(),
+        MissingPart::Pod => format!("podSelector: {}", why(&item.pod_selector, &ep.labels)),
+        MissingPart::Namespace => format!(
+            "namespaceSelector: namespace `{}`: {}",
+            ep.namespace,
+            why(&item.namespace_selector, &world.namespace_labels(&ep.namespace))
+        ),
+        MissingPart::Node => {
+            let node = ep.node_name.as_deref().unwrap_or("(none)");
+            format!("nodeSelector: node `{node}`: {}", why(&item.node_selector, &node_labels(world, ep)))
+        }
+    })
+}
+
+/// The first item of a policy that selects the endpoint (what [`selection`]
+/// finds, without the reasons of the items before it).
+fn selecting_item(world: &World, p: &PolicyInfo, ep: &Endpoint) -> Option<usize> {
+    p.ast.selectors.iter().position(|item| missing_part(world, item, ep).is_none())
 }
 
 fn selection(world: &World, p: &PolicyInfo, ep: &Endpoint) -> Selection {
@@ -253,25 +293,103 @@ pub fn destination_match(p: &PolicyInfo, a: IpAddr) -> DestinationMatch {
 /// Decides the fate of a packet from `source` to `destination`, with a trail
 /// entry for every policy of the world (what `egret explain` shows).
 pub fn decide(world: &World, source: Source, destination: IpAddr) -> Decision {
-    decide_with(world, source, destination, Trail::Every)
+    let (src, ep) = source_info(world, source, destination);
+    let Some(ep) = ep else { return not_an_endpoint(src, destination) };
+    let trail = world
+        .policies()
+        .iter()
+        .map(|p| {
+            consideration(
+                p,
+                selection(world, p, ep),
+                Some(world.selects(&p.ast, ep, Reading::Cilium)),
+                destination_match(p, destination),
+            )
+        })
+        .collect();
+    let internal = world.internal_ranges().source_of(destination).cloned();
+    conclude(world, src, ep, destination, trail, internal)
 }
 
-/// The same decision as [`decide`] (same steps, same functions), with a trail
-/// that holds only the policies that have a destination entry containing
-/// `destination`: the others cannot be in M (step 2) and so cannot change the
-/// verdict, the winner or the gateway. For checkers that ask for many packets.
-pub fn decide_verdict(world: &World, source: Source, destination: IpAddr) -> Decision {
-    decide_with(world, source, destination, Trail::Relevant)
+/// The reference evaluator prepared for many packets: the same decision as
+/// [`decide`] (same steps, same functions), for checkers that ask for
+/// thousands of packets from a few endpoints.
+///
+/// What it saves, and why the verdict cannot change:
+/// - Selection (step 2, "the policies that select E") is computed once per
+///   endpoint, over every policy, with the per-item test [`decide`]'s
+///   trail uses (without putting the misses in words), and remembered; a
+///   packet then tests the destinations of those policies only. A policy
+///   that does not select E is never in M.
+/// - The trail holds only the policies in M's candidate set: selecting E and
+///   with a destination entry containing the address (its outcome says
+///   whether an exclusion removed it); `cilium_selected` is `None`.
+/// - Step 1 looks the destination up in an index of the world's contributing
+///   internal prefixes by (family, length) and network address, built here;
+///   it returns what [`crate::resolve::InternalRanges::source_of`] returns
+///   (the first contributing prefix, in sorted order, containing it).
+///
+/// Not a re-use of plans or of the IR: the index holds only what SEMANTICS.md
+/// names (selection per endpoint, the contributing internal prefixes).
+#[derive(Debug)]
+pub struct Reference<'w> {
+    world: &'w World,
+    /// Endpoint → the policies (indexes into `world.policies()`, name order)
+    /// that select it, with the first selecting item.
+    selecting: HashMap<EndpointId, Vec<(usize, usize)>>,
+    /// (family, prefix length) → network address → the smallest index in
+    /// `world.internal_ranges().sources` with that prefix.
+    internal: BTreeMap<(Family, u8), HashMap<u128, usize>>,
 }
 
-/// Which policies a decision's trail covers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Trail {
-    Every,
-    Relevant,
+impl<'w> Reference<'w> {
+    pub fn new(world: &'w World) -> Reference<'w> {
+        let mut internal: BTreeMap<(Family, u8), HashMap<u128, usize>> = BTreeMap::new();
+        for (i, (c, _)) in world.internal_ranges().sources.iter().enumerate() {
+            let net = c.network();
+            internal.entry((c.family(), c.len)).or_default().entry(net.bits()).or_insert(i);
+        }
+        Reference { world, selecting: HashMap::new(), internal }
+    }
+
+    /// The decision for one packet (trail: see the type's documentation).
+    pub fn decide(&mut self, source: Source, destination: IpAddr) -> Decision {
+        let world = self.world;
+        let (src, ep) = source_info(world, source, destination);
+        let Some(ep) = ep else { return not_an_endpoint(src, destination) };
+        let selecting = self.selecting.entry(ep.id).or_insert_with(|| {
+            world
+                .policies()
+                .iter()
+                .enumerate()
+                .filter_map(|(i, p)| selecting_item(world, p, ep).map(|item| (i, item)))
+                .collect()
+        });
+        let trail = selecting
+            .iter()
+            .filter_map(|(i, item)| {
+                let p = &world.policies()[*i];
+                let d = destination_match(p, destination);
+                (d != DestinationMatch::NoEntryContains)
+                    .then(|| consideration(p, Selection::Selected { item: *item }, None, d))
+            })
+            .collect();
+        let sources = &world.internal_ranges().sources;
+        let fam = Family::of(&destination);
+        let a = ip_to_u128(destination);
+        let internal = self
+            .internal
+            .range((fam, 0)..=(fam, u8::MAX))
+            .filter_map(|((_, len), nets)| nets.get(&(a & prefix_mask(fam, *len))))
+            .min()
+            .and_then(|i| sources.get(*i))
+            .cloned();
+        conclude(world, src, ep, destination, trail, internal)
+    }
 }
 
-fn decide_with(world: &World, source: Source, destination: IpAddr, trail_of: Trail) -> Decision {
+/// The source of a packet, resolved, and its endpoint.
+fn source_info(world: &World, source: Source, destination: IpAddr) -> (SourceInfo, Option<&Endpoint>) {
     let fam = Family::of(&destination);
     let ep = match source {
         Source::Endpoint(id) => world.live_endpoint(id),
@@ -286,40 +404,51 @@ fn decide_with(world: &World, source: Source, destination: IpAddr, trail_of: Tra
         key: ep.map(|e| e.key.clone()),
         node: ep.and_then(|e| e.node).map(|n| world.node(n).name.clone()),
     };
-    let Some(ep) = ep else {
-        return Decision {
-            source: src,
-            destination,
-            verdict: Verdict::Pass { reason: PassReason::NotAnEndpoint },
-            winner: None,
-            gateway: None,
-            trail: Vec::new(),
-        };
-    };
+    (src, ep)
+}
 
-    // Every policy: selection and destination.
-    let mut trail: Vec<Consideration> = world
-        .policies()
-        .iter()
-        .filter_map(|p| {
-            let destination = destination_match(p, destination);
-            if trail_of == Trail::Relevant && destination == DestinationMatch::NoEntryContains {
-                return None;
-            }
-            let selection = selection(world, p, ep);
-            Some(Consideration {
-                policy: p.name.clone(),
-                cilium_selected: (trail_of == Trail::Every).then(|| world.selects(&p.ast, ep, Reading::Cilium)),
-                outcome: match (&selection, &destination) {
-                    (Selection::NotSelected { .. }, _) => Outcome::NotSelected,
-                    (_, DestinationMatch::Contains { .. }) => Outcome::Won, // provisional
-                    _ => Outcome::NoMatchingDestination,
-                },
-                selection,
-                destination,
-            })
-        })
-        .collect();
+fn not_an_endpoint(source: SourceInfo, destination: IpAddr) -> Decision {
+    Decision {
+        source,
+        destination,
+        verdict: Verdict::Pass { reason: PassReason::NotAnEndpoint },
+        winner: None,
+        gateway: None,
+        trail: Vec::new(),
+    }
+}
+
+/// One policy's trail entry, with a provisional outcome (`Won` for every member of M).
+fn consideration(
+    p: &PolicyInfo,
+    selection: Selection,
+    cilium_selected: Option<bool>,
+    destination: DestinationMatch,
+) -> Consideration {
+    Consideration {
+        policy: p.name.clone(),
+        cilium_selected,
+        outcome: match (&selection, &destination) {
+            (Selection::NotSelected { .. }, _) => Outcome::NotSelected,
+            (_, DestinationMatch::Contains { .. }) => Outcome::Won, // provisional
+            _ => Outcome::NoMatchingDestination,
+        },
+        selection,
+        destination,
+    }
+}
+
+/// Steps 1–4 from a trail in name order that holds at least every member of
+/// M, and the internal prefix containing the destination, if any.
+fn conclude(
+    world: &World,
+    src: SourceInfo,
+    ep: &Endpoint,
+    destination: IpAddr,
+    mut trail: Vec<Consideration>,
+    internal: Option<(Cidr, InternalSource)>,
+) -> Decision {
+    let fam = Family::of(&destination);
     // M: (index in trail, rank)
     let m: Vec<(usize, u8)> = trail
         .iter()
@@ -331,7 +460,7 @@ fn decide_with(world: &World, source: Source, destination: IpAddr, trail_of: Tra
         .collect();
 
     // Step 1: cluster-internal.
-    if let Some((range, source)) = world.internal_ranges().source_of(destination).cloned() {
+    if let Some((range, source)) = internal {
         for (i, _) in &m {
             trail[*i].outcome = Outcome::OverriddenByClusterInternal;
         }

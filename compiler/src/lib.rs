@@ -25,10 +25,13 @@
 //!   `diff::render(&d, diff::Format::Human | Json | Markdown)`; exit 1 when
 //!   `!d.is_empty()`.
 //! - Code generation: accepts `plan::Verified<plan::Plan>`; `plan.lookup(src, dst)`
-//!   is the reference for its equivalence checker, with `eval::decide`.
-//!   `codegen::compile(&plan, &codegen::Options::default(), Some(&world))` →
-//!   `codegen::equiv::VerifiedArtifact` (static verifier + equivalence
-//!   checker passed); `codegen::write(dir, &verified, &plan)`;
+//!   is the reference for its equivalence checker, with the reference
+//!   evaluator (`eval::Reference`, the prepared form of `eval::decide`).
+//!   `egret compile -o` and the agent: `codegen::node::compile_node(&plan,
+//!   &codegen::Options::default(), Some(&world))` → the node's complete
+//!   artifact as a `codegen::equiv::VerifiedArtifact` (static verifier +
+//!   equivalence checker passed; `codegen::compile` is the classifier
+//!   alone); `codegen::write(dir, &verified, &plan)`;
 //!   `codegen::generate(..).asm()` for `--emit asm`; `egret verify`:
 //!   `codegen::equiv::check` / `codegen::plan_text::parse`; `egret inspect`:
 //!   `codegen::inspect::inspect`.

@@ -45,8 +45,8 @@
 
 use crate::ir::prefix::{self, Range};
 use egret_lang::ast::{
-    Bundle, GatewaySpec, Interface, LabelSelector, Labels, NodeNetwork, Operator, Pod, Policy, SelectorItem,
-    WorkloadKind,
+    Bundle, GatewaySpec, Interface, LabelSelector, Labels, NodeNetwork, Operator, Pod, Policy, Requirement,
+    SelectorItem, WorkloadKind,
 };
 use egret_lang::codes;
 use egret_lang::diag::Diagnostic;
@@ -1379,33 +1379,54 @@ fn selector_key(sel: &LabelSelector) -> String {
     parts.join("\0")
 }
 
+/// The first requirement of a selector that labels fail, before it is put
+/// in words ([`selector_miss`]); finding it allocates nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SelectorMiss<'a> {
+    /// A `matchLabels` entry: the label is absent or has another value.
+    Label { key: &'a str, want: &'a str, have: Option<&'a str> },
+    /// A `matchExpressions` entry; `have` is the label's value, if any.
+    Expression { req: &'a Requirement, have: Option<&'a str> },
+}
+
+/// The first requirement of `sel` that `labels` fail (`None` when it matches).
+pub fn first_selector_miss<'a>(sel: &'a LabelSelector, labels: &'a Labels) -> Option<SelectorMiss<'a>> {
+    for (k, v) in &sel.match_labels {
+        let have = labels.get(&k.value).map(String::as_str);
+        if have != Some(v.value.as_str()) {
+            return Some(SelectorMiss::Label { key: &k.value, want: &v.value, have });
+        }
+    }
+    sel.match_expressions
+        .iter()
+        .find(|r| !r.matches(labels))
+        .map(|req| SelectorMiss::Expression { req, have: labels.get(&req.key.value).map(String::as_str) })
+}
+
+impl fmt::Display for SelectorMiss<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            SelectorMiss::Label { key, want, have: Some(have) } => write!(f, "`{key}` is `{have}`, not `{want}`"),
+            SelectorMiss::Label { key, want, have: None } => write!(f, "no label `{key}` (wants `{want}`)"),
+            SelectorMiss::Expression { req, have } => {
+                let vals: Vec<&str> = req.values.iter().map(|v| v.value.as_str()).collect();
+                let (key, vals) = (&req.key.value, vals.join(", "));
+                match (req.operator.value, have) {
+                    (Operator::In, Some(h)) => write!(f, "`{key}` is `{h}`, not in [{vals}]"),
+                    (Operator::In, None) => write!(f, "no label `{key}` (wants one of [{vals}])"),
+                    (Operator::NotIn, h) => write!(f, "`{key}` is `{}`, which is in [{vals}]", h.unwrap_or("")),
+                    (Operator::Exists, _) => write!(f, "no label `{key}`"),
+                    (Operator::DoesNotExist, _) => write!(f, "has label `{key}`"),
+                }
+            }
+        }
+    }
+}
+
 /// Why a selector does not match labels: the first requirement that fails,
 /// in words (`None` when it matches).
 pub fn selector_miss(sel: &LabelSelector, labels: &Labels) -> Option<String> {
-    for (k, v) in &sel.match_labels {
-        match labels.get(&k.value) {
-            Some(have) if *have == v.value => {}
-            Some(have) => return Some(format!("`{}` is `{have}`, not `{}`", k.value, v.value)),
-            None => return Some(format!("no label `{}` (wants `{}`)", k.value, v.value)),
-        }
-    }
-    for r in &sel.match_expressions {
-        if r.matches(labels) {
-            continue;
-        }
-        let vals: Vec<&str> = r.values.iter().map(|v| v.value.as_str()).collect();
-        let have = labels.get(&r.key.value);
-        return Some(match (r.operator.value, have) {
-            (Operator::In, Some(h)) => format!("`{}` is `{h}`, not in [{}]", r.key.value, vals.join(", ")),
-            (Operator::In, None) => format!("no label `{}` (wants one of [{}])", r.key.value, vals.join(", ")),
-            (Operator::NotIn, h) => {
-                format!("`{}` is `{}`, which is in [{}]", r.key.value, h.map_or("", String::as_str), vals.join(", "))
-            }
-            (Operator::Exists, _) => format!("no label `{}`", r.key.value),
-            (Operator::DoesNotExist, _) => format!("has label `{}`", r.key.value),
-        });
-    }
-    None
+    first_selector_miss(sel, labels).map(|m| m.to_string())
 }
 
 #[cfg(test)]

@@ -56,6 +56,10 @@ fn compile_writes_verified_artifacts_that_verify_and_inspect() {
         }
         let a = egret_bpf::artifact::read_dir(&dir.0, node).expect("artifact reads back");
         assert_eq!(a.manifest.programs[0].name, "egret_src");
+        // the node's complete artifact, as the agent builds it: every node hosts
+        // endpoints or serves slots here, so the gateway templates are in it
+        let programs: Vec<&str> = a.manifest.programs.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(programs, ["egret_src", "egret_tunnel_in", "egret_gw_reply", "egret_gw_local"], "{node}");
         assert_eq!(a.manifest.holes[0].name, "tunnel_ifindex");
         assert!(a.manifest.counters.iter().any(|c| c.map == "egret_reasons" && c.labels.len() == 10));
     }
@@ -74,6 +78,7 @@ fn compile_writes_verified_artifacts_that_verify_and_inspect() {
     assert_eq!(code(&v), 0, "{}", text(&v));
     assert_eq!(text(&v).lines().filter(|l| l.starts_with("ok ")).count(), 3, "{}", text(&v));
     assert!(text(&v).contains("equivalent to the stored plan text"), "{}", text(&v));
+    assert_eq!(text(&v).matches("static verifier ok (4 programs, ").count(), 3, "{}", text(&v));
     let v = egret(&["verify", dir.s(), "--cluster", CLUSTER, POLICIES]);
     assert_eq!(code(&v), 0, "{}", text(&v));
     assert!(text(&v).contains("the fresh plan and the reference evaluator"), "{}", text(&v));
@@ -90,6 +95,9 @@ fn compile_writes_verified_artifacts_that_verify_and_inspect() {
         "src == 10.244.1.10",
         "egret_gw_progs: prog_array",
         "finish:",
+        "; program egret_tunnel_in (classifier/egret_tunnel_in)",
+        "; program egret_gw_reply (classifier/egret_gw_reply)",
+        "; program egret_gw_local (classifier/egret_gw_local)",
     ] {
         assert!(listing.contains(want), "`{want}` missing from\n{listing}");
     }

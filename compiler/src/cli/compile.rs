@@ -128,11 +128,14 @@ pub fn compile(inputs: &Inputs, node: Option<&str>, all_nodes: bool, out: Output
                 Ok(p) => p,
                 Err(e) => return report(&sources, &e),
             };
-            let v = codegen::compile(&p, &options, Some(&w)).with_context(|| format!("node `{n}`: code generation"))?;
+            // the node's complete artifact, as the agent builds it
+            let v = codegen::node::compile_node(&p, &options, Some(&w))
+                .with_context(|| format!("node `{n}`: code generation"))?;
             codegen::write(dir, &v, &p).with_context(|| format!("node `{n}`: writing the artifact"))?;
             let r = v.report();
+            let templates = if r.programs > 1 { " + gateway templates" } else { "" };
             eprintln!(
-                "{n}: {} layout, {} instructions, {} packets equivalent ({} also against the reference evaluator) -> {}",
+                "{n}: {} layout, {} instructions{templates}, {} packets equivalent ({} also against the reference evaluator) -> {}",
                 v.layout(),
                 v.program().insns.len(),
                 r.cases,
@@ -272,8 +275,9 @@ fn verify_node(dir: &Path, node: &str, world: Option<&World>, reference_limit: O
     };
     let v = codegen::equiv::check_with(a, &plan, world, &codegen::equiv::CheckOptions { reference_limit })?;
     let r = v.report();
+    let programs = if r.programs == 1 { "1 program".to_string() } else { format!("{} programs", r.programs) };
     Ok(format!(
-        "digest and map images ok; static verifier ok ({} instructions processed); {} layout; {} packets equivalent to {against}{}{note}",
+        "digest and map images ok; static verifier ok ({programs}, {} instructions processed); {} layout; {} packets equivalent to {against}{}{note}",
         r.verifier_insns,
         v.layout(),
         r.cases,

@@ -1,7 +1,8 @@
 //! The equivalence checker: runs the classifier of an artifact in egret-bpf's
 //! interpreter, with the artifact's map images loaded, and compares every
 //! outcome with the plan ([`Plan::lookup`]) and, when given the world, with
-//! the reference evaluator ([`crate::eval::decide`]).
+//! the reference evaluator ([`crate::eval::Reference`], the prepared form of
+//! [`crate::eval::decide`]).
 //!
 //! What is run ([`cases`]):
 //! - for every class and family, with the first endpoint IP of that class
@@ -35,8 +36,9 @@
 //! an [`EquivError`] naming the packet (hex) and both answers.
 //!
 //! Contract: only [`check`] constructs a [`VerifiedArtifact`], and only when
-//! the object passes egret-bpf's static verifier against its own map
-//! definitions, the manifest's map images match those definitions, and
+//! every program of the object (the classifier and, in a node's complete
+//! artifact, the gateway templates) passes egret-bpf's static verifier
+//! against the object's map definitions, the manifest's map images match those definitions, and
 //! every case agrees.
 
 use super::partition::{self, Rules, class_families};
@@ -125,8 +127,11 @@ pub struct Report {
     pub class_families: usize,
     /// Interpreter instructions executed over all cases.
     pub insns: u64,
-    /// Instructions the static verifier processed.
+    /// Instructions the static verifier processed, over every program of the object.
     pub verifier_insns: u64,
+    /// Programs in the object (the classifier, and the gateway templates in
+    /// a node's complete artifact).
+    pub programs: usize,
 }
 
 /// An artifact that passed the static verifier and the equivalence checker.
@@ -393,12 +398,11 @@ pub fn cases(
             }
         }
     }
-    if let Some(w) = world {
-        for ep in w.endpoints() {
-            let local = ep.node.is_some_and(|n| w.node(n).name == plan.node);
-            if local {
-                others.extend(ep.ips.iter().copied());
-            }
+    if let Some(w) = world
+        && let Some(node) = w.node_by_name(&plan.node)
+    {
+        for ep in w.endpoints_on(node.id) {
+            others.extend(ep.ips.iter().copied());
         }
     }
     for (i, s) in others.into_iter().filter(|s| plan.class_of(*s).is_none()).enumerate() {
@@ -485,11 +489,10 @@ fn layout_of(maps: &[MapDef]) -> Layout {
 /// How many packets are also compared with `eval::decide`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct CheckOptions {
-    /// `None`: every packet from a source the reference can judge. `Some(n)`:
-    /// at most `n`, chosen deterministically: first one per (class, family,
-    /// plan outcome), then evenly spread over the rest. (`eval::decide`
-    /// considers every policy of the world for every packet, ~2 ms per call
-    /// with 1,000 policies; every packet is still compared with the plan.)
+    /// `None` (the default): every packet from a source the reference can
+    /// judge. `Some(n)`: at most `n`, chosen deterministically: first one per
+    /// (class, family, plan outcome), then evenly spread over the rest (every
+    /// packet is still compared with the plan).
     pub reference_limit: Option<usize>,
 }
 
@@ -561,7 +564,13 @@ fn check_plan(
         parsed.program(PROGRAM).cloned().ok_or_else(|| EquivError::MissingProgram { name: PROGRAM.into() })?;
     let verified = verifier::verify(&program, &parsed.maps)
         .map_err(|source| EquivError::Static { program: PROGRAM.into(), source })?;
-    let verifier_insns = verified.stats().processed_insns;
+    let mut verifier_insns = verified.stats().processed_insns;
+    // a node's complete artifact also holds the gateway templates: the same static checks
+    for other in parsed.programs.iter().map(|p| &p.program).filter(|p| p.name != PROGRAM) {
+        let v = verifier::verify(other, &parsed.maps)
+            .map_err(|source| EquivError::Static { program: other.name.clone(), source })?;
+        verifier_insns += v.stats().processed_insns;
+    }
     // the images must describe exactly the object's maps
     for d in &parsed.maps {
         let Some(img) = artifact.manifest.maps.iter().find(|m| m.name == d.name) else {
@@ -633,11 +642,12 @@ fn check_plan(
         at: Box::new(Counterexample { packet: String::new(), flow: "preparing the program".into() }),
         source,
     })?;
-    let mut report = Report { verifier_insns, ..Report::default() };
+    let mut report = Report { verifier_insns, programs: parsed.programs.len(), ..Report::default() };
     report.class_families = plan.classes.iter().map(|c| class_families(plan, c.id).len()).sum();
     let mut reason_totals = vec![Counter::default(); Reason::ALL.len()];
     let mut rule_totals = vec![Counter::default(); rules.rules.len()];
     let mut attribution: BTreeMap<u32, BTreeSet<String>> = BTreeMap::new();
+    let mut reference_evaluator = world.map(eval::Reference::new);
     for (n, case) in all.iter().enumerate() {
         let at = || case.counterexample();
         let out = prepared
@@ -665,9 +675,9 @@ fn check_plan(
                 });
             }
             if reference[n]
-                && let Some(w) = world
+                && let Some(r) = reference_evaluator.as_mut()
             {
-                let decision = eval::decide_verdict(w, Source::Ip(s), d);
+                let decision = r.decide(Source::Ip(s), d);
                 report.reference_checks += 1;
                 if decision.verdict.action() != exp.action {
                     return Err(EquivError::Reference {

@@ -48,14 +48,15 @@
 use super::{CodegenError, HOLE_TUNNEL_IFINDEX, Options, PROGRAM, TUNNEL_LINK, equiv, tables};
 use crate::plan::{Plan, Verified};
 use crate::resolve::{EgressIp, InterfaceBinding, World};
-use egret_bpf::MapDef;
 use egret_bpf::artifact::{
     Artifact, AttachPoint, FieldEncoding, HoleSource, HoleSpec, LateField, MapImage, ProgramSpec,
 };
 use egret_bpf::elf;
 use egret_bpf::templates::{self, AllowedSource, GW_LOCAL_PROG_INDEX, GatewaySlot, SourceNode, Template};
+use egret_bpf::{MapDef, Program};
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::OnceLock;
 
 /// Whether the node's artifact carries the gateway templates: it hosts
 /// endpoints (reply delivery) or serves slots.
@@ -116,6 +117,24 @@ pub fn gateway_images(plan: &Plan) -> Result<Vec<MapImage>, CodegenError> {
     Ok(images)
 }
 
+/// The gateway templates, assembled once per process (their text is
+/// constant; assembling takes longer than the rest of a small node's artifact).
+fn template_programs() -> Result<&'static [(Template, Program)], CodegenError> {
+    /// The programs, or the template that does not assemble and why.
+    type Assembled = Result<Vec<(Template, Program)>, (&'static str, String)>;
+    static ASSEMBLED: OnceLock<Assembled> = OnceLock::new();
+    let assembled = ASSEMBLED.get_or_init(|| {
+        [Template::TunnelIn, Template::GwReply, Template::GwLocal]
+            .into_iter()
+            .map(|t| t.assemble().map(|a| (t, a.program)).map_err(|e| (t.name(), e.to_string())))
+            .collect()
+    });
+    match assembled {
+        Ok(v) => Ok(v),
+        Err((program, message)) => Err(CodegenError::Template { program, message: message.clone() }),
+    }
+}
+
 /// Builds the node's complete artifact from a classifier-only candidate
 /// (`egret_src`, as [`super::Generated::artifact`] makes it): the same
 /// program and images, plus the templates when [`needs_gateway`].
@@ -123,9 +142,8 @@ pub fn gateway_images(plan: &Plan) -> Result<Vec<MapImage>, CodegenError> {
 /// # Errors
 /// Template assembly (a bug), a map-name clash, static verification, or a slot too wide.
 pub fn node_artifact(plan: &Plan, generated: &super::Generated) -> Result<Artifact, CodegenError> {
-    let classifier = generated.artifact(plan)?;
     if !needs_gateway(plan) {
-        return Ok(classifier);
+        return generated.artifact(plan);
     }
     let mut programs = vec![generated.program.clone()];
     let mut maps: Vec<MapDef> = generated.maps.clone();
@@ -135,20 +153,20 @@ pub fn node_artifact(plan: &Plan, generated: &super::Generated) -> Result<Artifa
     }
     maps.extend(template_maps);
     let mut specs = vec![ProgramSpec::attached(PROGRAM, AttachPoint::PodVethIngress)];
-    for t in [Template::TunnelIn, Template::GwReply, Template::GwLocal] {
-        let asm = t.assemble().map_err(|e| CodegenError::Template { program: t.name(), message: e.to_string() })?;
-        programs.push(asm.program);
+    for (t, program) in template_programs()? {
+        programs.push(program.clone());
         specs.push(match t.attach() {
             Some(a) => ProgramSpec::attached(t.name(), a),
             None => ProgramSpec::tail_call_target(t.name(), tables::GW_PROGS, GW_LOCAL_PROG_INDEX),
         });
     }
+    // the static verifier runs here on every program, the classifier included
     let object = elf::verify_and_write(&programs, &maps, super::LICENSE)?;
-    let mut images = classifier.manifest.maps.clone();
+    let mut images = generated.images.clone();
     images.extend(gateway_images(plan)?);
     // counter labels stay the classifier's: the equivalence checker requires
     // exactly the plan's (egret_gw_stats indexes are `templates::Stat`)
-    let counters = classifier.manifest.counters.clone();
+    let counters = tables::counter_labels(plan, &generated.rules, &std::collections::BTreeMap::new());
     let holes =
         vec![HoleSpec { name: HOLE_TUNNEL_IFINDEX.into(), source: HoleSource::Ifindex { link: TUNNEL_LINK.into() } }];
     Ok(Artifact::new(&plan.node, object, specs, holes, images).with_counters(counters))

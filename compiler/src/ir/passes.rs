@@ -454,7 +454,6 @@ pub fn reachable_actions(decided: &[Entry], internal: &[Range]) -> BTreeSet<(Fam
 }
 
 #[cfg(test)]
-#[expect(clippy::unwrap_used, reason = "tests unwrap literal inputs")]
 mod tests {
     use super::*;
     use crate::resolve::SlotId;

@@ -199,7 +199,6 @@ pub fn range_text(r: &Range) -> String {
 }
 
 #[cfg(test)]
-#[expect(clippy::unwrap_used, reason = "tests unwrap literal inputs")]
 mod tests {
     use super::*;
 

@@ -258,7 +258,6 @@ pub fn verify(m: &Module) -> Result<(), Vec<Violation>> {
 }
 
 #[cfg(test)]
-#[expect(clippy::unwrap_used, reason = "tests unwrap literal inputs")]
 mod tests {
     use super::*;
     use crate::ir::{Class, EndpointRef, Entry, GatewayDecl};

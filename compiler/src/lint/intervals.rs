@@ -51,6 +51,13 @@ impl RangeSet {
     }
 }
 
+impl RangeSet {
+    /// Appends a range known to lie after every range in the set.
+    pub(crate) fn push_raw(&mut self, lo: u128, hi: u128) {
+        self.ranges.push((lo, hi));
+    }
+}
+
 /// A representative address of the first range, for messages.
 pub fn first_address(set: &RangeSet, family: Family) -> Option<std::net::IpAddr> {
     set.ranges().first().map(|&(a, _)| egret_lang::net::u128_to_ip(family, a))
@@ -70,12 +77,5 @@ mod tests {
         assert_eq!(s.ranges(), &[(0x0b00_0000, 0x0bff_ffff)]);
         s.subtract(&"11.0.0.0/8".parse().unwrap());
         assert!(s.is_empty());
-    }
-}
-
-impl RangeSet {
-    /// Appends a range known to lie after every range in the set.
-    pub(crate) fn push_raw(&mut self, lo: u128, hi: u128) {
-        self.ranges.push((lo, hi));
     }
 }

@@ -99,6 +99,8 @@ pub fn check_equivalence(w: &World) -> usize {
     let plans = session.compile_all(w).expect("compiles");
     let mut checks = 0;
     let reps = [representatives(w, Family::V4), representatives(w, Family::V6)];
+    // one prepared reference evaluator for the whole world (its per-endpoint memo is exercised)
+    let mut reference = eval::Reference::new(w);
     // expected gateway tables: (gateway node, slot) → sources
     let mut expected: std::collections::BTreeSet<(String, u32, IpAddr)> = Default::default();
     for e in w.endpoints() {
@@ -108,10 +110,24 @@ pub fn check_equivalence(w: &World) -> usize {
             for dst in reps {
                 let d = eval::decide(w, Source::Ip(*src), *dst);
                 let want = d.verdict.action();
-                // the trail-light evaluator the code generator's checker uses decides the same
-                let quick = eval::decide_verdict(w, Source::Ip(*src), *dst);
-                assert_eq!(quick.verdict, d.verdict, "{src} -> {dst}: decide_verdict differs from decide");
+                // the prepared evaluator the code generator's checker uses decides the same
+                let quick = reference.decide(Source::Ip(*src), *dst);
+                assert_eq!(quick.verdict, d.verdict, "{src} -> {dst}: eval::Reference differs from decide");
                 assert_eq!(quick.winner, d.winner, "{src} -> {dst}: winner differs");
+                assert_eq!(quick.gateway, d.gateway, "{src} -> {dst}: gateway choice differs");
+                // its trail: exactly decide's entries that select the endpoint and have a containing entry
+                let relevant: Vec<_> = d
+                    .trail
+                    .iter()
+                    .filter(|c| {
+                        matches!(c.selection, eval::Selection::Selected { .. })
+                            && c.destination != eval::DestinationMatch::NoEntryContains
+                    })
+                    .map(|c| (&c.policy, &c.selection, &c.destination, &c.outcome))
+                    .collect();
+                let quick_trail: Vec<_> =
+                    quick.trail.iter().map(|c| (&c.policy, &c.selection, &c.destination, &c.outcome)).collect();
+                assert_eq!(quick_trail, relevant, "{src} -> {dst}: trail differs");
                 if let Some(n) = e.node {
                     let name = &w.node(n).name;
                     let plan = &plans[name];
