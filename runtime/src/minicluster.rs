@@ -45,7 +45,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSo
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -65,6 +65,8 @@ pub const EXCLUDED_CIDR: &str = "203.0.113.128/25";
 pub const TCP_PORT: u16 = 8080;
 /// The server's UDP port.
 pub const UDP_PORT: u16 = 8081;
+/// The server's UDP sink port: it counts datagrams and answers nothing.
+pub const SINK_PORT: u16 = 8082;
 /// The policy's egress IP (on the gateway's `eth1`).
 pub const EGRESS_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 100);
 /// A second egress IP on the gateway's `eth1`.
@@ -288,6 +290,29 @@ fn parse_seen(line: &str) -> Option<Seen> {
     Some(Seen { ip: it.next()?.parse().ok()?, port: it.next()?.parse().ok()? })
 }
 
+/// The outcome of [`MiniCluster::udp_flood`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flood {
+    /// Datagrams the pod's sockets accepted.
+    pub sent: u64,
+    /// Sends that failed (e.g. `ENOBUFS`).
+    pub failed: u64,
+    /// Frames that arrived at the server's external interface (`eth1`).
+    pub arrived: u64,
+    /// Datagrams the server's sink socket received.
+    pub delivered: u64,
+    /// How long the sending took.
+    pub elapsed: Duration,
+}
+
+impl Flood {
+    /// Frames arrived at the server per second of sending.
+    #[must_use]
+    pub fn arrived_pps(&self) -> f64 {
+        self.arrived as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
 /// An ICMP echo request the server received.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct EchoSeen {
@@ -301,6 +326,7 @@ struct Server {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
     echoes: Arc<Mutex<Vec<EchoSeen>>>,
+    sink: Arc<AtomicU64>,
 }
 
 impl Server {
@@ -338,7 +364,24 @@ impl Server {
             .map_err(|e| ClusterError::Io { what: "ICMP log socket".into(), source: e.into() })?;
             Ok(fd)
         })?;
+        let sink_socket = in_netns(ns, || {
+            let s = UdpSocket::bind((SERVER, SINK_PORT)).map_err(io("binding the UDP sink"))?;
+            s.set_read_timeout(Some(Duration::from_millis(50))).map_err(io("UDP sink"))?;
+            // room for bursts, so the sink's socket is not what limits a flood
+            let _ = rustix::net::sockopt::set_socket_recv_buffer_size(&s, 8 << 20);
+            Ok(s)
+        })?;
+        let sink = Arc::new(AtomicU64::new(0));
         let mut threads = Vec::new();
+        let (s, count) = (stop.clone(), sink.clone());
+        threads.push(std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while !s.load(Ordering::Relaxed) {
+                if sink_socket.recv(&mut buf).is_ok() {
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
         let s = stop.clone();
         threads.push(std::thread::spawn(move || tcp_server(&tcp, &s)));
         for u in udp {
@@ -347,7 +390,7 @@ impl Server {
         }
         let (s, log) = (stop.clone(), echoes.clone());
         threads.push(std::thread::spawn(move || icmp_log(&raw, &s, &log)));
-        Ok(Server { stop, threads, echoes })
+        Ok(Server { stop, threads, echoes, sink })
     }
 }
 
@@ -584,6 +627,25 @@ impl Drop for MiniCluster {
     }
 }
 
+/// What moves the labelled pods' traffic out through the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Datapath<'a> {
+    /// egret: one `egret-agent` process per node (the binary at this path).
+    Egret(&'a Path),
+    /// The comparison for benchmarks: no egret at all. The workers route
+    /// the labelled pods' traffic to the server (source-based routing, no
+    /// masquerade) to the gateway node — through a plain VXLAN device per
+    /// worker (`tunnel: true`, the same encapsulation egret uses, UDP port
+    /// 4800) or directly over the underlay (`tunnel: false`); the gateway
+    /// forwards it and netfilter rewrites the source to [`EGRESS_IP`]
+    /// (`snat`, the static form of MASQUERADE, with conntrack) — a classic
+    /// NAT gateway.
+    KernelNat {
+        /// Tunnel to the gateway as egret does.
+        tunnel: bool,
+    },
+}
+
 impl MiniCluster {
     /// Builds the topology, writes the snapshot, starts the server and one
     /// agent per node (`agent` is the `egret-agent` binary), and waits until
@@ -592,6 +654,14 @@ impl MiniCluster {
     /// # Errors
     /// Any set-up step; everything created so far is removed.
     pub fn start(tag: &str, agent: &Path) -> Result<MiniCluster, ClusterError> {
+        MiniCluster::start_with(tag, Datapath::Egret(agent))
+    }
+
+    /// [`MiniCluster::start`] with a choice of [`Datapath`].
+    ///
+    /// # Errors
+    /// Any set-up step; everything created so far is removed.
+    pub fn start_with(tag: &str, datapath: Datapath<'_>) -> Result<MiniCluster, ClusterError> {
         let n = INSTANCE.fetch_add(1, Ordering::Relaxed);
         let prefix = format!("egret-{tag}-{}x{n}", std::process::id() % 100_000);
         let snapshot = std::env::temp_dir().join(format!("{prefix}-snapshot"));
@@ -608,6 +678,13 @@ impl MiniCluster {
         c.write_snapshot()?;
         c.bpffs = Some(BpffsMount::new(std::env::temp_dir().join(format!("{prefix}-bpffs")))?);
         c.server = Some(Server::start(&c.ns("srv"))?);
+        let agent = match datapath {
+            Datapath::Egret(agent) => agent,
+            Datapath::KernelNat { tunnel } => {
+                c.kernel_nat(tunnel)?;
+                return Ok(c);
+            }
+        };
         for node in NODES {
             let args: Vec<String> = vec![
                 "--snapshot".into(),
@@ -657,6 +734,129 @@ impl MiniCluster {
     #[must_use]
     pub fn namespace_names(&self) -> Vec<String> {
         self.namespaces.0.clone()
+    }
+
+    /// The [`Datapath::KernelNat`] configuration on top of the common topology.
+    fn kernel_nat(&self, tunnel: bool) -> Result<(), ClusterError> {
+        let gw_node = NODES.iter().find(|n| n.gateway).copied().unwrap_or(NODES[2]);
+        let gw_ns = self.ns(gw_node.short);
+        for (i, node) in NODES.iter().filter(|n| !n.gateway).enumerate() {
+            let ns = self.ns(node.short);
+            // the next hop towards the gateway, and the gateway's towards this worker
+            let (via, back) = if tunnel {
+                let id = (i + 1).to_string();
+                let (local, remote) = (format!("10.99.{id}.1"), format!("10.99.{id}.2"));
+                let dev = format!("vx{id}");
+                // worker end: remote = the gateway; gateway end: remote = the worker
+                for (ns, dev, addr, peer) in
+                    [(&ns, "vx0", &local, gw_node.address), (&gw_ns, dev.as_str(), &remote, node.address)]
+                {
+                    let peer = peer.to_string();
+                    ip_in(
+                        ns,
+                        &[
+                            "link", "add", dev, "type", "vxlan", "id", &id, "remote", &peer, "dstport", "4800", "dev",
+                            "eth0",
+                        ],
+                    )?;
+                    ip_in(ns, &["addr", "add", &format!("{addr}/30"), "dev", dev])?;
+                    ip_in(ns, &["link", "set", dev, "up"])?;
+                }
+                ((remote, "vx0".to_owned()), (local, dev))
+            } else {
+                ((gw_node.address.to_string(), "eth0".to_owned()), (node.address.to_string(), "eth0".to_owned()))
+            };
+            ip_in(&ns, &["route", "add", "203.0.113.0/25", "via", &via.0, "dev", &via.1, "table", "100"])?;
+            ip_in(&gw_ns, &["route", "add", node.pod_cidr, "via", &back.0, "dev", &back.1])?;
+            for p in PODS.iter().filter(|p| p.node == node.name && p.egress) {
+                let from = p.ip.to_string();
+                ip_in(&ns, &["rule", "add", "from", &from, "lookup", "100", "priority", "100"])?;
+                exec_in(
+                    &ns,
+                    "nft",
+                    &["insert", "rule", "ip", "egret_minicluster", "postrouting", "ip", "saddr", &from, "accept"],
+                    None,
+                )?;
+            }
+        }
+        let ns = gw_ns;
+        exec_in(&ns, "sysctl", &["-qw", "net.ipv4.ip_forward=1"], None)?;
+        let nat = format!(
+            "table ip egret_kernel_nat {{\n  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n    ip saddr 10.244.0.0/16 oifname \"eth1\" snat to {EGRESS_IP}\n  }}\n}}\n"
+        );
+        exec_in(&ns, "nft", &["-f", "-"], Some(&nat))?;
+        Ok(())
+    }
+
+    /// Frames received so far by the server's interface `dev`.
+    fn server_rx_packets(&self, dev: &str) -> Result<u64, ClusterError> {
+        let out = ip_in(&self.ns("srv"), &["-s", "link", "show", "dev", dev])?;
+        let mut lines = out.lines();
+        while let Some(l) = lines.next() {
+            if l.trim_start().starts_with("RX:") {
+                let numbers = lines.next().unwrap_or_default();
+                if let Some(Ok(p)) = numbers.split_whitespace().nth(1).map(str::parse) {
+                    return Ok(p);
+                }
+            }
+        }
+        Err(ClusterError::Command {
+            command: format!("ip -s link show dev {dev}"),
+            stderr: format!("no RX counters in {out:?}"),
+        })
+    }
+
+    /// Sends UDP datagrams of `payload` bytes from a pod to the server
+    /// ([`SERVER`]:[`SINK_PORT`], which only counts), round robin over
+    /// `flows` sockets (distinct source ports), as fast as one thread can,
+    /// for `duration` or `max_packets`, whichever comes first; then waits
+    /// for the last ones to arrive.
+    ///
+    /// # Errors
+    /// Socket failures.
+    pub fn udp_flood(
+        &self,
+        pod_name: &str,
+        flows: usize,
+        payload: usize,
+        duration: Duration,
+        max_packets: u64,
+    ) -> Result<Flood, ClusterError> {
+        let sockets = in_netns(&self.ns(pod(pod_name).name), move || {
+            (0..flows.max(1))
+                .map(|_| {
+                    let s = UdpSocket::bind(("0.0.0.0", 0)).map_err(io("UDP socket"))?;
+                    s.connect((SERVER, SINK_PORT)).map_err(io("UDP connect"))?;
+                    Ok(s)
+                })
+                .collect::<Result<Vec<_>, ClusterError>>()
+        })?;
+        let sink = self.server.as_ref().map(|s| s.sink.clone());
+        let sink_before = sink.as_ref().map_or(0, |s| s.load(Ordering::Relaxed));
+        let rx_before = self.server_rx_packets("eth1")?;
+        let buf = vec![0x5a_u8; payload];
+        let (mut sent, mut failed) = (0u64, 0u64);
+        let start = Instant::now();
+        'send: loop {
+            for s in &sockets {
+                if s.send(&buf).is_ok() {
+                    sent += 1;
+                } else {
+                    failed += 1;
+                }
+                if sent + failed >= max_packets {
+                    break 'send;
+                }
+            }
+            if (sent + failed) % 1024 < sockets.len() as u64 && start.elapsed() >= duration {
+                break;
+            }
+        }
+        let elapsed = start.elapsed();
+        std::thread::sleep(Duration::from_millis(300));
+        let arrived = self.server_rx_packets("eth1")?.saturating_sub(rx_before);
+        let delivered = sink.as_ref().map_or(0, |s| s.load(Ordering::Relaxed)) - sink_before;
+        Ok(Flood { sent, failed, arrived, delivered, elapsed })
     }
 
     fn build_network(&mut self) -> Result<(), ClusterError> {
