@@ -1,0 +1,2 @@
+//! egret-kube
+pub mod crd;
