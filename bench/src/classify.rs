@@ -12,8 +12,8 @@
 //! the packets; a figure is the median over trials.
 
 use crate::cilium_dp;
+use aya::maps::HashMap as AyaHashMap;
 use aya::maps::lpm_trie::{Key, LpmTrie};
-use aya::maps::{Array, HashMap as AyaHashMap};
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
 use egret_bpf::artifact::MapImage;
 use egret_compiler::codegen::{self, Layout, tables};
@@ -75,7 +75,7 @@ fn bundle(prefixes: usize, endpoints: usize) -> Bundle {
             labels: synth::labels(&[("app", "web".into())]),
             node_name: Some("n1".into()),
             host_network: false,
-            pod_ips: vec![IpAddr::V4(Ipv4Addr::new(10, 0, (e / 250) as u8, (e % 250 + 1) as u8))],
+            pod_ips: vec![IpAddr::V4(endpoint_ip(e))],
             phase: Some("Running".into()),
         });
     }
@@ -108,9 +108,27 @@ fn bundle(prefixes: usize, endpoints: usize) -> Bundle {
 
 /// The i-th destination: every other /24 from 11.0.0.0, so that no two are
 /// siblings egret's minimizer could merge (Cilium's layout cannot merge either).
-fn prefix(i: usize) -> egret_lang::net::Cidr {
+pub fn prefix(i: usize) -> egret_lang::net::Cidr {
     let j = 2 * i;
     synth::v4(11 + (j / 65_536) as u8, ((j / 256) % 256) as u8, (j % 256) as u8, 0, 24)
+}
+
+/// The address of endpoint `e`.
+pub fn endpoint_ip(e: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, 0, (e / 250) as u8, (e % 250 + 1) as u8)
+}
+
+/// The 8 packets of a measurement: endpoints spread, destinations spread
+/// over the prefixes (inside them: the redirect path).
+pub fn frames(endpoints: usize, prefixes: usize) -> Vec<Vec<u8>> {
+    (0..8)
+        .map(|k| {
+            let e = (k * 7919) % endpoints.max(1);
+            let c = prefix((k * 104_729) % prefixes.max(1));
+            let IpAddr::V4(net) = c.addr else { unreachable!("IPv4 prefixes") };
+            frame(endpoint_ip(e), Ipv4Addr::from(u32::from(net) + 1 + k as u32))
+        })
+        .collect()
 }
 
 fn frame(src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
@@ -132,7 +150,7 @@ fn arr<const N: usize>(b: &[u8]) -> anyhow::Result<[u8; N]> {
 }
 
 /// Loads an object, fills its maps from images, loads `program` through the verifier.
-fn load(object: &[u8], images: &[MapImage], program: &str) -> anyhow::Result<aya::Ebpf> {
+pub fn load(object: &[u8], images: &[MapImage], program: &str) -> anyhow::Result<aya::Ebpf> {
     let values = BTreeMap::from([(codegen::HOLE_TUNNEL_IFINDEX.to_string(), TUNNEL_IFINDEX)]);
     let object = egret_bpf::elf::fill_holes(object, &values)?;
     let mut bpf = aya::Ebpf::load(&object)?;
@@ -143,28 +161,26 @@ fn load(object: &[u8], images: &[MapImage], program: &str) -> anyhow::Result<aya
         }
         let map = bpf.map_mut(&img.name).ok_or_else(|| anyhow::anyhow!("no map {}", img.name))?;
         match img.name.as_str() {
-            tables::SRC_CLASS => {
-                let mut m: AyaHashMap<_, [u8; 20], [u8; 4]> = AyaHashMap::try_from(map)?;
-                for (k, v) in entries {
-                    m.insert(arr::<20>(&k)?, arr::<4>(&v)?, 0)?;
-                }
-            }
             tables::DST_V4 => {
-                let mut m: LpmTrie<_, [u8; 8], [u8; 4]> = LpmTrie::try_from(map)?;
+                let mut m: LpmTrie<_, [u8; 8], [u8; 12]> = LpmTrie::try_from(map)?;
                 for (k, v) in entries {
-                    m.insert(&Key::new(u32::from_le_bytes(arr::<4>(&k[..4])?), arr::<8>(&k[4..])?), arr::<4>(&v)?, 0)?;
+                    m.insert(&Key::new(u32::from_le_bytes(arr::<4>(&k[..4])?), arr::<8>(&k[4..])?), arr::<12>(&v)?, 0)?;
                 }
             }
             tables::DST_V6 => {
-                let mut m: LpmTrie<_, [u8; 20], [u8; 4]> = LpmTrie::try_from(map)?;
+                let mut m: LpmTrie<_, [u8; 20], [u8; 12]> = LpmTrie::try_from(map)?;
                 for (k, v) in entries {
-                    m.insert(&Key::new(u32::from_le_bytes(arr::<4>(&k[..4])?), arr::<20>(&k[4..])?), arr::<4>(&v)?, 0)?;
+                    m.insert(
+                        &Key::new(u32::from_le_bytes(arr::<4>(&k[..4])?), arr::<20>(&k[4..])?),
+                        arr::<12>(&v)?,
+                        0,
+                    )?;
                 }
             }
-            tables::ACTIONS => {
-                let mut m: Array<_, [u8; 16]> = Array::try_from(map)?;
+            crate::parts::SOURCE_HASH => {
+                let mut m: AyaHashMap<_, [u8; 20], [u8; 4]> = AyaHashMap::try_from(map)?;
                 for (k, v) in entries {
-                    m.set(u32::from_le_bytes(arr::<4>(&k)?), arr::<16>(&v)?, 0)?;
+                    m.insert(arr::<20>(&k)?, arr::<4>(&v)?, 0)?;
                 }
             }
             cilium_dp::POLICY_MAP => {
@@ -183,7 +199,7 @@ fn load(object: &[u8], images: &[MapImage], program: &str) -> anyhow::Result<aya
 }
 
 /// Mean kernel ns per run over the packets; checks every run's return code.
-fn trial(bpf: &mut aya::Ebpf, program: &str, frames: &[Vec<u8>], repeat: u32, want: i32) -> anyhow::Result<f64> {
+pub fn trial(bpf: &mut aya::Ebpf, program: &str, frames: &[Vec<u8>], repeat: u32, want: i32) -> anyhow::Result<f64> {
     let prog: &mut SchedClassifier =
         bpf.program_mut(program).ok_or_else(|| anyhow::anyhow!("no program {program}"))?.try_into()?;
     let mut total = 0.0;
@@ -205,7 +221,7 @@ fn trial(bpf: &mut aya::Ebpf, program: &str, frames: &[Vec<u8>], repeat: u32, wa
     Ok(total / frames.len() as f64)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
@@ -241,16 +257,7 @@ pub fn measure(
     let floor_prog = egret_bpf::asm::assemble("floor", FLOOR).map_err(|e| anyhow::anyhow!("{e}"))?.program;
     let mut floor = load(&egret_bpf::elf::verify_and_write(&[floor_prog], &[], "Dual MIT/GPL")?, &[], "floor")?;
 
-    // 8 packets: endpoints spread, destinations spread over the prefixes.
-    let frames: Vec<Vec<u8>> = (0..8)
-        .map(|k| {
-            let e = (k * 7919) % endpoints;
-            let src = Ipv4Addr::new(10, 0, (e / 250) as u8, (e % 250 + 1) as u8);
-            let c = prefix((k * 104_729) % prefixes);
-            let IpAddr::V4(net) = c.addr else { unreachable!("IPv4 prefixes") };
-            frame(src, Ipv4Addr::from(u32::from(net) + 1 + k as u32))
-        })
-        .collect();
+    let frames = frames(endpoints, prefixes);
     const TC_ACT_REDIRECT: i32 = 7;
     let (mut e_t, mut c_t, mut f_t) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..trials {

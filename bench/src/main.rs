@@ -30,6 +30,19 @@ enum Command {
         #[arg(long)]
         json: Option<std::path::PathBuf>,
     },
+    /// Where a classifier's time goes (BPF_PROG_TEST_RUN; needs root): parse, counters, lookups, tunnel key, redirect.
+    Parts {
+        /// Entries of the source hash map.
+        #[arg(long, default_value_t = 1)]
+        endpoints: usize,
+        /// Entries of the destination LPM trie.
+        #[arg(long, default_value_t = 10_000)]
+        prefixes: usize,
+        #[arg(long, default_value_t = 5)]
+        trials: usize,
+        #[arg(long, default_value_t = 1_000_000)]
+        repeat: u32,
+    },
     /// Map footprint per node, egret vs Cilium's layout, for small/medium/large synthetic clusters.
     Footprint {
         /// Which shapes to measure.
@@ -100,6 +113,18 @@ fn main() -> ExitCode {
         Command::Classify { prefixes, endpoints, layout, trials, repeat, json } => {
             match classify(&prefixes, &endpoints, layout.as_deref(), trials, repeat, json.as_deref()) {
                 Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Parts { endpoints, prefixes, trials, repeat } => {
+            match egret_bench::parts::measure(endpoints, prefixes, trials, repeat) {
+                Ok(parts) => {
+                    print!("{}", egret_bench::parts::table(&parts));
+                    ExitCode::SUCCESS
+                }
                 Err(e) => {
                     eprintln!("error: {e:#}");
                     ExitCode::FAILURE

@@ -60,11 +60,28 @@ mod broken {
     use egret_bpf::artifact::Artifact;
     use egret_bpf::insn::{Instruction, JmpCond, Operand, Reg, Width, decode};
     use egret_compiler::codegen::equiv::{self, EquivError};
+    use egret_compiler::codegen::reasons::Reason;
     use egret_compiler::codegen::tables::{self, ActionRecord};
 
     fn rebuild(a: &Artifact, object: Vec<u8>, maps: Vec<egret_bpf::artifact::MapImage>) -> Artifact {
         let m = &a.manifest;
         Artifact::new(&m.node, object, m.programs.clone(), m.holes.clone(), maps).with_counters(m.counters.clone())
+    }
+
+    /// Changes the first redirect record of the `egret_dst_v4` image.
+    fn tamper_redirect_record(maps: &mut [egret_bpf::artifact::MapImage], change: impl Fn(&mut ActionRecord)) {
+        let dst = maps.iter_mut().find(|m| m.name == tables::DST_V4).expect("destination map");
+        let unhex = |v: &str| -> Vec<u8> {
+            (0..v.len() / 2).map(|i| u8::from_str_radix(&v[2 * i..2 * i + 2], 16).expect("hex")).collect()
+        };
+        let e = dst
+            .entries
+            .iter_mut()
+            .find(|e| ActionRecord::from_bytes(&unhex(&e.value)).is_some_and(|r| r.reason == Reason::Redirect))
+            .expect("a redirect record");
+        let mut rec = ActionRecord::from_bytes(&unhex(&e.value)).expect("record");
+        change(&mut rec);
+        e.value = equiv::hex(&rec.to_bytes());
     }
 
     fn worker1() -> (egret_compiler::resolve::World, egret_compiler::plan::Verified<egret_compiler::plan::Plan>) {
@@ -80,13 +97,7 @@ mod broken {
             codegen::generate(&plan, &Options { layout: Some(Layout::Maps), ..Options::default() }).expect("generates");
         let a = g.artifact(&plan).expect("artifact");
         let mut maps = a.manifest.maps.clone();
-        let actions = maps.iter_mut().find(|m| m.name == tables::ACTIONS).expect("actions map");
-        let e = actions.entries.last_mut().expect("a rule record");
-        let bytes: Vec<u8> =
-            (0..e.value.len() / 2).map(|i| u8::from_str_radix(&e.value[2 * i..2 * i + 2], 16).expect("hex")).collect();
-        let mut rec = ActionRecord::from_bytes(&bytes).expect("record");
-        rec.slot ^= 1;
-        e.value = equiv::hex(&rec.to_bytes());
+        tamper_redirect_record(&mut maps, |rec| rec.slot ^= 1);
         let err = equiv::check(rebuild(&a, a.object.clone(), maps), &plan, Some(&w)).expect_err("caught");
         match &err {
             EquivError::Mismatch { at, program, plan } => {
@@ -105,13 +116,7 @@ mod broken {
             codegen::generate(&plan, &Options { layout: Some(Layout::Maps), ..Options::default() }).expect("generates");
         let a = g.artifact(&plan).expect("artifact");
         let mut maps = a.manifest.maps.clone();
-        let actions = maps.iter_mut().find(|m| m.name == tables::ACTIONS).expect("actions map");
-        let e = actions.entries.last_mut().expect("a rule record");
-        let bytes: Vec<u8> =
-            (0..e.value.len() / 2).map(|i| u8::from_str_radix(&e.value[2 * i..2 * i + 2], 16).expect("hex")).collect();
-        let mut rec = ActionRecord::from_bytes(&bytes).expect("record");
-        rec.rule = 5;
-        e.value = equiv::hex(&rec.to_bytes());
+        tamper_redirect_record(&mut maps, |rec| rec.rule = 5);
         let err = equiv::check(rebuild(&a, a.object.clone(), maps), &plan, Some(&w)).expect_err("caught");
         assert!(matches!(err, EquivError::Counter { .. }), "{err}");
         println!("{err}");

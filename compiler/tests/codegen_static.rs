@@ -78,13 +78,14 @@ fn an_uninitialized_register_is_rejected_naming_the_instruction() {
 #[test]
 fn a_missing_null_check_is_rejected_naming_the_dereference() {
     let g = generated(Layout::Maps);
-    let a = edited(&g, "if r0 == 0 goto not_endpoint", |_| Vec::new());
+    // the check after the destination lookup
+    let a = edited(&g, "if r0 == 0 goto pass_no_match", |_| Vec::new());
     let err = verify(&a.program, &a.maps).expect_err("rejected");
     let v = err
         .violations
         .iter()
         .find(|v| matches!(v.kind, ViolationKind::NullableDeref { .. }))
         .unwrap_or_else(|| panic!("no NULL violation: {err}"));
-    assert_eq!(v.disasm, "r7 = *(u32 *)(r0 + 0)", "{err}");
+    assert_eq!(v.disasm, "r1 = *(u32 *)(r0 + 0)", "{err}");
     println!("{err}");
 }

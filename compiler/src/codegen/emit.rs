@@ -24,8 +24,14 @@
 //!   `JMP32` for IPv4 (64-bit immediates would be sign-extended), pairs of
 //!   64-bit compares for IPv6 (constants above `i32::MAX` are loaded with
 //!   `ld_imm64` into `r1`).
-//! - Stack: `fp-4` counter/array key; `fp-16..-8` the outcome (above);
-//!   `fp-24..-4` the `egret_src_class` key `{addr[16], u32 family}`;
+//! - The maps layout searches the source with the same tree as the inline
+//!   layout (only the source registers are byte-swapped; destinations stay
+//!   in network order for the key); a matched endpoint's class block writes
+//!   the class into the `egret_dst_*` key on the stack and jumps to one
+//!   lookup block per family, so the lookup is explored once, not per class.
+//!   The LPM value is the outcome itself (`{verdict, rule, gateway}`), copied
+//!   to `fp-16..-8`.
+//! - Stack: `fp-4` counter key; `fp-16..-8` the outcome (above);
 //!   `fp-40..-28` the `egret_dst_v4` key, `fp-64..-40` the `egret_dst_v6`
 //!   key (both used before the outcome is stored); `fp-48..-4` the tunnel
 //!   key (built after `finish` loaded the outcome). Every stack access is
@@ -35,7 +41,7 @@
 
 use super::partition::{Interval, Outcome, Rules, partition};
 use super::reasons::{Reason, TC_ACT_SHOT, TC_ACT_UNSPEC};
-use super::tables::{self, INTERNAL_CLASS, NO_RULE};
+use super::tables::{self, NO_RULE};
 use super::{CodegenError, HOLE_TUNNEL_IFINDEX, Layout, PROGRAM};
 use crate::ir::{Action, DropReason};
 use crate::plan::{ClassId, Plan};
@@ -70,7 +76,6 @@ const KEY_FP: i16 = -4;
 const VERDICT_FP: i16 = -8;
 const RULE_FP: i16 = -12;
 const GATEWAY_FP: i16 = -16;
-const SRC_KEY_FP: i16 = -24;
 const DST4_KEY_FP: i16 = -40;
 const DST6_KEY_FP: i16 = -64;
 
@@ -229,7 +234,7 @@ impl Emitter<'_> {
         if self.has_family(Family::V4) {
             match layout {
                 Layout::Inline => self.inline_family(Family::V4),
-                Layout::Maps => self.maps_v4(),
+                Layout::Maps => self.maps_family(Family::V4),
             }
         } else {
             let at = self.b.ja(self.not_endpoint);
@@ -239,7 +244,7 @@ impl Emitter<'_> {
         if self.has_family(Family::V6) {
             match layout {
                 Layout::Inline => self.inline_family(Family::V6),
-                Layout::Maps => self.maps_v6(),
+                Layout::Maps => self.maps_family(Family::V6),
             }
         } else {
             let at = self.b.ja(self.not_endpoint);
@@ -288,19 +293,26 @@ impl Emitter<'_> {
             self.emit(I::be(bits, *r));
         }
         let mut classes = BTreeMap::new();
-        let mut keys: Vec<(u128, Label, String)> = Vec::new();
-        let eps: Vec<_> = self.plan.endpoints.iter().filter(|e| Family::of(&e.ip) == family).cloned().collect();
-        for e in &eps {
-            let l = self.class_label(family, e.class, &mut classes);
-            let text = format!("{} ({}) -> class {}", e.ip, e.endpoint, e.class.0);
-            keys.push((egret_lang::net::ip_to_u128(e.ip), l, text));
-        }
+        let keys = self.endpoint_keys(family, &mut classes);
         self.exact_tree(family, &keys, 0, keys.len());
         for (class, l) in classes {
             self.b.bind(l);
             let iv = partition(self.plan, self.rules, class, family);
             self.range_tree(family, class, &iv, 0, iv.len());
         }
+    }
+
+    /// The endpoints of a family as search keys (sorted by address, as the
+    /// plan lists them), each with its class's label.
+    fn endpoint_keys(&mut self, family: Family, classes: &mut BTreeMap<ClassId, Label>) -> Vec<(u128, Label, String)> {
+        let eps: Vec<_> = self.plan.endpoints.iter().filter(|e| Family::of(&e.ip) == family).cloned().collect();
+        let mut keys = Vec::with_capacity(eps.len());
+        for e in &eps {
+            let l = self.class_label(family, e.class, classes);
+            let text = format!("{} ({}) -> class {}", e.ip, e.endpoint, e.class.0);
+            keys.push((egret_lang::net::ip_to_u128(e.ip), l, text));
+        }
+        keys
     }
 
     /// A 64-bit operand for constant `k`: an immediate when it survives sign
@@ -475,69 +487,55 @@ impl Emitter<'_> {
         at
     }
 
-    fn maps_v4(&mut self) {
-        // src key {addr[16], u32 family}
-        self.emit(I::mov64_imm(Reg::R1, 0));
-        self.emit(I::store_reg(Size::DW, Reg::R10, Reg::R1, SRC_KEY_FP));
-        self.emit(I::store_reg(Size::DW, Reg::R10, Reg::R1, SRC_KEY_FP + 8));
-        self.emit(I::store_reg(Size::W, Reg::R10, SRC4, SRC_KEY_FP));
-        self.emit(I::mov32_imm(Reg::R1, 4));
-        self.emit(I::store_reg(Size::W, Reg::R10, Reg::R1, SRC_KEY_FP + 16));
-        let at = self.lookup(tables::SRC_CLASS, SRC_KEY_FP);
-        self.note(at, "class of the source: egret_src_class {addr, family 4}".into());
-        self.b.jmp_imm(JmpCond::Eq, Reg::R0, 0, self.not_endpoint);
-        self.emit(I::load(Size::W, VERDICT, Reg::R0, 0));
-        // dst key {u32 prefixlen, u32 class (big endian), addr[4]}
-        self.emit(I::mov32_imm(Reg::R1, 64));
-        self.emit(I::store_reg(Size::W, Reg::R10, Reg::R1, DST4_KEY_FP));
-        self.emit(I::store_reg(Size::W, Reg::R10, DST4, DST4_KEY_FP + 8));
-        self.dst_lookups(tables::DST_V4, DST4_KEY_FP);
-    }
-
-    fn maps_v6(&mut self) {
-        self.emit(I::store_reg(Size::DW, Reg::R10, SRC6.0, SRC_KEY_FP));
-        self.emit(I::store_reg(Size::DW, Reg::R10, SRC6.1, SRC_KEY_FP + 8));
-        self.emit(I::mov32_imm(Reg::R1, 6));
-        self.emit(I::store_reg(Size::W, Reg::R10, Reg::R1, SRC_KEY_FP + 16));
-        self.emit(I::mov32_imm(Reg::R1, 32 + 128));
-        self.emit(I::store_reg(Size::W, Reg::R10, Reg::R1, DST6_KEY_FP));
-        self.emit(I::store_reg(Size::DW, Reg::R10, DST6.0, DST6_KEY_FP + 8));
-        self.emit(I::store_reg(Size::DW, Reg::R10, DST6.1, DST6_KEY_FP + 16));
-        let at = self.lookup(tables::SRC_CLASS, SRC_KEY_FP);
-        self.note(at, "class of the source: egret_src_class {addr, family 6}".into());
-        self.b.jmp_imm(JmpCond::Eq, Reg::R0, 0, self.not_endpoint);
-        self.emit(I::load(Size::W, VERDICT, Reg::R0, 0));
-        self.dst_lookups(tables::DST_V6, DST6_KEY_FP);
-    }
-
-    /// Internal lookup (class `INTERNAL_CLASS`), then the class's, then the
-    /// action record; class in `r7`, the key's prefixlen and address stored.
-    fn dst_lookups(&mut self, map: &str, key_fp: i16) {
-        let action = self.label("action");
-        self.emit(I::mov32_imm(Reg::R1, INTERNAL_CLASS as i32));
-        self.emit(I::store_reg(Size::W, Reg::R10, Reg::R1, key_fp + 4));
+    /// The maps layout for one family: the source among the endpoints with
+    /// the same binary search tree as the inline layout (no map lookup), its
+    /// class written into the `egret_dst_*` key, then one LPM lookup whose
+    /// value is the action record (internal prefixes are entries of every
+    /// class, [`tables`]).
+    fn maps_family(&mut self, family: Family) {
+        let (map, key_fp, src_regs, bits): (&str, i16, &[Reg], EndBits) = match family {
+            Family::V4 => (tables::DST_V4, DST4_KEY_FP, &[SRC4], EndBits::B32),
+            Family::V6 => (tables::DST_V6, DST6_KEY_FP, &[SRC6.0, SRC6.1], EndBits::B64),
+        };
+        for r in src_regs {
+            self.emit(I::be(bits, *r));
+        }
+        let mut classes = BTreeMap::new();
+        let keys = self.endpoint_keys(family, &mut classes);
+        self.exact_tree(family, &keys, 0, keys.len());
+        let lookup = self.b.new_label(&format!("lookup_{}", fam(family)));
+        for (class, l) in classes {
+            self.b.bind(l);
+            let at = self.emit(I::mov32_imm(Reg::R1, class.0.to_be() as i32));
+            self.note(at, format!("class {} (big endian) into the {map} key", class.0));
+            self.emit(I::store_reg(Size::W, Reg::R10, Reg::R1, key_fp + 4));
+            self.emit(I::mov64_imm(Reg::R1, 0));
+            self.b.ja(lookup);
+        }
+        self.b.bind(lookup);
+        let bits = match family {
+            Family::V4 => 32,
+            Family::V6 => 128,
+        };
+        self.emit(I::mov32_imm(Reg::R1, 32 + bits));
+        self.emit(I::store_reg(Size::W, Reg::R10, Reg::R1, key_fp));
+        match family {
+            Family::V4 => {
+                self.emit(I::store_reg(Size::W, Reg::R10, DST4, key_fp + 8));
+            }
+            Family::V6 => {
+                self.emit(I::store_reg(Size::DW, Reg::R10, DST6.0, key_fp + 8));
+                self.emit(I::store_reg(Size::DW, Reg::R10, DST6.1, key_fp + 16));
+            }
+        }
         let at = self.lookup(map, key_fp);
-        self.note(at, format!("cluster-internal destination? {map} {{class 0xffffffff, dst}}"));
-        self.b.jmp_imm(JmpCond::Ne, Reg::R0, 0, action);
-        self.emit(I::mov32_reg(Reg::R1, VERDICT));
-        self.emit(I::be(EndBits::B32, Reg::R1));
-        self.emit(I::store_reg(Size::W, Reg::R10, Reg::R1, key_fp + 4));
-        let at = self.lookup(map, key_fp);
-        self.note(at, format!("longest prefix of the class: {map} {{class, dst}}"));
+        self.note(at, format!("longest prefix of the class, cluster-internal prefixes included: {map} {{class, dst}}"));
         let no_match = self.no_match();
         self.b.jmp_imm(JmpCond::Eq, Reg::R0, 0, no_match);
-        self.b.bind(action);
-        self.emit(I::load(Size::W, Reg::R1, Reg::R0, 0));
-        self.emit(I::store_reg(Size::W, Reg::R10, Reg::R1, KEY_FP));
-        let at = self.lookup(tables::ACTIONS, KEY_FP);
-        self.note(at, "action record {reason, slot, gateway, rule}".into());
-        self.b.jmp_imm(JmpCond::Eq, Reg::R0, 0, no_match);
-        self.emit(I::load(Size::W, Reg::R1, Reg::R0, 4));
-        self.emit(I::alu32_imm(AluOp::Lsh, Reg::R1, 8));
-        self.emit(I::load(Size::W, Reg::R2, Reg::R0, 0));
-        self.emit(I::alu32_reg(AluOp::Or, Reg::R1, Reg::R2));
+        let at = self.emit(I::load(Size::W, Reg::R1, Reg::R0, 0));
+        self.note(at, "action record {verdict, rule, gateway}: the outcome as stored for finish".into());
         self.emit(I::store_reg(Size::W, Reg::R10, Reg::R1, VERDICT_FP));
-        self.emit(I::load(Size::W, Reg::R1, Reg::R0, 12));
+        self.emit(I::load(Size::W, Reg::R1, Reg::R0, 4));
         self.emit(I::store_reg(Size::W, Reg::R10, Reg::R1, RULE_FP));
         self.emit(I::load(Size::W, Reg::R1, Reg::R0, 8));
         self.emit(I::store_reg(Size::W, Reg::R10, Reg::R1, GATEWAY_FP));

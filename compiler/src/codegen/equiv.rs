@@ -9,8 +9,9 @@
 //!   and family as source, both ends of every destination interval cut by
 //!   the plan's prefixes (the class's entries and the internal prefixes; all
 //!   of the plan's prefixes when the plan is small or inline) and by the
-//!   prefixes of that class and of the internal class found in the
-//!   artifact's `egret_dst_*` images; the first and last of them also
+//!   prefixes of that class found in the artifact's `egret_dst_*` images
+//!   (cluster-internal prefixes are entries of every class there); the
+//!   first and last of them also
 //!   behind an 802.1Q tag;
 //! - every endpoint IP of the plan once (its class lookup);
 //! - sources that are no endpoint of the plan (the extremes of each family,
@@ -20,9 +21,9 @@
 //!
 //! Why that suffices: the plan's decision for a class is constant between
 //! the boundaries of its prefixes and the internal ones, and the maps
-//! layout's decision depends on the destination only through LPM lookups
-//! keyed by (class, destination), constant between the boundaries of the
-//! image's keys of that class; the inline layout compares against interval
+//! layout's decision depends on the destination only through one LPM
+//! lookup keyed by (class, destination), constant between the boundaries of
+//! the image's keys of that class; the inline layout compares against interval
 //! starts derived from the plan's prefixes, all of which are cut points.
 //!
 //! What is compared per packet: the return code and effects (tunnel key
@@ -43,7 +44,7 @@
 
 use super::partition::{self, Rules, class_families};
 use super::reasons::{Counter, Reason};
-use super::tables::{self, INTERNAL_CLASS};
+use super::tables;
 use super::{HOLE_TUNNEL_IFINDEX, Layout, PROGRAM};
 use crate::eval::{self, Source};
 use crate::ir::prefix::segments;
@@ -318,8 +319,8 @@ fn representatives(family: Family, cuts: &[Cidr]) -> Vec<IpAddr> {
     out
 }
 
-/// The packets of the check. `image_cuts`: prefixes per class (including
-/// [`INTERNAL_CLASS`]) found in the artifact's `egret_dst_*` images.
+/// The packets of the check. `image_cuts`: prefixes per class found in the
+/// artifact's `egret_dst_*` images.
 pub fn cases(
     plan: &Plan,
     rules: &Rules,
@@ -355,9 +356,7 @@ pub fn cases(
                     .copied()
                     .collect()
             };
-            for k in [c.id.0, INTERNAL_CLASS] {
-                cuts.extend(image_cuts.get(&k).into_iter().flatten().filter(|p| p.family() == f).copied());
-            }
+            cuts.extend(image_cuts.get(&c.id.0).into_iter().flatten().filter(|p| p.family() == f).copied());
             let reps = representatives(f, &cuts);
             for d in &reps {
                 out.push(case(src, *d, false, has_ref));
@@ -480,10 +479,6 @@ fn counter(maps: &MapStore, map: &str, index: u32) -> Counter {
         }
     }
     total
-}
-
-fn layout_of(maps: &[MapDef]) -> Layout {
-    if maps.iter().any(|m| m.name == tables::SRC_CLASS) { Layout::Maps } else { Layout::Inline }
 }
 
 /// How many packets are also compared with `eval::decide`.
@@ -615,7 +610,7 @@ fn check_plan(
     let image_cuts = image_cuts(&artifact)?;
     let mut program = program;
     program.fill_hole(HOLE_TUNNEL_IFINDEX, i64::from(CHECK_IFINDEX)).map_err(|source| EquivError::Hole { source })?;
-    let layout = layout_of(&parsed.maps);
+    let layout = tables::layout_of(parsed.maps.iter().map(|m| m.name.as_str()));
     let rules = partition::rules(plan);
     // counter labels must be the plan's (policies aside)
     let want = tables::counter_labels(plan, &rules, &BTreeMap::new());
@@ -750,8 +745,7 @@ fn check_plan(
     Ok(VerifiedArtifact { artifact, layout, report, program: verified.into_program() })
 }
 
-/// The prefixes per class (including [`INTERNAL_CLASS`]) of the artifact's
-/// `egret_dst_*` images.
+/// The prefixes per class of the artifact's `egret_dst_*` images.
 fn image_cuts(artifact: &Artifact) -> Result<BTreeMap<u32, Vec<Cidr>>, EquivError> {
     let mut cuts: BTreeMap<u32, Vec<Cidr>> = BTreeMap::new();
     for img in artifact.manifest.maps.iter().filter(|m| m.name == tables::DST_V4 || m.name == tables::DST_V6) {
@@ -776,8 +770,7 @@ fn image_cuts(artifact: &Artifact) -> Result<BTreeMap<u32, Vec<Cidr>>, EquivErro
 /// # Errors
 /// Undecodable map images.
 pub fn artifact_cases(artifact: &Artifact, plan: &Plan, world: Option<&World>) -> Result<Vec<Case>, EquivError> {
-    let layout =
-        if artifact.manifest.maps.iter().any(|m| m.name == tables::SRC_CLASS) { Layout::Maps } else { Layout::Inline };
+    let layout = tables::layout_of(artifact.manifest.maps.iter().map(|m| m.name.as_str()));
     Ok(cases(plan, &partition::rules(plan), layout, &image_cuts(artifact)?, world))
 }
 

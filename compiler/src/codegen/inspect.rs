@@ -8,13 +8,14 @@
 //! identical to the object's (same slots, map references and holes);
 //! otherwise the listing says so and shows none.
 
-use super::{Layout, Options, PROGRAM, generate_unchecked, tables};
+use super::{Options, PROGRAM, generate_unchecked, tables};
 use egret_bpf::artifact::Manifest;
 use egret_bpf::disasm::{Dialect, slot_text};
 use egret_bpf::elf::{self, ElfError, program_section};
 use egret_bpf::insn::decode;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::net::Ipv4Addr;
 
 /// Why an object cannot be inspected.
 #[derive(Debug, thiserror::Error)]
@@ -51,12 +52,20 @@ pub fn inspect(
             d.name, d.kind, d.key_size, d.value_size, d.max_entries, d.flags
         );
         if let Some(img) = image.filter(|_| d.name == tables::DST_V4 || d.name == tables::DST_V6) {
-            for e in img.decoded().unwrap_or_default() {
-                if let Some((class, prefix)) = tables::parse_dst_key(&e.0) {
-                    let class =
-                        if class == tables::INTERNAL_CLASS { "internal".to_string() } else { class.to_string() };
-                    let action = e.1.get(0..4).and_then(|b| b.try_into().ok()).map(u32::from_le_bytes).unwrap_or(0);
-                    let _ = writeln!(s, ";     class {class} {prefix} -> action {action}");
+            for (k, v) in img.decoded().unwrap_or_default() {
+                if let Some((class, prefix)) = tables::parse_dst_key(&k) {
+                    let action = match tables::ActionRecord::from_bytes(&v) {
+                        Some(r) if r.rule == tables::NO_RULE => r.reason.name().to_string(),
+                        Some(r) => format!(
+                            "{} slot {} gateway {} rule {}",
+                            r.reason.name(),
+                            r.slot,
+                            Ipv4Addr::from(r.gateway),
+                            r.rule
+                        ),
+                        None => format!("undecodable record {}", super::equiv::hex(&v)),
+                    };
+                    let _ = writeln!(s, ";     class {class} {prefix} -> {action}");
                 }
             }
         }
@@ -69,7 +78,7 @@ pub fn inspect(
             let _ = writeln!(s, "; counters {}: {} labels", c.map, c.labels.len());
         }
     }
-    let layout = if parsed.maps.iter().any(|m| m.name == tables::SRC_CLASS) { Layout::Maps } else { Layout::Inline };
+    let layout = tables::layout_of(parsed.maps.iter().map(|m| m.name.as_str()));
     for op in &parsed.programs {
         let p = &op.program;
         let mut notes: BTreeMap<usize, String> = BTreeMap::new();

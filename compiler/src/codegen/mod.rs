@@ -34,9 +34,10 @@
 //! the tables into compare-and-branch binary search trees (sorted endpoint
 //! IPs; per class and family the disjoint interval partition of the LPM
 //! table, [`partition::partition`]) with no map lookup; [`Layout::Maps`]
-//! uses `egret_src_class`, `egret_dst_v4/v6` and `egret_actions`
-//! ([`tables`]). Map layouts, registers and stack use are in [`tables`] and
-//! the emitter's documentation.
+//! finds the source's class with the same tree and the outcome with one
+//! lookup in `egret_dst_v4/v6` (LPM tries keyed by class and address whose
+//! values are the outcomes, [`tables`]). Map layouts, registers and stack
+//! use are in [`tables`] and the emitter's documentation.
 //!
 //! `egret verify DIR` re-reads each `NODE.o` + `NODE.artifact.json` and
 //! checks: the manifest format and digest; that every map image matches the
@@ -100,7 +101,7 @@ pub const INLINE_MAX_LEAVES: usize = 2048;
 pub enum Layout {
     /// Compare-and-branch trees, no map lookups.
     Inline,
-    /// Hash + LPM trie + action array lookups.
+    /// The endpoint tree, then one LPM trie lookup per packet.
     Maps,
 }
 

@@ -5,7 +5,7 @@
 //!
 //! Programs (one object; all programs share maps by name — the
 //! classifier's maps (`egret_reasons`, `egret_policy_stats`,
-//! `egret_gw_progs`, `egret_src_class`, `egret_dst_v4/v6`, `egret_actions`)
+//! `egret_gw_progs`, `egret_dst_v4/v6`)
 //! and the templates' maps (`egret_local_eps`, `egret_gw_slots`,
 //! `egret_gw_allowed`, `egret_nat_v4`, `egret_rnat_v4`, `egret_gw_stats`)
 //! have disjoint names, checked by [`node_artifact`]):

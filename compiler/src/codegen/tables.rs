@@ -6,26 +6,31 @@
 //! | `egret_reasons` | `PERCPU_ARRAY` | `u32` [`Reason`] index | `{u64 packets, u64 bytes}` | both |
 //! | `egret_policy_stats` | `PERCPU_ARRAY` | `u32` rule index | `{u64 packets, u64 bytes}` | both |
 //! | `egret_gw_progs` | `PROG_ARRAY`, 1 entry | `u32` 0 | gateway program (the loader) | both |
-//! | `egret_src_class` | `HASH` | `{u8 addr[16], u32 family}` (network-order address, IPv4 in the first 4 bytes, rest 0; family 4 or 6) | `u32` class | maps |
-//! | `egret_dst_v4` | `LPM_TRIE` | `{u32 prefixlen = 32 + len, u32 class (big endian), u8 addr[4]}` | `u32` action index | maps, IPv4 endpoints |
-//! | `egret_dst_v6` | `LPM_TRIE` | `{u32 prefixlen = 32 + len, u32 class (big endian), u8 addr[16]}` | `u32` action index | maps, IPv6 endpoints |
-//! | `egret_actions` | `ARRAY` | `u32` action index | `{u32 reason, u32 slot, u32 gateway_ipv4 (host order), u32 rule}` | maps |
+//! | `egret_dst_v4` | `LPM_TRIE` | `{u32 prefixlen = 32 + len, u32 class (big endian), u8 addr[4]}` | [`ActionRecord`] | maps, IPv4 endpoints |
+//! | `egret_dst_v6` | `LPM_TRIE` | `{u32 prefixlen = 32 + len, u32 class (big endian), u8 addr[16]}` | [`ActionRecord`] | maps, IPv6 endpoints |
 //!
-//! Cluster-internal prefixes are `egret_dst_*` entries of class
-//! [`INTERNAL_CLASS`] (looked up first); the class field is always fully
-//! matched, so its byte order only makes the images readable. Action records:
-//! index [`ACTION_INTERNAL`] (pass-internal), [`ACTION_NO_MATCH`]
-//! (pass-no-match, also for `pass` entries), then rule `k` at `2 + k`.
-//! Rule indexes are those of [`super::partition::rules`]; [`NO_RULE`] means
-//! none. Integers in values are little endian (host order), as the program
-//! reads them. Every map is sized exactly (at least one entry): a new
-//! generation gets new maps.
+//! The maps layout finds the source's class with a compare-and-branch tree
+//! (as the inline layout does), so it has no source map; the LPM value is
+//! the outcome itself, so it has no action array: one lookup per packet
+//! decides (docs/PERFORMANCE.md, "classification").
+//!
+//! Cluster-internal prefixes (SEMANTICS.md step 1, which overrides every
+//! policy) are entries of **every** class that has endpoints of their
+//! family (whether or not it has entries of that family), with the pass-internal record; a class entry inside (or equal to)
+//! an internal prefix is left out, since step 1 decides all of it. Prefixes
+//! nest or are disjoint, so the longest match is then the internal entry
+//! wherever one contains the destination, and the class's own longest
+//! match elsewhere. The class field is always fully matched, so its byte
+//! order only makes the images readable. Rule indexes are those of
+//! [`super::partition::rules`]; [`NO_RULE`] means none. Integers in values
+//! are little endian (host order), as the program reads them. Every map is
+//! sized exactly (at least one entry): a new generation gets new maps.
 
 use super::Layout;
 use super::partition::Rules;
 use super::reasons::{Counter, Reason};
 use crate::ir::{Action, DropReason};
-use crate::plan::Plan;
+use crate::plan::{ClassId, Plan};
 use egret_bpf::artifact::{CounterLabel, CounterMap, MapImage};
 use egret_bpf::maps::MapDefError;
 use egret_bpf::{MapDef, MapKind};
@@ -36,37 +41,17 @@ use std::net::IpAddr;
 pub const REASONS: &str = "egret_reasons";
 pub const POLICY_STATS: &str = "egret_policy_stats";
 pub const GW_PROGS: &str = "egret_gw_progs";
-pub const SRC_CLASS: &str = "egret_src_class";
 pub const DST_V4: &str = "egret_dst_v4";
 pub const DST_V6: &str = "egret_dst_v6";
-pub const ACTIONS: &str = "egret_actions";
 
-/// The class id of cluster-internal entries in `egret_dst_*`.
-pub const INTERNAL_CLASS: u32 = u32::MAX;
 /// "No rule" in the verdict registers and action records.
 pub const NO_RULE: u32 = u32::MAX;
-/// Action record of cluster-internal destinations.
-pub const ACTION_INTERNAL: u32 = 0;
-/// Action record of destinations no policy captures.
-pub const ACTION_NO_MATCH: u32 = 1;
 
-/// Size of an action record.
-pub const ACTION_SIZE: u32 = 16;
-
-/// The `egret_src_class` key of an address.
-pub fn src_key(ip: IpAddr) -> [u8; 20] {
-    let mut k = [0u8; 20];
-    match ip {
-        IpAddr::V4(a) => {
-            k[..4].copy_from_slice(&a.octets());
-            k[16..].copy_from_slice(&4u32.to_le_bytes());
-        }
-        IpAddr::V6(a) => {
-            k[..16].copy_from_slice(&a.octets());
-            k[16..].copy_from_slice(&6u32.to_le_bytes());
-        }
-    }
-    k
+/// The layout of an object, from its map names: the maps layout is the one
+/// with `egret_dst_*` maps ([`map_defs`] defines an empty `egret_dst_v4` for
+/// a plan without endpoints, whose program is the same in both layouts).
+pub fn layout_of<'a>(maps: impl IntoIterator<Item = &'a str>) -> Layout {
+    if maps.into_iter().any(|m| m == DST_V4 || m == DST_V6) { Layout::Maps } else { Layout::Inline }
 }
 
 /// The `egret_dst_*` key of a prefix for a class.
@@ -94,16 +79,26 @@ pub fn parse_dst_key(key: &[u8]) -> Option<(u32, Cidr)> {
     (len <= egret_lang::net::Family::of(&addr).bits()).then(|| (class, Cidr::new(addr, len)))
 }
 
-/// An action record.
+/// An action record: the value of an `egret_dst_*` entry, laid out as the
+/// classifier keeps its outcome on the stack, `{u32 verdict = reason | slot
+/// << 8, u32 rule, u32 gateway_ipv4 (host order)}`, little endian.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ActionRecord {
     pub reason: Reason,
+    /// 24 bits (the VNI).
     pub slot: u32,
     pub gateway: u32,
     pub rule: u32,
 }
 
 impl ActionRecord {
+    /// Size of an encoded record.
+    pub const SIZE: u32 = 12;
+
+    /// Cluster-internal destinations.
+    pub const INTERNAL: ActionRecord =
+        ActionRecord { reason: Reason::PassInternal, slot: 0, gateway: 0, rule: NO_RULE };
+
     pub fn of(action: Action, rule: Option<u32>) -> ActionRecord {
         let rule = rule.unwrap_or(NO_RULE);
         match action {
@@ -120,19 +115,24 @@ impl ActionRecord {
         }
     }
 
-    pub fn to_bytes(self) -> [u8; 16] {
-        let mut b = [0u8; 16];
-        b[0..4].copy_from_slice(&self.reason.index().to_le_bytes());
-        b[4..8].copy_from_slice(&self.slot.to_le_bytes());
+    pub fn to_bytes(self) -> [u8; 12] {
+        let mut b = [0u8; 12];
+        b[0..4].copy_from_slice(&(self.reason.index() | (self.slot << 8)).to_le_bytes());
+        b[4..8].copy_from_slice(&self.rule.to_le_bytes());
         b[8..12].copy_from_slice(&self.gateway.to_le_bytes());
-        b[12..16].copy_from_slice(&self.rule.to_le_bytes());
         b
     }
 
     pub fn from_bytes(b: &[u8]) -> Option<ActionRecord> {
         let w = |i: usize| b.get(i..i + 4).and_then(|s| s.try_into().ok()).map(u32::from_le_bytes);
-        (b.len() == 16).then_some(())?;
-        Some(ActionRecord { reason: Reason::from_index(w(0)?)?, slot: w(4)?, gateway: w(8)?, rule: w(12)? })
+        (b.len() == Self::SIZE as usize).then_some(())?;
+        let verdict = w(0)?;
+        Some(ActionRecord {
+            reason: Reason::from_index(verdict & 0xff)?,
+            slot: verdict >> 8,
+            rule: w(4)?,
+            gateway: w(8)?,
+        })
     }
 }
 
@@ -140,21 +140,25 @@ fn has_family(plan: &Plan, f: Family) -> bool {
     plan.endpoints.iter().any(|e| Family::of(&e.ip) == f)
 }
 
-fn dst_entries(plan: &Plan, rules: &Rules, f: Family) -> Vec<(Vec<u8>, u32)> {
-    let mut v: Vec<(Vec<u8>, u32)> = plan
-        .internal
-        .iter()
-        .filter(|c| c.family() == f)
-        .map(|c| (dst_key(INTERNAL_CLASS, c), ACTION_INTERNAL))
-        .collect();
-    for c in &plan.classes {
+/// The `egret_dst_*` entries of a family (see the module documentation).
+fn dst_entries(plan: &Plan, rules: &Rules, f: Family) -> Vec<(Vec<u8>, ActionRecord)> {
+    let internal: Vec<&Cidr> = plan.internal.iter().filter(|c| c.family() == f).collect();
+    // the classes a source of this family can have
+    let classes: BTreeSet<ClassId> =
+        plan.endpoints.iter().filter(|e| Family::of(&e.ip) == f).map(|e| e.class).collect();
+    let mut v = Vec::new();
+    for c in plan.classes.iter().filter(|c| classes.contains(&c.id)) {
+        v.extend(internal.iter().map(|p| (dst_key(c.id.0, p), ActionRecord::INTERNAL)));
         for (i, e) in c.entries.iter().enumerate() {
-            if e.prefix.family() != f {
+            if e.prefix.family() != f || internal.iter().any(|p| p.contains(&e.prefix)) {
                 continue;
             }
             let rule = rules.by_entry.get(c.id.0 as usize).and_then(|r| r.get(i).copied().flatten());
-            let action = rule.map_or(ACTION_NO_MATCH, |k| 2 + k);
-            v.push((dst_key(c.id.0, &e.prefix), action));
+            let record = match rule.and_then(|k| rules.rules.get(k as usize)) {
+                Some(r) => ActionRecord::of(r.action, Some(r.index)),
+                None => ActionRecord::of(Action::Pass, None),
+            };
+            v.push((dst_key(c.id.0, &e.prefix), record));
         }
     }
     v
@@ -169,14 +173,15 @@ pub fn map_defs(plan: &Plan, rules: &Rules, layout: Layout) -> Result<Vec<MapDef
         MapDef::new(GW_PROGS, MapKind::ProgArray, 4, 4, 1)?,
     ];
     if layout == Layout::Maps {
-        v.push(MapDef::new(SRC_CLASS, MapKind::Hash, 20, 4, n(plan.endpoints.len()))?);
-        if has_family(plan, Family::V4) {
-            v.push(MapDef::new(DST_V4, MapKind::LpmTrie, 12, 4, n(dst_entries(plan, rules, Family::V4).len()))?);
+        // without endpoints the program never looks up: an empty `egret_dst_v4`
+        // still marks the object as the maps layout ([`layout_of`])
+        let none = plan.endpoints.is_empty();
+        for (f, name, key) in [(Family::V4, DST_V4, 12), (Family::V6, DST_V6, 24)] {
+            if has_family(plan, f) || (none && f == Family::V4) {
+                let entries = n(dst_entries(plan, rules, f).len());
+                v.push(MapDef::new(name, MapKind::LpmTrie, key, ActionRecord::SIZE, entries)?);
+            }
         }
-        if has_family(plan, Family::V6) {
-            v.push(MapDef::new(DST_V6, MapKind::LpmTrie, 24, 4, n(dst_entries(plan, rules, Family::V6).len()))?);
-        }
-        v.push(MapDef::new(ACTIONS, MapKind::Array, 4, ACTION_SIZE, n(2 + rules.rules.len()))?);
     }
     Ok(v)
 }
@@ -187,23 +192,9 @@ pub fn images(plan: &Plan, rules: &Rules, defs: &[MapDef]) -> Vec<MapImage> {
         .map(|d| {
             let mut img = MapImage::of(d);
             let mut entries: Vec<(Vec<u8>, Vec<u8>)> = match d.name.as_str() {
-                SRC_CLASS => {
-                    plan.endpoints.iter().map(|e| (src_key(e.ip).to_vec(), e.class.0.to_le_bytes().to_vec())).collect()
-                }
                 DST_V4 | DST_V6 => {
                     let f = if d.name == DST_V4 { Family::V4 } else { Family::V6 };
-                    dst_entries(plan, rules, f).into_iter().map(|(k, a)| (k, a.to_le_bytes().to_vec())).collect()
-                }
-                ACTIONS => {
-                    let mut v = vec![
-                        ActionRecord { reason: Reason::PassInternal, slot: 0, gateway: 0, rule: NO_RULE },
-                        ActionRecord { reason: Reason::PassNoMatch, slot: 0, gateway: 0, rule: NO_RULE },
-                    ];
-                    v.extend(rules.rules.iter().map(|r| ActionRecord::of(r.action, Some(r.index))));
-                    v.into_iter()
-                        .enumerate()
-                        .map(|(i, r)| ((i as u32).to_le_bytes().to_vec(), r.to_bytes().to_vec()))
-                        .collect()
+                    dst_entries(plan, rules, f).into_iter().map(|(k, r)| (k, r.to_bytes().to_vec())).collect()
                 }
                 _ => Vec::new(),
             };
@@ -270,11 +261,10 @@ mod tests {
         assert_eq!(k, [48, 0, 0, 0, 0, 0, 0, 3, 10, 1, 0, 0]);
         assert_eq!(parse_dst_key(&k), Some((3, c)));
         let c6: Cidr = "2001:db8::/32".parse().unwrap();
-        assert_eq!(parse_dst_key(&dst_key(INTERNAL_CLASS, &c6)), Some((INTERNAL_CLASS, c6)));
-        let s = src_key("10.0.0.1".parse().unwrap());
-        assert_eq!(&s[..4], &[10, 0, 0, 1]);
-        assert_eq!(&s[16..], &[4, 0, 0, 0]);
+        assert_eq!(parse_dst_key(&dst_key(7, &c6)), Some((7, c6)));
         let r = ActionRecord { reason: Reason::Redirect, slot: 0x5d1c2a, gateway: 0xc000_0202, rule: 4 };
+        assert_eq!(r.to_bytes()[..4], [5, 0x2a, 0x1c, 0x5d], "verdict = reason | slot << 8");
         assert_eq!(ActionRecord::from_bytes(&r.to_bytes()), Some(r));
+        assert_eq!(ActionRecord::from_bytes(&[0; 11]), None);
     }
 }

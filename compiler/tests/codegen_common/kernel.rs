@@ -4,8 +4,8 @@
 //! privileged tests and by the layout benchmark.
 #![allow(dead_code, reason = "each user needs a different subset")]
 
+use aya::maps::PerCpuArray;
 use aya::maps::lpm_trie::{Key, LpmTrie};
-use aya::maps::{Array, HashMap as AyaHashMap, PerCpuArray};
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
 use egret_bpf::artifact::Artifact;
 use egret_compiler::codegen::{self, reasons::Counter, tables};
@@ -42,30 +42,18 @@ pub fn load(a: &Artifact) -> Result<Loaded, String> {
         }
         let map = bpf.map_mut(&img.name).ok_or_else(|| format!("no map {}", img.name))?;
         match img.name.as_str() {
-            tables::SRC_CLASS => {
-                let mut m: AyaHashMap<_, [u8; 20], [u8; 4]> = AyaHashMap::try_from(map).map_err(|e| e.to_string())?;
-                for (k, v) in entries {
-                    m.insert(arr::<20>(&k)?, arr::<4>(&v)?, 0).map_err(|e| e.to_string())?;
-                }
-            }
             tables::DST_V4 => {
-                let mut m: LpmTrie<_, [u8; 8], [u8; 4]> = LpmTrie::try_from(map).map_err(|e| e.to_string())?;
+                let mut m: LpmTrie<_, [u8; 8], [u8; 12]> = LpmTrie::try_from(map).map_err(|e| e.to_string())?;
                 for (k, v) in entries {
                     let plen = u32::from_le_bytes(arr::<4>(&k[..4])?);
-                    m.insert(&Key::new(plen, arr::<8>(&k[4..])?), arr::<4>(&v)?, 0).map_err(|e| e.to_string())?;
+                    m.insert(&Key::new(plen, arr::<8>(&k[4..])?), arr::<12>(&v)?, 0).map_err(|e| e.to_string())?;
                 }
             }
             tables::DST_V6 => {
-                let mut m: LpmTrie<_, [u8; 20], [u8; 4]> = LpmTrie::try_from(map).map_err(|e| e.to_string())?;
+                let mut m: LpmTrie<_, [u8; 20], [u8; 12]> = LpmTrie::try_from(map).map_err(|e| e.to_string())?;
                 for (k, v) in entries {
                     let plen = u32::from_le_bytes(arr::<4>(&k[..4])?);
-                    m.insert(&Key::new(plen, arr::<20>(&k[4..])?), arr::<4>(&v)?, 0).map_err(|e| e.to_string())?;
-                }
-            }
-            tables::ACTIONS => {
-                let mut m: Array<_, [u8; 16]> = Array::try_from(map).map_err(|e| e.to_string())?;
-                for (k, v) in entries {
-                    m.set(u32::from_le_bytes(arr::<4>(&k)?), arr::<16>(&v)?, 0).map_err(|e| e.to_string())?;
+                    m.insert(&Key::new(plen, arr::<20>(&k[4..])?), arr::<12>(&v)?, 0).map_err(|e| e.to_string())?;
                 }
             }
             other => return Err(format!("no loader for the image of {other}")),
