@@ -8,16 +8,20 @@
 //! - **Open** ([`Agent::open`]): creates or adopts the tunnel device
 //!   (`egret_loader::tunnel::ensure`) and opens the loader on the bpffs root
 //!   (adopting what is pinned; the loader refuses artifacts of other nodes).
-//! - **Sync** ([`Agent::sync`]): compiles the node (plan →
+//! - **Sync** ([`Agent::sync`]): reads the node's own interfaces
+//!   ([`facts::discover`]; they join the input as the node's `NodeNetwork`
+//!   unless the snapshot has one), compiles the node (plan →
 //!   `egret_compiler::codegen::node::compile_node`, equivalence-checked),
 //!   applies the artifact (a digest-equal artifact loads nothing), then makes
 //!   the attached pods equal the plan's local IPv4 endpoints
-//!   (`PodTarget::Ip`, which also fills `egret_local_eps`). An input that
-//!   does not compile leaves the running generation serving.
+//!   (`PodTarget::Ip`, which also fills `egret_local_eps`) and the egress
+//!   interfaces (`egret_gw_reply`) equal the ones its slots name. An input
+//!   that does not compile leaves the running generation serving.
 //! - **Watch** ([`Agent::run`]): polls the snapshot's files (path, mtime,
-//!   length) every [`POLL`] and syncs when they change; a failed sync is
-//!   reported and retried at the next change.
+//!   length) and the node's interfaces every [`POLL`] and syncs when either
+//!   changes; a failed sync is reported and retried at the next change.
 
+pub mod facts;
 pub mod minicluster;
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -29,7 +33,7 @@ use egret_compiler::codegen::{self, CodegenError};
 use egret_compiler::resolve::{InterfaceBinding, Options, World};
 use egret_lang::source::SourceMap;
 use egret_loader::tunnel::{self, TunnelConfig, TunnelState};
-use egret_loader::{ApplyReport, Loader, LoaderConfig, LoaderError, PodTarget, SyncReport};
+use egret_loader::{ApplyReport, EgressSyncReport, Loader, LoaderConfig, LoaderError, PodTarget, SyncReport};
 
 /// How often [`Agent::run`] looks at the snapshot.
 pub const POLL: Duration = Duration::from_millis(500);
@@ -97,8 +101,28 @@ pub struct Compiled {
 /// # Errors
 /// Input errors, an unknown node, code generation failures.
 pub fn compile(dir: &Path, node: &str) -> Result<Compiled, AgentError> {
+    compile_with_facts(dir, node, None)
+}
+
+/// [`compile`] with the node's own facts ([`facts::discover`]): when the
+/// snapshot has no `NodeNetwork` for `node`, one rendered from `facts`
+/// joins the input, so egress interfaces and IPs resolve on the node.
+///
+/// # Errors
+/// As [`compile`].
+pub fn compile_with_facts(
+    dir: &Path,
+    node: &str,
+    facts: Option<&[facts::NodeInterface]>,
+) -> Result<Compiled, AgentError> {
     let mut sources = SourceMap::new();
-    let loaded = egret_lang::load::load(&mut sources, &[dir.to_path_buf()]);
+    let mut loaded = egret_lang::load::load(&mut sources, &[dir.to_path_buf()]);
+    if let Some(facts) = facts
+        && !loaded.bundle.cluster.node_networks.iter().any(|n| n.node.value == node)
+    {
+        let text = facts::node_network_yaml(node, facts);
+        loaded.extend(egret_lang::load::parse_text(&mut sources, &format!("<facts of {node}>"), text));
+    }
     let errors: Vec<_> = loaded.diagnostics.iter().filter(|d| d.is_error()).collect();
     if let Some(first) = errors.first() {
         return Err(AgentError::Input { dir: dir.to_path_buf(), count: errors.len(), first: first.message.clone() });
@@ -182,6 +206,8 @@ pub struct Synced {
     pub apply: ApplyReport,
     /// What happened to the pods.
     pub pods: SyncReport,
+    /// What happened to the egress interfaces.
+    pub egress: EgressSyncReport,
 }
 
 /// The node agent. See the module doc for its contract.
@@ -202,9 +228,6 @@ impl Agent {
         let mut lc = LoaderConfig::new(&config.bpffs_root);
         lc.node = Some(config.node.clone());
         lc.tunnel_device = config.tunnel.name.clone();
-        // the egress interfaces the snapshot names at start (a snapshot that
-        // does not compile yet gives none)
-        lc.egress_interfaces = compile(&config.snapshot, &config.node).map(|c| c.egress_interfaces).unwrap_or_default();
         let (loader, _) = Loader::open(lc)?;
         Ok(Agent { config, loader, tunnel })
     }
@@ -226,11 +249,13 @@ impl Agent {
     /// # Errors
     /// Compile, apply or pod-attach failures (the running generation stays).
     pub fn sync(&mut self) -> Result<Synced, AgentError> {
-        let compiled = compile(&self.config.snapshot, &self.config.node)?;
+        let facts = facts::discover().map_err(|source| AgentError::Io { path: "getifaddrs".into(), source })?;
+        let compiled = compile_with_facts(&self.config.snapshot, &self.config.node, Some(&facts))?;
         let apply = self.loader.apply(&compiled.artifact)?;
         let targets: Vec<PodTarget> = compiled.pods.iter().map(|ip| PodTarget::Ip(*ip)).collect();
         let pods = self.loader.sync_pods(&targets)?;
-        Ok(Synced { apply, pods })
+        let egress = self.loader.sync_egress(&compiled.egress_interfaces)?;
+        Ok(Synced { apply, pods, egress })
     }
 
     /// Syncs now, then whenever the snapshot changes, until `stop` returns
@@ -243,11 +268,13 @@ impl Agent {
         mut stop: impl FnMut() -> bool,
         mut report: impl FnMut(&Result<Synced, AgentError>),
     ) -> Result<(), AgentError> {
-        let mut stamp = snapshot_stamp(&self.config.snapshot)?;
+        // what a sync depends on: the snapshot's files and the node's interfaces
+        let state = |dir: &Path| -> Result<_, AgentError> { Ok((snapshot_stamp(dir)?, facts::discover().ok())) };
+        let mut stamp = state(&self.config.snapshot)?;
         report(&self.sync());
         while !stop() {
             std::thread::sleep(POLL);
-            let now = snapshot_stamp(&self.config.snapshot)?;
+            let now = state(&self.config.snapshot)?;
             if now != stamp {
                 stamp = now;
                 report(&self.sync());

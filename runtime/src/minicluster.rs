@@ -998,12 +998,8 @@ impl MiniCluster {
             ));
         }
         self.write_file("pods.yaml", &pods)?;
-        self.write_file(
-            "nodenetwork.yaml",
-            &format!(
-                "apiVersion: egret.dev/v1alpha1\nkind: NodeNetwork\nmetadata:\n  name: gateway-1\nspec:\n  defaultRouteInterface: eth0\n  interfaces:\n  - name: eth0\n    addresses: [\"192.0.2.13/24\"]\n  - name: eth1\n    addresses: [\"{GATEWAY_EXTERNAL}/24\", \"{EGRESS_IP}/32\", \"{EGRESS_IP_2}/32\"]\n"
-            ),
-        )?;
+        // no NodeNetwork: the gateway's agent reads its interfaces (eth1 and
+        // its egress IPs) from its own namespace
         self.write_file(POLICY_FILE, &article_policy(EGRESS_IP))
     }
 
@@ -1442,7 +1438,7 @@ pub fn demo(agent: &Path, out: &mut dyn Write) -> Result<(), ClusterError> {
                         "?"
                     };
                     let what = if proto == "icmp" { format!("{} (echo id {})", s.ip, s.port) } else { s.to_string() };
-                    format!("{what:<28} {via}")
+                    format!("{what:<32} {via}")
                 }
                 Err(e) => format!("no answer: {e}"),
             };

@@ -206,3 +206,32 @@ fn a_thousand_concurrent_connections_get_distinct_ports_and_complete() {
         assert_eq!(stat(c, Stat::NatPortsExhausted), 0);
     });
 }
+
+#[test]
+fn an_egress_ip_added_to_the_gateway_later_is_picked_up_from_its_interfaces() {
+    if !privileged("an_egress_ip_added_to_the_gateway_later_is_picked_up_from_its_interfaces") {
+        return;
+    }
+    with_cluster("e2ef", |c| {
+        // the snapshot has no NodeNetwork: the gateway's agent reads its own
+        // interfaces; an egress IP no interface holds yet cannot be used
+        let later = Ipv4Addr::new(198, 51, 100, 102);
+        let before = c.generation("gateway-1");
+        c.write_snapshot_file(POLICY_FILE, &article_policy(later)).expect("write policy");
+        c.wait_swap("gateway-1", before).expect("the gateway swaps");
+        let dropped = stat(c, Stat::NoEgressIp);
+        assert!(c.udp_request("egress-1", SERVER).is_err(), "no egress IP on the gateway yet");
+        assert!(stat(c, Stat::NoEgressIp) > dropped, "counted as no-egress-ip");
+        // the address appears on eth1: the agent sees it and recompiles
+        let before = c.generation("gateway-1");
+        let gw = c.node_ns("gateway-1");
+        let out = std::process::Command::new("ip")
+            .args(["-n", &gw, "addr", "add", &format!("{later}/32"), "dev", "eth1"])
+            .output()
+            .expect("ip runs");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        c.wait_swap("gateway-1", before).expect("the gateway swaps when its addresses change");
+        assert_eq!(c.udp_request("egress-1", SERVER).expect("UDP with the new address").ip, later);
+        assert_eq!(c.tcp_request("egress-2", SERVER).expect("TCP with the new address").ip, later);
+    });
+}

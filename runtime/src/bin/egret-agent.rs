@@ -65,6 +65,9 @@ fn report(r: &Result<Synced, AgentError>) {
             for (t, e) in &s.pods.unresolved {
                 eprintln!("pod {t:?} not attached: {e}");
             }
+            for (name, e) in &s.egress.unresolved {
+                eprintln!("egress interface {name} not attached: {e}");
+            }
         }
         Err(e) => eprintln!("sync failed: {e}"),
     }
