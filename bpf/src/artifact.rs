@@ -232,6 +232,58 @@ pub struct CounterMap {
     pub labels: Vec<CounterLabel>,
 }
 
+/// What the source classifier does for packets from `source` to
+/// `destination`, for people: the node's decision table as its plan has it
+/// (inspection only; no program reads it). With the `inline` layout the
+/// decisions are compiled into code and no map holds them, so the artifact
+/// carries this table for `egret-agent maps` / `egret-loader maps`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecisionRow {
+    /// A local endpoint's address.
+    pub source: std::net::IpAddr,
+    /// The destination prefix (`203.0.113.0/24`).
+    pub destination: String,
+    /// What happens.
+    pub decision: Decision,
+    /// The rule index (`egret_policy_stats`) that counts it, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<u32>,
+}
+
+/// A decision of the source classifier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "kebab-case")]
+pub enum Decision {
+    /// Normal routing (an excluded prefix).
+    Pass,
+    /// Dropped: no gateway.
+    Drop,
+    /// Tunnelled to `gateway` with the slot (VNI) `slot`.
+    Redirect { gateway: std::net::Ipv4Addr, slot: u32 },
+    /// SNATed on this node through the slot `slot`.
+    LocalEgress { slot: u32 },
+}
+
+/// A node's decision table ([`DecisionRow`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DecisionTable {
+    /// The classifier layout (`inline` or `maps`).
+    pub layout: String,
+    /// Cluster-internal prefixes (always pass, before any row).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub internal: Vec<String>,
+    /// One row per (local endpoint, prefix of its class), sorted.
+    pub rows: Vec<DecisionRow>,
+    /// The class of each source in the classifier's tables, where the
+    /// layout keys its destination tables by class (lets a reader join the
+    /// live `egret_dst_*` maps with their sources).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub classes: std::collections::BTreeMap<std::net::IpAddr, u32>,
+    /// Egress address of each slot the rows name, where known at compile time.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub egress: std::collections::BTreeMap<u32, std::net::IpAddr>,
+}
+
 /// The gateway templates' maps that only their programs write
 /// (`crate::templates`: the NAT tables and the per-CPU counters): state maps
 /// wherever they appear with an empty image ([`Artifact::new`] marks them).
@@ -257,6 +309,10 @@ pub struct Manifest {
     /// without state maps encode and digest as before.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub state: Vec<String>,
+    /// The node's decision table, for inspection (optional; part of the
+    /// digest when present).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decisions: Option<DecisionTable>,
 }
 
 /// An artifact in memory.
@@ -298,6 +354,7 @@ impl Artifact {
             maps,
             counters: Vec::new(),
             state: Vec::new(),
+            decisions: None,
         };
         manifest.state = manifest
             .maps
@@ -318,6 +375,14 @@ impl Artifact {
         self.manifest.state.extend(maps.into_iter().map(Into::into));
         self.manifest.state.sort();
         self.manifest.state.dedup();
+        self.manifest.digest = digest(&self.object, &self.manifest);
+        self
+    }
+
+    /// The same artifact carrying its decision table, digest recomputed.
+    #[must_use]
+    pub fn with_decisions(mut self, table: DecisionTable) -> Artifact {
+        self.manifest.decisions = Some(table);
         self.manifest.digest = digest(&self.object, &self.manifest);
         self
     }
@@ -451,6 +516,10 @@ fn digest(object: &[u8], m: &Manifest) -> String {
         // likewise: artifacts without state maps digest as before
         eat(b"state");
         eat(&serde_json::to_vec(&m.state).unwrap_or_default());
+    }
+    if let Some(d) = &m.decisions {
+        eat(b"decisions");
+        eat(&serde_json::to_vec(d).unwrap_or_default());
     }
     format!("{h:016x}")
 }

@@ -178,6 +178,7 @@ pub(crate) fn build(
             .map_err(|e| map_error("filling a tail-call slot", e))?;
     }
 
+    write_info(layout, n, artifact)?;
     let meta = GenerationMeta {
         format: meta::META_FORMAT.to_owned(),
         generation: n,
@@ -211,6 +212,30 @@ pub(crate) fn build(
     let loaded = open(layout, meta)?;
     undo.armed = false;
     Ok((loaded, state))
+}
+
+/// Pins `gen-N/info` (counter labels and decision table) if the artifact
+/// has either: an ARRAY map created read-only for programs
+/// (`BPF_F_RDONLY_PROG`), written, then frozen.
+fn write_info(layout: &PinLayout, n: Generation, artifact: &egret_bpf::artifact::Artifact) -> Result<(), LoaderError> {
+    let info = meta::GenerationInfo {
+        counters: artifact.manifest.counters.clone(),
+        decisions: artifact.manifest.decisions.clone(),
+    };
+    if info == meta::GenerationInfo::default() {
+        return Ok(());
+    }
+    let path = layout.info(n);
+    let chunks = meta::encode_info(&info).map_err(|source| LoaderError::Meta { path: path.clone(), source })?;
+    let map_error = |operation, source| LoaderError::Map { map: meta::INFO_MAP_NAME.into(), operation, source };
+    let count = u32::try_from(chunks.len()).map_err(|_| map_error("creating", io::Error::other("too large")))?;
+    let h = MapHandle::create_array_flags(meta::INFO_MAP_NAME, meta::INFO_CHUNK, count, sys::BPF_F_RDONLY_PROG)
+        .map_err(|e| map_error("creating", e))?;
+    for (i, c) in chunks.iter().enumerate() {
+        h.update(&(i as u32).to_le_bytes(), c, BPF_ANY).map_err(|e| map_error("writing", e))?;
+    }
+    h.freeze().map_err(|e| map_error("freezing", e))?;
+    sys::obj_pin(h.fd(), &path).map_err(|e| LoaderError::bpffs(&path, "pinning", e))
 }
 
 /// `name` with a `'static` lifetime, as aya 0.14's `EbpfLoader<'static>`

@@ -122,6 +122,14 @@ pub struct Status {
     pub foreign: Vec<PathBuf>,
 }
 
+impl Status {
+    /// Pretty JSON, newline-terminated.
+    #[must_use]
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default() + "\n"
+    }
+}
+
 /// Name of a kernel map type.
 #[must_use]
 pub fn map_kind_name(type_id: u32) -> String {

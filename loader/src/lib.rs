@@ -20,6 +20,7 @@
 //! - [`inspect`]: read-only status and map dumps;
 //! - [`netdev`]: interface and pod-route lookups (rtnetlink);
 //! - [`demo`]: sample artifacts for tests, benchmarks and demos;
+//! - [`view`]: decoded views: the decision table (Cilium's columns), NAT use, drops, connections;
 //! - [`tunnel`]: creating and owning the tunnel device `egret0` (rtnetlink, sysctls);
 //! - `generation`, `links`, `sys`: building generations, link operations, raw bpf(2).
 //!
@@ -41,6 +42,7 @@ pub mod scan;
 pub mod state;
 mod sys;
 pub mod tunnel;
+pub mod view;
 
 pub use error::LoaderError;
 pub use loader::{

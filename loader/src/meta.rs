@@ -10,7 +10,7 @@
 //! Contract: [`decode`]`(`[`encode`]`(m)) == m` for every `m` whose JSON fits;
 //! [`decode`] rejects anything else with a reason, never panics.
 
-use egret_bpf::artifact::ProgramSpec;
+use egret_bpf::artifact::{CounterMap, DecisionTable, ProgramSpec};
 use serde::{Deserialize, Serialize};
 
 use crate::pins::Generation;
@@ -118,6 +118,55 @@ pub fn decode(value: &[u8]) -> Result<GenerationMeta, MetaError> {
     Ok(meta)
 }
 
+/// A generation's informational record (`gen-N/info`): what inspection
+/// needs beyond the maps — the artifact's counter labels and decision table.
+/// No program reads it: it is created with `BPF_F_RDONLY_PROG` and frozen.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct GenerationInfo {
+    /// What each index of the counter maps counts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub counters: Vec<CounterMap>,
+    /// The decision table, if the artifact carries one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decisions: Option<DecisionTable>,
+}
+
+/// Value size of one chunk of the info map.
+pub const INFO_CHUNK: u32 = 4096;
+
+/// Kernel name of the info map.
+pub const INFO_MAP_NAME: &str = "egret_info";
+
+/// Encodes an info record as chunks of [`INFO_CHUNK`] bytes: a little-endian
+/// `u64` length, the JSON, zeros.
+///
+/// # Errors
+/// [`MetaError::Json`] if it does not serialize.
+pub fn encode_info(info: &GenerationInfo) -> Result<Vec<Vec<u8>>, MetaError> {
+    let json = serde_json::to_vec(info).map_err(|e| MetaError::Json { reason: e.to_string() })?;
+    let mut blob = (json.len() as u64).to_le_bytes().to_vec();
+    blob.extend_from_slice(&json);
+    Ok(blob
+        .chunks(INFO_CHUNK as usize)
+        .map(|c| {
+            let mut v = c.to_vec();
+            v.resize(INFO_CHUNK as usize, 0);
+            v
+        })
+        .collect())
+}
+
+/// Decodes [`encode_info`]'s chunks.
+///
+/// # Errors
+/// A length past the chunks, or JSON that does not parse.
+pub fn decode_info(chunks: &[Vec<u8>]) -> Result<GenerationInfo, MetaError> {
+    let blob: Vec<u8> = chunks.concat();
+    let len = blob.get(..8).map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as usize);
+    let json = blob.get(8..8 + len).ok_or(MetaError::Length { len })?;
+    serde_json::from_slice(json).map_err(|e| MetaError::Json { reason: e.to_string() })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,6 +200,33 @@ mod tests {
         let json = String::from_utf8_lossy(&v[4..]).into_owned();
         assert!(!json.contains("state"), "an older marker's JSON: {json}");
         assert_eq!(decode(&v), Ok(m));
+    }
+
+    #[test]
+    fn info_round_trips_across_chunks() {
+        use egret_bpf::artifact::{Decision, DecisionRow};
+        let rows = (0..200u32)
+            .map(|i| DecisionRow {
+                source: std::net::Ipv4Addr::from(0x0af4_0000 + i).into(),
+                destination: "203.0.113.0/24".into(),
+                decision: Decision::Redirect { gateway: std::net::Ipv4Addr::new(192, 0, 2, 13), slot: i },
+                rule: Some(i),
+            })
+            .collect();
+        let info = GenerationInfo {
+            counters: vec![],
+            decisions: Some(DecisionTable {
+                layout: "inline".into(),
+                internal: vec!["10.0.0.0/8".into()],
+                rows,
+                classes: [(std::net::Ipv4Addr::new(10, 244, 0, 1).into(), 0)].into(),
+                egress: [(3, std::net::Ipv4Addr::new(198, 51, 100, 100).into())].into(),
+            }),
+        };
+        let chunks = encode_info(&info).expect("encodes");
+        assert!(chunks.len() > 1 && chunks.iter().all(|c| c.len() == INFO_CHUNK as usize));
+        assert_eq!(decode_info(&chunks), Ok(info));
+        assert!(decode_info(&chunks[..1]).is_err(), "a truncated record is refused");
     }
 
     #[test]

@@ -8,6 +8,8 @@
 //!   gen-<N>/                  generation N (N ≥ 1, decimal, no leading zeros)
 //!     maps/<map>              every map of the artifact, filled from its image
 //!     progs/<program>         every program of the artifact, loaded
+//!     info                    optional: counter labels and the decision
+//!                             table (read-only ARRAY map, frozen)
 //!     meta                    the commit marker: an ARRAY map holding the
 //!                             generation's metadata; pinned last, unpinned first
 //!   links/<attach>-<ifindex>  one tcx link per attachment, e.g.
@@ -56,6 +58,10 @@ pub const MAPS_DIR: &str = "maps";
 
 /// Name of a generation's programs directory.
 pub const PROGS_DIR: &str = "progs";
+
+/// Name of a generation's informational record (counter labels, decision
+/// table): a read-only ARRAY map no program reads.
+pub const INFO_PIN: &str = "info";
 
 /// Name of a generation's commit marker.
 pub const META_PIN: &str = "meta";
@@ -158,6 +164,12 @@ impl PinLayout {
     #[must_use]
     pub fn program(&self, n: Generation, program: &str) -> PathBuf {
         self.programs_dir(n).join(escape_name(program))
+    }
+
+    /// `<root>/gen-<N>/info`, the generation's informational record.
+    #[must_use]
+    pub fn info(&self, n: Generation) -> PathBuf {
+        self.generation_dir(n).join(INFO_PIN)
     }
 
     /// `<root>/gen-<N>/meta`, the generation's commit marker.

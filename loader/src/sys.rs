@@ -26,6 +26,10 @@ const BPF_MAP_GET_NEXT_KEY: u32 = 4;
 const BPF_OBJ_PIN: u32 = 6;
 const BPF_OBJ_GET: u32 = 7;
 const BPF_OBJ_GET_INFO_BY_FD: u32 = 15;
+const BPF_MAP_FREEZE: u32 = 22;
+
+/// `BPF_F_RDONLY_PROG`: programs may read the map, never write it.
+pub const BPF_F_RDONLY_PROG: u32 = 1 << 7;
 
 /// `BPF_ANY`: create or update.
 pub const BPF_ANY: u64 = 0;
@@ -281,6 +285,11 @@ impl MapHandle {
 
     /// Creates an `ARRAY` map (the loader's metadata map).
     pub fn create_array(name: &str, value_size: u32, max_entries: u32) -> io::Result<MapHandle> {
+        MapHandle::create_array_flags(name, value_size, max_entries, 0)
+    }
+
+    /// Creates an `ARRAY` map with `map_flags`.
+    pub fn create_array_flags(name: &str, value_size: u32, max_entries: u32, flags: u32) -> io::Result<MapHandle> {
         #[repr(C)]
         #[derive(Default)]
         struct CreateAttr {
@@ -293,12 +302,27 @@ impl MapHandle {
             numa_node: u32,
             map_name: [u8; 16],
         }
-        let mut attr =
-            CreateAttr { map_type: MAP_TYPE_ARRAY, key_size: 4, value_size, max_entries, ..Default::default() };
+        let mut attr = CreateAttr {
+            map_type: MAP_TYPE_ARRAY,
+            key_size: 4,
+            value_size,
+            max_entries,
+            map_flags: flags,
+            ..Default::default()
+        };
         for (dst, src) in attr.map_name.iter_mut().zip(name.bytes().take(15)) {
             *dst = src;
         }
         MapHandle::from_fd(fd_from(bpf(BPF_MAP_CREATE, &mut attr)?)?)
+    }
+
+    /// `BPF_MAP_FREEZE`: no further writes from user space.
+    pub fn freeze(&self) -> io::Result<()> {
+        #[repr(C)]
+        struct FreezeAttr {
+            map_fd: u32,
+        }
+        bpf(BPF_MAP_FREEZE, &mut FreezeAttr { map_fd: self.fd.as_raw_fd() as u32 }).map(|_| ())
     }
 
     /// The map's geometry.
@@ -421,6 +445,18 @@ impl MapHandle {
             }
         }
     }
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds: what `bpf_ktime_get_ns` returns now.
+#[must_use]
+pub fn monotonic_ns() -> u64 {
+    let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `t` is a live, exclusively borrowed timespec.
+    let ok = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut t) } == 0;
+    if !ok {
+        return 0;
+    }
+    u64::try_from(t.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(t.tv_nsec).unwrap_or(0)
 }
 
 #[repr(C)]

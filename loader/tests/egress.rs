@@ -108,11 +108,5 @@ fn egress_interfaces_follow_sync_egress_and_swaps() {
     let (g, _) = loader.running().expect("running");
     assert_eq!(inspect::status(&fs.root()).expect("status").running, Some(g), "the generation still runs");
 
-    loader.uninstall().expect("uninstall");
-    assert_eq!(fs.pins(), 0);
-    drop(entered);
-    let (name, mount) = (ns.name.clone(), fs.mount_point().to_path_buf());
-    drop(ns);
-    drop(fs);
-    assert!(!netns_exists(&name) && !mounted(&mount), "namespace or mount left");
+    finish(loader, entered, ns, fs);
 }

@@ -17,11 +17,14 @@ use std::net::Ipv4Addr;
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
 use common::*;
 use egret_bpf::MapDef;
-use egret_bpf::artifact::{Artifact, AttachPoint, HoleSource, HoleSpec, MapImage, ProgramSpec};
+use egret_bpf::artifact::{
+    Artifact, AttachPoint, Decision, DecisionRow, DecisionTable, HoleSource, HoleSpec, MapImage, ProgramSpec,
+};
 use egret_bpf::elf::{DEFAULT_LICENSE, ObjectWriter, verify_and_write};
 use egret_bpf::templates::{self, AllowedSource, GatewaySlot, NatKey, ReverseNat, SourceNode, Stat, Template, map};
-use egret_loader::{ApplyReport, Generation, Loader, LoaderConfig, LoaderError, StateFate, inspect};
+use egret_loader::{ApplyReport, Generation, Loader, LoaderConfig, LoaderError, StateFate, inspect, view};
 use gateway_common::{ACK, NODE_A, POD_A, Pkt, SERVER, SLOT, SYN, TCP};
+use std::process::Command;
 
 const EGRESS_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 /// `TC_ACT_REDIRECT`: what the redirect helpers make a program return under `BPF_PROG_TEST_RUN`.
@@ -108,7 +111,32 @@ fn fates(report: &ApplyReport) -> Vec<(String, StateFate)> {
 /// Pins a running gateway generation holds: its maps, programs and marker,
 /// its links, and its state maps under `state/`.
 fn expected_pins(a: &Artifact, links: usize) -> usize {
-    a.manifest.maps.len() + a.manifest.programs.len() + 1 + links + a.manifest.state.len()
+    let info = usize::from(a.manifest.decisions.is_some() || !a.manifest.counters.is_empty());
+    a.manifest.maps.len() + a.manifest.programs.len() + 1 + info + links + a.manifest.state.len()
+}
+
+/// A recorded decision table (what an inline-layout classifier would carry).
+fn recorded() -> DecisionTable {
+    DecisionTable {
+        layout: "inline".into(),
+        internal: vec!["10.0.0.0/8".into()],
+        rows: vec![
+            DecisionRow {
+                source: POD_A.into(),
+                destination: "0.0.0.0/0".into(),
+                decision: Decision::Redirect { gateway: Ipv4Addr::new(192, 0, 2, 13), slot: SLOT },
+                rule: Some(0),
+            },
+            DecisionRow {
+                source: POD_A.into(),
+                destination: "192.168.0.0/16".into(),
+                decision: Decision::Pass,
+                rule: None,
+            },
+        ],
+        classes: [(POD_A.into(), 0)].into(),
+        egress: [(SLOT, Ipv4Addr::new(192, 0, 2, 99).into())].into(),
+    }
 }
 
 #[test]
@@ -145,7 +173,7 @@ fn nat_tables_and_counters_survive_swaps() {
 
     // generation B (an unrelated change): every state map is reused; B's reply
     // program translates the reply of A's connection, counters go on
-    let b = gateway(&maps, 3);
+    let b = gateway(&maps, 3).with_decisions(recorded());
     let r = loader.apply(&b).expect("swap to B");
     assert!(fates(&r).iter().all(|(_, f)| *f == StateFate::Reused), "{r:?}");
     let (gb, _) = loader.running().expect("running");
@@ -155,6 +183,46 @@ fn nat_tables_and_counters_survive_swaps() {
     assert_eq!(test_run(&loader, Template::GwReply.name(), &synack), TC_ACT_REDIRECT, "reply tunnelled back");
     assert_eq!((stat(&fs.root(), gb, Stat::Snat), stat(&fs.root(), gb, Stat::ReplyTunnelled)), (1, 1));
     assert_eq!(fs.pins(), expected_pins(&b, 2), "A deleted, nothing leaked");
+
+    // the decoded views of B: its NAT use, counters and connection, and the
+    // decision table it recorded, egress IP from the live egret_gw_slots
+    let gw = view::gateway(&fs.root()).expect("gateway view");
+    assert_eq!((gw.nat, gw.rnat), (Some((1, templates::NAT_MAX)), Some((1, templates::NAT_MAX))));
+    let count = |name: &str| gw.stats.iter().find(|s| s.name == name).map(|s| s.packets);
+    assert_eq!((count("snat"), count("reply-tunnelled"), count("spoofed-source")), (Some(1), Some(1), Some(0)));
+    let c = &gw.connections[..];
+    assert_eq!(c.len(), 1);
+    assert_eq!(
+        (c[0].pod, c[0].pod_port, c[0].node, c[0].egress, c[0].nat_port),
+        (POD_A, 40_000, NODE_A, EGRESS_IP, nat_port)
+    );
+    let text = gw.to_string();
+    assert!(text.contains("NAT table use 1/65536 mappings, 1/65536 connections"), "{text}");
+    assert!(
+        text.contains(&format!("tcp  {POD_A}:40000 (node {NODE_A}) -> {SERVER}:443 as {EGRESS_IP}:{nat_port}")),
+        "{text}"
+    );
+    assert!(text.contains("drops by reason: none"), "{text}");
+    let d = view::decisions(&fs.root()).expect("decisions");
+    assert_eq!(d.source, view::DecisionSource::Recorded);
+    assert_eq!(d.rows, recorded().rows);
+    let lines: Vec<Vec<String>> =
+        d.to_string().lines().skip(1).map(|l| l.split_whitespace().map(String::from).collect()).collect();
+    assert_eq!(lines[0], ["Source", "IP", "Destination", "CIDR", "Egress", "IP", "Gateway", "IP"]);
+    assert_eq!(lines[1], [POD_A.to_string(), "0.0.0.0/0".into(), EGRESS_IP.to_string(), "192.0.2.13".into()]);
+    assert_eq!(lines[2], [POD_A.to_string(), "192.168.0.0/16".into(), "-".into(), "Excluded".into(), "CIDR".into()]);
+    assert_eq!(lines[3].join(" "), "cluster-internal (always pass): 10.0.0.0/8");
+    // the record is read-only: frozen for user space too
+    let info = egret_loader::PinLayout::new(fs.root()).info(gb);
+    let frozen = Command::new("bpftool")
+        .args(["map", "update", "pinned"])
+        .arg(&info)
+        .args(["key", "0", "0", "0", "0", "value"])
+        .args(std::iter::repeat_n("0", 4096))
+        .output();
+    if let Ok(out) = frozen {
+        assert!(!out.status.success(), "a frozen map refuses updates");
+    }
     assert!(state_ids(&fs.root()).iter().all(|p| p.running), "state/ names B's maps");
 
     // a build that fails in the kernel after the state maps were prepared:
@@ -213,11 +281,6 @@ fn nat_tables_and_counters_survive_swaps() {
     assert_eq!(fs.pins(), expected_pins(&c, 2));
 
     loader.uninstall().expect("uninstall");
-    assert_eq!(fs.pins(), 0);
     assert!(!layout.state_dir().exists(), "state/ removed");
-    drop(entered);
-    let (name, mount) = (ns.name.clone(), fs.mount_point().to_path_buf());
-    drop(ns);
-    drop(fs);
-    assert!(!netns_exists(&name) && !mounted(&mount), "namespace or mount left");
+    finish_namespace(entered, ns, fs);
 }

@@ -23,6 +23,7 @@
 
 pub mod facts;
 pub mod minicluster;
+pub mod show;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! egret-loader [--root DIR] [--netns NAME] status [--json]
-//! egret-loader [--root DIR] [--netns NAME] maps [--json]
+//! egret-loader [--root DIR] [--netns NAME] maps [--json] [--raw]
 //! egret-loader [--root DIR] [--netns NAME] adopt
 //! egret-loader [--root DIR] [--netns NAME] apply --node NODE --artifact DIR… [--pod IFACE|IP…]
 //!              [--tunnel IFACE] [--egress IFACE…] [--slot N=IP…] [--repeat N]
@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use egret_loader::demo::{DemoSpec, Verdict, demo_artifact};
-use egret_loader::{ApplyReport, Loader, LoaderConfig, PodTarget, StateFate, inspect, pins};
+use egret_loader::{ApplyReport, Loader, LoaderConfig, PodTarget, StateFate, inspect, pins, view};
 
 #[derive(Parser, Debug)]
 #[command(name = "egret-loader", about = "Load, swap and inspect egret's per-node eBPF generations")]
@@ -48,11 +48,15 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// The running generation's maps, key → value.
+    /// The live decision table (Cilium's columns), NAT table use, drops by
+    /// reason and NAT connections; `--raw`: every map, key → value.
     Maps {
         /// JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// Raw key → value dumps of every map instead.
+        #[arg(long)]
+        raw: bool,
     },
     /// Open the loader (adopting or cleaning up pinned state) and report what it did.
     Adopt,
@@ -137,10 +141,15 @@ fn main() -> Result<()> {
     match cli.command {
         Cmd::Status { json } => {
             let st = inspect::status(&cli.root)?;
-            let text = if json { serde_json::to_string_pretty(&st)? + "\n" } else { st.to_string() };
+            let text = if json { st.to_json() } else { st.to_string() };
             std::io::stdout().lock().write_all(text.as_bytes())?;
         }
-        Cmd::Maps { json } => {
+        Cmd::Maps { json, raw: false } => {
+            let report = view::MapsReport::read(&cli.root)?;
+            let text = if json { report.to_json() } else { report.to_string() };
+            std::io::stdout().lock().write_all(text.as_bytes())?;
+        }
+        Cmd::Maps { json, raw: true } => {
             let (g, dumps) = inspect::maps(&cli.root)?;
             let text = if json {
                 serde_json::to_string_pretty(&serde_json::json!({ "generation": g, "maps": dumps }))? + "\n"

@@ -335,3 +335,21 @@ pub fn gw_reply_artifact(fill: impl FnOnce(&mut Vec<egret_bpf::artifact::MapImag
         images,
     )
 }
+
+/// The end of a test in one namespace with a private bpffs: uninstalls,
+/// checks that no pin is left, leaves and deletes the namespace, unmounts,
+/// and checks that neither is left.
+pub fn finish(loader: egret_loader::Loader, entered: Entered, ns: Netns, fs: Bpffs) {
+    loader.uninstall().expect("uninstall");
+    finish_namespace(entered, ns, fs);
+}
+
+/// [`finish`] after the test uninstalled by itself.
+pub fn finish_namespace(entered: Entered, ns: Netns, fs: Bpffs) {
+    assert_eq!(fs.pins(), 0, "pins left after uninstall");
+    drop(entered);
+    let (name, mount) = (ns.name.clone(), fs.mount_point().to_path_buf());
+    drop(ns);
+    drop(fs);
+    assert!(!netns_exists(&name) && !mounted(&mount), "namespace or mount left");
+}

@@ -77,6 +77,9 @@ fn main() -> ExitCode {
     if std::env::args().nth(1).as_deref() == Some("demo") {
         return demo();
     }
+    if let Some(code) = egret_runtime::show::main(&std::env::args().skip(1).collect::<Vec<_>>()) {
+        return code;
+    }
     let args = match parse(std::env::args().skip(1)) {
         Ok(a) => a,
         Err(e) => {

@@ -1,0 +1,541 @@
+//! Decoded, read-only views of the running generation (what `egret-agent
+//! maps` and `egret-loader maps` print), from the pins alone:
+//! - [`decisions`]: the live decision table with Cilium's columns (Source
+//!   IP, Destination CIDR, Egress IP, Gateway IP). With the `maps` layout it
+//!   is decoded from the live `egret_dst_v4` / `egret_dst_v6` (class,
+//!   prefix → action record), joined with the sources' classes from
+//!   `egret_src_class` if the layout has that map, else from the table the
+//!   artifact recorded (byte layouts: the compiler's `codegen::tables`,
+//!   mirrored below; the value size tells the record layouts apart). With the
+//!   `inline` layout the decisions are code, so it is the table the artifact
+//!   recorded (`gen-N/info`, see [`crate::meta::GenerationInfo`]); an
+//!   artifact that recorded none says so.
+//!   Egress IPs are known on the node only for slots it serves (from
+//!   `egret_gw_slots`, egress IPv4 at value offset 0, late fields
+//!   resolved); other slots show their VNI.
+//! - [`gateway`]: NAT table use, `egret_gw_stats` by [`Stat`], and the NAT
+//!   connections decoded with [`NatKey`] / [`ReverseNat`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+
+use egret_bpf::artifact::{Decision, DecisionRow};
+use egret_bpf::templates::{NatKey, ReverseNat, Stat, map};
+use serde::Serialize;
+
+use crate::error::LoaderError;
+use crate::meta::{self, GenerationInfo};
+use crate::pins::{Generation, PinLayout};
+use crate::scan;
+use crate::sys::MapHandle;
+
+/// Classifier map names and layouts (the compiler's `codegen::tables`).
+mod classifier {
+    pub const SRC_CLASS: &str = "egret_src_class";
+    pub const DST_V4: &str = "egret_dst_v4";
+    pub const DST_V6: &str = "egret_dst_v6";
+    pub const ACTIONS: &str = "egret_actions";
+    pub const REASONS: &str = "egret_reasons";
+    /// Class of cluster-internal prefixes in `egret_dst_*`.
+    pub const INTERNAL_CLASS: u32 = u32::MAX;
+    /// "No rule" in action records.
+    pub const NO_RULE: u32 = u32::MAX;
+}
+
+/// Where a decision table came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DecisionSource {
+    /// Decoded from the classifier's tables (`maps` layout).
+    Maps,
+    /// Recorded by the artifact (`inline` layout, or any layout that records it).
+    Recorded,
+    /// Neither: no classifier tables and no recorded table.
+    Unavailable,
+}
+
+/// The running generation's decision table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DecisionView {
+    /// The running generation.
+    pub generation: Option<Generation>,
+    /// Where the rows come from.
+    pub source: DecisionSource,
+    /// Cluster-internal prefixes (always pass).
+    pub internal: Vec<String>,
+    /// The rows, sorted by source then destination.
+    pub rows: Vec<DecisionRow>,
+    /// Egress address per slot: as the artifact recorded it, overridden by
+    /// `egret_gw_slots` for the slots this node serves (resolved on the node).
+    pub egress: BTreeMap<u32, IpAddr>,
+}
+
+fn map_err<'a>(map: &'a str, operation: &'static str) -> impl Fn(std::io::Error) -> LoaderError + 'a {
+    move |source| LoaderError::Map { map: map.to_owned(), operation, source }
+}
+
+/// A map's entries: key, then one value per CPU (one for other maps), sorted by key.
+type Entries = Vec<(Vec<u8>, Vec<Vec<u8>>)>;
+
+/// Every entry of a pinned map, or `None` if it is not pinned.
+fn percpu_entries(path: &Path, name: &str) -> Result<Option<Entries>, LoaderError> {
+    let h = match MapHandle::open(path) {
+        Ok(h) => h,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(map_err(name, "opening its pin")(e)),
+    };
+    let mut out = Vec::new();
+    for k in h.keys().map_err(map_err(name, "iterating"))? {
+        if let Some(v) = h.lookup(&k).map_err(map_err(name, "reading"))? {
+            out.push((k, v));
+        }
+    }
+    out.sort();
+    Ok(Some(out))
+}
+
+/// A map's entries with one value each (the first CPU's for per-CPU maps).
+type FirstEntries = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// [`percpu_entries`] with the first value of each entry.
+fn entries(path: &Path, name: &str) -> Result<Option<FirstEntries>, LoaderError> {
+    Ok(percpu_entries(path, name)?.map(|e| e.into_iter().map(|(k, mut v)| (k, v.swap_remove(0))).collect()))
+}
+
+/// The generation's informational record, if it has one.
+///
+/// # Errors
+/// A record that exists but cannot be read or decoded.
+pub fn info(layout: &PinLayout, g: Generation) -> Result<Option<GenerationInfo>, LoaderError> {
+    let path = layout.info(g);
+    let Some(chunks) = entries(&path, meta::INFO_MAP_NAME)? else { return Ok(None) };
+    let chunks: Vec<Vec<u8>> = chunks.into_iter().map(|(_, v)| v).collect();
+    meta::decode_info(&chunks).map(Some).map_err(|source| LoaderError::Meta { path, source })
+}
+
+fn u32_at(b: &[u8], o: usize) -> Option<u32> {
+    b.get(o..o + 4).and_then(|s| s.try_into().ok()).map(u32::from_le_bytes)
+}
+
+/// Decodes an `egret_dst_*` key: (class, prefix text).
+fn dst_key(k: &[u8]) -> Option<(u32, String)> {
+    let len = u32_at(k, 0)?.checked_sub(32)?;
+    let class = u32::from_be_bytes(k.get(4..8)?.try_into().ok()?);
+    let addr: IpAddr = match k.len() {
+        12 => <[u8; 4]>::try_from(&k[8..12]).ok()?.into(),
+        24 => <[u8; 16]>::try_from(&k[8..24]).ok()?.into(),
+        _ => return None,
+    };
+    Some((class, format!("{addr}/{len}")))
+}
+
+/// Decodes an `egret_src_class` key.
+fn src_key(k: &[u8]) -> Option<IpAddr> {
+    match u32_at(k, 16)? {
+        4 => Some(<[u8; 4]>::try_from(k.get(0..4)?).ok()?.into()),
+        6 => Some(<[u8; 16]>::try_from(k.get(0..16)?).ok()?.into()),
+        _ => None,
+    }
+}
+
+/// An action record, whatever its layout: 16 bytes `{reason, slot, gateway,
+/// rule}` (`egret_actions`, and LPM values of that size), 12 bytes
+/// `{reason | slot << 8, rule, gateway}` (LPM values); `u32` little endian.
+/// Returns (reason, slot, gateway IPv4, rule).
+fn record(b: &[u8]) -> Option<(u32, u32, u32, u32)> {
+    match b.len() {
+        16 => Some((u32_at(b, 0)?, u32_at(b, 4)?, u32_at(b, 8)?, u32_at(b, 12)?)),
+        12 => {
+            let verdict = u32_at(b, 0)?;
+            Some((verdict & 0xff, verdict >> 8, u32_at(b, 8)?, u32_at(b, 4)?))
+        }
+        _ => None,
+    }
+}
+
+/// What a record decides, from its reason's label (`egret_reasons`).
+/// `None` for cluster-internal records and unknown reasons.
+fn action(rec: (u32, u32, u32, u32), reasons: &BTreeMap<u32, String>) -> Option<(Decision, Option<u32>)> {
+    let (reason, slot, gateway, rule) = rec;
+    let decision = match reasons.get(&reason).map(String::as_str)? {
+        "redirect" => Decision::Redirect { gateway: Ipv4Addr::from(gateway), slot },
+        "local-egress" => Decision::LocalEgress { slot },
+        "pass-internal" => return None,
+        r if r.starts_with("drop") => Decision::Drop,
+        _ => Decision::Pass,
+    };
+    Some((decision, (rule != classifier::NO_RULE).then_some(rule)))
+}
+
+/// Cluster-internal prefixes and rows.
+type Tables = (Vec<String>, Vec<DecisionRow>);
+
+/// Decodes the `maps` layout's tables; `None` if the generation has none, or
+/// if nothing says which sources have which class.
+fn decode_tables(
+    layout: &PinLayout,
+    g: Generation,
+    info: Option<&GenerationInfo>,
+) -> Result<Option<Tables>, LoaderError> {
+    let reasons: BTreeMap<u32, String> = info
+        .into_iter()
+        .flat_map(|i| &i.counters)
+        .filter(|c| c.map == classifier::REASONS)
+        .flat_map(|c| c.labels.iter().map(|l| (l.index, l.name.clone())))
+        .collect();
+    let mut dst = Vec::new();
+    for name in [classifier::DST_V4, classifier::DST_V6] {
+        dst.extend(entries(&layout.map(g, name), name)?.into_iter().flatten());
+    }
+    if dst.is_empty() && !layout.map(g, classifier::SRC_CLASS).exists() {
+        return Ok(None);
+    }
+    let sources: Vec<(IpAddr, u32)> = match entries(&layout.map(g, classifier::SRC_CLASS), classifier::SRC_CLASS)? {
+        Some(e) => e.into_iter().filter_map(|(k, v)| Some((src_key(&k)?, u32_at(&v, 0)?))).collect(),
+        None => match info.and_then(|i| i.decisions.as_ref()) {
+            Some(t) if !t.classes.is_empty() => t.classes.iter().map(|(ip, c)| (*ip, *c)).collect(),
+            _ => return Ok(None),
+        },
+    };
+    let actions: BTreeMap<u32, Vec<u8>> = entries(&layout.map(g, classifier::ACTIONS), classifier::ACTIONS)?
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| Some((u32_at(&k, 0)?, v)))
+        .collect();
+    let mut internal = std::collections::BTreeSet::new();
+    let mut by_class: BTreeMap<u32, Vec<(String, Decision, Option<u32>)>> = BTreeMap::new();
+    for (k, v) in dst {
+        let Some((class, prefix)) = dst_key(&k) else { continue };
+        let rec =
+            if v.len() == 4 { u32_at(&v, 0).and_then(|a| actions.get(&a)).and_then(|r| record(r)) } else { record(&v) };
+        let internal_record = rec.is_some_and(|r| reasons.get(&r.0).is_some_and(|n| n == "pass-internal"));
+        if class == classifier::INTERNAL_CLASS || internal_record {
+            internal.insert(prefix);
+            continue;
+        }
+        let (decision, rule) = rec.and_then(|r| action(r, &reasons)).unwrap_or((Decision::Pass, None));
+        by_class.entry(class).or_default().push((prefix, decision, rule));
+    }
+    let mut rows = Vec::new();
+    for (source, class) in sources {
+        for (destination, decision, rule) in by_class.get(&class).into_iter().flatten() {
+            rows.push(DecisionRow { source, destination: destination.clone(), decision: *decision, rule: *rule });
+        }
+    }
+    Ok(Some((internal.into_iter().collect(), rows)))
+}
+
+/// The running generation's decision table (see the module doc).
+///
+/// # Errors
+/// Scan or map read failures.
+pub fn decisions(root: &Path) -> Result<DecisionView, LoaderError> {
+    let layout = PinLayout::new(root);
+    let found = scan::scan(&layout)?;
+    let generation = scan::running_generation(&found);
+    let mut view = DecisionView {
+        generation,
+        source: DecisionSource::Unavailable,
+        internal: Vec::new(),
+        rows: Vec::new(),
+        egress: BTreeMap::new(),
+    };
+    let Some(g) = generation else { return Ok(view) };
+    let info = info(&layout, g)?;
+    let recorded = info.as_ref().and_then(|i| i.decisions.clone());
+    if let Some(t) = &recorded {
+        view.egress.clone_from(&t.egress);
+    }
+    for (k, v) in entries(&layout.map(g, map::GW_SLOTS), map::GW_SLOTS)?.into_iter().flatten() {
+        if let (Some(slot), Some(ip)) = (u32_at(&k, 0), v.get(0..4)) {
+            let ip = Ipv4Addr::new(ip[0], ip[1], ip[2], ip[3]);
+            if !ip.is_unspecified() {
+                view.egress.insert(slot, ip.into());
+            }
+        }
+    }
+    if let Some((internal, rows)) = decode_tables(&layout, g, info.as_ref())? {
+        (view.source, view.internal, view.rows) = (DecisionSource::Maps, internal, rows);
+    } else if let Some(t) = recorded {
+        (view.source, view.internal, view.rows) = (DecisionSource::Recorded, t.internal, t.rows);
+    }
+    view.rows.sort_by(|a, b| (a.source, &a.destination).cmp(&(b.source, &b.destination)));
+    view.internal.sort();
+    Ok(view)
+}
+
+impl DecisionView {
+    /// The four Cilium columns of a row: Source IP, Destination CIDR, Egress IP, Gateway IP.
+    #[must_use]
+    pub fn columns(&self, r: &DecisionRow) -> [String; 4] {
+        let egress = |slot: u32| self.egress.get(&slot).map_or_else(|| format!("slot {slot}"), ToString::to_string);
+        let (egress, gateway) = match r.decision {
+            Decision::Redirect { gateway, slot } => (egress(slot), gateway.to_string()),
+            Decision::LocalEgress { slot } => (egress(slot), "this node".to_owned()),
+            Decision::Pass => ("-".to_owned(), "Excluded CIDR".to_owned()),
+            Decision::Drop => ("-".to_owned(), "0.0.0.0 (no gateway)".to_owned()),
+        };
+        [r.source.to_string(), r.destination.clone(), egress, gateway]
+    }
+}
+
+impl fmt::Display for DecisionView {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Some(g) = self.generation else { return writeln!(f, "no running generation") };
+        let source = match self.source {
+            DecisionSource::Maps => "decoded from the classifier's maps",
+            DecisionSource::Recorded => "as recorded by the artifact (decisions compiled into code)",
+            DecisionSource::Unavailable => {
+                return writeln!(
+                    f,
+                    "generation {g}: no decision table (no classifier tables, and the artifact recorded none)"
+                );
+            }
+        };
+        writeln!(f, "generation {g}: decision table, {source}")?;
+        let header = ["Source IP", "Destination CIDR", "Egress IP", "Gateway IP"].map(String::from);
+        let rows: Vec<[String; 4]> = std::iter::once(header).chain(self.rows.iter().map(|r| self.columns(r))).collect();
+        let width = |i: usize| rows.iter().map(|r| r[i].len()).max().unwrap_or(0);
+        let (w0, w1, w2) = (width(0), width(1), width(2));
+        for r in &rows {
+            writeln!(f, "{:<w0$}   {:<w1$}   {:<w2$}   {}", r[0], r[1], r[2], r[3])?;
+        }
+        if !self.internal.is_empty() {
+            writeln!(f, "cluster-internal (always pass): {}", self.internal.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+/// What `maps` prints: the decision table and the gateway side.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MapsReport {
+    /// [`decisions`].
+    pub decisions: DecisionView,
+    /// [`gateway`].
+    pub gateway: GatewayView,
+}
+
+impl MapsReport {
+    /// Reads both views of the running generation under `root`.
+    ///
+    /// # Errors
+    /// See [`decisions`] and [`gateway`].
+    pub fn read(root: &Path) -> Result<MapsReport, LoaderError> {
+        Ok(MapsReport { decisions: decisions(root)?, gateway: gateway(root)? })
+    }
+
+    /// Pretty JSON, newline-terminated.
+    #[must_use]
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default() + "\n"
+    }
+}
+
+impl fmt::Display for MapsReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}\n{}", self.decisions, self.gateway)
+    }
+}
+
+/// A counter of `egret_gw_stats`, summed over CPUs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StatCount {
+    /// Its label ([`Stat::name`]).
+    pub name: &'static str,
+    /// True for drop reasons.
+    pub drop: bool,
+    /// Packets.
+    pub packets: u64,
+    /// Bytes.
+    pub bytes: u64,
+}
+
+/// A gateway NAT connection (an `egret_rnat_v4` entry).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Connection {
+    /// IP protocol (6 TCP, 17 UDP, 1 ICMP).
+    pub proto: u8,
+    /// The pod and its port (ICMP: identifier).
+    pub pod: Ipv4Addr,
+    /// Its port.
+    pub pod_port: u16,
+    /// The pod's node (`0.0.0.0`: this node).
+    pub node: Ipv4Addr,
+    /// The egress address and NAT port.
+    pub egress: Ipv4Addr,
+    /// The NAT port.
+    pub nat_port: u16,
+    /// The remote end.
+    pub remote: Ipv4Addr,
+    /// Its port.
+    pub remote_port: u16,
+    /// The slot.
+    pub slot: u32,
+    /// `RV_F_*` flags.
+    pub flags: u8,
+    /// `ktime_get_ns` after which the entry is free.
+    pub expires_ns: u64,
+}
+
+/// The gateway side of the running generation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GatewayView {
+    /// The running generation.
+    pub generation: Option<Generation>,
+    /// `egret_nat_v4` (entries, capacity), if present.
+    pub nat: Option<(usize, u32)>,
+    /// `egret_rnat_v4` (entries, capacity), if present.
+    pub rnat: Option<(usize, u32)>,
+    /// `egret_gw_stats` by [`Stat`], if present.
+    pub stats: Vec<StatCount>,
+    /// The connections (`egret_rnat_v4`), sorted.
+    pub connections: Vec<Connection>,
+}
+
+/// The running generation's gateway state (see the module doc).
+///
+/// # Errors
+/// Scan or map read failures.
+pub fn gateway(root: &Path) -> Result<GatewayView, LoaderError> {
+    let layout = PinLayout::new(root);
+    let found = scan::scan(&layout)?;
+    let generation = scan::running_generation(&found);
+    let mut view = GatewayView { generation, nat: None, rnat: None, stats: Vec::new(), connections: Vec::new() };
+    let Some(g) = generation else { return Ok(view) };
+    let fill = |name: &str| -> Result<Option<(usize, u32)>, LoaderError> {
+        match MapHandle::open(&layout.map(g, name)) {
+            Ok(h) => Ok(Some((h.keys().map_err(map_err(name, "iterating"))?.len(), h.info().max_entries))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(map_err(name, "opening its pin")(e)),
+        }
+    };
+    view.nat = fill(map::NAT_V4)?;
+    view.rnat = fill(map::RNAT_V4)?;
+    if let Some(stats) = percpu_entries(&layout.map(g, map::GW_STATS), map::GW_STATS)? {
+        let sum = |values: &[Vec<u8>], o: usize| -> u64 {
+            values.iter().filter_map(|v| v.get(o..o + 8)?.try_into().ok().map(u64::from_le_bytes)).sum()
+        };
+        for s in Stat::ALL {
+            let values = stats.iter().find(|(k, _)| u32_at(k, 0) == Some(s.index())).map(|(_, v)| v.as_slice());
+            let values = values.unwrap_or_default();
+            view.stats.push(StatCount {
+                name: s.name(),
+                drop: s.is_drop(),
+                packets: sum(values, 0),
+                bytes: sum(values, 8),
+            });
+        }
+    }
+    for (k, v) in entries(&layout.map(g, map::RNAT_V4), map::RNAT_V4)?.into_iter().flatten() {
+        let (Some(key), Some(r)) = (NatKey::from_bytes(&k), ReverseNat::from_bytes(&v)) else { continue };
+        view.connections.push(Connection {
+            proto: key.proto,
+            pod: r.orig_src,
+            pod_port: r.orig_sport,
+            node: r.node,
+            egress: key.src,
+            nat_port: key.sport,
+            remote: key.dst,
+            remote_port: key.dport,
+            slot: r.slot,
+            flags: r.flags,
+            expires_ns: r.expires_ns,
+        });
+    }
+    Ok(view)
+}
+
+fn proto_name(p: u8) -> String {
+    match p {
+        1 => "icmp".into(),
+        6 => "tcp".into(),
+        17 => "udp".into(),
+        p => format!("proto {p}"),
+    }
+}
+
+impl fmt::Display for GatewayView {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Some(g) = self.generation else { return writeln!(f, "no running generation") };
+        let (Some(nat), Some(rnat)) = (self.nat, self.rnat) else {
+            return writeln!(f, "generation {g}: no gateway datapath (no NAT tables)");
+        };
+        writeln!(f, "generation {g}: NAT table use {}/{} mappings, {}/{} connections", nat.0, nat.1, rnat.0, rnat.1)?;
+        let drops: Vec<&StatCount> = self.stats.iter().filter(|s| s.drop && s.packets > 0).collect();
+        writeln!(f, "drops by reason:{}", if drops.is_empty() { " none" } else { "" })?;
+        for s in drops {
+            writeln!(f, "  {:<20} {:>10} packets {:>12} bytes", s.name, s.packets, s.bytes)?;
+        }
+        writeln!(f, "passed:")?;
+        for s in self.stats.iter().filter(|s| !s.drop) {
+            writeln!(f, "  {:<20} {:>10} packets {:>12} bytes", s.name, s.packets, s.bytes)?;
+        }
+        writeln!(f, "connections:{}", if self.connections.is_empty() { " none" } else { "" })?;
+        let now = crate::sys::monotonic_ns();
+        for c in &self.connections {
+            let node = if c.node.is_unspecified() { "this node".to_owned() } else { c.node.to_string() };
+            let left = if c.expires_ns > now {
+                format!("expires in {}s", (c.expires_ns - now) / 1_000_000_000)
+            } else {
+                "expired".to_owned()
+            };
+            writeln!(
+                f,
+                "  {:<4} {}:{} (node {node}) -> {}:{} as {}:{}  slot {}  flags {:#x}  {left}",
+                proto_name(c.proto),
+                c.pod,
+                c.pod_port,
+                c.remote,
+                c.remote_port,
+                c.egress,
+                c.nat_port,
+                c.slot,
+                c.flags
+            )?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifier_keys_and_records_decode() {
+        // the compiler's `tables::dst_key(3, 10.1.0.0/16)` and `src_key(10.0.0.1)`
+        assert_eq!(dst_key(&[48, 0, 0, 0, 0, 0, 0, 3, 10, 1, 0, 0]), Some((3, "10.1.0.0/16".to_owned())));
+        let mut s = [0u8; 20];
+        s[..4].copy_from_slice(&[10, 0, 0, 1]);
+        s[16] = 4;
+        assert_eq!(src_key(&s), Some(IpAddr::from([10, 0, 0, 1])));
+        let reasons = BTreeMap::from([
+            (3, "pass-internal".to_owned()),
+            (5, "redirect".to_owned()),
+            (7, "drop-no-gateway".to_owned()),
+        ]);
+        let gw = u32::from(Ipv4Addr::new(192, 0, 2, 13));
+        let mut r = [0u8; 16];
+        r[0] = 5;
+        r[4..8].copy_from_slice(&9u32.to_le_bytes());
+        r[8..12].copy_from_slice(&gw.to_le_bytes());
+        r[12..16].copy_from_slice(&u32::MAX.to_le_bytes());
+        let redirect = Some((Decision::Redirect { gateway: Ipv4Addr::new(192, 0, 2, 13), slot: 9 }, None));
+        assert_eq!(record(&r).and_then(|r| action(r, &reasons)), redirect);
+        // the 12-byte record: {reason | slot << 8, rule, gateway}
+        let mut r12 = [0u8; 12];
+        r12[0..4].copy_from_slice(&(5u32 | (9 << 8)).to_le_bytes());
+        r12[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+        r12[8..12].copy_from_slice(&gw.to_le_bytes());
+        assert_eq!(record(&r12).and_then(|r| action(r, &reasons)), redirect);
+        r[0] = 7;
+        r[12] = 2;
+        assert_eq!(record(&r).and_then(|r| action(r, &reasons)).map(|(d, _)| d), Some(Decision::Drop));
+        r[0] = 3;
+        assert_eq!(record(&r).and_then(|r| action(r, &reasons)), None, "internal");
+        assert_eq!(record(&r[..8]), None);
+    }
+}
