@@ -1,0 +1,640 @@
+//! The cluster as the agent sees it: trimmed objects, and their conversion to
+//! egret's input.
+//!
+//! A [`ClusterView`] holds, per kind, only what egret reads (SEMANTICS.md,
+//! "Inputs"): pods (namespace, name, uid, labels, `spec.nodeName`,
+//! `spec.hostNetwork`, `status.phase`, `status.podIPs`), namespaces (name,
+//! labels), nodes (name, uid, labels, InternalIP addresses, `spec.podCIDRs`,
+//! the Ready condition's status) and policies (name, uid, namespace, the
+//! whole `spec` as JSON). Nothing here depends on kube: the watchers
+//! ([`crate::watch`]) convert API objects into these facts.
+//!
+//! **Conversion** ([`ClusterView::compile`]): every fact is rendered as JSON
+//! (which is YAML) and read by egret's own loader
+//! ([`egret_lang::load::parse_text`]), so validation and diagnostics are
+//! exactly those of `egret lint` and the agent's snapshot mode. Each policy is
+//! its own source (`CiliumEgressGatewayPolicy/NAME`, pretty-printed so
+//! diagnostics point at lines); a policy with an error (from the loader or
+//! [`egret_lang::validate::policy`]) is left out of the world and reported,
+//! and the others still compile. Cluster objects are lenient, as in
+//! snapshots: a bad field is a diagnostic and the field is ignored.
+//!
+//! Values are kept as the API server sent them (strings stay strings, a
+//! label value that is a JSON boolean stays a boolean), so a malformed value
+//! reaches the loader and becomes its diagnostic rather than being lost in a
+//! typed conversion.
+
+use egret_compiler::compile::CompileError;
+use egret_compiler::plan::{Plan, Verified};
+use egret_compiler::resolve::{Options, World};
+use egret_lang::ast::Bundle;
+use egret_lang::diag::{Diagnostic, render};
+use egret_lang::source::SourceMap;
+use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+/// Labels of an object, as the API server sent them.
+pub type Labels = BTreeMap<String, String>;
+
+/// What egret reads of a Pod.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodFacts {
+    /// `metadata.namespace`.
+    pub namespace: String,
+    /// `metadata.name`.
+    pub name: String,
+    /// `metadata.uid`.
+    pub uid: String,
+    /// `metadata.labels`.
+    pub labels: Labels,
+    /// `spec.nodeName`.
+    pub node_name: Option<String>,
+    /// `spec.hostNetwork`.
+    pub host_network: bool,
+    /// `status.phase`.
+    pub phase: Option<String>,
+    /// `status.podIPs[].ip` (or `status.podIP`), as strings.
+    pub ips: Vec<String>,
+}
+
+/// What egret reads of a Namespace.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NamespaceFacts {
+    /// `metadata.name`.
+    pub name: String,
+    /// `metadata.labels`.
+    pub labels: Labels,
+}
+
+/// What egret reads of a Node.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeFacts {
+    /// `metadata.name`.
+    pub name: String,
+    /// `metadata.uid`.
+    pub uid: String,
+    /// `metadata.labels`.
+    pub labels: Labels,
+    /// `status.addresses[]` of type `InternalIP`, as strings, in order.
+    pub internal_ips: Vec<String>,
+    /// `spec.podCIDRs` (or `spec.podCIDR`), as strings.
+    pub pod_cidrs: Vec<String>,
+    /// The `Ready` condition's `status` (`True`, `False`, `Unknown`), if the
+    /// node reports one.
+    pub ready: Option<String>,
+}
+
+/// What egret reads of a CiliumEgressGatewayPolicy: its identity and its
+/// spec, verbatim.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PolicyFacts {
+    /// `metadata.name`.
+    pub name: String,
+    /// `metadata.uid`.
+    pub uid: String,
+    /// `metadata.namespace` (a cluster-scoped object has none; egret reports one).
+    pub namespace: Option<String>,
+    /// `spec`, as JSON.
+    pub spec: Option<Value>,
+}
+
+/// A kind of fact, keyed in its table.
+pub trait Fact: Clone + PartialEq {
+    /// The table key: `namespace/name` for pods, the name otherwise.
+    fn key(&self) -> String;
+}
+
+impl Fact for PodFacts {
+    fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+}
+impl Fact for NamespaceFacts {
+    fn key(&self) -> String {
+        self.name.clone()
+    }
+}
+impl Fact for NodeFacts {
+    fn key(&self) -> String {
+        self.name.clone()
+    }
+}
+impl Fact for PolicyFacts {
+    fn key(&self) -> String {
+        self.name.clone()
+    }
+}
+
+/// The objects of one kind, by key. Every mutation says whether the table
+/// changed, so callers recompile only when egret's input changed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Table<F> {
+    rows: BTreeMap<String, F>,
+}
+
+impl<F> Default for Table<F> {
+    fn default() -> Self {
+        Table { rows: BTreeMap::new() }
+    }
+}
+
+impl<F: Fact> Table<F> {
+    /// Adds or replaces an object; whether anything changed.
+    pub fn apply(&mut self, fact: F) -> bool {
+        let key = fact.key();
+        if self.rows.get(&key) == Some(&fact) {
+            return false;
+        }
+        self.rows.insert(key, fact);
+        true
+    }
+
+    /// Removes an object by key; whether it was there.
+    pub fn delete(&mut self, key: &str) -> bool {
+        self.rows.remove(key).is_some()
+    }
+
+    /// Replaces the whole table (after a list); whether anything changed.
+    pub fn replace(&mut self, facts: impl IntoIterator<Item = F>) -> bool {
+        let rows: BTreeMap<String, F> = facts.into_iter().map(|f| (f.key(), f)).collect();
+        if rows == self.rows {
+            return false;
+        }
+        self.rows = rows;
+        true
+    }
+
+    /// An object by key.
+    pub fn get(&self, key: &str) -> Option<&F> {
+        self.rows.get(key)
+    }
+
+    /// All objects, in key order.
+    pub fn iter(&self) -> impl Iterator<Item = &F> {
+        self.rows.values()
+    }
+
+    /// Number of objects.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+}
+
+/// The trimmed cluster: see the module doc.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClusterView {
+    /// Pods, by `namespace/name`.
+    pub pods: Table<PodFacts>,
+    /// Namespaces, by name.
+    pub namespaces: Table<NamespaceFacts>,
+    /// Nodes, by name.
+    pub nodes: Table<NodeFacts>,
+    /// Policies, by name.
+    pub policies: Table<PolicyFacts>,
+}
+
+/// Source name of a policy's rendered text.
+pub fn policy_source_name(name: &str) -> String {
+    format!("{}/{name}", crate::crd::KIND)
+}
+
+/// One gateway of a compiled policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayReport {
+    /// The gateway node.
+    pub node: String,
+    /// Its IPv4 InternalIP (the tunnel endpoint).
+    pub ip: std::net::Ipv4Addr,
+    /// Whether the node is Ready (an unhealthy gateway's endpoints fail over).
+    pub healthy: bool,
+    /// The egress IPv4 as the compiler resolved it (`Known`, late-bound on
+    /// the gateway, or unavailable with why), in the compiler's text form.
+    pub egress_v4: Option<String>,
+    /// The egress IPv6, likewise.
+    pub egress_v6: Option<String>,
+    /// The egress interface (`NAME#IFINDEX`, late-bound, or unavailable),
+    /// in the compiler's text form; `None` if the gateway has no slot.
+    pub interface: Option<String>,
+}
+
+/// What became of one policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicyOutcome {
+    /// In the world: how many endpoints it selects, and its gateways (sorted
+    /// by gateway IP; empty = its traffic is dropped, fail closed).
+    Compiled {
+        /// Endpoints the policy selects (egret's reading), cluster-wide.
+        endpoints: usize,
+        /// Its resolved gateways.
+        gateways: Vec<GatewayReport>,
+    },
+    /// Left out of the world because of errors (see the report's diagnostics).
+    Rejected,
+}
+
+/// One policy's feedback: what became of it, and its diagnostics.
+#[derive(Debug, Clone)]
+pub struct PolicyReport {
+    /// The policy's name.
+    pub name: String,
+    /// Its uid (for Events' `involvedObject`).
+    pub uid: String,
+    /// Compiled or rejected.
+    pub outcome: PolicyOutcome,
+    /// Its own diagnostics (errors and warnings), spans in [`Compilation::sources`].
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl PolicyReport {
+    /// Whether it is in the world.
+    pub fn compiled(&self) -> bool {
+        matches!(self.outcome, PolicyOutcome::Compiled { .. })
+    }
+
+    /// Codes of its error diagnostics, in order.
+    pub fn error_codes(&self) -> Vec<&'static str> {
+        self.diagnostics.iter().filter(|d| d.is_error()).map(|d| d.code.id).collect()
+    }
+
+    /// A one-paragraph summary for people (an Event's message): what it
+    /// selects and where its traffic goes, or its first errors.
+    pub fn summary(&self) -> String {
+        match &self.outcome {
+            PolicyOutcome::Compiled { endpoints, gateways } => {
+                let mut s = format!("compiled; selects {endpoints} endpoint{}", if *endpoints == 1 { "" } else { "s" });
+                if gateways.is_empty() {
+                    s.push_str("; no gateway node matches: its traffic is dropped");
+                }
+                for g in gateways {
+                    let _ = write!(s, "; gateway {} ({})", g.node, g.ip);
+                    if !g.healthy {
+                        s.push_str(" not Ready");
+                    }
+                    for (fam, e) in [("IPv4", &g.egress_v4), ("IPv6", &g.egress_v6)] {
+                        if let Some(e) = e {
+                            let _ = write!(s, " egress {fam} {e}");
+                        }
+                    }
+                }
+                s
+            }
+            PolicyOutcome::Rejected => {
+                let errors: Vec<String> = self
+                    .diagnostics
+                    .iter()
+                    .filter(|d| d.is_error())
+                    .map(|d| format!("error[{}]: {}", d.code.id, d.message))
+                    .collect();
+                format!("not compiled: {}", errors.join("; "))
+            }
+        }
+    }
+}
+
+/// The result of compiling one node from a view.
+#[derive(Debug)]
+pub struct Compilation {
+    /// Every rendered text the loader read (for rendering diagnostics).
+    pub sources: SourceMap,
+    /// The resolved world (accepted policies and the cluster).
+    pub world: World,
+    /// The node's plan, or why it does not compile (an unknown node, an
+    /// internal error).
+    pub plan: Result<Verified<Plan>, CompileError>,
+    /// Per policy, by name.
+    pub policies: BTreeMap<String, PolicyReport>,
+    /// Problems with cluster objects and extra sources (ignored fields,
+    /// dangling references), as the loader and resolver report them.
+    pub cluster_diagnostics: Vec<Diagnostic>,
+}
+
+impl Compilation {
+    /// Renders diagnostics as `egret lint` prints them.
+    pub fn render(&self, diagnostics: &[Diagnostic]) -> String {
+        render::human(diagnostics, &self.sources)
+    }
+
+    /// The policies left out, in name order.
+    pub fn rejected(&self) -> impl Iterator<Item = &PolicyReport> {
+        self.policies.values().filter(|r| !r.compiled())
+    }
+}
+
+impl ClusterView {
+    /// An empty view.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Reads the view (and `extra` sources: `(name, text)`, e.g. the node's
+    /// own `NodeNetwork` from netlink) with egret's loader and compiles
+    /// `node`. Never panics on malformed objects: see the module doc.
+    pub fn compile(&self, node: &str, options: &Options, extra: &[(&str, &str)]) -> Compilation {
+        let mut sources = SourceMap::new();
+        let mut bundle = Bundle::default();
+        let mut cluster_diagnostics = Vec::new();
+        let mut policies = BTreeMap::new();
+
+        for p in self.policies.iter() {
+            let text = serde_json::to_string_pretty(&render_policy(p)).unwrap_or_default();
+            let loaded = egret_lang::load::parse_text(&mut sources, &policy_source_name(&p.name), text);
+            let mut diagnostics = loaded.diagnostics;
+            for pol in &loaded.bundle.policies {
+                diagnostics.extend(egret_lang::validate::policy(pol));
+            }
+            egret_lang::diag::sort_dedup(&mut diagnostics);
+            let ok = loaded.bundle.policies.len() == 1 && !diagnostics.iter().any(Diagnostic::is_error);
+            if ok {
+                bundle.policies.extend(loaded.bundle.policies);
+            }
+            let outcome = PolicyOutcome::Rejected;
+            policies.insert(
+                p.name.clone(),
+                PolicyReport { name: p.name.clone(), uid: p.uid.clone(), outcome, diagnostics },
+            );
+        }
+
+        let lists = [
+            ("cluster/namespaces", list(self.namespaces.iter().map(render_namespace))),
+            ("cluster/nodes", list(self.nodes.iter().map(render_node))),
+            ("cluster/pods", list(self.pods.iter().map(render_pod))),
+        ];
+        for (name, text) in lists {
+            let loaded = egret_lang::load::parse_text(&mut sources, name, text);
+            cluster_diagnostics.extend(loaded.diagnostics);
+            bundle.extend(loaded.bundle);
+        }
+        for (name, text) in extra {
+            let loaded = egret_lang::load::parse_text(&mut sources, name, (*text).to_string());
+            cluster_diagnostics.extend(loaded.diagnostics);
+            bundle.extend(loaded.bundle);
+        }
+
+        let world = World::new(&bundle, options);
+        cluster_diagnostics.extend(world.diagnostics().iter().cloned());
+        for info in world.policies() {
+            if let Some(r) = policies.get_mut(&info.name) {
+                let gateways = info
+                    .gateways
+                    .iter()
+                    .map(|g| {
+                        let slot = world.slot_of(g.node, &g.spec);
+                        GatewayReport {
+                            node: g.node_name.clone(),
+                            ip: g.ip,
+                            healthy: g.healthy,
+                            egress_v4: slot.and_then(|s| s.v4.as_ref()).map(ToString::to_string),
+                            egress_v6: slot.and_then(|s| s.v6.as_ref()).map(ToString::to_string),
+                            interface: slot.map(|s| s.interface.to_string()),
+                        }
+                    })
+                    .collect();
+                r.outcome = PolicyOutcome::Compiled { endpoints: world.selection(info.id).len(), gateways };
+            }
+        }
+        let plan = egret_compiler::compile::compile_node(&world, node);
+        Compilation { sources, world, plan, policies, cluster_diagnostics }
+    }
+}
+
+fn labels_json(labels: &Labels) -> Value {
+    Value::Object(labels.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect())
+}
+
+fn list(items: impl Iterator<Item = Value>) -> String {
+    // one item per line, so diagnostics show the object they are about
+    let mut s = String::from("{\"apiVersion\": \"v1\", \"kind\": \"List\", \"items\": [\n");
+    for (i, it) in items.enumerate() {
+        if i > 0 {
+            s.push_str(",\n");
+        }
+        s.push_str(&it.to_string());
+    }
+    s.push_str("\n]}\n");
+    s
+}
+
+fn render_policy(p: &PolicyFacts) -> Value {
+    let mut meta = Map::new();
+    meta.insert("name".into(), Value::String(p.name.clone()));
+    if !p.uid.is_empty() {
+        meta.insert("uid".into(), Value::String(p.uid.clone()));
+    }
+    if let Some(ns) = &p.namespace {
+        meta.insert("namespace".into(), Value::String(ns.clone()));
+    }
+    let mut obj = Map::new();
+    obj.insert("apiVersion".into(), Value::String(format!("{}/{}", crate::crd::GROUP, crate::crd::VERSION)));
+    obj.insert("kind".into(), Value::String(crate::crd::KIND.into()));
+    obj.insert("metadata".into(), Value::Object(meta));
+    if let Some(spec) = &p.spec {
+        obj.insert("spec".into(), spec.clone());
+    }
+    Value::Object(obj)
+}
+
+fn render_namespace(n: &NamespaceFacts) -> Value {
+    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n.name, "labels": labels_json(&n.labels)}})
+}
+
+fn render_node(n: &NodeFacts) -> Value {
+    let addresses: Vec<Value> = n.internal_ips.iter().map(|a| json!({"type": "InternalIP", "address": a})).collect();
+    let conditions: Vec<Value> = n.ready.iter().map(|s| json!({"type": "Ready", "status": s})).collect();
+    json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": n.name, "uid": n.uid, "labels": labels_json(&n.labels)},
+        "spec": {"podCIDRs": n.pod_cidrs},
+        "status": {"addresses": addresses, "conditions": conditions},
+    })
+}
+
+fn render_pod(p: &PodFacts) -> Value {
+    let ips: Vec<Value> = p.ips.iter().map(|ip| json!({"ip": ip})).collect();
+    let mut spec = Map::new();
+    if let Some(n) = &p.node_name {
+        spec.insert("nodeName".into(), Value::String(n.clone()));
+    }
+    spec.insert("hostNetwork".into(), Value::Bool(p.host_network));
+    let mut status = Map::new();
+    if let Some(ph) = &p.phase {
+        status.insert("phase".into(), Value::String(ph.clone()));
+    }
+    status.insert("podIPs".into(), Value::Array(ips));
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": p.name, "namespace": p.namespace, "uid": p.uid, "labels": labels_json(&p.labels)},
+        "spec": spec, "status": status,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use egret_compiler::ir::Action;
+
+    fn labels(kv: &[(&str, &str)]) -> Labels {
+        kv.iter().map(|(k, v)| ((*k).to_string(), (*v).to_string())).collect()
+    }
+
+    fn node(name: &str, ip: &str, cidr: &str, l: &[(&str, &str)], ready: &str) -> NodeFacts {
+        NodeFacts {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            labels: labels(l),
+            internal_ips: vec![ip.into()],
+            pod_cidrs: vec![cidr.into()],
+            ready: Some(ready.into()),
+        }
+    }
+
+    fn pod(ns: &str, name: &str, node: &str, ip: &str, l: &[(&str, &str)]) -> PodFacts {
+        PodFacts {
+            namespace: ns.into(),
+            name: name.into(),
+            uid: format!("uid-{ns}-{name}"),
+            labels: labels(l),
+            node_name: Some(node.into()),
+            host_network: false,
+            phase: Some("Running".into()),
+            ips: vec![ip.into()],
+        }
+    }
+
+    fn policy(name: &str, spec: Value) -> PolicyFacts {
+        PolicyFacts { name: name.into(), uid: format!("uid-{name}"), namespace: None, spec: Some(spec) }
+    }
+
+    /// The example cluster (two workers, one gateway) with one policy.
+    fn example() -> ClusterView {
+        let mut v = ClusterView::new();
+        v.nodes.apply(node("worker-1", "192.0.2.11", "10.244.1.0/24", &[], "True"));
+        v.nodes.apply(node("gateway-1", "192.0.2.13", "10.244.3.0/24", &[("egress", "true")], "True"));
+        v.namespaces.apply(NamespaceFacts { name: "prod".into(), labels: labels(&[("team", "a")]) });
+        v.pods.apply(pod("prod", "web", "worker-1", "10.244.1.10", &[("app", "web")]));
+        v.pods.apply(pod("prod", "db", "worker-1", "10.244.1.11", &[("app", "db")]));
+        v.policies.apply(policy(
+            "web-out",
+            json!({"selectors": [{"podSelector": {"matchLabels": {"app": "web"}}}],
+                   "destinationCIDRs": ["0.0.0.0/0"],
+                   "egressGateway": {"nodeSelector": {"matchLabels": {"egress": "true"}}, "egressIP": "198.51.100.1"}}),
+        ));
+        v
+    }
+
+    #[test]
+    fn the_view_compiles_through_egrets_loader() {
+        let v = example();
+        let c = v.compile("worker-1", &Options::default(), &[]);
+        let plan = c.plan.as_ref().expect("worker-1 compiles");
+        let ips: Vec<String> = plan.endpoints.iter().map(|e| e.ip.to_string()).collect();
+        // web's class redirects to the gateway; db is selected by nothing, so
+        // it has no class (its traffic passes)
+        assert_eq!(ips, ["10.244.1.10"]);
+        assert!(c.world.endpoint_by_key("prod/db").is_some());
+        let web = plan.endpoints.iter().find(|e| e.endpoint == "prod/web").expect("web");
+        let actions: Vec<&Action> = plan.classes[web.class.0 as usize].entries.iter().map(|e| &e.action).collect();
+        assert!(
+            actions
+                .iter()
+                .any(|a| matches!(a, Action::Redirect { gateway, .. } if gateway.to_string() == "192.0.2.13"))
+        );
+        let r = &c.policies["web-out"];
+        assert!(r.diagnostics.is_empty(), "{}", c.render(&r.diagnostics));
+        match &r.outcome {
+            PolicyOutcome::Compiled { endpoints, gateways } => {
+                assert_eq!(*endpoints, 1);
+                assert_eq!(gateways.len(), 1);
+                assert_eq!(gateways[0].node, "gateway-1");
+            }
+            PolicyOutcome::Rejected => panic!("rejected"),
+        }
+        assert!(r.summary().contains("selects 1 endpoint; gateway gateway-1 (192.0.2.13)"), "{}", r.summary());
+        assert!(c.cluster_diagnostics.is_empty(), "{}", c.render(&c.cluster_diagnostics));
+    }
+
+    #[test]
+    fn a_malformed_policy_is_reported_and_the_others_compile() {
+        let mut v = example();
+        v.policies.apply(policy(
+            "broken",
+            json!({"selectors": [{"podSelector": {"matchLabels": {"app": "db"}}}],
+                   "destinationCIDRs": ["10.0.0.0/33"],
+                   "egressGateway": {"nodeSelector": {}}}),
+        ));
+        v.policies.apply(policy("typo", json!({"selector": [], "destinationCIDRs": ["0.0.0.0/0"]})));
+        let c = v.compile("worker-1", &Options::default(), &[]);
+        assert!(c.plan.is_ok(), "{:?}", c.plan.err());
+        assert!(c.policies["web-out"].compiled());
+        let broken = &c.policies["broken"];
+        assert!(!broken.compiled());
+        assert_eq!(broken.error_codes(), [egret_lang::codes::INVALID_CIDR.id]);
+        let typo = &c.policies["typo"];
+        assert!(typo.error_codes().contains(&egret_lang::codes::UNKNOWN_FIELD.id), "{:?}", typo.error_codes());
+        assert!(typo.summary().starts_with("not compiled: error["), "{}", typo.summary());
+        // the rendered diagnostic points into the policy's own source
+        let text = c.render(&broken.diagnostics);
+        assert!(text.contains("CiliumEgressGatewayPolicy/broken"), "{text}");
+        assert_eq!(c.rejected().count(), 2);
+    }
+
+    #[test]
+    fn malformed_cluster_objects_are_diagnostics_not_failures() {
+        let mut v = example();
+        v.nodes.apply(NodeFacts { internal_ips: vec!["not-an-ip".into()], ..node("w9", "x", "y", &[], "True") });
+        let mut p = pod("prod", "odd", "worker-1", "10.244.1.99", &[("app", "web")]);
+        p.ips = vec!["10.244.1.300".into()];
+        v.pods.apply(p);
+        let c = v.compile("worker-1", &Options::default(), &[]);
+        assert!(c.plan.is_ok());
+        let codes: Vec<&str> = c.cluster_diagnostics.iter().map(|d| d.code.id).collect();
+        assert!(codes.iter().filter(|c| **c == egret_lang::codes::INVALID_OBJECT.id).count() >= 3, "{codes:?}");
+        // the pod with a bad IP is no endpoint; the node with a bad IP has none
+        assert!(c.world.endpoint_by_key("prod/odd").is_none());
+        assert_eq!(c.world.node_by_name("w9").map(|n| n.ip), Some(None));
+        assert_eq!(c.plan.as_ref().map(|p| p.endpoints.len()).ok(), Some(1));
+    }
+
+    #[test]
+    fn tables_report_changes_only() {
+        let mut v = example();
+        let before = v.clone();
+        assert!(!v.pods.apply(pod("prod", "web", "worker-1", "10.244.1.10", &[("app", "web")])));
+        assert!(!v.pods.replace(before.pods.iter().cloned()));
+        assert!(v.pods.apply(pod("prod", "web", "worker-1", "10.244.1.10", &[("app", "other")])));
+        assert!(v.pods.delete("prod/web"));
+        assert!(!v.pods.delete("prod/web"));
+        assert!(v.pods.replace(before.pods.iter().cloned()));
+        assert_eq!(v, before);
+    }
+
+    #[test]
+    fn extra_sources_supply_the_nodes_own_facts() {
+        let v = example();
+        let egress = |c: &Compilation| match &c.policies["web-out"].outcome {
+            PolicyOutcome::Compiled { gateways, .. } => gateways[0].interface.clone(),
+            PolicyOutcome::Rejected => None,
+        };
+        let without = v.compile("gateway-1", &Options::default(), &[]);
+        assert!(egress(&without).is_some_and(|e| e.starts_with("late(")), "{:?}", egress(&without));
+        let facts = "apiVersion: egret.dev/v1alpha1\nkind: NodeNetwork\nmetadata: {name: gateway-1}\n\
+                     spec: {interfaces: [{name: eth1, index: 3, addresses: [198.51.100.1/32]}]}\n";
+        let with = v.compile("gateway-1", &Options::default(), &[("node-facts", facts)]);
+        assert_eq!(egress(&with).as_deref(), Some("eth1#3"));
+        let plan = with.plan.as_ref().expect("compiles");
+        assert_eq!(plan.slots.len(), 1);
+        assert_eq!(plan.gateway_tables[0].sources.iter().map(ToString::to_string).collect::<Vec<_>>(), ["10.244.1.10"]);
+    }
+
+    #[test]
+    fn an_unknown_node_is_a_compile_error_not_a_panic() {
+        let c = example().compile("nope", &Options::default(), &[]);
+        let e = c.plan.expect_err("no such node");
+        assert_eq!(e.diagnostics()[0].code.id, egret_lang::codes::UNKNOWN_NODE.id);
+    }
+}
