@@ -235,3 +235,69 @@ fn an_egress_ip_added_to_the_gateway_later_is_picked_up_from_its_interfaces() {
         assert_eq!(c.tcp_request("egress-2", SERVER).expect("TCP with the new address").ip, later);
     });
 }
+
+/// A VXLAN datagram (as a node's `egret0` would send it) carrying an
+/// Ethernet/IPv4/UDP frame from `src` to the server's UDP port, with a zero
+/// (absent) UDP checksum and a correct IPv4 header checksum.
+fn vxlan_udp(vni: u32, src: Ipv4Addr, payload: &[u8]) -> Vec<u8> {
+    let mut p = vec![0x08, 0, 0, 0];
+    p.extend_from_slice(&(vni << 8).to_be_bytes());
+    p.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x01, 0x02, 0, 0, 0, 0, 0x02, 0x08, 0x00]);
+    let total = (20 + 8 + payload.len()) as u16;
+    let mut ip = vec![0x45, 0];
+    ip.extend_from_slice(&total.to_be_bytes());
+    ip.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]);
+    ip.extend_from_slice(&src.octets());
+    ip.extend_from_slice(&SERVER.octets());
+    let mut sum: u32 = ip.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], c[1]]))).sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    ip[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    p.extend_from_slice(&ip);
+    p.extend_from_slice(&40000u16.to_be_bytes());
+    p.extend_from_slice(&minicluster::UDP_PORT.to_be_bytes());
+    p.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    p.extend_from_slice(&[0, 0]);
+    p.extend_from_slice(payload);
+    p
+}
+
+#[test]
+fn a_node_cannot_tunnel_another_nodes_pod_through_the_gateway() {
+    if !privileged("a_node_cannot_tunnel_another_nodes_pod_through_the_gateway") {
+        return;
+    }
+    with_cluster("e2es", |c| {
+        // the slot the policy uses, from the gateway's own table
+        let (_, dumps) = egret_loader::inspect::maps(&c.bpffs_root("gateway-1")).expect("gateway maps");
+        let slots = dumps.iter().find(|d| d.name == templates::map::GW_SLOTS).expect("egret_gw_slots");
+        assert_eq!(slots.entries.len(), 1, "one slot: the article's policy on gateway-1");
+        let key = &slots.entries[0].key;
+        let vni = u32::from_le_bytes(
+            (0..4).map(|i| u8::from_str_radix(&key[2 * i..2 * i + 2], 16).expect("hex")).collect::<Vec<_>>()[..]
+                .try_into()
+                .expect("4 bytes"),
+        );
+        // worker-2 sends tunnel packets itself, as a compromised node could
+        let w2 = c.node_ns("worker-2");
+        let sock = minicluster::in_netns(&w2, || {
+            std::net::UdpSocket::bind(("192.0.2.12", 0))
+                .map_err(|e| minicluster::ClusterError::Io { what: "bind".into(), source: e })
+        })
+        .expect("socket on worker-2");
+        let gateway = (node_ip("gateway-1"), minicluster::TUNNEL_PORT);
+        let spoofed = stat(c, Stat::SpoofedSource);
+        let snat = stat(c, Stat::Snat);
+        // worker-1's pod, sent by worker-2: refused
+        sock.send_to(&vxlan_udp(vni, minicluster::pod("egress-1").ip, b"spoofed"), gateway).expect("send");
+        // worker-2's own pod: translated and sent on (the control)
+        sock.send_to(&vxlan_udp(vni, minicluster::pod("egress-2").ip, b"genuine"), gateway).expect("send");
+        c.wait_until("gateway-1", "both datagrams counted", |c| {
+            stat(c, Stat::SpoofedSource) > spoofed && stat(c, Stat::Snat) > snat
+        })
+        .expect("counted");
+        assert_eq!(stat(c, Stat::SpoofedSource), spoofed + 1, "exactly the spoofed datagram dropped");
+        assert_eq!(stat(c, Stat::Snat), snat + 1, "exactly the genuine datagram translated");
+    });
+}

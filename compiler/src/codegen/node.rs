@@ -35,10 +35,12 @@
 //!   the node is not implemented.
 //! - `egret_gw_allowed`: one entry per (served slot, IPv4 source). A source
 //!   that is a local endpoint of this node is `GA_F_LOCAL` (only
-//!   `egret_gw_local` accepts it); any other source is accepted through the
-//!   tunnel **from any node** (value node 0): plans do not record the node
-//!   each source runs on, so binding a source to its node's tunnel address
-//!   is not done yet.
+//!   `egret_gw_local` accepts it); any other source is accepted only
+//!   through the tunnel from its own node (value: the node's IPv4 address,
+//!   the plan's `from`, which `bpf_skb_get_tunnel_key` reports as the
+//!   remote), so a node cannot send another node's pods' addresses. A
+//!   source whose node has no IPv4 address is accepted from any node
+//!   (value 0).
 //! - `egret_nat_v4`, `egret_rnat_v4`, `egret_gw_stats`, `egret_gw_progs`: empty.
 //!
 //! The equivalence checker runs on `egret_src` exactly as for a
@@ -106,9 +108,13 @@ pub fn gateway_images(plan: &Plan) -> Result<Vec<MapImage>, CodegenError> {
     if let Some(i) = allowed_at {
         let local: BTreeSet<IpAddr> = plan.endpoints.iter().map(|e| e.ip).collect();
         for t in &plan.gateway_tables {
-            for src in &t.sources {
+            for (k, src) in t.sources.iter().enumerate() {
                 let IpAddr::V4(v4) = src else { continue };
-                let from = if local.contains(src) { SourceNode::Local } else { SourceNode::AnyNode };
+                let from = match t.from.get(k).copied().flatten() {
+                    _ if local.contains(src) => SourceNode::Local,
+                    Some(node) => SourceNode::Node(node),
+                    None => SourceNode::AnyNode,
+                };
                 let entry = AllowedSource { slot: t.slot.0, src: *v4, from };
                 images[i].push(&entry.key(), &entry.value());
             }

@@ -168,14 +168,20 @@ pub fn parse(text: &str) -> Result<Plan, PlanTextError> {
                     ["slot", id, ..] => plan.gateway_tables.push(GatewayTable {
                         slot: slot_id(id).ok_or_else(|| err("bad slot id"))?,
                         sources: Vec::new(),
+                        from: Vec::new(),
                     }),
                     _ => return Err(err("expected `slot ID (N sources)`")),
                 }
             }
             Section::GatewayTables => {
-                let ip = t.strip_prefix("allow ").ok_or_else(|| err("expected `allow IP`"))?;
+                let rest = t.strip_prefix("allow ").ok_or_else(|| err("expected `allow IP [from NODE-IP]`"))?;
+                let (ip, from) = match rest.split_once(" from ") {
+                    Some((ip, node)) => (ip, Some(node.parse().map_err(|_| err("bad node IP"))?)),
+                    None => (rest, None),
+                };
                 let table = plan.gateway_tables.last_mut().ok_or_else(|| err("source before any slot"))?;
                 table.sources.push(ip.parse().map_err(|_| err("bad IP"))?);
+                table.from.push(from);
             }
         }
     }

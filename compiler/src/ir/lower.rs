@@ -241,10 +241,12 @@ fn served(world: &World, node: NodeId, memo: &mut ClassMemo) -> Vec<Served> {
             };
             let t = memo.for_endpoint(world, e);
             let ep = world.endpoint(e);
+            // a remote endpoint's packets arrive through the tunnel from its node
+            let from = if local { None } else { ep.node.and_then(|n| world.node(n).ip) };
             for ip in &ep.ips {
                 let fam = Family::of(ip);
                 if pol.has_family(fam) && t.reach.contains(&(fam, expected)) {
-                    out.entry(slot.id).or_default().insert(ServedSource { ip: *ip, endpoint: ep.key.clone() });
+                    out.entry(slot.id).or_default().insert(ServedSource { ip: *ip, endpoint: ep.key.clone(), from });
                 }
             }
         }

@@ -218,6 +218,10 @@ pub struct ServedSource {
     pub ip: IpAddr,
     /// `namespace/name` of the endpoint.
     pub endpoint: String,
+    /// The IPv4 address of the endpoint's node (its tunnel packets' outer
+    /// source) when the endpoint runs on another node; `None` for an
+    /// endpoint of the gateway node itself (local egress).
+    pub from: Option<std::net::Ipv4Addr>,
 }
 
 impl Module {

@@ -92,7 +92,14 @@ pub fn emit(m: &Module) -> String {
     for s in &m.served {
         let _ = writeln!(out, "serve slot {}", s.slot);
         for src in &s.sources {
-            let _ = writeln!(out, "  source {} {}", src.ip, src.endpoint);
+            match src.from {
+                Some(node) => {
+                    let _ = writeln!(out, "  source {} {} from {node}", src.ip, src.endpoint);
+                }
+                None => {
+                    let _ = writeln!(out, "  source {} {}", src.ip, src.endpoint);
+                }
+            }
         }
     }
     out

@@ -44,6 +44,7 @@ impl Plan {
             "gateway_tables": self.gateway_tables.iter().map(|g| json!({
                 "slot": g.slot.0,
                 "sources": g.sources.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "from": g.from.iter().map(|n| n.map(|ip| ip.to_string())).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
             "counts": {
                 "endpoints": c.endpoints, "classes": c.classes, "class_entries": c.class_entries,

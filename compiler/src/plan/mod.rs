@@ -62,6 +62,10 @@ pub struct GatewayTable {
     pub slot: SlotId,
     /// Sorted, unique.
     pub sources: Vec<IpAddr>,
+    /// Per source (same length and order): the IPv4 address of the node it
+    /// runs on, whose tunnel packets alone may carry it; `None` for a source
+    /// of this node (local egress) or one whose node is unknown.
+    pub from: Vec<Option<Ipv4Addr>>,
 }
 
 /// One node's plan.
@@ -149,7 +153,11 @@ pub fn layout(m: &Module) -> Result<Plan, LayoutError> {
         gateway_tables: m
             .served
             .iter()
-            .map(|s| GatewayTable { slot: s.slot, sources: s.sources.iter().map(|x| x.ip).collect() })
+            .map(|s| GatewayTable {
+                slot: s.slot,
+                sources: s.sources.iter().map(|x| x.ip).collect(),
+                from: s.sources.iter().map(|x| x.from).collect(),
+            })
             .collect(),
     })
 }

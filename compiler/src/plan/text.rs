@@ -48,8 +48,15 @@ impl Plan {
         let _ = writeln!(out, "gateway-tables ({})", self.gateway_tables.len());
         for t in &self.gateway_tables {
             let _ = writeln!(out, "  slot {} ({} sources)", t.slot, t.sources.len());
-            for s in &t.sources {
-                let _ = writeln!(out, "    allow {s}");
+            for (i, s) in t.sources.iter().enumerate() {
+                match t.from.get(i).copied().flatten() {
+                    Some(node) => {
+                        let _ = writeln!(out, "    allow {s} from {node}");
+                    }
+                    None => {
+                        let _ = writeln!(out, "    allow {s}");
+                    }
+                }
             }
         }
         let c = self.counts();

@@ -11,7 +11,7 @@
 //!    every `LocalEgress` uses a slot this node serves.
 //! 5. `slots` is sorted by id, unique, every one served by this node.
 //! 6. `gateway_tables` is sorted by slot, each slot declared, sources sorted
-//!    and unique.
+//!    and unique, one source node (`from`) per source.
 
 use super::{ClassId, Plan};
 use crate::ir::Action;
@@ -65,6 +65,8 @@ pub enum PlanViolation {
     RedirectToSelf { place: String },
     #[error("slot {slot} belongs to `{gateway}`, not this node")]
     ForeignSlot { slot: String, gateway: String },
+    #[error("{place}: {from} source nodes for {sources} sources")]
+    SourceNodes { place: String, sources: usize, from: usize },
 }
 
 /// Verifies a plan, returning the proof or every violation.
@@ -173,6 +175,9 @@ pub fn verify(plan: Plan) -> Result<Verified<Plan>, Vec<PlanViolation>> {
             if w[0] >= w[1] {
                 v.push(PlanViolation::Order { place: place.clone(), item: w[1].to_string() });
             }
+        }
+        if t.from.len() != t.sources.len() {
+            v.push(PlanViolation::SourceNodes { place: place.clone(), sources: t.sources.len(), from: t.from.len() });
         }
     }
     if v.is_empty() { Ok(Verified(plan)) } else { Err(v) }
