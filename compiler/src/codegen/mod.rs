@@ -87,9 +87,10 @@ pub const LICENSE: &str = elf::DEFAULT_LICENSE;
 /// The inline layout is used up to this many tree leaves
 /// ([`partition::inline_size`]); above it, the maps layout. Measured with
 /// `BPF_PROG_TEST_RUN` by `compiler/examples/bench_codegen_layouts.rs`
-/// (docs/PERFORMANCE.md, "Classifier layouts"): inline is 2.5–4× faster
-/// per packet at every size it can be emitted, but its program, kernel load
-/// time and check time grow with the tables; at 2,048 leaves an IPv6 inline
+/// (docs/PERFORMANCE.md, "Classifier layouts"): inline is 1.6–2.1× faster
+/// per packet than the (one-lookup) maps layout at every size it can be
+/// emitted, but its program, kernel load time and check time grow with the
+/// tables; at 2,048 leaves an IPv6 inline
 /// program has ~18k instructions (the 16-bit jump range ends near 32k, at
 /// ~3,700 IPv6 leaves) and loads in ~90 ms against ~50 ms for the maps
 /// layout. If an inline program cannot be built anyway (jump range), the
