@@ -14,3 +14,5 @@
 
 pub mod crd;
 pub mod view;
+pub mod watch;
+pub mod wire;

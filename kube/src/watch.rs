@@ -1,0 +1,422 @@
+//! Watching the cluster: list+watch of policies, pods, namespaces and nodes
+//! into a [`ClusterView`], a synced gate, and debounced recompilation.
+//!
+//! Contract of [`ClusterWatch::run`]:
+//! - **Watchers**: one `kube::runtime::watcher` per kind (list with
+//!   pagination, then watch from the list's `resourceVersion` with
+//!   bookmarks; a watch that ends is resumed from the last version seen; a
+//!   `410 Gone` relists; errors back off exponentially between
+//!   [`WatchConfig::backoff_min`] and [`WatchConfig::backoff_max`]). Objects
+//!   are decoded trimmed ([`crate::wire`]).
+//! - **Relists are atomic**: the objects of a (re)list are buffered and
+//!   replace the kind's table only when the list is complete, so the view
+//!   never holds half a list.
+//! - **Synced gate**: the callback is never called before every kind has
+//!   completed its first list ([`WatchStatus::synced`]).
+//! - **Debounce**: a change (an object whose trimmed facts differ, or a
+//!   [`Nudge`]) schedules the callback [`WatchConfig::quiet`] after the
+//!   latest change, but never later than [`WatchConfig::max_delay`] after
+//!   the first change not yet seen by the callback. Updates that leave the
+//!   facts unchanged (a node heartbeat, a pod's container status) schedule
+//!   nothing.
+//! - **Callback**: `on_change(&view)` runs on the watch task; updates that
+//!   arrive meanwhile wait and are applied after it returns.
+//! - **Errors** never end the loop: they are logged (`tracing`), counted in
+//!   [`WatchStatus`], and retried. The loop ends when `shutdown` completes.
+
+use crate::view::{ClusterView, Fact, Table};
+use crate::wire::{IntoFacts, NamespaceWire, NodeWire, PodWire, PolicyWire};
+use futures::stream::{BoxStream, StreamExt, select_all};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+use std::fmt::Debug;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// How the watch behaves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchConfig {
+    /// Quiet period: the callback runs this long after the latest change.
+    pub quiet: Duration,
+    /// Upper bound: the callback runs at most this long after the first
+    /// change it has not seen, however busy the cluster.
+    pub max_delay: Duration,
+    /// Objects per list page (`limit`); `None` lists in one response.
+    pub page_size: Option<u32>,
+    /// First delay after an error.
+    pub backoff_min: Duration,
+    /// Longest delay between retries.
+    pub backoff_max: Duration,
+    /// `timeoutSeconds` of watch requests (the server's default when `None`).
+    pub watch_timeout: Option<u32>,
+}
+
+impl Default for WatchConfig {
+    fn default() -> Self {
+        WatchConfig {
+            quiet: Duration::from_millis(100),
+            max_delay: Duration::from_secs(1),
+            page_size: Some(500),
+            backoff_min: Duration::from_millis(800),
+            backoff_max: Duration::from_secs(30),
+            watch_timeout: None,
+        }
+    }
+}
+
+/// The watched kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    /// `v1` Pods.
+    Pods,
+    /// `v1` Namespaces.
+    Namespaces,
+    /// `v1` Nodes.
+    Nodes,
+    /// `cilium.io/v2` CiliumEgressGatewayPolicies.
+    Policies,
+}
+
+impl Kind {
+    /// Every watched kind.
+    pub const ALL: [Kind; 4] = [Kind::Pods, Kind::Namespaces, Kind::Nodes, Kind::Policies];
+
+    /// A bounded label (metrics, logs).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Pods => "pods",
+            Kind::Namespaces => "namespaces",
+            Kind::Nodes => "nodes",
+            Kind::Policies => "ciliumegressgatewaypolicies",
+        }
+    }
+}
+
+/// Counters and the synced flag, shared with whoever reports health.
+#[derive(Debug, Default)]
+pub struct WatchStatus {
+    synced: AtomicBool,
+    reconciles: AtomicU64,
+    changes: AtomicU64,
+    errors: AtomicU64,
+    relists: AtomicU64,
+}
+
+impl WatchStatus {
+    /// Whether every kind has completed its first list (`/readyz`).
+    pub fn synced(&self) -> bool {
+        self.synced.load(Ordering::Acquire)
+    }
+    /// Callback runs so far.
+    pub fn reconciles(&self) -> u64 {
+        self.reconciles.load(Ordering::Acquire)
+    }
+    /// Updates that changed the view (and nudges).
+    pub fn changes(&self) -> u64 {
+        self.changes.load(Ordering::Acquire)
+    }
+    /// Watch errors so far (list or watch failures, `410 Gone`, undecodable
+    /// objects, lost connections).
+    pub fn errors(&self) -> u64 {
+        self.errors.load(Ordering::Acquire)
+    }
+    /// Lists after a kind's first one (after `410 Gone` or a failed resume).
+    pub fn relists(&self) -> u64 {
+        self.relists.load(Ordering::Acquire)
+    }
+}
+
+/// Asks for a recompilation though no object changed (the node's own
+/// facts changed). Debounced like any change.
+#[derive(Debug, Clone)]
+pub struct Nudge(Arc<Notify>);
+
+impl Nudge {
+    /// Schedules the callback.
+    pub fn nudge(&self) {
+        self.0.notify_one();
+    }
+}
+
+/// One change to one kind's table.
+#[derive(Debug)]
+enum Change<F> {
+    Init,
+    InitApply(F),
+    InitDone,
+    Apply(F),
+    Delete(String),
+}
+
+#[derive(Debug)]
+enum Update {
+    Pods(Change<crate::view::PodFacts>),
+    Namespaces(Change<crate::view::NamespaceFacts>),
+    Nodes(Change<crate::view::NodeFacts>),
+    Policies(Change<crate::view::PolicyFacts>),
+    Error(Kind, watcher::Error),
+}
+
+/// A kind's list state: whether it has listed once, and the objects of a
+/// list in progress.
+#[derive(Debug)]
+struct ListState<F> {
+    synced: bool,
+    buffer: Option<Vec<F>>,
+}
+
+impl<F> Default for ListState<F> {
+    fn default() -> Self {
+        ListState { synced: false, buffer: None }
+    }
+}
+
+impl<F: Fact> ListState<F> {
+    /// Applies a change; whether the view changed (a first completed list
+    /// counts as a change, so the gate's opening schedules the callback).
+    fn step(&mut self, table: &mut Table<F>, change: Change<F>, status: &WatchStatus) -> bool {
+        match change {
+            Change::Init => {
+                if self.synced {
+                    status.relists.fetch_add(1, Ordering::AcqRel);
+                }
+                self.buffer = Some(Vec::new());
+                false
+            }
+            Change::InitApply(f) => match &mut self.buffer {
+                Some(b) => {
+                    b.push(f);
+                    false
+                }
+                None => table.apply(f),
+            },
+            Change::InitDone => {
+                let first = !self.synced;
+                self.synced = true;
+                let changed = table.replace(self.buffer.take().unwrap_or_default());
+                changed || first
+            }
+            Change::Apply(f) => table.apply(f),
+            Change::Delete(key) => table.delete(&key),
+        }
+    }
+}
+
+/// Exponential backoff, doubling from `min` to `max`; reset by the watcher
+/// after every successful event.
+#[derive(Debug)]
+struct Backoff {
+    min: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Iterator for Backoff {
+    type Item = Duration;
+    fn next(&mut self) -> Option<Duration> {
+        let d = self.next;
+        self.next = (self.next * 2).min(self.max);
+        Some(d)
+    }
+}
+
+impl kube::runtime::utils::Backoff for Backoff {
+    fn reset(&mut self) {
+        self.next = self.min;
+    }
+}
+
+fn stream<W>(
+    client: &Client,
+    config: &WatchConfig,
+    kind: Kind,
+    wrap: fn(Change<W::Facts>) -> Update,
+) -> BoxStream<'static, Update>
+where
+    W: Resource<DynamicType = ()> + IntoFacts + Clone + DeserializeOwned + Debug + Send + 'static,
+{
+    let api: Api<W> = Api::all(client.clone());
+    let mut wc = watcher::Config::default().any_semantic();
+    wc.page_size = config.page_size;
+    if let Some(t) = config.watch_timeout {
+        wc = wc.timeout(t);
+    }
+    let backoff = Backoff { min: config.backoff_min, max: config.backoff_max, next: config.backoff_min };
+    watcher::watcher(api, wc)
+        .backoff(backoff)
+        .map(move |r| match r {
+            Ok(Event::Init) => wrap(Change::Init),
+            Ok(Event::InitApply(o)) => wrap(Change::InitApply(o.into_facts())),
+            Ok(Event::InitDone) => wrap(Change::InitDone),
+            Ok(Event::Apply(o)) => wrap(Change::Apply(o.into_facts())),
+            Ok(Event::Delete(o)) => wrap(Change::Delete(o.view_key())),
+            Err(e) => Update::Error(kind, e),
+        })
+        .boxed()
+}
+
+/// The cluster watch: see the module doc.
+pub struct ClusterWatch {
+    client: Client,
+    config: WatchConfig,
+    status: Arc<WatchStatus>,
+    nudge: Arc<Notify>,
+}
+
+impl Debug for ClusterWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterWatch")
+            .field("config", &self.config)
+            .field("status", &self.status)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Default)]
+struct Lists {
+    pods: ListState<crate::view::PodFacts>,
+    namespaces: ListState<crate::view::NamespaceFacts>,
+    nodes: ListState<crate::view::NodeFacts>,
+    policies: ListState<crate::view::PolicyFacts>,
+}
+
+impl Lists {
+    fn synced(&self) -> bool {
+        self.pods.synced && self.namespaces.synced && self.nodes.synced && self.policies.synced
+    }
+}
+
+impl ClusterWatch {
+    /// A watch through `client`.
+    pub fn new(client: Client, config: WatchConfig) -> Self {
+        ClusterWatch { client, config, status: Arc::default(), nudge: Arc::default() }
+    }
+
+    /// The shared status (synced, counters).
+    pub fn status(&self) -> Arc<WatchStatus> {
+        Arc::clone(&self.status)
+    }
+
+    /// A handle that schedules the callback (for node facts).
+    pub fn nudge(&self) -> Nudge {
+        Nudge(Arc::clone(&self.nudge))
+    }
+
+    /// Watches until `shutdown` completes, calling `on_change` as the module
+    /// doc says.
+    pub async fn run(self, shutdown: impl Future<Output = ()>, mut on_change: impl FnMut(&ClusterView)) {
+        let c = &self.config;
+        let mut updates = select_all([
+            stream::<PodWire>(&self.client, c, Kind::Pods, Update::Pods),
+            stream::<NamespaceWire>(&self.client, c, Kind::Namespaces, Update::Namespaces),
+            stream::<NodeWire>(&self.client, c, Kind::Nodes, Update::Nodes),
+            stream::<PolicyWire>(&self.client, c, Kind::Policies, Update::Policies),
+        ]);
+        let mut view = ClusterView::new();
+        let mut lists = Lists::default();
+        // (first change not yet seen by the callback, latest change)
+        let mut pending: Option<(Instant, Instant)> = None;
+        tokio::pin!(shutdown);
+        loop {
+            let deadline = pending
+                .filter(|_| lists.synced())
+                .map(|(first, last)| (last + self.config.quiet).min(first + self.config.max_delay));
+            let fire = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let changed = tokio::select! {
+                () = &mut shutdown => return,
+                () = fire => {
+                    on_change(&view);
+                    self.status.reconciles.fetch_add(1, Ordering::AcqRel);
+                    pending = None;
+                    false
+                }
+                () = self.nudge.notified() => true,
+                u = updates.next() => match u {
+                    Some(u) => self.apply(&mut view, &mut lists, u),
+                    // the watchers retry forever; their end means shutdown
+                    None => return,
+                },
+            };
+            if changed {
+                self.status.changes.fetch_add(1, Ordering::AcqRel);
+                let now = Instant::now();
+                pending = Some(pending.map_or((now, now), |(first, _)| (first, now)));
+            }
+            if lists.synced() && !self.status.synced() {
+                self.status.synced.store(true, Ordering::Release);
+            }
+        }
+    }
+
+    fn apply(&self, view: &mut ClusterView, lists: &mut Lists, u: Update) -> bool {
+        let s = &self.status;
+        match u {
+            Update::Pods(c) => lists.pods.step(&mut view.pods, c, s),
+            Update::Namespaces(c) => lists.namespaces.step(&mut view.namespaces, c, s),
+            Update::Nodes(c) => lists.nodes.step(&mut view.nodes, c, s),
+            Update::Policies(c) => lists.policies.step(&mut view.policies, c, s),
+            Update::Error(kind, e) => {
+                s.errors.fetch_add(1, Ordering::AcqRel);
+                tracing::warn!(kind = kind.as_str(), error = %e, "watch error; retrying");
+                false
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::view::NamespaceFacts;
+
+    fn ns(name: &str, team: &str) -> NamespaceFacts {
+        NamespaceFacts { name: name.into(), labels: [("team".to_string(), team.to_string())].into() }
+    }
+
+    #[test]
+    fn a_relist_replaces_the_table_only_when_complete() {
+        let status = WatchStatus::default();
+        let mut table = Table::default();
+        let mut st = ListState::default();
+        assert!(!st.step(&mut table, Change::Init, &status));
+        assert!(!st.step(&mut table, Change::InitApply(ns("a", "1")), &status));
+        assert!(table.is_empty(), "nothing is visible before the list completes");
+        assert!(st.step(&mut table, Change::InitDone, &status), "the first list opens the gate");
+        assert_eq!(table.len(), 1);
+        // a relist with the same content changes nothing
+        assert!(!st.step(&mut table, Change::Init, &status));
+        assert!(!st.step(&mut table, Change::InitApply(ns("a", "1")), &status));
+        assert!(!st.step(&mut table, Change::InitDone, &status));
+        // a relist that lost an object and changed another
+        st.step(&mut table, Change::Init, &status);
+        st.step(&mut table, Change::InitApply(ns("b", "2")), &status);
+        assert_eq!(table.get("a"), Some(&ns("a", "1")), "the old list stays until the new one is complete");
+        assert!(st.step(&mut table, Change::InitDone, &status));
+        assert_eq!(table.iter().cloned().collect::<Vec<_>>(), [ns("b", "2")]);
+        assert_eq!(status.relists(), 2);
+        assert!(!st.step(&mut table, Change::Apply(ns("b", "2")), &status));
+        assert!(st.step(&mut table, Change::Delete("b".into()), &status));
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_its_bound_and_resets() {
+        use kube::runtime::utils::Backoff as _;
+        let ms = Duration::from_millis;
+        let mut b = Backoff { min: ms(100), max: ms(500), next: ms(100) };
+        let v: Vec<Duration> = b.by_ref().take(5).collect();
+        assert_eq!(v, [ms(100), ms(200), ms(400), ms(500), ms(500)]);
+        b.reset();
+        assert_eq!(b.next(), Some(ms(100)));
+    }
+}
