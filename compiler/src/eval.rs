@@ -10,6 +10,10 @@
 //! item, or why not), whether its destinations contain the address (or
 //! which exclusion removes it), and how it fared.
 //!
+//! [`Reference`] is the same decision prepared for many packets (selection
+//! computed once per endpoint, internal prefixes indexed): what the code
+//! generator's equivalence checker asks for every packet it runs.
+//!
 //! "Local egress" is relative to the node evaluating the packet, which is
 //! the endpoint's own node. A source IP that belongs to no endpoint is
 //! passed (no policy can select it), as the datapath does. Never panics.
