@@ -4,8 +4,9 @@
 //! aya files every link it creates or updates in the program's link set
 //! (`attach_with_options`, `attach_to_link`); each function here takes it back
 //! out and drops it (which for an fd link only closes the fd), so a link lives
-//! exactly as long as its pin — unpinning a link detaches it, and nothing the
-//! loader holds can keep a released link attached.
+//! exactly as long as its pin, and nothing the loader holds can keep a
+//! released link attached. [`release`] detaches (`BPF_LINK_DETACH`) before
+//! unpinning, so the program is off the device when it returns.
 
 use std::io;
 use std::os::fd::AsFd;
@@ -113,12 +114,23 @@ pub(crate) fn replace(path: &Path, p: &mut LoadedProgram) -> Result<(), ReplaceE
     Ok(())
 }
 
-/// Unpins a link; with no other reference left, the kernel detaches it.
-/// Releasing a missing pin is a no-op.
+/// Detaches a pinned link and unpins it. Releasing a missing pin is a no-op.
+///
+/// Unpinning alone is not enough: the kernel drops the pin's reference from
+/// an RCU callback and frees the link from a workqueue (`bpf_link_put`
+/// defers), so the program may stay attached for a moment after the unlink
+/// returns — long enough for a re-attach of the same program to fail with
+/// `EEXIST` (`bpf_mprog_attach`) and for packets to be classified by a
+/// released link (both seen under load). `BPF_LINK_DETACH` first makes the
+/// release take effect before this returns; a link whose device is gone
+/// detaches with an error that is ignored.
 ///
 /// # Errors
 /// The unlink failure.
 pub(crate) fn release(path: &Path) -> Result<(), LoaderError> {
+    if let Ok(fd) = sys::obj_get(path) {
+        let _ = sys::link_detach(fd.as_fd());
+    }
     match std::fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),

@@ -27,6 +27,7 @@ const BPF_OBJ_PIN: u32 = 6;
 const BPF_OBJ_GET: u32 = 7;
 const BPF_OBJ_GET_INFO_BY_FD: u32 = 15;
 const BPF_MAP_FREEZE: u32 = 22;
+const BPF_LINK_DETACH: u32 = 34;
 
 /// `BPF_F_RDONLY_PROG`: programs may read the map, never write it.
 pub const BPF_F_RDONLY_PROG: u32 = 1 << 7;
@@ -90,6 +91,17 @@ pub fn obj_pin(fd: BorrowedFd<'_>, path: &Path) -> io::Result<()> {
     let p = c_path(path)?;
     let mut attr = ObjAttr { pathname: p.as_ptr() as u64, bpf_fd: fd.as_raw_fd() as u32, ..ObjAttr::default() };
     bpf(BPF_OBJ_PIN, &mut attr).map(|_| ())
+}
+
+/// `BPF_LINK_DETACH`: detaches a link now (synchronously), whoever else
+/// holds it; the link object stays until its last reference goes.
+pub fn link_detach(fd: BorrowedFd<'_>) -> io::Result<()> {
+    #[repr(C)]
+    struct DetachAttr {
+        link_fd: u32,
+    }
+    expect_kind(fd, ObjectKind::Link)?;
+    bpf(BPF_LINK_DETACH, &mut DetachAttr { link_fd: fd.as_raw_fd() as u32 }).map(|_| ())
 }
 
 /// What kind of bpf object an fd refers to.
