@@ -10,4 +10,5 @@
 pub mod cilium_dp;
 pub mod classify;
 pub mod footprint;
+pub mod gateway;
 pub mod parts;

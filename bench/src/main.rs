@@ -43,6 +43,27 @@ enum Command {
         #[arg(long, default_value_t = 1_000_000)]
         repeat: u32,
     },
+    /// Gateway packets per second in the mini-cluster (needs root, nft): egret vs a kernel NAT gateway.
+    Gateway {
+        /// The egret-agent binary (default: next to this program).
+        #[arg(long)]
+        agent: Option<std::path::PathBuf>,
+        #[arg(long, value_delimiter = ',', default_values = ["1", "64"])]
+        flows: Vec<usize>,
+        /// UDP payload bytes.
+        #[arg(long, default_value_t = 64)]
+        payload: usize,
+        /// Seconds of sending per trial.
+        #[arg(long, default_value_t = 2.0)]
+        seconds: f64,
+        #[arg(long, default_value_t = 5)]
+        trials: usize,
+        /// Upper bound on packets per trial.
+        #[arg(long, default_value_t = 5_000_000)]
+        max_packets: u64,
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+    },
     /// Map footprint per node, egret vs Cilium's layout, for small/medium/large synthetic clusters.
     Footprint {
         /// Which shapes to measure.
@@ -108,8 +129,36 @@ fn classify(
     Ok(())
 }
 
+fn gateway(opts: &egret_bench::gateway::Options, json: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let rows = egret_bench::gateway::run(opts)?;
+    print!("{}", egret_bench::gateway::render(opts, &rows));
+    if let Some(path) = json {
+        std::fs::write(path, serde_json::to_string_pretty(&rows)?)?;
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     match Cli::parse().command {
+        Command::Gateway { agent, flows, payload, seconds, trials, max_packets, json } => {
+            let agent =
+                agent.unwrap_or_else(|| std::env::current_exe().unwrap_or_default().with_file_name("egret-agent"));
+            let opts = egret_bench::gateway::Options {
+                agent,
+                flows,
+                payload,
+                duration: std::time::Duration::from_secs_f64(seconds),
+                max_packets,
+                trials,
+            };
+            match gateway(&opts, json.as_deref()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Classify { prefixes, endpoints, layout, trials, repeat, json } => {
             match classify(&prefixes, &endpoints, layout.as_deref(), trials, repeat, json.as_deref()) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -22,6 +22,7 @@
 //!   changes; a failed sync is reported and retried at the next change.
 
 pub mod facts;
+pub mod metrics;
 pub mod minicluster;
 pub mod show;
 
@@ -95,6 +96,8 @@ pub struct Compiled {
     /// The egress interfaces of the slots it serves (where `egret_gw_reply`
     /// attaches), by name, sorted and deduplicated.
     pub egress_interfaces: Vec<String>,
+    /// The plan's sizes.
+    pub counts: egret_compiler::plan::NodeCounts,
 }
 
 /// Compiles `node` from the snapshot directory `dir`.
@@ -158,7 +161,7 @@ pub fn compile_with_facts(
         .collect();
     egress_interfaces.sort();
     egress_interfaces.dedup();
-    Ok(Compiled { artifact: verified.into_artifact(), pods, egress_interfaces })
+    Ok(Compiled { artifact: verified.into_artifact(), pods, egress_interfaces, counts: plan.counts() })
 }
 
 /// What identifies the snapshot's content: every file under `dir` with its
@@ -215,6 +218,7 @@ pub struct Synced {
 #[derive(Debug)]
 pub struct Agent {
     config: AgentConfig,
+    telemetry: std::sync::Arc<metrics::Telemetry>,
     loader: Loader,
     tunnel: TunnelState,
 }
@@ -230,13 +234,20 @@ impl Agent {
         lc.node = Some(config.node.clone());
         lc.tunnel_device = config.tunnel.name.clone();
         let (loader, _) = Loader::open(lc)?;
-        Ok(Agent { config, loader, tunnel })
+        let telemetry = metrics::Telemetry::new(&config.node, &config.bpffs_root);
+        Ok(Agent { config, telemetry, loader, tunnel })
     }
 
     /// What [`tunnel::ensure`] did when the agent opened.
     #[must_use]
     pub fn tunnel(&self) -> TunnelState {
         self.tunnel
+    }
+
+    /// The agent's telemetry (for [`metrics::serve`]).
+    #[must_use]
+    pub fn telemetry(&self) -> std::sync::Arc<metrics::Telemetry> {
+        self.telemetry.clone()
     }
 
     /// The loader.
@@ -251,11 +262,27 @@ impl Agent {
     /// Compile, apply or pod-attach failures (the running generation stays).
     pub fn sync(&mut self) -> Result<Synced, AgentError> {
         let facts = facts::discover().map_err(|source| AgentError::Io { path: "getifaddrs".into(), source })?;
-        let compiled = compile_with_facts(&self.config.snapshot, &self.config.node, Some(&facts))?;
+        let started = std::time::Instant::now();
+        let compiled = compile_with_facts(&self.config.snapshot, &self.config.node, Some(&facts));
+        self.telemetry.compiled(started.elapsed(), compiled.is_ok());
+        let compiled = compiled?;
+        let applied = self.apply(&compiled);
+        if applied.is_err() {
+            self.telemetry.failed();
+        }
+        applied
+    }
+
+    fn apply(&mut self, compiled: &Compiled) -> Result<Synced, AgentError> {
         let apply = self.loader.apply(&compiled.artifact)?;
         let targets: Vec<PodTarget> = compiled.pods.iter().map(|ip| PodTarget::Ip(*ip)).collect();
         let pods = self.loader.sync_pods(&targets)?;
         let egress = self.loader.sync_egress(&compiled.egress_interfaces)?;
+        let (generation, swapped) = match &apply {
+            ApplyReport::Unchanged { generation } => (generation.0, None),
+            ApplyReport::Swapped { to, timings, .. } => (to.0, Some(timings.to_swapped())),
+        };
+        self.telemetry.applied(generation, swapped, compiled.counts, compiled.artifact.manifest.counters.clone());
         Ok(Synced { apply, pods, egress })
     }
 
@@ -274,11 +301,20 @@ impl Agent {
         let mut stamp = state(&self.config.snapshot)?;
         report(&self.sync());
         while !stop() {
+            self.telemetry.alive();
             std::thread::sleep(POLL);
             let now = state(&self.config.snapshot)?;
             if now != stamp {
+                // the newest file that changed: when the input changed
+                let changed = now.0.iter().filter(|f| !stamp.0.contains(f)).map(|f| f.1).max();
                 stamp = now;
-                report(&self.sync());
+                let r = self.sync();
+                if let (Ok(Synced { apply: ApplyReport::Swapped { .. }, .. }), Some(t)) = (&r, changed)
+                    && let Ok(d) = SystemTime::now().duration_since(t)
+                {
+                    self.telemetry.event_to_dataplane(d);
+                }
+                report(&r);
             }
         }
         Ok(())

@@ -65,6 +65,8 @@ pub const EXCLUDED_CIDR: &str = "203.0.113.128/25";
 pub const TCP_PORT: u16 = 8080;
 /// The server's UDP port.
 pub const UDP_PORT: u16 = 8081;
+/// Where each agent serves its metrics, inside its node's namespace.
+pub const METRICS_PORT: u16 = 9964;
 /// The server's UDP sink port: it counts datagrams and answers nothing.
 pub const SINK_PORT: u16 = 8082;
 /// The policy's egress IP (on the gateway's `eth1`).
@@ -697,6 +699,8 @@ impl MiniCluster {
                 c.ns(node.short),
                 "--tunnel-port".into(),
                 TUNNEL_PORT.to_string(),
+                "--metrics".into(),
+                format!("127.0.0.1:{METRICS_PORT}"),
             ];
             c.agents.push(AgentProcess::spawn(agent, &args, node.name)?);
         }
@@ -1139,6 +1143,25 @@ impl MiniCluster {
             }
         }
         Ok(sum)
+    }
+
+    /// GETs `path` from the node's agent's metrics server (in the node's
+    /// namespace): the HTTP status and body.
+    ///
+    /// # Errors
+    /// Connection or read failures.
+    pub fn agent_http(&self, node_name: &str, path: &str) -> Result<(u16, String), ClusterError> {
+        let path = path.to_owned();
+        in_netns(&self.node_ns(node_name), move || {
+            let mut s = TcpStream::connect(("127.0.0.1", METRICS_PORT)).map_err(io("connecting to the agent"))?;
+            s.set_read_timeout(Some(REQUEST_TIMEOUT)).map_err(io("agent socket"))?;
+            write!(s, "GET {path} HTTP/1.1\r\nHost: agent\r\n\r\n").map_err(io("writing to the agent"))?;
+            let mut reply = String::new();
+            s.read_to_string(&mut reply).map_err(io("reading from the agent"))?;
+            let code = reply.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+            let body = reply.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+            Ok((code, body))
+        })
     }
 
     /// Opens a TCP connection from a pod to `dst`:[`TCP_PORT`] and reads the greeting.

@@ -93,6 +93,24 @@ fn labelled_pods_leave_through_the_egress_ip_and_others_take_the_normal_path() {
         for s in Stat::ALL.into_iter().filter(|s| s.is_drop()) {
             assert_eq!(stat(c, s), 0, "gateway dropped packets as {}", s.name());
         }
+        // the agents' metrics say the same
+        let value = |body: &str, series: &str| -> f64 {
+            let line = body.lines().find(|l| l.starts_with(series)).unwrap_or_else(|| panic!("no {series} in\n{body}"));
+            line.rsplit(' ').next().and_then(|v| v.parse().ok()).expect("a number")
+        };
+        let (code, gw) = c.agent_http("gateway-1", "/metrics").expect("gateway metrics");
+        assert_eq!(code, 200);
+        let nat_created = r#"egret_gateway_packets_total{node="gateway-1",counter="nat-created",kind="pass"}"#;
+        assert_eq!(value(&gw, nat_created), stat(c, Stat::NatCreated) as f64);
+        assert_eq!(value(&gw, r#"egret_nat_entries{node="gateway-1"}"#), 6.0);
+        assert_eq!(value(&gw, r#"egret_generation{node="gateway-1"}"#), 1.0);
+        let (_, w1) = c.agent_http("worker-1", "/metrics").expect("worker metrics");
+        let redirected = r#"egret_classifier_packets_total{node="worker-1",reason="redirect"}"#;
+        assert_eq!(value(&w1, redirected), reason(c, "worker-1", Reason::Redirect) as f64);
+        let policy = r#"egret_policy_packets_total{node="worker-1",policy="egress-gateway-policy"}"#;
+        assert!(value(&w1, policy) >= 3.0, "the policy's packets on worker-1");
+        assert_eq!(c.agent_http("worker-1", "/readyz").expect("readyz").0, 200);
+        assert_eq!(c.agent_http("worker-1", "/healthz").expect("healthz").0, 200);
     });
 }
 

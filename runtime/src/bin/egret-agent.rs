@@ -1,10 +1,14 @@
-//! `egret-agent --snapshot DIR --node NAME [--bpffs ROOT] [--tunnel-port N] [--netns NAME] [--once]`
+//! `egret-agent --snapshot DIR --node NAME [--bpffs ROOT] [--tunnel-port N] [--netns NAME] [--metrics ADDR] [--once]`
 //!
 //! Compiles the node from the snapshot directory, applies it, attaches the
 //! node's pods, and (without `--once`) re-applies whenever the directory's
-//! files change (polled every 500 ms). `--netns` enters `/run/netns/NAME`
-//! with `setns` first (`ip netns exec` would hide bpffs). One line per sync
-//! on stdout; errors on stderr.
+//! files or the node's interfaces change (polled every 500 ms). `--netns`
+//! enters `/run/netns/NAME` with `setns` first (`ip netns exec` would hide
+//! bpffs). `--metrics ADDR` serves `/metrics`, `/healthz` and `/readyz`
+//! (`egret_runtime::metrics`). One line per sync on stdout; errors on stderr.
+//!
+//! `egret-agent status|maps` show the node's pinned state (`egret_runtime::show`);
+//! `egret-agent demo` runs the mini-cluster (`egret_runtime::minicluster::demo`).
 
 use std::fs::File;
 use std::os::fd::AsFd;
@@ -15,17 +19,19 @@ use egret_loader::ApplyReport;
 use egret_loader::tunnel::TunnelConfig;
 use egret_runtime::{Agent, AgentConfig, AgentError, Synced};
 
-const USAGE: &str =
-    "usage: egret-agent --snapshot DIR --node NAME [--bpffs ROOT] [--tunnel-port N] [--netns NAME] [--once]";
+const USAGE: &str = "usage: egret-agent --snapshot DIR --node NAME [--bpffs ROOT] [--tunnel-port N] [--netns NAME] [--metrics ADDR] [--once]
+       egret-agent status|maps [--bpffs ROOT] [--json]
+       egret-agent demo";
 
 struct Args {
     config: AgentConfig,
     netns: Option<String>,
+    metrics: Option<std::net::SocketAddr>,
     once: bool,
 }
 
 fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
-    let (mut snapshot, mut node, mut netns, mut once) = (None, None, None, false);
+    let (mut snapshot, mut node, mut netns, mut metrics, mut once) = (None, None, None, None, false);
     let mut bpffs = PathBuf::from(egret_loader::pins::DEFAULT_ROOT);
     let mut tunnel = TunnelConfig::default();
     while let Some(a) = it.next() {
@@ -36,13 +42,14 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
             "--bpffs" => bpffs = PathBuf::from(value()?),
             "--netns" => netns = Some(value()?),
             "--tunnel-port" => tunnel.dstport = value()?.parse().map_err(|e| format!("--tunnel-port: {e}"))?,
+            "--metrics" => metrics = Some(value()?.parse().map_err(|e| format!("--metrics: {e}"))?),
             "--once" => once = true,
             other => return Err(format!("unknown argument `{other}`")),
         }
     }
     let snapshot = snapshot.ok_or("--snapshot is required")?;
     let node = node.ok_or("--node is required")?;
-    Ok(Args { config: AgentConfig { snapshot, node, bpffs_root: bpffs, tunnel }, netns, once })
+    Ok(Args { config: AgentConfig { snapshot, node, bpffs_root: bpffs, tunnel }, netns, metrics, once })
 }
 
 fn enter_netns(name: &str) -> Result<(), String> {
@@ -100,6 +107,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(addr) = args.metrics {
+        match egret_runtime::metrics::serve(addr, agent.telemetry()) {
+            Ok((bound, _)) => println!("metrics on http://{bound}/metrics"),
+            Err(e) => {
+                eprintln!("--metrics {addr}: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     if args.once {
         let r = agent.sync();
         report(&r);

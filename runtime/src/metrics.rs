@@ -1,0 +1,425 @@
+//! The agent's telemetry: Prometheus metrics, `/healthz` and `/readyz`.
+//!
+//! Contract:
+//! - [`Telemetry`] is shared (`Arc`) between the agent loop, which records
+//!   every compile, swap and loop pass, and the HTTP server ([`serve`]).
+//! - `/metrics` (text format 0.0.4) renders the recorded figures plus the
+//!   dataplane's counters, read from the running generation's pinned maps
+//!   at scrape time: the classifier's verdict reasons, per-policy packets and
+//!   bytes (summed over the classifier rules the manifest attributes to each
+//!   policy), the gateway's datapath counters (`egret_bpf::templates::Stat`)
+//!   and NAT table use. Label sets are bounded: reasons and gateway counters
+//!   are fixed lists; policies are those that apply on this node.
+//! - `/healthz` is 200 while the agent loop has passed within
+//!   [`HEALTHY_WITHIN`]; `/readyz` is 200 once a generation is serving and
+//!   the last sync succeeded. Anything else is 404.
+//! - The server answers one request per connection (`Connection: close`),
+//!   reads at most 8 KiB of request with a 2 s timeout, and never panics on
+//!   input.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use egret_bpf::artifact::CounterMap;
+use egret_bpf::templates::{self, Stat};
+use egret_compiler::plan::NodeCounts;
+use egret_loader::inspect;
+use egret_loader::pins::PinLayout;
+
+/// How recent the last loop pass must be for `/healthz`.
+pub const HEALTHY_WITHIN: Duration = Duration::from_secs(10);
+
+/// A running total and the last value of a duration.
+#[derive(Debug, Clone, Copy, Default)]
+struct Timing {
+    count: u64,
+    sum: f64,
+    last: f64,
+    max: f64,
+}
+
+impl Timing {
+    fn record(&mut self, d: Duration) {
+        let s = d.as_secs_f64();
+        self.count += 1;
+        self.sum += s;
+        self.last = s;
+        self.max = self.max.max(s);
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    compiles_ok: u64,
+    compiles_failed: u64,
+    swaps: u64,
+    compile: Timing,
+    swap: Timing,
+    event_to_dataplane: Timing,
+    generation: Option<u64>,
+    counts: Option<NodeCounts>,
+    counters: Vec<CounterMap>,
+    last_loop: Option<Instant>,
+    last_sync_ok: bool,
+}
+
+/// What the agent records; see the module doc.
+#[derive(Debug)]
+pub struct Telemetry {
+    node: String,
+    root: PathBuf,
+    state: Mutex<State>,
+}
+
+impl Telemetry {
+    /// Telemetry of the agent for `node` whose loader root is `root`.
+    #[must_use]
+    pub fn new(node: &str, root: &Path) -> Arc<Telemetry> {
+        Arc::new(Telemetry { node: node.to_owned(), root: root.to_path_buf(), state: Mutex::new(State::default()) })
+    }
+
+    fn with(&self, f: impl FnOnce(&mut State)) {
+        if let Ok(mut s) = self.state.lock() {
+            f(&mut s);
+        }
+    }
+
+    /// A compile finished (successfully or not) after `took`.
+    pub fn compiled(&self, took: Duration, ok: bool) {
+        self.with(|s| {
+            if ok {
+                s.compiles_ok += 1;
+                s.compile.record(took);
+            } else {
+                s.compiles_failed += 1;
+                s.last_sync_ok = false;
+            }
+        });
+    }
+
+    /// A sync applied the node: the generation serving, whether it swapped
+    /// (and how long building and swapping took), the plan's counts, the
+    /// artifact's counter labels.
+    pub fn applied(&self, generation: u64, swapped: Option<Duration>, counts: NodeCounts, counters: Vec<CounterMap>) {
+        self.with(|s| {
+            s.generation = Some(generation);
+            if let Some(d) = swapped {
+                s.swaps += 1;
+                s.swap.record(d);
+            }
+            s.counts = Some(counts);
+            s.counters = counters;
+            s.last_sync_ok = true;
+        });
+    }
+
+    /// A sync failed after compiling (loader or attach errors).
+    pub fn failed(&self) {
+        self.with(|s| s.last_sync_ok = false);
+    }
+
+    /// The time from a change of the input to the dataplane serving it.
+    pub fn event_to_dataplane(&self, d: Duration) {
+        self.with(|s| s.event_to_dataplane.record(d));
+    }
+
+    /// The agent loop passed.
+    pub fn alive(&self) {
+        self.with(|s| s.last_loop = Some(Instant::now()));
+    }
+
+    /// `/healthz`.
+    #[must_use]
+    pub fn healthy(&self) -> bool {
+        self.state.lock().is_ok_and(|s| s.last_loop.is_some_and(|t| t.elapsed() < HEALTHY_WITHIN))
+    }
+
+    /// `/readyz`.
+    #[must_use]
+    pub fn ready(&self) -> bool {
+        self.state.lock().is_ok_and(|s| s.generation.is_some() && s.last_sync_ok)
+    }
+
+    /// The `/metrics` text.
+    #[must_use]
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let node = escape(&self.node);
+        let Ok(s) = self.state.lock() else { return out };
+        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, f64)]| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (labels, v) in samples {
+                let sep = if labels.is_empty() { "" } else { "," };
+                let _ = writeln!(out, "{name}{{node=\"{node}\"{sep}{labels}}} {v}");
+            }
+        };
+        metric(
+            "egret_compiles_total",
+            "counter",
+            "Node compilations by result.",
+            &[("result=\"ok\"".into(), s.compiles_ok as f64), ("result=\"error\"".into(), s.compiles_failed as f64)],
+        );
+        for (name, help, t) in [
+            ("egret_compile_seconds", "Compile time of the node (plan, code generation, checks).", &s.compile),
+            ("egret_swap_seconds", "Artifact in memory to every link swapped.", &s.swap),
+            (
+                "egret_event_to_dataplane_seconds",
+                "From an input change to the dataplane serving it.",
+                &s.event_to_dataplane,
+            ),
+        ] {
+            metric(&format!("{name}_sum"), "counter", &format!("{help} Sum."), &[(String::new(), t.sum)]);
+            metric(&format!("{name}_count"), "counter", &format!("{help} Count."), &[(String::new(), t.count as f64)]);
+            metric(&format!("{name}_last"), "gauge", &format!("{help} Last."), &[(String::new(), t.last)]);
+            metric(&format!("{name}_max"), "gauge", &format!("{help} Maximum."), &[(String::new(), t.max)]);
+        }
+        metric("egret_swaps_total", "counter", "Generation swaps.", &[(String::new(), s.swaps as f64)]);
+        if let Some(g) = s.generation {
+            metric("egret_generation", "gauge", "The generation serving traffic.", &[(String::new(), g as f64)]);
+        }
+        if let Some(c) = &s.counts {
+            metric(
+                "egret_plan_entries",
+                "gauge",
+                "The node plan's sizes.",
+                &[
+                    ("kind=\"endpoints\"".into(), c.endpoints as f64),
+                    ("kind=\"classes\"".into(), c.classes as f64),
+                    ("kind=\"class_entries\"".into(), c.class_entries as f64),
+                    ("kind=\"internal_entries\"".into(), c.internal_entries as f64),
+                    ("kind=\"slots\"".into(), c.slots as f64),
+                    ("kind=\"gateway_entries\"".into(), c.gateway_entries as f64),
+                ],
+            );
+        }
+        let counters = s.counters.clone();
+        drop(s);
+        self.render_dataplane(&mut out, &node, &counters);
+        out
+    }
+
+    fn render_dataplane(&self, out: &mut String, node: &str, counters: &[CounterMap]) {
+        let Ok(status) = inspect::status(&self.root) else { return };
+        let Some(g) = status.running else { return };
+        let layout = PinLayout::new(&self.root);
+        let read = |map: &str| -> BTreeMap<u32, (u64, u64)> {
+            let Ok(d) = inspect::dump_map(&layout.map(g, map), map) else { return BTreeMap::new() };
+            d.entries
+                .iter()
+                .filter_map(|e| {
+                    let k = u32::from_le_bytes(unhex(&e.key).get(0..4)?.try_into().ok()?);
+                    let mut sum = (0u64, 0u64);
+                    for v in &e.values {
+                        let b = unhex(v);
+                        sum.0 += b.get(0..8).and_then(|x| x.try_into().ok()).map_or(0, u64::from_le_bytes);
+                        sum.1 += b.get(8..16).and_then(|x| x.try_into().ok()).map_or(0, u64::from_le_bytes);
+                    }
+                    Some((k, sum))
+                })
+                .collect()
+        };
+        let mut series = |name: &str, help: &str, rows: Vec<(String, u64)>| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (labels, v) in rows {
+                let _ = writeln!(out, "{name}{{node=\"{node}\",{labels}}} {v}");
+            }
+        };
+        for c in counters {
+            let values = read(&c.map);
+            if c.map == egret_compiler::codegen::tables::REASONS {
+                for (what, pick) in [("packets", 0usize), ("bytes", 1)] {
+                    let rows = c
+                        .labels
+                        .iter()
+                        .map(|l| {
+                            let v = values.get(&l.index).copied().unwrap_or_default();
+                            (format!("reason=\"{}\"", escape(&l.name)), if pick == 0 { v.0 } else { v.1 })
+                        })
+                        .collect();
+                    series(&format!("egret_classifier_{what}_total"), "Source classifier verdicts by reason.", rows);
+                }
+            } else {
+                // per policy: the rules attributed to it, summed
+                let mut by_policy: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+                for l in &c.labels {
+                    let v = values.get(&l.index).copied().unwrap_or_default();
+                    for p in &l.policies {
+                        let e = by_policy.entry(p.as_str()).or_default();
+                        e.0 += v.0;
+                        e.1 += v.1;
+                    }
+                }
+                for (what, pick) in [("packets", 0usize), ("bytes", 1)] {
+                    let rows = by_policy
+                        .iter()
+                        .map(|(p, v)| (format!("policy=\"{}\"", escape(p)), if pick == 0 { v.0 } else { v.1 }))
+                        .collect();
+                    series(
+                        &format!("egret_policy_{what}_total"),
+                        "Packets the source classifier sent through a gateway, by the policy deciding them.",
+                        rows,
+                    );
+                }
+            }
+        }
+        let stats = read(templates::map::GW_STATS);
+        if !stats.is_empty() {
+            for (what, pick) in [("packets", 0usize), ("bytes", 1)] {
+                let rows = Stat::ALL
+                    .iter()
+                    .map(|s| {
+                        let v = stats.get(&s.index()).copied().unwrap_or_default();
+                        let kind = if s.is_drop() { "drop" } else { "pass" };
+                        (format!("counter=\"{}\",kind=\"{kind}\"", s.name()), if pick == 0 { v.0 } else { v.1 })
+                    })
+                    .collect();
+                series(&format!("egret_gateway_{what}_total"), "Gateway datapath counters.", rows);
+            }
+        }
+        for m in status.maps.iter().filter(|m| m.name == templates::map::RNAT_V4) {
+            let _ = writeln!(
+                out,
+                "# HELP egret_nat_entries NAT connections (reverse entries, expired ones included until reused).\n# TYPE egret_nat_entries gauge\negret_nat_entries{{node=\"{node}\"}} {}\n# HELP egret_nat_capacity NAT table capacity.\n# TYPE egret_nat_capacity gauge\negret_nat_capacity{{node=\"{node}\"}} {}",
+                m.entries, m.max_entries
+            );
+        }
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len() / 2).filter_map(|i| u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()).collect()
+}
+
+/// The response to a request line (`GET /path HTTP/1.1`): status and body.
+#[must_use]
+pub fn respond(telemetry: &Telemetry, request_line: &str) -> (u16, String) {
+    let mut parts = request_line.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+    if method != "GET" {
+        return (405, "only GET\n".into());
+    }
+    match path.split('?').next().unwrap_or_default() {
+        "/metrics" => (200, telemetry.render()),
+        "/healthz" if telemetry.healthy() => (200, "ok\n".into()),
+        "/healthz" => (503, "the agent loop is stuck\n".into()),
+        "/readyz" if telemetry.ready() => (200, "ok\n".into()),
+        "/readyz" => (503, "not serving a generation, or the last sync failed\n".into()),
+        _ => (404, "not found\n".into()),
+    }
+}
+
+fn handle(telemetry: &Telemetry, mut stream: TcpStream) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while buf.len() < 8192 && !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&buf);
+    let (code, body) = respond(telemetry, text.lines().next().unwrap_or_default());
+    let reason = match code {
+        200 => "OK",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        _ => "Service Unavailable",
+    };
+    let content_type = if code == 200 && body.starts_with('#') { "text/plain; version=0.0.4" } else { "text/plain" };
+    let _ = write!(
+        stream,
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` on `addr` from a thread.
+/// Returns the bound address (port 0 picks one) and the thread.
+///
+/// # Errors
+/// The address cannot be bound.
+pub fn serve(addr: SocketAddr, telemetry: Arc<Telemetry>) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
+    let listener = TcpListener::bind(addr)?;
+    let bound = listener.local_addr()?;
+    let thread = std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            handle(&telemetry, stream);
+        }
+    });
+    Ok((bound, thread))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recorded_figures_render_and_gate_health_and_readiness() {
+        let t = Telemetry::new("worker-\"1\"", Path::new("/nonexistent/egret"));
+        assert!(!t.healthy() && !t.ready());
+        assert_eq!(respond(&t, "GET /readyz HTTP/1.1").0, 503);
+        t.alive();
+        t.compiled(Duration::from_millis(20), true);
+        t.compiled(Duration::from_millis(5), false);
+        assert!(t.healthy());
+        let counts = NodeCounts {
+            endpoints: 3,
+            classes: 2,
+            class_entries: 7,
+            internal_entries: 4,
+            slots: 1,
+            gateway_entries: 9,
+        };
+        t.applied(4, Some(Duration::from_millis(2)), counts, Vec::new());
+        t.event_to_dataplane(Duration::from_millis(600));
+        assert!(t.ready());
+        let (code, body) = respond(&t, "GET /metrics HTTP/1.1");
+        assert_eq!(code, 200);
+        for line in [
+            "egret_compiles_total{node=\"worker-\\\"1\\\"\",result=\"ok\"} 1",
+            "egret_compiles_total{node=\"worker-\\\"1\\\"\",result=\"error\"} 1",
+            "egret_generation{node=\"worker-\\\"1\\\"\"} 4",
+            "egret_swaps_total{node=\"worker-\\\"1\\\"\"} 1",
+            "egret_plan_entries{node=\"worker-\\\"1\\\"\",kind=\"gateway_entries\"} 9",
+            "egret_event_to_dataplane_seconds_last{node=\"worker-\\\"1\\\"\"} 0.6",
+            "egret_compile_seconds_count{node=\"worker-\\\"1\\\"\"} 1",
+        ] {
+            assert!(body.lines().any(|l| l == line), "missing `{line}` in\n{body}");
+        }
+        assert_eq!(respond(&t, "GET /healthz HTTP/1.1").0, 200);
+        assert_eq!(respond(&t, "GET /nope HTTP/1.1").0, 404);
+        assert_eq!(respond(&t, "POST /metrics HTTP/1.1").0, 405);
+        assert_eq!(respond(&t, "").0, 405);
+        t.failed();
+        assert_eq!(respond(&t, "GET /readyz HTTP/1.1").0, 503);
+    }
+
+    #[test]
+    fn the_server_answers_over_http() {
+        let t = Telemetry::new("n", Path::new("/nonexistent/egret"));
+        t.alive();
+        let (addr, _thread) = serve("127.0.0.1:0".parse().unwrap(), t).expect("bind");
+        let mut s = TcpStream::connect(addr).expect("connect");
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).expect("read");
+        assert!(reply.starts_with("HTTP/1.1 200 OK\r\n"), "{reply}");
+        assert!(reply.ends_with("\r\n\r\nok\n"), "{reply}");
+        let mut s = TcpStream::connect(addr).expect("connect");
+        s.write_all(b"\xff\xfe garbage\r\n\r\n").expect("write");
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).expect("read");
+        assert!(reply.starts_with("HTTP/1.1 405"), "{reply}");
+    }
+}
