@@ -113,7 +113,7 @@ impl WatchStatus {
     pub fn synced(&self) -> bool {
         self.synced.load(Ordering::Acquire)
     }
-    /// Callback runs so far.
+    /// Callback runs so far (counted as each starts).
     pub fn reconciles(&self) -> u64 {
         self.reconciles.load(Ordering::Acquire)
     }
@@ -336,8 +336,8 @@ impl ClusterWatch {
             let changed = tokio::select! {
                 () = &mut shutdown => return,
                 () = fire => {
-                    on_change(&view);
                     self.status.reconciles.fetch_add(1, Ordering::AcqRel);
+                    on_change(&view);
                     pending = None;
                     false
                 }

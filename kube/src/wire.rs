@@ -42,6 +42,14 @@ fn trimmed_meta<'de, D: Deserializer<'de>>(d: D) -> Result<ObjectMeta, D::Error>
     .unwrap_or_default())
 }
 
+/// Reads a field, or `None` when it has an unexpected shape: a malformed
+/// leaf (buffered alone, so large fields are still skipped unread) must not
+/// make the whole object, and with it a list, undecodable.
+fn lenient<'de, D: Deserializer<'de>, T: serde::de::DeserializeOwned>(d: D) -> Result<Option<T>, D::Error> {
+    let v = serde_json::Value::deserialize(d)?;
+    Ok(serde_json::from_value(v).ok())
+}
+
 macro_rules! resource {
     ($ty:ident, $scope:ty, $group:expr, $version:expr, $kind:expr, $plural:expr) => {
         impl Resource for $ty {
@@ -83,22 +91,28 @@ pub struct PodWire {
 #[derive(Deserialize, Clone, Debug, Default)]
 #[serde(rename_all = "camelCase")]
 struct PodSpecWire {
+    #[serde(default, deserialize_with = "lenient")]
     node_name: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
     host_network: Option<bool>,
 }
 
 #[derive(Deserialize, Clone, Debug, Default)]
 #[serde(rename_all = "camelCase")]
 struct PodStatusWire {
+    #[serde(default, deserialize_with = "lenient")]
     phase: Option<String>,
     #[serde(rename = "podIP")]
+    #[serde(default, deserialize_with = "lenient")]
     pod_ip: Option<String>,
     #[serde(rename = "podIPs")]
+    #[serde(default, deserialize_with = "lenient")]
     pod_ips: Option<Vec<PodIpWire>>,
 }
 
 #[derive(Deserialize, Clone, Debug, Default)]
 struct PodIpWire {
+    #[serde(default, deserialize_with = "lenient")]
     ip: Option<String>,
 }
 
@@ -128,28 +142,34 @@ pub struct NodeWire {
 #[serde(rename_all = "camelCase")]
 struct NodeSpecWire {
     #[serde(rename = "podCIDR")]
+    #[serde(default, deserialize_with = "lenient")]
     pod_cidr: Option<String>,
     #[serde(rename = "podCIDRs")]
+    #[serde(default, deserialize_with = "lenient")]
     pod_cidrs: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Clone, Debug, Default)]
 struct NodeStatusWire {
+    #[serde(default, deserialize_with = "lenient")]
     addresses: Option<Vec<TypedValueWire>>,
+    #[serde(default, deserialize_with = "lenient")]
     conditions: Option<Vec<ConditionWire>>,
 }
 
 #[derive(Deserialize, Clone, Debug, Default)]
 struct TypedValueWire {
-    #[serde(rename = "type")]
+    #[serde(rename = "type", default, deserialize_with = "lenient")]
     kind: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
     address: Option<String>,
 }
 
 #[derive(Deserialize, Clone, Debug, Default)]
 struct ConditionWire {
-    #[serde(rename = "type")]
+    #[serde(rename = "type", default, deserialize_with = "lenient")]
     kind: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
     status: Option<String>,
 }
 
@@ -308,6 +328,20 @@ mod tests {
         assert_eq!(f.internal_ips, ["192.0.2.1"]);
         assert_eq!(f.pod_cidrs, ["10.1.0.0/24"]);
         assert_eq!(f.ready.as_deref(), Some("False"));
+    }
+
+    #[test]
+    fn malformed_leaves_are_dropped_not_fatal() {
+        let odd = r#"{"metadata": {"name": "p", "namespace": "x"},
+          "spec": {"nodeName": 5, "hostNetwork": "yes"},
+          "status": {"phase": ["Running"], "podIPs": "10.0.0.1", "podIP": "10.0.0.2"}}"#;
+        let f = serde_json::from_str::<PodWire>(odd).expect("decodes").into_facts();
+        assert_eq!((f.node_name, f.host_network, f.phase), (None, false, None));
+        assert_eq!(f.ips, ["10.0.0.2"]);
+        let odd = r#"{"metadata": {"name": "n"}, "status": {"addresses": [{"type": 1, "address": "a"}],
+          "conditions": [{"type": "Ready", "status": true}]}}"#;
+        let f = serde_json::from_str::<NodeWire>(odd).expect("decodes").into_facts();
+        assert!(f.internal_ips.is_empty() && f.ready.is_none());
     }
 
     #[test]

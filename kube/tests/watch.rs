@@ -1,0 +1,470 @@
+//! The cluster watch against an in-process API server speaking the real
+//! list/watch protocol (`support/apiserver.rs`): every test starts a
+//! [`ClusterWatch`] whose callback compiles node `worker-1` and reports what
+//! its plan decides for each local pod towards an external address, and
+//! waits (bounded) until the reports show the expected state.
+
+#[path = "support/apiserver.rs"]
+mod apiserver;
+
+use apiserver::{ApiServer, Req, Res};
+use egret_compiler::ir::Action;
+use egret_compiler::resolve::Options;
+use egret_kube::crd::{CiliumEgressGatewayPolicy, CiliumEgressGatewayPolicySpec, EgressGateway, EgressRule};
+use egret_kube::view::PolicyOutcome;
+use egret_kube::watch::{ClusterWatch, WatchConfig, WatchStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+/// How long any expected state may take to show.
+const WAIT: Duration = Duration::from_secs(15);
+/// The node the test agent serves.
+const NODE: &str = "worker-1";
+/// An external destination.
+const EXTERNAL: &str = "203.0.113.7";
+const GW1: &str = "192.0.2.13";
+const GW2: &str = "192.0.2.14";
+
+/// What one callback run saw.
+#[derive(Debug, Clone)]
+struct Seen {
+    /// Per endpoint `namespace/name` on worker-1 (from the world): the
+    /// plan's decision towards [`EXTERNAL`] (`via GATEWAY`, `local`,
+    /// `drop`, `pass`).
+    decisions: BTreeMap<String, String>,
+    /// Per policy: (compiled, endpoints selected, error codes, summary).
+    policies: BTreeMap<String, (bool, usize, Vec<&'static str>, String)>,
+}
+
+impl Seen {
+    fn decision(&self, pod: &str) -> Option<&str> {
+        self.decisions.get(pod).map(String::as_str)
+    }
+}
+
+fn observe(view: &egret_kube::view::ClusterView) -> Seen {
+    let c = view.compile(NODE, &Options::default(), &[]);
+    let plan = c.plan.as_ref().expect("worker-1 compiles");
+    let dst: IpAddr = EXTERNAL.parse().expect("ip");
+    let node = c.world.node_by_name(NODE).expect("node").id;
+    let decisions = c
+        .world
+        .endpoints_on(node)
+        .map(|e| {
+            let d = match plan.lookup(e.ips[0], dst) {
+                Action::Pass => "pass".to_string(),
+                Action::Drop(_) => "drop".to_string(),
+                Action::Redirect { gateway, .. } => format!("via {gateway}"),
+                Action::LocalEgress { .. } => "local".to_string(),
+            };
+            (e.key.clone(), d)
+        })
+        .collect();
+    let policies = c
+        .policies
+        .values()
+        .map(|r| {
+            let n = match &r.outcome {
+                PolicyOutcome::Compiled { endpoints, .. } => *endpoints,
+                PolicyOutcome::Rejected => 0,
+            };
+            (r.name.clone(), (r.compiled(), n, r.error_codes(), r.summary()))
+        })
+        .collect();
+    Seen { decisions, policies }
+}
+
+/// A running watch whose callback reports to `rx`.
+struct Agent {
+    rx: mpsc::UnboundedReceiver<Seen>,
+    status: Arc<WatchStatus>,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn config() -> WatchConfig {
+    WatchConfig {
+        quiet: Duration::from_millis(50),
+        max_delay: Duration::from_millis(500),
+        // small pages, so lists are paginated
+        page_size: Some(2),
+        backoff_min: Duration::from_millis(50),
+        backoff_max: Duration::from_millis(400),
+        watch_timeout: None,
+    }
+}
+
+fn start(server: &ApiServer) -> Agent {
+    let watch = ClusterWatch::new(server.client(), config());
+    let status = watch.status();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(watch.run(
+        async move {
+            let _ = stopped.await;
+        },
+        move |view| {
+            let _ = tx.send(observe(view));
+        },
+    ));
+    Agent { rx, status, stop: Some(stop), task }
+}
+
+impl Agent {
+    /// The first report satisfying `pred`, within [`WAIT`].
+    async fn until(&mut self, what: &str, pred: impl Fn(&Seen) -> bool) -> Seen {
+        let deadline = Instant::now() + WAIT;
+        let mut last = None;
+        loop {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(s)) if pred(&s) => return s,
+                Ok(Some(s)) => last = Some(s),
+                Ok(None) => panic!("the watch ended while waiting for {what}"),
+                Err(_) => panic!("timed out after {WAIT:?} waiting for {what}; last report: {last:#?}"),
+            }
+        }
+    }
+
+    async fn shutdown(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        tokio::time::timeout(WAIT, self.task).await.expect("the watch stops").expect("no panic");
+    }
+}
+
+fn node(name: &str, ip: &str, cidr: &str, labels: Value, ready: &str) -> Value {
+    json!({"metadata": {"name": name, "labels": labels},
+           "spec": {"podCIDR": cidr, "podCIDRs": [cidr]},
+           "status": {"addresses": [{"type": "InternalIP", "address": ip}, {"type": "Hostname", "address": name}],
+                      "conditions": [{"type": "Ready", "status": ready, "reason": "KubeletReady"}]}})
+}
+
+fn namespace(name: &str, team: &str) -> Value {
+    json!({"metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name, "team": team}}})
+}
+
+fn pod(ns: &str, name: &str, ip: &str, app: &str) -> Value {
+    json!({"metadata": {"name": name, "namespace": ns, "labels": {"app": app}},
+           "spec": {"nodeName": NODE, "containers": [{"name": "c", "image": "registry.invalid/app:1"}]},
+           "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}})
+}
+
+fn selector(kv: &[(&str, &str)]) -> LabelSelector {
+    LabelSelector {
+        match_labels: Some(kv.iter().map(|(k, v)| ((*k).to_string(), (*v).to_string())).collect()),
+        ..LabelSelector::default()
+    }
+}
+
+/// A policy written with the typed resource: pods `app: web` in namespaces
+/// `team: a`, all destinations, through the gateways matching `gateways`.
+fn web_policy(name: &str, dests: &[&str], gateways: &[&[(&str, &str)]]) -> Value {
+    let gws: Vec<EgressGateway> =
+        gateways.iter().map(|g| EgressGateway { node_selector: selector(g), ..EgressGateway::default() }).collect();
+    let spec = CiliumEgressGatewayPolicySpec {
+        selectors: vec![EgressRule {
+            pod_selector: Some(selector(&[("app", "web")])),
+            namespace_selector: Some(selector(&[("team", "a")])),
+            node_selector: None,
+        }],
+        destination_cidrs: dests.iter().map(|d| (*d).to_string()).collect(),
+        egress_gateway: if gws.len() == 1 { gws.first().cloned() } else { None },
+        egress_gateways: if gws.len() > 1 { Some(gws) } else { None },
+        ..CiliumEgressGatewayPolicySpec::default()
+    };
+    serde_json::to_value(CiliumEgressGatewayPolicy::new(name, spec)).expect("json")
+}
+
+/// worker-1 with pods prod/web-1 (selected) and prod/db-1 (not); gateways
+/// gateway-1 and gateway-2 (both `egress: "true"`, gateway-2 also `zone: b`).
+async fn cluster() -> ApiServer {
+    let s = ApiServer::start_new().await;
+    s.apply(Res::Nodes, node(NODE, "192.0.2.11", "10.244.1.0/24", json!({}), "True"));
+    s.apply(Res::Nodes, node("gateway-1", GW1, "10.244.3.0/24", json!({"egress": "true"}), "True"));
+    s.apply(Res::Nodes, node("gateway-2", GW2, "10.244.4.0/24", json!({"egress": "true", "zone": "b"}), "True"));
+    s.apply(Res::Namespaces, namespace("prod", "a"));
+    s.apply(Res::Namespaces, namespace("dev", "b"));
+    s.apply(Res::Pods, pod("prod", "web-1", "10.244.1.10", "web"));
+    s.apply(Res::Pods, pod("prod", "db-1", "10.244.1.11", "db"));
+    s.apply(Res::Policies, web_policy("web-out", &["0.0.0.0/0"], &[&[("egress", "true")]]));
+    s
+}
+
+fn via(gw: &str) -> String {
+    format!("via {gw}")
+}
+
+/// The fixture's steady state.
+fn initial(s: &Seen) -> bool {
+    s.decision("prod/web-1") == Some(&via(GW1)) && s.decision("prod/db-1") == Some("pass")
+}
+
+/// The fixture served, and an agent that has compiled it.
+async fn running() -> (ApiServer, Agent) {
+    let server = cluster().await;
+    let mut agent = start(&server);
+    agent.until("the initial state", initial).await;
+    (server, agent)
+}
+
+/// Waits (bounded) until `cond` holds.
+async fn eventually(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out after {WAIT:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_compile_waits_until_every_kind_has_listed() {
+    let server = cluster().await;
+    server.fail(Res::Policies, true);
+    let mut agent = start(&server);
+    // the other kinds list; policies cannot: no callback, not synced
+    eventually("the other lists", || server.count(Req::List(Res::Pods)) > 0 && server.count(Req::List(Res::Nodes)) > 0)
+        .await;
+    let early = tokio::time::timeout(Duration::from_millis(700), agent.rx.recv()).await;
+    assert!(early.is_err(), "compiled on a half-synced view: {early:?}");
+    assert!(!agent.status.synced());
+    assert_eq!(agent.status.reconciles(), 0);
+    assert!(agent.status.errors() > 0, "the failing policy list is reported");
+
+    server.fail(Res::Policies, false);
+    let first = agent.rx.recv().await.expect("a first compile");
+    // the very first compile already sees everything
+    assert!(initial(&first), "{first:#?}");
+    assert_eq!(first.policies["web-out"].1, 1);
+    assert!(agent.status.synced());
+    assert_eq!(agent.status.reconciles(), 1, "the initial lists are one debounced compile");
+    // paginated lists (page size 2, 3 nodes)
+    assert!(server.count(Req::List(Res::Nodes)) >= 2);
+    agent.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_created_relabelled_and_deleted_recompile() {
+    let (server, mut agent) = running().await;
+
+    server.apply(Res::Pods, pod("prod", "web-2", "10.244.1.12", "web"));
+    let s = agent.until("web-2 redirected", |s| s.decision("prod/web-2") == Some(&via(GW1))).await;
+    assert_eq!(s.policies["web-out"].1, 2);
+
+    server.apply(Res::Pods, pod("prod", "web-2", "10.244.1.12", "batch"));
+    let s = agent.until("relabelled web-2 passes", |s| s.decision("prod/web-2") == Some("pass")).await;
+    assert_eq!(s.policies["web-out"].1, 1);
+    assert_eq!(s.decision("prod/web-1"), Some(via(GW1).as_str()));
+
+    server.delete(Res::Pods, "prod/web-2");
+    let s = agent.until("web-2 gone", |s| !s.decisions.contains_key("prod/web-2")).await;
+    assert!(initial(&s), "{s:#?}");
+    agent.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edited_policy_recompiles() {
+    let (server, mut agent) = running().await;
+
+    // another gateway
+    server.apply(Res::Policies, web_policy("web-out", &["0.0.0.0/0"], &[&[("zone", "b")]]));
+    agent.until("web-1 through gateway-2", |s| s.decision("prod/web-1") == Some(&via(GW2))).await;
+
+    // destinations that no longer include the external address
+    server.apply(Res::Policies, web_policy("web-out", &["198.51.100.0/24"], &[&[("zone", "b")]]));
+    let s = agent.until("web-1 passes", |s| s.decision("prod/web-1") == Some("pass")).await;
+    assert!(s.policies["web-out"].0);
+    agent.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relabelled_namespace_recompiles() {
+    let (server, mut agent) = running().await;
+
+    server.apply(Res::Namespaces, namespace("prod", "b"));
+    let s = agent.until("prod no longer selected", |s| s.decision("prod/web-1") == Some("pass")).await;
+    assert_eq!(s.policies["web-out"].1, 0);
+    server.apply(Res::Namespaces, namespace("prod", "a"));
+    agent.until("selected again", initial).await;
+    agent.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_node_not_ready_fails_over() {
+    let server = cluster().await;
+    // two gateway entries: web-1 is assigned one of them by its uid's hash
+    server.apply(Res::Policies, web_policy("web-out", &["0.0.0.0/0"], &[&[("zone", "b")], &[("egress", "true")]]));
+    let mut agent = start(&server);
+    let s = agent
+        .until("web-1 through one of two gateways", |s| s.policies["web-out"].3.matches("; gateway ").count() == 2)
+        .await;
+    let assigned = s.decision("prod/web-1").expect("web-1").to_string();
+    let (name, ip, other) = if assigned == via(GW1) { ("gateway-1", GW1, GW2) } else { ("gateway-2", GW2, GW1) };
+    assert_eq!(assigned, via(ip));
+
+    let labels = if name == "gateway-1" { json!({"egress": "true"}) } else { json!({"egress": "true", "zone": "b"}) };
+    let cidr = if name == "gateway-1" { "10.244.3.0/24" } else { "10.244.4.0/24" };
+    server.apply(Res::Nodes, node(name, ip, cidr, labels.clone(), "False"));
+    let s = agent.until("failover to the other gateway", |s| s.decision("prod/web-1") == Some(&via(other))).await;
+    assert!(s.policies["web-out"].3.contains(" not Ready"), "{}", s.policies["web-out"].3);
+
+    server.apply(Res::Nodes, node(name, ip, cidr, labels, "True"));
+    agent.until("back to the assigned gateway", |s| s.decision("prod/web-1") == Some(&assigned)).await;
+    agent.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_resource_version_relists_and_converges() {
+    let (server, mut agent) = running().await;
+    let lists = server.count(Req::List(Res::Pods));
+
+    // hold new requests off, end the watches, change things while nobody
+    // watches, and forget the history: the resumed watches are too old
+    for r in [Res::Pods, Res::Namespaces, Res::Nodes, Res::Policies] {
+        server.fail(r, true);
+    }
+    server.end_watches();
+    server.apply(Res::Pods, pod("prod", "web-3", "10.244.1.13", "web"));
+    server.delete(Res::Pods, "prod/db-1");
+    server.compact();
+    for r in [Res::Pods, Res::Namespaces, Res::Nodes, Res::Policies] {
+        server.fail(r, false);
+    }
+
+    let s = agent
+        .until("web-3 in, db-1 out", |s| {
+            s.decision("prod/web-3") == Some(&via(GW1)) && !s.decisions.contains_key("prod/db-1")
+        })
+        .await;
+    assert_eq!(s.policies["web-out"].1, 2);
+    assert!(server.count(Req::Gone(Res::Pods)) >= 1, "the resumed watch was answered 410");
+    assert!(server.count(Req::List(Res::Pods)) > lists, "pods were relisted");
+    assert!(agent.status.relists() >= 1);
+    agent.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_watch_connection_resumes_without_a_relist() {
+    let (server, mut agent) = running().await;
+    let (lists, watches) = (server.count(Req::List(Res::Pods)), server.count(Req::Watch(Res::Pods)));
+
+    server.drop_watches();
+    server.apply(Res::Pods, pod("prod", "web-4", "10.244.1.14", "web"));
+    agent.until("web-4 redirected", |s| s.decision("prod/web-4") == Some(&via(GW1))).await;
+    assert!(server.count(Req::Watch(Res::Pods)) > watches, "the watch was re-established");
+    assert_eq!(server.count(Req::List(Res::Pods)), lists, "resumed from its resourceVersion, no relist");
+    assert_eq!(server.count(Req::Gone(Res::Pods)), 0);
+
+    // a clean end (the server's timeout) resumes too
+    server.end_watches();
+    server.delete(Res::Pods, "prod/web-4");
+    agent.until("web-4 gone", |s| !s.decisions.contains_key("prod/web-4")).await;
+    assert_eq!(server.count(Req::List(Res::Pods)), lists);
+    agent.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_api_server_resyncs() {
+    let (server, mut agent) = running().await;
+
+    server.stop();
+    // changes while the API server is down (they are in etcd)
+    server.apply(Res::Namespaces, namespace("prod", "b"));
+    server.apply(Res::Pods, pod("dev", "web-5", "10.244.1.15", "web"));
+    server.apply(Res::Namespaces, namespace("dev", "a"));
+    server.start().await;
+
+    let s = agent
+        .until("prod deselected, dev selected", |s| {
+            s.decision("prod/web-1") == Some("pass") && s.decision("dev/web-5") == Some(&via(GW1))
+        })
+        .await;
+    assert_eq!(s.policies["web-out"].1, 1);
+    assert!(agent.status.relists() >= 1, "the watch cache was rebuilt: 410, relist");
+    agent.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_objects_are_reported_and_the_rest_compiles() {
+    let (server, mut agent) = running().await;
+
+    // a policy no CRD schema stopped: bad CIDR, selectors not a list
+    server.apply(
+        Res::Policies,
+        json!({"metadata": {"name": "broken"},
+               "spec": {"selectors": {"podSelector": {}}, "destinationCIDRs": ["10.0.0.0/33"],
+                        "egressGateway": {"nodeSelector": {}}}}),
+    );
+    let s = agent.until("broken reported", |s| s.policies.contains_key("broken")).await;
+    let (compiled, _, codes, summary) = &s.policies["broken"];
+    assert!(!compiled);
+    assert!(codes.contains(&"E0105") && codes.contains(&"E0103"), "{codes:?}");
+    assert!(summary.starts_with("not compiled: error["), "{summary}");
+    assert!(s.policies["web-out"].0 && initial(&s), "the other policy still compiles: {s:#?}");
+
+    // a pod event that does not decode at all: an error, the watch goes on
+    let errors = agent.status.errors();
+    server.inject(Res::Pods, r#"{"type": "ADDED", "object": "not an object"}"#);
+    server.apply(Res::Pods, pod("prod", "web-6", "10.244.1.16", "web"));
+    agent.until("web-6 after the bad event", |s| s.decision("prod/web-6") == Some(&via(GW1))).await;
+    assert!(agent.status.errors() > errors, "the undecodable event is counted");
+
+    // fixing the policy compiles it
+    server.apply(Res::Policies, web_policy("broken", &["198.51.100.0/24"], &[&[("zone", "b")]]));
+    let s = agent.until("broken fixed", |s| s.policies["broken"].0).await;
+    assert!(s.policies["broken"].2.is_empty());
+    agent.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unchanged_facts_do_not_recompile() {
+    let (server, mut agent) = running().await;
+    let before = agent.status.reconciles();
+    // what a kubelet heartbeat and a container restart look like: new
+    // resourceVersions, nothing egret reads
+    let mut n = node(NODE, "192.0.2.11", "10.244.1.0/24", json!({}), "True");
+    n["status"]["conditions"][0]["lastHeartbeatTime"] = json!("2026-11-26T17:00:00Z");
+    server.apply(Res::Nodes, n);
+    let mut p = pod("prod", "web-1", "10.244.1.10", "web");
+    p["status"]["containerStatuses"] = json!([{"name": "c", "restartCount": 3}]);
+    server.apply(Res::Pods, p);
+    // a real change after them, to know they were processed
+    server.apply(Res::Pods, pod("prod", "web-7", "10.244.1.17", "web"));
+    agent.until("web-7", |s| s.decisions.contains_key("prod/web-7")).await;
+    assert_eq!(agent.status.reconciles(), before + 1, "only the real change recompiled");
+    let pending: BTreeSet<usize> = std::iter::from_fn(|| agent.rx.try_recv().ok()).map(|s| s.decisions.len()).collect();
+    assert!(pending.is_empty(), "no further compiles queued: {pending:?}");
+    agent.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bookmarks_keep_a_quiet_watch_resumable() {
+    let (server, mut agent) = running().await;
+    let lists = server.count(Req::List(Res::Pods));
+
+    // the global resourceVersion moves on without any pod event
+    for team in ["x", "y", "a"] {
+        server.apply(Res::Namespaces, namespace("dev", team));
+    }
+    server.bookmark();
+    // an undecodable line after the bookmark on the same stream: once it is
+    // counted, the bookmark before it was processed
+    let errors = agent.status.errors();
+    server.inject(Res::Pods, r#"{"type": "ADDED", "object": 7}"#);
+    eventually("the injected line processed", || agent.status.errors() > errors).await;
+    // forget the history and end the watches: a pod watch resuming from its
+    // last pod event would be too old; from the bookmark it is not
+    server.compact();
+    server.end_watches();
+    server.apply(Res::Pods, pod("prod", "web-8", "10.244.1.18", "web"));
+    agent.until("web-8", |s| s.decision("prod/web-8") == Some(&via(GW1))).await;
+    assert_eq!(server.count(Req::Gone(Res::Pods)), 0, "resumed from the bookmark's version");
+    assert_eq!(server.count(Req::List(Res::Pods)), lists);
+    agent.shutdown().await;
+}
