@@ -102,7 +102,7 @@ pub fn compile(inputs: &Inputs, node: Option<&str>, all_nodes: bool, out: Output
     }
     let (mut sources, loaded) = read(inputs);
     if view == Emit::Ast {
-        print!("{}", ast_text(&loaded.bundle));
+        out!("{}", ast_text(&loaded.bundle));
         return Ok(ExitCode::SUCCESS);
     }
     let w = match world(&mut sources, &loaded, &inputs.service_cidrs) {
@@ -196,9 +196,9 @@ pub fn compile(inputs: &Inputs, node: Option<&str>, all_nodes: bool, out: Output
             }
             None => {
                 if nodes.len() > 1 {
-                    println!("# node {n}");
+                    outln!("# node {n}");
                 }
-                print!("{text}");
+                out!("{text}");
             }
         }
     }
@@ -237,10 +237,10 @@ pub fn verify(
     for n in &nodes {
         let outcome = verify_node(dir, n, fresh.as_ref().map(|(_, w)| w), reference_limit);
         match outcome {
-            Ok(line) => println!("ok {n}: {line}"),
+            Ok(line) => outln!("ok {n}: {line}"),
             Err(e) => {
                 failed += 1;
-                println!("FAILED {n}: {e:#}");
+                outln!("FAILED {n}: {e:#}");
             }
         }
     }
@@ -303,7 +303,7 @@ pub fn inspect(object: &Path) -> Result<ExitCode> {
         codegen::plan_text::parse(&text).ok()
     });
     let text = codegen::inspect::inspect(&bytes, manifest.as_ref(), plan.as_ref())?;
-    print!("{text}");
+    out!("{text}");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -356,7 +356,7 @@ pub fn explain(inputs: &Inputs, from: &str, to: &str, format: DataFormat) -> Res
     match explain::explain(&w, from, to) {
         Ok(e) => {
             let f = if format == DataFormat::Json { explain::Format::Json } else { explain::Format::Human };
-            print!("{}", explain::render(&e, f));
+            out!("{}", explain::render(&e, f));
             Ok(ExitCode::SUCCESS)
         }
         Err(d) => {
@@ -420,6 +420,6 @@ pub fn diff(cluster: &[PathBuf], service_cidrs: &[Cidr], old: &str, new: &str, f
         DiffFormat::Json => diff::Format::Json,
         DiffFormat::Markdown => diff::Format::Markdown,
     };
-    print!("{}", diff::render(&d, f));
+    out!("{}", diff::render(&d, f));
     Ok(if d.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

@@ -24,14 +24,14 @@ pub fn fmt(files: &[PathBuf], check: bool, write: bool) -> Result<ExitCode> {
         let out = match egret_lang::egret::format(id, &text) {
             Ok(out) => out,
             Err(diags) => {
-                print!("{}", diag::render::render(&diags, &sources, Format::Human));
+                out!("{}", diag::render::render(&diags, &sources, Format::Human));
                 failed = true;
                 continue;
             }
         };
         if check {
             if out != text {
-                println!("{} is not in canonical form", f.display());
+                outln!("{} is not in canonical form", f.display());
                 failed = true;
             }
         } else if write {
@@ -39,7 +39,7 @@ pub fn fmt(files: &[PathBuf], check: bool, write: bool) -> Result<ExitCode> {
                 std::fs::write(f, &out)?;
             }
         } else {
-            print!("{out}");
+            out!("{out}");
         }
     }
     Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
@@ -67,12 +67,12 @@ pub fn convert(inputs: &[PathBuf], to: Option<Syntax>) -> Result<ExitCode> {
         }
     }
     if !diags.is_empty() {
-        print!("{}", diag::render::render(&diags, &sources, Format::Human));
+        out!("{}", diag::render::render(&diags, &sources, Format::Human));
         return Ok(ExitCode::from(1));
     }
     if !out_egret.is_empty() {
         match egret_lang::egret::try_print(&out_egret) {
-            Ok(text) => print!("{text}"),
+            Ok(text) => out!("{text}"),
             Err(why) => {
                 eprintln!("error: cannot write this policy set as .egret: {why}");
                 eprintln!("help: `egret lint` reports the problem with a span; fix it first");
@@ -81,7 +81,7 @@ pub fn convert(inputs: &[PathBuf], to: Option<Syntax>) -> Result<ExitCode> {
         }
     }
     if !out_yaml.is_empty() {
-        print!("{}", egret_lang::emit::policies_to_yaml(&out_yaml));
+        out!("{}", egret_lang::emit::policies_to_yaml(&out_yaml));
     }
     Ok(ExitCode::SUCCESS)
 }

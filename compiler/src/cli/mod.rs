@@ -10,6 +10,31 @@ use egret_lang::source::SourceMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// `print!` to stdout; a closed pipe (`egret … | head`) ends the program
+/// quietly with success instead of panicking.
+macro_rules! out {
+    ($($t:tt)*) => { $crate::cli::write_stdout(format_args!($($t)*)) };
+}
+
+/// `println!` with [`out!`]'s closed-pipe handling.
+macro_rules! outln {
+    () => { $crate::cli::write_stdout(format_args!("\n")) };
+    ($($t:tt)*) => { $crate::cli::write_stdout(format_args!("{}\n", format_args!($($t)*))) };
+}
+
+/// Writes to stdout; exits 0 when the reader has gone away (broken pipe),
+/// as `head` and `grep -q` expect of a Unix tool.
+pub(crate) fn write_stdout(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    if let Err(e) = std::io::stdout().lock().write_fmt(args) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: writing to stdout: {e}");
+        std::process::exit(2);
+    }
+}
+
 mod compile;
 mod convert;
 mod lint;
@@ -210,13 +235,13 @@ fn rule(code: Option<&str>) -> Result<ExitCode> {
     match code {
         None => {
             for c in egret_lang::codes::ALL {
-                println!("{}  {:<40} {}", c.id, c.name, c.summary);
+                outln!("{}  {:<40} {}", c.id, c.name, c.summary);
             }
             Ok(ExitCode::SUCCESS)
         }
         Some(k) => match egret_lang::codes::lookup(k) {
             Some(c) => {
-                println!("{} {} ({})\n\n{}\n\n{}", c.id, c.name, c.severity.as_str(), c.summary, c.doc);
+                outln!("{} {} ({})\n\n{}\n\n{}", c.id, c.name, c.severity.as_str(), c.summary, c.doc);
                 Ok(ExitCode::SUCCESS)
             }
             None => {
@@ -246,7 +271,7 @@ pub fn read(inputs: &Inputs) -> Read {
 
 /// Prints diagnostics to stdout in `format`.
 pub fn print_diagnostics(diags: &[Diagnostic], sources: &SourceMap, format: Format) {
-    print!("{}", diag::render::render(diags, sources, format));
+    out!("{}", diag::render::render(diags, sources, format));
 }
 
 pub fn read_file(p: &PathBuf) -> Result<String> {

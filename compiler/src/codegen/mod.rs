@@ -55,6 +55,7 @@
 //! [`equiv::VerifiedArtifact`]. Output is deterministic.
 
 mod emit;
+pub mod decisions;
 pub mod equiv;
 pub mod inspect;
 pub mod node;
@@ -247,7 +248,9 @@ impl Generated {
             }],
             self.images.clone(),
         )
-        .with_counters(tables::counter_labels(plan, &self.rules, &BTreeMap::new())))
+        .with_counters(tables::counter_labels(plan, &self.rules, &BTreeMap::new()))
+        .with_state([tables::REASONS])
+        .with_decisions(decisions::decision_table(plan, None, self.layout.as_str())))
     }
 
     /// The program as re-assemblable assembly (`--emit asm`): `.map`

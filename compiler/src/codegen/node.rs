@@ -175,7 +175,12 @@ pub fn node_artifact(plan: &Plan, generated: &super::Generated) -> Result<Artifa
     let counters = tables::counter_labels(plan, &generated.rules, &std::collections::BTreeMap::new());
     let holes =
         vec![HoleSpec { name: HOLE_TUNNEL_IFINDEX.into(), source: HoleSource::Ifindex { link: TUNNEL_LINK.into() } }];
-    Ok(Artifact::new(&plan.node, object, specs, holes, images).with_counters(counters))
+    Ok(Artifact::new(&plan.node, object, specs, holes, images)
+        .with_counters(counters)
+        // reasons are the same in every plan: their counts carry over swaps
+        // (`egret_policy_stats` is indexed by this plan's rules: it does not)
+        .with_state([tables::REASONS])
+        .with_decisions(super::decisions::decision_table(plan, None, generated.layout.as_str())))
 }
 
 /// [`super::compile`] for the node's complete artifact: generates, builds
@@ -189,7 +194,11 @@ pub fn compile_node(
     reference: Option<&World>,
 ) -> Result<equiv::VerifiedArtifact, CodegenError> {
     let g = super::generate(plan, options)?;
-    let candidate = node_artifact(plan, &g)?;
+    let mut candidate = node_artifact(plan, &g)?;
+    if reference.is_some() {
+        // with the world, remote slots' egress addresses are known too
+        candidate = candidate.with_decisions(super::decisions::decision_table(plan, reference, g.layout.as_str()));
+    }
     let check = equiv::CheckOptions { reference_limit: options.reference_limit };
     equiv::check_with(candidate, plan, reference, &check).map_err(|e| CodegenError::Equivalence { source: Box::new(e) })
 }
