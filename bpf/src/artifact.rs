@@ -197,7 +197,7 @@ impl MapImage {
     }
 
     /// Decoded entries.
-    pub fn decoded(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ArtifactError> {
+    pub fn decoded(&self) -> Result<Vec<KeyValue>, ArtifactError> {
         self.entries.iter().map(|e| Ok((unhex(&e.key, &self.name)?, unhex(&e.value, &self.name)?))).collect()
     }
 }
@@ -314,6 +314,9 @@ pub struct Manifest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decisions: Option<DecisionTable>,
 }
+
+/// A map entry's key and value bytes.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
 
 /// An artifact in memory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -529,7 +532,7 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex(s: &str, map: &str) -> Result<Vec<u8>, ArtifactError> {
-    if s.len() % 2 != 0 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if !s.len().is_multiple_of(2) || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(ArtifactError::Map { map: map.to_string(), message: format!("`{s}` is not hex") });
     }
     (0..s.len())
