@@ -87,6 +87,23 @@ impl Kind {
     /// Every watched kind.
     pub const ALL: [Kind; 4] = [Kind::Pods, Kind::Namespaces, Kind::Nodes, Kind::Policies];
 
+    /// The API group and resource (plural) the kind's watcher calls.
+    pub fn resource(self) -> (&'static str, &'static str) {
+        fn of<R: Resource<DynamicType = ()>>() -> (&'static str, &'static str) {
+            match (R::group(&()), R::plural(&())) {
+                (std::borrow::Cow::Borrowed(g), std::borrow::Cow::Borrowed(p)) => (g, p),
+                // the wire types name their resources with static strings
+                _ => ("", ""),
+            }
+        }
+        match self {
+            Kind::Pods => of::<PodWire>(),
+            Kind::Namespaces => of::<NamespaceWire>(),
+            Kind::Nodes => of::<NodeWire>(),
+            Kind::Policies => of::<PolicyWire>(),
+        }
+    }
+
     /// A bounded label (metrics, logs).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -96,6 +113,32 @@ impl Kind {
             Kind::Policies => "ciliumegressgatewaypolicies",
         }
     }
+}
+
+/// One kind of API call the agent makes: what its RBAC must grant.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ApiCall {
+    /// API group (`""` for the core group).
+    pub group: &'static str,
+    /// Resource (plural).
+    pub resource: &'static str,
+    /// Verb.
+    pub verb: &'static str,
+}
+
+/// Every API call [`ClusterWatch`] makes: `list` and `watch` (cluster-wide)
+/// of each watched kind. `deploy/clusterrole.yaml` grants exactly these
+/// (tested).
+pub fn api_calls() -> Vec<ApiCall> {
+    let mut v: Vec<ApiCall> = Kind::ALL
+        .iter()
+        .flat_map(|k| {
+            let (group, resource) = k.resource();
+            ["list", "watch"].map(|verb| ApiCall { group, resource, verb })
+        })
+        .collect();
+    v.sort();
+    v
 }
 
 /// Counters and the synced flag, shared with whoever reports health.
@@ -407,6 +450,24 @@ mod tests {
         assert_eq!(status.relists(), 2);
         assert!(!st.step(&mut table, Change::Apply(ns("b", "2")), &status));
         assert!(st.step(&mut table, Change::Delete("b".into()), &status));
+    }
+
+    #[test]
+    fn the_calls_are_list_and_watch_of_the_four_kinds() {
+        let calls: Vec<String> = api_calls().iter().map(|c| format!("{}/{}:{}", c.group, c.resource, c.verb)).collect();
+        assert_eq!(
+            calls,
+            [
+                "/namespaces:list",
+                "/namespaces:watch",
+                "/nodes:list",
+                "/nodes:watch",
+                "/pods:list",
+                "/pods:watch",
+                "cilium.io/ciliumegressgatewaypolicies:list",
+                "cilium.io/ciliumegressgatewaypolicies:watch",
+            ]
+        );
     }
 
     #[test]

@@ -1,10 +1,21 @@
-//! The manifests in `deploy/` against the code: the CRD file is the CRD the
-//! policy type generates.
+//! The manifests in `deploy/` against the code: every object deserializes
+//! into its k8s-openapi type and serializes back to the same document (so
+//! no field is misspelled or misplaced), the CRD file is the CRD the policy
+//! type generates, the ClusterRole grants exactly the calls the agent makes,
+//! the DaemonSet runs unprivileged with the minimum capabilities, and the
+//! kustomization lists every manifest.
 //!
 //! `EGRET_UPDATE_CRD=1 cargo test -p egret-kube --release --test manifests`
 //! rewrites `deploy/crd.yaml` from the type.
 
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize as _, Serialize};
+use serde_json::Value;
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 fn deploy(file: &str) -> PathBuf {
@@ -37,4 +48,143 @@ fn the_crd_file_is_the_generated_crd() {
     required.sort_unstable();
     assert_eq!(required, ["destinationCIDRs", "selectors"]);
     assert_eq!(spec["properties"]["destinationCIDRs"]["items"]["format"], "cidr");
+}
+
+/// The documents of a YAML file, as JSON.
+fn documents(file: &str) -> Vec<Value> {
+    let text = std::fs::read_to_string(deploy(file)).unwrap_or_else(|e| panic!("deploy/{file}: {e}"));
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|d| {
+            let v = serde_yaml::Value::deserialize(d).unwrap_or_else(|e| panic!("deploy/{file}: {e}"));
+            serde_json::to_value(v).expect("json")
+        })
+        .collect()
+}
+
+/// Deserializes a document into `T` and checks it serializes back to the
+/// same document: a field k8s-openapi does not know would be lost.
+fn typed<T: DeserializeOwned + Serialize>(file: &str, doc: &Value) -> T {
+    let t: T = serde_json::from_value(doc.clone()).unwrap_or_else(|e| panic!("deploy/{file}: {e}"));
+    let back = serde_json::to_value(&t).expect("serializes");
+    assert_eq!(&back, doc, "deploy/{file}: a field does not belong where it is written");
+    t
+}
+
+/// The one document of a manifest file, typed.
+fn manifest<T: DeserializeOwned + Serialize>(file: &str) -> T {
+    let docs = documents(file);
+    assert_eq!(docs.len(), 1, "deploy/{file} holds one object");
+    typed(file, &docs[0])
+}
+
+#[test]
+fn every_manifest_is_a_valid_typed_object_and_the_kustomization_lists_them() {
+    let files: BTreeSet<String> = std::fs::read_dir(deploy(""))
+        .expect("deploy/")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".yaml") && n != "kustomization.yaml")
+        .collect();
+    for f in &files {
+        for doc in documents(f) {
+            match doc["kind"].as_str() {
+                Some("Namespace") => drop(typed::<Namespace>(f, &doc)),
+                Some("ServiceAccount") => drop(typed::<ServiceAccount>(f, &doc)),
+                Some("ClusterRole") => drop(typed::<ClusterRole>(f, &doc)),
+                Some("ClusterRoleBinding") => drop(typed::<ClusterRoleBinding>(f, &doc)),
+                Some("DaemonSet") => drop(typed::<DaemonSet>(f, &doc)),
+                Some("CustomResourceDefinition") => drop(typed::<CustomResourceDefinition>(f, &doc)),
+                other => panic!("deploy/{f}: unexpected kind {other:?}"),
+            }
+        }
+    }
+    let k = &documents("kustomization.yaml")[0];
+    let listed: BTreeSet<String> =
+        k["resources"].as_array().expect("resources").iter().filter_map(Value::as_str).map(str::to_string).collect();
+    assert_eq!(listed, files, "kustomization.yaml lists every manifest");
+    let ns: Namespace = manifest("namespace.yaml");
+    assert_eq!(k["namespace"].as_str(), ns.metadata.name.as_deref());
+}
+
+#[test]
+fn the_cluster_role_grants_exactly_what_the_agent_calls() {
+    let role: ClusterRole = manifest("clusterrole.yaml");
+    let mut granted = BTreeSet::new();
+    for r in role.rules.as_deref().unwrap_or_default() {
+        assert!(r.resource_names.is_none() && r.non_resource_urls.is_none(), "{r:?}");
+        for g in r.api_groups.as_deref().unwrap_or_default() {
+            for res in r.resources.as_deref().unwrap_or_default() {
+                for v in &r.verbs {
+                    assert!(granted.insert((g.clone(), res.clone(), v.clone())), "granted twice: {g}/{res} {v}");
+                }
+            }
+        }
+    }
+    let called: BTreeSet<(String, String, String)> = egret_kube::watch::api_calls()
+        .into_iter()
+        .map(|c| (c.group.to_string(), c.resource.to_string(), c.verb.to_string()))
+        .collect();
+    assert_eq!(granted, called);
+
+    let binding: ClusterRoleBinding = manifest("clusterrolebinding.yaml");
+    let sa: ServiceAccount = manifest("serviceaccount.yaml");
+    assert_eq!(binding.role_ref.kind, "ClusterRole");
+    assert_eq!(Some(&binding.role_ref.name), role.metadata.name.as_ref());
+    let subjects = binding.subjects.expect("subjects");
+    assert_eq!(subjects.len(), 1);
+    assert_eq!((subjects[0].kind.as_str(), Some(&subjects[0].name)), ("ServiceAccount", sa.metadata.name.as_ref()));
+    assert_eq!(subjects[0].namespace, sa.metadata.namespace);
+}
+
+#[test]
+fn the_daemonset_runs_unprivileged_with_the_minimum_capabilities() {
+    let ds: DaemonSet = manifest("daemonset.yaml");
+    let sa: ServiceAccount = manifest("serviceaccount.yaml");
+    let pod = ds.spec.expect("spec").template.spec.expect("pod spec");
+    assert_eq!(pod.host_network, Some(true));
+    assert_eq!(pod.service_account_name, sa.metadata.name);
+    assert_eq!(ds.metadata.namespace, sa.metadata.namespace);
+    let [agent] = &pod.containers[..] else { panic!("one container") };
+    let sc = agent.security_context.as_ref().expect("securityContext");
+    assert_eq!(sc.privileged, Some(false));
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
+    let caps = sc.capabilities.as_ref().expect("capabilities");
+    assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_string()][..]));
+    let added: BTreeSet<&str> = caps.add.as_deref().unwrap_or_default().iter().map(String::as_str).collect();
+    assert_eq!(added, BTreeSet::from(["BPF", "NET_ADMIN", "PERFMON"]));
+    // the host's bpffs, where generations are pinned
+    let vols = pod.volumes.as_deref().unwrap_or_default();
+    let bpffs = vols.iter().find(|v| v.host_path.as_ref().is_some_and(|h| h.path == "/sys/fs/bpf")).expect("bpffs");
+    let mounts = agent.volume_mounts.as_deref().unwrap_or_default();
+    assert!(mounts.iter().any(|m| m.name == bpffs.name && m.mount_path == "/sys/fs/bpf"));
+    // the node name comes from the downward API and reaches --node
+    let env = agent.env.as_deref().unwrap_or_default();
+    let node = env.iter().find(|e| e.name == "NODE_NAME").expect("NODE_NAME");
+    let field = node.value_from.as_ref().and_then(|v| v.field_ref.as_ref()).expect("fieldRef");
+    assert_eq!(field.field_path, "spec.nodeName");
+    let args = agent.args.as_deref().unwrap_or_default();
+    assert!(args.windows(2).any(|w| w[0] == "--node" && w[1] == "$(NODE_NAME)"), "{args:?}");
+    // probes on the metrics port
+    let port = agent.ports.as_deref().unwrap_or_default()[0].container_port;
+    for (probe, path) in [(&agent.liveness_probe, "/healthz"), (&agent.readiness_probe, "/readyz")] {
+        let get = probe.as_ref().and_then(|p| p.http_get.as_ref()).expect("httpGet probe");
+        assert_eq!(get.path.as_deref(), Some(path));
+        assert_eq!(get.port, k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(port));
+    }
+}
+
+#[test]
+fn the_dockerfile_builds_the_agent_with_the_workspace_toolchain() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let docker = std::fs::read_to_string(deploy("Dockerfile")).expect("deploy/Dockerfile");
+    let cargo = std::fs::read_to_string(root.join("Cargo.toml")).expect("Cargo.toml");
+    let rust = cargo
+        .lines()
+        .find_map(|l| l.strip_prefix("rust-version = \""))
+        .and_then(|v| v.strip_suffix('"'))
+        .expect("workspace rust-version");
+    assert!(docker.contains(&format!("FROM rust:{rust}-")), "the build image is rust {rust}");
+    let runtime = std::fs::read_to_string(root.join("runtime/Cargo.toml")).expect("runtime/Cargo.toml");
+    assert!(runtime.contains("name = \"egret-agent\""), "runtime builds the egret-agent binary");
+    assert!(docker.contains("-p egret-runtime --bin egret-agent"));
+    assert!(docker.contains("ENTRYPOINT [\"/usr/local/bin/egret-agent\"]"));
 }
