@@ -351,21 +351,7 @@ impl Server {
                 Ok(s)
             })?);
         }
-        let raw = in_netns(ns, || {
-            let fd = rustix::net::socket(
-                rustix::net::AddressFamily::INET,
-                rustix::net::SocketType::RAW,
-                Some(rustix::net::ipproto::ICMP),
-            )
-            .map_err(|e| ClusterError::Io { what: "ICMP log socket".into(), source: e.into() })?;
-            rustix::net::sockopt::set_socket_timeout(
-                &fd,
-                rustix::net::sockopt::Timeout::Recv,
-                Some(Duration::from_millis(50)),
-            )
-            .map_err(|e| ClusterError::Io { what: "ICMP log socket".into(), source: e.into() })?;
-            Ok(fd)
-        })?;
+        let raw = in_netns(ns, || icmp_socket(Duration::from_millis(50)))?;
         let sink_socket = in_netns(ns, || {
             let s = UdpSocket::bind((SERVER, SINK_PORT)).map_err(io("binding the UDP sink"))?;
             s.set_read_timeout(Some(Duration::from_millis(50))).map_err(io("UDP sink"))?;
@@ -465,6 +451,19 @@ fn udp_server(s: &UdpSocket, stop: &AtomicBool) {
             let _ = s.send_to(reply.as_bytes(), peer);
         }
     }
+}
+
+/// A raw ICMP socket in the calling thread's namespace, with a receive timeout.
+fn icmp_socket(timeout: Duration) -> Result<rustix::fd::OwnedFd, ClusterError> {
+    let err = |e: rustix::io::Errno| ClusterError::Io { what: "raw ICMP socket".into(), source: e.into() };
+    let fd = rustix::net::socket(
+        rustix::net::AddressFamily::INET,
+        rustix::net::SocketType::RAW,
+        Some(rustix::net::ipproto::ICMP),
+    )
+    .map_err(err)?;
+    rustix::net::sockopt::set_socket_timeout(&fd, rustix::net::sockopt::Timeout::Recv, Some(timeout)).map_err(err)?;
+    Ok(fd)
 }
 
 /// Logs the source, identifier and payload of every ICMP echo request.
@@ -1238,21 +1237,7 @@ impl MiniCluster {
     /// # Errors
     /// Socket failures, no reply within [`REQUEST_TIMEOUT`], or the server has no log of it.
     pub fn ping(&self, pod_name: &str, dst: Ipv4Addr) -> Result<Seen, ClusterError> {
-        let fd = in_netns(&self.ns(pod(pod_name).name), || {
-            let fd = rustix::net::socket(
-                rustix::net::AddressFamily::INET,
-                rustix::net::SocketType::RAW,
-                Some(rustix::net::ipproto::ICMP),
-            )
-            .map_err(|e| ClusterError::Io { what: "ICMP socket".into(), source: e.into() })?;
-            rustix::net::sockopt::set_socket_timeout(
-                &fd,
-                rustix::net::sockopt::Timeout::Recv,
-                Some(Duration::from_millis(100)),
-            )
-            .map_err(|e| ClusterError::Io { what: "ICMP socket".into(), source: e.into() })?;
-            Ok(fd)
-        })?;
+        let fd = in_netns(&self.ns(pod(pod_name).name), || icmp_socket(Duration::from_millis(100)))?;
         let n = INSTANCE.fetch_add(1, Ordering::Relaxed);
         let id = (std::process::id() as u16) ^ (n as u16).rotate_left(8);
         let token = format!("egret-ping-{n:08}").into_bytes();
