@@ -328,6 +328,8 @@ struct Server {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
     echoes: Arc<Mutex<Vec<EchoSeen>>>,
+    /// Every TCP SYN's source and MSS option.
+    syns: Arc<Mutex<Vec<(Seen, Option<u16>)>>>,
     sink: Arc<AtomicU64>,
 }
 
@@ -351,7 +353,9 @@ impl Server {
                 Ok(s)
             })?);
         }
-        let raw = in_netns(ns, || icmp_socket(Duration::from_millis(50)))?;
+        let raw = in_netns(ns, || raw_socket(rustix::net::ipproto::ICMP, Duration::from_millis(50)))?;
+        let raw_tcp = in_netns(ns, || raw_socket(rustix::net::ipproto::TCP, Duration::from_millis(50)))?;
+        let syns = Arc::new(Mutex::new(Vec::new()));
         let sink_socket = in_netns(ns, || {
             let s = UdpSocket::bind((SERVER, SINK_PORT)).map_err(io("binding the UDP sink"))?;
             s.set_read_timeout(Some(Duration::from_millis(50))).map_err(io("UDP sink"))?;
@@ -378,7 +382,9 @@ impl Server {
         }
         let (s, log) = (stop.clone(), echoes.clone());
         threads.push(std::thread::spawn(move || icmp_log(&raw, &s, &log)));
-        Ok(Server { stop, threads, echoes, sink })
+        let (s, log) = (stop.clone(), syns.clone());
+        threads.push(std::thread::spawn(move || syn_log(&raw_tcp, &s, &log)));
+        Ok(Server { stop, threads, echoes, syns, sink })
     }
 }
 
@@ -453,17 +459,54 @@ fn udp_server(s: &UdpSocket, stop: &AtomicBool) {
     }
 }
 
-/// A raw ICMP socket in the calling thread's namespace, with a receive timeout.
-fn icmp_socket(timeout: Duration) -> Result<rustix::fd::OwnedFd, ClusterError> {
-    let err = |e: rustix::io::Errno| ClusterError::Io { what: "raw ICMP socket".into(), source: e.into() };
-    let fd = rustix::net::socket(
-        rustix::net::AddressFamily::INET,
-        rustix::net::SocketType::RAW,
-        Some(rustix::net::ipproto::ICMP),
-    )
-    .map_err(err)?;
+/// A raw IPv4 socket for `protocol` in the calling thread's namespace
+/// (it receives a copy of every incoming packet of that protocol), with a
+/// receive timeout.
+fn raw_socket(protocol: rustix::net::Protocol, timeout: Duration) -> Result<rustix::fd::OwnedFd, ClusterError> {
+    let err = |e: rustix::io::Errno| ClusterError::Io { what: "raw socket".into(), source: e.into() };
+    let fd = rustix::net::socket(rustix::net::AddressFamily::INET, rustix::net::SocketType::RAW, Some(protocol))
+        .map_err(err)?;
     rustix::net::sockopt::set_socket_timeout(&fd, rustix::net::sockopt::Timeout::Recv, Some(timeout)).map_err(err)?;
     Ok(fd)
+}
+
+/// Logs the source and the MSS option (if any) of every TCP SYN.
+fn syn_log(fd: &rustix::fd::OwnedFd, stop: &AtomicBool, log: &Mutex<Vec<(Seen, Option<u16>)>>) {
+    let mut buf = [0u8; 2048];
+    while !stop.load(Ordering::Relaxed) {
+        let Ok(n) = rustix::io::read(fd, &mut buf) else { continue };
+        let p = &buf[..n];
+        if p.len() < 20 {
+            continue;
+        }
+        let ihl = usize::from(p[0] & 0x0f) * 4;
+        let Some(tcp) = p.get(ihl..) else { continue };
+        if tcp.len() < 20 || tcp[13] & 0x02 == 0 {
+            continue;
+        }
+        let src = Seen { ip: Ipv4Addr::new(p[12], p[13], p[14], p[15]), port: u16::from_be_bytes([tcp[0], tcp[1]]) };
+        let end = (usize::from(tcp[12] >> 4) * 4).min(tcp.len());
+        let (mut i, mut mss) = (20, None);
+        while i < end {
+            match tcp[i] {
+                0 => break,
+                1 => i += 1,
+                kind => {
+                    let len = usize::from(*tcp.get(i + 1).unwrap_or(&0));
+                    if len < 2 {
+                        break;
+                    }
+                    if kind == 2 && len == 4 && i + 4 <= end {
+                        mss = Some(u16::from_be_bytes([tcp[i + 2], tcp[i + 3]]));
+                    }
+                    i += len;
+                }
+            }
+        }
+        if let Ok(mut l) = log.lock() {
+            l.push((src, mss));
+        }
+    }
 }
 
 /// Logs the source, identifier and payload of every ICMP echo request.
@@ -1144,6 +1187,27 @@ impl MiniCluster {
         Ok(sum)
     }
 
+    /// The MSS option of the SYN the server received from `seen` (a
+    /// connection's source as the server saw it), if it logged one.
+    #[must_use]
+    pub fn syn_mss(&self, seen: Seen) -> Option<Option<u16>> {
+        let log = self.server.as_ref()?.syns.lock().ok()?;
+        log.iter().rev().find(|(s, _)| *s == seen).map(|(_, m)| *m)
+    }
+
+    /// Sets the MTU of a pod's `eth0` and of its host-side veth.
+    ///
+    /// # Errors
+    /// `ip` fails.
+    pub fn set_pod_mtu(&self, pod_name: &str, mtu: u16) -> Result<(), ClusterError> {
+        let i = PODS.iter().position(|p| p.name == pod_name).unwrap_or(0);
+        let p = PODS[i];
+        let mtu = mtu.to_string();
+        ip_in(&self.ns(p.name), &["link", "set", "eth0", "mtu", &mtu])?;
+        ip_in(&self.node_ns(p.node), &["link", "set", &format!("veth{}", i % 2), "mtu", &mtu])?;
+        Ok(())
+    }
+
     /// GETs `path` from the node's agent's metrics server (in the node's
     /// namespace): the HTTP status and body.
     ///
@@ -1237,7 +1301,9 @@ impl MiniCluster {
     /// # Errors
     /// Socket failures, no reply within [`REQUEST_TIMEOUT`], or the server has no log of it.
     pub fn ping(&self, pod_name: &str, dst: Ipv4Addr) -> Result<Seen, ClusterError> {
-        let fd = in_netns(&self.ns(pod(pod_name).name), || icmp_socket(Duration::from_millis(100)))?;
+        let fd = in_netns(&self.ns(pod(pod_name).name), || {
+            raw_socket(rustix::net::ipproto::ICMP, Duration::from_millis(100))
+        })?;
         let n = INSTANCE.fetch_add(1, Ordering::Relaxed);
         let id = (std::process::id() as u16) ^ (n as u16).rotate_left(8);
         let token = format!("egret-ping-{n:08}").into_bytes();
