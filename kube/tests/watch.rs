@@ -12,7 +12,7 @@ use egret_compiler::ir::Action;
 use egret_compiler::resolve::Options;
 use egret_kube::crd::{CiliumEgressGatewayPolicy, CiliumEgressGatewayPolicySpec, EgressGateway, EgressRule};
 use egret_kube::view::PolicyOutcome;
-use egret_kube::watch::{ClusterWatch, WatchConfig, WatchStatus};
+use egret_kube::watch::{ClusterWatch, Nudge, WatchConfig, WatchStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
@@ -84,6 +84,7 @@ fn observe(view: &egret_kube::view::ClusterView) -> Seen {
 struct Agent {
     rx: mpsc::UnboundedReceiver<Seen>,
     status: Arc<WatchStatus>,
+    nudge: Nudge,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -101,8 +102,13 @@ fn config() -> WatchConfig {
 }
 
 fn start(server: &ApiServer) -> Agent {
-    let watch = ClusterWatch::new(server.client(), config());
+    start_with(server, config())
+}
+
+fn start_with(server: &ApiServer, config: WatchConfig) -> Agent {
+    let watch = ClusterWatch::new(server.client(), config);
     let status = watch.status();
+    let nudge = watch.nudge();
     let (tx, rx) = mpsc::unbounded_channel();
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(watch.run(
@@ -113,7 +119,7 @@ fn start(server: &ApiServer) -> Agent {
             let _ = tx.send(observe(view));
         },
     ));
-    Agent { rx, status, stop: Some(stop), task }
+    Agent { rx, status, nudge, stop: Some(stop), task }
 }
 
 impl Agent {
@@ -466,5 +472,41 @@ async fn bookmarks_keep_a_quiet_watch_resumable() {
     agent.until("web-8", |s| s.decision("prod/web-8") == Some(&via(GW1))).await;
     assert_eq!(server.count(Req::Gone(Res::Pods)), 0, "resumed from the bookmark's version");
     assert_eq!(server.count(Req::List(Res::Pods)), lists);
+    agent.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn continuous_changes_still_compile_within_the_upper_bound() {
+    let server = cluster().await;
+    let config = WatchConfig { quiet: Duration::from_millis(200), max_delay: Duration::from_millis(600), ..config() };
+    let mut agent = start_with(&server, config);
+    agent.until("the initial state", initial).await;
+    let before = agent.status.reconciles();
+    // a change every 10 ms for 2 s: the quiet period never elapses, so only
+    // the upper bound makes the callback run during the burst
+    let burst = Instant::now();
+    let mut changes = 0;
+    while burst.elapsed() < Duration::from_secs(2) {
+        changes += 1;
+        server.apply(Res::Pods, pod("prod", "churn", "10.244.1.20", &format!("v{changes}")));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let during = agent.status.reconciles() - before;
+    assert!(during >= 2, "{during} compiles during a 2 s burst with a 600 ms bound");
+    assert!(during * 5 <= changes, "{during} compiles for {changes} changes: not debounced");
+    // and the final state arrives
+    server.apply(Res::Pods, pod("prod", "churn", "10.244.1.20", "web"));
+    agent.until("the churn pod selected", |s| s.decision("prod/churn") == Some(&via(GW1))).await;
+    agent.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nudge_recompiles_without_an_object_change() {
+    let (_server, mut agent) = running().await;
+    let before = agent.status.reconciles();
+    agent.nudge.nudge();
+    let s = agent.until("a nudged compile", |_| true).await;
+    assert!(initial(&s));
+    assert_eq!(agent.status.reconciles(), before + 1);
     agent.shutdown().await;
 }
