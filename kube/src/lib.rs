@@ -1,16 +1,39 @@
 //! egret-kube: egret in a Kubernetes cluster.
 //!
 //! Owns what the agent needs from the API server, and nothing of the
-//! dataplane:
+//! dataplane (no aya, no loader):
 //! - [`crd`]: the `CiliumEgressGatewayPolicy` type (Cilium's, verbatim) and
 //!   its CRD, which `deploy/crd.yaml` holds;
-//! - [`view`]: the trimmed cluster (only what egret reads) and its
-//!   conversion to egret's input through egret's own loader, so diagnostics
-//!   are those of `egret lint`;
+//! - [`wire`]: API objects decoded trimmed to what egret reads;
+//! - [`view`]: the trimmed cluster ([`view::ClusterView`]) and its
+//!   compilation through egret's own loader, so diagnostics are those of
+//!   `egret lint`; per-policy reports (for Events);
 //! - [`watch`]: list+watch of policies, pods, namespaces and nodes, a synced
-//!   gate, and debounced recompilation through a callback.
+//!   gate, and debounced recompilation through a callback; the RBAC the
+//!   watchers need ([`watch::api_calls`]).
 //!
-//! `egret-runtime` plugs the loader in through [`watch::run`]'s callback.
+//! How the agent plugs in (the callback runs on the watch task, only after
+//! every kind has listed, debounced):
+//!
+//! ```no_run
+//! # async fn agent(client: kube::Client, node: String) {
+//! use egret_kube::watch::{ClusterWatch, WatchConfig};
+//! let watch = ClusterWatch::new(client, WatchConfig::default());
+//! let ready = watch.status(); // `ready.synced()` for /readyz
+//! let nudge = watch.nudge(); // call `nudge.nudge()` when netlink facts change
+//! watch
+//!     .run(std::future::pending(), move |view| {
+//!         let facts = String::new(); // the node's NodeNetwork YAML, from netlink
+//!         let c = view.compile(&node, &Default::default(), &[("node-facts", &facts)]);
+//!         match &c.plan {
+//!             Ok(_plan) => { /* codegen, then the loader (digest-equal loads nothing) */ }
+//!             Err(_e) => { /* keep the running generation; report */ }
+//!         }
+//!         for _report in c.policies.values() { /* an Event per policy: report.summary() */ }
+//!     })
+//!     .await;
+//! # }
+//! ```
 
 pub mod crd;
 pub mod view;
