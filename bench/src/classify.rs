@@ -34,6 +34,9 @@ pub const MAX_CILIUM_ENTRIES: usize = 2_000_000;
 pub struct Row {
     pub prefixes: usize,
     pub endpoints: usize,
+    pub packet: Packet,
+    /// Whether egret's program clamps the MSS of redirected SYNs.
+    pub mss_clamp: bool,
     pub egret_layout: String,
     pub egret_insns: usize,
     pub egret_ns: f64,
@@ -118,15 +121,60 @@ pub fn endpoint_ip(e: usize) -> Ipv4Addr {
     Ipv4Addr::new(10, 0, (e / 250) as u8, (e % 250 + 1) as u8)
 }
 
+/// What the measured packets are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Packet {
+    /// UDP datagrams (the figures of docs/PERFORMANCE.md before MSS clamping).
+    Udp,
+    /// TCP ACKs (an established connection's packets).
+    TcpAck,
+    /// TCP SYNs with MSS 1460: the first run clamps it, the repeats find it
+    /// at the clamp (`BPF_PROG_TEST_RUN` reuses the packet), so this is the
+    /// cost of the option walk, not of the rewrite.
+    TcpSyn,
+}
+
+impl Packet {
+    /// Parses `udp`, `tcp-ack`, `tcp-syn`.
+    pub fn parse(s: &str) -> Option<Packet> {
+        match s {
+            "udp" => Some(Packet::Udp),
+            "tcp-ack" => Some(Packet::TcpAck),
+            "tcp-syn" => Some(Packet::TcpSyn),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Packet::Udp => "udp",
+            Packet::TcpAck => "tcp-ack",
+            Packet::TcpSyn => "tcp-syn",
+        }
+    }
+}
+
 /// The 8 packets of a measurement: endpoints spread, destinations spread
 /// over the prefixes (inside them: the redirect path).
-pub fn frames(endpoints: usize, prefixes: usize) -> Vec<Vec<u8>> {
+pub fn frames(endpoints: usize, prefixes: usize, packet: Packet) -> Vec<Vec<u8>> {
+    use egret_compiler::codegen::mss::{Segment, mss_option, tcp_frame};
     (0..8)
         .map(|k| {
             let e = (k * 7919) % endpoints.max(1);
             let c = prefix((k * 104_729) % prefixes.max(1));
             let IpAddr::V4(net) = c.addr else { unreachable!("IPv4 prefixes") };
-            frame(endpoint_ip(e), Ipv4Addr::from(u32::from(net) + 1 + k as u32))
+            let (src, dst) = (endpoint_ip(e), Ipv4Addr::from(u32::from(net) + 1 + k as u32));
+            match packet {
+                Packet::Udp => frame(src, dst),
+                Packet::TcpAck => tcp_frame(
+                    src.into(),
+                    dst.into(),
+                    false,
+                    &Segment::syn(0x10, &[1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2]),
+                ),
+                Packet::TcpSyn => tcp_frame(src.into(), dst.into(), false, &Segment::syn(0x02, &mss_option(1460))),
+            }
         })
         .collect()
 }
@@ -150,8 +198,15 @@ fn arr<const N: usize>(b: &[u8]) -> anyhow::Result<[u8; N]> {
 }
 
 /// Loads an object, fills its maps from images, loads `program` through the verifier.
-pub fn load(object: &[u8], images: &[MapImage], program: &str) -> anyhow::Result<aya::Ebpf> {
-    let values = BTreeMap::from([(codegen::HOLE_TUNNEL_IFINDEX.to_string(), TUNNEL_IFINDEX)]);
+/// `holes`: values besides `%tunnel_ifindex` (egret's MSS clamp).
+pub fn load(
+    object: &[u8],
+    images: &[MapImage],
+    holes: &BTreeMap<String, i64>,
+    program: &str,
+) -> anyhow::Result<aya::Ebpf> {
+    let mut values = BTreeMap::from([(codegen::HOLE_TUNNEL_IFINDEX.to_string(), TUNNEL_IFINDEX)]);
+    values.extend(holes.iter().map(|(k, v)| (k.clone(), *v)));
     let object = egret_bpf::elf::fill_holes(object, &values)?;
     let mut bpf = aya::Ebpf::load(&object)?;
     for img in images {
@@ -198,8 +253,14 @@ pub fn load(object: &[u8], images: &[MapImage], program: &str) -> anyhow::Result
     Ok(bpf)
 }
 
-/// Mean kernel ns per run over the packets; checks every run's return code.
-pub fn trial(bpf: &mut aya::Ebpf, program: &str, frames: &[Vec<u8>], repeat: u32, want: i32) -> anyhow::Result<f64> {
+/// Mean kernel ns per run over the packets; with `want`, checks every run's return code.
+pub fn trial(
+    bpf: &mut aya::Ebpf,
+    program: &str,
+    frames: &[Vec<u8>],
+    repeat: u32,
+    want: Option<i32>,
+) -> anyhow::Result<f64> {
     let prog: &mut SchedClassifier =
         bpf.program_mut(program).ok_or_else(|| anyhow::anyhow!("no program {program}"))?.try_into()?;
     let mut total = 0.0;
@@ -212,8 +273,8 @@ pub fn trial(bpf: &mut aya::Ebpf, program: &str, frames: &[Vec<u8>], repeat: u32
             ..TestRunOptions::default()
         })?;
         anyhow::ensure!(
-            res.return_value as i32 == want,
-            "{program}: returned {}, expected {want}",
+            want.is_none_or(|w| res.return_value as i32 == w),
+            "{program}: returned {}, expected {want:?}",
             res.return_value as i32
         );
         total += res.duration.as_nanos() as f64;
@@ -228,21 +289,30 @@ pub fn median(mut v: Vec<f64>) -> f64 {
 
 const FLOOR: &str = "    r0 = -1\n    exit\n";
 
-pub fn measure(
-    prefixes: usize,
-    endpoints: usize,
-    layout: Option<Layout>,
-    trials: usize,
-    repeat: u32,
-) -> anyhow::Result<Row> {
+/// What [`measure`] compiles and runs besides the rule set's size.
+#[derive(Debug, Clone, Copy)]
+pub struct Setup {
+    /// egret's layout (`None`: its automatic choice).
+    pub layout: Option<Layout>,
+    /// egret's MSS clamp (`None`: compiled without the clamping code).
+    pub mss_clamp: Option<codegen::mss::MssClamp>,
+    pub packet: Packet,
+    pub trials: usize,
+    pub repeat: u32,
+}
+
+pub fn measure(prefixes: usize, endpoints: usize, setup: &Setup) -> anyhow::Result<Row> {
+    let Setup { layout, mss_clamp, packet, trials, repeat } = *setup;
     let b = bundle(prefixes, endpoints);
     let w = World::new(&b, &Options::default());
     let plan = Session::new().compile_node(&w, "n1").map_err(|e| anyhow::anyhow!("{e}"))?;
-    let art = codegen::compile(&plan, &codegen::Options { layout, reference_limit: Some(64) }, Some(&w))
+    let art = codegen::compile(&plan, &codegen::Options { layout, reference_limit: Some(64), mss_clamp }, Some(&w))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let egret_layout = format!("{:?}", art.layout()).to_lowercase();
     let egret_insns = art.program().insns.len();
-    let mut egret = load(&art.artifact().object, &art.artifact().manifest.maps, codegen::PROGRAM)?;
+    let a = art.artifact();
+    let holes = codegen::equiv::hole_values(&a.manifest.holes, TUNNEL_IFINDEX);
+    let mut egret = load(&a.object, &a.manifest.maps, &holes, codegen::PROGRAM)?;
 
     let view = cilium::view(&w, "n1").map_err(|e| anyhow::anyhow!("{}", e.message))?;
     let cilium_entries = view.rows.len();
@@ -250,28 +320,31 @@ pub fn measure(
         let size = (cilium_entries as u32).max(cilium_dp::CILIUM_MAP_SIZE);
         let (program, maps) = cilium_dp::program_sized(size).map_err(|e| anyhow::anyhow!(e))?;
         let object = egret_bpf::elf::verify_and_write(&[program], &maps, "Dual MIT/GPL")?;
-        Some(load(&object, &[cilium_dp::policy_map_image(&view, size)], "cilium_equiv")?)
+        Some(load(&object, &[cilium_dp::policy_map_image(&view, size)], &BTreeMap::new(), "cilium_equiv")?)
     } else {
         None
     };
     let floor_prog = egret_bpf::asm::assemble("floor", FLOOR).map_err(|e| anyhow::anyhow!("{e}"))?.program;
-    let mut floor = load(&egret_bpf::elf::verify_and_write(&[floor_prog], &[], "Dual MIT/GPL")?, &[], "floor")?;
+    let mut floor =
+        load(&egret_bpf::elf::verify_and_write(&[floor_prog], &[], "Dual MIT/GPL")?, &[], &BTreeMap::new(), "floor")?;
 
-    let frames = frames(endpoints, prefixes);
+    let frames = frames(endpoints, prefixes, packet);
     const TC_ACT_REDIRECT: i32 = 7;
     let (mut e_t, mut c_t, mut f_t) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..trials {
-        e_t.push(trial(&mut egret, codegen::PROGRAM, &frames, repeat, TC_ACT_REDIRECT)?);
+        e_t.push(trial(&mut egret, codegen::PROGRAM, &frames, repeat, Some(TC_ACT_REDIRECT))?);
         if let Some(c) = cil.as_mut() {
-            c_t.push(trial(c, "cilium_equiv", &frames, repeat, TC_ACT_REDIRECT)?);
+            c_t.push(trial(c, "cilium_equiv", &frames, repeat, Some(TC_ACT_REDIRECT))?);
         }
-        f_t.push(trial(&mut floor, "floor", &frames, repeat, -1)?);
+        f_t.push(trial(&mut floor, "floor", &frames, repeat, Some(-1))?);
     }
     let egret_ns = median(e_t);
     let cilium_ns = (!c_t.is_empty()).then(|| median(c_t));
     Ok(Row {
         prefixes,
         endpoints,
+        packet,
+        mss_clamp: mss_clamp.is_some(),
         egret_layout,
         egret_insns,
         egret_ns,

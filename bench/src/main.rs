@@ -1,7 +1,19 @@
 //! `egret-bench`: one entry point for egret's benchmarks (see docs/PERFORMANCE.md).
 
 use clap::{Parser, Subcommand};
+use egret_bench::report::{self, Table, write_json};
 use std::process::ExitCode;
+
+/// Prints the tables of a subcommand (and writes them as JSON), or its error.
+fn tables(result: anyhow::Result<Vec<Table>>, json: Option<&std::path::Path>) -> ExitCode {
+    match result.and_then(|t| report::emit(&t, json)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
 #[derive(Debug, Parser)]
 #[command(name = "egret-bench", about = "egret's benchmarks, side by side with their anchors")]
@@ -12,6 +24,46 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Lint N synthetic policies (parse + validation + policy-set checks), median of 5 runs.
+    Lint {
+        #[arg(long, default_value_t = 10_000)]
+        policies: usize,
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+    },
+    /// Compile the large synthetic cluster (5,000 nodes, 100,000 pods, 1,000 policies); one pod added.
+    Compile {
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+    },
+    /// Generate and verify the classifier of the large cluster's busiest node (and a stress node).
+    Codegen {
+        #[arg(long, default_value_t = 11)]
+        runs: usize,
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+    },
+    /// Inline layout vs maps layout per packet (BPF_PROG_TEST_RUN; needs root).
+    Layouts {
+        /// v4 or v6.
+        #[arg(long, default_value = "v4")]
+        family: String,
+        #[arg(long, default_value_t = 5)]
+        trials: usize,
+        #[arg(long, default_value_t = 1_000_000)]
+        repeat: u32,
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+    },
+    /// The loader's swap latency for 1, 10 and 100 attachments (needs root).
+    Swap {
+        #[arg(long, default_value_t = 51)]
+        swaps: usize,
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+    },
     /// Print the Cilium-equivalent classifier (assembly, as verified) used as the anchor.
     CiliumProgram,
     /// Per-packet classification cost (BPF_PROG_TEST_RUN; needs root): egret vs the Cilium-equivalent vs a floor.
@@ -23,6 +75,12 @@ enum Command {
         /// Force egret's layout (default: its automatic choice).
         #[arg(long)]
         layout: Option<String>,
+        /// The packets: udp, tcp-ack, tcp-syn (MSS 1460).
+        #[arg(long, default_value = "udp")]
+        packet: String,
+        /// Compile egret's classifier without the MSS clamp (for the clamp's cost).
+        #[arg(long)]
+        no_mss_clamp: bool,
         #[arg(long, default_value_t = 5)]
         trials: usize,
         #[arg(long, default_value_t = 1_000_000)]
@@ -90,31 +148,36 @@ fn footprint(shapes: &[String], json: Option<&std::path::Path>) -> anyhow::Resul
         rows.push(row);
     }
     print!("{}", egret_bench::footprint::table(&rows));
-    if let Some(path) = json {
-        std::fs::write(path, serde_json::to_string_pretty(&rows)? + "\n")?;
-    }
-    Ok(())
+    json.map_or(Ok(()), |path| write_json(path, &rows))
 }
 
+#[expect(clippy::too_many_arguments, reason = "the subcommand's flags")]
 fn classify(
     prefixes: &[usize],
     endpoints: &[usize],
     layout: Option<&str>,
+    packet: &str,
+    no_mss_clamp: bool,
     trials: usize,
     repeat: u32,
     json: Option<&std::path::Path>,
 ) -> anyhow::Result<()> {
-    use egret_compiler::codegen::Layout;
+    use egret_bench::classify::{Packet, Setup};
+    use egret_compiler::codegen::{Layout, mss::MssClamp};
     let layout = match layout {
         None => None,
         Some("inline") => Some(Layout::Inline),
         Some("maps") => Some(Layout::Maps),
         Some(other) => anyhow::bail!("unknown layout `{other}` (inline, maps)"),
     };
+    let packet =
+        Packet::parse(packet).ok_or_else(|| anyhow::anyhow!("unknown packet `{packet}` (udp, tcp-ack, tcp-syn)"))?;
+    let mss_clamp = (!no_mss_clamp).then_some(MssClamp::DEFAULT);
+    let setup = Setup { layout, mss_clamp, packet, trials, repeat };
     let mut rows = Vec::new();
     for &p in prefixes {
         for &e in endpoints {
-            let row = egret_bench::classify::measure(p, e, layout, trials, repeat)?;
+            let row = egret_bench::classify::measure(p, e, &setup)?;
             eprintln!(
                 "{p} prefixes × {e} endpoints: egret {:.1} ns, Cilium-equivalent {:?} ns",
                 row.egret_ns, row.cilium_ns
@@ -123,23 +186,32 @@ fn classify(
         }
     }
     print!("{}", egret_bench::classify::table(&rows));
-    if let Some(path) = json {
-        std::fs::write(path, serde_json::to_string_pretty(&rows)? + "\n")?;
-    }
-    Ok(())
+    json.map_or(Ok(()), |path| write_json(path, &rows))
 }
 
 fn gateway(opts: &egret_bench::gateway::Options, json: Option<&std::path::Path>) -> anyhow::Result<()> {
     let rows = egret_bench::gateway::run(opts)?;
     print!("{}", egret_bench::gateway::render(opts, &rows));
-    if let Some(path) = json {
-        std::fs::write(path, serde_json::to_string_pretty(&rows)?)?;
-    }
-    Ok(())
+    json.map_or(Ok(()), |path| write_json(path, &rows))
 }
 
 fn main() -> ExitCode {
     match Cli::parse().command {
+        Command::Lint { policies, json } => tables(Ok(egret_bench::lint::run(policies)), json.as_deref()),
+        Command::Compile { runs, json } => tables(egret_bench::compile::run(runs), json.as_deref()),
+        Command::Codegen { runs, json } => tables(egret_bench::codegen::run(runs), json.as_deref()),
+        Command::Layouts { family, trials, repeat, json } => {
+            let family = match family.as_str() {
+                "v4" => egret_lang::net::Family::V4,
+                "v6" => egret_lang::net::Family::V6,
+                other => {
+                    eprintln!("error: unknown family `{other}` (v4, v6)");
+                    return ExitCode::from(2);
+                }
+            };
+            tables(egret_bench::layouts::run(family, trials, repeat), json.as_deref())
+        }
+        Command::Swap { swaps, json } => tables(egret_bench::swap::run(swaps), json.as_deref()),
         Command::Gateway { agent, flows, payload, seconds, trials, max_packets, json } => {
             let agent =
                 agent.unwrap_or_else(|| std::env::current_exe().unwrap_or_default().with_file_name("egret-agent"));
@@ -159,8 +231,17 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Classify { prefixes, endpoints, layout, trials, repeat, json } => {
-            match classify(&prefixes, &endpoints, layout.as_deref(), trials, repeat, json.as_deref()) {
+        Command::Classify { prefixes, endpoints, layout, packet, no_mss_clamp, trials, repeat, json } => {
+            match classify(
+                &prefixes,
+                &endpoints,
+                layout.as_deref(),
+                &packet,
+                no_mss_clamp,
+                trials,
+                repeat,
+                json.as_deref(),
+            ) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e:#}");

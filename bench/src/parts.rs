@@ -175,7 +175,7 @@ pub fn measure(endpoints: usize, prefixes: usize, trials: usize, repeat: u32) ->
         ("+ bpf_skb_set_tunnel_key".into(), TUNNEL_KEY.into(), -1),
         ("+ bpf_skb_set_tunnel_key + bpf_redirect".into(), format!("{TUNNEL_KEY}{REDIRECT}"), 7),
     ];
-    let frames = frames(endpoints, prefixes);
+    let frames = frames(endpoints, prefixes, crate::classify::Packet::Udp);
     let mut loaded = Vec::new();
     for (i, (name, body, want)) in programs.iter().enumerate() {
         let source = format!("{}{PARSE}{body}{OUT}", maps(endpoints, prefixes));
@@ -183,14 +183,19 @@ pub fn measure(endpoints: usize, prefixes: usize, trials: usize, repeat: u32) ->
         let asm = egret_bpf::asm::assemble(&prog, &source).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
         let images = images(&asm.maps, endpoints, prefixes);
         let object = egret_bpf::elf::verify_and_write(&[asm.program], &asm.maps, "Dual MIT/GPL")?;
-        loaded.push((name.clone(), prog, load(&object, &images, &format!("part{i}"))?, *want));
+        loaded.push((
+            name.clone(),
+            prog,
+            load(&object, &images, &std::collections::BTreeMap::new(), &format!("part{i}"))?,
+            *want,
+        ));
     }
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); loaded.len()];
     let mut over: Vec<Vec<f64>> = vec![Vec::new(); loaded.len()];
     for _ in 0..trials {
         let mut this = Vec::new();
         for (_, prog, bpf, want) in &mut loaded {
-            this.push(trial(bpf, prog, &frames, repeat, *want)?);
+            this.push(trial(bpf, prog, &frames, repeat, Some(*want))?);
         }
         for (i, t) in this.iter().enumerate() {
             times[i].push(*t);

@@ -2,7 +2,10 @@
 //! through the kernel verifier (aya 0.14 `Ebpf::load` + `SchedClassifier::load`),
 //! and `BPF_PROG_TEST_RUN` on the equivalence checker's packets (IPv4 and
 //! IPv6, tagged and untagged) gives the verdict of the reference evaluator,
-//! with the same counters; a broken program is refused by the kernel too.
+//! with the same counters, and leaves the frame the checker expects:
+//! redirected TCP SYNs with their MSS clamped (`codegen::mss::clamped`) and
+//! a TCP checksum that is right when computed from scratch, every other
+//! frame untouched; a broken program is refused by the kernel too.
 //!
 //! Without root or bpf these tests print one line and return; with
 //! `EGRET_REQUIRE_PRIVILEGED=1` they fail instead (TESTING.md).
@@ -35,6 +38,8 @@ struct Tally {
     skipped_short: usize,
     v4: usize,
     v6: usize,
+    clamped_v4: usize,
+    clamped_v6: usize,
 }
 
 fn run_plan(name: &str, w: &World, plan: &Verified<Plan>, layout: Layout, t: &mut Tally) {
@@ -57,6 +62,17 @@ fn run_plan(name: &str, w: &World, plan: &Verified<Plan>, layout: Layout, t: &mu
         };
         let flow = format!("{name} {layout}: packet {} ({:?} -> {:?})", equiv::hex(&c.frame), c.src, c.dst);
         assert_eq!(r.retval, c.expected.return_code(), "{flow}: kernel vs plan");
+        let want = match (c.expected.action, g.mss_clamp) {
+            (Action::Redirect { .. }, Some(clamp)) => codegen::mss::clamped(&c.frame, clamp),
+            _ => c.frame.clone(),
+        };
+        assert_eq!(equiv::hex(&r.frame), equiv::hex(&want), "{flow} {:?}: the frame the kernel leaves", c.what);
+        if want != c.frame {
+            assert_eq!(codegen::mss::tcp_checksum_ok(&r.frame), Some(true), "{flow}: TCP checksum from scratch");
+            let limit = g.mss_clamp.map(|m| m.of(c.src.expect("an IP packet")));
+            assert_eq!(codegen::mss::mss_of(&r.frame), limit, "{flow}: the clamped MSS");
+            if c.src.is_some_and(|s| s.is_ipv4()) { t.clamped_v4 += 1 } else { t.clamped_v6 += 1 }
+        }
         if let (Some(s), Some(d)) = (c.src, c.dst) {
             if c.reference {
                 let want = eval::decide(w, Source::Ip(s), d).verdict.action();
@@ -105,10 +121,11 @@ fn example_plans_load_and_agree_with_the_reference_in_the_kernel() {
         }
     }
     println!(
-        "{plans} programs loaded, {} packets agree ({} IPv4, {} IPv6, {} runts test_run refuses)",
-        t.cases, t.v4, t.v6, t.skipped_short
+        "{plans} programs loaded, {} packets agree ({} IPv4, {} IPv6, {} runts test_run refuses), MSS clamped in {} IPv4 and {} IPv6 SYNs",
+        t.cases, t.v4, t.v6, t.skipped_short, t.clamped_v4, t.clamped_v6
     );
     assert!(t.v4 > 0 && t.cases > 100);
+    assert!(t.clamped_v4 >= 10, "the IPv4 battery ran on a redirect: {}", t.clamped_v4);
 }
 
 #[test]
@@ -124,8 +141,12 @@ fn random_plans_load_and_agree_with_the_reference_in_the_kernel() {
             run_plan(&format!("seed {seed} {node}"), w, &plan, layout, &mut t);
         }
     }
-    println!("400 programs loaded (200 per layout), {} packets agree ({} IPv4, {} IPv6)", t.cases, t.v4, t.v6);
+    println!(
+        "400 programs loaded (200 per layout), {} packets agree ({} IPv4, {} IPv6), MSS clamped in {} IPv4 and {} IPv6 SYNs",
+        t.cases, t.v4, t.v6, t.clamped_v4, t.clamped_v6
+    );
     assert!(t.v4 > 1000 && t.v6 > 1000, "both families exercised: {} / {}", t.v4, t.v6);
+    assert!(t.clamped_v4 > 100 && t.clamped_v6 > 100, "clamps in both families: {} / {}", t.clamped_v4, t.clamped_v6);
 }
 
 #[test]

@@ -32,7 +32,7 @@ struct Node {
 impl Node {
     /// `interface` resolves to [`ETH0_IFINDEX`].
     fn load(a: &egret_bpf::artifact::Artifact, interface: &str) -> Node {
-        let holes = BTreeMap::from([("tunnel_ifindex".to_owned(), TUNNEL_IFINDEX)]);
+        let holes = egret_compiler::codegen::equiv::hole_values(&a.manifest.holes, TUNNEL_IFINDEX);
         let parsed = read_object(&fill_holes(&a.object, &holes).expect("fill")).expect("parse");
         let mut maps = MapStore::new(&parsed.maps);
         for img in &a.manifest.maps {
@@ -181,7 +181,12 @@ fn the_manifest_wires_programs_slots_and_late_fields() {
     let allowed: usize =
         sc.gateway.gateway_tables.iter().map(|t| t.sources.iter().filter(|s| s.is_ipv4()).count()).sum();
     assert_eq!(image(templates::map::GW_ALLOWED).entries.len(), allowed);
-    assert_eq!(a.manifest.holes.len(), 1, "one %tunnel_ifindex source for both programs");
+    let holes: Vec<&str> = a.manifest.holes.iter().map(|h| h.name.as_str()).collect();
+    assert_eq!(holes, ["tunnel_ifindex", "mss_v4", "mss_v6"], "one %tunnel_ifindex source for both programs");
+    assert_eq!(
+        egret_compiler::codegen::mss::from_holes(&a.manifest.holes),
+        Some(Ok(egret_compiler::codegen::mss::MssClamp::DEFAULT))
+    );
 }
 
 #[test]

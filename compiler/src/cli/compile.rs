@@ -58,6 +58,8 @@ pub struct Output<'a> {
     pub layout: LayoutChoice,
     /// Compare at most this many packets per node with the reference evaluator.
     pub reference_limit: Option<usize>,
+    /// The MSS clamp of redirected TCP SYNs (from `--underlay-mtu`).
+    pub mss_clamp: codegen::mss::MssClamp,
     /// Write verified artifacts here.
     pub out_dir: Option<&'a Path>,
 }
@@ -93,8 +95,8 @@ fn read(inputs: &Inputs) -> (SourceMap, Loaded) {
 }
 
 pub fn compile(inputs: &Inputs, node: Option<&str>, all_nodes: bool, out: Output<'_>) -> Result<ExitCode> {
-    let Output { emit, format, layout, reference_limit, out_dir } = out;
-    let options = codegen::Options { layout: layout.layout(), reference_limit };
+    let Output { emit, format, layout, reference_limit, mss_clamp, out_dir } = out;
+    let options = codegen::Options { layout: layout.layout(), reference_limit, mss_clamp: Some(mss_clamp) };
     let view = emit.unwrap_or(Emit::Plan);
     if format == DataFormat::Json && !matches!(view, Emit::Cilium | Emit::Plan) {
         eprintln!("error: --format json is available with --emit plan and --emit cilium only");
@@ -135,11 +137,12 @@ pub fn compile(inputs: &Inputs, node: Option<&str>, all_nodes: bool, out: Output
             let r = v.report();
             let templates = if r.programs > 1 { " + gateway templates" } else { "" };
             eprintln!(
-                "{n}: {} layout, {} instructions{templates}, {} packets equivalent ({} also against the reference evaluator) -> {}",
+                "{n}: {} layout, {} instructions{templates}, {} packets equivalent ({} also against the reference evaluator){} -> {}",
                 v.layout(),
                 v.program().insns.len(),
                 r.cases,
                 r.reference_checks,
+                clamp_text(&r),
                 egret_bpf::artifact::object_path(dir, n).display()
             );
             if emit.is_none() || view == Emit::Plan {
@@ -277,7 +280,7 @@ fn verify_node(dir: &Path, node: &str, world: Option<&World>, reference_limit: O
     let r = v.report();
     let programs = if r.programs == 1 { "1 program".to_string() } else { format!("{} programs", r.programs) };
     Ok(format!(
-        "digest and map images ok; static verifier ok ({programs}, {} instructions processed); {} layout; {} packets equivalent to {against}{}{note}",
+        "digest and map images ok; static verifier ok ({programs}, {} instructions processed); {} layout; {} packets equivalent to {against}{}{}{note}",
         r.verifier_insns,
         v.layout(),
         r.cases,
@@ -285,8 +288,17 @@ fn verify_node(dir: &Path, node: &str, world: Option<&World>, reference_limit: O
             format!(" ({} compared with the reference evaluator)", r.reference_checks)
         } else {
             String::new()
-        }
+        },
+        clamp_text(&r)
     ))
+}
+
+/// `, N SYNs clamped to MSS V4/V6` when the program clamps and the check clamped some.
+fn clamp_text(r: &codegen::equiv::Report) -> String {
+    match r.mss_clamp {
+        Some(c) if r.mss_clamped > 0 => format!(", {} SYNs clamped to MSS {}/{}", r.mss_clamped, c.v4, c.v6),
+        _ => String::new(),
+    }
 }
 
 /// `egret inspect NODE.o`.

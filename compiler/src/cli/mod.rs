@@ -143,6 +143,10 @@ pub enum Command {
         /// evaluator (default: all; every packet is compared with the plan).
         #[arg(long, value_name = "N")]
         reference_limit: Option<usize>,
+        /// MTU of the network between nodes: redirected TCP SYNs get their MSS
+        /// clamped to MTU - 50 (the tunnel) - 40 (IPv4 + TCP) or - 60 (IPv6 + TCP).
+        #[arg(long, value_name = "BYTES", default_value_t = 1500, value_parser = clap::value_parser!(u16).range(111..))]
+        underlay_mtu: u16,
         /// Write each node's verified artifact into DIR: NODE.o, NODE.artifact.json, NODE.plan.txt.
         #[arg(short = 'o', long = "out-dir", value_name = "DIR")]
         out_dir: Option<PathBuf>,
@@ -212,12 +216,14 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Fmt { files, check, write } => convert::fmt(&files, check, write),
         Command::Convert { inputs, to } => convert::convert(&inputs, to),
         Command::Rule { code } => rule(code.as_deref()),
-        Command::Compile { inputs, node, all_nodes, emit, format, layout, reference_limit, out_dir } => {
+        Command::Compile { inputs, node, all_nodes, emit, format, layout, reference_limit, underlay_mtu, out_dir } => {
+            let mss_clamp = egret_compiler::codegen::mss::MssClamp::for_underlay_mtu(underlay_mtu)
+                .unwrap_or(egret_compiler::codegen::mss::MssClamp::DEFAULT);
             compile::compile(
                 &inputs,
                 node.as_deref(),
                 all_nodes,
-                compile::Output { emit, format, layout, reference_limit, out_dir: out_dir.as_deref() },
+                compile::Output { emit, format, layout, reference_limit, mss_clamp, out_dir: out_dir.as_deref() },
             )
         }
         Command::Verify { dir, cluster, service_cidrs, policies, reference_limit } => {

@@ -34,11 +34,18 @@
 //! - Stack: `fp-4` counter key; `fp-16..-8` the outcome (above);
 //!   `fp-40..-28` the `egret_dst_v4` key, `fp-64..-40` the `egret_dst_v6`
 //!   key (both used before the outcome is stored); `fp-48..-4` the tunnel
-//!   key (built after `finish` loaded the outcome). Every stack access is
+//!   key (built after `finish` loaded the outcome); `fp-80..-66` the MSS
+//!   clamp's values (before the tunnel key). Every stack access is
 //!   aligned to its size.
+//! - The redirect path first clamps the MSS of TCP SYNs ([`super::mss`]):
+//!   it parses the frame again (the classification code keeps no packet
+//!   state, so that its paths join), with `r8` = the TCP header's frame
+//!   offset (the rule index is no longer needed there) and `r5` = the
+//!   option's; `r7`/`r9` keep the verdict and the gateway across its calls.
 //! - Only register stores are used (LLVM 14's objdump cannot print immediate
 //!   stores), so `llvm-objdump -d --mattr=+alu32` prints every instruction.
 
+use super::mss::{HOLE_MSS_V4, HOLE_MSS_V6, OPTION_STEPS};
 use super::partition::{Interval, Outcome, Rules, partition};
 use super::reasons::{Reason, TC_ACT_SHOT, TC_ACT_UNSPEC};
 use super::tables::{self, NO_RULE};
@@ -78,6 +85,16 @@ const RULE_FP: i16 = -12;
 const GATEWAY_FP: i16 = -16;
 const DST4_KEY_FP: i16 = -40;
 const DST6_KEY_FP: i16 = -64;
+/// The clamp of the packet's family (`u32`).
+const MSS_CLAMP_FP: i16 = -68;
+/// The new MSS in network byte order, for `bpf_skb_store_bytes` (`u16`).
+const MSS_NEW_FP: i16 = -72;
+/// `from` and `to` of `bpf_l4_csum_replace` (`u32` each).
+const MSS_FROM_FP: i16 = -80;
+const MSS_TO_FP: i16 = -76;
+const IPPROTO_TCP: i32 = 6;
+/// `bpf_l4_csum_replace` flags: a 2-byte field, not in the pseudo-header.
+const CSUM_SIZE2: i32 = 2;
 
 /// A generated program with its annotations.
 pub(super) struct Emitted {
@@ -99,6 +116,8 @@ struct Emitter<'a> {
     /// Whether a jump targets `no_match` (unreachable blocks are refused).
     no_match_used: bool,
     leaf_blocks: BTreeMap<(Family, Outcome), Label>,
+    /// Whether redirected TCP SYNs get their MSS clamped.
+    clamp: bool,
 }
 
 fn ip_of(f: Family, v: u128) -> String {
@@ -113,7 +132,7 @@ fn fam(f: Family) -> &'static str {
 }
 
 /// Emits the classifier of `plan` in `layout`.
-pub(super) fn emit(plan: &Plan, rules: &Rules, layout: Layout) -> Result<Emitted, CodegenError> {
+pub(super) fn emit(plan: &Plan, rules: &Rules, layout: Layout, clamp: bool) -> Result<Emitted, CodegenError> {
     for r in &rules.rules {
         let slot = match r.action {
             Action::Redirect { slot, .. } | Action::LocalEgress { slot } => slot,
@@ -138,6 +157,7 @@ pub(super) fn emit(plan: &Plan, rules: &Rules, layout: Layout) -> Result<Emitted
         no_match,
         no_match_used: false,
         leaf_blocks: BTreeMap::new(),
+        clamp,
     };
     e.parse_and_classify(layout);
     e.outcome_blocks(layout);
@@ -642,8 +662,12 @@ impl Emitter<'_> {
         self.emit(I::mov64_imm(Reg::R0, TC_ACT_SHOT));
         self.emit(I::exit());
 
-        // redirect: tunnel key {tunnel_id = slot, remote_ipv4 = gateway (host order), ttl 64}
+        // redirect: MSS clamp, then tunnel key {tunnel_id = slot, remote_ipv4 = gateway (host order), ttl 64}
         self.b.bind(redirect);
+        let tunnel_error = self.b.new_label("tunnel_error");
+        if self.clamp {
+            self.mss_clamp(tunnel_error);
+        }
         let at = self.emit(I::mov64_imm(Reg::R1, 0));
         self.note(at, "struct bpf_tunnel_key at fp-48, zeroed".into());
         for off in [0, 8, 16, 24, 32] {
@@ -665,7 +689,6 @@ impl Emitter<'_> {
         self.emit(I::mov64_imm(Reg::R4, 0));
         let at = self.emit(I::call(helper::SKB_SET_TUNNEL_KEY));
         self.note(at, "bpf_skb_set_tunnel_key(skb, &key, 44, 0)".into());
-        let tunnel_error = self.b.new_label("tunnel_error");
         self.b.jmp_imm(JmpCond::Ne, Reg::R0, 0, tunnel_error);
         let at = self.b.mov32_hole(Reg::R1, HOLE_TUNNEL_IFINDEX);
         self.note(at, "ifindex of egret0, filled by the loader".into());
@@ -692,5 +715,171 @@ impl Emitter<'_> {
         self.recount(Reason::LocalEgress, Reason::DropNoGatewayProgram);
         self.emit(I::mov64_imm(Reg::R0, TC_ACT_SHOT));
         self.emit(I::exit());
+    }
+
+    /// The MSS clamp of the redirect path ([`super::mss`]): falls through
+    /// when done (clamped or not); jumps to `failed` when the checksum
+    /// update fails after the new MSS was stored.
+    fn mss_clamp(&mut self, failed: Label) {
+        let done = self.b.new_label("mss_done");
+        let tcp = self.b.new_label("mss_tcp");
+        let found = self.b.new_label("mss_option");
+        let (data, end) = (Reg::R2, Reg::R3);
+        let at = self.emit(I::load(Size::W, data, CTX, skb::DATA as i16));
+        self.note(at, "MSS clamp: TCP SYNs only (IPv4 first fragment or IPv6 next header TCP)".into());
+        self.emit(I::load(Size::W, end, CTX, skb::DATA_END as i16));
+        let untagged = self.b.new_label("mss_untagged");
+        self.emit(I::mov64_reg(Reg::R4, data));
+        self.emit(I::alu64_imm(AluOp::Add, Reg::R4, ETH_HLEN));
+        self.b.jmp_reg(JmpCond::Gt, Reg::R4, end, done);
+        self.emit(I::load(Size::H, Reg::R5, data, 12));
+        self.b.jmp32_imm(JmpCond::Ne, Reg::R5, ETH_P_8021Q_LE, untagged);
+        self.emit(I::mov64_reg(Reg::R4, data));
+        self.emit(I::alu64_imm(AluOp::Add, Reg::R4, ETH_HLEN + VLAN_HLEN));
+        self.b.jmp_reg(JmpCond::Gt, Reg::R4, end, done);
+        self.emit(I::load(Size::H, Reg::R5, data, 16));
+        let at_tag = [self.b.new_label("mss_v4_vlan"), self.b.new_label("mss_v6_vlan")];
+        self.b.jmp32_imm(JmpCond::Eq, Reg::R5, ETH_P_IP_LE, at_tag[0]);
+        self.b.jmp32_imm(JmpCond::Eq, Reg::R5, ETH_P_IPV6_LE, at_tag[1]);
+        self.b.ja(done);
+        self.b.bind(untagged);
+        let at_plain = [self.b.new_label("mss_v4"), self.b.new_label("mss_v6")];
+        self.b.jmp32_imm(JmpCond::Eq, Reg::R5, ETH_P_IP_LE, at_plain[0]);
+        self.b.jmp32_imm(JmpCond::Ne, Reg::R5, ETH_P_IPV6_LE, done);
+        self.b.ja(at_plain[1]);
+        for (l3, [v4, v6]) in [(ETH_HLEN, at_plain), (ETH_HLEN + VLAN_HLEN, at_tag)] {
+            // IPv4: protocol TCP, fragment offset 0, IHL >= 5 -> r8 = TCP header offset
+            self.b.bind(v4);
+            self.emit(I::mov64_reg(Reg::R4, data));
+            self.emit(I::alu64_imm(AluOp::Add, Reg::R4, l3 + 20));
+            self.b.jmp_reg(JmpCond::Gt, Reg::R4, end, done);
+            self.emit(I::load(Size::B, Reg::R1, data, (l3 + 9) as i16));
+            self.b.jmp32_imm(JmpCond::Ne, Reg::R1, IPPROTO_TCP, done);
+            let at = self.emit(I::load(Size::H, Reg::R1, data, (l3 + 6) as i16));
+            self.note(at, "fragment offset (13 bits, read little endian): first fragments only".into());
+            self.emit(I::alu32_imm(AluOp::And, Reg::R1, 0xff1f));
+            self.b.jmp32_imm(JmpCond::Ne, Reg::R1, 0, done);
+            self.emit(I::load(Size::B, Reg::R8, data, l3 as i16));
+            self.emit(I::alu32_imm(AluOp::And, Reg::R8, 0x0f));
+            self.b.jmp32_imm(JmpCond::Lt, Reg::R8, 5, done);
+            self.emit(I::alu32_imm(AluOp::Lsh, Reg::R8, 2));
+            self.emit(I::alu32_imm(AluOp::Add, Reg::R8, l3));
+            let at = self.b.mov32_hole(Reg::R0, HOLE_MSS_V4);
+            self.note(at, "the IPv4 MSS clamp, filled by the loader".into());
+            self.b.ja(tcp);
+            // IPv6: next header TCP (no extension headers) -> r8 = TCP header offset
+            self.b.bind(v6);
+            self.emit(I::mov64_reg(Reg::R4, data));
+            self.emit(I::alu64_imm(AluOp::Add, Reg::R4, l3 + 40));
+            self.b.jmp_reg(JmpCond::Gt, Reg::R4, end, done);
+            self.emit(I::load(Size::B, Reg::R1, data, (l3 + 6) as i16));
+            self.b.jmp32_imm(JmpCond::Ne, Reg::R1, IPPROTO_TCP, done);
+            self.emit(I::mov64_imm(Reg::R8, l3 + 40));
+            let at = self.b.mov32_hole(Reg::R0, HOLE_MSS_V6);
+            self.note(at, "the IPv6 MSS clamp, filled by the loader".into());
+            self.b.ja(tcp);
+        }
+
+        // the TCP header: SYN set, options present
+        self.b.bind(tcp);
+        let (opt, q, p, opt_end) = (Reg::R4, Reg::R4, Reg::R5, Reg::R0);
+        self.emit(I::mov64_reg(opt, data));
+        self.emit(I::alu64_reg(AluOp::Add, opt, Reg::R8));
+        self.emit(I::mov64_reg(Reg::R1, opt));
+        self.emit(I::alu64_imm(AluOp::Add, Reg::R1, 20));
+        let at = self.b.jmp_reg(JmpCond::Gt, Reg::R1, end, done);
+        self.note(at, "bounds check: the TCP header".into());
+        let at = self.emit(I::load(Size::B, Reg::R1, opt, 13));
+        self.note(at, "TCP flags: SYN (with or without ACK)".into());
+        self.emit(I::alu32_imm(AluOp::And, Reg::R1, 0x02));
+        self.b.jmp32_imm(JmpCond::Eq, Reg::R1, 0, done);
+        self.emit(I::store_reg(Size::W, Reg::R10, Reg::R0, MSS_CLAMP_FP));
+        self.emit(I::load(Size::B, opt_end, opt, 12));
+        self.emit(I::alu32_imm(AluOp::Rsh, opt_end, 4));
+        self.emit(I::alu32_imm(AluOp::Lsh, opt_end, 2));
+        self.b.jmp32_imm(JmpCond::Le, opt_end, 20, done);
+        let at = self.emit(I::alu64_reg(AluOp::Add, opt_end, Reg::R8));
+        self.note(at, "r0 = frame offset of the end of the TCP options".into());
+        self.emit(I::mov64_reg(p, Reg::R8));
+        self.emit(I::alu64_imm(AluOp::Add, p, 20));
+        // at most OPTION_STEPS options, unrolled: NOP advances 1, EOL ends, others by their length
+        for step in 0..OPTION_STEPS {
+            let next = self.label("mss_step");
+            let other = self.label("mss_kind");
+            let at = self.b.jmp_reg(JmpCond::Ge, p, opt_end, done);
+            self.note(at, format!("TCP option {} of at most {OPTION_STEPS}", step + 1));
+            self.emit(I::mov64_reg(q, data));
+            self.emit(I::alu64_reg(AluOp::Add, q, p));
+            self.emit(I::mov64_reg(Reg::R1, q));
+            self.emit(I::alu64_imm(AluOp::Add, Reg::R1, 2));
+            self.b.jmp_reg(JmpCond::Gt, Reg::R1, end, done);
+            self.emit(I::load(Size::B, Reg::R1, q, 0));
+            self.b.jmp32_imm(JmpCond::Eq, Reg::R1, 2, found);
+            self.b.jmp32_imm(JmpCond::Eq, Reg::R1, 0, done);
+            self.b.jmp32_imm(JmpCond::Ne, Reg::R1, 1, other);
+            self.emit(I::alu64_imm(AluOp::Add, p, 1));
+            self.b.ja(next);
+            self.b.bind(other);
+            self.emit(I::load(Size::B, Reg::R1, q, 1));
+            self.b.jmp32_imm(JmpCond::Lt, Reg::R1, 2, done);
+            self.emit(I::alu64_reg(AluOp::Add, p, Reg::R1));
+            self.b.bind(next);
+        }
+        self.b.ja(done);
+
+        // the MSS option at q (frame offset p): length 4, inside the header and the frame
+        self.b.bind(found);
+        self.emit(I::mov64_reg(Reg::R1, p));
+        self.emit(I::alu64_imm(AluOp::Add, Reg::R1, 4));
+        self.b.jmp_reg(JmpCond::Gt, Reg::R1, opt_end, done);
+        self.emit(I::mov64_reg(Reg::R1, q));
+        self.emit(I::alu64_imm(AluOp::Add, Reg::R1, 4));
+        self.b.jmp_reg(JmpCond::Gt, Reg::R1, end, done);
+        self.emit(I::load(Size::B, Reg::R1, q, 1));
+        self.b.jmp32_imm(JmpCond::Ne, Reg::R1, 4, done);
+        let at = self.emit(I::load(Size::H, Reg::R1, q, 2));
+        self.note(at, "r1 = the MSS as stored (network order), r3 = its value".into());
+        self.emit(I::mov64_reg(Reg::R3, Reg::R1));
+        self.emit(I::be(EndBits::B16, Reg::R3));
+        self.emit(I::load(Size::W, Reg::R2, Reg::R10, MSS_CLAMP_FP));
+        let at = self.b.jmp_reg(JmpCond::Le, Reg::R3, Reg::R2, done);
+        self.note(at, "at most the clamp: unchanged".into());
+        self.emit(I::mov64_reg(Reg::R4, Reg::R2));
+        self.emit(I::be(EndBits::B16, Reg::R4));
+        self.emit(I::store_reg(Size::H, Reg::R10, Reg::R4, MSS_NEW_FP));
+        // checksum words start at the TCP header (an even offset): a field at
+        // an odd offset enters the sum byte-swapped
+        let odd = self.b.new_label("mss_odd");
+        let update = self.b.new_label("mss_update");
+        self.emit(I::mov64_reg(Reg::R0, p));
+        self.emit(I::alu64_imm(AluOp::And, Reg::R0, 1));
+        self.b.jmp_imm(JmpCond::Ne, Reg::R0, 0, odd);
+        self.emit(I::store_reg(Size::W, Reg::R10, Reg::R1, MSS_FROM_FP));
+        self.emit(I::store_reg(Size::W, Reg::R10, Reg::R4, MSS_TO_FP));
+        self.b.ja(update);
+        self.b.bind(odd);
+        self.emit(I::store_reg(Size::W, Reg::R10, Reg::R3, MSS_FROM_FP));
+        self.emit(I::store_reg(Size::W, Reg::R10, Reg::R2, MSS_TO_FP));
+        self.b.bind(update);
+        self.emit(I::mov64_reg(Reg::R2, p));
+        self.emit(I::alu64_imm(AluOp::Add, Reg::R2, 2));
+        self.emit(I::mov64_reg(Reg::R1, CTX));
+        self.emit(I::mov64_reg(Reg::R3, Reg::R10));
+        self.emit(I::alu64_imm(AluOp::Add, Reg::R3, i32::from(MSS_NEW_FP)));
+        self.emit(I::mov64_imm(Reg::R4, 2));
+        self.emit(I::mov64_imm(Reg::R5, 0));
+        let at = self.emit(I::call(helper::SKB_STORE_BYTES));
+        self.note(at, "bpf_skb_store_bytes(skb, mss, &clamp, 2, 0); fails: sent unclamped".into());
+        self.b.jmp_imm(JmpCond::Ne, Reg::R0, 0, done);
+        self.emit(I::mov64_reg(Reg::R1, CTX));
+        self.emit(I::mov64_reg(Reg::R2, Reg::R8));
+        self.emit(I::alu64_imm(AluOp::Add, Reg::R2, 16));
+        self.emit(I::load(Size::W, Reg::R3, Reg::R10, MSS_FROM_FP));
+        self.emit(I::load(Size::W, Reg::R4, Reg::R10, MSS_TO_FP));
+        self.emit(I::mov64_imm(Reg::R5, CSUM_SIZE2));
+        let at = self.emit(I::call(helper::L4_CSUM_REPLACE));
+        self.note(at, "bpf_l4_csum_replace(skb, tcp + 16, from, to, 2): no-op under CHECKSUM_PARTIAL".into());
+        self.b.jmp_imm(JmpCond::Ne, Reg::R0, 0, failed);
+        self.b.bind(done);
     }
 }

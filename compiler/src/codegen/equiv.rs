@@ -17,7 +17,13 @@
 //! - sources that are no endpoint of the plan (the extremes of each family,
 //!   the neighbours of endpoint IPs; with the world, the node's endpoints
 //!   without rules);
-//! - frames that are not IP, truncated IP headers, with and without a tag.
+//! - frames that are not IP, truncated IP headers, with and without a tag;
+//! - TCP frames ([`mss::battery`]): for every class and family, a SYN with
+//!   MSS 1460 to one destination of each plan outcome; for the first class
+//!   of each family with a redirect, every shape of the battery (MSS first,
+//!   after NOPs and other options, at odd offsets, beyond the walk, below
+//!   the clamp, SYN-ACK, plain ACK, malformed options, truncated headers,
+//!   IPv4 options and fragments, behind a tag).
 //!
 //! Why that suffices: the plan's decision for a class is constant between
 //! the boundaries of its prefixes and the internal ones, and the maps
@@ -33,8 +39,12 @@
 //! [`CheckOptions::reference_limit`]); the expected `egret_reasons` reason
 //! and `egret_policy_stats` rule gain one packet and the frame's bytes; at
 //! the end every counter's total is exact (a counter that moved when it
-//! should not is traced back to its packet by a replay). Any difference is
-//! an [`EquivError`] naming the packet (hex) and both answers.
+//! should not is traced back to its packet by a replay); the frame the
+//! program leaves is [`mss::clamped`] for redirects (with the clamp the
+//! manifest records in its `%mss_v4`/`%mss_v6` holes) and the input
+//! otherwise, and a frame whose MSS was clamped has a TCP checksum that is
+//! right when computed from scratch. Any difference is an [`EquivError`]
+//! naming the packet (hex) and both answers.
 //!
 //! Contract: only [`check`] constructs a [`VerifiedArtifact`], and only when
 //! every program of the object (the classifier and, in a node's complete
@@ -42,6 +52,7 @@
 //! against the object's map definitions, the manifest's map images match those definitions, and
 //! every case agrees.
 
+use super::mss::{self, MssClamp};
 use super::partition::{self, Rules, class_families};
 use super::reasons::{Counter, Reason};
 use super::tables;
@@ -94,6 +105,12 @@ pub enum EquivError {
     Counter { at: Box<Counterexample>, map: String, index: u32, name: String, found: String, expected: String },
     #[error("manifest counter labels differ from the plan's: {detail}")]
     Labels { detail: String },
+    #[error("{at}: the classifier leaves the frame as {found}, expected {expected}")]
+    Frame { at: Box<Counterexample>, found: String, expected: String },
+    #[error("{at}: the clamped frame's TCP checksum is wrong when computed from scratch")]
+    Checksum { at: Box<Counterexample> },
+    #[error("manifest: {detail}")]
+    MssHoles { detail: String },
 }
 
 /// The packet a failure was found with.
@@ -113,7 +130,11 @@ impl std::fmt::Display for Counterexample {
 
 impl Case {
     fn counterexample(&self) -> Box<Counterexample> {
-        Box::new(Counterexample { packet: hex(&self.frame), flow: self.flow() })
+        let flow = match self.what {
+            Some(w) => format!("{}, {w}", self.flow()),
+            None => self.flow(),
+        };
+        Box::new(Counterexample { packet: hex(&self.frame), flow })
     }
 }
 
@@ -133,6 +154,11 @@ pub struct Report {
     /// Programs in the object (the classifier, and the gateway templates in
     /// a node's complete artifact).
     pub programs: usize,
+    /// The MSS clamp the manifest records (`None`: the program does not clamp).
+    pub mss_clamp: Option<MssClamp>,
+    /// Packets whose MSS the program clamped (each checked against
+    /// [`mss::clamped`] and with its TCP checksum recomputed).
+    pub mss_clamped: usize,
 }
 
 /// An artifact that passed the static verifier and the equivalence checker.
@@ -191,6 +217,8 @@ pub struct Case {
     /// Whether to compare with `eval::decide` too (sources the world knows
     /// as endpoints of other nodes are not).
     pub reference: bool,
+    /// What kind of frame it is, when not [`ip_frame`]'s UDP datagram.
+    pub what: Option<&'static str>,
 }
 
 impl Case {
@@ -200,6 +228,21 @@ impl Case {
             _ => "not an IP packet".into(),
         }
     }
+}
+
+/// The hole values a node's loader fills for an artifact whose `egret0`
+/// has ifindex `tunnel_ifindex`: every `Ifindex` source gets it, constants
+/// (the MSS clamp) their recorded value; `SlotIpv4` holes are left out.
+#[must_use]
+pub fn hole_values(holes: &[artifact::HoleSpec], tunnel_ifindex: i64) -> BTreeMap<String, i64> {
+    holes
+        .iter()
+        .filter_map(|h| match &h.source {
+            artifact::HoleSource::Ifindex { .. } => Some((h.name.clone(), tunnel_ifindex)),
+            artifact::HoleSource::Constant { value } => Some((h.name.clone(), *value as i64)),
+            artifact::HoleSource::SlotIpv4 { .. } => None,
+        })
+        .collect()
 }
 
 /// Hex of a frame.
@@ -337,7 +380,17 @@ pub fn cases(
         dst: Some(dst),
         expected: expected(plan, rules, src, dst),
         reference,
+        what: None,
     };
+    let tcp_case = |src: IpAddr, dst: IpAddr, probe: mss::Probe, reference: bool| Case {
+        frame: probe.frame,
+        src: Some(src),
+        dst: Some(dst),
+        expected: expected(plan, rules, src, dst),
+        reference,
+        what: Some(probe.what),
+    };
+    let mut battery_done: BTreeSet<Family> = BTreeSet::new();
     let has_ref = world.is_some();
     let mut reps_of: BTreeMap<(ClassId, Family), Vec<IpAddr>> = BTreeMap::new();
     for c in &plan.classes {
@@ -364,6 +417,22 @@ pub fn cases(
             if let (Some(first), Some(last)) = (reps.first(), reps.last()) {
                 out.push(case(src, *first, true, has_ref));
                 out.push(case(src, *last, true, has_ref));
+            }
+            // TCP SYNs: one per outcome; the whole battery once per family, on a redirect
+            let mut outcomes = BTreeSet::new();
+            for d in &reps {
+                let e = expected(plan, rules, src, *d);
+                if !outcomes.insert((e.reason, e.rule)) {
+                    continue;
+                }
+                let mut probes = mss::battery(src, *d);
+                if e.reason == Reason::Redirect && battery_done.insert(f) {
+                    for p in probes {
+                        out.push(tcp_case(src, *d, p, has_ref));
+                    }
+                } else {
+                    out.push(tcp_case(src, *d, probes.swap_remove(0), has_ref));
+                }
             }
             reps_of.insert((c.id, f), reps);
         }
@@ -423,6 +492,7 @@ pub fn cases(
             dst: None,
             expected: Expected { reason, rule: None, action: Action::Pass },
             reference: false,
+            what: None,
         });
     }
     out
@@ -610,6 +680,16 @@ fn check_plan(
     let image_cuts = image_cuts(&artifact)?;
     let mut program = program;
     program.fill_hole(HOLE_TUNNEL_IFINDEX, i64::from(CHECK_IFINDEX)).map_err(|source| EquivError::Hole { source })?;
+    let mss_clamp = match mss::from_holes(&artifact.manifest.holes) {
+        None => None,
+        Some(Ok(c)) => Some(c),
+        Some(Err(detail)) => return Err(EquivError::MssHoles { detail }),
+    };
+    if let Some(c) = mss_clamp {
+        for (hole, value) in [(mss::HOLE_MSS_V4, c.v4), (mss::HOLE_MSS_V6, c.v6)] {
+            program.fill_hole(hole, i64::from(value)).map_err(|source| EquivError::Hole { source })?;
+        }
+    }
     let layout = tables::layout_of(parsed.maps.iter().map(|m| m.name.as_str()));
     let rules = partition::rules(plan);
     // counter labels must be the plan's (policies aside)
@@ -637,7 +717,7 @@ fn check_plan(
         at: Box::new(Counterexample { packet: String::new(), flow: "preparing the program".into() }),
         source,
     })?;
-    let mut report = Report { verifier_insns, programs: parsed.programs.len(), ..Report::default() };
+    let mut report = Report { verifier_insns, programs: parsed.programs.len(), mss_clamp, ..Report::default() };
     report.class_families = plan.classes.iter().map(|c| class_families(plan, c.id).len()).sum();
     let mut reason_totals = vec![Counter::default(); Reason::ALL.len()];
     let mut rule_totals = vec![Counter::default(); rules.rules.len()];
@@ -659,6 +739,20 @@ fn check_plan(
         };
         if got.as_ref().ok() != Some(&exp.action) || out.r0 as i32 != exp.return_code() {
             return Err(EquivError::Mismatch { at: at(), program: got_text, plan: expected_text });
+        }
+        // the frame: MSS clamped on redirects, untouched otherwise
+        let want_frame = match (exp.action, mss_clamp) {
+            (Action::Redirect { .. }, Some(c)) => mss::clamped(&case.frame, c),
+            _ => case.frame.clone(),
+        };
+        if out.packet != want_frame {
+            return Err(EquivError::Frame { at: at(), found: hex(&out.packet), expected: hex(&want_frame) });
+        }
+        if want_frame != case.frame {
+            if mss::tcp_checksum_ok(&out.packet) != Some(true) {
+                return Err(EquivError::Checksum { at: at() });
+            }
+            report.mss_clamped += 1;
         }
         if let (Some(s), Some(d)) = (case.src, case.dst) {
             let lookup = plan.lookup(s, d);

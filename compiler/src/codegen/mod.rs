@@ -13,7 +13,9 @@
 //! 2. Source address → class; not a local endpoint with rules → pass.
 //! 3. Cluster-internal destination → pass.
 //! 4. (class, destination) → the longest-prefix-match entry of the plan:
-//!    pass; **drop** (`TC_ACT_SHOT`); **redirect**: `bpf_skb_set_tunnel_key`
+//!    pass; **drop** (`TC_ACT_SHOT`); **redirect**: a TCP SYN's MSS option is
+//!    clamped for the tunnel ([`mss`]: `%mss_v4`/`%mss_v6`, 1410/1390 for a
+//!    1500-byte underlay), then `bpf_skb_set_tunnel_key`
 //!    with `remote_ipv4` = gateway IPv4 in host byte order, `tunnel_id` =
 //!    slot (VNI), `tunnel_ttl` = 64, then `bpf_redirect(%tunnel_ifindex, 0)`
 //!    into `egret0`; **local egress** (this node is the gateway):
@@ -58,6 +60,7 @@ mod emit;
 pub mod decisions;
 pub mod equiv;
 pub mod inspect;
+pub mod mss;
 pub mod node;
 pub mod partition;
 pub mod plan_text;
@@ -87,7 +90,7 @@ pub const LICENSE: &str = elf::DEFAULT_LICENSE;
 
 /// The inline layout is used up to this many tree leaves
 /// ([`partition::inline_size`]); above it, the maps layout. Measured with
-/// `BPF_PROG_TEST_RUN` by `compiler/examples/bench_codegen_layouts.rs`
+/// `BPF_PROG_TEST_RUN` by `egret-bench layouts`
 /// (docs/PERFORMANCE.md, "Classifier layouts"): inline is 1.6–2.1× faster
 /// per packet than the (one-lookup) maps layout at every size it can be
 /// emitted, but its program, kernel load time and check time grow with the
@@ -123,13 +126,23 @@ impl fmt::Display for Layout {
 }
 
 /// Code generation options.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Options {
     /// Force a layout (`None`: [`choose_layout`]).
     pub layout: Option<Layout>,
     /// Compare at most this many packets with `eval::decide` in [`compile`]
     /// (`None`: every packet; see [`equiv::CheckOptions`]).
     pub reference_limit: Option<usize>,
+    /// The MSS clamp of redirected TCP SYNs ([`mss`]; default
+    /// [`mss::MssClamp::DEFAULT`], for a 1500-byte underlay). `None` emits
+    /// no clamping code (for measurements).
+    pub mss_clamp: Option<mss::MssClamp>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options { layout: None, reference_limit: None, mss_clamp: Some(mss::MssClamp::DEFAULT) }
+    }
 }
 
 /// Why code generation failed (all are compiler bugs or unsupported input,
@@ -180,6 +193,8 @@ pub struct Generated {
     pub rules: Rules,
     /// Slot index → what the instruction tests or does, in plan terms.
     pub notes: BTreeMap<usize, String>,
+    /// The MSS clamp the program applies (its holes' values), if any.
+    pub mss_clamp: Option<mss::MssClamp>,
 }
 
 /// The layout for a plan: inline up to [`INLINE_MAX_LEAVES`] tree leaves.
@@ -204,14 +219,15 @@ pub fn generate(plan: &Verified<Plan>, options: &Options) -> Result<Generated, C
 /// equivalence checker re-derives the program from a stored plan text).
 pub(crate) fn generate_unchecked(plan: &Plan, options: &Options) -> Result<Generated, CodegenError> {
     let rules = partition::rules(plan);
+    let clamp = options.mss_clamp.is_some();
     let (layout, emitted) = match options.layout {
-        Some(layout) => (layout, emit::emit(plan, &rules, layout)?),
+        Some(layout) => (layout, emit::emit(plan, &rules, layout, clamp)?),
         None => match choose_layout(plan) {
-            Layout::Maps => (Layout::Maps, emit::emit(plan, &rules, Layout::Maps)?),
-            Layout::Inline => match emit::emit(plan, &rules, Layout::Inline) {
+            Layout::Maps => (Layout::Maps, emit::emit(plan, &rules, Layout::Maps, clamp)?),
+            Layout::Inline => match emit::emit(plan, &rules, Layout::Inline, clamp) {
                 Ok(e) => (Layout::Inline, e),
                 // e.g. a jump beyond the 16-bit range: the maps layout has no such limit
-                Err(CodegenError::Build { .. }) => (Layout::Maps, emit::emit(plan, &rules, Layout::Maps)?),
+                Err(CodegenError::Build { .. }) => (Layout::Maps, emit::emit(plan, &rules, Layout::Maps, clamp)?),
                 Err(e) => return Err(e),
             },
         },
@@ -226,6 +242,7 @@ pub(crate) fn generate_unchecked(plan: &Plan, options: &Options) -> Result<Gener
         images,
         rules,
         notes: emitted.notes,
+        mss_clamp: options.mss_clamp,
     })
 }
 
@@ -242,15 +259,21 @@ impl Generated {
             &self.node,
             object,
             vec![ProgramSpec::attached(PROGRAM, AttachPoint::PodVethIngress)],
-            vec![HoleSpec {
-                name: HOLE_TUNNEL_IFINDEX.into(),
-                source: HoleSource::Ifindex { link: TUNNEL_LINK.into() },
-            }],
+            self.hole_specs(),
             self.images.clone(),
         )
         .with_counters(tables::counter_labels(plan, &self.rules, &BTreeMap::new()))
         .with_state([tables::REASONS])
         .with_decisions(decisions::decision_table(plan, None, self.layout.as_str())))
+    }
+
+    /// The manifest's holes: `%tunnel_ifindex` (the ifindex of `egret0`)
+    /// and, when the program clamps, `%mss_v4`/`%mss_v6` ([`mss::hole_specs`]).
+    pub fn hole_specs(&self) -> Vec<HoleSpec> {
+        let mut holes =
+            vec![HoleSpec { name: HOLE_TUNNEL_IFINDEX.into(), source: HoleSource::Ifindex { link: TUNNEL_LINK.into() } }];
+        holes.extend(self.mss_clamp.map(mss::hole_specs).unwrap_or_default());
+        holes
     }
 
     /// The program as re-assemblable assembly (`--emit asm`): `.map`

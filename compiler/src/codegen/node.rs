@@ -18,7 +18,8 @@
 //! | `egret_gw_local` | tail-call target `egret_gw_progs[0]` (filled by the loader with the program of the same generation) |
 //!
 //! The hole `%tunnel_ifindex` (classifier and `egret_gw_reply`) is one
-//! `Ifindex { link: "egret0" }` source.
+//! `Ifindex { link: "egret0" }` source; the classifier's `%mss_v4` and
+//! `%mss_v6` are constants ([`super::mss`]).
 //!
 //! Map images (contract):
 //! - `egret_local_eps` is **empty**: the host-side veth ifindex of a pod is
@@ -47,11 +48,11 @@
 //! classifier-only artifact (its maps are the same; the templates' maps
 //! are extra images it loads but the classifier never reads).
 
-use super::{CodegenError, HOLE_TUNNEL_IFINDEX, Options, PROGRAM, TUNNEL_LINK, equiv, tables};
+use super::{CodegenError, Options, PROGRAM, equiv, tables};
 use crate::plan::{Plan, Verified};
 use crate::resolve::{EgressIp, InterfaceBinding, World};
 use egret_bpf::artifact::{
-    Artifact, AttachPoint, FieldEncoding, HoleSource, HoleSpec, LateField, MapImage, ProgramSpec,
+    Artifact, AttachPoint, FieldEncoding, HoleSource, LateField, MapImage, ProgramSpec,
 };
 use egret_bpf::elf;
 use egret_bpf::templates::{self, AllowedSource, GW_LOCAL_PROG_INDEX, GatewaySlot, SourceNode, Template};
@@ -173,8 +174,7 @@ pub fn node_artifact(plan: &Plan, generated: &super::Generated) -> Result<Artifa
     // counter labels stay the classifier's: the equivalence checker requires
     // exactly the plan's (egret_gw_stats indexes are `templates::Stat`)
     let counters = tables::counter_labels(plan, &generated.rules, &std::collections::BTreeMap::new());
-    let holes =
-        vec![HoleSpec { name: HOLE_TUNNEL_IFINDEX.into(), source: HoleSource::Ifindex { link: TUNNEL_LINK.into() } }];
+    let holes = generated.hole_specs();
     Ok(Artifact::new(&plan.node, object, specs, holes, images)
         .with_counters(counters)
         // reasons are the same in every plan: their counts carry over swaps

@@ -9,7 +9,6 @@ use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
 use egret_bpf::artifact::Artifact;
 use egret_compiler::codegen::{self, reasons::Counter, tables};
-use std::collections::BTreeMap;
 
 /// The ifindex put in `%tunnel_ifindex` (loopback: `BPF_PROG_TEST_RUN` does
 /// not perform the redirect, it returns the verdict).
@@ -32,7 +31,7 @@ pub struct Loaded {
 /// Fills the holes, loads the object and the map images, and loads the
 /// classifier through the kernel verifier.
 pub fn load(a: &Artifact) -> Result<Loaded, String> {
-    let values = BTreeMap::from([(codegen::HOLE_TUNNEL_IFINDEX.to_string(), TEST_IFINDEX)]);
+    let values = codegen::equiv::hole_values(&a.manifest.holes, TEST_IFINDEX);
     let object = egret_bpf::elf::fill_holes(&a.object, &values).map_err(|e| format!("fill holes: {e}"))?;
     let mut bpf = aya::Ebpf::load(&object).map_err(|e| format!("aya load: {e}"))?;
     for img in &a.manifest.maps {
@@ -69,12 +68,14 @@ pub fn load(a: &Artifact) -> Result<Loaded, String> {
 }
 
 /// One `BPF_PROG_TEST_RUN` result.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Ran {
     pub retval: i32,
     /// `skb->cb[0]` after the run.
     pub cb0: u32,
     pub duration: std::time::Duration,
+    /// The frame after the run.
+    pub frame: Vec<u8>,
 }
 
 impl Loaded {
@@ -99,11 +100,13 @@ impl Loaded {
                 ..TestRunOptions::default()
             })
             .map_err(|e| format!("test_run: {e:?}"))?;
+        out.truncate(res.data_size_out as usize);
         let cb = egret_bpf::skb::off::CB as usize;
         Ok(Ran {
             retval: res.return_value as i32,
             cb0: u32::from_le_bytes([ctx_out[cb], ctx_out[cb + 1], ctx_out[cb + 2], ctx_out[cb + 3]]),
             duration: res.duration,
+            frame: out,
         })
     }
 

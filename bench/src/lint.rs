@@ -1,7 +1,5 @@
-//! Benchmark: lint 10,000 policies (parse + validate + policy-set checks) on one core.
-//!
-//! Run: `cargo run --release -p egret-compiler --example bench_lint [-- N]`.
-//! Prints the median of 5 runs and the per-stage split. Target: under 2 s.
+//! `egret-bench lint`: lint N policies (default 10,000; parse + validate +
+//! policy-set checks) on one core, 5 runs, median per stage. Target: under 2 s.
 //!
 //! The synthetic set is shaped like a large platform's: every policy selects one
 //! app in one team namespace (some by namespace only, some with a shared
@@ -9,12 +7,14 @@
 //! pool where partners overlap (so ties and shadowing must really be checked),
 //! 10% capture `0.0.0.0/0` minus private ranges, and gateways come from 20 pools.
 
+use crate::report::{Table, median, ms};
 use egret_compiler::lint;
 use egret_lang::source::SourceMap;
 use std::fmt::Write;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-fn synth(n: usize) -> String {
+/// The synthetic policy set, as YAML.
+pub fn synth(n: usize) -> String {
     let mut s = String::with_capacity(n * 600);
     let mut x: u64 = 0x1234_5678;
     let mut rnd = |m: u64| {
@@ -78,10 +78,11 @@ fn synth(n: usize) -> String {
     s
 }
 
-fn main() {
-    let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(10_000);
+/// Runs the benchmark on `n` policies.
+#[must_use]
+pub fn run(n: usize) -> Vec<Table> {
     let text = synth(n);
-    let mut runs = Vec::new();
+    let (mut parse, mut check, mut total) = (Vec::new(), Vec::new(), Vec::new());
     let mut last = (0usize, 0usize);
     for _ in 0..5 {
         let t0 = Instant::now();
@@ -93,18 +94,30 @@ fn main() {
         let t2 = Instant::now();
         assert_eq!(bundle.policies.len(), n);
         last = (parse_diags.len(), diags.len());
-        runs.push(((t1 - t0).as_secs_f64(), (t2 - t1).as_secs_f64(), (t2 - t0).as_secs_f64()));
+        parse.push(t1 - t0);
+        check.push(t2 - t1);
+        total.push(t2 - t0);
     }
-    runs.sort_by(|a, b| a.2.total_cmp(&b.2));
-    let (p, l, t) = runs[2];
-    println!("lint benchmark: {n} policies, {} bytes of YAML, 5 runs, one thread", text.len());
-    println!("  parse   median {:>8.1} ms", p * 1e3);
-    println!("  lint    median {:>8.1} ms", l * 1e3);
-    println!(
-        "  total   median {:>8.1} ms   (min {:.1} ms, max {:.1} ms)   target < 2000 ms",
-        t * 1e3,
-        runs[0].2 * 1e3,
-        runs[4].2 * 1e3
+    let (min, max) = (total.iter().min().copied(), total.iter().max().copied());
+    let mut t = Table::new(
+        format!(
+            "Lint: {n} policies, {} bytes of YAML, one thread; {} diagnostics from parsing, {} from lint",
+            text.len(),
+            last.0,
+            last.1
+        ),
+        &["stage", "median of 5 (ms)"],
     );
-    println!("  diagnostics: {} from parsing, {} from lint", last.0, last.1);
+    t.row(vec!["parse (YAML → AST)".into(), ms(median(parse))]);
+    t.row(vec!["lint (validation + policy-set checks)".into(), ms(median(check))]);
+    t.row(vec![
+        "total".into(),
+        format!(
+            "{} (min {}, max {}) — target < 2,000",
+            ms(median(total)),
+            ms(min.unwrap_or(Duration::ZERO)),
+            ms(max.unwrap_or(Duration::ZERO))
+        ),
+    ]);
+    vec![t]
 }

@@ -1,24 +1,22 @@
-//! Swap latency: artifact in memory → every link runs the new generation, for
-//! 1, 10 and 100 attachments (pod veths in a network namespace of its own).
+//! `egret-bench swap` (root): swap latency — artifact in memory → every
+//! link runs the new generation, for 1, 10 and 100 attachments (pod veths
+//! in a network namespace of its own).
 //!
-//! ```text
-//! cargo run --release -p egret-loader --example bench_swap [-- --swaps N]
-//! ```
-//!
-//! Needs root (bpf, netns, veth); prints one line and exits otherwise. For
-//! each size it creates a namespace with that many veth pairs, mounts a
-//! private bpffs, attaches the demo classifier to every veth, then times
-//! `Loader::apply` alternating two artifacts (different map contents and
-//! code), and reports the median, 90th percentile and extremes of:
-//! - `to swapped` — what the target is about: checks, hole filling, ELF
-//!   load, map creation and filling, program loads (kernel verifier), pins,
-//!   marker, and replacing the program of every link;
+//! For each size it creates a namespace with that many veth pairs, mounts a
+//! private bpffs, attaches the demo classifier (`egret_loader::demo`) to
+//! every veth, then times `Loader::apply` alternating two artifacts
+//! (different map contents and code), and reports the median and 90th
+//! percentile of:
+//! - `to swapped` — checks, hole filling, ELF load, map creation and
+//!   filling, program loads (kernel verifier), pins, marker, and replacing
+//!   the program of every link;
 //! - its parts `build` and `swap` (link replacements alone);
 //! - `cleanup` — releasing links and deleting the previous generation, which
 //!   happens after traffic already runs the new one.
 //!
 //! Everything it creates is removed at the end, also on failure (RAII).
 
+use crate::report::Table;
 use std::fs::File;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
@@ -64,7 +62,7 @@ impl Drop for Entered {
     }
 }
 
-fn run(cmd: &mut Command) -> Result<(), String> {
+fn sh(cmd: &mut Command) -> Result<(), String> {
     let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
     if out.status.success() { Ok(()) } else { Err(format!("{cmd:?}: {}", String::from_utf8_lossy(&out.stderr))) }
 }
@@ -77,16 +75,17 @@ struct Samples {
     cleanup: Vec<Duration>,
 }
 
-fn stats(v: &mut [Duration]) -> String {
+/// Median and 90th percentile, ms with two decimals.
+fn stats(v: &mut [Duration]) -> [String; 2] {
     v.sort();
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    let p = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
-    format!("{:8.3} {:8.3} {:8.3} {:8.3}", ms(p(0.5)), ms(p(0.9)), ms(v[0]), ms(v[v.len() - 1]))
+    let ms = |d: Duration| format!("{:.2}", d.as_secs_f64() * 1e3);
+    let p = |q: f64| v.get(((v.len().max(1) - 1) as f64 * q).round() as usize).copied().unwrap_or_default();
+    [ms(p(0.5)), ms(p(0.9))]
 }
 
 fn bench(attachments: usize, swaps: usize) -> Result<Samples, String> {
     let tag = format!("egret-bench-{}-{attachments}", std::process::id());
-    run(Command::new("ip").args(["netns", "add", &tag]))?;
+    sh(Command::new("ip").args(["netns", "add", &tag]))?;
     let ns = Netns(tag.clone());
     let mut batch = String::new();
     for i in 0..attachments {
@@ -109,7 +108,7 @@ fn bench(attachments: usize, swaps: usize) -> Result<Samples, String> {
     let dir = std::env::temp_dir().join(format!("{tag}-bpffs"));
     std::fs::create_dir(&dir).map_err(|e| e.to_string())?;
     let mount = Mount(dir.clone());
-    run(Command::new("mount").args(["-t", "bpf", "bpf"]).arg(&dir))?;
+    sh(Command::new("mount").args(["-t", "bpf", "bpf"]).arg(&dir))?;
 
     let artifact = |tag: u8, d1: Verdict| {
         let mut s = DemoSpec::new("bench", tag)
@@ -151,42 +150,35 @@ fn bench(attachments: usize, swaps: usize) -> Result<Samples, String> {
     Ok(s)
 }
 
-fn main() {
-    let mut swaps = 51;
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        if a == "--swaps" {
-            swaps = args.next().and_then(|v| v.parse().ok()).unwrap_or(swaps);
-        }
-    }
-    let euid = std::fs::read_to_string("/proc/self/status")
+/// Runs the benchmark with `swaps` swaps per size.
+///
+/// # Errors
+/// Not root, or any step of the set-up or of a swap failed.
+pub fn run(swaps: usize) -> anyhow::Result<Vec<Table>> {
+    let root = std::fs::read_to_string("/proc/self/status")
         .unwrap_or_default()
         .lines()
         .find_map(|l| l.strip_prefix("Uid:").map(|r| r.split_whitespace().nth(1) == Some("0")))
         .unwrap_or(false);
-    if !euid {
-        println!("bench_swap: needs root (bpf, netns, veth); not run");
-        return;
-    }
-    println!("swap latency, {swaps} swaps per size, alternating two artifacts (102 map entries each), ms:");
-    println!(
-        "{:>11}  {:<36}  {:<36}  {:<36}  {:<36}",
-        "", "to swapped", "  build", "  swap (link updates)", "  cleanup"
+    anyhow::ensure!(root, "needs root (bpf, netns, veth)");
+    let mut t = Table::new(
+        format!("Swap latency, {swaps} swaps per size, alternating two artifacts (102 map entries each), ms"),
+        &[
+            "attachments",
+            "to swapped (median)",
+            "p90",
+            "build (median)",
+            "link updates (median)",
+            "cleanup, after (median)",
+        ],
     );
-    println!("{:>11}  {}", "attachments", "  median      p90      min      max  ".repeat(4));
     for n in [1, 10, 100] {
-        match bench(n, swaps) {
-            Ok(mut s) => println!(
-                "{n:>11}  {}  {}  {}  {}",
-                stats(&mut s.to_swapped),
-                stats(&mut s.build),
-                stats(&mut s.swap),
-                stats(&mut s.cleanup)
-            ),
-            Err(e) => {
-                eprintln!("bench_swap: {n} attachments: {e}");
-                std::process::exit(1);
-            }
-        }
+        let mut s = bench(n, swaps).map_err(|e| anyhow::anyhow!("{n} attachments: {e}"))?;
+        let [sw, sw90] = stats(&mut s.to_swapped);
+        let [build, _] = stats(&mut s.build);
+        let [links, _] = stats(&mut s.swap);
+        let [cleanup, _] = stats(&mut s.cleanup);
+        t.row(vec![n.to_string(), sw, sw90, build, links, cleanup]);
     }
+    Ok(vec![t])
 }

@@ -1,22 +1,19 @@
-//! Layout benchmark (privileged; a program, not a timed test): the inline
-//! layout against the maps layout on the same plans of increasing size,
-//! measured in the kernel with `BPF_PROG_TEST_RUN` (aya 0.14 `TestRun`).
+//! `egret-bench layouts` (privileged): the inline layout against the maps
+//! layout on the same plans of increasing size, measured in the kernel with
+//! `BPF_PROG_TEST_RUN`.
 //!
 //! Plans are synthetic (seeded, deterministic): 4 classes with 4 endpoints
-//! each, cluster-internal 10.0.0.0/8 and 192.0.2.0/24, and per class N/4
-//! nested and disjoint prefixes (/12–/28) outside them with a mix of
-//! redirect, drop, local-egress and pass actions. For every size and layout:
-//! the program is generated, statically verified and equivalence-checked,
-//! loaded (kernel verifier, load time measured), and 8 packets from an
-//! endpoint of class 0 to destinations spread over its table are run with
-//! `repeat` = 1,000,000 each; a trial is the mean of the 8 kernel-reported
-//! per-run durations, and the figure is the median of 5 trials.
-//!
-//! Run: `cargo run --release -p egret-compiler --example bench_codegen_layouts [v4|v6] [trials] [repeat]`
+//! each, cluster-internal 10.0.0.0/8 and 192.0.2.0/24 (IPv6: fd00::/8), and
+//! per class N/4 nested and disjoint prefixes (/12–/28, IPv6 /44–/60)
+//! outside them with a mix of redirect, drop, local-egress and pass
+//! actions. For every size and layout: the program is generated, statically
+//! verified and equivalence-checked, loaded (kernel verifier, load time
+//! measured), and 8 packets from an endpoint of class 0 to destinations
+//! spread over its table are run with `repeat` each; a trial is the mean of
+//! the 8 kernel-reported per-run durations, and the figure is the median of
+//! the trials.
 
-#[path = "../tests/codegen_common/kernel.rs"]
-mod kernel;
-
+use crate::report::Table;
 use egret_compiler::codegen::{self, Layout, Options, partition};
 use egret_compiler::ir::prefix::prefix_order;
 use egret_compiler::ir::{Action, DropReason, Entry, GatewayDecl, SlotDecl};
@@ -24,7 +21,7 @@ use egret_compiler::plan::{self, ClassId, ClassTable, EndpointEntry, Plan, Verif
 use egret_compiler::resolve::{EgressSpec, InterfaceBinding, SlotId};
 use egret_lang::net::{Cidr, Family, prefix_mask, u128_to_ip};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 const CLASSES: u32 = 4;
 const ENDPOINTS_PER_CLASS: u32 = 4;
@@ -41,7 +38,9 @@ impl Rng {
     }
 }
 
-fn synthetic_plan(entries_per_class: usize, family: Family, seed: u64) -> Verified<Plan> {
+/// The synthetic plan with `entries_per_class` entries per class.
+#[must_use]
+pub fn synthetic_plan(entries_per_class: usize, family: Family, seed: u64) -> Verified<Plan> {
     let mut r = Rng(seed);
     let gw = Ipv4Addr::new(192, 0, 2, 100);
     let slot = SlotId(0x00ab_cdef);
@@ -114,7 +113,7 @@ fn synthetic_plan(entries_per_class: usize, family: Family, seed: u64) -> Verifi
         classes,
         gateway_tables: Vec::new(),
     };
-    plan::verify::verify(p).unwrap_or_else(|v| panic!("synthetic plan invalid: {v:?}"))
+    plan::verify::verify(p).unwrap_or_else(|v| unreachable!("synthetic plan invalid: {v:?}"))
 }
 
 /// 8 destinations spread over class 0's intervals, from its first endpoint.
@@ -131,117 +130,66 @@ fn packets(plan: &Plan, family: Family) -> Vec<Vec<u8>> {
         .collect()
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-struct Row {
-    leaves: usize,
-    entries: usize,
-    insns: [usize; 2],
-    processed: [u64; 2],
-    check: [Duration; 2],
-    load: [Duration; 2],
-    ns: [f64; 2],
-}
-
-fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let family = if args.get(1).map(String::as_str) == Some("v6") { Family::V6 } else { Family::V4 };
-    let trials: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(5);
-    let repeat: u32 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
-    if let Some(why) = kernel::missing_privilege() {
-        println!("bench_codegen_layouts needs root and bpf: {why}");
-        return;
-    }
-    println!(
-        "{} plans, {CLASSES} classes x {ENDPOINTS_PER_CLASS} endpoints; {trials} trials x 8 packets x repeat {repeat}",
-        family.as_str()
+/// Runs the benchmark for one family.
+///
+/// # Errors
+/// Loading or running a program that the checks accepted failed.
+pub fn run(family: Family, trials: usize, repeat: u32) -> anyhow::Result<Vec<Table>> {
+    let mut t = Table::new(
+        format!(
+            "Classifier layouts, {}: {CLASSES} classes × {ENDPOINTS_PER_CLASS} endpoints; {trials} trials × 8 packets × repeat {repeat}",
+            family.as_str()
+        ),
+        &[
+            "tree leaves",
+            "class entries",
+            "inline ns/packet",
+            "maps ns/packet",
+            "inline insns",
+            "maps insns",
+            "inline load ms",
+            "maps load ms",
+        ],
     );
-    let mut rows = Vec::new();
+    let mut faster = Vec::new();
     for per_class in [1usize, 4, 16, 32, 64, 128, 256, 512, 1024, 2048] {
         let plan = synthetic_plan(per_class, family, 7 + per_class as u64);
         let rules = partition::rules(&plan);
         let leaves = partition::inline_size(&plan, &rules);
         let frames = packets(&plan, family);
-        let mut row = Row {
-            leaves,
-            entries: plan.counts().class_entries,
-            insns: [0; 2],
-            processed: [0; 2],
-            check: [Duration::ZERO; 2],
-            load: [Duration::ZERO; 2],
-            ns: [0.0; 2],
-        };
+        let mut ns = [f64::NAN; 2];
+        let mut insns = ["—".to_string(), "—".to_string()];
+        let mut load = ["—".to_string(), "—".to_string()];
         for (i, layout) in [Layout::Inline, Layout::Maps].into_iter().enumerate() {
-            let t = Instant::now();
             let v = match codegen::compile(&plan, &Options { layout: Some(layout), ..Options::default() }, None) {
                 Ok(v) => v,
                 Err(e) => {
-                    let e = e.to_string();
-                    let short: String = e.chars().take(160).collect();
-                    println!("  {leaves} leaves, {layout}: not generated: {short}…");
-                    row.ns[i] = f64::NAN;
+                    let short: String = e.to_string().chars().take(160).collect();
+                    eprintln!("  {leaves} leaves, {layout}: not generated: {short}…");
                     continue;
                 }
             };
-            row.check[i] = t.elapsed();
-            row.insns[i] = v.program().insns.len();
-            row.processed[i] = v.report().verifier_insns;
-            let t = Instant::now();
-            let mut k = match kernel::load(v.artifact()) {
-                Ok(k) => k,
-                Err(e) => {
-                    println!("  {leaves} leaves, {layout}: kernel: {}", e.lines().next().unwrap_or_default());
-                    row.ns[i] = f64::NAN;
-                    continue;
-                }
-            };
-            row.load[i] = t.elapsed();
+            insns[i] = v.program().insns.len().to_string();
+            let a = v.artifact();
+            let holes = codegen::equiv::hole_values(&a.manifest.holes, 1);
+            let start = Instant::now();
+            let mut bpf = crate::classify::load(&a.object, &a.manifest.maps, &holes, codegen::PROGRAM)?;
+            load[i] = format!("{:.1}", start.elapsed().as_secs_f64() * 1e3);
             let mut per_trial = Vec::new();
-            for _ in 0..trials {
-                let mut sum = 0.0;
-                for f in &frames {
-                    let r = k.run(f, repeat).expect("test_run");
-                    sum += r.duration.as_nanos() as f64;
-                }
-                per_trial.push(sum / frames.len() as f64);
+            for _ in 0..trials.max(1) {
+                per_trial.push(crate::classify::trial(&mut bpf, codegen::PROGRAM, &frames, repeat, None)?);
             }
-            row.ns[i] = median(per_trial);
+            ns[i] = crate::classify::median(per_trial);
         }
-        println!(
-            "  {:>6} leaves ({:>5} entries): inline {:>6.1} ns ({} insns, {} processed, load {:.1} ms, check {:.1} ms) | maps {:>6.1} ns ({} insns, load {:.1} ms, check {:.1} ms)",
-            row.leaves,
-            row.entries,
-            row.ns[0],
-            row.insns[0],
-            row.processed[0],
-            row.load[0].as_secs_f64() * 1e3,
-            row.check[0].as_secs_f64() * 1e3,
-            row.ns[1],
-            row.insns[1],
-            row.load[1].as_secs_f64() * 1e3,
-            row.check[1].as_secs_f64() * 1e3
-        );
-        rows.push(row);
+        if ns[0] < ns[1] {
+            faster.push(leaves);
+        }
+        let f = |x: f64| if x.is_nan() { "—".to_string() } else { format!("{x:.1}") };
+        eprintln!("  {leaves} leaves: inline {} ns, maps {} ns", f(ns[0]), f(ns[1]));
+        let [i0, i1] = insns;
+        let [l0, l1] = load;
+        t.row(vec![leaves.to_string(), plan.counts().class_entries.to_string(), f(ns[0]), f(ns[1]), i0, i1, l0, l1]);
     }
-    println!(
-        "\n| tree leaves | class entries | inline ns/packet | maps ns/packet | inline insns | inline load ms | maps load ms |"
-    );
-    println!("|---:|---:|---:|---:|---:|---:|---:|");
-    for r in &rows {
-        println!(
-            "| {} | {} | {:.1} | {:.1} | {} | {:.1} | {:.1} |",
-            r.leaves,
-            r.entries,
-            r.ns[0],
-            r.ns[1],
-            r.insns[0],
-            r.load[0].as_secs_f64() * 1e3,
-            r.load[1].as_secs_f64() * 1e3
-        );
-    }
-    let faster: Vec<usize> = rows.iter().filter(|r| r.ns[0] < r.ns[1]).map(|r| r.leaves).collect();
-    println!("\ninline is faster at {faster:?} leaves; current INLINE_MAX_LEAVES = {}", codegen::INLINE_MAX_LEAVES);
+    eprintln!("inline is faster at {faster:?} leaves; INLINE_MAX_LEAVES = {}", codegen::INLINE_MAX_LEAVES);
+    Ok(vec![t])
 }
