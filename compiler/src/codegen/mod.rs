@@ -56,8 +56,8 @@
 //! ([`equiv::check`]) accepted it; [`write()`] takes only that
 //! [`equiv::VerifiedArtifact`]. Output is deterministic.
 
-mod emit;
 pub mod decisions;
+mod emit;
 pub mod equiv;
 pub mod inspect;
 pub mod mss;
@@ -270,8 +270,10 @@ impl Generated {
     /// The manifest's holes: `%tunnel_ifindex` (the ifindex of `egret0`)
     /// and, when the program clamps, `%mss_v4`/`%mss_v6` ([`mss::hole_specs`]).
     pub fn hole_specs(&self) -> Vec<HoleSpec> {
-        let mut holes =
-            vec![HoleSpec { name: HOLE_TUNNEL_IFINDEX.into(), source: HoleSource::Ifindex { link: TUNNEL_LINK.into() } }];
+        let mut holes = vec![HoleSpec {
+            name: HOLE_TUNNEL_IFINDEX.into(),
+            source: HoleSource::Ifindex { link: TUNNEL_LINK.into() },
+        }];
         holes.extend(self.mss_clamp.map(mss::hole_specs).unwrap_or_default());
         holes
     }

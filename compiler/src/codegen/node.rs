@@ -51,9 +51,7 @@
 use super::{CodegenError, Options, PROGRAM, equiv, tables};
 use crate::plan::{Plan, Verified};
 use crate::resolve::{EgressIp, InterfaceBinding, World};
-use egret_bpf::artifact::{
-    Artifact, AttachPoint, FieldEncoding, HoleSource, LateField, MapImage, ProgramSpec,
-};
+use egret_bpf::artifact::{Artifact, AttachPoint, FieldEncoding, HoleSource, LateField, MapImage, ProgramSpec};
 use egret_bpf::elf;
 use egret_bpf::templates::{self, AllowedSource, GW_LOCAL_PROG_INDEX, GatewaySlot, SourceNode, Template};
 use egret_bpf::{MapDef, Program};
