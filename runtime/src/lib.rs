@@ -20,8 +20,14 @@
 //! - **Watch** ([`Agent::run`]): polls the snapshot's files (path, mtime,
 //!   length) and the node's interfaces every [`POLL`] and syncs when either
 //!   changes; a failed sync is reported and retried at the next change.
+//!
+//! In `--kube` mode there is no snapshot: [`kube_agent`] watches the API
+//! server, compiles the node from the cluster view, and hands the result
+//! to the same [`compile_plan`] and [`Agent::apply`] the snapshot path
+//! uses.
 
 pub mod facts;
+pub mod kube_agent;
 pub mod metrics;
 pub mod minicluster;
 pub mod show;
@@ -32,6 +38,7 @@ use std::time::{Duration, SystemTime};
 
 use egret_bpf::artifact::Artifact;
 use egret_compiler::codegen::{self, CodegenError};
+use egret_compiler::plan::{Plan, Verified};
 use egret_compiler::resolve::{InterfaceBinding, Options, World};
 use egret_lang::source::SourceMap;
 use egret_loader::tunnel::{self, TunnelConfig, TunnelState};
@@ -76,6 +83,9 @@ pub enum AgentError {
         #[from]
         source: LoaderError,
     },
+    /// [`Agent::sync`] or [`Agent::run`] without a snapshot directory.
+    #[error("the agent has no snapshot directory (it is fed by the Kubernetes API)")]
+    NoSnapshot,
     /// The snapshot could not be read.
     #[error("cannot read `{path}`: {source}")]
     Io {
@@ -141,8 +151,21 @@ pub fn compile_with_facts(
     }
     let plan = egret_compiler::compile::compile_node(&world, node)
         .map_err(|e| AgentError::Compile { node: node.to_owned(), message: e.to_string() })?;
-    let verified = codegen::node::compile_node(&plan, &codegen::Options::default(), Some(&world))
-        .map_err(|source| AgentError::Codegen { node: node.to_owned(), source })?;
+    compile_plan(&plan, &world)
+}
+
+/// Generates the node's artifact from its verified plan and the world it
+/// was compiled in (`egret_compiler::codegen::node::compile_node`,
+/// equivalence-checked), with what the loader attaches: the plan's local
+/// IPv4 endpoints and the egress interfaces its slots name. The snapshot
+/// path ([`compile_with_facts`]) and the Kubernetes path ([`kube_agent`])
+/// both end here.
+///
+/// # Errors
+/// Code generation or its checks fail.
+pub fn compile_plan(plan: &Verified<Plan>, world: &World) -> Result<Compiled, AgentError> {
+    let verified = codegen::node::compile_node(plan, &codegen::Options::default(), Some(world))
+        .map_err(|source| AgentError::Codegen { node: plan.node.clone(), source })?;
     let pods = plan
         .endpoints
         .iter()
@@ -193,8 +216,9 @@ pub fn snapshot_stamp(dir: &Path) -> Result<Vec<(PathBuf, SystemTime, u64)>, Age
 /// How an agent is set up.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentConfig {
-    /// The snapshot directory.
-    pub snapshot: PathBuf,
+    /// The snapshot directory; `None` when the cluster comes from the API
+    /// server ([`kube_agent`], which applies through [`Agent::apply`]).
+    pub snapshot: Option<PathBuf>,
     /// The node this agent serves.
     pub node: String,
     /// The loader's bpffs root.
@@ -238,6 +262,12 @@ impl Agent {
         Ok(Agent { config, telemetry, loader, tunnel })
     }
 
+    /// The node this agent serves.
+    #[must_use]
+    pub fn node(&self) -> &str {
+        &self.config.node
+    }
+
     /// What [`tunnel::ensure`] did when the agent opened.
     #[must_use]
     pub fn tunnel(&self) -> TunnelState {
@@ -261,19 +291,30 @@ impl Agent {
     /// # Errors
     /// Compile, apply or pod-attach failures (the running generation stays).
     pub fn sync(&mut self) -> Result<Synced, AgentError> {
+        let snapshot = self.config.snapshot.clone().ok_or(AgentError::NoSnapshot)?;
         let facts = facts::discover().map_err(|source| AgentError::Io { path: "getifaddrs".into(), source })?;
         let started = std::time::Instant::now();
-        let compiled = compile_with_facts(&self.config.snapshot, &self.config.node, Some(&facts));
+        let compiled = compile_with_facts(&snapshot, &self.config.node, Some(&facts));
         self.telemetry.compiled(started.elapsed(), compiled.is_ok());
-        let compiled = compiled?;
-        let applied = self.apply(&compiled);
+        self.apply(&compiled?)
+    }
+
+    /// Applies a compiled node: the artifact (a digest-equal artifact loads
+    /// nothing), then the attached pods and egress interfaces, as the
+    /// module doc says; records the outcome in the telemetry (the caller
+    /// records the compile, [`metrics::Telemetry::compiled`]).
+    ///
+    /// # Errors
+    /// Apply or attach failures (the running generation stays).
+    pub fn apply(&mut self, compiled: &Compiled) -> Result<Synced, AgentError> {
+        let applied = self.apply_inner(compiled);
         if applied.is_err() {
             self.telemetry.failed();
         }
         applied
     }
 
-    fn apply(&mut self, compiled: &Compiled) -> Result<Synced, AgentError> {
+    fn apply_inner(&mut self, compiled: &Compiled) -> Result<Synced, AgentError> {
         let apply = self.loader.apply(&compiled.artifact)?;
         let targets: Vec<PodTarget> = compiled.pods.iter().map(|ip| PodTarget::Ip(*ip)).collect();
         let pods = self.loader.sync_pods(&targets)?;
@@ -290,7 +331,7 @@ impl Agent {
     /// true (checked every [`POLL`]); `report` sees every sync's outcome.
     ///
     /// # Errors
-    /// Only if the snapshot directory itself cannot be read.
+    /// Only if the snapshot directory itself cannot be read (or there is none).
     pub fn run(
         &mut self,
         mut stop: impl FnMut() -> bool,
@@ -298,12 +339,13 @@ impl Agent {
     ) -> Result<(), AgentError> {
         // what a sync depends on: the snapshot's files and the node's interfaces
         let state = |dir: &Path| -> Result<_, AgentError> { Ok((snapshot_stamp(dir)?, facts::discover().ok())) };
-        let mut stamp = state(&self.config.snapshot)?;
+        let snapshot = self.config.snapshot.clone().ok_or(AgentError::NoSnapshot)?;
+        let mut stamp = state(&snapshot)?;
         report(&self.sync());
         while !stop() {
             self.telemetry.alive();
             std::thread::sleep(POLL);
-            let now = state(&self.config.snapshot)?;
+            let now = state(&snapshot)?;
             if now != stamp {
                 // the newest file that changed: when the input changed
                 let changed = now.0.iter().filter(|f| !stamp.0.contains(f)).map(|f| f.1).max();

@@ -323,13 +323,16 @@ struct EchoSeen {
     payload: Vec<u8>,
 }
 
+/// Every TCP SYN the server saw: its source and MSS option.
+type SynLog = Mutex<Vec<(Seen, Option<u16>)>>;
+
 /// The server's threads and what they logged.
 struct Server {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
     echoes: Arc<Mutex<Vec<EchoSeen>>>,
     /// Every TCP SYN's source and MSS option.
-    syns: Arc<Mutex<Vec<(Seen, Option<u16>)>>>,
+    syns: Arc<SynLog>,
     sink: Arc<AtomicU64>,
 }
 
@@ -471,7 +474,7 @@ fn raw_socket(protocol: rustix::net::Protocol, timeout: Duration) -> Result<rust
 }
 
 /// Logs the source and the MSS option (if any) of every TCP SYN.
-fn syn_log(fd: &rustix::fd::OwnedFd, stop: &AtomicBool, log: &Mutex<Vec<(Seen, Option<u16>)>>) {
+fn syn_log(fd: &rustix::fd::OwnedFd, stop: &AtomicBool, log: &SynLog) {
     let mut buf = [0u8; 2048];
     while !stop.load(Ordering::Relaxed) {
         let Ok(n) = rustix::io::read(fd, &mut buf) else { continue };

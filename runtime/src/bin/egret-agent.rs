@@ -1,8 +1,16 @@
 //! `egret-agent --snapshot DIR --node NAME [--bpffs ROOT] [--tunnel-port N] [--netns NAME] [--metrics ADDR] [--once]`
+//! `egret-agent --kube --node NAME [--bpffs ROOT] [--tunnel-port N] [--netns NAME] [--metrics ADDR]`
 //!
 //! Compiles the node from the snapshot directory, applies it, attaches the
 //! node's pods, and (without `--once`) re-applies whenever the directory's
-//! files or the node's interfaces change (polled every 500 ms). `--netns`
+//! files or the node's interfaces change (polled every 500 ms).
+//!
+//! `--kube` takes the cluster from the Kubernetes API server instead
+//! (`egret_runtime::kube_agent`): the API server is found as
+//! `kube::Config::infer` finds it (`KUBECONFIG`, `~/.kube/config`, else the
+//! in-cluster environment); egret is built without TLS for now, so only
+//! `http://` API servers work. Each policy's summary is printed when it
+//! changes. `--netns`
 //! enters `/run/netns/NAME` with `setns` first (`ip netns exec` would hide
 //! bpffs). `--metrics ADDR` serves `/metrics`, `/healthz` and `/readyz`
 //! (`egret_runtime::metrics`). One line per sync on stdout; errors on stderr.
@@ -15,11 +23,15 @@ use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use egret_kube::watch::WatchConfig;
 use egret_loader::ApplyReport;
 use egret_loader::tunnel::TunnelConfig;
-use egret_runtime::{Agent, AgentConfig, AgentError, Synced};
+use egret_runtime::{Agent, AgentConfig, AgentError, Synced, kube_agent};
 
 const USAGE: &str = "usage: egret-agent --snapshot DIR --node NAME [--bpffs ROOT] [--tunnel-port N] [--netns NAME] [--metrics ADDR] [--once]
+       egret-agent --kube --node NAME [--bpffs ROOT] [--tunnel-port N] [--netns NAME] [--metrics ADDR]
+         (--kube: the API server from KUBECONFIG, ~/.kube/config or the in-cluster environment;
+          http:// only for now, egret is built without TLS)
        egret-agent status|maps [--bpffs ROOT] [--json]
        egret-agent demo";
 
@@ -31,7 +43,7 @@ struct Args {
 }
 
 fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
-    let (mut snapshot, mut node, mut netns, mut metrics, mut once) = (None, None, None, None, false);
+    let (mut snapshot, mut node, mut netns, mut metrics, mut once, mut kube) = (None, None, None, None, false, false);
     let mut bpffs = PathBuf::from(egret_loader::pins::DEFAULT_ROOT);
     let mut tunnel = TunnelConfig::default();
     while let Some(a) = it.next() {
@@ -44,10 +56,16 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
             "--tunnel-port" => tunnel.dstport = value()?.parse().map_err(|e| format!("--tunnel-port: {e}"))?,
             "--metrics" => metrics = Some(value()?.parse().map_err(|e| format!("--metrics: {e}"))?),
             "--once" => once = true,
+            "--kube" => kube = true,
             other => return Err(format!("unknown argument `{other}`")),
         }
     }
-    let snapshot = snapshot.ok_or("--snapshot is required")?;
+    match (&snapshot, kube) {
+        (Some(_), true) => return Err("--snapshot and --kube exclude each other".into()),
+        (None, false) => return Err("--snapshot or --kube is required".into()),
+        _ if kube && once => return Err("--once needs --snapshot".into()),
+        _ => {}
+    }
     let node = node.ok_or("--node is required")?;
     Ok(Args { config: AgentConfig { snapshot, node, bpffs_root: bpffs, tunnel }, netns, metrics, once })
 }
@@ -87,6 +105,10 @@ fn main() -> ExitCode {
     if let Some(code) = egret_runtime::show::main(&std::env::args().skip(1).collect::<Vec<_>>()) {
         return code;
     }
+    if matches!(std::env::args().nth(1).as_deref(), Some("-h" | "--help")) {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
     let args = match parse(std::env::args().skip(1)) {
         Ok(a) => a,
         Err(e) => {
@@ -100,6 +122,7 @@ fn main() -> ExitCode {
         eprintln!("{e}");
         return ExitCode::FAILURE;
     }
+    let kube = args.config.snapshot.is_none();
     let mut agent = match Agent::open(args.config) {
         Ok(a) => a,
         Err(e) => {
@@ -116,6 +139,9 @@ fn main() -> ExitCode {
             }
         }
     }
+    if kube {
+        return run_kube(&mut agent);
+    }
     if args.once {
         let r = agent.sync();
         report(&r);
@@ -128,6 +154,35 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--kube`: the agent from the API server, until killed.
+fn run_kube(agent: &mut Agent) -> ExitCode {
+    // one thread: the one that entered the node's namespace
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async {
+        let client = match kube_agent::client().await {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let report = |r: &kube_agent::Reconciled| {
+            for (policy, summary) in &r.policies {
+                println!("policy {policy}: {summary}");
+            }
+            report(&r.result);
+        };
+        kube_agent::run(agent, client, WatchConfig::default(), std::future::pending(), report).await;
+        ExitCode::SUCCESS
+    })
 }
 
 /// `egret-agent demo`: the mini-cluster with this binary as every node's agent.

@@ -1,0 +1,234 @@
+//! `egret-agent --kube`: the node agent fed by the Kubernetes API server
+//! instead of a snapshot directory.
+//!
+//! Contract of [`run`]:
+//! - **Input**: policies, pods, namespaces and nodes through
+//!   `egret_kube::watch::ClusterWatch` (list+watch, synced gate, debounced
+//!   callback; see its module doc), plus the node's own interfaces
+//!   ([`facts::discover`]), which join every compilation as the node's
+//!   `NodeNetwork` (source [`NODE_FACTS`]; the API server has no such kind).
+//! - **Reconcile** (the watch's callback, never before every kind has
+//!   listed): compiles the node from the view ([`compile_view`]: egret's
+//!   loader and resolver, then [`compile_plan`], equivalence-checked) and
+//!   applies the result with [`Agent::apply`] — the same functions, loader
+//!   calls and telemetry as the snapshot path. A view that does not compile
+//!   (an unknown node, a code generation failure) leaves the running
+//!   generation serving; the error is reported and the next change retries.
+//! - **Facts**: the node's interfaces are polled every [`POLL`]; a change
+//!   nudges the watch, which recompiles (debounced like object changes).
+//! - **Reports**: every reconcile is reported ([`Reconciled`]): the sync's
+//!   outcome, and the summary of each policy whose summary changed since
+//!   the previous reconcile (`PolicyReport::summary`; Kubernetes Events
+//!   come later).
+//! - **Health**: `/readyz` needs a generation applied by this loop and the
+//!   last sync to have succeeded, so it implies the watch's synced gate
+//!   (the callback never runs before it). `/healthz` ticks with the facts
+//!   poll, which shares the thread with the callback on a current-thread
+//!   runtime: a stuck reconcile stops it.
+//!
+//! Runs on the calling thread's network namespace: everything (the API
+//! client's sockets, [`facts::discover`], the loader) is on the runtime's
+//! thread, which must be inside the node's namespace.
+//!
+//! Not yet: TLS (egret-kube is built without a TLS stack, so only
+//! `http://` API servers work), Kubernetes Events, and the
+//! `egret_event_to_dataplane_seconds` figure (the watch does not say when
+//! a change arrived).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use egret_compiler::resolve::Options;
+use egret_kube::view::{ClusterView, Compilation};
+use egret_kube::watch::{ClusterWatch, Nudge, WatchConfig};
+
+use crate::metrics::Telemetry;
+use crate::{Agent, AgentError, Compiled, POLL, Synced, compile_plan, facts};
+
+/// Source name of the node's own `NodeNetwork` in every compilation.
+pub const NODE_FACTS: &str = "node-facts";
+
+/// What one reconcile did.
+#[derive(Debug)]
+pub struct Reconciled {
+    /// The sync: compile, code generation, apply.
+    pub result: Result<Synced, AgentError>,
+    /// `(policy, summary)` of every policy whose summary changed since the
+    /// previous reconcile (all of them the first time), in name order.
+    pub policies: Vec<(String, String)>,
+}
+
+/// Why the API client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Neither a kubeconfig nor the in-cluster environment.
+    #[error("cannot find the API server: {source}")]
+    Infer {
+        /// The error.
+        source: kube::config::InferConfigError,
+    },
+    /// The configuration found cannot be used.
+    #[error("cannot build the API client (only http:// API servers work: egret-kube is built without TLS): {source}")]
+    Build {
+        /// The error.
+        source: kube::Error,
+    },
+}
+
+/// The API client, configured as `kube::Config::infer` finds it
+/// (`KUBECONFIG` or `~/.kube/config`, else the in-cluster environment).
+///
+/// # Errors
+/// No configuration, or one that needs TLS.
+pub async fn client() -> Result<kube::Client, ClientError> {
+    let config = kube::Config::infer().await.map_err(|source| ClientError::Infer { source })?;
+    kube::Client::try_from(config).map_err(|source| ClientError::Build { source })
+}
+
+/// Compiles `node` from the cluster view and the node's own interfaces
+/// `facts`: the view's compilation (per-policy reports, diagnostics) and
+/// the node compiled for the loader, or why not.
+pub fn compile_view(
+    view: &ClusterView,
+    node: &str,
+    facts: &[facts::NodeInterface],
+) -> (Compilation, Result<Compiled, AgentError>) {
+    let node_network = facts::node_network_yaml(node, facts);
+    let c = view.compile(node, &Options::default(), &[(NODE_FACTS, &node_network)]);
+    let compiled = match &c.plan {
+        Ok(plan) => compile_plan(plan, &c.world),
+        Err(e) => Err(AgentError::Compile { node: node.to_owned(), message: e.to_string() }),
+    };
+    (c, compiled)
+}
+
+/// One reconcile: see the module doc. `last` holds the policy summaries
+/// reported so far.
+fn reconcile(agent: &mut Agent, view: &ClusterView, last: &mut BTreeMap<String, String>) -> Reconciled {
+    let node = agent.node().to_owned();
+    let facts = match facts::discover() {
+        Ok(f) => f,
+        Err(source) => {
+            let result = Err(AgentError::Io { path: "getifaddrs".into(), source });
+            return Reconciled { result, policies: Vec::new() };
+        }
+    };
+    let started = Instant::now();
+    let (c, compiled) = compile_view(view, &node, &facts);
+    agent.telemetry().compiled(started.elapsed(), compiled.is_ok());
+    let now: BTreeMap<String, String> = c.policies.values().map(|r| (r.name.clone(), r.summary())).collect();
+    let policies =
+        now.iter().filter(|(name, s)| last.get(*name) != Some(*s)).map(|(n, s)| (n.clone(), s.clone())).collect();
+    *last = now;
+    let result = compiled.and_then(|compiled| agent.apply(&compiled));
+    Reconciled { result, policies }
+}
+
+/// Polls the node's interfaces every [`POLL`] and nudges the watch when
+/// they change; marks the loop alive for `/healthz`. Never returns.
+async fn watch_facts(nudge: Nudge, telemetry: Arc<Telemetry>) {
+    let mut last = facts::discover().ok();
+    loop {
+        telemetry.alive();
+        tokio::time::sleep(POLL).await;
+        let now = facts::discover().ok();
+        if now != last {
+            last = now;
+            nudge.nudge();
+        }
+    }
+}
+
+/// Runs the agent from the API server until `shutdown` completes; `report`
+/// sees every reconcile. See the module doc.
+pub async fn run(
+    agent: &mut Agent,
+    client: kube::Client,
+    config: WatchConfig,
+    shutdown: impl Future<Output = ()>,
+    mut report: impl FnMut(&Reconciled),
+) {
+    let watch = ClusterWatch::new(client, config);
+    let facts = watch_facts(watch.nudge(), agent.telemetry());
+    let mut last = BTreeMap::new();
+    let watching = watch.run(shutdown, |view| report(&reconcile(agent, view, &mut last)));
+    tokio::select! {
+        () = watching => {}
+        () = facts => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use egret_kube::view::{NamespaceFacts, NodeFacts, PodFacts, PolicyFacts};
+    use std::net::Ipv4Addr;
+
+    fn labels(kv: &[(&str, &str)]) -> egret_kube::view::Labels {
+        kv.iter().map(|(k, v)| ((*k).to_string(), (*v).to_string())).collect()
+    }
+
+    /// worker-1 with one selected pod, gateway-1, one policy.
+    fn view() -> ClusterView {
+        let mut v = ClusterView::new();
+        for (name, ip, cidr, l) in [
+            ("worker-1", "192.0.2.11", "10.244.1.0/24", labels(&[])),
+            ("gateway-1", "192.0.2.13", "10.244.3.0/24", labels(&[("egress", "true")])),
+        ] {
+            v.nodes.apply(NodeFacts {
+                name: name.into(),
+                uid: format!("uid-{name}"),
+                labels: l,
+                internal_ips: vec![ip.into()],
+                pod_cidrs: vec![cidr.into()],
+                ready: Some("True".into()),
+            });
+        }
+        v.namespaces.apply(NamespaceFacts { name: "prod".into(), labels: labels(&[]) });
+        v.pods.apply(PodFacts {
+            namespace: "prod".into(),
+            name: "web".into(),
+            uid: "uid-web".into(),
+            labels: labels(&[("app", "web")]),
+            node_name: Some("worker-1".into()),
+            host_network: false,
+            phase: Some("Running".into()),
+            ips: vec!["10.244.1.10".into()],
+        });
+        let spec = serde_json::json!({"selectors": [{"podSelector": {"matchLabels": {"app": "web"}}}],
+            "destinationCIDRs": ["0.0.0.0/0"],
+            "egressGateway": {"nodeSelector": {"matchLabels": {"egress": "true"}}, "egressIP": "198.51.100.1"}});
+        v.policies.apply(PolicyFacts {
+            name: "web-out".into(),
+            uid: "uid-p".into(),
+            namespace: None,
+            spec: Some(spec),
+        });
+        v
+    }
+
+    #[test]
+    fn a_view_compiles_to_what_the_loader_applies() {
+        let facts = [facts::NodeInterface {
+            name: "eth0".into(),
+            index: 2,
+            addresses: vec![("192.0.2.11".parse().expect("ip"), 24)],
+        }];
+        let (c, compiled) = compile_view(&view(), "worker-1", &facts);
+        let compiled = compiled.expect("worker-1 compiles");
+        assert_eq!(compiled.pods, [Ipv4Addr::new(10, 244, 1, 10)]);
+        assert_eq!(compiled.artifact.manifest.node, "worker-1");
+        compiled.artifact.check().expect("a valid artifact");
+        assert!(c.policies["web-out"].compiled());
+        let network = c.world.node_by_name("worker-1").and_then(|n| n.network.as_ref());
+        assert!(network.is_some_and(|n| n.interfaces[0].name == "eth0"), "the node's facts are in the world");
+    }
+
+    #[test]
+    fn an_unknown_node_is_an_error_not_an_artifact() {
+        let (_, compiled) = compile_view(&view(), "worker-9", &[]);
+        assert!(matches!(compiled, Err(AgentError::Compile { ref node, .. }) if node == "worker-9"), "{compiled:?}");
+    }
+}

@@ -1,0 +1,271 @@
+//! `egret-agent --kube` on a node (privileged, in network namespaces with a
+//! private bpffs mount): one node namespace with one pod behind a veth, and
+//! egret-kube's in-process API server (`kube/tests/support/apiserver.rs`)
+//! listening on 127.0.0.1 *inside* that namespace, serving the example
+//! cluster and policies (`examples/cluster`, `examples/policies`; the
+//! `.egret` policy converted as `egret convert` does). The agent, pointed at
+//! it through `KUBECONFIG`, applies worker-1 with the pod attached once its
+//! watch has synced; relabelling the pod out of the policy through the API
+//! makes it swap to a generation without the pod, and relabelling it back
+//! swaps again with the pod attached. The delays from the API write to the
+//! swap are printed. Everything is removed at the end.
+
+#[path = "../../loader/tests/common/mod.rs"]
+mod common;
+
+#[path = "../../kube/tests/support/apiserver.rs"]
+#[expect(dead_code, reason = "this test uses a subset of the server's controls")]
+mod apiserver;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use apiserver::{ApiServer, Res};
+use common::*;
+use egret_loader::{Generation, Loader, LoaderConfig, inspect, tunnel};
+use serde::Deserialize as _;
+use serde_json::Value;
+
+const NODE: &str = "worker-1";
+/// `production/egress-pod` of the example cluster: on worker-1, selected by
+/// the example policy through its label `use-egress-gateway: "true"`.
+const POD: &str = "10.244.1.10";
+const POD_KEY: &str = "production/egress-pod";
+
+/// Every object of the example cluster and policies, as the API server
+/// holds them.
+fn example_objects() -> Vec<(Res, Value)> {
+    let examples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let mut out = Vec::new();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(examples.join("cluster"))
+        .expect("examples/cluster")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    files.sort();
+    for path in files {
+        let text = std::fs::read_to_string(&path).expect("read");
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let doc: Value = serde_json::to_value(serde_yaml::Value::deserialize(doc).expect("yaml")).expect("json");
+            let items =
+                if doc["kind"] == "List" { doc["items"].as_array().cloned().unwrap_or_default() } else { vec![doc] };
+            for item in items {
+                // NodeNetwork (the agent reads its own) and workloads are no served kinds
+                let res = match item["kind"].as_str() {
+                    Some("Node") => Res::Nodes,
+                    Some("Namespace") => Res::Namespaces,
+                    Some("Pod") => Res::Pods,
+                    _ => continue,
+                };
+                out.push((res, item));
+            }
+        }
+    }
+    let mut sources = egret_lang::source::SourceMap::new();
+    let loaded = egret_lang::load::load(&mut sources, &[examples.join("policies")]);
+    assert!(loaded.diagnostics.iter().all(|d| !d.is_error()), "{:?}", loaded.diagnostics);
+    assert_eq!(loaded.bundle.policies.len(), 2, "the YAML and the .egret example policies");
+    for p in &loaded.bundle.policies {
+        let yaml: serde_yaml::Value = serde_yaml::from_str(&egret_lang::emit::policy_to_yaml(p)).expect("yaml");
+        out.push((Res::Policies, serde_json::to_value(yaml).expect("json")));
+    }
+    out
+}
+
+/// A kubeconfig for a plain-HTTP API server without credentials.
+fn kubeconfig(path: &Path, server: &str) {
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: \"{server}\"\n\
+         users:\n- name: test\n  user: {{}}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: test\n\
+         current-context: test\n"
+    );
+    std::fs::write(path, text).expect("write kubeconfig");
+}
+
+/// The agent process, killed (and reaped) on drop, also when the test fails.
+struct AgentProcess(Child);
+
+/// The agent's stdout lines so far (echoed as they come, read by a thread
+/// that ends when the agent does).
+fn capture(child: &mut Child) -> Arc<Mutex<Vec<String>>> {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let out = child.stdout.take().expect("piped stdout");
+    let sink = Arc::clone(&lines);
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            println!("agent: {line}");
+            sink.lock().expect("lines").push(line);
+        }
+    });
+    lines
+}
+
+/// The first captured line starting with `prefix`, if any.
+fn line_with(lines: &Mutex<Vec<String>>, prefix: &str) -> Option<String> {
+    lines.lock().expect("lines").iter().find(|l| l.starts_with(prefix)).cloned()
+}
+
+/// `GET path` on the agent's metrics server: status code and body.
+fn get(addr: &str, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("connect to the metrics server");
+    write!(s, "GET {path} HTTP/1.1\r\nHost: agent\r\n\r\n").expect("write");
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).expect("read");
+    let code = reply.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (code, reply.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A file removed on drop.
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Waits until `f` returns `Some` (20 s at most), polling every 10 ms.
+fn wait_for<T>(what: &str, agent: &mut Child, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if let Ok(Some(status)) = agent.try_wait() {
+            panic!("{what}: the agent exited with {status}");
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "{what}: timed out");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The running generation, and the interfaces attached.
+fn running(root: &Path) -> Option<(Generation, Vec<String>)> {
+    let st = inspect::status(root).ok()?;
+    let g = st.generations.iter().find(|g| g.running)?.generation;
+    Some((g, st.attachments.iter().filter_map(|a| a.interface.clone()).collect()))
+}
+
+/// Keys of the running generation's `egret_local_eps` (none when the
+/// generation has no such map: a node without local endpoints).
+fn local_endpoints(root: &Path) -> Vec<String> {
+    let (_, maps) = inspect::maps(root).expect("maps");
+    maps.iter().filter(|m| m.name == "egret_local_eps").flat_map(|m| m.entries.iter().map(|e| e.key.clone())).collect()
+}
+
+#[test]
+fn the_kube_agent_applies_the_node_and_follows_the_api() {
+    if !privileged("the_kube_agent_applies_the_node_and_follows_the_api") {
+        return;
+    }
+    let fs = Bpffs::new("kag");
+    let node = Netns::new("kag");
+    let pod = Netns::new("p");
+    let veth = unique("v");
+    ip_in(&node.name, &["link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &pod.name]);
+    ip_in(&node.name, &["link", "set", &veth, "up"]);
+    ip_in(&node.name, &["route", "add", &format!("{POD}/32"), "dev", &veth]);
+    ip_in(&pod.name, &["addr", "add", &format!("{POD}/24"), "dev", "eth0"]);
+    ip_in(&pod.name, &["link", "set", "eth0", "up"]);
+
+    // the API server listens on 127.0.0.1 of the node's namespace: bound
+    // from this thread once it has entered it
+    let entered = node.enter();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+    let server = rt.block_on(ApiServer::start_new());
+    let objects = example_objects();
+    for (res, obj) in &objects {
+        server.apply(*res, obj.clone());
+    }
+    let config = TempFile(std::env::temp_dir().join(unique("egret-kubeconfig")));
+    kubeconfig(&config.0, &server.url());
+
+    let root = fs.root();
+    let mut agent = AgentProcess(
+        Command::new(env!("CARGO_BIN_EXE_egret-agent"))
+            .args(["--kube", "--node", NODE, "--bpffs", &root.to_string_lossy(), "--netns", &node.name])
+            .args(["--metrics", "127.0.0.1:0"])
+            .env("KUBECONFIG", &config.0)
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start egret-agent"),
+    );
+    let output = capture(&mut agent.0);
+    let metrics = wait_for("the metrics address", &mut agent.0, || line_with(&output, "metrics on http://"));
+    let metrics = metrics.trim_start_matches("metrics on http://").trim_end_matches("/metrics").to_string();
+
+    // first generation, once the watch has synced: the pod's veth and
+    // egret0 attached, the pod a local endpoint
+    let started = Instant::now();
+    let (first, _) = wait_for("first apply", &mut agent.0, || {
+        running(&root).filter(|(_, attached)| attached.contains(&veth) && attached.iter().any(|a| a == "egret0"))
+    });
+    println!("agent start → first generation serving: {:?}", started.elapsed());
+    assert_eq!(local_endpoints(&root), ["0af4010a"], "10.244.1.10");
+    let summary = "policy egress-gateway-policy: compiled; selects 2 endpoints; gateway gateway-1 (192.0.2.13)";
+    wait_for("the policy's summary", &mut agent.0, || line_with(&output, summary));
+    wait_for("/readyz answering 200", &mut agent.0, || (get(&metrics, "/readyz").0 == 200).then_some(()));
+    let (code, body) = get(&metrics, "/metrics");
+    assert_eq!(code, 200);
+    let generation = format!("egret_generation{{node=\"{NODE}\"}} {}", first.0);
+    assert!(body.lines().any(|l| l == generation), "missing `{generation}` in\n{body}");
+    let link = tunnel::get("egret0").expect("get").expect("egret0 created");
+    assert!(link.is_owned() && link.matches(&tunnel::TunnelConfig::default()));
+
+    // relabel the pod out of the policy: a new generation without it
+    let (_, original) =
+        objects.iter().find(|(r, o)| *r == Res::Pods && o["metadata"]["name"] == "egress-pod").expect("pod");
+    let mut relabelled = original.clone();
+    relabelled["metadata"]["labels"] = serde_json::json!({"run": "egress-pod"});
+    let written = Instant::now();
+    server.apply(Res::Pods, relabelled);
+    let (second, _) = wait_for("swap after the relabel", &mut agent.0, || running(&root).filter(|(g, _)| *g != first));
+    let swapped = written.elapsed();
+    let (_, attached) = wait_for("the pod detached", &mut agent.0, || {
+        running(&root).filter(|(g, attached)| *g == second && !attached.contains(&veth))
+    });
+    println!("API change ({POD_KEY} relabelled out) → swap: {swapped:?}; attached now: {attached:?}");
+    assert!(local_endpoints(&root).is_empty(), "no local endpoint is selected any more");
+    let st = inspect::status(&root).expect("status");
+    assert_eq!(st.generations.len(), 1, "the old generation is deleted");
+    assert!(st.attachments.iter().all(|a| a.generation == Some(second)), "every link runs the new generation");
+
+    // and back: selected again, attached again
+    let written = Instant::now();
+    server.apply(Res::Pods, original.clone());
+    let (third, _) = wait_for("swap after relabelling back", &mut agent.0, || {
+        running(&root).filter(|(g, attached)| *g != second && attached.contains(&veth))
+    });
+    println!("API change ({POD_KEY} relabelled back) → swap and attach: {:?}", written.elapsed());
+    assert_ne!(third, first);
+    assert_eq!(local_endpoints(&root), ["0af4010a"]);
+
+    drop(agent);
+    let (loader, _) = Loader::open(LoaderConfig::new(&root)).expect("open");
+    loader.uninstall().expect("uninstall");
+    assert!(tunnel::remove("egret0").expect("remove egret0"));
+    assert_eq!(fs.pins(), 0);
+    drop(server);
+    drop(rt);
+    drop(entered);
+    let kubeconfig_path = config.0.clone();
+    drop(config);
+    assert!(!kubeconfig_path.exists(), "kubeconfig left");
+    let names = [node.name.clone(), pod.name.clone()];
+    let mount = fs.mount_point().to_path_buf();
+    drop(pod);
+    drop(node);
+    drop(fs);
+    assert!(names.iter().all(|n| !netns_exists(n)) && !mounted(&mount), "namespace or mount left");
+}
