@@ -110,6 +110,63 @@ mod broken {
     }
 
     #[test]
+    fn mss_holes_must_be_recorded_constants_and_an_unclamped_program_is_held_to_it() {
+        use egret_bpf::artifact::HoleSource;
+        use egret_compiler::codegen::mss::{self, MssClamp};
+        let (w, plan) = worker1();
+        for layout in [Layout::Inline, Layout::Maps] {
+            let g =
+                codegen::generate(&plan, &Options { layout: Some(layout), ..Options::default() }).expect("generates");
+            let a = g.artifact(&plan).expect("artifact");
+            let ok = equiv::check(a.clone(), &plan, Some(&w)).expect("the program as generated");
+            assert_eq!(ok.report().mss_clamp, Some(MssClamp::DEFAULT));
+            assert!(ok.report().mss_clamped >= 10, "{:?}", ok.report());
+            // a recorded clamp that does not fit 16 bits
+            let mut m = a.manifest.clone();
+            for h in &mut m.holes {
+                if h.name == mss::HOLE_MSS_V4 {
+                    h.source = HoleSource::Constant { value: 70_000 };
+                }
+            }
+            let bad = Artifact::new(&m.node, a.object.clone(), m.programs, m.holes, m.maps).with_counters(m.counters);
+            let err = equiv::check(bad, &plan, Some(&w)).expect_err("a clamp that is no 16-bit constant");
+            assert!(matches!(err, EquivError::MssHoles { .. }), "{err}");
+        }
+        // without the clamp, SYNs leave untouched, and the checker holds it to that
+        let g = codegen::generate(&plan, &Options { mss_clamp: None, ..Options::default() }).expect("generates");
+        let v = equiv::check(g.artifact(&plan).expect("artifact"), &plan, Some(&w)).expect("equivalent");
+        assert_eq!((v.report().mss_clamp, v.report().mss_clamped), (None, 0));
+        // a program that clamps, with a manifest that says it does not: every clamped SYN is a frame error
+        let g = codegen::generate(&plan, &Options::default()).expect("generates");
+        let a = g.artifact(&plan).expect("artifact");
+        let m = &a.manifest;
+        let holes: Vec<_> = m.holes.iter().filter(|h| !h.name.starts_with("mss_")).cloned().collect();
+        let unrecorded = Artifact::new(&m.node, a.object.clone(), m.programs.clone(), holes, m.maps.clone())
+            .with_counters(m.counters.clone());
+        let err = equiv::check(unrecorded, &plan, Some(&w)).expect_err("holes without values");
+        assert!(matches!(&err, EquivError::MssHoles { detail } if detail.contains("%mss_v4")), "{err}");
+    }
+
+    #[test]
+    fn a_wrong_checksum_update_is_caught_by_recomputing_it() {
+        // the parity test of the MSS field's offset always says "even": an MSS
+        // behind one NOP gets the unswapped update, a wrong TCP checksum
+        let (w, plan) = worker1();
+        let a = patched(&plan, Layout::Inline, |i| match *i {
+            Instruction::Alu {
+                width: Width::W64,
+                op: egret_bpf::insn::AluOp::And,
+                dst: Reg::R0,
+                src: Operand::Imm(1),
+            } => Some(Instruction::alu64_imm(egret_bpf::insn::AluOp::And, Reg::R0, 0)),
+            _ => None,
+        });
+        let err = equiv::check(a, &plan, Some(&w)).expect_err("caught");
+        assert!(matches!(err, EquivError::Frame { .. } | EquivError::Checksum { .. }), "{err}");
+        println!("{err}");
+    }
+
+    #[test]
     fn a_wrong_rule_index_is_a_counter_error() {
         let (w, plan) = worker1();
         let g =

@@ -690,6 +690,11 @@ fn check_plan(
             program.fill_hole(hole, i64::from(value)).map_err(|source| EquivError::Hole { source })?;
         }
     }
+    if let Some(h) = program.holes.first() {
+        return Err(EquivError::MssHoles {
+            detail: format!("the program has hole %{} and the manifest no value for it", h.name),
+        });
+    }
     let layout = tables::layout_of(parsed.maps.iter().map(|m| m.name.as_str()));
     let rules = partition::rules(plan);
     // counter labels must be the plan's (policies aside)
