@@ -319,3 +319,25 @@ fn a_node_cannot_tunnel_another_nodes_pod_through_the_gateway() {
         assert_eq!(stat(c, Stat::Snat), snat + 1, "exactly the genuine datagram translated");
     });
 }
+
+#[test]
+fn syns_into_the_tunnel_get_their_mss_clamped_and_full_size_segments_cross() {
+    if !privileged("syns_into_the_tunnel_get_their_mss_clamped_and_full_size_segments_cross") {
+        return;
+    }
+    with_cluster("e2em", |c| {
+        // pods whose CNI gives them the underlay's full MTU: their SYNs
+        // advertise 1460, which the 50-byte tunnel cannot carry
+        for pod in ["egress-1", "plain-1"] {
+            c.set_pod_mtu(pod, 1500).expect("pod MTU");
+        }
+        let mut tunnelled = c.tcp_connect("egress-1", SERVER).expect("connect through the gateway");
+        assert_eq!(tunnelled.seen.ip, EGRESS_IP);
+        assert_eq!(c.syn_mss(tunnelled.seen), Some(Some(1410)), "the SYN leaving through the tunnel is clamped");
+        let normal = c.tcp_request("plain-1", SERVER).expect("normal path");
+        assert_eq!(c.syn_mss(normal), Some(Some(1460)), "a SYN on the normal path is left alone");
+        // full-size segments both ways through tunnel and gateway
+        let big = "x".repeat(64 * 1024);
+        assert_eq!(tunnelled.exchange(&big).expect("64 KiB each way"), tunnelled.seen);
+    });
+}
