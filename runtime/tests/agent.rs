@@ -61,13 +61,7 @@ fn the_agent_applies_the_node_and_swaps_when_the_policy_changes() {
     }
     let fs = Bpffs::new("agt");
     let node = Netns::new("agt");
-    let pod = Netns::new("p");
-    let veth = unique("v");
-    ip_in(&node.name, &["link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &pod.name]);
-    ip_in(&node.name, &["link", "set", &veth, "up"]);
-    ip_in(&node.name, &["route", "add", &format!("{POD}/32"), "dev", &veth]);
-    ip_in(&pod.name, &["addr", "add", &format!("{POD}/24"), "dev", "eth0"]);
-    ip_in(&pod.name, &["link", "set", "eth0", "up"]);
+    let (pod, veth) = pod_behind_veth(&node, POD);
     let dir = std::env::temp_dir().join(unique("egret-agent-snap"));
     snapshot(&dir);
 

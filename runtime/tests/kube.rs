@@ -170,13 +170,7 @@ fn the_kube_agent_applies_the_node_and_follows_the_api() {
     }
     let fs = Bpffs::new("kag");
     let node = Netns::new("kag");
-    let pod = Netns::new("p");
-    let veth = unique("v");
-    ip_in(&node.name, &["link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &pod.name]);
-    ip_in(&node.name, &["link", "set", &veth, "up"]);
-    ip_in(&node.name, &["route", "add", &format!("{POD}/32"), "dev", &veth]);
-    ip_in(&pod.name, &["addr", "add", &format!("{POD}/24"), "dev", "eth0"]);
-    ip_in(&pod.name, &["link", "set", "eth0", "up"]);
+    let (pod, veth) = pod_behind_veth(&node, POD);
 
     // the API server listens on 127.0.0.1 of the node's namespace: bound
     // from this thread once it has entered it

@@ -161,6 +161,20 @@ impl Drop for Entered {
     }
 }
 
+/// A pod namespace behind a veth of `node`: `eth0` with `ip`/24 in the pod,
+/// the node-side end (returned) up with a /32 route to the pod, as routed
+/// CNIs do.
+pub fn pod_behind_veth(node: &Netns, ip: &str) -> (Netns, String) {
+    let pod = Netns::new("p");
+    let veth = unique("v");
+    ip_in(&node.name, &["link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &pod.name]);
+    ip_in(&node.name, &["link", "set", &veth, "up"]);
+    ip_in(&node.name, &["route", "add", &format!("{ip}/32"), "dev", &veth]);
+    ip_in(&pod.name, &["addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
+    ip_in(&pod.name, &["link", "set", "eth0", "up"]);
+    (pod, veth)
+}
+
 /// A node namespace with pod namespaces behind veth pairs:
 /// pod `i` has `eth0` 198.51.100.(10+i)/24 in namespace `pods[i]`, the
 /// node-side end is `veths[i]`, with a /32 route to the pod (as routed CNIs do).
