@@ -42,7 +42,7 @@ use std::time::Instant;
 
 use egret_compiler::resolve::Options;
 use egret_kube::view::{ClusterView, Compilation};
-use egret_kube::watch::{ClusterWatch, Nudge, WatchConfig};
+use egret_kube::watch::{ClusterWatch, Nudge, WatchConfig, WatchStatus};
 
 use crate::metrics::Telemetry;
 use crate::{Agent, AgentError, Compiled, POLL, Synced, compile_plan, facts};
@@ -126,10 +126,16 @@ fn reconcile(agent: &mut Agent, view: &ClusterView, last: &mut BTreeMap<String, 
     Reconciled { result, policies }
 }
 
+/// How often at most the agent repeats that the watch meets errors.
+const ERRORS_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Polls the node's interfaces every [`POLL`] and nudges the watch when
-/// they change; marks the loop alive for `/healthz`. Never returns.
-async fn watch_facts(nudge: Nudge, telemetry: Arc<Telemetry>) {
+/// they change; marks the loop alive for `/healthz`; says on stderr when
+/// the watch has synced and whenever it has met new errors (an unreachable
+/// API server would otherwise be silent). Never returns.
+async fn watch_facts(nudge: Nudge, telemetry: Arc<Telemetry>, status: Arc<WatchStatus>) {
     let mut last = facts::discover().ok();
+    let (mut errors, mut synced, mut said) = (0, false, None::<Instant>);
     loop {
         telemetry.alive();
         tokio::time::sleep(POLL).await;
@@ -137,6 +143,19 @@ async fn watch_facts(nudge: Nudge, telemetry: Arc<Telemetry>) {
         if now != last {
             last = now;
             nudge.nudge();
+        }
+        // at most one line per ERRORS_EVERY while errors keep coming
+        if status.errors() > errors && said.is_none_or(|t| t.elapsed() >= ERRORS_EVERY) {
+            errors = status.errors();
+            said = Some(Instant::now());
+            let state = if status.synced() { "synced" } else { "not synced yet: nothing compiled from the API" };
+            eprintln!(
+                "kube: {errors} watch error(s) so far (list/watch failures, 410 Gone, undecodable objects); {state}"
+            );
+        }
+        if status.synced() && !synced {
+            synced = true;
+            eprintln!("kube: every watched kind has listed; compiling from the API server's view");
         }
     }
 }
@@ -151,7 +170,7 @@ pub async fn run(
     mut report: impl FnMut(&Reconciled),
 ) {
     let watch = ClusterWatch::new(client, config);
-    let facts = watch_facts(watch.nudge(), agent.telemetry());
+    let facts = watch_facts(watch.nudge(), agent.telemetry(), watch.status());
     let mut last = BTreeMap::new();
     let watching = watch.run(shutdown, |view| report(&reconcile(agent, view, &mut last)));
     tokio::select! {
