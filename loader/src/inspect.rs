@@ -258,6 +258,28 @@ impl MapDump {
         let k = hex(key);
         self.entries.iter().find(|e| e.key == k).and_then(|e| e.values.first()).map(String::as_str)
     }
+
+    /// The entries of a counter map — key `u32` LE index, value `{u64
+    /// packets, u64 bytes}` LE (egret's per-CPU counters) — each summed over
+    /// CPUs: index → (packets, bytes). Entries that do not have that shape
+    /// are skipped.
+    #[must_use]
+    pub fn counters(&self) -> std::collections::BTreeMap<u32, (u64, u64)> {
+        let unhex = |s: &str| -> Vec<u8> {
+            (0..s.len() / 2).filter_map(|i| u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()).collect()
+        };
+        let word =
+            |b: &[u8], at: usize| b.get(at..at + 8).and_then(|x| x.try_into().ok()).map_or(0, u64::from_le_bytes);
+        self.entries
+            .iter()
+            .filter_map(|e| {
+                let index = u32::from_le_bytes(unhex(&e.key).get(0..4)?.try_into().ok()?);
+                let sum =
+                    e.values.iter().map(|v| unhex(v)).fold((0, 0), |(p, b), v| (p + word(&v, 0), b + word(&v, 8)));
+                Some((index, sum))
+            })
+            .collect()
+    }
 }
 
 /// Dumps the pinned map at `path` under `name`.
@@ -443,5 +465,29 @@ impl fmt::Display for MapDump {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_sum_packets_and_bytes_over_cpus() {
+        let value = |p: u64, b: u64| hex(&[p.to_le_bytes(), b.to_le_bytes()].concat());
+        let d = MapDump {
+            name: "egret_gw_stats".into(),
+            kind: "percpu_array".into(),
+            key_size: 4,
+            value_size: 16,
+            max_entries: 32,
+            entries: vec![
+                DumpEntry { key: hex(&3u32.to_le_bytes()), values: vec![value(2, 100), value(5, 7)] },
+                DumpEntry { key: hex(&[1, 2]), values: vec![value(9, 9)] },
+            ],
+        };
+        let c = d.counters();
+        assert_eq!(c.get(&3), Some(&(7, 107)));
+        assert_eq!(c.len(), 1, "a key that is no u32 index is skipped");
     }
 }

@@ -209,20 +209,7 @@ impl Telemetry {
         let Some(g) = status.running else { return };
         let layout = PinLayout::new(&self.root);
         let read = |map: &str| -> BTreeMap<u32, (u64, u64)> {
-            let Ok(d) = inspect::dump_map(&layout.map(g, map), map) else { return BTreeMap::new() };
-            d.entries
-                .iter()
-                .filter_map(|e| {
-                    let k = u32::from_le_bytes(unhex(&e.key).get(0..4)?.try_into().ok()?);
-                    let mut sum = (0u64, 0u64);
-                    for v in &e.values {
-                        let b = unhex(v);
-                        sum.0 += b.get(0..8).and_then(|x| x.try_into().ok()).map_or(0, u64::from_le_bytes);
-                        sum.1 += b.get(8..16).and_then(|x| x.try_into().ok()).map_or(0, u64::from_le_bytes);
-                    }
-                    Some((k, sum))
-                })
-                .collect()
+            inspect::dump_map(&layout.map(g, map), map).map(|d| d.counters()).unwrap_or_default()
         };
         let mut series = |name: &str, help: &str, rows: Vec<(String, u64)>| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
@@ -294,10 +281,6 @@ impl Telemetry {
 
 fn escape(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
-}
-
-fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len() / 2).filter_map(|i| u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()).collect()
 }
 
 /// The response to a request line (`GET /path HTTP/1.1`): status and body.

@@ -1176,18 +1176,8 @@ impl MiniCluster {
             what: format!("reading {node_name}'s maps"),
             source: std::io::Error::other(e.to_string()),
         })?;
-        let Some(d) = dumps.iter().find(|d| d.name == map) else { return Ok((0, 0)) };
-        let key = hex(&index.to_le_bytes());
-        let Some(e) = d.entries.iter().find(|e| e.key == key) else { return Ok((0, 0)) };
-        let mut sum = (0u64, 0u64);
-        for v in &e.values {
-            let b = unhex(v);
-            if b.len() >= 16 {
-                sum.0 += u64::from_le_bytes(b[0..8].try_into().unwrap_or_default());
-                sum.1 += u64::from_le_bytes(b[8..16].try_into().unwrap_or_default());
-            }
-        }
-        Ok(sum)
+        let sum = dumps.iter().find(|d| d.name == map).and_then(|d| d.counters().get(&index).copied());
+        Ok(sum.unwrap_or_default())
     }
 
     /// The MSS option of the SYN the server received from `seen` (a
@@ -1414,14 +1404,6 @@ fn internet_checksum(b: &[u8]) -> u16 {
         sum = (sum & 0xffff) + (sum >> 16);
     }
     !(sum as u16)
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len() / 2).filter_map(|i| u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()).collect()
 }
 
 /// The article's "Step 4" policy, corrected (see
