@@ -8,6 +8,7 @@
 //! - [`view`]: the trimmed cluster ([`view::ClusterView`]) and its
 //!   compilation through egret's own loader, so diagnostics are those of
 //!   `egret lint`; per-policy reports (for Events);
+//! - [`events`]: Kubernetes Events about policies (what, which agent, how);
 //! - [`watch`]: list+watch of policies, pods, namespaces and nodes, a synced
 //!   gate, and debounced recompilation through a callback; the RBAC the
 //!   watchers need ([`watch::api_calls`]).
@@ -22,20 +23,21 @@
 //! let ready = watch.status(); // `ready.synced()` for /readyz
 //! let nudge = watch.nudge(); // call `nudge.nudge()` when netlink facts change
 //! watch
-//!     .run(std::future::pending(), move |view| {
+//!     .run(std::future::pending(), move |view, _batch| {
 //!         let facts = String::new(); // the node's NodeNetwork YAML, from netlink
 //!         let c = view.compile(&node, &Default::default(), &[("node-facts", &facts)]);
 //!         match &c.plan {
 //!             Ok(_plan) => { /* codegen, then the loader (digest-equal loads nothing) */ }
 //!             Err(_e) => { /* keep the running generation; report */ }
 //!         }
-//!         for _report in c.policies.values() { /* an Event per policy: report.summary() */ }
+//!         // Events: egret_kube::events::events_for(view, &c, &node), through an EventLog and a Publisher
 //!     })
 //!     .await;
 //! # }
 //! ```
 
 pub mod crd;
+pub mod events;
 pub mod view;
 pub mod watch;
 pub mod wire;

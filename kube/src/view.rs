@@ -26,7 +26,7 @@
 
 use egret_compiler::compile::CompileError;
 use egret_compiler::plan::{Plan, Verified};
-use egret_compiler::resolve::{Options, World};
+use egret_compiler::resolve::{EgressIp, Options, World};
 use egret_lang::ast::Bundle;
 use egret_lang::diag::{Diagnostic, render};
 use egret_lang::source::SourceMap;
@@ -221,6 +221,11 @@ pub struct GatewayReport {
     /// The egress interface (`NAME#IFINDEX`, late-bound, or unavailable),
     /// in the compiler's text form; `None` if the gateway has no slot.
     pub interface: Option<String>,
+    /// Why an egress address cannot be resolved, per family that cannot
+    /// (`IPv4: 198.51.100.9 is on no interface of the node`): only the
+    /// gateway node itself knows its interfaces, so only its agent sees
+    /// these. Such a family's traffic is dropped (fail closed).
+    pub unavailable: Vec<String>,
 }
 
 /// What became of one policy.
@@ -392,6 +397,15 @@ impl ClusterView {
                             egress_v4: slot.and_then(|s| s.v4.as_ref()).map(ToString::to_string),
                             egress_v6: slot.and_then(|s| s.v6.as_ref()).map(ToString::to_string),
                             interface: slot.map(|s| s.interface.to_string()),
+                            unavailable: slot.map_or_else(Vec::new, |s| {
+                                [("IPv4", &s.v4), ("IPv6", &s.v6)]
+                                    .into_iter()
+                                    .filter_map(|(fam, e)| match e {
+                                        Some(EgressIp::Unavailable { reason }) => Some(format!("{fam}: {reason}")),
+                                        _ => None,
+                                    })
+                                    .collect()
+                            }),
                         }
                     })
                     .collect();

@@ -19,8 +19,10 @@
 //!   the first change not yet seen by the callback. Updates that leave the
 //!   facts unchanged (a node heartbeat, a pod's container status) schedule
 //!   nothing.
-//! - **Callback**: `on_change(&view)` runs on the watch task; updates that
-//!   arrive meanwhile wait and are applied after it returns.
+//! - **Callback**: `on_change(&view, &batch)` runs on the watch task;
+//!   updates that arrive meanwhile wait and are applied after it returns.
+//!   [`Batch`] says when the first change it covers arrived (for the
+//!   event-to-dataplane figure) and how many changes it covers.
 //! - **Errors** never end the loop: they are logged (`tracing`), counted in
 //!   [`WatchStatus`], and retried. The loop ends when `shutdown` completes.
 
@@ -126,9 +128,10 @@ pub struct ApiCall {
     pub verb: &'static str,
 }
 
-/// Every API call [`ClusterWatch`] makes: `list` and `watch` (cluster-wide)
-/// of each watched kind. `deploy/clusterrole.yaml` grants exactly these
-/// (tested).
+/// Every API call the agent makes: `list` and `watch` (cluster-wide) of
+/// each watched kind ([`ClusterWatch`]), and `create` of `events.k8s.io`
+/// Events ([`crate::events::Publisher`]). `deploy/clusterrole.yaml` grants
+/// exactly these (tested).
 pub fn api_calls() -> Vec<ApiCall> {
     let mut v: Vec<ApiCall> = Kind::ALL
         .iter()
@@ -137,8 +140,19 @@ pub fn api_calls() -> Vec<ApiCall> {
             ["list", "watch"].map(|verb| ApiCall { group, resource, verb })
         })
         .collect();
+    v.push(ApiCall { group: "events.k8s.io", resource: "events", verb: "create" });
     v.sort();
     v
+}
+
+/// What one callback run covers.
+#[derive(Debug, Clone, Copy)]
+pub struct Batch {
+    /// When the first change not yet seen by a callback arrived (an object
+    /// update that changed the view, a nudge, or the gate opening).
+    pub first_change: std::time::Instant,
+    /// Changes since the previous callback.
+    pub changes: u64,
 }
 
 /// Counters and the synced flag, shared with whoever reports health.
@@ -353,7 +367,7 @@ impl ClusterWatch {
 
     /// Watches until `shutdown` completes, calling `on_change` as the module
     /// doc says.
-    pub async fn run(self, shutdown: impl Future<Output = ()>, mut on_change: impl FnMut(&ClusterView)) {
+    pub async fn run(self, shutdown: impl Future<Output = ()>, mut on_change: impl FnMut(&ClusterView, &Batch)) {
         let c = &self.config;
         let mut updates = select_all([
             stream::<PodWire>(&self.client, c, Kind::Pods, Update::Pods),
@@ -365,6 +379,7 @@ impl ClusterWatch {
         let mut lists = Lists::default();
         // (first change not yet seen by the callback, latest change)
         let mut pending: Option<(Instant, Instant)> = None;
+        let mut batched = 0;
         tokio::pin!(shutdown);
         loop {
             let deadline = pending
@@ -380,8 +395,10 @@ impl ClusterWatch {
                 () = &mut shutdown => return,
                 () = fire => {
                     self.status.reconciles.fetch_add(1, Ordering::AcqRel);
-                    on_change(&view);
+                    let first = pending.map_or_else(std::time::Instant::now, |(first, _)| first.into_std());
+                    on_change(&view, &Batch { first_change: first, changes: batched });
                     pending = None;
+                    batched = 0;
                     false
                 }
                 () = self.nudge.notified() => true,
@@ -393,6 +410,7 @@ impl ClusterWatch {
             };
             if changed {
                 self.status.changes.fetch_add(1, Ordering::AcqRel);
+                batched += 1;
                 let now = Instant::now();
                 pending = Some(pending.map_or((now, now), |(first, _)| (first, now)));
             }
@@ -453,7 +471,7 @@ mod tests {
     }
 
     #[test]
-    fn the_calls_are_list_and_watch_of_the_four_kinds() {
+    fn the_calls_are_list_and_watch_of_the_four_kinds_and_creating_events() {
         let calls: Vec<String> = api_calls().iter().map(|c| format!("{}/{}:{}", c.group, c.resource, c.verb)).collect();
         assert_eq!(
             calls,
@@ -466,6 +484,7 @@ mod tests {
                 "/pods:watch",
                 "cilium.io/ciliumegressgatewaypolicies:list",
                 "cilium.io/ciliumegressgatewaypolicies:watch",
+                "events.k8s.io/events:create",
             ]
         );
     }

@@ -7,7 +7,7 @@
 #[path = "support/apiserver.rs"]
 mod apiserver;
 
-use apiserver::{ApiServer, Req, Res};
+use apiserver::{ApiServer, Options as ServerOptions, Req, Res};
 use egret_compiler::ir::Action;
 use egret_compiler::resolve::Options;
 use egret_kube::crd::{CiliumEgressGatewayPolicy, CiliumEgressGatewayPolicySpec, EgressGateway, EgressRule};
@@ -101,12 +101,12 @@ fn config() -> WatchConfig {
     }
 }
 
-fn start(server: &ApiServer) -> Agent {
-    start_with(server, config())
+async fn start(server: &ApiServer) -> Agent {
+    start_with(server, config()).await
 }
 
-fn start_with(server: &ApiServer, config: WatchConfig) -> Agent {
-    let watch = ClusterWatch::new(server.client(), config);
+async fn start_with(server: &ApiServer, config: WatchConfig) -> Agent {
+    let watch = ClusterWatch::new(server.client().await, config);
     let status = watch.status();
     let nudge = watch.nudge();
     let (tx, rx) = mpsc::unbounded_channel();
@@ -115,7 +115,7 @@ fn start_with(server: &ApiServer, config: WatchConfig) -> Agent {
         async move {
             let _ = stopped.await;
         },
-        move |view| {
+        move |view, _batch| {
             let _ = tx.send(observe(view));
         },
     ));
@@ -192,6 +192,12 @@ fn web_policy(name: &str, dests: &[&str], gateways: &[&[(&str, &str)]]) -> Value
 /// gateway-1 and gateway-2 (both `egress: "true"`, gateway-2 also `zone: b`).
 async fn cluster() -> ApiServer {
     let s = ApiServer::start_new().await;
+    populate(&s);
+    s
+}
+
+/// The fixture's objects.
+fn populate(s: &ApiServer) {
     s.apply(Res::Nodes, node(NODE, "192.0.2.11", "10.244.1.0/24", json!({}), "True"));
     s.apply(Res::Nodes, node("gateway-1", GW1, "10.244.3.0/24", json!({"egress": "true"}), "True"));
     s.apply(Res::Nodes, node("gateway-2", GW2, "10.244.4.0/24", json!({"egress": "true", "zone": "b"}), "True"));
@@ -200,7 +206,6 @@ async fn cluster() -> ApiServer {
     s.apply(Res::Pods, pod("prod", "web-1", "10.244.1.10", "web"));
     s.apply(Res::Pods, pod("prod", "db-1", "10.244.1.11", "db"));
     s.apply(Res::Policies, web_policy("web-out", &["0.0.0.0/0"], &[&[("egress", "true")]]));
-    s
 }
 
 fn via(gw: &str) -> String {
@@ -215,7 +220,7 @@ fn initial(s: &Seen) -> bool {
 /// The fixture served, and an agent that has compiled it.
 async fn running() -> (ApiServer, Agent) {
     let server = cluster().await;
-    let mut agent = start(&server);
+    let mut agent = start(&server).await;
     agent.until("the initial state", initial).await;
     (server, agent)
 }
@@ -233,7 +238,7 @@ async fn eventually(what: &str, cond: impl Fn() -> bool) {
 async fn the_first_compile_waits_until_every_kind_has_listed() {
     let server = cluster().await;
     server.fail(Res::Policies, true);
-    let mut agent = start(&server);
+    let mut agent = start(&server).await;
     // the other kinds list; policies cannot: no callback, not synced
     eventually("the other lists", || server.count(Req::List(Res::Pods)) > 0 && server.count(Req::List(Res::Nodes)) > 0)
         .await;
@@ -306,7 +311,7 @@ async fn a_gateway_node_not_ready_fails_over() {
     let server = cluster().await;
     // two gateway entries: web-1 is assigned one of them by its uid's hash
     server.apply(Res::Policies, web_policy("web-out", &["0.0.0.0/0"], &[&[("zone", "b")], &[("egress", "true")]]));
-    let mut agent = start(&server);
+    let mut agent = start(&server).await;
     let s = agent
         .until("web-1 through one of two gateways", |s| s.policies["web-out"].3.matches("; gateway ").count() == 2)
         .await;
@@ -479,7 +484,7 @@ async fn bookmarks_keep_a_quiet_watch_resumable() {
 async fn continuous_changes_still_compile_within_the_upper_bound() {
     let server = cluster().await;
     let config = WatchConfig { quiet: Duration::from_millis(200), max_delay: Duration::from_millis(600), ..config() };
-    let mut agent = start_with(&server, config);
+    let mut agent = start_with(&server, config).await;
     agent.until("the initial state", initial).await;
     let before = agent.status.reconciles();
     // a change every 10 ms for 2 s: the quiet period never elapses, so only
@@ -509,4 +514,176 @@ async fn a_nudge_recompiles_without_an_object_change() {
     assert!(initial(&s));
     assert_eq!(agent.status.reconciles(), before + 1);
     agent.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watch_syncs_over_tls_with_a_bearer_token_and_refuses_without() {
+    let options = ServerOptions { tls: true, token: Some("s3cret-token".into()) };
+    let server = ApiServer::start_with(options, None).await;
+    populate(&server);
+    assert!(server.url().starts_with("https://"));
+    let mut agent = start(&server).await;
+    agent.until("the initial state over TLS", initial).await;
+    assert_eq!(server.count(Req::Unauthorized), 0);
+    assert!(server.count(Req::List(Res::Pods)) >= 1);
+    agent.shutdown().await;
+
+    // the same kubeconfig without the token: 401 from the server
+    let kc = server.kubeconfig().replace("token: s3cret-token", "token: wrong");
+    let client = client_from(&kc).await;
+    let err = kube::Api::<k8s_openapi::api::core::v1::Pod>::all(client)
+        .list(&Default::default())
+        .await
+        .expect_err("a wrong token is refused");
+    assert!(matches!(&err, kube::Error::Api(s) if s.code == 401), "{err:?}");
+    assert!(server.count(Req::Unauthorized) >= 1);
+
+    // without the CA: the server's certificate is not trusted, nothing is served
+    let lists = server.count(Req::List(Res::Pods));
+    let kc: String = server
+        .kubeconfig()
+        .lines()
+        .filter(|l| !l.contains("certificate-authority-data"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let client = client_from(&kc).await;
+    let err = kube::Api::<k8s_openapi::api::core::v1::Pod>::all(client)
+        .list(&Default::default())
+        .await
+        .expect_err("an untrusted server certificate fails the handshake");
+    assert!(!matches!(err, kube::Error::Api(_)), "no API answer without trust: {err:?}");
+    assert_eq!(server.count(Req::List(Res::Pods)), lists);
+}
+
+async fn client_from(kubeconfig: &str) -> kube::Client {
+    let kc = kube::config::Kubeconfig::from_yaml(kubeconfig).expect("kubeconfig");
+    let config =
+        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await.expect("config");
+    kube::Client::try_from(config).expect("client")
+}
+
+/// One agent per node of `server`'s cluster, each compiling its node and
+/// publishing Events as `egret-agent --kube` does (`egret_kube::events`).
+struct Reporters {
+    stops: Vec<oneshot::Sender<()>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+async fn reporters(server: &ApiServer, nodes: &[&str]) -> Reporters {
+    use egret_kube::events::{EventLog, Publisher, events_for};
+    let (mut stops, mut tasks) = (Vec::new(), Vec::new());
+    for node in nodes {
+        let node = (*node).to_string();
+        let client = server.client().await;
+        let publisher = Publisher::new(client.clone(), &node);
+        tasks.push(tokio::spawn(publisher.clone().run()));
+        let watch = ClusterWatch::new(client, config());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let mut log = EventLog::default();
+        tasks.push(tokio::spawn(watch.run(
+            async move {
+                let _ = stopped.await;
+            },
+            move |view, _batch| {
+                let c = view.compile(&node, &Options::default(), &[]);
+                publisher.queue(log.fresh(events_for(view, &c, &node)));
+            },
+        )));
+        stops.push(stop);
+    }
+    Reporters { stops, tasks }
+}
+
+impl Drop for Reporters {
+    fn drop(&mut self) {
+        self.stops.clear();
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// `(policy, reporting node, type, reason)` of every Event created so far.
+fn events(server: &ApiServer) -> BTreeSet<(String, String, String, String)> {
+    server
+        .events()
+        .iter()
+        .map(|e| {
+            let instance = e["reportingInstance"].as_str().unwrap_or_default();
+            let node = instance.strip_prefix("egret.dev/agent-").unwrap_or(instance);
+            (
+                e["regarding"]["name"].as_str().unwrap_or_default().to_string(),
+                node.to_string(),
+                e["type"].as_str().unwrap_or_default().to_string(),
+                e["reason"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The reporter of `policy` among `nodes` (`(name, ready)`).
+fn reporter_of(policy: &str, nodes: &[(&str, bool)]) -> String {
+    let mut v = egret_kube::view::ClusterView::new();
+    for (name, ready) in nodes {
+        v.nodes.apply(egret_kube::view::NodeFacts {
+            name: (*name).into(),
+            ready: Some(if *ready { "True" } else { "False" }.into()),
+            ..Default::default()
+        });
+    }
+    egret_kube::events::reporter(&v, policy).expect("a reporter").to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policies_get_events_from_their_reporter_and_gateways_only_when_their_outcome_changes() {
+    let server = cluster().await;
+    // two gateways (gateway-2 by zone, and one of the egress nodes)
+    server.apply(Res::Policies, web_policy("web-out", &["0.0.0.0/0"], &[&[("zone", "b")], &[("egress", "true")]]));
+    // a malformed policy
+    server.apply(
+        Res::Policies,
+        json!({"metadata": {"name": "broken"},
+               "spec": {"selectors": {"podSelector": {}}, "destinationCIDRs": ["10.0.0.0/33"],
+                        "egressGateway": {"nodeSelector": {}}}}),
+    );
+    let nodes = [NODE, "gateway-1", "gateway-2"];
+    let all_ready: Vec<(&str, bool)> = nodes.iter().map(|n| (*n, true)).collect();
+    let _agents = reporters(&server, &nodes).await;
+
+    // web-out: Compiled from its reporter and from each of its gateway nodes
+    let mut want: BTreeSet<(String, String, String, String)> = BTreeSet::new();
+    let row = |p: &str, n: &str, t: &str, r: &str| (p.to_string(), n.to_string(), t.to_string(), r.to_string());
+    for n in [reporter_of("web-out", &all_ready), "gateway-1".into(), "gateway-2".into()] {
+        want.insert(row("web-out", &n, "Normal", "Compiled"));
+    }
+    // broken: Rejected from its reporter only
+    want.insert(row("broken", &reporter_of("broken", &all_ready), "Warning", "Rejected"));
+    eventually("the first Events", || events(&server).len() >= want.len()).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(events(&server), want);
+    let broken = server.events().into_iter().find(|e| e["regarding"]["name"] == "broken").expect("broken's Event");
+    let note = broken["note"].as_str().expect("note");
+    assert!(note.contains("error[E0105]") && note.contains("error[E0103]"), "{note}");
+    assert_eq!(broken["regarding"]["kind"], "CiliumEgressGatewayPolicy");
+    assert_eq!(broken["metadata"]["namespace"], "default");
+    assert!(broken["regarding"]["uid"].as_str().is_some_and(|u| !u.is_empty()));
+
+    // a change that leaves every outcome as it was creates no Event
+    let created = server.count(Req::CreateEvent);
+    server.apply(Res::Pods, pod("prod", "db-2", "10.244.1.12", "db"));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(server.count(Req::CreateEvent), created, "{:#?}", server.events());
+
+    // gateway-2 NotReady: web-out's reporter (a Ready node) warns
+    server.apply(Res::Nodes, node("gateway-2", GW2, "10.244.4.0/24", json!({"egress": "true", "zone": "b"}), "False"));
+    let now = [(NODE, true), ("gateway-1", true), ("gateway-2", false)];
+    let warn = row("web-out", &reporter_of("web-out", &now), "Warning", "GatewayNotReady");
+    eventually("GatewayNotReady from web-out's reporter", || events(&server).contains(&warn)).await;
+    let last = server.events().into_iter().rev().find(|e| e["reason"] == "GatewayNotReady").expect("the warning");
+    assert!(last["note"].as_str().is_some_and(|n| n.contains("gateway-2 (192.0.2.14) not Ready")), "{last:#}");
+
+    // fixing the policy: Compiled from its reporter
+    server.apply(Res::Policies, web_policy("broken", &["198.51.100.0/24"], &[&[("egress", "true")]]));
+    let fixed = row("broken", &reporter_of("broken", &now), "Normal", "Compiled");
+    eventually("broken compiled", || events(&server).contains(&fixed)).await;
 }

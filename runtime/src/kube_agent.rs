@@ -16,10 +16,16 @@
 //!   generation serving; the error is reported and the next change retries.
 //! - **Facts**: the node's interfaces are polled every [`POLL`]; a change
 //!   nudges the watch, which recompiles (debounced like object changes).
+//! - **Events**: each reconcile publishes the Kubernetes Events this node
+//!   owes (`egret_kube::events`: the policies it reports — by rendezvous
+//!   over the Ready nodes — and those it is a gateway of; only outcomes
+//!   that changed), through a queue drained by a task beside the watch,
+//!   so a slow API server never delays the dataplane.
 //! - **Reports**: every reconcile is reported ([`Reconciled`]): the sync's
-//!   outcome, and the summary of each policy whose summary changed since
-//!   the previous reconcile (`PolicyReport::summary`; Kubernetes Events
-//!   come later).
+//!   outcome and the Events it queued.
+//! - **Latency**: a reconcile that swaps records the delay from the first
+//!   watch event (or node fact change) it covers to the swap
+//!   (`egret_event_to_dataplane_seconds`).
 //! - **Health**: `/readyz` needs a generation applied by this loop and the
 //!   last sync to have succeeded, so it implies the watch's synced gate
 //!   (the callback never runs before it). `/healthz` ticks with the facts
@@ -30,21 +36,20 @@
 //! client's sockets, [`facts::discover`], the loader) is on the runtime's
 //! thread, which must be inside the node's namespace.
 //!
-//! Not yet: TLS (egret-kube is built without a TLS stack, so only
-//! `http://` API servers work), Kubernetes Events, and the
-//! `egret_event_to_dataplane_seconds` figure (the watch does not say when
-//! a change arrived).
+//! The API client speaks HTTPS (rustls with ring; the cluster's CA from
+//! the kubeconfig or the in-cluster service account) and plain HTTP.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
 use egret_compiler::resolve::Options;
+use egret_kube::events::{EventLog, PolicyEvent, Publisher, events_for};
 use egret_kube::view::{ClusterView, Compilation};
-use egret_kube::watch::{ClusterWatch, Nudge, WatchConfig, WatchStatus};
+use egret_kube::watch::{Batch, ClusterWatch, Nudge, WatchConfig, WatchStatus};
+use egret_loader::ApplyReport;
 
-use crate::metrics::Telemetry;
+use crate::metrics::{KubeStats, Telemetry};
 use crate::{Agent, AgentError, Compiled, POLL, Synced, compile_plan, facts};
 
 /// Source name of the node's own `NodeNetwork` in every compilation.
@@ -55,9 +60,11 @@ pub const NODE_FACTS: &str = "node-facts";
 pub struct Reconciled {
     /// The sync: compile, code generation, apply.
     pub result: Result<Synced, AgentError>,
-    /// `(policy, summary)` of every policy whose summary changed since the
-    /// previous reconcile (all of them the first time), in name order.
-    pub policies: Vec<(String, String)>,
+    /// The Events queued (policies whose outcome, as this node reports it,
+    /// changed), in name order.
+    pub events: Vec<PolicyEvent>,
+    /// From the first change this reconcile covers to its end.
+    pub latency: std::time::Duration,
 }
 
 /// Why the API client could not be built.
@@ -70,7 +77,7 @@ pub enum ClientError {
         source: kube::config::InferConfigError,
     },
     /// The configuration found cannot be used.
-    #[error("cannot build the API client (only http:// API servers work: egret-kube is built without TLS): {source}")]
+    #[error("cannot build the API client: {source}")]
     Build {
         /// The error.
         source: kube::Error,
@@ -81,7 +88,7 @@ pub enum ClientError {
 /// (`KUBECONFIG` or `~/.kube/config`, else the in-cluster environment).
 ///
 /// # Errors
-/// No configuration, or one that needs TLS.
+/// No configuration, or one that cannot be used.
 pub async fn client() -> Result<kube::Client, ClientError> {
     let config = kube::Config::infer().await.map_err(|source| ClientError::Infer { source })?;
     kube::Client::try_from(config).map_err(|source| ClientError::Build { source })
@@ -104,26 +111,34 @@ pub fn compile_view(
     (c, compiled)
 }
 
-/// One reconcile: see the module doc. `last` holds the policy summaries
-/// reported so far.
-fn reconcile(agent: &mut Agent, view: &ClusterView, last: &mut BTreeMap<String, String>) -> Reconciled {
+/// One reconcile: see the module doc. `log` holds the Events published so
+/// far.
+fn reconcile(
+    agent: &mut Agent,
+    view: &ClusterView,
+    batch: &Batch,
+    log: &mut EventLog,
+    publisher: &Publisher,
+) -> Reconciled {
     let node = agent.node().to_owned();
     let facts = match facts::discover() {
         Ok(f) => f,
         Err(source) => {
             let result = Err(AgentError::Io { path: "getifaddrs".into(), source });
-            return Reconciled { result, policies: Vec::new() };
+            return Reconciled { result, events: Vec::new(), latency: batch.first_change.elapsed() };
         }
     };
     let started = Instant::now();
     let (c, compiled) = compile_view(view, &node, &facts);
     agent.telemetry().compiled(started.elapsed(), compiled.is_ok());
-    let now: BTreeMap<String, String> = c.policies.values().map(|r| (r.name.clone(), r.summary())).collect();
-    let policies =
-        now.iter().filter(|(name, s)| last.get(*name) != Some(*s)).map(|(n, s)| (n.clone(), s.clone())).collect();
-    *last = now;
+    let events = log.fresh(events_for(view, &c, &node));
+    publisher.queue(events.iter().cloned());
     let result = compiled.and_then(|compiled| agent.apply(&compiled));
-    Reconciled { result, policies }
+    let latency = batch.first_change.elapsed();
+    if let Ok(Synced { apply: ApplyReport::Swapped { .. }, .. }) = &result {
+        agent.telemetry().event_to_dataplane(latency);
+    }
+    Reconciled { result, events, latency }
 }
 
 /// How often at most the agent repeats that the watch meets errors.
@@ -169,13 +184,17 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     mut report: impl FnMut(&Reconciled),
 ) {
+    let publisher = Publisher::new(client.clone(), agent.node());
     let watch = ClusterWatch::new(client, config);
+    agent.telemetry().kube(KubeStats { watch: watch.status(), events: publisher.stats() });
     let facts = watch_facts(watch.nudge(), agent.telemetry(), watch.status());
-    let mut last = BTreeMap::new();
-    let watching = watch.run(shutdown, |view| report(&reconcile(agent, view, &mut last)));
+    let mut log = EventLog::default();
+    let publishing = publisher.clone().run();
+    let watching = watch.run(shutdown, |view, batch| report(&reconcile(agent, view, batch, &mut log, &publisher)));
     tokio::select! {
         () = watching => {}
         () = facts => {}
+        () = publishing => {}
     }
 }
 

@@ -54,6 +54,19 @@ impl Timing {
     }
 }
 
+/// Upper bounds (seconds) of the event-to-dataplane histogram's buckets.
+pub const LATENCY_BUCKETS: [f64; 10] = [0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// What `--kube` adds to the metrics: the watch's counters and the Events
+/// published.
+#[derive(Debug, Clone)]
+pub struct KubeStats {
+    /// The cluster watch.
+    pub watch: Arc<egret_kube::watch::WatchStatus>,
+    /// Events about policies.
+    pub events: Arc<egret_kube::events::EventStats>,
+}
+
 #[derive(Debug, Default)]
 struct State {
     compiles_ok: u64,
@@ -62,6 +75,9 @@ struct State {
     compile: Timing,
     swap: Timing,
     event_to_dataplane: Timing,
+    /// Per [`LATENCY_BUCKETS`] bound: observations at most that long.
+    event_to_dataplane_buckets: [u64; LATENCY_BUCKETS.len()],
+    kube: Option<KubeStats>,
     generation: Option<u64>,
     counts: Option<NodeCounts>,
     counters: Vec<CounterMap>,
@@ -126,7 +142,19 @@ impl Telemetry {
 
     /// The time from a change of the input to the dataplane serving it.
     pub fn event_to_dataplane(&self, d: Duration) {
-        self.with(|s| s.event_to_dataplane.record(d));
+        self.with(|s| {
+            s.event_to_dataplane.record(d);
+            for (bound, n) in LATENCY_BUCKETS.iter().zip(&mut s.event_to_dataplane_buckets) {
+                if d.as_secs_f64() <= *bound {
+                    *n += 1;
+                }
+            }
+        });
+    }
+
+    /// Adds the kube watch's and the Event publisher's figures.
+    pub fn kube(&self, stats: KubeStats) {
+        self.with(|s| s.kube = Some(stats));
     }
 
     /// The agent loop passed.
@@ -168,16 +196,64 @@ impl Telemetry {
         for (name, help, t) in [
             ("egret_compile_seconds", "Compile time of the node (plan, code generation, checks).", &s.compile),
             ("egret_swap_seconds", "Artifact in memory to every link swapped.", &s.swap),
-            (
-                "egret_event_to_dataplane_seconds",
-                "From an input change to the dataplane serving it.",
-                &s.event_to_dataplane,
-            ),
         ] {
             metric(&format!("{name}_sum"), "counter", &format!("{help} Sum."), &[(String::new(), t.sum)]);
             metric(&format!("{name}_count"), "counter", &format!("{help} Count."), &[(String::new(), t.count as f64)]);
             metric(&format!("{name}_last"), "gauge", &format!("{help} Last."), &[(String::new(), t.last)]);
             metric(&format!("{name}_max"), "gauge", &format!("{help} Maximum."), &[(String::new(), t.max)]);
+        }
+        // a histogram: p99 = histogram_quantile(0.99, rate(..._bucket[5m]))
+        let name = "egret_event_to_dataplane_seconds";
+        let t = &s.event_to_dataplane;
+        let _ = writeln!(
+            out,
+            "# HELP {name} From an input change (an API watch event, a node fact, a snapshot file) to the dataplane serving it.\n# TYPE {name} histogram"
+        );
+        for (bound, n) in LATENCY_BUCKETS.iter().zip(&s.event_to_dataplane_buckets) {
+            let _ = writeln!(out, "{name}_bucket{{node=\"{node}\",le=\"{bound}\"}} {n}");
+        }
+        let _ = writeln!(out, "{name}_bucket{{node=\"{node}\",le=\"+Inf\"}} {}", t.count);
+        let _ = writeln!(out, "{name}_sum{{node=\"{node}\"}} {}\n{name}_count{{node=\"{node}\"}} {}", t.sum, t.count);
+        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, f64)]| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (labels, v) in samples {
+                let sep = if labels.is_empty() { "" } else { "," };
+                let _ = writeln!(out, "{name}{{node=\"{node}\"{sep}{labels}}} {v}");
+            }
+        };
+        metric(&format!("{name}_last"), "gauge", "The last event-to-dataplane delay.", &[(String::new(), t.last)]);
+        metric(&format!("{name}_max"), "gauge", "The longest event-to-dataplane delay.", &[(String::new(), t.max)]);
+        if let Some(k) = &s.kube {
+            let w = &k.watch;
+            metric(
+                "egret_kube_synced",
+                "gauge",
+                "1 once every watched kind has listed.",
+                &[(String::new(), f64::from(u8::from(w.synced())))],
+            );
+            for (name, help, v) in [
+                ("egret_kube_watch_errors_total", "List and watch errors (retried).", w.errors()),
+                ("egret_kube_relists_total", "Lists after a kind's first (410 Gone, failed resumes).", w.relists()),
+                (
+                    "egret_kube_changes_total",
+                    "Watch updates that changed egret's input, and node fact changes.",
+                    w.changes(),
+                ),
+                ("egret_kube_reconciles_total", "Debounced recompilations.", w.reconciles()),
+            ] {
+                metric(name, "counter", help, &[(String::new(), v as f64)]);
+            }
+            let e = &k.events;
+            metric(
+                "egret_events_total",
+                "counter",
+                "Kubernetes Events about policies, by result.",
+                &[
+                    ("result=\"created\"".into(), e.created() as f64),
+                    ("result=\"failed\"".into(), e.failed() as f64),
+                    ("result=\"dropped\"".into(), e.dropped() as f64),
+                ],
+            );
         }
         metric("egret_swaps_total", "counter", "Generation swaps.", &[(String::new(), s.swaps as f64)]);
         if let Some(g) = s.generation {

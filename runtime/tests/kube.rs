@@ -1,14 +1,17 @@
 //! `egret-agent --kube` on a node (privileged, in network namespaces with a
 //! private bpffs mount): one node namespace with one pod behind a veth, and
 //! egret-kube's in-process API server (`kube/tests/support/apiserver.rs`)
-//! listening on 127.0.0.1 *inside* that namespace, serving the example
+//! listening on 127.0.0.1 *inside* that namespace over HTTPS with a bearer
+//! token (a CA made for the run, in the kubeconfig), serving the example
 //! cluster and policies (`examples/cluster`, `examples/policies`; the
 //! `.egret` policy converted as `egret convert` does). The agent, pointed at
 //! it through `KUBECONFIG`, applies worker-1 with the pod attached once its
 //! watch has synced; relabelling the pod out of the policy through the API
 //! makes it swap to a generation without the pod, and relabelling it back
 //! swaps again with the pod attached. The delays from the API write to the
-//! swap are printed. Everything is removed at the end.
+//! swap are printed, and the agent's own figure is checked in `/metrics`.
+//! The policy's Event is created if worker-1 is its reporter. Everything
+//! is removed at the end.
 
 #[path = "../../loader/tests/common/mod.rs"]
 mod common;
@@ -75,14 +78,24 @@ fn example_objects() -> Vec<(Res, Value)> {
     out
 }
 
-/// A kubeconfig for a plain-HTTP API server without credentials.
-fn kubeconfig(path: &Path, server: &str) {
-    let text = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: \"{server}\"\n\
-         users:\n- name: test\n  user: {{}}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: test\n\
-         current-context: test\n"
-    );
-    std::fs::write(path, text).expect("write kubeconfig");
+/// The trimmed view of `objects` (nodes only: what picks a reporter).
+fn example_view(objects: &[(Res, Value)]) -> egret_kube::view::ClusterView {
+    let mut v = egret_kube::view::ClusterView::new();
+    for (res, o) in objects {
+        if *res == Res::Nodes {
+            let ready = o["status"]["conditions"]
+                .as_array()
+                .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
+                .and_then(|c| c["status"].as_str())
+                .map(str::to_string);
+            v.nodes.apply(egret_kube::view::NodeFacts {
+                name: o["metadata"]["name"].as_str().expect("name").to_string(),
+                ready,
+                ..Default::default()
+            });
+        }
+    }
+    v
 }
 
 /// The agent process, killed (and reaped) on drop, also when the test fails.
@@ -176,13 +189,16 @@ fn the_kube_agent_applies_the_node_and_follows_the_api() {
     // from this thread once it has entered it
     let entered = node.enter();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
-    let server = rt.block_on(ApiServer::start_new());
+    // HTTPS with a CA made for the run, and a bearer token, as a cluster's
+    // API server (the kubeconfig carries the CA and the token)
+    let options = apiserver::Options { tls: true, token: Some("node-agent-token".into()) };
+    let server = rt.block_on(ApiServer::start_with(options, None));
     let objects = example_objects();
     for (res, obj) in &objects {
         server.apply(*res, obj.clone());
     }
     let config = TempFile(std::env::temp_dir().join(unique("egret-kubeconfig")));
-    kubeconfig(&config.0, &server.url());
+    std::fs::write(&config.0, server.kubeconfig()).expect("write kubeconfig");
 
     let root = fs.root();
     let mut agent = AgentProcess(
@@ -207,15 +223,50 @@ fn the_kube_agent_applies_the_node_and_follows_the_api() {
     });
     println!("agent start → first generation serving: {:?}", started.elapsed());
     assert_eq!(local_endpoints(&root), ["0af4010a"], "10.244.1.10");
-    let summary = "policy egress-gateway-policy: compiled; selects 2 endpoints; gateway gateway-1 (192.0.2.13)";
-    wait_for("the policy's summary", &mut agent.0, || line_with(&output, summary));
     wait_for("/readyz answering 200", &mut agent.0, || (get(&metrics, "/readyz").0 == 200).then_some(()));
     let (code, body) = get(&metrics, "/metrics");
     assert_eq!(code, 200);
     let generation = format!("egret_generation{{node=\"{NODE}\"}} {}", first.0);
     assert!(body.lines().any(|l| l == generation), "missing `{generation}` in\n{body}");
-    let link = tunnel::get("egret0").expect("get").expect("egret0 created");
-    assert!(link.is_owned() && link.matches(&tunnel::TunnelConfig::default()));
+    let synced = format!("egret_kube_synced{{node=\"{NODE}\"}} 1");
+    assert!(body.lines().any(|l| l == synced), "missing `{synced}` in\n{body}");
+    assert_eq!(server.count(apiserver::Req::Unauthorized), 0, "every request carried the token");
+
+    // Events: worker-1 publishes a policy's only if it is the policy's
+    // reporter (rendezvous over the Ready nodes) or one of its gateways
+    let view = example_view(&objects);
+    let policies: Vec<&str> = objects
+        .iter()
+        .filter(|(r, _)| *r == Res::Policies)
+        .filter_map(|(_, o)| o["metadata"]["name"].as_str())
+        .collect();
+    let mine: std::collections::BTreeSet<&str> =
+        policies.iter().copied().filter(|p| egret_kube::events::reporter(&view, p) == Some(NODE)).collect();
+    println!("policies {policies:?}; worker-1 reports {mine:?}");
+    let events = wait_for("worker-1's Events", &mut agent.0, || {
+        let e = server.events();
+        (e.len() >= mine.len()).then_some(e)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(server.events().len(), mine.len(), "one Event per reported policy: {events:#?}");
+    let named: std::collections::BTreeSet<&str> =
+        events.iter().filter_map(|e| e["regarding"]["name"].as_str()).collect();
+    assert_eq!(named, mine);
+    for e in &events {
+        assert_eq!(e["reportingInstance"], format!("egret.dev/agent-{NODE}"));
+        assert_eq!((e["type"].as_str(), e["reason"].as_str()), (Some("Normal"), Some("Compiled")), "{e:#}");
+        let line = format!(
+            "policy {}: Normal Compiled: {}",
+            e["regarding"]["name"].as_str().unwrap_or_default(),
+            e["note"].as_str().unwrap_or_default()
+        );
+        assert!(line_with(&output, &line).is_some(), "the agent prints `{line}`");
+    }
+    if mine.contains("egress-gateway-policy") {
+        let e = events.iter().find(|e| e["regarding"]["name"] == "egress-gateway-policy").expect("event");
+        let note = "compiled; selects 2 endpoints; gateway gateway-1 (192.0.2.13)";
+        assert!(e["note"].as_str().is_some_and(|n| n.starts_with(note)), "{e:#}");
+    }
 
     // relabel the pod out of the policy: a new generation without it
     let (_, original) =
@@ -230,6 +281,12 @@ fn the_kube_agent_applies_the_node_and_follows_the_api() {
         running(&root).filter(|(g, attached)| *g == second && !attached.contains(&veth))
     });
     println!("API change ({POD_KEY} relabelled out) → swap: {swapped:?}; attached now: {attached:?}");
+    let delay = wait_for("the agent's own delay figure", &mut agent.0, || line_with(&output, "event to dataplane "));
+    println!("the agent measured: {delay}");
+    let (_, body) = get(&metrics, "/metrics");
+    let count = format!("egret_event_to_dataplane_seconds_count{{node=\"{NODE}\"}} ");
+    let n: f64 = body.lines().find_map(|l| l.strip_prefix(count.as_str())).and_then(|v| v.parse().ok()).expect("count");
+    assert!(n >= 1.0, "a swap after a watch event is measured: {body}");
     assert!(local_endpoints(&root).is_empty(), "no local endpoint is selected any more");
     let st = inspect::status(&root).expect("status");
     assert_eq!(st.generations.len(), 1, "the old generation is deleted");

@@ -25,6 +25,17 @@
 //! (a restart; objects survive, as in etcd), [`ApiServer::compact`], and
 //! request counters ([`ApiServer::count`]), [`ApiServer::fail`] (a resource
 //! answered with `404`), [`ApiServer::inject`] (a raw watch line).
+//!
+//! Besides list/watch:
+//! - **Events**: `POST /apis/events.k8s.io/v1/namespaces/NS/events` stores
+//!   the `events.k8s.io/v1` Event (`201 Created`; a body that is no Event
+//!   is `400`); [`ApiServer::events`] returns them in order.
+//! - **TLS and a bearer token** ([`ApiServer::start_with`]): a CA made for
+//!   the run signs the serving certificate (IP SANs 127.0.0.1 and the
+//!   listener's address); with a token, a request without
+//!   `Authorization: Bearer TOKEN` is `401 Unauthorized`.
+//!   [`ApiServer::kubeconfig`] is the kubeconfig a client needs (server,
+//!   CA data, token), and [`ApiServer::client`] a kube client built from it.
 
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
@@ -93,6 +104,54 @@ pub enum Req {
     Watch(Res),
     /// A watch answered with `410 Expired`.
     Gone(Res),
+    /// An Event created.
+    CreateEvent,
+    /// A request refused with `401` (no or a wrong bearer token).
+    Unauthorized,
+}
+
+/// How [`ApiServer::start_with`] serves.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// HTTPS with a CA made for the run (else plain HTTP).
+    pub tls: bool,
+    /// A bearer token every request must carry.
+    pub token: Option<String>,
+}
+
+/// The serving side of TLS, and the CA a client must trust.
+struct Tls {
+    acceptor: tokio_rustls::TlsAcceptor,
+    ca_pem: String,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls").finish_non_exhaustive()
+    }
+}
+
+/// A CA and a serving certificate for `ips`, signed by it.
+fn make_tls(ips: &[std::net::IpAddr]) -> Tls {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, SanType};
+    use tokio_rustls::rustls;
+    let mut ca = CertificateParams::default();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(DnType::CommonName, "egret test CA");
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().expect("CA key")).expect("CA");
+    let mut leaf = CertificateParams::new(vec!["localhost".to_string()]).expect("params");
+    leaf.subject_alt_names.extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
+    leaf.distinguished_name.push(DnType::CommonName, "kube-apiserver");
+    let key = KeyPair::generate().expect("key");
+    let cert = leaf.signed_by(&key, &ca).expect("serving certificate");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der().clone()], rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()))
+        .expect("server config");
+    Tls { acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)), ca_pem: ca.as_ref().pem() }
 }
 
 type Body = BoxBody<Bytes, std::io::Error>;
@@ -117,8 +176,12 @@ struct State {
     next_id: u64,
     pages: HashMap<String, (u64, Vec<Value>)>,
     counts: HashMap<Req, usize>,
-    /// Resources whose requests fail with `503`.
+    /// Resources whose requests fail with `404`.
     failing: std::collections::HashSet<Res>,
+    /// Events created, in order.
+    events: Vec<Value>,
+    /// The bearer token requests must carry.
+    token: Option<String>,
 }
 
 fn line(kind: &str, object: &Value) -> Chunk {
@@ -158,6 +221,8 @@ pub struct ApiServer {
     addr: SocketAddr,
     state: Arc<Mutex<State>>,
     tasks: Arc<Mutex<Vec<AbortHandle>>>,
+    tls: Option<Arc<Tls>>,
+    token: Option<String>,
 }
 
 fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -165,40 +230,88 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
 }
 
 impl ApiServer {
-    /// Starts on an ephemeral port of 127.0.0.1.
+    /// Starts on an ephemeral port of 127.0.0.1, plain HTTP, no auth.
     pub async fn start_new() -> ApiServer {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1");
+        ApiServer::start_with(Options::default(), None).await
+    }
+
+    /// Starts as `options` say, on `listener` (bound by the caller, in any
+    /// network namespace) or an ephemeral port of 127.0.0.1.
+    pub async fn start_with(options: Options, listener: Option<std::net::TcpListener>) -> ApiServer {
+        let listener = match listener {
+            Some(l) => {
+                l.set_nonblocking(true).expect("nonblocking listener");
+                TcpListener::from_std(l).expect("listener")
+            }
+            None => TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1"),
+        };
         let addr = listener.local_addr().expect("addr");
-        let s = ApiServer { addr, state: Arc::default(), tasks: Arc::default() };
+        let tls = options.tls.then(|| {
+            let ips = [std::net::IpAddr::from([127, 0, 0, 1]), addr.ip()];
+            Arc::new(make_tls(&ips))
+        });
+        let state = State { token: options.token.clone(), ..State::default() };
+        let s =
+            ApiServer { addr, state: Arc::new(Mutex::new(state)), tasks: Arc::default(), tls, token: options.token };
         s.serve(listener);
         s
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://ADDR` or `https://ADDR`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", if self.tls.is_some() { "https" } else { "http" }, self.addr)
     }
 
-    /// A kube client for this server (plain HTTP, no auth).
-    pub fn client(&self) -> kube::Client {
-        let config = kube::Config::new(self.url().parse().expect("url"));
+    /// A kubeconfig for this server: its URL, the CA (TLS) and the token.
+    pub fn kubeconfig(&self) -> String {
+        use base64::Engine as _;
+        let ca = self.tls.as_ref().map_or(String::new(), |t| {
+            let data = base64::engine::general_purpose::STANDARD.encode(&t.ca_pem);
+            format!("\n    certificate-authority-data: {data}")
+        });
+        let user = self.token.as_ref().map_or("{}".to_string(), |t| format!("\n    token: {t}"));
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: \"{}\"{ca}\n\
+             users:\n- name: test\n  user: {user}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: test\n\
+             current-context: test\n",
+            self.url()
+        )
+    }
+
+    /// A kube client configured from [`ApiServer::kubeconfig`], as the agent
+    /// reads a kubeconfig file.
+    pub async fn client(&self) -> kube::Client {
+        let kc = kube::config::Kubeconfig::from_yaml(&self.kubeconfig()).expect("kubeconfig");
+        let config = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+            .await
+            .expect("config");
         kube::Client::try_from(config).expect("client")
+    }
+
+    /// The Events created so far, in order.
+    pub fn events(&self) -> Vec<Value> {
+        lock(&self.state).events.clone()
     }
 
     fn serve(&self, listener: TcpListener) {
         let state = Arc::clone(&self.state);
         let tasks = Arc::clone(&self.tasks);
+        let tls = self.tls.clone();
         let accept = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { continue };
                 let state = Arc::clone(&state);
+                let tls = tls.clone();
                 let conn = tokio::spawn(async move {
-                    let svc = service_fn(move |req| {
-                        let state = Arc::clone(&state);
-                        async move { Ok::<_, std::convert::Infallible>(handle(&state, &req)) }
-                    });
-                    let _ =
-                        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                    match tls {
+                        Some(tls) => {
+                            // a client that does not trust the CA ends the handshake
+                            if let Ok(stream) = tls.acceptor.accept(stream).await {
+                                serve_connection(TokioIo::new(stream), state).await;
+                            }
+                        }
+                        None => serve_connection(TokioIo::new(stream), state).await,
+                    }
                 });
                 tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(conn.abort_handle());
             }
@@ -340,6 +453,73 @@ impl Drop for ApiServer {
     }
 }
 
+/// Serves one connection's requests.
+async fn serve_connection<I>(io: TokioIo<I>, state: Arc<Mutex<State>>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |req: Request<Incoming>| {
+        let state = Arc::clone(&state);
+        async move {
+            let response = if req.method() == hyper::Method::POST && authorized(&state, &req) {
+                create(&state, req).await
+            } else {
+                handle(&state, &req)
+            };
+            Ok::<_, std::convert::Infallible>(response)
+        }
+    });
+    let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, svc).await;
+}
+
+/// Whether the request carries the token (always, without one).
+fn authorized(state: &Mutex<State>, req: &Request<Incoming>) -> bool {
+    let s = lock(state);
+    let Some(token) = &s.token else { return true };
+    let header = req.headers().get(hyper::header::AUTHORIZATION).and_then(|h| h.to_str().ok());
+    header == Some(format!("Bearer {token}").as_str())
+}
+
+/// `POST /apis/events.k8s.io/v1/namespaces/NS/events`.
+async fn create(state: &Mutex<State>, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    let ns = path.strip_prefix("/apis/events.k8s.io/v1/namespaces/").and_then(|r| r.strip_suffix("/events"));
+    let Some(ns) = ns.filter(|n| !n.is_empty() && !n.contains('/')).map(str::to_string) else {
+        return full(StatusCode::METHOD_NOT_ALLOWED, &status(405, "MethodNotAllowed", "only Events are created here"));
+    };
+    let body = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return full(StatusCode::BAD_REQUEST, &status(400, "BadRequest", &e.to_string())),
+    };
+    let mut event: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return full(StatusCode::BAD_REQUEST, &status(400, "BadRequest", &e.to_string())),
+    };
+    // what the API server validates for events.k8s.io/v1 (a subset)
+    let missing: Vec<&str> = ["eventTime", "reportingController", "reportingInstance", "action", "reason", "type"]
+        .into_iter()
+        .filter(|f| event[*f].as_str().is_none_or(str::is_empty))
+        .collect();
+    if event["kind"] != "Event" || event["apiVersion"] != "events.k8s.io/v1" || !missing.is_empty() {
+        let msg = format!("not a valid events.k8s.io/v1 Event (missing {missing:?})");
+        return full(StatusCode::UNPROCESSABLE_ENTITY, &status(422, "Invalid", &msg));
+    }
+    if event["metadata"]["namespace"].as_str().is_some_and(|n| n != ns) {
+        return full(StatusCode::BAD_REQUEST, &status(400, "BadRequest", "the namespace of the body does not match"));
+    }
+    let mut s = lock(state);
+    s.rv += 1;
+    event["metadata"]["namespace"] = Value::String(ns);
+    event["metadata"]["resourceVersion"] = Value::String(s.rv.to_string());
+    if event["metadata"]["name"].as_str().is_none_or(str::is_empty) {
+        let prefix = event["metadata"]["generateName"].as_str().unwrap_or("event-").to_string();
+        event["metadata"]["name"] = Value::String(format!("{prefix}{:05}", s.rv));
+    }
+    *s.counts.entry(Req::CreateEvent).or_default() += 1;
+    s.events.push(event.clone());
+    full(StatusCode::CREATED, &event)
+}
+
 fn query(req: &Request<Incoming>) -> BTreeMap<String, String> {
     req.uri()
         .query()
@@ -367,6 +547,10 @@ fn status(code: u16, reason: &str, message: &str) -> Value {
 }
 
 fn handle(state: &Arc<Mutex<State>>, req: &Request<Incoming>) -> Response<Body> {
+    if !authorized(state, req) {
+        *lock(state).counts.entry(Req::Unauthorized).or_default() += 1;
+        return full(StatusCode::UNAUTHORIZED, &status(401, "Unauthorized", "Unauthorized"));
+    }
     let Some(res) = Res::ALL.into_iter().find(|r| r.path() == req.uri().path()) else {
         return full(
             StatusCode::NOT_FOUND,

@@ -8,9 +8,9 @@
 //! `--kube` takes the cluster from the Kubernetes API server instead
 //! (`egret_runtime::kube_agent`): the API server is found as
 //! `kube::Config::infer` finds it (`KUBECONFIG`, `~/.kube/config`, else the
-//! in-cluster environment); egret is built without TLS for now, so only
-//! `http://` API servers work. Each policy's summary is printed when it
-//! changes. `--netns`
+//! in-cluster environment), over HTTPS or HTTP. The Kubernetes Events the
+//! node publishes are printed too, and each swap's delay from the first
+//! watch event it covers. `--netns`
 //! enters `/run/netns/NAME` with `setns` first (`ip netns exec` would hide
 //! bpffs). `--metrics ADDR` serves `/metrics`, `/healthz` and `/readyz`
 //! (`egret_runtime::metrics`). One line per sync on stdout; errors on stderr.
@@ -30,8 +30,7 @@ use egret_runtime::{Agent, AgentConfig, AgentError, Synced, kube_agent};
 
 const USAGE: &str = "usage: egret-agent --snapshot DIR --node NAME [--bpffs ROOT] [--tunnel-port N] [--netns NAME] [--metrics ADDR] [--once]
        egret-agent --kube --node NAME [--bpffs ROOT] [--tunnel-port N] [--netns NAME] [--metrics ADDR]
-         (--kube: the API server from KUBECONFIG, ~/.kube/config or the in-cluster environment;
-          http:// only for now, egret is built without TLS)
+         (--kube: the API server from KUBECONFIG, ~/.kube/config or the in-cluster environment)
        egret-agent status|maps [--bpffs ROOT] [--json]
        egret-agent demo";
 
@@ -175,10 +174,13 @@ fn run_kube(agent: &mut Agent) -> ExitCode {
             }
         };
         let report = |r: &kube_agent::Reconciled| {
-            for (policy, summary) in &r.policies {
-                println!("policy {policy}: {summary}");
+            for e in &r.events {
+                println!("policy {}: {} {}: {}", e.policy, e.type_(), e.reason, e.note);
             }
             report(&r.result);
+            if let Ok(Synced { apply: ApplyReport::Swapped { .. }, .. }) = &r.result {
+                println!("event to dataplane {:.1} ms", r.latency.as_secs_f64() * 1e3);
+            }
         };
         kube_agent::run(agent, client, WatchConfig::default(), std::future::pending(), report).await;
         ExitCode::SUCCESS

@@ -1,0 +1,449 @@
+//! Kubernetes Events about policies: what a node's agent says about each
+//! policy, which agent says it, and how it reaches the API server.
+//!
+//! Contract:
+//! - **What** ([`PolicyEvent::of`]): one Event per policy outcome, from the
+//!   node's compilation ([`crate::view::PolicyReport`]): `Normal/Compiled`
+//!   (selects N endpoints; gateway X with egress IP Y), or a `Warning`:
+//!   `Rejected` (its errors, with codes), `NoGateway` (no gateway node
+//!   matches: its traffic is dropped), `EgressIPUnavailable` (a gateway on
+//!   this node cannot use the egress address: not on any interface, or the
+//!   interface is missing), `GatewayNotReady` (a gateway node is not Ready;
+//!   its endpoints fail over).
+//! - **Who** ([`events_for`]): not every agent. A policy's cluster-wide
+//!   outcome is reported by one node, its *reporter*: rendezvous hashing of
+//!   (policy, node) over the Ready nodes ([`reporter`]), so every agent
+//!   agrees from the same view without talking to the others, the work is
+//!   spread across nodes, and a reporter that goes NotReady is replaced.
+//!   Each gateway node of the policy also reports, since only it knows
+//!   whether the egress address is on its interfaces. So a policy has at
+//!   most 1 + (gateway nodes) reporting agents, not one per node.
+//! - **When** ([`EventLog`]): an agent publishes a policy's Event only
+//!   when its `(type, reason, note)` differs from what it last published
+//!   for that policy (by uid), so a steady cluster creates no Events.
+//! - **How** ([`Publisher`]): `events.k8s.io/v1` Events, created (never
+//!   patched) in `default` (the namespace of Events about cluster-scoped
+//!   objects, where `kubectl describe` finds them), `regarding` the policy
+//!   (kind, name, uid),
+//!   `reportingController` [`REPORTING_CONTROLLER`], `reportingInstance`
+//!   the node. Publishing is best-effort and never blocks a reconcile: a
+//!   bounded queue ([`QUEUE`]; the oldest is dropped when full), one retry
+//!   after a failure, counted in [`EventStats`].
+
+use crate::view::{ClusterView, Compilation, PolicyOutcome, PolicyReport};
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// `reportingController` of egret's Events.
+pub const REPORTING_CONTROLLER: &str = "egret.dev/agent";
+/// The `action` of egret's Events.
+pub const ACTION: &str = "Compile";
+/// Namespace of Events about cluster-scoped policies.
+pub const CLUSTER_EVENTS_NAMESPACE: &str = "default";
+/// Events waiting to be published at most; older ones are dropped.
+pub const QUEUE: usize = 1024;
+/// Longest note (the API server refuses notes over 1 kB).
+const NOTE_MAX: usize = 1000;
+
+/// One Event about one policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyEvent {
+    /// The policy's name (policies are cluster-scoped).
+    pub policy: String,
+    /// Its uid.
+    pub uid: String,
+    /// `Warning` (else `Normal`).
+    pub warning: bool,
+    /// `Compiled`, `Rejected`, `NoGateway`, `EgressIPUnavailable`, `GatewayNotReady`.
+    pub reason: &'static str,
+    /// For people.
+    pub note: String,
+}
+
+impl PolicyEvent {
+    /// The Event for `report` as compiled on `node`.
+    pub fn of(report: &PolicyReport, node: &str) -> PolicyEvent {
+        let (warning, reason) = match &report.outcome {
+            PolicyOutcome::Rejected => (true, "Rejected"),
+            PolicyOutcome::Compiled { gateways, .. } if gateways.is_empty() => (true, "NoGateway"),
+            PolicyOutcome::Compiled { gateways, .. }
+                if gateways.iter().any(|g| g.node == node && !g.unavailable.is_empty()) =>
+            {
+                (true, "EgressIPUnavailable")
+            }
+            PolicyOutcome::Compiled { gateways, .. } if gateways.iter().any(|g| !g.healthy) => {
+                (true, "GatewayNotReady")
+            }
+            PolicyOutcome::Compiled { .. } => (false, "Compiled"),
+        };
+        let mut note = report.summary();
+        if let PolicyOutcome::Compiled { gateways, .. } = &report.outcome {
+            for g in gateways.iter().filter(|g| g.node == node) {
+                for u in &g.unavailable {
+                    note.push_str(&format!("; on gateway {}: no egress {u}", g.node));
+                }
+            }
+        }
+        if note.len() > NOTE_MAX {
+            let mut cut = NOTE_MAX - 3;
+            while !note.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            note.truncate(cut);
+            note.push_str("...");
+        }
+        PolicyEvent { policy: report.name.clone(), uid: report.uid.clone(), warning, reason, note }
+    }
+
+    /// `Warning` or `Normal`.
+    pub fn type_(&self) -> &'static str {
+        if self.warning { "Warning" } else { "Normal" }
+    }
+
+    /// The `events.k8s.io/v1` Event `node`'s agent creates, named uniquely
+    /// by `stamp` (nanoseconds since the epoch).
+    pub fn to_event(&self, node: &str, stamp: u128) -> Event {
+        Event {
+            metadata: ObjectMeta {
+                name: Some(format!("{}.{node}.{stamp:x}", self.policy)),
+                namespace: Some(CLUSTER_EVENTS_NAMESPACE.to_string()),
+                ..ObjectMeta::default()
+            },
+            event_time: Some(MicroTime(
+                k8s_openapi::jiff::Timestamp::from_nanosecond(stamp as i128)
+                    .unwrap_or_else(|_| k8s_openapi::jiff::Timestamp::now()),
+            )),
+            action: Some(ACTION.to_string()),
+            reason: Some(self.reason.to_string()),
+            note: Some(self.note.clone()),
+            type_: Some(self.type_().to_string()),
+            regarding: Some(ObjectReference {
+                api_version: Some(format!("{}/{}", crate::crd::GROUP, crate::crd::VERSION)),
+                kind: Some(crate::crd::KIND.to_string()),
+                name: Some(self.policy.clone()),
+                uid: Some(self.uid.clone()).filter(|u| !u.is_empty()),
+                ..ObjectReference::default()
+            }),
+            reporting_controller: Some(REPORTING_CONTROLLER.to_string()),
+            reporting_instance: Some(format!("{REPORTING_CONTROLLER}-{node}")),
+            ..Event::default()
+        }
+    }
+}
+
+/// FNV-1a over `policy`, a zero byte and `node`: the rendezvous weight.
+fn weight(policy: &str, node: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in policy.bytes().chain([0]).chain(node.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    // finalise (splitmix64's mixer) so nearby names spread
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
+/// The node that reports `policy`'s cluster-wide outcome: the Ready node
+/// of highest rendezvous weight (every node if none is Ready; ties by
+/// name); `None` in a cluster without nodes.
+pub fn reporter<'a>(view: &'a ClusterView, policy: &str) -> Option<&'a str> {
+    let ready = |n: &&crate::view::NodeFacts| n.ready.as_deref() == Some("True");
+    let pick = |nodes: &mut dyn Iterator<Item = &'a crate::view::NodeFacts>| {
+        nodes.map(|n| (weight(policy, &n.name), n.name.as_str())).max().map(|(_, name)| name)
+    };
+    pick(&mut view.nodes.iter().filter(ready)).or_else(|| pick(&mut view.nodes.iter()))
+}
+
+/// The Events `node`'s agent publishes from its compilation `c` of `view`:
+/// those of policies it reports (see the module doc), in name order.
+pub fn events_for(view: &ClusterView, c: &Compilation, node: &str) -> Vec<PolicyEvent> {
+    c.policies
+        .values()
+        .filter(|r| {
+            let gateway_here = match &r.outcome {
+                PolicyOutcome::Compiled { gateways, .. } => gateways.iter().any(|g| g.node == node),
+                PolicyOutcome::Rejected => false,
+            };
+            gateway_here || reporter(view, &r.name) == Some(node)
+        })
+        .map(|r| PolicyEvent::of(r, node))
+        .collect()
+}
+
+/// What an agent last published per policy, so it publishes only changes.
+#[derive(Debug, Default)]
+pub struct EventLog {
+    last: BTreeMap<String, PolicyEvent>,
+}
+
+impl EventLog {
+    /// The events of `now` that differ from the last published for their
+    /// policy (by uid); remembers them, and forgets policies not in `now`,
+    /// so a policy this node stops reporting (deleted, or reported by
+    /// another node now) is published again when it comes back.
+    pub fn fresh(&mut self, now: Vec<PolicyEvent>) -> Vec<PolicyEvent> {
+        let keep: std::collections::BTreeSet<String> = now.iter().map(|e| e.uid.clone()).collect();
+        self.last.retain(|uid, _| keep.contains(uid));
+        now.into_iter()
+            .filter(|e| {
+                let same = self.last.get(&e.uid).is_some_and(|l| {
+                    l.reason == e.reason && l.note == e.note && l.warning == e.warning && l.policy == e.policy
+                });
+                if !same {
+                    self.last.insert(e.uid.clone(), e.clone());
+                }
+                !same
+            })
+            .collect()
+    }
+}
+
+/// Publishing counters (for `/metrics`).
+#[derive(Debug, Default)]
+pub struct EventStats {
+    created: AtomicU64,
+    failed: AtomicU64,
+    dropped: AtomicU64,
+}
+
+impl EventStats {
+    /// Events the API server accepted.
+    pub fn created(&self) -> u64 {
+        self.created.load(Ordering::Acquire)
+    }
+    /// Events given up after a retry.
+    pub fn failed(&self) -> u64 {
+        self.failed.load(Ordering::Acquire)
+    }
+    /// Events dropped because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Acquire)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    items: Mutex<VecDeque<PolicyEvent>>,
+    ready: Notify,
+}
+
+/// The publishing side: [`Publisher::queue`] from the reconcile (never
+/// blocks), [`Publisher::run`] on the agent's runtime.
+#[derive(Clone)]
+pub struct Publisher {
+    client: kube::Client,
+    node: String,
+    queue: Arc<Queue>,
+    stats: Arc<EventStats>,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher").field("node", &self.node).field("stats", &self.stats).finish_non_exhaustive()
+    }
+}
+
+impl Publisher {
+    /// Publishes as `node`'s agent through `client`.
+    pub fn new(client: kube::Client, node: &str) -> Publisher {
+        Publisher { client, node: node.to_string(), queue: Arc::default(), stats: Arc::default() }
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> Arc<EventStats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// Queues events for publishing; drops the oldest beyond [`QUEUE`].
+    pub fn queue(&self, events: impl IntoIterator<Item = PolicyEvent>) {
+        let mut q = self.queue.items.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for e in events {
+            if q.len() == QUEUE {
+                q.pop_front();
+                self.stats.dropped.fetch_add(1, Ordering::AcqRel);
+            }
+            q.push_back(e);
+        }
+        drop(q);
+        self.queue.ready.notify_one();
+    }
+
+    /// Creates one Event; `Err` with the API's error.
+    async fn create(&self, e: &PolicyEvent) -> Result<(), kube::Error> {
+        let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+        let event = e.to_event(&self.node, stamp);
+        let namespace = event.metadata.namespace.clone().unwrap_or_default();
+        let api: kube::Api<Event> = kube::Api::namespaced(self.client.clone(), &namespace);
+        api.create(&kube::api::PostParams::default(), &event).await.map(|_| ())
+    }
+
+    /// Publishes queued events, in order, forever.
+    pub async fn run(self) {
+        loop {
+            let next = self.queue.items.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop_front();
+            let Some(e) = next else {
+                self.queue.ready.notified().await;
+                continue;
+            };
+            let mut result = self.create(&e).await;
+            if result.is_err() {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                result = self.create(&e).await;
+            }
+            match result {
+                Ok(()) => self.stats.created.fetch_add(1, Ordering::AcqRel),
+                Err(err) => {
+                    tracing::warn!(policy = %e.policy, error = %err, "cannot create an Event");
+                    self.stats.failed.fetch_add(1, Ordering::AcqRel)
+                }
+            };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::view::{GatewayReport, NodeFacts};
+
+    fn report(outcome: PolicyOutcome) -> PolicyReport {
+        PolicyReport { name: "p".into(), uid: "uid-p".into(), outcome, diagnostics: Vec::new() }
+    }
+
+    fn gw(node: &str, healthy: bool, unavailable: &[&str]) -> GatewayReport {
+        GatewayReport {
+            node: node.into(),
+            ip: "192.0.2.13".parse().expect("ip"),
+            healthy,
+            egress_v4: Some("198.51.100.100".into()),
+            egress_v6: None,
+            interface: None,
+            unavailable: unavailable.iter().map(|u| (*u).to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn reasons_follow_the_outcome() {
+        let cases = [
+            (PolicyOutcome::Rejected, "worker-1", (true, "Rejected")),
+            (PolicyOutcome::Compiled { endpoints: 1, gateways: vec![] }, "worker-1", (true, "NoGateway")),
+            (
+                PolicyOutcome::Compiled { endpoints: 1, gateways: vec![gw("gw-1", true, &["IPv4: x"])] },
+                "gw-1",
+                (true, "EgressIPUnavailable"),
+            ),
+            // only the gateway itself can tell; another node says compiled
+            (
+                PolicyOutcome::Compiled { endpoints: 1, gateways: vec![gw("gw-1", true, &["IPv4: x"])] },
+                "worker-1",
+                (false, "Compiled"),
+            ),
+            (
+                PolicyOutcome::Compiled { endpoints: 1, gateways: vec![gw("gw-1", false, &[])] },
+                "worker-1",
+                (true, "GatewayNotReady"),
+            ),
+            (
+                PolicyOutcome::Compiled { endpoints: 2, gateways: vec![gw("gw-1", true, &[])] },
+                "gw-1",
+                (false, "Compiled"),
+            ),
+        ];
+        for (outcome, node, want) in cases {
+            let e = PolicyEvent::of(&report(outcome.clone()), node);
+            assert_eq!((e.warning, e.reason), want, "{outcome:?} on {node}");
+        }
+        let e = PolicyEvent::of(
+            &report(PolicyOutcome::Compiled { endpoints: 1, gateways: vec![gw("gw-1", true, &["IPv4: x"])] }),
+            "gw-1",
+        );
+        assert!(e.note.ends_with("; on gateway gw-1: no egress IPv4: x"), "{}", e.note);
+    }
+
+    #[test]
+    fn the_event_is_a_valid_events_k8s_io_v1_event() {
+        let e = PolicyEvent::of(&report(PolicyOutcome::Rejected), "worker-1");
+        let ev = serde_json::to_value(e.to_event("worker-1", 1_700_000_000_123_456_789)).expect("json");
+        assert_eq!(ev["metadata"]["name"], "p.worker-1.17979cfe3d85cd15");
+        assert_eq!(ev["metadata"]["namespace"], "default");
+        assert_eq!(ev["eventTime"], "2023-11-14T22:13:20.123456Z");
+        assert_eq!(ev["regarding"]["kind"], "CiliumEgressGatewayPolicy");
+        assert_eq!(ev["regarding"]["apiVersion"], "cilium.io/v2");
+        assert_eq!(ev["regarding"]["uid"], "uid-p");
+        assert_eq!(ev["reportingInstance"], "egret.dev/agent-worker-1");
+        assert_eq!((ev["type"].as_str(), ev["reason"].as_str()), (Some("Warning"), Some("Rejected")));
+    }
+
+    #[test]
+    fn long_notes_are_cut() {
+        // a summary longer than the API allows: many gateways
+        let many: Vec<GatewayReport> = (0..80).map(|i| gw(&format!("gateway-node-{i:03}"), true, &[])).collect();
+        let e3 = PolicyEvent::of(&report(PolicyOutcome::Compiled { endpoints: 5, gateways: many }), "n");
+        assert!(e3.note.len() <= NOTE_MAX && e3.note.ends_with("..."), "{}", e3.note.len());
+    }
+
+    fn view(nodes: &[(&str, &str)]) -> ClusterView {
+        let mut v = ClusterView::new();
+        for (name, ready) in nodes {
+            v.nodes.apply(NodeFacts { name: (*name).into(), ready: Some((*ready).into()), ..NodeFacts::default() });
+        }
+        v
+    }
+
+    #[test]
+    fn one_ready_node_reports_each_policy_and_the_work_spreads() {
+        let names: Vec<String> = (0..20).map(|i| format!("node-{i}")).collect();
+        let nodes: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "True")).collect();
+        let v = view(&nodes);
+        let mut per_node: BTreeMap<&str, usize> = BTreeMap::new();
+        for p in 0..400 {
+            let r = reporter(&v, &format!("policy-{p}")).expect("a reporter");
+            *per_node.entry(r).or_default() += 1;
+        }
+        assert_eq!(per_node.len(), 20, "every node reports some policies: {per_node:?}");
+        assert!(per_node.values().all(|n| (5..=40).contains(n)), "{per_node:?}");
+        // a NotReady reporter is replaced; the others keep theirs
+        let before: Vec<&str> = (0..400).map(|p| reporter(&v, &format!("policy-{p}")).expect("r")).collect();
+        let down = before[0];
+        let nodes2: Vec<(&str, &str)> =
+            nodes.iter().map(|(n, r)| (*n, if *n == down { "False" } else { *r })).collect();
+        let v2 = view(&nodes2);
+        for (p, was) in before.iter().enumerate() {
+            let now = reporter(&v2, &format!("policy-{p}")).expect("r");
+            if *was == down {
+                assert_ne!(now, down);
+            } else {
+                assert_eq!(now, *was, "policy-{p} moved though its reporter stayed Ready");
+            }
+        }
+        // no Ready node: still someone
+        assert!(reporter(&view(&[("a", "False"), ("b", "Unknown")]), "p").is_some());
+        assert_eq!(reporter(&ClusterView::new(), "p"), None);
+    }
+
+    #[test]
+    fn the_log_publishes_changes_only() {
+        let mut log = EventLog::default();
+        let ev = |reason: &'static str, note: &str| PolicyEvent {
+            policy: "p".into(),
+            uid: "u".into(),
+            warning: false,
+            reason,
+            note: note.into(),
+        };
+        assert_eq!(log.fresh(vec![ev("Compiled", "a")]).len(), 1);
+        assert_eq!(log.fresh(vec![ev("Compiled", "a")]).len(), 0);
+        assert_eq!(log.fresh(vec![ev("Compiled", "b")]).len(), 1);
+        assert_eq!(log.fresh(vec![]).len(), 0);
+        assert_eq!(log.fresh(vec![ev("Compiled", "b")]).len(), 1, "reported again after a pause");
+    }
+}
