@@ -32,7 +32,11 @@
 //! - **Agents**: one `egret-agent --snapshot DIR --node NAME --netns NS`
 //!   process per node (the binary is passed in), each with its own bpffs
 //!   root on a private bpffs mount, all reading one snapshot directory
-//!   ([`MiniCluster::snapshot_dir`]) that the caller may edit.
+//!   ([`MiniCluster::snapshot_dir`]) that the caller may edit; or, with
+//!   [`Source::Kube`], `egret-agent --kube` fed by an API server the caller
+//!   runs (typically in the server's namespace, on [`API_SERVER`], which
+//!   every node reaches over the underlay), the snapshot's objects served
+//!   by it ([`MiniCluster::prepare`], then [`MiniCluster::start_agents`]).
 //!
 //! The policy is the article's "Step 4" policy (corrected, as in
 //! `examples/policies/egress-gateway-policy.yaml`) with one more excluded
@@ -73,6 +77,9 @@ pub const SINK_PORT: u16 = 8082;
 pub const EGRESS_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 100);
 /// A second egress IP on the gateway's `eth1`.
 pub const EGRESS_IP_2: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 101);
+/// Where an API server for [`Source::Kube`] listens: the server
+/// namespace's underlay address, which every node routes to directly.
+pub const API_SERVER: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 1), 6443);
 /// The policy file in the snapshot directory.
 pub const POLICY_FILE: &str = "policy.yaml";
 /// How long a request waits for its answer.
@@ -542,9 +549,16 @@ struct AgentProcess {
 }
 
 impl AgentProcess {
-    fn spawn(binary: &Path, args: &[String], node: &'static str) -> Result<AgentProcess, ClusterError> {
+    fn spawn(
+        binary: &Path,
+        args: &[String],
+        env: &[(&str, &std::ffi::OsStr)],
+        node: &'static str,
+    ) -> Result<AgentProcess, ClusterError> {
         let mut child = Command::new(binary)
             .args(args)
+            .envs(env.iter().copied())
+            .env_remove("KUBERNETES_SERVICE_HOST")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -674,6 +688,18 @@ impl Drop for MiniCluster {
     }
 }
 
+/// Where the agents read the cluster from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source<'a> {
+    /// The snapshot directory ([`MiniCluster::snapshot_dir`]): `--snapshot`.
+    Snapshot,
+    /// An API server: `--kube`, with `KUBECONFIG` set to this file.
+    Kube {
+        /// The kubeconfig every agent reads.
+        kubeconfig: &'a Path,
+    },
+}
+
 /// What moves the labelled pods' traffic out through the gateway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Datapath<'a> {
@@ -709,6 +735,20 @@ impl MiniCluster {
     /// # Errors
     /// Any set-up step; everything created so far is removed.
     pub fn start_with(tag: &str, datapath: Datapath<'_>) -> Result<MiniCluster, ClusterError> {
+        let mut c = MiniCluster::prepare(tag)?;
+        match datapath {
+            Datapath::Egret(agent) => c.start_agents(agent, Source::Snapshot)?,
+            Datapath::KernelNat { tunnel } => c.kernel_nat(tunnel)?,
+        }
+        Ok(c)
+    }
+
+    /// Builds the topology, writes the snapshot, mounts the bpffs and
+    /// starts the server: everything but the agents.
+    ///
+    /// # Errors
+    /// Any set-up step; everything created so far is removed.
+    pub fn prepare(tag: &str) -> Result<MiniCluster, ClusterError> {
         let n = INSTANCE.fetch_add(1, Ordering::Relaxed);
         let prefix = format!("egret-{tag}-{}x{n}", std::process::id() % 100_000);
         let snapshot = std::env::temp_dir().join(format!("{prefix}-snapshot"));
@@ -725,17 +765,23 @@ impl MiniCluster {
         c.write_snapshot()?;
         c.bpffs = Some(BpffsMount::new(std::env::temp_dir().join(format!("{prefix}-bpffs")))?);
         c.server = Some(Server::start(&c.ns("srv"))?);
-        let agent = match datapath {
-            Datapath::Egret(agent) => agent,
-            Datapath::KernelNat { tunnel } => {
-                c.kernel_nat(tunnel)?;
-                return Ok(c);
-            }
-        };
+        Ok(c)
+    }
+
+    /// Starts one agent per node (`agent` is the `egret-agent` binary)
+    /// reading `source`, and waits until every agent serves a generation
+    /// with its pods attached.
+    ///
+    /// # Errors
+    /// An agent that does not start or exits, or a timeout.
+    pub fn start_agents(&mut self, agent: &Path, source: Source<'_>) -> Result<(), ClusterError> {
+        let c = self;
         for node in NODES {
-            let args: Vec<String> = vec![
-                "--snapshot".into(),
-                snapshot.to_string_lossy().into_owned(),
+            let (mut args, env): (Vec<String>, Vec<(&str, &std::ffi::OsStr)>) = match source {
+                Source::Snapshot => (vec!["--snapshot".into(), c.snapshot.to_string_lossy().into_owned()], Vec::new()),
+                Source::Kube { kubeconfig } => (vec!["--kube".into()], vec![("KUBECONFIG", kubeconfig.as_os_str())]),
+            };
+            args.extend([
                 "--node".into(),
                 node.name.into(),
                 "--bpffs".into(),
@@ -746,13 +792,13 @@ impl MiniCluster {
                 TUNNEL_PORT.to_string(),
                 "--metrics".into(),
                 format!("127.0.0.1:{METRICS_PORT}"),
-            ];
-            c.agents.push(AgentProcess::spawn(agent, &args, node.name)?);
+            ]);
+            c.agents.push(AgentProcess::spawn(agent, &args, &env, node.name)?);
         }
         for node in NODES {
             c.wait_ready(node.name)?;
         }
-        Ok(c)
+        Ok(())
     }
 
     /// The network namespace of a role (`ul`, `srv`, a node's short name, a pod's name).

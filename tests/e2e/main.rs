@@ -3,7 +3,10 @@
 //! namespaces, one real `egret-agent --snapshot` process per node, real
 //! TCP/UDP/ICMP traffic, assertions on what the server sees (TESTING.md
 //! tier 4). Each test builds its own cluster (unique names) and checks that
-//! nothing is left after it is torn down.
+//! nothing is left after it is torn down. `kube` drives the same cluster
+//! through an API server instead of the snapshot directory.
+
+mod kube;
 
 #[path = "../support/privileged.rs"]
 #[allow(dead_code, reason = "this binary gates on more than BPF privilege: it uses `gate` directly")]
