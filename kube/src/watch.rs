@@ -163,6 +163,7 @@ pub struct WatchStatus {
     changes: AtomicU64,
     errors: AtomicU64,
     relists: AtomicU64,
+    last_error: std::sync::Mutex<Option<(Kind, String)>>,
 }
 
 impl WatchStatus {
@@ -186,6 +187,20 @@ impl WatchStatus {
     /// Lists after a kind's first one (after `410 Gone` or a failed resume).
     pub fn relists(&self) -> u64 {
         self.relists.load(Ordering::Acquire)
+    }
+    /// The latest error and its kind, for people: with a hint when the
+    /// policies cannot be listed because the cluster lacks their CRD.
+    pub fn last_error(&self) -> Option<String> {
+        let last = self.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        last.map(|(kind, e)| {
+            let hint = if kind == Kind::Policies && (e.contains("404") || e.contains("NotFound")) {
+                " (is the CiliumEgressGatewayPolicy CRD installed? `kubectl apply -f deploy/crd.yaml`; until \
+                 policies can be listed nothing is compiled)"
+            } else {
+                ""
+            };
+            format!("{}: {e}{hint}", kind.as_str())
+        })
     }
 }
 
@@ -429,6 +444,7 @@ impl ClusterWatch {
             Update::Policies(c) => lists.policies.step(&mut view.policies, c, s),
             Update::Error(kind, e) => {
                 s.errors.fetch_add(1, Ordering::AcqRel);
+                *s.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((kind, e.to_string()));
                 tracing::warn!(kind = kind.as_str(), error = %e, "watch error; retrying");
                 false
             }

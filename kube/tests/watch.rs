@@ -247,6 +247,8 @@ async fn the_first_compile_waits_until_every_kind_has_listed() {
     assert!(!agent.status.synced());
     assert_eq!(agent.status.reconciles(), 0);
     assert!(agent.status.errors() > 0, "the failing policy list is reported");
+    let said = agent.status.last_error().expect("the last error");
+    assert!(said.starts_with("ciliumegressgatewaypolicies: ") && said.contains("CRD installed"), "{said}");
 
     server.fail(Res::Policies, false);
     let first = agent.rx.recv().await.expect("a first compile");

@@ -14,8 +14,10 @@
 //!   calls and telemetry as the snapshot path. A view that does not compile
 //!   (an unknown node, a code generation failure) leaves the running
 //!   generation serving; the error is reported and the next change retries.
-//! - **Facts**: the node's interfaces are polled every [`POLL`]; a change
-//!   nudges the watch, which recompiles (debounced like object changes).
+//! - **Facts**: the node's interfaces and default route are re-read when
+//!   netlink reports a link, address or route change
+//!   ([`facts::NetlinkChanges`]) and every [`POLL`]; a change nudges the
+//!   watch, which recompiles (debounced like object changes).
 //! - **Events**: each reconcile publishes the Kubernetes Events this node
 //!   owes (`egret_kube::events`: the policies it reports — by rendezvous
 //!   over the Ready nodes — and those it is a gateway of; only outcomes
@@ -100,7 +102,7 @@ pub async fn client() -> Result<kube::Client, ClientError> {
 pub fn compile_view(
     view: &ClusterView,
     node: &str,
-    facts: &[facts::NodeInterface],
+    facts: &facts::Facts,
 ) -> (Compilation, Result<Compiled, AgentError>) {
     let node_network = facts::node_network_yaml(node, facts);
     let c = view.compile(node, &Options::default(), &[(NODE_FACTS, &node_network)]);
@@ -144,16 +146,39 @@ fn reconcile(
 /// How often at most the agent repeats that the watch meets errors.
 const ERRORS_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Polls the node's interfaces every [`POLL`] and nudges the watch when
-/// they change; marks the loop alive for `/healthz`; says on stderr when
-/// the watch has synced and whenever it has met new errors (an unreachable
-/// API server would otherwise be silent). Never returns.
+/// Re-reads the node's facts when netlink says something changed (and
+/// every [`POLL`] regardless) and nudges the watch when they did; marks the
+/// loop alive for `/healthz`; says on stderr when the watch has synced and
+/// whenever it has met new errors (an unreachable API server would
+/// otherwise be silent). Never returns.
 async fn watch_facts(nudge: Nudge, telemetry: Arc<Telemetry>, status: Arc<WatchStatus>) {
+    let changes = match facts::NetlinkChanges::open_async() {
+        Ok(c) => Some(c),
+        Err(e) => {
+            eprintln!("kube: no netlink notifications ({e}); reading the node's interfaces every {POLL:?}");
+            None
+        }
+    };
     let mut last = facts::discover().ok();
     let (mut errors, mut synced, mut said) = (0, false, None::<Instant>);
     loop {
         telemetry.alive();
-        tokio::time::sleep(POLL).await;
+        let notified = async {
+            match &changes {
+                Some(c) => match c.readable().await {
+                    Ok(mut guard) => {
+                        let _ = guard.get_inner().drain();
+                        guard.clear_ready();
+                    }
+                    Err(_) => std::future::pending().await,
+                },
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = tokio::time::sleep(POLL) => {}
+            () = notified => {}
+        }
         let now = facts::discover().ok();
         if now != last {
             last = now;
@@ -164,8 +189,9 @@ async fn watch_facts(nudge: Nudge, telemetry: Arc<Telemetry>, status: Arc<WatchS
             errors = status.errors();
             said = Some(Instant::now());
             let state = if status.synced() { "synced" } else { "not synced yet: nothing compiled from the API" };
+            let last = status.last_error().unwrap_or_default();
             eprintln!(
-                "kube: {errors} watch error(s) so far (list/watch failures, 410 Gone, undecodable objects); {state}"
+                "kube: {errors} watch error(s) so far (list/watch failures, 410 Gone, undecodable objects); {state}; last: {last}"
             );
         }
         if status.synced() && !synced {
@@ -249,11 +275,14 @@ mod tests {
 
     #[test]
     fn a_view_compiles_to_what_the_loader_applies() {
-        let facts = [facts::NodeInterface {
-            name: "eth0".into(),
-            index: 2,
-            addresses: vec![("192.0.2.11".parse().expect("ip"), 24)],
-        }];
+        let facts = facts::Facts {
+            interfaces: vec![facts::NodeInterface {
+                name: "eth0".into(),
+                index: 2,
+                addresses: vec![("192.0.2.11".parse().expect("ip"), 24)],
+            }],
+            default_route: Some("eth0".into()),
+        };
         let (c, compiled) = compile_view(&view(), "worker-1", &facts);
         let compiled = compiled.expect("worker-1 compiles");
         assert_eq!(compiled.pods, [Ipv4Addr::new(10, 244, 1, 10)]);
@@ -266,7 +295,7 @@ mod tests {
 
     #[test]
     fn an_unknown_node_is_an_error_not_an_artifact() {
-        let (_, compiled) = compile_view(&view(), "worker-9", &[]);
+        let (_, compiled) = compile_view(&view(), "worker-9", &facts::Facts::default());
         assert!(matches!(compiled, Err(AgentError::Compile { ref node, .. }) if node == "worker-9"), "{compiled:?}");
     }
 }

@@ -124,11 +124,7 @@ pub fn compile(dir: &Path, node: &str) -> Result<Compiled, AgentError> {
 ///
 /// # Errors
 /// As [`compile`].
-pub fn compile_with_facts(
-    dir: &Path,
-    node: &str,
-    facts: Option<&[facts::NodeInterface]>,
-) -> Result<Compiled, AgentError> {
+pub fn compile_with_facts(dir: &Path, node: &str, facts: Option<&facts::Facts>) -> Result<Compiled, AgentError> {
     let mut sources = SourceMap::new();
     let mut loaded = egret_lang::load::load(&mut sources, &[dir.to_path_buf()]);
     if let Some(facts) = facts

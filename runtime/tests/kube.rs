@@ -320,3 +320,27 @@ fn the_kube_agent_applies_the_node_and_follows_the_api() {
     drop(fs);
     assert!(names.iter().all(|n| !netns_exists(n)) && !mounted(&mount), "namespace or mount left");
 }
+
+#[test]
+fn a_kubeconfig_that_cannot_be_used_fails_before_the_node_is_touched() {
+    if !privileged("a_kubeconfig_that_cannot_be_used_fails_before_the_node_is_touched") {
+        return;
+    }
+    let fs = Bpffs::new("kbc");
+    let node = Netns::new("kbc");
+    let config = TempFile(std::env::temp_dir().join(unique("egret-bad-kubeconfig")));
+    std::fs::write(&config.0, "apiVersion: v1\nkind: Config\nclusters: [this is not a kubeconfig\n").expect("write");
+    let root = fs.root();
+    let out = Command::new(env!("CARGO_BIN_EXE_egret-agent"))
+        .args(["--kube", "--node", NODE, "--bpffs", &root.to_string_lossy(), "--netns", &node.name])
+        .env("KUBECONFIG", &config.0)
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .expect("run egret-agent");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a bad kubeconfig is an error");
+    assert!(stderr.contains("cannot find the API server") || stderr.contains("kubeconfig"), "{stderr}");
+    let links = ip_in(&node.name, &["-o", "link", "show"]);
+    assert!(!links.contains("egret0"), "no tunnel device was created: {links}");
+    assert_eq!(fs.pins(), 0, "nothing was pinned");
+}

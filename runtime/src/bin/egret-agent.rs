@@ -121,7 +121,15 @@ fn main() -> ExitCode {
         eprintln!("{e}");
         return ExitCode::FAILURE;
     }
-    let kube = args.config.snapshot.is_none();
+    // --kube: the API client first, so a bad kubeconfig fails before the
+    // loader touches the node (no egret0, no pins)
+    let kube = match args.config.snapshot {
+        Some(_) => None,
+        None => match kube_client() {
+            Ok(k) => Some(k),
+            Err(code) => return code,
+        },
+    };
     let mut agent = match Agent::open(args.config) {
         Ok(a) => a,
         Err(e) => {
@@ -138,8 +146,8 @@ fn main() -> ExitCode {
             }
         }
     }
-    if kube {
-        return run_kube(&mut agent);
+    if let Some((rt, client)) = kube {
+        return run_kube(&mut agent, &rt, client);
     }
     if args.once {
         let r = agent.sync();
@@ -155,24 +163,23 @@ fn main() -> ExitCode {
     }
 }
 
+/// The async runtime (one thread: the one that entered the node's
+/// namespace) and the API client of `--kube`.
+fn kube_client() -> Result<(tokio::runtime::Runtime, kube::Client), ExitCode> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| {
+        eprintln!("cannot start the async runtime: {e}");
+        ExitCode::FAILURE
+    })?;
+    let client = rt.block_on(kube_agent::client()).map_err(|e| {
+        eprintln!("{e}");
+        ExitCode::FAILURE
+    })?;
+    Ok((rt, client))
+}
+
 /// `--kube`: the agent from the API server, until killed.
-fn run_kube(agent: &mut Agent) -> ExitCode {
-    // one thread: the one that entered the node's namespace
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+fn run_kube(agent: &mut Agent, rt: &tokio::runtime::Runtime, client: kube::Client) -> ExitCode {
     rt.block_on(async {
-        let client = match kube_agent::client().await {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("{e}");
-                return ExitCode::FAILURE;
-            }
-        };
         let report = |r: &kube_agent::Reconciled| {
             for e in &r.events {
                 println!("policy {}: {} {}: {}", e.policy, e.type_(), e.reason, e.note);
