@@ -14,9 +14,12 @@
 //! - a device of that name without the alias is **never** modified or
 //!   deleted ([`LoaderError::TunnelForeign`]);
 //! - then `net.ipv4.conf.<dev>.rp_filter` = 2 (loose: replies are delivered
-//!   by the tc program, EBPF-FACTS S4) and, when IPv6 is enabled in the
-//!   kernel, `net.ipv6.conf.<dev>.disable_ipv6` = 1 (the device drops
-//!   metadata-less ND/MLD anyway).
+//!   by the tc program, EBPF-FACTS S4), set over rtnetlink
+//!   ([`encode_set_rp_filter`]) so that it works with `/proc/sys` mounted
+//!   read-only, as in an unprivileged container; and, when IPv6 is enabled
+//!   in the kernel and `/proc/sys` is writable,
+//!   `net.ipv6.conf.<dev>.disable_ipv6` = 1 (the device drops
+//!   metadata-less ND/MLD anyway; skipped where `/proc/sys` is read-only).
 //!
 //! [`remove`] deletes the device only if it carries [`OWNER_ALIAS`].
 //!
@@ -206,6 +209,34 @@ pub fn encode_set_up(seq: u32, ifindex: u32, alias: &str) -> Vec<u8> {
     finish(m)
 }
 
+/// `IFLA_AF_SPEC` (nested per address family).
+const IFLA_AF_SPEC: u16 = 26;
+/// `AF_INET`, the family attribute inside `IFLA_AF_SPEC`.
+const AF_INET: u16 = 2;
+/// `IFLA_INET_CONF`: the IPv4 devconf values, one attribute per index.
+const IFLA_INET_CONF: u16 = 1;
+/// `IPV4_DEVCONF_RP_FILTER` (`include/uapi/linux/ip.h`).
+const IPV4_DEVCONF_RP_FILTER: u16 = 8;
+
+/// `RTM_NEWLINK` on an existing ifindex setting its IPv4 `rp_filter`
+/// (`IFLA_AF_SPEC` → `AF_INET` → `IFLA_INET_CONF` → `RP_FILTER`): the
+/// sysctl without `/proc/sys`, which containers mount read-only; needs
+/// only `CAP_NET_ADMIN`.
+#[must_use]
+pub fn encode_set_rp_filter(seq: u32, ifindex: u32, value: u32) -> Vec<u8> {
+    let mut m = Vec::new();
+    header(&mut m, RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK, seq);
+    ifinfomsg(&mut m, ifindex, 0, 0);
+    let mut conf = Vec::new();
+    attr(&mut conf, IPV4_DEVCONF_RP_FILTER, &value.to_ne_bytes());
+    let mut inet = Vec::new();
+    attr(&mut inet, IFLA_INET_CONF | NLA_F_NESTED, &conf);
+    let mut spec = Vec::new();
+    attr(&mut spec, AF_INET | NLA_F_NESTED, &inet);
+    attr(&mut m, IFLA_AF_SPEC | NLA_F_NESTED, &spec);
+    finish(m)
+}
+
 /// `RTM_GETLINK` by name.
 #[must_use]
 pub fn encode_get(seq: u32, name: &str) -> Vec<u8> {
@@ -384,6 +415,10 @@ fn acked(msg: &[u8], what: &str) -> Result<(), LoaderError> {
     parse_ack(&reply, 1).map_err(|e| reply_error(what, e))
 }
 
+/// `EROFS`, `EACCES`: a read-only or forbidden `/proc/sys`.
+const EROFS: i32 = 30;
+const EACCES: i32 = 13;
+
 fn write_sysctl(path: PathBuf, value: &str) -> Result<(), LoaderError> {
     std::fs::write(&path, value).map_err(|source| LoaderError::Sysctl { path, source })
 }
@@ -426,10 +461,19 @@ pub fn ensure(config: &TunnelConfig) -> Result<TunnelState, LoaderError> {
             TunnelState::Adopted { ifindex: link.ifindex }
         }
     };
-    write_sysctl(PathBuf::from(format!("/proc/sys/net/ipv4/conf/{name}/rp_filter")), "2")?;
+    // loose reverse-path filtering over netlink, not /proc/sys: the agent's
+    // container has /proc/sys read-only (no `privileged: true`)
+    acked(&encode_set_rp_filter(1, state.ifindex(), 2), &format!("setting rp_filter=2 on `{name}`"))?;
+    // IPv6 has no netlink devconf setter: /proc/sys where it is writable;
+    // where it is not (a container), the device keeps IPv6, which only
+    // means it may send a few metadata-less ND/MLD packets that the VXLAN
+    // device drops (EBPF-FACTS S4)
     let v6 = PathBuf::from(format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6"));
     if v6.exists() {
-        write_sysctl(v6, "1")?;
+        match write_sysctl(v6, "1") {
+            Err(LoaderError::Sysctl { source, .. }) if matches!(source.raw_os_error(), Some(EROFS | EACCES)) => {}
+            r => r?,
+        }
     }
     Ok(state)
 }
@@ -451,6 +495,25 @@ pub fn remove(name: &str) -> Result<bool, LoaderError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rp_filter_request_bytes() {
+        let m = encode_set_rp_filter(5, 7, 2);
+        assert_eq!(u32_at(&m, 0), Some(m.len() as u32));
+        assert_eq!(u16_at(&m, 4), Some(RTM_NEWLINK));
+        assert_eq!(u16_at(&m, 6), Some(NLM_F_REQUEST | NLM_F_ACK), "no create, no flags changed");
+        assert_eq!(u32_at(&m, 20), Some(7), "ifindex");
+        let top = attrs(&m[32..]).expect("attributes");
+        assert_eq!(top.len(), 1);
+        assert_eq!(top[0].0, IFLA_AF_SPEC);
+        assert_eq!(u16_at(&m, 34), Some(IFLA_AF_SPEC | NLA_F_NESTED), "marked nested");
+        let spec = attrs(top[0].1).expect("af spec");
+        assert_eq!(spec[0].0, AF_INET);
+        let inet = attrs(spec[0].1).expect("inet");
+        assert_eq!(inet[0].0, IFLA_INET_CONF);
+        let conf = attrs(inet[0].1).expect("conf");
+        assert_eq!(conf, vec![(IPV4_DEVCONF_RP_FILTER, &2u32.to_ne_bytes()[..])]);
+    }
 
     #[test]
     fn create_request_bytes() {

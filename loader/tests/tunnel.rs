@@ -65,3 +65,38 @@ fn egret0_is_created_adopted_replaced_and_foreign_devices_are_left_alone() {
     drop(ns);
     assert!(!netns_exists(&name), "namespace left");
 }
+
+/// As in the agent's container (`privileged: false`): `/proc/sys` is
+/// read-only, yet `egret0` gets its loose rp_filter (over netlink).
+#[test]
+#[expect(unsafe_code, reason = "unshare(2) of this test's own thread")]
+fn egret0_gets_loose_rp_filter_with_proc_sys_read_only() {
+    use rustix::mount::{MountFlags, MountPropagationFlags, mount_bind, mount_change, mount_remount};
+    if !privileged("egret0_gets_loose_rp_filter_with_proc_sys_read_only") {
+        return;
+    }
+    let ns = Netns::new("tro");
+    let name = ns.name.clone();
+    let (write, state, rp_filter) = std::thread::spawn(move || {
+        // a mount namespace of this thread only (private: nothing propagates
+        // to the host), with /proc/sys bound read-only in it
+        // SAFETY: NEWNS (with the FS it implies) unshares no file descriptors
+        unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS) }.expect("unshare");
+        mount_change("/", MountPropagationFlags::REC | MountPropagationFlags::PRIVATE).expect("private");
+        mount_bind("/proc/sys", "/proc/sys").expect("bind /proc/sys");
+        mount_remount("/proc/sys", MountFlags::BIND | MountFlags::RDONLY, "").expect("read-only");
+        let _entered = Entered::new(&name);
+        // (in the test's namespace: a failed write touches nothing outside it)
+        let write = std::fs::write("/proc/sys/net/ipv4/conf/lo/rp_filter", "0");
+        let state = tunnel::ensure(&TunnelConfig::default());
+        let rp = std::fs::read_to_string("/proc/sys/net/ipv4/conf/egret0/rp_filter");
+        (write, state, rp)
+    })
+    .join()
+    .expect("the thread");
+    assert!(write.is_err(), "/proc/sys is read-only in that thread");
+    assert!(matches!(state, Ok(TunnelState::Created { .. })), "{state:?}");
+    assert_eq!(rp_filter.expect("read rp_filter").trim(), "2");
+    let details = ip_in(&ns.name, &["-d", "link", "show", "egret0"]);
+    assert!(details.contains("vxlan external"), "{details}");
+}
