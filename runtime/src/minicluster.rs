@@ -191,6 +191,12 @@ pub enum ClusterError {
         /// The error.
         source: std::io::Error,
     },
+    /// The node has no agent (a [`Datapath::KernelNat`] cluster, or an unknown node).
+    #[error("no agent runs on {node}")]
+    NoAgent {
+        /// The node.
+        node: String,
+    },
     /// Something did not happen in time.
     #[error("timed out waiting for {what}")]
     Timeout {
@@ -546,6 +552,8 @@ struct AgentProcess {
     child: Child,
     stdout: Arc<Mutex<Vec<String>>>,
     stderr: Arc<Mutex<Vec<String>>>,
+    /// How it was started (to start it again).
+    command: (PathBuf, Vec<String>, Vec<(String, std::ffi::OsString)>),
 }
 
 impl AgentProcess {
@@ -578,7 +586,16 @@ impl AgentProcess {
         };
         let stdout = child.stdout.take().map_or_else(|| Arc::new(Mutex::new(Vec::new())), |o| lines(Box::new(o)));
         let stderr = child.stderr.take().map_or_else(|| Arc::new(Mutex::new(Vec::new())), |e| lines(Box::new(e)));
-        Ok(AgentProcess { node, child, stdout, stderr })
+        let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        Ok(AgentProcess { node, child, stdout, stderr, command: (binary.to_path_buf(), args.to_vec(), env) })
+    }
+
+    /// The same command again (the old process must have ended).
+    fn respawn(&mut self) -> Result<(), ClusterError> {
+        let (binary, args, env) = self.command.clone();
+        let env: Vec<(&str, &std::ffi::OsStr)> = env.iter().map(|(k, v)| (k.as_str(), v.as_os_str())).collect();
+        *self = AgentProcess::spawn(&binary, &args, &env, self.node)?;
+        Ok(())
     }
 
     fn exited(&mut self) -> Option<ClusterError> {
@@ -1121,6 +1138,38 @@ impl MiniCluster {
 
     fn agent(&mut self, node_name: &str) -> Option<&mut AgentProcess> {
         self.agents.iter_mut().find(|a| a.node == node_name)
+    }
+
+    /// Kills a node's agent (`SIGKILL`, by pid: a crash, or the last step of
+    /// a DaemonSet update) and reaps it. Its pins, links and `egret0` stay:
+    /// the node keeps forwarding with the generation it was serving.
+    ///
+    /// # Errors
+    /// No agent for the node.
+    pub fn stop_agent(&mut self, node_name: &str) -> Result<(), ClusterError> {
+        let a = self.agent(node_name).ok_or_else(|| ClusterError::NoAgent { node: node_name.to_owned() })?;
+        let _ = a.child.kill();
+        let _ = a.child.wait();
+        Ok(())
+    }
+
+    /// Starts a node's agent again, with the arguments it had (the new
+    /// version of a DaemonSet update), and waits until it has synced once
+    /// and serves its pods.
+    ///
+    /// # Errors
+    /// No agent for the node, a start failure, or a timeout.
+    pub fn start_agent_again(&mut self, node_name: &str) -> Result<(), ClusterError> {
+        let a = self.agent(node_name).ok_or_else(|| ClusterError::NoAgent { node: node_name.to_owned() })?;
+        let _ = a.child.kill();
+        let _ = a.child.wait();
+        a.respawn()?;
+        let node = node(node_name).name;
+        // its own first sync (the pins it finds were served by the old one)
+        self.wait_until(node, &format!("{node}'s new agent to sync"), |c| {
+            c.agent_output(node).iter().any(|l| l.ends_with(" generation") || l.contains(" generation "))
+        })?;
+        self.wait_ready(node)
     }
 
     /// The generation a node's agent is serving.

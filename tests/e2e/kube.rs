@@ -8,7 +8,11 @@
 //! the normal path. Each API write's delay to the node's dataplane (the
 //! swap, and the pod's veth attached or detached) is measured and printed
 //! with its median and p99; the agents' own figure
-//! (`egret_event_to_dataplane_seconds`) is read from `/metrics`.
+//! (`egret_event_to_dataplane_seconds`) is read from `/metrics`. Then a
+//! DaemonSet update, node by node (worker-1, gateway-1): the agent killed,
+//! a connection through the gateway still answered without it, the new
+//! agent adopting the pinned generation (no swap), the same egress IP and
+//! NAT port before, between and after.
 //!
 //! `EGRET_E2E_KUBE_EVENTS=N` sets the number of label changes (default 20).
 
@@ -97,8 +101,10 @@ fn through_the_api_server_labelling_a_pod_moves_its_next_connection_to_the_egres
     let kubeconfig = std::env::temp_dir().join(format!("egret-e2ek-{}-kubeconfig", std::process::id()));
     std::fs::write(&kubeconfig, server.kubeconfig()).expect("kubeconfig");
     let started = c.start_agents(Path::new(AGENT), Source::Kube { kubeconfig: &kubeconfig });
-    std::fs::remove_file(&kubeconfig).expect("remove the kubeconfig");
-    started.expect("every agent serves its node from the API server");
+    if let Err(e) = started {
+        let _ = std::fs::remove_file(&kubeconfig);
+        panic!("every agent serves its node from the API server: {e}");
+    }
 
     // plain-1 (worker-1) is not selected: the normal path, the node's address
     let worker = node_ip("worker-1");
@@ -174,6 +180,28 @@ fn through_the_api_server_labelling_a_pod_moves_its_next_connection_to_the_egres
         "{:#?}",
         server.events()
     );
+
+    // a DaemonSet update, node by node: the old agent killed, the new one
+    // started; an open connection through the gateway keeps its egress IP
+    // and NAT port throughout, and the new agents adopt the pinned
+    // generations (no swap)
+    let mut conn = c.tcp_connect("egress-1", SERVER).expect("a long-lived connection");
+    let opened = conn.exchange("before").expect("exchange");
+    assert_eq!(opened.ip, EGRESS_IP);
+    for node in ["worker-1", "gateway-1"] {
+        let serving = c.generation(node).expect("serving");
+        c.stop_agent(node).expect("stop");
+        assert_eq!(conn.exchange("agentless").expect("no agent: the pinned dataplane forwards"), opened);
+        c.start_agent_again(node).expect("the new agent serves");
+        assert_eq!(c.generation(node), Some(serving), "{node}: the new agent adopted generation {serving:?}");
+        let said = c.agent_output(node);
+        assert!(
+            said.iter().any(|l| l == &format!("unchanged generation {}", serving.0)),
+            "{node}: adopted, not rebuilt: {said:?}"
+        );
+        assert_eq!(conn.exchange("after").expect("after the update"), opened, "{node}");
+    }
+    std::fs::remove_file(&kubeconfig).expect("remove the kubeconfig");
 
     drop(c);
     drop(server);
