@@ -4,7 +4,6 @@
 //! (entered with `setns`, as the agent does). Everything is removed at the end.
 
 #[path = "../../loader/tests/common/mod.rs"]
-#[allow(dead_code, reason = "this test uses a few of the shared helpers")]
 mod common;
 
 use std::time::{Duration, Instant};
