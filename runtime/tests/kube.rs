@@ -103,13 +103,12 @@ struct AgentProcess(Child);
 
 /// The agent's stdout lines so far (echoed as they come, read by a thread
 /// that ends when the agent does).
-fn capture(child: &mut Child) -> Arc<Mutex<Vec<String>>> {
+fn capture(out: impl Read + Send + 'static, tag: &'static str) -> Arc<Mutex<Vec<String>>> {
     let lines = Arc::new(Mutex::new(Vec::new()));
-    let out = child.stdout.take().expect("piped stdout");
     let sink = Arc::clone(&lines);
     std::thread::spawn(move || {
         for line in BufReader::new(out).lines().map_while(Result::ok) {
-            println!("agent: {line}");
+            println!("{tag}: {line}");
             sink.lock().expect("lines").push(line);
         }
     });
@@ -207,11 +206,14 @@ fn the_kube_agent_applies_the_node_and_follows_the_api() {
             .args(["--metrics", "127.0.0.1:0"])
             .env("KUBECONFIG", &config.0)
             .env_remove("KUBERNETES_SERVICE_HOST")
+            .env("EGRET_LOG", "warn")
             .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("start egret-agent"),
     );
-    let output = capture(&mut agent.0);
+    let output = capture(agent.0.stdout.take().expect("piped stdout"), "agent");
+    let errors = capture(agent.0.stderr.take().expect("piped stderr"), "agent stderr");
     let metrics = wait_for("the metrics address", &mut agent.0, || line_with(&output, "metrics on http://"));
     let metrics = metrics.trim_start_matches("metrics on http://").trim_end_matches("/metrics").to_string();
 
@@ -301,6 +303,14 @@ fn the_kube_agent_applies_the_node_and_follows_the_api() {
     println!("API change ({POD_KEY} relabelled back) → swap and attach: {:?}", written.elapsed());
     assert_ne!(third, first);
     assert_eq!(local_endpoints(&root), ["0af4010a"]);
+
+    // an event that does not decode: a warning on stderr (EGRET_LOG=warn), nothing else
+    server.inject(Res::Pods, r#"{"type": "ADDED", "object": "not an object"}"#);
+    let warning = wait_for("the watch's warning on stderr", &mut agent.0, || {
+        errors.lock().expect("lines").iter().find(|l| l.contains("WARN") && l.contains("watch error")).cloned()
+    });
+    assert!(warning.contains("kind=\"pods\"") || warning.contains("kind=pods"), "{warning}");
+    assert_eq!(running(&root).map(|(g, _)| g), Some(third), "no swap for an undecodable event");
 
     drop(agent);
     let (loader, _) = Loader::open(LoaderConfig::new(&root)).expect("open");

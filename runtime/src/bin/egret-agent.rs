@@ -30,7 +30,8 @@ use egret_runtime::{Agent, AgentConfig, AgentError, Synced, kube_agent};
 
 const USAGE: &str = "usage: egret-agent --snapshot DIR --node NAME [--bpffs ROOT] [--tunnel-port N] [--netns NAME] [--metrics ADDR] [--once]
        egret-agent --kube --node NAME [--bpffs ROOT] [--tunnel-port N] [--netns NAME] [--metrics ADDR]
-         (--kube: the API server from KUBECONFIG, ~/.kube/config or the in-cluster environment)
+         (--kube: the API server from KUBECONFIG, ~/.kube/config or the in-cluster environment;
+          log lines on stderr at EGRET_LOG=error|warn|info|debug|off, default warn)
        egret-agent status|maps [--bpffs ROOT] [--json]
        egret-agent demo";
 
@@ -163,9 +164,25 @@ fn main() -> ExitCode {
     }
 }
 
+/// Log lines of the watch and of kube's client on stderr, at the level
+/// `EGRET_LOG` names (default `warn`).
+fn init_log() {
+    use tracing_subscriber::filter::LevelFilter;
+    let level = match std::env::var("EGRET_LOG").as_deref() {
+        Ok("off") => LevelFilter::OFF,
+        Ok("error") => LevelFilter::ERROR,
+        Ok("info") => LevelFilter::INFO,
+        Ok("debug") => LevelFilter::DEBUG,
+        Ok("trace") => LevelFilter::TRACE,
+        _ => LevelFilter::WARN,
+    };
+    let _ = tracing_subscriber::fmt().with_max_level(level).with_writer(std::io::stderr).try_init();
+}
+
 /// The async runtime (one thread: the one that entered the node's
 /// namespace) and the API client of `--kube`.
 fn kube_client() -> Result<(tokio::runtime::Runtime, kube::Client), ExitCode> {
+    init_log();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| {
         eprintln!("cannot start the async runtime: {e}");
         ExitCode::FAILURE
