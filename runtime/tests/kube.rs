@@ -10,7 +10,9 @@
 //! makes it swap to a generation without the pod, and relabelling it back
 //! swaps again with the pod attached. The delays from the API write to the
 //! swap are printed, and the agent's own figure is checked in `/metrics`.
-//! The policy's Event is created if worker-1 is its reporter. Everything
+//! The policy's Event is created if worker-1 is its reporter. An undecodable
+//! watch event is a warning on stderr; an API server restart leaves the
+//! dataplane alone. Everything
 //! is removed at the end.
 
 #[path = "../../loader/tests/common/mod.rs"]
@@ -311,6 +313,25 @@ fn the_kube_agent_applies_the_node_and_follows_the_api() {
     });
     assert!(warning.contains("kind=\"pods\"") || warning.contains("kind=pods"), "{warning}");
     assert_eq!(running(&root).map(|(g, _)| g), Some(third), "no swap for an undecodable event");
+
+    // the API server restarts (connections cut; its watch cache rebuilt, so
+    // a resume from before the restart is 410 Gone and relists): the agent
+    // watches again and leaves the dataplane alone
+    let requests = || {
+        [apiserver::Req::List(Res::Pods), apiserver::Req::Watch(Res::Pods)]
+            .map(|r| server.count(r))
+            .iter()
+            .sum::<usize>()
+    };
+    let before = requests();
+    server.stop();
+    std::thread::sleep(Duration::from_millis(300));
+    rt.block_on(server.start());
+    wait_for("pods watched again after the restart", &mut agent.0, || (requests() > before).then_some(()));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(running(&root).map(|(g, _)| g), Some(third), "the same generation after the restart");
+    let (code, _) = get(&metrics, "/readyz");
+    assert_eq!(code, 200, "still ready");
 
     drop(agent);
     let (loader, _) = Loader::open(LoaderConfig::new(&root)).expect("open");
