@@ -195,9 +195,7 @@ impl EventLog {
         self.last.retain(|uid, _| keep.contains(uid));
         now.into_iter()
             .filter(|e| {
-                let same = self.last.get(&e.uid).is_some_and(|l| {
-                    l.reason == e.reason && l.note == e.note && l.warning == e.warning && l.policy == e.policy
-                });
+                let same = self.last.get(&e.uid) == Some(e);
                 if !same {
                     self.last.insert(e.uid.clone(), e.clone());
                 }

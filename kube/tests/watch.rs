@@ -4,6 +4,7 @@
 //! its plan decides for each local pod towards an external address, and
 //! waits (bounded) until the reports show the expected state.
 
+#[allow(dead_code, reason = "the YAML loader serves the runtime and e2e tests")]
 #[path = "support/apiserver.rs"]
 mod apiserver;
 

@@ -415,10 +415,6 @@ fn acked(msg: &[u8], what: &str) -> Result<(), LoaderError> {
     parse_ack(&reply, 1).map_err(|e| reply_error(what, e))
 }
 
-/// `EROFS`, `EACCES`: a read-only or forbidden `/proc/sys`.
-const EROFS: i32 = 30;
-const EACCES: i32 = 13;
-
 fn write_sysctl(path: PathBuf, value: &str) -> Result<(), LoaderError> {
     std::fs::write(&path, value).map_err(|source| LoaderError::Sysctl { path, source })
 }
@@ -471,7 +467,11 @@ pub fn ensure(config: &TunnelConfig) -> Result<TunnelState, LoaderError> {
     let v6 = PathBuf::from(format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6"));
     if v6.exists() {
         match write_sysctl(v6, "1") {
-            Err(LoaderError::Sysctl { source, .. }) if matches!(source.raw_os_error(), Some(EROFS | EACCES)) => {}
+            Err(LoaderError::Sysctl { source, .. })
+                if matches!(
+                    rustix::io::Errno::from_io_error(&source),
+                    Some(rustix::io::Errno::ROFS | rustix::io::Errno::ACCESS)
+                ) => {}
             r => r?,
         }
     }

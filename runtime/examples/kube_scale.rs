@@ -50,24 +50,26 @@
 #[path = "../../loader/tests/common/mod.rs"]
 mod common;
 
+#[path = "../../tests/support/agent_process.rs"]
+#[allow(dead_code, reason = "this benchmark uses a subset of the helpers")]
+mod agent_process;
+
 #[path = "../../kube/tests/support/apiserver.rs"]
 #[expect(dead_code, reason = "this benchmark uses a subset of the server's controls")]
 mod apiserver;
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use agent_process::*;
 use apiserver::{ApiServer, Res};
 use common::*;
 use egret_kube::view::ClusterView;
 use egret_kube::wire::{IntoFacts, NamespaceWire, NodeWire, PodWire, PolicyWire};
-use egret_loader::{Generation, Loader, LoaderConfig, inspect, tunnel};
+use egret_loader::{Loader, LoaderConfig, tunnel};
 use serde_json::{Value, json};
 
 /// A counting global allocator (this process only): live heap bytes and
@@ -296,80 +298,6 @@ fn view_of(objects: &[(Res, Value)]) -> ClusterView {
         };
     }
     v
-}
-
-/// The agent process, killed (and reaped) on drop, also on a panic.
-struct AgentProcess(Child);
-
-impl Drop for AgentProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A file removed on drop.
-struct TempFile(PathBuf);
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-/// The agent's stdout lines so far (read by a thread that ends with the agent).
-fn capture(child: &mut Child) -> Arc<Mutex<Vec<String>>> {
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let out = child.stdout.take().expect("piped stdout");
-    let sink = Arc::clone(&lines);
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            sink.lock().expect("lines").push(line);
-        }
-    });
-    lines
-}
-
-fn line_with(lines: &Mutex<Vec<String>>, prefix: &str) -> Option<String> {
-    lines.lock().expect("lines").iter().find(|l| l.starts_with(prefix)).cloned()
-}
-
-/// `GET path` on the agent's metrics server: status code and body.
-fn get(addr: &str, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).expect("connect to the metrics server");
-    write!(s, "GET {path} HTTP/1.1\r\nHost: agent\r\n\r\n").expect("write");
-    let mut reply = String::new();
-    s.read_to_string(&mut reply).expect("read");
-    let code = reply.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-    (code, reply.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
-}
-
-/// The value of `name{node="NODE"}` in a `/metrics` body.
-fn metric(body: &str, name: &str, node: &str) -> f64 {
-    let prefix = format!("{name}{{node=\"{node}\"}} ");
-    body.lines().find_map(|l| l.strip_prefix(prefix.as_str())).and_then(|v| v.parse().ok()).unwrap_or(f64::NAN)
-}
-
-/// Waits until `f` returns `Some` (`limit` at most), polling every `every`.
-fn wait_for<T>(what: &str, agent: &mut Child, limit: Duration, every: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        if let Ok(Some(status)) = agent.try_wait() {
-            panic!("{what}: the agent exited with {status}");
-        }
-        assert!(start.elapsed() < limit, "{what}: timed out after {limit:?}");
-        std::thread::sleep(every);
-    }
-}
-
-/// The running generation, and the interfaces attached.
-fn running(root: &Path) -> Option<(Generation, Vec<String>)> {
-    let st = inspect::status(root).ok()?;
-    let g = st.generations.iter().find(|g| g.running)?.generation;
-    Some((g, st.attachments.iter().filter_map(|a| a.interface.clone()).collect()))
 }
 
 /// `VmHWM` and `VmRSS` of a process, in KiB.
@@ -715,7 +643,7 @@ fn events(
             p["metadata"]["labels"] = measured_labels(selected);
             let t = Instant::now();
             server.apply(Res::Pods, p);
-            wait_for("the swap after a relabel", agent, Duration::from_secs(120), Duration::from_millis(1), || {
+            wait_within("the swap after a relabel", agent, Duration::from_secs(120), Duration::from_millis(1), || {
                 running(root).filter(|(g, att)| *g != prev && att.iter().any(|a| a == veth) == selected)
             });
             let took = t.elapsed();
@@ -821,13 +749,13 @@ fn run(shape: Shape, agent_bin: &Path, events_n: usize, churn: f64) -> Run {
             .expect("start egret-agent"),
     );
     let pid = agent.0.id();
-    let output = capture(&mut agent.0);
+    let output = capture(agent.0.stdout.take().expect("piped stdout"), None);
     let limit = Duration::from_secs(600);
-    let metrics = wait_for("the metrics address", &mut agent.0, limit, Duration::from_millis(10), || {
+    let metrics = wait_within("the metrics address", &mut agent.0, limit, Duration::from_millis(10), || {
         line_with(&output, "metrics on http://")
     });
     let metrics = metrics.trim_start_matches("metrics on http://").trim_end_matches("/metrics").to_string();
-    wait_for("first generation", &mut agent.0, limit, Duration::from_millis(5), || {
+    wait_within("first generation", &mut agent.0, limit, Duration::from_millis(5), || {
         running(&root).filter(|(_, attached)| attached.contains(&veth) && attached.iter().any(|a| a == "egret0"))
     });
     let to_first_generation_s = started.elapsed().as_secs_f64();
@@ -842,7 +770,7 @@ fn run(shape: Shape, agent_bin: &Path, events_n: usize, churn: f64) -> Run {
         after_sync_kib.0 as f64 / 1024.0,
         after_sync_kib.1 as f64 / 1024.0
     );
-    wait_for("/readyz answering 200", &mut agent.0, limit, Duration::from_millis(10), || {
+    wait_within("/readyz answering 200", &mut agent.0, limit, Duration::from_millis(10), || {
         (get(&metrics, "/readyz").0 == 200).then_some(())
     });
     // the first reconcile's Events and any compile still queued settle
@@ -857,7 +785,7 @@ fn run(shape: Shape, agent_bin: &Path, events_n: usize, churn: f64) -> Run {
             let mut p = objects[shape.nodes + shape.namespaces + measured].1.clone();
             p["metadata"]["labels"] = measured_labels(true);
             server.apply(Res::Pods, p);
-            wait_for("back to selected", &mut agent.0, limit, Duration::from_millis(5), || {
+            wait_within("back to selected", &mut agent.0, limit, Duration::from_millis(5), || {
                 running(&root).filter(|(g, att)| *g != prev && att.contains(&veth))
             });
         }

@@ -177,17 +177,9 @@ impl Telemetry {
     /// The `/metrics` text.
     #[must_use]
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        let node = escape(&self.node);
-        let Ok(s) = self.state.lock() else { return out };
-        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, f64)]| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for (labels, v) in samples {
-                let sep = if labels.is_empty() { "" } else { "," };
-                let _ = writeln!(out, "{name}{{node=\"{node}\"{sep}{labels}}} {v}");
-            }
-        };
-        metric(
+        let mut x = Exposition { out: String::new(), node: escape(&self.node) };
+        let Ok(s) = self.state.lock() else { return x.out };
+        x.family(
             "egret_compiles_total",
             "counter",
             "Node compilations by result.",
@@ -197,39 +189,33 @@ impl Telemetry {
             ("egret_compile_seconds", "Compile time of the node (plan, code generation, checks).", &s.compile),
             ("egret_swap_seconds", "Artifact in memory to every link swapped.", &s.swap),
         ] {
-            metric(&format!("{name}_sum"), "counter", &format!("{help} Sum."), &[(String::new(), t.sum)]);
-            metric(&format!("{name}_count"), "counter", &format!("{help} Count."), &[(String::new(), t.count as f64)]);
-            metric(&format!("{name}_last"), "gauge", &format!("{help} Last."), &[(String::new(), t.last)]);
-            metric(&format!("{name}_max"), "gauge", &format!("{help} Maximum."), &[(String::new(), t.max)]);
+            x.single(&format!("{name}_sum"), "counter", &format!("{help} Sum."), t.sum);
+            x.single(&format!("{name}_count"), "counter", &format!("{help} Count."), t.count as f64);
+            x.single(&format!("{name}_last"), "gauge", &format!("{help} Last."), t.last);
+            x.single(&format!("{name}_max"), "gauge", &format!("{help} Maximum."), t.max);
         }
         // a histogram: p99 = histogram_quantile(0.99, rate(..._bucket[5m]))
         let name = "egret_event_to_dataplane_seconds";
         let t = &s.event_to_dataplane;
+        let node = &x.node;
         let _ = writeln!(
-            out,
+            x.out,
             "# HELP {name} From an input change (an API watch event, a node fact, a snapshot file) to the dataplane serving it.\n# TYPE {name} histogram"
         );
         for (bound, n) in LATENCY_BUCKETS.iter().zip(&s.event_to_dataplane_buckets) {
-            let _ = writeln!(out, "{name}_bucket{{node=\"{node}\",le=\"{bound}\"}} {n}");
+            let _ = writeln!(x.out, "{name}_bucket{{node=\"{node}\",le=\"{bound}\"}} {n}");
         }
-        let _ = writeln!(out, "{name}_bucket{{node=\"{node}\",le=\"+Inf\"}} {}", t.count);
-        let _ = writeln!(out, "{name}_sum{{node=\"{node}\"}} {}\n{name}_count{{node=\"{node}\"}} {}", t.sum, t.count);
-        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, f64)]| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for (labels, v) in samples {
-                let sep = if labels.is_empty() { "" } else { "," };
-                let _ = writeln!(out, "{name}{{node=\"{node}\"{sep}{labels}}} {v}");
-            }
-        };
-        metric(&format!("{name}_last"), "gauge", "The last event-to-dataplane delay.", &[(String::new(), t.last)]);
-        metric(&format!("{name}_max"), "gauge", "The longest event-to-dataplane delay.", &[(String::new(), t.max)]);
+        let _ = writeln!(x.out, "{name}_bucket{{node=\"{node}\",le=\"+Inf\"}} {}", t.count);
+        let _ = writeln!(x.out, "{name}_sum{{node=\"{node}\"}} {}\n{name}_count{{node=\"{node}\"}} {}", t.sum, t.count);
+        x.single(&format!("{name}_last"), "gauge", "The last event-to-dataplane delay.", t.last);
+        x.single(&format!("{name}_max"), "gauge", "The longest event-to-dataplane delay.", t.max);
         if let Some(k) = &s.kube {
             let w = &k.watch;
-            metric(
+            x.single(
                 "egret_kube_synced",
                 "gauge",
                 "1 once every watched kind has listed.",
-                &[(String::new(), f64::from(u8::from(w.synced())))],
+                f64::from(u8::from(w.synced())),
             );
             for (name, help, v) in [
                 ("egret_kube_watch_errors_total", "List and watch errors (retried).", w.errors()),
@@ -241,10 +227,10 @@ impl Telemetry {
                 ),
                 ("egret_kube_reconciles_total", "Debounced recompilations.", w.reconciles()),
             ] {
-                metric(name, "counter", help, &[(String::new(), v as f64)]);
+                x.single(name, "counter", help, v as f64);
             }
             let e = &k.events;
-            metric(
+            x.family(
                 "egret_events_total",
                 "counter",
                 "Kubernetes Events about policies, by result.",
@@ -255,12 +241,12 @@ impl Telemetry {
                 ],
             );
         }
-        metric("egret_swaps_total", "counter", "Generation swaps.", &[(String::new(), s.swaps as f64)]);
+        x.single("egret_swaps_total", "counter", "Generation swaps.", s.swaps as f64);
         if let Some(g) = s.generation {
-            metric("egret_generation", "gauge", "The generation serving traffic.", &[(String::new(), g as f64)]);
+            x.single("egret_generation", "gauge", "The generation serving traffic.", g as f64);
         }
         if let Some(c) = &s.counts {
-            metric(
+            x.family(
                 "egret_plan_entries",
                 "gauge",
                 "The node plan's sizes.",
@@ -276,6 +262,7 @@ impl Telemetry {
         }
         let counters = s.counters.clone();
         drop(s);
+        let Exposition { mut out, node } = x;
         self.render_dataplane(&mut out, &node, &counters);
         out
     }
@@ -352,6 +339,29 @@ impl Telemetry {
                 m.entries, m.max_entries
             );
         }
+    }
+}
+
+/// The Prometheus text being written, every sample labelled with the node.
+struct Exposition {
+    out: String,
+    node: String,
+}
+
+impl Exposition {
+    /// One metric family: `# HELP`, `# TYPE` and a sample per `(labels, value)`.
+    fn family(&mut self, name: &str, kind: &str, help: &str, samples: &[(String, f64)]) {
+        let node = &self.node;
+        let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, v) in samples {
+            let sep = if labels.is_empty() { "" } else { "," };
+            let _ = writeln!(self.out, "{name}{{node=\"{node}\"{sep}{labels}}} {v}");
+        }
+    }
+
+    /// A family of one unlabelled sample.
+    fn single(&mut self, name: &str, kind: &str, help: &str, value: f64) {
+        self.family(name, kind, help, &[(String::new(), value)]);
     }
 }
 

@@ -5,53 +5,25 @@
 //! policy file makes it swap to a new generation. Everything is removed at
 //! the end.
 
+#[allow(dead_code, reason = "this test uses a subset of the helpers")]
+#[path = "../../tests/support/agent_process.rs"]
+mod agent_process;
 #[path = "../../loader/tests/common/mod.rs"]
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use agent_process::{AgentProcess, example_snapshot, wait_within};
 
 use common::*;
 use egret_loader::{Loader, LoaderConfig, inspect, tunnel};
 
 const POD: &str = "10.244.1.10";
 
-/// The example policies and cluster in one directory.
-fn snapshot(dir: &Path) {
-    std::fs::create_dir_all(dir).expect("dir");
-    let examples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples");
-    for sub in ["policies", "cluster"] {
-        for e in std::fs::read_dir(examples.join(sub)).expect("examples") {
-            let e = e.expect("entry");
-            std::fs::copy(e.path(), dir.join(e.file_name())).expect("copy");
-        }
-    }
-}
-
-/// The agent process, killed (and reaped) on drop, also when the test fails.
-struct AgentProcess(Child);
-
-impl Drop for AgentProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Waits until `f` returns `Some` (20 s at most).
-fn wait_for<T>(what: &str, agent: &mut Child, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        if let Ok(Some(status)) = agent.try_wait() {
-            panic!("{what}: the agent exited with {status}");
-        }
-        assert!(start.elapsed() < Duration::from_secs(20), "{what}: timed out");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+fn wait_for<T>(what: &str, agent: &mut Child, f: impl FnMut() -> Option<T>) -> T {
+    wait_within(what, agent, Duration::from_secs(20), Duration::from_millis(100), f)
 }
 
 #[test]
@@ -63,7 +35,7 @@ fn the_agent_applies_the_node_and_swaps_when_the_policy_changes() {
     let node = Netns::new("agt");
     let (pod, veth) = pod_behind_veth(&node, POD);
     let dir = std::env::temp_dir().join(unique("egret-agent-snap"));
-    snapshot(&dir);
+    example_snapshot(&dir);
 
     let root = fs.root();
     let mut agent = AgentProcess(

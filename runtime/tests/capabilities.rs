@@ -7,11 +7,15 @@
 //! (and says why), so none of the three is superfluous; `CAP_SYS_ADMIN` is
 //! not needed.
 
+#[allow(dead_code, reason = "this test uses a subset of the helpers")]
+#[path = "../../tests/support/agent_process.rs"]
+mod agent_process;
 #[path = "../../loader/tests/common/mod.rs"]
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use agent_process::example_snapshot;
 
 use common::*;
 use egret_loader::{Loader, LoaderConfig, inspect};
@@ -19,18 +23,6 @@ use egret_loader::{Loader, LoaderConfig, inspect};
 const POD: &str = "10.244.1.10";
 /// What `deploy/daemonset.yaml` adds (after dropping ALL).
 const DAEMONSET_CAPS: [&str; 3] = ["bpf", "net_admin", "perfmon"];
-
-/// The example policies and cluster in one directory.
-fn snapshot(dir: &Path) {
-    std::fs::create_dir_all(dir).expect("dir");
-    let examples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples");
-    for sub in ["policies", "cluster"] {
-        for e in std::fs::read_dir(examples.join(sub)).expect("examples") {
-            let e = e.expect("entry");
-            std::fs::copy(e.path(), dir.join(e.file_name())).expect("copy");
-        }
-    }
-}
 
 /// `egret-agent --once` for worker-1 in a fresh node namespace with only
 /// `caps`: its exit status and stderr, and whether the pod's veth ended up
@@ -40,7 +32,7 @@ fn run_with(caps: &[&str]) -> (bool, String, bool) {
     let node = Netns::new("cap");
     let (pod, veth) = pod_behind_veth(&node, POD);
     let dir = std::env::temp_dir().join(unique("egret-cap-snap"));
-    snapshot(&dir);
+    example_snapshot(&dir);
     let root = fs.root();
     let bounding: String =
         std::iter::once("-all".to_string()).chain(caps.iter().map(|c| format!("+{c}"))).collect::<Vec<_>>().join(",");

@@ -18,21 +18,22 @@
 #[path = "../../loader/tests/common/mod.rs"]
 mod common;
 
+#[path = "../../tests/support/agent_process.rs"]
+#[allow(dead_code, reason = "this test uses a subset of the helpers")]
+mod agent_process;
+
 #[path = "../../kube/tests/support/apiserver.rs"]
 #[expect(dead_code, reason = "this test uses a subset of the server's controls")]
 mod apiserver;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use agent_process::*;
 use apiserver::{ApiServer, Res};
 use common::*;
-use egret_loader::{Generation, Loader, LoaderConfig, inspect, tunnel};
-use serde::Deserialize as _;
+use egret_loader::{Loader, LoaderConfig, inspect, tunnel};
 use serde_json::Value;
 
 const NODE: &str = "worker-1";
@@ -52,22 +53,8 @@ fn example_objects() -> Vec<(Res, Value)> {
         .collect();
     files.sort();
     for path in files {
-        let text = std::fs::read_to_string(&path).expect("read");
-        for doc in serde_yaml::Deserializer::from_str(&text) {
-            let doc: Value = serde_json::to_value(serde_yaml::Value::deserialize(doc).expect("yaml")).expect("json");
-            let items =
-                if doc["kind"] == "List" { doc["items"].as_array().cloned().unwrap_or_default() } else { vec![doc] };
-            for item in items {
-                // NodeNetwork (the agent reads its own) and workloads are no served kinds
-                let res = match item["kind"].as_str() {
-                    Some("Node") => Res::Nodes,
-                    Some("Namespace") => Res::Namespaces,
-                    Some("Pod") => Res::Pods,
-                    _ => continue,
-                };
-                out.push((res, item));
-            }
-        }
+        // NodeNetwork (the agent reads its own) and workloads are no served kinds
+        out.extend(apiserver::yaml_objects(&std::fs::read_to_string(&path).expect("read")));
     }
     let mut sources = egret_lang::source::SourceMap::new();
     let loaded = egret_lang::load::load(&mut sources, &[examples.join("policies")]);
@@ -100,74 +87,9 @@ fn example_view(objects: &[(Res, Value)]) -> egret_kube::view::ClusterView {
     v
 }
 
-/// The agent process, killed (and reaped) on drop, also when the test fails.
-struct AgentProcess(Child);
-
-/// The agent's stdout lines so far (echoed as they come, read by a thread
-/// that ends when the agent does).
-fn capture(out: impl Read + Send + 'static, tag: &'static str) -> Arc<Mutex<Vec<String>>> {
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let sink = Arc::clone(&lines);
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            println!("{tag}: {line}");
-            sink.lock().expect("lines").push(line);
-        }
-    });
-    lines
-}
-
-/// The first captured line starting with `prefix`, if any.
-fn line_with(lines: &Mutex<Vec<String>>, prefix: &str) -> Option<String> {
-    lines.lock().expect("lines").iter().find(|l| l.starts_with(prefix)).cloned()
-}
-
-/// `GET path` on the agent's metrics server: status code and body.
-fn get(addr: &str, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).expect("connect to the metrics server");
-    write!(s, "GET {path} HTTP/1.1\r\nHost: agent\r\n\r\n").expect("write");
-    let mut reply = String::new();
-    s.read_to_string(&mut reply).expect("read");
-    let code = reply.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-    (code, reply.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
-}
-
-impl Drop for AgentProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A file removed on drop.
-struct TempFile(PathBuf);
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 /// Waits until `f` returns `Some` (20 s at most), polling every 10 ms.
-fn wait_for<T>(what: &str, agent: &mut Child, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        if let Ok(Some(status)) = agent.try_wait() {
-            panic!("{what}: the agent exited with {status}");
-        }
-        assert!(start.elapsed() < Duration::from_secs(20), "{what}: timed out");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// The running generation, and the interfaces attached.
-fn running(root: &Path) -> Option<(Generation, Vec<String>)> {
-    let st = inspect::status(root).ok()?;
-    let g = st.generations.iter().find(|g| g.running)?.generation;
-    Some((g, st.attachments.iter().filter_map(|a| a.interface.clone()).collect()))
+fn wait_for<T>(what: &str, agent: &mut Child, f: impl FnMut() -> Option<T>) -> T {
+    wait_within(what, agent, Duration::from_secs(20), Duration::from_millis(10), f)
 }
 
 /// Keys of the running generation's `egret_local_eps` (none when the
@@ -214,8 +136,8 @@ fn the_kube_agent_applies_the_node_and_follows_the_api() {
             .spawn()
             .expect("start egret-agent"),
     );
-    let output = capture(agent.0.stdout.take().expect("piped stdout"), "agent");
-    let errors = capture(agent.0.stderr.take().expect("piped stderr"), "agent stderr");
+    let output = capture(agent.0.stdout.take().expect("piped stdout"), Some("agent"));
+    let errors = capture(agent.0.stderr.take().expect("piped stderr"), Some("agent stderr"));
     let metrics = wait_for("the metrics address", &mut agent.0, || line_with(&output, "metrics on http://"));
     let metrics = metrics.trim_start_matches("metrics on http://").trim_end_matches("/metrics").to_string();
 

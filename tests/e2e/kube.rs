@@ -28,7 +28,6 @@ use apiserver::{ApiServer, Res};
 use egret_bpf::artifact::AttachPoint;
 use egret_loader::inspect;
 use egret_runtime::minicluster::{self, API_SERVER, ClusterError, EGRESS_IP, MiniCluster, SERVER, Source};
-use serde::Deserialize as _;
 use serde_json::Value;
 
 use super::{AGENT, node_ip, privileged};
@@ -37,26 +36,7 @@ use super::{AGENT, node_ip, privileged};
 fn snapshot_objects(dir: &Path) -> Vec<(Res, Value)> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir).expect("snapshot").map(|e| e.expect("entry").path()).collect();
     files.sort();
-    let mut out = Vec::new();
-    for path in files {
-        let text = std::fs::read_to_string(&path).expect("read");
-        for doc in serde_yaml::Deserializer::from_str(&text) {
-            let doc: Value = serde_json::to_value(serde_yaml::Value::deserialize(doc).expect("yaml")).expect("json");
-            let items =
-                if doc["kind"] == "List" { doc["items"].as_array().cloned().unwrap_or_default() } else { vec![doc] };
-            for item in items {
-                let res = match item["kind"].as_str() {
-                    Some("Node") => Res::Nodes,
-                    Some("Namespace") => Res::Namespaces,
-                    Some("Pod") => Res::Pods,
-                    Some("CiliumEgressGatewayPolicy") => Res::Policies,
-                    other => panic!("{}: unexpected kind {other:?}", path.display()),
-                };
-                out.push((res, item));
-            }
-        }
-    }
-    out
+    files.iter().flat_map(|f| apiserver::yaml_objects(&std::fs::read_to_string(f).expect("read"))).collect()
 }
 
 /// Pod veth attachments on a node and its running generation.

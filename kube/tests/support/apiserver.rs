@@ -95,6 +95,26 @@ impl Res {
     fn namespaced(self) -> bool {
         self == Res::Pods
     }
+
+    /// The served resource of an object `kind`.
+    pub fn of_kind(kind: &str) -> Option<Res> {
+        Res::ALL.into_iter().find(|r| r.kind() == kind)
+    }
+}
+
+/// The objects of YAML text (documents, or `kind: List` items) that this
+/// server serves, with their resource; other kinds (egret's NodeNetwork,
+/// workloads) are left out.
+pub fn yaml_objects(text: &str) -> Vec<(Res, Value)> {
+    use serde::Deserialize as _;
+    let mut out = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(text) {
+        let doc: Value = serde_json::to_value(serde_yaml::Value::deserialize(doc).expect("yaml")).expect("json");
+        let items =
+            if doc["kind"] == "List" { doc["items"].as_array().cloned().unwrap_or_default() } else { vec![doc] };
+        out.extend(items.into_iter().filter_map(|item| Some((Res::of_kind(item["kind"].as_str()?)?, item))));
+    }
+    out
 }
 
 /// What a request was, for [`ApiServer::count`].
