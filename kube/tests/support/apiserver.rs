@@ -44,7 +44,7 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -194,7 +194,8 @@ struct State {
     oldest: u64,
     watchers: Vec<Watcher>,
     next_id: u64,
-    pages: HashMap<String, (u64, Vec<Value>)>,
+    /// The rest of a paged list, by `continue` token (moved, not copied, page by page).
+    pages: HashMap<String, (u64, VecDeque<Value>)>,
     counts: HashMap<Req, usize>,
     /// Resources whose requests fail with `404`.
     failing: std::collections::HashSet<Res>,
@@ -606,13 +607,14 @@ fn list(state: &Mutex<State>, res: Res, q: &BTreeMap<String, String>) -> Respons
         },
         None => (s.rv, s.objects.iter().filter(|((r, _), _)| *r == res).map(|(_, v)| v.clone()).collect()),
     };
+    let mut items: VecDeque<Value> = items;
     let limit = q.get("limit").and_then(|l| l.parse::<usize>().ok()).filter(|l| *l > 0).unwrap_or(usize::MAX);
-    let (page, rest) = if items.len() > limit { items.split_at(limit) } else { (&items[..], &[][..]) };
+    let page: Vec<Value> = items.drain(..limit.min(items.len())).collect();
     let mut meta = json!({"resourceVersion": rv.to_string()});
-    if !rest.is_empty() {
+    if !items.is_empty() {
         s.next_id += 1;
         let token = format!("page-{}", s.next_id);
-        s.pages.insert(token.clone(), (rv, rest.to_vec()));
+        s.pages.insert(token.clone(), (rv, items));
         meta["continue"] = Value::String(token);
     }
     let body = json!({"apiVersion": res.api_version(), "kind": format!("{}List", res.kind()), "metadata": meta, "items": page});
