@@ -536,6 +536,9 @@ pub struct World {
     selected_by: Vec<Vec<PolicyId>>,
     /// Pods of the snapshot that are not endpoints, with why.
     non_endpoints: BTreeMap<String, &'static str>,
+    /// Whether construction gave an IP claimed by two endpoints to one of
+    /// them (so removing that one would hand the IP to the other).
+    contested_ips: bool,
     diagnostics: Vec<Diagnostic>,
     validation_errors: Vec<Diagnostic>,
 }
@@ -671,6 +674,7 @@ impl World {
             cilium_selection: Vec::new(),
             selected_by: Vec::new(),
             non_endpoints: c.pods.iter().filter_map(|p| non_endpoint_reason(p).map(|r| (p.key(), r))).collect(),
+            contested_ips: false,
             diagnostics: Vec::new(),
             validation_errors: egret_lang::validate::bundle(bundle).into_iter().filter(Diagnostic::is_error).collect(),
         };
@@ -740,6 +744,7 @@ impl World {
             for ip in ips {
                 match world.endpoint_by_ip.get(&ip) {
                     Some(owner) => {
+                        world.contested_ips = true;
                         let owner = world.endpoints[owner.index()].key.clone();
                         diags.push(
                             Diagnostic::new(
@@ -822,6 +827,12 @@ impl World {
     }
     pub fn endpoint(&self, id: EndpointId) -> &Endpoint {
         &self.endpoints[id.index()]
+    }
+    /// Whether two endpoints claimed one IP at construction (W0309): then
+    /// [`World::remove_pod`] of the one that kept it does not give it to
+    /// the other, as a new world would; re-resolve instead.
+    pub fn has_contested_ips(&self) -> bool {
+        self.contested_ips
     }
     /// Why a pod of the snapshot is not an endpoint (`None` for endpoints and unknown pods).
     pub fn non_endpoint_reason(&self, key: &str) -> Option<&'static str> {
@@ -1093,10 +1104,12 @@ impl World {
 
     // ---- incremental updates ----
 
-    /// Adds a pod (a pod that is not an endpoint is accepted and ignored:
-    /// `Ok(None)`). Updates the selection index for it alone.
+    /// Adds a pod (a pod that is not an endpoint is accepted and only
+    /// remembered as such, [`World::non_endpoint_reason`]: `Ok(None)`).
+    /// Updates the selection index for it alone.
     pub fn add_pod(&mut self, pod: &Pod) -> Result<Option<EndpointId>, WorldError> {
-        if !pod.is_endpoint() {
+        if let Some(reason) = non_endpoint_reason(pod) {
+            self.non_endpoints.insert(pod.key(), reason);
             return Ok(None);
         }
         let key = pod.key();
@@ -1131,8 +1144,10 @@ impl World {
         Ok(Some(id))
     }
 
-    /// Removes a pod by `namespace/name`.
+    /// Removes a pod by `namespace/name` (an error if it is no endpoint;
+    /// either way the world forgets it).
     pub fn remove_pod(&mut self, key: &str) -> Result<EndpointId, WorldError> {
+        self.non_endpoints.remove(key);
         let id = self.endpoint_by_key.remove(key).ok_or_else(|| WorldError::UnknownPod { key: key.to_string() })?;
         let ep = &mut self.endpoints[id.index()];
         ep.alive = false;

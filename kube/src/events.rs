@@ -137,13 +137,20 @@ impl PolicyEvent {
     }
 }
 
-/// FNV-1a over `policy`, a zero byte and `node`: the rendezvous weight.
-fn weight(policy: &str, node: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in policy.bytes().chain([0]).chain(node.bytes()) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
+/// FNV-1a over `policy` and a zero byte: the state [`weight`] continues
+/// from, computed once per policy.
+fn policy_state(policy: &str) -> u64 {
+    policy.bytes().chain([0]).fold(0xcbf2_9ce4_8422_2325, fnv_step)
+}
+
+fn fnv_step(h: u64, b: u8) -> u64 {
+    (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+}
+
+/// The rendezvous weight: FNV-1a over `policy`, a zero byte and `node`
+/// (continuing `policy_state(policy)`).
+fn weight(state: u64, node: &str) -> u64 {
+    let mut h = node.bytes().fold(state, fnv_step);
     // finalise (splitmix64's mixer) so nearby names spread
     h ^= h >> 30;
     h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -152,20 +159,30 @@ fn weight(policy: &str, node: &str) -> u64 {
     h ^ (h >> 31)
 }
 
+/// The nodes that may report: the Ready ones, or every node if none is.
+fn candidates(view: &ClusterView) -> Vec<&str> {
+    let ready: Vec<&str> =
+        view.nodes.iter().filter(|n| n.ready.as_deref() == Some("True")).map(|n| n.name.as_str()).collect();
+    if ready.is_empty() { view.nodes.iter().map(|n| n.name.as_str()).collect() } else { ready }
+}
+
+/// The candidate of highest weight for `policy` (ties by name).
+fn pick<'a>(candidates: &[&'a str], policy: &str) -> Option<&'a str> {
+    let state = policy_state(policy);
+    candidates.iter().map(|n| (weight(state, n), *n)).max().map(|(_, n)| n)
+}
+
 /// The node that reports `policy`'s cluster-wide outcome: the Ready node
 /// of highest rendezvous weight (every node if none is Ready; ties by
 /// name); `None` in a cluster without nodes.
 pub fn reporter<'a>(view: &'a ClusterView, policy: &str) -> Option<&'a str> {
-    let ready = |n: &&crate::view::NodeFacts| n.ready.as_deref() == Some("True");
-    let pick = |nodes: &mut dyn Iterator<Item = &'a crate::view::NodeFacts>| {
-        nodes.map(|n| (weight(policy, &n.name), n.name.as_str())).max().map(|(_, name)| name)
-    };
-    pick(&mut view.nodes.iter().filter(ready)).or_else(|| pick(&mut view.nodes.iter()))
+    pick(&candidates(view), policy)
 }
 
 /// The Events `node`'s agent publishes from its compilation `c` of `view`:
 /// those of policies it reports (see the module doc), in name order.
 pub fn events_for(view: &ClusterView, c: &Compilation, node: &str) -> Vec<PolicyEvent> {
+    let candidates = candidates(view);
     c.policies
         .values()
         .filter(|r| {
@@ -173,7 +190,7 @@ pub fn events_for(view: &ClusterView, c: &Compilation, node: &str) -> Vec<Policy
                 PolicyOutcome::Compiled { gateways, .. } => gateways.iter().any(|g| g.node == node),
                 PolicyOutcome::Rejected => false,
             };
-            gateway_here || reporter(view, &r.name) == Some(node)
+            gateway_here || pick(&candidates, &r.name) == Some(node)
         })
         .map(|r| PolicyEvent::of(r, node))
         .collect()

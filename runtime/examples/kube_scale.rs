@@ -67,7 +67,7 @@ use std::time::{Duration, Instant};
 use agent_process::*;
 use apiserver::{ApiServer, Res};
 use common::*;
-use egret_kube::view::ClusterView;
+use egret_kube::view::{ClusterView, Compiler};
 use egret_kube::wire::{IntoFacts, NamespaceWire, NodeWire, PodWire, PolicyWire};
 use egret_loader::{Loader, LoaderConfig, tunnel};
 use serde_json::{Value, json};
@@ -391,6 +391,9 @@ struct Breakdown {
     resolve: f64,
     plan: f64,
     compile_view: f64,
+    /// `compile_view` with a warm `Compiler` after one pod of the node
+    /// was relabelled (the update path).
+    update: f64,
     runs: usize,
     /// Peak heap above the start during one `ClusterView::compile` and one
     /// `compile_view` (the last run), MiB.
@@ -421,11 +424,31 @@ fn breakdown(view: &ClusterView, node: &str, runs: usize) -> Breakdown {
         drop(plan);
         drop(compilation);
         let t = Instant::now();
-        let ((_, compiled), peak) = heap_peak(|| egret_runtime::kube_agent::compile_view(view, node, &facts));
+        let ((_, compiled), peak) =
+            heap_peak(|| egret_runtime::kube_agent::compile_view(&mut Compiler::new(), view, node, &facts));
         d.push(ms(t.elapsed()));
         compile_view_peak_mib = peak;
         compiled.expect("compile_view");
     }
+    // the update path: a warm compiler, one pod of the node relabelled
+    // (alternately into and out of `tier: x`) before each compile
+    let mut compiler = Compiler::new();
+    let mut changed = view.clone();
+    drop(egret_runtime::kube_agent::compile_view(&mut compiler, &changed, node, &facts));
+    let mine = changed.pods.iter().find(|p| p.node_name.as_deref() == Some(node)).cloned().expect("a pod on the node");
+    let mut e = Vec::new();
+    for i in 0..runs.max(11) {
+        let mut p = mine.clone();
+        p.labels.insert("egret-bench".into(), (i % 2).to_string());
+        changed.pods.apply(p);
+        let t = Instant::now();
+        let (_, compiled) = egret_runtime::kube_agent::compile_view(&mut compiler, &changed, node, &facts);
+        e.push(ms(t.elapsed()));
+        compiled.expect("compile_view");
+    }
+    let stats = compiler.stats();
+    assert_eq!((stats.resolutions, stats.updates), (1, runs.max(11) as u64), "every change was an update");
+    drop(changed);
     // resolve alone: `World::new` on the bundle the view renders to (the
     // same loader, fed the view's facts rendered as Kubernetes lists)
     let bundle = bundle_of(view, &network);
@@ -440,6 +463,7 @@ fn breakdown(view: &ClusterView, node: &str, runs: usize) -> Breakdown {
         plan: median(&mut b),
         resolve: median(&mut c),
         compile_view: median(&mut d),
+        update: median(&mut e),
         runs,
         view_compile_peak_mib,
         compile_view_peak_mib,
@@ -530,7 +554,7 @@ impl Run {
             "events_churn": self.churn.as_ref().map(Phase::summary),
             "in_process_ms": {"runs": self.breakdown.runs, "view_compile": self.breakdown.view_compile,
                               "resolve_world_new": self.breakdown.resolve, "plan_compile_node": self.breakdown.plan,
-                              "compile_view": self.breakdown.compile_view},
+                              "compile_view": self.breakdown.compile_view, "compile_view_update": self.breakdown.update},
             "in_process_heap_mib": {"view": self.breakdown.view_mib,
                                     "peak_during_view_compile": self.breakdown.view_compile_peak_mib,
                                     "peak_during_compile_view": self.breakdown.compile_view_peak_mib},
@@ -810,8 +834,13 @@ fn run(shape: Shape, agent_bin: &Path, events_n: usize, churn: f64) -> Run {
     breakdown.view_mib = view_mib;
     drop(view);
     println!(
-        "  in-process, median of {runs}: ClusterView::compile {:.1} ms (of which World::new ≈ {:.1} ms, compile::compile_node {:.1} ms); kube_agent::compile_view {:.1} ms",
-        breakdown.view_compile, breakdown.resolve, breakdown.plan, breakdown.compile_view
+        "  in-process, median of {runs}: ClusterView::compile {:.1} ms (of which World::new ≈ {:.1} ms, compile::compile_node {:.1} ms); kube_agent::compile_view {:.1} ms in full, {:.1} ms updating (one pod relabelled; median of {})",
+        breakdown.view_compile,
+        breakdown.resolve,
+        breakdown.plan,
+        breakdown.compile_view,
+        breakdown.update,
+        runs.max(11)
     );
     println!(
         "  in-process heap: the view {:.1} MiB; peak above it during ClusterView::compile {:.1} MiB, during compile_view {:.1} MiB",

@@ -9,7 +9,9 @@
 //!   `NodeNetwork` (source [`NODE_FACTS`]; the API server has no such kind).
 //! - **Reconcile** (the watch's callback, never before every kind has
 //!   listed): compiles the node from the view ([`compile_view`]: egret's
-//!   loader and resolver, then [`compile_plan`], equivalence-checked) and
+//!   loader and resolver through a `Compiler` kept across reconciles, which
+//!   updates the last resolution when only pods changed, then
+//!   [`compile_plan`], equivalence-checked) and
 //!   applies the result with [`Agent::apply`] — the same functions, loader
 //!   calls and telemetry as the snapshot path. A view that does not compile
 //!   (an unknown node, a code generation failure) leaves the running
@@ -47,7 +49,7 @@ use std::time::Instant;
 
 use egret_compiler::resolve::Options;
 use egret_kube::events::{EventLog, PolicyEvent, Publisher, events_for};
-use egret_kube::view::{ClusterView, Compilation};
+use egret_kube::view::{ClusterView, Compilation, Compiler};
 use egret_kube::watch::{Batch, ClusterWatch, Nudge, WatchConfig, WatchStatus};
 use egret_loader::ApplyReport;
 
@@ -97,15 +99,18 @@ pub async fn client() -> Result<kube::Client, ClientError> {
 }
 
 /// Compiles `node` from the cluster view and the node's own interfaces
-/// `facts`: the view's compilation (per-policy reports, diagnostics) and
-/// the node compiled for the loader, or why not.
+/// `facts` with `compiler` (which keeps the last resolution: drop the
+/// returned compilation before the next call, or it re-resolves): the
+/// view's compilation (per-policy reports, diagnostics) and the node
+/// compiled for the loader, or why not.
 pub fn compile_view(
+    compiler: &mut Compiler,
     view: &ClusterView,
     node: &str,
     facts: &facts::Facts,
 ) -> (Compilation, Result<Compiled, AgentError>) {
     let node_network = facts::node_network_yaml(node, facts);
-    let c = view.compile(node, &Options::default(), &[(NODE_FACTS, &node_network)]);
+    let c = compiler.compile(view, node, &Options::default(), &[(NODE_FACTS, &node_network)]);
     let compiled = match &c.plan {
         Ok(plan) => compile_plan(plan, &c.world),
         Err(e) => Err(AgentError::Compile { node: node.to_owned(), message: e.to_string() }),
@@ -117,6 +122,7 @@ pub fn compile_view(
 /// far.
 fn reconcile(
     agent: &mut Agent,
+    compiler: &mut Compiler,
     view: &ClusterView,
     batch: &Batch,
     log: &mut EventLog,
@@ -131,8 +137,9 @@ fn reconcile(
         }
     };
     let started = Instant::now();
-    let (c, compiled) = compile_view(view, &node, &facts);
+    let (c, compiled) = compile_view(compiler, view, &node, &facts);
     agent.telemetry().compiled(started.elapsed(), compiled.is_ok());
+    agent.telemetry().resolved(compiler.stats());
     let events = log.fresh(events_for(view, &c, &node));
     publisher.queue(events.iter().cloned());
     let result = compiled.and_then(|compiled| agent.apply(&compiled));
@@ -215,8 +222,11 @@ pub async fn run(
     agent.telemetry().kube(KubeStats { watch: watch.status(), events: publisher.stats() });
     let facts = watch_facts(watch.nudge(), agent.telemetry(), watch.status());
     let mut log = EventLog::default();
+    let mut compiler = Compiler::new();
     let publishing = publisher.clone().run();
-    let watching = watch.run(shutdown, |view, batch| report(&reconcile(agent, view, batch, &mut log, &publisher)));
+    let watching = watch.run(shutdown, |view, batch| {
+        report(&reconcile(agent, &mut compiler, view, batch, &mut log, &publisher));
+    });
     tokio::select! {
         () = watching => {}
         () = facts => {}
@@ -283,7 +293,7 @@ mod tests {
             }],
             default_route: Some("eth0".into()),
         };
-        let (c, compiled) = compile_view(&view(), "worker-1", &facts);
+        let (c, compiled) = compile_view(&mut Compiler::new(), &view(), "worker-1", &facts);
         let compiled = compiled.expect("worker-1 compiles");
         assert_eq!(compiled.pods, [Ipv4Addr::new(10, 244, 1, 10)]);
         assert_eq!(compiled.artifact.manifest.node, "worker-1");
@@ -295,7 +305,7 @@ mod tests {
 
     #[test]
     fn an_unknown_node_is_an_error_not_an_artifact() {
-        let (_, compiled) = compile_view(&view(), "worker-9", &facts::Facts::default());
+        let (_, compiled) = compile_view(&mut Compiler::new(), &view(), "worker-9", &facts::Facts::default());
         assert!(matches!(compiled, Err(AgentError::Compile { ref node, .. }) if node == "worker-9"), "{compiled:?}");
     }
 }

@@ -78,6 +78,7 @@ struct State {
     /// Per [`LATENCY_BUCKETS`] bound: observations at most that long.
     event_to_dataplane_buckets: [u64; LATENCY_BUCKETS.len()],
     kube: Option<KubeStats>,
+    resolutions: egret_kube::view::CompilerStats,
     generation: Option<u64>,
     counts: Option<NodeCounts>,
     counters: Vec<CounterMap>,
@@ -157,6 +158,11 @@ impl Telemetry {
         self.with(|s| s.kube = Some(stats));
     }
 
+    /// What the `--kube` loop's compiler did so far.
+    pub fn resolved(&self, stats: egret_kube::view::CompilerStats) {
+        self.with(|s| s.resolutions = stats);
+    }
+
     /// The agent loop passed.
     pub fn alive(&self) {
         self.with(|s| s.last_loop = Some(Instant::now()));
@@ -229,6 +235,19 @@ impl Telemetry {
             ] {
                 x.single(name, "counter", help, v as f64);
             }
+            let r = &s.resolutions;
+            x.family(
+                "egret_kube_resolutions_total",
+                "counter",
+                "Compiles by how the cluster was resolved: in full, or by updating the last resolution's pods.",
+                &[("kind=\"full\"".into(), r.resolutions as f64), ("kind=\"update\"".into(), r.updates as f64)],
+            );
+            x.single(
+                "egret_kube_pods_updated_total",
+                "counter",
+                "Pods removed from or added to a resolution by updates.",
+                r.pods_updated as f64,
+            );
             let e = &k.events;
             x.family(
                 "egret_events_total",

@@ -227,6 +227,12 @@ fn the_kube_agent_applies_the_node_and_follows_the_api() {
     println!("API change ({POD_KEY} relabelled back) → swap and attach: {:?}", written.elapsed());
     assert_ne!(third, first);
     assert_eq!(local_endpoints(&root), ["0af4010a"]);
+    // a relabel is a pod-only change: the agent updates its last resolution
+    let (_, body) = get(&metrics, "/metrics");
+    let updates = format!("egret_kube_resolutions_total{{node=\"{NODE}\",kind=\"update\"}} ");
+    let n: f64 =
+        body.lines().find_map(|l| l.strip_prefix(updates.as_str())).and_then(|v| v.parse().ok()).expect("updates");
+    assert!(n >= 1.0, "the relabels updated the resolution: {body}");
 
     // an event that does not decode: a warning on stderr (EGRET_LOG=warn), nothing else
     server.inject(Res::Pods, r#"{"type": "ADDED", "object": "not an object"}"#);
