@@ -67,9 +67,10 @@ use std::time::{Duration, Instant};
 use agent_process::*;
 use apiserver::{ApiServer, Res};
 use common::*;
-use egret_kube::view::{ClusterView, Compiler};
+use egret_kube::view::ClusterView;
 use egret_kube::wire::{IntoFacts, NamespaceWire, NodeWire, PodWire, PolicyWire};
 use egret_loader::{Loader, LoaderConfig, tunnel};
+use egret_runtime::kube_agent::ViewCompiler;
 use serde_json::{Value, json};
 
 /// A counting global allocator (this process only): live heap bytes and
@@ -391,9 +392,13 @@ struct Breakdown {
     resolve: f64,
     plan: f64,
     compile_view: f64,
-    /// `compile_view` with a warm `Compiler` after one pod of the node
-    /// was relabelled (the update path).
+    /// `compile_view` with a warm compiler after one pod of the node was
+    /// relabelled into or out of a policy (the update path).
     update: f64,
+    /// … after a pod of another node was relabelled (the artifact reused).
+    update_elsewhere: f64,
+    /// How many of those compiles reused the artifact.
+    reused: u64,
     runs: usize,
     /// Peak heap above the start during one `ClusterView::compile` and one
     /// `compile_view` (the last run), MiB.
@@ -425,29 +430,42 @@ fn breakdown(view: &ClusterView, node: &str, runs: usize) -> Breakdown {
         drop(compilation);
         let t = Instant::now();
         let ((_, compiled), peak) =
-            heap_peak(|| egret_runtime::kube_agent::compile_view(&mut Compiler::new(), view, node, &facts));
+            heap_peak(|| egret_runtime::kube_agent::compile_view(&mut ViewCompiler::new(), view, node, &facts));
         d.push(ms(t.elapsed()));
         compile_view_peak_mib = peak;
         compiled.expect("compile_view");
     }
-    // the update path: a warm compiler, one pod of the node relabelled
-    // (alternately into and out of `tier: x`) before each compile
-    let mut compiler = Compiler::new();
+    // the update path, with a warm compiler: (e) the node's first pod
+    // relabelled into and out of policy-0001 (its plan changes: code
+    // generation), (f) a pod of another node flipping `tier` (the node's
+    // plan stays: the artifact is reused)
+    let mut compiler = ViewCompiler::new();
     let mut changed = view.clone();
     drop(egret_runtime::kube_agent::compile_view(&mut compiler, &changed, node, &facts));
-    let mine = changed.pods.iter().find(|p| p.node_name.as_deref() == Some(node)).cloned().expect("a pod on the node");
-    let mut e = Vec::new();
-    for i in 0..runs.max(11) {
-        let mut p = mine.clone();
-        p.labels.insert("egret-bench".into(), (i % 2).to_string());
-        changed.pods.apply(p);
-        let t = Instant::now();
-        let (_, compiled) = egret_runtime::kube_agent::compile_view(&mut compiler, &changed, node, &facts);
-        e.push(ms(t.elapsed()));
-        compiled.expect("compile_view");
+    let on_node = |p: &&egret_kube::view::PodFacts| p.node_name.as_deref() == Some(node);
+    let mine = changed.pods.iter().find(on_node).cloned().expect("a pod on the node");
+    let other = changed.pods.iter().find(|p| !on_node(p)).cloned().expect("a pod elsewhere");
+    let (mut e, mut f) = (Vec::new(), Vec::new());
+    let updates = runs.max(11);
+    for i in 0..updates {
+        for (pod, times) in [(&mine, &mut e), (&other, &mut f)] {
+            let mut p = pod.clone();
+            if std::ptr::eq(pod, &mine) {
+                p.labels.insert("app".into(), if i % 2 == 0 { "app-0002" } else { "app-unselected" }.into());
+                p.labels.insert("tier".into(), "db".into());
+            } else {
+                p.labels.insert("tier".into(), if i % 2 == 0 { "x" } else { "y" }.into());
+            }
+            changed.pods.apply(p);
+            let t = Instant::now();
+            let (_, compiled) = egret_runtime::kube_agent::compile_view(&mut compiler, &changed, node, &facts);
+            times.push(ms(t.elapsed()));
+            compiled.expect("compile_view");
+        }
     }
     let stats = compiler.stats();
-    assert_eq!((stats.resolutions, stats.updates), (1, runs.max(11) as u64), "every change was an update");
+    assert_eq!((stats.resolutions, stats.updates), (1, 2 * updates as u64), "every change was an update");
+    let reused = compiler.reused();
     drop(changed);
     // resolve alone: `World::new` on the bundle the view renders to (the
     // same loader, fed the view's facts rendered as Kubernetes lists)
@@ -464,6 +482,8 @@ fn breakdown(view: &ClusterView, node: &str, runs: usize) -> Breakdown {
         resolve: median(&mut c),
         compile_view: median(&mut d),
         update: median(&mut e),
+        update_elsewhere: median(&mut f),
+        reused,
         runs,
         view_compile_peak_mib,
         compile_view_peak_mib,
@@ -554,7 +574,9 @@ impl Run {
             "events_churn": self.churn.as_ref().map(Phase::summary),
             "in_process_ms": {"runs": self.breakdown.runs, "view_compile": self.breakdown.view_compile,
                               "resolve_world_new": self.breakdown.resolve, "plan_compile_node": self.breakdown.plan,
-                              "compile_view": self.breakdown.compile_view, "compile_view_update": self.breakdown.update},
+                              "compile_view": self.breakdown.compile_view, "compile_view_update": self.breakdown.update,
+                              "compile_view_update_elsewhere": self.breakdown.update_elsewhere,
+                              "updates_reusing_the_artifact": self.breakdown.reused},
             "in_process_heap_mib": {"view": self.breakdown.view_mib,
                                     "peak_during_view_compile": self.breakdown.view_compile_peak_mib,
                                     "peak_during_compile_view": self.breakdown.compile_view_peak_mib},

@@ -47,9 +47,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
+use egret_compiler::plan::{Plan, Verified};
 use egret_compiler::resolve::Options;
 use egret_kube::events::{EventLog, PolicyEvent, Publisher, events_for};
-use egret_kube::view::{ClusterView, Compilation, Compiler};
+use egret_kube::view::{ClusterView, Compilation, Compiler, CompilerStats};
 use egret_kube::watch::{Batch, ClusterWatch, Nudge, WatchConfig, WatchStatus};
 use egret_loader::ApplyReport;
 
@@ -98,21 +99,66 @@ pub async fn client() -> Result<kube::Client, ClientError> {
     kube::Client::try_from(config).map_err(|source| ClientError::Build { source })
 }
 
+/// What the `--kube` loop keeps between compiles: the resolution
+/// ([`Compiler`]) and the last plan with its artifact, reused while the
+/// plan stays the same in the same resolution (a change elsewhere in the
+/// cluster that does not reach this node costs no code generation).
+#[derive(Debug, Default)]
+pub struct ViewCompiler {
+    resolver: Compiler,
+    last: Option<(u64, Verified<Plan>, Compiled)>,
+    reused: u64,
+}
+
+impl ViewCompiler {
+    /// Nothing resolved or generated yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// What the resolver did so far.
+    pub fn stats(&self) -> CompilerStats {
+        self.resolver.stats()
+    }
+
+    /// Compiles whose artifact was reused.
+    pub fn reused(&self) -> u64 {
+        self.reused
+    }
+}
+
 /// Compiles `node` from the cluster view and the node's own interfaces
 /// `facts` with `compiler` (which keeps the last resolution: drop the
 /// returned compilation before the next call, or it re-resolves): the
 /// view's compilation (per-policy reports, diagnostics) and the node
 /// compiled for the loader, or why not.
 pub fn compile_view(
-    compiler: &mut Compiler,
+    compiler: &mut ViewCompiler,
     view: &ClusterView,
     node: &str,
     facts: &facts::Facts,
 ) -> (Compilation, Result<Compiled, AgentError>) {
     let node_network = facts::node_network_yaml(node, facts);
-    let c = compiler.compile(view, node, &Options::default(), &[(NODE_FACTS, &node_network)]);
+    let c = compiler.resolver.compile(view, node, &Options::default(), &[(NODE_FACTS, &node_network)]);
+    let epoch = compiler.resolver.stats().resolutions;
     let compiled = match &c.plan {
-        Ok(plan) => compile_plan(plan, &c.world),
+        Ok(plan) => match &compiler.last {
+            // the artifact (its decision table, its equivalence check) is
+            // a function of the plan and of what a resolution fixes
+            // (gateway nodes, egress IPs): reuse it
+            Some((e, p, compiled)) if *e == epoch && p == plan => {
+                compiler.reused += 1;
+                Ok(compiled.clone())
+            }
+            _ => {
+                compiler.last = None;
+                let compiled = compile_plan(plan, &c.world);
+                if let Ok(done) = &compiled {
+                    compiler.last = Some((epoch, plan.clone(), done.clone()));
+                }
+                compiled
+            }
+        },
         Err(e) => Err(AgentError::Compile { node: node.to_owned(), message: e.to_string() }),
     };
     (c, compiled)
@@ -122,7 +168,7 @@ pub fn compile_view(
 /// far.
 fn reconcile(
     agent: &mut Agent,
-    compiler: &mut Compiler,
+    compiler: &mut ViewCompiler,
     view: &ClusterView,
     batch: &Batch,
     log: &mut EventLog,
@@ -139,7 +185,7 @@ fn reconcile(
     let started = Instant::now();
     let (c, compiled) = compile_view(compiler, view, &node, &facts);
     agent.telemetry().compiled(started.elapsed(), compiled.is_ok());
-    agent.telemetry().resolved(compiler.stats());
+    agent.telemetry().resolved(compiler.stats(), compiler.reused());
     let events = log.fresh(events_for(view, &c, &node));
     publisher.queue(events.iter().cloned());
     let result = compiled.and_then(|compiled| agent.apply(&compiled));
@@ -222,7 +268,7 @@ pub async fn run(
     agent.telemetry().kube(KubeStats { watch: watch.status(), events: publisher.stats() });
     let facts = watch_facts(watch.nudge(), agent.telemetry(), watch.status());
     let mut log = EventLog::default();
-    let mut compiler = Compiler::new();
+    let mut compiler = ViewCompiler::new();
     let publishing = publisher.clone().run();
     let watching = watch.run(shutdown, |view, batch| {
         report(&reconcile(agent, &mut compiler, view, batch, &mut log, &publisher));
@@ -284,6 +330,34 @@ mod tests {
     }
 
     #[test]
+    fn an_unchanged_plan_reuses_its_artifact_and_a_changed_one_does_not() {
+        let facts = facts::Facts::default();
+        let mut compiler = ViewCompiler::new();
+        let mut v = view();
+        let artifact = |c: Result<Compiled, AgentError>| format!("{:?}", c.expect("compiles").artifact);
+        let first = artifact(compile_view(&mut compiler, &v, "worker-1", &facts).1);
+        // a pod on another node, selected by nothing: worker-1's plan stays
+        let mut elsewhere = v.pods.get("prod/web").cloned().expect("web");
+        elsewhere.name = "batch".into();
+        elsewhere.labels = labels(&[("app", "batch")]);
+        elsewhere.node_name = Some("gateway-1".into());
+        elsewhere.ips = vec!["10.244.3.20".into()];
+        v.pods.apply(elsewhere);
+        let second = artifact(compile_view(&mut compiler, &v, "worker-1", &facts).1);
+        assert_eq!((compiler.reused(), compiler.stats().updates), (1, 1));
+        assert_eq!(second, first);
+        // web relabelled out of the policy: a new plan, generated
+        let mut web = v.pods.get("prod/web").cloned().expect("web");
+        web.labels = labels(&[("app", "other")]);
+        v.pods.apply(web);
+        let third = artifact(compile_view(&mut compiler, &v, "worker-1", &facts).1);
+        assert_eq!((compiler.reused(), compiler.stats().updates), (1, 2));
+        assert_ne!(third, first);
+        // and the result is what a fresh compile makes
+        assert_eq!(third, artifact(compile_view(&mut ViewCompiler::new(), &v, "worker-1", &facts).1));
+    }
+
+    #[test]
     fn a_view_compiles_to_what_the_loader_applies() {
         let facts = facts::Facts {
             interfaces: vec![facts::NodeInterface {
@@ -293,7 +367,7 @@ mod tests {
             }],
             default_route: Some("eth0".into()),
         };
-        let (c, compiled) = compile_view(&mut Compiler::new(), &view(), "worker-1", &facts);
+        let (c, compiled) = compile_view(&mut ViewCompiler::new(), &view(), "worker-1", &facts);
         let compiled = compiled.expect("worker-1 compiles");
         assert_eq!(compiled.pods, [Ipv4Addr::new(10, 244, 1, 10)]);
         assert_eq!(compiled.artifact.manifest.node, "worker-1");
@@ -305,7 +379,7 @@ mod tests {
 
     #[test]
     fn an_unknown_node_is_an_error_not_an_artifact() {
-        let (_, compiled) = compile_view(&mut Compiler::new(), &view(), "worker-9", &facts::Facts::default());
+        let (_, compiled) = compile_view(&mut ViewCompiler::new(), &view(), "worker-9", &facts::Facts::default());
         assert!(matches!(compiled, Err(AgentError::Compile { ref node, .. }) if node == "worker-9"), "{compiled:?}");
     }
 }

@@ -79,6 +79,7 @@ struct State {
     event_to_dataplane_buckets: [u64; LATENCY_BUCKETS.len()],
     kube: Option<KubeStats>,
     resolutions: egret_kube::view::CompilerStats,
+    artifacts_reused: u64,
     generation: Option<u64>,
     counts: Option<NodeCounts>,
     counters: Vec<CounterMap>,
@@ -159,8 +160,11 @@ impl Telemetry {
     }
 
     /// What the `--kube` loop's compiler did so far.
-    pub fn resolved(&self, stats: egret_kube::view::CompilerStats) {
-        self.with(|s| s.resolutions = stats);
+    pub fn resolved(&self, stats: egret_kube::view::CompilerStats, artifacts_reused: u64) {
+        self.with(|s| {
+            s.resolutions = stats;
+            s.artifacts_reused = artifacts_reused;
+        });
     }
 
     /// The agent loop passed.
@@ -247,6 +251,12 @@ impl Telemetry {
                 "counter",
                 "Pods removed from or added to a resolution by updates.",
                 r.pods_updated as f64,
+            );
+            x.single(
+                "egret_kube_artifacts_reused_total",
+                "counter",
+                "Compiles whose plan was the last one's: its artifact reused, no code generation.",
+                s.artifacts_reused as f64,
             );
             let e = &k.events;
             x.family(
