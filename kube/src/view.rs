@@ -45,7 +45,7 @@ use std::sync::Arc;
 pub type Labels = BTreeMap<String, String>;
 
 /// What egret reads of a Pod.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PodFacts {
     /// `metadata.namespace`.
     pub namespace: String,
@@ -135,14 +135,68 @@ impl Fact for PolicyFacts {
 
 /// The objects of one kind, by key. Every mutation says whether the table
 /// changed, so callers recompile only when egret's input changed.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// A table also journals the keys of its last [`JOURNAL`] changes, so a
+/// consumer that remembers where it was ([`Table::position`]) learns what
+/// changed since ([`Table::changed_since`]) without comparing every object.
+/// Each table (a clone too) has its own lineage, so a position is never
+/// read against a table it was not taken from; a relist ([`Table::replace`])
+/// that changed anything restarts the journal.
+#[derive(Debug)]
 pub struct Table<F> {
     rows: BTreeMap<String, F>,
+    lineage: u64,
+    /// Changes so far.
+    seq: u64,
+    /// Keys of the changes after `journal_from`, with each one's `seq`.
+    journal: std::collections::VecDeque<(u64, String)>,
+    journal_from: u64,
+}
+
+/// Changes a [`Table`] journals at most.
+pub const JOURNAL: usize = 4096;
+
+/// Where a consumer was in a [`Table`]'s changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    lineage: u64,
+    seq: u64,
+}
+
+fn next_lineage() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 impl<F> Default for Table<F> {
     fn default() -> Self {
-        Table { rows: BTreeMap::new() }
+        Table {
+            rows: BTreeMap::new(),
+            lineage: next_lineage(),
+            seq: 0,
+            journal: std::collections::VecDeque::new(),
+            journal_from: 0,
+        }
+    }
+}
+
+impl<F: Clone> Clone for Table<F> {
+    fn clone(&self) -> Self {
+        // a clone changes apart from its original: a new lineage, no journal
+        Table {
+            rows: self.rows.clone(),
+            lineage: next_lineage(),
+            seq: self.seq,
+            journal: std::collections::VecDeque::new(),
+            journal_from: self.seq,
+        }
+    }
+}
+
+/// Tables are equal when their objects are.
+impl<F: PartialEq> PartialEq for Table<F> {
+    fn eq(&self, other: &Self) -> bool {
+        self.rows == other.rows
     }
 }
 
@@ -153,13 +207,18 @@ impl<F: Fact> Table<F> {
         if self.rows.get(&key) == Some(&fact) {
             return false;
         }
+        self.record(key.clone());
         self.rows.insert(key, fact);
         true
     }
 
     /// Removes an object by key; whether it was there.
     pub fn delete(&mut self, key: &str) -> bool {
-        self.rows.remove(key).is_some()
+        let removed = self.rows.remove(key).is_some();
+        if removed {
+            self.record(key.to_string());
+        }
+        removed
     }
 
     /// Replaces the whole table (after a list); whether anything changed.
@@ -169,7 +228,34 @@ impl<F: Fact> Table<F> {
             return false;
         }
         self.rows = rows;
+        self.seq += 1;
+        self.journal.clear();
+        self.journal_from = self.seq;
         true
+    }
+
+    fn record(&mut self, key: String) {
+        self.seq += 1;
+        self.journal.push_back((self.seq, key));
+        if self.journal.len() > JOURNAL
+            && let Some((seq, _)) = self.journal.pop_front()
+        {
+            self.journal_from = seq;
+        }
+    }
+
+    /// Where the table's changes are now.
+    pub fn position(&self) -> Position {
+        Position { lineage: self.lineage, seq: self.seq }
+    }
+
+    /// The keys changed (added, replaced or deleted) since `at`, in the
+    /// order of their changes (a key once per change); `None` when the
+    /// journal cannot say: `at` is of another table, or older than the
+    /// journal (more than [`JOURNAL`] changes ago, or before a relist).
+    pub fn changed_since(&self, at: Position) -> Option<impl Iterator<Item = &str>> {
+        (at.lineage == self.lineage && at.seq >= self.journal_from && at.seq <= self.seq)
+            .then(|| self.journal.iter().filter(move |(seq, _)| *seq > at.seq).map(|(_, k)| k.as_str()))
     }
 
     /// An object by key.
@@ -440,8 +526,9 @@ const MAX_UPDATES_SHARE: usize = 8;
 /// resolution would (a test holds them equal over random changes); only
 /// [`Compilation::cluster_diagnostics`] stay those of the last resolution.
 ///
-/// Pods are compared by a 128-bit fingerprint of their facts, so the
-/// compiler keeps no second copy of them.
+/// The pods that changed come from the pod table's journal
+/// ([`Table::changed_since`]); a view whose journal cannot say (another
+/// table, a relist, more than [`JOURNAL`] changes) re-resolves.
 #[derive(Debug, Default)]
 pub struct Compiler {
     resolved: Option<Resolved>,
@@ -467,8 +554,8 @@ struct Resolved {
     namespaces: Table<NamespaceFacts>,
     nodes: Table<NodeFacts>,
     policies: Table<PolicyFacts>,
-    /// Per pod key, its facts' fingerprint.
-    pods: BTreeMap<String, u128>,
+    /// Where the pods were (their changes since are the update).
+    pods: Position,
     sources: SourceMap,
     world: Arc<World>,
     /// Per policy: its loader diagnostics; the outcome is filled per compile.
@@ -533,7 +620,10 @@ impl Compiler {
         {
             return false;
         }
-        let changed = changed_pods(&r.pods, &view.pods);
+        let Some(changed) = view.pods.changed_since(r.pods) else { return false };
+        let changed: Vec<String> =
+            changed.collect::<std::collections::BTreeSet<&str>>().into_iter().map(str::to_string).collect();
+        r.pods = view.pods.position();
         if changed.is_empty() {
             return true;
         }
@@ -556,64 +646,8 @@ impl Compiler {
         }
         r.updated += changed.len();
         self.stats.pods_updated += changed.len() as u64;
-        for key in changed {
-            match view.pods.rows.get(&key) {
-                Some(p) => r.pods.insert(key, fingerprint(p)),
-                None => r.pods.remove(&key),
-            };
-        }
         true
     }
-}
-
-/// The keys of pods added, changed or deleted between `before`
-/// (fingerprints) and `now`, in key order.
-fn changed_pods(before: &BTreeMap<String, u128>, now: &Table<PodFacts>) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut old = before.iter().peekable();
-    let mut new = now.rows.iter().peekable();
-    loop {
-        match (old.peek(), new.peek()) {
-            (None, None) => return out,
-            (Some((k, _)), None) => {
-                out.push((*k).clone());
-                old.next();
-            }
-            (None, Some((k, _))) => {
-                out.push((*k).clone());
-                new.next();
-            }
-            (Some((ko, fo)), Some((kn, p))) => match ko.cmp(kn) {
-                std::cmp::Ordering::Less => {
-                    out.push((*ko).clone());
-                    old.next();
-                }
-                std::cmp::Ordering::Greater => {
-                    out.push((*kn).clone());
-                    new.next();
-                }
-                std::cmp::Ordering::Equal => {
-                    if **fo != fingerprint(p) {
-                        out.push((*kn).clone());
-                    }
-                    old.next();
-                    new.next();
-                }
-            },
-        }
-    }
-}
-
-/// 128 bits of a pod's facts (two SipHashes, keyed apart).
-fn fingerprint(p: &PodFacts) -> u128 {
-    use std::hash::{DefaultHasher, Hash, Hasher};
-    let half = |salt: u8| {
-        let mut h = DefaultHasher::new();
-        salt.hash(&mut h);
-        p.hash(&mut h);
-        h.finish()
-    };
-    (u128::from(half(0)) << 64) | u128::from(half(1))
 }
 
 /// Resolves the whole view: every policy through egret's loader, the cluster
@@ -658,7 +692,7 @@ fn resolve(view: &ClusterView, options: &Options, extra: &[(&str, &str)]) -> Res
         namespaces: view.namespaces.clone(),
         nodes: view.nodes.clone(),
         policies: view.policies.clone(),
-        pods: view.pods.rows.iter().map(|(k, p)| (k.clone(), fingerprint(p))).collect(),
+        pods: view.pods.position(),
         sources,
         world: Arc::new(world),
         reports,
@@ -1156,6 +1190,40 @@ mod tests {
             // contested IPs, re-resolved
             assert!(s.updates >= 150 && s.resolutions >= 7, "{s:?}");
         }
+    }
+
+    #[test]
+    fn a_tables_journal_says_what_changed_or_that_it_cannot() {
+        let mut v = example();
+        let at = v.pods.position();
+        assert_eq!(v.pods.changed_since(at).map(Iterator::count), Some(0));
+        assert!(!v.pods.apply(pod("prod", "web", "worker-1", "10.244.1.10", &[("app", "web")])), "no change");
+        v.pods.apply(pod("prod", "web", "worker-1", "10.244.1.10", &[("app", "other")]));
+        v.pods.apply(pod("prod", "new", "worker-1", "10.244.1.12", &[]));
+        v.pods.delete("prod/db");
+        v.pods.delete("prod/db");
+        let keys: Vec<&str> = v.pods.changed_since(at).expect("journaled").collect();
+        assert_eq!(keys, ["prod/web", "prod/new", "prod/db"]);
+        let later = v.pods.position();
+        assert_eq!(v.pods.changed_since(later).map(Iterator::count), Some(0));
+        // another table (a clone too) cannot answer for this one's positions
+        let copy = v.pods.clone();
+        assert_eq!(copy, v.pods);
+        assert!(copy.changed_since(later).is_none() && example().pods.changed_since(at).is_none());
+        // a relist that changed something restarts the journal; one that did not, does not
+        assert!(!v.pods.replace(v.pods.iter().cloned().collect::<Vec<_>>()));
+        assert_eq!(v.pods.changed_since(later).map(Iterator::count), Some(0));
+        assert!(v.pods.replace(example().pods.iter().cloned().collect::<Vec<_>>()));
+        assert!(v.pods.changed_since(later).is_none());
+        // more changes than the journal holds
+        let at = v.pods.position();
+        for i in 0..=JOURNAL {
+            v.pods.apply(pod("prod", "web", "worker-1", "10.244.1.10", &[("n", &i.to_string())]));
+        }
+        assert!(v.pods.changed_since(at).is_none());
+        let recent = v.pods.position();
+        v.pods.delete("prod/web");
+        assert_eq!(v.pods.changed_since(recent).map(Iterator::collect::<Vec<_>>), Some(vec!["prod/web"]));
     }
 
     #[test]
