@@ -1,5 +1,5 @@
 //! `egret-agent --snapshot DIR --node NAME [--bpffs ROOT] [--tunnel-port N] [--netns NAME] [--metrics ADDR] [--once]`
-//! `egret-agent --kube --node NAME [--bpffs ROOT] [--tunnel-port N] [--netns NAME] [--metrics ADDR]`
+//! `egret-agent --kube --node NAME [--bpffs ROOT] [--tunnel-port N] [--netns NAME] [--metrics ADDR] [--debounce QUIET_MS,MAX_MS]`
 //!
 //! Compiles the node from the snapshot directory, applies it, attaches the
 //! node's pods, and (without `--once`) re-applies whenever the directory's
@@ -10,7 +10,9 @@
 //! `kube::Config::infer` finds it (`KUBECONFIG`, `~/.kube/config`, else the
 //! in-cluster environment), over HTTPS or HTTP. The Kubernetes Events the
 //! node publishes are printed too, and each swap's delay from the first
-//! watch event it covers. `--netns`
+//! watch event it covers. `--debounce` sets the watch's quiet period and
+//! upper bound (default `100,300`: a change is compiled 100 ms after the
+//! cluster goes quiet, 300 ms after it at most). `--netns`
 //! enters `/run/netns/NAME` with `setns` first (`ip netns exec` would hide
 //! bpffs). `--metrics ADDR` serves `/metrics`, `/healthz` and `/readyz`
 //! (`egret_runtime::metrics`). One line per sync on stdout; errors on stderr.
@@ -29,8 +31,9 @@ use egret_loader::tunnel::TunnelConfig;
 use egret_runtime::{Agent, AgentConfig, AgentError, Synced, kube_agent};
 
 const USAGE: &str = "usage: egret-agent --snapshot DIR --node NAME [--bpffs ROOT] [--tunnel-port N] [--netns NAME] [--metrics ADDR] [--once]
-       egret-agent --kube --node NAME [--bpffs ROOT] [--tunnel-port N] [--netns NAME] [--metrics ADDR]
+       egret-agent --kube --node NAME [--bpffs ROOT] [--tunnel-port N] [--netns NAME] [--metrics ADDR] [--debounce QUIET_MS,MAX_MS]
          (--kube: the API server from KUBECONFIG, ~/.kube/config or the in-cluster environment;
+          --debounce: compile QUIET_MS after the latest change, MAX_MS after the first at most, default 100,300;
           log lines on stderr at EGRET_LOG=error|warn|info|debug|off, default warn)
        egret-agent status|maps [--bpffs ROOT] [--json]
        egret-agent demo";
@@ -40,12 +43,28 @@ struct Args {
     netns: Option<String>,
     metrics: Option<std::net::SocketAddr>,
     once: bool,
+    watch: WatchConfig,
+}
+
+/// `QUIET_MS,MAX_MS` of `--debounce`.
+fn debounce(value: &str, watch: &mut WatchConfig) -> Result<(), String> {
+    let bad = || format!("--debounce {value}: expected QUIET_MS,MAX_MS with QUIET_MS <= MAX_MS, e.g. 100,300");
+    let (quiet, max) = value.split_once(',').ok_or_else(bad)?;
+    let (quiet, max): (u64, u64) = (quiet.trim().parse().map_err(|_| bad())?, max.trim().parse().map_err(|_| bad())?);
+    if quiet > max || max == 0 {
+        return Err(bad());
+    }
+    watch.quiet = std::time::Duration::from_millis(quiet);
+    watch.max_delay = std::time::Duration::from_millis(max);
+    Ok(())
 }
 
 fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
     let (mut snapshot, mut node, mut netns, mut metrics, mut once, mut kube) = (None, None, None, None, false, false);
     let mut bpffs = PathBuf::from(egret_loader::pins::DEFAULT_ROOT);
     let mut tunnel = TunnelConfig::default();
+    let mut watch = WatchConfig::default();
+    let mut debounced = false;
     while let Some(a) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{a} needs a value"));
         match a.as_str() {
@@ -57,6 +76,10 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
             "--metrics" => metrics = Some(value()?.parse().map_err(|e| format!("--metrics: {e}"))?),
             "--once" => once = true,
             "--kube" => kube = true,
+            "--debounce" => {
+                debounce(&value()?, &mut watch)?;
+                debounced = true;
+            }
             other => return Err(format!("unknown argument `{other}`")),
         }
     }
@@ -64,10 +87,11 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
         (Some(_), true) => return Err("--snapshot and --kube exclude each other".into()),
         (None, false) => return Err("--snapshot or --kube is required".into()),
         _ if kube && once => return Err("--once needs --snapshot".into()),
+        _ if !kube && debounced => return Err("--debounce needs --kube".into()),
         _ => {}
     }
     let node = node.ok_or("--node is required")?;
-    Ok(Args { config: AgentConfig { snapshot, node, bpffs_root: bpffs, tunnel }, netns, metrics, once })
+    Ok(Args { config: AgentConfig { snapshot, node, bpffs_root: bpffs, tunnel }, netns, metrics, once, watch })
 }
 
 fn enter_netns(name: &str) -> Result<(), String> {
@@ -148,7 +172,7 @@ fn main() -> ExitCode {
         }
     }
     if let Some((rt, client)) = kube {
-        return run_kube(&mut agent, &rt, client);
+        return run_kube(&mut agent, &rt, client, args.watch);
     }
     if args.once {
         let r = agent.sync();
@@ -195,7 +219,7 @@ fn kube_client() -> Result<(tokio::runtime::Runtime, kube::Client), ExitCode> {
 }
 
 /// `--kube`: the agent from the API server, until killed.
-fn run_kube(agent: &mut Agent, rt: &tokio::runtime::Runtime, client: kube::Client) -> ExitCode {
+fn run_kube(agent: &mut Agent, rt: &tokio::runtime::Runtime, client: kube::Client, watch: WatchConfig) -> ExitCode {
     rt.block_on(async {
         let report = |r: &kube_agent::Reconciled| {
             for e in &r.events {
@@ -206,7 +230,7 @@ fn run_kube(agent: &mut Agent, rt: &tokio::runtime::Runtime, client: kube::Clien
                 println!("event to dataplane {:.1} ms", r.latency.as_secs_f64() * 1e3);
             }
         };
-        kube_agent::run(agent, client, WatchConfig::default(), std::future::pending(), report).await;
+        kube_agent::run(agent, client, watch, std::future::pending(), report).await;
         ExitCode::SUCCESS
     })
 }
@@ -230,5 +254,28 @@ fn demo() -> ExitCode {
             eprintln!("demo failed: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(line: &str) -> Result<Args, String> {
+        parse(line.split_whitespace().map(str::to_string))
+    }
+
+    #[test]
+    fn debounce_sets_the_watchs_quiet_period_and_bound() {
+        let a = args("--kube --node n --debounce 50,400").expect("parses");
+        assert_eq!(a.watch.quiet, std::time::Duration::from_millis(50));
+        assert_eq!(a.watch.max_delay, std::time::Duration::from_millis(400));
+        assert_eq!(args("--kube --node n").expect("parses").watch, WatchConfig::default());
+        for bad in
+            ["--kube --node n --debounce 500,100", "--kube --node n --debounce 100", "--kube --node n --debounce x,1"]
+        {
+            assert!(args(bad).is_err_and(|e| e.contains("QUIET_MS,MAX_MS")), "{bad}");
+        }
+        assert!(args("--snapshot d --node n --debounce 1,2").is_err_and(|e| e.contains("needs --kube")));
     }
 }
