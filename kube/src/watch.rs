@@ -16,7 +16,11 @@
 //! - **Debounce**: a change (an object whose trimmed facts differ, or a
 //!   [`Nudge`]) schedules the callback [`WatchConfig::quiet`] after the
 //!   latest change, but never later than [`WatchConfig::max_delay`] after
-//!   the first change not yet seen by the callback. Updates that leave the
+//!   the first change not yet seen by the callback. With
+//!   [`WatchConfig::leading`], a change that finds the watch idle (nothing
+//!   pending, no callback for a quiet period) runs the callback at once;
+//!   changes that follow it within a quiet period are debounced as above,
+//!   so a burst costs one extra callback at most. Updates that leave the
 //!   facts unchanged (a node heartbeat, a pod's container status) schedule
 //!   nothing.
 //! - **Callback**: `on_change(&view, &batch)` runs on the watch task;
@@ -49,6 +53,9 @@ pub struct WatchConfig {
     /// Upper bound: the callback runs at most this long after the first
     /// change it has not seen, however busy the cluster.
     pub max_delay: Duration,
+    /// Leading edge: a change that finds the watch idle runs the callback
+    /// at once (see the module doc).
+    pub leading: bool,
     /// Objects per list page (`limit`); `None` lists in one response.
     pub page_size: Option<u32>,
     /// First delay after an error.
@@ -67,6 +74,7 @@ impl Default for WatchConfig {
             // 100,000 pods (docs/PERFORMANCE.md): a busy cluster costs at most
             // ~3 of them a second, and a change waits 300 ms at most
             max_delay: Duration::from_millis(300),
+            leading: true,
             page_size: Some(500),
             backoff_min: Duration::from_millis(800),
             backoff_max: Duration::from_secs(30),
@@ -395,14 +403,16 @@ impl ClusterWatch {
         ]);
         let mut view = ClusterView::new();
         let mut lists = Lists::default();
-        // (first change not yet seen by the callback, latest change)
-        let mut pending: Option<(Instant, Instant)> = None;
+        // (first change not yet seen by the callback, latest change, whether
+        // the first found the watch idle)
+        let mut pending: Option<(Instant, Instant, bool)> = None;
+        let mut last_callback: Option<Instant> = None;
         let mut batched = 0;
         tokio::pin!(shutdown);
         loop {
-            let deadline = pending
-                .filter(|_| lists.synced())
-                .map(|(first, last)| (last + self.config.quiet).min(first + self.config.max_delay));
+            let deadline = pending.filter(|_| lists.synced()).map(|(first, last, leading)| {
+                if leading { first } else { (last + self.config.quiet).min(first + self.config.max_delay) }
+            });
             let fire = async {
                 match deadline {
                     Some(d) => tokio::time::sleep_until(d).await,
@@ -413,9 +423,10 @@ impl ClusterWatch {
                 () = &mut shutdown => return,
                 () = fire => {
                     self.status.reconciles.fetch_add(1, Ordering::AcqRel);
-                    let first = pending.map_or_else(std::time::Instant::now, |(first, _)| first.into_std());
+                    let first = pending.map_or_else(std::time::Instant::now, |(first, _, _)| first.into_std());
                     on_change(&view, &Batch { first_change: first, changes: batched });
                     pending = None;
+                    last_callback = Some(Instant::now());
                     batched = 0;
                     false
                 }
@@ -430,7 +441,8 @@ impl ClusterWatch {
                 self.status.changes.fetch_add(1, Ordering::AcqRel);
                 batched += 1;
                 let now = Instant::now();
-                pending = Some(pending.map_or((now, now), |(first, _)| (first, now)));
+                let idle = self.config.leading && last_callback.is_none_or(|t| now >= t + self.config.quiet);
+                pending = Some(pending.map_or((now, now, idle), |(first, _, leading)| (first, now, leading)));
             }
             if lists.synced() && !self.status.synced() {
                 self.status.synced.store(true, Ordering::Release);

@@ -94,6 +94,9 @@ fn config() -> WatchConfig {
     WatchConfig {
         quiet: Duration::from_millis(50),
         max_delay: Duration::from_millis(500),
+        // trailing edge only, so tests count batches exactly (the leading
+        // edge has its own test)
+        leading: false,
         // small pages, so lists are paginated
         page_size: Some(2),
         backoff_min: Duration::from_millis(50),
@@ -505,6 +508,35 @@ async fn continuous_changes_still_compile_within_the_upper_bound() {
     // and the final state arrives
     server.apply(Res::Pods, pod("prod", "churn", "10.244.1.20", "web"));
     agent.until("the churn pod selected", |s| s.decision("prod/churn") == Some(&via(GW1))).await;
+    agent.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_that_finds_the_watch_idle_compiles_at_once() {
+    let server = cluster().await;
+    // a quiet period long enough to tell the edges apart
+    let quiet = Duration::from_millis(600);
+    let config = WatchConfig { quiet, max_delay: Duration::from_secs(2), leading: true, ..config() };
+    let mut agent = start_with(&server, config).await;
+    agent.until("the initial state", initial).await;
+    tokio::time::sleep(quiet + Duration::from_millis(100)).await;
+    let before = agent.status.reconciles();
+    // idle: compiled without waiting for the quiet period
+    let written = Instant::now();
+    server.apply(Res::Pods, pod("prod", "lead", "10.244.1.21", "other"));
+    agent.until("the leading change", |s| s.decisions.contains_key("prod/lead")).await;
+    let took = written.elapsed();
+    assert!(took < quiet / 2, "a leading change waited {took:?} (quiet period {quiet:?})");
+    assert_eq!(agent.status.reconciles(), before + 1);
+    // right after it, a burst: debounced into one compile after the quiet period
+    let burst = Instant::now();
+    for app in ["v0", "v1", "v2", "v3", "web"] {
+        server.apply(Res::Pods, pod("prod", "lead", "10.244.1.21", app));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    agent.until("the burst's last state", |s| s.decision("prod/lead") == Some(&via(GW1))).await;
+    assert!(burst.elapsed() >= quiet, "the burst waited for the quiet period: {:?}", burst.elapsed());
+    assert_eq!(agent.status.reconciles(), before + 2, "one compile for the whole burst");
     agent.shutdown().await;
 }
 

@@ -11,8 +11,9 @@
 //! in-cluster environment), over HTTPS or HTTP. The Kubernetes Events the
 //! node publishes are printed too, and each swap's delay from the first
 //! watch event it covers. `--debounce` sets the watch's quiet period and
-//! upper bound (default `100,300`: a change is compiled 100 ms after the
-//! cluster goes quiet, 300 ms after it at most). `--netns`
+//! upper bound (default `100,300`: a change to a quiet cluster is compiled
+//! at once, others 100 ms after the cluster goes quiet, 300 ms after them at
+//! most). `--netns`
 //! enters `/run/netns/NAME` with `setns` first (`ip netns exec` would hide
 //! bpffs). `--metrics ADDR` serves `/metrics`, `/healthz` and `/readyz`
 //! (`egret_runtime::metrics`). One line per sync on stdout; errors on stderr.
