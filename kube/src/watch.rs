@@ -18,7 +18,7 @@
 //!   latest change, but never later than [`WatchConfig::max_delay`] after
 //!   the first change not yet seen by the callback. With
 //!   [`WatchConfig::leading`], a change that finds the watch idle (nothing
-//!   pending, no callback for a quiet period) runs the callback at once;
+//!   pending, no change for a quiet period) runs the callback at once;
 //!   changes that follow it within a quiet period are debounced as above,
 //!   so a burst costs one extra callback at most. Updates that leave the
 //!   facts unchanged (a node heartbeat, a pod's container status) schedule
@@ -406,7 +406,7 @@ impl ClusterWatch {
         // (first change not yet seen by the callback, latest change, whether
         // the first found the watch idle)
         let mut pending: Option<(Instant, Instant, bool)> = None;
-        let mut last_callback: Option<Instant> = None;
+        let mut last_change: Option<Instant> = None;
         let mut batched = 0;
         tokio::pin!(shutdown);
         loop {
@@ -426,7 +426,6 @@ impl ClusterWatch {
                     let first = pending.map_or_else(std::time::Instant::now, |(first, _, _)| first.into_std());
                     on_change(&view, &Batch { first_change: first, changes: batched });
                     pending = None;
-                    last_callback = Some(Instant::now());
                     batched = 0;
                     false
                 }
@@ -441,7 +440,8 @@ impl ClusterWatch {
                 self.status.changes.fetch_add(1, Ordering::AcqRel);
                 batched += 1;
                 let now = Instant::now();
-                let idle = self.config.leading && last_callback.is_none_or(|t| now >= t + self.config.quiet);
+                let idle = self.config.leading && last_change.is_none_or(|t| now >= t + self.config.quiet);
+                last_change = Some(now);
                 pending = Some(pending.map_or((now, now, idle), |(first, _, leading)| (first, now, leading)));
             }
             if lists.synced() && !self.status.synced() {
