@@ -71,8 +71,9 @@ impl Default for WatchConfig {
         WatchConfig {
             quiet: Duration::from_millis(100),
             // a compile that updates the last resolution takes 7–60 ms at
-            // 100,000 pods (docs/PERFORMANCE.md): a busy cluster costs at most
-            // ~3 of them a second, and a change waits 300 ms at most
+            // 100,000 pods (docs/PERFORMANCE.md): under constant churn the
+            // bound alone allows ~3 of them a second (the leading edge adds
+            // one per quiet spell), and a change waits 300 ms at most
             max_delay: Duration::from_millis(300),
             leading: true,
             page_size: Some(500),
