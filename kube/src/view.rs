@@ -588,6 +588,7 @@ impl Compiler {
         if self.update(view, options, extra) {
             self.stats.updates += 1;
         } else {
+            // the old world goes first, so two never live at once
             self.resolved = None;
             self.resolved = Some(resolve(view, options, extra));
             self.stats.resolutions += 1;
