@@ -49,7 +49,7 @@ use std::time::Instant;
 
 use egret_compiler::plan::{Plan, Verified};
 use egret_compiler::resolve::Options;
-use egret_kube::events::{EventLog, PolicyEvent, Publisher, events_for};
+use egret_kube::events::{EventLog, PolicyEvent, Publisher, Reporters};
 use egret_kube::view::{ClusterView, Compilation, Compiler, CompilerStats};
 use egret_kube::watch::{Batch, ClusterWatch, Nudge, WatchConfig, WatchStatus};
 use egret_loader::ApplyReport;
@@ -164,14 +164,14 @@ pub fn compile_view(
     (c, compiled)
 }
 
-/// One reconcile: see the module doc. `log` holds the Events published so
-/// far.
+/// One reconcile: see the module doc. `events` holds the Events published
+/// so far and who reports which policy.
 fn reconcile(
     agent: &mut Agent,
     compiler: &mut ViewCompiler,
     view: &ClusterView,
     batch: &Batch,
-    log: &mut EventLog,
+    (log, reporters): &mut (EventLog, Reporters),
     publisher: &Publisher,
 ) -> Reconciled {
     let node = agent.node().to_owned();
@@ -186,13 +186,14 @@ fn reconcile(
     let (c, compiled) = compile_view(compiler, view, &node, &facts);
     agent.telemetry().compiled(started.elapsed(), compiled.is_ok());
     agent.telemetry().resolved(compiler.stats(), compiler.reused());
-    let events = log.fresh(events_for(view, &c, &node));
-    publisher.queue(events.iter().cloned());
     let result = compiled.and_then(|compiled| agent.apply(&compiled));
     let latency = batch.first_change.elapsed();
     if let Ok(Synced { apply: ApplyReport::Swapped { .. }, .. }) = &result {
         agent.telemetry().event_to_dataplane(latency);
     }
+    // after the dataplane: Events wait for no one
+    let events = log.fresh(reporters.events_for(view, &c, &node));
+    publisher.queue(events.iter().cloned());
     Reconciled { result, events, latency }
 }
 
@@ -267,11 +268,11 @@ pub async fn run(
     let watch = ClusterWatch::new(client, config);
     agent.telemetry().kube(KubeStats { watch: watch.status(), events: publisher.stats() });
     let facts = watch_facts(watch.nudge(), agent.telemetry(), watch.status());
-    let mut log = EventLog::default();
+    let mut events = (EventLog::default(), Reporters::default());
     let mut compiler = ViewCompiler::new();
     let publishing = publisher.clone().run();
     let watching = watch.run(shutdown, |view, batch| {
-        report(&reconcile(agent, &mut compiler, view, batch, &mut log, &publisher));
+        report(&reconcile(agent, &mut compiler, view, batch, &mut events, &publisher));
     });
     tokio::select! {
         () = watching => {}
