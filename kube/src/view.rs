@@ -442,6 +442,12 @@ impl ClusterView {
         Compiler::new().compile(self, node, options, extra)
     }
 
+    /// Where the tables a pod update cannot follow are: namespaces, nodes,
+    /// policies.
+    fn fixed_positions(&self) -> [Position; 3] {
+        [self.namespaces.position(), self.nodes.position(), self.policies.position()]
+    }
+
     /// The cluster objects as egret's loader would read them from their API
     /// JSON, converted directly. Each kind is a source of one line per
     /// object (its key), which spans point into; a value that does not parse
@@ -517,7 +523,8 @@ const MAX_UPDATES_SHARE: usize = 8;
 /// created, relabelled, deleted — the changed pods are removed from and
 /// added to the last world ([`World::add_pod`], [`World::remove_pod`]), and
 /// the node is planned from it. Everything else re-resolves: a namespace,
-/// node, policy, `extra` source or option that changed; more than
+/// node or policy table that changed (by its journal position), an `extra`
+/// source or option that changed; more than
 /// [`MAX_BATCH`] pods in one update or more than one in
 /// [`MAX_UPDATES_SHARE`] since the last resolution; a world whose
 /// construction gave a contested IP to one of two pods, or an update that
@@ -551,9 +558,9 @@ pub struct CompilerStats {
 struct Resolved {
     options: Options,
     extra: Vec<(String, String)>,
-    namespaces: Table<NamespaceFacts>,
-    nodes: Table<NodeFacts>,
-    policies: Table<PolicyFacts>,
+    /// Where the namespaces, nodes and policies were: any change since
+    /// re-resolves.
+    fixed: [Position; 3],
     /// Where the pods were (their changes since are the update).
     pods: Position,
     sources: SourceMap,
@@ -612,13 +619,7 @@ impl Compiler {
         let Some(r) = self.resolved.as_mut() else { return false };
         let same_extra =
             r.extra.len() == extra.len() && r.extra.iter().zip(extra).all(|(a, b)| a.0 == b.0 && a.1 == b.1);
-        if r.options != *options
-            || !same_extra
-            || r.namespaces != view.namespaces
-            || r.nodes != view.nodes
-            || r.policies != view.policies
-            || r.world.has_contested_ips()
-        {
+        if r.options != *options || !same_extra || r.fixed != view.fixed_positions() || r.world.has_contested_ips() {
             return false;
         }
         let Some(changed) = view.pods.changed_since(r.pods) else { return false };
@@ -690,9 +691,7 @@ fn resolve(view: &ClusterView, options: &Options, extra: &[(&str, &str)]) -> Res
     Resolved {
         options: options.clone(),
         extra: extra.iter().map(|(n, t)| ((*n).to_string(), (*t).to_string())).collect(),
-        namespaces: view.namespaces.clone(),
-        nodes: view.nodes.clone(),
-        policies: view.policies.clone(),
+        fixed: view.fixed_positions(),
         pods: view.pods.position(),
         sources,
         world: Arc::new(world),

@@ -448,14 +448,13 @@ fn breakdown(view: &ClusterView, node: &str, runs: usize) -> Breakdown {
     let (mut e, mut f) = (Vec::new(), Vec::new());
     let updates = runs.max(11);
     for i in 0..updates {
-        for (pod, times) in [(&mine, &mut e), (&other, &mut f)] {
+        let ours = if i % 2 == 0 { "app-0002" } else { "app-unselected" };
+        let tier = if i % 2 == 0 { "x" } else { "y" };
+        for (pod, times, labels) in
+            [(&mine, &mut e, vec![("app", ours), ("tier", "db")]), (&other, &mut f, vec![("tier", tier)])]
+        {
             let mut p = pod.clone();
-            if std::ptr::eq(pod, &mine) {
-                p.labels.insert("app".into(), if i % 2 == 0 { "app-0002" } else { "app-unselected" }.into());
-                p.labels.insert("tier".into(), "db".into());
-            } else {
-                p.labels.insert("tier".into(), if i % 2 == 0 { "x" } else { "y" }.into());
-            }
+            p.labels.extend(labels.into_iter().map(|(k, v)| (k.to_string(), v.to_string())));
             changed.pods.apply(p);
             let t = Instant::now();
             let (_, compiled) = egret_runtime::kube_agent::compile_view(&mut compiler, &changed, node, &facts);
