@@ -194,6 +194,9 @@ pub mod map {
     pub const RNAT_V4: &str = "egret_rnat_v4";
     /// Per-CPU counters by [`super::Stat`].
     pub const GW_STATS: &str = "egret_gw_stats";
+    /// Gateway liveness as this node's agent sees it (read by the source
+    /// classifier; see [`super::GatewayLive`]).
+    pub const GW_LIVE: &str = "egret_gw_live";
 }
 
 /// `max_entries` of `egret_local_eps`.
@@ -206,6 +209,8 @@ pub const GW_ALLOWED_MAX: u32 = 65536;
 pub const NAT_MAX: u32 = 65536;
 /// `max_entries` of `egret_gw_stats`.
 pub const STATS_MAX: u32 = 32;
+/// `max_entries` of `egret_gw_live`.
+pub const GW_LIVE_MAX: u32 = 1024;
 
 /// First NAT port.
 pub const NAT_PORT_MIN: u16 = 61000;
@@ -755,6 +760,63 @@ impl ReverseNat {
 const HASH_C1: u32 = 0x9e37_79b1;
 const HASH_C2: u32 = 0x85eb_ca6b;
 const HASH_C3: u32 = 0xc2b2_ae35;
+
+/// An entry of `egret_gw_live` — hash, key 4, value 4, [`GW_LIVE_MAX`]
+/// entries, a state map (kept across swaps) written by the node's agent and
+/// read by the source classifier (`egret_compiler::codegen`):
+/// - key: `u32` host IPv4 of a gateway node (its InternalIP, the tunnel remote);
+/// - value: `u32` host flags @0: bit 0 [`GL_F_DOWN`] = the gateway is down.
+///
+/// A gateway with no entry is up: an agent that probes nothing (or a map
+/// just created) leaves every gateway in service, as before failover existed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GatewayLive {
+    /// The gateway node's IPv4 address.
+    pub gateway: Ipv4Addr,
+    /// Whether it is down.
+    pub down: bool,
+}
+
+/// `egret_gw_live` value flag: the gateway is down.
+pub const GL_F_DOWN: u32 = 1;
+
+impl GatewayLive {
+    /// Value size.
+    pub const SIZE: usize = 4;
+
+    /// The key bytes.
+    #[must_use]
+    pub fn key(&self) -> [u8; 4] {
+        u32::from(self.gateway).to_le_bytes()
+    }
+
+    /// The value bytes.
+    #[must_use]
+    pub fn value(&self) -> [u8; Self::SIZE] {
+        (if self.down { GL_F_DOWN } else { 0 }).to_le_bytes()
+    }
+
+    /// Decodes an entry.
+    #[must_use]
+    pub fn from_bytes(key: &[u8], value: &[u8]) -> Option<GatewayLive> {
+        let gateway = Ipv4Addr::from(u32::from_le_bytes(key.get(0..4)?.try_into().ok()?));
+        let flags = u32::from_le_bytes(value.get(0..4)?.try_into().ok()?);
+        Some(GatewayLive { gateway, down: flags & GL_F_DOWN != 0 })
+    }
+
+    /// The map's definition.
+    #[must_use]
+    pub fn map_def() -> MapDef {
+        MapDef {
+            name: map::GW_LIVE.to_owned(),
+            kind: MapKind::Hash,
+            key_size: 4,
+            value_size: Self::SIZE as u32,
+            max_entries: GW_LIVE_MAX,
+            flags: 0,
+        }
+    }
+}
 
 /// The flow hash of the port allocator, exactly as the templates compute it:
 /// over the little-endian `u32` loads of the forward key's words `a` = src,
