@@ -88,8 +88,8 @@ pub fn synthetic_plan(entries_per_class: usize, family: Family, seed: u64) -> Ve
                 let action = match r.next() % 8 {
                     0 => Action::Drop(DropReason::NoGateway),
                     1 => Action::Pass,
-                    2 => Action::LocalEgress { slot: local },
-                    _ => Action::Redirect { gateway: gw, slot },
+                    2 => Action::local_egress(Ipv4Addr::new(192, 0, 2, 1), local),
+                    _ => Action::redirect(gw, slot),
                 };
                 Entry { prefix, action }
             })

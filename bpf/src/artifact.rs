@@ -243,8 +243,12 @@ pub struct DecisionRow {
     pub source: std::net::IpAddr,
     /// The destination prefix (`203.0.113.0/24`).
     pub destination: String,
-    /// What happens.
+    /// What happens while every gateway is live.
     pub decision: Decision,
+    /// Where it goes instead, in order, when the gateways before are down
+    /// (the rest of the endpoint's failover order; `egret_gw_live` decides).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failover: Vec<Decision>,
     /// The rule index (`egret_policy_stats`) that counts it, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule: Option<u32>,
@@ -287,8 +291,12 @@ pub struct DecisionTable {
 /// The gateway templates' maps that only their programs write
 /// (`crate::templates`: the NAT tables and the per-CPU counters): state maps
 /// wherever they appear with an empty image ([`Artifact::new`] marks them).
-pub const TEMPLATE_STATE_MAPS: [&str; 3] =
-    [crate::templates::map::NAT_V4, crate::templates::map::RNAT_V4, crate::templates::map::GW_STATS];
+pub const TEMPLATE_STATE_MAPS: [&str; 4] = [
+    crate::templates::map::NAT_V4,
+    crate::templates::map::RNAT_V4,
+    crate::templates::map::GW_STATS,
+    crate::templates::map::GW_LIVE,
+];
 
 /// The manifest (`NODE.artifact.json`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -14,11 +14,13 @@
 //! - [`artifact`]: a node's artifact on disk (object + manifest with map images).
 //! - [`verifier`]: the static verifier run before any artifact is written.
 //! - [`templates`]: the gateway datapath templates (`bpf-templates/`) and their map layouts.
+//! - [`choices`]: the layout of the classifier's failover choices (`egret_choices`).
 
 pub mod artifact;
 pub mod asm;
 pub mod btf;
 pub mod builder;
+pub mod choices;
 pub mod disasm;
 pub mod elf;
 pub mod helpers;

@@ -25,7 +25,7 @@ use crate::compile::Session;
 use crate::ir::lower::ClassMemo;
 use crate::ir::passes::{minimize_table, prune_table};
 use crate::ir::prefix::{Range, prefix_order, segments};
-use crate::ir::{Action, DropReason, Entry};
+use crate::ir::{Action, DropReason, Effect, Entry};
 use crate::plan::NodeCounts;
 use crate::resolve::{EgressIp, World};
 use egret_lang::net::{Cidr, Family, ip_to_u128, u128_to_ip};
@@ -152,10 +152,10 @@ fn behaviour(world: &World, table: Option<&[Entry]>, addr: IpAddr) -> Behaviour 
     let i = table.partition_point(|e| (e.prefix.family(), e.prefix.range().0) <= (fam, v));
     let action =
         i.checked_sub(1).map(|j| table[j]).filter(|e| e.prefix.contains_ip(addr)).map_or(Action::Pass, |e| e.action);
-    match action {
-        Action::Pass => Behaviour::Direct,
-        Action::Drop(DropReason::NoGateway) => Behaviour::Dropped,
-        Action::Redirect { slot, .. } | Action::LocalEgress { slot } => match world.slot_by_id(slot) {
+    match action.resolve(world.ready_health()) {
+        Effect::Pass => Behaviour::Direct,
+        Effect::Drop(DropReason::NoGateway) => Behaviour::Dropped,
+        Effect::Redirect { slot, .. } | Effect::LocalEgress { slot } => match world.slot_by_id(slot) {
             Some(s) => Behaviour::Gateway {
                 node: s.gateway_name.clone(),
                 ip: world.node(s.gateway).ip.unwrap_or(Ipv4Addr::UNSPECIFIED),

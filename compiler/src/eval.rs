@@ -18,10 +18,10 @@
 //! the endpoint's own node. A source IP that belongs to no endpoint is
 //! passed (no policy can select it), as the datapath does. Never panics.
 
-use crate::ir::Action;
+use crate::ir::{Effect, Health};
 use crate::resolve::{
-    Assignment, EgressIp, Endpoint, EndpointId, GatewayOutcome, InternalSource, PolicyInfo, Reading, SlotId, World,
-    first_selector_miss, fnv1a_32, selector_miss,
+    Assignment, EgressIp, Endpoint, EndpointId, GatewayOutcome, InternalSource, PolicyInfo, Reading, ResolvedGateway,
+    SlotId, World, assign_with, first_selector_miss, fnv1a_32, selector_miss,
 };
 use egret_lang::net::{Cidr, Family, ip_to_u128, prefix_mask};
 use std::collections::{BTreeMap, HashMap};
@@ -91,13 +91,13 @@ pub enum Verdict {
 }
 
 impl Verdict {
-    /// The datapath action this verdict corresponds to.
-    pub fn action(&self) -> Action {
+    /// What the datapath does with the packet under this verdict.
+    pub fn effect(&self) -> Effect {
         match self {
-            Verdict::Pass { .. } => Action::Pass,
-            Verdict::Drop { reason } => Action::Drop(*reason),
-            Verdict::Redirect { gateway, slot, .. } => Action::Redirect { gateway: gateway.ip, slot: *slot },
-            Verdict::LocalEgress { slot, .. } => Action::LocalEgress { slot: *slot },
+            Verdict::Pass { .. } => Effect::Pass,
+            Verdict::Drop { reason } => Effect::Drop(*reason),
+            Verdict::Redirect { gateway, slot, .. } => Effect::Redirect { gateway: gateway.ip, slot: *slot },
+            Verdict::LocalEgress { slot, .. } => Effect::LocalEgress { slot: *slot },
         }
     }
 }
@@ -125,8 +125,10 @@ pub struct Winner {
 /// How the winner's gateway was chosen for the endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GatewayChoice {
-    /// The resolved gateways, sorted by IP, with health.
+    /// The resolved gateways, sorted by IP, with liveness (as the decision took it).
     pub candidates: Vec<(GatewayRef, bool)>,
+    /// The endpoint's failover order (indexes into `candidates`): the first live one is used.
+    pub order: Vec<usize>,
     /// `fnv1a_32(identity)`.
     pub hash: u32,
     pub assignment: Assignment,
@@ -295,8 +297,19 @@ pub fn destination_match(p: &PolicyInfo, a: IpAddr) -> DestinationMatch {
 }
 
 /// Decides the fate of a packet from `source` to `destination`, with a trail
-/// entry for every policy of the world (what `egret explain` shows).
+/// entry for every policy of the world (what `egret explain` shows); a
+/// gateway is live when its node is Ready (the snapshot's view).
 pub fn decide(world: &World, source: Source, destination: IpAddr) -> Decision {
+    decide_in(world, source, destination, None)
+}
+
+/// [`decide`] with the gateways' liveness given: `health` is then the whole
+/// truth (the agent folds Ready into it), as the datapath sees it.
+pub fn decide_with(world: &World, source: Source, destination: IpAddr, health: &Health) -> Decision {
+    decide_in(world, source, destination, Some(health))
+}
+
+fn decide_in(world: &World, source: Source, destination: IpAddr, health: Option<&Health>) -> Decision {
     let (src, ep) = source_info(world, source, destination);
     let Some(ep) = ep else { return not_an_endpoint(src, destination) };
     let trail = world
@@ -312,7 +325,7 @@ pub fn decide(world: &World, source: Source, destination: IpAddr) -> Decision {
         })
         .collect();
     let internal = world.internal_ranges().source_of(destination).cloned();
-    conclude(world, src, ep, destination, trail, internal)
+    conclude(world, src, ep, destination, trail, internal, health)
 }
 
 /// The reference evaluator prepared for many packets: the same decision as
@@ -356,8 +369,18 @@ impl<'w> Reference<'w> {
         Reference { world, selecting: HashMap::new(), internal }
     }
 
-    /// The decision for one packet (trail: see the type's documentation).
+    /// The decision for one packet (trail: see the type's documentation),
+    /// gateways live when Ready, as [`decide`].
     pub fn decide(&mut self, source: Source, destination: IpAddr) -> Decision {
+        self.decide_in(source, destination, None)
+    }
+
+    /// The decision under `health`, as [`decide_with`].
+    pub fn decide_with(&mut self, source: Source, destination: IpAddr, health: &Health) -> Decision {
+        self.decide_in(source, destination, Some(health))
+    }
+
+    fn decide_in(&mut self, source: Source, destination: IpAddr, health: Option<&Health>) -> Decision {
         let world = self.world;
         let (src, ep) = source_info(world, source, destination);
         let Some(ep) = ep else { return not_an_endpoint(src, destination) };
@@ -388,7 +411,7 @@ impl<'w> Reference<'w> {
             .min()
             .and_then(|i| sources.get(*i))
             .cloned();
-        conclude(world, src, ep, destination, trail, internal)
+        conclude(world, src, ep, destination, trail, internal, health)
     }
 }
 
@@ -451,6 +474,7 @@ fn conclude(
     destination: IpAddr,
     mut trail: Vec<Consideration>,
     internal: Option<(Cidr, InternalSource)>,
+    health: Option<&Health>,
 ) -> Decision {
     let fam = Family::of(&destination);
     // M: (index in trail, rank)
@@ -535,16 +559,19 @@ fn conclude(
             trail,
         };
     };
+    // Health: the given liveness, else each gateway's Ready condition.
+    let live = |g: &ResolvedGateway| health.map_or(g.healthy, |h| h.is_up(g.ip));
     let gateway = GatewayChoice {
         candidates: pol
             .gateways
             .iter()
-            .map(|g| (GatewayRef { node: g.node_name.clone(), ip: g.ip }, g.healthy))
+            .map(|g| (GatewayRef { node: g.node_name.clone(), ip: g.ip }, live(g)))
             .collect(),
+        order: crate::resolve::failover_order(&pol.gateways, &ep.identity),
         hash: fnv1a_32(ep.identity.as_bytes()),
-        assignment: world.assignment(pol.id, ep.id),
+        assignment: assign_with(&pol.gateways, &ep.identity, live),
     };
-    let verdict = match world.gateway_outcome(pol.id, ep.id) {
+    let verdict = match world.gateway_outcome_with(pol.id, ep.id, live) {
         GatewayOutcome::NoGateway => Verdict::Drop { reason: DropReason::NoGateway },
         GatewayOutcome::Gateway { gateway: g, slot, local } => {
             let gateway = GatewayRef { node: g.node_name.clone(), ip: g.ip };

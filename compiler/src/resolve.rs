@@ -369,7 +369,9 @@ pub struct Assignment {
     /// `fnv1a_32(identity) mod N`, when N ≥ 1.
     pub hashed: Option<usize>,
     /// The gateway in effect: `hashed` when healthy, else the healthy one with
-    /// the highest rendezvous weight; `None` = no gateway (drop).
+    /// the highest rendezvous weight (among the first
+    /// [`crate::ir::MAX_FAILOVER`] of the failover order); `None` = no
+    /// gateway (drop).
     pub chosen: Option<usize>,
 }
 
@@ -379,26 +381,49 @@ impl Assignment {
     }
 }
 
-/// SEMANTICS.md's assignment of an endpoint to one of `gateways` (sorted by IP).
-pub fn assign(gateways: &[ResolvedGateway], identity: &str) -> Assignment {
+/// An endpoint's failover order over `gateways` (sorted by IP; indexes into
+/// it): the hashed gateway `fnv1a_32(identity) mod N` first, then the others
+/// by rendezvous weight, highest first (ties, astronomically rare, to the
+/// lower gateway IP, then entry), each node once (its first entry in that
+/// order), cut to [`crate::ir::MAX_FAILOVER`] nodes (SEMANTICS.md,
+/// "Health"). The gateway in effect is the first live one.
+pub fn failover_order(gateways: &[ResolvedGateway], identity: &str) -> Vec<usize> {
     if gateways.is_empty() {
-        return Assignment { hashed: None, chosen: None };
+        return Vec::new();
     }
     let hashed = fnv1a_32(identity.as_bytes()) as usize % gateways.len();
-    if gateways[hashed].healthy {
-        return Assignment { hashed: Some(hashed), chosen: Some(hashed) };
-    }
-    // Highest weight; ties (astronomically rare) go to the lower gateway IP, then entry.
-    let chosen = gateways
-        .iter()
-        .enumerate()
-        .filter(|(_, g)| g.healthy)
-        .max_by(|(_, a), (_, b)| {
-            rendezvous_weight(identity, a.ip)
-                .cmp(&rendezvous_weight(identity, b.ip))
-                .then_with(|| (b.ip, b.entry).cmp(&(a.ip, a.entry)))
-        })
-        .map(|(i, _)| i);
+    let mut rest: Vec<(u32, usize)> = (0..gateways.len())
+        .filter(|i| *i != hashed)
+        .map(|i| (rendezvous_weight(identity, gateways[i].ip), i))
+        .collect();
+    rest.sort_by(|(wa, a), (wb, b)| {
+        wb.cmp(wa).then_with(|| (gateways[*a].ip, gateways[*a].entry).cmp(&(gateways[*b].ip, gateways[*b].entry)))
+    });
+    // liveness is per node: a second entry on a node already in the order
+    // could never be taken, so it is left out
+    let mut seen = std::collections::HashSet::new();
+    std::iter::once(hashed)
+        .chain(rest.into_iter().map(|(_, i)| i))
+        .filter(|i| seen.insert(gateways[*i].ip))
+        .take(crate::ir::MAX_FAILOVER)
+        .collect()
+}
+
+/// SEMANTICS.md's assignment of an endpoint to one of `gateways` (sorted by
+/// IP), with each gateway's health as resolved (`healthy`: its node is Ready).
+pub fn assign(gateways: &[ResolvedGateway], identity: &str) -> Assignment {
+    assign_with(gateways, identity, |g| g.healthy)
+}
+
+/// [`assign`] with liveness given by `live` (the agent's view).
+pub fn assign_with(
+    gateways: &[ResolvedGateway],
+    identity: &str,
+    live: impl Fn(&ResolvedGateway) -> bool,
+) -> Assignment {
+    let order = failover_order(gateways, identity);
+    let Some(&hashed) = order.first() else { return Assignment { hashed: None, chosen: None } };
+    let chosen = order.into_iter().find(|i| live(&gateways[*i]));
     Assignment { hashed: Some(hashed), chosen }
 }
 
@@ -539,6 +564,8 @@ pub struct World {
     /// Whether construction gave an IP claimed by two endpoints to one of
     /// them (so removing that one would hand the IP to the other).
     contested_ips: bool,
+    /// Gateways of nodes that are not Ready: the snapshot's liveness.
+    ready_health: crate::ir::Health,
     diagnostics: Vec<Diagnostic>,
     validation_errors: Vec<Diagnostic>,
 }
@@ -675,11 +702,13 @@ impl World {
             selected_by: Vec::new(),
             non_endpoints: c.pods.iter().filter_map(|p| non_endpoint_reason(p).map(|r| (p.key(), r))).collect(),
             contested_ips: false,
+            ready_health: crate::ir::Health::all_up(),
             diagnostics: Vec::new(),
             validation_errors: egret_lang::validate::bundle(bundle).into_iter().filter(Diagnostic::is_error).collect(),
         };
 
         world.internal = world.compute_internal();
+        world.ready_health = crate::ir::Health::with_down(world.nodes.iter().filter(|n| !n.ready).filter_map(|n| n.ip));
         // Many policies share gateway selectors: resolve each distinct one once.
         let mut gw_cache: HashMap<String, Option<NodeId>> = HashMap::new();
         for (i, p) in pol_src.iter().enumerate() {
@@ -886,6 +915,13 @@ impl World {
     pub fn internal_ranges(&self) -> &InternalRanges {
         &self.internal
     }
+    /// The snapshot's liveness: every gateway whose node is not Ready is
+    /// down (what `egret explain`, `diff` and the Cilium view assume; the
+    /// agent's probes replace it on a node).
+    pub fn ready_health(&self) -> &crate::ir::Health {
+        &self.ready_health
+    }
+
     pub fn is_internal(&self, ip: IpAddr) -> bool {
         self.internal.contains(ip)
     }
@@ -1031,18 +1067,39 @@ impl World {
         assign(&self.policies[p.index()].gateways, &self.endpoints[e.index()].identity)
     }
 
-    /// Where a policy of this world sends an endpoint's captured traffic.
+    /// Where a policy of this world sends an endpoint's captured traffic,
+    /// with each gateway's health as resolved (its node's Ready condition).
     pub fn gateway_outcome(&self, p: PolicyId, e: EndpointId) -> GatewayOutcome<'_> {
+        self.gateway_outcome_with(p, e, |g| g.healthy)
+    }
+
+    /// [`World::gateway_outcome`] with liveness given by `live` (the agent's view).
+    pub fn gateway_outcome_with(
+        &self,
+        p: PolicyId,
+        e: EndpointId,
+        live: impl Fn(&ResolvedGateway) -> bool,
+    ) -> GatewayOutcome<'_> {
+        self.failover(p, e)
+            .into_iter()
+            .find(|o| matches!(o, GatewayOutcome::Gateway { gateway, .. } if live(gateway)))
+            .unwrap_or(GatewayOutcome::NoGateway)
+    }
+
+    /// An endpoint's gateways under a policy of this world, in failover order
+    /// ([`failover_order`]), each as the outcome it gives when it is the first
+    /// live one; gateways whose slot is missing are left out.
+    pub fn failover(&self, p: PolicyId, e: EndpointId) -> Vec<GatewayOutcome<'_>> {
         let pol = &self.policies[p.index()];
         let ep = &self.endpoints[e.index()];
-        let Some(i) = assign(&pol.gateways, &ep.identity).chosen else {
-            return GatewayOutcome::NoGateway;
-        };
-        let gw = &pol.gateways[i];
-        match pol.gateway_slots.get(i).and_then(|s| self.slots.get(*s)) {
-            Some(slot) => GatewayOutcome::Gateway { gateway: gw, slot, local: ep.node == Some(gw.node) },
-            None => GatewayOutcome::NoGateway,
-        }
+        failover_order(&pol.gateways, &ep.identity)
+            .into_iter()
+            .filter_map(|i| {
+                let gw = &pol.gateways[i];
+                let slot = pol.gateway_slots.get(i).and_then(|s| self.slots.get(*s))?;
+                Some(GatewayOutcome::Gateway { gateway: gw, slot, local: ep.node == Some(gw.node) })
+            })
+            .collect()
     }
 
     /// The egress IP of a gateway entry on a node, for one family

@@ -58,6 +58,7 @@ fn random_plans_are_equivalent_in_both_layouts() {
 mod broken {
     use super::*;
     use egret_bpf::artifact::Artifact;
+    use egret_bpf::choices::ChoiceTarget;
     use egret_bpf::insn::{Instruction, JmpCond, Operand, Reg, Width, decode};
     use egret_compiler::codegen::equiv::{self, EquivError};
     use egret_compiler::codegen::reasons::Reason;
@@ -68,20 +69,30 @@ mod broken {
         Artifact::new(&m.node, object, m.programs.clone(), m.holes.clone(), maps).with_counters(m.counters.clone())
     }
 
-    /// Changes the first redirect record of the `egret_dst_v4` image.
+    fn unhex(v: &str) -> Vec<u8> {
+        (0..v.len() / 2).map(|i| u8::from_str_radix(&v[2 * i..2 * i + 2], 16).expect("hex")).collect()
+    }
+
+    /// Changes the first egress record (a failover choice) of the `egret_dst_v4` image.
     fn tamper_redirect_record(maps: &mut [egret_bpf::artifact::MapImage], change: impl Fn(&mut ActionRecord)) {
         let dst = maps.iter_mut().find(|m| m.name == tables::DST_V4).expect("destination map");
-        let unhex = |v: &str| -> Vec<u8> {
-            (0..v.len() / 2).map(|i| u8::from_str_radix(&v[2 * i..2 * i + 2], 16).expect("hex")).collect()
-        };
         let e = dst
             .entries
             .iter_mut()
-            .find(|e| ActionRecord::from_bytes(&unhex(&e.value)).is_some_and(|r| r.reason == Reason::Redirect))
-            .expect("a redirect record");
+            .find(|e| ActionRecord::from_bytes(&unhex(&e.value)).is_some_and(|r| r.reason == Reason::Choose))
+            .expect("an egress record");
         let mut rec = ActionRecord::from_bytes(&unhex(&e.value)).expect("record");
         change(&mut rec);
         e.value = equiv::hex(&rec.to_bytes());
+    }
+
+    /// Changes the first target of the first choice of the `egret_choices` image.
+    fn tamper_choice(maps: &mut [egret_bpf::artifact::MapImage], change: impl Fn(&mut ChoiceTarget)) {
+        let choices = maps.iter_mut().find(|m| m.name == tables::CHOICES).expect("choices map");
+        let e = choices.entries.first_mut().expect("a choice");
+        let mut targets = egret_bpf::choices::decode(&unhex(&e.value)).expect("a choice value");
+        change(&mut targets[0]);
+        e.value = equiv::hex(&egret_bpf::choices::encode(&targets));
     }
 
     fn worker1() -> (egret_compiler::resolve::World, egret_compiler::plan::Verified<egret_compiler::plan::Plan>) {
@@ -97,7 +108,7 @@ mod broken {
             codegen::generate(&plan, &Options { layout: Some(Layout::Maps), ..Options::default() }).expect("generates");
         let a = g.artifact(&plan).expect("artifact");
         let mut maps = a.manifest.maps.clone();
-        tamper_redirect_record(&mut maps, |rec| rec.slot ^= 1);
+        tamper_choice(&mut maps, |t| t.verdict ^= 1 << 8);
         let err = equiv::check(rebuild(&a, a.object.clone(), maps), &plan, Some(&w)).expect_err("caught");
         match &err {
             EquivError::Mismatch { at, program, plan } => {
@@ -299,7 +310,7 @@ fn wide_plan(n: u32) -> egret_compiler::plan::Verified<egret_compiler::plan::Pla
     let entries = (0..n)
         .map(|i| Entry {
             prefix: egret_lang::net::Cidr::new(IpAddr::V4(Ipv4Addr::from(0x2000_0000 + (i << 9))), 24),
-            action: Action::Redirect { gateway: gw, slot: SlotId(7) },
+            action: Action::redirect(gw, SlotId(7)),
         })
         .collect();
     egret_compiler::plan::verify::verify(Plan {

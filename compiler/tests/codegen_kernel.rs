@@ -18,17 +18,17 @@ mod kernel;
 use egret_compiler::codegen::reasons::{Counter, Reason};
 use egret_compiler::codegen::{self, Layout, Options, equiv, tables};
 use egret_compiler::eval::{self, Source};
-use egret_compiler::ir::Action;
+use egret_compiler::ir::Effect;
 use egret_compiler::plan::{Plan, Verified};
 use egret_compiler::resolve::World;
 
-/// What the kernel must return for a reference action (no gateway program
+/// What the kernel must return for a reference effect (no gateway program
 /// is loaded, so local egress ends in a drop after setting `cb[0]`).
-fn return_code(a: &Action) -> i32 {
+fn return_code(a: &Effect) -> i32 {
     match a {
-        Action::Pass => -1,
-        Action::Drop(_) | Action::LocalEgress { .. } => 2,
-        Action::Redirect { .. } => 7,
+        Effect::Pass => -1,
+        Effect::Drop(_) | Effect::LocalEgress { .. } => 2,
+        Effect::Redirect { .. } => 7,
     }
 }
 
@@ -40,6 +40,8 @@ struct Tally {
     v6: usize,
     clamped_v4: usize,
     clamped_v6: usize,
+    /// Liveness patterns written into the kernel's `egret_gw_live`.
+    liveness: usize,
 }
 
 fn run_plan(name: &str, w: &World, plan: &Verified<Plan>, layout: Layout, t: &mut Tally) {
@@ -49,7 +51,13 @@ fn run_plan(name: &str, w: &World, plan: &Verified<Plan>, layout: Layout, t: &mu
     let cases = equiv::artifact_cases(&a, plan, Some(w)).expect("cases");
     let mut reasons = vec![Counter::default(); Reason::ALL.len()];
     let mut rules = vec![Counter::default(); g.rules.rules.len()];
+    let mut down_now: Vec<std::net::Ipv4Addr> = Vec::new();
     for c in &cases {
+        if c.down != down_now {
+            k.set_down(&down_now, &c.down).unwrap_or_else(|e| panic!("{name} {layout}: egret_gw_live: {e}"));
+            down_now = c.down.clone();
+            t.liveness += 1;
+        }
         let r = match k.run(&c.frame, 1) {
             Ok(r) => r,
             Err(_) if c.frame.len() < 14 + 20 || c.expected.reason == Reason::PassMalformed => {
@@ -62,8 +70,8 @@ fn run_plan(name: &str, w: &World, plan: &Verified<Plan>, layout: Layout, t: &mu
         };
         let flow = format!("{name} {layout}: packet {} ({:?} -> {:?})", equiv::hex(&c.frame), c.src, c.dst);
         assert_eq!(r.retval, c.expected.return_code(), "{flow}: kernel vs plan");
-        let want = match (c.expected.action, g.mss_clamp) {
-            (Action::Redirect { .. }, Some(clamp)) => codegen::mss::clamped(&c.frame, clamp),
+        let want = match (c.expected.effect, g.mss_clamp) {
+            (Effect::Redirect { .. }, Some(clamp)) => codegen::mss::clamped(&c.frame, clamp),
             _ => c.frame.clone(),
         };
         assert_eq!(equiv::hex(&r.frame), equiv::hex(&want), "{flow} {:?}: the frame the kernel leaves", c.what);
@@ -75,9 +83,9 @@ fn run_plan(name: &str, w: &World, plan: &Verified<Plan>, layout: Layout, t: &mu
         }
         if let (Some(s), Some(d)) = (c.src, c.dst) {
             if c.reference {
-                let want = eval::decide(w, Source::Ip(s), d).verdict.action();
+                let want = eval::decide_with(w, Source::Ip(s), d, &c.health()).verdict.effect();
                 assert_eq!(r.retval, return_code(&want), "{flow}: kernel vs reference evaluator ({want})");
-                if let Action::LocalEgress { slot } = want {
+                if let Effect::LocalEgress { slot } = want {
                     assert_eq!(r.cb0, slot.0, "{flow}: cb[0] must carry the slot");
                 }
             }
@@ -93,7 +101,7 @@ fn run_plan(name: &str, w: &World, plan: &Verified<Plan>, layout: Layout, t: &mu
         }
         t.cases += 1;
     }
-    for r in Reason::ALL {
+    for r in Reason::COUNTED {
         let got = k.counter(tables::REASONS, r.index()).expect("counter");
         assert_eq!(got, reasons[r.index() as usize], "{name} {layout}: egret_reasons[{}]", r.name());
     }

@@ -8,7 +8,7 @@ mod common;
 use common::*;
 use egret_compiler::cilium;
 use egret_compiler::eval::{self, DestinationMatch, Outcome, PassReason, Selection, Source, Verdict, WinReason};
-use egret_compiler::ir::{Action, DropReason};
+use egret_compiler::ir::{DropReason, Effect, Health};
 use egret_compiler::resolve::{EgressIp, EgressSpec, NoEgressIp, Reading, World, fnv1a_32};
 use egret_lang::net::Family;
 
@@ -597,7 +597,7 @@ fn ipv6_is_decided_and_compiled_like_ipv4() {
     ));
     let p = egret_compiler::compile::compile_node(&w, "w-6").unwrap();
     assert_eq!(p.lookup(ip("fd00:6::1"), ip("2001:db8::1")), p.lookup(ip("10.1.6.1"), ip("203.0.113.1")));
-    assert!(matches!(p.lookup(ip("fd00:6::1"), ip("2001:db8::1")), Action::Redirect { .. }));
+    assert!(matches!(p.lookup(ip("fd00:6::1"), ip("2001:db8::1")).resolve(&Health::all_up()), Effect::Redirect { .. }));
     // The v4-only endpoint's class holds no IPv6 entries.
     let c = p.class_of(ip("10.1.6.2")).unwrap();
     assert!(p.classes[c.0 as usize].entries.iter().all(|e| e.prefix.family() == Family::V4));

@@ -912,9 +912,7 @@ mod tests {
         let web = plan.endpoints.iter().find(|e| e.endpoint == "prod/web").expect("web");
         let actions: Vec<&Action> = plan.classes[web.class.0 as usize].entries.iter().map(|e| &e.action).collect();
         assert!(
-            actions
-                .iter()
-                .any(|a| matches!(a, Action::Redirect { gateway, .. } if gateway.to_string() == "192.0.2.13"))
+            actions.iter().any(|a| matches!(a, Action::Egress(c) if c.primary().gateway.to_string() == "192.0.2.13"))
         );
         let r = &c.policies["web-out"];
         assert!(r.diagnostics.is_empty(), "{}", c.render(&r.diagnostics));

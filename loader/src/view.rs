@@ -22,6 +22,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 
 use egret_bpf::artifact::{Decision, DecisionRow};
+use egret_bpf::choices::ChoiceTarget;
 use egret_bpf::templates::{NatKey, ReverseNat, Stat, map};
 use serde::Serialize;
 
@@ -155,18 +156,37 @@ fn record(b: &[u8]) -> Option<(u32, u32, u32, u32)> {
     }
 }
 
-/// What a record decides, from its reason's label (`egret_reasons`).
-/// `None` for cluster-internal records and unknown reasons.
-fn action(rec: (u32, u32, u32, u32), reasons: &BTreeMap<u32, String>) -> Option<(Decision, Option<u32>)> {
-    let (reason, slot, gateway, rule) = rec;
-    let decision = match reasons.get(&reason).map(String::as_str)? {
+/// A target's or record's decision from its reason's label (`egret_reasons`);
+/// `None` for cluster-internal and unlabelled reasons.
+fn decision(reason: u32, slot: u32, gateway: u32, reasons: &BTreeMap<u32, String>) -> Option<Decision> {
+    Some(match reasons.get(&reason).map(String::as_str)? {
         "redirect" => Decision::Redirect { gateway: Ipv4Addr::from(gateway), slot },
         "local-egress" => Decision::LocalEgress { slot },
         "pass-internal" => return None,
         r if r.starts_with("drop") => Decision::Drop,
         _ => Decision::Pass,
-    };
-    Some((decision, (rule != classifier::NO_RULE).then_some(rule)))
+    })
+}
+
+/// What a record decides (its decision while every gateway is live, and
+/// the failover targets after it), from its reason's label (`egret_reasons`)
+/// or, for a failover choice (a reason no counter has), from the choice in
+/// `egret_choices`. `None` for cluster-internal records and unknown reasons.
+fn action(
+    rec: (u32, u32, u32, u32),
+    reasons: &BTreeMap<u32, String>,
+    choices: &BTreeMap<u32, Vec<ChoiceTarget>>,
+) -> Option<(Decision, Vec<Decision>, Option<u32>)> {
+    let (reason, slot, gateway, rule) = rec;
+    let rule = (rule != classifier::NO_RULE).then_some(rule);
+    if !reasons.contains_key(&reason) {
+        let targets = choices.get(&slot)?;
+        let mut decisions =
+            targets.iter().filter_map(|t| decision(t.verdict & 0xff, t.verdict >> 8, u32::from(t.gateway), reasons));
+        let first = decisions.next()?;
+        return Some((first, decisions.collect(), rule));
+    }
+    Some((decision(reason, slot, gateway, reasons)?, Vec::new(), rule))
 }
 
 /// Cluster-internal prefixes and rows.
@@ -204,8 +224,14 @@ fn decode_tables(
         .flatten()
         .filter_map(|(k, v)| Some((u32_at(&k, 0)?, v)))
         .collect();
+    let choices: BTreeMap<u32, Vec<ChoiceTarget>> =
+        entries(&layout.map(g, egret_bpf::choices::MAP), egret_bpf::choices::MAP)?
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, v)| Some((u32_at(&k, 0)?, egret_bpf::choices::decode(&v)?)))
+            .collect();
     let mut internal = std::collections::BTreeSet::new();
-    let mut by_class: BTreeMap<u32, Vec<(String, Decision, Option<u32>)>> = BTreeMap::new();
+    let mut by_class: BTreeMap<u32, Vec<(String, Decision, Vec<Decision>, Option<u32>)>> = BTreeMap::new();
     for (k, v) in dst {
         let Some((class, prefix)) = dst_key(&k) else { continue };
         let rec =
@@ -215,13 +241,20 @@ fn decode_tables(
             internal.insert(prefix);
             continue;
         }
-        let (decision, rule) = rec.and_then(|r| action(r, &reasons)).unwrap_or((Decision::Pass, None));
-        by_class.entry(class).or_default().push((prefix, decision, rule));
+        let (decision, failover, rule) =
+            rec.and_then(|r| action(r, &reasons, &choices)).unwrap_or((Decision::Pass, Vec::new(), None));
+        by_class.entry(class).or_default().push((prefix, decision, failover, rule));
     }
     let mut rows = Vec::new();
     for (source, class) in sources {
-        for (destination, decision, rule) in by_class.get(&class).into_iter().flatten() {
-            rows.push(DecisionRow { source, destination: destination.clone(), decision: *decision, rule: *rule });
+        for (destination, decision, failover, rule) in by_class.get(&class).into_iter().flatten() {
+            rows.push(DecisionRow {
+                source,
+                destination: destination.clone(),
+                decision: *decision,
+                failover: failover.clone(),
+                rule: *rule,
+            });
         }
     }
     Ok(Some((internal.into_iter().collect(), rows)))
@@ -523,19 +556,36 @@ mod tests {
         r[4..8].copy_from_slice(&9u32.to_le_bytes());
         r[8..12].copy_from_slice(&gw.to_le_bytes());
         r[12..16].copy_from_slice(&u32::MAX.to_le_bytes());
-        let redirect = Some((Decision::Redirect { gateway: Ipv4Addr::new(192, 0, 2, 13), slot: 9 }, None));
-        assert_eq!(record(&r).and_then(|r| action(r, &reasons)), redirect);
+        let none = BTreeMap::new();
+        let redirect = Some((Decision::Redirect { gateway: Ipv4Addr::new(192, 0, 2, 13), slot: 9 }, vec![], None));
+        assert_eq!(record(&r).and_then(|r| action(r, &reasons, &none)), redirect);
         // the 12-byte record: {reason | slot << 8, rule, gateway}
         let mut r12 = [0u8; 12];
         r12[0..4].copy_from_slice(&(5u32 | (9 << 8)).to_le_bytes());
         r12[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
         r12[8..12].copy_from_slice(&gw.to_le_bytes());
-        assert_eq!(record(&r12).and_then(|r| action(r, &reasons)), redirect);
+        assert_eq!(record(&r12).and_then(|r| action(r, &reasons, &none)), redirect);
+        // a failover choice (reason 10, no counter): its targets from `egret_choices`
+        let choices = BTreeMap::from([(
+            2,
+            vec![
+                ChoiceTarget { verdict: 5 | (9 << 8), gateway: Ipv4Addr::new(192, 0, 2, 13) },
+                ChoiceTarget { verdict: 5 | (11 << 8), gateway: Ipv4Addr::new(192, 0, 2, 14) },
+            ],
+        )]);
+        r12[0..4].copy_from_slice(&(10u32 | (2 << 8)).to_le_bytes());
+        r12[4..8].copy_from_slice(&4u32.to_le_bytes());
+        let failover = vec![Decision::Redirect { gateway: Ipv4Addr::new(192, 0, 2, 14), slot: 11 }];
+        assert_eq!(
+            record(&r12).and_then(|r| action(r, &reasons, &choices)),
+            Some((Decision::Redirect { gateway: Ipv4Addr::new(192, 0, 2, 13), slot: 9 }, failover, Some(4)))
+        );
+        assert_eq!(record(&r12).and_then(|r| action(r, &reasons, &none)), None, "a choice the map lacks");
         r[0] = 7;
         r[12] = 2;
-        assert_eq!(record(&r).and_then(|r| action(r, &reasons)).map(|(d, _)| d), Some(Decision::Drop));
+        assert_eq!(record(&r).and_then(|r| action(r, &reasons, &none)).map(|(d, _, _)| d), Some(Decision::Drop));
         r[0] = 3;
-        assert_eq!(record(&r).and_then(|r| action(r, &reasons)), None, "internal");
+        assert_eq!(record(&r).and_then(|r| action(r, &reasons, &none)), None, "internal");
         assert_eq!(record(&r[..8]), None);
     }
 }

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use egret_bpf::artifact::{Decision, DecisionRow, DecisionTable};
 
 use super::partition;
-use crate::ir::Action;
+use crate::ir::{Action, Effect, Target};
 use crate::plan::Plan;
 use crate::resolve::{EgressIp, World};
 
@@ -26,14 +26,20 @@ pub fn decision_table(plan: &Plan, world: Option<&World>, layout: &str) -> Decis
     for e in &plan.endpoints {
         let Some(class) = plan.classes.get(e.class.0 as usize) else { continue };
         for (i, entry) in class.entries.iter().enumerate() {
-            let decision = match entry.action {
-                Action::Pass => Decision::Pass,
-                Action::Drop(_) => Decision::Drop,
-                Action::Redirect { gateway, slot } => Decision::Redirect { gateway, slot: slot.0 },
-                Action::LocalEgress { slot } => Decision::LocalEgress { slot: slot.0 },
+            let target = |t: &Target| match t.effect() {
+                Effect::Redirect { gateway, slot } => Decision::Redirect { gateway, slot: slot.0 },
+                Effect::LocalEgress { slot } => Decision::LocalEgress { slot: slot.0 },
+                Effect::Pass => Decision::Pass,
+                Effect::Drop(_) => Decision::Drop,
+            };
+            let (decision, failover) = match entry.action {
+                Action::Pass => (Decision::Pass, Vec::new()),
+                Action::Drop(_) => (Decision::Drop, Vec::new()),
+                Action::Egress(c) => (target(&c.primary()), c.targets()[1..].iter().map(target).collect()),
             };
             let rule = rules.by_entry.get(e.class.0 as usize).and_then(|r| r.get(i).copied().flatten());
-            rows.push(DecisionRow { source: e.ip, destination: entry.prefix.network().to_string(), decision, rule });
+            let destination = entry.prefix.network().to_string();
+            rows.push(DecisionRow { source: e.ip, destination, decision, failover, rule });
         }
     }
     rows.sort_by(|a, b| (a.source, &a.destination).cmp(&(b.source, &b.destination)));
@@ -47,8 +53,9 @@ pub fn decision_table(plan: &Plan, world: Option<&World>, layout: &str) -> Decis
     }
     let named: std::collections::BTreeSet<u32> = rows
         .iter()
-        .filter_map(|r| match r.decision {
-            Decision::Redirect { slot, .. } | Decision::LocalEgress { slot } => Some(slot),
+        .flat_map(|r| std::iter::once(&r.decision).chain(&r.failover))
+        .filter_map(|d| match d {
+            Decision::Redirect { slot, .. } | Decision::LocalEgress { slot } => Some(*slot),
             Decision::Pass | Decision::Drop => None,
         })
         .collect();

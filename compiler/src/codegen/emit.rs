@@ -50,11 +50,12 @@ use super::partition::{Interval, Outcome, Rules, partition};
 use super::reasons::{Reason, TC_ACT_SHOT, TC_ACT_UNSPEC};
 use super::tables::{self, NO_RULE};
 use super::{CodegenError, HOLE_TUNNEL_IFINDEX, Layout, PROGRAM};
-use crate::ir::{Action, DropReason};
+use crate::ir::{Action, DropReason, MAX_FAILOVER};
 use crate::plan::{ClassId, Plan};
 use egret_bpf::helpers::id as helper;
 use egret_bpf::insn::{AluOp, EndBits, Instruction as I, JmpCond, Operand, Reg, Size, Width};
 use egret_bpf::skb::off as skb;
+use egret_bpf::templates::GL_F_DOWN;
 use egret_bpf::{Label, Program, ProgramBuilder};
 use egret_lang::net::{Family, u128_to_ip};
 use std::collections::BTreeMap;
@@ -118,6 +119,8 @@ struct Emitter<'a> {
     leaf_blocks: BTreeMap<(Family, Outcome), Label>,
     /// Whether redirected TCP SYNs get their MSS clamped.
     clamp: bool,
+    /// The plan's failover choices, by `egret_choices` index ([`tables::choices`]).
+    choices: Vec<crate::ir::Choice>,
 }
 
 fn ip_of(f: Family, v: u128) -> String {
@@ -134,14 +137,12 @@ fn fam(f: Family) -> &'static str {
 /// Emits the classifier of `plan` in `layout`.
 pub(super) fn emit(plan: &Plan, rules: &Rules, layout: Layout, clamp: bool) -> Result<Emitted, CodegenError> {
     for r in &rules.rules {
-        let slot = match r.action {
-            Action::Redirect { slot, .. } | Action::LocalEgress { slot } => slot,
-            _ => continue,
-        };
-        if slot.0 >= 1 << 24 {
-            return Err(CodegenError::SlotTooWide { slot: slot.0 });
+        let Action::Egress(c) = r.action else { continue };
+        if let Some(t) = c.targets().iter().find(|t| t.slot.0 >= 1 << 24) {
+            return Err(CodegenError::SlotTooWide { slot: t.slot.0 });
         }
     }
+    let choices = tables::choices(plan);
     let mut b = ProgramBuilder::new(PROGRAM);
     let finish = b.new_label("finish");
     let not_endpoint = b.new_label("not_endpoint");
@@ -158,6 +159,7 @@ pub(super) fn emit(plan: &Plan, rules: &Rules, layout: Layout, clamp: bool) -> R
         no_match_used: false,
         leaf_blocks: BTreeMap::new(),
         clamp,
+        choices,
     };
     e.parse_and_classify(layout);
     e.outcome_blocks(layout);
@@ -593,10 +595,10 @@ impl Emitter<'_> {
                 Outcome::Rule(k) => {
                     let Some(rule) = self.rules.rules.get(k as usize).copied() else { continue };
                     match rule.action {
-                        Action::Redirect { gateway, slot } => {
-                            self.set_verdict(Reason::Redirect, slot.0, Some(k), u32::from(gateway))
+                        Action::Egress(c) => {
+                            let index = tables::choice_index(&self.choices, &c);
+                            self.set_verdict(Reason::Choose, index, Some(k), 0)
                         }
-                        Action::LocalEgress { slot } => self.set_verdict(Reason::LocalEgress, slot.0, Some(k), 0),
                         Action::Drop(DropReason::NoGateway) => self.set_verdict(Reason::DropNoGateway, 0, Some(k), 0),
                         Action::Pass => self.set_verdict(Reason::PassNoMatch, 0, None, 0),
                     }
@@ -638,6 +640,9 @@ impl Emitter<'_> {
         let drop = self.b.new_label("do_drop");
         let dispatch = self.b.new_label("dispatch");
         self.b.bind(self.finish);
+        if !self.choices.is_empty() {
+            self.choose();
+        }
         let at = self.emit(I::load(Size::W, VERDICT, Reg::R10, VERDICT_FP));
         self.note(at, "verdict = reason | slot << 8, rule, gateway (host order), as stored by the outcome".into());
         self.emit(I::load(Size::W, RULE, Reg::R10, RULE_FP));
@@ -715,6 +720,62 @@ impl Emitter<'_> {
         self.recount(Reason::LocalEgress, Reason::DropNoGatewayProgram);
         self.emit(I::mov64_imm(Reg::R0, TC_ACT_SHOT));
         self.emit(I::exit());
+    }
+
+    /// Resolves a [`Reason::Choose`] outcome in place (falls through for
+    /// any other): `egret_choices[slot bits]` holds the choice's targets in
+    /// failover order; the first whose gateway has no down flag in
+    /// `egret_gw_live` (no entry = up) becomes the stored outcome (verdict
+    /// and gateway; the rule stays); none → `drop-no-gateway`. Unrolled over
+    /// [`MAX_FAILOVER`] targets; `r7` holds the choice, `r8` its count.
+    fn choose(&mut self) {
+        let resolved = self.b.new_label("chosen");
+        let none = self.b.new_label("choose_none");
+        let at = self.emit(I::load(Size::W, Reg::R1, Reg::R10, VERDICT_FP));
+        self.note(at, "a failover choice? (reason choose, the choice index in the slot bits)".into());
+        self.emit(I::alu32_imm(AluOp::And, Reg::R1, 0xff));
+        self.b.jmp32_imm(JmpCond::Ne, Reg::R1, Reason::Choose.index() as i32, resolved);
+        self.emit(I::load(Size::W, Reg::R1, Reg::R10, VERDICT_FP));
+        self.emit(I::alu32_imm(AluOp::Rsh, Reg::R1, 8));
+        self.emit(I::store_reg(Size::W, Reg::R10, Reg::R1, KEY_FP));
+        let at = self.lookup(tables::CHOICES, KEY_FP);
+        self.note(at, "egret_choices[index]: {count, 0, {verdict, gateway} x 8}".into());
+        self.b.jmp_imm(JmpCond::Eq, Reg::R0, 0, none);
+        self.emit(I::mov64_reg(Reg::R7, Reg::R0));
+        self.emit(I::load(Size::W, Reg::R8, Reg::R7, 0));
+        let takes: Vec<Label> = (0..MAX_FAILOVER).map(|i| self.b.new_label(&format!("choose_take{i}"))).collect();
+        for (i, take) in takes.iter().enumerate() {
+            let off = egret_bpf::choices::target_offset(i) as i16;
+            let at = self.b.jmp32_imm(JmpCond::Le, Reg::R8, i as i32, none);
+            self.note(at, format!("target {i} of the failover order, if the choice has it"));
+            self.emit(I::load(Size::W, Reg::R1, Reg::R7, off + 4));
+            self.emit(I::store_reg(Size::W, Reg::R10, Reg::R1, KEY_FP));
+            let at = self.lookup(tables::GW_LIVE, KEY_FP);
+            self.note(at, "egret_gw_live[gateway]: no entry = up".into());
+            self.b.jmp_imm(JmpCond::Eq, Reg::R0, 0, *take);
+            self.emit(I::load(Size::W, Reg::R1, Reg::R0, 0));
+            self.emit(I::alu32_imm(AluOp::And, Reg::R1, GL_F_DOWN as i32));
+            self.b.jmp32_imm(JmpCond::Eq, Reg::R1, 0, *take);
+        }
+        self.b.ja(none);
+        for (i, take) in takes.into_iter().enumerate() {
+            let off = egret_bpf::choices::target_offset(i) as i16;
+            self.b.bind(take);
+            let at = self.emit(I::load(Size::W, Reg::R1, Reg::R7, off));
+            self.note(at, format!("target {i} is live: its verdict and gateway become the outcome"));
+            self.emit(I::store_reg(Size::W, Reg::R10, Reg::R1, VERDICT_FP));
+            self.emit(I::load(Size::W, Reg::R1, Reg::R7, off + 4));
+            self.emit(I::store_reg(Size::W, Reg::R10, Reg::R1, GATEWAY_FP));
+            self.b.ja(resolved);
+        }
+        self.b.bind(none);
+        let at = self.emit(I::mov32_imm(Reg::R1, Reason::DropNoGateway.index() as i32));
+        self.note(at, "no live gateway: drop no-gateway".into());
+        self.emit(I::store_reg(Size::W, Reg::R10, Reg::R1, VERDICT_FP));
+        self.emit(I::mov32_imm(Reg::R1, 0));
+        self.emit(I::store_reg(Size::W, Reg::R10, Reg::R1, GATEWAY_FP));
+        self.b.bind(resolved);
+        self.clobber(&[Reg::R7, Reg::R8]);
     }
 
     /// The MSS clamp of the redirect path ([`super::mss`]): falls through

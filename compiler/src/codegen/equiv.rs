@@ -59,13 +59,14 @@ use super::tables;
 use super::{HOLE_TUNNEL_IFINDEX, Layout, PROGRAM};
 use crate::eval::{self, Source};
 use crate::ir::prefix::segments;
-use crate::ir::{Action, DropReason};
+use crate::ir::{Action, DropReason, Effect, Health};
 use crate::plan::{ClassId, Plan, Verified};
 use crate::resolve::{SlotId, World};
 use egret_bpf::artifact::{self, Artifact, ArtifactError};
 use egret_bpf::elf::{self, ElfError};
 use egret_bpf::interp::{self, Fault, MapStore, RunInput, RunOutcome};
 use egret_bpf::program::HoleError;
+use egret_bpf::templates::GatewayLive;
 use egret_bpf::verifier::{self, VerifyErrors};
 use egret_bpf::{MapDef, Program};
 use egret_lang::net::{Cidr, Family, family_max, ip_to_u128, u128_to_ip};
@@ -159,6 +160,8 @@ pub struct Report {
     /// Packets whose MSS the program clamped (each checked against
     /// [`mss::clamped`] and with its TCP checksum recomputed).
     pub mss_clamped: usize,
+    /// Packets run with some gateways down ([`health_patterns`]).
+    pub liveness_cases: usize,
 }
 
 /// An artifact that passed the static verifier and the equivalence checker.
@@ -198,6 +201,8 @@ pub struct Expected {
     pub rule: Option<u32>,
     /// The plan's action (`Pass` for frames that are not classified).
     pub action: Action,
+    /// What the packet gets under the case's liveness.
+    pub effect: Effect,
 }
 
 impl Expected {
@@ -217,16 +222,30 @@ pub struct Case {
     /// Whether to compare with `eval::decide` too (sources the world knows
     /// as endpoints of other nodes are not).
     pub reference: bool,
+    /// The gateways down (`egret_gw_live` entries with the down flag) while
+    /// the packet runs; empty: all up.
+    pub down: Vec<Ipv4Addr>,
     /// What kind of frame it is, when not [`ip_frame`]'s UDP datagram.
     pub what: Option<&'static str>,
 }
 
 impl Case {
     fn flow(&self) -> String {
+        let down = if self.down.is_empty() {
+            String::new()
+        } else {
+            let v: Vec<String> = self.down.iter().map(ToString::to_string).collect();
+            format!(" with gateways {} down", v.join(", "))
+        };
         match (self.src, self.dst) {
-            (Some(s), Some(d)) => format!("{s} -> {d}"),
+            (Some(s), Some(d)) => format!("{s} -> {d}{down}"),
             _ => "not an IP packet".into(),
         }
+    }
+
+    /// The liveness the packet runs under.
+    pub fn health(&self) -> Health {
+        Health::with_down(self.down.iter().copied())
     }
 }
 
@@ -328,10 +347,11 @@ pub fn special_frames() -> Vec<(Vec<u8>, Reason)> {
     ]
 }
 
-/// The expected outcome of a packet from `src` to `dst`, from the plan alone
-/// (written independently of the interval partition the generator uses).
-pub fn expected(plan: &Plan, rules: &Rules, src: IpAddr, dst: IpAddr) -> Expected {
-    let pass = |reason| Expected { reason, rule: None, action: Action::Pass };
+/// The expected outcome of a packet from `src` to `dst` under `health`,
+/// from the plan alone (written independently of the interval partition the
+/// generator uses).
+pub fn expected(plan: &Plan, rules: &Rules, src: IpAddr, dst: IpAddr, health: &Health) -> Expected {
+    let pass = |reason| Expected { reason, rule: None, action: Action::Pass, effect: Effect::Pass };
     let Some(class) = plan.class_of(src) else { return pass(Reason::PassNotEndpoint) };
     if plan.internal.iter().any(|c| c.contains_ip(dst)) {
         return pass(Reason::PassInternal);
@@ -341,14 +361,45 @@ pub fn expected(plan: &Plan, rules: &Rules, src: IpAddr, dst: IpAddr) -> Expecte
         table.entries.iter().enumerate().filter(|(_, e)| e.prefix.contains_ip(dst)).max_by_key(|(_, e)| e.prefix.len);
     let Some((i, e)) = best else { return pass(Reason::PassNoMatch) };
     let rule = rules.by_entry.get(class.0 as usize).and_then(|v| v.get(i).copied().flatten());
-    let reason = match e.action {
-        Action::Pass => return pass(Reason::PassNoMatch),
-        Action::Drop(DropReason::NoGateway) => Reason::DropNoGateway,
-        Action::Redirect { .. } => Reason::Redirect,
-        Action::LocalEgress { .. } => Reason::DropNoGatewayProgram,
+    let effect = e.action.resolve(health);
+    let reason = match effect {
+        Effect::Pass => return pass(Reason::PassNoMatch),
+        Effect::Drop(DropReason::NoGateway) => Reason::DropNoGateway,
+        Effect::Redirect { .. } => Reason::Redirect,
+        Effect::LocalEgress { .. } => Reason::DropNoGatewayProgram,
     };
-    Expected { reason, rule, action: e.action }
+    Expected { reason, rule, action: e.action, effect }
 }
+
+/// The liveness patterns the checker runs egress packets under, besides all
+/// up: with at most [`ALL_PATTERNS_MAX`] gateways in the plan's choices,
+/// every subset down; otherwise, per choice, each prefix of its failover
+/// order down (so every target of every choice is taken once, and the
+/// `no-gateway` end), deduplicated. Sorted, deterministic.
+pub fn health_patterns(plan: &Plan) -> Vec<Vec<Ipv4Addr>> {
+    let choices = tables::choices(plan);
+    let gateways: BTreeSet<Ipv4Addr> = choices.iter().flat_map(|c| c.targets().iter().map(|t| t.gateway)).collect();
+    let gateways: Vec<Ipv4Addr> = gateways.into_iter().collect();
+    let mut out: BTreeSet<Vec<Ipv4Addr>> = BTreeSet::new();
+    if gateways.len() <= ALL_PATTERNS_MAX {
+        for mask in 1u32..(1 << gateways.len()) {
+            out.insert(gateways.iter().enumerate().filter(|(i, _)| mask & (1 << i) != 0).map(|(_, g)| *g).collect());
+        }
+    } else {
+        for c in &choices {
+            for k in 1..=c.targets().len() {
+                let mut down: Vec<Ipv4Addr> = c.targets()[..k].iter().map(|t| t.gateway).collect();
+                down.sort();
+                down.dedup();
+                out.insert(down);
+            }
+        }
+    }
+    out.into_iter().collect()
+}
+
+/// Up to this many distinct gateways, [`health_patterns`] is every subset.
+pub const ALL_PATTERNS_MAX: usize = 5;
 
 /// Destinations for one (class, family): both ends of every segment.
 fn representatives(family: Family, cuts: &[Cidr]) -> Vec<IpAddr> {
@@ -374,20 +425,23 @@ pub fn cases(
     let all = plan.prefixes();
     let global = layout == Layout::Inline || all.len() <= GLOBAL_CUTS_MAX;
     let mut out = Vec::new();
+    let up = Health::all_up();
     let case = |src: IpAddr, dst: IpAddr, vlan: bool, reference: bool| Case {
         frame: ip_frame(src, dst, vlan),
         src: Some(src),
         dst: Some(dst),
-        expected: expected(plan, rules, src, dst),
+        expected: expected(plan, rules, src, dst, &up),
         reference,
+        down: Vec::new(),
         what: None,
     };
     let tcp_case = |src: IpAddr, dst: IpAddr, probe: mss::Probe, reference: bool| Case {
         frame: probe.frame,
         src: Some(src),
         dst: Some(dst),
-        expected: expected(plan, rules, src, dst),
+        expected: expected(plan, rules, src, dst, &up),
         reference,
+        down: Vec::new(),
         what: Some(probe.what),
     };
     let mut battery_done: BTreeSet<Family> = BTreeSet::new();
@@ -421,7 +475,7 @@ pub fn cases(
             // TCP SYNs: one per outcome; the whole battery once per family, on a redirect
             let mut outcomes = BTreeSet::new();
             for d in &reps {
-                let e = expected(plan, rules, src, *d);
+                let e = expected(plan, rules, src, *d, &up);
                 if !outcomes.insert((e.reason, e.rule)) {
                     continue;
                 }
@@ -490,16 +544,32 @@ pub fn cases(
             frame,
             src: None,
             dst: None,
-            expected: Expected { reason, rule: None, action: Action::Pass },
+            expected: Expected { reason, rule: None, action: Action::Pass, effect: Effect::Pass },
             reference: false,
+            down: Vec::new(),
             what: None,
         });
+    }
+    // egress under every liveness pattern: one packet per (source class,
+    // family, rule) — within one, the decision depends on the rule alone
+    let mut firsts: BTreeMap<(Option<ClassId>, bool, Option<u32>), Case> = BTreeMap::new();
+    for c in &out {
+        if let (Some(s), Action::Egress(_), None) = (c.src, c.expected.action, c.what) {
+            firsts.entry((plan.class_of(s), s.is_ipv4(), c.expected.rule)).or_insert_with(|| c.clone());
+        }
+    }
+    for down in health_patterns(plan) {
+        let health = Health::with_down(down.iter().copied());
+        for c in firsts.values() {
+            let (Some(s), Some(d)) = (c.src, c.dst) else { continue };
+            out.push(Case { expected: expected(plan, rules, s, d, &health), down: down.clone(), ..c.clone() });
+        }
     }
     out
 }
 
 /// A classifier outcome in plan terms.
-fn observed_action(out: &RunOutcome) -> Result<Action, String> {
+fn observed_effect(out: &RunOutcome) -> Result<Effect, String> {
     let r0 = out.r0 as i32;
     let e = &out.effects;
     let describe = || {
@@ -511,12 +581,12 @@ fn observed_action(out: &RunOutcome) -> Result<Action, String> {
         )
     };
     match r0 {
-        -1 if e.tunnel_key.is_none() && e.redirect.is_none() && e.tail_call.is_none() => Ok(Action::Pass),
+        -1 if e.tunnel_key.is_none() && e.redirect.is_none() && e.tail_call.is_none() => Ok(Effect::Pass),
         2 if e.redirect.is_none() => match &e.tail_call {
             Some(t) if t.map == tables::GW_PROGS && t.index == 0 && t.target.is_none() => {
-                Ok(Action::LocalEgress { slot: SlotId(out.skb.cb[0]) })
+                Ok(Effect::LocalEgress { slot: SlotId(out.skb.cb[0]) })
             }
-            None if e.tunnel_key.is_none() => Ok(Action::Drop(DropReason::NoGateway)),
+            None if e.tunnel_key.is_none() => Ok(Effect::Drop(DropReason::NoGateway)),
             _ => Err(describe()),
         },
         7 => {
@@ -529,13 +599,32 @@ fn observed_action(out: &RunOutcome) -> Result<Action, String> {
                         && t.flags == 0
                         && e.tail_call.is_none() =>
                 {
-                    Ok(Action::Redirect { gateway, slot: SlotId(t.key.tunnel_id) })
+                    Ok(Effect::Redirect { gateway, slot: SlotId(t.key.tunnel_id) })
                 }
                 _ => Err(describe()),
             }
         }
         _ => Err(describe()),
     }
+}
+
+/// Makes `egret_gw_live` in `store` hold exactly `down` (each with the down
+/// flag), if the program has that map.
+fn set_liveness(store: &mut MapStore, current: &mut Vec<Ipv4Addr>, down: &[Ipv4Addr]) -> Result<(), EquivError> {
+    if current.as_slice() == down {
+        return Ok(());
+    }
+    let problem = |e: String| EquivError::MapImage { map: tables::GW_LIVE.into(), problem: e };
+    for g in current.iter() {
+        let key = GatewayLive { gateway: *g, down: true }.key();
+        store.delete(tables::GW_LIVE, &key).map_err(|e| problem(e.to_string()))?;
+    }
+    for g in down {
+        let entry = GatewayLive { gateway: *g, down: true };
+        store.update(tables::GW_LIVE, &entry.key(), &entry.value(), 0).map_err(|e| problem(e.to_string()))?;
+    }
+    *current = down.to_vec();
+    Ok(())
 }
 
 fn counter(maps: &MapStore, map: &str, index: u32) -> Counter {
@@ -598,8 +687,13 @@ fn reference_selection(plan: &Plan, all: &[Case], limit: Option<usize>) -> Vec<b
     let mut rest: Vec<usize> = Vec::new();
     for i in eligible {
         let c = &all[i];
-        let key =
-            (c.src.and_then(|s| plan.class_of(s)), c.src.map(|s| s.is_ipv4()), c.expected.reason, c.expected.rule);
+        let key = (
+            c.src.and_then(|s| plan.class_of(s)),
+            c.src.map(|s| s.is_ipv4()),
+            c.expected.reason,
+            c.expected.rule,
+            c.down.clone(),
+        );
         if seen.insert(key) { first.push(i) } else { rest.push(i) }
     }
     let spread = |v: &[usize], n: usize| -> Vec<usize> {
@@ -725,29 +819,32 @@ fn check_plan(
     let mut report = Report { verifier_insns, programs: parsed.programs.len(), mss_clamp, ..Report::default() };
     report.class_families = plan.classes.iter().map(|c| class_families(plan, c.id).len()).sum();
     let mut reason_totals = vec![Counter::default(); Reason::ALL.len()];
+    let mut live_now: Vec<Ipv4Addr> = Vec::new();
     let mut rule_totals = vec![Counter::default(); rules.rules.len()];
     let mut attribution: BTreeMap<u32, BTreeSet<String>> = BTreeMap::new();
     let mut reference_evaluator = world.map(eval::Reference::new);
     for (n, case) in all.iter().enumerate() {
         let at = || case.counterexample();
+        set_liveness(&mut store, &mut live_now, &case.down)?;
+        report.liveness_cases += usize::from(!case.down.is_empty());
         let out = prepared
             .run(&mut store, &RunInput::for_frame(&case.frame))
             .map_err(|source| EquivError::Fault { at: at(), source })?;
         report.cases += 1;
         report.insns += out.insns;
         let exp = case.expected;
-        let got = observed_action(&out);
-        let expected_text = format!("{} ({}, return {})", exp.action, exp.reason.name(), exp.return_code());
+        let got = observed_effect(&out);
+        let expected_text = format!("{} ({}, return {})", exp.effect, exp.reason.name(), exp.return_code());
         let got_text = match &got {
             Ok(a) => format!("{a} (return {})", out.r0 as i32),
             Err(d) => format!("an unexpected outcome: {d}"),
         };
-        if got.as_ref().ok() != Some(&exp.action) || out.r0 as i32 != exp.return_code() {
+        if got.as_ref().ok() != Some(&exp.effect) || out.r0 as i32 != exp.return_code() {
             return Err(EquivError::Mismatch { at: at(), program: got_text, plan: expected_text });
         }
         // the frame: MSS clamped on redirects, untouched otherwise
-        let want_frame = match (exp.action, mss_clamp) {
-            (Action::Redirect { .. }, Some(c)) => mss::clamped(&case.frame, c),
+        let want_frame = match (exp.effect, mss_clamp) {
+            (Effect::Redirect { .. }, Some(c)) => mss::clamped(&case.frame, c),
             _ => case.frame.clone(),
         };
         if out.packet != want_frame {
@@ -771,13 +868,13 @@ fn check_plan(
             if reference[n]
                 && let Some(r) = reference_evaluator.as_mut()
             {
-                let decision = r.decide(Source::Ip(s), d);
+                let decision = r.decide_with(Source::Ip(s), d, &case.health());
                 report.reference_checks += 1;
-                if decision.verdict.action() != exp.action {
+                if decision.verdict.effect() != exp.effect {
                     return Err(EquivError::Reference {
                         at: at(),
                         program: got_text,
-                        reference: format!("{} ({:?})", decision.verdict.action(), decision.verdict),
+                        reference: format!("{} ({:?})", decision.verdict.effect(), decision.verdict),
                     });
                 }
                 if let (Some(k), Some(winner)) = (exp.rule, decision.winner) {
@@ -814,7 +911,7 @@ fn check_plan(
         }
     }
     // totals of every counter (catches a bump of an unexpected index)
-    let totals = Reason::ALL
+    let totals = Reason::COUNTED
         .iter()
         .map(|r| (tables::REASONS, r.index(), reason_totals[r.index() as usize], r.name().to_string()))
         .chain(
@@ -901,7 +998,9 @@ fn find_culprit<'a>(
         }
     }
     let mut before = counter(&store, map, k);
+    let mut live_now = Vec::new();
     for c in all {
+        set_liveness(&mut store, &mut live_now, &c.down).ok()?;
         program.run(&mut store, &RunInput::for_frame(&c.frame)).ok()?;
         let after = counter(&store, map, k);
         let expected = if map == tables::REASONS { c.expected.reason.index() == k } else { c.expected.rule == Some(k) };

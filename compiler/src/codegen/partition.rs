@@ -206,7 +206,7 @@ mod tests {
             classes: vec![ClassTable {
                 id: ClassId(0),
                 entries: vec![
-                    Entry { prefix: c("0.0.0.0/0"), action: Action::Redirect { gateway: gw, slot: SlotId(7) } },
+                    Entry { prefix: c("0.0.0.0/0"), action: Action::redirect(gw, SlotId(7)) },
                     Entry { prefix: c("10.0.0.0/8"), action: Action::Pass },
                     Entry { prefix: c("10.3.0.0/24"), action: Action::Drop(DropReason::NoGateway) },
                     Entry { prefix: c("192.168.0.0/16"), action: Action::Drop(DropReason::NoGateway) },

@@ -11,7 +11,7 @@
 //! `parse(&p.to_text())` has the same `to_text()` up to those slot details,
 //! and the same [`Plan::lookup`] everywhere.
 
-use crate::ir::{Action, DropReason, Entry, GatewayDecl, SlotDecl};
+use crate::ir::{Action, Choice, DropReason, Entry, GatewayDecl, MAX_FAILOVER, SlotDecl, Target};
 use crate::plan::{ClassId, ClassTable, EndpointEntry, GatewayTable, Plan};
 use crate::resolve::{EgressSpec, InterfaceBinding, SlotId};
 use egret_lang::net::Cidr;
@@ -41,17 +41,27 @@ fn slot_id(s: &str) -> Option<SlotId> {
     u32::from_str_radix(s.strip_prefix("0x")?, 16).ok().map(SlotId)
 }
 
-fn action(s: &str) -> Option<Action> {
+/// One action; local-egress targets take the node's address `node_ip`.
+fn action(s: &str, node_ip: Option<Ipv4Addr>) -> Option<Action> {
     let w: Vec<&str> = s.split_whitespace().collect();
     match w.as_slice() {
-        ["pass"] => Some(Action::Pass),
-        ["drop", "no-gateway"] => Some(Action::Drop(DropReason::NoGateway)),
-        ["redirect", _, ip, "slot", id] | ["redirect", ip, "slot", id] => {
-            Some(Action::Redirect { gateway: ip.parse().ok()?, slot: slot_id(id)? })
-        }
-        ["local-egress", "slot", id] => Some(Action::LocalEgress { slot: slot_id(id)? }),
-        _ => None,
+        ["pass"] => return Some(Action::Pass),
+        ["drop", "no-gateway"] => return Some(Action::Drop(DropReason::NoGateway)),
+        _ => {}
     }
+    let target = |t: &str| -> Option<Target> {
+        let w: Vec<&str> = t.split_whitespace().collect();
+        match w.as_slice() {
+            ["redirect", _, ip, "slot", id] | ["redirect", ip, "slot", id] => {
+                Some(Target { gateway: ip.parse().ok()?, slot: slot_id(id)?, local: false })
+            }
+            ["local-egress", "slot", id] => Some(Target { gateway: node_ip?, slot: slot_id(id)?, local: true }),
+            _ => None,
+        }
+    };
+    let targets: Vec<Target> = s.split(" else ").map(target).collect::<Option<_>>()?;
+    (targets.len() <= MAX_FAILOVER).then_some(())?;
+    Choice::new(targets).map(Action::Egress)
 }
 
 /// Parses a plan's text form.
@@ -158,7 +168,7 @@ pub fn parse(text: &str) -> Result<Plan, PlanTextError> {
             Section::Classes => {
                 let (p, a) = t.split_once(" -> ").ok_or_else(|| err("expected `CIDR -> ACTION`"))?;
                 let prefix = p.parse::<Cidr>().map_err(|_| err("bad prefix"))?;
-                let action = action(a).ok_or_else(|| err("bad action"))?;
+                let action = action(a, plan.node_ip).ok_or_else(|| err("bad action"))?;
                 let class = plan.classes.last_mut().ok_or_else(|| err("entry before any class"))?;
                 class.entries.push(Entry { prefix, action });
             }

@@ -36,11 +36,16 @@ pub enum Reason {
     DropNoGatewayProgram,
     /// `bpf_skb_set_tunnel_key` failed: dropped.
     DropTunnelError,
+    /// Not a final reason: the outcome names a failover choice
+    /// (`egret_choices`), which `finish` resolves into `Redirect`,
+    /// `LocalEgress` or `DropNoGateway` before anything is counted. Never
+    /// counted (not in [`Reason::COUNTED`]).
+    Choose,
 }
 
 impl Reason {
-    /// Every reason, by index.
-    pub const ALL: [Reason; 10] = [
+    /// Every reason, by index: the counted ones, then [`Reason::Choose`].
+    pub const ALL: [Reason; 11] = [
         Reason::NonIp,
         Reason::PassMalformed,
         Reason::PassNotEndpoint,
@@ -51,7 +56,12 @@ impl Reason {
         Reason::DropNoGateway,
         Reason::DropNoGatewayProgram,
         Reason::DropTunnelError,
+        Reason::Choose,
     ];
+
+    /// Every reason the classifier counts, by index (`egret_reasons`): all
+    /// but [`Reason::Choose`].
+    pub const COUNTED: &[Reason] = Reason::ALL.split_at(Reason::ALL.len() - 1).0;
 
     /// The index in `egret_reasons` (and the low byte of the verdict register).
     pub const fn index(self) -> u32 {
@@ -76,6 +86,7 @@ impl Reason {
             Reason::DropNoGateway => "drop-no-gateway",
             Reason::DropNoGatewayProgram => "drop-no-gateway-program",
             Reason::DropTunnelError => "drop-tunnel-error",
+            Reason::Choose => "choose",
         }
     }
 
@@ -92,9 +103,11 @@ impl Reason {
             | Reason::PassInternal
             | Reason::PassNoMatch => TC_ACT_UNSPEC,
             Reason::Redirect => TC_ACT_REDIRECT,
-            Reason::LocalEgress | Reason::DropNoGateway | Reason::DropNoGatewayProgram | Reason::DropTunnelError => {
-                TC_ACT_SHOT
-            }
+            Reason::LocalEgress
+            | Reason::DropNoGateway
+            | Reason::DropNoGatewayProgram
+            | Reason::DropTunnelError
+            | Reason::Choose => TC_ACT_SHOT,
         }
     }
 }
@@ -137,6 +150,8 @@ mod tests {
             assert!(Reason::ALL[i + 1..].iter().all(|o| o.name() != r.name()));
         }
         assert_eq!(Reason::from_index(Reason::ALL.len() as u32), None);
+        assert_eq!(Reason::COUNTED.len(), 10);
+        assert!(!Reason::COUNTED.contains(&Reason::Choose));
         assert_eq!(
             Counter::from_bytes(&[1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0]),
             Some(Counter { packets: 1, bytes: 2 })

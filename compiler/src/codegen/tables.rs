@@ -8,6 +8,16 @@
 //! | `egret_gw_progs` | `PROG_ARRAY`, 1 entry | `u32` 0 | gateway program (the loader) | both |
 //! | `egret_dst_v4` | `LPM_TRIE` | `{u32 prefixlen = 32 + len, u32 class (big endian), u8 addr[4]}` | [`ActionRecord`] | maps, IPv4 endpoints |
 //! | `egret_dst_v6` | `LPM_TRIE` | `{u32 prefixlen = 32 + len, u32 class (big endian), u8 addr[16]}` | [`ActionRecord`] | maps, IPv6 endpoints |
+//! | `egret_choices` | `ARRAY` | `u32` choice index ([`choices`]) | [`choice_value`] ([`egret_bpf::choices`]) | both, when the plan has egress |
+//! | `egret_gw_live` | `HASH`, state | `u32` gateway IPv4 (host order) | `u32` flags, bit 0 down ([`egret_bpf::templates::GatewayLive`]) | both, when the plan has egress |
+//!
+//! An egress outcome names a *choice* (the endpoint's gateways in failover
+//! order): its verdict is [`Reason::Choose`] with the choice's index in
+//! place of the slot, and `finish` resolves it through `egret_choices` and
+//! `egret_gw_live` (the first target whose gateway has no down flag) into a
+//! redirect, a local egress or a `no-gateway` drop. The targets' verdicts
+//! are those the resolved outcome stores (`reason | slot << 8`, the gateway
+//! in host order — this node's own address for local egress).
 //!
 //! The maps layout finds the source's class with a compare-and-branch tree
 //! (as the inline layout does), so it has no source map; the LPM value is
@@ -29,10 +39,12 @@
 use super::Layout;
 use super::partition::Rules;
 use super::reasons::{Counter, Reason};
-use crate::ir::{Action, DropReason};
+use crate::ir::{Action, Choice, DropReason};
 use crate::plan::{ClassId, Plan};
 use egret_bpf::artifact::{CounterLabel, CounterMap, MapImage};
+use egret_bpf::choices::ChoiceTarget;
 use egret_bpf::maps::MapDefError;
+use egret_bpf::templates::GatewayLive;
 use egret_bpf::{MapDef, MapKind};
 use egret_lang::net::{Cidr, Family};
 use std::collections::{BTreeMap, BTreeSet};
@@ -43,6 +55,47 @@ pub const POLICY_STATS: &str = "egret_policy_stats";
 pub const GW_PROGS: &str = "egret_gw_progs";
 pub const DST_V4: &str = "egret_dst_v4";
 pub const DST_V6: &str = "egret_dst_v6";
+pub use egret_bpf::choices::MAP as CHOICES;
+pub use egret_bpf::templates::map::GW_LIVE;
+
+/// The distinct choices of a plan's egress actions, sorted: the index of a
+/// choice here is its `egret_choices` key.
+pub fn choices(plan: &Plan) -> Vec<Choice> {
+    let set: BTreeSet<Choice> = plan
+        .classes
+        .iter()
+        .flat_map(|c| c.entries.iter())
+        .filter_map(|e| match e.action {
+            Action::Egress(c) => Some(c),
+            _ => None,
+        })
+        .collect();
+    set.into_iter().collect()
+}
+
+/// The `egret_choices` key of a choice in [`choices`]' list.
+pub fn choice_index(choices: &[Choice], c: &Choice) -> u32 {
+    choices.binary_search(c).map_or(u32::MAX, |i| i as u32)
+}
+
+/// The `egret_choices` value of a choice ([`egret_bpf::choices`]): each
+/// target's verdict is the outcome it resolves to.
+pub fn choice_value(c: &Choice) -> Vec<u8> {
+    let targets: Vec<ChoiceTarget> = c
+        .targets()
+        .iter()
+        .map(|t| {
+            let reason = if t.local { Reason::LocalEgress } else { Reason::Redirect };
+            ChoiceTarget { verdict: reason.index() | (t.slot.0 << 8), gateway: t.gateway }
+        })
+        .collect();
+    egret_bpf::choices::encode(&targets)
+}
+
+/// Whether the plan has egress actions (and so the choice maps).
+pub fn has_egress(plan: &Plan) -> bool {
+    plan.classes.iter().flat_map(|c| c.entries.iter()).any(|e| matches!(e.action, Action::Egress(_)))
+}
 
 /// "No rule" in the verdict registers and action records.
 pub const NO_RULE: u32 = u32::MAX;
@@ -99,18 +152,17 @@ impl ActionRecord {
     pub const INTERNAL: ActionRecord =
         ActionRecord { reason: Reason::PassInternal, slot: 0, gateway: 0, rule: NO_RULE };
 
-    pub fn of(action: Action, rule: Option<u32>) -> ActionRecord {
+    /// The record of an action; an egress action names its index in
+    /// `choices` ([`choices`]).
+    pub fn of(action: Action, rule: Option<u32>, choices: &[Choice]) -> ActionRecord {
         let rule = rule.unwrap_or(NO_RULE);
         match action {
             Action::Pass => ActionRecord { reason: Reason::PassNoMatch, slot: 0, gateway: 0, rule: NO_RULE },
             Action::Drop(DropReason::NoGateway) => {
                 ActionRecord { reason: Reason::DropNoGateway, slot: 0, gateway: 0, rule }
             }
-            Action::Redirect { gateway, slot } => {
-                ActionRecord { reason: Reason::Redirect, slot: slot.0, gateway: u32::from(gateway), rule }
-            }
-            Action::LocalEgress { slot } => {
-                ActionRecord { reason: Reason::LocalEgress, slot: slot.0, gateway: 0, rule }
+            Action::Egress(c) => {
+                ActionRecord { reason: Reason::Choose, slot: choice_index(choices, &c), gateway: 0, rule }
             }
         }
     }
@@ -142,6 +194,7 @@ fn has_family(plan: &Plan, f: Family) -> bool {
 
 /// The `egret_dst_*` entries of a family (see the module documentation).
 fn dst_entries(plan: &Plan, rules: &Rules, f: Family) -> Vec<(Vec<u8>, ActionRecord)> {
+    let choices = choices(plan);
     let internal: Vec<&Cidr> = plan.internal.iter().filter(|c| c.family() == f).collect();
     // the classes a source of this family can have
     let classes: BTreeSet<ClassId> =
@@ -155,8 +208,8 @@ fn dst_entries(plan: &Plan, rules: &Rules, f: Family) -> Vec<(Vec<u8>, ActionRec
             }
             let rule = rules.by_entry.get(c.id.0 as usize).and_then(|r| r.get(i).copied().flatten());
             let record = match rule.and_then(|k| rules.rules.get(k as usize)) {
-                Some(r) => ActionRecord::of(r.action, Some(r.index)),
-                None => ActionRecord::of(Action::Pass, None),
+                Some(r) => ActionRecord::of(r.action, Some(r.index), &choices),
+                None => ActionRecord::of(Action::Pass, None, &choices),
             };
             v.push((dst_key(c.id.0, &e.prefix), record));
         }
@@ -168,10 +221,14 @@ fn dst_entries(plan: &Plan, rules: &Rules, f: Family) -> Vec<(Vec<u8>, ActionRec
 pub fn map_defs(plan: &Plan, rules: &Rules, layout: Layout) -> Result<Vec<MapDef>, MapDefError> {
     let n = |x: usize| u32::try_from(x.max(1)).unwrap_or(u32::MAX);
     let mut v = vec![
-        MapDef::new(REASONS, MapKind::PercpuArray, 4, Counter::SIZE, n(Reason::ALL.len()))?,
+        MapDef::new(REASONS, MapKind::PercpuArray, 4, Counter::SIZE, n(Reason::COUNTED.len()))?,
         MapDef::new(POLICY_STATS, MapKind::PercpuArray, 4, Counter::SIZE, n(rules.rules.len()))?,
         MapDef::new(GW_PROGS, MapKind::ProgArray, 4, 4, 1)?,
     ];
+    if has_egress(plan) {
+        v.push(MapDef::new(CHOICES, MapKind::Array, 4, egret_bpf::choices::VALUE_SIZE, n(choices(plan).len()))?);
+        v.push(GatewayLive::map_def());
+    }
     if layout == Layout::Maps {
         // without endpoints the program never looks up: an empty `egret_dst_v4`
         // still marks the object as the maps layout ([`layout_of`])
@@ -196,6 +253,11 @@ pub fn images(plan: &Plan, rules: &Rules, defs: &[MapDef]) -> Vec<MapImage> {
                     let f = if d.name == DST_V4 { Family::V4 } else { Family::V6 };
                     dst_entries(plan, rules, f).into_iter().map(|(k, r)| (k, r.to_bytes().to_vec())).collect()
                 }
+                CHOICES => choices(plan)
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| ((i as u32).to_le_bytes().to_vec(), choice_value(c)))
+                    .collect(),
                 _ => Vec::new(),
             };
             entries.sort();
@@ -211,14 +273,7 @@ pub fn images(plan: &Plan, rules: &Rules, defs: &[MapDef]) -> Vec<MapImage> {
 pub fn rule_label(plan: &Plan, rules: &Rules, k: u32) -> String {
     match rules.rules.get(k as usize) {
         Some(r) => {
-            let action = match r.action {
-                Action::Redirect { gateway, slot } => match plan.gateways.iter().find(|g| g.ip == gateway) {
-                    Some(g) => format!("redirect {} {} slot {slot}", g.node, g.ip),
-                    None => r.action.to_string(),
-                },
-                a => a.to_string(),
-            };
-            format!("class {} {} -> {action}", r.class.0, r.prefix)
+            format!("class {} {} -> {}", r.class.0, r.prefix, crate::ir::text::action_text(&plan.gateways, &r.action))
         }
         None => format!("rule {k}"),
     }
@@ -230,7 +285,7 @@ pub fn counter_labels(plan: &Plan, rules: &Rules, policies: &BTreeMap<u32, BTree
     vec![
         CounterMap {
             map: REASONS.into(),
-            labels: Reason::ALL
+            labels: Reason::COUNTED
                 .iter()
                 .map(|r| CounterLabel { index: r.index(), name: r.name().into(), policies: Vec::new() })
                 .collect(),

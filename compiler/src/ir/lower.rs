@@ -18,8 +18,8 @@
 use super::passes::{self, decide_class, minimize_table, reachable_actions, subtract_policy};
 use super::prefix::prefix_order;
 use super::{
-    Action, AppliedPolicy, Capture, Class, DropReason, EndpointRef, Entry, GatewayDecl, Module, Served, ServedSource,
-    SlotDecl, Stage,
+    Action, AppliedPolicy, Capture, Choice, Class, DropReason, EndpointRef, Entry, GatewayDecl, Module, Served,
+    ServedSource, SlotDecl, Stage, Target,
 };
 use crate::resolve::{EndpointId, GatewayOutcome, NodeId, PolicyId, World};
 use egret_lang::net::{Cidr, Family};
@@ -41,15 +41,15 @@ fn fam_bit(f: Family) -> u8 {
     }
 }
 
-/// The action a policy of the world takes for an endpoint's captured traffic.
+/// The action a policy of the world takes for an endpoint's captured
+/// traffic: its gateways in failover order, or a `no-gateway` drop when the
+/// policy has none. Liveness is not an input: the classifier applies it.
 pub fn action_for(world: &World, p: PolicyId, e: EndpointId) -> Action {
-    match world.gateway_outcome(p, e) {
-        GatewayOutcome::NoGateway => Action::Drop(DropReason::NoGateway),
-        GatewayOutcome::Gateway { slot, local: true, .. } => Action::LocalEgress { slot: slot.id },
-        GatewayOutcome::Gateway { gateway, slot, local: false } => {
-            Action::Redirect { gateway: gateway.ip, slot: slot.id }
-        }
-    }
+    let targets = world.failover(p, e).into_iter().filter_map(|o| match o {
+        GatewayOutcome::Gateway { gateway, slot, local } => Some(Target { gateway: gateway.ip, slot: slot.id, local }),
+        GatewayOutcome::NoGateway => None,
+    });
+    Choice::new(targets).map_or(Action::Drop(DropReason::NoGateway), Action::Egress)
 }
 
 /// The class key of an endpoint.
@@ -214,39 +214,45 @@ fn declare_gateways(world: &World, m: &mut Module, keys: &[&ClassKey]) {
     let mut gws: BTreeMap<std::net::Ipv4Addr, String> = BTreeMap::new();
     for key in keys {
         for (_, a, _) in key.iter() {
-            if let Action::Redirect { gateway, .. } = a {
-                let name = world.node_with_ip(*gateway).map_or_else(|| gateway.to_string(), |n| n.name.clone());
-                gws.entry(*gateway).or_insert(name);
+            let Action::Egress(choice) = a else { continue };
+            for t in choice.targets().iter().filter(|t| !t.local) {
+                let name = world.node_with_ip(t.gateway).map_or_else(|| t.gateway.to_string(), |n| n.name.clone());
+                gws.entry(t.gateway).or_insert(name);
             }
         }
     }
     m.gateways = gws.into_iter().map(|(ip, node)| GatewayDecl { node, ip }).collect();
 }
 
-/// The gateway side of a node: per slot it serves, the allowed sources.
+/// The gateway side of a node: per slot it serves, the allowed sources —
+/// every endpoint that can fail over to it (the slot is among the targets
+/// of its action) for a family in which that action is reachable.
 fn served(world: &World, node: NodeId, memo: &mut ClassMemo) -> Vec<Served> {
-    let node_ip = world.node(node).ip;
     let mut out: BTreeMap<crate::resolve::SlotId, BTreeSet<ServedSource>> = BTreeMap::new();
-    for &(p, gi) in world.gateway_entries_on(node) {
+    let policies: BTreeSet<PolicyId> = world.gateway_entries_on(node).iter().map(|(p, _)| *p).collect();
+    for p in policies {
         let pol = world.policy(p);
         for &e in world.selection(p) {
-            if world.assignment(p, e).chosen != Some(gi) {
-                continue;
-            }
-            let GatewayOutcome::Gateway { slot, local, .. } = world.gateway_outcome(p, e) else { continue };
-            let expected = match (local, node_ip) {
-                (true, _) => Action::LocalEgress { slot: slot.id },
-                (false, Some(ip)) => Action::Redirect { gateway: ip, slot: slot.id },
-                (false, None) => continue,
-            };
+            let action = action_for(world, p, e);
+            let Action::Egress(choice) = action else { continue };
             let t = memo.for_endpoint(world, e);
             let ep = world.endpoint(e);
-            // a remote endpoint's packets arrive through the tunnel from its node
-            let from = if local { None } else { ep.node.and_then(|n| world.node(n).ip) };
-            for ip in &ep.ips {
-                let fam = Family::of(ip);
-                if pol.has_family(fam) && t.reach.contains(&(fam, expected)) {
-                    out.entry(slot.id).or_default().insert(ServedSource { ip: *ip, endpoint: ep.key.clone(), from });
+            for target in choice.targets() {
+                let Some(slot) = world.slot_by_id(target.slot) else { continue };
+                if slot.gateway != node {
+                    continue;
+                }
+                // a remote endpoint's packets arrive through the tunnel from its node
+                let from = if target.local { None } else { ep.node.and_then(|n| world.node(n).ip) };
+                for ip in &ep.ips {
+                    let fam = Family::of(ip);
+                    if pol.has_family(fam) && t.reach.contains(&(fam, action)) {
+                        out.entry(slot.id).or_default().insert(ServedSource {
+                            ip: *ip,
+                            endpoint: ep.key.clone(),
+                            from,
+                        });
+                    }
                 }
             }
         }

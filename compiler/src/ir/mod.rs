@@ -25,8 +25,9 @@
 //! 2. `internal` is sorted in prefix order and pairwise disjoint.
 //! 3. `gateways` is sorted by IP; IPs and node names are unique; none is this node.
 //! 4. `slots` is sorted by id; ids are unique; every slot's gateway is this node.
-//! 5. Every action references a declared gateway (`Redirect`) or a declared
-//!    slot (`LocalEgress`); `Redirect` never targets this node's own IP.
+//! 5. Every `Egress` target references a declared gateway (remote) or a
+//!    declared slot (local, with this node's IP); a remote target never has
+//!    this node's own IP.
 //! 6. Classes are non-empty, their endpoints sorted by key; no endpoint key
 //!    and no endpoint IP appears twice in the module; classes are sorted by
 //!    their first endpoint key (canonical numbering `c0, c1, …`).
@@ -94,7 +95,7 @@ impl Stage {
 /// Why a packet is dropped at the source node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum DropReason {
-    /// The winning policy has no (healthy) gateway.
+    /// The winning policy has no gateway, or none of the endpoint's is live.
     NoGateway,
 }
 
@@ -106,9 +107,179 @@ impl DropReason {
     }
 }
 
-/// What the source node does with a packet. Also the plan's action.
+/// The most gateways an endpoint fails over through: the first
+/// `MAX_FAILOVER` of its failover order (SEMANTICS.md, "Health"). The
+/// classifier walks them unrolled (`egret_choices` holds this many targets).
+pub const MAX_FAILOVER: usize = egret_bpf::choices::MAX_TARGETS;
+
+/// One gateway a [`Choice`] may send to: the gateway node's IPv4 address
+/// (the tunnel remote, and the key of its liveness) and the egress slot
+/// (the VNI). `local` = the gateway is the node evaluating the packet
+/// (local egress through the slot; `gateway` is then this node's address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Target {
+    pub gateway: Ipv4Addr,
+    pub slot: SlotId,
+    pub local: bool,
+}
+
+impl Target {
+    const NONE: Target = Target { gateway: Ipv4Addr::UNSPECIFIED, slot: SlotId(0), local: false };
+
+    /// What a packet gets from this target.
+    pub fn effect(&self) -> Effect {
+        if self.local {
+            Effect::LocalEgress { slot: self.slot }
+        } else {
+            Effect::Redirect { gateway: self.gateway, slot: self.slot }
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.effect().fmt(f)
+    }
+}
+
+/// An endpoint's gateways for one policy, in failover order (at most
+/// [`MAX_FAILOVER`], at least one): the packet goes to the first whose
+/// gateway is live ([`Health`]), and is dropped (`no-gateway`) when none
+/// is. Fixed size so that [`Action`] stays `Copy`.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Choice {
+    len: u8,
+    targets: [Target; MAX_FAILOVER],
+}
+
+impl Choice {
+    /// The choice of `targets` in order (the first [`MAX_FAILOVER`]); `None`
+    /// when there is none.
+    pub fn new(targets: impl IntoIterator<Item = Target>) -> Option<Choice> {
+        let mut c = Choice { len: 0, targets: [Target::NONE; MAX_FAILOVER] };
+        for t in targets.into_iter().take(MAX_FAILOVER) {
+            c.targets[usize::from(c.len)] = t;
+            c.len += 1;
+        }
+        (c.len > 0).then_some(c)
+    }
+
+    /// One target.
+    pub fn single(target: Target) -> Choice {
+        let mut c = Choice { len: 1, targets: [Target::NONE; MAX_FAILOVER] };
+        c.targets[0] = target;
+        c
+    }
+
+    /// The targets, in failover order.
+    pub fn targets(&self) -> &[Target] {
+        &self.targets[..usize::from(self.len)]
+    }
+
+    /// The first target: where the packet goes while every gateway is live.
+    pub fn primary(&self) -> Target {
+        self.targets[0]
+    }
+
+    /// What a packet gets under `health`: the first target whose gateway is
+    /// live, else a `no-gateway` drop.
+    pub fn resolve(&self, health: &Health) -> Effect {
+        self.targets()
+            .iter()
+            .find(|t| health.is_up(t.gateway))
+            .map_or(Effect::Drop(DropReason::NoGateway), Target::effect)
+    }
+}
+
+impl fmt::Debug for Choice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.targets()).finish()
+    }
+}
+
+impl fmt::Display for Choice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, t) in self.targets().iter().enumerate() {
+            if i > 0 {
+                f.write_str(" else ")?;
+            }
+            t.fmt(f)?;
+        }
+        Ok(())
+    }
+}
+
+/// Which gateways are down, as a node's agent sees them (SEMANTICS.md,
+/// "Health"): an input of the decision, never of the plan. Every gateway
+/// not named is up.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Health {
+    pub down: std::collections::BTreeSet<Ipv4Addr>,
+}
+
+impl Health {
+    /// Every gateway up.
+    pub fn all_up() -> Health {
+        Health::default()
+    }
+
+    /// These gateways down, the rest up.
+    pub fn with_down(down: impl IntoIterator<Item = Ipv4Addr>) -> Health {
+        Health { down: down.into_iter().collect() }
+    }
+
+    pub fn is_up(&self, gateway: Ipv4Addr) -> bool {
+        !self.down.contains(&gateway)
+    }
+}
+
+/// What the source node does with a packet (the plan's action, before
+/// liveness is known).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Action {
+    /// Normal routing.
+    Pass,
+    Drop(DropReason),
+    /// To the first live gateway of the choice (tunnel to a remote gateway
+    /// node, or local egress when it is this node); drop `no-gateway` when
+    /// none is live.
+    Egress(Choice),
+}
+
+impl Action {
+    /// What a packet gets under `health`.
+    pub fn resolve(&self, health: &Health) -> Effect {
+        match self {
+            Action::Pass => Effect::Pass,
+            Action::Drop(r) => Effect::Drop(*r),
+            Action::Egress(c) => c.resolve(health),
+        }
+    }
+
+    /// A redirect to one remote gateway (no failover).
+    pub fn redirect(gateway: Ipv4Addr, slot: SlotId) -> Action {
+        Action::Egress(Choice::single(Target { gateway, slot, local: false }))
+    }
+
+    /// Local egress through a slot of this node (`node` = its address; no failover).
+    pub fn local_egress(node: Ipv4Addr, slot: SlotId) -> Action {
+        Action::Egress(Choice::single(Target { gateway: node, slot, local: true }))
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Action::Pass => f.write_str("pass"),
+            Action::Drop(r) => write!(f, "drop {}", r.as_str()),
+            Action::Egress(c) => c.fmt(f),
+        }
+    }
+}
+
+/// What happens to one packet once liveness is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Effect {
     /// Normal routing.
     Pass,
     Drop(DropReason),
@@ -123,13 +294,13 @@ pub enum Action {
     },
 }
 
-impl fmt::Display for Action {
+impl fmt::Display for Effect {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Action::Pass => f.write_str("pass"),
-            Action::Drop(r) => write!(f, "drop {}", r.as_str()),
-            Action::Redirect { gateway, slot } => write!(f, "redirect {gateway} slot {slot}"),
-            Action::LocalEgress { slot } => write!(f, "local-egress slot {slot}"),
+            Effect::Pass => f.write_str("pass"),
+            Effect::Drop(r) => write!(f, "drop {}", r.as_str()),
+            Effect::Redirect { gateway, slot } => write!(f, "redirect {gateway} slot {slot}"),
+            Effect::LocalEgress { slot } => write!(f, "local-egress slot {slot}"),
         }
     }
 }

@@ -19,18 +19,19 @@
 //!   source 10.244.1.5 production/app-1
 //! ```
 
-use super::{Action, Module, SlotDecl};
+use super::{Action, GatewayDecl, Module, SlotDecl, Target};
 use std::fmt::Write;
 
-/// Formats an action, naming the gateway node of a redirect.
-pub fn action_text(m: &Module, a: &Action) -> String {
-    match a {
-        Action::Redirect { gateway, slot } => match m.gateways.iter().find(|g| g.ip == *gateway) {
-            Some(g) => format!("redirect {} {} slot {slot}", g.node, g.ip),
-            None => a.to_string(),
-        },
-        _ => a.to_string(),
-    }
+/// Formats an action, naming the gateway node of each remote target:
+/// `redirect NODE IP slot ID` or `local-egress slot ID` per target, in
+/// failover order, joined by ` else ` (the plan text reads it back).
+pub fn action_text(gateways: &[GatewayDecl], a: &Action) -> String {
+    let Action::Egress(choice) = a else { return a.to_string() };
+    let target = |t: &Target| match gateways.iter().find(|g| g.ip == t.gateway) {
+        Some(g) if !t.local => format!("redirect {} {} slot {}", g.node, g.ip, t.slot),
+        _ => t.to_string(),
+    };
+    choice.targets().iter().map(target).collect::<Vec<_>>().join(" else ")
 }
 
 /// `slot ID on NODE SPEC: ipv4 X, ipv6 Y, interface Z`.
@@ -74,7 +75,7 @@ pub fn emit(m: &Module) -> String {
             let _ = writeln!(out, "  endpoint {} {}", e.key, ips.join(" "));
         }
         for p in &c.policies {
-            let _ = writeln!(out, "  policy {}: {}", p.name, action_text(m, &p.action));
+            let _ = writeln!(out, "  policy {}: {}", p.name, action_text(&m.gateways, &p.action));
             for cap in &p.captures {
                 let _ = writeln!(out, "    capture {} rank {}", cap.prefix, cap.rank);
             }
@@ -85,7 +86,7 @@ pub fn emit(m: &Module) -> String {
         if m.stage >= super::Stage::Decided {
             let _ = writeln!(out, "  table ({} entries)", c.table.len());
             for e in &c.table {
-                let _ = writeln!(out, "    {} -> {}", e.prefix, action_text(m, &e.action));
+                let _ = writeln!(out, "    {} -> {}", e.prefix, action_text(&m.gateways, &e.action));
             }
         }
     }

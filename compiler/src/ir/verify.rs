@@ -123,21 +123,22 @@ pub fn verify(m: &Module) -> Result<(), Vec<Violation>> {
     }
 
     // 5
-    let check_action = |place: &dyn Fn() -> String, a: &Action, v: &mut Vec<Violation>| match a {
-        Action::Redirect { gateway, .. } => {
-            if Some(*gateway) == m.node_ip {
-                v.push(Violation::RedirectToSelf { place: place(), ip: *gateway });
+    let check_action = |place: &dyn Fn() -> String, a: &Action, v: &mut Vec<Violation>| {
+        let Action::Egress(choice) = a else { return };
+        for t in choice.targets() {
+            if t.local {
+                if Some(t.gateway) != m.node_ip || !m.slots.iter().any(|s| s.id == t.slot) {
+                    v.push(Violation::Dangling { place: place(), action: a.to_string(), what: "slot" });
+                }
+                continue;
             }
-            if !m.gateways.iter().any(|g| g.ip == *gateway) {
+            if Some(t.gateway) == m.node_ip {
+                v.push(Violation::RedirectToSelf { place: place(), ip: t.gateway });
+            }
+            if !m.gateways.iter().any(|g| g.ip == t.gateway) {
                 v.push(Violation::Dangling { place: place(), action: a.to_string(), what: "gateway" });
             }
         }
-        Action::LocalEgress { slot } => {
-            if !m.slots.iter().any(|s| s.id == *slot) {
-                v.push(Violation::Dangling { place: place(), action: a.to_string(), what: "slot" });
-            }
-        }
-        Action::Pass | Action::Drop(_) => {}
     };
 
     // 6, 7, 8, 10
@@ -278,7 +279,7 @@ mod tests {
                 endpoints: vec![],
                 policies: vec![],
                 table: vec![
-                    Entry { prefix: "8.0.0.0/8".parse().unwrap(), action: Action::LocalEgress { slot: SlotId(7) } },
+                    Entry { prefix: "8.0.0.0/8".parse().unwrap(), action: Action::local_egress(me, SlotId(7)) },
                     Entry { prefix: "8.0.0.0/9".parse().unwrap(), action: Action::Pass },
                 ],
             }],

@@ -1,21 +1,35 @@
 //! The plan as JSON (`egret compile --emit plan --format json`).
 //!
 //! A stable, documented shape for tools; addresses and prefixes are strings,
-//! actions are objects with a `kind`. The text form ([`Plan::to_text`]) stays
+//! actions are objects with a `kind`. An egress action is its first target
+//! (`redirect` or `local-egress`, where it goes while every gateway is live)
+//! with the rest of its failover order in `failover` when there is more. The text form ([`Plan::to_text`]) stays
 //! the canonical one for people and snapshots.
 
 use super::Plan;
-use crate::ir::Action;
+use crate::ir::{Action, Target};
 use serde_json::{Value, json};
 
 fn action(a: &Action) -> Value {
     match a {
         Action::Pass => json!({"kind": "pass"}),
         Action::Drop(r) => json!({"kind": "drop", "reason": r.as_str()}),
-        Action::Redirect { gateway, slot } => {
-            json!({"kind": "redirect", "gateway": gateway.to_string(), "slot": slot.0})
+        Action::Egress(c) => {
+            let mut v = target(&c.primary());
+            if c.targets().len() > 1 {
+                v["failover"] = c.targets()[1..].iter().map(target).collect();
+            }
+            v
         }
-        Action::LocalEgress { slot } => json!({"kind": "local-egress", "slot": slot.0}),
+    }
+}
+
+/// A target as the action it is while its gateway is the first live one.
+fn target(t: &Target) -> Value {
+    if t.local {
+        json!({"kind": "local-egress", "slot": t.slot.0})
+    } else {
+        json!({"kind": "redirect", "gateway": t.gateway.to_string(), "slot": t.slot.0})
     }
 }
 

@@ -2,19 +2,8 @@
 //! in its canonical order, then the node's counts.
 
 use super::Plan;
-use crate::ir::text::slot_text;
-use crate::ir::{Action, GatewayDecl};
+use crate::ir::text::{action_text, slot_text};
 use std::fmt::Write;
-
-fn action_text(gateways: &[GatewayDecl], a: &Action) -> String {
-    match a {
-        Action::Redirect { gateway, slot } => match gateways.iter().find(|g| g.ip == *gateway) {
-            Some(g) => format!("redirect {} {} slot {slot}", g.node, g.ip),
-            None => a.to_string(),
-        },
-        _ => a.to_string(),
-    }
-}
 
 impl Plan {
     /// The canonical text of the plan.

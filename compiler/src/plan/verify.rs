@@ -127,25 +127,20 @@ pub fn verify(plan: Plan) -> Result<Verified<Plan>, Vec<PlanViolation>> {
                 v.push(PlanViolation::Family { class: c.id.0, prefix: e.prefix });
             }
             let eplace = || format!("{place} {}", e.prefix);
-            match e.action {
-                Action::Redirect { gateway, .. } => {
-                    if Some(gateway) == plan.node_ip {
-                        v.push(PlanViolation::RedirectToSelf { place: eplace() });
-                    }
-                    if !plan.gateways.iter().any(|g| g.ip == gateway) {
-                        v.push(PlanViolation::Dangling {
-                            place: eplace(),
-                            action: e.action.to_string(),
-                            what: "gateway",
-                        });
-                    }
-                }
-                Action::LocalEgress { slot } => {
-                    if !plan.slots.iter().any(|s| s.id == slot) {
+            let Action::Egress(choice) = e.action else { continue };
+            for t in choice.targets() {
+                if t.local {
+                    if Some(t.gateway) != plan.node_ip || !plan.slots.iter().any(|s| s.id == t.slot) {
                         v.push(PlanViolation::Dangling { place: eplace(), action: e.action.to_string(), what: "slot" });
                     }
+                    continue;
                 }
-                Action::Pass | Action::Drop(_) => {}
+                if Some(t.gateway) == plan.node_ip {
+                    v.push(PlanViolation::RedirectToSelf { place: eplace() });
+                }
+                if !plan.gateways.iter().any(|g| g.ip == t.gateway) {
+                    v.push(PlanViolation::Dangling { place: eplace(), action: e.action.to_string(), what: "gateway" });
+                }
             }
         }
     }

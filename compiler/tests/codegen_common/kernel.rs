@@ -55,6 +55,15 @@ pub fn load(a: &Artifact) -> Result<Loaded, String> {
                     m.insert(&Key::new(plen, arr::<20>(&k[4..])?), arr::<12>(&v)?, 0).map_err(|e| e.to_string())?;
                 }
             }
+            tables::CHOICES => {
+                let mut m: aya::maps::Array<_, [u8; egret_bpf::choices::VALUE_SIZE as usize]> =
+                    aya::maps::Array::try_from(map).map_err(|e| e.to_string())?;
+                for (k, v) in entries {
+                    let index = u32::from_le_bytes(arr::<4>(&k)?);
+                    m.set(index, arr::<{ egret_bpf::choices::VALUE_SIZE as usize }>(&v)?, 0)
+                        .map_err(|e| e.to_string())?;
+                }
+            }
             other => return Err(format!("no loader for the image of {other}")),
         }
     }
@@ -79,6 +88,23 @@ pub struct Ran {
 }
 
 impl Loaded {
+    /// Makes `egret_gw_live` hold exactly `down` (each with the down flag;
+    /// `before` is what it held).
+    pub fn set_down(&mut self, before: &[std::net::Ipv4Addr], down: &[std::net::Ipv4Addr]) -> Result<(), String> {
+        use egret_bpf::templates::GatewayLive;
+        let map = self.bpf.map_mut(tables::GW_LIVE).ok_or("no map egret_gw_live")?;
+        let mut m: aya::maps::HashMap<_, [u8; 4], [u8; 4]> =
+            aya::maps::HashMap::try_from(map).map_err(|e| e.to_string())?;
+        for g in before {
+            m.remove(&GatewayLive { gateway: *g, down: true }.key()).map_err(|e| e.to_string())?;
+        }
+        for g in down {
+            let e = GatewayLive { gateway: *g, down: true };
+            m.insert(e.key(), e.value(), 0).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
     /// Runs `frame` `repeat` times.
     pub fn run(&mut self, frame: &[u8], repeat: u32) -> Result<Ran, String> {
         let prog: &mut SchedClassifier = self

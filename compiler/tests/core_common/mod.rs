@@ -4,8 +4,8 @@
 
 use egret_compiler::compile::{self, Session};
 use egret_compiler::eval::{self, Source};
-use egret_compiler::ir::Action;
 use egret_compiler::ir::prefix::segments;
+use egret_compiler::ir::{Effect, Health};
 use egret_compiler::resolve::{Options, World};
 use egret_lang::ast::Bundle;
 use egret_lang::net::{Cidr, Family, u128_to_ip};
@@ -109,7 +109,6 @@ pub fn check_equivalence(w: &World) -> usize {
             let reps = &reps[if fam == Family::V4 { 0 } else { 1 }];
             for dst in reps {
                 let d = eval::decide(w, Source::Ip(*src), *dst);
-                let want = d.verdict.action();
                 // the prepared evaluator the code generator's checker uses decides the same
                 let quick = reference.decide(Source::Ip(*src), *dst);
                 assert_eq!(quick.verdict, d.verdict, "{src} -> {dst}: eval::Reference differs from decide");
@@ -128,23 +127,44 @@ pub fn check_equivalence(w: &World) -> usize {
                 let quick_trail: Vec<_> =
                     quick.trail.iter().map(|c| (&c.policy, &c.selection, &c.destination, &c.outcome)).collect();
                 assert_eq!(quick_trail, relevant, "{src} -> {dst}: trail differs");
-                if let Some(n) = e.node {
-                    let name = &w.node(n).name;
-                    let plan = &plans[name];
-                    let got = plan.lookup(*src, *dst);
-                    assert_eq!(got, want, "node {name}: {src} -> {dst}: plan {got:?} vs eval {:#?}", d.verdict);
+                let plan = e.node.map(|n| &plans[&w.node(n).name]);
+                if let Some(plan) = plan {
+                    // with the snapshot's liveness (Ready), as `egret explain` decides
+                    let got = plan.lookup(*src, *dst).resolve(w.ready_health());
+                    assert_eq!(
+                        got,
+                        d.verdict.effect(),
+                        "node {}: {src} -> {dst}: plan vs eval {:#?}",
+                        plan.node,
+                        d.verdict
+                    );
                     checks += 1;
                 }
-                match want {
-                    Action::Redirect { gateway, slot } => {
-                        let gw = w.node_with_ip(gateway).expect("gateway node").name.clone();
-                        expected.insert((gw, slot.0, *src));
+                // every step of the failover order: take the gateway in effect
+                // down, decide again, until the traffic is dropped
+                let mut health = Health::all_up();
+                loop {
+                    let d = reference.decide_with(Source::Ip(*src), *dst, &health);
+                    let want = d.verdict.effect();
+                    if let Some(plan) = plan {
+                        let got = plan.lookup(*src, *dst).resolve(&health);
+                        assert_eq!(got, want, "node {}: {src} -> {dst} with {health:?}: plan vs eval", plan.node);
+                        checks += 1;
                     }
-                    Action::LocalEgress { slot } => {
-                        let gw = w.node(e.node.expect("local egress has a node")).name.clone();
-                        expected.insert((gw, slot.0, *src));
-                    }
-                    _ => {}
+                    let gateway = match want {
+                        Effect::Redirect { gateway, slot } => {
+                            let gw = w.node_with_ip(gateway).expect("gateway node").name.clone();
+                            expected.insert((gw, slot.0, *src));
+                            gateway
+                        }
+                        Effect::LocalEgress { slot } => {
+                            let node = w.node(e.node.expect("local egress has a node"));
+                            expected.insert((node.name.clone(), slot.0, *src));
+                            node.ip.expect("a gateway has an IPv4 address")
+                        }
+                        _ => break,
+                    };
+                    assert!(health.down.insert(gateway), "{src} -> {dst}: a down gateway was chosen");
                 }
             }
         }
