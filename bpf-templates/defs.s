@@ -139,6 +139,31 @@
 .equ STAT_REPLY_LOCAL, 15           // replies handed to a pod on the gateway node
 .equ STAT_REPLY_DELIVERED, 16       // tunnelled replies delivered to a pod (source node)
 
+// ----- gateway probes (templates::probe): VNI 0, inner ethertype 0x88b5 -----------
+// Frame: dst MAC 02:65:67:72:65:01, src MAC 02:65:67:72:65:02, ethertype 0x88b5,
+// magic "EGRP" @14, u8 kind @18, u8 version @19, u16 0 @20, host u32 seq @22,
+// be32 sender IPv4 @26, host u64 sent_ns @30, zero padding to 60 bytes. The 4- and
+// 8-byte fields are at 2 mod 4 / 2 mod 8: aligned for the kernel (NET_IP_ALIGN).
+.equ PROBE_VNI, 0
+.equ PROBE_ETH_P_LE, 0xb588         // ethertype 0x88b5 as a little-endian u16 load reads it
+.equ PROBE_MAGIC_LE, 0x50524745     // "EGRP" as a little-endian u32 load reads it
+.equ PROBE_VERSION, 1
+.equ PROBE_KIND_REQUEST, 1
+.equ PROBE_KIND_REPLY, 2
+.equ PROBE_MAGIC, 14                // frame offsets
+.equ PROBE_KIND, 18
+.equ PROBE_VER, 19
+.equ PROBE_SEQ, 22
+.equ PROBE_SENDER, 26
+.equ PROBE_SENT_NS, 30
+.equ PROBE_END, 38                  // shortest probe frame accepted
+
+// ----- egret_probe_rx: u32 host IPv4 of the answering node -> 24 bytes -------------
+.equ PR_SEQ, 0                      // host u32 seq of the reply
+.equ PR_SENT_NS, 8                  // host u64 sent_ns copied from the reply
+.equ PR_RECV_NS, 16                 // host u64 ktime_get_ns() when it arrived
+.equ PROBE_RX_SIZE, 24
+
 // ----- port allocation -------------------------------------------------------------
 // NAT ports 61000..=65535: disjoint from Linux's default ip_local_port_range
 // (32768-60999), so the host's own connections from the egress IP do not collide.
@@ -162,12 +187,14 @@
 .equ GW_ALLOWED_MAX, 65536
 .equ NAT_MAX, 65536
 .equ STATS_MAX, 32
+.equ PROBE_RX_MAX, 1024
 .map egret_local_eps, hash, key_size=4, value_size=LE_SIZE, max_entries=LOCAL_EPS_MAX
 .map egret_gw_slots, hash, key_size=4, value_size=GS_SIZE, max_entries=GW_SLOTS_MAX
 .map egret_gw_allowed, hash, key_size=8, value_size=GA_SIZE, max_entries=GW_ALLOWED_MAX
 .map egret_nat_v4, lru_hash, key_size=NAT_KEY_SIZE, value_size=FV_SIZE, max_entries=NAT_MAX
 .map egret_rnat_v4, lru_hash, key_size=NAT_KEY_SIZE, value_size=RV_SIZE, max_entries=NAT_MAX
 .map egret_gw_stats, percpu_array, key_size=4, value_size=ST_SIZE, max_entries=STATS_MAX
+.map egret_probe_rx, hash, key_size=4, value_size=PROBE_RX_SIZE, max_entries=PROBE_RX_MAX
 
 // ----- stack frame (offsets from r10; every program uses this one layout) ----------
 .equ FKEY, -16                      // forward 5-tuple (16 B)

@@ -284,11 +284,16 @@ pub struct DecisionTable {
     pub egress: std::collections::BTreeMap<u32, std::net::IpAddr>,
 }
 
-/// The gateway templates' maps that only their programs write
-/// (`crate::templates`: the NAT tables and the per-CPU counters): state maps
-/// wherever they appear with an empty image ([`Artifact::new`] marks them).
-pub const TEMPLATE_STATE_MAPS: [&str; 3] =
-    [crate::templates::map::NAT_V4, crate::templates::map::RNAT_V4, crate::templates::map::GW_STATS];
+/// The gateway templates' maps whose content the compiler does not produce
+/// (`crate::templates`: the NAT tables, the per-CPU counters and the probe
+/// replies, which the programs write): state maps wherever they appear with
+/// an empty image ([`Artifact::new`] marks them).
+pub const TEMPLATE_STATE_MAPS: [&str; 4] = [
+    crate::templates::map::NAT_V4,
+    crate::templates::map::RNAT_V4,
+    crate::templates::map::GW_STATS,
+    crate::templates::map::PROBE_RX,
+];
 
 /// The manifest (`NODE.artifact.json`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -594,7 +599,7 @@ mod tests {
         let maps = crate::templates::maps();
         let images: Vec<MapImage> = maps.iter().map(MapImage::of).collect();
         let a = Artifact::new("gw", vec![1], vec![], vec![], images.clone());
-        assert_eq!(a.manifest.state, ["egret_gw_stats", "egret_nat_v4", "egret_rnat_v4"]);
+        assert_eq!(a.manifest.state, ["egret_gw_stats", "egret_nat_v4", "egret_probe_rx", "egret_rnat_v4"]);
         assert!(a.is_state("egret_nat_v4") && !a.is_state("egret_local_eps"));
         a.check().expect("state maps with empty images check");
         // the manifest round-trips through JSON with its state list

@@ -197,6 +197,9 @@ pub mod map {
     /// Gateway liveness as this node's agent sees it (read by the source
     /// classifier; see [`super::GatewayLive`]).
     pub const GW_LIVE: &str = "egret_gw_live";
+    /// The last probe reply received from each node (written by
+    /// `egret_tunnel_in`, read by the agent; see [`super::probe::ProbeRx`]).
+    pub const PROBE_RX: &str = "egret_probe_rx";
 }
 
 /// `max_entries` of `egret_local_eps`.
@@ -211,6 +214,8 @@ pub const NAT_MAX: u32 = 65536;
 pub const STATS_MAX: u32 = 32;
 /// `max_entries` of `egret_gw_live`.
 pub const GW_LIVE_MAX: u32 = 1024;
+/// `max_entries` of `egret_probe_rx`.
+pub const PROBE_RX_MAX: u32 = 1024;
 
 /// First NAT port.
 pub const NAT_PORT_MIN: u16 = 61000;
@@ -383,6 +388,7 @@ pub fn maps() -> Vec<MapDef> {
         def(map::NAT_V4, MapKind::LruHash, NatKey::SIZE as u32, ForwardNat::SIZE as u32, NAT_MAX),
         def(map::RNAT_V4, MapKind::LruHash, NatKey::SIZE as u32, ReverseNat::SIZE as u32, NAT_MAX),
         def(map::GW_STATS, MapKind::PercpuArray, 4, 16, STATS_MAX),
+        probe::ProbeRx::map_def(),
     ]
 }
 
@@ -818,6 +824,249 @@ impl GatewayLive {
     }
 }
 
+/// Gateway probes: frames that nodes send to a gateway's `egret0` and that
+/// the gateway's own `egret_tunnel_in` answers, so that a gateway whose
+/// datapath is gone stops answering even while its agent runs.
+///
+/// A probe travels in egret's VXLAN tunnel with VNI [`VNI`] (0; egress slots
+/// are never 0). The UDP payload ([`Probe::datagram`]) is the 8-byte VXLAN
+/// header — flags `0x08` @0, 3 zero bytes, `be24` VNI @4, 1 zero byte @7 —
+/// followed by the inner Ethernet frame ([`Probe::frame`], [`FRAME_LEN`] = 60
+/// bytes, the Ethernet minimum without FCS):
+///
+/// | bytes | field |
+/// |---|---|
+/// | 0..6 | destination MAC `02:65:67:72:65:01` ([`DST_MAC`]) |
+/// | 6..12 | source MAC `02:65:67:72:65:02` ([`SRC_MAC`]; locally administered and never a device's MAC, or the kernel's vxlan drops the frame as `LOCAL_MAC`) |
+/// | 12..14 | `be16` ethertype `0x88b5` ([`ETHERTYPE`], IEEE 802 local experimental 1) |
+/// | 14..18 | magic, the bytes `E G R P` ([`MAGIC`]) |
+/// | 18 | `u8` kind: 1 request, 2 reply |
+/// | 19 | `u8` version, 1 ([`VERSION`]) |
+/// | 20..22 | `u16` 0 |
+/// | 22..26 | `host u32` sequence number (little-endian) |
+/// | 26..30 | `be32` the sender's underlay IPv4 (informational; the program uses the tunnel remote) |
+/// | 30..38 | `host u64` the sender's `CLOCK_MONOTONIC` in ns when it sent the request (what `bpf_ktime_get_ns` reads) |
+/// | 38..60 | zero padding |
+///
+/// The 4- and 8-byte fields sit at offsets ≡ 2 mod 4 / mod 8, so they are
+/// aligned for the kernel verifier's strict-alignment model (which assumes
+/// the packet starts 2 bytes past an aligned address, `NET_IP_ALIGN`).
+///
+/// `egret_tunnel_in` checks the inner ethertype before anything else. A
+/// probe must have tunnel metadata (else drop `no-tunnel-key`), VNI 0, at
+/// least [`PAYLOAD_END`] bytes, the magic and version 1 (else drop
+/// `malformed`). A **request** is turned into a reply in place (kind byte
+/// rewritten, everything else unchanged — seq, sender and `sent_ns` are the
+/// requester's) and sent back with the tunnel key `{tunnel_id = 0,
+/// remote_ipv4 = the request's tunnel remote, tunnel_ttl = 64}` and
+/// `bpf_redirect(skb->ifindex, 0)` (egress of `egret0`), counted
+/// `probe-answered`. A **reply** is recorded in `egret_probe_rx` under the
+/// tunnel remote (the node that answered) and dropped, counted `probe-reply`.
+/// Any other kind is `malformed`.
+pub mod probe {
+    use std::net::Ipv4Addr;
+
+    use crate::maps::{MapDef, MapKind};
+
+    /// VNI of probe frames (egress slots are never 0).
+    pub const VNI: u32 = 0;
+    /// Inner ethertype of probe frames (IEEE 802 local experimental 1).
+    pub const ETHERTYPE: u16 = 0x88b5;
+    /// Length of a probe frame (Ethernet header + payload, zero-padded).
+    pub const FRAME_LEN: usize = 60;
+    /// Destination MAC of probe frames.
+    pub const DST_MAC: [u8; 6] = [0x02, 0x65, 0x67, 0x72, 0x65, 0x01];
+    /// Source MAC of probe frames (never a device's MAC).
+    pub const SRC_MAC: [u8; 6] = [0x02, 0x65, 0x67, 0x72, 0x65, 0x02];
+    /// The magic at [`OFF_MAGIC`].
+    pub const MAGIC: [u8; 4] = *b"EGRP";
+    /// The format version at [`OFF_VERSION`].
+    pub const VERSION: u8 = 1;
+    /// Kind byte of a request.
+    pub const KIND_REQUEST: u8 = 1;
+    /// Kind byte of a reply.
+    pub const KIND_REPLY: u8 = 2;
+    /// Frame offset of the magic.
+    pub const OFF_MAGIC: usize = 14;
+    /// Frame offset of the kind byte.
+    pub const OFF_KIND: usize = 18;
+    /// Frame offset of the version byte.
+    pub const OFF_VERSION: usize = 19;
+    /// Frame offset of the sequence number (`host u32`).
+    pub const OFF_SEQ: usize = 22;
+    /// Frame offset of the sender's IPv4 (`be32`).
+    pub const OFF_SENDER: usize = 26;
+    /// Frame offset of the send time (`host u64` ns).
+    pub const OFF_SENT_NS: usize = 30;
+    /// End of the payload: the shortest frame the program accepts.
+    pub const PAYLOAD_END: usize = 38;
+    /// Length of the VXLAN header in front of the frame in a datagram.
+    pub const VXLAN_HLEN: usize = 8;
+
+    /// Request or reply.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Kind {
+        /// Sent by a node to a gateway.
+        Request,
+        /// The gateway's program's answer.
+        Reply,
+    }
+
+    impl Kind {
+        /// The kind byte.
+        #[must_use]
+        pub const fn byte(self) -> u8 {
+            match self {
+                Kind::Request => KIND_REQUEST,
+                Kind::Reply => KIND_REPLY,
+            }
+        }
+    }
+
+    /// A probe frame's content.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct Probe {
+        /// Request or reply.
+        pub kind: Kind,
+        /// Sequence number chosen by the sender.
+        pub seq: u32,
+        /// The sender's underlay IPv4.
+        pub sender: Ipv4Addr,
+        /// The sender's `CLOCK_MONOTONIC` in ns when it sent the request.
+        pub sent_ns: u64,
+    }
+
+    impl Probe {
+        /// The inner Ethernet frame.
+        #[must_use]
+        pub fn frame(&self) -> [u8; FRAME_LEN] {
+            let mut f = [0u8; FRAME_LEN];
+            f[0..6].copy_from_slice(&DST_MAC);
+            f[6..12].copy_from_slice(&SRC_MAC);
+            f[12..14].copy_from_slice(&ETHERTYPE.to_be_bytes());
+            f[OFF_MAGIC..OFF_MAGIC + 4].copy_from_slice(&MAGIC);
+            f[OFF_KIND] = self.kind.byte();
+            f[OFF_VERSION] = VERSION;
+            f[OFF_SEQ..OFF_SEQ + 4].copy_from_slice(&self.seq.to_le_bytes());
+            f[OFF_SENDER..OFF_SENDER + 4].copy_from_slice(&self.sender.octets());
+            f[OFF_SENT_NS..OFF_SENT_NS + 8].copy_from_slice(&self.sent_ns.to_le_bytes());
+            f
+        }
+
+        /// Decodes a frame (at least [`PAYLOAD_END`] bytes, as the program
+        /// requires): `None` unless the ethertype, magic, version and kind
+        /// are a probe's. The MACs are not checked.
+        #[must_use]
+        pub fn from_frame(frame: &[u8]) -> Option<Probe> {
+            let f = frame.get(..PAYLOAD_END)?;
+            if f[12..14] != ETHERTYPE.to_be_bytes() || f[OFF_MAGIC..OFF_MAGIC + 4] != MAGIC || f[OFF_VERSION] != VERSION
+            {
+                return None;
+            }
+            let kind = match f[OFF_KIND] {
+                KIND_REQUEST => Kind::Request,
+                KIND_REPLY => Kind::Reply,
+                _ => return None,
+            };
+            Some(Probe {
+                kind,
+                seq: u32::from_le_bytes(f[OFF_SEQ..OFF_SEQ + 4].try_into().ok()?),
+                sender: Ipv4Addr::new(f[OFF_SENDER], f[OFF_SENDER + 1], f[OFF_SENDER + 2], f[OFF_SENDER + 3]),
+                sent_ns: u64::from_le_bytes(f[OFF_SENT_NS..OFF_SENT_NS + 8].try_into().ok()?),
+            })
+        }
+
+        /// The UDP payload to send to a node's tunnel port: the VXLAN header
+        /// (flags `0x08`, VNI [`VNI`]) and [`Probe::frame`].
+        #[must_use]
+        pub fn datagram(&self) -> Vec<u8> {
+            let mut d = Vec::with_capacity(VXLAN_HLEN + FRAME_LEN);
+            d.extend_from_slice(&[0x08, 0, 0, 0]);
+            d.extend_from_slice(&(VNI << 8).to_be_bytes());
+            d.extend_from_slice(&self.frame());
+            d
+        }
+
+        /// Decodes a datagram received on the tunnel port (VXLAN header with
+        /// the I flag and VNI [`VNI`], then a probe frame).
+        #[must_use]
+        pub fn from_datagram(datagram: &[u8]) -> Option<Probe> {
+            let h = datagram.get(..VXLAN_HLEN)?;
+            if h[0] & 0x08 == 0 || u32::from_be_bytes([h[4], h[5], h[6], h[7]]) >> 8 != VNI {
+                return None;
+            }
+            Probe::from_frame(&datagram[VXLAN_HLEN..])
+        }
+    }
+
+    /// Value of `egret_probe_rx` (key: `u32` host IPv4 of the node that
+    /// answered, i.e. the reply's tunnel remote).
+    ///
+    /// `egret_probe_rx` — hash, key 4, value 24, [`super::PROBE_RX_MAX`]
+    /// entries, a state map (empty image, kept across generation swaps),
+    /// written by `egret_tunnel_in` (`BPF_ANY`) when a reply arrives:
+    /// - key: `host u32` IPv4 of the answering node (tunnel remote);
+    /// - value: `host u32` seq @0 (copied from the reply), 4 zero bytes @4,
+    ///   `host u64` `sent_ns` @8 (copied from the reply), `host u64`
+    ///   `recv_ns` @16 (`bpf_ktime_get_ns()` at arrival).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct ProbeRx {
+        /// The reply's sequence number.
+        pub seq: u32,
+        /// When its request was sent (the requester's clock).
+        pub sent_ns: u64,
+        /// When the reply arrived (`bpf_ktime_get_ns`).
+        pub recv_ns: u64,
+    }
+
+    impl ProbeRx {
+        /// Value size.
+        pub const SIZE: usize = 24;
+
+        /// The key of `node`'s entry.
+        #[must_use]
+        pub fn key(node: Ipv4Addr) -> [u8; 4] {
+            u32::from(node).to_le_bytes()
+        }
+
+        /// Decodes a value; `None` unless exactly [`ProbeRx::SIZE`] bytes.
+        #[must_use]
+        pub fn from_bytes(value: &[u8]) -> Option<ProbeRx> {
+            if value.len() != Self::SIZE {
+                return None;
+            }
+            Some(ProbeRx {
+                seq: u32::from_le_bytes(value[0..4].try_into().ok()?),
+                sent_ns: u64::from_le_bytes(value[8..16].try_into().ok()?),
+                recv_ns: u64::from_le_bytes(value[16..24].try_into().ok()?),
+            })
+        }
+
+        /// The value bytes.
+        #[must_use]
+        pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+            let mut v = [0u8; Self::SIZE];
+            v[0..4].copy_from_slice(&self.seq.to_le_bytes());
+            v[8..16].copy_from_slice(&self.sent_ns.to_le_bytes());
+            v[16..24].copy_from_slice(&self.recv_ns.to_le_bytes());
+            v
+        }
+
+        /// The map's definition.
+        #[must_use]
+        pub fn map_def() -> MapDef {
+            MapDef {
+                name: super::map::PROBE_RX.to_owned(),
+                kind: MapKind::Hash,
+                key_size: 4,
+                value_size: Self::SIZE as u32,
+                max_entries: super::PROBE_RX_MAX,
+                flags: 0,
+            }
+        }
+    }
+}
+
 /// The flow hash of the port allocator, exactly as the templates compute it:
 /// over the little-endian `u32` loads of the forward key's words `a` = src,
 /// `b` = dst, `c` = sport | dport << 16 (memory order), `d` = protocol,
@@ -882,6 +1131,24 @@ pub fn mirrored_constants() -> BTreeMap<String, i64> {
         ("LE_SIZE", LocalEndpoint::SIZE as i64),
         ("ST_SIZE", 16),
         ("SLOT_MASK", 0x00ff_ffff),
+        ("PROBE_RX_MAX", i64::from(PROBE_RX_MAX)),
+        ("PROBE_RX_SIZE", probe::ProbeRx::SIZE as i64),
+        ("PROBE_VNI", i64::from(probe::VNI)),
+        ("PROBE_ETH_P_LE", i64::from(probe::ETHERTYPE.swap_bytes())),
+        ("PROBE_MAGIC_LE", i64::from(u32::from_le_bytes(probe::MAGIC))),
+        ("PROBE_VERSION", i64::from(probe::VERSION)),
+        ("PROBE_KIND_REQUEST", i64::from(probe::KIND_REQUEST)),
+        ("PROBE_KIND_REPLY", i64::from(probe::KIND_REPLY)),
+        ("PROBE_MAGIC", probe::OFF_MAGIC as i64),
+        ("PROBE_KIND", probe::OFF_KIND as i64),
+        ("PROBE_VER", probe::OFF_VERSION as i64),
+        ("PROBE_SEQ", probe::OFF_SEQ as i64),
+        ("PROBE_SENDER", probe::OFF_SENDER as i64),
+        ("PROBE_SENT_NS", probe::OFF_SENT_NS as i64),
+        ("PROBE_END", probe::PAYLOAD_END as i64),
+        ("PR_SEQ", 0),
+        ("PR_SENT_NS", 8),
+        ("PR_RECV_NS", 16),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
@@ -932,5 +1199,59 @@ mod tests {
         sorted.sort_unstable();
         sorted.dedup();
         assert_eq!(sorted.len(), NAT_PROBES, "candidates are distinct");
+    }
+
+    #[test]
+    fn probes_round_trip_and_garbage_is_rejected() {
+        use probe::{Kind, Probe, ProbeRx};
+        let p = Probe {
+            kind: Kind::Request,
+            seq: 0xdead_beef,
+            sender: Ipv4Addr::new(192, 0, 2, 7),
+            sent_ns: 0x0102_0304_0506_0708,
+        };
+        let f = p.frame();
+        assert_eq!(Probe::from_frame(&f), Some(p));
+        assert_eq!(&f[0..14], &[2, 0x65, 0x67, 0x72, 0x65, 1, 2, 0x65, 0x67, 0x72, 0x65, 2, 0x88, 0xb5]);
+        assert_eq!(&f[14..22], b"EGRP\x01\x01\0\0");
+        assert_eq!(&f[22..26], &[0xef, 0xbe, 0xad, 0xde], "seq little-endian");
+        assert_eq!(&f[26..30], &[192, 0, 2, 7], "sender in network order");
+        assert_eq!(&f[30..38], &[8, 7, 6, 5, 4, 3, 2, 1], "sent_ns little-endian");
+        assert!(f[38..].iter().all(|b| *b == 0), "zero padding");
+        let r = Probe { kind: Kind::Reply, ..p };
+        assert_eq!(r.frame()[18], 2);
+        assert_eq!(Probe::from_frame(&r.frame()), Some(r));
+        // the program accepts the payload without padding; so does the decoder
+        assert_eq!(Probe::from_frame(&f[..probe::PAYLOAD_END]), Some(p));
+        assert_eq!(Probe::from_frame(&f[..probe::PAYLOAD_END - 1]), None, "short");
+        for (at, byte) in [(12, 0x08), (13, 0x00), (14, b'X'), (17, b'Q'), (18, 0), (18, 3), (19, 2)] {
+            let mut g = f;
+            g[at] = byte;
+            assert_eq!(Probe::from_frame(&g), None, "byte {at} = {byte:#x}");
+        }
+        assert_eq!(Probe::from_frame(&[]), None);
+        assert_eq!(Probe::from_frame(&[0xff; 60]), None);
+
+        let d = p.datagram();
+        assert_eq!(d.len(), probe::VXLAN_HLEN + probe::FRAME_LEN);
+        assert_eq!(&d[..8], &[0x08, 0, 0, 0, 0, 0, 0, 0], "VXLAN header, VNI 0");
+        assert_eq!(&d[8..], &f[..]);
+        assert_eq!(Probe::from_datagram(&d), Some(p));
+        let mut bad = d.clone();
+        bad[6] = 1; // VNI 256
+        assert_eq!(Probe::from_datagram(&bad), None);
+        assert_eq!(Probe::from_datagram(&d[..7]), None);
+
+        let rx = ProbeRx { seq: 7, sent_ns: 1_000, recv_ns: 2_000 };
+        let b = rx.to_bytes();
+        assert_eq!(ProbeRx::from_bytes(&b), Some(rx));
+        assert_eq!(&b[0..8], &[7, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(&b[8..10], &[0xe8, 0x03]);
+        assert_eq!(ProbeRx::from_bytes(&b[..23]), None);
+        assert_eq!(ProbeRx::from_bytes(&[0; 25]), None);
+        assert_eq!(ProbeRx::key(Ipv4Addr::new(192, 0, 2, 7)), [7, 2, 0, 192], "host order");
+        let def = ProbeRx::map_def();
+        assert_eq!((def.name.as_str(), def.key_size, def.value_size, def.max_entries), ("egret_probe_rx", 4, 24, 1024));
+        assert_eq!(def.kind, MapKind::Hash);
     }
 }
