@@ -64,6 +64,7 @@
 .equ TK_ID, 0                       // tunnel_id (u32)
 .equ TK_REMOTE, 4                   // remote_ipv4 (u32, host byte order)
 .equ TK_TTL, 21                     // tunnel_ttl (u8)
+.equ TK_LOCAL, 28                   // local_ipv4 (u32, host byte order)
 .equ TUNNEL_TTL, 64
 .equ SLOT_MASK, 0xffffff            // egress slots are 24-bit VXLAN VNIs
 
@@ -138,6 +139,8 @@
 .equ STAT_REPLY_TUNNELLED, 14       // replies sent back through the tunnel
 .equ STAT_REPLY_LOCAL, 15           // replies handed to a pod on the gateway node
 .equ STAT_REPLY_DELIVERED, 16       // tunnelled replies delivered to a pod (source node)
+.equ STAT_PROBE_ANSWERED, 17        // probe requests answered (egret_tunnel_in)
+.equ STAT_PROBE_REPLY, 18           // probe replies recorded in egret_probe_rx, then dropped
 
 // ----- gateway probes (templates::probe): VNI 0, inner ethertype 0x88b5 -----------
 // Frame: dst MAC 02:65:67:72:65:01, src MAC 02:65:67:72:65:02, ethertype 0x88b5,
@@ -217,3 +220,6 @@
 .equ DELIVER_IFINDEX, -156          // u32 veth of a local pod (egret_gw_reply)
 .equ NH, -176                       // struct bpf_redir_neigh (20 B): family @0, ipv4_nh @4
 .equ TUNKEY, -224                   // struct bpf_tunnel_key (44 B)
+// The probe path (egret_tunnel_in) never reaches the SNAT path, so it reuses RVAL:
+.equ PROBE_RX_VAL, RVAL             // egret_probe_rx value being built (24 B)
+.equ PROBE_NEW_KIND, RVAL           // u8 kind byte written into a request

@@ -6,7 +6,7 @@
 //!
 //! | program | attach | what it does |
 //! |---|---|---|
-//! | `egret_tunnel_in` | tcx ingress of `egret0` ([`AttachPoint::TunnelIngress`]), every node | inner destination in `egret_local_eps` → *reply delivery*: `bpf_redirect_neigh(veth, {AF_INET, pod}, 20, 0)`; otherwise *egress*: `tunnel_id & 0xffffff` is the slot, the tunnel remote the sending node, then the SNAT path |
+//! | `egret_tunnel_in` | tcx ingress of `egret0` ([`AttachPoint::TunnelIngress`]), every node | first, a gateway probe (inner ethertype 0x88b5, see [`probe`]): a request is answered from here, a reply recorded in `egret_probe_rx`; then inner destination in `egret_local_eps` → *reply delivery*: `bpf_redirect_neigh(veth, {AF_INET, pod}, 20, 0)`; otherwise *egress*: `tunnel_id & 0xffffff` is the slot, the tunnel remote the sending node, then the SNAT path |
 //! | `egret_gw_local` | none: tail-call target, index [`GW_LOCAL_PROG_INDEX`] of the source classifier's `PROG_ARRAY` | the SNAT path for the gateway node's own pods; the slot is in `skb->cb[0]` (low 24 bits) |
 //! | `egret_gw_reply` | tcx ingress of each egress interface ([`AttachPoint::EgressIngress`]) | reverse NAT; a reply to a pod on another node gets the tunnel key `{tunnel_id = slot, remote_ipv4 = node (host order), tunnel_ttl = 64}` and `bpf_redirect(%tunnel_ifindex, 0)`; one to a local pod goes to its veth like reply delivery; anything that is not a live NAT mapping returns `TC_ACT_UNSPEC` (-1) untouched |
 //!
@@ -92,6 +92,10 @@
 //! [`STATS_MAX`] entries: `u64` host packets @0, `u64` host bytes (`skb->len`)
 //! @8. Indexes: [`Stat`] (one list for the source and the gateway side; index
 //! 0 `no-gateway` is the source classifier's, these templates never write it).
+//!
+//! `egret_probe_rx` — hash, key 4, value 24, [`PROBE_RX_MAX`] entries, a
+//! state map written by `egret_tunnel_in` for each probe reply: see
+//! [`probe::ProbeRx`] and the frame layout in [`probe`].
 //!
 //! # Connection tracking and port allocation
 //!
@@ -429,11 +433,16 @@ pub enum Stat {
     ReplyLocal,
     /// 16, passed: tunnelled replies delivered to a pod (source node).
     ReplyDelivered,
+    /// 17, passed: probe requests answered by `egret_tunnel_in` ([`probe`]).
+    ProbeAnswered,
+    /// 18, consumed: probe replies recorded in `egret_probe_rx` (then dropped:
+    /// nothing else sees them).
+    ProbeReply,
 }
 
 impl Stat {
     /// All indexes, in order.
-    pub const ALL: [Stat; 17] = [
+    pub const ALL: [Stat; 19] = [
         Stat::NoGateway,
         Stat::NoEgressIp,
         Stat::SpoofedSource,
@@ -451,6 +460,8 @@ impl Stat {
         Stat::ReplyTunnelled,
         Stat::ReplyLocal,
         Stat::ReplyDelivered,
+        Stat::ProbeAnswered,
+        Stat::ProbeReply,
     ];
 
     /// The key in `egret_gw_stats`.
@@ -480,6 +491,8 @@ impl Stat {
             Stat::ReplyTunnelled => "reply-tunnelled",
             Stat::ReplyLocal => "reply-local",
             Stat::ReplyDelivered => "reply-delivered",
+            Stat::ProbeAnswered => "probe-answered",
+            Stat::ProbeReply => "probe-reply",
         }
     }
 

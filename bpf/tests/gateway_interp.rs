@@ -568,3 +568,127 @@ fn a_new_egress_ip_for_the_slot_makes_a_new_mapping() {
     assert_eq!(gw.fnat(&key_of(&syn)).map(|f| f.egress_ip), Some(new_ip));
     assert_eq!(gw.stat(Stat::NatCreated).0, 2);
 }
+
+// ----- gateway probes ---------------------------------------------------------------
+
+use egret_bpf::templates::map as maps_of;
+use egret_bpf::templates::probe::{self, Kind, Probe, ProbeRx};
+
+#[test]
+fn a_probe_request_is_answered_back_through_the_tunnel() {
+    let mut gw = Gateway::new();
+    let req = probe_request(41, NODE_A, 123_456_789);
+    let frame = req.frame();
+    let out = gw.tunnel_in(&frame, probe::VNI, NODE_A);
+    assert_eq!(out.r0, REDIRECT);
+    assert_eq!(
+        out.effects.redirect,
+        Some(Redirect { ifindex: 1, flags: 0, kind: RedirectKind::Redirect }),
+        "egress of the device it came in on (skb->ifindex), flags 0"
+    );
+    let key = out.effects.tunnel_key.as_ref().expect("tunnel key set");
+    assert_eq!(key.key.tunnel_id, probe::VNI);
+    assert_eq!(key.key.remote, IpAddr::V4(NODE_A), "back to the requester");
+    assert_eq!(key.key.local, Some(IpAddr::V4(GATEWAY_UNDERLAY)), "from the address it probed");
+    assert_eq!((key.key.ttl, key.key.tos, key.flags, key.size), (64, 0, 0, 44));
+    // the frame is the request with kind = reply, nothing else changed
+    let mut want = frame;
+    want[probe::OFF_KIND] = probe::KIND_REPLY;
+    assert_eq!(out.packet, want);
+    assert_eq!(Probe::from_frame(&out.packet), Some(Probe { kind: Kind::Reply, ..req }));
+    assert_eq!(gw.stat(Stat::ProbeAnswered), (1, frame.len() as u64));
+    assert!(gw.maps.keys(maps_of::PROBE_RX).expect("keys").is_empty(), "a request records nothing");
+    assert_eq!(gw.stat(Stat::Snat).0 + gw.stat(Stat::ReplyDelivered).0, 0);
+}
+
+#[test]
+fn a_probe_reply_is_recorded_and_dropped() {
+    let mut gw = Gateway::new();
+    gw.now = 5_000_000_000;
+    let reply = Probe { kind: Kind::Reply, ..probe_request(7, GATEWAY_UNDERLAY, 4_999_000_000) };
+    let out = gw.tunnel_in(&reply.frame(), probe::VNI, NODE_B);
+    assert_eq!(out.r0, SHOT, "nobody else sees it");
+    assert!(out.effects.redirect.is_none() && out.effects.stores.is_empty() && out.effects.tunnel_key.is_none());
+    let got = gw.maps.lookup(maps_of::PROBE_RX, &ProbeRx::key(NODE_B)).expect("lookup").expect("entry");
+    assert_eq!(ProbeRx::from_bytes(&got), Some(ProbeRx { seq: 7, sent_ns: 4_999_000_000, recv_ns: 5_000_000_000 }));
+    assert_eq!(&got[4..8], &[0; 4], "padding");
+    assert_eq!(gw.stat(Stat::ProbeReply), (1, probe::FRAME_LEN as u64));
+    // a later reply of the same node replaces it
+    gw.now += 1_000;
+    let newer = Probe { seq: 8, ..reply };
+    assert_eq!(gw.tunnel_in(&newer.frame(), probe::VNI, NODE_B).r0, SHOT);
+    let got = gw.maps.lookup(maps_of::PROBE_RX, &ProbeRx::key(NODE_B)).expect("lookup").expect("entry");
+    assert_eq!(ProbeRx::from_bytes(&got).map(|r| (r.seq, r.recv_ns)), Some((8, gw.now)));
+    assert_eq!(gw.maps.keys(maps_of::PROBE_RX).expect("keys").len(), 1);
+    for s in Stat::ALL {
+        if s.is_drop() {
+            assert_eq!(gw.stat(s).0, 0, "{}", s.name());
+        }
+    }
+}
+
+/// Probe frames the program must refuse, with the reason.
+fn bad_probes() -> Vec<(&'static str, Vec<u8>, u32, Stat)> {
+    let good = probe_request(1, NODE_A, 2).frame();
+    let with = |at: usize, byte: u8| {
+        let mut f = good;
+        f[at] = byte;
+        f.to_vec()
+    };
+    vec![
+        ("VNI of an egress slot", good.to_vec(), SLOT, Stat::Malformed),
+        ("VNI 1", good.to_vec(), 1, Stat::Malformed),
+        ("wrong magic", with(probe::OFF_MAGIC, b'X'), probe::VNI, Stat::Malformed),
+        ("wrong magic, last byte", with(probe::OFF_MAGIC + 3, b'Q'), probe::VNI, Stat::Malformed),
+        ("version 2", with(probe::OFF_VERSION, 2), probe::VNI, Stat::Malformed),
+        ("kind 0", with(probe::OFF_KIND, 0), probe::VNI, Stat::Malformed),
+        ("kind 3", with(probe::OFF_KIND, 3), probe::VNI, Stat::Malformed),
+        ("short", good[..probe::PAYLOAD_END - 1].to_vec(), probe::VNI, Stat::Malformed),
+        ("ethertype only", good[..14].to_vec(), probe::VNI, Stat::Malformed),
+    ]
+}
+
+#[test]
+fn bad_probes_are_malformed_and_untouched() {
+    let mut gw = Gateway::new();
+    let cases = bad_probes();
+    for (what, f, vni, reason) in &cases {
+        let out = gw.tunnel_in(f, *vni, NODE_A);
+        assert_eq!(out.r0, SHOT, "{what}");
+        assert_eq!(&out.packet, f, "{what}");
+        assert!(out.effects.redirect.is_none() && out.effects.tunnel_key.is_none(), "{what}");
+        assert_eq!(*reason, Stat::Malformed);
+    }
+    assert_eq!(gw.stat(Stat::Malformed).0, cases.len() as u64);
+    assert!(gw.maps.keys(maps_of::PROBE_RX).expect("keys").is_empty());
+    // without tunnel metadata: no-tunnel-key, as for any egret0 packet
+    let mut input = RunInput::for_frame(&probe_request(1, NODE_A, 2).frame());
+    input.ktime_ns = gw.now;
+    assert_eq!(gw.run(Template::TunnelIn, &input).r0, SHOT);
+    assert_eq!(gw.stat(Stat::NoTunnelKey).0, 1);
+    // a frame too short for an Ethernet header
+    assert_eq!(gw.tunnel_in(&[0u8; 13], probe::VNI, NODE_A).r0, SHOT);
+    assert_eq!(gw.stat(Stat::Malformed).0, cases.len() as u64 + 1);
+    assert_eq!(gw.stat(Stat::ProbeAnswered).0 + gw.stat(Stat::ProbeReply).0, 0);
+}
+
+#[test]
+fn non_probe_traffic_on_the_tunnel_is_unchanged_by_the_probe_path() {
+    let mut gw = Gateway::new();
+    // egress through the gateway: exactly as before
+    let syn = Pkt::tcp(POD_A, 40000, SERVER, 443, SYN);
+    let port = nat_port_candidates(&key_of(&syn))[0];
+    assert_snat(&gw.tunnel_in(&syn.frame(), SLOT, NODE_A), &syn, port);
+    // a short non-IPv4 frame is still malformed, a full one not-ipv4
+    assert_eq!(gw.tunnel_in(&arp_frame()[..20], SLOT, NODE_A).r0, SHOT);
+    assert_eq!(gw.stat(Stat::Malformed).0, 1);
+    assert_eq!(gw.tunnel_in(&arp_frame(), SLOT, NODE_A).r0, SHOT);
+    assert_eq!(gw.stat(Stat::NotIpv4).0, 1);
+    // the probe ethertype with VNI 0 but an IPv4-looking payload is still a (bad) probe
+    let mut f = Pkt::udp(POD_A, 1, SERVER, 53).frame();
+    f[12..14].copy_from_slice(&probe::ETHERTYPE.to_be_bytes());
+    assert_eq!(gw.tunnel_in(&f, probe::VNI, NODE_A).r0, SHOT);
+    assert_eq!(gw.stat(Stat::Malformed).0, 2);
+    assert_eq!(gw.stat(Stat::ProbeAnswered).0 + gw.stat(Stat::ProbeReply).0, 0);
+    assert_eq!(gw.stat(Stat::Snat).0, 1);
+}

@@ -32,6 +32,7 @@ use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
 use egret_bpf::Program;
 use egret_bpf::elf::verify_and_write;
 use egret_bpf::interp::{MapStore, RunInput, run};
+use egret_bpf::templates::probe::{self, Kind, Probe, ProbeRx};
 use egret_bpf::templates::{self, NatKey, ReverseNat, Stat, Template, map, nat_hash, nat_port_candidates};
 use gateway_common::*;
 
@@ -53,7 +54,15 @@ fn keyed_name(slot: u32, node: Ipv4Addr) -> String {
 }
 
 /// The tunnel metadata combinations the test sequence uses.
-const KEYED: [(u32, Ipv4Addr); 4] = [(SLOT, NODE_A), (SLOT, NODE_B), (SLOT_UNKNOWN, NODE_A), (SLOT_NO_IP, NODE_A)];
+const KEYED: [(u32, Ipv4Addr); 7] = [
+    (SLOT, NODE_A),
+    (SLOT, NODE_B),
+    (SLOT_UNKNOWN, NODE_A),
+    (SLOT_NO_IP, NODE_A),
+    (probe::VNI, NODE_A),
+    (probe::VNI, NODE_B),
+    (1, NODE_A),
+];
 
 /// The object under test: the three templates as shipped, plus keyed
 /// variants of `egret_tunnel_in`.
@@ -114,6 +123,8 @@ enum Via {
     Local(u32),
     /// egress interface ingress.
     Reply,
+    /// egret0 ingress without tunnel metadata (the shipped `egret_tunnel_in`).
+    NoKey,
 }
 
 struct Bench {
@@ -151,6 +162,7 @@ impl Bench {
             Via::Tunnel(slot, node) => (keyed_name(*slot, *node), Template::TunnelIn),
             Via::Local(_) => (Template::GwLocal.name().to_owned(), Template::GwLocal),
             Via::Reply => (Template::GwReply.name().to_owned(), Template::GwReply),
+            Via::NoKey => (Template::TunnelIn.name().to_owned(), Template::TunnelIn),
         };
         let mut input = RunInput::for_frame(frame);
         input.ktime_ns = 1_000_000_000;
@@ -161,7 +173,7 @@ impl Bench {
                 input.skb.cb[0] = *slot;
                 ctx[48..52].copy_from_slice(&slot.to_le_bytes());
             }
-            Via::Reply => {}
+            Via::Reply | Via::NoKey => {}
         }
         let prog: &mut SchedClassifier =
             self.bpf.program_mut(&prog_name).expect("program").try_into().expect("classifier");
@@ -591,4 +603,81 @@ fn a_tail_call_with_the_slot_in_cb0_reaches_egret_gw_local() {
     let got = parse(&out);
     assert_eq!((u64::from(r0), got.src, got.ttl), (REDIRECT, EGRESS_IP, 63));
     assert_eq!(kernel_stat(&bpf, Stat::Snat), stat_of(&interp, Stat::Snat));
+}
+
+/// `CLOCK_MONOTONIC` in ns, what `bpf_ktime_get_ns` reads: the kernel's
+/// `ktime_get()` as `/proc/timer_list` (root only, like these tests) prints it
+/// in its third line, `now at N nsecs` (no `unsafe` for `clock_gettime`).
+fn monotonic_ns() -> u64 {
+    let text = std::fs::read_to_string("/proc/timer_list").expect("/proc/timer_list");
+    text.lines()
+        .find_map(|l| l.strip_prefix("now at ")?.strip_suffix(" nsecs")?.parse().ok())
+        .expect("a `now at N nsecs` line")
+}
+
+#[test]
+fn test_run_agrees_with_the_interpreter_on_probes() {
+    if !privileged("test_run_agrees_with_the_interpreter_on_probes") {
+        return;
+    }
+    let mut b = Bench::new(&gateway_entries());
+    let answered = |b: &Bench| kernel_stat(&b.bpf, Stat::ProbeAnswered);
+
+    // a request from node A is answered: redirect, kind rewritten; the kernel
+    // accepted the reply's tunnel key (else: rewrite-failed, SHOT)
+    let req = Probe { kind: Kind::Request, seq: 99, sender: NODE_A, sent_ns: 42 };
+    let (r0, out) = b.step(&Via::Tunnel(probe::VNI, NODE_A), &req.frame());
+    assert_eq!(u64::from(r0), REDIRECT);
+    assert_eq!(Probe::from_frame(&out), Some(Probe { kind: Kind::Reply, ..req }));
+    assert_eq!(out.len(), probe::FRAME_LEN);
+    assert_eq!(answered(&b), (1, probe::FRAME_LEN as u64));
+    assert_eq!(kernel_stat(&b.bpf, Stat::RewriteFailed).0, 0);
+
+    // a reply from node B is recorded under node B and dropped
+    let reply = Probe { kind: Kind::Reply, seq: 5, sender: NODE_A, sent_ns: 1_234 };
+    let before = monotonic_ns();
+    let (r0, out) = b.step(&Via::Tunnel(probe::VNI, NODE_B), &reply.frame());
+    let after = monotonic_ns();
+    assert_eq!((u64::from(r0), out), (SHOT, reply.frame().to_vec()));
+    let k = kernel_entries::<4, 24>(&b.bpf, map::PROBE_RX);
+    assert_eq!(k.keys().cloned().collect::<Vec<_>>(), [ProbeRx::key(NODE_B).to_vec()]);
+    let got = ProbeRx::from_bytes(&k[&ProbeRx::key(NODE_B).to_vec()]).expect("value");
+    assert_eq!((got.seq, got.sent_ns), (5, 1_234));
+    assert!((before..=after).contains(&got.recv_ns), "recv_ns {} is bpf_ktime_get_ns (CLOCK_MONOTONIC)", got.recv_ns);
+    let ours = b.interp.lookup(map::PROBE_RX, &ProbeRx::key(NODE_B)).expect("lookup").expect("entry");
+    assert_eq!(ours[..16], k[&ProbeRx::key(NODE_B).to_vec()][..16], "same bytes but the arrival time");
+    assert_eq!(kernel_stat(&b.bpf, Stat::ProbeReply), (1, probe::FRAME_LEN as u64));
+
+    // bad probes: malformed, untouched, nothing recorded
+    let good = req.frame();
+    let with = |at: usize, byte: u8| {
+        let mut f = good;
+        f[at] = byte;
+        f.to_vec()
+    };
+    for (via, f) in [
+        (Via::Tunnel(SLOT, NODE_A), good.to_vec()),
+        (Via::Tunnel(1, NODE_A), good.to_vec()),
+        (Via::Tunnel(probe::VNI, NODE_A), with(probe::OFF_MAGIC, b'X')),
+        (Via::Tunnel(probe::VNI, NODE_A), with(probe::OFF_MAGIC + 3, b'Q')),
+        (Via::Tunnel(probe::VNI, NODE_A), with(probe::OFF_VERSION, 2)),
+        (Via::Tunnel(probe::VNI, NODE_A), with(probe::OFF_KIND, 3)),
+        (Via::Tunnel(probe::VNI, NODE_A), good[..probe::PAYLOAD_END - 1].to_vec()),
+    ] {
+        let n = kernel_stat(&b.bpf, Stat::Malformed).0;
+        let (r0, out) = b.step(&via, &f);
+        assert_eq!((u64::from(r0), &out), (SHOT, &f), "{via:?} {f:02x?}");
+        assert_eq!(kernel_stat(&b.bpf, Stat::Malformed).0, n + 1);
+    }
+    // no tunnel metadata
+    let (r0, _) = b.step(&Via::NoKey, &req.frame());
+    assert_eq!(u64::from(r0), SHOT);
+    assert_eq!(kernel_stat(&b.bpf, Stat::NoTunnelKey).0, 1);
+    assert_eq!(kernel_entries::<4, 24>(&b.bpf, map::PROBE_RX).len(), 1);
+    assert_eq!(answered(&b).0, 1);
+
+    // egress traffic through the same program still works, on top
+    let (r0, _) = b.step(&Via::Tunnel(SLOT, NODE_A), &Pkt::tcp(POD_A, 40000, SERVER, 443, SYN).frame());
+    assert_eq!(u64::from(r0), REDIRECT);
+    b.assert_same_state();
 }

@@ -419,3 +419,13 @@ pub fn arp_frame() -> Vec<u8> {
 pub const UNSPEC: u64 = u64::MAX;
 pub const SHOT: u64 = 2;
 pub const REDIRECT: u64 = 7;
+
+// ----- gateway probes ---------------------------------------------------------------
+
+/// The gateway's underlay address (where nodes send probes: the tunnel's local).
+pub const GATEWAY_UNDERLAY: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+
+/// A probe request as node `sender` sends it.
+pub fn probe_request(seq: u32, sender: Ipv4Addr, sent_ns: u64) -> egret_bpf::templates::probe::Probe {
+    egret_bpf::templates::probe::Probe { kind: egret_bpf::templates::probe::Kind::Request, seq, sender, sent_ns }
+}
