@@ -181,7 +181,9 @@ pub const FILES: [(&str, &str); 6] = [
 
 /// Index of `egret_gw_local` in the source classifier's `PROG_ARRAY`.
 pub const GW_LOCAL_PROG_INDEX: u32 = 0;
-/// The hole of `egret_gw_reply`: ifindex of the tunnel device `egret0`.
+/// The hole of every template: ifindex of the tunnel device `egret0`
+/// (`egret_gw_reply` tunnels replies out of it, the SNAT path of
+/// `egret_tunnel_in` and `egret_gw_local` forwards floating-slot packets).
 pub const HOLE_TUNNEL_IFINDEX: &str = "tunnel_ifindex";
 
 /// Map names.
@@ -204,6 +206,12 @@ pub mod map {
     /// The last probe reply received from each node (written by
     /// `egret_tunnel_in`, read by the agent; see [`super::probe::ProbeRx`]).
     pub const PROBE_RX: &str = "egret_probe_rx";
+    /// The owner of each floating slot, as this node's agent knows it (read
+    /// by the SNAT path and the source classifier; see [`super::FloatOwner`]).
+    pub const FLOAT_OWNER: &str = "egret_float_owner";
+    /// The other candidate gateways of each floating slot served here (see
+    /// [`super::GatewayPeer`]).
+    pub const GW_PEERS: &str = "egret_gw_peers";
 }
 
 /// `max_entries` of `egret_local_eps`.
@@ -220,6 +228,10 @@ pub const STATS_MAX: u32 = 32;
 pub const GW_LIVE_MAX: u32 = 1024;
 /// `max_entries` of `egret_probe_rx`.
 pub const PROBE_RX_MAX: u32 = 1024;
+/// `max_entries` of `egret_float_owner`.
+pub const FLOAT_OWNER_MAX: u32 = 256;
+/// `max_entries` of `egret_gw_peers`.
+pub const GW_PEERS_MAX: u32 = 1024;
 
 /// First NAT port.
 pub const NAT_PORT_MIN: u16 = 61000;
@@ -295,8 +307,7 @@ impl Template {
     #[must_use]
     pub const fn holes(self) -> &'static [&'static str] {
         match self {
-            Template::TunnelIn | Template::GwLocal => &[],
-            Template::GwReply => &[HOLE_TUNNEL_IFINDEX],
+            Template::TunnelIn | Template::GwLocal | Template::GwReply => &[HOLE_TUNNEL_IFINDEX],
         }
     }
 
@@ -393,6 +404,8 @@ pub fn maps() -> Vec<MapDef> {
         def(map::RNAT_V4, MapKind::LruHash, NatKey::SIZE as u32, ReverseNat::SIZE as u32, NAT_MAX),
         def(map::GW_STATS, MapKind::PercpuArray, 4, 16, STATS_MAX),
         probe::ProbeRx::map_def(),
+        FloatOwner::map_def(),
+        GatewayPeer::map_def(),
     ]
 }
 
@@ -438,11 +451,16 @@ pub enum Stat {
     /// 18, consumed: probe replies recorded in `egret_probe_rx` (then dropped:
     /// nothing else sees them).
     ProbeReply,
+    /// 19, drop: a floating slot with no owner known here, or a packet a peer
+    /// forwarded to this node although it does not own the slot.
+    NoOwner,
+    /// 20, passed: floating-slot packets forwarded to the slot's owner.
+    Forwarded,
 }
 
 impl Stat {
     /// All indexes, in order.
-    pub const ALL: [Stat; 19] = [
+    pub const ALL: [Stat; 21] = [
         Stat::NoGateway,
         Stat::NoEgressIp,
         Stat::SpoofedSource,
@@ -462,6 +480,8 @@ impl Stat {
         Stat::ReplyDelivered,
         Stat::ProbeAnswered,
         Stat::ProbeReply,
+        Stat::NoOwner,
+        Stat::Forwarded,
     ];
 
     /// The key in `egret_gw_stats`.
@@ -493,13 +513,15 @@ impl Stat {
             Stat::ReplyDelivered => "reply-delivered",
             Stat::ProbeAnswered => "probe-answered",
             Stat::ProbeReply => "probe-reply",
+            Stat::NoOwner => "no-owner",
+            Stat::Forwarded => "forwarded",
         }
     }
 
     /// True for drop reasons.
     #[must_use]
     pub const fn is_drop(self) -> bool {
-        (self as u32) <= Stat::RewriteFailed as u32
+        (self as u32) <= Stat::RewriteFailed as u32 || matches!(self, Stat::NoOwner)
     }
 
     /// The name of the `.equ` constant in `defs.s`.
@@ -564,7 +586,14 @@ pub struct GatewaySlot {
     pub egress_ip: Ipv4Addr,
     /// The egress interface.
     pub egress_ifindex: u32,
+    /// A floating slot ([`GS_F_FLOATING`]): served by every candidate
+    /// gateway of a floating egress IP, SNATed only by the current owner
+    /// (`egret_float_owner`), forwarded to it by the others.
+    pub floating: bool,
 }
+
+/// `egret_gw_slots` value flag (`u32` @8): the slot is floating.
+pub const GS_F_FLOATING: u32 = 1;
 
 impl GatewaySlot {
     /// Value size.
@@ -582,7 +611,156 @@ impl GatewaySlot {
         let mut v = [0u8; Self::SIZE];
         v[0..4].copy_from_slice(&self.egress_ip.octets());
         v[4..8].copy_from_slice(&self.egress_ifindex.to_le_bytes());
+        v[8..12].copy_from_slice(&(if self.floating { GS_F_FLOATING } else { 0 }).to_le_bytes());
         v
+    }
+
+    /// Decodes an entry; `None` unless a 4-byte key and a [`GatewaySlot::SIZE`] value.
+    #[must_use]
+    pub fn from_bytes(key: &[u8], value: &[u8]) -> Option<GatewaySlot> {
+        if key.len() != 4 || value.len() != Self::SIZE {
+            return None;
+        }
+        Some(GatewaySlot {
+            slot: u32_at(key, 0),
+            egress_ip: ip_at(value, 0),
+            egress_ifindex: u32_at(value, 4),
+            floating: u32_at(value, 8) & GS_F_FLOATING != 0,
+        })
+    }
+}
+
+/// An entry of `egret_float_owner` — hash, key 4, value 8,
+/// [`FLOAT_OWNER_MAX`] entries, a state map (empty image, kept across
+/// swaps) written by the node's agent and read by the gateway templates'
+/// SNAT path and by the source classifier:
+/// - key: `u32` host floating slot id;
+/// - value: `u32` host IPv4 of the slot's current owner @0 (its underlay
+///   address, the tunnel remote other nodes see), `u32` host flags @4: bit 0
+///   [`FO_F_SELF`] = this node owns the slot.
+///
+/// A slot with no entry has no owner known: its packets are dropped
+/// (`no-owner`). An entry without [`FO_F_SELF`] whose owner is `0.0.0.0` is
+/// treated the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FloatOwner {
+    /// The floating slot.
+    pub slot: u32,
+    /// Its current owner's underlay IPv4.
+    pub owner: Ipv4Addr,
+    /// Whether this node is the owner ([`FO_F_SELF`]).
+    pub is_self: bool,
+}
+
+/// `egret_float_owner` value flag: this node owns the slot.
+pub const FO_F_SELF: u32 = 1;
+
+impl FloatOwner {
+    /// Value size.
+    pub const SIZE: usize = 8;
+
+    /// The key bytes.
+    #[must_use]
+    pub fn key(&self) -> [u8; 4] {
+        self.slot.to_le_bytes()
+    }
+
+    /// The value bytes.
+    #[must_use]
+    pub fn value(&self) -> [u8; Self::SIZE] {
+        let mut v = [0u8; Self::SIZE];
+        v[0..4].copy_from_slice(&u32::from(self.owner).to_le_bytes());
+        v[4..8].copy_from_slice(&(if self.is_self { FO_F_SELF } else { 0 }).to_le_bytes());
+        v
+    }
+
+    /// Decodes an entry; `None` unless a 4-byte key and a [`FloatOwner::SIZE`] value.
+    #[must_use]
+    pub fn from_bytes(key: &[u8], value: &[u8]) -> Option<FloatOwner> {
+        if key.len() != 4 || value.len() != Self::SIZE {
+            return None;
+        }
+        Some(FloatOwner {
+            slot: u32_at(key, 0),
+            owner: Ipv4Addr::from(u32_at(value, 0)),
+            is_self: u32_at(value, 4) & FO_F_SELF != 0,
+        })
+    }
+
+    /// The map's definition.
+    #[must_use]
+    pub fn map_def() -> MapDef {
+        MapDef {
+            name: map::FLOAT_OWNER.to_owned(),
+            kind: MapKind::Hash,
+            key_size: 4,
+            value_size: Self::SIZE as u32,
+            max_entries: FLOAT_OWNER_MAX,
+            flags: 0,
+        }
+    }
+}
+
+/// An entry of `egret_gw_peers` — hash, key 8, value 4, [`GW_PEERS_MAX`]
+/// entries, compiled from the plan on a gateway: for each floating slot this
+/// node serves, its other candidate gateways:
+/// - key: `u32` host slot @0, `u32` host IPv4 of the peer @4 (its underlay
+///   address, as `bpf_skb_get_tunnel_key` reports it);
+/// - value: `u32` 0.
+///
+/// A peer may send the slot's packets of any allowed pod (it forwards them
+/// to the owner), and a packet from a peer is never forwarded again (the
+/// peer thought this node owns the slot: drop `no-owner` rather than
+/// ping-pong).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GatewayPeer {
+    /// The floating slot.
+    pub slot: u32,
+    /// Another candidate gateway of it.
+    pub peer: Ipv4Addr,
+}
+
+impl GatewayPeer {
+    /// Key size.
+    pub const KEY_SIZE: usize = 8;
+    /// Value size.
+    pub const SIZE: usize = 4;
+
+    /// The key bytes.
+    #[must_use]
+    pub fn key(&self) -> [u8; Self::KEY_SIZE] {
+        let mut k = [0u8; Self::KEY_SIZE];
+        k[0..4].copy_from_slice(&self.slot.to_le_bytes());
+        k[4..8].copy_from_slice(&u32::from(self.peer).to_le_bytes());
+        k
+    }
+
+    /// The value bytes (zero).
+    #[must_use]
+    pub fn value(&self) -> [u8; Self::SIZE] {
+        [0; Self::SIZE]
+    }
+
+    /// Decodes an entry; `None` unless an 8-byte key and a 4-byte value.
+    #[must_use]
+    pub fn from_bytes(key: &[u8], value: &[u8]) -> Option<GatewayPeer> {
+        if key.len() != Self::KEY_SIZE || value.len() != Self::SIZE {
+            return None;
+        }
+        Some(GatewayPeer { slot: u32_at(key, 0), peer: Ipv4Addr::from(u32_at(key, 4)) })
+    }
+
+    /// The map's definition.
+    #[must_use]
+    pub fn map_def() -> MapDef {
+        MapDef {
+            name: map::GW_PEERS.to_owned(),
+            kind: MapKind::Hash,
+            key_size: Self::KEY_SIZE as u32,
+            value_size: Self::SIZE as u32,
+            max_entries: GW_PEERS_MAX,
+            flags: 0,
+        }
     }
 }
 
@@ -1162,6 +1340,13 @@ pub fn mirrored_constants() -> BTreeMap<String, i64> {
         ("PR_SEQ", 0),
         ("PR_SENT_NS", 8),
         ("PR_RECV_NS", 16),
+        ("GS_F_FLOATING", i64::from(GS_F_FLOATING)),
+        ("FO_F_SELF", i64::from(FO_F_SELF)),
+        ("FO_SIZE", FloatOwner::SIZE as i64),
+        ("FLOAT_OWNER_MAX", i64::from(FLOAT_OWNER_MAX)),
+        ("GP_KEY_SIZE", GatewayPeer::KEY_SIZE as i64),
+        ("GP_SIZE", GatewayPeer::SIZE as i64),
+        ("GW_PEERS_MAX", i64::from(GW_PEERS_MAX)),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))

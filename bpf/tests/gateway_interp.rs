@@ -561,7 +561,12 @@ fn a_new_egress_ip_for_the_slot_makes_a_new_mapping() {
     let syn = Pkt::tcp(POD_A, 40000, SERVER, 443, SYN);
     gw.tunnel_in(&syn.frame(), SLOT, NODE_A);
     let new_ip = Ipv4Addr::new(198, 51, 100, 2);
-    let s = egret_bpf::templates::GatewaySlot { slot: SLOT, egress_ip: new_ip, egress_ifindex: EGRESS_IFINDEX };
+    let s = egret_bpf::templates::GatewaySlot {
+        slot: SLOT,
+        egress_ip: new_ip,
+        egress_ifindex: EGRESS_IFINDEX,
+        floating: false,
+    };
     gw.maps.update(egret_bpf::templates::map::GW_SLOTS, &s.key(), &s.value(), 0).expect("update");
     let out = gw.tunnel_in(&syn.frame(), SLOT, NODE_A);
     assert_eq!(parse(&out.packet).src, new_ip);

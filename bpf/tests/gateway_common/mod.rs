@@ -60,8 +60,13 @@ pub fn extra_pod(i: u8) -> Ipv4Addr {
 pub fn gateway_entries() -> Vec<(&'static str, Vec<u8>, Vec<u8>)> {
     let mut v = Vec::new();
     for s in [
-        GatewaySlot { slot: SLOT, egress_ip: EGRESS_IP, egress_ifindex: EGRESS_IFINDEX },
-        GatewaySlot { slot: SLOT_NO_IP, egress_ip: Ipv4Addr::UNSPECIFIED, egress_ifindex: EGRESS_IFINDEX },
+        GatewaySlot { slot: SLOT, egress_ip: EGRESS_IP, egress_ifindex: EGRESS_IFINDEX, floating: false },
+        GatewaySlot {
+            slot: SLOT_NO_IP,
+            egress_ip: Ipv4Addr::UNSPECIFIED,
+            egress_ifindex: EGRESS_IFINDEX,
+            floating: false,
+        },
     ] {
         v.push((map::GW_SLOTS, s.key().to_vec(), s.value().to_vec()));
     }
