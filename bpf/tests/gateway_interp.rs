@@ -697,3 +697,160 @@ fn non_probe_traffic_on_the_tunnel_is_unchanged_by_the_probe_path() {
     assert_eq!(gw.stat(Stat::ProbeAnswered).0 + gw.stat(Stat::ProbeReply).0, 0);
     assert_eq!(gw.stat(Stat::Snat).0, 1);
 }
+
+// ----- floating slots ---------------------------------------------------------------
+
+fn set_owner(gw: &mut Gateway, owner: Option<Ipv4Addr>) {
+    let (m, k, v) = float_owner(owner);
+    gw.maps.update(m, &k, &v, 0).expect("owner");
+}
+
+fn assert_forwarded(out: &RunOutcome, sent: &[u8], owner: Ipv4Addr) {
+    assert_eq!(out.r0, REDIRECT);
+    assert_eq!(
+        out.effects.redirect,
+        Some(Redirect { ifindex: TUNNEL_IFINDEX, flags: 0, kind: RedirectKind::Redirect }),
+        "egress of egret0 (%tunnel_ifindex), flags 0"
+    );
+    let key = out.effects.tunnel_key.as_ref().expect("tunnel key set");
+    assert_eq!(key.key.tunnel_id, FLOAT_SLOT);
+    assert_eq!(key.key.remote, IpAddr::V4(owner), "to the owner");
+    assert_eq!((key.key.ttl, key.key.local, key.flags), (64, None, 0));
+    assert_eq!(out.packet, sent, "forwarded unchanged: the owner translates it");
+    assert!(out.effects.stores.is_empty() && out.effects.map_updates.is_empty(), "no NAT state here");
+}
+
+/// The reply a server sends to `got` (translated to [`FLOAT_IP`]).
+fn float_reply_to(got: &Parsed) -> Pkt {
+    reply_to(got, L4::Tcp { sport: got.dport, dport: got.sport, flags: SYN | ACK })
+}
+
+#[test]
+fn the_owner_of_a_floating_slot_snats_like_any_gateway() {
+    let mut gw = Gateway::new();
+    set_owner(&mut gw, None);
+    let syn = Pkt::tcp(POD_A, 40000, SERVER, 443, SYN);
+    let out = gw.tunnel_in(&syn.frame(), FLOAT_SLOT, NODE_A);
+    assert_eq!(out.r0, REDIRECT);
+    let got = parse(&out.packet);
+    assert_eq!((got.src, got.ttl, got.ip_csum_ok, got.l4_csum_ok), (FLOAT_IP, 63, true, Some(true)));
+    let rkey = NatKey { src: FLOAT_IP, dst: SERVER, sport: got.sport, dport: 443, proto: TCP };
+    let state = gw.rnat(&rkey).expect("reverse entry");
+    assert_eq!((state.node, state.slot), (NODE_A, FLOAT_SLOT));
+    let back = gw.reply(&float_reply_to(&got).frame());
+    assert_eq!(back.r0, REDIRECT);
+    let key = back.effects.tunnel_key.expect("tunnelled back");
+    assert_eq!((key.key.tunnel_id, key.key.remote), (FLOAT_SLOT, IpAddr::V4(NODE_A)));
+    // a local pod too
+    let out = gw.local(&Pkt::udp(POD_LOCAL, 5353, SERVER, 53).frame(), FLOAT_SLOT);
+    assert_eq!((out.r0, parse(&out.packet).src), (REDIRECT, FLOAT_IP));
+    assert_eq!(gw.stat(Stat::Snat).0, 2);
+    assert_eq!(gw.stat(Stat::Forwarded).0 + gw.stat(Stat::NoOwner).0, 0);
+}
+
+#[test]
+fn a_floating_slot_owned_elsewhere_is_forwarded_to_the_owner() {
+    let mut gw = Gateway::new();
+    set_owner(&mut gw, Some(OTHER_GW));
+    // from a pod's node through the tunnel
+    let f = Pkt::tcp(POD_A, 40000, SERVER, 443, SYN).frame();
+    assert_forwarded(&gw.tunnel_in(&f, FLOAT_SLOT, NODE_A), &f, OTHER_GW);
+    // from a pod of this node (egret_gw_local)
+    let f = Pkt::udp(POD_LOCAL, 5353, SERVER, 53).frame();
+    assert_forwarded(&gw.local(&f, FLOAT_SLOT), &f, OTHER_GW);
+    // forwarding comes after the source checks: a spoofed source is still dropped
+    let out = gw.tunnel_in(&Pkt::udp(POD_A, 1, SERVER, 53).frame(), FLOAT_SLOT, NODE_B);
+    assert_eq!(out.r0, SHOT);
+    assert_eq!(gw.stat(Stat::SpoofedSource).0, 1);
+    // and before the L4 checks: the owner decides about those
+    let f = Pkt::tcp(POD_A, 40000, SERVER, 443, SYN).ttl(1).frame();
+    assert_forwarded(&gw.tunnel_in(&f, FLOAT_SLOT, NODE_A), &f, OTHER_GW);
+    assert_eq!(
+        gw.stat(Stat::Forwarded),
+        (
+            3,
+            2 * Pkt::tcp(POD_A, 40000, SERVER, 443, SYN).frame().len() as u64
+                + Pkt::udp(POD_LOCAL, 5353, SERVER, 53).frame().len() as u64
+        )
+    );
+    assert_eq!(gw.stat(Stat::Snat).0 + gw.stat(Stat::NatCreated).0, 0);
+    // the owner moves here: the same flow is translated
+    set_owner(&mut gw, None);
+    let out = gw.tunnel_in(&Pkt::tcp(POD_A, 40000, SERVER, 443, SYN).frame(), FLOAT_SLOT, NODE_A);
+    assert_eq!((out.r0, parse(&out.packet).src), (REDIRECT, FLOAT_IP));
+}
+
+#[test]
+fn a_floating_slot_without_an_owner_drops() {
+    let mut gw = Gateway::new();
+    let f = Pkt::tcp(POD_A, 40000, SERVER, 443, SYN).frame();
+    let out = gw.tunnel_in(&f, FLOAT_SLOT, NODE_A);
+    assert_eq!((out.r0, &out.packet), (SHOT, &f));
+    assert!(out.effects.redirect.is_none() && out.effects.tunnel_key.is_none());
+    let out = gw.local(&Pkt::udp(POD_LOCAL, 5353, SERVER, 53).frame(), FLOAT_SLOT);
+    assert_eq!(out.r0, SHOT);
+    // an entry that names nobody and is not ours: the same
+    let nobody = egret_bpf::templates::FloatOwner { slot: FLOAT_SLOT, owner: Ipv4Addr::UNSPECIFIED, is_self: false };
+    gw.maps.update(maps_of::FLOAT_OWNER, &nobody.key(), &nobody.value(), 0).expect("owner");
+    assert_eq!(gw.tunnel_in(&f, FLOAT_SLOT, NODE_A).r0, SHOT);
+    assert_eq!(gw.stat(Stat::NoOwner).0, 3);
+    assert_eq!(gw.stat(Stat::Forwarded).0 + gw.stat(Stat::Snat).0, 0);
+}
+
+#[test]
+fn a_peer_forwards_other_nodes_pods_but_is_never_forwarded_to() {
+    let mut gw = Gateway::new();
+    set_owner(&mut gw, None);
+    // the peer forwards node A's pod: allowed, translated, replies straight to node A
+    let syn = Pkt::tcp(POD_A, 40000, SERVER, 443, SYN);
+    let out = gw.tunnel_in(&syn.frame(), FLOAT_SLOT, PEER_GW);
+    assert_eq!(out.r0, REDIRECT);
+    let got = parse(&out.packet);
+    assert_eq!(got.src, FLOAT_IP);
+    let rkey = NatKey { src: FLOAT_IP, dst: SERVER, sport: got.sport, dport: 443, proto: TCP };
+    assert_eq!(gw.rnat(&rkey).map(|r| r.node), Some(NODE_A), "the allowed entry's node, not the forwarder");
+    let back = gw.reply(&float_reply_to(&got).frame());
+    assert_eq!(back.effects.tunnel_key.map(|k| k.key.remote), Some(IpAddr::V4(NODE_A)));
+    // a pod allowed from any node: replies go to the tunnel remote (the forwarder)
+    let out = gw.tunnel_in(&Pkt::udp(POD_ANY, 7, SERVER, 53).frame(), FLOAT_SLOT, PEER_GW);
+    let got = parse(&out.packet);
+    let rkey = NatKey { src: FLOAT_IP, dst: SERVER, sport: got.sport, dport: 53, proto: UDP };
+    assert_eq!(gw.rnat(&rkey).map(|r| r.node), Some(PEER_GW));
+    // a node that is neither the pod's nor a peer
+    assert_eq!(gw.tunnel_in(&syn.frame(), FLOAT_SLOT, OTHER_GW).r0, SHOT);
+    assert_eq!(gw.stat(Stat::SpoofedSource).0, 1);
+    // an ordinary slot ignores peers (even with an egret_gw_peers entry for it)
+    assert_eq!(gw.tunnel_in(&syn.frame(), SLOT, PEER_GW).r0, SHOT);
+    assert_eq!(gw.stat(Stat::SpoofedSource).0, 2);
+
+    // the owner is elsewhere now: what the peer sends is dropped, never bounced
+    for owner in [OTHER_GW, PEER_GW] {
+        set_owner(&mut gw, Some(owner));
+        let out = gw.tunnel_in(&syn.frame(), FLOAT_SLOT, PEER_GW);
+        assert_eq!((out.r0, out.effects.redirect), (SHOT, None), "owner {owner}");
+    }
+    assert_eq!(gw.stat(Stat::NoOwner).0, 2);
+    // while the pod's own node is still forwarded
+    let f = syn.frame();
+    assert_forwarded(&gw.tunnel_in(&f, FLOAT_SLOT, NODE_A), &f, PEER_GW);
+}
+
+#[test]
+fn ordinary_slots_ignore_the_owner_map() {
+    let mut gw = Gateway::new();
+    // an owner entry for the ordinary slot's id changes nothing
+    let o = egret_bpf::templates::FloatOwner { slot: SLOT, owner: OTHER_GW, is_self: false };
+    gw.maps.update(maps_of::FLOAT_OWNER, &o.key(), &o.value(), 0).expect("owner");
+    let syn = Pkt::tcp(POD_A, 40000, SERVER, 443, SYN);
+    let port = nat_port_candidates(&key_of(&syn))[0];
+    assert_snat(&gw.tunnel_in(&syn.frame(), SLOT, NODE_A), &syn, port);
+    let rkey = NatKey { src: EGRESS_IP, dst: SERVER, sport: port, dport: 443, proto: TCP };
+    assert_eq!(gw.rnat(&rkey).map(|r| r.node), Some(NODE_A));
+    // any-node pods keep the tunnel remote as their reply node
+    let q = Pkt::udp(POD_ANY, 9, SERVER, 53);
+    let out = gw.tunnel_in(&q.frame(), SLOT, NODE_B);
+    let got = parse(&out.packet);
+    let rkey = NatKey { src: EGRESS_IP, dst: SERVER, sport: got.sport, dport: 53, proto: UDP };
+    assert_eq!(gw.rnat(&rkey).map(|r| r.node), Some(NODE_B));
+    assert_eq!(gw.stat(Stat::Forwarded).0 + gw.stat(Stat::NoOwner).0, 0);
+}
