@@ -54,7 +54,7 @@ fn keyed_name(slot: u32, node: Ipv4Addr) -> String {
 }
 
 /// The tunnel metadata combinations the test sequence uses.
-const KEYED: [(u32, Ipv4Addr); 7] = [
+const KEYED: [(u32, Ipv4Addr); 11] = [
     (SLOT, NODE_A),
     (SLOT, NODE_B),
     (SLOT_UNKNOWN, NODE_A),
@@ -62,6 +62,10 @@ const KEYED: [(u32, Ipv4Addr); 7] = [
     (probe::VNI, NODE_A),
     (probe::VNI, NODE_B),
     (1, NODE_A),
+    (FLOAT_SLOT, NODE_A),
+    (FLOAT_SLOT, PEER_GW),
+    (FLOAT_SLOT, OTHER_GW),
+    (SLOT, PEER_GW),
 ];
 
 /// The object under test: the three templates as shipped, plus keyed
@@ -93,6 +97,7 @@ fn kernel_update(bpf: &mut aya::Ebpf, name: &str, key: &[u8], value: &[u8]) {
         (4, 8) => put::<4, 8>(bpf, name, key, value),
         (4, 12) => put::<4, 12>(bpf, name, key, value),
         (8, 8) => put::<8, 8>(bpf, name, key, value),
+        (8, 4) => put::<8, 4>(bpf, name, key, value),
         (16, 32) => put::<16, 32>(bpf, name, key, value),
         (k, v) => panic!("{name}: no entry layout {k}+{v}"),
     }
@@ -679,5 +684,65 @@ fn test_run_agrees_with_the_interpreter_on_probes() {
     // egress traffic through the same program still works, on top
     let (r0, _) = b.step(&Via::Tunnel(SLOT, NODE_A), &Pkt::tcp(POD_A, 40000, SERVER, 443, SYN).frame());
     assert_eq!(u64::from(r0), REDIRECT);
+    b.assert_same_state();
+}
+
+#[test]
+fn test_run_agrees_with_the_interpreter_on_floating_slots() {
+    if !privileged("test_run_agrees_with_the_interpreter_on_floating_slots") {
+        return;
+    }
+    let mut b = Bench::new(&gateway_entries());
+    let owner = |b: &mut Bench, who: Option<Ipv4Addr>| {
+        let (m, k, v) = float_owner(who);
+        b.update_both(m, &k, &v);
+    };
+    let count = |b: &Bench, s: Stat| kernel_stat(&b.bpf, s).0;
+    let from_a = Via::Tunnel(FLOAT_SLOT, NODE_A);
+    let from_peer = Via::Tunnel(FLOAT_SLOT, PEER_GW);
+    let syn = Pkt::tcp(POD_A, 40000, SERVER, 443, SYN).frame();
+
+    // no owner known: dropped
+    assert_eq!(b.step(&from_a, &syn), (SHOT as u32, syn.clone()));
+    assert_eq!(b.step(&Via::Local(FLOAT_SLOT), &Pkt::udp(POD_LOCAL, 5353, SERVER, 53).frame()).0, SHOT as u32);
+    assert_eq!(count(&b, Stat::NoOwner), 2);
+
+    // owned elsewhere: forwarded unchanged (the kernel accepted the tunnel key:
+    // a refused one would be rewrite-failed), from the tunnel and from gw_local
+    owner(&mut b, Some(OTHER_GW));
+    assert_eq!(b.step(&from_a, &syn), (REDIRECT as u32, syn.clone()));
+    let local = Pkt::udp(POD_LOCAL, 5353, SERVER, 53).frame();
+    assert_eq!(b.step(&Via::Local(FLOAT_SLOT), &local), (REDIRECT as u32, local.clone()));
+    assert_eq!(count(&b, Stat::Forwarded), 2);
+    // a peer's packet is never forwarded again
+    assert_eq!(b.step(&from_peer, &syn).0, SHOT as u32);
+    assert_eq!(count(&b, Stat::NoOwner), 3);
+    // neither the pod's node nor a peer; a peer on an ordinary slot
+    assert_eq!(b.step(&Via::Tunnel(FLOAT_SLOT, OTHER_GW), &syn).0, SHOT as u32);
+    assert_eq!(b.step(&Via::Tunnel(SLOT, PEER_GW), &syn).0, SHOT as u32);
+    assert_eq!(count(&b, Stat::SpoofedSource), 2);
+
+    // owned here: translated, from the pod's node and through the peer
+    owner(&mut b, None);
+    let (r0, out) = b.step(&from_a, &syn);
+    assert_eq!(u64::from(r0), REDIRECT);
+    let got = parse(&out);
+    assert_eq!((got.src, got.ip_csum_ok, got.l4_csum_ok), (FLOAT_IP, true, Some(true)));
+    let via_peer = Pkt::tcp(POD_B, 41000, SERVER, 443, SYN);
+    let (r0, out) = b.step(&from_peer, &via_peer.frame());
+    assert_eq!(u64::from(r0), REDIRECT);
+    let got_b = parse(&out);
+    assert_eq!(got_b.src, FLOAT_IP);
+    // replies: back to the pods' nodes (node B's pod straight to node B)
+    for g in [&got, &got_b] {
+        let reply = from_server(g.sport, |p| L4::Tcp { sport: 443, dport: p, flags: SYN | ACK });
+        let reply = Pkt { dst: FLOAT_IP, ..reply };
+        assert_eq!(u64::from(b.step(&Via::Reply, &reply.frame()).0), REDIRECT);
+    }
+    let rkey = NatKey { src: FLOAT_IP, dst: SERVER, sport: got_b.sport, dport: 443, proto: TCP };
+    let k_rev = kernel_entries::<16, 32>(&b.bpf, map::RNAT_V4);
+    let state = ReverseNat::from_bytes(&k_rev[&rkey.to_bytes().to_vec()]).expect("reverse entry");
+    assert_eq!((state.node, state.slot), (NODE_B, FLOAT_SLOT), "the allowed entry's node, not the peer");
+    assert_eq!(count(&b, Stat::ReplyTunnelled), 2);
     b.assert_same_state();
 }
