@@ -13,7 +13,14 @@
 //! **SNAT path** (both egress programs), in this order: Ethernet + IPv4 header
 //! (IHL 5..15) else drop `malformed`/`not-ipv4`; slot in `egret_gw_slots` with
 //! a non-zero egress IPv4 else `no-egress-ip`; source allowed
-//! (`egret_gw_allowed`, see below) else `spoofed-source`; non-first fragment
+//! (`egret_gw_allowed`, see below) else `spoofed-source`; for a *floating
+//! slot* ([`GS_F_FLOATING`]) the owner in `egret_float_owner`
+//! ([`FloatOwner`]): none → `no-owner`, this node → go on, another node →
+//! forward the packet unchanged with the tunnel key `{tunnel_id = slot,
+//! remote_ipv4 = owner, tunnel_ttl = 64}` and `bpf_redirect(%tunnel_ifindex,
+//! 0)` (`forwarded`) — unless it came from a peer of the slot
+//! (`egret_gw_peers`, [`GatewayPeer`]), which is dropped `no-owner` instead
+//! of bounced; non-first fragment
 //! → `fragment`; not TCP, UDP or ICMP echo request → `unsupported-proto`;
 //! TTL ≤ 1 → `ttl-exceeded`; then the NAT mapping (existing, or a new port
 //! by hashed probing, else `nat-ports-exhausted`); then the rewrite — source
@@ -29,8 +36,8 @@
 //!
 //! Source assembly: each program is `defs.s` + its entry file
 //! (`tunnel_in.s`, `gw_local.s`, `gw_reply.s`) + `snat_v4.s` for the two
-//! egress programs + `count.s` ([`Template::source`]). Holes: only
-//! `%tunnel_ifindex` in `egret_gw_reply` (the ifindex of `egret0`).
+//! egress programs + `count.s` ([`Template::source`]). Holes:
+//! `%tunnel_ifindex` (the ifindex of `egret0`) in all three programs.
 //!
 //! # Maps (byte-exact)
 //!
@@ -48,7 +55,8 @@
 //! - key: `u32` host slot id (the 24-bit VNI).
 //! - value: `be32` egress IPv4 @0 (0.0.0.0 = none resolved: drop
 //!   `no-egress-ip`), `u32` host ifindex of the egress interface @4, `u32`
-//!   reserved flags @8 (0).
+//!   host flags @8: bit 0 [`GS_F_FLOATING`] = floating slot (compiled by the
+//!   code generator).
 //!
 //! `egret_gw_allowed` — hash, key 8, value 8, [`GW_ALLOWED_MAX`] entries; on a
 //! gateway, one entry per (slot, pod IP) the slot serves:
@@ -64,7 +72,11 @@
 //!   the entry is local and the pod's `egret_local_eps` ifindex equals
 //!   `skb->ifindex` (the veth it came in on): a local pod cannot use another
 //!   pod's address. (The issue sketched this value as a bare `u8`; it carries
-//!   the node so the check above is possible.)
+//!   the node so the check above is possible.) For a floating slot a
+//!   tunnelled packet also passes when the tunnel remote is a peer of the
+//!   slot in `egret_gw_peers` (a candidate forwarding another node's pod).
+//!   A new reverse entry's node (where replies are tunnelled) is the entry's
+//!   node when non-zero, else the tunnel remote.
 //!
 //! `egret_nat_v4` — LRU hash, key 16, value 32, [`NAT_MAX`] entries; forward
 //! mappings, written by the programs only:
@@ -92,6 +104,11 @@
 //! [`STATS_MAX`] entries: `u64` host packets @0, `u64` host bytes (`skb->len`)
 //! @8. Indexes: [`Stat`] (one list for the source and the gateway side; index
 //! 0 `no-gateway` is the source classifier's, these templates never write it).
+//!
+//! `egret_float_owner` — hash, key 4, value 8, [`FLOAT_OWNER_MAX`] entries,
+//! a state map written by the node's agent: [`FloatOwner`].
+//! `egret_gw_peers` — hash, key 8, value 4, [`GW_PEERS_MAX`] entries,
+//! compiled: [`GatewayPeer`].
 //!
 //! `egret_probe_rx` — hash, key 4, value 24, [`PROBE_RX_MAX`] entries, a
 //! state map written by `egret_tunnel_in` for each probe reply: see
@@ -1397,6 +1414,47 @@ mod tests {
         sorted.sort_unstable();
         sorted.dedup();
         assert_eq!(sorted.len(), NAT_PROBES, "candidates are distinct");
+    }
+
+    #[test]
+    fn floating_slot_layouts_round_trip() {
+        let slot =
+            GatewaySlot { slot: 0xf10a, egress_ip: Ipv4Addr::new(198, 51, 100, 9), egress_ifindex: 7, floating: true };
+        assert_eq!(&slot.value()[8..12], &[1, 0, 0, 0], "GS_F_FLOATING @8");
+        assert_eq!(GatewaySlot::from_bytes(&slot.key(), &slot.value()), Some(slot));
+        let fixed = GatewaySlot { floating: false, ..slot };
+        assert_eq!(&fixed.value()[8..12], &[0; 4]);
+        assert_eq!(GatewaySlot::from_bytes(&fixed.key(), &fixed.value()), Some(fixed));
+        assert_eq!(GatewaySlot::from_bytes(&slot.key(), &slot.value()[..11]), None);
+
+        let o = FloatOwner { slot: 0xf10a, owner: Ipv4Addr::new(192, 0, 2, 50), is_self: false };
+        assert_eq!(o.key(), [0x0a, 0xf1, 0, 0]);
+        assert_eq!(o.value(), [50, 2, 0, 192, 0, 0, 0, 0], "owner in host order, flags 0");
+        assert_eq!(FloatOwner::from_bytes(&o.key(), &o.value()), Some(o));
+        let me = FloatOwner { is_self: true, ..o };
+        assert_eq!(&me.value()[4..8], &[1, 0, 0, 0], "FO_F_SELF @4");
+        assert_eq!(FloatOwner::from_bytes(&me.key(), &me.value()), Some(me));
+        assert_eq!(FloatOwner::from_bytes(&o.key()[..3], &o.value()), None);
+        assert_eq!(FloatOwner::from_bytes(&o.key(), &[0; 9]), None);
+        let d = FloatOwner::map_def();
+        assert_eq!(
+            (d.name.as_str(), d.kind, d.key_size, d.value_size, d.max_entries),
+            ("egret_float_owner", MapKind::Hash, 4, 8, 256)
+        );
+
+        let p = GatewayPeer { slot: 0xf10a, peer: Ipv4Addr::new(192, 0, 2, 50) };
+        assert_eq!(p.key(), [0x0a, 0xf1, 0, 0, 50, 2, 0, 192]);
+        assert_eq!(p.value(), [0; 4]);
+        assert_eq!(GatewayPeer::from_bytes(&p.key(), &p.value()), Some(p));
+        assert_eq!(GatewayPeer::from_bytes(&p.key(), &[0; 8]), None);
+        let d = GatewayPeer::map_def();
+        assert_eq!(
+            (d.name.as_str(), d.kind, d.key_size, d.value_size, d.max_entries),
+            ("egret_gw_peers", MapKind::Hash, 8, 4, 1024)
+        );
+        assert!(maps().contains(&FloatOwner::map_def()) && maps().contains(&GatewayPeer::map_def()));
+        assert!(Stat::NoOwner.is_drop() && !Stat::Forwarded.is_drop() && !Stat::ProbeReply.is_drop());
+        assert_eq!((Stat::NoOwner.index(), Stat::Forwarded.index()), (19, 20));
     }
 
     #[test]
