@@ -1032,46 +1032,47 @@ impl GatewayLive {
     }
 }
 
-/// Gateway probes: frames that nodes send to a gateway's `egret0` and that
-/// the gateway's own `egret_tunnel_in` answers, so that a gateway whose
-/// datapath is gone stops answering even while its agent runs.
-///
-/// A probe travels in egret's VXLAN tunnel with VNI [`VNI`] (0; egress slots
-/// are never 0). The UDP payload ([`Probe::datagram`]) is the 8-byte VXLAN
-/// header — flags `0x08` @0, 3 zero bytes, `be24` VNI @4, 1 zero byte @7 —
-/// followed by the inner Ethernet frame ([`Probe::frame`], [`FRAME_LEN`] = 60
-/// bytes, the Ethernet minimum without FCS):
-///
-/// | bytes | field |
-/// |---|---|
-/// | 0..6 | destination MAC `02:65:67:72:65:01` ([`DST_MAC`]) |
-/// | 6..12 | source MAC `02:65:67:72:65:02` ([`SRC_MAC`]; locally administered and never a device's MAC, or the kernel's vxlan drops the frame as `LOCAL_MAC`) |
-/// | 12..14 | `be16` ethertype `0x88b5` ([`ETHERTYPE`], IEEE 802 local experimental 1) |
-/// | 14..18 | magic, the bytes `E G R P` ([`MAGIC`]) |
-/// | 18 | `u8` kind: 1 request, 2 reply |
-/// | 19 | `u8` version, 1 ([`VERSION`]) |
-/// | 20..22 | `u16` 0 |
-/// | 22..26 | `host u32` sequence number (little-endian) |
-/// | 26..30 | `be32` the sender's underlay IPv4 (informational; the program uses the tunnel remote) |
-/// | 30..38 | `host u64` the sender's `CLOCK_MONOTONIC` in ns when it sent the request (what `bpf_ktime_get_ns` reads) |
-/// | 38..60 | zero padding |
-///
-/// The 4- and 8-byte fields sit at offsets ≡ 2 mod 4 / mod 8, so they are
-/// aligned for the kernel verifier's strict-alignment model (which assumes
-/// the packet starts 2 bytes past an aligned address, `NET_IP_ALIGN`).
-///
-/// `egret_tunnel_in` checks the inner ethertype before anything else. A
-/// probe must have tunnel metadata (else drop `no-tunnel-key`), VNI 0, at
-/// least [`PAYLOAD_END`] bytes, the magic and version 1 (else drop
-/// `malformed`). A **request** is turned into a reply in place (kind byte
-/// rewritten, everything else unchanged — seq, sender and `sent_ns` are the
-/// requester's) and sent back with the tunnel key `{tunnel_id = 0,
-/// remote_ipv4 = the request's tunnel remote, tunnel_ttl = 64}` and
-/// `bpf_redirect(skb->ifindex, 0)` (egress of `egret0`), counted
-/// `probe-answered`. A **reply** is recorded in `egret_probe_rx` under the
-/// tunnel remote (the node that answered) and dropped, counted `probe-reply`.
-/// Any other kind is `malformed`.
 pub mod probe {
+    //! Gateway probes: frames that nodes send to a gateway's `egret0` and that
+    //! the gateway's own `egret_tunnel_in` answers, so that a gateway whose
+    //! datapath is gone stops answering even while its agent runs.
+    //!
+    //! A probe travels in egret's VXLAN tunnel with VNI [`VNI`] (0; egress slots
+    //! are never 0). The UDP payload ([`Probe::datagram`]) is the 8-byte VXLAN
+    //! header — flags `0x08` @0, 3 zero bytes, `be24` VNI @4, 1 zero byte @7 —
+    //! followed by the inner Ethernet frame ([`Probe::frame`], [`FRAME_LEN`] = 60
+    //! bytes, the Ethernet minimum without FCS):
+    //!
+    //! | bytes | field |
+    //! |---|---|
+    //! | 0..6 | destination MAC `02:65:67:72:65:01` ([`DST_MAC`]) |
+    //! | 6..12 | source MAC `02:65:67:72:65:02` ([`SRC_MAC`]; locally administered and never a device's MAC, or the kernel's vxlan drops the frame as `LOCAL_MAC`) |
+    //! | 12..14 | `be16` ethertype `0x88b5` ([`ETHERTYPE`], IEEE 802 local experimental 1) |
+    //! | 14..18 | magic, the bytes `E G R P` ([`MAGIC`]) |
+    //! | 18 | `u8` kind: 1 request, 2 reply |
+    //! | 19 | `u8` version, 1 ([`VERSION`]) |
+    //! | 20..22 | `u16` 0 |
+    //! | 22..26 | `host u32` sequence number (little-endian) |
+    //! | 26..30 | `be32` the sender's underlay IPv4 (informational; the program uses the tunnel remote) |
+    //! | 30..38 | `host u64` the sender's `CLOCK_MONOTONIC` in ns when it sent the request (what `bpf_ktime_get_ns` reads) |
+    //! | 38..60 | zero padding |
+    //!
+    //! The 4- and 8-byte fields sit at offsets ≡ 2 mod 4 / mod 8, so they are
+    //! aligned for the kernel verifier's strict-alignment model (which assumes
+    //! the packet starts 2 bytes past an aligned address, `NET_IP_ALIGN`).
+    //!
+    //! `egret_tunnel_in` checks the inner ethertype before anything else. A
+    //! probe must have tunnel metadata (else drop `no-tunnel-key`), VNI 0, at
+    //! least [`PAYLOAD_END`] bytes, the magic and version 1 (else drop
+    //! `malformed`). A **request** is turned into a reply in place (kind byte
+    //! rewritten, everything else unchanged — seq, sender and `sent_ns` are the
+    //! requester's) and sent back with the tunnel key `{tunnel_id = 0,
+    //! remote_ipv4 = the request's tunnel remote, tunnel_ttl = 64}` and
+    //! `bpf_redirect(skb->ifindex, 0)` (egress of `egret0`), counted
+    //! `probe-answered`. A **reply** is recorded in `egret_probe_rx` under the
+    //! tunnel remote (the node that answered) and dropped, counted `probe-reply`.
+    //! Any other kind is `malformed`.
+
     use std::net::Ipv4Addr;
 
     use crate::maps::{MapDef, MapKind};
