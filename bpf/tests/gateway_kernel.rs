@@ -15,6 +15,11 @@
 //!   their timestamps and expiry is exercised with entries that expired at 1 ns
 //!   or never expire.
 //!
+//! One test runs the probe loop for real: two network namespaces, a
+//! collect-metadata VXLAN `egret0` on each, `egret_tunnel_in` attached with
+//! `tc` on both; a UDP socket (python3) on the node sends the request, the
+//! gateway's program answers, the node's program records the reply.
+//!
 //! Without root or bpf these tests print one line and return; with
 //! `EGRET_REQUIRE_PRIVILEGED=1` they fail instead (TESTING.md). Nothing is
 //! pinned except in the bpftool test, whose private bpffs mount is removed by
@@ -745,4 +750,214 @@ fn test_run_agrees_with_the_interpreter_on_floating_slots() {
     assert_eq!((state.node, state.slot), (NODE_B, FLOAT_SLOT), "the allowed entry's node, not the peer");
     assert_eq!(count(&b, Stat::ReplyTunnelled), 2);
     b.assert_same_state();
+}
+
+/// Two network namespaces joined by a veth pair on 192.0.2.0/24 (underlay):
+/// a gateway (192.0.2.1) with a collect-metadata VXLAN device `egret0` on
+/// port 8472, and a node (192.0.2.2) with none; deleted on drop.
+struct UnderlayPair {
+    gw: String,
+    node: String,
+}
+
+impl UnderlayPair {
+    fn new() -> UnderlayPair {
+        let id = std::process::id();
+        let pair = UnderlayPair { gw: format!("egp-gw-{id}"), node: format!("egp-node-{id}") };
+        let (veth_gw, veth_node) = (format!("egpg{id}"), format!("egpn{id}"));
+        let ns = |n: &str, args: &str| {
+            let mut v: Vec<String> = vec!["-n".into(), n.into()];
+            v.extend(args.split_whitespace().map(str::to_owned));
+            v
+        };
+        let steps: Vec<Vec<String>> = vec![
+            vec!["netns".into(), "add".into(), pair.gw.clone()],
+            vec!["netns".into(), "add".into(), pair.node.clone()],
+            format!("link add {veth_gw} type veth peer name {veth_node}").split(' ').map(str::to_owned).collect(),
+            format!("link set {veth_gw} netns {}", pair.gw).split(' ').map(str::to_owned).collect(),
+            format!("link set {veth_node} netns {}", pair.node).split(' ').map(str::to_owned).collect(),
+            ns(&pair.gw, &format!("addr add 192.0.2.1/24 dev {veth_gw}")),
+            ns(&pair.node, &format!("addr add 192.0.2.2/24 dev {veth_node}")),
+            ns(&pair.gw, &format!("link set {veth_gw} up")),
+            ns(&pair.node, &format!("link set {veth_node} up")),
+            ns(&pair.gw, "link set lo up"),
+            ns(&pair.node, "link set lo up"),
+            ns(&pair.gw, "link add egret0 address 02:00:00:00:00:01 type vxlan external dstport 8472"),
+            ns(&pair.gw, "link set egret0 up"),
+        ];
+        for args in steps {
+            let out = Command::new("ip").args(&args).output().expect("ip runs");
+            assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+        }
+        pair
+    }
+
+    /// Runs `cmd args` in namespace `ns`.
+    fn exec(ns: &str, cmd: &str, args: &[&str]) -> std::process::Output {
+        Command::new("ip").args(["netns", "exec", ns, cmd]).args(args).output().expect("ip netns exec runs")
+    }
+}
+
+impl Drop for UnderlayPair {
+    fn drop(&mut self) {
+        for n in [&self.gw, &self.node] {
+            let _ = Command::new("ip").args(["netns", "del", n]).status();
+        }
+    }
+}
+
+/// The node side of a probe: binds the VXLAN port 8472, sends the datagram
+/// (hex in argv[1]) to the gateway, prints the first datagram that comes back
+/// as `<source address> <hex>`, or nothing after 3 s.
+const PROBE_NODE_PY: &str = "
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(('0.0.0.0', 8472))
+s.settimeout(3)
+s.sendto(bytes.fromhex(sys.argv[1]), ('192.0.2.1', 8472))
+try:
+    data, addr = s.recvfrom(2048)
+    print(addr[0], data.hex())
+except socket.timeout:
+    pass
+";
+
+#[test]
+fn a_real_vxlan_gateway_answers_a_probe_from_its_program() {
+    if !privileged("a_real_vxlan_gateway_answers_a_probe_from_its_program") {
+        return;
+    }
+    if Command::new("tc").arg("-V").output().map(|o| !o.status.success()).unwrap_or(true)
+        || Command::new("python3").arg("-V").output().map(|o| !o.status.success()).unwrap_or(true)
+        || !["/usr/sbin/bpftool", "/usr/bin/bpftool", "/sbin/bpftool"].into_iter().any(|p| Path::new(p).exists())
+    {
+        skip_or_fail(
+            "a_real_vxlan_gateway_answers_a_probe_from_its_program",
+            "tc (iproute2), python3 or bpftool is missing",
+        );
+        return;
+    }
+    let pair = UnderlayPair::new();
+    let tunnel_in = programs().remove(&Template::TunnelIn).expect("egret_tunnel_in");
+    let bytes = verify_and_write(&[tunnel_in], &templates::maps(), "GPL").expect("verifies and writes");
+    let obj = TempObject(std::env::temp_dir().join(format!("egret-probe-{}.o", std::process::id())));
+    std::fs::write(&obj.0, &bytes).expect("write object");
+    let section = egret_bpf::elf::program_section(Template::TunnelIn.name());
+    let send = |seq: u32| {
+        let req = Probe { kind: Kind::Request, seq, sender: Ipv4Addr::new(192, 0, 2, 2), sent_ns: 77 };
+        let hex: String = req.datagram().iter().map(|b| format!("{b:02x}")).collect();
+        let out = UnderlayPair::exec(&pair.node, "python3", &["-c", PROBE_NODE_PY, &hex]);
+        assert!(out.status.success(), "python3: {}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        (req, text)
+    };
+
+    // without egret's program nothing on the gateway answers
+    let (_, nothing) = send(1);
+    assert_eq!(nothing, "", "no answer without the program");
+
+    for args in [
+        vec!["qdisc", "add", "dev", "egret0", "clsact"],
+        vec!["filter", "add", "dev", "egret0", "ingress", "bpf", "direct-action", "object-file"],
+    ] {
+        let mut a: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+        if a[0] == "filter" {
+            a.extend([obj.0.to_string_lossy().into_owned(), "section".into(), section.clone()]);
+        }
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        let out = UnderlayPair::exec(&pair.gw, "tc", &a);
+        assert!(out.status.success(), "tc {}: {}", a.join(" "), String::from_utf8_lossy(&out.stderr));
+    }
+
+    let (req, text) = send(2);
+    let (from, hex) = text.split_once(' ').unwrap_or_else(|| panic!("an answer, got {text:?}"));
+    assert_eq!(from, "192.0.2.1", "from the address the node probed");
+    let datagram: Vec<u8> =
+        (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex")).collect();
+    assert_eq!(Probe::from_datagram(&datagram), Some(Probe { kind: Kind::Reply, ..req }), "{datagram:02x?}");
+    assert_eq!(&datagram[4..7], &[0, 0, 0], "VNI 0");
+
+    // the whole loop: the node runs egret_tunnel_in on its own egret0, so the
+    // reply is decapsulated there and recorded in its egret_probe_rx
+    for args in ["link add egret0 address 02:00:00:00:00:02 type vxlan external dstport 8472", "link set egret0 up"] {
+        let out = Command::new("ip").args(["-n", &pair.node]).args(args.split(' ')).output().expect("ip runs");
+        assert!(out.status.success(), "ip {args}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let out = UnderlayPair::exec(&pair.node, "tc", &["qdisc", "add", "dev", "egret0", "clsact"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let obj_path = obj.0.to_string_lossy().into_owned();
+    let out = UnderlayPair::exec(
+        &pair.node,
+        "tc",
+        &[
+            "filter",
+            "add",
+            "dev",
+            "egret0",
+            "ingress",
+            "bpf",
+            "direct-action",
+            "object-file",
+            &obj_path,
+            "section",
+            &section,
+        ],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let req = Probe { kind: Kind::Request, seq: 3, sender: Ipv4Addr::new(192, 0, 2, 2), sent_ns: 4242 };
+    let hex: String = req.datagram().iter().map(|b| format!("{b:02x}")).collect();
+    let send_only = "import socket, sys\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+                     s.sendto(bytes.fromhex(sys.argv[1]), ('192.0.2.1', 8472))\n";
+    let want_key = ProbeRx::key(Ipv4Addr::new(192, 0, 2, 1));
+    let mut found = None;
+    for _ in 0..30 {
+        let out = UnderlayPair::exec(&pair.node, "python3", &["-c", send_only, &hex]);
+        assert!(out.status.success(), "python3: {}", String::from_utf8_lossy(&out.stderr));
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        found = probe_rx_entries().into_iter().find(|(k, _)| k[..] == want_key[..]).map(|(_, v)| v);
+        if found.is_some() {
+            break;
+        }
+    }
+    let value = found.expect("the node recorded the gateway's reply in egret_probe_rx");
+    let rx = ProbeRx::from_bytes(&value).expect("24 bytes");
+    assert_eq!((rx.seq, rx.sent_ns), (3, 4242));
+    assert!(rx.recv_ns > 0 && rx.recv_ns <= monotonic_ns());
+}
+
+/// Every entry of every loaded map named `egret_probe_rx` (`bpftool map dump`).
+fn probe_rx_entries() -> Vec<(Vec<u8>, Vec<u8>)> {
+    let Some(bpftool) =
+        ["/usr/sbin/bpftool", "/usr/bin/bpftool", "/sbin/bpftool"].into_iter().find(|p| Path::new(p).exists())
+    else {
+        panic!("bpftool is missing (apt-get install -y bpftool)");
+    };
+    let out = Command::new(bpftool).args(["-j", "map", "dump", "name", map::PROBE_RX]).output().expect("bpftool");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let bytes = |v: &serde_json::Value| -> Vec<u8> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|b| b.as_str())
+                    .filter_map(|b| u8::from_str_radix(b.trim_start_matches("0x"), 16).ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut entries = Vec::new();
+    let mut collect = |v: &serde_json::Value| {
+        if let (Some(k), Some(val)) = (v.get("key"), v.get("value")) {
+            entries.push((bytes(k), bytes(val)));
+        }
+    };
+    // one map: a list of entries; several: a list of {"elements": [...]} per map
+    for item in
+        serde_json::from_str::<serde_json::Value>(&text).ok().and_then(|v| v.as_array().cloned()).unwrap_or_default()
+    {
+        match item.get("elements").and_then(|e| e.as_array()) {
+            Some(elements) => elements.iter().for_each(&mut collect),
+            None => collect(&item),
+        }
+    }
+    entries
 }
