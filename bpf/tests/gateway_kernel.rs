@@ -18,7 +18,10 @@
 //! One test runs the probe loop for real: two network namespaces, a
 //! collect-metadata VXLAN `egret0` on each, `egret_tunnel_in` attached with
 //! `tc` on both; a UDP socket (python3) on the node sends the request, the
-//! gateway's program answers, the node's program records the reply.
+//! gateway's program answers, the node's program records the reply. Another
+//! forwards a floating slot's packet for real: the gateway does not own the
+//! slot, and the owner (a UDP socket on the VXLAN port) receives the
+//! datagram with the slot's VNI and the inner frame unchanged.
 //!
 //! Without root or bpf these tests print one line and return; with
 //! `EGRET_REQUIRE_PRIVILEGED=1` they fail instead (TESTING.md). Nothing is
@@ -761,10 +764,12 @@ struct UnderlayPair {
 }
 
 impl UnderlayPair {
-    fn new() -> UnderlayPair {
+    /// `tag` (one letter) keeps the names of concurrent tests apart; the
+    /// node's veth is `eg<tag>n<pid>`.
+    fn new(tag: char) -> UnderlayPair {
         let id = std::process::id();
-        let pair = UnderlayPair { gw: format!("egp-gw-{id}"), node: format!("egp-node-{id}") };
-        let (veth_gw, veth_node) = (format!("egpg{id}"), format!("egpn{id}"));
+        let pair = UnderlayPair { gw: format!("egp-{tag}-gw-{id}"), node: format!("egp-{tag}-node-{id}") };
+        let (veth_gw, veth_node) = (format!("eg{tag}g{id}"), format!("eg{tag}n{id}"));
         let ns = |n: &str, args: &str| {
             let mut v: Vec<String> = vec!["-n".into(), n.into()];
             v.extend(args.split_whitespace().map(str::to_owned));
@@ -782,7 +787,7 @@ impl UnderlayPair {
             ns(&pair.node, &format!("link set {veth_node} up")),
             ns(&pair.gw, "link set lo up"),
             ns(&pair.node, "link set lo up"),
-            ns(&pair.gw, "link add egret0 address 02:00:00:00:00:01 type vxlan external dstport 8472"),
+            ns(&pair.gw, "link add egret0 address 02:00:00:00:0e:01 type vxlan external dstport 8472"),
             ns(&pair.gw, "link set egret0 up"),
         ];
         for args in steps {
@@ -837,7 +842,7 @@ fn a_real_vxlan_gateway_answers_a_probe_from_its_program() {
         );
         return;
     }
-    let pair = UnderlayPair::new();
+    let pair = UnderlayPair::new('p');
     let tunnel_in = programs().remove(&Template::TunnelIn).expect("egret_tunnel_in");
     let bytes = verify_and_write(&[tunnel_in], &templates::maps(), "GPL").expect("verifies and writes");
     let obj = TempObject(std::env::temp_dir().join(format!("egret-probe-{}.o", std::process::id())));
@@ -879,7 +884,7 @@ fn a_real_vxlan_gateway_answers_a_probe_from_its_program() {
 
     // the whole loop: the node runs egret_tunnel_in on its own egret0, so the
     // reply is decapsulated there and recorded in its egret_probe_rx
-    for args in ["link add egret0 address 02:00:00:00:00:02 type vxlan external dstport 8472", "link set egret0 up"] {
+    for args in ["link add egret0 address 02:00:00:00:0e:02 type vxlan external dstport 8472", "link set egret0 up"] {
         let out = Command::new("ip").args(["-n", &pair.node]).args(args.split(' ')).output().expect("ip runs");
         assert!(out.status.success(), "ip {args}: {}", String::from_utf8_lossy(&out.stderr));
     }
@@ -960,4 +965,98 @@ fn probe_rx_entries() -> Vec<(Vec<u8>, Vec<u8>)> {
         }
     }
     entries
+}
+
+/// The owner side of a forwarded packet: binds 192.0.2.3:8472, sends the
+/// datagram (hex in argv[1]) from 192.0.2.2 to the gateway, prints the first
+/// datagram that reaches the owner as `<source address> <hex>`.
+const FORWARD_NODE_PY: &str = "
+import socket, sys
+owner = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+owner.bind(('192.0.2.3', 8472))
+owner.settimeout(3)
+node = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+node.bind(('192.0.2.2', 0))
+node.sendto(bytes.fromhex(sys.argv[1]), ('192.0.2.1', 8472))
+try:
+    data, addr = owner.recvfrom(2048)
+    print(addr[0], data.hex())
+except socket.timeout:
+    pass
+";
+
+#[test]
+fn a_real_vxlan_gateway_forwards_a_floating_slot_to_its_owner() {
+    let test = "a_real_vxlan_gateway_forwards_a_floating_slot_to_its_owner";
+    if !privileged(test) {
+        return;
+    }
+    if Command::new("tc").arg("-V").output().map(|o| !o.status.success()).unwrap_or(true)
+        || Command::new("python3").arg("-V").output().map(|o| !o.status.success()).unwrap_or(true)
+    {
+        skip_or_fail(test, "tc (iproute2) or python3 is missing");
+        return;
+    }
+    let pair = UnderlayPair::new('f');
+    let veth_node = format!("egfn{}", std::process::id());
+    let out = Command::new("ip")
+        .args(["-n", &pair.node, "addr", "add", "192.0.2.3/24", "dev", &veth_node])
+        .output()
+        .expect("ip runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("ip").args(["-n", &pair.gw, "-o", "link", "show", "egret0"]).output().expect("ip runs");
+    let egret0: u32 = String::from_utf8_lossy(&out.stdout)
+        .split(':')
+        .next()
+        .and_then(|n| n.trim().parse().ok())
+        .expect("egret0's ifindex");
+
+    // egret_tunnel_in with %tunnel_ifindex = the gateway's egret0, loaded by aya
+    // (so the test fills its maps), pinned, attached by tc inside the namespace
+    let mut tunnel_in = Template::TunnelIn.assemble().expect("assembles").program;
+    tunnel_in.fill_hole(templates::HOLE_TUNNEL_IFINDEX, i64::from(egret0)).expect("fills");
+    let bytes = verify_and_write(&[tunnel_in], &templates::maps(), "GPL").expect("verifies and writes");
+    let mut bpf = aya::Ebpf::load(&bytes).unwrap_or_else(|e| panic!("aya loads: {e}"));
+    let (node, owner) = (Ipv4Addr::new(192, 0, 2, 2), Ipv4Addr::new(192, 0, 2, 3));
+    let slot = templates::GatewaySlot { slot: FLOAT_SLOT, egress_ip: FLOAT_IP, egress_ifindex: 1, floating: true };
+    let allowed = templates::AllowedSource { slot: FLOAT_SLOT, src: POD_A, from: templates::SourceNode::Node(node) };
+    let o = templates::FloatOwner { slot: FLOAT_SLOT, owner, is_self: false };
+    kernel_update(&mut bpf, map::GW_SLOTS, &slot.key(), &slot.value());
+    kernel_update(&mut bpf, map::GW_ALLOWED, &allowed.key(), &allowed.value());
+    kernel_update(&mut bpf, map::FLOAT_OWNER, &o.key(), &o.value());
+    let fs = BpffsMount::new();
+    let pinned = fs.dir.join("tunnel_in");
+    {
+        let p: &mut SchedClassifier =
+            bpf.program_mut(Template::TunnelIn.name()).expect("program").try_into().expect("classifier");
+        p.load().unwrap_or_else(|e| panic!("the kernel verifier accepts egret_tunnel_in: {e:?}"));
+        p.pin(&pinned).expect("pin");
+    }
+    let pinned_s = pinned.to_string_lossy().into_owned();
+    for args in [
+        vec!["qdisc", "add", "dev", "egret0", "clsact"],
+        vec!["filter", "add", "dev", "egret0", "ingress", "bpf", "direct-action", "object-pinned", &pinned_s],
+    ] {
+        let out = UnderlayPair::exec(&pair.gw, "tc", &args);
+        assert!(out.status.success(), "tc {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    }
+
+    // node A's pod sends through the gateway, which does not own the slot
+    let frame = Pkt::udp(POD_A, 5353, SERVER, 53).frame();
+    let mut datagram = vec![0x08, 0, 0, 0];
+    datagram.extend_from_slice(&(FLOAT_SLOT << 8).to_be_bytes());
+    datagram.extend_from_slice(&frame);
+    let hex: String = datagram.iter().map(|b| format!("{b:02x}")).collect();
+    let out = UnderlayPair::exec(&pair.node, "python3", &["-c", FORWARD_NODE_PY, &hex]);
+    assert!(out.status.success(), "python3: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let (from, hex) = text.split_once(' ').unwrap_or_else(|| panic!("the owner got nothing: {text:?}"));
+    assert_eq!(from, "192.0.2.1", "from the gateway");
+    let got: Vec<u8> =
+        (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex")).collect();
+    assert_eq!(&got[..8], &datagram[..8], "VXLAN header: the slot's VNI");
+    assert_eq!(&got[8..], &frame[..], "the inner frame unchanged: the owner translates it");
+    assert_eq!(kernel_stat(&bpf, Stat::Forwarded).0, 1);
+    assert_eq!(kernel_stat(&bpf, Stat::Snat).0, 0);
+    std::fs::remove_file(&pinned).expect("unpin");
 }
