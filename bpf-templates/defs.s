@@ -64,6 +64,7 @@
 .equ TK_ID, 0                       // tunnel_id (u32)
 .equ TK_REMOTE, 4                   // remote_ipv4 (u32, host byte order)
 .equ TK_TTL, 21                     // tunnel_ttl (u8)
+.equ TK_LOCAL, 28                   // local_ipv4 (u32, host byte order)
 .equ TUNNEL_TTL, 64
 .equ SLOT_MASK, 0xffffff            // egress slots are 24-bit VXLAN VNIs
 
@@ -101,8 +102,21 @@
 // ----- egret_gw_slots: u32 slot -> 12 bytes ----------------------------------------
 .equ GS_EGRESS_IP, 0                // be32 egress IPv4 (0: none resolved -> no-egress-ip)
 .equ GS_IFINDEX, 4                  // u32 egress interface ifindex
-.equ GS_FLAGS, 8                    // u32 reserved, 0
+.equ GS_FLAGS, 8                    // u32 GS_F_*
+.equ GS_F_FLOATING, 1               // floating slot: only the owner SNATs, the others forward
 .equ GS_SIZE, 12
+
+// ----- egret_float_owner: u32 slot -> 8 bytes (the agent writes it; state map) -----
+.equ FO_OWNER, 0                    // u32 owner's underlay IPv4, host byte order
+.equ FO_FLAGS, 4                    // u32 FO_F_*
+.equ FO_F_SELF, 1                   // this node owns the slot
+.equ FO_SIZE, 8
+
+// ----- egret_gw_peers: {u32 slot, u32 peer IPv4 (host order)} -> u32 0 --------------
+.equ GP_KEY_SLOT, 0
+.equ GP_KEY_PEER, 4
+.equ GP_KEY_SIZE, 8
+.equ GP_SIZE, 4
 
 // ----- egret_gw_allowed: {u32 slot, be32 src} -> 8 bytes ---------------------------
 .equ GA_KEY_SLOT, 0
@@ -138,6 +152,35 @@
 .equ STAT_REPLY_TUNNELLED, 14       // replies sent back through the tunnel
 .equ STAT_REPLY_LOCAL, 15           // replies handed to a pod on the gateway node
 .equ STAT_REPLY_DELIVERED, 16       // tunnelled replies delivered to a pod (source node)
+.equ STAT_PROBE_ANSWERED, 17        // probe requests answered (egret_tunnel_in)
+.equ STAT_PROBE_REPLY, 18           // probe replies recorded in egret_probe_rx, then dropped
+.equ STAT_NO_OWNER, 19              // floating slot: no owner known, or a peer's packet not ours
+.equ STAT_FORWARDED, 20             // floating slot: forwarded to the owner through the tunnel
+
+// ----- gateway probes (templates::probe): VNI 0, inner ethertype 0x88b5 -----------
+// Frame: dst MAC 02:65:67:72:65:01, src MAC 02:65:67:72:65:02, ethertype 0x88b5,
+// magic "EGRP" @14, u8 kind @18, u8 version @19, u16 0 @20, host u32 seq @22,
+// be32 sender IPv4 @26, host u64 sent_ns @30, zero padding to 60 bytes. The 4- and
+// 8-byte fields are at 2 mod 4 / 2 mod 8: aligned for the kernel (NET_IP_ALIGN).
+.equ PROBE_VNI, 0
+.equ PROBE_ETH_P_LE, 0xb588         // ethertype 0x88b5 as a little-endian u16 load reads it
+.equ PROBE_MAGIC_LE, 0x50524745     // "EGRP" as a little-endian u32 load reads it
+.equ PROBE_VERSION, 1
+.equ PROBE_KIND_REQUEST, 1
+.equ PROBE_KIND_REPLY, 2
+.equ PROBE_MAGIC, 14                // frame offsets
+.equ PROBE_KIND, 18
+.equ PROBE_VER, 19
+.equ PROBE_SEQ, 22
+.equ PROBE_SENDER, 26
+.equ PROBE_SENT_NS, 30
+.equ PROBE_END, 38                  // shortest probe frame accepted
+
+// ----- egret_probe_rx: u32 host IPv4 of the answering node -> 24 bytes -------------
+.equ PR_SEQ, 0                      // host u32 seq of the reply
+.equ PR_SENT_NS, 8                  // host u64 sent_ns copied from the reply
+.equ PR_RECV_NS, 16                 // host u64 ktime_get_ns() when it arrived
+.equ PROBE_RX_SIZE, 24
 
 // ----- port allocation -------------------------------------------------------------
 // NAT ports 61000..=65535: disjoint from Linux's default ip_local_port_range
@@ -162,12 +205,18 @@
 .equ GW_ALLOWED_MAX, 65536
 .equ NAT_MAX, 65536
 .equ STATS_MAX, 32
+.equ PROBE_RX_MAX, 1024
+.equ FLOAT_OWNER_MAX, 256
+.equ GW_PEERS_MAX, 1024
 .map egret_local_eps, hash, key_size=4, value_size=LE_SIZE, max_entries=LOCAL_EPS_MAX
 .map egret_gw_slots, hash, key_size=4, value_size=GS_SIZE, max_entries=GW_SLOTS_MAX
 .map egret_gw_allowed, hash, key_size=8, value_size=GA_SIZE, max_entries=GW_ALLOWED_MAX
 .map egret_nat_v4, lru_hash, key_size=NAT_KEY_SIZE, value_size=FV_SIZE, max_entries=NAT_MAX
 .map egret_rnat_v4, lru_hash, key_size=NAT_KEY_SIZE, value_size=RV_SIZE, max_entries=NAT_MAX
 .map egret_gw_stats, percpu_array, key_size=4, value_size=ST_SIZE, max_entries=STATS_MAX
+.map egret_probe_rx, hash, key_size=4, value_size=PROBE_RX_SIZE, max_entries=PROBE_RX_MAX
+.map egret_float_owner, hash, key_size=4, value_size=FO_SIZE, max_entries=FLOAT_OWNER_MAX
+.map egret_gw_peers, hash, key_size=GP_KEY_SIZE, value_size=GP_SIZE, max_entries=GW_PEERS_MAX
 
 // ----- stack frame (offsets from r10; every program uses this one layout) ----------
 .equ FKEY, -16                      // forward 5-tuple (16 B)
@@ -190,3 +239,9 @@
 .equ DELIVER_IFINDEX, -156          // u32 veth of a local pod (egret_gw_reply)
 .equ NH, -176                       // struct bpf_redir_neigh (20 B): family @0, ipv4_nh @4
 .equ TUNKEY, -224                   // struct bpf_tunnel_key (44 B)
+.equ PEERK, -232                    // egret_gw_peers key (8 B)
+.equ SLOT_FLAGS, -236               // u32 GS_F_* of the slot
+.equ REPLY_NODE, -240               // u32 where replies are tunnelled, host order (0: this node)
+// The probe path (egret_tunnel_in) never reaches the SNAT path, so it reuses RVAL:
+.equ PROBE_RX_VAL, RVAL             // egret_probe_rx value being built (24 B)
+.equ PROBE_NEW_KIND, RVAL           // u8 kind byte written into a request

@@ -1,11 +1,15 @@
 // ===== SNAT path, shared by egret_tunnel_in and egret_gw_local ====================
 // Entry: r6 = ctx; stack: SLOT, NODE (sender, host order; 0 = this node),
 // SRC_FLAGS (RV_F_LOCAL for local pods). Registers for the whole path:
-// r6 = ctx, r7 = frame offset of the L4 header (34..74), r8 = forward NAT value,
-// r9 = hash bucket of the flow (port allocation).
+// r6 = ctx, r7 = frame offset of the L4 header (34..74), r8 = forward NAT value
+// (the owner's address on the forwarding path), r9 = hash bucket of the flow
+// (port allocation).
 // Order of checks: headers -> slot (no-egress-ip) -> allowed source
-// (spoofed-source) -> fragment / protocol (fail closed) -> TTL -> NAT -> rewrite.
+// (spoofed-source) -> floating slot: owner (no-owner; elsewhere: forward) ->
+// fragment / protocol (fail closed) -> TTL -> NAT -> rewrite.
 snat:
+    r1 = *(u32 *)(r10 + NODE)
+    *(u32 *)(r10 + REPLY_NODE) = r1     // replies go back to the sender unless the entry names the pod's node
     // --- Ethernet + IPv4 header (options allowed: IHL 5..15)
     r2 = *(u32 *)(r6 + SKB_DATA)
     r3 = *(u32 *)(r6 + SKB_DATA_END)
@@ -45,6 +49,8 @@ snat:
     *(u32 *)(r10 + RKEY + K_SRC) = r1   // translated source = the egress IP
     r1 = *(u32 *)(r0 + GS_IFINDEX)
     *(u32 *)(r10 + EGRESS_IFINDEX) = r1
+    r1 = *(u32 *)(r0 + GS_FLAGS)
+    *(u32 *)(r10 + SLOT_FLAGS) = r1
 
     // --- the inner source must be allowed for this slot, from this sender
     r1 = *(u32 *)(r10 + SLOT)
@@ -63,8 +69,23 @@ snat:
     if r1 != 0 goto allowed_local
     r1 = *(u32 *)(r0 + GA_NODE)
     if r1 == 0 goto allowed             // any node may send this pod's traffic
+    *(u32 *)(r10 + REPLY_NODE) = r1     // replies go straight to the pod's node
     r2 = *(u32 *)(r10 + NODE)
-    if r1 != r2 goto drop_spoofed_source // a node cannot send another node's pods
+    if r1 == r2 goto allowed
+    // a node cannot send another node's pods, unless it is a candidate of this
+    // floating slot forwarding them (egret_gw_peers)
+    r1 = *(u32 *)(r10 + SLOT_FLAGS)
+    r1 &= GS_F_FLOATING
+    if r1 == 0 goto drop_spoofed_source
+    r1 = *(u32 *)(r10 + SLOT)
+    *(u32 *)(r10 + PEERK + GP_KEY_SLOT) = r1
+    r1 = *(u32 *)(r10 + NODE)
+    *(u32 *)(r10 + PEERK + GP_KEY_PEER) = r1
+    r2 = r10
+    r2 += PEERK
+    r1 = map[egret_gw_peers] ll
+    call map_lookup_elem
+    if r0 == 0 goto drop_spoofed_source
     goto allowed
 allowed_local:
     // a local pod: the packet must come in on that pod's own veth
@@ -77,6 +98,73 @@ allowed_local:
     r2 = *(u32 *)(r6 + SKB_IFINDEX)
     if r1 != r2 goto drop_spoofed_source
 allowed:
+
+    // --- a floating slot: only its owner SNATs, the other candidates forward
+    r1 = *(u32 *)(r10 + SLOT_FLAGS)
+    r1 &= GS_F_FLOATING
+    if r1 == 0 goto owned
+    r2 = r10
+    r2 += SLOT
+    r1 = map[egret_float_owner] ll
+    call map_lookup_elem
+    if r0 == 0 goto drop_no_owner       // no owner known
+    r1 = *(u32 *)(r0 + FO_FLAGS)
+    r1 &= FO_F_SELF
+    if r1 != 0 goto owned
+    r8 = *(u32 *)(r0 + FO_OWNER)
+    if r8 == 0 goto drop_no_owner
+    // a peer sent it because it thinks we own the slot: never forward it again
+    r1 = *(u32 *)(r10 + NODE)
+    if r1 == 0 goto forward             // from a pod of this node (egret_gw_local)
+    r1 = *(u32 *)(r10 + SLOT)
+    *(u32 *)(r10 + PEERK + GP_KEY_SLOT) = r1
+    r1 = *(u32 *)(r10 + NODE)
+    *(u32 *)(r10 + PEERK + GP_KEY_PEER) = r1
+    r2 = r10
+    r2 += PEERK
+    r1 = map[egret_gw_peers] ll
+    call map_lookup_elem
+    if r0 != 0 goto drop_no_owner
+forward:
+    // tunnel key {tunnel_id = slot, remote_ipv4 = owner (host order), ttl 64}
+    r1 = 0
+    *(u64 *)(r10 + TUNKEY) = r1
+    *(u64 *)(r10 + TUNKEY + 8) = r1
+    *(u64 *)(r10 + TUNKEY + 16) = r1
+    *(u64 *)(r10 + TUNKEY + 24) = r1
+    *(u64 *)(r10 + TUNKEY + 32) = r1
+    *(u32 *)(r10 + TUNKEY + 40) = r1
+    r1 = *(u32 *)(r10 + SLOT)
+    *(u32 *)(r10 + TUNKEY + TK_ID) = r1
+    *(u32 *)(r10 + TUNKEY + TK_REMOTE) = r8
+    *(u8 *)(r10 + TUNKEY + TK_TTL) = TUNNEL_TTL
+    r1 = r6
+    r2 = r10
+    r2 += TUNKEY
+    r3 = TUNNEL_KEY_SIZE
+    r4 = 0
+    call skb_set_tunnel_key
+    if r0 != 0 goto drop_rewrite_failed
+    // count forwarded, then out of egret0 to the owner (unchanged: it SNATs)
+    *(u32 *)(r10 + STATS_KEY) = STAT_FORWARDED
+    r2 = r10
+    r2 += STATS_KEY
+    r1 = map[egret_gw_stats] ll
+    call map_lookup_elem
+    if r0 == 0 goto forward_send
+    r1 = *(u64 *)(r0 + ST_PACKETS)
+    r1 += 1
+    *(u64 *)(r0 + ST_PACKETS) = r1
+    r1 = *(u32 *)(r6 + SKB_LEN)
+    r2 = *(u64 *)(r0 + ST_BYTES)
+    r2 += r1
+    *(u64 *)(r0 + ST_BYTES) = r2
+forward_send:
+    w1 = %tunnel_ifindex                // egret0
+    r2 = 0                              // egress: BPF_F_INGRESS would drop it (OTHERHOST)
+    call redirect                       // TC_ACT_REDIRECT
+    exit
+owned:
 
     // --- fragments and L4 header (pointers again: the calls clobbered r2-r5)
     r2 = *(u32 *)(r6 + SKB_DATA)
@@ -222,7 +310,7 @@ fwd_timeout:
 nat_new:
     r1 = *(u32 *)(r10 + FKEY + K_SRC)
     *(u32 *)(r10 + RVAL + RV_ORIG_SRC) = r1
-    r1 = *(u32 *)(r10 + NODE)
+    r1 = *(u32 *)(r10 + REPLY_NODE)
     *(u32 *)(r10 + RVAL + RV_NODE) = r1
     r1 = *(u32 *)(r10 + SLOT)
     *(u32 *)(r10 + RVAL + RV_SLOT) = r1
@@ -922,4 +1010,7 @@ drop_ttl_exceeded:
     goto drop
 drop_rewrite_failed:
     r7 = STAT_REWRITE_FAILED
+    goto drop
+drop_no_owner:
+    r7 = STAT_NO_OWNER
     goto drop

@@ -15,13 +15,14 @@
 //! host integers, exactly as the generated program reads them). Per-CPU maps
 //! list one value, which the loader writes for every CPU.
 //!
-//! **State maps** (`state` in the manifest): maps that only the programs
-//! write (NAT connection tables, counters), whose content must outlive a
-//! generation swap. A loader reuses the running generation's map of that name
+//! **State maps** (`state` in the manifest): maps whose content the compiler
+//! does not produce — written by the programs (NAT connection tables,
+//! counters, probe replies) or by the node's agent at run time (floating
+//! slots' owners) — and must outlive a generation swap. A loader reuses the running generation's map of that name
 //! for the next generation when the definition (kind, key size, value size,
 //! capacity, flags) is unchanged, and creates a new one otherwise. A state
 //! map's image is empty and it is never a `prog_array` ([`Artifact::check`]).
-//! [`Artifact::new`] marks the gateway templates' program-written maps
+//! [`Artifact::new`] marks the gateway templates' such maps
 //! ([`TEMPLATE_STATE_MAPS`]) by rule; other producers add theirs with
 //! [`Artifact::with_state`].
 //!
@@ -288,13 +289,17 @@ pub struct DecisionTable {
     pub egress: std::collections::BTreeMap<u32, std::net::IpAddr>,
 }
 
-/// The gateway templates' maps that only their programs write
-/// (`crate::templates`: the NAT tables and the per-CPU counters): state maps
-/// wherever they appear with an empty image ([`Artifact::new`] marks them).
-pub const TEMPLATE_STATE_MAPS: [&str; 4] = [
+/// The maps whose content the compiler does not produce (`crate::templates`:
+/// the NAT tables, the per-CPU counters and the probe replies, which the
+/// programs write, and the gateways' liveness and the floating slots'
+/// owners, which the node's agent writes): state maps wherever they appear
+/// with an empty image ([`Artifact::new`] marks them), kept across swaps.
+pub const TEMPLATE_STATE_MAPS: [&str; 6] = [
     crate::templates::map::NAT_V4,
     crate::templates::map::RNAT_V4,
     crate::templates::map::GW_STATS,
+    crate::templates::map::PROBE_RX,
+    crate::templates::map::FLOAT_OWNER,
     crate::templates::map::GW_LIVE,
 ];
 
@@ -602,7 +607,11 @@ mod tests {
         let maps = crate::templates::maps();
         let images: Vec<MapImage> = maps.iter().map(MapImage::of).collect();
         let a = Artifact::new("gw", vec![1], vec![], vec![], images.clone());
-        assert_eq!(a.manifest.state, ["egret_gw_stats", "egret_nat_v4", "egret_rnat_v4"]);
+        assert_eq!(
+            a.manifest.state,
+            ["egret_float_owner", "egret_gw_stats", "egret_nat_v4", "egret_probe_rx", "egret_rnat_v4"]
+        );
+        assert!(!a.is_state("egret_gw_peers"), "compiled from the plan: not state");
         assert!(a.is_state("egret_nat_v4") && !a.is_state("egret_local_eps"));
         a.check().expect("state maps with empty images check");
         // the manifest round-trips through JSON with its state list

@@ -6,14 +6,21 @@
 //!
 //! | program | attach | what it does |
 //! |---|---|---|
-//! | `egret_tunnel_in` | tcx ingress of `egret0` ([`AttachPoint::TunnelIngress`]), every node | inner destination in `egret_local_eps` → *reply delivery*: `bpf_redirect_neigh(veth, {AF_INET, pod}, 20, 0)`; otherwise *egress*: `tunnel_id & 0xffffff` is the slot, the tunnel remote the sending node, then the SNAT path |
+//! | `egret_tunnel_in` | tcx ingress of `egret0` ([`AttachPoint::TunnelIngress`]), every node | first, a gateway probe (inner ethertype 0x88b5, see [`probe`]): a request is answered from here, a reply recorded in `egret_probe_rx`; then inner destination in `egret_local_eps` → *reply delivery*: `bpf_redirect_neigh(veth, {AF_INET, pod}, 20, 0)`; otherwise *egress*: `tunnel_id & 0xffffff` is the slot, the tunnel remote the sending node, then the SNAT path |
 //! | `egret_gw_local` | none: tail-call target, index [`GW_LOCAL_PROG_INDEX`] of the source classifier's `PROG_ARRAY` | the SNAT path for the gateway node's own pods; the slot is in `skb->cb[0]` (low 24 bits) |
 //! | `egret_gw_reply` | tcx ingress of each egress interface ([`AttachPoint::EgressIngress`]) | reverse NAT; a reply to a pod on another node gets the tunnel key `{tunnel_id = slot, remote_ipv4 = node (host order), tunnel_ttl = 64}` and `bpf_redirect(%tunnel_ifindex, 0)`; one to a local pod goes to its veth like reply delivery; anything that is not a live NAT mapping returns `TC_ACT_UNSPEC` (-1) untouched |
 //!
 //! **SNAT path** (both egress programs), in this order: Ethernet + IPv4 header
 //! (IHL 5..15) else drop `malformed`/`not-ipv4`; slot in `egret_gw_slots` with
 //! a non-zero egress IPv4 else `no-egress-ip`; source allowed
-//! (`egret_gw_allowed`, see below) else `spoofed-source`; non-first fragment
+//! (`egret_gw_allowed`, see below) else `spoofed-source`; for a *floating
+//! slot* ([`GS_F_FLOATING`]) the owner in `egret_float_owner`
+//! ([`FloatOwner`]): none → `no-owner`, this node → go on, another node →
+//! forward the packet unchanged with the tunnel key `{tunnel_id = slot,
+//! remote_ipv4 = owner, tunnel_ttl = 64}` and `bpf_redirect(%tunnel_ifindex,
+//! 0)` (`forwarded`) — unless it came from a peer of the slot
+//! (`egret_gw_peers`, [`GatewayPeer`]), which is dropped `no-owner` instead
+//! of bounced; non-first fragment
 //! → `fragment`; not TCP, UDP or ICMP echo request → `unsupported-proto`;
 //! TTL ≤ 1 → `ttl-exceeded`; then the NAT mapping (existing, or a new port
 //! by hashed probing, else `nat-ports-exhausted`); then the rewrite — source
@@ -29,8 +36,8 @@
 //!
 //! Source assembly: each program is `defs.s` + its entry file
 //! (`tunnel_in.s`, `gw_local.s`, `gw_reply.s`) + `snat_v4.s` for the two
-//! egress programs + `count.s` ([`Template::source`]). Holes: only
-//! `%tunnel_ifindex` in `egret_gw_reply` (the ifindex of `egret0`).
+//! egress programs + `count.s` ([`Template::source`]). Holes:
+//! `%tunnel_ifindex` (the ifindex of `egret0`) in all three programs.
 //!
 //! # Maps (byte-exact)
 //!
@@ -48,7 +55,8 @@
 //! - key: `u32` host slot id (the 24-bit VNI).
 //! - value: `be32` egress IPv4 @0 (0.0.0.0 = none resolved: drop
 //!   `no-egress-ip`), `u32` host ifindex of the egress interface @4, `u32`
-//!   reserved flags @8 (0).
+//!   host flags @8: bit 0 [`GS_F_FLOATING`] = floating slot (compiled by the
+//!   code generator).
 //!
 //! `egret_gw_allowed` — hash, key 8, value 8, [`GW_ALLOWED_MAX`] entries; on a
 //! gateway, one entry per (slot, pod IP) the slot serves:
@@ -64,7 +72,11 @@
 //!   the entry is local and the pod's `egret_local_eps` ifindex equals
 //!   `skb->ifindex` (the veth it came in on): a local pod cannot use another
 //!   pod's address. (The issue sketched this value as a bare `u8`; it carries
-//!   the node so the check above is possible.)
+//!   the node so the check above is possible.) For a floating slot a
+//!   tunnelled packet also passes when the tunnel remote is a peer of the
+//!   slot in `egret_gw_peers` (a candidate forwarding another node's pod).
+//!   A new reverse entry's node (where replies are tunnelled) is the entry's
+//!   node when non-zero, else the tunnel remote.
 //!
 //! `egret_nat_v4` — LRU hash, key 16, value 32, [`NAT_MAX`] entries; forward
 //! mappings, written by the programs only:
@@ -92,6 +104,15 @@
 //! [`STATS_MAX`] entries: `u64` host packets @0, `u64` host bytes (`skb->len`)
 //! @8. Indexes: [`Stat`] (one list for the source and the gateway side; index
 //! 0 `no-gateway` is the source classifier's, these templates never write it).
+//!
+//! `egret_float_owner` — hash, key 4, value 8, [`FLOAT_OWNER_MAX`] entries,
+//! a state map written by the node's agent: [`FloatOwner`].
+//! `egret_gw_peers` — hash, key 8, value 4, [`GW_PEERS_MAX`] entries,
+//! compiled: [`GatewayPeer`].
+//!
+//! `egret_probe_rx` — hash, key 4, value 24, [`PROBE_RX_MAX`] entries, a
+//! state map written by `egret_tunnel_in` for each probe reply: see
+//! [`probe::ProbeRx`] and the frame layout in [`probe`].
 //!
 //! # Connection tracking and port allocation
 //!
@@ -177,7 +198,9 @@ pub const FILES: [(&str, &str); 6] = [
 
 /// Index of `egret_gw_local` in the source classifier's `PROG_ARRAY`.
 pub const GW_LOCAL_PROG_INDEX: u32 = 0;
-/// The hole of `egret_gw_reply`: ifindex of the tunnel device `egret0`.
+/// The hole of every template: ifindex of the tunnel device `egret0`
+/// (`egret_gw_reply` tunnels replies out of it, the SNAT path of
+/// `egret_tunnel_in` and `egret_gw_local` forwards floating-slot packets).
 pub const HOLE_TUNNEL_IFINDEX: &str = "tunnel_ifindex";
 
 /// Map names.
@@ -197,6 +220,15 @@ pub mod map {
     /// Gateway liveness as this node's agent sees it (read by the source
     /// classifier; see [`super::GatewayLive`]).
     pub const GW_LIVE: &str = "egret_gw_live";
+    /// The last probe reply received from each node (written by
+    /// `egret_tunnel_in`, read by the agent; see [`super::probe::ProbeRx`]).
+    pub const PROBE_RX: &str = "egret_probe_rx";
+    /// The owner of each floating slot, as this node's agent knows it (read
+    /// by the SNAT path and the source classifier; see [`super::FloatOwner`]).
+    pub const FLOAT_OWNER: &str = "egret_float_owner";
+    /// The other candidate gateways of each floating slot served here (see
+    /// [`super::GatewayPeer`]).
+    pub const GW_PEERS: &str = "egret_gw_peers";
 }
 
 /// `max_entries` of `egret_local_eps`.
@@ -211,6 +243,12 @@ pub const NAT_MAX: u32 = 65536;
 pub const STATS_MAX: u32 = 32;
 /// `max_entries` of `egret_gw_live`.
 pub const GW_LIVE_MAX: u32 = 1024;
+/// `max_entries` of `egret_probe_rx`.
+pub const PROBE_RX_MAX: u32 = 1024;
+/// `max_entries` of `egret_float_owner`.
+pub const FLOAT_OWNER_MAX: u32 = 256;
+/// `max_entries` of `egret_gw_peers`.
+pub const GW_PEERS_MAX: u32 = 1024;
 
 /// First NAT port.
 pub const NAT_PORT_MIN: u16 = 61000;
@@ -286,8 +324,7 @@ impl Template {
     #[must_use]
     pub const fn holes(self) -> &'static [&'static str] {
         match self {
-            Template::TunnelIn | Template::GwLocal => &[],
-            Template::GwReply => &[HOLE_TUNNEL_IFINDEX],
+            Template::TunnelIn | Template::GwLocal | Template::GwReply => &[HOLE_TUNNEL_IFINDEX],
         }
     }
 
@@ -383,6 +420,9 @@ pub fn maps() -> Vec<MapDef> {
         def(map::NAT_V4, MapKind::LruHash, NatKey::SIZE as u32, ForwardNat::SIZE as u32, NAT_MAX),
         def(map::RNAT_V4, MapKind::LruHash, NatKey::SIZE as u32, ReverseNat::SIZE as u32, NAT_MAX),
         def(map::GW_STATS, MapKind::PercpuArray, 4, 16, STATS_MAX),
+        probe::ProbeRx::map_def(),
+        FloatOwner::map_def(),
+        GatewayPeer::map_def(),
     ]
 }
 
@@ -423,11 +463,21 @@ pub enum Stat {
     ReplyLocal,
     /// 16, passed: tunnelled replies delivered to a pod (source node).
     ReplyDelivered,
+    /// 17, passed: probe requests answered by `egret_tunnel_in` ([`probe`]).
+    ProbeAnswered,
+    /// 18, consumed: probe replies recorded in `egret_probe_rx` (then dropped:
+    /// nothing else sees them).
+    ProbeReply,
+    /// 19, drop: a floating slot with no owner known here, or a packet a peer
+    /// forwarded to this node although it does not own the slot.
+    NoOwner,
+    /// 20, passed: floating-slot packets forwarded to the slot's owner.
+    Forwarded,
 }
 
 impl Stat {
     /// All indexes, in order.
-    pub const ALL: [Stat; 17] = [
+    pub const ALL: [Stat; 21] = [
         Stat::NoGateway,
         Stat::NoEgressIp,
         Stat::SpoofedSource,
@@ -445,6 +495,10 @@ impl Stat {
         Stat::ReplyTunnelled,
         Stat::ReplyLocal,
         Stat::ReplyDelivered,
+        Stat::ProbeAnswered,
+        Stat::ProbeReply,
+        Stat::NoOwner,
+        Stat::Forwarded,
     ];
 
     /// The key in `egret_gw_stats`.
@@ -474,13 +528,17 @@ impl Stat {
             Stat::ReplyTunnelled => "reply-tunnelled",
             Stat::ReplyLocal => "reply-local",
             Stat::ReplyDelivered => "reply-delivered",
+            Stat::ProbeAnswered => "probe-answered",
+            Stat::ProbeReply => "probe-reply",
+            Stat::NoOwner => "no-owner",
+            Stat::Forwarded => "forwarded",
         }
     }
 
     /// True for drop reasons.
     #[must_use]
     pub const fn is_drop(self) -> bool {
-        (self as u32) <= Stat::RewriteFailed as u32
+        (self as u32) <= Stat::RewriteFailed as u32 || matches!(self, Stat::NoOwner)
     }
 
     /// The name of the `.equ` constant in `defs.s`.
@@ -545,7 +603,14 @@ pub struct GatewaySlot {
     pub egress_ip: Ipv4Addr,
     /// The egress interface.
     pub egress_ifindex: u32,
+    /// A floating slot ([`GS_F_FLOATING`]): served by every candidate
+    /// gateway of a floating egress IP, SNATed only by the current owner
+    /// (`egret_float_owner`), forwarded to it by the others.
+    pub floating: bool,
 }
+
+/// `egret_gw_slots` value flag (`u32` @8): the slot is floating.
+pub const GS_F_FLOATING: u32 = 1;
 
 impl GatewaySlot {
     /// Value size.
@@ -563,7 +628,156 @@ impl GatewaySlot {
         let mut v = [0u8; Self::SIZE];
         v[0..4].copy_from_slice(&self.egress_ip.octets());
         v[4..8].copy_from_slice(&self.egress_ifindex.to_le_bytes());
+        v[8..12].copy_from_slice(&(if self.floating { GS_F_FLOATING } else { 0 }).to_le_bytes());
         v
+    }
+
+    /// Decodes an entry; `None` unless a 4-byte key and a [`GatewaySlot::SIZE`] value.
+    #[must_use]
+    pub fn from_bytes(key: &[u8], value: &[u8]) -> Option<GatewaySlot> {
+        if key.len() != 4 || value.len() != Self::SIZE {
+            return None;
+        }
+        Some(GatewaySlot {
+            slot: u32_at(key, 0),
+            egress_ip: ip_at(value, 0),
+            egress_ifindex: u32_at(value, 4),
+            floating: u32_at(value, 8) & GS_F_FLOATING != 0,
+        })
+    }
+}
+
+/// An entry of `egret_float_owner` — hash, key 4, value 8,
+/// [`FLOAT_OWNER_MAX`] entries, a state map (empty image, kept across
+/// swaps) written by the node's agent and read by the gateway templates'
+/// SNAT path and by the source classifier:
+/// - key: `u32` host floating slot id;
+/// - value: `u32` host IPv4 of the slot's current owner @0 (its underlay
+///   address, the tunnel remote other nodes see), `u32` host flags @4: bit 0
+///   [`FO_F_SELF`] = this node owns the slot.
+///
+/// A slot with no entry has no owner known: its packets are dropped
+/// (`no-owner`). An entry without [`FO_F_SELF`] whose owner is `0.0.0.0` is
+/// treated the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FloatOwner {
+    /// The floating slot.
+    pub slot: u32,
+    /// Its current owner's underlay IPv4.
+    pub owner: Ipv4Addr,
+    /// Whether this node is the owner ([`FO_F_SELF`]).
+    pub is_self: bool,
+}
+
+/// `egret_float_owner` value flag: this node owns the slot.
+pub const FO_F_SELF: u32 = 1;
+
+impl FloatOwner {
+    /// Value size.
+    pub const SIZE: usize = 8;
+
+    /// The key bytes.
+    #[must_use]
+    pub fn key(&self) -> [u8; 4] {
+        self.slot.to_le_bytes()
+    }
+
+    /// The value bytes.
+    #[must_use]
+    pub fn value(&self) -> [u8; Self::SIZE] {
+        let mut v = [0u8; Self::SIZE];
+        v[0..4].copy_from_slice(&u32::from(self.owner).to_le_bytes());
+        v[4..8].copy_from_slice(&(if self.is_self { FO_F_SELF } else { 0 }).to_le_bytes());
+        v
+    }
+
+    /// Decodes an entry; `None` unless a 4-byte key and a [`FloatOwner::SIZE`] value.
+    #[must_use]
+    pub fn from_bytes(key: &[u8], value: &[u8]) -> Option<FloatOwner> {
+        if key.len() != 4 || value.len() != Self::SIZE {
+            return None;
+        }
+        Some(FloatOwner {
+            slot: u32_at(key, 0),
+            owner: Ipv4Addr::from(u32_at(value, 0)),
+            is_self: u32_at(value, 4) & FO_F_SELF != 0,
+        })
+    }
+
+    /// The map's definition.
+    #[must_use]
+    pub fn map_def() -> MapDef {
+        MapDef {
+            name: map::FLOAT_OWNER.to_owned(),
+            kind: MapKind::Hash,
+            key_size: 4,
+            value_size: Self::SIZE as u32,
+            max_entries: FLOAT_OWNER_MAX,
+            flags: 0,
+        }
+    }
+}
+
+/// An entry of `egret_gw_peers` — hash, key 8, value 4, [`GW_PEERS_MAX`]
+/// entries, compiled from the plan on a gateway: for each floating slot this
+/// node serves, its other candidate gateways:
+/// - key: `u32` host slot @0, `u32` host IPv4 of the peer @4 (its underlay
+///   address, as `bpf_skb_get_tunnel_key` reports it);
+/// - value: `u32` 0.
+///
+/// A peer may send the slot's packets of any allowed pod (it forwards them
+/// to the owner), and a packet from a peer is never forwarded again (the
+/// peer thought this node owns the slot: drop `no-owner` rather than
+/// ping-pong).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GatewayPeer {
+    /// The floating slot.
+    pub slot: u32,
+    /// Another candidate gateway of it.
+    pub peer: Ipv4Addr,
+}
+
+impl GatewayPeer {
+    /// Key size.
+    pub const KEY_SIZE: usize = 8;
+    /// Value size.
+    pub const SIZE: usize = 4;
+
+    /// The key bytes.
+    #[must_use]
+    pub fn key(&self) -> [u8; Self::KEY_SIZE] {
+        let mut k = [0u8; Self::KEY_SIZE];
+        k[0..4].copy_from_slice(&self.slot.to_le_bytes());
+        k[4..8].copy_from_slice(&u32::from(self.peer).to_le_bytes());
+        k
+    }
+
+    /// The value bytes (zero).
+    #[must_use]
+    pub fn value(&self) -> [u8; Self::SIZE] {
+        [0; Self::SIZE]
+    }
+
+    /// Decodes an entry; `None` unless an 8-byte key and a 4-byte value.
+    #[must_use]
+    pub fn from_bytes(key: &[u8], value: &[u8]) -> Option<GatewayPeer> {
+        if key.len() != Self::KEY_SIZE || value.len() != Self::SIZE {
+            return None;
+        }
+        Some(GatewayPeer { slot: u32_at(key, 0), peer: Ipv4Addr::from(u32_at(key, 4)) })
+    }
+
+    /// The map's definition.
+    #[must_use]
+    pub fn map_def() -> MapDef {
+        MapDef {
+            name: map::GW_PEERS.to_owned(),
+            kind: MapKind::Hash,
+            key_size: Self::KEY_SIZE as u32,
+            value_size: Self::SIZE as u32,
+            max_entries: GW_PEERS_MAX,
+            flags: 0,
+        }
     }
 }
 
@@ -818,6 +1032,250 @@ impl GatewayLive {
     }
 }
 
+pub mod probe {
+    //! Gateway probes: frames that nodes send to a gateway's `egret0` and that
+    //! the gateway's own `egret_tunnel_in` answers, so that a gateway whose
+    //! datapath is gone stops answering even while its agent runs.
+    //!
+    //! A probe travels in egret's VXLAN tunnel with VNI [`VNI`] (0; egress slots
+    //! are never 0). The UDP payload ([`Probe::datagram`]) is the 8-byte VXLAN
+    //! header — flags `0x08` @0, 3 zero bytes, `be24` VNI @4, 1 zero byte @7 —
+    //! followed by the inner Ethernet frame ([`Probe::frame`], [`FRAME_LEN`] = 60
+    //! bytes, the Ethernet minimum without FCS):
+    //!
+    //! | bytes | field |
+    //! |---|---|
+    //! | 0..6 | destination MAC `02:65:67:72:65:01` ([`DST_MAC`]) |
+    //! | 6..12 | source MAC `02:65:67:72:65:02` ([`SRC_MAC`]; locally administered and never a device's MAC, or the kernel's vxlan drops the frame as `LOCAL_MAC`) |
+    //! | 12..14 | `be16` ethertype `0x88b5` ([`ETHERTYPE`], IEEE 802 local experimental 1) |
+    //! | 14..18 | magic, the bytes `E G R P` ([`MAGIC`]) |
+    //! | 18 | `u8` kind: 1 request, 2 reply |
+    //! | 19 | `u8` version, 1 ([`VERSION`]) |
+    //! | 20..22 | `u16` 0 |
+    //! | 22..26 | `host u32` sequence number (little-endian) |
+    //! | 26..30 | `be32` the sender's underlay IPv4 (informational; the program uses the tunnel remote) |
+    //! | 30..38 | `host u64` the sender's `CLOCK_MONOTONIC` in ns when it sent the request (what `bpf_ktime_get_ns` reads) |
+    //! | 38..60 | zero padding |
+    //!
+    //! The 4- and 8-byte fields sit at offsets ≡ 2 mod 4 / mod 8, so they are
+    //! aligned for the kernel verifier's strict-alignment model (which assumes
+    //! the packet starts 2 bytes past an aligned address, `NET_IP_ALIGN`).
+    //!
+    //! `egret_tunnel_in` checks the inner ethertype before anything else. A
+    //! probe must have tunnel metadata (else drop `no-tunnel-key`), VNI 0, at
+    //! least [`PAYLOAD_END`] bytes, the magic and version 1 (else drop
+    //! `malformed`). A **request** is turned into a reply in place (kind byte
+    //! rewritten, everything else unchanged — seq, sender and `sent_ns` are the
+    //! requester's) and sent back with the tunnel key `{tunnel_id = 0,
+    //! remote_ipv4 = the request's tunnel remote, tunnel_ttl = 64}` and
+    //! `bpf_redirect(skb->ifindex, 0)` (egress of `egret0`), counted
+    //! `probe-answered`. A **reply** is recorded in `egret_probe_rx` under the
+    //! tunnel remote (the node that answered) and dropped, counted `probe-reply`.
+    //! Any other kind is `malformed`.
+
+    use std::net::Ipv4Addr;
+
+    use crate::maps::{MapDef, MapKind};
+
+    /// VNI of probe frames (egress slots are never 0).
+    pub const VNI: u32 = 0;
+    /// Inner ethertype of probe frames (IEEE 802 local experimental 1).
+    pub const ETHERTYPE: u16 = 0x88b5;
+    /// Length of a probe frame (Ethernet header + payload, zero-padded).
+    pub const FRAME_LEN: usize = 60;
+    /// Destination MAC of probe frames.
+    pub const DST_MAC: [u8; 6] = [0x02, 0x65, 0x67, 0x72, 0x65, 0x01];
+    /// Source MAC of probe frames (never a device's MAC).
+    pub const SRC_MAC: [u8; 6] = [0x02, 0x65, 0x67, 0x72, 0x65, 0x02];
+    /// The magic at [`OFF_MAGIC`].
+    pub const MAGIC: [u8; 4] = *b"EGRP";
+    /// The format version at [`OFF_VERSION`].
+    pub const VERSION: u8 = 1;
+    /// Kind byte of a request.
+    pub const KIND_REQUEST: u8 = 1;
+    /// Kind byte of a reply.
+    pub const KIND_REPLY: u8 = 2;
+    /// Frame offset of the magic.
+    pub const OFF_MAGIC: usize = 14;
+    /// Frame offset of the kind byte.
+    pub const OFF_KIND: usize = 18;
+    /// Frame offset of the version byte.
+    pub const OFF_VERSION: usize = 19;
+    /// Frame offset of the sequence number (`host u32`).
+    pub const OFF_SEQ: usize = 22;
+    /// Frame offset of the sender's IPv4 (`be32`).
+    pub const OFF_SENDER: usize = 26;
+    /// Frame offset of the send time (`host u64` ns).
+    pub const OFF_SENT_NS: usize = 30;
+    /// End of the payload: the shortest frame the program accepts.
+    pub const PAYLOAD_END: usize = 38;
+    /// Length of the VXLAN header in front of the frame in a datagram.
+    pub const VXLAN_HLEN: usize = 8;
+
+    /// Request or reply.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Kind {
+        /// Sent by a node to a gateway.
+        Request,
+        /// The gateway's program's answer.
+        Reply,
+    }
+
+    impl Kind {
+        /// The kind byte.
+        #[must_use]
+        pub const fn byte(self) -> u8 {
+            match self {
+                Kind::Request => KIND_REQUEST,
+                Kind::Reply => KIND_REPLY,
+            }
+        }
+    }
+
+    /// A probe frame's content.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct Probe {
+        /// Request or reply.
+        pub kind: Kind,
+        /// Sequence number chosen by the sender.
+        pub seq: u32,
+        /// The sender's underlay IPv4.
+        pub sender: Ipv4Addr,
+        /// The sender's `CLOCK_MONOTONIC` in ns when it sent the request.
+        pub sent_ns: u64,
+    }
+
+    impl Probe {
+        /// The inner Ethernet frame.
+        #[must_use]
+        pub fn frame(&self) -> [u8; FRAME_LEN] {
+            let mut f = [0u8; FRAME_LEN];
+            f[0..6].copy_from_slice(&DST_MAC);
+            f[6..12].copy_from_slice(&SRC_MAC);
+            f[12..14].copy_from_slice(&ETHERTYPE.to_be_bytes());
+            f[OFF_MAGIC..OFF_MAGIC + 4].copy_from_slice(&MAGIC);
+            f[OFF_KIND] = self.kind.byte();
+            f[OFF_VERSION] = VERSION;
+            f[OFF_SEQ..OFF_SEQ + 4].copy_from_slice(&self.seq.to_le_bytes());
+            f[OFF_SENDER..OFF_SENDER + 4].copy_from_slice(&self.sender.octets());
+            f[OFF_SENT_NS..OFF_SENT_NS + 8].copy_from_slice(&self.sent_ns.to_le_bytes());
+            f
+        }
+
+        /// Decodes a frame (at least [`PAYLOAD_END`] bytes, as the program
+        /// requires): `None` unless the ethertype, magic, version and kind
+        /// are a probe's. The MACs are not checked.
+        #[must_use]
+        pub fn from_frame(frame: &[u8]) -> Option<Probe> {
+            let f = frame.get(..PAYLOAD_END)?;
+            if f[12..14] != ETHERTYPE.to_be_bytes() || f[OFF_MAGIC..OFF_MAGIC + 4] != MAGIC || f[OFF_VERSION] != VERSION
+            {
+                return None;
+            }
+            let kind = match f[OFF_KIND] {
+                KIND_REQUEST => Kind::Request,
+                KIND_REPLY => Kind::Reply,
+                _ => return None,
+            };
+            Some(Probe {
+                kind,
+                seq: u32::from_le_bytes(f[OFF_SEQ..OFF_SEQ + 4].try_into().ok()?),
+                sender: Ipv4Addr::new(f[OFF_SENDER], f[OFF_SENDER + 1], f[OFF_SENDER + 2], f[OFF_SENDER + 3]),
+                sent_ns: u64::from_le_bytes(f[OFF_SENT_NS..OFF_SENT_NS + 8].try_into().ok()?),
+            })
+        }
+
+        /// The UDP payload to send to a node's tunnel port: the VXLAN header
+        /// (flags `0x08`, VNI [`VNI`]) and [`Probe::frame`].
+        #[must_use]
+        pub fn datagram(&self) -> Vec<u8> {
+            let mut d = Vec::with_capacity(VXLAN_HLEN + FRAME_LEN);
+            d.extend_from_slice(&[0x08, 0, 0, 0]);
+            d.extend_from_slice(&(VNI << 8).to_be_bytes());
+            d.extend_from_slice(&self.frame());
+            d
+        }
+
+        /// Decodes a datagram received on the tunnel port (VXLAN header with
+        /// the I flag and VNI [`VNI`], then a probe frame).
+        #[must_use]
+        pub fn from_datagram(datagram: &[u8]) -> Option<Probe> {
+            let h = datagram.get(..VXLAN_HLEN)?;
+            if h[0] & 0x08 == 0 || u32::from_be_bytes([h[4], h[5], h[6], h[7]]) >> 8 != VNI {
+                return None;
+            }
+            Probe::from_frame(&datagram[VXLAN_HLEN..])
+        }
+    }
+
+    /// Value of `egret_probe_rx` (key: `u32` host IPv4 of the node that
+    /// answered, i.e. the reply's tunnel remote).
+    ///
+    /// `egret_probe_rx` — hash, key 4, value 24, [`super::PROBE_RX_MAX`]
+    /// entries, a state map (empty image, kept across generation swaps),
+    /// written by `egret_tunnel_in` (`BPF_ANY`) when a reply arrives:
+    /// - key: `host u32` IPv4 of the answering node (tunnel remote);
+    /// - value: `host u32` seq @0 (copied from the reply), 4 zero bytes @4,
+    ///   `host u64` `sent_ns` @8 (copied from the reply), `host u64`
+    ///   `recv_ns` @16 (`bpf_ktime_get_ns()` at arrival).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct ProbeRx {
+        /// The reply's sequence number.
+        pub seq: u32,
+        /// When its request was sent (the requester's clock).
+        pub sent_ns: u64,
+        /// When the reply arrived (`bpf_ktime_get_ns`).
+        pub recv_ns: u64,
+    }
+
+    impl ProbeRx {
+        /// Value size.
+        pub const SIZE: usize = 24;
+
+        /// The key of `node`'s entry.
+        #[must_use]
+        pub fn key(node: Ipv4Addr) -> [u8; 4] {
+            u32::from(node).to_le_bytes()
+        }
+
+        /// Decodes a value; `None` unless exactly [`ProbeRx::SIZE`] bytes.
+        #[must_use]
+        pub fn from_bytes(value: &[u8]) -> Option<ProbeRx> {
+            if value.len() != Self::SIZE {
+                return None;
+            }
+            Some(ProbeRx {
+                seq: u32::from_le_bytes(value[0..4].try_into().ok()?),
+                sent_ns: u64::from_le_bytes(value[8..16].try_into().ok()?),
+                recv_ns: u64::from_le_bytes(value[16..24].try_into().ok()?),
+            })
+        }
+
+        /// The value bytes.
+        #[must_use]
+        pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+            let mut v = [0u8; Self::SIZE];
+            v[0..4].copy_from_slice(&self.seq.to_le_bytes());
+            v[8..16].copy_from_slice(&self.sent_ns.to_le_bytes());
+            v[16..24].copy_from_slice(&self.recv_ns.to_le_bytes());
+            v
+        }
+
+        /// The map's definition.
+        #[must_use]
+        pub fn map_def() -> MapDef {
+            MapDef {
+                name: super::map::PROBE_RX.to_owned(),
+                kind: MapKind::Hash,
+                key_size: 4,
+                value_size: Self::SIZE as u32,
+                max_entries: super::PROBE_RX_MAX,
+                flags: 0,
+            }
+        }
+    }
+}
+
 /// The flow hash of the port allocator, exactly as the templates compute it:
 /// over the little-endian `u32` loads of the forward key's words `a` = src,
 /// `b` = dst, `c` = sport | dport << 16 (memory order), `d` = protocol,
@@ -882,6 +1340,31 @@ pub fn mirrored_constants() -> BTreeMap<String, i64> {
         ("LE_SIZE", LocalEndpoint::SIZE as i64),
         ("ST_SIZE", 16),
         ("SLOT_MASK", 0x00ff_ffff),
+        ("PROBE_RX_MAX", i64::from(PROBE_RX_MAX)),
+        ("PROBE_RX_SIZE", probe::ProbeRx::SIZE as i64),
+        ("PROBE_VNI", i64::from(probe::VNI)),
+        ("PROBE_ETH_P_LE", i64::from(probe::ETHERTYPE.swap_bytes())),
+        ("PROBE_MAGIC_LE", i64::from(u32::from_le_bytes(probe::MAGIC))),
+        ("PROBE_VERSION", i64::from(probe::VERSION)),
+        ("PROBE_KIND_REQUEST", i64::from(probe::KIND_REQUEST)),
+        ("PROBE_KIND_REPLY", i64::from(probe::KIND_REPLY)),
+        ("PROBE_MAGIC", probe::OFF_MAGIC as i64),
+        ("PROBE_KIND", probe::OFF_KIND as i64),
+        ("PROBE_VER", probe::OFF_VERSION as i64),
+        ("PROBE_SEQ", probe::OFF_SEQ as i64),
+        ("PROBE_SENDER", probe::OFF_SENDER as i64),
+        ("PROBE_SENT_NS", probe::OFF_SENT_NS as i64),
+        ("PROBE_END", probe::PAYLOAD_END as i64),
+        ("PR_SEQ", 0),
+        ("PR_SENT_NS", 8),
+        ("PR_RECV_NS", 16),
+        ("GS_F_FLOATING", i64::from(GS_F_FLOATING)),
+        ("FO_F_SELF", i64::from(FO_F_SELF)),
+        ("FO_SIZE", FloatOwner::SIZE as i64),
+        ("FLOAT_OWNER_MAX", i64::from(FLOAT_OWNER_MAX)),
+        ("GP_KEY_SIZE", GatewayPeer::KEY_SIZE as i64),
+        ("GP_SIZE", GatewayPeer::SIZE as i64),
+        ("GW_PEERS_MAX", i64::from(GW_PEERS_MAX)),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
@@ -932,5 +1415,100 @@ mod tests {
         sorted.sort_unstable();
         sorted.dedup();
         assert_eq!(sorted.len(), NAT_PROBES, "candidates are distinct");
+    }
+
+    #[test]
+    fn floating_slot_layouts_round_trip() {
+        let slot =
+            GatewaySlot { slot: 0xf10a, egress_ip: Ipv4Addr::new(198, 51, 100, 9), egress_ifindex: 7, floating: true };
+        assert_eq!(&slot.value()[8..12], &[1, 0, 0, 0], "GS_F_FLOATING @8");
+        assert_eq!(GatewaySlot::from_bytes(&slot.key(), &slot.value()), Some(slot));
+        let fixed = GatewaySlot { floating: false, ..slot };
+        assert_eq!(&fixed.value()[8..12], &[0; 4]);
+        assert_eq!(GatewaySlot::from_bytes(&fixed.key(), &fixed.value()), Some(fixed));
+        assert_eq!(GatewaySlot::from_bytes(&slot.key(), &slot.value()[..11]), None);
+
+        let o = FloatOwner { slot: 0xf10a, owner: Ipv4Addr::new(192, 0, 2, 50), is_self: false };
+        assert_eq!(o.key(), [0x0a, 0xf1, 0, 0]);
+        assert_eq!(o.value(), [50, 2, 0, 192, 0, 0, 0, 0], "owner in host order, flags 0");
+        assert_eq!(FloatOwner::from_bytes(&o.key(), &o.value()), Some(o));
+        let me = FloatOwner { is_self: true, ..o };
+        assert_eq!(&me.value()[4..8], &[1, 0, 0, 0], "FO_F_SELF @4");
+        assert_eq!(FloatOwner::from_bytes(&me.key(), &me.value()), Some(me));
+        assert_eq!(FloatOwner::from_bytes(&o.key()[..3], &o.value()), None);
+        assert_eq!(FloatOwner::from_bytes(&o.key(), &[0; 9]), None);
+        let d = FloatOwner::map_def();
+        assert_eq!(
+            (d.name.as_str(), d.kind, d.key_size, d.value_size, d.max_entries),
+            ("egret_float_owner", MapKind::Hash, 4, 8, 256)
+        );
+
+        let p = GatewayPeer { slot: 0xf10a, peer: Ipv4Addr::new(192, 0, 2, 50) };
+        assert_eq!(p.key(), [0x0a, 0xf1, 0, 0, 50, 2, 0, 192]);
+        assert_eq!(p.value(), [0; 4]);
+        assert_eq!(GatewayPeer::from_bytes(&p.key(), &p.value()), Some(p));
+        assert_eq!(GatewayPeer::from_bytes(&p.key(), &[0; 8]), None);
+        let d = GatewayPeer::map_def();
+        assert_eq!(
+            (d.name.as_str(), d.kind, d.key_size, d.value_size, d.max_entries),
+            ("egret_gw_peers", MapKind::Hash, 8, 4, 1024)
+        );
+        assert!(maps().contains(&FloatOwner::map_def()) && maps().contains(&GatewayPeer::map_def()));
+        assert!(Stat::NoOwner.is_drop() && !Stat::Forwarded.is_drop() && !Stat::ProbeReply.is_drop());
+        assert_eq!((Stat::NoOwner.index(), Stat::Forwarded.index()), (19, 20));
+    }
+
+    #[test]
+    fn probes_round_trip_and_garbage_is_rejected() {
+        use probe::{Kind, Probe, ProbeRx};
+        let p = Probe {
+            kind: Kind::Request,
+            seq: 0xdead_beef,
+            sender: Ipv4Addr::new(192, 0, 2, 7),
+            sent_ns: 0x0102_0304_0506_0708,
+        };
+        let f = p.frame();
+        assert_eq!(Probe::from_frame(&f), Some(p));
+        assert_eq!(&f[0..14], &[2, 0x65, 0x67, 0x72, 0x65, 1, 2, 0x65, 0x67, 0x72, 0x65, 2, 0x88, 0xb5]);
+        assert_eq!(&f[14..22], b"EGRP\x01\x01\0\0");
+        assert_eq!(&f[22..26], &[0xef, 0xbe, 0xad, 0xde], "seq little-endian");
+        assert_eq!(&f[26..30], &[192, 0, 2, 7], "sender in network order");
+        assert_eq!(&f[30..38], &[8, 7, 6, 5, 4, 3, 2, 1], "sent_ns little-endian");
+        assert!(f[38..].iter().all(|b| *b == 0), "zero padding");
+        let r = Probe { kind: Kind::Reply, ..p };
+        assert_eq!(r.frame()[18], 2);
+        assert_eq!(Probe::from_frame(&r.frame()), Some(r));
+        // the program accepts the payload without padding; so does the decoder
+        assert_eq!(Probe::from_frame(&f[..probe::PAYLOAD_END]), Some(p));
+        assert_eq!(Probe::from_frame(&f[..probe::PAYLOAD_END - 1]), None, "short");
+        for (at, byte) in [(12, 0x08), (13, 0x00), (14, b'X'), (17, b'Q'), (18, 0), (18, 3), (19, 2)] {
+            let mut g = f;
+            g[at] = byte;
+            assert_eq!(Probe::from_frame(&g), None, "byte {at} = {byte:#x}");
+        }
+        assert_eq!(Probe::from_frame(&[]), None);
+        assert_eq!(Probe::from_frame(&[0xff; 60]), None);
+
+        let d = p.datagram();
+        assert_eq!(d.len(), probe::VXLAN_HLEN + probe::FRAME_LEN);
+        assert_eq!(&d[..8], &[0x08, 0, 0, 0, 0, 0, 0, 0], "VXLAN header, VNI 0");
+        assert_eq!(&d[8..], &f[..]);
+        assert_eq!(Probe::from_datagram(&d), Some(p));
+        let mut bad = d.clone();
+        bad[6] = 1; // VNI 256
+        assert_eq!(Probe::from_datagram(&bad), None);
+        assert_eq!(Probe::from_datagram(&d[..7]), None);
+
+        let rx = ProbeRx { seq: 7, sent_ns: 1_000, recv_ns: 2_000 };
+        let b = rx.to_bytes();
+        assert_eq!(ProbeRx::from_bytes(&b), Some(rx));
+        assert_eq!(&b[0..8], &[7, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(&b[8..10], &[0xe8, 0x03]);
+        assert_eq!(ProbeRx::from_bytes(&b[..23]), None);
+        assert_eq!(ProbeRx::from_bytes(&[0; 25]), None);
+        assert_eq!(ProbeRx::key(Ipv4Addr::new(192, 0, 2, 7)), [7, 2, 0, 192], "host order");
+        let def = ProbeRx::map_def();
+        assert_eq!((def.name.as_str(), def.key_size, def.value_size, def.max_entries), ("egret_probe_rx", 4, 24, 1024));
+        assert_eq!(def.kind, MapKind::Hash);
     }
 }

@@ -561,10 +561,296 @@ fn a_new_egress_ip_for_the_slot_makes_a_new_mapping() {
     let syn = Pkt::tcp(POD_A, 40000, SERVER, 443, SYN);
     gw.tunnel_in(&syn.frame(), SLOT, NODE_A);
     let new_ip = Ipv4Addr::new(198, 51, 100, 2);
-    let s = egret_bpf::templates::GatewaySlot { slot: SLOT, egress_ip: new_ip, egress_ifindex: EGRESS_IFINDEX };
+    let s = egret_bpf::templates::GatewaySlot {
+        slot: SLOT,
+        egress_ip: new_ip,
+        egress_ifindex: EGRESS_IFINDEX,
+        floating: false,
+    };
     gw.maps.update(egret_bpf::templates::map::GW_SLOTS, &s.key(), &s.value(), 0).expect("update");
     let out = gw.tunnel_in(&syn.frame(), SLOT, NODE_A);
     assert_eq!(parse(&out.packet).src, new_ip);
     assert_eq!(gw.fnat(&key_of(&syn)).map(|f| f.egress_ip), Some(new_ip));
     assert_eq!(gw.stat(Stat::NatCreated).0, 2);
+}
+
+// ----- gateway probes ---------------------------------------------------------------
+
+use egret_bpf::templates::map as maps_of;
+use egret_bpf::templates::probe::{self, Kind, Probe, ProbeRx};
+
+#[test]
+fn a_probe_request_is_answered_back_through_the_tunnel() {
+    let mut gw = Gateway::new();
+    let req = probe_request(41, NODE_A, 123_456_789);
+    let frame = req.frame();
+    let out = gw.tunnel_in(&frame, probe::VNI, NODE_A);
+    assert_eq!(out.r0, REDIRECT);
+    assert_eq!(
+        out.effects.redirect,
+        Some(Redirect { ifindex: 1, flags: 0, kind: RedirectKind::Redirect }),
+        "egress of the device it came in on (skb->ifindex), flags 0"
+    );
+    let key = out.effects.tunnel_key.as_ref().expect("tunnel key set");
+    assert_eq!(key.key.tunnel_id, probe::VNI);
+    assert_eq!(key.key.remote, IpAddr::V4(NODE_A), "back to the requester");
+    assert_eq!(key.key.local, Some(IpAddr::V4(GATEWAY_UNDERLAY)), "from the address it probed");
+    assert_eq!((key.key.ttl, key.key.tos, key.flags, key.size), (64, 0, 0, 44));
+    // the frame is the request with kind = reply, nothing else changed
+    let mut want = frame;
+    want[probe::OFF_KIND] = probe::KIND_REPLY;
+    assert_eq!(out.packet, want);
+    assert_eq!(Probe::from_frame(&out.packet), Some(Probe { kind: Kind::Reply, ..req }));
+    assert_eq!(gw.stat(Stat::ProbeAnswered), (1, frame.len() as u64));
+    assert!(gw.maps.keys(maps_of::PROBE_RX).expect("keys").is_empty(), "a request records nothing");
+    assert_eq!(gw.stat(Stat::Snat).0 + gw.stat(Stat::ReplyDelivered).0, 0);
+}
+
+#[test]
+fn a_probe_reply_is_recorded_and_dropped() {
+    let mut gw = Gateway::new();
+    gw.now = 5_000_000_000;
+    let reply = Probe { kind: Kind::Reply, ..probe_request(7, GATEWAY_UNDERLAY, 4_999_000_000) };
+    let out = gw.tunnel_in(&reply.frame(), probe::VNI, NODE_B);
+    assert_eq!(out.r0, SHOT, "nobody else sees it");
+    assert!(out.effects.redirect.is_none() && out.effects.stores.is_empty() && out.effects.tunnel_key.is_none());
+    let got = gw.maps.lookup(maps_of::PROBE_RX, &ProbeRx::key(NODE_B)).expect("lookup").expect("entry");
+    assert_eq!(ProbeRx::from_bytes(&got), Some(ProbeRx { seq: 7, sent_ns: 4_999_000_000, recv_ns: 5_000_000_000 }));
+    assert_eq!(&got[4..8], &[0; 4], "padding");
+    assert_eq!(gw.stat(Stat::ProbeReply), (1, probe::FRAME_LEN as u64));
+    // a later reply of the same node replaces it
+    gw.now += 1_000;
+    let newer = Probe { seq: 8, ..reply };
+    assert_eq!(gw.tunnel_in(&newer.frame(), probe::VNI, NODE_B).r0, SHOT);
+    let got = gw.maps.lookup(maps_of::PROBE_RX, &ProbeRx::key(NODE_B)).expect("lookup").expect("entry");
+    assert_eq!(ProbeRx::from_bytes(&got).map(|r| (r.seq, r.recv_ns)), Some((8, gw.now)));
+    assert_eq!(gw.maps.keys(maps_of::PROBE_RX).expect("keys").len(), 1);
+    for s in Stat::ALL {
+        if s.is_drop() {
+            assert_eq!(gw.stat(s).0, 0, "{}", s.name());
+        }
+    }
+}
+
+/// Probe frames the program must refuse, with the reason.
+fn bad_probes() -> Vec<(&'static str, Vec<u8>, u32, Stat)> {
+    let good = probe_request(1, NODE_A, 2).frame();
+    let with = |at: usize, byte: u8| {
+        let mut f = good;
+        f[at] = byte;
+        f.to_vec()
+    };
+    vec![
+        ("VNI of an egress slot", good.to_vec(), SLOT, Stat::Malformed),
+        ("VNI 1", good.to_vec(), 1, Stat::Malformed),
+        ("wrong magic", with(probe::OFF_MAGIC, b'X'), probe::VNI, Stat::Malformed),
+        ("wrong magic, last byte", with(probe::OFF_MAGIC + 3, b'Q'), probe::VNI, Stat::Malformed),
+        ("version 2", with(probe::OFF_VERSION, 2), probe::VNI, Stat::Malformed),
+        ("kind 0", with(probe::OFF_KIND, 0), probe::VNI, Stat::Malformed),
+        ("kind 3", with(probe::OFF_KIND, 3), probe::VNI, Stat::Malformed),
+        ("short", good[..probe::PAYLOAD_END - 1].to_vec(), probe::VNI, Stat::Malformed),
+        ("ethertype only", good[..14].to_vec(), probe::VNI, Stat::Malformed),
+    ]
+}
+
+#[test]
+fn bad_probes_are_malformed_and_untouched() {
+    let mut gw = Gateway::new();
+    let cases = bad_probes();
+    for (what, f, vni, reason) in &cases {
+        let out = gw.tunnel_in(f, *vni, NODE_A);
+        assert_eq!(out.r0, SHOT, "{what}");
+        assert_eq!(&out.packet, f, "{what}");
+        assert!(out.effects.redirect.is_none() && out.effects.tunnel_key.is_none(), "{what}");
+        assert_eq!(*reason, Stat::Malformed);
+    }
+    assert_eq!(gw.stat(Stat::Malformed).0, cases.len() as u64);
+    assert!(gw.maps.keys(maps_of::PROBE_RX).expect("keys").is_empty());
+    // without tunnel metadata: no-tunnel-key, as for any egret0 packet
+    let mut input = RunInput::for_frame(&probe_request(1, NODE_A, 2).frame());
+    input.ktime_ns = gw.now;
+    assert_eq!(gw.run(Template::TunnelIn, &input).r0, SHOT);
+    assert_eq!(gw.stat(Stat::NoTunnelKey).0, 1);
+    // a frame too short for an Ethernet header
+    assert_eq!(gw.tunnel_in(&[0u8; 13], probe::VNI, NODE_A).r0, SHOT);
+    assert_eq!(gw.stat(Stat::Malformed).0, cases.len() as u64 + 1);
+    assert_eq!(gw.stat(Stat::ProbeAnswered).0 + gw.stat(Stat::ProbeReply).0, 0);
+}
+
+#[test]
+fn non_probe_traffic_on_the_tunnel_is_unchanged_by_the_probe_path() {
+    let mut gw = Gateway::new();
+    // egress through the gateway: exactly as before
+    let syn = Pkt::tcp(POD_A, 40000, SERVER, 443, SYN);
+    let port = nat_port_candidates(&key_of(&syn))[0];
+    assert_snat(&gw.tunnel_in(&syn.frame(), SLOT, NODE_A), &syn, port);
+    // a short non-IPv4 frame is still malformed, a full one not-ipv4
+    assert_eq!(gw.tunnel_in(&arp_frame()[..20], SLOT, NODE_A).r0, SHOT);
+    assert_eq!(gw.stat(Stat::Malformed).0, 1);
+    assert_eq!(gw.tunnel_in(&arp_frame(), SLOT, NODE_A).r0, SHOT);
+    assert_eq!(gw.stat(Stat::NotIpv4).0, 1);
+    // the probe ethertype with VNI 0 but an IPv4-looking payload is still a (bad) probe
+    let mut f = Pkt::udp(POD_A, 1, SERVER, 53).frame();
+    f[12..14].copy_from_slice(&probe::ETHERTYPE.to_be_bytes());
+    assert_eq!(gw.tunnel_in(&f, probe::VNI, NODE_A).r0, SHOT);
+    assert_eq!(gw.stat(Stat::Malformed).0, 2);
+    assert_eq!(gw.stat(Stat::ProbeAnswered).0 + gw.stat(Stat::ProbeReply).0, 0);
+    assert_eq!(gw.stat(Stat::Snat).0, 1);
+}
+
+// ----- floating slots ---------------------------------------------------------------
+
+fn set_owner(gw: &mut Gateway, owner: Option<Ipv4Addr>) {
+    let (m, k, v) = float_owner(owner);
+    gw.maps.update(m, &k, &v, 0).expect("owner");
+}
+
+fn assert_forwarded(out: &RunOutcome, sent: &[u8], owner: Ipv4Addr) {
+    assert_eq!(out.r0, REDIRECT);
+    assert_eq!(
+        out.effects.redirect,
+        Some(Redirect { ifindex: TUNNEL_IFINDEX, flags: 0, kind: RedirectKind::Redirect }),
+        "egress of egret0 (%tunnel_ifindex), flags 0"
+    );
+    let key = out.effects.tunnel_key.as_ref().expect("tunnel key set");
+    assert_eq!(key.key.tunnel_id, FLOAT_SLOT);
+    assert_eq!(key.key.remote, IpAddr::V4(owner), "to the owner");
+    assert_eq!((key.key.ttl, key.key.local, key.flags), (64, None, 0));
+    assert_eq!(out.packet, sent, "forwarded unchanged: the owner translates it");
+    assert!(out.effects.stores.is_empty() && out.effects.map_updates.is_empty(), "no NAT state here");
+}
+
+/// The reply a server sends to `got` (translated to [`FLOAT_IP`]).
+fn float_reply_to(got: &Parsed) -> Pkt {
+    reply_to(got, L4::Tcp { sport: got.dport, dport: got.sport, flags: SYN | ACK })
+}
+
+#[test]
+fn the_owner_of_a_floating_slot_snats_like_any_gateway() {
+    let mut gw = Gateway::new();
+    set_owner(&mut gw, None);
+    let syn = Pkt::tcp(POD_A, 40000, SERVER, 443, SYN);
+    let out = gw.tunnel_in(&syn.frame(), FLOAT_SLOT, NODE_A);
+    assert_eq!(out.r0, REDIRECT);
+    let got = parse(&out.packet);
+    assert_eq!((got.src, got.ttl, got.ip_csum_ok, got.l4_csum_ok), (FLOAT_IP, 63, true, Some(true)));
+    let rkey = NatKey { src: FLOAT_IP, dst: SERVER, sport: got.sport, dport: 443, proto: TCP };
+    let state = gw.rnat(&rkey).expect("reverse entry");
+    assert_eq!((state.node, state.slot), (NODE_A, FLOAT_SLOT));
+    let back = gw.reply(&float_reply_to(&got).frame());
+    assert_eq!(back.r0, REDIRECT);
+    let key = back.effects.tunnel_key.expect("tunnelled back");
+    assert_eq!((key.key.tunnel_id, key.key.remote), (FLOAT_SLOT, IpAddr::V4(NODE_A)));
+    // a local pod too
+    let out = gw.local(&Pkt::udp(POD_LOCAL, 5353, SERVER, 53).frame(), FLOAT_SLOT);
+    assert_eq!((out.r0, parse(&out.packet).src), (REDIRECT, FLOAT_IP));
+    assert_eq!(gw.stat(Stat::Snat).0, 2);
+    assert_eq!(gw.stat(Stat::Forwarded).0 + gw.stat(Stat::NoOwner).0, 0);
+}
+
+#[test]
+fn a_floating_slot_owned_elsewhere_is_forwarded_to_the_owner() {
+    let mut gw = Gateway::new();
+    set_owner(&mut gw, Some(OTHER_GW));
+    // from a pod's node through the tunnel
+    let f = Pkt::tcp(POD_A, 40000, SERVER, 443, SYN).frame();
+    assert_forwarded(&gw.tunnel_in(&f, FLOAT_SLOT, NODE_A), &f, OTHER_GW);
+    // from a pod of this node (egret_gw_local)
+    let f = Pkt::udp(POD_LOCAL, 5353, SERVER, 53).frame();
+    assert_forwarded(&gw.local(&f, FLOAT_SLOT), &f, OTHER_GW);
+    // forwarding comes after the source checks: a spoofed source is still dropped
+    let out = gw.tunnel_in(&Pkt::udp(POD_A, 1, SERVER, 53).frame(), FLOAT_SLOT, NODE_B);
+    assert_eq!(out.r0, SHOT);
+    assert_eq!(gw.stat(Stat::SpoofedSource).0, 1);
+    // and before the L4 checks: the owner decides about those
+    let f = Pkt::tcp(POD_A, 40000, SERVER, 443, SYN).ttl(1).frame();
+    assert_forwarded(&gw.tunnel_in(&f, FLOAT_SLOT, NODE_A), &f, OTHER_GW);
+    assert_eq!(
+        gw.stat(Stat::Forwarded),
+        (
+            3,
+            2 * Pkt::tcp(POD_A, 40000, SERVER, 443, SYN).frame().len() as u64
+                + Pkt::udp(POD_LOCAL, 5353, SERVER, 53).frame().len() as u64
+        )
+    );
+    assert_eq!(gw.stat(Stat::Snat).0 + gw.stat(Stat::NatCreated).0, 0);
+    // the owner moves here: the same flow is translated
+    set_owner(&mut gw, None);
+    let out = gw.tunnel_in(&Pkt::tcp(POD_A, 40000, SERVER, 443, SYN).frame(), FLOAT_SLOT, NODE_A);
+    assert_eq!((out.r0, parse(&out.packet).src), (REDIRECT, FLOAT_IP));
+}
+
+#[test]
+fn a_floating_slot_without_an_owner_drops() {
+    let mut gw = Gateway::new();
+    let f = Pkt::tcp(POD_A, 40000, SERVER, 443, SYN).frame();
+    let out = gw.tunnel_in(&f, FLOAT_SLOT, NODE_A);
+    assert_eq!((out.r0, &out.packet), (SHOT, &f));
+    assert!(out.effects.redirect.is_none() && out.effects.tunnel_key.is_none());
+    let out = gw.local(&Pkt::udp(POD_LOCAL, 5353, SERVER, 53).frame(), FLOAT_SLOT);
+    assert_eq!(out.r0, SHOT);
+    // an entry that names nobody and is not ours: the same
+    let nobody = egret_bpf::templates::FloatOwner { slot: FLOAT_SLOT, owner: Ipv4Addr::UNSPECIFIED, is_self: false };
+    gw.maps.update(maps_of::FLOAT_OWNER, &nobody.key(), &nobody.value(), 0).expect("owner");
+    assert_eq!(gw.tunnel_in(&f, FLOAT_SLOT, NODE_A).r0, SHOT);
+    assert_eq!(gw.stat(Stat::NoOwner).0, 3);
+    assert_eq!(gw.stat(Stat::Forwarded).0 + gw.stat(Stat::Snat).0, 0);
+}
+
+#[test]
+fn a_peer_forwards_other_nodes_pods_but_is_never_forwarded_to() {
+    let mut gw = Gateway::new();
+    set_owner(&mut gw, None);
+    // the peer forwards node A's pod: allowed, translated, replies straight to node A
+    let syn = Pkt::tcp(POD_A, 40000, SERVER, 443, SYN);
+    let out = gw.tunnel_in(&syn.frame(), FLOAT_SLOT, PEER_GW);
+    assert_eq!(out.r0, REDIRECT);
+    let got = parse(&out.packet);
+    assert_eq!(got.src, FLOAT_IP);
+    let rkey = NatKey { src: FLOAT_IP, dst: SERVER, sport: got.sport, dport: 443, proto: TCP };
+    assert_eq!(gw.rnat(&rkey).map(|r| r.node), Some(NODE_A), "the allowed entry's node, not the forwarder");
+    let back = gw.reply(&float_reply_to(&got).frame());
+    assert_eq!(back.effects.tunnel_key.map(|k| k.key.remote), Some(IpAddr::V4(NODE_A)));
+    // a pod allowed from any node: replies go to the tunnel remote (the forwarder)
+    let out = gw.tunnel_in(&Pkt::udp(POD_ANY, 7, SERVER, 53).frame(), FLOAT_SLOT, PEER_GW);
+    let got = parse(&out.packet);
+    let rkey = NatKey { src: FLOAT_IP, dst: SERVER, sport: got.sport, dport: 53, proto: UDP };
+    assert_eq!(gw.rnat(&rkey).map(|r| r.node), Some(PEER_GW));
+    // a node that is neither the pod's nor a peer
+    assert_eq!(gw.tunnel_in(&syn.frame(), FLOAT_SLOT, OTHER_GW).r0, SHOT);
+    assert_eq!(gw.stat(Stat::SpoofedSource).0, 1);
+    // an ordinary slot ignores peers (even with an egret_gw_peers entry for it)
+    assert_eq!(gw.tunnel_in(&syn.frame(), SLOT, PEER_GW).r0, SHOT);
+    assert_eq!(gw.stat(Stat::SpoofedSource).0, 2);
+
+    // the owner is elsewhere now: what the peer sends is dropped, never bounced
+    for owner in [OTHER_GW, PEER_GW] {
+        set_owner(&mut gw, Some(owner));
+        let out = gw.tunnel_in(&syn.frame(), FLOAT_SLOT, PEER_GW);
+        assert_eq!((out.r0, out.effects.redirect), (SHOT, None), "owner {owner}");
+    }
+    assert_eq!(gw.stat(Stat::NoOwner).0, 2);
+    // while the pod's own node is still forwarded
+    let f = syn.frame();
+    assert_forwarded(&gw.tunnel_in(&f, FLOAT_SLOT, NODE_A), &f, PEER_GW);
+}
+
+#[test]
+fn ordinary_slots_ignore_the_owner_map() {
+    let mut gw = Gateway::new();
+    // an owner entry for the ordinary slot's id changes nothing
+    let o = egret_bpf::templates::FloatOwner { slot: SLOT, owner: OTHER_GW, is_self: false };
+    gw.maps.update(maps_of::FLOAT_OWNER, &o.key(), &o.value(), 0).expect("owner");
+    let syn = Pkt::tcp(POD_A, 40000, SERVER, 443, SYN);
+    let port = nat_port_candidates(&key_of(&syn))[0];
+    assert_snat(&gw.tunnel_in(&syn.frame(), SLOT, NODE_A), &syn, port);
+    let rkey = NatKey { src: EGRESS_IP, dst: SERVER, sport: port, dport: 443, proto: TCP };
+    assert_eq!(gw.rnat(&rkey).map(|r| r.node), Some(NODE_A));
+    // any-node pods keep the tunnel remote as their reply node
+    let q = Pkt::udp(POD_ANY, 9, SERVER, 53);
+    let out = gw.tunnel_in(&q.frame(), SLOT, NODE_B);
+    let got = parse(&out.packet);
+    let rkey = NatKey { src: EGRESS_IP, dst: SERVER, sport: got.sport, dport: 53, proto: UDP };
+    assert_eq!(gw.rnat(&rkey).map(|r| r.node), Some(NODE_B));
+    assert_eq!(gw.stat(Stat::Forwarded).0 + gw.stat(Stat::NoOwner).0, 0);
 }

@@ -15,6 +15,14 @@
 //!   their timestamps and expiry is exercised with entries that expired at 1 ns
 //!   or never expire.
 //!
+//! One test runs the probe loop for real: two network namespaces, a
+//! collect-metadata VXLAN `egret0` on each, `egret_tunnel_in` attached with
+//! `tc` on both; a UDP socket (python3) on the node sends the request, the
+//! gateway's program answers, the node's program records the reply. Another
+//! forwards a floating slot's packet for real: the gateway does not own the
+//! slot, and the owner (a UDP socket on the VXLAN port) receives the
+//! datagram with the slot's VNI and the inner frame unchanged.
+//!
 //! Without root or bpf these tests print one line and return; with
 //! `EGRET_REQUIRE_PRIVILEGED=1` they fail instead (TESTING.md). Nothing is
 //! pinned except in the bpftool test, whose private bpffs mount is removed by
@@ -32,6 +40,7 @@ use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
 use egret_bpf::Program;
 use egret_bpf::elf::verify_and_write;
 use egret_bpf::interp::{MapStore, RunInput, run};
+use egret_bpf::templates::probe::{self, Kind, Probe, ProbeRx};
 use egret_bpf::templates::{self, NatKey, ReverseNat, Stat, Template, map, nat_hash, nat_port_candidates};
 use gateway_common::*;
 
@@ -53,7 +62,19 @@ fn keyed_name(slot: u32, node: Ipv4Addr) -> String {
 }
 
 /// The tunnel metadata combinations the test sequence uses.
-const KEYED: [(u32, Ipv4Addr); 4] = [(SLOT, NODE_A), (SLOT, NODE_B), (SLOT_UNKNOWN, NODE_A), (SLOT_NO_IP, NODE_A)];
+const KEYED: [(u32, Ipv4Addr); 11] = [
+    (SLOT, NODE_A),
+    (SLOT, NODE_B),
+    (SLOT_UNKNOWN, NODE_A),
+    (SLOT_NO_IP, NODE_A),
+    (probe::VNI, NODE_A),
+    (probe::VNI, NODE_B),
+    (1, NODE_A),
+    (FLOAT_SLOT, NODE_A),
+    (FLOAT_SLOT, PEER_GW),
+    (FLOAT_SLOT, OTHER_GW),
+    (SLOT, PEER_GW),
+];
 
 /// The object under test: the three templates as shipped, plus keyed
 /// variants of `egret_tunnel_in`.
@@ -84,6 +105,7 @@ fn kernel_update(bpf: &mut aya::Ebpf, name: &str, key: &[u8], value: &[u8]) {
         (4, 8) => put::<4, 8>(bpf, name, key, value),
         (4, 12) => put::<4, 12>(bpf, name, key, value),
         (8, 8) => put::<8, 8>(bpf, name, key, value),
+        (8, 4) => put::<8, 4>(bpf, name, key, value),
         (16, 32) => put::<16, 32>(bpf, name, key, value),
         (k, v) => panic!("{name}: no entry layout {k}+{v}"),
     }
@@ -114,6 +136,8 @@ enum Via {
     Local(u32),
     /// egress interface ingress.
     Reply,
+    /// egret0 ingress without tunnel metadata (the shipped `egret_tunnel_in`).
+    NoKey,
 }
 
 struct Bench {
@@ -151,6 +175,7 @@ impl Bench {
             Via::Tunnel(slot, node) => (keyed_name(*slot, *node), Template::TunnelIn),
             Via::Local(_) => (Template::GwLocal.name().to_owned(), Template::GwLocal),
             Via::Reply => (Template::GwReply.name().to_owned(), Template::GwReply),
+            Via::NoKey => (Template::TunnelIn.name().to_owned(), Template::TunnelIn),
         };
         let mut input = RunInput::for_frame(frame);
         input.ktime_ns = 1_000_000_000;
@@ -161,7 +186,7 @@ impl Bench {
                 input.skb.cb[0] = *slot;
                 ctx[48..52].copy_from_slice(&slot.to_le_bytes());
             }
-            Via::Reply => {}
+            Via::Reply | Via::NoKey => {}
         }
         let prog: &mut SchedClassifier =
             self.bpf.program_mut(&prog_name).expect("program").try_into().expect("classifier");
@@ -591,4 +616,447 @@ fn a_tail_call_with_the_slot_in_cb0_reaches_egret_gw_local() {
     let got = parse(&out);
     assert_eq!((u64::from(r0), got.src, got.ttl), (REDIRECT, EGRESS_IP, 63));
     assert_eq!(kernel_stat(&bpf, Stat::Snat), stat_of(&interp, Stat::Snat));
+}
+
+/// `CLOCK_MONOTONIC` in ns, what `bpf_ktime_get_ns` reads: the kernel's
+/// `ktime_get()` as `/proc/timer_list` (root only, like these tests) prints it
+/// in its third line, `now at N nsecs` (no `unsafe` for `clock_gettime`).
+fn monotonic_ns() -> u64 {
+    let text = std::fs::read_to_string("/proc/timer_list").expect("/proc/timer_list");
+    text.lines()
+        .find_map(|l| l.strip_prefix("now at ")?.strip_suffix(" nsecs")?.parse().ok())
+        .expect("a `now at N nsecs` line")
+}
+
+#[test]
+fn test_run_agrees_with_the_interpreter_on_probes() {
+    if !privileged("test_run_agrees_with_the_interpreter_on_probes") {
+        return;
+    }
+    let mut b = Bench::new(&gateway_entries());
+    let answered = |b: &Bench| kernel_stat(&b.bpf, Stat::ProbeAnswered);
+
+    // a request from node A is answered: redirect, kind rewritten; the kernel
+    // accepted the reply's tunnel key (else: rewrite-failed, SHOT)
+    let req = Probe { kind: Kind::Request, seq: 99, sender: NODE_A, sent_ns: 42 };
+    let (r0, out) = b.step(&Via::Tunnel(probe::VNI, NODE_A), &req.frame());
+    assert_eq!(u64::from(r0), REDIRECT);
+    assert_eq!(Probe::from_frame(&out), Some(Probe { kind: Kind::Reply, ..req }));
+    assert_eq!(out.len(), probe::FRAME_LEN);
+    assert_eq!(answered(&b), (1, probe::FRAME_LEN as u64));
+    assert_eq!(kernel_stat(&b.bpf, Stat::RewriteFailed).0, 0);
+
+    // a reply from node B is recorded under node B and dropped
+    let reply = Probe { kind: Kind::Reply, seq: 5, sender: NODE_A, sent_ns: 1_234 };
+    let before = monotonic_ns();
+    let (r0, out) = b.step(&Via::Tunnel(probe::VNI, NODE_B), &reply.frame());
+    let after = monotonic_ns();
+    assert_eq!((u64::from(r0), out), (SHOT, reply.frame().to_vec()));
+    let k = kernel_entries::<4, 24>(&b.bpf, map::PROBE_RX);
+    assert_eq!(k.keys().cloned().collect::<Vec<_>>(), [ProbeRx::key(NODE_B).to_vec()]);
+    let got = ProbeRx::from_bytes(&k[&ProbeRx::key(NODE_B).to_vec()]).expect("value");
+    assert_eq!((got.seq, got.sent_ns), (5, 1_234));
+    assert!((before..=after).contains(&got.recv_ns), "recv_ns {} is bpf_ktime_get_ns (CLOCK_MONOTONIC)", got.recv_ns);
+    let ours = b.interp.lookup(map::PROBE_RX, &ProbeRx::key(NODE_B)).expect("lookup").expect("entry");
+    assert_eq!(ours[..16], k[&ProbeRx::key(NODE_B).to_vec()][..16], "same bytes but the arrival time");
+    assert_eq!(kernel_stat(&b.bpf, Stat::ProbeReply), (1, probe::FRAME_LEN as u64));
+
+    // bad probes: malformed, untouched, nothing recorded
+    let good = req.frame();
+    let with = |at: usize, byte: u8| {
+        let mut f = good;
+        f[at] = byte;
+        f.to_vec()
+    };
+    for (via, f) in [
+        (Via::Tunnel(SLOT, NODE_A), good.to_vec()),
+        (Via::Tunnel(1, NODE_A), good.to_vec()),
+        (Via::Tunnel(probe::VNI, NODE_A), with(probe::OFF_MAGIC, b'X')),
+        (Via::Tunnel(probe::VNI, NODE_A), with(probe::OFF_MAGIC + 3, b'Q')),
+        (Via::Tunnel(probe::VNI, NODE_A), with(probe::OFF_VERSION, 2)),
+        (Via::Tunnel(probe::VNI, NODE_A), with(probe::OFF_KIND, 3)),
+        (Via::Tunnel(probe::VNI, NODE_A), good[..probe::PAYLOAD_END - 1].to_vec()),
+    ] {
+        let n = kernel_stat(&b.bpf, Stat::Malformed).0;
+        let (r0, out) = b.step(&via, &f);
+        assert_eq!((u64::from(r0), &out), (SHOT, &f), "{via:?} {f:02x?}");
+        assert_eq!(kernel_stat(&b.bpf, Stat::Malformed).0, n + 1);
+    }
+    // no tunnel metadata
+    let (r0, _) = b.step(&Via::NoKey, &req.frame());
+    assert_eq!(u64::from(r0), SHOT);
+    assert_eq!(kernel_stat(&b.bpf, Stat::NoTunnelKey).0, 1);
+    assert_eq!(kernel_entries::<4, 24>(&b.bpf, map::PROBE_RX).len(), 1);
+    assert_eq!(answered(&b).0, 1);
+
+    // egress traffic through the same program still works, on top
+    let (r0, _) = b.step(&Via::Tunnel(SLOT, NODE_A), &Pkt::tcp(POD_A, 40000, SERVER, 443, SYN).frame());
+    assert_eq!(u64::from(r0), REDIRECT);
+    b.assert_same_state();
+}
+
+#[test]
+fn test_run_agrees_with_the_interpreter_on_floating_slots() {
+    if !privileged("test_run_agrees_with_the_interpreter_on_floating_slots") {
+        return;
+    }
+    let mut b = Bench::new(&gateway_entries());
+    let owner = |b: &mut Bench, who: Option<Ipv4Addr>| {
+        let (m, k, v) = float_owner(who);
+        b.update_both(m, &k, &v);
+    };
+    let count = |b: &Bench, s: Stat| kernel_stat(&b.bpf, s).0;
+    let from_a = Via::Tunnel(FLOAT_SLOT, NODE_A);
+    let from_peer = Via::Tunnel(FLOAT_SLOT, PEER_GW);
+    let syn = Pkt::tcp(POD_A, 40000, SERVER, 443, SYN).frame();
+
+    // no owner known: dropped
+    assert_eq!(b.step(&from_a, &syn), (SHOT as u32, syn.clone()));
+    assert_eq!(b.step(&Via::Local(FLOAT_SLOT), &Pkt::udp(POD_LOCAL, 5353, SERVER, 53).frame()).0, SHOT as u32);
+    assert_eq!(count(&b, Stat::NoOwner), 2);
+
+    // owned elsewhere: forwarded unchanged (the kernel accepted the tunnel key:
+    // a refused one would be rewrite-failed), from the tunnel and from gw_local
+    owner(&mut b, Some(OTHER_GW));
+    assert_eq!(b.step(&from_a, &syn), (REDIRECT as u32, syn.clone()));
+    let local = Pkt::udp(POD_LOCAL, 5353, SERVER, 53).frame();
+    assert_eq!(b.step(&Via::Local(FLOAT_SLOT), &local), (REDIRECT as u32, local.clone()));
+    assert_eq!(count(&b, Stat::Forwarded), 2);
+    // a peer's packet is never forwarded again
+    assert_eq!(b.step(&from_peer, &syn).0, SHOT as u32);
+    assert_eq!(count(&b, Stat::NoOwner), 3);
+    // neither the pod's node nor a peer; a peer on an ordinary slot
+    assert_eq!(b.step(&Via::Tunnel(FLOAT_SLOT, OTHER_GW), &syn).0, SHOT as u32);
+    assert_eq!(b.step(&Via::Tunnel(SLOT, PEER_GW), &syn).0, SHOT as u32);
+    assert_eq!(count(&b, Stat::SpoofedSource), 2);
+
+    // owned here: translated, from the pod's node and through the peer
+    owner(&mut b, None);
+    let (r0, out) = b.step(&from_a, &syn);
+    assert_eq!(u64::from(r0), REDIRECT);
+    let got = parse(&out);
+    assert_eq!((got.src, got.ip_csum_ok, got.l4_csum_ok), (FLOAT_IP, true, Some(true)));
+    let via_peer = Pkt::tcp(POD_B, 41000, SERVER, 443, SYN);
+    let (r0, out) = b.step(&from_peer, &via_peer.frame());
+    assert_eq!(u64::from(r0), REDIRECT);
+    let got_b = parse(&out);
+    assert_eq!(got_b.src, FLOAT_IP);
+    // replies: back to the pods' nodes (node B's pod straight to node B)
+    for g in [&got, &got_b] {
+        let reply = from_server(g.sport, |p| L4::Tcp { sport: 443, dport: p, flags: SYN | ACK });
+        let reply = Pkt { dst: FLOAT_IP, ..reply };
+        assert_eq!(u64::from(b.step(&Via::Reply, &reply.frame()).0), REDIRECT);
+    }
+    let rkey = NatKey { src: FLOAT_IP, dst: SERVER, sport: got_b.sport, dport: 443, proto: TCP };
+    let k_rev = kernel_entries::<16, 32>(&b.bpf, map::RNAT_V4);
+    let state = ReverseNat::from_bytes(&k_rev[&rkey.to_bytes().to_vec()]).expect("reverse entry");
+    assert_eq!((state.node, state.slot), (NODE_B, FLOAT_SLOT), "the allowed entry's node, not the peer");
+    assert_eq!(count(&b, Stat::ReplyTunnelled), 2);
+    b.assert_same_state();
+}
+
+/// Two network namespaces joined by a veth pair on 192.0.2.0/24 (underlay):
+/// a gateway (192.0.2.1) with a collect-metadata VXLAN device `egret0` on
+/// port 8472, and a node (192.0.2.2) with none; deleted on drop.
+struct UnderlayPair {
+    gw: String,
+    node: String,
+}
+
+impl UnderlayPair {
+    /// `tag` (one letter) keeps the names of concurrent tests apart; the
+    /// node's veth is `eg<tag>n<pid>`.
+    fn new(tag: char) -> UnderlayPair {
+        let id = std::process::id();
+        let pair = UnderlayPair { gw: format!("egp-{tag}-gw-{id}"), node: format!("egp-{tag}-node-{id}") };
+        let (veth_gw, veth_node) = (format!("eg{tag}g{id}"), format!("eg{tag}n{id}"));
+        let ns = |n: &str, args: &str| {
+            let mut v: Vec<String> = vec!["-n".into(), n.into()];
+            v.extend(args.split_whitespace().map(str::to_owned));
+            v
+        };
+        let steps: Vec<Vec<String>> = vec![
+            vec!["netns".into(), "add".into(), pair.gw.clone()],
+            vec!["netns".into(), "add".into(), pair.node.clone()],
+            format!("link add {veth_gw} type veth peer name {veth_node}").split(' ').map(str::to_owned).collect(),
+            format!("link set {veth_gw} netns {}", pair.gw).split(' ').map(str::to_owned).collect(),
+            format!("link set {veth_node} netns {}", pair.node).split(' ').map(str::to_owned).collect(),
+            ns(&pair.gw, &format!("addr add 192.0.2.1/24 dev {veth_gw}")),
+            ns(&pair.node, &format!("addr add 192.0.2.2/24 dev {veth_node}")),
+            ns(&pair.gw, &format!("link set {veth_gw} up")),
+            ns(&pair.node, &format!("link set {veth_node} up")),
+            ns(&pair.gw, "link set lo up"),
+            ns(&pair.node, "link set lo up"),
+            ns(&pair.gw, "link add egret0 address 02:00:00:00:0e:01 type vxlan external dstport 8472"),
+            ns(&pair.gw, "link set egret0 up"),
+        ];
+        for args in steps {
+            let out = Command::new("ip").args(&args).output().expect("ip runs");
+            assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+        }
+        pair
+    }
+
+    /// Runs `cmd args` in namespace `ns`.
+    fn exec(ns: &str, cmd: &str, args: &[&str]) -> std::process::Output {
+        Command::new("ip").args(["netns", "exec", ns, cmd]).args(args).output().expect("ip netns exec runs")
+    }
+}
+
+impl Drop for UnderlayPair {
+    fn drop(&mut self) {
+        for n in [&self.gw, &self.node] {
+            let _ = Command::new("ip").args(["netns", "del", n]).status();
+        }
+    }
+}
+
+/// The node side of a probe: binds the VXLAN port 8472, sends the datagram
+/// (hex in argv[1]) to the gateway, prints the first datagram that comes back
+/// as `<source address> <hex>`, or nothing after 3 s.
+const PROBE_NODE_PY: &str = "
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(('0.0.0.0', 8472))
+s.settimeout(3)
+s.sendto(bytes.fromhex(sys.argv[1]), ('192.0.2.1', 8472))
+try:
+    data, addr = s.recvfrom(2048)
+    print(addr[0], data.hex())
+except socket.timeout:
+    pass
+";
+
+#[test]
+fn a_real_vxlan_gateway_answers_a_probe_from_its_program() {
+    if !privileged("a_real_vxlan_gateway_answers_a_probe_from_its_program") {
+        return;
+    }
+    if Command::new("tc").arg("-V").output().map(|o| !o.status.success()).unwrap_or(true)
+        || Command::new("python3").arg("-V").output().map(|o| !o.status.success()).unwrap_or(true)
+        || !["/usr/sbin/bpftool", "/usr/bin/bpftool", "/sbin/bpftool"].into_iter().any(|p| Path::new(p).exists())
+    {
+        skip_or_fail(
+            "a_real_vxlan_gateway_answers_a_probe_from_its_program",
+            "tc (iproute2), python3 or bpftool is missing",
+        );
+        return;
+    }
+    let pair = UnderlayPair::new('p');
+    let tunnel_in = programs().remove(&Template::TunnelIn).expect("egret_tunnel_in");
+    let bytes = verify_and_write(&[tunnel_in], &templates::maps(), "GPL").expect("verifies and writes");
+    let obj = TempObject(std::env::temp_dir().join(format!("egret-probe-{}.o", std::process::id())));
+    std::fs::write(&obj.0, &bytes).expect("write object");
+    let section = egret_bpf::elf::program_section(Template::TunnelIn.name());
+    let send = |seq: u32| {
+        let req = Probe { kind: Kind::Request, seq, sender: Ipv4Addr::new(192, 0, 2, 2), sent_ns: 77 };
+        let hex: String = req.datagram().iter().map(|b| format!("{b:02x}")).collect();
+        let out = UnderlayPair::exec(&pair.node, "python3", &["-c", PROBE_NODE_PY, &hex]);
+        assert!(out.status.success(), "python3: {}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        (req, text)
+    };
+
+    // without egret's program nothing on the gateway answers
+    let (_, nothing) = send(1);
+    assert_eq!(nothing, "", "no answer without the program");
+
+    for args in [
+        vec!["qdisc", "add", "dev", "egret0", "clsact"],
+        vec!["filter", "add", "dev", "egret0", "ingress", "bpf", "direct-action", "object-file"],
+    ] {
+        let mut a: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+        if a[0] == "filter" {
+            a.extend([obj.0.to_string_lossy().into_owned(), "section".into(), section.clone()]);
+        }
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        let out = UnderlayPair::exec(&pair.gw, "tc", &a);
+        assert!(out.status.success(), "tc {}: {}", a.join(" "), String::from_utf8_lossy(&out.stderr));
+    }
+
+    let (req, text) = send(2);
+    let (from, hex) = text.split_once(' ').unwrap_or_else(|| panic!("an answer, got {text:?}"));
+    assert_eq!(from, "192.0.2.1", "from the address the node probed");
+    let datagram: Vec<u8> =
+        (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex")).collect();
+    assert_eq!(Probe::from_datagram(&datagram), Some(Probe { kind: Kind::Reply, ..req }), "{datagram:02x?}");
+    assert_eq!(&datagram[4..7], &[0, 0, 0], "VNI 0");
+
+    // the whole loop: the node runs egret_tunnel_in on its own egret0, so the
+    // reply is decapsulated there and recorded in its egret_probe_rx
+    for args in ["link add egret0 address 02:00:00:00:0e:02 type vxlan external dstport 8472", "link set egret0 up"] {
+        let out = Command::new("ip").args(["-n", &pair.node]).args(args.split(' ')).output().expect("ip runs");
+        assert!(out.status.success(), "ip {args}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let out = UnderlayPair::exec(&pair.node, "tc", &["qdisc", "add", "dev", "egret0", "clsact"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let obj_path = obj.0.to_string_lossy().into_owned();
+    let out = UnderlayPair::exec(
+        &pair.node,
+        "tc",
+        &[
+            "filter",
+            "add",
+            "dev",
+            "egret0",
+            "ingress",
+            "bpf",
+            "direct-action",
+            "object-file",
+            &obj_path,
+            "section",
+            &section,
+        ],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let req = Probe { kind: Kind::Request, seq: 3, sender: Ipv4Addr::new(192, 0, 2, 2), sent_ns: 4242 };
+    let hex: String = req.datagram().iter().map(|b| format!("{b:02x}")).collect();
+    let send_only = "import socket, sys\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+                     s.sendto(bytes.fromhex(sys.argv[1]), ('192.0.2.1', 8472))\n";
+    let want_key = ProbeRx::key(Ipv4Addr::new(192, 0, 2, 1));
+    let mut found = None;
+    for _ in 0..30 {
+        let out = UnderlayPair::exec(&pair.node, "python3", &["-c", send_only, &hex]);
+        assert!(out.status.success(), "python3: {}", String::from_utf8_lossy(&out.stderr));
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        found = probe_rx_entries().into_iter().find(|(k, _)| k[..] == want_key[..]).map(|(_, v)| v);
+        if found.is_some() {
+            break;
+        }
+    }
+    let value = found.expect("the node recorded the gateway's reply in egret_probe_rx");
+    let rx = ProbeRx::from_bytes(&value).expect("24 bytes");
+    assert_eq!((rx.seq, rx.sent_ns), (3, 4242));
+    assert!(rx.recv_ns > 0 && rx.recv_ns <= monotonic_ns());
+}
+
+/// Every entry of every loaded map named `egret_probe_rx` (`bpftool map dump`).
+fn probe_rx_entries() -> Vec<(Vec<u8>, Vec<u8>)> {
+    let Some(bpftool) =
+        ["/usr/sbin/bpftool", "/usr/bin/bpftool", "/sbin/bpftool"].into_iter().find(|p| Path::new(p).exists())
+    else {
+        panic!("bpftool is missing (apt-get install -y bpftool)");
+    };
+    let out = Command::new(bpftool).args(["-j", "map", "dump", "name", map::PROBE_RX]).output().expect("bpftool");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let bytes = |v: &serde_json::Value| -> Vec<u8> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|b| b.as_str())
+                    .filter_map(|b| u8::from_str_radix(b.trim_start_matches("0x"), 16).ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut entries = Vec::new();
+    let mut collect = |v: &serde_json::Value| {
+        if let (Some(k), Some(val)) = (v.get("key"), v.get("value")) {
+            entries.push((bytes(k), bytes(val)));
+        }
+    };
+    // one map: a list of entries; several: a list of {"elements": [...]} per map
+    for item in
+        serde_json::from_str::<serde_json::Value>(&text).ok().and_then(|v| v.as_array().cloned()).unwrap_or_default()
+    {
+        match item.get("elements").and_then(|e| e.as_array()) {
+            Some(elements) => elements.iter().for_each(&mut collect),
+            None => collect(&item),
+        }
+    }
+    entries
+}
+
+/// The owner side of a forwarded packet: binds 192.0.2.3:8472, sends the
+/// datagram (hex in argv[1]) from 192.0.2.2 to the gateway, prints the first
+/// datagram that reaches the owner as `<source address> <hex>`.
+const FORWARD_NODE_PY: &str = "
+import socket, sys
+owner = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+owner.bind(('192.0.2.3', 8472))
+owner.settimeout(3)
+node = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+node.bind(('192.0.2.2', 0))
+node.sendto(bytes.fromhex(sys.argv[1]), ('192.0.2.1', 8472))
+try:
+    data, addr = owner.recvfrom(2048)
+    print(addr[0], data.hex())
+except socket.timeout:
+    pass
+";
+
+#[test]
+fn a_real_vxlan_gateway_forwards_a_floating_slot_to_its_owner() {
+    let test = "a_real_vxlan_gateway_forwards_a_floating_slot_to_its_owner";
+    if !privileged(test) {
+        return;
+    }
+    if Command::new("tc").arg("-V").output().map(|o| !o.status.success()).unwrap_or(true)
+        || Command::new("python3").arg("-V").output().map(|o| !o.status.success()).unwrap_or(true)
+    {
+        skip_or_fail(test, "tc (iproute2) or python3 is missing");
+        return;
+    }
+    let pair = UnderlayPair::new('f');
+    let veth_node = format!("egfn{}", std::process::id());
+    let out = Command::new("ip")
+        .args(["-n", &pair.node, "addr", "add", "192.0.2.3/24", "dev", &veth_node])
+        .output()
+        .expect("ip runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("ip").args(["-n", &pair.gw, "-o", "link", "show", "egret0"]).output().expect("ip runs");
+    let egret0: u32 = String::from_utf8_lossy(&out.stdout)
+        .split(':')
+        .next()
+        .and_then(|n| n.trim().parse().ok())
+        .expect("egret0's ifindex");
+
+    // egret_tunnel_in with %tunnel_ifindex = the gateway's egret0, loaded by aya
+    // (so the test fills its maps), pinned, attached by tc inside the namespace
+    let mut tunnel_in = Template::TunnelIn.assemble().expect("assembles").program;
+    tunnel_in.fill_hole(templates::HOLE_TUNNEL_IFINDEX, i64::from(egret0)).expect("fills");
+    let bytes = verify_and_write(&[tunnel_in], &templates::maps(), "GPL").expect("verifies and writes");
+    let mut bpf = aya::Ebpf::load(&bytes).unwrap_or_else(|e| panic!("aya loads: {e}"));
+    let (node, owner) = (Ipv4Addr::new(192, 0, 2, 2), Ipv4Addr::new(192, 0, 2, 3));
+    let slot = templates::GatewaySlot { slot: FLOAT_SLOT, egress_ip: FLOAT_IP, egress_ifindex: 1, floating: true };
+    let allowed = templates::AllowedSource { slot: FLOAT_SLOT, src: POD_A, from: templates::SourceNode::Node(node) };
+    let o = templates::FloatOwner { slot: FLOAT_SLOT, owner, is_self: false };
+    kernel_update(&mut bpf, map::GW_SLOTS, &slot.key(), &slot.value());
+    kernel_update(&mut bpf, map::GW_ALLOWED, &allowed.key(), &allowed.value());
+    kernel_update(&mut bpf, map::FLOAT_OWNER, &o.key(), &o.value());
+    let fs = BpffsMount::new();
+    let pinned = fs.dir.join("tunnel_in");
+    {
+        let p: &mut SchedClassifier =
+            bpf.program_mut(Template::TunnelIn.name()).expect("program").try_into().expect("classifier");
+        p.load().unwrap_or_else(|e| panic!("the kernel verifier accepts egret_tunnel_in: {e:?}"));
+        p.pin(&pinned).expect("pin");
+    }
+    let pinned_s = pinned.to_string_lossy().into_owned();
+    for args in [
+        vec!["qdisc", "add", "dev", "egret0", "clsact"],
+        vec!["filter", "add", "dev", "egret0", "ingress", "bpf", "direct-action", "object-pinned", &pinned_s],
+    ] {
+        let out = UnderlayPair::exec(&pair.gw, "tc", &args);
+        assert!(out.status.success(), "tc {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    }
+
+    // node A's pod sends through the gateway, which does not own the slot
+    let frame = Pkt::udp(POD_A, 5353, SERVER, 53).frame();
+    let mut datagram = vec![0x08, 0, 0, 0];
+    datagram.extend_from_slice(&(FLOAT_SLOT << 8).to_be_bytes());
+    datagram.extend_from_slice(&frame);
+    let hex: String = datagram.iter().map(|b| format!("{b:02x}")).collect();
+    let out = UnderlayPair::exec(&pair.node, "python3", &["-c", FORWARD_NODE_PY, &hex]);
+    assert!(out.status.success(), "python3: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let (from, hex) = text.split_once(' ').unwrap_or_else(|| panic!("the owner got nothing: {text:?}"));
+    assert_eq!(from, "192.0.2.1", "from the gateway");
+    let got: Vec<u8> =
+        (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex")).collect();
+    assert_eq!(&got[..8], &datagram[..8], "VXLAN header: the slot's VNI");
+    assert_eq!(&got[8..], &frame[..], "the inner frame unchanged: the owner translates it");
+    assert_eq!(kernel_stat(&bpf, Stat::Forwarded).0, 1);
+    assert_eq!(kernel_stat(&bpf, Stat::Snat).0, 0);
+    std::fs::remove_file(&pinned).expect("unpin");
 }

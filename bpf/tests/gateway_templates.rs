@@ -142,7 +142,7 @@ fn sources_are_commented_and_use_named_constants() {
 #[test]
 fn the_stack_frame_slots_do_not_overlap() {
     let c = Template::GwReply.assemble().expect("assembles").constants;
-    let slots: [(&str, i64); 20] = [
+    let slots: [(&str, i64); 23] = [
         ("FKEY", 16),
         ("RKEY", 16),
         ("RVAL", 32),
@@ -163,6 +163,9 @@ fn the_stack_frame_slots_do_not_overlap() {
         ("DELIVER_IFINDEX", 4),
         ("NH", 20),
         ("TUNKEY", 44),
+        ("PEERK", 8),
+        ("SLOT_FLAGS", 4),
+        ("REPLY_NODE", 4),
     ];
     let mut spans: Vec<(i64, i64, &str)> = slots
         .iter()

@@ -22,7 +22,7 @@ const EGRESS_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 7);
 fn artifact(tag: u8) -> Artifact {
     gw_reply_artifact(|images| {
         let slots = images.iter_mut().find(|m| m.name == templates::map::GW_SLOTS).expect("slots");
-        let entry = GatewaySlot { slot: SLOT, egress_ip: Ipv4Addr::UNSPECIFIED, egress_ifindex: 0 };
+        let entry = GatewaySlot { slot: SLOT, egress_ip: Ipv4Addr::UNSPECIFIED, egress_ifindex: 0, floating: false };
         let mut value = entry.value();
         value[8] = tag;
         slots.push_late(
@@ -61,7 +61,7 @@ fn late_fields_and_local_endpoints_are_filled_on_the_node() {
     loader.apply(&artifact(1)).expect("apply");
 
     let hex = egret_bpf::artifact::hex;
-    let want_slot = GatewaySlot { slot: SLOT, egress_ip: EGRESS_IP, egress_ifindex: 1 };
+    let want_slot = GatewaySlot { slot: SLOT, egress_ip: EGRESS_IP, egress_ifindex: 1, floating: false };
     let mut want_value = want_slot.value();
     want_value[8] = 1;
     assert_eq!(

@@ -43,7 +43,7 @@ fn gateway(maps: &[MapDef], extra: u8) -> Artifact {
     let mut images: Vec<MapImage> = maps.iter().map(MapImage::of).collect();
     let image = |images: &mut Vec<MapImage>, name: &str| images.iter().position(|m| m.name == name).expect("image");
     let slots = image(&mut images, map::GW_SLOTS);
-    let s = GatewaySlot { slot: SLOT, egress_ip: EGRESS_IP, egress_ifindex: 1 };
+    let s = GatewaySlot { slot: SLOT, egress_ip: EGRESS_IP, egress_ifindex: 1, floating: false };
     images[slots].push(&s.key(), &s.value());
     let allowed = image(&mut images, map::GW_ALLOWED);
     for src in std::iter::once(POD_A).chain((1..=extra).map(|i| Ipv4Addr::new(10, 0, 9, i))) {

@@ -9,7 +9,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use egret_bpf::Program;
 use egret_bpf::interp::{MapStore, RunInput, RunOutcome, TunnelKey, inet_checksum, run};
 use egret_bpf::templates::{
-    AllowedSource, GatewaySlot, HOLE_TUNNEL_IFINDEX, LocalEndpoint, NatKey, SourceNode, Stat, Template, map,
+    AllowedSource, FloatOwner, GatewayPeer, GatewaySlot, HOLE_TUNNEL_IFINDEX, LocalEndpoint, NatKey, SourceNode, Stat,
+    Template, map,
 };
 
 // ----- the cluster ------------------------------------------------------------------
@@ -51,6 +52,22 @@ pub const POD_LOCAL2_IFINDEX: u32 = 12;
 /// The external server.
 pub const SERVER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 20);
 
+/// A floating slot the gateway serves as one of its candidates.
+pub const FLOAT_SLOT: u32 = 0x0000_f10a;
+/// The floating egress IP of [`FLOAT_SLOT`].
+pub const FLOAT_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 9);
+/// Another candidate gateway of [`FLOAT_SLOT`] (a peer in `egret_gw_peers`).
+pub const PEER_GW: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 50);
+/// A gateway that owns [`FLOAT_SLOT`] in some tests but is no peer here.
+pub const OTHER_GW: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 60);
+
+/// The `egret_float_owner` entry of [`FLOAT_SLOT`]: this node, or `owner`.
+pub fn float_owner(owner: Option<Ipv4Addr>) -> (&'static str, Vec<u8>, Vec<u8>) {
+    let o =
+        FloatOwner { slot: FLOAT_SLOT, owner: owner.unwrap_or(Ipv4Addr::new(192, 0, 2, 1)), is_self: owner.is_none() };
+    (map::FLOAT_OWNER, o.key().to_vec(), o.value().to_vec())
+}
+
 /// Extra allowed pods on node A for collision tests: 10.0.9.0/24.
 pub fn extra_pod(i: u8) -> Ipv4Addr {
     Ipv4Addr::new(10, 0, 9, i)
@@ -60,8 +77,13 @@ pub fn extra_pod(i: u8) -> Ipv4Addr {
 pub fn gateway_entries() -> Vec<(&'static str, Vec<u8>, Vec<u8>)> {
     let mut v = Vec::new();
     for s in [
-        GatewaySlot { slot: SLOT, egress_ip: EGRESS_IP, egress_ifindex: EGRESS_IFINDEX },
-        GatewaySlot { slot: SLOT_NO_IP, egress_ip: Ipv4Addr::UNSPECIFIED, egress_ifindex: EGRESS_IFINDEX },
+        GatewaySlot { slot: SLOT, egress_ip: EGRESS_IP, egress_ifindex: EGRESS_IFINDEX, floating: false },
+        GatewaySlot {
+            slot: SLOT_NO_IP,
+            egress_ip: Ipv4Addr::UNSPECIFIED,
+            egress_ifindex: EGRESS_IFINDEX,
+            floating: false,
+        },
     ] {
         v.push((map::GW_SLOTS, s.key().to_vec(), s.value().to_vec()));
     }
@@ -73,7 +95,19 @@ pub fn gateway_entries() -> Vec<(&'static str, Vec<u8>, Vec<u8>)> {
         AllowedSource { slot: SLOT, src: POD_LOCAL, from: SourceNode::Local },
         AllowedSource { slot: SLOT, src: POD_LOCAL2, from: SourceNode::Local },
         AllowedSource { slot: SLOT_NO_IP, src: POD_A, from: SourceNode::Node(NODE_A) },
+        AllowedSource { slot: FLOAT_SLOT, src: POD_A, from: SourceNode::Node(NODE_A) },
+        AllowedSource { slot: FLOAT_SLOT, src: POD_B, from: SourceNode::Node(NODE_B) },
+        AllowedSource { slot: FLOAT_SLOT, src: POD_ANY, from: SourceNode::AnyNode },
+        AllowedSource { slot: FLOAT_SLOT, src: POD_LOCAL, from: SourceNode::Local },
     ];
+    let floating =
+        GatewaySlot { slot: FLOAT_SLOT, egress_ip: FLOAT_IP, egress_ifindex: EGRESS_IFINDEX, floating: true };
+    v.push((map::GW_SLOTS, floating.key().to_vec(), floating.value().to_vec()));
+    // peers: the other candidate of the floating slot, and (ignored: the slot
+    // is not floating) one for the ordinary slot
+    for p in [GatewayPeer { slot: FLOAT_SLOT, peer: PEER_GW }, GatewayPeer { slot: SLOT, peer: PEER_GW }] {
+        v.push((map::GW_PEERS, p.key().to_vec(), p.value().to_vec()));
+    }
     for i in 1..=250 {
         allowed.push(AllowedSource { slot: SLOT, src: extra_pod(i), from: SourceNode::Node(NODE_A) });
     }
@@ -419,3 +453,13 @@ pub fn arp_frame() -> Vec<u8> {
 pub const UNSPEC: u64 = u64::MAX;
 pub const SHOT: u64 = 2;
 pub const REDIRECT: u64 = 7;
+
+// ----- gateway probes ---------------------------------------------------------------
+
+/// The gateway's underlay address (where nodes send probes: the tunnel's local).
+pub const GATEWAY_UNDERLAY: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+
+/// A probe request as node `sender` sends it.
+pub fn probe_request(seq: u32, sender: Ipv4Addr, sent_ns: u64) -> egret_bpf::templates::probe::Probe {
+    egret_bpf::templates::probe::Probe { kind: egret_bpf::templates::probe::Kind::Request, seq, sender, sent_ns }
+}

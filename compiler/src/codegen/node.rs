@@ -100,7 +100,7 @@ pub fn gateway_images(plan: &Plan) -> Result<Vec<MapImage>, CodegenError> {
                     encoding: FieldEncoding::Le32,
                 });
             }
-            let entry = GatewaySlot { slot: s.id.0, egress_ip, egress_ifindex: 0 };
+            let entry = GatewaySlot { slot: s.id.0, egress_ip, egress_ifindex: 0, floating: false };
             images[i].push_late(&entry.key(), &entry.value(), late);
         }
     }
