@@ -597,6 +597,56 @@ mod tests {
     }
 
     #[test]
+    fn the_gateway_prober_renders_per_gateway_series() {
+        use crate::ha::liveness::State;
+        use crate::ha::probe::{GatewayStatus, ProberStatus, RttHistogram};
+        let t = Telemetry::new("n", Path::new("/nonexistent/egret"));
+        let handle = StatusHandle::default();
+        t.gateways(handle.clone());
+        let mut rtt = RttHistogram::default();
+        rtt.buckets = [0, 1, 2, 2, 2, 2, 2, 2, 2, 2];
+        (rtt.count, rtt.sum) = (2, 0.0005);
+        let g = GatewayStatus {
+            state: State::Down,
+            probed: State::Down,
+            external_down: false,
+            last_rtt: None,
+            misses: 3,
+            went_down: 2,
+            went_up: 1,
+            since_ns: 0,
+            sent: 40,
+            send_errors: 4,
+            answered: 30,
+            missed: 10,
+            rtt,
+        };
+        let mut status = ProberStatus::default();
+        status.gateways.insert(std::net::Ipv4Addr::new(192, 0, 2, 13), g.clone());
+        status.gateways.insert(std::net::Ipv4Addr::new(192, 0, 2, 14), GatewayStatus { state: State::Up, ..g });
+        status.errors.map_write = 7;
+        handle.publish(&status);
+        let body = t.render();
+        for line in [
+            "# TYPE egret_gateway_up gauge",
+            "egret_gateway_up{node=\"n\",gateway=\"192.0.2.13\"} 0",
+            "egret_gateway_up{node=\"n\",gateway=\"192.0.2.14\"} 1",
+            "egret_gateway_transitions_total{node=\"n\",gateway=\"192.0.2.13\",to=\"down\"} 2",
+            "egret_gateway_transitions_total{node=\"n\",gateway=\"192.0.2.13\",to=\"up\"} 1",
+            "egret_gateway_probes_total{node=\"n\",gateway=\"192.0.2.14\",result=\"missed\"} 10",
+            "egret_gateway_probe_send_errors_total{node=\"n\",gateway=\"192.0.2.13\"} 4",
+            "# TYPE egret_gateway_probe_rtt_seconds histogram",
+            "egret_gateway_probe_rtt_seconds_bucket{node=\"n\",gateway=\"192.0.2.13\",le=\"0.00025\"} 1",
+            "egret_gateway_probe_rtt_seconds_bucket{node=\"n\",gateway=\"192.0.2.13\",le=\"+Inf\"} 2",
+            "egret_gateway_probe_rtt_seconds_count{node=\"n\",gateway=\"192.0.2.14\"} 2",
+            "egret_gateway_probe_map_errors_total{node=\"n\",map=\"egret_gw_live\"} 7",
+            "egret_gateway_probe_map_errors_total{node=\"n\",map=\"egret_probe_rx\"} 0",
+        ] {
+            assert!(body.lines().any(|l| l == line), "missing `{line}` in\n{body}");
+        }
+    }
+
+    #[test]
     fn the_server_answers_over_http() {
         let t = Telemetry::new("n", Path::new("/nonexistent/egret"));
         t.alive();

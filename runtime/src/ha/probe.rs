@@ -528,7 +528,7 @@ impl StatusHandle {
         self.0.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
-    fn publish(&self, status: &ProberStatus) {
+    pub(crate) fn publish(&self, status: &ProberStatus) {
         self.0.lock().unwrap_or_else(PoisonError::into_inner).clone_from(status);
     }
 }
@@ -642,5 +642,112 @@ fn run(mut probing: Probing, inbox: &mpsc::Receiver<Command>, status: &StatusHan
         if next < now {
             next = now;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SENDER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 11);
+
+    /// A config whose maps are never pinned, probing `port`.
+    fn config(port: u16, interval: Duration) -> ProberConfig {
+        let root = std::env::temp_dir().join(format!("egret-no-bpffs-{}", std::process::id()));
+        let mut c = ProberConfig::new(root, SENDER);
+        c.port = port;
+        c.liveness.interval = interval;
+        c
+    }
+
+    /// A "gateway" on 127.0.0.1: its socket and port.
+    fn gateway() -> (UdpSocket, u16) {
+        let s = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1");
+        s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        let port = s.local_addr().expect("addr").port();
+        (s, port)
+    }
+
+    fn receive(s: &UdpSocket) -> Probe {
+        let mut buf = [0u8; 256];
+        let (n, _) = s.recv_from(&mut buf).expect("a probe within 5 s");
+        assert_eq!(n, 8 + egret_bpf::templates::probe::FRAME_LEN, "VXLAN header + probe frame");
+        Probe::from_datagram(&buf[..n]).expect("decodes as a probe")
+    }
+
+    #[test]
+    fn the_prober_thread_sends_requests_with_increasing_seq_from_this_node() {
+        let (gw, port) = gateway();
+        let prober = Prober::start(config(port, Duration::from_millis(5))).expect("starts");
+        prober.set_targets(BTreeSet::from([Ipv4Addr::LOCALHOST]));
+        let probes: Vec<Probe> = (0..5).map(|_| receive(&gw)).collect();
+        for p in &probes {
+            assert_eq!((p.kind, p.sender), (Kind::Request, SENDER));
+        }
+        for w in probes.windows(2) {
+            assert_eq!(w[1].seq, w[0].seq.wrapping_add(1), "one seq per tick: {probes:?}");
+            assert!(w[1].sent_ns > w[0].sent_ns, "CLOCK_MONOTONIC send times: {probes:?}");
+        }
+        assert!(probes[0].sent_ns <= monotonic_ns());
+        let status = prober.status();
+        assert!(status.ticks >= 5 && status.gateways.contains_key(&Ipv4Addr::LOCALHOST), "{status:?}");
+        // no maps pinned: not an error, nothing judged, nothing written
+        assert_eq!(status.errors, ErrorCounts::default(), "{status:?}");
+        assert!(!status.probe_rx_pinned && !status.gw_live_pinned);
+        assert_eq!(status.gateways[&Ipv4Addr::LOCALHOST].state, State::Unknown);
+        prober.stop();
+    }
+
+    #[test]
+    fn stepped_by_hand_each_tick_sends_one_probe_per_target_and_judges_nothing_without_maps() {
+        let (gw, port) = gateway();
+        let mut p = Probing::new(config(port, Duration::from_millis(100))).expect("socket");
+        // before any targets: nothing sent
+        assert_eq!(p.tick(1_000), []);
+        assert_eq!(p.status().seq, 0);
+        // one target only: test traffic stays on 127.0.0.1
+        let gw_ip = Ipv4Addr::LOCALHOST;
+        p.set_targets(BTreeSet::from([gw_ip]));
+        for i in 0..10u64 {
+            assert_eq!(p.tick(2_000 + i * 100_000_000), [], "without egret_probe_rx no probe is judged");
+            let probe = receive(&gw);
+            assert_eq!((probe.seq, probe.sent_ns), (i as u32 + 1, 2_000 + i * 100_000_000));
+        }
+        let g = &p.status().gateways[&gw_ip];
+        assert_eq!((g.state, g.sent, g.answered, g.missed), (State::Unknown, 10, 0, 0), "{g:?}");
+        // Kubernetes says the gateway is not Ready: down without probes
+        p.set_external_down(BTreeSet::from([gw_ip]));
+        assert_eq!(p.tick(3_000_000_000), [(gw_ip, Transition { from: State::Unknown, to: State::Down })]);
+        let g = &p.status().gateways[&gw_ip];
+        assert_eq!((g.state, g.went_down, g.since_ns), (State::Down, 1, 3_000_000_000));
+        // a removed target is forgotten and no longer probed
+        p.set_targets(BTreeSet::new());
+        p.tick(3_100_000_000);
+        assert!(p.status().gateways.is_empty());
+        gw.set_nonblocking(true).expect("nonblocking");
+        let mut buf = [0u8; 256];
+        // the probe of the tick before the removal, then nothing
+        assert!(gw.recv_from(&mut buf).is_ok());
+        assert!(gw.recv_from(&mut buf).is_err_and(|e| e.kind() == io::ErrorKind::WouldBlock));
+    }
+
+    #[test]
+    fn a_full_rewrite_comes_every_rewrite_every_in_ticks() {
+        let mut c = ProberConfig::new("/nonexistent", SENDER);
+        assert_eq!((c.port, c.rewrite_ticks()), (4799, 10));
+        c.liveness.interval = Duration::from_millis(300);
+        assert_eq!(c.rewrite_ticks(), 4, "rounded up");
+        c.rewrite_every = Duration::ZERO;
+        assert_eq!(c.rewrite_ticks(), 1);
+    }
+
+    #[test]
+    fn rtt_samples_fill_the_histogram_cumulatively() {
+        let mut h = RttHistogram::default();
+        h.record(Duration::from_micros(200));
+        h.record(Duration::from_millis(30));
+        assert_eq!(h.buckets, [0, 1, 1, 1, 1, 1, 1, 1, 2, 2]);
+        assert_eq!(h.count, 2);
+        assert!((h.sum - 0.0302).abs() < 1e-12);
     }
 }
