@@ -603,9 +603,7 @@ mod tests {
         let t = Telemetry::new("n", Path::new("/nonexistent/egret"));
         let handle = StatusHandle::default();
         t.gateways(handle.clone());
-        let mut rtt = RttHistogram::default();
-        rtt.buckets = [0, 1, 2, 2, 2, 2, 2, 2, 2, 2];
-        (rtt.count, rtt.sum) = (2, 0.0005);
+        let rtt = RttHistogram { buckets: [0, 1, 2, 2, 2, 2, 2, 2, 2, 2], count: 2, sum: 0.0005 };
         let g = GatewayStatus {
             state: State::Down,
             probed: State::Down,

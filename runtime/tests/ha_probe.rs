@@ -12,7 +12,9 @@
 //! gateway gets `GL_F_DOWN` after exactly 3 missed ticks; an answering one
 //! that stops is down after 3 and cleared only after the 10-tick hold-down;
 //! a recreated map is rewritten at the next tick; Kubernetes' not-Ready is
-//! written regardless of answers; a removed target's entry is deleted. The
+//! written regardless of answers; a removed target's entries are deleted
+//! (`egret_gw_live` at once, `egret_probe_rx` at the next full rewrite); the
+//! threaded prober probes from the namespace it was started in. The
 //! bpffs mount (and with it every pin) and the namespace are gone after.
 
 #[path = "../../loader/tests/common/mod.rs"]
@@ -29,7 +31,7 @@ use egret_bpf::templates::GatewayLive;
 use egret_bpf::templates::probe::{Kind, Probe, ProbeRx};
 use egret_loader::{PinLayout, StateMap};
 use egret_runtime::ha::liveness::State;
-use egret_runtime::ha::probe::{ErrorCounts, ProberConfig, Probing};
+use egret_runtime::ha::probe::{ErrorCounts, Prober, ProberConfig, Probing};
 
 const ANSWERS: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
 const SILENT: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
@@ -217,7 +219,33 @@ fn the_prober_writes_egret_gw_live_from_replies_in_real_maps() {
         p.set_targets(BTreeSet::from([ANSWERS]));
         tick(&mut p, &dp);
         assert_eq!(dp.live(), down(&[]));
+        // and ANSWERS neither: its recorded reply goes at the next full rewrite
+        p.set_targets(BTreeSet::new());
+        let rx = dp.map(&ProbeRx::map_def());
+        assert!(rx.get(&ProbeRx::key(ANSWERS)).expect("lookup").is_some());
+        let rewrites = p.status().full_rewrites;
+        while p.status().full_rewrites == rewrites {
+            tick(&mut p, &dp);
+            assert!(p.status().ticks < 1_000, "a full rewrite comes");
+        }
+        assert_eq!(rx.keys().expect("keys"), Vec::<Vec<u8>>::new(), "egret_probe_rx keeps only targets");
         assert_eq!(p.status().errors, ErrorCounts::default(), "{:?}", p.status());
+        drop(p);
+
+        // the threaded prober, started here, probes from this namespace: the
+        // gateway socket exists only in it
+        dp.gateway.set_nonblocking(false).expect("blocking");
+        dp.gateway.set_read_timeout(Some(std::time::Duration::from_secs(5))).expect("timeout");
+        let mut config = ProberConfig::new(fs.root(), Ipv4Addr::new(192, 0, 2, 11));
+        config.port = dp.gateway.local_addr().expect("addr").port();
+        config.liveness.interval = std::time::Duration::from_millis(5);
+        let prober = Prober::start(config).expect("starts");
+        prober.set_targets(BTreeSet::from([ANSWERS]));
+        let mut buf = [0u8; 256];
+        let (len, _) = dp.gateway.recv_from(&mut buf).expect("a probe from the prober's thread");
+        let first = Probe::from_datagram(&buf[..len]).map(|p| (p.kind, p.seq));
+        assert_eq!(first, Some((Kind::Request, 1)), "the thread's first probe (the stepped ones were all read)");
+        drop(prober);
     }
     drop(ns);
     drop(fs);

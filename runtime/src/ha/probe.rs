@@ -34,7 +34,10 @@
 //!    than the one last written (a swap recreated it), and after a write
 //!    failed. Nothing is written before the first [`Probing::set_targets`]
 //!    (an agent that has not compiled yet leaves the map as it finds it),
-//!    nor while `egret_gw_live` is not pinned (written once it is).
+//!    nor while `egret_gw_live` is not pinned (written once it is). Each
+//!    full rewrite also deletes the `egret_probe_rx` entries of nodes that
+//!    are not targets (the datapath only adds, and the map's capacity is
+//!    bounded: a full map would lose the replies of new gateways).
 //!
 //! Never panics; failures (sends, map reads and writes, a map of the wrong
 //! shape) are counted in the [`ProberStatus`] with the last one's message.
@@ -234,7 +237,7 @@ impl GatewayStatus {
 pub struct ErrorCounts {
     /// Probes that could not be sent.
     pub send: u64,
-    /// `egret_probe_rx` opens or reads that failed.
+    /// `egret_probe_rx` opens, reads and clean-ups that failed.
     pub map_read: u64,
     /// `egret_gw_live` opens, walks or writes that failed.
     pub map_write: u64,
@@ -439,12 +442,16 @@ impl Probing {
         }
 
         // 5. dataplane
-        match &gw_live {
+        let full = match &gw_live {
             Some(live) => self.write(live),
             None => {
                 self.live_id = None;
                 self.written.clear();
+                false
             }
+        };
+        if let (true, Some(rx)) = (full, &probe_rx) {
+            self.forget_replies(rx, &targets);
         }
 
         for (gw, t) in &changes {
@@ -465,8 +472,29 @@ impl Probing {
         changes
     }
 
-    /// Makes `live` hold exactly the down targets (module doc, step 5).
-    fn write(&mut self, live: &StateMap) {
+    /// Deletes the replies of nodes that are not targets from `egret_probe_rx`
+    /// (module doc, step 5): its capacity is bounded and the datapath only
+    /// ever adds.
+    fn forget_replies(&mut self, rx: &StateMap, targets: &BTreeSet<Ipv4Addr>) {
+        let keys = match rx.keys() {
+            Ok(keys) => keys,
+            Err(e) => {
+                self.status.errors.map_read += 1;
+                return self.failed(&e.into());
+            }
+        };
+        let ours: BTreeSet<[u8; 4]> = targets.iter().map(|gw| ProbeRx::key(*gw)).collect();
+        for key in keys.iter().filter(|k| !ours.iter().any(|o| o == k.as_slice())) {
+            if let Err(e) = rx.remove(key) {
+                self.status.errors.map_read += 1;
+                self.failed(&e.into());
+            }
+        }
+    }
+
+    /// Makes `live` hold exactly the down targets (module doc, step 5);
+    /// true if it was a full rewrite.
+    fn write(&mut self, live: &StateMap) -> bool {
         let down: BTreeSet<Ipv4Addr> =
             self.machines.iter().filter(|(_, m)| m.state().is_down()).map(|(gw, _)| *gw).collect();
         let full = self.dirty || self.live_id != Some(live.id()) || self.since_full >= self.config.rewrite_ticks();
@@ -514,6 +542,7 @@ impl Probing {
         if let Some(e) = errors.pop() {
             self.failed(&e.into());
         }
+        full
     }
 }
 
