@@ -16,7 +16,8 @@
 //! - [`pins`]: every pin path, as pure functions;
 //! - [`meta`]: a generation's metadata and its commit-marker encoding;
 //! - [`scan`]: reading pinned state, and the pure recovery decision;
-//! - [`state`]: state maps (NAT tables, counters) shared across generations;
+//! - [`state`]: state maps (NAT tables, counters, gateway liveness) shared across
+//!   generations, and [`StateMap`], typed access to them by name for the agent;
 //! - [`inspect`]: read-only status and map dumps;
 //! - [`netdev`]: interface and pod-route lookups (rtnetlink);
 //! - [`demo`]: sample artifacts for tests, benchmarks and demos;
@@ -50,5 +51,5 @@ pub use loader::{
     SyncReport,
 };
 pub use pins::{Generation, PinLayout};
-pub use state::{StateFate, StateMapReport};
+pub use state::{StateFate, StateMap, StateMapError, StateMapReport};
 pub use sys::LinkInfo;

@@ -33,12 +33,22 @@
 //! maps it does not have as state are removed. A build or swap that fails
 //! never touches `state/` — its `gen-<N>/` (second pins included) is deleted,
 //! so nothing leaks and N−1 keeps serving with the maps it had.
+//!
+//! Access from outside the loader ([`StateMap`]): an agent opens a state map
+//! of a root by name — `egret_gw_live`, which the agent writes and the
+//! classifier reads; `egret_probe_rx`, which `egret_tunnel_in` writes and the
+//! agent reads — checked against the map's definition, and reads, writes
+//! and deletes whole entries. A pin that is absent (no generation has
+//! published that state map yet) is `Ok(None)`, not an error. A handle keeps
+//! the map it opened: after a swap that recreated the map the pin names
+//! another map, so holders re-open (compare [`StateMap::id`]) rather than
+//! keep writing a map no program reads.
 
 use std::collections::BTreeSet;
 use std::io;
 
-use egret_bpf::MapKind;
 use egret_bpf::artifact::MapImage;
+use egret_bpf::{MapDef, MapKind};
 use serde::Serialize;
 
 use crate::check::CheckedArtifact;
@@ -182,6 +192,129 @@ pub fn pinned(layout: &PinLayout) -> Result<Vec<(String, u32)>, LoaderError> {
         }
     }
     Ok(out)
+}
+
+/// Why a state map cannot be opened or accessed ([`StateMap`]).
+#[derive(Debug, thiserror::Error)]
+pub enum StateMapError {
+    /// The pin exists but is not a usable map.
+    #[error("state map `{map}`: `{path}` is not a usable map: {source}")]
+    Open {
+        /// Map name.
+        map: String,
+        /// The pin.
+        path: std::path::PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// The pinned map does not have the definition's geometry.
+    #[error("state map `{map}` does not fit its definition: {reason}")]
+    Geometry {
+        /// Map name.
+        map: String,
+        /// What differs (kind, key size, value size, capacity, flags).
+        reason: String,
+    },
+    /// A per-CPU map: entries are one value per CPU, which [`StateMap`] does
+    /// not read or write (the counters are read by [`crate::inspect`]).
+    #[error("state map `{map}` is per-CPU; its entries are not single values")]
+    PerCpu {
+        /// Map name.
+        map: String,
+    },
+    /// An element operation failed.
+    #[error("state map `{map}`: {operation}: {source}")]
+    Access {
+        /// Map name.
+        map: String,
+        /// What was being done (`lookup`, `update`, `delete`, `listing keys`).
+        operation: &'static str,
+        /// The error (a wrong key or value length is `InvalidInput`).
+        source: io::Error,
+    },
+}
+
+/// A state map of a root, opened through its pin `<root>/state/<map>`
+/// (see the module doc): whole-entry reads, writes and deletes of a map
+/// with single (not per-CPU) values.
+#[derive(Debug)]
+pub struct StateMap {
+    name: String,
+    handle: MapHandle,
+}
+
+impl StateMap {
+    /// Opens the state map `def.name` of `layout`'s root and checks that it
+    /// has `def`'s kind, key size, value size, capacity and flags.
+    /// `Ok(None)` if nothing is pinned under that name.
+    ///
+    /// # Errors
+    /// A pin that is not a map, a map of another geometry, a per-CPU map.
+    pub fn open(layout: &PinLayout, def: &MapDef) -> Result<Option<StateMap>, StateMapError> {
+        let path = layout.state_map(&def.name);
+        let handle = match MapHandle::open(&path) {
+            Ok(h) => h,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(StateMapError::Open { map: def.name.clone(), path, source }),
+        };
+        compatibility(handle.info(), &MapImage::of(def))
+            .map_err(|reason| StateMapError::Geometry { map: def.name.clone(), reason })?;
+        if sys::is_percpu_type(handle.info().kind) {
+            return Err(StateMapError::PerCpu { map: def.name.clone() });
+        }
+        Ok(Some(StateMap { name: def.name.clone(), handle }))
+    }
+
+    /// The map's name.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The kernel's id of the map opened: a different id under the same
+    /// pin means the map was replaced.
+    #[must_use]
+    pub fn id(&self) -> u32 {
+        self.handle.info().id
+    }
+
+    fn access(&self, operation: &'static str) -> impl FnOnce(io::Error) -> StateMapError + '_ {
+        move |source| StateMapError::Access { map: self.name.clone(), operation, source }
+    }
+
+    /// The value under `key`, `None` if absent.
+    ///
+    /// # Errors
+    /// A key of the wrong size, a failed lookup.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateMapError> {
+        let values = self.handle.lookup(key).map_err(self.access("lookup"))?;
+        Ok(values.and_then(|v| v.into_iter().next()))
+    }
+
+    /// Creates or replaces the entry `key` → `value` (`BPF_ANY`).
+    ///
+    /// # Errors
+    /// A key or value of the wrong size, a full map, a failed update.
+    pub fn set(&self, key: &[u8], value: &[u8]) -> Result<(), StateMapError> {
+        self.handle.update(key, value, sys::BPF_ANY).map_err(self.access("update"))
+    }
+
+    /// Deletes the entry `key`; an absent key is not an error.
+    ///
+    /// # Errors
+    /// A key of the wrong size, a failed delete.
+    pub fn remove(&self, key: &[u8]) -> Result<(), StateMapError> {
+        self.handle.delete(key).map_err(self.access("delete"))
+    }
+
+    /// Every key, in the kernel's order (at most `max_entries` + 1 while
+    /// the map changes under the walk).
+    ///
+    /// # Errors
+    /// A failed walk.
+    pub fn keys(&self) -> Result<Vec<Vec<u8>>, StateMapError> {
+        self.handle.keys().map_err(self.access("listing keys"))
+    }
 }
 
 fn remove_pin(path: &std::path::Path) -> Result<(), LoaderError> {

@@ -27,6 +27,7 @@
 //! uses.
 
 pub mod facts;
+pub mod ha;
 pub mod kube_agent;
 pub mod metrics;
 pub mod minicluster;

@@ -10,6 +10,13 @@
 //!   policy), the gateway's datapath counters (`egret_bpf::templates::Stat`)
 //!   and NAT table use. Label sets are bounded: reasons and gateway counters
 //!   are fixed lists; policies are those that apply on this node.
+//! - With a gateway prober ([`Telemetry::gateways`]), its status at scrape
+//!   time: per gateway (the plan's gateways, a bounded set)
+//!   `egret_gateway_up`, `egret_gateway_transitions_total{to}`,
+//!   `egret_gateway_probes_total{result}`,
+//!   `egret_gateway_probe_send_errors_total` and the histogram
+//!   `egret_gateway_probe_rtt_seconds` ([`crate::ha::probe::RTT_BUCKETS`]);
+//!   per liveness map `egret_gateway_probe_map_errors_total{map}`.
 //! - `/healthz` is 200 while the agent loop has passed within
 //!   [`HEALTHY_WITHIN`]; `/readyz` is 200 once a generation is serving and
 //!   the last sync succeeded. Anything else is 404.
@@ -31,6 +38,8 @@ use egret_bpf::templates::{self, Stat};
 use egret_compiler::plan::NodeCounts;
 use egret_loader::inspect;
 use egret_loader::pins::PinLayout;
+
+use crate::ha::probe::{RTT_BUCKETS, StatusHandle};
 
 /// How recent the last loop pass must be for `/healthz`.
 pub const HEALTHY_WITHIN: Duration = Duration::from_secs(10);
@@ -78,6 +87,7 @@ struct State {
     /// Per [`LATENCY_BUCKETS`] bound: observations at most that long.
     event_to_dataplane_buckets: [u64; LATENCY_BUCKETS.len()],
     kube: Option<KubeStats>,
+    gateways: Option<StatusHandle>,
     resolutions: egret_kube::view::CompilerStats,
     artifacts_reused: u64,
     generation: Option<u64>,
@@ -157,6 +167,11 @@ impl Telemetry {
     /// Adds the kube watch's and the Event publisher's figures.
     pub fn kube(&self, stats: KubeStats) {
         self.with(|s| s.kube = Some(stats));
+    }
+
+    /// Adds the gateway prober's status (`crate::ha::probe::Prober::status_handle`).
+    pub fn gateways(&self, status: StatusHandle) {
+        self.with(|s| s.gateways = Some(status));
     }
 
     /// What the `--kube` loop's compiler did so far.
@@ -269,6 +284,9 @@ impl Telemetry {
                     ("result=\"dropped\"".into(), e.dropped() as f64),
                 ],
             );
+        }
+        if let Some(h) = &s.gateways {
+            x.gateways(h);
         }
         x.single("egret_swaps_total", "counter", "Generation swaps.", s.swaps as f64);
         if let Some(g) = s.generation {
@@ -388,6 +406,81 @@ impl Exposition {
         }
     }
 
+    /// The gateway prober's figures (see the module doc).
+    fn gateways(&mut self, status: &StatusHandle) {
+        let p = status.snapshot();
+        let gateways: Vec<(String, &crate::ha::probe::GatewayStatus)> =
+            p.gateways.iter().map(|(ip, g)| (format!("gateway=\"{ip}\""), g)).collect();
+        let rows = |f: fn(&crate::ha::probe::GatewayStatus) -> f64| -> Vec<(String, f64)> {
+            gateways.iter().map(|(l, g)| (l.clone(), f(g))).collect()
+        };
+        self.family(
+            "egret_gateway_up",
+            "gauge",
+            "1 while this node sends through the gateway (up, or not judged yet), 0 while it is down (probes unanswered, or the node not Ready).",
+            &rows(|g| f64::from(u8::from(!g.state.is_down()))),
+        );
+        let transitions: Vec<(String, f64)> = gateways
+            .iter()
+            .flat_map(|(l, g)| {
+                [(format!("{l},to=\"down\""), g.went_down as f64), (format!("{l},to=\"up\""), g.went_up as f64)]
+            })
+            .collect();
+        self.family(
+            "egret_gateway_transitions_total",
+            "counter",
+            "Gateway liveness changes, by the state entered.",
+            &transitions,
+        );
+        let probes: Vec<(String, f64)> = gateways
+            .iter()
+            .flat_map(|(l, g)| {
+                [
+                    (format!("{l},result=\"answered\""), g.answered as f64),
+                    (format!("{l},result=\"missed\""), g.missed as f64),
+                ]
+            })
+            .collect();
+        self.family(
+            "egret_gateway_probes_total",
+            "counter",
+            "Probes judged, by whether the gateway answered before the next one.",
+            &probes,
+        );
+        self.family(
+            "egret_gateway_probe_send_errors_total",
+            "counter",
+            "Probes that could not be sent (counted as missed).",
+            &rows(|g| g.send_errors as f64),
+        );
+        let name = "egret_gateway_probe_rtt_seconds";
+        let node = &self.node;
+        let _ = writeln!(
+            self.out,
+            "# HELP {name} Probe round trips over the underlay, answered by the gateway's datapath.\n# TYPE {name} histogram"
+        );
+        for (l, g) in &gateways {
+            for (bound, n) in RTT_BUCKETS.iter().zip(&g.rtt.buckets) {
+                let _ = writeln!(self.out, "{name}_bucket{{node=\"{node}\",{l},le=\"{bound}\"}} {n}");
+            }
+            let (count, sum) = (g.rtt.count, g.rtt.sum);
+            let _ = writeln!(self.out, "{name}_bucket{{node=\"{node}\",{l},le=\"+Inf\"}} {count}");
+            let _ = writeln!(
+                self.out,
+                "{name}_sum{{node=\"{node}\",{l}}} {sum}\n{name}_count{{node=\"{node}\",{l}}} {count}"
+            );
+        }
+        self.family(
+            "egret_gateway_probe_map_errors_total",
+            "counter",
+            "Failed opens, reads and writes of the liveness maps.",
+            &[
+                (format!("map=\"{}\"", egret_bpf::templates::map::PROBE_RX), p.errors.map_read as f64),
+                (format!("map=\"{}\"", egret_bpf::templates::map::GW_LIVE), p.errors.map_write as f64),
+            ],
+        );
+    }
+
     /// A family of one unlabelled sample.
     fn single(&mut self, name: &str, kind: &str, help: &str, value: f64) {
         self.family(name, kind, help, &[(String::new(), value)]);
@@ -501,6 +594,54 @@ mod tests {
         assert_eq!(respond(&t, "").0, 405);
         t.failed();
         assert_eq!(respond(&t, "GET /readyz HTTP/1.1").0, 503);
+    }
+
+    #[test]
+    fn the_gateway_prober_renders_per_gateway_series() {
+        use crate::ha::liveness::State;
+        use crate::ha::probe::{GatewayStatus, ProberStatus, RttHistogram};
+        let t = Telemetry::new("n", Path::new("/nonexistent/egret"));
+        let handle = StatusHandle::default();
+        t.gateways(handle.clone());
+        let rtt = RttHistogram { buckets: [0, 1, 2, 2, 2, 2, 2, 2, 2, 2], count: 2, sum: 0.0005 };
+        let g = GatewayStatus {
+            state: State::Down,
+            probed: State::Down,
+            external_down: false,
+            last_rtt: None,
+            misses: 3,
+            went_down: 2,
+            went_up: 1,
+            since_ns: 0,
+            sent: 40,
+            send_errors: 4,
+            answered: 30,
+            missed: 10,
+            rtt,
+        };
+        let mut status = ProberStatus::default();
+        status.gateways.insert(std::net::Ipv4Addr::new(192, 0, 2, 13), g.clone());
+        status.gateways.insert(std::net::Ipv4Addr::new(192, 0, 2, 14), GatewayStatus { state: State::Up, ..g });
+        status.errors.map_write = 7;
+        handle.publish(&status);
+        let body = t.render();
+        for line in [
+            "# TYPE egret_gateway_up gauge",
+            "egret_gateway_up{node=\"n\",gateway=\"192.0.2.13\"} 0",
+            "egret_gateway_up{node=\"n\",gateway=\"192.0.2.14\"} 1",
+            "egret_gateway_transitions_total{node=\"n\",gateway=\"192.0.2.13\",to=\"down\"} 2",
+            "egret_gateway_transitions_total{node=\"n\",gateway=\"192.0.2.13\",to=\"up\"} 1",
+            "egret_gateway_probes_total{node=\"n\",gateway=\"192.0.2.14\",result=\"missed\"} 10",
+            "egret_gateway_probe_send_errors_total{node=\"n\",gateway=\"192.0.2.13\"} 4",
+            "# TYPE egret_gateway_probe_rtt_seconds histogram",
+            "egret_gateway_probe_rtt_seconds_bucket{node=\"n\",gateway=\"192.0.2.13\",le=\"0.00025\"} 1",
+            "egret_gateway_probe_rtt_seconds_bucket{node=\"n\",gateway=\"192.0.2.13\",le=\"+Inf\"} 2",
+            "egret_gateway_probe_rtt_seconds_count{node=\"n\",gateway=\"192.0.2.14\"} 2",
+            "egret_gateway_probe_map_errors_total{node=\"n\",map=\"egret_gw_live\"} 7",
+            "egret_gateway_probe_map_errors_total{node=\"n\",map=\"egret_probe_rx\"} 0",
+        ] {
+            assert!(body.lines().any(|l| l == line), "missing `{line}` in\n{body}");
+        }
     }
 
     #[test]
