@@ -52,7 +52,8 @@
 //!   or name other than the path's is `400`). Every write is a watch event.
 //!   [`ApiServer::apply`] / [`ApiServer::delete`] write Leases unvalidated
 //!   (a hand edit, as straight into etcd), [`ApiServer::get`] reads one
-//!   back; [`Req::Lease`] counts requests by RBAC verb.
+//!   back; [`Req::Lease`] counts requests by RBAC verb;
+//!   [`ApiServer::delay_lease_writes`] holds Lease writes back.
 //! - **Events**: `POST /apis/events.k8s.io/v1/namespaces/NS/events` stores
 //!   the `events.k8s.io/v1` Event (`201 Created`; a body that is no Event
 //!   is `400`); [`ApiServer::events`] returns them in order.
@@ -214,6 +215,8 @@ pub enum Req {
     Lease(&'static str),
     /// A write refused with `409 Conflict` (a stale `resourceVersion`).
     Conflict,
+    /// A Lease write held back by [`ApiServer::delay_lease_writes`].
+    Delayed,
 }
 
 /// How [`ApiServer::start_with`] serves.
@@ -371,6 +374,8 @@ struct State {
     events: Vec<Value>,
     /// The bearer token requests must carry.
     token: Option<String>,
+    /// How many of the next Lease writes wait, and how long.
+    lease_delay: (usize, Duration),
 }
 
 /// `obj` with its resource's `apiVersion` and `kind` (as single objects
@@ -694,6 +699,14 @@ impl ApiServer {
         }
     }
 
+    /// Holds the next `n` Lease writes (`POST`, `PUT`, `DELETE`) back for
+    /// `delay` each, after their bodies arrive and before they are served
+    /// (counted as [`Req::Delayed`] when they start waiting): a slow
+    /// server, or a write made to land after another.
+    pub fn delay_lease_writes(&self, n: usize, delay: Duration) {
+        lock(&self.state).lease_delay = (n, delay);
+    }
+
     /// How many requests of a sort were served.
     pub fn count(&self, r: Req) -> usize {
         lock(&self.state).counts.get(&r).copied().unwrap_or(0)
@@ -978,6 +991,18 @@ async fn leases(state: &Arc<Mutex<State>>, req: Request<Incoming>) -> Response<B
         Ok(b) => b.to_bytes(),
         Err(e) => return full(StatusCode::BAD_REQUEST, &status(400, "BadRequest", &e.to_string())),
     };
+    let delay = {
+        let mut s = lock(state);
+        let (n, d) = s.lease_delay;
+        (n > 0 && method != hyper::Method::GET).then(|| {
+            s.lease_delay.0 -= 1;
+            *s.counts.entry(Req::Delayed).or_default() += 1;
+            d
+        })
+    };
+    if let Some(d) = delay {
+        tokio::time::sleep(d).await;
+    }
     let parsed = || -> Result<Value, Response<Body>> {
         let v: Value = serde_json::from_slice(&body)
             .map_err(|e| full(StatusCode::BAD_REQUEST, &status(400, "BadRequest", &e.to_string())))?;
