@@ -1003,10 +1003,9 @@ async fn leases(state: &Arc<Mutex<State>>, req: Request<Incoming>) -> Response<B
     if let Some(d) = delay {
         tokio::time::sleep(d).await;
     }
-    let parsed = || -> Result<Value, Response<Body>> {
-        let v: Value = serde_json::from_slice(&body)
-            .map_err(|e| full(StatusCode::BAD_REQUEST, &status(400, "BadRequest", &e.to_string())))?;
-        Ok(v)
+    let parsed = || -> Result<Value, Refusal> {
+        serde_json::from_slice(&body)
+            .map_err(|e| Box::new(full(StatusCode::BAD_REQUEST, &status(400, "BadRequest", &e.to_string()))))
     };
     use hyper::Method;
     match (method, namespace, name) {
@@ -1021,17 +1020,17 @@ async fn leases(state: &Arc<Mutex<State>>, req: Request<Incoming>) -> Response<B
         }
         (Method::POST, Some(ns), None) => match parsed() {
             Ok(lease) => create_lease(state, &ns, lease),
-            Err(r) => r,
+            Err(r) => *r,
         },
         (Method::PUT, Some(ns), Some(name)) => match parsed() {
             Ok(lease) => replace_lease(state, &ns, &name, lease),
-            Err(r) => r,
+            Err(r) => *r,
         },
         (Method::DELETE, Some(ns), Some(name)) => {
             let options = if body.is_empty() { Ok(json!({})) } else { parsed() };
             match options {
                 Ok(o) => delete_lease(state, &ns, &name, &o),
-                Err(r) => r,
+                Err(r) => *r,
             }
         }
         _ => full(StatusCode::METHOD_NOT_ALLOWED, &status(405, "MethodNotAllowed", "not served for Leases")),
@@ -1052,11 +1051,14 @@ fn lease_conflict(state: &mut State, name: &str, why: &str) -> Response<Body> {
     )
 }
 
+/// A request refused: its response (boxed, as an `Err` variant).
+type Refusal = Box<Response<Body>>;
+
 /// What the real server checks of a Lease body written to `ns` (and, for a
 /// replace, `name`): kind, namespace, name, and the spec's validation; the
 /// body with its namespace filled in.
-fn check_lease(ns: &str, name: Option<&str>, mut lease: Value) -> Result<Value, Response<Body>> {
-    let bad = |msg: &str| full(StatusCode::BAD_REQUEST, &status(400, "BadRequest", msg));
+fn check_lease(ns: &str, name: Option<&str>, mut lease: Value) -> Result<Value, Refusal> {
+    let bad = |msg: &str| Box::new(full(StatusCode::BAD_REQUEST, &status(400, "BadRequest", msg)));
     if lease["kind"].as_str().is_some_and(|k| k != "Lease")
         || lease["apiVersion"].as_str().is_some_and(|v| v != "coordination.k8s.io/v1")
     {
@@ -1078,7 +1080,7 @@ fn check_lease(ns: &str, name: Option<&str>, mut lease: Value) -> Result<Value, 
         let mut body = status(422, "Invalid", &message);
         body["details"] = json!({"name": body_name, "group": "coordination.k8s.io", "kind": "Lease",
                                  "causes": [{"reason": "FieldValueInvalid", "message": msg, "field": field}]});
-        full(StatusCode::UNPROCESSABLE_ENTITY, &body)
+        Box::new(full(StatusCode::UNPROCESSABLE_ENTITY, &body))
     };
     if body_name.is_empty() {
         return Err(invalid("metadata.name", "Required value: name or generateName is required".into()));
@@ -1103,7 +1105,7 @@ fn check_lease(ns: &str, name: Option<&str>, mut lease: Value) -> Result<Value, 
 fn create_lease(state: &Mutex<State>, ns: &str, lease: Value) -> Response<Body> {
     let mut lease = match check_lease(ns, None, lease) {
         Ok(l) => l,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let name = lease["metadata"]["name"].as_str().unwrap_or_default().to_string();
     let mut s = lock(state);
@@ -1127,7 +1129,7 @@ fn create_lease(state: &Mutex<State>, ns: &str, lease: Value) -> Response<Body> 
 fn replace_lease(state: &Mutex<State>, ns: &str, name: &str, lease: Value) -> Response<Body> {
     let mut lease = match check_lease(ns, Some(name), lease) {
         Ok(l) => l,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let mut s = lock(state);
     *s.counts.entry(Req::Lease("update")).or_default() += 1;
