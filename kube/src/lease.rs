@@ -508,15 +508,22 @@ impl FloatingLeases {
                 // a hand-edited Lease is free to be written whole again
                 Err(_) => old.spec.as_ref().and_then(|s| s.lease_transitions).unwrap_or(0).max(0).saturating_add(1),
             };
-            let mut new = self.fresh(ip, node, now);
+            // the old object with egret's labels, annotation and a new spec:
+            // its version for the replace, and what others put in its
+            // metadata (labels, finalizers, owners) kept
+            let fresh = self.fresh(ip, node, now);
+            let mut new = old.clone();
+            let meta = &mut new.metadata;
+            meta.labels.get_or_insert_default().extend(fresh.metadata.labels.unwrap_or_default());
+            meta.annotations.get_or_insert_default().extend(fresh.metadata.annotations.unwrap_or_default());
+            let mut spec = fresh.spec.unwrap_or_default();
             if let Ok(s) = &state
                 && s.held_by(node)
             {
-                new.spec.get_or_insert_default().acquire_time = old.spec.as_ref().and_then(|s| s.acquire_time.clone());
+                spec.acquire_time = old.spec.as_ref().and_then(|s| s.acquire_time.clone());
             }
-            new.spec.get_or_insert_default().lease_transitions = Some(transitions);
-            new.metadata.resource_version = old.metadata.resource_version.clone();
-            new.metadata.uid = old.metadata.uid.clone();
+            spec.lease_transitions = Some(transitions);
+            new.spec = Some(spec);
             match self.api.replace(&name, &PostParams::default(), &new).await {
                 Ok(l) => Ok(Acquisition::Won(LeaseState::of(&l)?)),
                 Err(e) if status_is(&e, 409) || status_is(&e, 404) => self.after_race(&name, node).await,

@@ -324,11 +324,21 @@ async fn a_released_lease_is_acquired_by_another_at_once() {
     let free = a.read(vip, CALL).await.expect("read").expect("still there");
     assert_eq!(free.holder, None);
     assert!(free.free_at(SystemTime::now()) && !free.expired(), "free though not expired: {free:?}");
+    // someone else's label and finalizer on the Lease: kept by the takeover
+    let key = format!("{NS}/{}", lease_name(vip));
+    let mut marked = server.get(Served::Leases, &key).expect("stored");
+    marked["metadata"]["labels"]["team"] = json!("net");
+    marked["metadata"]["finalizers"] = json!(["example.com/keep"]);
+    server.apply(Served::Leases, marked);
     let Acquisition::Won(s) = b.acquire(vip, "gateway-b", Acquire::IfFree, CALL).await.expect("answer") else {
         panic!("b acquires the released lease")
     };
     assert!(s.held_by("gateway-b"));
     assert_eq!(s.transitions, 1);
+    let stored = server.get(Served::Leases, &key).expect("stored");
+    assert_eq!(stored["metadata"]["labels"]["team"], "net");
+    assert_eq!(stored["metadata"]["labels"]["app.kubernetes.io/managed-by"], "egret");
+    assert_eq!(stored["metadata"]["finalizers"], json!(["example.com/keep"]));
     let e = a.release(vip, "gateway-a", CALL).await.expect_err("not a's any more");
     assert!(matches!(&e, LeaseError::Lost { holder: Some(h), .. } if h == "gateway-b"), "{e}");
 }
