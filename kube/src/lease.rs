@@ -239,7 +239,7 @@ impl std::fmt::Display for Nonsense {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LeaseProblem {
     /// The `egret.dev/floating-ip` annotation is missing or no address.
-    #[error("lease {namespace}/{lease}: annotation {IP_KEY} {} is not an IP address", shown(.value.as_deref()))]
+    #[error("lease {namespace}/{lease}: annotation {IP_KEY} {}", shown(.value.as_deref()))]
     NoAddress {
         /// The Lease's namespace.
         namespace: String,
@@ -294,7 +294,7 @@ impl LeaseProblem {
 }
 
 fn shown(value: Option<&str>) -> String {
-    value.map_or_else(|| "is missing and".to_string(), |v| format!("\"{v}\""))
+    value.map_or_else(|| "is missing".to_string(), |v| format!("\"{v}\" is not an IP address"))
 }
 
 /// Why an operation failed.
@@ -812,5 +812,100 @@ impl OwnerWatch {
                 });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip")
+    }
+
+    #[test]
+    fn names_are_the_dashed_address() {
+        assert_eq!(lease_name(ip("2001:db8::1")), "egret-floating-2001-db8--1");
+        assert_eq!(lease_name(ip("192.0.2.10")), "egret-floating-192-0-2-10");
+        assert_eq!(dashed(ip("::ffff:192.0.2.1")), "--ffff-192-0-2-1");
+    }
+
+    #[test]
+    fn durations_round_up_to_whole_seconds() {
+        let secs =
+            |ms| LeaseConfig { duration: Duration::from_millis(ms), ..LeaseConfig::default() }.duration_seconds();
+        assert_eq!([secs(0), secs(1), secs(1000), secs(1500), secs(2000)], [1, 1, 1, 2, 2]);
+        assert_eq!(LeaseConfig::default().duration_seconds(), 2);
+    }
+
+    fn lease(name: &str, annotation: Option<&str>, spec: Option<LeaseSpec>) -> Lease {
+        Lease {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("egret-system".into()),
+                annotations: annotation.map(|a| BTreeMap::from([(IP_KEY.to_string(), a.to_string())])),
+                ..ObjectMeta::default()
+            },
+            spec,
+        }
+    }
+
+    fn spec(holder: Option<&str>, duration: Option<i32>, renewed: Option<SystemTime>) -> LeaseSpec {
+        LeaseSpec {
+            holder_identity: holder.map(str::to_string),
+            lease_duration_seconds: duration,
+            renew_time: renewed.map(micro_time),
+            ..LeaseSpec::default()
+        }
+    }
+
+    #[test]
+    fn leases_decode_or_say_what_is_wrong() {
+        let name = "egret-floating-192-0-2-10";
+        let t = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let s = LeaseState::of(&lease(name, Some("192.0.2.10"), Some(spec(Some("gw-1"), Some(2), Some(t)))))
+            .expect("a good lease");
+        assert_eq!(
+            (s.ip, s.holder.as_deref(), s.duration, s.transitions),
+            (ip("192.0.2.10"), Some("gw-1"), Duration::from_secs(2), 0)
+        );
+        assert_eq!(s.renew_time, Some(t));
+        assert!(!s.expired_at(t + Duration::from_millis(1999)) && s.expired_at(t + Duration::from_secs(2)));
+        assert!(!s.free_at(t) && s.free_at(t + Duration::from_secs(3)));
+
+        let problem = |l: Lease| LeaseState::of(&l).expect_err("a problem");
+        let p = problem(lease(name, None, None));
+        assert!(matches!(p, LeaseProblem::NoAddress { value: None, .. }), "{p}");
+        assert_eq!(
+            p.to_string(),
+            "lease egret-system/egret-floating-192-0-2-10: annotation egret.dev/floating-ip is missing"
+        );
+        let p = problem(lease(name, Some("192.0.2.11"), None));
+        assert_eq!(
+            p.to_string(),
+            "lease egret-system/egret-floating-192-0-2-10: annotation egret.dev/floating-ip says 192.0.2.11, whose lease is egret-floating-192-0-2-11"
+        );
+        let what = |l: Lease| match problem(l) {
+            LeaseProblem::Nonsense { what, .. } => what,
+            other => panic!("{other}"),
+        };
+        let good = |s: LeaseSpec| lease(name, Some("192.0.2.10"), Some(s));
+        assert_eq!(what(lease(name, Some("192.0.2.10"), None)), Nonsense::NoSpec);
+        assert_eq!(what(good(spec(Some(""), Some(2), None))), Nonsense::EmptyHolder);
+        assert_eq!(what(good(spec(Some("gw"), None, None))), Nonsense::NoDuration);
+        assert_eq!(what(good(spec(Some("gw"), Some(-3), None))), Nonsense::Duration { seconds: -3 });
+        let negative = LeaseSpec { lease_transitions: Some(-1), ..spec(None, Some(2), None) };
+        assert_eq!(what(good(negative)), Nonsense::Transitions { count: -1 });
+        // released: free, not a problem
+        let released = LeaseState::of(&good(spec(None, Some(2), Some(t)))).expect("released");
+        assert!(released.holder.is_none() && released.free_at(t));
+    }
+
+    #[test]
+    fn micro_times_round_trip() {
+        let t = UNIX_EPOCH + Duration::from_micros(1_765_000_000_123_456);
+        assert_eq!(system_time(&micro_time(t)), t);
+        let before = UNIX_EPOCH - Duration::from_secs(5);
+        assert_eq!(system_time(&micro_time(before)), before);
     }
 }

@@ -29,6 +29,8 @@ const WAIT: Duration = Duration::from_secs(10);
 /// The timeout of each lease call (generous: the tests run side by side).
 const CALL: Duration = Duration::from_secs(3);
 const NS: &str = "egret-system";
+/// Scheduling slack allowed past a call's timeout (two cores, tests side by side).
+const SLACK: Duration = Duration::from_millis(200);
 
 async fn server() -> ApiServer {
     ApiServer::start_with(Options { tls: true, token: Some("lease-token".into()) }, None).await
@@ -472,7 +474,7 @@ async fn a_renewal_against_an_unreachable_server_fails_within_its_timeout() {
     let e = l.renew(vip, "gateway-a", budget).await.expect_err("no answer in time");
     let took = t0.elapsed();
     assert!(matches!(e, LeaseError::TimedOut { .. }) && e.is_unreachable() && !e.is_lost(), "{e}");
-    assert!(took >= budget && took < budget + Duration::from_millis(100), "{took:?}");
+    assert!(took >= budget && took < budget + SLACK, "{took:?}");
     assert_eq!(
         e.to_string(),
         "lease egret-system/egret-floating-198-51-100-50: no answer from the API server within 150 ms"
@@ -482,7 +484,7 @@ async fn a_renewal_against_an_unreachable_server_fails_within_its_timeout() {
     let t0 = Instant::now();
     let e = l.renew(vip, "gateway-a", budget).await.expect_err("stopped");
     assert!(e.is_unreachable() && !e.is_lost(), "{e}");
-    assert!(t0.elapsed() < budget + Duration::from_millis(100), "{:?}", t0.elapsed());
+    assert!(t0.elapsed() < budget + SLACK, "{:?}", t0.elapsed());
     // back: the holder renews again
     server.start().await;
     let s = l.renew(vip, "gateway-a", CALL).await.expect("renewed after the restart");
