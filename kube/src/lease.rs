@@ -42,6 +42,36 @@
 //!
 //! RBAC: [`api_calls`], granted in the namespace only
 //! (`deploy/role.yaml`; a test keeps the two equal).
+//!
+//! How the agent uses it (the decision to preempt comes from its probes):
+//!
+//! ```no_run
+//! # async fn agent(client: kube::Client, node: &str, vip: std::net::IpAddr) {
+//! use egret_kube::lease::{Acquire, Acquisition, FloatingLeases, LeaseConfig, OwnerWatch};
+//! use std::time::Duration;
+//! let config = LeaseConfig::default();
+//! let owners = OwnerWatch::new(client.clone(), &config);
+//! let mut table = owners.subscribe(); // `table.changed().await`, then `table.borrow().holder(vip)`
+//! tokio::spawn(owners.run(std::future::pending()));
+//! let leases = FloatingLeases::new(client, config);
+//! let call = Duration::from_millis(150);
+//! match leases.acquire(vip, node, Acquire::IfFree, call).await {
+//!     Ok(Acquisition::Won(_)) => loop {
+//!         tokio::time::sleep(Duration::from_millis(500)).await;
+//!         match leases.renew(vip, node, call).await {
+//!             Ok(_) => {}
+//!             Err(e) if e.is_lost() => break,         // another node holds it: withdraw the IP
+//!             // unanswered: keep the IP only until the last renewal plus the
+//!             // duration, then withdraw it (another node may take it after that)
+//!             Err(e) if e.is_unreachable() => continue,
+//!             Err(_) => break,
+//!         }
+//!     },
+//!     Ok(Acquisition::Lost { current }) => { /* held by current's holder */ }
+//!     Err(_) => { /* not learnt: try again */ }
+//! }
+//! # }
+//! ```
 
 use crate::watch::ApiCall;
 use futures::StreamExt;
