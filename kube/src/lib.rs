@@ -9,6 +9,9 @@
 //!   compilation through egret's own loader, so diagnostics are those of
 //!   `egret lint`; per-policy reports (for Events);
 //! - [`events`]: Kubernetes Events about policies (what, which agent, how);
+//! - [`lease`]: floating egress IPs owned through one Lease each (acquire,
+//!   renew, release with optimistic concurrency; an owner table kept by a
+//!   watch; the RBAC it needs, [`lease::api_calls`]);
 //! - [`watch`]: list+watch of policies, pods, namespaces and nodes, a synced
 //!   gate, and debounced recompilation through a callback; the RBAC the
 //!   watchers need ([`watch::api_calls`]).
@@ -38,6 +41,7 @@
 
 pub mod crd;
 pub mod events;
+pub mod lease;
 pub mod view;
 pub mod watch;
 pub mod wire;

@@ -1,7 +1,8 @@
 //! The manifests in `deploy/` against the code: every object deserializes
 //! into its k8s-openapi type and serializes back to the same document (so
 //! no field is misspelled or misplaced), the CRD file is the CRD the policy
-//! type generates, the ClusterRole grants exactly the calls the agent makes,
+//! type generates, the ClusterRole grants exactly the cluster-wide calls the
+//! agent makes and the Role exactly its Lease calls in its namespace,
 //! the DaemonSet runs unprivileged with the minimum capabilities, and the
 //! kustomization lists every manifest.
 //!
@@ -10,7 +11,7 @@
 
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize as _, Serialize};
@@ -91,6 +92,8 @@ fn every_manifest_is_a_valid_typed_object_and_the_kustomization_lists_them() {
                 Some("ServiceAccount") => drop(typed::<ServiceAccount>(f, &doc)),
                 Some("ClusterRole") => drop(typed::<ClusterRole>(f, &doc)),
                 Some("ClusterRoleBinding") => drop(typed::<ClusterRoleBinding>(f, &doc)),
+                Some("Role") => drop(typed::<Role>(f, &doc)),
+                Some("RoleBinding") => drop(typed::<RoleBinding>(f, &doc)),
                 Some("DaemonSet") => drop(typed::<DaemonSet>(f, &doc)),
                 Some("CustomResourceDefinition") => drop(typed::<CustomResourceDefinition>(f, &doc)),
                 other => panic!("deploy/{f}: unexpected kind {other:?}"),
@@ -105,11 +108,11 @@ fn every_manifest_is_a_valid_typed_object_and_the_kustomization_lists_them() {
     assert_eq!(k["namespace"].as_str(), ns.metadata.name.as_deref());
 }
 
-#[test]
-fn the_cluster_role_grants_exactly_what_the_agent_calls() {
-    let role: ClusterRole = manifest("clusterrole.yaml");
+/// What rules grant, as (group, resource, verb); none twice, none
+/// limited to names or on non-resource URLs.
+fn grants(rules: Option<&[PolicyRule]>) -> BTreeSet<(String, String, String)> {
     let mut granted = BTreeSet::new();
-    for r in role.rules.as_deref().unwrap_or_default() {
+    for r in rules.unwrap_or_default() {
         assert!(r.resource_names.is_none() && r.non_resource_urls.is_none(), "{r:?}");
         for g in r.api_groups.as_deref().unwrap_or_default() {
             for res in r.resources.as_deref().unwrap_or_default() {
@@ -119,11 +122,17 @@ fn the_cluster_role_grants_exactly_what_the_agent_calls() {
             }
         }
     }
-    let called: BTreeSet<(String, String, String)> = egret_kube::watch::api_calls()
-        .into_iter()
-        .map(|c| (c.group.to_string(), c.resource.to_string(), c.verb.to_string()))
-        .collect();
-    assert_eq!(granted, called);
+    granted
+}
+
+fn calls(calls: Vec<egret_kube::watch::ApiCall>) -> BTreeSet<(String, String, String)> {
+    calls.into_iter().map(|c| (c.group.to_string(), c.resource.to_string(), c.verb.to_string())).collect()
+}
+
+#[test]
+fn the_cluster_role_grants_exactly_what_the_agent_calls() {
+    let role: ClusterRole = manifest("clusterrole.yaml");
+    assert_eq!(grants(role.rules.as_deref()), calls(egret_kube::watch::api_calls()));
 
     let binding: ClusterRoleBinding = manifest("clusterrolebinding.yaml");
     let sa: ServiceAccount = manifest("serviceaccount.yaml");
@@ -187,4 +196,26 @@ fn the_dockerfile_builds_the_agent_with_the_workspace_toolchain() {
     assert!(runtime.contains("name = \"egret-agent\""), "runtime builds the egret-agent binary");
     assert!(docker.contains("-p egret-runtime --bin egret-agent"));
     assert!(docker.contains("ENTRYPOINT [\"/usr/local/bin/egret-agent\"]"));
+}
+
+#[test]
+fn the_role_grants_exactly_the_lease_calls_in_the_agents_namespace() {
+    let role: Role = manifest("role.yaml");
+    assert_eq!(grants(role.rules.as_deref()), calls(egret_kube::lease::api_calls()));
+    // the Leases' namespace by default is the agent's
+    let sa: ServiceAccount = manifest("serviceaccount.yaml");
+    let ns = egret_kube::lease::LeaseConfig::default().namespace;
+    assert_eq!(role.metadata.namespace.as_deref(), Some(ns.as_str()));
+    assert_eq!(sa.metadata.namespace.as_deref(), Some(ns.as_str()));
+    // no Lease call is granted cluster-wide
+    let cluster: ClusterRole = manifest("clusterrole.yaml");
+    assert!(grants(cluster.rules.as_deref()).iter().all(|(g, _, _)| g != "coordination.k8s.io"));
+
+    let binding: RoleBinding = manifest("rolebinding.yaml");
+    assert_eq!(binding.metadata.namespace, role.metadata.namespace);
+    assert_eq!((binding.role_ref.kind.as_str(), Some(&binding.role_ref.name)), ("Role", role.metadata.name.as_ref()));
+    let subjects = binding.subjects.expect("subjects");
+    assert_eq!(subjects.len(), 1);
+    assert_eq!((subjects[0].kind.as_str(), Some(&subjects[0].name)), ("ServiceAccount", sa.metadata.name.as_ref()));
+    assert_eq!(subjects[0].namespace, sa.metadata.namespace);
 }

@@ -1,6 +1,8 @@
 //! An in-process Kubernetes API server for tests: the real list/watch
 //! protocol over HTTP/1.1 on 127.0.0.1, for pods, namespaces, nodes and
-//! ciliumegressgatewaypolicies (cluster-wide paths only).
+//! ciliumegressgatewaypolicies (cluster-wide paths only, [`Res`]), and
+//! `coordination.k8s.io/v1` Leases (namespaced and cluster-wide paths, read
+//! and written: see below).
 //!
 //! What it speaks, as the real API server does:
 //! - **list** (`GET /api/v1/pods`): a `*List` with `metadata.resourceVersion`
@@ -16,6 +18,11 @@
 //!   `allowWatchBookmarks=true` watches get `BOOKMARK`s with the current
 //!   version every [`BOOKMARK_EVERY`] and on [`ApiServer::bookmark`].
 //!   `timeoutSeconds` ends the watch cleanly.
+//! - **label selectors** (`labelSelector=k=v,k2!=v2,k3,!k4`: equality,
+//!   inequality, existence; set-based terms are `400`) filter lists and
+//!   watches. As the watch cache does, a watched object that stops matching
+//!   is sent as `DELETED` (its previous content at the new version), and
+//!   one that starts matching as `ADDED`.
 //! - Every object write bumps one global `resourceVersion`; each object
 //!   carries its own in `metadata.resourceVersion`.
 //!
@@ -27,6 +34,26 @@
 //! answered with `404`), [`ApiServer::inject`] (a raw watch line).
 //!
 //! Besides list/watch:
+//! - **Leases** (`coordination.k8s.io/v1`, [`Served::Leases`]): list and
+//!   watch at `/apis/coordination.k8s.io/v1/leases` and
+//!   `…/namespaces/NS/leases` (only that namespace); at
+//!   `…/namespaces/NS/leases/NAME`: `GET` (`404 NotFound` Status when
+//!   absent), `PUT` (replace: a body `metadata.resourceVersion` other than
+//!   the stored one is `409 Conflict`, reason `Conflict`, as optimistic
+//!   concurrency is on the real server; none is an unconditional update; a
+//!   missing object is `404`; uid and creationTimestamp are kept),
+//!   `DELETE` (`200` Success Status; `DeleteOptions.preconditions` checked,
+//!   `409` when they fail); `POST …/namespaces/NS/leases` creates (`201`
+//!   with a new uid, `creationTimestamp` and `resourceVersion`; `409
+//!   AlreadyExists` when it exists; a body with a `resourceVersion` is
+//!   `500`, as etcd's store refuses it). Writes are validated as the real
+//!   server validates Leases (`leaseDurationSeconds` > 0 and
+//!   `leaseTransitions` ≥ 0 when set, else `422 Invalid`; a body namespace
+//!   or name other than the path's is `400`). Every write is a watch event.
+//!   [`ApiServer::apply`] / [`ApiServer::delete`] write Leases unvalidated
+//!   (a hand edit, as straight into etcd), [`ApiServer::get`] reads one
+//!   back; [`Req::Lease`] counts requests by RBAC verb;
+//!   [`ApiServer::delay_lease_writes`] holds Lease writes back.
 //! - **Events**: `POST /apis/events.k8s.io/v1/namespaces/NS/events` stores
 //!   the `events.k8s.io/v1` Event (`201 Created`; a body that is no Event
 //!   is `400`); [`ApiServer::events`] returns them in order.
@@ -55,7 +82,8 @@ use tokio::task::AbortHandle;
 /// How often bookmark-enabled watches get a bookmark.
 pub const BOOKMARK_EVERY: Duration = Duration::from_millis(300);
 
-/// The served resources.
+/// The served resources of the agent's cluster view (read-only, at
+/// cluster-wide paths).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Res {
     Pods,
@@ -102,6 +130,60 @@ impl Res {
     }
 }
 
+/// Everything the server stores: the view's resources, and Leases.
+/// (Leases are not a [`Res`], so code that matches every `Res` need not
+/// know them.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Served {
+    /// A resource of the cluster view.
+    View(Res),
+    /// `coordination.k8s.io/v1` Leases (namespaced; read and written).
+    Leases,
+}
+
+impl From<Res> for Served {
+    fn from(r: Res) -> Served {
+        Served::View(r)
+    }
+}
+
+/// The API group and version of Leases, and their paths.
+const LEASES_API: &str = "/apis/coordination.k8s.io/v1";
+
+impl Served {
+    fn api_version(self) -> &'static str {
+        match self {
+            Served::View(r) => r.api_version(),
+            Served::Leases => "coordination.k8s.io/v1",
+        }
+    }
+
+    fn kind(self) -> &'static str {
+        match self {
+            Served::View(r) => r.kind(),
+            Served::Leases => "Lease",
+        }
+    }
+
+    fn namespaced(self) -> bool {
+        match self {
+            Served::View(r) => r.namespaced(),
+            Served::Leases => true,
+        }
+    }
+
+    /// What [`ApiServer::count`] calls a list, a watch, a watch answered
+    /// with `410`.
+    fn req(self, verb: &'static str) -> Req {
+        match (self, verb) {
+            (Served::View(r), "list") => Req::List(r),
+            (Served::View(r), "gone") => Req::Gone(r),
+            (Served::View(r), _) => Req::Watch(r),
+            (Served::Leases, verb) => Req::Lease(verb),
+        }
+    }
+}
+
 /// The objects of YAML text (documents, or `kind: List` items) that this
 /// server serves, with their resource; other kinds (egret's NodeNetwork,
 /// workloads) are left out.
@@ -128,6 +210,13 @@ pub enum Req {
     CreateEvent,
     /// A request refused with `401` (no or a wrong bearer token).
     Unauthorized,
+    /// A Lease request, by its RBAC verb: `list`, `watch`, `get`, `create`,
+    /// `update`, `delete` (and `gone`: a watch answered with `410`).
+    Lease(&'static str),
+    /// A write refused with `409 Conflict` (a stale `resourceVersion`).
+    Conflict,
+    /// A Lease write held back by [`ApiServer::delay_lease_writes`].
+    Delayed,
 }
 
 /// How [`ApiServer::start_with`] serves.
@@ -180,17 +269,99 @@ type Chunk = Result<Frame<Bytes>, std::io::Error>;
 #[derive(Debug)]
 struct Watcher {
     id: u64,
-    res: Res,
+    served: Served,
+    /// Which objects it sees.
+    scope: Scope,
     bookmarks: bool,
     tx: mpsc::UnboundedSender<Chunk>,
+}
+
+/// One label selector term.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Term {
+    Equals(String, String),
+    NotEquals(String, String),
+    Exists(String),
+    Absent(String),
+}
+
+/// Which objects a list or watch covers: a namespace (or all) and a label
+/// selector (every term must hold).
+#[derive(Debug, Clone, Default)]
+struct Scope {
+    namespace: Option<String>,
+    terms: Vec<Term>,
+}
+
+impl Scope {
+    /// The scope of a request: `namespace` from its path, the selector from
+    /// its query; `Err` with a message for a selector this server does not
+    /// speak.
+    fn of(namespace: Option<String>, q: &BTreeMap<String, String>) -> Result<Scope, String> {
+        let mut terms = Vec::new();
+        for t in q.get("labelSelector").map(String::as_str).unwrap_or("").split(',').map(str::trim) {
+            if t.is_empty() {
+                continue;
+            }
+            let term = if let Some((k, v)) = t.split_once("!=") {
+                Term::NotEquals(k.trim().into(), v.trim().into())
+            } else if let Some((k, v)) = t.split_once("==").or_else(|| t.split_once('=')) {
+                Term::Equals(k.trim().into(), v.trim().into())
+            } else if let Some(k) = t.strip_prefix('!') {
+                Term::Absent(k.trim().into())
+            } else if t.contains([' ', '(', ')']) {
+                return Err(format!("set-based selector {t:?} is not served by the test server"));
+            } else {
+                Term::Exists(t.into())
+            };
+            terms.push(term);
+        }
+        Ok(Scope { namespace, terms })
+    }
+
+    fn covers(&self, obj: &Value) -> bool {
+        let meta = &obj["metadata"];
+        if self.namespace.as_deref().is_some_and(|ns| meta["namespace"].as_str() != Some(ns)) {
+            return false;
+        }
+        let label = |k: &str| meta["labels"][k].as_str();
+        self.terms.iter().all(|t| match t {
+            Term::Equals(k, v) => label(k) == Some(v),
+            Term::NotEquals(k, v) => label(k) != Some(v),
+            Term::Exists(k) => label(k).is_some(),
+            Term::Absent(k) => label(k).is_none(),
+        })
+    }
+
+    /// What a watcher of this scope is sent for an event (`kind` on `obj`,
+    /// which was `prev` before), as the watch cache filters: an object
+    /// that leaves the scope is `DELETED` (its previous content at the new
+    /// version), one that enters it `ADDED`.
+    fn event(&self, kind: &'static str, obj: &Value, prev: Option<&Value>) -> Option<(&'static str, Value)> {
+        let now = self.covers(obj);
+        let before = prev.is_some_and(|p| self.covers(p));
+        match (kind, now, before) {
+            ("MODIFIED", true, true) => Some(("MODIFIED", obj.clone())),
+            ("MODIFIED", true, false) => Some(("ADDED", obj.clone())),
+            ("MODIFIED", false, true) => {
+                let mut p = prev.cloned().unwrap_or_default();
+                p["metadata"]["resourceVersion"] = obj["metadata"]["resourceVersion"].clone();
+                Some(("DELETED", p))
+            }
+            ("MODIFIED", false, false) => None,
+            (kind, true, _) => Some((kind, obj.clone())),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
 struct State {
     rv: u64,
-    objects: BTreeMap<(Res, String), Value>,
-    /// Events with versions after `oldest`, in order.
-    history: Vec<(u64, Res, &'static str, Value)>,
+    objects: BTreeMap<(Served, String), Value>,
+    /// Events with versions after `oldest`, in order: (version, resource,
+    /// type, object, the object before a `MODIFIED`).
+    history: Vec<(u64, Served, &'static str, Value, Option<Value>)>,
     oldest: u64,
     watchers: Vec<Watcher>,
     next_id: u64,
@@ -198,11 +369,47 @@ struct State {
     pages: HashMap<String, (u64, VecDeque<Value>)>,
     counts: HashMap<Req, usize>,
     /// Resources whose requests fail with `404`.
-    failing: std::collections::HashSet<Res>,
+    failing: std::collections::HashSet<Served>,
     /// Events created, in order.
     events: Vec<Value>,
     /// The bearer token requests must carry.
     token: Option<String>,
+    /// How many of the next Lease writes wait, and how long.
+    lease_delay: (usize, Duration),
+}
+
+/// `obj` with its resource's `apiVersion` and `kind` (as single objects
+/// and watch events carry them; list items do not).
+fn typed(res: Served, mut obj: Value) -> Value {
+    obj["apiVersion"] = Value::String(res.api_version().into());
+    obj["kind"] = Value::String(res.kind().into());
+    obj
+}
+
+/// `obj` without `apiVersion` and `kind`, as list items are.
+fn untyped(mut obj: Value) -> Value {
+    if let Some(m) = obj.as_object_mut() {
+        m.remove("apiVersion");
+        m.remove("kind");
+    }
+    obj
+}
+
+/// Now as an RFC 3339 time in seconds (`metadata.creationTimestamp`).
+fn now_rfc3339() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // days since 1970-01-01 to a civil date (Howard Hinnant's algorithm)
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 fn line(kind: &str, object: &Value) -> Chunk {
@@ -212,7 +419,7 @@ fn line(kind: &str, object: &Value) -> Chunk {
 }
 
 impl State {
-    fn key(res: Res, obj: &Value) -> String {
+    fn key(res: Served, obj: &Value) -> String {
         let name = obj["metadata"]["name"].as_str().unwrap_or_default();
         if res.namespaced() {
             format!("{}/{name}", obj["metadata"]["namespace"].as_str().unwrap_or("default"))
@@ -221,16 +428,61 @@ impl State {
         }
     }
 
-    fn publish(&mut self, res: Res, kind: &'static str, obj: Value) {
-        self.watchers.retain(|w| w.res != res || w.tx.send(line(kind, &obj)).is_ok());
-        self.history.push((self.rv, res, kind, obj));
+    /// Sends an event (objects with `apiVersion` and `kind`) to the
+    /// watchers it concerns and keeps it in the history.
+    fn publish(&mut self, res: Served, kind: &'static str, obj: Value, prev: Option<Value>) {
+        self.watchers.retain(|w| {
+            if w.served != res {
+                return true;
+            }
+            match w.scope.event(kind, &obj, prev.as_ref()) {
+                Some((kind, o)) => w.tx.send(line(kind, &o)).is_ok(),
+                None => true,
+            }
+        });
+        self.history.push((self.rv, res, kind, obj, prev));
+    }
+
+    /// Stores `obj` (created or replaced by namespace and name) at a new
+    /// version, keeping the stored uid when it has none (a new one for a
+    /// new object), and publishes it; the new version and the object as
+    /// stored, with `apiVersion` and `kind`.
+    fn store(&mut self, res: Served, mut obj: Value) -> (u64, Value) {
+        self.rv += 1;
+        let key = State::key(res, &obj);
+        let old = self.objects.get(&(res, key.clone())).cloned();
+        let meta = obj["metadata"].as_object_mut().expect("metadata");
+        if !meta.contains_key("uid") {
+            let uid = old
+                .as_ref()
+                .and_then(|o| o["metadata"]["uid"].as_str())
+                .map_or_else(|| format!("00000000-0000-4000-8000-{:012}", self.rv), str::to_string);
+            meta.insert("uid".into(), Value::String(uid));
+        }
+        meta.insert("resourceVersion".into(), Value::String(self.rv.to_string()));
+        let kind = if old.is_some() { "MODIFIED" } else { "ADDED" };
+        let event = typed(res, obj);
+        self.objects.insert((res, key), untyped(event.clone()));
+        self.publish(res, kind, event.clone(), old.map(|o| typed(res, o)));
+        (self.rv, event)
+    }
+
+    /// Removes an object at a new version and publishes its deletion; the
+    /// object, with `apiVersion` and `kind`.
+    fn remove(&mut self, res: Served, key: &str) -> Option<Value> {
+        let mut obj = self.objects.remove(&(res, key.to_string()))?;
+        self.rv += 1;
+        obj["metadata"]["resourceVersion"] = Value::String(self.rv.to_string());
+        let obj = typed(res, obj);
+        self.publish(res, "DELETED", obj.clone(), None);
+        Some(obj)
     }
 
     fn bookmark(&mut self) {
         let rv = self.rv.to_string();
         self.watchers.retain(|w| {
-            let bm =
-                json!({"apiVersion": w.res.api_version(), "kind": w.res.kind(), "metadata": {"resourceVersion": rv}});
+            let (api_version, kind) = (w.served.api_version(), w.served.kind());
+            let bm = json!({"apiVersion": api_version, "kind": kind, "metadata": {"resourceVersion": rv}});
             !w.bookmarks || w.tx.send(line("BOOKMARK", &bm)).is_ok()
         });
     }
@@ -378,43 +630,26 @@ impl ApiServer {
     }
 
     /// Creates or replaces an object (by namespace and name); fills in the
-    /// uid when missing; returns the new resourceVersion.
-    pub fn apply(&self, res: Res, mut obj: Value) -> u64 {
-        let mut s = lock(&self.state);
-        s.rv += 1;
-        let key = State::key(res, &obj);
-        let old = s.objects.get(&(res, key.clone()));
-        let meta = obj["metadata"].as_object_mut().expect("metadata");
-        if !meta.contains_key("uid") {
-            let uid = old
-                .and_then(|o| o["metadata"]["uid"].as_str())
-                .map_or_else(|| format!("00000000-0000-4000-8000-{:012}", s.rv), str::to_string);
-            meta.insert("uid".into(), Value::String(uid));
-        }
-        meta.insert("resourceVersion".into(), Value::String(s.rv.to_string()));
-        let kind = if old.is_some() { "MODIFIED" } else { "ADDED" };
-        let mut stored = obj.clone();
-        if let Some(m) = stored.as_object_mut() {
-            m.remove("apiVersion");
-            m.remove("kind");
-        }
-        s.objects.insert((res, key), stored);
-        let mut event = obj;
-        event["apiVersion"] = Value::String(res.api_version().into());
-        event["kind"] = Value::String(res.kind().into());
-        s.publish(res, kind, event);
-        s.rv
+    /// uid when missing; returns the new resourceVersion. Nothing is
+    /// validated: for Leases, a hand edit straight into the store.
+    pub fn apply(&self, res: impl Into<Served>, obj: Value) -> u64 {
+        lock(&self.state).store(res.into(), obj).0
     }
 
-    /// Deletes an object by key (`namespace/name` for pods, else the name).
-    pub fn delete(&self, res: Res, key: &str) {
+    /// Deletes an object by key (`namespace/name` for pods and Leases, else
+    /// the name).
+    pub fn delete(&self, res: impl Into<Served>, key: &str) {
+        let res = res.into();
         let mut s = lock(&self.state);
-        let Some(mut obj) = s.objects.remove(&(res, key.to_string())) else { panic!("no {res:?} {key}") };
-        s.rv += 1;
-        obj["metadata"]["resourceVersion"] = Value::String(s.rv.to_string());
-        obj["apiVersion"] = Value::String(res.api_version().into());
-        obj["kind"] = Value::String(res.kind().into());
-        s.publish(res, "DELETED", obj);
+        let Some(obj) = s.remove(res, key) else { panic!("no {res:?} {key}") };
+        drop(obj);
+    }
+
+    /// The stored object by key (`namespace/name` for pods and Leases, else
+    /// the name), as a `GET` answers it.
+    pub fn get(&self, res: impl Into<Served>, key: &str) -> Option<Value> {
+        let res = res.into();
+        lock(&self.state).objects.get(&(res, key.to_string())).map(|o| typed(res, o.clone()))
     }
 
     /// Forgets the event history: resuming from any version before now is
@@ -428,9 +663,10 @@ impl ApiServer {
 
     /// Sends a raw line to every watch of `res` (an object that does not
     /// decode, say).
-    pub fn inject(&self, res: Res, raw: &str) {
+    pub fn inject(&self, res: impl Into<Served>, raw: &str) {
+        let res = res.into();
         let data = Bytes::from(format!("{raw}\n"));
-        lock(&self.state).watchers.retain(|w| w.res != res || w.tx.send(Ok(Frame::data(data.clone()))).is_ok());
+        lock(&self.state).watchers.retain(|w| w.served != res || w.tx.send(Ok(Frame::data(data.clone()))).is_ok());
     }
 
     /// Sends a bookmark to every bookmark-enabled watch now.
@@ -453,13 +689,22 @@ impl ApiServer {
     /// Makes every list and watch of `res` fail with `404 NotFound` (what a
     /// cluster without the CRD answers), or serve again. (Not `503`: kube's
     /// client retries that one itself.)
-    pub fn fail(&self, res: Res, failing: bool) {
+    pub fn fail(&self, res: impl Into<Served>, failing: bool) {
+        let res = res.into();
         let mut s = lock(&self.state);
         if failing {
             s.failing.insert(res);
         } else {
             s.failing.remove(&res);
         }
+    }
+
+    /// Holds the next `n` Lease writes (`POST`, `PUT`, `DELETE`) back for
+    /// `delay` each, after their bodies arrive and before they are served
+    /// (counted as [`Req::Delayed`] when they start waiting): a slow
+    /// server, or a write made to land after another.
+    pub fn delay_lease_writes(&self, n: usize, delay: Duration) {
+        lock(&self.state).lease_delay = (n, delay);
     }
 
     /// How many requests of a sort were served.
@@ -481,16 +726,23 @@ where
 {
     let svc = service_fn(move |req: Request<Incoming>| {
         let state = Arc::clone(&state);
-        async move {
-            let response = if req.method() == hyper::Method::POST && authorized(&state, &req) {
-                create(&state, req).await
-            } else {
-                handle(&state, &req)
-            };
-            Ok::<_, std::convert::Infallible>(response)
-        }
+        async move { Ok::<_, std::convert::Infallible>(respond(&state, req).await) }
     });
     let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, svc).await;
+}
+
+async fn respond(state: &Arc<Mutex<State>>, req: Request<Incoming>) -> Response<Body> {
+    if !authorized(state, &req) {
+        *lock(state).counts.entry(Req::Unauthorized).or_default() += 1;
+        return full(StatusCode::UNAUTHORIZED, &status(401, "Unauthorized", "Unauthorized"));
+    }
+    if req.uri().path().starts_with(LEASES_API) {
+        leases(state, req).await
+    } else if req.method() == hyper::Method::POST {
+        create(state, req).await
+    } else {
+        handle(state, &req)
+    }
 }
 
 /// Whether the request carries the token (always, without one).
@@ -541,6 +793,30 @@ async fn create(state: &Mutex<State>, req: Request<Incoming>) -> Response<Body> 
     full(StatusCode::CREATED, &event)
 }
 
+/// Decodes `%XX` escapes and `+` of a query component.
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+                if let Some(c) = hex {
+                    out.push(c);
+                    i += 3;
+                    continue;
+                }
+                out.push(b'%');
+            }
+            b'+' => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn query(req: &Request<Incoming>) -> BTreeMap<String, String> {
     req.uri()
         .query()
@@ -548,8 +824,8 @@ fn query(req: &Request<Incoming>) -> BTreeMap<String, String> {
         .split('&')
         .filter(|kv| !kv.is_empty())
         .map(|kv| match kv.split_once('=') {
-            Some((k, v)) => (k.to_string(), v.replace("%3D", "=").replace("%2C", ",")),
-            None => (kv.to_string(), String::new()),
+            Some((k, v)) => (unescape(k), unescape(v)),
+            None => (unescape(kv), String::new()),
         })
         .collect()
 }
@@ -567,11 +843,14 @@ fn status(code: u16, reason: &str, message: &str) -> Value {
            "message": message, "reason": reason, "code": code})
 }
 
+/// A failure Status about one Lease, with its details, as a response.
+fn lease_status(code: u16, reason: &str, name: &str, message: &str) -> Response<Body> {
+    let mut body = status(code, reason, message);
+    body["details"] = json!({"name": name, "group": "coordination.k8s.io", "kind": "leases"});
+    full(StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), &body)
+}
+
 fn handle(state: &Arc<Mutex<State>>, req: &Request<Incoming>) -> Response<Body> {
-    if !authorized(state, req) {
-        *lock(state).counts.entry(Req::Unauthorized).or_default() += 1;
-        return full(StatusCode::UNAUTHORIZED, &status(401, "Unauthorized", "Unauthorized"));
-    }
     let Some(res) = Res::ALL.into_iter().find(|r| r.path() == req.uri().path()) else {
         return full(
             StatusCode::NOT_FOUND,
@@ -581,23 +860,36 @@ fn handle(state: &Arc<Mutex<State>>, req: &Request<Incoming>) -> Response<Body> 
     if req.method() != hyper::Method::GET {
         return full(StatusCode::METHOD_NOT_ALLOWED, &status(405, "MethodNotAllowed", "read-only test server"));
     }
+    collection(state, Served::View(res), None, &query(req))
+}
+
+/// A list or watch of `res` in `namespace` (or all).
+fn collection(
+    state: &Arc<Mutex<State>>,
+    res: Served,
+    namespace: Option<String>,
+    q: &BTreeMap<String, String>,
+) -> Response<Body> {
     if lock(state).failing.contains(&res) {
         return full(
             StatusCode::NOT_FOUND,
             &status(404, "NotFound", "the server could not find the requested resource"),
         );
     }
-    let q = query(req);
+    let scope = match Scope::of(namespace, q) {
+        Ok(s) => s,
+        Err(msg) => return full(StatusCode::BAD_REQUEST, &status(400, "BadRequest", &msg)),
+    };
     if matches!(q.get("watch").map(String::as_str), Some("true" | "1")) {
-        watch(state, res, &q)
+        watch(state, res, scope, q)
     } else {
-        list(state, res, &q)
+        list(state, res, &scope, q)
     }
 }
 
-fn list(state: &Mutex<State>, res: Res, q: &BTreeMap<String, String>) -> Response<Body> {
+fn list(state: &Mutex<State>, res: Served, scope: &Scope, q: &BTreeMap<String, String>) -> Response<Body> {
     let mut s = lock(state);
-    *s.counts.entry(Req::List(res)).or_default() += 1;
+    *s.counts.entry(res.req("list")).or_default() += 1;
     let (rv, items) = match q.get("continue").filter(|c| !c.is_empty()) {
         Some(token) => match s.pages.remove(token) {
             Some(p) => p,
@@ -605,7 +897,10 @@ fn list(state: &Mutex<State>, res: Res, q: &BTreeMap<String, String>) -> Respons
                 return full(StatusCode::GONE, &status(410, "Expired", "the provided continue parameter is too old"));
             }
         },
-        None => (s.rv, s.objects.iter().filter(|((r, _), _)| *r == res).map(|(_, v)| v.clone()).collect()),
+        None => (
+            s.rv,
+            s.objects.iter().filter(|((r, _), o)| *r == res && scope.covers(o)).map(|(_, v)| v.clone()).collect(),
+        ),
     };
     let mut items: VecDeque<Value> = items;
     let limit = q.get("limit").and_then(|l| l.parse::<usize>().ok()).filter(|l| *l > 0).unwrap_or(usize::MAX);
@@ -621,31 +916,30 @@ fn list(state: &Mutex<State>, res: Res, q: &BTreeMap<String, String>) -> Respons
     full(StatusCode::OK, &body)
 }
 
-fn watch(state: &Arc<Mutex<State>>, res: Res, q: &BTreeMap<String, String>) -> Response<Body> {
+fn watch(state: &Arc<Mutex<State>>, res: Served, scope: Scope, q: &BTreeMap<String, String>) -> Response<Body> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Chunk>();
     let mut s = lock(state);
-    *s.counts.entry(Req::Watch(res)).or_default() += 1;
+    *s.counts.entry(res.req("watch")).or_default() += 1;
     let from = q.get("resourceVersion").and_then(|v| v.parse::<u64>().ok()).filter(|v| *v > 0);
     let mut subscribe = true;
     match from {
         Some(v) if v < s.oldest => {
-            *s.counts.entry(Req::Gone(res)).or_default() += 1;
+            *s.counts.entry(res.req("gone")).or_default() += 1;
             let msg = format!("too old resource version: {v} ({})", s.oldest);
             let _ = tx.send(line("ERROR", &status(410, "Expired", &msg)));
             subscribe = false;
         }
         Some(v) => {
-            for (_, _, kind, obj) in s.history.iter().filter(|(rv, r, _, _)| *r == res && *rv > v) {
-                let _ = tx.send(line(kind, obj));
+            for (_, _, kind, obj, prev) in s.history.iter().filter(|(rv, r, ..)| *r == res && *rv > v) {
+                if let Some((kind, o)) = scope.event(kind, obj, prev.as_ref()) {
+                    let _ = tx.send(line(kind, &o));
+                }
             }
         }
         None => {
             for ((r, _), obj) in &s.objects {
-                if *r == res {
-                    let mut o = obj.clone();
-                    o["apiVersion"] = Value::String(res.api_version().into());
-                    o["kind"] = Value::String(res.kind().into());
-                    let _ = tx.send(line("ADDED", &o));
+                if *r == res && scope.covers(obj) {
+                    let _ = tx.send(line("ADDED", &typed(res, obj.clone())));
                 }
             }
         }
@@ -654,7 +948,7 @@ fn watch(state: &Arc<Mutex<State>>, res: Res, q: &BTreeMap<String, String>) -> R
         s.next_id += 1;
         let id = s.next_id;
         let bookmarks = q.get("allowWatchBookmarks").is_some_and(|v| v == "true");
-        s.watchers.push(Watcher { id, res, bookmarks, tx });
+        s.watchers.push(Watcher { id, served: res, scope, bookmarks, tx });
         if let Some(secs) = q.get("timeoutSeconds").and_then(|t| t.parse::<u64>().ok()) {
             // the watch ends cleanly after its timeout
             let state = Arc::clone(state);
@@ -671,4 +965,217 @@ fn watch(state: &Arc<Mutex<State>>, res: Res, q: &BTreeMap<String, String>) -> R
         .header(hyper::header::CONTENT_TYPE, "application/json")
         .body(BodyExt::boxed(StreamBody::new(stream)))
         .expect("response")
+}
+
+/// Requests under `/apis/coordination.k8s.io/v1`: Leases (see the module doc).
+async fn leases(state: &Arc<Mutex<State>>, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    let rest = path.strip_prefix(LEASES_API).unwrap_or_default();
+    let parts: Vec<&str> = rest.split('/').skip(1).collect();
+    let (namespace, name) = match parts[..] {
+        ["leases"] => (None, None),
+        ["namespaces", ns, "leases"] if !ns.is_empty() => (Some(ns.to_string()), None),
+        ["namespaces", ns, "leases", name] if !ns.is_empty() && !name.is_empty() => {
+            (Some(ns.to_string()), Some(name.to_string()))
+        }
+        _ => {
+            return full(
+                StatusCode::NOT_FOUND,
+                &status(404, "NotFound", "the server could not find the requested resource"),
+            );
+        }
+    };
+    let q = query(&req);
+    let method = req.method().clone();
+    let body = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return full(StatusCode::BAD_REQUEST, &status(400, "BadRequest", &e.to_string())),
+    };
+    let delay = {
+        let mut s = lock(state);
+        let (n, d) = s.lease_delay;
+        (n > 0 && method != hyper::Method::GET).then(|| {
+            s.lease_delay.0 -= 1;
+            *s.counts.entry(Req::Delayed).or_default() += 1;
+            d
+        })
+    };
+    if let Some(d) = delay {
+        tokio::time::sleep(d).await;
+    }
+    let parsed = || -> Result<Value, Refusal> {
+        serde_json::from_slice(&body)
+            .map_err(|e| Box::new(full(StatusCode::BAD_REQUEST, &status(400, "BadRequest", &e.to_string()))))
+    };
+    use hyper::Method;
+    match (method, namespace, name) {
+        (Method::GET, ns, None) => collection(state, Served::Leases, ns, &q),
+        (Method::GET, Some(ns), Some(name)) => {
+            let mut s = lock(state);
+            *s.counts.entry(Req::Lease("get")).or_default() += 1;
+            match s.objects.get(&(Served::Leases, format!("{ns}/{name}"))) {
+                Some(o) => full(StatusCode::OK, &typed(Served::Leases, o.clone())),
+                None => lease_not_found(&name),
+            }
+        }
+        (Method::POST, Some(ns), None) => match parsed() {
+            Ok(lease) => create_lease(state, &ns, lease),
+            Err(r) => *r,
+        },
+        (Method::PUT, Some(ns), Some(name)) => match parsed() {
+            Ok(lease) => replace_lease(state, &ns, &name, lease),
+            Err(r) => *r,
+        },
+        (Method::DELETE, Some(ns), Some(name)) => {
+            let options = if body.is_empty() { Ok(json!({})) } else { parsed() };
+            match options {
+                Ok(o) => delete_lease(state, &ns, &name, &o),
+                Err(r) => *r,
+            }
+        }
+        _ => full(StatusCode::METHOD_NOT_ALLOWED, &status(405, "MethodNotAllowed", "not served for Leases")),
+    }
+}
+
+fn lease_not_found(name: &str) -> Response<Body> {
+    lease_status(404, "NotFound", name, &format!("leases.coordination.k8s.io \"{name}\" not found"))
+}
+
+fn lease_conflict(state: &mut State, name: &str, why: &str) -> Response<Body> {
+    *state.counts.entry(Req::Conflict).or_default() += 1;
+    lease_status(
+        409,
+        "Conflict",
+        name,
+        &format!("Operation cannot be fulfilled on leases.coordination.k8s.io \"{name}\": {why}"),
+    )
+}
+
+/// A request refused: its response (boxed, as an `Err` variant).
+type Refusal = Box<Response<Body>>;
+
+/// What the real server checks of a Lease body written to `ns` (and, for a
+/// replace, `name`): kind, namespace, name, and the spec's validation; the
+/// body with its namespace filled in.
+fn check_lease(ns: &str, name: Option<&str>, mut lease: Value) -> Result<Value, Refusal> {
+    let bad = |msg: &str| Box::new(full(StatusCode::BAD_REQUEST, &status(400, "BadRequest", msg)));
+    if lease["kind"].as_str().is_some_and(|k| k != "Lease")
+        || lease["apiVersion"].as_str().is_some_and(|v| v != "coordination.k8s.io/v1")
+    {
+        return Err(bad("the body is not a coordination.k8s.io/v1 Lease"));
+    }
+    if !lease["metadata"].is_object() {
+        lease["metadata"] = json!({});
+    }
+    match lease["metadata"]["namespace"].as_str() {
+        Some(n) if n != ns => {
+            return Err(bad("the namespace of the provided object does not match the namespace sent on the request"));
+        }
+        Some(_) => {}
+        None => lease["metadata"]["namespace"] = Value::String(ns.to_string()),
+    }
+    let body_name = lease["metadata"]["name"].as_str().unwrap_or_default().to_string();
+    let invalid = |field: &str, msg: String| {
+        let message = format!("Lease.coordination.k8s.io \"{body_name}\" is invalid: {field}: {msg}");
+        let mut body = status(422, "Invalid", &message);
+        body["details"] = json!({"name": body_name, "group": "coordination.k8s.io", "kind": "Lease",
+                                 "causes": [{"reason": "FieldValueInvalid", "message": msg, "field": field}]});
+        Box::new(full(StatusCode::UNPROCESSABLE_ENTITY, &body))
+    };
+    if body_name.is_empty() {
+        return Err(invalid("metadata.name", "Required value: name or generateName is required".into()));
+    }
+    if let Some(url) = name.filter(|n| *n != body_name) {
+        return Err(bad(&format!("the name of the object ({body_name}) does not match the name on the URL ({url})")));
+    }
+    let spec = &lease["spec"];
+    if let Some(d) = spec["leaseDurationSeconds"].as_i64().filter(|d| *d <= 0) {
+        return Err(invalid("spec.leaseDurationSeconds", format!("Invalid value: {d}: must be greater than 0")));
+    }
+    if let Some(t) = spec["leaseTransitions"].as_i64().filter(|t| *t < 0) {
+        return Err(invalid(
+            "spec.leaseTransitions",
+            format!("Invalid value: {t}: must be greater than or equal to 0"),
+        ));
+    }
+    Ok(lease)
+}
+
+/// `POST …/namespaces/NS/leases`.
+fn create_lease(state: &Mutex<State>, ns: &str, lease: Value) -> Response<Body> {
+    let mut lease = match check_lease(ns, None, lease) {
+        Ok(l) => l,
+        Err(r) => return *r,
+    };
+    let name = lease["metadata"]["name"].as_str().unwrap_or_default().to_string();
+    let mut s = lock(state);
+    *s.counts.entry(Req::Lease("create")).or_default() += 1;
+    if lease["metadata"]["resourceVersion"].as_str().is_some_and(|v| !v.is_empty()) {
+        let msg = "resourceVersion should not be set on objects to be created";
+        return full(StatusCode::INTERNAL_SERVER_ERROR, &status(500, "InternalError", msg));
+    }
+    if s.objects.contains_key(&(Served::Leases, format!("{ns}/{name}"))) {
+        let msg = format!("leases.coordination.k8s.io \"{name}\" already exists");
+        return lease_status(409, "AlreadyExists", &name, &msg);
+    }
+    let meta = &mut lease["metadata"];
+    meta["uid"] = Value::String(format!("00000000-0000-4000-8000-{:012}", s.rv + 1));
+    meta["creationTimestamp"] = Value::String(now_rfc3339());
+    let (_, stored) = s.store(Served::Leases, lease);
+    full(StatusCode::CREATED, &stored)
+}
+
+/// `PUT …/namespaces/NS/leases/NAME`.
+fn replace_lease(state: &Mutex<State>, ns: &str, name: &str, lease: Value) -> Response<Body> {
+    let mut lease = match check_lease(ns, Some(name), lease) {
+        Ok(l) => l,
+        Err(r) => return *r,
+    };
+    let mut s = lock(state);
+    *s.counts.entry(Req::Lease("update")).or_default() += 1;
+    let Some(old) = s.objects.get(&(Served::Leases, format!("{ns}/{name}"))).cloned() else {
+        return lease_not_found(name);
+    };
+    let old_meta = &old["metadata"];
+    if let Some(rv) = lease["metadata"]["resourceVersion"].as_str().filter(|v| !v.is_empty())
+        && Some(rv) != old_meta["resourceVersion"].as_str()
+    {
+        let why = "the object has been modified; please apply your changes to the latest version and try again";
+        return lease_conflict(&mut s, name, why);
+    }
+    match lease["metadata"]["uid"].as_str() {
+        Some(uid) if !uid.is_empty() && Some(uid) != old_meta["uid"].as_str() => {
+            let msg = format!(
+                "Lease.coordination.k8s.io \"{name}\" is invalid: metadata.uid: Invalid value: \"{uid}\": field is immutable"
+            );
+            return full(StatusCode::UNPROCESSABLE_ENTITY, &status(422, "Invalid", &msg));
+        }
+        _ => lease["metadata"]["uid"] = old_meta["uid"].clone(),
+    }
+    lease["metadata"]["creationTimestamp"] = old_meta["creationTimestamp"].clone();
+    let (_, stored) = s.store(Served::Leases, lease);
+    full(StatusCode::OK, &stored)
+}
+
+/// `DELETE …/namespaces/NS/leases/NAME` with `DeleteOptions` `options`.
+fn delete_lease(state: &Mutex<State>, ns: &str, name: &str, options: &Value) -> Response<Body> {
+    let mut s = lock(state);
+    *s.counts.entry(Req::Lease("delete")).or_default() += 1;
+    let key = format!("{ns}/{name}");
+    let Some(old) = s.objects.get(&(Served::Leases, key.clone())) else {
+        return lease_not_found(name);
+    };
+    let pre = &options["preconditions"];
+    for (field, what) in [("resourceVersion", "ResourceVersion"), ("uid", "UID")] {
+        let (want, have) = (pre[field].as_str(), old["metadata"][field].as_str().unwrap_or_default());
+        if let Some(want) = want.filter(|w| *w != have) {
+            let why = format!("Precondition failed: {what} in precondition: {want}, {what} in object meta: {have}");
+            return lease_conflict(&mut s, name, &why);
+        }
+    }
+    let uid = old["metadata"]["uid"].clone();
+    s.remove(Served::Leases, &key);
+    let body = json!({"apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Success",
+                      "details": {"name": name, "group": "coordination.k8s.io", "kind": "leases", "uid": uid}});
+    full(StatusCode::OK, &body)
 }
