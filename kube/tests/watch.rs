@@ -9,7 +9,7 @@
 mod apiserver;
 
 use apiserver::{ApiServer, Options as ServerOptions, Req, Res};
-use egret_compiler::ir::{Effect, Health};
+use egret_compiler::ir::Effect;
 use egret_compiler::resolve::Options;
 use egret_kube::crd::{CiliumEgressGatewayPolicy, CiliumEgressGatewayPolicySpec, EgressGateway, EgressRule};
 use egret_kube::view::PolicyOutcome;
@@ -58,7 +58,7 @@ fn observe(view: &egret_kube::view::ClusterView) -> Seen {
         .world
         .endpoints_on(node)
         .map(|e| {
-            let d = match plan.lookup(e.ips[0], dst).resolve(&Health::all_up()) {
+            let d = match plan.lookup(e.ips[0], dst).resolve(c.world.ready_health()) {
                 Effect::Pass => "pass".to_string(),
                 Effect::Drop(_) => "drop".to_string(),
                 Effect::Redirect { gateway, .. } => format!("via {gateway}"),

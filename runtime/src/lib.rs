@@ -33,6 +33,7 @@ pub mod metrics;
 pub mod minicluster;
 pub mod show;
 
+use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -84,6 +85,12 @@ pub enum AgentError {
         #[from]
         source: LoaderError,
     },
+    /// The gateway prober could not start.
+    #[error("gateway probes: {source}")]
+    Probe {
+        /// The error.
+        source: ha::probe::ProbeError,
+    },
     /// [`Agent::sync`] or [`Agent::run`] without a snapshot directory.
     #[error("the agent has no snapshot directory (it is fed by the Kubernetes API)")]
     NoSnapshot,
@@ -109,6 +116,12 @@ pub struct Compiled {
     pub egress_interfaces: Vec<String>,
     /// The plan's sizes.
     pub counts: egret_compiler::plan::NodeCounts,
+    /// The node's underlay IPv4 (its first IPv4 InternalIP), the source of its probes.
+    pub node_ip: Option<Ipv4Addr>,
+    /// The remote gateways the node's failover choices name: what it probes.
+    pub gateways: BTreeSet<Ipv4Addr>,
+    /// Those of them whose node is not Ready: down whatever the probes say.
+    pub not_ready: BTreeSet<Ipv4Addr>,
 }
 
 /// Compiles `node` from the snapshot directory `dir`.
@@ -181,7 +194,17 @@ pub fn compile_plan(plan: &Verified<Plan>, world: &World) -> Result<Compiled, Ag
         .collect();
     egress_interfaces.sort();
     egress_interfaces.dedup();
-    Ok(Compiled { artifact: verified.into_artifact(), pods, egress_interfaces, counts: plan.counts() })
+    let gateways: BTreeSet<Ipv4Addr> = plan.gateways.iter().map(|g| g.ip).collect();
+    let not_ready = world.ready_health().down.intersection(&gateways).copied().collect();
+    Ok(Compiled {
+        artifact: verified.into_artifact(),
+        pods,
+        egress_interfaces,
+        counts: plan.counts(),
+        node_ip: plan.node_ip,
+        gateways,
+        not_ready,
+    })
 }
 
 /// What identifies the snapshot's content: every file under `dir` with its
@@ -222,6 +245,10 @@ pub struct AgentConfig {
     pub bpffs_root: PathBuf,
     /// The tunnel device.
     pub tunnel: TunnelConfig,
+    /// Probing the gateways (interval, misses, hold-down); `None`: no
+    /// probes, every gateway stays up unless Kubernetes says it is not Ready
+    /// (the agent then writes nothing to `egret_gw_live`).
+    pub probes: Option<ha::liveness::Config>,
 }
 
 /// The result of one [`Agent::sync`].
@@ -242,6 +269,8 @@ pub struct Agent {
     telemetry: std::sync::Arc<metrics::Telemetry>,
     loader: Loader,
     tunnel: TunnelState,
+    /// Started at the first apply that knows the node's address.
+    prober: Option<ha::probe::Prober>,
 }
 
 impl Agent {
@@ -256,7 +285,7 @@ impl Agent {
         lc.tunnel_device = config.tunnel.name.clone();
         let (loader, _) = Loader::open(lc)?;
         let telemetry = metrics::Telemetry::new(&config.node, &config.bpffs_root);
-        Ok(Agent { config, telemetry, loader, tunnel })
+        Ok(Agent { config, telemetry, loader, tunnel, prober: None })
     }
 
     /// The node this agent serves.
@@ -321,7 +350,36 @@ impl Agent {
             ApplyReport::Swapped { to, timings, .. } => (to.0, Some(timings.to_swapped())),
         };
         self.telemetry.applied(generation, swapped, compiled.counts, compiled.artifact.manifest.counters.clone());
+        self.probe(compiled)?;
         Ok(Synced { apply, pods, egress })
+    }
+
+    /// Points the prober at the gateways this node's choices name (starting
+    /// it, on the agent's thread so that it runs in the node's namespace,
+    /// once the node's address is known), with those Kubernetes says are
+    /// not Ready down. Without probes the agent leaves `egret_gw_live`
+    /// alone (every gateway stays up).
+    fn probe(&mut self, compiled: &Compiled) -> Result<(), AgentError> {
+        let (Some(sender), Some(liveness)) = (compiled.node_ip, self.config.probes) else { return Ok(()) };
+        if self.prober.is_none() {
+            let mut config = ha::probe::ProberConfig::new(&self.config.bpffs_root, sender);
+            config.port = self.config.tunnel.dstport;
+            config.liveness = liveness;
+            let prober = ha::probe::Prober::start(config).map_err(|source| AgentError::Probe { source })?;
+            self.telemetry.gateways(prober.status_handle());
+            self.prober = Some(prober);
+        }
+        if let Some(p) = &self.prober {
+            p.set_targets(compiled.gateways.clone());
+            p.set_external_down(compiled.not_ready.clone());
+        }
+        Ok(())
+    }
+
+    /// What the prober sees now (`None` before it started or without probes).
+    #[must_use]
+    pub fn probes(&self) -> Option<ha::probe::ProberStatus> {
+        self.prober.as_ref().map(ha::probe::Prober::status)
     }
 
     /// Syncs now, then whenever the snapshot changes, until `stop` returns

@@ -18,6 +18,13 @@
 //! bpffs). `--metrics ADDR` serves `/metrics`, `/healthz` and `/readyz`
 //! (`egret_runtime::metrics`). One line per sync on stdout; errors on stderr.
 //!
+//! The node probes the gateways its failover choices name
+//! (`egret_runtime::ha`): every `--probe-interval` (100 ms) over the
+//! underlay, answered by the gateway's own datapath; `--probe-misses` (3)
+//! unanswered probes make a gateway down, `--probe-hold-down` (1000 ms) of
+//! answers up again; the classifier reads the result from `egret_gw_live`.
+//! `--no-probes` leaves every gateway up.
+//!
 //! `egret-agent status|maps` show the node's pinned state (`egret_runtime::show`);
 //! `egret-agent demo` runs the mini-cluster (`egret_runtime::minicluster::demo`).
 
@@ -31,10 +38,13 @@ use egret_loader::ApplyReport;
 use egret_loader::tunnel::TunnelConfig;
 use egret_runtime::{Agent, AgentConfig, AgentError, Synced, kube_agent};
 
-const USAGE: &str = "usage: egret-agent --snapshot DIR --node NAME [--bpffs ROOT] [--tunnel-port N] [--netns NAME] [--metrics ADDR] [--once]
-       egret-agent --kube --node NAME [--bpffs ROOT] [--tunnel-port N] [--netns NAME] [--metrics ADDR] [--debounce QUIET_MS,MAX_MS]
+const USAGE: &str = "usage: egret-agent --snapshot DIR --node NAME [--bpffs ROOT] [--tunnel-port N] [--netns NAME] [--metrics ADDR] [PROBES] [--once]
+       egret-agent --kube --node NAME [--bpffs ROOT] [--tunnel-port N] [--netns NAME] [--metrics ADDR] [PROBES] [--debounce QUIET_MS,MAX_MS]
          (--kube: the API server from KUBECONFIG, ~/.kube/config or the in-cluster environment;
           --debounce: compile QUIET_MS after the latest change, MAX_MS after the first at most, default 100,300;
+          PROBES: [--probe-interval MS] [--probe-misses N] [--probe-hold-down MS] | --no-probes
+            (gateways are probed every 100 ms over the underlay, answered by their datapath; down after 3
+             unanswered probes, up again after 1000 ms of answers; a down gateway's endpoints fail over);
           log lines on stderr at EGRET_LOG=error|warn|info|debug|off, default warn)
        egret-agent status|maps [--bpffs ROOT] [--json]
        egret-agent demo";
@@ -66,6 +76,15 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut tunnel = TunnelConfig::default();
     let mut watch = WatchConfig::default();
     let mut debounced = false;
+    let mut probes = egret_runtime::ha::liveness::Config::default();
+    let mut no_probes = false;
+    let millis = |flag: &str, v: String| -> Result<std::time::Duration, String> {
+        let ms: u64 = v.parse().map_err(|e| format!("{flag} {v}: {e} (milliseconds)"))?;
+        if ms == 0 {
+            return Err(format!("{flag} must be at least 1 ms"));
+        }
+        Ok(std::time::Duration::from_millis(ms))
+    };
     while let Some(a) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{a} needs a value"));
         match a.as_str() {
@@ -76,6 +95,15 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
             "--tunnel-port" => tunnel.dstport = value()?.parse().map_err(|e| format!("--tunnel-port: {e}"))?,
             "--metrics" => metrics = Some(value()?.parse().map_err(|e| format!("--metrics: {e}"))?),
             "--once" => once = true,
+            "--probe-interval" => probes.interval = millis("--probe-interval", value()?)?,
+            "--probe-hold-down" => probes.hold_down = millis("--probe-hold-down", value()?)?,
+            "--probe-misses" => {
+                probes.down_after_misses = value()?.parse().map_err(|e| format!("--probe-misses: {e}"))?;
+                if probes.down_after_misses == 0 {
+                    return Err("--probe-misses must be at least 1".into());
+                }
+            }
+            "--no-probes" => no_probes = true,
             "--kube" => kube = true,
             "--debounce" => {
                 debounce(&value()?, &mut watch)?;
@@ -92,7 +120,8 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
         _ => {}
     }
     let node = node.ok_or("--node is required")?;
-    Ok(Args { config: AgentConfig { snapshot, node, bpffs_root: bpffs, tunnel }, netns, metrics, once, watch })
+    let probes = (!no_probes).then_some(probes);
+    Ok(Args { config: AgentConfig { snapshot, node, bpffs_root: bpffs, tunnel, probes }, netns, metrics, once, watch })
 }
 
 fn enter_netns(name: &str) -> Result<(), String> {
