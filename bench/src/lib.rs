@@ -11,12 +11,15 @@
 //!   busy node's classifier).
 //! - [`layouts`]: inline trees against the maps layout in the kernel.
 //! - [`swap`]: the loader's generation swap latency.
+//! - [`gateway`]: gateway throughput against a kernel NAT gateway (mini-cluster).
+//! - [`failover`]: time to fail over from a failed gateway (mini-cluster).
 //! - [`report`]: the tables every subcommand prints and writes as JSON.
 
 pub mod cilium_dp;
 pub mod classify;
 pub mod codegen;
 pub mod compile;
+pub mod failover;
 pub mod footprint;
 pub mod gateway;
 pub mod layouts;

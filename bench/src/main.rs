@@ -122,6 +122,20 @@ enum Command {
         #[arg(long)]
         json: Option<std::path::PathBuf>,
     },
+    /// Gateway failover in the mini-cluster (needs root): a gateway failed for real, time to the first packet via the other.
+    Failover {
+        /// The egret-agent binary (default: next to this program).
+        #[arg(long)]
+        agent: Option<std::path::PathBuf>,
+        /// Trials per kind of failure (underlay down, node gone, datapath detached).
+        #[arg(long, default_value_t = 20)]
+        trials: usize,
+        /// The streaming pod.
+        #[arg(long, default_value = "egress-1")]
+        pod: String,
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+    },
     /// Map footprint per node, egret vs Cilium's layout, for small/medium/large synthetic clusters.
     Footprint {
         /// Which shapes to measure.
@@ -212,6 +226,22 @@ fn main() -> ExitCode {
             tables(egret_bench::layouts::run(family, trials, repeat), json.as_deref())
         }
         Command::Swap { swaps, json } => tables(egret_bench::swap::run(swaps), json.as_deref()),
+        Command::Failover { agent, trials, pod, json } => {
+            let agent =
+                agent.unwrap_or_else(|| std::env::current_exe().unwrap_or_default().with_file_name("egret-agent"));
+            let opts = egret_bench::failover::Options { agent, trials, pod };
+            let run = egret_bench::failover::run(&opts).and_then(|r| {
+                print!("{}", egret_bench::failover::render(&r));
+                json.as_deref().map_or(Ok(()), |path| write_json(path, &r))
+            });
+            match run {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Gateway { agent, flows, payload, seconds, trials, max_packets, json } => {
             let agent =
                 agent.unwrap_or_else(|| std::env::current_exe().unwrap_or_default().with_file_name("egret-agent"));

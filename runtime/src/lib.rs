@@ -27,6 +27,7 @@
 //! uses.
 
 pub mod facts;
+pub mod failover;
 pub mod ha;
 pub mod kube_agent;
 pub mod metrics;

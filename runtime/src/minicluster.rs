@@ -5,16 +5,17 @@
 //!
 //! ```text
 //!                        underlay 192.0.2.0/24 (bridge br0 in `ul`)
-//!      ┌──────────────────────┬──────────────────────┬──────────────────────┐
-//!   worker-1 .11           worker-2 .12          gateway-1 .13          server .1
-//!   (eth0)                 (eth0)                (eth0)  eth1 ────────── eth1 198.51.100.1
-//!    ├ veth0 ─ egress-1     ├ veth0 ─ egress-2           198.51.100.13       lo 203.0.113.10
-//!    │  10.244.1.10 (*)     │  10.244.2.10 (*)           + egress IPs           203.0.113.200
-//!    └ veth1 ─ plain-1      └ veth1 ─ plain-2              .100, .101
-//!       10.244.1.11            10.244.2.11             (*) use-egress-gateway: "true"
+//!      ┌──────────────────────┬──────────────────────┬──────────────────────┬───────────────┐
+//!   worker-1 .11           worker-2 .12          gateway-1 .13          gateway-2 .14    server .1
+//!   (eth0)                 (eth0)                (eth0)  eth1 ─┐        (eth0)  eth1 ─┐  (eth0)
+//!    ├ veth0 ─ egress-1     ├ veth0 ─ egress-2    198.51.100.13 │        198.51.100.14 │
+//!    │  10.244.1.10 (*)     │  10.244.2.10 (*)    + .100, .101  │        + .102        │
+//!    └ veth1 ─ plain-1      └ veth1 ─ plain-2                   └─ bridge eth1 in `srv` ┘
+//!       10.244.1.11            10.244.2.11                         198.51.100.1; lo 203.0.113.10, .200
+//!                                                 (*) use-egress-gateway: "true"
 //! ```
 //!
-//! - **Nodes** (`worker-1`, `worker-2`, `gateway-1`): their own namespaces,
+//! - **Nodes** (`worker-1`, `worker-2`, `gateway-1`, `gateway-2`): their own namespaces,
 //!   `eth0` on the underlay. Workers forward their pods' traffic and
 //!   masquerade it to their node address with nftables — the cluster's
 //!   normal path that egret leaves alone. They reach the server through the
@@ -23,9 +24,14 @@
 //!   route via `169.254.1.1` (a static neighbour: the host-side veth), the
 //!   node routes the /32 to the host-side veth (as routed CNIs do). MTU
 //!   1450 (VXLAN overhead).
-//! - **Gateway**: `eth1` on the external link holds the egress IPs
-//!   ([`EGRESS_IP`], [`EGRESS_IP_2`]); its route to the server goes through
-//!   `eth1`. No forwarding: only egret's programs move pod traffic.
+//! - **Gateways**: `eth1` on the external segment (a bridge in the server's
+//!   namespace) holds the egress IPs: [`EGRESS_IP`] and [`EGRESS_IP_2`] on
+//!   `gateway-1`, [`EGRESS_IP_3`] on `gateway-2`; the route to the server goes
+//!   through `eth1`. No forwarding: only egret's programs move pod traffic.
+//!   Both are labelled `cilium.io/egress-gateway: "true"`; a policy whose
+//!   one gateway entry selects that label resolves to `gateway-1` (the first
+//!   by name), so `gateway-2` carries traffic only for policies that name it
+//!   (the failover trials, [`MiniCluster::failover_trial`]).
 //! - **Server**: answers TCP on [`TCP_PORT`] and UDP on [`UDP_PORT`] with
 //!   the source address and port it sees, echoes ICMP (the kernel) and logs
 //!   every echo request's source. Reachable only from the nodes' uplinks.
@@ -77,6 +83,8 @@ pub const SINK_PORT: u16 = 8082;
 pub const EGRESS_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 100);
 /// A second egress IP on the gateway's `eth1`.
 pub const EGRESS_IP_2: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 101);
+/// The egress IP on `gateway-2`'s `eth1` (the failover tests' second gateway).
+pub const EGRESS_IP_3: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 102);
 /// Where an API server for [`Source::Kube`] listens: the server
 /// namespace's underlay address, which every node routes to directly.
 pub const API_SERVER: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 1), 6443);
@@ -87,7 +95,6 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 
 const ROUTER_UNDERLAY: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 const ROUTER_EXTERNAL: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
-const GATEWAY_EXTERNAL: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 13);
 const POD_GATEWAY: &str = "169.254.1.1";
 const POD_MTU: &str = "1450";
 
@@ -102,18 +109,25 @@ pub struct NodeSpec {
     pub address: Ipv4Addr,
     /// Pod CIDR.
     pub pod_cidr: &'static str,
-    /// Labelled `cilium.io/egress-gateway: "true"`.
+    /// Labelled `cilium.io/egress-gateway: "true"`; its `eth1` on the
+    /// external segment has `external` and holds `egress_ips`.
     pub gateway: bool,
+    /// The gateway's own address on the external segment.
+    pub external: Option<Ipv4Addr>,
+    /// The egress IPs on the gateway's `eth1`.
+    pub egress_ips: &'static [Ipv4Addr],
 }
 
-/// The three nodes.
-pub const NODES: [NodeSpec; 3] = [
+/// The four nodes.
+pub const NODES: [NodeSpec; 4] = [
     NodeSpec {
         name: "worker-1",
         short: "w1",
         address: Ipv4Addr::new(192, 0, 2, 11),
         pod_cidr: "10.244.1.0/24",
         gateway: false,
+        external: None,
+        egress_ips: &[],
     },
     NodeSpec {
         name: "worker-2",
@@ -121,6 +135,8 @@ pub const NODES: [NodeSpec; 3] = [
         address: Ipv4Addr::new(192, 0, 2, 12),
         pod_cidr: "10.244.2.0/24",
         gateway: false,
+        external: None,
+        egress_ips: &[],
     },
     NodeSpec {
         name: "gateway-1",
@@ -128,6 +144,17 @@ pub const NODES: [NodeSpec; 3] = [
         address: Ipv4Addr::new(192, 0, 2, 13),
         pod_cidr: "10.244.3.0/24",
         gateway: true,
+        external: Some(Ipv4Addr::new(198, 51, 100, 13)),
+        egress_ips: &[EGRESS_IP, EGRESS_IP_2],
+    },
+    NodeSpec {
+        name: "gateway-2",
+        short: "gw2",
+        address: Ipv4Addr::new(192, 0, 2, 14),
+        pod_cidr: "10.244.4.0/24",
+        gateway: true,
+        external: Some(Ipv4Addr::new(198, 51, 100, 14)),
+        egress_ips: &[EGRESS_IP_3],
     },
 ];
 
@@ -221,7 +248,7 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ClusterError {
 }
 
 /// Runs `program args…`; its stdout on success.
-fn run(program: &str, args: &[&str], stdin: Option<&str>) -> Result<String, ClusterError> {
+pub(crate) fn run(program: &str, args: &[&str], stdin: Option<&str>) -> Result<String, ClusterError> {
     let command = format!("{program} {}", args.join(" "));
     let fail = |stderr: String| ClusterError::Command { command: command.clone(), stderr };
     let mut child = Command::new(program)
@@ -657,7 +684,7 @@ impl Drop for Namespaces {
 }
 
 /// `ip -n NS args…`.
-fn ip_in(ns: &str, args: &[&str]) -> Result<String, ClusterError> {
+pub(crate) fn ip_in(ns: &str, args: &[&str]) -> Result<String, ClusterError> {
     let mut all = vec!["-n", ns];
     all.extend_from_slice(args);
     run("ip", &all, None)
@@ -1006,6 +1033,8 @@ impl MiniCluster {
         for a in [SERVER, EXCLUDED_SERVER] {
             ip_in(&srv, &["addr", "add", &format!("{a}/32"), "dev", "lo"])?;
         }
+        // the external segment: a bridge named `eth1` joining the gateways' `eth1`
+        ip_in(&srv, &["link", "add", "eth1", "address", &mac(0xe1, ROUTER_EXTERNAL), "type", "bridge"])?;
         for node in NODES {
             let ns = self.ns(node.short);
             let port = format!("n-{}", node.short);
@@ -1021,18 +1050,32 @@ impl MiniCluster {
             ip_in(&ul, &["link", "set", &port, "master", "br0", "up"])?;
             ip_in(&ns, &["addr", "add", &format!("{}/24", node.address), "dev", "eth0"])?;
             ip_in(&ns, &["link", "set", "eth0", "up"])?;
-            if node.gateway {
-                let ext = (mac(0xe0, GATEWAY_EXTERNAL), mac(0xe1, ROUTER_EXTERNAL));
+            if let Some(external) = node.external {
+                // eth1 on the external segment: the server's bridge `eth1`
+                let port = format!("x-{}", node.short);
                 run(
                     "ip",
                     &[
-                        "link", "add", "eth1", "netns", &ns, "address", &ext.0, "type", "veth", "peer", "name", "eth1",
-                        "netns", &srv, "address", &ext.1,
+                        "link",
+                        "add",
+                        "eth1",
+                        "netns",
+                        &ns,
+                        "address",
+                        &mac(0xe0, external),
+                        "type",
+                        "veth",
+                        "peer",
+                        "name",
+                        &port,
+                        "netns",
+                        &srv,
                     ],
                     None,
                 )?;
-                ip_in(&ns, &["addr", "add", &format!("{GATEWAY_EXTERNAL}/24"), "dev", "eth1"])?;
-                for a in [EGRESS_IP, EGRESS_IP_2] {
+                ip_in(&srv, &["link", "set", &port, "master", "eth1", "up"])?;
+                ip_in(&ns, &["addr", "add", &format!("{external}/24"), "dev", "eth1"])?;
+                for a in node.egress_ips {
                     ip_in(&ns, &["addr", "add", &format!("{a}/32"), "dev", "eth1"])?;
                 }
                 ip_in(&ns, &["link", "set", "eth1", "up"])?;
@@ -1544,15 +1587,16 @@ spec:
 /// Set-up failures; a request that fails is shown as such, not an error.
 pub fn demo(agent: &Path, out: &mut dyn Write) -> Result<(), ClusterError> {
     let w = |out: &mut dyn Write, s: String| writeln!(out, "{s}").map_err(io("writing the demo's output"));
-    w(out, "building the mini-cluster: namespaces for 3 nodes, 4 pods, the underlay and the server …".into())?;
+    w(out, "building the mini-cluster: namespaces for 4 nodes, 4 pods, the underlay and the server …".into())?;
     let started = Instant::now();
     let c = MiniCluster::start("demo", agent)?;
     w(out, format!("ready in {} ms:", started.elapsed().as_millis()))?;
     for n in NODES {
         let role = if n.gateway {
-            "gateway (cilium.io/egress-gateway=true), eth1 holds 198.51.100.100 and .101"
+            let ips: Vec<String> = n.egress_ips.iter().map(ToString::to_string).collect();
+            format!("gateway (cilium.io/egress-gateway=true), eth1 holds {}", ips.join(" and "))
         } else {
-            "worker"
+            "worker".to_owned()
         };
         let generation = c.generation(n.name).map_or_else(|| "-".to_owned(), |g| g.to_string());
         w(

@@ -1,5 +1,5 @@
 //! End-to-end tests on the mini-cluster (`egret_runtime::minicluster`):
-//! three nodes, four pods, an underlay and an external server in network
+//! four nodes (two of them gateways), four pods, an underlay and an external server in network
 //! namespaces, one real `egret-agent --snapshot` process per node, real
 //! TCP/UDP/ICMP traffic, assertions on what the server sees (TESTING.md
 //! tier 4). Each test builds its own cluster (unique names) and checks that
@@ -37,7 +37,7 @@ fn with_cluster(tag: &str, test: impl FnOnce(&mut MiniCluster)) {
     let namespaces = c.namespace_names();
     let bpffs = c.bpffs_root("worker-1").parent().expect("mount point").to_path_buf();
     let snapshot = c.snapshot_dir().to_path_buf();
-    assert_eq!(namespaces.len(), 9, "ul, srv, 3 nodes, 4 pods");
+    assert_eq!(namespaces.len(), 10, "ul, srv, 4 nodes, 4 pods");
     test(&mut c);
     drop(c);
     for ns in &namespaces {
@@ -342,5 +342,41 @@ fn syns_into_the_tunnel_get_their_mss_clamped_and_full_size_segments_cross() {
         // full-size segments both ways through tunnel and gateway
         let big = "x".repeat(64 * 1024);
         assert_eq!(tunnelled.exchange(&big).expect("64 KiB each way"), tunnelled.seen);
+    });
+}
+
+#[test]
+fn a_failed_gateway_hands_its_endpoints_to_the_other_without_a_leak() {
+    use egret_runtime::failover::Failure;
+    if !privileged("a_failed_gateway_hands_its_endpoints_to_the_other_without_a_leak") {
+        return;
+    }
+    with_cluster("e2efo", |c| {
+        // gateway-1 keeps its slot and sources (its artifact may not change)
+        let before = ["worker-1", "worker-2", "gateway-2"].map(|n| (n, c.generation(n)));
+        c.write_snapshot_file(POLICY_FILE, &MiniCluster::failover_policy()).expect("write policy");
+        for (n, g) in before {
+            c.wait_swap(n, g).expect("the workers and gateway-2 swap to the failover policy");
+        }
+        let egress = [EGRESS_IP, minicluster::EGRESS_IP_3];
+        for failure in Failure::ALL {
+            let t = c.failover_trial("egress-1", failure).expect("the trial runs");
+            println!(
+                "{}: {} failed ({} before), detect {:?}, first packet after {:?} via {:?}, {} received, {} leaked",
+                failure.name(),
+                t.gateway,
+                t.before,
+                t.detect,
+                t.recover,
+                t.after,
+                t.received,
+                t.leaked
+            );
+            assert!(egress.contains(&t.before), "{failure:?}: the stream left through a gateway: {t:?}");
+            assert!(t.detect.is_some(), "{failure:?}: worker-1 never marked {} down: {t:?}", t.gateway);
+            let after = t.after.unwrap_or_else(|| panic!("{failure:?}: no packet via the other gateway: {t:?}"));
+            assert!(egress.contains(&after) && after != t.before, "{failure:?}: failed over to the other: {t:?}");
+            assert_eq!(t.leaked, 0, "{failure:?}: datagrams reached the server from no egress IP: {t:?}");
+        }
     });
 }
