@@ -9,7 +9,9 @@
 //! misses, by default); **recover** = failure → the first datagram the
 //! server receives through the other gateway (the server's receive time);
 //! **leaked** = datagrams the server received from no egress IP. Reported
-//! per kind and over all trials: p50, p99, max.
+//! per kind and over all trials: p50, p99, max. Then the gateway's agent is
+//! killed (`SIGKILL`, its datapath stays) and started again, `--trials`
+//! times: failovers and lost datagrams are counted (none expected).
 //!
 //! Not measured here (floating egress IPs, issue #14's later parts, are not
 //! implemented yet): connections surviving a failover (`tcp_survived`,
@@ -95,8 +97,23 @@ pub struct Report {
     pub dual_owner_events: Option<u64>,
     pub not_measured: &'static str,
     pub kinds: Vec<KindRow>,
+    /// The gateway's agent killed (`SIGKILL`) and started again, `trials` times.
+    pub agent_kill: AgentKillRow,
     /// Every trial: kind, gateway, egress IP before and after, ms.
     pub raw: Vec<RawTrial>,
+}
+
+/// Killing the gateway's agent (its datapath stays): no failover, no loss expected.
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentKillRow {
+    pub trials: usize,
+    /// Trials in which the pod's node marked the gateway down.
+    pub failovers: usize,
+    pub sent: u64,
+    /// Sent but not received.
+    pub lost: u64,
+    /// Received through another egress IP.
+    pub moved: u64,
 }
 
 /// One trial as recorded.
@@ -151,6 +168,24 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
             all.push(t);
         }
     }
+    let mut kill = AgentKillRow { trials: 0, failovers: 0, sent: 0, lost: 0, moved: 0 };
+    for i in 0..opts.trials {
+        let k = c.agent_kill_trial(&opts.pod, Duration::from_millis(1500))?;
+        eprintln!(
+            "agent-kill {}/{}: {} sent, {} received, {} moved, marked down: {}",
+            i + 1,
+            opts.trials,
+            k.sent,
+            k.received,
+            k.moved,
+            k.marked_down
+        );
+        kill.trials += 1;
+        kill.failovers += usize::from(k.marked_down);
+        kill.sent += k.sent;
+        kill.lost += k.sent.saturating_sub(k.received);
+        kill.moved += k.moved;
+    }
     let kinds: Vec<KindRow> = Failure::ALL
         .iter()
         .map(|f| {
@@ -182,6 +217,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         dual_owner_events: None,
         not_measured: NOT_MEASURED,
         kinds,
+        agent_kill: kill,
         raw: all
             .iter()
             .map(|t| RawTrial {
@@ -224,7 +260,17 @@ pub fn render(r: &Report) -> String {
         r.not_recovered.to_string(),
         r.leaked.to_string(),
     ]);
-    format!("{}\nnot measured: {}\n", t.markdown(), r.not_measured)
+    let k = &r.agent_kill;
+    format!(
+        "{}\nthe gateway's agent killed (kill -9) and restarted, {} trials: {} failovers, {} of {} datagrams lost, {} moved\n\nnot measured: {}\n",
+        t.markdown(),
+        k.trials,
+        k.failovers,
+        k.lost,
+        k.sent,
+        k.moved,
+        r.not_measured
+    )
 }
 
 #[cfg(test)]

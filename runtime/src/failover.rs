@@ -148,6 +148,7 @@ impl Drop for Recorder {
 /// The pod side: one datagram every [`STREAM_EVERY`], for at most [`STREAM_MAX`].
 struct Stream {
     stop: Arc<AtomicBool>,
+    sent: Arc<std::sync::atomic::AtomicU64>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -161,19 +162,45 @@ impl Stream {
             Ok(s)
         })?;
         let stop = Arc::new(AtomicBool::new(false));
-        let s2 = stop.clone();
+        let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (s2, sent2) = (stop.clone(), sent.clone());
         let thread = std::thread::spawn(move || {
             let started = Instant::now();
             let mut seq: u64 = 0;
             while !s2.load(Ordering::Relaxed) && started.elapsed() < STREAM_MAX {
                 // a send may fail while routes flap; the stream goes on
-                let _ = socket.send(&seq.to_be_bytes());
+                if socket.send(&seq.to_be_bytes()).is_ok() {
+                    sent2.fetch_add(1, Ordering::Relaxed);
+                }
                 seq += 1;
                 std::thread::sleep(STREAM_EVERY);
             }
         });
-        Ok(Stream { stop, thread: Some(thread) })
+        Ok(Stream { stop, sent, thread: Some(thread) })
     }
+
+    /// Stops the stream; the datagrams sent.
+    fn finish(mut self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.sent.load(Ordering::Relaxed)
+    }
+}
+
+/// What killing a gateway's agent did to a stream through it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentKill {
+    /// The gateway whose agent was killed (`SIGKILL`) and started again.
+    pub gateway: String,
+    /// Datagrams the pod sent, and the server received, over the whole trial.
+    pub sent: u64,
+    pub received: u64,
+    /// Received from another source than the egress IP used before the kill.
+    pub moved: u64,
+    /// Whether the pod's node ever marked the gateway down.
+    pub marked_down: bool,
 }
 
 impl Drop for Stream {
@@ -277,7 +304,7 @@ impl MiniCluster {
             }
             std::thread::sleep(Duration::from_millis(2));
         }
-        drop(stream);
+        stream.finish();
         std::thread::sleep(Duration::from_millis(50));
         let seen = rec.snapshot();
         drop(rec);
@@ -319,6 +346,53 @@ impl MiniCluster {
             gw("gateway-1", crate::minicluster::EGRESS_IP),
             gw("gateway-2", crate::minicluster::EGRESS_IP_3),
         )
+    }
+
+    /// Kills the agent of the gateway `pod`'s stream uses (`SIGKILL`: its
+    /// datapath stays), keeps streaming for `dead` while watching whether
+    /// the pod's node marks the gateway down, starts the agent again (it
+    /// adopts the pinned generation), streams a little longer, and counts.
+    ///
+    /// # Errors
+    /// Set-up failures, or a stream that never reaches the server.
+    pub fn agent_kill_trial(&mut self, pod: &str, dead: Duration) -> Result<AgentKill, ClusterError> {
+        let worker = crate::minicluster::pod(pod).node;
+        let rec = Recorder::start(self)?;
+        let stream = Stream::start(self, pod)?;
+        let egress = egress_ips();
+        let deadline = Instant::now() + TRIAL_TIMEOUT;
+        let before = loop {
+            if let Some((_, ip)) = rec.snapshot().last().copied().filter(|(_, ip)| egress.contains(ip)) {
+                break ip;
+            }
+            if Instant::now() > deadline {
+                return Err(ClusterError::Timeout { what: format!("{pod}'s stream at the server via a gateway") });
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let gw =
+            gateway_of(before).ok_or_else(|| ClusterError::Timeout { what: format!("the gateway of {before}") })?;
+        self.stop_agent(gw.name)?;
+        let mut marked_down = false;
+        let until = Instant::now() + dead;
+        while Instant::now() < until {
+            marked_down |= self.sees_down(worker, gw.address)?;
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.start_agent_again(gw.name)?;
+        marked_down |= self.sees_down(worker, gw.address)?;
+        std::thread::sleep(Duration::from_millis(200));
+        let sent = stream.finish();
+        // the last datagrams in flight
+        std::thread::sleep(Duration::from_millis(100));
+        let seen = rec.snapshot();
+        Ok(AgentKill {
+            gateway: gw.name.to_owned(),
+            sent,
+            received: seen.len() as u64,
+            moved: seen.iter().filter(|(_, ip)| *ip != before).count() as u64,
+            marked_down,
+        })
     }
 
     /// Removes everything egret pinned on a node (its agent stopped first)

@@ -378,5 +378,13 @@ fn a_failed_gateway_hands_its_endpoints_to_the_other_without_a_leak() {
             assert!(egress.contains(&after) && after != t.before, "{failure:?}: failed over to the other: {t:?}");
             assert_eq!(t.leaked, 0, "{failure:?}: datagrams reached the server from no egress IP: {t:?}");
         }
+        // the gateway's agent killed (kill -9) and started again: its datapath answers on
+        let k = c.agent_kill_trial("egress-1", std::time::Duration::from_millis(1500)).expect("the trial runs");
+        println!(
+            "agent killed on {}: {} sent, {} received, {} via another address",
+            k.gateway, k.sent, k.received, k.moved
+        );
+        assert!(!k.marked_down, "killing {}'s agent made worker-1 mark it down: {k:?}", k.gateway);
+        assert_eq!((k.moved, k.received), (0, k.sent), "no datagram lost or moved while the agent was down: {k:?}");
     });
 }
