@@ -232,6 +232,13 @@ pub fn load(
                     )?;
                 }
             }
+            tables::CHOICES => {
+                const N: usize = egret_bpf::choices::VALUE_SIZE as usize;
+                let mut m: aya::maps::Array<_, [u8; N]> = aya::maps::Array::try_from(map)?;
+                for (k, v) in entries {
+                    m.set(u32::from_le_bytes(arr::<4>(&k)?), arr::<N>(&v)?, 0)?;
+                }
+            }
             crate::parts::SOURCE_HASH => {
                 let mut m: AyaHashMap<_, [u8; 20], [u8; 4]> = AyaHashMap::try_from(map)?;
                 for (k, v) in entries {

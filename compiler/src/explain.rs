@@ -238,6 +238,14 @@ fn human(e: &Explanation) -> String {
                     g.hash, g.candidates[h].0.node
                 );
             }
+            if g.order.len() > 1 {
+                let order: Vec<&str> = g.order.iter().map(|i| g.candidates[*i].0.node.as_str()).collect();
+                let _ = writeln!(
+                    out,
+                    "         failover order: {} (the first live one; then by rendezvous weight)",
+                    order.join(" → ")
+                );
+            }
             match (g.assignment.failed_over(), g.assignment.chosen) {
                 (true, Some(c)) => {
                     let _ = writeln!(
@@ -323,6 +331,7 @@ pub fn to_json(e: &Explanation) -> Value {
             "candidates": g.candidates.iter().map(|(c, h)| json!({"node": c.node, "ip": c.ip.to_string(), "healthy": h})).collect::<Vec<_>>(),
             "hash": format!("0x{:08x}", g.hash),
             "hashed_index": g.assignment.hashed,
+            "failover_order": g.order,
             "chosen_index": g.assignment.chosen,
             "failed_over": g.assignment.failed_over(),
         })
