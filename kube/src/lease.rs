@@ -73,7 +73,7 @@
 //! # }
 //! ```
 
-use crate::watch::ApiCall;
+use crate::watch::{ApiCall, Backoff};
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
@@ -725,30 +725,6 @@ impl OwnerTable {
             }
         }
         t
-    }
-}
-
-/// Exponential backoff between watch retries, reset by the watcher after
-/// every event.
-#[derive(Debug)]
-struct Backoff {
-    min: Duration,
-    max: Duration,
-    next: Duration,
-}
-
-impl Iterator for Backoff {
-    type Item = Duration;
-    fn next(&mut self) -> Option<Duration> {
-        let d = self.next;
-        self.next = (self.next * 2).min(self.max);
-        Some(d)
-    }
-}
-
-impl kube::runtime::utils::Backoff for Backoff {
-    fn reset(&mut self) {
-        self.next = self.min;
     }
 }
 

@@ -293,12 +293,12 @@ impl<F: Fact> ListState<F> {
 }
 
 /// Exponential backoff, doubling from `min` to `max`; reset by the watcher
-/// after every successful event.
+/// after every successful event (also the lease watch's, `crate::lease`).
 #[derive(Debug)]
-struct Backoff {
-    min: Duration,
-    max: Duration,
-    next: Duration,
+pub(crate) struct Backoff {
+    pub(crate) min: Duration,
+    pub(crate) max: Duration,
+    pub(crate) next: Duration,
 }
 
 impl Iterator for Backoff {
