@@ -294,13 +294,14 @@ pub struct DecisionTable {
 /// programs write, and the gateways' liveness and the floating slots'
 /// owners, which the node's agent writes): state maps wherever they appear
 /// with an empty image ([`Artifact::new`] marks them), kept across swaps.
-pub const TEMPLATE_STATE_MAPS: [&str; 6] = [
+pub const TEMPLATE_STATE_MAPS: [&str; 7] = [
     crate::templates::map::NAT_V4,
     crate::templates::map::RNAT_V4,
     crate::templates::map::GW_STATS,
     crate::templates::map::PROBE_RX,
     crate::templates::map::FLOAT_OWNER,
     crate::templates::map::GW_LIVE,
+    crate::templates::map::GW_DOWN,
 ];
 
 /// The manifest (`NODE.artifact.json`).

@@ -220,6 +220,9 @@ pub mod map {
     /// Gateway liveness as this node's agent sees it (read by the source
     /// classifier; see [`super::GatewayLive`]).
     pub const GW_LIVE: &str = "egret_gw_live";
+    /// How many gateways `egret_gw_live` marks down (the classifier's fast
+    /// path; see [`super::GatewaysDown`]).
+    pub const GW_DOWN: &str = "egret_gw_down";
     /// The last probe reply received from each node (written by
     /// `egret_tunnel_in`, read by the agent; see [`super::probe::ProbeRx`]).
     pub const PROBE_RX: &str = "egret_probe_rx";
@@ -1272,6 +1275,53 @@ pub mod probe {
                 max_entries: super::PROBE_RX_MAX,
                 flags: 0,
             }
+        }
+    }
+}
+
+/// The one entry of `egret_gw_down` — array, key `u32` 0, value 4, one
+/// entry, a state map written by the node's agent with `egret_gw_live`:
+/// `u32` host count @0 of the gateways `egret_gw_live` marks down. The source
+/// classifier reads it first: 0 means no gateway is down, so the first target
+/// of a failover choice is taken without looking its gateway up in
+/// `egret_gw_live` (an array lookup the kernel inlines instead of a hash
+/// lookup per packet). The agent writes a down entry before raising the count
+/// and lowers the count only after deleting entries; a count that is
+/// transiently non-zero just takes the per-gateway path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GatewaysDown {
+    /// Gateways marked down.
+    pub count: u32,
+}
+
+impl GatewaysDown {
+    /// Value size.
+    pub const SIZE: usize = 4;
+    /// The only key.
+    pub const KEY: [u8; 4] = [0; 4];
+
+    /// The value bytes.
+    #[must_use]
+    pub fn value(&self) -> [u8; Self::SIZE] {
+        self.count.to_le_bytes()
+    }
+
+    /// Decodes a value.
+    #[must_use]
+    pub fn from_bytes(value: &[u8]) -> Option<GatewaysDown> {
+        Some(GatewaysDown { count: u32::from_le_bytes(value.get(0..4)?.try_into().ok()?) })
+    }
+
+    /// The map's definition.
+    #[must_use]
+    pub fn map_def() -> MapDef {
+        MapDef {
+            name: map::GW_DOWN.to_owned(),
+            kind: MapKind::Array,
+            key_size: 4,
+            value_size: Self::SIZE as u32,
+            max_entries: 1,
+            flags: 0,
         }
     }
 }

@@ -726,8 +726,10 @@ impl Emitter<'_> {
     /// any other): `egret_choices[slot bits]` holds the choice's targets in
     /// failover order; the first whose gateway has no down flag in
     /// `egret_gw_live` (no entry = up) becomes the stored outcome (verdict
-    /// and gateway; the rule stays); none → `drop-no-gateway`. Unrolled over
-    /// [`MAX_FAILOVER`] targets; `r7` holds the choice, `r8` its count.
+    /// and gateway; the rule stays); none → `drop-no-gateway`. While
+    /// `egret_gw_down[0]` is 0 (no gateway down) the first target is taken at
+    /// once. Unrolled over [`MAX_FAILOVER`] targets; `r7` holds the choice,
+    /// `r8` its count.
     fn choose(&mut self) {
         let resolved = self.b.new_label("chosen");
         let none = self.b.new_label("choose_none");
@@ -744,6 +746,16 @@ impl Emitter<'_> {
         self.emit(I::mov64_reg(Reg::R7, Reg::R0));
         self.emit(I::load(Size::W, Reg::R8, Reg::R7, 0));
         let takes: Vec<Label> = (0..MAX_FAILOVER).map(|i| self.b.new_label(&format!("choose_take{i}"))).collect();
+        let walk = self.b.new_label("choose_walk");
+        self.b.jmp32_imm(JmpCond::Eq, Reg::R8, 0, none);
+        self.emit(I::mov32_imm(Reg::R1, 0));
+        self.emit(I::store_reg(Size::W, Reg::R10, Reg::R1, KEY_FP));
+        let at = self.lookup(tables::GW_DOWN, KEY_FP);
+        self.note(at, "egret_gw_down[0]: no gateway down → the first target, no egret_gw_live lookup".into());
+        self.b.jmp_imm(JmpCond::Eq, Reg::R0, 0, walk);
+        self.emit(I::load(Size::W, Reg::R1, Reg::R0, 0));
+        self.b.jmp32_imm(JmpCond::Eq, Reg::R1, 0, takes[0]);
+        self.b.bind(walk);
         for (i, take) in takes.iter().enumerate() {
             let off = egret_bpf::choices::target_offset(i) as i16;
             let at = self.b.jmp32_imm(JmpCond::Le, Reg::R8, i as i32, none);

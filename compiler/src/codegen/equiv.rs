@@ -66,7 +66,7 @@ use egret_bpf::artifact::{self, Artifact, ArtifactError};
 use egret_bpf::elf::{self, ElfError};
 use egret_bpf::interp::{self, Fault, MapStore, RunInput, RunOutcome};
 use egret_bpf::program::HoleError;
-use egret_bpf::templates::GatewayLive;
+use egret_bpf::templates::{GatewayLive, GatewaysDown};
 use egret_bpf::verifier::{self, VerifyErrors};
 use egret_bpf::{MapDef, Program};
 use egret_lang::net::{Cidr, Family, family_max, ip_to_u128, u128_to_ip};
@@ -609,7 +609,7 @@ fn observed_effect(out: &RunOutcome) -> Result<Effect, String> {
 }
 
 /// Makes `egret_gw_live` in `store` hold exactly `down` (each with the down
-/// flag), if the program has that map.
+/// flag) and `egret_gw_down` their number, as the agent keeps them.
 fn set_liveness(store: &mut MapStore, current: &mut Vec<Ipv4Addr>, down: &[Ipv4Addr]) -> Result<(), EquivError> {
     if current.as_slice() == down {
         return Ok(());
@@ -623,6 +623,8 @@ fn set_liveness(store: &mut MapStore, current: &mut Vec<Ipv4Addr>, down: &[Ipv4A
         let entry = GatewayLive { gateway: *g, down: true };
         store.update(tables::GW_LIVE, &entry.key(), &entry.value(), 0).map_err(|e| problem(e.to_string()))?;
     }
+    let count = GatewaysDown { count: down.len() as u32 };
+    store.update(tables::GW_DOWN, &GatewaysDown::KEY, &count.value(), 0).map_err(|e| problem(e.to_string()))?;
     *current = down.to_vec();
     Ok(())
 }

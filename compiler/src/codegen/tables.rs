@@ -10,12 +10,15 @@
 //! | `egret_dst_v6` | `LPM_TRIE` | `{u32 prefixlen = 32 + len, u32 class (big endian), u8 addr[16]}` | [`ActionRecord`] | maps, IPv6 endpoints |
 //! | `egret_choices` | `ARRAY` | `u32` choice index ([`choices`]) | [`choice_value`] ([`egret_bpf::choices`]) | both, when the plan has egress |
 //! | `egret_gw_live` | `HASH`, state | `u32` gateway IPv4 (host order) | `u32` flags, bit 0 down ([`egret_bpf::templates::GatewayLive`]) | both, when the plan has egress |
+//! | `egret_gw_down` | `ARRAY`, state, 1 entry | `u32` 0 | `u32` gateways marked down ([`egret_bpf::templates::GatewaysDown`]) | both, when the plan has egress |
 //!
 //! An egress outcome names a *choice* (the endpoint's gateways in failover
 //! order): its verdict is [`Reason::Choose`] with the choice's index in
 //! place of the slot, and `finish` resolves it through `egret_choices` and
 //! `egret_gw_live` (the first target whose gateway has no down flag) into a
-//! redirect, a local egress or a `no-gateway` drop. The targets' verdicts
+//! redirect, a local egress or a `no-gateway` drop; while `egret_gw_down`
+//! says no gateway is down, the first target is taken without the
+//! `egret_gw_live` lookups. The targets' verdicts
 //! are those the resolved outcome stores (`reason | slot << 8`, the gateway
 //! in host order — this node's own address for local egress).
 //!
@@ -44,7 +47,7 @@ use crate::plan::{ClassId, Plan};
 use egret_bpf::artifact::{CounterLabel, CounterMap, MapImage};
 use egret_bpf::choices::ChoiceTarget;
 use egret_bpf::maps::MapDefError;
-use egret_bpf::templates::GatewayLive;
+use egret_bpf::templates::{GatewayLive, GatewaysDown};
 use egret_bpf::{MapDef, MapKind};
 use egret_lang::net::{Cidr, Family};
 use std::collections::{BTreeMap, BTreeSet};
@@ -56,7 +59,7 @@ pub const GW_PROGS: &str = "egret_gw_progs";
 pub const DST_V4: &str = "egret_dst_v4";
 pub const DST_V6: &str = "egret_dst_v6";
 pub use egret_bpf::choices::MAP as CHOICES;
-pub use egret_bpf::templates::map::GW_LIVE;
+pub use egret_bpf::templates::map::{GW_DOWN, GW_LIVE};
 
 /// The distinct choices of a plan's egress actions, sorted: the index of a
 /// choice here is its `egret_choices` key.
@@ -228,6 +231,7 @@ pub fn map_defs(plan: &Plan, rules: &Rules, layout: Layout) -> Result<Vec<MapDef
     if has_egress(plan) {
         v.push(MapDef::new(CHOICES, MapKind::Array, 4, egret_bpf::choices::VALUE_SIZE, n(choices(plan).len()))?);
         v.push(GatewayLive::map_def());
+        v.push(GatewaysDown::map_def());
     }
     if layout == Layout::Maps {
         // without endpoints the program never looks up: an empty `egret_dst_v4`

@@ -89,9 +89,9 @@ pub struct Ran {
 
 impl Loaded {
     /// Makes `egret_gw_live` hold exactly `down` (each with the down flag;
-    /// `before` is what it held).
+    /// `before` is what it held) and `egret_gw_down` their number.
     pub fn set_down(&mut self, before: &[std::net::Ipv4Addr], down: &[std::net::Ipv4Addr]) -> Result<(), String> {
-        use egret_bpf::templates::GatewayLive;
+        use egret_bpf::templates::{GatewayLive, GatewaysDown};
         let map = self.bpf.map_mut(tables::GW_LIVE).ok_or("no map egret_gw_live")?;
         let mut m: aya::maps::HashMap<_, [u8; 4], [u8; 4]> =
             aya::maps::HashMap::try_from(map).map_err(|e| e.to_string())?;
@@ -102,6 +102,9 @@ impl Loaded {
             let e = GatewayLive { gateway: *g, down: true };
             m.insert(e.key(), e.value(), 0).map_err(|e| e.to_string())?;
         }
+        let map = self.bpf.map_mut(tables::GW_DOWN).ok_or("no map egret_gw_down")?;
+        let mut count: aya::maps::Array<_, [u8; 4]> = aya::maps::Array::try_from(map).map_err(|e| e.to_string())?;
+        count.set(0, GatewaysDown { count: down.len() as u32 }.value(), 0).map_err(|e| e.to_string())?;
         Ok(())
     }
 

@@ -23,7 +23,8 @@
 //!    sequence number (one per tick, increasing, wrapping), `sender` = the
 //!    node's IPv4 and `sent_ns` = the tick's `CLOCK_MONOTONIC` time. A send
 //!    that fails is counted; the probe stays outstanding and is missed.
-//! 5. **Dataplane**: `egret_gw_live` holds exactly the down targets: a down
+//! 5. **Dataplane**: `egret_gw_live` holds exactly the down targets (and
+//!    `egret_gw_down`, written after it, their number): a down
 //!    gateway has an entry with `GL_F_DOWN`, an up (or unknown) one has
 //!    none — *deleted*, not written as up, because no entry already means
 //!    up to the classifier and the map then lists only what is out of
@@ -57,8 +58,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use egret_bpf::MapDef;
-use egret_bpf::templates::GatewayLive;
 use egret_bpf::templates::probe::{Kind, Probe, ProbeRx};
+use egret_bpf::templates::{GatewayLive, GatewaysDown};
 use egret_loader::tunnel::DEFAULT_DSTPORT;
 use egret_loader::{PinLayout, StateMap, StateMapError};
 
@@ -360,6 +361,7 @@ impl Probing {
         self.status.at_ns = now_ns;
         let probe_rx = self.open(&ProbeRx::map_def(), false);
         let gw_live = self.open(&GatewayLive::map_def(), true);
+        let gw_down = self.open(&GatewaysDown::map_def(), true);
         self.status.probe_rx_pinned = probe_rx.is_some();
         self.status.gw_live_pinned = gw_live.is_some();
         let Some(targets) = self.targets.clone() else { return Vec::new() };
@@ -443,7 +445,7 @@ impl Probing {
 
         // 5. dataplane
         let full = match &gw_live {
-            Some(live) => self.write(live),
+            Some(live) => self.write(live, gw_down.as_ref()),
             None => {
                 self.live_id = None;
                 self.written.clear();
@@ -492,9 +494,12 @@ impl Probing {
         }
     }
 
-    /// Makes `live` hold exactly the down targets (module doc, step 5);
-    /// true if it was a full rewrite.
-    fn write(&mut self, live: &StateMap) -> bool {
+    /// Makes `live` hold exactly the down targets (module doc, step 5), then
+    /// `count` (`egret_gw_down`, the classifier's fast path) their number —
+    /// after the entries, so a non-zero count never lags a new down entry
+    /// and a zero count never precedes the last deletion; true if it was a
+    /// full rewrite.
+    fn write(&mut self, live: &StateMap, count: Option<&StateMap>) -> bool {
         let down: BTreeSet<Ipv4Addr> =
             self.machines.iter().filter(|(_, m)| m.state().is_down()).map(|(gw, _)| *gw).collect();
         let full = self.dirty || self.live_id != Some(live.id()) || self.since_full >= self.config.rewrite_ticks();
@@ -535,6 +540,12 @@ impl Probing {
                     self.written.insert(*gw);
                 }
                 Err(e) => errors.push(e),
+            }
+        }
+        if let Some(count) = count {
+            let value = GatewaysDown { count: u32::try_from(self.written.len()).unwrap_or(u32::MAX) };
+            if let Err(e) = count.set(&GatewaysDown::KEY, &value.value()) {
+                errors.push(e);
             }
         }
         self.dirty = !errors.is_empty();
