@@ -99,11 +99,39 @@ fn gateway_of(ip: Ipv4Addr) -> Option<NodeSpec> {
     NODES.iter().find(|n| n.egress_ips.contains(&ip)).copied()
 }
 
+/// A thread that runs `step` until it is stopped (or `step` says it is
+/// done), joined when stopped or dropped.
+struct Looping {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Looping {
+    fn spawn(mut step: impl FnMut() -> bool + Send + 'static) -> Looping {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s2 = stop.clone();
+        let thread = std::thread::spawn(move || while !s2.load(Ordering::Relaxed) && step() {});
+        Looping { stop, thread: Some(thread) }
+    }
+
+    fn stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Looping {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 /// The server side of a stream: receive times and sources.
 struct Recorder {
-    stop: Arc<AtomicBool>,
     seen: Arc<Mutex<Vec<(Instant, Ipv4Addr)>>>,
-    thread: Option<JoinHandle<()>>,
+    _thread: Looping,
 }
 
 impl Recorder {
@@ -115,20 +143,18 @@ impl Recorder {
                 .map_err(|e| ClusterError::Io { what: "recorder timeout".into(), source: e })?;
             Ok(s)
         })?;
-        let stop = Arc::new(AtomicBool::new(false));
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let (s2, seen2) = (stop.clone(), seen.clone());
-        let thread = std::thread::spawn(move || {
-            let mut buf = [0u8; 64];
-            while !s2.load(Ordering::Relaxed) {
-                if let Ok((_, std::net::SocketAddr::V4(from))) = socket.recv_from(&mut buf)
-                    && let Ok(mut v) = seen2.lock()
-                {
-                    v.push((Instant::now(), *from.ip()));
-                }
+        let seen2 = seen.clone();
+        let mut buf = [0u8; 64];
+        let thread = Looping::spawn(move || {
+            if let Ok((_, std::net::SocketAddr::V4(from))) = socket.recv_from(&mut buf)
+                && let Ok(mut v) = seen2.lock()
+            {
+                v.push((Instant::now(), *from.ip()));
             }
+            true
         });
-        Ok(Recorder { stop, seen, thread: Some(thread) })
+        Ok(Recorder { seen, _thread: thread })
     }
 
     fn snapshot(&self) -> Vec<(Instant, Ipv4Addr)> {
@@ -136,20 +162,10 @@ impl Recorder {
     }
 }
 
-impl Drop for Recorder {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
 /// The pod side: one datagram every [`STREAM_EVERY`], for at most [`STREAM_MAX`].
 struct Stream {
-    stop: Arc<AtomicBool>,
     sent: Arc<std::sync::atomic::AtomicU64>,
-    thread: Option<JoinHandle<()>>,
+    thread: Looping,
 }
 
 impl Stream {
@@ -161,30 +177,25 @@ impl Stream {
                 .map_err(|e| ClusterError::Io { what: "connecting the stream".into(), source: e })?;
             Ok(s)
         })?;
-        let stop = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let (s2, sent2) = (stop.clone(), sent.clone());
-        let thread = std::thread::spawn(move || {
-            let started = Instant::now();
-            let mut seq: u64 = 0;
-            while !s2.load(Ordering::Relaxed) && started.elapsed() < STREAM_MAX {
-                // a send may fail while routes flap; the stream goes on
-                if socket.send(&seq.to_be_bytes()).is_ok() {
-                    sent2.fetch_add(1, Ordering::Relaxed);
-                }
-                seq += 1;
-                std::thread::sleep(STREAM_EVERY);
+        let sent2 = sent.clone();
+        let started = Instant::now();
+        let mut seq: u64 = 0;
+        let thread = Looping::spawn(move || {
+            // a send may fail while routes flap; the stream goes on
+            if socket.send(&seq.to_be_bytes()).is_ok() {
+                sent2.fetch_add(1, Ordering::Relaxed);
             }
+            seq += 1;
+            std::thread::sleep(STREAM_EVERY);
+            started.elapsed() < STREAM_MAX
         });
-        Ok(Stream { stop, sent, thread: Some(thread) })
+        Ok(Stream { sent, thread })
     }
 
     /// Stops the stream; the datagrams sent.
     fn finish(mut self) -> u64 {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.thread.stop();
         self.sent.load(Ordering::Relaxed)
     }
 }
@@ -201,15 +212,6 @@ pub struct AgentKill {
     pub moved: u64,
     /// Whether the pod's node ever marked the gateway down.
     pub marked_down: bool,
-}
-
-impl Drop for Stream {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
 }
 
 impl MiniCluster {
