@@ -27,8 +27,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, UdpSocket};
 
 use common::*;
-use egret_bpf::templates::GatewayLive;
 use egret_bpf::templates::probe::{Kind, Probe, ProbeRx};
+use egret_bpf::templates::{GatewayLive, GatewaysDown};
 use egret_loader::{PinLayout, StateMap};
 use egret_runtime::ha::liveness::State;
 use egret_runtime::ha::probe::{ErrorCounts, Prober, ProberConfig, Probing};
@@ -72,6 +72,12 @@ impl Datapath {
     }
 
     /// `egret_gw_live` as the classifier reads it: gateway → down.
+    /// `egret_gw_down[0]`.
+    fn down_count(&self) -> u32 {
+        let v = self.map(&GatewaysDown::map_def()).get(&GatewaysDown::KEY).expect("reads").expect("an array entry");
+        GatewaysDown::from_bytes(&v).expect("decodes").count
+    }
+
     fn live(&self) -> BTreeMap<Ipv4Addr, bool> {
         let m = self.map(&GatewayLive::map_def());
         m.keys()
@@ -129,7 +135,10 @@ fn the_prober_writes_egret_gw_live_from_replies_in_real_maps() {
         // (adopted), STALE down (not a target: deleted), and a reply to
         // ANSWERS with a big seq sent before this prober started (ignored)
         std::fs::create_dir_all(layout.state_dir()).expect("state dir");
-        pinned_maps::create_pinned(&layout.state_dir(), &[GatewayLive::map_def(), ProbeRx::map_def()]);
+        pinned_maps::create_pinned(
+            &layout.state_dir(),
+            &[GatewayLive::map_def(), ProbeRx::map_def(), GatewaysDown::map_def()],
+        );
         for gw in [SILENT, STALE] {
             let e = GatewayLive { gateway: gw, down: true };
             dp.map(&GatewayLive::map_def()).set(&e.key(), &e.value()).expect("seed");
@@ -158,6 +167,7 @@ fn the_prober_writes_egret_gw_live_from_replies_in_real_maps() {
         assert_eq!(changes.len(), 1, "{changes:?}");
         assert_eq!((changes[0].0, changes[0].1.to), (ANSWERS, State::Down), "down after exactly 3 misses");
         assert_eq!(dp.live(), down(&[ANSWERS, SILENT]));
+        assert_eq!(dp.down_count(), 2, "egret_gw_down counts the down entries (the classifier's fast path)");
 
         // it answers again: down through 9 answered ticks, up at the 10th
         dp.answering = true;
@@ -169,6 +179,7 @@ fn the_prober_writes_egret_gw_live_from_replies_in_real_maps() {
         let changes = tick(&mut p, &dp);
         assert_eq!((changes.len(), changes[0].1.to), (1, State::Up), "{changes:?}");
         assert_eq!(dp.live(), down(&[SILENT]), "cleared after the hold-down");
+        assert_eq!(dp.down_count(), 1, "and the count follows");
         let g = &p.status().gateways[&ANSWERS];
         assert_eq!((g.went_down, g.went_up, g.rtt.count), (1, 1, 10));
         assert_eq!(g.last_rtt, Some(std::time::Duration::from_micros(250)));
