@@ -230,6 +230,8 @@ fn declare_gateways(world: &World, m: &mut Module, keys: &[&ClassKey]) {
 fn served(world: &World, node: NodeId, memo: &mut ClassMemo) -> Vec<Served> {
     let mut out: BTreeMap<crate::resolve::SlotId, BTreeSet<ServedSource>> = BTreeMap::new();
     let policies: BTreeSet<PolicyId> = world.gateway_entries_on(node).iter().map(|(p, _)| *p).collect();
+    let mine: BTreeSet<crate::resolve::SlotId> =
+        world.slots().iter().filter(|s| s.gateway == node).map(|s| s.id).collect();
     for p in policies {
         let pol = world.policy(p);
         for &e in world.selection(p) {
@@ -237,17 +239,13 @@ fn served(world: &World, node: NodeId, memo: &mut ClassMemo) -> Vec<Served> {
             let Action::Egress(choice) = action else { continue };
             let t = memo.for_endpoint(world, e);
             let ep = world.endpoint(e);
-            for target in choice.targets() {
-                let Some(slot) = world.slot_by_id(target.slot) else { continue };
-                if slot.gateway != node {
-                    continue;
-                }
+            for target in choice.targets().iter().filter(|t| mine.contains(&t.slot)) {
                 // a remote endpoint's packets arrive through the tunnel from its node
                 let from = if target.local { None } else { ep.node.and_then(|n| world.node(n).ip) };
                 for ip in &ep.ips {
                     let fam = Family::of(ip);
                     if pol.has_family(fam) && t.reach.contains(&(fam, action)) {
-                        out.entry(slot.id).or_default().insert(ServedSource {
+                        out.entry(target.slot).or_default().insert(ServedSource {
                             ip: *ip,
                             endpoint: ep.key.clone(),
                             from,
