@@ -729,7 +729,13 @@ mod tests {
             assert!(w[1].sent_ns > w[0].sent_ns, "CLOCK_MONOTONIC send times: {probes:?}");
         }
         assert!(probes[0].sent_ns <= monotonic_ns());
-        let status = prober.status();
+        // the status is published at the end of a tick, after its probes went out
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        let mut status = prober.status();
+        while status.ticks < 5 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+            status = prober.status();
+        }
         assert!(status.ticks >= 5 && status.gateways.contains_key(&Ipv4Addr::LOCALHOST), "{status:?}");
         // no maps pinned: not an error, nothing judged, nothing written
         assert_eq!(status.errors, ErrorCounts::default(), "{status:?}");
