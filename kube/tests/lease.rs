@@ -29,8 +29,12 @@ const WAIT: Duration = Duration::from_secs(10);
 /// The timeout of each lease call (generous: the tests run side by side).
 const CALL: Duration = Duration::from_secs(3);
 const NS: &str = "egret-system";
-/// Scheduling slack allowed past a call's timeout (two cores, tests side by side).
-const SLACK: Duration = Duration::from_millis(200);
+/// Scheduling slack allowed past a call's timeout (two cores, tests side by
+/// side, CI building beside them): the point is that the call ends at its
+/// timeout, well before the 5 s the test server holds its answer back — not
+/// how precisely a loaded machine schedules it (TESTING.md: no duration is
+/// asserted as a performance figure).
+const SLACK: Duration = Duration::from_millis(1500);
 
 async fn server() -> ApiServer {
     ApiServer::start_with(Options { tls: true, token: Some("lease-token".into()) }, None).await
