@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use egret_runtime::failover::{Failure, Trial};
-use egret_runtime::minicluster::{self, MiniCluster, POLICY_FILE};
+use egret_runtime::minicluster::{self, MiniCluster};
 use serde::Serialize;
 
 /// What to run.
@@ -145,11 +145,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         opts.agent.display()
     );
     let mut c = MiniCluster::start("bfo", Path::new(&opts.agent))?;
-    let before: Vec<_> = ["worker-1", "worker-2", "gateway-2"].iter().map(|n| (*n, c.generation(n))).collect();
-    c.write_snapshot_file(POLICY_FILE, &MiniCluster::failover_policy())?;
-    for (n, g) in before {
-        c.wait_swap(n, g)?;
-    }
+    c.apply_failover_policy()?;
     let mut all: Vec<Trial> = Vec::new();
     for failure in Failure::ALL {
         for i in 0..opts.trials {

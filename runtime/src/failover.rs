@@ -397,6 +397,21 @@ impl MiniCluster {
         })
     }
 
+    /// Writes [`MiniCluster::failover_policy`] and waits until the nodes it
+    /// changes have swapped (the workers and `gateway-2`; `gateway-1` keeps
+    /// its slot and sources, so its artifact may not change).
+    ///
+    /// # Errors
+    /// The write, or a node that does not swap in time.
+    pub fn apply_failover_policy(&mut self) -> Result<(), ClusterError> {
+        let before: Vec<_> = ["worker-1", "worker-2", "gateway-2"].iter().map(|n| (*n, self.generation(n))).collect();
+        self.write_snapshot_file(crate::minicluster::POLICY_FILE, &MiniCluster::failover_policy())?;
+        for (n, g) in before {
+            self.wait_swap(n, g)?;
+        }
+        Ok(())
+    }
+
     /// Removes everything egret pinned on a node (its agent stopped first)
     /// and starts the agent again on the empty root: a fresh generation,
     /// attached everywhere.

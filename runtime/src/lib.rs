@@ -377,12 +377,6 @@ impl Agent {
         Ok(())
     }
 
-    /// What the prober sees now (`None` before it started or without probes).
-    #[must_use]
-    pub fn probes(&self) -> Option<ha::probe::ProberStatus> {
-        self.prober.as_ref().map(ha::probe::Prober::status)
-    }
-
     /// Syncs now, then whenever the snapshot changes, until `stop` returns
     /// true (checked every [`POLL`]); `report` sees every sync's outcome.
     ///

@@ -32,7 +32,7 @@ pub fn status(root: &Path, json: bool) -> Result<String, LoaderError> {
     let st = inspect::status(root)?;
     let gw = gateways(root);
     Ok(if json {
-        let mut v: serde_json::Value = serde_json::from_str(&st.to_json()).unwrap_or_default();
+        let mut v = serde_json::to_value(&st).unwrap_or_default();
         v["gateways"] = serde_json::to_value(&gw).unwrap_or_default();
         format!("{v:#}\n")
     } else {

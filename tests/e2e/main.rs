@@ -352,12 +352,7 @@ fn a_failed_gateway_hands_its_endpoints_to_the_other_without_a_leak() {
         return;
     }
     with_cluster("e2efo", |c| {
-        // gateway-1 keeps its slot and sources (its artifact may not change)
-        let before = ["worker-1", "worker-2", "gateway-2"].map(|n| (n, c.generation(n)));
-        c.write_snapshot_file(POLICY_FILE, &MiniCluster::failover_policy()).expect("write policy");
-        for (n, g) in before {
-            c.wait_swap(n, g).expect("the workers and gateway-2 swap to the failover policy");
-        }
+        c.apply_failover_policy().expect("the workers and gateway-2 swap to the failover policy");
         let egress = [EGRESS_IP, minicluster::EGRESS_IP_3];
         for failure in Failure::ALL {
             let t = c.failover_trial("egress-1", failure).expect("the trial runs");
