@@ -149,6 +149,23 @@ pub struct GatewaySpec {
     pub node_selector: LabelSelector,
     pub egress_ip: Option<Spanned<IpAddr>>,
     pub interface: Option<Spanned<String>>,
+    /// A *floating* egress IP (egret extension, SEMANTICS.md "Gateways"): the
+    /// span of the opt-in — the `egret.dev/floating-egress-ip: "true"`
+    /// annotation's value in YAML, the `floating` keyword in `.egret`. Set
+    /// only on entries with an `egressIP`: every node the entry's
+    /// nodeSelector matches is a candidate for holding the address.
+    pub floating: Option<Span>,
+}
+
+/// The annotation that makes a `CiliumEgressGatewayPolicy`'s egress IPs
+/// floating (the only accepted value is `"true"`).
+pub const FLOATING_ANNOTATION: &str = "egret.dev/floating-egress-ip";
+
+impl GatewaySpec {
+    /// The floating egress IP of this entry, if it has one.
+    pub fn floating_ip(&self) -> Option<IpAddr> {
+        self.floating.and(self.egress_ip.as_ref()).map(|ip| ip.value)
+    }
 }
 
 /// A `v1` Node.

@@ -120,6 +120,18 @@ codes! {
     "`egressGateway` is ignored because `egressGateways` is set",
     "When `egressGateways` is non-empty, `egressGateway` has no effect.\n\nFix: move the gateway into `egressGateways` or delete it.";
 
+    INVALID_FLOATING_ANNOTATION = "E0118", "invalid-floating-annotation", Error,
+    "the `egret.dev/floating-egress-ip` annotation has a value other than `\"true\"`",
+    "The annotation `egret.dev/floating-egress-ip: \"true\"` on a CiliumEgressGatewayPolicy makes every `egressIP` of its gateway entries floating: any node the entry's nodeSelector matches may hold it, one at a time (docs/FAILOVER.md). Any other value is a mistake egret will not guess at (annotation values are strings: `true` unquoted is a YAML boolean).\n\nExample:\n    metadata:\n      annotations:\n        egret.dev/floating-egress-ip: \"yes\"\n\nFix: write `\"true\"`, or remove the annotation for a fixed egress IP.";
+
+    FLOATING_IPV6 = "E0119", "floating-ipv6", Error,
+    "a floating egress IP is an IPv6 address",
+    "Floating egress IPs are IPv4 only for now: the gateway datapath translates IPv4 only, and an IPv6 address cannot move between gateways yet.\n\nExample:\n    via nodes(egress = true) floating ip 2001:db8::50\n\nFix: float an IPv4 address, or drop `floating` (the annotation) and use a fixed IPv6 egress IP.";
+
+    FLOATING_MIXED = "E0120", "floating-mixed", Error,
+    "some `via … ip` lines of a policy are floating and others are not",
+    "In a CiliumEgressGatewayPolicy the opt-in is one annotation for the whole policy: it makes every `egressIP` of the policy floating. A `.egret` policy that floats some of its egress IPs and not others cannot be written as a CRD (`egret convert` would change its meaning).\n\nExample:\n    via nodes(zone = a) floating ip 198.51.100.50\n    via nodes(zone = b) ip 198.51.100.51\n\nFix: write `floating` on every `via … ip` line of the policy, or on none (or split the policy).";
+
     EXCLUSION_NO_EFFECT = "W0201", "exclusion-without-effect", Warning,
     "an excluded CIDR lies outside every destination CIDR of its policy",
     "An excluded CIDR only removes addresses from its own policy's destinations (SEMANTICS.md, deliberate difference 2). One that overlaps none of them does nothing in egret.\n\nExample: destinations `52.0.0.0/8`, excluded `10.0.0.0/8`.\n\nFix: remove it, or add the destination it was meant to carve.";
@@ -179,6 +191,18 @@ codes! {
     INVALID_OBJECT = "W0309", "invalid-snapshot-object", Warning,
     "a snapshot object has an invalid or unusable field and is partly ignored",
     "Example: a pod IP that is not an address, a node without InternalIP used as a gateway.\n\nFix: regenerate the snapshot with `kubectl get -o yaml`.";
+
+    FLOATING_CANDIDATES_DIFFER = "E0310", "floating-ip-candidates-differ", Error,
+    "one floating egress IP is claimed by policies whose candidate nodes differ",
+    "Every node that may hold a floating egress IP serves one shared slot for it and forwards its traffic to the current holder, so all policies that float the same IP must agree on which nodes may hold it. When they do not, egret cannot tell which nodes are candidates: the floating gateway entries of every policy claiming the IP resolve to no gateway and their traffic is dropped (`no-gateway`) rather than sent from the IP by a node that should not hold it. Other policies are not affected.\n\nExample: policy `a` floats 198.51.100.50 over nodes with `egress=true`, policy `b` floats it over nodes with `zone=a`.\n\nFix: give the policies the same gateway nodeSelector, or float different IPs.";
+
+    FLOATING_IP_IS_NODE_ADDRESS = "E0311", "floating-ip-is-node-address", Error,
+    "a floating egress IP is a fixed address of a node",
+    "A floating egress IP is added to and removed from its current holder by egret (as a /32). A node whose facts hold it with a shorter prefix has it configured as its own, fixed address: two nodes would answer for it. The floating gateway entries claiming the IP resolve to no gateway and their traffic is dropped (`no-gateway`).\n\nExample: node `gw-1` has `198.51.100.50/24` on `eth1` and a policy floats 198.51.100.50.\n\nFix: remove the address from the node's configuration (egret adds it where it is owned), or float another address.";
+
+    EGRESS_IP_ON_ONE_NODE = "W0312", "egress-ip-on-one-node", Warning,
+    "the policy's egress IP can only ever live on one node",
+    "An explicit `egressIP` that is configured on at most one of the policy's gateway nodes cannot move: when that node fails, its endpoints fail over to another gateway and leave from another IP, so partners that allow-list the IP drop them and established connections break.\n\nExample: `egressIP: 198.51.100.50` with gateway nodes `gw-1` (which holds it) and `gw-2`.\n\nFix: make the IP floating: the annotation `egret.dev/floating-egress-ip: \"true\"` on the policy (`floating ip` in `.egret`); any gateway node the entry selects can then hold it.";
 
     UNKNOWN_NODE = "E0401", "unknown-node", Error,
     "the node named on the command line is not in the snapshot",

@@ -4,7 +4,9 @@
 //! - one YAML document per policy, in the given order, separated by `---`;
 //!   `apiVersion: cilium.io/v2`, `kind: CiliumEgressGatewayPolicy`,
 //!   `metadata` with `name` (and `uid` when set; never `namespace`, which a
-//!   cluster-scoped object cannot have), then `spec`;
+//!   cluster-scoped object cannot have; the annotation
+//!   `egret.dev/floating-egress-ip: "true"` when a gateway entry has a
+//!   floating egress IP), then `spec`;
 //! - `spec` fields in CRD order: `selectors` (`podSelector`,
 //!   `namespaceSelector`, `nodeSelector`, each with `matchLabels` then
 //!   `matchExpressions` as `{key, operator, values}`; `{}` when empty),
@@ -20,7 +22,7 @@
 //!   deterministic; block style with list items at their parent key's indent,
 //!   as `kubectl get -o yaml` prints them.
 
-use crate::ast::{GatewaySpec, LabelSelector, Policy, SelectorItem};
+use crate::ast::{FLOATING_ANNOTATION, GatewaySpec, LabelSelector, Policy, SelectorItem};
 use std::fmt::Write as _;
 
 /// All policies as one multi-document YAML stream.
@@ -36,6 +38,9 @@ pub fn policy_to_yaml(p: &Policy) -> String {
     let _ = writeln!(out, "  name: {}", plain_or_quoted(&p.name.value));
     if let Some(uid) = &p.uid {
         let _ = writeln!(out, "  uid: {}", plain_or_quoted(uid));
+    }
+    if p.egress_gateway.iter().chain(&p.egress_gateways).any(|g| g.floating.is_some()) {
+        let _ = writeln!(out, "  annotations:\n    {FLOATING_ANNOTATION}: \"true\"");
     }
     out.push_str("spec:\n");
     if p.selectors.is_empty() {

@@ -278,16 +278,20 @@ impl Cx<'_> {
         let mut name = None;
         let mut uid = None;
         let mut namespace = None;
+        let mut floating = None;
         if let Some(m) = meta
             && let Some(mut mf) = self.fields(m, "metadata")
         {
             name = mf.get("name").and_then(|n| self.string(n, "metadata.name"));
             uid = mf.get("uid").and_then(Node::as_str).map(str::to_string);
             namespace = mf.get("namespace").and_then(|n| self.string(n, "metadata.namespace"));
-            for k in ["labels", "annotations"] {
-                if let Some(v) = mf.get(k) {
-                    self.fields(v, k);
-                }
+            if let Some(v) = mf.get("labels") {
+                self.fields(v, "labels");
+            }
+            if let Some(v) = mf.get("annotations")
+                && self.fields(v, "annotations").is_some()
+            {
+                floating = v.get(FLOATING_ANNOTATION).and_then(|v| self.floating_annotation(v));
             }
             mf.finish(self, "metadata", METADATA_FIELDS, |_| None);
         }
@@ -410,6 +414,10 @@ impl Cx<'_> {
                 }
             }
         }
+        // the annotation floats every egressIP of the policy's gateway entries
+        for g in p.egress_gateway.iter_mut().chain(&mut p.egress_gateways) {
+            g.floating = floating.filter(|_| g.egress_ip.is_some());
+        }
         if gw.is_none() && gws.is_none_or(|g| matches!(&g.kind, Kind::Seq(v) if v.is_empty())) {
             self.push(
                 Diagnostic::new(&codes::MISSING_FIELD, format!("policy `{}` has no gateway", p.name.value))
@@ -418,6 +426,37 @@ impl Cx<'_> {
             );
         }
         Some(p)
+    }
+
+    /// The value of the floating-egress-IP annotation: its span when it is
+    /// the string `"true"`, else an E0118 diagnostic and `None` (not floating).
+    fn floating_annotation(&mut self, v: &Node) -> Option<Span> {
+        let raw = v.as_str().unwrap_or("");
+        if raw == "true" && !v.is_non_string_scalar() {
+            return Some(v.span);
+        }
+        let (label, help) = if raw == "true" {
+            ("YAML reads this as a boolean; annotation values are strings", "quote it: \"true\"".to_string())
+        } else {
+            (
+                "not \"true\"",
+                "write `\"true\"` to make the policy's egress IPs floating, or remove the annotation for fixed ones"
+                    .to_string(),
+            )
+        };
+        self.push(
+            Diagnostic::new(
+                &codes::INVALID_FLOATING_ANNOTATION,
+                format!(
+                    "annotation `{FLOATING_ANNOTATION}` must be \"true\", found {}",
+                    v.as_str().map_or_else(|| v.describe().to_string(), |s| format!("`{s}`"))
+                ),
+            )
+            .primary(v.span, label)
+            .note("the egress IPs of this policy are not floating")
+            .help(help),
+        );
+        None
     }
 
     fn selector_item(&mut self, node: &Node) -> Option<SelectorItem> {
@@ -586,6 +625,7 @@ impl Cx<'_> {
             node_selector: node_selector.unwrap_or_else(|| LabelSelector::empty(node.span)),
             egress_ip,
             interface,
+            floating: None,
         })
     }
 

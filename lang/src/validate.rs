@@ -119,7 +119,48 @@ pub fn policy(p: &Policy) -> Vec<Diagnostic> {
             );
         }
     }
+    floating(p, &mut out);
     out
+}
+
+/// The floating opt-in: IPv4 only, and all or none of a policy's egress IPs
+/// (the CRD annotation is per policy).
+fn floating(p: &Policy, out: &mut Vec<Diagnostic>) {
+    let with_ip: Vec<&GatewaySpec> =
+        p.egress_gateway.iter().chain(&p.egress_gateways).filter(|g| g.egress_ip.is_some()).collect();
+    for g in &with_ip {
+        if let (Some(opt_in), Some(ip)) = (g.floating, &g.egress_ip)
+            && ip.value.is_ipv6()
+        {
+            out.push(
+                Diagnostic::new(
+                    &codes::FLOATING_IPV6,
+                    format!("floating egress IP {} is IPv6; floating IPv6 is not supported yet", ip.value),
+                )
+                .primary(ip.span, "an IPv6 address")
+                .secondary(opt_in, "made floating here")
+                .note(
+                    "egret's gateway datapath translates IPv4 only, and only an IPv4 address can move between gateways",
+                )
+                .help("float an IPv4 address, or make this egress IP fixed (remove `floating` / the annotation)"),
+            );
+        }
+    }
+    let (floating, fixed): (Vec<&GatewaySpec>, Vec<&GatewaySpec>) = with_ip.iter().partition(|g| g.floating.is_some());
+    if let (Some(f), Some(x)) = (floating.first(), fixed.first())
+        && let (Some(opt_in), Some(ip)) = (f.floating, &x.egress_ip)
+    {
+        out.push(
+            Diagnostic::new(
+                &codes::FLOATING_MIXED,
+                format!("policy `{}` floats some of its egress IPs but not {}", p.name.value, ip.value),
+            )
+            .primary(ip.span, "not floating")
+            .secondary(opt_in, "floating")
+            .note("the CRD's opt-in is one annotation that floats every `egressIP` of the policy")
+            .help("write `floating` on every `via … ip` line of this policy, or on none; or split the policy"),
+        );
+    }
 }
 
 fn selector(s: &LabelSelector, out: &mut Vec<Diagnostic>) {

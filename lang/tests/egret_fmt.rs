@@ -161,7 +161,13 @@ fn labels(pairs: &[(&str, &str)]) -> LabelSelector {
 }
 
 fn gw(zone: &str) -> GatewaySpec {
-    GatewaySpec { span: sp(), node_selector: labels(&[("zone", zone)]), egress_ip: None, interface: None }
+    GatewaySpec {
+        span: sp(),
+        node_selector: labels(&[("zone", zone)]),
+        egress_ip: None,
+        interface: None,
+        floating: None,
+    }
 }
 
 fn base() -> Policy {

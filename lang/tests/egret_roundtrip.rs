@@ -103,6 +103,7 @@ fn gateway() -> impl Strategy<Value = GatewaySpec> {
         node_selector,
         egress_ip: ip.map(spanned),
         interface: iface.map(spanned),
+        floating: None,
     })
 }
 
@@ -117,8 +118,13 @@ fn policy(complete: bool) -> impl Strategy<Value = Policy> {
         prop::collection::vec(cidr(), 0..3),
         prop::collection::vec(gateway(), min..4),
         any::<bool>(),
+        any::<bool>(),
     )
-        .prop_map(|(name, selectors, dst, exc, mut gws, single_as_list)| {
+        .prop_map(|(name, selectors, dst, exc, mut gws, single_as_list, floating)| {
+            // the opt-in is per policy (one annotation): every egress IP or none
+            for g in gws.iter_mut().filter(|g| g.egress_ip.is_some()) {
+                g.floating = floating.then(sp);
+            }
             let (egress_gateway, egress_gateways) =
                 if gws.len() == 1 && !single_as_list { (gws.pop(), Vec::new()) } else { (None, gws) };
             Policy {

@@ -42,6 +42,8 @@ pub struct NormalGateway {
     pub node_selector: NormalSelector,
     pub egress_ip: Option<IpAddr>,
     pub interface: Option<String>,
+    /// The egress IP is floating.
+    pub floating: bool,
 }
 
 pub fn normalize(p: &Policy) -> NormalPolicy {
@@ -87,6 +89,7 @@ fn gateway(g: &GatewaySpec) -> NormalGateway {
         node_selector: selector(&g.node_selector),
         egress_ip: g.egress_ip.as_ref().map(|i| i.value),
         interface: g.interface.as_ref().map(|i| i.value.clone()),
+        floating: g.floating.is_some(),
     }
 }
 

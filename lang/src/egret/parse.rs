@@ -42,7 +42,9 @@ const HELP_VALUE: &str =
 const HELP_VALUES: &str =
     "`in` and `notin` take a parenthesised list of at least one value, separated by `,`: `tier in (a, b)`";
 const HELP_CIDR: &str = "write CIDRs as `address/length`, separated by `,`: `to 0.0.0.0/0, ::/0`";
-const HELP_GW: &str = "a gateway is `via nodes(…)`, optionally followed by `ip ADDRESS` or `interface NAME`";
+const HELP_GW: &str =
+    "a gateway is `via nodes(…)`, optionally followed by `ip ADDRESS` (or `floating ip ADDRESS`) or `interface NAME`";
+const HELP_FLOATING: &str = "`floating` makes an explicit egress IP floating: write `floating ip ADDRESS` (any node the selector matches may hold it)";
 const HELP_IP: &str = "write one IPv4 or IPv6 address: `ip 192.0.2.10`";
 const HELP_IFACE: &str = "write the interface name as a word or a string: `interface eth0`";
 
@@ -257,8 +259,16 @@ struct Item<'t> {
 
 #[derive(Debug, Clone)]
 enum Attr<'t> {
-    Ip { span: Span, value: &'t Token },
-    Interface { span: Span, value: &'t Token },
+    /// `[floating] ip ADDRESS`; `floating` = the keyword's span.
+    Ip {
+        span: Span,
+        value: &'t Token,
+        floating: Option<Span>,
+    },
+    Interface {
+        span: Span,
+        value: &'t Token,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -361,8 +371,16 @@ fn item<'t>(i: Toks<'t>) -> PResult<'t, Item<'t>> {
 
 fn attr<'t>(i: Toks<'t>) -> PResult<'t, Attr<'t>> {
     alt((
+        map(
+            spanned((
+                kw("floating", "`floating`", HELP_GW),
+                cut(kw("ip", "`ip` after `floating`", HELP_FLOATING)),
+                cut(address("an IP address", HELP_IP)),
+            )),
+            |((floating, _, value), span)| Attr::Ip { span, value, floating: Some(floating.span) },
+        ),
         map(spanned((kw("ip", "`ip`", HELP_GW), cut(address("an IP address", HELP_IP)))), |((_, value), span)| {
-            Attr::Ip { span, value }
+            Attr::Ip { span, value, floating: None }
         }),
         map(
             spanned((kw("interface", "`interface`", HELP_GW), cut(text("an interface name", HELP_IFACE)))),
@@ -765,16 +783,18 @@ impl<'t> Driver<'t> {
                     node_selector: self.selector(gw.nodes),
                     egress_ip: None,
                     interface: None,
+                    floating: None,
                 };
                 let mut ip_seen: Option<Span> = None;
                 let mut iface_seen: Option<Span> = None;
                 for a in gw.attrs {
                     match a {
-                        Attr::Ip { span, value } => {
+                        Attr::Ip { span, value, floating } => {
                             if self.duplicate_attr(&mut ip_seen, span, "ip") {
                                 continue;
                             }
                             spec.egress_ip = self.ip(value);
+                            spec.floating = floating.filter(|_| spec.egress_ip.is_some());
                         }
                         Attr::Interface { span, value } => {
                             if self.duplicate_attr(&mut iface_seen, span, "interface") {

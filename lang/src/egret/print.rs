@@ -241,7 +241,8 @@ fn gateway(g: &GatewaySpec, policy: &str, issues: &mut Vec<Unprintable>) -> Prin
     let mut errs = Vec::new();
     let mut text = selector("nodes", &g.node_selector, policy, &mut errs, issues);
     if let Some(ip) = &g.egress_ip {
-        let _ = write!(text, " ip {}", ip.value);
+        let floating = if g.floating.is_some() { " floating" } else { "" };
+        let _ = write!(text, "{floating} ip {}", ip.value);
     }
     if let Some(iface) = &g.interface {
         let _ = write!(text, " interface {}", bare_or_quoted(&iface.value, is_bare_value));
