@@ -108,6 +108,7 @@ pub fn synthetic_plan(entries_per_class: usize, family: Family, seed: u64) -> Ve
             v4: None,
             v6: None,
             interface: InterfaceBinding::LateBound { spec: EgressSpec::DefaultRoute },
+            floating: None,
         }],
         endpoints,
         classes,

@@ -123,6 +123,15 @@ id_type!(
 /// redirects, and the key of the gateway's tables. 24 bits, never 0, unique
 /// in the cluster, derived from the slot's (gateway node, egress spec) so it
 /// does not change when unrelated policies come and go.
+///
+/// Scheme ([`World::slots`]): a floating egress IP's slot, shared by all its
+/// candidates, is `fnv1a_32("floating" ‖ 0x00 ‖ IP as text) & 0xffffff`;
+/// any other slot's is `fnv1a_32(node name ‖ 0x00 ‖ spec as text) &
+/// 0xffffff`. Floating IPs are numbered first, in IP order, then the other
+/// slots in (node name, spec) order; a 0 or taken id moves to the next
+/// free one (+1, wrapping in 24 bits). Every node compiles from the same
+/// world, so sources and all candidates agree on the id; an id changes only
+/// when a colliding slot appears before it in that order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SlotId(pub u32);
 
@@ -217,6 +226,9 @@ impl WorkloadInfo {
 pub enum EgressSpec {
     /// `egressIP` set.
     EgressIp(IpAddr),
+    /// `egressIP` set and floating (an IPv4 address; [`GatewaySpec::floating`]):
+    /// every matching node is a candidate to hold it.
+    Floating(Ipv4Addr),
     /// `interface` set.
     Interface(String),
     /// Neither: the interface holding the default route.
@@ -226,7 +238,11 @@ pub enum EgressSpec {
 impl EgressSpec {
     pub fn of(g: &GatewaySpec) -> EgressSpec {
         match (&g.egress_ip, &g.interface) {
-            (Some(ip), _) => EgressSpec::EgressIp(ip.value),
+            // a floating IPv6 address is refused by validation (E0119)
+            (Some(ip), _) => match (g.floating, ip.value) {
+                (Some(_), IpAddr::V4(v4)) => EgressSpec::Floating(v4),
+                _ => EgressSpec::EgressIp(ip.value),
+            },
             (None, Some(i)) => EgressSpec::Interface(i.value.clone()),
             (None, None) => EgressSpec::DefaultRoute,
         }
@@ -237,6 +253,7 @@ impl fmt::Display for EgressSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             EgressSpec::EgressIp(ip) => write!(f, "egress-ip {ip}"),
+            EgressSpec::Floating(ip) => write!(f, "floating-ip {ip}"),
             EgressSpec::Interface(i) => write!(f, "interface {i}"),
             EgressSpec::DefaultRoute => f.write_str("default-route"),
         }
@@ -327,7 +344,9 @@ impl fmt::Display for InterfaceBinding {
     }
 }
 
-/// An egress slot: one egress configuration on one gateway node.
+/// An egress slot: one egress configuration on one gateway node. The
+/// candidates of a floating egress IP each have one, all with the same id
+/// (see [`World::slots`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EgressSlot {
     pub id: SlotId,
@@ -339,6 +358,30 @@ pub struct EgressSlot {
     /// Egress IPv6, when some policy using the slot has IPv6 destinations.
     pub v6: Option<EgressIp>,
     pub interface: InterfaceBinding,
+    /// For the slot of a floating egress IP (spec [`EgressSpec::Floating`]):
+    /// the IP and all its candidates.
+    pub floating: Option<FloatingSlot>,
+}
+
+/// A floating egress IP's shared slot, as each candidate serves it: only
+/// the current owner (a run-time fact: `egret_float_owner`, kept by the
+/// agents through a Lease per IP) SNATs; the others forward to it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FloatingSlot {
+    /// The floating egress IP (the slot's egress IPv4 on every candidate).
+    pub ip: Ipv4Addr,
+    /// Every candidate gateway (this node included): node name and
+    /// underlay IPv4 (its first IPv4 InternalIP, the tunnel remote), sorted
+    /// by IP.
+    pub candidates: Vec<(String, Ipv4Addr)>,
+}
+
+impl FloatingSlot {
+    /// The candidates other than the node with underlay address `node`
+    /// (what that node's `egret_gw_peers` holds for the slot).
+    pub fn peers_of(&self, node: Option<Ipv4Addr>) -> impl Iterator<Item = &(String, Ipv4Addr)> {
+        self.candidates.iter().filter(move |(_, ip)| Some(*ip) != node)
+    }
 }
 
 impl EgressSlot {
@@ -555,6 +598,9 @@ pub struct World {
     policy_by_name: BTreeMap<String, PolicyId>,
     slots: Vec<EgressSlot>,
     slot_index: BTreeMap<(NodeId, EgressSpec), usize>,
+    /// Floating egress IPs whose claims are invalid (E0310, E0311): their
+    /// gateway entries resolve to no node (fail closed).
+    refused_floating: BTreeSet<Ipv4Addr>,
     internal: InternalRanges,
     selection: Vec<BTreeSet<EndpointId>>,
     cilium_selection: Vec<BTreeSet<EndpointId>>,
@@ -696,6 +742,7 @@ impl World {
             policy_by_name: BTreeMap::new(),
             slots: Vec::new(),
             slot_index: BTreeMap::new(),
+            refused_floating: BTreeSet::new(),
             internal: InternalRanges::default(),
             selection: Vec::new(),
             cilium_selection: Vec::new(),
@@ -709,6 +756,7 @@ impl World {
 
         world.internal = world.compute_internal();
         world.ready_health = crate::ir::Health::with_down(world.nodes.iter().filter(|n| !n.ready).filter_map(|n| n.ip));
+        world.refused_floating = world.check_floating(&pol_src, &mut diags);
         // Many policies share gateway selectors: resolve each distinct one once.
         let mut gw_cache: HashMap<String, Option<NodeId>> = HashMap::new();
         for (i, p) in pol_src.iter().enumerate() {
@@ -1039,25 +1087,44 @@ impl World {
         self.resolve_gateways_cached(p, &mut HashMap::new())
     }
 
+    /// The candidates of a gateway entry with a floating egress IP: every
+    /// node it matches that can be a gateway (has an IPv4 InternalIP), by name.
+    pub fn floating_candidates(&self, g: &GatewaySpec) -> Vec<&NodeInfo> {
+        self.nodes.iter().filter(|n| n.ip.is_some() && g.node_selector.matches(&n.labels)).collect()
+    }
+
+    /// Whether a floating egress IP's claims are invalid (E0310, E0311), so
+    /// that its gateway entries resolve to no node.
+    pub fn is_refused_floating(&self, ip: Ipv4Addr) -> bool {
+        self.refused_floating.contains(&ip)
+    }
+
     fn resolve_gateways_cached(&self, p: &Policy, cache: &mut HashMap<String, Option<NodeId>>) -> Vec<ResolvedGateway> {
-        let mut out: Vec<ResolvedGateway> = p
-            .gateways()
-            .iter()
-            .enumerate()
-            .filter_map(|(entry, g)| {
-                let id =
-                    *cache.entry(selector_key(&g.node_selector)).or_insert_with(|| self.gateway_node(g).map(|n| n.id));
-                let n = &self.nodes[id?.index()];
+        let mut out: Vec<ResolvedGateway> = Vec::new();
+        for (entry, g) in p.gateways().iter().enumerate() {
+            let spec = EgressSpec::of(g);
+            let nodes: Vec<&NodeInfo> = match spec {
+                // every candidate serves the IP's shared slot
+                EgressSpec::Floating(ip) if self.refused_floating.contains(&ip) => Vec::new(),
+                EgressSpec::Floating(_) => self.floating_candidates(g),
+                _ => {
+                    let id = *cache
+                        .entry(selector_key(&g.node_selector))
+                        .or_insert_with(|| self.gateway_node(g).map(|n| n.id));
+                    id.map(|id| &self.nodes[id.index()]).into_iter().collect()
+                }
+            };
+            out.extend(nodes.into_iter().filter_map(|n| {
                 Some(ResolvedGateway {
                     entry,
                     node: n.id,
                     node_name: n.name.clone(),
                     ip: n.ip?,
                     healthy: n.ready,
-                    spec: EgressSpec::of(g),
+                    spec: spec.clone(),
                 })
-            })
-            .collect();
+            }));
+        }
         out.sort_by_key(|g| (g.ip, g.entry));
         out
     }
@@ -1111,6 +1178,12 @@ impl World {
     }
 
     fn egress_for(&self, spec: &EgressSpec, node: NodeId, family: Family) -> EgressIp {
+        if let EgressSpec::Floating(ip) = spec
+            && family == Family::V4
+        {
+            // the floating IP itself, on every candidate: it need not be on the node
+            return EgressIp::Known(IpAddr::V4(*ip));
+        }
         match self.egress_interface(spec, node) {
             Ok(Some(iface)) => match spec {
                 EgressSpec::EgressIp(ip) if Family::of(ip) == family => EgressIp::Known(*ip),
@@ -1149,6 +1222,15 @@ impl World {
                 .find(|i| i.addresses.iter().any(|a| a.addr == *ip))
                 .map(Some)
                 .ok_or(NoEgressIp::EgressIpNotOnNode { ip: *ip }),
+            // the interface on the IP's subnet, else the default route's; the
+            // /32 its current owner holds is ignored (the plan must not
+            // change when the IP moves)
+            EgressSpec::Floating(ip) => match net.interfaces.iter().find(|i| {
+                i.addresses.iter().any(|a| a.len < 32 && a.addr != IpAddr::V4(*ip) && a.contains_ip(IpAddr::V4(*ip)))
+            }) {
+                Some(i) => Ok(Some(i)),
+                None => self.egress_interface(&EgressSpec::DefaultRoute, node),
+            },
             EgressSpec::Interface(name) => {
                 by_name(name).map(Some).ok_or_else(|| NoEgressIp::InterfaceNotOnNode { interface: name.clone() })
             }
@@ -1378,8 +1460,90 @@ impl World {
         InternalRanges { sources, ranges, prefixes }
     }
 
+    /// Checks the claims on floating egress IPs (E0310: policies floating one
+    /// IP over different candidate nodes; E0311: a node holds the IP as a
+    /// fixed address, with a prefix shorter than /32) and returns the IPs
+    /// refused: their gateway entries resolve to no node, so the policies'
+    /// traffic through them is dropped (`no-gateway`) rather than sent from
+    /// the IP by a node that should not hold it.
+    fn check_floating(&self, policies: &[&Policy], diags: &mut Vec<Diagnostic>) -> BTreeSet<Ipv4Addr> {
+        type Claim<'p> = (&'p Policy, Span, BTreeSet<NodeId>);
+        let mut claims: BTreeMap<Ipv4Addr, Vec<Claim<'_>>> = BTreeMap::new();
+        for p in policies {
+            // per policy, the union of its entries' candidates for each IP
+            let mut mine: BTreeMap<Ipv4Addr, (Span, BTreeSet<NodeId>)> = BTreeMap::new();
+            for g in p.gateways() {
+                let (EgressSpec::Floating(ip), Some(written)) = (EgressSpec::of(g), &g.egress_ip) else { continue };
+                let e = mine.entry(ip).or_insert_with(|| (written.span, BTreeSet::new()));
+                e.1.extend(self.floating_candidates(g).iter().map(|n| n.id));
+            }
+            for (ip, (span, set)) in mine {
+                claims.entry(ip).or_default().push((p, span, set));
+            }
+        }
+        let names = |set: &BTreeSet<NodeId>| {
+            let v: Vec<&str> = set.iter().map(|n| self.nodes[n.index()].name.as_str()).collect();
+            if v.is_empty() { "no node".to_string() } else { v.join(", ") }
+        };
+        let mut refused = BTreeSet::new();
+        for (ip, claims) in &claims {
+            let (first, first_span, first_set) = &claims[0];
+            for (p, span, set) in claims.iter().skip(1).filter(|(_, _, set)| set != first_set) {
+                refused.insert(*ip);
+                diags.push(
+                    Diagnostic::new(
+                        &codes::FLOATING_CANDIDATES_DIFFER,
+                        format!(
+                            "floating egress IP {ip} is claimed by policies `{}` (candidates {}) and `{}` (candidates {})",
+                            first.name.value,
+                            names(first_set),
+                            p.name.value,
+                            names(set)
+                        ),
+                    )
+                    .primary(*span, format!("policy `{}`: candidates {}", p.name.value, names(set)))
+                    .secondary(*first_span, format!("policy `{}`: candidates {}", first.name.value, names(first_set)))
+                    .note(format!(
+                        "every policy floating {ip} gets no gateway from it: their traffic through it is dropped (no-gateway)"
+                    ))
+                    .help("give the policies the same gateway nodeSelector, or float different IPs"),
+                );
+            }
+            for n in &self.nodes {
+                let Some(net) = &n.network else { continue };
+                for (iface, a) in net.interfaces.iter().flat_map(|i| i.addresses.iter().map(move |a| (i, a))) {
+                    if a.addr != IpAddr::V4(*ip) || a.len >= 32 {
+                        continue;
+                    }
+                    refused.insert(*ip);
+                    for (p, span, _) in claims {
+                        diags.push(
+                            Diagnostic::new(
+                                &codes::FLOATING_IP_IS_NODE_ADDRESS,
+                                format!(
+                                    "floating egress IP {ip} of policy `{}` is a fixed address of node `{}` ({a} on {})",
+                                    p.name.value, n.name, iface.name
+                                ),
+                            )
+                            .primary(*span, format!("node `{}` has this address as its own", n.name))
+                            .note(format!(
+                                "every policy floating {ip} gets no gateway from it: their traffic through it is dropped (no-gateway)"
+                            ))
+                            .help(format!(
+                                "remove {a} from `{}` (egret adds {ip}/32 on whichever candidate owns it), or float another address",
+                                n.name
+                            )),
+                        );
+                    }
+                }
+            }
+        }
+        refused
+    }
+
     /// Creates one slot per distinct (gateway node, egress spec) used by any
-    /// policy, with cluster-unique 24-bit ids from a hash of the pair.
+    /// policy, with cluster-unique 24-bit ids from a hash of the pair; the
+    /// candidates of a floating egress IP share one id (see [`SlotId`]).
     fn assign_slots(&mut self) {
         let mut keys: BTreeMap<(String, EgressSpec), (NodeId, [bool; 2])> = BTreeMap::new();
         for p in &self.policies {
@@ -1391,12 +1555,35 @@ impl World {
             }
         }
         let mut taken: BTreeSet<u32> = BTreeSet::new();
-        for ((name, spec), (node, fams)) in keys {
-            let mut id = fnv1a_32(format!("{name}\0{spec}").as_bytes()) & 0x00ff_ffff;
+        let mut probe = |seed: String| {
+            let mut id = fnv1a_32(seed.as_bytes()) & 0x00ff_ffff;
             while id == 0 || taken.contains(&id) {
                 id = (id + 1) & 0x00ff_ffff;
             }
             taken.insert(id);
+            id
+        };
+        // floating IPs first, in IP order: one id each, shared by the candidates
+        let mut floating: BTreeMap<Ipv4Addr, (u32, Vec<(String, Ipv4Addr)>)> = BTreeMap::new();
+        for ((name, spec), (node, _)) in &keys {
+            if let EgressSpec::Floating(ip) = spec
+                && let Some(underlay) = self.nodes[node.index()].ip
+            {
+                floating.entry(*ip).or_insert_with(|| (0, Vec::new())).1.push((name.clone(), underlay));
+            }
+        }
+        for (ip, (id, candidates)) in &mut floating {
+            *id = probe(format!("floating\0{ip}"));
+            candidates.sort_by_key(|(name, underlay)| (*underlay, name.clone()));
+        }
+        for ((name, spec), (node, fams)) in keys {
+            let (id, floating) = match &spec {
+                EgressSpec::Floating(ip) => match floating.get(ip) {
+                    Some((id, candidates)) => (*id, Some(FloatingSlot { ip: *ip, candidates: candidates.clone() })),
+                    None => (probe(format!("{name}\0{spec}")), None),
+                },
+                _ => (probe(format!("{name}\0{spec}")), None),
+            };
             let interface = match self.egress_interface(&spec, node) {
                 Ok(Some(i)) => InterfaceBinding::Known { name: i.name.clone(), index: i.index },
                 Ok(None) => InterfaceBinding::LateBound { spec: spec.clone() },
@@ -1410,6 +1597,7 @@ impl World {
                 v6: fams[1].then(|| self.egress_for(&spec, node, Family::V6)),
                 spec,
                 interface,
+                floating,
             };
             self.slot_index.insert((node, slot.spec.clone()), self.slots.len());
             self.slots.push(slot);

@@ -136,6 +136,7 @@ pub fn bundle(shape: &Shape) -> Bundle {
             node_selector: selector(&[("egress-gw", format!("g{:02}", g % shape.gateways))]),
             egress_ip: Some(sp(IpAddr::V4(Ipv4Addr::new(198, 18, (g % shape.gateways) as u8, 1)))),
             interface: None,
+            floating: None,
         };
         b.policies.push(Policy {
             name: sp(format!("policy-{j:04}")),

@@ -42,7 +42,13 @@
 //!   remote), so a node cannot send another node's pods' addresses. A
 //!   source whose node has no IPv4 address is accepted from any node
 //!   (value 0).
-//! - `egret_nat_v4`, `egret_rnat_v4`, `egret_gw_stats`, `egret_gw_progs`: empty.
+//!   A floating slot (the plan's `floating`) has the flag `GS_F_FLOATING`:
+//!   every candidate serves it; only the owner SNATs.
+//! - `egret_gw_peers`: for each floating slot the node serves, one entry per
+//!   *other* candidate (its underlay IPv4), from which forwarded packets of
+//!   the slot's allowed sources are accepted.
+//! - `egret_nat_v4`, `egret_rnat_v4`, `egret_gw_stats`, `egret_gw_progs`,
+//!   `egret_float_owner` (a state map the agent writes): empty.
 //!
 //! The equivalence checker runs on `egret_src` exactly as for a
 //! classifier-only artifact (its maps are the same; the templates' maps
@@ -53,7 +59,7 @@ use crate::plan::{Plan, Verified};
 use crate::resolve::{EgressIp, InterfaceBinding, World};
 use egret_bpf::artifact::{Artifact, AttachPoint, FieldEncoding, HoleSource, LateField, MapImage, ProgramSpec};
 use egret_bpf::elf;
-use egret_bpf::templates::{self, AllowedSource, GW_LOCAL_PROG_INDEX, GatewaySlot, SourceNode, Template};
+use egret_bpf::templates::{self, AllowedSource, GW_LOCAL_PROG_INDEX, GatewayPeer, GatewaySlot, SourceNode, Template};
 use egret_bpf::{MapDef, Program};
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
@@ -75,6 +81,7 @@ pub fn gateway_images(plan: &Plan) -> Result<Vec<MapImage>, CodegenError> {
     let image = |images: &mut Vec<MapImage>, name: &str| images.iter().position(|m| m.name == name);
     let slots_at = image(&mut images, templates::map::GW_SLOTS);
     let allowed_at = image(&mut images, templates::map::GW_ALLOWED);
+    let peers_at = image(&mut images, templates::map::GW_PEERS);
     if let Some(i) = slots_at {
         for s in &plan.slots {
             if s.id.0 > 0x00ff_ffff {
@@ -100,8 +107,16 @@ pub fn gateway_images(plan: &Plan) -> Result<Vec<MapImage>, CodegenError> {
                     encoding: FieldEncoding::Le32,
                 });
             }
-            let entry = GatewaySlot { slot: s.id.0, egress_ip, egress_ifindex: 0, floating: false };
+            let entry = GatewaySlot { slot: s.id.0, egress_ip, egress_ifindex: 0, floating: s.floating.is_some() };
             images[i].push_late(&entry.key(), &entry.value(), late);
+        }
+    }
+    if let Some(i) = peers_at {
+        for s in &plan.slots {
+            for (_, peer) in s.floating.iter().flat_map(|f| f.peers_of(plan.node_ip)) {
+                let entry = GatewayPeer { slot: s.id.0, peer: *peer };
+                images[i].push(&entry.key(), &entry.value());
+            }
         }
     }
     if let Some(i) = allowed_at {

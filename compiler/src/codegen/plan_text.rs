@@ -7,13 +7,15 @@
 //! with their actions, slot ids with their gateway node, gateway tables.
 //! What a slot's egress IPs and interface are is *not* parsed back (the
 //! source-side classifier never reads it): those fields come back as
-//! "late-bound, default route". Contract: for a verified plan `p`,
+//! "late-bound, default route" — except a floating slot's IP and
+//! candidates (the gateway images depend on them). Contract: for a verified plan `p`,
 //! `parse(&p.to_text())` has the same `to_text()` up to those slot details,
 //! and the same [`Plan::lookup`] everywhere.
 
+use crate::ir::text::FLOATING_AMONG;
 use crate::ir::{Action, Choice, DropReason, Entry, GatewayDecl, MAX_FAILOVER, SlotDecl, Target};
 use crate::plan::{ClassId, ClassTable, EndpointEntry, GatewayTable, Plan};
-use crate::resolve::{EgressSpec, InterfaceBinding, SlotId};
+use crate::resolve::{EgressIp, EgressSpec, FloatingSlot, InterfaceBinding, SlotId};
 use egret_lang::net::Cidr;
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -129,18 +131,45 @@ pub fn parse(text: &str) -> Result<Plan, PlanTextError> {
                 plan.gateways.push(GatewayDecl { node: node.into(), ip: ip.parse().map_err(|_| err("bad IPv4"))? });
             }
             Section::Slots => {
+                let (t, among) = match t.split_once(FLOATING_AMONG) {
+                    Some((t, among)) => (t, Some(among)),
+                    None => (t, None),
+                };
                 let w: Vec<&str> = t.split_whitespace().collect();
-                let (id, gw) = match w.as_slice() {
-                    ["slot", id, "on", gw, ..] => (slot_id(id).ok_or_else(|| err("bad slot id"))?, gw.to_string()),
+                let (id, gw, ip) = match w.as_slice() {
+                    ["slot", id, "on", gw, spec, ip, ..] if among.is_some() && *spec == "floating-ip" => (
+                        slot_id(id).ok_or_else(|| err("bad slot id"))?,
+                        gw.to_string(),
+                        Some(ip.trim_end_matches(':').parse::<Ipv4Addr>().map_err(|_| err("bad floating IP"))?),
+                    ),
+                    ["slot", id, "on", gw, ..] if among.is_none() => {
+                        (slot_id(id).ok_or_else(|| err("bad slot id"))?, gw.to_string(), None)
+                    }
                     _ => return Err(err("expected `slot ID on NODE …`")),
                 };
+                let floating = match (ip, among) {
+                    (Some(ip), Some(among)) => {
+                        let candidates = among
+                            .split(", ")
+                            .map(|c| {
+                                let (node, ip) = c.split_once(' ')?;
+                                Some((node.to_string(), ip.parse::<Ipv4Addr>().ok()?))
+                            })
+                            .collect::<Option<Vec<_>>>()
+                            .ok_or_else(|| err("expected `floating among NODE IP, …`"))?;
+                        Some(FloatingSlot { ip, candidates })
+                    }
+                    _ => None,
+                };
+                let spec = floating.as_ref().map_or(EgressSpec::DefaultRoute, |f| EgressSpec::Floating(f.ip));
                 plan.slots.push(SlotDecl {
                     id,
                     gateway: gw,
-                    spec: EgressSpec::DefaultRoute,
-                    v4: None,
+                    v4: floating.as_ref().map(|f| EgressIp::Known(IpAddr::V4(f.ip))),
                     v6: None,
-                    interface: InterfaceBinding::LateBound { spec: EgressSpec::DefaultRoute },
+                    interface: InterfaceBinding::LateBound { spec: spec.clone() },
+                    spec,
+                    floating,
                 });
             }
             Section::Endpoints => {

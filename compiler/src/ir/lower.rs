@@ -194,6 +194,7 @@ fn header(world: &World, node: NodeId, stage: Stage) -> Module {
                     v4: s.v4.clone(),
                     v6: s.v6.clone(),
                     interface: s.interface.clone(),
+                    floating: s.floating.clone(),
                 };
                 (s.id, d)
             })
@@ -239,9 +240,10 @@ fn served(world: &World, node: NodeId, memo: &mut ClassMemo) -> Vec<Served> {
             let Action::Egress(choice) = action else { continue };
             let t = memo.for_endpoint(world, e);
             let ep = world.endpoint(e);
+            // a remote endpoint's packets arrive through the tunnel from its
+            // node (or, for a floating slot, from a candidate forwarding them)
+            let from = if ep.node == Some(node) { None } else { ep.node.and_then(|n| world.node(n).ip) };
             for target in choice.targets().iter().filter(|t| mine.contains(&t.slot)) {
-                // a remote endpoint's packets arrive through the tunnel from its node
-                let from = if target.local { None } else { ep.node.and_then(|n| world.node(n).ip) };
                 for ip in &ep.ips {
                     let fam = Family::of(ip);
                     if pol.has_family(fam) && t.reach.contains(&(fam, action)) {

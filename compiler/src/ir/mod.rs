@@ -49,7 +49,7 @@ pub mod prefix;
 pub mod text;
 pub mod verify;
 
-use crate::resolve::{EgressIp, EgressSpec, InterfaceBinding, SlotId};
+use crate::resolve::{EgressIp, EgressSpec, FloatingSlot, InterfaceBinding, SlotId};
 use egret_lang::net::Cidr;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
@@ -336,6 +336,9 @@ pub struct SlotDecl {
     pub v4: Option<EgressIp>,
     pub v6: Option<EgressIp>,
     pub interface: InterfaceBinding,
+    /// The slot of a floating egress IP: the IP and every candidate gateway
+    /// (this node among them), each serving this same slot id.
+    pub floating: Option<FloatingSlot>,
 }
 
 /// Endpoints sharing rules.

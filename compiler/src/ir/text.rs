@@ -34,7 +34,8 @@ pub fn action_text(gateways: &[GatewayDecl], a: &Action) -> String {
     choice.targets().iter().map(target).collect::<Vec<_>>().join(" else ")
 }
 
-/// `slot ID on NODE SPEC: ipv4 X, ipv6 Y, interface Z`.
+/// `slot ID on NODE SPEC: ipv4 X, ipv6 Y, interface Z`, and for a floating
+/// slot `; floating among NODE IP, NODE IP…` (every candidate, by IP).
 pub fn slot_text(s: &SlotDecl) -> String {
     let mut parts = Vec::new();
     if let Some(v4) = &s.v4 {
@@ -44,8 +45,16 @@ pub fn slot_text(s: &SlotDecl) -> String {
         parts.push(format!("ipv6 {v6}"));
     }
     parts.push(format!("interface {}", s.interface));
-    format!("slot {} on {} {}: {}", s.id, s.gateway, s.spec, parts.join(", "))
+    let mut text = format!("slot {} on {} {}: {}", s.id, s.gateway, s.spec, parts.join(", "));
+    if let Some(f) = &s.floating {
+        let among: Vec<String> = f.candidates.iter().map(|(node, ip)| format!("{node} {ip}")).collect();
+        let _ = write!(text, "{FLOATING_AMONG}{}", among.join(", "));
+    }
+    text
 }
+
+/// What introduces a floating slot's candidates in [`slot_text`].
+pub const FLOATING_AMONG: &str = "; floating among ";
 
 /// The canonical text of a module.
 pub fn emit(m: &Module) -> String {

@@ -7,11 +7,12 @@
 //! resolution the compiler uses. This module only decides what is worth
 //! telling the user and how.
 
-use crate::resolve::{NodeInfo, World};
-use egret_lang::ast::{GatewaySpec, Operator, Policy};
+use crate::resolve::{EgressSpec, NodeInfo, World};
+use egret_lang::ast::{FLOATING_ANNOTATION, GatewaySpec, Operator, Policy};
 use egret_lang::codes;
 use egret_lang::diag::Diagnostic;
 use std::collections::BTreeSet;
+use std::net::IpAddr;
 
 const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 
@@ -51,12 +52,14 @@ fn gateways(w: &World, p: &Policy, out: &mut Vec<Diagnostic>) {
     if gws.is_empty() {
         return;
     }
-    if w.resolve_gateways(p).is_empty() {
+    // a refused floating IP (E0310, E0311) already says why its entries have no node
+    let refused = |g: &GatewaySpec| matches!(g.floating_ip(), Some(IpAddr::V4(ip)) if w.is_refused_floating(ip));
+    if w.resolve_gateways(p).is_empty() && !gws.iter().all(refused) {
         let mut d = Diagnostic::new(
             &codes::NO_GATEWAY_NODE,
             format!("no node can be the gateway of policy `{}`", p.name.value),
         );
-        for g in gws {
+        for g in gws.iter().filter(|g| !refused(g)) {
             d = d.primary(g.node_selector.span, "matches no node with an IPv4 InternalIP");
         }
         out.push(
@@ -67,6 +70,10 @@ fn gateways(w: &World, p: &Policy, out: &mut Vec<Diagnostic>) {
     }
     for g in gws {
         let nodes = gateway_candidates(w, g);
+        if g.floating_ip().is_some() {
+            // every matching node is a candidate (E0310/E0311 come from resolution)
+            continue;
+        }
         if nodes.len() > 1 {
             let names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
             out.push(
@@ -82,6 +89,60 @@ fn gateways(w: &World, p: &Policy, out: &mut Vec<Diagnostic>) {
         if let Some(node) = nodes.first() {
             egress_ip_on_node(g, node, out);
         }
+    }
+    egress_ip_on_one_node(w, p, out);
+}
+
+/// W0312: an explicit (fixed) egress IP that can live on at most one of the
+/// nodes the policy's gateway entries select, while they select two or
+/// more: when its node fails, its endpoints fail over and leave from
+/// another IP. "Can live on" a node: an entry resolving to that node names
+/// the IP, or the node's facts hold the IP (any prefix). Floating IPs and
+/// entries without `egressIP` (interface, default route) are not reported.
+fn egress_ip_on_one_node(w: &World, p: &Policy, out: &mut Vec<Diagnostic>) {
+    let selected: BTreeSet<&str> =
+        p.gateways().iter().flat_map(|g| gateway_candidates(w, g)).map(|n| n.name.as_str()).collect();
+    if selected.len() < 2 {
+        return;
+    }
+    let resolved = w.resolve_gateways(p);
+    let mut seen = BTreeSet::new();
+    for g in p.gateways() {
+        let Some(ip) = g.egress_ip.as_ref().filter(|_| g.floating.is_none()) else { continue };
+        if !seen.insert(ip.value) {
+            continue;
+        }
+        let holders: BTreeSet<&str> = selected
+            .iter()
+            .copied()
+            .filter(|name| {
+                resolved.iter().any(|r| r.node_name == *name && r.spec == EgressSpec::EgressIp(ip.value))
+                    || w.node_by_name(name).and_then(|n| n.network.as_ref()).is_some_and(|net| {
+                        net.interfaces.iter().any(|i| i.addresses.iter().any(|a| a.addr == ip.value))
+                    })
+            })
+            .collect();
+        if holders.len() > 1 {
+            continue;
+        }
+        let on = holders.first().map_or_else(|| "no node".to_string(), |n| format!("`{n}`"));
+        out.push(
+            Diagnostic::new(
+                &codes::EGRESS_IP_ON_ONE_NODE,
+                format!(
+                    "egress IP {} of policy `{}` can only live on {on}, of its {} gateway nodes",
+                    ip.value,
+                    p.name.value,
+                    selected.len()
+                ),
+            )
+            .primary(ip.span, format!("only on {on}"))
+            .note("when that node fails, its endpoints move to another gateway and leave from another IP")
+            .help(format!(
+                "make it floating: add the annotation `{FLOATING_ANNOTATION}: \"true\"` to the policy (`floating ip {}` in .egret)",
+                ip.value
+            )),
+        );
     }
 }
 

@@ -3,7 +3,10 @@
 //! A stable, documented shape for tools; addresses and prefixes are strings,
 //! actions are objects with a `kind`. An egress action is its first target
 //! (`redirect` or `local-egress`, where it goes while every gateway is live)
-//! with the rest of its failover order in `failover` when there is more. The text form ([`Plan::to_text`]) stays
+//! with the rest of its failover order in `failover` when there is more. A
+//! slot's `floating` is `null`, or for the shared slot of a floating egress
+//! IP `{"ip", "candidates": [{"node", "ip"}]}` (every candidate gateway, this
+//! node included, by underlay IP). The text form ([`Plan::to_text`]) stays
 //! the canonical one for people and snapshots.
 
 use super::Plan;
@@ -49,6 +52,10 @@ impl Plan {
                 "egress_ipv4": s.v4.as_ref().map(ToString::to_string),
                 "egress_ipv6": s.v6.as_ref().map(ToString::to_string),
                 "interface": s.interface.to_string(),
+                "floating": s.floating.as_ref().map(|f| json!({
+                    "ip": f.ip.to_string(),
+                    "candidates": f.candidates.iter().map(|(node, ip)| json!({"node": node, "ip": ip.to_string()})).collect::<Vec<_>>(),
+                })),
             })).collect::<Vec<_>>(),
             "endpoints": self.endpoints.iter().map(|e| json!({"ip": e.ip.to_string(), "class": e.class.0, "endpoint": e.endpoint})).collect::<Vec<_>>(),
             "classes": self.classes.iter().map(|t| json!({
