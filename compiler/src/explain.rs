@@ -10,7 +10,7 @@
 use crate::eval::{
     Consideration, Decision, DestinationMatch, Outcome, PassReason, Selection, Source, Verdict, WinReason, decide,
 };
-use crate::resolve::{EgressIp, World};
+use crate::resolve::{EgressIp, FloatingSlot, World};
 use egret_lang::codes;
 use egret_lang::diag::Diagnostic;
 use serde_json::{Value, json};
@@ -32,6 +32,8 @@ pub struct Explanation {
     pub to: IpAddr,
     pub port: Option<u16>,
     pub decision: Decision,
+    /// When the verdict's slot is a floating egress IP's: the IP and its candidates.
+    pub floating: Option<FloatingSlot>,
 }
 
 /// Parses `--to`: `IP`, `IPv4:PORT` or `[IPv6]:PORT`.
@@ -73,7 +75,14 @@ pub fn explain(world: &World, from: &str, to: &str) -> Result<Explanation, Diagn
             }
         }
     };
-    Ok(Explanation { from: from.to_string(), to: dst, port, decision: decide(world, source, dst) })
+    let decision = decide(world, source, dst);
+    let floating = match &decision.verdict {
+        Verdict::Redirect { slot, .. } | Verdict::LocalEgress { slot, .. } => {
+            world.slot_by_id(*slot).and_then(|s| s.floating.clone())
+        }
+        _ => None,
+    };
+    Ok(Explanation { from: from.to_string(), to: dst, port, decision, floating })
 }
 
 fn egress_text(e: &Option<EgressIp>) -> String {
@@ -204,6 +213,15 @@ fn human(e: &Explanation) -> String {
     );
     let _ = writeln!(out);
     let _ = writeln!(out, "verdict: {}", verdict_line(d));
+    if let Some(f) = &e.floating {
+        let among: Vec<String> = f.candidates.iter().map(|(n, ip)| format!("{n} ({ip})")).collect();
+        let _ = writeln!(
+            out,
+            "floating: {} moves between its candidates {}; the gateway in effect forwards to the one that holds it",
+            f.ip,
+            among.join(", ")
+        );
+    }
     if let Some(w) = &d.winner {
         let why = match &w.reason {
             WinReason::OnlyMatch => {
@@ -371,6 +389,7 @@ pub fn to_json(e: &Explanation) -> Value {
         "to": e.to.to_string(),
         "port": e.port,
         "verdict": verdict,
+        "floating": e.floating.as_ref().map(crate::plan::json::floating),
         "winner": winner,
         "gateway": gateway,
         "policies": trail,

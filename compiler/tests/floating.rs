@@ -314,3 +314,23 @@ fn lint_warns_about_an_egress_ip_on_one_node_but_not_about_floating_or_interface
     let c = lint_codes(&with(fixed(one_entry)));
     assert!(c.contains(&codes::EGRESS_IP_ON_ONE_NODE.id) && c.contains(&codes::SEVERAL_GATEWAY_NODES.id), "{c:?}");
 }
+
+#[test]
+fn explain_names_the_floating_ip_and_its_candidates() {
+    let w = world(&cluster(&[]));
+    let e = egret_compiler::explain::explain(&w, "default/web-1", "203.0.113.9").expect("explains");
+    let f = e.floating.as_ref().expect("floating");
+    assert_eq!(f.ip, v4(FLOATING));
+    let text = egret_compiler::explain::render(&e, egret_compiler::explain::Format::Human);
+    assert!(
+        text.contains(&format!(
+            "floating: {FLOATING} moves between its candidates gw-a (10.0.0.11), gw-b (10.0.0.12), gw-c (10.0.0.13)"
+        )),
+        "{text}"
+    );
+    let json = egret_compiler::explain::to_json(&e);
+    assert_eq!(json["floating"]["candidates"][2]["node"], "gw-c");
+    // a fixed policy's verdict has none
+    let fixed = egret_compiler::explain::explain(&w, "default/web-1", "192.0.2.9").expect("explains");
+    assert!(fixed.floating.is_none() && egret_compiler::explain::to_json(&fixed)["floating"].is_null());
+}

@@ -123,7 +123,7 @@ fn corrected_examples_lint_clean() {
         .filter(|p| p.is_dir())
         .collect();
     dirs.sort();
-    assert_eq!(dirs.len(), 8);
+    assert_eq!(dirs.len(), 9);
     for d in dirs {
         let (sources, diags) = lint_paths(std::slice::from_ref(&d), &[]);
         assert!(diags.is_empty(), "{}: {}", d.display(), render(&sources, &diags));

@@ -11,6 +11,7 @@
 
 use super::Plan;
 use crate::ir::{Action, Target};
+use crate::resolve::FloatingSlot;
 use serde_json::{Value, json};
 
 fn action(a: &Action) -> Value {
@@ -25,6 +26,14 @@ fn action(a: &Action) -> Value {
             v
         }
     }
+}
+
+/// A floating slot: `{"ip", "candidates": [{"node", "ip"}]}` (also in `egret explain --json`).
+pub fn floating(f: &FloatingSlot) -> Value {
+    json!({
+        "ip": f.ip.to_string(),
+        "candidates": f.candidates.iter().map(|(node, ip)| json!({"node": node, "ip": ip.to_string()})).collect::<Vec<_>>(),
+    })
 }
 
 /// A target as the action it is while its gateway is the first live one.
@@ -52,10 +61,7 @@ impl Plan {
                 "egress_ipv4": s.v4.as_ref().map(ToString::to_string),
                 "egress_ipv6": s.v6.as_ref().map(ToString::to_string),
                 "interface": s.interface.to_string(),
-                "floating": s.floating.as_ref().map(|f| json!({
-                    "ip": f.ip.to_string(),
-                    "candidates": f.candidates.iter().map(|(node, ip)| json!({"node": node, "ip": ip.to_string()})).collect::<Vec<_>>(),
-                })),
+                "floating": s.floating.as_ref().map(floating),
             })).collect::<Vec<_>>(),
             "endpoints": self.endpoints.iter().map(|e| json!({"ip": e.ip.to_string(), "class": e.class.0, "endpoint": e.endpoint})).collect::<Vec<_>>(),
             "classes": self.classes.iter().map(|t| json!({
