@@ -5,6 +5,8 @@
 //! `egret_gw_slots` flag and `egret_gw_peers` image, the reference evaluator
 //! and the equivalence checker.
 
+#![expect(clippy::unwrap_used, reason = "the shared core test helpers unwrap literal inputs")]
+
 #[path = "core_common/mod.rs"]
 mod common;
 
