@@ -12,7 +12,10 @@
 //! - [`probe`]: the prober — a UDP socket and a thread of its own that sends
 //!   probes over the underlay to each gateway's tunnel port, reads the
 //!   replies the node's `egret_tunnel_in` records in `egret_probe_rx`,
-//!   advances the state machines and writes `egret_gw_live`.
+//!   advances the state machines and writes `egret_gw_live`;
+//! - [`float`]: who holds one floating egress IP on one node (pure, no
+//!   clock): when to acquire, renew, preempt or release its Lease, and when
+//!   to add, announce or remove the address.
 //!
 //! The agent loop owns a [`probe::Prober`] (created on its thread, so the
 //! socket and the thread are in the node's network namespace), tells it the
@@ -20,5 +23,6 @@
 //! and hands [`probe::Prober::status_handle`] to the telemetry
 //! ([`crate::metrics::Telemetry::gateways`]).
 
+pub mod float;
 pub mod liveness;
 pub mod probe;
