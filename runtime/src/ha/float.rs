@@ -1592,6 +1592,24 @@ mod tests {
     }
 
     #[test]
+    fn sim_owner_cut_from_everything_but_the_segment_overlaps_at_most_until_its_self_fence() {
+        let (mut w, o) = settled(Config::default());
+        let others: Vec<usize> = (0..NODES.len()).filter(|i| *i != o).collect();
+        let t0 = w.now;
+        w.partition(&[o], &others, true);
+        w.nodes[o].reach_store = false;
+        w.run_until(t0 + ms(10_000));
+        let n = w.sole_owner();
+        assert_ne!(n, o);
+        assert_eq!(w.changes_since(t0).len(), 1);
+        // the old owner's last write was before the takeover, so its fence
+        // is at most fence_after after it; the new one adds settle after
+        let c = &w.config;
+        let promised = nanos(c.fence_after()).saturating_sub(nanos(c.settle));
+        assert!(w.dual_time() <= promised, "dual {:?}", w.dual);
+    }
+
+    #[test]
     fn sim_agent_restart_of_the_owner_fails_nothing_over() {
         let (mut w, o) = settled(Config::default());
         let t0 = w.now;
