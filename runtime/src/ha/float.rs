@@ -80,26 +80,26 @@
 //!    nodes may judge the Lease expired. A later successful renewal adds it
 //!    again (the Lease stayed its own: nobody wrote in between).
 //! 10. **Deposed owner**: a renewal `Lost`, or a view showing another
-//!    holder once the view has shown this node's own latest write (a watch
-//!    delivers in order, so anything after it is newer), removes the
-//!    address at once: [`Action::RemoveAddress`] is the first action
-//!    returned. (A view that has not caught up is not trusted: the next
-//!    renewal finds out.)
+//!     holder once the view has shown this node's own latest write (a watch
+//!     delivers in order, so anything after it is newer), removes the
+//!     address at once: [`Action::RemoveAddress`] is the first action
+//!     returned. (A view that has not caught up is not trusted: the next
+//!     renewal finds out.)
 //! 11. **Unhealthy owner**: when this node's own datapath is not healthy,
-//!    the owner removes the address and releases the Lease (it would
-//!    attract traffic it cannot carry); an unhealthy node acquires nothing,
-//!    and releases a Lease it sees as its own (retried as rule 1 says).
+//!     the owner removes the address and releases the Lease (it would
+//!     attract traffic it cannot carry); an unhealthy node acquires nothing,
+//!     and releases a Lease it sees as its own (retried as rule 1 says).
 //! 12. **Stray address**: a node that is not the owner and not re-adopting
-//!    removes the address if it may be on the interface (a new machine
-//!    assumes it may: a previous agent may have left it).
+//!     removes the address if it may be on the interface (a new machine
+//!     assumes it may: a previous agent may have left it).
 //! 13. **Owner report**: [`Action::OwnerChanged`] (for `egret_float_owner`
-//!    and an Event) whenever the owner as this node believes it changes:
-//!    this node while it owns the IP, else the view's holder.
+//!     and an Event) whenever the owner as this node believes it changes:
+//!     this node while it owns the IP, else the view's holder.
 //! 14. **Shutdown** ([`Float::shutdown`]): [`Shutdown::Keep`] (the agent
-//!    stops or restarts: the datapath runs on) keeps both the address and
-//!    the Lease, so a restart fails nothing over (rules 3, 4);
-//!    [`Shutdown::Withdraw`] (the node leaves the candidates) removes the
-//!    address and releases. Either way the machine is inert afterwards.
+//!     stops or restarts: the datapath runs on) keeps both the address and
+//!     the Lease, so a restart fails nothing over (rules 3, 4);
+//!     [`Shutdown::Withdraw`] (the node leaves the candidates) removes the
+//!     address and releases. Either way the machine is inert afterwards.
 //!
 //! # What a deposed owner and a new owner can overlap
 //! With the defaults, two nodes have the address at once only when the
@@ -1417,7 +1417,7 @@ mod tests {
                         self.nodes[c.node].machine.as_mut().map(|m| m.call_done(now, outcome)).unwrap_or_default();
                     self.apply(c.node, acts);
                 }
-                if self.now % nanos(self.probe.interval) == 0 {
+                if self.now.is_multiple_of(nanos(self.probe.interval)) {
                     self.probe_round();
                 }
                 for i in 0..self.nodes.len() {
@@ -1589,6 +1589,24 @@ mod tests {
             let w = partition(config.clone(), false);
             assert!(w.dual_time() <= promised_dual(&config), "dual {:?} with settle {:?}", w.dual, config.settle);
         }
+    }
+
+    #[test]
+    fn sim_owner_cut_from_everything_but_the_segment_overlaps_at_most_until_its_self_fence() {
+        let (mut w, o) = settled(Config::default());
+        let others: Vec<usize> = (0..NODES.len()).filter(|i| *i != o).collect();
+        let t0 = w.now;
+        w.partition(&[o], &others, true);
+        w.nodes[o].reach_store = false;
+        w.run_until(t0 + ms(10_000));
+        let n = w.sole_owner();
+        assert_ne!(n, o);
+        assert_eq!(w.changes_since(t0).len(), 1);
+        // the old owner's last write was before the takeover, so its fence
+        // is at most fence_after after it; the new one adds settle after
+        let c = &w.config;
+        let promised = nanos(c.fence_after()).saturating_sub(nanos(c.settle));
+        assert!(w.dual_time() <= promised, "dual {:?}", w.dual);
     }
 
     #[test]

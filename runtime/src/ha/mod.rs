@@ -15,7 +15,9 @@
 //!   advances the state machines and writes `egret_gw_live`;
 //! - [`float`]: who holds one floating egress IP on one node (pure, no
 //!   clock): when to acquire, renew, preempt or release its Lease, and when
-//!   to add, announce or remove the address.
+//!   to add, announce or remove the address;
+//! - [`announce`]: the address itself — add or remove it on an interface
+//!   (netlink) and announce it with gratuitous ARP (`AF_PACKET`).
 //!
 //! The agent loop owns a [`probe::Prober`] (created on its thread, so the
 //! socket and the thread are in the node's network namespace), tells it the
@@ -23,6 +25,7 @@
 //! and hands [`probe::Prober::status_handle`] to the telemetry
 //! ([`crate::metrics::Telemetry::gateways`]).
 
+pub mod announce;
 pub mod float;
 pub mod liveness;
 pub mod probe;
