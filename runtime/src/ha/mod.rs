@@ -12,7 +12,10 @@
 //! - [`probe`]: the prober — a UDP socket and a thread of its own that sends
 //!   probes over the underlay to each gateway's tunnel port, reads the
 //!   replies the node's `egret_tunnel_in` records in `egret_probe_rx`,
-//!   advances the state machines and writes `egret_gw_live`.
+//!   advances the state machines and writes `egret_gw_live`;
+//! - [`replicate`]: NAT state replication for floating egress IPs — the
+//!   owner of a floating slot streams its translations to the slot's
+//!   standbys over TCP, so a takeover keeps connections and their ports.
 //!
 //! The agent loop owns a [`probe::Prober`] (created on its thread, so the
 //! socket and the thread are in the node's network namespace), tells it the
@@ -22,3 +25,4 @@
 
 pub mod liveness;
 pub mod probe;
+pub mod replicate;
