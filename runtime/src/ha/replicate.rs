@@ -69,7 +69,10 @@
 //! from this peer) that the snapshot did not name are deleted (stale
 //! translations from before the connection). Entries of any other slot —
 //! those the standby's own datapath made — are never touched. Then the batch
-//! is acked. A map that is not pinned is skipped (counted as `map_absent`),
+//! is acked. When the slots accepted from that peer change (roles), the
+//! session is closed before the next batch: the owner's acknowledged view
+//! would otherwise miss what was ignored, and its reconnect sends a full
+//! snapshot. A map that is not pinned is skipped (counted as `map_absent`),
 //! the batch still acked. A connection silent for
 //! [`ReplicatorConfig::idle_timeout`] is closed.
 //!
@@ -803,6 +806,8 @@ enum LinkError {
     AckTimeout(Duration),
     #[error("stopping")]
     Stopped,
+    #[error("the slots accepted from this owner changed: resynchronising")]
+    Resync,
 }
 
 // ---------------------------------------------------------------------------
@@ -1078,9 +1083,11 @@ impl StatusHandle {
             LinkError::Closed | LinkError::Io(_) => c.io += 1,
             LinkError::Wire(_) | LinkError::Unexpected(_) => c.protocol += 1,
             LinkError::AckTimeout(_) => c.ack_timeout += 1,
-            LinkError::Stopped => {}
+            LinkError::Stopped | LinkError::Resync => {}
         };
-        self.failed(count, format_args!("replication with `{peer}`: {e}"));
+        if !matches!(e, LinkError::Stopped) {
+            self.failed(count, format_args!("replication with `{peer}`: {e}"));
+        }
     }
 }
 
@@ -1556,6 +1563,8 @@ fn session(shared: &Shared, mut stream: TcpStream, peer: Ipv4Addr) -> Result<(),
     let mut last_frame = Instant::now();
     let mut hello = false;
     let mut sweep: Option<Sweep> = None;
+    // the slots accepted from this owner when the session began
+    let mut accepting: Option<BTreeSet<u32>> = None;
     loop {
         if shared.stopping() {
             return Ok(());
@@ -1576,6 +1585,11 @@ fn session(shared: &Shared, mut stream: TcpStream, peer: Ipv4Addr) -> Result<(),
             Frame::Batch(_) if !hello => return Err(LinkError::Unexpected("a batch before the hello")),
             Frame::Batch(batch) => {
                 let accepted = shared.roles().accepted_from(peer);
+                if accepted.is_empty() || accepting.get_or_insert_with(|| accepted.clone()) != &accepted {
+                    // the owner believes acked entries are installed: what was
+                    // ignored before must come again, in a full snapshot
+                    return Err(LinkError::Resync);
+                }
                 let report = install(&*shared.maps, &accepted, config.node_ip, monotonic_ns(), &batch, &mut sweep);
                 record_install(shared, peer, &batch, &report);
                 if let Some(e) = report.overflow {
@@ -2166,6 +2180,7 @@ mod tests {
             replicated(&got, &[local, remote]) && !got.contains_key(&(Table::Reverse, stale[0].0))
         });
         let after = monotonic_ns();
+        eventually("the owner has the snapshot's ack", || owner.status().standbys[&S].snapshots == 1);
         let got = contents(&**b);
         assert_eq!(got.len(), 6, "slot 7's two flows and the standby's own flow: {got:?}");
         assert!(replicated(&got, &[standby_own]), "the standby's own slot-9 flow is untouched");
@@ -2216,8 +2231,9 @@ mod tests {
         let (owned, standby_for) = standby_roles();
         standby.set_roles(owned, standby_for);
         eventually("a full snapshot after the reconnect", || replicated(&contents(&**b), &[local]));
+        eventually("the owner has its ack", || owner.status().standbys[&S].snapshots == 2);
         let s = owner.status();
-        assert!(s.standbys[&S].connects == 2 && s.standbys[&S].snapshots == 2, "{s:?}");
+        assert_eq!(s.standbys[&S].connects, 2, "{s:?}");
         assert!(s.errors.io + s.errors.connect >= 1, "the broken connection was seen: {s:?}");
 
         // a node that is not an allowed peer is refused, its entries never installed
@@ -2249,6 +2265,25 @@ mod tests {
         let a: Arc<dyn NatMaps> = Arc::new(MemoryMaps::pinned());
         let b: Arc<dyn NatMaps> = Arc::new(MemoryMaps::pinned());
         scenario(&a, &b);
+    }
+
+    #[test]
+    fn a_standby_that_starts_accepting_a_slot_gets_its_entries() {
+        let a: Arc<dyn NatMaps> = Arc::new(MemoryMaps::pinned());
+        let b: Arc<dyn NatMaps> = Arc::new(MemoryMaps::pinned());
+        let seven = flow(7, Ipv4Addr::new(10, 0, 0, 1), 4000, 61000, Ipv4Addr::new(192, 0, 2, 5), 0, 10 * SEC);
+        let eight = flow(8, Ipv4Addr::new(10, 0, 0, 2), 4001, 61001, Ipv4Addr::new(192, 0, 2, 5), 0, 10 * SEC);
+        put(&*a, &[seven, eight].concat());
+        let (owner, standby) = pair(&a, &b);
+        standby.set_roles(BTreeMap::new(), BTreeMap::from([(7, BTreeSet::from([O]))]));
+        owner.set_roles(BTreeMap::from([(7, BTreeSet::from([S])), (8, BTreeSet::from([S]))]), BTreeMap::new());
+        eventually("slot 7 installed, slot 8 ignored", || {
+            contents(&*b).len() == 2 && standby.status().owners.get(&O).is_some_and(|o| o.ignored == 2)
+        });
+        standby.set_roles(BTreeMap::new(), BTreeMap::from([(7, BTreeSet::from([O])), (8, BTreeSet::from([O]))]));
+        let want: Vec<EntryKey> = keyed(&[seven, eight].concat()).into_keys().collect();
+        eventually("slot 8 arrives too", || contents(&*b).into_keys().collect::<Vec<_>>() == want);
+        assert!(owner.status().standbys[&S].snapshots >= 2, "a resynchronisation is a new snapshot");
     }
 
     #[test]
