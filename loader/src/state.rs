@@ -234,6 +234,9 @@ pub enum StateMapError {
     },
 }
 
+/// One entry of a map, as bytes: key, value.
+pub type EntryBytes = (Vec<u8>, Vec<u8>);
+
 /// A state map of a root, opened through its pin `<root>/state/<map>`
 /// (see the module doc): whole-entry reads, writes and deletes of a map
 /// with single (not per-CPU) values.
@@ -314,6 +317,23 @@ impl StateMap {
     /// A failed walk.
     pub fn keys(&self) -> Result<Vec<Vec<u8>>, StateMapError> {
         self.handle.keys().map_err(self.access("listing keys"))
+    }
+
+    /// Every entry (key, value), in the kernel's order: [`StateMap::keys`],
+    /// then one lookup per key; a key deleted between the two is left out.
+    /// Not a snapshot: entries written during the walk may show either value.
+    ///
+    /// # Errors
+    /// A failed walk or lookup.
+    pub fn entries(&self) -> Result<Vec<EntryBytes>, StateMapError> {
+        let keys = self.keys()?;
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            if let Some(value) = self.get(&key)? {
+                out.push((key, value));
+            }
+        }
+        Ok(out)
     }
 }
 

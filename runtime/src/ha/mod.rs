@@ -18,6 +18,12 @@
 //!   to add, announce or remove the address;
 //! - [`announce`]: the address itself — add or remove it on an interface
 //!   (netlink) and announce it with gratuitous ARP (`AF_PACKET`).
+//! - [`replicate`]: NAT state replication for floating egress IPs — the
+//!   owner of a floating slot streams its translations to the slot's
+//!   standbys over TCP, so a takeover keeps connections and their ports.
+//! - [`ownership`]: the floating IPs' controller — runs a [`float`] machine
+//!   per IP, makes the Lease calls, adds and announces the address, writes
+//!   `egret_float_owner`, gives [`replicate`] its roles, and reports.
 //!
 //! The agent loop owns a [`probe::Prober`] (created on its thread, so the
 //! socket and the thread are in the node's network namespace), tells it the
@@ -29,3 +35,4 @@ pub mod announce;
 pub mod float;
 pub mod liveness;
 pub mod probe;
+pub mod replicate;
