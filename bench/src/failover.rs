@@ -1,30 +1,37 @@
-//! Gateway failover on the mini-cluster (`egret_runtime::failover`): a pod
-//! streams UDP to the server through one gateway of a two-gateway policy;
-//! that gateway is failed for real, `--trials` times per kind of failure
-//! (underlay link down; every link of the node down; egret's programs
-//! detached while the agent runs), and restored between trials.
+//! Gateway failover on the mini-cluster (`egret_runtime::failover`), in
+//! two parts, side by side in one run:
 //!
-//! Per trial: **detect** = failure → the pod's node marks the gateway down
-//! in `egret_gw_live` (the agent's probes: 100 ms interval, down after 3
-//! misses, by default); **recover** = failure → the first datagram the
-//! server receives through the other gateway (the server's receive time);
-//! **leaked** = datagrams the server received from no egress IP. Reported
-//! per kind and over all trials: p50, p99, max. Then the gateway's agent is
-//! killed (`SIGKILL`, its datapath stays) and started again, `--trials`
-//! times: failovers and lost datagrams are counted (none expected).
-//!
-//! Not measured here (floating egress IPs, issue #14's later parts, are not
-//! implemented yet): connections surviving a failover (`tcp_survived`,
-//! `tcp_total`) and two owners of one IP (`dual_owner_events`). The JSON
-//! says so with `null` and a note rather than a number: with per-gateway
-//! egress IPs, a failover changes the egress IP, so an established
-//! connection cannot survive it.
+//! 1. **Floating egress IP** (the headline figures): the three gateways are
+//!    candidates of one floating IP; every node runs `egret-agent --kube`
+//!    against egret-kube's in-process API server (Leases included). A pod
+//!    streams UDP and writes on an established TCP connection to the server
+//!    through the IP; its owner is failed for real, `--trials` times per
+//!    kind of failure (underlay link down; every link of the node down;
+//!    egret's programs detached while the agent runs), and restored between
+//!    trials. Per trial: **detect** = failure → another candidate marks the
+//!    owner down (its probes); **recover** = failure → the first datagram
+//!    sent after the failure that the server receives (the old owner
+//!    carries nothing, so it came through the new one); the longest UDP and
+//!    TCP stalls at the server; whether the TCP connection survived (data
+//!    after the failover, never reset); **leaked** = datagrams from another
+//!    source than the floating IP; **dual-owner events** = ARP rounds (a
+//!    request every 10 ms from the server's side of the external segment)
+//!    in which two MACs answered for the IP. Then the owner's agent is
+//!    killed (`SIGKILL`, its datapath stays) for 3 s — longer than the
+//!    Lease — and started again, `--trials` times; then the owner is
+//!    partitioned from the other candidates (all still reach the API
+//!    server) for 4 s, `--trials` times: one owner at the end expected.
+//! 2. **Egress IP per gateway** (the earlier design, still supported): a
+//!    two-gateway policy through the snapshot directory; the pod's endpoint
+//!    moves to the other gateway, whose egress IP differs (so connections
+//!    cannot survive), same failures and figures.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use egret_runtime::failover::{Failure, Trial};
-use egret_runtime::minicluster::{self, MiniCluster};
+use egret_runtime::arpwatch::{ArpWatch, Overlap};
+use egret_runtime::failover::{Failure, FloatingTrial, Trial};
+use egret_runtime::minicluster::{self, FLOATING_IP, MiniCluster, Source};
 use serde::Serialize;
 
 /// What to run.
@@ -80,9 +87,94 @@ pub struct KindRow {
     pub leaked: u64,
 }
 
-/// The whole run (the JSON written with `--json`).
+/// The whole run (the JSON written with `--json`): the floating-IP
+/// figures at the top, both parts in full below.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    pub detect_ms_p50: f64,
+    pub detect_ms_p99: f64,
+    pub recover_ms_p50: f64,
+    pub recover_ms_p99: f64,
+    pub tcp_survived: u64,
+    pub tcp_total: u64,
+    pub dual_owner_events: u64,
+    pub floating: FloatingReport,
+    pub fixed_ip: FixedReport,
+}
+
+/// One kind of failure of the floating IP's owner over its trials.
+#[derive(Debug, Clone, Serialize)]
+pub struct FloatingKindRow {
+    pub failure: &'static str,
+    pub trials: usize,
+    pub detect_ms: Spread,
+    pub recover_ms: Spread,
+    pub udp_stall_ms: Spread,
+    pub tcp_stall_ms: Spread,
+    pub tcp_survived: u64,
+    pub not_recovered: usize,
+    pub leaked: u64,
+    /// ARP rounds with two MACs answering, as events (runs of rounds).
+    pub dual_owner_events: u64,
+    pub dual_owner_longest_ms: f64,
+}
+
+/// The floating-IP part.
+#[derive(Debug, Clone, Serialize)]
+pub struct FloatingReport {
+    pub trials: usize,
+    pub detect_ms: Spread,
+    pub recover_ms: Spread,
+    pub udp_stall_ms: Spread,
+    pub tcp_stall_ms: Spread,
+    pub tcp_survived: u64,
+    pub tcp_total: u64,
+    pub not_recovered: usize,
+    pub leaked: u64,
+    pub dual_owner_events: u64,
+    pub dual_owner_longest_ms: f64,
+    pub kinds: Vec<FloatingKindRow>,
+    /// The owner's agent killed for 3 s (longer than the Lease) and started again.
+    pub agent_kill: AgentKillRow,
+    /// The owner cut off from the other candidates.
+    pub partition: PartitionRow,
+    pub raw: Vec<RawFloatingTrial>,
+}
+
+/// Partitions of the owner from the other candidates.
+#[derive(Debug, Clone, Serialize)]
+pub struct PartitionRow {
+    pub trials: usize,
+    /// Trials that ended with exactly one owner.
+    pub one_owner_at_end: usize,
+    /// Changes of the holder set seen, over all trials.
+    pub changes: u64,
+    /// The longest time two candidates were seen holding the address at
+    /// once (sampled every few ms), ms.
+    pub longest_dual_ms: f64,
+    /// ARP rounds with two MACs answering, as events.
+    pub dual_owner_events: u64,
+}
+
+/// One floating-IP trial as recorded.
+#[derive(Debug, Clone, Serialize)]
+pub struct RawFloatingTrial {
+    pub failure: &'static str,
+    pub owner_before: String,
+    pub owner_after: Option<String>,
+    pub detect_ms: Option<f64>,
+    pub recover_ms: Option<f64>,
+    pub udp_stall_ms: Option<f64>,
+    pub tcp_stall_ms: Option<f64>,
+    pub tcp_survived: bool,
+    pub received: u64,
+    pub leaked: u64,
+    pub dual_owner_events: u64,
+}
+
+/// The egress-IP-per-gateway part.
+#[derive(Debug, Clone, Serialize)]
+pub struct FixedReport {
     pub detect_ms_p50: f64,
     pub detect_ms_p99: f64,
     pub recover_ms_p50: f64,
@@ -91,11 +183,6 @@ pub struct Report {
     pub trials: usize,
     pub not_recovered: usize,
     pub leaked: u64,
-    /// Not measured (see `not_measured`).
-    pub tcp_survived: Option<u64>,
-    pub tcp_total: Option<u64>,
-    pub dual_owner_events: Option<u64>,
-    pub not_measured: &'static str,
     pub kinds: Vec<KindRow>,
     /// The gateway's agent killed (`SIGKILL`) and started again, `trials` times.
     pub agent_kill: AgentKillRow,
@@ -129,9 +216,36 @@ pub struct RawTrial {
     pub leaked: u64,
 }
 
-const NOT_MEASURED: &str = "tcp_survived, tcp_total and dual_owner_events need floating egress IPs (one IP moving between gateways with its NAT state), which egret does not implement yet; with an egress IP per gateway a failover changes the egress IP, so established connections are not expected to survive";
+/// `opts.trials` agent kills (`SIGKILL` for `dead`, then a restart) of the
+/// gateway the pod's stream uses; `tag` starts each progress line.
+fn agent_kills(c: &mut MiniCluster, opts: &Options, tag: &str, dead: Duration) -> anyhow::Result<AgentKillRow> {
+    let mut kill = AgentKillRow { trials: 0, failovers: 0, sent: 0, lost: 0, moved: 0 };
+    for i in 0..opts.trials {
+        let k = c.agent_kill_trial(&opts.pod, dead)?;
+        eprintln!(
+            "{tag}agent-kill {}/{}: {} for {dead:?}: {} sent, {} received, {} moved, marked down: {}",
+            i + 1,
+            opts.trials,
+            k.gateway,
+            k.sent,
+            k.received,
+            k.moved,
+            k.marked_down
+        );
+        kill.trials += 1;
+        kill.failovers += usize::from(k.marked_down);
+        kill.sent += k.sent;
+        kill.lost += k.sent.saturating_sub(k.received);
+        kill.moved += k.moved;
+    }
+    Ok(kill)
+}
 
-/// Runs the trials.
+fn ms(d: Option<Duration>) -> Option<f64> {
+    d.map(|d| d.as_secs_f64() * 1e3)
+}
+
+/// Runs both parts.
 ///
 /// # Errors
 /// Missing tools or privilege, or a set-up failure.
@@ -144,6 +258,147 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         "no egret-agent at {} (build it: cargo build --release -p egret-runtime)",
         opts.agent.display()
     );
+    let floating = run_floating(opts)?;
+    let fixed_ip = run_fixed(opts)?;
+    Ok(Report {
+        detect_ms_p50: floating.detect_ms.p50,
+        detect_ms_p99: floating.detect_ms.p99,
+        recover_ms_p50: floating.recover_ms.p50,
+        recover_ms_p99: floating.recover_ms.p99,
+        tcp_survived: floating.tcp_survived,
+        tcp_total: floating.tcp_total,
+        dual_owner_events: floating.dual_owner_events + floating.partition.dual_owner_events,
+        floating,
+        fixed_ip,
+    })
+}
+
+/// The floating-IP part (see the module doc).
+///
+/// # Errors
+/// A set-up failure or a trial that cannot run.
+pub fn run_floating(opts: &Options) -> anyhow::Result<FloatingReport> {
+    let mut c = MiniCluster::prepare("bfl")?;
+    let served = crate::kubecluster::serve(&c, "bfl")?;
+    served.apply_yaml(&MiniCluster::floating_policy());
+    c.start_agents(Path::new(&opts.agent), Source::Kube { kubeconfig: &served.kubeconfig })?;
+    // one owner, traffic through it
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !(c.holders(FLOATING_IP)?.len() == 1
+        && c.tcp_request(&opts.pod, minicluster::SERVER).is_ok_and(|s| s.ip == FLOATING_IP))
+    {
+        anyhow::ensure!(std::time::Instant::now() < deadline, "no single owner of {FLOATING_IP} carrying traffic");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let arp = c.arp_watch(FLOATING_IP)?;
+    let mut all: Vec<(FloatingTrial, Overlap)> = Vec::new();
+    for failure in Failure::ALL {
+        for i in 0..opts.trials {
+            arp.clear();
+            let t = c.floating_trial(&opts.pod, failure)?;
+            let o = Overlap::of(&arp.answers(), ArpWatch::ROUND);
+            eprintln!(
+                "floating {} {}/{}: {} failed, {:?} took over; detect {:?}, recover {:?}, UDP stall {:?}, TCP stall {:?} survived {}, leaked {}, dual-owner events {}",
+                failure.name(),
+                i + 1,
+                opts.trials,
+                t.owner_before,
+                t.owner_after,
+                t.detect,
+                t.recover,
+                t.udp_stall,
+                t.tcp_stall,
+                t.tcp_survived,
+                t.leaked,
+                o.events
+            );
+            all.push((t, o));
+        }
+    }
+    let kill = agent_kills(&mut c, opts, "floating ", Duration::from_millis(3000))?;
+    let mut partition =
+        PartitionRow { trials: 0, one_owner_at_end: 0, changes: 0, longest_dual_ms: 0.0, dual_owner_events: 0 };
+    for i in 0..opts.trials {
+        arp.clear();
+        let p = c.partition_trial(Duration::from_secs(4))?;
+        let o = Overlap::of(&arp.answers(), ArpWatch::ROUND);
+        eprintln!(
+            "floating partition {}/{}: {} cut off; holders at the end {:?}, {} changes, longest sampled dual {:?}, ARP dual-owner events {}",
+            i + 1,
+            opts.trials,
+            p.owner_before,
+            p.holders_at_end,
+            p.changes,
+            p.longest_dual,
+            o.events
+        );
+        partition.trials += 1;
+        partition.one_owner_at_end += usize::from(p.holders_at_end.len() == 1);
+        partition.changes += p.changes;
+        partition.longest_dual_ms = partition.longest_dual_ms.max(p.longest_dual.as_secs_f64() * 1e3);
+        partition.dual_owner_events += o.events;
+    }
+    drop(arp);
+    drop(c);
+    drop(served);
+    let kinds: Vec<FloatingKindRow> = Failure::ALL
+        .iter()
+        .map(|f| {
+            let of = || all.iter().filter(|(t, _)| t.failure == *f);
+            FloatingKindRow {
+                failure: f.name(),
+                trials: of().count(),
+                detect_ms: spread(of().map(|(t, _)| t.detect)),
+                recover_ms: spread(of().map(|(t, _)| t.recover)),
+                udp_stall_ms: spread(of().map(|(t, _)| t.udp_stall)),
+                tcp_stall_ms: spread(of().map(|(t, _)| t.tcp_stall)),
+                tcp_survived: of().filter(|(t, _)| t.tcp_survived).count() as u64,
+                not_recovered: of().filter(|(t, _)| t.recover.is_none()).count(),
+                leaked: of().map(|(t, _)| t.leaked).sum(),
+                dual_owner_events: of().map(|(_, o)| o.events).sum(),
+                dual_owner_longest_ms: of().map(|(_, o)| o.longest.as_secs_f64() * 1e3).fold(0.0, f64::max),
+            }
+        })
+        .collect();
+    Ok(FloatingReport {
+        trials: all.len(),
+        detect_ms: spread(all.iter().map(|(t, _)| t.detect)),
+        recover_ms: spread(all.iter().map(|(t, _)| t.recover)),
+        udp_stall_ms: spread(all.iter().map(|(t, _)| t.udp_stall)),
+        tcp_stall_ms: spread(all.iter().map(|(t, _)| t.tcp_stall)),
+        tcp_survived: all.iter().filter(|(t, _)| t.tcp_survived).count() as u64,
+        tcp_total: all.len() as u64,
+        not_recovered: all.iter().filter(|(t, _)| t.recover.is_none()).count(),
+        leaked: all.iter().map(|(t, _)| t.leaked).sum(),
+        dual_owner_events: all.iter().map(|(_, o)| o.events).sum(),
+        dual_owner_longest_ms: all.iter().map(|(_, o)| o.longest.as_secs_f64() * 1e3).fold(0.0, f64::max),
+        kinds,
+        agent_kill: kill,
+        partition,
+        raw: all
+            .iter()
+            .map(|(t, o)| RawFloatingTrial {
+                failure: t.failure.name(),
+                owner_before: t.owner_before.clone(),
+                owner_after: t.owner_after.clone(),
+                detect_ms: ms(t.detect),
+                recover_ms: ms(t.recover),
+                udp_stall_ms: ms(t.udp_stall),
+                tcp_stall_ms: ms(t.tcp_stall),
+                tcp_survived: t.tcp_survived,
+                received: t.received,
+                leaked: t.leaked,
+                dual_owner_events: o.events,
+            })
+            .collect(),
+    })
+}
+
+/// The egress-IP-per-gateway part (see the module doc).
+///
+/// # Errors
+/// A set-up failure or a trial that cannot run.
+pub fn run_fixed(opts: &Options) -> anyhow::Result<FixedReport> {
     let mut c = MiniCluster::start("bfo", Path::new(&opts.agent))?;
     c.apply_failover_policy()?;
     let mut all: Vec<Trial> = Vec::new();
@@ -164,24 +419,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
             all.push(t);
         }
     }
-    let mut kill = AgentKillRow { trials: 0, failovers: 0, sent: 0, lost: 0, moved: 0 };
-    for i in 0..opts.trials {
-        let k = c.agent_kill_trial(&opts.pod, Duration::from_millis(1500))?;
-        eprintln!(
-            "agent-kill {}/{}: {} sent, {} received, {} moved, marked down: {}",
-            i + 1,
-            opts.trials,
-            k.sent,
-            k.received,
-            k.moved,
-            k.marked_down
-        );
-        kill.trials += 1;
-        kill.failovers += usize::from(k.marked_down);
-        kill.sent += k.sent;
-        kill.lost += k.sent.saturating_sub(k.received);
-        kill.moved += k.moved;
-    }
+    let kill = agent_kills(&mut c, opts, "", Duration::from_millis(1500))?;
     let kinds: Vec<KindRow> = Failure::ALL
         .iter()
         .map(|f| {
@@ -198,8 +436,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         .collect();
     let detect = spread(all.iter().map(|t| t.detect));
     let recover = spread(all.iter().map(|t| t.recover));
-    let ms = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1e3);
-    Ok(Report {
+    Ok(FixedReport {
         detect_ms_p50: detect.p50,
         detect_ms_p99: detect.p99,
         recover_ms_p50: recover.p50,
@@ -208,10 +445,6 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         trials: all.len(),
         not_recovered: all.iter().filter(|t| t.recover.is_none()).count(),
         leaked: all.iter().map(|t| t.leaked).sum(),
-        tcp_survived: None,
-        tcp_total: None,
-        dual_owner_events: None,
-        not_measured: NOT_MEASURED,
         kinds,
         agent_kill: kill,
         raw: all
@@ -233,13 +466,53 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
 /// The report as markdown.
 #[must_use]
 pub fn render(r: &Report) -> String {
+    let cell = |s: &Spread| format!("{:.0} / {:.0} / {:.0}", s.p50, s.p99, s.max);
+    let f = &r.floating;
     let mut t = crate::report::Table::new(
-        format!("Gateway failover, {} trials (ms from the failure; p50 / p99 / max)", r.trials),
+        format!("Floating egress IP, owner failed, {} trials (ms from the failure; p50 / p99 / max)", f.trials),
+        &[
+            "failure",
+            "trials",
+            "detect",
+            "first packet via the new owner",
+            "UDP stall",
+            "TCP stall",
+            "TCP survived",
+            "leaked",
+            "dual-owner events",
+        ],
+    );
+    for k in &f.kinds {
+        t.row(vec![
+            k.failure.to_string(),
+            k.trials.to_string(),
+            cell(&k.detect_ms),
+            cell(&k.recover_ms),
+            cell(&k.udp_stall_ms),
+            cell(&k.tcp_stall_ms),
+            format!("{}/{}", k.tcp_survived, k.trials),
+            k.leaked.to_string(),
+            k.dual_owner_events.to_string(),
+        ]);
+    }
+    t.row(vec![
+        "all".into(),
+        f.trials.to_string(),
+        cell(&f.detect_ms),
+        cell(&f.recover_ms),
+        cell(&f.udp_stall_ms),
+        cell(&f.tcp_stall_ms),
+        format!("{}/{}", f.tcp_survived, f.tcp_total),
+        f.leaked.to_string(),
+        f.dual_owner_events.to_string(),
+    ]);
+    let x = &r.fixed_ip;
+    let mut u = crate::report::Table::new(
+        format!("Egress IP per gateway, gateway failed, {} trials (ms from the failure; p50 / p99 / max)", x.trials),
         &["failure", "trials", "detect", "first packet via the other gateway", "not recovered", "leaked"],
     );
-    let cell = |s: &Spread| format!("{:.0} / {:.0} / {:.0}", s.p50, s.p99, s.max);
-    for k in &r.kinds {
-        t.row(vec![
+    for k in &x.kinds {
+        u.row(vec![
             k.failure.to_string(),
             k.trials.to_string(),
             cell(&k.detect_ms),
@@ -248,24 +521,34 @@ pub fn render(r: &Report) -> String {
             k.leaked.to_string(),
         ]);
     }
-    t.row(vec![
+    u.row(vec![
         "all".into(),
-        r.trials.to_string(),
-        format!("{:.0} / {:.0}", r.detect_ms_p50, r.detect_ms_p99),
-        format!("{:.0} / {:.0} / {:.0}", r.recover_ms_p50, r.recover_ms_p99, r.recover_ms_max),
-        r.not_recovered.to_string(),
-        r.leaked.to_string(),
+        x.trials.to_string(),
+        format!("{:.0} / {:.0}", x.detect_ms_p50, x.detect_ms_p99),
+        format!("{:.0} / {:.0} / {:.0}", x.recover_ms_p50, x.recover_ms_p99, x.recover_ms_max),
+        x.not_recovered.to_string(),
+        x.leaked.to_string(),
     ]);
-    let k = &r.agent_kill;
+    let (k, p, kx) = (&f.agent_kill, &f.partition, &x.agent_kill);
     format!(
-        "{}\nthe gateway's agent killed (kill -9) and restarted, {} trials: {} failovers, {} of {} datagrams lost, {} moved\n\nnot measured: {}\n",
+        "{}\nthe owner's agent killed (kill -9) for 3 s and restarted, {} trials: {} failovers, {} of {} datagrams lost, {} moved\npartition of the owner from the other candidates (4 s), {} trials: one owner at the end in {}, {} holder changes, longest sampled dual ownership {:.0} ms, {} ARP dual-owner events\n\n{}\nthe gateway's agent killed (kill -9) and restarted, {} trials: {} failovers, {} of {} datagrams lost, {} moved\n",
         t.markdown(),
         k.trials,
         k.failovers,
         k.lost,
         k.sent,
         k.moved,
-        r.not_measured
+        p.trials,
+        p.one_owner_at_end,
+        p.changes,
+        p.longest_dual_ms,
+        p.dual_owner_events,
+        u.markdown(),
+        kx.trials,
+        kx.failovers,
+        kx.lost,
+        kx.sent,
+        kx.moved,
     )
 }
 

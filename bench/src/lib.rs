@@ -16,12 +16,20 @@
 //! - [`report`]: the tables every subcommand prints and writes as JSON.
 
 pub mod cilium_dp;
+// egret-kube's in-process API server and the mini-cluster served by it
+// (shared with the e2e tests): the failover benchmark's `--kube` agents
+#[path = "../../kube/tests/support/apiserver.rs"]
+#[allow(dead_code, clippy::unwrap_used, reason = "a test server; the benchmark uses part of it")]
+mod apiserver;
 pub mod classify;
 pub mod codegen;
 pub mod compile;
 pub mod failover;
 pub mod footprint;
 pub mod gateway;
+#[path = "../../tests/support/kubecluster.rs"]
+#[allow(dead_code, reason = "shared with the e2e tests, which read the served objects")]
+mod kubecluster;
 pub mod layouts;
 pub mod lint;
 pub mod parts;

@@ -122,7 +122,7 @@ enum Command {
         #[arg(long)]
         json: Option<std::path::PathBuf>,
     },
-    /// Gateway failover in the mini-cluster (needs root): a gateway failed for real, time to the first packet via the other.
+    /// Gateway failover in the mini-cluster (needs root): a floating egress IP's owner failed for real (through an API server, Leases included), then a gateway of an egress-IP-per-gateway policy; time to the first packet after, connections surviving, two owners at once.
     Failover {
         /// The egret-agent binary (default: next to this program).
         #[arg(long)]

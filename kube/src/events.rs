@@ -90,15 +90,7 @@ impl PolicyEvent {
                 }
             }
         }
-        if note.len() > NOTE_MAX {
-            let mut cut = NOTE_MAX - 3;
-            while !note.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            note.truncate(cut);
-            note.push_str("...");
-        }
-        PolicyEvent { policy: report.name.clone(), uid: report.uid.clone(), warning, reason, note }
+        PolicyEvent { policy: report.name.clone(), uid: report.uid.clone(), warning, reason, note: truncated(note) }
     }
 
     /// `Warning` or `Normal`.
@@ -135,6 +127,125 @@ impl PolicyEvent {
             ..Event::default()
         }
     }
+}
+
+/// An Event about a failover, created by the agent that acted or saw it:
+/// a floating IP's Lease changing hands ([`Regarding::Lease`]: reasons
+/// `FloatingIPAcquired`, `FloatingIPTakeover` — taken from a holder this
+/// node's probes saw down —, `FloatingIPLost`, `FloatingIPReleased`), or a
+/// gateway this gateway probes going down or up ([`Regarding::Node`]:
+/// `GatewayDown`, `GatewayUp`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailoverEvent {
+    /// What it is about.
+    pub regarding: Regarding,
+    /// `Warning` (else `Normal`).
+    pub warning: bool,
+    /// The reason (above).
+    pub reason: &'static str,
+    /// For people.
+    pub note: String,
+}
+
+/// The object a [`FailoverEvent`] is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Regarding {
+    /// A floating IP's `coordination.k8s.io/v1` Lease.
+    Lease {
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+    },
+    /// A node (a gateway).
+    Node {
+        /// Its name.
+        name: String,
+    },
+}
+
+impl FailoverEvent {
+    /// The `events.k8s.io/v1` Event `node`'s agent creates, named uniquely
+    /// by `stamp` (nanoseconds since the epoch): in the Lease's namespace,
+    /// or in [`CLUSTER_EVENTS_NAMESPACE`] for a node.
+    pub fn to_event(&self, node: &str, stamp: u128) -> Event {
+        let (namespace, name, reference) = match &self.regarding {
+            Regarding::Lease { namespace, name } => (
+                namespace.clone(),
+                name.clone(),
+                ObjectReference {
+                    api_version: Some("coordination.k8s.io/v1".to_string()),
+                    kind: Some("Lease".to_string()),
+                    namespace: Some(namespace.clone()),
+                    name: Some(name.clone()),
+                    ..ObjectReference::default()
+                },
+            ),
+            Regarding::Node { name } => (
+                CLUSTER_EVENTS_NAMESPACE.to_string(),
+                name.clone(),
+                ObjectReference {
+                    api_version: Some("v1".to_string()),
+                    kind: Some("Node".to_string()),
+                    name: Some(name.clone()),
+                    ..ObjectReference::default()
+                },
+            ),
+        };
+        Event {
+            metadata: ObjectMeta {
+                name: Some(format!("{name}.{node}.{stamp:x}")),
+                namespace: Some(namespace),
+                ..ObjectMeta::default()
+            },
+            event_time: Some(MicroTime(
+                k8s_openapi::jiff::Timestamp::from_nanosecond(stamp as i128)
+                    .unwrap_or_else(|_| k8s_openapi::jiff::Timestamp::now()),
+            )),
+            action: Some(FAILOVER_ACTION.to_string()),
+            reason: Some(self.reason.to_string()),
+            note: Some(truncated(self.note.clone())),
+            type_: Some(if self.warning { "Warning" } else { "Normal" }.to_string()),
+            regarding: Some(reference),
+            reporting_controller: Some(REPORTING_CONTROLLER.to_string()),
+            reporting_instance: Some(format!("{REPORTING_CONTROLLER}-{node}")),
+            ..Event::default()
+        }
+    }
+}
+
+/// The `action` of failover Events.
+pub const FAILOVER_ACTION: &str = "Failover";
+
+/// What the publisher's queue holds.
+#[derive(Debug, Clone)]
+enum Queued {
+    Policy(PolicyEvent),
+    Failover(FailoverEvent),
+}
+
+impl Queued {
+    /// What the Event is about, for a log line.
+    fn about(&self) -> String {
+        match self {
+            Queued::Policy(p) => format!("policy {}", p.policy),
+            Queued::Failover(FailoverEvent { regarding: Regarding::Lease { name, .. }, .. }) => format!("lease {name}"),
+            Queued::Failover(FailoverEvent { regarding: Regarding::Node { name }, .. }) => format!("node {name}"),
+        }
+    }
+}
+
+/// `note` cut to [`NOTE_MAX`] bytes (on a character boundary, with `...`).
+fn truncated(mut note: String) -> String {
+    if note.len() > NOTE_MAX {
+        let mut cut = NOTE_MAX - 3;
+        while !note.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        note.truncate(cut);
+        note.push_str("...");
+    }
+    note
 }
 
 /// FNV-1a over `policy` and a zero byte: the state [`weight`] continues
@@ -274,7 +385,7 @@ impl EventStats {
 
 #[derive(Debug, Default)]
 struct Queue {
-    items: Mutex<VecDeque<PolicyEvent>>,
+    items: Mutex<VecDeque<Queued>>,
     ready: Notify,
 }
 
@@ -307,6 +418,15 @@ impl Publisher {
 
     /// Queues events for publishing; drops the oldest beyond [`QUEUE`].
     pub fn queue(&self, events: impl IntoIterator<Item = PolicyEvent>) {
+        self.enqueue(events.into_iter().map(Queued::Policy));
+    }
+
+    /// Queues failover Events, as [`Publisher::queue`].
+    pub fn queue_failover(&self, events: impl IntoIterator<Item = FailoverEvent>) {
+        self.enqueue(events.into_iter().map(Queued::Failover));
+    }
+
+    fn enqueue(&self, events: impl Iterator<Item = Queued>) {
         let mut q = self.queue.items.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         for e in events {
             if q.len() == QUEUE {
@@ -320,9 +440,12 @@ impl Publisher {
     }
 
     /// Creates one Event; `Err` with the API's error.
-    async fn create(&self, e: &PolicyEvent) -> Result<(), kube::Error> {
+    async fn create(&self, e: &Queued) -> Result<(), kube::Error> {
         let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
-        let event = e.to_event(&self.node, stamp);
+        let event = match e {
+            Queued::Policy(p) => p.to_event(&self.node, stamp),
+            Queued::Failover(f) => f.to_event(&self.node, stamp),
+        };
         let namespace = event.metadata.namespace.clone().unwrap_or_default();
         let api: kube::Api<Event> = kube::Api::namespaced(self.client.clone(), &namespace);
         api.create(&kube::api::PostParams::default(), &event).await.map(|_| ())
@@ -344,7 +467,7 @@ impl Publisher {
             match result {
                 Ok(()) => self.stats.created.fetch_add(1, Ordering::AcqRel),
                 Err(err) => {
-                    tracing::warn!(policy = %e.policy, error = %err, "cannot create an Event");
+                    tracing::warn!(about = %e.about(), error = %err, "cannot create an Event");
                     self.stats.failed.fetch_add(1, Ordering::AcqRel)
                 }
             };
@@ -409,6 +532,38 @@ mod tests {
             "gw-1",
         );
         assert!(e.note.ends_with("; on gateway gw-1: no egress IPv4: x"), "{}", e.note);
+    }
+
+    #[test]
+    fn a_failover_event_regards_the_lease_or_the_node() {
+        let lease = FailoverEvent {
+            regarding: Regarding::Lease {
+                namespace: "egret-system".into(),
+                name: "egret-floating-198-51-100-150".into(),
+            },
+            warning: true,
+            reason: "FloatingIPTakeover",
+            note: "x".repeat(2000),
+        };
+        let ev = serde_json::to_value(lease.to_event("gateway-2", 1_700_000_000_123_456_789)).expect("json");
+        assert_eq!(ev["metadata"]["namespace"], "egret-system");
+        assert_eq!(ev["metadata"]["name"], "egret-floating-198-51-100-150.gateway-2.17979cfe3d85cd15");
+        assert_eq!(ev["regarding"]["kind"], "Lease");
+        assert_eq!(ev["regarding"]["namespace"], "egret-system");
+        assert_eq!(ev["type"], "Warning");
+        assert_eq!(ev["action"], FAILOVER_ACTION);
+        assert_eq!(ev["note"].as_str().expect("note").len(), NOTE_MAX, "cut to the API's limit");
+        let node = FailoverEvent {
+            regarding: Regarding::Node { name: "gateway-1".into() },
+            warning: false,
+            reason: "GatewayUp",
+            note: "up".into(),
+        };
+        let ev = serde_json::to_value(node.to_event("gateway-2", 1)).expect("json");
+        assert_eq!(ev["metadata"]["namespace"], CLUSTER_EVENTS_NAMESPACE);
+        assert_eq!(ev["regarding"]["kind"], "Node");
+        assert_eq!(ev["regarding"]["apiVersion"], "v1");
+        assert_eq!(ev["type"], "Normal");
     }
 
     #[test]
@@ -489,6 +644,7 @@ mod tests {
                 uid: format!("uid-{p}"),
                 namespace: None,
                 spec: Some(serde_json::json!({"selectors": [{"podSelector": {}}], "destinationCIDRs": ["0.0.0.0/0"]})),
+                annotations: std::collections::BTreeMap::new(),
             });
         }
         let before = check(&v, "all Ready");

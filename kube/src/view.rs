@@ -104,6 +104,9 @@ pub struct PolicyFacts {
     pub namespace: Option<String>,
     /// `spec`, as JSON.
     pub spec: Option<Value>,
+    /// egret's own annotations (`egret.dev/…`, e.g. the floating-IP opt-in);
+    /// others are not kept.
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// A kind of fact, keyed in its table.
@@ -780,6 +783,10 @@ fn render_policy(p: &PolicyFacts) -> Value {
     if let Some(ns) = &p.namespace {
         meta.insert("namespace".into(), Value::String(ns.clone()));
     }
+    if !p.annotations.is_empty() {
+        let a: Map<String, Value> = p.annotations.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
+        meta.insert("annotations".into(), Value::Object(a));
+    }
     let mut obj = Map::new();
     obj.insert("apiVersion".into(), Value::String(format!("{}/{}", crate::crd::GROUP, crate::crd::VERSION)));
     obj.insert("kind".into(), Value::String(crate::crd::KIND.into()));
@@ -879,7 +886,13 @@ mod tests {
     }
 
     fn policy(name: &str, spec: Value) -> PolicyFacts {
-        PolicyFacts { name: name.into(), uid: format!("uid-{name}"), namespace: None, spec: Some(spec) }
+        PolicyFacts {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            namespace: None,
+            spec: Some(spec),
+            annotations: BTreeMap::new(),
+        }
     }
 
     /// The example cluster (two workers, one gateway) with one policy.

@@ -27,6 +27,7 @@ struct MetaWire {
     uid: Option<String>,
     resource_version: Option<String>,
     labels: Option<BTreeMap<String, String>>,
+    annotations: Option<BTreeMap<String, String>>,
 }
 
 fn trimmed_meta<'de, D: Deserializer<'de>>(d: D) -> Result<ObjectMeta, D::Error> {
@@ -37,6 +38,11 @@ fn trimmed_meta<'de, D: Deserializer<'de>>(d: D) -> Result<ObjectMeta, D::Error>
         uid: m.uid,
         resource_version: m.resource_version,
         labels: m.labels,
+        // only egret's own: others (kubectl's last-applied copy, say) can be large
+        annotations: m
+            .annotations
+            .map(|a| a.into_iter().filter(|(k, _)| k.starts_with(EGRET_ANNOTATIONS)).collect())
+            .filter(|a: &BTreeMap<String, String>| !a.is_empty()),
         ..ObjectMeta::default()
     })
     .unwrap_or_default())
@@ -278,11 +284,21 @@ impl IntoFacts for NodeWire {
     }
 }
 
+/// The prefix of the annotations egret reads on a policy (the others are dropped).
+pub const EGRET_ANNOTATIONS: &str = "egret.dev/";
+
 impl IntoFacts for PolicyWire {
     type Facts = PolicyFacts;
     fn into_facts(self) -> PolicyFacts {
         let m = self.metadata;
-        PolicyFacts { name: name(&m), uid: m.uid.unwrap_or_default(), namespace: m.namespace, spec: self.spec }
+        let annotations = m.annotations.clone().unwrap_or_default();
+        PolicyFacts {
+            name: name(&m),
+            uid: m.uid.unwrap_or_default(),
+            namespace: m.namespace,
+            spec: self.spec,
+            annotations,
+        }
     }
     fn view_key(&self) -> String {
         name(&self.metadata)

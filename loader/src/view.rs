@@ -231,7 +231,9 @@ fn decode_tables(
             .filter_map(|(k, v)| Some((u32_at(&k, 0)?, egret_bpf::choices::decode(&v)?)))
             .collect();
     let mut internal = std::collections::BTreeSet::new();
-    let mut by_class: BTreeMap<u32, Vec<(String, Decision, Vec<Decision>, Option<u32>)>> = BTreeMap::new();
+    // per class: (destination, decision, its failover targets, choice index)
+    type Rows = Vec<(String, Decision, Vec<Decision>, Option<u32>)>;
+    let mut by_class: BTreeMap<u32, Rows> = BTreeMap::new();
     for (k, v) in dst {
         let Some((class, prefix)) = dst_key(&k) else { continue };
         let rec =

@@ -90,9 +90,9 @@ pub struct Trial {
     pub received: u64,
 }
 
-/// Every egress IP of the mini-cluster's gateways.
+/// Every egress IP of the mini-cluster's gateways, and the floating one.
 fn egress_ips() -> BTreeSet<Ipv4Addr> {
-    NODES.iter().flat_map(|n| n.egress_ips.iter().copied()).collect()
+    NODES.iter().flat_map(|n| n.egress_ips.iter().copied()).chain([crate::minicluster::FLOATING_IP]).collect()
 }
 
 fn gateway_of(ip: Ipv4Addr) -> Option<NodeSpec> {
@@ -128,9 +128,9 @@ impl Drop for Looping {
     }
 }
 
-/// The server side of a stream: receive times and sources.
+/// The server side of a stream: receive times, sources and sequence numbers.
 struct Recorder {
-    seen: Arc<Mutex<Vec<(Instant, Ipv4Addr)>>>,
+    seen: Arc<Mutex<Vec<(Instant, Ipv4Addr, u64)>>>,
     _thread: Looping,
 }
 
@@ -147,10 +147,14 @@ impl Recorder {
         let seen2 = seen.clone();
         let mut buf = [0u8; 64];
         let thread = Looping::spawn(move || {
-            if let Ok((_, std::net::SocketAddr::V4(from))) = socket.recv_from(&mut buf)
+            if let Ok((n, std::net::SocketAddr::V4(from))) = socket.recv_from(&mut buf)
                 && let Ok(mut v) = seen2.lock()
             {
-                v.push((Instant::now(), *from.ip()));
+                let seq = buf
+                    .get(..8)
+                    .filter(|_| n >= 8)
+                    .map_or(u64::MAX, |b| u64::from_be_bytes(b.try_into().unwrap_or([0xff; 8])));
+                v.push((Instant::now(), *from.ip(), seq));
             }
             true
         });
@@ -158,6 +162,10 @@ impl Recorder {
     }
 
     fn snapshot(&self) -> Vec<(Instant, Ipv4Addr)> {
+        self.seen.lock().map(|v| v.iter().map(|(t, ip, _)| (*t, *ip)).collect()).unwrap_or_default()
+    }
+
+    fn with_seq(&self) -> Vec<(Instant, Ipv4Addr, u64)> {
         self.seen.lock().map(|v| v.clone()).unwrap_or_default()
     }
 }
@@ -165,6 +173,8 @@ impl Recorder {
 /// The pod side: one datagram every [`STREAM_EVERY`], for at most [`STREAM_MAX`].
 struct Stream {
     sent: Arc<std::sync::atomic::AtomicU64>,
+    /// When each sequence number was sent.
+    times: Arc<Mutex<Vec<Instant>>>,
     thread: Looping,
 }
 
@@ -179,9 +189,14 @@ impl Stream {
         })?;
         let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let sent2 = sent.clone();
+        let times = Arc::new(Mutex::new(Vec::new()));
+        let times2 = times.clone();
         let started = Instant::now();
         let mut seq: u64 = 0;
         let thread = Looping::spawn(move || {
+            if let Ok(mut t) = times2.lock() {
+                t.push(Instant::now());
+            }
             // a send may fail while routes flap; the stream goes on
             if socket.send(&seq.to_be_bytes()).is_ok() {
                 sent2.fetch_add(1, Ordering::Relaxed);
@@ -190,7 +205,12 @@ impl Stream {
             std::thread::sleep(STREAM_EVERY);
             started.elapsed() < STREAM_MAX
         });
-        Ok(Stream { sent, thread })
+        Ok(Stream { sent, times, thread })
+    }
+
+    /// When datagram `seq` was sent.
+    fn sent_at(&self, seq: u64) -> Option<Instant> {
+        self.times.lock().ok().and_then(|t| usize::try_from(seq).ok().and_then(|i| t.get(i).copied()))
     }
 
     /// Stops the stream; the datagrams sent.
@@ -229,6 +249,32 @@ impl MiniCluster {
         let Some(m) = StateMap::open(&layout, &GatewayLive::map_def()).map_err(io)? else { return Ok(false) };
         let key = GatewayLive { gateway, down: true }.key();
         Ok(m.get(&key).map_err(io)?.and_then(|v| GatewayLive::from_bytes(&key, &v)).is_some_and(|e| e.down))
+    }
+
+    /// Waits (at most [`TRIAL_TIMEOUT`]) until none of `nodes` marks `gw` down.
+    fn wait_seen_up(&self, nodes: &[&str], gw: NodeSpec) -> Result<(), ClusterError> {
+        let back = Instant::now() + TRIAL_TIMEOUT;
+        for n in nodes {
+            while self.sees_down(n, gw.address)? {
+                if Instant::now() > back {
+                    return Err(ClusterError::Timeout { what: format!("{n} to see {} up again", gw.name) });
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts an [`crate::arpwatch::ArpWatch`] for `ip` on the external
+    /// segment, from the server's side (its `eth1` bridge).
+    ///
+    /// # Errors
+    /// The watch cannot start.
+    pub fn arp_watch(&self, ip: Ipv4Addr) -> Result<crate::arpwatch::ArpWatch, ClusterError> {
+        crate::minicluster::in_netns(&self.ns("srv"), move || {
+            crate::arpwatch::ArpWatch::start("eth1", crate::minicluster::ROUTER_EXTERNAL, ip)
+                .map_err(|e| ClusterError::Io { what: "the ARP watch".into(), source: std::io::Error::other(e) })
+        })
     }
 
     fn fail(&mut self, gw: NodeSpec, failure: Failure, undo: bool) -> Result<(), ClusterError> {
@@ -313,13 +359,7 @@ impl MiniCluster {
         let leaked = seen.iter().filter(|(_, ip)| !egress.contains(ip)).count() as u64;
         // restore, and wait for the pod's node to take the gateway back
         self.fail(gw, failure, true)?;
-        let back = Instant::now() + TRIAL_TIMEOUT;
-        while self.sees_down(worker, gw.address)? {
-            if Instant::now() > back {
-                return Err(ClusterError::Timeout { what: format!("{worker} to see {} up again", gw.name) });
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.wait_seen_up(&[worker], gw)?;
         Ok(Trial {
             failure,
             gateway: gw.name.to_owned(),
@@ -372,8 +412,14 @@ impl MiniCluster {
             }
             std::thread::sleep(Duration::from_millis(10));
         };
-        let gw =
-            gateway_of(before).ok_or_else(|| ClusterError::Timeout { what: format!("the gateway of {before}") })?;
+        let gw = match gateway_of(before) {
+            Some(g) => g,
+            None => self
+                .holders(before)?
+                .first()
+                .map(|n| node(n))
+                .ok_or_else(|| ClusterError::Timeout { what: format!("the gateway of {before}") })?,
+        };
         self.stop_agent(gw.name)?;
         let mut marked_down = false;
         let until = Instant::now() + dead;
@@ -430,5 +476,368 @@ impl MiniCluster {
             })
         })?;
         self.start_agent_again(node_name)
+    }
+}
+
+/// The server's TCP port for the floating-IP trials' long-lived connection.
+pub const TCP_STREAM_PORT: u16 = 8084;
+/// Bytes the pod writes on the connection every [`TCP_EVERY`].
+const TCP_CHUNK: usize = 512;
+/// Time between two writes on the connection.
+const TCP_EVERY: Duration = Duration::from_millis(5);
+
+/// How a TCP connection ended, as the server's side saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcpEnd {
+    /// Still open when the trial stopped (then closed by the pod: the
+    /// connection survived).
+    Open,
+    /// Closed by the peer (FIN) before the trial stopped.
+    Closed,
+    /// Reset, or failed otherwise.
+    Reset,
+}
+
+/// An established TCP connection from a pod to the server, written to
+/// every [`TCP_EVERY`]: the server records when bytes arrive.
+struct TcpFlow {
+    arrivals: Arc<Mutex<Vec<(Instant, usize)>>>,
+    end: Arc<Mutex<TcpEnd>>,
+    /// The connection's source as the server saw it at accept.
+    peer: std::net::SocketAddr,
+    writer: Looping,
+    reader: Looping,
+    write_errors: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl TcpFlow {
+    fn start(c: &MiniCluster, pod: &str) -> Result<TcpFlow, ClusterError> {
+        use std::io::{Read, Write};
+        fn io(what: &'static str) -> impl Fn(std::io::Error) -> ClusterError {
+            move |source| ClusterError::Io { what: what.to_owned(), source }
+        }
+        let listener = crate::minicluster::in_netns(&c.ns("srv"), || {
+            let l = std::net::TcpListener::bind(SocketAddrV4::new(SERVER, TCP_STREAM_PORT))
+                .map_err(io("binding the TCP stream's listener"))?;
+            Ok(l)
+        })?;
+        let client = crate::minicluster::in_netns(&c.ns(pod), || {
+            let s = std::net::TcpStream::connect_timeout(
+                &std::net::SocketAddr::V4(SocketAddrV4::new(SERVER, TCP_STREAM_PORT)),
+                Duration::from_secs(3),
+            )
+            .map_err(io("connecting the pod's TCP stream"))?;
+            s.set_write_timeout(Some(Duration::from_millis(50))).map_err(io("TCP write timeout"))?;
+            s.set_nodelay(true).map_err(io("TCP_NODELAY"))?;
+            Ok(s)
+        })?;
+        let (mut server, peer) = listener.accept().map_err(io("accepting the TCP stream"))?;
+        server.set_read_timeout(Some(Duration::from_millis(20))).map_err(io("TCP read timeout"))?;
+        let arrivals = Arc::new(Mutex::new(Vec::new()));
+        let end = Arc::new(Mutex::new(TcpEnd::Open));
+        let (a2, e2) = (arrivals.clone(), end.clone());
+        let mut buf = vec![0u8; 64 * 1024];
+        let reader = Looping::spawn(move || match server.read(&mut buf) {
+            Ok(0) => {
+                if let Ok(mut e) = e2.lock() {
+                    *e = TcpEnd::Closed;
+                }
+                false
+            }
+            Ok(n) => {
+                if let Ok(mut v) = a2.lock() {
+                    v.push((Instant::now(), n));
+                }
+                true
+            }
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => true,
+            Err(_) => {
+                if let Ok(mut e) = e2.lock() {
+                    *e = TcpEnd::Reset;
+                }
+                false
+            }
+        });
+        let write_errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let w2 = write_errors.clone();
+        let started = Instant::now();
+        let mut client = client;
+        let chunk = [0x5au8; TCP_CHUNK];
+        let writer = Looping::spawn(move || {
+            match client.write_all(&chunk) {
+                Ok(()) => {}
+                // a full send buffer while the path is down: the write times out, TCP retransmits
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(_) => {
+                    w2.fetch_add(1, Ordering::Relaxed);
+                    return false;
+                }
+            }
+            std::thread::sleep(TCP_EVERY);
+            started.elapsed() < STREAM_MAX
+        });
+        Ok(TcpFlow { arrivals, end, peer, writer, reader, write_errors })
+    }
+
+    fn arrivals(&self) -> Vec<(Instant, usize)> {
+        self.arrivals.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    /// Stops writing (the pod's socket closes with the thread), lets the
+    /// reader see the end, and says how the connection ended.
+    fn finish(mut self) -> (TcpEnd, u64) {
+        self.writer.stop();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while *self.end.lock().unwrap_or_else(std::sync::PoisonError::into_inner) == TcpEnd::Open
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.reader.stop();
+        let end = *self.end.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        (end, self.write_errors.load(Ordering::Relaxed))
+    }
+}
+
+/// The longest gap between consecutive times in `times` that ends after `t0`.
+fn longest_gap_after(times: impl IntoIterator<Item = Instant>, t0: Instant) -> Option<Duration> {
+    let mut last: Option<Instant> = None;
+    let mut longest: Option<Duration> = None;
+    for t in times {
+        if let Some(l) = last
+            && t > t0
+        {
+            let gap = t.saturating_duration_since(l);
+            longest = Some(longest.map_or(gap, |g: Duration| g.max(gap)));
+        }
+        last = Some(t);
+    }
+    longest
+}
+
+/// One floating-IP trial's outcome ([`MiniCluster::floating_trial`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FloatingTrial {
+    pub failure: Failure,
+    /// The candidate that held the floating IP and was failed.
+    pub owner_before: String,
+    /// The candidate holding it after the failover, if one did.
+    pub owner_after: Option<String>,
+    /// Failure → the pod's node (or a candidate whose datapath has a
+    /// classifier) marks the owner down in its `egret_gw_live` (its probes).
+    pub detect: Option<Duration>,
+    /// Failure → the server receives the first datagram sent after the
+    /// failure took effect (through the new owner: the old one carries
+    /// nothing).
+    pub recover: Option<Duration>,
+    /// The longest gap between datagrams at the server, across the failover.
+    pub udp_stall: Option<Duration>,
+    /// The longest gap between bytes arriving on the TCP connection across
+    /// the failover.
+    pub tcp_stall: Option<Duration>,
+    /// The TCP connection carried data after the failover and was never
+    /// reset (the pod's writes never failed, the server saw no reset).
+    pub tcp_survived: bool,
+    /// The connection's source port as the server saw it (kept: the same
+    /// socket carries on).
+    pub tcp_source: Option<std::net::SocketAddr>,
+    /// Datagrams from any source but the floating IP (leaks).
+    pub leaked: u64,
+    /// Datagrams received in all.
+    pub received: u64,
+}
+
+impl MiniCluster {
+    /// The gateways whose `eth1` holds `ip` now (in node order).
+    ///
+    /// # Errors
+    /// An `ip` command fails.
+    pub fn holders(&self, ip: Ipv4Addr) -> Result<Vec<&'static str>, ClusterError> {
+        let mut v = Vec::new();
+        for n in NODES.iter().filter(|n| n.external.is_some()) {
+            let out = crate::minicluster::ip_in(&self.ns(n.short), &["-4", "-o", "addr", "show", "dev", "eth1"])?;
+            if out.split_whitespace().any(|w| w == format!("{ip}/32")) {
+                v.push(n.name);
+            }
+        }
+        Ok(v)
+    }
+
+    /// One floating-IP trial: `pod` streams UDP datagrams and writes on a
+    /// TCP connection to the server through [`crate::minicluster::FLOATING_IP`];
+    /// the candidate holding it is failed with `failure`; the server's
+    /// receive times give the recovery and the stalls; then the failure is
+    /// undone and the trial waits until every node sees the old owner up
+    /// again (it does not take the IP back: ownership is sticky).
+    ///
+    /// # Errors
+    /// Set-up failures, a stream that never reaches the server, or a
+    /// cluster that does not settle after the failure is undone.
+    pub fn floating_trial(&mut self, pod: &str, failure: Failure) -> Result<FloatingTrial, ClusterError> {
+        let floating = crate::minicluster::FLOATING_IP;
+        let worker = crate::minicluster::pod(pod).node;
+        let rec = Recorder::start(self)?;
+        let stream = Stream::start(self, pod)?;
+        let tcp = TcpFlow::start(self, pod)?;
+        let deadline = Instant::now() + TRIAL_TIMEOUT;
+        loop {
+            let seen = rec.snapshot();
+            if seen.len() >= 20 && seen.last().is_some_and(|(_, ip)| *ip == floating) && tcp.arrivals().len() >= 5 {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(ClusterError::Timeout { what: format!("{pod}'s streams at the server via {floating}") });
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let holders = self.holders(floating)?;
+        let [owner] = holders.as_slice() else {
+            return Err(ClusterError::Timeout { what: format!("exactly one holder of {floating}: {holders:?}") });
+        };
+        let owner = node(owner);
+        let others: Vec<NodeSpec> =
+            NODES.iter().filter(|n| n.external.is_some() && n.name != owner.name).copied().collect();
+        // t0: the failure starts; t1: it is in effect (the `ip`/`bpftool`
+        // commands returned): a datagram sent after t1 cannot go through
+        // the old owner
+        let t0 = Instant::now();
+        self.fail(owner, failure, false)?;
+        let t1 = Instant::now();
+        let (mut detect, mut recover) = (None, None);
+        while Instant::now() < t0 + TRIAL_TIMEOUT && (detect.is_none() || recover.is_none()) {
+            if detect.is_none() {
+                // the pod's node, or a candidate with a classifier (its gw_live)
+                for n in others.iter().map(|o| o.name).chain([worker]) {
+                    if self.sees_down(n, owner.address)? {
+                        detect = Some(t0.elapsed());
+                        break;
+                    }
+                }
+            }
+            if recover.is_none() {
+                let seen = rec.with_seq();
+                recover = seen
+                    .iter()
+                    .find(|(t, _, seq)| *t > t1 && stream.sent_at(*seq).is_some_and(|s| s > t1))
+                    .map(|(t, _, _)| *t - t0);
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        // a little traffic after the failover, for the stall figures
+        std::thread::sleep(Duration::from_millis(300));
+        let owner_after = self.holders(floating)?.first().map(|n| (*n).to_owned());
+        let arrivals = tcp.arrivals();
+        let tcp_after = arrivals.iter().filter(|(t, _)| recover.is_some_and(|r| *t > t0 + r)).count();
+        let tcp_stall = longest_gap_after(arrivals.iter().map(|(t, _)| *t), t0);
+        let tcp_source = Some(tcp.peer);
+        let (end, write_errors) = tcp.finish();
+        stream.finish();
+        std::thread::sleep(Duration::from_millis(50));
+        let seen = rec.snapshot();
+        drop(rec);
+        let udp_stall = longest_gap_after(seen.iter().map(|(t, _)| *t), t0);
+        let leaked = seen.iter().filter(|(_, ip)| *ip != floating).count() as u64;
+        let tcp_survived = tcp_after > 0 && write_errors == 0 && matches!(end, TcpEnd::Open | TcpEnd::Closed);
+        // restore, and wait until every node sees the old owner up again
+        self.fail(owner, failure, true)?;
+        let watchers: Vec<&str> = others.iter().map(|n| n.name).chain([worker]).collect();
+        self.wait_seen_up(&watchers, owner)?;
+        Ok(FloatingTrial {
+            failure,
+            owner_before: owner.name.to_owned(),
+            owner_after,
+            detect,
+            recover,
+            udp_stall,
+            tcp_stall,
+            tcp_survived,
+            tcp_source,
+            leaked,
+            received: seen.len() as u64,
+        })
+    }
+
+    /// The floating-IP policy: the labelled pods through
+    /// [`crate::minicluster::FLOATING_IP`], floating over every node
+    /// labelled `cilium.io/egress-gateway: "true"` (the three gateways).
+    #[must_use]
+    pub fn floating_policy() -> String {
+        format!(
+            "apiVersion: cilium.io/v2\nkind: CiliumEgressGatewayPolicy\nmetadata:\n  name: egress-gateway-policy\n  annotations:\n    egret.dev/floating-egress-ip: \"true\"\nspec:\n  selectors:\n  - podSelector:\n      matchLabels:\n        use-egress-gateway: \"true\"\n  destinationCIDRs:\n  - 203.0.113.0/24\n  egressGateway:\n    nodeSelector:\n      matchLabels:\n        cilium.io/egress-gateway: \"true\"\n    egressIP: {}\n",
+            crate::minicluster::FLOATING_IP
+        )
+    }
+}
+
+/// What a partition between the floating IP's owner and the other
+/// candidates came to ([`MiniCluster::partition_trial`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Partition {
+    /// The owner cut off from the other candidates.
+    pub owner_before: String,
+    /// The holders at the end of the partition.
+    pub holders_at_end: Vec<String>,
+    /// Changes of the set of holders seen while partitioned.
+    pub changes: u64,
+    /// The longest time two or more candidates were seen holding the
+    /// address at once (sampled: every holder listing takes a few ms).
+    pub longest_dual: Duration,
+}
+
+impl MiniCluster {
+    /// Cuts every packet between the floating IP's owner and the other
+    /// candidates (nftables in the owner's namespace; the workers and the
+    /// API server stay reachable from all), holds the partition for
+    /// `hold` while sampling who holds the address, then heals it and waits
+    /// until every candidate sees every other up again.
+    ///
+    /// # Errors
+    /// Set-up failures, no single owner before, or no settling after.
+    pub fn partition_trial(&mut self, hold: Duration) -> Result<Partition, ClusterError> {
+        let floating = crate::minicluster::FLOATING_IP;
+        let holders = self.holders(floating)?;
+        let [owner] = holders.as_slice() else {
+            return Err(ClusterError::Timeout { what: format!("exactly one holder of {floating}: {holders:?}") });
+        };
+        let owner = node(owner);
+        let others: Vec<NodeSpec> =
+            NODES.iter().filter(|n| n.external.is_some() && n.name != owner.name).copied().collect();
+        let set = others.iter().map(|n| n.address.to_string()).collect::<Vec<_>>().join(", ");
+        let rules = format!(
+            "table ip egret_partition {{\n  chain input {{\n    type filter hook input priority -300; policy accept;\n    ip saddr {{ {set} }} drop\n  }}\n  chain output {{\n    type filter hook output priority -300; policy accept;\n    ip daddr {{ {set} }} drop\n  }}\n}}\n"
+        );
+        let ns = self.ns(owner.short);
+        crate::minicluster::exec_in(&ns, "nft", &["-f", "-"], Some(&rules))?;
+        let started = Instant::now();
+        let (mut last, mut changes) = (vec![owner.name], 0u64);
+        let (mut dual_since, mut longest_dual) = (None::<Instant>, Duration::ZERO);
+        while started.elapsed() < hold {
+            let now = self.holders(floating)?;
+            let at = Instant::now();
+            if now != last {
+                changes += 1;
+                last = now.clone();
+            }
+            match (now.len() > 1, dual_since) {
+                (true, None) => dual_since = Some(at),
+                (false, Some(since)) => {
+                    longest_dual = longest_dual.max(at - since);
+                    dual_since = None;
+                }
+                _ => {}
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if let Some(since) = dual_since {
+            longest_dual = longest_dual.max(since.elapsed());
+        }
+        let holders_at_end = self.holders(floating)?.into_iter().map(str::to_owned).collect();
+        crate::minicluster::exec_in(&ns, "nft", &["delete", "table", "ip", "egret_partition"], None)?;
+        for a in NODES.iter().filter(|n| n.external.is_some()) {
+            let watchers: Vec<&str> =
+                NODES.iter().filter(|n| n.external.is_some() && n.name != a.name).map(|n| n.name).collect();
+            self.wait_seen_up(&watchers, *a)?;
+        }
+        Ok(Partition { owner_before: owner.name.to_owned(), holders_at_end, changes, longest_dual })
     }
 }

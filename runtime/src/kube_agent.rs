@@ -326,6 +326,7 @@ mod tests {
             uid: "uid-p".into(),
             namespace: None,
             spec: Some(spec),
+            annotations: std::collections::BTreeMap::new(),
         });
         v
     }

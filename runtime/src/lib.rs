@@ -26,6 +26,7 @@
 //! to the same [`compile_plan`] and [`Agent::apply`] the snapshot path
 //! uses.
 
+pub mod arpwatch;
 pub mod facts;
 pub mod failover;
 pub mod ha;
@@ -123,6 +124,8 @@ pub struct Compiled {
     pub gateways: BTreeSet<Ipv4Addr>,
     /// Those of them whose node is not Ready: down whatever the probes say.
     pub not_ready: BTreeSet<Ipv4Addr>,
+    /// The floating egress IPs this node is a candidate for.
+    pub floating: Vec<ha::ownership::FloatingRole>,
 }
 
 /// Compiles `node` from the snapshot directory `dir`.
@@ -196,6 +199,21 @@ pub fn compile_plan(plan: &Verified<Plan>, world: &World) -> Result<Compiled, Ag
     egress_interfaces.sort();
     egress_interfaces.dedup();
     let gateways: BTreeSet<Ipv4Addr> = plan.gateways.iter().map(|g| g.ip).collect();
+    // the floating slots this node serves: it is one of their candidates
+    let floating = plan
+        .slots
+        .iter()
+        .filter_map(|s| {
+            let f = s.floating.as_ref()?;
+            let InterfaceBinding::Known { name, .. } = &s.interface else { return None };
+            Some(ha::ownership::FloatingRole {
+                ip: f.ip,
+                slot: s.id.0,
+                interface: name.clone(),
+                candidates: f.candidates.clone(),
+            })
+        })
+        .collect();
     let not_ready = world.ready_health().down.intersection(&gateways).copied().collect();
     Ok(Compiled {
         artifact: verified.into_artifact(),
@@ -205,6 +223,7 @@ pub fn compile_plan(plan: &Verified<Plan>, world: &World) -> Result<Compiled, Ag
         node_ip: plan.node_ip,
         gateways,
         not_ready,
+        floating,
     })
 }
 
@@ -250,6 +269,30 @@ pub struct AgentConfig {
     /// probes, every gateway stays up unless Kubernetes says it is not Ready
     /// (the agent then writes nothing to `egret_gw_live`).
     pub probes: Option<ha::liveness::Config>,
+    /// Floating IPs (with `--kube`): where their Leases live and for how
+    /// long, the ownership machines' timings, the NAT replication's port.
+    pub floating: FloatingSettings,
+}
+
+/// [`AgentConfig::floating`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FloatingSettings {
+    /// The Leases' namespace and duration.
+    pub lease: egret_kube::lease::LeaseConfig,
+    /// The ownership machines' timings.
+    pub float: ha::float::Config,
+    /// The NAT replication's TCP port (on the underlay address).
+    pub replication_port: u16,
+}
+
+impl Default for FloatingSettings {
+    fn default() -> FloatingSettings {
+        FloatingSettings {
+            lease: egret_kube::lease::LeaseConfig::default(),
+            float: ha::float::Config::default(),
+            replication_port: ha::replicate::DEFAULT_PORT,
+        }
+    }
 }
 
 /// The result of one [`Agent::sync`].
@@ -272,6 +315,11 @@ pub struct Agent {
     tunnel: TunnelState,
     /// Started at the first apply that knows the node's address.
     prober: Option<ha::probe::Prober>,
+    /// The floating IPs' controller: started at the first apply that
+    /// makes this node a candidate, with `--kube` only.
+    ownership: Option<ha::ownership::Ownership>,
+    /// Whether a snapshot-fed agent said it owns no floating IP.
+    said_no_leases: bool,
 }
 
 impl Agent {
@@ -286,7 +334,7 @@ impl Agent {
         lc.tunnel_device = config.tunnel.name.clone();
         let (loader, _) = Loader::open(lc)?;
         let telemetry = metrics::Telemetry::new(&config.node, &config.bpffs_root);
-        Ok(Agent { config, telemetry, loader, tunnel, prober: None })
+        Ok(Agent { config, telemetry, loader, tunnel, prober: None, ownership: None, said_no_leases: false })
     }
 
     /// The node this agent serves.
@@ -371,8 +419,53 @@ impl Agent {
             self.prober = Some(prober);
         }
         if let Some(p) = &self.prober {
-            p.set_targets(compiled.gateways.clone());
+            // the gateways the choices name, and for floating IPs every
+            // candidate: the peers (whose death makes this node take over)
+            // and this node itself (its self-probe: is its datapath healthy)
+            let mut targets = compiled.gateways.clone();
+            targets.extend(compiled.floating.iter().flat_map(|r| r.candidates.iter().map(|(_, ip)| *ip)));
+            p.set_targets(targets);
             p.set_external_down(compiled.not_ready.clone());
+        }
+        self.own(compiled, sender)
+    }
+
+    /// Hands the floating IPs this node is a candidate for to the
+    /// ownership controller (started on the agent's thread, so in the
+    /// node's namespace, the first time there are any). Ownership needs
+    /// the API server's Leases: a snapshot-fed agent owns nothing (the
+    /// datapath drops the slots' traffic `no-owner`) and says so once.
+    fn own(&mut self, compiled: &Compiled, node_ip: Ipv4Addr) -> Result<(), AgentError> {
+        if compiled.floating.is_empty() && self.ownership.is_none() {
+            return Ok(());
+        }
+        if self.config.snapshot.is_some() {
+            if self.ownership.is_none() && !self.said_no_leases {
+                self.said_no_leases = true;
+                eprintln!(
+                    "agent: {} floating egress IP(s) name this node as a candidate, but floating IPs need the API server's Leases (--kube): none is owned here",
+                    compiled.floating.len()
+                );
+            }
+            return Ok(());
+        }
+        if self.ownership.is_none() {
+            let Some(prober) = &self.prober else { return Ok(()) };
+            let config = ha::ownership::OwnershipConfig {
+                node: self.config.node.clone(),
+                node_ip,
+                root: self.config.bpffs_root.clone(),
+                lease: self.config.floating.lease.clone(),
+                float: self.config.floating.float.clone(),
+                replication_port: self.config.floating.replication_port,
+            };
+            let o = ha::ownership::Ownership::start(config, prober.status_handle())
+                .map_err(|source| AgentError::Io { path: "the floating IPs' thread".into(), source })?;
+            self.telemetry.floating(o.status_handle());
+            self.ownership = Some(o);
+        }
+        if let Some(o) = &self.ownership {
+            o.set_roles(compiled.floating.clone());
         }
         Ok(())
     }

@@ -88,6 +88,7 @@ struct State {
     event_to_dataplane_buckets: [u64; LATENCY_BUCKETS.len()],
     kube: Option<KubeStats>,
     gateways: Option<StatusHandle>,
+    floating: Option<crate::ha::ownership::StatusHandle>,
     resolutions: egret_kube::view::CompilerStats,
     artifacts_reused: u64,
     generation: Option<u64>,
@@ -172,6 +173,11 @@ impl Telemetry {
     /// Adds the gateway prober's status (`crate::ha::probe::Prober::status_handle`).
     pub fn gateways(&self, status: StatusHandle) {
         self.with(|s| s.gateways = Some(status));
+    }
+
+    /// The floating IPs' controller, rendered at scrape time.
+    pub fn floating(&self, status: crate::ha::ownership::StatusHandle) {
+        self.with(|s| s.floating = Some(status));
     }
 
     /// What the `--kube` loop's compiler did so far.
@@ -287,6 +293,9 @@ impl Telemetry {
         }
         if let Some(h) = &s.gateways {
             x.gateways(h);
+        }
+        if let Some(h) = &s.floating {
+            x.floating(h);
         }
         x.single("egret_swaps_total", "counter", "Generation swaps.", s.swaps as f64);
         if let Some(g) = s.generation {
@@ -470,6 +479,20 @@ impl Exposition {
                 "{name}_sum{{node=\"{node}\",{l}}} {sum}\n{name}_count{{node=\"{node}\",{l}}} {count}"
             );
         }
+        let name = "egret_gateway_decide_to_write_seconds";
+        let _ = writeln!(
+            self.out,
+            "# HELP {name} From a gateway liveness decision to the end of its egret_gw_live write (the whole failover on this node).\n# TYPE {name} histogram"
+        );
+        let h = &p.decide_to_write;
+        for (bound, n) in RTT_BUCKETS.iter().zip(&h.buckets) {
+            let _ = writeln!(self.out, "{name}_bucket{{node=\"{node}\",le=\"{bound}\"}} {n}");
+        }
+        let _ = writeln!(
+            self.out,
+            "{name}_bucket{{node=\"{node}\",le=\"+Inf\"}} {}\n{name}_sum{{node=\"{node}\"}} {}\n{name}_count{{node=\"{node}\"}} {}",
+            h.count, h.sum, h.count
+        );
         self.family(
             "egret_gateway_probe_map_errors_total",
             "counter",
@@ -478,6 +501,94 @@ impl Exposition {
                 (format!("map=\"{}\"", egret_bpf::templates::map::PROBE_RX), p.errors.map_read as f64),
                 (format!("map=\"{}\"", egret_bpf::templates::map::GW_LIVE), p.errors.map_write as f64),
             ],
+        );
+    }
+
+    /// The floating IPs' figures: ownership, Lease calls, NAT replication.
+    fn floating(&mut self, status: &crate::ha::ownership::StatusHandle) {
+        let f = status.snapshot();
+        let by_ip = |v: fn(&crate::ha::ownership::FloatingStatus) -> f64| -> Vec<(String, f64)> {
+            f.floating.iter().map(|x| (format!("ip=\"{}\"", x.ip), v(x))).collect()
+        };
+        self.family(
+            "egret_floating_ip_owned",
+            "gauge",
+            "1 while this node owns the floating IP (holds its Lease and has the address), else 0.",
+            &by_ip(|x| f64::from(u8::from(x.is_owner && x.address_added))),
+        );
+        self.family(
+            "egret_floating_ip_owner_changes_total",
+            "counter",
+            "Changes of the floating IP's owner as this node saw them (Lease transitions).",
+            &by_ip(|x| x.owner_changes as f64),
+        );
+        self.family(
+            "egret_floating_lease_calls_total",
+            "counter",
+            "Lease calls (acquire, renew, release) by outcome.",
+            &[
+                ("result=\"won\"".into(), f.lease_won as f64),
+                ("result=\"lost\"".into(), f.lease_lost as f64),
+                ("result=\"unreachable\"".into(), f.lease_unreachable as f64),
+            ],
+        );
+        self.family(
+            "egret_floating_errors_total",
+            "counter",
+            "Failures adding or removing the address, announcing it, or writing egret_float_owner.",
+            &[
+                ("what=\"address\"".into(), f.address_errors as f64),
+                ("what=\"announce\"".into(), f.announce_errors as f64),
+                ("what=\"map\"".into(), f.map_errors as f64),
+                ("what=\"guard\"".into(), f.guard_errors as f64),
+            ],
+        );
+        self.replication(&f.replication);
+    }
+
+    /// The NAT replication's figures: per standby, connection, entries
+    /// sent and the lag (scan → acknowledged); per owner, entries installed.
+    fn replication(&mut self, r: &crate::ha::replicate::ReplicationStatus) {
+        let standby = |f: fn(&crate::ha::replicate::StandbyStatus) -> f64| -> Vec<(String, f64)> {
+            r.standbys.iter().map(|(ip, s)| (format!("standby=\"{ip}\""), f(s))).collect()
+        };
+        self.family(
+            "egret_replication_connected",
+            "gauge",
+            "1 while this owner's NAT replication stream to the standby is connected.",
+            &standby(|s| f64::from(u8::from(s.connected))),
+        );
+        self.family(
+            "egret_replication_entries_sent_total",
+            "counter",
+            "NAT entries sent to the standby (upserts and deletes).",
+            &standby(|s| (s.upserts_sent + s.deletes_sent) as f64),
+        );
+        let name = "egret_replication_lag_seconds";
+        let node = &self.node;
+        let _ = writeln!(
+            self.out,
+            "# HELP {name} From a scan of the NAT maps to the standby's acknowledgement of what it found.\n# TYPE {name} histogram"
+        );
+        for (ip, s) in &r.standbys {
+            let l = format!("standby=\"{ip}\"");
+            for (bound, n) in crate::ha::replicate::LAG_BUCKETS.iter().zip(&s.lag.buckets) {
+                let _ = writeln!(self.out, "{name}_bucket{{node=\"{node}\",{l},le=\"{bound}\"}} {n}");
+            }
+            let c = s.lag.samples;
+            let _ = writeln!(
+                self.out,
+                "{name}_bucket{{node=\"{node}\",{l},le=\"+Inf\"}} {c}\n{name}_sum{{node=\"{node}\",{l}}} {}\n{name}_count{{node=\"{node}\",{l}}} {c}",
+                s.lag.sum_seconds
+            );
+        }
+        let owners: Vec<(String, f64)> =
+            r.owners.iter().map(|(ip, o)| (format!("owner=\"{ip}\""), o.installed as f64)).collect();
+        self.family(
+            "egret_replication_entries_installed_total",
+            "counter",
+            "NAT entries installed from the owner's stream (this node a standby).",
+            &owners,
         );
     }
 

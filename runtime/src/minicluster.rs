@@ -5,17 +5,18 @@
 //!
 //! ```text
 //!                        underlay 192.0.2.0/24 (bridge br0 in `ul`)
-//!      ┌──────────────────────┬──────────────────────┬──────────────────────┬───────────────┐
-//!   worker-1 .11           worker-2 .12          gateway-1 .13          gateway-2 .14    server .1
-//!   (eth0)                 (eth0)                (eth0)  eth1 ─┐        (eth0)  eth1 ─┐  (eth0)
-//!    ├ veth0 ─ egress-1     ├ veth0 ─ egress-2    198.51.100.13 │        198.51.100.14 │
-//!    │  10.244.1.10 (*)     │  10.244.2.10 (*)    + .100, .101  │        + .102        │
-//!    └ veth1 ─ plain-1      └ veth1 ─ plain-2                   └─ bridge eth1 in `srv` ┘
-//!       10.244.1.11            10.244.2.11                         198.51.100.1; lo 203.0.113.10, .200
+//!      ┌──────────────────────┬──────────────────────┬──────────────────────┬──────────────────┬──────────────┬───────────┐
+//!   worker-1 .11           worker-2 .12          gateway-1 .13          gateway-2 .14      gateway-3 .15    server .1
+//!   (eth0)                 (eth0)                (eth0)  eth1 ─┐        (eth0)  eth1 ─┐    (eth0) eth1 ─┐  (eth0)
+//!    ├ veth0 ─ egress-1     ├ veth0 ─ egress-2    198.51.100.13 │        198.51.100.14 │    198.51.100.15 │
+//!    │  10.244.1.10 (*)     │  10.244.2.10 (*)    + .100, .101  │        + .102        │    (+ .150 when  │
+//!    └ veth1 ─ plain-1      └ veth1 ─ plain-2                   │                      │     it owns it)  │
+//!       10.244.1.11            10.244.2.11                      └── bridge eth1 in `srv` ┴──────────────────┘
+//!                                                                   198.51.100.1; lo 203.0.113.10, .200
 //!                                                 (*) use-egress-gateway: "true"
 //! ```
 //!
-//! - **Nodes** (`worker-1`, `worker-2`, `gateway-1`, `gateway-2`): their own namespaces,
+//! - **Nodes** (`worker-1`, `worker-2`, `gateway-1`, `gateway-2`, `gateway-3`): their own namespaces,
 //!   `eth0` on the underlay. Workers forward their pods' traffic and
 //!   masquerade it to their node address with nftables — the cluster's
 //!   normal path that egret leaves alone. They reach the server through the
@@ -26,12 +27,15 @@
 //!   1450 (VXLAN overhead).
 //! - **Gateways**: `eth1` on the external segment (a bridge in the server's
 //!   namespace) holds the egress IPs: [`EGRESS_IP`] and [`EGRESS_IP_2`] on
-//!   `gateway-1`, [`EGRESS_IP_3`] on `gateway-2`; the route to the server goes
+//!   `gateway-1`, [`EGRESS_IP_3`] on `gateway-2`, none on `gateway-3`
+//!   ([`FLOATING_IP`] moves between the three gateways in the floating-IP
+//!   trials); the route to the server goes
 //!   through `eth1`. No forwarding: only egret's programs move pod traffic.
-//!   Both are labelled `cilium.io/egress-gateway: "true"`; a policy whose
+//!   All three are labelled `cilium.io/egress-gateway: "true"`; a policy whose
 //!   one gateway entry selects that label resolves to `gateway-1` (the first
-//!   by name), so `gateway-2` carries traffic only for policies that name it
-//!   (the failover trials, [`MiniCluster::failover_trial`]).
+//!   by name), so `gateway-2` and `gateway-3` carry traffic only for policies
+//!   that name them (the failover trials, [`MiniCluster::failover_trial`]) or
+//!   make that entry's egress IP floating (every selected node a candidate).
 //! - **Server**: answers TCP on [`TCP_PORT`] and UDP on [`UDP_PORT`] with
 //!   the source address and port it sees, echoes ICMP (the kernel) and logs
 //!   every echo request's source. Reachable only from the nodes' uplinks.
@@ -85,6 +89,9 @@ pub const EGRESS_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 100);
 pub const EGRESS_IP_2: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 101);
 /// The egress IP on `gateway-2`'s `eth1` (the failover tests' second gateway).
 pub const EGRESS_IP_3: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 102);
+/// The floating egress IP of the floating-IP trials: on no node's `eth1`
+/// until a candidate (the three gateways) takes its Lease and adds it.
+pub const FLOATING_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 150);
 /// Where an API server for [`Source::Kube`] listens: the server
 /// namespace's underlay address, which every node routes to directly.
 pub const API_SERVER: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 1), 6443);
@@ -94,7 +101,8 @@ pub const POLICY_FILE: &str = "policy.yaml";
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 
 const ROUTER_UNDERLAY: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
-const ROUTER_EXTERNAL: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+/// The server's address on the external segment (its `eth1` bridge).
+pub const ROUTER_EXTERNAL: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 const POD_GATEWAY: &str = "169.254.1.1";
 const POD_MTU: &str = "1450";
 
@@ -118,8 +126,8 @@ pub struct NodeSpec {
     pub egress_ips: &'static [Ipv4Addr],
 }
 
-/// The four nodes.
-pub const NODES: [NodeSpec; 4] = [
+/// The five nodes.
+pub const NODES: [NodeSpec; 5] = [
     NodeSpec {
         name: "worker-1",
         short: "w1",
@@ -155,6 +163,15 @@ pub const NODES: [NodeSpec; 4] = [
         gateway: true,
         external: Some(Ipv4Addr::new(198, 51, 100, 14)),
         egress_ips: &[EGRESS_IP_3],
+    },
+    NodeSpec {
+        name: "gateway-3",
+        short: "gw3",
+        address: Ipv4Addr::new(192, 0, 2, 15),
+        pod_cidr: "10.244.5.0/24",
+        gateway: true,
+        external: Some(Ipv4Addr::new(198, 51, 100, 15)),
+        egress_ips: &[],
     },
 ];
 
@@ -691,7 +708,7 @@ pub(crate) fn ip_in(ns: &str, args: &[&str]) -> Result<String, ClusterError> {
 }
 
 /// `ip netns exec NS program args…` (for `sysctl` and `nft`, which need no bpffs).
-fn exec_in(ns: &str, program: &str, args: &[&str], stdin: Option<&str>) -> Result<String, ClusterError> {
+pub(crate) fn exec_in(ns: &str, program: &str, args: &[&str], stdin: Option<&str>) -> Result<String, ClusterError> {
     let mut all = vec!["netns", "exec", ns, program];
     all.extend_from_slice(args);
     run("ip", &all, stdin)
@@ -1587,7 +1604,7 @@ spec:
 /// Set-up failures; a request that fails is shown as such, not an error.
 pub fn demo(agent: &Path, out: &mut dyn Write) -> Result<(), ClusterError> {
     let w = |out: &mut dyn Write, s: String| writeln!(out, "{s}").map_err(io("writing the demo's output"));
-    w(out, "building the mini-cluster: namespaces for 4 nodes, 4 pods, the underlay and the server …".into())?;
+    w(out, "building the mini-cluster: namespaces for 5 nodes, 4 pods, the underlay and the server …".into())?;
     let started = Instant::now();
     let c = MiniCluster::start("demo", agent)?;
     w(out, format!("ready in {} ms:", started.elapsed().as_millis()))?;

@@ -31,15 +31,125 @@ pub const USAGE: &str = "usage: egret-agent status|maps [--bpffs ROOT] [--json]"
 pub fn status(root: &Path, json: bool) -> Result<String, LoaderError> {
     let st = inspect::status(root)?;
     let gw = gateways(root);
+    let fl = floating(root);
     Ok(if json {
         let mut v = serde_json::to_value(&st).unwrap_or_default();
         v["gateways"] = serde_json::to_value(&gw).unwrap_or_default();
+        v["floating"] = serde_json::to_value(&fl).unwrap_or_default();
         format!("{v:#}\n")
     } else {
         let mut out = st.to_string();
         out.push_str(&gw.to_string());
+        out.push_str(&fl.to_string());
         out
     })
+}
+
+/// The floating IPs as this node sees them: the owners its datapath
+/// forwards to (`egret_float_owner`, from the pins), and what its agent's
+/// ownership controller last wrote ([`crate::ha::ownership::status_file`]):
+/// Lease holders, this node's own address, the NAT replication and its lag.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct FloatingView {
+    /// `egret_float_owner`: slot → (owner, is this node).
+    pub owners: Vec<(u32, std::net::Ipv4Addr, bool)>,
+    /// The controller's status, and how old it is (ms).
+    pub controller: Option<crate::ha::ownership::OwnershipStatus>,
+    pub controller_age_ms: Option<u64>,
+    /// Why something could not be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}
+
+impl std::fmt::Display for FloatingView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.owners.is_empty() && self.controller.is_none() && self.problem.is_none() {
+            return Ok(());
+        }
+        writeln!(f, "floating egress IPs (egret_float_owner; the agent's ownership controller):")?;
+        if let Some(p) = &self.problem {
+            writeln!(f, "  unreadable: {p}")?;
+        }
+        for (slot, owner, me) in &self.owners {
+            writeln!(f, "  slot {slot:#x}: owner {owner}{}", if *me { " (this node)" } else { "" })?;
+        }
+        if let Some(c) = &self.controller {
+            let age = self.controller_age_ms.map_or_else(String::new, |a| format!(", written {a} ms ago"));
+            writeln!(f, "  controller{age}:")?;
+            for x in &c.floating {
+                writeln!(
+                    f,
+                    "    {} (slot {:#x}): lease held by {}, owner {}{}{}; {} owner changes",
+                    x.ip,
+                    x.slot,
+                    x.lease_holder.as_deref().unwrap_or("nobody"),
+                    x.owner.as_deref().unwrap_or("nobody"),
+                    if x.address_added { ", address on this node" } else { "" },
+                    x.deposed_by.as_ref().map_or_else(String::new, |d| format!(", deposed by {d}")),
+                    x.owner_changes,
+                )?;
+            }
+            let r = &c.replication;
+            for (ip, s) in &r.standbys {
+                writeln!(
+                    f,
+                    "    replicating to {ip}: {}, lag last {:.1} ms, p99 {:.1} ms, max {:.1} ms; {} entries sent",
+                    if s.connected { "connected" } else { "NOT connected" },
+                    s.lag.last_ns as f64 / 1e6,
+                    s.lag.p99_ns as f64 / 1e6,
+                    s.lag.max_ns as f64 / 1e6,
+                    s.upserts_sent + s.deletes_sent,
+                )?;
+            }
+            for (ip, o) in &r.owners {
+                writeln!(f, "    standby of {ip}: {} entries installed, {} deleted", o.installed, o.deleted)?;
+            }
+            if let Some(e) = &c.last_error {
+                writeln!(f, "    last error: {e}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads [`FloatingView`] for the agent whose root is `root`.
+pub fn floating(root: &Path) -> FloatingView {
+    use egret_bpf::templates::FloatOwner;
+    let mut v = FloatingView::default();
+    let layout = egret_loader::PinLayout::new(root);
+    let read = || -> Result<Vec<(u32, std::net::Ipv4Addr, bool)>, egret_loader::StateMapError> {
+        let mut out = Vec::new();
+        if let Some(m) = egret_loader::StateMap::open(&layout, &FloatOwner::map_def())? {
+            for k in m.keys()? {
+                if let Some(val) = m.get(&k)?
+                    && let Some(o) = FloatOwner::from_bytes(&k, &val)
+                {
+                    out.push((o.slot, o.owner, o.is_self));
+                }
+            }
+        }
+        out.sort_unstable();
+        Ok(out)
+    };
+    match read() {
+        Ok(o) => v.owners = o,
+        Err(e) => v.problem = Some(e.to_string()),
+    }
+    let file = crate::ha::ownership::status_file(root);
+    if let Ok(text) = std::fs::read_to_string(&file) {
+        match serde_json::from_str(&text) {
+            Ok(c) => {
+                v.controller = Some(c);
+                v.controller_age_ms = std::fs::metadata(&file)
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            }
+            Err(e) => v.problem = Some(format!("{}: {e}", file.display())),
+        }
+    }
+    v
 }
 
 /// One gateway as this node's datapath sees it.

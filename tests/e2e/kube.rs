@@ -16,28 +16,16 @@
 //!
 //! `EGRET_E2E_KUBE_EVENTS=N` sets the number of label changes (default 20).
 
-#[path = "../../kube/tests/support/apiserver.rs"]
-#[expect(dead_code, reason = "this test uses a subset of the server's controls")]
-mod apiserver;
-
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use apiserver::{ApiServer, Res};
+use crate::apiserver::Res;
 use egret_bpf::artifact::AttachPoint;
 use egret_loader::inspect;
-use egret_runtime::minicluster::{self, API_SERVER, ClusterError, EGRESS_IP, MiniCluster, SERVER, Source};
+use egret_runtime::minicluster::{EGRESS_IP, MiniCluster, SERVER, Source};
 use serde_json::Value;
 
 use super::{AGENT, node_ip, privileged};
-
-/// The snapshot directory's objects, as the API server holds them.
-fn snapshot_objects(dir: &Path) -> Vec<(Res, Value)> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir).expect("snapshot").map(|e| e.expect("entry").path()).collect();
-    files.sort();
-    files.iter().flat_map(|f| apiserver::yaml_objects(&std::fs::read_to_string(f).expect("read"))).collect()
-}
 
 /// Pod veth attachments on a node and its running generation.
 fn dataplane(root: &Path) -> Option<(inspect::Status, usize)> {
@@ -66,23 +54,10 @@ fn through_the_api_server_labelling_a_pod_moves_its_next_connection_to_the_egres
     let bpffs = c.bpffs_root("worker-1").parent().expect("mount point").to_path_buf();
 
     // the API server, bound in the server's namespace, served from this process
-    let listener = minicluster::in_netns(&c.ns("srv"), || {
-        TcpListener::bind(API_SERVER)
-            .map_err(|source| ClusterError::Io { what: format!("binding {API_SERVER}"), source })
-    })
-    .expect("listener");
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
-    let options = apiserver::Options { tls: true, token: Some("mini-cluster-token".into()) };
-    let server = rt.block_on(ApiServer::start_with(options, Some(listener)));
-    let objects = snapshot_objects(c.snapshot_dir());
-    for (res, obj) in &objects {
-        server.apply(*res, obj.clone());
-    }
-    let kubeconfig = std::env::temp_dir().join(format!("egret-e2ek-{}-kubeconfig", std::process::id()));
-    std::fs::write(&kubeconfig, server.kubeconfig()).expect("kubeconfig");
+    let served = crate::kubecluster::serve(&c, "e2ek").expect("the API server");
+    let (server, objects, kubeconfig) = (&served.server, &served.objects, served.kubeconfig.clone());
     let started = c.start_agents(Path::new(AGENT), Source::Kube { kubeconfig: &kubeconfig });
     if let Err(e) = started {
-        let _ = std::fs::remove_file(&kubeconfig);
         panic!("every agent serves its node from the API server: {e}");
     }
 
@@ -181,11 +156,8 @@ fn through_the_api_server_labelling_a_pod_moves_its_next_connection_to_the_egres
         );
         assert_eq!(conn.exchange("after").expect("after the update"), opened, "{node}");
     }
-    std::fs::remove_file(&kubeconfig).expect("remove the kubeconfig");
-
     drop(c);
-    drop(server);
-    drop(rt);
+    drop(served);
     for ns in &namespaces {
         assert!(!Path::new("/run/netns").join(ns).exists(), "namespace {ns} left behind");
     }

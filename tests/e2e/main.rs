@@ -1,12 +1,19 @@
 //! End-to-end tests on the mini-cluster (`egret_runtime::minicluster`):
-//! four nodes (two of them gateways), four pods, an underlay and an external server in network
+//! five nodes (three of them gateways), four pods, an underlay and an external server in network
 //! namespaces, one real `egret-agent --snapshot` process per node, real
 //! TCP/UDP/ICMP traffic, assertions on what the server sees (TESTING.md
 //! tier 4). Each test builds its own cluster (unique names) and checks that
 //! nothing is left after it is torn down. `kube` drives the same cluster
-//! through an API server instead of the snapshot directory.
+//! through an API server instead of the snapshot directory; `floating`
+//! moves a floating egress IP between the three gateways through it.
 
+#[path = "../../kube/tests/support/apiserver.rs"]
+#[expect(dead_code, reason = "these tests use a subset of the server's controls")]
+mod apiserver;
+mod floating;
 mod kube;
+#[path = "../support/kubecluster.rs"]
+mod kubecluster;
 
 #[path = "../support/privileged.rs"]
 #[allow(dead_code, reason = "this binary gates on more than BPF privilege: it uses `gate` directly")]
@@ -37,7 +44,7 @@ fn with_cluster(tag: &str, test: impl FnOnce(&mut MiniCluster)) {
     let namespaces = c.namespace_names();
     let bpffs = c.bpffs_root("worker-1").parent().expect("mount point").to_path_buf();
     let snapshot = c.snapshot_dir().to_path_buf();
-    assert_eq!(namespaces.len(), 10, "ul, srv, 4 nodes, 4 pods");
+    assert_eq!(namespaces.len(), 11, "ul, srv, 5 nodes, 4 pods");
     test(&mut c);
     drop(c);
     for ns in &namespaces {

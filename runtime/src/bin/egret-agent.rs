@@ -25,6 +25,12 @@
 //! answers up again; the classifier reads the result from `egret_gw_live`.
 //! `--no-probes` leaves every gateway up.
 //!
+//! With `--kube`, a node that is a candidate of floating egress IPs takes
+//! part in their ownership (`egret_runtime::ha::ownership`): one Lease per
+//! IP in `--lease-namespace` (egret-system), `--lease-duration` (2000 ms);
+//! the owner adds the address and announces it, and streams its NAT state
+//! to the other candidates on `--replication-port` (4800).
+//!
 //! `egret-agent status|maps` show the node's pinned state (`egret_runtime::show`);
 //! `egret-agent demo` runs the mini-cluster (`egret_runtime::minicluster::demo`).
 
@@ -39,12 +45,15 @@ use egret_loader::tunnel::TunnelConfig;
 use egret_runtime::{Agent, AgentConfig, AgentError, Synced, kube_agent};
 
 const USAGE: &str = "usage: egret-agent --snapshot DIR --node NAME [--bpffs ROOT] [--tunnel-port N] [--netns NAME] [--metrics ADDR] [PROBES] [--once]
-       egret-agent --kube --node NAME [--bpffs ROOT] [--tunnel-port N] [--netns NAME] [--metrics ADDR] [PROBES] [--debounce QUIET_MS,MAX_MS]
+       egret-agent --kube --node NAME [--bpffs ROOT] [--tunnel-port N] [--netns NAME] [--metrics ADDR] [PROBES] [--debounce QUIET_MS,MAX_MS] [FLOATING]
          (--kube: the API server from KUBECONFIG, ~/.kube/config or the in-cluster environment;
           --debounce: compile QUIET_MS after the latest change, MAX_MS after the first at most, default 100,300;
           PROBES: [--probe-interval MS] [--probe-misses N] [--probe-hold-down MS] | --no-probes
             (gateways are probed every 100 ms over the underlay, answered by their datapath; down after 3
              unanswered probes, up again after 1000 ms of answers; a down gateway's endpoints fail over);
+          FLOATING: [--lease-namespace NS] [--lease-duration MS] [--replication-port N]
+            (floating egress IPs: one Lease per IP in NS, default egret-system, held for 2000 ms per renewal;
+             the owner streams its NAT state to the other candidates on port 4800);
           log lines on stderr at EGRET_LOG=error|warn|info|debug|off, default warn)
        egret-agent status|maps [--bpffs ROOT] [--json]
        egret-agent demo";
@@ -78,6 +87,7 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut debounced = false;
     let mut probes = egret_runtime::ha::liveness::Config::default();
     let mut no_probes = false;
+    let mut floating = egret_runtime::FloatingSettings::default();
     let millis = |flag: &str, v: String| -> Result<std::time::Duration, String> {
         let ms: u64 = v.parse().map_err(|e| format!("{flag} {v}: {e} (milliseconds)"))?;
         if ms == 0 {
@@ -104,6 +114,15 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
                 }
             }
             "--no-probes" => no_probes = true,
+            "--lease-namespace" => floating.lease.namespace = value()?,
+            "--lease-duration" => {
+                floating.lease.duration = millis("--lease-duration", value()?)?;
+                floating.float.lease_duration = floating.lease.duration;
+                floating.float.fence_margin = floating.lease.duration / 4;
+            }
+            "--replication-port" => {
+                floating.replication_port = value()?.parse().map_err(|e| format!("--replication-port: {e}"))?;
+            }
             "--kube" => kube = true,
             "--debounce" => {
                 debounce(&value()?, &mut watch)?;
@@ -121,7 +140,13 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
     }
     let node = node.ok_or("--node is required")?;
     let probes = (!no_probes).then_some(probes);
-    Ok(Args { config: AgentConfig { snapshot, node, bpffs_root: bpffs, tunnel, probes }, netns, metrics, once, watch })
+    Ok(Args {
+        config: AgentConfig { snapshot, node, bpffs_root: bpffs, tunnel, probes, floating },
+        netns,
+        metrics,
+        once,
+        watch,
+    })
 }
 
 fn enter_netns(name: &str) -> Result<(), String> {

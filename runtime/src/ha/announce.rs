@@ -22,6 +22,17 @@
 //!   a reply (opcode 2, target hardware address the sender's: what some
 //!   routers only accept). Peers update the IP's neighbour entry if they
 //!   have one, and create one if configured to (`arp_accept`).
+//! - **Local delivery guard** ([`guard`]): the owner's kernel holds the
+//!   address, so a packet for it that egret's programs do not take — a
+//!   partner's segment of a translated connection while the owner's
+//!   datapath is gone, say — would reach the local stack, find no socket
+//!   and be answered with a TCP reset (or an ICMP port unreachable), which
+//!   kills the connection although the next owner has its translation.
+//!   One nftables table (`ip egret_floating`, chain `input` at priority
+//!   −300) drops TCP and UDP to the floating IPs this node is a candidate
+//!   of instead: silence, so the partner retransmits until the new owner's
+//!   announcement reroutes it. Rewritten whole (`nft -f`, atomic) when the
+//!   set changes; removed when it is empty. Needs the `nft` program.
 //! - **IPv6** is not handled: floating IPs are IPv4 until the datapath
 //!   translates IPv6; then the unsolicited neighbour advertisement
 //!   (RFC 4861 §7.2.6) belongs here.
@@ -40,6 +51,52 @@ use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
+
+/// The nftables table of [`guard`].
+pub const GUARD_TABLE: &str = "egret_floating";
+
+/// The `nft -f` script that makes the guard table drop TCP and UDP to
+/// `ips` at the input hook (an empty set: the table deleted).
+#[must_use]
+pub fn guard_script(ips: &std::collections::BTreeSet<Ipv4Addr>) -> String {
+    // `add` then `delete` never fails on a missing table: the script is
+    // the same whatever was there before
+    let mut s = format!("add table ip {GUARD_TABLE}\ndelete table ip {GUARD_TABLE}\n");
+    if !ips.is_empty() {
+        let set = ips.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+        s.push_str(&format!(
+            "table ip {GUARD_TABLE} {{\n  chain input {{\n    type filter hook input priority -300; policy accept;\n    ip daddr {{ {set} }} meta l4proto {{ tcp, udp }} drop\n  }}\n}}\n"
+        ));
+    }
+    s
+}
+
+/// Installs the local-delivery guard for `ips` (see the module doc), in
+/// the calling thread's namespace.
+///
+/// # Errors
+/// `nft` cannot be run or refuses the script.
+pub fn guard(ips: &std::collections::BTreeSet<Ipv4Addr>) -> Result<(), AnnounceError> {
+    use std::io::Write as _;
+    let script = guard_script(ips);
+    let fail = |source: io::Error| AnnounceError::Guard { source };
+    let mut child = std::process::Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(fail)?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(script.as_bytes()).map_err(fail)?;
+    }
+    let out = child.wait_with_output().map_err(fail)?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(fail(io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_string())))
+    }
+}
 
 /// The longest a netlink request waits for the kernel's acknowledgement.
 pub const NETLINK_TIMEOUT: Duration = Duration::from_secs(1);
@@ -104,6 +161,13 @@ pub enum AnnounceError {
         /// The interface.
         ifindex: u32,
         /// The error (the kernel's errno when it refused).
+        #[source]
+        source: io::Error,
+    },
+    /// The local-delivery guard could not be installed.
+    #[error("the floating IPs' local-delivery guard (nft): {source}")]
+    Guard {
+        /// The error (`nft`'s message when it refused).
         #[source]
         source: io::Error,
     },
@@ -385,12 +449,8 @@ fn acknowledgement(mut datagram: &[u8], seq: u32) -> Option<io::Result<()>> {
 }
 
 #[cfg(test)]
-#[path = "../../../loader/tests/common/mod.rs"]
-mod common;
-
-#[cfg(test)]
 mod tests {
-    use super::common::{Netns, ip_in, privileged, run, unique};
+    use super::super::test_common::{Netns, ip_in, privileged, run, unique};
     use super::*;
 
     const IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 77);
@@ -426,6 +486,20 @@ mod tests {
         let answer = acknowledgement(&ack, 7).expect("an answer");
         assert_eq!(answer.expect_err("refused").raw_os_error(), Some(libc::EEXIST));
         assert!(acknowledgement(&ack, 8).is_none());
+    }
+
+    #[test]
+    fn the_guard_script_drops_tcp_and_udp_to_the_floating_ips_or_removes_the_table() {
+        let ips: std::collections::BTreeSet<Ipv4Addr> = [IP, Ipv4Addr::new(198, 51, 100, 9)].into();
+        let s = guard_script(&ips);
+        assert!(s.starts_with("add table ip egret_floating\ndelete table ip egret_floating\n"), "{s}");
+        assert!(s.contains("type filter hook input priority -300; policy accept;"), "{s}");
+        assert!(s.contains("ip daddr { 192.0.2.77, 198.51.100.9 }"), "{s}");
+        assert!(s.contains("meta l4proto { tcp, udp } drop"), "{s}");
+        assert_eq!(
+            guard_script(&std::collections::BTreeSet::new()),
+            "add table ip egret_floating\ndelete table ip egret_floating\n"
+        );
     }
 
     #[test]

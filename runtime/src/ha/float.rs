@@ -65,9 +65,11 @@
 //!    address for one of the reasons below. It adds the address
 //!    ([`Action::AddAddress`]) after `Won` — at once, except after
 //!    preempting a holder whose Lease was not expired: then only
-//!    [`Config::settle`] later, the time the deposed holder needs to learn
-//!    it lost (its next renewal), so two nodes never answer for the IP if
-//!    the deposed one reaches the API server. Once added, it announces
+//!    [`Config::settle`] later — the time a deposed holder that reaches the
+//!    API server needs to learn it lost (its watch delivers the takeover;
+//!    rule 10), and one that does not needs to have fenced itself (rule
+//!    9a, decided by probes as fast as the takeover was) — so two nodes
+//!    never answer for the IP at once. Once added, it announces
 //!    ([`Action::Announce`]) at each offset of [`Config::announce_at`]
 //!    after the add (several due at one tick are one announcement). It
 //!    renews every [`Config::renew_interval`] (from the sending of the
@@ -79,6 +81,17 @@
 //!    (`lease_duration − fence_margin`): then it removes it, before other
 //!    nodes may judge the Lease expired. A later successful renewal adds it
 //!    again (the Lease stayed its own: nobody wrote in between).
+//!
+//!    **9a. Cut-off owner**: an owner that loses quorum (sees a majority
+//!    of the candidates down, as rule 5 counts; never with two candidates
+//!    or fewer) removes the address at once and renews at once; it adds
+//!    the address again only after a renewal *sent after* it lost quorum
+//!    has succeeded — it still reaches the API server, so it is not the
+//!    node cut off (the others died, or a partition keeps them from it
+//!    only). An owner whose underlay failed thus withdraws as soon as its
+//!    probes tell it (3 misses), not a lease duration later, while the
+//!    candidate that takes over waits [`Config::settle`] before adding the
+//!    address.
 //! 10. **Deposed owner**: a renewal `Lost`, or a view showing another
 //!     holder once the view has shown this node's own latest write (a watch
 //!     delivers in order, so anything after it is newer), removes the
@@ -103,10 +116,14 @@
 //!
 //! # What a deposed owner and a new owner can overlap
 //! With the defaults, two nodes have the address at once only when the
-//! deposed owner cannot reach the API server (else it learns within one
-//! renewal, which [`Config::settle`] covers): then until its self-fence,
-//! at most [`Config::fence_after`] after its last successful write. The
-//! simulation test computes these intervals.
+//! deposed owner cannot reach the API server *and* still sees a majority of
+//! the candidates live (else rule 9a withdrew it), or when its probes
+//! judge the others down more than [`Config::settle`] later than the new
+//! owner's judge it (probe phases differ by at most one interval): then
+//! until its self-fence, at most [`Config::fence_after`] after its last
+//! successful write. The simulation test computes these intervals; the
+//! mini-cluster measures them from the external segment
+//! (`egret-bench failover`).
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -140,8 +157,9 @@ pub struct Config {
     /// Per rank, before preempting a down holder (default 150 ms).
     pub stagger: Duration,
     /// After preempting an unexpired Lease, before adding the address
-    /// (default `renew_interval + call_timeout`: the deposed owner's next
-    /// renewal has answered).
+    /// (default 200 ms: a deposed owner's watch has delivered the
+    /// takeover, and a cut-off owner's probes — one interval apart at most
+    /// from the taker's — have withdrawn it, rule 9a).
     pub settle: Duration,
     /// When to announce, after adding the address (default 0, 100 ms,
     /// 500 ms, 2 s).
@@ -160,7 +178,7 @@ impl Default for Config {
             call_timeout,
             retry_interval: Duration::from_millis(200),
             stagger: Duration::from_millis(150),
-            settle: renew_interval + call_timeout,
+            settle: Duration::from_millis(200),
             announce_at: [0, 100, 500, 2000].map(Duration::from_millis).to_vec(),
         }
     }
@@ -361,6 +379,11 @@ struct Owned {
     announced: usize,
     /// When to renew next.
     next_renew: Nanos,
+    /// Since when it has lacked quorum (rule 9a).
+    cut_off_since: Option<Nanos>,
+    /// The view's version when the last successful write was decided: a
+    /// view still at it has merely not caught up.
+    decided_on: String,
 }
 
 #[derive(Debug, Clone)]
@@ -542,7 +565,10 @@ impl Float {
                         o.confirmed = p.sent;
                         o.synced = synced;
                         o.version = version;
-                        o.next_renew = next_renew;
+                        o.decided_on.clone_from(&p.view_version);
+                        // a renewal sent before the owner lost quorum proves
+                        // nothing about now: renew again at once (rule 9a)
+                        o.next_renew = if o.cut_off_since.is_some_and(|t| p.sent < t) { now } else { next_renew };
                     }
                     None => {
                         let settle = if p.settle { nanos(self.config.settle) } else { 0 };
@@ -554,6 +580,8 @@ impl Float {
                             added_at: None,
                             announced: 0,
                             next_renew,
+                            cut_off_since: None,
+                            decided_on: p.view_version.clone(),
                         });
                     }
                 }
@@ -672,6 +700,7 @@ impl Float {
 
     /// Rules 8–11, while this node owns the IP.
     fn decide_owner(&mut self, now: Nanos, out: &mut Vec<Action>) {
+        let quorum = self.quorum();
         let Some(o) = &mut self.owned else { return };
         let Some(view) = &self.view else { return };
         if o.version.as_ref() == Some(&view.version) {
@@ -682,13 +711,28 @@ impl Float {
             self.depose(Some(&x), out);
             return;
         }
+        // another holder in a view that has not shown this node's own write
+        // (the watch moved past it between two ticks): ask now rather than
+        // at the next renewal — a `Lost` deposes at once (rule 10)
+        if view.holder.as_ref().is_some_and(|h| *h != self.node) && !o.synced && view.version != o.decided_on {
+            o.next_renew = o.next_renew.min(now);
+        }
         if !self.healthy {
             self.depose(None, out);
             return;
         }
         let c = &self.config;
+        match (quorum, o.cut_off_since) {
+            (false, None) => {
+                o.cut_off_since = Some(now);
+                o.next_renew = now;
+            }
+            (true, Some(_)) => o.cut_off_since = None,
+            _ => {}
+        }
+        let cut_off = o.cut_off_since.is_some_and(|t| o.confirmed < t);
         let fence = o.confirmed.saturating_add(nanos(c.fence_after()));
-        if now >= fence {
+        if now >= fence || cut_off {
             if self.address != Address::Absent {
                 out.push(Action::RemoveAddress);
                 self.address = Address::Absent;
@@ -827,7 +871,10 @@ mod tests {
         assert!(c.renew_interval * 3 <= c.fence_after(), "three renewals before the self-fence");
         assert_eq!(c.fence_margin, c.lease_duration / 4);
         assert_eq!(c.fence_after(), c.lease_duration - c.lease_duration / 4);
-        assert_eq!(c.settle, c.renew_interval + c.call_timeout);
+        // the settle covers the probe phases of two nodes (one interval
+        // apart at most) and a watch delivery
+        assert_eq!(c.settle, Duration::from_millis(200));
+        assert!(c.settle >= super::super::liveness::Config::default().interval * 2);
         assert_eq!(c.announce_at.first(), Some(&Duration::ZERO), "the first announcement at once");
         assert!(c.announce_at.windows(2).all(|w| w[0] < w[1]));
     }
@@ -942,8 +989,9 @@ mod tests {
         let mut m = machine("gw-a");
         tick(&mut m, 0, &view(None, false, "1"), &[], true);
         m.call_done(ms(5), won("2"));
-        // the watch has not caught up: an older write by gw-b is not trusted
-        assert_eq!(tick(&mut m, ms(10), &view(Some("gw-b"), false, "1b"), &[], true), []);
+        // the watch has not caught up: an older write by gw-b is not
+        // trusted, but the owner asks at once instead of at its next renewal
+        assert_eq!(tick(&mut m, ms(10), &view(Some("gw-b"), false, "1b"), &[], true), [Action::Renew]);
         assert!(m.address_added());
         // it catches up; then gw-b's write is newer
         assert_eq!(tick(&mut m, ms(20), &view(Some("gw-a"), false, "2"), &[], true), []);
@@ -1001,7 +1049,9 @@ mod tests {
         let acts = tick(&mut m, 0, &view(Some("gw-a"), false, "5"), &alone, true);
         assert!(!acts.contains(&preempt("gw-a")), "{acts:?}");
         assert_eq!(tick(&mut m, ms(2000), &view(Some("gw-a"), true, "5"), &alone, true), [preempt("gw-a")]);
-        assert_eq!(m.call_done(ms(2005), won("6"))[0], Action::AddAddress, "expired: no settling");
+        // in the minority it owns only after a renewal sent since (rule 9a)
+        assert_eq!(m.call_done(ms(2005), won("6"))[0], Action::Renew, "a fresh renewal first");
+        assert_eq!(m.call_done(ms(2010), won("7"))[0], Action::AddAddress, "expired: no settling");
         // two candidates: no majority to be had, the probes decide
         let two: Vec<String> = candidates()[..2].to_vec();
         let mut m = Float::new("gw-b", IP, &two, Config::default());
@@ -1042,11 +1092,10 @@ mod tests {
         assert_eq!(tick(&mut m, 0, &held, &["gw-a"], true), first);
         assert_eq!(m.call_done(ms(5), won("6")), [owner(Some(&me))], "no address yet");
         let add_at = ms(5) + nanos(c.settle);
-        assert_eq!(m.next_wakeup(), Some(nanos(c.renew_interval)), "the first renewal comes before");
-        let mine = view(Some(&me), false, "6");
-        assert_eq!(tick(&mut m, add_at - 1, &mine, &["gw-a"], true), [Action::Renew], "still no address");
-        assert_eq!(m.call_done(add_at - 1, won("7")), []);
+        assert!(add_at < nanos(c.renew_interval), "the address comes before the first renewal");
         assert_eq!(m.next_wakeup(), Some(add_at));
+        let mine = view(Some(&me), false, "6");
+        assert_eq!(tick(&mut m, add_at - 1, &mine, &["gw-a"], true), [], "still no address");
         assert_eq!(tick(&mut m, add_at, &mine, &["gw-a"], true)[..2], [Action::AddAddress, Action::Announce]);
         // an expired Lease needs no settling: its holder has fenced itself
         let mut m = machine(&me);

@@ -32,7 +32,13 @@
 //! ([`crate::metrics::Telemetry::gateways`]).
 
 pub mod announce;
+// the loader's privileged-test support (root/bpf gate, namespaces), shared
+// by the announce and replicate tests
 pub mod float;
 pub mod liveness;
+pub mod ownership;
 pub mod probe;
 pub mod replicate;
+#[cfg(test)]
+#[path = "../../../loader/tests/common/mod.rs"]
+mod test_common;

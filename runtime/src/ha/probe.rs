@@ -17,13 +17,8 @@
 //!    prober's first tick was answered to an earlier agent and is ignored.
 //!    Without a pinned `egret_probe_rx` (no generation yet) no reply can be
 //!    recorded, so nothing is judged: states stay as they are.
-//! 4. **Probes**: one request per target, from the prober's UDP socket to
-//!    `(target, port)`: a VXLAN header with VNI 0 and a probe frame
-//!    (`egret_bpf::templates::probe::Probe::datagram`) with this tick's
-//!    sequence number (one per tick, increasing, wrapping), `sender` = the
-//!    node's IPv4 and `sent_ns` = the tick's `CLOCK_MONOTONIC` time. A send
-//!    that fails is counted; the probe stays outstanding and is missed.
-//! 5. **Dataplane**: `egret_gw_live` holds exactly the down targets (and
+//! 4. **Dataplane** (before the probes go out, so a failover's write waits
+//!    for no send): `egret_gw_live` holds exactly the down targets (and
 //!    `egret_gw_down`, written after it, their number): a down
 //!    gateway has an entry with `GL_F_DOWN`, an up (or unknown) one has
 //!    none — *deleted*, not written as up, because no entry already means
@@ -38,7 +33,15 @@
 //!    nor while `egret_gw_live` is not pinned (written once it is). Each
 //!    full rewrite also deletes the `egret_probe_rx` entries of nodes that
 //!    are not targets (the datapath only adds, and the map's capacity is
-//!    bounded: a full map would lose the replies of new gateways).
+//!    bounded: a full map would lose the replies of new gateways). The time
+//!    from the decision (step 3 done) to the end of a write that carries a
+//!    change is recorded ([`ProberStatus::decide_to_write`]).
+//! 5. **Probes**: one request per target, from the prober's UDP socket to
+//!    `(target, port)`: a VXLAN header with VNI 0 and a probe frame
+//!    (`egret_bpf::templates::probe::Probe::datagram`) with this tick's
+//!    sequence number (one per tick, increasing, wrapping), `sender` = the
+//!    node's IPv4 and `sent_ns` = the tick's `CLOCK_MONOTONIC` time. A send
+//!    that fails is counted; the probe stays outstanding and is missed.
 //!
 //! Never panics; failures (sends, map reads and writes, a map of the wrong
 //! shape) are counted in the [`ProberStatus`] with the last one's message.
@@ -267,6 +270,13 @@ pub struct ProberStatus {
     pub errors: ErrorCounts,
     /// The last failure's message.
     pub last_error: Option<String>,
+    /// Per tick that changed a gateway's state and wrote it: from the
+    /// decision (the replies judged) to the end of the `egret_gw_live`
+    /// write — the whole of a failover on this node, no resolution, no
+    /// compile, no swap.
+    pub decide_to_write: RttHistogram,
+    /// The longest such decision-to-write.
+    pub decide_to_write_max: Option<Duration>,
 }
 
 /// The prober's state and one tick of work, without a thread or a clock of
@@ -423,7 +433,27 @@ impl Probing {
             }
         }
 
-        // 4. probes
+        let decided = Instant::now();
+
+        // 4. dataplane (before the probes: a failover's write waits for nothing)
+        let full = match &gw_live {
+            Some(live) => self.write(live, gw_down.as_ref()),
+            None => {
+                self.live_id = None;
+                self.written.clear();
+                false
+            }
+        };
+        if !changes.is_empty() && gw_live.is_some() {
+            let took = decided.elapsed();
+            self.status.decide_to_write.record(took);
+            self.status.decide_to_write_max = Some(self.status.decide_to_write_max.map_or(took, |m| m.max(took)));
+        }
+        if let (true, Some(rx)) = (full, &probe_rx) {
+            self.forget_replies(rx, &targets);
+        }
+
+        // 5. probes
         self.seq = self.seq.wrapping_add(1);
         self.status.seq = self.seq;
         for (gw, m) in &mut self.machines {
@@ -441,19 +471,6 @@ impl Probing {
                 self.status.errors.send += 1;
                 self.status.last_error = Some(ProbeError::Send { gateway: *gw, source }.to_string());
             }
-        }
-
-        // 5. dataplane
-        let full = match &gw_live {
-            Some(live) => self.write(live, gw_down.as_ref()),
-            None => {
-                self.live_id = None;
-                self.written.clear();
-                false
-            }
-        };
-        if let (true, Some(rx)) = (full, &probe_rx) {
-            self.forget_replies(rx, &targets);
         }
 
         for (gw, t) in &changes {
@@ -475,7 +492,7 @@ impl Probing {
     }
 
     /// Deletes the replies of nodes that are not targets from `egret_probe_rx`
-    /// (module doc, step 5): its capacity is bounded and the datapath only
+    /// (module doc, step 4): its capacity is bounded and the datapath only
     /// ever adds.
     fn forget_replies(&mut self, rx: &StateMap, targets: &BTreeSet<Ipv4Addr>) {
         let keys = match rx.keys() {

@@ -136,7 +136,7 @@ use egret_bpf::MapDef;
 use egret_bpf::templates::{self, ForwardNat, NatKey, RV_F_LOCAL, ReverseNat};
 use egret_loader::state::EntryBytes;
 use egret_loader::{PinLayout, StateMap, StateMapError};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::probe::monotonic_ns;
 
@@ -814,7 +814,7 @@ enum LinkError {
 // roles, config, status
 
 /// What this node does for which floating slot.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Roles {
     /// Slots this node owns, with their standby candidates.
     pub owned: BTreeMap<u32, BTreeSet<Ipv4Addr>>,
@@ -907,7 +907,7 @@ pub enum ReplicateError {
 }
 
 /// Replication lag samples of one standby (module doc, "Lag").
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct LagStats {
     /// Rounds acked.
     pub samples: u64,
@@ -962,7 +962,7 @@ fn percentile(sorted: &[u64], p: usize) -> u64 {
 }
 
 /// Owner side: one standby.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StandbyStatus {
     /// The slots it stands by for.
     pub slots: BTreeSet<u32>,
@@ -989,7 +989,7 @@ pub struct StandbyStatus {
 }
 
 /// Standby side: one owner sending here.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OwnerStatus {
     /// Open connections from it.
     pub connections: u64,
@@ -1010,7 +1010,7 @@ pub struct OwnerStatus {
 }
 
 /// Failures so far, by kind.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorCounts {
     /// Connects that failed.
     pub connect: u64,
@@ -1031,7 +1031,7 @@ pub struct ErrorCounts {
 }
 
 /// A snapshot of the replicator, for `egret-agent status` and metrics.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ReplicationStatus {
     /// This node.
     pub node: Option<Ipv4Addr>,
@@ -1744,10 +1744,6 @@ pub fn install(
 }
 
 #[cfg(test)]
-#[path = "../../../tests/support/privileged.rs"]
-mod privileged_gate;
-
-#[cfg(test)]
 #[path = "../../../tests/support/pinned_maps.rs"]
 mod pinned_maps;
 
@@ -2333,7 +2329,7 @@ mod tests {
 
     #[test]
     fn nat_state_replicates_between_real_kernel_maps() {
-        if !privileged_gate::privileged("nat_state_replicates_between_real_kernel_maps") {
+        if !super::super::test_common::privileged("nat_state_replicates_between_real_kernel_maps") {
             return;
         }
         let (fs_a, fs_b) = (Bpffs::mount("a"), Bpffs::mount("b"));
