@@ -103,6 +103,7 @@ fn bundle(prefixes: usize, endpoints: usize) -> Bundle {
             node_selector: synth::selector(&[("egress", "true".into())]),
             egress_ip: Some(synth::sp(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1)))),
             interface: None,
+            floating: None,
         }),
         egress_gateways: Vec::new(),
     });
