@@ -12,7 +12,10 @@
 //! - [`layouts`]: inline trees against the maps layout in the kernel.
 //! - [`swap`]: the loader's generation swap latency.
 //! - [`gateway`]: gateway throughput against a kernel NAT gateway (mini-cluster).
-//! - [`failover`]: time to fail over from a failed gateway (mini-cluster).
+//! - [`failover`]: time to fail over from a failed gateway or floating-IP
+//!   owner, connections surviving, dual owners (mini-cluster, API server).
+//! - [`failover_scale`]: a gateway failure at 100,000 pods: decision to map
+//!   write, beside what a change costs (resolution, compile).
 //! - [`report`]: the tables every subcommand prints and writes as JSON.
 
 pub mod cilium_dp;
@@ -25,13 +28,17 @@ pub mod classify;
 pub mod codegen;
 pub mod compile;
 pub mod failover;
+pub mod failover_scale;
 pub mod footprint;
 pub mod gateway;
+// real maps for the failover-scale benchmark's prober (shared with the tests)
 #[path = "../../tests/support/kubecluster.rs"]
 #[allow(dead_code, reason = "shared with the e2e tests, which read the served objects")]
 mod kubecluster;
 pub mod layouts;
 pub mod lint;
 pub mod parts;
+#[path = "../../tests/support/pinned_maps.rs"]
+mod pinned_maps;
 pub mod report;
 pub mod swap;

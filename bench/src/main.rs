@@ -136,6 +136,14 @@ enum Command {
         #[arg(long)]
         json: Option<std::path::PathBuf>,
     },
+    /// A gateway failure at the agent's scale (100,000 pods, 1,000 policies; needs root and bpffs): the real prober and kernel maps, time from the decision to the map write, beside what a resolution and a compile cost.
+    FailoverScale {
+        /// Failures (each followed by the gateway's return).
+        #[arg(long, default_value_t = 50)]
+        trials: usize,
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+    },
     /// Map footprint per node, egret vs Cilium's layout, for small/medium/large synthetic clusters.
     Footprint {
         /// Which shapes to measure.
@@ -232,6 +240,19 @@ fn main() -> ExitCode {
             let opts = egret_bench::failover::Options { agent, trials, pod };
             let run = egret_bench::failover::run(&opts).and_then(|r| {
                 print!("{}", egret_bench::failover::render(&r));
+                json.as_deref().map_or(Ok(()), |path| write_json(path, &r))
+            });
+            match run {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::FailoverScale { trials, json } => {
+            let run = egret_bench::failover_scale::run(trials).and_then(|r| {
+                print!("{}", egret_bench::failover_scale::render(&r));
                 json.as_deref().map_or(Ok(()), |path| write_json(path, &r))
             });
             match run {

@@ -132,9 +132,9 @@ impl PolicyEvent {
 /// An Event about a failover, created by the agent that acted or saw it:
 /// a floating IP's Lease changing hands ([`Regarding::Lease`]: reasons
 /// `FloatingIPAcquired`, `FloatingIPTakeover` — taken from a holder this
-/// node's probes saw down —, `FloatingIPLost`, `FloatingIPReleased`), or a
-/// gateway this gateway probes going down or up ([`Regarding::Node`]:
-/// `GatewayDown`, `GatewayUp`).
+/// node's probes saw down —, `FloatingIPLost`), or a floating IP's Lease
+/// that is not one egret could have written (`FloatingIPLeaseInvalid`).
+/// [`Regarding::Node`] is for Events about a node (a gateway).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FailoverEvent {
     /// What it is about.

@@ -196,6 +196,9 @@ fn the_dockerfile_builds_the_agent_with_the_workspace_toolchain() {
     assert!(runtime.contains("name = \"egret-agent\""), "runtime builds the egret-agent binary");
     assert!(docker.contains("-p egret-runtime --bin egret-agent"));
     assert!(docker.contains("ENTRYPOINT [\"/usr/local/bin/egret-agent\"]"));
+    // the floating IPs' local-delivery guard runs `nft` in the agent's image
+    let final_stage = docker.rsplit("FROM ").next().unwrap_or_default();
+    assert!(final_stage.contains("install -y --no-install-recommends nftables"), "{final_stage}");
 }
 
 #[test]

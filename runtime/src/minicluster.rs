@@ -265,7 +265,7 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ClusterError {
 }
 
 /// Runs `program args…`; its stdout on success.
-pub(crate) fn run(program: &str, args: &[&str], stdin: Option<&str>) -> Result<String, ClusterError> {
+pub fn run(program: &str, args: &[&str], stdin: Option<&str>) -> Result<String, ClusterError> {
     let command = format!("{program} {}", args.join(" "));
     let fail = |stderr: String| ClusterError::Command { command: command.clone(), stderr };
     let mut child = Command::new(program)

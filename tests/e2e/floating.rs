@@ -123,6 +123,25 @@ fn a_floating_egress_ip_moves_to_a_live_candidate_and_keeps_its_connections() {
     assert_eq!(p.holders_at_end.len(), 1, "exactly one owner after the partition: {p:?}");
     assert!(p.changes <= 2, "no ping-pong: {p:?}");
 
+    // the Lease edited by hand into nonsense (a zero duration): a Warning
+    // Event, the Lease written whole again by a candidate, one owner, and
+    // traffic through the floating IP
+    let mut edited = served.server.get(crate::apiserver::Served::Leases, &key).expect("the Lease");
+    edited["spec"]["leaseDurationSeconds"] = serde_json::json!(0);
+    served.server.apply(crate::apiserver::Served::Leases, edited);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let said = served.server.events().iter().any(|e| e["reason"] == "FloatingIPLeaseInvalid");
+        let lease = served.server.get(crate::apiserver::Served::Leases, &key).expect("the Lease");
+        let healed = lease["spec"]["leaseDurationSeconds"].as_i64().is_some_and(|d| d > 0);
+        if said && healed {
+            break;
+        }
+        assert!(Instant::now() < deadline, "Event {said}, rewritten {healed}: {lease:#} {:#?}", served.server.events());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    settled(&c);
+
     drop(arp);
     drop(c);
     drop(served);

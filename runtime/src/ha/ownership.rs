@@ -289,6 +289,7 @@ async fn control(
     let mut last_rewrite = std::time::Instant::now();
     let (file, mut last_file) = (status_file(&config.root), None::<std::time::Instant>);
     let mut last_roles: Option<replicate::Roles> = None;
+    let mut reported_problems: BTreeSet<String> = BTreeSet::new();
     let (mut guarded, mut last_guard) = (None::<BTreeSet<Ipv4Addr>>, None::<std::time::Instant>);
     let mut ticker = tokio::time::interval(TICK);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -363,6 +364,28 @@ async fn control(
         let seen = probes.snapshot();
         let healthy = seen.gateways.get(&config.node_ip).is_none_or(|g| g.state != State::Down);
         let owners: OwnerTable = table.borrow().clone();
+        // Leases edited into nonsense (by hand): a Warning from each candidate
+        // that sees the problem (once per problem: the candidate that rewrites
+        // the Lease has seen it, however fast it heals); the machine treats
+        // the Lease as free and the next holder writes it whole again
+        for problem in owners.problems.values() {
+            if !managed.values().any(|m| lease_name(IpAddr::V4(m.role.ip)) == problem.lease()) {
+                continue;
+            }
+            let text = problem.to_string();
+            if reported_problems.insert(text.clone()) {
+                publisher.queue_failover([FailoverEvent {
+                    regarding: Regarding::Lease {
+                        namespace: config.lease.namespace.clone(),
+                        name: problem.lease().to_string(),
+                    },
+                    warning: true,
+                    reason: "FloatingIPLeaseInvalid",
+                    note: format!("{text}; egret treats the Lease as free: the next holder writes it whole again"),
+                }]);
+            }
+        }
+        reported_problems.retain(|t| owners.problems.values().any(|p| p.to_string() == *t));
         for m in managed.values_mut() {
             let down: BTreeSet<String> = m
                 .role

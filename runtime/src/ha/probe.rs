@@ -277,6 +277,8 @@ pub struct ProberStatus {
     pub decide_to_write: RttHistogram,
     /// The longest such decision-to-write.
     pub decide_to_write_max: Option<Duration>,
+    /// The latest one.
+    pub decide_to_write_last: Option<Duration>,
 }
 
 /// The prober's state and one tick of work, without a thread or a clock of
@@ -448,6 +450,7 @@ impl Probing {
             let took = decided.elapsed();
             self.status.decide_to_write.record(took);
             self.status.decide_to_write_max = Some(self.status.decide_to_write_max.map_or(took, |m| m.max(took)));
+            self.status.decide_to_write_last = Some(took);
         }
         if let (true, Some(rx)) = (full, &probe_rx) {
             self.forget_replies(rx, &targets);
