@@ -209,7 +209,7 @@ fn measure(
             return Err(io(format!("{gw} decided down but not written")));
         }
         detect.push(ticks);
-        samples.extend(p.status().decide_to_write_last.map(|d| us(d)));
+        samples.extend(p.status().decide_to_write_last.map(us));
         // back up after the hold-down
         let mut ticks = 0u64;
         loop {
@@ -221,7 +221,7 @@ fn measure(
                 return Err(io(format!("{gw} never came back")));
             }
         }
-        samples.extend(p.status().decide_to_write_last.map(|d| us(d)));
+        samples.extend(p.status().decide_to_write_last.map(us));
     }
     Ok((samples, detect, targets.len()))
 }
