@@ -723,8 +723,16 @@ impl MiniCluster {
             }
             std::thread::sleep(Duration::from_millis(2));
         }
-        // a little traffic after the failover, for the stall figures
-        std::thread::sleep(Duration::from_millis(300));
+        // the TCP flow resumes when its retransmission timer fires (a few
+        // hundred ms after the new path works): wait for its first bytes
+        // after the failover, within the trial's bound, then a little more
+        // traffic for the stall figures
+        if let Some(r) = recover {
+            while Instant::now() < t0 + TRIAL_TIMEOUT && !tcp.arrivals().iter().any(|(t, _)| *t > t0 + r) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
         let owner_after = self.holders(floating)?.first().map(|n| (*n).to_owned());
         let arrivals = tcp.arrivals();
         let tcp_after = arrivals.iter().filter(|(t, _)| recover.is_some_and(|r| *t > t0 + r)).count();
