@@ -1611,7 +1611,8 @@ pub fn demo(agent: &Path, out: &mut dyn Write) -> Result<(), ClusterError> {
     for n in NODES {
         let role = if n.gateway {
             let ips: Vec<String> = n.egress_ips.iter().map(ToString::to_string).collect();
-            format!("gateway (cilium.io/egress-gateway=true), eth1 holds {}", ips.join(" and "))
+            let held = if ips.is_empty() { "no egress IP".to_owned() } else { ips.join(" and ") };
+            format!("gateway (cilium.io/egress-gateway=true), eth1 holds {held}")
         } else {
             "worker".to_owned()
         };
