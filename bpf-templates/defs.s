@@ -242,6 +242,7 @@
 .equ PEERK, -232                    // egret_gw_peers key (8 B)
 .equ SLOT_FLAGS, -236               // u32 GS_F_* of the slot
 .equ REPLY_NODE, -240               // u32 where replies are tunnelled, host order (0: this node)
+.equ FWD, -244                      // u32 1: a peer forwarded this packet (floating slot), else 0
 // The probe path (egret_tunnel_in) never reaches the SNAT path, so it reuses RVAL:
 .equ PROBE_RX_VAL, RVAL             // egret_probe_rx value being built (24 B)
 .equ PROBE_NEW_KIND, RVAL           // u8 kind byte written into a request

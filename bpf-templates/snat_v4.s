@@ -10,6 +10,8 @@
 snat:
     r1 = *(u32 *)(r10 + NODE)
     *(u32 *)(r10 + REPLY_NODE) = r1     // replies go back to the sender unless the entry names the pod's node
+    r1 = 0
+    *(u32 *)(r10 + FWD) = r1
     // --- Ethernet + IPv4 header (options allowed: IHL 5..15)
     r2 = *(u32 *)(r6 + SKB_DATA)
     r3 = *(u32 *)(r6 + SKB_DATA_END)
@@ -65,7 +67,7 @@ snat:
     r1 = *(u32 *)(r0 + GA_FLAGS)
     r1 &= GA_F_LOCAL
     r2 = *(u32 *)(r10 + SRC_FLAGS)      // RV_F_LOCAL == GA_F_LOCAL
-    if r1 != r2 goto drop_spoofed_source // local pods only locally, remote ones only by tunnel
+    if r1 != r2 goto allowed_mismatch   // local pods only locally, remote ones only by tunnel (but below)
     if r1 != 0 goto allowed_local
     r1 = *(u32 *)(r0 + GA_NODE)
     if r1 == 0 goto allowed             // any node may send this pod's traffic
@@ -86,7 +88,29 @@ snat:
     r1 = map[egret_gw_peers] ll
     call map_lookup_elem
     if r0 == 0 goto drop_spoofed_source
-    goto allowed
+    goto allowed_forwarded
+allowed_mismatch:
+    // a pod of this node that a peer of this floating slot forwarded back (the
+    // pod's first live candidate was that peer, this node owns the slot):
+    // allowed, and its replies go to its veth like any local pod's
+    if r1 == 0 goto drop_spoofed_source // a remote pod's address from a local veth
+    r1 = *(u32 *)(r10 + SLOT_FLAGS)
+    r1 &= GS_F_FLOATING
+    if r1 == 0 goto drop_spoofed_source
+    r1 = *(u32 *)(r10 + SLOT)
+    *(u32 *)(r10 + PEERK + GP_KEY_SLOT) = r1
+    r1 = *(u32 *)(r10 + NODE)
+    *(u32 *)(r10 + PEERK + GP_KEY_PEER) = r1
+    r2 = r10
+    r2 += PEERK
+    r1 = map[egret_gw_peers] ll
+    call map_lookup_elem
+    if r0 == 0 goto drop_spoofed_source
+    r1 = RV_F_LOCAL
+    *(u32 *)(r10 + SRC_FLAGS) = r1
+    r1 = 0
+    *(u32 *)(r10 + REPLY_NODE) = r1
+    goto allowed_forwarded
 allowed_local:
     // a local pod: the packet must come in on that pod's own veth
     r2 = r10
@@ -97,6 +121,10 @@ allowed_local:
     r1 = *(u32 *)(r0 + LE_IFINDEX)
     r2 = *(u32 *)(r6 + SKB_IFINDEX)
     if r1 != r2 goto drop_spoofed_source
+    goto allowed
+allowed_forwarded:
+    r1 = 1
+    *(u32 *)(r10 + FWD) = r1
 allowed:
 
     // --- a floating slot: only its owner SNATs, the other candidates forward
@@ -113,18 +141,12 @@ allowed:
     if r1 != 0 goto owned
     r8 = *(u32 *)(r0 + FO_OWNER)
     if r8 == 0 goto drop_no_owner
-    // a peer sent it because it thinks we own the slot: never forward it again
-    r1 = *(u32 *)(r10 + NODE)
-    if r1 == 0 goto forward             // from a pod of this node (egret_gw_local)
-    r1 = *(u32 *)(r10 + SLOT)
-    *(u32 *)(r10 + PEERK + GP_KEY_SLOT) = r1
-    r1 = *(u32 *)(r10 + NODE)
-    *(u32 *)(r10 + PEERK + GP_KEY_PEER) = r1
-    r2 = r10
-    r2 += PEERK
-    r1 = map[egret_gw_peers] ll
-    call map_lookup_elem
-    if r0 != 0 goto drop_no_owner
+    // a peer forwarded it because it thinks we own the slot: never forward it
+    // again (no ping-pong while the candidates disagree). A packet straight
+    // from its pod's node is forwarded even when that node is a peer: its pod
+    // runs on the owner, whose first live candidate was this node.
+    r1 = *(u32 *)(r10 + FWD)
+    if r1 != 0 goto drop_no_owner
 forward:
     // tunnel key {tunnel_id = slot, remote_ipv4 = owner (host order), ttl 64}
     r1 = 0

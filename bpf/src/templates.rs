@@ -18,9 +18,9 @@
 //! ([`FloatOwner`]): none → `no-owner`, this node → go on, another node →
 //! forward the packet unchanged with the tunnel key `{tunnel_id = slot,
 //! remote_ipv4 = owner, tunnel_ttl = 64}` and `bpf_redirect(%tunnel_ifindex,
-//! 0)` (`forwarded`) — unless it came from a peer of the slot
-//! (`egret_gw_peers`, [`GatewayPeer`]), which is dropped `no-owner` instead
-//! of bounced; non-first fragment
+//! 0)` (`forwarded`) — unless a peer of the slot forwarded it here (it was
+//! allowed through `egret_gw_peers`, [`GatewayPeer`], not as from its pod's
+//! own node), which is dropped `no-owner` instead of bounced; non-first fragment
 //! → `fragment`; not TCP, UDP or ICMP echo request → `unsupported-proto`;
 //! TTL ≤ 1 → `ttl-exceeded`; then the NAT mapping (existing, or a new port
 //! by hashed probing, else `nat-ports-exhausted`); then the rewrite — source
@@ -74,7 +74,11 @@
 //!   pod's address. (The issue sketched this value as a bare `u8`; it carries
 //!   the node so the check above is possible.) For a floating slot a
 //!   tunnelled packet also passes when the tunnel remote is a peer of the
-//!   slot in `egret_gw_peers` (a candidate forwarding another node's pod).
+//!   slot in `egret_gw_peers` (a candidate forwarding another node's pod),
+//!   and so does a tunnelled packet of a *local* pod from a peer (the pod's
+//!   first live candidate was that peer, which forwarded it back to this
+//!   owner; its reverse entry is local, its replies go to its veth). Either
+//!   way the packet counts as forwarded: it is never forwarded again.
 //!   A new reverse entry's node (where replies are tunnelled) is the entry's
 //!   node when non-zero, else the tunnel remote.
 //!

@@ -836,6 +836,53 @@ fn a_peer_forwards_other_nodes_pods_but_is_never_forwarded_to() {
 }
 
 #[test]
+fn a_pod_on_the_owner_whose_first_candidate_is_here_goes_back_to_the_owner() {
+    let mut gw = Gateway::new();
+    set_owner(&mut gw, Some(PEER_GW));
+    // straight from its node (the owner, a peer): forwarded back, not dropped
+    let f = Pkt::tcp(POD_ON_PEER, 40000, SERVER, 443, SYN).frame();
+    assert_forwarded(&gw.tunnel_in(&f, FLOAT_SLOT, PEER_GW), &f, PEER_GW);
+    assert_eq!((gw.stat(Stat::Forwarded).0, gw.stat(Stat::NoOwner).0), (1, 0));
+    // the same pod's packet arriving from anyone else is spoofed
+    assert_eq!(gw.tunnel_in(&f, FLOAT_SLOT, NODE_A).r0, SHOT);
+    assert_eq!(gw.stat(Stat::SpoofedSource).0, 1);
+}
+
+#[test]
+fn the_owner_translates_its_own_pod_forwarded_back_by_a_peer() {
+    let mut gw = Gateway::new();
+    set_owner(&mut gw, None);
+    let syn = Pkt::tcp(POD_LOCAL, 40000, SERVER, 443, SYN);
+    let out = gw.tunnel_in(&syn.frame(), FLOAT_SLOT, PEER_GW);
+    assert_eq!(out.r0, REDIRECT);
+    let got = parse(&out.packet);
+    assert_eq!(got.src, FLOAT_IP);
+    let rkey = NatKey { src: FLOAT_IP, dst: SERVER, sport: got.sport, dport: 443, proto: TCP };
+    let state = gw.rnat(&rkey).expect("reverse entry");
+    assert_eq!((state.flags, state.node), (RV_F_LOCAL, Ipv4Addr::UNSPECIFIED), "a local pod's state");
+    // its replies go to its veth, as for any local pod
+    let back = gw.reply(&float_reply_to(&got).frame());
+    assert_eq!(back.r0, REDIRECT);
+    assert_eq!(
+        back.effects.redirect,
+        Some(Redirect {
+            ifindex: POD_LOCAL_IFINDEX,
+            flags: 0,
+            kind: RedirectKind::Neigh { nexthop: Some(IpAddr::V4(POD_LOCAL)) }
+        })
+    );
+    // only a peer of the floating slot may send it: another node, or an ordinary slot, is spoofing
+    assert_eq!(gw.tunnel_in(&syn.frame(), FLOAT_SLOT, OTHER_GW).r0, SHOT);
+    assert_eq!(gw.tunnel_in(&syn.frame(), SLOT, PEER_GW).r0, SHOT);
+    assert_eq!(gw.stat(Stat::SpoofedSource).0, 2);
+    // owned elsewhere now: the peer forwarded it here, so it is not bounced on
+    set_owner(&mut gw, Some(OTHER_GW));
+    let out = gw.tunnel_in(&syn.frame(), FLOAT_SLOT, PEER_GW);
+    assert_eq!((out.r0, out.effects.redirect), (SHOT, None));
+    assert_eq!(gw.stat(Stat::NoOwner).0, 1);
+}
+
+#[test]
 fn ordinary_slots_ignore_the_owner_map() {
     let mut gw = Gateway::new();
     // an owner entry for the ordinary slot's id changes nothing

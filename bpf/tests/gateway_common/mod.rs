@@ -58,6 +58,9 @@ pub const FLOAT_SLOT: u32 = 0x0000_f10a;
 pub const FLOAT_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 9);
 /// Another candidate gateway of [`FLOAT_SLOT`] (a peer in `egret_gw_peers`).
 pub const PEER_GW: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 50);
+/// A pod on [`PEER_GW`] (a candidate that may own [`FLOAT_SLOT`]), allowed
+/// for [`FLOAT_SLOT`] from its node.
+pub const POD_ON_PEER: Ipv4Addr = Ipv4Addr::new(10, 0, 5, 50);
 /// A gateway that owns [`FLOAT_SLOT`] in some tests but is no peer here.
 pub const OTHER_GW: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 60);
 
@@ -99,6 +102,7 @@ pub fn gateway_entries() -> Vec<(&'static str, Vec<u8>, Vec<u8>)> {
         AllowedSource { slot: FLOAT_SLOT, src: POD_B, from: SourceNode::Node(NODE_B) },
         AllowedSource { slot: FLOAT_SLOT, src: POD_ANY, from: SourceNode::AnyNode },
         AllowedSource { slot: FLOAT_SLOT, src: POD_LOCAL, from: SourceNode::Local },
+        AllowedSource { slot: FLOAT_SLOT, src: POD_ON_PEER, from: SourceNode::Node(PEER_GW) },
     ];
     let floating =
         GatewaySlot { slot: FLOAT_SLOT, egress_ip: FLOAT_IP, egress_ifindex: EGRESS_IFINDEX, floating: true };
