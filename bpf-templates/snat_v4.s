@@ -76,6 +76,7 @@ snat:
     if r1 == r2 goto allowed
     // a node cannot send another node's pods, unless it is a candidate of this
     // floating slot forwarding them (egret_gw_peers)
+floating_peer:
     r1 = *(u32 *)(r10 + SLOT_FLAGS)
     r1 &= GS_F_FLOATING
     if r1 == 0 goto drop_spoofed_source
@@ -88,29 +89,20 @@ snat:
     r1 = map[egret_gw_peers] ll
     call map_lookup_elem
     if r0 == 0 goto drop_spoofed_source
-    goto allowed_forwarded
+    r1 = 1
+    *(u32 *)(r10 + FWD) = r1            // forwarded by a peer: never forwarded again
+    goto allowed
 allowed_mismatch:
     // a pod of this node that a peer of this floating slot forwarded back (the
     // pod's first live candidate was that peer, this node owns the slot):
-    // allowed, and its replies go to its veth like any local pod's
+    // allowed as above, and its replies go to its veth like any local pod's
+    // (set now: the packet is dropped if the check fails)
     if r1 == 0 goto drop_spoofed_source // a remote pod's address from a local veth
-    r1 = *(u32 *)(r10 + SLOT_FLAGS)
-    r1 &= GS_F_FLOATING
-    if r1 == 0 goto drop_spoofed_source
-    r1 = *(u32 *)(r10 + SLOT)
-    *(u32 *)(r10 + PEERK + GP_KEY_SLOT) = r1
-    r1 = *(u32 *)(r10 + NODE)
-    *(u32 *)(r10 + PEERK + GP_KEY_PEER) = r1
-    r2 = r10
-    r2 += PEERK
-    r1 = map[egret_gw_peers] ll
-    call map_lookup_elem
-    if r0 == 0 goto drop_spoofed_source
     r1 = RV_F_LOCAL
     *(u32 *)(r10 + SRC_FLAGS) = r1
     r1 = 0
     *(u32 *)(r10 + REPLY_NODE) = r1
-    goto allowed_forwarded
+    goto floating_peer
 allowed_local:
     // a local pod: the packet must come in on that pod's own veth
     r2 = r10
@@ -121,10 +113,6 @@ allowed_local:
     r1 = *(u32 *)(r0 + LE_IFINDEX)
     r2 = *(u32 *)(r6 + SKB_IFINDEX)
     if r1 != r2 goto drop_spoofed_source
-    goto allowed
-allowed_forwarded:
-    r1 = 1
-    *(u32 *)(r10 + FWD) = r1
 allowed:
 
     // --- a floating slot: only its owner SNATs, the other candidates forward
