@@ -133,8 +133,9 @@ impl PolicyEvent {
 /// a floating IP's Lease changing hands ([`Regarding::Lease`]: reasons
 /// `FloatingIPAcquired`, `FloatingIPTakeover` — taken from a holder this
 /// node's probes saw down —, `FloatingIPLost`), or a floating IP's Lease
-/// that is not one egret could have written (`FloatingIPLeaseInvalid`).
-/// [`Regarding::Node`] is for Events about a node (a gateway).
+/// that is not one egret could have written (`FloatingIPLeaseInvalid`); or
+/// a gateway going down or up as its policies' reporter probes it
+/// ([`Regarding::Node`], [`gateway_event`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FailoverEvent {
     /// What it is about.
@@ -332,6 +333,58 @@ impl Reporters {
         }
         out
     }
+}
+
+impl Reporters {
+    /// The gateways whose failovers this node announces: for each policy
+    /// with two or more gateway nodes (so losing one is a failover), each
+    /// gateway is watched by one Ready node other than itself — rendezvous
+    /// over the candidates [`Reporters::events_for`] last used, less the
+    /// gateway, keyed by policy and gateway — so every failover has one
+    /// live reporter, not one per node. Per gateway IPv4: its node and the
+    /// policies this node watches it for. The node probes them and publishes
+    /// an Event when one goes down or comes back ([`gateway_event`]).
+    pub fn watched_gateways(&self, c: &Compilation) -> BTreeMap<std::net::Ipv4Addr, (String, Vec<String>)> {
+        let mut out: BTreeMap<std::net::Ipv4Addr, (String, Vec<String>)> = BTreeMap::new();
+        for r in c.policies.values() {
+            let PolicyOutcome::Compiled { gateways, .. } = &r.outcome else { continue };
+            let nodes: std::collections::BTreeSet<&str> = gateways.iter().map(|g| g.node.as_str()).collect();
+            if nodes.len() < 2 {
+                continue;
+            }
+            for g in gateways {
+                let others: Vec<&str> = self.candidates.iter().map(String::as_str).filter(|n| *n != g.node).collect();
+                if pick(&others, &format!("{}\u{0}{}", r.name, g.node)) == Some(self.node.as_str()) {
+                    out.entry(g.ip).or_insert_with(|| (g.node.clone(), Vec::new())).1.push(r.name.clone());
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The Event a gateway's watcher ([`Reporters::watched_gateways`]) publishes when its probes see the gateway
+/// `node` (`ip`) of `policies` go down (`GatewayDown`, a Warning: their
+/// endpoints on every node fail over to the next live gateway of their
+/// order) or come back (`GatewayUp`: they return to it).
+pub fn gateway_event(node: &str, ip: std::net::Ipv4Addr, policies: &[String], down: bool) -> FailoverEvent {
+    let list = policies.join(", ");
+    let (reason, note) = if down {
+        (
+            "GatewayDown",
+            format!(
+                "gateway {node} ({ip}) stopped answering probes; the endpoints of {list} fail over to the next live gateway of their order"
+            ),
+        )
+    } else {
+        (
+            "GatewayUp",
+            format!(
+                "gateway {node} ({ip}) answers probes again (after the hold-down); the endpoints of {list} that fail over from it return"
+            ),
+        )
+    };
+    FailoverEvent { regarding: Regarding::Node { name: node.to_string() }, warning: down, reason, note }
 }
 
 /// What an agent last published per policy, so it publishes only changes.

@@ -24,7 +24,10 @@
 //!   owes (`egret_kube::events`: the policies it reports — by rendezvous
 //!   over the Ready nodes — and those it is a gateway of; only outcomes
 //!   that changed), through a queue drained by a task beside the watch,
-//!   so a slow API server never delays the dataplane.
+//!   so a slow API server never delays the dataplane. The gateways of the
+//!   policies it reports that have an alternative are probed too, and a
+//!   task announces each change of one (`GatewayDown`, `GatewayUp`: one
+//!   Event per failover, from the reporter, not from every node).
 //! - **Reports**: every reconcile is reported ([`Reconciled`]): the sync's
 //!   outcome and the Events it queued.
 //! - **Latency**: a reconcile that swaps records the delay from the first
@@ -173,6 +176,7 @@ fn reconcile(
     batch: &Batch,
     (log, reporters): &mut (EventLog, Reporters),
     publisher: &Publisher,
+    watched: &std::sync::Mutex<Watched>,
 ) -> Reconciled {
     let node = agent.node().to_owned();
     let facts = match facts::discover() {
@@ -194,7 +198,54 @@ fn reconcile(
     // after the dataplane: Events wait for no one
     let events = log.fresh(reporters.events_for(view, &c, &node));
     publisher.queue(events.iter().cloned());
+    // the reported policies' gateways: probed here, their changes announced
+    let gateways = reporters.watched_gateways(&c);
+    agent.watch_gateways(gateways.keys().copied().collect());
+    let mut w = watched.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    w.gateways = gateways;
+    w.status = agent.prober_status();
+    drop(w);
     Reconciled { result, events, latency }
+}
+
+/// The gateways whose changes this node announces, and the prober that sees them.
+#[derive(Debug, Default)]
+struct Watched {
+    gateways: std::collections::BTreeMap<std::net::Ipv4Addr, (String, Vec<String>)>,
+    status: Option<crate::ha::probe::StatusHandle>,
+}
+
+/// How often the watched gateways' states are looked at.
+const GATEWAY_EVENTS_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Publishes `GatewayDown`/`GatewayUp` (`egret_kube::events::gateway_event`)
+/// whenever the prober's count of a watched gateway's transitions grows (a
+/// gateway first seen, or first seen down, is a baseline, not an Event).
+/// Never returns.
+async fn gateway_events(watched: Arc<std::sync::Mutex<Watched>>, publisher: Publisher) {
+    let mut seen: std::collections::BTreeMap<std::net::Ipv4Addr, (u64, u64)> = std::collections::BTreeMap::new();
+    loop {
+        tokio::time::sleep(GATEWAY_EVENTS_EVERY).await;
+        let (gateways, status) = {
+            let w = watched.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            (w.gateways.clone(), w.status.clone())
+        };
+        let Some(status) = status else { continue };
+        let now = status.snapshot();
+        seen.retain(|ip, _| gateways.contains_key(ip));
+        for (ip, (node, policies)) in &gateways {
+            let Some(g) = now.gateways.get(ip) else { continue };
+            let counts = (g.went_down, g.went_up);
+            if let Some((down, up)) = seen.insert(*ip, counts) {
+                if counts.0 > down {
+                    publisher.queue_failover([egret_kube::events::gateway_event(node, *ip, policies, true)]);
+                }
+                if counts.1 > up {
+                    publisher.queue_failover([egret_kube::events::gateway_event(node, *ip, policies, false)]);
+                }
+            }
+        }
+    }
 }
 
 /// How often at most the agent repeats that the watch meets errors.
@@ -271,13 +322,16 @@ pub async fn run(
     let mut events = (EventLog::default(), Reporters::default());
     let mut compiler = ViewCompiler::new();
     let publishing = publisher.clone().run();
+    let watched = Arc::new(std::sync::Mutex::new(Watched::default()));
+    let announcing = gateway_events(Arc::clone(&watched), publisher.clone());
     let watching = watch.run(shutdown, |view, batch| {
-        report(&reconcile(agent, &mut compiler, view, batch, &mut events, &publisher));
+        report(&reconcile(agent, &mut compiler, view, batch, &mut events, &publisher, &watched));
     });
     tokio::select! {
         () = watching => {}
         () = facts => {}
         () = publishing => {}
+        () = announcing => {}
     }
 }
 

@@ -320,6 +320,10 @@ pub struct Agent {
     ownership: Option<ha::ownership::Ownership>,
     /// Whether a snapshot-fed agent said it owns no floating IP.
     said_no_leases: bool,
+    /// The prober's targets from the last applied plan.
+    targets: BTreeSet<Ipv4Addr>,
+    /// Gateways probed besides (the policies this node reports, `--kube`).
+    watched: BTreeSet<Ipv4Addr>,
 }
 
 impl Agent {
@@ -334,7 +338,17 @@ impl Agent {
         lc.tunnel_device = config.tunnel.name.clone();
         let (loader, _) = Loader::open(lc)?;
         let telemetry = metrics::Telemetry::new(&config.node, &config.bpffs_root);
-        Ok(Agent { config, telemetry, loader, tunnel, prober: None, ownership: None, said_no_leases: false })
+        Ok(Agent {
+            config,
+            telemetry,
+            loader,
+            tunnel,
+            prober: None,
+            ownership: None,
+            said_no_leases: false,
+            targets: BTreeSet::new(),
+            watched: BTreeSet::new(),
+        })
     }
 
     /// The node this agent serves.
@@ -424,10 +438,30 @@ impl Agent {
             // and this node itself (its self-probe: is its datapath healthy)
             let mut targets = compiled.gateways.clone();
             targets.extend(compiled.floating.iter().flat_map(|r| r.candidates.iter().map(|(_, ip)| *ip)));
-            p.set_targets(targets);
+            p.set_targets(targets.union(&self.watched).copied().collect());
+            self.targets = targets;
             p.set_external_down(compiled.not_ready.clone());
         }
         self.own(compiled, sender)
+    }
+
+    /// Probes `gateways` too, from now on (besides the plan's): the gateways
+    /// of the policies this node reports, whose changes it announces as
+    /// Events ([`kube_agent`]).
+    pub fn watch_gateways(&mut self, gateways: BTreeSet<Ipv4Addr>) {
+        if gateways == self.watched {
+            return;
+        }
+        self.watched = gateways;
+        if let Some(p) = &self.prober {
+            p.set_targets(self.targets.union(&self.watched).copied().collect());
+        }
+    }
+
+    /// The prober's status, once it has started.
+    #[must_use]
+    pub fn prober_status(&self) -> Option<ha::probe::StatusHandle> {
+        self.prober.as_ref().map(ha::probe::Prober::status_handle)
     }
 
     /// Hands the floating IPs this node is a candidate for to the

@@ -60,9 +60,11 @@ fn a_floating_egress_ip_moves_to_a_live_candidate_and_keeps_its_connections() {
     assert_eq!(lease["spec"]["holderIdentity"], first, "the holder of the Lease has the address");
 
     let arp = c.arp_watch(FLOATING_IP).expect("the ARP watch");
+    let mut failed = Vec::new();
     for failure in Failure::ALL {
         arp.clear();
         let t = c.floating_trial("egress-1", failure).expect("the trial runs");
+        failed.push(t.owner_before.clone());
         let overlap = Overlap::of(&arp.answers(), ArpWatch::ROUND);
         println!(
             "{}: {} failed, {:?} took over; detect {:?}, first packet after {:?}, UDP stall {:?}, TCP stall {:?} (survived: {}), {} received, {} leaked, ARP: {} MACs, {} dual-owner events (longest {:?})",
@@ -95,6 +97,16 @@ fn a_floating_egress_ip_moves_to_a_live_candidate_and_keeps_its_connections() {
     let events = served.server.events();
     let gained = events.iter().filter(|e| e["reason"] == "FloatingIPTakeover" || e["reason"] == "FloatingIPAcquired");
     assert!(gained.count() > Failure::ALL.len(), "the first owner's and one per failover: {events:#?}");
+    // and each failed owner's failover, from one node that watches it
+    for node in &failed {
+        let down = events
+            .iter()
+            .filter(|e| {
+                e["reason"] == "GatewayDown" && e["regarding"]["kind"] == "Node" && e["regarding"]["name"] == *node
+            })
+            .count();
+        assert!(down >= 1, "a GatewayDown Event for {node}: {events:#?}");
+    }
     let lost = events.iter().filter(|e| e["reason"] == "FloatingIPLost").count();
     assert!(lost >= Failure::ALL.len() - 1, "the old owners that lived to say it: {events:#?}");
 
