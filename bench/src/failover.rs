@@ -133,6 +133,13 @@ pub struct FloatingReport {
     pub leaked: u64,
     pub dual_owner_events: u64,
     pub dual_owner_longest_ms: f64,
+    /// NAT replication lag (scan → the standby's acknowledgement), over the
+    /// owners' streams to their standbys at the end of the run, ms: the
+    /// largest p50, p99 and max any stream reported, and the rounds behind them.
+    pub replication_lag_ms_p50: f64,
+    pub replication_lag_ms_p99: f64,
+    pub replication_lag_ms_max: f64,
+    pub replication_rounds: u64,
     pub kinds: Vec<FloatingKindRow>,
     /// The owner's agent killed for 3 s (longer than the Lease) and started again.
     pub agent_kill: AgentKillRow,
@@ -338,6 +345,19 @@ pub fn run_floating(opts: &Options) -> anyhow::Result<FloatingReport> {
         partition.longest_dual_ms = partition.longest_dual_ms.max(p.longest_dual.as_secs_f64() * 1e3);
         partition.dual_owner_events += o.events;
     }
+    // the replication as the candidates' controllers last wrote it
+    let (mut lag_p50, mut lag_p99, mut lag_max, mut rounds) = (0.0_f64, 0.0_f64, 0.0_f64, 0u64);
+    for n in minicluster::NODES.iter().filter(|n| n.external.is_some()) {
+        let file = egret_runtime::ha::ownership::status_file(&c.bpffs_root(n.name));
+        let Ok(text) = std::fs::read_to_string(&file) else { continue };
+        let Ok(st) = serde_json::from_str::<egret_runtime::ha::ownership::OwnershipStatus>(&text) else { continue };
+        for s in st.replication.standbys.values() {
+            lag_p50 = lag_p50.max(s.lag.p50_ns as f64 / 1e6);
+            lag_p99 = lag_p99.max(s.lag.p99_ns as f64 / 1e6);
+            lag_max = lag_max.max(s.lag.max_ns as f64 / 1e6);
+            rounds += s.lag.samples;
+        }
+    }
     drop(arp);
     drop(c);
     drop(served);
@@ -372,6 +392,10 @@ pub fn run_floating(opts: &Options) -> anyhow::Result<FloatingReport> {
         leaked: all.iter().map(|(t, _)| t.leaked).sum(),
         dual_owner_events: all.iter().map(|(_, o)| o.events).sum(),
         dual_owner_longest_ms: all.iter().map(|(_, o)| o.longest.as_secs_f64() * 1e3).fold(0.0, f64::max),
+        replication_lag_ms_p50: lag_p50,
+        replication_lag_ms_p99: lag_p99,
+        replication_lag_ms_max: lag_max,
+        replication_rounds: rounds,
         kinds,
         agent_kill: kill,
         partition,
@@ -531,8 +555,12 @@ pub fn render(r: &Report) -> String {
     ]);
     let (k, p, kx) = (&f.agent_kill, &f.partition, &x.agent_kill);
     format!(
-        "{}\nthe owner's agent killed (kill -9) for 3 s and restarted, {} trials: {} failovers, {} of {} datagrams lost, {} moved\npartition of the owner from the other candidates (4 s), {} trials: one owner at the end in {}, {} holder changes, longest sampled dual ownership {:.0} ms, {} ARP dual-owner events\n\n{}\nthe gateway's agent killed (kill -9) and restarted, {} trials: {} failovers, {} of {} datagrams lost, {} moved\n",
+        "{}\nNAT replication lag (scan → standby's acknowledgement), worst stream: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} rounds\nthe owner's agent killed (kill -9) for 3 s and restarted, {} trials: {} failovers, {} of {} datagrams lost, {} moved\npartition of the owner from the other candidates (4 s), {} trials: one owner at the end in {}, {} holder changes, longest sampled dual ownership {:.0} ms, {} ARP dual-owner events\n\n{}\nthe gateway's agent killed (kill -9) and restarted, {} trials: {} failovers, {} of {} datagrams lost, {} moved\n",
         t.markdown(),
+        f.replication_lag_ms_p50,
+        f.replication_lag_ms_p99,
+        f.replication_lag_ms_max,
+        f.replication_rounds,
         k.trials,
         k.failovers,
         k.lost,
