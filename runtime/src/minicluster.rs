@@ -746,6 +746,10 @@ impl Drop for MiniCluster {
         self.agents.clear();
         self.server = None;
         let _ = std::fs::remove_dir_all(&self.snapshot);
+        // what the agents' floating-IP controllers left for `egret-agent status`
+        for n in NODES {
+            let _ = std::fs::remove_file(crate::ha::ownership::status_file(&self.bpffs_root(n.name)));
+        }
     }
 }
 

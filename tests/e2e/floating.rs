@@ -154,9 +154,17 @@ fn a_floating_egress_ip_moves_to_a_live_candidate_and_keeps_its_connections() {
     }
     settled(&c);
 
+    let status_files: Vec<std::path::PathBuf> = ["gateway-1", "gateway-2", "gateway-3"]
+        .iter()
+        .map(|n| egret_runtime::ha::ownership::status_file(&c.bpffs_root(n)))
+        .collect();
+    assert!(status_files.iter().all(|f| f.exists()), "the controllers wrote their status: {status_files:?}");
     drop(arp);
     drop(c);
     drop(served);
+    for f in &status_files {
+        assert!(!f.exists(), "{} left behind", f.display());
+    }
     for ns in &namespaces {
         assert!(!Path::new("/run/netns").join(ns).exists(), "namespace {ns} left behind");
     }
