@@ -56,7 +56,7 @@ pub struct Spread {
 }
 
 /// The nearest-rank percentile `q` (0..=1) of sorted `v`.
-fn percentile(v: &[f64], q: f64) -> f64 {
+pub(crate) fn percentile(v: &[f64], q: f64) -> f64 {
     if v.is_empty() {
         return f64::NAN;
     }
@@ -289,14 +289,7 @@ pub fn run_floating(opts: &Options) -> anyhow::Result<FloatingReport> {
     let served = crate::kubecluster::serve(&c, "bfl")?;
     served.apply_yaml(&MiniCluster::floating_policy());
     c.start_agents(Path::new(&opts.agent), Source::Kube { kubeconfig: &served.kubeconfig })?;
-    // one owner, traffic through it
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !(c.holders(FLOATING_IP)?.len() == 1
-        && c.tcp_request(&opts.pod, minicluster::SERVER).is_ok_and(|s| s.ip == FLOATING_IP))
-    {
-        anyhow::ensure!(std::time::Instant::now() < deadline, "no single owner of {FLOATING_IP} carrying traffic");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    c.floating_settled(&opts.pod)?;
     let arp = c.arp_watch(FLOATING_IP)?;
     let mut all: Vec<(FloatingTrial, Overlap)> = Vec::new();
     for failure in Failure::ALL {
@@ -506,30 +499,18 @@ pub fn render(r: &Report) -> String {
             "dual-owner events",
         ],
     );
+    let row = |name: &str, trials: usize, s: [&Spread; 4], survived: u64, leaked: u64, dual: u64| {
+        let mut cells = vec![name.to_string(), trials.to_string()];
+        cells.extend(s.iter().map(|x| cell(x)));
+        cells.extend([format!("{survived}/{trials}"), leaked.to_string(), dual.to_string()]);
+        cells
+    };
     for k in &f.kinds {
-        t.row(vec![
-            k.failure.to_string(),
-            k.trials.to_string(),
-            cell(&k.detect_ms),
-            cell(&k.recover_ms),
-            cell(&k.udp_stall_ms),
-            cell(&k.tcp_stall_ms),
-            format!("{}/{}", k.tcp_survived, k.trials),
-            k.leaked.to_string(),
-            k.dual_owner_events.to_string(),
-        ]);
+        let s = [&k.detect_ms, &k.recover_ms, &k.udp_stall_ms, &k.tcp_stall_ms];
+        t.row(row(k.failure, k.trials, s, k.tcp_survived, k.leaked, k.dual_owner_events));
     }
-    t.row(vec![
-        "all".into(),
-        f.trials.to_string(),
-        cell(&f.detect_ms),
-        cell(&f.recover_ms),
-        cell(&f.udp_stall_ms),
-        cell(&f.tcp_stall_ms),
-        format!("{}/{}", f.tcp_survived, f.tcp_total),
-        f.leaked.to_string(),
-        f.dual_owner_events.to_string(),
-    ]);
+    let s = [&f.detect_ms, &f.recover_ms, &f.udp_stall_ms, &f.tcp_stall_ms];
+    t.row(row("all", f.trials, s, f.tcp_survived, f.leaked, f.dual_owner_events));
     let x = &r.fixed_ip;
     let mut u = crate::report::Table::new(
         format!("Egress IP per gateway, gateway failed, {} trials (ms from the failure; p50 / p99 / max)", x.trials),

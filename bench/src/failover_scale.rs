@@ -42,6 +42,7 @@ use egret_runtime::ha::probe::{ProberConfig, Probing};
 use egret_runtime::minicluster;
 use serde::Serialize;
 
+use crate::failover::percentile;
 use crate::report::Table;
 
 /// The run's figures (`--json`).
@@ -67,14 +68,6 @@ pub struct Report {
 
 fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
-}
-
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
 }
 
 /// A bpffs directory of the run, removed on drop.

@@ -129,23 +129,6 @@ fn check(what: &'static str, rc: libc::c_int) -> Result<libc::c_int, ArpWatchErr
     if rc < 0 { Err(ArpWatchError::Socket { what, source: std::io::Error::last_os_error() }) } else { Ok(rc) }
 }
 
-/// The MAC of `ifname` (from sysfs, which shows the calling thread's
-/// namespace's devices only when mounted for it: read through the socket
-/// instead, `SIOCGIFHWADDR`).
-fn hardware_address(fd: &OwnedFd, ifname: &str) -> Result<[u8; 6], ArpWatchError> {
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (d, s) in req.ifr_name.iter_mut().zip(ifname.bytes().take(libc::IFNAMSIZ - 1)) {
-        *d = s as libc::c_char;
-    }
-    check("SIOCGIFHWADDR", unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFHWADDR, &raw mut req) })?;
-    let sa = unsafe { req.ifr_ifru.ifru_hwaddr };
-    let mut mac = [0u8; 6];
-    for (d, s) in mac.iter_mut().zip(sa.sa_data.iter()) {
-        *d = *s as u8;
-    }
-    Ok(mac)
-}
-
 /// An ARP request frame: who has `target`, tell `sender_ip` (`sender_mac`).
 #[must_use]
 pub fn request(sender_mac: [u8; 6], sender_ip: Ipv4Addr, target: Ipv4Addr) -> [u8; 42] {
@@ -213,7 +196,8 @@ impl ArpWatch {
                 std::mem::size_of::<libc::timeval>() as libc::socklen_t,
             )
         })?;
-        let mac = hardware_address(&fd, ifname)?;
+        let mac = crate::ha::announce::hardware_address(&fd, ifindex)
+            .map_err(|source| ArpWatchError::Socket { what: "SIOCGIFHWADDR", source })?;
         let frame = request(mac, own, ip);
         let (answers, dropped, stop) = (Arc::default(), Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
         let (a2, d2, s2) = (Arc::clone(&answers), Arc::clone(&dropped), Arc::clone(&stop));

@@ -765,6 +765,31 @@ impl MiniCluster {
         })
     }
 
+    /// Waits (at most 30 s) until exactly one gateway holds
+    /// [`crate::minicluster::FLOATING_IP`] and `pod`'s connections leave
+    /// from it; that gateway.
+    ///
+    /// # Errors
+    /// No single owner carrying traffic in time, or an `ip` command fails.
+    pub fn floating_settled(&self, pod: &str) -> Result<&'static str, ClusterError> {
+        let floating = crate::minicluster::FLOATING_IP;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let holders = self.holders(floating)?;
+            if let [one] = holders.as_slice()
+                && self.tcp_request(pod, SERVER).is_ok_and(|s| s.ip == floating)
+            {
+                return Ok(one);
+            }
+            if Instant::now() > deadline {
+                return Err(ClusterError::Timeout {
+                    what: format!("a single owner of {floating} carrying {pod}'s traffic (holders: {holders:?})"),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// The floating-IP policy: the labelled pods through
     /// [`crate::minicluster::FLOATING_IP`], floating over every node
     /// labelled `cilium.io/egress-gateway: "true"` (the three gateways).

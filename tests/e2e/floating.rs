@@ -18,29 +18,19 @@ use std::time::{Duration, Instant};
 use egret_kube::lease::lease_name;
 use egret_runtime::arpwatch::{ArpWatch, Overlap};
 use egret_runtime::failover::Failure;
-use egret_runtime::minicluster::{FLOATING_IP, MiniCluster, SERVER, Source};
+use egret_runtime::minicluster::{FLOATING_IP, MiniCluster, Source};
 
 use super::{AGENT, privileged};
 
-/// Waits until exactly one gateway holds the floating IP and `egress-1`'s
-/// connections leave from it; the holder.
+/// [`MiniCluster::floating_settled`] for `egress-1`, with the agents'
+/// output when it does not settle.
 fn settled(c: &MiniCluster) -> &'static str {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let holders = c.holders(FLOATING_IP).expect("holders");
-        if let [one] = holders.as_slice()
-            && c.tcp_request("egress-1", SERVER).is_ok_and(|s| s.ip == FLOATING_IP)
-        {
-            return one;
+    c.floating_settled("egress-1").unwrap_or_else(|e| {
+        for n in ["gateway-1", "gateway-2", "gateway-3", "worker-1"] {
+            eprintln!("{n}: {:#?}", c.agent_output(n));
         }
-        if Instant::now() > deadline {
-            for n in ["gateway-1", "gateway-2", "gateway-3", "worker-1"] {
-                eprintln!("{n}: {:#?}", c.agent_output(n));
-            }
-            panic!("no single owner of {FLOATING_IP} with traffic through it: {holders:?}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        panic!("{e}")
+    })
 }
 
 #[test]

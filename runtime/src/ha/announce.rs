@@ -343,7 +343,9 @@ fn packet_socket() -> io::Result<OwnedFd> {
 }
 
 /// The hardware address of `ifindex` (`SIOCGIFNAME`, `SIOCGIFHWADDR` on `fd`).
-fn hardware_address(fd: &OwnedFd, ifindex: u32) -> io::Result<[u8; 6]> {
+/// The hardware address of interface `ifindex`, asked through any socket `fd`
+/// of the calling thread's namespace (`SIOCGIFNAME`, `SIOCGIFHWADDR`).
+pub(crate) fn hardware_address(fd: &OwnedFd, ifindex: u32) -> io::Result<[u8; 6]> {
     // SAFETY: ifreq is plain data; all-zero is valid
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
     req.ifr_ifru.ifru_ifindex = i32::try_from(ifindex).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;

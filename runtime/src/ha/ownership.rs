@@ -50,7 +50,7 @@ use egret_kube::lease::{Acquire, FloatingLeases, LeaseConfig, OwnerTable, OwnerW
 use egret_loader::{PinLayout, StateMap};
 use serde::{Deserialize, Serialize};
 
-use super::float::{self, Action, Float, Inputs, LeaseView, Outcome, Shutdown};
+use super::float::{self, Action, Call, Float, Inputs, LeaseView, Outcome, Shutdown};
 use super::liveness::State;
 use super::probe::{StatusHandle as ProbeStatus, monotonic_ns};
 use super::replicate::{self, Replicator, ReplicatorConfig};
@@ -572,14 +572,6 @@ fn owner_event(node: &str, lease: &LeaseConfig, m: &Managed, owner: Option<&str>
         _ => return None,
     };
     Some(FailoverEvent { regarding, warning, reason, note })
-}
-
-/// A Lease call.
-#[derive(Debug, Clone, Copy)]
-enum Call {
-    Acquire(Acquire),
-    Renew,
-    Release,
 }
 
 /// Runs a Lease call as a task; its outcome goes back on `done`.
