@@ -812,6 +812,10 @@ pub struct Partition {
     pub holders_at_end: Vec<String>,
     /// Changes of the set of holders seen while partitioned.
     pub changes: u64,
+    /// The nodes that held the address, in the order they did (a node
+    /// that withdraws and adds it again appears once): two at most means
+    /// no ping-pong.
+    pub owners: Vec<String>,
     /// The longest time two or more candidates were seen holding the
     /// address at once (sampled: every holder listing takes a few ms).
     pub longest_dual: Duration,
@@ -843,6 +847,7 @@ impl MiniCluster {
         crate::minicluster::exec_in(&ns, "nft", &["-f", "-"], Some(&rules))?;
         let started = Instant::now();
         let (mut last, mut changes) = (vec![owner.name], 0u64);
+        let mut owners = vec![owner.name.to_owned()];
         let (mut dual_since, mut longest_dual) = (None::<Instant>, Duration::ZERO);
         while started.elapsed() < hold {
             let now = self.holders(floating)?;
@@ -850,6 +855,11 @@ impl MiniCluster {
             if now != last {
                 changes += 1;
                 last = now.clone();
+                for h in &now {
+                    if owners.last() != Some(&(*h).to_owned()) {
+                        owners.push((*h).to_owned());
+                    }
+                }
             }
             match (now.len() > 1, dual_since) {
                 (true, None) => dual_since = Some(at),
@@ -871,6 +881,6 @@ impl MiniCluster {
                 NODES.iter().filter(|n| n.external.is_some() && n.name != a.name).map(|n| n.name).collect();
             self.wait_seen_up(&watchers, *a)?;
         }
-        Ok(Partition { owner_before: owner.name.to_owned(), holders_at_end, changes, longest_dual })
+        Ok(Partition { owner_before: owner.name.to_owned(), holders_at_end, changes, owners, longest_dual })
     }
 }

@@ -123,7 +123,9 @@ fn a_floating_egress_ip_moves_to_a_live_candidate_and_keeps_its_connections() {
         p.owner_before, p.holders_at_end, p.changes, p.longest_dual, overlap.events, overlap.longest
     );
     assert_eq!(p.holders_at_end.len(), 1, "exactly one owner after the partition: {p:?}");
-    assert!(p.changes <= 2, "no ping-pong: {p:?}");
+    // the cut-off owner may withdraw and re-add before it loses the Lease;
+    // the address never goes back to it once another node held it
+    assert!(p.owners.len() <= 2, "no ping-pong: {p:?}");
 
     // the Lease edited by hand into nonsense (a zero duration): a Warning
     // Event, the Lease written whole again by a candidate, one owner, and
