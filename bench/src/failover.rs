@@ -1,4 +1,4 @@
-//! Gateway failover on the mini-cluster (`egret_runtime::failover`), in
+//! Gateway failover on the mini-cluster (`egret_testkit::failover`), in
 //! two parts, side by side in one run:
 //!
 //! 1. **Floating egress IP** (the headline figures): the three gateways are
@@ -29,9 +29,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use egret_runtime::arpwatch::{ArpWatch, Overlap};
-use egret_runtime::failover::{Failure, FloatingTrial, Trial};
-use egret_runtime::minicluster::{self, FLOATING_IP, MiniCluster, Source};
+use egret_testkit::arpwatch::{ArpWatch, Overlap};
+use egret_testkit::failover::{Failure, FloatingTrial, Trial};
+use egret_testkit::minicluster::{self, FLOATING_IP, MiniCluster, Source};
 use serde::Serialize;
 
 /// What to run.

@@ -39,7 +39,7 @@ use egret_compiler::resolve::{Options, World};
 use egret_compiler::synth::{self, v4};
 use egret_loader::{PinLayout, StateMap};
 use egret_runtime::ha::probe::{ProberConfig, Probing};
-use egret_runtime::minicluster;
+use egret_testkit::minicluster;
 use serde::Serialize;
 
 use crate::failover::percentile;

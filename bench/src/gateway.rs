@@ -1,5 +1,5 @@
 //! Gateway throughput: egret's datapath against a kernel NAT gateway, in the
-//! mini-cluster (`egret_runtime::minicluster`), side by side in one run.
+//! mini-cluster (`egret_testkit::minicluster`), side by side in one run.
 //!
 //! Three mini-clusters with identical topology run at once:
 //! - **egret**: one `egret-agent` per node; the labelled pod's packets are
@@ -27,7 +27,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use egret_runtime::minicluster::{self, Datapath, EGRESS_IP, Flood, MiniCluster, SERVER};
+use egret_testkit::minicluster::{self, Datapath, EGRESS_IP, Flood, MiniCluster, SERVER};
 use serde::Serialize;
 
 /// What to run.

@@ -18,12 +18,11 @@
 //!   write, beside what a change costs (resolution, compile).
 //! - [`report`]: the tables every subcommand prints and writes as JSON.
 
+// the mini-cluster served by the test API server (failover), real pinned
+// maps for the failover-scale benchmark's prober: from the test kit
+use egret_testkit::{kubecluster, pinned_maps};
+
 pub mod cilium_dp;
-// egret-kube's in-process API server and the mini-cluster served by it
-// (shared with the e2e tests): the failover benchmark's `--kube` agents
-#[path = "../../kube/tests/support/apiserver.rs"]
-#[allow(dead_code, clippy::unwrap_used, reason = "a test server; the benchmark uses part of it")]
-mod apiserver;
 pub mod classify;
 pub mod codegen;
 pub mod compile;
@@ -31,14 +30,8 @@ pub mod failover;
 pub mod failover_scale;
 pub mod footprint;
 pub mod gateway;
-// real maps for the failover-scale benchmark's prober (shared with the tests)
-#[path = "../../tests/support/kubecluster.rs"]
-#[allow(dead_code, reason = "shared with the e2e tests, which read the served objects")]
-mod kubecluster;
 pub mod layouts;
 pub mod lint;
 pub mod parts;
-#[path = "../../tests/support/pinned_maps.rs"]
-mod pinned_maps;
 pub mod report;
 pub mod swap;

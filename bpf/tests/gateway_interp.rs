@@ -3,7 +3,7 @@
 //! local pod, drops by reason, port allocation, expiry, and untouched host
 //! traffic. Every checksum is recomputed from scratch by the test.
 
-mod gateway_common;
+use egret_testkit::gateway as gateway_common;
 
 use std::net::{IpAddr, Ipv4Addr};
 

@@ -28,7 +28,7 @@
 //! pinned except in the bpftool test, whose private bpffs mount is removed by
 //! an RAII guard and checked.
 
-mod gateway_common;
+use egret_testkit::gateway as gateway_common;
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -46,8 +46,7 @@ use gateway_common::*;
 
 // ----- privileges (TESTING.md) -------------------------------------------------------
 
-#[path = "../../tests/support/privileged.rs"]
-mod privileged_gate;
+use egret_testkit::privileged as privileged_gate;
 use privileged_gate::privileged;
 
 fn skip_or_fail(test: &str, reason: &str) -> bool {

@@ -21,8 +21,7 @@ use egret_bpf::elf::{ObjectWriter, verify_and_write};
 use egret_bpf::interp::{MapStore, RunInput, run};
 use egret_bpf::{MapDef, Program};
 
-#[path = "../../tests/support/privileged.rs"]
-mod privileged_gate;
+use egret_testkit::privileged as privileged_gate;
 use privileged_gate::privileged;
 
 fn skip_or_fail(test: &str, reason: &str) -> bool {

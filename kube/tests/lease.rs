@@ -6,9 +6,7 @@
 //! that loses to a renewal, expiry, release, the owner table, and an
 //! unreachable server. Every wait is bounded.
 
-#[allow(dead_code, reason = "the YAML loader serves the runtime and e2e tests")]
-#[path = "support/apiserver.rs"]
-mod apiserver;
+use egret_testkit::apiserver;
 
 use apiserver::{ApiServer, Options, Req, Served};
 use egret_kube::lease::{

@@ -4,9 +4,7 @@
 //! its plan decides for each local pod towards an external address, and
 //! waits (bounded) until the reports show the expected state.
 
-#[allow(dead_code, reason = "the YAML loader serves the runtime and e2e tests")]
-#[path = "support/apiserver.rs"]
-mod apiserver;
+use egret_testkit::apiserver;
 
 use apiserver::{ApiServer, Options as ServerOptions, Req, Res};
 use egret_compiler::ir::Effect;

@@ -5,7 +5,7 @@
 //! links running the same programs, the same pins (nothing of the failed
 //! generation left), and the pod's traffic still classified by A.
 
-mod common;
+use egret_testkit::netns as common;
 
 use std::path::PathBuf;
 

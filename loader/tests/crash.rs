@@ -15,7 +15,7 @@
 //! seed); the seed is printed. Most kills land in the swap loop (a random
 //! delay after the child reports it adopted), some during start-up and adoption.
 
-mod common;
+use egret_testkit::netns as common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};

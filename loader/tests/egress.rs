@@ -4,7 +4,7 @@
 //! and releases those that leave; `apply` swaps exactly that set (same link
 //! ids, new program); names that are no interface are reported.
 
-mod common;
+use egret_testkit::netns as common;
 
 use std::collections::BTreeMap;
 

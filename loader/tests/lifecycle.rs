@@ -4,7 +4,7 @@
 //! (same links, same programs, nothing detached), a veth that disappears,
 //! reconciling the pod set, inspection, uninstall — and nothing left behind.
 
-mod common;
+use egret_testkit::netns as common;
 
 use std::collections::BTreeSet;
 

@@ -4,7 +4,7 @@
 //! IP — written into the running generation on attach, deleted on release,
 //! rewritten into a new generation before it serves, restored by `sync_pods`.
 
-mod common;
+use egret_testkit::netns as common;
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;

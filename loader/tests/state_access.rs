@@ -4,10 +4,9 @@
 //! another geometry or a per-CPU map is refused with the reason; a map
 //! re-pinned under the same name has another id.
 
-mod common;
+use egret_testkit::netns as common;
 
-#[path = "../../tests/support/pinned_maps.rs"]
-mod pinned_maps;
+use egret_testkit::pinned_maps;
 
 use std::io;
 use std::net::Ipv4Addr;

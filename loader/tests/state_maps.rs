@@ -7,10 +7,9 @@
 //! they were; a loader restarted after a crash before `state/` was updated
 //! re-pins it; `uninstall` removes the state maps too.
 
-mod common;
+use egret_testkit::netns as common;
 
-#[path = "../../bpf/tests/gateway_common/mod.rs"]
-mod gateway_common;
+use egret_testkit::gateway as gateway_common;
 
 use std::net::Ipv4Addr;
 

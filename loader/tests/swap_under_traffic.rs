@@ -25,7 +25,7 @@
 //! (flow control on D0 arrivals), stops when the swaps are done, and never
 //! sends more than `MAX_TRIPLETS` or for longer than `MAX_TIME`.
 
-mod common;
+use egret_testkit::netns as common;
 
 use std::net::{Ipv4Addr, UdpSocket};
 use std::sync::Mutex;

@@ -5,7 +5,7 @@
 //! generation's classifier reaches the new target, the old one is gone, and
 //! status lists the target with its slot.
 
-mod common;
+use egret_testkit::netns as common;
 
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
 use common::*;

@@ -4,7 +4,7 @@
 //! images (verdicts, stamps, the hole filled with `lo`'s ifindex); the
 //! per-CPU counters read back through the pinned maps count what ran.
 
-mod common;
+use egret_testkit::netns as common;
 
 use std::collections::BTreeMap;
 

@@ -5,7 +5,7 @@
 //! another port is replaced; a device of egret's name that egret did not
 //! create is neither changed nor deleted.
 
-mod common;
+use egret_testkit::netns as common;
 
 use common::*;
 use egret_loader::LoaderError;

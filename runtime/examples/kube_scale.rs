@@ -20,7 +20,7 @@
 //!   `managedFields` as the API server sends them; `cilium.io/v2`
 //!   CiliumEgressGatewayPolicies with 10 destination and 3 excluded CIDRs)
 //!   is written into egret-kube's in-process API server
-//!   (`kube/tests/support/apiserver.rs`), HTTPS with a CA made for the run
+//!   (`egret_testkit::apiserver`), HTTPS with a CA made for the run
 //!   and a bearer token, listening on 127.0.0.1 inside a fresh network
 //!   namespace (the node);
 //! - the real `target/release/egret-agent --kube --node <last node>` runs in
@@ -47,16 +47,11 @@
 //! Everything it creates (agent process, namespaces, veth, bpffs mount,
 //! pins, kubeconfig) is removed at the end, also when it fails.
 
-#[path = "../../loader/tests/common/mod.rs"]
-mod common;
+use egret_testkit::netns as common;
 
-#[path = "../../tests/support/agent_process.rs"]
-#[allow(dead_code, reason = "this benchmark uses a subset of the helpers")]
-mod agent_process;
+use egret_testkit::agent_process;
 
-#[path = "../../kube/tests/support/apiserver.rs"]
-#[expect(dead_code, reason = "this benchmark uses a subset of the server's controls")]
-mod apiserver;
+use egret_testkit::apiserver;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::{Path, PathBuf};

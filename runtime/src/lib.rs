@@ -26,13 +26,10 @@
 //! to the same [`compile_plan`] and [`Agent::apply`] the snapshot path
 //! uses.
 
-pub mod arpwatch;
 pub mod facts;
-pub mod failover;
 pub mod ha;
 pub mod kube_agent;
 pub mod metrics;
-pub mod minicluster;
 pub mod show;
 
 use std::collections::BTreeSet;

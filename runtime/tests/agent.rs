@@ -5,11 +5,8 @@
 //! policy file makes it swap to a new generation. Everything is removed at
 //! the end.
 
-#[allow(dead_code, reason = "this test uses a subset of the helpers")]
-#[path = "../../tests/support/agent_process.rs"]
-mod agent_process;
-#[path = "../../loader/tests/common/mod.rs"]
-mod common;
+use egret_testkit::agent_process;
+use egret_testkit::netns as common;
 
 use std::process::{Child, Command};
 use std::time::Duration;

@@ -7,11 +7,8 @@
 //! (and says why), so none of the three is superfluous; `CAP_SYS_ADMIN` is
 //! not needed.
 
-#[allow(dead_code, reason = "this test uses a subset of the helpers")]
-#[path = "../../tests/support/agent_process.rs"]
-mod agent_process;
-#[path = "../../loader/tests/common/mod.rs"]
-mod common;
+use egret_testkit::agent_process;
+use egret_testkit::netns as common;
 
 use std::process::Command;
 

@@ -3,8 +3,7 @@
 //! the interfaces and the default route of the calling thread's namespace
 //! (entered with `setns`, as the agent does). Everything is removed at the end.
 
-#[path = "../../loader/tests/common/mod.rs"]
-mod common;
+use egret_testkit::netns as common;
 
 use std::time::{Duration, Instant};
 

@@ -17,11 +17,9 @@
 //! threaded prober probes from the namespace it was started in. The
 //! bpffs mount (and with it every pin) and the namespace are gone after.
 
-#[path = "../../loader/tests/common/mod.rs"]
-mod common;
+use egret_testkit::netns as common;
 
-#[path = "../../tests/support/pinned_maps.rs"]
-mod pinned_maps;
+use egret_testkit::pinned_maps;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, UdpSocket};

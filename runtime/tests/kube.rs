@@ -1,6 +1,6 @@
 //! `egret-agent --kube` on a node (privileged, in network namespaces with a
 //! private bpffs mount): one node namespace with one pod behind a veth, and
-//! egret-kube's in-process API server (`kube/tests/support/apiserver.rs`)
+//! egret-kube's in-process API server (`egret_testkit::apiserver`)
 //! listening on 127.0.0.1 *inside* that namespace over HTTPS with a bearer
 //! token (a CA made for the run, in the kubeconfig), serving the example
 //! cluster and policies (`examples/cluster`, `examples/policies`; the
@@ -15,16 +15,11 @@
 //! dataplane alone. Everything
 //! is removed at the end.
 
-#[path = "../../loader/tests/common/mod.rs"]
-mod common;
+use egret_testkit::netns as common;
 
-#[path = "../../tests/support/agent_process.rs"]
-#[allow(dead_code, reason = "this test uses a subset of the helpers")]
-mod agent_process;
+use egret_testkit::agent_process;
 
-#[path = "../../kube/tests/support/apiserver.rs"]
-#[expect(dead_code, reason = "this test uses a subset of the server's controls")]
-mod apiserver;
+use egret_testkit::apiserver;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -5,8 +5,7 @@
 //! by the inline artifact), rendered with Cilium's columns; the binary prints
 //! what the library renders; `status` names the generation and attachments.
 
-#[path = "../../loader/tests/common/mod.rs"]
-mod common;
+use egret_testkit::netns as common;
 
 use std::path::PathBuf;
 

@@ -16,9 +16,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use egret_kube::lease::lease_name;
-use egret_runtime::arpwatch::{ArpWatch, Overlap};
-use egret_runtime::failover::Failure;
-use egret_runtime::minicluster::{FLOATING_IP, MiniCluster, Source};
+use egret_testkit::arpwatch::{ArpWatch, Overlap};
+use egret_testkit::failover::Failure;
+use egret_testkit::minicluster::{FLOATING_IP, MiniCluster, Source};
 
 use super::{AGENT, privileged};
 

@@ -1,6 +1,6 @@
 //! The mini-cluster driven through an API server (issue: the in-cluster
 //! agent, "Must show"): egret-kube's in-process API server
-//! (`kube/tests/support/apiserver.rs`, HTTPS with a bearer token) listens
+//! (`egret_testkit::apiserver`, HTTPS with a bearer token) listens
 //! in the server's namespace on [`API_SERVER`], serves the mini-cluster's
 //! objects (its snapshot files, converted), and every node runs
 //! `egret-agent --kube`. Labelling a pod through the API makes its next
@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use crate::apiserver::Res;
 use egret_bpf::artifact::AttachPoint;
 use egret_loader::inspect;
-use egret_runtime::minicluster::{EGRESS_IP, MiniCluster, SERVER, Source};
+use egret_testkit::minicluster::{EGRESS_IP, MiniCluster, SERVER, Source};
 use serde_json::Value;
 
 use super::{AGENT, node_ip, privileged};

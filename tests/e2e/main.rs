@@ -1,4 +1,4 @@
-//! End-to-end tests on the mini-cluster (`egret_runtime::minicluster`):
+//! End-to-end tests on the mini-cluster (`egret_testkit::minicluster`):
 //! five nodes (three of them gateways), four pods, an underlay and an external server in network
 //! namespaces, one real `egret-agent --snapshot` process per node, real
 //! TCP/UDP/ICMP traffic, assertions on what the server sees (TESTING.md
@@ -7,17 +7,12 @@
 //! through an API server instead of the snapshot directory; `floating`
 //! moves a floating egress IP between the three gateways through it.
 
-#[path = "../../kube/tests/support/apiserver.rs"]
-#[expect(dead_code, reason = "these tests use a subset of the server's controls")]
-mod apiserver;
+use egret_testkit::apiserver;
 mod floating;
 mod kube;
-#[path = "../support/kubecluster.rs"]
-mod kubecluster;
+use egret_testkit::kubecluster;
 
-#[path = "../support/privileged.rs"]
-#[allow(dead_code, reason = "this binary gates on more than BPF privilege: it uses `gate` directly")]
-mod privileged_gate;
+use egret_testkit::privileged as privileged_gate;
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
@@ -26,7 +21,7 @@ use std::path::Path;
 use egret_bpf::templates::{self, Stat};
 use egret_compiler::codegen::reasons::Reason;
 use egret_compiler::codegen::tables;
-use egret_runtime::minicluster::{
+use egret_testkit::minicluster::{
     self, EGRESS_IP, EGRESS_IP_2, EXCLUDED_SERVER, MiniCluster, POLICY_FILE, SERVER, article_policy, node,
 };
 
@@ -354,7 +349,7 @@ fn syns_into_the_tunnel_get_their_mss_clamped_and_full_size_segments_cross() {
 
 #[test]
 fn a_failed_gateway_hands_its_endpoints_to_the_other_without_a_leak() {
-    use egret_runtime::failover::Failure;
+    use egret_testkit::failover::Failure;
     if !privileged("a_failed_gateway_hands_its_endpoints_to_the_other_without_a_leak") {
         return;
     }

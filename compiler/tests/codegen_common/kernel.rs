@@ -14,8 +14,7 @@ use egret_compiler::codegen::{self, reasons::Counter, tables};
 /// not perform the redirect, it returns the verdict).
 pub const TEST_IFINDEX: i64 = 1;
 
-#[path = "../../../tests/support/privileged.rs"]
-mod privileged_gate;
+use egret_testkit::privileged as privileged_gate;
 #[allow(unused_imports, reason = "each includer uses a different subset")]
 pub use privileged_gate::{missing_bpf_privilege as missing_privilege, privileged};
 

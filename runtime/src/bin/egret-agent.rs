@@ -31,8 +31,8 @@
 //! the owner adds the address and announces it, and streams its NAT state
 //! to the other candidates on `--replication-port` (4800).
 //!
-//! `egret-agent status|maps` show the node's pinned state (`egret_runtime::show`);
-//! `egret-agent demo` runs the mini-cluster (`egret_runtime::minicluster::demo`).
+//! `egret-agent status|maps` show the node's pinned state (`egret_runtime::show`).
+//! The mini-cluster demo is `egret-demo` (crate `egret-testkit`).
 
 use std::fs::File;
 use std::os::fd::AsFd;
@@ -55,8 +55,7 @@ const USAGE: &str = "usage: egret-agent --snapshot DIR --node NAME [--bpffs ROOT
             (floating egress IPs: one Lease per IP in NS, default egret-system, held for 2000 ms per renewal;
              the owner streams its NAT state to the other candidates on port 4800);
           log lines on stderr at EGRET_LOG=error|warn|info|debug|off, default warn)
-       egret-agent status|maps [--bpffs ROOT] [--json]
-       egret-agent demo";
+       egret-agent status|maps [--bpffs ROOT] [--json]";
 
 struct Args {
     config: AgentConfig,
@@ -178,9 +177,6 @@ fn report(r: &Result<Synced, AgentError>) {
 }
 
 fn main() -> ExitCode {
-    if std::env::args().nth(1).as_deref() == Some("demo") {
-        return demo();
-    }
     if let Some(code) = egret_runtime::show::main(&std::env::args().skip(1).collect::<Vec<_>>()) {
         return code;
     }
@@ -288,28 +284,6 @@ fn run_kube(agent: &mut Agent, rt: &tokio::runtime::Runtime, client: kube::Clien
         kube_agent::run(agent, client, watch, std::future::pending(), report).await;
         ExitCode::SUCCESS
     })
-}
-
-/// `egret-agent demo`: the mini-cluster with this binary as every node's agent.
-fn demo() -> ExitCode {
-    let me = match std::env::current_exe() {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("cannot find this program's path: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    if let Some(missing) = egret_runtime::minicluster::missing_tools() {
-        eprintln!("egret-agent demo needs root, bpffs and: {missing}");
-        return ExitCode::FAILURE;
-    }
-    match egret_runtime::minicluster::demo(&me, &mut std::io::stdout()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("demo failed: {e}");
-            ExitCode::FAILURE
-        }
-    }
 }
 
 #[cfg(test)]

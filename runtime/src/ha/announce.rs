@@ -342,10 +342,9 @@ fn packet_socket() -> io::Result<OwnedFd> {
     socket(libc::AF_PACKET, libc::SOCK_DGRAM, i32::from((libc::ETH_P_ARP as u16).to_be()))
 }
 
-/// The hardware address of `ifindex` (`SIOCGIFNAME`, `SIOCGIFHWADDR` on `fd`).
 /// The hardware address of interface `ifindex`, asked through any socket `fd`
 /// of the calling thread's namespace (`SIOCGIFNAME`, `SIOCGIFHWADDR`).
-pub(crate) fn hardware_address(fd: &OwnedFd, ifindex: u32) -> io::Result<[u8; 6]> {
+pub fn hardware_address(fd: &OwnedFd, ifindex: u32) -> io::Result<[u8; 6]> {
     // SAFETY: ifreq is plain data; all-zero is valid
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
     req.ifr_ifru.ifru_ifindex = i32::try_from(ifindex).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
@@ -452,8 +451,8 @@ fn acknowledgement(mut datagram: &[u8], seq: u32) -> Option<io::Result<()>> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_common::{Netns, ip_in, privileged, run, unique};
     use super::*;
+    use egret_testkit::netns::{Netns, ip_in, privileged, run, unique};
 
     const IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 77);
     const MAC: [u8; 6] = [0x02, 0xe9, 0x00, 0x00, 0x00, 0x01];

@@ -39,6 +39,3 @@ pub mod liveness;
 pub mod ownership;
 pub mod probe;
 pub mod replicate;
-#[cfg(test)]
-#[path = "../../../loader/tests/common/mod.rs"]
-mod test_common;

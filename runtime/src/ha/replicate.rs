@@ -1744,13 +1744,10 @@ pub fn install(
 }
 
 #[cfg(test)]
-#[path = "../../../tests/support/pinned_maps.rs"]
-mod pinned_maps;
-
-#[cfg(test)]
 mod tests {
     use super::*;
     use egret_bpf::templates::{RV_F_CLOSING, RV_F_SEEN_REPLY};
+    use egret_testkit::pinned_maps;
     use proptest::prelude::*;
 
     const O: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
@@ -2329,7 +2326,7 @@ mod tests {
 
     #[test]
     fn nat_state_replicates_between_real_kernel_maps() {
-        if !super::super::test_common::privileged("nat_state_replicates_between_real_kernel_maps") {
+        if !egret_testkit::netns::privileged("nat_state_replicates_between_real_kernel_maps") {
             return;
         }
         let (fs_a, fs_b) = (Bpffs::mount("a"), Bpffs::mount("b"));

@@ -7,7 +7,6 @@
 //! - unique names per test, so tests run in parallel.
 //!
 //! Traffic stays inside namespaces the tests create, on documentation ranges.
-#![allow(dead_code, reason = "each test binary uses a different subset")]
 
 use std::fs::File;
 use std::os::fd::AsFd;
@@ -17,8 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use egret_loader::inspect;
 
-#[path = "../../../tests/support/privileged.rs"]
-mod privileged_gate;
+use crate::privileged as privileged_gate;
 
 /// Why the loader's tests cannot run here: no BPF privilege (root, bpffs, a
 /// probe program loads), or no iproute2 to build namespaces with.
@@ -61,6 +59,7 @@ pub fn ip_in(ns: &str, args: &[&str]) -> String {
 
 /// A private bpffs mount on a fresh directory; the loader root is `<mount>/egret`.
 /// Unmounted and removed on drop (unmounting drops every pin still there).
+#[derive(Debug)]
 pub struct Bpffs {
     dir: PathBuf,
 }
@@ -108,6 +107,7 @@ pub fn mounted(dir: &Path) -> bool {
 
 /// A network namespace created with `ip netns add`, deleted on drop (which
 /// destroys its interfaces, and with them any tcx link on them).
+#[derive(Debug)]
 pub struct Netns {
     pub name: String,
 }
@@ -138,6 +138,7 @@ pub fn netns_exists(name: &str) -> bool {
 }
 
 /// The calling thread inside a network namespace; back in its original one on drop.
+#[derive(Debug)]
 pub struct Entered {
     original: File,
 }
@@ -179,6 +180,7 @@ pub fn pod_behind_veth(node: &Netns, ip: &str) -> (Netns, String) {
 /// pod `i` has `eth0` 198.51.100.(10+i)/24 in namespace `pods[i]`, the
 /// node-side end is `veths[i]`, with a /32 route to the pod (as routed CNIs do).
 /// The node has 203.0.113.1–3 on `lo` (the destinations the demo classifies).
+#[derive(Debug)]
 pub struct Topology {
     pub node: Netns,
     pub pods: Vec<Netns>,

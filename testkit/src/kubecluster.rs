@@ -1,7 +1,5 @@
-//! The mini-cluster served by egret-kube's in-process API server
-//! (`kube/tests/support/apiserver.rs`, included by the user as
-//! `crate::apiserver`): the e2e tests and `egret-bench failover` both
-//! include this file.
+//! The mini-cluster served by the in-process API server
+//! ([`crate::apiserver`]), for the e2e tests and `egret-bench failover`.
 //!
 //! [`serve`] binds the API server in the server's namespace on
 //! [`API_SERVER`] (HTTPS, a bearer token), loads the snapshot directory's
@@ -12,12 +10,13 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
-use egret_runtime::minicluster::{self, API_SERVER, ClusterError, MiniCluster};
+use crate::minicluster::{self, API_SERVER, ClusterError, MiniCluster};
 use serde_json::Value;
 
 use crate::apiserver::{self, ApiServer, Res};
 
 /// The API server serving a mini-cluster, its runtime and the kubeconfig.
+#[derive(Debug)]
 pub struct Served {
     /// The server.
     pub server: ApiServer,

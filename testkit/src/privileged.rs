@@ -1,5 +1,5 @@
 //! The one privileged-test gate (TESTING.md), shared by every crate's kernel
-//! and netns tests through `#[path]`: when the process cannot do what a test
+//! and netns tests: when the process cannot do what a test
 //! needs it prints one line and the test returns; with
 //! `EGRET_REQUIRE_PRIVILEGED=1` (set by `.ci/run`) it panics instead, so CI can
 //! never pass by skipping.

@@ -1,6 +1,5 @@
-//! Driving an `egret-agent` process from a test or a benchmark, shared
-//! through `#[path]` (`runtime/tests/{kube,agent,capabilities}.rs`,
-//! `runtime/examples/kube_scale.rs`): the process killed on drop, its
+//! Driving an `egret-agent` process from a test or a benchmark
+//! (`runtime/tests`, `runtime/examples/kube_scale.rs`): the process killed on drop, its
 //! output captured, its metrics server asked, its pinned state polled.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -13,6 +12,7 @@ use std::time::{Duration, Instant};
 use egret_loader::{Generation, inspect};
 
 /// The agent process, killed (and reaped) on drop, also when the caller panics.
+#[derive(Debug)]
 pub struct AgentProcess(pub Child);
 
 impl Drop for AgentProcess {
@@ -23,6 +23,7 @@ impl Drop for AgentProcess {
 }
 
 /// A file removed on drop.
+#[derive(Debug)]
 pub struct TempFile(pub PathBuf);
 
 impl Drop for TempFile {

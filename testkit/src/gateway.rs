@@ -1,7 +1,6 @@
 //! Shared material of the gateway template tests: a small cluster (gateway,
 //! two source nodes, pods, an external server), its map entries, and packet
 //! builders/checkers that compute every checksum from scratch.
-#![allow(dead_code, reason = "each test binary uses a different subset")]
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -153,6 +152,12 @@ pub struct Gateway {
     pub maps: MapStore,
     /// `ktime_get_ns` for the next run.
     pub now: u64,
+}
+
+impl Default for Gateway {
+    fn default() -> Gateway {
+        Gateway::new()
+    }
 }
 
 impl Gateway {

@@ -748,7 +748,7 @@ impl Drop for MiniCluster {
         let _ = std::fs::remove_dir_all(&self.snapshot);
         // what the agents' floating-IP controllers left for `egret-agent status`
         for n in NODES {
-            let _ = std::fs::remove_file(crate::ha::ownership::status_file(&self.bpffs_root(n.name)));
+            let _ = std::fs::remove_file(egret_runtime::ha::ownership::status_file(&self.bpffs_root(n.name)));
         }
     }
 }
@@ -1599,7 +1599,7 @@ spec:
     )
 }
 
-/// `egret-agent demo`: starts the mini-cluster (agents from the `agent`
+/// `egret-demo`: starts the mini-cluster (agents from the `agent`
 /// binary), shows what the external server sees from each pod for TCP, UDP
 /// and ICMP echo, to the server and to an excluded address, prints the
 /// gateway's counters, and tears everything down.

@@ -196,7 +196,7 @@ impl ArpWatch {
                 std::mem::size_of::<libc::timeval>() as libc::socklen_t,
             )
         })?;
-        let mac = crate::ha::announce::hardware_address(&fd, ifindex)
+        let mac = egret_runtime::ha::announce::hardware_address(&fd, ifindex)
             .map_err(|source| ArpWatchError::Socket { what: "SIOCGIFHWADDR", source })?;
         let frame = request(mac, own, ip);
         let (answers, dropped, stop) = (Arc::default(), Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
