@@ -174,6 +174,8 @@ fn collect(datagram: &[u8], seq: u32, out: &mut Vec<RouteNetlinkMessage>) -> io:
         if message.header.sequence_number == seq {
             match message.payload {
                 NetlinkPayload::InnerMessage(m) => out.push(m),
+                // a dump that failed half-way ends with the errno in its NLMSG_DONE
+                NetlinkPayload::Done(d) if d.code < 0 => return Err(io::Error::from_raw_os_error(-d.code)),
                 NetlinkPayload::Done(_) => return Ok(Some(())),
                 NetlinkPayload::Error(e) => {
                     return if e.code.is_none() { Ok(Some(())) } else { Err(e.to_io()) };
@@ -208,7 +210,8 @@ impl Netlink {
         let mut out = Vec::new();
         loop {
             self.buffer.clear();
-            let n = match self.socket.recv(&mut self.buffer, 0) {
+            // MSG_TRUNC: the datagram's real length, to notice a truncation
+            let n = match self.socket.recv(&mut self.buffer, libc::MSG_TRUNC) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -238,10 +241,7 @@ impl Netlink {
             LinkRef::Name(n) => m.attributes.push(LinkAttribute::IfName(n.to_owned())),
         }
         match self.request(RouteNetlinkMessage::GetLink(m), 0) {
-            Ok(replies) => Ok(replies.into_iter().find_map(|r| match r {
-                RouteNetlinkMessage::NewLink(l) => Some(link(l)),
-                _ => None,
-            })),
+            Ok(replies) => Ok(links_in(replies).next()),
             Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(None),
             Err(e) => Err(e),
         }
@@ -253,13 +253,7 @@ impl Netlink {
     /// Netlink failures.
     pub fn links(&mut self) -> io::Result<Vec<Link>> {
         let replies = self.request(RouteNetlinkMessage::GetLink(LinkMessage::default()), NLM_F_DUMP)?;
-        Ok(replies
-            .into_iter()
-            .filter_map(|r| match r {
-                RouteNetlinkMessage::NewLink(l) => Some(link(l)),
-                _ => None,
-            })
-            .collect())
+        Ok(links_in(replies).collect())
     }
 
     /// Sends `RTM_NEWLINK` with `flags` and waits for the acknowledgement.
@@ -414,6 +408,13 @@ fn family(ip: IpAddr) -> AddressFamily {
 
 fn full_length(ip: IpAddr) -> u8 {
     if ip.is_ipv4() { 32 } else { 128 }
+}
+
+fn links_in(replies: Vec<RouteNetlinkMessage>) -> impl Iterator<Item = Link> {
+    replies.into_iter().filter_map(|r| match r {
+        RouteNetlinkMessage::NewLink(l) => Some(link(l)),
+        _ => None,
+    })
 }
 
 fn link(m: LinkMessage) -> Link {
@@ -633,6 +634,10 @@ mod tests {
 
         let done = reply(NetlinkPayload::Done(DoneMessage::default()), 7);
         assert_eq!(collect(&done, 7, &mut out).expect("parses"), Some(()));
+        let mut failed = DoneMessage::default();
+        failed.code = -libc::EBUSY;
+        let failed = reply(NetlinkPayload::Done(failed), 7);
+        assert_eq!(collect(&failed, 7, &mut out).expect_err("a failed dump").raw_os_error(), Some(libc::EBUSY));
         let ack = reply(NetlinkPayload::Error(ErrorMessage::default()), 7);
         assert_eq!(collect(&ack, 7, &mut out).expect("parses"), Some(()));
         assert_eq!(collect(&ack, 8, &mut out).expect("parses"), None, "another request's");
