@@ -262,7 +262,7 @@ mod tests {
 
     #[test]
     fn discovery_lists_no_loopback_and_only_addressed_interfaces() {
-        let ifs = discover().expect("getifaddrs").interfaces;
+        let ifs = discover().expect("discover").interfaces;
         assert!(ifs.iter().all(|i| i.name != "lo" && !i.addresses.is_empty() && i.index > 0), "{ifs:?}");
     }
 }
