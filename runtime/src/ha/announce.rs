@@ -10,10 +10,11 @@
 //!   scope global, flag `IFA_F_NOPREFIXROUTE` (a /32 needs no prefix
 //!   route), through one rtnetlink request ([`egret_loader::netlink`]:
 //!   `RTM_NEWADDR` with `NLM_F_CREATE | NLM_F_EXCL`, `RTM_DELADDR`)
-//!   acknowledged by the kernel before returning. Idempotent: adding an address already there answers
-//!   `Ok(false)` (`EEXIST`), removing one that is not there `Ok(false)`
-//!   (`EADDRNOTAVAIL`). An address already on the interface with another
-//!   prefix length is another address to the kernel: both stay.
+//!   acknowledged by the kernel before returning. Idempotent: adding an
+//!   address already there answers `Ok(false)` (`EEXIST`), removing one
+//!   that is not there `Ok(false)` (`EADDRNOTAVAIL`). An address already
+//!   on the interface with another prefix length is another address to
+//!   the kernel: both stay.
 //! - **Gratuitous ARP** ([`gratuitous_arp`]): one ARP packet broadcast on
 //!   the interface (`ff:ff:ff:ff:ff:ff`) through an `AF_PACKET` datagram
 //!   socket, sender and target protocol address both the IP, sender
