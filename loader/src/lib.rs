@@ -19,7 +19,8 @@
 //! - [`state`]: state maps (NAT tables, counters, gateway liveness) shared across
 //!   generations, and [`StateMap`], typed access to them by name for the agent;
 //! - [`inspect`]: read-only status and map dumps;
-//! - [`netdev`]: interface and pod-route lookups (rtnetlink);
+//! - [`netlink`]: rtnetlink (links, addresses, routes of every table, notifications);
+//! - [`netdev`]: interface and pod-route lookups;
 //! - [`demo`]: sample artifacts for tests, benchmarks and demos;
 //! - [`view`]: decoded views: the decision table (Cilium's columns), NAT use, drops, connections;
 //! - [`tunnel`]: creating and owning the tunnel device `egret0` (rtnetlink, sysctls);
@@ -38,6 +39,7 @@ mod links;
 pub mod loader;
 pub mod meta;
 pub mod netdev;
+pub mod netlink;
 pub mod pins;
 pub mod scan;
 pub mod state;

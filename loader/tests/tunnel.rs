@@ -1,4 +1,8 @@
-//! The tunnel device (privileged, in a private network namespace): `egret0`
+//! rtnetlink (privileged, in private network namespaces): the netlink
+//! module creates, finds and deletes links, adds, lists and removes
+//! addresses, lists the routes of every table (one in a table other than
+//! main), looks routes up and is notified of changes; and the tunnel device
+//! built on it: `egret0`
 //! is created as a collect-metadata VXLAN on the configured port, up, with
 //! loose rp_filter and IPv6 disabled; it is adopted (same ifindex) on the
 //! next call and brought back up if someone downed it; egret's device with
@@ -8,11 +12,120 @@
 use egret_testkit::netns as common;
 
 use common::*;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
 use egret_loader::LoaderError;
+use egret_loader::netlink::{LinkRef, Netlink, PrefixRoute, RouteType, Subscription};
 use egret_loader::tunnel::{self, DEFAULT_DSTPORT, TunnelConfig, TunnelState};
 
 fn sysctl(ns: &str, path: &str) -> String {
     run("ip", &["netns", "exec", ns, "cat", path]).trim().to_owned()
+}
+
+fn v4(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(a, b, c, d))
+}
+
+#[test]
+fn netlink_manages_links_addresses_and_sees_routes_of_every_table() {
+    if !privileged("netlink_manages_links_addresses_and_sees_routes_of_every_table") {
+        return;
+    }
+    let ns = Netns::new("nl");
+    let entered = ns.enter();
+    let mut nl = Netlink::open().expect("rtnetlink socket");
+    let changes = Subscription::open(libc::RTMGRP_IPV4_IFADDR as u32).expect("subscription");
+    assert_eq!(changes.drain().expect("drain"), 0, "nothing changed yet");
+
+    // links
+    let links = nl.links().expect("links");
+    assert!(links.iter().any(|l| l.name == "lo" && l.is_loopback()), "{links:?}");
+    nl.create_vxlan("nlvx0", 4800).expect("create vxlan");
+    let vx = nl.link(LinkRef::Name("nlvx0")).expect("lookup").expect("created");
+    assert_eq!((vx.kind.as_deref(), vx.vxlan_port, vx.collect_metadata), (Some("vxlan"), Some(4800), Some(true)));
+    assert!(vx.is_up(), "created up: {vx:?}");
+    let details = ip_in(&ns.name, &["-d", "link", "show", "nlvx0"]);
+    assert!(details.contains("vxlan external") && details.contains("dstport 4800"), "{details}");
+    assert_eq!(nl.create_vxlan("nlvx0", 4800).expect_err("taken").raw_os_error(), Some(libc::EEXIST));
+    nl.set_alias(vx.ifindex, "egret:test").expect("alias");
+    let by_index = nl.link(LinkRef::Index(vx.ifindex)).expect("lookup").expect("by index");
+    assert_eq!((by_index.name.as_str(), by_index.alias.as_deref()), ("nlvx0", Some("egret:test")));
+    for missing in [
+        LinkRef::Name("nosuch0"),
+        LinkRef::Name(""),
+        LinkRef::Name("a-name-too-long-for-linux"),
+        LinkRef::Index(999_999),
+    ] {
+        assert_eq!(nl.link(missing).expect("lookup"), None, "{missing:?}");
+    }
+    nl.delete_link(vx.ifindex).expect("delete");
+    assert_eq!(nl.link(LinkRef::Name("nlvx0")).expect("lookup"), None, "deleted");
+
+    // addresses (veth pairs: this kernel has no dummy links)
+    ip_in(&ns.name, &["link", "add", "d0", "type", "veth", "peer", "name", "d0p"]);
+    let d0 = nl.link(LinkRef::Name("d0")).expect("lookup").expect("d0");
+    let peer = nl.link(LinkRef::Name("d0p")).expect("lookup").expect("d0p");
+    nl.set_up(peer.ifindex).expect("d0p up");
+    nl.set_up(d0.ifindex).expect("up");
+    assert!(nl.link(LinkRef::Index(d0.ifindex)).expect("lookup").expect("d0").is_up());
+    assert!(nl.add_address(d0.ifindex, v4(192, 0, 2, 10), 24, PrefixRoute::Add).expect("add"));
+    assert!(!nl.add_address(d0.ifindex, v4(192, 0, 2, 10), 24, PrefixRoute::Add).expect("again"), "already there");
+    let floating = v4(198, 51, 100, 7);
+    assert!(nl.add_address(d0.ifindex, floating, 32, PrefixRoute::Omit).expect("add /32"));
+    let v6 = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 5));
+    assert!(nl.add_address(d0.ifindex, v6, 64, PrefixRoute::Add).expect("add v6"));
+    let on_d0: Vec<(IpAddr, u8)> = nl
+        .addresses()
+        .expect("addresses")
+        .into_iter()
+        .filter(|a| a.ifindex == d0.ifindex)
+        .map(|a| (a.ip, a.prefix_len))
+        .collect();
+    assert_eq!(on_d0[..2], [(v4(192, 0, 2, 10), 24), (floating, 32)], "IPv4 first, in order: {on_d0:?}");
+    assert!(on_d0.contains(&(v6, 64)), "{on_d0:?}");
+    let shown = ip_in(&ns.name, &["-4", "-o", "addr", "show", "dev", "d0"]);
+    assert!(shown.contains("inet 198.51.100.7/32") && shown.contains("noprefixroute"), "{shown}");
+    assert!(changes.drain().expect("drain") > 0, "notified of the new addresses");
+
+    // routes: the main table, the local table, and one of the test's own
+    ip_in(&ns.name, &["route", "add", "203.0.113.0/24", "via", "192.0.2.1", "dev", "d0", "table", "1000"]);
+    ip_in(&ns.name, &["route", "add", "default", "via", "192.0.2.1", "dev", "d0", "table", "1000", "metric", "7"]);
+    let routes = nl.routes().expect("routes");
+    let find = |table: u32, dst: IpAddr, len: u8| {
+        routes.iter().find(|r| r.table == table && r.destination == dst && r.prefix_len == len)
+    };
+    let prefix = find(254, v4(192, 0, 2, 0), 24).expect("the prefix route in main");
+    assert_eq!((prefix.kind, prefix.oif, prefix.gateway), (RouteType::Unicast, Some(d0.ifindex), None));
+    assert!(find(254, floating, 32).is_none(), "no prefix route for the /32");
+    assert_eq!(find(255, floating, 32).expect("local route").kind, RouteType::Local);
+    let other = find(1000, v4(203, 0, 113, 0), 24).expect("the route in table 1000");
+    assert_eq!((other.oif, other.gateway), (Some(d0.ifindex), Some(v4(192, 0, 2, 1))));
+    let default = find(1000, v4(0, 0, 0, 0), 0).expect("table 1000's default");
+    assert_eq!(default.metric, 7);
+    assert!(find(254, v4(0, 0, 0, 0), 0).is_none(), "main has no default");
+    let v6_prefix = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0));
+    let v6_route = find(254, v6_prefix, 64).expect("IPv6 routes too");
+    assert_eq!((v6_route.oif, v6_route.metric), (Some(d0.ifindex), 256));
+
+    // lookups follow the rules (main, not table 1000)
+    let direct = nl.route_get(v4(192, 0, 2, 20)).expect("route get");
+    assert_eq!(
+        (direct.kind, direct.oif, direct.gateway, direct.table),
+        (RouteType::Unicast, Some(d0.ifindex), None, 254)
+    );
+    assert_eq!(nl.route_get(v4(203, 0, 113, 5)).expect_err("unreachable").raw_os_error(), Some(libc::ENETUNREACH));
+
+    // removing
+    assert!(nl.remove_address(d0.ifindex, floating, 32).expect("remove"));
+    assert!(!nl.remove_address(d0.ifindex, floating, 32).expect("remove again"), "already gone");
+    assert!(!ip_in(&ns.name, &["-4", "addr", "show", "dev", "d0"]).contains("198.51.100.7"));
+    nl.set_rp_filter(d0.ifindex, 1).expect("rp_filter");
+    assert_eq!(sysctl(&ns.name, "/proc/sys/net/ipv4/conf/d0/rp_filter"), "1");
+
+    drop((nl, changes, entered));
+    let name = ns.name.clone();
+    drop(ns);
+    assert!(!netns_exists(&name), "namespace left");
 }
 
 #[test]

@@ -3,13 +3,15 @@
 //! `NodeNetwork` object.
 //!
 //! Contract: [`discover`] lists every interface that is not a loopback and
-//! has at least one IPv4/IPv6 address (`getifaddrs(3)`, in the calling
-//! thread's namespace), in ifindex order, addresses in the kernel's order,
-//! and the default route's interface ([`default_route`]: the IPv4 default
-//! route of lowest metric, else the IPv6 one; unreachable/blackhole
-//! defaults and `lo` do not count), read from
-//! `/proc/thread-self/net/{route,ipv6_route}` — the calling *thread's*
-//! namespace, as the agent enters the node's namespace with `setns`.
+//! has at least one IPv4/IPv6 address, in ifindex order, addresses in the
+//! kernel's order (IPv4 first), and the default route's interface
+//! ([`default_route`]: the IPv4 default route of lowest metric in the main
+//! table, else the IPv6 one; else, from the other routing tables, the
+//! IPv4 one of lowest metric, then the IPv6 one; only unicast routes count
+//! — not unreachable, prohibit or blackhole defaults — and a loopback
+//! interface does not), all read over rtnetlink ([`egret_loader::netlink`],
+//! every routing table) in the calling *thread's* namespace, as the agent
+//! enters the node's namespace with `setns`.
 //! [`node_network_yaml`] renders them as an `egret.dev/v1alpha1`
 //! `NodeNetwork` document, which the agent adds to its input when the
 //! snapshot has no `NodeNetwork` for its node — so a gateway's egress
@@ -25,15 +27,15 @@
 //! notification was lost to a full socket buffer), so a new egress IP is
 //! compiled in without waiting for the next poll.
 //!
-//! The only unsafe code of the agent is here: `getifaddrs(3)` returns a C
-//! list whose nodes are read once and freed once, in [`discover`]; the
-//! netlink socket is created, bound and read with libc calls.
-#![expect(unsafe_code, reason = "getifaddrs(3) and a netlink socket; see the module doc")]
+//! The only unsafe code of this module: registering the notification
+//! socket with tokio ([`NetlinkChanges::open_async`]).
+#![expect(unsafe_code, reason = "AsyncFd::register of the netlink socket; see the module doc")]
 
-use std::ffi::CStr;
 use std::fmt::Write;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::net::IpAddr;
+use std::os::fd::{AsRawFd, RawFd};
+
+use egret_loader::netlink::{Address, Link, MAIN_TABLE, Netlink, Route, RouteType, Subscription};
 
 /// What the agent reads of its node: see the module doc.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -55,131 +57,69 @@ pub struct NodeInterface {
     pub addresses: Vec<(IpAddr, u8)>,
 }
 
-fn prefix_len(mask: &[u8]) -> u8 {
-    mask.iter().map(|b| b.count_ones() as u8).sum()
-}
-
-/// # Safety
-/// `sa` must be null or point to a socket address of the family it names.
-unsafe fn address(sa: *const libc::sockaddr) -> Option<(IpAddr, Vec<u8>)> {
-    if sa.is_null() {
-        return None;
-    }
-    // SAFETY: non-null; the family field is valid for every sockaddr
-    match i32::from(unsafe { (*sa).sa_family }) {
-        libc::AF_INET => {
-            // SAFETY: AF_INET addresses are sockaddr_in
-            let a = unsafe { &*sa.cast::<libc::sockaddr_in>() };
-            let o = a.sin_addr.s_addr.to_ne_bytes();
-            Some((IpAddr::V4(Ipv4Addr::from(o)), o.to_vec()))
-        }
-        libc::AF_INET6 => {
-            // SAFETY: AF_INET6 addresses are sockaddr_in6
-            let a = unsafe { &*sa.cast::<libc::sockaddr_in6>() };
-            Some((IpAddr::V6(Ipv6Addr::from(a.sin6_addr.s6_addr)), a.sin6_addr.s6_addr.to_vec()))
-        }
-        _ => None,
-    }
-}
-
 /// The facts of the calling thread's network namespace (see the module doc).
 ///
 /// # Errors
-/// `getifaddrs` fails. (An unreadable route table is no default route.)
+/// Listing links or addresses fails. (An unreadable route table is no
+/// default route.)
 pub fn discover() -> std::io::Result<Facts> {
-    Ok(Facts { interfaces: interfaces()?, default_route: default_route() })
+    let mut nl = Netlink::open()?;
+    let links = nl.links()?;
+    let interfaces = interfaces_of(&links, &nl.addresses()?);
+    Ok(Facts { interfaces, default_route: nl.routes().ok().and_then(|r| default_route_of(&r, &links)) })
 }
 
 /// The interfaces of the calling thread's network namespace.
 ///
 /// # Errors
-/// `getifaddrs` fails.
+/// Listing links or addresses fails.
 pub fn interfaces() -> std::io::Result<Vec<NodeInterface>> {
-    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs writes a list head we free below
-    if unsafe { libc::getifaddrs(&raw mut head) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let mut out: Vec<NodeInterface> = Vec::new();
-    let mut cur = head;
-    while !cur.is_null() {
-        // SAFETY: a node of the list getifaddrs returned
-        let ifa = unsafe { &*cur };
-        cur = ifa.ifa_next;
-        if ifa.ifa_flags & libc::IFF_LOOPBACK as u32 != 0 || ifa.ifa_name.is_null() {
-            continue;
-        }
-        // SAFETY: ifa_addr / ifa_netmask are null or addresses of their family
-        let (Some((ip, _)), Some((_, mask))) = (unsafe { address(ifa.ifa_addr) }, unsafe { address(ifa.ifa_netmask) })
-        else {
-            continue;
-        };
-        // SAFETY: a NUL-terminated interface name
-        let name = unsafe { CStr::from_ptr(ifa.ifa_name) }.to_string_lossy().into_owned();
-        // SAFETY: the same NUL-terminated name
-        let index = unsafe { libc::if_nametoindex(ifa.ifa_name) };
-        let entry = match out.iter_mut().position(|i| i.name == name) {
-            Some(i) => &mut out[i],
-            None => {
-                out.push(NodeInterface { name, index, addresses: Vec::new() });
-                out.last_mut().expect("just pushed")
-            }
-        };
-        entry.addresses.push((ip, prefix_len(&mask)));
-    }
-    // SAFETY: the list getifaddrs allocated, freed once
-    unsafe { libc::freeifaddrs(head) };
-    out.sort_by_key(|i| i.index);
-    Ok(out)
+    let mut nl = Netlink::open()?;
+    Ok(interfaces_of(&nl.links()?, &nl.addresses()?))
 }
 
 /// The default route's interface in the calling thread's namespace.
 #[must_use]
 pub fn default_route() -> Option<String> {
-    let v4 = std::fs::read_to_string("/proc/thread-self/net/route").ok().and_then(|t| default_v4(&t));
-    v4.or_else(|| std::fs::read_to_string("/proc/thread-self/net/ipv6_route").ok().and_then(|t| default_v6(&t)))
+    let mut nl = Netlink::open().ok()?;
+    default_route_of(&nl.routes().ok()?, &nl.links().ok()?)
 }
 
-const RTF_UP: u32 = 0x1;
-const RTF_REJECT: u32 = 0x200;
-
-/// The interface of the usable IPv4 default route of lowest metric in
-/// `/proc/net/route` text.
-fn default_v4(text: &str) -> Option<String> {
-    text.lines()
-        .skip(1)
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            let (iface, dst, flags, metric, mask) = (f.first()?, f.get(1)?, f.get(3)?, f.get(6)?, f.get(7)?);
-            let flags = u32::from_str_radix(flags, 16).ok()?;
-            let usable = *dst == "00000000" && *mask == "00000000" && flags & RTF_UP != 0 && flags & RTF_REJECT == 0;
-            (usable && *iface != "lo").then(|| (metric.parse::<u32>().unwrap_or(u32::MAX), (*iface).to_string()))
+/// The links that are not loopbacks and have addresses, with them, in
+/// ifindex order.
+fn interfaces_of(links: &[Link], addresses: &[Address]) -> Vec<NodeInterface> {
+    let mut out: Vec<NodeInterface> = links
+        .iter()
+        .filter(|l| !l.is_loopback())
+        .map(|l| NodeInterface {
+            name: l.name.clone(),
+            index: l.ifindex,
+            addresses: addresses.iter().filter(|a| a.ifindex == l.ifindex).map(|a| (a.ip, a.prefix_len)).collect(),
         })
-        .min()
-        .map(|(_, iface)| iface)
+        .filter(|i| !i.addresses.is_empty())
+        .collect();
+    out.sort_by_key(|i| i.index);
+    out
 }
 
-/// The interface of the usable IPv6 default route of lowest metric in
-/// `/proc/net/ipv6_route` text.
-fn default_v6(text: &str) -> Option<String> {
-    text.lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            let (dst, plen, metric, flags, iface) = (f.first()?, f.get(1)?, f.get(5)?, f.get(8)?, f.get(9)?);
-            let flags = u32::from_str_radix(flags, 16).ok()?;
-            let default = dst.bytes().all(|b| b == b'0') && *plen == "00";
-            let usable = default && flags & RTF_UP != 0 && flags & RTF_REJECT == 0 && *iface != "lo";
-            usable.then(|| (u32::from_str_radix(metric, 16).unwrap_or(u32::MAX), (*iface).to_string()))
+/// The default route's interface among `routes` (see the module doc).
+fn default_route_of(routes: &[Route], links: &[Link]) -> Option<String> {
+    routes
+        .iter()
+        .filter(|r| r.prefix_len == 0 && r.kind == RouteType::Unicast)
+        .filter_map(|r| {
+            let link = links.iter().find(|l| Some(l.ifindex) == r.oif && !l.is_loopback())?;
+            Some(((r.table != MAIN_TABLE, r.destination.is_ipv6(), r.metric, r.table, &link.name), link))
         })
-        .min()
-        .map(|(_, iface)| iface)
+        .min_by(|a, b| a.0.cmp(&b.0))
+        .map(|(_, link)| link.name.clone())
 }
 
 /// An `rtnetlink` socket subscribed to link, address and route changes:
 /// see the module doc.
 #[derive(Debug)]
 pub struct NetlinkChanges {
-    fd: OwnedFd,
+    socket: Subscription,
 }
 
 impl NetlinkChanges {
@@ -193,35 +133,7 @@ impl NetlinkChanges {
             | libc::RTMGRP_IPV6_IFADDR
             | libc::RTMGRP_IPV4_ROUTE
             | libc::RTMGRP_IPV6_ROUTE;
-        // SAFETY: plain socket(2); the descriptor is owned below
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                libc::NETLINK_ROUTE,
-            )
-        };
-        if raw < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: a new descriptor nobody else owns
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        // SAFETY: sockaddr_nl is plain data; all-zero is valid
-        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        addr.nl_groups = groups as u32;
-        // SAFETY: a valid sockaddr_nl of the size given
-        let rc = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&raw const addr).cast::<libc::sockaddr>(),
-                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(NetlinkChanges { fd })
+        Ok(NetlinkChanges { socket: Subscription::open(groups as u32)? })
     }
 
     /// [`NetlinkChanges::open`], registered with the current tokio runtime
@@ -231,7 +143,7 @@ impl NetlinkChanges {
     /// Opening or registering fails.
     pub fn open_async() -> std::io::Result<tokio::io::unix::AsyncFd<NetlinkChanges>> {
         let changes = NetlinkChanges::open()?;
-        // SAFETY: `as_raw_fd` returns the descriptor of the `OwnedFd` the
+        // SAFETY: `as_raw_fd` returns the descriptor of the socket the
         // value owns; it stays open and the same until the value, moved
         // into the `AsyncFd`, is dropped with it
         unsafe { tokio::io::unix::AsyncFd::register(changes) }.map_err(std::io::Error::from)
@@ -243,29 +155,13 @@ impl NetlinkChanges {
     /// # Errors
     /// A read error other than "nothing more" or `ENOBUFS`.
     pub fn drain(&self) -> std::io::Result<usize> {
-        let mut buf = [0u8; 16384];
-        let mut n = 0;
-        loop {
-            // SAFETY: reads into a buffer of the length given
-            let r = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-            if r >= 0 {
-                n += 1;
-                continue;
-            }
-            let e = std::io::Error::last_os_error();
-            match e.raw_os_error() {
-                Some(libc::EAGAIN) => return Ok(n),
-                Some(libc::EINTR) => {}
-                Some(libc::ENOBUFS) => n += 1,
-                _ => return Err(e),
-            }
-        }
+        self.socket.drain()
     }
 }
 
 impl AsRawFd for NetlinkChanges {
     fn as_raw_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
+        self.socket.as_raw_fd()
     }
 }
 
@@ -315,35 +211,58 @@ mod tests {
         assert_eq!(nn[0].default_route_interface.as_deref(), Some("eth1"));
     }
 
+    fn link(ifindex: u32, name: &str, flags: u32) -> Link {
+        Link { ifindex, name: name.into(), flags, ..Link::default() }
+    }
+
+    fn default_via(oif: u32, table: u32, metric: u32, v6: bool, kind: RouteType) -> Route {
+        let destination = if v6 { IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED) } else { IpAddr::V4(0.into()) };
+        Route { destination, prefix_len: 0, kind, table, oif: Some(oif), gateway: None, metric }
+    }
+
     #[test]
-    fn default_routes_are_read_from_proc_tables() {
-        let v4 = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
-                  eth0\t0002000A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
-                  eth1\t00000000\t0102000A\t0003\t0\t0\t200\t00000000\t0\t0\t0\n\
-                  eth2\t00000000\t0102000A\t0003\t0\t0\t100\t00000000\t0\t0\t0\n\
-                  lo\t00000000\t00000000\t0201\t0\t0\t0\t00000000\t0\t0\t0\n";
-        assert_eq!(default_v4(v4).as_deref(), Some("eth2"), "the lowest metric wins");
-        let header_only = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n";
-        assert_eq!(default_v4(header_only), None);
-        let z = "00000000000000000000000000000000";
-        let v6 = format!(
-            "{z} 00 {z} 00 {z} ffffffff 00000001 00000000 00200200       lo\n\
-             20010db8000000000000000000000000 40 {z} 00 {z} 00000100 00000001 00000000 00000001     eth0\n\
-             {z} 00 {z} 00 fe800000000000000000000000000001 00000400 00000001 00000000 00000003     eth1\n"
-        );
-        assert_eq!(default_v6(&v6).as_deref(), Some("eth1"), "the unreachable default on lo does not count");
+    fn the_default_route_prefers_main_then_ipv4_then_the_lowest_metric() {
+        let links = [link(1, "lo", 8 | 1), link(2, "eth0", 1), link(3, "eth1", 1), link(4, "eth2", 1)];
+        let (u, v4, v6) = (RouteType::Unicast, false, true);
+        let subnet = Route { prefix_len: 24, ..default_via(2, MAIN_TABLE, 0, v4, u) };
+        let main = [subnet.clone(), default_via(3, MAIN_TABLE, 200, v4, u), default_via(4, MAIN_TABLE, 100, v4, u)];
+        assert_eq!(default_route_of(&main, &links).as_deref(), Some("eth2"), "the lowest metric wins");
+        assert_eq!(default_route_of(std::slice::from_ref(&subnet), &links), None);
+        let not_usable = [
+            default_via(1, MAIN_TABLE, 0, v4, u),
+            default_via(2, MAIN_TABLE, 0, v4, RouteType::Unreachable),
+            default_via(2, MAIN_TABLE, 0, v4, RouteType::BlackHole),
+            default_via(9, MAIN_TABLE, 0, v4, u),
+        ];
+        assert_eq!(default_route_of(&not_usable, &links), None, "loopback, reject types, unknown links");
+        let v6_main =
+            [default_via(1, MAIN_TABLE, 0, v6, RouteType::Unreachable), default_via(3, MAIN_TABLE, 1024, v6, u)];
+        assert_eq!(default_route_of(&v6_main, &links).as_deref(), Some("eth1"), "IPv6 when main has no IPv4 default");
+        let other_table = [default_via(4, 1000, 5, v4, u), v6_main[1].clone()];
+        assert_eq!(default_route_of(&other_table, &links).as_deref(), Some("eth1"), "main first, either family");
+        let only_other =
+            [default_via(2, 1001, 9, v6, u), default_via(4, 1000, 50, v4, u), default_via(3, 1002, 5, v4, u)];
+        assert_eq!(default_route_of(&only_other, &links).as_deref(), Some("eth1"), "other tables: IPv4, lowest metric");
+    }
+
+    #[test]
+    fn interfaces_are_the_addressed_non_loopback_links_in_ifindex_order() {
+        let links = [link(3, "eth1", 1), link(1, "lo", 8 | 1), link(2, "eth0", 1), link(4, "down0", 0)];
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        let addresses = [
+            Address { ifindex: 1, ip: ip("127.0.0.1"), prefix_len: 8 },
+            Address { ifindex: 3, ip: ip("198.51.100.100"), prefix_len: 32 },
+            Address { ifindex: 2, ip: ip("192.0.2.13"), prefix_len: 24 },
+            Address { ifindex: 3, ip: ip("2001:db8::1"), prefix_len: 64 },
+        ];
+        let ifs = interfaces_of(&links, &addresses);
+        assert_eq!(ifs.iter().map(|i| (i.name.as_str(), i.index)).collect::<Vec<_>>(), [("eth0", 2), ("eth1", 3)]);
+        assert_eq!(ifs[1].addresses, [(ip("198.51.100.100"), 32), (ip("2001:db8::1"), 64)], "the kernel's order");
     }
 
     #[test]
     fn discovery_lists_no_loopback_and_only_addressed_interfaces() {
-        let ifs = discover().expect("getifaddrs").interfaces;
+        let ifs = discover().expect("discover").interfaces;
         assert!(ifs.iter().all(|i| i.name != "lo" && !i.addresses.is_empty() && i.index > 0), "{ifs:?}");
-    }
-
-    #[test]
-    fn prefix_lengths_count_mask_bits() {
-        assert_eq!(prefix_len(&[255, 255, 255, 0]), 24);
-        assert_eq!(prefix_len(&[255; 16]), 128);
-        assert_eq!(prefix_len(&[0; 4]), 0);
     }
 }

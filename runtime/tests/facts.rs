@@ -1,7 +1,8 @@
 //! The node's facts in a network namespace of the test's own (privileged):
 //! netlink reports address and route changes, and `facts::discover` reads
 //! the interfaces and the default route of the calling thread's namespace
-//! (entered with `setns`, as the agent does). Everything is removed at the end.
+//! (entered with `setns`, as the agent does), from every routing table.
+//! Everything is removed at the end.
 
 use egret_testkit::netns as common;
 
@@ -64,6 +65,14 @@ fn netlink_reports_address_and_route_changes_and_the_default_route_is_read() {
     ip_in(&ns.name, &["-6", "route", "add", "default", "via", "2001:db8::1", "dev", "d1"]);
     notified(&changes, "an IPv6 default route");
     assert_eq!(facts::discover().expect("discover").default_route.as_deref(), Some("d1"));
+
+    // routing tables other than main are read too; main comes first
+    ip_in(&ns.name, &["route", "add", "default", "via", "192.0.2.1", "dev", "d0", "table", "1000"]);
+    notified(&changes, "a default route in table 1000");
+    assert_eq!(facts::discover().expect("discover").default_route.as_deref(), Some("d1"), "main's IPv6 default");
+    ip_in(&ns.name, &["-6", "route", "del", "default"]);
+    notified(&changes, "the IPv6 default removed");
+    assert_eq!(facts::discover().expect("discover").default_route.as_deref(), Some("d0"), "table 1000's default");
 
     drop(changes);
     drop(entered);

@@ -8,12 +8,13 @@
 //! Contract:
 //! - **Addresses** ([`add_address`], [`remove_address`]): an IPv4 `/32`,
 //!   scope global, flag `IFA_F_NOPREFIXROUTE` (a /32 needs no prefix
-//!   route), through one `NETLINK_ROUTE` request (`RTM_NEWADDR` with
-//!   `NLM_F_CREATE | NLM_F_EXCL`, `RTM_DELADDR`) acknowledged by the kernel
-//!   before returning. Idempotent: adding an address already there answers
-//!   `Ok(false)` (`EEXIST`), removing one that is not there `Ok(false)`
-//!   (`EADDRNOTAVAIL`). An address already on the interface with another
-//!   prefix length is another address to the kernel: both stay.
+//!   route), through one rtnetlink request ([`egret_loader::netlink`]:
+//!   `RTM_NEWADDR` with `NLM_F_CREATE | NLM_F_EXCL`, `RTM_DELADDR`)
+//!   acknowledged by the kernel before returning. Idempotent: adding an
+//!   address already there answers `Ok(false)` (`EEXIST`), removing one
+//!   that is not there `Ok(false)` (`EADDRNOTAVAIL`). An address already
+//!   on the interface with another prefix length is another address to
+//!   the kernel: both stay.
 //! - **Gratuitous ARP** ([`gratuitous_arp`]): one ARP packet broadcast on
 //!   the interface (`ff:ff:ff:ff:ff:ff`) through an `AF_PACKET` datagram
 //!   socket, sender and target protocol address both the IP, sender
@@ -39,18 +40,18 @@
 //! - Every call is bounded: netlink answers within [`NETLINK_TIMEOUT`] or
 //!   the call fails.
 //!
-//! The only unsafe code of this module: the netlink and packet sockets are
-//! created, bound, written and read with libc calls, and the interface's
-//! hardware address is read with an `ioctl`; each call's buffers are sized
-//! and owned here (see the `SAFETY` notes).
-#![expect(unsafe_code, reason = "netlink and AF_PACKET sockets through libc; see the module doc")]
+//! The only unsafe code of this module: the packet socket is created,
+//! bound and written with libc calls, and the interface's hardware address
+//! is read with an `ioctl`; each call's buffers are sized and owned here
+//! (see the `SAFETY` notes).
+#![expect(unsafe_code, reason = "AF_PACKET sockets through libc; see the module doc")]
 
-use std::ffi::CString;
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
+
+use egret_loader::netlink::{LinkRef, Netlink, PrefixRoute};
 
 /// The nftables table of [`guard`].
 pub const GUARD_TABLE: &str = "egret_floating";
@@ -99,7 +100,7 @@ pub fn guard(ips: &std::collections::BTreeSet<Ipv4Addr>) -> Result<(), AnnounceE
 }
 
 /// The longest a netlink request waits for the kernel's acknowledgement.
-pub const NETLINK_TIMEOUT: Duration = Duration::from_secs(1);
+pub const NETLINK_TIMEOUT: Duration = egret_loader::netlink::TIMEOUT;
 
 /// An interface of the calling thread's namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,18 +190,17 @@ pub enum AnnounceError {
 /// The ifindex of `iface` in the calling thread's namespace.
 ///
 /// # Errors
-/// [`AnnounceError::NoInterface`] when no interface has that name.
+/// [`AnnounceError::NoInterface`] when no interface has that name (or the
+/// lookup fails).
 pub fn ifindex(iface: Interface<'_>) -> Result<u32, AnnounceError> {
     let name = match iface {
         Interface::Index(i) => return Ok(i),
         Interface::Name(n) => n,
     };
-    let missing = || AnnounceError::NoInterface { name: name.to_string() };
-    let c = CString::new(name).map_err(|_| missing())?;
-    // SAFETY: a NUL-terminated name
-    match unsafe { libc::if_nametoindex(c.as_ptr()) } {
-        0 => Err(missing()),
-        i => Ok(i),
+    let link = Netlink::open().and_then(|mut nl| nl.link(LinkRef::Name(name)));
+    match link {
+        Ok(Some(link)) => Ok(link.ifindex),
+        _ => Err(AnnounceError::NoInterface { name: name.to_string() }),
     }
 }
 
@@ -211,13 +211,9 @@ pub fn ifindex(iface: Interface<'_>) -> Result<u32, AnnounceError> {
 /// No such interface, or the kernel refused (or did not answer).
 pub fn add_address<'a>(iface: impl Into<Interface<'a>>, ip: Ipv4Addr) -> Result<bool, AnnounceError> {
     let ifindex = ifindex(iface.into())?;
-    let flags = libc::NLM_F_CREATE | libc::NLM_F_EXCL;
-    let err = |source| AnnounceError::Netlink { what: "adding", ip, ifindex, source };
-    match address_request(libc::RTM_NEWADDR, flags, ifindex, ip) {
-        Ok(()) => Ok(true),
-        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(false),
-        Err(e) => Err(err(e)),
-    }
+    Netlink::open()
+        .and_then(|mut nl| nl.add_address(ifindex, IpAddr::V4(ip), 32, PrefixRoute::Omit))
+        .map_err(|source| AnnounceError::Netlink { what: "adding", ip, ifindex, source })
 }
 
 /// Removes `ip`/32 from `iface`; `Ok(true)` if removed, `Ok(false)` if it
@@ -227,12 +223,9 @@ pub fn add_address<'a>(iface: impl Into<Interface<'a>>, ip: Ipv4Addr) -> Result<
 /// No such interface, or the kernel refused (or did not answer).
 pub fn remove_address<'a>(iface: impl Into<Interface<'a>>, ip: Ipv4Addr) -> Result<bool, AnnounceError> {
     let ifindex = ifindex(iface.into())?;
-    let err = |source| AnnounceError::Netlink { what: "removing", ip, ifindex, source };
-    match address_request(libc::RTM_DELADDR, 0, ifindex, ip) {
-        Ok(()) => Ok(true),
-        Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => Ok(false),
-        Err(e) => Err(err(e)),
-    }
+    Netlink::open()
+        .and_then(|mut nl| nl.remove_address(ifindex, IpAddr::V4(ip), 32))
+        .map_err(|source| AnnounceError::Netlink { what: "removing", ip, ifindex, source })
 }
 
 /// Broadcasts one gratuitous ARP for `ip` on `iface` (see the module doc).
@@ -281,15 +274,9 @@ fn socket(domain: i32, kind: i32, protocol: i32) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }
 
-/// A socket address type of libc's (so [`send_to`] may pass it as one).
-trait SocketAddress {}
-impl SocketAddress for libc::sockaddr_ll {}
-impl SocketAddress for libc::sockaddr_nl {}
-
-/// `sendto(2)` of `bytes` on `fd` to `to`.
-fn send_to<A: SocketAddress>(fd: &OwnedFd, bytes: &[u8], to: &A) -> io::Result<()> {
-    // SAFETY: sends the bytes of a slice to a socket address of libc's
-    // (the trait's only implementors) of the size given
+/// `sendto(2)` of `bytes` on `fd` to the link-layer address `to`.
+fn send_to(fd: &OwnedFd, bytes: &[u8], to: &libc::sockaddr_ll) -> io::Result<()> {
+    // SAFETY: sends the bytes of a slice to a sockaddr_ll of the size given
     let sent = unsafe {
         libc::sendto(
             fd.as_raw_fd(),
@@ -297,7 +284,7 @@ fn send_to<A: SocketAddress>(fd: &OwnedFd, bytes: &[u8], to: &A) -> io::Result<(
             bytes.len(),
             0,
             std::ptr::from_ref(to).cast::<libc::sockaddr>(),
-            libc::socklen_t::try_from(std::mem::size_of::<A>()).unwrap_or(libc::socklen_t::MAX),
+            libc::socklen_t::try_from(std::mem::size_of::<libc::sockaddr_ll>()).unwrap_or(libc::socklen_t::MAX),
         )
     };
     if sent < 0 {
@@ -314,28 +301,6 @@ fn arp_link_address(ifindex: u32) -> io::Result<libc::sockaddr_ll> {
     a.sll_protocol = (libc::ETH_P_ARP as u16).to_be();
     a.sll_ifindex = i32::try_from(ifindex).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     Ok(a)
-}
-
-/// Reads on `fd` fail after `timeout` without data (`SO_RCVTIMEO`).
-fn receive_timeout(fd: &OwnedFd, timeout: Duration) -> io::Result<()> {
-    let tv = libc::timeval {
-        tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
-        tv_usec: libc::suseconds_t::from(timeout.subsec_micros()),
-    };
-    // SAFETY: a timeval of the size given
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&raw const tv).cast(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 fn packet_socket() -> io::Result<OwnedFd> {
@@ -365,90 +330,6 @@ pub fn hardware_address(fd: &OwnedFd, ifindex: u32) -> io::Result<[u8; 6]> {
     Ok(mac)
 }
 
-/// Sequence numbers of this process's netlink requests.
-static SEQ: AtomicU32 = AtomicU32::new(1);
-
-const NLMSG_HDRLEN: usize = 16;
-const IFA_F_NOPREFIXROUTE: u32 = 0x200;
-
-/// One rtattr: type, 4-byte payload (every attribute here is 4 bytes).
-fn rtattr(buf: &mut Vec<u8>, kind: u16, payload: [u8; 4]) {
-    buf.extend_from_slice(&8u16.to_ne_bytes());
-    buf.extend_from_slice(&kind.to_ne_bytes());
-    buf.extend_from_slice(&payload);
-}
-
-/// The `RTM_NEWADDR`/`RTM_DELADDR` message for `ip`/32 on `ifindex`.
-fn address_message(kind: u16, flags: i32, seq: u32, ifindex: u32, ip: Ipv4Addr) -> Vec<u8> {
-    let mut m = Vec::with_capacity(64);
-    m.extend_from_slice(&0u32.to_ne_bytes()); // length, below
-    m.extend_from_slice(&kind.to_ne_bytes());
-    let flags = u16::try_from(libc::NLM_F_REQUEST | libc::NLM_F_ACK | flags).unwrap_or(u16::MAX);
-    m.extend_from_slice(&flags.to_ne_bytes());
-    m.extend_from_slice(&seq.to_ne_bytes());
-    m.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel assigns
-    // ifaddrmsg
-    m.extend_from_slice(&[libc::AF_INET as u8, 32, 0, libc::RT_SCOPE_UNIVERSE]);
-    m.extend_from_slice(&ifindex.to_ne_bytes());
-    rtattr(&mut m, libc::IFA_LOCAL, ip.octets());
-    rtattr(&mut m, libc::IFA_ADDRESS, ip.octets());
-    rtattr(&mut m, libc::IFA_FLAGS, IFA_F_NOPREFIXROUTE.to_ne_bytes());
-    let len = u32::try_from(m.len()).unwrap_or(u32::MAX);
-    m[0..4].copy_from_slice(&len.to_ne_bytes());
-    m
-}
-
-/// Sends one address request and waits for its acknowledgement: `Ok` or
-/// the kernel's errno.
-fn address_request(kind: u16, flags: i32, ifindex: u32, ip: Ipv4Addr) -> io::Result<()> {
-    let fd = socket(libc::AF_NETLINK, libc::SOCK_RAW, libc::NETLINK_ROUTE)?;
-    receive_timeout(&fd, NETLINK_TIMEOUT)?;
-    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
-    let msg = address_message(kind, flags, seq, ifindex, ip);
-    // SAFETY: sockaddr_nl is plain data; all-zero is valid (port 0: the kernel)
-    let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-    kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-    send_to(&fd, &msg, &kernel)?;
-    let mut buf = [0u8; 8192];
-    loop {
-        // SAFETY: reads into a buffer of the length given
-        let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-        let n = match usize::try_from(n) {
-            Ok(n) => n,
-            Err(_) => {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
-            }
-        };
-        if let Some(answer) = acknowledgement(&buf[..n], seq) {
-            return answer;
-        }
-    }
-}
-
-/// The answer to request `seq` in one datagram, if it holds it: the
-/// `NLMSG_ERROR` message's errno (0: acknowledged).
-fn acknowledgement(mut datagram: &[u8], seq: u32) -> Option<io::Result<()>> {
-    let word = |b: &[u8], at: usize| b.get(at..at + 4).and_then(|s| s.try_into().ok());
-    while datagram.len() >= NLMSG_HDRLEN {
-        let len = usize::try_from(u32::from_ne_bytes(word(datagram, 0)?)).ok()?;
-        let kind = u16::from_ne_bytes(datagram[4..6].try_into().ok()?);
-        let this_seq = u32::from_ne_bytes(word(datagram, 8)?);
-        if len < NLMSG_HDRLEN || len > datagram.len() {
-            return None;
-        }
-        if kind == libc::NLMSG_ERROR as u16 && this_seq == seq {
-            let errno = i32::from_ne_bytes(word(datagram, NLMSG_HDRLEN)?);
-            return Some(if errno == 0 { Ok(()) } else { Err(io::Error::from_raw_os_error(-errno)) });
-        }
-        datagram = &datagram[len.next_multiple_of(4).min(datagram.len())..];
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -469,27 +350,6 @@ mod tests {
     }
 
     #[test]
-    fn the_address_message_is_a_netlink_request_for_a_slash_32() {
-        let m = address_message(libc::RTM_NEWADDR, libc::NLM_F_CREATE | libc::NLM_F_EXCL, 7, 3, IP);
-        assert_eq!(m.len(), 16 + 8 + 3 * 8);
-        assert_eq!(u32::from_ne_bytes(m[0..4].try_into().unwrap()) as usize, m.len());
-        assert_eq!(m[16..18], [libc::AF_INET as u8, 32]);
-        assert_eq!(u32::from_ne_bytes(m[20..24].try_into().unwrap()), 3);
-        // the acknowledgement for seq 7 (and not for another)
-        let mut ack = Vec::new();
-        ack.extend_from_slice(&36u32.to_ne_bytes());
-        ack.extend_from_slice(&(libc::NLMSG_ERROR as u16).to_ne_bytes());
-        ack.extend_from_slice(&[0, 0]);
-        ack.extend_from_slice(&7u32.to_ne_bytes());
-        ack.extend_from_slice(&0u32.to_ne_bytes());
-        ack.extend_from_slice(&(-libc::EEXIST).to_ne_bytes());
-        ack.extend_from_slice(&m[..16]);
-        let answer = acknowledgement(&ack, 7).expect("an answer");
-        assert_eq!(answer.expect_err("refused").raw_os_error(), Some(libc::EEXIST));
-        assert!(acknowledgement(&ack, 8).is_none());
-    }
-
-    #[test]
     fn the_guard_script_drops_tcp_and_udp_to_the_floating_ips_or_removes_the_table() {
         let ips: std::collections::BTreeSet<Ipv4Addr> = [IP, Ipv4Addr::new(198, 51, 100, 9)].into();
         let s = guard_script(&ips);
@@ -507,6 +367,28 @@ mod tests {
     fn no_such_interface() {
         let name = unique("none");
         assert!(matches!(add_address(name.as_str(), IP), Err(AnnounceError::NoInterface { .. })));
+    }
+
+    /// Reads on `fd` fail after `timeout` without data (`SO_RCVTIMEO`).
+    fn receive_timeout(fd: &OwnedFd, timeout: Duration) -> io::Result<()> {
+        let tv = libc::timeval {
+            tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
+            tv_usec: libc::suseconds_t::from(timeout.subsec_micros()),
+        };
+        // SAFETY: a timeval of the size given
+        let rc = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&raw const tv).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
     }
 
     /// A capture of ARP frames on `ifindex`, in the calling thread's namespace.
