@@ -17,7 +17,7 @@ use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
 use egret_bpf::artifact::MapImage;
 use egret_compiler::codegen::{self, Layout, tables};
-use egret_compiler::compile::Session;
+use egret_compiler::planner::Planner;
 use egret_compiler::resolve::{Options, World};
 use egret_compiler::{cilium, synth};
 use egret_lang::ast::{Bundle, GatewaySpec, Namespace, Node, Origin, Pod, Policy, SelectorItem};
@@ -313,7 +313,7 @@ pub fn measure(prefixes: usize, endpoints: usize, setup: &Setup) -> anyhow::Resu
     let Setup { layout, mss_clamp, packet, trials, repeat } = *setup;
     let b = bundle(prefixes, endpoints);
     let w = World::new(&b, &Options::default());
-    let plan = Session::new().compile_node(&w, "n1").map_err(|e| anyhow::anyhow!("{e}"))?;
+    let plan = Planner::new().plan_node(&w, "n1").map_err(|e| anyhow::anyhow!("{e}"))?;
     let art = codegen::compile(&plan, &codegen::Options { layout, reference_limit: Some(64), mss_clamp }, Some(&w))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let egret_layout = format!("{:?}", art.layout()).to_lowercase();

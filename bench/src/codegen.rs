@@ -11,8 +11,8 @@
 
 use crate::report::{Table, median, ms};
 use egret_compiler::codegen::{self, Options, equiv};
-use egret_compiler::compile::Session;
 use egret_compiler::plan::{Plan, Verified};
+use egret_compiler::planner::Planner;
 use egret_compiler::resolve::{Options as ResolveOptions, World};
 use egret_compiler::synth::{self, labels, sp, v4};
 use egret_lang::ast::Bundle;
@@ -102,7 +102,7 @@ fn measure(
 pub fn run(runs: usize) -> anyhow::Result<Vec<Table>> {
     let mut b = synth::bundle(&SHAPE);
     let w = World::new(&b, &ResolveOptions { service_cidrs: vec![v4(10, 96, 0, 0, 12)] });
-    let plans = Session::new().compile_all(&w).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let plans = Planner::new().plan_all(&w).map_err(|e| anyhow::anyhow!("{e}"))?;
     let (busiest, plan) = plans
         .iter()
         .max_by_key(|(n, p)| (p.counts().class_entries, std::cmp::Reverse((*n).clone())))
@@ -126,7 +126,7 @@ pub fn run(runs: usize) -> anyhow::Result<Vec<Table>> {
     measure(&mut t, &format!("{busiest}, reference on every packet (default)"), &w, plan, runs, Reference::Every)?;
     add_stress_pods(&mut b);
     let w = World::new(&b, &ResolveOptions { service_cidrs: vec![v4(10, 96, 0, 0, 12)] });
-    let plan = Session::new().compile_node(&w, "node-00000").map_err(|e| anyhow::anyhow!("{e}"))?;
+    let plan = Planner::new().plan_node(&w, "node-00000").map_err(|e| anyhow::anyhow!("{e}"))?;
     let stress = runs.clamp(1, 3);
     measure(&mut t, "stress node-00000, plan only", &w, &plan, stress, Reference::PlanOnly)?;
     measure(&mut t, "stress node-00000, reference on every packet (default)", &w, &plan, stress, Reference::Every)?;

@@ -11,7 +11,7 @@
 
 use crate::report::{Table, median, ms};
 use egret_compiler::cilium;
-use egret_compiler::compile::{Session, StageTimes};
+use egret_compiler::planner::{Planner, StageTimes};
 use egret_compiler::resolve::{Options, World};
 use egret_compiler::synth::{self, sp, v4};
 use std::net::{IpAddr, Ipv4Addr};
@@ -38,10 +38,10 @@ pub fn run(runs: usize) -> anyhow::Result<Vec<Table>> {
         let t = Instant::now();
         let w = World::new(&b, &Options { service_cidrs: vec![v4(10, 96, 0, 0, 12)] });
         resolve.push(t.elapsed());
-        let mut s = Session::new();
+        let mut s = Planner::new();
         let t = Instant::now();
         s.warm(&w);
-        let plans = s.compile_all(&w).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let plans = s.plan_all(&w).map_err(|e| anyhow::anyhow!("{e}"))?;
         totals.push(t.elapsed());
         stages.push(s.times);
         last = Some((w, s, plans));
@@ -78,14 +78,14 @@ pub fn run(runs: usize) -> anyhow::Result<Vec<Table>> {
         let t = Instant::now();
         w.add_pod(&p).map_err(|e| anyhow::anyhow!("{e}"))?;
         let t1 = Instant::now();
-        let plan = session.compile_node(&w, target).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let plan = session.plan_node(&w, target).map_err(|e| anyhow::anyhow!("{e}"))?;
         let t2 = Instant::now();
         add.push(t1 - t);
         inc.push(t2 - t);
         anyhow::ensure!(plan.class_of(p.pod_ips[0]).is_some(), "the new pod is an endpoint of {target}");
     }
     let t = Instant::now();
-    let gw = session.compile_node(&w, "node-00003").map_err(|e| anyhow::anyhow!("{e}"))?;
+    let gw = session.plan_node(&w, "node-00003").map_err(|e| anyhow::anyhow!("{e}"))?;
     let gw_t = t.elapsed();
     let mut incremental =
         Table::new(format!("One pod added → recompile its node ({target}), median of 51"), &["step", "median (µs)"]);

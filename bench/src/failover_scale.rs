@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use egret_bpf::templates::probe::ProbeRx;
 use egret_bpf::templates::{GatewayLive, GatewaysDown};
-use egret_compiler::compile::Session;
+use egret_compiler::planner::Planner;
 use egret_compiler::resolve::{Options, World};
 use egret_compiler::synth::{self, v4};
 use egret_loader::{PinLayout, StateMap};
@@ -93,12 +93,12 @@ pub fn run(trials: usize) -> anyhow::Result<Report> {
     let world = World::new(&b, &Options { service_cidrs: vec![v4(10, 96, 0, 0, 12)] });
     let resolve = t.elapsed();
     // the worker whose choices name the most gateways
-    let mut session = Session::new();
+    let mut session = Planner::new();
     let mut best: Option<(String, BTreeSet<Ipv4Addr>, Duration)> = None;
     for i in 0..shape.nodes.min(200) {
         let node = format!("node-{i:05}");
         let t = Instant::now();
-        let Ok(plan) = session.compile_node(&world, &node) else { continue };
+        let Ok(plan) = session.plan_node(&world, &node) else { continue };
         let took = t.elapsed();
         let gws: BTreeSet<Ipv4Addr> = plan.gateways.iter().map(|g| g.ip).collect();
         if best.as_ref().is_none_or(|(_, b, _)| gws.len() > b.len()) {

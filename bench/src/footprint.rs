@@ -15,7 +15,7 @@
 //! per-entry overhead (LPM trie nodes, hash buckets) is left out on both sides.
 
 use egret_compiler::codegen;
-use egret_compiler::compile::Session;
+use egret_compiler::planner::Planner;
 use egret_compiler::resolve::{Options, World};
 use egret_compiler::{cilium, synth};
 use serde::Serialize;
@@ -51,7 +51,7 @@ pub fn measure(name: &'static str, shape: &synth::Shape) -> anyhow::Result<Row> 
     let t0 = Instant::now();
     let bundle = synth::bundle(shape);
     let world = World::new(&bundle, &Options::default());
-    let plans = Session::new().compile_all(&world).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let plans = Planner::new().plan_all(&world).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut entries = Vec::with_capacity(plans.len());
     let mut bytes = Vec::with_capacity(plans.len());
     for plan in plans.values() {

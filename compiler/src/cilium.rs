@@ -103,7 +103,7 @@ fn cilium_gateway(world: &World, p: PolicyId, e: EndpointId) -> Option<(Ipv4Addr
 
 /// The view for a node (E0401 for an unknown node).
 pub fn view(world: &World, node: &str) -> Result<View, Diagnostic> {
-    let me = world.node_by_name(node).ok_or_else(|| crate::compile::unknown_node(world, node))?.id;
+    let me = world.node_by_name(node).ok_or_else(|| crate::planner::unknown_node(world, node))?.id;
     let mut rows: BTreeMap<(Ipv4Addr, Cidr), Row> = BTreeMap::new();
     let mut omitted = 0;
     for pol in world.policies() {

@@ -21,12 +21,12 @@
 //! Also: per-node table sizes before and after (informational;
 //! [`BehaviourDiff::is_empty`] looks at behaviour only).
 
-use crate::compile::Session;
 use crate::ir::lower::ClassMemo;
 use crate::ir::passes::{minimize_table, prune_table};
 use crate::ir::prefix::{Range, prefix_order, segments};
 use crate::ir::{Action, DropReason, Effect, Entry};
 use crate::plan::NodeCounts;
+use crate::planner::Planner;
 use crate::resolve::{EgressIp, World};
 use egret_lang::net::{Cidr, Family, ip_to_u128, u128_to_ip};
 use serde_json::{Value, json};
@@ -259,7 +259,7 @@ pub fn compute(old: &World, new: &World) -> BehaviourDiff {
     // Table sizes.
     let mut size_note = None;
     let mut nodes = Vec::new();
-    match (Session::new().compile_all(old), Session::new().compile_all(new)) {
+    match (Planner::new().plan_all(old), Planner::new().plan_all(new)) {
         (Ok(a), Ok(b)) => {
             let names: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
             for n in names {

@@ -5,20 +5,29 @@
 //! `lint` (checks); [`resolve`] (AST bundle + snapshot → [`resolve::World`]);
 //! [`eval`] (the reference evaluator, SEMANTICS.md as code); [`ir`] (lowering,
 //! passes, text form, verifier); [`plan`] (per-node layout, verifier,
-//! [`plan::Verified`]); [`compile`] (the driver); [`cilium`], [`explain`],
-//! [`diff`] (views for people and CI).
+//! [`plan::Verified`]); [`planner`] (world + node → verified plan);
+//! [`codegen`] (verified plan → verified artifact); [`driver`] (the compile
+//! driver: input → world → plan → artifact, with one typed error);
+//! [`cilium`], [`explain`], [`diff`] (views for people and CI).
+//!
+//! "Compile" means one thing: policies and a cluster → a verified per-node
+//! artifact, which is what [`driver`] does; its stages are *resolve*,
+//! *plan* and *generate*.
 //!
 //! # CLI hooks
-//! - World: `resolve::World::new(&bundle, &resolve::Options { service_cidrs })`;
-//!   `world.diagnostics()` (snapshot problems), `world.validation_errors()`.
-//! - `egret compile --node N`: `compile::compile_node(&world, "N")` →
-//!   `Result<plan::Verified<plan::Plan>, compile::CompileError>`
-//!   (`err.diagnostics()` for input errors); `--emit plan`: `plan.to_text()`;
-//!   `--emit ir|ir-opt`: `compile::emit_ir(&world, "N", ir::Stage::Lowered |
-//!   ir::Stage::Minimized)` then `ir::text::emit(&module)`; `--emit cilium`:
-//!   `cilium::render(&world, "N", cilium::Format::Text | Json)`. All nodes:
-//!   `compile::Session::new().compile_all(&world)`; sizes: `plan.counts()`
-//!   and `cilium::entry_count(&world)` (Cilium's layout, cluster-wide).
+//! - World: `driver::resolve(&loaded, &resolve::Options { service_cidrs })`
+//!   (refuses loader and validation errors as `driver::CompileError::Input`);
+//!   `world.diagnostics()` (snapshot problems).
+//! - `egret compile --node N`: `driver::Driver::new(codegen_options)`;
+//!   `driver.plan(&world, "N")` → `Result<plan::Verified<plan::Plan>,
+//!   driver::CompileError>` (`err.diagnostics()` for input errors);
+//!   `driver.compile(&world, "N")` adds the artifact (`-o`); `--emit plan`:
+//!   `plan.to_text()`; `--emit ir|ir-opt`: `planner::emit_ir(&world, "N",
+//!   ir::Stage::Lowered | ir::Stage::Minimized)` then `ir::text::emit(&module)`;
+//!   `--emit cilium`: `cilium::render(&world, "N", cilium::Format::Text | Json)`.
+//!   All nodes: `planner::Planner::new().plan_all(&world)`; sizes:
+//!   `plan.counts()` and `cilium::entry_count(&world)` (Cilium's layout,
+//!   cluster-wide).
 //! - `egret explain --from F --to T`: `explain::explain(&world, F, T)` →
 //!   `Result<Explanation, Diagnostic>`; `explain::render(&e, explain::Format::Human | Json)`.
 //! - `egret diff OLD NEW`: `diff::compute(&old_world, &new_world)`;
@@ -27,11 +36,10 @@
 //! - Code generation: accepts `plan::Verified<plan::Plan>`; `plan.lookup(src, dst)`
 //!   is the reference for its equivalence checker, with the reference
 //!   evaluator (`eval::Reference`, the prepared form of `eval::decide`).
-//!   `egret compile -o` and the agent: `codegen::node::compile_node(&plan,
-//!   &codegen::Options::default(), Some(&world))` → the node's complete
-//!   artifact as a `codegen::equiv::VerifiedArtifact` (static verifier +
-//!   equivalence checker passed; `codegen::compile` is the classifier
-//!   alone); `codegen::write(dir, &verified, &plan)`;
+//!   `driver.generate(&world, &plan)` (`codegen::node::compile_node`) → the
+//!   node's complete artifact as a `codegen::equiv::VerifiedArtifact`
+//!   (static verifier + equivalence checker passed; `codegen::compile` is
+//!   the classifier alone); `codegen::write(dir, &verified, &plan)`;
 //!   `codegen::generate(..).asm()` for `--emit asm`; `egret verify`:
 //!   `codegen::equiv::check` / `codegen::plan_text::parse`; `egret inspect`:
 //!   `codegen::inspect::inspect`.
@@ -42,12 +50,13 @@
 
 pub mod cilium;
 pub mod codegen;
-pub mod compile;
 pub mod diff;
+pub mod driver;
 pub mod eval;
 pub mod explain;
 pub mod ir;
 pub mod lint;
 pub mod plan;
+pub mod planner;
 pub mod resolve;
 pub mod synth;

@@ -5,9 +5,10 @@
 mod common;
 
 use common::*;
-use egret_compiler::compile::{self, CompileError};
+use egret_compiler::driver::CompileError;
 use egret_compiler::eval::{self, PassReason, Source, Verdict};
 use egret_compiler::ir::{DropReason, Stage};
+use egret_compiler::planner;
 use egret_compiler::resolve::{Options, World};
 use egret_compiler::{cilium, diff, explain};
 use egret_lang::source::FileId;
@@ -29,14 +30,14 @@ fn codes(d: &[egret_lang::Diagnostic]) -> Vec<&'static str> {
 #[test]
 fn unknown_node_is_e0401_everywhere() {
     let w = world(&docs(&nodes()));
-    let err = compile::compile_node(&w, "w-9").unwrap_err();
+    let err = planner::plan_node(&w, "w-9").unwrap_err();
     assert_eq!(codes(err.diagnostics()), ["E0401"]);
     assert_eq!(err.diagnostics()[0].help.as_deref(), Some("did you mean `w-1`?"));
-    assert_eq!(codes(compile::emit_ir(&w, "nope", Stage::Lowered).unwrap_err().diagnostics()), ["E0401"]);
+    assert_eq!(codes(planner::emit_ir(&w, "nope", Stage::Lowered).unwrap_err().diagnostics()), ["E0401"]);
     assert_eq!(cilium::render(&w, "nope", cilium::Format::Text).unwrap_err().code.id, "E0401");
     let empty = World::new(&Default::default(), &Options::default());
-    assert_eq!(codes(compile::compile_node(&empty, "x").unwrap_err().diagnostics()), ["E0401"]);
-    assert!(compile::Session::new().compile_all(&empty).unwrap().is_empty());
+    assert_eq!(codes(planner::plan_node(&empty, "x").unwrap_err().diagnostics()), ["E0401"]);
+    assert!(planner::Planner::new().plan_all(&empty).unwrap().is_empty());
 }
 
 #[test]
@@ -54,7 +55,7 @@ fn pods_without_ip_or_on_unknown_nodes() {
     // Its decision is still computed (redirect to the gateway); the gateway accepts it,
     // and no plan hosts it.
     assert!(matches!(eval::decide(&w, Source::Ip(ip("10.9.0.1")), ip("8.8.8.8")).verdict, Verdict::Redirect { .. }));
-    let plans = compile::Session::new().compile_all(&w).unwrap();
+    let plans = planner::Planner::new().plan_all(&w).unwrap();
     assert!(plans["gw"].gateway_allows(plans["gw"].gateway_tables[0].slot, ip("10.9.0.1")));
     assert!(plans.values().all(|p| p.class_of(ip("10.9.0.1")).is_none()));
     check_equivalence(&w);
@@ -78,8 +79,8 @@ fn duplicate_names_keep_the_first_and_compile_refuses_duplicate_policies() {
     assert_eq!(w.policies().len(), 1);
     assert_eq!(w.policies()[0].destinations, vec![cidr("0.0.0.0/0")]);
     assert!(codes(w.validation_errors()).iter().all(|c| *c == "E0114"));
-    assert!(matches!(compile::compile_node(&w, "w-1"), Err(CompileError::Input { .. })));
-    assert!(compile::Session::new().compile_all(&w).is_err());
+    assert!(matches!(planner::plan_node(&w, "w-1"), Err(CompileError::Input { .. })));
+    assert!(planner::Planner::new().plan_all(&w).is_err());
     // Evaluation still works on what resolved.
     assert!(matches!(eval::decide(&w, Source::Ip(ip("10.1.1.1")), ip("8.8.8.8")).verdict, Verdict::Redirect { .. }));
     // diff notes that sizes cannot be compared.
@@ -130,7 +131,7 @@ fn policies_with_field_errors_are_refused_by_compile_but_evaluated_safely() {
     let mut c = codes(w.validation_errors());
     c.sort();
     assert_eq!(c, ["E0106", "E0109"]);
-    let err = compile::compile_node(&w, "w-1").unwrap_err();
+    let err = planner::plan_node(&w, "w-1").unwrap_err();
     assert_eq!(err.diagnostics().len(), 2);
     assert!(matches!(
         eval::decide(&w, Source::Ip(ip("10.1.1.1")), ip("8.8.8.8")).verdict,
@@ -188,7 +189,7 @@ fn nodes_without_ipv4_compile() {
     d.push(pod("prod", "a", "u1", "v6", "10.1.5.1", ""));
     d.push(policy("p", "[{podSelector: {}}]", &["0.0.0.0/0"], &[], GW));
     let w = world(&docs(&d));
-    let p = compile::compile_node(&w, "v6").unwrap();
+    let p = planner::plan_node(&w, "v6").unwrap();
     assert!(p.to_text().contains("no IPv4 InternalIP"));
     check_equivalence(&w);
 }

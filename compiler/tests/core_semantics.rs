@@ -452,7 +452,7 @@ fn local_egress_on_the_gateway_node_itself() {
     let w = world(&docs(&d));
     assert!(matches!(verdict(&w, "10.1.30.5", "8.8.8.8"), Verdict::LocalEgress { .. }));
     assert!(matches!(verdict(&w, "10.1.1.5", "8.8.8.8"), Verdict::Redirect { .. }));
-    let p = egret_compiler::compile::compile_node(&w, "gw-a").unwrap();
+    let p = egret_compiler::planner::plan_node(&w, "gw-a").unwrap();
     assert_eq!(p.gateway_tables[0].sources, vec![ip("10.1.1.5"), ip("10.1.30.5")]);
     check_equivalence(&w);
 }
@@ -560,7 +560,7 @@ fn egress_ip_is_late_bound_without_node_facts() {
         egress_of(&w, "203.0.113.129"),
         Some(EgressIp::LateBound { spec: EgressSpec::DefaultRoute, family: Family::V4 })
     );
-    let p = egret_compiler::compile::compile_node(&w, "gw-a").unwrap();
+    let p = egret_compiler::planner::plan_node(&w, "gw-a").unwrap();
     let text = p.to_text();
     assert!(text.contains("ipv4 late(default-route, ipv4)"), "{text}");
     assert!(text.contains("interface late(interface uplink)"), "{text}");
@@ -595,7 +595,7 @@ fn ipv6_is_decided_and_compiled_like_ipv4() {
         eval::decide(&w, Source::Ip(ip("fd00:6::1")), ip("fd00:6::9")).verdict,
         Verdict::Pass { reason: PassReason::ClusterInternal { .. } }
     ));
-    let p = egret_compiler::compile::compile_node(&w, "w-6").unwrap();
+    let p = egret_compiler::planner::plan_node(&w, "w-6").unwrap();
     assert_eq!(p.lookup(ip("fd00:6::1"), ip("2001:db8::1")), p.lookup(ip("10.1.6.1"), ip("203.0.113.1")));
     assert!(matches!(p.lookup(ip("fd00:6::1"), ip("2001:db8::1")).resolve(&Health::all_up()), Effect::Redirect { .. }));
     // The v4-only endpoint's class holds no IPv6 entries.
@@ -617,18 +617,18 @@ fn adding_and_removing_a_pod_equals_resolving_from_scratch() {
     d.push(policy("p", "[{podSelector: {matchLabels: {app: b}}}]", &["0.0.0.0/0"], &["10.0.0.0/8"], GW));
     let newpod = pod("prod", "b", "u2", "w-1", "10.1.1.2", "app: b");
     let mut w = world(&docs(&d));
-    let mut session = egret_compiler::compile::Session::new();
-    let before = session.compile_node(&w, "w-1").unwrap();
-    let before_gw = session.compile_node(&w, "gw-a").unwrap();
+    let mut session = egret_compiler::planner::Planner::new();
+    let before = session.plan_node(&w, "w-1").unwrap();
+    let before_gw = session.plan_node(&w, "gw-a").unwrap();
     let b = bundle(&newpod);
     let id = w.add_pod(&b.cluster.pods[0]).unwrap().unwrap();
-    let after = session.compile_node(&w, "w-1").unwrap();
+    let after = session.plan_node(&w, "w-1").unwrap();
     d.push(newpod.clone());
     let fresh = world(&docs(&d));
-    assert_eq!(after.to_text(), egret_compiler::compile::compile_node(&fresh, "w-1").unwrap().to_text());
+    assert_eq!(after.to_text(), egret_compiler::planner::plan_node(&fresh, "w-1").unwrap().to_text());
     assert_eq!(
-        session.compile_node(&w, "gw-a").unwrap().to_text(),
-        egret_compiler::compile::compile_node(&fresh, "gw-a").unwrap().to_text()
+        session.plan_node(&w, "gw-a").unwrap().to_text(),
+        egret_compiler::planner::plan_node(&fresh, "gw-a").unwrap().to_text()
     );
     assert_ne!(before.to_text(), after.to_text());
     check_equivalence(&w);
@@ -639,7 +639,7 @@ fn adding_and_removing_a_pod_equals_resolving_from_scratch() {
     // Remove it again.
     w.remove_pod("prod/b").unwrap();
     session.forget_endpoint(id);
-    assert_eq!(session.compile_node(&w, "w-1").unwrap().to_text(), before.to_text());
-    assert_eq!(session.compile_node(&w, "gw-a").unwrap().to_text(), before_gw.to_text());
+    assert_eq!(session.plan_node(&w, "w-1").unwrap().to_text(), before.to_text());
+    assert_eq!(session.plan_node(&w, "gw-a").unwrap().to_text(), before_gw.to_text());
     assert!(w.remove_pod("prod/b").is_err());
 }

@@ -8,7 +8,7 @@
 mod common;
 
 use egret_compiler::resolve::{Options, World};
-use egret_compiler::{cilium, compile, diff, explain, ir};
+use egret_compiler::{cilium, diff, explain, ir, planner};
 use egret_lang::ast::Bundle;
 use egret_lang::source::SourceMap;
 
@@ -43,9 +43,9 @@ macro_rules! snap {
 fn ir_text() {
     let w = article();
     for node in ["worker-1", "gateway-1"] {
-        let m = compile::emit_ir(&w, node, ir::Stage::Lowered).unwrap();
+        let m = planner::emit_ir(&w, node, ir::Stage::Lowered).unwrap();
         snap!(format!("ir-{node}"), ir::text::emit(&m));
-        let m = compile::emit_ir(&w, node, ir::Stage::Minimized).unwrap();
+        let m = planner::emit_ir(&w, node, ir::Stage::Minimized).unwrap();
         snap!(format!("ir-opt-{node}"), ir::text::emit(&m));
     }
 }
@@ -53,7 +53,7 @@ fn ir_text() {
 #[test]
 fn plan_text() {
     let w = article();
-    let plans = compile::Session::new().compile_all(&w).unwrap();
+    let plans = planner::Planner::new().plan_all(&w).unwrap();
     for (node, p) in &plans {
         snap!(format!("plan-{node}"), p.to_text());
     }

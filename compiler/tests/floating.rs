@@ -74,7 +74,7 @@ fn cluster(extra: &[String]) -> String {
 fn plans_of(
     w: &World,
 ) -> std::collections::BTreeMap<String, egret_compiler::plan::Verified<egret_compiler::plan::Plan>> {
-    egret_compiler::compile::Session::new().compile_all(w).expect("compiles")
+    egret_compiler::planner::Planner::new().plan_all(w).expect("compiles")
 }
 
 fn floating_slots(w: &World) -> Vec<&egret_compiler::resolve::EgressSlot> {

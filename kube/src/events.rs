@@ -30,7 +30,7 @@
 //!   bounded queue ([`QUEUE`]; the oldest is dropped when full), one retry
 //!   after a failure, counted in [`EventStats`].
 
-use crate::view::{ClusterView, Compilation, PolicyOutcome, PolicyReport};
+use crate::view::{ClusterView, PolicyOutcome, PolicyReport, ViewPlan};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
@@ -293,7 +293,7 @@ pub fn reporter<'a>(view: &'a ClusterView, policy: &str) -> Option<&'a str> {
 
 /// The Events `node`'s agent publishes from its compilation `c` of `view`:
 /// those of policies it reports (see the module doc), in name order.
-pub fn events_for(view: &ClusterView, c: &Compilation, node: &str) -> Vec<PolicyEvent> {
+pub fn events_for(view: &ClusterView, c: &ViewPlan, node: &str) -> Vec<PolicyEvent> {
     Reporters::default().events_for(view, c, node)
 }
 
@@ -310,7 +310,7 @@ pub struct Reporters {
 
 impl Reporters {
     /// The Events `node` publishes from `c` of `view` (see [`events_for`]).
-    pub fn events_for(&mut self, view: &ClusterView, c: &Compilation, node: &str) -> Vec<PolicyEvent> {
+    pub fn events_for(&mut self, view: &ClusterView, c: &ViewPlan, node: &str) -> Vec<PolicyEvent> {
         let candidates = candidates(view);
         if self.node != node || self.candidates.iter().map(String::as_str).ne(candidates.iter().copied()) {
             self.node = node.to_string();
@@ -344,7 +344,7 @@ impl Reporters {
     /// live reporter, not one per node. Per gateway IPv4: its node and the
     /// policies this node watches it for. The node probes them and publishes
     /// an Event when one goes down or comes back ([`gateway_event`]).
-    pub fn watched_gateways(&self, c: &Compilation) -> BTreeMap<std::net::Ipv4Addr, (String, Vec<String>)> {
+    pub fn watched_gateways(&self, c: &ViewPlan) -> BTreeMap<std::net::Ipv4Addr, (String, Vec<String>)> {
         let mut out: BTreeMap<std::net::Ipv4Addr, (String, Vec<String>)> = BTreeMap::new();
         for r in c.policies.values() {
             let PolicyOutcome::Compiled { gateways, .. } = &r.outcome else { continue };
@@ -685,7 +685,7 @@ mod tests {
         let mut v = view(&[("a", "True"), ("b", "True"), ("c", "True"), ("d", "True")]);
         let mut reporters = Reporters::default();
         let mut check = |v: &ClusterView, what: &str| {
-            let c = v.compile("a", &egret_compiler::resolve::Options::default(), &[]);
+            let c = v.plan("a", &egret_compiler::resolve::Options::default(), None);
             for node in ["a", "b", "c", "d", "a"] {
                 assert_eq!(reporters.events_for(v, &c, node), events_for(v, &c, node), "{what}, node {node}");
             }

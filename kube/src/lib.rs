@@ -27,8 +27,8 @@
 //! let nudge = watch.nudge(); // call `nudge.nudge()` when netlink facts change
 //! watch
 //!     .run(std::future::pending(), move |view, _batch| {
-//!         let facts = String::new(); // the node's NodeNetwork YAML, from netlink
-//!         let c = view.compile(&node, &Default::default(), &[("node-facts", &facts)]);
+//!         let facts: Option<egret_lang::ast::NodeNetwork> = None; // the node's own, from netlink
+//!         let c = view.plan(&node, &Default::default(), facts.as_ref());
 //!         match &c.plan {
 //!             Ok(_plan) => { /* codegen, then the loader (digest-equal loads nothing) */ }
 //!             Err(_e) => { /* keep the running generation; report */ }

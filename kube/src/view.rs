@@ -9,7 +9,7 @@
 //! whole `spec` as JSON). Nothing here depends on kube: the watchers
 //! ([`crate::watch`]) convert API objects into these facts.
 //!
-//! **Conversion** ([`ClusterView::compile`]): each policy is rendered as
+//! **Conversion** ([`ClusterView::plan`]): each policy is rendered as
 //! JSON (which is YAML) and read by egret's own loader
 //! ([`egret_lang::load::parse_text`]), so its validation and diagnostics are
 //! exactly those of `egret lint` and the agent's snapshot mode. Each policy is
@@ -27,10 +27,10 @@
 //! reaches the conversion and becomes its diagnostic rather than being lost
 //! in a typed decoding.
 
-use egret_compiler::compile::CompileError;
+use egret_compiler::driver::{self, CompileError, Driver};
 use egret_compiler::plan::{Plan, Verified};
 use egret_compiler::resolve::{EgressIp, Options, World};
-use egret_lang::ast::{Bundle, Cluster, Namespace, Node, Pod};
+use egret_lang::ast::{Bundle, Cluster, Namespace, Node, NodeNetwork, Pod};
 use egret_lang::codes;
 use egret_lang::diag::{Diagnostic, render};
 use egret_lang::net::Cidr;
@@ -348,7 +348,7 @@ pub struct PolicyReport {
     pub uid: String,
     /// Compiled or rejected.
     pub outcome: PolicyOutcome,
-    /// Its own diagnostics (errors and warnings), spans in [`Compilation::sources`].
+    /// Its own diagnostics (errors and warnings), spans in [`ViewPlan::sources`].
     pub diagnostics: Vec<Diagnostic>,
 }
 
@@ -398,27 +398,27 @@ impl PolicyReport {
     }
 }
 
-/// The result of compiling one node from a view.
+/// The result of planning one node from a view.
 #[derive(Debug)]
-pub struct Compilation {
+pub struct ViewPlan {
     /// Every text the loader read and the index sources of cluster objects
     /// (for rendering diagnostics).
     pub sources: SourceMap,
     /// The resolved world (accepted policies and the cluster), shared with
-    /// the [`Compiler`] that updates it next time if it is free by then.
+    /// the [`ViewPlanner`] that updates it next time if it is free by then.
     pub world: Arc<World>,
     /// The node's plan, or why it does not compile (an unknown node, an
     /// internal error).
     pub plan: Result<Verified<Plan>, CompileError>,
     /// Per policy, by name.
     pub policies: BTreeMap<String, PolicyReport>,
-    /// Problems with cluster objects and extra sources (ignored fields,
+    /// Problems with cluster objects and node facts (ignored fields,
     /// dangling references), as the loader and resolver report them at the
     /// last full resolution (an incremental update adds none).
     pub cluster_diagnostics: Vec<Diagnostic>,
 }
 
-impl Compilation {
+impl ViewPlan {
     /// Renders diagnostics as `egret lint` prints them.
     pub fn render(&self, diagnostics: &[Diagnostic]) -> String {
         render::human(diagnostics, &self.sources)
@@ -436,13 +436,13 @@ impl ClusterView {
         Self::default()
     }
 
-    /// Reads the view (and `extra` sources: `(name, text)`, e.g. the node's
-    /// own `NodeNetwork` from netlink) with egret's loader and compiles
-    /// `node`, resolving the whole cluster. Never panics on malformed
-    /// objects: see the module doc. An agent compiling successive views uses
-    /// a [`Compiler`].
-    pub fn compile(&self, node: &str, options: &Options, extra: &[(&str, &str)]) -> Compilation {
-        Compiler::new().compile(self, node, options, extra)
+    /// Reads the view (and the node's own facts, its `NodeNetwork` read on
+    /// the node, which joins the cluster as AST: [`driver::add_node_facts`])
+    /// with egret's loader and plans `node`, resolving the whole cluster.
+    /// Never panics on malformed objects: see the module doc. An agent
+    /// planning successive views uses a [`ViewPlanner`].
+    pub fn plan(&self, node: &str, options: &Options, node_facts: Option<&NodeNetwork>) -> ViewPlan {
+        ViewPlanner::new().plan(self, node, options, node_facts)
     }
 
     /// Where the tables a pod update cannot follow are: namespaces, nodes,
@@ -519,35 +519,35 @@ const MAX_BATCH: usize = 1_000;
 /// pods: beyond it the next compile re-resolves.
 const MAX_UPDATES_SHARE: usize = 8;
 
-/// Compiles one node from successive views of a cluster, re-resolving it
+/// Plans one node from successive views of a cluster, re-resolving it
 /// ([`World::new`]) only when it must.
 ///
 /// When only pods changed since the last compile — the common case, a pod
 /// created, relabelled, deleted — the changed pods are removed from and
 /// added to the last world ([`World::add_pod`], [`World::remove_pod`]), and
 /// the node is planned from it. Everything else re-resolves: a namespace,
-/// node or policy table that changed (by its journal position), an `extra`
-/// source or option that changed; more than
+/// node or policy table that changed (by its journal position), node facts
+/// or options that changed; more than
 /// [`MAX_BATCH`] pods in one update or more than one in
 /// [`MAX_UPDATES_SHARE`] since the last resolution; a world whose
 /// construction gave a contested IP to one of two pods, or an update that
 /// would contest one ([`World::has_contested_ips`]); a world still held by
-/// the previous [`Compilation`]. An update compiles to the plan a full
+/// the previous [`ViewPlan`]. An update compiles to the plan a full
 /// resolution would (a test holds them equal over random changes); only
-/// [`Compilation::cluster_diagnostics`] stay those of the last resolution.
+/// [`ViewPlan::cluster_diagnostics`] stay those of the last resolution.
 ///
 /// The pods that changed come from the pod table's journal
 /// ([`Table::changed_since`]); a view whose journal cannot say (another
 /// table, a relist, more than [`JOURNAL`] changes) re-resolves.
 #[derive(Debug, Default)]
-pub struct Compiler {
+pub struct ViewPlanner {
     resolved: Option<Resolved>,
-    stats: CompilerStats,
+    stats: ViewPlannerStats,
 }
 
-/// What a [`Compiler`] did so far.
+/// What a [`ViewPlanner`] did so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CompilerStats {
+pub struct ViewPlannerStats {
     /// Full resolutions ([`World::new`]).
     pub resolutions: u64,
     /// Compiles that updated the last world instead.
@@ -560,7 +560,7 @@ pub struct CompilerStats {
 #[derive(Debug)]
 struct Resolved {
     options: Options,
-    extra: Vec<(String, String)>,
+    node_facts: Option<NodeNetwork>,
     /// Where the namespaces, nodes and policies were: any change since
     /// re-resolves.
     fixed: [Position; 3],
@@ -575,41 +575,42 @@ struct Resolved {
     updated: usize,
 }
 
-impl Compiler {
+impl ViewPlanner {
     /// A compiler that has resolved nothing yet.
     pub fn new() -> Self {
         Self::default()
     }
 
     /// What it did so far.
-    pub fn stats(&self) -> CompilerStats {
+    pub fn stats(&self) -> ViewPlannerStats {
         self.stats
     }
 
-    /// Compiles `node` from `view` (see [`ClusterView::compile`]), updating
+    /// Plans `node` from `view` (see [`ClusterView::plan`]), updating
     /// the last world when only pods changed (see the type's doc).
-    pub fn compile(
+    pub fn plan(
         &mut self,
         view: &ClusterView,
         node: &str,
         options: &Options,
-        extra: &[(&str, &str)],
-    ) -> Compilation {
-        if self.update(view, options, extra) {
+        node_facts: Option<&NodeNetwork>,
+    ) -> ViewPlan {
+        if self.update(view, options, node_facts) {
             self.stats.updates += 1;
         } else {
             // the old world goes first, so two never live at once
             self.resolved = None;
-            self.resolved = Some(resolve(view, options, extra));
+            self.resolved = Some(resolve(view, options, node_facts));
             self.stats.resolutions += 1;
         }
         let r = self.resolved.as_ref().expect("resolved above");
         let mut policies = r.reports.clone();
         report_outcomes(&r.world, &mut policies);
-        Compilation {
+        ViewPlan {
             sources: r.sources.clone(),
             world: Arc::clone(&r.world),
-            plan: egret_compiler::compile::compile_node(&r.world, node),
+            // a fresh planner: the world may have been updated in place
+            plan: Driver::default().plan(&r.world, node),
             policies,
             cluster_diagnostics: r.cluster_diagnostics.clone(),
         }
@@ -618,11 +619,13 @@ impl Compiler {
     /// Brings the last world up to `view` by pod updates, if it can (see the
     /// type's doc). `false`: the caller must re-resolve (the world may be
     /// half-updated).
-    fn update(&mut self, view: &ClusterView, options: &Options, extra: &[(&str, &str)]) -> bool {
+    fn update(&mut self, view: &ClusterView, options: &Options, node_facts: Option<&NodeNetwork>) -> bool {
         let Some(r) = self.resolved.as_mut() else { return false };
-        let same_extra =
-            r.extra.len() == extra.len() && r.extra.iter().zip(extra).all(|(a, b)| a.0 == b.0 && a.1 == b.1);
-        if r.options != *options || !same_extra || r.fixed != view.fixed_positions() || r.world.has_contested_ips() {
+        if r.options != *options
+            || r.node_facts.as_ref() != node_facts
+            || r.fixed != view.fixed_positions()
+            || r.world.has_contested_ips()
+        {
             return false;
         }
         let Some(changed) = view.pods.changed_since(r.pods) else { return false };
@@ -656,9 +659,8 @@ impl Compiler {
 }
 
 /// Resolves the whole view: every policy through egret's loader, the cluster
-/// objects converted directly, `extra` through the loader, then
-/// [`World::new`].
-fn resolve(view: &ClusterView, options: &Options, extra: &[(&str, &str)]) -> Resolved {
+/// objects converted directly, the node's facts as AST, then [`World::new`].
+fn resolve(view: &ClusterView, options: &Options, node_facts: Option<&NodeNetwork>) -> Resolved {
     let mut sources = SourceMap::new();
     let mut bundle = Bundle::default();
     let mut cluster_diagnostics = Vec::new();
@@ -682,10 +684,8 @@ fn resolve(view: &ClusterView, options: &Options, extra: &[(&str, &str)]) -> Res
 
     bundle.cluster = view.cluster(&mut sources, &mut cluster_diagnostics);
     bundle.objects += bundle.cluster.pods.len() + bundle.cluster.nodes.len() + bundle.cluster.namespaces.len();
-    for (name, text) in extra {
-        let loaded = egret_lang::load::parse_text(&mut sources, name, (*text).to_string());
-        cluster_diagnostics.extend(loaded.diagnostics);
-        bundle.extend(loaded.bundle);
+    if let Some(facts) = node_facts {
+        driver::add_node_facts(&mut sources, &mut bundle, facts.clone());
     }
 
     let world = World::new(&bundle, options);
@@ -693,7 +693,7 @@ fn resolve(view: &ClusterView, options: &Options, extra: &[(&str, &str)]) -> Res
     cluster_diagnostics.extend(world.diagnostics().iter().cloned());
     Resolved {
         options: options.clone(),
-        extra: extra.iter().map(|(n, t)| ((*n).to_string(), (*t).to_string())).collect(),
+        node_facts: node_facts.cloned(),
         fixed: view.fixed_positions(),
         pods: view.pods.position(),
         sources,
@@ -915,7 +915,7 @@ mod tests {
     #[test]
     fn the_view_compiles_through_egrets_loader() {
         let v = example();
-        let c = v.compile("worker-1", &Options::default(), &[]);
+        let c = v.plan("worker-1", &Options::default(), None);
         let plan = c.plan.as_ref().expect("worker-1 compiles");
         let ips: Vec<String> = plan.endpoints.iter().map(|e| e.ip.to_string()).collect();
         // web's class redirects to the gateway; db is selected by nothing, so
@@ -951,7 +951,7 @@ mod tests {
                    "egressGateway": {"nodeSelector": {}}}),
         ));
         v.policies.apply(policy("typo", json!({"selector": [], "destinationCIDRs": ["0.0.0.0/0"]})));
-        let c = v.compile("worker-1", &Options::default(), &[]);
+        let c = v.plan("worker-1", &Options::default(), None);
         assert!(c.plan.is_ok(), "{:?}", c.plan.err());
         assert!(c.policies["web-out"].compiled());
         let broken = &c.policies["broken"];
@@ -973,7 +973,7 @@ mod tests {
         let mut p = pod("prod", "odd", "worker-1", "10.244.1.99", &[("app", "web")]);
         p.ips = vec!["10.244.1.300".into()];
         v.pods.apply(p);
-        let c = v.compile("worker-1", &Options::default(), &[]);
+        let c = v.plan("worker-1", &Options::default(), None);
         assert!(c.plan.is_ok());
         let codes: Vec<&str> = c.cluster_diagnostics.iter().map(|d| d.code.id).collect();
         assert!(codes.iter().filter(|c| **c == egret_lang::codes::INVALID_OBJECT.id).count() >= 3, "{codes:?}");
@@ -1137,7 +1137,7 @@ mod tests {
         let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
         let mut v = random_cluster(&mut rng);
         let nodes = ["worker-1", "gateway-1"];
-        let mut compilers: Vec<Compiler> = nodes.iter().map(|_| Compiler::new()).collect();
+        let mut compilers: Vec<ViewPlanner> = nodes.iter().map(|_| ViewPlanner::new()).collect();
         let options = Options::default();
         for step in 0..300 {
             // change 1 to 3 pods: replace, relabel or delete
@@ -1172,13 +1172,12 @@ mod tests {
                 v.nodes.apply(node("gateway-2", "192.0.2.14", "10.244.4.0/24", &[("egress", "true")], ready));
             }
             for (node, compiler) in nodes.iter().zip(&mut compilers) {
-                let updated = compiler.compile(&v, node, &options, &[]);
-                let fresh = v.compile(node, &options, &[]);
-                let plan = |c: &Compilation| c.plan.as_ref().map_err(ToString::to_string).cloned();
+                let updated = compiler.plan(&v, node, &options, None);
+                let fresh = v.plan(node, &options, None);
+                let plan = |c: &ViewPlan| c.plan.as_ref().map_err(ToString::to_string).cloned();
                 assert_eq!(plan(&updated), plan(&fresh), "step {step}, node {node}");
-                let outcomes = |c: &Compilation| -> Vec<PolicyOutcome> {
-                    c.policies.values().map(|r| r.outcome.clone()).collect()
-                };
+                let outcomes =
+                    |c: &ViewPlan| -> Vec<PolicyOutcome> { c.policies.values().map(|r| r.outcome.clone()).collect() };
                 assert_eq!(outcomes(&updated), outcomes(&fresh), "step {step}, node {node}");
                 for p in v.pods.iter() {
                     let key = p.key();
@@ -1251,17 +1250,26 @@ mod tests {
     }
 
     #[test]
-    fn extra_sources_supply_the_nodes_own_facts() {
+    fn node_facts_supply_the_nodes_own_interfaces() {
         let v = example();
-        let egress = |c: &Compilation| match &c.policies["web-out"].outcome {
+        let egress = |c: &ViewPlan| match &c.policies["web-out"].outcome {
             PolicyOutcome::Compiled { gateways, .. } => gateways[0].interface.clone(),
             PolicyOutcome::Rejected => None,
         };
-        let without = v.compile("gateway-1", &Options::default(), &[]);
+        let without = v.plan("gateway-1", &Options::default(), None);
         assert!(egress(&without).is_some_and(|e| e.starts_with("late(")), "{:?}", egress(&without));
-        let facts = "apiVersion: egret.dev/v1alpha1\nkind: NodeNetwork\nmetadata: {name: gateway-1}\n\
-                     spec: {interfaces: [{name: eth1, index: 3, addresses: [198.51.100.1/32]}]}\n";
-        let with = v.compile("gateway-1", &Options::default(), &[("node-facts", facts)]);
+        let facts = NodeNetwork {
+            span: Span::default(),
+            node: Spanned::new("gateway-1".into(), Span::default()),
+            interfaces: vec![egret_lang::ast::Interface {
+                name: "eth1".into(),
+                index: Some(3),
+                addresses: vec!["198.51.100.1/32".parse().expect("cidr")],
+                alt_names: Vec::new(),
+            }],
+            default_route_interface: None,
+        };
+        let with = v.plan("gateway-1", &Options::default(), Some(&facts));
         assert_eq!(egress(&with).as_deref(), Some("eth1#3"));
         let plan = with.plan.as_ref().expect("compiles");
         assert_eq!(plan.slots.len(), 1);
@@ -1270,7 +1278,7 @@ mod tests {
 
     #[test]
     fn an_unknown_node_is_a_compile_error_not_a_panic() {
-        let c = example().compile("nope", &Options::default(), &[]);
+        let c = example().plan("nope", &Options::default(), None);
         let e = c.plan.expect_err("no such node");
         assert_eq!(e.diagnostics()[0].code.id, egret_lang::codes::UNKNOWN_NODE.id);
     }

@@ -48,7 +48,7 @@ impl Seen {
 }
 
 fn observe(view: &egret_kube::view::ClusterView) -> Seen {
-    let c = view.compile(NODE, &Options::default(), &[]);
+    let c = view.plan(NODE, &Options::default(), None);
     let plan = c.plan.as_ref().expect("worker-1 compiles");
     let dst: IpAddr = EXTERNAL.parse().expect("ip");
     let node = c.world.node_by_name(NODE).expect("node").id;
@@ -618,7 +618,7 @@ async fn reporters(server: &ApiServer, nodes: &[&str]) -> Reporters {
                 let _ = stopped.await;
             },
             move |view, _batch| {
-                let c = view.compile(&node, &Options::default(), &[]);
+                let c = view.plan(&node, &Options::default(), None);
                 publisher.queue(log.fresh(events_for(view, &c, &node)));
             },
         )));

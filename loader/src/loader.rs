@@ -10,7 +10,10 @@
 //!   packet); then links N has no program for are released and N−1 is
 //!   deleted. A failure before the first replacement deletes N and leaves
 //!   N−1 serving untouched; a failure during replacements moves the replaced
-//!   links back to N−1, then deletes N ([`LoaderError::SwapFailed`]).
+//!   links back to N−1, then deletes N ([`LoaderError::SwapFailed`]). From
+//!   the build to the last replacement N is held by a guard that does this
+//!   rollback when dropped without an explicit commit, so no error path
+//!   (an early return included) can leave a dataplane half-applied.
 //! - **Unchanged**: an artifact whose digest equals the running generation's
 //!   is not loaded at all.
 //! - **Adoption** ([`Loader::open`]): a (re)started loader adopts the pinned
@@ -456,7 +459,7 @@ impl Loader {
         let targets = self.targets(checked.programs())?;
         let n = self.next;
         self.next = n.next();
-        let (mut new, state) = generation::build(
+        let (new, state) = generation::build(
             &mut self.ebpf_loader,
             &self.layout,
             n,
@@ -465,38 +468,27 @@ impl Loader {
             &values,
             &artifact.manifest.node,
         )?;
-        if let Err(e) = self.write_local_eps(n, self.pod_ips.iter().map(|(ip, i)| (*ip, Some(*i)))) {
-            drop(new);
-            let _ = generation::delete(&self.layout, n);
-            return Err(e);
-        }
+        // from here until `commit`, any return rolls N back (see `Staged`)
+        let mut staged =
+            Staged { loader: self, generation: n, new: Some(new), created: Vec::new(), replaced: Vec::new() };
+        let pods = staged.loader.pod_ips.iter().map(|(ip, i)| (*ip, Some(*i)));
+        staged.loader.write_local_eps(n, pods)?;
         let built = start.elapsed();
 
-        let existing = scan::link_pins(&self.layout)?;
+        let existing = scan::link_pins(&staged.loader.layout)?;
         // 1. links for interfaces that have none, with N's program
-        let mut created: Vec<PathBuf> = Vec::new();
         for (attach, ifindex, name) in &targets {
             if existing.iter().any(|l| l.attach == *attach && l.ifindex == *ifindex) {
                 continue;
             }
-            let Some(p) = new.programs.get_mut(attach) else { continue };
-            match links::create(&self.layout, p, *attach, *ifindex, name) {
-                Ok(path) => created.push(path),
-                Err(e) => {
-                    for path in &created {
-                        let _ = links::release(path);
-                    }
-                    drop(new);
-                    let _ = generation::delete(&self.layout, n);
-                    return Err(e);
-                }
-            }
+            let Some(p) = staged.new.as_mut().and_then(|g| g.programs.get_mut(attach)) else { continue };
+            let path = links::create(&staged.loader.layout, p, *attach, *ifindex, name)?;
+            staged.created.push(path);
         }
         // 2. replace the program of every existing link N has a program for
-        let mut replaced: Vec<(PathBuf, AttachPoint)> = Vec::new();
         let mut to_release: Vec<PathBuf> = Vec::new();
         for l in &existing {
-            let Some(p) = new.programs.get_mut(&l.attach) else {
+            let Some(p) = staged.new.as_mut().and_then(|g| g.programs.get_mut(&l.attach)) else {
                 to_release.push(l.path.clone());
                 continue;
             };
@@ -508,18 +500,14 @@ impl Loader {
                 continue;
             }
             match links::replace(&l.path, p) {
-                Ok(()) => replaced.push((l.path.clone(), l.attach)),
+                Ok(()) => staged.replaced.push((l.path.clone(), l.attach)),
                 Err(ReplaceError::Defunct) => to_release.push(l.path.clone()),
                 Err(ReplaceError::Failed(e)) => {
-                    let restored = self.undo_swap(&replaced);
-                    for path in &created {
-                        let _ = links::release(path);
-                    }
-                    drop(new);
-                    let _ = generation::delete(&self.layout, n);
+                    let from = staged.loader.running.as_ref().map(LoadedGeneration::generation);
+                    let restored = staged.roll_back();
                     return Err(LoaderError::SwapFailed {
                         to: n,
-                        from: self.running.as_ref().map(LoadedGeneration::generation),
+                        from,
                         path: l.path.clone(),
                         reason: e.to_string(),
                         restored,
@@ -527,6 +515,7 @@ impl Loader {
                 }
             }
         }
+        let (new, created, replaced) = staged.commit();
         let swapped = start.elapsed();
         // 3. release what N does not serve, delete N-1; traffic already runs N,
         //    so a failure here is reported, not fatal (the next open finishes it)
@@ -833,6 +822,52 @@ impl Loader {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(LoaderError::bpffs(links_dir, "removing", e)),
         }
+    }
+}
+
+/// Generation N while [`Loader::apply`] moves links to it. Dropped without
+/// [`Staged::commit`] (an error, an early return, a panic), it rolls back:
+/// the links moved to N go back to the running generation's programs, the
+/// links created for N are released, and N is deleted, so the running
+/// generation serves as before and nothing is half-applied.
+struct Staged<'l> {
+    loader: &'l mut Loader,
+    generation: Generation,
+    /// N; `None` once committed or rolled back.
+    new: Option<LoadedGeneration>,
+    /// Links created for N (interfaces that had none).
+    created: Vec<PathBuf>,
+    /// Links moved to N's programs, with their attach points.
+    replaced: Vec<(PathBuf, AttachPoint)>,
+}
+
+impl Staged<'_> {
+    /// Rolls back now; returns how many moved links went back.
+    fn roll_back(mut self) -> usize {
+        self.undo()
+    }
+
+    fn undo(&mut self) -> usize {
+        let Some(new) = self.new.take() else { return 0 };
+        let restored = self.loader.undo_swap(&self.replaced);
+        for path in &self.created {
+            let _ = links::release(path);
+        }
+        drop(new);
+        let _ = generation::delete(&self.loader.layout, self.generation);
+        restored
+    }
+
+    /// Keeps N: returns it with the links created for it and those moved to it.
+    fn commit(mut self) -> (LoadedGeneration, Vec<PathBuf>, Vec<(PathBuf, AttachPoint)>) {
+        let new = self.new.take().expect("staged until committed");
+        (new, std::mem::take(&mut self.created), std::mem::take(&mut self.replaced))
+    }
+}
+
+impl Drop for Staged<'_> {
+    fn drop(&mut self) {
+        self.undo();
     }
 }
 

@@ -39,8 +39,8 @@
 //!   the broad policies select on), so the debounce runs at its upper
 //!   bound (quiet 100 ms, at most 1 s);
 //! - in this process, the same reconcile without the agent, stage by
-//!   stage: `ClusterView::compile` (render + parse + resolve + plan),
-//!   `World::new` alone, `compile::compile_node` alone, and
+//!   stage: `ClusterView::plan` (render + parse + resolve + plan),
+//!   `World::new` alone, `planner::plan_node` alone, and
 //!   `kube_agent::compile_view` (the agent's whole compile, with code
 //!   generation and its checks).
 //!
@@ -395,7 +395,7 @@ struct Breakdown {
     /// How many of those compiles reused the artifact.
     reused: u64,
     runs: usize,
-    /// Peak heap above the start during one `ClusterView::compile` and one
+    /// Peak heap above the start during one `ClusterView::plan` and one
     /// `compile_view` (the last run), MiB.
     view_compile_peak_mib: f64,
     compile_view_peak_mib: f64,
@@ -407,19 +407,18 @@ struct Breakdown {
 /// times: medians.
 fn breakdown(view: &ClusterView, node: &str, runs: usize) -> Breakdown {
     let facts = egret_runtime::facts::discover().expect("the node's interfaces");
-    let network = egret_runtime::facts::node_network_yaml(node, &facts);
-    let extra = [(egret_runtime::kube_agent::NODE_FACTS, network.as_str())];
+    let network = egret_runtime::facts::node_network(node, &facts);
     let options = egret_compiler::resolve::Options::default();
     let (mut a, mut b, mut c, mut d) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut view_compile_peak_mib, mut compile_view_peak_mib) = (0.0, 0.0);
     for _ in 0..runs {
         let t = Instant::now();
-        let (compilation, peak) = heap_peak(|| view.compile(node, &options, &extra));
+        let (compilation, peak) = heap_peak(|| view.plan(node, &options, Some(&network)));
         a.push(ms(t.elapsed()));
         view_compile_peak_mib = peak;
         assert!(compilation.plan.is_ok(), "{node} compiles in-process");
         let t = Instant::now();
-        let plan = egret_compiler::compile::compile_node(&compilation.world, node).expect("plan");
+        let plan = egret_compiler::planner::plan_node(&compilation.world, node).expect("plan");
         b.push(ms(t.elapsed()));
         drop(plan);
         drop(compilation);
@@ -486,8 +485,8 @@ fn breakdown(view: &ClusterView, node: &str, runs: usize) -> Breakdown {
 }
 
 /// The bundle egret's loader reads from `view` (every object rendered as a
-/// Kubernetes list, as `ClusterView::compile` does) plus the node's network.
-fn bundle_of(view: &ClusterView, network: &str) -> egret_lang::ast::Bundle {
+/// Kubernetes list, as `ClusterView::plan` does) plus the node's network.
+fn bundle_of(view: &ClusterView, network: &egret_lang::ast::NodeNetwork) -> egret_lang::ast::Bundle {
     let mut sources = egret_lang::source::SourceMap::new();
     let mut bundle = egret_lang::ast::Bundle::default();
     let list = |items: Vec<Value>| json!({"apiVersion": "v1", "kind": "List", "items": items}).to_string();
@@ -529,12 +528,12 @@ fn bundle_of(view: &ClusterView, network: &str) -> egret_lang::ast::Bundle {
         ("cluster/namespaces", list(namespaces)),
         ("cluster/nodes", list(nodes)),
         ("cluster/pods", list(pods)),
-        (egret_runtime::kube_agent::NODE_FACTS, network.to_string()),
     ] {
         let loaded = egret_lang::load::parse_text(&mut sources, name, text);
         assert!(loaded.diagnostics.iter().all(|d| !d.is_error()), "{name}: {:?}", loaded.diagnostics.first());
         bundle.extend(loaded.bundle);
     }
+    egret_compiler::driver::add_node_facts(&mut sources, &mut bundle, network.clone());
     bundle
 }
 
@@ -850,7 +849,7 @@ fn run(shape: Shape, agent_bin: &Path, events_n: usize, churn: f64) -> Run {
     breakdown.view_mib = view_mib;
     drop(view);
     println!(
-        "  in-process, median of {runs}: ClusterView::compile {:.1} ms (of which World::new ≈ {:.1} ms, compile::compile_node {:.1} ms); kube_agent::compile_view {:.1} ms in full",
+        "  in-process, median of {runs}: ClusterView::plan {:.1} ms (of which World::new ≈ {:.1} ms, planner::plan_node {:.1} ms); kube_agent::compile_view {:.1} ms in full",
         breakdown.view_compile, breakdown.resolve, breakdown.plan, breakdown.compile_view,
     );
     println!(
@@ -862,7 +861,7 @@ fn run(shape: Shape, agent_bin: &Path, events_n: usize, churn: f64) -> Run {
         2 * runs.max(11)
     );
     println!(
-        "  in-process heap: the view {:.1} MiB; peak above it during ClusterView::compile {:.1} MiB, during compile_view {:.1} MiB",
+        "  in-process heap: the view {:.1} MiB; peak above it during ClusterView::plan {:.1} MiB, during compile_view {:.1} MiB",
         breakdown.view_mib, breakdown.view_compile_peak_mib, breakdown.compile_view_peak_mib
     );
 

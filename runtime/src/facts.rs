@@ -12,8 +12,8 @@
 //! interface does not), all read over rtnetlink ([`egret_loader::netlink`],
 //! every routing table) in the calling *thread's* namespace, as the agent
 //! enters the node's namespace with `setns`.
-//! [`node_network_yaml`] renders them as an `egret.dev/v1alpha1`
-//! `NodeNetwork` document, which the agent adds to its input when the
+//! [`node_network`] makes them an `egret.dev/v1alpha1` `NodeNetwork` (as
+//! egret's AST), which the agent adds to its input when the
 //! snapshot has no `NodeNetwork` for its node — so a gateway's egress
 //! interface (also "the default route's interface") and egress IPs resolve
 //! at compile time on the node itself (what `egret compile` without node
@@ -31,10 +31,12 @@
 //! socket with tokio ([`NetlinkChanges::open_async`]).
 #![expect(unsafe_code, reason = "AsyncFd::register of the netlink socket; see the module doc")]
 
-use std::fmt::Write;
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, RawFd};
 
+use egret_lang::ast::{Interface, NodeNetwork};
+use egret_lang::net::Cidr;
+use egret_lang::source::{Span, Spanned};
 use egret_loader::netlink::{Address, Link, MAIN_TABLE, Netlink, Route, RouteType, Subscription};
 
 /// What the agent reads of its node: see the module doc.
@@ -165,21 +167,27 @@ impl AsRawFd for NetlinkChanges {
     }
 }
 
-/// `facts` as a `NodeNetwork` document for `node` (YAML).
+/// `facts` as the `NodeNetwork` of `node`, in egret's AST: the compile
+/// driver adds it to the input (`egret_compiler::driver::add_node_facts`,
+/// which gives it its source and spans).
 #[must_use]
-pub fn node_network_yaml(node: &str, facts: &Facts) -> String {
-    let mut s = format!(
-        "# node facts read by egret-agent from its network namespace\napiVersion: egret.dev/v1alpha1\nkind: NodeNetwork\nmetadata:\n  name: \"{node}\"\nspec:\n"
-    );
-    if let Some(d) = &facts.default_route {
-        let _ = writeln!(s, "  defaultRouteInterface: \"{d}\"");
+pub fn node_network(node: &str, facts: &Facts) -> NodeNetwork {
+    let interfaces = facts
+        .interfaces
+        .iter()
+        .map(|i| Interface {
+            name: i.name.clone(),
+            index: Some(i.index),
+            addresses: i.addresses.iter().map(|(ip, len)| Cidr::new(*ip, *len)).collect(),
+            alt_names: Vec::new(),
+        })
+        .collect();
+    NodeNetwork {
+        span: Span::default(),
+        node: Spanned::new(node.to_owned(), Span::default()),
+        interfaces,
+        default_route_interface: facts.default_route.clone(),
     }
-    s.push_str("  interfaces:\n");
-    for i in &facts.interfaces {
-        let addrs: Vec<String> = i.addresses.iter().map(|(ip, len)| format!("\"{ip}/{len}\"")).collect();
-        let _ = writeln!(s, "  - name: \"{}\"\n    index: {}\n    addresses: [{}]", i.name, i.index, addrs.join(", "));
-    }
-    s
 }
 
 #[cfg(test)]
@@ -187,7 +195,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_yaml_is_a_node_network_egret_reads() {
+    fn the_facts_are_the_node_network_egret_reads() {
         let ifs = vec![
             NodeInterface { name: "eth0".into(), index: 2, addresses: vec![("192.0.2.13".parse().unwrap(), 24)] },
             NodeInterface {
@@ -196,12 +204,7 @@ mod tests {
                 addresses: vec![("198.51.100.100".parse().unwrap(), 32), ("2001:db8::1".parse().unwrap(), 64)],
             },
         ];
-        let text = node_network_yaml("gateway-1", &Facts { interfaces: ifs, default_route: Some("eth1".into()) });
-        let mut sources = egret_lang::source::SourceMap::new();
-        let loaded = egret_lang::load::parse_text(&mut sources, "facts", text);
-        assert!(loaded.diagnostics.iter().all(|d| !d.is_error()), "{:?}", loaded.diagnostics);
-        let nn = &loaded.bundle.cluster.node_networks;
-        assert_eq!(nn.len(), 1);
+        let nn = [node_network("gateway-1", &Facts { interfaces: ifs, default_route: Some("eth1".into()) })];
         assert_eq!(nn[0].node.value, "gateway-1");
         assert_eq!(nn[0].interfaces.len(), 2);
         assert_eq!(nn[0].interfaces[1].name, "eth1");

@@ -6,12 +6,14 @@
 //!   `egret_kube::watch::ClusterWatch` (list+watch, synced gate, debounced
 //!   callback; see its module doc), plus the node's own interfaces
 //!   ([`facts::discover`]), which join every compilation as the node's
-//!   `NodeNetwork` (source [`NODE_FACTS`]; the API server has no such kind).
+//!   `NodeNetwork`, as AST ([`facts::node_network`]; the API server has no
+//!   such kind).
 //! - **Reconcile** (the watch's callback, never before every kind has
 //!   listed): compiles the node from the view ([`compile_view`]: egret's
-//!   loader and resolver through a `Compiler` kept across reconciles, which
-//!   updates the last resolution when only pods changed, then
-//!   [`compile_plan`], equivalence-checked) and
+//!   loader and resolver through a `ViewPlanner` kept across reconciles, which
+//!   updates the last resolution when only pods changed and plans the node
+//!   with the compile driver, then the driver's code generation,
+//!   equivalence-checked, and [`Compiled::new`]) and
 //!   applies the result with [`Agent::apply`] — the same functions, loader
 //!   calls and telemetry as the snapshot path. A view that does not compile
 //!   (an unknown node, a code generation failure) leaves the running
@@ -50,18 +52,16 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
+use egret_compiler::driver::Driver;
 use egret_compiler::plan::{Plan, Verified};
 use egret_compiler::resolve::Options;
 use egret_kube::events::{EventLog, PolicyEvent, Publisher, Reporters};
-use egret_kube::view::{ClusterView, Compilation, Compiler, CompilerStats};
+use egret_kube::view::{ClusterView, ViewPlan, ViewPlanner, ViewPlannerStats};
 use egret_kube::watch::{Batch, ClusterWatch, Nudge, WatchConfig, WatchStatus};
 use egret_loader::ApplyReport;
 
 use crate::metrics::{KubeStats, Telemetry};
-use crate::{Agent, AgentError, Compiled, POLL, Synced, compile_plan, facts};
-
-/// Source name of the node's own `NodeNetwork` in every compilation.
-pub const NODE_FACTS: &str = "node-facts";
+use crate::{Agent, AgentError, Compiled, POLL, Synced, facts};
 
 /// What one reconcile did.
 #[derive(Debug)]
@@ -103,12 +103,14 @@ pub async fn client() -> Result<kube::Client, ClientError> {
 }
 
 /// What the `--kube` loop keeps between compiles: the resolution
-/// ([`Compiler`]) and the last plan with its artifact, reused while the
-/// plan stays the same in the same resolution (a change elsewhere in the
-/// cluster that does not reach this node costs no code generation).
+/// ([`ViewPlanner`]), the compile driver, and the last plan with its artifact,
+/// reused while the plan stays the same in the same resolution (a change
+/// elsewhere in the cluster that does not reach this node costs no code
+/// generation).
 #[derive(Debug, Default)]
 pub struct ViewCompiler {
-    resolver: Compiler,
+    planner: ViewPlanner,
+    driver: Driver,
     last: Option<(u64, Verified<Plan>, Compiled)>,
     reused: u64,
 }
@@ -119,9 +121,9 @@ impl ViewCompiler {
         Self::default()
     }
 
-    /// What the resolver did so far.
-    pub fn stats(&self) -> CompilerStats {
-        self.resolver.stats()
+    /// What the view planner did so far.
+    pub fn stats(&self) -> ViewPlannerStats {
+        self.planner.stats()
     }
 
     /// Compiles whose artifact was reused.
@@ -140,10 +142,10 @@ pub fn compile_view(
     view: &ClusterView,
     node: &str,
     facts: &facts::Facts,
-) -> (Compilation, Result<Compiled, AgentError>) {
-    let node_network = facts::node_network_yaml(node, facts);
-    let c = compiler.resolver.compile(view, node, &Options::default(), &[(NODE_FACTS, &node_network)]);
-    let epoch = compiler.resolver.stats().resolutions;
+) -> (ViewPlan, Result<Compiled, AgentError>) {
+    let node_network = facts::node_network(node, facts);
+    let c = compiler.planner.plan(view, node, &Options::default(), Some(&node_network));
+    let epoch = compiler.planner.stats().resolutions;
     let compiled = match &c.plan {
         Ok(plan) => match &compiler.last {
             // the artifact (its decision table, its equivalence check) is
@@ -155,14 +157,18 @@ pub fn compile_view(
             }
             _ => {
                 compiler.last = None;
-                let compiled = compile_plan(plan, &c.world);
+                let compiled = compiler
+                    .driver
+                    .generate(&c.world, plan)
+                    .map(|artifact| Compiled::new(plan, artifact.into_artifact(), &c.world))
+                    .map_err(|source| AgentError::Compile { node: node.to_owned(), source });
                 if let Ok(done) = &compiled {
                     compiler.last = Some((epoch, plan.clone(), done.clone()));
                 }
                 compiled
             }
         },
-        Err(e) => Err(AgentError::Compile { node: node.to_owned(), message: e.to_string() }),
+        Err(e) => Err(AgentError::Compile { node: node.to_owned(), source: e.clone() }),
     };
     (c, compiled)
 }

@@ -10,8 +10,9 @@
 //!   (adopting what is pinned; the loader refuses artifacts of other nodes).
 //! - **Sync** ([`Agent::sync`]): reads the node's own interfaces
 //!   ([`facts::discover`]; they join the input as the node's `NodeNetwork`
-//!   unless the snapshot has one), compiles the node (plan →
-//!   `egret_compiler::codegen::node::compile_node`, equivalence-checked),
+//!   unless the snapshot has one), compiles the node with the compile
+//!   driver (`egret_compiler::driver`: resolve, plan, generate,
+//!   equivalence-checked),
 //!   applies the artifact (a digest-equal artifact loads nothing), then makes
 //!   the attached pods equal the plan's local IPv4 endpoints
 //!   (`PodTarget::Ip`, which also fills `egret_local_eps`) and the egress
@@ -22,9 +23,13 @@
 //!   changes; a failed sync is reported and retried at the next change.
 //!
 //! In `--kube` mode there is no snapshot: [`kube_agent`] watches the API
-//! server, compiles the node from the cluster view, and hands the result
-//! to the same [`compile_plan`] and [`Agent::apply`] the snapshot path
-//! uses.
+//! server, compiles the node from the cluster view through the same
+//! driver, and hands the result ([`Compiled::new`]) to the same
+//! [`Agent::apply`] the snapshot path uses.
+//!
+//! Compile errors stay typed ([`AgentError::Input`], [`AgentError::Compile`]
+//! hold the driver's `CompileError`): [`AgentError::diagnostics`] and
+//! [`AgentError::codes`] give the diagnostics and their codes.
 
 pub mod facts;
 pub mod ha;
@@ -38,9 +43,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use egret_bpf::artifact::Artifact;
-use egret_compiler::codegen::{self, CodegenError};
+use egret_compiler::driver::{self, CompileError, Driver};
 use egret_compiler::plan::{Plan, Verified};
 use egret_compiler::resolve::{InterfaceBinding, Options, World};
+use egret_lang::diag::Diagnostic;
 use egret_lang::source::SourceMap;
 use egret_loader::tunnel::{self, TunnelConfig, TunnelState};
 use egret_loader::{ApplyReport, EgressSyncReport, Loader, LoaderConfig, LoaderError, PodTarget, SyncReport};
@@ -51,31 +57,26 @@ pub const POLL: Duration = Duration::from_millis(500);
 /// Why the agent could not do something.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
-    /// The snapshot has errors.
-    #[error("snapshot `{dir}` has {count} error(s); first: {first}")]
+    /// The snapshot has errors (loader or validation errors).
+    #[error(
+        "snapshot `{dir}` has {} error(s); first: {}",
+        source.diagnostics().len(),
+        source.diagnostics().first().map_or("", |d| d.message.as_str())
+    )]
     Input {
         /// The snapshot directory.
         dir: PathBuf,
-        /// Number of errors.
-        count: usize,
-        /// The first error's message.
-        first: String,
+        /// The driver's error, with every diagnostic.
+        source: CompileError,
     },
-    /// The node does not compile.
-    #[error("node `{node}` does not compile: {message}")]
+    /// The node does not compile (an unknown node, an internal error, code
+    /// generation or its checks).
+    #[error("{}", compile_message(node, source))]
     Compile {
         /// The node.
         node: String,
-        /// What went wrong.
-        message: String,
-    },
-    /// Code generation or its checks failed.
-    #[error("code generation for node `{node}`: {source}")]
-    Codegen {
-        /// The node.
-        node: String,
-        /// The error.
-        source: CodegenError,
+        /// The driver's error.
+        source: CompileError,
     },
     /// The loader failed.
     #[error("loader: {source}")]
@@ -103,7 +104,35 @@ pub enum AgentError {
     },
 }
 
-/// A node compiled from a snapshot.
+fn compile_message(node: &str, e: &CompileError) -> String {
+    match e {
+        // the error names the node and the stage
+        CompileError::Codegen { .. } => e.to_string(),
+        _ => format!("node `{node}` does not compile: {e}"),
+    }
+}
+
+impl AgentError {
+    /// The diagnostics of a compile that the input failed (empty otherwise).
+    #[must_use]
+    pub fn diagnostics(&self) -> &[Diagnostic] {
+        match self {
+            AgentError::Input { source, .. } | AgentError::Compile { source, .. } => source.diagnostics(),
+            _ => &[],
+        }
+    }
+
+    /// The codes of those diagnostics' errors, in order.
+    #[must_use]
+    pub fn codes(&self) -> Vec<&'static str> {
+        match self {
+            AgentError::Input { source, .. } | AgentError::Compile { source, .. } => source.codes(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// A node compiled, with what the loader attaches.
 #[derive(Debug, Clone)]
 pub struct Compiled {
     /// The node's complete artifact.
@@ -134,94 +163,79 @@ pub fn compile(dir: &Path, node: &str) -> Result<Compiled, AgentError> {
 }
 
 /// [`compile`] with the node's own facts ([`facts::discover`]): when the
-/// snapshot has no `NodeNetwork` for `node`, one rendered from `facts`
-/// joins the input, so egress interfaces and IPs resolve on the node.
+/// snapshot has no `NodeNetwork` for `node`, `facts` join the input as one
+/// ([`facts::node_network`]), so egress interfaces and IPs resolve on the node.
 ///
 /// # Errors
 /// As [`compile`].
 pub fn compile_with_facts(dir: &Path, node: &str, facts: Option<&facts::Facts>) -> Result<Compiled, AgentError> {
     let mut sources = SourceMap::new();
     let mut loaded = egret_lang::load::load(&mut sources, &[dir.to_path_buf()]);
-    if let Some(facts) = facts
-        && !loaded.bundle.cluster.node_networks.iter().any(|n| n.node.value == node)
-    {
-        let text = facts::node_network_yaml(node, facts);
-        loaded.extend(egret_lang::load::parse_text(&mut sources, &format!("<facts of {node}>"), text));
+    if let Some(facts) = facts {
+        driver::add_node_facts(&mut sources, &mut loaded.bundle, facts::node_network(node, facts));
     }
-    let errors: Vec<_> = loaded.diagnostics.iter().filter(|d| d.is_error()).collect();
-    if let Some(first) = errors.first() {
-        return Err(AgentError::Input { dir: dir.to_path_buf(), count: errors.len(), first: first.message.clone() });
-    }
-    let world = World::new(&loaded.bundle, &Options::default());
-    if let Some(first) = world.validation_errors().first() {
-        return Err(AgentError::Input {
-            dir: dir.to_path_buf(),
-            count: world.validation_errors().len(),
-            first: first.message.clone(),
-        });
-    }
-    let plan = egret_compiler::compile::compile_node(&world, node)
-        .map_err(|e| AgentError::Compile { node: node.to_owned(), message: e.to_string() })?;
-    compile_plan(&plan, &world)
+    let world = driver::resolve(&loaded, &Options::default())
+        .map_err(|source| AgentError::Input { dir: dir.to_path_buf(), source })?;
+    let compiled = Driver::default()
+        .compile(&world, node)
+        .map_err(|source| AgentError::Compile { node: node.to_owned(), source })?;
+    Ok(Compiled::new(&compiled.plan, compiled.artifact.into_artifact(), &world))
 }
 
-/// Generates the node's artifact from its verified plan and the world it
-/// was compiled in (`egret_compiler::codegen::node::compile_node`,
-/// equivalence-checked), with what the loader attaches: the plan's local
-/// IPv4 endpoints and the egress interfaces its slots name. The snapshot
-/// path ([`compile_with_facts`]) and the Kubernetes path ([`kube_agent`])
-/// both end here.
-///
-/// # Errors
-/// Code generation or its checks fail.
-pub fn compile_plan(plan: &Verified<Plan>, world: &World) -> Result<Compiled, AgentError> {
-    let verified = codegen::node::compile_node(plan, &codegen::Options::default(), Some(world))
-        .map_err(|source| AgentError::Codegen { node: plan.node.clone(), source })?;
-    let pods = plan
-        .endpoints
-        .iter()
-        .filter_map(|e| match e.ip {
-            IpAddr::V4(ip) => Some(ip),
-            IpAddr::V6(_) => None,
-        })
-        .collect();
-    let mut egress_interfaces: Vec<String> = plan
-        .slots
-        .iter()
-        .filter_map(|s| match &s.interface {
-            InterfaceBinding::Known { name, .. } => Some(name.clone()),
-            _ => None,
-        })
-        .collect();
-    egress_interfaces.sort();
-    egress_interfaces.dedup();
-    let gateways: BTreeSet<Ipv4Addr> = plan.gateways.iter().map(|g| g.ip).collect();
-    // the floating slots this node serves: it is one of their candidates
-    let floating = plan
-        .slots
-        .iter()
-        .filter_map(|s| {
-            let f = s.floating.as_ref()?;
-            let InterfaceBinding::Known { name, .. } = &s.interface else { return None };
-            Some(ha::ownership::FloatingRole {
-                ip: f.ip,
-                slot: s.id.0,
-                interface: name.clone(),
-                candidates: f.candidates.clone(),
+impl Compiled {
+    /// The node's artifact with what the loader attaches, from its verified
+    /// plan and the world it was compiled in: the plan's local IPv4
+    /// endpoints and the egress interfaces its slots name. The snapshot
+    /// path ([`compile_with_facts`]) and the Kubernetes path ([`kube_agent`])
+    /// both end here.
+    #[must_use]
+    pub fn new(plan: &Verified<Plan>, artifact: Artifact, world: &World) -> Compiled {
+        let pods = plan
+            .endpoints
+            .iter()
+            .filter_map(|e| match e.ip {
+                IpAddr::V4(ip) => Some(ip),
+                IpAddr::V6(_) => None,
             })
-        })
-        .collect();
-    let not_ready = world.ready_health().down.intersection(&gateways).copied().collect();
-    Ok(Compiled {
-        artifact: verified.into_artifact(),
-        pods,
-        egress_interfaces,
-        counts: plan.counts(),
-        node_ip: plan.node_ip,
-        gateways,
-        not_ready,
-        floating,
-    })
+            .collect();
+        let mut egress_interfaces: Vec<String> = plan
+            .slots
+            .iter()
+            .filter_map(|s| match &s.interface {
+                InterfaceBinding::Known { name, .. } => Some(name.clone()),
+                _ => None,
+            })
+            .collect();
+        egress_interfaces.sort();
+        egress_interfaces.dedup();
+        let gateways: BTreeSet<Ipv4Addr> = plan.gateways.iter().map(|g| g.ip).collect();
+        // the floating slots this node serves: it is one of their candidates
+        let floating = plan
+            .slots
+            .iter()
+            .filter_map(|s| {
+                let f = s.floating.as_ref()?;
+                let InterfaceBinding::Known { name, .. } = &s.interface else { return None };
+                Some(ha::ownership::FloatingRole {
+                    ip: f.ip,
+                    slot: s.id.0,
+                    interface: name.clone(),
+                    candidates: f.candidates.clone(),
+                })
+            })
+            .collect();
+        let not_ready = world.ready_health().down.intersection(&gateways).copied().collect();
+        Compiled {
+            artifact,
+            pods,
+            egress_interfaces,
+            counts: plan.counts(),
+            node_ip: plan.node_ip,
+            gateways,
+            not_ready,
+            floating,
+        }
+    }
 }
 
 /// What identifies the snapshot's content: every file under `dir` with its
@@ -565,6 +579,22 @@ mod tests {
         assert!(matches!(compile(&dir, "no-such-node"), Err(AgentError::Compile { .. })));
         std::fs::write(dir.join("broken.yaml"), "kind: [").expect("write");
         assert!(matches!(compile(&dir, "worker-1"), Err(AgentError::Input { .. })));
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
+    fn compile_errors_keep_their_diagnostics_and_codes() {
+        let dir = snapshot("codes");
+        let unknown = compile(&dir, "no-such-node").expect_err("an unknown node");
+        assert_eq!(unknown.codes(), ["E0401"]);
+        assert!(unknown.to_string().starts_with("node `no-such-node` does not compile: "), "{unknown}");
+        std::fs::write(dir.join("broken.yaml"), "kind: [").expect("write");
+        let input = compile(&dir, "worker-1").expect_err("a broken snapshot");
+        assert!(matches!(input, AgentError::Input { .. }), "{input:?}");
+        assert!(!input.codes().is_empty());
+        assert_eq!(input.codes()[0], input.diagnostics()[0].code.id);
+        let first = &input.diagnostics()[0].message;
+        assert!(input.to_string().ends_with(&format!("error(s); first: {first}")), "{input}");
         std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 

@@ -89,7 +89,7 @@ struct State {
     kube: Option<KubeStats>,
     gateways: Option<StatusHandle>,
     floating: Option<crate::ha::ownership::StatusHandle>,
-    resolutions: egret_kube::view::CompilerStats,
+    resolutions: egret_kube::view::ViewPlannerStats,
     artifacts_reused: u64,
     generation: Option<u64>,
     counts: Option<NodeCounts>,
@@ -181,7 +181,7 @@ impl Telemetry {
     }
 
     /// What the `--kube` loop's compiler did so far.
-    pub fn resolved(&self, stats: egret_kube::view::CompilerStats, artifacts_reused: u64) {
+    pub fn resolved(&self, stats: egret_kube::view::ViewPlannerStats, artifacts_reused: u64) {
         self.with(|s| {
             s.resolutions = stats;
             s.artifacts_reused = artifacts_reused;

@@ -51,8 +51,8 @@ fn netlink_reports_address_and_route_changes_and_the_default_route_is_read() {
     ip_in(&ns.name, &["route", "add", "default", "via", "192.0.2.1", "dev", "d0"]);
     notified(&changes, "a default route");
     assert_eq!(facts::discover().expect("discover").default_route.as_deref(), Some("d0"));
-    let yaml = facts::node_network_yaml("gateway-1", &facts::discover().expect("discover"));
-    assert!(yaml.contains("defaultRouteInterface: \"d0\""), "{yaml}");
+    let network = facts::node_network("gateway-1", &facts::discover().expect("discover"));
+    assert_eq!(network.default_route_interface.as_deref(), Some("d0"), "{network:?}");
 
     // an IPv6 default only, on another link
     ip_in(&ns.name, &["route", "del", "default"]);

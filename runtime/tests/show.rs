@@ -45,7 +45,7 @@ fn status_and_maps_show_the_decision_table_of_both_layouts() {
     let loaded = egret_lang::load::load(&mut sources, &[examples.join("policies"), examples.join("cluster")]);
     assert!(loaded.diagnostics.iter().all(|d| !d.is_error()), "the examples load");
     let world = World::new(&loaded.bundle, &Options::default());
-    let plan = egret_compiler::compile::compile_node(&world, NODE).expect("plan");
+    let plan = egret_compiler::planner::plan_node(&world, NODE).expect("plan");
     let expected = show::decision_table(&plan, Some(&world), "inline");
     assert!(!expected.rows.is_empty() && !expected.egress.is_empty(), "{expected:?}");
 

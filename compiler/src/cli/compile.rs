@@ -3,10 +3,11 @@
 use super::{Inputs, print_diagnostics};
 use anyhow::{Context, Result, bail};
 use clap::ValueEnum;
+use egret_compiler::driver::{self, CompileError, Driver};
 use egret_compiler::resolve::{self, World};
-use egret_compiler::{cilium, codegen, compile, diff, explain, ir, plan};
+use egret_compiler::{cilium, codegen, diff, explain, ir, plan, planner};
 use egret_lang::ast::Bundle;
-use egret_lang::diag::{self, Diagnostic, Format};
+use egret_lang::diag::{self, Format};
 use egret_lang::load::{self, Loaded};
 use egret_lang::net::Cidr;
 use egret_lang::source::SourceMap;
@@ -77,16 +78,15 @@ pub enum DiffFormat {
     Markdown,
 }
 
-/// Reads inputs and refuses to go on when they have errors (rendered, exit 1).
-fn world(sources: &mut SourceMap, loaded: &Loaded, service_cidrs: &[Cidr]) -> Result<World, ExitCode> {
-    let mut errors: Vec<Diagnostic> = loaded.diagnostics.iter().filter(|d| d.is_error()).cloned().collect();
-    errors.extend(egret_lang::validate::bundle(&loaded.bundle).into_iter().filter(Diagnostic::is_error));
-    if !errors.is_empty() {
+/// Resolves the inputs ([`driver::resolve`]) and refuses to go on when they
+/// have errors (rendered, exit 1).
+fn world(sources: &SourceMap, loaded: &Loaded, service_cidrs: &[Cidr]) -> Result<World, ExitCode> {
+    driver::resolve(loaded, &resolve::Options { service_cidrs: service_cidrs.to_vec() }).map_err(|e| {
+        let mut errors = e.diagnostics().to_vec();
         diag::sort_dedup(&mut errors);
         print_diagnostics(&errors, sources, Format::Human);
-        return Err(ExitCode::from(1));
-    }
-    Ok(World::new(&loaded.bundle, &resolve::Options { service_cidrs: service_cidrs.to_vec() }))
+        ExitCode::from(1)
+    })
 }
 
 fn read(inputs: &Inputs) -> (SourceMap, Loaded) {
@@ -102,12 +102,12 @@ pub fn compile(inputs: &Inputs, node: Option<&str>, all_nodes: bool, out: Output
         eprintln!("error: --format json is available with --emit plan and --emit cilium only");
         return Ok(ExitCode::from(2));
     }
-    let (mut sources, loaded) = read(inputs);
+    let (sources, loaded) = read(inputs);
     if view == Emit::Ast {
         out!("{}", ast_text(&loaded.bundle));
         return Ok(ExitCode::SUCCESS);
     }
-    let w = match world(&mut sources, &loaded, &inputs.service_cidrs) {
+    let w = match world(&sources, &loaded, &inputs.service_cidrs) {
         Ok(w) => w,
         Err(code) => return Ok(code),
     };
@@ -122,17 +122,15 @@ pub fn compile(inputs: &Inputs, node: Option<&str>, all_nodes: bool, out: Output
     if let Some(dir) = out_dir {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create `{}`", dir.display()))?;
     }
-    let mut session = compile::Session::new();
+    let mut driver = Driver::new(options);
     for n in &nodes {
         if let Some(dir) = out_dir {
-            // the artifact: generated, statically verified, equivalence-checked, then written
-            let p = match session.compile_node(&w, n) {
-                Ok(p) => p,
+            // the node's complete artifact, as the agent builds it:
+            // generated, statically verified, equivalence-checked, then written
+            let (p, v) = match driver.compile(&w, n) {
+                Ok(c) => (c.plan, c.artifact),
                 Err(e) => return report(&sources, &e),
             };
-            // the node's complete artifact, as the agent builds it
-            let v = codegen::node::compile_node(&p, &options, Some(&w))
-                .with_context(|| format!("node `{n}`: code generation"))?;
             codegen::write(dir, &v, &p).with_context(|| format!("node `{n}`: writing the artifact"))?;
             let r = v.report();
             let templates = if r.programs > 1 { " + gateway templates" } else { "" };
@@ -153,12 +151,12 @@ pub fn compile(inputs: &Inputs, node: Option<&str>, all_nodes: bool, out: Output
             Emit::Ast => unreachable_ast(),
             Emit::Ir | Emit::IrOpt => {
                 let stage = if view == Emit::Ir { ir::Stage::Lowered } else { ir::Stage::Minimized };
-                match compile::emit_ir(&w, n, stage) {
+                match planner::emit_ir(&w, n, stage) {
                     Ok(m) => ir::text::emit(&m),
                     Err(e) => return report(&sources, &e),
                 }
             }
-            Emit::Plan => match session.compile_node(&w, n) {
+            Emit::Plan => match driver.plan(&w, n) {
                 Ok(p) if format == DataFormat::Json => {
                     let mut t = serde_json::to_string_pretty(&p.to_json())?;
                     t.push('\n');
@@ -167,8 +165,10 @@ pub fn compile(inputs: &Inputs, node: Option<&str>, all_nodes: bool, out: Output
                 Ok(p) => p.to_text(),
                 Err(e) => return report(&sources, &e),
             },
-            Emit::Asm => match session.compile_node(&w, n) {
-                Ok(p) => codegen::generate(&p, &options).with_context(|| format!("node `{n}`: code generation"))?.asm(),
+            Emit::Asm => match driver.plan(&w, n) {
+                Ok(p) => codegen::generate(&p, driver.options())
+                    .with_context(|| format!("node `{n}`: code generation"))?
+                    .asm(),
                 Err(e) => return report(&sources, &e),
             },
             Emit::Cilium => {
@@ -225,8 +225,8 @@ pub fn verify(
     } else {
         let inputs =
             Inputs { cluster: cluster.to_vec(), service_cidrs: service_cidrs.to_vec(), policies: policies.to_vec() };
-        let (mut sources, loaded) = read(&inputs);
-        match world(&mut sources, &loaded, service_cidrs) {
+        let (sources, loaded) = read(&inputs);
+        match world(&sources, &loaded, service_cidrs) {
             Ok(w) => Some((sources, w)),
             Err(code) => return Ok(code),
         }
@@ -256,7 +256,7 @@ fn verify_node(dir: &Path, node: &str, world: Option<&World>, reference_limit: O
     let stored = std::fs::read_to_string(&plan_file);
     let (plan, against, note) = match world {
         Some(w) => {
-            let p = compile::compile_node(w, node).map_err(|e| anyhow::anyhow!("cannot compile node `{node}`: {e}"))?;
+            let p = planner::plan_node(w, node).map_err(|e| anyhow::anyhow!("cannot compile node `{node}`: {e}"))?;
             let note = match &stored {
                 Ok(t) if *t != p.to_text() => "; NOTE: the stored plan text differs from the fresh plan",
                 Ok(_) => "",
@@ -323,7 +323,11 @@ fn unreachable_ast() -> String {
     String::new()
 }
 
-fn report(sources: &SourceMap, e: &compile::CompileError) -> Result<ExitCode> {
+/// Renders an input error (exit 1); an internal error is the command's error.
+fn report(sources: &SourceMap, e: &CompileError) -> Result<ExitCode> {
+    if let CompileError::Codegen { node, source } = e {
+        return Err(anyhow::Error::new(source.clone()).context(format!("node `{node}`: code generation")));
+    }
     if e.diagnostics().is_empty() {
         bail!("{e}");
     }
@@ -360,8 +364,8 @@ fn ast_text(b: &Bundle) -> String {
 }
 
 pub fn explain(inputs: &Inputs, from: &str, to: &str, format: DataFormat) -> Result<ExitCode> {
-    let (mut sources, loaded) = read(inputs);
-    let w = match world(&mut sources, &loaded, &inputs.service_cidrs) {
+    let (sources, loaded) = read(inputs);
+    let w = match world(&sources, &loaded, &inputs.service_cidrs) {
         Ok(w) => w,
         Err(code) => return Ok(code),
     };
@@ -421,7 +425,7 @@ pub fn diff(cluster: &[PathBuf], service_cidrs: &[Cidr], old: &str, new: &str, f
             diagnostics: snapshot.diagnostics.clone(),
             files: Vec::new(),
         });
-        match world(&mut sources, &l, service_cidrs) {
+        match world(&sources, &l, service_cidrs) {
             Ok(w) => worlds.push(w),
             Err(code) => return Ok(code),
         }

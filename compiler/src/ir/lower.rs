@@ -15,7 +15,7 @@
 //! redirect to this node with that slot (or local egress, for endpoints the
 //! node hosts).
 
-use super::passes::{self, decide_class, minimize_table, reachable_actions, subtract_policy};
+use super::passes::{self, reachable_actions};
 use super::prefix::prefix_order;
 use super::{
     Action, AppliedPolicy, Capture, Choice, Class, DropReason, EndpointRef, Entry, GatewayDecl, Module, Served,
@@ -104,11 +104,8 @@ impl ClassTables {
     /// The `minimized` table (computed on first use).
     pub fn optimized(&self) -> &[Entry] {
         self.optimized.get_or_init(|| {
-            let mut t = self.decided.clone();
-            passes::merge_table(&mut t);
-            passes::prune_table(&mut t);
-            minimize_table(&mut t);
-            t
+            let class = Class { endpoints: Vec::new(), policies: Vec::new(), table: self.decided.clone() };
+            passes::run_on_class(class, Stage::Decided, Stage::Minimized).table
         })
     }
 }
@@ -146,11 +143,8 @@ impl ClassMemo {
         if let Some(t) = self.by_key.get(&key) {
             return t.clone();
         }
-        let mut pols = applied_policies(world, &key);
-        for p in &mut pols {
-            subtract_policy(p);
-        }
-        let decided = decide_class(&pols);
+        let class = Class { endpoints: Vec::new(), policies: applied_policies(world, &key), table: Vec::new() };
+        let decided = passes::run_on_class(class, Stage::Lowered, Stage::Decided).table;
         let reach = reachable_actions(&decided, &world.internal_ranges().ranges);
         let t = Arc::new(ClassTables { key: key.clone(), decided, reach, optimized: OnceLock::new() });
         self.by_key.insert(key, t.clone());

@@ -4,9 +4,8 @@
 //! (the decision for every (endpoint, destination) outside the
 //! cluster-internal ranges).
 //!
-//! The per-class functions ([`subtract_policy`], [`decide_class`],
-//! [`merge_table`], [`prune_table`], [`minimize_table`]) are public so the
-//! bulk compiler can memoize them per distinct rule set.
+//! The memoized path runs the same passes on one class at a time
+//! ([`run_on_class`]), once per distinct rule set.
 
 use super::prefix::{self, Range, prefix_order, segments};
 use super::{Action, AppliedPolicy, Capture, Class, Entry, Module, Stage};
@@ -22,7 +21,9 @@ pub struct Pass {
     pub run: fn(&mut Module),
 }
 
-/// The optimization pipeline, in order (after lowering).
+/// The optimization pipeline, in order (after lowering): the one list of
+/// the passes. `emit_ir` runs it pass by pass, and the memoized path runs
+/// it on one class at a time ([`run_on_class`]).
 pub const PIPELINE: &[Pass] = &[
     Pass { name: "subtract-exclusions", stage: Stage::Subtracted, run: subtract_exclusions },
     Pass { name: "form-classes", stage: Stage::Classed, run: form_classes },
@@ -32,14 +33,41 @@ pub const PIPELINE: &[Pass] = &[
     Pass { name: "minimize", stage: Stage::Minimized, run: minimize },
 ];
 
+/// The passes that bring a module from `after` up to and including `until`.
+pub fn between(after: Stage, until: Stage) -> impl Iterator<Item = &'static Pass> {
+    PIPELINE.iter().filter(move |p| p.stage > after && p.stage <= until)
+}
+
+/// The passes up to and including `stage`.
+pub fn until(stage: Stage) -> impl Iterator<Item = &'static Pass> {
+    between(Stage::Lowered, stage)
+}
+
 /// Runs the pipeline up to and including `stage`.
 pub fn run_until(m: &mut Module, stage: Stage) {
-    for p in PIPELINE {
-        if p.stage > stage {
-            break;
-        }
+    for p in until(stage) {
         (p.run)(m);
     }
+}
+
+/// Runs the passes from `after` to `until` on one class alone (its
+/// policies and table; a module of that one class), as the memoized path
+/// does per distinct rule set.
+pub fn run_on_class(class: Class, after: Stage, until: Stage) -> Class {
+    let mut m = Module {
+        node: String::new(),
+        node_ip: None,
+        stage: after,
+        internal: Vec::new(),
+        gateways: Vec::new(),
+        slots: Vec::new(),
+        classes: vec![class],
+        served: Vec::new(),
+    };
+    for p in between(after, until) {
+        (p.run)(&mut m);
+    }
+    m.classes.pop().expect("the passes keep a lone class")
 }
 
 const FAMILIES: [Family; 2] = [Family::V4, Family::V6];

@@ -8,8 +8,8 @@
 mod core_common;
 
 pub use core_common::{bundle, docs, namespace, node, pod, policy, scenario};
-use egret_compiler::compile::Session;
 use egret_compiler::plan::{Plan, Verified};
+use egret_compiler::planner::Planner;
 use egret_compiler::resolve::{Options, World};
 use egret_lang::source::SourceMap;
 use std::collections::BTreeMap;
@@ -46,7 +46,7 @@ pub fn article_worlds() -> Vec<(String, World)> {
 
 /// Every node's plan.
 pub fn plans(w: &World) -> BTreeMap<String, Verified<Plan>> {
-    Session::new().compile_all(w).expect("compiles")
+    Planner::new().plan_all(w).expect("compiles")
 }
 
 /// The world of a random scenario.

@@ -2,10 +2,10 @@
 //! plan-vs-reference equivalence check.
 #![allow(dead_code)]
 
-use egret_compiler::compile::{self, Session};
 use egret_compiler::eval::{self, Source};
 use egret_compiler::ir::prefix::segments;
 use egret_compiler::ir::{Effect, Health};
+use egret_compiler::planner::{self, Planner};
 use egret_compiler::resolve::{Options, World};
 use egret_lang::ast::Bundle;
 use egret_lang::net::{Cidr, Family, u128_to_ip};
@@ -95,8 +95,8 @@ pub fn representatives(w: &World, fam: Family) -> Vec<IpAddr> {
 /// that gateway tables hold exactly the sources that some decision
 /// redirects to the node with that slot. Returns the number of checks.
 pub fn check_equivalence(w: &World) -> usize {
-    let mut session = Session::new();
-    let plans = session.compile_all(w).expect("compiles");
+    let mut session = Planner::new();
+    let plans = session.plan_all(w).expect("compiles");
     let mut checks = 0;
     let reps = [representatives(w, Family::V4), representatives(w, Family::V6)];
     // one prepared reference evaluator for the whole world (its per-endpoint memo is exercised)
@@ -176,7 +176,7 @@ pub fn check_equivalence(w: &World) -> usize {
                 actual.insert((name.clone(), t.slot.0, *s));
             }
         }
-        let single = compile::compile_node(w, name).expect("compiles");
+        let single = planner::plan_node(w, name).expect("compiles");
         assert_eq!(single.to_text(), p.to_text(), "fresh and session plans differ for {name}");
     }
     assert_eq!(actual, expected, "gateway tables differ from the decisions");

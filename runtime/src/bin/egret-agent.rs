@@ -172,7 +172,12 @@ fn report(r: &Result<Synced, AgentError>) {
                 eprintln!("egress interface {name} not attached: {e}");
             }
         }
-        Err(e) => eprintln!("sync failed: {e}"),
+        Err(e) => {
+            // the diagnostics' codes, for `egret rule CODE`
+            let codes = e.codes();
+            let codes = if codes.is_empty() { String::new() } else { format!(" [{}]", codes.join(", ")) };
+            eprintln!("sync failed: {e}{codes}");
+        }
     }
 }
 

@@ -1,67 +1,31 @@
-//! The compile driver: world + node → verified plan, through the IR.
+//! The planner: world + node → verified plan, through the IR (stage 3 of
+//! the compile driver, [`crate::driver`]).
 //!
-//! `lower → subtract-exclusions → form-classes → decide → merge-siblings →
-//! remove-shadowed → minimize → layout → verify`.
+//! Lowering, the IR passes ([`crate::ir::passes::PIPELINE`], the one list of
+//! them), layout, the plan verifier.
 //!
 //! [`emit_ir`] runs the passes one by one (verifying the IR after each) for
-//! `--emit ir|ir-opt`. [`Session::compile_node`] takes the memoized path
+//! `--emit ir|ir-opt`. [`Planner::plan_node`] takes the memoized path
 //! ([`crate::ir::lower::lower_optimized`]): class tables are computed once per
-//! distinct rule set and shared by all nodes, so compiling every node of a
-//! large cluster, or recompiling one node after a pod change, only redoes
+//! distinct rule set and shared by all nodes, so planning every node of a
+//! large cluster, or replanning one node after a pod change, only redoes
 //! what changed. Both paths produce the same module (tested).
 //!
 //! A world whose policies have field errors is refused
 //! ([`CompileError::Input`]); verifier failures are internal errors.
 
+use crate::driver::CompileError;
 use crate::ir::lower::{ClassMemo, lower, lower_optimized};
-use crate::ir::passes::PIPELINE;
-use crate::ir::verify::Violation;
+use crate::ir::passes;
 use crate::ir::{self, Module, Stage};
-use crate::plan::{self, LayoutError, Plan, PlanViolation, Verified};
+use crate::plan::{self, Plan, Verified};
 use crate::resolve::{EndpointId, NodeId, World};
 use egret_lang::codes;
 use egret_lang::diag::Diagnostic;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-/// Why a node cannot be compiled.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum CompileError {
-    /// Problems with the input (unknown node, policy field errors): render the diagnostics.
-    #[error("the input has {} error(s)", diagnostics.len())]
-    Input { diagnostics: Vec<Diagnostic> },
-    /// The IR verifier rejected a pass's output (a compiler bug).
-    #[error("internal error: IR of node `{node}` invalid after `{pass}`: {}", first(violations))]
-    InvalidIr { node: String, pass: &'static str, violations: Vec<Violation> },
-    /// The plan verifier rejected a plan (a compiler bug).
-    #[error("internal error: plan of node `{node}` invalid: {}", first(violations))]
-    InvalidPlan { node: String, violations: Vec<PlanViolation> },
-    #[error("internal error: {source}")]
-    Layout {
-        #[from]
-        source: LayoutError,
-    },
-}
-
-fn first<T: std::fmt::Display>(v: &[T]) -> String {
-    match v {
-        [] => String::new(),
-        [one] => one.to_string(),
-        [one, rest @ ..] => format!("{one} (and {} more)", rest.len()),
-    }
-}
-
-impl CompileError {
-    /// The diagnostics of an input error (empty for internal errors).
-    pub fn diagnostics(&self) -> &[Diagnostic] {
-        match self {
-            CompileError::Input { diagnostics } => diagnostics,
-            _ => &[],
-        }
-    }
-}
-
-/// Time spent per stage, summed over the nodes compiled by a session.
+/// Time spent per stage, summed over the nodes planned by a planner.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct StageTimes {
     /// Class tables (subtract, decide, merge, prune, minimize), memoized.
@@ -110,10 +74,7 @@ pub fn emit_ir(world: &World, node: &str, stage: Stage) -> Result<Module, Compil
     let mut memo = ClassMemo::new();
     let mut m = lower(world, id, &mut memo);
     check_ir(&m, "lower")?;
-    for p in PIPELINE {
-        if p.stage > stage {
-            break;
-        }
+    for p in passes::until(stage) {
         (p.run)(&mut m);
         check_ir(&m, p.name)?;
     }
@@ -130,37 +91,37 @@ pub fn plan_of(m: &Module) -> Result<Verified<Plan>, CompileError> {
     plan::verify::verify(p).map_err(|violations| CompileError::InvalidPlan { node: m.node.clone(), violations })
 }
 
-/// Compiles one node with a fresh session.
-pub fn compile_node(world: &World, node: &str) -> Result<Verified<Plan>, CompileError> {
-    Session::new().compile_node(world, node)
+/// Plans one node with a fresh planner.
+pub fn plan_node(world: &World, node: &str) -> Result<Verified<Plan>, CompileError> {
+    Planner::new().plan_node(world, node)
 }
 
-/// A compilation session: memoized class tables for one world (valid across
+/// A planner: memoized class tables for one world (valid across
 /// its [`World::add_pod`] / [`World::remove_pod`] updates, if the changed
-/// endpoints are [forgotten](Session::forget_endpoint)), and stage times.
+/// endpoints are [forgotten](Planner::forget_endpoint)), and stage times.
 #[derive(Debug, Default)]
-pub struct Session {
+pub struct Planner {
     memo: ClassMemo,
     pub times: StageTimes,
 }
 
-impl Session {
+impl Planner {
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Distinct rule sets (class keys) compiled so far.
+    /// Distinct rule sets (class keys) planned so far.
     pub fn distinct_classes(&self) -> usize {
         self.memo.distinct_classes()
     }
 
-    /// Drops what the session remembers about an endpoint (after it changed).
+    /// Drops what the planner remembers about an endpoint (after it changed).
     pub fn forget_endpoint(&mut self, e: EndpointId) {
         self.memo.forget_endpoint(e);
     }
 
     /// Computes the class tables of every endpoint of the world up front
-    /// (what [`Session::compile_all`] would do lazily), timed as `tables`.
+    /// (what [`Planner::plan_all`] would do lazily), timed as `tables`.
     pub fn warm(&mut self, world: &World) {
         let t = Instant::now();
         for e in world.endpoints() {
@@ -169,13 +130,13 @@ impl Session {
         self.times.tables += t.elapsed();
     }
 
-    /// Compiles one node, through the memoized path.
-    pub fn compile_node(&mut self, world: &World, node: &str) -> Result<Verified<Plan>, CompileError> {
+    /// Plans one node, through the memoized path.
+    pub fn plan_node(&mut self, world: &World, node: &str) -> Result<Verified<Plan>, CompileError> {
         let id = resolve_node(world, node)?;
-        self.compile_id(world, id)
+        self.plan_id(world, id)
     }
 
-    fn compile_id(&mut self, world: &World, id: NodeId) -> Result<Verified<Plan>, CompileError> {
+    fn plan_id(&mut self, world: &World, id: NodeId) -> Result<Verified<Plan>, CompileError> {
         let t = Instant::now();
         let m = lower_optimized(world, id, &mut self.memo);
         let t1 = Instant::now();
@@ -192,14 +153,14 @@ impl Session {
         v
     }
 
-    /// Compiles every node, by name.
-    pub fn compile_all(&mut self, world: &World) -> Result<BTreeMap<String, Verified<Plan>>, CompileError> {
+    /// Plans every node, by name.
+    pub fn plan_all(&mut self, world: &World) -> Result<BTreeMap<String, Verified<Plan>>, CompileError> {
         if !world.validation_errors().is_empty() {
             return Err(CompileError::Input { diagnostics: world.validation_errors().to_vec() });
         }
         let mut out = BTreeMap::new();
         for n in world.nodes() {
-            out.insert(n.name.clone(), self.compile_id(world, n.id)?);
+            out.insert(n.name.clone(), self.plan_id(world, n.id)?);
         }
         Ok(out)
     }
@@ -212,10 +173,10 @@ mod tests {
     fn send_sync<T: Send + Sync>() {}
 
     #[test]
-    fn sessions_and_worlds_can_move_between_threads() {
-        send_sync::<Session>();
+    fn planners_and_worlds_can_move_between_threads() {
+        send_sync::<Planner>();
         send_sync::<World>();
         send_sync::<Verified<Plan>>();
-        assert!(Session::new().times.total().is_zero());
+        assert!(Planner::new().times.total().is_zero());
     }
 }
