@@ -309,7 +309,8 @@ pub const TEMPLATE_STATE_MAPS: [&str; 7] = [
 pub struct Manifest {
     pub format: String,
     pub node: String,
-    /// FNV-1a 64 over the object bytes and the manifest's other fields, hex.
+    /// SHA-256 over the object bytes and the manifest's other fields
+    /// (each length-prefixed), 64 hex digits.
     pub digest: String,
     pub programs: Vec<ProgramSpec>,
     pub holes: Vec<HoleSpec>,
@@ -510,15 +511,12 @@ pub fn read_dir(dir: &Path, node: &str) -> Result<Artifact, ArtifactError> {
 }
 
 fn digest(object: &[u8], m: &Manifest) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    use sha2::{Digest as _, Sha256};
+    let mut h = Sha256::new();
+    // each field length-prefixed, so field boundaries matter
     let mut eat = |bytes: &[u8]| {
-        for b in bytes {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        // separator so field boundaries matter
-        h ^= 0xff;
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
     };
     eat(object);
     eat(m.format.as_bytes());
@@ -538,7 +536,7 @@ fn digest(object: &[u8], m: &Manifest) -> String {
         eat(b"decisions");
         eat(&serde_json::to_vec(d).unwrap_or_default());
     }
-    format!("{h:016x}")
+    hex(&h.finalize())
 }
 
 pub fn hex(bytes: &[u8]) -> String {
