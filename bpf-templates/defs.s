@@ -8,8 +8,7 @@
 // flags, TK_* for struct bpf_tunnel_key), each map's key and value field
 // offsets and sizes (K_*, FV_*, RV_*, GS_*, GA_*, LE_*, FO_*, GP_*, ST_*, PR_*,
 // PROBE_*), the counter indexes (STAT_*), the map sizes (*_MAX) and the `.map`
-// declarations. `egret-compiler codegen --emit asm` prints it, and
-// `egret_bpf::templates::prelude()` returns it.
+// declarations; `egret_bpf::templates::prelude()` returns its text.
 //
 // This file emits no instructions.
 

@@ -204,14 +204,72 @@ impl MapImage {
 }
 
 pub fn kind_name(k: MapKind) -> &'static str {
-    match k {
-        MapKind::Hash => "hash",
-        MapKind::Array => "array",
-        MapKind::ProgArray => "prog_array",
-        MapKind::LpmTrie => "lpm_trie",
-        MapKind::PercpuArray => "percpu_array",
-        MapKind::PercpuHash => "percpu_hash",
-        MapKind::LruHash => "lru_hash",
+    k.name()
+}
+
+/// How a manifest's map images fail to describe an object's maps
+/// ([`check_images`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ImageMismatch {
+    /// An image for a map the object does not define.
+    #[error("map image `{map}` names no map of the object")]
+    Unknown {
+        /// Map name.
+        map: String,
+    },
+    /// An object map without an image.
+    #[error("the object's map `{map}` has no map image")]
+    Missing {
+        /// Map name.
+        map: String,
+    },
+    /// An image whose geometry differs from the object's map (or a second
+    /// image of one map: field `image count`).
+    #[error("map image `{map}`: {field} is {image} in the image, {object} in the object")]
+    Field {
+        /// Map name.
+        map: String,
+        /// Which field differs (`kind`, `key_size`, ...).
+        field: &'static str,
+        /// The image's value.
+        image: String,
+        /// The object's value.
+        object: String,
+    },
+}
+
+/// The one check that map images describe exactly an object's maps: one
+/// image per map, none for maps the object lacks, and each image's kind, key
+/// size, value size, capacity and flags equal the object's. The first
+/// failure, images in manifest order, then maps without an image.
+///
+/// # Errors
+/// [`ImageMismatch`].
+pub fn check_images(images: &[MapImage], maps: &[MapDef]) -> Result<(), ImageMismatch> {
+    let mut seen = std::collections::BTreeSet::new();
+    for img in images {
+        let Some(def) = maps.iter().find(|d| d.name == img.name) else {
+            return Err(ImageMismatch::Unknown { map: img.name.clone() });
+        };
+        let field =
+            |field, image: String, object: String| ImageMismatch::Field { map: img.name.clone(), field, image, object };
+        if !seen.insert(img.name.as_str()) {
+            return Err(field("image count", "2 or more".into(), "1".into()));
+        }
+        let fields: [(&'static str, String, String); 5] = [
+            ("kind", img.kind.clone(), kind_name(def.kind).to_owned()),
+            ("key_size", img.key_size.to_string(), def.key_size.to_string()),
+            ("value_size", img.value_size.to_string(), def.value_size.to_string()),
+            ("max_entries", img.max_entries.to_string(), def.max_entries.to_string()),
+            ("flags", img.flags.to_string(), def.flags.to_string()),
+        ];
+        if let Some((name, image, object)) = fields.into_iter().find(|(_, i, o)| i != o) {
+            return Err(field(name, image, object));
+        }
+    }
+    match maps.iter().find(|d| !seen.contains(d.name.as_str())) {
+        Some(missing) => Err(ImageMismatch::Missing { map: missing.name.clone() }),
+        None => Ok(()),
     }
 }
 

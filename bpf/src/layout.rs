@@ -682,6 +682,29 @@ constants! {
     ICMP_TIMEOUT_NS: u64 = 30_000_000_000;
 }
 
+/// The value of one [`counter`] entry (per CPU).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counter {
+    /// Packets.
+    pub packets: u64,
+    /// Bytes (`skb->len`).
+    pub bytes: u64,
+}
+
+impl Counter {
+    /// Size of the value in bytes.
+    pub const SIZE: u32 = counter::SIZE as u32;
+
+    /// Decodes one value; `None` for a wrong length.
+    #[must_use]
+    pub fn from_bytes(b: &[u8]) -> Option<Counter> {
+        counter::LAYOUT
+            .fits(b)
+            .then(|| Some(Counter { packets: counter::PACKETS.get(b)?, bytes: counter::BYTES.get(b)? }))
+            .flatten()
+    }
+}
+
 /// A map: name, kind, key and value layouts, and (when fixed) its size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MapLayout {

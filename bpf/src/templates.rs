@@ -39,84 +39,50 @@
 //! egress programs + `count.s` ([`Template::source`]). Holes:
 //! `%tunnel_ifindex` (the ifindex of `egret0`) in all three programs.
 //!
-//! # Maps (byte-exact)
+//! # Maps
 //!
-//! "be" fields are in network byte order (as in the packet), "host" fields in
-//! the CPU's order (little-endian on every target egret supports), padding is
-//! zero. Offsets in bytes.
+//! The byte layouts (field offsets, byte order, sizes) are defined once in
+//! [`crate::layout`] ([`crate::layout::MAPS`]); the templates get them as
+//! `.equ`s from [`prelude`], the objects' BTF as key/value types, and the
+//! types below encode and decode entries with them. Who writes what:
 //!
-//! `egret_local_eps` — hash, key 4, value 8, [`LOCAL_EPS_MAX`] entries; filled
-//! on every node with its own pods:
-//! - key: `be32` pod IPv4 @0.
-//! - value: `u32` host ifindex of the pod's host-side veth @0, `u32` reserved @4 (0).
-//!
-//! `egret_gw_slots` — hash, key 4, value 12, [`GW_SLOTS_MAX`] entries; on a
-//! gateway, one entry per slot it serves:
-//! - key: `u32` host slot id (the 24-bit VNI).
-//! - value: `be32` egress IPv4 @0 (0.0.0.0 = none resolved: drop
-//!   `no-egress-ip`), `u32` host ifindex of the egress interface @4, `u32`
-//!   host flags @8: bit 0 [`GS_F_FLOATING`] = floating slot (compiled by the
-//!   code generator).
-//!
-//! `egret_gw_allowed` — hash, key 8, value 8, [`GW_ALLOWED_MAX`] entries; on a
-//! gateway, one entry per (slot, pod IP) the slot serves:
-//! - key: `u32` host slot @0, `be32` pod IPv4 @4.
-//! - value: `u32` host IPv4 of the node the pod runs on @0 — the address that
-//!   node's tunnel packets come from, as `bpf_skb_get_tunnel_key` reports it
-//!   (host order); 0 = accept from any node — and `u32` host flags @4: bit 0
-//!   [`GA_F_LOCAL`] = the pod runs on this gateway node.
+//! - `egret_local_eps` (every node, [`LocalEndpoint`]): the node's pods →
+//!   their host-side veth.
+//! - `egret_gw_slots` (gateways, [`GatewaySlot`]): the slots served here →
+//!   egress IPv4 (0.0.0.0 = none resolved: drop `no-egress-ip`), egress
+//!   ifindex, flags ([`GS_F_FLOATING`], compiled by the code generator).
+//! - `egret_gw_allowed` (gateways, [`AllowedSource`]): (slot, pod IPv4) →
+//!   the host-order IPv4 of the node the pod runs on — the address that
+//!   node's tunnel packets come from, as `bpf_skb_get_tunnel_key` reports it;
+//!   0 = accept from any node — and flags ([`GA_F_LOCAL`]: the pod runs on
+//!   this gateway node).
 //!
 //!   A tunnelled packet passes only if the entry exists, is not local, and its
 //!   node is 0 or equals the tunnel's remote: a node cannot send another
 //!   node's pods' traffic. A packet handed to `egret_gw_local` passes only if
 //!   the entry is local and the pod's `egret_local_eps` ifindex equals
 //!   `skb->ifindex` (the veth it came in on): a local pod cannot use another
-//!   pod's address. (The issue sketched this value as a bare `u8`; it carries
-//!   the node so the check above is possible.) For a floating slot a
-//!   tunnelled packet also passes when the tunnel remote is a peer of the
-//!   slot in `egret_gw_peers` (a candidate forwarding another node's pod),
-//!   and so does a tunnelled packet of a *local* pod from a peer (the pod's
-//!   first live candidate was that peer, which forwarded it back to this
-//!   owner; its reverse entry is local, its replies go to its veth). Either
-//!   way the packet counts as forwarded: it is never forwarded again.
-//!   A new reverse entry's node (where replies are tunnelled) is the entry's
-//!   node when non-zero, else the tunnel remote.
-//!
-//! `egret_nat_v4` — LRU hash, key 16, value 32, [`NAT_MAX`] entries; forward
-//! mappings, written by the programs only:
-//! - key ([`NatKey`]): `be32` src @0, `be32` dst @4, `be16` sport @8, `be16`
-//!   dport @10, `u8` IP protocol @12, 3 zero bytes @13. ICMP echo: sport =
-//!   identifier, dport = 0.
-//! - value ([`ForwardNat`]): `be32` egress IPv4 @0, `be16` NAT port (ICMP:
-//!   identifier) @4, 2 zero bytes @6, `u32` host slot @8, 4 zero bytes @12,
-//!   `u64` host `ktime_get_ns` at creation @16, `u64` host `ktime_get_ns` of the
-//!   last forward packet @24.
-//!
-//! `egret_rnat_v4` — LRU hash, key 16, value 32, [`NAT_MAX`] entries; the
-//! connection's state, written by the programs only:
-//! - key: the *translated* packet's 5-tuple in the same layout as
-//!   `egret_nat_v4`'s key: egress IPv4 @0, remote IPv4 @4, NAT port @8, remote
-//!   port @10, protocol @12 (a reply's tuple, swapped).
-//! - value ([`ReverseNat`]): `be32` original source (the pod) @0, `u32` host
-//!   IPv4 of the pod's node @4 (the tunnel remote; 0 for local pods), `u32`
-//!   host slot @8, `be16` original source port (ICMP: identifier) @12, `u8`
-//!   flags @14 ([`RV_F_LOCAL`] 1, [`RV_F_SEEN_REPLY`] 2, [`RV_F_CLOSING`] 4),
-//!   1 zero byte @15, `u64` host `ktime_get_ns` of the last packet either way
-//!   @16, `u64` host `ktime_get_ns` after which the entry is free @24.
-//!
-//! `egret_gw_stats` — per-CPU array, key `u32` host index, value 16,
-//! [`STATS_MAX`] entries: `u64` host packets @0, `u64` host bytes (`skb->len`)
-//! @8. Indexes: [`Stat`] (one list for the source and the gateway side; index
-//! 0 `no-gateway` is the source classifier's, these templates never write it).
-//!
-//! `egret_float_owner` — hash, key 4, value 8, [`FLOAT_OWNER_MAX`] entries,
-//! a state map written by the node's agent: [`FloatOwner`].
-//! `egret_gw_peers` — hash, key 8, value 4, [`GW_PEERS_MAX`] entries,
-//! compiled: [`GatewayPeer`].
-//!
-//! `egret_probe_rx` — hash, key 4, value 24, [`PROBE_RX_MAX`] entries, a
-//! state map written by `egret_tunnel_in` for each probe reply: see
-//! [`probe::ProbeRx`] and the frame layout in [`probe`].
+//!   pod's address. For a floating slot a tunnelled packet also passes when
+//!   the tunnel remote is a peer of the slot in `egret_gw_peers` (a candidate
+//!   forwarding another node's pod), and so does a tunnelled packet of a
+//!   *local* pod from a peer (the pod's first live candidate was that peer,
+//!   which forwarded it back to this owner; its reverse entry is local, its
+//!   replies go to its veth). Either way the packet counts as forwarded: it is
+//!   never forwarded again. A new reverse entry's node (where replies are
+//!   tunnelled) is the entry's node when non-zero, else the tunnel remote.
+//! - `egret_nat_v4` (programs only): forward mappings, [`NatKey`] →
+//!   [`ForwardNat`]. ICMP echo: sport = identifier, dport = 0.
+//! - `egret_rnat_v4` (programs only): the connection's state, keyed by the
+//!   *translated* packet's 5-tuple (egress IPv4, remote IPv4, NAT port,
+//!   remote port, protocol: a reply's tuple, swapped) → [`ReverseNat`]
+//!   (flags [`RV_F_LOCAL`], [`RV_F_SEEN_REPLY`], [`RV_F_CLOSING`]).
+//! - `egret_gw_stats` (programs only): per-CPU `{packets, bytes}` by
+//!   [`Stat`] (one list for the source and the gateway side; index 0
+//!   `no-gateway` is the source classifier's, these templates never write it).
+//! - `egret_float_owner` (the agent, state map): [`FloatOwner`].
+//! - `egret_gw_peers` (compiled): [`GatewayPeer`].
+//! - `egret_probe_rx` (written by `egret_tunnel_in` for each probe reply,
+//!   state map): [`probe::ProbeRx`], frame layout in [`probe`].
 //!
 //! # Connection tracking and port allocation
 //!
@@ -268,7 +234,7 @@ impl Template {
     /// All templates.
     pub const ALL: [Template; 3] = [Template::TunnelIn, Template::GwLocal, Template::GwReply];
 
-    /// Program (and section `classifier/<name>`) name.
+    /// Program name (its section is named `classifier`, [`crate::elf::PROGRAM_SECTION`]).
     #[must_use]
     pub const fn name(self) -> &'static str {
         match self {

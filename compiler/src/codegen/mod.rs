@@ -1,5 +1,5 @@
 //! eBPF code generation: a verified plan becomes the `egret_src` classifier
-//! (section `classifier/egret_src`), attached by the loader at tcx ingress of
+//! (in a section named `classifier`), attached by the loader at tcx ingress of
 //! every local pod's host-side veth, plus the images of its maps, as an
 //! [`egret_bpf::artifact::Artifact`]. No LLVM: instructions are emitted with
 //! [`egret_bpf::ProgramBuilder`].
