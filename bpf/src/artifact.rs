@@ -204,14 +204,72 @@ impl MapImage {
 }
 
 pub fn kind_name(k: MapKind) -> &'static str {
-    match k {
-        MapKind::Hash => "hash",
-        MapKind::Array => "array",
-        MapKind::ProgArray => "prog_array",
-        MapKind::LpmTrie => "lpm_trie",
-        MapKind::PercpuArray => "percpu_array",
-        MapKind::PercpuHash => "percpu_hash",
-        MapKind::LruHash => "lru_hash",
+    k.name()
+}
+
+/// How a manifest's map images fail to describe an object's maps
+/// ([`check_images`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ImageMismatch {
+    /// An image for a map the object does not define.
+    #[error("map image `{map}` names no map of the object")]
+    Unknown {
+        /// Map name.
+        map: String,
+    },
+    /// An object map without an image.
+    #[error("the object's map `{map}` has no map image")]
+    Missing {
+        /// Map name.
+        map: String,
+    },
+    /// An image whose geometry differs from the object's map (or a second
+    /// image of one map: field `image count`).
+    #[error("map image `{map}`: {field} is {image} in the image, {object} in the object")]
+    Field {
+        /// Map name.
+        map: String,
+        /// Which field differs (`kind`, `key_size`, ...).
+        field: &'static str,
+        /// The image's value.
+        image: String,
+        /// The object's value.
+        object: String,
+    },
+}
+
+/// The one check that map images describe exactly an object's maps: one
+/// image per map, none for maps the object lacks, and each image's kind, key
+/// size, value size, capacity and flags equal the object's. The first
+/// failure, images in manifest order, then maps without an image.
+///
+/// # Errors
+/// [`ImageMismatch`].
+pub fn check_images(images: &[MapImage], maps: &[MapDef]) -> Result<(), ImageMismatch> {
+    let mut seen = std::collections::BTreeSet::new();
+    for img in images {
+        let Some(def) = maps.iter().find(|d| d.name == img.name) else {
+            return Err(ImageMismatch::Unknown { map: img.name.clone() });
+        };
+        let field =
+            |field, image: String, object: String| ImageMismatch::Field { map: img.name.clone(), field, image, object };
+        if !seen.insert(img.name.as_str()) {
+            return Err(field("image count", "2 or more".into(), "1".into()));
+        }
+        let fields: [(&'static str, String, String); 5] = [
+            ("kind", img.kind.clone(), kind_name(def.kind).to_owned()),
+            ("key_size", img.key_size.to_string(), def.key_size.to_string()),
+            ("value_size", img.value_size.to_string(), def.value_size.to_string()),
+            ("max_entries", img.max_entries.to_string(), def.max_entries.to_string()),
+            ("flags", img.flags.to_string(), def.flags.to_string()),
+        ];
+        if let Some((name, image, object)) = fields.into_iter().find(|(_, i, o)| i != o) {
+            return Err(field(name, image, object));
+        }
+    }
+    match maps.iter().find(|d| !seen.contains(d.name.as_str())) {
+        Some(missing) => Err(ImageMismatch::Missing { map: missing.name.clone() }),
+        None => Ok(()),
     }
 }
 
@@ -309,7 +367,8 @@ pub const TEMPLATE_STATE_MAPS: [&str; 7] = [
 pub struct Manifest {
     pub format: String,
     pub node: String,
-    /// FNV-1a 64 over the object bytes and the manifest's other fields, hex.
+    /// SHA-256 over the object bytes and the manifest's other fields
+    /// (each length-prefixed), 64 hex digits.
     pub digest: String,
     pub programs: Vec<ProgramSpec>,
     pub holes: Vec<HoleSpec>,
@@ -510,15 +569,12 @@ pub fn read_dir(dir: &Path, node: &str) -> Result<Artifact, ArtifactError> {
 }
 
 fn digest(object: &[u8], m: &Manifest) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    use sha2::{Digest as _, Sha256};
+    let mut h = Sha256::new();
+    // each field length-prefixed, so field boundaries matter
     let mut eat = |bytes: &[u8]| {
-        for b in bytes {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        // separator so field boundaries matter
-        h ^= 0xff;
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
     };
     eat(object);
     eat(m.format.as_bytes());
@@ -538,7 +594,7 @@ fn digest(object: &[u8], m: &Manifest) -> String {
         eat(b"decisions");
         eat(&serde_json::to_vec(d).unwrap_or_default());
     }
-    format!("{h:016x}")
+    hex(&h.finalize())
 }
 
 pub fn hex(bytes: &[u8]) -> String {

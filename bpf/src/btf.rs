@@ -12,13 +12,22 @@
 //!   VAR named like the map, linkage 1 (global);
 //! - DATASEC `.maps` with the real size (40 × maps) and each VAR's offset.
 //!
-//! No key/value types are emitted: with `*_size` members the kernel creates
-//! the maps without BTF ids, which aya 0.14 needs for LPM tries (it has no
-//! retry without BTF). The reader also understands typed `key`/`value`
-//! members (it takes the pointee's size), as clang emits them.
+//! A map whose definition is one of [`crate::layout::MAPS`] (name, kind and
+//! sizes agree) gets typed `key` and `value` members instead of `key_size`
+//! and `value_size`: PTRs to its layouts' types — a STRUCT named like the
+//! layout whose members are the fields (INTs `__u8`..`__u64`, TYPEDEFs
+//! `__be16`/`__be32`, ARRAYs for byte strings and records), or `unsigned int`
+//! for an array's index (the kernel wants an INT there). So the kernel maps
+//! get BTF key/value type ids and `bpftool map dump` prints field names.
+//! Every name is a C identifier (kernel-valid BTF; aya 0.14 fails on BTF the
+//! kernel refuses), LPM trie keys are STRUCTs (aya 0.14 has no retry without
+//! BTF), and `PROG_ARRAY`s keep the sizes (the kernel refuses BTF types for
+//! them). Other maps keep `key_size`/`value_size`. The reader understands
+//! both (it takes the pointee's size), as clang emits typed members.
 
 use std::collections::BTreeMap;
 
+use crate::layout::{self, Struct, Ty as FieldTy};
 use crate::maps::{MapDef, MapKind};
 
 const BTF_MAGIC: u16 = 0xeb9f;
@@ -97,15 +106,106 @@ impl Writer {
 /// Size of one map's definition in `.maps` (5 pointers).
 pub const MAP_DEF_SIZE: u32 = 40;
 
-/// The five attributes written per map, in member order.
-fn attrs(m: &MapDef) -> [(&'static str, u32); 5] {
-    [
-        ("type", m.kind.type_id()),
-        ("max_entries", m.max_entries),
-        ("map_flags", m.flags),
-        ("key_size", m.key_size),
-        ("value_size", m.value_size),
-    ]
+/// The BTF types of map layouts, each written once.
+struct Types {
+    uint: u32,
+    ints: BTreeMap<usize, u32>,
+    typedefs: BTreeMap<&'static str, u32>,
+    structs: BTreeMap<&'static str, u32>,
+    arrays: BTreeMap<(u32, usize), u32>,
+    ptrs: BTreeMap<u32, u32>,
+}
+
+impl Types {
+    fn int(&mut self, w: &mut Writer, size: usize) -> u32 {
+        if size == 4 {
+            return self.uint;
+        }
+        *self.ints.entry(size).or_insert_with(|| {
+            let name = w.str(&format!("__u{}", size * 8));
+            w.ty(name, kind::INT, 0, size as u32, &[(size * 8) as u32])
+        })
+    }
+
+    fn typedef(&mut self, w: &mut Writer, name: &'static str, size: usize) -> u32 {
+        if let Some(id) = self.typedefs.get(name) {
+            return *id;
+        }
+        let int = self.int(w, size);
+        let n = w.str(name);
+        let id = w.ty(n, kind::TYPEDEF, 0, int, &[]);
+        self.typedefs.insert(name, id);
+        id
+    }
+
+    fn array(&mut self, w: &mut Writer, elem: u32, n: usize) -> u32 {
+        if let Some(id) = self.arrays.get(&(elem, n)) {
+            return *id;
+        }
+        let id = w.ty(0, kind::ARRAY, 0, 0, &[elem, self.uint, n as u32]);
+        self.arrays.insert((elem, n), id);
+        id
+    }
+
+    fn field(&mut self, w: &mut Writer, ty: FieldTy) -> u32 {
+        match ty {
+            FieldTy::U8 | FieldTy::U16 | FieldTy::U32 | FieldTy::U64 => self.int(w, ty.size()),
+            FieldTy::Be16 => self.typedef(w, "__be16", 2),
+            FieldTy::Be32 => self.typedef(w, "__be32", 4),
+            FieldTy::Bytes(n) => {
+                let byte = self.int(w, 1);
+                self.array(w, byte, n)
+            }
+            FieldTy::Records(s, n) => {
+                let elem = self.structure(w, s);
+                self.array(w, elem, n)
+            }
+        }
+    }
+
+    fn structure(&mut self, w: &mut Writer, s: &'static Struct) -> u32 {
+        if s.scalar {
+            return self.uint;
+        }
+        if let Some(id) = self.structs.get(s.name) {
+            return *id;
+        }
+        let members: Vec<u32> = s.fields.iter().map(|f| self.field(w, f.ty)).collect();
+        let mut tail = Vec::new();
+        for (f, ty) in s.fields.iter().zip(members) {
+            let name = w.str(f.name);
+            tail.extend_from_slice(&[name, ty, (f.offset * 8) as u32]);
+        }
+        let name = w.str(s.name);
+        let id = w.ty(name, kind::STRUCT, s.fields.len() as u32, s.size as u32, &tail);
+        self.structs.insert(s.name, id);
+        id
+    }
+
+    fn ptr(&mut self, w: &mut Writer, s: &'static Struct) -> u32 {
+        let target = self.structure(w, s);
+        *self.ptrs.entry(target).or_insert_with(|| w.ty(0, kind::PTR, 0, target, &[]))
+    }
+}
+
+/// The attributes written per map, in member order: the sizes, or for a map
+/// of [`layout::MAPS`] its key and value layouts.
+enum Attr {
+    Uint(&'static str, u32),
+    Ptr(&'static str, &'static Struct),
+}
+
+fn map_attrs(m: &MapDef) -> Vec<Attr> {
+    let mut v = vec![
+        Attr::Uint("type", m.kind.type_id()),
+        Attr::Uint("max_entries", m.max_entries),
+        Attr::Uint("map_flags", m.flags),
+    ];
+    match layout::of(m).filter(|l| l.typed()) {
+        Some(l) => v.extend([Attr::Ptr("key", l.key), Attr::Ptr("value", l.value)]),
+        None => v.extend([Attr::Uint("key_size", m.key_size), Attr::Uint("value_size", m.value_size)]),
+    }
+    v
 }
 
 /// Builds the `.BTF` section for `maps`, laid out in `.maps` in slice order.
@@ -116,22 +216,37 @@ pub fn maps_btf(maps: &[MapDef]) -> Vec<u8> {
     let uint = w.ty(uint_name, kind::INT, 0, 4, &[32]);
     let mut ptr_for: BTreeMap<u32, u32> = BTreeMap::new();
     for m in maps {
-        for (_, v) in attrs(m) {
-            if let std::collections::btree_map::Entry::Vacant(e) = ptr_for.entry(v) {
+        for a in map_attrs(m) {
+            if let Attr::Uint(_, v) = a
+                && let std::collections::btree_map::Entry::Vacant(e) = ptr_for.entry(v)
+            {
                 let arr = w.ty(0, kind::ARRAY, 0, 0, &[uint, uint, v]);
                 let ptr = w.ty(0, kind::PTR, 0, arr, &[]);
                 e.insert(ptr);
             }
         }
     }
+    let mut types = Types {
+        uint,
+        ints: BTreeMap::new(),
+        typedefs: BTreeMap::new(),
+        structs: BTreeMap::new(),
+        arrays: BTreeMap::new(),
+        ptrs: BTreeMap::new(),
+    };
     let mut vars = Vec::new();
     for (n, m) in maps.iter().enumerate() {
+        let attrs = map_attrs(m);
         let mut tail = Vec::new();
-        for (i, (member, v)) in attrs(m).into_iter().enumerate() {
+        for (i, a) in attrs.iter().enumerate() {
+            let (member, ty) = match a {
+                Attr::Uint(member, v) => (*member, ptr_for[v]),
+                Attr::Ptr(member, s) => (*member, types.ptr(&mut w, s)),
+            };
             let name = w.str(member);
-            tail.extend_from_slice(&[name, ptr_for[&v], (i as u32) * 64]);
+            tail.extend_from_slice(&[name, ty, (i as u32) * 64]);
         }
-        let st = w.ty(0, kind::STRUCT, 5, MAP_DEF_SIZE, &tail);
+        let st = w.ty(0, kind::STRUCT, attrs.len() as u32, MAP_DEF_SIZE, &tail);
         let var_name = w.str(&m.name);
         let var = w.ty(var_name, kind::VAR, 0, st, &[1]);
         vars.push((var, n as u32 * MAP_DEF_SIZE));

@@ -16,18 +16,13 @@
 
 use std::net::Ipv4Addr;
 
-/// The map's name.
-pub const MAP: &str = "egret_choices";
-/// Targets per choice: the most gateways an endpoint fails over through.
-pub const MAX_TARGETS: usize = 8;
-/// Size of a value.
-pub const VALUE_SIZE: u32 = 8 + 8 * MAX_TARGETS as u32;
+pub use crate::layout::MAX_TARGETS;
+use crate::layout::{choice, choice_target};
 
-/// Offset of target `i`'s verdict in a value (its gateway follows at +4).
-#[must_use]
-pub const fn target_offset(i: usize) -> usize {
-    8 + 8 * i
-}
+/// The map's name.
+pub const MAP: &str = crate::layout::map::CHOICES;
+/// Size of a value ([`crate::layout::choice`]).
+pub const VALUE_SIZE: u32 = choice::SIZE as u32;
 
 /// One target of a choice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,12 +37,11 @@ pub struct ChoiceTarget {
 #[must_use]
 pub fn encode(targets: &[ChoiceTarget]) -> Vec<u8> {
     let targets = &targets[..targets.len().min(MAX_TARGETS)];
-    let mut v = vec![0u8; VALUE_SIZE as usize];
-    v[0..4].copy_from_slice(&(targets.len() as u32).to_le_bytes());
+    let mut v = choice::LAYOUT.zeroed();
+    choice::COUNT.put(&mut v, targets.len() as u64);
     for (i, t) in targets.iter().enumerate() {
-        let at = target_offset(i);
-        v[at..at + 4].copy_from_slice(&t.verdict.to_le_bytes());
-        v[at + 4..at + 8].copy_from_slice(&u32::from(t.gateway).to_le_bytes());
+        choice::TARGETS.record(i, choice_target::VERDICT).put(&mut v, u64::from(t.verdict));
+        choice::TARGETS.record(i, choice_target::GATEWAY).put_ipv4(&mut v, t.gateway);
     }
     v
 }
@@ -55,13 +49,15 @@ pub fn encode(targets: &[ChoiceTarget]) -> Vec<u8> {
 /// Decodes a value; `None` for a wrong size or count.
 #[must_use]
 pub fn decode(value: &[u8]) -> Option<Vec<ChoiceTarget>> {
-    let w = |i: usize| value.get(i..i + 4).and_then(|s| s.try_into().ok()).map(u32::from_le_bytes);
-    (value.len() == VALUE_SIZE as usize).then_some(())?;
-    let count = w(0)? as usize;
+    choice::LAYOUT.fits(value).then_some(())?;
+    let count = choice::COUNT.get_u32(value)? as usize;
     (1..=MAX_TARGETS).contains(&count).then_some(())?;
     (0..count)
         .map(|i| {
-            Some(ChoiceTarget { verdict: w(target_offset(i))?, gateway: Ipv4Addr::from(w(target_offset(i) + 4)?) })
+            Some(ChoiceTarget {
+                verdict: choice::TARGETS.record(i, choice_target::VERDICT).get_u32(value)?,
+                gateway: choice::TARGETS.record(i, choice_target::GATEWAY).ipv4(value)?,
+            })
         })
         .collect()
 }

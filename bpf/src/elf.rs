@@ -1,9 +1,11 @@
 //! ELF objects: the writer of egret's relocatable EM_BPF objects and the
 //! reader that parses them (and clang-built objects of the same shape) back.
 //!
-//! Written layout (EBPF-FACTS.md; loaded by aya 0.14 and `bpftool prog loadall
-//! ... type classifier`):
-//! - one section `classifier/<name>` per program (PROGBITS, `AX`, align 8) with
+//! Written layout (EBPF-FACTS.md; loaded by aya 0.14 and by plain `bpftool
+//! prog loadall OBJ DIR`, libbpf guessing the program type from the section
+//! name):
+//! - one section per program, each named exactly `classifier` (PROGBITS,
+//!   `AX`, align 8; libbpf does not recognise `classifier/<name>`) with
 //!   one `STT_FUNC` `GLOBAL` symbol `<name>` at 0 whose size is the code size;
 //!   optionally (default on) `STT_NOTYPE` `LOCAL` symbols for the program's
 //!   labels, so `llvm-objdump -d` prints `goto +3 <drop>`;
@@ -14,9 +16,9 @@
 //! - `license` (PROGBITS, `WA`): the license string, NUL-terminated;
 //! - `.BTF`: see [`crate::btf`];
 //! - `.egret.holes` (PROGBITS, no flags; only when a program has holes): UTF-8
-//!   text, first line `egret-holes 1`, then one line per hole,
-//!   `<section>\t<insn index>\t<imm32|imm64>\t<name>`, in section order then
-//!   slot order. Loaders ignore this section; egret's loader fills the holes
+//!   text, first line `egret-holes 2`, then one line per hole,
+//!   `<program>\t<insn index>\t<imm32|imm64>\t<name>`, in section order then
+//!   slot order (the program's name: its section's name is not unique). Loaders ignore this section; egret's loader fills the holes
 //!   ([`fill_holes`]) before it hands the object to aya.
 //!
 //! Output is deterministic: the same inputs give the same bytes.
@@ -43,15 +45,14 @@ use crate::verifier::{self, Verified, VerifyErrors};
 /// Name of the section that lists holes.
 pub const HOLES_SECTION: &str = ".egret.holes";
 /// First line of the holes section.
-pub const HOLES_HEADER: &str = "egret-holes 1";
+pub const HOLES_HEADER: &str = "egret-holes 2";
 /// Default license string (GPL-compatible, so every helper is allowed).
 pub const DEFAULT_LICENSE: &str = "Dual MIT/GPL";
 
-/// The section name of a program.
-#[must_use]
-pub fn program_section(name: &str) -> String {
-    format!("classifier/{name}")
-}
+/// The name of every program section: exactly `classifier`, which libbpf
+/// maps to `BPF_PROG_TYPE_SCHED_CLS` (it cannot guess a type for
+/// `classifier/<name>`) and aya 0.14 too. Each program has its own section.
+pub const PROGRAM_SECTION: &str = "classifier";
 
 /// Failure to write or read an object.
 #[derive(Debug, thiserror::Error)]
@@ -251,7 +252,7 @@ impl ObjectWriter {
         for p in &self.programs {
             let sec = obj.add_section(
                 obj.segment_name(StandardSegment::Text).to_vec(),
-                program_section(&p.name).into_bytes(),
+                PROGRAM_SECTION.as_bytes().to_vec(),
                 SectionKind::Text,
             );
             obj.section_mut(sec).set_data(p.bytes(), 8);
@@ -347,7 +348,7 @@ fn holes_text(programs: &[Program]) -> Option<String> {
         let mut holes = p.holes.clone();
         holes.sort_by_key(|h| h.insn);
         for h in holes {
-            s.push_str(&format!("{}\t{}\t{}\t{}\n", program_section(&p.name), h.insn, h.kind.name(), h.name));
+            s.push_str(&format!("{}\t{}\t{}\t{}\n", p.name, h.insn, h.kind.name(), h.name));
         }
     }
     Some(s)
@@ -381,7 +382,7 @@ pub fn verify_and_write(programs: &[Program], maps: &[MapDef], license: &str) ->
 /// A program read back from an object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectProgram {
-    /// Its section (`classifier/<name>`).
+    /// Its section's name ([`PROGRAM_SECTION`] in egret's objects).
     pub section: String,
     /// The program, with map references, holes and labels.
     pub program: Program,
@@ -549,11 +550,7 @@ pub fn read_object(data: &[u8]) -> Result<ParsedObject, ElfError> {
                 .filter(|(at, _)| (start..end).contains(at))
                 .map(|(at, n)| (at - start, n.clone()))
                 .collect();
-            p.holes = holes
-                .iter()
-                .filter(|(sec, h)| *sec == sec_name && (start..end).contains(&h.insn))
-                .map(|(_, h)| Hole { insn: h.insn - start, ..h.clone() })
-                .collect();
+            p.holes = holes.iter().filter(|(program, _)| *program == name).map(|(_, h)| h.clone()).collect();
             p.validate()?;
             programs.push(ObjectProgram { section: sec_name.clone(), program: p });
         }
@@ -571,11 +568,11 @@ fn parse_holes(data: &[u8]) -> Result<Vec<(String, Hole)>, ElfError> {
     for (n, line) in lines.enumerate() {
         let f: Vec<&str> = line.split('\t').collect();
         let bad = || read_err(format!("holes section line {}: `{line}`", n + 2));
-        let [sec, insn, kind, name] = f.as_slice() else {
+        let [program, insn, kind, name] = f.as_slice() else {
             return Err(bad());
         };
         out.push((
-            (*sec).to_owned(),
+            (*program).to_owned(),
             Hole {
                 name: (*name).to_owned(),
                 insn: insn.parse().map_err(|_| bad())?,

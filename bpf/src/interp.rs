@@ -37,6 +37,7 @@ use crate::insn::{
     AtomicOp, CallTarget, DecodeError, Instruction, Operand, Reg, Size, Width, decode, eval_alu, eval_end, eval_movsx,
     eval_neg, imm_value,
 };
+use crate::layout::{self, tunnel_key};
 use crate::maps::{MapDef, MapKind};
 use crate::program::Program;
 use crate::skb::{self, FieldKind, SKB_SIZE};
@@ -49,24 +50,16 @@ const MAP_WINDOW_SHIFT: u32 = 36;
 const MAP_PTR_BASE: u64 = 0x0000_5000_0000_0000;
 const STACK_SIZE: usize = 512;
 
-/// `TC_ACT_SHOT`.
-pub const TC_ACT_SHOT: u64 = 2;
-/// `TC_ACT_REDIRECT`.
-pub const TC_ACT_REDIRECT: u64 = 7;
-/// `BPF_F_INGRESS` for `bpf_redirect`.
-pub const BPF_F_INGRESS: u64 = 1;
-/// `BPF_F_TUNINFO_IPV6` for the tunnel key helpers.
-pub const BPF_F_TUNINFO_IPV6: u64 = 1;
-/// `BPF_F_ZERO_CSUM_TX`.
-pub const BPF_F_ZERO_CSUM_TX: u64 = 2;
-/// `BPF_F_DONT_FRAGMENT`.
-pub const BPF_F_DONT_FRAGMENT: u64 = 4;
-/// `BPF_F_SEQ_NUMBER`.
-pub const BPF_F_SEQ_NUMBER: u64 = 8;
-/// `BPF_F_NO_TUNNEL_KEY`.
-pub const BPF_F_NO_TUNNEL_KEY: u64 = 16;
-/// `sizeof(struct bpf_tunnel_key)`.
-pub const TUNNEL_KEY_SIZE: u64 = 44;
+// kernel constants, as the helpers take and return them (defined in [`crate::layout`])
+pub const TC_ACT_SHOT: u64 = layout::TC_ACT_SHOT as u64;
+pub const TC_ACT_REDIRECT: u64 = layout::TC_ACT_REDIRECT as u64;
+const BPF_F_INGRESS: u64 = layout::BPF_F_INGRESS as u64;
+const BPF_F_TUNINFO_IPV6: u64 = layout::BPF_F_TUNINFO_IPV6 as u64;
+const BPF_F_TUNINFO_FLAGS: u64 = layout::BPF_F_TUNINFO_FLAGS as u64;
+const BPF_F_ZERO_CSUM_TX: u64 = layout::BPF_F_ZERO_CSUM_TX as u64;
+const BPF_F_DONT_FRAGMENT: u64 = layout::BPF_F_DONT_FRAGMENT as u64;
+const BPF_F_SEQ_NUMBER: u64 = layout::BPF_F_SEQ_NUMBER as u64;
+const BPF_F_NO_TUNNEL_KEY: u64 = layout::BPF_F_NO_TUNNEL_KEY as u64;
 
 const ENOENT: i64 = 2;
 const E2BIG: i64 = 7;
@@ -1513,11 +1506,11 @@ impl Machine<'_> {
 
     fn csum_replace(&mut self, l4: bool, offset: u64, from: u64, to: u64, flags: u64) -> u64 {
         let neg = |e: i64| (-e) as u64;
-        const HDR_FIELD_MASK: u64 = 0xf;
-        const PSEUDO_HDR: u64 = 0x10;
-        const MARK_MANGLED_0: u64 = 0x20;
-        const MARK_ENFORCE: u64 = 0x40;
-        const IPV6: u64 = 0x80;
+        const HDR_FIELD_MASK: u64 = layout::BPF_F_HDR_FIELD_MASK as u64;
+        const PSEUDO_HDR: u64 = layout::BPF_F_PSEUDO_HDR as u64;
+        const MARK_MANGLED_0: u64 = layout::BPF_F_MARK_MANGLED_0 as u64;
+        const MARK_ENFORCE: u64 = layout::BPF_F_MARK_ENFORCE as u64;
+        const IPV6: u64 = layout::BPF_F_IPV6 as u64;
         let allowed =
             if l4 { HDR_FIELD_MASK | PSEUDO_HDR | MARK_MANGLED_0 | MARK_ENFORCE | IPV6 } else { HDR_FIELD_MASK };
         if flags & !allowed != 0 {
@@ -1562,11 +1555,10 @@ impl Machine<'_> {
     }
 
     fn get_tunnel_key(&self, size: u64, flags: u64) -> Result<Vec<u8>, i64> {
-        const TUNINFO_FLAGS: u64 = 16;
         let Some(info) = &self.input.tunnel else {
             return Err(EINVAL);
         };
-        if flags & !(BPF_F_TUNINFO_IPV6 | TUNINFO_FLAGS) != 0 {
+        if flags & !(BPF_F_TUNINFO_IPV6 | BPF_F_TUNINFO_FLAGS) != 0 {
             return Err(EINVAL);
         }
         let v6 = flags & BPF_F_TUNINFO_IPV6 != 0;
@@ -1580,18 +1572,18 @@ impl Machine<'_> {
                 return Err(EINVAL);
             }
         }
-        let mut b = vec![0u8; 44];
-        b[0..4].copy_from_slice(&info.tunnel_id.to_le_bytes());
+        let mut b = tunnel_key::LAYOUT.zeroed();
+        tunnel_key::TUNNEL_ID.put(&mut b, u64::from(info.tunnel_id));
         match info.remote {
-            IpAddr::V4(a) => b[4..8].copy_from_slice(&u32::from(a).to_le_bytes()),
-            IpAddr::V6(a) => b[4..20].copy_from_slice(&a.octets()),
+            IpAddr::V4(a) => layout::TUNNEL_KEY_REMOTE_IPV4.put_ipv4(&mut b, a),
+            IpAddr::V6(a) => b[tunnel_key::REMOTE.offset..tunnel_key::REMOTE.end()].copy_from_slice(&a.octets()),
         }
-        b[20] = info.tos;
-        b[21] = info.ttl;
-        b[24..28].copy_from_slice(&info.label.to_le_bytes());
+        tunnel_key::TOS.put(&mut b, u64::from(info.tos));
+        tunnel_key::TTL.put(&mut b, u64::from(info.ttl));
+        tunnel_key::LABEL.put(&mut b, u64::from(info.label));
         match info.local {
-            Some(IpAddr::V4(a)) => b[28..32].copy_from_slice(&u32::from(a).to_le_bytes()),
-            Some(IpAddr::V6(a)) => b[28..44].copy_from_slice(&a.octets()),
+            Some(IpAddr::V4(a)) => layout::TUNNEL_KEY_LOCAL_IPV4.put_ipv4(&mut b, a),
+            Some(IpAddr::V6(a)) => b[tunnel_key::LOCAL.offset..tunnel_key::LOCAL.end()].copy_from_slice(&a.octets()),
             None => {}
         }
         b.truncate(size as usize);
@@ -1613,34 +1605,34 @@ fn parse_tunnel_key(raw: &[u8], flags: u64) -> Result<TunnelKey, i64> {
         return Err(EINVAL);
     }
     let mut b = raw.to_vec();
-    b.resize(44, 0);
-    let u32_at = |o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+    b.resize(tunnel_key::SIZE, 0);
     let v6 = flags & BPF_F_TUNINFO_IPV6 != 0;
-    let label = u32_at(24);
-    let ext = u16::from_le_bytes([b[22], b[23]]);
-    if (!v6 && label != 0) || ext != 0 {
+    let get = |f: layout::Field| f.get_u32(&b).unwrap_or(0);
+    let label = get(tunnel_key::LABEL);
+    if (!v6 && label != 0) || get(tunnel_key::EXT) != 0 {
         return Err(EINVAL);
     }
-    let remote = if v6 {
+    let v6_at = |f: layout::Field| {
         let mut a = [0u8; 16];
-        a.copy_from_slice(&b[4..20]);
+        a.copy_from_slice(&b[f.offset..f.end()]);
         IpAddr::V6(Ipv6Addr::from(a))
-    } else {
-        IpAddr::V4(Ipv4Addr::from(u32_at(4)))
     };
-    let local = if raw.len() == 44 {
-        if v6 {
-            let mut a = [0u8; 16];
-            a.copy_from_slice(&b[28..44]);
-            Some(IpAddr::V6(Ipv6Addr::from(a)))
-        } else {
-            Some(IpAddr::V4(Ipv4Addr::from(u32_at(28))))
-        }
-        .filter(|a| !a.is_unspecified())
+    let remote =
+        if v6 { v6_at(tunnel_key::REMOTE) } else { IpAddr::V4(Ipv4Addr::from(get(layout::TUNNEL_KEY_REMOTE_IPV4))) };
+    let local = if raw.len() == tunnel_key::SIZE {
+        Some(if v6 { v6_at(tunnel_key::LOCAL) } else { IpAddr::V4(Ipv4Addr::from(get(layout::TUNNEL_KEY_LOCAL_IPV4))) })
+            .filter(|a| !a.is_unspecified())
     } else {
         None
     };
-    Ok(TunnelKey { tunnel_id: u32_at(0), remote, tos: b[20], ttl: b[21], label, local })
+    Ok(TunnelKey {
+        tunnel_id: get(tunnel_key::TUNNEL_ID),
+        remote,
+        tos: get(tunnel_key::TOS) as u8,
+        ttl: get(tunnel_key::TTL) as u8,
+        label,
+        local,
+    })
 }
 
 // ----- checksums (the kernel's one's-complement helpers, on memory-order words) -------

@@ -14,6 +14,7 @@
 //! - [`artifact`]: a node's artifact on disk (object + manifest with map images).
 //! - [`verifier`]: the static verifier run before any artifact is written.
 //! - [`templates`]: the gateway datapath templates (`bpf-templates/`) and their map layouts.
+//! - [`layout`]: every map key/value layout and kernel constant, defined once.
 //! - [`choices`]: the layout of the classifier's failover choices (`egret_choices`).
 
 pub mod artifact;
@@ -26,6 +27,7 @@ pub mod elf;
 pub mod helpers;
 pub mod insn;
 pub mod interp;
+pub mod layout;
 pub mod maps;
 pub mod program;
 pub mod skb;

@@ -39,84 +39,50 @@
 //! egress programs + `count.s` ([`Template::source`]). Holes:
 //! `%tunnel_ifindex` (the ifindex of `egret0`) in all three programs.
 //!
-//! # Maps (byte-exact)
+//! # Maps
 //!
-//! "be" fields are in network byte order (as in the packet), "host" fields in
-//! the CPU's order (little-endian on every target egret supports), padding is
-//! zero. Offsets in bytes.
+//! The byte layouts (field offsets, byte order, sizes) are defined once in
+//! [`crate::layout`] ([`crate::layout::MAPS`]); the templates get them as
+//! `.equ`s from [`prelude`], the objects' BTF as key/value types, and the
+//! types below encode and decode entries with them. Who writes what:
 //!
-//! `egret_local_eps` — hash, key 4, value 8, [`LOCAL_EPS_MAX`] entries; filled
-//! on every node with its own pods:
-//! - key: `be32` pod IPv4 @0.
-//! - value: `u32` host ifindex of the pod's host-side veth @0, `u32` reserved @4 (0).
-//!
-//! `egret_gw_slots` — hash, key 4, value 12, [`GW_SLOTS_MAX`] entries; on a
-//! gateway, one entry per slot it serves:
-//! - key: `u32` host slot id (the 24-bit VNI).
-//! - value: `be32` egress IPv4 @0 (0.0.0.0 = none resolved: drop
-//!   `no-egress-ip`), `u32` host ifindex of the egress interface @4, `u32`
-//!   host flags @8: bit 0 [`GS_F_FLOATING`] = floating slot (compiled by the
-//!   code generator).
-//!
-//! `egret_gw_allowed` — hash, key 8, value 8, [`GW_ALLOWED_MAX`] entries; on a
-//! gateway, one entry per (slot, pod IP) the slot serves:
-//! - key: `u32` host slot @0, `be32` pod IPv4 @4.
-//! - value: `u32` host IPv4 of the node the pod runs on @0 — the address that
-//!   node's tunnel packets come from, as `bpf_skb_get_tunnel_key` reports it
-//!   (host order); 0 = accept from any node — and `u32` host flags @4: bit 0
-//!   [`GA_F_LOCAL`] = the pod runs on this gateway node.
+//! - `egret_local_eps` (every node, [`LocalEndpoint`]): the node's pods →
+//!   their host-side veth.
+//! - `egret_gw_slots` (gateways, [`GatewaySlot`]): the slots served here →
+//!   egress IPv4 (0.0.0.0 = none resolved: drop `no-egress-ip`), egress
+//!   ifindex, flags ([`GS_F_FLOATING`], compiled by the code generator).
+//! - `egret_gw_allowed` (gateways, [`AllowedSource`]): (slot, pod IPv4) →
+//!   the host-order IPv4 of the node the pod runs on — the address that
+//!   node's tunnel packets come from, as `bpf_skb_get_tunnel_key` reports it;
+//!   0 = accept from any node — and flags ([`GA_F_LOCAL`]: the pod runs on
+//!   this gateway node).
 //!
 //!   A tunnelled packet passes only if the entry exists, is not local, and its
 //!   node is 0 or equals the tunnel's remote: a node cannot send another
 //!   node's pods' traffic. A packet handed to `egret_gw_local` passes only if
 //!   the entry is local and the pod's `egret_local_eps` ifindex equals
 //!   `skb->ifindex` (the veth it came in on): a local pod cannot use another
-//!   pod's address. (The issue sketched this value as a bare `u8`; it carries
-//!   the node so the check above is possible.) For a floating slot a
-//!   tunnelled packet also passes when the tunnel remote is a peer of the
-//!   slot in `egret_gw_peers` (a candidate forwarding another node's pod),
-//!   and so does a tunnelled packet of a *local* pod from a peer (the pod's
-//!   first live candidate was that peer, which forwarded it back to this
-//!   owner; its reverse entry is local, its replies go to its veth). Either
-//!   way the packet counts as forwarded: it is never forwarded again.
-//!   A new reverse entry's node (where replies are tunnelled) is the entry's
-//!   node when non-zero, else the tunnel remote.
-//!
-//! `egret_nat_v4` — LRU hash, key 16, value 32, [`NAT_MAX`] entries; forward
-//! mappings, written by the programs only:
-//! - key ([`NatKey`]): `be32` src @0, `be32` dst @4, `be16` sport @8, `be16`
-//!   dport @10, `u8` IP protocol @12, 3 zero bytes @13. ICMP echo: sport =
-//!   identifier, dport = 0.
-//! - value ([`ForwardNat`]): `be32` egress IPv4 @0, `be16` NAT port (ICMP:
-//!   identifier) @4, 2 zero bytes @6, `u32` host slot @8, 4 zero bytes @12,
-//!   `u64` host `ktime_get_ns` at creation @16, `u64` host `ktime_get_ns` of the
-//!   last forward packet @24.
-//!
-//! `egret_rnat_v4` — LRU hash, key 16, value 32, [`NAT_MAX`] entries; the
-//! connection's state, written by the programs only:
-//! - key: the *translated* packet's 5-tuple in the same layout as
-//!   `egret_nat_v4`'s key: egress IPv4 @0, remote IPv4 @4, NAT port @8, remote
-//!   port @10, protocol @12 (a reply's tuple, swapped).
-//! - value ([`ReverseNat`]): `be32` original source (the pod) @0, `u32` host
-//!   IPv4 of the pod's node @4 (the tunnel remote; 0 for local pods), `u32`
-//!   host slot @8, `be16` original source port (ICMP: identifier) @12, `u8`
-//!   flags @14 ([`RV_F_LOCAL`] 1, [`RV_F_SEEN_REPLY`] 2, [`RV_F_CLOSING`] 4),
-//!   1 zero byte @15, `u64` host `ktime_get_ns` of the last packet either way
-//!   @16, `u64` host `ktime_get_ns` after which the entry is free @24.
-//!
-//! `egret_gw_stats` — per-CPU array, key `u32` host index, value 16,
-//! [`STATS_MAX`] entries: `u64` host packets @0, `u64` host bytes (`skb->len`)
-//! @8. Indexes: [`Stat`] (one list for the source and the gateway side; index
-//! 0 `no-gateway` is the source classifier's, these templates never write it).
-//!
-//! `egret_float_owner` — hash, key 4, value 8, [`FLOAT_OWNER_MAX`] entries,
-//! a state map written by the node's agent: [`FloatOwner`].
-//! `egret_gw_peers` — hash, key 8, value 4, [`GW_PEERS_MAX`] entries,
-//! compiled: [`GatewayPeer`].
-//!
-//! `egret_probe_rx` — hash, key 4, value 24, [`PROBE_RX_MAX`] entries, a
-//! state map written by `egret_tunnel_in` for each probe reply: see
-//! [`probe::ProbeRx`] and the frame layout in [`probe`].
+//!   pod's address. For a floating slot a tunnelled packet also passes when
+//!   the tunnel remote is a peer of the slot in `egret_gw_peers` (a candidate
+//!   forwarding another node's pod), and so does a tunnelled packet of a
+//!   *local* pod from a peer (the pod's first live candidate was that peer,
+//!   which forwarded it back to this owner; its reverse entry is local, its
+//!   replies go to its veth). Either way the packet counts as forwarded: it is
+//!   never forwarded again. A new reverse entry's node (where replies are
+//!   tunnelled) is the entry's node when non-zero, else the tunnel remote.
+//! - `egret_nat_v4` (programs only): forward mappings, [`NatKey`] →
+//!   [`ForwardNat`]. ICMP echo: sport = identifier, dport = 0.
+//! - `egret_rnat_v4` (programs only): the connection's state, keyed by the
+//!   *translated* packet's 5-tuple (egress IPv4, remote IPv4, NAT port,
+//!   remote port, protocol: a reply's tuple, swapped) → [`ReverseNat`]
+//!   (flags [`RV_F_LOCAL`], [`RV_F_SEEN_REPLY`], [`RV_F_CLOSING`]).
+//! - `egret_gw_stats` (programs only): per-CPU `{packets, bytes}` by
+//!   [`Stat`] (one list for the source and the gateway side; index 0
+//!   `no-gateway` is the source classifier's, these templates never write it).
+//! - `egret_float_owner` (the agent, state map): [`FloatOwner`].
+//! - `egret_gw_peers` (compiled): [`GatewayPeer`].
+//! - `egret_probe_rx` (written by `egret_tunnel_in` for each probe reply,
+//!   state map): [`probe::ProbeRx`], frame layout in [`probe`].
 //!
 //! # Connection tracking and port allocation
 //!
@@ -176,12 +142,15 @@
 //! tunnel source, which `bpf_skb_get_tunnel_key` then reports as
 //! `remote_ipv4`. Redirect helpers only return `TC_ACT_REDIRECT` there.
 
-use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use crate::artifact::AttachPoint;
 use crate::asm::{self, AsmErrors, Assembly};
-use crate::maps::{MapDef, MapKind};
+use crate::layout::{
+    self, allowed, allowed_key, float_owner, forward_nat, gw_down, gw_live, gw_slot, local_ep, nat_key, peer_key,
+    reverse_nat,
+};
+use crate::maps::MapDef;
 
 const DEFS: &str = include_str!("../../bpf-templates/defs.s");
 const TUNNEL_IN: &str = include_str!("../../bpf-templates/tunnel_in.s");
@@ -207,87 +176,47 @@ pub const GW_LOCAL_PROG_INDEX: u32 = 0;
 /// `egret_tunnel_in` and `egret_gw_local` forwards floating-slot packets).
 pub const HOLE_TUNNEL_IFINDEX: &str = "tunnel_ifindex";
 
-/// Map names.
-pub mod map {
-    /// Local endpoints (every node).
-    pub const LOCAL_EPS: &str = "egret_local_eps";
-    /// Slots served by this gateway.
-    pub const GW_SLOTS: &str = "egret_gw_slots";
-    /// Sources allowed per slot.
-    pub const GW_ALLOWED: &str = "egret_gw_allowed";
-    /// Forward NAT mappings.
-    pub const NAT_V4: &str = "egret_nat_v4";
-    /// Reverse NAT mappings (connection state).
-    pub const RNAT_V4: &str = "egret_rnat_v4";
-    /// Per-CPU counters by [`super::Stat`].
-    pub const GW_STATS: &str = "egret_gw_stats";
-    /// Gateway liveness as this node's agent sees it (read by the source
-    /// classifier; see [`super::GatewayLive`]).
-    pub const GW_LIVE: &str = "egret_gw_live";
-    /// How many gateways `egret_gw_live` marks down (the classifier's fast
-    /// path; see [`super::GatewaysDown`]).
-    pub const GW_DOWN: &str = "egret_gw_down";
-    /// The last probe reply received from each node (written by
-    /// `egret_tunnel_in`, read by the agent; see [`super::probe::ProbeRx`]).
-    pub const PROBE_RX: &str = "egret_probe_rx";
-    /// The owner of each floating slot, as this node's agent knows it (read
-    /// by the SNAT path and the source classifier; see [`super::FloatOwner`]).
-    pub const FLOAT_OWNER: &str = "egret_float_owner";
-    /// The other candidate gateways of each floating slot served here (see
-    /// [`super::GatewayPeer`]).
-    pub const GW_PEERS: &str = "egret_gw_peers";
-}
+/// Map names (all of egret's, defined in [`crate::layout::map`]).
+pub use crate::layout::map;
+pub use crate::layout::{
+    FO_F_SELF, GA_F_LOCAL, GL_F_DOWN, GS_F_FLOATING, NAT_PORT_COUNT, NAT_PORT_MIN, NAT_PROBES, RV_F_CLOSING,
+    RV_F_LOCAL, RV_F_SEEN_REPLY,
+};
 
 /// `max_entries` of `egret_local_eps`.
-pub const LOCAL_EPS_MAX: u32 = 1024;
+pub const LOCAL_EPS_MAX: u32 = layout::max_entries(map::LOCAL_EPS);
 /// `max_entries` of `egret_gw_slots`.
-pub const GW_SLOTS_MAX: u32 = 256;
+pub const GW_SLOTS_MAX: u32 = layout::max_entries(map::GW_SLOTS);
 /// `max_entries` of `egret_gw_allowed`.
-pub const GW_ALLOWED_MAX: u32 = 65536;
+pub const GW_ALLOWED_MAX: u32 = layout::max_entries(map::GW_ALLOWED);
 /// `max_entries` of `egret_nat_v4` and `egret_rnat_v4`.
-pub const NAT_MAX: u32 = 65536;
+pub const NAT_MAX: u32 = layout::max_entries(map::NAT_V4);
 /// `max_entries` of `egret_gw_stats`.
-pub const STATS_MAX: u32 = 32;
+pub const STATS_MAX: u32 = layout::max_entries(map::GW_STATS);
 /// `max_entries` of `egret_gw_live`.
-pub const GW_LIVE_MAX: u32 = 1024;
+pub const GW_LIVE_MAX: u32 = layout::max_entries(map::GW_LIVE);
 /// `max_entries` of `egret_probe_rx`.
-pub const PROBE_RX_MAX: u32 = 1024;
+pub const PROBE_RX_MAX: u32 = layout::max_entries(map::PROBE_RX);
 /// `max_entries` of `egret_float_owner`.
-pub const FLOAT_OWNER_MAX: u32 = 256;
+pub const FLOAT_OWNER_MAX: u32 = layout::max_entries(map::FLOAT_OWNER);
 /// `max_entries` of `egret_gw_peers`.
-pub const GW_PEERS_MAX: u32 = 1024;
+pub const GW_PEERS_MAX: u32 = layout::max_entries(map::GW_PEERS);
 
-/// First NAT port.
-pub const NAT_PORT_MIN: u16 = 61000;
-/// Number of NAT ports (61000..=65535).
-pub const NAT_PORT_COUNT: u32 = 4536;
-/// Candidates tried per new mapping.
-pub const NAT_PROBES: usize = 16;
-
-/// `egret_gw_allowed` value flag: the pod runs on this gateway node.
-pub const GA_F_LOCAL: u32 = 1;
-/// Reverse NAT flag: the pod runs on this gateway node.
-pub const RV_F_LOCAL: u8 = 1;
-/// Reverse NAT flag: a reply went through (TCP: established).
-pub const RV_F_SEEN_REPLY: u8 = 2;
-/// Reverse NAT flag: a TCP FIN or RST was seen.
-pub const RV_F_CLOSING: u8 = 4;
-
-/// Connection timeouts in nanoseconds (`ktime_get_ns`).
+/// Connection timeouts in nanoseconds (`ktime_get_ns`), as [`crate::layout`] defines them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts;
 
 impl Timeouts {
     /// TCP until a reply is seen.
-    pub const TCP_SYN_NS: u64 = 60_000_000_000;
+    pub const TCP_SYN_NS: u64 = layout::TCP_SYN_TIMEOUT_NS;
     /// TCP once a reply was seen, idle.
-    pub const TCP_ESTABLISHED_NS: u64 = 21_600_000_000_000;
+    pub const TCP_ESTABLISHED_NS: u64 = layout::TCP_ESTABLISHED_TIMEOUT_NS;
     /// TCP after FIN or RST.
-    pub const TCP_CLOSING_NS: u64 = 10_000_000_000;
+    pub const TCP_CLOSING_NS: u64 = layout::TCP_CLOSING_TIMEOUT_NS;
     /// UDP, idle.
-    pub const UDP_NS: u64 = 60_000_000_000;
+    pub const UDP_NS: u64 = layout::UDP_TIMEOUT_NS;
     /// ICMP echo, idle.
-    pub const ICMP_NS: u64 = 30_000_000_000;
+    pub const ICMP_NS: u64 = layout::ICMP_TIMEOUT_NS;
 }
 
 /// A gateway datapath program.
@@ -305,7 +234,7 @@ impl Template {
     /// All templates.
     pub const ALL: [Template; 3] = [Template::TunnelIn, Template::GwLocal, Template::GwReply];
 
-    /// Program (and section `classifier/<name>`) name.
+    /// Program name (its section is named `classifier`, [`crate::elf::PROGRAM_SECTION`]).
     #[must_use]
     pub const fn name(self) -> &'static str {
         match self {
@@ -345,14 +274,18 @@ impl Template {
         }
     }
 
-    /// The complete assembly source.
+    /// The complete assembly source: the prelude generated from
+    /// [`crate::layout`] ([`prelude`]), then the files.
     #[must_use]
     pub fn source(self) -> String {
-        self.parts()
-            .iter()
-            .filter_map(|p| FILES.iter().find(|(n, _)| n == p).map(|(_, text)| *text))
-            .collect::<Vec<_>>()
-            .join("\n")
+        let mut s = prelude();
+        for p in self.parts() {
+            if let Some((_, text)) = FILES.iter().find(|(n, _)| n == p) {
+                s.push('\n');
+                s.push_str(text);
+            }
+        }
+        s
     }
 
     /// Assembles the program (holes unfilled).
@@ -370,15 +303,16 @@ impl Template {
 /// tunnel remote.
 #[must_use]
 pub fn with_test_tunnel_key(template: Template, tunnel_id: u32, local_ipv4: Ipv4Addr) -> String {
-    let prelude = TEST_TUNNEL_KEY_PRELUDE
+    let test_prelude = TEST_TUNNEL_KEY_PRELUDE
         .replace("TEST_TUNNEL_ID", &tunnel_id.to_string())
         .replace("TEST_LOCAL_IPV4", &u32::from(local_ipv4).to_string());
-    let mut parts: Vec<&str> = Vec::new();
+    let prelude_text = prelude();
+    let mut parts: Vec<&str> = vec![&prelude_text];
     for p in template.parts() {
         if let Some((_, text)) = FILES.iter().find(|(n, _)| n == p) {
             parts.push(text);
             if *p == "defs.s" {
-                parts.push(&prelude);
+                parts.push(&test_prelude);
             }
         }
     }
@@ -409,28 +343,18 @@ pub const TEST_TUNNEL_KEY_PRELUDE: &str = "
     r1 = r6
 ";
 
+/// The assembler prelude every template starts with: the `.equ`s and `.map`s
+/// of [`crate::layout::asm_prelude`] and the counter indexes ([`Stat`]).
+#[must_use]
+pub fn prelude() -> String {
+    let stats: Vec<(String, i64)> = Stat::ALL.iter().map(|s| (s.asm_constant(), i64::from(s.index()))).collect();
+    layout::asm_prelude(&stats)
+}
+
 /// The map definitions every template declares (identical in all of them).
 #[must_use]
 pub fn maps() -> Vec<MapDef> {
-    let def = |name: &str, kind, key, value, max| MapDef {
-        name: name.to_owned(),
-        kind,
-        key_size: key,
-        value_size: value,
-        max_entries: max,
-        flags: 0,
-    };
-    vec![
-        def(map::LOCAL_EPS, MapKind::Hash, 4, LocalEndpoint::SIZE as u32, LOCAL_EPS_MAX),
-        def(map::GW_SLOTS, MapKind::Hash, 4, GatewaySlot::SIZE as u32, GW_SLOTS_MAX),
-        def(map::GW_ALLOWED, MapKind::Hash, 8, AllowedSource::SIZE as u32, GW_ALLOWED_MAX),
-        def(map::NAT_V4, MapKind::LruHash, NatKey::SIZE as u32, ForwardNat::SIZE as u32, NAT_MAX),
-        def(map::RNAT_V4, MapKind::LruHash, NatKey::SIZE as u32, ReverseNat::SIZE as u32, NAT_MAX),
-        def(map::GW_STATS, MapKind::PercpuArray, 4, 16, STATS_MAX),
-        probe::ProbeRx::map_def(),
-        FloatOwner::map_def(),
-        GatewayPeer::map_def(),
-    ]
+    layout::template_maps()
 }
 
 /// The indexes of `egret_gw_stats`: drop reasons, then what went through.
@@ -548,29 +472,11 @@ impl Stat {
         (self as u32) <= Stat::RewriteFailed as u32 || matches!(self, Stat::NoOwner)
     }
 
-    /// The name of the `.equ` constant in `defs.s`.
+    /// The name of its `.equ` constant in the templates' prelude.
     #[must_use]
     pub fn asm_constant(self) -> String {
         format!("STAT_{}", self.name().to_uppercase().replace('-', "_"))
     }
-}
-
-fn u32_at(b: &[u8], o: usize) -> u32 {
-    u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
-}
-
-fn u64_at(b: &[u8], o: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[o..o + 8]);
-    u64::from_le_bytes(a)
-}
-
-fn ip_at(b: &[u8], o: usize) -> Ipv4Addr {
-    Ipv4Addr::new(b[o], b[o + 1], b[o + 2], b[o + 3])
-}
-
-fn port_at(b: &[u8], o: usize) -> u16 {
-    u16::from_be_bytes([b[o], b[o + 1]])
 }
 
 /// An `egret_local_eps` entry.
@@ -584,7 +490,7 @@ pub struct LocalEndpoint {
 
 impl LocalEndpoint {
     /// Value size.
-    pub const SIZE: usize = 8;
+    pub const SIZE: usize = local_ep::SIZE;
 
     /// Key bytes.
     #[must_use]
@@ -596,7 +502,7 @@ impl LocalEndpoint {
     #[must_use]
     pub fn value(&self) -> [u8; Self::SIZE] {
         let mut v = [0u8; Self::SIZE];
-        v[0..4].copy_from_slice(&self.ifindex.to_le_bytes());
+        local_ep::IFINDEX.put(&mut v, u64::from(self.ifindex));
         v
     }
 }
@@ -616,12 +522,9 @@ pub struct GatewaySlot {
     pub floating: bool,
 }
 
-/// `egret_gw_slots` value flag (`u32` @8): the slot is floating.
-pub const GS_F_FLOATING: u32 = 1;
-
 impl GatewaySlot {
     /// Value size.
-    pub const SIZE: usize = 12;
+    pub const SIZE: usize = gw_slot::SIZE;
 
     /// Key bytes.
     #[must_use]
@@ -633,23 +536,23 @@ impl GatewaySlot {
     #[must_use]
     pub fn value(&self) -> [u8; Self::SIZE] {
         let mut v = [0u8; Self::SIZE];
-        v[0..4].copy_from_slice(&self.egress_ip.octets());
-        v[4..8].copy_from_slice(&self.egress_ifindex.to_le_bytes());
-        v[8..12].copy_from_slice(&(if self.floating { GS_F_FLOATING } else { 0 }).to_le_bytes());
+        gw_slot::EGRESS_IP.put_ipv4(&mut v, self.egress_ip);
+        gw_slot::IFINDEX.put(&mut v, u64::from(self.egress_ifindex));
+        gw_slot::FLAGS.put(&mut v, u64::from(if self.floating { GS_F_FLOATING } else { 0 }));
         v
     }
 
     /// Decodes an entry; `None` unless a 4-byte key and a [`GatewaySlot::SIZE`] value.
     #[must_use]
     pub fn from_bytes(key: &[u8], value: &[u8]) -> Option<GatewaySlot> {
-        if key.len() != 4 || value.len() != Self::SIZE {
+        if !layout::slot::LAYOUT.fits(key) || !gw_slot::LAYOUT.fits(value) {
             return None;
         }
         Some(GatewaySlot {
-            slot: u32_at(key, 0),
-            egress_ip: ip_at(value, 0),
-            egress_ifindex: u32_at(value, 4),
-            floating: u32_at(value, 8) & GS_F_FLOATING != 0,
+            slot: layout::slot::SLOT.get_u32(key)?,
+            egress_ip: gw_slot::EGRESS_IP.ipv4(value)?,
+            egress_ifindex: gw_slot::IFINDEX.get_u32(value)?,
+            floating: gw_slot::FLAGS.get_u32(value)? & GS_F_FLOATING != 0,
         })
     }
 }
@@ -676,12 +579,9 @@ pub struct FloatOwner {
     pub is_self: bool,
 }
 
-/// `egret_float_owner` value flag: this node owns the slot.
-pub const FO_F_SELF: u32 = 1;
-
 impl FloatOwner {
     /// Value size.
-    pub const SIZE: usize = 8;
+    pub const SIZE: usize = float_owner::SIZE;
 
     /// The key bytes.
     #[must_use]
@@ -693,36 +593,34 @@ impl FloatOwner {
     #[must_use]
     pub fn value(&self) -> [u8; Self::SIZE] {
         let mut v = [0u8; Self::SIZE];
-        v[0..4].copy_from_slice(&u32::from(self.owner).to_le_bytes());
-        v[4..8].copy_from_slice(&(if self.is_self { FO_F_SELF } else { 0 }).to_le_bytes());
+        float_owner::OWNER.put_ipv4(&mut v, self.owner);
+        float_owner::FLAGS.put(&mut v, u64::from(if self.is_self { FO_F_SELF } else { 0 }));
         v
     }
 
     /// Decodes an entry; `None` unless a 4-byte key and a [`FloatOwner::SIZE`] value.
     #[must_use]
     pub fn from_bytes(key: &[u8], value: &[u8]) -> Option<FloatOwner> {
-        if key.len() != 4 || value.len() != Self::SIZE {
+        if !layout::slot::LAYOUT.fits(key) || !float_owner::LAYOUT.fits(value) {
             return None;
         }
         Some(FloatOwner {
-            slot: u32_at(key, 0),
-            owner: Ipv4Addr::from(u32_at(value, 0)),
-            is_self: u32_at(value, 4) & FO_F_SELF != 0,
+            slot: layout::slot::SLOT.get_u32(key)?,
+            owner: float_owner::OWNER.ipv4(value)?,
+            is_self: float_owner::FLAGS.get_u32(value)? & FO_F_SELF != 0,
         })
     }
 
     /// The map's definition.
     #[must_use]
     pub fn map_def() -> MapDef {
-        MapDef {
-            name: map::FLOAT_OWNER.to_owned(),
-            kind: MapKind::Hash,
-            key_size: 4,
-            value_size: Self::SIZE as u32,
-            max_entries: FLOAT_OWNER_MAX,
-            flags: 0,
-        }
+        def(map::FLOAT_OWNER)
     }
+}
+
+/// The definition of a map of [`crate::layout::MAPS`] with a fixed size.
+fn def(name: &str) -> MapDef {
+    layout::find(name).map(layout::MapLayout::def).unwrap_or_else(|| unreachable!("{name} is in layout::MAPS"))
 }
 
 /// An entry of `egret_gw_peers` — hash, key 8, value 4, [`GW_PEERS_MAX`]
@@ -746,16 +644,16 @@ pub struct GatewayPeer {
 
 impl GatewayPeer {
     /// Key size.
-    pub const KEY_SIZE: usize = 8;
+    pub const KEY_SIZE: usize = peer_key::SIZE;
     /// Value size.
-    pub const SIZE: usize = 4;
+    pub const SIZE: usize = layout::peer::SIZE;
 
     /// The key bytes.
     #[must_use]
     pub fn key(&self) -> [u8; Self::KEY_SIZE] {
         let mut k = [0u8; Self::KEY_SIZE];
-        k[0..4].copy_from_slice(&self.slot.to_le_bytes());
-        k[4..8].copy_from_slice(&u32::from(self.peer).to_le_bytes());
+        peer_key::SLOT.put(&mut k, u64::from(self.slot));
+        peer_key::PEER.put_ipv4(&mut k, self.peer);
         k
     }
 
@@ -768,23 +666,16 @@ impl GatewayPeer {
     /// Decodes an entry; `None` unless an 8-byte key and a 4-byte value.
     #[must_use]
     pub fn from_bytes(key: &[u8], value: &[u8]) -> Option<GatewayPeer> {
-        if key.len() != Self::KEY_SIZE || value.len() != Self::SIZE {
+        if !peer_key::LAYOUT.fits(key) || value.len() != Self::SIZE {
             return None;
         }
-        Some(GatewayPeer { slot: u32_at(key, 0), peer: Ipv4Addr::from(u32_at(key, 4)) })
+        Some(GatewayPeer { slot: peer_key::SLOT.get_u32(key)?, peer: peer_key::PEER.ipv4(key)? })
     }
 
     /// The map's definition.
     #[must_use]
     pub fn map_def() -> MapDef {
-        MapDef {
-            name: map::GW_PEERS.to_owned(),
-            kind: MapKind::Hash,
-            key_size: Self::KEY_SIZE as u32,
-            value_size: Self::SIZE as u32,
-            max_entries: GW_PEERS_MAX,
-            flags: 0,
-        }
+        def(map::GW_PEERS)
     }
 }
 
@@ -812,14 +703,14 @@ pub struct AllowedSource {
 
 impl AllowedSource {
     /// Value size.
-    pub const SIZE: usize = 8;
+    pub const SIZE: usize = allowed::SIZE;
 
     /// Key bytes.
     #[must_use]
-    pub fn key(&self) -> [u8; 8] {
-        let mut k = [0u8; 8];
-        k[0..4].copy_from_slice(&self.slot.to_le_bytes());
-        k[4..8].copy_from_slice(&self.src.octets());
+    pub fn key(&self) -> [u8; allowed_key::SIZE] {
+        let mut k = [0u8; allowed_key::SIZE];
+        allowed_key::SLOT.put(&mut k, u64::from(self.slot));
+        allowed_key::SRC.put_ipv4(&mut k, self.src);
         k
     }
 
@@ -832,8 +723,8 @@ impl AllowedSource {
             SourceNode::Local => (0, GA_F_LOCAL),
         };
         let mut v = [0u8; Self::SIZE];
-        v[0..4].copy_from_slice(&node.to_le_bytes());
-        v[4..8].copy_from_slice(&flags.to_le_bytes());
+        allowed::NODE.put(&mut v, u64::from(node));
+        allowed::FLAGS.put(&mut v, u64::from(flags));
         v
     }
 }
@@ -855,29 +746,32 @@ pub struct NatKey {
 
 impl NatKey {
     /// Key size.
-    pub const SIZE: usize = 16;
+    pub const SIZE: usize = nat_key::SIZE;
 
     /// Key bytes.
     #[must_use]
     pub fn to_bytes(&self) -> [u8; Self::SIZE] {
         let mut k = [0u8; Self::SIZE];
-        k[0..4].copy_from_slice(&self.src.octets());
-        k[4..8].copy_from_slice(&self.dst.octets());
-        k[8..10].copy_from_slice(&self.sport.to_be_bytes());
-        k[10..12].copy_from_slice(&self.dport.to_be_bytes());
-        k[12] = self.proto;
+        nat_key::SRC.put_ipv4(&mut k, self.src);
+        nat_key::DST.put_ipv4(&mut k, self.dst);
+        nat_key::SPORT.put(&mut k, u64::from(self.sport));
+        nat_key::DPORT.put(&mut k, u64::from(self.dport));
+        nat_key::PROTO.put(&mut k, u64::from(self.proto));
         k
     }
 
     /// Parses key bytes; `None` unless exactly [`NatKey::SIZE`] bytes.
     #[must_use]
     pub fn from_bytes(b: &[u8]) -> Option<NatKey> {
-        (b.len() == Self::SIZE).then(|| NatKey {
-            src: ip_at(b, 0),
-            dst: ip_at(b, 4),
-            sport: port_at(b, 8),
-            dport: port_at(b, 10),
-            proto: b[12],
+        if !nat_key::LAYOUT.fits(b) {
+            return None;
+        }
+        Some(NatKey {
+            src: nat_key::SRC.ipv4(b)?,
+            dst: nat_key::DST.ipv4(b)?,
+            sport: nat_key::SPORT.get(b)? as u16,
+            dport: nat_key::DPORT.get(b)? as u16,
+            proto: nat_key::PROTO.get(b)? as u8,
         })
     }
 }
@@ -899,29 +793,32 @@ pub struct ForwardNat {
 
 impl ForwardNat {
     /// Value size.
-    pub const SIZE: usize = 32;
+    pub const SIZE: usize = forward_nat::SIZE;
 
     /// Value bytes.
     #[must_use]
     pub fn to_bytes(&self) -> [u8; Self::SIZE] {
         let mut v = [0u8; Self::SIZE];
-        v[0..4].copy_from_slice(&self.egress_ip.octets());
-        v[4..6].copy_from_slice(&self.nat_port.to_be_bytes());
-        v[8..12].copy_from_slice(&self.slot.to_le_bytes());
-        v[16..24].copy_from_slice(&self.created_ns.to_le_bytes());
-        v[24..32].copy_from_slice(&self.last_seen_ns.to_le_bytes());
+        forward_nat::EGRESS_IP.put_ipv4(&mut v, self.egress_ip);
+        forward_nat::NAT_PORT.put(&mut v, u64::from(self.nat_port));
+        forward_nat::SLOT.put(&mut v, u64::from(self.slot));
+        forward_nat::CREATED.put(&mut v, self.created_ns);
+        forward_nat::LAST_SEEN.put(&mut v, self.last_seen_ns);
         v
     }
 
     /// Parses value bytes; `None` unless exactly [`ForwardNat::SIZE`] bytes.
     #[must_use]
     pub fn from_bytes(b: &[u8]) -> Option<ForwardNat> {
-        (b.len() == Self::SIZE).then(|| ForwardNat {
-            egress_ip: ip_at(b, 0),
-            nat_port: port_at(b, 4),
-            slot: u32_at(b, 8),
-            created_ns: u64_at(b, 16),
-            last_seen_ns: u64_at(b, 24),
+        if !forward_nat::LAYOUT.fits(b) {
+            return None;
+        }
+        Some(ForwardNat {
+            egress_ip: forward_nat::EGRESS_IP.ipv4(b)?,
+            nat_port: forward_nat::NAT_PORT.get(b)? as u16,
+            slot: forward_nat::SLOT.get_u32(b)?,
+            created_ns: forward_nat::CREATED.get(b)?,
+            last_seen_ns: forward_nat::LAST_SEEN.get(b)?,
         })
     }
 }
@@ -947,40 +844,39 @@ pub struct ReverseNat {
 
 impl ReverseNat {
     /// Value size.
-    pub const SIZE: usize = 32;
+    pub const SIZE: usize = reverse_nat::SIZE;
 
     /// Value bytes.
     #[must_use]
     pub fn to_bytes(&self) -> [u8; Self::SIZE] {
         let mut v = [0u8; Self::SIZE];
-        v[0..4].copy_from_slice(&self.orig_src.octets());
-        v[4..8].copy_from_slice(&u32::from(self.node).to_le_bytes());
-        v[8..12].copy_from_slice(&self.slot.to_le_bytes());
-        v[12..14].copy_from_slice(&self.orig_sport.to_be_bytes());
-        v[14] = self.flags;
-        v[16..24].copy_from_slice(&self.last_seen_ns.to_le_bytes());
-        v[24..32].copy_from_slice(&self.expires_ns.to_le_bytes());
+        reverse_nat::ORIG_SRC.put_ipv4(&mut v, self.orig_src);
+        reverse_nat::NODE.put_ipv4(&mut v, self.node);
+        reverse_nat::SLOT.put(&mut v, u64::from(self.slot));
+        reverse_nat::ORIG_SPORT.put(&mut v, u64::from(self.orig_sport));
+        reverse_nat::FLAGS.put(&mut v, u64::from(self.flags));
+        reverse_nat::LAST_SEEN.put(&mut v, self.last_seen_ns);
+        reverse_nat::EXPIRES.put(&mut v, self.expires_ns);
         v
     }
 
     /// Parses value bytes; `None` unless exactly [`ReverseNat::SIZE`] bytes.
     #[must_use]
     pub fn from_bytes(b: &[u8]) -> Option<ReverseNat> {
-        (b.len() == Self::SIZE).then(|| ReverseNat {
-            orig_src: ip_at(b, 0),
-            node: Ipv4Addr::from(u32_at(b, 4)),
-            slot: u32_at(b, 8),
-            orig_sport: port_at(b, 12),
-            flags: b[14],
-            last_seen_ns: u64_at(b, 16),
-            expires_ns: u64_at(b, 24),
+        if !reverse_nat::LAYOUT.fits(b) {
+            return None;
+        }
+        Some(ReverseNat {
+            orig_src: reverse_nat::ORIG_SRC.ipv4(b)?,
+            node: reverse_nat::NODE.ipv4(b)?,
+            slot: reverse_nat::SLOT.get_u32(b)?,
+            orig_sport: reverse_nat::ORIG_SPORT.get(b)? as u16,
+            flags: reverse_nat::FLAGS.get(b)? as u8,
+            last_seen_ns: reverse_nat::LAST_SEEN.get(b)?,
+            expires_ns: reverse_nat::EXPIRES.get(b)?,
         })
     }
 }
-
-const HASH_C1: u32 = 0x9e37_79b1;
-const HASH_C2: u32 = 0x85eb_ca6b;
-const HASH_C3: u32 = 0xc2b2_ae35;
 
 /// An entry of `egret_gw_live` — hash, key 4, value 4, [`GW_LIVE_MAX`]
 /// entries, a state map (kept across swaps) written by the node's agent and
@@ -998,12 +894,9 @@ pub struct GatewayLive {
     pub down: bool,
 }
 
-/// `egret_gw_live` value flag: the gateway is down.
-pub const GL_F_DOWN: u32 = 1;
-
 impl GatewayLive {
     /// Value size.
-    pub const SIZE: usize = 4;
+    pub const SIZE: usize = gw_live::SIZE;
 
     /// The key bytes.
     #[must_use]
@@ -1014,28 +907,22 @@ impl GatewayLive {
     /// The value bytes.
     #[must_use]
     pub fn value(&self) -> [u8; Self::SIZE] {
-        (if self.down { GL_F_DOWN } else { 0 }).to_le_bytes()
+        let mut v = [0u8; Self::SIZE];
+        gw_live::FLAGS.put(&mut v, u64::from(if self.down { GL_F_DOWN } else { 0 }));
+        v
     }
 
     /// Decodes an entry.
     #[must_use]
     pub fn from_bytes(key: &[u8], value: &[u8]) -> Option<GatewayLive> {
-        let gateway = Ipv4Addr::from(u32::from_le_bytes(key.get(0..4)?.try_into().ok()?));
-        let flags = u32::from_le_bytes(value.get(0..4)?.try_into().ok()?);
-        Some(GatewayLive { gateway, down: flags & GL_F_DOWN != 0 })
+        let gateway = layout::gw_addr::GATEWAY.ipv4(key)?;
+        Some(GatewayLive { gateway, down: gw_live::FLAGS.get_u32(value)? & GL_F_DOWN != 0 })
     }
 
     /// The map's definition.
     #[must_use]
     pub fn map_def() -> MapDef {
-        MapDef {
-            name: map::GW_LIVE.to_owned(),
-            kind: MapKind::Hash,
-            key_size: 4,
-            value_size: Self::SIZE as u32,
-            max_entries: GW_LIVE_MAX,
-            flags: 0,
-        }
+        def(map::GW_LIVE)
     }
 }
 
@@ -1082,12 +969,13 @@ pub mod probe {
 
     use std::net::Ipv4Addr;
 
-    use crate::maps::{MapDef, MapKind};
+    use crate::layout::{self, probe_frame, probe_rx};
+    use crate::maps::MapDef;
 
     /// VNI of probe frames (egress slots are never 0).
-    pub const VNI: u32 = 0;
+    pub const VNI: u32 = layout::PROBE_VNI;
     /// Inner ethertype of probe frames (IEEE 802 local experimental 1).
-    pub const ETHERTYPE: u16 = 0x88b5;
+    pub const ETHERTYPE: u16 = layout::PROBE_ETHERTYPE;
     /// Length of a probe frame (Ethernet header + payload, zero-padded).
     pub const FRAME_LEN: usize = 60;
     /// Destination MAC of probe frames.
@@ -1095,27 +983,27 @@ pub mod probe {
     /// Source MAC of probe frames (never a device's MAC).
     pub const SRC_MAC: [u8; 6] = [0x02, 0x65, 0x67, 0x72, 0x65, 0x02];
     /// The magic at [`OFF_MAGIC`].
-    pub const MAGIC: [u8; 4] = *b"EGRP";
+    pub const MAGIC: [u8; 4] = layout::PROBE_MAGIC_LE.to_le_bytes();
     /// The format version at [`OFF_VERSION`].
-    pub const VERSION: u8 = 1;
+    pub const VERSION: u8 = layout::PROBE_VERSION;
     /// Kind byte of a request.
-    pub const KIND_REQUEST: u8 = 1;
+    pub const KIND_REQUEST: u8 = layout::PROBE_KIND_REQUEST;
     /// Kind byte of a reply.
-    pub const KIND_REPLY: u8 = 2;
+    pub const KIND_REPLY: u8 = layout::PROBE_KIND_REPLY;
     /// Frame offset of the magic.
-    pub const OFF_MAGIC: usize = 14;
+    pub const OFF_MAGIC: usize = probe_frame::MAGIC.offset;
     /// Frame offset of the kind byte.
-    pub const OFF_KIND: usize = 18;
+    pub const OFF_KIND: usize = probe_frame::KIND.offset;
     /// Frame offset of the version byte.
-    pub const OFF_VERSION: usize = 19;
+    pub const OFF_VERSION: usize = probe_frame::VERSION.offset;
     /// Frame offset of the sequence number (`host u32`).
-    pub const OFF_SEQ: usize = 22;
+    pub const OFF_SEQ: usize = probe_frame::SEQ.offset;
     /// Frame offset of the sender's IPv4 (`be32`).
-    pub const OFF_SENDER: usize = 26;
+    pub const OFF_SENDER: usize = probe_frame::SENDER.offset;
     /// Frame offset of the send time (`host u64` ns).
-    pub const OFF_SENT_NS: usize = 30;
+    pub const OFF_SENT_NS: usize = probe_frame::SENT_NS.offset;
     /// End of the payload: the shortest frame the program accepts.
-    pub const PAYLOAD_END: usize = 38;
+    pub const PAYLOAD_END: usize = probe_frame::SIZE;
     /// Length of the VXLAN header in front of the frame in a datagram.
     pub const VXLAN_HLEN: usize = 8;
 
@@ -1237,7 +1125,7 @@ pub mod probe {
 
     impl ProbeRx {
         /// Value size.
-        pub const SIZE: usize = 24;
+        pub const SIZE: usize = probe_rx::SIZE;
 
         /// The key of `node`'s entry.
         #[must_use]
@@ -1248,13 +1136,13 @@ pub mod probe {
         /// Decodes a value; `None` unless exactly [`ProbeRx::SIZE`] bytes.
         #[must_use]
         pub fn from_bytes(value: &[u8]) -> Option<ProbeRx> {
-            if value.len() != Self::SIZE {
+            if !probe_rx::LAYOUT.fits(value) {
                 return None;
             }
             Some(ProbeRx {
-                seq: u32::from_le_bytes(value[0..4].try_into().ok()?),
-                sent_ns: u64::from_le_bytes(value[8..16].try_into().ok()?),
-                recv_ns: u64::from_le_bytes(value[16..24].try_into().ok()?),
+                seq: probe_rx::SEQ.get_u32(value)?,
+                sent_ns: probe_rx::SENT_NS.get(value)?,
+                recv_ns: probe_rx::RECV_NS.get(value)?,
             })
         }
 
@@ -1262,23 +1150,16 @@ pub mod probe {
         #[must_use]
         pub fn to_bytes(&self) -> [u8; Self::SIZE] {
             let mut v = [0u8; Self::SIZE];
-            v[0..4].copy_from_slice(&self.seq.to_le_bytes());
-            v[8..16].copy_from_slice(&self.sent_ns.to_le_bytes());
-            v[16..24].copy_from_slice(&self.recv_ns.to_le_bytes());
+            probe_rx::SEQ.put(&mut v, u64::from(self.seq));
+            probe_rx::SENT_NS.put(&mut v, self.sent_ns);
+            probe_rx::RECV_NS.put(&mut v, self.recv_ns);
             v
         }
 
         /// The map's definition.
         #[must_use]
         pub fn map_def() -> MapDef {
-            MapDef {
-                name: super::map::PROBE_RX.to_owned(),
-                kind: MapKind::Hash,
-                key_size: 4,
-                value_size: Self::SIZE as u32,
-                max_entries: super::PROBE_RX_MAX,
-                flags: 0,
-            }
+            super::def(super::map::PROBE_RX)
         }
     }
 }
@@ -1300,33 +1181,28 @@ pub struct GatewaysDown {
 
 impl GatewaysDown {
     /// Value size.
-    pub const SIZE: usize = 4;
+    pub const SIZE: usize = gw_down::SIZE;
     /// The only key.
     pub const KEY: [u8; 4] = [0; 4];
 
     /// The value bytes.
     #[must_use]
     pub fn value(&self) -> [u8; Self::SIZE] {
-        self.count.to_le_bytes()
+        let mut v = [0u8; Self::SIZE];
+        gw_down::COUNT.put(&mut v, u64::from(self.count));
+        v
     }
 
     /// Decodes a value.
     #[must_use]
     pub fn from_bytes(value: &[u8]) -> Option<GatewaysDown> {
-        Some(GatewaysDown { count: u32::from_le_bytes(value.get(0..4)?.try_into().ok()?) })
+        Some(GatewaysDown { count: gw_down::COUNT.get_u32(value)? })
     }
 
     /// The map's definition.
     #[must_use]
     pub fn map_def() -> MapDef {
-        MapDef {
-            name: map::GW_DOWN.to_owned(),
-            kind: MapKind::Array,
-            key_size: 4,
-            value_size: Self::SIZE as u32,
-            max_entries: 1,
-            flags: 0,
-        }
+        def(map::GW_DOWN)
     }
 }
 
@@ -1337,7 +1213,9 @@ impl GatewaysDown {
 /// and constants (wrapping 32-bit arithmetic).
 #[must_use]
 pub fn nat_hash(key: &NatKey) -> u32 {
+    use layout::{HASH_C1, HASH_C2, HASH_C3};
     let b = key.to_bytes();
+    let u32_at = |b: &[u8], o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
     let mut h = u32_at(&b, 0).wrapping_mul(HASH_C1);
     h = (h ^ u32_at(&b, 4)).wrapping_mul(HASH_C2);
     h = (h ^ u32_at(&b, 8)).wrapping_mul(HASH_C3);
@@ -1361,77 +1239,10 @@ pub fn nat_port_candidates(key: &NatKey) -> [u16; NAT_PROBES] {
     ports
 }
 
-/// The constants `defs.s` must define with exactly these values (a test
-/// compares them with the assembler's): the Rust side of every layout.
-#[must_use]
-pub fn mirrored_constants() -> BTreeMap<String, i64> {
-    let mut m: BTreeMap<String, i64> = [
-        ("LOCAL_EPS_MAX", i64::from(LOCAL_EPS_MAX)),
-        ("GW_SLOTS_MAX", i64::from(GW_SLOTS_MAX)),
-        ("GW_ALLOWED_MAX", i64::from(GW_ALLOWED_MAX)),
-        ("NAT_MAX", i64::from(NAT_MAX)),
-        ("STATS_MAX", i64::from(STATS_MAX)),
-        ("NAT_PORT_MIN", i64::from(NAT_PORT_MIN)),
-        ("NAT_PORT_COUNT", i64::from(NAT_PORT_COUNT)),
-        ("NAT_PROBES", NAT_PROBES as i64),
-        ("HASH_C1", i64::from(HASH_C1)),
-        ("HASH_C2", i64::from(HASH_C2)),
-        ("HASH_C3", i64::from(HASH_C3)),
-        ("GA_F_LOCAL", i64::from(GA_F_LOCAL)),
-        ("RV_F_LOCAL", i64::from(RV_F_LOCAL)),
-        ("RV_F_SEEN_REPLY", i64::from(RV_F_SEEN_REPLY)),
-        ("RV_F_CLOSING", i64::from(RV_F_CLOSING)),
-        ("TCP_SYN_TIMEOUT_NS", Timeouts::TCP_SYN_NS as i64),
-        ("TCP_ESTABLISHED_TIMEOUT_NS", Timeouts::TCP_ESTABLISHED_NS as i64),
-        ("TCP_CLOSING_TIMEOUT_NS", Timeouts::TCP_CLOSING_NS as i64),
-        ("UDP_TIMEOUT_NS", Timeouts::UDP_NS as i64),
-        ("ICMP_TIMEOUT_NS", Timeouts::ICMP_NS as i64),
-        ("NAT_KEY_SIZE", NatKey::SIZE as i64),
-        ("FV_SIZE", ForwardNat::SIZE as i64),
-        ("RV_SIZE", ReverseNat::SIZE as i64),
-        ("GS_SIZE", GatewaySlot::SIZE as i64),
-        ("GA_SIZE", AllowedSource::SIZE as i64),
-        ("LE_SIZE", LocalEndpoint::SIZE as i64),
-        ("ST_SIZE", 16),
-        ("SLOT_MASK", 0x00ff_ffff),
-        ("PROBE_RX_MAX", i64::from(PROBE_RX_MAX)),
-        ("PROBE_RX_SIZE", probe::ProbeRx::SIZE as i64),
-        ("PROBE_VNI", i64::from(probe::VNI)),
-        ("PROBE_ETH_P_LE", i64::from(probe::ETHERTYPE.swap_bytes())),
-        ("PROBE_MAGIC_LE", i64::from(u32::from_le_bytes(probe::MAGIC))),
-        ("PROBE_VERSION", i64::from(probe::VERSION)),
-        ("PROBE_KIND_REQUEST", i64::from(probe::KIND_REQUEST)),
-        ("PROBE_KIND_REPLY", i64::from(probe::KIND_REPLY)),
-        ("PROBE_MAGIC", probe::OFF_MAGIC as i64),
-        ("PROBE_KIND", probe::OFF_KIND as i64),
-        ("PROBE_VER", probe::OFF_VERSION as i64),
-        ("PROBE_SEQ", probe::OFF_SEQ as i64),
-        ("PROBE_SENDER", probe::OFF_SENDER as i64),
-        ("PROBE_SENT_NS", probe::OFF_SENT_NS as i64),
-        ("PROBE_END", probe::PAYLOAD_END as i64),
-        ("PR_SEQ", 0),
-        ("PR_SENT_NS", 8),
-        ("PR_RECV_NS", 16),
-        ("GS_F_FLOATING", i64::from(GS_F_FLOATING)),
-        ("FO_F_SELF", i64::from(FO_F_SELF)),
-        ("FO_SIZE", FloatOwner::SIZE as i64),
-        ("FLOAT_OWNER_MAX", i64::from(FLOAT_OWNER_MAX)),
-        ("GP_KEY_SIZE", GatewayPeer::KEY_SIZE as i64),
-        ("GP_SIZE", GatewayPeer::SIZE as i64),
-        ("GW_PEERS_MAX", i64::from(GW_PEERS_MAX)),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    for s in Stat::ALL {
-        m.insert(s.asm_constant(), i64::from(s.index()));
-    }
-    m
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::maps::MapKind;
 
     #[test]
     fn layouts_round_trip() {

@@ -41,7 +41,7 @@ use egret_bpf::Program;
 use egret_bpf::elf::verify_and_write;
 use egret_bpf::interp::{MapStore, RunInput, run};
 use egret_bpf::templates::probe::{self, Kind, Probe, ProbeRx};
-use egret_bpf::templates::{self, NatKey, ReverseNat, Stat, Template, map, nat_hash, nat_port_candidates};
+use egret_bpf::templates::{self, GatewaySlot, NatKey, ReverseNat, Stat, Template, map, nat_hash, nat_port_candidates};
 use gateway_common::*;
 
 // ----- privileges (TESTING.md) -------------------------------------------------------
@@ -512,31 +512,64 @@ fn libbpf_loads_the_templates_too() {
         skip_or_fail("libbpf_loads_the_templates_too", "bpftool is missing (apt-get install -y bpftool)");
         return;
     };
-    let bytes = verify_and_write(&programs().into_values().collect::<Vec<_>>(), &templates::maps(), "GPL")
-        .expect("verifies and writes");
-    let obj = TempObject(std::env::temp_dir().join(format!("egret-gw-{}.o", std::process::id())));
-    std::fs::write(&obj.0, &bytes).expect("write object");
     let fs = BpffsMount::new();
-    let pins = fs.dir.join("progs");
-    let out = Command::new(bpftool)
-        .args(["prog", "loadall"])
-        .arg(&obj.0)
-        .arg(&pins)
-        .args(["type", "classifier"])
-        .output()
-        .expect("bpftool runs");
-    assert!(out.status.success(), "bpftool prog loadall failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    let mut names: Vec<String> = std::fs::read_dir(&pins)
-        .expect("pin dir")
-        .filter_map(Result::ok)
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    assert_eq!(names, ["egret_gw_local", "egret_gw_reply", "egret_tunnel_in"]);
-    for n in &names {
-        std::fs::remove_file(pins.join(n)).expect("unpin");
+    let run = |args: &[&str]| {
+        let out = Command::new(bpftool).args(args).output().expect("bpftool runs");
+        assert!(out.status.success(), "bpftool {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // each template alone, then all three in one object: plain `prog loadall`,
+    // no `type` (libbpf guesses sched_cls from the section name `classifier`)
+    let mut objects: Vec<(String, Vec<Program>)> =
+        programs().into_iter().map(|(t, p)| (t.name().to_owned(), vec![p])).collect();
+    objects.push(("all".to_owned(), programs().into_values().collect()));
+    for (name, progs) in &objects {
+        let bytes = verify_and_write(progs, &templates::maps(), "GPL").expect("verifies and writes");
+        let obj = TempObject(std::env::temp_dir().join(format!("egret-gw-{name}-{}.o", std::process::id())));
+        std::fs::write(&obj.0, &bytes).expect("write object");
+        let pins = fs.dir.join("progs");
+        let maps = fs.dir.join("maps");
+        let (p, m) = (pins.to_string_lossy().into_owned(), maps.to_string_lossy().into_owned());
+        run(&["prog", "loadall", &obj.0.to_string_lossy(), &p, "pinmaps", &m]);
+        let mut names: Vec<String> = std::fs::read_dir(&pins)
+            .expect("pin dir")
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        let mut want: Vec<&str> = progs.iter().map(|p| p.name.as_str()).collect();
+        want.sort_unstable();
+        assert_eq!(names, want, "{name}");
+        let show = run(&["prog", "show", "pinned", &pins.join(&names[0]).to_string_lossy()]);
+        assert!(show.contains("sched_cls"), "{name}: {show}");
+        // BTF key/value types: bpftool prints an entry's fields by name
+        let slots = maps.join(templates::map::GW_SLOTS).to_string_lossy().into_owned();
+        let entry =
+            GatewaySlot { slot: 7, egress_ip: Ipv4Addr::new(198, 51, 100, 9), egress_ifindex: 3, floating: true };
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x}")).collect::<Vec<_>>();
+        let mut args = vec!["map".to_owned(), "update".into(), "pinned".into(), slots.clone(), "key".into()];
+        args.extend(hex(&entry.key()));
+        args.push("value".into());
+        args.extend(hex(&entry.value()));
+        run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        let dump = run(&["-j", "map", "dump", "pinned", &slots]);
+        let json: serde_json::Value = serde_json::from_str(&dump).expect("bpftool prints JSON");
+        let formatted = &json[0]["formatted"];
+        assert_eq!(formatted["key"]["slot"], 7, "{name}: {dump}");
+        assert_eq!(formatted["value"]["ifindex"], 3, "{name}: {dump}");
+        assert_eq!(formatted["value"]["flags"], 1, "{name}: {dump}");
+        assert!(formatted["value"]["egress_ip"].is_number(), "{name}: {dump}");
+        let nat = run(&["-j", "map", "show", "pinned", &maps.join(templates::map::NAT_V4).to_string_lossy()]);
+        assert!(nat.contains("\"btf_id\""), "{name}: maps carry BTF: {nat}");
+        for n in &names {
+            std::fs::remove_file(pins.join(n)).expect("unpin");
+        }
+        std::fs::remove_dir(&pins).expect("remove pin dir");
+        for e in std::fs::read_dir(&maps).expect("map pins").filter_map(Result::ok) {
+            std::fs::remove_file(e.path()).expect("unpin map");
+        }
+        std::fs::remove_dir(&maps).expect("remove map pin dir");
     }
-    std::fs::remove_dir(&pins).expect("remove pin dir");
     assert!(fs.entries().is_empty(), "{:?}", fs.entries());
     let dir = fs.dir.clone();
     drop(fs);
@@ -846,7 +879,7 @@ fn a_real_vxlan_gateway_answers_a_probe_from_its_program() {
     let bytes = verify_and_write(&[tunnel_in], &templates::maps(), "GPL").expect("verifies and writes");
     let obj = TempObject(std::env::temp_dir().join(format!("egret-probe-{}.o", std::process::id())));
     std::fs::write(&obj.0, &bytes).expect("write object");
-    let section = egret_bpf::elf::program_section(Template::TunnelIn.name());
+    let section = egret_bpf::elf::PROGRAM_SECTION.to_owned();
     let send = |seq: u32| {
         let req = Probe { kind: Kind::Request, seq, sender: Ipv4Addr::new(192, 0, 2, 2), sent_ns: 77 };
         let hex: String = req.datagram().iter().map(|b| format!("{b:02x}")).collect();

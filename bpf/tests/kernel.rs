@@ -1,5 +1,5 @@
 //! Kernel tests (privileged): egret-written objects load with aya 0.14 and with
-//! `bpftool prog loadall ... type classifier`, and `BPF_PROG_TEST_RUN` gives
+//! plain `bpftool prog loadall OBJ DIR` (no `type`), and `BPF_PROG_TEST_RUN` gives
 //! the same R0, packet and map contents as egret's interpreter.
 //!
 //! Without root or bpf these tests print one line saying why and return; with
@@ -236,13 +236,7 @@ fn bpftool_loads_and_pins_egret_objects() {
     let obj = TempObject::new(&bytes);
     let fs = BpffsMount::new("bpftool");
     let pins = fs.dir.join("progs");
-    let out = Command::new(&bpftool)
-        .args(["prog", "loadall"])
-        .arg(&obj.0)
-        .arg(&pins)
-        .args(["type", "classifier"])
-        .output()
-        .expect("bpftool runs");
+    let out = Command::new(&bpftool).args(["prog", "loadall"]).arg(&obj.0).arg(&pins).output().expect("bpftool runs");
     assert!(out.status.success(), "bpftool prog loadall failed:\n{}", String::from_utf8_lossy(&out.stderr));
     let mut names: Vec<String> = std::fs::read_dir(&pins)
         .expect("pin dir")
@@ -287,13 +281,7 @@ fn objects_with_unfilled_holes_load_in_both_loaders() {
     let obj = TempObject::new(&bytes);
     let fs = BpffsMount::new("holes");
     let pins = fs.dir.join("p");
-    let out = Command::new(&bpftool)
-        .args(["prog", "loadall"])
-        .arg(&obj.0)
-        .arg(&pins)
-        .args(["type", "classifier"])
-        .output()
-        .expect("bpftool runs");
+    let out = Command::new(&bpftool).args(["prog", "loadall"]).arg(&obj.0).arg(&pins).output().expect("bpftool runs");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     std::fs::remove_file(pins.join("tunnel")).expect("unpin");
     std::fs::remove_dir(&pins).expect("remove pin dir");

@@ -95,9 +95,9 @@ fn compile_writes_verified_artifacts_that_verify_and_inspect() {
         "src == 10.244.1.10",
         "egret_gw_progs: prog_array",
         "finish:",
-        "; program egret_tunnel_in (classifier/egret_tunnel_in)",
-        "; program egret_gw_reply (classifier/egret_gw_reply)",
-        "; program egret_gw_local (classifier/egret_gw_local)",
+        "; program egret_tunnel_in (classifier)",
+        "; program egret_gw_reply (classifier)",
+        "; program egret_gw_local (classifier)",
     ] {
         assert!(listing.contains(want), "`{want}` missing from\n{listing}");
     }

@@ -7,7 +7,7 @@ mod common;
 
 use egret_bpf::asm::assemble;
 use egret_bpf::disasm::{Dialect, objdump_listing};
-use egret_bpf::elf::program_section;
+use egret_bpf::elf::PROGRAM_SECTION;
 use egret_compiler::codegen::{self, Generated, Layout, Options};
 use std::path::PathBuf;
 use std::process::Command;
@@ -87,12 +87,7 @@ fn disassembly_matches_llvm_objdump() {
             assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
             let theirs = String::from_utf8(out.stdout).expect("utf-8");
             let mut ours = format!("\n{}:\tfile format elf64-bpf\n", file.0.display());
-            ours.push_str(&objdump_listing(
-                &g.program,
-                &program_section(codegen::PROGRAM),
-                Dialect::Llvm14Alu32,
-                relocs,
-            ));
+            ours.push_str(&objdump_listing(&g.program, PROGRAM_SECTION, Dialect::Llvm14Alu32, relocs));
             let a: Vec<&str> = ours.lines().collect();
             let b: Vec<&str> = theirs.lines().collect();
             assert_eq!(a.len(), b.len(), "{name}: line counts differ\n--- egret\n{ours}\n--- llvm-objdump\n{theirs}");

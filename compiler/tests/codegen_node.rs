@@ -20,8 +20,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 const TUNNEL_IFINDEX: i64 = 5;
 const ETH0_IFINDEX: u32 = 2;
-const TC_ACT_SHOT: u64 = 2;
-const TC_ACT_REDIRECT: u64 = 7;
+use egret_bpf::interp::{TC_ACT_REDIRECT, TC_ACT_SHOT};
 
 /// A program of a node artifact with its maps filled as the loader would.
 struct Node {

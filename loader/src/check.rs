@@ -19,7 +19,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use egret_bpf::artifact::{Artifact, AttachPoint, HoleSource, TailCallSlot, kind_name};
+use egret_bpf::artifact::{Artifact, AttachPoint, HoleSource, ImageMismatch, TailCallSlot, check_images};
 use egret_bpf::elf::{ParsedObject, read_object};
 use egret_bpf::maps::MapKind;
 
@@ -144,40 +144,21 @@ fn check_programs(artifact: &Artifact, parsed: &ParsedObject) -> Result<BTreeMap
 }
 
 fn check_maps(artifact: &Artifact, parsed: &ParsedObject) -> Result<Vec<DecodedImage>, LoaderError> {
+    check_images(&artifact.manifest.maps, &parsed.maps).map_err(|e| match e {
+        ImageMismatch::Unknown { map } => LoaderError::MapImageUnknown { map },
+        ImageMismatch::Missing { map } => LoaderError::MapImageMissing { map },
+        ImageMismatch::Field { map, field, image, object } => {
+            LoaderError::MapImageMismatch { map, field, image, object }
+        }
+    })?;
     let mut images = Vec::new();
-    let mut seen = BTreeSet::new();
     for img in &artifact.manifest.maps {
-        let Some(def) = parsed.maps.iter().find(|d| d.name == img.name) else {
-            return Err(LoaderError::MapImageUnknown { map: img.name.clone() });
-        };
-        if !seen.insert(img.name.as_str()) {
-            return Err(LoaderError::MapImageMismatch {
-                map: img.name.clone(),
-                field: "image count",
-                image: "2 or more".into(),
-                object: "1".into(),
-            });
-        }
-        let fields: [(&'static str, String, String); 5] = [
-            ("kind", img.kind.clone(), kind_name(def.kind).to_owned()),
-            ("key_size", img.key_size.to_string(), def.key_size.to_string()),
-            ("value_size", img.value_size.to_string(), def.value_size.to_string()),
-            ("max_entries", img.max_entries.to_string(), def.max_entries.to_string()),
-            ("flags", img.flags.to_string(), def.flags.to_string()),
-        ];
-        for (field, image, object) in fields {
-            if image != object {
-                return Err(LoaderError::MapImageMismatch { map: img.name.clone(), field, image, object });
-            }
-        }
         let entries = img.decoded().map_err(|source| LoaderError::InvalidArtifact { source })?;
-        if def.kind == MapKind::ProgArray && !entries.is_empty() {
+        let prog_array = parsed.maps.iter().any(|d| d.name == img.name && d.kind == MapKind::ProgArray);
+        if prog_array && !entries.is_empty() {
             return Err(LoaderError::ProgArrayImage { map: img.name.clone(), entries: entries.len() });
         }
         images.push(DecodedImage { name: img.name.clone(), entries });
-    }
-    if let Some(missing) = parsed.maps.iter().find(|d| !seen.contains(d.name.as_str())) {
-        return Err(LoaderError::MapImageMissing { map: missing.name.clone() });
     }
     Ok(images)
 }
@@ -196,7 +177,7 @@ fn check_tail_calls(artifact: &Artifact, parsed: &ParsedObject) -> Result<BTreeM
             return Err(invalid("the object has no such map".into()));
         };
         if def.kind != MapKind::ProgArray {
-            return Err(invalid(format!("the map is a {}, not a prog_array", kind_name(def.kind))));
+            return Err(invalid(format!("the map is a {}, not a prog_array", def.kind.name())));
         }
         if slot.index >= def.max_entries {
             return Err(invalid(format!("index out of range (max_entries {})", def.max_entries)));

@@ -268,14 +268,12 @@ impl MapDump {
         let unhex = |s: &str| -> Vec<u8> {
             (0..s.len() / 2).filter_map(|i| u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()).collect()
         };
-        let word =
-            |b: &[u8], at: usize| b.get(at..at + 8).and_then(|x| x.try_into().ok()).map_or(0, u64::from_le_bytes);
+        let counter = |v: &str| egret_bpf::layout::Counter::from_bytes(&unhex(v)).unwrap_or_default();
         self.entries
             .iter()
             .filter_map(|e| {
-                let index = u32::from_le_bytes(unhex(&e.key).get(0..4)?.try_into().ok()?);
-                let sum =
-                    e.values.iter().map(|v| unhex(v)).fold((0, 0), |(p, b), v| (p + word(&v, 0), b + word(&v, 8)));
+                let index = egret_bpf::layout::index::INDEX.get_u32(&unhex(&e.key))?;
+                let sum = e.values.iter().map(|v| counter(v)).fold((0, 0), |(p, b), c| (p + c.packets, b + c.bytes));
                 Some((index, sum))
             })
             .collect()

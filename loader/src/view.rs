@@ -3,16 +3,14 @@
 //! - [`decisions`]: the live decision table with Cilium's columns (Source
 //!   IP, Destination CIDR, Egress IP, Gateway IP). With the `maps` layout it
 //!   is decoded from the live `egret_dst_v4` / `egret_dst_v6` (class,
-//!   prefix → action record), joined with the sources' classes from
-//!   `egret_src_class` if the layout has that map, else from the table the
-//!   artifact recorded (byte layouts: the compiler's `codegen::tables`,
-//!   mirrored below; the value size tells the record layouts apart). With the
+//!   prefix → action record), joined with the sources' classes from the
+//!   table the artifact recorded (byte layouts: `egret_bpf::layout`, each
+//!   map decoded by its own layout). With the
 //!   `inline` layout the decisions are code, so it is the table the artifact
 //!   recorded (`gen-N/info`, see [`crate::meta::GenerationInfo`]); an
 //!   artifact that recorded none says so.
 //!   Egress IPs are known on the node only for slots it serves (from
-//!   `egret_gw_slots`, egress IPv4 at value offset 0, late fields
-//!   resolved); other slots show their VNI.
+//!   `egret_gw_slots`, late fields resolved); other slots show their VNI.
 //! - [`gateway`]: NAT table use, `egret_gw_stats` by [`Stat`], and the NAT
 //!   connections decoded with [`NatKey`] / [`ReverseNat`].
 
@@ -23,7 +21,8 @@ use std::path::Path;
 
 use egret_bpf::artifact::{Decision, DecisionRow};
 use egret_bpf::choices::ChoiceTarget;
-use egret_bpf::templates::{NatKey, ReverseNat, Stat, map};
+use egret_bpf::layout::{self, Counter, NO_RULE, VERDICT_REASON_MASK, VERDICT_SLOT_SHIFT, action_record};
+use egret_bpf::templates::{GatewaySlot, NatKey, ReverseNat, Stat, map};
 use serde::Serialize;
 
 use crate::error::LoaderError;
@@ -31,19 +30,6 @@ use crate::meta::{self, GenerationInfo};
 use crate::pins::{Generation, PinLayout};
 use crate::scan;
 use crate::sys::MapHandle;
-
-/// Classifier map names and layouts (the compiler's `codegen::tables`).
-mod classifier {
-    pub const SRC_CLASS: &str = "egret_src_class";
-    pub const DST_V4: &str = "egret_dst_v4";
-    pub const DST_V6: &str = "egret_dst_v6";
-    pub const ACTIONS: &str = "egret_actions";
-    pub const REASONS: &str = "egret_reasons";
-    /// Class of cluster-internal prefixes in `egret_dst_*`.
-    pub const INTERNAL_CLASS: u32 = u32::MAX;
-    /// "No rule" in action records.
-    pub const NO_RULE: u32 = u32::MAX;
-}
 
 /// Where a decision table came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -116,44 +102,32 @@ pub fn info(layout: &PinLayout, g: Generation) -> Result<Option<GenerationInfo>,
     meta::decode_info(&chunks).map(Some).map_err(|source| LoaderError::Meta { path, source })
 }
 
-fn u32_at(b: &[u8], o: usize) -> Option<u32> {
-    b.get(o..o + 4).and_then(|s| s.try_into().ok()).map(u32::from_le_bytes)
-}
-
-/// Decodes an `egret_dst_*` key: (class, prefix text).
-fn dst_key(k: &[u8]) -> Option<(u32, String)> {
-    let len = u32_at(k, 0)?.checked_sub(32)?;
-    let class = u32::from_be_bytes(k.get(4..8)?.try_into().ok()?);
-    let addr: IpAddr = match k.len() {
-        12 => <[u8; 4]>::try_from(&k[8..12]).ok()?.into(),
-        24 => <[u8; 16]>::try_from(&k[8..24]).ok()?.into(),
+/// Decodes a key of `map` (`egret_dst_v4` or `egret_dst_v6`): (class, prefix text).
+fn dst_key(map: &str, k: &[u8]) -> Option<(u32, String)> {
+    let (key, addr): (&layout::Struct, IpAddr) = match map {
+        map::DST_V4 => {
+            (&layout::dst_v4_key::LAYOUT, <[u8; 4]>::try_from(layout::dst_v4_key::ADDR.bytes(k)?).ok()?.into())
+        }
+        map::DST_V6 => {
+            (&layout::dst_v6_key::LAYOUT, <[u8; 16]>::try_from(layout::dst_v6_key::ADDR.bytes(k)?).ok()?.into())
+        }
         _ => return None,
     };
-    Some((class, format!("{addr}/{len}")))
+    key.fits(k).then_some(())?;
+    let len = layout::dst_v4_key::PREFIXLEN.get_u32(k)?.checked_sub(32)?;
+    Some((layout::dst_v4_key::CLASS.get_u32(k)?, format!("{addr}/{len}")))
 }
 
-/// Decodes an `egret_src_class` key.
-fn src_key(k: &[u8]) -> Option<IpAddr> {
-    match u32_at(k, 16)? {
-        4 => Some(<[u8; 4]>::try_from(k.get(0..4)?).ok()?.into()),
-        6 => Some(<[u8; 16]>::try_from(k.get(0..16)?).ok()?.into()),
-        _ => None,
-    }
-}
-
-/// An action record, whatever its layout: 16 bytes `{reason, slot, gateway,
-/// rule}` (`egret_actions`, and LPM values of that size), 12 bytes
-/// `{reason | slot << 8, rule, gateway}` (LPM values); `u32` little endian.
-/// Returns (reason, slot, gateway IPv4, rule).
+/// An action record ([`action_record`]): (reason, slot, gateway IPv4, rule).
 fn record(b: &[u8]) -> Option<(u32, u32, u32, u32)> {
-    match b.len() {
-        16 => Some((u32_at(b, 0)?, u32_at(b, 4)?, u32_at(b, 8)?, u32_at(b, 12)?)),
-        12 => {
-            let verdict = u32_at(b, 0)?;
-            Some((verdict & 0xff, verdict >> 8, u32_at(b, 8)?, u32_at(b, 4)?))
-        }
-        _ => None,
-    }
+    action_record::LAYOUT.fits(b).then_some(())?;
+    let verdict = action_record::VERDICT.get_u32(b)?;
+    Some((
+        verdict & VERDICT_REASON_MASK,
+        verdict >> VERDICT_SLOT_SHIFT,
+        action_record::GATEWAY.get_u32(b)?,
+        action_record::RULE.get_u32(b)?,
+    ))
 }
 
 /// A target's or record's decision from its reason's label (`egret_reasons`);
@@ -178,11 +152,12 @@ fn action(
     choices: &BTreeMap<u32, Vec<ChoiceTarget>>,
 ) -> Option<(Decision, Vec<Decision>, Option<u32>)> {
     let (reason, slot, gateway, rule) = rec;
-    let rule = (rule != classifier::NO_RULE).then_some(rule);
+    let rule = (rule != NO_RULE).then_some(rule);
     if !reasons.contains_key(&reason) {
         let targets = choices.get(&slot)?;
-        let mut decisions =
-            targets.iter().filter_map(|t| decision(t.verdict & 0xff, t.verdict >> 8, u32::from(t.gateway), reasons));
+        let mut decisions = targets.iter().filter_map(|t| {
+            decision(t.verdict & VERDICT_REASON_MASK, t.verdict >> VERDICT_SLOT_SHIFT, u32::from(t.gateway), reasons)
+        });
         let first = decisions.next()?;
         return Some((first, decisions.collect(), rule));
     }
@@ -202,44 +177,34 @@ fn decode_tables(
     let reasons: BTreeMap<u32, String> = info
         .into_iter()
         .flat_map(|i| &i.counters)
-        .filter(|c| c.map == classifier::REASONS)
+        .filter(|c| c.map == map::REASONS)
         .flat_map(|c| c.labels.iter().map(|l| (l.index, l.name.clone())))
         .collect();
     let mut dst = Vec::new();
-    for name in [classifier::DST_V4, classifier::DST_V6] {
-        dst.extend(entries(&layout.map(g, name), name)?.into_iter().flatten());
+    for name in [map::DST_V4, map::DST_V6] {
+        dst.extend(entries(&layout.map(g, name), name)?.into_iter().flatten().map(|(k, v)| (name, k, v)));
     }
-    if dst.is_empty() && !layout.map(g, classifier::SRC_CLASS).exists() {
+    if dst.is_empty() {
         return Ok(None);
     }
-    let sources: Vec<(IpAddr, u32)> = match entries(&layout.map(g, classifier::SRC_CLASS), classifier::SRC_CLASS)? {
-        Some(e) => e.into_iter().filter_map(|(k, v)| Some((src_key(&k)?, u32_at(&v, 0)?))).collect(),
-        None => match info.and_then(|i| i.decisions.as_ref()) {
-            Some(t) if !t.classes.is_empty() => t.classes.iter().map(|(ip, c)| (*ip, *c)).collect(),
-            _ => return Ok(None),
-        },
+    // the maps layout finds sources by code: which has which class is recorded
+    let sources: Vec<(IpAddr, u32)> = match info.and_then(|i| i.decisions.as_ref()) {
+        Some(t) if !t.classes.is_empty() => t.classes.iter().map(|(ip, c)| (*ip, *c)).collect(),
+        _ => return Ok(None),
     };
-    let actions: BTreeMap<u32, Vec<u8>> = entries(&layout.map(g, classifier::ACTIONS), classifier::ACTIONS)?
+    let choices: BTreeMap<u32, Vec<ChoiceTarget>> = entries(&layout.map(g, map::CHOICES), map::CHOICES)?
         .into_iter()
         .flatten()
-        .filter_map(|(k, v)| Some((u32_at(&k, 0)?, v)))
+        .filter_map(|(k, v)| Some((layout::index::INDEX.get_u32(&k)?, egret_bpf::choices::decode(&v)?)))
         .collect();
-    let choices: BTreeMap<u32, Vec<ChoiceTarget>> =
-        entries(&layout.map(g, egret_bpf::choices::MAP), egret_bpf::choices::MAP)?
-            .into_iter()
-            .flatten()
-            .filter_map(|(k, v)| Some((u32_at(&k, 0)?, egret_bpf::choices::decode(&v)?)))
-            .collect();
     let mut internal = std::collections::BTreeSet::new();
     // per class: (destination, decision, its failover targets, choice index)
     type Rows = Vec<(String, Decision, Vec<Decision>, Option<u32>)>;
     let mut by_class: BTreeMap<u32, Rows> = BTreeMap::new();
-    for (k, v) in dst {
-        let Some((class, prefix)) = dst_key(&k) else { continue };
-        let rec =
-            if v.len() == 4 { u32_at(&v, 0).and_then(|a| actions.get(&a)).and_then(|r| record(r)) } else { record(&v) };
-        let internal_record = rec.is_some_and(|r| reasons.get(&r.0).is_some_and(|n| n == "pass-internal"));
-        if class == classifier::INTERNAL_CLASS || internal_record {
+    for (name, k, v) in dst {
+        let Some((class, prefix)) = dst_key(name, &k) else { continue };
+        let rec = record(&v);
+        if rec.is_some_and(|r| reasons.get(&r.0).is_some_and(|n| n == "pass-internal")) {
             internal.insert(prefix);
             continue;
         }
@@ -284,11 +249,10 @@ pub fn decisions(root: &Path) -> Result<DecisionView, LoaderError> {
         view.egress.clone_from(&t.egress);
     }
     for (k, v) in entries(&layout.map(g, map::GW_SLOTS), map::GW_SLOTS)?.into_iter().flatten() {
-        if let (Some(slot), Some(ip)) = (u32_at(&k, 0), v.get(0..4)) {
-            let ip = Ipv4Addr::new(ip[0], ip[1], ip[2], ip[3]);
-            if !ip.is_unspecified() {
-                view.egress.insert(slot, ip.into());
-            }
+        if let Some(s) = GatewaySlot::from_bytes(&k, &v)
+            && !s.egress_ip.is_unspecified()
+        {
+            view.egress.insert(s.slot, s.egress_ip.into());
         }
     }
     if let Some((internal, rows)) = decode_tables(&layout, g, info.as_ref())? {
@@ -450,18 +414,14 @@ pub fn gateway(root: &Path) -> Result<GatewayView, LoaderError> {
     view.nat = fill(map::NAT_V4)?;
     view.rnat = fill(map::RNAT_V4)?;
     if let Some(stats) = percpu_entries(&layout.map(g, map::GW_STATS), map::GW_STATS)? {
-        let sum = |values: &[Vec<u8>], o: usize| -> u64 {
-            values.iter().filter_map(|v| v.get(o..o + 8)?.try_into().ok().map(u64::from_le_bytes)).sum()
-        };
         for s in Stat::ALL {
-            let values = stats.iter().find(|(k, _)| u32_at(k, 0) == Some(s.index())).map(|(_, v)| v.as_slice());
-            let values = values.unwrap_or_default();
-            view.stats.push(StatCount {
-                name: s.name(),
-                drop: s.is_drop(),
-                packets: sum(values, 0),
-                bytes: sum(values, 8),
-            });
+            let values = stats
+                .iter()
+                .find(|(k, _)| layout::index::INDEX.get_u32(k) == Some(s.index()))
+                .map(|(_, v)| v.as_slice());
+            let counters = values.unwrap_or_default().iter().filter_map(|v| Counter::from_bytes(v));
+            let (packets, bytes) = counters.fold((0, 0), |(p, b), c| (p + c.packets, b + c.bytes));
+            view.stats.push(StatCount { name: s.name(), drop: s.is_drop(), packets, bytes });
         }
     }
     for (k, v) in entries(&layout.map(g, map::RNAT_V4), map::RNAT_V4)?.into_iter().flatten() {
@@ -541,32 +501,31 @@ mod tests {
 
     #[test]
     fn classifier_keys_and_records_decode() {
-        // the compiler's `tables::dst_key(3, 10.1.0.0/16)` and `src_key(10.0.0.1)`
-        assert_eq!(dst_key(&[48, 0, 0, 0, 0, 0, 0, 3, 10, 1, 0, 0]), Some((3, "10.1.0.0/16".to_owned())));
-        let mut s = [0u8; 20];
-        s[..4].copy_from_slice(&[10, 0, 0, 1]);
-        s[16] = 4;
-        assert_eq!(src_key(&s), Some(IpAddr::from([10, 0, 0, 1])));
+        // the compiler's `tables::dst_key(3, 10.1.0.0/16)`
+        let k = [48, 0, 0, 0, 0, 0, 0, 3, 10, 1, 0, 0];
+        assert_eq!(dst_key(map::DST_V4, &k), Some((3, "10.1.0.0/16".to_owned())));
+        assert_eq!(dst_key(map::DST_V6, &k), None, "decoded by the map's own layout");
         let reasons = BTreeMap::from([
             (3, "pass-internal".to_owned()),
             (5, "redirect".to_owned()),
             (7, "drop-no-gateway".to_owned()),
         ]);
         let gw = u32::from(Ipv4Addr::new(192, 0, 2, 13));
-        let mut r = [0u8; 16];
-        r[0] = 5;
-        r[4..8].copy_from_slice(&9u32.to_le_bytes());
-        r[8..12].copy_from_slice(&gw.to_le_bytes());
-        r[12..16].copy_from_slice(&u32::MAX.to_le_bytes());
         let none = BTreeMap::new();
         let redirect = Some((Decision::Redirect { gateway: Ipv4Addr::new(192, 0, 2, 13), slot: 9 }, vec![], None));
-        assert_eq!(record(&r).and_then(|r| action(r, &reasons, &none)), redirect);
-        // the 12-byte record: {reason | slot << 8, rule, gateway}
+        // the record: {reason | slot << 8, rule, gateway}
         let mut r12 = [0u8; 12];
         r12[0..4].copy_from_slice(&(5u32 | (9 << 8)).to_le_bytes());
         r12[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
         r12[8..12].copy_from_slice(&gw.to_le_bytes());
         assert_eq!(record(&r12).and_then(|r| action(r, &reasons, &none)), redirect);
+        let mut drop = r12;
+        drop[0] = 7;
+        drop[4..8].copy_from_slice(&2u32.to_le_bytes());
+        assert_eq!(record(&drop).and_then(|r| action(r, &reasons, &none)).map(|(d, _, _)| d), Some(Decision::Drop));
+        drop[0] = 3;
+        assert_eq!(record(&drop).and_then(|r| action(r, &reasons, &none)), None, "internal");
+        assert_eq!(record(&r12[..8]), None);
         // a failover choice (reason 10, no counter): its targets from `egret_choices`
         let choices = BTreeMap::from([(
             2,
@@ -583,11 +542,5 @@ mod tests {
             Some((Decision::Redirect { gateway: Ipv4Addr::new(192, 0, 2, 13), slot: 9 }, failover, Some(4)))
         );
         assert_eq!(record(&r12).and_then(|r| action(r, &reasons, &none)), None, "a choice the map lacks");
-        r[0] = 7;
-        r[12] = 2;
-        assert_eq!(record(&r).and_then(|r| action(r, &reasons, &none)).map(|(d, _, _)| d), Some(Decision::Drop));
-        r[0] = 3;
-        assert_eq!(record(&r).and_then(|r| action(r, &reasons, &none)), None, "internal");
-        assert_eq!(record(&r[..8]), None);
     }
 }

@@ -54,8 +54,11 @@ use crate::ir::{Action, DropReason, MAX_FAILOVER};
 use crate::plan::{ClassId, Plan};
 use egret_bpf::helpers::id as helper;
 use egret_bpf::insn::{AluOp, EndBits, Instruction as I, JmpCond, Operand, Reg, Size, Width};
+use egret_bpf::layout::{
+    self, CSUM_SIZE2, ETH_HLEN, ETH_P_8021Q_LE, ETH_P_IP_LE, ETH_P_IPV6_LE, Field, GL_F_DOWN, IPPROTO_TCP, TUNNEL_TTL,
+    VERDICT_REASON_MASK, VERDICT_SLOT_SHIFT, VLAN_HLEN, action_record, choice, choice_target, counter, tunnel_key,
+};
 use egret_bpf::skb::off as skb;
-use egret_bpf::templates::GL_F_DOWN;
 use egret_bpf::{Label, Program, ProgramBuilder};
 use egret_lang::net::{Family, u128_to_ip};
 use std::collections::BTreeMap;
@@ -69,17 +72,9 @@ const DST4: Reg = Reg::R9;
 const SRC6: (Reg, Reg) = (Reg::R2, Reg::R3);
 const DST6: (Reg, Reg) = (Reg::R4, Reg::R5);
 
-const ETH_HLEN: i32 = 14;
-const VLAN_HLEN: i32 = 4;
-/// Ethertypes as a little-endian `u16` load of the network-order field reads them.
-const ETH_P_IP_LE: i32 = 0x0008;
-const ETH_P_IPV6_LE: i32 = 0xdd86;
-const ETH_P_8021Q_LE: i32 = 0x0081;
-
-/// Size of `struct bpf_tunnel_key` (with `local_ipv4/6`, Linux ≥ 6.3).
-const TUNNEL_KEY_SIZE: i32 = 44;
+/// The outcome's stack copy and the tunnel key are laid out as
+/// [`action_record`] and [`tunnel_key`] say.
 const TUNNEL_KEY_FP: i16 = -48;
-const TUNNEL_TTL: i32 = 64;
 const KEY_FP: i16 = -4;
 const VERDICT_FP: i16 = -8;
 const RULE_FP: i16 = -12;
@@ -93,9 +88,11 @@ const MSS_NEW_FP: i16 = -72;
 /// `from` and `to` of `bpf_l4_csum_replace` (`u32` each).
 const MSS_FROM_FP: i16 = -80;
 const MSS_TO_FP: i16 = -76;
-const IPPROTO_TCP: i32 = 6;
-/// `bpf_l4_csum_replace` flags: a 2-byte field, not in the pseudo-header.
-const CSUM_SIZE2: i32 = 2;
+
+/// A field's offset as an instruction offset.
+const fn off(f: Field) -> i16 {
+    f.offset as i16
+}
 
 /// A generated program with its annotations.
 pub(super) struct Emitted {
@@ -284,7 +281,7 @@ impl Emitter<'_> {
     /// Stores verdict (`reason | slot << 8`), rule and gateway for `finish`
     /// and leaves `r1` = 0.
     fn set_verdict(&mut self, reason: Reason, slot: u32, rule: Option<u32>, gateway: u32) {
-        let verdict = reason.index() | (slot << 8);
+        let verdict = reason.index() | (slot << VERDICT_SLOT_SHIFT);
         for (value, fp) in [(verdict, VERDICT_FP), (rule.unwrap_or(NO_RULE), RULE_FP), (gateway, GATEWAY_FP)] {
             self.emit(I::mov32_imm(Reg::R1, value as i32));
             self.emit(I::store_reg(Size::W, Reg::R10, Reg::R1, fp));
@@ -554,12 +551,12 @@ impl Emitter<'_> {
         self.note(at, format!("longest prefix of the class, cluster-internal prefixes included: {map} {{class, dst}}"));
         let no_match = self.no_match();
         self.b.jmp_imm(JmpCond::Eq, Reg::R0, 0, no_match);
-        let at = self.emit(I::load(Size::W, Reg::R1, Reg::R0, 0));
+        let at = self.emit(I::load(Size::W, Reg::R1, Reg::R0, off(action_record::VERDICT)));
         self.note(at, "action record {verdict, rule, gateway}: the outcome as stored for finish".into());
         self.emit(I::store_reg(Size::W, Reg::R10, Reg::R1, VERDICT_FP));
-        self.emit(I::load(Size::W, Reg::R1, Reg::R0, 4));
+        self.emit(I::load(Size::W, Reg::R1, Reg::R0, off(action_record::RULE)));
         self.emit(I::store_reg(Size::W, Reg::R10, Reg::R1, RULE_FP));
-        self.emit(I::load(Size::W, Reg::R1, Reg::R0, 8));
+        self.emit(I::load(Size::W, Reg::R1, Reg::R0, off(action_record::GATEWAY)));
         self.emit(I::store_reg(Size::W, Reg::R10, Reg::R1, GATEWAY_FP));
         self.b.ja(self.finish);
     }
@@ -615,14 +612,14 @@ impl Emitter<'_> {
         self.emit(I::store_reg(Size::W, Reg::R10, Reg::R1, KEY_FP));
         self.lookup(map, KEY_FP);
         self.b.jmp_imm(JmpCond::Eq, Reg::R0, 0, skip);
-        self.emit(I::load(Size::DW, Reg::R1, Reg::R0, 0));
+        self.emit(I::load(Size::DW, Reg::R1, Reg::R0, off(counter::PACKETS)));
         self.emit(I::alu64_imm(AluOp::Add, Reg::R1, sign));
-        self.emit(I::store_reg(Size::DW, Reg::R0, Reg::R1, 0));
+        self.emit(I::store_reg(Size::DW, Reg::R0, Reg::R1, off(counter::PACKETS)));
         self.emit(I::load(Size::W, Reg::R1, CTX, skb::LEN as i16));
-        self.emit(I::load(Size::DW, Reg::R2, Reg::R0, 8));
+        self.emit(I::load(Size::DW, Reg::R2, Reg::R0, off(counter::BYTES)));
         let op = if sign < 0 { AluOp::Sub } else { AluOp::Add };
         self.emit(I::alu64_reg(op, Reg::R2, Reg::R1));
-        self.emit(I::store_reg(Size::DW, Reg::R0, Reg::R2, 8));
+        self.emit(I::store_reg(Size::DW, Reg::R0, Reg::R2, off(counter::BYTES)));
         self.b.bind(skip);
     }
 
@@ -649,14 +646,14 @@ impl Emitter<'_> {
         self.emit(I::load(Size::W, GATEWAY, Reg::R10, GATEWAY_FP));
         let at = self.emit(I::mov32_reg(Reg::R1, VERDICT));
         self.note(at, "count: egret_reasons[verdict & 0xff], egret_policy_stats[rule]".into());
-        self.emit(I::alu32_imm(AluOp::And, Reg::R1, 0xff));
+        self.emit(I::alu32_imm(AluOp::And, Reg::R1, VERDICT_REASON_MASK as i32));
         self.count(tables::REASONS, 1);
         self.b.jmp32_imm(JmpCond::Eq, RULE, NO_RULE as i32, dispatch);
         self.emit(I::mov32_reg(Reg::R1, RULE));
         self.count(tables::POLICY_STATS, 1);
         self.b.bind(dispatch);
         self.emit(I::mov32_reg(Reg::R1, VERDICT));
-        self.emit(I::alu32_imm(AluOp::And, Reg::R1, 0xff));
+        self.emit(I::alu32_imm(AluOp::And, Reg::R1, VERDICT_REASON_MASK as i32));
         self.b.jmp32_imm(JmpCond::Eq, Reg::R1, Reason::Redirect.index() as i32, redirect);
         self.b.jmp32_imm(JmpCond::Eq, Reg::R1, Reason::LocalEgress.index() as i32, local);
         self.b.jmp32_imm(JmpCond::Eq, Reg::R1, Reason::DropNoGateway.index() as i32, drop);
@@ -675,22 +672,24 @@ impl Emitter<'_> {
         }
         let at = self.emit(I::mov64_imm(Reg::R1, 0));
         self.note(at, "struct bpf_tunnel_key at fp-48, zeroed".into());
-        for off in [0, 8, 16, 24, 32] {
-            self.emit(I::store_reg(Size::DW, Reg::R10, Reg::R1, TUNNEL_KEY_FP + off));
+        // 44 bytes: five 8-byte stores and a 4-byte one
+        for at in (0..tunnel_key::SIZE - 4).step_by(8) {
+            self.emit(I::store_reg(Size::DW, Reg::R10, Reg::R1, TUNNEL_KEY_FP + at as i16));
         }
-        self.emit(I::store_reg(Size::W, Reg::R10, Reg::R1, TUNNEL_KEY_FP + 40));
+        self.emit(I::store_reg(Size::W, Reg::R10, Reg::R1, TUNNEL_KEY_FP + tunnel_key::SIZE as i16 - 4));
         let at = self.emit(I::mov32_reg(Reg::R1, VERDICT));
         self.note(at, "tunnel_id = slot (VNI)".into());
-        self.emit(I::alu32_imm(AluOp::Rsh, Reg::R1, 8));
-        self.emit(I::store_reg(Size::W, Reg::R10, Reg::R1, TUNNEL_KEY_FP));
-        let at = self.emit(I::store_reg(Size::W, Reg::R10, GATEWAY, TUNNEL_KEY_FP + 4));
+        self.emit(I::alu32_imm(AluOp::Rsh, Reg::R1, VERDICT_SLOT_SHIFT as i32));
+        self.emit(I::store_reg(Size::W, Reg::R10, Reg::R1, TUNNEL_KEY_FP + off(tunnel_key::TUNNEL_ID)));
+        let at =
+            self.emit(I::store_reg(Size::W, Reg::R10, GATEWAY, TUNNEL_KEY_FP + off(layout::TUNNEL_KEY_REMOTE_IPV4)));
         self.note(at, "remote_ipv4 = gateway IPv4, host byte order".into());
         self.emit(I::mov32_imm(Reg::R1, TUNNEL_TTL));
-        self.emit(I::store_reg(Size::B, Reg::R10, Reg::R1, TUNNEL_KEY_FP + 21));
+        self.emit(I::store_reg(Size::B, Reg::R10, Reg::R1, TUNNEL_KEY_FP + off(tunnel_key::TTL)));
         self.emit(I::mov64_reg(Reg::R1, CTX));
         self.emit(I::mov64_reg(Reg::R2, Reg::R10));
         self.emit(I::alu64_imm(AluOp::Add, Reg::R2, i32::from(TUNNEL_KEY_FP)));
-        self.emit(I::mov64_imm(Reg::R3, TUNNEL_KEY_SIZE));
+        self.emit(I::mov64_imm(Reg::R3, tunnel_key::SIZE as i32));
         self.emit(I::mov64_imm(Reg::R4, 0));
         let at = self.emit(I::call(helper::SKB_SET_TUNNEL_KEY));
         self.note(at, "bpf_skb_set_tunnel_key(skb, &key, 44, 0)".into());
@@ -709,7 +708,7 @@ impl Emitter<'_> {
         // local egress: cb[0] = slot, tail call egret_gw_progs[0]
         self.b.bind(local);
         self.emit(I::mov32_reg(Reg::R1, VERDICT));
-        self.emit(I::alu32_imm(AluOp::Rsh, Reg::R1, 8));
+        self.emit(I::alu32_imm(AluOp::Rsh, Reg::R1, VERDICT_SLOT_SHIFT as i32));
         let at = self.emit(I::store_reg(Size::W, CTX, Reg::R1, skb::CB as i16));
         self.note(at, "skb->cb[0] = slot, for the gateway program".into());
         self.emit(I::mov64_reg(Reg::R1, CTX));
@@ -735,16 +734,16 @@ impl Emitter<'_> {
         let none = self.b.new_label("choose_none");
         let at = self.emit(I::load(Size::W, Reg::R1, Reg::R10, VERDICT_FP));
         self.note(at, "a failover choice? (reason choose, the choice index in the slot bits)".into());
-        self.emit(I::alu32_imm(AluOp::And, Reg::R1, 0xff));
+        self.emit(I::alu32_imm(AluOp::And, Reg::R1, VERDICT_REASON_MASK as i32));
         self.b.jmp32_imm(JmpCond::Ne, Reg::R1, Reason::Choose.index() as i32, resolved);
         self.emit(I::load(Size::W, Reg::R1, Reg::R10, VERDICT_FP));
-        self.emit(I::alu32_imm(AluOp::Rsh, Reg::R1, 8));
+        self.emit(I::alu32_imm(AluOp::Rsh, Reg::R1, VERDICT_SLOT_SHIFT as i32));
         self.emit(I::store_reg(Size::W, Reg::R10, Reg::R1, KEY_FP));
         let at = self.lookup(tables::CHOICES, KEY_FP);
         self.note(at, "egret_choices[index]: {count, 0, {verdict, gateway} x 8}".into());
         self.b.jmp_imm(JmpCond::Eq, Reg::R0, 0, none);
         self.emit(I::mov64_reg(Reg::R7, Reg::R0));
-        self.emit(I::load(Size::W, Reg::R8, Reg::R7, 0));
+        self.emit(I::load(Size::W, Reg::R8, Reg::R7, off(choice::COUNT)));
         let takes: Vec<Label> = (0..MAX_FAILOVER).map(|i| self.b.new_label(&format!("choose_take{i}"))).collect();
         let walk = self.b.new_label("choose_walk");
         self.b.jmp32_imm(JmpCond::Eq, Reg::R8, 0, none);
@@ -753,30 +752,30 @@ impl Emitter<'_> {
         let at = self.lookup(tables::GW_DOWN, KEY_FP);
         self.note(at, "egret_gw_down[0]: no gateway down → the first target, no egret_gw_live lookup".into());
         self.b.jmp_imm(JmpCond::Eq, Reg::R0, 0, walk);
-        self.emit(I::load(Size::W, Reg::R1, Reg::R0, 0));
+        self.emit(I::load(Size::W, Reg::R1, Reg::R0, off(layout::gw_down::COUNT)));
         self.b.jmp32_imm(JmpCond::Eq, Reg::R1, 0, takes[0]);
         self.b.bind(walk);
         for (i, take) in takes.iter().enumerate() {
-            let off = egret_bpf::choices::target_offset(i) as i16;
+            let gateway = off(choice::TARGETS.record(i, choice_target::GATEWAY));
             let at = self.b.jmp32_imm(JmpCond::Le, Reg::R8, i as i32, none);
             self.note(at, format!("target {i} of the failover order, if the choice has it"));
-            self.emit(I::load(Size::W, Reg::R1, Reg::R7, off + 4));
+            self.emit(I::load(Size::W, Reg::R1, Reg::R7, gateway));
             self.emit(I::store_reg(Size::W, Reg::R10, Reg::R1, KEY_FP));
             let at = self.lookup(tables::GW_LIVE, KEY_FP);
             self.note(at, "egret_gw_live[gateway]: no entry = up".into());
             self.b.jmp_imm(JmpCond::Eq, Reg::R0, 0, *take);
-            self.emit(I::load(Size::W, Reg::R1, Reg::R0, 0));
+            self.emit(I::load(Size::W, Reg::R1, Reg::R0, off(layout::gw_live::FLAGS)));
             self.emit(I::alu32_imm(AluOp::And, Reg::R1, GL_F_DOWN as i32));
             self.b.jmp32_imm(JmpCond::Eq, Reg::R1, 0, *take);
         }
         self.b.ja(none);
         for (i, take) in takes.into_iter().enumerate() {
-            let off = egret_bpf::choices::target_offset(i) as i16;
             self.b.bind(take);
-            let at = self.emit(I::load(Size::W, Reg::R1, Reg::R7, off));
+            let at =
+                self.emit(I::load(Size::W, Reg::R1, Reg::R7, off(choice::TARGETS.record(i, choice_target::VERDICT))));
             self.note(at, format!("target {i} is live: its verdict and gateway become the outcome"));
             self.emit(I::store_reg(Size::W, Reg::R10, Reg::R1, VERDICT_FP));
-            self.emit(I::load(Size::W, Reg::R1, Reg::R7, off + 4));
+            self.emit(I::load(Size::W, Reg::R1, Reg::R7, off(choice::TARGETS.record(i, choice_target::GATEWAY))));
             self.emit(I::store_reg(Size::W, Reg::R10, Reg::R1, GATEWAY_FP));
             self.b.ja(resolved);
         }

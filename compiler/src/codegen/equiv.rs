@@ -733,37 +733,14 @@ fn check_plan(
         verifier_insns += v.stats().processed_insns;
     }
     // the images must describe exactly the object's maps
-    for d in &parsed.maps {
-        let Some(img) = artifact.manifest.maps.iter().find(|m| m.name == d.name) else {
-            return Err(EquivError::MapImage { map: d.name.clone(), problem: "has no image in the manifest".into() });
+    artifact::check_images(&artifact.manifest.maps, &parsed.maps).map_err(|e| {
+        let map = match &e {
+            artifact::ImageMismatch::Unknown { map }
+            | artifact::ImageMismatch::Missing { map }
+            | artifact::ImageMismatch::Field { map, .. } => map.clone(),
         };
-        let same = img.kind == artifact::kind_name(d.kind)
-            && img.key_size == d.key_size
-            && img.value_size == d.value_size
-            && img.max_entries == d.max_entries
-            && img.flags == d.flags;
-        if !same {
-            return Err(EquivError::MapImage {
-                map: d.name.clone(),
-                problem: format!(
-                    "image is {} {}+{} x{} flags {}, the object defines {} {}+{} x{} flags {}",
-                    img.kind,
-                    img.key_size,
-                    img.value_size,
-                    img.max_entries,
-                    img.flags,
-                    d.kind,
-                    d.key_size,
-                    d.value_size,
-                    d.max_entries,
-                    d.flags
-                ),
-            });
-        }
-    }
-    if let Some(extra) = artifact.manifest.maps.iter().find(|m| !parsed.maps.iter().any(|d| d.name == m.name)) {
-        return Err(EquivError::MapImage { map: extra.name.clone(), problem: "is not defined by the object".into() });
-    }
+        EquivError::MapImage { map, problem: e.to_string() }
+    })?;
     let mut store = MapStore::new(&parsed.maps);
     for img in &artifact.manifest.maps {
         let entries = img.decoded().map_err(|source| EquivError::Artifact { source })?;

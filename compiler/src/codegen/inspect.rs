@@ -11,7 +11,7 @@
 use super::{Options, PROGRAM, generate_unchecked, tables};
 use egret_bpf::artifact::Manifest;
 use egret_bpf::disasm::{Dialect, slot_text};
-use egret_bpf::elf::{self, ElfError, program_section};
+use egret_bpf::elf::{self, ElfError, PROGRAM_SECTION};
 use egret_bpf::insn::decode;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -99,7 +99,7 @@ pub fn inspect(
                 Err(e) => plan_line = format!("; cannot regenerate from the plan: {e}"),
             }
         }
-        let _ = writeln!(s, "\n; program {} ({}), {} instructions", p.name, program_section(&p.name), p.insns.len());
+        let _ = writeln!(s, "\n; program {} ({}), {} instructions", p.name, PROGRAM_SECTION, p.insns.len());
         for h in &p.holes {
             let _ = writeln!(s, "; hole %{} ({}) at insn {}", h.name, h.kind.name(), h.insn);
         }

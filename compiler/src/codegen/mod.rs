@@ -1,5 +1,5 @@
 //! eBPF code generation: a verified plan becomes the `egret_src` classifier
-//! (section `classifier/egret_src`), attached by the loader at tcx ingress of
+//! (in a section named `classifier`), attached by the loader at tcx ingress of
 //! every local pod's host-side veth, plus the images of its maps, as an
 //! [`egret_bpf::artifact::Artifact`]. No LLVM: instructions are emitted with
 //! [`egret_bpf::ProgramBuilder`].
@@ -81,8 +81,8 @@ use std::path::Path;
 
 /// The classifier's program (function) name.
 pub const PROGRAM: &str = "egret_src";
-/// The hole holding `egret0`'s ifindex.
-pub const HOLE_TUNNEL_IFINDEX: &str = "tunnel_ifindex";
+/// The hole holding `egret0`'s ifindex (the same hole as the gateway templates').
+pub use egret_bpf::templates::HOLE_TUNNEL_IFINDEX;
 /// egret's tunnel device.
 pub const TUNNEL_LINK: &str = "egret0";
 /// License of the object (GPL-compatible: every helper is allowed).

@@ -112,31 +112,7 @@ impl Reason {
     }
 }
 
-/// `TC_ACT_UNSPEC` (`TCX_NEXT` under tcx).
-pub const TC_ACT_UNSPEC: i32 = -1;
-/// `TC_ACT_SHOT`.
-pub const TC_ACT_SHOT: i32 = 2;
-/// `TC_ACT_REDIRECT`.
-pub const TC_ACT_REDIRECT: i32 = 7;
-
-/// The value of one counter entry (per CPU).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Counter {
-    pub packets: u64,
-    pub bytes: u64,
-}
-
-impl Counter {
-    /// Size of the value in bytes.
-    pub const SIZE: u32 = 16;
-
-    /// Decodes one value (little-endian `u64`s); `None` for a wrong length.
-    pub fn from_bytes(b: &[u8]) -> Option<Counter> {
-        let p: [u8; 8] = b.get(0..8)?.try_into().ok()?;
-        let y: [u8; 8] = b.get(8..16)?.try_into().ok()?;
-        (b.len() == 16).then(|| Counter { packets: u64::from_le_bytes(p), bytes: u64::from_le_bytes(y) })
-    }
-}
+pub use egret_bpf::layout::{Counter, TC_ACT_REDIRECT, TC_ACT_SHOT, TC_ACT_UNSPEC};
 
 #[cfg(test)]
 mod tests {

@@ -41,25 +41,20 @@
 
 use super::Layout;
 use super::partition::Rules;
-use super::reasons::{Counter, Reason};
+use super::reasons::Reason;
 use crate::ir::{Action, Choice, DropReason};
 use crate::plan::{ClassId, Plan};
+use egret_bpf::MapDef;
 use egret_bpf::artifact::{CounterLabel, CounterMap, MapImage};
 use egret_bpf::choices::ChoiceTarget;
+use egret_bpf::layout::{self, VERDICT_REASON_MASK, VERDICT_SLOT_SHIFT, action_record, dst_v4_key, dst_v6_key};
 use egret_bpf::maps::MapDefError;
-use egret_bpf::templates::{GatewayLive, GatewaysDown};
-use egret_bpf::{MapDef, MapKind};
 use egret_lang::net::{Cidr, Family};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-pub const REASONS: &str = "egret_reasons";
-pub const POLICY_STATS: &str = "egret_policy_stats";
-pub const GW_PROGS: &str = "egret_gw_progs";
-pub const DST_V4: &str = "egret_dst_v4";
-pub const DST_V6: &str = "egret_dst_v6";
-pub use egret_bpf::choices::MAP as CHOICES;
-pub use egret_bpf::templates::map::{GW_DOWN, GW_LIVE};
+pub use egret_bpf::layout::NO_RULE;
+pub use egret_bpf::layout::map::{CHOICES, DST_V4, DST_V6, GW_DOWN, GW_LIVE, GW_PROGS, POLICY_STATS, REASONS};
 
 /// The distinct choices of a plan's egress actions, sorted: the index of a
 /// choice here is its `egret_choices` key.
@@ -100,9 +95,6 @@ pub fn has_egress(plan: &Plan) -> bool {
     plan.classes.iter().flat_map(|c| c.entries.iter()).any(|e| matches!(e.action, Action::Egress(_)))
 }
 
-/// "No rule" in the verdict registers and action records.
-pub const NO_RULE: u32 = u32::MAX;
-
 /// The layout of an object, from its map names: the maps layout is the one
 /// with `egret_dst_*` maps ([`map_defs`] defines an empty `egret_dst_v4` for
 /// a plan without endpoints, whose program is the same in both layouts).
@@ -110,27 +102,30 @@ pub fn layout_of<'a>(maps: impl IntoIterator<Item = &'a str>) -> Layout {
     if maps.into_iter().any(|m| m == DST_V4 || m == DST_V6) { Layout::Maps } else { Layout::Inline }
 }
 
-/// The `egret_dst_*` key of a prefix for a class.
+/// The `egret_dst_*` key of a prefix for a class ([`dst_v4_key`], [`dst_v6_key`]).
 pub fn dst_key(class: u32, prefix: &Cidr) -> Vec<u8> {
     let net = prefix.network();
-    let mut k = (32 + u32::from(net.len)).to_le_bytes().to_vec();
-    k.extend_from_slice(&class.to_be_bytes());
-    match net.addr {
-        IpAddr::V4(a) => k.extend_from_slice(&a.octets()),
-        IpAddr::V6(a) => k.extend_from_slice(&a.octets()),
-    }
+    let (mut k, addr) = match net.addr {
+        IpAddr::V4(a) => (dst_v4_key::LAYOUT.zeroed(), a.octets().to_vec()),
+        IpAddr::V6(a) => (dst_v6_key::LAYOUT.zeroed(), a.octets().to_vec()),
+    };
+    dst_v4_key::PREFIXLEN.put(&mut k, 32 + u64::from(net.len));
+    dst_v4_key::CLASS.put(&mut k, u64::from(class));
+    k[dst_v4_key::ADDR.offset..].copy_from_slice(&addr);
     k
 }
 
 /// Decodes an `egret_dst_*` key into (class, prefix).
 pub fn parse_dst_key(key: &[u8]) -> Option<(u32, Cidr)> {
-    let plen = u32::from_le_bytes(key.get(0..4)?.try_into().ok()?);
-    let class = u32::from_be_bytes(key.get(4..8)?.try_into().ok()?);
+    let plen = dst_v4_key::PREFIXLEN.get_u32(key)?;
+    let class = dst_v4_key::CLASS.get_u32(key)?;
     let len = u8::try_from(plen.checked_sub(32)?).ok()?;
-    let addr = match key.len() {
-        12 => IpAddr::from(<[u8; 4]>::try_from(&key[8..12]).ok()?),
-        24 => IpAddr::from(<[u8; 16]>::try_from(&key[8..24]).ok()?),
-        _ => return None,
+    let addr = if dst_v4_key::LAYOUT.fits(key) {
+        IpAddr::from(<[u8; 4]>::try_from(dst_v4_key::ADDR.bytes(key)?).ok()?)
+    } else if dst_v6_key::LAYOUT.fits(key) {
+        IpAddr::from(<[u8; 16]>::try_from(dst_v6_key::ADDR.bytes(key)?).ok()?)
+    } else {
+        return None;
     };
     (len <= egret_lang::net::Family::of(&addr).bits()).then(|| (class, Cidr::new(addr, len)))
 }
@@ -149,7 +144,7 @@ pub struct ActionRecord {
 
 impl ActionRecord {
     /// Size of an encoded record.
-    pub const SIZE: u32 = 12;
+    pub const SIZE: u32 = action_record::SIZE as u32;
 
     /// Cluster-internal destinations.
     pub const INTERNAL: ActionRecord =
@@ -170,23 +165,22 @@ impl ActionRecord {
         }
     }
 
-    pub fn to_bytes(self) -> [u8; 12] {
-        let mut b = [0u8; 12];
-        b[0..4].copy_from_slice(&(self.reason.index() | (self.slot << 8)).to_le_bytes());
-        b[4..8].copy_from_slice(&self.rule.to_le_bytes());
-        b[8..12].copy_from_slice(&self.gateway.to_le_bytes());
+    pub fn to_bytes(self) -> [u8; action_record::SIZE] {
+        let mut b = [0u8; action_record::SIZE];
+        action_record::VERDICT.put(&mut b, u64::from(self.reason.index() | (self.slot << VERDICT_SLOT_SHIFT)));
+        action_record::RULE.put(&mut b, u64::from(self.rule));
+        action_record::GATEWAY.put(&mut b, u64::from(self.gateway));
         b
     }
 
     pub fn from_bytes(b: &[u8]) -> Option<ActionRecord> {
-        let w = |i: usize| b.get(i..i + 4).and_then(|s| s.try_into().ok()).map(u32::from_le_bytes);
-        (b.len() == Self::SIZE as usize).then_some(())?;
-        let verdict = w(0)?;
+        action_record::LAYOUT.fits(b).then_some(())?;
+        let verdict = action_record::VERDICT.get_u32(b)?;
         Some(ActionRecord {
-            reason: Reason::from_index(verdict & 0xff)?,
-            slot: verdict >> 8,
-            rule: w(4)?,
-            gateway: w(8)?,
+            reason: Reason::from_index(verdict & VERDICT_REASON_MASK)?,
+            slot: verdict >> VERDICT_SLOT_SHIFT,
+            rule: action_record::RULE.get_u32(b)?,
+            gateway: action_record::GATEWAY.get_u32(b)?,
         })
     }
 }
@@ -223,24 +217,27 @@ fn dst_entries(plan: &Plan, rules: &Rules, f: Family) -> Vec<(Vec<u8>, ActionRec
 /// The maps of the program, in `.maps` order.
 pub fn map_defs(plan: &Plan, rules: &Rules, layout: Layout) -> Result<Vec<MapDef>, MapDefError> {
     let n = |x: usize| u32::try_from(x.max(1)).unwrap_or(u32::MAX);
-    let mut v = vec![
-        MapDef::new(REASONS, MapKind::PercpuArray, 4, Counter::SIZE, n(Reason::COUNTED.len()))?,
-        MapDef::new(POLICY_STATS, MapKind::PercpuArray, 4, Counter::SIZE, n(rules.rules.len()))?,
-        MapDef::new(GW_PROGS, MapKind::ProgArray, 4, 4, 1)?,
-    ];
+    let def = |name: &str, entries: u32| -> Result<MapDef, MapDefError> {
+        let l = layout::find(name).ok_or_else(|| MapDefError::InvalidName { name: name.to_owned() })?;
+        let d = l.def_with(entries);
+        d.validate()?;
+        Ok(d)
+    };
+    let fixed = |name: &str| def(name, layout::max_entries(name));
+    let mut v =
+        vec![def(REASONS, n(Reason::COUNTED.len()))?, def(POLICY_STATS, n(rules.rules.len()))?, fixed(GW_PROGS)?];
     if has_egress(plan) {
-        v.push(MapDef::new(CHOICES, MapKind::Array, 4, egret_bpf::choices::VALUE_SIZE, n(choices(plan).len()))?);
-        v.push(GatewayLive::map_def());
-        v.push(GatewaysDown::map_def());
+        v.push(def(CHOICES, n(choices(plan).len()))?);
+        v.push(fixed(GW_LIVE)?);
+        v.push(fixed(GW_DOWN)?);
     }
     if layout == Layout::Maps {
         // without endpoints the program never looks up: an empty `egret_dst_v4`
         // still marks the object as the maps layout ([`layout_of`])
         let none = plan.endpoints.is_empty();
-        for (f, name, key) in [(Family::V4, DST_V4, 12), (Family::V6, DST_V6, 24)] {
+        for (f, name) in [(Family::V4, DST_V4), (Family::V6, DST_V6)] {
             if has_family(plan, f) || (none && f == Family::V4) {
-                let entries = n(dst_entries(plan, rules, f).len());
-                v.push(MapDef::new(name, MapKind::LpmTrie, key, ActionRecord::SIZE, entries)?);
+                v.push(def(name, n(dst_entries(plan, rules, f).len()))?);
             }
         }
     }

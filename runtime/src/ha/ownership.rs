@@ -493,7 +493,10 @@ fn write_owners(
             .keys()
             .map_err(|e| e.to_string())?
             .into_iter()
-            .filter(|k| <[u8; 4]>::try_from(k.as_slice()).is_ok_and(|b| !want.contains_key(&u32::from_le_bytes(b))))
+            .filter(|k| {
+                egret_bpf::layout::slot::LAYOUT.fits(k)
+                    && egret_bpf::layout::slot::SLOT.get_u32(k).is_some_and(|slot| !want.contains_key(&slot))
+            })
             .collect(),
     };
     for k in stale {

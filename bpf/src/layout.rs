@@ -1,0 +1,973 @@
+//! Every byte contract egret's programs share with the loader, the agent and
+//! the kernel, defined once: each map's key and value layout, each map's
+//! kind and size, and the kernel constants (tc verdicts, helper flags,
+//! ethertypes, header offsets, `struct bpf_tunnel_key`…).
+//!
+//! From these tables come:
+//! - the Rust offsets and sizes ([`Field`], each struct module's `SIZE`) the
+//!   code generator emits and the encoders/decoders use ([`Field::get`],
+//!   [`Field::put`]);
+//! - the gateway templates' assembler constants and `.map` declarations
+//!   ([`asm_prelude`], prepended to every template by
+//!   [`crate::templates::Template::source`]): the `.equ` names the `.s`
+//!   files use are the `asm` names below;
+//! - the BTF key and value types of every map ([`MapLayout`], used by
+//!   [`crate::btf::maps_btf`]), so `bpftool map dump` prints field names;
+//! - the [`MapDef`]s of the templates and of the classifier's maps.
+//!
+//! `__sk_buff` offsets live in [`crate::skb`] (their own table, with the
+//! verifier's access rules); [`asm_prelude`] names them `SKB_<FIELD>`.
+//!
+//! Byte order: `U*` fields are little-endian (host order on every target
+//! egret supports), `Be*` fields network order (as in the packet). Padding is
+//! zero.
+
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+
+use crate::maps::{BPF_F_NO_PREALLOC, MapDef, MapKind};
+
+/// The wire type of a field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ty {
+    /// `u8`.
+    U8,
+    /// `u16`, host order.
+    U16,
+    /// `u32`, host order.
+    U32,
+    /// `u64`, host order.
+    U64,
+    /// `u16`, network order.
+    Be16,
+    /// `u32`, network order.
+    Be32,
+    /// `u8[N]`.
+    Bytes(usize),
+    /// `N` records of a struct.
+    Records(&'static Struct, usize),
+}
+
+impl Ty {
+    /// Size in bytes.
+    #[must_use]
+    pub const fn size(self) -> usize {
+        match self {
+            Ty::U8 => 1,
+            Ty::U16 | Ty::Be16 => 2,
+            Ty::U32 | Ty::Be32 => 4,
+            Ty::U64 => 8,
+            Ty::Bytes(n) => n,
+            Ty::Records(s, n) => s.size * n,
+        }
+    }
+}
+
+/// One field of a struct layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Field {
+    /// Name (a C identifier: the BTF member name).
+    pub name: &'static str,
+    /// Offset in bytes.
+    pub offset: usize,
+    /// Wire type.
+    pub ty: Ty,
+    /// The `.equ` name of the offset in the gateway templates, if they use it.
+    pub asm: Option<&'static str>,
+}
+
+impl Field {
+    /// One past the last byte.
+    #[must_use]
+    pub const fn end(self) -> usize {
+        self.offset + self.ty.size()
+    }
+
+    /// The field's bytes in `b`.
+    #[must_use]
+    pub fn bytes(self, b: &[u8]) -> Option<&[u8]> {
+        b.get(self.offset..self.end())
+    }
+
+    /// The number in `b` (integer types, in the field's byte order).
+    #[must_use]
+    pub fn get(self, b: &[u8]) -> Option<u64> {
+        let s = self.bytes(b)?;
+        let mut le = [0u8; 8];
+        match self.ty {
+            Ty::U8 | Ty::U16 | Ty::U32 | Ty::U64 => le[..s.len()].copy_from_slice(s),
+            Ty::Be16 | Ty::Be32 => {
+                for (d, x) in le.iter_mut().zip(s.iter().rev()) {
+                    *d = *x;
+                }
+            }
+            Ty::Bytes(_) | Ty::Records(..) => return None,
+        }
+        Some(u64::from_le_bytes(le))
+    }
+
+    /// [`Field::get`] of a field of at most 32 bits.
+    #[must_use]
+    pub fn get_u32(self, b: &[u8]) -> Option<u32> {
+        self.get(b).and_then(|v| u32::try_from(v).ok())
+    }
+
+    /// An IPv4 address: network order for `Be32`, host order for `U32`.
+    #[must_use]
+    pub fn ipv4(self, b: &[u8]) -> Option<Ipv4Addr> {
+        self.get_u32(b).map(Ipv4Addr::from)
+    }
+
+    /// Writes `v` (truncated to the field) into `b` in the field's byte order.
+    ///
+    /// # Panics
+    /// If `b` is shorter than the field's end (a caller bug: buffers come from
+    /// [`Struct::zeroed`]).
+    pub fn put(self, b: &mut [u8], v: u64) {
+        let n = self.ty.size();
+        let le = v.to_le_bytes();
+        let dst = &mut b[self.offset..self.offset + n];
+        match self.ty {
+            Ty::Be16 | Ty::Be32 => {
+                for (d, x) in dst.iter_mut().zip(le[..n].iter().rev()) {
+                    *d = *x;
+                }
+            }
+            _ => dst.copy_from_slice(&le[..n.min(8)]),
+        }
+    }
+
+    /// Writes an IPv4 address ([`Field::ipv4`]'s byte order).
+    pub fn put_ipv4(self, b: &mut [u8], ip: Ipv4Addr) {
+        self.put(b, u64::from(u32::from(ip)));
+    }
+
+    /// The same bytes read as a narrower type (a union's IPv4 member).
+    #[must_use]
+    pub const fn as_ty(self, ty: Ty) -> Field {
+        Field { ty, asm: None, ..self }
+    }
+
+    /// The field of record `i` of a `Records` field (offsets of the record's
+    /// own field `f`).
+    #[must_use]
+    pub const fn record(self, i: usize, f: Field) -> Field {
+        let size = match self.ty {
+            Ty::Records(s, _) => s.size,
+            _ => 0,
+        };
+        Field { offset: self.offset + i * size + f.offset, asm: None, ..f }
+    }
+}
+
+/// A struct layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Struct {
+    /// BTF name (a C identifier).
+    pub name: &'static str,
+    /// Size in bytes.
+    pub size: usize,
+    /// The `.equ` name of the size in the gateway templates, if they use it.
+    pub asm_size: Option<&'static str>,
+    /// Written to BTF as `unsigned int` rather than a struct (the key of an
+    /// array must be an INT for the kernel).
+    pub scalar: bool,
+    /// Fields by offset.
+    pub fields: &'static [Field],
+}
+
+impl Struct {
+    /// A zeroed buffer of the struct's size.
+    #[must_use]
+    pub fn zeroed(&self) -> Vec<u8> {
+        vec![0; self.size]
+    }
+
+    /// Whether `b` has exactly the struct's size.
+    #[must_use]
+    pub fn fits(&self, b: &[u8]) -> bool {
+        b.len() == self.size
+    }
+
+    /// Compile-time check: fields in order, inside the struct, not overlapping.
+    const fn check(&self) {
+        let mut at = 0;
+        let mut i = 0;
+        while i < self.fields.len() {
+            let f = self.fields[i];
+            assert!(f.offset >= at, "fields overlap or are out of order");
+            at = f.end();
+            i += 1;
+        }
+        assert!(at <= self.size, "a field ends past the struct");
+        assert!(!self.scalar || (self.size == 4 && self.fields.len() == 1));
+    }
+}
+
+macro_rules! opt {
+    () => {
+        None
+    };
+    ($x:literal) => {
+        Some($x)
+    };
+}
+
+/// Defines struct layouts: a module per struct with a [`Field`] constant per
+/// field, `SIZE` and `LAYOUT`, checked at compile time.
+macro_rules! structs {
+    ($(
+        $(#[$m:meta])*
+        mod $module:ident = $btf:literal, size($size:expr) $(, asm $asm_size:literal)? $(, scalar $scalar:literal)? {
+            $( $(#[$fm:meta])* $fconst:ident = $fname:literal @ $off:expr, $ty:expr $(, $fasm:literal)?; )*
+        }
+    )*) => {
+        $(
+            $(#[$m])*
+            pub mod $module {
+                #[allow(unused_imports)]
+                use super::*;
+                $( $(#[$fm])* pub const $fconst: Field = Field { name: $fname, offset: $off, ty: $ty, asm: opt!($($fasm)?) }; )*
+                /// Size in bytes.
+                pub const SIZE: usize = $size;
+                /// The layout.
+                pub const LAYOUT: Struct = Struct {
+                    name: $btf,
+                    size: SIZE,
+                    asm_size: opt!($($asm_size)?),
+                    scalar: structs!(@scalar $($scalar)?),
+                    fields: &[$($fconst),*],
+                };
+                const _: () = LAYOUT.check();
+            }
+        )*
+        /// Every struct layout above.
+        pub const STRUCTS: &[&Struct] = &[$(&$module::LAYOUT),*];
+    };
+    (@scalar) => { false };
+    (@scalar $x:literal) => { $x };
+}
+
+structs! {
+    /// A `u32` array index (the key of every array map).
+    mod index = "egret_index", size(4), scalar true {
+        INDEX = "index" @ 0, Ty::U32;
+    }
+
+    /// `{u64 packets, u64 bytes}`: the per-CPU counters of `egret_reasons`,
+    /// `egret_policy_stats` and `egret_gw_stats` (bytes = `skb->len`).
+    mod counter = "egret_counter", size(16), asm "ST_SIZE" {
+        PACKETS = "packets" @ 0, Ty::U64, "ST_PACKETS";
+        BYTES = "bytes" @ 8, Ty::U64, "ST_BYTES";
+    }
+
+    /// A program in a `PROG_ARRAY` (written by the loader; no BTF types).
+    mod prog_fd = "egret_prog_fd", size(4), scalar true {
+        FD = "fd" @ 0, Ty::U32;
+    }
+
+    /// The key of `egret_dst_v4`: `{u32 prefixlen = 32 + len, be32 class, u8 addr[4]}`.
+    mod dst_v4_key = "egret_dst_v4_key", size(12) {
+        PREFIXLEN = "prefixlen" @ 0, Ty::U32;
+        CLASS = "class" @ 4, Ty::Be32;
+        ADDR = "addr" @ 8, Ty::Bytes(4);
+    }
+
+    /// The key of `egret_dst_v6`: `{u32 prefixlen = 32 + len, be32 class, u8 addr[16]}`.
+    mod dst_v6_key = "egret_dst_v6_key", size(24) {
+        PREFIXLEN = "prefixlen" @ 0, Ty::U32;
+        CLASS = "class" @ 4, Ty::Be32;
+        ADDR = "addr" @ 8, Ty::Bytes(16);
+    }
+
+    /// The classifier's outcome (the value of `egret_dst_*`, and its stack
+    /// copy): `verdict = reason | slot << 8` ([`VERDICT_REASON_MASK`],
+    /// [`VERDICT_SLOT_SHIFT`]), the rule index ([`NO_RULE`]: none), the
+    /// gateway IPv4 in host order.
+    mod action_record = "egret_action", size(12) {
+        VERDICT = "verdict" @ 0, Ty::U32;
+        RULE = "rule" @ 4, Ty::U32;
+        GATEWAY = "gateway" @ 8, Ty::U32;
+    }
+
+    /// One target of an `egret_choices` value.
+    mod choice_target = "egret_choice_target", size(8) {
+        VERDICT = "verdict" @ 0, Ty::U32;
+        GATEWAY = "gateway" @ 4, Ty::U32;
+    }
+
+    /// The value of `egret_choices` ([`crate::choices`]).
+    mod choice = "egret_choice", size(8 + 8 * MAX_TARGETS) {
+        COUNT = "count" @ 0, Ty::U32;
+        RESERVED = "reserved" @ 4, Ty::U32;
+        TARGETS = "targets" @ 8, Ty::Records(&choice_target::LAYOUT, MAX_TARGETS);
+    }
+
+    /// A gateway node's IPv4, host order (the key of `egret_gw_live`).
+    mod gw_addr = "egret_gw_addr", size(4) {
+        GATEWAY = "gateway" @ 0, Ty::U32;
+    }
+
+    /// The value of `egret_gw_live`: flags ([`GL_F_DOWN`]).
+    mod gw_live = "egret_gw_live_value", size(4) {
+        FLAGS = "flags" @ 0, Ty::U32;
+    }
+
+    /// The value of `egret_gw_down`: gateways marked down.
+    mod gw_down = "egret_gw_down_value", size(4) {
+        COUNT = "count" @ 0, Ty::U32;
+    }
+
+    /// A pod IPv4, network order (the key of `egret_local_eps`).
+    mod pod_addr = "egret_pod_addr", size(4) {
+        POD = "pod" @ 0, Ty::Be32;
+    }
+
+    /// The value of `egret_local_eps`.
+    mod local_ep = "egret_local_ep", size(8), asm "LE_SIZE" {
+        /// The pod's host-side veth.
+        IFINDEX = "ifindex" @ 0, Ty::U32, "LE_IFINDEX";
+        /// Reserved, 0.
+        FLAGS = "flags" @ 4, Ty::U32, "LE_FLAGS";
+    }
+
+    /// A slot id, the 24-bit VNI (the key of `egret_gw_slots` and
+    /// `egret_float_owner`).
+    mod slot = "egret_slot", size(4) {
+        SLOT = "slot" @ 0, Ty::U32;
+    }
+
+    /// The value of `egret_gw_slots`.
+    mod gw_slot = "egret_gw_slot", size(12), asm "GS_SIZE" {
+        /// Egress IPv4 (0: none resolved → `no-egress-ip`).
+        EGRESS_IP = "egress_ip" @ 0, Ty::Be32, "GS_EGRESS_IP";
+        /// Egress interface.
+        IFINDEX = "ifindex" @ 4, Ty::U32, "GS_IFINDEX";
+        /// [`GS_F_FLOATING`].
+        FLAGS = "flags" @ 8, Ty::U32, "GS_FLAGS";
+    }
+
+    /// The key of `egret_gw_allowed`.
+    mod allowed_key = "egret_allowed_key", size(8) {
+        SLOT = "slot" @ 0, Ty::U32, "GA_KEY_SLOT";
+        SRC = "src" @ 4, Ty::Be32, "GA_KEY_SRC";
+    }
+
+    /// The value of `egret_gw_allowed`.
+    mod allowed = "egret_allowed", size(8), asm "GA_SIZE" {
+        /// The pod's node IPv4, host order (0: any node).
+        NODE = "node" @ 0, Ty::U32, "GA_NODE";
+        /// [`GA_F_LOCAL`].
+        FLAGS = "flags" @ 4, Ty::U32, "GA_FLAGS";
+    }
+
+    /// The 5-tuple key of `egret_nat_v4` and `egret_rnat_v4` (ICMP echo:
+    /// sport = identifier, dport = 0).
+    mod nat_key = "egret_nat_key", size(16), asm "NAT_KEY_SIZE" {
+        SRC = "src" @ 0, Ty::Be32, "K_SRC";
+        DST = "dst" @ 4, Ty::Be32, "K_DST";
+        SPORT = "sport" @ 8, Ty::Be16, "K_SPORT";
+        DPORT = "dport" @ 10, Ty::Be16, "K_DPORT";
+        PROTO = "proto" @ 12, Ty::U8, "K_PROTO";
+    }
+
+    /// The value of `egret_nat_v4` (forward).
+    mod forward_nat = "egret_forward_nat", size(32), asm "FV_SIZE" {
+        EGRESS_IP = "egress_ip" @ 0, Ty::Be32, "FV_EGRESS_IP";
+        /// NAT port / ICMP identifier.
+        NAT_PORT = "nat_port" @ 4, Ty::Be16, "FV_NAT_PORT";
+        SLOT = "slot" @ 8, Ty::U32, "FV_SLOT";
+        /// `ktime_get_ns()` when the mapping was made.
+        CREATED = "created_ns" @ 16, Ty::U64, "FV_CREATED";
+        /// `ktime_get_ns()` of the last forward packet.
+        LAST_SEEN = "last_seen_ns" @ 24, Ty::U64, "FV_LAST_SEEN";
+    }
+
+    /// The value of `egret_rnat_v4` (reverse): the connection's state.
+    mod reverse_nat = "egret_reverse_nat", size(32), asm "RV_SIZE" {
+        /// The pod.
+        ORIG_SRC = "orig_src" @ 0, Ty::Be32, "RV_ORIG_SRC";
+        /// The pod's node IPv4, host order (0: local).
+        NODE = "node" @ 4, Ty::U32, "RV_NODE";
+        /// Egress slot (the VNI for the way back).
+        SLOT = "slot" @ 8, Ty::U32, "RV_SLOT";
+        /// The pod's port / ICMP identifier.
+        ORIG_SPORT = "orig_sport" @ 12, Ty::Be16, "RV_ORIG_SPORT";
+        /// `RV_F_*`.
+        FLAGS = "flags" @ 14, Ty::U8, "RV_FLAGS";
+        /// `ktime_get_ns()` of the last packet, either way.
+        LAST_SEEN = "last_seen_ns" @ 16, Ty::U64, "RV_LAST_SEEN";
+        /// `ktime_get_ns()` after which the entry is free.
+        EXPIRES = "expires_ns" @ 24, Ty::U64, "RV_EXPIRES";
+    }
+
+    /// The value of `egret_float_owner`.
+    mod float_owner = "egret_float_owner_value", size(8), asm "FO_SIZE" {
+        /// The owner's underlay IPv4, host order.
+        OWNER = "owner" @ 0, Ty::U32, "FO_OWNER";
+        /// [`FO_F_SELF`].
+        FLAGS = "flags" @ 4, Ty::U32, "FO_FLAGS";
+    }
+
+    /// The key of `egret_gw_peers`.
+    mod peer_key = "egret_peer_key", size(8), asm "GP_KEY_SIZE" {
+        SLOT = "slot" @ 0, Ty::U32, "GP_KEY_SLOT";
+        /// The peer's underlay IPv4, host order.
+        PEER = "peer" @ 4, Ty::U32, "GP_KEY_PEER";
+    }
+
+    /// The value of `egret_gw_peers` (0).
+    mod peer = "egret_peer", size(4), asm "GP_SIZE" {
+        RESERVED = "reserved" @ 0, Ty::U32;
+    }
+
+    /// A node's IPv4, host order (the key of `egret_probe_rx`).
+    mod node_addr = "egret_node_addr", size(4) {
+        NODE = "node" @ 0, Ty::U32;
+    }
+
+    /// The value of `egret_probe_rx`.
+    mod probe_rx = "egret_probe_rx_value", size(24), asm "PROBE_RX_SIZE" {
+        /// The reply's seq.
+        SEQ = "seq" @ 0, Ty::U32, "PR_SEQ";
+        /// `sent_ns` copied from the reply.
+        SENT_NS = "sent_ns" @ 8, Ty::U64, "PR_SENT_NS";
+        /// `ktime_get_ns()` when it arrived.
+        RECV_NS = "recv_ns" @ 16, Ty::U64, "PR_RECV_NS";
+    }
+
+    /// A gateway probe frame up to its payload's end (the shortest frame
+    /// accepted; frames are zero-padded to 60 bytes). The 4- and 8-byte
+    /// fields sit at 2 mod 4 / 2 mod 8: aligned for the kernel (NET_IP_ALIGN).
+    mod probe_frame = "egret_probe_frame", size(38), asm "PROBE_END" {
+        DST_MAC = "dst_mac" @ 0, Ty::Bytes(6);
+        SRC_MAC = "src_mac" @ 6, Ty::Bytes(6);
+        ETHERTYPE = "ethertype" @ 12, Ty::Be16;
+        /// `"EGRP"`.
+        MAGIC = "magic" @ 14, Ty::Bytes(4), "PROBE_MAGIC";
+        KIND = "kind" @ 18, Ty::U8, "PROBE_KIND";
+        VERSION = "version" @ 19, Ty::U8, "PROBE_VER";
+        SEQ = "seq" @ 22, Ty::U32, "PROBE_SEQ";
+        /// Network order.
+        SENDER = "sender" @ 26, Ty::Be32, "PROBE_SENDER";
+        SENT_NS = "sent_ns" @ 30, Ty::U64, "PROBE_SENT_NS";
+    }
+
+    /// `struct bpf_tunnel_key` (with `local_ipv4/6`, Linux ≥ 6.3). IPv4
+    /// addresses are `u32` host order in the first 4 bytes of `remote` /
+    /// `local` ([`TUNNEL_KEY_REMOTE_IPV4`], [`TUNNEL_KEY_LOCAL_IPV4`]).
+    mod tunnel_key = "bpf_tunnel_key", size(44), asm "TUNNEL_KEY_SIZE" {
+        TUNNEL_ID = "tunnel_id" @ 0, Ty::U32, "TK_ID";
+        /// `remote_ipv4` (host order) or `remote_ipv6`.
+        REMOTE = "remote" @ 4, Ty::Bytes(16), "TK_REMOTE";
+        TOS = "tunnel_tos" @ 20, Ty::U8;
+        TTL = "tunnel_ttl" @ 21, Ty::U8, "TK_TTL";
+        /// `tunnel_ext`: must be 0.
+        EXT = "tunnel_ext" @ 22, Ty::U16;
+        LABEL = "tunnel_label" @ 24, Ty::U32;
+        /// `local_ipv4` (host order) or `local_ipv6`.
+        LOCAL = "local" @ 28, Ty::Bytes(16), "TK_LOCAL";
+    }
+
+    /// `struct bpf_redir_neigh`.
+    mod redir_neigh = "bpf_redir_neigh", size(20), asm "REDIR_NEIGH_SIZE" {
+        FAMILY = "nh_family" @ 0, Ty::U32;
+        IPV4_NH = "ipv4_nh" @ 4, Ty::Be32;
+    }
+}
+
+/// `bpf_tunnel_key.remote_ipv4` (host order).
+pub const TUNNEL_KEY_REMOTE_IPV4: Field = tunnel_key::REMOTE.as_ty(Ty::U32);
+/// `bpf_tunnel_key.local_ipv4` (host order).
+pub const TUNNEL_KEY_LOCAL_IPV4: Field = tunnel_key::LOCAL.as_ty(Ty::U32);
+/// `sizeof(struct bpf_tunnel_key)` up to `tunnel_label` (no local address).
+pub const TUNNEL_KEY_SIZE_NO_LOCAL: usize = tunnel_key::LOCAL.offset;
+
+/// Defines constants once, each also named (by its identifier) in the
+/// gateway templates' assembler prelude.
+macro_rules! constants {
+    ($( $(#[$m:meta])* $name:ident : $ty:ty = $val:expr; )*) => {
+        $( $(#[$m])* pub const $name: $ty = $val; )*
+        /// Every constant above: (`.equ` name, value).
+        pub const CONSTANTS: &[(&str, i64)] = &[$((stringify!($name), $name as i64)),*];
+    };
+}
+
+constants! {
+    // ----- tc verdicts
+    /// `TC_ACT_UNSPEC` (`TCX_NEXT` under tcx): let the next program / the stack decide.
+    TC_ACT_UNSPEC: i32 = -1;
+    /// `TC_ACT_SHOT`.
+    TC_ACT_SHOT: i32 = 2;
+    /// `TC_ACT_REDIRECT`.
+    TC_ACT_REDIRECT: i32 = 7;
+
+    // ----- Ethernet / IPv4 / L4 (offsets from the start of the frame)
+    /// Ethernet header length.
+    ETH_HLEN: i32 = 14;
+    /// 802.1Q tag length.
+    VLAN_HLEN: i32 = 4;
+    /// Offset of the ethertype.
+    ETH_PROTO: i32 = 12;
+    /// Ethertype 0x0800 as a little-endian `u16` load of the network-order field reads it.
+    ETH_P_IP_LE: i32 = 0x0008;
+    /// Ethertype 0x86dd, likewise.
+    ETH_P_IPV6_LE: i32 = 0xdd86;
+    /// Ethertype 0x8100, likewise.
+    ETH_P_8021Q_LE: i32 = 0x0081;
+    /// IPv4 version (high nibble) and IHL (low nibble).
+    IP_VIHL: i32 = 14;
+    /// IPv4 flags + fragment offset, network order.
+    IP_FRAG: i32 = 20;
+    /// The fragment offset's bits.
+    IP_OFFMASK: i32 = 0x1fff;
+    /// IPv4 TTL; a `u16` load here gives TTL (low) | protocol << 8.
+    IP_TTL: i32 = 22;
+    /// IPv4 protocol.
+    IP_PROTO: i32 = 23;
+    /// IPv4 header checksum.
+    IP_CSUM: i32 = 24;
+    /// IPv4 source.
+    IP_SADDR: i32 = 26;
+    /// IPv4 destination.
+    IP_DADDR: i32 = 30;
+    /// `ETH_HLEN` + 20: Ethernet + option-less IPv4 header.
+    IPV4_END: i32 = 34;
+    /// `IPPROTO_ICMP`.
+    IPPROTO_ICMP: i32 = 1;
+    /// `IPPROTO_TCP`.
+    IPPROTO_TCP: i32 = 6;
+    /// `IPPROTO_UDP`.
+    IPPROTO_UDP: i32 = 17;
+    /// L4 source port (TCP, UDP).
+    L4_SPORT: i32 = 0;
+    /// L4 destination port (TCP, UDP).
+    L4_DPORT: i32 = 2;
+    /// Option-less TCP header.
+    TCP_HLEN: i32 = 20;
+    /// TCP flags byte.
+    TCP_FLAGS_OFF: i32 = 13;
+    /// TCP checksum.
+    TCP_CSUM_OFF: i32 = 16;
+    /// UDP header.
+    UDP_HLEN: i32 = 8;
+    /// UDP checksum.
+    UDP_CSUM_OFF: i32 = 6;
+    /// ICMP echo header.
+    ICMP_HLEN: i32 = 8;
+    /// ICMP checksum.
+    ICMP_CSUM_OFF: i32 = 2;
+    /// ICMP echo identifier.
+    ICMP_ID_OFF: i32 = 4;
+    /// ICMP echo reply type.
+    ICMP_ECHO_REPLY: i32 = 0;
+    /// ICMP echo request type.
+    ICMP_ECHO: i32 = 8;
+    /// TCP FIN.
+    TH_FIN: i32 = 0x01;
+    /// TCP SYN.
+    TH_SYN: i32 = 0x02;
+    /// TCP RST.
+    TH_RST: i32 = 0x04;
+    /// TCP ACK.
+    TH_ACK: i32 = 0x10;
+
+    // ----- helper arguments
+    /// `bpf_map_update_elem`: create or replace.
+    BPF_ANY: i32 = 0;
+    /// `bpf_map_update_elem`: create only.
+    BPF_NOEXIST: i32 = 1;
+    /// `bpf_l3/l4_csum_replace`: the field is 2 bytes.
+    CSUM_SIZE2: i32 = 2;
+    /// ... 4 bytes.
+    CSUM_SIZE4: i32 = 4;
+    /// `bpf_l4_csum_replace`: the field is part of the pseudo-header.
+    BPF_F_PSEUDO_HDR: i32 = 0x10;
+    /// `bpf_l4_csum_replace`, UDP: checksum 0 means "none" and stays 0.
+    BPF_F_MARK_MANGLED_0: i32 = 0x20;
+    /// `bpf_l4_csum_replace`: the size bits of the flags.
+    BPF_F_HDR_FIELD_MASK: i32 = 0xf;
+    /// `bpf_l4_csum_replace`: `BPF_F_MARK_ENFORCE`.
+    BPF_F_MARK_ENFORCE: i32 = 0x40;
+    /// `bpf_l4_csum_replace`: `BPF_F_IPV6`.
+    BPF_F_IPV6: i32 = 0x80;
+    /// `bpf_redirect`: to the device's ingress (egret always redirects to egress: 0).
+    BPF_F_INGRESS: i32 = 1;
+    /// Tunnel key helpers: IPv6 addresses.
+    BPF_F_TUNINFO_IPV6: i32 = 1;
+    /// `bpf_skb_get_tunnel_key`: also the tunnel flags.
+    BPF_F_TUNINFO_FLAGS: i32 = 16;
+    /// `bpf_skb_set_tunnel_key`: no outer UDP checksum.
+    BPF_F_ZERO_CSUM_TX: i32 = 2;
+    /// `bpf_skb_set_tunnel_key`: set DF on the outer header.
+    BPF_F_DONT_FRAGMENT: i32 = 4;
+    /// `bpf_skb_set_tunnel_key`: `BPF_F_SEQ_NUMBER`.
+    BPF_F_SEQ_NUMBER: i32 = 8;
+    /// `bpf_skb_set_tunnel_key`: `BPF_F_NO_TUNNEL_KEY`.
+    BPF_F_NO_TUNNEL_KEY: i32 = 16;
+    /// `AF_INET` (`struct bpf_redir_neigh` family).
+    AF_INET: i32 = 2;
+    /// The outer TTL egret's tunnel keys set.
+    TUNNEL_TTL: i32 = 64;
+    /// Egress slots are 24-bit VXLAN VNIs.
+    SLOT_MASK: i32 = 0x00ff_ffff;
+
+    // ----- classifier outcome word (`verdict`)
+    /// The reason's bits of a verdict.
+    VERDICT_REASON_MASK: u32 = 0xff;
+    /// The slot's shift in a verdict.
+    VERDICT_SLOT_SHIFT: u32 = 8;
+    /// "No rule" in the verdict registers and action records.
+    NO_RULE: u32 = u32::MAX;
+    /// Targets per `egret_choices` value: the most gateways an endpoint fails over through.
+    MAX_TARGETS: usize = 8;
+
+    // ----- map value flags
+    /// `egret_gw_slots` flags: a floating slot (only the owner SNATs, the others forward).
+    GS_F_FLOATING: u32 = 1;
+    /// `egret_float_owner` flags: this node owns the slot.
+    FO_F_SELF: u32 = 1;
+    /// `egret_gw_allowed` flags: the pod runs on this gateway (`egret_gw_local` only).
+    GA_F_LOCAL: u32 = 1;
+    /// `egret_rnat_v4` flags: the pod runs on this gateway node.
+    RV_F_LOCAL: u8 = 1;
+    /// `egret_rnat_v4` flags: a reply went through (TCP: established).
+    RV_F_SEEN_REPLY: u8 = 2;
+    /// `egret_rnat_v4` flags: TCP FIN or RST seen.
+    RV_F_CLOSING: u8 = 4;
+    /// `egret_gw_live` flags: the gateway is down.
+    GL_F_DOWN: u32 = 1;
+
+    // ----- gateway probes (VNI 0, inner ethertype 0x88b5; frame: [`probe_frame`])
+    /// The probes' VNI.
+    PROBE_VNI: u32 = 0;
+    /// The probes' inner ethertype.
+    PROBE_ETHERTYPE: u16 = 0x88b5;
+    /// [`PROBE_ETHERTYPE`] as a little-endian `u16` load reads it.
+    PROBE_ETH_P_LE: u16 = PROBE_ETHERTYPE.swap_bytes();
+    /// `"EGRP"` as a little-endian `u32` load reads it.
+    PROBE_MAGIC_LE: u32 = u32::from_le_bytes(*b"EGRP");
+    /// The probe format's version.
+    PROBE_VERSION: u8 = 1;
+    /// Probe kind: request.
+    PROBE_KIND_REQUEST: u8 = 1;
+    /// Probe kind: reply.
+    PROBE_KIND_REPLY: u8 = 2;
+
+    // ----- NAT port allocation: ports 61000..=65535, disjoint from Linux's
+    // default ip_local_port_range (32768-60999)
+    /// First NAT port.
+    NAT_PORT_MIN: u16 = 61000;
+    /// Number of NAT ports.
+    NAT_PORT_COUNT: u32 = 4536;
+    /// Candidates tried per new mapping.
+    NAT_PROBES: usize = 16;
+    /// Flow hash constant (murmur3).
+    HASH_C1: u32 = 0x9e37_79b1;
+    /// Flow hash constant (murmur3 `fmix32`).
+    HASH_C2: u32 = 0x85eb_ca6b;
+    /// Flow hash constant (murmur3 `fmix32`).
+    HASH_C3: u32 = 0xc2b2_ae35;
+
+    // ----- connection timeouts (ns, `ktime_get_ns`)
+    /// TCP until a reply is seen.
+    TCP_SYN_TIMEOUT_NS: u64 = 60_000_000_000;
+    /// TCP once established, idle.
+    TCP_ESTABLISHED_TIMEOUT_NS: u64 = 21_600_000_000_000;
+    /// TCP after FIN or RST.
+    TCP_CLOSING_TIMEOUT_NS: u64 = 10_000_000_000;
+    /// UDP, idle.
+    UDP_TIMEOUT_NS: u64 = 60_000_000_000;
+    /// ICMP echo, idle.
+    ICMP_TIMEOUT_NS: u64 = 30_000_000_000;
+}
+
+/// The value of one [`counter`] entry (per CPU).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counter {
+    /// Packets.
+    pub packets: u64,
+    /// Bytes (`skb->len`).
+    pub bytes: u64,
+}
+
+impl Counter {
+    /// Size of the value in bytes.
+    pub const SIZE: u32 = counter::SIZE as u32;
+
+    /// Decodes one value; `None` for a wrong length.
+    #[must_use]
+    pub fn from_bytes(b: &[u8]) -> Option<Counter> {
+        counter::LAYOUT
+            .fits(b)
+            .then(|| Some(Counter { packets: counter::PACKETS.get(b)?, bytes: counter::BYTES.get(b)? }))
+            .flatten()
+    }
+}
+
+/// A map: name, kind, key and value layouts, and (when fixed) its size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MapLayout {
+    /// Map (and symbol) name.
+    pub name: &'static str,
+    /// Kind.
+    pub kind: MapKind,
+    /// Key layout.
+    pub key: &'static Struct,
+    /// Value layout.
+    pub value: &'static Struct,
+    /// `max_entries` when the map has a fixed size, with its `.equ` name for
+    /// template maps.
+    pub max_entries: Option<(u32, Option<&'static str>)>,
+    /// Declared by the gateway templates (`.map` in the prelude).
+    pub template: bool,
+}
+
+impl MapLayout {
+    /// The definition with `max_entries` entries (flags as the kind requires).
+    #[must_use]
+    pub fn def_with(&self, max_entries: u32) -> MapDef {
+        MapDef {
+            name: self.name.to_owned(),
+            kind: self.kind,
+            key_size: self.key.size as u32,
+            value_size: self.value.size as u32,
+            max_entries,
+            flags: if self.kind == MapKind::LpmTrie { BPF_F_NO_PREALLOC } else { 0 },
+        }
+    }
+
+    /// The definition of a fixed-size map (`max_entries` 1 for one sized by
+    /// its user: call [`MapLayout::def_with`] for those).
+    #[must_use]
+    pub fn def(&self) -> MapDef {
+        self.def_with(self.max_entries.map_or(1, |(n, _)| n))
+    }
+
+    /// Whether BTF carries key/value types for this map (not for
+    /// `PROG_ARRAY`, whose kernel check refuses BTF types).
+    #[must_use]
+    pub fn typed(&self) -> bool {
+        self.kind != MapKind::ProgArray
+    }
+}
+
+/// Map names.
+pub mod map {
+    /// Per-CPU counters by classifier reason.
+    pub const REASONS: &str = "egret_reasons";
+    /// Per-CPU counters by rule.
+    pub const POLICY_STATS: &str = "egret_policy_stats";
+    /// The source classifier's `PROG_ARRAY` (the local gateway program).
+    pub const GW_PROGS: &str = "egret_gw_progs";
+    /// IPv4 destinations by class.
+    pub const DST_V4: &str = "egret_dst_v4";
+    /// IPv6 destinations by class.
+    pub const DST_V6: &str = "egret_dst_v6";
+    /// Failover choices.
+    pub const CHOICES: &str = "egret_choices";
+    /// Gateway liveness as this node's agent sees it.
+    pub const GW_LIVE: &str = "egret_gw_live";
+    /// How many gateways `egret_gw_live` marks down.
+    pub const GW_DOWN: &str = "egret_gw_down";
+    /// Local endpoints (every node).
+    pub const LOCAL_EPS: &str = "egret_local_eps";
+    /// Slots served by this gateway.
+    pub const GW_SLOTS: &str = "egret_gw_slots";
+    /// Sources allowed per slot.
+    pub const GW_ALLOWED: &str = "egret_gw_allowed";
+    /// Forward NAT mappings.
+    pub const NAT_V4: &str = "egret_nat_v4";
+    /// Reverse NAT mappings (connection state).
+    pub const RNAT_V4: &str = "egret_rnat_v4";
+    /// Per-CPU gateway counters.
+    pub const GW_STATS: &str = "egret_gw_stats";
+    /// The last probe reply from each node.
+    pub const PROBE_RX: &str = "egret_probe_rx";
+    /// The owner of each floating slot.
+    pub const FLOAT_OWNER: &str = "egret_float_owner";
+    /// The other candidate gateways of each floating slot served here.
+    pub const GW_PEERS: &str = "egret_gw_peers";
+}
+
+const fn m(
+    name: &'static str,
+    kind: MapKind,
+    key: &'static Struct,
+    value: &'static Struct,
+    max_entries: Option<(u32, Option<&'static str>)>,
+    template: bool,
+) -> MapLayout {
+    MapLayout { name, kind, key, value, max_entries, template }
+}
+
+/// Every map egret's programs declare. The classifier's `egret_reasons`,
+/// `egret_policy_stats`, `egret_dst_*` and `egret_choices` are sized by the
+/// plan; the others are fixed.
+pub const MAPS: &[MapLayout] = &[
+    m(map::REASONS, MapKind::PercpuArray, &index::LAYOUT, &counter::LAYOUT, None, false),
+    m(map::POLICY_STATS, MapKind::PercpuArray, &index::LAYOUT, &counter::LAYOUT, None, false),
+    m(map::GW_PROGS, MapKind::ProgArray, &index::LAYOUT, &prog_fd::LAYOUT, Some((1, None)), false),
+    m(map::DST_V4, MapKind::LpmTrie, &dst_v4_key::LAYOUT, &action_record::LAYOUT, None, false),
+    m(map::DST_V6, MapKind::LpmTrie, &dst_v6_key::LAYOUT, &action_record::LAYOUT, None, false),
+    m(map::CHOICES, MapKind::Array, &index::LAYOUT, &choice::LAYOUT, None, false),
+    m(map::GW_LIVE, MapKind::Hash, &gw_addr::LAYOUT, &gw_live::LAYOUT, Some((1024, None)), false),
+    m(map::GW_DOWN, MapKind::Array, &index::LAYOUT, &gw_down::LAYOUT, Some((1, None)), false),
+    m(map::LOCAL_EPS, MapKind::Hash, &pod_addr::LAYOUT, &local_ep::LAYOUT, Some((1024, Some("LOCAL_EPS_MAX"))), true),
+    m(map::GW_SLOTS, MapKind::Hash, &slot::LAYOUT, &gw_slot::LAYOUT, Some((256, Some("GW_SLOTS_MAX"))), true),
+    m(
+        map::GW_ALLOWED,
+        MapKind::Hash,
+        &allowed_key::LAYOUT,
+        &allowed::LAYOUT,
+        Some((65536, Some("GW_ALLOWED_MAX"))),
+        true,
+    ),
+    m(map::NAT_V4, MapKind::LruHash, &nat_key::LAYOUT, &forward_nat::LAYOUT, Some((65536, Some("NAT_MAX"))), true),
+    m(map::RNAT_V4, MapKind::LruHash, &nat_key::LAYOUT, &reverse_nat::LAYOUT, Some((65536, Some("NAT_MAX"))), true),
+    m(map::GW_STATS, MapKind::PercpuArray, &index::LAYOUT, &counter::LAYOUT, Some((32, Some("STATS_MAX"))), true),
+    m(map::PROBE_RX, MapKind::Hash, &node_addr::LAYOUT, &probe_rx::LAYOUT, Some((1024, Some("PROBE_RX_MAX"))), true),
+    m(map::FLOAT_OWNER, MapKind::Hash, &slot::LAYOUT, &float_owner::LAYOUT, Some((256, Some("FLOAT_OWNER_MAX"))), true),
+    m(map::GW_PEERS, MapKind::Hash, &peer_key::LAYOUT, &peer::LAYOUT, Some((1024, Some("GW_PEERS_MAX"))), true),
+];
+
+/// The layout of the map named `name`.
+#[must_use]
+pub fn find(name: &str) -> Option<&'static MapLayout> {
+    MAPS.iter().find(|l| l.name == name)
+}
+
+/// The layout of a map if `def` is that map (name, kind and sizes agree):
+/// what BTF types a definition gets.
+#[must_use]
+pub fn of(def: &MapDef) -> Option<&'static MapLayout> {
+    find(&def.name).filter(|l| {
+        l.kind == def.kind && l.key.size == def.key_size as usize && l.value.size == def.value_size as usize
+    })
+}
+
+/// `max_entries` of the fixed-size map `name` (0 for an unknown or plan-sized map).
+#[must_use]
+pub const fn max_entries(name: &str) -> u32 {
+    let mut i = 0;
+    while i < MAPS.len() {
+        if const_str_eq(MAPS[i].name, name)
+            && let Some((n, _)) = MAPS[i].max_entries
+        {
+            return n;
+        }
+        i += 1;
+    }
+    0
+}
+
+const fn const_str_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// The definitions of the maps the gateway templates declare, in `.maps` order.
+#[must_use]
+pub fn template_maps() -> Vec<MapDef> {
+    MAPS.iter().filter(|l| l.template).map(MapLayout::def).collect()
+}
+
+/// Every `.equ` the gateway templates get from Rust, by name, with
+/// `extra` (their counter indexes) appended: constants, `__sk_buff`
+/// offsets, field offsets and sizes, map sizes.
+#[must_use]
+pub fn asm_constants(extra: &[(String, i64)]) -> Vec<(String, i64)> {
+    let mut v: Vec<(String, i64)> = CONSTANTS.iter().map(|(n, x)| ((*n).to_owned(), *x)).collect();
+    for f in crate::skb::FIELDS {
+        let name: String = f.name.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+        let name = format!("SKB_{}", name.to_uppercase());
+        if !v.iter().any(|(n, _)| *n == name) {
+            v.push((name, i64::from(f.off)));
+        }
+    }
+    for s in STRUCTS {
+        v.extend(s.fields.iter().filter_map(|f| Some((f.asm?.to_owned(), f.offset as i64))));
+        v.extend(s.asm_size.map(|n| (n.to_owned(), s.size as i64)));
+    }
+    for l in MAPS {
+        if let Some((n, Some(name))) = l.max_entries
+            && !v.iter().any(|(x, _)| x == name)
+        {
+            v.push((name.to_owned(), i64::from(n)));
+        }
+    }
+    v.extend(extra.iter().cloned());
+    v
+}
+
+/// The assembler prelude of the gateway templates: one `.equ` per
+/// [`asm_constants`] entry and one `.map` per template map. No instructions.
+#[must_use]
+pub fn asm_prelude(extra: &[(String, i64)]) -> String {
+    let mut s = String::from("// generated from egret_bpf::layout: constants, field offsets, map declarations\n");
+    for (name, v) in asm_constants(extra) {
+        let _ = writeln!(s, ".equ {name}, {v}");
+    }
+    for l in MAPS.iter().filter(|l| l.template) {
+        let d = l.def();
+        let _ = writeln!(
+            s,
+            ".map {}, {}, key_size={}, value_size={}, max_entries={}",
+            d.name, d.kind, d.key_size, d.value_size, d.max_entries
+        );
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_encode_in_their_byte_order() {
+        let mut b = nat_key::LAYOUT.zeroed();
+        nat_key::SPORT.put(&mut b, 40000);
+        nat_key::SRC.put_ipv4(&mut b, Ipv4Addr::new(10, 1, 2, 3));
+        assert_eq!(&b[0..4], &[10, 1, 2, 3], "be32: network order");
+        assert_eq!(&b[8..10], &[0x9c, 0x40], "be16: network order");
+        assert_eq!(nat_key::SPORT.get(&b), Some(40000));
+        let mut r = reverse_nat::LAYOUT.zeroed();
+        reverse_nat::NODE.put_ipv4(&mut r, Ipv4Addr::new(192, 0, 2, 7));
+        assert_eq!(&r[4..8], &[7, 2, 0, 192], "u32: host order");
+        assert_eq!(reverse_nat::NODE.ipv4(&r), Some(Ipv4Addr::new(192, 0, 2, 7)));
+        let t = choice::TARGETS.record(2, choice_target::GATEWAY);
+        assert_eq!(t.offset, 8 + 16 + 4);
+        assert_eq!(choice::SIZE, 72);
+    }
+
+    #[test]
+    fn every_map_is_kernel_valid_and_named_once() {
+        let mut names: Vec<&str> = MAPS.iter().map(|l| l.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), MAPS.len());
+        for l in MAPS {
+            l.def_with(16).validate().expect("kernel-valid");
+            if l.kind.is_array() {
+                assert!(l.key.scalar, "{}: an array's key is an INT for the kernel", l.name);
+            }
+        }
+        let consts = asm_constants(&[]);
+        let mut seen: Vec<&str> = consts.iter().map(|(n, _)| n.as_str()).collect();
+        seen.sort_unstable();
+        let before = seen.len();
+        seen.dedup();
+        assert_eq!(seen.len(), before, "each .equ name once");
+        assert_eq!(max_entries(map::GW_LIVE), 1024);
+    }
+}
