@@ -4,7 +4,7 @@
 //! Syntax (one statement per line; see `bpf/README.md` for the full list):
 //! - comments: `//`, `;` or `#` to the end of the line;
 //! - labels: `name:` on its own line or before an instruction;
-//! - constants: `.equ NAME, EXPR` (also `.set`); `EXPR` is a sum of numbers
+//! - constants: `.equ NAME, EXPR` (`.set` may set a name again); `EXPR` is a sum of numbers
 //!   (decimal or `0x` hex) and earlier constants, e.g. `.equ ETH_HLEN, 14`;
 //! - holes: `%name` wherever an immediate may stand (`w1 = %tunnel_ifindex`,
 //!   `r2 = %node_ip ll`, `if w1 == %vni goto L`, `*(u32 *)(r10 - 4) = %x`);
@@ -16,10 +16,22 @@
 //!   trailing llvm-objdump annotation `<...>` is ignored, so objdump output
 //!   assembles as is;
 //! - `call N`, `call map_lookup_elem` / `call bpf_map_lookup_elem`;
-//! - `.insn CODE, DST, SRC, OFF, IMM` emits one raw slot.
+//! - `.insn CODE, DST, SRC, OFF, IMM` emits one raw slot;
+//! - macros, as GNU as and LLVM's integrated assembler read them:
+//!   `.macro NAME p1, p2=default, p3:req, p4:vararg` … `.endm` with `\p1`
+//!   substituted, `\@` (the number of the expansion: unique labels) and `\()`
+//!   (a separator); invoked as `NAME a, b` or `NAME p2=b`; `.rept EXPR` …
+//!   `.endr`; `.irp P, a, b, c` … `.endr`. They nest, and a macro may invoke
+//!   others. See `macros.rs` for the limits.
 //!
-//! Contract: every error carries its 1-based line and column; all errors of a
-//! source are reported, not only the first. Immediates are range-checked
+//! Layout: `lexer.rs` (a line into tokens), `macros.rs` (expansion, between
+//! the source and the parser), `parser.rs` (a statement into an instruction),
+//! and the directives and driver here.
+//!
+//! Contract: every error carries its 1-based line and column in the source as
+//! written (inside an expansion: in the body, with the invocation sites in
+//! [`AsmError::expansion`]); all errors of a source are reported, not only the
+//! first; no input panics or hangs. Immediates are range-checked
 //! against how the instruction uses them: 64-bit ALU and JMP immediates are
 //! sign-extended, so they must fit `i32`; 32-bit ones may also be any `u32`.
 
