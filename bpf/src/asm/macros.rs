@@ -393,24 +393,23 @@ impl Expander {
         }
     }
 
-    /// The lines up to the `.endm`/`.endr` that closes the block opened on
-    /// `open`, from the current level; `None` (and an error) if it never closes.
+    /// The lines up to the `.endm`/`.endr` that closes the block `directive`
+    /// opened on `open`, from the current level; `None` (and an error) if it
+    /// never closes.
     fn collect(
         &mut self,
         open: &SrcLine,
         col: usize,
-        block: Block,
+        directive: &'static str,
         errors: &mut Vec<AsmError>,
     ) -> Option<Vec<SrcLine>> {
+        let block = if directive == ".macro" { Block::Macro } else { Block::Repeat };
         let mut depth = 1;
         let mut body = Vec::new();
         loop {
             let Some(l) = self.read(errors) else {
                 if !self.halted {
-                    let (directive, end) = match block {
-                        Block::Macro => (".macro", ".endm"),
-                        Block::Repeat => (".rept` or `.irp", ".endr"),
-                    };
+                    let end = if block == Block::Macro { ".endm" } else { ".endr" };
                     errors.push(open.error(col, AsmErrorKind::Unterminated { directive, end }));
                 }
                 return None;
@@ -450,7 +449,7 @@ impl Expander {
         let (ns, ne) = word_at(header, 0);
         let name: String = header[ns..ne].iter().collect();
         let name_col = off + ns + 1;
-        let body = self.collect(l, off - ".macro".len() + 1, Block::Macro, errors);
+        let body = self.collect(l, off - ".macro".len() + 1, ".macro", errors);
         let bad = |reason: String, col: usize| l.error(col, AsmErrorKind::BadMacro { reason });
         if name.is_empty() || !is_macro_name(&name) {
             errors.push(bad("expected a macro name".into(), name_col));
@@ -526,7 +525,7 @@ impl Expander {
         consts: &BTreeMap<String, i64>,
         errors: &mut Vec<AsmError>,
     ) {
-        let body = self.collect(l, col, Block::Repeat, errors);
+        let body = self.collect(l, col, ".rept", errors);
         let text: String = rest.iter().collect();
         let count = lex(&text, l.line).and_then(|toks| {
             let mut c = Cursor { toks: &toks, pos: 0, line: l.line, end_col: text.chars().count() + 1, consts };
@@ -558,7 +557,7 @@ impl Expander {
 
     /// `.irp PARAM, v1, v2, ...`.
     fn irp(&mut self, l: &SrcLine, rest: &[char], off: usize, col: usize, errors: &mut Vec<AsmError>) {
-        let body = self.collect(l, col, Block::Repeat, errors);
+        let body = self.collect(l, col, ".irp", errors);
         let mut pieces = split_args(rest).into_iter();
         let (param, at) = pieces.next().unwrap_or((String::new(), 0));
         if !is_param_name(&param) {
