@@ -734,6 +734,21 @@ mod tests {
     }
 
     #[test]
+    fn a_macro_may_define_a_macro() {
+        let src = r"
+            .macro constant_setter name, value
+            .macro \name reg
+                \reg = \value
+            .endm
+            .endm
+            constant_setter set5, 5
+            set5 r3
+            exit
+        ";
+        same(src, "r3 = 5\nexit");
+    }
+
+    #[test]
     fn rept_nests_and_counts_with_constants() {
         let src = "
             .equ OUTER, 2
