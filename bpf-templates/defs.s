@@ -1,7 +1,7 @@
 // egret gateway datapath: shared definitions (the stack frame).
 //
-// Every gateway template is assembled as a generated prelude + `defs.s` + its
-// entry file [+ `snat_v4.s`] + `count.s` (see bpf/src/templates.rs and
+// Every gateway template is assembled as a generated prelude + `defs.s` +
+// `macros.s` + its entry file [+ `snat_v4.s`] + `count.s` (see bpf/src/templates.rs and
 // README.md in this folder). The prelude comes from bpf/src/layout.rs, the one
 // definition of every byte contract: kernel constants (TC_ACT_*, SKB_* for
 // struct __sk_buff, ETH_*/IP_*/TCP_*/UDP_*/ICMP_* header offsets, helper

@@ -34,9 +34,10 @@
 //! decrements the TTL too (drop `ttl-exceeded` at ≤ 1), but only for packets
 //! that match a live mapping.
 //!
-//! Source assembly: each program is `defs.s` + its entry file
-//! (`tunnel_in.s`, `gw_local.s`, `gw_reply.s`) + `snat_v4.s` for the two
-//! egress programs + `count.s` ([`Template::source`]). Holes:
+//! Source assembly: each program is `defs.s` + `macros.s` (the shared steps,
+//! as assembler macros) + its entry file (`tunnel_in.s`, `gw_local.s`,
+//! `gw_reply.s`) + `snat_v4.s` for the two egress programs + `count.s`
+//! ([`Template::source`]). Holes:
 //! `%tunnel_ifindex` (the ifindex of `egret0`) in all three programs.
 //!
 //! # Maps
@@ -153,6 +154,7 @@ use crate::layout::{
 use crate::maps::MapDef;
 
 const DEFS: &str = include_str!("../../bpf-templates/defs.s");
+const MACROS: &str = include_str!("../../bpf-templates/macros.s");
 const TUNNEL_IN: &str = include_str!("../../bpf-templates/tunnel_in.s");
 const GW_LOCAL: &str = include_str!("../../bpf-templates/gw_local.s");
 const GW_REPLY: &str = include_str!("../../bpf-templates/gw_reply.s");
@@ -160,8 +162,9 @@ const SNAT_V4: &str = include_str!("../../bpf-templates/snat_v4.s");
 const COUNT: &str = include_str!("../../bpf-templates/count.s");
 
 /// The template source files, by file name (for tools and tests).
-pub const FILES: [(&str, &str); 6] = [
+pub const FILES: [(&str, &str); 7] = [
     ("defs.s", DEFS),
+    ("macros.s", MACROS),
     ("tunnel_in.s", TUNNEL_IN),
     ("gw_local.s", GW_LOCAL),
     ("gw_reply.s", GW_REPLY),
@@ -268,9 +271,9 @@ impl Template {
     #[must_use]
     pub const fn parts(self) -> &'static [&'static str] {
         match self {
-            Template::TunnelIn => &["defs.s", "tunnel_in.s", "snat_v4.s", "count.s"],
-            Template::GwLocal => &["defs.s", "gw_local.s", "snat_v4.s", "count.s"],
-            Template::GwReply => &["defs.s", "gw_reply.s", "count.s"],
+            Template::TunnelIn => &["defs.s", "macros.s", "tunnel_in.s", "snat_v4.s", "count.s"],
+            Template::GwLocal => &["defs.s", "macros.s", "gw_local.s", "snat_v4.s", "count.s"],
+            Template::GwReply => &["defs.s", "macros.s", "gw_reply.s", "count.s"],
         }
     }
 

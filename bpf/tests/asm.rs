@@ -151,3 +151,18 @@ fn all_errors_of_a_source_are_reported() {
     let lines: Vec<usize> = e.errors.iter().map(|e| e.line).collect();
     assert_eq!(lines, vec![1, 2, 3, 4], "{e}");
 }
+
+#[test]
+fn the_readme_macro_example_assembles() {
+    let readme = include_str!("../README.md");
+    let section = &readme[readme.find("### Macros and repetition").expect("section")..];
+    let start = section.find("```\n").expect("code block") + 4;
+    let example = &section[start..start + section[start..].find("```").expect("end of block")];
+    let a = assemble("readme", example).unwrap_or_else(|e| panic!("{e}\n{example}"));
+    let insns = a.program.instructions().expect("decodes");
+    assert_eq!(insns.iter().filter(|(_, i)| matches!(i, Instruction::Exit)).count(), 1);
+    let labels: Vec<&str> = a.program.labels.values().map(String::as_str).collect();
+    assert_eq!(labels, ["done0", "done1"], "one label per expansion");
+    assert_eq!(a.constants["i"], 4);
+    assert_eq!(a.program.map_relocs.iter().map(|r| r.map.as_str()).collect::<Vec<_>>(), ["egret_gw_stats", "other"]);
+}

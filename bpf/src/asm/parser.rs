@@ -1,340 +1,63 @@
-//! Assembler for LLVM's BPF assembly syntax (the syntax [`crate::disasm`]
-//! prints), with labels, named constants, named holes and map references.
-//!
-//! Syntax (one statement per line; see `bpf/README.md` for the full list):
-//! - comments: `//`, `;` or `#` to the end of the line;
-//! - labels: `name:` on its own line or before an instruction;
-//! - constants: `.equ NAME, EXPR` (also `.set`); `EXPR` is a sum of numbers
-//!   (decimal or `0x` hex) and earlier constants, e.g. `.equ ETH_HLEN, 14`;
-//! - holes: `%name` wherever an immediate may stand (`w1 = %tunnel_ifindex`,
-//!   `r2 = %node_ip ll`, `if w1 == %vni goto L`, `*(u32 *)(r10 - 4) = %x`);
-//! - maps: `r1 = map[src_class] ll` references a map by name (an `ld_imm64` of
-//!   0 with a relocation); `.map NAME, KIND, key_size=K, value_size=V,
-//!   max_entries=N[, flags=F]` declares one (KIND: `hash`, `array`,
-//!   `lpm_trie`, `percpu_array`, `percpu_hash`, `lru_hash`);
-//! - jumps: `goto LABEL`, `goto +N`, `if r1 > 5 goto LABEL`, `gotol LABEL`; a
-//!   trailing llvm-objdump annotation `<...>` is ignored, so objdump output
-//!   assembles as is;
-//! - `call N`, `call map_lookup_elem` / `call bpf_map_lookup_elem`;
-//! - `.insn CODE, DST, SRC, OFF, IMM` emits one raw slot.
-//!
-//! Contract: every error carries its 1-based line and column; all errors of a
-//! source are reported, not only the first. Immediates are range-checked
-//! against how the instruction uses them: 64-bit ALU and JMP immediates are
-//! sign-extended, so they must fit `i32`; 32-bit ones may also be any `u32`.
+//! Parser: the tokens of one statement into an [`Instruction`] (with its
+//! label target, hole or map reference), range-checked.
 
 use std::collections::BTreeMap;
 
-use crate::builder::{BuildError, Label, ProgramBuilder};
+use super::lexer::{Tok, Token};
+use super::{AsmError, AsmErrorKind};
 use crate::helpers;
 use crate::insn::{
     AluOp, AtomicOp, CallTarget, EndBits, EndOp, Insn, Instruction, JmpCond, Operand, Reg, SignExt, Size, Width,
 };
-use crate::maps::{MapDef, MapDefError, MapKind, is_identifier};
-use crate::program::Program;
-
-/// The result of assembling one source.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Assembly {
-    /// The program.
-    pub program: Program,
-    /// Maps declared with `.map`, in declaration order.
-    pub maps: Vec<MapDef>,
-    /// Constants defined with `.equ`.
-    pub constants: BTreeMap<String, i64>,
-}
-
-/// What went wrong at one place in the source.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AsmErrorKind {
-    /// A token that does not fit the statement.
-    #[error("expected {expected}, found `{found}`")]
-    Unexpected {
-        /// What the grammar wanted.
-        expected: String,
-        /// What was there.
-        found: String,
-    },
-    /// The line ended early.
-    #[error("expected {expected} at end of line")]
-    UnexpectedEnd {
-        /// What the grammar wanted.
-        expected: String,
-    },
-    /// A character that starts no token.
-    #[error("unexpected character `{ch}`")]
-    BadChar {
-        /// The character.
-        ch: char,
-    },
-    /// A statement that matches no instruction form.
-    #[error("unknown instruction starting with `{found}`")]
-    UnknownMnemonic {
-        /// First token.
-        found: String,
-    },
-    /// `w` and `r` registers mixed, or a `w` register where only 64-bit works.
-    #[error("register width mismatch: {detail}")]
-    WidthMismatch {
-        /// Explanation.
-        detail: String,
-    },
-    /// An immediate that does not fit.
-    #[error("value {value} out of range for {what} ({range})")]
-    OutOfRange {
-        /// The value.
-        value: i128,
-        /// Which operand.
-        what: &'static str,
-        /// The accepted range.
-        range: &'static str,
-    },
-    /// A jump to a label that is never defined.
-    #[error("undefined label `{name}`")]
-    UndefinedLabel {
-        /// Label name.
-        name: String,
-    },
-    /// A label defined twice.
-    #[error("label `{name}` already defined on line {first_line}")]
-    DuplicateLabel {
-        /// Label name.
-        name: String,
-        /// Line of the first definition.
-        first_line: usize,
-    },
-    /// A name that is neither a constant nor a helper.
-    #[error("undefined constant `{name}`")]
-    UndefinedConstant {
-        /// The name.
-        name: String,
-    },
-    /// A constant defined twice.
-    #[error("constant `{name}` already defined")]
-    DuplicateConstant {
-        /// The name.
-        name: String,
-    },
-    /// `call NAME` with an unknown helper.
-    #[error("unknown helper `{name}`")]
-    UnknownHelper {
-        /// The name.
-        name: String,
-    },
-    /// A jump too far for its offset field.
-    #[error("jump to `{label}` spans {distance} slots, beyond the 16-bit offset (use gotol)")]
-    JumpOutOfRange {
-        /// Label name.
-        label: String,
-        /// Distance.
-        distance: i64,
-    },
-    /// A bad `.map` directive.
-    #[error("invalid map declaration: {source}")]
-    BadMap {
-        /// The reason.
-        source: MapDefError,
-    },
-    /// A map declared twice.
-    #[error("map `{name}` already declared")]
-    DuplicateMap {
-        /// Map name.
-        name: String,
-    },
-    /// Anything else the builder rejected.
-    #[error("{reason}")]
-    Invalid {
-        /// Explanation.
-        reason: String,
-    },
-}
-
-/// One assembly error with its position.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{line}:{column}: {kind}")]
-pub struct AsmError {
-    /// 1-based line.
-    pub line: usize,
-    /// 1-based column (in characters).
-    pub column: usize,
-    /// What went wrong.
-    pub kind: AsmErrorKind,
-}
-
-/// All errors of one source, in source order.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}", .errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
-pub struct AsmErrors {
-    /// The errors.
-    pub errors: Vec<AsmError>,
-}
-
-// ----- lexer ----------------------------------------------------------------------
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Tok {
-    Ident(String),
-    Num(i128),
-    Hole(String),
-    Op(&'static str),
-}
-
-impl Tok {
-    fn text(&self) -> String {
-        match self {
-            Tok::Ident(s) => s.clone(),
-            Tok::Num(n) => n.to_string(),
-            Tok::Hole(h) => format!("%{h}"),
-            Tok::Op(o) => (*o).to_owned(),
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-struct Token {
-    tok: Tok,
-    col: usize,
-}
-
-const OPS: &[&str] = &[
-    "s>>=", "s>=", "s<=", "s/=", "s%=", "<<=", ">>=", "s>", "s<", "==", "!=", ">=", "<=", "+=", "-=", "*=", "/=", "|=",
-    "&=", "%=", "^=", "=", ">", "<", "&", "+", "-", "*", "(", ")", "[", "]", ",", ":",
-];
-
-fn strip_comment(line: &str) -> &str {
-    let mut end = line.len();
-    for pat in ["//", ";", "#"] {
-        if let Some(i) = line.find(pat) {
-            end = end.min(i);
-        }
-    }
-    &line[..end]
-}
-
-fn is_ident_start(c: char) -> bool {
-    c.is_ascii_alphabetic() || c == '_' || c == '.'
-}
-
-fn is_ident_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || c == '_' || c == '.'
-}
-
-fn lex(line: &str, lineno: usize) -> Result<Vec<Token>, AsmError> {
-    let chars: Vec<char> = line.chars().collect();
-    let mut out = Vec::new();
-    let mut i = 0;
-    let err = |col: usize, kind| AsmError { line: lineno, column: col + 1, kind };
-    while i < chars.len() {
-        let c = chars[i];
-        if c.is_whitespace() {
-            i += 1;
-            continue;
-        }
-        let start = i;
-        if c == 's' && chars.get(i + 1).is_some_and(|n| matches!(n, '>' | '<' | '/' | '%')) {
-            let rest: String = chars[i..].iter().take(4).collect();
-            if let Some(op) = OPS.iter().filter(|o| o.starts_with('s')).find(|o| rest.starts_with(**o)) {
-                out.push(Token { tok: Tok::Op(op), col: start });
-                i += op.len();
-                continue;
-            }
-        }
-        if is_ident_start(c) {
-            while i < chars.len() && is_ident_char(chars[i]) {
-                i += 1;
-            }
-            out.push(Token { tok: Tok::Ident(chars[start..i].iter().collect()), col: start });
-            continue;
-        }
-        if c.is_ascii_digit() {
-            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '_') {
-                i += 1;
-            }
-            let text: String = chars[start..i].iter().filter(|c| **c != '_').collect();
-            let parsed = if let Some(hex) = text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
-                i128::from_str_radix(hex, 16)
-            } else if let Some(bin) = text.strip_prefix("0b") {
-                i128::from_str_radix(bin, 2)
-            } else {
-                text.parse::<i128>()
-            };
-            match parsed {
-                Ok(n) => out.push(Token { tok: Tok::Num(n), col: start }),
-                Err(_) => {
-                    return Err(err(start, AsmErrorKind::Unexpected { expected: "a number".into(), found: text }));
-                }
-            }
-            continue;
-        }
-        if c == '%' && chars.get(i + 1).is_some_and(|n| is_ident_start(*n)) {
-            i += 1;
-            while i < chars.len() && is_ident_char(chars[i]) {
-                i += 1;
-            }
-            out.push(Token { tok: Tok::Hole(chars[start + 1..i].iter().collect()), col: start });
-            continue;
-        }
-        let rest: String = chars[i..].iter().take(4).collect();
-        if let Some(op) = OPS.iter().filter(|o| !o.starts_with('s')).find(|o| rest.starts_with(**o)) {
-            out.push(Token { tok: Tok::Op(op), col: start });
-            i += op.len();
-            continue;
-        }
-        return Err(err(start, AsmErrorKind::BadChar { ch: c }));
-    }
-    Ok(out)
-}
-
-// ----- parser ---------------------------------------------------------------------
 
 /// An immediate: a number or a hole.
 #[derive(Debug, Clone)]
-enum Value {
+pub(super) enum Value {
     Num(i128),
     Hole(String),
 }
 
 #[derive(Debug, Clone)]
-enum Target {
+pub(super) enum Target {
     Label(String, usize),
     Rel(i128),
 }
 
-struct Cursor<'a> {
-    toks: &'a [Token],
-    pos: usize,
-    line: usize,
-    end_col: usize,
-    consts: &'a BTreeMap<String, i64>,
+pub(super) struct Cursor<'a> {
+    pub(super) toks: &'a [Token],
+    pub(super) pos: usize,
+    pub(super) line: usize,
+    pub(super) end_col: usize,
+    pub(super) consts: &'a BTreeMap<String, i64>,
 }
 
-type PResult<T> = Result<T, AsmError>;
+pub(super) type PResult<T> = Result<T, AsmError>;
 
 impl Cursor<'_> {
-    fn peek(&self) -> Option<&Tok> {
+    pub(super) fn peek(&self) -> Option<&Tok> {
         self.toks.get(self.pos).map(|t| &t.tok)
     }
 
-    fn peek_at(&self, n: usize) -> Option<&Tok> {
+    pub(super) fn peek_at(&self, n: usize) -> Option<&Tok> {
         self.toks.get(self.pos + n).map(|t| &t.tok)
     }
 
-    fn col(&self) -> usize {
+    pub(super) fn col(&self) -> usize {
         self.toks.get(self.pos).map_or(self.end_col, |t| t.col + 1)
     }
 
-    fn err_here(&self, kind: AsmErrorKind) -> AsmError {
-        AsmError { line: self.line, column: self.col(), kind }
+    pub(super) fn err_here(&self, kind: AsmErrorKind) -> AsmError {
+        AsmError { line: self.line, column: self.col(), kind, expansion: Vec::new() }
     }
 
-    fn unexpected(&self, expected: &str) -> AsmError {
+    pub(super) fn unexpected(&self, expected: &str) -> AsmError {
         match self.peek() {
             Some(t) => self.err_here(AsmErrorKind::Unexpected { expected: expected.to_owned(), found: t.text() }),
             None => self.err_here(AsmErrorKind::UnexpectedEnd { expected: expected.to_owned() }),
         }
     }
 
-    fn next(&mut self) -> Option<Tok> {
+    pub(super) fn next(&mut self) -> Option<Tok> {
         let t = self.toks.get(self.pos).map(|t| t.tok.clone());
         if t.is_some() {
             self.pos += 1;
@@ -342,11 +65,11 @@ impl Cursor<'_> {
         t
     }
 
-    fn is_op(&self, op: &str) -> bool {
+    pub(super) fn is_op(&self, op: &str) -> bool {
         matches!(self.peek(), Some(Tok::Op(o)) if *o == op)
     }
 
-    fn eat_op(&mut self, op: &str) -> bool {
+    pub(super) fn eat_op(&mut self, op: &str) -> bool {
         if self.is_op(op) {
             self.pos += 1;
             true
@@ -355,15 +78,15 @@ impl Cursor<'_> {
         }
     }
 
-    fn expect_op(&mut self, op: &str) -> PResult<()> {
+    pub(super) fn expect_op(&mut self, op: &str) -> PResult<()> {
         if self.eat_op(op) { Ok(()) } else { Err(self.unexpected(&format!("`{op}`"))) }
     }
 
-    fn is_ident(&self, s: &str) -> bool {
+    pub(super) fn is_ident(&self, s: &str) -> bool {
         matches!(self.peek(), Some(Tok::Ident(i)) if i == s)
     }
 
-    fn eat_ident(&mut self, s: &str) -> bool {
+    pub(super) fn eat_ident(&mut self, s: &str) -> bool {
         if self.is_ident(s) {
             self.pos += 1;
             true
@@ -372,11 +95,11 @@ impl Cursor<'_> {
         }
     }
 
-    fn expect_ident(&mut self, s: &str) -> PResult<()> {
+    pub(super) fn expect_ident(&mut self, s: &str) -> PResult<()> {
         if self.eat_ident(s) { Ok(()) } else { Err(self.unexpected(&format!("`{s}`"))) }
     }
 
-    fn ident(&mut self, what: &str) -> PResult<String> {
+    pub(super) fn ident(&mut self, what: &str) -> PResult<String> {
         match self.peek() {
             Some(Tok::Ident(s)) => {
                 let s = s.clone();
@@ -387,7 +110,7 @@ impl Cursor<'_> {
         }
     }
 
-    fn expect_end(&self) -> PResult<()> {
+    pub(super) fn expect_end(&self) -> PResult<()> {
         match self.peek() {
             None => Ok(()),
             Some(_) => Err(self.unexpected("end of line")),
@@ -395,14 +118,14 @@ impl Cursor<'_> {
     }
 
     /// A register token at the cursor, without consuming it.
-    fn peek_reg(&self) -> Option<(Reg, bool)> {
+    pub(super) fn peek_reg(&self) -> Option<(Reg, bool)> {
         match self.peek() {
             Some(Tok::Ident(s)) => parse_reg_name(s),
             _ => None,
         }
     }
 
-    fn reg(&mut self) -> PResult<(Reg, bool)> {
+    pub(super) fn reg(&mut self) -> PResult<(Reg, bool)> {
         match self.peek_reg() {
             Some(r) => {
                 self.pos += 1;
@@ -412,7 +135,7 @@ impl Cursor<'_> {
         }
     }
 
-    fn reg64(&mut self, what: &str) -> PResult<Reg> {
+    pub(super) fn reg64(&mut self, what: &str) -> PResult<Reg> {
         let col = self.col();
         let (r, w) = self.reg()?;
         if w {
@@ -420,13 +143,14 @@ impl Cursor<'_> {
                 line: self.line,
                 column: col,
                 kind: AsmErrorKind::WidthMismatch { detail: format!("{what} must be a 64-bit `r` register") },
+                expansion: Vec::new(),
             });
         }
         Ok(r)
     }
 
     /// A constant expression: terms joined by `+`/`-`, with unary minus.
-    fn expr(&mut self) -> PResult<i128> {
+    pub(super) fn expr(&mut self) -> PResult<i128> {
         let mut v = self.term()?;
         loop {
             if self.is_op("+") && !self.next_is_reg(1) {
@@ -441,11 +165,11 @@ impl Cursor<'_> {
         }
     }
 
-    fn next_is_reg(&self, n: usize) -> bool {
+    pub(super) fn next_is_reg(&self, n: usize) -> bool {
         matches!(self.peek_at(n), Some(Tok::Ident(s)) if parse_reg_name(s).is_some())
     }
 
-    fn term(&mut self) -> PResult<i128> {
+    pub(super) fn term(&mut self) -> PResult<i128> {
         if self.eat_op("-") {
             return Ok(-self.term()?);
         }
@@ -469,7 +193,7 @@ impl Cursor<'_> {
     }
 
     /// A number, constant expression or `%hole`.
-    fn value(&mut self) -> PResult<Value> {
+    pub(super) fn value(&mut self) -> PResult<Value> {
         if let Some(Tok::Hole(h)) = self.peek().cloned() {
             self.pos += 1;
             return Ok(Value::Hole(h));
@@ -479,7 +203,7 @@ impl Cursor<'_> {
 
     /// `*(u32 *)` or `(u32 *)` after the leading `*` was consumed; returns the
     /// size and whether it was signed (`s8`...).
-    fn size_cast(&mut self) -> PResult<(Size, bool)> {
+    pub(super) fn size_cast(&mut self) -> PResult<(Size, bool)> {
         self.expect_op("(")?;
         let name = self.ident("a size (`u8`, `u16`, `u32`, `u64`)")?;
         let r = match name.as_str() {
@@ -501,7 +225,7 @@ impl Cursor<'_> {
     }
 
     /// `rN + off` / `rN - off` / `rN` (no parentheses).
-    fn mem_inner(&mut self) -> PResult<(Reg, i16)> {
+    pub(super) fn mem_inner(&mut self) -> PResult<(Reg, i16)> {
         let base = self.reg64("a base register")?;
         let col = self.col();
         let off = if self.eat_op("+") {
@@ -515,12 +239,13 @@ impl Cursor<'_> {
             line: self.line,
             column: col,
             kind: AsmErrorKind::OutOfRange { value: off, what: "memory offset", range: "i16" },
+            expansion: Vec::new(),
         })?;
         Ok((base, off))
     }
 
     /// `(rN + off)`.
-    fn mem(&mut self) -> PResult<(Reg, i16)> {
+    pub(super) fn mem(&mut self) -> PResult<(Reg, i16)> {
         self.expect_op("(")?;
         let m = self.mem_inner()?;
         self.expect_op(")")?;
@@ -528,7 +253,7 @@ impl Cursor<'_> {
     }
 
     /// A jump target, then an optional ignored `<annotation>`.
-    fn target(&mut self) -> PResult<Target> {
+    pub(super) fn target(&mut self) -> PResult<Target> {
         let col = self.col();
         let t = if self.is_op("+") || self.is_op("-") {
             let neg = self.is_op("-");
@@ -555,7 +280,7 @@ impl Cursor<'_> {
     }
 }
 
-fn parse_reg_name(s: &str) -> Option<(Reg, bool)> {
+pub(super) fn parse_reg_name(s: &str) -> Option<(Reg, bool)> {
     let (w, num) = if let Some(n) = s.strip_prefix('r') {
         (false, n)
     } else if let Some(n) = s.strip_prefix('w') {
@@ -622,26 +347,34 @@ fn end_from(name: &str) -> Option<(EndOp, EndBits)> {
 }
 
 /// What one statement produces.
-enum Stmt {
+pub(super) enum Stmt {
     Insn { insn: Instruction, hole: Option<String>, target: Option<Target>, map: Option<String> },
     Raw(Insn),
 }
 
 impl Stmt {
-    fn plain(insn: Instruction) -> Stmt {
+    pub(super) fn plain(insn: Instruction) -> Stmt {
         Stmt::Insn { insn, hole: None, target: None, map: None }
     }
 }
 
-const RANGE_I32: (i128, i128, &str) = (i32::MIN as i128, i32::MAX as i128, "i32; 64-bit operations sign-extend it");
+pub(super) const RANGE_I32: (i128, i128, &str) =
+    (i32::MIN as i128, i32::MAX as i128, "i32; 64-bit operations sign-extend it");
 const RANGE_32: (i128, i128, &str) = (i32::MIN as i128, u32::MAX as i128, "i32 or u32");
 
-fn check_range(c: &Cursor<'_>, col: usize, v: i128, what: &'static str, r: (i128, i128, &'static str)) -> PResult<i32> {
+pub(super) fn check_range(
+    c: &Cursor<'_>,
+    col: usize,
+    v: i128,
+    what: &'static str,
+    r: (i128, i128, &'static str),
+) -> PResult<i32> {
     if v < r.0 || v > r.1 {
         return Err(AsmError {
             line: c.line,
             column: col,
             kind: AsmErrorKind::OutOfRange { value: v, what, range: r.2 },
+            expansion: Vec::new(),
         });
     }
     Ok(v as u32 as i32)
@@ -668,10 +401,15 @@ fn store_range(size: Size) -> (i128, i128, &'static str) {
 }
 
 fn mismatch(c: &Cursor<'_>, col: usize, detail: &str) -> AsmError {
-    AsmError { line: c.line, column: col, kind: AsmErrorKind::WidthMismatch { detail: detail.to_owned() } }
+    AsmError {
+        line: c.line,
+        column: col,
+        kind: AsmErrorKind::WidthMismatch { detail: detail.to_owned() },
+        expansion: Vec::new(),
+    }
 }
 
-fn parse_stmt(c: &mut Cursor<'_>) -> PResult<Stmt> {
+pub(super) fn parse_stmt(c: &mut Cursor<'_>) -> PResult<Stmt> {
     let first_col = c.col();
     let Some(first) = c.peek().cloned() else {
         return Err(c.unexpected("an instruction"));
@@ -706,6 +444,7 @@ fn parse_stmt(c: &mut Cursor<'_>) -> PResult<Stmt> {
                     line: c.line,
                     column: col,
                     kind: AsmErrorKind::Invalid { reason: "atomic operations are u32 or u64 only".into() },
+                    expansion: Vec::new(),
                 });
             }
             let (dst, off) = c.mem()?;
@@ -737,6 +476,7 @@ fn parse_stmt(c: &mut Cursor<'_>) -> PResult<Stmt> {
                     line: c.line,
                     column: col,
                     kind: AsmErrorKind::OutOfRange { value: p, what: "pseudo source", range: "1..=6" },
+                    expansion: Vec::new(),
                 }
             })?;
             c.expect_op(",")?;
@@ -766,6 +506,7 @@ fn parse_stmt(c: &mut Cursor<'_>) -> PResult<Stmt> {
                 line: c.line,
                 column: col,
                 kind: AsmErrorKind::OutOfRange { value, what, range },
+                expansion: Vec::new(),
             };
             Stmt::Raw(Insn {
                 code: u8::try_from(f[0]).map_err(|_| bad("code", f[0], "u8"))?,
@@ -815,6 +556,7 @@ fn parse_stmt(c: &mut Cursor<'_>) -> PResult<Stmt> {
                 line: c.line,
                 column: first_col,
                 kind: AsmErrorKind::UnknownMnemonic { found: other.text() },
+                expansion: Vec::new(),
             });
         }
     };
@@ -847,7 +589,12 @@ fn parse_call(c: &mut Cursor<'_>) -> PResult<Stmt> {
         c.pos += 1;
         return match helpers::by_name(&name) {
             Some(h) => Ok(Stmt::plain(Instruction::call(h.id))),
-            None => Err(AsmError { line: c.line, column: col, kind: AsmErrorKind::UnknownHelper { name } }),
+            None => Err(AsmError {
+                line: c.line,
+                column: col,
+                kind: AsmErrorKind::UnknownHelper { name },
+                expansion: Vec::new(),
+            }),
         };
     }
     let n = c.expr()?;
@@ -934,6 +681,7 @@ fn parse_assign(c: &mut Cursor<'_>) -> PResult<Stmt> {
                 line: c.line,
                 column: ncol,
                 kind: AsmErrorKind::Invalid { reason: "negation is in place: write `rN = -rN`".into() },
+                expansion: Vec::new(),
             });
         }
         return Ok(Stmt::plain(Instruction::Neg { width, dst }));
@@ -950,6 +698,7 @@ fn parse_assign(c: &mut Cursor<'_>) -> PResult<Stmt> {
                     kind: AsmErrorKind::Invalid {
                         reason: "legacy packet loads are `r0 = *(u8|u16|u32 *)skb[...]`".into(),
                     },
+                    expansion: Vec::new(),
                 });
             }
             c.expect_op("[")?;
@@ -1048,6 +797,7 @@ fn parse_assign(c: &mut Cursor<'_>) -> PResult<Stmt> {
                         line: c.line,
                         column: col,
                         kind: AsmErrorKind::OutOfRange { value: n, what: "64-bit immediate", range: "i64 or u64" },
+                        expansion: Vec::new(),
                     });
                 }
                 Stmt::plain(Instruction::ld_imm64(dst, n as u64 as i64))
@@ -1093,6 +843,7 @@ fn parse_atomic_call(c: &mut Cursor<'_>, name: &str, dst: Reg, w: bool, dst_col:
                 line: c.line,
                 column: scol,
                 kind: AsmErrorKind::Invalid { reason: "atomic operations are u32 or u64 only".into() },
+                expansion: Vec::new(),
             });
         }
         let (base, off) = c.mem()?;
@@ -1125,6 +876,7 @@ fn parse_atomic_call(c: &mut Cursor<'_>, name: &str, dst: Reg, w: bool, dst_col:
                 kind: AsmErrorKind::Invalid {
                     reason: "cmpxchg compares and returns in r0: `r0 = cmpxchg_64(rX + off, r0, rY)`".into(),
                 },
+                expansion: Vec::new(),
             });
         }
     }
@@ -1141,350 +893,9 @@ fn parse_atomic_call(c: &mut Cursor<'_>, name: &str, dst: Reg, w: bool, dst_col:
             kind: AsmErrorKind::Invalid {
                 reason: "fetching atomics return into their source register: `r2 = xchg_64(r1 + 0, r2)`".into(),
             },
+            expansion: Vec::new(),
         });
     }
     c.expect_op(")")?;
     Ok(Some(Stmt::plain(Instruction::Atomic { size, op, dst: mem_reg, src, off })))
-}
-
-// ----- directives and driver ------------------------------------------------------
-
-fn parse_equ(c: &mut Cursor<'_>) -> PResult<(String, i64, usize)> {
-    let col = c.col();
-    let name = c.ident("a constant name")?;
-    if parse_reg_name(&name).is_some() {
-        return Err(AsmError {
-            line: c.line,
-            column: col,
-            kind: AsmErrorKind::Invalid { reason: format!("`{name}` is a register name") },
-        });
-    }
-    c.expect_op(",")?;
-    let vcol = c.col();
-    let v = c.expr()?;
-    c.expect_end()?;
-    let v = i64::try_from(v).or_else(|_| u64::try_from(v).map(|u| u as i64)).map_err(|_| AsmError {
-        line: c.line,
-        column: vcol,
-        kind: AsmErrorKind::OutOfRange { value: v, what: "constant", range: "i64 or u64" },
-    })?;
-    Ok((name, v, col))
-}
-
-fn parse_map(c: &mut Cursor<'_>) -> PResult<MapDef> {
-    let name = c.ident("a map name")?;
-    c.expect_op(",")?;
-    let kcol = c.col();
-    let kind_name = c.ident("a map kind")?;
-    let Some(kind) = MapKind::from_name(&kind_name) else {
-        return Err(AsmError {
-            line: c.line,
-            column: kcol,
-            kind: AsmErrorKind::Unexpected {
-                expected: "a map kind (hash, array, lpm_trie, percpu_array, percpu_hash, lru_hash)".into(),
-                found: kind_name,
-            },
-        });
-    };
-    let mut fields: BTreeMap<String, u32> = BTreeMap::new();
-    while c.eat_op(",") {
-        let fcol = c.col();
-        let key = c.ident("`key_size`, `value_size`, `max_entries` or `flags`")?;
-        if !matches!(key.as_str(), "key_size" | "value_size" | "max_entries" | "flags") {
-            return Err(AsmError {
-                line: c.line,
-                column: fcol,
-                kind: AsmErrorKind::Unexpected {
-                    expected: "`key_size`, `value_size`, `max_entries` or `flags`".into(),
-                    found: key,
-                },
-            });
-        }
-        c.expect_op("=")?;
-        let vcol = c.col();
-        let v = c.expr()?;
-        let v = u32::try_from(v).map_err(|_| AsmError {
-            line: c.line,
-            column: vcol,
-            kind: AsmErrorKind::OutOfRange { value: v, what: "map attribute", range: "u32" },
-        })?;
-        fields.insert(key, v);
-    }
-    c.expect_end()?;
-    let get = |k: &str| fields.get(k).copied().unwrap_or(0);
-    let mut def = MapDef {
-        name,
-        kind,
-        key_size: get("key_size"),
-        value_size: get("value_size"),
-        max_entries: get("max_entries"),
-        flags: get("flags"),
-    };
-    if kind == MapKind::LpmTrie && !fields.contains_key("flags") {
-        def.flags = crate::maps::BPF_F_NO_PREALLOC;
-    }
-    def.validate().map_err(|source| AsmError { line: c.line, column: 1, kind: AsmErrorKind::BadMap { source } })?;
-    Ok(def)
-}
-
-struct LabelUse {
-    label: Label,
-    defined: Option<usize>,
-    first_use: Option<(usize, usize)>,
-}
-
-/// Assembles `source` into a program called `name`.
-///
-/// # Errors
-/// Every error found, each with line and column.
-pub fn assemble(name: &str, source: &str) -> Result<Assembly, AsmErrors> {
-    let mut b = ProgramBuilder::new(name);
-    let mut errors = Vec::new();
-    let mut consts: BTreeMap<String, i64> = BTreeMap::new();
-    let mut maps: Vec<MapDef> = Vec::new();
-    let mut labels: BTreeMap<String, LabelUse> = BTreeMap::new();
-    let mut insn_pos: BTreeMap<usize, (usize, usize)> = BTreeMap::new();
-
-    for (n, raw_line) in source.lines().enumerate() {
-        let lineno = n + 1;
-        let text = strip_comment(raw_line);
-        let toks = match lex(text, lineno) {
-            Ok(t) => t,
-            Err(e) => {
-                errors.push(e);
-                continue;
-            }
-        };
-        let end_col = text.chars().count() + 1;
-        let mut start = 0;
-        // leading `label:` definitions
-        while let (Some(Token { tok: Tok::Ident(l), col }), Some(Token { tok: Tok::Op(":"), .. })) =
-            (toks.get(start), toks.get(start + 1))
-        {
-            if !is_identifier(l) || parse_reg_name(l).is_some() {
-                errors.push(AsmError {
-                    line: lineno,
-                    column: col + 1,
-                    kind: AsmErrorKind::Invalid { reason: format!("`{l}` cannot be a label") },
-                });
-            } else {
-                let entry = labels.entry(l.clone()).or_insert_with(|| LabelUse {
-                    label: b.new_label(l),
-                    defined: None,
-                    first_use: None,
-                });
-                if let Some(first_line) = entry.defined {
-                    errors.push(AsmError {
-                        line: lineno,
-                        column: col + 1,
-                        kind: AsmErrorKind::DuplicateLabel { name: l.clone(), first_line },
-                    });
-                } else {
-                    entry.defined = Some(lineno);
-                    b.bind(entry.label);
-                }
-            }
-            start += 2;
-        }
-        let toks = &toks[start..];
-        if toks.is_empty() {
-            continue;
-        }
-        let mut c = Cursor { toks, pos: 0, line: lineno, end_col, consts: &consts };
-        let result: PResult<Option<(String, i64)>> = (|| {
-            if c.eat_ident(".equ") || c.eat_ident(".set") {
-                let (k, v, col) = parse_equ(&mut c)?;
-                if c.consts.contains_key(&k) {
-                    return Err(AsmError {
-                        line: lineno,
-                        column: col,
-                        kind: AsmErrorKind::DuplicateConstant { name: k },
-                    });
-                }
-                return Ok(Some((k, v)));
-            }
-            if c.eat_ident(".map") {
-                let def = parse_map(&mut c)?;
-                if maps.iter().any(|m| m.name == def.name) {
-                    return Err(AsmError {
-                        line: lineno,
-                        column: 1,
-                        kind: AsmErrorKind::DuplicateMap { name: def.name },
-                    });
-                }
-                maps.push(def);
-                return Ok(None);
-            }
-            let col = c.col();
-            let stmt = parse_stmt(&mut c)?;
-            let at = b.pc();
-            insn_pos.insert(at, (lineno, col));
-            match stmt {
-                Stmt::Raw(slot) => {
-                    b.emit_raw(&[slot]);
-                }
-                Stmt::Insn { insn, hole, target, map } => match (target, hole, map) {
-                    (Some(Target::Label(l, lcol)), hole, _) => {
-                        let entry = labels.entry(l.clone()).or_insert_with(|| LabelUse {
-                            label: b.new_label(&l),
-                            defined: None,
-                            first_use: None,
-                        });
-                        entry.first_use.get_or_insert((lineno, lcol));
-                        let label = entry.label;
-                        match insn {
-                            Instruction::JaLong { .. } => {
-                                b.ja_long(label);
-                            }
-                            Instruction::Ja { .. } => {
-                                b.ja(label);
-                            }
-                            Instruction::Jmp { width, cond, dst, src, .. } => {
-                                b.jump(width, cond, dst, src, label);
-                            }
-                            other => {
-                                b.emit(other);
-                            }
-                        }
-                        if let Some(h) = hole {
-                            add_hole(&mut b, at, &h);
-                        }
-                    }
-                    (Some(Target::Rel(rel)), hole, _) => {
-                        let insn = match insn {
-                            Instruction::JaLong { .. } => {
-                                Instruction::JaLong { imm: check_range(&c, col, rel, "jump offset", RANGE_I32)? }
-                            }
-                            Instruction::Ja { .. } => Instruction::Ja { off: check_off(&c, col, rel)? },
-                            Instruction::Jmp { width, cond, dst, src, .. } => {
-                                Instruction::Jmp { width, cond, dst, src, off: check_off(&c, col, rel)? }
-                            }
-                            other => other,
-                        };
-                        b.emit(insn);
-                        if let Some(h) = hole {
-                            add_hole(&mut b, at, &h);
-                        }
-                    }
-                    (None, Some(h), _) => {
-                        b.hole(insn, &h);
-                    }
-                    (None, None, Some(m)) => {
-                        if let Instruction::LdImm64 { dst, .. } = insn {
-                            b.ld_map(dst, &m);
-                        }
-                    }
-                    (None, None, None) => {
-                        b.emit(insn);
-                    }
-                },
-            }
-            Ok(None)
-        })();
-        match result {
-            Ok(Some((k, v))) => {
-                consts.insert(k, v);
-            }
-            Ok(None) => {}
-            Err(e) => errors.push(e),
-        }
-    }
-    for (name, l) in &labels {
-        if l.defined.is_none() {
-            let (line, column) = l.first_use.unwrap_or((0, 0));
-            errors.push(AsmError { line, column, kind: AsmErrorKind::UndefinedLabel { name: name.clone() } });
-            // bind it at the end so the builder does not report it again
-            b.bind(l.label);
-        }
-    }
-    let undefined_reported = !errors.is_empty();
-    let program = match b.finish() {
-        Ok(p) => Some(p),
-        Err(be) => {
-            for e in be.errors {
-                let (line, column) = match &e {
-                    BuildError::JumpOutOfRange { insn, .. }
-                    | BuildError::Encode { insn, .. }
-                    | BuildError::HoleWithoutImmediate { insn, .. }
-                    | BuildError::UnboundLabel { insn, .. } => insn_pos.get(insn).copied().unwrap_or((0, 0)),
-                    _ => (0, 0),
-                };
-                let kind = match e {
-                    BuildError::JumpOutOfRange { label, distance, .. } => {
-                        AsmErrorKind::JumpOutOfRange { label, distance }
-                    }
-                    other => AsmErrorKind::Invalid { reason: other.to_string() },
-                };
-                errors.push(AsmError { line, column, kind });
-            }
-            None
-        }
-    };
-    match program {
-        Some(program) if !undefined_reported && errors.is_empty() => Ok(Assembly { program, maps, constants: consts }),
-        _ => {
-            errors.sort_by_key(|e| (e.line, e.column));
-            Err(AsmErrors { errors })
-        }
-    }
-}
-
-fn check_off(c: &Cursor<'_>, col: usize, rel: i128) -> PResult<i16> {
-    i16::try_from(rel).map_err(|_| AsmError {
-        line: c.line,
-        column: col,
-        kind: AsmErrorKind::OutOfRange { value: rel, what: "jump offset", range: "i16" },
-    })
-}
-
-/// Records a hole on an already emitted jump (the builder's `hole` emits).
-fn add_hole(b: &mut ProgramBuilder, at: usize, name: &str) {
-    b.add_hole_at(at, name);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::insn::decode_all;
-
-    #[test]
-    fn assembles_a_small_program() {
-        let src = "
-            .equ ETH_HLEN, 14   // ethernet header
-            r2 = *(u32 *)(r1 + 76)
-            r3 = *(u32 *)(r1 + 80)
-            r4 = r2
-            r4 += ETH_HLEN + 20
-            if r4 > r3 goto out   ; bounds
-            w1 = %tunnel_ifindex
-            r1 = map[src_class] ll
-          out:
-            r0 = 0
-            exit
-        ";
-        let a = assemble("p", src).expect("assembles");
-        let insns = decode_all(&a.program.insns).expect("decodes");
-        assert_eq!(insns.len(), 9);
-        assert_eq!(insns[4].1, Instruction::jmp_reg(JmpCond::Gt, Reg::R4, Reg::R3, 3));
-        assert_eq!(a.program.holes[0].name, "tunnel_ifindex");
-        assert_eq!(a.program.map_relocs[0].map, "src_class");
-        assert_eq!(a.constants.get("ETH_HLEN"), Some(&14));
-    }
-
-    #[test]
-    fn reports_every_error_with_position() {
-        let src = "r0 = 0\n r1 = r2 +\nif r1 > 5 goto nowhere\nw1 += r2\nr11 = 1\n";
-        let e = assemble("p", src).expect_err("fails");
-        let lines: Vec<usize> = e.errors.iter().map(|e| e.line).collect();
-        assert_eq!(lines, vec![2, 3, 4, 5], "{e}");
-        assert!(matches!(e.errors[1].kind, AsmErrorKind::UndefinedLabel { .. }));
-        assert_eq!(e.errors[1].column, 16);
-    }
-
-    #[test]
-    fn sixty_four_bit_immediates_must_fit_i32() {
-        let e = assemble("p", "if r1 == 0xc0000202 goto +0\nexit").expect_err("fails");
-        assert!(matches!(e.errors[0].kind, AsmErrorKind::OutOfRange { .. }));
-        assert!(assemble("p", "if w1 == 0xc0000202 goto +0\nexit").is_ok());
-    }
 }

@@ -1,0 +1,344 @@
+// egret gateway datapath: the steps the programs share, as assembler macros.
+//
+// Assembled right after defs.s into every template (see README.md); emits no
+// instructions of its own. Each step is written once here and expanded where a
+// program takes it (`.macro`/`.rept`/`.irp` as in GNU as and llvm-mc; see
+// bpf/README.md). Conventions: r6 = ctx everywhere; after `frame`, r2 = data and
+// r3 = data_end; r7 = the L4 offset once `ipv4_header` ran; a failing check
+// jumps to the label its caller names (a `drop_<reason>` stub or `pass`).
+
+// ----- packet bounds and headers ----------------------------------------------------
+
+// \ptr = \base + \len; past data_end (r3) -> \fail
+.macro bounds base, ptr, len, fail
+    \ptr = \base
+    \ptr += \len
+    if \ptr > r3 goto \fail
+.endm
+
+// r2 = data, r3 = data_end (again after helper calls); fewer than \len bytes -> \fail
+.macro frame len, fail
+    r2 = *(u32 *)(r6 + SKB_DATA)
+    r3 = *(u32 *)(r6 + SKB_DATA_END)
+    bounds r2, r4, \len, \fail
+.endm
+
+// Ethernet + IPv4 header, options allowed (IHL 5..15): r7 = the L4 offset (34..74)
+.macro ipv4_header short, not_ipv4, bad
+    frame IPV4_END, \short
+    r1 = *(u16 *)(r2 + ETH_PROTO)
+    if r1 != ETH_P_IP_LE goto \not_ipv4
+    r1 = *(u8 *)(r2 + IP_VIHL)
+    r5 = r1
+    r5 &= 0xf0
+    if r5 != 0x40 goto \bad             // version 4
+    r1 &= 0x0f
+    if r1 < 5 goto \bad                 // IHL below 20 bytes
+    r1 <<= 2
+    r1 += ETH_HLEN
+    r7 = r1                             // L4 offset: 34..74
+.endm
+
+// a non-first fragment has no L4 header (no ports to translate or match) -> \fail
+.macro first_fragment fail
+    r1 = *(u16 *)(r2 + IP_FRAG)
+    r1 = be16 r1
+    r1 &= IP_OFFMASK
+    if r1 != 0 goto \fail
+.endm
+
+// L4 demux on the protocol in r1
+.macro l4_demux tcp, udp, icmp, other
+    if r1 == IPPROTO_TCP goto \tcp
+    if r1 == IPPROTO_UDP goto \udp
+    if r1 == IPPROTO_ICMP goto \icmp
+    goto \other
+.endm
+
+// CSUM_OFF = the frame offset of the L4 checksum, \off into the L4 header
+.macro csum_at off
+    r1 = r7
+    r1 += \off
+    *(u32 *)(r10 + CSUM_OFF) = r1
+.endm
+
+// TCP header at r4 (20 bytes, else \fail): TCP_FLAGS, CSUM_OFF, L4_FLAGS; the
+// optional steps \keys (ports into the keys) and \port (PORT_OFF) are the caller's
+.macro l4_tcp fail, keys, port
+    bounds r4, r5, TCP_HLEN, \fail
+    \keys
+    r1 = *(u8 *)(r4 + TCP_FLAGS_OFF)
+    *(u32 *)(r10 + TCP_FLAGS) = r1
+    csum_at TCP_CSUM_OFF
+    \port
+    *(u32 *)(r10 + L4_FLAGS) = 0
+.endm
+
+// UDP header at r4 (8 bytes, else \fail), as l4_tcp; a zero checksum (none) stays zero
+.macro l4_udp fail, keys, port
+    bounds r4, r5, UDP_HLEN, \fail
+    \keys
+    *(u32 *)(r10 + TCP_FLAGS) = 0
+    csum_at UDP_CSUM_OFF
+    \port
+    *(u32 *)(r10 + L4_FLAGS) = BPF_F_MARK_MANGLED_0
+.endm
+
+// ICMP header at r4 (8 bytes, else \fail) of type \type (else \other); r1 = the
+// identifier (it plays the port) for \keys; PORT_OFF = the identifier's offset
+.macro l4_icmp fail, type, other, keys
+    bounds r4, r5, ICMP_HLEN, \fail
+    r1 = *(u8 *)(r4 + 0)                // type
+    if r1 != \type goto \other
+    r1 = *(u16 *)(r4 + ICMP_ID_OFF)
+    \keys
+    *(u32 *)(r10 + TCP_FLAGS) = 0
+    csum_at ICMP_CSUM_OFF
+    r1 = r7
+    r1 += ICMP_ID_OFF
+    *(u32 *)(r10 + PORT_OFF) = r1
+    *(u32 *)(r10 + L4_FLAGS) = 0
+.endm
+
+// TTL <= 1 -> \fail; else TTL_NEW = TTL_OLD with the TTL one less (the redirect
+// helpers do not decrement it)
+.macro ttl_decrement fail
+    r1 = *(u8 *)(r10 + TTL_OLD)         // low byte: the TTL
+    if r1 <= 1 goto \fail
+    r1 = *(u16 *)(r10 + TTL_OLD)
+    r1 += -1
+    *(u16 *)(r10 + TTL_NEW) = r1
+.endm
+
+// ----- maps -------------------------------------------------------------------------
+
+// r0 = bpf_map_lookup_elem(&\map, r10 + \key)
+.macro lookup map, key
+    r2 = r10
+    r2 += \key
+    r1 = map[\map] ll
+    call map_lookup_elem
+.endm
+
+// bpf_map_update_elem(&\map, r10 + \key, r10 + \value, r4); \flags sets r4 (or
+// the caller did)
+.macro update map, key, value, flags
+    r1 = map[\map] ll
+    r2 = r10
+    r2 += \key
+    r3 = r10
+    r3 += \value
+    \flags
+    call map_update_elem
+.endm
+
+// egret_gw_stats[\stat] += {1 packet, skb->len bytes}; \stat: a STAT_* or a
+// register. Per-CPU, so plain adds; an index out of range counts nothing.
+.macro count stat
+    *(u32 *)(r10 + STATS_KEY) = \stat
+    lookup egret_gw_stats, STATS_KEY
+    if r0 == 0 goto counted\@
+    r1 = *(u64 *)(r0 + ST_PACKETS)
+    r1 += 1
+    *(u64 *)(r0 + ST_PACKETS) = r1
+    r1 = *(u32 *)(r6 + SKB_LEN)
+    r2 = *(u64 *)(r0 + ST_BYTES)
+    r2 += r1
+    *(u64 *)(r0 + ST_BYTES) = r2
+counted\@:
+.endm
+
+// `drop_\reason:` r7 = \stat, then the counted drop (count.s)
+.macro drop_stub reason, stat
+drop_\reason:
+    r7 = \stat
+    goto drop
+.endm
+
+// ----- connection state -------------------------------------------------------------
+
+// a TCP FIN or RST (in \reg, loaded from \flags) closes: r3 |= RV_F_CLOSING
+.macro fin_rst_closes reg, flags
+    \reg = \flags
+    \reg &= TH_FIN + TH_RST
+    if \reg == 0 goto open\@
+    r3 |= RV_F_CLOSING
+open\@:
+.endm
+
+// r4 = \ns, and to \done if the protocol in r1 is \proto
+.macro timeout_if_proto proto, ns, done
+    r4 = \ns ll
+    if r1 == \proto goto \done
+.endm
+
+// r4 = \ns, and to \done if the flags in r3 have \flag
+.macro timeout_if_flag flag, ns, done
+    r4 = \ns ll
+    r2 = r3
+    r2 &= \flag
+    if r2 != 0 goto \done
+.endm
+
+// r4 = the timeout for the protocol at \key + K_PROTO and the RV_F_* flags in r3,
+// as far as UDP, ICMP and closing TCP decide it (to \done); the caller picks the
+// TCP timeouts that remain
+.macro timeout key, done
+    r1 = *(u8 *)(r10 + \key + K_PROTO)
+    timeout_if_proto IPPROTO_UDP, UDP_TIMEOUT_NS, \done
+    timeout_if_proto IPPROTO_ICMP, ICMP_TIMEOUT_NS, \done
+    timeout_if_flag RV_F_CLOSING, TCP_CLOSING_TIMEOUT_NS, \done
+.endm
+
+// the connection (the reverse value at \rv) is seen now and expires r4 ns from
+// now; \also: one more store of r1 = now
+.macro seen_now rv, also
+    r1 = *(u64 *)(r10 + NOW)
+    *(u64 *)(\rv + RV_LAST_SEEN) = r1
+    \also
+    r1 += r4
+    *(u64 *)(\rv + RV_EXPIRES) = r1
+.endm
+
+// the connection state (the reverse value at \rv) from the flags in r3, a TCP FIN
+// or RST closing it: stored as \size (u16: the flags byte and its zero pad), then
+// seen now, expiring after the timeout for the protocol at \key + K_PROTO
+// (\tcp: the TCP timeout when not closing)
+.macro conn_state rv, size, key, tcp
+    fin_rst_closes r1, *(u32 *)(r10 + TCP_FLAGS)
+    *(\size *)(\rv + RV_FLAGS) = r3
+    timeout \key, timeout\@
+    r4 = \tcp ll
+timeout\@:
+    seen_now \rv
+.endm
+
+// the reverse entry at r0 is not of this flow (original source and port) -> \other
+.macro other_flow other
+    r1 = *(u32 *)(r0 + RV_ORIG_SRC)
+    r2 = *(u32 *)(r10 + FKEY + K_SRC)
+    if r1 != r2 goto \other
+    r1 = *(u16 *)(r0 + RV_ORIG_SPORT)
+    r2 = *(u16 *)(r10 + FKEY + K_SPORT)
+    if r1 != r2 goto \other
+.endm
+
+// the reverse entry at r0 has expired -> \done
+.macro expired done
+    r1 = *(u64 *)(r0 + RV_EXPIRES)
+    r2 = *(u64 *)(r10 + NOW)
+    if r1 <= r2 goto \done
+.endm
+
+// ----- rewriting the packet (any helper failing -> drop_rewrite_failed) ---------------
+
+// the L4 checksum (at CSUM_OFF) for a field changing from \old to \new
+.macro l4_csum old, new, flags
+    r1 = r6
+    r2 = *(u32 *)(r10 + CSUM_OFF)
+    r3 = \old
+    r4 = \new
+    r5 = *(u32 *)(r10 + L4_FLAGS)
+    r5 |= \flags
+    call l4_csum_replace
+    if r0 != 0 goto drop_rewrite_failed
+.endm
+
+// the IPv4 header checksum for a field changing from \old to \new
+.macro l3_csum old, new, size
+    r1 = r6
+    r2 = IP_CSUM
+    r3 = \old
+    r4 = \new
+    r5 = \size
+    call l3_csum_replace
+    if r0 != 0 goto drop_rewrite_failed
+.endm
+
+// \size bytes of the stack at \slot into the frame at offset \field
+.macro store field, slot, size
+    r1 = r6
+    r2 = \field
+    r3 = r10
+    r3 += \slot
+    r4 = \size
+    r5 = 0
+    call skb_store_bytes
+    if r0 != 0 goto drop_rewrite_failed
+.endm
+
+// NAT: the address at frame offset \field and the port at PORT_OFF change from
+// the stack's \old_addr/\old_port to \new_addr/\new_port (\proto: the stack's
+// protocol byte), with their checksums (BPF_F_PSEUDO_HDR for the address, which
+// ICMP does not have), and the TTL to TTL_NEW
+.macro nat_rewrite proto, field, old_addr, new_addr, old_port, new_port
+    r1 = *(u8 *)(r10 + \proto)
+    if r1 == IPPROTO_ICMP goto port\@  // ICMP has no pseudo-header
+    l4_csum *(u32 *)(r10 + \old_addr), *(u32 *)(r10 + \new_addr), BPF_F_PSEUDO_HDR + CSUM_SIZE4
+port\@:
+    l4_csum *(u16 *)(r10 + \old_port), *(u16 *)(r10 + \new_port), CSUM_SIZE2
+    l3_csum *(u32 *)(r10 + \old_addr), *(u32 *)(r10 + \new_addr), CSUM_SIZE4
+    l3_csum *(u16 *)(r10 + TTL_OLD), *(u16 *)(r10 + TTL_NEW), CSUM_SIZE2
+    store IP_TTL, TTL_NEW, 2
+    store \field, \new_addr, 4
+    store *(u32 *)(r10 + PORT_OFF), \new_port, 2
+.endm
+
+// ----- sending ------------------------------------------------------------------------
+
+// bpf_skb_get_tunnel_key / bpf_skb_set_tunnel_key(skb, TUNKEY, 44, 0); fails -> \fail
+.macro tunnel_key helper, fail
+    r1 = r6
+    r2 = r10
+    r2 += TUNKEY
+    r3 = TUNNEL_KEY_SIZE
+    r4 = 0
+    call \helper
+    if r0 != 0 goto \fail
+.endm
+
+// TUNKEY = all zero (44 bytes)
+.macro tunnel_key_clear
+    r1 = 0
+.irp off, 0, 8, 16, 24, 32
+    *(u64 *)(r10 + TUNKEY + \off) = r1
+.endr
+    *(u32 *)(r10 + TUNKEY + 40) = r1
+.endm
+
+// through the tunnel to node \remote (host order; \load puts it there) with the
+// slot's VNI, counted \stat: out of egret0 (egress: BPF_F_INGRESS would drop it
+// as OTHERHOST); the packet is not changed here
+.macro tunnel_to_slot remote, load, stat
+    tunnel_key_clear
+    r1 = *(u32 *)(r10 + SLOT)
+    *(u32 *)(r10 + TUNKEY + TK_ID) = r1
+    \load
+    *(u32 *)(r10 + TUNKEY + TK_REMOTE) = \remote
+    *(u8 *)(r10 + TUNKEY + TK_TTL) = TUNNEL_TTL
+    tunnel_key skb_set_tunnel_key, drop_rewrite_failed
+    count \stat
+    w1 = %tunnel_ifindex                // egret0
+    r2 = 0
+    call redirect                       // TC_ACT_REDIRECT
+    exit
+.endm
+
+// to a pod of this node, counted \stat: bpf_redirect_neigh(\ifindex, NH, 20, 0)
+// with the pod as next hop (\nexthop stores it at NH + 4, or the caller did), so
+// the frame gets the veth's source MAC and the pod's MAC
+.macro to_pod ifindex, stat, nexthop
+    *(u32 *)(r10 + NH) = AF_INET        // bpf_redir_neigh.nh_family
+    \nexthop
+    r1 = 0
+    *(u64 *)(r10 + NH + 8) = r1         // rest of the ipv6_nh union: zero
+    *(u32 *)(r10 + NH + 16) = r1
+    count \stat
+    r1 = \ifindex
+    r2 = r10
+    r2 += NH
+    r3 = REDIR_NEIGH_SIZE
+    r4 = 0
+    call redirect_neigh                 // TC_ACT_REDIRECT
+    exit
+.endm
