@@ -1,0 +1,14 @@
+//! The integration tests of `egret-bpf`, one test binary (one link step)
+//! for the whole crate; each module was a test binary of its own.
+
+mod asm;
+mod common;
+mod encoding;
+mod gateway_interp;
+mod gateway_kernel;
+mod gateway_templates;
+mod interp;
+mod kernel;
+mod objdump;
+mod robustness;
+mod verifier;

@@ -1,0 +1,193 @@
+//! Bad inputs give diagnostics or documented handling, never panics.
+
+use crate::core_common as common;
+
+use common::*;
+use egret_compiler::driver::CompileError;
+use egret_compiler::eval::{self, PassReason, Source, Verdict};
+use egret_compiler::ir::{DropReason, Stage};
+use egret_compiler::planner;
+use egret_compiler::resolve::{Options, World};
+use egret_compiler::{cilium, diff, explain};
+use egret_lang::source::FileId;
+
+const GW: &str = r#"egressGateway: {nodeSelector: {matchLabels: {egress: "true"}}, egressIP: "198.51.100.1"}"#;
+
+fn nodes() -> Vec<String> {
+    vec![
+        node("gw", "192.0.2.30", r#"egress: "true""#, true, "10.1.30.0/24"),
+        node("w-1", "192.0.2.11", "", true, "10.1.1.0/24"),
+        namespace("prod", ""),
+    ]
+}
+
+fn codes(d: &[egret_lang::Diagnostic]) -> Vec<&'static str> {
+    d.iter().map(|d| d.code.id).collect()
+}
+
+#[test]
+fn unknown_node_is_e0401_everywhere() {
+    let w = world(&docs(&nodes()));
+    let err = planner::plan_node(&w, "w-9").unwrap_err();
+    assert_eq!(codes(err.diagnostics()), ["E0401"]);
+    assert_eq!(err.diagnostics()[0].help.as_deref(), Some("did you mean `w-1`?"));
+    assert_eq!(codes(planner::emit_ir(&w, "nope", Stage::Lowered).unwrap_err().diagnostics()), ["E0401"]);
+    assert_eq!(cilium::render(&w, "nope", cilium::Format::Text).unwrap_err().code.id, "E0401");
+    let empty = World::new(&Default::default(), &Options::default());
+    assert_eq!(codes(planner::plan_node(&empty, "x").unwrap_err().diagnostics()), ["E0401"]);
+    assert!(planner::Planner::new().plan_all(&empty).unwrap().is_empty());
+}
+
+#[test]
+fn pods_without_ip_or_on_unknown_nodes() {
+    let mut d = nodes();
+    d.push(pod("prod", "noip", "u1", "w-1", "", "app: a"));
+    d.push(pod("prod", "lost", "u2", "w-9", "10.9.0.1", "app: a"));
+    d.push(policy("p", "[{podSelector: {}}]", &["0.0.0.0/0"], &[], GW));
+    let w = world(&docs(&d));
+    assert_eq!(codes(w.diagnostics()), ["W0308"]);
+    assert!(w.endpoint_by_key("prod/noip").is_none());
+    let lost = w.endpoint_by_key("prod/lost").unwrap();
+    assert!(lost.node.is_none());
+    assert_eq!(w.unplaced_endpoints().count(), 1);
+    // Its decision is still computed (redirect to the gateway); the gateway accepts it,
+    // and no plan hosts it.
+    assert!(matches!(eval::decide(&w, Source::Ip(ip("10.9.0.1")), ip("8.8.8.8")).verdict, Verdict::Redirect { .. }));
+    let plans = planner::Planner::new().plan_all(&w).unwrap();
+    assert!(plans["gw"].gateway_allows(plans["gw"].gateway_tables[0].slot, ip("10.9.0.1")));
+    assert!(plans.values().all(|p| p.class_of(ip("10.9.0.1")).is_none()));
+    check_equivalence(&w);
+    // explain: a pod without IP is E0402 with the reason.
+    let e = explain::explain(&w, "prod/noip", "8.8.8.8").unwrap_err();
+    assert_eq!(e.code.id, "E0402");
+    assert!(e.notes[0].contains("no IP"), "{:?}", e.notes);
+}
+
+#[test]
+fn duplicate_names_keep_the_first_and_compile_refuses_duplicate_policies() {
+    let mut d = nodes();
+    d.push(node("w-1", "192.0.2.99", "dup: x", true, "10.1.99.0/24"));
+    d.push(pod("prod", "a", "u1", "w-1", "10.1.1.1", "app: a"));
+    d.push(pod("prod", "a", "u9", "w-1", "10.1.1.9", "app: b"));
+    d.push(policy("p", "[{podSelector: {matchLabels: {app: a}}}]", &["0.0.0.0/0"], &[], GW));
+    d.push(policy("p", "[{podSelector: {matchLabels: {app: b}}}]", &["1.0.0.0/8"], &[], GW));
+    let w = world(&docs(&d));
+    assert_eq!(w.node_by_name("w-1").unwrap().ip.unwrap().to_string(), "192.0.2.11");
+    assert_eq!(w.endpoint_by_key("prod/a").unwrap().ips, vec![ip("10.1.1.1")]);
+    assert_eq!(w.policies().len(), 1);
+    assert_eq!(w.policies()[0].destinations, vec![cidr("0.0.0.0/0")]);
+    assert!(codes(w.validation_errors()).iter().all(|c| *c == "E0114"));
+    assert!(matches!(planner::plan_node(&w, "w-1"), Err(CompileError::Input { .. })));
+    assert!(planner::Planner::new().plan_all(&w).is_err());
+    // Evaluation still works on what resolved.
+    assert!(matches!(eval::decide(&w, Source::Ip(ip("10.1.1.1")), ip("8.8.8.8")).verdict, Verdict::Redirect { .. }));
+    // diff notes that sizes cannot be compared.
+    let dd = diff::compute(&w, &w);
+    assert!(dd.is_empty());
+    assert!(dd.size_note.is_some());
+}
+
+#[test]
+fn dangling_references_are_w0308() {
+    let mut d = nodes();
+    d.push(pod("ghost-ns", "a", "u1", "w-1", "10.1.1.1", ""));
+    d.push(pod("ghost-ns", "b", "u2", "w-1", "10.1.1.2", ""));
+    d.push(
+        "apiVersion: egret.dev/v1alpha1\nkind: NodeNetwork\nmetadata: {name: w-7}\nspec: {interfaces: []}\n"
+            .to_string(),
+    );
+    let w = world(&docs(&d));
+    assert_eq!(codes(w.diagnostics()), ["W0308", "W0308"]);
+    assert_eq!(w.namespace_labels("ghost-ns").get("kubernetes.io/metadata.name").map(String::as_str), Some("ghost-ns"));
+    check_equivalence(&w);
+}
+
+#[test]
+fn duplicate_pod_ips_are_w0309_and_the_first_keeps_the_ip() {
+    let mut d = nodes();
+    d.push(pod("prod", "b", "u2", "w-1", "10.1.1.1", "app: b"));
+    d.push(pod("prod", "a", "u1", "w-1", "10.1.1.1,10.1.1.7", "app: a"));
+    d.push(pod("prod", "c", "u3", "w-1", "10.1.1.1", "app: c"));
+    d.push(policy("p", "[{podSelector: {}}]", &["0.0.0.0/0"], &[], GW));
+    let w = world(&docs(&d));
+    assert_eq!(codes(w.diagnostics()), ["W0309", "W0309"]);
+    assert_eq!(w.endpoint_by_ip(ip("10.1.1.1")).unwrap().key, "prod/a");
+    assert_eq!(w.endpoint_by_key("prod/b").map(|e| e.ips.clone()), None);
+    assert_eq!(w.non_endpoint_reason("prod/c"), Some("its IPs belong to other pods"));
+    check_equivalence(&w);
+}
+
+#[test]
+fn policies_with_field_errors_are_refused_by_compile_but_evaluated_safely() {
+    let mut d = nodes();
+    d.push(pod("prod", "a", "u1", "w-1", "10.1.1.1", "app: a"));
+    // An item with neither pod- nor namespaceSelector, and a CIDR with host bits.
+    d.push(policy("bad", "[{nodeSelector: {}}]", &["10.0.0.1/8"], &[], GW));
+    let (b, diags) = egret_lang::k8s::parse_yaml(FileId(0), &docs(&d));
+    assert!(diags.is_empty());
+    let w = World::new(&b, &Options::default());
+    let mut c = codes(w.validation_errors());
+    c.sort();
+    assert_eq!(c, ["E0106", "E0109"]);
+    let err = planner::plan_node(&w, "w-1").unwrap_err();
+    assert_eq!(err.diagnostics().len(), 2);
+    assert!(matches!(
+        eval::decide(&w, Source::Ip(ip("10.1.1.1")), ip("8.8.8.8")).verdict,
+        Verdict::Pass { reason: PassReason::NoPolicyMatches }
+    ));
+    let e = explain::explain(&w, "prod/a", "8.8.8.8").unwrap();
+    assert!(explain::render(&e, explain::Format::Human).contains("invalid, selects nothing"));
+}
+
+#[test]
+fn policies_missing_parts_still_resolve() {
+    // Parse errors (missing gateway, missing destinations) are the caller's to
+    // report; what the parser kept must not break resolution or evaluation.
+    let text = docs(&[
+        nodes().join("---\n"),
+        "apiVersion: cilium.io/v2\nkind: CiliumEgressGatewayPolicy\nmetadata: {name: nogw}\nspec:\n  selectors: [{podSelector: {}}]\n  destinationCIDRs: [\"0.0.0.0/0\"]\n".to_string(),
+        "apiVersion: cilium.io/v2\nkind: CiliumEgressGatewayPolicy\nmetadata: {name: nodest}\nspec:\n  selectors: [{podSelector: {}}]\n".to_string(),
+        "apiVersion: cilium.io/v2\nkind: CiliumEgressGatewayPolicy\nmetadata: {name: nospec}\n".to_string(),
+        pod("prod", "a", "u1", "w-1", "10.1.1.1", ""),
+    ]);
+    let (b, diags) = egret_lang::k8s::parse_yaml(FileId(0), &text);
+    assert!(!diags.is_empty());
+    let w = World::new(&b, &Options::default());
+    assert_eq!(
+        eval::decide(&w, Source::Ip(ip("10.1.1.1")), ip("8.8.8.8")).verdict,
+        Verdict::Drop { reason: DropReason::NoGateway }
+    );
+    check_equivalence(&w);
+    for n in ["gw", "w-1"] {
+        assert!(cilium::render(&w, n, cilium::Format::Json).is_ok());
+    }
+}
+
+#[test]
+fn explain_rejects_unknown_pods_and_bad_addresses() {
+    let mut d = nodes();
+    d.push(pod("prod", "api", "u1", "w-1", "10.1.1.1", ""));
+    let w = world(&docs(&d));
+    let e = explain::explain(&w, "prod/apj", "8.8.8.8").unwrap_err();
+    assert_eq!(e.code.id, "E0402");
+    assert_eq!(e.help.as_deref(), Some("did you mean `prod/api`?"));
+    assert_eq!(explain::explain(&w, "api", "8.8.8.8").unwrap_err().code.id, "E0402"); // default/api
+    assert_eq!(explain::explain(&w, "prod/api", "8.8.8.800").unwrap_err().code.id, "E0107");
+    assert_eq!(explain::explain(&w, "prod/api", "8.8.8.8:http").unwrap_err().code.id, "E0107");
+    let ok = explain::explain(&w, "prod/api", "[2001:db8::1]:443").unwrap();
+    assert_eq!(ok.port, Some(443));
+    // An IPv6 destination for an endpoint without IPv6: still explained.
+    assert!(explain::render(&ok, explain::Format::Human).contains("no IP of the destination's family"));
+}
+
+#[test]
+fn nodes_without_ipv4_compile() {
+    let mut d = nodes();
+    d.push(node("v6", "2001:db8::5", "", true, "10.1.5.0/24"));
+    d.push(pod("prod", "a", "u1", "v6", "10.1.5.1", ""));
+    d.push(policy("p", "[{podSelector: {}}]", &["0.0.0.0/0"], &[], GW));
+    let w = world(&docs(&d));
+    let p = planner::plan_node(&w, "v6").unwrap();
+    assert!(p.to_text().contains("no IPv4 InternalIP"));
+    check_equivalence(&w);
+}

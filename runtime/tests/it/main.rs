@@ -1,0 +1,9 @@
+//! The integration tests of `egret-runtime`, one test binary (one link step)
+//! for the whole crate; each module was a test binary of its own.
+
+mod agent;
+mod capabilities;
+mod facts;
+mod ha_probe;
+mod kube;
+mod show;
