@@ -314,8 +314,12 @@ pub fn measure(prefixes: usize, endpoints: usize, setup: &Setup) -> anyhow::Resu
     let b = bundle(prefixes, endpoints);
     let w = World::new(&b, &Options::default());
     let plan = Planner::new().plan_node(&w, "n1").map_err(|e| anyhow::anyhow!("{e}"))?;
-    let art = codegen::compile(&plan, &codegen::Options { layout, reference_limit: Some(64), mss_clamp }, Some(&w))
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let art = codegen::verified_classifier(
+        &plan,
+        &codegen::Options { layout, reference_limit: Some(64), mss_clamp },
+        Some(&w),
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
     let egret_layout = format!("{:?}", art.layout()).to_lowercase();
     let egret_insns = art.program().insns.len();
     let a = art.artifact();

@@ -2,7 +2,7 @@
 //! equivalence checker, the latter also against the reference evaluator)
 //! the classifier of the busiest node of the large synthetic cluster
 //! (`egret_compiler::synth::LARGE`), and the node's complete artifact on
-//! the default path, `codegen::node::compile_node` with the world (what
+//! the default path, `codegen::node::verified_node` with the world (what
 //! `egret compile -o`, `egret verify --cluster` and the agent run). Target:
 //! < 100 ms for the busiest node on the default path.
 //!
@@ -69,7 +69,7 @@ fn measure(
         let check = equiv::CheckOptions { reference_limit };
         let v = equiv::check_with(a, plan, world, &check)?;
         let t3 = Instant::now();
-        let n = codegen::node::compile_node(plan, &options, world)?;
+        let n = codegen::node::verified_node(plan, &options, world)?;
         let t4 = Instant::now();
         anyhow::ensure!(n.report().reference_checks == v.report().reference_checks, "{name}: the same checks");
         generate.push(t1 - t0);
@@ -118,7 +118,7 @@ pub fn run(runs: usize) -> anyhow::Result<Vec<Table>> {
             "static verify + ELF ms",
             "equivalence ms",
             "classifier total ms",
-            "`node::compile_node` ms",
+            "`node::verified_node` ms",
         ],
     );
     measure(&mut t, &format!("{busiest}, plan only"), &w, plan, runs, Reference::PlanOnly)?;

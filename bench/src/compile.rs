@@ -90,7 +90,7 @@ pub fn run(runs: usize) -> anyhow::Result<Vec<Table>> {
     let mut incremental =
         Table::new(format!("One pod added → recompile its node ({target}), median of 51"), &["step", "median (µs)"]);
     incremental.row(vec!["`World::add_pod`".into(), us(median(add))]);
-    incremental.row(vec!["`add_pod` + `compile_node` (target < 1,000)".into(), us(median(inc))]);
+    incremental.row(vec!["`add_pod` + `verified_node` (target < 1,000)".into(), us(median(inc))]);
     incremental.row(vec![
         format!("(its gateway node-00003, {} gateway-table entries)", gw.counts().gateway_entries),
         us(gw_t),

@@ -162,7 +162,11 @@ pub fn run(family: Family, trials: usize, repeat: u32) -> anyhow::Result<Vec<Tab
         let mut insns = ["—".to_string(), "—".to_string()];
         let mut load = ["—".to_string(), "—".to_string()];
         for (i, layout) in [Layout::Inline, Layout::Maps].into_iter().enumerate() {
-            let v = match codegen::compile(&plan, &Options { layout: Some(layout), ..Options::default() }, None) {
+            let v = match codegen::verified_classifier(
+                &plan,
+                &Options { layout: Some(layout), ..Options::default() },
+                None,
+            ) {
                 Ok(v) => v,
                 Err(e) => {
                     let short: String = e.to_string().chars().take(160).collect();

@@ -161,7 +161,7 @@ impl Driver {
     /// # Errors
     /// [`CompileError::Codegen`].
     pub fn generate(&self, world: &World, plan: &Verified<Plan>) -> Result<VerifiedArtifact, CompileError> {
-        codegen::node::compile_node(plan, &self.options, Some(world))
+        codegen::node::verified_node(plan, &self.options, Some(world))
             .map_err(|source| CompileError::Codegen { node: plan.node.clone(), source: Arc::new(source) })
     }
 

@@ -329,7 +329,7 @@ pub fn asm_text(program: &Program, maps: &[MapDef], notes: &BTreeMap<usize, Stri
 ///
 /// # Errors
 /// Any generation, verification or equivalence failure.
-pub fn compile(
+pub fn verified_classifier(
     plan: &Verified<Plan>,
     options: &Options,
     reference: Option<&World>,

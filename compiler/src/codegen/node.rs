@@ -196,12 +196,12 @@ pub fn node_artifact(plan: &Plan, generated: &super::Generated) -> Result<Artifa
         .with_decisions(super::decisions::decision_table(plan, None, generated.layout.as_str())))
 }
 
-/// [`super::compile`] for the node's complete artifact: generates, builds
+/// [`super::verified_classifier`] for the node's complete artifact: generates, builds
 /// [`node_artifact`] and equivalence-checks its `egret_src` program.
 ///
 /// # Errors
 /// Any generation, verification or equivalence failure.
-pub fn compile_node(
+pub fn verified_node(
     plan: &Verified<Plan>,
     options: &Options,
     reference: Option<&World>,

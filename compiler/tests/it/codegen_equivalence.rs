@@ -10,8 +10,9 @@ fn check_world(name: &str, w: &egret_compiler::resolve::World) -> usize {
     let mut cases = 0;
     for (node, plan) in common::plans(w) {
         for layout in [Layout::Inline, Layout::Maps] {
-            let v = codegen::compile(&plan, &Options { layout: Some(layout), ..Options::default() }, Some(w))
-                .unwrap_or_else(|e| panic!("{name}: node {node}, {layout} layout: {e}"));
+            let v =
+                codegen::verified_classifier(&plan, &Options { layout: Some(layout), ..Options::default() }, Some(w))
+                    .unwrap_or_else(|e| panic!("{name}: node {node}, {layout} layout: {e}"));
             assert_eq!(v.layout(), layout);
             let r = v.report();
             assert!(r.cases > 0 && r.insns > 0, "{name} {node}: {r:?}");
@@ -43,8 +44,9 @@ fn random_plans_are_equivalent_in_both_layouts() {
         let all = common::plans(w);
         let plan = &all[node];
         for layout in [Layout::Inline, Layout::Maps] {
-            let v = codegen::compile(plan, &Options { layout: Some(layout), ..Options::default() }, Some(w))
-                .unwrap_or_else(|e| panic!("seed {seed}: node {node}, {layout} layout: {e}"));
+            let v =
+                codegen::verified_classifier(plan, &Options { layout: Some(layout), ..Options::default() }, Some(w))
+                    .unwrap_or_else(|e| panic!("seed {seed}: node {node}, {layout} layout: {e}"));
             cases += v.report().cases;
             *layouts.entry(layout).or_insert(0) += 1;
         }
@@ -340,10 +342,10 @@ fn the_layout_follows_the_measured_threshold() {
     let rules = codegen::partition::rules(&big);
     assert!(codegen::partition::inline_size(&big, &rules) > codegen::INLINE_MAX_LEAVES);
     assert_eq!(codegen::choose_layout(&big), Layout::Maps);
-    let v = codegen::compile(&big, &Options::default(), None).expect("compiles");
+    let v = codegen::verified_classifier(&big, &Options::default(), None).expect("compiles");
     assert_eq!(v.layout(), Layout::Maps);
     // forced inline still works at this size, and agrees
-    let v = codegen::compile(&big, &Options { layout: Some(Layout::Inline), ..Options::default() }, None)
+    let v = codegen::verified_classifier(&big, &Options { layout: Some(Layout::Inline), ..Options::default() }, None)
         .expect("compiles");
     assert_eq!(v.layout(), Layout::Inline);
 }
@@ -352,11 +354,12 @@ fn the_layout_follows_the_measured_threshold() {
 fn output_is_deterministic_and_the_reference_limit_is_respected() {
     let w = common::example_world();
     for (node, plan) in common::plans(&w) {
-        let a = codegen::compile(&plan, &Options::default(), Some(&w)).expect("compiles");
-        let b = codegen::compile(&plan, &Options::default(), Some(&w)).expect("compiles");
+        let a = codegen::verified_classifier(&plan, &Options::default(), Some(&w)).expect("compiles");
+        let b = codegen::verified_classifier(&plan, &Options::default(), Some(&w)).expect("compiles");
         assert_eq!(a.artifact(), b.artifact(), "{node}: two compilations differ");
-        let limited = codegen::compile(&plan, &Options { reference_limit: Some(5), ..Options::default() }, Some(&w))
-            .expect("compiles");
+        let limited =
+            codegen::verified_classifier(&plan, &Options { reference_limit: Some(5), ..Options::default() }, Some(&w))
+                .expect("compiles");
         assert_eq!(limited.report().cases, a.report().cases, "{node}");
         assert_eq!(limited.report().reference_checks, a.report().reference_checks.min(5), "{node}");
         // the object and images do not depend on the reference

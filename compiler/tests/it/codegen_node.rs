@@ -102,8 +102,8 @@ fn scenario(w: &egret_compiler::resolve::World) -> Scenario {
 fn a_redirected_packet_is_snatted_by_the_gateway_and_a_spoofed_one_dropped() {
     let w = common::example_world();
     let sc = scenario(&w);
-    let worker = node::compile_node(&sc.worker, &Options::default(), Some(&w)).expect("worker").into_artifact();
-    let gateway = node::compile_node(&sc.gateway, &Options::default(), Some(&w)).expect("gateway").into_artifact();
+    let worker = node::verified_node(&sc.worker, &Options::default(), Some(&w)).expect("worker").into_artifact();
+    let gateway = node::verified_node(&sc.gateway, &Options::default(), Some(&w)).expect("gateway").into_artifact();
     let worker_ip = sc.worker.node_ip.expect("worker node ip");
     let gateway_ip = sc.gateway.node_ip.expect("gateway node ip");
     let server: IpAddr = "8.8.8.8".parse().expect("ip");
@@ -155,7 +155,7 @@ fn a_redirected_packet_is_snatted_by_the_gateway_and_a_spoofed_one_dropped() {
 fn the_manifest_wires_programs_slots_and_late_fields() {
     let w = common::example_world();
     let sc = scenario(&w);
-    let a = node::compile_node(&sc.gateway, &Options::default(), Some(&w)).expect("gateway").into_artifact();
+    let a = node::verified_node(&sc.gateway, &Options::default(), Some(&w)).expect("gateway").into_artifact();
     let roles: BTreeMap<&str, (Option<AttachPoint>, Option<TailCallSlot>)> =
         a.manifest.programs.iter().map(|p| (p.name.as_str(), (p.attach, p.tail_call.clone()))).collect();
     assert_eq!(roles["egret_src"], (Some(AttachPoint::PodVethIngress), None));
@@ -194,7 +194,7 @@ fn every_example_node_artifact_passes_the_equivalence_checker() {
     let plans = common::plans(&w);
     assert!(plans.len() >= 3);
     for (name, plan) in &plans {
-        let a = node::compile_node(plan, &Options::default(), Some(&w)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let a = node::verified_node(plan, &Options::default(), Some(&w)).unwrap_or_else(|e| panic!("{name}: {e}"));
         let programs = a.artifact().manifest.programs.len();
         assert_eq!(programs, if node::needs_gateway(plan) { 4 } else { 1 }, "{name}");
     }

@@ -237,7 +237,7 @@ fn equivalence_checker_passes_on_floating_plans() {
     assert!(common::check_equivalence(&w) > 0);
     let plans = plans_of(&w);
     for name in ["gw-a", "gw-b", "worker-1"] {
-        let v = node_gen::compile_node(&plans[name], &codegen::Options::default(), Some(&w));
+        let v = node_gen::verified_node(&plans[name], &codegen::Options::default(), Some(&w));
         let v = v.unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(v.report().cases > 0, "{name}");
     }

@@ -23,7 +23,7 @@ const NODE: &str = "worker-1";
 /// worker-1's plan and its artifact in `layout`, with or without the decision table.
 fn compiled(world: &World, plan: &Verified<Plan>, layout: Layout, record: bool) -> Artifact {
     let options = codegen::Options { layout: Some(layout), ..codegen::Options::default() };
-    let mut a = codegen::node::compile_node(plan, &options, Some(world)).expect("compiles").into_artifact();
+    let mut a = codegen::node::verified_node(plan, &options, Some(world)).expect("compiles").into_artifact();
     // the compiler records the table in every node artifact
     assert_eq!(a.manifest.decisions, Some(show::decision_table(plan, Some(world), layout.as_str())));
     if !record {
