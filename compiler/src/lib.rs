@@ -2,9 +2,11 @@
 //! datapaths, plus the CI tooling around them (lint, diff, explain).
 //!
 //! Stages, each a module with typed input and output:
-//! `lint` (checks); [`resolve`] (AST bundle + snapshot → [`resolve::World`]);
+//! `lint` (checks); [`resolve`] (AST bundle + snapshot → [`resolve::World`];
+//! `build`, `endpoints`, `selection`, `gateways`, `egress`, `internal`);
 //! [`eval`] (the reference evaluator, SEMANTICS.md as code); [`ir`] (lowering,
-//! passes, text form, verifier); [`plan`] (per-node layout, verifier,
+//! the passes — [`ir::passes::PIPELINE`], their one list —, text form,
+//! verifier); [`plan`] (per-node layout, verifier,
 //! [`plan::Verified`]); [`planner`] (world + node → verified plan);
 //! [`codegen`] (verified plan → verified artifact); [`driver`] (the compile
 //! driver: input → world → plan → artifact, with one typed error);
@@ -36,9 +38,9 @@
 //! - Code generation: accepts `plan::Verified<plan::Plan>`; `plan.lookup(src, dst)`
 //!   is the reference for its equivalence checker, with the reference
 //!   evaluator (`eval::Reference`, the prepared form of `eval::decide`).
-//!   `driver.generate(&world, &plan)` (`codegen::node::compile_node`) → the
+//!   `driver.generate(&world, &plan)` (`codegen::node::verified_node`) → the
 //!   node's complete artifact as a `codegen::equiv::VerifiedArtifact`
-//!   (static verifier + equivalence checker passed; `codegen::compile` is
+//!   (static verifier + equivalence checker passed; `codegen::verified_classifier` is
 //!   the classifier alone); `codegen::write(dir, &verified, &plan)`;
 //!   `codegen::generate(..).asm()` for `--emit asm`; `egret verify`:
 //!   `codegen::equiv::check` / `codegen::plan_text::parse`; `egret inspect`:

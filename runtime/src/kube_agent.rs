@@ -188,7 +188,7 @@ fn reconcile(
     let facts = match facts::discover() {
         Ok(f) => f,
         Err(source) => {
-            let result = Err(AgentError::Io { path: "getifaddrs".into(), source });
+            let result = Err(AgentError::Io { path: "the node's interfaces and routes (netlink)".into(), source });
             return Reconciled { result, events: Vec::new(), latency: batch.first_change.elapsed() };
         }
     };

@@ -51,7 +51,7 @@
 //! which covers everything the classifier depends on but not whether that
 //! plan is still what the cluster would compile to.
 //!
-//! Contract: [`compile`] returns an artifact only after the static verifier
+//! Contract: [`verified_classifier`] returns an artifact only after the static verifier
 //! (`egret_bpf::elf::verify_and_write`) and the equivalence checker
 //! ([`equiv::check`]) accepted it; [`write()`] takes only that
 //! [`equiv::VerifiedArtifact`]. Output is deterministic.
@@ -130,7 +130,7 @@ impl fmt::Display for Layout {
 pub struct Options {
     /// Force a layout (`None`: [`choose_layout`]).
     pub layout: Option<Layout>,
-    /// Compare at most this many packets with `eval::decide` in [`compile`]
+    /// Compare at most this many packets with `eval::decide` in [`verified_classifier`]
     /// (`None`: every packet; see [`equiv::CheckOptions`]).
     pub reference_limit: Option<usize>,
     /// The MSS clamp of redirected TCP SYNs ([`mss`]; default
