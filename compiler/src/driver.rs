@@ -6,7 +6,7 @@
 //! 1. **Input**: what egret's loader read ([`egret_lang::load::Loaded`]),
 //!    plus the node's own facts as AST ([`add_node_facts`]: a
 //!    `NodeNetwork` that joins the cluster unless it has one for the node).
-//! 2. **Resolve** ([`resolve`]): loader and validation errors refuse the
+//! 2. **Resolve** ([`resolve()`]): loader and validation errors refuse the
 //!    input ([`CompileError::Input`]); otherwise the [`World`].
 //! 3. **Plan** ([`Driver::plan`]): world + node → [`Verified<Plan>`]
 //!    (lowering, the IR passes, layout, the plan verifier; see
