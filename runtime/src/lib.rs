@@ -392,7 +392,8 @@ impl Agent {
     /// Compile, apply or pod-attach failures (the running generation stays).
     pub fn sync(&mut self) -> Result<Synced, AgentError> {
         let snapshot = self.config.snapshot.clone().ok_or(AgentError::NoSnapshot)?;
-        let facts = facts::discover().map_err(|source| AgentError::Io { path: "the node's interfaces and routes (netlink)".into(), source })?;
+        let facts = facts::discover()
+            .map_err(|source| AgentError::Io { path: "the node's interfaces and routes (netlink)".into(), source })?;
         let started = std::time::Instant::now();
         let compiled = compile_with_facts(&snapshot, &self.config.node, Some(&facts));
         self.telemetry.compiled(started.elapsed(), compiled.is_ok());
