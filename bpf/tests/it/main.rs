@@ -4,6 +4,7 @@
 mod asm;
 mod common;
 mod encoding;
+mod filetests;
 mod gateway_interp;
 mod gateway_kernel;
 mod gateway_templates;

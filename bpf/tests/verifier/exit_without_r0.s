@@ -1,0 +1,3 @@
+; expect: rejected
+    r1 = 0
+    exit                          ; error: BadReturn

@@ -1,0 +1,2 @@
+; expect: rejected
+    r0 = 0                        ; error: FallsOffEnd
