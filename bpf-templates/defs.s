@@ -1,7 +1,7 @@
 // egret gateway datapath: shared definitions (the stack frame).
 //
 // Every gateway template is assembled as a generated prelude + `defs.s` +
-// `macros.s` + its entry file [+ `snat_v4.s`] + `count.s` (see bpf/src/templates.rs and
+// `macros.s` + its entry file [+ `snat.s`] + `count.s` (see bpf/src/templates/mod.rs and
 // README.md in this folder). The prelude comes from bpf/src/layout.rs, the one
 // definition of every byte contract: kernel constants (TC_ACT_*, SKB_* for
 // struct __sk_buff, ETH_*/IP_*/TCP_*/UDP_*/ICMP_* header offsets, helper
@@ -13,30 +13,51 @@
 // This file emits no instructions.
 
 // ----- stack frame (offsets from r10; every program uses this one layout) ----------
-.equ FKEY, -16                      // forward 5-tuple (16 B)
-.equ RKEY, -32                      // reverse 5-tuple (16 B)
-.equ RVAL, -64                      // reverse value being built (32 B)
-.equ FVAL, -96                      // forward value being built (32 B)
-.equ NOW, -104                      // u64 ktime_get_ns()
-.equ SLOT, -108                     // u32 egress slot
-.equ NODE, -112                     // u32 source node IPv4, host order (0: this node)
-.equ ALLOWK, -120                   // egret_gw_allowed key (8 B)
-.equ EGRESS_IFINDEX, -124           // u32
-.equ SRC_FLAGS, -128                // u32 RV_F_LOCAL for egret_gw_local, else 0
-.equ CSUM_OFF, -132                 // u32 frame offset of the L4 checksum field
-.equ PORT_OFF, -136                 // u32 frame offset of the port/identifier rewritten
-.equ L4_FLAGS, -140                 // u32 BPF_F_MARK_MANGLED_0 for UDP, else 0
-.equ TTL_OLD, -142                  // u16 TTL | protocol << 8, as received
-.equ TTL_NEW, -144                  // u16 the same with TTL - 1
-.equ TCP_FLAGS, -148                // u32 TCP flags byte (0 for UDP/ICMP)
-.equ STATS_KEY, -152                // u32 egret_gw_stats index
-.equ DELIVER_IFINDEX, -156          // u32 veth of a local pod (egret_gw_reply)
-.equ NH, -176                       // struct bpf_redir_neigh (20 B): family @0, ipv4_nh @4
-.equ TUNKEY, -224                   // struct bpf_tunnel_key (44 B)
-.equ PEERK, -232                    // egret_gw_peers key (8 B)
-.equ SLOT_FLAGS, -236               // u32 GS_F_* of the slot
-.equ REPLY_NODE, -240               // u32 where replies are tunnelled, host order (0: this node)
-.equ FWD, -244                      // u32 1: a peer forwarded this packet (floating slot), else 0
+// Keys and values are sized for IPv6 (the larger family); IPv4 uses their start.
+// Every field is aligned to its size (the verifiers require it on the stack).
+.equ FKEY, -40                      // forward 5-tuple (16 B IPv4, 40 B IPv6)
+.equ RKEY, -80                      // reverse 5-tuple (16 / 40 B)
+.equ RVAL, -128                     // reverse value being built (32 / 48 B)
+.equ FVAL, -168                     // forward value being built (32 / 40 B)
+.equ NOW, -176                      // u64 ktime_get_ns()
+.equ SLOT, -180                     // u32 egress slot
+.equ NODE, -184                     // u32 source node IPv4, host order (0: this node)
+.equ ALLOWK, -208                   // egret_gw_allowed_v* key (8 / 20 B)
+.equ EGRESS_IFINDEX, -212           // u32
+.equ SRC_FLAGS, -216                // u32 RV_F_LOCAL for egret_gw_local, else 0
+.equ CSUM_OFF, -220                 // u32 frame offset of the L4 checksum field
+.equ PORT_OFF, -224                 // u32 frame offset of the port/identifier rewritten
+.equ L4_FLAGS, -228                 // u32 BPF_F_MARK_MANGLED_0 for UDP, else 0
+.equ TTL_OLD, -230                  // u16 IPv4: TTL | protocol << 8; IPv6: the hop limit
+.equ TTL_NEW, -232                  // u16 the same with TTL / hop limit - 1
+.equ TCP_FLAGS, -236                // u32 TCP flags byte (0 for UDP/ICMP)
+.equ STATS_KEY, -240                // u32 egret_gw_stats index
+.equ DELIVER_IFINDEX, -244          // u32 veth of a local pod (egret_gw_reply)
+.equ NH, -272                       // struct bpf_redir_neigh (20 B): family @0, address @4
+.equ TUNKEY, -320                   // struct bpf_tunnel_key (44 B)
+.equ PEERK, -328                    // egret_gw_peers key (8 B)
+.equ SLOT_FLAGS, -332               // u32 GS_F_* of the slot
+.equ REPLY_NODE, -336               // u32 where replies are tunnelled, host order (0: this node)
+.equ FWD, -340                      // u32 1: a peer forwarded this packet (floating slot), else 0
 // The probe path (egret_tunnel_in) never reaches the SNAT path, so it reuses RVAL:
 .equ PROBE_RX_VAL, RVAL             // egret_probe_rx value being built (24 B)
 .equ PROBE_NEW_KIND, RVAL           // u8 kind byte written into a request
+
+// ----- the address families: what differs, by family number \v (4 or 6) -----------
+// Macros take the family as `v` and name these (and the field offsets the
+// prelude gives per family: K_SRC\v, K_DST\v, RV_ORIG_SRC\v, FV_EGRESS_IP\v,
+// GS_EGRESS_IP\v, GA_KEY_SRC\v) and the maps egret_*_v\v by it.
+.equ L3_END4, IPV4_END              // end of the (option-less) network header
+.equ L3_END6, IPV6_END
+.equ SADDR4, IP_SADDR               // source address
+.equ SADDR6, IP6_SADDR
+.equ DADDR4, IP_DADDR               // destination address
+.equ DADDR6, IP6_DADDR
+.equ ICMP_PROTO4, IPPROTO_ICMP      // the ICMP of the family
+.equ ICMP_PROTO6, IPPROTO_ICMPV6
+.equ ICMP_ECHO4, ICMP_ECHO          // echo request
+.equ ICMP_ECHO6, ICMP6_ECHO
+.equ ICMP_ECHO_REPLY4, ICMP_ECHO_REPLY
+.equ ICMP_ECHO_REPLY6, ICMP6_ECHO_REPLY
+.equ AF4, AF_INET                   // struct bpf_redir_neigh family
+.equ AF6, AF_INET6

@@ -4,8 +4,10 @@
 // instructions of its own. Each step is written once here and expanded where a
 // program takes it (`.macro`/`.rept`/`.irp` as in GNU as and llvm-mc; see
 // bpf/README.md). Conventions: r6 = ctx everywhere; after `frame`, r2 = data and
-// r3 = data_end; r7 = the L4 offset once `ipv4_header` ran; a failing check
-// jumps to the label its caller names (a `drop_<reason>` stub or `pass`).
+// r3 = data_end; r7 = the L4 offset once `ip_header4`/`ip_header6` ran; a failing
+// check jumps to the label its caller names (a `drop_<reason>` stub or `pass`).
+// A macro whose name ends in 4 or 6 is the step of that family; steps that take
+// `v` work for both (defs.s lists what differs by family).
 
 // ----- packet bounds and headers ----------------------------------------------------
 
@@ -24,10 +26,10 @@
 .endm
 
 // Ethernet + IPv4 header, options allowed (IHL 5..15): r7 = the L4 offset (34..74)
-.macro ipv4_header short, not_ipv4, bad
+.macro ip_header4 short, not_ip, bad
     frame IPV4_END, \short
     r1 = *(u16 *)(r2 + ETH_PROTO)
-    if r1 != ETH_P_IP_LE goto \not_ipv4
+    if r1 != ETH_P_IP_LE goto \not_ip
     r1 = *(u8 *)(r2 + IP_VIHL)
     r5 = r1
     r5 &= 0xf0
@@ -39,19 +41,55 @@
     r7 = r1                             // L4 offset: 34..74
 .endm
 
-// a non-first fragment has no L4 header (no ports to translate or match) -> \fail
-.macro first_fragment fail
+// Ethernet + IPv6 header: r7 = the L4 offset (54). Extension headers are not
+// walked: the next header must be the L4 protocol (else the demux's `other`)
+.macro ip_header6 short, not_ip, bad
+    frame IPV6_END, \short
+    r1 = *(u16 *)(r2 + ETH_PROTO)
+    if r1 != ETH_P_IPV6_LE goto \not_ip
+    r1 = *(u8 *)(r2 + ETH_HLEN)
+    r1 &= 0xf0
+    if r1 != 0x60 goto \bad             // version 6
+    r7 = IPV6_END
+.endm
+
+// TTL_OLD = the TTL (IPv4: with the protocol above it, for the header
+// checksum); r1 = the L4 protocol
+.macro ip_proto_ttl4
+    r1 = *(u16 *)(r2 + IP_TTL)
+    *(u16 *)(r10 + TTL_OLD) = r1
+    r1 = *(u8 *)(r2 + IP_PROTO)
+.endm
+.macro ip_proto_ttl6
+    r1 = *(u8 *)(r2 + IP6_HOPLIMIT)
+    *(u16 *)(r10 + TTL_OLD) = r1
+    r1 = *(u8 *)(r2 + IP6_NEXTHDR)
+.endm
+
+// r4 = the L4 header, r1 = its protocol; a packet without its L4 header (an
+// IPv4 non-first fragment, an IPv6 fragment header) -> \frag: no ports to
+// translate or match
+.macro l4_at4 frag
     r1 = *(u16 *)(r2 + IP_FRAG)
     r1 = be16 r1
     r1 &= IP_OFFMASK
-    if r1 != 0 goto \fail
+    if r1 != 0 goto \frag
+    r4 = r2
+    r4 += r7
+    r1 = *(u8 *)(r2 + IP_PROTO)
+.endm
+.macro l4_at6 frag
+    r4 = r2
+    r4 += r7
+    r1 = *(u8 *)(r2 + IP6_NEXTHDR)
+    if r1 == IPPROTO_FRAGMENT goto \frag
 .endm
 
-// L4 demux on the protocol in r1
-.macro l4_demux tcp, udp, icmp, other
+// L4 demux on the protocol in r1 (\v: which ICMP)
+.macro l4_demux v, tcp, udp, icmp, other
     if r1 == IPPROTO_TCP goto \tcp
     if r1 == IPPROTO_UDP goto \udp
-    if r1 == IPPROTO_ICMP goto \icmp
+    if r1 == ICMP_PROTO\v goto \icmp
     goto \other
 .endm
 
@@ -108,6 +146,70 @@
     r1 = *(u16 *)(r10 + TTL_OLD)
     r1 += -1
     *(u16 *)(r10 + TTL_NEW) = r1
+.endm
+
+// ----- addresses (\a, \b: memory operands `reg + offset`) ---------------------------
+// copied and compared as 32-bit words (IPv6: four), so every access is aligned
+// on the stack, in map values and, NET_IP_ALIGN assumed, in the packet
+
+// the address at \src to \dst (r1 clobbered)
+.macro addr_copy4 dst, src
+    r1 = *(u32 *)(\src)
+    *(u32 *)(\dst) = r1
+.endm
+.macro addr_copy6 dst, src
+.irp w, 0, 4, 8, 12
+    addr_copy4 \dst + \w, \src + \w
+.endr
+.endm
+
+// the addresses at \a and \b differ -> \ne (r1, r2 clobbered)
+.macro addr_ne4 a, b, ne
+    r1 = *(u32 *)(\a)
+    r2 = *(u32 *)(\b)
+    if r1 != r2 goto \ne
+.endm
+.macro addr_ne6 a, b, ne
+.irp w, 0, 4, 8, 12
+    addr_ne4 \a + \w, \b + \w, \ne
+.endr
+.endm
+
+// the address at \a is all zero -> \zero (r1, r2 clobbered)
+.macro addr_zero4 a, zero
+    r1 = *(u32 *)(\a)
+    if r1 == 0 goto \zero
+.endm
+.macro addr_zero6 a, zero
+    r1 = *(u32 *)(\a)
+.irp w, 4, 8, 12
+    r2 = *(u32 *)(\a + \w)
+    r1 |= r2
+.endr
+    if r1 == 0 goto \zero
+.endm
+
+// \reg (a 32-bit register) = the address at \a folded to 32 bits, the XOR of
+// its words, for the flow hash (w2 clobbered)
+.macro addr_fold4 reg, a
+    \reg = *(u32 *)(\a)
+.endm
+.macro addr_fold6 reg, a
+    \reg = *(u32 *)(\a)
+.irp w, 4, 8, 12
+    w2 = *(u32 *)(\a + \w)
+    \reg ^= w2
+.endr
+.endm
+
+// \words u64s of the stack from \base on = 0 (r1 = 0)
+.macro stack_zero base, words
+    r1 = 0
+    .set STACK_ZERO_AT, 0
+.rept \words
+    *(u64 *)(r10 + \base + STACK_ZERO_AT) = r1
+    .set STACK_ZERO_AT, STACK_ZERO_AT + 8
+.endr
 .endm
 
 // ----- maps -------------------------------------------------------------------------
@@ -187,6 +289,7 @@ open\@:
     r1 = *(u8 *)(r10 + \key + K_PROTO)
     timeout_if_proto IPPROTO_UDP, UDP_TIMEOUT_NS, \done
     timeout_if_proto IPPROTO_ICMP, ICMP_TIMEOUT_NS, \done
+    timeout_if_proto IPPROTO_ICMPV6, ICMP_TIMEOUT_NS, \done
     timeout_if_flag RV_F_CLOSING, TCP_CLOSING_TIMEOUT_NS, \done
 .endm
 
@@ -214,10 +317,8 @@ timeout\@:
 .endm
 
 // the reverse entry at r0 is not of this flow (original source and port) -> \other
-.macro other_flow other
-    r1 = *(u32 *)(r0 + RV_ORIG_SRC)
-    r2 = *(u32 *)(r10 + FKEY + K_SRC)
-    if r1 != r2 goto \other
+.macro other_flow v, other
+    addr_ne\v r0 + RV_ORIG_SRC\v, r10 + FKEY + K_SRC\v, \other
     r1 = *(u16 *)(r0 + RV_ORIG_SPORT)
     r2 = *(u16 *)(r10 + FKEY + K_SPORT)
     if r1 != r2 goto \other
@@ -271,7 +372,7 @@ timeout\@:
 // the stack's \old_addr/\old_port to \new_addr/\new_port (\proto: the stack's
 // protocol byte), with their checksums (BPF_F_PSEUDO_HDR for the address, which
 // ICMP does not have), and the TTL to TTL_NEW
-.macro nat_rewrite proto, field, old_addr, new_addr, old_port, new_port
+.macro nat_rewrite4 proto, field, old_addr, new_addr, old_port, new_port
     r1 = *(u8 *)(r10 + \proto)
     if r1 == IPPROTO_ICMP goto port\@  // ICMP has no pseudo-header
     l4_csum *(u32 *)(r10 + \old_addr), *(u32 *)(r10 + \new_addr), BPF_F_PSEUDO_HDR + CSUM_SIZE4
@@ -281,6 +382,19 @@ port\@:
     l3_csum *(u16 *)(r10 + TTL_OLD), *(u16 *)(r10 + TTL_NEW), CSUM_SIZE2
     store IP_TTL, TTL_NEW, 2
     store \field, \new_addr, 4
+    store *(u32 *)(r10 + PORT_OFF), \new_port, 2
+.endm
+
+// IPv6 likewise: no header checksum; the address is in the pseudo-header of
+// every L4 checksum (ICMPv6 too), changed a 32-bit word at a time; the hop limit
+// to TTL_NEW
+.macro nat_rewrite6 proto, field, old_addr, new_addr, old_port, new_port
+.irp w, 0, 4, 8, 12
+    l4_csum *(u32 *)(r10 + \old_addr + \w), *(u32 *)(r10 + \new_addr + \w), BPF_F_PSEUDO_HDR + CSUM_SIZE4
+.endr
+    l4_csum *(u16 *)(r10 + \old_port), *(u16 *)(r10 + \new_port), CSUM_SIZE2
+    store IP6_HOPLIMIT, TTL_NEW, 1
+    store \field, \new_addr, 16
     store *(u32 *)(r10 + PORT_OFF), \new_port, 2
 .endm
 
@@ -325,14 +439,12 @@ port\@:
 .endm
 
 // to a pod of this node, counted \stat: bpf_redirect_neigh(\ifindex, NH, 20, 0)
-// with the pod as next hop (\nexthop stores it at NH + 4, or the caller did), so
-// the frame gets the veth's source MAC and the pod's MAC
-.macro to_pod ifindex, stat, nexthop
-    *(u32 *)(r10 + NH) = AF_INET        // bpf_redir_neigh.nh_family
+// with the pod (family \v) as next hop (\nexthop stores it at NH + 4, or the
+// caller did), so the frame gets the veth's source MAC and the pod's MAC
+.macro to_pod v, ifindex, stat, nexthop
+    *(u32 *)(r10 + NH) = AF\v           // bpf_redir_neigh.nh_family
     \nexthop
-    r1 = 0
-    *(u64 *)(r10 + NH + 8) = r1         // rest of the ipv6_nh union: zero
-    *(u32 *)(r10 + NH + 16) = r1
+    nh_rest\v
     count \stat
     r1 = \ifindex
     r2 = r10
@@ -341,4 +453,13 @@ port\@:
     r4 = 0
     call redirect_neigh                 // TC_ACT_REDIRECT
     exit
+.endm
+
+// the rest of bpf_redir_neigh's address union after an IPv4 next hop: zero
+.macro nh_rest4
+    r1 = 0
+    *(u64 *)(r10 + NH + 8) = r1
+    *(u32 *)(r10 + NH + 16) = r1
+.endm
+.macro nh_rest6
 .endm

@@ -1,33 +1,29 @@
 // ===== egret_tunnel_in: tcx ingress of egret0 (VXLAN, collect-metadata) ===========
 // Every packet on egret0 is egret's own: a reply the gateway tunnelled back to a
 // pod of this node, or a pod's packet another node sent to this gateway.
-// 1. inner destination is a local endpoint (egret_local_eps) -> reply delivery:
+// 1. inner destination is a local endpoint (egret_local_eps_v4/v6) -> reply delivery:
 //    bpf_redirect_neigh to the pod's host veth with the pod as next hop, so the
 //    frame gets the veth's source MAC and the pod's MAC (the tunnelled frame
 //    still carries the external router's MACs).
 // 2. otherwise -> egress: slot = tunnel_id, source node = tunnel remote; then
-//    the shared SNAT path (snat_v4.s).
+//    the shared SNAT path of the family (snat.s).
 // 0. first of all, a gateway probe (inner ethertype 0x88b5, templates::probe):
 //    a request is answered from here, a reply recorded in egret_probe_rx.
-// Not IPv4 -> drop not-ipv4 (nothing else travels in egret's tunnel).
-egret_tunnel_in:
-    r6 = r1                             // r6 = ctx for the whole program
-    frame ETH_HLEN, drop_malformed
-    r1 = *(u16 *)(r2 + ETH_PROTO)
-    if r1 == PROBE_ETH_P_LE goto probe
-    bounds r2, r4, IPV4_END, drop_malformed
-    if r1 != ETH_P_IP_LE goto drop_not_ipv4
+// Neither IPv4 nor IPv6 -> drop not-ip (nothing else travels in egret's tunnel).
 
-    // --- reply for a pod of this node? (key: inner destination, be32)
-    r1 = *(u32 *)(r2 + IP_DADDR)
-    *(u32 *)(r10 + NH + 4) = r1         // bpf_redir_neigh.ipv4_nh = the pod
-    lookup egret_local_eps, NH + 4
-    if r0 == 0 goto tunnel_egress
+// steps 1 and 2 for the family \v
+.macro tunnel_in_path v
+tunnel_in\v:
+    bounds r2, r4, L3_END\v, drop_malformed
+    // --- reply for a pod of this node? (key: inner destination)
+    addr_copy\v r10 + NH + 4, r2 + DADDR\v // bpf_redir_neigh's address = the pod
+    lookup egret_local_eps_v\v, NH + 4
+    if r0 == 0 goto tunnel_egress\v
     r7 = *(u32 *)(r0 + LE_IFINDEX)      // the pod's host-side veth
-    to_pod r7, STAT_REPLY_DELIVERED
+    to_pod \v, r7, STAT_REPLY_DELIVERED
 
     // --- egress through this gateway: the tunnel key names slot and sender
-tunnel_egress:
+tunnel_egress\v:
     tunnel_key skb_get_tunnel_key, drop_no_tunnel_key
     r1 = *(u32 *)(r10 + TUNKEY + TK_ID)
     r1 &= SLOT_MASK
@@ -35,7 +31,19 @@ tunnel_egress:
     r1 = *(u32 *)(r10 + TUNKEY + TK_REMOTE)
     *(u32 *)(r10 + NODE) = r1           // the sending node, host byte order
     *(u32 *)(r10 + SRC_FLAGS) = 0
-    goto snat
+    goto snat\v
+.endm
+
+egret_tunnel_in:
+    r6 = r1                             // r6 = ctx for the whole program
+    frame ETH_HLEN, drop_malformed
+    r1 = *(u16 *)(r2 + ETH_PROTO)
+    if r1 == PROBE_ETH_P_LE goto probe
+    if r1 == ETH_P_IP_LE goto tunnel_in4
+    if r1 == ETH_P_IPV6_LE goto tunnel_in6
+    goto drop_not_ip
+    tunnel_in_path 4
+    tunnel_in_path 6
 
     // --- a gateway probe: answered by this program, not by a process, so a node
     // whose datapath is gone stops answering even while its agent runs

@@ -63,7 +63,7 @@ pub fn measure(name: &'static str, shape: &synth::Shape) -> anyhow::Result<Row> 
         // egret_gw_allowed 8-byte key + 8-byte value per allowed source,
         // egret_gw_slots 4 + 12 per slot. Counted here until the node artifact
         // carries those maps itself.
-        let gateway = if g.images.iter().any(|m| m.name == "egret_gw_allowed") {
+        let gateway = if g.images.iter().any(|m| m.name == "egret_gw_allowed_v4") {
             0
         } else {
             counts.gateway_entries * 16 + counts.slots * 16

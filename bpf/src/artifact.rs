@@ -669,7 +669,7 @@ mod tests {
             ["egret_float_owner", "egret_gw_stats", "egret_nat_v4", "egret_probe_rx", "egret_rnat_v4"]
         );
         assert!(!a.is_state("egret_gw_peers"), "compiled from the plan: not state");
-        assert!(a.is_state("egret_nat_v4") && !a.is_state("egret_local_eps"));
+        assert!(a.is_state("egret_nat_v4") && !a.is_state("egret_local_eps_v4"));
         a.check().expect("state maps with empty images check");
         // the manifest round-trips through JSON with its state list
         let json = serde_json::to_string(&a.manifest).expect("json");
@@ -679,13 +679,13 @@ mod tests {
         filled.iter_mut().find(|m| m.name == "egret_gw_stats").expect("stats").push(&[0; 4], &[0; 16]);
         assert!(!Artifact::new("gw", vec![1], vec![], vec![], filled).is_state("egret_gw_stats"));
         // other producers add theirs; unknown or filled maps fail the check
-        let b = a.clone().with_state(["egret_local_eps"]);
+        let b = a.clone().with_state(["egret_local_eps_v4"]);
         assert_ne!(b.digest(), a.digest());
-        assert!(b.is_state("egret_local_eps"));
+        assert!(b.is_state("egret_local_eps_v4"));
         b.check().expect("an empty hash may be state");
         assert!(matches!(a.clone().with_state(["nope"]).check(), Err(ArtifactError::Map { map, .. }) if map == "nope"));
         let mut slots = images;
-        slots.iter_mut().find(|m| m.name == "egret_gw_slots").expect("slots").push(&[0; 4], &[0; 12]);
+        slots.iter_mut().find(|m| m.name == "egret_gw_slots").expect("slots").push(&[0; 4], &[0; 28]);
         let c = Artifact::new("gw", vec![1], vec![], vec![], slots).with_state(["egret_gw_slots"]);
         assert!(matches!(c.check(), Err(ArtifactError::Map { map, .. }) if map == "egret_gw_slots"));
         // an artifact without state maps serializes without the field

@@ -318,12 +318,17 @@ structs! {
         COUNT = "count" @ 0, Ty::U32;
     }
 
-    /// A pod IPv4, network order (the key of `egret_local_eps`).
+    /// A pod IPv4, network order (the key of `egret_local_eps_v4`).
     mod pod_addr = "egret_pod_addr", size(4) {
         POD = "pod" @ 0, Ty::Be32;
     }
 
-    /// The value of `egret_local_eps`.
+    /// A pod IPv6 (the key of `egret_local_eps_v6`).
+    mod pod_addr6 = "egret_pod_addr6", size(16) {
+        POD = "pod" @ 0, Ty::Bytes(16);
+    }
+
+    /// The value of `egret_local_eps_v4` and `egret_local_eps_v6`.
     mod local_ep = "egret_local_ep", size(8), asm "LE_SIZE" {
         /// The pod's host-side veth.
         IFINDEX = "ifindex" @ 0, Ty::U32, "LE_IFINDEX";
@@ -337,23 +342,31 @@ structs! {
         SLOT = "slot" @ 0, Ty::U32;
     }
 
-    /// The value of `egret_gw_slots`.
-    mod gw_slot = "egret_gw_slot", size(12), asm "GS_SIZE" {
-        /// Egress IPv4 (0: none resolved → `no-egress-ip`).
-        EGRESS_IP = "egress_ip" @ 0, Ty::Be32, "GS_EGRESS_IP";
+    /// The value of `egret_gw_slots`: one slot serves both families.
+    mod gw_slot = "egret_gw_slot", size(28), asm "GS_SIZE" {
+        /// Egress IPv4 (0: none resolved → `no-egress-ip` for IPv4).
+        EGRESS_IP = "egress_ip" @ 0, Ty::Be32, "GS_EGRESS_IP4";
         /// Egress interface.
         IFINDEX = "ifindex" @ 4, Ty::U32, "GS_IFINDEX";
         /// [`GS_F_FLOATING`].
         FLAGS = "flags" @ 8, Ty::U32, "GS_FLAGS";
+        /// Egress IPv6 (`::`: none resolved → `no-egress-ip` for IPv6).
+        EGRESS_IP6 = "egress_ip6" @ 12, Ty::Bytes(16), "GS_EGRESS_IP6";
     }
 
-    /// The key of `egret_gw_allowed`.
+    /// The key of `egret_gw_allowed_v4`.
     mod allowed_key = "egret_allowed_key", size(8) {
         SLOT = "slot" @ 0, Ty::U32, "GA_KEY_SLOT";
-        SRC = "src" @ 4, Ty::Be32, "GA_KEY_SRC";
+        SRC = "src" @ 4, Ty::Be32, "GA_KEY_SRC4";
     }
 
-    /// The value of `egret_gw_allowed`.
+    /// The key of `egret_gw_allowed_v6` (the slot where the IPv4 key has it).
+    mod allowed_key6 = "egret_allowed_key6", size(20) {
+        SLOT = "slot" @ 0, Ty::U32;
+        SRC = "src" @ 4, Ty::Bytes(16), "GA_KEY_SRC6";
+    }
+
+    /// The value of `egret_gw_allowed_v4` and `egret_gw_allowed_v6`.
     mod allowed = "egret_allowed", size(8), asm "GA_SIZE" {
         /// The pod's node IPv4, host order (0: any node).
         NODE = "node" @ 0, Ty::U32, "GA_NODE";
@@ -362,43 +375,75 @@ structs! {
     }
 
     /// The 5-tuple key of `egret_nat_v4` and `egret_rnat_v4` (ICMP echo:
-    /// sport = identifier, dport = 0).
-    mod nat_key = "egret_nat_key", size(16), asm "NAT_KEY_SIZE" {
-        SRC = "src" @ 0, Ty::Be32, "K_SRC";
-        DST = "dst" @ 4, Ty::Be32, "K_DST";
-        SPORT = "sport" @ 8, Ty::Be16, "K_SPORT";
-        DPORT = "dport" @ 10, Ty::Be16, "K_DPORT";
-        PROTO = "proto" @ 12, Ty::U8, "K_PROTO";
+    /// sport = identifier, dport = 0). Ports and protocol come first, so the
+    /// IPv6 key has them at the same offsets (the templates share one name).
+    mod nat_key = "egret_nat_key", size(16), asm "NAT_KEY_SIZE4" {
+        SPORT = "sport" @ 0, Ty::Be16, "K_SPORT";
+        DPORT = "dport" @ 2, Ty::Be16, "K_DPORT";
+        PROTO = "proto" @ 4, Ty::U8, "K_PROTO";
+        SRC = "src" @ 8, Ty::Be32, "K_SRC4";
+        DST = "dst" @ 12, Ty::Be32, "K_DST4";
+    }
+
+    /// The 5-tuple key of `egret_nat_v6` and `egret_rnat_v6` (ICMPv6 echo as
+    /// ICMP echo).
+    mod nat_key6 = "egret_nat_key6", size(40), asm "NAT_KEY_SIZE6" {
+        SPORT = "sport" @ 0, Ty::Be16;
+        DPORT = "dport" @ 2, Ty::Be16;
+        PROTO = "proto" @ 4, Ty::U8;
+        SRC = "src" @ 8, Ty::Bytes(16), "K_SRC6";
+        DST = "dst" @ 24, Ty::Bytes(16), "K_DST6";
     }
 
     /// The value of `egret_nat_v4` (forward).
-    mod forward_nat = "egret_forward_nat", size(32), asm "FV_SIZE" {
-        EGRESS_IP = "egress_ip" @ 0, Ty::Be32, "FV_EGRESS_IP";
+    mod forward_nat = "egret_forward_nat", size(32), asm "FV_SIZE4" {
         /// NAT port / ICMP identifier.
-        NAT_PORT = "nat_port" @ 4, Ty::Be16, "FV_NAT_PORT";
-        SLOT = "slot" @ 8, Ty::U32, "FV_SLOT";
+        NAT_PORT = "nat_port" @ 0, Ty::Be16, "FV_NAT_PORT";
+        SLOT = "slot" @ 4, Ty::U32, "FV_SLOT";
         /// `ktime_get_ns()` when the mapping was made.
-        CREATED = "created_ns" @ 16, Ty::U64, "FV_CREATED";
+        CREATED = "created_ns" @ 8, Ty::U64, "FV_CREATED";
         /// `ktime_get_ns()` of the last forward packet.
-        LAST_SEEN = "last_seen_ns" @ 24, Ty::U64, "FV_LAST_SEEN";
+        LAST_SEEN = "last_seen_ns" @ 16, Ty::U64, "FV_LAST_SEEN";
+        EGRESS_IP = "egress_ip" @ 24, Ty::Be32, "FV_EGRESS_IP4";
+    }
+
+    /// The value of `egret_nat_v6` (forward): as IPv4, a 16-byte egress IP.
+    mod forward_nat6 = "egret_forward_nat6", size(40), asm "FV_SIZE6" {
+        NAT_PORT = "nat_port" @ 0, Ty::Be16;
+        SLOT = "slot" @ 4, Ty::U32;
+        CREATED = "created_ns" @ 8, Ty::U64;
+        LAST_SEEN = "last_seen_ns" @ 16, Ty::U64;
+        EGRESS_IP = "egress_ip" @ 24, Ty::Bytes(16), "FV_EGRESS_IP6";
     }
 
     /// The value of `egret_rnat_v4` (reverse): the connection's state.
-    mod reverse_nat = "egret_reverse_nat", size(32), asm "RV_SIZE" {
-        /// The pod.
-        ORIG_SRC = "orig_src" @ 0, Ty::Be32, "RV_ORIG_SRC";
+    mod reverse_nat = "egret_reverse_nat", size(32), asm "RV_SIZE4" {
         /// The pod's node IPv4, host order (0: local).
-        NODE = "node" @ 4, Ty::U32, "RV_NODE";
+        NODE = "node" @ 0, Ty::U32, "RV_NODE";
         /// Egress slot (the VNI for the way back).
-        SLOT = "slot" @ 8, Ty::U32, "RV_SLOT";
+        SLOT = "slot" @ 4, Ty::U32, "RV_SLOT";
         /// The pod's port / ICMP identifier.
-        ORIG_SPORT = "orig_sport" @ 12, Ty::Be16, "RV_ORIG_SPORT";
+        ORIG_SPORT = "orig_sport" @ 8, Ty::Be16, "RV_ORIG_SPORT";
         /// `RV_F_*`.
-        FLAGS = "flags" @ 14, Ty::U8, "RV_FLAGS";
+        FLAGS = "flags" @ 10, Ty::U8, "RV_FLAGS";
+        /// The pod.
+        ORIG_SRC = "orig_src" @ 12, Ty::Be32, "RV_ORIG_SRC4";
         /// `ktime_get_ns()` of the last packet, either way.
         LAST_SEEN = "last_seen_ns" @ 16, Ty::U64, "RV_LAST_SEEN";
         /// `ktime_get_ns()` after which the entry is free.
         EXPIRES = "expires_ns" @ 24, Ty::U64, "RV_EXPIRES";
+    }
+
+    /// The value of `egret_rnat_v6` (reverse): as IPv4, the pod's 16-byte
+    /// address at the end.
+    mod reverse_nat6 = "egret_reverse_nat6", size(48), asm "RV_SIZE6" {
+        NODE = "node" @ 0, Ty::U32;
+        SLOT = "slot" @ 4, Ty::U32;
+        ORIG_SPORT = "orig_sport" @ 8, Ty::Be16;
+        FLAGS = "flags" @ 10, Ty::U8;
+        LAST_SEEN = "last_seen_ns" @ 16, Ty::U64;
+        EXPIRES = "expires_ns" @ 24, Ty::U64;
+        ORIG_SRC = "orig_src" @ 32, Ty::Bytes(16), "RV_ORIG_SRC6";
     }
 
     /// The value of `egret_float_owner`.
@@ -476,6 +521,28 @@ structs! {
     }
 }
 
+// The templates name the fields both families share once: the IPv6 layouts
+// must have them where the IPv4 ones do.
+const _: () = {
+    const fn same(a: Field, b: Field) {
+        assert!(a.offset == b.offset && a.ty.size() == b.ty.size(), "a shared field moved");
+    }
+    same(nat_key::SPORT, nat_key6::SPORT);
+    same(nat_key::DPORT, nat_key6::DPORT);
+    same(nat_key::PROTO, nat_key6::PROTO);
+    same(forward_nat::NAT_PORT, forward_nat6::NAT_PORT);
+    same(forward_nat::SLOT, forward_nat6::SLOT);
+    same(forward_nat::CREATED, forward_nat6::CREATED);
+    same(forward_nat::LAST_SEEN, forward_nat6::LAST_SEEN);
+    same(reverse_nat::NODE, reverse_nat6::NODE);
+    same(reverse_nat::SLOT, reverse_nat6::SLOT);
+    same(reverse_nat::ORIG_SPORT, reverse_nat6::ORIG_SPORT);
+    same(reverse_nat::FLAGS, reverse_nat6::FLAGS);
+    same(reverse_nat::LAST_SEEN, reverse_nat6::LAST_SEEN);
+    same(reverse_nat::EXPIRES, reverse_nat6::EXPIRES);
+    same(allowed_key::SLOT, allowed_key6::SLOT);
+};
+
 /// `bpf_tunnel_key.remote_ipv4` (host order).
 pub const TUNNEL_KEY_REMOTE_IPV4: Field = tunnel_key::REMOTE.as_ty(Ty::U32);
 /// `bpf_tunnel_key.local_ipv4` (host order).
@@ -533,6 +600,22 @@ constants! {
     IP_DADDR: i32 = 30;
     /// `ETH_HLEN` + 20: Ethernet + option-less IPv4 header.
     IPV4_END: i32 = 34;
+    /// IPv6 next header.
+    IP6_NEXTHDR: i32 = 20;
+    /// IPv6 hop limit; a `u16` load at [`IP6_NEXTHDR`] gives next header
+    /// (low) | hop limit << 8.
+    IP6_HOPLIMIT: i32 = 21;
+    /// IPv6 source.
+    IP6_SADDR: i32 = 22;
+    /// IPv6 destination.
+    IP6_DADDR: i32 = 38;
+    /// `ETH_HLEN` + 40: Ethernet + IPv6 header (egret's gateway takes no
+    /// extension headers).
+    IPV6_END: i32 = 54;
+    /// IPv6 next header: fragment header.
+    IPPROTO_FRAGMENT: i32 = 44;
+    /// `IPPROTO_ICMPV6`.
+    IPPROTO_ICMPV6: i32 = 58;
     /// `IPPROTO_ICMP`.
     IPPROTO_ICMP: i32 = 1;
     /// `IPPROTO_TCP`.
@@ -563,6 +646,10 @@ constants! {
     ICMP_ECHO_REPLY: i32 = 0;
     /// ICMP echo request type.
     ICMP_ECHO: i32 = 8;
+    /// ICMPv6 echo request type.
+    ICMP6_ECHO: i32 = 128;
+    /// ICMPv6 echo reply type.
+    ICMP6_ECHO_REPLY: i32 = 129;
     /// TCP FIN.
     TH_FIN: i32 = 0x01;
     /// TCP SYN.
@@ -607,6 +694,8 @@ constants! {
     BPF_F_NO_TUNNEL_KEY: i32 = 16;
     /// `AF_INET` (`struct bpf_redir_neigh` family).
     AF_INET: i32 = 2;
+    /// `AF_INET6`.
+    AF_INET6: i32 = 10;
     /// The outer TTL egret's tunnel keys set.
     TUNNEL_TTL: i32 = 64;
     /// Egress slots are 24-bit VXLAN VNIs.
@@ -770,16 +859,24 @@ pub mod map {
     pub const GW_LIVE: &str = "egret_gw_live";
     /// How many gateways `egret_gw_live` marks down.
     pub const GW_DOWN: &str = "egret_gw_down";
-    /// Local endpoints (every node).
-    pub const LOCAL_EPS: &str = "egret_local_eps";
+    /// Local IPv4 endpoints (every node).
+    pub const LOCAL_EPS: &str = "egret_local_eps_v4";
+    /// Local IPv6 endpoints (every node).
+    pub const LOCAL_EPS6: &str = "egret_local_eps_v6";
     /// Slots served by this gateway.
     pub const GW_SLOTS: &str = "egret_gw_slots";
-    /// Sources allowed per slot.
-    pub const GW_ALLOWED: &str = "egret_gw_allowed";
+    /// IPv4 sources allowed per slot.
+    pub const GW_ALLOWED: &str = "egret_gw_allowed_v4";
+    /// IPv6 sources allowed per slot.
+    pub const GW_ALLOWED6: &str = "egret_gw_allowed_v6";
     /// Forward NAT mappings.
     pub const NAT_V4: &str = "egret_nat_v4";
     /// Reverse NAT mappings (connection state).
     pub const RNAT_V4: &str = "egret_rnat_v4";
+    /// Forward IPv6 NAT mappings.
+    pub const NAT_V6: &str = "egret_nat_v6";
+    /// Reverse IPv6 NAT mappings (connection state).
+    pub const RNAT_V6: &str = "egret_rnat_v6";
     /// Per-CPU gateway counters.
     pub const GW_STATS: &str = "egret_gw_stats";
     /// The last probe reply from each node.
@@ -814,6 +911,7 @@ pub const MAPS: &[MapLayout] = &[
     m(map::GW_LIVE, MapKind::Hash, &gw_addr::LAYOUT, &gw_live::LAYOUT, Some((1024, None)), false),
     m(map::GW_DOWN, MapKind::Array, &index::LAYOUT, &gw_down::LAYOUT, Some((1, None)), false),
     m(map::LOCAL_EPS, MapKind::Hash, &pod_addr::LAYOUT, &local_ep::LAYOUT, Some((1024, Some("LOCAL_EPS_MAX"))), true),
+    m(map::LOCAL_EPS6, MapKind::Hash, &pod_addr6::LAYOUT, &local_ep::LAYOUT, Some((1024, Some("LOCAL_EPS_MAX"))), true),
     m(map::GW_SLOTS, MapKind::Hash, &slot::LAYOUT, &gw_slot::LAYOUT, Some((256, Some("GW_SLOTS_MAX"))), true),
     m(
         map::GW_ALLOWED,
@@ -823,8 +921,18 @@ pub const MAPS: &[MapLayout] = &[
         Some((65536, Some("GW_ALLOWED_MAX"))),
         true,
     ),
+    m(
+        map::GW_ALLOWED6,
+        MapKind::Hash,
+        &allowed_key6::LAYOUT,
+        &allowed::LAYOUT,
+        Some((65536, Some("GW_ALLOWED_MAX"))),
+        true,
+    ),
     m(map::NAT_V4, MapKind::LruHash, &nat_key::LAYOUT, &forward_nat::LAYOUT, Some((65536, Some("NAT_MAX"))), true),
     m(map::RNAT_V4, MapKind::LruHash, &nat_key::LAYOUT, &reverse_nat::LAYOUT, Some((65536, Some("NAT_MAX"))), true),
+    m(map::NAT_V6, MapKind::LruHash, &nat_key6::LAYOUT, &forward_nat6::LAYOUT, Some((65536, Some("NAT_MAX"))), true),
+    m(map::RNAT_V6, MapKind::LruHash, &nat_key6::LAYOUT, &reverse_nat6::LAYOUT, Some((65536, Some("NAT_MAX"))), true),
     m(map::GW_STATS, MapKind::PercpuArray, &index::LAYOUT, &counter::LAYOUT, Some((32, Some("STATS_MAX"))), true),
     m(map::PROBE_RX, MapKind::Hash, &node_addr::LAYOUT, &probe_rx::LAYOUT, Some((1024, Some("PROBE_RX_MAX"))), true),
     m(map::FLOAT_OWNER, MapKind::Hash, &slot::LAYOUT, &float_owner::LAYOUT, Some((256, Some("FLOAT_OWNER_MAX"))), true),
@@ -938,12 +1046,12 @@ mod tests {
         let mut b = nat_key::LAYOUT.zeroed();
         nat_key::SPORT.put(&mut b, 40000);
         nat_key::SRC.put_ipv4(&mut b, Ipv4Addr::new(10, 1, 2, 3));
-        assert_eq!(&b[0..4], &[10, 1, 2, 3], "be32: network order");
-        assert_eq!(&b[8..10], &[0x9c, 0x40], "be16: network order");
+        assert_eq!(&b[8..12], &[10, 1, 2, 3], "be32: network order");
+        assert_eq!(&b[0..2], &[0x9c, 0x40], "be16: network order");
         assert_eq!(nat_key::SPORT.get(&b), Some(40000));
         let mut r = reverse_nat::LAYOUT.zeroed();
         reverse_nat::NODE.put_ipv4(&mut r, Ipv4Addr::new(192, 0, 2, 7));
-        assert_eq!(&r[4..8], &[7, 2, 0, 192], "u32: host order");
+        assert_eq!(&r[0..4], &[7, 2, 0, 192], "u32: host order");
         assert_eq!(reverse_nat::NODE.ipv4(&r), Some(Ipv4Addr::new(192, 0, 2, 7)));
         let t = choice::TARGETS.record(2, choice_target::GATEWAY);
         assert_eq!(t.offset, 8 + 16 + 4);

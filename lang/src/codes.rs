@@ -126,7 +126,7 @@ codes! {
 
     FLOATING_IPV6 = "E0119", "floating-ipv6", Error,
     "a floating egress IP is an IPv6 address",
-    "Floating egress IPs are IPv4 only for now: the gateway datapath translates IPv4 only, and an IPv6 address cannot move between gateways yet.\n\nExample:\n    via nodes(egress = true) floating ip 2001:db8::50\n\nFix: float an IPv4 address, or drop `floating` (the annotation) and use a fixed IPv6 egress IP.";
+    "Floating egress IPs are IPv4 only for now: an IPv6 address cannot move between gateways yet (egret announces a moved address with gratuitous ARP and sends no unsolicited IPv6 neighbour advertisements).\n\nExample:\n    via nodes(egress = true) floating ip 2001:db8::50\n\nFix: float an IPv4 address, or drop `floating` (the annotation) and use a fixed IPv6 egress IP.";
 
     FLOATING_MIXED = "E0120", "floating-mixed", Error,
     "some `via … ip` lines of a policy are floating and others are not",

@@ -140,7 +140,7 @@ fn floating(p: &Policy, out: &mut Vec<Diagnostic>) {
                 .primary(ip.span, "an IPv6 address")
                 .secondary(opt_in, "made floating here")
                 .note(
-                    "egret's gateway datapath translates IPv4 only, and only an IPv4 address can move between gateways",
+                    "only an IPv4 address can move between gateways: egret announces a moved address with gratuitous ARP, and sends no unsolicited IPv6 neighbour advertisements yet",
                 )
                 .help("float an IPv4 address, or make this egress IP fixed (remove `floating` / the annotation)"),
             );

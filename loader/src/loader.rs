@@ -588,7 +588,7 @@ impl Loader {
             let key = pod.octets();
             match ifindex {
                 Some(ifindex) => handle
-                    .update(&key, &LocalEndpoint { pod, ifindex }.value(), crate::sys::BPF_ANY)
+                    .update(&key, &LocalEndpoint { pod: pod.into(), ifindex }.value(), crate::sys::BPF_ANY)
                     .map_err(|e| map_error("writing a local endpoint", e))?,
                 None => handle.delete(&key).map_err(|e| map_error("deleting a local endpoint", e))?,
             }

@@ -3,13 +3,13 @@
 //! builders/checkers that compute every checksum from scratch.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use egret_bpf::Program;
 use egret_bpf::interp::{MapStore, RunInput, RunOutcome, TunnelKey, inet_checksum, run};
 use egret_bpf::templates::{
-    AllowedSource, FloatOwner, GatewayPeer, GatewaySlot, HOLE_TUNNEL_IFINDEX, LocalEndpoint, NatKey, SourceNode, Stat,
-    Template, map,
+    AllowedSource, FloatOwner, ForwardNat, GatewayPeer, GatewaySlot, GwAddr, HOLE_TUNNEL_IFINDEX, LocalEndpoint,
+    NatKey, ReverseNat, SourceNode, Stat, Template, map,
 };
 
 // ----- the cluster ------------------------------------------------------------------
@@ -51,6 +51,19 @@ pub const POD_LOCAL2_IFINDEX: u32 = 12;
 /// The external server.
 pub const SERVER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 20);
 
+/// The egress IPv6 of [`SLOT`].
+pub const EGRESS_IP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 1);
+/// [`POD_A`]'s IPv6 (node A, allowed for [`SLOT`] from node A only).
+pub const POD_A6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 1, 0, 0, 0, 0x10);
+/// [`POD_B`]'s IPv6 (node B).
+pub const POD_B6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 2, 0, 0, 0, 0x20);
+/// [`POD_LOCAL`]'s IPv6 (the gateway node, allowed locally).
+pub const POD_LOCAL6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 5);
+/// An IPv6 pod on node A that no policy sends through [`SLOT`].
+pub const POD_NOT_ALLOWED6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 1, 0, 0, 0, 0x99);
+/// The external IPv6 server.
+pub const SERVER6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x113, 0, 0, 0, 0, 0x20);
+
 /// A floating slot the gateway serves as one of its candidates.
 pub const FLOAT_SLOT: u32 = 0x0000_f10a;
 /// The floating egress IP of [`FLOAT_SLOT`].
@@ -79,10 +92,17 @@ pub fn extra_pod(i: u8) -> Ipv4Addr {
 pub fn gateway_entries() -> Vec<(&'static str, Vec<u8>, Vec<u8>)> {
     let mut v = Vec::new();
     for s in [
-        GatewaySlot { slot: SLOT, egress_ip: EGRESS_IP, egress_ifindex: EGRESS_IFINDEX, floating: false },
+        GatewaySlot {
+            slot: SLOT,
+            egress_ip: EGRESS_IP,
+            egress_ip6: EGRESS_IP6,
+            egress_ifindex: EGRESS_IFINDEX,
+            floating: false,
+        },
         GatewaySlot {
             slot: SLOT_NO_IP,
             egress_ip: Ipv4Addr::UNSPECIFIED,
+            egress_ip6: Ipv6Addr::UNSPECIFIED,
             egress_ifindex: EGRESS_IFINDEX,
             floating: false,
         },
@@ -90,21 +110,30 @@ pub fn gateway_entries() -> Vec<(&'static str, Vec<u8>, Vec<u8>)> {
         v.push((map::GW_SLOTS, s.key().to_vec(), s.value().to_vec()));
     }
     let mut allowed = vec![
-        AllowedSource { slot: SLOT, src: POD_A, from: SourceNode::Node(NODE_A) },
-        AllowedSource { slot: SLOT, src: POD_A2, from: SourceNode::Node(NODE_A) },
-        AllowedSource { slot: SLOT, src: POD_B, from: SourceNode::Node(NODE_B) },
-        AllowedSource { slot: SLOT, src: POD_ANY, from: SourceNode::AnyNode },
-        AllowedSource { slot: SLOT, src: POD_LOCAL, from: SourceNode::Local },
-        AllowedSource { slot: SLOT, src: POD_LOCAL2, from: SourceNode::Local },
-        AllowedSource { slot: SLOT_NO_IP, src: POD_A, from: SourceNode::Node(NODE_A) },
-        AllowedSource { slot: FLOAT_SLOT, src: POD_A, from: SourceNode::Node(NODE_A) },
-        AllowedSource { slot: FLOAT_SLOT, src: POD_B, from: SourceNode::Node(NODE_B) },
-        AllowedSource { slot: FLOAT_SLOT, src: POD_ANY, from: SourceNode::AnyNode },
-        AllowedSource { slot: FLOAT_SLOT, src: POD_LOCAL, from: SourceNode::Local },
-        AllowedSource { slot: FLOAT_SLOT, src: POD_ON_PEER, from: SourceNode::Node(PEER_GW) },
+        AllowedSource { slot: SLOT, src: POD_A.into(), from: SourceNode::Node(NODE_A) },
+        AllowedSource { slot: SLOT, src: POD_A2.into(), from: SourceNode::Node(NODE_A) },
+        AllowedSource { slot: SLOT, src: POD_B.into(), from: SourceNode::Node(NODE_B) },
+        AllowedSource { slot: SLOT, src: POD_ANY.into(), from: SourceNode::AnyNode },
+        AllowedSource { slot: SLOT, src: POD_LOCAL.into(), from: SourceNode::Local },
+        AllowedSource { slot: SLOT, src: POD_LOCAL2.into(), from: SourceNode::Local },
+        AllowedSource { slot: SLOT_NO_IP, src: POD_A.into(), from: SourceNode::Node(NODE_A) },
+        AllowedSource { slot: FLOAT_SLOT, src: POD_A.into(), from: SourceNode::Node(NODE_A) },
+        AllowedSource { slot: FLOAT_SLOT, src: POD_B.into(), from: SourceNode::Node(NODE_B) },
+        AllowedSource { slot: FLOAT_SLOT, src: POD_ANY.into(), from: SourceNode::AnyNode },
+        AllowedSource { slot: FLOAT_SLOT, src: POD_LOCAL.into(), from: SourceNode::Local },
+        AllowedSource { slot: FLOAT_SLOT, src: POD_ON_PEER.into(), from: SourceNode::Node(PEER_GW) },
+        AllowedSource { slot: SLOT, src: POD_A6.into(), from: SourceNode::Node(NODE_A) },
+        AllowedSource { slot: SLOT, src: POD_B6.into(), from: SourceNode::Node(NODE_B) },
+        AllowedSource { slot: SLOT, src: POD_LOCAL6.into(), from: SourceNode::Local },
+        AllowedSource { slot: SLOT_NO_IP, src: POD_A6.into(), from: SourceNode::Node(NODE_A) },
     ];
-    let floating =
-        GatewaySlot { slot: FLOAT_SLOT, egress_ip: FLOAT_IP, egress_ifindex: EGRESS_IFINDEX, floating: true };
+    let floating = GatewaySlot {
+        slot: FLOAT_SLOT,
+        egress_ip: FLOAT_IP,
+        egress_ip6: Ipv6Addr::UNSPECIFIED,
+        egress_ifindex: EGRESS_IFINDEX,
+        floating: true,
+    };
     v.push((map::GW_SLOTS, floating.key().to_vec(), floating.value().to_vec()));
     // peers: the other candidate of the floating slot, and (ignored: the slot
     // is not floating) one for the ordinary slot
@@ -112,24 +141,27 @@ pub fn gateway_entries() -> Vec<(&'static str, Vec<u8>, Vec<u8>)> {
         v.push((map::GW_PEERS, p.key().to_vec(), p.value().to_vec()));
     }
     for i in 1..=250 {
-        allowed.push(AllowedSource { slot: SLOT, src: extra_pod(i), from: SourceNode::Node(NODE_A) });
+        allowed.push(AllowedSource { slot: SLOT, src: extra_pod(i).into(), from: SourceNode::Node(NODE_A) });
     }
     for a in allowed {
-        v.push((map::GW_ALLOWED, a.key().to_vec(), a.value().to_vec()));
+        v.push((a.map(), a.key(), a.value().to_vec()));
     }
     for e in [
-        LocalEndpoint { pod: POD_LOCAL, ifindex: POD_LOCAL_IFINDEX },
-        LocalEndpoint { pod: POD_LOCAL2, ifindex: POD_LOCAL2_IFINDEX },
+        LocalEndpoint { pod: POD_LOCAL.into(), ifindex: POD_LOCAL_IFINDEX },
+        LocalEndpoint { pod: POD_LOCAL2.into(), ifindex: POD_LOCAL2_IFINDEX },
+        LocalEndpoint { pod: POD_LOCAL6.into(), ifindex: POD_LOCAL_IFINDEX },
     ] {
-        v.push((map::LOCAL_EPS, e.key().to_vec(), e.value().to_vec()));
+        v.push((e.map(), e.key(), e.value().to_vec()));
     }
     v
 }
 
 /// A source node's map entries: its own pods ([`POD_A`] on veth 21).
 pub fn source_node_entries() -> Vec<(&'static str, Vec<u8>, Vec<u8>)> {
-    let e = LocalEndpoint { pod: POD_A, ifindex: 21 };
-    vec![(map::LOCAL_EPS, e.key().to_vec(), e.value().to_vec())]
+    [LocalEndpoint { pod: POD_A.into(), ifindex: 21 }, LocalEndpoint { pod: POD_A6.into(), ifindex: 21 }]
+        .iter()
+        .map(|e| (e.map(), e.key(), e.value().to_vec()))
+        .collect()
 }
 
 /// The three programs, holes filled.
@@ -202,20 +234,14 @@ impl Gateway {
         stat_of(&self.maps, stat)
     }
 
-    /// The reverse NAT entry for `key`.
-    pub fn rnat(&self, key: &NatKey) -> Option<egret_bpf::templates::ReverseNat> {
-        self.maps
-            .lookup(map::RNAT_V4, &key.to_bytes())
-            .expect("lookup")
-            .and_then(|v| egret_bpf::templates::ReverseNat::from_bytes(&v))
+    /// The reverse NAT entry for `key` (either family).
+    pub fn rnat<A: GwAddr>(&self, key: &NatKey<A>) -> Option<ReverseNat<A>> {
+        self.maps.lookup(A::RNAT_MAP, &key.to_bytes()).expect("lookup").and_then(|v| ReverseNat::from_bytes(&v))
     }
 
-    /// The forward NAT entry for `key`.
-    pub fn fnat(&self, key: &NatKey) -> Option<egret_bpf::templates::ForwardNat> {
-        self.maps
-            .lookup(map::NAT_V4, &key.to_bytes())
-            .expect("lookup")
-            .and_then(|v| egret_bpf::templates::ForwardNat::from_bytes(&v))
+    /// The forward NAT entry for `key` (either family).
+    pub fn fnat<A: GwAddr>(&self, key: &NatKey<A>) -> Option<ForwardNat<A>> {
+        self.maps.lookup(A::NAT_MAP, &key.to_bytes()).expect("lookup").and_then(|v| ForwardNat::from_bytes(&v))
     }
 }
 
@@ -247,6 +273,10 @@ pub fn tunnel_key(slot: u32, remote: Ipv4Addr) -> TunnelKey {
 pub const TCP: u8 = 6;
 pub const UDP: u8 = 17;
 pub const ICMP: u8 = 1;
+pub const ICMPV6: u8 = 58;
+/// ICMPv6 echo request / reply types.
+pub const ICMP6_ECHO: u8 = 128;
+pub const ICMP6_ECHO_REPLY: u8 = 129;
 pub const FIN: u8 = 0x01;
 pub const SYN: u8 = 0x02;
 pub const RST: u8 = 0x04;
@@ -279,11 +309,13 @@ pub enum L4 {
     },
 }
 
-/// An IPv4 packet description.
+/// An IPv4 or IPv6 packet description (the family of `src`; `dst` must
+/// match). IPv6: `ttl` is the hop limit; `frag` and `options` must be empty
+/// (an IPv6 `options` is taken as extension headers' bytes, `frag` ignored).
 #[derive(Debug, Clone)]
 pub struct Pkt {
-    pub src: Ipv4Addr,
-    pub dst: Ipv4Addr,
+    pub src: IpAddr,
+    pub dst: IpAddr,
     pub ttl: u8,
     /// Flags + fragment offset (network order value).
     pub frag: u16,
@@ -293,16 +325,42 @@ pub struct Pkt {
 }
 
 impl Pkt {
-    pub fn tcp(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, flags: u8) -> Pkt {
-        Pkt { src, dst, ttl: 64, frag: 0x4000, options: Vec::new(), l4: L4::Tcp { sport, dport, flags } }
+    pub fn tcp(src: impl Into<IpAddr>, sport: u16, dst: impl Into<IpAddr>, dport: u16, flags: u8) -> Pkt {
+        let (src, dst) = (src.into(), dst.into());
+        let frag = if src.is_ipv4() { 0x4000 } else { 0 };
+        Pkt { src, dst, ttl: 64, frag, options: Vec::new(), l4: L4::Tcp { sport, dport, flags } }
     }
 
-    pub fn udp(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Pkt {
+    pub fn udp(src: impl Into<IpAddr>, sport: u16, dst: impl Into<IpAddr>, dport: u16) -> Pkt {
+        let (src, dst) = (src.into(), dst.into());
         Pkt { src, dst, ttl: 64, frag: 0, options: Vec::new(), l4: L4::Udp { sport, dport, csum: true } }
     }
 
-    pub fn icmp(src: Ipv4Addr, dst: Ipv4Addr, ty: u8, id: u16) -> Pkt {
+    /// ICMP (IPv4) or ICMPv6 (IPv6) of type `ty`.
+    pub fn icmp(src: impl Into<IpAddr>, dst: impl Into<IpAddr>, ty: u8, id: u16) -> Pkt {
+        let (src, dst) = (src.into(), dst.into());
         Pkt { src, dst, ttl: 64, frag: 0, options: Vec::new(), l4: L4::Icmp { ty, id, seq: 7 } }
+    }
+
+    /// The forward NAT key of this packet as sent (`A`: the packet's family;
+    /// panics on the other).
+    pub fn nat_key<A: GwAddr>(&self) -> NatKey<A> {
+        let (proto, sport, dport) = match self.l4 {
+            L4::Tcp { sport, dport, .. } => (TCP, sport, dport),
+            L4::Udp { sport, dport, .. } => (UDP, sport, dport),
+            L4::Icmp { id, .. } => (self.icmp_proto(), id, 0),
+            L4::Other { proto, .. } => (proto, 0, 0),
+        };
+        let addr = |a: IpAddr| match a {
+            IpAddr::V4(a) => A::from_octets(&a.octets()),
+            IpAddr::V6(a) => A::from_octets(&a.octets()),
+        };
+        let (Some(src), Some(dst)) = (addr(self.src), addr(self.dst)) else { panic!("not this family: {self:?}") };
+        NatKey { src, dst, sport, dport, proto }
+    }
+
+    fn icmp_proto(&self) -> u8 {
+        if self.src.is_ipv6() { ICMPV6 } else { ICMP }
     }
 
     pub fn ttl(mut self, ttl: u8) -> Pkt {
@@ -341,7 +399,7 @@ impl Pkt {
                 h.extend_from_slice(&id.to_be_bytes());
                 h.extend_from_slice(&seq.to_be_bytes());
                 h.extend_from_slice(payload);
-                (ICMP, h)
+                (self.icmp_proto(), h)
             }
             L4::Other { proto, payload } => (*proto, payload.clone()),
         };
@@ -358,12 +416,32 @@ impl Pkt {
                 }
                 l4[6..8].copy_from_slice(&c.to_be_bytes());
             }
+            L4::Icmp { .. } if self.src.is_ipv6() => {
+                let c = pseudo_checksum(self.src, self.dst, ICMPV6, &l4);
+                l4[2..4].copy_from_slice(&c.to_be_bytes());
+            }
             L4::Icmp { .. } => {
                 let c = inet_checksum(&l4);
                 l4[2..4].copy_from_slice(&c.to_be_bytes());
             }
             _ => {}
         }
+        if let (IpAddr::V6(src), IpAddr::V6(dst)) = (self.src, self.dst) {
+            // the options' bytes are extension headers: the first names the L4 protocol
+            let next = if self.options.is_empty() { proto } else { 0 };
+            let mut ip = vec![0x60, 0, 0, 0];
+            ip.extend_from_slice(&((self.options.len() + l4.len()) as u16).to_be_bytes());
+            ip.push(next);
+            ip.push(self.ttl);
+            ip.extend_from_slice(&src.octets());
+            ip.extend_from_slice(&dst.octets());
+            ip.extend_from_slice(&self.options);
+            let mut f = vec![0x02, 0, 0, 0, 0, 0x02, 0x02, 0, 0, 0, 0, 0x01, 0x86, 0xdd];
+            f.extend_from_slice(&ip);
+            f.extend_from_slice(&l4);
+            return f;
+        }
+        let (IpAddr::V4(src), IpAddr::V4(dst)) = (self.src, self.dst) else { panic!("mixed families") };
         let ihl = 20 + self.options.len();
         let total = ihl + l4.len();
         let mut ip = vec![0x40 | (ihl / 4) as u8, 0];
@@ -373,8 +451,8 @@ impl Pkt {
         ip.push(self.ttl);
         ip.push(proto);
         ip.extend_from_slice(&[0, 0]);
-        ip.extend_from_slice(&self.src.octets());
-        ip.extend_from_slice(&self.dst.octets());
+        ip.extend_from_slice(&src.octets());
+        ip.extend_from_slice(&dst.octets());
         ip.extend_from_slice(&self.options);
         let c = inet_checksum(&ip);
         ip[10..12].copy_from_slice(&c.to_be_bytes());
@@ -385,45 +463,79 @@ impl Pkt {
     }
 }
 
-/// The checksum field value for `segment` (its checksum field zero) under the
-/// IPv4 pseudo-header.
-pub fn pseudo_checksum(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, segment: &[u8]) -> u16 {
+/// The IPv4 or IPv6 pseudo-header followed by `segment`.
+fn pseudo(src: IpAddr, dst: IpAddr, proto: u8, segment: &[u8]) -> Vec<u8> {
     let mut buf = Vec::new();
-    buf.extend_from_slice(&src.octets());
-    buf.extend_from_slice(&dst.octets());
-    buf.push(0);
-    buf.push(proto);
-    buf.extend_from_slice(&(segment.len() as u16).to_be_bytes());
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            buf.extend_from_slice(&s.octets());
+            buf.extend_from_slice(&d.octets());
+            buf.push(0);
+            buf.push(proto);
+            buf.extend_from_slice(&(segment.len() as u16).to_be_bytes());
+        }
+        _ => {
+            for a in [src, dst] {
+                match a {
+                    IpAddr::V6(a) => buf.extend_from_slice(&a.octets()),
+                    IpAddr::V4(a) => buf.extend_from_slice(&a.to_ipv6_mapped().octets()),
+                }
+            }
+            buf.extend_from_slice(&(segment.len() as u32).to_be_bytes());
+            buf.extend_from_slice(&[0, 0, 0, proto]);
+        }
+    }
     buf.extend_from_slice(segment);
-    inet_checksum(&buf)
+    buf
+}
+
+/// The checksum field value for `segment` (its checksum field zero) under the
+/// IPv4 or IPv6 pseudo-header.
+pub fn pseudo_checksum(src: impl Into<IpAddr>, dst: impl Into<IpAddr>, proto: u8, segment: &[u8]) -> u16 {
+    inet_checksum(&pseudo(src.into(), dst.into(), proto, segment))
 }
 
 /// What a frame says, parsed from scratch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Parsed {
-    pub src: Ipv4Addr,
-    pub dst: Ipv4Addr,
+    pub src: IpAddr,
+    pub dst: IpAddr,
     pub ttl: u8,
     pub proto: u8,
     /// TCP/UDP source port, ICMP identifier.
     pub sport: u16,
     /// TCP/UDP destination port, ICMP 0.
     pub dport: u16,
-    /// The IPv4 header checksum verifies.
+    /// The IPv4 header checksum verifies (IPv6: always, it has none).
     pub ip_csum_ok: bool,
     /// The L4 checksum verifies (`None`: UDP without checksum).
     pub l4_csum_ok: Option<bool>,
 }
 
-/// Parses an Ethernet + IPv4 + TCP/UDP/ICMP frame and recomputes both checksums.
+/// Parses an Ethernet + IPv4/IPv6 + TCP/UDP/ICMP/ICMPv6 frame and recomputes
+/// the checksums.
 pub fn parse(f: &[u8]) -> Parsed {
+    if f[12..14] == [0x86, 0xdd] {
+        let len = usize::from(u16::from_be_bytes([f[18], f[19]]));
+        let l4 = &f[54..54 + len];
+        let addr = |o: usize| IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(&f[o..o + 16]).expect("16")));
+        let (src, dst, proto) = (addr(22), addr(38), f[20]);
+        let port = |o: usize| u16::from_be_bytes([l4[o], l4[o + 1]]);
+        let ok = |p| Some(inet_checksum(&pseudo(src, dst, p, l4)) == 0);
+        let (sport, dport, l4_csum_ok) = match proto {
+            TCP | UDP => (port(0), port(2), ok(proto)),
+            ICMPV6 => (port(4), 0, ok(ICMPV6)),
+            _ => (0, 0, None),
+        };
+        return Parsed { src, dst, ttl: f[21], proto, sport, dport, ip_csum_ok: true, l4_csum_ok };
+    }
     assert_eq!(&f[12..14], &[0x08, 0x00], "IPv4 frame");
     let ihl = usize::from(f[14] & 0x0f) * 4;
     let ip = &f[14..14 + ihl];
     let total = usize::from(u16::from_be_bytes([f[16], f[17]]));
     let l4 = &f[14 + ihl..14 + total];
-    let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
-    let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
+    let src = IpAddr::V4(Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]));
+    let dst = IpAddr::V4(Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]));
     let proto = ip[9];
     let port = |o: usize| u16::from_be_bytes([l4[o], l4[o + 1]]);
     let (sport, dport, l4_csum_ok) = match proto {
@@ -436,16 +548,9 @@ pub fn parse(f: &[u8]) -> Parsed {
     Parsed { src, dst, ttl: ip[8], proto, sport, dport, ip_csum_ok: inet_checksum(ip) == 0, l4_csum_ok }
 }
 
-fn pseudo_sum_ok(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, segment: &[u8]) -> bool {
+fn pseudo_sum_ok(src: IpAddr, dst: IpAddr, proto: u8, segment: &[u8]) -> bool {
     // the sum over pseudo-header + segment (checksum included) folds to 0xffff
-    let mut buf = Vec::new();
-    buf.extend_from_slice(&src.octets());
-    buf.extend_from_slice(&dst.octets());
-    buf.push(0);
-    buf.push(proto);
-    buf.extend_from_slice(&(segment.len() as u16).to_be_bytes());
-    buf.extend_from_slice(segment);
-    inet_checksum(&buf) == 0
+    inet_checksum(&pseudo(src, dst, proto, segment)) == 0
 }
 
 /// An ARP request (not IPv4), 60 bytes.

@@ -5,7 +5,7 @@
 
 use egret_testkit::gateway as gateway_common;
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use egret_bpf::interp::{Redirect, RedirectKind, RunInput, RunOutcome};
 use egret_bpf::templates::{
@@ -15,16 +15,15 @@ use egret_bpf::templates::{
 use gateway_common::*;
 
 fn key_of(p: &Pkt) -> NatKey {
-    let (proto, sport, dport) = match p.l4 {
-        L4::Tcp { sport, dport, .. } => (TCP, sport, dport),
-        L4::Udp { sport, dport, .. } => (UDP, sport, dport),
-        L4::Icmp { id, .. } => (ICMP, id, 0),
-        L4::Other { proto, .. } => (proto, 0, 0),
-    };
-    NatKey { src: p.src, dst: p.dst, sport, dport, proto }
+    p.nat_key()
 }
 
 fn assert_snat(out: &RunOutcome, sent: &Pkt, want_port: u16) -> Parsed {
+    assert_snat_to(out, sent, want_port, EGRESS_IP.into())
+}
+
+/// `sent` left translated to `egress` (either family) with `want_port`.
+fn assert_snat_to(out: &RunOutcome, sent: &Pkt, want_port: u16, egress: IpAddr) -> Parsed {
     assert_eq!(out.r0, REDIRECT, "redirected");
     assert_eq!(
         out.effects.redirect,
@@ -33,7 +32,7 @@ fn assert_snat(out: &RunOutcome, sent: &Pkt, want_port: u16) -> Parsed {
     );
     let got = parse(&out.packet);
     let before = parse(&sent.frame());
-    assert_eq!(got.src, EGRESS_IP);
+    assert_eq!(got.src, egress);
     assert_eq!(got.dst, before.dst);
     assert_eq!(got.sport, want_port);
     assert!((NAT_PORT_MIN..=65535).contains(&got.sport));
@@ -50,7 +49,8 @@ fn reply_to(got: &Parsed, l4: L4) -> Pkt {
     Pkt { src: got.dst, dst: got.src, ttl: 50, frag: 0, options: Vec::new(), l4 }
 }
 
-fn assert_tunnelled_back(out: &RunOutcome, reply: &Pkt, pod: Ipv4Addr, pod_port: u16, node: Ipv4Addr) {
+fn assert_tunnelled_back(out: &RunOutcome, reply: &Pkt, pod: impl Into<IpAddr>, pod_port: u16, node: Ipv4Addr) {
+    let pod = pod.into();
     assert_eq!(out.r0, REDIRECT);
     assert_eq!(
         out.effects.redirect,
@@ -66,7 +66,7 @@ fn assert_tunnelled_back(out: &RunOutcome, reply: &Pkt, pod: Ipv4Addr, pod_port:
     let before = parse(&reply.frame());
     assert_eq!(got.src, before.src);
     assert_eq!(got.dst, pod);
-    if got.proto == ICMP {
+    if got.proto == ICMP || got.proto == ICMPV6 {
         assert_eq!(got.sport, pod_port, "identifier restored");
     } else {
         assert_eq!((got.sport, got.dport), (before.sport, pod_port));
@@ -287,8 +287,8 @@ fn an_idle_expired_udp_mapping_is_reused_and_its_old_flow_moves_on() {
     assert_ne!(a_port, c[0]);
     // and a reply to c[0] reaches b, not a
     let answer = Pkt {
-        src: SERVER,
-        dst: EGRESS_IP,
+        src: SERVER.into(),
+        dst: EGRESS_IP.into(),
         ttl: 50,
         frag: 0,
         options: Vec::new(),
@@ -306,8 +306,8 @@ fn tcp_timeouts_follow_the_connection_state() {
     let port = parse(&gw.tunnel_in(&syn.frame(), SLOT, NODE_A).packet).sport;
     let rkey = NatKey { src: EGRESS_IP, dst: SERVER, sport: port, dport: 443, proto: TCP };
     let synack = Pkt {
-        src: SERVER,
-        dst: EGRESS_IP,
+        src: SERVER.into(),
+        dst: EGRESS_IP.into(),
         ttl: 50,
         frag: 0,
         options: Vec::new(),
@@ -354,8 +354,8 @@ fn a_bare_syn_restarts_an_established_mapping() {
     let port = parse(&gw.tunnel_in(&syn.frame(), SLOT, NODE_A).packet).sport;
     let rkey = NatKey { src: EGRESS_IP, dst: SERVER, sport: port, dport: 443, proto: TCP };
     let synack = Pkt {
-        src: SERVER,
-        dst: EGRESS_IP,
+        src: SERVER.into(),
+        dst: EGRESS_IP.into(),
         ttl: 50,
         frag: 0,
         options: Vec::new(),
@@ -374,13 +374,14 @@ fn unrelated_traffic_on_the_egress_interface_passes_untouched() {
     // one live mapping, so that near misses are near
     let syn = Pkt::tcp(POD_A, 40000, SERVER, 443, SYN);
     let port = parse(&gw.tunnel_in(&syn.frame(), SLOT, NODE_A).packet).sport;
-    let to_gw = |l4: L4| Pkt { src: SERVER, dst: EGRESS_IP, ttl: 50, frag: 0, options: Vec::new(), l4 };
+    let to_gw = |l4: L4| Pkt { src: SERVER.into(), dst: EGRESS_IP.into(), ttl: 50, frag: 0, options: Vec::new(), l4 };
     let mut frames = vec![
         arp_frame(),
         to_gw(L4::Tcp { sport: 443, dport: 22, flags: SYN }).frame(), // ssh to the host
         to_gw(L4::Tcp { sport: 444, dport: port, flags: ACK }).frame(), // other remote port
         to_gw(L4::Udp { sport: 443, dport: port, csum: true }).frame(), // other protocol
-        Pkt { src: Ipv4Addr::new(203, 0, 113, 21), ..to_gw(L4::Tcp { sport: 443, dport: port, flags: ACK }) }.frame(),
+        Pkt { src: Ipv4Addr::new(203, 0, 113, 21).into(), ..to_gw(L4::Tcp { sport: 443, dport: port, flags: ACK }) }
+            .frame(),
         to_gw(L4::Icmp { ty: 8, id: port, seq: 1 }).frame(), // a ping to the host
         to_gw(L4::Icmp { ty: 3, id: 0, seq: 0 }).frame(),    // an ICMP error
         to_gw(L4::Other { proto: 47, payload: vec![0; 24] }).frame(), // GRE
@@ -428,7 +429,7 @@ fn local_pods_egress_and_get_replies_on_their_veth() {
     );
     assert!(out.effects.tunnel_key.is_none());
     let back = parse(&out.packet);
-    assert_eq!((back.dst, back.dport, back.ttl), (POD_LOCAL, 40000, 49));
+    assert_eq!((back.dst, back.dport, back.ttl), (IpAddr::from(POD_LOCAL), 40000, 49));
     assert!(back.ip_csum_ok && back.l4_csum_ok == Some(true));
     assert_eq!(gw.stat(Stat::ReplyLocal).0, 1);
     assert_eq!(gw.rnat(&rkey).map(|r| r.flags), Some(RV_F_LOCAL | RV_F_SEEN_REPLY));
@@ -447,8 +448,8 @@ fn a_source_node_delivers_tunnelled_replies_to_its_pod() {
         maps.update(m, &k, &v, 0).expect("fill");
     }
     let reply = Pkt {
-        src: SERVER,
-        dst: POD_A,
+        src: SERVER.into(),
+        dst: POD_A.into(),
         ttl: 49,
         frag: 0,
         options: Vec::new(),
@@ -465,7 +466,7 @@ fn a_source_node_delivers_tunnelled_replies_to_its_pod() {
     assert_eq!(out.packet, reply.frame(), "delivered as is");
     assert_eq!(stat_of(&maps, Stat::ReplyDelivered), (1, reply.frame().len() as u64));
     // a packet for no local pod is egress, and this node serves no slot
-    let other = Pkt { dst: POD_B, ..reply.clone() };
+    let other = Pkt { dst: POD_B.into(), ..reply.clone() };
     let mut input = RunInput::for_frame(&other.frame());
     input.tunnel = Some(tunnel_key(SLOT, Ipv4Addr::new(192, 0, 2, 1)));
     let out = egret_bpf::interp::run(&programs[&Template::TunnelIn], &mut maps, &input).expect("runs");
@@ -477,7 +478,7 @@ fn a_source_node_delivers_tunnelled_replies_to_its_pod() {
 fn the_egress_path_fails_closed() {
     let mut gw = Gateway::new();
     let cases: Vec<(Vec<u8>, Stat)> = vec![
-        (arp_frame(), Stat::NotIpv4),
+        (arp_frame(), Stat::NotIp),
         (
             Pkt { l4: L4::Other { proto: 47, payload: vec![0; 24] }, ..Pkt::udp(POD_A, 1, SERVER, 53) }.frame(),
             Stat::UnsupportedProto,
@@ -564,6 +565,7 @@ fn a_new_egress_ip_for_the_slot_makes_a_new_mapping() {
     let s = egret_bpf::templates::GatewaySlot {
         slot: SLOT,
         egress_ip: new_ip,
+        egress_ip6: EGRESS_IP6,
         egress_ifindex: EGRESS_IFINDEX,
         floating: false,
     };
@@ -684,16 +686,20 @@ fn non_probe_traffic_on_the_tunnel_is_unchanged_by_the_probe_path() {
     let syn = Pkt::tcp(POD_A, 40000, SERVER, 443, SYN);
     let port = nat_port_candidates(&key_of(&syn))[0];
     assert_snat(&gw.tunnel_in(&syn.frame(), SLOT, NODE_A), &syn, port);
-    // a short non-IPv4 frame is still malformed, a full one not-ipv4
+    // neither IPv4 nor IPv6: not-ip, whatever its length; a truncated IPv4 or
+    // IPv6 header: malformed
     assert_eq!(gw.tunnel_in(&arp_frame()[..20], SLOT, NODE_A).r0, SHOT);
-    assert_eq!(gw.stat(Stat::Malformed).0, 1);
     assert_eq!(gw.tunnel_in(&arp_frame(), SLOT, NODE_A).r0, SHOT);
-    assert_eq!(gw.stat(Stat::NotIpv4).0, 1);
+    assert_eq!(gw.stat(Stat::NotIp).0, 2);
+    assert_eq!(gw.tunnel_in(&syn.frame()[..30], SLOT, NODE_A).r0, SHOT);
+    let syn6 = Pkt::tcp(POD_A6, 40000, SERVER6, 443, SYN);
+    assert_eq!(gw.tunnel_in(&syn6.frame()[..50], SLOT, NODE_A).r0, SHOT);
+    assert_eq!(gw.stat(Stat::Malformed).0, 2);
     // the probe ethertype with VNI 0 but an IPv4-looking payload is still a (bad) probe
     let mut f = Pkt::udp(POD_A, 1, SERVER, 53).frame();
     f[12..14].copy_from_slice(&probe::ETHERTYPE.to_be_bytes());
     assert_eq!(gw.tunnel_in(&f, probe::VNI, NODE_A).r0, SHOT);
-    assert_eq!(gw.stat(Stat::Malformed).0, 2);
+    assert_eq!(gw.stat(Stat::Malformed).0, 3);
     assert_eq!(gw.stat(Stat::ProbeAnswered).0 + gw.stat(Stat::ProbeReply).0, 0);
     assert_eq!(gw.stat(Stat::Snat).0, 1);
 }
@@ -733,7 +739,7 @@ fn the_owner_of_a_floating_slot_snats_like_any_gateway() {
     let out = gw.tunnel_in(&syn.frame(), FLOAT_SLOT, NODE_A);
     assert_eq!(out.r0, REDIRECT);
     let got = parse(&out.packet);
-    assert_eq!((got.src, got.ttl, got.ip_csum_ok, got.l4_csum_ok), (FLOAT_IP, 63, true, Some(true)));
+    assert_eq!((got.src, got.ttl, got.ip_csum_ok, got.l4_csum_ok), (IpAddr::from(FLOAT_IP), 63, true, Some(true)));
     let rkey = NatKey { src: FLOAT_IP, dst: SERVER, sport: got.sport, dport: 443, proto: TCP };
     let state = gw.rnat(&rkey).expect("reverse entry");
     assert_eq!((state.node, state.slot), (NODE_A, FLOAT_SLOT));
@@ -743,7 +749,7 @@ fn the_owner_of_a_floating_slot_snats_like_any_gateway() {
     assert_eq!((key.key.tunnel_id, key.key.remote), (FLOAT_SLOT, IpAddr::V4(NODE_A)));
     // a local pod too
     let out = gw.local(&Pkt::udp(POD_LOCAL, 5353, SERVER, 53).frame(), FLOAT_SLOT);
-    assert_eq!((out.r0, parse(&out.packet).src), (REDIRECT, FLOAT_IP));
+    assert_eq!((out.r0, parse(&out.packet).src), (REDIRECT, IpAddr::from(FLOAT_IP)));
     assert_eq!(gw.stat(Stat::Snat).0, 2);
     assert_eq!(gw.stat(Stat::Forwarded).0 + gw.stat(Stat::NoOwner).0, 0);
 }
@@ -777,7 +783,7 @@ fn a_floating_slot_owned_elsewhere_is_forwarded_to_the_owner() {
     // the owner moves here: the same flow is translated
     set_owner(&mut gw, None);
     let out = gw.tunnel_in(&Pkt::tcp(POD_A, 40000, SERVER, 443, SYN).frame(), FLOAT_SLOT, NODE_A);
-    assert_eq!((out.r0, parse(&out.packet).src), (REDIRECT, FLOAT_IP));
+    assert_eq!((out.r0, parse(&out.packet).src), (REDIRECT, IpAddr::from(FLOAT_IP)));
 }
 
 #[test]
@@ -900,4 +906,185 @@ fn ordinary_slots_ignore_the_owner_map() {
     let rkey = NatKey { src: EGRESS_IP, dst: SERVER, sport: got.sport, dport: 53, proto: UDP };
     assert_eq!(gw.rnat(&rkey).map(|r| r.node), Some(NODE_B));
     assert_eq!(gw.stat(Stat::Forwarded).0 + gw.stat(Stat::NoOwner).0, 0);
+}
+
+// ----- IPv6 -------------------------------------------------------------------------
+// The same SNAT path and reply path, expanded for IPv6 (snat.s, gw_reply.s):
+// egress IPv6 from the slot, keys and state in egret_nat_v6 / egret_rnat_v6,
+// checksums over the IPv6 pseudo-header (ICMPv6 too), the hop limit decremented.
+
+fn key6(p: &Pkt) -> NatKey<Ipv6Addr> {
+    p.nat_key()
+}
+
+#[test]
+fn ipv6_tcp_udp_and_icmpv6_echo_are_snatted_and_tunnelled_back() {
+    let mut gw = Gateway::new();
+    let flows = [
+        (Pkt::tcp(POD_A6, 40000, SERVER6, 443, SYN), L4::Tcp { sport: 443, dport: 0, flags: SYN | ACK }, 40000),
+        (Pkt::udp(POD_A6, 5353, SERVER6, 53), L4::Udp { sport: 53, dport: 0, csum: true }, 5353),
+        (Pkt::icmp(POD_A6, SERVER6, ICMP6_ECHO, 0x4242), L4::Icmp { ty: ICMP6_ECHO_REPLY, id: 0, seq: 7 }, 0x4242),
+    ];
+    for (i, (sent, answer, pod_port)) in flows.into_iter().enumerate() {
+        let port = nat_port_candidates(&key6(&sent))[0];
+        let out = gw.tunnel_in(&sent.frame(), SLOT, NODE_A);
+        let got = assert_snat_to(&out, &sent, port, EGRESS_IP6.into());
+        assert_eq!(gw.stat(Stat::Snat).0, i as u64 + 1);
+        let k = key6(&sent);
+        let rkey = NatKey { src: EGRESS_IP6, dst: SERVER6, sport: port, dport: k.dport, proto: k.proto };
+        let state = gw.rnat(&rkey).expect("reverse entry in egret_rnat_v6");
+        assert_eq!((state.orig_src, state.orig_sport, state.node, state.slot), (POD_A6, pod_port, NODE_A, SLOT));
+        let fwd = gw.fnat(&k).expect("forward entry in egret_nat_v6");
+        assert_eq!((fwd.egress_ip, fwd.nat_port, fwd.slot), (EGRESS_IP6, port, SLOT));
+        // nothing of it in the IPv4 tables
+        assert!(gw.maps.keys(egret_bpf::templates::map::NAT_V4).expect("keys").is_empty());
+        let answer = match answer {
+            L4::Tcp { sport, flags, .. } => L4::Tcp { sport, dport: port, flags },
+            L4::Udp { sport, csum, .. } => L4::Udp { sport, dport: port, csum },
+            L4::Icmp { ty, seq, .. } => L4::Icmp { ty, id: port, seq },
+            other => other,
+        };
+        let reply = reply_to(&got, answer);
+        let out = gw.reply(&reply.frame());
+        assert_tunnelled_back(&out, &reply, POD_A6, pod_port, NODE_A);
+        assert_eq!(gw.rnat(&rkey).map(|r| r.flags & RV_F_SEEN_REPLY), Some(RV_F_SEEN_REPLY));
+    }
+    assert_eq!(gw.stat(Stat::ReplyTunnelled).0, 3);
+    assert_eq!(gw.stat(Stat::NatCreated).0, 3);
+}
+
+#[test]
+fn ipv6_local_pods_egress_and_get_replies_on_their_veth() {
+    let mut gw = Gateway::new();
+    let syn = Pkt::tcp(POD_LOCAL6, 40000, SERVER6, 443, SYN);
+    let port = nat_port_candidates(&key6(&syn))[0];
+    let got = assert_snat_to(&gw.local(&syn.frame(), SLOT), &syn, port, EGRESS_IP6.into());
+    let synack = reply_to(&got, L4::Tcp { sport: 443, dport: port, flags: SYN | ACK });
+    let out = gw.reply(&synack.frame());
+    assert_eq!(
+        out.effects.redirect,
+        Some(Redirect {
+            ifindex: POD_LOCAL_IFINDEX,
+            flags: 0,
+            kind: RedirectKind::Neigh { nexthop: Some(IpAddr::V6(POD_LOCAL6)) }
+        }),
+        "to the pod's veth, the pod (AF_INET6) as next hop"
+    );
+    let back = parse(&out.packet);
+    assert_eq!((back.dst, back.dport, back.ttl, back.l4_csum_ok), (IpAddr::from(POD_LOCAL6), 40000, 49, Some(true)));
+    assert_eq!(gw.stat(Stat::ReplyLocal).0, 1);
+    // a remote pod's IPv6 from a local veth is spoofed; so is another slot
+    assert_eq!(gw.local(&Pkt::tcp(POD_A6, 1, SERVER6, 443, SYN).frame(), SLOT).r0, SHOT);
+    assert_eq!(gw.stat(Stat::SpoofedSource).0, 1);
+}
+
+#[test]
+fn a_source_node_delivers_tunnelled_ipv6_replies_to_its_pod() {
+    let programs = programs();
+    let mut maps = egret_bpf::interp::MapStore::new(&egret_bpf::templates::maps());
+    for (m, k, v) in source_node_entries() {
+        maps.update(m, &k, &v, 0).expect("fill");
+    }
+    let reply = Pkt::tcp(SERVER6, 443, POD_A6, 40000, SYN | ACK);
+    let mut input = RunInput::for_frame(&reply.frame());
+    input.tunnel = Some(tunnel_key(SLOT, Ipv4Addr::new(192, 0, 2, 1)));
+    let out = egret_bpf::interp::run(&programs[&Template::TunnelIn], &mut maps, &input).expect("runs");
+    assert_eq!(
+        out.effects.redirect,
+        Some(Redirect { ifindex: 21, flags: 0, kind: RedirectKind::Neigh { nexthop: Some(IpAddr::V6(POD_A6)) } })
+    );
+    assert_eq!(out.packet, reply.frame(), "delivered as is");
+    assert_eq!(stat_of(&maps, Stat::ReplyDelivered).0, 1);
+}
+
+#[test]
+fn ipv6_drops_by_reason_and_fails_closed() {
+    let mut gw = Gateway::new();
+    let udp = Pkt::udp(POD_A6, 1, SERVER6, 53);
+    let with_ext = |next: u8| {
+        // one 8-byte extension header (hop-by-hop layout) naming UDP after it
+        let mut p = udp.clone();
+        p.options = vec![17, 0, 0, 0, 0, 0, 0, 0];
+        let mut f = p.frame();
+        f[20] = next;
+        f
+    };
+    let cases: Vec<(&str, Vec<u8>, u32, Ipv4Addr, Stat)> = vec![
+        ("not allowed", Pkt::udp(POD_NOT_ALLOWED6, 1, SERVER6, 53).frame(), SLOT, NODE_A, Stat::SpoofedSource),
+        ("another node's pod", udp.frame(), SLOT, NODE_B, Stat::SpoofedSource),
+        ("slot without an IPv6 egress IP", udp.frame(), SLOT_NO_IP, NODE_A, Stat::NoEgressIp),
+        ("floating slot (IPv4 only)", udp.frame(), FLOAT_SLOT, NODE_A, Stat::NoEgressIp),
+        ("unknown slot", udp.frame(), SLOT_UNKNOWN, NODE_A, Stat::NoEgressIp),
+        ("hop-by-hop header", with_ext(0), SLOT, NODE_A, Stat::UnsupportedProto),
+        ("fragment header", with_ext(44), SLOT, NODE_A, Stat::Fragment),
+        (
+            "ICMPv6 other than echo request",
+            Pkt::icmp(POD_A6, SERVER6, 2, 0).frame(),
+            SLOT,
+            NODE_A,
+            Stat::UnsupportedProto,
+        ),
+        ("hop limit 1", udp.clone().ttl(1).frame(), SLOT, NODE_A, Stat::TtlExceeded),
+        ("truncated L4", udp.frame()[..58].to_vec(), SLOT, NODE_A, Stat::Malformed),
+        (
+            "version 4 in an IPv6 frame",
+            {
+                let mut f = udp.frame();
+                f[14] = 0x40;
+                f
+            },
+            SLOT,
+            NODE_A,
+            Stat::Malformed,
+        ),
+    ];
+    for (what, f, slot, node, reason) in &cases {
+        let before = gw.stat(*reason).0;
+        let out = gw.tunnel_in(f, *slot, *node);
+        assert_eq!(out.r0, SHOT, "{what}");
+        assert_eq!(&out.packet, f, "{what}: untouched");
+        assert_eq!(gw.stat(*reason).0, before + 1, "{what}: counted {}", reason.name());
+    }
+    assert_eq!(gw.stat(Stat::Snat).0, 0);
+    // replies that match nothing, fragments and other ICMPv6 pass untouched
+    for f in [
+        Pkt::tcp(SERVER6, 443, EGRESS_IP6, 61000, ACK).frame(),
+        Pkt::icmp(SERVER6, EGRESS_IP6, 135, 0).frame(), // neighbour solicitation
+        {
+            let mut p = Pkt::udp(SERVER6, 53, EGRESS_IP6, 61000);
+            p.options = vec![17, 0, 0, 0, 0, 0, 0, 0];
+            let mut f = p.frame();
+            f[20] = 44;
+            f
+        },
+    ] {
+        let out = gw.reply(&f);
+        assert_eq!((out.r0, &out.packet), (UNSPEC, &f));
+    }
+}
+
+#[test]
+fn a_thousand_ipv6_connections_get_distinct_ports() {
+    let mut gw = Gateway::new();
+    let mut ports = std::collections::BTreeSet::new();
+    for i in 0..1000u16 {
+        let syn = Pkt::tcp(POD_A6, 20000 + i, SERVER6, 443, SYN);
+        let out = gw.tunnel_in(&syn.frame(), SLOT, NODE_A);
+        assert_eq!(out.r0, REDIRECT, "connection {i}");
+        ports.insert(parse(&out.packet).sport);
+    }
+    assert_eq!(ports.len(), 1000, "every connection its own port");
+    assert_eq!(gw.stat(Stat::NatCreated).0, 1000);
+    assert_eq!(gw.maps.keys(egret_bpf::templates::map::RNAT_V6).expect("keys").len(), 1000);
+}
+
+#[test]
+fn the_ipv6_flow_hash_is_the_one_rust_computes() {
+    // the bucket the program probes first is `nat_port_candidates`' first
+    let mut gw = Gateway::new();
+    for i in 0..50u16 {
+        let q = Pkt::udp(POD_B6, 1000 + i * 7, SERVER6, 53 + i);
+        let out = gw.tunnel_in(&q.frame(), SLOT, NODE_B);
+        assert_eq!(parse(&out.packet).sport, nat_port_candidates(&key6(&q))[0]);
+    }
 }

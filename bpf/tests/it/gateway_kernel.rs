@@ -31,6 +31,7 @@
 use egret_testkit::gateway as gateway_common;
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -102,7 +103,11 @@ fn put<const K: usize, const V: usize>(bpf: &mut aya::Ebpf, name: &str, key: &[u
 fn kernel_update(bpf: &mut aya::Ebpf, name: &str, key: &[u8], value: &[u8]) {
     match (key.len(), value.len()) {
         (4, 8) => put::<4, 8>(bpf, name, key, value),
-        (4, 12) => put::<4, 12>(bpf, name, key, value),
+        (4, 28) => put::<4, 28>(bpf, name, key, value),
+        (16, 8) => put::<16, 8>(bpf, name, key, value),
+        (20, 8) => put::<20, 8>(bpf, name, key, value),
+        (40, 40) => put::<40, 40>(bpf, name, key, value),
+        (40, 48) => put::<40, 48>(bpf, name, key, value),
         (8, 8) => put::<8, 8>(bpf, name, key, value),
         (8, 4) => put::<8, 4>(bpf, name, key, value),
         (16, 32) => put::<16, 32>(bpf, name, key, value),
@@ -228,37 +233,44 @@ impl Bench {
                 })
                 .collect()
         };
-        let strip_fwd = |v: &Vec<u8>| v[..16].to_vec();
-        let strip_rev = |v: &Vec<u8>| v[..16].to_vec();
-        let k_fwd = kernel_entries::<16, 32>(&self.bpf, map::NAT_V4);
-        let i_fwd = ours(map::NAT_V4);
-        assert_eq!(
-            k_fwd.iter().map(|(k, v)| (k.clone(), strip_fwd(v))).collect::<Vec<_>>(),
-            i_fwd.iter().map(|(k, v)| (k.clone(), strip_fwd(v))).collect::<Vec<_>>(),
-            "egret_nat_v4"
-        );
-        let k_rev = kernel_entries::<16, 32>(&self.bpf, map::RNAT_V4);
-        let i_rev = ours(map::RNAT_V4);
-        assert_eq!(
-            k_rev.iter().map(|(k, v)| (k.clone(), strip_rev(v))).collect::<Vec<_>>(),
-            i_rev.iter().map(|(k, v)| (k.clone(), strip_rev(v))).collect::<Vec<_>>(),
-            "egret_rnat_v4"
-        );
-        assert!(!k_rev.is_empty(), "the sequence created mappings");
+        // the kernel's and the interpreter's clocks differ: compare without the
+        // times (the fields both families share)
+        use egret_bpf::layout::{forward_nat, reverse_nat};
+        let without_times = |forward: bool, v: &[u8]| {
+            let mut v = v.to_vec();
+            let times = if forward {
+                [forward_nat::CREATED, forward_nat::LAST_SEEN]
+            } else {
+                [reverse_nat::LAST_SEEN, reverse_nat::EXPIRES]
+            };
+            for f in times {
+                f.put(&mut v, 0);
+            }
+            v
+        };
+        let tables = [
+            (map::NAT_V4, true, kernel_entries::<16, 32>(&self.bpf, map::NAT_V4)),
+            (map::RNAT_V4, false, kernel_entries::<16, 32>(&self.bpf, map::RNAT_V4)),
+            (map::NAT_V6, true, kernel_entries::<40, 40>(&self.bpf, map::NAT_V6)),
+            (map::RNAT_V6, false, kernel_entries::<40, 48>(&self.bpf, map::RNAT_V6)),
+        ];
+        for (name, forward, kernel) in &tables {
+            let strip = |m: &BTreeMap<Vec<u8>, Vec<u8>>| {
+                m.iter().map(|(k, v)| (k.clone(), without_times(*forward, v))).collect::<Vec<_>>()
+            };
+            assert_eq!(strip(kernel), strip(&ours(name)), "{name}");
+        }
+        let mappings: usize = tables.iter().map(|(_, _, k)| k.len()).sum();
+        assert!(mappings > 0, "the sequence created mappings");
     }
 }
 
 fn key_of(p: &Pkt) -> NatKey {
-    match p.l4 {
-        L4::Tcp { sport, dport, .. } => NatKey { src: p.src, dst: p.dst, sport, dport, proto: TCP },
-        L4::Udp { sport, dport, .. } => NatKey { src: p.src, dst: p.dst, sport, dport, proto: UDP },
-        L4::Icmp { id, .. } => NatKey { src: p.src, dst: p.dst, sport: id, dport: 0, proto: ICMP },
-        L4::Other { proto, .. } => NatKey { src: p.src, dst: p.dst, sport: 0, dport: 0, proto },
-    }
+    p.nat_key()
 }
 
 fn from_server(dst_port: u16, l4: impl Fn(u16) -> L4) -> Pkt {
-    Pkt { src: SERVER, dst: EGRESS_IP, ttl: 50, frag: 0, options: Vec::new(), l4: l4(dst_port) }
+    Pkt { src: SERVER.into(), dst: EGRESS_IP.into(), ttl: 50, frag: 0, options: Vec::new(), l4: l4(dst_port) }
 }
 
 #[test]
@@ -296,7 +308,10 @@ fn test_run_agrees_with_the_interpreter_through_a_session() {
     let (r0, back) = b.step(&Via::Reply, &tcp_back(SYN | ACK).frame());
     assert_eq!(u64::from(r0), REDIRECT);
     let back = parse(&back);
-    assert_eq!((back.dst, back.dport, back.ip_csum_ok, back.l4_csum_ok), (POD_A, 40000, true, Some(true)));
+    assert_eq!(
+        (back.dst, back.dport, back.ip_csum_ok, back.l4_csum_ok),
+        (IpAddr::from(POD_A), 40000, true, Some(true))
+    );
     b.step(&tun_a, &Pkt::tcp(POD_A, 40000, SERVER, 443, ACK | PSH).frame());
     b.step(&Via::Reply, &tcp_back(ACK).frame());
     b.step(&tun_a, &Pkt::tcp(POD_A, 40000, SERVER, 443, FIN | ACK).frame());
@@ -345,7 +360,7 @@ fn test_run_agrees_with_the_interpreter_through_a_session() {
         (Via::Tunnel(SLOT_UNKNOWN, NODE_A), Pkt::udp(POD_A, 1, SERVER, 53).frame(), Stat::NoEgressIp),
         (Via::Tunnel(SLOT_NO_IP, NODE_A), Pkt::udp(POD_A, 1, SERVER, 53).frame(), Stat::NoEgressIp),
         (tun_a.clone(), Pkt::tcp(POD_A, 40009, SERVER, 443, SYN).ttl(1).frame(), Stat::TtlExceeded),
-        (tun_a.clone(), arp_frame(), Stat::NotIpv4),
+        (tun_a.clone(), arp_frame(), Stat::NotIp),
         (tun_a.clone(), Pkt::icmp(POD_A, SERVER, 3, 0).frame(), Stat::UnsupportedProto),
         (
             tun_a.clone(),
@@ -362,8 +377,8 @@ fn test_run_agrees_with_the_interpreter_through_a_session() {
 
     // a reply for a pod of this node that arrives through the tunnel: delivery
     let delivery = Pkt {
-        src: SERVER,
-        dst: POD_LOCAL,
+        src: SERVER.into(),
+        dst: POD_LOCAL.into(),
         ttl: 49,
         frag: 0,
         options: Vec::new(),
@@ -386,6 +401,100 @@ fn test_run_agrees_with_the_interpreter_through_a_session() {
     }
     b.assert_same_state();
     println!("{} steps identical in the kernel and the interpreter", b.steps);
+}
+
+#[test]
+fn test_run_agrees_with_the_interpreter_on_ipv6() {
+    if !privileged("test_run_agrees_with_the_interpreter_on_ipv6") {
+        return;
+    }
+    let mut b = Bench::new(&gateway_entries());
+    let tun_a = Via::Tunnel(SLOT, NODE_A);
+    let from_server6 =
+        |l4: L4| Pkt { src: SERVER6.into(), dst: EGRESS_IP6.into(), ttl: 50, frag: 0, options: Vec::new(), l4 };
+
+    // TCP: SYN out, SYN-ACK back through the tunnel, data, FIN both ways
+    let syn = Pkt::tcp(POD_A6, 40000, SERVER6, 443, SYN);
+    let (r0, out) = b.step(&tun_a, &syn.frame());
+    assert_eq!(u64::from(r0), REDIRECT);
+    let got = parse(&out);
+    assert_eq!((got.src, got.ttl, got.l4_csum_ok), (IpAddr::from(EGRESS_IP6), 63, Some(true)));
+    let port = got.sport;
+    assert_eq!(port, nat_port_candidates(&syn.nat_key::<std::net::Ipv6Addr>())[0]);
+    let tcp_back = |flags| from_server6(L4::Tcp { sport: 443, dport: port, flags });
+    let (r0, back) = b.step(&Via::Reply, &tcp_back(SYN | ACK).frame());
+    assert_eq!(u64::from(r0), REDIRECT);
+    let back = parse(&back);
+    assert_eq!((back.dst, back.dport, back.l4_csum_ok), (IpAddr::from(POD_A6), 40000, Some(true)));
+    b.step(&tun_a, &Pkt::tcp(POD_A6, 40000, SERVER6, 443, ACK | PSH).frame());
+    b.step(&Via::Reply, &tcp_back(ACK).frame());
+    b.step(&tun_a, &Pkt::tcp(POD_A6, 40000, SERVER6, 443, FIN | ACK).frame());
+    b.step(&Via::Reply, &tcp_back(FIN | ACK).frame());
+
+    // UDP, ICMPv6 echo, from both nodes and from a pod of the gateway itself
+    for (via, p) in [
+        (tun_a.clone(), Pkt::udp(POD_A6, 5353, SERVER6, 53)),
+        (Via::Tunnel(SLOT, NODE_B), Pkt::udp(POD_B6, 5353, SERVER6, 53)),
+        (Via::Tunnel(SLOT, NODE_B), Pkt::icmp(POD_B6, SERVER6, ICMP6_ECHO, 0x4242)),
+        (Via::Local(SLOT), Pkt::tcp(POD_LOCAL6, 40000, SERVER6, 443, SYN)),
+        (Via::Local(SLOT), Pkt::icmp(POD_LOCAL6, SERVER6, ICMP6_ECHO, 77)),
+    ] {
+        let (r0, out) = b.step(&via, &p.frame());
+        assert_eq!(u64::from(r0), REDIRECT, "{p:?}");
+        let got = parse(&out);
+        assert_eq!((got.src, got.l4_csum_ok), (IpAddr::from(EGRESS_IP6), Some(true)), "{p:?}");
+        let l4 = match p.l4 {
+            L4::Tcp { dport, .. } => L4::Tcp { sport: dport, dport: got.sport, flags: SYN | ACK },
+            L4::Udp { dport, csum, .. } => L4::Udp { sport: dport, dport: got.sport, csum },
+            L4::Icmp { .. } => L4::Icmp { ty: ICMP6_ECHO_REPLY, id: got.sport, seq: 7 },
+            L4::Other { .. } => unreachable!("only translated protocols here"),
+        };
+        let (r0, back) = b.step(&Via::Reply, &from_server6(l4).frame());
+        assert_eq!(u64::from(r0), REDIRECT);
+        let back = parse(&back);
+        assert_eq!((back.dst, back.l4_csum_ok), (p.src, Some(true)), "{p:?}");
+    }
+
+    // drops
+    let ext = |next: u8| {
+        let mut p = Pkt::udp(POD_A6, 1, SERVER6, 53);
+        p.options = vec![17, 0, 0, 0, 0, 0, 0, 0];
+        let mut f = p.frame();
+        f[20] = next;
+        f
+    };
+    for (via, f, want) in [
+        (tun_a.clone(), Pkt::udp(POD_NOT_ALLOWED6, 1, SERVER6, 53).frame(), Stat::SpoofedSource),
+        (Via::Tunnel(SLOT, NODE_B), Pkt::udp(POD_A6, 1, SERVER6, 53).frame(), Stat::SpoofedSource),
+        (Via::Local(SLOT), Pkt::udp(POD_A6, 1, SERVER6, 53).frame(), Stat::SpoofedSource),
+        (Via::Tunnel(SLOT_NO_IP, NODE_A), Pkt::udp(POD_A6, 1, SERVER6, 53).frame(), Stat::NoEgressIp),
+        (tun_a.clone(), Pkt::tcp(POD_A6, 40009, SERVER6, 443, SYN).ttl(1).frame(), Stat::TtlExceeded),
+        (tun_a.clone(), Pkt::icmp(POD_A6, SERVER6, 1, 0).frame(), Stat::UnsupportedProto),
+        (tun_a.clone(), ext(0), Stat::UnsupportedProto),
+        (tun_a.clone(), ext(44), Stat::Fragment),
+    ] {
+        let before = kernel_stat(&b.bpf, want).0;
+        let (r0, out) = b.step(&via, &f);
+        assert_eq!((u64::from(r0), out), (SHOT, f), "{}", want.name());
+        assert_eq!(kernel_stat(&b.bpf, want).0, before + 1, "{}", want.name());
+    }
+
+    // a reply for an IPv6 pod of this node through the tunnel: delivery
+    let delivery = Pkt::udp(SERVER6, 53, POD_LOCAL6, 5353);
+    let (r0, out) = b.step(&tun_a, &delivery.frame());
+    assert_eq!((u64::from(r0), out), (REDIRECT, delivery.frame()));
+
+    // the host's own IPv6 traffic on the egress interface
+    for f in [
+        from_server6(L4::Tcp { sport: 50000, dport: 22, flags: SYN }).frame(),
+        from_server6(L4::Icmp { ty: 135, id: 0, seq: 0 }).frame(),
+        from_server6(L4::Icmp { ty: ICMP6_ECHO, id: port, seq: 1 }).frame(),
+    ] {
+        let (r0, out) = b.step(&Via::Reply, &f);
+        assert_eq!((r0, out), (u32::MAX, f), "TC_ACT_UNSPEC, untouched");
+    }
+    b.assert_same_state();
+    println!("{} IPv6 steps identical in the kernel and the interpreter", b.steps);
 }
 
 #[test]
@@ -544,8 +653,13 @@ fn libbpf_loads_the_templates_too() {
         assert!(show.contains("sched_cls"), "{name}: {show}");
         // BTF key/value types: bpftool prints an entry's fields by name
         let slots = maps.join(templates::map::GW_SLOTS).to_string_lossy().into_owned();
-        let entry =
-            GatewaySlot { slot: 7, egress_ip: Ipv4Addr::new(198, 51, 100, 9), egress_ifindex: 3, floating: true };
+        let entry = GatewaySlot {
+            slot: 7,
+            egress_ip: Ipv4Addr::new(198, 51, 100, 9),
+            egress_ip6: std::net::Ipv6Addr::UNSPECIFIED,
+            egress_ifindex: 3,
+            floating: true,
+        };
         let hex = |b: &[u8]| b.iter().map(|x| format!("{x}")).collect::<Vec<_>>();
         let mut args = vec!["map".to_owned(), "update".into(), "pinned".into(), slots.clone(), "key".into()];
         args.extend(hex(&entry.key()));
@@ -646,7 +760,7 @@ fn a_tail_call_with_the_slot_in_cb0_reaches_egret_gw_local() {
     let ours = run(&gw_local, &mut interp, &input).expect("interpreter");
     assert_eq!((u64::from(r0), &out), (ours.r0, &ours.packet));
     let got = parse(&out);
-    assert_eq!((u64::from(r0), got.src, got.ttl), (REDIRECT, EGRESS_IP, 63));
+    assert_eq!((u64::from(r0), got.src, got.ttl), (REDIRECT, IpAddr::from(EGRESS_IP), 63));
     assert_eq!(kernel_stat(&bpf, Stat::Snat), stat_of(&interp, Stat::Snat));
 }
 
@@ -767,7 +881,7 @@ fn test_run_agrees_with_the_interpreter_on_floating_slots() {
     let (r0, out) = b.step(&from_a, &syn);
     assert_eq!(u64::from(r0), REDIRECT);
     let got = parse(&out);
-    assert_eq!((got.src, got.ip_csum_ok, got.l4_csum_ok), (FLOAT_IP, true, Some(true)));
+    assert_eq!((got.src, got.ip_csum_ok, got.l4_csum_ok), (IpAddr::from(FLOAT_IP), true, Some(true)));
     let via_peer = Pkt::tcp(POD_B, 41000, SERVER, 443, SYN);
     let (r0, out) = b.step(&from_peer, &via_peer.frame());
     assert_eq!(u64::from(r0), REDIRECT);
@@ -776,12 +890,12 @@ fn test_run_agrees_with_the_interpreter_on_floating_slots() {
     // replies: back to the pods' nodes (node B's pod straight to node B)
     for g in [&got, &got_b] {
         let reply = from_server(g.sport, |p| L4::Tcp { sport: 443, dport: p, flags: SYN | ACK });
-        let reply = Pkt { dst: FLOAT_IP, ..reply };
+        let reply = Pkt { dst: FLOAT_IP.into(), ..reply };
         assert_eq!(u64::from(b.step(&Via::Reply, &reply.frame()).0), REDIRECT);
     }
     let rkey = NatKey { src: FLOAT_IP, dst: SERVER, sport: got_b.sport, dport: 443, proto: TCP };
     let k_rev = kernel_entries::<16, 32>(&b.bpf, map::RNAT_V4);
-    let state = ReverseNat::from_bytes(&k_rev[&rkey.to_bytes().to_vec()]).expect("reverse entry");
+    let state = ReverseNat::<Ipv4Addr>::from_bytes(&k_rev[&rkey.to_bytes().to_vec()]).expect("reverse entry");
     assert_eq!((state.node, state.slot), (NODE_B, FLOAT_SLOT), "the allowed entry's node, not the peer");
     assert_eq!(count(&b, Stat::ReplyTunnelled), 2);
     b.assert_same_state();
@@ -1050,8 +1164,15 @@ fn a_real_vxlan_gateway_forwards_a_floating_slot_to_its_owner() {
     let bytes = verify_and_write(&[tunnel_in], &templates::maps(), "GPL").expect("verifies and writes");
     let mut bpf = aya::Ebpf::load(&bytes).unwrap_or_else(|e| panic!("aya loads: {e}"));
     let (node, owner) = (Ipv4Addr::new(192, 0, 2, 2), Ipv4Addr::new(192, 0, 2, 3));
-    let slot = templates::GatewaySlot { slot: FLOAT_SLOT, egress_ip: FLOAT_IP, egress_ifindex: 1, floating: true };
-    let allowed = templates::AllowedSource { slot: FLOAT_SLOT, src: POD_A, from: templates::SourceNode::Node(node) };
+    let slot = templates::GatewaySlot {
+        slot: FLOAT_SLOT,
+        egress_ip: FLOAT_IP,
+        egress_ip6: std::net::Ipv6Addr::UNSPECIFIED,
+        egress_ifindex: 1,
+        floating: true,
+    };
+    let allowed =
+        templates::AllowedSource { slot: FLOAT_SLOT, src: POD_A.into(), from: templates::SourceNode::Node(node) };
     let o = templates::FloatOwner { slot: FLOAT_SLOT, owner, is_self: false };
     kernel_update(&mut bpf, map::GW_SLOTS, &slot.key(), &slot.value());
     kernel_update(&mut bpf, map::GW_ALLOWED, &allowed.key(), &allowed.value());

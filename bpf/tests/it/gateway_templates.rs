@@ -57,8 +57,9 @@ fn the_object_reads_back_with_every_program_map_and_hole() {
         let back = &obj.program;
         assert_eq!(back.insns, p.insns, "{}", obj.section);
         assert_eq!(back.map_relocs, p.map_relocs);
-        let holes: Vec<&str> = back.holes.iter().map(|h| h.name.as_str()).collect();
-        assert_eq!(holes, t.holes(), "{}: holes", t.name());
+        // a hole may occur more than once (the SNAT path of each family forwards)
+        let holes: std::collections::BTreeSet<&str> = back.holes.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(holes, t.holes().iter().copied().collect(), "{}: holes", t.name());
     }
 }
 

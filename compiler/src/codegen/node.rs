@@ -6,8 +6,8 @@
 //! Programs (one object; all programs share maps by name — the
 //! classifier's maps (`egret_reasons`, `egret_policy_stats`,
 //! `egret_gw_progs`, `egret_dst_v4/v6`)
-//! and the templates' maps (`egret_local_eps`, `egret_gw_slots`,
-//! `egret_gw_allowed`, `egret_nat_v4`, `egret_rnat_v4`, `egret_gw_stats`)
+//! and the templates' maps (`egret_local_eps_v4/v6`, `egret_gw_slots`,
+//! `egret_gw_allowed_v4/v6`, `egret_nat_v4/v6`, `egret_rnat_v4/v6`, `egret_gw_stats`, …)
 //! have disjoint names, checked by [`node_artifact`]):
 //!
 //! | program | manifest |
@@ -22,19 +22,24 @@
 //! `%mss_v6` are constants ([`super::mss`]).
 //!
 //! Map images (contract):
-//! - `egret_local_eps` is **empty**: the host-side veth ifindex of a pod is
+//! - `egret_local_eps_v4` and `egret_local_eps_v6` are **empty**: the host-side veth ifindex of a pod is
 //!   node-local and changes with the pod; the loader (or the agent driving
 //!   it) fills it at attach time. Until then reply delivery to local pods
 //!   and `egret_gw_local` drop (`no-local-endpoint` / `spoofed-source`).
-//! - `egret_gw_slots`: one entry per IPv4 slot the node serves. The egress
-//!   address is written when known at compile time, is a late field
-//!   (`SlotIpv4 { slot }`, network byte order) when late-bound, and stays
-//!   `0.0.0.0` (drop `no-egress-ip`) when unavailable. The egress ifindex is
+//! - `egret_gw_slots`: one entry per slot the node serves, with an egress
+//!   IPv4 and an egress IPv6. The IPv4 address is written when known at
+//!   compile time, is a late field (`SlotIpv4 { slot }`, network byte order)
+//!   when late-bound, and stays `0.0.0.0` (drop `no-egress-ip`) when
+//!   unavailable. The IPv6 address is written when known at compile time and
+//!   otherwise stays `::` — **a late-bound IPv6 egress address is not filled
+//!   yet** (the loader resolves IPv4 holes only), so such a slot drops IPv6
+//!   `no-egress-ip`. The egress ifindex is
 //!   a late field `Ifindex { link }` when the interface is known by name;
 //!   a late-bound or unavailable interface leaves it 0 (the redirect fails:
 //!   the packet is dropped) — resolving an interface from an egress spec on
 //!   the node is not implemented.
-//! - `egret_gw_allowed`: one entry per (served slot, IPv4 source). A source
+//! - `egret_gw_allowed_v4` / `egret_gw_allowed_v6`: one entry per (served
+//!   slot, source) in the map of the source's family. A source
 //!   that is a local endpoint of this node is `GA_F_LOCAL` (only
 //!   `egret_gw_local` accepts it); any other source is accepted only
 //!   through the tunnel from its own node (value: the node's IPv4 address,
@@ -47,7 +52,7 @@
 //! - `egret_gw_peers`: for each floating slot the node serves, one entry per
 //!   *other* candidate (its underlay IPv4), from which forwarded packets of
 //!   the slot's allowed sources are accepted.
-//! - `egret_nat_v4`, `egret_rnat_v4`, `egret_gw_stats`, `egret_gw_progs`,
+//! - `egret_nat_v4/v6`, `egret_rnat_v4/v6`, `egret_gw_stats`, `egret_gw_progs`,
 //!   `egret_float_owner` (a state map the agent writes): empty.
 //!
 //! The equivalence checker runs on `egret_src` exactly as for a
@@ -62,7 +67,7 @@ use egret_bpf::elf;
 use egret_bpf::templates::{self, AllowedSource, GW_LOCAL_PROG_INDEX, GatewayPeer, GatewaySlot, SourceNode, Template};
 use egret_bpf::{MapDef, Program};
 use std::collections::BTreeSet;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::OnceLock;
 
 /// Whether the node's artifact carries the gateway templates: it hosts
@@ -80,7 +85,7 @@ pub fn gateway_images(plan: &Plan) -> Result<Vec<MapImage>, CodegenError> {
     let mut images: Vec<MapImage> = templates::maps().iter().map(MapImage::of).collect();
     let image = |images: &mut Vec<MapImage>, name: &str| images.iter().position(|m| m.name == name);
     let slots_at = image(&mut images, templates::map::GW_SLOTS);
-    let allowed_at = image(&mut images, templates::map::GW_ALLOWED);
+    let allowed_at = [templates::map::GW_ALLOWED, templates::map::GW_ALLOWED6].map(|m| image(&mut images, m));
     let peers_at = image(&mut images, templates::map::GW_PEERS);
     if let Some(i) = slots_at {
         for s in &plan.slots {
@@ -107,7 +112,14 @@ pub fn gateway_images(plan: &Plan) -> Result<Vec<MapImage>, CodegenError> {
                     encoding: FieldEncoding::Le32,
                 });
             }
-            let entry = GatewaySlot { slot: s.id.0, egress_ip, egress_ifindex: 0, floating: s.floating.is_some() };
+            // an IPv6 egress address egret cannot know offline stays `::` (drop
+            // `no-egress-ip` for IPv6): the loader fills late-bound IPv4 only
+            let egress_ip6 = match &s.v6 {
+                Some(EgressIp::Known(IpAddr::V6(ip))) => *ip,
+                _ => Ipv6Addr::UNSPECIFIED,
+            };
+            let entry =
+                GatewaySlot { slot: s.id.0, egress_ip, egress_ip6, egress_ifindex: 0, floating: s.floating.is_some() };
             images[i].push_late(&entry.key(), &entry.value(), late);
         }
     }
@@ -119,17 +131,16 @@ pub fn gateway_images(plan: &Plan) -> Result<Vec<MapImage>, CodegenError> {
             }
         }
     }
-    if let Some(i) = allowed_at {
-        let local: BTreeSet<IpAddr> = plan.endpoints.iter().map(|e| e.ip).collect();
-        for t in &plan.gateway_tables {
-            for (k, src) in t.sources.iter().enumerate() {
-                let IpAddr::V4(v4) = src else { continue };
-                let from = match t.from.get(k).copied().flatten() {
-                    _ if local.contains(src) => SourceNode::Local,
-                    Some(node) => SourceNode::Node(node),
-                    None => SourceNode::AnyNode,
-                };
-                let entry = AllowedSource { slot: t.slot.0, src: *v4, from };
+    let local: BTreeSet<IpAddr> = plan.endpoints.iter().map(|e| e.ip).collect();
+    for t in &plan.gateway_tables {
+        for (k, src) in t.sources.iter().enumerate() {
+            let from = match t.from.get(k).copied().flatten() {
+                _ if local.contains(src) => SourceNode::Local,
+                Some(node) => SourceNode::Node(node),
+                None => SourceNode::AnyNode,
+            };
+            let entry = AllowedSource { slot: t.slot.0, src: *src, from };
+            if let Some(i) = allowed_at[usize::from(src.is_ipv6())] {
                 images[i].push(&entry.key(), &entry.value());
             }
         }

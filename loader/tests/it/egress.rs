@@ -18,7 +18,16 @@ use egret_loader::{ApplyReport, Loader, LoaderConfig, LoaderError, inspect};
 fn artifact(tag: u8) -> Artifact {
     gw_reply_artifact(|images| {
         let slots = images.iter_mut().find(|m| m.name == templates::map::GW_SLOTS).expect("slots");
-        slots.push(&1u32.to_le_bytes(), &[198, 51, 100, 1, 1, 0, 0, 0, tag, 0, 0, 0]);
+        let slot = templates::GatewaySlot {
+            slot: 1,
+            egress_ip: std::net::Ipv4Addr::new(198, 51, 100, 1),
+            egress_ip6: std::net::Ipv6Addr::UNSPECIFIED,
+            egress_ifindex: 1,
+            floating: false,
+        };
+        let mut value = slot.value();
+        value[8] = tag; // the flags byte: artifacts differ by tag
+        slots.push(&slot.key(), &value);
     })
 }
 

@@ -22,7 +22,13 @@ const EGRESS_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 7);
 fn artifact(tag: u8) -> Artifact {
     gw_reply_artifact(|images| {
         let slots = images.iter_mut().find(|m| m.name == templates::map::GW_SLOTS).expect("slots");
-        let entry = GatewaySlot { slot: SLOT, egress_ip: Ipv4Addr::UNSPECIFIED, egress_ifindex: 0, floating: false };
+        let entry = GatewaySlot {
+            slot: SLOT,
+            egress_ip: Ipv4Addr::UNSPECIFIED,
+            egress_ip6: std::net::Ipv6Addr::UNSPECIFIED,
+            egress_ifindex: 0,
+            floating: false,
+        };
         let mut value = entry.value();
         value[8] = tag;
         slots.push_late(
@@ -61,7 +67,13 @@ fn late_fields_and_local_endpoints_are_filled_on_the_node() {
     loader.apply(&artifact(1)).expect("apply");
 
     let hex = egret_bpf::artifact::hex;
-    let want_slot = GatewaySlot { slot: SLOT, egress_ip: EGRESS_IP, egress_ifindex: 1, floating: false };
+    let want_slot = GatewaySlot {
+        slot: SLOT,
+        egress_ip: EGRESS_IP,
+        egress_ip6: std::net::Ipv6Addr::UNSPECIFIED,
+        egress_ifindex: 1,
+        floating: false,
+    };
     let mut want_value = want_slot.value();
     want_value[8] = 1;
     assert_eq!(
@@ -73,7 +85,7 @@ fn late_fields_and_local_endpoints_are_filled_on_the_node() {
     // a pod attached by IP gets its veth into egret_local_eps (no pod program: pending)
     let pod = pod_ip(0);
     let a = loader.attach_pod(&PodTarget::Ip(pod)).expect("attach");
-    let ep = LocalEndpoint { pod, ifindex: a.ifindex };
+    let ep = LocalEndpoint { pod: pod.into(), ifindex: a.ifindex };
     let want_eps = BTreeMap::from([(hex(&ep.key()), hex(&ep.value()))]);
     assert_eq!(entries(&fs.root(), templates::map::LOCAL_EPS), want_eps);
     assert_eq!(loader.local_endpoints(), &BTreeMap::from([(pod, a.ifindex)]));

@@ -42,11 +42,17 @@ fn gateway(maps: &[MapDef], extra: u8) -> Artifact {
     let mut images: Vec<MapImage> = maps.iter().map(MapImage::of).collect();
     let image = |images: &mut Vec<MapImage>, name: &str| images.iter().position(|m| m.name == name).expect("image");
     let slots = image(&mut images, map::GW_SLOTS);
-    let s = GatewaySlot { slot: SLOT, egress_ip: EGRESS_IP, egress_ifindex: 1, floating: false };
+    let s = GatewaySlot {
+        slot: SLOT,
+        egress_ip: EGRESS_IP,
+        egress_ip6: std::net::Ipv6Addr::UNSPECIFIED,
+        egress_ifindex: 1,
+        floating: false,
+    };
     images[slots].push(&s.key(), &s.value());
     let allowed = image(&mut images, map::GW_ALLOWED);
     for src in std::iter::once(POD_A).chain((1..=extra).map(|i| Ipv4Addr::new(10, 0, 9, i))) {
-        let a = AllowedSource { slot: SLOT, src, from: SourceNode::AnyNode };
+        let a = AllowedSource { slot: SLOT, src: src.into(), from: SourceNode::AnyNode };
         images[allowed].push(&a.key(), &a.value());
     }
     Artifact::new(

@@ -52,7 +52,7 @@ fn the_agent_applies_the_node_and_swaps_when_the_policy_changes() {
         (attached.contains(&veth.as_str()) && attached.contains(&"egret0")).then_some(running.generation)
     });
     let (_, maps) = inspect::maps(&root).expect("maps");
-    let eps = maps.iter().find(|m| m.name == "egret_local_eps").expect("local endpoints map");
+    let eps = maps.iter().find(|m| m.name == "egret_local_eps_v4").expect("local endpoints map");
     assert_eq!(eps.entries.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(), vec!["0af4010a"], "10.244.1.10");
     let link = tunnel::get("egret0").expect("get").expect("egret0 created");
     assert!(link.is_owned() && link.matches(&tunnel::TunnelConfig::default()));

@@ -91,7 +91,10 @@ fn wait_for<T>(what: &str, agent: &mut Child, f: impl FnMut() -> Option<T>) -> T
 /// generation has no such map: a node without local endpoints).
 fn local_endpoints(root: &Path) -> Vec<String> {
     let (_, maps) = inspect::maps(root).expect("maps");
-    maps.iter().filter(|m| m.name == "egret_local_eps").flat_map(|m| m.entries.iter().map(|e| e.key.clone())).collect()
+    maps.iter()
+        .filter(|m| m.name == "egret_local_eps_v4")
+        .flat_map(|m| m.entries.iter().map(|e| e.key.clone()))
+        .collect()
 }
 
 #[test]

@@ -1,7 +1,9 @@
 // ===== SNAT path, shared by egret_tunnel_in and egret_gw_local ====================
+// One macro, `snat_path v`, expanded for IPv4 (entry `snat4`) and IPv6 (`snat6`):
+// the families differ only in the steps named by \v (macros.s, defs.s).
 // Entry: r6 = ctx; stack: SLOT, NODE (sender, host order; 0 = this node),
 // SRC_FLAGS (RV_F_LOCAL for local pods). Registers for the whole path:
-// r6 = ctx, r7 = frame offset of the L4 header (34..74), r8 = forward NAT value
+// r6 = ctx, r7 = frame offset of the L4 header (IPv4 34..74, IPv6 54), r8 = forward NAT value
 // (the owner's address on the forwarding path), r9 = hash bucket of the flow
 // (port allocation).
 // Order of checks: headers -> slot (no-egress-ip) -> allowed source
@@ -29,51 +31,48 @@
     *(u16 *)(r10 + RKEY + K_DPORT) = 0
 .endm
 
-// NAT port candidate \i: port NAT_PORT_MIN + (bucket (w9) + \i) % NAT_PORT_COUNT,
-// taken -> the next candidate (after this block), claimed -> nat_claimed
-.macro nat_probe i
+// NAT port candidate \i of family \v: port NAT_PORT_MIN + (bucket (w9) + \i) %
+// NAT_PORT_COUNT, taken -> the next candidate (after this block), claimed ->
+// nat_claimed\v
+.macro nat_probe v, i
     w1 = w9
     w1 += \i
     w1 %= NAT_PORT_COUNT
     w1 += NAT_PORT_MIN
     r1 = be16 r1
     *(u16 *)(r10 + RKEY + K_SPORT) = r1
-    lookup egret_rnat_v4, RKEY
+    lookup egret_rnat_v\v, RKEY
     r4 = BPF_NOEXIST
     if r0 == 0 goto claim\@            // free
     r4 = BPF_ANY
     expired claim\@                    // expired: free for any flow
-    other_flow next\@                  // a live entry of another flow
+    other_flow \v, next\@              // a live entry of another flow
 claim\@:
-    update egret_rnat_v4, RKEY, RVAL
-    if r0 == 0 goto nat_claimed
+    update egret_rnat_v\v, RKEY, RVAL
+    if r0 == 0 goto nat_claimed\v
 next\@:
 .endm
 
-snat:
+.macro snat_path v
+snat\v:
     r1 = *(u32 *)(r10 + NODE)
     *(u32 *)(r10 + REPLY_NODE) = r1     // replies go back to the sender unless the entry names the pod's node
     r1 = 0
     *(u32 *)(r10 + FWD) = r1
     // --- Ethernet + IPv4 header (options allowed: IHL 5..15)
-    ipv4_header drop_malformed, drop_not_ipv4, drop_malformed
-    r1 = *(u32 *)(r2 + IP_SADDR)
-    *(u32 *)(r10 + FKEY + K_SRC) = r1
-    r1 = *(u32 *)(r2 + IP_DADDR)
-    *(u32 *)(r10 + FKEY + K_DST) = r1
-    *(u32 *)(r10 + RKEY + K_DST) = r1   // the remote end: the same in both keys
-    r1 = *(u8 *)(r2 + IP_PROTO)
+    ip_header\v drop_malformed, drop_not_ip, drop_malformed
+    addr_copy\v r10 + FKEY + K_SRC\v, r2 + SADDR\v
+    addr_copy\v r10 + FKEY + K_DST\v, r2 + DADDR\v
+    addr_copy\v r10 + RKEY + K_DST\v, r2 + DADDR\v  // the remote end: the same in both keys
+    ip_proto_ttl\v
     *(u32 *)(r10 + FKEY + K_PROTO) = r1 // protocol + 3 zero pad bytes
     *(u32 *)(r10 + RKEY + K_PROTO) = r1
-    r1 = *(u16 *)(r2 + IP_TTL)
-    *(u16 *)(r10 + TTL_OLD) = r1
 
-    // --- the slot must be served here and have an egress IPv4
+    // --- the slot must be served here and have an egress address of the family
     lookup egret_gw_slots, SLOT
     if r0 == 0 goto drop_no_egress_ip
-    r1 = *(u32 *)(r0 + GS_EGRESS_IP)
-    if r1 == 0 goto drop_no_egress_ip
-    *(u32 *)(r10 + RKEY + K_SRC) = r1   // translated source = the egress IP
+    addr_zero\v r0 + GS_EGRESS_IP\v, drop_no_egress_ip
+    addr_copy\v r10 + RKEY + K_SRC\v, r0 + GS_EGRESS_IP\v  // translated source = the egress IP
     r1 = *(u32 *)(r0 + GS_IFINDEX)
     *(u32 *)(r10 + EGRESS_IFINDEX) = r1
     r1 = *(u32 *)(r0 + GS_FLAGS)
@@ -82,23 +81,22 @@ snat:
     // --- the inner source must be allowed for this slot, from this sender
     r1 = *(u32 *)(r10 + SLOT)
     *(u32 *)(r10 + ALLOWK + GA_KEY_SLOT) = r1
-    r1 = *(u32 *)(r10 + FKEY + K_SRC)
-    *(u32 *)(r10 + ALLOWK + GA_KEY_SRC) = r1
-    lookup egret_gw_allowed, ALLOWK
+    addr_copy\v r10 + ALLOWK + GA_KEY_SRC\v, r10 + FKEY + K_SRC\v
+    lookup egret_gw_allowed_v\v, ALLOWK
     if r0 == 0 goto drop_spoofed_source
     r1 = *(u32 *)(r0 + GA_FLAGS)
     r1 &= GA_F_LOCAL
     r2 = *(u32 *)(r10 + SRC_FLAGS)      // RV_F_LOCAL == GA_F_LOCAL
-    if r1 != r2 goto allowed_mismatch   // local pods only locally, remote ones only by tunnel (but below)
-    if r1 != 0 goto allowed_local
+    if r1 != r2 goto allowed_mismatch\v   // local pods only locally, remote ones only by tunnel (but below)
+    if r1 != 0 goto allowed_local\v
     r1 = *(u32 *)(r0 + GA_NODE)
-    if r1 == 0 goto allowed             // any node may send this pod's traffic
+    if r1 == 0 goto allowed\v             // any node may send this pod's traffic
     *(u32 *)(r10 + REPLY_NODE) = r1     // replies go straight to the pod's node
     r2 = *(u32 *)(r10 + NODE)
-    if r1 == r2 goto allowed
+    if r1 == r2 goto allowed\v
     // a node cannot send another node's pods, unless it is a candidate of this
     // floating slot forwarding them (egret_gw_peers)
-floating_peer:
+floating_peer\v:
     r1 = *(u32 *)(r10 + SLOT_FLAGS)
     r1 &= GS_F_FLOATING
     if r1 == 0 goto drop_spoofed_source
@@ -110,8 +108,8 @@ floating_peer:
     if r0 == 0 goto drop_spoofed_source
     r1 = 1
     *(u32 *)(r10 + FWD) = r1            // forwarded by a peer: never forwarded again
-    goto allowed
-allowed_mismatch:
+    goto allowed\v
+allowed_mismatch\v:
     // a pod of this node that a peer of this floating slot forwarded back (the
     // pod's first live candidate was that peer, this node owns the slot):
     // allowed as above, and its replies go to its veth like any local pod's
@@ -121,25 +119,25 @@ allowed_mismatch:
     *(u32 *)(r10 + SRC_FLAGS) = r1
     r1 = 0
     *(u32 *)(r10 + REPLY_NODE) = r1
-    goto floating_peer
-allowed_local:
+    goto floating_peer\v
+allowed_local\v:
     // a local pod: the packet must come in on that pod's own veth
-    lookup egret_local_eps, FKEY + K_SRC
+    lookup egret_local_eps_v\v, FKEY + K_SRC\v
     if r0 == 0 goto drop_spoofed_source
     r1 = *(u32 *)(r0 + LE_IFINDEX)
     r2 = *(u32 *)(r6 + SKB_IFINDEX)
     if r1 != r2 goto drop_spoofed_source
-allowed:
+allowed\v:
 
     // --- a floating slot: only its owner SNATs, the other candidates forward
     r1 = *(u32 *)(r10 + SLOT_FLAGS)
     r1 &= GS_F_FLOATING
-    if r1 == 0 goto owned
+    if r1 == 0 goto owned\v
     lookup egret_float_owner, SLOT
     if r0 == 0 goto drop_no_owner       // no owner known
     r1 = *(u32 *)(r0 + FO_FLAGS)
     r1 &= FO_F_SELF
-    if r1 != 0 goto owned
+    if r1 != 0 goto owned\v
     r8 = *(u32 *)(r0 + FO_OWNER)
     if r8 == 0 goto drop_no_owner
     // a peer forwarded it because it thinks we own the slot: never forward it
@@ -148,70 +146,66 @@ allowed:
     // runs on the owner, whose first live candidate was this node.
     r1 = *(u32 *)(r10 + FWD)
     if r1 != 0 goto drop_no_owner
-forward:
+forward\v:
     // tunnel key {tunnel_id = slot, remote_ipv4 = owner (host order), ttl 64},
     // count forwarded, out of egret0 to the owner (unchanged: it SNATs)
     tunnel_to_slot r8, , STAT_FORWARDED
-owned:
+owned\v:
 
     // --- fragments and L4 header (pointers again: the calls clobbered r2-r5)
-    frame IPV4_END, drop_malformed
-    first_fragment drop_fragment        // no L4 header: cannot be translated
-    r4 = r2
-    r4 += r7                            // the L4 header
-    r1 = *(u8 *)(r2 + IP_PROTO)
-    l4_demux l4_tcp, l4_udp, l4_icmp, drop_unsupported_proto
-l4_tcp:
+    frame L3_END\v, drop_malformed
+    l4_at\v drop_fragment                // no L4 header: cannot be translated
+    l4_demux \v, l4_tcp\v, l4_udp\v, l4_icmp\v, drop_unsupported_proto
+l4_tcp\v:
     l4_tcp drop_malformed, snat_ports, snat_port_off
-    goto l4_done
-l4_udp:
+    goto l4_done\v
+l4_udp\v:
     l4_udp drop_malformed, snat_ports, snat_port_off
-    goto l4_done
-l4_icmp:
+    goto l4_done\v
+l4_icmp\v:
     // only echo requests go out; the identifier plays the source port
-    l4_icmp drop_malformed, ICMP_ECHO, drop_unsupported_proto, snat_icmp_keys
-l4_done:
+    l4_icmp drop_malformed, ICMP_ECHO\v, drop_unsupported_proto, snat_icmp_keys
+l4_done\v:
 
-    // --- TTL: redirect_neigh does not decrement it, so we do
+    // --- TTL / hop limit: redirect_neigh does not decrement it, so we do
     ttl_decrement drop_ttl_exceeded
 
     // --- existing mapping? (forward entry, then its reverse entry = the state)
     call ktime_get_ns
     *(u64 *)(r10 + NOW) = r0
-    lookup egret_nat_v4, FKEY
-    if r0 == 0 goto nat_new
+    lookup egret_nat_v\v, FKEY
+    if r0 == 0 goto nat_new\v
     r8 = r0
-    r1 = *(u32 *)(r8 + FV_EGRESS_IP)
-    r2 = *(u32 *)(r10 + RKEY + K_SRC)
-    if r1 != r2 goto nat_new            // the slot's egress IP changed: map again
+    addr_ne\v r8 + FV_EGRESS_IP\v, r10 + RKEY + K_SRC\v, nat_new\v  // the slot's egress IP changed: map again
     r1 = *(u16 *)(r8 + FV_NAT_PORT)
     *(u16 *)(r10 + RKEY + K_SPORT) = r1
-    lookup egret_rnat_v4, RKEY
-    if r0 == 0 goto nat_new             // reverse entry evicted
-    other_flow nat_new                  // the port went to another flow meanwhile
-    expired nat_new                     // expired: a new connection
+    lookup egret_rnat_v\v, RKEY
+    if r0 == 0 goto nat_new\v             // reverse entry evicted
+    other_flow \v, nat_new\v                 // the port went to another flow meanwhile
+    expired nat_new\v                     // expired: a new connection
     // refresh the state: a bare SYN restarts it, FIN/RST close it
     r3 = *(u8 *)(r0 + RV_FLAGS)
     r1 = *(u32 *)(r10 + TCP_FLAGS)
     r2 = r1
     r2 &= TH_SYN + TH_ACK
-    if r2 != TH_SYN goto fwd_no_syn
+    if r2 != TH_SYN goto fwd_no_syn\v
     r3 &= RV_F_LOCAL
-fwd_no_syn:
+fwd_no_syn\v:
     fin_rst_closes r2, r1
     *(u8 *)(r0 + RV_FLAGS) = r3
     // timeout by protocol and state -> r4
-    timeout FKEY, fwd_timeout
-    timeout_if_flag RV_F_SEEN_REPLY, TCP_ESTABLISHED_TIMEOUT_NS, fwd_timeout
+    timeout FKEY, fwd_timeout\v
+    timeout_if_flag RV_F_SEEN_REPLY, TCP_ESTABLISHED_TIMEOUT_NS, fwd_timeout\v
     r4 = TCP_SYN_TIMEOUT_NS ll
-fwd_timeout:
+fwd_timeout\v:
     seen_now r0, "*(u64 *)(r8 + FV_LAST_SEEN) = r1"
-    goto translate
+    goto translate\v
 
     // --- new mapping: build the reverse value, then probe NAT_PROBES ports
-nat_new:
-    r1 = *(u32 *)(r10 + FKEY + K_SRC)
-    *(u32 *)(r10 + RVAL + RV_ORIG_SRC) = r1
+nat_new\v:
+    stack_zero RVAL, 6                  // both values whole, padding zero (IPv6 sizes)
+    stack_zero FVAL, 5
+    addr_copy\v r10 + RVAL + RV_ORIG_SRC\v, r10 + FKEY + K_SRC\v
     r1 = *(u32 *)(r10 + REPLY_NODE)
     *(u32 *)(r10 + RVAL + RV_NODE) = r1
     r1 = *(u32 *)(r10 + SLOT)
@@ -222,10 +216,11 @@ nat_new:
     conn_state r10 + RVAL, u16, FKEY, TCP_SYN_TIMEOUT_NS
 
     // bucket = fmix32(((((src * C1) ^ dst) * C2 ^ ports) * C3) ^ proto) % NAT_PORT_COUNT,
-    // on the little-endian loads of the forward key's words
-    w9 = *(u32 *)(r10 + FKEY + K_SRC)
+    // on the little-endian loads of the forward key's words (an IPv6 address
+    // folded to one word: the XOR of its four)
+    addr_fold\v w9, r10 + FKEY + K_SRC\v
     w9 *= HASH_C1
-    w1 = *(u32 *)(r10 + FKEY + K_DST)
+    addr_fold\v w1, r10 + FKEY + K_DST\v
     w9 ^= w1
     w9 *= HASH_C2
     w1 = *(u32 *)(r10 + FKEY + K_SPORT)
@@ -253,30 +248,28 @@ nat_new:
     // next candidate. Unrolled: programs are loop-free.
     .set NAT_CANDIDATE, 0
 .rept NAT_PROBES
-    nat_probe NAT_CANDIDATE
+    nat_probe \v, NAT_CANDIDATE
     .set NAT_CANDIDATE, NAT_CANDIDATE + 1
 .endr
     r7 = STAT_NAT_PORTS_EXHAUSTED
     goto drop
 
-nat_claimed:
+nat_claimed\v:
     // forward entry -> the port (a failed update only costs a re-probe later)
-    r1 = *(u32 *)(r10 + RKEY + K_SRC)
-    *(u32 *)(r10 + FVAL + FV_EGRESS_IP) = r1
+    addr_copy\v r10 + FVAL + FV_EGRESS_IP\v, r10 + RKEY + K_SRC\v
     r1 = *(u16 *)(r10 + RKEY + K_SPORT)
     *(u32 *)(r10 + FVAL + FV_NAT_PORT) = r1 // port + zero pad
     r1 = *(u32 *)(r10 + SLOT)
     *(u32 *)(r10 + FVAL + FV_SLOT) = r1
-    *(u32 *)(r10 + FVAL + FV_SLOT + 4) = 0
     r1 = *(u64 *)(r10 + NOW)
     *(u64 *)(r10 + FVAL + FV_CREATED) = r1
     *(u64 *)(r10 + FVAL + FV_LAST_SEEN) = r1
-    update egret_nat_v4, FKEY, FVAL, "r4 = BPF_ANY"
+    update egret_nat_v\v, FKEY, FVAL, "r4 = BPF_ANY"
     count STAT_NAT_CREATED
 
     // --- rewrite: source address and port, checksums, TTL (RKEY holds the new ones)
-translate:
-    nat_rewrite FKEY + K_PROTO, IP_SADDR, FKEY + K_SRC, RKEY + K_SRC, FKEY + K_SPORT, RKEY + K_SPORT
+translate\v:
+    nat_rewrite\v FKEY + K_PROTO, SADDR\v, FKEY + K_SRC\v, RKEY + K_SRC\v, FKEY + K_SPORT, RKEY + K_SPORT
     // count snat, then out of the egress interface (FIB picks the next hop)
     count STAT_SNAT
     r1 = *(u32 *)(r10 + EGRESS_IFINDEX)
@@ -285,10 +278,14 @@ translate:
     r4 = 0
     call redirect_neigh                 // TC_ACT_REDIRECT
     exit
+.endm
+
+    snat_path 4
+    snat_path 6
 
 // --- drop reasons of the SNAT path (count.s counts them)
     drop_stub malformed, STAT_MALFORMED
-    drop_stub not_ipv4, STAT_NOT_IPV4
+    drop_stub not_ip, STAT_NOT_IP
     drop_stub no_egress_ip, STAT_NO_EGRESS_IP
     drop_stub spoofed_source, STAT_SPOOFED_SOURCE
     drop_stub fragment, STAT_FRAGMENT
