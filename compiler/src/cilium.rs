@@ -229,7 +229,10 @@ pub fn refusal(pol: &PolicyInfo, release: Release) -> Option<String> {
                     Family::V4 => ("IPv4", "IPv6"),
                     Family::V6 => ("IPv6", "IPv4"),
                 };
-                return Some(format!("{this} egress IP {} cannot be used with only {other} destination CIDRs", ip.value));
+                return Some(format!(
+                    "{this} egress IP {} cannot be used with only {other} destination CIDRs",
+                    ip.value
+                ));
             }
             _ => {}
         }

@@ -32,9 +32,7 @@ fn cilium_json(dir: &str, policies: &str, node: &str, extra: &[&str]) -> Value {
 /// Entries as `cilium-dbg bpf egress list -o json` prints them.
 fn entries(rows: &[[&str; 4]]) -> Value {
     Value::Array(
-        rows.iter()
-            .map(|[s, d, e, g]| json!({"SourceIP": s, "DestCIDR": d, "EgressIP": e, "GatewayIP": g}))
-            .collect(),
+        rows.iter().map(|[s, d, e, g]| json!({"SourceIP": s, "DestCIDR": d, "EgressIP": e, "GatewayIP": g})).collect(),
     )
 }
 
@@ -115,7 +113,8 @@ fn multigateway_test_in_both_maps() {
         .iter()
         .map(|r| {
             let mut r = r.clone();
-            r["EgressIP"] = json!(if r["SourceIP"].as_str().is_some_and(|s| s.contains(':')) { "::" } else { "0.0.0.0" });
+            r["EgressIP"] =
+                json!(if r["SourceIP"].as_str().is_some_and(|s| s.contains(':')) { "::" } else { "0.0.0.0" });
             r
         })
         .collect();
@@ -199,7 +198,18 @@ fn cilium_refuses_an_egress_ip_whose_family_no_destination_has() {
     .replace("[0.0.0.0/0, \"::/0\"]", "[\"::/0\"]");
     std::fs::write(&policy, text).expect("write");
     let policy = policy.to_string_lossy().into_owned();
-    let o = egret(&["compile", "--cluster", "txtar-egressip/cluster.yaml", &policy, "--node", "localnode1", "--emit", "cilium", "--format", "json"]);
+    let o = egret(&[
+        "compile",
+        "--cluster",
+        "txtar-egressip/cluster.yaml",
+        &policy,
+        "--node",
+        "localnode1",
+        "--emit",
+        "cilium",
+        "--format",
+        "json",
+    ]);
     assert!(o.status.success());
     assert_eq!(serde_json::from_slice::<Value>(&o.stdout).expect("json"), json!([]));
     let err = String::from_utf8_lossy(&o.stderr);

@@ -221,21 +221,27 @@ fn ipv6_bad_inputs_compile_and_lint_says_what_happens() {
             );
             b.extend(c);
         }
-        let lint = egret_compiler::lint::lint(&b, &egret_compiler::lint::Options { snapshot: true, service_cidrs: Vec::new() });
+        let lint = egret_compiler::lint::lint(
+            &b,
+            &egret_compiler::lint::Options { snapshot: true, service_cidrs: Vec::new() },
+        );
         assert!(codes(&lint).contains(&code), "{file}: {:?}", codes(&lint));
         let w = World::new(&b, &Options::default());
         assert!(w.validation_errors().is_empty(), "{file}");
         check_equivalence(&w);
         let mut driver = egret_compiler::driver::Driver::new(Default::default());
         for n in w.nodes() {
-            driver.compile(&w, &n.name).unwrap_or_else(|e| panic!("{file}: node {}: {:?}", n.name, codes(e.diagnostics())));
+            driver
+                .compile(&w, &n.name)
+                .unwrap_or_else(|e| panic!("{file}: node {}: {:?}", n.name, codes(e.diagnostics())));
             for release in cilium::Release::ALL {
                 let v = cilium::view_for(&w, &n.name, release).expect("view");
                 let _ = cilium::render_view(&v, cilium::Format::Json);
             }
         }
         // Cilium 1.20 refuses the W0207 policy; egret sends its IPv6 traffic through the gateway.
-        let refused = !cilium::view_for(&w, &w.nodes()[0].name, cilium::Release::V1_20).expect("view").refused.is_empty();
+        let refused =
+            !cilium::view_for(&w, &w.nodes()[0].name, cilium::Release::V1_20).expect("view").refused.is_empty();
         assert_eq!(refused, code == "W0207", "{file}");
     }
 }

@@ -608,7 +608,9 @@ fn ipv6_is_decided_and_compiled_like_ipv4() {
     let six: Vec<(String, String, String, String)> = v
         .rows6
         .iter()
-        .map(|r| (r.source_ip.to_string(), r.destination.to_string(), r.egress_ip.to_string(), r.gateway_ip.to_string()))
+        .map(|r| {
+            (r.source_ip.to_string(), r.destination.to_string(), r.egress_ip.to_string(), r.gateway_ip.to_string())
+        })
         .collect();
     let gw = w.node_by_name("gw-a").and_then(|n| n.ip).unwrap().to_string();
     let row = |d: &str, g: &str| ("fd00:6::1".to_string(), d.to_string(), "::".to_string(), g.to_string());
