@@ -26,7 +26,8 @@
 //!   `driver.compile(&world, "N")` adds the artifact (`-o`); `--emit plan`:
 //!   `plan.to_text()`; `--emit ir|ir-opt`: `planner::emit_ir(&world, "N",
 //!   ir::Stage::Lowered | ir::Stage::Minimized)` then `ir::text::emit(&module)`;
-//!   `--emit cilium`: `cilium::render(&world, "N", cilium::Format::Text | Json)`.
+//!   `--emit cilium`: `cilium::view_for(&world, "N", cilium::Release::V1_20)`, then
+//!   `cilium::render_view(&view, cilium::Format::Text | Json)`.
 //!   All nodes: `planner::Planner::new().plan_all(&world)`; sizes:
 //!   `plan.counts()` and `cilium::entry_count(&world)` (Cilium's layout,
 //!   cluster-wide).

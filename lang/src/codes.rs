@@ -156,6 +156,10 @@ codes! {
     "an excluded CIDR overlaps another policy's destinations for the same endpoints",
     "In Cilium an excluded CIDR is a map entry that can shadow another policy's wider entry for the same source; in egret it only carves holes in its own policy (SEMANTICS.md, deliberate difference 2). For the overlap, Cilium sends the traffic the normal way; egret sends it through the other policy's gateway.\n\nFix: add the exclusion to the other policy too if the traffic must not go through a gateway.";
 
+    EGRESS_IP_FAMILY_WITHOUT_DESTINATIONS = "W0207", "egress-ip-family-without-destinations", Warning,
+    "an `egressIP` is of an address family none of the policy's destination CIDRs has",
+    "An `egressIP` only says where traffic of its own family leaves from. For a policy whose destinations are all of the other family, egret sends that traffic from the gateway's first (non-link-local) address of the destinations' family on the interface holding the egress IP, or drops it there (`no-egress-ip`) when the interface has none: the address you wrote is never used. Cilium (1.20, which accepts an IPv6 `egressIP`) refuses such a policy (`IPv4 egress IP … cannot be used with only IPv6 destination CIDRs`): it programs no entries, so the pods' traffic leaves the normal way, not through a gateway (`egret compile --emit cilium` lists the policy as refused).\n\nExample:\n    destinationCIDRs: [\"2001:db8:99::/48\"]\n    egressGateway: {nodeSelector: {matchLabels: {egress: \"true\"}}, egressIP: 198.51.100.10}\n\nFix: write the address to leave from, of the destinations' family, as `egressIP` (an IPv6 one above), or name the interface with `interface`; for both families, give the policy destinations of both.";
+
     SELECTS_NOTHING = "W0301", "selects-nothing", Warning,
     "the policy selects no pod or workload in the snapshot",
     "No running pod and no workload template in the snapshot matches any selector item, so the policy does nothing (yet).\n\nFix: check the pod labels and the namespace selector; `egret explain` shows why a given pod is not selected.";
@@ -203,6 +207,14 @@ codes! {
     EGRESS_IP_ON_ONE_NODE = "W0312", "egress-ip-on-one-node", Warning,
     "the policy's egress IP can only ever live on one node",
     "An explicit `egressIP` that is configured on at most one of the policy's gateway nodes cannot move: when that node fails, its endpoints fail over to another gateway and leave from another IP, so partners that allow-list the IP drop them and established connections break.\n\nExample: `egressIP: 198.51.100.50` with gateway nodes `gw-1` (which holds it) and `gw-2`.\n\nFix: make the IP floating: the annotation `egret.dev/floating-egress-ip: \"true\"` on the policy (`floating ip` in `.egret`); any gateway node the entry selects can then hold it.";
+
+    NO_EGRESS_ADDRESS_FOR_FAMILY = "E0313", "no-egress-address-for-family", Error,
+    "the gateway node has no address of a family the policy's destinations need",
+    "A gateway sends a policy's traffic of each address family from an address of that family: the `egressIP` for its own family; for the other family, and with `interface` or the default route, the first non-link-local address of the family on that interface (SEMANTICS.md, \"Egress IP\"). When the interface has none, the gateway drops the policy's traffic of that family (drop reason `no-egress-ip`); the other family is not affected. Cilium programs the egress IP `::` (or `0.0.0.0`) for that family and its gateway drops the traffic too.\n\nExample: destinations `0.0.0.0/0` and `::/0`, `interface: eth1`, and `eth1` of the gateway node has only `198.51.100.10/24`.\n\nFix: add an address of that family to the interface (`ip -6 addr add 2001:db8::10/64 dev eth1`), use an interface that has one, or remove the policy's destinations of that family.";
+
+    FLOATING_CANDIDATES_MIXED_FAMILIES = "W0314", "floating-candidates-mixed-families", Warning,
+    "the candidates of a floating egress IP differ in the address families they can serve",
+    "A floating egress IP is IPv4 (E0119). The policy's IPv6 traffic leaves from each candidate's own IPv6 address (the first non-link-local IPv6 address of the interface on the floating IP's subnet, else of the default-route interface): it does not float. When some candidates have such an address and others do not, what happens to the IPv6 traffic depends on which candidate owns the IP: the others drop it (`no-egress-ip`). A node the entry selects that has no IPv4 InternalIP is not a candidate at all (the tunnel between nodes is IPv4). Cilium has no floating IPs: it reads the entry as a fixed `egressIP` on the first node by name.\n\nExample: a floating `198.51.100.50` for destinations `52.0.0.0/8` and `2001:db8:99::/48` over `gw-1` (IPv4 only) and `gw-2` (also `2001:db8:1::3/64`).\n\nFix: give every candidate an IPv6 address on the egress interface, select only dual-stack nodes, or send the IPv6 destinations through a policy of their own.";
 
     UNKNOWN_NODE = "E0401", "unknown-node", Error,
     "the node named on the command line is not in the snapshot",

@@ -30,6 +30,26 @@ pub enum Emit {
     Asm,
 }
 
+/// The Cilium release whose `cilium-dbg bpf egress list` `--emit cilium` mirrors.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum CiliumVersion {
+    /// Cilium ≤ 1.17: the IPv4 map only (IPv6 entries left out).
+    #[value(name = "1.17")]
+    V1_17,
+    /// Cilium 1.20: the IPv4 and the IPv6 map.
+    #[value(name = "1.20")]
+    V1_20,
+}
+
+impl CiliumVersion {
+    fn release(self) -> cilium::Release {
+        match self {
+            CiliumVersion::V1_17 => cilium::Release::V1_17,
+            CiliumVersion::V1_20 => cilium::Release::V1_20,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
 pub enum LayoutChoice {
     /// By the measured threshold on the plan's size.
@@ -56,6 +76,8 @@ pub struct Output<'a> {
     /// The view to print (`None`: the plan, or nothing extra with `-o`).
     pub emit: Option<Emit>,
     pub format: DataFormat,
+    /// The Cilium release `--emit cilium` mirrors.
+    pub cilium_version: CiliumVersion,
     pub layout: LayoutChoice,
     /// Compare at most this many packets per node with the reference evaluator.
     pub reference_limit: Option<usize>,
@@ -95,7 +117,7 @@ fn read(inputs: &Inputs) -> (SourceMap, Loaded) {
 }
 
 pub fn compile(inputs: &Inputs, node: Option<&str>, all_nodes: bool, out: Output<'_>) -> Result<ExitCode> {
-    let Output { emit, format, layout, reference_limit, mss_clamp, out_dir } = out;
+    let Output { emit, format, cilium_version, layout, reference_limit, mss_clamp, out_dir } = out;
     let options = codegen::Options { layout: layout.layout(), reference_limit, mss_clamp: Some(mss_clamp) };
     let view = emit.unwrap_or(Emit::Plan);
     if format == DataFormat::Json && !matches!(view, Emit::Cilium | Emit::Plan) {
@@ -173,8 +195,16 @@ pub fn compile(inputs: &Inputs, node: Option<&str>, all_nodes: bool, out: Output
             },
             Emit::Cilium => {
                 let f = if format == DataFormat::Json { cilium::Format::Json } else { cilium::Format::Text };
-                match cilium::render(&w, n, f) {
-                    Ok(t) => t,
+                match cilium::view_for(&w, n, cilium_version.release()) {
+                    Ok(v) => {
+                        for r in &v.refused {
+                            eprintln!(
+                                "note: Cilium {} refuses policy `{}` (no entries): {}",
+                                v.release, r.policy, r.reason
+                            );
+                        }
+                        cilium::render_view(&v, f)
+                    }
                     Err(d) => {
                         print_diagnostics(&[d], &sources, Format::Human);
                         return Ok(ExitCode::from(1));

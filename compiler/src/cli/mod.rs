@@ -136,6 +136,10 @@ pub enum Command {
         /// Output format (json: with --emit cilium).
         #[arg(long, value_enum, default_value = "human")]
         format: compile::DataFormat,
+        /// With --emit cilium: the Cilium release to mirror (1.17: the IPv4
+        /// map only; 1.20: the IPv4 and IPv6 maps).
+        #[arg(long, value_enum, value_name = "VERSION", default_value = "1.20")]
+        cilium_version: compile::CiliumVersion,
         /// Classifier layout (auto: by the measured threshold on the plan's size).
         #[arg(long, value_enum, default_value = "auto")]
         layout: compile::LayoutChoice,
@@ -216,14 +220,33 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Fmt { files, check, write } => convert::fmt(&files, check, write),
         Command::Convert { inputs, to } => convert::convert(&inputs, to),
         Command::Rule { code } => rule(code.as_deref()),
-        Command::Compile { inputs, node, all_nodes, emit, format, layout, reference_limit, underlay_mtu, out_dir } => {
+        Command::Compile {
+            inputs,
+            node,
+            all_nodes,
+            emit,
+            format,
+            cilium_version,
+            layout,
+            reference_limit,
+            underlay_mtu,
+            out_dir,
+        } => {
             let mss_clamp = egret_compiler::codegen::mss::MssClamp::for_underlay_mtu(underlay_mtu)
                 .unwrap_or(egret_compiler::codegen::mss::MssClamp::DEFAULT);
             compile::compile(
                 &inputs,
                 node.as_deref(),
                 all_nodes,
-                compile::Output { emit, format, layout, reference_limit, mss_clamp, out_dir: out_dir.as_deref() },
+                compile::Output {
+                    emit,
+                    format,
+                    cilium_version,
+                    layout,
+                    reference_limit,
+                    mss_clamp,
+                    out_dir: out_dir.as_deref(),
+                },
             )
         }
         Command::Verify { dir, cluster, service_cidrs, policies, reference_limit } => {

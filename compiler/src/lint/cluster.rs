@@ -7,12 +7,13 @@
 //! resolution the compiler uses. This module only decides what is worth
 //! telling the user and how.
 
-use crate::resolve::{EgressSpec, NodeInfo, World};
-use egret_lang::ast::{FLOATING_ANNOTATION, GatewaySpec, Operator, Policy};
+use crate::resolve::{EgressIp, EgressSpec, NoEgressIp, NodeInfo, World};
+use egret_lang::ast::{FLOATING_ANNOTATION, GatewaySpec, NodeNetwork, Operator, Policy};
 use egret_lang::codes;
 use egret_lang::diag::Diagnostic;
+use egret_lang::net::Family;
 use std::collections::BTreeSet;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 
@@ -68,10 +69,17 @@ fn gateways(w: &World, p: &Policy, out: &mut Vec<Diagnostic>) {
         );
         return;
     }
+    let mut floating_seen = BTreeSet::new();
     for g in gws {
         let nodes = gateway_candidates(w, g);
-        if g.floating_ip().is_some() {
+        if let Some(IpAddr::V4(ip)) = g.floating_ip() {
             // every matching node is a candidate (E0310/E0311 come from resolution)
+            if floating_seen.insert(ip) && !w.is_refused_floating(ip) {
+                floating_families(w, p, g, ip, out);
+            }
+            continue;
+        }
+        if g.floating_ip().is_some() {
             continue;
         }
         if nodes.len() > 1 {
@@ -87,7 +95,8 @@ fn gateways(w: &World, p: &Policy, out: &mut Vec<Diagnostic>) {
             );
         }
         if let Some(node) = nodes.first() {
-            egress_ip_on_node(g, node, out);
+            egress_ip_on_node(p, g, node, out);
+            egress_address_families(w, p, g, node, out);
         }
     }
     egress_ip_on_one_node(w, p, out);
@@ -138,41 +147,74 @@ fn egress_ip_on_one_node(w: &World, p: &Policy, out: &mut Vec<Diagnostic>) {
             )
             .primary(ip.span, format!("only on {on}"))
             .note("when that node fails, its endpoints move to another gateway and leave from another IP")
-            .help(format!(
-                "make it floating: add the annotation `{FLOATING_ANNOTATION}: \"true\"` to the policy (`floating ip {}` in .egret)",
-                ip.value
-            )),
+            .help(if ip.value.is_ipv4() {
+                format!(
+                    "make it floating: add the annotation `{FLOATING_ANNOTATION}: \"true\"` to the policy (`floating ip {}` in .egret)",
+                    ip.value
+                )
+            } else {
+                "floating egress IPs are IPv4 only (E0119): give each gateway node its own IPv6 egress IP (an entry each under `egressGateways`) and have the partner allow-list all of them".to_string()
+            }),
         );
     }
 }
 
-fn egress_ip_on_node(g: &GatewaySpec, node: &NodeInfo, out: &mut Vec<Diagnostic>) {
+/// What a node's facts list: `eth0 [192.0.2.1/24]; eth1 [...]`.
+fn addresses(net: &NodeNetwork) -> String {
+    net.interfaces
+        .iter()
+        .map(|i| format!("{} [{}]", i.name, i.addresses.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn family_name(f: Family) -> &'static str {
+    match f {
+        Family::V4 => "IPv4",
+        Family::V6 => "IPv6",
+    }
+}
+
+fn other_family(f: Family) -> Family {
+    match f {
+        Family::V4 => Family::V6,
+        Family::V6 => Family::V4,
+    }
+}
+
+fn has_destinations(p: &Policy, f: Family) -> bool {
+    p.destination_cidrs.iter().any(|c| c.value.family() == f)
+}
+
+fn egress_ip_on_node(p: &Policy, g: &GatewaySpec, node: &NodeInfo, out: &mut Vec<Diagnostic>) {
     let Some(net) = &node.network else { return };
-    let has = || {
-        net.interfaces
-            .iter()
-            .map(|i| {
-                format!("{} [{}]", i.name, i.addresses.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))
-            })
-            .collect::<Vec<_>>()
-            .join("; ")
-    };
     if let Some(ip) = &g.egress_ip
         && !net.interfaces.iter().any(|i| i.addresses.iter().any(|a| a.addr == ip.value))
     {
-        out.push(
-            Diagnostic::new(
-                &codes::EGRESS_IP_NOT_ON_NODE,
-                format!("egress IP {} is not on any interface of gateway node `{}`", ip.value, node.name),
-            )
-            .primary(ip.span, "not configured on the node")
-            .note(format!("`{}` has: {}", node.name, has()))
-            .help(format!(
-                "on the node: `ip addr add {}/{} dev IFACE` (and make it persistent)",
-                ip.value,
-                if ip.value.is_ipv4() { 32 } else { 128 }
-            )),
-        );
+        let family = Family::of(&ip.value);
+        let mut d = Diagnostic::new(
+            &codes::EGRESS_IP_NOT_ON_NODE,
+            format!("egress IP {} is not on any interface of gateway node `{}`", ip.value, node.name),
+        )
+        .primary(ip.span, "not configured on the node")
+        .note(format!("`{}` has: {}", node.name, addresses(net)));
+        if !net.interfaces.iter().flat_map(|i| &i.addresses).any(|a| Family::of(&a.addr) == family) {
+            d = d.note(format!("`{}` has no {} address at all", node.name, family_name(family)));
+        }
+        let other = other_family(family);
+        if has_destinations(p, other) {
+            d = d.note(format!(
+                "the gateway drops the policy's {} traffic too (no-egress-ip): its {} address is taken from the interface holding {}",
+                family_name(other),
+                family_name(other),
+                ip.value
+            ));
+        }
+        out.push(d.help(format!(
+            "on the node: `ip addr add {}/{} dev IFACE` (and make it persistent)",
+            ip.value,
+            if ip.value.is_ipv4() { 32 } else { 128 }
+        )));
     }
     if let Some(iface) = &g.interface
         && !net.interfaces.iter().any(|i| i.name == iface.value || i.alt_names.contains(&iface.value))
@@ -183,10 +225,122 @@ fn egress_ip_on_node(g: &GatewaySpec, node: &NodeInfo, out: &mut Vec<Diagnostic>
                 format!("gateway node `{}` has no interface `{}`", node.name, iface.value),
             )
             .primary(iface.span, "no such interface")
-            .note(format!("`{}` has: {}", node.name, has()))
+            .note(format!("`{}` has: {}", node.name, addresses(net)))
             .help("name an interface the node has (by name or altName)"),
         );
     }
+}
+
+/// E0313: the gateway node's egress interface has no address of a family
+/// the policy has destinations of (the egress IP of that family cannot be
+/// resolved: the gateway drops that family, `no-egress-ip`). A missing
+/// `egressIP` or interface is E0306/E0307 instead.
+fn egress_address_families(w: &World, p: &Policy, g: &GatewaySpec, node: &NodeInfo, out: &mut Vec<Diagnostic>) {
+    let Some(net) = &node.network else { return };
+    for family in [Family::V4, Family::V6] {
+        if !has_destinations(p, family) {
+            continue;
+        }
+        let EgressIp::Unavailable { reason: NoEgressIp::NoAddress { interface, .. } } = w.egress_ip(g, node.id, family)
+        else {
+            continue;
+        };
+        let fam = family_name(family);
+        let (span, via) = match (&g.egress_ip, &g.interface) {
+            (Some(ip), _) => (ip.span, format!("the interface holding {}", ip.value)),
+            (None, Some(i)) => (i.span, format!("interface `{}`", i.value)),
+            (None, None) => (g.node_selector.span, "the default-route interface".to_string()),
+        };
+        out.push(
+            Diagnostic::new(
+                &codes::NO_EGRESS_ADDRESS_FOR_FAMILY,
+                format!(
+                    "gateway node `{}` has no {fam} address on `{interface}` for the {fam} destinations of policy `{}`",
+                    node.name, p.name.value
+                ),
+            )
+            .primary(span, format!("{via}: `{interface}` on `{}` has no {fam} address", node.name))
+            .note(format!("`{}` has: {}", node.name, addresses(net)))
+            .note(format!(
+                "the gateway drops the policy's {fam} traffic (no-egress-ip); its {} traffic is not affected by this",
+                family_name(other_family(family))
+            ))
+            .note(format!(
+                "Cilium programs the egress IP `{}` for these entries, and its gateway drops them too",
+                if family == Family::V4 { "0.0.0.0" } else { "::" }
+            ))
+            .help(format!(
+                "add an {fam} address to `{interface}` on `{}`, or send the {fam} destinations through another interface",
+                node.name
+            )),
+        );
+    }
+}
+
+/// W0314: the candidates of a floating egress IP (IPv4) differ in what they
+/// can do with the policy's IPv6 traffic, which leaves from each
+/// candidate's own IPv6 address: some have none (they drop it while they
+/// own the IP), or a node the entry selects has no IPv4 InternalIP (it is
+/// no candidate at all). Candidates without node facts are not judged.
+fn floating_families(w: &World, p: &Policy, g: &GatewaySpec, ip: Ipv4Addr, out: &mut Vec<Diagnostic>) {
+    let Some(written) = &g.egress_ip else { return };
+    let mut notes = Vec::new();
+    let (mut serve, mut drop) = (Vec::new(), Vec::new());
+    if has_destinations(p, Family::V6) {
+        for n in w.floating_candidates(g).into_iter().filter(|n| n.network.is_some()) {
+            match w.egress_for_spec(&EgressSpec::Floating(ip), n.id, Family::V6) {
+                EgressIp::Known(a) => serve.push(format!("`{}` from {a}", n.name)),
+                EgressIp::Unavailable { reason } => {
+                    notes.push(format!(
+                        "while `{}` owns {ip}, the policy's IPv6 traffic is dropped there (no-egress-ip): {reason}",
+                        n.name
+                    ));
+                    drop.push(n.name.clone());
+                }
+                EgressIp::LateBound { .. } => {}
+            }
+        }
+    }
+    let ipv6_only: Vec<&NodeInfo> = w
+        .matching_nodes(&g.node_selector)
+        .into_iter()
+        .filter(|n| n.ip.is_none() && n.internal_ips.iter().any(IpAddr::is_ipv6))
+        .collect();
+    if drop.is_empty() && ipv6_only.is_empty() {
+        return;
+    }
+    if !serve.is_empty() {
+        notes.push(format!(
+            "the IPv6 traffic leaves {}: that address does not float, so IPv6 connections break when {ip} moves",
+            serve.join(", ")
+        ));
+    }
+    for n in &ipv6_only {
+        notes.push(format!(
+            "node `{}` is selected but has no IPv4 InternalIP: it is not a candidate (the tunnel between nodes is IPv4)",
+            n.name
+        ));
+    }
+    let mut d = Diagnostic::new(
+        &codes::FLOATING_CANDIDATES_MIXED_FAMILIES,
+        format!(
+            "the candidates of floating egress IP {ip} of policy `{}` differ in the address families they serve",
+            p.name.value
+        ),
+    )
+    .primary(written.span, "floating (IPv4 only)")
+    .secondary(g.node_selector.span, "the candidates");
+    for n in notes {
+        d = d.note(n);
+    }
+    out.push(d.help(if drop.is_empty() {
+        "select only nodes with an IPv4 InternalIP, or give the IPv6-only node an IPv4 InternalIP".to_string()
+    } else {
+        format!(
+            "give {} an IPv6 address on the egress interface, or select only dual-stack nodes",
+            drop.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+        )
+    }));
 }
 
 fn namespace_labels(w: &World, p: &Policy, out: &mut Vec<Diagnostic>) {

@@ -11,7 +11,7 @@ use super::intervals::{RangeSet, first_address};
 use egret_lang::ast::{GatewaySpec, Policy};
 use egret_lang::codes;
 use egret_lang::diag::Diagnostic;
-use egret_lang::net::{Cidr, prefix_mask};
+use egret_lang::net::{Cidr, Family, prefix_mask};
 use egret_lang::source::Spanned;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -188,6 +188,7 @@ pub fn check(policies: &[Policy], world: Option<&crate::resolve::World>) -> Vec<
     for p in &prepared {
         exclusion_without_effect(p, &mut out);
         cilium_node_selector(p, &mut out);
+        egress_ip_family(p.p, &mut out);
     }
     let mut by_dest: HashMap<Cidr, Vec<usize>> = HashMap::new();
     for (i, p) in prepared.iter().enumerate() {
@@ -202,6 +203,47 @@ pub fn check(policies: &[Policy], world: Option<&crate::resolve::World>) -> Vec<
     shadowed(&prepared, &pins, &mut out);
     cilium_exclusions(&prepared, &by_dest, &pins, &mut out);
     out
+}
+
+/// W0207: an `egressIP` of a family that none of the policy's destination
+/// CIDRs has (while it has destinations): egret sends the destinations'
+/// family from another address of the interface holding the IP; Cilium 1.20
+/// refuses the policy (`ParseCEGP`), so there the traffic leaves the normal way.
+fn egress_ip_family(p: &Policy, out: &mut Vec<Diagnostic>) {
+    let has = |f: Family| p.destination_cidrs.iter().any(|c| c.value.family() == f);
+    let mut seen = BTreeSet::new();
+    for g in p.gateways() {
+        let Some(ip) = &g.egress_ip else { continue };
+        let family = Family::of(&ip.value);
+        let other = if family == Family::V4 { Family::V6 } else { Family::V4 };
+        if has(family) || !has(other) || !seen.insert(ip.value) {
+            continue;
+        }
+        let (this, that) = (family_name(family), family_name(other));
+        out.push(
+            Diagnostic::new(
+                &codes::EGRESS_IP_FAMILY_WITHOUT_DESTINATIONS,
+                format!("egress IP {} is {this}, but policy `{}` has only {that} destinations", ip.value, p.name.value),
+            )
+            .primary(ip.span, format!("{this}: used for no destination"))
+            .note(format!(
+                "egret sends the policy's {that} traffic from the gateway's first {that} address on the interface holding {}, or drops it there (no-egress-ip) when the interface has none",
+                ip.value
+            ))
+            .note(format!(
+                "Cilium 1.20 refuses the policy (\"{this} egress IP {} cannot be used with only {that} destination CIDRs\"): the pods' traffic leaves the normal way, not through a gateway",
+                ip.value
+            ))
+            .help(format!("write the {that} address to leave from as `egressIP`, or name the interface with `interface`")),
+        );
+    }
+}
+
+fn family_name(f: Family) -> &'static str {
+    match f {
+        Family::V4 => "IPv4",
+        Family::V6 => "IPv6",
+    }
 }
 
 fn exclusion_without_effect(p: &Prepared<'_>, out: &mut Vec<Diagnostic>) {

@@ -203,10 +203,12 @@ impl World {
     /// snapshot has one, else late-bound (an `egressIP` is known for its own
     /// family without one).
     pub fn egress_ip(&self, g: &GatewaySpec, node: NodeId, family: Family) -> EgressIp {
-        self.egress_for(&EgressSpec::of(g), node, family)
+        self.egress_for_spec(&EgressSpec::of(g), node, family)
     }
 
-    fn egress_for(&self, spec: &EgressSpec, node: NodeId, family: Family) -> EgressIp {
+    /// [`World::egress_ip`] for an egress spec rather than a gateway entry
+    /// (the Cilium view reads a floating entry as a fixed `egressIP`).
+    pub fn egress_for_spec(&self, spec: &EgressSpec, node: NodeId, family: Family) -> EgressIp {
         if let EgressSpec::Floating(ip) = spec
             && family == Family::V4
         {
@@ -403,8 +405,8 @@ impl World {
                 id: SlotId(id),
                 gateway: node,
                 gateway_name: name,
-                v4: fams[0].then(|| self.egress_for(&spec, node, Family::V4)),
-                v6: fams[1].then(|| self.egress_for(&spec, node, Family::V6)),
+                v4: fams[0].then(|| self.egress_for_spec(&spec, node, Family::V4)),
+                v6: fams[1].then(|| self.egress_for_spec(&spec, node, Family::V6)),
                 spec,
                 interface,
                 floating,

@@ -146,8 +146,10 @@ fn compile_explain_diff_on_the_example() {
     assert_eq!(rows.len(), 9);
     for r in rows {
         let keys: Vec<&str> = r.as_object().expect("object").keys().map(String::as_str).collect();
-        assert_eq!(keys, ["destination_cidr", "egress_ip", "gateway_ip", "source_ip"]);
+        // `cilium-dbg bpf egress list -o json`'s field names (sorted here by serde_json's map)
+        assert_eq!(keys, ["DestCIDR", "EgressIP", "GatewayIP", "SourceIP"]);
     }
+    assert!(stdout(&json).starts_with("[\n  {\n    \"SourceIP\": "), "printed in the command's struct order");
     assert_eq!(
         code(&egret(&[
             "compile",

@@ -600,10 +600,25 @@ fn ipv6_is_decided_and_compiled_like_ipv4() {
     // The v4-only endpoint's class holds no IPv6 entries.
     let c = p.class_of(ip("10.1.6.2")).unwrap();
     assert!(p.classes[c.0 as usize].entries.iter().all(|e| e.prefix.family() == Family::V4));
-    // Cilium's view is IPv4-only.
+    // Cilium (1.20) has an IPv6 map: the dual-stack endpoint's IPv6 address
+    // with each IPv6 CIDR, the gateway's IPv4 address (or "Excluded CIDR"),
+    // and `::` as egress IP on a node that is not the gateway.
     let v = cilium::view(&w, "w-6").unwrap();
     assert!(v.rows.iter().all(|r| r.destination.family() == Family::V4));
-    assert_eq!(v.omitted_ipv6, 3);
+    let six: Vec<(String, String, String, String)> = v
+        .rows6
+        .iter()
+        .map(|r| {
+            (r.source_ip.to_string(), r.destination.to_string(), r.egress_ip.to_string(), r.gateway_ip.to_string())
+        })
+        .collect();
+    let gw = w.node_by_name("gw-a").and_then(|n| n.ip).unwrap().to_string();
+    let row = |d: &str, g: &str| ("fd00:6::1".to_string(), d.to_string(), "::".to_string(), g.to_string());
+    assert_eq!(six, [row("::/0", &gw), row("2001:db8:1::/48", "0.0.0.1"), row("fd00::/8", "0.0.0.1")]);
+    assert_eq!(v.omitted_ipv6, 0);
+    // Cilium 1.17 had none: the same three entries are left out.
+    let v17 = cilium::view_for(&w, "w-6", cilium::Release::V1_17).unwrap();
+    assert_eq!((v17.rows, v17.rows6.len(), v17.omitted_ipv6), (v.rows, 0, 3));
     check_equivalence(&w);
 }
 
