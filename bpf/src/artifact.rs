@@ -59,6 +59,19 @@ pub enum HoleSource {
     Constant { value: u64 },
     /// The IPv4 address of an egress slot, resolved on the node (host byte order).
     SlotIpv4 { slot: u32 },
+    /// The IPv6 address of an egress slot, resolved on the node: 16 bytes,
+    /// so a late field only ([`FieldEncoding::Ipv6`]), never a hole (an
+    /// instruction's immediate holds 64 bits at most; [`Artifact::check`]).
+    SlotIpv6 { slot: u32 },
+}
+
+impl HoleSource {
+    /// Whether the source fills a hole or a 32-bit late field (everything
+    /// but [`HoleSource::SlotIpv6`]).
+    #[must_use]
+    pub fn is_word(&self) -> bool {
+        !matches!(self, HoleSource::SlotIpv6 { .. })
+    }
 }
 
 /// A program of the artifact: where it is attached and/or which
@@ -127,35 +140,64 @@ pub struct Entry {
     pub late: Vec<LateField>,
 }
 
-/// A 4-byte field of a map value that the loader fills on the node from a
-/// [`HoleSource`] (the bytes in `value` there are placeholders, zero).
+/// A field of a map value that the loader fills on the node from a
+/// [`HoleSource`] (the bytes in `value` there are placeholders, zero): 4
+/// bytes for a 32-bit source, 16 for an IPv6 address.
+///
+/// Contract ([`Artifact::check`]): `offset + encoding.width() <= value_size`,
+/// and the encoding is [`FieldEncoding::Ipv6`] exactly when the source is
+/// [`HoleSource::SlotIpv6`].
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct LateField {
-    /// Byte offset in the value; `offset + 4 <= value_size`.
+    /// Byte offset in the value.
     pub offset: u32,
     /// Where the value comes from.
     pub source: HoleSource,
-    /// How the resolved `u32` is written.
+    /// How the resolved value is written.
     pub encoding: FieldEncoding,
 }
 
-/// Byte order of a [`LateField`].
+/// How a [`LateField`] is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FieldEncoding {
     /// Little-endian `u32` (host integers: ifindexes).
     Le32,
-    /// Big-endian `u32` (addresses in network byte order).
+    /// Big-endian `u32` (IPv4 addresses in network byte order).
     Be32,
+    /// An IPv6 address, 16 bytes in network byte order.
+    Ipv6,
+}
+
+/// A late field's value as resolved on the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LateValue {
+    /// A 32-bit value (ifindex, IPv4 address in host order).
+    Word(u32),
+    /// An IPv6 address.
+    Ipv6(std::net::Ipv6Addr),
 }
 
 impl FieldEncoding {
-    /// The bytes of `v` in this encoding.
+    /// The field's width in bytes.
     #[must_use]
-    pub fn bytes(self, v: u32) -> [u8; 4] {
+    pub const fn width(self) -> u32 {
         match self {
-            FieldEncoding::Le32 => v.to_le_bytes(),
-            FieldEncoding::Be32 => v.to_be_bytes(),
+            FieldEncoding::Le32 | FieldEncoding::Be32 => 4,
+            FieldEncoding::Ipv6 => 16,
+        }
+    }
+
+    /// The bytes of `v` in this encoding ([`FieldEncoding::width`] of
+    /// them); `None` when the value is not of the encoding's kind (an IPv6
+    /// address for a 32-bit field, or a word for an IPv6 one).
+    #[must_use]
+    pub fn encode(self, v: LateValue) -> Option<Vec<u8>> {
+        match (self, v) {
+            (FieldEncoding::Le32, LateValue::Word(w)) => Some(w.to_le_bytes().to_vec()),
+            (FieldEncoding::Be32, LateValue::Word(w)) => Some(w.to_be_bytes().to_vec()),
+            (FieldEncoding::Ipv6, LateValue::Ipv6(a)) => Some(a.octets().to_vec()),
+            _ => None,
         }
     }
 }
@@ -342,9 +384,14 @@ pub struct DecisionTable {
     /// live `egret_dst_*` maps with their sources).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub classes: std::collections::BTreeMap<std::net::IpAddr, u32>,
-    /// Egress address of each slot the rows name, where known at compile time.
+    /// Egress address of each slot the rows name, where known at compile
+    /// time: the IPv4 one (IPv4 sources' rows).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub egress: std::collections::BTreeMap<u32, std::net::IpAddr>,
+    /// The same for IPv6 (IPv6 sources' rows). Omitted when empty, so
+    /// IPv4-only tables encode and digest as before.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub egress6: std::collections::BTreeMap<u32, std::net::Ipv6Addr>,
 }
 
 /// The maps whose content the compiler does not produce (`crate::templates`:
@@ -352,9 +399,11 @@ pub struct DecisionTable {
 /// programs write, and the gateways' liveness and the floating slots'
 /// owners, which the node's agent writes): state maps wherever they appear
 /// with an empty image ([`Artifact::new`] marks them), kept across swaps.
-pub const TEMPLATE_STATE_MAPS: [&str; 7] = [
+pub const TEMPLATE_STATE_MAPS: [&str; 9] = [
     crate::templates::map::NAT_V4,
     crate::templates::map::RNAT_V4,
+    crate::templates::map::NAT_V6,
+    crate::templates::map::RNAT_V6,
     crate::templates::map::GW_STATS,
     crate::templates::map::PROBE_RX,
     crate::templates::map::FLOAT_OWNER,
@@ -408,6 +457,8 @@ pub enum ArtifactError {
     Format { found: String },
     #[error("map `{map}`: {message}")]
     Map { map: String, message: String },
+    #[error("hole `%{hole}`: {message}")]
+    Hole { hole: String, message: String },
     #[error("digest mismatch: manifest says {manifest}, content hashes to {actual}")]
     Digest { manifest: String, actual: String },
 }
@@ -490,6 +541,12 @@ impl Artifact {
         if actual != self.manifest.digest {
             return Err(ArtifactError::Digest { manifest: self.manifest.digest.clone(), actual });
         }
+        if let Some(h) = self.manifest.holes.iter().find(|h| !h.source.is_word()) {
+            return Err(ArtifactError::Hole {
+                hole: h.name.clone(),
+                message: format!("source {:?} is 16 bytes wide: a late field only, never a hole", h.source),
+            });
+        }
         for m in &self.manifest.maps {
             let entries = m.decoded()?;
             if entries.len() > m.max_entries as usize {
@@ -498,12 +555,18 @@ impl Artifact {
                     message: format!("{} entries exceed max_entries {}", entries.len(), m.max_entries),
                 });
             }
-            if let Some(f) = m.entries.iter().flat_map(|e| &e.late).find(|f| f.offset.saturating_add(4) > m.value_size)
-            {
-                return Err(ArtifactError::Map {
-                    map: m.name.clone(),
-                    message: format!("late field at offset {} exceeds the {}-byte value", f.offset, m.value_size),
-                });
+            for f in m.entries.iter().flat_map(|e| &e.late) {
+                let message = if f.offset.saturating_add(f.encoding.width()) > m.value_size {
+                    format!("late field at offset {} exceeds the {}-byte value", f.offset, m.value_size)
+                } else if f.source.is_word() == (f.encoding == FieldEncoding::Ipv6) {
+                    format!(
+                        "late field at offset {}: source {:?} cannot be written as {:?}",
+                        f.offset, f.source, f.encoding
+                    )
+                } else {
+                    continue;
+                };
+                return Err(ArtifactError::Map { map: m.name.clone(), message });
             }
             if self.is_state(&m.name) && (!entries.is_empty() || m.kind == kind_name(MapKind::ProgArray)) {
                 return Err(ArtifactError::Map {
@@ -651,7 +714,23 @@ mod tests {
         e.manifest.maps[0].entries[0].late[0].offset = 0;
         e.manifest.digest = digest(&e.object, &e.manifest);
         e.check().expect("a late field inside the value");
-        assert_eq!(FieldEncoding::Be32.bytes(0x0a00_0001), [10, 0, 0, 1]);
+        assert_eq!(FieldEncoding::Be32.encode(LateValue::Word(0x0a00_0001)), Some(vec![10, 0, 0, 1]));
+        let ip6: std::net::Ipv6Addr = "2001:db8::1".parse().expect("ipv6");
+        assert_eq!(FieldEncoding::Ipv6.encode(LateValue::Ipv6(ip6)), Some(ip6.octets().to_vec()));
+        assert_eq!(FieldEncoding::Ipv6.encode(LateValue::Word(1)), None);
+        assert_eq!(FieldEncoding::Le32.encode(LateValue::Ipv6(ip6)), None);
+        // an IPv6 late field is 16 bytes wide and must take an IPv6 source
+        e.manifest.maps[0].entries[0].late =
+            vec![LateField { offset: 0, source: HoleSource::SlotIpv6 { slot: 1 }, encoding: FieldEncoding::Ipv6 }];
+        e.manifest.digest = digest(&e.object, &e.manifest);
+        assert!(matches!(e.check(), Err(ArtifactError::Map { message, .. }) if message.contains("exceeds")));
+        e.manifest.maps[0].entries[0].late[0].encoding = FieldEncoding::Be32;
+        e.manifest.digest = digest(&e.object, &e.manifest);
+        assert!(matches!(e.check(), Err(ArtifactError::Map { message, .. }) if message.contains("cannot be written")));
+        let mut h = b.clone();
+        h.manifest.holes[0].source = HoleSource::SlotIpv6 { slot: 1 };
+        h.manifest.digest = digest(&h.object, &h.manifest);
+        assert!(matches!(h.check(), Err(ArtifactError::Hole { hole, .. }) if hole == "tunnel_ifindex"));
         let mut d = b.clone();
         d.manifest.maps[0].entries[0].key = "0a".into();
         d.manifest.digest = digest(&d.object, &d.manifest);
@@ -666,7 +745,15 @@ mod tests {
         let a = Artifact::new("gw", vec![1], vec![], vec![], images.clone());
         assert_eq!(
             a.manifest.state,
-            ["egret_float_owner", "egret_gw_stats", "egret_nat_v4", "egret_probe_rx", "egret_rnat_v4"]
+            [
+                "egret_float_owner",
+                "egret_gw_stats",
+                "egret_nat_v4",
+                "egret_nat_v6",
+                "egret_probe_rx",
+                "egret_rnat_v4",
+                "egret_rnat_v6"
+            ]
         );
         assert!(!a.is_state("egret_gw_peers"), "compiled from the plan: not state");
         assert!(a.is_state("egret_nat_v4") && !a.is_state("egret_local_eps_v4"));

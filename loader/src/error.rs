@@ -2,7 +2,6 @@
 //! lowercase messages quoting the names involved.
 
 use std::io;
-use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use egret_bpf::artifact::ArtifactError;
@@ -148,13 +147,26 @@ pub enum LoaderError {
     },
 
     // ----- resolving the artifact on this node -----
-    /// A `SlotIpv4` hole for a slot the node has no address for.
-    #[error("hole `%{hole}`: egress slot {slot} has no IPv4 address on this node")]
+    /// A `SlotIpv4` / `SlotIpv6` source for a slot the node has no address
+    /// of that family for.
+    #[error("{hole}: egress slot {slot} has no {family} address on this node")]
     UnknownSlot {
-        /// Hole name.
+        /// The hole or late field (`hole %NAME`, `map `M` late field at offset N`).
         hole: String,
         /// Slot number.
         slot: u32,
+        /// `IPv4` or `IPv6`.
+        family: &'static str,
+    },
+    /// A source wider than what it fills: an IPv6 address for a hole (an
+    /// immediate) or a 32-bit field (refused by `Artifact::check` already;
+    /// kept so the loader never truncates one).
+    #[error("{hole}: source {from:?} does not fit it")]
+    HoleWide {
+        /// The hole or late field.
+        hole: String,
+        /// Its source.
+        from: egret_bpf::artifact::HoleSource,
     },
     /// An interface the artifact or configuration names does not exist.
     #[error("interface `{interface}` ({purpose}) does not exist")]
@@ -174,7 +186,7 @@ pub enum LoaderError {
     #[error("pod {ip} is not behind a local interface: {reason}")]
     PodNotLocal {
         /// Pod IP.
-        ip: Ipv4Addr,
+        ip: std::net::IpAddr,
         /// What the route lookup found.
         reason: String,
     },
@@ -333,6 +345,7 @@ impl LoaderError {
             LoaderError::HoleUnsourced { .. } => "hole_unsourced",
             LoaderError::HoleDuplicate { .. } => "hole_duplicate",
             LoaderError::UnknownSlot { .. } => "unknown_slot",
+            LoaderError::HoleWide { .. } => "hole_wide",
             LoaderError::MissingInterface { .. } => "missing_interface",
             LoaderError::MissingIfindex { .. } => "missing_ifindex",
             LoaderError::PodNotLocal { .. } => "pod_not_local",

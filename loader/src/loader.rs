@@ -24,14 +24,21 @@
 //!   lifetime (released by the kernel if the process dies), so two loaders
 //!   never interleave swaps on one root; inspection ([`crate::inspect`]) takes
 //!   no lock.
-//! - **Local endpoints**: a generation that has a map named
-//!   `egret_local_eps` (the gateway templates' pod IPv4 → host-side veth
-//!   table, whose ifindexes only the node knows; its image is empty) gets
-//!   one entry per pod attached by [`PodTarget::Ip`]: written into N before
-//!   any link moves to N, and into the running generation when a pod is
-//!   attached or released. Pods attached by interface or ifindex have no
-//!   known IP and get no entry. After a restart the caller re-announces its
-//!   pods (`attach_pod` / `sync_pods` with IPs), which rewrites them.
+//! - **Local endpoints**: a generation that has the maps
+//!   `egret_local_eps_v4` / `egret_local_eps_v6` (the gateway templates' pod
+//!   IP → host-side veth tables, whose ifindexes only the node knows; their
+//!   images are empty) gets one entry per pod address attached by
+//!   [`PodTarget::Ip`], in the map of the address's family
+//!   ([`LocalEndpoint::map`]; a dual-stack pod is attached by each of its
+//!   addresses and gets an entry in both): written into N before any link
+//!   moves to N, and into the running generation when a pod is attached or
+//!   released. Pods attached by interface or ifindex have no known IP and
+//!   get no entry. After a restart the caller re-announces its pods
+//!   (`attach_pod` / `sync_pods` with IPs), which rewrites them.
+//! - **Late-bound egress addresses**: `SlotIpv4` / `SlotIpv6` sources (late
+//!   fields of `egret_gw_slots`) take [`LoaderConfig::slot_ipv4`] /
+//!   [`LoaderConfig::slot_ipv6`]; a slot missing there fails the apply
+//!   ([`LoaderError::UnknownSlot`]).
 //! - **State maps** ([`crate::state`]): maps the artifact marks as state
 //!   (NAT tables, counters) are reused by N when the running generation has
 //!   them with the same definition, else created anew (reported in
@@ -49,13 +56,12 @@
 //!   namespace, per loader.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use egret_bpf::artifact::{Artifact, AttachPoint, HoleSource};
+use egret_bpf::artifact::{Artifact, AttachPoint, HoleSource, LateField, LateValue};
 use egret_bpf::templates::LocalEndpoint;
-use egret_bpf::templates::map::LOCAL_EPS;
 
 use crate::check::{CheckedArtifact, DecodedImage, check_artifact};
 use crate::error::LoaderError;
@@ -81,8 +87,10 @@ pub struct LoaderConfig {
     pub tunnel_device: String,
     /// Egress interfaces (`EgressIngress` programs attach to each).
     pub egress_interfaces: Vec<String>,
-    /// IPv4 address of each egress slot this node serves (`SlotIpv4` holes).
+    /// IPv4 address of each egress slot this node serves (`SlotIpv4` sources).
     pub slot_ipv4: BTreeMap<u32, Ipv4Addr>,
+    /// IPv6 address of each egress slot this node serves (`SlotIpv6` late fields).
+    pub slot_ipv6: BTreeMap<u32, Ipv6Addr>,
 }
 
 impl LoaderConfig {
@@ -95,6 +103,7 @@ impl LoaderConfig {
             tunnel_device: "egret0".into(),
             egress_interfaces: Vec::new(),
             slot_ipv4: BTreeMap::new(),
+            slot_ipv6: BTreeMap::new(),
         }
     }
 }
@@ -108,8 +117,9 @@ impl Default for LoaderConfig {
 /// A pod's interface, as the caller knows it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum PodTarget {
-    /// The pod's IP: the interface is the one its route leads to.
-    Ip(Ipv4Addr),
+    /// One of the pod's IPs (either family): the interface is the one its
+    /// route leads to, and the address gets a local-endpoint entry.
+    Ip(IpAddr),
     /// The host-side interface by name.
     Interface(String),
     /// The host-side interface by ifindex.
@@ -234,8 +244,8 @@ pub struct Loader {
     next: Generation,
     /// Pod interfaces that should carry the pod program: ifindex → name.
     pods: BTreeMap<u32, String>,
-    /// Pods attached by IP: IPv4 → host-side ifindex (`egret_local_eps`).
-    pod_ips: BTreeMap<Ipv4Addr, u32>,
+    /// Pods attached by IP: pod IP → host-side ifindex (`egret_local_eps_v4/v6`).
+    pod_ips: BTreeMap<IpAddr, u32>,
     ebpf_loader: aya::EbpfLoader<'static>,
     /// The root directory, `flock`ed exclusively while this loader lives.
     _lock: std::fs::File,
@@ -372,14 +382,42 @@ impl Loader {
             HoleSource::Ifindex { link } => i64::from(netdev::require_ifindex(link, || what.to_owned())?),
             HoleSource::Constant { value } => *value as i64,
             HoleSource::SlotIpv4 { slot } => {
-                let ip = self
-                    .config
-                    .slot_ipv4
-                    .get(slot)
-                    .ok_or_else(|| LoaderError::UnknownSlot { hole: what.to_owned(), slot: *slot })?;
+                let ip = self.config.slot_ipv4.get(slot).ok_or_else(|| LoaderError::UnknownSlot {
+                    hole: what.to_owned(),
+                    slot: *slot,
+                    family: "IPv4",
+                })?;
                 i64::from(u32::from(*ip))
             }
+            // 16 bytes: a late field only (Artifact::check refuses it as a hole)
+            HoleSource::SlotIpv6 { .. } => {
+                return Err(LoaderError::HoleWide { hole: what.to_owned(), from: source.clone() });
+            }
         })
+    }
+
+    /// The bytes of a late field on this node.
+    fn resolve_late(&self, map: &str, f: &LateField) -> Result<Vec<u8>, LoaderError> {
+        let what = format!("map `{map}` late field at offset {}", f.offset);
+        let value = match &f.source {
+            HoleSource::SlotIpv6 { slot } => {
+                LateValue::Ipv6(*self.config.slot_ipv6.get(slot).ok_or_else(|| LoaderError::UnknownSlot {
+                    hole: what.clone(),
+                    slot: *slot,
+                    family: "IPv6",
+                })?)
+            }
+            source => {
+                let v = self.resolve_source(&what, source)?;
+                LateValue::Word(u32::try_from(v).map_err(|_| LoaderError::LateFieldRange {
+                    map: map.to_owned(),
+                    offset: f.offset,
+                    value: v,
+                })?)
+            }
+        };
+        // Artifact::check guarantees that the encoding takes its source's values
+        f.encoding.encode(value).ok_or_else(|| LoaderError::HoleWide { hole: what, from: f.source.clone() })
     }
 
     fn resolve_holes(&self, checked: &CheckedArtifact<'_>) -> Result<BTreeMap<String, i64>, LoaderError> {
@@ -397,17 +435,11 @@ impl Loader {
         for (img, manifest) in images.iter_mut().zip(&checked.artifact().manifest.maps) {
             for ((_, value), entry) in img.entries.iter_mut().zip(&manifest.entries) {
                 for f in &entry.late {
-                    let what = format!("map `{}` late field at offset {}", img.name, f.offset);
-                    let v = self.resolve_source(&what, &f.source)?;
-                    let v = u32::try_from(v).map_err(|_| LoaderError::LateFieldRange {
-                        map: img.name.clone(),
-                        offset: f.offset,
-                        value: v,
-                    })?;
+                    let bytes = self.resolve_late(&img.name, f)?;
                     let at = f.offset as usize;
-                    // Artifact::check guarantees offset + 4 <= value_size
-                    if let Some(dst) = value.get_mut(at..at + 4) {
-                        dst.copy_from_slice(&f.encoding.bytes(v));
+                    // Artifact::check guarantees offset + width <= value_size
+                    if let Some(dst) = value.get_mut(at..at + bytes.len()) {
+                        dst.copy_from_slice(&bytes);
                     }
                 }
             }
@@ -571,34 +603,47 @@ impl Loader {
         Ok(())
     }
 
-    /// Writes (`Some(ifindex)`) or deletes (`None`) `egret_local_eps`
-    /// entries of generation `g`, if it has that map.
+    /// Writes (`Some(ifindex)`) or deletes (`None`) local-endpoint entries
+    /// of generation `g`, each in the map of its address's family
+    /// (`egret_local_eps_v4` / `_v6`), if `g` has that map.
     fn write_local_eps(
         &self,
         g: Generation,
-        entries: impl IntoIterator<Item = (Ipv4Addr, Option<u32>)>,
+        entries: impl IntoIterator<Item = (IpAddr, Option<u32>)>,
     ) -> Result<(), LoaderError> {
-        let path = self.layout.map(g, LOCAL_EPS);
-        if !path.exists() {
-            return Ok(());
-        }
-        let map_error = |operation, source| LoaderError::Map { map: LOCAL_EPS.into(), operation, source };
-        let handle = crate::sys::MapHandle::open(&path).map_err(|e| map_error("opening its pin", e))?;
+        // one open pin per family, opened when first needed (`None`: no such map)
+        let mut handles: BTreeMap<&'static str, Option<crate::sys::MapHandle>> = BTreeMap::new();
         for (pod, ifindex) in entries {
-            let key = pod.octets();
+            let entry = LocalEndpoint { pod, ifindex: ifindex.unwrap_or(0) };
+            let map = entry.map();
+            let map_error = |operation, source| LoaderError::Map { map: map.into(), operation, source };
+            let handle = match handles.entry(map) {
+                std::collections::btree_map::Entry::Occupied(h) => h.into_mut(),
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    let path = self.layout.map(g, map);
+                    let h = if path.exists() {
+                        Some(crate::sys::MapHandle::open(&path).map_err(|e| map_error("opening its pin", e))?)
+                    } else {
+                        None
+                    };
+                    v.insert(h)
+                }
+            };
+            let Some(handle) = handle else { continue };
             match ifindex {
-                Some(ifindex) => handle
-                    .update(&key, &LocalEndpoint { pod: pod.into(), ifindex }.value(), crate::sys::BPF_ANY)
+                Some(_) => handle
+                    .update(&entry.key(), &entry.value(), crate::sys::BPF_ANY)
                     .map_err(|e| map_error("writing a local endpoint", e))?,
-                None => handle.delete(&key).map_err(|e| map_error("deleting a local endpoint", e))?,
+                None => handle.delete(&entry.key()).map_err(|e| map_error("deleting a local endpoint", e))?,
             }
         }
         Ok(())
     }
 
-    /// Local endpoints (`egret_local_eps`) the loader keeps: pod IPv4 → host-side ifindex.
+    /// Local endpoints (`egret_local_eps_v4` / `_v6`) the loader keeps: pod
+    /// IP → host-side ifindex.
     #[must_use]
-    pub fn local_endpoints(&self) -> &BTreeMap<Ipv4Addr, u32> {
+    pub fn local_endpoints(&self) -> &BTreeMap<IpAddr, u32> {
         &self.pod_ips
     }
 
@@ -662,7 +707,7 @@ impl Loader {
     /// The unpin failure.
     pub fn release_pod(&mut self, ifindex: u32) -> Result<bool, LoaderError> {
         self.pods.remove(&ifindex);
-        let ips: Vec<Ipv4Addr> = self.pod_ips.iter().filter(|(_, i)| **i == ifindex).map(|(ip, _)| *ip).collect();
+        let ips: Vec<IpAddr> = self.pod_ips.iter().filter(|(_, i)| **i == ifindex).map(|(ip, _)| *ip).collect();
         for ip in &ips {
             self.pod_ips.remove(ip);
         }
@@ -681,8 +726,8 @@ impl Loader {
     /// Attach or release failures (unresolvable targets are reported in the result instead).
     pub fn sync_pods(&mut self, targets: &[PodTarget]) -> Result<SyncReport, LoaderError> {
         let mut report = SyncReport::default();
-        // ifindex → the IPs targeting it (kept for `egret_local_eps`)
-        let mut wanted: BTreeMap<u32, Vec<Ipv4Addr>> = BTreeMap::new();
+        // ifindex → the IPs targeting it (kept for `egret_local_eps_v4/v6`)
+        let mut wanted: BTreeMap<u32, Vec<IpAddr>> = BTreeMap::new();
         for t in targets {
             match Loader::resolve_pod(t) {
                 Ok((i, _)) => {
@@ -695,7 +740,7 @@ impl Loader {
             }
         }
         // IPs no longer targeted lose their entry even if their veth stays
-        let dropped: Vec<Ipv4Addr> = self
+        let dropped: Vec<IpAddr> = self
             .pod_ips
             .iter()
             .filter(|(ip, i)| !wanted.get(i).is_some_and(|ips| ips.contains(ip)))

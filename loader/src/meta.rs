@@ -222,6 +222,7 @@ mod tests {
                 rows,
                 classes: [(std::net::Ipv4Addr::new(10, 244, 0, 1).into(), 0)].into(),
                 egress: [(3, std::net::Ipv4Addr::new(198, 51, 100, 100).into())].into(),
+                egress6: Default::default(),
             }),
         };
         let chunks = encode_info(&info).expect("encodes");

@@ -7,7 +7,7 @@
 //! in), so a loader that serves a namespace must run in it.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use crate::error::LoaderError;
 use crate::netlink::{Link, LinkRef, Netlink, RouteType};
@@ -42,16 +42,16 @@ pub fn ifname(ifindex: u32) -> Result<Option<String>, LoaderError> {
     Ok(lookup(LinkRef::Index(ifindex), || format!("looking up ifindex {ifindex}"))?.map(|l| l.name))
 }
 
-/// The local interface a pod IP is directly routed to (the host side of the
-/// pod's veth, for CNIs that route each pod IP to its veth): a unicast route
-/// with an output interface and no gateway.
+/// The local interface a pod IP (either family) is directly routed to (the
+/// host side of the pod's veth, for CNIs that route each pod IP to its
+/// veth): a unicast route with an output interface and no gateway.
 ///
 /// # Errors
 /// [`LoaderError::PodNotLocal`] if the route is local, via a gateway or has no
 /// interface; lookup failures otherwise.
-pub fn pod_interface(ip: Ipv4Addr) -> Result<(u32, String), LoaderError> {
+pub fn pod_interface(ip: IpAddr) -> Result<(u32, String), LoaderError> {
     let err = |source| LoaderError::Netlink { request: format!("route lookup for {ip}"), source };
-    let route = Netlink::open().map_err(err)?.route_get(IpAddr::V4(ip)).map_err(err)?;
+    let route = Netlink::open().map_err(err)?.route_get(ip).map_err(err)?;
     let not_local = |reason: String| LoaderError::PodNotLocal { ip, reason };
     if route.kind != RouteType::Unicast {
         return Err(not_local(format!("route type {} is not unicast", u8::from(route.kind))));

@@ -12,17 +12,18 @@
 //!   Egress IPs are known on the node only for slots it serves (from
 //!   `egret_gw_slots`, late fields resolved); other slots show their VNI.
 //! - [`gateway`]: NAT table use, `egret_gw_stats` by [`Stat`], and the NAT
-//!   connections decoded with [`NatKey`] / [`ReverseNat`].
+//!   connections of both families (`egret_rnat_v4`, `egret_rnat_v6`)
+//!   decoded with [`NatKey`] / [`ReverseNat`].
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
 use egret_bpf::artifact::{Decision, DecisionRow};
 use egret_bpf::choices::ChoiceTarget;
 use egret_bpf::layout::{self, Counter, NO_RULE, VERDICT_REASON_MASK, VERDICT_SLOT_SHIFT, action_record};
-use egret_bpf::templates::{GatewaySlot, NatKey, ReverseNat, Stat, map};
+use egret_bpf::templates::{GatewaySlot, GwAddr, NatKey, ReverseNat, Stat, map};
 use serde::Serialize;
 
 use crate::error::LoaderError;
@@ -54,9 +55,11 @@ pub struct DecisionView {
     pub internal: Vec<String>,
     /// The rows, sorted by source then destination.
     pub rows: Vec<DecisionRow>,
-    /// Egress address per slot: as the artifact recorded it, overridden by
-    /// `egret_gw_slots` for the slots this node serves (resolved on the node).
+    /// IPv4 egress address per slot: as the artifact recorded it, overridden
+    /// by `egret_gw_slots` for the slots this node serves (resolved on the node).
     pub egress: BTreeMap<u32, IpAddr>,
+    /// The same for IPv6 (the rows of IPv6 sources show these).
+    pub egress6: BTreeMap<u32, Ipv6Addr>,
 }
 
 fn map_err<'a>(map: &'a str, operation: &'static str) -> impl Fn(std::io::Error) -> LoaderError + 'a {
@@ -241,18 +244,22 @@ pub fn decisions(root: &Path) -> Result<DecisionView, LoaderError> {
         internal: Vec::new(),
         rows: Vec::new(),
         egress: BTreeMap::new(),
+        egress6: BTreeMap::new(),
     };
     let Some(g) = generation else { return Ok(view) };
     let info = info(&layout, g)?;
     let recorded = info.as_ref().and_then(|i| i.decisions.clone());
     if let Some(t) = &recorded {
         view.egress.clone_from(&t.egress);
+        view.egress6.clone_from(&t.egress6);
     }
     for (k, v) in entries(&layout.map(g, map::GW_SLOTS), map::GW_SLOTS)?.into_iter().flatten() {
-        if let Some(s) = GatewaySlot::from_bytes(&k, &v)
-            && !s.egress_ip.is_unspecified()
-        {
+        let Some(s) = GatewaySlot::from_bytes(&k, &v) else { continue };
+        if !s.egress_ip.is_unspecified() {
             view.egress.insert(s.slot, s.egress_ip.into());
+        }
+        if !s.egress_ip6.is_unspecified() {
+            view.egress6.insert(s.slot, s.egress_ip6);
         }
     }
     if let Some((internal, rows)) = decode_tables(&layout, g, info.as_ref())? {
@@ -269,7 +276,13 @@ impl DecisionView {
     /// The four Cilium columns of a row: Source IP, Destination CIDR, Egress IP, Gateway IP.
     #[must_use]
     pub fn columns(&self, r: &DecisionRow) -> [String; 4] {
-        let egress = |slot: u32| self.egress.get(&slot).map_or_else(|| format!("slot {slot}"), ToString::to_string);
+        let egress = |slot: u32| {
+            let known = match r.source {
+                IpAddr::V4(_) => self.egress.get(&slot).copied(),
+                IpAddr::V6(_) => self.egress6.get(&slot).map(|a| IpAddr::V6(*a)),
+            };
+            known.map_or_else(|| format!("slot {slot}"), |a| a.to_string())
+        };
         let (egress, gateway) = match r.decision {
             Decision::Redirect { gateway, slot } => (egress(slot), gateway.to_string()),
             Decision::LocalEgress { slot } => (egress(slot), "this node".to_owned()),
@@ -352,23 +365,23 @@ pub struct StatCount {
     pub bytes: u64,
 }
 
-/// A gateway NAT connection (an `egret_rnat_v4` entry).
+/// A gateway NAT connection (an `egret_rnat_v4` or `egret_rnat_v6` entry).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Connection {
-    /// IP protocol (6 TCP, 17 UDP, 1 ICMP).
+    /// IP protocol (6 TCP, 17 UDP, 1 ICMP, 58 ICMPv6).
     pub proto: u8,
     /// The pod and its port (ICMP: identifier).
-    pub pod: Ipv4Addr,
+    pub pod: IpAddr,
     /// Its port.
     pub pod_port: u16,
-    /// The pod's node (`0.0.0.0`: this node).
+    /// The pod's node, an underlay IPv4 in both families (`0.0.0.0`: this node).
     pub node: Ipv4Addr,
     /// The egress address and NAT port.
-    pub egress: Ipv4Addr,
+    pub egress: IpAddr,
     /// The NAT port.
     pub nat_port: u16,
     /// The remote end.
-    pub remote: Ipv4Addr,
+    pub remote: IpAddr,
     /// Its port.
     pub remote_port: u16,
     /// The slot.
@@ -388,10 +401,35 @@ pub struct GatewayView {
     pub nat: Option<(usize, u32)>,
     /// `egret_rnat_v4` (entries, capacity), if present.
     pub rnat: Option<(usize, u32)>,
+    /// `egret_nat_v6` (entries, capacity), if present.
+    pub nat6: Option<(usize, u32)>,
+    /// `egret_rnat_v6` (entries, capacity), if present.
+    pub rnat6: Option<(usize, u32)>,
     /// `egret_gw_stats` by [`Stat`], if present.
     pub stats: Vec<StatCount>,
-    /// The connections (`egret_rnat_v4`), sorted.
+    /// The connections (`egret_rnat_v4`, then `egret_rnat_v6`), each sorted by key.
     pub connections: Vec<Connection>,
+}
+
+/// The connections of one family's `egret_rnat_v*` map, appended to `out`.
+fn connections<A: GwAddr>(path: &Path, out: &mut Vec<Connection>) -> Result<(), LoaderError> {
+    for (k, v) in entries(path, A::RNAT_MAP)?.into_iter().flatten() {
+        let (Some(key), Some(r)) = (NatKey::<A>::from_bytes(&k), ReverseNat::<A>::from_bytes(&v)) else { continue };
+        out.push(Connection {
+            proto: key.proto,
+            pod: r.orig_src.into(),
+            pod_port: r.orig_sport,
+            node: r.node,
+            egress: key.src.into(),
+            nat_port: key.sport,
+            remote: key.dst.into(),
+            remote_port: key.dport,
+            slot: r.slot,
+            flags: r.flags,
+            expires_ns: r.expires_ns,
+        });
+    }
+    Ok(())
 }
 
 /// The running generation's gateway state (see the module doc).
@@ -402,7 +440,15 @@ pub fn gateway(root: &Path) -> Result<GatewayView, LoaderError> {
     let layout = PinLayout::new(root);
     let found = scan::scan(&layout)?;
     let generation = scan::running_generation(&found);
-    let mut view = GatewayView { generation, nat: None, rnat: None, stats: Vec::new(), connections: Vec::new() };
+    let mut view = GatewayView {
+        generation,
+        nat: None,
+        rnat: None,
+        nat6: None,
+        rnat6: None,
+        stats: Vec::new(),
+        connections: Vec::new(),
+    };
     let Some(g) = generation else { return Ok(view) };
     let fill = |name: &str| -> Result<Option<(usize, u32)>, LoaderError> {
         match MapHandle::open(&layout.map(g, name)) {
@@ -413,6 +459,8 @@ pub fn gateway(root: &Path) -> Result<GatewayView, LoaderError> {
     };
     view.nat = fill(map::NAT_V4)?;
     view.rnat = fill(map::RNAT_V4)?;
+    view.nat6 = fill(map::NAT_V6)?;
+    view.rnat6 = fill(map::RNAT_V6)?;
     if let Some(stats) = percpu_entries(&layout.map(g, map::GW_STATS), map::GW_STATS)? {
         for s in Stat::ALL {
             let values = stats
@@ -424,22 +472,8 @@ pub fn gateway(root: &Path) -> Result<GatewayView, LoaderError> {
             view.stats.push(StatCount { name: s.name(), drop: s.is_drop(), packets, bytes });
         }
     }
-    for (k, v) in entries(&layout.map(g, map::RNAT_V4), map::RNAT_V4)?.into_iter().flatten() {
-        let (Some(key), Some(r)) = (NatKey::from_bytes(&k), ReverseNat::from_bytes(&v)) else { continue };
-        view.connections.push(Connection {
-            proto: key.proto,
-            pod: r.orig_src,
-            pod_port: r.orig_sport,
-            node: r.node,
-            egress: key.src,
-            nat_port: key.sport,
-            remote: key.dst,
-            remote_port: key.dport,
-            slot: r.slot,
-            flags: r.flags,
-            expires_ns: r.expires_ns,
-        });
-    }
+    connections::<Ipv4Addr>(&layout.map(g, map::RNAT_V4), &mut view.connections)?;
+    connections::<Ipv6Addr>(&layout.map(g, map::RNAT_V6), &mut view.connections)?;
     Ok(view)
 }
 
@@ -448,6 +482,7 @@ fn proto_name(p: u8) -> String {
         1 => "icmp".into(),
         6 => "tcp".into(),
         17 => "udp".into(),
+        58 => "icmp6".into(),
         p => format!("proto {p}"),
     }
 }
@@ -459,6 +494,9 @@ impl fmt::Display for GatewayView {
             return writeln!(f, "generation {g}: no gateway datapath (no NAT tables)");
         };
         writeln!(f, "generation {g}: NAT table use {}/{} mappings, {}/{} connections", nat.0, nat.1, rnat.0, rnat.1)?;
+        if let (Some(nat6), Some(rnat6)) = (self.nat6, self.rnat6) {
+            writeln!(f, "IPv6 NAT table use {}/{} mappings, {}/{} connections", nat6.0, nat6.1, rnat6.0, rnat6.1)?;
+        }
         let drops: Vec<&StatCount> = self.stats.iter().filter(|s| s.drop && s.packets > 0).collect();
         writeln!(f, "drops by reason:{}", if drops.is_empty() { " none" } else { "" })?;
         for s in drops {
@@ -479,14 +517,11 @@ impl fmt::Display for GatewayView {
             };
             writeln!(
                 f,
-                "  {:<4} {}:{} (node {node}) -> {}:{} as {}:{}  slot {}  flags {:#x}  {left}",
+                "  {:<4} {} (node {node}) -> {} as {}  slot {}  flags {:#x}  {left}",
                 proto_name(c.proto),
-                c.pod,
-                c.pod_port,
-                c.remote,
-                c.remote_port,
-                c.egress,
-                c.nat_port,
+                std::net::SocketAddr::new(c.pod, c.pod_port),
+                std::net::SocketAddr::new(c.remote, c.remote_port),
+                std::net::SocketAddr::new(c.egress, c.nat_port),
                 c.slot,
                 c.flags
             )?;

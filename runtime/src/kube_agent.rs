@@ -345,7 +345,7 @@ pub async fn run(
 mod tests {
     use super::*;
     use egret_kube::view::{NamespaceFacts, NodeFacts, PodFacts, PolicyFacts};
-    use std::net::Ipv4Addr;
+    use std::net::{IpAddr, Ipv4Addr};
 
     fn labels(kv: &[(&str, &str)]) -> egret_kube::view::Labels {
         kv.iter().map(|(k, v)| ((*k).to_string(), (*v).to_string())).collect()
@@ -431,12 +431,29 @@ mod tests {
         };
         let (c, compiled) = compile_view(&mut ViewCompiler::new(), &view(), "worker-1", &facts);
         let compiled = compiled.expect("worker-1 compiles");
-        assert_eq!(compiled.pods, [Ipv4Addr::new(10, 244, 1, 10)]);
+        assert_eq!(compiled.pods, [IpAddr::V4(Ipv4Addr::new(10, 244, 1, 10))]);
         assert_eq!(compiled.artifact.manifest.node, "worker-1");
         compiled.artifact.check().expect("a valid artifact");
         assert!(c.policies["web-out"].compiled());
         let network = c.world.node_by_name("worker-1").and_then(|n| n.network.as_ref());
         assert!(network.is_some_and(|n| n.interfaces[0].name == "eth0"), "the node's facts are in the world");
+    }
+
+    #[test]
+    fn a_dual_stack_pod_is_attached_by_both_its_addresses() {
+        let mut v = view();
+        let mut web = v.pods.get("prod/web").cloned().expect("web");
+        web.ips = vec!["10.244.1.10".into(), "2001:db8:244:1::10".into()];
+        v.pods.apply(web);
+        let mut policy = v.policies.get("web-out").cloned().expect("policy");
+        if let Some(spec) = policy.spec.as_mut() {
+            spec["destinationCIDRs"] = serde_json::json!(["0.0.0.0/0", "::/0"]);
+        }
+        v.policies.apply(policy);
+        let (_, compiled) = compile_view(&mut ViewCompiler::new(), &v, "worker-1", &facts::Facts::default());
+        let compiled = compiled.expect("worker-1 compiles");
+        let want: [IpAddr; 2] = ["10.244.1.10".parse().expect("ip"), "2001:db8:244:1::10".parse().expect("ip")];
+        assert_eq!(compiled.pods, want, "one loader target per address: egret_local_eps_v4 and _v6");
     }
 
     #[test]

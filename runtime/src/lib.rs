@@ -14,8 +14,9 @@
 //!   driver (`egret_compiler::driver`: resolve, plan, generate,
 //!   equivalence-checked),
 //!   applies the artifact (a digest-equal artifact loads nothing), then makes
-//!   the attached pods equal the plan's local IPv4 endpoints
-//!   (`PodTarget::Ip`, which also fills `egret_local_eps`) and the egress
+//!   the attached pods equal the plan's local endpoints, by every address
+//!   they have, IPv4 and IPv6 (`PodTarget::Ip`, which also fills
+//!   `egret_local_eps_v4` / `_v6`: a dual-stack pod gets both) and the egress
 //!   interfaces (`egret_gw_reply`) equal the ones its slots name. An input
 //!   that does not compile leaves the running generation serving.
 //! - **Watch** ([`Agent::run`]): polls the snapshot's files (path, mtime,
@@ -137,8 +138,9 @@ impl AgentError {
 pub struct Compiled {
     /// The node's complete artifact.
     pub artifact: Artifact,
-    /// Its local IPv4 endpoints (the pods to attach).
-    pub pods: Vec<Ipv4Addr>,
+    /// Its local endpoints' addresses, both families (the pods to attach,
+    /// one target per address).
+    pub pods: Vec<IpAddr>,
     /// The egress interfaces of the slots it serves (where `egret_gw_reply`
     /// attaches), by name, sorted and deduplicated.
     pub egress_interfaces: Vec<String>,
@@ -184,20 +186,13 @@ pub fn compile_with_facts(dir: &Path, node: &str, facts: Option<&facts::Facts>) 
 
 impl Compiled {
     /// The node's artifact with what the loader attaches, from its verified
-    /// plan and the world it was compiled in: the plan's local IPv4
-    /// endpoints and the egress interfaces its slots name. The snapshot
+    /// plan and the world it was compiled in: the plan's local endpoints
+    /// (every address, both families) and the egress interfaces its slots name. The snapshot
     /// path ([`compile_with_facts`]) and the Kubernetes path ([`kube_agent`])
     /// both end here.
     #[must_use]
     pub fn new(plan: &Verified<Plan>, artifact: Artifact, world: &World) -> Compiled {
-        let pods = plan
-            .endpoints
-            .iter()
-            .filter_map(|e| match e.ip {
-                IpAddr::V4(ip) => Some(ip),
-                IpAddr::V6(_) => None,
-            })
-            .collect();
+        let pods = plan.endpoints.iter().map(|e| e.ip).collect();
         let mut egress_interfaces: Vec<String> = plan
             .slots
             .iter()
@@ -574,7 +569,7 @@ mod tests {
     fn the_example_compiles_with_its_pods() {
         let dir = snapshot("compile");
         let c = compile(&dir, "worker-1").expect("compiles");
-        assert_eq!(c.pods, vec![Ipv4Addr::new(10, 244, 1, 10)]);
+        assert_eq!(c.pods, vec![IpAddr::V4(Ipv4Addr::new(10, 244, 1, 10))]);
         c.artifact.check().expect("a valid artifact");
         assert_eq!(c.artifact.manifest.node, "worker-1");
         assert!(matches!(compile(&dir, "no-such-node"), Err(AgentError::Compile { .. })));

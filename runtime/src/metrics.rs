@@ -388,11 +388,18 @@ impl Telemetry {
                 series(&format!("egret_gateway_{what}_total"), "Gateway datapath counters.", rows);
             }
         }
-        for m in status.maps.iter().filter(|m| m.name == templates::map::RNAT_V4) {
+        // both families' connection tables (egret_rnat_v4 and egret_rnat_v6), summed
+        let rnat: Vec<_> = status
+            .maps
+            .iter()
+            .filter(|m| m.name == templates::map::RNAT_V4 || m.name == templates::map::RNAT_V6)
+            .collect();
+        if !rnat.is_empty() {
+            let entries: usize = rnat.iter().map(|m| m.entries).sum();
+            let capacity: u64 = rnat.iter().map(|m| u64::from(m.max_entries)).sum();
             let _ = writeln!(
                 out,
-                "# HELP egret_nat_entries NAT connections (reverse entries, expired ones included until reused).\n# TYPE egret_nat_entries gauge\negret_nat_entries{{node=\"{node}\"}} {}\n# HELP egret_nat_capacity NAT table capacity.\n# TYPE egret_nat_capacity gauge\negret_nat_capacity{{node=\"{node}\"}} {}",
-                m.entries, m.max_entries
+                "# HELP egret_nat_entries NAT connections, IPv4 and IPv6 (reverse entries, expired ones included until reused).\n# TYPE egret_nat_entries gauge\negret_nat_entries{{node=\"{node}\"}} {entries}\n# HELP egret_nat_capacity NAT table capacity, IPv4 and IPv6.\n# TYPE egret_nat_capacity gauge\negret_nat_capacity{{node=\"{node}\"}} {capacity}",
             );
         }
     }

@@ -51,11 +51,31 @@
 //! The policy is the article's "Step 4" policy (corrected, as in
 //! `examples/policies/egress-gateway-policy.yaml`) with one more excluded
 //! CIDR, [`EXCLUDED_CIDR`], so that an excluded destination can be tested.
+//!
+//! **Dual stack** ([`Stack::Dual`], [`MiniCluster::start_dual_stack`]): the
+//! same topology, and everything but the tunnel also speaks IPv6 — the
+//! underlay segment (`2001:db8:2::/64`: node `eth0`s, the server's `eth0`
+//! `2001:db8:2::1`, so the workers' normal path and its masquerade work for
+//! IPv6 too), the pods (`2001:db8:244:N::/64`, a `/128` each, default route
+//! via `fe80::1`, a static neighbour like `169.254.1.1`), the gateways'
+//! `eth1` (gateway-1's one global IPv6, [`EGRESS_IP6`], is its slot's IPv6
+//! egress address: the first IPv6 of the interface holding the IPv4
+//! `egressIP`, SEMANTICS.md "Egress IP") and the server ([`SERVER6`],
+//! [`EXCLUDED_SERVER6`] on its loopback, `2001:db8:100::1` on the external
+//! segment). Pods' `podIPs` and nodes' `podCIDRs` and `InternalIP`s list
+//! both families; the policy ([`dual_stack_policy`]) adds `::/0` to its
+//! destinations and excludes the pods' IPv6 range and [`EXCLUDED_CIDR6`].
+//! One more pod, [`GATEWAY_POD`], runs on gateway-1 itself (its traffic
+//! leaves through `egret_gw_local`, both families). The tunnel stays IPv4
+//! (egret's underlay is IPv4 only; an IPv6-only cluster needs an IPv6
+//! underlay and is not built here). Every IPv6 address is added `nodad`
+//! and the bridges do not snoop multicast, so neighbour discovery works at
+//! once.
 
 use std::fmt;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -89,6 +109,17 @@ pub const EGRESS_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 100);
 pub const EGRESS_IP_2: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 101);
 /// The egress IP on `gateway-2`'s `eth1` (the failover tests' second gateway).
 pub const EGRESS_IP_3: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 102);
+/// The server's IPv6 address ([`Stack::Dual`]).
+pub const SERVER6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xcafe, 0, 0, 0, 0, 0x10);
+/// A second server IPv6 address, inside [`EXCLUDED_CIDR6`].
+pub const EXCLUDED_SERVER6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xcafe, 1, 0, 0, 0, 0x200);
+/// The IPv6 CIDR the dual-stack policy excludes.
+pub const EXCLUDED_CIDR6: &str = "2001:db8:cafe:1::/64";
+/// The pods' IPv6 range (cluster-internal: excluded by the dual-stack policy).
+pub const POD_RANGE6: &str = "2001:db8:244::/48";
+/// The IPv6 egress address of gateway-1's slot: the one global IPv6 of its
+/// `eth1` ([`Stack::Dual`]).
+pub const EGRESS_IP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 0x100);
 /// The floating egress IP of the floating-IP trials: on no node's `eth1`
 /// until a candidate (the three gateways) takes its Lease and adds it.
 pub const FLOATING_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 150);
@@ -104,6 +135,13 @@ const ROUTER_UNDERLAY: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 /// The server's address on the external segment (its `eth1` bridge).
 pub const ROUTER_EXTERNAL: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 const POD_GATEWAY: &str = "169.254.1.1";
+const POD_GATEWAY6: &str = "fe80::1";
+/// The server's IPv6 on the underlay segment (its `eth0`).
+const ROUTER_UNDERLAY6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 1);
+/// The server's IPv6 on the external segment (its `eth1` bridge).
+pub const ROUTER_EXTERNAL6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 1);
+/// The server's IPv6 service range (routed by the nodes to the server).
+const SERVICE_RANGE6: &str = "2001:db8:cafe::/48";
 const POD_MTU: &str = "1450";
 
 /// A node of the mini-cluster.
@@ -124,6 +162,13 @@ pub struct NodeSpec {
     pub external: Option<Ipv4Addr>,
     /// The egress IPs on the gateway's `eth1`.
     pub egress_ips: &'static [Ipv4Addr],
+    /// Its IPv6 underlay address ([`Stack::Dual`]; the tunnel stays IPv4).
+    pub address6: Ipv6Addr,
+    /// Its pods' IPv6 range ([`Stack::Dual`]).
+    pub pod_cidr6: &'static str,
+    /// A gateway's one global IPv6 on `eth1` ([`Stack::Dual`]): the IPv6
+    /// egress address of its slots there.
+    pub external6: Option<Ipv6Addr>,
 }
 
 /// The five nodes.
@@ -136,6 +181,9 @@ pub const NODES: [NodeSpec; 5] = [
         gateway: false,
         external: None,
         egress_ips: &[],
+        address6: Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 0x11),
+        pod_cidr6: "2001:db8:244:1::/64",
+        external6: None,
     },
     NodeSpec {
         name: "worker-2",
@@ -145,6 +193,9 @@ pub const NODES: [NodeSpec; 5] = [
         gateway: false,
         external: None,
         egress_ips: &[],
+        address6: Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 0x12),
+        pod_cidr6: "2001:db8:244:2::/64",
+        external6: None,
     },
     NodeSpec {
         name: "gateway-1",
@@ -154,6 +205,9 @@ pub const NODES: [NodeSpec; 5] = [
         gateway: true,
         external: Some(Ipv4Addr::new(198, 51, 100, 13)),
         egress_ips: &[EGRESS_IP, EGRESS_IP_2],
+        address6: Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 0x13),
+        pod_cidr6: "2001:db8:244:3::/64",
+        external6: Some(EGRESS_IP6),
     },
     NodeSpec {
         name: "gateway-2",
@@ -163,6 +217,9 @@ pub const NODES: [NodeSpec; 5] = [
         gateway: true,
         external: Some(Ipv4Addr::new(198, 51, 100, 14)),
         egress_ips: &[EGRESS_IP_3],
+        address6: Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 0x14),
+        pod_cidr6: "2001:db8:244:4::/64",
+        external6: Some(Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 0x14)),
     },
     NodeSpec {
         name: "gateway-3",
@@ -172,6 +229,9 @@ pub const NODES: [NodeSpec; 5] = [
         gateway: true,
         external: Some(Ipv4Addr::new(198, 51, 100, 15)),
         egress_ips: &[],
+        address6: Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 0x15),
+        pod_cidr6: "2001:db8:244:5::/64",
+        external6: Some(Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 0x15)),
     },
 ];
 
@@ -188,23 +248,89 @@ pub struct PodSpec {
     pub egress: bool,
     /// Its `lane` label: `a` on worker-1, `b` on worker-2.
     pub lane: &'static str,
+    /// Its IPv6 address ([`Stack::Dual`]).
+    pub ip6: Ipv6Addr,
 }
 
 /// The four pods.
 pub const PODS: [PodSpec; 4] = [
-    PodSpec { name: "egress-1", node: "worker-1", ip: Ipv4Addr::new(10, 244, 1, 10), egress: true, lane: "a" },
-    PodSpec { name: "plain-1", node: "worker-1", ip: Ipv4Addr::new(10, 244, 1, 11), egress: false, lane: "a" },
-    PodSpec { name: "egress-2", node: "worker-2", ip: Ipv4Addr::new(10, 244, 2, 10), egress: true, lane: "b" },
-    PodSpec { name: "plain-2", node: "worker-2", ip: Ipv4Addr::new(10, 244, 2, 11), egress: false, lane: "b" },
+    PodSpec {
+        name: "egress-1",
+        node: "worker-1",
+        ip: Ipv4Addr::new(10, 244, 1, 10),
+        egress: true,
+        lane: "a",
+        ip6: Ipv6Addr::new(0x2001, 0xdb8, 0x244, 1, 0, 0, 0, 0x10),
+    },
+    PodSpec {
+        name: "plain-1",
+        node: "worker-1",
+        ip: Ipv4Addr::new(10, 244, 1, 11),
+        egress: false,
+        lane: "a",
+        ip6: Ipv6Addr::new(0x2001, 0xdb8, 0x244, 1, 0, 0, 0, 0x11),
+    },
+    PodSpec {
+        name: "egress-2",
+        node: "worker-2",
+        ip: Ipv4Addr::new(10, 244, 2, 10),
+        egress: true,
+        lane: "b",
+        ip6: Ipv6Addr::new(0x2001, 0xdb8, 0x244, 2, 0, 0, 0, 0x10),
+    },
+    PodSpec {
+        name: "plain-2",
+        node: "worker-2",
+        ip: Ipv4Addr::new(10, 244, 2, 11),
+        egress: false,
+        lane: "b",
+        ip6: Ipv6Addr::new(0x2001, 0xdb8, 0x244, 2, 0, 0, 0, 0x11),
+    },
 ];
 
-/// The pod named `name`.
+/// The pod on gateway-1 itself, labelled for the gateway ([`Stack::Dual`]
+/// only): its traffic is translated on its own node (`egret_gw_local`).
+pub const GATEWAY_POD: PodSpec = PodSpec {
+    name: "egress-g",
+    node: "gateway-1",
+    ip: Ipv4Addr::new(10, 244, 3, 10),
+    egress: true,
+    lane: "g",
+    ip6: Ipv6Addr::new(0x2001, 0xdb8, 0x244, 3, 0, 0, 0, 0x10),
+};
+
+/// The pod named `name` (of either stack).
 ///
 /// # Panics
 /// If there is no such pod (a caller's typo).
 #[must_use]
 pub fn pod(name: &str) -> PodSpec {
-    *PODS.iter().find(|p| p.name == name).unwrap_or_else(|| panic!("no pod `{name}` in the mini-cluster"))
+    *PODS
+        .iter()
+        .chain([&GATEWAY_POD])
+        .find(|p| p.name == name)
+        .unwrap_or_else(|| panic!("no pod `{name}` in the mini-cluster"))
+}
+
+/// Which address families the mini-cluster has (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stack {
+    /// IPv4 only: the article's cluster.
+    V4,
+    /// IPv4 and IPv6 (the tunnel IPv4), with [`GATEWAY_POD`].
+    Dual,
+}
+
+impl Stack {
+    /// The pods of a cluster of this stack.
+    #[must_use]
+    pub fn pods(self) -> Vec<PodSpec> {
+        let mut pods = PODS.to_vec();
+        if self == Stack::Dual {
+            pods.push(GATEWAY_POD);
+        }
+        pods
+    }
 }
 
 /// The node named `name`.
@@ -332,15 +458,16 @@ pub fn in_netns<T: Send + 'static>(
 /// the echo identifier).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Seen {
-    /// Source address as the server saw it.
-    pub ip: Ipv4Addr,
+    /// Source address as the server saw it (compares with an `Ipv4Addr` or
+    /// `Ipv6Addr` directly).
+    pub ip: IpAddr,
     /// Source port (ICMP echo: identifier).
     pub port: u16,
 }
 
 impl fmt::Display for Seen {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.ip, self.port)
+        write!(f, "{}", SocketAddr::new(self.ip, self.port))
     }
 }
 
@@ -372,10 +499,10 @@ impl Flood {
     }
 }
 
-/// An ICMP echo request the server received.
+/// An ICMP or ICMPv6 echo request the server received.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct EchoSeen {
-    src: Ipv4Addr,
+    src: IpAddr,
     id: u16,
     payload: Vec<u8>,
 }
@@ -394,26 +521,42 @@ struct Server {
 }
 
 impl Server {
-    fn start(ns: &str) -> Result<Server, ClusterError> {
+    fn start(ns: &str, stack: Stack) -> Result<Server, ClusterError> {
         let stop = Arc::new(AtomicBool::new(false));
         let echoes = Arc::new(Mutex::new(Vec::new()));
-        let tcp = in_netns(ns, || {
-            let l = TcpListener::bind(("0.0.0.0", TCP_PORT)).map_err(io("binding the TCP server"))?;
-            l.set_nonblocking(true).map_err(io("TCP server"))?;
-            Ok(l)
-        })?;
+        // IPv4: the wildcard; IPv6: each service address (a v6 socket on a
+        // specific address takes no IPv4 and does not clash with the wildcard)
+        let mut tcp_addresses = vec![SocketAddr::from((Ipv4Addr::UNSPECIFIED, TCP_PORT))];
         // one UDP socket per service address: an answer must leave from the
         // address that was asked (a wildcard socket would answer from the
         // outgoing interface's address, which no NAT on the way expects)
+        let mut udp_addresses: Vec<IpAddr> = vec![SERVER.into(), EXCLUDED_SERVER.into()];
+        if stack == Stack::Dual {
+            tcp_addresses.extend([SERVER6, EXCLUDED_SERVER6].map(|a| SocketAddr::from((a, TCP_PORT))));
+            udp_addresses.extend([IpAddr::from(SERVER6), IpAddr::from(EXCLUDED_SERVER6)]);
+        }
+        let mut tcp = Vec::new();
+        for addr in tcp_addresses {
+            tcp.push(in_netns(ns, move || {
+                let l = TcpListener::bind(addr).map_err(io(format!("binding the TCP server on {addr}")))?;
+                l.set_nonblocking(true).map_err(io("TCP server"))?;
+                Ok(l)
+            })?);
+        }
         let mut udp = Vec::new();
-        for addr in [SERVER, EXCLUDED_SERVER] {
+        for addr in udp_addresses {
             udp.push(in_netns(ns, move || {
-                let s = UdpSocket::bind((addr, UDP_PORT)).map_err(io("binding the UDP server"))?;
+                let s = UdpSocket::bind((addr, UDP_PORT)).map_err(io(format!("binding the UDP server on {addr}")))?;
                 s.set_read_timeout(Some(Duration::from_millis(50))).map_err(io("UDP server"))?;
                 Ok(s)
             })?);
         }
         let raw = in_netns(ns, || raw_socket(rustix::net::ipproto::ICMP, Duration::from_millis(50)))?;
+        let raw6 = if stack == Stack::Dual {
+            Some(in_netns(ns, || raw_socket6(rustix::net::ipproto::ICMPV6, Duration::from_millis(50)))?)
+        } else {
+            None
+        };
         let raw_tcp = in_netns(ns, || raw_socket(rustix::net::ipproto::TCP, Duration::from_millis(50)))?;
         let syns = Arc::new(Mutex::new(Vec::new()));
         let sink_socket = in_netns(ns, || {
@@ -434,14 +577,20 @@ impl Server {
                 }
             }
         }));
-        let s = stop.clone();
-        threads.push(std::thread::spawn(move || tcp_server(&tcp, &s)));
+        for l in tcp {
+            let s = stop.clone();
+            threads.push(std::thread::spawn(move || tcp_server(&l, &s)));
+        }
         for u in udp {
             let s = stop.clone();
             threads.push(std::thread::spawn(move || udp_server(&u, &s)));
         }
         let (s, log) = (stop.clone(), echoes.clone());
         threads.push(std::thread::spawn(move || icmp_log(&raw, &s, &log)));
+        if let Some(raw6) = raw6 {
+            let (s, log) = (stop.clone(), echoes.clone());
+            threads.push(std::thread::spawn(move || icmp6_log(&raw6, &s, &log)));
+        }
         let (s, log) = (stop.clone(), syns.clone());
         threads.push(std::thread::spawn(move || syn_log(&raw_tcp, &s, &log)));
         Ok(Server { stop, threads, echoes, syns, sink })
@@ -461,7 +610,7 @@ fn tcp_server(l: &TcpListener, stop: &Arc<AtomicBool>) {
     let mut handlers = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         match l.accept() {
-            Ok((stream, SocketAddr::V4(peer))) => {
+            Ok((stream, peer)) => {
                 let stop = stop.clone();
                 let h = std::thread::Builder::new()
                     .stack_size(64 * 1024)
@@ -470,7 +619,6 @@ fn tcp_server(l: &TcpListener, stop: &Arc<AtomicBool>) {
                     handlers.push(h);
                 }
             }
-            Ok(_) => {}
             Err(_) => std::thread::sleep(Duration::from_millis(5)),
         }
         handlers.retain(|h| !h.is_finished());
@@ -482,7 +630,7 @@ fn tcp_server(l: &TcpListener, stop: &Arc<AtomicBool>) {
 
 /// Greets with `"<ip> <port>\n"`, then answers every line with
 /// `"<ip> <port> <line>\n"` until the peer closes or the server stops.
-fn tcp_connection(stream: TcpStream, peer: SocketAddrV4, stop: &AtomicBool) {
+fn tcp_connection(stream: TcpStream, peer: SocketAddr, stop: &AtomicBool) {
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_read_timeout(Some(Duration::from_millis(100)));
     let Ok(mut out) = stream.try_clone() else { return };
@@ -512,7 +660,7 @@ fn tcp_connection(stream: TcpStream, peer: SocketAddrV4, stop: &AtomicBool) {
 fn udp_server(s: &UdpSocket, stop: &AtomicBool) {
     let mut buf = [0u8; 2048];
     while !stop.load(Ordering::Relaxed) {
-        if let Ok((n, SocketAddr::V4(peer))) = s.recv_from(&mut buf) {
+        if let Ok((n, peer)) = s.recv_from(&mut buf) {
             let reply = format!("{} {} {}", peer.ip(), peer.port(), String::from_utf8_lossy(&buf[..n]));
             let _ = s.send_to(reply.as_bytes(), peer);
         }
@@ -520,15 +668,40 @@ fn udp_server(s: &UdpSocket, stop: &AtomicBool) {
 }
 
 /// A raw IPv4 socket for `protocol` in the calling thread's namespace
-/// (it receives a copy of every incoming packet of that protocol), with a
-/// receive timeout.
+/// (it receives a copy of every incoming packet of that protocol, IPv4
+/// header included), with a receive timeout.
 fn raw_socket(protocol: rustix::net::Protocol, timeout: Duration) -> Result<rustix::fd::OwnedFd, ClusterError> {
+    raw_socket_of(rustix::net::AddressFamily::INET, protocol, timeout)
+}
+
+/// A raw IPv6 socket for `protocol` (no IPv6 header on receive: the
+/// source comes from `recvfrom`; for ICMPv6 the kernel computes the
+/// checksum of what is sent).
+fn raw_socket6(protocol: rustix::net::Protocol, timeout: Duration) -> Result<rustix::fd::OwnedFd, ClusterError> {
+    raw_socket_of(rustix::net::AddressFamily::INET6, protocol, timeout)
+}
+
+fn raw_socket_of(
+    family: rustix::net::AddressFamily,
+    protocol: rustix::net::Protocol,
+    timeout: Duration,
+) -> Result<rustix::fd::OwnedFd, ClusterError> {
     let err = |e: rustix::io::Errno| ClusterError::Io { what: "raw socket".into(), source: e.into() };
-    let fd = rustix::net::socket(rustix::net::AddressFamily::INET, rustix::net::SocketType::RAW, Some(protocol))
-        .map_err(err)?;
+    let fd = rustix::net::socket(family, rustix::net::SocketType::RAW, Some(protocol)).map_err(err)?;
     rustix::net::sockopt::set_socket_timeout(&fd, rustix::net::sockopt::Timeout::Recv, Some(timeout)).map_err(err)?;
     Ok(fd)
 }
+
+/// One datagram of a raw IPv6 socket and its source address.
+fn recv6(fd: &rustix::fd::OwnedFd, buf: &mut [u8]) -> Option<(usize, Ipv6Addr)> {
+    let (n, _, from) = rustix::net::recvfrom(fd, buf, rustix::net::RecvFlags::empty()).ok()?;
+    let from = std::net::SocketAddrV6::try_from(from?).ok()?;
+    Some((n, *from.ip()))
+}
+
+/// `ICMPV6_ECHO_REQUEST`, `ICMPV6_ECHO_REPLY`.
+const ICMP6_ECHO_REQUEST: u8 = 128;
+const ICMP6_ECHO_REPLY: u8 = 129;
 
 /// Logs the source and the MSS option (if any) of every TCP SYN.
 fn syn_log(fd: &rustix::fd::OwnedFd, stop: &AtomicBool, log: &SynLog) {
@@ -544,7 +717,8 @@ fn syn_log(fd: &rustix::fd::OwnedFd, stop: &AtomicBool, log: &SynLog) {
         if tcp.len() < 20 || tcp[13] & 0x02 == 0 {
             continue;
         }
-        let src = Seen { ip: Ipv4Addr::new(p[12], p[13], p[14], p[15]), port: u16::from_be_bytes([tcp[0], tcp[1]]) };
+        let ip = Ipv4Addr::new(p[12], p[13], p[14], p[15]).into();
+        let src = Seen { ip, port: u16::from_be_bytes([tcp[0], tcp[1]]) };
         let end = (usize::from(tcp[12] >> 4) * 4).min(tcp.len());
         let (mut i, mut mss) = (20, None);
         while i < end {
@@ -582,10 +756,26 @@ fn icmp_log(fd: &rustix::fd::OwnedFd, stop: &AtomicBool, log: &Mutex<Vec<EchoSee
         if p.len() < ihl + 8 || p[ihl] != 8 {
             continue;
         }
-        let src = Ipv4Addr::new(p[12], p[13], p[14], p[15]);
+        let src = Ipv4Addr::new(p[12], p[13], p[14], p[15]).into();
         let id = u16::from_be_bytes([p[ihl + 4], p[ihl + 5]]);
         if let Ok(mut l) = log.lock() {
             l.push(EchoSeen { src, id, payload: p[ihl + 8..].to_vec() });
+        }
+    }
+}
+
+/// Logs the source, identifier and payload of every ICMPv6 echo request.
+fn icmp6_log(fd: &rustix::fd::OwnedFd, stop: &AtomicBool, log: &Mutex<Vec<EchoSeen>>) {
+    let mut buf = [0u8; 2048];
+    while !stop.load(Ordering::Relaxed) {
+        let Some((n, src)) = recv6(fd, &mut buf) else { continue };
+        let p = &buf[..n];
+        if p.len() < 8 || p[0] != ICMP6_ECHO_REQUEST {
+            continue;
+        }
+        let id = u16::from_be_bytes([p[4], p[5]]);
+        if let Ok(mut l) = log.lock() {
+            l.push(EchoSeen { src: src.into(), id, payload: p[8..].to_vec() });
         }
     }
 }
@@ -684,9 +874,16 @@ impl Drop for BpffsMount {
 struct Namespaces(Vec<String>);
 
 impl Namespaces {
-    fn add(&mut self, name: String) -> Result<(), ClusterError> {
+    fn add(&mut self, name: String, stack: Stack) -> Result<(), ClusterError> {
         run("ip", &["netns", "add", &name], None)?;
         self.0.push(name.clone());
+        if stack == Stack::Dual {
+            // no duplicate address detection on the links created from now
+            // on (link-local addresses included): addresses usable at once
+            for key in ["net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0"] {
+                exec_in(&name, "sysctl", &["-qw", key], None)?;
+            }
+        }
         run("ip", &["-n", &name, "link", "set", "lo", "up"], None)?;
         Ok(())
     }
@@ -727,6 +924,7 @@ static INSTANCE: AtomicU32 = AtomicU32::new(0);
 /// unmounts the private bpffs (every pin) and removes the snapshot.
 pub struct MiniCluster {
     prefix: String,
+    stack: Stack,
     // field order is drop order: agents before the pins and namespaces they use
     agents: Vec<AgentProcess>,
     server: Option<Server>,
@@ -808,17 +1006,36 @@ impl MiniCluster {
         Ok(c)
     }
 
+    /// [`MiniCluster::start`] on the dual-stack cluster ([`Stack::Dual`]).
+    ///
+    /// # Errors
+    /// Any set-up step; everything created so far is removed.
+    pub fn start_dual_stack(tag: &str, agent: &Path) -> Result<MiniCluster, ClusterError> {
+        let mut c = MiniCluster::prepare_with(tag, Stack::Dual)?;
+        c.start_agents(agent, Source::Snapshot)?;
+        Ok(c)
+    }
+
     /// Builds the topology, writes the snapshot, mounts the bpffs and
     /// starts the server: everything but the agents.
     ///
     /// # Errors
     /// Any set-up step; everything created so far is removed.
     pub fn prepare(tag: &str) -> Result<MiniCluster, ClusterError> {
+        MiniCluster::prepare_with(tag, Stack::V4)
+    }
+
+    /// [`MiniCluster::prepare`] with a choice of [`Stack`].
+    ///
+    /// # Errors
+    /// Any set-up step; everything created so far is removed.
+    pub fn prepare_with(tag: &str, stack: Stack) -> Result<MiniCluster, ClusterError> {
         let n = INSTANCE.fetch_add(1, Ordering::Relaxed);
         let prefix = format!("egret-{tag}-{}x{n}", std::process::id() % 100_000);
         let snapshot = std::env::temp_dir().join(format!("{prefix}-snapshot"));
         let mut c = MiniCluster {
             prefix: prefix.clone(),
+            stack,
             agents: Vec::new(),
             server: None,
             namespaces: Namespaces(Vec::new()),
@@ -829,8 +1046,28 @@ impl MiniCluster {
         std::fs::create_dir_all(&snapshot).map_err(io(format!("creating {}", snapshot.display())))?;
         c.write_snapshot()?;
         c.bpffs = Some(BpffsMount::new(std::env::temp_dir().join(format!("{prefix}-bpffs")))?);
-        c.server = Some(Server::start(&c.ns("srv"))?);
+        c.server = Some(Server::start(&c.ns("srv"), stack)?);
         Ok(c)
+    }
+
+    /// The cluster's address families.
+    #[must_use]
+    pub fn stack(&self) -> Stack {
+        self.stack
+    }
+
+    /// The cluster's pods ([`Stack::pods`]).
+    #[must_use]
+    pub fn pods(&self) -> Vec<PodSpec> {
+        self.stack.pods()
+    }
+
+    /// The host side of a pod's veth on its node (`veth0`, `veth1`, … in
+    /// the order of the node's pods).
+    fn host_veth(&self, pod_name: &str) -> String {
+        let p = pod(pod_name);
+        let i = self.pods().iter().filter(|q| q.node == p.node).position(|q| q.name == p.name).unwrap_or(0);
+        format!("veth{i}")
     }
 
     /// Starts one agent per node (`agent` is the `egret-agent` binary)
@@ -1021,10 +1258,16 @@ impl MiniCluster {
 
     fn build_network(&mut self) -> Result<(), ClusterError> {
         let (ul, srv) = (self.ns("ul"), self.ns("srv"));
-        for role in ["ul", "srv"].into_iter().chain(NODES.iter().map(|n| n.short)).chain(PODS.iter().map(|p| p.name)) {
-            self.namespaces.add(self.ns(role))?;
+        let dual = self.stack == Stack::Dual;
+        let pods = self.pods();
+        for role in ["ul", "srv"].into_iter().chain(NODES.iter().map(|n| n.short)).chain(pods.iter().map(|p| p.name)) {
+            self.namespaces.add(self.ns(role), self.stack)?;
         }
-        ip_in(&ul, &["link", "add", "br0", "type", "bridge"])?;
+        // an IPv6 address usable at once (no duplicate address detection)
+        let addr6 = |ns: &str, a: &str, dev: &str| ip_in(ns, &["-6", "addr", "add", a, "dev", dev, "nodad"]);
+        // bridges that flood neighbour discovery's multicast (no snooping)
+        let bridge: &[&str] = if dual { &["type", "bridge", "mcast_snooping", "0"] } else { &["type", "bridge"] };
+        ip_in(&ul, &[&["link", "add", "br0"][..], bridge].concat())?;
         ip_in(&ul, &["link", "set", "br0", "up"])?;
         // the server: the underlay's router leg, the external link, the service addresses
         let server_mac = mac(0xfe, ROUTER_UNDERLAY);
@@ -1054,8 +1297,15 @@ impl MiniCluster {
         for a in [SERVER, EXCLUDED_SERVER] {
             ip_in(&srv, &["addr", "add", &format!("{a}/32"), "dev", "lo"])?;
         }
+        if dual {
+            addr6(&srv, &format!("{ROUTER_UNDERLAY6}/64"), "eth0")?;
+            for a in [SERVER6, EXCLUDED_SERVER6] {
+                addr6(&srv, &format!("{a}/128"), "lo")?;
+            }
+        }
         // the external segment: a bridge named `eth1` joining the gateways' `eth1`
-        ip_in(&srv, &["link", "add", "eth1", "address", &mac(0xe1, ROUTER_EXTERNAL), "type", "bridge"])?;
+        let external_mac = mac(0xe1, ROUTER_EXTERNAL);
+        ip_in(&srv, &[&["link", "add", "eth1", "address", &external_mac][..], bridge].concat())?;
         for node in NODES {
             let ns = self.ns(node.short);
             let port = format!("n-{}", node.short);
@@ -1070,6 +1320,9 @@ impl MiniCluster {
             )?;
             ip_in(&ul, &["link", "set", &port, "master", "br0", "up"])?;
             ip_in(&ns, &["addr", "add", &format!("{}/24", node.address), "dev", "eth0"])?;
+            if dual {
+                addr6(&ns, &format!("{}/64", node.address6), "eth0")?;
+            }
             ip_in(&ns, &["link", "set", "eth0", "up"])?;
             if let Some(external) = node.external {
                 // eth1 on the external segment: the server's bridge `eth1`
@@ -1099,8 +1352,15 @@ impl MiniCluster {
                 for a in node.egress_ips {
                     ip_in(&ns, &["addr", "add", &format!("{a}/32"), "dev", "eth1"])?;
                 }
+                if let (true, Some(external6)) = (dual, node.external6) {
+                    addr6(&ns, &format!("{external6}/64"), "eth1")?;
+                }
                 ip_in(&ns, &["link", "set", "eth1", "up"])?;
                 ip_in(&ns, &["route", "add", "203.0.113.0/24", "via", &ROUTER_EXTERNAL.to_string(), "dev", "eth1"])?;
+                if dual {
+                    let via = ROUTER_EXTERNAL6.to_string();
+                    ip_in(&ns, &["-6", "route", "add", SERVICE_RANGE6, "via", &via, "dev", "eth1"])?;
+                }
             } else {
                 ip_in(&ns, &["route", "add", "203.0.113.0/24", "via", &ROUTER_UNDERLAY.to_string(), "dev", "eth0"])?;
                 exec_in(&ns, "sysctl", &["-qw", "net.ipv4.ip_forward=1"], None)?;
@@ -1109,13 +1369,26 @@ impl MiniCluster {
                     node.pod_cidr
                 );
                 exec_in(&ns, "nft", &["-f", "-"], Some(&nat))?;
+                if dual {
+                    let via = ROUTER_UNDERLAY6.to_string();
+                    ip_in(&ns, &["-6", "route", "add", SERVICE_RANGE6, "via", &via, "dev", "eth0"])?;
+                    exec_in(&ns, "sysctl", &["-qw", "net.ipv6.conf.all.forwarding=1"], None)?;
+                    let nat6 = format!(
+                        "table ip6 egret_minicluster6 {{\n  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n    ip6 saddr {} oifname \"eth0\" masquerade\n  }}\n}}\n",
+                        node.pod_cidr6
+                    );
+                    exec_in(&ns, "nft", &["-f", "-"], Some(&nat6))?;
+                }
             }
         }
         ip_in(&srv, &["addr", "add", &format!("{ROUTER_EXTERNAL}/24"), "dev", "eth1"])?;
+        if dual {
+            addr6(&srv, &format!("{ROUTER_EXTERNAL6}/64"), "eth1")?;
+        }
         ip_in(&srv, &["link", "set", "eth1", "up"])?;
-        for (i, p) in PODS.iter().enumerate() {
+        for p in &pods {
             let (pns, nns) = (self.ns(p.name), self.node_ns(p.node));
-            let veth = format!("veth{}", i % 2);
+            let veth = self.host_veth(p.name);
             let (pod_mac, host_mac) = (mac(0x0a, p.ip), mac(0x0b, p.ip));
             run(
                 "ip",
@@ -1136,6 +1409,17 @@ impl MiniCluster {
                 &nns,
                 &["neigh", "replace", &p.ip.to_string(), "lladdr", &pod_mac, "dev", &veth, "nud", "permanent"],
             )?;
+            if dual {
+                // as for IPv4: a /128, a link-local default gateway whose
+                // neighbour entry is the host side, the node routes the /128
+                addr6(&pns, &format!("{}/128", p.ip6), "eth0")?;
+                ip_in(&pns, &["-6", "route", "add", "default", "via", POD_GATEWAY6, "dev", "eth0"])?;
+                let gw_neigh = ["-6", "neigh", "replace", POD_GATEWAY6, "lladdr", &host_mac, "dev", "eth0"];
+                ip_in(&pns, &[&gw_neigh[..], &["nud", "permanent"]].concat())?;
+                ip_in(&nns, &["-6", "route", "add", &format!("{}/128", p.ip6), "dev", &veth])?;
+                let ip6 = p.ip6.to_string();
+                ip_in(&nns, &["-6", "neigh", "replace", &ip6, "lladdr", &pod_mac, "dev", &veth, "nud", "permanent"])?;
+            }
         }
         Ok(())
     }
@@ -1146,11 +1430,17 @@ impl MiniCluster {
     }
 
     fn write_snapshot(&self) -> Result<(), ClusterError> {
+        let dual = self.stack == Stack::Dual;
         let mut nodes = String::from("apiVersion: v1\nkind: List\nitems:\n");
         for n in NODES {
             let gw = if n.gateway { "\n      cilium.io/egress-gateway: \"true\"" } else { "" };
+            let (cidr6, addr6) = if dual {
+                (format!(", \"{}\"", n.pod_cidr6), format!("\n    - {{type: InternalIP, address: \"{}\"}}", n.address6))
+            } else {
+                (String::new(), String::new())
+            };
             nodes.push_str(&format!(
-                "- apiVersion: v1\n  kind: Node\n  metadata:\n    name: {name}\n    labels:\n      kubernetes.io/hostname: {name}{gw}\n  spec:\n    podCIDRs: [\"{cidr}\"]\n  status:\n    addresses:\n    - {{type: InternalIP, address: {addr}}}\n    conditions:\n    - {{type: Ready, status: \"True\"}}\n",
+                "- apiVersion: v1\n  kind: Node\n  metadata:\n    name: {name}\n    labels:\n      kubernetes.io/hostname: {name}{gw}\n  spec:\n    podCIDRs: [\"{cidr}\"{cidr6}]\n  status:\n    addresses:\n    - {{type: InternalIP, address: {addr}}}{addr6}\n    conditions:\n    - {{type: Ready, status: \"True\"}}\n",
                 name = n.name,
                 cidr = n.pod_cidr,
                 addr = n.address,
@@ -1162,10 +1452,11 @@ impl MiniCluster {
             "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: production\n  labels:\n    kubernetes.io/metadata.name: production\n",
         )?;
         let mut pods = String::from("apiVersion: v1\nkind: List\nitems:\n");
-        for p in PODS {
+        for p in self.pods() {
             let egress = if p.egress { ", use-egress-gateway: \"true\"" } else { "" };
+            let ip6 = if dual { format!(", {{ip: \"{}\"}}", p.ip6) } else { String::new() };
             pods.push_str(&format!(
-                "- apiVersion: v1\n  kind: Pod\n  metadata:\n    name: {name}\n    namespace: production\n    labels: {{app: {app}, lane: {lane}{egress}}}\n  spec: {{nodeName: {node}}}\n  status: {{phase: Running, podIPs: [{{ip: {ip}}}]}}\n",
+                "- apiVersion: v1\n  kind: Pod\n  metadata:\n    name: {name}\n    namespace: production\n    labels: {{app: {app}, lane: {lane}{egress}}}\n  spec: {{nodeName: {node}}}\n  status: {{phase: Running, podIPs: [{{ip: {ip}}}{ip6}]}}\n",
                 name = p.name,
                 app = if p.egress { "egress" } else { "plain" },
                 lane = p.lane,
@@ -1176,7 +1467,8 @@ impl MiniCluster {
         self.write_file("pods.yaml", &pods)?;
         // no NodeNetwork: the gateway's agent reads its interfaces (eth1 and
         // its egress IPs) from its own namespace
-        self.write_file(POLICY_FILE, &article_policy(EGRESS_IP))
+        let policy = if dual { dual_stack_policy(EGRESS_IP) } else { article_policy(EGRESS_IP) };
+        self.write_file(POLICY_FILE, &policy)
     }
 
     /// Writes `text` to `name` in the snapshot directory, atomically
@@ -1288,7 +1580,7 @@ impl MiniCluster {
 
     fn wait_ready(&mut self, node_name: &str) -> Result<(), ClusterError> {
         // the agent attaches the pods that policies select (the plan's endpoints)
-        let pods = PODS.iter().filter(|p| p.node == node_name && p.egress).count();
+        let pods = self.pods().iter().filter(|p| p.node == node_name && p.egress).count();
         let root = self.bpffs_root(node_name);
         self.wait_until(node_name, &format!("{node_name} serving with {pods} pod(s) attached"), |_| {
             inspect::status(&root).is_ok_and(|s| {
@@ -1352,11 +1644,10 @@ impl MiniCluster {
     /// # Errors
     /// `ip` fails.
     pub fn set_pod_mtu(&self, pod_name: &str, mtu: u16) -> Result<(), ClusterError> {
-        let i = PODS.iter().position(|p| p.name == pod_name).unwrap_or(0);
-        let p = PODS[i];
+        let p = pod(pod_name);
         let mtu = mtu.to_string();
         ip_in(&self.ns(p.name), &["link", "set", "eth0", "mtu", &mtu])?;
-        ip_in(&self.node_ns(p.node), &["link", "set", &format!("veth{}", i % 2), "mtu", &mtu])?;
+        ip_in(&self.node_ns(p.node), &["link", "set", &self.host_veth(pod_name), "mtu", &mtu])?;
         Ok(())
     }
 
@@ -1379,23 +1670,25 @@ impl MiniCluster {
         })
     }
 
-    /// Opens a TCP connection from a pod to `dst`:[`TCP_PORT`] and reads the greeting.
+    /// Opens a TCP connection from a pod to `dst`:[`TCP_PORT`] (either
+    /// family) and reads the greeting.
     ///
     /// # Errors
     /// Connect, read or parse failures (within [`REQUEST_TIMEOUT`]).
-    pub fn tcp_connect(&self, pod_name: &str, dst: Ipv4Addr) -> Result<Connection, ClusterError> {
+    pub fn tcp_connect(&self, pod_name: &str, dst: impl Into<IpAddr>) -> Result<Connection, ClusterError> {
+        let dst = dst.into();
         let stream = in_netns(&self.ns(pod(pod_name).name), move || {
-            let s = TcpStream::connect_timeout(&SocketAddr::V4(SocketAddrV4::new(dst, TCP_PORT)), REQUEST_TIMEOUT)
+            let s = TcpStream::connect_timeout(&SocketAddr::new(dst, TCP_PORT), REQUEST_TIMEOUT)
                 .map_err(io(format!("TCP connect to {dst}")))?;
             s.set_read_timeout(Some(REQUEST_TIMEOUT)).map_err(io("TCP socket"))?;
             Ok(s)
         })?;
-        let local = match stream.local_addr() {
-            Ok(SocketAddr::V4(a)) => a,
-            _ => SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
+        let local = stream.local_addr().unwrap_or_else(|_| SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));
+        let mut c = Connection {
+            reader: BufReader::new(stream),
+            local,
+            seen: Seen { ip: Ipv4Addr::UNSPECIFIED.into(), port: 0 },
         };
-        let mut c =
-            Connection { reader: BufReader::new(stream), local, seen: Seen { ip: Ipv4Addr::UNSPECIFIED, port: 0 } };
         let line = c.read_line()?;
         c.seen = parse_seen(&line).ok_or_else(|| ClusterError::Io {
             what: format!("bad greeting {line:?}"),
@@ -1408,7 +1701,7 @@ impl MiniCluster {
     ///
     /// # Errors
     /// As [`MiniCluster::tcp_connect`] and [`Connection::exchange`].
-    pub fn tcp_request(&self, pod_name: &str, dst: Ipv4Addr) -> Result<Seen, ClusterError> {
+    pub fn tcp_request(&self, pod_name: &str, dst: impl Into<IpAddr>) -> Result<Seen, ClusterError> {
         let mut c = self.tcp_connect(pod_name, dst)?;
         let echoed = c.exchange("hello")?;
         if echoed != c.seen {
@@ -1420,13 +1713,16 @@ impl MiniCluster {
         Ok(echoed)
     }
 
-    /// One UDP datagram from a pod to `dst`:[`UDP_PORT`] and its answer: what the server saw.
+    /// One UDP datagram from a pod to `dst`:[`UDP_PORT`] (either family)
+    /// and its answer: what the server saw.
     ///
     /// # Errors
     /// Send, receive (within [`REQUEST_TIMEOUT`]) or parse failures.
-    pub fn udp_request(&self, pod_name: &str, dst: Ipv4Addr) -> Result<Seen, ClusterError> {
-        let s = in_netns(&self.ns(pod(pod_name).name), || {
-            let s = UdpSocket::bind(("0.0.0.0", 0)).map_err(io("UDP socket"))?;
+    pub fn udp_request(&self, pod_name: &str, dst: impl Into<IpAddr>) -> Result<Seen, ClusterError> {
+        let dst = dst.into();
+        let any: IpAddr = if dst.is_ipv4() { Ipv4Addr::UNSPECIFIED.into() } else { Ipv6Addr::UNSPECIFIED.into() };
+        let s = in_netns(&self.ns(pod(pod_name).name), move || {
+            let s = UdpSocket::bind((any, 0)).map_err(io("UDP socket"))?;
             s.set_read_timeout(Some(REQUEST_TIMEOUT)).map_err(io("UDP socket"))?;
             Ok(s)
         })?;
@@ -1447,45 +1743,68 @@ impl MiniCluster {
         })
     }
 
-    /// One ICMP echo from a pod to `dst`; on its reply, what the server
-    /// logged for it (source address and the identifier it arrived with).
+    /// One ICMP (IPv4) or ICMPv6 (IPv6) echo from a pod to `dst`; on its
+    /// reply, what the server logged for it (source address and the
+    /// identifier it arrived with).
     ///
     /// # Errors
     /// Socket failures, no reply within [`REQUEST_TIMEOUT`], or the server has no log of it.
-    pub fn ping(&self, pod_name: &str, dst: Ipv4Addr) -> Result<Seen, ClusterError> {
-        let fd = in_netns(&self.ns(pod(pod_name).name), || {
-            raw_socket(rustix::net::ipproto::ICMP, Duration::from_millis(100))
+    pub fn ping(&self, pod_name: &str, dst: impl Into<IpAddr>) -> Result<Seen, ClusterError> {
+        let dst = dst.into();
+        let fd = in_netns(&self.ns(pod(pod_name).name), move || match dst {
+            IpAddr::V4(_) => raw_socket(rustix::net::ipproto::ICMP, Duration::from_millis(100)),
+            IpAddr::V6(_) => raw_socket6(rustix::net::ipproto::ICMPV6, Duration::from_millis(100)),
         })?;
         let n = INSTANCE.fetch_add(1, Ordering::Relaxed);
         let id = (std::process::id() as u16) ^ (n as u16).rotate_left(8);
         let token = format!("egret-ping-{n:08}").into_bytes();
-        let mut pkt = vec![8u8, 0, 0, 0];
+        let request_type = if dst.is_ipv4() { 8u8 } else { ICMP6_ECHO_REQUEST };
+        let mut pkt = vec![request_type, 0, 0, 0];
         pkt.extend_from_slice(&id.to_be_bytes());
         pkt.extend_from_slice(&1u16.to_be_bytes());
         pkt.extend_from_slice(&token);
-        let sum = internet_checksum(&pkt);
-        pkt[2..4].copy_from_slice(&sum.to_be_bytes());
-        let to = rustix::net::SocketAddrV4::new(dst, 0);
-        rustix::net::sendto(&fd, &pkt, rustix::net::SendFlags::empty(), &to)
-            .map_err(|e| ClusterError::Io { what: format!("ICMP echo to {dst}"), source: e.into() })?;
+        let sent = match dst {
+            IpAddr::V4(dst) => {
+                let sum = internet_checksum(&pkt);
+                pkt[2..4].copy_from_slice(&sum.to_be_bytes());
+                rustix::net::sendto(&fd, &pkt, rustix::net::SendFlags::empty(), &SocketAddrV4::new(dst, 0))
+            }
+            // the kernel fills an ICMPv6 raw socket's checksum (RFC 3542)
+            IpAddr::V6(dst) => rustix::net::sendto(
+                &fd,
+                &pkt,
+                rustix::net::SendFlags::empty(),
+                &std::net::SocketAddrV6::new(dst, 0, 0, 0),
+            ),
+        };
+        sent.map_err(|e| ClusterError::Io { what: format!("ICMP echo to {dst}"), source: e.into() })?;
         let start = Instant::now();
         let mut buf = [0u8; 2048];
         loop {
             if start.elapsed() > REQUEST_TIMEOUT {
                 return Err(ClusterError::Timeout { what: format!("an ICMP echo reply from {dst} to {pod_name}") });
             }
-            let Ok(len) = rustix::io::read(&fd, &mut buf) else { continue };
-            let p = &buf[..len];
-            if p.len() < 28 {
-                continue;
-            }
-            let ihl = usize::from(p[0] & 0x0f) * 4;
-            let src = Ipv4Addr::new(p[12], p[13], p[14], p[15]);
-            if p.len() >= ihl + 8
-                && p[ihl] == 0
+            // the echo reply's source and its ICMP message
+            let (src, icmp, reply_type): (IpAddr, &[u8], u8) = match dst {
+                IpAddr::V4(_) => {
+                    let Ok(len) = rustix::io::read(&fd, &mut buf) else { continue };
+                    let p = &buf[..len];
+                    if p.len() < 28 {
+                        continue;
+                    }
+                    let ihl = usize::from(p[0] & 0x0f) * 4;
+                    (Ipv4Addr::new(p[12], p[13], p[14], p[15]).into(), p.get(ihl..).unwrap_or_default(), 0)
+                }
+                IpAddr::V6(_) => {
+                    let Some((len, src)) = recv6(&fd, &mut buf) else { continue };
+                    (src.into(), &buf[..len], ICMP6_ECHO_REPLY)
+                }
+            };
+            if icmp.len() >= 8
+                && icmp[0] == reply_type
                 && src == dst
-                && u16::from_be_bytes([p[ihl + 4], p[ihl + 5]]) == id
-                && p[ihl + 8..].starts_with(&token)
+                && u16::from_be_bytes([icmp[4], icmp[5]]) == id
+                && icmp[8..].starts_with(&token)
             {
                 break;
             }
@@ -1521,7 +1840,7 @@ impl MiniCluster {
 pub struct Connection {
     reader: BufReader<TcpStream>,
     /// The pod's side of the connection.
-    pub local: SocketAddrV4,
+    pub local: SocketAddr,
     /// What the server saw when it accepted the connection.
     pub seen: Seen,
 }
@@ -1570,6 +1889,21 @@ fn internet_checksum(b: &[u8]) -> u16 {
 /// and [`EXCLUDED_CIDR`] added to its exclusions.
 #[must_use]
 pub fn article_policy(egress_ip: Ipv4Addr) -> String {
+    policy_text(egress_ip, &["0.0.0.0/0"], &[])
+}
+
+/// [`article_policy`] for both families ([`Stack::Dual`]): `::/0` added to
+/// its destinations, the pods' IPv6 range ([`POD_RANGE6`]) and
+/// [`EXCLUDED_CIDR6`] to its exclusions. The IPv6 egress address is the
+/// first IPv6 of the interface holding `egress_ip` (gateway-1: [`EGRESS_IP6`]).
+#[must_use]
+pub fn dual_stack_policy(egress_ip: Ipv4Addr) -> String {
+    policy_text(egress_ip, &["0.0.0.0/0", "::/0"], &[POD_RANGE6, EXCLUDED_CIDR6])
+}
+
+fn policy_text(egress_ip: Ipv4Addr, destinations: &[&str], more_excluded: &[&str]) -> String {
+    let destinations: String = destinations.iter().map(|d| format!("\n  - \"{d}\"")).collect();
+    let more_excluded: String = more_excluded.iter().map(|d| format!("\n  - \"{d}\"")).collect();
     format!(
         "apiVersion: cilium.io/v2
 kind: CiliumEgressGatewayPolicy
@@ -1583,13 +1917,12 @@ spec:
     namespaceSelector:
       matchLabels:
         kubernetes.io/metadata.name: production
-  destinationCIDRs:
-  - \"0.0.0.0/0\"
+  destinationCIDRs:{destinations}
   excludedCIDRs:
   - \"10.0.0.0/8\"
   - \"172.16.0.0/12\"
   - \"192.168.0.0/16\"
-  - \"{EXCLUDED_CIDR}\"
+  - \"{EXCLUDED_CIDR}\"{more_excluded}
   egressGateway:
     nodeSelector:
       matchLabels:
@@ -1599,22 +1932,28 @@ spec:
     )
 }
 
-/// `egret-demo`: starts the mini-cluster (agents from the `agent`
-/// binary), shows what the external server sees from each pod for TCP, UDP
-/// and ICMP echo, to the server and to an excluded address, prints the
-/// gateway's counters, and tears everything down.
+/// `egret-demo`: starts the dual-stack mini-cluster (agents from the
+/// `agent` binary), shows what the external server sees from each pod for
+/// TCP, UDP and ICMP echo, to the server and to an excluded address — the
+/// IPv4 table first (as on the IPv4 cluster), then the same over IPv6 —
+/// prints the gateway's counters, and tears everything down.
 ///
 /// # Errors
 /// Set-up failures; a request that fails is shown as such, not an error.
 pub fn demo(agent: &Path, out: &mut dyn Write) -> Result<(), ClusterError> {
     let w = |out: &mut dyn Write, s: String| writeln!(out, "{s}").map_err(io("writing the demo's output"));
-    w(out, "building the mini-cluster: namespaces for 5 nodes, 4 pods, the underlay and the server …".into())?;
+    w(
+        out,
+        "building the dual-stack mini-cluster: namespaces for 5 nodes, 5 pods (one on gateway-1), the underlay and the server …"
+            .into(),
+    )?;
     let started = Instant::now();
-    let c = MiniCluster::start("demo", agent)?;
+    let c = MiniCluster::start_dual_stack("demo", agent)?;
     w(out, format!("ready in {} ms:", started.elapsed().as_millis()))?;
     for n in NODES {
         let role = if n.gateway {
-            let ips: Vec<String> = n.egress_ips.iter().map(ToString::to_string).collect();
+            let mut ips: Vec<String> = n.egress_ips.iter().map(ToString::to_string).collect();
+            ips.extend(n.external6.map(|a| a.to_string()));
             let held = if ips.is_empty() { "no egress IP".to_owned() } else { ips.join(" and ") };
             format!("gateway (cilium.io/egress-gateway=true), eth1 holds {held}")
         } else {
@@ -1629,49 +1968,80 @@ pub fn demo(agent: &Path, out: &mut dyn Write) -> Result<(), ClusterError> {
                 n.address.to_string()
             ),
         )?;
+        w(out, format!("  {:<10} {} (IPv6 underlay; the tunnel runs over IPv4)", "", n.address6))?;
     }
-    for p in PODS {
+    for p in c.pods() {
         let labels = if p.egress { "use-egress-gateway=true" } else { "-" };
         w(out, format!("  pod {:<9} {:<12} on {:<9} labels: {labels}", p.name, p.ip.to_string(), p.node))?;
+        w(out, format!("  {:<13} {}", "", p.ip6))?;
     }
     w(out, format!("  server     {SERVER} (and {EXCLUDED_SERVER}), reachable from the nodes' uplinks only"))?;
+    w(out, format!("             {SERVER6} (and {EXCLUDED_SERVER6})"))?;
     w(
         out,
         format!("policy: the article's egress-gateway-policy (egressIP {EGRESS_IP}), excluding also {EXCLUDED_CIDR}"),
     )?;
-    w(out, String::new())?;
-    w(out, format!("{:<9} {:<9} {:<5} {:<18} {}", "POD", "NODE", "PROTO", "DESTINATION", "THE SERVER SEES"))?;
-    for p in PODS {
-        for (proto, dst) in [("tcp", SERVER), ("udp", SERVER), ("icmp", SERVER), ("tcp", EXCLUDED_SERVER)] {
-            let r = match proto {
-                "tcp" => c.tcp_request(p.name, dst),
-                "udp" => c.udp_request(p.name, dst),
-                _ => c.ping(p.name, dst),
-            };
-            let seen = match r {
-                Ok(s) => {
-                    let via = if s.ip == EGRESS_IP || s.ip == EGRESS_IP_2 {
-                        "egress gateway"
-                    } else if NODES.iter().any(|n| n.address == s.ip) {
-                        "node address"
-                    } else {
-                        "?"
-                    };
-                    let what = if proto == "icmp" { format!("{} (echo id {})", s.ip, s.port) } else { s.to_string() };
-                    format!("{what:<32} {via}")
+    w(
+        out,
+        format!(
+            "        and ::/0 (IPv6 egress: {EGRESS_IP6}, the first IPv6 of eth1), excluding {POD_RANGE6} and {EXCLUDED_CIDR6}"
+        ),
+    )?;
+    let egress: [IpAddr; 3] = [EGRESS_IP.into(), EGRESS_IP_2.into(), EGRESS_IP6.into()];
+    let via = |ip: IpAddr| {
+        if egress.contains(&ip) {
+            "egress gateway"
+        } else if NODES.iter().any(|n| n.address == ip || n.address6 == ip) {
+            "node address"
+        } else {
+            "?"
+        }
+    };
+    for (family, server, excluded, width) in [
+        ("IPv4", IpAddr::from(SERVER), IpAddr::from(EXCLUDED_SERVER), 18),
+        ("IPv6", SERVER6.into(), EXCLUDED_SERVER6.into(), 28),
+    ] {
+        w(out, String::new())?;
+        if family == "IPv6" {
+            w(out, "over IPv6:".into())?;
+        }
+        w(out, format!("{:<9} {:<9} {:<5} {:<width$} {}", "POD", "NODE", "PROTO", "DESTINATION", "THE SERVER SEES"))?;
+        let icmp = if family == "IPv4" { "icmp" } else { "icmp6" };
+        for p in c.pods() {
+            // the gateway node routes no pod traffic of its own: its pod's
+            // excluded destinations have no normal path to take
+            let to_excluded = p.node != GATEWAY_POD.node;
+            for (proto, dst) in [("tcp", server), ("udp", server), (icmp, server), ("tcp", excluded)] {
+                if dst == excluded && !to_excluded {
+                    continue;
                 }
-                Err(e) => format!("no answer: {e}"),
-            };
-            let dest = if proto == "icmp" {
-                dst.to_string()
-            } else {
-                format!("{dst}:{}", if proto == "tcp" { TCP_PORT } else { UDP_PORT })
-            };
-            w(out, format!("{:<9} {:<9} {proto:<5} {dest:<18} {seen}", p.name, p.node))?;
+                let r = match proto {
+                    "tcp" => c.tcp_request(p.name, dst),
+                    "udp" => c.udp_request(p.name, dst),
+                    _ => c.ping(p.name, dst),
+                };
+                let seen = match r {
+                    Ok(s) => {
+                        let what = if proto.starts_with("icmp") {
+                            format!("{} (echo id {})", s.ip, s.port)
+                        } else {
+                            s.to_string()
+                        };
+                        format!("{what:<32} {}", via(s.ip))
+                    }
+                    Err(e) => format!("no answer: {e}"),
+                };
+                let dest = if proto.starts_with("icmp") {
+                    dst.to_string()
+                } else {
+                    SocketAddr::new(dst, if proto == "tcp" { TCP_PORT } else { UDP_PORT }).to_string()
+                };
+                w(out, format!("{:<9} {:<9} {proto:<5} {dest:<width$} {seen}", p.name, p.node))?;
+            }
         }
     }
     w(out, String::new())?;
-    w(out, "gateway-1 datapath counters (egret_gw_stats, packets):".into())?;
+    w(out, "gateway-1 datapath counters (egret_gw_stats, packets, both families):".into())?;
     let mut line = String::new();
     for s in egret_bpf::templates::Stat::ALL {
         let (packets, _) = c.counter("gateway-1", egret_bpf::templates::map::GW_STATS, s.index())?;

@@ -5,9 +5,11 @@
 //! tier 4). Each test builds its own cluster (unique names) and checks that
 //! nothing is left after it is torn down. `kube` drives the same cluster
 //! through an API server instead of the snapshot directory; `floating`
-//! moves a floating egress IP between the three gateways through it.
+//! moves a floating egress IP between the three gateways through it;
+//! `dual_stack` runs IPv6 (and IPv4) on the dual-stack variant.
 
 use egret_testkit::apiserver;
+mod dual_stack;
 mod floating;
 mod kube;
 use egret_testkit::kubecluster;
@@ -22,7 +24,7 @@ use egret_bpf::templates::{self, Stat};
 use egret_compiler::codegen::reasons::Reason;
 use egret_compiler::codegen::tables;
 use egret_testkit::minicluster::{
-    self, EGRESS_IP, EGRESS_IP_2, EXCLUDED_SERVER, MiniCluster, POLICY_FILE, SERVER, article_policy, node,
+    self, EGRESS_IP, EGRESS_IP_2, EXCLUDED_SERVER, MiniCluster, POLICY_FILE, SERVER, Stack, article_policy, node,
 };
 
 fn privileged(test: &str) -> bool {
@@ -35,11 +37,20 @@ const AGENT: &str = env!("CARGO_BIN_EXE_egret-agent");
 /// Starts a cluster; the closure runs the test; afterwards every namespace,
 /// pin and file of the cluster must be gone.
 fn with_cluster(tag: &str, test: impl FnOnce(&mut MiniCluster)) {
-    let mut c = MiniCluster::start(tag, Path::new(AGENT)).expect("the mini-cluster starts");
+    with_cluster_of(tag, Stack::V4, test);
+}
+
+/// [`with_cluster`] on a cluster of `stack`.
+fn with_cluster_of(tag: &str, stack: Stack, test: impl FnOnce(&mut MiniCluster)) {
+    let mut c = match stack {
+        Stack::V4 => MiniCluster::start(tag, Path::new(AGENT)),
+        Stack::Dual => MiniCluster::start_dual_stack(tag, Path::new(AGENT)),
+    }
+    .expect("the mini-cluster starts");
     let namespaces = c.namespace_names();
     let bpffs = c.bpffs_root("worker-1").parent().expect("mount point").to_path_buf();
     let snapshot = c.snapshot_dir().to_path_buf();
-    assert_eq!(namespaces.len(), 11, "ul, srv, 5 nodes, 4 pods");
+    assert_eq!(namespaces.len(), 2 + 5 + c.pods().len(), "ul, srv, 5 nodes, the pods");
     test(&mut c);
     drop(c);
     for ns in &namespaces {

@@ -5,7 +5,7 @@
 //! the live tables and uses the record for what the maps do not say (each
 //! source's class, egress addresses of remote slots). No program reads it.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 
 use egret_bpf::artifact::{Decision, DecisionRow, DecisionTable};
 
@@ -16,9 +16,9 @@ use crate::resolve::{EgressIp, World};
 
 /// The decision table of `plan` for an artifact of layout `layout` (`inline`
 /// or `maps`): one row per (local endpoint, entry of its class), the
-/// cluster-internal prefixes, and the egress address of every slot the rows
-/// name that is known at compile time (from `world`, else from the slots the
-/// node serves).
+/// cluster-internal prefixes, and the egress addresses (IPv4, IPv6) of every
+/// slot the rows name that are known at compile time (from `world`, else
+/// from the slots the node serves).
 #[must_use]
 pub fn decision_table(plan: &Plan, world: Option<&World>, layout: &str) -> DecisionTable {
     let rules = partition::rules(plan);
@@ -48,8 +48,15 @@ pub fn decision_table(plan: &Plan, world: Option<&World>, layout: &str) -> Decis
     let known = |ip: Option<&EgressIp>| ip.and_then(EgressIp::known);
     let mut egress: std::collections::BTreeMap<u32, IpAddr> =
         plan.slots.iter().filter_map(|s| Some((s.id.0, known(s.v4.as_ref())?))).collect();
+    let known6 = |ip: Option<&EgressIp>| match known(ip) {
+        Some(IpAddr::V6(a)) => Some(a),
+        _ => None,
+    };
+    let mut egress6: std::collections::BTreeMap<u32, Ipv6Addr> =
+        plan.slots.iter().filter_map(|s| Some((s.id.0, known6(s.v6.as_ref())?))).collect();
     if let Some(w) = world {
         egress.extend(w.slots().iter().filter_map(|s| Some((s.id.0, known(s.v4.as_ref())?))));
+        egress6.extend(w.slots().iter().filter_map(|s| Some((s.id.0, known6(s.v6.as_ref())?))));
     }
     let named: std::collections::BTreeSet<u32> = rows
         .iter()
@@ -60,6 +67,7 @@ pub fn decision_table(plan: &Plan, world: Option<&World>, layout: &str) -> Decis
         })
         .collect();
     egress.retain(|slot, _| named.contains(slot));
+    egress6.retain(|slot, _| named.contains(slot));
     let classes = plan.endpoints.iter().map(|e| (e.ip, e.class.0)).collect();
-    DecisionTable { layout: layout.to_owned(), internal, rows, classes, egress }
+    DecisionTable { layout: layout.to_owned(), internal, rows, classes, egress, egress6 }
 }

@@ -251,7 +251,7 @@ impl Case {
 
 /// The hole values a node's loader fills for an artifact whose `egret0`
 /// has ifindex `tunnel_ifindex`: every `Ifindex` source gets it, constants
-/// (the MSS clamp) their recorded value; `SlotIpv4` holes are left out.
+/// (the MSS clamp) their recorded value; slot-address sources are left out.
 #[must_use]
 pub fn hole_values(holes: &[artifact::HoleSpec], tunnel_ifindex: i64) -> BTreeMap<String, i64> {
     holes
@@ -259,7 +259,7 @@ pub fn hole_values(holes: &[artifact::HoleSpec], tunnel_ifindex: i64) -> BTreeMa
         .filter_map(|h| match &h.source {
             artifact::HoleSource::Ifindex { .. } => Some((h.name.clone(), tunnel_ifindex)),
             artifact::HoleSource::Constant { value } => Some((h.name.clone(), *value as i64)),
-            artifact::HoleSource::SlotIpv4 { .. } => None,
+            artifact::HoleSource::SlotIpv4 { .. } | artifact::HoleSource::SlotIpv6 { .. } => None,
         })
         .collect()
 }

@@ -27,13 +27,11 @@
 //!   it) fills it at attach time. Until then reply delivery to local pods
 //!   and `egret_gw_local` drop (`no-local-endpoint` / `spoofed-source`).
 //! - `egret_gw_slots`: one entry per slot the node serves, with an egress
-//!   IPv4 and an egress IPv6. The IPv4 address is written when known at
-//!   compile time, is a late field (`SlotIpv4 { slot }`, network byte order)
-//!   when late-bound, and stays `0.0.0.0` (drop `no-egress-ip`) when
-//!   unavailable. The IPv6 address is written when known at compile time and
-//!   otherwise stays `::` — **a late-bound IPv6 egress address is not filled
-//!   yet** (the loader resolves IPv4 holes only), so such a slot drops IPv6
-//!   `no-egress-ip`. The egress ifindex is
+//!   IPv4 and an egress IPv6, each written when known at compile time, a
+//!   late field when late-bound (IPv4: `SlotIpv4 { slot }`, `be32`; IPv6:
+//!   `SlotIpv6 { slot }`, 16 bytes in network order; at the offsets of
+//!   `layout::gw_slot`), and left `0.0.0.0` / `::` (drop `no-egress-ip` for
+//!   that family) when unavailable. The egress ifindex is
 //!   a late field `Ifindex { link }` when the interface is known by name;
 //!   a late-bound or unavailable interface leaves it 0 (the redirect fails:
 //!   the packet is dropped) — resolving an interface from an egress spec on
@@ -64,6 +62,7 @@ use crate::plan::{Plan, Verified};
 use crate::resolve::{EgressIp, InterfaceBinding, World};
 use egret_bpf::artifact::{Artifact, AttachPoint, FieldEncoding, HoleSource, LateField, MapImage, ProgramSpec};
 use egret_bpf::elf;
+use egret_bpf::layout::{self, gw_slot};
 use egret_bpf::templates::{self, AllowedSource, GW_LOCAL_PROG_INDEX, GatewayPeer, GatewaySlot, SourceNode, Template};
 use egret_bpf::{MapDef, Program};
 use std::collections::BTreeSet;
@@ -93,29 +92,26 @@ pub fn gateway_images(plan: &Plan) -> Result<Vec<MapImage>, CodegenError> {
                 return Err(CodegenError::SlotTooWide { slot: s.id.0 });
             }
             let mut late = Vec::new();
+            let mut late_field = |field: &layout::Field, source, encoding| {
+                late.push(LateField { offset: field.offset as u32, source, encoding });
+            };
             let egress_ip = match &s.v4 {
                 Some(EgressIp::Known(IpAddr::V4(ip))) => *ip,
                 Some(EgressIp::LateBound { .. }) => {
-                    late.push(LateField {
-                        offset: 0,
-                        source: HoleSource::SlotIpv4 { slot: s.id.0 },
-                        encoding: FieldEncoding::Be32,
-                    });
+                    late_field(&gw_slot::EGRESS_IP, HoleSource::SlotIpv4 { slot: s.id.0 }, FieldEncoding::Be32);
                     Ipv4Addr::UNSPECIFIED
                 }
                 _ => Ipv4Addr::UNSPECIFIED,
             };
             if let InterfaceBinding::Known { name, .. } = &s.interface {
-                late.push(LateField {
-                    offset: 4,
-                    source: HoleSource::Ifindex { link: name.clone() },
-                    encoding: FieldEncoding::Le32,
-                });
+                late_field(&gw_slot::IFINDEX, HoleSource::Ifindex { link: name.clone() }, FieldEncoding::Le32);
             }
-            // an IPv6 egress address egret cannot know offline stays `::` (drop
-            // `no-egress-ip` for IPv6): the loader fills late-bound IPv4 only
             let egress_ip6 = match &s.v6 {
                 Some(EgressIp::Known(IpAddr::V6(ip))) => *ip,
+                Some(EgressIp::LateBound { .. }) => {
+                    late_field(&gw_slot::EGRESS_IP6, HoleSource::SlotIpv6 { slot: s.id.0 }, FieldEncoding::Ipv6);
+                    Ipv6Addr::UNSPECIFIED
+                }
                 _ => Ipv6Addr::UNSPECIFIED,
             };
             let entry =

@@ -8,7 +8,7 @@
 use crate::codegen_common;
 
 use codegen_common as common;
-use egret_bpf::artifact::{AttachPoint, FieldEncoding, HoleSource, LateField, TailCallSlot};
+use egret_bpf::artifact::{AttachPoint, FieldEncoding, HoleSource, LateField, LateValue, TailCallSlot};
 use egret_bpf::elf::{fill_holes, read_object};
 use egret_bpf::interp::{MapStore, RedirectKind, RunInput, TunnelKey, run};
 use egret_bpf::templates::{self, Stat, Template};
@@ -42,7 +42,7 @@ impl Node {
                         other => panic!("unexpected late source {other:?}"),
                     };
                     let at = f.offset as usize;
-                    v[at..at + 4].copy_from_slice(&f.encoding.bytes(value));
+                    v[at..at + 4].copy_from_slice(&f.encoding.encode(LateValue::Word(value)).expect("a word field"));
                 }
                 maps.update(&img.name, &k, &v, 0).expect("image entry");
             }

@@ -566,6 +566,27 @@ fn egress_ip_is_late_bound_without_node_facts() {
     // The Cilium view on the gateway shows where the agent would find it.
     let c = cilium::render(&w, "gw-a", cilium::Format::Text).unwrap();
     assert!(c.contains("late:default-route"), "{c}");
+    // the artifact carries every late-bound egress address as a late field of
+    // `egret_gw_slots` for the loader: IPv4 as a be32, IPv6 as 16 bytes
+    let verified = egret_compiler::planner::Planner::new().plan_all(&w).expect("compiles");
+    let a = egret_compiler::codegen::node::verified_node(&verified["gw-a"], &Default::default(), Some(&w))
+        .expect("gw-a compiles")
+        .into_artifact();
+    a.check().expect("a valid artifact");
+    let slots = a.manifest.maps.iter().find(|m| m.name == egret_bpf::templates::map::GW_SLOTS).expect("slots");
+    use egret_bpf::artifact::{FieldEncoding, HoleSource};
+    let late: Vec<_> = slots.entries.iter().flat_map(|e| &e.late).collect();
+    let v6: Vec<_> = late.iter().filter(|f| matches!(f.source, HoleSource::SlotIpv6 { .. })).collect();
+    let v4: Vec<_> = late.iter().filter(|f| matches!(f.source, HoleSource::SlotIpv4 { .. })).collect();
+    assert!(!v4.is_empty() && !v6.is_empty(), "{late:?}");
+    for f in v6 {
+        assert_eq!(f.offset as usize, egret_bpf::layout::gw_slot::EGRESS_IP6.offset);
+        assert_eq!(f.encoding, FieldEncoding::Ipv6);
+    }
+    for f in v4 {
+        assert_eq!(f.offset as usize, egret_bpf::layout::gw_slot::EGRESS_IP.offset);
+        assert_eq!(f.encoding, FieldEncoding::Be32);
+    }
     check_equivalence(&w);
 }
 

@@ -18,7 +18,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write as _;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
@@ -77,7 +77,8 @@ enum Cmd {
         /// Egress interfaces.
         #[arg(long = "egress")]
         egress: Vec<String>,
-        /// Egress slot addresses, `N=IPv4`.
+        /// Egress slot addresses, `N=IPv4` or `N=IPv6` (a slot may have one
+        /// of each).
         #[arg(long = "slot")]
         slots: Vec<String>,
         /// Apply the list this many times over.
@@ -115,22 +116,30 @@ fn enter_netns(name: &str) -> Result<()> {
 }
 
 fn pod_target(s: &str) -> PodTarget {
-    match s.parse::<Ipv4Addr>() {
+    match s.parse::<IpAddr>() {
         Ok(ip) => PodTarget::Ip(ip),
         Err(_) => PodTarget::Interface(s.to_owned()),
     }
 }
 
-fn parse_slots(slots: &[String]) -> Result<BTreeMap<u32, Ipv4Addr>> {
-    let mut out = BTreeMap::new();
+/// `--slot N=IP…`: the IPv4 and the IPv6 address of each slot.
+type SlotAddresses = (BTreeMap<u32, Ipv4Addr>, BTreeMap<u32, Ipv6Addr>);
+
+fn parse_slots(slots: &[String]) -> Result<SlotAddresses> {
+    let (mut v4, mut v6) = (BTreeMap::new(), BTreeMap::new());
     for s in slots {
-        let Some((n, ip)) = s.split_once('=') else { bail!("--slot `{s}`: expected N=IPv4") };
-        out.insert(
-            n.parse().with_context(|| format!("--slot `{s}`"))?,
-            ip.parse().with_context(|| format!("--slot `{s}`"))?,
-        );
+        let Some((n, ip)) = s.split_once('=') else { bail!("--slot `{s}`: expected N=IPv4 or N=IPv6") };
+        let n: u32 = n.parse().with_context(|| format!("--slot `{s}`"))?;
+        match ip.parse().with_context(|| format!("--slot `{s}`"))? {
+            IpAddr::V4(ip) => {
+                v4.insert(n, ip);
+            }
+            IpAddr::V6(ip) => {
+                v6.insert(n, ip);
+            }
+        }
     }
-    Ok(out)
+    Ok((v4, v6))
 }
 
 fn main() -> Result<()> {
@@ -181,7 +190,7 @@ fn main() -> Result<()> {
             config.node = Some(node.clone());
             config.tunnel_device = tunnel;
             config.egress_interfaces = egress;
-            config.slot_ipv4 = parse_slots(&slots)?;
+            (config.slot_ipv4, config.slot_ipv6) = parse_slots(&slots)?;
             let loaded = artifacts
                 .iter()
                 .map(|d| egret_bpf::artifact::read_dir(d, &node).with_context(|| format!("reading {}", d.display())))
@@ -243,14 +252,18 @@ mod tests {
 
     #[test]
     fn pods_are_ips_or_interface_names() {
-        assert_eq!(pod_target("10.244.1.7"), PodTarget::Ip(Ipv4Addr::new(10, 244, 1, 7)));
+        assert_eq!(pod_target("10.244.1.7"), PodTarget::Ip(Ipv4Addr::new(10, 244, 1, 7).into()));
+        assert_eq!(pod_target("2001:db8::7"), PodTarget::Ip("2001:db8::7".parse().expect("ipv6")));
         assert_eq!(pod_target("cali1234"), PodTarget::Interface("cali1234".into()));
     }
 
     #[test]
     fn slots_parse() {
-        let s = parse_slots(&["0=198.51.100.100".into(), "7=198.51.100.101".into()]).expect("parses");
-        assert_eq!(s.get(&7), Some(&Ipv4Addr::new(198, 51, 100, 101)));
+        let (v4, v6) = parse_slots(&["0=198.51.100.100".into(), "7=198.51.100.101".into(), "7=2001:db8::7".into()])
+            .expect("parses");
+        assert_eq!(v4.get(&7), Some(&Ipv4Addr::new(198, 51, 100, 101)));
+        assert_eq!(v6.get(&7), Some(&"2001:db8::7".parse().expect("ipv6")));
+        assert_eq!((v4.len(), v6.len()), (2, 1));
         assert!(parse_slots(&["7".into()]).is_err());
         assert!(parse_slots(&["x=1.2.3.4".into()]).is_err());
         assert!(parse_slots(&["1=1.2.3".into()]).is_err());

@@ -236,8 +236,10 @@ fn missing_interfaces_are_refused() {
     // a pod whose veth is gone before it is attached
     let err = n.loader().attach_pod(&PodTarget::Interface("egret-gone0".into())).expect_err("no such pod veth");
     assert!(matches!(&err, LoaderError::MissingInterface { .. }), "{err}");
-    let err =
-        n.loader().attach_pod(&PodTarget::Ip(std::net::Ipv4Addr::new(203, 0, 113, 1))).expect_err("local address");
+    let err = n
+        .loader()
+        .attach_pod(&PodTarget::Ip(std::net::Ipv4Addr::new(203, 0, 113, 1).into()))
+        .expect_err("local address");
     assert!(matches!(&err, LoaderError::PodNotLocal { .. }), "{err}");
     n.assert_a_serves();
     n.finish();

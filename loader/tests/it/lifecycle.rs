@@ -37,11 +37,11 @@ fn apply_attach_swap_adopt_prune_uninstall() {
         assert!(matches!(busy, egret_loader::LoaderError::Busy { .. }), "{busy}");
 
         // a pod known before any generation: recorded, attached at the first apply
-        let a = loader.attach_pod(&PodTarget::Ip(pod_ip(0))).expect("resolve pod 0 by its route");
+        let a = loader.attach_pod(&PodTarget::Ip(pod_ip(0).into())).expect("resolve pod 0 by its route");
         assert_eq!(a.state, PodState::Pending);
         assert_eq!(a.interface, topo.veths[0]);
         // a pending pod whose veth vanishes before the first apply does not block it
-        let gone = loader.attach_pod(&PodTarget::Ip(pod_ip(1))).expect("resolve pod 1");
+        let gone = loader.attach_pod(&PodTarget::Ip(pod_ip(1).into())).expect("resolve pod 1");
         assert_eq!(gone.state, PodState::Pending);
         topo.remove_pod_veth(1);
 
@@ -77,7 +77,7 @@ fn apply_attach_swap_adopt_prune_uninstall() {
         let i = topo.add_pod();
         let b = loader.attach_pod(&PodTarget::Interface(topo.veths[i].clone())).expect("attach pod 1");
         assert_eq!(b.state, PodState::Attached);
-        let again = loader.attach_pod(&PodTarget::Ip(pod_ip(i))).expect("attach pod 1 again");
+        let again = loader.attach_pod(&PodTarget::Ip(pod_ip(i).into())).expect("attach pod 1 again");
         assert_eq!(again.state, PodState::AlreadyAttached);
         send_from(&topo.pods[i].name, DESTS[1], 100..103);
         assert_eq!(drain(&rx[1]).len(), 3, "pod 1's traffic is classified by A");
@@ -151,16 +151,16 @@ fn apply_attach_swap_adopt_prune_uninstall() {
         loader.release_pod(ifindex_j).expect("release");
         let report = loader
             .sync_pods(&[
-                PodTarget::Ip(pod_ip(0)),
+                PodTarget::Ip(pod_ip(0).into()),
                 PodTarget::Interface(topo.veths[j].clone()),
-                PodTarget::Ip(std::net::Ipv4Addr::new(198, 51, 100, 99)),
+                PodTarget::Ip(std::net::Ipv4Addr::new(198, 51, 100, 99).into()),
             ])
             .expect("sync");
         assert_eq!(report.attached, vec![ifindex_j]);
         assert!(report.released.is_empty());
         assert_eq!(report.unresolved.len(), 1, "{report:?}");
         let pod0_ifindex = *loader.pods().iter().find(|(_, n)| **n == topo.veths[0]).expect("pod 0 kept").0;
-        let report = loader.sync_pods(&[PodTarget::Ip(pod_ip(j))]).expect("sync");
+        let report = loader.sync_pods(&[PodTarget::Ip(pod_ip(j).into())]).expect("sync");
         assert_eq!(report.released, vec![pod0_ifindex]);
         assert!(report.attached.is_empty() && report.unresolved.is_empty());
         // pod 0 has no classifier any more: D1 (which B drops) passes unstamped

@@ -1,5 +1,6 @@
-//! State maps survive generation swaps (privileged): a NAT mapping that
-//! generation A's `egret_tunnel_in` creates under `BPF_PROG_TEST_RUN` is
+//! State maps survive generation swaps (privileged): NAT mappings that
+//! generation A's `egret_tunnel_in` creates under `BPF_PROG_TEST_RUN` (one
+//! IPv4, one IPv6: `egret_nat_v6` / `egret_rnat_v6` are state maps too) are
 //! found by generation B's `egret_gw_reply` after a swap, and the per-CPU
 //! counters go on counting in the same map; a changed definition gives a new,
 //! empty map (reported), and the reply is no longer translated; a build that
@@ -11,7 +12,7 @@ use egret_testkit::netns as common;
 
 use egret_testkit::gateway as gateway_common;
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
 use common::*;
@@ -22,10 +23,11 @@ use egret_bpf::artifact::{
 use egret_bpf::elf::{DEFAULT_LICENSE, ObjectWriter, verify_and_write};
 use egret_bpf::templates::{self, AllowedSource, GatewaySlot, NatKey, ReverseNat, SourceNode, Stat, Template, map};
 use egret_loader::{ApplyReport, Generation, Loader, LoaderConfig, LoaderError, StateFate, inspect, view};
-use gateway_common::{ACK, NODE_A, POD_A, Pkt, SERVER, SLOT, SYN, TCP};
+use gateway_common::{ACK, NODE_A, POD_A, POD_A6, Pkt, SERVER, SERVER6, SLOT, SYN, TCP};
 use std::process::Command;
 
 const EGRESS_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+const EGRESS_IP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 1);
 /// `TC_ACT_REDIRECT`: what the redirect helpers make a program return under `BPF_PROG_TEST_RUN`.
 const TC_ACT_REDIRECT: u32 = 7;
 /// `TC_ACT_UNSPEC` (-1) as the kernel reports a 32-bit return value.
@@ -42,19 +44,17 @@ fn gateway(maps: &[MapDef], extra: u8) -> Artifact {
     let mut images: Vec<MapImage> = maps.iter().map(MapImage::of).collect();
     let image = |images: &mut Vec<MapImage>, name: &str| images.iter().position(|m| m.name == name).expect("image");
     let slots = image(&mut images, map::GW_SLOTS);
-    let s = GatewaySlot {
-        slot: SLOT,
-        egress_ip: EGRESS_IP,
-        egress_ip6: std::net::Ipv6Addr::UNSPECIFIED,
-        egress_ifindex: 1,
-        floating: false,
-    };
+    let s =
+        GatewaySlot { slot: SLOT, egress_ip: EGRESS_IP, egress_ip6: EGRESS_IP6, egress_ifindex: 1, floating: false };
     images[slots].push(&s.key(), &s.value());
     let allowed = image(&mut images, map::GW_ALLOWED);
     for src in std::iter::once(POD_A).chain((1..=extra).map(|i| Ipv4Addr::new(10, 0, 9, i))) {
         let a = AllowedSource { slot: SLOT, src: src.into(), from: SourceNode::AnyNode };
         images[allowed].push(&a.key(), &a.value());
     }
+    let allowed6 = image(&mut images, map::GW_ALLOWED6);
+    let a = AllowedSource { slot: SLOT, src: POD_A6.into(), from: SourceNode::AnyNode };
+    images[allowed6].push(&a.key(), &a.value());
     Artifact::new(
         "gw",
         object,
@@ -96,7 +96,12 @@ fn stat(root: &std::path::Path, g: Generation, s: Stat) -> u64 {
 
 /// The reverse NAT entries of generation `g`, decoded.
 fn connections(root: &std::path::Path, g: Generation) -> Vec<(NatKey, ReverseNat)> {
-    let d = dump(root, g, map::RNAT_V4);
+    connections_of(root, g)
+}
+
+/// The reverse NAT entries of one family (`egret_rnat_v4` / `_v6`) of generation `g`, decoded.
+fn connections_of<A: templates::GwAddr>(root: &std::path::Path, g: Generation) -> Vec<(NatKey<A>, ReverseNat<A>)> {
+    let d = dump(root, g, A::RNAT_MAP);
     d.entries
         .iter()
         .map(|e| {
@@ -143,6 +148,7 @@ fn recorded() -> DecisionTable {
         ],
         classes: [(POD_A.into(), 0)].into(),
         egress: [(SLOT, Ipv4Addr::new(192, 0, 2, 99).into())].into(),
+        egress6: Default::default(),
     }
 }
 
@@ -162,7 +168,7 @@ fn nat_tables_and_counters_survive_swaps() {
     let a = gateway(&maps, 0);
     assert_eq!(
         a.manifest.state,
-        [map::FLOAT_OWNER, map::GW_STATS, map::NAT_V4, map::PROBE_RX, map::RNAT_V4],
+        [map::FLOAT_OWNER, map::GW_STATS, map::NAT_V4, map::NAT_V6, map::PROBE_RX, map::RNAT_V4, map::RNAT_V6],
         "the templates' maps the compiler does not fill"
     );
 
@@ -179,6 +185,17 @@ fn nat_tables_and_counters_survive_swaps() {
     assert_eq!((key.src, key.dst, key.dport, key.proto), (EGRESS_IP, SERVER, 443, TCP));
     assert_eq!((conn.orig_src, conn.orig_sport, conn.slot), (POD_A, 40_000, SLOT));
     let nat_port = key.sport;
+    // and an IPv6 one
+    let syn6 = Pkt::tcp(POD_A6, 40_001, SERVER6, 443, SYN).frame();
+    assert_eq!(test_run(&loader, Template::TunnelIn.name(), &syn6), TC_ACT_REDIRECT, "SNATed out over IPv6");
+    let conns6 = connections_of::<Ipv6Addr>(&fs.root(), ga);
+    assert_eq!(conns6.len(), 1, "{conns6:?}");
+    let (key6, conn6) = conns6[0];
+    assert_eq!(
+        (key6.src, key6.dst, key6.dport, conn6.orig_src, conn6.orig_sport),
+        (EGRESS_IP6, SERVER6, 443, POD_A6, 40_001)
+    );
+    let nat_port6 = key6.sport;
     let state_ids = |root: &std::path::Path| inspect::status(root).expect("status").state;
     assert!(state_ids(&fs.root()).iter().all(|p| p.running), "state/ names A's maps");
 
@@ -190,27 +207,42 @@ fn nat_tables_and_counters_survive_swaps() {
     let (gb, _) = loader.running().expect("running");
     assert_ne!(ga, gb);
     assert_eq!(connections(&fs.root(), gb), conns, "the connection table carried over");
+    assert_eq!(connections_of::<Ipv6Addr>(&fs.root(), gb), conns6, "the IPv6 connection table carried over");
     let synack = Pkt::tcp(SERVER, 443, EGRESS_IP, nat_port, SYN | ACK).frame();
     assert_eq!(test_run(&loader, Template::GwReply.name(), &synack), TC_ACT_REDIRECT, "reply tunnelled back");
-    assert_eq!((stat(&fs.root(), gb, Stat::Snat), stat(&fs.root(), gb, Stat::ReplyTunnelled)), (1, 1));
+    let synack6 = Pkt::tcp(SERVER6, 443, EGRESS_IP6, nat_port6, SYN | ACK).frame();
+    assert_eq!(test_run(&loader, Template::GwReply.name(), &synack6), TC_ACT_REDIRECT, "IPv6 reply tunnelled back");
+    assert_eq!((stat(&fs.root(), gb, Stat::Snat), stat(&fs.root(), gb, Stat::ReplyTunnelled)), (2, 2));
     assert_eq!(fs.pins(), expected_pins(&b, 2), "A deleted, nothing leaked");
 
     // the decoded views of B: its NAT use, counters and connection, and the
     // decision table it recorded, egress IP from the live egret_gw_slots
     let gw = view::gateway(&fs.root()).expect("gateway view");
     assert_eq!((gw.nat, gw.rnat), (Some((1, templates::NAT_MAX)), Some((1, templates::NAT_MAX))));
+    assert_eq!((gw.nat6, gw.rnat6), (Some((1, templates::NAT_MAX)), Some((1, templates::NAT_MAX))));
     let count = |name: &str| gw.stats.iter().find(|s| s.name == name).map(|s| s.packets);
-    assert_eq!((count("snat"), count("reply-tunnelled"), count("spoofed-source")), (Some(1), Some(1), Some(0)));
+    assert_eq!((count("snat"), count("reply-tunnelled"), count("spoofed-source")), (Some(2), Some(2), Some(0)));
     let c = &gw.connections[..];
-    assert_eq!(c.len(), 1);
+    assert_eq!(c.len(), 2, "IPv4, then IPv6");
     assert_eq!(
         (c[0].pod, c[0].pod_port, c[0].node, c[0].egress, c[0].nat_port),
-        (POD_A, 40_000, NODE_A, EGRESS_IP, nat_port)
+        (IpAddr::from(POD_A), 40_000, NODE_A, IpAddr::from(EGRESS_IP), nat_port)
+    );
+    assert_eq!(
+        (c[1].pod, c[1].pod_port, c[1].node, c[1].egress, c[1].nat_port),
+        (IpAddr::from(POD_A6), 40_001, NODE_A, IpAddr::from(EGRESS_IP6), nat_port6)
     );
     let text = gw.to_string();
     assert!(text.contains("NAT table use 1/65536 mappings, 1/65536 connections"), "{text}");
+    assert!(text.contains("IPv6 NAT table use 1/65536 mappings, 1/65536 connections"), "{text}");
     assert!(
         text.contains(&format!("tcp  {POD_A}:40000 (node {NODE_A}) -> {SERVER}:443 as {EGRESS_IP}:{nat_port}")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "tcp  [{POD_A6}]:40001 (node {NODE_A}) -> [{SERVER6}]:443 as [{EGRESS_IP6}]:{nat_port6}"
+        )),
         "{text}"
     );
     assert!(text.contains("drops by reason: none"), "{text}");
@@ -269,16 +301,22 @@ fn nat_tables_and_counters_survive_swaps() {
     for (name, fate) in &f {
         match (name.as_str(), fate) {
             (map::RNAT_V4, StateFate::Recreated { reason }) => assert_eq!(reason, "max_entries 65536 -> 4096"),
-            (map::NAT_V4 | map::GW_STATS | map::PROBE_RX | map::FLOAT_OWNER, StateFate::Reused) => {}
+            (
+                map::NAT_V4 | map::NAT_V6 | map::RNAT_V6 | map::GW_STATS | map::PROBE_RX | map::FLOAT_OWNER,
+                StateFate::Reused,
+            ) => {}
             other => panic!("unexpected fate {other:?}"),
         }
     }
-    assert_eq!(f.len(), 5);
+    assert_eq!(f.len(), 7);
     let (gc, _) = loader.running().expect("running");
     assert!(connections(&fs.root(), gc).is_empty());
     assert_eq!(dump(&fs.root(), gc, map::NAT_V4).entries.len(), 1, "the forward table was kept");
     assert_eq!(test_run(&loader, Template::GwReply.name(), &synack), TC_ACT_UNSPEC);
-    assert_eq!(stat(&fs.root(), gc, Stat::Snat), 1, "counters kept");
+    let kept6: Vec<_> =
+        connections_of::<Ipv6Addr>(&fs.root(), gc).iter().map(|(k, r)| (*k, r.orig_src, r.orig_sport)).collect();
+    assert_eq!(kept6, [(key6, POD_A6, 40_001)], "the IPv6 table was kept");
+    assert_eq!(stat(&fs.root(), gc, Stat::Snat), 2, "counters kept");
     assert_eq!(fs.pins(), expected_pins(&c, 2));
 
     // a crash after the swap, before state/ was updated: the next start re-pins it
@@ -287,7 +325,7 @@ fn nat_tables_and_counters_survive_swaps() {
     std::fs::remove_file(layout.state_map(map::RNAT_V4)).expect("unpin");
     let (loader, _) = Loader::open(config).expect("reopen");
     let after = state_ids(&fs.root());
-    assert_eq!(after.len(), 5, "every state map of the running generation");
+    assert_eq!(after.len(), 7, "every state map of the running generation");
     assert!(after.iter().all(|p| p.running), "{after:?}");
     assert_eq!(fs.pins(), expected_pins(&c, 2));
 
