@@ -31,7 +31,8 @@
 //!   [`PodTarget::Ip`], in the map of the address's family
 //!   ([`LocalEndpoint::map`]; a dual-stack pod is attached by each of its
 //!   addresses and gets an entry in both): written into N before any link
-//!   moves to N, and into the running generation when a pod is attached or
+//!   moves to N, and into the running generation when a pod is attached
+//!   (before its link is created, so its first packet finds them) or
 //!   released. Pods attached by interface or ifindex have no known IP and
 //!   get no entry. After a restart the caller re-announces its pods
 //!   (`attach_pod` / `sync_pods` with IPs), which rewrites them.
@@ -759,14 +760,15 @@ impl Loader {
             }
         }
         for (i, ips) in wanted {
-            let mut a = self.attach_pod(&PodTarget::Ifindex(i))?;
-            for ip in ips {
-                let b = self.attach_pod(&PodTarget::Ip(ip))?;
-                if b.ifindex == i && a.state != PodState::Attached {
-                    a = b;
-                }
+            // the pod's local endpoints before its link: its first packet
+            // (egret_gw_local's source check, reply delivery) finds them
+            for ip in &ips {
+                self.pod_ips.insert(*ip, i);
             }
-            if a.state == PodState::Attached {
+            if let Some(g) = self.running.as_ref().map(LoadedGeneration::generation) {
+                self.write_local_eps(g, ips.iter().map(|ip| (*ip, Some(i))))?;
+            }
+            if self.attach_pod(&PodTarget::Ifindex(i))?.state == PodState::Attached {
                 report.attached.push(i);
             }
         }

@@ -1100,6 +1100,9 @@ impl MiniCluster {
         for node in NODES {
             c.wait_ready(node.name)?;
         }
+        for node in NODES {
+            c.wait_gateways_live(node.name)?;
+        }
         Ok(())
     }
 
@@ -1578,6 +1581,45 @@ impl MiniCluster {
         }
     }
 
+    /// Waits until the node's prober has an answer from every gateway its
+    /// decision table names and marks none of them down. Agents start
+    /// together: a node that probes a gateway before that gateway's datapath
+    /// answers marks it down (3 misses) and takes it back only after the
+    /// hold-down, so without this wait a test's first packets could meet a
+    /// start-up `no-gateway` window.
+    fn wait_gateways_live(&mut self, node_name: &str) -> Result<(), ClusterError> {
+        use egret_bpf::templates::{GatewayLive, map, probe::ProbeRx};
+        let root = self.bpffs_root(node_name);
+        let gateways: std::collections::BTreeSet<Ipv4Addr> = egret_loader::view::decisions(&root)
+            .map(|d| {
+                d.rows
+                    .iter()
+                    .flat_map(|r| std::iter::once(&r.decision).chain(&r.failover))
+                    .filter_map(|d| match d {
+                        egret_bpf::artifact::Decision::Redirect { gateway, .. } => Some(*gateway),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if gateways.is_empty() {
+            return Ok(());
+        }
+        let what = format!("{node_name} to hear from its gateways {gateways:?} and mark none down");
+        self.wait_until(node_name, &what, |_| {
+            let Ok((_, dumps)) = inspect::maps(&root) else { return false };
+            let dump = |name: &str| dumps.iter().find(|d| d.name == name);
+            let answered = |g: &Ipv4Addr| dump(map::PROBE_RX).is_some_and(|d| d.value(&ProbeRx::key(*g)).is_some());
+            let down = dump(map::GW_LIVE).is_some_and(|d| {
+                d.entries.iter().any(|e| {
+                    let (k, v) = (unhex(&e.key), e.values.first().map(|v| unhex(v)).unwrap_or_default());
+                    GatewayLive::from_bytes(&k, &v).is_some_and(|l| l.down && gateways.contains(&l.gateway))
+                })
+            });
+            gateways.iter().all(answered) && !down
+        })
+    }
+
     fn wait_ready(&mut self, node_name: &str) -> Result<(), ClusterError> {
         // the agent attaches the pods that policies select (the plan's endpoints)
         let pods = self.pods().iter().filter(|p| p.node == node_name && p.egress).count();
@@ -1874,6 +1916,11 @@ impl Connection {
             }),
         }
     }
+}
+
+/// The bytes of a hex string (as map dumps print them).
+fn unhex(h: &str) -> Vec<u8> {
+    (0..h.len() / 2).filter_map(|i| u8::from_str_radix(h.get(2 * i..2 * i + 2)?, 16).ok()).collect()
 }
 
 fn internet_checksum(b: &[u8]) -> u16 {
