@@ -10,7 +10,7 @@
 //! | [`gateway`] | the gateway-template test cluster: map entries, packet builders and checkers |
 //! | [`apiserver`] | an in-process Kubernetes API server (list/watch, Leases, Events, TLS) |
 //! | [`agent_process`] | an `egret-agent` process driven from a test: output, metrics, pins |
-//! | [`minicluster`] | the five-node mini-cluster in network namespaces, with real agents |
+//! | [`minicluster`] | the five-node mini-cluster in network namespaces, with real agents (IPv4, or dual-stack with an IPv4 tunnel) |
 //! | [`failover`] | gateway failover trials on the mini-cluster |
 //! | [`arpwatch`] | who answers ARP for an address, seen from the external segment |
 //! | [`kubecluster`] | the mini-cluster served by [`apiserver`] |

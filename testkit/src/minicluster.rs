@@ -2015,7 +2015,7 @@ pub fn demo(agent: &Path, out: &mut dyn Write) -> Result<(), ClusterError> {
                 n.address.to_string()
             ),
         )?;
-        w(out, format!("  {:<10} {} (IPv6 underlay; the tunnel runs over IPv4)", "", n.address6))?;
+        w(out, format!("  {:<10} {} (its IPv6 on the underlay segment; the tunnel runs over IPv4)", "", n.address6))?;
     }
     for p in c.pods() {
         let labels = if p.egress { "use-egress-gateway=true" } else { "-" };
@@ -2044,9 +2044,10 @@ pub fn demo(agent: &Path, out: &mut dyn Write) -> Result<(), ClusterError> {
             "?"
         }
     };
-    for (family, server, excluded, width) in [
-        ("IPv4", IpAddr::from(SERVER), IpAddr::from(EXCLUDED_SERVER), 18),
-        ("IPv6", SERVER6.into(), EXCLUDED_SERVER6.into(), 28),
+    // (family, server, excluded, destination column, what-the-server-sees column)
+    for (family, server, excluded, width, seen_width) in [
+        ("IPv4", IpAddr::from(SERVER), IpAddr::from(EXCLUDED_SERVER), 18, 32),
+        ("IPv6", SERVER6.into(), EXCLUDED_SERVER6.into(), 28, 34),
     ] {
         w(out, String::new())?;
         if family == "IPv6" {
@@ -2074,7 +2075,7 @@ pub fn demo(agent: &Path, out: &mut dyn Write) -> Result<(), ClusterError> {
                         } else {
                             s.to_string()
                         };
-                        format!("{what:<32} {}", via(s.ip))
+                        format!("{what:<seen_width$} {}", via(s.ip))
                     }
                     Err(e) => format!("no answer: {e}"),
                 };

@@ -6,20 +6,23 @@
 //! back, excluded IPv6 destinations take the workers' normal path, IPv4
 //! keeps working beside it, a pod on the gateway node itself is translated
 //! there in both families, the no-gateway drop is counted for IPv6, and
-//! 1,000 concurrent IPv6 connections get distinct NAT ports.
+//! 1,000 concurrent IPv6 connections get distinct NAT ports. The last test
+//! feeds the same cluster to `egret-agent --kube` through the API server:
+//! pods are attached by both their `podIPs`.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
+use std::path::Path;
 
 use egret_bpf::templates::{self, LocalEndpoint, Stat};
 use egret_compiler::codegen::reasons::Reason;
 use egret_loader::inspect;
 use egret_testkit::minicluster::{
-    EGRESS_IP, EGRESS_IP6, EXCLUDED_SERVER, EXCLUDED_SERVER6, GATEWAY_POD, MiniCluster, SERVER, SERVER6, Stack, node,
-    pod,
+    EGRESS_IP, EGRESS_IP6, EXCLUDED_SERVER, EXCLUDED_SERVER6, GATEWAY_POD, MiniCluster, SERVER, SERVER6, Source, Stack,
+    node, pod,
 };
 
-use super::{privileged, reason, stat, with_cluster_of};
+use super::{AGENT, privileged, reason, stat, with_cluster_of};
 
 /// The entries of a node's running `egret_local_eps_v4` / `_v6`: pod
 /// address (key) → host-side ifindex.
@@ -217,4 +220,36 @@ fn a_thousand_concurrent_ipv6_connections_get_distinct_ports_and_complete() {
         assert_eq!(entries(c, "gateway-1", templates::map::RNAT_V6), 1000, "one egret_rnat_v6 entry per connection");
         assert_eq!(entries(c, "gateway-1", templates::map::RNAT_V4), 0);
     });
+}
+
+#[test]
+fn through_the_api_server_dual_stack_pods_are_attached_by_both_addresses() {
+    if !privileged("through_the_api_server_dual_stack_pods_are_attached_by_both_addresses") {
+        return;
+    }
+    let mut c = MiniCluster::prepare_with("e2e6a", Stack::Dual).expect("the dual-stack mini-cluster's network");
+    let namespaces = c.namespace_names();
+    let bpffs = c.bpffs_root("worker-1").parent().expect("mount point").to_path_buf();
+    // the pods' `podIPs` (both families) and everything else come from the API server
+    let served = crate::kubecluster::serve(&c, "e2e6a").expect("the API server");
+    let kubeconfig = served.kubeconfig.clone();
+    c.start_agents(Path::new(AGENT), Source::Kube { kubeconfig: &kubeconfig })
+        .expect("every agent serves its node from the API server");
+    for (p, node_name) in [("egress-1", "worker-1"), (GATEWAY_POD.name, "gateway-1")] {
+        for ip in [IpAddr::from(pod(p).ip), pod(p).ip6.into()] {
+            let (key, map) = endpoint_key(ip);
+            assert!(local_endpoints(&c, node_name, map).iter().any(|(k, _)| *k == key), "{ip} in {node_name}'s {map}");
+        }
+        assert_eq!(c.tcp_request(p, SERVER6).expect("IPv6 TCP").ip, EGRESS_IP6, "{p} over IPv6");
+        assert_eq!(c.ping(p, SERVER6).expect("ICMPv6 echo").ip, EGRESS_IP6, "{p} ICMPv6 echo");
+        assert_eq!(c.udp_request(p, SERVER).expect("IPv4 UDP").ip, EGRESS_IP, "{p} over IPv4");
+    }
+    assert_no_gateway_drops(&c);
+    drop(c);
+    drop(served);
+    for ns in &namespaces {
+        assert!(!Path::new("/run/netns").join(ns).exists(), "namespace {ns} left behind");
+    }
+    assert!(!bpffs.exists(), "bpffs mount {} left behind", bpffs.display());
+    assert!(!kubeconfig.exists());
 }

@@ -1,5 +1,6 @@
 //! `egret-demo [--agent PATH]`: the article's "Step 5" on one machine — the
-//! mini-cluster ([`egret_testkit::minicluster::demo`]) with `egret-agent` as
+//! dual-stack mini-cluster ([`egret_testkit::minicluster::demo`]: IPv4 rows,
+//! then IPv6 rows, a pod on the gateway node among them) with `egret-agent` as
 //! every node's agent (by default the `egret-agent` beside this program, as
 //! `cargo build --release -p egret-runtime -p egret-testkit` leaves them).
 
@@ -8,9 +9,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-/// Builds the mini-cluster in network namespaces (root), runs one
+/// Builds the dual-stack mini-cluster in network namespaces (root), runs one
 /// `egret-agent` per node, shows what the external server sees from each
-/// pod, then removes everything.
+/// pod over IPv4 and over IPv6, then removes everything.
 #[derive(Debug, Parser)]
 #[command(name = "egret-demo", version)]
 struct Args {
