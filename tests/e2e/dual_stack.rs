@@ -10,7 +10,6 @@
 //! feeds the same cluster to `egret-agent --kube` through the API server:
 //! pods are attached by both their `podIPs`.
 
-use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::Path;
 
@@ -22,7 +21,10 @@ use egret_testkit::minicluster::{
     node, pod,
 };
 
-use super::{AGENT, privileged, reason, stat, with_cluster_of};
+use super::{
+    AGENT, Leftovers, all_seen_from, no_gateway_drops_counted, privileged, reason, stat, thousand_connections,
+    with_cluster_of,
+};
 
 /// The entries of a node's running `egret_local_eps_v4` / `_v6`: pod
 /// address (key) → host-side ifindex.
@@ -66,23 +68,14 @@ fn dual_stack_pods_leave_through_the_ipv6_egress_ip_and_ipv4_keeps_working() {
     with_cluster_of("e2e6", Stack::Dual, |c| {
         for (p, node_name) in [("egress-1", "worker-1"), ("egress-2", "worker-2")] {
             let n = node(node_name);
-            // IPv6 through the gateway: the server sees the egress IPv6
-            let tcp = c.tcp_request(p, SERVER6).expect("IPv6 TCP request/response through the gateway");
-            assert_eq!(tcp.ip, EGRESS_IP6, "{p} over IPv6 TCP");
-            assert!(
-                (templates::NAT_PORT_MIN..=u16::MAX).contains(&tcp.port),
-                "{p}: NAT port {} outside 61000–65535",
-                tcp.port
-            );
-            assert_eq!(c.udp_request(p, SERVER6).expect("IPv6 UDP and its answer").ip, EGRESS_IP6, "{p} UDP");
-            assert_eq!(c.ping(p, SERVER6).expect("ICMPv6 echo and reply").ip, EGRESS_IP6, "{p} ICMPv6 echo");
+            // IPv6 through the gateway: TCP, UDP and ICMPv6 echo answered, the
+            // server sees the egress IPv6
+            all_seen_from(c, p, SERVER6.into(), EGRESS_IP6.into(), true);
             // an excluded IPv6 destination: the node's normal path (its masquerade)
             let excluded = c.tcp_request(p, EXCLUDED_SERVER6).expect("IPv6 TCP to the excluded destination");
             assert_eq!(excluded.ip, n.address6, "{p} to an excluded IPv6 destination");
             // IPv4 keeps working on the same cluster
-            assert_eq!(c.tcp_request(p, SERVER).expect("IPv4 TCP").ip, EGRESS_IP, "{p} over IPv4 TCP");
-            assert_eq!(c.udp_request(p, SERVER).expect("IPv4 UDP").ip, EGRESS_IP, "{p} over IPv4 UDP");
-            assert_eq!(c.ping(p, SERVER).expect("ICMP echo").ip, EGRESS_IP, "{p} ICMP echo");
+            all_seen_from(c, p, SERVER.into(), EGRESS_IP.into(), true);
             assert_eq!(c.tcp_request(p, EXCLUDED_SERVER).expect("IPv4 excluded").ip, n.address);
             // the dual-stack pod is a local endpoint of its node in both families, one veth
             let eps: Vec<(String, u32)> = [pod(p).ip.into(), pod(p).ip6.into()]
@@ -100,9 +93,7 @@ fn dual_stack_pods_leave_through_the_ipv6_egress_ip_and_ipv4_keeps_working() {
         // unselected pods: the normal path in both families
         for (p, node_name) in [("plain-1", "worker-1"), ("plain-2", "worker-2")] {
             let n = node(node_name);
-            assert_eq!(c.tcp_request(p, SERVER6).expect("IPv6 TCP").ip, n.address6, "{p} over IPv6 TCP");
-            assert_eq!(c.udp_request(p, SERVER6).expect("IPv6 UDP").ip, n.address6, "{p} over IPv6 UDP");
-            assert_eq!(c.ping(p, SERVER6).expect("ICMPv6").ip, n.address6, "{p} ICMPv6 echo");
+            all_seen_from(c, p, SERVER6.into(), n.address6.into(), false);
             assert_eq!(c.tcp_request(p, SERVER).expect("IPv4 TCP").ip, n.address, "{p} over IPv4 TCP");
         }
         // 2 pods × 2 families × (TCP, UDP, ICMP) mappings, replies tunnelled back, no drops
@@ -123,13 +114,8 @@ fn a_pod_on_the_gateway_node_leaves_through_the_egress_ips_in_both_families() {
     with_cluster_of("e2e6g", Stack::Dual, |c| {
         let p = GATEWAY_POD.name;
         let replies_before = stat(c, Stat::ReplyLocal);
-        for (dst, egress) in [(IpAddr::from(SERVER), IpAddr::from(EGRESS_IP)), (SERVER6.into(), EGRESS_IP6.into())] {
-            let tcp = c.tcp_request(p, dst).unwrap_or_else(|e| panic!("{p}: TCP to {dst}: {e}"));
-            assert_eq!(tcp.ip, egress, "{p}: TCP to {dst}");
-            assert!((templates::NAT_PORT_MIN..=u16::MAX).contains(&tcp.port), "{p}: NAT port {}", tcp.port);
-            assert_eq!(c.udp_request(p, dst).expect("UDP").ip, egress, "{p}: UDP to {dst}");
-            assert_eq!(c.ping(p, dst).expect("echo").ip, egress, "{p}: echo to {dst}");
-        }
+        all_seen_from(c, p, SERVER.into(), EGRESS_IP.into(), true);
+        all_seen_from(c, p, SERVER6.into(), EGRESS_IP6.into(), true);
         // translated on the gateway itself: replies handed to the local pod, nothing tunnelled
         assert!(stat(c, Stat::ReplyLocal) >= replies_before + 6, "reply-local = {}", stat(c, Stat::ReplyLocal));
         assert_eq!(stat(c, Stat::ReplyTunnelled), 0);
@@ -172,19 +158,7 @@ fn an_ipv6_policy_whose_gateway_matches_no_node_drops_and_counts_no_gateway() {
     with_cluster_of("e2e6n", Stack::Dual, |c| {
         let w2 = node("worker-2");
         assert_eq!(c.udp_request("plain-2", SERVER6).expect("before the policy").ip, w2.address6);
-        let before = c.generation("worker-2");
-        c.write_snapshot_file("nowhere6.yaml", &no_gateway_policy6()).expect("write policy");
-        c.wait_swap("worker-2", before).expect("worker-2 applies the policy");
-        let root = c.bpffs_root("worker-2");
-        c.wait_until("worker-2", "plain-2 attached", |_| {
-            inspect::status(&root).is_ok_and(|s| s.attachments.len() >= 3)
-        })
-        .expect("attached");
-        let dropped_before = reason(c, "worker-2", Reason::DropNoGateway);
-        assert!(c.udp_request("plain-2", SERVER6).is_err(), "IPv6 traffic of a policy without gateway must not leave");
-        assert!(c.ping("plain-2", SERVER6).is_err());
-        let dropped = reason(c, "worker-2", Reason::DropNoGateway) - dropped_before;
-        assert!(dropped >= 2, "IPv6 no-gateway drops counted: {dropped}");
+        no_gateway_drops_counted(c, "nowhere6.yaml", &no_gateway_policy6(), SERVER6.into());
         // its IPv4 traffic, which the policy does not capture, is unaffected
         assert_eq!(c.udp_request("plain-2", SERVER).expect("plain-2 over IPv4").ip, w2.address);
         assert_eq!(c.udp_request("egress-2", SERVER6).expect("egress-2").ip, EGRESS_IP6);
@@ -201,22 +175,7 @@ fn a_thousand_concurrent_ipv6_connections_get_distinct_ports_and_complete() {
         return;
     }
     with_cluster_of("e2e6k", Stack::Dual, |c| {
-        let mut open = Vec::with_capacity(1000);
-        for i in 0..1000 {
-            let conn = c.tcp_connect("egress-1", SERVER6).unwrap_or_else(|e| panic!("connection {i}: {e}"));
-            open.push(conn);
-        }
-        assert!(open.iter().all(|k| k.seen.ip == EGRESS_IP6), "every connection leaves with the egress IPv6");
-        let ports: BTreeSet<u16> = open.iter().map(|k| k.seen.port).collect();
-        assert_eq!(ports.len(), 1000, "1,000 open IPv6 connections, 1,000 distinct NAT ports");
-        let locals: BTreeSet<u16> = open.iter().map(|k| k.local.port()).collect();
-        assert_eq!(locals.len(), 1000);
-        for (i, k) in open.iter_mut().enumerate() {
-            let seen = k.exchange(&format!("request {i}")).unwrap_or_else(|e| panic!("connection {i}: {e}"));
-            assert_eq!(seen, k.seen, "connection {i} kept its NAT port");
-        }
-        assert_eq!(stat(c, Stat::NatCreated), 1000);
-        assert_eq!(stat(c, Stat::NatPortsExhausted), 0);
+        thousand_connections(c, SERVER6.into(), EGRESS_IP6.into());
         assert_eq!(entries(c, "gateway-1", templates::map::RNAT_V6), 1000, "one egret_rnat_v6 entry per connection");
         assert_eq!(entries(c, "gateway-1", templates::map::RNAT_V4), 0);
     });
@@ -228,8 +187,7 @@ fn through_the_api_server_dual_stack_pods_are_attached_by_both_addresses() {
         return;
     }
     let mut c = MiniCluster::prepare_with("e2e6a", Stack::Dual).expect("the dual-stack mini-cluster's network");
-    let namespaces = c.namespace_names();
-    let bpffs = c.bpffs_root("worker-1").parent().expect("mount point").to_path_buf();
+    let leftovers = Leftovers::of(&c);
     // the pods' `podIPs` (both families) and everything else come from the API server
     let served = crate::kubecluster::serve(&c, "e2e6a").expect("the API server");
     let kubeconfig = served.kubeconfig.clone();
@@ -247,9 +205,6 @@ fn through_the_api_server_dual_stack_pods_are_attached_by_both_addresses() {
     assert_no_gateway_drops(&c);
     drop(c);
     drop(served);
-    for ns in &namespaces {
-        assert!(!Path::new("/run/netns").join(ns).exists(), "namespace {ns} left behind");
-    }
-    assert!(!bpffs.exists(), "bpffs mount {} left behind", bpffs.display());
+    leftovers.assert_gone();
     assert!(!kubeconfig.exists());
 }

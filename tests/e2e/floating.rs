@@ -20,7 +20,7 @@ use egret_testkit::arpwatch::{ArpWatch, Overlap};
 use egret_testkit::failover::Failure;
 use egret_testkit::minicluster::{FLOATING_IP, MiniCluster, Source};
 
-use super::{AGENT, privileged};
+use super::{AGENT, Leftovers, privileged};
 
 /// [`MiniCluster::floating_settled`] for `egress-1`, with the agents'
 /// output when it does not settle.
@@ -39,7 +39,7 @@ fn a_floating_egress_ip_moves_to_a_live_candidate_and_keeps_its_connections() {
         return;
     }
     let mut c = MiniCluster::prepare("e2efl").expect("the mini-cluster's network");
-    let namespaces = c.namespace_names();
+    let leftovers = Leftovers::of(&c);
     let served = crate::kubecluster::serve(&c, "e2efl").expect("the API server");
     served.apply_yaml(&MiniCluster::floating_policy());
     c.start_agents(Path::new(AGENT), Source::Kube { kubeconfig: &served.kubeconfig })
@@ -157,7 +157,5 @@ fn a_floating_egress_ip_moves_to_a_live_candidate_and_keeps_its_connections() {
     for f in &status_files {
         assert!(!f.exists(), "{} left behind", f.display());
     }
-    for ns in &namespaces {
-        assert!(!Path::new("/run/netns").join(ns).exists(), "namespace {ns} left behind");
-    }
+    leftovers.assert_gone();
 }

@@ -25,7 +25,7 @@ use egret_loader::inspect;
 use egret_testkit::minicluster::{EGRESS_IP, MiniCluster, SERVER, Source};
 use serde_json::Value;
 
-use super::{AGENT, node_ip, privileged};
+use super::{AGENT, Leftovers, node_ip, privileged};
 
 /// Pod veth attachments on a node and its running generation.
 fn dataplane(root: &Path) -> Option<(inspect::Status, usize)> {
@@ -50,8 +50,7 @@ fn through_the_api_server_labelling_a_pod_moves_its_next_connection_to_the_egres
     }
     let events: usize = std::env::var("EGRET_E2E_KUBE_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
     let mut c = MiniCluster::prepare("e2ek").expect("the mini-cluster's network");
-    let namespaces = c.namespace_names();
-    let bpffs = c.bpffs_root("worker-1").parent().expect("mount point").to_path_buf();
+    let leftovers = Leftovers::of(&c);
 
     // the API server, bound in the server's namespace, served from this process
     let served = crate::kubecluster::serve(&c, "e2ek").expect("the API server");
@@ -158,9 +157,6 @@ fn through_the_api_server_labelling_a_pod_moves_its_next_connection_to_the_egres
     }
     drop(c);
     drop(served);
-    for ns in &namespaces {
-        assert!(!Path::new("/run/netns").join(ns).exists(), "namespace {ns} left behind");
-    }
-    assert!(!bpffs.exists(), "bpffs mount {} left behind", bpffs.display());
+    leftovers.assert_gone();
     assert!(!kubeconfig.exists());
 }

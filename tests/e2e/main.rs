@@ -47,17 +47,60 @@ fn with_cluster_of(tag: &str, stack: Stack, test: impl FnOnce(&mut MiniCluster))
         Stack::Dual => MiniCluster::start_dual_stack(tag, Path::new(AGENT)),
     }
     .expect("the mini-cluster starts");
-    let namespaces = c.namespace_names();
-    let bpffs = c.bpffs_root("worker-1").parent().expect("mount point").to_path_buf();
-    let snapshot = c.snapshot_dir().to_path_buf();
-    assert_eq!(namespaces.len(), 2 + 5 + c.pods().len(), "ul, srv, 5 nodes, the pods");
+    let leftovers = Leftovers::of(&c);
+    assert_eq!(leftovers.namespaces.len(), 2 + 5 + c.pods().len(), "ul, srv, 5 nodes, the pods");
     test(&mut c);
     drop(c);
-    for ns in &namespaces {
-        assert!(!Path::new("/run/netns").join(ns).exists(), "namespace {ns} left behind");
+    leftovers.assert_gone();
+}
+
+/// What a cluster must not leave behind: its namespaces, its bpffs mount,
+/// its snapshot directory.
+struct Leftovers {
+    namespaces: Vec<String>,
+    bpffs: std::path::PathBuf,
+    snapshot: std::path::PathBuf,
+}
+
+impl Leftovers {
+    fn of(c: &MiniCluster) -> Leftovers {
+        Leftovers {
+            namespaces: c.namespace_names(),
+            bpffs: c.bpffs_root("worker-1").parent().expect("mount point").to_path_buf(),
+            snapshot: c.snapshot_dir().to_path_buf(),
+        }
     }
-    assert!(!bpffs.exists(), "bpffs mount {} left behind", bpffs.display());
-    assert!(!snapshot.exists(), "snapshot {} left behind", snapshot.display());
+
+    /// After the cluster was dropped: none of it exists any more.
+    fn assert_gone(&self) {
+        for ns in &self.namespaces {
+            assert!(!Path::new("/run/netns").join(ns).exists(), "namespace {ns} left behind");
+        }
+        assert!(!self.bpffs.exists(), "bpffs mount {} left behind", self.bpffs.display());
+        assert!(!self.snapshot.exists(), "snapshot {} left behind", self.snapshot.display());
+    }
+}
+
+/// 1,000 connections from egress-1 to `server`, all open at once: each
+/// leaves from `egress` with its own NAT port and keeps it for a second
+/// exchange; 1,000 mappings, no port exhausted.
+fn thousand_connections(c: &MiniCluster, server: std::net::IpAddr, egress: std::net::IpAddr) {
+    let mut open = Vec::with_capacity(1000);
+    for i in 0..1000 {
+        let conn = c.tcp_connect("egress-1", server).unwrap_or_else(|e| panic!("connection {i}: {e}"));
+        open.push(conn);
+    }
+    let ports: BTreeSet<u16> = open.iter().map(|k| k.seen.port).collect();
+    assert!(open.iter().all(|k| k.seen.ip == egress), "every connection leaves with {egress}");
+    assert_eq!(ports.len(), 1000, "1,000 open connections, 1,000 distinct NAT ports");
+    let locals: BTreeSet<u16> = open.iter().map(|k| k.local.port()).collect();
+    assert_eq!(locals.len(), 1000);
+    for (i, k) in open.iter_mut().enumerate() {
+        let seen = k.exchange(&format!("request {i}")).unwrap_or_else(|e| panic!("connection {i}: {e}"));
+        assert_eq!(seen, k.seen, "connection {i} kept its NAT port");
+    }
+    assert_eq!(stat(c, Stat::NatCreated), 1000);
+    assert_eq!(stat(c, Stat::NatPortsExhausted), 0);
 }
 
 fn node_ip(name: &str) -> Ipv4Addr {
@@ -66,6 +109,22 @@ fn node_ip(name: &str) -> Ipv4Addr {
 
 fn stat(c: &MiniCluster, s: Stat) -> u64 {
     c.counter("gateway-1", templates::map::GW_STATS, s.index()).expect("gateway stats").0
+}
+
+/// `pod`'s TCP request, UDP datagram and ICMP (ICMPv6) echo to `server`
+/// are answered, and the server saw each from `source`; `translated`: the
+/// TCP connection came from a NAT port (61000–65535).
+fn all_seen_from(c: &MiniCluster, pod: &str, server: std::net::IpAddr, source: std::net::IpAddr, translated: bool) {
+    let tcp = c.tcp_request(pod, server).unwrap_or_else(|e| panic!("{pod}: TCP to {server}: {e}"));
+    assert_eq!(tcp.ip, source, "{pod}: TCP to {server}");
+    if translated {
+        let ports = templates::NAT_PORT_MIN..=u16::MAX;
+        assert!(ports.contains(&tcp.port), "{pod}: NAT port {} outside 61000–65535", tcp.port);
+    }
+    let udp = c.udp_request(pod, server).unwrap_or_else(|e| panic!("{pod}: UDP to {server}: {e}"));
+    assert_eq!(udp.ip, source, "{pod}: UDP to {server}");
+    let echo = c.ping(pod, server).unwrap_or_else(|e| panic!("{pod}: echo to {server}: {e}"));
+    assert_eq!(echo.ip, source, "{pod}: echo to {server}");
 }
 
 fn reason(c: &MiniCluster, node: &str, r: Reason) -> u64 {
@@ -79,17 +138,8 @@ fn labelled_pods_leave_through_the_egress_ip_and_others_take_the_normal_path() {
     }
     with_cluster("e2ep", |c| {
         for (pod, node) in [("egress-1", "worker-1"), ("egress-2", "worker-2")] {
-            let tcp = c.tcp_request(pod, SERVER).expect("TCP request/response through the gateway");
-            assert_eq!(tcp.ip, EGRESS_IP, "{pod} over TCP");
-            assert!(
-                (templates::NAT_PORT_MIN..=u16::MAX).contains(&tcp.port),
-                "{pod}: NAT port {} outside 61000–65535",
-                tcp.port
-            );
-            let udp = c.udp_request(pod, SERVER).expect("UDP datagram and answer through the gateway");
-            assert_eq!(udp.ip, EGRESS_IP, "{pod} over UDP");
-            let icmp = c.ping(pod, SERVER).expect("ICMP echo and reply through the gateway");
-            assert_eq!(icmp.ip, EGRESS_IP, "{pod} ICMP echo");
+            // TCP, UDP and ICMP echo through the gateway, with their replies
+            all_seen_from(c, pod, SERVER.into(), EGRESS_IP.into(), true);
             // the excluded destination goes the normal path: the node's masquerade
             let excluded = c.tcp_request(pod, EXCLUDED_SERVER).expect("TCP to the excluded destination");
             assert_eq!(excluded.ip, node_ip(node), "{pod} to an excluded destination");
@@ -97,9 +147,7 @@ fn labelled_pods_leave_through_the_egress_ip_and_others_take_the_normal_path() {
             assert!(redirected > 0, "{node} counted no tunnelled packet");
         }
         for (pod, node) in [("plain-1", "worker-1"), ("plain-2", "worker-2")] {
-            assert_eq!(c.tcp_request(pod, SERVER).expect("TCP").ip, node_ip(node), "{pod} over TCP");
-            assert_eq!(c.udp_request(pod, SERVER).expect("UDP").ip, node_ip(node), "{pod} over UDP");
-            assert_eq!(c.ping(pod, SERVER).expect("ICMP").ip, node_ip(node), "{pod} ICMP echo");
+            all_seen_from(c, pod, SERVER.into(), node_ip(node).into(), false);
         }
         // 2 pods × (TCP: SYN, ACK, data, FIN… ≥ 3; UDP 1; ICMP 1) translated,
         // replies tunnelled back, one NAT mapping per flow, no drops
@@ -150,6 +198,26 @@ spec:
     .to_owned()
 }
 
+/// Writes `policy` (one whose gateway matches no node, selecting worker-2's
+/// `plain-2`) as `file`, waits until worker-2 serves it with plain-2
+/// attached (an endpoint of the plan), and checks that plain-2's UDP and
+/// echo to `server` do not leave and are counted `no-gateway`.
+fn no_gateway_drops_counted(c: &mut MiniCluster, file: &str, policy: &str, server: std::net::IpAddr) {
+    let before = c.generation("worker-2");
+    c.write_snapshot_file(file, policy).expect("write policy");
+    c.wait_swap("worker-2", before).expect("worker-2 applies the policy");
+    let root = c.bpffs_root("worker-2");
+    c.wait_until("worker-2", "plain-2 attached", |_| {
+        egret_loader::inspect::status(&root).is_ok_and(|s| s.attachments.len() >= 3)
+    })
+    .expect("attached");
+    let dropped_before = reason(c, "worker-2", Reason::DropNoGateway);
+    assert!(c.udp_request("plain-2", server).is_err(), "traffic of a policy without gateway must not leave");
+    assert!(c.ping("plain-2", server).is_err());
+    let dropped = reason(c, "worker-2", Reason::DropNoGateway) - dropped_before;
+    assert!(dropped >= 2, "no-gateway drops to {server} counted: {dropped}");
+}
+
 #[test]
 fn a_policy_whose_gateway_matches_no_node_drops_and_counts_no_gateway() {
     if !privileged("a_policy_whose_gateway_matches_no_node_drops_and_counts_no_gateway") {
@@ -157,20 +225,7 @@ fn a_policy_whose_gateway_matches_no_node_drops_and_counts_no_gateway() {
     }
     with_cluster("e2en", |c| {
         assert_eq!(c.udp_request("plain-2", SERVER).expect("before the policy").ip, node_ip("worker-2"));
-        let before = c.generation("worker-2");
-        c.write_snapshot_file("nowhere.yaml", &no_gateway_policy()).expect("write policy");
-        c.wait_swap("worker-2", before).expect("worker-2 applies the policy");
-        // its pod is now attached (an endpoint of the plan)
-        let root = c.bpffs_root("worker-2");
-        c.wait_until("worker-2", "plain-2 attached", |_| {
-            egret_loader::inspect::status(&root).is_ok_and(|s| s.attachments.len() >= 3)
-        })
-        .expect("attached");
-        let dropped_before = reason(c, "worker-2", Reason::DropNoGateway);
-        assert!(c.udp_request("plain-2", SERVER).is_err(), "traffic of a policy without gateway must not leave");
-        assert!(c.ping("plain-2", SERVER).is_err());
-        let dropped = reason(c, "worker-2", Reason::DropNoGateway) - dropped_before;
-        assert!(dropped >= 2, "no-gateway drops counted: {dropped}");
+        no_gateway_drops_counted(c, "nowhere.yaml", &no_gateway_policy(), SERVER.into());
         // what the policy does not capture is unaffected
         assert_eq!(c.udp_request("plain-1", SERVER).expect("plain-1").ip, node_ip("worker-1"));
         assert_eq!(c.udp_request("egress-2", SERVER).expect("egress-2").ip, EGRESS_IP);
@@ -221,24 +276,7 @@ fn a_thousand_concurrent_connections_get_distinct_ports_and_complete() {
     if !privileged("a_thousand_concurrent_connections_get_distinct_ports_and_complete") {
         return;
     }
-    with_cluster("e2ek", |c| {
-        let mut open = Vec::with_capacity(1000);
-        for i in 0..1000 {
-            let conn = c.tcp_connect("egress-1", SERVER).unwrap_or_else(|e| panic!("connection {i}: {e}"));
-            open.push(conn);
-        }
-        let ports: BTreeSet<u16> = open.iter().map(|k| k.seen.port).collect();
-        assert!(open.iter().all(|k| k.seen.ip == EGRESS_IP), "every connection leaves with the egress IP");
-        assert_eq!(ports.len(), 1000, "1,000 open connections, 1,000 distinct NAT ports");
-        let locals: BTreeSet<u16> = open.iter().map(|k| k.local.port()).collect();
-        assert_eq!(locals.len(), 1000);
-        for (i, k) in open.iter_mut().enumerate() {
-            let seen = k.exchange(&format!("request {i}")).unwrap_or_else(|e| panic!("connection {i}: {e}"));
-            assert_eq!(seen, k.seen, "connection {i} kept its NAT port");
-        }
-        assert_eq!(stat(c, Stat::NatCreated), 1000);
-        assert_eq!(stat(c, Stat::NatPortsExhausted), 0);
-    });
+    with_cluster("e2ek", |c| thousand_connections(c, SERVER.into(), EGRESS_IP.into()));
 }
 
 #[test]
