@@ -646,6 +646,16 @@ constants! {
     ICMP_ECHO_REPLY: i32 = 0;
     /// ICMP echo request type.
     ICMP_ECHO: i32 = 8;
+    /// ICMP destination unreachable (fragmentation needed: code 4).
+    ICMP_DEST_UNREACH: i32 = 3;
+    /// ICMP time exceeded.
+    ICMP_TIME_EXCEEDED: i32 = 11;
+    /// ICMPv6 destination unreachable.
+    ICMP6_DEST_UNREACH: i32 = 1;
+    /// ICMPv6 packet too big.
+    ICMP6_PACKET_TOO_BIG: i32 = 2;
+    /// ICMPv6 time exceeded.
+    ICMP6_TIME_EXCEEDED: i32 = 3;
     /// ICMPv6 echo request type.
     ICMP6_ECHO: i32 = 128;
     /// ICMPv6 echo reply type.

@@ -312,6 +312,12 @@ fn test_run_agrees_with_the_interpreter_through_a_session() {
         (back.dst, back.dport, back.ip_csum_ok, back.l4_csum_ok),
         (IpAddr::from(POD_A), 40000, true, Some(true))
     );
+    // a router's fragmentation-needed about the SYN: translated back the same way
+    let router = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 254));
+    let (r0, err) = b.step(&Via::Reply, &icmp_error_about(&out, router, 3, 4, 1300, 28).frame());
+    assert_eq!(u64::from(r0), REDIRECT);
+    assert_eq!((inner_of_error(&err).src, inner_of_error(&err).sport), (IpAddr::from(POD_A), 40000));
+    assert!(inner_of_error(&err).ip_csum_ok && parse(&err).ip_csum_ok && parse(&err).l4_csum_ok == Some(true));
     b.step(&tun_a, &Pkt::tcp(POD_A, 40000, SERVER, 443, ACK | PSH).frame());
     b.step(&Via::Reply, &tcp_back(ACK).frame());
     b.step(&tun_a, &Pkt::tcp(POD_A, 40000, SERVER, 443, FIN | ACK).frame());
@@ -343,7 +349,7 @@ fn test_run_agrees_with_the_interpreter_through_a_session() {
             L4::Tcp { dport, .. } => L4::Tcp { sport: dport, dport: got.sport, flags: SYN | ACK },
             L4::Udp { dport, csum, .. } => L4::Udp { sport: dport, dport: got.sport, csum },
             L4::Icmp { .. } => L4::Icmp { ty: 0, id: got.sport, seq: 7 },
-            L4::Other { .. } => unreachable!("only translated protocols here"),
+            L4::Other { .. } | L4::IcmpError { .. } => unreachable!("only translated protocols here"),
         };
         let (r0, back) = b.step(&Via::Reply, &from_server(got.sport, |_| l4.clone()).frame());
         assert_eq!(u64::from(r0), REDIRECT);
@@ -426,6 +432,14 @@ fn test_run_agrees_with_the_interpreter_on_ipv6() {
     assert_eq!(u64::from(r0), REDIRECT);
     let back = parse(&back);
     assert_eq!((back.dst, back.dport, back.l4_csum_ok), (IpAddr::from(POD_A6), 40000, Some(true)));
+    // packet too big, time exceeded about it: translated back
+    let router6: IpAddr = "2001:db8:113::fe".parse().expect("v6");
+    for (ty, code) in [(2, 0), (3, 0)] {
+        let (r0, err) = b.step(&Via::Reply, &icmp_error_about(&out, router6, ty, code, 1280, 48).frame());
+        assert_eq!(u64::from(r0), REDIRECT);
+        assert_eq!(parse(&err).l4_csum_ok, Some(true));
+        assert_eq!(inner_of_error(&err).src, IpAddr::from(POD_A6));
+    }
     b.step(&tun_a, &Pkt::tcp(POD_A6, 40000, SERVER6, 443, ACK | PSH).frame());
     b.step(&Via::Reply, &tcp_back(ACK).frame());
     b.step(&tun_a, &Pkt::tcp(POD_A6, 40000, SERVER6, 443, FIN | ACK).frame());
@@ -447,7 +461,7 @@ fn test_run_agrees_with_the_interpreter_on_ipv6() {
             L4::Tcp { dport, .. } => L4::Tcp { sport: dport, dport: got.sport, flags: SYN | ACK },
             L4::Udp { dport, csum, .. } => L4::Udp { sport: dport, dport: got.sport, csum },
             L4::Icmp { .. } => L4::Icmp { ty: ICMP6_ECHO_REPLY, id: got.sport, seq: 7 },
-            L4::Other { .. } => unreachable!("only translated protocols here"),
+            L4::Other { .. } | L4::IcmpError { .. } => unreachable!("only translated protocols here"),
         };
         let (r0, back) = b.step(&Via::Reply, &from_server6(l4).frame());
         assert_eq!(u64::from(r0), REDIRECT);
