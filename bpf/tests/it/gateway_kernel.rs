@@ -47,12 +47,9 @@ use gateway_common::*;
 
 // ----- privileges (TESTING.md) -------------------------------------------------------
 
+use egret_testkit::netns::Bpffs;
 use egret_testkit::privileged as privileged_gate;
-use privileged_gate::privileged;
-
-fn skip_or_fail(test: &str, reason: &str) -> bool {
-    privileged_gate::gate(test, Some(reason.to_string()))
-}
+use privileged_gate::{privileged, skip_or_fail};
 
 // ----- the kernel side ---------------------------------------------------------------
 
@@ -568,53 +565,6 @@ fn test_run_agrees_on_port_allocation_collisions_expiry_and_exhaustion() {
     b.assert_same_state();
 }
 
-/// A private bpffs mount on a fresh directory; unmounted and removed on drop.
-struct BpffsMount {
-    dir: PathBuf,
-    baseline: Vec<String>,
-}
-
-impl BpffsMount {
-    fn new() -> BpffsMount {
-        let dir = std::env::temp_dir().join(format!("egret-gw-bpffs-{}", std::process::id()));
-        std::fs::create_dir(&dir).expect("create mount point");
-        let st = Command::new("mount").args(["-t", "bpf", "bpf"]).arg(&dir).status().expect("mount runs");
-        if !st.success() {
-            let _ = std::fs::remove_dir(&dir);
-            panic!("mount -t bpf failed: {st}");
-        }
-        let mut m = BpffsMount { dir, baseline: Vec::new() };
-        m.baseline = m.all_entries();
-        m
-    }
-
-    fn all_entries(&self) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(&self.dir)
-            .map(|rd| rd.filter_map(Result::ok).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
-            .unwrap_or_default();
-        v.sort();
-        v
-    }
-
-    fn entries(&self) -> Vec<String> {
-        self.all_entries().into_iter().filter(|e| !self.baseline.contains(e)).collect()
-    }
-}
-
-impl Drop for BpffsMount {
-    fn drop(&mut self) {
-        for e in self.entries() {
-            let p = self.dir.join(&e);
-            for inner in std::fs::read_dir(&p).into_iter().flatten().flatten() {
-                let _ = std::fs::remove_file(inner.path());
-            }
-            let _ = std::fs::remove_dir(&p).or_else(|_| std::fs::remove_file(&p));
-        }
-        let _ = Command::new("umount").arg(&self.dir).status();
-        let _ = std::fs::remove_dir(&self.dir);
-    }
-}
-
 /// A temporary object file, removed on drop.
 struct TempObject(PathBuf);
 
@@ -635,7 +585,7 @@ fn libbpf_loads_the_templates_too() {
         skip_or_fail("libbpf_loads_the_templates_too", "bpftool is missing (apt-get install -y bpftool)");
         return;
     };
-    let fs = BpffsMount::new();
+    let fs = Bpffs::new("gw");
     let run = |args: &[&str]| {
         let out = Command::new(bpftool).args(args).output().expect("bpftool runs");
         assert!(out.status.success(), "bpftool {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
@@ -650,8 +600,8 @@ fn libbpf_loads_the_templates_too() {
         let bytes = verify_and_write(progs, &templates::maps(), "GPL").expect("verifies and writes");
         let obj = TempObject(std::env::temp_dir().join(format!("egret-gw-{name}-{}.o", std::process::id())));
         std::fs::write(&obj.0, &bytes).expect("write object");
-        let pins = fs.dir.join("progs");
-        let maps = fs.dir.join("maps");
+        let pins = fs.mount_point().join("progs");
+        let maps = fs.mount_point().join("maps");
         let (p, m) = (pins.to_string_lossy().into_owned(), maps.to_string_lossy().into_owned());
         run(&["prog", "loadall", &obj.0.to_string_lossy(), &p, "pinmaps", &m]);
         let mut names: Vec<String> = std::fs::read_dir(&pins)
@@ -699,13 +649,9 @@ fn libbpf_loads_the_templates_too() {
         std::fs::remove_dir(&maps).expect("remove map pin dir");
     }
     assert!(fs.entries().is_empty(), "{:?}", fs.entries());
-    let dir = fs.dir.clone();
+    let dir = fs.mount_point().to_path_buf();
     drop(fs);
-    let mounted = std::fs::read_to_string("/proc/mounts")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.split_whitespace().nth(1) == Some(&*dir.to_string_lossy()));
-    assert!(!mounted && !dir.exists(), "{} left behind", dir.display());
+    assert!(!egret_testkit::netns::mounted(&dir) && !dir.exists(), "{} left behind", dir.display());
 }
 
 /// A stand-in for the source classifier's local-egress verdict: puts the slot
@@ -1191,8 +1137,8 @@ fn a_real_vxlan_gateway_forwards_a_floating_slot_to_its_owner() {
     kernel_update(&mut bpf, map::GW_SLOTS, &slot.key(), &slot.value());
     kernel_update(&mut bpf, map::GW_ALLOWED, &allowed.key(), &allowed.value());
     kernel_update(&mut bpf, map::FLOAT_OWNER, &o.key(), &o.value());
-    let fs = BpffsMount::new();
-    let pinned = fs.dir.join("tunnel_in");
+    let fs = Bpffs::new("gw");
+    let pinned = fs.mount_point().join("tunnel_in");
     {
         let p: &mut SchedClassifier =
             bpf.program_mut(Template::TunnelIn.name()).expect("program").try_into().expect("classifier");
