@@ -79,7 +79,7 @@ port\@:
 error\@:
     r5 = r4
     r5 += ICMP_HLEN                     // the embedded IPv4 header
-    bounds r5, r0, IPV4_END - ETH_HLEN + 8, pass // + the 8 bytes of L4 every error carries
+    bounds r5, r0, IPV4_HLEN + 8, pass // + the 8 bytes of L4 every error carries
     r1 = *(u8 *)(r5 + 0)
     if r1 != 0x45 goto pass             // version 4 without options
     r1 = *(u16 *)(r5 + IP_FRAG - ETH_HLEN)
@@ -89,7 +89,7 @@ error\@:
     r1 = r7
     r1 += ICMP_HLEN + IP_CSUM - ETH_HLEN
     *(u32 *)(r10 + ERR_IPCSUM_OFF) = r1
-    icmp_error_inner 4, IPV4_END - ETH_HLEN, ICMP_ECHO, IP_PROTO - ETH_HLEN
+    icmp_error_inner 4, IPV4_HLEN, ICMP_ECHO, IP_PROTO - ETH_HLEN
 .endm
 
 // IPv6 likewise (packet too big included)
@@ -100,11 +100,11 @@ error\@:
 error\@:
     r5 = r4
     r5 += ICMP_HLEN                     // the embedded IPv6 header
-    bounds r5, r0, IPV6_END - ETH_HLEN + 8, pass
+    bounds r5, r0, IPV6_HLEN + 8, pass
     r1 = *(u8 *)(r5 + 0)
     r1 &= 0xf0
     if r1 != 0x60 goto pass
-    icmp_error_inner 6, IPV6_END - ETH_HLEN, ICMP6_ECHO, IP6_NEXTHDR - ETH_HLEN
+    icmp_error_inner 6, IPV6_HLEN, ICMP6_ECHO, IP6_NEXTHDR - ETH_HLEN
 .endm
 
 // The rewrite of an ICMP error (RKEY: the translated tuple; ORIG_ADDR,

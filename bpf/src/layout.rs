@@ -598,8 +598,12 @@ constants! {
     IP_SADDR: i32 = 26;
     /// IPv4 destination.
     IP_DADDR: i32 = 30;
-    /// `ETH_HLEN` + 20: Ethernet + option-less IPv4 header.
-    IPV4_END: i32 = 34;
+    /// `ETH_HLEN` + [`IPV4_HLEN`]: Ethernet + option-less IPv4 header.
+    IPV4_END: i32 = ETH_HLEN + IPV4_HLEN;
+    /// Option-less IPv4 header.
+    IPV4_HLEN: i32 = 20;
+    /// IPv6 header.
+    IPV6_HLEN: i32 = 40;
     /// IPv6 next header.
     IP6_NEXTHDR: i32 = 20;
     /// IPv6 hop limit; a `u16` load at [`IP6_NEXTHDR`] gives next header
@@ -609,9 +613,9 @@ constants! {
     IP6_SADDR: i32 = 22;
     /// IPv6 destination.
     IP6_DADDR: i32 = 38;
-    /// `ETH_HLEN` + 40: Ethernet + IPv6 header (egret's gateway takes no
-    /// extension headers).
-    IPV6_END: i32 = 54;
+    /// `ETH_HLEN` + [`IPV6_HLEN`]: Ethernet + IPv6 header (egret's gateway
+    /// takes no extension headers).
+    IPV6_END: i32 = ETH_HLEN + IPV6_HLEN;
     /// IPv6 next header: fragment header.
     IPPROTO_FRAGMENT: i32 = 44;
     /// `IPPROTO_ICMPV6`.
@@ -628,6 +632,8 @@ constants! {
     L4_DPORT: i32 = 2;
     /// Option-less TCP header.
     TCP_HLEN: i32 = 20;
+    /// TCP data offset (high nibble, in 32-bit words).
+    TCP_DOFF_OFF: i32 = 12;
     /// TCP flags byte.
     TCP_FLAGS_OFF: i32 = 13;
     /// TCP checksum.

@@ -123,6 +123,11 @@ pub fn from_holes(holes: &[HoleSpec]) -> Option<Result<MssClamp, String>> {
     }
 }
 
+// The rule below reads the headers with literal offsets on purpose: it is the
+// equivalence checker's oracle, written independently of the emitter (which
+// takes its offsets from `egret_bpf::layout`), so one wrong constant cannot make
+// both agree.
+
 /// Where a frame's TCP header is, when the classifier's clamp looks at it:
 /// (offset of the TCP header, source address).
 fn tcp_header(frame: &[u8]) -> Option<(usize, IpAddr)> {
