@@ -59,6 +59,11 @@ pub enum HoleSource {
     Constant { value: u64 },
     /// The IPv4 address of an egress slot, resolved on the node (host byte order).
     SlotIpv4 { slot: u32 },
+    /// The TCP MSS clamp of inner IPv4 (`ipv6` false) or IPv6 packets for
+    /// this node's underlay MTU ([`crate::layout::tunnel_mss`]), or `default`
+    /// (the value compiled in) where the loader is not told that MTU. Tools
+    /// that check an artifact offline use `default`.
+    UnderlayMss { ipv6: bool, default: u16 },
 }
 
 /// A program of the artifact: where it is attached and/or which

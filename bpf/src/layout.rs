@@ -712,6 +712,9 @@ constants! {
     AF_INET: i32 = 2;
     /// `AF_INET6`.
     AF_INET6: i32 = 10;
+    /// Bytes egret's tunnel adds to an inner frame: outer IPv4 20, UDP 8,
+    /// VXLAN 8, inner Ethernet 14.
+    TUNNEL_OVERHEAD: i32 = 50;
     /// The outer TTL egret's tunnel keys set.
     TUNNEL_TTL: i32 = 64;
     /// Egress slots are 24-bit VXLAN VNIs.
@@ -785,6 +788,19 @@ constants! {
     UDP_TIMEOUT_NS: u64 = 60_000_000_000;
     /// ICMP echo, idle.
     ICMP_TIMEOUT_NS: u64 = 30_000_000_000;
+}
+
+/// The largest TCP MSS of inner `family` (IPv6 when `ipv6`) through egret's
+/// tunnel over an underlay of `mtu` bytes: `mtu` − [`TUNNEL_OVERHEAD`] − the IP
+/// header (20 / 40) − 20 (TCP); `None` when nothing is left.
+#[must_use]
+pub const fn tunnel_mss(mtu: u16, ipv6: bool) -> Option<u16> {
+    let ip = if ipv6 { IPV6_HLEN } else { IPV4_HLEN };
+    let overhead = (TUNNEL_OVERHEAD + ip + TCP_HLEN) as u16;
+    match mtu.checked_sub(overhead) {
+        Some(0) | None => None,
+        Some(mss) => Some(mss),
+    }
 }
 
 /// The value of one [`counter`] entry (per CPU).
@@ -1072,6 +1088,13 @@ mod tests {
         let t = choice::TARGETS.record(2, choice_target::GATEWAY);
         assert_eq!(t.offset, 8 + 16 + 4);
         assert_eq!(choice::SIZE, 72);
+    }
+
+    #[test]
+    fn the_tunnel_mss_leaves_room_for_tunnel_ip_and_tcp() {
+        assert_eq!((tunnel_mss(1500, false), tunnel_mss(1500, true)), (Some(1410), Some(1390)));
+        assert_eq!((tunnel_mss(1400, false), tunnel_mss(9000, true)), (Some(1310), Some(8890)));
+        assert_eq!((tunnel_mss(111, true), tunnel_mss(110, true), tunnel_mss(20, false)), (Some(1), None, None));
     }
 
     #[test]

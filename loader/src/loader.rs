@@ -83,6 +83,9 @@ pub struct LoaderConfig {
     pub egress_interfaces: Vec<String>,
     /// IPv4 address of each egress slot this node serves (`SlotIpv4` holes).
     pub slot_ipv4: BTreeMap<u32, Ipv4Addr>,
+    /// The node's underlay MTU (`UnderlayMss` holes: the MSS clamp of
+    /// redirected SYNs); `None` keeps the value compiled in.
+    pub underlay_mtu: Option<u16>,
 }
 
 impl LoaderConfig {
@@ -95,6 +98,7 @@ impl LoaderConfig {
             tunnel_device: "egret0".into(),
             egress_interfaces: Vec::new(),
             slot_ipv4: BTreeMap::new(),
+            underlay_mtu: None,
         }
     }
 }
@@ -371,6 +375,9 @@ impl Loader {
         Ok(match source {
             HoleSource::Ifindex { link } => i64::from(netdev::require_ifindex(link, || what.to_owned())?),
             HoleSource::Constant { value } => *value as i64,
+            HoleSource::UnderlayMss { ipv6, default } => i64::from(
+                self.config.underlay_mtu.and_then(|mtu| egret_bpf::layout::tunnel_mss(mtu, *ipv6)).unwrap_or(*default),
+            ),
             HoleSource::SlotIpv4 { slot } => {
                 let ip = self
                     .config
