@@ -39,6 +39,9 @@
 .equ SLOT_FLAGS, -332               // u32 GS_F_* of the slot
 .equ REPLY_NODE, -336               // u32 where replies are tunnelled, host order (0: this node)
 .equ FWD, -340                      // u32 1: a peer forwarded this packet (floating slot), else 0
+.equ ERR, -344                      // u32 egret_gw_reply: 1 for an ICMP error, 0 for a reply
+.equ ERR_ADDR_OFF, -348             // u32 frame offset of an ICMP error's inner source address
+.equ ERR_IPCSUM_OFF, -352           // u32 frame offset of its inner IPv4 header checksum
 // The probe path (egret_tunnel_in) never reaches the SNAT path, so it reuses RVAL:
 .equ PROBE_RX_VAL, RVAL             // egret_probe_rx value being built (24 B)
 .equ PROBE_NEW_KIND, RVAL           // u8 kind byte written into a request

@@ -345,10 +345,11 @@ timeout\@:
     if r0 != 0 goto drop_rewrite_failed
 .endm
 
-// the IPv4 header checksum for a field changing from \old to \new
-.macro l3_csum old, new, size
+// the IPv4 header checksum (at \at: the packet's own, or an ICMP error's inner
+// header's) for a field changing from \old to \new
+.macro l3_csum old, new, size, at=IP_CSUM
     r1 = r6
-    r2 = IP_CSUM
+    r2 = \at
     r3 = \old
     r4 = \new
     r5 = \size

@@ -63,6 +63,11 @@ pub enum HoleSource {
     /// so a late field only ([`FieldEncoding::Ipv6`]), never a hole (an
     /// instruction's immediate holds 64 bits at most; [`Artifact::check`]).
     SlotIpv6 { slot: u32 },
+    /// The TCP MSS clamp of inner IPv4 (`ipv6` false) or IPv6 packets for
+    /// this node's underlay MTU ([`crate::layout::tunnel_mss`]), or `default`
+    /// (the value compiled in) where the loader is not told that MTU. Tools
+    /// that check an artifact offline use `default`.
+    UnderlayMss { ipv6: bool, default: u16 },
 }
 
 impl HoleSource {

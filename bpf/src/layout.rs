@@ -598,8 +598,12 @@ constants! {
     IP_SADDR: i32 = 26;
     /// IPv4 destination.
     IP_DADDR: i32 = 30;
-    /// `ETH_HLEN` + 20: Ethernet + option-less IPv4 header.
-    IPV4_END: i32 = 34;
+    /// `ETH_HLEN` + [`IPV4_HLEN`]: Ethernet + option-less IPv4 header.
+    IPV4_END: i32 = ETH_HLEN + IPV4_HLEN;
+    /// Option-less IPv4 header.
+    IPV4_HLEN: i32 = 20;
+    /// IPv6 header.
+    IPV6_HLEN: i32 = 40;
     /// IPv6 next header.
     IP6_NEXTHDR: i32 = 20;
     /// IPv6 hop limit; a `u16` load at [`IP6_NEXTHDR`] gives next header
@@ -609,9 +613,9 @@ constants! {
     IP6_SADDR: i32 = 22;
     /// IPv6 destination.
     IP6_DADDR: i32 = 38;
-    /// `ETH_HLEN` + 40: Ethernet + IPv6 header (egret's gateway takes no
-    /// extension headers).
-    IPV6_END: i32 = 54;
+    /// `ETH_HLEN` + [`IPV6_HLEN`]: Ethernet + IPv6 header (egret's gateway
+    /// takes no extension headers).
+    IPV6_END: i32 = ETH_HLEN + IPV6_HLEN;
     /// IPv6 next header: fragment header.
     IPPROTO_FRAGMENT: i32 = 44;
     /// `IPPROTO_ICMPV6`.
@@ -628,6 +632,8 @@ constants! {
     L4_DPORT: i32 = 2;
     /// Option-less TCP header.
     TCP_HLEN: i32 = 20;
+    /// TCP data offset (high nibble, in 32-bit words).
+    TCP_DOFF_OFF: i32 = 12;
     /// TCP flags byte.
     TCP_FLAGS_OFF: i32 = 13;
     /// TCP checksum.
@@ -646,6 +652,16 @@ constants! {
     ICMP_ECHO_REPLY: i32 = 0;
     /// ICMP echo request type.
     ICMP_ECHO: i32 = 8;
+    /// ICMP destination unreachable (fragmentation needed: code 4).
+    ICMP_DEST_UNREACH: i32 = 3;
+    /// ICMP time exceeded.
+    ICMP_TIME_EXCEEDED: i32 = 11;
+    /// ICMPv6 destination unreachable.
+    ICMP6_DEST_UNREACH: i32 = 1;
+    /// ICMPv6 packet too big.
+    ICMP6_PACKET_TOO_BIG: i32 = 2;
+    /// ICMPv6 time exceeded.
+    ICMP6_TIME_EXCEEDED: i32 = 3;
     /// ICMPv6 echo request type.
     ICMP6_ECHO: i32 = 128;
     /// ICMPv6 echo reply type.
@@ -696,6 +712,9 @@ constants! {
     AF_INET: i32 = 2;
     /// `AF_INET6`.
     AF_INET6: i32 = 10;
+    /// Bytes egret's tunnel adds to an inner frame: outer IPv4 20, UDP 8,
+    /// VXLAN 8, inner Ethernet 14.
+    TUNNEL_OVERHEAD: i32 = 50;
     /// The outer TTL egret's tunnel keys set.
     TUNNEL_TTL: i32 = 64;
     /// Egress slots are 24-bit VXLAN VNIs.
@@ -769,6 +788,19 @@ constants! {
     UDP_TIMEOUT_NS: u64 = 60_000_000_000;
     /// ICMP echo, idle.
     ICMP_TIMEOUT_NS: u64 = 30_000_000_000;
+}
+
+/// The largest TCP MSS of inner `family` (IPv6 when `ipv6`) through egret's
+/// tunnel over an underlay of `mtu` bytes: `mtu` − [`TUNNEL_OVERHEAD`] − the IP
+/// header (20 / 40) − 20 (TCP); `None` when nothing is left.
+#[must_use]
+pub const fn tunnel_mss(mtu: u16, ipv6: bool) -> Option<u16> {
+    let ip = if ipv6 { IPV6_HLEN } else { IPV4_HLEN };
+    let overhead = (TUNNEL_OVERHEAD + ip + TCP_HLEN) as u16;
+    match mtu.checked_sub(overhead) {
+        Some(0) | None => None,
+        Some(mss) => Some(mss),
+    }
 }
 
 /// The value of one [`counter`] entry (per CPU).
@@ -1056,6 +1088,13 @@ mod tests {
         let t = choice::TARGETS.record(2, choice_target::GATEWAY);
         assert_eq!(t.offset, 8 + 16 + 4);
         assert_eq!(choice::SIZE, 72);
+    }
+
+    #[test]
+    fn the_tunnel_mss_leaves_room_for_tunnel_ip_and_tcp() {
+        assert_eq!((tunnel_mss(1500, false), tunnel_mss(1500, true)), (Some(1410), Some(1390)));
+        assert_eq!((tunnel_mss(1400, false), tunnel_mss(9000, true)), (Some(1310), Some(8890)));
+        assert_eq!((tunnel_mss(111, true), tunnel_mss(110, true), tunnel_mss(20, false)), (Some(1), None, None));
     }
 
     #[test]

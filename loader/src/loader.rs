@@ -92,6 +92,9 @@ pub struct LoaderConfig {
     pub slot_ipv4: BTreeMap<u32, Ipv4Addr>,
     /// IPv6 address of each egress slot this node serves (`SlotIpv6` late fields).
     pub slot_ipv6: BTreeMap<u32, Ipv6Addr>,
+    /// The node's underlay MTU (`UnderlayMss` holes: the MSS clamp of
+    /// redirected SYNs); `None` keeps the value compiled in.
+    pub underlay_mtu: Option<u16>,
 }
 
 impl LoaderConfig {
@@ -105,6 +108,7 @@ impl LoaderConfig {
             egress_interfaces: Vec::new(),
             slot_ipv4: BTreeMap::new(),
             slot_ipv6: BTreeMap::new(),
+            underlay_mtu: None,
         }
     }
 }
@@ -382,6 +386,9 @@ impl Loader {
         Ok(match source {
             HoleSource::Ifindex { link } => i64::from(netdev::require_ifindex(link, || what.to_owned())?),
             HoleSource::Constant { value } => *value as i64,
+            HoleSource::UnderlayMss { ipv6, default } => i64::from(
+                self.config.underlay_mtu.and_then(|mtu| egret_bpf::layout::tunnel_mss(mtu, *ipv6)).unwrap_or(*default),
+            ),
             HoleSource::SlotIpv4 { slot } => {
                 let ip = self.config.slot_ipv4.get(slot).ok_or_else(|| LoaderError::UnknownSlot {
                     hole: what.to_owned(),

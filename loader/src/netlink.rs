@@ -71,6 +71,8 @@ pub struct Link {
     pub vxlan_port: Option<u16>,
     /// `IFLA_VXLAN_COLLECT_METADATA`.
     pub collect_metadata: Option<bool>,
+    /// `IFLA_MTU`.
+    pub mtu: Option<u32>,
 }
 
 impl Link {
@@ -423,6 +425,7 @@ fn link(m: LinkMessage) -> Link {
         match a {
             LinkAttribute::IfName(n) => out.name = n,
             LinkAttribute::IfAlias(a) => out.alias = Some(a),
+            LinkAttribute::Mtu(mtu) => out.mtu = Some(mtu),
             LinkAttribute::LinkInfo(infos) => {
                 for info in infos {
                     match info {

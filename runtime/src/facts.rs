@@ -87,6 +87,16 @@ pub fn default_route() -> Option<String> {
     default_route_of(&nl.routes().ok()?, &nl.links().ok()?)
 }
 
+/// The MTU of the default route's interface in the calling thread's namespace
+/// (the underlay on a typical node), if it fits 16 bits.
+#[must_use]
+pub fn default_route_mtu() -> Option<u16> {
+    let mut nl = Netlink::open().ok()?;
+    let links = nl.links().ok()?;
+    let name = default_route_of(&nl.routes().ok()?, &links)?;
+    links.iter().find(|l| l.name == name)?.mtu.and_then(|m| u16::try_from(m).ok())
+}
+
 /// The links that are not loopbacks and have addresses, with them, in
 /// ifindex order.
 fn interfaces_of(links: &[Link], addresses: &[Address]) -> Vec<NodeInterface> {

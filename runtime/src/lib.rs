@@ -278,6 +278,10 @@ pub struct AgentConfig {
     /// Floating IPs (with `--kube`): where their Leases live and for how
     /// long, the ownership machines' timings, the NAT replication's port.
     pub floating: FloatingSettings,
+    /// The node's underlay MTU, for the MSS clamp of redirected TCP SYNs;
+    /// `None`: the MTU of the default route's interface
+    /// ([`facts::default_route_mtu`]), or the compiled-in clamp without one.
+    pub underlay_mtu: Option<u16>,
 }
 
 /// [`AgentConfig::floating`].
@@ -342,6 +346,7 @@ impl Agent {
         let mut lc = LoaderConfig::new(&config.bpffs_root);
         lc.node = Some(config.node.clone());
         lc.tunnel_device = config.tunnel.name.clone();
+        lc.underlay_mtu = config.underlay_mtu.or_else(facts::default_route_mtu);
         let (loader, _) = Loader::open(lc)?;
         let telemetry = metrics::Telemetry::new(&config.node, &config.bpffs_root);
         Ok(Agent {

@@ -302,6 +302,15 @@ pub enum L4 {
         id: u16,
         seq: u16,
     },
+    /// An ICMP / ICMPv6 error (`ty`, `code`, the 4-byte field after the
+    /// checksum: IPv4 next-hop MTU in its low half, IPv6 MTU) carrying `inner`,
+    /// the start of the datagram it is about.
+    IcmpError {
+        ty: u8,
+        code: u8,
+        mtu: u32,
+        inner: Vec<u8>,
+    },
     /// Another protocol with this payload.
     Other {
         proto: u8,
@@ -349,6 +358,7 @@ impl Pkt {
             L4::Tcp { sport, dport, .. } => (TCP, sport, dport),
             L4::Udp { sport, dport, .. } => (UDP, sport, dport),
             L4::Icmp { id, .. } => (self.icmp_proto(), id, 0),
+            L4::IcmpError { .. } => (self.icmp_proto(), 0, 0),
             L4::Other { proto, .. } => (proto, 0, 0),
         };
         let addr = |a: IpAddr| match a {
@@ -401,6 +411,12 @@ impl Pkt {
                 h.extend_from_slice(payload);
                 (self.icmp_proto(), h)
             }
+            L4::IcmpError { ty, code, mtu, inner } => {
+                let mut h = vec![*ty, *code, 0, 0];
+                h.extend_from_slice(&mtu.to_be_bytes());
+                h.extend_from_slice(inner);
+                (self.icmp_proto(), h)
+            }
             L4::Other { proto, payload } => (*proto, payload.clone()),
         };
         // L4 checksum (only for a first fragment with the whole datagram here)
@@ -416,11 +432,11 @@ impl Pkt {
                 }
                 l4[6..8].copy_from_slice(&c.to_be_bytes());
             }
-            L4::Icmp { .. } if self.src.is_ipv6() => {
+            L4::Icmp { .. } | L4::IcmpError { .. } if self.src.is_ipv6() => {
                 let c = pseudo_checksum(self.src, self.dst, ICMPV6, &l4);
                 l4[2..4].copy_from_slice(&c.to_be_bytes());
             }
-            L4::Icmp { .. } => {
+            L4::Icmp { .. } | L4::IcmpError { .. } => {
                 let c = inet_checksum(&l4);
                 l4[2..4].copy_from_slice(&c.to_be_bytes());
             }
@@ -551,6 +567,55 @@ pub fn parse(f: &[u8]) -> Parsed {
 fn pseudo_sum_ok(src: IpAddr, dst: IpAddr, proto: u8, segment: &[u8]) -> bool {
     // the sum over pseudo-header + segment (checksum included) folds to 0xffff
     inet_checksum(&pseudo(src, dst, proto, segment)) == 0
+}
+
+/// The ICMP error a router at `router` sends about `frame` (an Ethernet frame
+/// as it left the gateway): to its source, carrying its IP header and the
+/// first `keep` bytes after it (the whole datagram if shorter).
+pub fn icmp_error_about(frame: &[u8], router: IpAddr, ty: u8, code: u8, mtu: u32, keep: usize) -> Pkt {
+    let v6 = frame[12..14] == [0x86, 0xdd];
+    let hlen = if v6 { 40 } else { usize::from(frame[14] & 0x0f) * 4 };
+    let end = (14 + hlen + keep).min(frame.len());
+    let inner = frame[14..end].to_vec();
+    let src = parse(frame).src;
+    Pkt { src: router, dst: src, ttl: 60, frag: 0, options: Vec::new(), l4: L4::IcmpError { ty, code, mtu, inner } }
+}
+
+/// What an ICMP error frame says about the datagram it carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InnerOfError {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub proto: u8,
+    /// TCP/UDP source port, ICMP echo identifier.
+    pub sport: u16,
+    /// TCP/UDP destination port, ICMP 0.
+    pub dport: u16,
+    /// The inner IPv4 header checksum verifies (IPv6: always).
+    pub ip_csum_ok: bool,
+}
+
+/// Parses the datagram inside an ICMP / ICMPv6 error frame.
+pub fn inner_of_error(f: &[u8]) -> InnerOfError {
+    let v6 = f[12..14] == [0x86, 0xdd];
+    let outer = if v6 { 40 } else { usize::from(f[14] & 0x0f) * 4 };
+    let ip = &f[14 + outer + 8..];
+    let (src, dst, proto, hlen, ip_csum_ok) = if v6 {
+        let a = |o: usize| IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(&ip[o..o + 16]).expect("16")));
+        (a(8), a(24), ip[6], 40, true)
+    } else {
+        let a = |o: usize| IpAddr::V4(Ipv4Addr::new(ip[o], ip[o + 1], ip[o + 2], ip[o + 3]));
+        let hlen = usize::from(ip[0] & 0x0f) * 4;
+        (a(12), a(16), ip[9], hlen, inet_checksum(&ip[..hlen]) == 0)
+    };
+    let l4 = &ip[hlen..];
+    let port = |o: usize| u16::from_be_bytes([l4[o], l4[o + 1]]);
+    let (sport, dport) = match proto {
+        TCP | UDP => (port(0), port(2)),
+        ICMP | ICMPV6 => (port(4), 0),
+        _ => (0, 0),
+    };
+    InnerOfError { src, dst, proto, sport, dport, ip_csum_ok }
 }
 
 /// An ARP request (not IPv4), 60 bytes.

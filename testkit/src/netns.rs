@@ -62,18 +62,22 @@ pub fn ip_in(ns: &str, args: &[&str]) -> String {
 #[derive(Debug)]
 pub struct Bpffs {
     dir: PathBuf,
+    /// What a fresh bpffs already holds (`maps.debug`, `progs.debug` with bpf_preload).
+    baseline: Vec<String>,
 }
 
 impl Bpffs {
     pub fn new(tag: &str) -> Bpffs {
-        let dir = std::env::temp_dir().join(format!("egret-loader-test-{}", unique(tag)));
+        let dir = std::env::temp_dir().join(format!("egret-test-bpffs-{}", unique(tag)));
         std::fs::create_dir(&dir).expect("create mount point");
         let st = Command::new("mount").args(["-t", "bpf", "bpf"]).arg(&dir).status().expect("mount runs");
         if !st.success() {
             let _ = std::fs::remove_dir(&dir);
             panic!("mount -t bpf failed: {st}");
         }
-        Bpffs { dir }
+        let mut fs = Bpffs { dir, baseline: Vec::new() };
+        fs.baseline = fs.all_entries();
+        fs
     }
 
     pub fn mount_point(&self) -> &Path {
@@ -88,10 +92,28 @@ impl Bpffs {
     pub fn pins(&self) -> usize {
         inspect::count_pins(&self.root()).expect("count pins")
     }
+
+    /// Top-level entries created since the mount.
+    pub fn entries(&self) -> Vec<String> {
+        self.all_entries().into_iter().filter(|e| !self.baseline.contains(e)).collect()
+    }
+
+    fn all_entries(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(&self.dir)
+            .map(|rd| rd.filter_map(Result::ok).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
 }
 
 impl Drop for Bpffs {
+    /// Unpins what the test left (the mount goes anyway), unmounts, removes the directory.
     fn drop(&mut self) {
+        for e in self.entries() {
+            let p = self.dir.join(&e);
+            let _ = std::fs::remove_dir_all(&p).or_else(|_| std::fs::remove_file(&p));
+        }
         let _ = Command::new("umount").arg(&self.dir).status();
         let _ = std::fs::remove_dir(&self.dir);
     }

@@ -54,6 +54,12 @@ pub fn gate(test: &str, missing: Option<String>) -> bool {
     }
 }
 
+/// The gate for a test that cannot run for `reason` (a missing tool): false
+/// with a printed line, or a panic under `EGRET_REQUIRE_PRIVILEGED=1`.
+pub fn skip_or_fail(test: &str, reason: &str) -> bool {
+    gate(test, Some(reason.to_owned()))
+}
+
 /// The gate for tests that load BPF programs.
 pub fn privileged(test: &str) -> bool {
     gate(test, missing_bpf_privilege())

@@ -406,11 +406,16 @@ pub enum Stat {
     NoOwner,
     /// 20, passed: floating-slot packets forwarded to the slot's owner.
     Forwarded,
+    /// 21, event: ICMP / ICMPv6 errors about a translated connection (an
+    /// unreachable, fragmentation needed / packet too big, time exceeded)
+    /// translated back to the pod (also counted `reply-tunnelled` or
+    /// `reply-local` as they leave).
+    IcmpError,
 }
 
 impl Stat {
     /// All indexes, in order.
-    pub const ALL: [Stat; 21] = [
+    pub const ALL: [Stat; 22] = [
         Stat::NoGateway,
         Stat::NoEgressIp,
         Stat::SpoofedSource,
@@ -432,6 +437,7 @@ impl Stat {
         Stat::ProbeReply,
         Stat::NoOwner,
         Stat::Forwarded,
+        Stat::IcmpError,
     ];
 
     /// The key in `egret_gw_stats`.
@@ -465,6 +471,7 @@ impl Stat {
             Stat::ProbeReply => "probe-reply",
             Stat::NoOwner => "no-owner",
             Stat::Forwarded => "forwarded",
+            Stat::IcmpError => "icmp-error",
         }
     }
 

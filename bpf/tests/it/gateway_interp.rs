@@ -1088,3 +1088,152 @@ fn the_ipv6_flow_hash_is_the_one_rust_computes() {
         assert_eq!(parse(&out.packet).sport, nat_port_candidates(&key6(&q))[0]);
     }
 }
+
+// ----- ICMP errors about translated connections (PMTUD through the gateway) ---------
+
+/// A router beyond the gateway.
+const ROUTER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 254);
+/// Its IPv6.
+const ROUTER6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x113, 0, 0, 0, 0, 0xfe);
+
+/// `err` (an ICMP error about a translated packet) came back translated to
+/// `pod`/`pod_port`, every checksum right, counted.
+fn assert_error_translated(out: &RunOutcome, err: &Pkt, pod: IpAddr, pod_port: u16) -> InnerOfError {
+    assert_eq!(out.r0, REDIRECT, "translated and sent on");
+    let got = parse(&out.packet);
+    let before = parse(&err.frame());
+    assert_eq!((got.src, got.dst, got.ttl), (before.src, pod, before.ttl - 1));
+    assert!(got.ip_csum_ok, "outer IPv4 header checksum");
+    assert_eq!(got.l4_csum_ok, Some(true), "ICMP checksum (IPv6: with the pseudo-header)");
+    let inner = inner_of_error(&out.packet);
+    assert_eq!((inner.src, inner.sport), (pod, pod_port), "the datagram as the pod sent it");
+    assert!(inner.ip_csum_ok, "inner IPv4 header checksum");
+    assert_eq!(out.packet.len(), err.frame().len());
+    inner
+}
+
+#[test]
+fn fragmentation_needed_about_a_tcp_connection_reaches_the_pod_translated() {
+    let mut gw = Gateway::new();
+    let syn = Pkt::tcp(POD_A, 40000, SERVER, 443, SYN | ACK);
+    let out = gw.tunnel_in(&syn.frame(), SLOT, NODE_A);
+    let port = parse(&out.packet).sport;
+    let rkey = NatKey { src: EGRESS_IP, dst: SERVER, sport: port, dport: 443, proto: TCP };
+    let expires = gw.rnat(&rkey).expect("mapping").expires_ns;
+    // a router with a smaller MTU answers the full-size segment with type 3 code 4
+    let err = icmp_error_about(&out.packet, ROUTER.into(), 3, 4, 1300, 28);
+    gw.now += 5_000;
+    let back = gw.reply(&err.frame());
+    assert_tunnelled_back_raw(&back, NODE_A);
+    let inner = assert_error_translated(&back, &err, POD_A.into(), 40000);
+    assert_eq!((inner.dst, inner.dport, inner.proto), (IpAddr::from(SERVER), 443, TCP));
+    assert_eq!(u32::from_be_bytes(back.packet[38..42].try_into().expect("4")), 1300, "the MTU is kept");
+    assert_eq!(gw.stat(Stat::IcmpError).0, 1);
+    assert_eq!(gw.stat(Stat::ReplyTunnelled).0, 1);
+    assert_eq!(gw.rnat(&rkey).expect("mapping").expires_ns, expires, "an error does not refresh the state");
+}
+
+/// The tunnel part of [`assert_tunnelled_back`] alone.
+fn assert_tunnelled_back_raw(out: &RunOutcome, node: Ipv4Addr) {
+    assert_eq!(
+        out.effects.redirect,
+        Some(Redirect { ifindex: TUNNEL_IFINDEX, flags: 0, kind: RedirectKind::Redirect })
+    );
+    let key = out.effects.tunnel_key.as_ref().expect("tunnel key set");
+    assert_eq!((key.key.tunnel_id, key.key.remote), (SLOT, IpAddr::V4(node)));
+}
+
+#[test]
+fn icmp_errors_about_udp_and_echo_and_for_local_pods_are_translated() {
+    let mut gw = Gateway::new();
+    // UDP from a pod on another node: time exceeded
+    let q = Pkt::udp(POD_B, 5353, SERVER, 53);
+    let out = gw.tunnel_in(&q.frame(), SLOT, NODE_B);
+    let back = gw.reply(&icmp_error_about(&out.packet, ROUTER.into(), 11, 0, 0, 8).frame());
+    assert_tunnelled_back_raw(&back, NODE_B);
+    assert_error_translated(&back, &icmp_error_about(&out.packet, ROUTER.into(), 11, 0, 0, 8), POD_B.into(), 5353);
+    // an echo request with DF from the gateway's own pod: fragmentation needed
+    let ping = Pkt { frag: 0x4000, ..Pkt::icmp(POD_LOCAL, SERVER, 8, 0x4242) };
+    let out = gw.local(&ping.frame(), SLOT);
+    let err = icmp_error_about(&out.packet, ROUTER.into(), 3, 4, 1280, 8);
+    let back = gw.reply(&err.frame());
+    assert_eq!(
+        back.effects.redirect,
+        Some(Redirect {
+            ifindex: POD_LOCAL_IFINDEX,
+            flags: 0,
+            kind: RedirectKind::Neigh { nexthop: Some(IpAddr::V4(POD_LOCAL)) }
+        })
+    );
+    let inner = assert_error_translated(&back, &err, POD_LOCAL.into(), 0x4242);
+    assert_eq!(inner.proto, ICMP);
+    assert_eq!(gw.stat(Stat::IcmpError).0, 2);
+    assert_eq!(gw.stat(Stat::ReplyLocal).0, 1);
+}
+
+#[test]
+fn packet_too_big_about_an_ipv6_connection_reaches_the_pod_translated() {
+    let mut gw = Gateway::new();
+    for (sent, node) in [
+        (Pkt::tcp(POD_A6, 40000, SERVER6, 443, ACK), NODE_A),
+        (Pkt::udp(POD_B6, 5353, SERVER6, 53), NODE_B),
+        (Pkt::icmp(POD_A6, SERVER6, ICMP6_ECHO, 9), NODE_A),
+    ] {
+        let out = gw.tunnel_in(&sent.frame(), SLOT, node);
+        assert_eq!(out.r0, REDIRECT);
+        let err = icmp_error_about(&out.packet, ROUTER6.into(), 2, 0, 1280, 48);
+        let back = gw.reply(&err.frame());
+        assert_tunnelled_back_raw(&back, node);
+        let pod_port = match sent.l4 {
+            L4::Tcp { sport, .. } | L4::Udp { sport, .. } => sport,
+            L4::Icmp { id, .. } => id,
+            _ => unreachable!(),
+        };
+        let inner = assert_error_translated(&back, &err, sent.src, pod_port);
+        assert_eq!(inner.dst, IpAddr::from(SERVER6));
+    }
+    // time exceeded and unreachable too; a local pod gets it on its veth
+    let out = gw.local(&Pkt::udp(POD_LOCAL6, 7, SERVER6, 53).frame(), SLOT);
+    for (ty, code) in [(3, 0), (1, 4)] {
+        let err = icmp_error_about(&out.packet, ROUTER6.into(), ty, code, 0, 8);
+        let back = gw.reply(&err.frame());
+        assert_error_translated(&back, &err, POD_LOCAL6.into(), 7);
+    }
+    assert_eq!(gw.stat(Stat::IcmpError).0, 5);
+}
+
+#[test]
+fn icmp_errors_that_match_no_connection_pass_untouched() {
+    let mut gw = Gateway::new();
+    let out = gw.tunnel_in(&Pkt::tcp(POD_A, 40000, SERVER, 443, SYN).frame(), SLOT, NODE_A);
+    let sent = out.packet;
+    let out6 = gw.tunnel_in(&Pkt::tcp(POD_A6, 40000, SERVER6, 443, SYN).frame(), SLOT, NODE_A);
+    let sent6 = out6.packet;
+    let mut cases: Vec<(&str, Vec<u8>)> = Vec::new();
+    // about a tuple nobody translated (another port)
+    let mut other = sent.clone();
+    other[34..36].copy_from_slice(&1u16.to_be_bytes());
+    cases.push(("unknown tuple", icmp_error_about(&other, ROUTER.into(), 3, 4, 1300, 28).frame()));
+    // addressed elsewhere than the datagram's source
+    let mut f = icmp_error_about(&sent, ROUTER.into(), 3, 4, 1300, 28);
+    f.dst = Ipv4Addr::new(198, 51, 100, 77).into();
+    cases.push(("outer destination is not the inner source", f.frame()));
+    // a redirect (type 5) is no error egret translates
+    cases.push(("redirect", icmp_error_about(&sent, ROUTER.into(), 5, 1, 0, 28).frame()));
+    // too little of the datagram to read its ports
+    cases.push(("truncated", icmp_error_about(&sent, ROUTER.into(), 3, 4, 1300, 4).frame()));
+    // about a non-first fragment
+    let mut frag = sent.clone();
+    frag[20..22].copy_from_slice(&0x0010u16.to_be_bytes());
+    cases.push(("non-first fragment", icmp_error_about(&frag, ROUTER.into(), 11, 1, 0, 28).frame()));
+    // IPv6: unknown tuple, and an ICMPv6 type egret leaves alone (parameter problem)
+    let mut other6 = sent6.clone();
+    other6[54..56].copy_from_slice(&1u16.to_be_bytes());
+    cases.push(("unknown IPv6 tuple", icmp_error_about(&other6, ROUTER6.into(), 2, 0, 1280, 48).frame()));
+    cases.push(("parameter problem", icmp_error_about(&sent6, ROUTER6.into(), 4, 0, 0, 48).frame()));
+    for (what, f) in &cases {
+        let out = gw.reply(f);
+        assert_eq!((out.r0, &out.packet), (UNSPEC, f), "{what}: passed untouched");
+    }
+    assert_eq!(gw.stat(Stat::IcmpError).0, 0);
+}

@@ -47,12 +47,9 @@ use gateway_common::*;
 
 // ----- privileges (TESTING.md) -------------------------------------------------------
 
+use egret_testkit::netns::Bpffs;
 use egret_testkit::privileged as privileged_gate;
-use privileged_gate::privileged;
-
-fn skip_or_fail(test: &str, reason: &str) -> bool {
-    privileged_gate::gate(test, Some(reason.to_string()))
-}
+use privileged_gate::{privileged, skip_or_fail};
 
 // ----- the kernel side ---------------------------------------------------------------
 
@@ -312,6 +309,12 @@ fn test_run_agrees_with_the_interpreter_through_a_session() {
         (back.dst, back.dport, back.ip_csum_ok, back.l4_csum_ok),
         (IpAddr::from(POD_A), 40000, true, Some(true))
     );
+    // a router's fragmentation-needed about the SYN: translated back the same way
+    let router = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 254));
+    let (r0, err) = b.step(&Via::Reply, &icmp_error_about(&out, router, 3, 4, 1300, 28).frame());
+    assert_eq!(u64::from(r0), REDIRECT);
+    assert_eq!((inner_of_error(&err).src, inner_of_error(&err).sport), (IpAddr::from(POD_A), 40000));
+    assert!(inner_of_error(&err).ip_csum_ok && parse(&err).ip_csum_ok && parse(&err).l4_csum_ok == Some(true));
     b.step(&tun_a, &Pkt::tcp(POD_A, 40000, SERVER, 443, ACK | PSH).frame());
     b.step(&Via::Reply, &tcp_back(ACK).frame());
     b.step(&tun_a, &Pkt::tcp(POD_A, 40000, SERVER, 443, FIN | ACK).frame());
@@ -343,7 +346,7 @@ fn test_run_agrees_with_the_interpreter_through_a_session() {
             L4::Tcp { dport, .. } => L4::Tcp { sport: dport, dport: got.sport, flags: SYN | ACK },
             L4::Udp { dport, csum, .. } => L4::Udp { sport: dport, dport: got.sport, csum },
             L4::Icmp { .. } => L4::Icmp { ty: 0, id: got.sport, seq: 7 },
-            L4::Other { .. } => unreachable!("only translated protocols here"),
+            L4::Other { .. } | L4::IcmpError { .. } => unreachable!("only translated protocols here"),
         };
         let (r0, back) = b.step(&Via::Reply, &from_server(got.sport, |_| l4.clone()).frame());
         assert_eq!(u64::from(r0), REDIRECT);
@@ -426,6 +429,14 @@ fn test_run_agrees_with_the_interpreter_on_ipv6() {
     assert_eq!(u64::from(r0), REDIRECT);
     let back = parse(&back);
     assert_eq!((back.dst, back.dport, back.l4_csum_ok), (IpAddr::from(POD_A6), 40000, Some(true)));
+    // packet too big, time exceeded about it: translated back
+    let router6: IpAddr = "2001:db8:113::fe".parse().expect("v6");
+    for (ty, code) in [(2, 0), (3, 0)] {
+        let (r0, err) = b.step(&Via::Reply, &icmp_error_about(&out, router6, ty, code, 1280, 48).frame());
+        assert_eq!(u64::from(r0), REDIRECT);
+        assert_eq!(parse(&err).l4_csum_ok, Some(true));
+        assert_eq!(inner_of_error(&err).src, IpAddr::from(POD_A6));
+    }
     b.step(&tun_a, &Pkt::tcp(POD_A6, 40000, SERVER6, 443, ACK | PSH).frame());
     b.step(&Via::Reply, &tcp_back(ACK).frame());
     b.step(&tun_a, &Pkt::tcp(POD_A6, 40000, SERVER6, 443, FIN | ACK).frame());
@@ -447,7 +458,7 @@ fn test_run_agrees_with_the_interpreter_on_ipv6() {
             L4::Tcp { dport, .. } => L4::Tcp { sport: dport, dport: got.sport, flags: SYN | ACK },
             L4::Udp { dport, csum, .. } => L4::Udp { sport: dport, dport: got.sport, csum },
             L4::Icmp { .. } => L4::Icmp { ty: ICMP6_ECHO_REPLY, id: got.sport, seq: 7 },
-            L4::Other { .. } => unreachable!("only translated protocols here"),
+            L4::Other { .. } | L4::IcmpError { .. } => unreachable!("only translated protocols here"),
         };
         let (r0, back) = b.step(&Via::Reply, &from_server6(l4).frame());
         assert_eq!(u64::from(r0), REDIRECT);
@@ -554,53 +565,6 @@ fn test_run_agrees_on_port_allocation_collisions_expiry_and_exhaustion() {
     b.assert_same_state();
 }
 
-/// A private bpffs mount on a fresh directory; unmounted and removed on drop.
-struct BpffsMount {
-    dir: PathBuf,
-    baseline: Vec<String>,
-}
-
-impl BpffsMount {
-    fn new() -> BpffsMount {
-        let dir = std::env::temp_dir().join(format!("egret-gw-bpffs-{}", std::process::id()));
-        std::fs::create_dir(&dir).expect("create mount point");
-        let st = Command::new("mount").args(["-t", "bpf", "bpf"]).arg(&dir).status().expect("mount runs");
-        if !st.success() {
-            let _ = std::fs::remove_dir(&dir);
-            panic!("mount -t bpf failed: {st}");
-        }
-        let mut m = BpffsMount { dir, baseline: Vec::new() };
-        m.baseline = m.all_entries();
-        m
-    }
-
-    fn all_entries(&self) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(&self.dir)
-            .map(|rd| rd.filter_map(Result::ok).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
-            .unwrap_or_default();
-        v.sort();
-        v
-    }
-
-    fn entries(&self) -> Vec<String> {
-        self.all_entries().into_iter().filter(|e| !self.baseline.contains(e)).collect()
-    }
-}
-
-impl Drop for BpffsMount {
-    fn drop(&mut self) {
-        for e in self.entries() {
-            let p = self.dir.join(&e);
-            for inner in std::fs::read_dir(&p).into_iter().flatten().flatten() {
-                let _ = std::fs::remove_file(inner.path());
-            }
-            let _ = std::fs::remove_dir(&p).or_else(|_| std::fs::remove_file(&p));
-        }
-        let _ = Command::new("umount").arg(&self.dir).status();
-        let _ = std::fs::remove_dir(&self.dir);
-    }
-}
-
 /// A temporary object file, removed on drop.
 struct TempObject(PathBuf);
 
@@ -621,7 +585,7 @@ fn libbpf_loads_the_templates_too() {
         skip_or_fail("libbpf_loads_the_templates_too", "bpftool is missing (apt-get install -y bpftool)");
         return;
     };
-    let fs = BpffsMount::new();
+    let fs = Bpffs::new("gw");
     let run = |args: &[&str]| {
         let out = Command::new(bpftool).args(args).output().expect("bpftool runs");
         assert!(out.status.success(), "bpftool {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
@@ -636,8 +600,8 @@ fn libbpf_loads_the_templates_too() {
         let bytes = verify_and_write(progs, &templates::maps(), "GPL").expect("verifies and writes");
         let obj = TempObject(std::env::temp_dir().join(format!("egret-gw-{name}-{}.o", std::process::id())));
         std::fs::write(&obj.0, &bytes).expect("write object");
-        let pins = fs.dir.join("progs");
-        let maps = fs.dir.join("maps");
+        let pins = fs.mount_point().join("progs");
+        let maps = fs.mount_point().join("maps");
         let (p, m) = (pins.to_string_lossy().into_owned(), maps.to_string_lossy().into_owned());
         run(&["prog", "loadall", &obj.0.to_string_lossy(), &p, "pinmaps", &m]);
         let mut names: Vec<String> = std::fs::read_dir(&pins)
@@ -685,13 +649,9 @@ fn libbpf_loads_the_templates_too() {
         std::fs::remove_dir(&maps).expect("remove map pin dir");
     }
     assert!(fs.entries().is_empty(), "{:?}", fs.entries());
-    let dir = fs.dir.clone();
+    let dir = fs.mount_point().to_path_buf();
     drop(fs);
-    let mounted = std::fs::read_to_string("/proc/mounts")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.split_whitespace().nth(1) == Some(&*dir.to_string_lossy()));
-    assert!(!mounted && !dir.exists(), "{} left behind", dir.display());
+    assert!(!egret_testkit::netns::mounted(&dir) && !dir.exists(), "{} left behind", dir.display());
 }
 
 /// A stand-in for the source classifier's local-egress verdict: puts the slot
@@ -1177,8 +1137,8 @@ fn a_real_vxlan_gateway_forwards_a_floating_slot_to_its_owner() {
     kernel_update(&mut bpf, map::GW_SLOTS, &slot.key(), &slot.value());
     kernel_update(&mut bpf, map::GW_ALLOWED, &allowed.key(), &allowed.value());
     kernel_update(&mut bpf, map::FLOAT_OWNER, &o.key(), &o.value());
-    let fs = BpffsMount::new();
-    let pinned = fs.dir.join("tunnel_in");
+    let fs = Bpffs::new("gw");
+    let pinned = fs.mount_point().join("tunnel_in");
     {
         let p: &mut SchedClassifier =
             bpf.program_mut(Template::TunnelIn.name()).expect("program").try_into().expect("classifier");

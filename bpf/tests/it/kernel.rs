@@ -21,68 +21,13 @@ use egret_bpf::elf::{ObjectWriter, verify_and_write};
 use egret_bpf::interp::{MapStore, RunInput, run};
 use egret_bpf::{MapDef, Program};
 
+use egret_testkit::netns::Bpffs;
 use egret_testkit::privileged as privileged_gate;
-use privileged_gate::privileged;
-
-fn skip_or_fail(test: &str, reason: &str) -> bool {
-    privileged_gate::gate(test, Some(reason.to_string()))
-}
+use privileged_gate::{privileged, skip_or_fail};
 
 fn unique(tag: &str) -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
     format!("egret-bpf-{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
-}
-
-/// A private bpffs mount on a fresh directory; unmounted and removed on drop.
-struct BpffsMount {
-    dir: PathBuf,
-    /// What a fresh bpffs already holds (`maps.debug`, `progs.debug` with bpf_preload).
-    baseline: Vec<String>,
-}
-
-impl BpffsMount {
-    fn new(tag: &str) -> BpffsMount {
-        let dir = std::env::temp_dir().join(unique(tag));
-        std::fs::create_dir(&dir).expect("create mount point");
-        let st = Command::new("mount").args(["-t", "bpf", "bpf"]).arg(&dir).status().expect("mount runs");
-        if !st.success() {
-            let _ = std::fs::remove_dir(&dir);
-            panic!("mount -t bpf failed: {st}");
-        }
-        let mut m = BpffsMount { dir, baseline: Vec::new() };
-        m.baseline = m.all_entries();
-        m
-    }
-
-    /// Entries created since the mount.
-    fn entries(&self) -> Vec<String> {
-        self.all_entries().into_iter().filter(|e| !self.baseline.contains(e)).collect()
-    }
-
-    fn all_entries(&self) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(&self.dir)
-            .map(|rd| rd.filter_map(Result::ok).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
-            .unwrap_or_default();
-        v.sort();
-        v
-    }
-}
-
-impl Drop for BpffsMount {
-    fn drop(&mut self) {
-        for e in self.entries() {
-            let _ = std::fs::remove_file(self.dir.join(e));
-        }
-        let _ = Command::new("umount").arg(&self.dir).status();
-        let _ = std::fs::remove_dir(&self.dir);
-    }
-}
-
-fn mounted(dir: &Path) -> bool {
-    std::fs::read_to_string("/proc/mounts")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.split_whitespace().nth(1) == Some(&*dir.to_string_lossy()))
 }
 
 /// A temporary object file, removed on drop.
@@ -234,8 +179,8 @@ fn bpftool_loads_and_pins_egret_objects() {
     let bytes =
         verify_and_write(&sample_programs(), &common::sample_maps(), "Dual MIT/GPL").expect("verifies and writes");
     let obj = TempObject::new(&bytes);
-    let fs = BpffsMount::new("bpftool");
-    let pins = fs.dir.join("progs");
+    let fs = Bpffs::new("bpftool");
+    let pins = fs.mount_point().join("progs");
     let out = Command::new(&bpftool).args(["prog", "loadall"]).arg(&obj.0).arg(&pins).output().expect("bpftool runs");
     assert!(out.status.success(), "bpftool prog loadall failed:\n{}", String::from_utf8_lossy(&out.stderr));
     let mut names: Vec<String> = std::fs::read_dir(&pins)
@@ -257,9 +202,9 @@ fn bpftool_loads_and_pins_egret_objects() {
         std::fs::remove_file(pins.join(n)).expect("unpin");
     }
     std::fs::remove_dir(&pins).expect("remove pin dir");
-    let dir = fs.dir.clone();
+    let dir = fs.mount_point().to_path_buf();
     drop(fs);
-    assert!(!mounted(&dir), "bpffs still mounted at {}", dir.display());
+    assert!(!egret_testkit::netns::mounted(&dir), "bpffs still mounted at {}", dir.display());
     assert!(!dir.exists(), "{} left behind", dir.display());
 }
 
@@ -279,8 +224,8 @@ fn objects_with_unfilled_holes_load_in_both_loaders() {
     let prog: &mut SchedClassifier = bpf.program_mut("tunnel").expect("program").try_into().expect("classifier");
     prog.load().expect("kernel accepts it");
     let obj = TempObject::new(&bytes);
-    let fs = BpffsMount::new("holes");
-    let pins = fs.dir.join("p");
+    let fs = Bpffs::new("holes");
+    let pins = fs.mount_point().join("p");
     let out = Command::new(&bpftool).args(["prog", "loadall"]).arg(&obj.0).arg(&pins).output().expect("bpftool runs");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     std::fs::remove_file(pins.join("tunnel")).expect("unpin");

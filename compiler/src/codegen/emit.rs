@@ -55,8 +55,10 @@ use crate::plan::{ClassId, Plan};
 use egret_bpf::helpers::id as helper;
 use egret_bpf::insn::{AluOp, EndBits, Instruction as I, JmpCond, Operand, Reg, Size, Width};
 use egret_bpf::layout::{
-    self, CSUM_SIZE2, ETH_HLEN, ETH_P_8021Q_LE, ETH_P_IP_LE, ETH_P_IPV6_LE, Field, GL_F_DOWN, IPPROTO_TCP, TUNNEL_TTL,
-    VERDICT_REASON_MASK, VERDICT_SLOT_SHIFT, VLAN_HLEN, action_record, choice, choice_target, counter, tunnel_key,
+    self, CSUM_SIZE2, ETH_HLEN, ETH_P_8021Q_LE, ETH_P_IP_LE, ETH_P_IPV6_LE, ETH_PROTO, Field, GL_F_DOWN, IP_FRAG,
+    IP_PROTO, IP6_NEXTHDR, IPPROTO_TCP, IPV4_HLEN, IPV6_HLEN, TCP_DOFF_OFF, TCP_FLAGS_OFF, TCP_HLEN, TH_SYN,
+    TUNNEL_TTL, VERDICT_REASON_MASK, VERDICT_SLOT_SHIFT, VLAN_HLEN, action_record, choice, choice_target, counter,
+    tunnel_key,
 };
 use egret_bpf::skb::off as skb;
 use egret_bpf::{Label, Program, ProgramBuilder};
@@ -804,12 +806,12 @@ impl Emitter<'_> {
         self.emit(I::mov64_reg(Reg::R4, data));
         self.emit(I::alu64_imm(AluOp::Add, Reg::R4, ETH_HLEN));
         self.b.jmp_reg(JmpCond::Gt, Reg::R4, end, done);
-        self.emit(I::load(Size::H, Reg::R5, data, 12));
+        self.emit(I::load(Size::H, Reg::R5, data, ETH_PROTO as i16));
         self.b.jmp32_imm(JmpCond::Ne, Reg::R5, ETH_P_8021Q_LE, untagged);
         self.emit(I::mov64_reg(Reg::R4, data));
         self.emit(I::alu64_imm(AluOp::Add, Reg::R4, ETH_HLEN + VLAN_HLEN));
         self.b.jmp_reg(JmpCond::Gt, Reg::R4, end, done);
-        self.emit(I::load(Size::H, Reg::R5, data, 16));
+        self.emit(I::load(Size::H, Reg::R5, data, (ETH_PROTO + VLAN_HLEN) as i16));
         let at_tag = [self.b.new_label("mss_v4_vlan"), self.b.new_label("mss_v6_vlan")];
         self.b.jmp32_imm(JmpCond::Eq, Reg::R5, ETH_P_IP_LE, at_tag[0]);
         self.b.jmp32_imm(JmpCond::Eq, Reg::R5, ETH_P_IPV6_LE, at_tag[1]);
@@ -823,11 +825,11 @@ impl Emitter<'_> {
             // IPv4: protocol TCP, fragment offset 0, IHL >= 5 -> r8 = TCP header offset
             self.b.bind(v4);
             self.emit(I::mov64_reg(Reg::R4, data));
-            self.emit(I::alu64_imm(AluOp::Add, Reg::R4, l3 + 20));
+            self.emit(I::alu64_imm(AluOp::Add, Reg::R4, l3 + IPV4_HLEN));
             self.b.jmp_reg(JmpCond::Gt, Reg::R4, end, done);
-            self.emit(I::load(Size::B, Reg::R1, data, (l3 + 9) as i16));
+            self.emit(I::load(Size::B, Reg::R1, data, (l3 + IP_PROTO - ETH_HLEN) as i16));
             self.b.jmp32_imm(JmpCond::Ne, Reg::R1, IPPROTO_TCP, done);
-            let at = self.emit(I::load(Size::H, Reg::R1, data, (l3 + 6) as i16));
+            let at = self.emit(I::load(Size::H, Reg::R1, data, (l3 + IP_FRAG - ETH_HLEN) as i16));
             self.note(at, "fragment offset (13 bits, read little endian): first fragments only".into());
             self.emit(I::alu32_imm(AluOp::And, Reg::R1, 0xff1f));
             self.b.jmp32_imm(JmpCond::Ne, Reg::R1, 0, done);
@@ -842,11 +844,11 @@ impl Emitter<'_> {
             // IPv6: next header TCP (no extension headers) -> r8 = TCP header offset
             self.b.bind(v6);
             self.emit(I::mov64_reg(Reg::R4, data));
-            self.emit(I::alu64_imm(AluOp::Add, Reg::R4, l3 + 40));
+            self.emit(I::alu64_imm(AluOp::Add, Reg::R4, l3 + IPV6_HLEN));
             self.b.jmp_reg(JmpCond::Gt, Reg::R4, end, done);
-            self.emit(I::load(Size::B, Reg::R1, data, (l3 + 6) as i16));
+            self.emit(I::load(Size::B, Reg::R1, data, (l3 + IP6_NEXTHDR - ETH_HLEN) as i16));
             self.b.jmp32_imm(JmpCond::Ne, Reg::R1, IPPROTO_TCP, done);
-            self.emit(I::mov64_imm(Reg::R8, l3 + 40));
+            self.emit(I::mov64_imm(Reg::R8, l3 + IPV6_HLEN));
             let at = self.b.mov32_hole(Reg::R0, HOLE_MSS_V6);
             self.note(at, "the IPv6 MSS clamp, filled by the loader".into());
             self.b.ja(tcp);
@@ -858,22 +860,22 @@ impl Emitter<'_> {
         self.emit(I::mov64_reg(opt, data));
         self.emit(I::alu64_reg(AluOp::Add, opt, Reg::R8));
         self.emit(I::mov64_reg(Reg::R1, opt));
-        self.emit(I::alu64_imm(AluOp::Add, Reg::R1, 20));
+        self.emit(I::alu64_imm(AluOp::Add, Reg::R1, TCP_HLEN));
         let at = self.b.jmp_reg(JmpCond::Gt, Reg::R1, end, done);
         self.note(at, "bounds check: the TCP header".into());
-        let at = self.emit(I::load(Size::B, Reg::R1, opt, 13));
+        let at = self.emit(I::load(Size::B, Reg::R1, opt, TCP_FLAGS_OFF as i16));
         self.note(at, "TCP flags: SYN (with or without ACK)".into());
-        self.emit(I::alu32_imm(AluOp::And, Reg::R1, 0x02));
+        self.emit(I::alu32_imm(AluOp::And, Reg::R1, TH_SYN));
         self.b.jmp32_imm(JmpCond::Eq, Reg::R1, 0, done);
         self.emit(I::store_reg(Size::W, Reg::R10, Reg::R0, MSS_CLAMP_FP));
-        self.emit(I::load(Size::B, opt_end, opt, 12));
+        self.emit(I::load(Size::B, opt_end, opt, TCP_DOFF_OFF as i16));
         self.emit(I::alu32_imm(AluOp::Rsh, opt_end, 4));
         self.emit(I::alu32_imm(AluOp::Lsh, opt_end, 2));
-        self.b.jmp32_imm(JmpCond::Le, opt_end, 20, done);
+        self.b.jmp32_imm(JmpCond::Le, opt_end, TCP_HLEN, done);
         let at = self.emit(I::alu64_reg(AluOp::Add, opt_end, Reg::R8));
         self.note(at, "r0 = frame offset of the end of the TCP options".into());
         self.emit(I::mov64_reg(p, Reg::R8));
-        self.emit(I::alu64_imm(AluOp::Add, p, 20));
+        self.emit(I::alu64_imm(AluOp::Add, p, TCP_HLEN));
         // at most OPTION_STEPS options, unrolled: NOP advances 1, EOL ends, others by their length
         for step in 0..OPTION_STEPS {
             let next = self.label("mss_step");

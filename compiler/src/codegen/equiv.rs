@@ -260,6 +260,7 @@ pub fn hole_values(holes: &[artifact::HoleSpec], tunnel_ifindex: i64) -> BTreeMa
             artifact::HoleSource::Ifindex { .. } => Some((h.name.clone(), tunnel_ifindex)),
             artifact::HoleSource::Constant { value } => Some((h.name.clone(), *value as i64)),
             artifact::HoleSource::SlotIpv4 { .. } | artifact::HoleSource::SlotIpv6 { .. } => None,
+            artifact::HoleSource::UnderlayMss { default, .. } => Some((h.name.clone(), i64::from(*default))),
         })
         .collect()
 }

@@ -4,12 +4,13 @@
 //! it redirects into `egret0` to at most the clamp of the packet's family.
 //! Outer packets may still fragment; `BPF_F_DONT_FRAGMENT` is never set.
 //!
-//! The clamp is a codegen option ([`super::Options::mss_clamp`], default
-//! [`MssClamp::DEFAULT`]: 1500 − 50 − 20 − 20 = 1410 for IPv4, 1390 for
-//! IPv6) carried as two holes, `%mss_v4` and `%mss_v6`, whose values the
-//! manifest records as `Constant` sources ([`hole_specs`]). The program is
-//! the same for every underlay MTU; the loader patches the values, and
-//! `egret verify` checks the code against the values the manifest records.
+//! The clamp is carried as two holes, `%mss_v4` and `%mss_v6`, with the
+//! source `UnderlayMss` ([`hole_specs`]): the loader fills them from the
+//! node's underlay MTU (`egret_bpf::layout::tunnel_mss`), or with the value
+//! compiled in ([`super::Options::mss_clamp`], default [`MssClamp::DEFAULT`]:
+//! 1500 − 50 − 20 − 20 = 1410 for IPv4, 1390 for IPv6) where it is not told
+//! one. The program is the same for every underlay MTU; `egret verify` and the
+//! equivalence check use the compiled-in value.
 //!
 //! What the emitted code does (after the verdict is redirect, before the
 //! tunnel key): Ethernet, one optional 802.1Q tag; IPv4 with protocol TCP,
@@ -53,7 +54,7 @@ pub const HOLE_MSS_V6: &str = "mss_v6";
 /// TCP options (NOPs included) examined from the start of the options.
 pub const OPTION_STEPS: usize = 4;
 /// Bytes the VXLAN tunnel adds (outer IPv4 20, UDP 8, VXLAN 8, inner Ethernet 14).
-pub const TUNNEL_OVERHEAD: u16 = 50;
+pub const TUNNEL_OVERHEAD: u16 = egret_bpf::layout::TUNNEL_OVERHEAD as u16;
 
 /// The largest MSS a redirected SYN may announce, per inner family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -69,13 +70,13 @@ impl MssClamp {
         None => MssClamp { v4: 1410, v6: 1390 },
     };
 
-    /// The clamp for an underlay MTU: MTU − 50 (tunnel) − IP header − 20
-    /// (TCP). `None` when that leaves nothing (MTU below 111).
+    /// The clamp for an underlay MTU ([`egret_bpf::layout::tunnel_mss`]: MTU −
+    /// 50 (tunnel) − IP header − 20 (TCP)). `None` when that leaves nothing
+    /// (MTU below 111).
     #[must_use]
     pub const fn for_underlay_mtu(mtu: u16) -> Option<MssClamp> {
-        let Some(inner) = mtu.checked_sub(TUNNEL_OVERHEAD) else { return None };
-        match (inner.checked_sub(40), inner.checked_sub(60)) {
-            (Some(v4), Some(v6)) if v6 > 0 => Some(MssClamp { v4, v6 }),
+        match (egret_bpf::layout::tunnel_mss(mtu, false), egret_bpf::layout::tunnel_mss(mtu, true)) {
+            (Some(v4), Some(v6)) => Some(MssClamp { v4, v6 }),
             _ => None,
         }
     }
@@ -103,8 +104,8 @@ impl std::fmt::Display for MssClamp {
 #[must_use]
 pub fn hole_specs(clamp: MssClamp) -> Vec<HoleSpec> {
     vec![
-        HoleSpec { name: HOLE_MSS_V4.into(), source: HoleSource::Constant { value: u64::from(clamp.v4) } },
-        HoleSpec { name: HOLE_MSS_V6.into(), source: HoleSource::Constant { value: u64::from(clamp.v6) } },
+        HoleSpec { name: HOLE_MSS_V4.into(), source: HoleSource::UnderlayMss { ipv6: false, default: clamp.v4 } },
+        HoleSpec { name: HOLE_MSS_V6.into(), source: HoleSource::UnderlayMss { ipv6: true, default: clamp.v6 } },
     ]
 }
 
@@ -114,6 +115,7 @@ pub fn hole_specs(clamp: MssClamp) -> Vec<HoleSpec> {
 pub fn from_holes(holes: &[HoleSpec]) -> Option<Result<MssClamp, String>> {
     let find = |name: &str| holes.iter().find(|h| h.name == name).map(|h| &h.source);
     let value = |name: &str| match find(name) {
+        Some(HoleSource::UnderlayMss { default, .. }) => Ok(*default),
         Some(HoleSource::Constant { value }) if *value <= u64::from(u16::MAX) => Ok(*value as u16),
         other => Err(format!("hole %{name} is {other:?}, expected a 16-bit constant")),
     };
@@ -122,6 +124,11 @@ pub fn from_holes(holes: &[HoleSpec]) -> Option<Result<MssClamp, String>> {
         _ => Some(value(HOLE_MSS_V4).and_then(|v4| Ok(MssClamp { v4, v6: value(HOLE_MSS_V6)? }))),
     }
 }
+
+// The rule below reads the headers with literal offsets on purpose: it is the
+// equivalence checker's oracle, written independently of the emitter (which
+// takes its offsets from `egret_bpf::layout`), so one wrong constant cannot make
+// both agree.
 
 /// Where a frame's TCP header is, when the classifier's clamp looks at it:
 /// (offset of the TCP header, source address).

@@ -1,5 +1,5 @@
-//! `egret-agent --snapshot DIR --node NAME [--bpffs ROOT] [--tunnel-port N] [--netns NAME] [--metrics ADDR] [--once]`
-//! `egret-agent --kube --node NAME [--bpffs ROOT] [--tunnel-port N] [--netns NAME] [--metrics ADDR] [--debounce QUIET_MS,MAX_MS]`
+//! `egret-agent --snapshot DIR --node NAME [--bpffs ROOT] [--tunnel-port N] [--underlay-mtu N] [--netns NAME] [--metrics ADDR] [--once]`
+//! `egret-agent --kube --node NAME [--bpffs ROOT] [--tunnel-port N] [--underlay-mtu N] [--netns NAME] [--metrics ADDR] [--debounce QUIET_MS,MAX_MS]`
 //!
 //! Compiles the node from the snapshot directory, applies it, attaches the
 //! node's pods, and (without `--once`) re-applies whenever the directory's
@@ -17,6 +17,9 @@
 //! enters `/run/netns/NAME` with `setns` first (`ip netns exec` would hide
 //! bpffs). `--metrics ADDR` serves `/metrics`, `/healthz` and `/readyz`
 //! (`egret_runtime::metrics`). One line per sync on stdout; errors on stderr.
+//! `--underlay-mtu N` is the MTU between nodes, for the MSS clamp of TCP SYNs
+//! egret redirects into its tunnel (N − 90 for IPv4, N − 110 for IPv6); without
+//! it, the MTU of the default route's interface.
 //!
 //! The node probes the gateways its failover choices name
 //! (`egret_runtime::ha`): every `--probe-interval` (100 ms) over the
@@ -44,8 +47,8 @@ use egret_loader::ApplyReport;
 use egret_loader::tunnel::TunnelConfig;
 use egret_runtime::{Agent, AgentConfig, AgentError, Synced, kube_agent};
 
-const USAGE: &str = "usage: egret-agent --snapshot DIR --node NAME [--bpffs ROOT] [--tunnel-port N] [--netns NAME] [--metrics ADDR] [PROBES] [--once]
-       egret-agent --kube --node NAME [--bpffs ROOT] [--tunnel-port N] [--netns NAME] [--metrics ADDR] [PROBES] [--debounce QUIET_MS,MAX_MS] [FLOATING]
+const USAGE: &str = "usage: egret-agent --snapshot DIR --node NAME [--bpffs ROOT] [--tunnel-port N] [--underlay-mtu N] [--netns NAME] [--metrics ADDR] [PROBES] [--once]
+       egret-agent --kube --node NAME [--bpffs ROOT] [--tunnel-port N] [--underlay-mtu N] [--netns NAME] [--metrics ADDR] [PROBES] [--debounce QUIET_MS,MAX_MS] [FLOATING]
          (--kube: the API server from KUBECONFIG, ~/.kube/config or the in-cluster environment;
           --debounce: compile QUIET_MS after the latest change, MAX_MS after the first at most, default 100,300;
           PROBES: [--probe-interval MS] [--probe-misses N] [--probe-hold-down MS] | --no-probes
@@ -82,6 +85,7 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
     let (mut snapshot, mut node, mut netns, mut metrics, mut once, mut kube) = (None, None, None, None, false, false);
     let mut bpffs = PathBuf::from(egret_loader::pins::DEFAULT_ROOT);
     let mut tunnel = TunnelConfig::default();
+    let mut underlay_mtu = None;
     let mut watch = WatchConfig::default();
     let mut debounced = false;
     let mut probes = egret_runtime::ha::liveness::Config::default();
@@ -102,6 +106,13 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
             "--bpffs" => bpffs = PathBuf::from(value()?),
             "--netns" => netns = Some(value()?),
             "--tunnel-port" => tunnel.dstport = value()?.parse().map_err(|e| format!("--tunnel-port: {e}"))?,
+            "--underlay-mtu" => {
+                let mtu: u16 = value()?.parse().map_err(|e| format!("--underlay-mtu: {e}"))?;
+                if egret_bpf::layout::tunnel_mss(mtu, true).is_none() {
+                    return Err(format!("--underlay-mtu {mtu}: too small for the tunnel (at least 111)"));
+                }
+                underlay_mtu = Some(mtu);
+            }
             "--metrics" => metrics = Some(value()?.parse().map_err(|e| format!("--metrics: {e}"))?),
             "--once" => once = true,
             "--probe-interval" => probes.interval = millis("--probe-interval", value()?)?,
@@ -140,7 +151,7 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
     let node = node.ok_or("--node is required")?;
     let probes = (!no_probes).then_some(probes);
     Ok(Args {
-        config: AgentConfig { snapshot, node, bpffs_root: bpffs, tunnel, probes, floating },
+        config: AgentConfig { snapshot, node, bpffs_root: bpffs, tunnel, probes, floating, underlay_mtu },
         netns,
         metrics,
         once,
@@ -311,5 +322,13 @@ mod tests {
             assert!(args(bad).is_err_and(|e| e.contains("QUIET_MS,MAX_MS")), "{bad}");
         }
         assert!(args("--snapshot d --node n --debounce 1,2").is_err_and(|e| e.contains("needs --kube")));
+    }
+
+    #[test]
+    fn underlay_mtu_is_optional_and_must_leave_room_for_the_tunnel() {
+        assert_eq!(args("--kube --node n").expect("parses").config.underlay_mtu, None, "then: the default route's");
+        assert_eq!(args("--kube --node n --underlay-mtu 9000").expect("parses").config.underlay_mtu, Some(9000));
+        assert!(args("--kube --node n --underlay-mtu 110").is_err_and(|e| e.contains("too small")));
+        assert!(args("--kube --node n --underlay-mtu x").is_err_and(|e| e.contains("--underlay-mtu")));
     }
 }
