@@ -12,6 +12,7 @@ use egret_testkit::apiserver;
 mod dual_stack;
 mod floating;
 mod kube;
+mod pmtud;
 use egret_testkit::kubecluster;
 
 use egret_testkit::privileged as privileged_gate;
@@ -372,6 +373,31 @@ fn a_node_cannot_tunnel_another_nodes_pod_through_the_gateway() {
         assert_eq!(stat(c, Stat::SpoofedSource), spoofed + 1, "exactly the spoofed datagram dropped");
         assert_eq!(stat(c, Stat::Snat), snat + 1, "exactly the genuine datagram translated");
     });
+}
+
+#[test]
+fn the_mss_clamp_follows_the_nodes_own_underlay_mtu() {
+    if !privileged("the_mss_clamp_follows_the_nodes_own_underlay_mtu") {
+        return;
+    }
+    // worker-1's underlay is 1400 bytes (its default route's interface, which
+    // its agent reads at start); worker-2 keeps 1500 and no default route
+    let mut c = MiniCluster::prepare("e2emtu").expect("the mini-cluster's network");
+    let leftovers = Leftovers::of(&c);
+    let w1 = c.node_ns("worker-1");
+    egret_testkit::netns::ip_in(&w1, &["link", "set", "eth0", "mtu", "1400"]);
+    egret_testkit::netns::ip_in(&w1, &["route", "add", "default", "via", "192.0.2.1", "dev", "eth0"]);
+    c.start_agents(Path::new(AGENT), minicluster::Source::Snapshot).expect("agents start");
+    for pod in ["egress-1", "egress-2"] {
+        c.set_pod_mtu(pod, 1500).expect("pod MTU");
+    }
+    let on_w1 = c.tcp_request("egress-1", SERVER).expect("through the gateway from worker-1");
+    assert_eq!(on_w1.ip, EGRESS_IP);
+    assert_eq!(c.syn_mss(on_w1), Some(Some(1310)), "1400 - 50 (tunnel) - 40: worker-1's own underlay");
+    let on_w2 = c.tcp_request("egress-2", SERVER).expect("through the gateway from worker-2");
+    assert_eq!(c.syn_mss(on_w2), Some(Some(1410)), "no underlay MTU found: the compiled-in 1500");
+    drop(c);
+    leftovers.assert_gone();
 }
 
 #[test]
