@@ -440,13 +440,18 @@ fn local_pods_egress_and_get_replies_on_their_veth() {
     assert_eq!(gw.stat(Stat::NoLocalEndpoint).0, 1);
 }
 
-#[test]
-fn a_source_node_delivers_tunnelled_replies_to_its_pod() {
-    let programs = programs();
+/// A source node: the programs and its maps ([`source_node_entries`]).
+fn source_node() -> (std::collections::BTreeMap<Template, egret_bpf::Program>, egret_bpf::interp::MapStore) {
     let mut maps = egret_bpf::interp::MapStore::new(&egret_bpf::templates::maps());
     for (m, k, v) in source_node_entries() {
         maps.update(m, &k, &v, 0).expect("fill");
     }
+    (programs(), maps)
+}
+
+#[test]
+fn a_source_node_delivers_tunnelled_replies_to_its_pod() {
+    let (programs, mut maps) = source_node();
     let reply = Pkt {
         src: SERVER.into(),
         dst: POD_A.into(),
@@ -973,18 +978,14 @@ fn ipv6_local_pods_egress_and_get_replies_on_their_veth() {
     let back = parse(&out.packet);
     assert_eq!((back.dst, back.dport, back.ttl, back.l4_csum_ok), (IpAddr::from(POD_LOCAL6), 40000, 49, Some(true)));
     assert_eq!(gw.stat(Stat::ReplyLocal).0, 1);
-    // a remote pod's IPv6 from a local veth is spoofed; so is another slot
+    // a remote pod's IPv6 from a local veth is spoofed
     assert_eq!(gw.local(&Pkt::tcp(POD_A6, 1, SERVER6, 443, SYN).frame(), SLOT).r0, SHOT);
     assert_eq!(gw.stat(Stat::SpoofedSource).0, 1);
 }
 
 #[test]
 fn a_source_node_delivers_tunnelled_ipv6_replies_to_its_pod() {
-    let programs = programs();
-    let mut maps = egret_bpf::interp::MapStore::new(&egret_bpf::templates::maps());
-    for (m, k, v) in source_node_entries() {
-        maps.update(m, &k, &v, 0).expect("fill");
-    }
+    let (programs, mut maps) = source_node();
     let reply = Pkt::tcp(SERVER6, 443, POD_A6, 40000, SYN | ACK);
     let mut input = RunInput::for_frame(&reply.frame());
     input.tunnel = Some(tunnel_key(SLOT, Ipv4Addr::new(192, 0, 2, 1)));
