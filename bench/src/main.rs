@@ -119,6 +119,9 @@ enum Command {
         /// Upper bound on packets per trial.
         #[arg(long, default_value_t = 5_000_000)]
         max_packets: u64,
+        /// v4 or v6: the pod's, the server's and the egress addresses' family (the underlay is IPv4).
+        #[arg(long, default_value = "v4")]
+        family: String,
         #[arg(long)]
         json: Option<std::path::PathBuf>,
     },
@@ -217,20 +220,25 @@ fn gateway(opts: &egret_bench::gateway::Options, json: Option<&std::path::Path>)
     json.map_or(Ok(()), |path| write_json(path, &rows))
 }
 
+/// `--family v4|v6`.
+fn parse_family(name: &str) -> Option<egret_lang::net::Family> {
+    match name {
+        "v4" => Some(egret_lang::net::Family::V4),
+        "v6" => Some(egret_lang::net::Family::V6),
+        other => {
+            eprintln!("error: unknown family `{other}` (v4, v6)");
+            None
+        }
+    }
+}
+
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Lint { policies, json } => tables(Ok(egret_bench::lint::run(policies)), json.as_deref()),
         Command::Compile { runs, json } => tables(egret_bench::compile::run(runs), json.as_deref()),
         Command::Codegen { runs, json } => tables(egret_bench::codegen::run(runs), json.as_deref()),
         Command::Layouts { family, trials, repeat, json } => {
-            let family = match family.as_str() {
-                "v4" => egret_lang::net::Family::V4,
-                "v6" => egret_lang::net::Family::V6,
-                other => {
-                    eprintln!("error: unknown family `{other}` (v4, v6)");
-                    return ExitCode::from(2);
-                }
-            };
+            let Some(family) = parse_family(&family) else { return ExitCode::from(2) };
             tables(egret_bench::layouts::run(family, trials, repeat), json.as_deref())
         }
         Command::Swap { swaps, json } => tables(egret_bench::swap::run(swaps), json.as_deref()),
@@ -263,7 +271,8 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Gateway { agent, flows, payload, seconds, trials, max_packets, json } => {
+        Command::Gateway { agent, flows, payload, seconds, trials, max_packets, family: f, json } => {
+            let Some(family) = parse_family(&f) else { return ExitCode::from(2) };
             let agent =
                 agent.unwrap_or_else(|| std::env::current_exe().unwrap_or_default().with_file_name("egret-agent"));
             let opts = egret_bench::gateway::Options {
@@ -273,6 +282,7 @@ fn main() -> ExitCode {
                 duration: std::time::Duration::from_secs_f64(seconds),
                 max_packets,
                 trials,
+                family,
             };
             match gateway(&opts, json.as_deref()) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -1222,11 +1222,35 @@ impl MiniCluster {
         duration: Duration,
         max_packets: u64,
     ) -> Result<Flood, ClusterError> {
+        let to = SocketAddr::V4(SocketAddrV4::new(SERVER, SINK_PORT));
+        self.udp_flood_to(pod_name, to, flows, payload, duration, max_packets)
+    }
+
+    /// [`MiniCluster::udp_flood`] to any address behind the server's `eth1`
+    /// (an IPv6 one too: the frames counted are those arriving at `eth1`;
+    /// [`Flood::delivered`] counts the server's IPv4 sink only).
+    ///
+    /// # Errors
+    /// Socket failures.
+    pub fn udp_flood_to(
+        &self,
+        pod_name: &str,
+        to: SocketAddr,
+        flows: usize,
+        payload: usize,
+        duration: Duration,
+        max_packets: u64,
+    ) -> Result<Flood, ClusterError> {
         let sockets = in_netns(&self.ns(pod(pod_name).name), move || {
             (0..flows.max(1))
                 .map(|_| {
-                    let s = UdpSocket::bind(("0.0.0.0", 0)).map_err(io("UDP socket"))?;
-                    s.connect((SERVER, SINK_PORT)).map_err(io("UDP connect"))?;
+                    let any = if to.is_ipv6() {
+                        SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0))
+                    } else {
+                        SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))
+                    };
+                    let s = UdpSocket::bind(any).map_err(io("UDP socket"))?;
+                    s.connect(to).map_err(io("UDP connect"))?;
                     Ok(s)
                 })
                 .collect::<Result<Vec<_>, ClusterError>>()

@@ -3,3 +3,4 @@
 
 mod cilium_dp;
 mod footprint;
+mod gateway;
