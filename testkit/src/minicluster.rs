@@ -559,24 +559,30 @@ impl Server {
         };
         let raw_tcp = in_netns(ns, || raw_socket(rustix::net::ipproto::TCP, Duration::from_millis(50)))?;
         let syns = Arc::new(Mutex::new(Vec::new()));
-        let sink_socket = in_netns(ns, || {
-            let s = UdpSocket::bind((SERVER, SINK_PORT)).map_err(io("binding the UDP sink"))?;
-            s.set_read_timeout(Some(Duration::from_millis(50))).map_err(io("UDP sink"))?;
-            // room for bursts, so the sink's socket is not what limits a flood
-            let _ = rustix::net::sockopt::set_socket_recv_buffer_size(&s, 8 << 20);
-            Ok(s)
-        })?;
+        let mut sink_addresses: Vec<IpAddr> = vec![SERVER.into()];
+        if stack == Stack::Dual {
+            sink_addresses.push(SERVER6.into());
+        }
         let sink = Arc::new(AtomicU64::new(0));
         let mut threads = Vec::new();
-        let (s, count) = (stop.clone(), sink.clone());
-        threads.push(std::thread::spawn(move || {
-            let mut buf = [0u8; 2048];
-            while !s.load(Ordering::Relaxed) {
-                if sink_socket.recv(&mut buf).is_ok() {
-                    count.fetch_add(1, Ordering::Relaxed);
+        for addr in sink_addresses {
+            let sink_socket = in_netns(ns, move || {
+                let s = UdpSocket::bind((addr, SINK_PORT)).map_err(io(format!("binding the UDP sink on {addr}")))?;
+                s.set_read_timeout(Some(Duration::from_millis(50))).map_err(io("UDP sink"))?;
+                // room for bursts, so the sink's socket is not what limits a flood
+                let _ = rustix::net::sockopt::set_socket_recv_buffer_size(&s, 8 << 20);
+                Ok(s)
+            })?;
+            let (s, count) = (stop.clone(), sink.clone());
+            threads.push(std::thread::spawn(move || {
+                let mut buf = [0u8; 2048];
+                while !s.load(Ordering::Relaxed) {
+                    if sink_socket.recv(&mut buf).is_ok() {
+                        count.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
-            }
-        }));
+            }));
+        }
         for l in tcp {
             let s = stop.clone();
             threads.push(std::thread::spawn(move || tcp_server(&l, &s)));
@@ -975,7 +981,9 @@ pub enum Datapath<'a> {
     /// 4800) or directly over the underlay (`tunnel: false`); the gateway
     /// forwards it and netfilter rewrites the source to [`EGRESS_IP`]
     /// (`snat`, the static form of MASQUERADE, with conntrack) — a classic
-    /// NAT gateway.
+    /// NAT gateway. On [`Stack::Dual`] the same for IPv6 (over the same
+    /// IPv4 tunnel, or routed over the underlay's IPv6), `ip6` `snat` to
+    /// [`EGRESS_IP6`].
     KernelNat {
         /// Tunnel to the gateway as egret does.
         tunnel: bool,
@@ -998,7 +1006,15 @@ impl MiniCluster {
     /// # Errors
     /// Any set-up step; everything created so far is removed.
     pub fn start_with(tag: &str, datapath: Datapath<'_>) -> Result<MiniCluster, ClusterError> {
-        let mut c = MiniCluster::prepare(tag)?;
+        MiniCluster::start_with_stack(tag, Stack::V4, datapath)
+    }
+
+    /// [`MiniCluster::start_with`] on a [`Stack`].
+    ///
+    /// # Errors
+    /// Any set-up step; everything created so far is removed.
+    pub fn start_with_stack(tag: &str, stack: Stack, datapath: Datapath<'_>) -> Result<MiniCluster, ClusterError> {
+        let mut c = MiniCluster::prepare_with(tag, stack)?;
         match datapath {
             Datapath::Egret(agent) => c.start_agents(agent, Source::Snapshot)?,
             Datapath::KernelNat { tunnel } => c.kernel_nat(tunnel)?,
@@ -1138,19 +1154,23 @@ impl MiniCluster {
 
     /// The [`Datapath::KernelNat`] configuration on top of the common topology.
     fn kernel_nat(&self, tunnel: bool) -> Result<(), ClusterError> {
+        let dual = self.stack == Stack::Dual;
         let gw_node = NODES.iter().find(|n| n.gateway).copied().unwrap_or(NODES[2]);
         let gw_ns = self.ns(gw_node.short);
         for (i, node) in NODES.iter().filter(|n| !n.gateway).enumerate() {
             let ns = self.ns(node.short);
-            // the next hop towards the gateway, and the gateway's towards this worker
+            // the next hop towards the gateway, and the gateway's towards
+            // this worker: (IPv4, IPv6, device)
             let (via, back) = if tunnel {
                 let id = (i + 1).to_string();
                 let (local, remote) = (format!("10.99.{id}.1"), format!("10.99.{id}.2"));
+                let (local6, remote6) = (format!("2001:db8:99:{id}::1"), format!("2001:db8:99:{id}::2"));
                 let dev = format!("vx{id}");
                 // worker end: remote = the gateway; gateway end: remote = the worker
-                for (ns, dev, addr, peer) in
-                    [(&ns, "vx0", &local, gw_node.address), (&gw_ns, dev.as_str(), &remote, node.address)]
-                {
+                for (ns, dev, addr, addr6, peer) in [
+                    (&ns, "vx0", &local, &local6, gw_node.address),
+                    (&gw_ns, dev.as_str(), &remote, &remote6, node.address),
+                ] {
                     let peer = peer.to_string();
                     ip_in(
                         ns,
@@ -1160,14 +1180,24 @@ impl MiniCluster {
                         ],
                     )?;
                     ip_in(ns, &["addr", "add", &format!("{addr}/30"), "dev", dev])?;
+                    if dual {
+                        ip_in(ns, &["-6", "addr", "add", &format!("{addr6}/64"), "dev", dev, "nodad"])?;
+                    }
                     ip_in(ns, &["link", "set", dev, "up"])?;
                 }
-                ((remote, "vx0".to_owned()), (local, dev))
+                ((remote, remote6, "vx0".to_owned()), (local, local6, dev))
             } else {
-                ((gw_node.address.to_string(), "eth0".to_owned()), (node.address.to_string(), "eth0".to_owned()))
+                (
+                    (gw_node.address.to_string(), gw_node.address6.to_string(), "eth0".to_owned()),
+                    (node.address.to_string(), node.address6.to_string(), "eth0".to_owned()),
+                )
             };
-            ip_in(&ns, &["route", "add", "203.0.113.0/25", "via", &via.0, "dev", &via.1, "table", "100"])?;
-            ip_in(&gw_ns, &["route", "add", node.pod_cidr, "via", &back.0, "dev", &back.1])?;
+            ip_in(&ns, &["route", "add", "203.0.113.0/25", "via", &via.0, "dev", &via.2, "table", "100"])?;
+            ip_in(&gw_ns, &["route", "add", node.pod_cidr, "via", &back.0, "dev", &back.2])?;
+            if dual {
+                ip_in(&ns, &["-6", "route", "add", SERVICE_RANGE6, "via", &via.1, "dev", &via.2, "table", "100"])?;
+                ip_in(&gw_ns, &["-6", "route", "add", node.pod_cidr6, "via", &back.1, "dev", &back.2])?;
+            }
             for p in PODS.iter().filter(|p| p.node == node.name && p.egress) {
                 let from = p.ip.to_string();
                 ip_in(&ns, &["rule", "add", "from", &from, "lookup", "100", "priority", "100"])?;
@@ -1177,6 +1207,26 @@ impl MiniCluster {
                     &["insert", "rule", "ip", "egret_minicluster", "postrouting", "ip", "saddr", &from, "accept"],
                     None,
                 )?;
+                if dual {
+                    let from = p.ip6.to_string();
+                    ip_in(&ns, &["-6", "rule", "add", "from", &from, "lookup", "100", "priority", "100"])?;
+                    exec_in(
+                        &ns,
+                        "nft",
+                        &[
+                            "insert",
+                            "rule",
+                            "ip6",
+                            "egret_minicluster6",
+                            "postrouting",
+                            "ip6",
+                            "saddr",
+                            &from,
+                            "accept",
+                        ],
+                        None,
+                    )?;
+                }
             }
         }
         let ns = gw_ns;
@@ -1185,6 +1235,13 @@ impl MiniCluster {
             "table ip egret_kernel_nat {{\n  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n    ip saddr 10.244.0.0/16 oifname \"eth1\" snat to {EGRESS_IP}\n  }}\n}}\n"
         );
         exec_in(&ns, "nft", &["-f", "-"], Some(&nat))?;
+        if dual {
+            exec_in(&ns, "sysctl", &["-qw", "net.ipv6.conf.all.forwarding=1"], None)?;
+            let nat6 = format!(
+                "table ip6 egret_kernel_nat6 {{\n  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n    ip6 saddr {POD_RANGE6} oifname \"eth1\" snat to {EGRESS_IP6}\n  }}\n}}\n"
+            );
+            exec_in(&ns, "nft", &["-f", "-"], Some(&nat6))?;
+        }
         Ok(())
     }
 
@@ -1227,8 +1284,7 @@ impl MiniCluster {
     }
 
     /// [`MiniCluster::udp_flood`] to any address behind the server's `eth1`
-    /// (an IPv6 one too: the frames counted are those arriving at `eth1`;
-    /// [`Flood::delivered`] counts the server's IPv4 sink only).
+    /// ([`SERVER6`]:[`SINK_PORT`] is the sink's IPv6 address, [`Stack::Dual`]).
     ///
     /// # Errors
     /// Socket failures.
@@ -1245,7 +1301,7 @@ impl MiniCluster {
             (0..flows.max(1))
                 .map(|_| {
                     let any = if to.is_ipv6() {
-                        SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0))
+                        SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0))
                     } else {
                         SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))
                     };

@@ -1,9 +1,11 @@
-//! `egret-bench gateway --family v6`, short: the three IPv6 datapaths carry
-//! the pod's datagrams to the server from the IPv6 egress IP (the benchmark
-//! itself refuses to report otherwise), frames arrive, and nothing of the
-//! clusters is left behind. Needs root, bpffs, `ip`, `nft` and the
-//! `egret-agent` binary of the same build (`cargo build --release -p
-//! egret-runtime`, which `cargo test --workspace` builds).
+//! `egret-bench gateway --family v6`, short: the three IPv6 datapaths on
+//! the dual-stack mini-cluster carry the pod's datagrams to the server, and
+//! nothing of the clusters is left behind. The benchmark itself refuses to
+//! report unless each datapath's server saw a UDP request from the egress
+//! IPv6 and its answer came back to the pod, and unless egret's gateway
+//! translated what arrived from egret's cluster. Needs root, bpffs, `ip`,
+//! `nft` and the `egret-agent` binary of the same build (`cargo build
+//! --release -p egret-runtime`; `cargo test --workspace` builds it).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -53,8 +55,8 @@ fn gateway_v6_translates_to_the_egress_ipv6_on_every_datapath() {
         trials: 1,
         family: Family::V6,
     };
-    // run() fails if any datapath's server saw another source than the
-    // egress IPv6, or received a datagram from any other source
+    // run() fails if a datapath's server saw another source than the egress
+    // IPv6, or egret's gateway did not translate what arrived
     let rows = gateway::run(&opts).expect("the IPv6 gateway benchmark runs");
     assert_eq!(rows.iter().map(|r| r.flows).collect::<Vec<_>>(), vec![1, 8]);
     for r in &rows {
