@@ -17,33 +17,36 @@
 // Every field is aligned to its size (the verifiers require it on the stack).
 .equ FKEY, -40                      // forward 5-tuple (16 B IPv4, 40 B IPv6)
 .equ RKEY, -80                      // reverse 5-tuple (16 / 40 B)
-.equ RVAL, -128                     // reverse value being built (32 / 48 B)
-.equ FVAL, -168                     // forward value being built (32 / 40 B)
-.equ NOW, -176                      // u64 ktime_get_ns()
-.equ SLOT, -180                     // u32 egress slot
-.equ NODE, -184                     // u32 source node IPv4, host order (0: this node)
-.equ ALLOWK, -208                   // egret_gw_allowed_v* key (8 / 20 B)
-.equ EGRESS_IFINDEX, -212           // u32
-.equ SRC_FLAGS, -216                // u32 RV_F_LOCAL for egret_gw_local, else 0
-.equ CSUM_OFF, -220                 // u32 frame offset of the L4 checksum field
-.equ PORT_OFF, -224                 // u32 frame offset of the port/identifier rewritten
-.equ L4_FLAGS, -228                 // u32 BPF_F_MARK_MANGLED_0 for UDP, else 0
-.equ TTL_OLD, -230                  // u16 IPv4: TTL | protocol << 8; IPv6: the hop limit
-.equ TTL_NEW, -232                  // u16 the same with TTL / hop limit - 1
-.equ TCP_FLAGS, -236                // u32 TCP flags byte (0 for UDP/ICMP)
-.equ STATS_KEY, -240                // u32 egret_gw_stats index
-.equ DELIVER_IFINDEX, -244          // u32 veth of a local pod (egret_gw_reply)
-.equ NH, -272                       // struct bpf_redir_neigh (20 B): family @0, address @4
-.equ TUNKEY, -320                   // struct bpf_tunnel_key (44 B)
-.equ PEERK, -328                    // egret_gw_peers key (8 B)
-.equ SLOT_FLAGS, -332               // u32 GS_F_* of the slot
-.equ REPLY_NODE, -336               // u32 where replies are tunnelled, host order (0: this node)
-.equ FWD, -340                      // u32 1: a peer forwarded this packet (floating slot), else 0
-.equ ERR, -344                      // u32 egret_gw_reply: 1 for an ICMP error, 0 for a reply
+.equ RVAL, -144                     // reverse value being built (48 / 64 B)
+.equ FVAL, -184                     // forward value being built (32 / 40 B)
+.equ NOW, -192                      // u64 ktime_get_ns()
+.equ SLOT, -196                     // u32 egress slot
+.equ EGRESS_IFINDEX, -200           // u32
+.equ NODE, -216                     // source node address (16 B, layout::NODE_ADDR; zero: this node)
+.equ SRC_FLAGS, -220                // u32 RV_F_LOCAL for egret_gw_local, else 0
+.equ ALLOWK, -240                   // egret_gw_allowed_v* key (8 / 20 B)
+.equ CSUM_OFF, -244                 // u32 frame offset of the L4 checksum field
+.equ PORT_OFF, -248                 // u32 frame offset of the port/identifier rewritten
+.equ L4_FLAGS, -252                 // u32 BPF_F_MARK_MANGLED_0 for UDP, else 0
+.equ TTL_OLD, -254                  // u16 IPv4: TTL | protocol << 8; IPv6: the hop limit
+.equ TTL_NEW, -256                  // u16 the same with TTL / hop limit - 1
+.equ TCP_FLAGS, -260                // u32 TCP flags byte (0 for UDP/ICMP)
+.equ STATS_KEY, -264                // u32 egret_gw_stats index
+.equ DELIVER_IFINDEX, -268          // u32 veth of a local pod (egret_gw_reply)
+.equ SLOT_FLAGS, -272               // u32 GS_F_* of the slot
+.equ FWD, -276                      // u32 1: a peer forwarded this packet (floating slot), else 0
+.equ NH, -296                       // struct bpf_redir_neigh (20 B): family @0, address @4
+.equ ERR, -300                      // u32 egret_gw_reply: 1 for an ICMP error, 0 for a reply
+.equ TUNKEY, -344                   // struct bpf_tunnel_key (44 B)
 .equ ERR_ADDR_OFF, -348             // u32 frame offset of an ICMP error's inner source address
-.equ ERR_IPCSUM_OFF, -352           // u32 frame offset of its inner IPv4 header checksum
-// The probe path (egret_tunnel_in) never reaches the SNAT path, so it reuses RVAL:
+.equ PEERK, -368                    // egret_gw_peers key (20 B)
+.equ REPLY_NODE, -384               // node address replies are tunnelled to (16 B; zero: this node)
+.equ ERR_IPCSUM_OFF, -388           // u32 frame offset of its inner IPv4 header checksum
+.equ TK_FLAGS, -392                 // u32 tunnel key flags of TUNKEY's family (BPF_F_TUNINFO_IPV6 or 0)
+.equ TO_NODE, -408                  // node address a packet is tunnelled to (16 B)
+// The probe path (egret_tunnel_in) never reaches the SNAT path, so it reuses RVAL and NODE:
 .equ PROBE_RX_VAL, RVAL             // egret_probe_rx value being built (24 B)
+.equ PROBE_NODE, NODE               // egret_probe_rx key: the answering node (16 B)
 .equ PROBE_NEW_KIND, RVAL           // u8 kind byte written into a request
 
 // ----- the address families: what differs, by family number \v (4 or 6) -----------

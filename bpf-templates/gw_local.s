@@ -9,7 +9,7 @@ egret_gw_local:
     r1 = *(u32 *)(r6 + SKB_CB0)
     r1 &= SLOT_MASK
     *(u32 *)(r10 + SLOT) = r1
-    *(u32 *)(r10 + NODE) = 0            // source node: this one
+    node_clear NODE                     // source node: this one
     *(u32 *)(r10 + SRC_FLAGS) = RV_F_LOCAL
     frame ETH_HLEN, drop_malformed
     r1 = *(u16 *)(r2 + ETH_PROTO)

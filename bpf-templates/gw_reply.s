@@ -185,8 +185,7 @@ reply_lookup\v:
     addr_copy\v r10 + ORIG_ADDR, r8 + RV_ORIG_SRC\v
     r1 = *(u16 *)(r8 + RV_ORIG_SPORT)
     *(u16 *)(r10 + ORIG_PORT) = r1
-    r1 = *(u32 *)(r8 + RV_NODE)
-    *(u32 *)(r10 + NODE) = r1
+    addr_copy6 r10 + NODE, r8 + RV_NODE
     r1 = *(u32 *)(r8 + RV_SLOT)
     *(u32 *)(r10 + SLOT) = r1
     r1 = *(u8 *)(r8 + RV_FLAGS)
@@ -220,7 +219,7 @@ reply_deliver\v:
     if r1 != 0 goto reply_local\v
 
     // --- pod on another node: back through the tunnel to its node
-    tunnel_to_slot r1, "r1 = *(u32 *)(r10 + NODE)", STAT_REPLY_TUNNELLED
+    tunnel_to_slot NODE, STAT_REPLY_TUNNELLED
 
     // --- pod on this node: straight to its veth, the pod as next hop
 reply_local\v:

@@ -401,15 +401,28 @@ port\@:
 
 // ----- sending ------------------------------------------------------------------------
 
-// bpf_skb_get_tunnel_key / bpf_skb_set_tunnel_key(skb, TUNKEY, 44, 0); fails -> \fail
-.macro tunnel_key helper, fail
+// r0 = \helper(skb, TUNKEY, 44, \flags): bpf_skb_get_tunnel_key / bpf_skb_set_tunnel_key
+.macro tunnel_key_call helper, flags
     r1 = r6
     r2 = r10
     r2 += TUNKEY
     r3 = TUNNEL_KEY_SIZE
-    r4 = 0
+    r4 = \flags
     call \helper
+.endm
+
+// TUNKEY = the received packet's tunnel key, of either underlay family;
+// TK_FLAGS = BPF_F_TUNINFO_IPV6 for IPv6, else 0 (the helper refuses the
+// wrong family with -EPROTO). No tunnel metadata -> \fail
+.macro tunnel_key_get fail
+    tunnel_key_call skb_get_tunnel_key, 0
+    r1 = 0
+    if r0 == 0 goto got\@
+    tunnel_key_call skb_get_tunnel_key, BPF_F_TUNINFO_IPV6
     if r0 != 0 goto \fail
+    r1 = BPF_F_TUNINFO_IPV6
+got\@:
+    *(u32 *)(r10 + TK_FLAGS) = r1
 .endm
 
 // TUNKEY = all zero (44 bytes)
@@ -421,17 +434,58 @@ port\@:
     *(u32 *)(r10 + TUNKEY + 40) = r1
 .endm
 
-// through the tunnel to node \remote (host order; \load puts it there) with the
-// slot's VNI, counted \stat: out of egret0 (egress: BPF_F_INGRESS would drop it
-// as OTHERHOST); the packet is not changed here
-.macro tunnel_to_slot remote, load, stat
+// ----- node addresses (layout::NODE_ADDR: 16 bytes, IPv4 as ::ffff:a.b.c.d) ---------
+
+// the node address at r10 + \dst (8-aligned) = TUNKEY's \field (TK_REMOTE or
+// TK_LOCAL) in the family TK_FLAGS names (IPv4: host order in the key)
+.macro node_from_key dst, field
+    r1 = *(u32 *)(r10 + TK_FLAGS)
+    if r1 != 0 goto v6\@
+    r1 = 0
+    *(u64 *)(r10 + \dst) = r1
+    *(u32 *)(r10 + \dst + 8) = NODE_V4_PREFIX_LE
+    r1 = *(u32 *)(r10 + TUNKEY + \field)
+    r1 = be32 r1                        // network order
+    *(u32 *)(r10 + \dst + 12) = r1
+    goto done\@
+v6\@:
+    addr_copy6 r10 + \dst, r10 + TUNKEY + \field
+done\@:
+.endm
+
+// TUNKEY's remote = the node address at r10 + \src (8-aligned); TK_FLAGS = its family's
+.macro key_from_node src
+    r1 = *(u32 *)(r10 + \src + 8)
+    if w1 != NODE_V4_PREFIX_LE goto v6\@
+    r1 = *(u64 *)(r10 + \src)
+    if r1 != 0 goto v6\@
+    r1 = *(u32 *)(r10 + \src + 12)
+    r1 = be32 r1                        // host order
+    *(u32 *)(r10 + TUNKEY + TK_REMOTE) = r1
+    *(u32 *)(r10 + TK_FLAGS) = 0
+    goto done\@
+v6\@:
+    addr_copy6 r10 + TUNKEY + TK_REMOTE, r10 + \src
+    *(u32 *)(r10 + TK_FLAGS) = BPF_F_TUNINFO_IPV6
+done\@:
+.endm
+
+// the node address at r10 + \at (8-aligned) = zero: this node
+.macro node_clear at
+    stack_zero \at, 2
+.endm
+
+// through the tunnel to the node address at r10 + \node with the slot's VNI,
+// counted \stat: out of egret0 (egress: BPF_F_INGRESS would drop it as
+// OTHERHOST); the packet is not changed here
+.macro tunnel_to_slot node, stat
     tunnel_key_clear
     r1 = *(u32 *)(r10 + SLOT)
     *(u32 *)(r10 + TUNKEY + TK_ID) = r1
-    \load
-    *(u32 *)(r10 + TUNKEY + TK_REMOTE) = \remote
+    key_from_node \node
     *(u8 *)(r10 + TUNKEY + TK_TTL) = TUNNEL_TTL
-    tunnel_key skb_set_tunnel_key, drop_rewrite_failed
+    tunnel_key_call skb_set_tunnel_key, "*(u32 *)(r10 + TK_FLAGS)"
+    if r0 != 0 goto drop_rewrite_failed
     count \stat
     w1 = %tunnel_ifindex                // egret0
     r2 = 0

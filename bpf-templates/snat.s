@@ -1,11 +1,10 @@
 // ===== SNAT path, shared by egret_tunnel_in and egret_gw_local ====================
 // One macro, `snat_path v`, expanded for IPv4 (entry `snat4`) and IPv6 (`snat6`):
 // the families differ only in the steps named by \v (macros.s, defs.s).
-// Entry: r6 = ctx; stack: SLOT, NODE (sender, host order; 0 = this node),
-// SRC_FLAGS (RV_F_LOCAL for local pods). Registers for the whole path:
-// r6 = ctx, r7 = frame offset of the L4 header (IPv4 34..74, IPv6 54), r8 = forward NAT value
-// (the owner's address on the forwarding path), r9 = hash bucket of the flow
-// (port allocation).
+// Entry: r6 = ctx; stack: SLOT, NODE (the sender's node address, zero = this
+// node), SRC_FLAGS (RV_F_LOCAL for local pods). Registers for the whole path:
+// r6 = ctx, r7 = frame offset of the L4 header (IPv4 34..74, IPv6 54), r8 = forward NAT value,
+// r9 = hash bucket of the flow (port allocation).
 // Order of checks: headers -> slot (no-egress-ip) -> allowed source
 // (spoofed-source) -> floating slot: owner (no-owner; elsewhere: forward) ->
 // fragment / protocol (fail closed) -> TTL -> NAT -> rewrite.
@@ -55,8 +54,7 @@ next\@:
 
 .macro snat_path v
 snat\v:
-    r1 = *(u32 *)(r10 + NODE)
-    *(u32 *)(r10 + REPLY_NODE) = r1     // replies go back to the sender unless the entry names the pod's node
+    addr_copy6 r10 + REPLY_NODE, r10 + NODE // replies go back to the sender unless the entry names the pod's node
     r1 = 0
     *(u32 *)(r10 + FWD) = r1
     // --- Ethernet + IPv4 header (options allowed: IHL 5..15)
@@ -89,11 +87,10 @@ snat\v:
     r2 = *(u32 *)(r10 + SRC_FLAGS)      // RV_F_LOCAL == GA_F_LOCAL
     if r1 != r2 goto allowed_mismatch\v   // local pods only locally, remote ones only by tunnel (but below)
     if r1 != 0 goto allowed_local\v
-    r1 = *(u32 *)(r0 + GA_NODE)
-    if r1 == 0 goto allowed\v             // any node may send this pod's traffic
-    *(u32 *)(r10 + REPLY_NODE) = r1     // replies go straight to the pod's node
-    r2 = *(u32 *)(r10 + NODE)
-    if r1 == r2 goto allowed\v
+    addr_zero6 r0 + GA_NODE, allowed\v   // any node may send this pod's traffic
+    addr_copy6 r10 + REPLY_NODE, r0 + GA_NODE // replies go straight to the pod's node
+    addr_ne6 r0 + GA_NODE, r10 + NODE, floating_peer\v
+    goto allowed\v
     // a node cannot send another node's pods, unless it is a candidate of this
     // floating slot forwarding them (egret_gw_peers)
 floating_peer\v:
@@ -102,8 +99,7 @@ floating_peer\v:
     if r1 == 0 goto drop_spoofed_source
     r1 = *(u32 *)(r10 + SLOT)
     *(u32 *)(r10 + PEERK + GP_KEY_SLOT) = r1
-    r1 = *(u32 *)(r10 + NODE)
-    *(u32 *)(r10 + PEERK + GP_KEY_PEER) = r1
+    addr_copy6 r10 + PEERK + GP_KEY_PEER, r10 + NODE
     lookup egret_gw_peers, PEERK
     if r0 == 0 goto drop_spoofed_source
     r1 = 1
@@ -117,8 +113,7 @@ allowed_mismatch\v:
     if r1 == 0 goto drop_spoofed_source // a remote pod's address from a local veth
     r1 = RV_F_LOCAL
     *(u32 *)(r10 + SRC_FLAGS) = r1
-    r1 = 0
-    *(u32 *)(r10 + REPLY_NODE) = r1
+    node_clear REPLY_NODE
     goto floating_peer\v
 allowed_local\v:
     // a local pod: the packet must come in on that pod's own veth
@@ -138,8 +133,8 @@ allowed\v:
     r1 = *(u32 *)(r0 + FO_FLAGS)
     r1 &= FO_F_SELF
     if r1 != 0 goto owned\v
-    r8 = *(u32 *)(r0 + FO_OWNER)
-    if r8 == 0 goto drop_no_owner
+    addr_zero6 r0 + FO_OWNER, drop_no_owner
+    addr_copy6 r10 + TO_NODE, r0 + FO_OWNER
     // a peer forwarded it because it thinks we own the slot: never forward it
     // again (no ping-pong while the candidates disagree). A packet straight
     // from its pod's node is forwarded even when that node is a peer: its pod
@@ -147,9 +142,9 @@ allowed\v:
     r1 = *(u32 *)(r10 + FWD)
     if r1 != 0 goto drop_no_owner
 forward\v:
-    // tunnel key {tunnel_id = slot, remote_ipv4 = owner (host order), ttl 64},
-    // count forwarded, out of egret0 to the owner (unchanged: it SNATs)
-    tunnel_to_slot r8, , STAT_FORWARDED
+    // tunnel key {tunnel_id = slot, remote = owner, ttl 64}, count forwarded,
+    // out of egret0 to the owner (unchanged: it SNATs)
+    tunnel_to_slot TO_NODE, STAT_FORWARDED
 owned\v:
 
     // --- fragments and L4 header (pointers again: the calls clobbered r2-r5)
@@ -203,11 +198,10 @@ fwd_timeout\v:
 
     // --- new mapping: build the reverse value, then probe NAT_PROBES ports
 nat_new\v:
-    stack_zero RVAL, 6                  // both values whole, padding zero (IPv6 sizes)
-    stack_zero FVAL, 5
+    stack_zero RVAL, 8                  // both values whole, padding zero: RV_SIZE6 / 8 words,
+    stack_zero FVAL, 5                  // FV_SIZE6 / 8 (the verifiers check every byte is written)
     addr_copy\v r10 + RVAL + RV_ORIG_SRC\v, r10 + FKEY + K_SRC\v
-    r1 = *(u32 *)(r10 + REPLY_NODE)
-    *(u32 *)(r10 + RVAL + RV_NODE) = r1
+    addr_copy6 r10 + RVAL + RV_NODE, r10 + REPLY_NODE
     r1 = *(u32 *)(r10 + SLOT)
     *(u32 *)(r10 + RVAL + RV_SLOT) = r1
     r1 = *(u16 *)(r10 + FKEY + K_SPORT)

@@ -24,12 +24,11 @@ tunnel_in\v:
 
     // --- egress through this gateway: the tunnel key names slot and sender
 tunnel_egress\v:
-    tunnel_key skb_get_tunnel_key, drop_no_tunnel_key
+    tunnel_key_get drop_no_tunnel_key
     r1 = *(u32 *)(r10 + TUNKEY + TK_ID)
     r1 &= SLOT_MASK
     *(u32 *)(r10 + SLOT) = r1
-    r1 = *(u32 *)(r10 + TUNKEY + TK_REMOTE)
-    *(u32 *)(r10 + NODE) = r1           // the sending node, host byte order
+    node_from_key NODE, TK_REMOTE       // the sending node, of either underlay family
     *(u32 *)(r10 + SRC_FLAGS) = 0
     goto snat\v
 .endm
@@ -48,7 +47,7 @@ egret_tunnel_in:
     // --- a gateway probe: answered by this program, not by a process, so a node
     // whose datapath is gone stops answering even while its agent runs
 probe:
-    tunnel_key skb_get_tunnel_key, drop_no_tunnel_key
+    tunnel_key_get drop_no_tunnel_key
     r1 = *(u32 *)(r10 + TUNKEY + TK_ID)
     if w1 != PROBE_VNI goto drop_malformed
     frame PROBE_END, drop_malformed
@@ -64,16 +63,15 @@ probe:
     // are the requester's), kind byte rewritten
     *(u8 *)(r10 + PROBE_NEW_KIND) = PROBE_KIND_REPLY
     store PROBE_KIND, PROBE_NEW_KIND, 1
-    // tunnel key {id 0, remote = the requester, local = the address it probed
-    // (so the reply comes from the address the requester keys it by), ttl 64}
-    r8 = *(u32 *)(r10 + TUNKEY + TK_REMOTE)
-    r9 = *(u32 *)(r10 + TUNKEY + TK_LOCAL)
-    tunnel_key_clear
-    *(u32 *)(r10 + TUNKEY + TK_ID) = PROBE_VNI
-    *(u32 *)(r10 + TUNKEY + TK_REMOTE) = r8 // host byte order
-    *(u32 *)(r10 + TUNKEY + TK_LOCAL) = r9
+    // tunnel key {id 0 (as received), remote = the requester, local = the
+    // address it probed (so the reply comes from the address the requester
+    // keys it by), both as received in the request's family, ttl 64; tos,
+    // ext and label zero}
+    *(u32 *)(r10 + TUNKEY + TK_TOS) = 0
+    *(u32 *)(r10 + TUNKEY + TK_LABEL) = 0
     *(u8 *)(r10 + TUNKEY + TK_TTL) = TUNNEL_TTL
-    tunnel_key skb_set_tunnel_key, drop_rewrite_failed
+    tunnel_key_call skb_set_tunnel_key, "*(u32 *)(r10 + TK_FLAGS)"
+    if r0 != 0 goto drop_rewrite_failed
     count STAT_PROBE_ANSWERED
     r1 = *(u32 *)(r6 + SKB_IFINDEX)     // egret0, where the request came in
     r2 = 0                              // egress: encapsulated back to the requester
@@ -89,8 +87,9 @@ probe_reply:
     *(u64 *)(r10 + PROBE_RX_VAL + PR_SENT_NS) = r1
     call ktime_get_ns
     *(u64 *)(r10 + PROBE_RX_VAL + PR_RECV_NS) = r0
-    // key: the answering node, host byte order; a full map loses the sample, nothing else
-    update egret_probe_rx, TUNKEY + TK_REMOTE, PROBE_RX_VAL, "r4 = BPF_ANY"
+    // key: the answering node's address; a full map loses the sample, nothing else
+    node_from_key PROBE_NODE, TK_REMOTE
+    update egret_probe_rx, PROBE_NODE, PROBE_RX_VAL, "r4 = BPF_ANY"
     r7 = STAT_PROBE_REPLY
     goto drop
 

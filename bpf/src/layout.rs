@@ -23,7 +23,7 @@
 //! zero.
 
 use std::fmt::Write as _;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::maps::{BPF_F_NO_PREALLOC, MapDef, MapKind};
 
@@ -142,6 +142,26 @@ impl Field {
         self.put(b, u64::from(u32::from(ip)));
     }
 
+    /// A node address ([`NODE_ADDR`]): IPv6, or IPv4 when stored as
+    /// `::ffff:a.b.c.d`; all zero reads as `0.0.0.0` (no node: this one, or any).
+    #[must_use]
+    pub fn node(self, b: &[u8]) -> Option<IpAddr> {
+        let a: [u8; 16] = self.bytes(b)?.try_into().ok()?;
+        let a = Ipv6Addr::from(a);
+        Some(if a.is_unspecified() { IpAddr::V4(Ipv4Addr::UNSPECIFIED) } else { a.to_canonical() })
+    }
+
+    /// Writes a node address ([`Field::node`]'s encoding; an unspecified
+    /// address of either family is all zero).
+    pub fn put_node(self, b: &mut [u8], ip: IpAddr) {
+        let a = match ip {
+            _ if ip.is_unspecified() => Ipv6Addr::UNSPECIFIED,
+            IpAddr::V4(a) => a.to_ipv6_mapped(),
+            IpAddr::V6(a) => a,
+        };
+        b[self.offset..self.end()].copy_from_slice(&a.octets());
+    }
+
     /// The same bytes read as a narrower type (a union's IPv4 member).
     #[must_use]
     pub const fn as_ty(self, ty: Ty) -> Field {
@@ -212,6 +232,14 @@ macro_rules! opt {
         Some($x)
     };
 }
+
+/// A node's underlay address in a map: 16 bytes, network order, an IPv6
+/// address or an IPv4 one mapped (`::ffff:a.b.c.d`, [`NODE_V4_PREFIX_LE`] in
+/// its third word); all zero for "no node" ([`Field::node`],
+/// [`Field::put_node`]). The gateway templates turn it into a tunnel key of
+/// its family and back (`bpf-templates/macros.s`: `node_from_key`,
+/// `key_from_node`).
+pub const NODE_ADDR: Ty = Ty::Bytes(16);
 
 /// Defines struct layouts: a module per struct with a [`Field`] constant per
 /// field, `SIZE` and `LAYOUT`, checked at compile time.
@@ -367,11 +395,11 @@ structs! {
     }
 
     /// The value of `egret_gw_allowed_v4` and `egret_gw_allowed_v6`.
-    mod allowed = "egret_allowed", size(8), asm "GA_SIZE" {
-        /// The pod's node IPv4, host order (0: any node).
-        NODE = "node" @ 0, Ty::U32, "GA_NODE";
+    mod allowed = "egret_allowed", size(20), asm "GA_SIZE" {
+        /// The pod's node ([`NODE_ADDR`]; zero: any node).
+        NODE = "node" @ 0, NODE_ADDR, "GA_NODE";
         /// [`GA_F_LOCAL`].
-        FLAGS = "flags" @ 4, Ty::U32, "GA_FLAGS";
+        FLAGS = "flags" @ 16, Ty::U32, "GA_FLAGS";
     }
 
     /// The 5-tuple key of `egret_nat_v4` and `egret_rnat_v4` (ICMP echo:
@@ -417,48 +445,48 @@ structs! {
     }
 
     /// The value of `egret_rnat_v4` (reverse): the connection's state.
-    mod reverse_nat = "egret_reverse_nat", size(32), asm "RV_SIZE4" {
-        /// The pod's node IPv4, host order (0: local).
-        NODE = "node" @ 0, Ty::U32, "RV_NODE";
+    mod reverse_nat = "egret_reverse_nat", size(48), asm "RV_SIZE4" {
+        /// The pod's node ([`NODE_ADDR`]; zero: local).
+        NODE = "node" @ 0, NODE_ADDR, "RV_NODE";
         /// Egress slot (the VNI for the way back).
-        SLOT = "slot" @ 4, Ty::U32, "RV_SLOT";
+        SLOT = "slot" @ 16, Ty::U32, "RV_SLOT";
         /// The pod's port / ICMP identifier.
-        ORIG_SPORT = "orig_sport" @ 8, Ty::Be16, "RV_ORIG_SPORT";
+        ORIG_SPORT = "orig_sport" @ 20, Ty::Be16, "RV_ORIG_SPORT";
         /// `RV_F_*`.
-        FLAGS = "flags" @ 10, Ty::U8, "RV_FLAGS";
+        FLAGS = "flags" @ 22, Ty::U8, "RV_FLAGS";
         /// The pod.
-        ORIG_SRC = "orig_src" @ 12, Ty::Be32, "RV_ORIG_SRC4";
+        ORIG_SRC = "orig_src" @ 24, Ty::Be32, "RV_ORIG_SRC4";
         /// `ktime_get_ns()` of the last packet, either way.
-        LAST_SEEN = "last_seen_ns" @ 16, Ty::U64, "RV_LAST_SEEN";
+        LAST_SEEN = "last_seen_ns" @ 32, Ty::U64, "RV_LAST_SEEN";
         /// `ktime_get_ns()` after which the entry is free.
-        EXPIRES = "expires_ns" @ 24, Ty::U64, "RV_EXPIRES";
+        EXPIRES = "expires_ns" @ 40, Ty::U64, "RV_EXPIRES";
     }
 
     /// The value of `egret_rnat_v6` (reverse): as IPv4, the pod's 16-byte
     /// address at the end.
-    mod reverse_nat6 = "egret_reverse_nat6", size(48), asm "RV_SIZE6" {
-        NODE = "node" @ 0, Ty::U32;
-        SLOT = "slot" @ 4, Ty::U32;
-        ORIG_SPORT = "orig_sport" @ 8, Ty::Be16;
-        FLAGS = "flags" @ 10, Ty::U8;
-        LAST_SEEN = "last_seen_ns" @ 16, Ty::U64;
-        EXPIRES = "expires_ns" @ 24, Ty::U64;
-        ORIG_SRC = "orig_src" @ 32, Ty::Bytes(16), "RV_ORIG_SRC6";
+    mod reverse_nat6 = "egret_reverse_nat6", size(64), asm "RV_SIZE6" {
+        NODE = "node" @ 0, NODE_ADDR;
+        SLOT = "slot" @ 16, Ty::U32;
+        ORIG_SPORT = "orig_sport" @ 20, Ty::Be16;
+        FLAGS = "flags" @ 22, Ty::U8;
+        LAST_SEEN = "last_seen_ns" @ 32, Ty::U64;
+        EXPIRES = "expires_ns" @ 40, Ty::U64;
+        ORIG_SRC = "orig_src" @ 48, Ty::Bytes(16), "RV_ORIG_SRC6";
     }
 
     /// The value of `egret_float_owner`.
-    mod float_owner = "egret_float_owner_value", size(8), asm "FO_SIZE" {
-        /// The owner's underlay IPv4, host order.
-        OWNER = "owner" @ 0, Ty::U32, "FO_OWNER";
+    mod float_owner = "egret_float_owner_value", size(20), asm "FO_SIZE" {
+        /// The owner's underlay address ([`NODE_ADDR`]).
+        OWNER = "owner" @ 0, NODE_ADDR, "FO_OWNER";
         /// [`FO_F_SELF`].
-        FLAGS = "flags" @ 4, Ty::U32, "FO_FLAGS";
+        FLAGS = "flags" @ 16, Ty::U32, "FO_FLAGS";
     }
 
     /// The key of `egret_gw_peers`.
-    mod peer_key = "egret_peer_key", size(8), asm "GP_KEY_SIZE" {
+    mod peer_key = "egret_peer_key", size(20), asm "GP_KEY_SIZE" {
         SLOT = "slot" @ 0, Ty::U32, "GP_KEY_SLOT";
-        /// The peer's underlay IPv4, host order.
-        PEER = "peer" @ 4, Ty::U32, "GP_KEY_PEER";
+        /// The peer's underlay address ([`NODE_ADDR`]).
+        PEER = "peer" @ 4, NODE_ADDR, "GP_KEY_PEER";
     }
 
     /// The value of `egret_gw_peers` (0).
@@ -466,9 +494,9 @@ structs! {
         RESERVED = "reserved" @ 0, Ty::U32;
     }
 
-    /// A node's IPv4, host order (the key of `egret_probe_rx`).
-    mod node_addr = "egret_node_addr", size(4) {
-        NODE = "node" @ 0, Ty::U32;
+    /// A node's underlay address ([`NODE_ADDR`]; the key of `egret_probe_rx`).
+    mod node_addr = "egret_node_addr", size(16) {
+        NODE = "node" @ 0, NODE_ADDR;
     }
 
     /// The value of `egret_probe_rx`.
@@ -505,11 +533,13 @@ structs! {
         TUNNEL_ID = "tunnel_id" @ 0, Ty::U32, "TK_ID";
         /// `remote_ipv4` (host order) or `remote_ipv6`.
         REMOTE = "remote" @ 4, Ty::Bytes(16), "TK_REMOTE";
-        TOS = "tunnel_tos" @ 20, Ty::U8;
+        /// `tunnel_tos`, then `tunnel_ttl` and `tunnel_ext` (a `u32` store of 0 at
+        /// `TK_TOS` clears all three).
+        TOS = "tunnel_tos" @ 20, Ty::U8, "TK_TOS";
         TTL = "tunnel_ttl" @ 21, Ty::U8, "TK_TTL";
         /// `tunnel_ext`: must be 0.
         EXT = "tunnel_ext" @ 22, Ty::U16;
-        LABEL = "tunnel_label" @ 24, Ty::U32;
+        LABEL = "tunnel_label" @ 24, Ty::U32, "TK_LABEL";
         /// `local_ipv4` (host order) or `local_ipv6`.
         LOCAL = "local" @ 28, Ty::Bytes(16), "TK_LOCAL";
     }
@@ -715,6 +745,9 @@ constants! {
     /// Bytes egret's tunnel adds to an inner frame: outer IPv4 20, UDP 8,
     /// VXLAN 8, inner Ethernet 14.
     TUNNEL_OVERHEAD: i32 = 50;
+    /// The third word of an IPv4 [`NODE_ADDR`] (`::ffff:a.b.c.d`) as a
+    /// little-endian `u32` load reads it.
+    NODE_V4_PREFIX_LE: i32 = i32::from_le_bytes([0, 0, 0xff, 0xff]);
     /// The outer TTL egret's tunnel keys set.
     TUNNEL_TTL: i32 = 64;
     /// Egress slots are 24-bit VXLAN VNIs.
@@ -1082,9 +1115,18 @@ mod tests {
         assert_eq!(&b[0..2], &[0x9c, 0x40], "be16: network order");
         assert_eq!(nat_key::SPORT.get(&b), Some(40000));
         let mut r = reverse_nat::LAYOUT.zeroed();
-        reverse_nat::NODE.put_ipv4(&mut r, Ipv4Addr::new(192, 0, 2, 7));
-        assert_eq!(&r[0..4], &[7, 2, 0, 192], "u32: host order");
-        assert_eq!(reverse_nat::NODE.ipv4(&r), Some(Ipv4Addr::new(192, 0, 2, 7)));
+        reverse_nat::SLOT.put(&mut r, 0xc000_0207);
+        assert_eq!(&r[16..20], &[7, 2, 0, 192], "u32: host order");
+        let node = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7));
+        reverse_nat::NODE.put_node(&mut r, node);
+        assert_eq!(&r[..16], &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 192, 0, 2, 7], "an IPv4 node, mapped");
+        assert_eq!(u32::from_le_bytes([r[8], r[9], r[10], r[11]]) as i32, NODE_V4_PREFIX_LE);
+        assert_eq!(reverse_nat::NODE.node(&r), Some(node));
+        let node6: IpAddr = "2001:db8::7".parse().unwrap();
+        reverse_nat::NODE.put_node(&mut r, node6);
+        assert_eq!(reverse_nat::NODE.node(&r), Some(node6));
+        reverse_nat::NODE.put_node(&mut r, Ipv6Addr::UNSPECIFIED.into());
+        assert_eq!((&r[..16], reverse_nat::NODE.node(&r)), (&[0u8; 16][..], Some(Ipv4Addr::UNSPECIFIED.into())));
         let t = choice::TARGETS.record(2, choice_target::GATEWAY);
         assert_eq!(t.offset, 8 + 16 + 4);
         assert_eq!(choice::SIZE, 72);

@@ -374,8 +374,8 @@ pub struct Connection {
     pub pod: IpAddr,
     /// Its port.
     pub pod_port: u16,
-    /// The pod's node, an underlay IPv4 in both families (`0.0.0.0`: this node).
-    pub node: Ipv4Addr,
+    /// The pod's node, its underlay address of either family (`0.0.0.0`: this node).
+    pub node: IpAddr,
     /// The egress address and NAT port.
     pub egress: IpAddr,
     /// The NAT port.

@@ -52,7 +52,7 @@ pub fn status(root: &Path, json: bool) -> Result<String, LoaderError> {
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct FloatingView {
     /// `egret_float_owner`: slot → (owner, is this node).
-    pub owners: Vec<(u32, std::net::Ipv4Addr, bool)>,
+    pub owners: Vec<(u32, std::net::IpAddr, bool)>,
     /// The controller's status, and how old it is (ms).
     pub controller: Option<crate::ha::ownership::OwnershipStatus>,
     pub controller_age_ms: Option<u64>,
@@ -117,7 +117,7 @@ pub fn floating(root: &Path) -> FloatingView {
     use egret_bpf::templates::FloatOwner;
     let mut v = FloatingView::default();
     let layout = egret_loader::PinLayout::new(root);
-    let read = || -> Result<Vec<(u32, std::net::Ipv4Addr, bool)>, egret_loader::StateMapError> {
+    let read = || -> Result<Vec<(u32, std::net::IpAddr, bool)>, egret_loader::StateMapError> {
         let mut out = Vec::new();
         if let Some(m) = egret_loader::StateMap::open(&layout, &FloatOwner::map_def())? {
             for k in m.keys()? {

@@ -64,6 +64,18 @@ pub const POD_NOT_ALLOWED6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 1, 0, 0, 0, 0
 /// The external IPv6 server.
 pub const SERVER6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x113, 0, 0, 0, 0, 0x20);
 
+/// A source node with an IPv6 underlay address (an IPv6-only node: its
+/// tunnel packets carry an IPv6 remote).
+pub const NODE6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xff, 0, 0, 0, 0, 6);
+/// A pod on [`NODE6`], allowed for [`SLOT`] from that node only (IPv4 inner).
+pub const POD_U: Ipv4Addr = Ipv4Addr::new(10, 0, 6, 10);
+/// [`POD_U`]'s IPv6.
+pub const POD_U6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 6, 0, 0, 0, 0x10);
+/// The gateway's IPv6 underlay address (what nodes with an IPv6 underlay probe).
+pub const GATEWAY_UNDERLAY6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xff, 0, 0, 0, 0, 1);
+/// A gateway with an IPv6 underlay address that owns [`FLOAT_SLOT`] in some tests.
+pub const OTHER_GW6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xff, 0, 0, 0, 0, 0x60);
+
 /// A floating slot the gateway serves as one of its candidates.
 pub const FLOAT_SLOT: u32 = 0x0000_f10a;
 /// The floating egress IP of [`FLOAT_SLOT`].
@@ -77,9 +89,10 @@ pub const POD_ON_PEER: Ipv4Addr = Ipv4Addr::new(10, 0, 5, 50);
 pub const OTHER_GW: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 60);
 
 /// The `egret_float_owner` entry of [`FLOAT_SLOT`]: this node, or `owner`.
-pub fn float_owner(owner: Option<Ipv4Addr>) -> (&'static str, Vec<u8>, Vec<u8>) {
-    let o =
-        FloatOwner { slot: FLOAT_SLOT, owner: owner.unwrap_or(Ipv4Addr::new(192, 0, 2, 1)), is_self: owner.is_none() };
+pub fn float_owner(owner: Option<impl Into<IpAddr>>) -> (&'static str, Vec<u8>, Vec<u8>) {
+    let is_self = owner.is_none();
+    let owner = owner.map_or(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), Into::into);
+    let o = FloatOwner { slot: FLOAT_SLOT, owner, is_self };
     (map::FLOAT_OWNER, o.key().to_vec(), o.value().to_vec())
 }
 
@@ -110,22 +123,25 @@ pub fn gateway_entries() -> Vec<(&'static str, Vec<u8>, Vec<u8>)> {
         v.push((map::GW_SLOTS, s.key().to_vec(), s.value().to_vec()));
     }
     let mut allowed = vec![
-        AllowedSource { slot: SLOT, src: POD_A.into(), from: SourceNode::Node(NODE_A) },
-        AllowedSource { slot: SLOT, src: POD_A2.into(), from: SourceNode::Node(NODE_A) },
-        AllowedSource { slot: SLOT, src: POD_B.into(), from: SourceNode::Node(NODE_B) },
+        AllowedSource { slot: SLOT, src: POD_A.into(), from: SourceNode::Node(NODE_A.into()) },
+        AllowedSource { slot: SLOT, src: POD_A2.into(), from: SourceNode::Node(NODE_A.into()) },
+        AllowedSource { slot: SLOT, src: POD_B.into(), from: SourceNode::Node(NODE_B.into()) },
         AllowedSource { slot: SLOT, src: POD_ANY.into(), from: SourceNode::AnyNode },
         AllowedSource { slot: SLOT, src: POD_LOCAL.into(), from: SourceNode::Local },
         AllowedSource { slot: SLOT, src: POD_LOCAL2.into(), from: SourceNode::Local },
-        AllowedSource { slot: SLOT_NO_IP, src: POD_A.into(), from: SourceNode::Node(NODE_A) },
-        AllowedSource { slot: FLOAT_SLOT, src: POD_A.into(), from: SourceNode::Node(NODE_A) },
-        AllowedSource { slot: FLOAT_SLOT, src: POD_B.into(), from: SourceNode::Node(NODE_B) },
+        AllowedSource { slot: SLOT_NO_IP, src: POD_A.into(), from: SourceNode::Node(NODE_A.into()) },
+        AllowedSource { slot: FLOAT_SLOT, src: POD_A.into(), from: SourceNode::Node(NODE_A.into()) },
+        AllowedSource { slot: FLOAT_SLOT, src: POD_B.into(), from: SourceNode::Node(NODE_B.into()) },
         AllowedSource { slot: FLOAT_SLOT, src: POD_ANY.into(), from: SourceNode::AnyNode },
         AllowedSource { slot: FLOAT_SLOT, src: POD_LOCAL.into(), from: SourceNode::Local },
-        AllowedSource { slot: FLOAT_SLOT, src: POD_ON_PEER.into(), from: SourceNode::Node(PEER_GW) },
-        AllowedSource { slot: SLOT, src: POD_A6.into(), from: SourceNode::Node(NODE_A) },
-        AllowedSource { slot: SLOT, src: POD_B6.into(), from: SourceNode::Node(NODE_B) },
+        AllowedSource { slot: FLOAT_SLOT, src: POD_ON_PEER.into(), from: SourceNode::Node(PEER_GW.into()) },
+        AllowedSource { slot: SLOT, src: POD_A6.into(), from: SourceNode::Node(NODE_A.into()) },
+        AllowedSource { slot: SLOT, src: POD_B6.into(), from: SourceNode::Node(NODE_B.into()) },
         AllowedSource { slot: SLOT, src: POD_LOCAL6.into(), from: SourceNode::Local },
-        AllowedSource { slot: SLOT_NO_IP, src: POD_A6.into(), from: SourceNode::Node(NODE_A) },
+        AllowedSource { slot: SLOT_NO_IP, src: POD_A6.into(), from: SourceNode::Node(NODE_A.into()) },
+        AllowedSource { slot: SLOT, src: POD_U.into(), from: SourceNode::Node(NODE6.into()) },
+        AllowedSource { slot: SLOT, src: POD_U6.into(), from: SourceNode::Node(NODE6.into()) },
+        AllowedSource { slot: FLOAT_SLOT, src: POD_U.into(), from: SourceNode::Node(NODE6.into()) },
     ];
     let floating = GatewaySlot {
         slot: FLOAT_SLOT,
@@ -137,11 +153,12 @@ pub fn gateway_entries() -> Vec<(&'static str, Vec<u8>, Vec<u8>)> {
     v.push((map::GW_SLOTS, floating.key().to_vec(), floating.value().to_vec()));
     // peers: the other candidate of the floating slot, and (ignored: the slot
     // is not floating) one for the ordinary slot
-    for p in [GatewayPeer { slot: FLOAT_SLOT, peer: PEER_GW }, GatewayPeer { slot: SLOT, peer: PEER_GW }] {
+    for p in [GatewayPeer { slot: FLOAT_SLOT, peer: PEER_GW.into() }, GatewayPeer { slot: SLOT, peer: PEER_GW.into() }]
+    {
         v.push((map::GW_PEERS, p.key().to_vec(), p.value().to_vec()));
     }
     for i in 1..=250 {
-        allowed.push(AllowedSource { slot: SLOT, src: extra_pod(i).into(), from: SourceNode::Node(NODE_A) });
+        allowed.push(AllowedSource { slot: SLOT, src: extra_pod(i).into(), from: SourceNode::Node(NODE_A.into()) });
     }
     for a in allowed {
         v.push((a.map(), a.key(), a.value().to_vec()));
@@ -201,8 +218,9 @@ impl Gateway {
         Gateway { programs: programs(), maps, now: 1_000_000_000 }
     }
 
-    /// A tunnelled packet from `node` for `slot`, through egret_tunnel_in.
-    pub fn tunnel_in(&mut self, frame: &[u8], slot: u32, node: Ipv4Addr) -> RunOutcome {
+    /// A tunnelled packet from `node` (its underlay address, either family)
+    /// for `slot`, through egret_tunnel_in.
+    pub fn tunnel_in(&mut self, frame: &[u8], slot: u32, node: impl Into<IpAddr>) -> RunOutcome {
         let mut input = RunInput::for_frame(frame);
         input.tunnel = Some(tunnel_key(slot, node));
         input.ktime_ns = self.now;
@@ -256,16 +274,15 @@ pub fn stat_of(maps: &MapStore, stat: Stat) -> (u64, u64) {
     })
 }
 
-/// Tunnel metadata of a received packet.
-pub fn tunnel_key(slot: u32, remote: Ipv4Addr) -> TunnelKey {
-    TunnelKey {
-        tunnel_id: slot,
-        remote: IpAddr::V4(remote),
-        tos: 0,
-        ttl: 64,
-        label: 0,
-        local: Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))),
-    }
+/// Tunnel metadata of a received packet from `remote` (either underlay
+/// family; the local end is the gateway's address of that family).
+pub fn tunnel_key(slot: u32, remote: impl Into<IpAddr>) -> TunnelKey {
+    let remote = remote.into();
+    let local = match remote {
+        IpAddr::V4(_) => IpAddr::V4(GATEWAY_UNDERLAY),
+        IpAddr::V6(_) => IpAddr::V6(GATEWAY_UNDERLAY6),
+    };
+    TunnelKey { tunnel_id: slot, remote, tos: 0, ttl: 64, label: 0, local: Some(local) }
 }
 
 // ----- packets ----------------------------------------------------------------------

@@ -693,6 +693,15 @@ mod tests {
     }
 
     #[test]
+    fn each_slot_knows_the_source_line_that_produced_it() {
+        // lines of LLVM_SAMPLE: 12 the .rept, 16 the .irp, 19 twice, 20, 21
+        let a = ok(LLVM_SAMPLE);
+        assert_eq!(a.lines, [12, 12, 12, 16, 16, 19, 19, 20, 21], "an expansion's slots on its outermost line");
+        let a = ok(".map m, hash, key_size=4, value_size=4, max_entries=1\nr1 = map[m] ll\n\nr0 = 0\nexit");
+        assert_eq!(a.lines, [2, 2, 4, 5], "both slots of an ld_imm64");
+    }
+
+    #[test]
     fn unique_labels_with_the_expansion_number() {
         let src = r"
             .macro skip_if_zero reg

@@ -58,6 +58,11 @@ pub struct Assembly {
     pub maps: Vec<MapDef>,
     /// Constants defined with `.equ`.
     pub constants: BTreeMap<String, i64>,
+    /// The 1-based source line of each instruction slot of `program` (both
+    /// slots of an `ld_imm64`): the statement's line, or for an instruction a
+    /// macro, `.rept` or `.irp` produced, the line of the outermost
+    /// invocation or directive in the source as written.
+    pub lines: Vec<usize>,
 }
 
 /// What went wrong at one place in the source.
@@ -588,10 +593,26 @@ pub fn assemble(name: &str, source: &str) -> Result<Assembly, AsmErrors> {
     };
     match program {
         Some(program) if !undefined_reported && errors.is_empty() && placed.is_empty() => {
-            Ok(Assembly { program, maps, constants: consts })
+            let slot_lines = source_lines(&insn_pos, &lines, program.insns.len());
+            Ok(Assembly { program, maps, constants: consts, lines: slot_lines })
         }
         _ => Err(AsmErrors { errors: place(errors, placed, &lines) }),
     }
+}
+
+/// The source line of each of `slots` slots ([`Assembly::lines`]): a slot no
+/// statement starts (an `ld_imm64`'s second) takes the line before it.
+fn source_lines(insn_pos: &BTreeMap<usize, (usize, usize)>, lines: &[macros::SrcLine], slots: usize) -> Vec<usize> {
+    let top = |n: usize| lines.get(n.wrapping_sub(1)).map_or(n, |l| l.ctx.last().map_or(l.line, |e| e.line));
+    let mut at = 0;
+    (0..slots)
+        .map(|i| {
+            if let Some((n, _)) = insn_pos.get(&i) {
+                at = top(*n);
+            }
+            at
+        })
+        .collect()
 }
 
 /// The driver's `errors` (whose lines count the lines the expander handed

@@ -104,14 +104,14 @@ impl GatewaySlot {
     }
 }
 
-/// An entry of `egret_float_owner` — hash, key 4, value 8,
+/// An entry of `egret_float_owner` — hash, key 4, value 20,
 /// [`FLOAT_OWNER_MAX`] entries, a state map (empty image, kept across
 /// swaps) written by the node's agent and read by the gateway templates'
 /// SNAT path and by the source classifier:
 /// - key: `u32` host floating slot id;
-/// - value: `u32` host IPv4 of the slot's current owner @0 (its underlay
-///   address, the tunnel remote other nodes see), `u32` host flags @4: bit 0
-///   [`FO_F_SELF`] = this node owns the slot.
+/// - value: the slot's current owner @0 (its underlay address, the tunnel
+///   remote other nodes see; [`crate::layout::NODE_ADDR`]), `u32` host
+///   flags @16: bit 0 [`FO_F_SELF`] = this node owns the slot.
 ///
 /// A slot with no entry has no owner known: its packets are dropped
 /// (`no-owner`). An entry without [`FO_F_SELF`] whose owner is `0.0.0.0` is
@@ -120,8 +120,8 @@ impl GatewaySlot {
 pub struct FloatOwner {
     /// The floating slot.
     pub slot: u32,
-    /// Its current owner's underlay IPv4.
-    pub owner: Ipv4Addr,
+    /// Its current owner's underlay address.
+    pub owner: IpAddr,
     /// Whether this node is the owner ([`FO_F_SELF`]).
     pub is_self: bool,
 }
@@ -140,7 +140,7 @@ impl FloatOwner {
     #[must_use]
     pub fn value(&self) -> [u8; Self::SIZE] {
         let mut v = [0u8; Self::SIZE];
-        float_owner::OWNER.put_ipv4(&mut v, self.owner);
+        float_owner::OWNER.put_node(&mut v, self.owner);
         float_owner::FLAGS.put(&mut v, u64::from(if self.is_self { FO_F_SELF } else { 0 }));
         v
     }
@@ -153,7 +153,7 @@ impl FloatOwner {
         }
         Some(FloatOwner {
             slot: layout::slot::SLOT.get_u32(key)?,
-            owner: float_owner::OWNER.ipv4(value)?,
+            owner: float_owner::OWNER.node(value)?,
             is_self: float_owner::FLAGS.get_u32(value)? & FO_F_SELF != 0,
         })
     }
@@ -170,11 +170,11 @@ pub(crate) fn def(name: &str) -> MapDef {
     layout::find(name).map(layout::MapLayout::def).unwrap_or_else(|| unreachable!("{name} is in layout::MAPS"))
 }
 
-/// An entry of `egret_gw_peers` — hash, key 8, value 4, [`GW_PEERS_MAX`]
+/// An entry of `egret_gw_peers` — hash, key 20, value 4, [`GW_PEERS_MAX`]
 /// entries, compiled from the plan on a gateway: for each floating slot this
 /// node serves, its other candidate gateways:
-/// - key: `u32` host slot @0, `u32` host IPv4 of the peer @4 (its underlay
-///   address, as `bpf_skb_get_tunnel_key` reports it);
+/// - key: `u32` host slot @0, the peer's underlay address @4
+///   ([`crate::layout::NODE_ADDR`], the tunnel remote its packets arrive from);
 /// - value: `u32` 0.
 ///
 /// A peer may send the slot's packets of any allowed pod (it forwards them
@@ -185,8 +185,8 @@ pub(crate) fn def(name: &str) -> MapDef {
 pub struct GatewayPeer {
     /// The floating slot.
     pub slot: u32,
-    /// Another candidate gateway of it.
-    pub peer: Ipv4Addr,
+    /// Another candidate gateway of it (its underlay address).
+    pub peer: IpAddr,
 }
 
 impl GatewayPeer {
@@ -200,7 +200,7 @@ impl GatewayPeer {
     pub fn key(&self) -> [u8; Self::KEY_SIZE] {
         let mut k = [0u8; Self::KEY_SIZE];
         peer_key::SLOT.put(&mut k, u64::from(self.slot));
-        peer_key::PEER.put_ipv4(&mut k, self.peer);
+        peer_key::PEER.put_node(&mut k, self.peer);
         k
     }
 
@@ -210,13 +210,13 @@ impl GatewayPeer {
         [0; Self::SIZE]
     }
 
-    /// Decodes an entry; `None` unless an 8-byte key and a 4-byte value.
+    /// Decodes an entry; `None` unless a 20-byte key and a 4-byte value.
     #[must_use]
     pub fn from_bytes(key: &[u8], value: &[u8]) -> Option<GatewayPeer> {
         if !peer_key::LAYOUT.fits(key) || value.len() != Self::SIZE {
             return None;
         }
-        Some(GatewayPeer { slot: peer_key::SLOT.get_u32(key)?, peer: peer_key::PEER.ipv4(key)? })
+        Some(GatewayPeer { slot: peer_key::SLOT.get_u32(key)?, peer: peer_key::PEER.node(key)? })
     }
 
     /// The map's definition.
@@ -229,8 +229,9 @@ impl GatewayPeer {
 /// Where an allowed source may send from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SourceNode {
-    /// Through the tunnel from this node (its tunnel source address).
-    Node(Ipv4Addr),
+    /// Through the tunnel from this node (its underlay address, the tunnel
+    /// remote of its packets).
+    Node(IpAddr),
     /// Through the tunnel from any node.
     AnyNode,
     /// The pod runs on this gateway node (`egret_gw_local` only).
@@ -277,12 +278,12 @@ impl AllowedSource {
     #[must_use]
     pub fn value(&self) -> [u8; Self::SIZE] {
         let (node, flags) = match self.from {
-            SourceNode::Node(ip) => (u32::from(ip), 0),
-            SourceNode::AnyNode => (0, 0),
-            SourceNode::Local => (0, GA_F_LOCAL),
+            SourceNode::Node(ip) => (ip, 0),
+            SourceNode::AnyNode => (Ipv4Addr::UNSPECIFIED.into(), 0),
+            SourceNode::Local => (Ipv4Addr::UNSPECIFIED.into(), GA_F_LOCAL),
         };
         let mut v = [0u8; Self::SIZE];
-        allowed::NODE.put(&mut v, u64::from(node));
+        allowed::NODE.put_node(&mut v, node);
         allowed::FLAGS.put(&mut v, u64::from(flags));
         v
     }

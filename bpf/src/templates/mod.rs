@@ -8,7 +8,7 @@
 //! |---|---|---|
 //! | `egret_tunnel_in` | tcx ingress of `egret0` ([`AttachPoint::TunnelIngress`]), every node | first, a gateway probe (inner ethertype 0x88b5, see [`probe`]): a request is answered from here, a reply recorded in `egret_probe_rx`; then inner destination in `egret_local_eps_v4`/`_v6` → *reply delivery*: `bpf_redirect_neigh(veth, {AF_INET or AF_INET6, pod}, 20, 0)`; otherwise *egress*: `tunnel_id & 0xffffff` is the slot, the tunnel remote the sending node, then the SNAT path |
 //! | `egret_gw_local` | none: tail-call target, index [`GW_LOCAL_PROG_INDEX`] of the source classifier's `PROG_ARRAY` | the SNAT path for the gateway node's own pods; the slot is in `skb->cb[0]` (low 24 bits) |
-//! | `egret_gw_reply` | tcx ingress of each egress interface ([`AttachPoint::EgressIngress`]) | reverse NAT; a reply to a pod on another node gets the tunnel key `{tunnel_id = slot, remote_ipv4 = node (host order), tunnel_ttl = 64}` and `bpf_redirect(%tunnel_ifindex, 0)`; one to a local pod goes to its veth like reply delivery; anything that is not a live NAT mapping returns `TC_ACT_UNSPEC` (-1) untouched |
+//! | `egret_gw_reply` | tcx ingress of each egress interface ([`AttachPoint::EgressIngress`]) | reverse NAT; a reply to a pod on another node gets the tunnel key `{tunnel_id = slot, remote = node (its family: [`crate::layout::NODE_ADDR`]), tunnel_ttl = 64}` and `bpf_redirect(%tunnel_ifindex, 0)`; one to a local pod goes to its veth like reply delivery; anything that is not a live NAT mapping returns `TC_ACT_UNSPEC` (-1) untouched |
 //!
 //! **SNAT path** (both egress programs, each family; bpf-templates/README.md
 //! says where IPv6 differs), in this order: Ethernet + IPv4 header
@@ -18,7 +18,7 @@
 //! slot* ([`GS_F_FLOATING`]) the owner in `egret_float_owner`
 //! ([`FloatOwner`]): none → `no-owner`, this node → go on, another node →
 //! forward the packet unchanged with the tunnel key `{tunnel_id = slot,
-//! remote_ipv4 = owner, tunnel_ttl = 64}` and `bpf_redirect(%tunnel_ifindex,
+//! remote = owner, tunnel_ttl = 64}` and `bpf_redirect(%tunnel_ifindex,
 //! 0)` (`forwarded`) — unless a peer of the slot forwarded it here (it was
 //! allowed through `egret_gw_peers`, [`GatewayPeer`], not as from its pod's
 //! own node), which is dropped `no-owner` instead of bounced; non-first fragment
@@ -144,7 +144,7 @@
 //! tunnel source, which `bpf_skb_get_tunnel_key` then reports as
 //! `remote_ipv4`. Redirect helpers only return `TC_ACT_REDIRECT` there.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use crate::artifact::AttachPoint;
 use crate::asm::{self, AsmErrors, Assembly};
@@ -300,13 +300,25 @@ impl Template {
 
 /// A source that sets a tunnel key and then runs `template` — the way the
 /// kernel tests give `egret_tunnel_in` tunnel metadata under
-/// `BPF_PROG_TEST_RUN`. `local_ipv4` is what the program then reads as the
-/// tunnel remote.
+/// `BPF_PROG_TEST_RUN`. `local` (either underlay family) is what the program
+/// then reads as the tunnel remote.
 #[must_use]
-pub fn with_test_tunnel_key(template: Template, tunnel_id: u32, local_ipv4: Ipv4Addr) -> String {
+pub fn with_test_tunnel_key(template: Template, tunnel_id: u32, local: IpAddr) -> String {
+    use std::fmt::Write as _;
+    let (flags, mut set_local) = match local {
+        IpAddr::V4(a) => (0, format!("    *(u32 *)(r10 + TUNKEY + TK_LOCAL) = {}\n", u32::from(a))),
+        IpAddr::V6(_) => (layout::BPF_F_TUNINFO_IPV6, String::new()),
+    };
+    if let IpAddr::V6(a) = local {
+        for (i, w) in a.octets().chunks_exact(4).enumerate() {
+            let w = i32::from_le_bytes([w[0], w[1], w[2], w[3]]);
+            let _ = writeln!(set_local, "    *(u32 *)(r10 + TUNKEY + TK_LOCAL + {}) = {w}", 4 * i);
+        }
+    }
     let test_prelude = TEST_TUNNEL_KEY_PRELUDE
         .replace("TEST_TUNNEL_ID", &tunnel_id.to_string())
-        .replace("TEST_LOCAL_IPV4", &u32::from(local_ipv4).to_string());
+        .replace("    TEST_SET_LOCAL\n", &set_local)
+        .replace("TEST_FLAGS", &flags.to_string());
     let prelude_text = prelude();
     let mut parts: Vec<&str> = vec![&prelude_text];
     for p in template.parts() {
@@ -321,8 +333,9 @@ pub fn with_test_tunnel_key(template: Template, tunnel_id: u32, local_ipv4: Ipv4
 }
 
 /// Test-only code put in front of a program: sets a tunnel key with
-/// `tunnel_id` and `local_ipv4` (placeholders `TEST_TUNNEL_ID`,
-/// `TEST_LOCAL_IPV4`), then restores R1 = ctx and falls into the program.
+/// `tunnel_id` and a local address (placeholders `TEST_TUNNEL_ID`,
+/// `TEST_SET_LOCAL`: the stores of the address, `TEST_FLAGS`: the family's
+/// flags), then restores R1 = ctx and falls into the program.
 pub const TEST_TUNNEL_KEY_PRELUDE: &str = "
     r6 = r1
     r1 = 0
@@ -334,12 +347,12 @@ pub const TEST_TUNNEL_KEY_PRELUDE: &str = "
     *(u32 *)(r10 + TUNKEY + 40) = r1
     *(u32 *)(r10 + TUNKEY + TK_ID) = TEST_TUNNEL_ID
     *(u32 *)(r10 + TUNKEY + TK_REMOTE) = 0x0a0b0c0d
-    *(u32 *)(r10 + TUNKEY + 28) = TEST_LOCAL_IPV4
+    TEST_SET_LOCAL
     r1 = r6
     r2 = r10
     r2 += TUNKEY
     r3 = TUNNEL_KEY_SIZE
-    r4 = 0
+    r4 = TEST_FLAGS
     call skb_set_tunnel_key
     r1 = r6
 ";
@@ -498,6 +511,7 @@ pub use nat::*;
 mod tests {
     use super::*;
     use crate::maps::MapKind;
+    use std::net::Ipv4Addr;
 
     #[test]
     fn layouts_round_trip() {
@@ -525,7 +539,7 @@ mod tests {
         assert_eq!(NatKey::<Ipv4Addr>::from_bytes(&b6), None, "a family's key is not the other's");
         let r6 = ReverseNat {
             orig_src: k6.src,
-            node: Ipv4Addr::new(192, 0, 2, 7),
+            node: "2001:db8:ffff::7".parse().expect("v6"),
             slot: 9,
             orig_sport: 1,
             flags: 1,
@@ -537,7 +551,7 @@ mod tests {
         assert_eq!(ForwardNat::from_bytes(&f6.to_bytes()), Some(f6));
         let r = ReverseNat {
             orig_src: k.src,
-            node: Ipv4Addr::new(192, 0, 2, 7),
+            node: Ipv4Addr::new(192, 0, 2, 7).into(),
             slot: 0x00ab_cdef,
             orig_sport: 40000,
             flags: RV_F_SEEN_REPLY,
@@ -545,7 +559,11 @@ mod tests {
             expires_ns: 9,
         };
         assert_eq!(ReverseNat::from_bytes(&r.to_bytes()), Some(r));
-        assert_eq!(&r.to_bytes()[0..4], &[7, 2, 0, 192], "node in host (little-endian) order");
+        assert_eq!(
+            &r.to_bytes()[0..16],
+            &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 192, 0, 2, 7],
+            "a mapped IPv4 node"
+        );
         let f = ForwardNat {
             egress_ip: Ipv4Addr::new(198, 51, 100, 1),
             nat_port: 61001,
@@ -578,30 +596,36 @@ mod tests {
         assert_eq!(GatewaySlot::from_bytes(&fixed.key(), &fixed.value()), Some(fixed));
         assert_eq!(GatewaySlot::from_bytes(&slot.key(), &slot.value()[..11]), None);
 
-        let o = FloatOwner { slot: 0xf10a, owner: Ipv4Addr::new(192, 0, 2, 50), is_self: false };
+        let o = FloatOwner { slot: 0xf10a, owner: Ipv4Addr::new(192, 0, 2, 50).into(), is_self: false };
         assert_eq!(o.key(), [0x0a, 0xf1, 0, 0]);
-        assert_eq!(o.value(), [50, 2, 0, 192, 0, 0, 0, 0], "owner in host order, flags 0");
+        assert_eq!(
+            o.value(),
+            [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 192, 0, 2, 50, 0, 0, 0, 0],
+            "owner mapped, flags 0"
+        );
         assert_eq!(FloatOwner::from_bytes(&o.key(), &o.value()), Some(o));
         let me = FloatOwner { is_self: true, ..o };
-        assert_eq!(&me.value()[4..8], &[1, 0, 0, 0], "FO_F_SELF @4");
+        assert_eq!(&me.value()[16..20], &[1, 0, 0, 0], "FO_F_SELF @16");
+        let o6 = FloatOwner { owner: "2001:db8::50".parse().expect("v6"), ..o };
+        assert_eq!(FloatOwner::from_bytes(&o6.key(), &o6.value()), Some(o6));
         assert_eq!(FloatOwner::from_bytes(&me.key(), &me.value()), Some(me));
         assert_eq!(FloatOwner::from_bytes(&o.key()[..3], &o.value()), None);
         assert_eq!(FloatOwner::from_bytes(&o.key(), &[0; 9]), None);
         let d = FloatOwner::map_def();
         assert_eq!(
             (d.name.as_str(), d.kind, d.key_size, d.value_size, d.max_entries),
-            ("egret_float_owner", MapKind::Hash, 4, 8, 256)
+            ("egret_float_owner", MapKind::Hash, 4, 20, 256)
         );
 
-        let p = GatewayPeer { slot: 0xf10a, peer: Ipv4Addr::new(192, 0, 2, 50) };
-        assert_eq!(p.key(), [0x0a, 0xf1, 0, 0, 50, 2, 0, 192]);
+        let p = GatewayPeer { slot: 0xf10a, peer: Ipv4Addr::new(192, 0, 2, 50).into() };
+        assert_eq!(p.key(), [0x0a, 0xf1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 192, 0, 2, 50]);
         assert_eq!(p.value(), [0; 4]);
         assert_eq!(GatewayPeer::from_bytes(&p.key(), &p.value()), Some(p));
         assert_eq!(GatewayPeer::from_bytes(&p.key(), &[0; 8]), None);
         let d = GatewayPeer::map_def();
         assert_eq!(
             (d.name.as_str(), d.kind, d.key_size, d.value_size, d.max_entries),
-            ("egret_gw_peers", MapKind::Hash, 8, 4, 1024)
+            ("egret_gw_peers", MapKind::Hash, 20, 4, 1024)
         );
         assert!(maps().contains(&FloatOwner::map_def()) && maps().contains(&GatewayPeer::map_def()));
         assert!(Stat::NoOwner.is_drop() && !Stat::Forwarded.is_drop() && !Stat::ProbeReply.is_drop());
@@ -656,9 +680,16 @@ mod tests {
         assert_eq!(&b[8..10], &[0xe8, 0x03]);
         assert_eq!(ProbeRx::from_bytes(&b[..23]), None);
         assert_eq!(ProbeRx::from_bytes(&[0; 25]), None);
-        assert_eq!(ProbeRx::key(Ipv4Addr::new(192, 0, 2, 7)), [7, 2, 0, 192], "host order");
+        assert_eq!(
+            ProbeRx::key(Ipv4Addr::new(192, 0, 2, 7)),
+            [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 192, 0, 2, 7],
+            "a mapped IPv4 node"
+        );
         let def = ProbeRx::map_def();
-        assert_eq!((def.name.as_str(), def.key_size, def.value_size, def.max_entries), ("egret_probe_rx", 4, 24, 1024));
+        assert_eq!(
+            (def.name.as_str(), def.key_size, def.value_size, def.max_entries),
+            ("egret_probe_rx", 16, 24, 1024)
+        );
         assert_eq!(def.kind, MapKind::Hash);
     }
 }

@@ -215,9 +215,9 @@ impl<A: GwAddr> ForwardNat<A> {
 pub struct ReverseNat<A = Ipv4Addr> {
     /// The pod's address.
     pub orig_src: A,
-    /// The pod's node (tunnel remote, an IPv4 underlay address); `0.0.0.0`
-    /// for local pods.
-    pub node: Ipv4Addr,
+    /// The pod's node (the tunnel remote, an underlay address of either
+    /// family, [`crate::layout::NODE_ADDR`]); `0.0.0.0` for local pods.
+    pub node: IpAddr,
     /// The slot.
     pub slot: u32,
     /// The pod's port (ICMP: identifier).
@@ -241,7 +241,7 @@ impl<A: GwAddr> ReverseNat<A> {
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut v = A::REVERSE.zeroed();
         put_addr(A::RV_ORIG_SRC, &mut v, self.orig_src);
-        reverse_nat::NODE.put_ipv4(&mut v, self.node);
+        reverse_nat::NODE.put_node(&mut v, self.node);
         reverse_nat::SLOT.put(&mut v, u64::from(self.slot));
         reverse_nat::ORIG_SPORT.put(&mut v, u64::from(self.orig_sport));
         reverse_nat::FLAGS.put(&mut v, u64::from(self.flags));
@@ -258,7 +258,7 @@ impl<A: GwAddr> ReverseNat<A> {
         }
         Some(ReverseNat {
             orig_src: get_addr(A::RV_ORIG_SRC, b)?,
-            node: reverse_nat::NODE.ipv4(b)?,
+            node: reverse_nat::NODE.node(b)?,
             slot: reverse_nat::SLOT.get_u32(b)?,
             orig_sport: reverse_nat::ORIG_SPORT.get(b)? as u16,
             flags: reverse_nat::FLAGS.get(b)? as u8,

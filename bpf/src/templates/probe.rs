@@ -32,13 +32,13 @@
 //! `malformed`). A **request** is turned into a reply in place (kind byte
 //! rewritten, everything else unchanged — seq, sender and `sent_ns` are the
 //! requester's) and sent back with the tunnel key `{tunnel_id = 0,
-//! remote_ipv4 = the request's tunnel remote, tunnel_ttl = 64}` and
+//! remote = the request's tunnel remote (either family), tunnel_ttl = 64}` and
 //! `bpf_redirect(skb->ifindex, 0)` (egress of `egret0`), counted
 //! `probe-answered`. A **reply** is recorded in `egret_probe_rx` under the
 //! tunnel remote (the node that answered) and dropped, counted `probe-reply`.
 //! Any other kind is `malformed`.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use crate::layout::{self, probe_frame, probe_rx};
 use crate::maps::MapDef;
@@ -173,13 +173,13 @@ impl Probe {
     }
 }
 
-/// Value of `egret_probe_rx` (key: `u32` host IPv4 of the node that
+/// Value of `egret_probe_rx` (key: the node address ([`layout::NODE_ADDR`]) of the node that
 /// answered, i.e. the reply's tunnel remote).
 ///
-/// `egret_probe_rx` — hash, key 4, value 24, [`super::PROBE_RX_MAX`]
+/// `egret_probe_rx` — hash, key 16, value 24, [`super::PROBE_RX_MAX`]
 /// entries, a state map (empty image, kept across generation swaps),
 /// written by `egret_tunnel_in` (`BPF_ANY`) when a reply arrives:
-/// - key: `host u32` IPv4 of the answering node (tunnel remote);
+/// - key: the answering node's address (tunnel remote, [`layout::NODE_ADDR`]);
 /// - value: `host u32` seq @0 (copied from the reply), 4 zero bytes @4,
 ///   `host u64` `sent_ns` @8 (copied from the reply), `host u64`
 ///   `recv_ns` @16 (`bpf_ktime_get_ns()` at arrival).
@@ -197,10 +197,12 @@ impl ProbeRx {
     /// Value size.
     pub const SIZE: usize = probe_rx::SIZE;
 
-    /// The key of `node`'s entry.
+    /// The key of `node`'s entry (its underlay address, [`layout::NODE_ADDR`]).
     #[must_use]
-    pub fn key(node: Ipv4Addr) -> [u8; 4] {
-        u32::from(node).to_le_bytes()
+    pub fn key(node: impl Into<IpAddr>) -> [u8; layout::node_addr::SIZE] {
+        let mut k = [0; layout::node_addr::SIZE];
+        layout::node_addr::NODE.put_node(&mut k, node.into());
+        k
     }
 
     /// Decodes a value; `None` unless exactly [`ProbeRx::SIZE`] bytes.

@@ -6,11 +6,9 @@
 //! violations occur, each at its line, and reports every failure of every
 //! file with the file, the line, what was expected and what the verifier said.
 //!
-//! The assembler does not expose the source line of each slot, so the runner
-//! maps lines to slots itself: one slot per statement, two for an `ld_imm64`
-//! (`... ll`, `ld_pseudo`), checked against the assembled program (the
-//! total, and that each two-slot line starts an `ld_imm64`). Files may not use
-//! macros (`.macro`, `.rept`, `.irp`), whose lines the runner cannot count.
+//! A violation's line is the source line the assembler gives its slot
+//! ([`egret_bpf::asm::Assembly::lines`]): an instruction a macro, `.rept` or
+//! `.irp` produced is reported on the line of the outermost invocation.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -20,8 +18,6 @@ use egret_bpf::verifier::{Violation, verify};
 const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/verifier");
 /// How files are named in messages (relative to the workspace root).
 const SHOWN_DIR: &str = "bpf/tests/verifier";
-/// `BPF_LD | BPF_IMM | BPF_DW`: the first slot of an `ld_imm64`.
-const LD_IMM64: u8 = 0x18;
 
 #[test]
 fn verifier_filetests() {
@@ -72,10 +68,7 @@ fn run(file: &str, src: &str) -> Vec<String> {
         Ok(a) => a,
         Err(e) => return e.errors.iter().map(|e| format!("{file}:{e} (assembly error)")).collect(),
     };
-    let slots = match slot_lines(&lines, &asm.program.insns.iter().map(|i| i.code).collect::<Vec<_>>()) {
-        Ok(s) => s,
-        Err((line, msg)) => return vec![file_err(line, msg)],
-    };
+    let slots = &asm.lines;
     let violations = match verify(&asm.program, &asm.maps) {
         Ok(_) if accepted => return Vec::new(),
         Ok(_) => {
@@ -203,53 +196,6 @@ fn strip_labels(code: &str) -> &str {
         rest = after.trim();
     }
     rest
-}
-
-/// The 1-based source line of each slot (both slots of an `ld_imm64` on its
-/// line), checked against the opcodes the assembler produced.
-fn slot_lines(lines: &[Line], codes: &[u8]) -> Result<Vec<usize>, Fail> {
-    let mut slots = Vec::new();
-    for l in lines {
-        let first = l.stmt.split_whitespace().next().unwrap_or("");
-        let count = match first {
-            "" | ".map" | ".equ" | ".set" => 0,
-            ".insn" => 1,
-            d if d.starts_with('.') => {
-                return Err((
-                    l.number,
-                    format!("`{d}`: filetests take plain statements (the runner counts slots by line)"),
-                ));
-            }
-            "ld_pseudo" => 2,
-            _ if l.stmt.split_whitespace().last() == Some("ll") => 2,
-            _ => 1,
-        };
-        if count > 0 && first != ".insn" {
-            let at = slots.len();
-            let is_ld = codes.get(at) == Some(&LD_IMM64);
-            if is_ld != (count == 2) {
-                return Err((
-                    l.number,
-                    format!(
-                        "line-to-slot mapping lost: the runner counted {count} slot(s) for `{}` at slot {at}",
-                        l.stmt
-                    ),
-                ));
-            }
-        }
-        slots.extend(std::iter::repeat_n(l.number, count));
-    }
-    if slots.len() != codes.len() {
-        return Err((
-            1,
-            format!(
-                "line-to-slot mapping lost: the runner counted {} slots, the assembler emitted {}",
-                slots.len(),
-                codes.len()
-            ),
-        ));
-    }
-    Ok(slots)
 }
 
 /// One `error:` annotation: a violation kind (`PacketOutOfRange` or

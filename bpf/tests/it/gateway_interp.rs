@@ -49,8 +49,19 @@ fn reply_to(got: &Parsed, l4: L4) -> Pkt {
     Pkt { src: got.dst, dst: got.src, ttl: 50, frag: 0, options: Vec::new(), l4 }
 }
 
-fn assert_tunnelled_back(out: &RunOutcome, reply: &Pkt, pod: impl Into<IpAddr>, pod_port: u16, node: Ipv4Addr) {
-    let pod = pod.into();
+/// The tunnel key flags for a node of `node`'s underlay family.
+fn family_flags(node: IpAddr) -> u64 {
+    if node.is_ipv6() { egret_bpf::layout::BPF_F_TUNINFO_IPV6 as u64 } else { 0 }
+}
+
+fn assert_tunnelled_back(
+    out: &RunOutcome,
+    reply: &Pkt,
+    pod: impl Into<IpAddr>,
+    pod_port: u16,
+    node: impl Into<IpAddr>,
+) {
+    let (pod, node) = (pod.into(), node.into());
     assert_eq!(out.r0, REDIRECT);
     assert_eq!(
         out.effects.redirect,
@@ -59,9 +70,9 @@ fn assert_tunnelled_back(out: &RunOutcome, reply: &Pkt, pod: impl Into<IpAddr>, 
     );
     let key = out.effects.tunnel_key.as_ref().expect("tunnel key set");
     assert_eq!(key.key.tunnel_id, SLOT);
-    assert_eq!(key.key.remote, IpAddr::V4(node));
+    assert_eq!(key.key.remote, node);
     assert_eq!(key.key.ttl, 64);
-    assert_eq!(key.flags, 0, "no DONT_FRAGMENT (EBPF-FACTS S8)");
+    assert_eq!(key.flags, family_flags(node), "the node's family, no DONT_FRAGMENT (EBPF-FACTS S8)");
     let got = parse(&out.packet);
     let before = parse(&reply.frame());
     assert_eq!(got.src, before.src);
@@ -87,7 +98,7 @@ fn tcp_syn_through_the_tunnel_is_snatted_and_the_reply_tunnelled_back() {
     assert_eq!(gw.stat(Stat::NatCreated).0, 1);
     let rkey = NatKey { src: EGRESS_IP, dst: SERVER, sport: port, dport: 443, proto: TCP };
     let state = gw.rnat(&rkey).expect("reverse entry");
-    assert_eq!((state.orig_src, state.orig_sport, state.node, state.slot), (POD_A, 40000, NODE_A, SLOT));
+    assert_eq!((state.orig_src, state.orig_sport, state.node, state.slot), (POD_A, 40000, NODE_A.into(), SLOT));
     assert_eq!(state.flags, 0);
     assert_eq!(state.expires_ns, gw.now + Timeouts::TCP_SYN_NS);
     let fwd = gw.fnat(&key_of(&syn)).expect("forward entry");
@@ -415,7 +426,7 @@ fn local_pods_egress_and_get_replies_on_their_veth() {
     let got = assert_snat(&out, &syn, port);
     let rkey = NatKey { src: EGRESS_IP, dst: SERVER, sport: port, dport: 443, proto: TCP };
     let state = gw.rnat(&rkey).expect("entry");
-    assert_eq!((state.flags, state.node), (RV_F_LOCAL, Ipv4Addr::UNSPECIFIED));
+    assert_eq!((state.flags, state.node), (RV_F_LOCAL, Ipv4Addr::UNSPECIFIED.into()));
     let synack = reply_to(&got, L4::Tcp { sport: 443, dport: port, flags: SYN | ACK });
     let out = gw.reply(&synack.frame());
     assert_eq!(out.r0, REDIRECT);
@@ -711,12 +722,13 @@ fn non_probe_traffic_on_the_tunnel_is_unchanged_by_the_probe_path() {
 
 // ----- floating slots ---------------------------------------------------------------
 
-fn set_owner(gw: &mut Gateway, owner: Option<Ipv4Addr>) {
+fn set_owner(gw: &mut Gateway, owner: Option<IpAddr>) {
     let (m, k, v) = float_owner(owner);
     gw.maps.update(m, &k, &v, 0).expect("owner");
 }
 
-fn assert_forwarded(out: &RunOutcome, sent: &[u8], owner: Ipv4Addr) {
+fn assert_forwarded(out: &RunOutcome, sent: &[u8], owner: impl Into<IpAddr>) {
+    let owner = owner.into();
     assert_eq!(out.r0, REDIRECT);
     assert_eq!(
         out.effects.redirect,
@@ -725,8 +737,8 @@ fn assert_forwarded(out: &RunOutcome, sent: &[u8], owner: Ipv4Addr) {
     );
     let key = out.effects.tunnel_key.as_ref().expect("tunnel key set");
     assert_eq!(key.key.tunnel_id, FLOAT_SLOT);
-    assert_eq!(key.key.remote, IpAddr::V4(owner), "to the owner");
-    assert_eq!((key.key.ttl, key.key.local, key.flags), (64, None, 0));
+    assert_eq!(key.key.remote, owner, "to the owner");
+    assert_eq!((key.key.ttl, key.key.local, key.flags), (64, None, family_flags(owner)));
     assert_eq!(out.packet, sent, "forwarded unchanged: the owner translates it");
     assert!(out.effects.stores.is_empty() && out.effects.map_updates.is_empty(), "no NAT state here");
 }
@@ -747,7 +759,7 @@ fn the_owner_of_a_floating_slot_snats_like_any_gateway() {
     assert_eq!((got.src, got.ttl, got.ip_csum_ok, got.l4_csum_ok), (IpAddr::from(FLOAT_IP), 63, true, Some(true)));
     let rkey = NatKey { src: FLOAT_IP, dst: SERVER, sport: got.sport, dport: 443, proto: TCP };
     let state = gw.rnat(&rkey).expect("reverse entry");
-    assert_eq!((state.node, state.slot), (NODE_A, FLOAT_SLOT));
+    assert_eq!((state.node, state.slot), (NODE_A.into(), FLOAT_SLOT));
     let back = gw.reply(&float_reply_to(&got).frame());
     assert_eq!(back.r0, REDIRECT);
     let key = back.effects.tunnel_key.expect("tunnelled back");
@@ -762,7 +774,7 @@ fn the_owner_of_a_floating_slot_snats_like_any_gateway() {
 #[test]
 fn a_floating_slot_owned_elsewhere_is_forwarded_to_the_owner() {
     let mut gw = Gateway::new();
-    set_owner(&mut gw, Some(OTHER_GW));
+    set_owner(&mut gw, Some(OTHER_GW.into()));
     // from a pod's node through the tunnel
     let f = Pkt::tcp(POD_A, 40000, SERVER, 443, SYN).frame();
     assert_forwarded(&gw.tunnel_in(&f, FLOAT_SLOT, NODE_A), &f, OTHER_GW);
@@ -801,7 +813,8 @@ fn a_floating_slot_without_an_owner_drops() {
     let out = gw.local(&Pkt::udp(POD_LOCAL, 5353, SERVER, 53).frame(), FLOAT_SLOT);
     assert_eq!(out.r0, SHOT);
     // an entry that names nobody and is not ours: the same
-    let nobody = egret_bpf::templates::FloatOwner { slot: FLOAT_SLOT, owner: Ipv4Addr::UNSPECIFIED, is_self: false };
+    let nobody =
+        egret_bpf::templates::FloatOwner { slot: FLOAT_SLOT, owner: Ipv4Addr::UNSPECIFIED.into(), is_self: false };
     gw.maps.update(maps_of::FLOAT_OWNER, &nobody.key(), &nobody.value(), 0).expect("owner");
     assert_eq!(gw.tunnel_in(&f, FLOAT_SLOT, NODE_A).r0, SHOT);
     assert_eq!(gw.stat(Stat::NoOwner).0, 3);
@@ -819,14 +832,14 @@ fn a_peer_forwards_other_nodes_pods_but_is_never_forwarded_to() {
     let got = parse(&out.packet);
     assert_eq!(got.src, FLOAT_IP);
     let rkey = NatKey { src: FLOAT_IP, dst: SERVER, sport: got.sport, dport: 443, proto: TCP };
-    assert_eq!(gw.rnat(&rkey).map(|r| r.node), Some(NODE_A), "the allowed entry's node, not the forwarder");
+    assert_eq!(gw.rnat(&rkey).map(|r| r.node), Some(NODE_A.into()), "the allowed entry's node, not the forwarder");
     let back = gw.reply(&float_reply_to(&got).frame());
     assert_eq!(back.effects.tunnel_key.map(|k| k.key.remote), Some(IpAddr::V4(NODE_A)));
     // a pod allowed from any node: replies go to the tunnel remote (the forwarder)
     let out = gw.tunnel_in(&Pkt::udp(POD_ANY, 7, SERVER, 53).frame(), FLOAT_SLOT, PEER_GW);
     let got = parse(&out.packet);
     let rkey = NatKey { src: FLOAT_IP, dst: SERVER, sport: got.sport, dport: 53, proto: UDP };
-    assert_eq!(gw.rnat(&rkey).map(|r| r.node), Some(PEER_GW));
+    assert_eq!(gw.rnat(&rkey).map(|r| r.node), Some(PEER_GW.into()));
     // a node that is neither the pod's nor a peer
     assert_eq!(gw.tunnel_in(&syn.frame(), FLOAT_SLOT, OTHER_GW).r0, SHOT);
     assert_eq!(gw.stat(Stat::SpoofedSource).0, 1);
@@ -836,7 +849,7 @@ fn a_peer_forwards_other_nodes_pods_but_is_never_forwarded_to() {
 
     // the owner is elsewhere now: what the peer sends is dropped, never bounced
     for owner in [OTHER_GW, PEER_GW] {
-        set_owner(&mut gw, Some(owner));
+        set_owner(&mut gw, Some(owner.into()));
         let out = gw.tunnel_in(&syn.frame(), FLOAT_SLOT, PEER_GW);
         assert_eq!((out.r0, out.effects.redirect), (SHOT, None), "owner {owner}");
     }
@@ -849,7 +862,7 @@ fn a_peer_forwards_other_nodes_pods_but_is_never_forwarded_to() {
 #[test]
 fn a_pod_on_the_owner_whose_first_candidate_is_here_goes_back_to_the_owner() {
     let mut gw = Gateway::new();
-    set_owner(&mut gw, Some(PEER_GW));
+    set_owner(&mut gw, Some(PEER_GW.into()));
     // straight from its node (the owner, a peer): forwarded back, not dropped
     let f = Pkt::tcp(POD_ON_PEER, 40000, SERVER, 443, SYN).frame();
     assert_forwarded(&gw.tunnel_in(&f, FLOAT_SLOT, PEER_GW), &f, PEER_GW);
@@ -870,7 +883,7 @@ fn the_owner_translates_its_own_pod_forwarded_back_by_a_peer() {
     assert_eq!(got.src, FLOAT_IP);
     let rkey = NatKey { src: FLOAT_IP, dst: SERVER, sport: got.sport, dport: 443, proto: TCP };
     let state = gw.rnat(&rkey).expect("reverse entry");
-    assert_eq!((state.flags, state.node), (RV_F_LOCAL, Ipv4Addr::UNSPECIFIED), "a local pod's state");
+    assert_eq!((state.flags, state.node), (RV_F_LOCAL, Ipv4Addr::UNSPECIFIED.into()), "a local pod's state");
     // its replies go to its veth, as for any local pod
     let back = gw.reply(&float_reply_to(&got).frame());
     assert_eq!(back.r0, REDIRECT);
@@ -887,7 +900,7 @@ fn the_owner_translates_its_own_pod_forwarded_back_by_a_peer() {
     assert_eq!(gw.tunnel_in(&syn.frame(), SLOT, PEER_GW).r0, SHOT);
     assert_eq!(gw.stat(Stat::SpoofedSource).0, 2);
     // owned elsewhere now: the peer forwarded it here, so it is not bounced on
-    set_owner(&mut gw, Some(OTHER_GW));
+    set_owner(&mut gw, Some(OTHER_GW.into()));
     let out = gw.tunnel_in(&syn.frame(), FLOAT_SLOT, PEER_GW);
     assert_eq!((out.r0, out.effects.redirect), (SHOT, None));
     assert_eq!(gw.stat(Stat::NoOwner).0, 1);
@@ -897,19 +910,19 @@ fn the_owner_translates_its_own_pod_forwarded_back_by_a_peer() {
 fn ordinary_slots_ignore_the_owner_map() {
     let mut gw = Gateway::new();
     // an owner entry for the ordinary slot's id changes nothing
-    let o = egret_bpf::templates::FloatOwner { slot: SLOT, owner: OTHER_GW, is_self: false };
+    let o = egret_bpf::templates::FloatOwner { slot: SLOT, owner: OTHER_GW.into(), is_self: false };
     gw.maps.update(maps_of::FLOAT_OWNER, &o.key(), &o.value(), 0).expect("owner");
     let syn = Pkt::tcp(POD_A, 40000, SERVER, 443, SYN);
     let port = nat_port_candidates(&key_of(&syn))[0];
     assert_snat(&gw.tunnel_in(&syn.frame(), SLOT, NODE_A), &syn, port);
     let rkey = NatKey { src: EGRESS_IP, dst: SERVER, sport: port, dport: 443, proto: TCP };
-    assert_eq!(gw.rnat(&rkey).map(|r| r.node), Some(NODE_A));
+    assert_eq!(gw.rnat(&rkey).map(|r| r.node), Some(NODE_A.into()));
     // any-node pods keep the tunnel remote as their reply node
     let q = Pkt::udp(POD_ANY, 9, SERVER, 53);
     let out = gw.tunnel_in(&q.frame(), SLOT, NODE_B);
     let got = parse(&out.packet);
     let rkey = NatKey { src: EGRESS_IP, dst: SERVER, sport: got.sport, dport: 53, proto: UDP };
-    assert_eq!(gw.rnat(&rkey).map(|r| r.node), Some(NODE_B));
+    assert_eq!(gw.rnat(&rkey).map(|r| r.node), Some(NODE_B.into()));
     assert_eq!(gw.stat(Stat::Forwarded).0 + gw.stat(Stat::NoOwner).0, 0);
 }
 
@@ -938,7 +951,7 @@ fn ipv6_tcp_udp_and_icmpv6_echo_are_snatted_and_tunnelled_back() {
         let k = key6(&sent);
         let rkey = NatKey { src: EGRESS_IP6, dst: SERVER6, sport: port, dport: k.dport, proto: k.proto };
         let state = gw.rnat(&rkey).expect("reverse entry in egret_rnat_v6");
-        assert_eq!((state.orig_src, state.orig_sport, state.node, state.slot), (POD_A6, pod_port, NODE_A, SLOT));
+        assert_eq!((state.orig_src, state.orig_sport, state.node, state.slot), (POD_A6, pod_port, NODE_A.into(), SLOT));
         let fwd = gw.fnat(&k).expect("forward entry in egret_nat_v6");
         assert_eq!((fwd.egress_ip, fwd.nat_port, fwd.slot), (EGRESS_IP6, port, SLOT));
         // nothing of it in the IPv4 tables
@@ -1237,4 +1250,77 @@ fn icmp_errors_that_match_no_connection_pass_untouched() {
         assert_eq!((out.r0, &out.packet), (UNSPEC, f), "{what}: passed untouched");
     }
     assert_eq!(gw.stat(Stat::IcmpError).0, 0);
+}
+
+// ----- IPv6 underlay ----------------------------------------------------------------
+// A node whose underlay address is IPv6 (NODE6): its tunnel packets carry an IPv6
+// remote, the gateway names it by that address in every map and tunnels replies back
+// with an IPv6 key, whatever the inner family.
+
+#[test]
+fn pods_of_a_node_with_an_ipv6_underlay_are_snatted_and_tunnelled_back_over_ipv6() {
+    let mut gw = Gateway::new();
+    // an IPv4 pod
+    let syn = Pkt::tcp(POD_U, 40000, SERVER, 443, SYN);
+    let port = nat_port_candidates(&key_of(&syn))[0];
+    let got = assert_snat(&gw.tunnel_in(&syn.frame(), SLOT, NODE6), &syn, port);
+    let rkey = NatKey { src: EGRESS_IP, dst: SERVER, sport: port, dport: 443, proto: TCP };
+    assert_eq!(gw.rnat(&rkey).map(|r| r.node), Some(IpAddr::V6(NODE6)), "the node by its IPv6 underlay address");
+    let synack = reply_to(&got, L4::Tcp { sport: 443, dport: port, flags: SYN | ACK });
+    assert_tunnelled_back(&gw.reply(&synack.frame()), &synack, POD_U, 40000, NODE6);
+    // an IPv6 pod
+    let q = Pkt::udp(POD_U6, 5353, SERVER6, 53);
+    let port = nat_port_candidates(&key6(&q))[0];
+    let got = assert_snat_to(&gw.tunnel_in(&q.frame(), SLOT, NODE6), &q, port, EGRESS_IP6.into());
+    let rkey = NatKey { src: EGRESS_IP6, dst: SERVER6, sport: port, dport: 53, proto: UDP };
+    assert_eq!(gw.rnat(&rkey).map(|r| r.node), Some(IpAddr::V6(NODE6)));
+    let answer = reply_to(&got, L4::Udp { sport: 53, dport: port, csum: true });
+    assert_tunnelled_back(&gw.reply(&answer.frame()), &answer, POD_U6, 5353, NODE6);
+    assert_eq!((gw.stat(Stat::Snat).0, gw.stat(Stat::ReplyTunnelled).0), (2, 2));
+}
+
+#[test]
+fn a_node_is_one_address_whatever_its_family() {
+    let mut gw = Gateway::new();
+    // POD_U is allowed from NODE6 only: from an IPv4 node, or another IPv6 one, it is spoofed
+    let f = Pkt::udp(POD_U, 5353, SERVER, 53).frame();
+    assert_eq!(gw.tunnel_in(&f, SLOT, NODE_A).r0, SHOT);
+    assert_eq!(gw.tunnel_in(&f, SLOT, Ipv6Addr::new(0x2001, 0xdb8, 0xff, 0, 0, 0, 0, 7)).r0, SHOT);
+    // NODE_A's IPv4 pod through an IPv6 tunnel remote whose low word is NODE_A's address
+    let mapped_lookalike = Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0xc000, 0x0202);
+    assert_eq!(gw.tunnel_in(&Pkt::udp(POD_A, 5353, SERVER, 53).frame(), SLOT, mapped_lookalike).r0, SHOT);
+    assert_eq!(gw.stat(Stat::SpoofedSource).0, 3);
+    // and the real ones pass
+    assert_eq!(gw.tunnel_in(&f, SLOT, NODE6).r0, REDIRECT);
+    assert_eq!(gw.tunnel_in(&Pkt::udp(POD_A, 5353, SERVER, 53).frame(), SLOT, NODE_A).r0, REDIRECT);
+}
+
+#[test]
+fn a_floating_slot_owned_by_a_gateway_with_an_ipv6_underlay_is_forwarded_over_ipv6() {
+    let mut gw = Gateway::new();
+    set_owner(&mut gw, Some(OTHER_GW6.into()));
+    let f = Pkt::tcp(POD_A, 40000, SERVER, 443, SYN).frame();
+    assert_forwarded(&gw.tunnel_in(&f, FLOAT_SLOT, NODE_A), &f, OTHER_GW6);
+    let f = Pkt::tcp(POD_U, 40000, SERVER, 443, SYN).frame();
+    assert_forwarded(&gw.tunnel_in(&f, FLOAT_SLOT, NODE6), &f, OTHER_GW6);
+    assert_eq!(gw.stat(Stat::Forwarded).0, 2);
+}
+
+#[test]
+fn probes_over_an_ipv6_underlay_are_answered_and_recorded_by_address() {
+    let mut gw = Gateway::new();
+    let req = probe_request(9, Ipv4Addr::UNSPECIFIED, 77);
+    let out = gw.tunnel_in(&req.frame(), probe::VNI, NODE6);
+    assert_eq!(out.r0, REDIRECT);
+    let key = out.effects.tunnel_key.as_ref().expect("tunnel key set");
+    assert_eq!((key.key.remote, key.key.local), (IpAddr::V6(NODE6), Some(IpAddr::V6(GATEWAY_UNDERLAY6))));
+    assert_eq!(
+        (key.key.tunnel_id, key.key.ttl, key.key.label, key.flags),
+        (probe::VNI, 64, 0, family_flags(NODE6.into()))
+    );
+    gw.now = 5_000;
+    let reply = Probe { kind: Kind::Reply, ..req };
+    assert_eq!(gw.tunnel_in(&reply.frame(), probe::VNI, NODE6).r0, SHOT);
+    let got = gw.maps.lookup(maps_of::PROBE_RX, &ProbeRx::key(NODE6)).expect("lookup").expect("entry");
+    assert_eq!(ProbeRx::from_bytes(&got), Some(ProbeRx { seq: 9, sent_ns: 77, recv_ns: 5_000 }));
 }

@@ -41,6 +41,7 @@ use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
 use egret_bpf::Program;
 use egret_bpf::elf::verify_and_write;
 use egret_bpf::interp::{MapStore, RunInput, run};
+use egret_bpf::layout as l;
 use egret_bpf::templates::probe::{self, Kind, Probe, ProbeRx};
 use egret_bpf::templates::{self, GatewaySlot, NatKey, ReverseNat, Stat, Template, map, nat_hash, nat_port_candidates};
 use gateway_common::*;
@@ -54,23 +55,28 @@ use privileged_gate::{privileged, skip_or_fail};
 // ----- the kernel side ---------------------------------------------------------------
 
 /// Name of the keyed `egret_tunnel_in` variant for (slot, sending node).
-fn keyed_name(slot: u32, node: Ipv4Addr) -> String {
-    format!("keyed_{slot:x}_{:x}", u32::from(node))
+fn keyed_name(slot: u32, node: IpAddr) -> String {
+    let node: String = node.to_string().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+    format!("keyed_{slot:x}_{node}")
 }
 
 /// The tunnel metadata combinations the test sequence uses.
-const KEYED: [(u32, Ipv4Addr); 11] = [
-    (SLOT, NODE_A),
-    (SLOT, NODE_B),
-    (SLOT_UNKNOWN, NODE_A),
-    (SLOT_NO_IP, NODE_A),
-    (probe::VNI, NODE_A),
-    (probe::VNI, NODE_B),
-    (1, NODE_A),
-    (FLOAT_SLOT, NODE_A),
-    (FLOAT_SLOT, PEER_GW),
-    (FLOAT_SLOT, OTHER_GW),
-    (SLOT, PEER_GW),
+const KEYED: [(u32, IpAddr); 14] = [
+    (SLOT, IpAddr::V4(NODE_A)),
+    (SLOT, IpAddr::V4(NODE_B)),
+    (SLOT_UNKNOWN, IpAddr::V4(NODE_A)),
+    (SLOT_NO_IP, IpAddr::V4(NODE_A)),
+    (probe::VNI, IpAddr::V4(NODE_A)),
+    (probe::VNI, IpAddr::V4(NODE_B)),
+    (1, IpAddr::V4(NODE_A)),
+    (FLOAT_SLOT, IpAddr::V4(NODE_A)),
+    (FLOAT_SLOT, IpAddr::V4(PEER_GW)),
+    (FLOAT_SLOT, IpAddr::V4(OTHER_GW)),
+    (SLOT, IpAddr::V4(PEER_GW)),
+    // a node with an IPv6 underlay address
+    (SLOT, IpAddr::V6(NODE6)),
+    (probe::VNI, IpAddr::V6(NODE6)),
+    (FLOAT_SLOT, IpAddr::V6(NODE6)),
 ];
 
 /// The object under test: the three templates as shipped, plus keyed
@@ -98,18 +104,30 @@ fn put<const K: usize, const V: usize>(bpf: &mut aya::Ebpf, name: &str, key: &[u
 }
 
 fn kernel_update(bpf: &mut aya::Ebpf, name: &str, key: &[u8], value: &[u8]) {
-    match (key.len(), value.len()) {
-        (4, 8) => put::<4, 8>(bpf, name, key, value),
-        (4, 28) => put::<4, 28>(bpf, name, key, value),
-        (16, 8) => put::<16, 8>(bpf, name, key, value),
-        (20, 8) => put::<20, 8>(bpf, name, key, value),
-        (40, 40) => put::<40, 40>(bpf, name, key, value),
-        (40, 48) => put::<40, 48>(bpf, name, key, value),
-        (8, 8) => put::<8, 8>(bpf, name, key, value),
-        (8, 4) => put::<8, 4>(bpf, name, key, value),
-        (16, 32) => put::<16, 32>(bpf, name, key, value),
-        (k, v) => panic!("{name}: no entry layout {k}+{v}"),
+    // every (key, value) layout of a map the tests fill
+    macro_rules! sized {
+        ($(($k:path, $v:path)),* $(,)?) => {
+            $( if (key.len(), value.len()) == ($k, $v) {
+                return put::<{ $k }, { $v }>(bpf, name, key, value);
+            } )*
+        };
     }
+
+    sized!(
+        (l::slot::SIZE, l::gw_slot::SIZE),
+        (l::slot::SIZE, l::float_owner::SIZE),
+        (l::allowed_key::SIZE, l::allowed::SIZE),
+        (l::allowed_key6::SIZE, l::allowed::SIZE),
+        (l::peer_key::SIZE, l::peer::SIZE),
+        (l::pod_addr::SIZE, l::local_ep::SIZE),
+        (l::pod_addr6::SIZE, l::local_ep::SIZE),
+        (l::nat_key::SIZE, l::forward_nat::SIZE),
+        (l::nat_key::SIZE, l::reverse_nat::SIZE),
+        (l::nat_key6::SIZE, l::forward_nat6::SIZE),
+        (l::nat_key6::SIZE, l::reverse_nat6::SIZE),
+        (l::node_addr::SIZE, l::probe_rx::SIZE),
+    );
+    panic!("{name}: no entry layout {}+{}", key.len(), value.len());
 }
 
 fn kernel_entries<const K: usize, const V: usize>(bpf: &aya::Ebpf, name: &str) -> BTreeMap<Vec<u8>, Vec<u8>> {
@@ -132,7 +150,7 @@ fn kernel_stat(bpf: &aya::Ebpf, s: Stat) -> (u64, u64) {
 #[derive(Debug, Clone)]
 enum Via {
     /// egret0 ingress with this tunnel metadata.
-    Tunnel(u32, Ipv4Addr),
+    Tunnel(u32, IpAddr),
     /// egret_gw_local with this slot in cb[0].
     Local(u32),
     /// egress interface ingress.
@@ -246,10 +264,26 @@ impl Bench {
             v
         };
         let tables = [
-            (map::NAT_V4, true, kernel_entries::<16, 32>(&self.bpf, map::NAT_V4)),
-            (map::RNAT_V4, false, kernel_entries::<16, 32>(&self.bpf, map::RNAT_V4)),
-            (map::NAT_V6, true, kernel_entries::<40, 40>(&self.bpf, map::NAT_V6)),
-            (map::RNAT_V6, false, kernel_entries::<40, 48>(&self.bpf, map::RNAT_V6)),
+            (
+                map::NAT_V4,
+                true,
+                kernel_entries::<{ l::nat_key::SIZE }, { l::forward_nat::SIZE }>(&self.bpf, map::NAT_V4),
+            ),
+            (
+                map::RNAT_V4,
+                false,
+                kernel_entries::<{ l::nat_key::SIZE }, { l::reverse_nat::SIZE }>(&self.bpf, map::RNAT_V4),
+            ),
+            (
+                map::NAT_V6,
+                true,
+                kernel_entries::<{ l::nat_key6::SIZE }, { l::forward_nat6::SIZE }>(&self.bpf, map::NAT_V6),
+            ),
+            (
+                map::RNAT_V6,
+                false,
+                kernel_entries::<{ l::nat_key6::SIZE }, { l::reverse_nat6::SIZE }>(&self.bpf, map::RNAT_V6),
+            ),
         ];
         for (name, forward, kernel) in &tables {
             let strip = |m: &BTreeMap<Vec<u8>, Vec<u8>>| {
@@ -293,7 +327,7 @@ fn test_run_agrees_with_the_interpreter_through_a_session() {
         return;
     }
     let mut b = Bench::new(&gateway_entries());
-    let tun_a = Via::Tunnel(SLOT, NODE_A);
+    let tun_a = Via::Tunnel(SLOT, NODE_A.into());
 
     // TCP: SYN out, SYN-ACK back through the tunnel, data, FIN both ways
     let syn = Pkt::tcp(POD_A, 40000, SERVER, 443, SYN);
@@ -323,15 +357,15 @@ fn test_run_agrees_with_the_interpreter_through_a_session() {
     // UDP with and without checksum, ICMP echo, from both nodes
     for (via, p) in [
         (tun_a.clone(), Pkt::udp(POD_A2, 5353, SERVER, 53)),
-        (Via::Tunnel(SLOT, NODE_B), Pkt::udp(POD_B, 5353, SERVER, 53)),
+        (Via::Tunnel(SLOT, NODE_B.into()), Pkt::udp(POD_B, 5353, SERVER, 53)),
         (
             tun_a.clone(),
             Pkt { l4: L4::Udp { sport: 6000, dport: 53, csum: false }, ..Pkt::udp(POD_A, 6000, SERVER, 53) },
         ),
-        (Via::Tunnel(SLOT, NODE_B), Pkt::icmp(POD_B, SERVER, 8, 0x4242)),
+        (Via::Tunnel(SLOT, NODE_B.into()), Pkt::icmp(POD_B, SERVER, 8, 0x4242)),
         (Via::Local(SLOT), Pkt::tcp(POD_LOCAL, 40000, SERVER, 443, SYN)),
         (Via::Local(SLOT), Pkt::icmp(POD_LOCAL, SERVER, 8, 77)),
-        (Via::Tunnel(SLOT, NODE_B), Pkt::udp(POD_ANY, 1, SERVER, 53)),
+        (Via::Tunnel(SLOT, NODE_B.into()), Pkt::udp(POD_ANY, 1, SERVER, 53)),
         (tun_a.clone(), Pkt { frag: 0x2000, ..Pkt::udp(POD_A, 7000, SERVER, 53) }),
         (
             tun_a.clone(),
@@ -356,12 +390,12 @@ fn test_run_agrees_with_the_interpreter_through_a_session() {
     // drops: spoofing, slots, TTL, fail-closed protocols, no metadata
     for (via, f, want) in [
         (tun_a.clone(), Pkt::udp(POD_NOT_ALLOWED, 1, SERVER, 53).frame(), Stat::SpoofedSource),
-        (Via::Tunnel(SLOT, NODE_B), Pkt::udp(POD_A, 1, SERVER, 53).frame(), Stat::SpoofedSource),
+        (Via::Tunnel(SLOT, NODE_B.into()), Pkt::udp(POD_A, 1, SERVER, 53).frame(), Stat::SpoofedSource),
         (tun_a.clone(), Pkt::udp(POD_LOCAL, 1, SERVER, 53).frame(), Stat::SpoofedSource),
         (Via::Local(SLOT), Pkt::udp(POD_A, 1, SERVER, 53).frame(), Stat::SpoofedSource),
         (Via::Local(SLOT), Pkt::udp(POD_LOCAL2, 1, SERVER, 53).frame(), Stat::SpoofedSource),
-        (Via::Tunnel(SLOT_UNKNOWN, NODE_A), Pkt::udp(POD_A, 1, SERVER, 53).frame(), Stat::NoEgressIp),
-        (Via::Tunnel(SLOT_NO_IP, NODE_A), Pkt::udp(POD_A, 1, SERVER, 53).frame(), Stat::NoEgressIp),
+        (Via::Tunnel(SLOT_UNKNOWN, NODE_A.into()), Pkt::udp(POD_A, 1, SERVER, 53).frame(), Stat::NoEgressIp),
+        (Via::Tunnel(SLOT_NO_IP, NODE_A.into()), Pkt::udp(POD_A, 1, SERVER, 53).frame(), Stat::NoEgressIp),
         (tun_a.clone(), Pkt::tcp(POD_A, 40009, SERVER, 443, SYN).ttl(1).frame(), Stat::TtlExceeded),
         (tun_a.clone(), arp_frame(), Stat::NotIp),
         (tun_a.clone(), Pkt::icmp(POD_A, SERVER, 3, 0).frame(), Stat::UnsupportedProto),
@@ -407,12 +441,63 @@ fn test_run_agrees_with_the_interpreter_through_a_session() {
 }
 
 #[test]
+fn test_run_agrees_with_the_interpreter_on_an_ipv6_underlay() {
+    if !privileged("test_run_agrees_with_the_interpreter_on_an_ipv6_underlay") {
+        return;
+    }
+    let mut b = Bench::new(&gateway_entries());
+    let tun6 = Via::Tunnel(SLOT, NODE6.into());
+    // both inner families from a node whose tunnel remote is IPv6: the kernel's
+    // bpf_skb_get_tunnel_key refuses the IPv4 call, the IPv6 one names the node
+    for (p, egress) in [
+        (Pkt::tcp(POD_U, 40000, SERVER, 443, SYN), IpAddr::from(EGRESS_IP)),
+        (Pkt::udp(POD_U6, 5353, SERVER6, 53), IpAddr::from(EGRESS_IP6)),
+    ] {
+        let (r0, out) = b.step(&tun6, &p.frame());
+        assert_eq!(u64::from(r0), REDIRECT, "{p:?}");
+        let got = parse(&out);
+        assert_eq!((got.src, got.l4_csum_ok), (egress, Some(true)), "{p:?}");
+        let l4 = match p.l4 {
+            L4::Tcp { dport, .. } => L4::Tcp { sport: dport, dport: got.sport, flags: SYN | ACK },
+            L4::Udp { dport, csum, .. } => L4::Udp { sport: dport, dport: got.sport, csum },
+            _ => unreachable!("TCP and UDP here"),
+        };
+        let reply = Pkt { src: got.dst, dst: got.src, ttl: 50, frag: 0, options: Vec::new(), l4 };
+        let (r0, back) = b.step(&Via::Reply, &reply.frame());
+        assert_eq!(u64::from(r0), REDIRECT, "tunnelled back: {p:?}");
+        assert_eq!(parse(&back).dst, p.src);
+    }
+    // the node is one address: an IPv4 node's pod from it, and its pod from an IPv4 node, are spoofed
+    for (via, f) in [
+        (tun6.clone(), Pkt::udp(POD_A, 1, SERVER, 53).frame()),
+        (Via::Tunnel(SLOT, NODE_A.into()), Pkt::udp(POD_U, 1, SERVER, 53).frame()),
+    ] {
+        assert_eq!(u64::from(b.step(&via, &f).0), SHOT);
+    }
+    // a probe over the IPv6 underlay is answered; a floating slot owned by a
+    // gateway with an IPv6 underlay is forwarded
+    let (r0, _) = b.step(&Via::Tunnel(probe::VNI, NODE6.into()), &probe_request(3, NODE_A, 1).frame());
+    assert_eq!(u64::from(r0), REDIRECT);
+    let (m, k, v) = float_owner(Some(OTHER_GW6));
+    b.update_both(m, &k, &v);
+    let f = Pkt::tcp(POD_U, 40000, SERVER, 443, SYN).frame();
+    assert_eq!(b.step(&Via::Tunnel(FLOAT_SLOT, NODE6.into()), &f), (REDIRECT as u32, f));
+    // the reverse entries (the node's 16 bytes included) are the same in both
+    b.assert_same_state();
+    assert_eq!(
+        (kernel_stat(&b.bpf, Stat::SpoofedSource).0, kernel_stat(&b.bpf, Stat::Forwarded).0),
+        (2, 1),
+        "counted as the interpreter counts"
+    );
+}
+
+#[test]
 fn test_run_agrees_with_the_interpreter_on_ipv6() {
     if !privileged("test_run_agrees_with_the_interpreter_on_ipv6") {
         return;
     }
     let mut b = Bench::new(&gateway_entries());
-    let tun_a = Via::Tunnel(SLOT, NODE_A);
+    let tun_a = Via::Tunnel(SLOT, NODE_A.into());
     let from_server6 =
         |l4: L4| Pkt { src: SERVER6.into(), dst: EGRESS_IP6.into(), ttl: 50, frag: 0, options: Vec::new(), l4 };
 
@@ -445,8 +530,8 @@ fn test_run_agrees_with_the_interpreter_on_ipv6() {
     // UDP, ICMPv6 echo, from both nodes and from a pod of the gateway itself
     for (via, p) in [
         (tun_a.clone(), Pkt::udp(POD_A6, 5353, SERVER6, 53)),
-        (Via::Tunnel(SLOT, NODE_B), Pkt::udp(POD_B6, 5353, SERVER6, 53)),
-        (Via::Tunnel(SLOT, NODE_B), Pkt::icmp(POD_B6, SERVER6, ICMP6_ECHO, 0x4242)),
+        (Via::Tunnel(SLOT, NODE_B.into()), Pkt::udp(POD_B6, 5353, SERVER6, 53)),
+        (Via::Tunnel(SLOT, NODE_B.into()), Pkt::icmp(POD_B6, SERVER6, ICMP6_ECHO, 0x4242)),
         (Via::Local(SLOT), Pkt::tcp(POD_LOCAL6, 40000, SERVER6, 443, SYN)),
         (Via::Local(SLOT), Pkt::icmp(POD_LOCAL6, SERVER6, ICMP6_ECHO, 77)),
     ] {
@@ -476,9 +561,9 @@ fn test_run_agrees_with_the_interpreter_on_ipv6() {
     };
     for (via, f, want) in [
         (tun_a.clone(), Pkt::udp(POD_NOT_ALLOWED6, 1, SERVER6, 53).frame(), Stat::SpoofedSource),
-        (Via::Tunnel(SLOT, NODE_B), Pkt::udp(POD_A6, 1, SERVER6, 53).frame(), Stat::SpoofedSource),
+        (Via::Tunnel(SLOT, NODE_B.into()), Pkt::udp(POD_A6, 1, SERVER6, 53).frame(), Stat::SpoofedSource),
         (Via::Local(SLOT), Pkt::udp(POD_A6, 1, SERVER6, 53).frame(), Stat::SpoofedSource),
-        (Via::Tunnel(SLOT_NO_IP, NODE_A), Pkt::udp(POD_A6, 1, SERVER6, 53).frame(), Stat::NoEgressIp),
+        (Via::Tunnel(SLOT_NO_IP, NODE_A.into()), Pkt::udp(POD_A6, 1, SERVER6, 53).frame(), Stat::NoEgressIp),
         (tun_a.clone(), Pkt::tcp(POD_A6, 40009, SERVER6, 443, SYN).ttl(1).frame(), Stat::TtlExceeded),
         (tun_a.clone(), Pkt::icmp(POD_A6, SERVER6, 1, 0).frame(), Stat::UnsupportedProto),
         (tun_a.clone(), ext(0), Stat::UnsupportedProto),
@@ -514,7 +599,7 @@ fn test_run_agrees_on_port_allocation_collisions_expiry_and_exhaustion() {
         return;
     }
     let mut b = Bench::new(&gateway_entries());
-    let tun_a = Via::Tunnel(SLOT, NODE_A);
+    let tun_a = Via::Tunnel(SLOT, NODE_A.into());
     // 17 flows of one hash bucket
     let mut bucket: BTreeMap<u32, Vec<u16>> = BTreeMap::new();
     let flows: Vec<Pkt> = (1024..=u16::MAX)
@@ -531,7 +616,7 @@ fn test_run_agrees_on_port_allocation_collisions_expiry_and_exhaustion() {
     // candidate 1 one that never expires: busy
     let stale = |orig: Ipv4Addr, expires_ns| ReverseNat {
         orig_src: orig,
-        node: NODE_B,
+        node: NODE_B.into(),
         slot: SLOT,
         orig_sport: 1,
         flags: 0,
@@ -745,7 +830,7 @@ fn test_run_agrees_with_the_interpreter_on_probes() {
     // a request from node A is answered: redirect, kind rewritten; the kernel
     // accepted the reply's tunnel key (else: rewrite-failed, SHOT)
     let req = Probe { kind: Kind::Request, seq: 99, sender: NODE_A, sent_ns: 42 };
-    let (r0, out) = b.step(&Via::Tunnel(probe::VNI, NODE_A), &req.frame());
+    let (r0, out) = b.step(&Via::Tunnel(probe::VNI, NODE_A.into()), &req.frame());
     assert_eq!(u64::from(r0), REDIRECT);
     assert_eq!(Probe::from_frame(&out), Some(Probe { kind: Kind::Reply, ..req }));
     assert_eq!(out.len(), probe::FRAME_LEN);
@@ -755,10 +840,10 @@ fn test_run_agrees_with_the_interpreter_on_probes() {
     // a reply from node B is recorded under node B and dropped
     let reply = Probe { kind: Kind::Reply, seq: 5, sender: NODE_A, sent_ns: 1_234 };
     let before = monotonic_ns();
-    let (r0, out) = b.step(&Via::Tunnel(probe::VNI, NODE_B), &reply.frame());
+    let (r0, out) = b.step(&Via::Tunnel(probe::VNI, NODE_B.into()), &reply.frame());
     let after = monotonic_ns();
     assert_eq!((u64::from(r0), out), (SHOT, reply.frame().to_vec()));
-    let k = kernel_entries::<4, 24>(&b.bpf, map::PROBE_RX);
+    let k = kernel_entries::<{ l::node_addr::SIZE }, { l::probe_rx::SIZE }>(&b.bpf, map::PROBE_RX);
     assert_eq!(k.keys().cloned().collect::<Vec<_>>(), [ProbeRx::key(NODE_B).to_vec()]);
     let got = ProbeRx::from_bytes(&k[&ProbeRx::key(NODE_B).to_vec()]).expect("value");
     assert_eq!((got.seq, got.sent_ns), (5, 1_234));
@@ -775,13 +860,13 @@ fn test_run_agrees_with_the_interpreter_on_probes() {
         f.to_vec()
     };
     for (via, f) in [
-        (Via::Tunnel(SLOT, NODE_A), good.to_vec()),
-        (Via::Tunnel(1, NODE_A), good.to_vec()),
-        (Via::Tunnel(probe::VNI, NODE_A), with(probe::OFF_MAGIC, b'X')),
-        (Via::Tunnel(probe::VNI, NODE_A), with(probe::OFF_MAGIC + 3, b'Q')),
-        (Via::Tunnel(probe::VNI, NODE_A), with(probe::OFF_VERSION, 2)),
-        (Via::Tunnel(probe::VNI, NODE_A), with(probe::OFF_KIND, 3)),
-        (Via::Tunnel(probe::VNI, NODE_A), good[..probe::PAYLOAD_END - 1].to_vec()),
+        (Via::Tunnel(SLOT, NODE_A.into()), good.to_vec()),
+        (Via::Tunnel(1, NODE_A.into()), good.to_vec()),
+        (Via::Tunnel(probe::VNI, NODE_A.into()), with(probe::OFF_MAGIC, b'X')),
+        (Via::Tunnel(probe::VNI, NODE_A.into()), with(probe::OFF_MAGIC + 3, b'Q')),
+        (Via::Tunnel(probe::VNI, NODE_A.into()), with(probe::OFF_VERSION, 2)),
+        (Via::Tunnel(probe::VNI, NODE_A.into()), with(probe::OFF_KIND, 3)),
+        (Via::Tunnel(probe::VNI, NODE_A.into()), good[..probe::PAYLOAD_END - 1].to_vec()),
     ] {
         let n = kernel_stat(&b.bpf, Stat::Malformed).0;
         let (r0, out) = b.step(&via, &f);
@@ -792,11 +877,11 @@ fn test_run_agrees_with_the_interpreter_on_probes() {
     let (r0, _) = b.step(&Via::NoKey, &req.frame());
     assert_eq!(u64::from(r0), SHOT);
     assert_eq!(kernel_stat(&b.bpf, Stat::NoTunnelKey).0, 1);
-    assert_eq!(kernel_entries::<4, 24>(&b.bpf, map::PROBE_RX).len(), 1);
+    assert_eq!(kernel_entries::<{ l::node_addr::SIZE }, { l::probe_rx::SIZE }>(&b.bpf, map::PROBE_RX).len(), 1);
     assert_eq!(answered(&b).0, 1);
 
     // egress traffic through the same program still works, on top
-    let (r0, _) = b.step(&Via::Tunnel(SLOT, NODE_A), &Pkt::tcp(POD_A, 40000, SERVER, 443, SYN).frame());
+    let (r0, _) = b.step(&Via::Tunnel(SLOT, NODE_A.into()), &Pkt::tcp(POD_A, 40000, SERVER, 443, SYN).frame());
     assert_eq!(u64::from(r0), REDIRECT);
     b.assert_same_state();
 }
@@ -812,8 +897,8 @@ fn test_run_agrees_with_the_interpreter_on_floating_slots() {
         b.update_both(m, &k, &v);
     };
     let count = |b: &Bench, s: Stat| kernel_stat(&b.bpf, s).0;
-    let from_a = Via::Tunnel(FLOAT_SLOT, NODE_A);
-    let from_peer = Via::Tunnel(FLOAT_SLOT, PEER_GW);
+    let from_a = Via::Tunnel(FLOAT_SLOT, NODE_A.into());
+    let from_peer = Via::Tunnel(FLOAT_SLOT, PEER_GW.into());
     let syn = Pkt::tcp(POD_A, 40000, SERVER, 443, SYN).frame();
 
     // no owner known: dropped
@@ -832,8 +917,8 @@ fn test_run_agrees_with_the_interpreter_on_floating_slots() {
     assert_eq!(b.step(&from_peer, &syn).0, SHOT as u32);
     assert_eq!(count(&b, Stat::NoOwner), 3);
     // neither the pod's node nor a peer; a peer on an ordinary slot
-    assert_eq!(b.step(&Via::Tunnel(FLOAT_SLOT, OTHER_GW), &syn).0, SHOT as u32);
-    assert_eq!(b.step(&Via::Tunnel(SLOT, PEER_GW), &syn).0, SHOT as u32);
+    assert_eq!(b.step(&Via::Tunnel(FLOAT_SLOT, OTHER_GW.into()), &syn).0, SHOT as u32);
+    assert_eq!(b.step(&Via::Tunnel(SLOT, PEER_GW.into()), &syn).0, SHOT as u32);
     assert_eq!(count(&b, Stat::SpoofedSource), 2);
 
     // owned here: translated, from the pod's node and through the peer
@@ -854,9 +939,9 @@ fn test_run_agrees_with_the_interpreter_on_floating_slots() {
         assert_eq!(u64::from(b.step(&Via::Reply, &reply.frame()).0), REDIRECT);
     }
     let rkey = NatKey { src: FLOAT_IP, dst: SERVER, sport: got_b.sport, dport: 443, proto: TCP };
-    let k_rev = kernel_entries::<16, 32>(&b.bpf, map::RNAT_V4);
+    let k_rev = kernel_entries::<{ l::nat_key::SIZE }, { l::reverse_nat::SIZE }>(&b.bpf, map::RNAT_V4);
     let state = ReverseNat::<Ipv4Addr>::from_bytes(&k_rev[&rkey.to_bytes().to_vec()]).expect("reverse entry");
-    assert_eq!((state.node, state.slot), (NODE_B, FLOAT_SLOT), "the allowed entry's node, not the peer");
+    assert_eq!((state.node, state.slot), (NODE_B.into(), FLOAT_SLOT), "the allowed entry's node, not the peer");
     assert_eq!(count(&b, Stat::ReplyTunnelled), 2);
     b.assert_same_state();
 }
@@ -1131,9 +1216,12 @@ fn a_real_vxlan_gateway_forwards_a_floating_slot_to_its_owner() {
         egress_ifindex: 1,
         floating: true,
     };
-    let allowed =
-        templates::AllowedSource { slot: FLOAT_SLOT, src: POD_A.into(), from: templates::SourceNode::Node(node) };
-    let o = templates::FloatOwner { slot: FLOAT_SLOT, owner, is_self: false };
+    let allowed = templates::AllowedSource {
+        slot: FLOAT_SLOT,
+        src: POD_A.into(),
+        from: templates::SourceNode::Node(node.into()),
+    };
+    let o = templates::FloatOwner { slot: FLOAT_SLOT, owner: owner.into(), is_self: false };
     kernel_update(&mut bpf, map::GW_SLOTS, &slot.key(), &slot.value());
     kernel_update(&mut bpf, map::GW_ALLOWED, &allowed.key(), &allowed.value());
     kernel_update(&mut bpf, map::FLOAT_OWNER, &o.key(), &o.value());

@@ -90,7 +90,7 @@ fn the_test_prelude_changes_only_the_front_of_tunnel_in() {
     let shipped = Template::TunnelIn.assemble().expect("assembles").program;
     let keyed = egret_bpf::asm::assemble(
         "keyed",
-        &templates::with_test_tunnel_key(Template::TunnelIn, 7, std::net::Ipv4Addr::new(192, 0, 2, 2)),
+        &templates::with_test_tunnel_key(Template::TunnelIn, 7, std::net::Ipv4Addr::new(192, 0, 2, 2).into()),
     )
     .expect("assembles")
     .program;

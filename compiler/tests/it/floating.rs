@@ -186,12 +186,12 @@ fn gateway_images_flag_the_slot_and_list_the_other_candidates() {
         assert_eq!(floating.len(), 1, "{gw}");
         assert_eq!((floating[0].slot, floating[0].egress_ip), (id.0, v4(FLOATING)), "{gw}");
         assert!(slots.iter().filter(|s| s.slot != id.0).all(|s| !s.floating), "{gw}: fixed slots stay fixed");
-        let peers: BTreeSet<(u32, Ipv4Addr)> = entries(templates::map::GW_PEERS)
+        let peers: BTreeSet<(u32, IpAddr)> = entries(templates::map::GW_PEERS)
             .iter()
             .filter_map(|(k, v)| GatewayPeer::from_bytes(k, v))
             .map(|p| (p.slot, p.peer))
             .collect();
-        let want: BTreeSet<(u32, Ipv4Addr)> = others.iter().map(|p| (id.0, v4(p))).collect();
+        let want: BTreeSet<(u32, IpAddr)> = others.iter().map(|p| (id.0, v4(p).into())).collect();
         assert_eq!(peers, want, "{gw}");
         // the plan read back from its text gives the same peers
         let back = codegen::plan_text::parse(&plans[gw].to_text()).expect("parses");

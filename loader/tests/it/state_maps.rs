@@ -37,7 +37,7 @@ const TC_ACT_UNSPEC: u32 = u32::MAX;
 /// (test runs carry no tunnel metadata), `egret_gw_reply`, `maps` as the
 /// object's maps, and `extra` more allowed pods (so artifacts differ).
 fn gateway(maps: &[MapDef], extra: u8) -> Artifact {
-    let keyed = templates::with_test_tunnel_key(Template::TunnelIn, SLOT, NODE_A);
+    let keyed = templates::with_test_tunnel_key(Template::TunnelIn, SLOT, NODE_A.into());
     let tunnel_in = egret_bpf::asm::assemble(Template::TunnelIn.name(), &keyed).expect("assembles").program;
     let reply = Template::GwReply.assemble().expect("assembles").program;
     let object = verify_and_write(&[tunnel_in, reply], maps, DEFAULT_LICENSE).expect("object");
@@ -226,11 +226,11 @@ fn nat_tables_and_counters_survive_swaps() {
     assert_eq!(c.len(), 2, "IPv4, then IPv6");
     assert_eq!(
         (c[0].pod, c[0].pod_port, c[0].node, c[0].egress, c[0].nat_port),
-        (IpAddr::from(POD_A), 40_000, NODE_A, IpAddr::from(EGRESS_IP), nat_port)
+        (IpAddr::from(POD_A), 40_000, IpAddr::from(NODE_A), IpAddr::from(EGRESS_IP), nat_port)
     );
     assert_eq!(
         (c[1].pod, c[1].pod_port, c[1].node, c[1].egress, c[1].nat_port),
-        (IpAddr::from(POD_A6), 40_001, NODE_A, IpAddr::from(EGRESS_IP6), nat_port6)
+        (IpAddr::from(POD_A6), 40_001, IpAddr::from(NODE_A), IpAddr::from(EGRESS_IP6), nat_port6)
     );
     let text = gw.to_string();
     assert!(text.contains("NAT table use 1/65536 mappings, 1/65536 connections"), "{text}");

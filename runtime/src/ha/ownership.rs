@@ -404,7 +404,7 @@ async fn control(
             .filter_map(|m| {
                 let owner = m.owner.as_ref()?;
                 let ip = m.role.candidates.iter().find(|(n, _)| n == owner).map(|(_, ip)| *ip)?;
-                Some((m.role.slot, FloatOwner { slot: m.role.slot, owner: ip, is_self: *owner == config.node }))
+                Some((m.role.slot, FloatOwner { slot: m.role.slot, owner: ip.into(), is_self: *owner == config.node }))
             })
             .collect();
         let full = last_rewrite.elapsed() >= REWRITE;

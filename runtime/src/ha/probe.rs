@@ -505,7 +505,7 @@ impl Probing {
                 return self.failed(&e.into());
             }
         };
-        let ours: BTreeSet<[u8; 4]> = targets.iter().map(|gw| ProbeRx::key(*gw)).collect();
+        let ours: BTreeSet<[u8; 16]> = targets.iter().map(|gw| ProbeRx::key(*gw)).collect();
         for key in keys.iter().filter(|k| !ours.iter().any(|o| o == k.as_slice())) {
             if let Err(e) = rx.remove(key) {
                 self.status.errors.map_read += 1;

@@ -82,7 +82,7 @@
 //! sender's IPv4. Batch (2): `u64` seq, `u8` flags (1 = first frame of a
 //! full snapshot, 2 = last frame of it), `u16` slot count + `u32` slots
 //! (only with flag 1), `u32` upsert count + upserts (`u8` table: 0 reverse,
-//! 1 forward; 16-byte key, 32-byte value, both in the maps' own layouts
+//! 1 forward; 16-byte key, the value (48 bytes reverse, 32 forward), both in the maps' own layouts
 //! [`NatKey`]/[`ReverseNat`]/[`ForwardNat`], the value's times being
 //! offsets as above), `u32` delete count + deletes (table, key). Ack (3):
 //! `u64` seq. Integers big-endian. Anything else — another version, an
@@ -125,7 +125,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc};
@@ -162,14 +162,17 @@ const POLL: Duration = Duration::from_millis(20);
 /// Concurrent standby-side connections.
 pub const MAX_SESSIONS: usize = 32;
 
-/// Wire protocol version.
-pub const VERSION: u8 = 1;
+/// Wire protocol version (2: reverse values carry the pod's node as a 16-byte
+/// address, `egret_bpf::layout::NODE_ADDR`).
+pub const VERSION: u8 = 2;
 /// Upserts plus deletes in one batch frame.
 pub const MAX_ENTRIES_PER_FRAME: usize = 2048;
 /// Slots a snapshot may name (a node serves at most this many slots).
 pub const MAX_SLOTS: usize = templates::GW_SLOTS_MAX as usize;
-/// Bytes of one upsert on the wire: table, key, value.
+/// Bytes of the largest upsert on the wire: table, key, value.
 const UPSERT_LEN: usize = 1 + NatKey::SIZE + max_value_size();
+/// Bytes of the smallest upsert (what a count must leave room for).
+const MIN_UPSERT_LEN: usize = 1 + NatKey::SIZE + min_value_size();
 /// Bytes of one delete on the wire: table, key.
 const DELETE_LEN: usize = 1 + NatKey::SIZE;
 /// Batch bytes before the entries: version, type, seq, flags, slot count,
@@ -188,6 +191,10 @@ pub const LAG_WINDOW: usize = 1024;
 
 const fn max_value_size() -> usize {
     if ForwardNat::SIZE > ReverseNat::SIZE { ForwardNat::SIZE } else { ReverseNat::SIZE }
+}
+
+const fn min_value_size() -> usize {
+    if ForwardNat::SIZE < ReverseNat::SIZE { ForwardNat::SIZE } else { ReverseNat::SIZE }
 }
 
 const FRAME_HELLO: u8 = 1;
@@ -355,7 +362,7 @@ pub fn to_wire(value: NatValue, now: u64, grace_ns: u64, owner: Ipv4Addr) -> Nat
         NatValue::Reverse(mut r) => {
             if r.flags & RV_F_LOCAL != 0 {
                 r.flags &= !RV_F_LOCAL;
-                r.node = owner;
+                r.node = owner.into();
             }
             r.expires_ns = r.expires_ns.saturating_add(grace_ns);
             NatValue::Reverse(r)
@@ -371,8 +378,8 @@ pub fn to_wire(value: NatValue, now: u64, grace_ns: u64, owner: Ipv4Addr) -> Nat
 pub fn from_wire(value: NatValue, now: u64, me: Ipv4Addr) -> NatValue {
     let value = value.with_times(value.times().map(|t| absolute(t, now)));
     match value {
-        NatValue::Reverse(mut r) if r.node == me => {
-            r.node = Ipv4Addr::UNSPECIFIED;
+        NatValue::Reverse(mut r) if r.node == IpAddr::V4(me) => {
+            r.node = Ipv4Addr::UNSPECIFIED.into();
             r.flags |= RV_F_LOCAL;
             NatValue::Reverse(r)
         }
@@ -691,7 +698,7 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, WireError> {
             for _ in 0..slots {
                 covered.insert(u32::from_be_bytes(c.array()?));
             }
-            let n = c.count(UPSERT_LEN, MAX_ENTRIES_PER_FRAME)?;
+            let n = c.count(MIN_UPSERT_LEN, MAX_ENTRIES_PER_FRAME)?;
             let mut upserts = Vec::with_capacity(n);
             for _ in 0..n {
                 let table = c.table()?;
@@ -1772,7 +1779,7 @@ mod tests {
         let fkey = NatKey { src: pod, dst: REMOTE, sport, dport: 443, proto: 6 };
         let rev = ReverseNat {
             orig_src: pod,
-            node,
+            node: node.into(),
             slot,
             orig_sport: sport,
             flags,
@@ -1832,13 +1839,13 @@ mod tests {
         let [(_, rev), (_, fwd)] =
             flow(7, Ipv4Addr::new(10, 0, 0, 1), 4000, 61000, Ipv4Addr::UNSPECIFIED, RV_F_LOCAL, now);
         let NatValue::Reverse(sent) = to_wire(rev, now, grace, O) else { panic!("reverse") };
-        assert_eq!((sent.node, sent.flags), (O, 0));
+        assert_eq!((sent.node, sent.flags), (O.into(), 0));
         assert_eq!((sent.last_seen_ns, sent.expires_ns), (0, 61 * SEC), "offsets; expires with the grace");
         let NatValue::Reverse(got) = from_wire(NatValue::Reverse(sent), 20 * SEC, S) else { panic!("reverse") };
-        assert_eq!((got.node, got.flags, got.last_seen_ns, got.expires_ns), (O, 0, 20 * SEC, 81 * SEC));
+        assert_eq!((got.node, got.flags, got.last_seen_ns, got.expires_ns), (O.into(), 0, 20 * SEC, 81 * SEC));
         // installed on the pod's own node it is local again
         let NatValue::Reverse(home) = from_wire(NatValue::Reverse(sent), 20 * SEC, O) else { panic!("reverse") };
-        assert_eq!((home.node, home.flags), (Ipv4Addr::UNSPECIFIED, RV_F_LOCAL));
+        assert_eq!((home.node, home.flags), (Ipv4Addr::UNSPECIFIED.into(), RV_F_LOCAL));
         // forward entries: only the times change
         let back = from_wire(to_wire(fwd, now, grace, O), 20 * SEC, S);
         assert!(back.same_state(&fwd));
@@ -2181,7 +2188,7 @@ mod tests {
         // the local pod's replies go to the old owner after a takeover
         let NatValue::Reverse(r) = got[&(Table::Reverse, local[0].0)] else { panic!("reverse") };
         let NatValue::Reverse(orig) = local[0].1 else { panic!("reverse") };
-        assert_eq!((r.orig_src, r.orig_sport, r.slot, r.node, r.flags), (orig.orig_src, 4000, 7, O, 0));
+        assert_eq!((r.orig_src, r.orig_sport, r.slot, r.node, r.flags), (orig.orig_src, 4000, 7, O.into(), 0));
         // one clock on both "nodes" here: a time arrives shifted by the transfer
         // time (between 0 and the test's duration), expires also by the grace
         let shift = |got: u64, sent: u64| got.checked_sub(sent).filter(|d| *d <= after - before);
