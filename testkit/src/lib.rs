@@ -14,10 +14,12 @@
 //! | [`failover`] | gateway failover trials on the mini-cluster |
 //! | [`arpwatch`] | who answers ARP for an address, seen from the external segment |
 //! | [`kubecluster`] | the mini-cluster served by [`apiserver`] |
+//! | [`cni`] | `egret-cni` on the mini-cluster: pods created as a runtime does, the leak trial, an agent serving the CNI socket |
 
 pub mod agent_process;
 pub mod apiserver;
 pub mod arpwatch;
+pub mod cni;
 pub mod failover;
 pub mod gateway;
 pub mod kubecluster;
