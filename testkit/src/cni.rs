@@ -438,6 +438,13 @@ pub struct LeakReport {
     pub lost: usize,
     /// Each `ADD`'s duration (process spawn to exit), with the plugin.
     pub add: Vec<Duration>,
+    /// Datagrams gateway-1 dropped as from a source it does not allow for
+    /// the sending node (`SpoofedSource`: its own watch had not seen the pod
+    /// yet) during the trial.
+    pub dropped_at_gateway: u64,
+    /// Second datagrams, sent by every pod after the trial, that arrived from
+    /// the egress IP (every pod under its policy by then).
+    pub later_via_egress: usize,
 }
 
 /// How a trial runs.
@@ -466,6 +473,11 @@ pub struct LeakTrial<'a> {
 /// A set-up step fails, or (with the plugin) an `ADD` fails.
 pub fn leak_trial(t: &LeakTrial<'_>, sandboxes: &mut Sandboxes) -> Result<LeakReport, ClusterError> {
     let worker = node("worker-1");
+    let spoofed = || {
+        let stat = egret_bpf::templates::Stat::SpoofedSource.index();
+        t.cluster.counter("gateway-1", egret_bpf::templates::map::GW_STATS, stat).map(|(packets, _)| packets)
+    };
+    let spoofed_before = spoofed()?;
     let mut add = Vec::new();
     let mut pods = Vec::new();
     for i in 0..t.pods {
@@ -500,15 +512,29 @@ pub fn leak_trial(t: &LeakTrial<'_>, sandboxes: &mut Sandboxes) -> Result<LeakRe
     }
     // the last datagrams on their way (a gateway hop, or the node's masquerade)
     std::thread::sleep(Duration::from_millis(1000));
-    let mut report =
-        LeakReport { pods: t.pods, plugin: t.plugin.is_some(), via_egress: 0, leaked: Vec::new(), lost: 0, add };
+    let dropped_at_gateway = spoofed()?.saturating_sub(spoofed_before);
+    for name in &pods {
+        send_udp(t.cluster, name, format!("{name} later"))?;
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let mut report = LeakReport {
+        pods: t.pods,
+        plugin: t.plugin.is_some(),
+        via_egress: 0,
+        leaked: Vec::new(),
+        lost: 0,
+        add,
+        dropped_at_gateway,
+        later_via_egress: 0,
+    };
+    let egress = IpAddr::V4(EGRESS_IP);
     for name in pods {
-        let sources = t.log.sources(&format!("{name} first"));
-        match sources.first() {
+        match t.log.sources(&format!("{name} first")).first() {
             None => report.lost += 1,
-            Some(s) if *s == IpAddr::V4(EGRESS_IP) => report.via_egress += 1,
-            Some(s) => report.leaked.push((name, *s)),
+            Some(s) if *s == egress => report.via_egress += 1,
+            Some(s) => report.leaked.push((name.clone(), *s)),
         }
+        report.later_via_egress += usize::from(t.log.sources(&format!("{name} later")) == [egress]);
     }
     Ok(report)
 }
