@@ -567,3 +567,59 @@ pub fn plugin_binary() -> PathBuf {
         .find(|p| p.exists())
         .unwrap_or_else(|| dir.join("egret-cni"))
 }
+
+/// The mini-cluster served by the API server, every node's agent from it,
+/// worker-1's agent serving a CNI socket ([`CniAgent`]); dropped in that
+/// order: worker-1's agent, the cluster (the other agents, namespaces,
+/// pins), the API server.
+#[derive(Debug)]
+pub struct CniCluster {
+    /// worker-1's agent with the socket.
+    pub agent: CniAgent,
+    /// The cluster.
+    pub cluster: MiniCluster,
+    /// Its API server.
+    pub served: crate::kubecluster::Served,
+}
+
+impl CniCluster {
+    /// Builds it (`agent`: the `egret-agent` binary).
+    ///
+    /// # Errors
+    /// Any set-up step; what was made so far is removed.
+    pub fn start(tag: &str, agent: &Path) -> Result<CniCluster, ClusterError> {
+        let mut cluster = MiniCluster::prepare(tag)?;
+        let served = crate::kubecluster::serve(&cluster, tag)?;
+        cluster.start_agents(agent, crate::minicluster::Source::Kube { kubeconfig: &served.kubeconfig })?;
+        cluster.stop_agent("worker-1")?;
+        let agent = CniAgent::start(agent, &cluster, "worker-1", &served.kubeconfig)?;
+        Ok(CniCluster { agent, cluster, served })
+    }
+
+    /// The two leak trials of `pods` pods each on worker-1, the watch alone
+    /// first, then with `plugin` (module doc); the pods' namespaces are
+    /// deleted before this returns.
+    ///
+    /// # Errors
+    /// As [`leak_trial`].
+    pub fn side_by_side(&self, plugin: &Path, pods: usize) -> Result<(LeakReport, LeakReport), ClusterError> {
+        let log = UdpLog::start(&self.cluster)?;
+        let mut sandboxes = Sandboxes::default();
+        let first = Ipv4Addr::new(10, 244, 1, 12);
+        let mut t = LeakTrial {
+            cluster: &self.cluster,
+            api: &self.served.server,
+            plugin: None,
+            log: &log,
+            pods,
+            first_ip: first,
+            tag: "wl",
+        };
+        let without = leak_trial(&t, &mut sandboxes)?;
+        t.plugin = Some((plugin, &self.agent));
+        t.first_ip = Ipv4Addr::from(u32::from(first) + pods as u32);
+        t.tag = "cn";
+        let with = leak_trial(&t, &mut sandboxes)?;
+        Ok((without, with))
+    }
+}
