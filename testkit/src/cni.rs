@@ -414,9 +414,17 @@ impl Drop for UdpLog {
 /// # Errors
 /// The socket cannot be made or the send fails.
 pub fn send_udp(c: &MiniCluster, pod: &str, payload: String) -> Result<(), ClusterError> {
+    send_udp_to(c, pod, SERVER, payload)
+}
+
+/// Sends one UDP datagram from the pod's namespace to `dst`:[`UDP_PORT`].
+///
+/// # Errors
+/// The socket cannot be made or the send fails.
+pub fn send_udp_to(c: &MiniCluster, pod: &str, dst: Ipv4Addr, payload: String) -> Result<(), ClusterError> {
     in_netns(&c.ns(pod), move || {
         let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).map_err(io("UDP socket"))?;
-        s.send_to(payload.as_bytes(), SocketAddr::V4(SocketAddrV4::new(SERVER, UDP_PORT)))
+        s.send_to(payload.as_bytes(), SocketAddr::V4(SocketAddrV4::new(dst, UDP_PORT)))
             .map_err(io("UDP send"))
             .map(|_| ())
     })

@@ -15,16 +15,25 @@
 //! - The agent down: `ADD` of a pod a policy could select fails closed
 //!   naming the socket; `ADD` of a pod in a namespace no policy selects
 //!   succeeds.
+//! - Coexistence (`egret_testkit::standin`): a CNI's stand-in programs on
+//!   a selected pod's veth before egret starts (tcx count-pass, then a tcx
+//!   redirect, and a legacy `cls_bpf` program): egret attaches itself first;
+//!   what it redirects no stand-in sees and it leaves through the egress IP;
+//!   what it passes reaches the stand-ins, in order, and their counters
+//!   say so.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
+use std::time::Duration;
 
 use egret_bpf::artifact::AttachPoint;
 use egret_loader::inspect;
 use egret_testkit::cni::{
-    CniAgent, CniCluster, PodToCreate, Sandboxes, plugin_binary, plugin_conf, plugin_env, quantile, run_plugin, sandbox,
+    CniAgent, CniCluster, PodToCreate, Sandboxes, UdpLog, plugin_binary, plugin_conf, plugin_env, quantile, run_plugin,
+    sandbox, send_udp_to,
 };
-use egret_testkit::minicluster::MiniCluster;
+use egret_testkit::minicluster::{EGRESS_IP, EXCLUDED_SERVER, MiniCluster, SERVER};
+use egret_testkit::standin::StandIns;
 
 use super::{AGENT, Leftovers, privileged};
 
@@ -176,4 +185,63 @@ fn cni_refuses_bad_input_without_touching_the_node_and_fails_closed_when_the_age
         assert_eq!((r.code, &r.stdout), (0, &prev), "{} {}", r.stdout_text, r.stderr);
         println!("agent down, a pod no policy could select: exit 0, prevResult passed through");
     });
+}
+
+#[test]
+fn egret_runs_before_a_cnis_tcx_programs_and_hands_them_and_legacy_tc_what_it_passes() {
+    if !privileged("egret_runs_before_a_cnis_tcx_programs_and_hands_them_and_legacy_tc_what_it_passes") {
+        return;
+    }
+    const N: u64 = 20;
+    let mut c = MiniCluster::prepare("e2ecoex").expect("the mini-cluster's network");
+    let leftovers = Leftovers::of(&c);
+    // the CNI's programs are there before egret: egret must put itself first
+    let standins = StandIns::attach(&c, "worker-1", "veth0").expect("the stand-ins on egress-1's veth");
+    c.start_agents(Path::new(AGENT), egret_testkit::minicluster::Source::Snapshot).expect("the agents");
+    let log = UdpLog::start(&c).expect("the server's UDP log");
+    let worker = IpAddr::V4(egret_testkit::minicluster::node("worker-1").address);
+    let egress = IpAddr::V4(EGRESS_IP);
+    // egress-1 is selected: to SERVER egret redirects it into the tunnel (no
+    // stand-in sees it); to EXCLUDED_SERVER egret passes (TCX_NEXT) and the
+    // stand-ins do
+    let send = |tag: &str| {
+        for i in 0..N {
+            send_udp_to(&c, "egress-1", SERVER, format!("{tag} captured {i}")).expect("send");
+            send_udp_to(&c, "egress-1", EXCLUDED_SERVER, format!("{tag} passed {i}")).expect("send");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let sources = |tag: &str, what: &str| -> Vec<IpAddr> {
+        (0..N).flat_map(|i| log.sources(&format!("{tag} {what} {i}"))).collect()
+    };
+    send("a");
+    assert_eq!(sources("a", "captured"), vec![egress; N as usize], "selected traffic leaves through the egress IP");
+    assert_eq!(sources("a", "passed"), vec![worker; N as usize], "passed traffic takes the node's path");
+    let a = standins.counts().expect("counts");
+    println!("count-pass and legacy cls_bpf after egret: {a:?}");
+    assert_eq!(a.count_pass, [0, N], "the tcx stand-in sees what egret passes, not what it redirects");
+    assert_eq!(a.legacy, [0, N], "the legacy cls_bpf program runs after the tcx programs pass");
+
+    // a stand-in that redirects (as a CNI steers pod traffic), after the counter
+    standins.add_redirect().expect("the redirect stand-in");
+    send("b");
+    assert_eq!(
+        sources("b", "captured"),
+        vec![egress; N as usize],
+        "selected traffic still leaves through the egress IP"
+    );
+    assert!(sources("b", "passed").is_empty(), "passed traffic took the stand-in's path, not the server's");
+    let b = standins.counts().expect("counts");
+    println!("with the redirect stand-in: {b:?}");
+    assert_eq!(b.count_pass, [0, 2 * N]);
+    assert_eq!(b.redirect, [0, N], "the redirect stand-in saw exactly what egret passed");
+    assert_eq!(b.legacy, [0, N], "redirected before legacy tc: it saw nothing more");
+    assert!(b.path_rx >= N, "the stand-in's path received them: {}", b.path_rx);
+    // egret's own counters: the captured packets were redirected by the classifier
+    let attached = worker1(&c).1;
+    assert_eq!(attached, 1, "egret attached to egress-1's veth");
+    drop(standins);
+    drop(log);
+    drop(c);
+    leftovers.assert_gone();
 }
