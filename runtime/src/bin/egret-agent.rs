@@ -360,6 +360,17 @@ mod tests {
     }
 
     #[test]
+    fn the_cni_socket_needs_kube_and_defaults_the_selection_file() {
+        let a = args("--kube --node n --cni-socket /run/x/cni.sock").expect("parses");
+        let cni = a.cni.expect("cni");
+        assert_eq!(cni.socket, PathBuf::from("/run/x/cni.sock"));
+        assert_eq!(cni.selection_file, PathBuf::from(egret_cni::protocol::DEFAULT_SELECTION_FILE));
+        assert!(args("--kube --node n").expect("parses").cni.is_none());
+        assert!(args("--snapshot d --node n --cni-socket /s").is_err_and(|e| e.contains("needs --kube")));
+        assert!(args("--kube --node n --cni-selection-file /f").is_err_and(|e| e.contains("needs --cni-socket")));
+    }
+
+    #[test]
     fn underlay_mtu_is_optional_and_must_leave_room_for_the_tunnel() {
         assert_eq!(args("--kube --node n").expect("parses").config.underlay_mtu, None, "then: the default route's");
         assert_eq!(args("--kube --node n --underlay-mtu 9000").expect("parses").config.underlay_mtu, Some(9000));
