@@ -110,26 +110,24 @@ pub fn tables(runs: &[Run]) -> Vec<Table> {
     );
     for (i, r) in runs.iter().enumerate() {
         let n = (i + 1).to_string();
-        leak.row(vec![
-            n.clone(),
-            "watch alone".into(),
-            r.pods.to_string(),
-            r.watch_via_egress.to_string(),
-            r.watch_leaked.to_string(),
-            r.watch_lost.to_string(),
-            "-".into(),
-            r.later_via_egress.0.to_string(),
-        ]);
-        leak.row(vec![
-            n.clone(),
-            "egret-cni".into(),
-            r.pods.to_string(),
-            r.cni_via_egress.to_string(),
-            r.cni_leaked.to_string(),
-            r.cni_lost.to_string(),
-            r.cni_dropped_at_gateway.to_string(),
-            r.later_via_egress.1.to_string(),
-        ]);
+        let rows = [
+            ("watch alone", r.watch_via_egress, r.watch_leaked, r.watch_lost, "-".to_owned(), r.later_via_egress.0),
+            (
+                "egret-cni",
+                r.cni_via_egress,
+                r.cni_leaked,
+                r.cni_lost,
+                r.cni_dropped_at_gateway.to_string(),
+                r.later_via_egress.1,
+            ),
+        ];
+        for (path, egress, leaked, lost, dropped, later) in rows {
+            let cells = [egress, leaked, lost].map(|v| v.to_string());
+            leak.row(
+                [vec![n.clone(), path.into(), r.pods.to_string()], cells.to_vec(), vec![dropped, later.to_string()]]
+                    .concat(),
+            );
+        }
         let f = |v: f64| ms(std::time::Duration::from_secs_f64(v / 1e3));
         add.row(vec![n, r.pods.to_string(), f(r.add_ms.0), f(r.add_ms.1), f(r.add_ms.2)]);
     }

@@ -11,7 +11,8 @@
 //!   kubelet writes `podIPs` after the sandbox exists: until then the watch
 //!   would take the addresses away again). Then the callback runs at once,
 //!   not debounced, and the admission is answered [`Admitted::Reconciled`]
-//!   after it returns. A pod the view does not have yet is answered
+//!   after it returns (admissions queued meanwhile are applied together and
+//!   share one callback). A pod the view does not have yet is answered
 //!   [`Admitted::NotInView`] (the overlay is kept): the caller reads it from
 //!   the API server ([`get_pod`]) and admits it with its facts
 //!   ([`Admit::Facts`]).

@@ -454,17 +454,33 @@ impl ClusterWatch {
                         None => std::future::pending().await,
                     }
                 } => match a {
-                    Some(Admission { admit, reply }) => {
-                        let (answer, changed) = admit_one(&mut view, &mut overlay, admit, lists.synced());
-                        if answer == Admitted::Reconciled {
-                            // at once: the pod's sandbox waits for this callback
+                    Some(first_admission) => {
+                        // this one and every admission queued behind it: one callback for all
+                        let mut queued = vec![first_admission];
+                        while let Some(rx) = admissions.as_mut()
+                            && let Ok(more) = rx.try_recv()
+                        {
+                            queued.push(more);
+                        }
+                        let mut answers = Vec::with_capacity(queued.len());
+                        let mut changed = false;
+                        for Admission { admit, reply } in queued {
+                            let (answer, c) = admit_one(&mut view, &mut overlay, admit, lists.synced());
+                            changed |= c;
+                            answers.push((reply, answer));
+                        }
+                        let admitted = answers.iter().filter(|(_, a)| *a == Admitted::Reconciled).count() as u64;
+                        if admitted > 0 {
+                            // at once: the pods' sandboxes wait for this callback
                             self.status.reconciles.fetch_add(1, Ordering::AcqRel);
                             let first = pending.map_or_else(std::time::Instant::now, |(first, _, _)| first.into_std());
-                            on_change(&view, &Batch { first_change: first, changes: batched + 1 });
+                            on_change(&view, &Batch { first_change: first, changes: batched + admitted });
                             pending = None;
                             batched = 0;
                         }
-                        let _ = reply.send(answer);
+                        for (reply, answer) in answers {
+                            let _ = reply.send(answer);
+                        }
                         changed
                     }
                     None => {

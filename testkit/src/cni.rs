@@ -26,7 +26,7 @@
 //! removed when [`CniAgent`] drops.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -254,7 +254,7 @@ pub fn plugin_env(c: &MiniCluster, command: &str, p: &PodToCreate) -> Vec<(&'sta
 pub struct CniAgent {
     child: Child,
     dir: PathBuf,
-    stderr: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<Vec<String>>>,
 }
 
 impl CniAgent {
@@ -282,21 +282,10 @@ impl CniAgent {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(io(format!("starting {}", agent.display())))?;
-        let stderr = Arc::new(Mutex::new(String::new()));
-        if let Some(mut e) = child.stderr.take() {
-            let sink = Arc::clone(&stderr);
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = e.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    if let Ok(mut s) = sink.lock() {
-                        s.push_str(&String::from_utf8_lossy(&buf[..n]));
-                    }
-                }
-            });
-        }
+        let stderr = child
+            .stderr
+            .take()
+            .map_or_else(|| Arc::new(Mutex::new(Vec::new())), |e| crate::agent_process::capture(e, None));
         let mut a = CniAgent { child, dir, stderr };
         let started = Instant::now();
         loop {
@@ -338,7 +327,7 @@ impl CniAgent {
     /// What it printed on stderr so far.
     #[must_use]
     pub fn stderr(&self) -> String {
-        self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
+        self.stderr.lock().map(|s| s.join("\n")).unwrap_or_default()
     }
 
     /// Kills it (by its pid: a crash) and reaps it; its socket file and
