@@ -250,7 +250,9 @@ pub fn parse_request(line: &str) -> Result<Request, Response> {
 /// new pod's labels are unknown here) and its node selector; `any_namespace`
 /// is set when an item has no namespace selector or one that a namespace the
 /// agent has not seen could match (anything but a list of names through
-/// `kubernetes.io/metadata.name`). A policy that does not compile counts too.
+/// `kubernetes.io/metadata.name`). The policies are those of the agent's last
+/// resolution: a policy the agent rejects selects nothing there and is not
+/// counted either.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Selection {
     /// [`PROTOCOL`].
