@@ -63,10 +63,10 @@ fn main() -> ExitCode {
         return admin(Cli::parse().command);
     }
     let env = Env::read(|k| std::env::var(k).ok());
+    // always read it, VERSION too: a runtime writing its configuration must
+    // not meet a closed pipe
     let mut stdin = Vec::new();
-    if env.command != "VERSION"
-        && let Err(e) = std::io::stdin().read_to_end(&mut stdin)
-    {
+    if let Err(e) = std::io::stdin().read_to_end(&mut stdin) {
         eprintln!("egret-cni: cannot read stdin: {e}");
     }
     let out = egret_cni::plugin::run(&env, &stdin);
