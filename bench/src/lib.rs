@@ -16,6 +16,8 @@
 //!   owner, connections surviving, dual owners (mini-cluster, API server).
 //! - [`failover_scale`]: a gateway failure at 100,000 pods: decision to map
 //!   write, beside what a change costs (resolution, compile).
+//! - [`cni`]: the leak window of a new pod, the watch alone against
+//!   `egret-cni`, and the plugin's `ADD` latency (mini-cluster, API server).
 //! - [`report`]: the tables every subcommand prints and writes as JSON.
 
 // the mini-cluster served by the test API server (failover), real pinned
@@ -24,6 +26,7 @@ use egret_testkit::{kubecluster, pinned_maps};
 
 pub mod cilium_dp;
 pub mod classify;
+pub mod cni;
 pub mod codegen;
 pub mod compile;
 pub mod failover;

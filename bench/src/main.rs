@@ -147,6 +147,23 @@ enum Command {
         #[arg(long)]
         json: Option<std::path::PathBuf>,
     },
+    /// The leak window of a new pod in the mini-cluster (needs root): the watch alone vs egret-cni at ADD, and ADD's latency.
+    Cni {
+        /// The egret-agent binary (default: next to this program).
+        #[arg(long)]
+        agent: Option<std::path::PathBuf>,
+        /// The egret-cni binary (default: next to this program).
+        #[arg(long)]
+        plugin: Option<std::path::PathBuf>,
+        /// Pods per trial (1 to 120).
+        #[arg(long, default_value_t = 100)]
+        pods: usize,
+        /// Runs, each on a fresh cluster.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+    },
     /// Map footprint per node, egret vs Cilium's layout, for small/medium/large synthetic clusters.
     Footprint {
         /// Which shapes to measure.
@@ -257,6 +274,16 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+        Command::Cni { agent, plugin, pods, runs, json } => {
+            let next_to = |name| std::env::current_exe().unwrap_or_default().with_file_name(name);
+            let opts = egret_bench::cni::Options {
+                agent: agent.unwrap_or_else(|| next_to("egret-agent")),
+                plugin: plugin.unwrap_or_else(|| next_to("egret-cni")),
+                pods,
+                runs,
+            };
+            tables(egret_bench::cni::run(&opts).map(|r| egret_bench::cni::tables(&r)), json.as_deref())
         }
         Command::FailoverScale { trials, json } => {
             let run = egret_bench::failover_scale::run(trials).and_then(|r| {

@@ -39,6 +39,7 @@
 //! # }
 //! ```
 
+pub mod admit;
 pub mod crd;
 pub mod events;
 pub mod lease;

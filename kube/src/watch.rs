@@ -30,6 +30,7 @@
 //! - **Errors** never end the loop: they are logged (`tracing`), counted in
 //!   [`WatchStatus`], and retried. The loop ends when `shutdown` completes.
 
+use crate::admit::{Admission, Admit, Admitted, Overlay};
 use crate::view::{ClusterView, Fact, Table};
 use crate::wire::{IntoFacts, NamespaceWire, NodeWire, PodWire, PolicyWire};
 use futures::stream::{BoxStream, StreamExt, select_all};
@@ -141,8 +142,9 @@ pub struct ApiCall {
 }
 
 /// Every API call the agent makes: `list` and `watch` (cluster-wide) of
-/// each watched kind ([`ClusterWatch`]), and `create` of `events.k8s.io`
-/// Events ([`crate::events::Publisher`]). `deploy/clusterrole.yaml` grants
+/// each watched kind ([`ClusterWatch`]), `create` of `events.k8s.io`
+/// Events ([`crate::events::Publisher`]), and `get` of a pod that
+/// `egret-cni` admits before the watch delivered it ([`crate::admit::get_pod`]). `deploy/clusterrole.yaml` grants
 /// exactly these (tested).
 pub fn api_calls() -> Vec<ApiCall> {
     let mut v: Vec<ApiCall> = Kind::ALL
@@ -153,6 +155,8 @@ pub fn api_calls() -> Vec<ApiCall> {
         })
         .collect();
     v.push(ApiCall { group: "events.k8s.io", resource: "events", verb: "create" });
+    // egret-cni's admissions: a pod the watch has not delivered yet (crate::admit::get_pod)
+    v.push(ApiCall { group: "", resource: "pods", verb: "get" });
     v.sort();
     v
 }
@@ -394,7 +398,19 @@ impl ClusterWatch {
 
     /// Watches until `shutdown` completes, calling `on_change` as the module
     /// doc says.
-    pub async fn run(self, shutdown: impl Future<Output = ()>, mut on_change: impl FnMut(&ClusterView, &Batch)) {
+    pub async fn run(self, shutdown: impl Future<Output = ()>, on_change: impl FnMut(&ClusterView, &Batch)) {
+        self.run_admitting(shutdown, None, on_change).await;
+    }
+
+    /// [`ClusterWatch::run`], also taking CNI admissions from `admissions`
+    /// (see [`crate::admit`]: an admitted pod's callback runs at once,
+    /// outside the debounce).
+    pub async fn run_admitting(
+        self,
+        shutdown: impl Future<Output = ()>,
+        mut admissions: Option<tokio::sync::mpsc::UnboundedReceiver<Admission>>,
+        mut on_change: impl FnMut(&ClusterView, &Batch),
+    ) {
         let c = &self.config;
         let mut updates = select_all([
             stream::<PodWire>(&self.client, c, Kind::Pods, Update::Pods),
@@ -409,6 +425,7 @@ impl ClusterWatch {
         let mut pending: Option<(Instant, Instant, bool)> = None;
         let mut last_change: Option<Instant> = None;
         let mut batched = 0;
+        let mut overlay = Overlay::default();
         tokio::pin!(shutdown);
         loop {
             let deadline = pending.filter(|_| lists.synced()).map(|(first, last, leading)| {
@@ -431,8 +448,48 @@ impl ClusterWatch {
                     false
                 }
                 () = self.nudge.notified() => true,
+                a = async {
+                    match admissions.as_mut() {
+                        Some(rx) => rx.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => match a {
+                    Some(first_admission) => {
+                        // this one and every admission queued behind it: one callback for all
+                        let mut queued = vec![first_admission];
+                        while let Some(rx) = admissions.as_mut()
+                            && let Ok(more) = rx.try_recv()
+                        {
+                            queued.push(more);
+                        }
+                        let mut answers = Vec::with_capacity(queued.len());
+                        let mut changed = false;
+                        for Admission { admit, reply } in queued {
+                            let (answer, c) = admit_one(&mut view, &mut overlay, admit, lists.synced());
+                            changed |= c;
+                            answers.push((reply, answer));
+                        }
+                        let admitted = answers.iter().filter(|(_, a)| *a == Admitted::Reconciled).count() as u64;
+                        if admitted > 0 {
+                            // at once: the pods' sandboxes wait for this callback
+                            self.status.reconciles.fetch_add(1, Ordering::AcqRel);
+                            let first = pending.map_or_else(std::time::Instant::now, |(first, _, _)| first.into_std());
+                            on_change(&view, &Batch { first_change: first, changes: batched + admitted });
+                            pending = None;
+                            batched = 0;
+                        }
+                        for (reply, answer) in answers {
+                            let _ = reply.send(answer);
+                        }
+                        changed
+                    }
+                    None => {
+                        admissions = None;
+                        false
+                    }
+                },
                 u = updates.next() => match u {
-                    Some(u) => self.apply(&mut view, &mut lists, u),
+                    Some(u) => self.apply(&mut view, &mut lists, overlay_patch(&mut overlay, u)),
                     // the watchers retry forever; their end means shutdown
                     None => return,
                 },
@@ -465,6 +522,62 @@ impl ClusterWatch {
                 false
             }
         }
+    }
+}
+
+/// A watch update with the CNI's addresses for pods the API has none for
+/// yet ([`crate::admit`]); a deleted pod leaves the overlay.
+fn overlay_patch(overlay: &mut Overlay, u: Update) -> Update {
+    match u {
+        Update::Pods(Change::Apply(f)) => Update::Pods(Change::Apply(overlay.patch(f))),
+        Update::Pods(Change::InitApply(f)) => Update::Pods(Change::InitApply(overlay.patch(f))),
+        Update::Pods(Change::Delete(key)) => {
+            overlay.forget_pod(&key);
+            Update::Pods(Change::Delete(key))
+        }
+        other => other,
+    }
+}
+
+/// Applies one admission to the view ([`crate::admit`]'s contract): the
+/// answer, and whether the view changed in a way the debounced callback
+/// must still see (a release; an admission answered `Reconciled` is seen
+/// by the callback that runs at once).
+fn admit_one(view: &mut ClusterView, overlay: &mut Overlay, admit: Admit, synced: bool) -> (Admitted, bool) {
+    let release = |view: &mut ClusterView, overlay: &mut Overlay, keep: &dyn Fn(&str) -> bool| {
+        let gone = overlay.release(keep);
+        let mut changed = false;
+        for (key, ips) in &gone {
+            if let Some(mut pod) = view.pods.get(key).cloned().filter(|p| p.ips == *ips) {
+                pod.ips.clear();
+                changed |= view.pods.apply(pod);
+            }
+        }
+        (Admitted::Released(gone.len()), changed)
+    };
+    match admit {
+        Admit::Pod { key, container_id, ips } => {
+            overlay.insert(key.clone(), container_id, ips.clone());
+            match view.pods.get(&key).cloned() {
+                _ if !synced => (Admitted::NotSynced, false),
+                Some(mut pod) => {
+                    pod.ips = ips;
+                    view.pods.apply(pod);
+                    (Admitted::Reconciled, false)
+                }
+                None => (Admitted::NotInView, false),
+            }
+        }
+        Admit::Facts { container_id, pod } => {
+            overlay.insert(pod.key(), container_id, pod.ips.clone());
+            if !synced {
+                return (Admitted::NotSynced, false);
+            }
+            view.pods.apply(pod);
+            (Admitted::Reconciled, false)
+        }
+        Admit::Release { container_id } => release(view, overlay, &|c| c != container_id),
+        Admit::Gc { valid } => release(view, overlay, &|c| valid.contains(c)),
     }
 }
 
@@ -512,6 +625,7 @@ mod tests {
                 "/namespaces:watch",
                 "/nodes:list",
                 "/nodes:watch",
+                "/pods:get",
                 "/pods:list",
                 "/pods:watch",
                 "cilium.io/ciliumegressgatewaypolicies:list",

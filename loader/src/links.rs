@@ -26,7 +26,8 @@ fn link_err(path: &Path, operation: &'static str, e: impl std::fmt::Display) -> 
     LoaderError::Link { path: path.to_path_buf(), operation, source: io::Error::other(e.to_string()) }
 }
 
-/// Attaches `p` at tcx ingress of `interface` (ifindex `ifindex`) and pins the
+/// Attaches `p` at tcx ingress of `interface` (ifindex `ifindex`), before every
+/// program already there, and pins the
 /// link at its path in `layout`.
 ///
 /// # Errors
@@ -50,9 +51,13 @@ pub(crate) fn create(
         interface: interface.to_owned(),
         source: Box::new(e),
     };
+    // first on the device: a CNI's own tcx program (Cilium, Calico in eBPF
+    // mode) may redirect a pod's packets, and egret's decision must come
+    // before it; egret's pass verdict (TC_ACT_UNSPEC = TCX_NEXT) hands the
+    // packet on to it, and after the tcx programs to legacy tc (`cls_bpf`)
     let id = p
         .prog
-        .attach_with_options(interface, TcAttachType::Ingress, TcAttachOptions::TcxOrder(LinkOrder::default()))
+        .attach_with_options(interface, TcAttachType::Ingress, TcAttachOptions::TcxOrder(LinkOrder::first()))
         .map_err(attach_err)?;
     let link = p.prog.take_link(id).map_err(|e| LoaderError::Attach {
         program: p.name.clone(),

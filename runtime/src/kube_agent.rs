@@ -175,6 +175,7 @@ pub fn compile_view(
 
 /// One reconcile: see the module doc. `events` holds the Events published
 /// so far and who reports which policy.
+#[expect(clippy::too_many_arguments, reason = "the loop's state, each piece owned by run")]
 fn reconcile(
     agent: &mut Agent,
     compiler: &mut ViewCompiler,
@@ -183,6 +184,7 @@ fn reconcile(
     (log, reporters): &mut (EventLog, Reporters),
     publisher: &Publisher,
     watched: &std::sync::Mutex<Watched>,
+    cni: Option<&crate::cni::Shared>,
 ) -> Reconciled {
     let node = agent.node().to_owned();
     let facts = match facts::discover() {
@@ -196,7 +198,11 @@ fn reconcile(
     let (c, compiled) = compile_view(compiler, view, &node, &facts);
     agent.telemetry().compiled(started.elapsed(), compiled.is_ok());
     agent.telemetry().resolved(compiler.stats(), compiler.reused());
+    let endpoints = compiled.as_ref().ok().map(|c| c.pods.clone());
     let result = compiled.and_then(|compiled| agent.apply(&compiled));
+    if let Some(cni) = cni {
+        cni.reconciled(&c.world, endpoints.as_deref(), &result);
+    }
     let latency = batch.first_change.elapsed();
     if let Ok(Synced { apply: ApplyReport::Swapped { .. }, .. }) = &result {
         agent.telemetry().event_to_dataplane(latency);
@@ -313,16 +319,38 @@ async fn watch_facts(nudge: Nudge, telemetry: Arc<Telemetry>, status: Arc<WatchS
 }
 
 /// Runs the agent from the API server until `shutdown` completes; `report`
-/// sees every reconcile. See the module doc.
+/// sees every reconcile. With `cni`, the agent serves `egret-cni` on its
+/// socket ([`crate::cni`]). See the module doc.
+///
+/// # Errors
+/// The CNI socket cannot be bound.
 pub async fn run(
     agent: &mut Agent,
     client: kube::Client,
     config: WatchConfig,
+    cni: Option<crate::cni::CniConfig>,
     shutdown: impl Future<Output = ()>,
     mut report: impl FnMut(&Reconciled),
-) {
+) -> std::io::Result<()> {
     let publisher = Publisher::new(client.clone(), agent.node());
-    let watch = ClusterWatch::new(client, config);
+    let watch = ClusterWatch::new(client.clone(), config);
+    let (admissions, cni_shared, serving) = match cni {
+        Some(config) => {
+            let listener = crate::cni::bind(&config)?;
+            let shared = crate::cni::Shared::new(config, agent.node());
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            let server =
+                crate::cni::Server { shared: Arc::clone(&shared), admissions: tx, client, status: watch.status() };
+            (Some(rx), Some(shared), Some(crate::cni::serve(listener, server)))
+        }
+        None => (None, None, None),
+    };
+    let serving = async {
+        match serving {
+            Some(s) => s.await,
+            None => std::future::pending().await,
+        }
+    };
     agent.telemetry().kube(KubeStats { watch: watch.status(), events: publisher.stats() });
     let facts = watch_facts(watch.nudge(), agent.telemetry(), watch.status());
     let mut events = (EventLog::default(), Reporters::default());
@@ -330,15 +358,18 @@ pub async fn run(
     let publishing = publisher.clone().run();
     let watched = Arc::new(std::sync::Mutex::new(Watched::default()));
     let announcing = gateway_events(Arc::clone(&watched), publisher.clone());
-    let watching = watch.run(shutdown, |view, batch| {
-        report(&reconcile(agent, &mut compiler, view, batch, &mut events, &publisher, &watched));
+    let watching = watch.run_admitting(shutdown, admissions, |view, batch| {
+        let cni = cni_shared.as_deref();
+        report(&reconcile(agent, &mut compiler, view, batch, &mut events, &publisher, &watched, cni));
     });
     tokio::select! {
         () = watching => {}
         () = facts => {}
         () = publishing => {}
         () = announcing => {}
+        () = serving => {}
     }
+    Ok(())
 }
 
 #[cfg(test)]

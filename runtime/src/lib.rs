@@ -32,6 +32,7 @@
 //! hold the driver's `CompileError`): [`AgentError::diagnostics`] and
 //! [`AgentError::codes`] give the diagnostics and their codes.
 
+pub mod cni;
 pub mod facts;
 pub mod ha;
 pub mod kube_agent;

@@ -54,6 +54,8 @@
 //!   (a hand edit, as straight into etcd), [`ApiServer::get`] reads one
 //!   back; [`Req::Lease`] counts requests by RBAC verb;
 //!   [`ApiServer::delay_lease_writes`] holds Lease writes back.
+//! - **One pod**: `GET /api/v1/namespaces/NS/pods/NAME` answers the pod
+//!   (`404 NotFound` Status when absent), counted as [`Req::GetPod`].
 //! - **Events**: `POST /apis/events.k8s.io/v1/namespaces/NS/events` stores
 //!   the `events.k8s.io/v1` Event (`201 Created`; a body that is no Event
 //!   is `400`); [`ApiServer::events`] returns them in order.
@@ -217,6 +219,8 @@ pub enum Req {
     Conflict,
     /// A Lease write held back by [`ApiServer::delay_lease_writes`].
     Delayed,
+    /// `GET` of one pod (`/api/v1/namespaces/NS/pods/NAME`).
+    GetPod,
 }
 
 /// How [`ApiServer::start_with`] serves.
@@ -851,6 +855,9 @@ fn lease_status(code: u16, reason: &str, name: &str, message: &str) -> Response<
 }
 
 fn handle(state: &Arc<Mutex<State>>, req: &Request<Incoming>) -> Response<Body> {
+    if let Some(key) = one_pod(req.uri().path()) {
+        return get_pod(state, req, &key);
+    }
     let Some(res) = Res::ALL.into_iter().find(|r| r.path() == req.uri().path()) else {
         return full(
             StatusCode::NOT_FOUND,
@@ -861,6 +868,32 @@ fn handle(state: &Arc<Mutex<State>>, req: &Request<Incoming>) -> Response<Body> 
         return full(StatusCode::METHOD_NOT_ALLOWED, &status(405, "MethodNotAllowed", "read-only test server"));
     }
     collection(state, Served::View(res), None, &query(req))
+}
+
+/// `namespace/name` of `/api/v1/namespaces/NS/pods/NAME`.
+fn one_pod(path: &str) -> Option<String> {
+    let rest = path.strip_prefix("/api/v1/namespaces/")?;
+    match rest.split('/').collect::<Vec<_>>()[..] {
+        [ns, "pods", name] if !ns.is_empty() && !name.is_empty() => Some(format!("{ns}/{name}")),
+        _ => None,
+    }
+}
+
+/// `GET` of one pod (what `egret-cni`'s admissions ask for a pod the watch
+/// has not delivered): the object, or a `404 NotFound` Status.
+fn get_pod(state: &Mutex<State>, req: &Request<Incoming>, key: &str) -> Response<Body> {
+    if req.method() != hyper::Method::GET {
+        return full(StatusCode::METHOD_NOT_ALLOWED, &status(405, "MethodNotAllowed", "read-only test server"));
+    }
+    let mut s = lock(state);
+    *s.counts.entry(Req::GetPod).or_default() += 1;
+    match s.objects.get(&(Served::View(Res::Pods), key.to_string())) {
+        Some(o) => full(StatusCode::OK, &typed(Served::View(Res::Pods), o.clone())),
+        None => {
+            let name = key.rsplit('/').next().unwrap_or_default();
+            full(StatusCode::NOT_FOUND, &status(404, "NotFound", &format!("pods \"{name}\" not found")))
+        }
+    }
 }
 
 /// A list or watch of `res` in `namespace` (or all).

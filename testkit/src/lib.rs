@@ -14,10 +14,13 @@
 //! | [`failover`] | gateway failover trials on the mini-cluster |
 //! | [`arpwatch`] | who answers ARP for an address, seen from the external segment |
 //! | [`kubecluster`] | the mini-cluster served by [`apiserver`] |
+//! | [`standin`] | stand-ins for a CNI's own eBPF programs on a pod's veth (tcx count-pass and redirect, legacy `cls_bpf`) |
+//! | [`cni`] | `egret-cni` on the mini-cluster: pods created as a runtime does, the leak trial, an agent serving the CNI socket |
 
 pub mod agent_process;
 pub mod apiserver;
 pub mod arpwatch;
+pub mod cni;
 pub mod failover;
 pub mod gateway;
 pub mod kubecluster;
@@ -25,3 +28,4 @@ pub mod minicluster;
 pub mod netns;
 pub mod pinned_maps;
 pub mod privileged;
+pub mod standin;

@@ -134,7 +134,7 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 const ROUTER_UNDERLAY: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 /// The server's address on the external segment (its `eth1` bridge).
 pub const ROUTER_EXTERNAL: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
-const POD_GATEWAY: &str = "169.254.1.1";
+pub(crate) const POD_GATEWAY: &str = "169.254.1.1";
 const POD_GATEWAY6: &str = "fe80::1";
 /// The server's IPv6 on the underlay segment (its `eth0`).
 const ROUTER_UNDERLAY6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 1);
@@ -676,7 +676,10 @@ fn udp_server(s: &UdpSocket, stop: &AtomicBool) {
 /// A raw IPv4 socket for `protocol` in the calling thread's namespace
 /// (it receives a copy of every incoming packet of that protocol, IPv4
 /// header included), with a receive timeout.
-fn raw_socket(protocol: rustix::net::Protocol, timeout: Duration) -> Result<rustix::fd::OwnedFd, ClusterError> {
+pub(crate) fn raw_socket(
+    protocol: rustix::net::Protocol,
+    timeout: Duration,
+) -> Result<rustix::fd::OwnedFd, ClusterError> {
     raw_socket_of(rustix::net::AddressFamily::INET, protocol, timeout)
 }
 

@@ -9,6 +9,7 @@
 //! `dual_stack` runs IPv6 (and IPv4) on the dual-stack variant.
 
 use egret_testkit::apiserver;
+mod cni;
 mod dual_stack;
 mod floating;
 mod kube;

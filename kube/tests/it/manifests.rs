@@ -182,6 +182,41 @@ fn the_daemonset_runs_unprivileged_with_the_minimum_capabilities() {
 }
 
 #[test]
+fn the_daemonset_installs_egret_cni_before_the_agent_and_removes_it_when_the_agent_stops() {
+    let ds: DaemonSet = manifest("daemonset.yaml");
+    let pod = ds.spec.expect("spec").template.spec.expect("pod spec");
+    let [install] = pod.init_containers.as_deref().unwrap_or_default() else { panic!("one init container") };
+    let args = install.args.as_deref().unwrap_or_default();
+    assert_eq!(install.command.as_deref(), Some(&["/usr/local/bin/egret-cni".to_string()][..]));
+    assert_eq!(args.first().map(String::as_str), Some("install"));
+    let sc = install.security_context.as_ref().expect("securityContext");
+    assert_eq!(sc.capabilities.as_ref().and_then(|c| c.add.as_ref()), None, "installing needs no capability");
+    let [agent] = &pod.containers[..] else { panic!("one container") };
+    let agent_args = agent.args.as_deref().unwrap_or_default();
+    let value = |args: &[String], flag: &str| args.windows(2).find(|w| w[0] == flag).map(|w| w[1].clone());
+    // the plugin is told the socket and the summary the agent serves and writes
+    assert_eq!(value(args, "--socket"), value(agent_args, "--cni-socket"));
+    assert_eq!(value(args, "--selection-file"), value(agent_args, "--cni-selection-file"));
+    assert!(value(agent_args, "--cni-socket").is_some_and(|s| s.starts_with("/run/egret/")));
+    let stop = agent.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref()).and_then(|h| h.exec.as_ref());
+    let stop = stop.and_then(|e| e.command.clone()).unwrap_or_default();
+    assert_eq!(stop.get(1).map(String::as_str), Some("uninstall"), "{stop:?}");
+    // the directories, from the host, in both containers
+    let vols = pod.volumes.as_deref().unwrap_or_default();
+    for (host, at) in
+        [("/opt/cni/bin", "/host/opt/cni/bin"), ("/etc/cni/net.d", "/host/etc/cni/net.d"), ("/run/egret", "/run/egret")]
+    {
+        let v = vols.iter().find(|v| v.host_path.as_ref().is_some_and(|h| h.path == host)).expect(host);
+        let mounted = |c: &k8s_openapi::api::core::v1::Container| {
+            c.volume_mounts.as_deref().unwrap_or_default().iter().any(|m| m.name == v.name && m.mount_path == at)
+        };
+        assert!(mounted(agent), "{host} in the agent");
+        assert!(host == "/run/egret" || mounted(install), "{host} in the installer");
+        assert!(args.iter().chain(&stop).any(|a| a == at) || host == "/run/egret", "{at} used");
+    }
+}
+
+#[test]
 fn the_dockerfile_builds_the_agent_with_the_workspace_toolchain() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let docker = std::fs::read_to_string(deploy("Dockerfile")).expect("deploy/Dockerfile");
@@ -195,6 +230,8 @@ fn the_dockerfile_builds_the_agent_with_the_workspace_toolchain() {
     let runtime = std::fs::read_to_string(root.join("runtime/Cargo.toml")).expect("runtime/Cargo.toml");
     assert!(runtime.contains("name = \"egret-agent\""), "runtime builds the egret-agent binary");
     assert!(docker.contains("-p egret-runtime --bin egret-agent"));
+    assert!(docker.contains("-p egret-cni --bin egret-cni"), "the image carries the CNI plugin");
+    assert!(docker.contains("/usr/local/bin/egret-cni"));
     assert!(docker.contains("ENTRYPOINT [\"/usr/local/bin/egret-agent\"]"));
     // the floating IPs' local-delivery guard runs `nft` in the agent's image
     let final_stage = docker.rsplit("FROM ").next().unwrap_or_default();

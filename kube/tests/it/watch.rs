@@ -720,3 +720,82 @@ async fn policies_get_events_from_their_reporter_and_gateways_only_when_their_ou
     let fixed = row("broken", &reporter_of("broken", &now), "Normal", "Compiled");
     eventually("broken compiled", || events(&server).contains(&fixed)).await;
 }
+
+/// `egret_kube::admit` through the real watch: a slow debounce (a minute) so
+/// that only an admission can run the callback within [`WAIT`].
+#[tokio::test]
+async fn an_admitted_pod_is_compiled_at_once_and_keeps_its_sandboxs_addresses_until_released() {
+    use egret_kube::admit::{Admission, Admit, Admitted};
+    let s = cluster().await;
+    let slow = WatchConfig { quiet: Duration::from_secs(60), max_delay: Duration::from_secs(60), ..config() };
+    let watch = ClusterWatch::new(s.client().await, slow);
+    let status = watch.status();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (admit_tx, admit_rx) = mpsc::unbounded_channel::<Admission>();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(watch.run_admitting(
+        async move {
+            let _ = stopped.await;
+        },
+        Some(admit_rx),
+        move |view, _| {
+            let _ = tx.send(observe(view));
+        },
+    ));
+    let ask = |admit: Admit| {
+        let (reply, answer) = oneshot::channel();
+        admit_tx.send(Admission { admit, reply }).expect("the watch takes admissions");
+        async move { tokio::time::timeout(WAIT, answer).await.expect("answered in time").expect("answered") }
+    };
+    let deadline = Instant::now() + WAIT;
+    while !status.synced() {
+        assert!(Instant::now() < deadline, "the watch syncs");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // a new pod the API server has no address for yet (the kubelet writes it later)
+    let pending = json!({"metadata": {"name": "web-2", "namespace": "prod", "labels": {"app": "web"}},
+                         "spec": {"nodeName": NODE}, "status": {"phase": "Pending"}});
+    s.apply(Res::Pods, pending.clone());
+    let sandbox =
+        |key: &str, ip: &str| Admit::Pod { key: key.into(), container_id: format!("c-{key}"), ips: vec![ip.into()] };
+    assert_eq!(ask(sandbox("prod/ghost", "10.244.1.99")).await, Admitted::NotInView);
+    // the watch may not have delivered web-2 yet: NotInView until it has
+    let answer = loop {
+        match ask(sandbox("prod/web-2", "10.244.1.20")).await {
+            Admitted::NotInView if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(10)).await,
+            other => break other,
+        }
+    };
+    assert_eq!(answer, Admitted::Reconciled);
+    let seen = rx.recv().await.expect("the admission's callback");
+    assert_eq!(seen.decision("prod/web-2"), Some(via(GW1).as_str()), "compiled with the sandbox's address: {seen:?}");
+    // the API server updates the pod, still without an address: the view keeps the sandbox's
+    let mut relabelled = pending.clone();
+    relabelled["metadata"]["annotations"] = json!({"touched": "yes"});
+    s.apply(Res::Pods, relabelled);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let db = Admit::Facts {
+        container_id: "c-db-2".into(),
+        pod: egret_kube::view::PodFacts {
+            namespace: "prod".into(),
+            name: "db-2".into(),
+            labels: [("app".to_owned(), "db".to_owned())].into(),
+            node_name: Some(NODE.into()),
+            ips: vec!["10.244.1.21".into()],
+            ..egret_kube::view::PodFacts::default()
+        },
+    };
+    assert_eq!(ask(db).await, Admitted::Reconciled);
+    let seen = rx.recv().await.expect("the second admission's callback");
+    assert_eq!(seen.decision("prod/web-2"), Some(via(GW1).as_str()), "{seen:?}");
+    assert_eq!(seen.decision("prod/db-2"), Some("pass"), "{seen:?}");
+    // DEL of web-2's sandbox: its address leaves the view (seen by the next callback)
+    assert_eq!(ask(Admit::Release { container_id: "c-prod/web-2".into() }).await, Admitted::Released(1));
+    assert_eq!(ask(Admit::Gc { valid: BTreeSet::from(["c-db-2".to_owned()]) }).await, Admitted::Released(1));
+    assert_eq!(ask(sandbox("prod/web-1", "10.244.1.10")).await, Admitted::Reconciled);
+    let seen = rx.recv().await.expect("a callback");
+    assert_eq!(seen.decision("prod/web-2"), None, "released: no address, no endpoint: {seen:?}");
+    assert_eq!(seen.decision("prod/web-1"), Some(via(GW1).as_str()));
+    let _ = stop.send(());
+    tokio::time::timeout(WAIT, task).await.expect("the watch stops").expect("no panic");
+}

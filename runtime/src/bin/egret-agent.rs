@@ -1,5 +1,5 @@
 //! `egret-agent --snapshot DIR --node NAME [--bpffs ROOT] [--tunnel-port N] [--underlay-mtu N] [--netns NAME] [--metrics ADDR] [--once]`
-//! `egret-agent --kube --node NAME [--bpffs ROOT] [--tunnel-port N] [--underlay-mtu N] [--netns NAME] [--metrics ADDR] [--debounce QUIET_MS,MAX_MS]`
+//! `egret-agent --kube --node NAME [--bpffs ROOT] [--tunnel-port N] [--underlay-mtu N] [--netns NAME] [--metrics ADDR] [--debounce QUIET_MS,MAX_MS] [--cni-socket PATH [--cni-selection-file PATH]]`
 //!
 //! Compiles the node from the snapshot directory, applies it, attaches the
 //! node's pods, and (without `--once`) re-applies whenever the directory's
@@ -34,6 +34,12 @@
 //! the owner adds the address and announces it, and streams its NAT state
 //! to the other candidates on `--replication-port` (4800).
 //!
+//! With `--cni-socket PATH` (`--kube` only), the agent serves `egret-cni`
+//! (`egret_runtime::cni`): a new pod is put under its decision at CNI `ADD`,
+//! before its first packet; after each reconcile the agent writes the
+//! selection summary the plugin reads when the agent is down
+//! (`--cni-selection-file`, default `/run/egret/cni-selection.json`).
+//!
 //! `egret-agent status|maps` show the node's pinned state (`egret_runtime::show`).
 //! The mini-cluster demo is `egret-demo` (crate `egret-testkit`).
 
@@ -48,7 +54,7 @@ use egret_loader::tunnel::TunnelConfig;
 use egret_runtime::{Agent, AgentConfig, AgentError, Synced, kube_agent};
 
 const USAGE: &str = "usage: egret-agent --snapshot DIR --node NAME [--bpffs ROOT] [--tunnel-port N] [--underlay-mtu N] [--netns NAME] [--metrics ADDR] [PROBES] [--once]
-       egret-agent --kube --node NAME [--bpffs ROOT] [--tunnel-port N] [--underlay-mtu N] [--netns NAME] [--metrics ADDR] [PROBES] [--debounce QUIET_MS,MAX_MS] [FLOATING]
+       egret-agent --kube --node NAME [--bpffs ROOT] [--tunnel-port N] [--underlay-mtu N] [--netns NAME] [--metrics ADDR] [PROBES] [--debounce QUIET_MS,MAX_MS] [FLOATING] [CNI]
          (--kube: the API server from KUBECONFIG, ~/.kube/config or the in-cluster environment;
           --debounce: compile QUIET_MS after the latest change, MAX_MS after the first at most, default 100,300;
           PROBES: [--probe-interval MS] [--probe-misses N] [--probe-hold-down MS] | --no-probes
@@ -57,6 +63,9 @@ const USAGE: &str = "usage: egret-agent --snapshot DIR --node NAME [--bpffs ROOT
           FLOATING: [--lease-namespace NS] [--lease-duration MS] [--replication-port N]
             (floating egress IPs: one Lease per IP in NS, default egret-system, held for 2000 ms per renewal;
              the owner streams its NAT state to the other candidates on port 4800);
+          CNI: --cni-socket PATH [--cni-selection-file PATH]
+            (serve egret-cni: admit new pods at CNI ADD before their first packet; the selection summary
+             the plugin reads when the agent is down, default /run/egret/cni-selection.json);
           log lines on stderr at EGRET_LOG=error|warn|info|debug|off, default warn)
        egret-agent status|maps [--bpffs ROOT] [--json]";
 
@@ -66,6 +75,7 @@ struct Args {
     metrics: Option<std::net::SocketAddr>,
     once: bool,
     watch: WatchConfig,
+    cni: Option<egret_runtime::cni::CniConfig>,
 }
 
 /// `QUIET_MS,MAX_MS` of `--debounce`.
@@ -91,6 +101,7 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut probes = egret_runtime::ha::liveness::Config::default();
     let mut no_probes = false;
     let mut floating = egret_runtime::FloatingSettings::default();
+    let (mut cni_socket, mut cni_selection) = (None, None);
     let millis = |flag: &str, v: String| -> Result<std::time::Duration, String> {
         let ms: u64 = v.parse().map_err(|e| format!("{flag} {v}: {e} (milliseconds)"))?;
         if ms == 0 {
@@ -134,6 +145,8 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
                 floating.replication_port = value()?.parse().map_err(|e| format!("--replication-port: {e}"))?;
             }
             "--kube" => kube = true,
+            "--cni-socket" => cni_socket = Some(PathBuf::from(value()?)),
+            "--cni-selection-file" => cni_selection = Some(PathBuf::from(value()?)),
             "--debounce" => {
                 debounce(&value()?, &mut watch)?;
                 debounced = true;
@@ -148,6 +161,16 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
         _ if !kube && debounced => return Err("--debounce needs --kube".into()),
         _ => {}
     }
+    if !kube && (cni_socket.is_some() || cni_selection.is_some()) {
+        return Err("--cni-socket needs --kube (admissions learn pods from the API server)".into());
+    }
+    if cni_socket.is_none() && cni_selection.is_some() {
+        return Err("--cni-selection-file needs --cni-socket".into());
+    }
+    let cni = cni_socket.map(|socket| egret_runtime::cni::CniConfig {
+        socket,
+        selection_file: cni_selection.unwrap_or_else(|| PathBuf::from(egret_cni::protocol::DEFAULT_SELECTION_FILE)),
+    });
     let node = node.ok_or("--node is required")?;
     let probes = (!no_probes).then_some(probes);
     Ok(Args {
@@ -156,6 +179,7 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
         metrics,
         once,
         watch,
+        cni,
     })
 }
 
@@ -239,7 +263,7 @@ fn main() -> ExitCode {
         }
     }
     if let Some((rt, client)) = kube {
-        return run_kube(&mut agent, &rt, client, args.watch);
+        return run_kube(&mut agent, &rt, client, args.watch, args.cni);
     }
     if args.once {
         let r = agent.sync();
@@ -286,7 +310,13 @@ fn kube_client() -> Result<(tokio::runtime::Runtime, kube::Client), ExitCode> {
 }
 
 /// `--kube`: the agent from the API server, until killed.
-fn run_kube(agent: &mut Agent, rt: &tokio::runtime::Runtime, client: kube::Client, watch: WatchConfig) -> ExitCode {
+fn run_kube(
+    agent: &mut Agent,
+    rt: &tokio::runtime::Runtime,
+    client: kube::Client,
+    watch: WatchConfig,
+    cni: Option<egret_runtime::cni::CniConfig>,
+) -> ExitCode {
     rt.block_on(async {
         let report = |r: &kube_agent::Reconciled| {
             for e in &r.events {
@@ -297,8 +327,13 @@ fn run_kube(agent: &mut Agent, rt: &tokio::runtime::Runtime, client: kube::Clien
                 println!("event to dataplane {:.1} ms", r.latency.as_secs_f64() * 1e3);
             }
         };
-        kube_agent::run(agent, client, watch, std::future::pending(), report).await;
-        ExitCode::SUCCESS
+        match kube_agent::run(agent, client, watch, cni, std::future::pending(), report).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("--cni-socket: {e}");
+                ExitCode::FAILURE
+            }
+        }
     })
 }
 
@@ -322,6 +357,17 @@ mod tests {
             assert!(args(bad).is_err_and(|e| e.contains("QUIET_MS,MAX_MS")), "{bad}");
         }
         assert!(args("--snapshot d --node n --debounce 1,2").is_err_and(|e| e.contains("needs --kube")));
+    }
+
+    #[test]
+    fn the_cni_socket_needs_kube_and_defaults_the_selection_file() {
+        let a = args("--kube --node n --cni-socket /run/x/cni.sock").expect("parses");
+        let cni = a.cni.expect("cni");
+        assert_eq!(cni.socket, PathBuf::from("/run/x/cni.sock"));
+        assert_eq!(cni.selection_file, PathBuf::from(egret_cni::protocol::DEFAULT_SELECTION_FILE));
+        assert!(args("--kube --node n").expect("parses").cni.is_none());
+        assert!(args("--snapshot d --node n --cni-socket /s").is_err_and(|e| e.contains("needs --kube")));
+        assert!(args("--kube --node n --cni-selection-file /f").is_err_and(|e| e.contains("needs --cni-socket")));
     }
 
     #[test]
