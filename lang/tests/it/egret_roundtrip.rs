@@ -163,9 +163,9 @@ fn read_verbatim_by_cilium(p: &Policy) -> bool {
     };
     p.namespace.is_none()
         && p.destination_cidrs.iter().chain(&p.excluded_cidrs).all(|c| !c.value.has_host_bits())
-        && p.selectors.iter().all(|i| {
-            [&i.pod_selector, &i.namespace_selector, &i.node_selector].into_iter().flatten().all(|s| buildable(s))
-        })
+        && p.selectors
+            .iter()
+            .all(|i| [&i.pod_selector, &i.namespace_selector, &i.node_selector].into_iter().flatten().all(&buildable))
         && p.egress_gateway.iter().chain(&p.egress_gateways).all(|g| buildable(&g.node_selector))
 }
 
