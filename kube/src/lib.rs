@@ -42,6 +42,7 @@
 pub mod crd;
 pub mod events;
 pub mod lease;
+pub mod node_network;
 pub mod view;
 pub mod watch;
 pub mod wire;

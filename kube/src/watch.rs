@@ -142,7 +142,9 @@ pub struct ApiCall {
 
 /// Every API call the agent makes: `list` and `watch` (cluster-wide) of
 /// each watched kind ([`ClusterWatch`]), and `create` of `events.k8s.io`
-/// Events ([`crate::events::Publisher`]). `deploy/clusterrole.yaml` grants
+/// Events ([`crate::events::Publisher`]), and `get`/`create`/`update` of the
+/// node's `egret.dev` NodeNetwork ([`crate::node_network::publish`]).
+/// `deploy/clusterrole.yaml` grants
 /// exactly these (tested).
 pub fn api_calls() -> Vec<ApiCall> {
     let mut v: Vec<ApiCall> = Kind::ALL
@@ -153,6 +155,10 @@ pub fn api_calls() -> Vec<ApiCall> {
         })
         .collect();
     v.push(ApiCall { group: "events.k8s.io", resource: "events", verb: "create" });
+    // the node's own NodeNetwork (crate::node_network::publish)
+    for verb in ["get", "create", "update"] {
+        v.push(ApiCall { group: crate::node_network::GROUP, resource: crate::node_network::PLURAL, verb });
+    }
     v.sort();
     v
 }
@@ -503,7 +509,7 @@ mod tests {
     }
 
     #[test]
-    fn the_calls_are_list_and_watch_of_the_four_kinds_and_creating_events() {
+    fn the_calls_are_list_and_watch_of_the_four_kinds_creating_events_and_the_node_network() {
         let calls: Vec<String> = api_calls().iter().map(|c| format!("{}/{}:{}", c.group, c.resource, c.verb)).collect();
         assert_eq!(
             calls,
@@ -516,6 +522,9 @@ mod tests {
                 "/pods:watch",
                 "cilium.io/ciliumegressgatewaypolicies:list",
                 "cilium.io/ciliumegressgatewaypolicies:watch",
+                "egret.dev/nodenetworks:create",
+                "egret.dev/nodenetworks:get",
+                "egret.dev/nodenetworks:update",
                 "events.k8s.io/events:create",
             ]
         );

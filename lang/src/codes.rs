@@ -246,7 +246,7 @@ codes! {
 
     NODE_FACTS_MISSING = "W0315", "node-facts-missing", Warning,
     "a check against a gateway node's interfaces cannot run: the snapshot has no NodeNetwork for the node",
-    "Whether an `egressIP` is on the gateway node (E0306), an `interface` exists there (E0307) and the node has an address of each needed family (E0313) are facts of the node, not of the Kubernetes API: egret reads them from the node's `NodeNetwork` (egret.dev/v1alpha1). Without one these checks are skipped for that node, and lint says so rather than passing silently.\n\nFix: add a NodeNetwork for the node to the snapshot (see examples/cluster/nodenetwork.yaml); where NodeNetworks exist in the cluster, `kubectl get nodes,namespaces,pods,nodenetworks -A -o yaml > snapshot.yaml` takes them along. (egret-agent does not publish its node's NodeNetwork yet.)";
+    "Whether an `egressIP` is on the gateway node (E0306), an `interface` exists there (E0307) and the node has an address of each needed family (E0313) are facts of the node, not of the Kubernetes API: egret reads them from the node's `NodeNetwork` (egret.dev/v1alpha1). Without one these checks are skipped for that node, and lint says so rather than passing silently.\n\nFix: every `egret-agent --kube` publishes its node's NodeNetwork; take the snapshot with `kubectl get nodes,namespaces,pods,nodenetworks -A -o yaml > snapshot.yaml`. Without agents, add a NodeNetwork for the node to the snapshot (see examples/cluster/nodenetwork.yaml).";
 
     UNKNOWN_NODE = "E0401", "unknown-node", Error,
     "the node named on the command line is not in the snapshot",

@@ -160,7 +160,7 @@ fn egress_ip_on_one_node(w: &World, p: &Policy, out: &mut Vec<Diagnostic>) {
 }
 
 /// How to get a node's facts into a snapshot.
-pub const NODE_FACTS_HELP: &str = "add the node's NodeNetwork (egret.dev/v1alpha1, its interfaces and addresses; see examples/cluster/nodenetwork.yaml) to the snapshot; where NodeNetworks exist in the cluster, `kubectl get nodes,namespaces,pods,nodenetworks -A -o yaml > snapshot.yaml` takes them along";
+pub const NODE_FACTS_HELP: &str = "each egret-agent publishes its node's NodeNetwork (egret.dev/v1alpha1): take the snapshot with `kubectl get nodes,namespaces,pods,nodenetworks -A -o yaml > snapshot.yaml`; without agents, add a NodeNetwork for the node (see examples/cluster/nodenetwork.yaml)";
 
 /// What a node's facts list: `eth0 [192.0.2.1/24]; eth1 [...]`.
 fn addresses(net: &NodeNetwork) -> String {
