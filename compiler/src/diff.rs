@@ -472,3 +472,101 @@ pub fn to_json(d: &BehaviourDiff) -> Value {
         .collect();
     json!({"changed": !d.is_empty(), "changes": changes, "nodes": nodes, "note": d.size_note})
 }
+
+/// How a policy differs between the two sides of a diff without a snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum PolicyChangeKind {
+    Added,
+    Removed,
+    Modified,
+}
+
+impl PolicyChangeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PolicyChangeKind::Added => "added",
+            PolicyChangeKind::Removed => "removed",
+            PolicyChangeKind::Modified => "modified",
+        }
+    }
+}
+
+/// The diff of two policy sets without a cluster snapshot: which policies
+/// differ in meaning (their canonical YAML, spans and formatting aside).
+/// Without pods egret cannot say whose traffic moves, so any difference is
+/// reported as a possible behaviour change, never as "no change".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyDiff {
+    /// Sorted by policy name.
+    pub changes: Vec<(String, PolicyChangeKind)>,
+}
+
+impl PolicyDiff {
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+}
+
+/// Compares two policy sets by name and canonical form.
+pub fn policy_diff(old: &[egret_lang::ast::Policy], new: &[egret_lang::ast::Policy]) -> PolicyDiff {
+    let canon = |ps: &[egret_lang::ast::Policy]| -> BTreeMap<String, String> {
+        ps.iter().map(|p| (p.name.value.clone(), egret_lang::emit::policies_to_yaml(std::slice::from_ref(p)))).collect()
+    };
+    let (a, b) = (canon(old), canon(new));
+    let mut changes = Vec::new();
+    for name in a.keys().chain(b.keys()).collect::<BTreeSet<_>>() {
+        let kind = match (a.get(name), b.get(name)) {
+            (Some(_), None) => PolicyChangeKind::Removed,
+            (None, Some(_)) => PolicyChangeKind::Added,
+            (Some(x), Some(y)) if x != y => PolicyChangeKind::Modified,
+            _ => continue,
+        };
+        changes.push((name.clone(), kind));
+    }
+    PolicyDiff { changes }
+}
+
+/// Why a policy-level diff says nothing about pods, and what to do.
+pub const NO_SNAPSHOT_NOTE: &str = "without --cluster egret cannot tell which pods' traffic moves: every pod these policies select (now or in the future) may change";
+pub const NO_SNAPSHOT_HELP: &str = "give --cluster SNAPSHOT (`kubectl get nodes,namespaces,pods,nodenetworks -A -o yaml`) for the change per pod and destination";
+
+/// Renders a policy-level diff.
+pub fn render_policy_diff(d: &PolicyDiff, format: Format) -> String {
+    let mut out = String::new();
+    match format {
+        Format::Json => {
+            let v = json!({
+                "changed": !d.is_empty(),
+                "pods_compared": false,
+                "policies": d.changes.iter().map(|(n, k)| json!({"name": n, "change": k.as_str()})).collect::<Vec<_>>(),
+                "note": if d.is_empty() { Value::Null } else { Value::from(NO_SNAPSHOT_NOTE) },
+            });
+            out = serde_json::to_string_pretty(&v).unwrap_or_default();
+            out.push('\n');
+        }
+        Format::Human if d.is_empty() => {
+            out.push_str("no change: both sides define the same policies, so no pod's egress changes\n");
+        }
+        Format::Human => {
+            let _ = writeln!(out, "{} policies change; egress behaviour may change:", d.changes.len());
+            for (n, k) in &d.changes {
+                let _ = writeln!(out, "  {:<8} {n}", k.as_str());
+            }
+            let _ = writeln!(out, "note: {NO_SNAPSHOT_NOTE}");
+            let _ = writeln!(out, "help: {NO_SNAPSHOT_HELP}");
+        }
+        Format::Markdown => {
+            out.push_str("### egret: effective egress changes\n\n");
+            if d.is_empty() {
+                out.push_str("No change: both sides define the same policies.\n");
+            } else {
+                out.push_str("| Policy | Change |\n|---|---|\n");
+                for (n, k) in &d.changes {
+                    let _ = writeln!(out, "| `{n}` | {} |", k.as_str());
+                }
+                let _ = writeln!(out, "\n_Egress behaviour may change: {NO_SNAPSHOT_NOTE}._");
+            }
+        }
+    }
+    out
+}

@@ -1,6 +1,6 @@
 //! The `egret` command: lint, format, convert, compile, explain and diff
-//! egress policies in CI. Exit codes: 0 success (or only warnings), 1 problems
-//! found (errors, or a behaviour change for `diff`), 2 usage error.
+//! egress policies in CI. Exit codes: `cli::exit` (0 ok, 1 findings or
+//! behaviour change, 2 usage error, 3 invalid or unreadable input).
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -13,7 +13,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(2)
+            cli::exit::Exit::Input.into()
         }
     }
 }

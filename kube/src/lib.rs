@@ -43,6 +43,7 @@ pub mod admit;
 pub mod crd;
 pub mod events;
 pub mod lease;
+pub mod node_network;
 pub mod view;
 pub mod watch;
 pub mod wire;

@@ -143,8 +143,10 @@ pub struct ApiCall {
 
 /// Every API call the agent makes: `list` and `watch` (cluster-wide) of
 /// each watched kind ([`ClusterWatch`]), `create` of `events.k8s.io`
-/// Events ([`crate::events::Publisher`]), and `get` of a pod that
-/// `egret-cni` admits before the watch delivered it ([`crate::admit::get_pod`]). `deploy/clusterrole.yaml` grants
+/// Events ([`crate::events::Publisher`]), `get` of a pod that `egret-cni`
+/// admits before the watch delivered it ([`crate::admit::get_pod`]), and
+/// `get`/`create`/`update` of the node's `egret.dev` NodeNetwork
+/// ([`crate::node_network::publish`]). `deploy/clusterrole.yaml` grants
 /// exactly these (tested).
 pub fn api_calls() -> Vec<ApiCall> {
     let mut v: Vec<ApiCall> = Kind::ALL
@@ -157,6 +159,10 @@ pub fn api_calls() -> Vec<ApiCall> {
     v.push(ApiCall { group: "events.k8s.io", resource: "events", verb: "create" });
     // egret-cni's admissions: a pod the watch has not delivered yet (crate::admit::get_pod)
     v.push(ApiCall { group: "", resource: "pods", verb: "get" });
+    // the node's own NodeNetwork (crate::node_network::publish)
+    for verb in ["get", "create", "update"] {
+        v.push(ApiCall { group: crate::node_network::GROUP, resource: crate::node_network::PLURAL, verb });
+    }
     v.sort();
     v
 }
@@ -616,7 +622,7 @@ mod tests {
     }
 
     #[test]
-    fn the_calls_are_list_and_watch_of_the_four_kinds_and_creating_events() {
+    fn the_calls_are_list_and_watch_of_the_four_kinds_creating_events_and_the_node_network() {
         let calls: Vec<String> = api_calls().iter().map(|c| format!("{}/{}:{}", c.group, c.resource, c.verb)).collect();
         assert_eq!(
             calls,
@@ -630,6 +636,9 @@ mod tests {
                 "/pods:watch",
                 "cilium.io/ciliumegressgatewaypolicies:list",
                 "cilium.io/ciliumegressgatewaypolicies:watch",
+                "egret.dev/nodenetworks:create",
+                "egret.dev/nodenetworks:get",
+                "egret.dev/nodenetworks:update",
                 "events.k8s.io/events:create",
             ]
         );

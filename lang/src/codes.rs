@@ -52,6 +52,10 @@ codes! {
     "the YAML uses a feature egret does not read (aliases, non-scalar keys, duplicate keys)",
     "egret reads plain Kubernetes manifests. Anchors and aliases, complex keys and duplicate keys make a manifest mean different things to different tools (the API server rejects duplicate keys).\n\nFix: write the value out in full; remove the duplicate key.";
 
+    CONFIG = "E0006", "invalid-config", Error,
+    "the egret config file (`.egret.yaml`) is not valid",
+    "The config file holds suppressions: `ignore:`, a list of codes (`- W0203`) or of `{code: W0203, paths: [dir/]}` entries (the code only in files under those path prefixes). An unknown key or code is an error, so a typo never silently keeps a suppression from working.\n\nExample:\n    ignore:\n    - W9999\n\nFix: name an existing code (`egret rule` lists them).";
+
     MISSING_FIELD = "E0101", "missing-field", Error,
     "a required field is missing or empty",
     "CiliumEgressGatewayPolicy requires `metadata.name`, `spec.selectors` (at least one), `spec.destinationCIDRs` (at least one) and a gateway (`spec.egressGateway` with a `nodeSelector`, or `spec.egressGateways`).\n\nExample:\n    spec:\n      destinationCIDRs: [\"0.0.0.0/0\"]\n      egressGateway: {nodeSelector: {matchLabels: {egress: \"true\"}}}\n\nFix: add the field (`selectors` above).";
@@ -65,7 +69,7 @@ codes! {
     "Example: `destinationCIDRs: 0.0.0.0/0` is a string where a list is required.\n\nFix: `destinationCIDRs: [\"0.0.0.0/0\"]`.";
 
     CLUSTER_SCOPED_NAMESPACE = "E0104", "namespace-on-cluster-scoped", Error,
-    "`metadata.namespace` on a cluster-scoped resource",
+    "(retired: see W0123) `metadata.namespace` on a cluster-scoped resource",
     "CiliumEgressGatewayPolicy is cluster-scoped. A namespace in its metadata does not restrict the policy to that namespace (kubectl rejects or ignores it), so a policy written to affect one namespace affects pods in all of them.\n\nFix: remove `metadata.namespace` and select the namespace in each selector: `namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: production}}`.";
 
     INVALID_CIDR = "E0105", "invalid-cidr", Error,
@@ -132,6 +136,26 @@ codes! {
     "some `via … ip` lines of a policy are floating and others are not",
     "In a CiliumEgressGatewayPolicy the opt-in is one annotation for the whole policy: it makes every `egressIP` of the policy floating. A `.egret` policy that floats some of its egress IPs and not others cannot be written as a CRD (`egret convert` would change its meaning).\n\nExample:\n    via nodes(zone = a) floating ip 198.51.100.50\n    via nodes(zone = b) ip 198.51.100.51\n\nFix: write `floating` on every `via … ip` line of the policy, or on none (or split the policy).";
 
+    UNSERVED_API_VERSION = "E0121", "unserved-api-version", Error,
+    "a CiliumEgressGatewayPolicy with an apiVersion Cilium does not serve",
+    "Cilium's CRD serves `CiliumEgressGatewayPolicy` as `cilium.io/v2` only: the API server rejects any other version (`cilium.io/v2alpha1`, `cilium.io/v3`), so the policy never reaches a cluster.\n\nExample:\n    apiVersion: cilium.io/v2alpha1\n    kind: CiliumEgressGatewayPolicy\n\nFix: `apiVersion: cilium.io/v2`.";
+
+    CIDR_HOST_BITS_MASKED = "W0122", "cidr-host-bits-masked", Warning,
+    "a CIDR of a CiliumEgressGatewayPolicy has bits set after its prefix length",
+    "Cilium's API server accepts `52.1.2.3/8` (the CRD's `format: cidr`) and its agent keys the egress map by the prefix, so Cilium reads it as `52.0.0.0/8`; egret compiles it the same way. It is probably a mistake: either the network (`52.0.0.0/8`) or a host route (`52.1.2.3/32`) was meant. (In `.egret`, egret's own language, the same CIDR is an error, E0106.)\n\nFix: write the network address, or `/32` (`/128`) for one address.";
+
+    NAMESPACE_DROPPED = "W0123", "namespace-dropped", Warning,
+    "`metadata.namespace` on the cluster-scoped CiliumEgressGatewayPolicy",
+    "The API server accepts the object and drops the namespace (the kind is cluster-scoped), so the policy applies to pods in every namespace its selectors match, not only in that one; Cilium and egret read it so.\n\nFix: remove `metadata.namespace`; to restrict the policy to a namespace, add `namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: NAME}}` to each selector item.";
+
+    EMPTY_LIST_NO_EFFECT = "W0124", "empty-list-no-effect", Warning,
+    "`spec.selectors` or `spec.destinationCIDRs` is an empty list",
+    "Cilium's CRD requires the fields but not that they have items, and its agent accepts `[]`: a policy without selector items selects no pod, one without destinations captures no traffic. The policy does nothing, in Cilium and in egret.\n\nFix: add the items, or delete the policy.";
+
+    SELECTOR_MATCHES_NOTHING = "W0125", "selector-matches-nothing", Warning,
+    "a label selector Cilium cannot build, so it matches nothing",
+    "Cilium's API server does not check label keys, nor the values of `matchExpressions`; Cilium's agent then fails to build the selector (`unable to construct selector in label selector`) and an unbuildable selector matches no labels at all. So `In`/`NotIn` without values, `Exists`/`DoesNotExist` with values, or an invalid label key make the whole selector match nothing — even `NotIn` and `DoesNotExist`, which would otherwise match most pods. egret compiles it the same way. (In `.egret` the same selector is an error, E0111/E0113.)\n\nExample:\n    podSelector:\n      matchExpressions: [{key: tier, operator: NotIn}]\n\nFix: give `In`/`NotIn` at least one value; use a valid key (`[prefix/]name`).";
+
     EXCLUSION_NO_EFFECT = "W0201", "exclusion-without-effect", Warning,
     "an excluded CIDR lies outside every destination CIDR of its policy",
     "An excluded CIDR only removes addresses from its own policy's destinations (SEMANTICS.md, deliberate difference 2). One that overlaps none of them does nothing in egret.\n\nExample: destinations `52.0.0.0/8`, excluded `10.0.0.0/8`.\n\nFix: remove it, or add the destination it was meant to carve.";
@@ -159,6 +183,10 @@ codes! {
     EGRESS_IP_FAMILY_WITHOUT_DESTINATIONS = "W0207", "egress-ip-family-without-destinations", Warning,
     "an `egressIP` is of an address family none of the policy's destination CIDRs has",
     "An `egressIP` only says where traffic of its own family leaves from. For a policy whose destinations are all of the other family, egret sends that traffic from the gateway's first (non-link-local) address of the destinations' family on the interface holding the egress IP, or drops it there (`no-egress-ip`) when the interface has none: the address you wrote is never used. Cilium (1.20, which accepts an IPv6 `egressIP`) refuses such a policy (`IPv4 egress IP … cannot be used with only IPv6 destination CIDRs`): it programs no entries, so the pods' traffic leaves the normal way, not through a gateway (`egret compile --emit cilium` lists the policy as refused).\n\nExample:\n    destinationCIDRs: [\"2001:db8:99::/48\"]\n    egressGateway: {nodeSelector: {matchLabels: {egress: \"true\"}}, egressIP: 198.51.100.10}\n\nFix: write the address to leave from, of the destinations' family, as `egressIP` (an IPv6 one above), or name the interface with `interface`; for both families, give the policy destinations of both.";
+
+    EXACT_OVERLAP = "W0208", "exclusion-equals-other-destination", Warning,
+    "one policy excludes exactly the prefix another policy captures, for the same pods",
+    "Cilium keys its egress map by (source IP, destination prefix). An excluded CIDR of one policy is an entry for that key, and an identical destination of another policy is an entry for the same key: Cilium writes both, and the last writer wins, which depends on the order Cilium happened to process the policies. egret sends the traffic through the capturing policy (an exclusion only carves holes in its own policy), so egret and Cilium may disagree, and Cilium may disagree with itself after a restart.\n\nExample: policy A captures `10.0.0.0/8` excluding `10.1.0.0/16`; policy B captures `10.1.0.0/16`, for the same pods.\n\nFix: decide which is meant: drop the exclusion from A (B's gateway), or B's destination (the normal route).";
 
     SELECTS_NOTHING = "W0301", "selects-nothing", Warning,
     "the policy selects no pod or workload in the snapshot",
@@ -215,6 +243,10 @@ codes! {
     FLOATING_CANDIDATES_MIXED_FAMILIES = "W0314", "floating-candidates-mixed-families", Warning,
     "the candidates of a floating egress IP differ in the address families they can serve",
     "A floating egress IP is IPv4 (E0119). The policy's IPv6 traffic leaves from each candidate's own IPv6 address (the first non-link-local IPv6 address of the interface on the floating IP's subnet, else of the default-route interface): it does not float. When some candidates have such an address and others do not, what happens to the IPv6 traffic depends on which candidate owns the IP: the others drop it (`no-egress-ip`). A node the entry selects that has no IPv4 InternalIP is not a candidate at all (the tunnel between nodes is IPv4). Cilium has no floating IPs: it reads the entry as a fixed `egressIP` on the first node by name.\n\nExample: a floating `198.51.100.50` for destinations `52.0.0.0/8` and `2001:db8:99::/48` over `gw-1` (IPv4 only) and `gw-2` (also `2001:db8:1::3/64`).\n\nFix: give every candidate an IPv6 address on the egress interface, select only dual-stack nodes, or send the IPv6 destinations through a policy of their own.";
+
+    NODE_FACTS_MISSING = "W0315", "node-facts-missing", Warning,
+    "a check against a gateway node's interfaces cannot run: the snapshot has no NodeNetwork for the node",
+    "Whether an `egressIP` is on the gateway node (E0306), an `interface` exists there (E0307) and the node has an address of each needed family (E0313) are facts of the node, not of the Kubernetes API: egret reads them from the node's `NodeNetwork` (egret.dev/v1alpha1). Without one these checks are skipped for that node, and lint says so rather than passing silently.\n\nFix: every `egret-agent --kube` publishes its node's NodeNetwork; take the snapshot with `kubectl get nodes,namespaces,pods,nodenetworks -A -o yaml > snapshot.yaml`. Without agents, add a NodeNetwork for the node to the snapshot (see examples/cluster/nodenetwork.yaml).";
 
     UNKNOWN_NODE = "E0401", "unknown-node", Error,
     "the node named on the command line is not in the snapshot",

@@ -101,7 +101,14 @@ pub fn sort_dedup(diags: &mut Vec<Diagnostic>) {
 pub enum Format {
     Human,
     Json,
+    /// GitHub Actions workflow commands (annotations).
     Github,
+    /// SARIF 2.1.0 (GitHub code scanning and other SARIF viewers).
+    Sarif,
+    /// JUnit XML (test-report views of CI systems).
+    Junit,
+    /// GitLab code-quality report (JSON).
+    Gitlab,
 }
 
 pub mod render {
@@ -117,7 +124,234 @@ pub mod render {
             Format::Human => human(diags, sources),
             Format::Json => json(diags, sources),
             Format::Github => github(diags, sources),
+            Format::Sarif => sarif(diags, sources),
+            Format::Junit => junit(diags, sources),
+            Format::Gitlab => gitlab(diags, sources),
         }
+    }
+
+    /// Where a diagnostic points: file name and 1-based line/column range.
+    struct Place<'a> {
+        file: &'a str,
+        line: usize,
+        column: usize,
+        end_line: usize,
+        end_column: usize,
+    }
+
+    fn place<'a>(sources: &'a SourceMap, span: Span) -> Place<'a> {
+        let (line, column) = sources.line_col(span.file, span.start);
+        let (end_line, end_column) = sources.line_col(span.file, span.end);
+        Place { file: sources.name(span.file), line, column, end_line, end_column }
+    }
+
+    /// The message with its notes and help, for formats with one text field.
+    fn full_text(d: &Diagnostic) -> String {
+        let mut msg = d.message.clone();
+        for n in &d.notes {
+            msg.push_str(&format!("\nnote: {n}"));
+        }
+        if let Some(h) = &d.help {
+            msg.push_str(&format!("\nhelp: {h}"));
+        }
+        msg
+    }
+
+    /// A file name as a SARIF `uri-reference`: path separators kept, the
+    /// rest of what a URI cannot hold percent-encoded.
+    fn uri(path: &str) -> String {
+        let mut out = String::new();
+        for b in path.bytes() {
+            if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+                out.push(b as char);
+            } else {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+        out
+    }
+
+    /// SARIF 2.1.0: one run of the `egret` driver, every code of the registry
+    /// as a rule, one result per diagnostic (secondary labels as related locations).
+    pub fn sarif(diags: &[Diagnostic], sources: &SourceMap) -> String {
+        let level = |s: Severity| match s {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        let rules: Vec<serde_json::Value> = crate::codes::ALL
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "id": c.id,
+                    "name": c.name,
+                    "shortDescription": {"text": c.summary},
+                    "fullDescription": {"text": c.doc},
+                    "help": {"text": format!("egret rule {}", c.id)},
+                    "defaultConfiguration": {"level": level(c.severity)},
+                })
+            })
+            .collect();
+        let location = |span: Span, message: Option<&str>| {
+            let p = place(sources, span);
+            let mut v = serde_json::json!({
+                "physicalLocation": {
+                    "artifactLocation": {"uri": uri(p.file)},
+                    "region": {"startLine": p.line, "startColumn": p.column, "endLine": p.end_line, "endColumn": p.end_column},
+                }
+            });
+            if let Some(m) = message.filter(|m| !m.is_empty()) {
+                v["message"] = serde_json::json!({"text": m});
+            }
+            v
+        };
+        let results: Vec<serde_json::Value> = diags
+            .iter()
+            .map(|d| {
+                let rule_index = crate::codes::ALL.iter().position(|c| std::ptr::eq(*c, d.code)).unwrap_or(0);
+                let mut r = serde_json::json!({
+                    "ruleId": d.code.id,
+                    "ruleIndex": rule_index,
+                    "level": level(d.severity),
+                    "message": {"text": full_text(d)},
+                });
+                if let Some(span) = d.primary_span() {
+                    r["locations"] = serde_json::json!([location(span, None)]);
+                }
+                let related: Vec<serde_json::Value> = d
+                    .labels
+                    .iter()
+                    .filter(|l| !l.primary)
+                    .enumerate()
+                    .map(|(i, l)| {
+                        let mut v = location(l.span, Some(&l.message));
+                        v["id"] = serde_json::json!(i);
+                        v
+                    })
+                    .collect();
+                if !related.is_empty() {
+                    r["relatedLocations"] = serde_json::Value::Array(related);
+                }
+                r
+            })
+            .collect();
+        let log = serde_json::json!({
+            "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
+            "version": "2.1.0",
+            "runs": [{
+                "tool": {"driver": {
+                    "name": "egret",
+                    "version": env!("CARGO_PKG_VERSION"),
+                    "rules": rules,
+                }},
+                "results": results,
+            }],
+        });
+        let mut s = serde_json::to_string_pretty(&log).unwrap_or_default();
+        s.push('\n');
+        s
+    }
+
+    /// Text for XML character data and attribute values (characters XML 1.0
+    /// cannot hold at all are dropped).
+    fn xml(s: &str) -> String {
+        let mut out = String::with_capacity(s.len());
+        for c in s.chars() {
+            match c {
+                '&' => out.push_str("&amp;"),
+                '<' => out.push_str("&lt;"),
+                '>' => out.push_str("&gt;"),
+                '"' => out.push_str("&quot;"),
+                '\'' => out.push_str("&apos;"),
+                '\n' => out.push_str("&#10;"),
+                '\t' | '\r' => out.push(' '),
+                c if (c as u32) < 0x20 => {}
+                c => out.push(c),
+            }
+        }
+        out
+    }
+
+    /// JUnit XML: one test case per diagnostic (an error is a failure, a
+    /// warning a passing case that carries its text), or one passing case
+    /// when there is nothing to report.
+    pub fn junit(diags: &[Diagnostic], sources: &SourceMap) -> String {
+        let errors = diags.iter().filter(|d| d.is_error()).count();
+        let tests = diags.len().max(1);
+        let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+        out.push_str(&format!(
+            "<testsuites name=\"egret lint\" tests=\"{tests}\" failures=\"{errors}\" errors=\"0\">\n"
+        ));
+        out.push_str(&format!(
+            "  <testsuite name=\"egret lint\" tests=\"{tests}\" failures=\"{errors}\" errors=\"0\" skipped=\"0\">\n"
+        ));
+        if diags.is_empty() {
+            out.push_str("    <testcase classname=\"egret.lint\" name=\"no problems found\"/>\n");
+        }
+        for d in diags {
+            let (file, at) = match d.primary_span() {
+                Some(span) => {
+                    let p = place(sources, span);
+                    (p.file.to_string(), format!("{}:{}:{}", p.file, p.line, p.column))
+                }
+                None => ("egret".to_string(), "-".to_string()),
+            };
+            out.push_str(&format!(
+                "    <testcase classname=\"{}\" name=\"{}\" file=\"{}\">\n",
+                xml(&file),
+                xml(&format!("{} {} at {at}", d.code.id, d.code.name)),
+                xml(&file)
+            ));
+            let text = xml(&format!("{at}: {}[{}]: {}", d.severity.as_str(), d.code.id, full_text(d)));
+            if d.is_error() {
+                out.push_str(&format!(
+                    "      <failure message=\"{}\" type=\"{}\">{text}</failure>\n",
+                    xml(&d.message),
+                    d.code.id
+                ));
+            } else {
+                out.push_str(&format!("      <system-out>{text}</system-out>\n"));
+            }
+            out.push_str("    </testcase>\n");
+        }
+        out.push_str("  </testsuite>\n</testsuites>\n");
+        out
+    }
+
+    /// FNV-1a, 64 bits: a stable fingerprint (not a security measure).
+    fn fnv64(s: &str) -> u64 {
+        s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    }
+
+    /// GitLab code quality: an array of issues with a fingerprint, a
+    /// severity (`major` for errors, `minor` for warnings) and a location.
+    pub fn gitlab(diags: &[Diagnostic], sources: &SourceMap) -> String {
+        let mut seen = std::collections::BTreeMap::<u64, u32>::new();
+        let items: Vec<serde_json::Value> = diags
+            .iter()
+            .map(|d| {
+                let (path, begin, end) = match d.primary_span() {
+                    Some(span) => {
+                        let p = place(sources, span);
+                        (p.file.to_string(), p.line, p.end_line)
+                    }
+                    None => ("egret".to_string(), 1, 1),
+                };
+                // same code, file and message twice: the fingerprints still differ
+                let base = fnv64(&format!("{}\0{path}\0{}", d.code.id, d.message));
+                let n = seen.entry(base).or_default();
+                *n += 1;
+                serde_json::json!({
+                    "description": format!("{}: {}", d.code.id, d.message),
+                    "check_name": d.code.id,
+                    "fingerprint": format!("{base:016x}{:08x}", *n),
+                    "severity": if d.is_error() { "major" } else { "minor" },
+                    "location": {"path": path, "lines": {"begin": begin, "end": end}},
+                })
+            })
+            .collect();
+        let mut s = serde_json::to_string_pretty(&items).unwrap_or_else(|_| "[]".to_string());
+        s.push('\n');
+        s
     }
 
     pub fn human(diags: &[Diagnostic], sources: &SourceMap) -> String {

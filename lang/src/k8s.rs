@@ -20,6 +20,8 @@ use crate::yaml::{self, Kind, Node};
 use std::net::IpAddr;
 
 pub const POLICY_KIND: &str = "CiliumEgressGatewayPolicy";
+/// The one version Cilium's CRD serves the policy kind as.
+pub const CILIUM_API_VERSION: &str = "cilium.io/v2";
 pub const NODE_NETWORK_KIND: &str = "NodeNetwork";
 
 /// Parses a YAML file into a bundle of policies and cluster objects.
@@ -227,10 +229,25 @@ impl Cx<'_> {
                     }
                 }
             }
-            POLICY_KIND if api.starts_with("cilium.io/") || api.is_empty() => {
+            POLICY_KIND if api == CILIUM_API_VERSION || api.is_empty() => {
                 if let Some(p) = self.policy(node) {
                     bundle.policies.push(p);
                 }
+            }
+            POLICY_KIND if api.starts_with("cilium.io/") => {
+                // Cilium's CRD serves v2 only: the API server rejects any other version.
+                let span = node.get("apiVersion").map_or(node.span, |v| v.span);
+                self.push(
+                    Diagnostic::new(
+                        &codes::UNSERVED_API_VERSION,
+                        format!(
+                            "Cilium does not serve `{api}`: CiliumEgressGatewayPolicy is `{CILIUM_API_VERSION}` only"
+                        ),
+                    )
+                    .primary(span, "the API server rejects this version")
+                    .note("the policy is not read")
+                    .help(format!("write `apiVersion: {CILIUM_API_VERSION}`")),
+                );
             }
             "Node" if api == "v1" || api.is_empty() => {
                 if let Some(n) = self.node_object(node) {
@@ -360,9 +377,13 @@ impl Cx<'_> {
                 }
                 if matches!(&s.kind, Kind::Seq(v) if v.is_empty()) {
                     self.push(
-                        Diagnostic::new(&codes::MISSING_FIELD, "`spec.selectors` is empty")
-                            .primary(s.span, "at least one selector item is required")
-                            .help("add an item such as `- podSelector: {matchLabels: {app: web}}`"),
+                        Diagnostic::new(
+                            &codes::EMPTY_LIST_NO_EFFECT,
+                            "`spec.selectors` is empty: the policy selects no pod",
+                        )
+                        .primary(s.span, "no selector items")
+                        .note("Cilium accepts the policy and it selects no pod; so does egret")
+                        .help("add an item such as `- podSelector: {matchLabels: {app: web}}`, or delete the policy"),
                     );
                 }
             }
@@ -386,9 +407,13 @@ impl Cx<'_> {
                 p.destination_cidrs = self.cidrs(d, "spec.destinationCIDRs");
                 if matches!(&d.kind, Kind::Seq(v) if v.is_empty()) {
                     self.push(
-                        Diagnostic::new(&codes::MISSING_FIELD, "`spec.destinationCIDRs` is empty")
-                            .primary(d.span, "at least one CIDR is required")
-                            .help("add the destinations to send through the gateway, e.g. `[\"0.0.0.0/0\"]`"),
+                        Diagnostic::new(
+                            &codes::EMPTY_LIST_NO_EFFECT,
+                            "`spec.destinationCIDRs` is empty: the policy captures no traffic",
+                        )
+                        .primary(d.span, "no destinations")
+                        .note("Cilium accepts the policy and it captures nothing; so does egret")
+                        .help("add the destinations to send through the gateway, e.g. `[\"0.0.0.0/0\"]`, or delete the policy"),
                     );
                 }
             }
@@ -418,6 +443,7 @@ impl Cx<'_> {
         for g in p.egress_gateway.iter_mut().chain(&mut p.egress_gateways) {
             g.floating = floating.filter(|_| g.egress_ip.is_some());
         }
+        self.cilium_reading(&mut p);
         if gw.is_none() && gws.is_none_or(|g| matches!(&g.kind, Kind::Seq(v) if v.is_empty())) {
             self.push(
                 Diagnostic::new(&codes::MISSING_FIELD, format!("policy `{}` has no gateway", p.name.value))
@@ -426,6 +452,98 @@ impl Cx<'_> {
             );
         }
         Some(p)
+    }
+
+    /// What Cilium (the release egret mirrors) accepts but reads in its own
+    /// way: each is a warning saying what Cilium does, and the policy is
+    /// rewritten to that meaning, so egret compiles what Cilium runs
+    /// (`compiler/tests/fixtures/cilium-acceptance/`).
+    fn cilium_reading(&mut self, p: &mut Policy) {
+        if let Some(ns) = p.namespace.take() {
+            self.push(
+                Diagnostic::new(
+                    &codes::NAMESPACE_DROPPED,
+                    format!("CiliumEgressGatewayPolicy is cluster-scoped; `metadata.namespace: {}` is dropped", ns.value),
+                )
+                .primary(ns.span, "the API server drops this")
+                .note("the policy applies to the pods its selectors match in every namespace, in Cilium and in egret")
+                .help(format!(
+                    "remove it; to select pods in `{}` only, add `namespaceSelector: {{matchLabels: {{kubernetes.io/metadata.name: {}}}}}` to each selector item",
+                    ns.value, ns.value
+                )),
+            );
+        }
+        for c in p.destination_cidrs.iter_mut().chain(p.excluded_cidrs.iter_mut()) {
+            if c.value.has_host_bits() {
+                let n = c.value.network();
+                self.push(
+                    Diagnostic::new(
+                        &codes::CIDR_HOST_BITS_MASKED,
+                        format!("`{}` has host bits set: Cilium reads this as {n}", c.value),
+                    )
+                    .primary(c.span, format!("read as {n}"))
+                    .note("Cilium's API server accepts it and its agent keys the map by the prefix; egret compiles it the same way")
+                    .help(format!(
+                        "write `{n}`, or `{}/{}` for the single address",
+                        c.value.addr,
+                        c.value.family().bits()
+                    )),
+                );
+                c.value = n;
+            }
+        }
+        for item in &mut p.selectors {
+            for s in
+                [&mut item.pod_selector, &mut item.namespace_selector, &mut item.node_selector].into_iter().flatten()
+            {
+                self.cilium_selector(s, "pod");
+            }
+        }
+        for g in p.egress_gateway.iter_mut().chain(p.egress_gateways.iter_mut()) {
+            self.cilium_selector(&mut g.node_selector, "node");
+        }
+    }
+
+    /// A selector Cilium's agent cannot build matches nothing: warn, and
+    /// make it match nothing here too (a single `In` with no values).
+    fn cilium_selector(&mut self, s: &mut LabelSelector, what: &str) {
+        let mut why: Option<(Span, String)> = None;
+        for k in s.keys() {
+            if let Err(e) = crate::validate::check_label_key(&k.value) {
+                why = why.or(Some((k.span, format!("`{}` is not a valid label key: {e}", k.value))));
+            }
+        }
+        for r in &s.match_expressions {
+            let bad = match r.operator.value {
+                Operator::In | Operator::NotIn if r.values.is_empty() => {
+                    Some((r.operator.span, format!("`{}` without values", r.operator.value.as_str())))
+                }
+                Operator::Exists | Operator::DoesNotExist if !r.values.is_empty() => {
+                    Some((r.values[0].span, format!("`{}` with values", r.operator.value.as_str())))
+                }
+                _ => r
+                    .values
+                    .iter()
+                    .find(|v| !crate::validate::is_label_value(&v.value))
+                    .map(|v| (v.span, format!("`{}` is not a valid label value", v.value))),
+            };
+            why = why.or(bad);
+        }
+        let Some((span, reason)) = why else { return };
+        self.push(
+            Diagnostic::new(
+                &codes::SELECTOR_MATCHES_NOTHING,
+                format!("Cilium cannot build this selector ({reason}), so it matches no {what}"),
+            )
+            .primary(span, format!("the whole selector matches no {what}"))
+            .secondary(s.span, "this selector")
+            .note("Cilium's API server accepts it; Cilium's agent fails to build the selector and matches nothing; egret compiles it the same way")
+            .help("give `In`/`NotIn` at least one value, `Exists`/`DoesNotExist` none, and use valid label keys (`[prefix/]name`)"),
+        );
+        let key = s.keys().next().cloned().unwrap_or_else(|| Spanned::new(String::new(), span));
+        s.match_labels.clear();
+        s.match_expressions =
+            vec![Requirement { span, key, operator: Spanned::new(Operator::In, span), values: Vec::new() }];
     }
 
     /// The value of the floating-egress-IP annotation: its span when it is

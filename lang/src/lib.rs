@@ -16,6 +16,7 @@ pub mod k8s;
 pub mod load;
 pub mod net;
 pub mod source;
+pub mod suppress;
 pub mod validate;
 pub mod yaml;
 

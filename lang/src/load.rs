@@ -76,9 +76,26 @@ pub fn parse_text(sources: &mut SourceMap, name: &str, text: String) -> Loaded {
     Loaded { bundle, diagnostics, files: vec![id] }
 }
 
-/// Reads files and directories. Unreadable paths are diagnostics (E0001), not errors.
+/// The path that names standard input.
+pub const STDIN: &str = "-";
+
+/// Reads files and directories (`-`: YAML from standard input, once).
+/// Unreadable paths are diagnostics (E0001), not errors.
 pub fn load(sources: &mut SourceMap, paths: &[PathBuf]) -> Loaded {
     let mut out = Loaded::default();
+    if paths.iter().any(|p| p.as_os_str() == STDIN) {
+        let mut text = String::new();
+        match std::io::Read::read_to_string(&mut std::io::stdin(), &mut text) {
+            Ok(_) => out.extend(parse_text(sources, "<stdin>", text)),
+            Err(e) => out.diagnostics.push(io_diag(sources, Path::new("<stdin>"), &e)),
+        }
+        let rest: Vec<PathBuf> = paths.iter().filter(|p| p.as_os_str() != STDIN).cloned().collect();
+        if rest.is_empty() {
+            return out;
+        }
+        out.extend(load(sources, &rest));
+        return out;
+    }
     let files = match expand(paths) {
         Ok(f) => f,
         Err((p, e)) => {

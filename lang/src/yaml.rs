@@ -203,7 +203,7 @@ pub fn parse(file: FileId, text: &str) -> (Vec<Document>, Vec<Diagnostic>) {
                     );
                 }
                 let plain = matches!(style, ScalarStyle::Plain);
-                let (s, e) = trim_scalar_span(text, &offsets, s, e);
+                let (s, e) = trim_scalar_span(text, &offsets, s, e, style);
                 Node { span: Span::new(file, s, e), kind: Kind::Scalar { value: value.into_owned(), plain } }
             }
             Event::SequenceStart(..) => {
@@ -269,10 +269,30 @@ pub fn parse(file: FileId, text: &str) -> (Vec<Document>, Vec<Diagnostic>) {
 }
 
 /// Shrinks a scalar span to its text (the parser's end may include trailing blanks).
-fn trim_scalar_span(text: &str, offsets: &Offsets, s: usize, e: usize) -> (usize, usize) {
+fn trim_scalar_span(text: &str, offsets: &Offsets, s: usize, e: usize, style: ScalarStyle) -> (usize, usize) {
     let bs = offsets.byte(s);
     let mut be = offsets.byte(e).max(bs);
-    while be > bs && text.as_bytes().get(be - 1).is_some_and(|b| b.is_ascii_whitespace()) {
+    // a quoted scalar ends at its closing quote (not at a comment after it)
+    let bytes = text.as_bytes();
+    let quote = match style {
+        ScalarStyle::DoubleQuoted => Some(b'"'),
+        ScalarStyle::SingleQuoted => Some(b'\''),
+        _ => None,
+    };
+    if let Some(q) = quote
+        && bytes.get(bs) == Some(&q)
+    {
+        let mut i = bs + 1;
+        while i < be {
+            match bytes[i] {
+                b'\\' if q == b'"' => i += 2,
+                b'\'' if q == b'\'' && bytes.get(i + 1) == Some(&b'\'') => i += 2,
+                b if b == q => return (bs, i + 1),
+                _ => i += 1,
+            }
+        }
+    }
+    while be > bs && bytes.get(be - 1).is_some_and(|b| b.is_ascii_whitespace()) {
         be -= 1;
     }
     (bs, be)
@@ -297,6 +317,17 @@ mod tests {
         assert_eq!(&t[items[0].span.range()], "x");
         assert_eq!(&t[items[1].span.range()], "\"y z\"");
         assert_eq!(&t[r.get("c").unwrap().get("d").unwrap().span.range()], "e");
+    }
+
+    #[test]
+    fn a_quoted_scalar_followed_by_a_comment_ends_at_its_quote() {
+        let t = "a: \"x \\\" y\"   # comment\nb: 'it''s'  # more\nc: plain  # comment\n";
+        let (docs, diags) = p(t);
+        assert!(diags.is_empty(), "{diags:?}");
+        let r = &docs[0].root;
+        assert_eq!(&t[r.get("a").unwrap().span.range()], "\"x \\\" y\"");
+        assert_eq!(&t[r.get("b").unwrap().span.range()], "'it''s'");
+        assert_eq!(&t[r.get("c").unwrap().span.range()], "plain");
     }
 
     #[test]

@@ -6,8 +6,12 @@
 //!   `egret_kube::watch::ClusterWatch` (list+watch, synced gate, debounced
 //!   callback; see its module doc), plus the node's own interfaces
 //!   ([`facts::discover`]), which join every compilation as the node's
-//!   `NodeNetwork`, as AST ([`facts::node_network`]; the API server has no
-//!   such kind).
+//!   `NodeNetwork`, as AST ([`facts::node_network`]; compiles use the
+//!   node's own facts, never another node's).
+//! - **Published facts**: the same `NodeNetwork` is written to the API
+//!   server ([`publish_node_network`], `egret_kube::node_network`) and kept
+//!   current, so `kubectl get nodes,namespaces,pods,nodenetworks -A -o yaml`
+//!   is a complete snapshot for `egret lint --cluster`.
 //! - **Reconcile** (the watch's callback, never before every kind has
 //!   listed): compiles the node from the view ([`compile_view`]: egret's
 //!   loader and resolver through a `ViewPlanner` kept across reconciles, which
@@ -263,6 +267,36 @@ async fn gateway_events(watched: Arc<std::sync::Mutex<Watched>>, publisher: Publ
 /// How often at most the agent repeats that the watch meets errors.
 const ERRORS_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// Publishes the node's `NodeNetwork` (`egret_kube::node_network`) and keeps
+/// it current: the facts are read every [`POLL`] and written when they
+/// differ from what was last published (a failed write is retried on the
+/// next tick, and said on stderr once per change of error). Never returns.
+async fn publish_node_network(client: kube::Client, node: String) {
+    let mut published: Option<egret_lang::ast::NodeNetwork> = None;
+    let mut last_error: Option<String> = None;
+    loop {
+        if let Ok(f) = facts::discover() {
+            let now = facts::node_network(&node, &f);
+            if published.as_ref() != Some(&now) {
+                match egret_kube::node_network::publish(&client, &now).await {
+                    Ok(_) => {
+                        published = Some(now);
+                        last_error = None;
+                    }
+                    Err(e) => {
+                        let e = e.to_string();
+                        if last_error.as_deref() != Some(e.as_str()) {
+                            eprintln!("kube: cannot publish the NodeNetwork of `{node}`: {e}");
+                            last_error = Some(e);
+                        }
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
 /// Re-reads the node's facts when netlink says something changed (and
 /// every [`POLL`] regardless) and nudges the watch when they did; marks the
 /// loop alive for `/healthz`; says on stderr when the watch has synced and
@@ -339,8 +373,12 @@ pub async fn run(
             let listener = crate::cni::bind(&config)?;
             let shared = crate::cni::Shared::new(config, agent.node());
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-            let server =
-                crate::cni::Server { shared: Arc::clone(&shared), admissions: tx, client, status: watch.status() };
+            let server = crate::cni::Server {
+                shared: Arc::clone(&shared),
+                admissions: tx,
+                client: client.clone(),
+                status: watch.status(),
+            };
             (Some(rx), Some(shared), Some(crate::cni::serve(listener, server)))
         }
         None => (None, None, None),
@@ -353,6 +391,7 @@ pub async fn run(
     };
     agent.telemetry().kube(KubeStats { watch: watch.status(), events: publisher.stats() });
     let facts = watch_facts(watch.nudge(), agent.telemetry(), watch.status());
+    let node_network = publish_node_network(client.clone(), agent.node().to_owned());
     let mut events = (EventLog::default(), Reporters::default());
     let mut compiler = ViewCompiler::new();
     let publishing = publisher.clone().run();
@@ -365,6 +404,7 @@ pub async fn run(
     tokio::select! {
         () = watching => {}
         () = facts => {}
+        () = node_network => {}
         () = publishing => {}
         () = announcing => {}
         () = serving => {}

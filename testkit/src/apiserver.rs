@@ -34,6 +34,10 @@
 //! answered with `404`), [`ApiServer::inject`] (a raw watch line).
 //!
 //! Besides list/watch:
+//! - **NodeNetworks** (`egret.dev/v1alpha1`, [`Served::NodeNetworks`],
+//!   cluster-scoped): list, watch, `GET`, `POST` (create; `409
+//!   AlreadyExists`) and `PUT` (replace; a stale `resourceVersion` is `409
+//!   Conflict`) at [`NODE_NETWORKS_PATH`], as each agent publishes its node's.
 //! - **Leases** (`coordination.k8s.io/v1`, [`Served::Leases`]): list and
 //!   watch at `/apis/coordination.k8s.io/v1/leases` and
 //!   `…/namespaces/NS/leases` (only that namespace); at
@@ -141,6 +145,9 @@ pub enum Served {
     View(Res),
     /// `coordination.k8s.io/v1` Leases (namespaced; read and written).
     Leases,
+    /// egret's `egret.dev/v1alpha1` NodeNetworks (cluster-scoped; read,
+    /// created and replaced: each agent publishes its node's).
+    NodeNetworks,
 }
 
 impl From<Res> for Served {
@@ -152,11 +159,15 @@ impl From<Res> for Served {
 /// The API group and version of Leases, and their paths.
 const LEASES_API: &str = "/apis/coordination.k8s.io/v1";
 
+/// The path of NodeNetworks.
+pub const NODE_NETWORKS_PATH: &str = "/apis/egret.dev/v1alpha1/nodenetworks";
+
 impl Served {
     fn api_version(self) -> &'static str {
         match self {
             Served::View(r) => r.api_version(),
             Served::Leases => "coordination.k8s.io/v1",
+            Served::NodeNetworks => "egret.dev/v1alpha1",
         }
     }
 
@@ -164,6 +175,7 @@ impl Served {
         match self {
             Served::View(r) => r.kind(),
             Served::Leases => "Lease",
+            Served::NodeNetworks => "NodeNetwork",
         }
     }
 
@@ -171,6 +183,7 @@ impl Served {
         match self {
             Served::View(r) => r.namespaced(),
             Served::Leases => true,
+            Served::NodeNetworks => false,
         }
     }
 
@@ -182,6 +195,7 @@ impl Served {
             (Served::View(r), "gone") => Req::Gone(r),
             (Served::View(r), _) => Req::Watch(r),
             (Served::Leases, verb) => Req::Lease(verb),
+            (Served::NodeNetworks, verb) => Req::NodeNetwork(verb),
         }
     }
 }
@@ -215,6 +229,9 @@ pub enum Req {
     /// A Lease request, by its RBAC verb: `list`, `watch`, `get`, `create`,
     /// `update`, `delete` (and `gone`: a watch answered with `410`).
     Lease(&'static str),
+    /// A NodeNetwork request, by its RBAC verb: `list`, `watch`, `get`,
+    /// `create`, `update`.
+    NodeNetwork(&'static str),
     /// A write refused with `409 Conflict` (a stale `resourceVersion`).
     Conflict,
     /// A Lease write held back by [`ApiServer::delay_lease_writes`].
@@ -742,6 +759,8 @@ async fn respond(state: &Arc<Mutex<State>>, req: Request<Incoming>) -> Response<
     }
     if req.uri().path().starts_with(LEASES_API) {
         leases(state, req).await
+    } else if req.uri().path().starts_with(NODE_NETWORKS_PATH) {
+        node_networks(state, req).await
     } else if req.method() == hyper::Method::POST {
         create(state, req).await
     } else {
@@ -1211,4 +1230,92 @@ fn delete_lease(state: &Mutex<State>, ns: &str, name: &str, options: &Value) -> 
     let body = json!({"apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Success",
                       "details": {"name": name, "group": "coordination.k8s.io", "kind": "leases", "uid": uid}});
     full(StatusCode::OK, &body)
+}
+
+/// Requests under [`NODE_NETWORKS_PATH`]: list, watch, get, create and
+/// replace, as the real server serves a cluster-scoped custom resource
+/// (`409` for a create of an existing name or a replace with a stale
+/// `resourceVersion`, `404` for a missing one).
+async fn node_networks(state: &Arc<Mutex<State>>, req: Request<Incoming>) -> Response<Body> {
+    use hyper::Method;
+    const RES: Served = Served::NodeNetworks;
+    let path = req.uri().path().to_string();
+    let name = match path.strip_prefix(NODE_NETWORKS_PATH).unwrap_or_default() {
+        "" => None,
+        n => Some(n.trim_start_matches('/').to_string()).filter(|n| !n.is_empty() && !n.contains('/')),
+    };
+    let q = query(&req);
+    let method = req.method().clone();
+    let body = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return full(StatusCode::BAD_REQUEST, &status(400, "BadRequest", &e.to_string())),
+    };
+    let not_found = |name: &str| {
+        full(StatusCode::NOT_FOUND, &status(404, "NotFound", &format!("nodenetworks.egret.dev \"{name}\" not found")))
+    };
+    let parsed = || -> Result<Value, Refusal> {
+        let v: Value = serde_json::from_slice(&body)
+            .map_err(|e| Box::new(full(StatusCode::BAD_REQUEST, &status(400, "BadRequest", &e.to_string()))))?;
+        if v["kind"] != "NodeNetwork" || v["apiVersion"] != "egret.dev/v1alpha1" || !v["metadata"]["name"].is_string() {
+            return Err(Box::new(full(
+                StatusCode::BAD_REQUEST,
+                &status(400, "BadRequest", "the body is not a named egret.dev/v1alpha1 NodeNetwork"),
+            )));
+        }
+        Ok(v)
+    };
+    match (method, name) {
+        (Method::GET, None) => collection(state, RES, None, &q),
+        (Method::GET, Some(name)) => {
+            let mut s = lock(state);
+            *s.counts.entry(RES.req("get")).or_default() += 1;
+            match s.objects.get(&(RES, name.clone())) {
+                Some(o) => full(StatusCode::OK, &typed(RES, o.clone())),
+                None => not_found(&name),
+            }
+        }
+        (Method::POST, None) => {
+            let mut obj = match parsed() {
+                Ok(v) => v,
+                Err(r) => return *r,
+            };
+            let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_string();
+            let mut s = lock(state);
+            *s.counts.entry(RES.req("create")).or_default() += 1;
+            if s.objects.contains_key(&(RES, name.clone())) {
+                let msg = format!("nodenetworks.egret.dev \"{name}\" already exists");
+                return full(StatusCode::CONFLICT, &status(409, "AlreadyExists", &msg));
+            }
+            obj["metadata"]["creationTimestamp"] = Value::String(now_rfc3339());
+            let (_, stored) = s.store(RES, obj);
+            full(StatusCode::CREATED, &stored)
+        }
+        (Method::PUT, Some(name)) => {
+            let mut obj = match parsed() {
+                Ok(v) => v,
+                Err(r) => return *r,
+            };
+            let mut s = lock(state);
+            *s.counts.entry(RES.req("update")).or_default() += 1;
+            if obj["metadata"]["name"] != name.as_str() {
+                return full(
+                    StatusCode::BAD_REQUEST,
+                    &status(400, "BadRequest", "the name of the object does not match the name on the URL"),
+                );
+            }
+            let Some(old) = s.objects.get(&(RES, name.clone())).cloned() else { return not_found(&name) };
+            if obj["metadata"]["resourceVersion"].as_str() != old["metadata"]["resourceVersion"].as_str() {
+                *s.counts.entry(Req::Conflict).or_default() += 1;
+                let msg = format!(
+                    "Operation cannot be fulfilled on nodenetworks.egret.dev \"{name}\": the object has been modified; please apply your changes to the latest version and try again"
+                );
+                return full(StatusCode::CONFLICT, &status(409, "Conflict", &msg));
+            }
+            obj["metadata"]["uid"] = old["metadata"]["uid"].clone();
+            obj["metadata"]["creationTimestamp"] = old["metadata"]["creationTimestamp"].clone();
+            let (_, stored) = s.store(RES, obj);
+            full(StatusCode::OK, &stored)
+        }
+        _ => full(StatusCode::METHOD_NOT_ALLOWED, &status(405, "MethodNotAllowed", "not served for NodeNetworks")),
+    }
 }

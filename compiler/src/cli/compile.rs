@@ -1,13 +1,14 @@
 //! `egret compile`, `egret explain`, `egret diff`: the compiler core for CI.
 
-use super::{Inputs, print_diagnostics};
+use super::exit::{self, Exit};
+use super::{Inputs, eprint_diagnostics};
 use anyhow::{Context, Result, bail};
 use clap::ValueEnum;
 use egret_compiler::driver::{self, CompileError, Driver};
 use egret_compiler::resolve::{self, World};
 use egret_compiler::{cilium, codegen, diff, explain, ir, plan, planner};
 use egret_lang::ast::Bundle;
-use egret_lang::diag::{self, Format};
+use egret_lang::diag;
 use egret_lang::load::{self, Loaded};
 use egret_lang::net::Cidr;
 use egret_lang::source::SourceMap;
@@ -101,13 +102,13 @@ pub enum DiffFormat {
 }
 
 /// Resolves the inputs ([`driver::resolve`]) and refuses to go on when they
-/// have errors (rendered, exit 1).
+/// have errors (rendered on stderr, so stdout stays the command's data; exit 3).
 fn world(sources: &SourceMap, loaded: &Loaded, service_cidrs: &[Cidr]) -> Result<World, ExitCode> {
     driver::resolve(loaded, &resolve::Options { service_cidrs: service_cidrs.to_vec() }).map_err(|e| {
         let mut errors = e.diagnostics().to_vec();
         diag::sort_dedup(&mut errors);
-        print_diagnostics(&errors, sources, Format::Human);
-        ExitCode::from(1)
+        eprint_diagnostics(&errors, sources);
+        Exit::Input.into()
     })
 }
 
@@ -121,8 +122,7 @@ pub fn compile(inputs: &Inputs, node: Option<&str>, all_nodes: bool, out: Output
     let options = codegen::Options { layout: layout.layout(), reference_limit, mss_clamp: Some(mss_clamp) };
     let view = emit.unwrap_or(Emit::Plan);
     if format == DataFormat::Json && !matches!(view, Emit::Cilium | Emit::Plan) {
-        eprintln!("error: --format json is available with --emit plan and --emit cilium only");
-        return Ok(ExitCode::from(2));
+        return Ok(exit::usage("--format json is available with --emit plan and --emit cilium only"));
     }
     let (sources, loaded) = read(inputs);
     if view == Emit::Ast {
@@ -136,10 +136,7 @@ pub fn compile(inputs: &Inputs, node: Option<&str>, all_nodes: bool, out: Output
     let nodes: Vec<String> = match (node, all_nodes) {
         (Some(n), false) => vec![n.to_string()],
         (None, true) => w.nodes().iter().map(|n| n.name.clone()).collect(),
-        _ => {
-            eprintln!("error: give exactly one of --node NAME and --all-nodes");
-            return Ok(ExitCode::from(2));
-        }
+        _ => return Ok(exit::usage("give exactly one of --node NAME and --all-nodes")),
     };
     if let Some(dir) = out_dir {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create `{}`", dir.display()))?;
@@ -206,8 +203,8 @@ pub fn compile(inputs: &Inputs, node: Option<&str>, all_nodes: bool, out: Output
                         cilium::render_view(&v, f)
                     }
                     Err(d) => {
-                        print_diagnostics(&[d], &sources, Format::Human);
-                        return Ok(ExitCode::from(1));
+                        eprint_diagnostics(&[d], &sources);
+                        return Ok(Exit::Input.into());
                     }
                 }
             }
@@ -247,8 +244,7 @@ pub fn verify(
     reference_limit: Option<usize>,
 ) -> Result<ExitCode> {
     if cluster.is_empty() != policies.is_empty() {
-        eprintln!("error: give both --cluster and policies (to check against a fresh plan), or neither");
-        return Ok(ExitCode::from(2));
+        return Ok(exit::usage("give both --cluster and policies (to check against a fresh plan), or neither"));
     }
     let fresh = if policies.is_empty() {
         None
@@ -263,8 +259,7 @@ pub fn verify(
     };
     let nodes = codegen::artifact_nodes(dir).with_context(|| format!("cannot list `{}`", dir.display()))?;
     if nodes.is_empty() {
-        eprintln!("error: no NODE.artifact.json in `{}`", dir.display());
-        return Ok(ExitCode::from(2));
+        return Ok(exit::input(format_args!("no NODE.artifact.json in `{}`", dir.display())));
     }
     let mut failed = 0;
     for n in &nodes {
@@ -277,7 +272,7 @@ pub fn verify(
             }
         }
     }
-    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if failed == 0 { Exit::Ok } else { Exit::Findings }.into())
 }
 
 fn verify_node(dir: &Path, node: &str, world: Option<&World>, reference_limit: Option<usize>) -> Result<String> {
@@ -353,7 +348,7 @@ fn unreachable_ast() -> String {
     String::new()
 }
 
-/// Renders an input error (exit 1); an internal error is the command's error.
+/// Renders an input error on stderr (exit 3); an internal error is the command's error.
 fn report(sources: &SourceMap, e: &CompileError) -> Result<ExitCode> {
     if let CompileError::Codegen { node, source } = e {
         return Err(anyhow::Error::new(source.clone()).context(format!("node `{node}`: code generation")));
@@ -361,8 +356,8 @@ fn report(sources: &SourceMap, e: &CompileError) -> Result<ExitCode> {
     if e.diagnostics().is_empty() {
         bail!("{e}");
     }
-    print_diagnostics(e.diagnostics(), sources, Format::Human);
-    Ok(ExitCode::from(1))
+    eprint_diagnostics(e.diagnostics(), sources);
+    Ok(Exit::Input.into())
 }
 
 /// The AST stage: policies in canonical `.egret` form, then the snapshot's objects.
@@ -406,8 +401,8 @@ pub fn explain(inputs: &Inputs, from: &str, to: &str, format: DataFormat) -> Res
             Ok(ExitCode::SUCCESS)
         }
         Err(d) => {
-            print_diagnostics(&[d], &sources, Format::Human);
-            Ok(ExitCode::from(1))
+            eprint_diagnostics(&[d], &sources);
+            Ok(Exit::Input.into())
         }
     }
 }
@@ -445,11 +440,34 @@ fn load_side(sources: &mut SourceMap, spec: &str) -> Result<Loaded> {
 }
 
 pub fn diff(cluster: &[PathBuf], service_cidrs: &[Cidr], old: &str, new: &str, format: DiffFormat) -> Result<ExitCode> {
+    let f = match format {
+        DiffFormat::Human => diff::Format::Human,
+        DiffFormat::Json => diff::Format::Json,
+        DiffFormat::Markdown => diff::Format::Markdown,
+    };
     let mut sources = SourceMap::new();
     let snapshot = load::load(&mut sources, cluster);
-    let mut worlds = Vec::new();
+    let mut sides = Vec::new();
     for side in [old, new] {
-        let mut l = load_side(&mut sources, side)?;
+        match load_side(&mut sources, side) {
+            Ok(l) => sides.push(l),
+            Err(e) => return Ok(exit::input(format_args!("{e:#}"))),
+        }
+    }
+    // An unreadable path on either side or in the snapshot: nothing to compare (exit 3).
+    let unreadable: Vec<diag::Diagnostic> = std::iter::once(&snapshot)
+        .chain(&sides)
+        .flat_map(|l| &l.diagnostics)
+        .filter(|d| std::ptr::eq(d.code, &egret_lang::codes::IO))
+        .cloned()
+        .collect();
+    if !unreadable.is_empty() {
+        eprint_diagnostics(&unreadable, &sources);
+        return Ok(Exit::Input.into());
+    }
+    let mut worlds = Vec::new();
+    for l in &sides {
+        let mut l = Loaded { bundle: l.bundle.clone(), diagnostics: l.diagnostics.clone(), files: l.files.clone() };
         l.extend(Loaded {
             bundle: snapshot.bundle.clone(),
             diagnostics: snapshot.diagnostics.clone(),
@@ -460,12 +478,14 @@ pub fn diff(cluster: &[PathBuf], service_cidrs: &[Cidr], old: &str, new: &str, f
             Err(code) => return Ok(code),
         }
     }
+    if cluster.is_empty() {
+        // No pods to compare over: compare the policies themselves, and
+        // report any difference as a possible change (never "no change").
+        let d = diff::policy_diff(&sides[0].bundle.policies, &sides[1].bundle.policies);
+        out!("{}", diff::render_policy_diff(&d, f));
+        return Ok(if d.is_empty() { Exit::Ok } else { Exit::Findings }.into());
+    }
     let d = diff::compute(&worlds[0], &worlds[1]);
-    let f = match format {
-        DiffFormat::Human => diff::Format::Human,
-        DiffFormat::Json => diff::Format::Json,
-        DiffFormat::Markdown => diff::Format::Markdown,
-    };
     out!("{}", diff::render(&d, f));
-    Ok(if d.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if d.is_empty() { Exit::Ok } else { Exit::Findings }.into())
 }

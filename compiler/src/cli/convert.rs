@@ -1,5 +1,6 @@
 //! `egret fmt` and `egret convert`.
 
+use super::exit::{self, Exit};
 use super::read_file;
 use anyhow::Result;
 use clap::ValueEnum;
@@ -15,24 +16,33 @@ pub enum Syntax {
     Yaml,
 }
 
-pub fn fmt(files: &[PathBuf], check: bool, write: bool) -> Result<ExitCode> {
-    let mut failed = false;
-    for f in files {
+/// `egret fmt`: files, or directories (their `*.egret` files, recursively).
+pub fn fmt(paths: &[PathBuf], check: bool, write: bool) -> Result<ExitCode> {
+    let files: Vec<PathBuf> = match load::expand(paths) {
+        Ok(f) => f.into_iter().filter(|f| paths.contains(f) || f.extension().is_some_and(|e| e == "egret")).collect(),
+        Err((p, e)) => return Ok(exit::input(format_args!("cannot read `{}`: {e}", p.display()))),
+    };
+    if files.is_empty() {
+        return Ok(exit::input("no `.egret` files in the given paths"));
+    }
+    let mut invalid = false;
+    let mut unformatted = false;
+    for f in &files {
         let text = read_file(f)?;
         let mut sources = SourceMap::new();
         let id = sources.add(f.display().to_string(), text.clone());
         let out = match egret_lang::egret::format(id, &text) {
             Ok(out) => out,
             Err(diags) => {
-                out!("{}", diag::render::render(&diags, &sources, Format::Human));
-                failed = true;
+                eprint!("{}", diag::render::render(&diags, &sources, Format::Human));
+                invalid = true;
                 continue;
             }
         };
         if check {
             if out != text {
                 outln!("{} is not in canonical form", f.display());
-                failed = true;
+                unformatted = true;
             }
         } else if write {
             if out != text {
@@ -42,13 +52,20 @@ pub fn fmt(files: &[PathBuf], check: bool, write: bool) -> Result<ExitCode> {
             out!("{out}");
         }
     }
-    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if invalid {
+        Exit::Input
+    } else if unformatted {
+        Exit::Findings
+    } else {
+        Exit::Ok
+    }
+    .into())
 }
 
 pub fn convert(inputs: &[PathBuf], to: Option<Syntax>) -> Result<ExitCode> {
     let files = match load::expand(inputs) {
         Ok(f) => f,
-        Err((p, e)) => anyhow::bail!("cannot read `{}`: {e}", p.display()),
+        Err((p, e)) => return Ok(exit::input(format_args!("cannot read `{}`: {e}", p.display()))),
     };
     let mut sources = SourceMap::new();
     let mut out_egret = Vec::new();
@@ -67,8 +84,8 @@ pub fn convert(inputs: &[PathBuf], to: Option<Syntax>) -> Result<ExitCode> {
         }
     }
     if !diags.is_empty() {
-        out!("{}", diag::render::render(&diags, &sources, Format::Human));
-        return Ok(ExitCode::from(1));
+        eprint!("{}", diag::render::render(&diags, &sources, Format::Human));
+        return Ok(Exit::Input.into());
     }
     if !out_egret.is_empty() {
         match egret_lang::egret::try_print(&out_egret) {
@@ -76,7 +93,7 @@ pub fn convert(inputs: &[PathBuf], to: Option<Syntax>) -> Result<ExitCode> {
             Err(why) => {
                 eprintln!("error: cannot write this policy set as .egret: {why}");
                 eprintln!("help: `egret lint` reports the problem with a span; fix it first");
-                return Ok(ExitCode::from(1));
+                return Ok(Exit::Input.into());
             }
         }
     }

@@ -37,10 +37,11 @@ pub(crate) fn write_stdout(args: std::fmt::Arguments<'_>) {
 
 mod compile;
 mod convert;
+pub mod exit;
 mod lint;
 
 #[derive(Debug, Parser)]
-#[command(name = "egret", version, about = "Compile Kubernetes egress-gateway policies into verified eBPF", long_about = None)]
+#[command(name = "egret", version, about = "Compile Kubernetes egress-gateway policies into verified eBPF", long_about = None, after_help = exit::HELP)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -50,7 +51,14 @@ pub struct Cli {
 pub enum OutFormat {
     Human,
     Json,
+    /// GitHub Actions annotations.
     Github,
+    /// SARIF 2.1.0 (code scanning).
+    Sarif,
+    /// JUnit XML.
+    Junit,
+    /// GitLab code-quality JSON.
+    Gitlab,
 }
 
 impl From<OutFormat> for Format {
@@ -59,6 +67,9 @@ impl From<OutFormat> for Format {
             OutFormat::Human => Format::Human,
             OutFormat::Json => Format::Json,
             OutFormat::Github => Format::Github,
+            OutFormat::Sarif => Format::Sarif,
+            OutFormat::Junit => Format::Junit,
+            OutFormat::Gitlab => Format::Gitlab,
         }
     }
 }
@@ -77,7 +88,7 @@ pub struct Inputs {
     /// Service CIDR of the cluster (cluster-internal, never sent to a gateway). Repeatable.
     #[arg(long = "service-cidr", value_name = "CIDR")]
     pub service_cidrs: Vec<Cidr>,
-    /// Policy files or directories (`*.yaml`, `*.yml`, `*.egret`, read recursively).
+    /// Policy files or directories (`*.yaml`, `*.yml`, `*.egret`, read recursively); `-` reads YAML from standard input.
     #[arg(value_name = "POLICY", required = true)]
     pub policies: Vec<PathBuf>,
 }
@@ -94,13 +105,19 @@ pub enum Command {
         /// Make warnings fail the run (exit 1).
         #[arg(long, value_enum)]
         deny: Option<Deny>,
-        /// Also report documents of kinds egret does not read.
+        /// Also report documents of kinds egret does not read, and every suppressed diagnostic.
         #[arg(short, long)]
         verbose: bool,
+        /// Suppress a diagnostic code (`W0203` or `tie`) everywhere. Repeatable.
+        #[arg(long, value_name = "CODE")]
+        ignore: Vec<String>,
+        /// Suppressions file (default: `.egret.yaml` in the working directory, if present).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
     },
     /// Print `.egret` files in canonical form.
     Fmt {
-        /// Files to format.
+        /// Files, or directories (their `*.egret` files, recursively), to format.
         #[arg(required = true)]
         files: Vec<PathBuf>,
         /// Exit 1 if a file is not in canonical form; print nothing else.
@@ -216,7 +233,16 @@ pub enum Command {
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Lint { inputs, format, deny, verbose } => lint::run(&inputs, format.into(), deny.is_some(), verbose),
+        Command::Lint { inputs, format, deny, verbose, ignore, config } => lint::run(
+            &inputs,
+            &lint::LintOptions {
+                format: format.into(),
+                deny_warnings: deny.is_some(),
+                verbose,
+                ignore: &ignore,
+                config: config.as_deref(),
+            },
+        ),
         Command::Fmt { files, check, write } => convert::fmt(&files, check, write),
         Command::Convert { inputs, to } => convert::convert(&inputs, to),
         Command::Rule { code } => rule(code.as_deref()),
@@ -273,10 +299,7 @@ fn rule(code: Option<&str>) -> Result<ExitCode> {
                 outln!("{} {} ({})\n\n{}\n\n{}", c.id, c.name, c.severity.as_str(), c.summary, c.doc);
                 Ok(ExitCode::SUCCESS)
             }
-            None => {
-                eprintln!("error: no diagnostic code `{k}`; `egret rule` lists them");
-                Ok(ExitCode::from(2))
-            }
+            None => Ok(exit::usage(format_args!("no diagnostic code `{k}`; `egret rule` lists them"))),
         },
     }
 }
@@ -285,22 +308,43 @@ fn rule(code: Option<&str>) -> Result<ExitCode> {
 pub struct Read {
     pub sources: SourceMap,
     pub loaded: Loaded,
+    /// A snapshot was given and every path of it could be read.
     pub has_snapshot: bool,
+    /// Policy files read (0: the POLICY paths held no input file).
+    pub policy_files: usize,
+    /// Some path could not be read (E0001).
+    pub unreadable: bool,
 }
 
 pub fn read(inputs: &Inputs) -> Read {
     let mut sources = SourceMap::new();
     let mut loaded = load::load(&mut sources, &inputs.policies);
-    let has_snapshot = !inputs.cluster.is_empty();
+    let policy_files = loaded.files.len();
+    let mut has_snapshot = !inputs.cluster.is_empty();
     if has_snapshot {
-        loaded.extend(load::load(&mut sources, &inputs.cluster));
+        let snapshot = load::load(&mut sources, &inputs.cluster);
+        // an unreadable snapshot is one diagnostic, not one per check that lacks its objects
+        has_snapshot = !snapshot.diagnostics.iter().any(is_unreadable);
+        loaded.extend(snapshot);
     }
-    Read { sources, loaded, has_snapshot }
+    let unreadable = loaded.diagnostics.iter().any(is_unreadable);
+    Read { sources, loaded, has_snapshot, policy_files, unreadable }
+}
+
+/// E0001: a path that could not be read.
+pub fn is_unreadable(d: &Diagnostic) -> bool {
+    std::ptr::eq(d.code, &egret_lang::codes::IO)
 }
 
 /// Prints diagnostics to stdout in `format`.
 pub fn print_diagnostics(diags: &[Diagnostic], sources: &SourceMap, format: Format) {
     out!("{}", diag::render::render(diags, sources, format));
+}
+
+/// Prints diagnostics for people on stderr: for commands whose stdout is data
+/// (a plan, a diff, JSON), so a failure never mixes text into it.
+pub fn eprint_diagnostics(diags: &[Diagnostic], sources: &SourceMap) {
+    eprint!("{}", diag::render::render(diags, sources, Format::Human));
 }
 
 pub fn read_file(p: &PathBuf) -> Result<String> {

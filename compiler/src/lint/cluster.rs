@@ -159,6 +159,9 @@ fn egress_ip_on_one_node(w: &World, p: &Policy, out: &mut Vec<Diagnostic>) {
     }
 }
 
+/// How to get a node's facts into a snapshot.
+pub const NODE_FACTS_HELP: &str = "each egret-agent publishes its node's NodeNetwork (egret.dev/v1alpha1): take the snapshot with `kubectl get nodes,namespaces,pods,nodenetworks -A -o yaml > snapshot.yaml`; without agents, add a NodeNetwork for the node (see examples/cluster/nodenetwork.yaml)";
+
 /// What a node's facts list: `eth0 [192.0.2.1/24]; eth1 [...]`.
 fn addresses(net: &NodeNetwork) -> String {
     net.interfaces
@@ -187,7 +190,24 @@ fn has_destinations(p: &Policy, f: Family) -> bool {
 }
 
 fn egress_ip_on_node(p: &Policy, g: &GatewaySpec, node: &NodeInfo, out: &mut Vec<Diagnostic>) {
-    let Some(net) = &node.network else { return };
+    let Some(net) = &node.network else {
+        // the check cannot run: say which, where, and how to get the facts
+        let (span, what) = match (&g.egress_ip, &g.interface) {
+            (Some(ip), _) => (ip.span, format!("egress IP {} is on", ip.value)),
+            (None, Some(i)) => (i.span, format!("interface `{}` exists on", i.value)),
+            (None, None) => return,
+        };
+        out.push(
+            Diagnostic::new(
+                &codes::NODE_FACTS_MISSING,
+                format!("cannot check that {what} gateway node `{}`: the snapshot has no NodeNetwork for it", node.name),
+            )
+            .primary(span, format!("not checked on `{}`", node.name))
+            .note(format!("checks skipped for `{}`: E0306 egress-ip-not-on-node, E0307 interface-not-on-node, E0313 no-egress-address-for-family", node.name))
+            .help(NODE_FACTS_HELP),
+        );
+        return;
+    };
     if let Some(ip) = &g.egress_ip
         && !net.interfaces.iter().any(|i| i.addresses.iter().any(|a| a.addr == ip.value))
     {

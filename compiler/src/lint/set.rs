@@ -553,6 +553,7 @@ fn cilium_exclusions(
                     }
                 }
             }
+            exact_overlap(prepared, by_dest, pins, pi, x, out);
             if let Some((qname, qi)) = others.iter().next() {
                 let q = &prepared[*qi];
                 let qd = q.dests.iter().find(|d| d.value.contains(&xn)).map(|d| d.span).unwrap_or(q.p.name.span);
@@ -573,4 +574,49 @@ fn cilium_exclusions(
             }
         }
     }
+}
+
+/// W0208: policy `p` excludes exactly a prefix another policy captures for
+/// pods both may select. Cilium keys both entries by (source, prefix): one
+/// map key written twice, the last writer wins.
+fn exact_overlap(
+    prepared: &[Prepared<'_>],
+    by_dest: &HashMap<Cidr, Vec<usize>>,
+    pins: &Pins,
+    pi: usize,
+    x: &egret_lang::source::Spanned<Cidr>,
+    out: &mut Vec<Diagnostic>,
+) {
+    let p = &prepared[pi];
+    let xn = x.value.network();
+    let mut others: BTreeSet<(String, usize)> = BTreeSet::new();
+    for &qi in by_dest.get(&xn).into_iter().flatten() {
+        let q = &prepared[qi];
+        if q.name() == p.name() || !pins.may_overlap(pi, qi) || !p.overlaps(q) {
+            continue;
+        }
+        let mut r = RangeSet::of(&xn);
+        for y in &q.excl {
+            r.subtract(y);
+        }
+        if !r.is_empty() {
+            others.insert((q.name().to_string(), qi));
+        }
+    }
+    let Some((qname, qi)) = others.iter().next() else { return };
+    let q = &prepared[*qi];
+    let qd = q.dests.iter().find(|d| d.value.network() == xn).map(|d| d.span).unwrap_or(q.p.name.span);
+    let more = if others.len() > 1 { format!(" (and {} more)", others.len() - 1) } else { String::new() };
+    out.push(
+        Diagnostic::new(
+            &codes::EXACT_OVERLAP,
+            format!("`{}` excludes exactly `{xn}`, which `{qname}`{more} captures, for the same pods", p.name()),
+        )
+        .primary(x.span, "excluded here")
+        .secondary(qd, format!("`{qname}` captures exactly this prefix"))
+        .note(format!(
+            "Cilium writes both as the same map key (source IP, {xn}): the last policy it processes wins, so pods both select may or may not use `{qname}`'s gateway, and a restart may change it; egret sends the traffic through `{qname}`'s gateway"
+        ))
+        .help(format!("decide which is meant: remove the exclusion from `{}` (use `{qname}`'s gateway), or the destination from `{qname}` (the normal route)", p.name())),
+    );
 }

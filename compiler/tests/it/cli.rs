@@ -19,6 +19,10 @@ fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
 fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("egret-cli-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&d).expect("tmp dir");
@@ -31,7 +35,7 @@ fn lint_exit_codes() {
     assert_eq!(code(&clean), 0, "{}", stdout(&clean));
     assert_eq!(stdout(&clean).trim(), "no problems found");
 
-    let errors = egret(&["lint", "tests/fixtures/lint/E0106-cidr-host-bits.yaml"]);
+    let errors = egret(&["lint", "tests/fixtures/lint/E0105-invalid-cidr.yaml"]);
     assert_eq!(code(&errors), 1);
 
     let warn = egret(&["lint", "tests/fixtures/lint/W0201-exclusion-without-effect.yaml"]);
@@ -216,21 +220,17 @@ fn diff_reports_a_behaviour_change_with_exit_1() {
 
 #[test]
 fn unknown_node_and_endpoint_are_diagnostics() {
+    // invalid input: exit 3, the diagnostics on stderr (stdout is the command's data)
     let o = egret(&["compile", "--cluster", CLUSTER, POLICIES, "--node", "worker-9"]);
-    assert_eq!(code(&o), 1);
-    assert!(stdout(&o).contains("error[E0401]"), "{}", stdout(&o));
+    assert_eq!(code(&o), 3);
+    assert!(stderr(&o).contains("error[E0401]"), "{}", stderr(&o));
+    assert!(stdout(&o).is_empty(), "{}", stdout(&o));
     let o = egret(&["explain", "--cluster", CLUSTER, POLICIES, "--from", "production/nope", "--to", "203.0.113.7"]);
-    assert_eq!(code(&o), 1);
-    assert!(stdout(&o).contains("error[E0402]"), "{}", stdout(&o));
+    assert_eq!(code(&o), 3);
+    assert!(stderr(&o).contains("error[E0402]"), "{}", stderr(&o));
     // inputs with errors are refused before compiling
-    let o = egret(&[
-        "compile",
-        "--cluster",
-        CLUSTER,
-        "tests/fixtures/lint/E0106-cidr-host-bits.yaml",
-        "--node",
-        "worker-1",
-    ]);
-    assert_eq!(code(&o), 1);
-    assert!(stdout(&o).contains("error[E0106]"), "{}", stdout(&o));
+    let o =
+        egret(&["compile", "--cluster", CLUSTER, "tests/fixtures/lint/E0105-invalid-cidr.yaml", "--node", "worker-1"]);
+    assert_eq!(code(&o), 3);
+    assert!(stderr(&o).contains("error[E0105]"), "{}", stderr(&o));
 }

@@ -1,6 +1,8 @@
 //! The integration tests of `egret-compiler`, one test binary (one link step)
 //! for the whole crate; each module was a test binary of its own.
 
+mod ci_tools;
+mod cilium_acceptance;
 mod cilium_cases;
 mod cli;
 mod codegen_cli;

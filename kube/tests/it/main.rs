@@ -3,4 +3,5 @@
 
 mod lease;
 mod manifests;
+mod snapshot_recipe;
 mod watch;

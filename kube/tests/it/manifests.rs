@@ -6,8 +6,8 @@
 //! the DaemonSet runs unprivileged with the minimum capabilities, and the
 //! kustomization lists every manifest.
 //!
-//! `EGRET_UPDATE_CRD=1 cargo test -p egret-kube --release --test manifests`
-//! rewrites `deploy/crd.yaml` from the type.
+//! `EGRET_UPDATE_CRD=1 cargo test -p egret-kube --release --test it manifests`
+//! rewrites `deploy/crd.yaml` and `deploy/nodenetwork-crd.yaml` from the types.
 
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
@@ -23,21 +23,29 @@ fn deploy(file: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy").join(file)
 }
 
-const CRD_HEADER: &str = "# Generated from egret_kube::crd::CiliumEgressGatewayPolicy; do not edit.\n\
-# Regenerate: EGRET_UPDATE_CRD=1 cargo test -p egret-kube --release --test manifests\n";
+/// `deploy/FILE` holds `generated`, as generated from `type_path` (rewritten
+/// first with `EGRET_UPDATE_CRD=1`); the file parsed back.
+fn generated_crd_file(file: &str, type_path: &str, generated: &CustomResourceDefinition) -> CustomResourceDefinition {
+    let path = deploy(file);
+    let text = format!(
+        "# Generated from {type_path}; do not edit.\n\
+         # Regenerate: EGRET_UPDATE_CRD=1 cargo test -p egret-kube --release --test it manifests\n{}",
+        serde_yaml::to_string(generated).expect("yaml")
+    );
+    if std::env::var("EGRET_UPDATE_CRD").as_deref() == Ok("1") {
+        std::fs::write(&path, &text).unwrap_or_else(|e| panic!("write deploy/{file}: {e}"));
+    }
+    let on_disk = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("deploy/{file}: {e}"));
+    let parsed: CustomResourceDefinition =
+        serde_yaml::from_str(&on_disk).unwrap_or_else(|e| panic!("deploy/{file} is not a CRD: {e}"));
+    assert_eq!(&parsed, generated, "deploy/{file} differs from the type; regenerate it (see the module doc)");
+    assert_eq!(on_disk, text, "deploy/{file} is not formatted as generated; regenerate it");
+    parsed
+}
 
 #[test]
 fn the_crd_file_is_the_generated_crd() {
-    let generated = egret_kube::crd::crd();
-    let path = deploy("crd.yaml");
-    let text = format!("{CRD_HEADER}{}", serde_yaml::to_string(&generated).expect("yaml"));
-    if std::env::var("EGRET_UPDATE_CRD").as_deref() == Ok("1") {
-        std::fs::write(&path, &text).expect("write deploy/crd.yaml");
-    }
-    let on_disk = std::fs::read_to_string(&path).expect("deploy/crd.yaml exists");
-    let parsed: CustomResourceDefinition = serde_yaml::from_str(&on_disk).expect("deploy/crd.yaml is a CRD");
-    assert_eq!(parsed, generated, "deploy/crd.yaml differs from the type; regenerate it (see the module doc)");
-    assert_eq!(on_disk, text, "deploy/crd.yaml is not formatted as generated; regenerate it");
+    let parsed = generated_crd_file("crd.yaml", "egret_kube::crd::CiliumEgressGatewayPolicy", &egret_kube::crd::crd());
     assert_eq!(parsed.spec.group, "cilium.io");
     assert_eq!(parsed.spec.scope, "Cluster");
     let v2 = &parsed.spec.versions[0];
@@ -49,6 +57,19 @@ fn the_crd_file_is_the_generated_crd() {
     required.sort_unstable();
     assert_eq!(required, ["destinationCIDRs", "selectors"]);
     assert_eq!(spec["properties"]["destinationCIDRs"]["items"]["format"], "cidr");
+}
+
+#[test]
+fn the_node_network_crd_file_is_the_generated_crd() {
+    let parsed = generated_crd_file(
+        "nodenetwork-crd.yaml",
+        "egret_kube::node_network::NodeNetwork",
+        &egret_kube::node_network::crd(),
+    );
+    assert_eq!(parsed.spec.group, "egret.dev");
+    assert_eq!(parsed.spec.scope, "Cluster");
+    assert_eq!(parsed.spec.names.plural, "nodenetworks");
+    assert_eq!(parsed.spec.versions[0].name, "v1alpha1");
 }
 
 /// The documents of a YAML file, as JSON.

@@ -147,6 +147,28 @@ fn policies(complete: bool) -> impl Strategy<Value = Vec<Policy>> {
     prop::collection::vec(policy(complete), 0..4)
 }
 
+/// A policy Cilium reads as written: selectors it can build, CIDRs without
+/// host bits, no `metadata.namespace` (W0122, W0123, W0125 otherwise).
+fn read_verbatim_by_cilium(p: &Policy) -> bool {
+    use egret_lang::ast::{LabelSelector, Operator};
+    use egret_lang::validate::{check_label_key, is_label_value};
+    let buildable = |s: &LabelSelector| {
+        s.keys().all(|k| check_label_key(&k.value).is_ok())
+            && s.match_expressions.iter().all(|r| match r.operator.value {
+                Operator::In | Operator::NotIn => {
+                    !r.values.is_empty() && r.values.iter().all(|v| is_label_value(&v.value))
+                }
+                Operator::Exists | Operator::DoesNotExist => r.values.is_empty(),
+            })
+    };
+    p.namespace.is_none()
+        && p.destination_cidrs.iter().chain(&p.excluded_cidrs).all(|c| !c.value.has_host_bits())
+        && p.selectors
+            .iter()
+            .all(|i| [&i.pod_selector, &i.namespace_selector, &i.node_selector].into_iter().flatten().all(&buildable))
+        && p.egress_gateway.iter().chain(&p.egress_gateways).all(|g| buildable(&g.node_selector))
+}
+
 fn messages(d: &[egret_lang::Diagnostic]) -> Vec<String> {
     d.iter().map(|d| format!("{} {}", d.code.id, d.message)).collect()
 }
@@ -223,6 +245,9 @@ proptest! {
     /// AST → YAML → AST through the Kubernetes reader, and on to `.egret`.
     #[test]
     fn yaml_round_trip(ps in policies(true)) {
+        // what Cilium would read in its own way (and the reader rewrites, with
+        // a warning: tests/fixtures/cilium-acceptance) is not a round trip
+        prop_assume!(ps.iter().all(read_verbatim_by_cilium));
         let yaml = emit::policies_to_yaml(&ps);
         let (bundle, diags) = k8s::parse_yaml(FileId(1), &yaml);
         prop_assert!(diags.is_empty(), "{:?}\n{}", messages(&diags), yaml);

@@ -156,6 +156,16 @@ fn the_kube_agent_applies_the_node_and_follows_the_api() {
     assert!(body.lines().any(|l| l == synced), "missing `{synced}` in\n{body}");
     assert_eq!(server.count(apiserver::Req::Unauthorized), 0, "every request carried the token");
 
+    // the node's facts, published as its NodeNetwork (the snapshot recipe's
+    // source): the pod's veth is one of the node's interfaces
+    let published =
+        wait_for("the node's NodeNetwork", &mut agent.0, || server.get(apiserver::Served::NodeNetworks, NODE));
+    let names: Vec<&str> = published["spec"]["interfaces"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|i| i["name"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(names.contains(&veth.as_str()), "{published}");
+
     // Events: worker-1 publishes a policy's only if it is the policy's
     // reporter (rendezvous over the Ready nodes) or one of its gateways
     let view = example_view(&objects);
