@@ -260,12 +260,28 @@ fn ensure_dir(path: &Path) -> Result<(), LoaderError> {
     std::fs::create_dir_all(path).map_err(|e| LoaderError::bpffs(path, "creating directory", e))
 }
 
+/// How long [`lock_root`] waits for a lock that is held (see there).
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Locks `root` exclusively. A lock found held is tried again for up to
+/// [`LOCK_WAIT`] before the root is reported busy: a loader that was just
+/// dropped can leave its lock alive for a moment in a child process that
+/// another thread forked and that has not yet exec'd (the child's copy of the
+/// descriptor shares the lock until `exec` closes it).
 fn lock_root(root: &Path) -> Result<std::fs::File, LoaderError> {
     let dir = std::fs::File::open(root).map_err(|e| LoaderError::bpffs(root, "opening", e))?;
-    match rustix::fs::flock(&dir, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
-        Ok(()) => Ok(dir),
-        Err(e) if e == rustix::io::Errno::WOULDBLOCK => Err(LoaderError::Busy { root: root.to_path_buf() }),
-        Err(e) => Err(LoaderError::bpffs(root, "locking", e.into())),
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match rustix::fs::flock(&dir, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e == rustix::io::Errno::WOULDBLOCK => {
+                if std::time::Instant::now() >= deadline {
+                    return Err(LoaderError::Busy { root: root.to_path_buf() });
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => return Err(LoaderError::bpffs(root, "locking", e.into())),
+        }
     }
 }
 

@@ -62,23 +62,11 @@ impl Node {
         self.loader.as_mut().expect("a loader is open")
     }
 
-    /// Closes the loader and opens another on the same root with `config`.
-    ///
-    /// The closed loader's `flock` can outlive it for a moment: a `fork` by
-    /// another test thread (spawning `ip`) shares the lock's open file until
-    /// its `exec` closes it (`O_CLOEXEC`), so `Busy` is retried briefly.
+    /// Closes the loader and opens another on the same root with `config`
+    /// (`Loader::open` waits out a lock a forked child still shares for a moment).
     fn reopen(&mut self, config: LoaderConfig) {
         self.loader = None;
-        for _ in 0..100 {
-            match Loader::open(config.clone()) {
-                Err(LoaderError::Busy { .. }) => std::thread::sleep(std::time::Duration::from_millis(10)),
-                other => {
-                    self.loader = Some(other.expect("reopen").0);
-                    return;
-                }
-            }
-        }
-        panic!("the root stayed locked after the loader closed");
+        self.loader = Some(Loader::open(config).expect("reopen").0);
     }
 
     /// D1 passes under A (and drops under B), stamped with A's tags.
