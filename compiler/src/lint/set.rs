@@ -539,19 +539,7 @@ fn cilium_exclusions(
             for len in 0..xn.len {
                 let anc =
                     Cidr::new(egret_lang::net::u128_to_ip(xn.family(), xn.bits() & prefix_mask(xn.family(), len)), len);
-                for &qi in by_dest.get(&anc).into_iter().flatten() {
-                    let q = &prepared[qi];
-                    if q.name() == p.name() || !pins.may_overlap(pi, qi) || !p.overlaps(q) {
-                        continue;
-                    }
-                    let mut r = RangeSet::of(&xn);
-                    for y in &q.excl {
-                        r.subtract(y);
-                    }
-                    if !r.is_empty() {
-                        others.insert((q.name().to_string(), qi));
-                    }
-                }
+                capturers(prepared, by_dest, pins, (pi, &xn), &anc, &mut others);
             }
             exact_overlap(prepared, by_dest, pins, pi, x, out);
             if let Some((qname, qi)) = others.iter().next() {
@@ -576,6 +564,33 @@ fn cilium_exclusions(
     }
 }
 
+/// Into `into`, the policies (name, index) with the destination `dest` (the
+/// excluded prefix `within` of policy `pi`, or an ancestor of it) that still
+/// capture part of `within` after their own exclusions, for pods both may select.
+fn capturers(
+    prepared: &[Prepared<'_>],
+    by_dest: &HashMap<Cidr, Vec<usize>>,
+    pins: &Pins,
+    (pi, within): (usize, &Cidr),
+    dest: &Cidr,
+    into: &mut BTreeSet<(String, usize)>,
+) {
+    let p = &prepared[pi];
+    for &qi in by_dest.get(dest).into_iter().flatten() {
+        let q = &prepared[qi];
+        if q.name() == p.name() || !pins.may_overlap(pi, qi) || !p.overlaps(q) {
+            continue;
+        }
+        let mut r = RangeSet::of(within);
+        for y in &q.excl {
+            r.subtract(y);
+        }
+        if !r.is_empty() {
+            into.insert((q.name().to_string(), qi));
+        }
+    }
+}
+
 /// W0208: policy `p` excludes exactly a prefix another policy captures for
 /// pods both may select. Cilium keys both entries by (source, prefix): one
 /// map key written twice, the last writer wins.
@@ -590,19 +605,7 @@ fn exact_overlap(
     let p = &prepared[pi];
     let xn = x.value.network();
     let mut others: BTreeSet<(String, usize)> = BTreeSet::new();
-    for &qi in by_dest.get(&xn).into_iter().flatten() {
-        let q = &prepared[qi];
-        if q.name() == p.name() || !pins.may_overlap(pi, qi) || !p.overlaps(q) {
-            continue;
-        }
-        let mut r = RangeSet::of(&xn);
-        for y in &q.excl {
-            r.subtract(y);
-        }
-        if !r.is_empty() {
-            others.insert((q.name().to_string(), qi));
-        }
-    }
+    capturers(prepared, by_dest, pins, (pi, &xn), &xn, &mut others);
     let Some((qname, qi)) = others.iter().next() else { return };
     let q = &prepared[*qi];
     let qd = q.dests.iter().find(|d| d.value.network() == xn).map(|d| d.span).unwrap_or(q.p.name.span);
