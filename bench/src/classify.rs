@@ -210,6 +210,7 @@ pub fn load(
     values.extend(holes.iter().map(|(k, v)| (k.clone(), *v)));
     let object = egret_bpf::elf::fill_holes(object, &values)?;
     let mut bpf = aya::Ebpf::load(&object)?;
+    const ACTION: usize = egret_bpf::layout::action_record::SIZE;
     for img in images {
         let entries = img.decoded()?;
         if entries.is_empty() {
@@ -218,17 +219,21 @@ pub fn load(
         let map = bpf.map_mut(&img.name).ok_or_else(|| anyhow::anyhow!("no map {}", img.name))?;
         match img.name.as_str() {
             tables::DST_V4 => {
-                let mut m: LpmTrie<_, [u8; 8], [u8; 12]> = LpmTrie::try_from(map)?;
+                let mut m: LpmTrie<_, [u8; 8], [u8; ACTION]> = LpmTrie::try_from(map)?;
                 for (k, v) in entries {
-                    m.insert(&Key::new(u32::from_le_bytes(arr::<4>(&k[..4])?), arr::<8>(&k[4..])?), arr::<12>(&v)?, 0)?;
+                    m.insert(
+                        &Key::new(u32::from_le_bytes(arr::<4>(&k[..4])?), arr::<8>(&k[4..])?),
+                        arr::<ACTION>(&v)?,
+                        0,
+                    )?;
                 }
             }
             tables::DST_V6 => {
-                let mut m: LpmTrie<_, [u8; 20], [u8; 12]> = LpmTrie::try_from(map)?;
+                let mut m: LpmTrie<_, [u8; 20], [u8; ACTION]> = LpmTrie::try_from(map)?;
                 for (k, v) in entries {
                     m.insert(
                         &Key::new(u32::from_le_bytes(arr::<4>(&k[..4])?), arr::<20>(&k[4..])?),
-                        arr::<12>(&v)?,
+                        arr::<ACTION>(&v)?,
                         0,
                     )?;
                 }

@@ -136,6 +136,17 @@ fn packets(plan: &Plan, family: Family) -> Vec<Vec<u8>> {
 /// # Errors
 /// Loading or running a program that the checks accepted failed.
 pub fn run(family: Family, trials: usize, repeat: u32) -> anyhow::Result<Vec<Table>> {
+    run_sizes(family, trials, repeat, &SIZES)
+}
+
+/// Entries per class of the benchmark's plans, smallest first.
+pub const SIZES: [usize; 10] = [1, 4, 16, 32, 64, 128, 256, 512, 1024, 2048];
+
+/// [`run`] over the given entries per class only.
+///
+/// # Errors
+/// Loading or running a program that the checks accepted failed.
+pub fn run_sizes(family: Family, trials: usize, repeat: u32, sizes: &[usize]) -> anyhow::Result<Vec<Table>> {
     let mut t = Table::new(
         format!(
             "Classifier layouts, {}: {CLASSES} classes × {ENDPOINTS_PER_CLASS} endpoints; {trials} trials × 8 packets × repeat {repeat}",
@@ -153,7 +164,7 @@ pub fn run(family: Family, trials: usize, repeat: u32) -> anyhow::Result<Vec<Tab
         ],
     );
     let mut faster = Vec::new();
-    for per_class in [1usize, 4, 16, 32, 64, 128, 256, 512, 1024, 2048] {
+    for &per_class in sizes {
         let plan = synthetic_plan(per_class, family, 7 + per_class as u64);
         let rules = partition::rules(&plan);
         let leaves = partition::inline_size(&plan, &rules);

@@ -4,3 +4,4 @@
 mod cilium_dp;
 mod footprint;
 mod gateway;
+mod layouts;
