@@ -7,13 +7,15 @@
 //! in the inline layout they are compiled into code, in the maps layout they
 //! are map entries), **bytes** = generated code (8 bytes per instruction slot)
 //! plus every map image entry's key + value bytes, plus the gateway templates'
-//! tables for the slots the node serves (16 bytes per allowed source, 16 per
-//! slot, from their documented layouts). Cilium's layout holds one
+//! tables for the slots the node serves (an `egret_gw_allowed_v4` key and
+//! value per allowed source, an `egret_gw_slots` key and value per slot, their
+//! sizes from `egret_bpf::layout`). Cilium's layout holds one
 //! entry per (selected pod IP, destination or excluded CIDR) of the whole
 //! cluster on every node ([`egret_compiler::cilium::entry_count`]), a 12-byte
 //! key and an 8-byte value each, in a map of 16,384 entries by default. Kernel
 //! per-entry overhead (LPM trie nodes, hash buckets) is left out on both sides.
 
+use egret_bpf::layout;
 use egret_compiler::codegen;
 use egret_compiler::planner::Planner;
 use egret_compiler::resolve::{Options, World};
@@ -59,15 +61,13 @@ pub fn measure(name: &'static str, shape: &synth::Shape) -> anyhow::Result<Row> 
         let code = g.program.insns.len() * 8;
         let maps: usize = g.images.iter().map(|m| m.entries.len() * (m.key_size + m.value_size) as usize).sum();
         let counts = plan.counts();
-        // Gateway duty: the gateway templates' maps (bpf-templates/README.md):
-        // egret_gw_allowed 8-byte key + 8-byte value per allowed source,
-        // egret_gw_slots 4 + 12 per slot. Counted here until the node artifact
-        // carries those maps itself.
-        let gateway = if g.images.iter().any(|m| m.name == "egret_gw_allowed_v4") {
-            0
-        } else {
-            counts.gateway_entries * 16 + counts.slots * 16
-        };
+        // Gateway duty: the gateway templates' maps (`egret_bpf::layout`):
+        // an `egret_gw_allowed_v4` key and value per allowed source (the
+        // synthetic clusters are IPv4), an `egret_gw_slots` key and value
+        // per slot. `codegen::generate` builds the classifier only, so they
+        // are counted here.
+        let gateway = counts.gateway_entries * (layout::allowed_key::SIZE + layout::allowed::SIZE)
+            + counts.slots * (layout::slot::SIZE + layout::gw_slot::SIZE);
         entries.push(counts.total());
         bytes.push(code + maps + gateway);
     }

@@ -105,6 +105,9 @@ const SRC_KEY_20: &str = "
     *(u32 *)(r10 - 8) = r1
 ";
 
+/// The trie's value: the classifier's action record.
+const ACTION: usize = egret_bpf::layout::action_record::SIZE;
+
 const LPM_KEY_12: &str = "
     r1 = 64
     *(u32 *)(r10 - 24) = r1
@@ -123,11 +126,12 @@ fn maps(hash_entries: usize, lpm_entries: usize) -> String {
     format!(
         ".map egret_reasons, percpu_array, key_size=4, value_size=16, max_entries=1\n\
          .map {}, hash, key_size=20, value_size=4, max_entries={}\n\
-         .map {}, lpm_trie, key_size=12, value_size=12, max_entries={}, flags=1\n\
+         .map {}, lpm_trie, key_size=12, value_size={}, max_entries={}, flags=1\n\
          .map {}, array, key_size=4, value_size=16, max_entries=1\n",
         SOURCE_HASH,
         hash_entries.max(1),
         tables::DST_V4,
+        ACTION,
         lpm_entries.max(1),
         ARRAY
     )
@@ -150,7 +154,7 @@ fn images(defs: &[MapDef], endpoints: usize, prefixes: usize) -> Vec<MapImage> {
             }
             tables::DST_V4 => {
                 for i in 0..prefixes {
-                    img.push(&tables::dst_key(0, &classify::prefix(i)), &[0; 12]);
+                    img.push(&tables::dst_key(0, &classify::prefix(i)), &[0; ACTION]);
                 }
             }
             _ => continue,

@@ -1,4 +1,4 @@
-//! `egret-bench layouts`, short: for both families, the synthetic plans'
+//! `egret-bench layouts` and `parts`, short: for both families, the synthetic plans'
 //! classifier loads into the kernel in both layouts (its map images through
 //! the bench's own loader, whose key and value sizes must match the layout)
 //! and runs under `BPF_PROG_TEST_RUN`. Needs root and bpf.
@@ -25,5 +25,20 @@ fn both_layouts_load_and_run_in_both_families() {
                 assert!(ns > 0.0, "{family:?} {what}: {ns}");
             }
         }
+    }
+}
+
+/// `egret-bench parts`: every part program loads (its trie carries the
+/// classifier's action record) and runs.
+#[test]
+fn every_part_of_the_classifier_loads_and_runs() {
+    let test = "every_part_of_the_classifier_loads_and_runs";
+    if !privileged::privileged(test) {
+        return;
+    }
+    let parts = egret_bench::parts::measure(1, 16, 1, 10).expect("the parts benchmark runs");
+    assert_eq!(parts.len(), 8, "one figure per part: {:?}", parts.iter().map(|p| &p.name).collect::<Vec<_>>());
+    for p in &parts {
+        assert!(p.ns > 0.0, "{}: {} ns", p.name, p.ns);
     }
 }
