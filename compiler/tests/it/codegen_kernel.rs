@@ -38,6 +38,8 @@ struct Tally {
     v6: usize,
     clamped_v4: usize,
     clamped_v6: usize,
+    /// Redirects to a gateway with an IPv6 underlay address (IPv6 tunnel key).
+    underlay_v6: usize,
     /// Liveness patterns written into the kernel's `egret_gw_live`.
     liveness: usize,
 }
@@ -69,6 +71,7 @@ fn run_plan(name: &str, w: &World, plan: &Verified<Plan>, layout: Layout, t: &mu
         let flow = format!("{name} {layout}: packet {} ({:?} -> {:?})", equiv::hex(&c.frame), c.src, c.dst);
         assert_eq!(r.retval, c.expected.return_code(), "{flow}: kernel vs plan");
         let underlay_v6 = matches!(c.expected.effect, Effect::Redirect { gateway, .. } if gateway.is_ipv6());
+        t.underlay_v6 += usize::from(underlay_v6);
         let want = match (c.expected.effect, g.mss_clamp) {
             (Effect::Redirect { .. }, Some(clamp)) => codegen::mss::clamped(&c.frame, clamp, underlay_v6),
             _ => c.frame.clone(),
@@ -149,9 +152,10 @@ fn random_plans_load_and_agree_with_the_reference_in_the_kernel() {
         }
     }
     println!(
-        "400 programs loaded (200 per layout), {} packets agree ({} IPv4, {} IPv6), MSS clamped in {} IPv4 and {} IPv6 SYNs",
-        t.cases, t.v4, t.v6, t.clamped_v4, t.clamped_v6
+        "400 programs loaded (200 per layout), {} packets agree ({} IPv4, {} IPv6), MSS clamped in {} IPv4 and {} IPv6 SYNs, {} redirects over an IPv6 underlay",
+        t.cases, t.v4, t.v6, t.clamped_v4, t.clamped_v6, t.underlay_v6
     );
+    assert!(t.underlay_v6 > 100, "gateways with an IPv6 underlay address exercised: {}", t.underlay_v6);
     assert!(t.v4 > 1000 && t.v6 > 1000, "both families exercised: {} / {}", t.v4, t.v6);
     assert!(t.clamped_v4 > 100 && t.clamped_v6 > 100, "clamps in both families: {} / {}", t.clamped_v4, t.clamped_v6);
 }
