@@ -279,8 +279,11 @@ pub fn scenario(seed: u64) -> (String, Vec<&'static str>) {
         }
         // every fifth node (by seed, not drawn: the rest of the scenario stays
         // as it was) has only an IPv6 InternalIP: an IPv6 underlay
-        let address =
-            if (seed + i as u64) % 5 == 0 { format!("2001:db8:1::{}", 10 + i) } else { format!("192.0.2.{}", 10 + i) };
+        let address = if (seed + i as u64).is_multiple_of(5) {
+            format!("2001:db8:1::{}", 10 + i)
+        } else {
+            format!("192.0.2.{}", 10 + i)
+        };
         let mut n = node(&format!("n{i}"), &address, &labels.join(", "), r.chance(80), &format!("10.{}.0.0/24", i + 1));
         if r.chance(50) {
             n = n.replace(
