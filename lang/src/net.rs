@@ -1,5 +1,12 @@
 //! IP prefixes (CIDRs) as written in policies and snapshots.
+//!
+//! Prefix arithmetic (network, containment, first and last address) is the
+//! `ipnet` crate's; parsing is egret's own, stricter than `ipnet`'s (no
+//! leading zeros in the length) and with egret's messages ([`CidrError`]).
+//! The integer helpers below ([`ip_to_u128`], [`prefix_mask`], …) serve the
+//! compiler's interval partition, which works on addresses as integers.
 
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
@@ -65,26 +72,32 @@ impl Cidr {
         ip_to_u128(self.addr)
     }
 
-    fn mask(&self) -> u128 {
-        prefix_mask(self.family(), self.len)
+    /// The prefix as `ipnet`'s, host bits kept (a length beyond the family's
+    /// width, which only [`Cidr::new`] can make, is taken as the full width).
+    pub fn net(&self) -> IpNet {
+        let len = self.len.min(self.family().bits());
+        match self.addr {
+            IpAddr::V4(a) => IpNet::V4(Ipv4Net::new_assert(a, len)),
+            IpAddr::V6(a) => IpNet::V6(Ipv6Net::new_assert(a, len)),
+        }
     }
 
     pub fn has_host_bits(&self) -> bool {
-        self.bits() & !self.mask() != 0
+        self.net().network() != self.addr
     }
 
     /// The same prefix with host bits cleared.
     pub fn network(&self) -> Cidr {
-        Cidr { addr: u128_to_ip(self.family(), self.bits() & self.mask()), len: self.len }
+        Cidr { addr: self.net().network(), len: self.len }
     }
 
     pub fn contains_ip(&self, ip: IpAddr) -> bool {
-        Family::of(&ip) == self.family() && (ip_to_u128(ip) & self.mask()) == (self.bits() & self.mask())
+        self.net().contains(&ip)
     }
 
     /// Whether `other` lies entirely inside `self`.
     pub fn contains(&self, other: &Cidr) -> bool {
-        other.family() == self.family() && other.len >= self.len && self.contains_ip(other.addr)
+        self.net().contains(&other.net())
     }
 
     pub fn overlaps(&self, other: &Cidr) -> bool {
@@ -93,9 +106,20 @@ impl Cidr {
 
     /// First and last address of the (network) prefix, as integers.
     pub fn range(&self) -> (u128, u128) {
-        let lo = self.bits() & self.mask();
-        let hi = lo | (!self.mask() & family_max(self.family()));
-        (lo, hi)
+        let n = self.net();
+        (ip_to_u128(n.network()), ip_to_u128(n.broadcast()))
+    }
+}
+
+impl From<Cidr> for IpNet {
+    fn from(c: Cidr) -> IpNet {
+        c.net()
+    }
+}
+
+impl From<IpNet> for Cidr {
+    fn from(n: IpNet) -> Cidr {
+        Cidr { addr: n.addr(), len: n.prefix_len() }
     }
 }
 
@@ -171,5 +195,37 @@ mod tests {
         assert!(v6.has_host_bits());
         assert_eq!(v6.network().to_string(), "2001:db8::/32");
         assert_eq!("192.0.2.0/24".parse::<Cidr>().unwrap().range(), (0xc0000200, 0xc00002ff));
+        // one ipnet conversion each way keeps the address as written
+        let n: IpNet = v6.into();
+        assert_eq!((Cidr::from(n), n.to_string()), (v6, "2001:db8::1/32".to_string()));
+    }
+
+    /// `ipnet`'s arithmetic agrees with the integer masks the partition uses.
+    #[test]
+    fn prefix_arithmetic_agrees_with_the_integer_masks() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for i in 0..20_000 {
+            let fam = if i % 2 == 0 { Family::V4 } else { Family::V6 };
+            let raw = (u128::from(next()) << 64 | u128::from(next())) & family_max(fam);
+            let len = (next() % (u64::from(fam.bits()) + 1)) as u8;
+            let c = Cidr::new(u128_to_ip(fam, raw), len);
+            let mask = prefix_mask(fam, len);
+            let lo = raw & mask;
+            assert_eq!(c.range(), (lo, lo | (!mask & family_max(fam))), "{c}");
+            assert_eq!(c.has_host_bits(), raw & !mask != 0, "{c}");
+            assert_eq!(c.network().addr, u128_to_ip(fam, lo), "{c}");
+            let probe = u128_to_ip(fam, (u128::from(next()) << 64 | u128::from(next())) & family_max(fam));
+            assert_eq!(c.contains_ip(probe), ip_to_u128(probe) & mask == lo, "{c} ∋ {probe}");
+            let inner_len = len + (next() % (u64::from(fam.bits() - len) + 1)) as u8;
+            let inner = Cidr::new(if next() % 2 == 0 { c.addr } else { probe }, inner_len);
+            let want = inner_len >= len && ip_to_u128(inner.addr) & mask == lo;
+            assert_eq!(c.contains(&inner), want, "{c} ⊇ {inner}");
+        }
     }
 }
