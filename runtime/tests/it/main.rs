@@ -3,7 +3,11 @@
 
 mod agent;
 mod capabilities;
+mod chart;
+mod cli;
 mod facts;
 mod ha_probe;
 mod kube;
+mod metrics;
 mod show;
+mod uninstall;
