@@ -83,7 +83,7 @@ pub struct Unattached {
 }
 
 /// What is read at scrape time (the collector's state).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct State {
     kube: Option<KubeStats>,
     gateways: Option<StatusHandle>,
@@ -311,35 +311,10 @@ struct Scrape {
     root: PathBuf,
 }
 
-/// What the collector copies out of [`State`] before encoding (the lock
-/// is not held while it reads pinned maps).
-struct Snapshot {
-    kube: Option<KubeStats>,
-    gateways: Option<StatusHandle>,
-    floating: Option<crate::ha::ownership::StatusHandle>,
-    resolutions: egret_kube::view::ViewPlannerStats,
-    artifacts_reused: u64,
-    generation: Option<u64>,
-    counts: Option<NodeCounts>,
-    counters: Vec<CounterMap>,
-    unattached: Unattached,
-}
-
 impl Collector for Scrape {
     fn encode(&self, encoder: DescriptorEncoder) -> fmt::Result {
-        let Ok(s) = self.state.lock() else { return Ok(()) };
-        let snap = Snapshot {
-            kube: s.kube.clone(),
-            gateways: s.gateways.clone(),
-            floating: s.floating.clone(),
-            resolutions: s.resolutions,
-            artifacts_reused: s.artifacts_reused,
-            generation: s.generation,
-            counts: s.counts,
-            counters: s.counters.clone(),
-            unattached: s.unattached,
-        };
-        drop(s);
+        // a copy: the lock is not held while the pinned maps are read
+        let Ok(snap) = self.state.lock().map(|s| s.clone()) else { return Ok(()) };
         let mut out = Out(encoder);
         if let Some(g) = snap.generation {
             out.gauge("egret_generation", "The generation serving traffic.", [(vec![], g)])?;
