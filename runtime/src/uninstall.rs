@@ -37,7 +37,8 @@ pub struct UninstallConfig {
     pub tunnel: String,
     /// `egret-cni`'s bin and configuration directories, if it was installed.
     pub cni: Option<(PathBuf, PathBuf)>,
-    /// Files the agent wrote for `egret-cni` (its socket, the selection summary).
+    /// Files the agent wrote for `egret-cni` (its socket, the selection
+    /// summary), removed with `egret-cni` itself.
     pub cni_files: Vec<PathBuf>,
 }
 
@@ -178,12 +179,14 @@ pub fn uninstall(config: &UninstallConfig) -> Result<Uninstalled, UninstallError
         done.pins = true;
     }
     done.tunnel = tunnel::remove(&config.tunnel).map_err(|source| UninstallError::Tunnel { source })?;
+    // the plugin's files only with the plugin: a fail-closed egret-cni left
+    // installed reads the selection summary while no agent runs
     if let Some((bin, conf)) = &config.cni {
         done.cni = Some(egret_cni::install::uninstall(bin, conf).map_err(|source| UninstallError::Cni { source })?);
-    }
-    for f in &config.cni_files {
-        if remove_file(f)? {
-            done.files.push(f.clone());
+        for f in &config.cni_files {
+            if remove_file(f)? {
+                done.files.push(f.clone());
+            }
         }
     }
     // /run/egret, if nothing else is in it

@@ -33,11 +33,20 @@
 //! node's pinned state (`egret_runtime::show`); `egret-agent uninstall`
 //! removes everything egret installed on the node
 //! (`egret_runtime::uninstall`).
+//!
+//! SIGTERM (the kubelet stopping the pod) or SIGINT ends a running agent
+//! between two passes, with exit status 0; the pinned generation stays and
+//! the next agent adopts it. A handler is needed: as a container's PID 1
+//! the agent would never see a SIGTERM it does not handle (pid_namespaces(7):
+//! the kernel delivers to a namespace's init only the signals it has a
+//! handler for), and the kubelet would wait out the grace period and SIGKILL.
 
 use std::fs::File;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -357,6 +366,45 @@ fn show(a: &ShowArgs, render: fn(&Path, bool) -> Result<String, egret_loader::Lo
     }
 }
 
+/// A flag set once SIGTERM or SIGINT arrives (module doc), from a thread
+/// of its own that waits for them; `None` (after saying why) if they
+/// cannot be caught.
+fn terminated() -> Option<Arc<AtomicBool>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let rt = tokio::runtime::Builder::new_current_thread().enable_io().build();
+    // the handlers are registered before this returns, on this thread
+    let caught = rt.and_then(|rt| {
+        let _in = rt.enter();
+        Ok((signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?, rt))
+    });
+    let (mut term, mut int, rt) = match caught {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "SIGTERM cannot be caught: a container's stop will wait for SIGKILL");
+            return None;
+        }
+    };
+    let flag = Arc::new(AtomicBool::new(false));
+    let set = Arc::clone(&flag);
+    std::thread::spawn(move || {
+        rt.block_on(async {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        });
+        set.store(true, Ordering::SeqCst);
+    });
+    Some(flag)
+}
+
+/// How often `uninstall --then-idle` looks at the flag.
+const STOP_POLL: Duration = Duration::from_millis(200);
+
+fn is_set(flag: Option<&Arc<AtomicBool>>) -> bool {
+    flag.is_some_and(|f| f.load(Ordering::SeqCst))
+}
+
 fn uninstall(a: UninstallArgs) -> ExitCode {
     init_log(a.log.log_format);
     if let Some(ns) = &a.node.netns
@@ -377,8 +425,9 @@ fn uninstall(a: UninstallArgs) -> ExitCode {
             if a.then_idle {
                 use std::io::Write as _;
                 let _ = std::io::stdout().flush();
-                loop {
-                    std::thread::park();
+                let stop = terminated();
+                while !is_set(stop.as_ref()) {
+                    std::thread::park_timeout(STOP_POLL);
                 }
             }
             ExitCode::SUCCESS
@@ -430,7 +479,8 @@ fn run(args: Run) -> ExitCode {
         report(&r);
         return if r.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE };
     }
-    match agent.run(|| false, report) {
+    let stop = terminated();
+    match agent.run(|| is_set(stop.as_ref()), report) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "the agent stopped");
@@ -471,7 +521,23 @@ fn run_kube(
                 println!("event to dataplane {:.1} ms", r.latency.as_secs_f64() * 1e3);
             }
         };
-        match kube_agent::run(agent, client, watch, cni, std::future::pending(), report).await {
+        // SIGTERM or SIGINT ends the watch (module doc)
+        let shutdown = async {
+            use tokio::signal::unix::{SignalKind, signal};
+            match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
+                }
+                (Err(e), _) | (_, Err(e)) => {
+                    tracing::warn!(error = %e, "SIGTERM cannot be caught: a container's stop will wait for SIGKILL");
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        match kube_agent::run(agent, client, watch, cni, shutdown, report).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!(error = %e, "cannot serve egret-cni (--cni-socket)");

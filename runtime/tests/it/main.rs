@@ -5,6 +5,7 @@ mod agent;
 mod capabilities;
 mod chart;
 mod cli;
+mod container;
 mod facts;
 mod ha_probe;
 mod kube;
