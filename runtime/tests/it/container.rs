@@ -1,24 +1,29 @@
 //! The agent image, built and run as the DaemonSet runs it (privileged):
 //! `deploy/image.sh` builds it with `buildah` from the workspace's
 //! binaries (no base image, no registry); `podman` runs the DaemonSet's
-//! `install-cni` init container, then its `agent` container, each with
-//! exactly the security context `deploy/base/daemonset.yaml` gives it, read
-//! from that file — the node's network (a node namespace with a pod behind
-//! a veth stands in for the host: `hostNetwork`), the node's bpffs (a
-//! private bpffs mount stands in for `/sys/fs/bpf`, propagated
-//! host-to-container), `--cap-drop all` plus the added capabilities, a
-//! read-only root and no privilege escalation, not privileged. The agent
-//! reads the shipped example (`--snapshot` in place of `--kube`, which needs
-//! an API server) and passes only if the container applied the node's
-//! generation: `/readyz` answers 200 on the node's port 9963 (as the
-//! kubelet's probe asks), the loader's pins show a running generation with
-//! the pod's veth attached, and `egret-loader status` inside the container
-//! agrees. The container's process holds exactly the three capabilities,
-//! `no_new_privs` and a read-only root (read from `/proc`); SIGTERM (`podman
-//! stop`) ends it. Then the chart's uninstall (`egret-agent uninstall`,
-//! same security context) runs in the image and leaves no pin and no
-//! `egret0`. The image store is a fresh directory (vfs driver), removed
-//! at the end with everything else the test made.
+//! `install-cni` init container, then its `agent` container with the
+//! DaemonSet's arguments, each with exactly the security context
+//! `deploy/base/daemonset.yaml` gives it, read from that file — the node's
+//! network (a node namespace with a pod behind a veth stands in for the
+//! host: `hostNetwork`), the node's bpffs (a private bpffs mount stands in
+//! for `/sys/fs/bpf`, propagated host-to-container), its other host
+//! directories (temporary ones), `--cap-drop all` plus the added
+//! capabilities, a read-only root and no privilege escalation, not
+//! privileged. The agent (`--kube`) finds the test kit's API server as a
+//! pod finds its cluster's — the service-account files (token, CA) and
+//! `KUBERNETES_SERVICE_HOST`/`PORT` — on 127.0.0.1 of the node namespace,
+//! serving the shipped example cluster; the test passes only if the
+//! container applied the node's generation: `/readyz` answers 200 on the
+//! node's port 9963 (as the kubelet's probe asks), the loader's pins show a
+//! running generation with the pod's veth attached, and `egret-loader
+//! status` inside the container agrees. The container's process holds
+//! exactly the three capabilities, `no_new_privs` and a read-only root
+//! (read from `/proc`); it serves egret-cni's socket in the host's
+//! `/run/egret`; SIGTERM (`podman stop`) ends it with status 0. Then the
+//! chart's uninstall (`egret-agent uninstall`, same security context) runs
+//! in the image and leaves no pin, no `egret0` and no egret-cni. The image
+//! store is a fresh directory (vfs driver), removed at the end with
+//! everything else the test made.
 //!
 //! Needs `buildah`, `podman` and `runc` (Debian packages, `.ci/run` installs
 //! them; `crun` refuses this machine's hybrid cgroup hierarchy) and the
@@ -32,14 +37,14 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use egret_loader::inspect;
-use egret_testkit::agent_process::example_snapshot;
+use egret_testkit::apiserver::{self, ApiServer};
 use egret_testkit::netns::*;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Container, PodSpec};
 
+const NODE: &str = "worker-1";
+/// `production/egress-pod` of the example cluster, on worker-1, selected.
 const POD: &str = "10.244.1.10";
-/// Where the snapshot is mounted in the container.
-const SNAPSHOT: &str = "/etc/egret/snapshot";
 /// CAP_NET_ADMIN (12), CAP_PERFMON (38), CAP_BPF (39): linux/capability.h.
 const CAP_MASK: u64 = (1 << 12) | (1 << 38) | (1 << 39);
 
@@ -252,8 +257,6 @@ fn the_image_runs_in_the_daemonsets_security_context_and_applies_the_node() {
     let (pod, veth) = pod_behind_veth(&node, POD);
     let host_dir = TempDir(std::env::temp_dir().join(unique("egret-ctr-host")));
     let host = host_dir.0.clone();
-    let snapshot = host.join("snapshot");
-    example_snapshot(&snapshot);
     let mut volumes = BTreeMap::from([("bpffs".to_owned(), fs.mount_point().to_path_buf())]);
     for (volume, dir) in [("egret-run", "run/egret"), ("cni-bin", "opt/cni/bin"), ("cni-conf", "etc/cni/net.d")] {
         std::fs::create_dir_all(host.join(dir)).expect("host directory");
@@ -280,28 +283,49 @@ fn the_image_runs_in_the_daemonsets_security_context_and_applies_the_node() {
     let conflist = std::fs::read_to_string(host.join("etc/cni/net.d/10-cluster.conflist")).expect("conflist");
     assert!(conflist.contains("egret-cni"), "install-cni did not chain the plugin: {conflist}");
 
-    // the agent: the DaemonSet's arguments with the example snapshot in place
-    // of --kube (and without egret-cni's socket, which serves the API watch)
-    let (spec, agent) = daemonset_container("agent");
-    let mut agent_args: Vec<String> = Vec::new();
-    let mut given = agent.args.clone().unwrap_or_default().into_iter();
-    while let Some(a) = given.next() {
-        match a.as_str() {
-            "--kube" => agent_args.extend(["--snapshot".to_owned(), SNAPSHOT.to_owned()]),
-            "--cni-socket" | "--cni-selection-file" => {
-                given.next();
-            }
-            "$(NODE_NAME)" => agent_args.push("worker-1".to_owned()),
-            _ => agent_args.push(a),
-        }
+    // the API server, on 127.0.0.1 of the node's namespace (the container's
+    // host network), HTTPS with a token, serving the example cluster; the
+    // agent reaches it as a pod does: the service-account files and
+    // KUBERNETES_SERVICE_HOST/PORT
+    let entered = node.enter();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+    let options = apiserver::Options { tls: true, token: Some("egret-agent-token".into()) };
+    let server = rt.block_on(ApiServer::start_with(options, None));
+    drop(entered);
+    for (res, obj) in crate::kube::example_objects() {
+        server.apply(res, obj);
     }
-    let bpffs_arg = agent_args.iter().position(|a| a == "--bpffs").map(|i| agent_args[i + 1].clone());
-    assert_eq!(bpffs_arg.as_deref(), Some("/sys/fs/bpf/egret"), "the test's bpffs root is <mount>/egret");
+    let service_env = server.service_account(&host.join("serviceaccount"), "egret-system");
+
+    // the agent: the DaemonSet's arguments, `$(NODE_NAME)` expanded as the
+    // kubelet expands it from the env entry
+    let (spec, agent) = daemonset_container("agent");
+    let node_name = agent.env.iter().flatten().find(|e| e.name == "NODE_NAME").expect("NODE_NAME in the env");
+    assert!(
+        node_name
+            .value_from
+            .as_ref()
+            .and_then(|v| v.field_ref.as_ref())
+            .is_some_and(|f| f.field_path == "spec.nodeName")
+    );
+    let agent_args: Vec<String> =
+        agent.args.clone().unwrap_or_default().into_iter().map(|a| a.replace("$(NODE_NAME)", NODE)).collect();
+    assert!(
+        agent_args.windows(2).any(|w| w == ["--bpffs", "/sys/fs/bpf/egret"]),
+        "the test's bpffs root is <mount>/egret"
+    );
     let name = unique("egret-agent");
     let mut args = vec!["run".to_owned(), "--detach".to_owned(), "--name".to_owned(), name.clone()];
     args.extend(ulimits());
     args.extend(run_options(&spec, &agent, &node.name, &volumes));
-    args.extend(["-v".to_owned(), format!("{}:{SNAPSHOT}:ro", snapshot.display())]);
+    args.extend(["-e".to_owned(), format!("NODE_NAME={NODE}")]);
+    for (k, v) in &service_env {
+        args.extend(["-e".to_owned(), format!("{k}={v}")]);
+    }
+    args.extend([
+        "-v".to_owned(),
+        format!("{}:/var/run/secrets/kubernetes.io/serviceaccount:ro", host.join("serviceaccount").display()),
+    ]);
     args.push(image.clone());
     args.extend(agent_args);
     ok("podman run (agent)", &store.podman(&args));
@@ -320,6 +344,15 @@ fn the_image_runs_in_the_daemonsets_security_context_and_applies_the_node() {
     assert_eq!(ready, 200, "the container never became ready:\n{}", logs());
     assert_eq!(probe(&node, "/healthz"), 200, "{}", logs());
     println!("ready after {:.1} s", started.elapsed().as_secs_f64());
+
+    // it talked to the API server: its node's NodeNetwork is published there
+    let started = Instant::now();
+    while server.get(apiserver::Served::NodeNetworks, NODE).is_none() && started.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(server.get(apiserver::Served::NodeNetworks, NODE).is_some(), "no NodeNetwork published:\n{}", logs());
+    assert_eq!(server.count(apiserver::Req::Unauthorized), 0, "every request carried the token");
+    assert!(host.join("run/egret/cni.sock").exists(), "egret-cni's socket in the host's /run/egret");
 
     // the container's process: exactly the three capabilities, no_new_privs, read-only root
     let pid: u32 = ok(
@@ -406,6 +439,8 @@ fn the_image_runs_in_the_daemonsets_security_context_and_applies_the_node() {
     assert_eq!(fs.entries(), Vec::<String>::new(), "pins left after uninstall");
     assert!(!ip_in(&node.name, &["-o", "link", "show"]).contains("egret0"), "egret0 left after uninstall");
     assert!(!host.join("opt/cni/bin/egret-cni").exists(), "egret-cni left after uninstall");
+    let left: Vec<_> = std::fs::read_dir(host.join("run/egret")).expect("/run/egret").collect();
+    assert!(left.is_empty(), "files left in /run/egret: {left:?}");
 
     // everything the test made goes
     drop(host_dir);
@@ -413,6 +448,8 @@ fn the_image_runs_in_the_daemonsets_security_context_and_applies_the_node() {
     let names = [node.name.clone(), pod.name.clone()];
     let mount = fs.mount_point().to_path_buf();
     let store_dir = store.dir.clone();
+    drop(server);
+    drop(rt);
     drop(store);
     drop(pod);
     drop(node);

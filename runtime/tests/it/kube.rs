@@ -39,7 +39,7 @@ const POD_KEY: &str = "production/egress-pod";
 
 /// Every object of the example cluster and policies, as the API server
 /// holds them.
-fn example_objects() -> Vec<(Res, Value)> {
+pub(crate) fn example_objects() -> Vec<(Res, Value)> {
     let examples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples");
     let mut out = Vec::new();
     let mut files: Vec<PathBuf> = std::fs::read_dir(examples.join("cluster"))
