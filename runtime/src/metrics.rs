@@ -468,9 +468,9 @@ impl Out<'_> {
     /// The gateway prober's figures.
     fn gateways(&mut self, status: &StatusHandle) -> fmt::Result {
         let p = status.snapshot();
-        let gw = |ip: &std::net::Ipv4Addr| vec![("gateway", ip.to_string())];
+        let gw = |ip: &std::net::IpAddr| vec![("gateway", ip.to_string())];
         let with =
-            |ip: &std::net::Ipv4Addr, k: &'static str, v: &str| vec![("gateway", ip.to_string()), (k, v.to_owned())];
+            |ip: &std::net::IpAddr, k: &'static str, v: &str| vec![("gateway", ip.to_string()), (k, v.to_owned())];
         self.gauge(
             "egret_gateway_up",
             "1 while this node sends through the gateway (up, or not judged yet), 0 while it is down (probes unanswered, or the node not Ready).",
@@ -556,7 +556,7 @@ impl Out<'_> {
             .map(|(k, v)| (vec![("what", k.to_owned())], v)),
         )?;
         let r = &f.replication;
-        let standby = |ip: &std::net::Ipv4Addr| vec![("standby", ip.to_string())];
+        let standby = |ip: &std::net::IpAddr| vec![("standby", ip.to_string())];
         self.gauge(
             "egret_replication_connected",
             "1 while this owner's NAT replication stream to the standby is connected.",
