@@ -35,6 +35,7 @@ pub mod footprint;
 pub mod gateway;
 pub mod layouts;
 pub mod lint;
+pub mod metrics_server;
 pub mod parts;
 pub mod report;
 pub mod swap;

@@ -164,6 +164,17 @@ enum Command {
         #[arg(long)]
         json: Option<std::path::PathBuf>,
     },
+    /// The agent's metrics server: /healthz latency alone and while idle connections are held (loopback).
+    MetricsServer {
+        /// Idle connections held in the second phase.
+        #[arg(long, default_value_t = 200)]
+        idle: usize,
+        /// Requests timed per phase.
+        #[arg(long, default_value_t = 500)]
+        requests: usize,
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+    },
     /// Map footprint per node, egret vs Cilium's layout, for small/medium/large synthetic clusters.
     Footprint {
         /// Which shapes to measure.
@@ -251,6 +262,22 @@ fn parse_family(name: &str) -> Option<egret_lang::net::Family> {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
+        Command::MetricsServer { idle, requests, json } => match egret_bench::metrics_server::run(idle, requests) {
+            Ok(phases) => {
+                print!("{}", egret_bench::metrics_server::render(&phases));
+                match json.map_or(Ok(()), |path| write_json(&path, &phases)) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("error: {e:#}");
+                        ExitCode::FAILURE
+                    }
+                }
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Lint { policies, json } => tables(Ok(egret_bench::lint::run(policies)), json.as_deref()),
         Command::Compile { runs, json } => tables(egret_bench::compile::run(runs), json.as_deref()),
         Command::Codegen { runs, json } => tables(egret_bench::codegen::run(runs), json.as_deref()),

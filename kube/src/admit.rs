@@ -116,7 +116,7 @@ impl Overlay {
 }
 
 /// Reads one pod from the API server (`get` on pods: granted by
-/// `deploy/clusterrole.yaml`).
+/// `deploy/base/clusterrole.yaml`).
 ///
 /// # Errors
 /// The API server's error (`404` for a pod that does not exist).

@@ -5,7 +5,7 @@
 //! (`pkg/k8s/apis/cilium.io/v2/cegp_types.go`): `selectors[]` of
 //! `{podSelector, namespaceSelector, nodeSelector}`, `destinationCIDRs`,
 //! `excludedCIDRs`, `egressGateway {nodeSelector, egressIP, interface}` and
-//! `egressGateways[]`. The CRD ([`crd`]) is what `deploy/crd.yaml` holds, for
+//! `egressGateways[]`. The CRD ([`crd`]) is what `deploy/cilium-crd/crd.yaml` holds, for
 //! clusters without Cilium; a test checks the file against it.
 //!
 //! Differences from Cilium's CRD, both deliberate: `egressIP` has no
@@ -108,7 +108,7 @@ fn optional_cidr_list(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 }
 
 /// The CustomResourceDefinition of [`CiliumEgressGatewayPolicy`], as
-/// `deploy/crd.yaml` holds it.
+/// `deploy/cilium-crd/crd.yaml` holds it.
 #[must_use]
 pub fn crd() -> CustomResourceDefinition {
     CiliumEgressGatewayPolicy::crd()

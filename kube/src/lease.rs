@@ -41,7 +41,7 @@
 //!   change is published on a `tokio::sync::watch` channel.
 //!
 //! RBAC: [`api_calls`], granted in the namespace only
-//! (`deploy/role.yaml`; a test keeps the two equal).
+//! (`deploy/base/role.yaml`; a test keeps the two equal).
 //!
 //! How the agent uses it (the decision to preempt comes from its probes):
 //!

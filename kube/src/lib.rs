@@ -3,7 +3,7 @@
 //! Owns what the agent needs from the API server, and nothing of the
 //! dataplane (no aya, no loader):
 //! - [`crd`]: the `CiliumEgressGatewayPolicy` type (Cilium's, verbatim) and
-//!   its CRD, which `deploy/crd.yaml` holds;
+//!   its CRD, which `deploy/cilium-crd/crd.yaml` holds;
 //! - [`wire`]: API objects decoded trimmed to what egret reads;
 //! - [`view`]: the trimmed cluster ([`view::ClusterView`]) and its
 //!   compilation through egret's own loader, so diagnostics are those of

@@ -7,7 +7,7 @@
 //! snapshot for `egret lint --cluster`.
 //!
 //! The object is the one `egret_lang::k8s` reads back (field names and
-//! layout), from and to egret's AST ([`from_ast`]). `deploy/nodenetwork-crd.yaml`
+//! layout), from and to egret's AST ([`from_ast`]). `deploy/base/nodenetwork-crd.yaml`
 //! is [`crd`] (a test keeps them equal); the agent needs `get`, `create` and
 //! `update` on the resource ([`crate::watch::api_calls`]).
 
@@ -76,7 +76,7 @@ pub fn from_ast(facts: &egret_lang::ast::NodeNetwork) -> NodeNetwork {
     NodeNetwork::new(&facts.node.value, spec)
 }
 
-/// The CustomResourceDefinition (`deploy/nodenetwork-crd.yaml`).
+/// The CustomResourceDefinition (`deploy/base/nodenetwork-crd.yaml`).
 pub fn crd() -> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
     NodeNetwork::crd()
 }

@@ -146,7 +146,7 @@ pub struct ApiCall {
 /// Events ([`crate::events::Publisher`]), `get` of a pod that `egret-cni`
 /// admits before the watch delivered it ([`crate::admit::get_pod`]), and
 /// `get`/`create`/`update` of the node's `egret.dev` NodeNetwork
-/// ([`crate::node_network::publish`]). `deploy/clusterrole.yaml` grants
+/// ([`crate::node_network::publish`]). `deploy/base/clusterrole.yaml` grants
 /// exactly these (tested).
 pub fn api_calls() -> Vec<ApiCall> {
     let mut v: Vec<ApiCall> = Kind::ALL
@@ -216,7 +216,7 @@ impl WatchStatus {
         let last = self.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         last.map(|(kind, e)| {
             let hint = if kind == Kind::Policies && (e.contains("404") || e.contains("NotFound")) {
-                " (is the CiliumEgressGatewayPolicy CRD installed? `kubectl apply -f deploy/crd.yaml`; until \
+                " (is the CiliumEgressGatewayPolicy CRD installed? `kubectl apply -f deploy/cilium-crd/crd.yaml`; until \
                  policies can be listed nothing is compiled)"
             } else {
                 ""

@@ -635,7 +635,6 @@ fn events(
     events: usize,
     churn: f64,
 ) -> Phase {
-    let node = node_name(shape.agent_node());
     let measured = shape.agent_node();
     let pod_index = shape.nodes + shape.namespaces + measured;
     let pod = &objects[pod_index].1;
@@ -703,7 +702,7 @@ fn events(
     // still be compiling: wait for the agent's compile count to settle
     std::thread::sleep(Duration::from_millis(1500));
     let (_, after) = get(metrics, "/metrics");
-    let d = |name: &str| metric(&after, name, &node) - metric(&before, name, &node);
+    let d = |name: &str| metric(&after, name) - metric(&before, name);
     phase.agent_e2d_count = d("egret_event_to_dataplane_seconds_count");
     phase.agent_e2d_sum = d("egret_event_to_dataplane_seconds_sum");
     phase.compile_count = d("egret_compile_seconds_count");

@@ -126,7 +126,9 @@ impl Shared {
         if d.selection.as_ref() != Some(&summary) {
             match summary.write(&self.config.selection_file) {
                 Ok(()) => d.selection = Some(summary),
-                Err(e) => eprintln!("cni: cannot write {}: {e}", self.config.selection_file.display()),
+                Err(e) => {
+                    tracing::warn!(path = %self.config.selection_file.display(), error = %e, "cannot write the CNI selection summary")
+                }
             }
         }
     }
@@ -244,7 +246,7 @@ pub async fn serve(listener: tokio::net::UnixListener, server: Server) {
                 tokio::spawn(async move { server.connection(stream).await });
             }
             Err(e) => {
-                eprintln!("cni: accept on {}: {e}", server.shared.config.socket.display());
+                tracing::warn!(socket = %server.shared.config.socket.display(), error = %e, "CNI socket: accept failed");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }

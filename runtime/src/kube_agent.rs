@@ -89,8 +89,10 @@ pub enum ClientError {
         source: kube::config::InferConfigError,
     },
     /// The configuration found cannot be used.
-    #[error("cannot build the API client: {source}")]
+    #[error("cannot build the API client for {server}: {source}")]
     Build {
+        /// The API server's URL.
+        server: String,
         /// The error.
         source: kube::Error,
     },
@@ -103,7 +105,16 @@ pub enum ClientError {
 /// No configuration, or one that cannot be used.
 pub async fn client() -> Result<kube::Client, ClientError> {
     let config = kube::Config::infer().await.map_err(|source| ClientError::Infer { source })?;
-    kube::Client::try_from(config).map_err(|source| ClientError::Build { source })
+    let server = config.cluster_url.to_string();
+    let _ = API_SERVER.set(server.clone());
+    kube::Client::try_from(config).map_err(|source| ClientError::Build { server, source })
+}
+
+/// The API server [`client`] talks to, for log events about it.
+static API_SERVER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+fn api_server() -> &'static str {
+    API_SERVER.get().map_or("the API server", String::as_str)
 }
 
 /// What the `--kube` loop keeps between compiles: the resolution
@@ -286,7 +297,7 @@ async fn publish_node_network(client: kube::Client, node: String) {
                     Err(e) => {
                         let e = e.to_string();
                         if last_error.as_deref() != Some(e.as_str()) {
-                            eprintln!("kube: cannot publish the NodeNetwork of `{node}`: {e}");
+                            tracing::warn!(server = api_server(), node = %node, error = %e, "cannot publish the node's NodeNetwork");
                             last_error = Some(e);
                         }
                     }
@@ -306,7 +317,7 @@ async fn watch_facts(nudge: Nudge, telemetry: Arc<Telemetry>, status: Arc<WatchS
     let changes = match facts::NetlinkChanges::open_async() {
         Ok(c) => Some(c),
         Err(e) => {
-            eprintln!("kube: no netlink notifications ({e}); reading the node's interfaces every {POLL:?}");
+            tracing::warn!(error = %e, every = ?POLL, "no netlink notifications: reading the node's interfaces periodically");
             None
         }
     };
@@ -341,13 +352,17 @@ async fn watch_facts(nudge: Nudge, telemetry: Arc<Telemetry>, status: Arc<WatchS
             said = Some(Instant::now());
             let state = if status.synced() { "synced" } else { "not synced yet: nothing compiled from the API" };
             let last = status.last_error().unwrap_or_default();
-            eprintln!(
-                "kube: {errors} watch error(s) so far (list/watch failures, 410 Gone, undecodable objects); {state}; last: {last}"
+            tracing::warn!(
+                server = api_server(),
+                errors,
+                state,
+                last = %last,
+                "watch errors so far (list/watch failures, 410 Gone, undecodable objects)"
             );
         }
         if status.synced() && !synced {
             synced = true;
-            eprintln!("kube: every watched kind has listed; compiling from the API server's view");
+            tracing::info!("every watched kind has listed; compiling from the API server's view");
         }
     }
 }

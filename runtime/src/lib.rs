@@ -38,6 +38,7 @@ pub mod ha;
 pub mod kube_agent;
 pub mod metrics;
 pub mod show;
+pub mod uninstall;
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -349,7 +350,7 @@ impl Agent {
         lc.tunnel_device = config.tunnel.name.clone();
         lc.underlay_mtu = config.underlay_mtu.or_else(facts::default_route_mtu);
         let (loader, _) = Loader::open(lc)?;
-        let telemetry = metrics::Telemetry::new(&config.node, &config.bpffs_root);
+        let telemetry = metrics::Telemetry::new(&config.bpffs_root);
         Ok(Agent {
             config,
             telemetry,
@@ -425,7 +426,9 @@ impl Agent {
             ApplyReport::Unchanged { generation } => (generation.0, None),
             ApplyReport::Swapped { to, timings, .. } => (to.0, Some(timings.to_swapped())),
         };
-        self.telemetry.applied(generation, swapped, compiled.counts, compiled.artifact.manifest.counters.clone());
+        let unattached = metrics::Unattached { pods: pods.unresolved.len(), egress: egress.unresolved.len() };
+        let counters = compiled.artifact.manifest.counters.clone();
+        self.telemetry.applied(generation, swapped, compiled.counts, counters, unattached);
         self.probe(compiled)?;
         Ok(Synced { apply, pods, egress })
     }
@@ -489,9 +492,9 @@ impl Agent {
         if self.config.snapshot.is_some() {
             if self.ownership.is_none() && !self.said_no_leases {
                 self.said_no_leases = true;
-                eprintln!(
-                    "agent: {} floating egress IP(s) name this node as a candidate, but floating IPs need the API server's Leases (--kube): none is owned here",
-                    compiled.floating.len()
+                tracing::warn!(
+                    floating = compiled.floating.len(),
+                    "floating egress IPs name this node as a candidate, but floating IPs need the API server's Leases (--kube): none is owned here"
                 );
             }
             return Ok(());

@@ -14,14 +14,10 @@
 //! ([`egret_bpf::artifact::DecisionTable`], pinned read-only in `gen-N/info`);
 //! the compiler attaches it to every node artifact ([`decision_table`]).
 
-use std::path::{Path, PathBuf};
-use std::process::ExitCode;
+use std::path::Path;
 
 pub use egret_compiler::codegen::decisions::decision_table;
 use egret_loader::{LoaderError, inspect, view};
-
-/// Usage of the two subcommands.
-pub const USAGE: &str = "usage: egret-agent status|maps [--bpffs ROOT] [--json]";
 
 /// `egret-agent status`: generations, attachments, map fill levels, state
 /// maps, and the gateways as this node sees them ([`gateways`]).
@@ -239,40 +235,4 @@ pub fn gateways(root: &Path) -> GatewaysView {
 pub fn maps(root: &Path, json: bool) -> Result<String, LoaderError> {
     let report = view::MapsReport::read(root)?;
     Ok(if json { report.to_json() } else { report.to_string() })
-}
-
-/// Runs `egret-agent status|maps …` if `args` (without the program name)
-/// start with one of them; `None` otherwise (another subcommand or mode).
-pub fn main(args: &[String]) -> Option<ExitCode> {
-    let (command, rest) = args.split_first()?;
-    let run: fn(&Path, bool) -> Result<String, LoaderError> = match command.as_str() {
-        "status" => status,
-        "maps" => maps,
-        _ => return None,
-    };
-    let (mut root, mut json) = (PathBuf::from(egret_loader::pins::DEFAULT_ROOT), false);
-    let mut it = rest.iter();
-    while let Some(a) = it.next() {
-        match (a.as_str(), it.clone().next()) {
-            ("--json", _) => json = true,
-            ("--bpffs", Some(v)) => {
-                root = PathBuf::from(v);
-                it.next();
-            }
-            _ => {
-                eprintln!("unknown argument `{a}`\n{USAGE}");
-                return Some(ExitCode::from(2));
-            }
-        }
-    }
-    Some(match run(&root, json) {
-        Ok(text) => {
-            print!("{text}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("{e}");
-            ExitCode::FAILURE
-        }
-    })
 }

@@ -63,10 +63,10 @@ pub fn get(addr: &str, path: &str) -> (u16, String) {
     (code, reply.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
 }
 
-/// The value of `name{node="NODE"}` in a `/metrics` body (NaN if absent).
-pub fn metric(body: &str, name: &str, node: &str) -> f64 {
-    let prefix = format!("{name}{{node=\"{node}\"}} ");
-    body.lines().find_map(|l| l.strip_prefix(prefix.as_str())).and_then(|v| v.parse().ok()).unwrap_or(f64::NAN)
+/// The value of the sample `name` (with its labels, if any: `name{a="b"}`)
+/// in a `/metrics` body (NaN if absent).
+pub fn metric(body: &str, name: &str) -> f64 {
+    body.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')).and_then(|v| v.parse().ok()).unwrap_or(f64::NAN)
 }
 
 /// Waits until `f` returns `Some` (`limit` at most), polling every

@@ -572,6 +572,30 @@ impl ApiServer {
         )
     }
 
+    /// What a pod's in-cluster client reads for this server: writes the
+    /// service-account files the kubelet mounts at
+    /// `/var/run/secrets/kubernetes.io/serviceaccount` (`token`, `ca.crt`,
+    /// `namespace`) into `dir`, and returns the environment it sets
+    /// (`KUBERNETES_SERVICE_HOST`, `KUBERNETES_SERVICE_PORT`).
+    ///
+    /// # Panics
+    /// Without TLS or a token (an in-cluster client needs both), or if the
+    /// files cannot be written.
+    #[must_use]
+    pub fn service_account(&self, dir: &std::path::Path, namespace: &str) -> [(&'static str, String); 2] {
+        let (Some(tls), Some(token)) = (self.tls.as_ref(), self.token.as_ref()) else {
+            panic!("an in-cluster client needs TLS and a token");
+        };
+        std::fs::create_dir_all(dir).expect("service-account directory");
+        for (file, text) in [("token", token.as_str()), ("ca.crt", tls.ca_pem.as_str()), ("namespace", namespace)] {
+            std::fs::write(dir.join(file), text).expect("service-account file");
+        }
+        [
+            ("KUBERNETES_SERVICE_HOST", self.addr.ip().to_string()),
+            ("KUBERNETES_SERVICE_PORT", self.addr.port().to_string()),
+        ]
+    }
+
     /// A kube client configured from [`ApiServer::kubeconfig`], as the agent
     /// reads a kubeconfig file.
     pub async fn client(&self) -> kube::Client {

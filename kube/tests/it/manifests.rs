@@ -7,7 +7,8 @@
 //! kustomization lists every manifest.
 //!
 //! `EGRET_UPDATE_CRD=1 cargo test -p egret-kube --release --test it manifests`
-//! rewrites `deploy/crd.yaml` and `deploy/nodenetwork-crd.yaml` from the types.
+//! rewrites `deploy/cilium-crd/crd.yaml` and `deploy/base/nodenetwork-crd.yaml`
+//! from the types, and the Helm chart's copies (`charts/egret/files/`).
 
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
@@ -23,10 +24,17 @@ fn deploy(file: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy").join(file)
 }
 
-/// `deploy/FILE` holds `generated`, as generated from `type_path` (rewritten
-/// first with `EGRET_UPDATE_CRD=1`); the file parsed back.
-fn generated_crd_file(file: &str, type_path: &str, generated: &CustomResourceDefinition) -> CustomResourceDefinition {
+/// `deploy/FILE` and the chart's `files/CHART_FILE` hold `generated`, as
+/// generated from `type_path` (rewritten first with `EGRET_UPDATE_CRD=1`);
+/// the file parsed back.
+fn generated_crd_file(
+    file: &str,
+    chart_file: &str,
+    type_path: &str,
+    generated: &CustomResourceDefinition,
+) -> CustomResourceDefinition {
     let path = deploy(file);
+    let chart = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../charts/egret/files").join(chart_file);
     let text = format!(
         "# Generated from {type_path}; do not edit.\n\
          # Regenerate: EGRET_UPDATE_CRD=1 cargo test -p egret-kube --release --test it manifests\n{}",
@@ -34,7 +42,10 @@ fn generated_crd_file(file: &str, type_path: &str, generated: &CustomResourceDef
     );
     if std::env::var("EGRET_UPDATE_CRD").as_deref() == Ok("1") {
         std::fs::write(&path, &text).unwrap_or_else(|e| panic!("write deploy/{file}: {e}"));
+        std::fs::write(&chart, &text).unwrap_or_else(|e| panic!("write {}: {e}", chart.display()));
     }
+    let in_chart = std::fs::read_to_string(&chart).unwrap_or_else(|e| panic!("{}: {e}", chart.display()));
+    assert_eq!(in_chart, text, "{} differs from the type; regenerate it (see the module doc)", chart.display());
     let on_disk = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("deploy/{file}: {e}"));
     let parsed: CustomResourceDefinition =
         serde_yaml::from_str(&on_disk).unwrap_or_else(|e| panic!("deploy/{file} is not a CRD: {e}"));
@@ -45,7 +56,12 @@ fn generated_crd_file(file: &str, type_path: &str, generated: &CustomResourceDef
 
 #[test]
 fn the_crd_file_is_the_generated_crd() {
-    let parsed = generated_crd_file("crd.yaml", "egret_kube::crd::CiliumEgressGatewayPolicy", &egret_kube::crd::crd());
+    let parsed = generated_crd_file(
+        "cilium-crd/crd.yaml",
+        "cilium-crd.yaml",
+        "egret_kube::crd::CiliumEgressGatewayPolicy",
+        &egret_kube::crd::crd(),
+    );
     assert_eq!(parsed.spec.group, "cilium.io");
     assert_eq!(parsed.spec.scope, "Cluster");
     let v2 = &parsed.spec.versions[0];
@@ -62,6 +78,7 @@ fn the_crd_file_is_the_generated_crd() {
 #[test]
 fn the_node_network_crd_file_is_the_generated_crd() {
     let parsed = generated_crd_file(
+        "base/nodenetwork-crd.yaml",
         "nodenetwork-crd.yaml",
         "egret_kube::node_network::NodeNetwork",
         &egret_kube::node_network::crd(),
@@ -101,13 +118,13 @@ fn manifest<T: DeserializeOwned + Serialize>(file: &str) -> T {
 
 #[test]
 fn every_manifest_is_a_valid_typed_object_and_the_kustomization_lists_them() {
-    let files: BTreeSet<String> = std::fs::read_dir(deploy(""))
+    let files: BTreeSet<String> = std::fs::read_dir(deploy("base"))
         .expect("deploy/")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
         .filter(|n| n.ends_with(".yaml") && n != "kustomization.yaml")
         .collect();
     for f in &files {
-        for doc in documents(f) {
+        for doc in documents(&format!("base/{f}")) {
             match doc["kind"].as_str() {
                 Some("Namespace") => drop(typed::<Namespace>(f, &doc)),
                 Some("ServiceAccount") => drop(typed::<ServiceAccount>(f, &doc)),
@@ -121,11 +138,11 @@ fn every_manifest_is_a_valid_typed_object_and_the_kustomization_lists_them() {
             }
         }
     }
-    let k = &documents("kustomization.yaml")[0];
+    let k = &documents("base/kustomization.yaml")[0];
     let listed: BTreeSet<String> =
         k["resources"].as_array().expect("resources").iter().filter_map(Value::as_str).map(str::to_string).collect();
     assert_eq!(listed, files, "kustomization.yaml lists every manifest");
-    let ns: Namespace = manifest("namespace.yaml");
+    let ns: Namespace = manifest("base/namespace.yaml");
     assert_eq!(k["namespace"].as_str(), ns.metadata.name.as_deref());
 }
 
@@ -152,11 +169,11 @@ fn calls(calls: Vec<egret_kube::watch::ApiCall>) -> BTreeSet<(String, String, St
 
 #[test]
 fn the_cluster_role_grants_exactly_what_the_agent_calls() {
-    let role: ClusterRole = manifest("clusterrole.yaml");
+    let role: ClusterRole = manifest("base/clusterrole.yaml");
     assert_eq!(grants(role.rules.as_deref()), calls(egret_kube::watch::api_calls()));
 
-    let binding: ClusterRoleBinding = manifest("clusterrolebinding.yaml");
-    let sa: ServiceAccount = manifest("serviceaccount.yaml");
+    let binding: ClusterRoleBinding = manifest("base/clusterrolebinding.yaml");
+    let sa: ServiceAccount = manifest("base/serviceaccount.yaml");
     assert_eq!(binding.role_ref.kind, "ClusterRole");
     assert_eq!(Some(&binding.role_ref.name), role.metadata.name.as_ref());
     let subjects = binding.subjects.expect("subjects");
@@ -167,8 +184,8 @@ fn the_cluster_role_grants_exactly_what_the_agent_calls() {
 
 #[test]
 fn the_daemonset_runs_unprivileged_with_the_minimum_capabilities() {
-    let ds: DaemonSet = manifest("daemonset.yaml");
-    let sa: ServiceAccount = manifest("serviceaccount.yaml");
+    let ds: DaemonSet = manifest("base/daemonset.yaml");
+    let sa: ServiceAccount = manifest("base/serviceaccount.yaml");
     let pod = ds.spec.expect("spec").template.spec.expect("pod spec");
     assert_eq!(pod.host_network, Some(true));
     assert_eq!(pod.service_account_name, sa.metadata.name);
@@ -204,7 +221,7 @@ fn the_daemonset_runs_unprivileged_with_the_minimum_capabilities() {
 
 #[test]
 fn the_daemonset_installs_egret_cni_before_the_agent_and_removes_it_when_the_agent_stops() {
-    let ds: DaemonSet = manifest("daemonset.yaml");
+    let ds: DaemonSet = manifest("base/daemonset.yaml");
     let pod = ds.spec.expect("spec").template.spec.expect("pod spec");
     let [install] = pod.init_containers.as_deref().unwrap_or_default() else { panic!("one init container") };
     let args = install.args.as_deref().unwrap_or_default();
@@ -238,41 +255,19 @@ fn the_daemonset_installs_egret_cni_before_the_agent_and_removes_it_when_the_age
 }
 
 #[test]
-fn the_dockerfile_builds_the_agent_with_the_workspace_toolchain() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let docker = std::fs::read_to_string(deploy("Dockerfile")).expect("deploy/Dockerfile");
-    let cargo = std::fs::read_to_string(root.join("Cargo.toml")).expect("Cargo.toml");
-    let rust = cargo
-        .lines()
-        .find_map(|l| l.strip_prefix("rust-version = \""))
-        .and_then(|v| v.strip_suffix('"'))
-        .expect("workspace rust-version");
-    assert!(docker.contains(&format!("FROM rust:{rust}-")), "the build image is rust {rust}");
-    let runtime = std::fs::read_to_string(root.join("runtime/Cargo.toml")).expect("runtime/Cargo.toml");
-    assert!(runtime.contains("name = \"egret-agent\""), "runtime builds the egret-agent binary");
-    assert!(docker.contains("-p egret-runtime --bin egret-agent"));
-    assert!(docker.contains("-p egret-cni --bin egret-cni"), "the image carries the CNI plugin");
-    assert!(docker.contains("/usr/local/bin/egret-cni"));
-    assert!(docker.contains("ENTRYPOINT [\"/usr/local/bin/egret-agent\"]"));
-    // the floating IPs' local-delivery guard runs `nft` in the agent's image
-    let final_stage = docker.rsplit("FROM ").next().unwrap_or_default();
-    assert!(final_stage.contains("install -y --no-install-recommends nftables"), "{final_stage}");
-}
-
-#[test]
 fn the_role_grants_exactly_the_lease_calls_in_the_agents_namespace() {
-    let role: Role = manifest("role.yaml");
+    let role: Role = manifest("base/role.yaml");
     assert_eq!(grants(role.rules.as_deref()), calls(egret_kube::lease::api_calls()));
     // the Leases' namespace by default is the agent's
-    let sa: ServiceAccount = manifest("serviceaccount.yaml");
+    let sa: ServiceAccount = manifest("base/serviceaccount.yaml");
     let ns = egret_kube::lease::LeaseConfig::default().namespace;
     assert_eq!(role.metadata.namespace.as_deref(), Some(ns.as_str()));
     assert_eq!(sa.metadata.namespace.as_deref(), Some(ns.as_str()));
     // no Lease call is granted cluster-wide
-    let cluster: ClusterRole = manifest("clusterrole.yaml");
+    let cluster: ClusterRole = manifest("base/clusterrole.yaml");
     assert!(grants(cluster.rules.as_deref()).iter().all(|(g, _, _)| g != "coordination.k8s.io"));
 
-    let binding: RoleBinding = manifest("rolebinding.yaml");
+    let binding: RoleBinding = manifest("base/rolebinding.yaml");
     assert_eq!(binding.metadata.namespace, role.metadata.namespace);
     assert_eq!((binding.role_ref.kind.as_str(), Some(&binding.role_ref.name)), ("Role", role.metadata.name.as_ref()));
     let subjects = binding.subjects.expect("subjects");

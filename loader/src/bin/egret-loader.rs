@@ -28,7 +28,7 @@ use egret_loader::demo::{DemoSpec, Verdict, demo_artifact};
 use egret_loader::{ApplyReport, Loader, LoaderConfig, PodTarget, StateFate, inspect, pins, view};
 
 #[derive(Parser, Debug)]
-#[command(name = "egret-loader", about = "Load, swap and inspect egret's per-node eBPF generations")]
+#[command(name = "egret-loader", version, about = "Load, swap and inspect egret's per-node eBPF generations")]
 struct Cli {
     /// Directory on bpffs that holds egret's pins.
     #[arg(long, default_value = pins::DEFAULT_ROOT)]

@@ -2,6 +2,7 @@
 //! for the whole crate; each module was a test binary of its own.
 
 mod bad_artifacts;
+mod cli;
 mod crash;
 mod egress;
 mod lifecycle;

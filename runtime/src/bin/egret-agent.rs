@@ -1,75 +1,232 @@
-//! `egret-agent --snapshot DIR --node NAME [--bpffs ROOT] [--tunnel-port N] [--underlay-mtu N] [--netns NAME] [--metrics ADDR] [--once]`
-//! `egret-agent --kube --node NAME [--bpffs ROOT] [--tunnel-port N] [--underlay-mtu N] [--netns NAME] [--metrics ADDR] [--debounce QUIET_MS,MAX_MS] [--cni-socket PATH [--cni-selection-file PATH]]`
+//! `egret-agent`: the node agent.
 //!
-//! Compiles the node from the snapshot directory, applies it, attaches the
-//! node's pods, and (without `--once`) re-applies whenever the directory's
-//! files or the node's interfaces change (polled every 500 ms).
+//! ```text
+//! egret-agent --snapshot DIR --node NAME [OPTIONS] [--once]
+//! egret-agent --kube --node NAME [OPTIONS]
+//! egret-agent status|maps [--bpffs ROOT] [--netns NAME] [--json]
+//! egret-agent uninstall [--bpffs ROOT] [--netns NAME] [--cni-bin-dir DIR --cni-conf-dir DIR]
+//! ```
 //!
-//! `--kube` takes the cluster from the Kubernetes API server instead
-//! (`egret_runtime::kube_agent`): the API server is found as
+//! `egret-agent --help` (and `egret-agent SUBCOMMAND --help`) describe every
+//! option. With `--snapshot` the agent compiles the node from the snapshot
+//! directory, applies it, attaches the node's pods, and (without `--once`)
+//! re-applies whenever the directory's files or the node's interfaces
+//! change (polled every 500 ms). `--kube` takes the cluster from the
+//! Kubernetes API server instead (`egret_runtime::kube_agent`), found as
 //! `kube::Config::infer` finds it (`KUBECONFIG`, `~/.kube/config`, else the
-//! in-cluster environment), over HTTPS or HTTP. The Kubernetes Events the
-//! node publishes are printed too, and each swap's delay from the first
-//! watch event it covers. `--debounce` sets the watch's quiet period and
-//! upper bound (default `100,300`: a change to a quiet cluster is compiled
-//! at once, others 100 ms after the cluster goes quiet, 300 ms after them at
-//! most). `--netns`
-//! enters `/run/netns/NAME` with `setns` first (`ip netns exec` would hide
-//! bpffs). `--metrics ADDR` serves `/metrics`, `/healthz` and `/readyz`
-//! (`egret_runtime::metrics`). One line per sync on stdout; errors on stderr.
-//! `--underlay-mtu N` is the MTU between nodes, for the MSS clamp of TCP SYNs
-//! egret redirects into its tunnel (N − 90 for IPv4, N − 110 for IPv6); without
-//! it, the MTU of the default route's interface.
+//! in-cluster environment). `--netns` enters `/run/netns/NAME` with `setns`
+//! first (`ip netns exec` would hide bpffs). `--metrics ADDR` serves
+//! `/metrics`, `/healthz` and `/readyz` (`egret_runtime::metrics`).
+//!
+//! Output: one line per sync on stdout (`applied generation N`, `swapped
+//! generation N -> M`, `unchanged generation N`; with `--kube` each policy
+//! Event and each swap's delay from the first watch event it covers), the
+//! progress scripts and the test kit read; everything else is a log event
+//! (`tracing`) on stderr, with a timestamp, as text or JSON lines
+//! (`--log-format`), at the level `EGRET_LOG` names (default `warn`).
 //!
 //! The node probes the gateways its failover choices name
-//! (`egret_runtime::ha`): every `--probe-interval` (100 ms) over the
-//! underlay, answered by the gateway's own datapath; `--probe-misses` (3)
-//! unanswered probes make a gateway down, `--probe-hold-down` (1000 ms) of
-//! answers up again; the classifier reads the result from `egret_gw_live`.
-//! `--no-probes` leaves every gateway up.
+//! (`egret_runtime::ha`); with `--kube`, a node that is a candidate of
+//! floating egress IPs takes part in their ownership
+//! (`egret_runtime::ha::ownership`); with `--cni-socket` the agent serves
+//! `egret-cni` (`egret_runtime::cni`). `egret-agent status|maps` show the
+//! node's pinned state (`egret_runtime::show`); `egret-agent uninstall`
+//! removes everything egret installed on the node
+//! (`egret_runtime::uninstall`).
 //!
-//! With `--kube`, a node that is a candidate of floating egress IPs takes
-//! part in their ownership (`egret_runtime::ha::ownership`): one Lease per
-//! IP in `--lease-namespace` (egret-system), `--lease-duration` (2000 ms);
-//! the owner adds the address and announces it, and streams its NAT state
-//! to the other candidates on `--replication-port` (4800).
-//!
-//! With `--cni-socket PATH` (`--kube` only), the agent serves `egret-cni`
-//! (`egret_runtime::cni`): a new pod is put under its decision at CNI `ADD`,
-//! before its first packet; after each reconcile the agent writes the
-//! selection summary the plugin reads when the agent is down
-//! (`--cni-selection-file`, default `/run/egret/cni-selection.json`).
-//!
-//! `egret-agent status|maps` show the node's pinned state (`egret_runtime::show`).
-//! The mini-cluster demo is `egret-demo` (crate `egret-testkit`).
+//! SIGTERM (the kubelet stopping the pod) or SIGINT ends a running agent
+//! between two passes, with exit status 0; the pinned generation stays and
+//! the next agent adopts it. A handler is needed: as a container's PID 1
+//! the agent would never see a SIGTERM it does not handle (pid_namespaces(7):
+//! the kernel delivers to a namespace's init only the signals it has a
+//! handler for), and the kubelet would wait out the grace period and SIGKILL.
 
 use std::fs::File;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use egret_kube::watch::WatchConfig;
 use egret_loader::ApplyReport;
 use egret_loader::tunnel::TunnelConfig;
 use egret_runtime::{Agent, AgentConfig, AgentError, Synced, kube_agent};
 
-const USAGE: &str = "usage: egret-agent --snapshot DIR --node NAME [--bpffs ROOT] [--tunnel-port N] [--underlay-mtu N] [--netns NAME] [--metrics ADDR] [PROBES] [--once]
-       egret-agent --kube --node NAME [--bpffs ROOT] [--tunnel-port N] [--underlay-mtu N] [--netns NAME] [--metrics ADDR] [PROBES] [--debounce QUIET_MS,MAX_MS] [FLOATING] [CNI]
-         (--kube: the API server from KUBECONFIG, ~/.kube/config or the in-cluster environment;
-          --debounce: compile QUIET_MS after the latest change, MAX_MS after the first at most, default 100,300;
-          PROBES: [--probe-interval MS] [--probe-misses N] [--probe-hold-down MS] | --no-probes
-            (gateways are probed every 100 ms over the underlay, answered by their datapath; down after 3
-             unanswered probes, up again after 1000 ms of answers; a down gateway's endpoints fail over);
-          FLOATING: [--lease-namespace NS] [--lease-duration MS] [--replication-port N]
-            (floating egress IPs: one Lease per IP in NS, default egret-system, held for 2000 ms per renewal;
-             the owner streams its NAT state to the other candidates on port 4800);
-          CNI: --cni-socket PATH [--cni-selection-file PATH]
-            (serve egret-cni: admit new pods at CNI ADD before their first packet; the selection summary
-             the plugin reads when the agent is down, default /run/egret/cni-selection.json);
-          log lines on stderr at EGRET_LOG=error|warn|info|debug|off, default warn)
-       egret-agent status|maps [--bpffs ROOT] [--json]";
+#[derive(Parser, Debug)]
+#[command(
+    name = "egret-agent",
+    version,
+    about = "egret's node agent: compiles the node's egress-gateway policies into eBPF and keeps them applied",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+    #[command(flatten)]
+    run: RunArgs,
+}
 
-struct Args {
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Generations, attachments, map fill levels, state maps, gateways and floating IPs.
+    Status(ShowArgs),
+    /// The live decision table (Cilium's columns), NAT table use, drops by reason, NAT connections.
+    Maps(ShowArgs),
+    /// Remove everything egret installed on this node (links, pins, egret0, nft tables,
+    /// floating IPs, egret-cni); idempotent. Stop the agent first.
+    Uninstall(UninstallArgs),
+}
+
+/// Where the node's state is.
+#[derive(Args, Debug, Clone)]
+struct NodeArgs {
+    /// The loader's directory on bpffs.
+    #[arg(long, value_name = "ROOT", default_value = egret_loader::pins::DEFAULT_ROOT)]
+    bpffs: PathBuf,
+    /// Work in the network namespace /run/netns/NAME (entered with setns).
+    #[arg(long, value_name = "NAME")]
+    netns: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct ShowArgs {
+    #[command(flatten)]
+    node: NodeArgs,
+    /// JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct UninstallArgs {
+    #[command(flatten)]
+    node: NodeArgs,
+    /// The tunnel device's name.
+    #[arg(long, value_name = "NAME", default_value = "egret0")]
+    tunnel: String,
+    /// Also remove egret-cni from this CNI bin directory (with --cni-conf-dir).
+    #[arg(long, value_name = "DIR", requires = "cni_conf_dir")]
+    cni_bin_dir: Option<PathBuf>,
+    /// Also remove egret-cni from the conflists of this directory (with --cni-bin-dir).
+    #[arg(long, value_name = "DIR", requires = "cni_bin_dir")]
+    cni_conf_dir: Option<PathBuf>,
+    /// The agent's CNI socket and selection summary, removed with egret-cni.
+    #[arg(long, value_name = "PATH", default_values = [egret_cni::protocol::DEFAULT_SOCKET, egret_cni::protocol::DEFAULT_SELECTION_FILE])]
+    cni_file: Vec<PathBuf>,
+    /// After uninstalling, stay idle until terminated (the chart's uninstall DaemonSet: Ready = done on this node).
+    #[arg(long)]
+    then_idle: bool,
+    #[command(flatten)]
+    log: LogArgs,
+}
+
+#[derive(Args, Debug)]
+struct LogArgs {
+    /// Log events on stderr as text or JSON lines (level: EGRET_LOG=error|warn|info|debug|trace|off, default warn).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// Compile the node from this directory of policies and cluster objects.
+    #[arg(long, value_name = "DIR", required_unless_present = "kube", conflicts_with = "kube")]
+    snapshot: Option<PathBuf>,
+    /// Compile the node from the Kubernetes API server (KUBECONFIG, ~/.kube/config or in-cluster).
+    #[arg(long)]
+    kube: bool,
+    /// The node this agent serves.
+    #[arg(long, value_name = "NAME", required = true)]
+    node: Option<String>,
+    #[command(flatten)]
+    at: NodeArgs,
+    /// egret0's VXLAN UDP port.
+    #[arg(long, value_name = "N", default_value_t = TunnelConfig::default().dstport)]
+    tunnel_port: u16,
+    /// The MTU between nodes, for the MSS clamp of redirected TCP SYNs (default: the default route's).
+    #[arg(long, value_name = "N", value_parser = underlay_mtu)]
+    underlay_mtu: Option<u16>,
+    /// Serve /metrics, /healthz and /readyz on this address.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
+    /// Apply once and exit (--snapshot only).
+    #[arg(long, conflicts_with = "kube")]
+    once: bool,
+    /// Compile QUIET_MS after the latest change, MAX_MS after the first at most (--kube only).
+    #[arg(long, value_name = "QUIET_MS,MAX_MS", value_parser = debounce, conflicts_with = "snapshot")]
+    debounce: Option<(Duration, Duration)>,
+    /// Probe the gateways every MS milliseconds.
+    #[arg(long, value_name = "MS", value_parser = millis, default_value = "100", help_heading = "Gateway probes")]
+    probe_interval: Duration,
+    /// Unanswered probes that make a gateway down.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..), default_value_t = 3, help_heading = "Gateway probes")]
+    probe_misses: u32,
+    /// Milliseconds of answers that make a down gateway up again.
+    #[arg(long, value_name = "MS", value_parser = millis, default_value = "1000", help_heading = "Gateway probes")]
+    probe_hold_down: Duration,
+    /// Do not probe: every gateway stays up.
+    #[arg(long, help_heading = "Gateway probes")]
+    no_probes: bool,
+    /// The namespace of the floating IPs' Leases.
+    #[arg(long, value_name = "NS", help_heading = "Floating egress IPs")]
+    lease_namespace: Option<String>,
+    /// How long a Lease renewal holds, in milliseconds.
+    #[arg(long, value_name = "MS", value_parser = millis, help_heading = "Floating egress IPs")]
+    lease_duration: Option<Duration>,
+    /// The TCP port the owner streams its NAT state to the other candidates on.
+    #[arg(long, value_name = "N", help_heading = "Floating egress IPs")]
+    replication_port: Option<u16>,
+    /// Serve egret-cni on this Unix socket: new pods are admitted before their first packet (--kube only).
+    #[arg(long, value_name = "PATH", conflicts_with = "snapshot", help_heading = "egret-cni")]
+    cni_socket: Option<PathBuf>,
+    /// The selection summary egret-cni reads while the agent is down.
+    #[arg(long, value_name = "PATH", requires = "cni_socket", help_heading = "egret-cni")]
+    cni_selection_file: Option<PathBuf>,
+    #[command(flatten)]
+    log: LogArgs,
+}
+
+/// `--underlay-mtu`: room for the tunnel.
+fn underlay_mtu(v: &str) -> Result<u16, String> {
+    let mtu: u16 = v.parse().map_err(|e| format!("{e}"))?;
+    if egret_bpf::layout::tunnel_mss(mtu, true).is_none() {
+        return Err(format!("{mtu} is too small for the tunnel (at least 111)"));
+    }
+    Ok(mtu)
+}
+
+/// A positive number of milliseconds.
+fn millis(v: &str) -> Result<Duration, String> {
+    let ms: u64 = v.parse().map_err(|e| format!("{e} (milliseconds)"))?;
+    if ms == 0 {
+        return Err("must be at least 1 ms".into());
+    }
+    Ok(Duration::from_millis(ms))
+}
+
+/// `QUIET_MS,MAX_MS` of `--debounce`.
+fn debounce(value: &str) -> Result<(Duration, Duration), String> {
+    let bad = || "expected QUIET_MS,MAX_MS with QUIET_MS <= MAX_MS, e.g. 100,300".to_owned();
+    let (quiet, max) = value.split_once(',').ok_or_else(bad)?;
+    let (quiet, max): (u64, u64) = (quiet.trim().parse().map_err(|_| bad())?, max.trim().parse().map_err(|_| bad())?);
+    if quiet > max || max == 0 {
+        return Err(bad());
+    }
+    Ok((Duration::from_millis(quiet), Duration::from_millis(max)))
+}
+
+/// What the agent runs with.
+struct Run {
     config: AgentConfig,
     netns: Option<String>,
     metrics: Option<std::net::SocketAddr>,
@@ -78,109 +235,53 @@ struct Args {
     cni: Option<egret_runtime::cni::CniConfig>,
 }
 
-/// `QUIET_MS,MAX_MS` of `--debounce`.
-fn debounce(value: &str, watch: &mut WatchConfig) -> Result<(), String> {
-    let bad = || format!("--debounce {value}: expected QUIET_MS,MAX_MS with QUIET_MS <= MAX_MS, e.g. 100,300");
-    let (quiet, max) = value.split_once(',').ok_or_else(bad)?;
-    let (quiet, max): (u64, u64) = (quiet.trim().parse().map_err(|_| bad())?, max.trim().parse().map_err(|_| bad())?);
-    if quiet > max || max == 0 {
-        return Err(bad());
-    }
-    watch.quiet = std::time::Duration::from_millis(quiet);
-    watch.max_delay = std::time::Duration::from_millis(max);
-    Ok(())
-}
-
-fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
-    let (mut snapshot, mut node, mut netns, mut metrics, mut once, mut kube) = (None, None, None, None, false, false);
-    let mut bpffs = PathBuf::from(egret_loader::pins::DEFAULT_ROOT);
-    let mut tunnel = TunnelConfig::default();
-    let mut underlay_mtu = None;
-    let mut watch = WatchConfig::default();
-    let mut debounced = false;
-    let mut probes = egret_runtime::ha::liveness::Config::default();
-    let mut no_probes = false;
-    let mut floating = egret_runtime::FloatingSettings::default();
-    let (mut cni_socket, mut cni_selection) = (None, None);
-    let millis = |flag: &str, v: String| -> Result<std::time::Duration, String> {
-        let ms: u64 = v.parse().map_err(|e| format!("{flag} {v}: {e} (milliseconds)"))?;
-        if ms == 0 {
-            return Err(format!("{flag} must be at least 1 ms"));
+impl RunArgs {
+    fn into_run(self) -> Run {
+        let mut watch = WatchConfig::default();
+        if let Some((quiet, max)) = self.debounce {
+            (watch.quiet, watch.max_delay) = (quiet, max);
         }
-        Ok(std::time::Duration::from_millis(ms))
-    };
-    while let Some(a) = it.next() {
-        let mut value = || it.next().ok_or_else(|| format!("{a} needs a value"));
-        match a.as_str() {
-            "--snapshot" => snapshot = Some(PathBuf::from(value()?)),
-            "--node" => node = Some(value()?),
-            "--bpffs" => bpffs = PathBuf::from(value()?),
-            "--netns" => netns = Some(value()?),
-            "--tunnel-port" => tunnel.dstport = value()?.parse().map_err(|e| format!("--tunnel-port: {e}"))?,
-            "--underlay-mtu" => {
-                let mtu: u16 = value()?.parse().map_err(|e| format!("--underlay-mtu: {e}"))?;
-                if egret_bpf::layout::tunnel_mss(mtu, true).is_none() {
-                    return Err(format!("--underlay-mtu {mtu}: too small for the tunnel (at least 111)"));
-                }
-                underlay_mtu = Some(mtu);
-            }
-            "--metrics" => metrics = Some(value()?.parse().map_err(|e| format!("--metrics: {e}"))?),
-            "--once" => once = true,
-            "--probe-interval" => probes.interval = millis("--probe-interval", value()?)?,
-            "--probe-hold-down" => probes.hold_down = millis("--probe-hold-down", value()?)?,
-            "--probe-misses" => {
-                probes.down_after_misses = value()?.parse().map_err(|e| format!("--probe-misses: {e}"))?;
-                if probes.down_after_misses == 0 {
-                    return Err("--probe-misses must be at least 1".into());
-                }
-            }
-            "--no-probes" => no_probes = true,
-            "--lease-namespace" => floating.lease.namespace = value()?,
-            "--lease-duration" => {
-                floating.lease.duration = millis("--lease-duration", value()?)?;
-                floating.float.lease_duration = floating.lease.duration;
-                floating.float.fence_margin = floating.lease.duration / 4;
-            }
-            "--replication-port" => {
-                floating.replication_port = value()?.parse().map_err(|e| format!("--replication-port: {e}"))?;
-            }
-            "--kube" => kube = true,
-            "--cni-socket" => cni_socket = Some(PathBuf::from(value()?)),
-            "--cni-selection-file" => cni_selection = Some(PathBuf::from(value()?)),
-            "--debounce" => {
-                debounce(&value()?, &mut watch)?;
-                debounced = true;
-            }
-            other => return Err(format!("unknown argument `{other}`")),
+        let probes = egret_runtime::ha::liveness::Config {
+            interval: self.probe_interval,
+            hold_down: self.probe_hold_down,
+            down_after_misses: self.probe_misses,
+        };
+        let mut floating = egret_runtime::FloatingSettings::default();
+        if let Some(ns) = self.lease_namespace {
+            floating.lease.namespace = ns;
+        }
+        if let Some(d) = self.lease_duration {
+            floating.lease.duration = d;
+            floating.float.lease_duration = d;
+            floating.float.fence_margin = d / 4;
+        }
+        if let Some(p) = self.replication_port {
+            floating.replication_port = p;
+        }
+        let cni = self.cni_socket.map(|socket| egret_runtime::cni::CniConfig {
+            socket,
+            selection_file: self
+                .cni_selection_file
+                .unwrap_or_else(|| PathBuf::from(egret_cni::protocol::DEFAULT_SELECTION_FILE)),
+        });
+        let tunnel = TunnelConfig { dstport: self.tunnel_port, ..TunnelConfig::default() };
+        Run {
+            config: AgentConfig {
+                snapshot: self.snapshot,
+                node: self.node.unwrap_or_default(),
+                bpffs_root: self.at.bpffs,
+                tunnel,
+                probes: (!self.no_probes).then_some(probes),
+                floating,
+                underlay_mtu: self.underlay_mtu,
+            },
+            netns: self.at.netns,
+            metrics: self.metrics,
+            once: self.once,
+            watch,
+            cni,
         }
     }
-    match (&snapshot, kube) {
-        (Some(_), true) => return Err("--snapshot and --kube exclude each other".into()),
-        (None, false) => return Err("--snapshot or --kube is required".into()),
-        _ if kube && once => return Err("--once needs --snapshot".into()),
-        _ if !kube && debounced => return Err("--debounce needs --kube".into()),
-        _ => {}
-    }
-    if !kube && (cni_socket.is_some() || cni_selection.is_some()) {
-        return Err("--cni-socket needs --kube (admissions learn pods from the API server)".into());
-    }
-    if cni_socket.is_none() && cni_selection.is_some() {
-        return Err("--cni-selection-file needs --cni-socket".into());
-    }
-    let cni = cni_socket.map(|socket| egret_runtime::cni::CniConfig {
-        socket,
-        selection_file: cni_selection.unwrap_or_else(|| PathBuf::from(egret_cni::protocol::DEFAULT_SELECTION_FILE)),
-    });
-    let node = node.ok_or("--node is required")?;
-    let probes = (!no_probes).then_some(probes);
-    Ok(Args {
-        config: AgentConfig { snapshot, node, bpffs_root: bpffs, tunnel, probes, floating, underlay_mtu },
-        netns,
-        metrics,
-        once,
-        watch,
-        cni,
-    })
 }
 
 fn enter_netns(name: &str) -> Result<(), String> {
@@ -201,40 +302,148 @@ fn report(r: &Result<Synced, AgentError>) {
                 },
             }
             for (t, e) in &s.pods.unresolved {
-                eprintln!("pod {t:?} not attached: {e}");
+                tracing::warn!(pod = ?t, error = %e, "pod not attached");
             }
             for (name, e) in &s.egress.unresolved {
-                eprintln!("egress interface {name} not attached: {e}");
+                tracing::warn!(interface = %name, error = %e, "egress interface not attached");
             }
         }
         Err(e) => {
             // the diagnostics' codes, for `egret rule CODE`
-            let codes = e.codes();
-            let codes = if codes.is_empty() { String::new() } else { format!(" [{}]", codes.join(", ")) };
-            eprintln!("sync failed: {e}{codes}");
+            tracing::error!(codes = ?e.codes(), error = %e, "sync failed");
         }
     }
 }
 
-fn main() -> ExitCode {
-    if let Some(code) = egret_runtime::show::main(&std::env::args().skip(1).collect::<Vec<_>>()) {
-        return code;
-    }
-    if matches!(std::env::args().nth(1).as_deref(), Some("-h" | "--help")) {
-        println!("{USAGE}");
-        return ExitCode::SUCCESS;
-    }
-    let args = match parse(std::env::args().skip(1)) {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("{e}\n{USAGE}");
-            return ExitCode::from(2);
-        }
+/// Log events on stderr, timestamped, at the level `EGRET_LOG` names.
+fn init_log(format: LogFormat) {
+    use tracing_subscriber::filter::LevelFilter;
+    let level = match std::env::var("EGRET_LOG").as_deref() {
+        Ok("off") => LevelFilter::OFF,
+        Ok("error") => LevelFilter::ERROR,
+        Ok("info") => LevelFilter::INFO,
+        Ok("debug") => LevelFilter::DEBUG,
+        Ok("trace") => LevelFilter::TRACE,
+        _ => LevelFilter::WARN,
     };
-    if let Some(ns) = &args.netns
+    let builder = tracing_subscriber::fmt().with_max_level(level).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.with_ansi(false).try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Cmd::Status(a)) => show(&a, egret_runtime::show::status),
+        Some(Cmd::Maps(a)) => show(&a, egret_runtime::show::maps),
+        Some(Cmd::Uninstall(a)) => uninstall(a),
+        None => {
+            init_log(cli.run.log.log_format);
+            run(cli.run.into_run())
+        }
+    }
+}
+
+/// `status` and `maps`.
+fn show(a: &ShowArgs, render: fn(&Path, bool) -> Result<String, egret_loader::LoaderError>) -> ExitCode {
+    if let Some(ns) = &a.node.netns
         && let Err(e) = enter_netns(ns)
     {
         eprintln!("{e}");
+        return ExitCode::FAILURE;
+    }
+    match render(&a.node.bpffs, a.json) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A flag set once SIGTERM or SIGINT arrives (module doc), from a thread
+/// of its own that waits for them; `None` (after saying why) if they
+/// cannot be caught.
+fn terminated() -> Option<Arc<AtomicBool>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let rt = tokio::runtime::Builder::new_current_thread().enable_io().build();
+    // the handlers are registered before this returns, on this thread
+    let caught = rt.and_then(|rt| {
+        let _in = rt.enter();
+        Ok((signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?, rt))
+    });
+    let (mut term, mut int, rt) = match caught {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "SIGTERM cannot be caught: a container's stop will wait for SIGKILL");
+            return None;
+        }
+    };
+    let flag = Arc::new(AtomicBool::new(false));
+    let set = Arc::clone(&flag);
+    std::thread::spawn(move || {
+        rt.block_on(async {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        });
+        set.store(true, Ordering::SeqCst);
+    });
+    Some(flag)
+}
+
+/// How often `uninstall --then-idle` looks at the flag.
+const STOP_POLL: Duration = Duration::from_millis(200);
+
+fn is_set(flag: Option<&Arc<AtomicBool>>) -> bool {
+    flag.is_some_and(|f| f.load(Ordering::SeqCst))
+}
+
+fn uninstall(a: UninstallArgs) -> ExitCode {
+    init_log(a.log.log_format);
+    if let Some(ns) = &a.node.netns
+        && let Err(e) = enter_netns(ns)
+    {
+        tracing::error!(netns = %ns, error = %e, "cannot enter the network namespace");
+        return ExitCode::FAILURE;
+    }
+    let config = egret_runtime::uninstall::UninstallConfig {
+        bpffs_root: a.node.bpffs,
+        tunnel: a.tunnel,
+        cni: a.cni_bin_dir.zip(a.cni_conf_dir),
+        cni_files: a.cni_file,
+    };
+    match egret_runtime::uninstall::uninstall(&config) {
+        Ok(done) => {
+            print!("{done}");
+            if a.then_idle {
+                use std::io::Write as _;
+                let _ = std::io::stdout().flush();
+                let stop = terminated();
+                while !is_set(stop.as_ref()) {
+                    std::thread::park_timeout(STOP_POLL);
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "uninstall stopped (run it again once the cause is gone)");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Run) -> ExitCode {
+    if let Some(ns) = &args.netns
+        && let Err(e) = enter_netns(ns)
+    {
+        tracing::error!(netns = %ns, error = %e, "cannot enter the network namespace");
         return ExitCode::FAILURE;
     }
     // --kube: the API client first, so a bad kubeconfig fails before the
@@ -249,7 +458,7 @@ fn main() -> ExitCode {
     let mut agent = match Agent::open(args.config) {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("{e}");
+            tracing::error!(error = %e, "cannot open the node");
             return ExitCode::FAILURE;
         }
     };
@@ -257,7 +466,7 @@ fn main() -> ExitCode {
         match egret_runtime::metrics::serve(addr, agent.telemetry()) {
             Ok((bound, _)) => println!("metrics on http://{bound}/metrics"),
             Err(e) => {
-                eprintln!("--metrics {addr}: {e}");
+                tracing::error!(address = %addr, error = %e, "cannot serve the metrics");
                 return ExitCode::FAILURE;
             }
         }
@@ -270,40 +479,25 @@ fn main() -> ExitCode {
         report(&r);
         return if r.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE };
     }
-    match agent.run(|| false, report) {
+    let stop = terminated();
+    match agent.run(|| is_set(stop.as_ref()), report) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("{e}");
+            tracing::error!(error = %e, "the agent stopped");
             ExitCode::FAILURE
         }
     }
 }
 
-/// Log lines of the watch and of kube's client on stderr, at the level
-/// `EGRET_LOG` names (default `warn`).
-fn init_log() {
-    use tracing_subscriber::filter::LevelFilter;
-    let level = match std::env::var("EGRET_LOG").as_deref() {
-        Ok("off") => LevelFilter::OFF,
-        Ok("error") => LevelFilter::ERROR,
-        Ok("info") => LevelFilter::INFO,
-        Ok("debug") => LevelFilter::DEBUG,
-        Ok("trace") => LevelFilter::TRACE,
-        _ => LevelFilter::WARN,
-    };
-    let _ = tracing_subscriber::fmt().with_max_level(level).with_writer(std::io::stderr).try_init();
-}
-
 /// The async runtime (one thread: the one that entered the node's
 /// namespace) and the API client of `--kube`.
 fn kube_client() -> Result<(tokio::runtime::Runtime, kube::Client), ExitCode> {
-    init_log();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| {
-        eprintln!("cannot start the async runtime: {e}");
+        tracing::error!(error = %e, "cannot start the async runtime");
         ExitCode::FAILURE
     })?;
     let client = rt.block_on(kube_agent::client()).map_err(|e| {
-        eprintln!("{e}");
+        tracing::error!(error = %e, "no API server client");
         ExitCode::FAILURE
     })?;
     Ok((rt, client))
@@ -327,10 +521,26 @@ fn run_kube(
                 println!("event to dataplane {:.1} ms", r.latency.as_secs_f64() * 1e3);
             }
         };
-        match kube_agent::run(agent, client, watch, cni, std::future::pending(), report).await {
+        // SIGTERM or SIGINT ends the watch (module doc)
+        let shutdown = async {
+            use tokio::signal::unix::{SignalKind, signal};
+            match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
+                }
+                (Err(e), _) | (_, Err(e)) => {
+                    tracing::warn!(error = %e, "SIGTERM cannot be caught: a container's stop will wait for SIGKILL");
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        match kube_agent::run(agent, client, watch, cni, shutdown, report).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("--cni-socket: {e}");
+                tracing::error!(error = %e, "cannot serve egret-cni (--cni-socket)");
                 ExitCode::FAILURE
             }
         }
@@ -341,40 +551,77 @@ fn run_kube(
 mod tests {
     use super::*;
 
-    fn args(line: &str) -> Result<Args, String> {
-        parse(line.split_whitespace().map(str::to_string))
+    fn args(line: &str) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("egret-agent").chain(line.split_whitespace()))
+    }
+
+    fn run(line: &str) -> Run {
+        args(line).expect("parses").run.into_run()
+    }
+
+    /// The error's text, if `line` does not parse.
+    fn error(line: &str) -> String {
+        args(line).map(|_| String::new()).unwrap_or_else(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_cli_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
     }
 
     #[test]
     fn debounce_sets_the_watchs_quiet_period_and_bound() {
-        let a = args("--kube --node n --debounce 50,400").expect("parses");
-        assert_eq!(a.watch.quiet, std::time::Duration::from_millis(50));
-        assert_eq!(a.watch.max_delay, std::time::Duration::from_millis(400));
-        assert_eq!(args("--kube --node n").expect("parses").watch, WatchConfig::default());
+        let a = run("--kube --node n --debounce 50,400");
+        assert_eq!(a.watch.quiet, Duration::from_millis(50));
+        assert_eq!(a.watch.max_delay, Duration::from_millis(400));
+        assert_eq!(run("--kube --node n").watch, WatchConfig::default());
         for bad in
             ["--kube --node n --debounce 500,100", "--kube --node n --debounce 100", "--kube --node n --debounce x,1"]
         {
-            assert!(args(bad).is_err_and(|e| e.contains("QUIET_MS,MAX_MS")), "{bad}");
+            assert!(error(bad).contains("QUIET_MS,MAX_MS"), "{bad}: {}", error(bad));
         }
-        assert!(args("--snapshot d --node n --debounce 1,2").is_err_and(|e| e.contains("needs --kube")));
+        assert!(error("--snapshot d --node n --debounce 1,2").contains("cannot be used with"));
     }
 
     #[test]
     fn the_cni_socket_needs_kube_and_defaults_the_selection_file() {
-        let a = args("--kube --node n --cni-socket /run/x/cni.sock").expect("parses");
-        let cni = a.cni.expect("cni");
+        let cni = run("--kube --node n --cni-socket /run/x/cni.sock").cni.expect("cni");
         assert_eq!(cni.socket, PathBuf::from("/run/x/cni.sock"));
         assert_eq!(cni.selection_file, PathBuf::from(egret_cni::protocol::DEFAULT_SELECTION_FILE));
-        assert!(args("--kube --node n").expect("parses").cni.is_none());
-        assert!(args("--snapshot d --node n --cni-socket /s").is_err_and(|e| e.contains("needs --kube")));
-        assert!(args("--kube --node n --cni-selection-file /f").is_err_and(|e| e.contains("needs --cni-socket")));
+        assert!(run("--kube --node n").cni.is_none());
+        assert!(error("--snapshot d --node n --cni-socket /s").contains("cannot be used with"));
+        assert!(error("--kube --node n --cni-selection-file /f").contains("--cni-socket"));
     }
 
     #[test]
     fn underlay_mtu_is_optional_and_must_leave_room_for_the_tunnel() {
-        assert_eq!(args("--kube --node n").expect("parses").config.underlay_mtu, None, "then: the default route's");
-        assert_eq!(args("--kube --node n --underlay-mtu 9000").expect("parses").config.underlay_mtu, Some(9000));
-        assert!(args("--kube --node n --underlay-mtu 110").is_err_and(|e| e.contains("too small")));
-        assert!(args("--kube --node n --underlay-mtu x").is_err_and(|e| e.contains("--underlay-mtu")));
+        assert_eq!(run("--kube --node n").config.underlay_mtu, None, "then: the default route's");
+        assert_eq!(run("--kube --node n --underlay-mtu 9000").config.underlay_mtu, Some(9000));
+        assert!(error("--kube --node n --underlay-mtu 110").contains("too small"));
+        assert!(error("--kube --node n --underlay-mtu x").contains("--underlay-mtu"));
+    }
+
+    #[test]
+    fn modes_exclude_each_other_and_subcommands_need_no_node() {
+        assert!(error("--snapshot d --kube --node n").contains("cannot be used with"));
+        assert!(error("--node n").contains("--snapshot"));
+        assert!(error("--kube").contains("--node"));
+        assert!(error("--kube --node n --once").contains("cannot be used with"));
+        assert!(error("--kube --node n --probe-misses 0").contains("--probe-misses"));
+        assert!(error("--kube --node n --probe-interval 0").contains("at least 1 ms"));
+        let probes = run("--snapshot d --node n --probe-interval 50").config.probes.expect("probes");
+        assert_eq!((probes.interval, probes.down_after_misses), (Duration::from_millis(50), 3));
+        assert!(run("--snapshot d --node n --no-probes").config.probes.is_none());
+        let Some(Cmd::Status(s)) = args("status --bpffs /x --netns ns --json").expect("parses").command else {
+            panic!("status")
+        };
+        assert_eq!((s.node.bpffs.as_path(), s.node.netns.as_deref(), s.json), (Path::new("/x"), Some("ns"), true));
+        let Some(Cmd::Uninstall(u)) = args("uninstall").expect("parses").command else { panic!("uninstall") };
+        assert_eq!(u.cni_file.len(), 2, "the socket and the selection summary by default");
+        assert!(error("uninstall --cni-bin-dir /opt/cni/bin").contains("--cni-conf-dir"));
+        // a misspelt subcommand or flag gets a suggestion
+        assert!(error("staus").contains("status"), "{}", error("staus"));
+        assert!(error("--kube --node n --metrcs :9963").contains("--metrics"));
     }
 }

@@ -1,6 +1,6 @@
 //! The DaemonSet's capabilities, measured (privileged): `egret-agent
 //! --once` on a node namespace with a pod behind a veth, run with *only*
-//! the capabilities `deploy/daemonset.yaml` adds — `setpriv` limits the
+//! the capabilities `deploy/base/daemonset.yaml` adds — `setpriv` limits the
 //! bounding set, so the agent (uid 0, as in the container) holds exactly
 //! those — applies the node: programs loaded, maps and links pinned, the
 //! pod's veth and `egret0` attached. Without any one of them it fails
@@ -18,7 +18,7 @@ use common::*;
 use egret_loader::{Loader, LoaderConfig, inspect};
 
 const POD: &str = "10.244.1.10";
-/// What `deploy/daemonset.yaml` adds (after dropping ALL).
+/// What `deploy/base/daemonset.yaml` adds (after dropping ALL).
 const DAEMONSET_CAPS: [&str; 3] = ["bpf", "net_admin", "perfmon"];
 
 /// `egret-agent --once` for worker-1 in a fresh node namespace with only

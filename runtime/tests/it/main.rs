@@ -3,7 +3,12 @@
 
 mod agent;
 mod capabilities;
+mod chart;
+mod cli;
+mod container;
 mod facts;
 mod ha_probe;
 mod kube;
+mod metrics;
 mod show;
+mod uninstall;
