@@ -21,3 +21,4 @@ mod core_snapshots;
 mod floating;
 mod fuzz_lint;
 mod lint_fixtures;
+mod verify_rederive;
