@@ -78,7 +78,7 @@ codes! {
 
     WRONG_TYPE = "E0103", "wrong-type", Error,
     "a field has the wrong type (mapping, list or scalar)",
-    "Example: `destinationCIDRs: 0.0.0.0/0` is a string where a list is required.\n\nFix: `destinationCIDRs: [\"0.0.0.0/0\"]`.";
+    "Example: `destinationCIDRs: 0.0.0.0/0` is a string where a list is required; `name: 12` or `apiVersion: 2` is a number where the API server requires a string (it refuses the object).\n\nFix: `destinationCIDRs: [\"0.0.0.0/0\"]`; quote the number: `name: \"12\"`.";
 
     CLUSTER_SCOPED_NAMESPACE = "E0104", "namespace-on-cluster-scoped", Error,
     "(retired: see W0123) `metadata.namespace` on a cluster-scoped resource",
@@ -150,7 +150,7 @@ codes! {
 
     UNSERVED_API_VERSION = "E0121", "unserved-api-version", Error,
     "a CiliumEgressGatewayPolicy with an apiVersion Cilium does not serve",
-    "Cilium's CRD serves `CiliumEgressGatewayPolicy` as `cilium.io/v2` only: the API server rejects any other version (`cilium.io/v2alpha1`, `cilium.io/v3`), so the policy never reaches a cluster.\n\nExample:\n    apiVersion: cilium.io/v2alpha1\n    kind: CiliumEgressGatewayPolicy\n\nFix: `apiVersion: cilium.io/v2`.";
+    "Cilium's CRD serves `CiliumEgressGatewayPolicy` as `cilium.io/v2` only: the API server rejects any other version (`cilium.io/v2alpha1`, `cilium.io/v3`, a bare `v2alpha1`), so the policy never reaches a cluster.\n\nExample:\n    apiVersion: cilium.io/v2alpha1\n    kind: CiliumEgressGatewayPolicy\n\nFix: `apiVersion: cilium.io/v2`.";
 
     CIDR_HOST_BITS_MASKED = "W0122", "cidr-host-bits-masked", Warning,
     "a CIDR of a CiliumEgressGatewayPolicy has bits set after its prefix length",
