@@ -63,22 +63,33 @@ fn apply_refuses_changed_copied_and_orphaned_artifacts() {
     rederive::check_node(&dir.0, "worker-1", &rederive::CheckOptions::default())
         .expect("the untouched artifact passes");
 
-    // one instruction of a gateway program changed, digest recomputed
+    // one instruction changed, digest recomputed: the first, a middle and the
+    // last instruction of every program (every instruction of every program
+    // is flipped against the same check in compiler/tests/it/verify_rederive.rs)
     let a = egret_bpf::artifact::read_dir(&dir.0, "worker-1").expect("reads");
     let parsed = egret_bpf::elf::read_object(&a.object).expect("parses");
-    let reply = parsed.program("egret_gw_reply").expect("gw_reply");
-    let bytes = egret_bpf::insn::insns_to_bytes(&reply.insns);
-    let at = a.object.windows(bytes.len()).position(|w| w == bytes.as_slice()).expect("text");
-    let mut t = a.clone();
-    t.object[at + 8 * 10 + 1] ^= 0x01;
-    egret_bpf::artifact::write_dir(&dir.0, &t.resealed()).expect("write");
-    let (ok, err) = apply(&dir);
-    assert!(!ok, "{err}");
-    assert!(
-        err.contains("error: refusing the artifact of node `worker-1` in `")
-            && err.contains("program `egret_gw_reply`, instruction 10: expected"),
-        "{err}"
-    );
+    let mut refused = 0;
+    for p in parsed.programs.iter().map(|p| &p.program) {
+        let bytes = egret_bpf::insn::insns_to_bytes(&p.insns);
+        let at = a.object.windows(bytes.len()).position(|w| w == bytes.as_slice()).expect("text");
+        let last = p.insns.len() - 1;
+        for i in [0, last / 2, last] {
+            let mut t = a.clone();
+            t.object[at + 8 * i + 1] ^= 0x01;
+            egret_bpf::artifact::write_dir(&dir.0, &t.resealed()).expect("write");
+            let (ok, err) = apply(&dir);
+            assert!(!ok, "{} instruction {i}: {err}", p.name);
+            assert!(
+                err.contains("error: refusing the artifact of node `worker-1` in `")
+                    && err.contains(&format!("program `{}`, instruction {i}: expected", p.name)),
+                "{} instruction {i}: {err}",
+                p.name
+            );
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 3 * 4, "three flips in each of the four programs");
+    egret_bpf::artifact::write_dir(&dir.0, &a).expect("restore");
 
     // worker-2's files over worker-1's
     for ext in rederive::NODE_FILES {
