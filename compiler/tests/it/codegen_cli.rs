@@ -8,11 +8,9 @@ const CLUSTER: &str = "../examples/cluster";
 const POLICIES: &str = "../examples/policies";
 
 fn egret(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_egret"))
-        .args(args)
-        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")))
-        .output()
-        .expect("run egret")
+    crate::messages::run(
+        Command::new(env!("CARGO_BIN_EXE_egret")).args(args).current_dir(Path::new(env!("CARGO_MANIFEST_DIR"))),
+    )
 }
 
 fn code(o: &Output) -> i32 {

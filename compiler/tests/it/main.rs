@@ -21,4 +21,5 @@ mod core_snapshots;
 mod floating;
 mod fuzz_lint;
 mod lint_fixtures;
+mod messages;
 mod verify_rederive;
