@@ -28,7 +28,7 @@
 //! compile times printed beside are what a change costs instead.
 
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -94,13 +94,13 @@ pub fn run(trials: usize) -> anyhow::Result<Report> {
     let resolve = t.elapsed();
     // the worker whose choices name the most gateways
     let mut session = Planner::new();
-    let mut best: Option<(String, BTreeSet<Ipv4Addr>, Duration)> = None;
+    let mut best: Option<(String, BTreeSet<IpAddr>, Duration)> = None;
     for i in 0..shape.nodes.min(200) {
         let node = format!("node-{i:05}");
         let t = Instant::now();
         let Ok(plan) = session.plan_node(&world, &node) else { continue };
         let took = t.elapsed();
-        let gws: BTreeSet<Ipv4Addr> = plan.gateways.iter().map(|g| g.ip).collect();
+        let gws: BTreeSet<IpAddr> = plan.gateways.iter().map(|g| g.ip).collect();
         if best.as_ref().is_none_or(|(_, b, _)| gws.len() > b.len()) {
             best = Some((node, gws, took));
         }
@@ -144,12 +144,12 @@ pub fn run(trials: usize) -> anyhow::Result<Report> {
 /// Inside the namespace: the prober against the pinned maps.
 fn measure(
     root: &std::path::Path,
-    targets: BTreeSet<Ipv4Addr>,
+    targets: BTreeSet<IpAddr>,
     trials: usize,
 ) -> Result<(Vec<f64>, Vec<u64>, usize), minicluster::ClusterError> {
     let io = |e: String| minicluster::ClusterError::Io { what: "the prober".into(), source: std::io::Error::other(e) };
     let _ = minicluster::run("ip", &["link", "set", "lo", "up"], None);
-    let mut config = ProberConfig::new(root, Ipv4Addr::new(192, 0, 2, 250));
+    let mut config = ProberConfig::new(root, Ipv4Addr::new(192, 0, 2, 250).into());
     config.port = 4799;
     let interval = config.liveness.interval;
     let step = u64::try_from(interval.as_nanos()).unwrap_or(u64::MAX);
@@ -163,7 +163,7 @@ fn measure(
         .map_err(|e| io(e.to_string()))?
         .ok_or_else(|| io("no egret_gw_live".into()))?;
     let mut now = egret_runtime::ha::probe::monotonic_ns();
-    let tick = |p: &mut Probing, now: &mut u64, silent: Option<Ipv4Addr>| -> Result<bool, minicluster::ClusterError> {
+    let tick = |p: &mut Probing, now: &mut u64, silent: Option<IpAddr>| -> Result<bool, minicluster::ClusterError> {
         // the datapath's part: a reply to the last probe from every live gateway
         let (seq, sent) = (p.status().seq, p.status().at_ns);
         if p.status().ticks > 0 {
@@ -182,7 +182,7 @@ fn measure(
     for _ in 0..20 {
         tick(&mut p, &mut now, None)?;
     }
-    let gateways: Vec<Ipv4Addr> = targets.iter().copied().collect();
+    let gateways: Vec<IpAddr> = targets.iter().copied().collect();
     let (mut samples, mut detect) = (Vec::new(), Vec::new());
     for i in 0..trials {
         let gw = gateways[i % gateways.len()];

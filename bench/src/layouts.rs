@@ -88,8 +88,8 @@ pub fn synthetic_plan(entries_per_class: usize, family: Family, seed: u64) -> Ve
                 let action = match r.next() % 8 {
                     0 => Action::Drop(DropReason::NoGateway),
                     1 => Action::Pass,
-                    2 => Action::local_egress(Ipv4Addr::new(192, 0, 2, 1), local),
-                    _ => Action::redirect(gw, slot),
+                    2 => Action::local_egress(Ipv4Addr::new(192, 0, 2, 1).into(), local),
+                    _ => Action::redirect(gw.into(), slot),
                 };
                 Entry { prefix, action }
             })
@@ -98,9 +98,9 @@ pub fn synthetic_plan(entries_per_class: usize, family: Family, seed: u64) -> Ve
     }
     let p = Plan {
         node: "bench".into(),
-        node_ip: Some(Ipv4Addr::new(192, 0, 2, 1)),
+        node_ip: Some(Ipv4Addr::new(192, 0, 2, 1).into()),
         internal,
-        gateways: vec![GatewayDecl { node: "gw".into(), ip: gw }],
+        gateways: vec![GatewayDecl { node: "gw".into(), ip: gw.into() }],
         slots: vec![SlotDecl {
             id: local,
             gateway: "bench".into(),

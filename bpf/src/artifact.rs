@@ -397,7 +397,7 @@ pub enum Decision {
     /// Dropped: no gateway.
     Drop,
     /// Tunnelled to `gateway` with the slot (VNI) `slot`.
-    Redirect { gateway: std::net::Ipv4Addr, slot: u32 },
+    Redirect { gateway: std::net::IpAddr, slot: u32 },
     /// SNATed on this node through the slot `slot`.
     LocalEgress { slot: u32 },
 }

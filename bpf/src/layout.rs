@@ -311,29 +311,27 @@ structs! {
     /// The classifier's outcome (the value of `egret_dst_*`, and its stack
     /// copy): `verdict = reason | slot << 8` ([`VERDICT_REASON_MASK`],
     /// [`VERDICT_SLOT_SHIFT`]), the rule index ([`NO_RULE`]: none), the
-    /// gateway IPv4 in host order.
-    mod action_record = "egret_action", size(12) {
+    /// gateway node's underlay address ([`NODE_ADDR`]: IPv4 mapped, or IPv6).
+    mod action_record = "egret_action", size(24) {
         VERDICT = "verdict" @ 0, Ty::U32;
         RULE = "rule" @ 4, Ty::U32;
-        GATEWAY = "gateway" @ 8, Ty::U32;
+        NODE = "gateway" @ 8, NODE_ADDR;
     }
 
     /// One target of an `egret_choices` value.
-    mod choice_target = "egret_choice_target", size(8) {
+    mod choice_target = "egret_choice_target", size(24) {
         VERDICT = "verdict" @ 0, Ty::U32;
-        GATEWAY = "gateway" @ 4, Ty::U32;
+        RESERVED = "reserved" @ 4, Ty::U32;
+        /// The gateway node's underlay address ([`NODE_ADDR`]), 8-byte
+        /// aligned in the value (and so the classifier's `egret_gw_live` key in place).
+        NODE = "gateway" @ 8, NODE_ADDR;
     }
 
     /// The value of `egret_choices` ([`crate::choices`]).
-    mod choice = "egret_choice", size(8 + 8 * MAX_TARGETS) {
+    mod choice = "egret_choice", size(8 + 24 * MAX_TARGETS) {
         COUNT = "count" @ 0, Ty::U32;
         RESERVED = "reserved" @ 4, Ty::U32;
         TARGETS = "targets" @ 8, Ty::Records(&choice_target::LAYOUT, MAX_TARGETS);
-    }
-
-    /// A gateway node's IPv4, host order (the key of `egret_gw_live`).
-    mod gw_addr = "egret_gw_addr", size(4) {
-        GATEWAY = "gateway" @ 0, Ty::U32;
     }
 
     /// The value of `egret_gw_live`: flags ([`GL_F_DOWN`]).
@@ -494,7 +492,8 @@ structs! {
         RESERVED = "reserved" @ 0, Ty::U32;
     }
 
-    /// A node's underlay address ([`NODE_ADDR`]; the key of `egret_probe_rx`).
+    /// A node's underlay address ([`NODE_ADDR`]; the key of `egret_probe_rx`
+    /// and of `egret_gw_live`).
     mod node_addr = "egret_node_addr", size(16) {
         NODE = "node" @ 0, NODE_ADDR;
     }
@@ -745,6 +744,10 @@ constants! {
     /// Bytes egret's tunnel adds to an inner frame: outer IPv4 20, UDP 8,
     /// VXLAN 8, inner Ethernet 14.
     TUNNEL_OVERHEAD: i32 = 50;
+    /// What an IPv6 underlay adds to [`TUNNEL_OVERHEAD`] (outer IPv6 40
+    /// instead of IPv4 20): the classifier lowers its MSS clamp by this much
+    /// for a gateway it reaches over IPv6.
+    UNDERLAY_V6_EXTRA: i32 = IPV6_HLEN - IPV4_HLEN;
     /// The third word of an IPv4 [`NODE_ADDR`] (`::ffff:a.b.c.d`) as a
     /// little-endian `u32` load reads it.
     NODE_V4_PREFIX_LE: i32 = i32::from_le_bytes([0, 0, 0xff, 0xff]);
@@ -824,8 +827,9 @@ constants! {
 }
 
 /// The largest TCP MSS of inner `family` (IPv6 when `ipv6`) through egret's
-/// tunnel over an underlay of `mtu` bytes: `mtu` − [`TUNNEL_OVERHEAD`] − the IP
-/// header (20 / 40) − 20 (TCP); `None` when nothing is left.
+/// tunnel over an IPv4 underlay of `mtu` bytes: `mtu` − [`TUNNEL_OVERHEAD`] −
+/// the IP header (20 / 40) − 20 (TCP); `None` when nothing is left. Over an
+/// IPv6 underlay the classifier takes [`UNDERLAY_V6_EXTRA`] more off.
 #[must_use]
 pub const fn tunnel_mss(mtu: u16, ipv6: bool) -> Option<u16> {
     let ip = if ipv6 { IPV6_HLEN } else { IPV4_HLEN };
@@ -973,7 +977,7 @@ pub const MAPS: &[MapLayout] = &[
     m(map::DST_V4, MapKind::LpmTrie, &dst_v4_key::LAYOUT, &action_record::LAYOUT, None, false),
     m(map::DST_V6, MapKind::LpmTrie, &dst_v6_key::LAYOUT, &action_record::LAYOUT, None, false),
     m(map::CHOICES, MapKind::Array, &index::LAYOUT, &choice::LAYOUT, None, false),
-    m(map::GW_LIVE, MapKind::Hash, &gw_addr::LAYOUT, &gw_live::LAYOUT, Some((1024, None)), false),
+    m(map::GW_LIVE, MapKind::Hash, &node_addr::LAYOUT, &gw_live::LAYOUT, Some((1024, None)), false),
     m(map::GW_DOWN, MapKind::Array, &index::LAYOUT, &gw_down::LAYOUT, Some((1, None)), false),
     m(map::LOCAL_EPS, MapKind::Hash, &pod_addr::LAYOUT, &local_ep::LAYOUT, Some((1024, Some("LOCAL_EPS_MAX"))), true),
     m(map::LOCAL_EPS6, MapKind::Hash, &pod_addr6::LAYOUT, &local_ep::LAYOUT, Some((1024, Some("LOCAL_EPS_MAX"))), true),
@@ -1127,9 +1131,11 @@ mod tests {
         assert_eq!(reverse_nat::NODE.node(&r), Some(node6));
         reverse_nat::NODE.put_node(&mut r, Ipv6Addr::UNSPECIFIED.into());
         assert_eq!((&r[..16], reverse_nat::NODE.node(&r)), (&[0u8; 16][..], Some(Ipv4Addr::UNSPECIFIED.into())));
-        let t = choice::TARGETS.record(2, choice_target::GATEWAY);
-        assert_eq!(t.offset, 8 + 16 + 4);
-        assert_eq!(choice::SIZE, 72);
+        let t = choice::TARGETS.record(2, choice_target::NODE);
+        assert_eq!(t.offset, 8 + 2 * 24 + 8);
+        assert_eq!(t.offset % 8, 0, "aligned in the value");
+        assert_eq!(choice::SIZE, 200);
+        assert_eq!((action_record::SIZE, action_record::NODE.offset), (24, 8));
     }
 
     #[test]

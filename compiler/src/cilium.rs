@@ -266,8 +266,12 @@ fn gateways(world: &World, pol: &PolicyInfo) -> Vec<Gateway> {
         .iter()
         .enumerate()
         .filter_map(|(i, g)| {
-            let n = world.gateway_node(g)?;
-            let ip = n.ip?;
+            // Cilium's tunnel is IPv4 (cilium#40209): a node without an IPv4
+            // InternalIP is no gateway there, where egret tunnels over IPv6
+            let (n, ip) = world.nodes().iter().find_map(|n| {
+                let ip = n.internal_ips.iter().find_map(|ip| Ipv4Addr::from_ip(*ip))?;
+                g.node_selector.matches(&n.labels).then_some((n, ip))
+            })?;
             Some((ip, i, Gateway { ip, node: n.id, spec: fixed_spec(g) }))
         })
         .collect();

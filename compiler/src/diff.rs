@@ -44,7 +44,7 @@ pub enum Behaviour {
     /// Dropped at the source (no-gateway).
     Dropped,
     /// Through a gateway node, sent from an egress IP.
-    Gateway { node: String, ip: Ipv4Addr, egress: Option<EgressIp> },
+    Gateway { node: String, ip: IpAddr, egress: Option<EgressIp> },
 }
 
 impl std::fmt::Display for Behaviour {
@@ -158,7 +158,7 @@ fn behaviour(world: &World, table: Option<&[Entry]>, addr: IpAddr) -> Behaviour 
         Effect::Redirect { slot, .. } | Effect::LocalEgress { slot } => match world.slot_by_id(slot) {
             Some(s) => Behaviour::Gateway {
                 node: s.gateway_name.clone(),
-                ip: world.node(s.gateway).ip.unwrap_or(Ipv4Addr::UNSPECIFIED),
+                ip: world.node(s.gateway).ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
                 egress: s.egress(fam).cloned(),
             },
             None => Behaviour::Dropped,

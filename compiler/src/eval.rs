@@ -25,7 +25,7 @@ use crate::resolve::{
 };
 use egret_lang::net::{Cidr, Family, ip_to_u128, prefix_mask};
 use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 pub use crate::ir::DropReason;
 
@@ -53,7 +53,7 @@ pub struct SourceInfo {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GatewayRef {
     pub node: String,
-    pub ip: Ipv4Addr,
+    pub ip: IpAddr,
 }
 
 /// Why a packet takes the normal route.

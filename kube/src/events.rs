@@ -341,11 +341,11 @@ impl Reporters {
     /// gateway is watched by one Ready node other than itself — rendezvous
     /// over the candidates [`Reporters::events_for`] last used, less the
     /// gateway, keyed by policy and gateway — so every failover has one
-    /// live reporter, not one per node. Per gateway IPv4: its node and the
+    /// live reporter, not one per node. Per gateway underlay address: its node and the
     /// policies this node watches it for. The node probes them and publishes
     /// an Event when one goes down or comes back ([`gateway_event`]).
-    pub fn watched_gateways(&self, c: &ViewPlan) -> BTreeMap<std::net::Ipv4Addr, (String, Vec<String>)> {
-        let mut out: BTreeMap<std::net::Ipv4Addr, (String, Vec<String>)> = BTreeMap::new();
+    pub fn watched_gateways(&self, c: &ViewPlan) -> BTreeMap<std::net::IpAddr, (String, Vec<String>)> {
+        let mut out: BTreeMap<std::net::IpAddr, (String, Vec<String>)> = BTreeMap::new();
         for r in c.policies.values() {
             let PolicyOutcome::Compiled { gateways, .. } = &r.outcome else { continue };
             let nodes: std::collections::BTreeSet<&str> = gateways.iter().map(|g| g.node.as_str()).collect();
@@ -367,7 +367,7 @@ impl Reporters {
 /// `node` (`ip`) of `policies` go down (`GatewayDown`, a Warning: their
 /// endpoints on every node fail over to the next live gateway of their
 /// order) or come back (`GatewayUp`: they return to it).
-pub fn gateway_event(node: &str, ip: std::net::Ipv4Addr, policies: &[String], down: bool) -> FailoverEvent {
+pub fn gateway_event(node: &str, ip: std::net::IpAddr, policies: &[String], down: bool) -> FailoverEvent {
     let list = policies.join(", ");
     let (reason, note) = if down {
         (

@@ -306,7 +306,7 @@ pub struct GatewayReport {
     /// The gateway node.
     pub node: String,
     /// Its IPv4 InternalIP (the tunnel endpoint).
-    pub ip: std::net::Ipv4Addr,
+    pub ip: std::net::IpAddr,
     /// Whether the node is Ready (an unhealthy gateway's endpoints fail over).
     pub healthy: bool,
     /// The egress IPv4 as the compiler resolved it (`Known`, late-bound on

@@ -209,7 +209,7 @@ mod tests {
             .map(|i| DecisionRow {
                 source: std::net::Ipv4Addr::from(0x0af4_0000 + i).into(),
                 destination: "203.0.113.0/24".into(),
-                decision: Decision::Redirect { gateway: std::net::Ipv4Addr::new(192, 0, 2, 13), slot: i },
+                decision: Decision::Redirect { gateway: std::net::Ipv4Addr::new(192, 0, 2, 13).into(), slot: i },
                 failover: Vec::new(),
                 rule: Some(i),
             })

@@ -121,23 +121,23 @@ fn dst_key(map: &str, k: &[u8]) -> Option<(u32, String)> {
     Some((layout::dst_v4_key::CLASS.get_u32(k)?, format!("{addr}/{len}")))
 }
 
-/// An action record ([`action_record`]): (reason, slot, gateway IPv4, rule).
-fn record(b: &[u8]) -> Option<(u32, u32, u32, u32)> {
+/// An action record ([`action_record`]): (reason, slot, gateway node address, rule).
+fn record(b: &[u8]) -> Option<(u32, u32, IpAddr, u32)> {
     action_record::LAYOUT.fits(b).then_some(())?;
     let verdict = action_record::VERDICT.get_u32(b)?;
     Some((
         verdict & VERDICT_REASON_MASK,
         verdict >> VERDICT_SLOT_SHIFT,
-        action_record::GATEWAY.get_u32(b)?,
+        action_record::NODE.node(b)?,
         action_record::RULE.get_u32(b)?,
     ))
 }
 
 /// A target's or record's decision from its reason's label (`egret_reasons`);
 /// `None` for cluster-internal and unlabelled reasons.
-fn decision(reason: u32, slot: u32, gateway: u32, reasons: &BTreeMap<u32, String>) -> Option<Decision> {
+fn decision(reason: u32, slot: u32, gateway: IpAddr, reasons: &BTreeMap<u32, String>) -> Option<Decision> {
     Some(match reasons.get(&reason).map(String::as_str)? {
-        "redirect" => Decision::Redirect { gateway: Ipv4Addr::from(gateway), slot },
+        "redirect" => Decision::Redirect { gateway, slot },
         "local-egress" => Decision::LocalEgress { slot },
         "pass-internal" => return None,
         r if r.starts_with("drop") => Decision::Drop,
@@ -150,7 +150,7 @@ fn decision(reason: u32, slot: u32, gateway: u32, reasons: &BTreeMap<u32, String
 /// or, for a failover choice (a reason no counter has), from the choice in
 /// `egret_choices`. `None` for cluster-internal records and unknown reasons.
 fn action(
-    rec: (u32, u32, u32, u32),
+    rec: (u32, u32, IpAddr, u32),
     reasons: &BTreeMap<u32, String>,
     choices: &BTreeMap<u32, Vec<ChoiceTarget>>,
 ) -> Option<(Decision, Vec<Decision>, Option<u32>)> {
@@ -159,7 +159,7 @@ fn action(
     if !reasons.contains_key(&reason) {
         let targets = choices.get(&slot)?;
         let mut decisions = targets.iter().filter_map(|t| {
-            decision(t.verdict & VERDICT_REASON_MASK, t.verdict >> VERDICT_SLOT_SHIFT, u32::from(t.gateway), reasons)
+            decision(t.verdict & VERDICT_REASON_MASK, t.verdict >> VERDICT_SLOT_SHIFT, t.gateway, reasons)
         });
         let first = decisions.next()?;
         return Some((first, decisions.collect(), rule));
@@ -545,14 +545,14 @@ mod tests {
             (5, "redirect".to_owned()),
             (7, "drop-no-gateway".to_owned()),
         ]);
-        let gw = u32::from(Ipv4Addr::new(192, 0, 2, 13));
         let none = BTreeMap::new();
-        let redirect = Some((Decision::Redirect { gateway: Ipv4Addr::new(192, 0, 2, 13), slot: 9 }, vec![], None));
-        // the record: {reason | slot << 8, rule, gateway}
-        let mut r12 = [0u8; 12];
+        let redirect =
+            Some((Decision::Redirect { gateway: Ipv4Addr::new(192, 0, 2, 13).into(), slot: 9 }, vec![], None));
+        // the record: {reason | slot << 8, rule, gateway node address (IPv4 mapped)}
+        let mut r12 = [0u8; 24];
         r12[0..4].copy_from_slice(&(5u32 | (9 << 8)).to_le_bytes());
         r12[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
-        r12[8..12].copy_from_slice(&gw.to_le_bytes());
+        r12[18..24].copy_from_slice(&[0xff, 0xff, 192, 0, 2, 13]);
         assert_eq!(record(&r12).and_then(|r| action(r, &reasons, &none)), redirect);
         let mut drop = r12;
         drop[0] = 7;
@@ -560,21 +560,21 @@ mod tests {
         assert_eq!(record(&drop).and_then(|r| action(r, &reasons, &none)).map(|(d, _, _)| d), Some(Decision::Drop));
         drop[0] = 3;
         assert_eq!(record(&drop).and_then(|r| action(r, &reasons, &none)), None, "internal");
-        assert_eq!(record(&r12[..8]), None);
+        assert_eq!(record(&r12[..20]), None);
         // a failover choice (reason 10, no counter): its targets from `egret_choices`
         let choices = BTreeMap::from([(
             2,
             vec![
-                ChoiceTarget { verdict: 5 | (9 << 8), gateway: Ipv4Addr::new(192, 0, 2, 13) },
-                ChoiceTarget { verdict: 5 | (11 << 8), gateway: Ipv4Addr::new(192, 0, 2, 14) },
+                ChoiceTarget { verdict: 5 | (9 << 8), gateway: Ipv4Addr::new(192, 0, 2, 13).into() },
+                ChoiceTarget { verdict: 5 | (11 << 8), gateway: Ipv4Addr::new(192, 0, 2, 14).into() },
             ],
         )]);
         r12[0..4].copy_from_slice(&(10u32 | (2 << 8)).to_le_bytes());
         r12[4..8].copy_from_slice(&4u32.to_le_bytes());
-        let failover = vec![Decision::Redirect { gateway: Ipv4Addr::new(192, 0, 2, 14), slot: 11 }];
+        let failover = vec![Decision::Redirect { gateway: Ipv4Addr::new(192, 0, 2, 14).into(), slot: 11 }];
         assert_eq!(
             record(&r12).and_then(|r| action(r, &reasons, &choices)),
-            Some((Decision::Redirect { gateway: Ipv4Addr::new(192, 0, 2, 13), slot: 9 }, failover, Some(4)))
+            Some((Decision::Redirect { gateway: Ipv4Addr::new(192, 0, 2, 13).into(), slot: 9 }, failover, Some(4)))
         );
         assert_eq!(record(&r12).and_then(|r| action(r, &reasons, &none)), None, "a choice the map lacks");
     }

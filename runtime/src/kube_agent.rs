@@ -227,7 +227,7 @@ fn reconcile(
 /// The gateways whose changes this node announces, and the prober that sees them.
 #[derive(Debug, Default)]
 struct Watched {
-    gateways: std::collections::BTreeMap<std::net::Ipv4Addr, (String, Vec<String>)>,
+    gateways: std::collections::BTreeMap<std::net::IpAddr, (String, Vec<String>)>,
     status: Option<crate::ha::probe::StatusHandle>,
 }
 
@@ -239,7 +239,7 @@ const GATEWAY_EVENTS_EVERY: std::time::Duration = std::time::Duration::from_mill
 /// gateway first seen, or first seen down, is a baseline, not an Event).
 /// Never returns.
 async fn gateway_events(watched: Arc<std::sync::Mutex<Watched>>, publisher: Publisher) {
-    let mut seen: std::collections::BTreeMap<std::net::Ipv4Addr, (u64, u64)> = std::collections::BTreeMap::new();
+    let mut seen: std::collections::BTreeMap<std::net::IpAddr, (u64, u64)> = std::collections::BTreeMap::new();
     loop {
         tokio::time::sleep(GATEWAY_EVENTS_EVERY).await;
         let (gateways, status) = {

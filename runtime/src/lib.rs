@@ -40,7 +40,7 @@ pub mod metrics;
 pub mod show;
 
 use std::collections::BTreeSet;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -148,11 +148,11 @@ pub struct Compiled {
     /// The plan's sizes.
     pub counts: egret_compiler::plan::NodeCounts,
     /// The node's underlay IPv4 (its first IPv4 InternalIP), the source of its probes.
-    pub node_ip: Option<Ipv4Addr>,
+    pub node_ip: Option<IpAddr>,
     /// The remote gateways the node's failover choices name: what it probes.
-    pub gateways: BTreeSet<Ipv4Addr>,
+    pub gateways: BTreeSet<IpAddr>,
     /// Those of them whose node is not Ready: down whatever the probes say.
-    pub not_ready: BTreeSet<Ipv4Addr>,
+    pub not_ready: BTreeSet<IpAddr>,
     /// The floating egress IPs this node is a candidate for.
     pub floating: Vec<ha::ownership::FloatingRole>,
 }
@@ -204,7 +204,7 @@ impl Compiled {
             .collect();
         egress_interfaces.sort();
         egress_interfaces.dedup();
-        let gateways: BTreeSet<Ipv4Addr> = plan.gateways.iter().map(|g| g.ip).collect();
+        let gateways: BTreeSet<IpAddr> = plan.gateways.iter().map(|g| g.ip).collect();
         // the floating slots this node serves: it is one of their candidates
         let floating = plan
             .slots
@@ -332,9 +332,9 @@ pub struct Agent {
     /// Whether a snapshot-fed agent said it owns no floating IP.
     said_no_leases: bool,
     /// The prober's targets from the last applied plan.
-    targets: BTreeSet<Ipv4Addr>,
+    targets: BTreeSet<IpAddr>,
     /// Gateways probed besides (the policies this node reports, `--kube`).
-    watched: BTreeSet<Ipv4Addr>,
+    watched: BTreeSet<IpAddr>,
 }
 
 impl Agent {
@@ -461,7 +461,7 @@ impl Agent {
     /// Probes `gateways` too, from now on (besides the plan's): the gateways
     /// of the policies this node reports, whose changes it announces as
     /// Events ([`kube_agent`]).
-    pub fn watch_gateways(&mut self, gateways: BTreeSet<Ipv4Addr>) {
+    pub fn watch_gateways(&mut self, gateways: BTreeSet<IpAddr>) {
         if gateways == self.watched {
             return;
         }
@@ -482,7 +482,7 @@ impl Agent {
     /// node's namespace, the first time there are any). Ownership needs
     /// the API server's Leases: a snapshot-fed agent owns nothing (the
     /// datapath drops the slots' traffic `no-owner`) and says so once.
-    fn own(&mut self, compiled: &Compiled, node_ip: Ipv4Addr) -> Result<(), AgentError> {
+    fn own(&mut self, compiled: &Compiled, node_ip: IpAddr) -> Result<(), AgentError> {
         if compiled.floating.is_empty() && self.ownership.is_none() {
             return Ok(());
         }
@@ -575,7 +575,7 @@ mod tests {
     fn the_example_compiles_with_its_pods() {
         let dir = snapshot("compile");
         let c = compile(&dir, "worker-1").expect("compiles");
-        assert_eq!(c.pods, vec![IpAddr::V4(Ipv4Addr::new(10, 244, 1, 10))]);
+        assert_eq!(c.pods, vec![IpAddr::V4(std::net::Ipv4Addr::new(10, 244, 1, 10))]);
         c.artifact.check().expect("a valid artifact");
         assert_eq!(c.artifact.manifest.node, "worker-1");
         assert!(matches!(compile(&dir, "no-such-node"), Err(AgentError::Compile { .. })));

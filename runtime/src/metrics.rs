@@ -738,8 +738,8 @@ mod tests {
             rtt,
         };
         let mut status = ProberStatus::default();
-        status.gateways.insert(std::net::Ipv4Addr::new(192, 0, 2, 13), g.clone());
-        status.gateways.insert(std::net::Ipv4Addr::new(192, 0, 2, 14), GatewayStatus { state: State::Up, ..g });
+        status.gateways.insert(std::net::Ipv4Addr::new(192, 0, 2, 13).into(), g.clone());
+        status.gateways.insert(std::net::Ipv4Addr::new(192, 0, 2, 14).into(), GatewayStatus { state: State::Up, ..g });
         status.errors.map_write = 7;
         handle.publish(&status);
         let body = t.render();

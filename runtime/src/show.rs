@@ -155,8 +155,8 @@ pub fn floating(root: &Path) -> FloatingView {
 /// One gateway as this node's datapath sees it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct GatewayView {
-    /// The gateway node's IPv4 address.
-    pub gateway: std::net::Ipv4Addr,
+    /// The gateway node's underlay address.
+    pub gateway: std::net::IpAddr,
     /// Whether `egret_gw_live` marks it down (the classifier fails over).
     pub down: bool,
     /// The last probe reply's round trip, µs.
@@ -200,7 +200,7 @@ pub fn gateways(root: &Path) -> GatewaysView {
     use egret_bpf::templates::probe::ProbeRx;
     let layout = egret_loader::PinLayout::new(root);
     let read = || -> Result<Vec<GatewayView>, egret_loader::StateMapError> {
-        let mut by_ip: std::collections::BTreeMap<std::net::Ipv4Addr, GatewayView> = Default::default();
+        let mut by_ip: std::collections::BTreeMap<std::net::IpAddr, GatewayView> = Default::default();
         let view = |gateway| GatewayView { gateway, down: false, rtt_us: None, reply_age_ms: None };
         if let Some(m) = egret_loader::StateMap::open(&layout, &GatewayLive::map_def())? {
             for k in m.keys()? {
@@ -214,8 +214,7 @@ pub fn gateways(root: &Path) -> GatewaysView {
         if let Some(m) = egret_loader::StateMap::open(&layout, &ProbeRx::map_def())? {
             let now = crate::ha::probe::monotonic_ns();
             for k in m.keys()? {
-                let Ok(key) = <[u8; 4]>::try_from(k.as_slice()) else { continue };
-                let gateway = std::net::Ipv4Addr::from(u32::from_le_bytes(key));
+                let Some(gateway) = egret_bpf::layout::node_addr::NODE.node(&k) else { continue };
                 if let Some(v) = m.get(&k)?
                     && let Some(rx) = ProbeRx::from_bytes(&v)
                 {

@@ -240,14 +240,14 @@ impl MiniCluster {
     ///
     /// # Errors
     /// The map cannot be read.
-    pub fn sees_down(&self, node_name: &str, gateway: Ipv4Addr) -> Result<bool, ClusterError> {
+    pub fn sees_down(&self, node_name: &str, gateway: impl Into<std::net::IpAddr>) -> Result<bool, ClusterError> {
         let layout = PinLayout::new(self.bpffs_root(node_name));
         let io = |e: egret_loader::StateMapError| ClusterError::Io {
             what: format!("reading {node_name}'s egret_gw_live"),
             source: std::io::Error::other(e.to_string()),
         };
         let Some(m) = StateMap::open(&layout, &GatewayLive::map_def()).map_err(io)? else { return Ok(false) };
-        let key = GatewayLive { gateway, down: true }.key();
+        let key = GatewayLive { gateway: gateway.into(), down: true }.key();
         Ok(m.get(&key).map_err(io)?.and_then(|v| GatewayLive::from_bytes(&key, &v)).is_some_and(|e| e.down))
     }
 

@@ -67,10 +67,15 @@
 //! destinations and excludes the pods' IPv6 range and [`EXCLUDED_CIDR6`].
 //! One more pod, [`GATEWAY_POD`], runs on gateway-1 itself (its traffic
 //! leaves through `egret_gw_local`, both families). The tunnel stays IPv4
-//! (egret's underlay is IPv4 only; an IPv6-only cluster needs an IPv6
-//! underlay and is not built here). Every IPv6 address is added `nodad`
+//! (a node's underlay address is its first IPv4 `InternalIP`). Every IPv6 address is added `nodad`
 //! and the bridges do not snoop multicast, so neighbour discovery works at
 //! once.
+//!
+//! **IPv6 only** ([`Stack::V6Only`]): the dual-stack topology with every
+//! IPv4 address left out of nodes, pods and the gateways' `eth1` — nodes'
+//! `InternalIP`s are IPv6 only, so the tunnel, the gateway probes and NAT
+//! replication run over the IPv6 underlay (`2001:db8:2::/64`); the policy is
+//! [`ipv6_only_policy`]. The kernel-NAT comparison datapath is not built for it.
 
 use std::fmt;
 use std::fs::File;
@@ -151,7 +156,7 @@ pub struct NodeSpec {
     pub name: &'static str,
     /// Short role used in namespace names.
     pub short: &'static str,
-    /// Underlay address (`InternalIP`).
+    /// IPv4 underlay address (`InternalIP`; none on [`Stack::V6Only`]).
     pub address: Ipv4Addr,
     /// Pod CIDR.
     pub pod_cidr: &'static str,
@@ -162,11 +167,12 @@ pub struct NodeSpec {
     pub external: Option<Ipv4Addr>,
     /// The egress IPs on the gateway's `eth1`.
     pub egress_ips: &'static [Ipv4Addr],
-    /// Its IPv6 underlay address ([`Stack::Dual`]; the tunnel stays IPv4).
+    /// Its IPv6 underlay address ([`Stack::Dual`], where the tunnel stays
+    /// IPv4; [`Stack::V6Only`], where the tunnel runs over it).
     pub address6: Ipv6Addr,
-    /// Its pods' IPv6 range ([`Stack::Dual`]).
+    /// Its pods' IPv6 range ([`Stack::Dual`], [`Stack::V6Only`]).
     pub pod_cidr6: &'static str,
-    /// A gateway's one global IPv6 on `eth1` ([`Stack::Dual`]): the IPv6
+    /// A gateway's one global IPv6 on `eth1` ([`Stack::Dual`], [`Stack::V6Only`]): the IPv6
     /// egress address of its slots there.
     pub external6: Option<Ipv6Addr>,
 }
@@ -319,6 +325,10 @@ pub enum Stack {
     V4,
     /// IPv4 and IPv6 (the tunnel IPv4), with [`GATEWAY_POD`].
     Dual,
+    /// IPv6 only, the tunnel over IPv6 too: the dual-stack topology without
+    /// a single IPv4 address on a node, a pod or the gateways' `eth1`
+    /// (module doc), with [`GATEWAY_POD`] and [`ipv6_only_policy`].
+    V6Only,
 }
 
 impl Stack {
@@ -326,10 +336,22 @@ impl Stack {
     #[must_use]
     pub fn pods(self) -> Vec<PodSpec> {
         let mut pods = PODS.to_vec();
-        if self == Stack::Dual {
+        if self.v6() {
             pods.push(GATEWAY_POD);
         }
         pods
+    }
+
+    /// Whether the cluster has IPv4 addresses.
+    #[must_use]
+    pub fn v4(self) -> bool {
+        self != Stack::V6Only
+    }
+
+    /// Whether the cluster has IPv6 addresses.
+    #[must_use]
+    pub fn v6(self) -> bool {
+        self != Stack::V4
     }
 }
 
@@ -530,8 +552,9 @@ impl Server {
         // one UDP socket per service address: an answer must leave from the
         // address that was asked (a wildcard socket would answer from the
         // outgoing interface's address, which no NAT on the way expects)
-        let mut udp_addresses: Vec<IpAddr> = vec![SERVER.into(), EXCLUDED_SERVER.into()];
-        if stack == Stack::Dual {
+        let mut udp_addresses: Vec<IpAddr> =
+            if stack.v4() { vec![SERVER.into(), EXCLUDED_SERVER.into()] } else { Vec::new() };
+        if stack.v6() {
             tcp_addresses.extend([SERVER6, EXCLUDED_SERVER6].map(|a| SocketAddr::from((a, TCP_PORT))));
             udp_addresses.extend([IpAddr::from(SERVER6), IpAddr::from(EXCLUDED_SERVER6)]);
         }
@@ -552,15 +575,15 @@ impl Server {
             })?);
         }
         let raw = in_netns(ns, || raw_socket(rustix::net::ipproto::ICMP, Duration::from_millis(50)))?;
-        let raw6 = if stack == Stack::Dual {
+        let raw6 = if stack.v6() {
             Some(in_netns(ns, || raw_socket6(rustix::net::ipproto::ICMPV6, Duration::from_millis(50)))?)
         } else {
             None
         };
         let raw_tcp = in_netns(ns, || raw_socket(rustix::net::ipproto::TCP, Duration::from_millis(50)))?;
         let syns = Arc::new(Mutex::new(Vec::new()));
-        let mut sink_addresses: Vec<IpAddr> = vec![SERVER.into()];
-        if stack == Stack::Dual {
+        let mut sink_addresses: Vec<IpAddr> = if stack.v4() { vec![SERVER.into()] } else { Vec::new() };
+        if stack.v6() {
             sink_addresses.push(SERVER6.into());
         }
         let sink = Arc::new(AtomicU64::new(0));
@@ -886,7 +909,7 @@ impl Namespaces {
     fn add(&mut self, name: String, stack: Stack) -> Result<(), ClusterError> {
         run("ip", &["netns", "add", &name], None)?;
         self.0.push(name.clone());
-        if stack == Stack::Dual {
+        if stack.v6() {
             // no duplicate address detection on the links created from now
             // on (link-local addresses included): addresses usable at once
             for key in ["net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0"] {
@@ -1157,6 +1180,12 @@ impl MiniCluster {
 
     /// The [`Datapath::KernelNat`] configuration on top of the common topology.
     fn kernel_nat(&self, tunnel: bool) -> Result<(), ClusterError> {
+        if !self.stack.v4() {
+            return Err(ClusterError::Io {
+                what: "the kernel NAT datapath on the IPv6-only cluster".into(),
+                source: std::io::ErrorKind::Unsupported.into(),
+            });
+        }
         let dual = self.stack == Stack::Dual;
         let gw_node = NODES.iter().find(|n| n.gateway).copied().unwrap_or(NODES[2]);
         let gw_ns = self.ns(gw_node.short);
@@ -1344,7 +1373,8 @@ impl MiniCluster {
 
     fn build_network(&mut self) -> Result<(), ClusterError> {
         let (ul, srv) = (self.ns("ul"), self.ns("srv"));
-        let dual = self.stack == Stack::Dual;
+        // `dual`: the IPv6 half of the topology; `v4`: the IPv4 half (not on V6Only)
+        let (dual, v4) = (self.stack.v6(), self.stack.v4());
         let pods = self.pods();
         for role in ["ul", "srv"].into_iter().chain(NODES.iter().map(|n| n.short)).chain(pods.iter().map(|p| p.name)) {
             self.namespaces.add(self.ns(role), self.stack)?;
@@ -1378,11 +1408,13 @@ impl MiniCluster {
             None,
         )?;
         ip_in(&ul, &["link", "set", "srv", "master", "br0", "up"])?;
-        ip_in(&srv, &["addr", "add", &format!("{ROUTER_UNDERLAY}/24"), "dev", "eth0"])?;
-        ip_in(&srv, &["link", "set", "eth0", "up"])?;
-        for a in [SERVER, EXCLUDED_SERVER] {
-            ip_in(&srv, &["addr", "add", &format!("{a}/32"), "dev", "lo"])?;
+        if v4 {
+            ip_in(&srv, &["addr", "add", &format!("{ROUTER_UNDERLAY}/24"), "dev", "eth0"])?;
+            for a in [SERVER, EXCLUDED_SERVER] {
+                ip_in(&srv, &["addr", "add", &format!("{a}/32"), "dev", "lo"])?;
+            }
         }
+        ip_in(&srv, &["link", "set", "eth0", "up"])?;
         if dual {
             addr6(&srv, &format!("{ROUTER_UNDERLAY6}/64"), "eth0")?;
             for a in [SERVER6, EXCLUDED_SERVER6] {
@@ -1405,7 +1437,9 @@ impl MiniCluster {
                 None,
             )?;
             ip_in(&ul, &["link", "set", &port, "master", "br0", "up"])?;
-            ip_in(&ns, &["addr", "add", &format!("{}/24", node.address), "dev", "eth0"])?;
+            if v4 {
+                ip_in(&ns, &["addr", "add", &format!("{}/24", node.address), "dev", "eth0"])?;
+            }
             if dual {
                 addr6(&ns, &format!("{}/64", node.address6), "eth0")?;
             }
@@ -1434,20 +1468,25 @@ impl MiniCluster {
                     None,
                 )?;
                 ip_in(&srv, &["link", "set", &port, "master", "eth1", "up"])?;
-                ip_in(&ns, &["addr", "add", &format!("{external}/24"), "dev", "eth1"])?;
-                for a in node.egress_ips {
-                    ip_in(&ns, &["addr", "add", &format!("{a}/32"), "dev", "eth1"])?;
+                if v4 {
+                    ip_in(&ns, &["addr", "add", &format!("{external}/24"), "dev", "eth1"])?;
+                    for a in node.egress_ips {
+                        ip_in(&ns, &["addr", "add", &format!("{a}/32"), "dev", "eth1"])?;
+                    }
                 }
                 if let (true, Some(external6)) = (dual, node.external6) {
                     addr6(&ns, &format!("{external6}/64"), "eth1")?;
                 }
                 ip_in(&ns, &["link", "set", "eth1", "up"])?;
-                ip_in(&ns, &["route", "add", "203.0.113.0/24", "via", &ROUTER_EXTERNAL.to_string(), "dev", "eth1"])?;
+                if v4 {
+                    let via = ROUTER_EXTERNAL.to_string();
+                    ip_in(&ns, &["route", "add", "203.0.113.0/24", "via", &via, "dev", "eth1"])?;
+                }
                 if dual {
                     let via = ROUTER_EXTERNAL6.to_string();
                     ip_in(&ns, &["-6", "route", "add", SERVICE_RANGE6, "via", &via, "dev", "eth1"])?;
                 }
-            } else {
+            } else if v4 {
                 ip_in(&ns, &["route", "add", "203.0.113.0/24", "via", &ROUTER_UNDERLAY.to_string(), "dev", "eth0"])?;
                 exec_in(&ns, "sysctl", &["-qw", "net.ipv4.ip_forward=1"], None)?;
                 let nat = format!(
@@ -1455,19 +1494,21 @@ impl MiniCluster {
                     node.pod_cidr
                 );
                 exec_in(&ns, "nft", &["-f", "-"], Some(&nat))?;
-                if dual {
-                    let via = ROUTER_UNDERLAY6.to_string();
-                    ip_in(&ns, &["-6", "route", "add", SERVICE_RANGE6, "via", &via, "dev", "eth0"])?;
-                    exec_in(&ns, "sysctl", &["-qw", "net.ipv6.conf.all.forwarding=1"], None)?;
-                    let nat6 = format!(
-                        "table ip6 egret_minicluster6 {{\n  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n    ip6 saddr {} oifname \"eth0\" masquerade\n  }}\n}}\n",
-                        node.pod_cidr6
-                    );
-                    exec_in(&ns, "nft", &["-f", "-"], Some(&nat6))?;
-                }
+            }
+            if node.external.is_none() && dual {
+                let via = ROUTER_UNDERLAY6.to_string();
+                ip_in(&ns, &["-6", "route", "add", SERVICE_RANGE6, "via", &via, "dev", "eth0"])?;
+                exec_in(&ns, "sysctl", &["-qw", "net.ipv6.conf.all.forwarding=1"], None)?;
+                let nat6 = format!(
+                    "table ip6 egret_minicluster6 {{\n  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n    ip6 saddr {} oifname \"eth0\" masquerade\n  }}\n}}\n",
+                    node.pod_cidr6
+                );
+                exec_in(&ns, "nft", &["-f", "-"], Some(&nat6))?;
             }
         }
-        ip_in(&srv, &["addr", "add", &format!("{ROUTER_EXTERNAL}/24"), "dev", "eth1"])?;
+        if v4 {
+            ip_in(&srv, &["addr", "add", &format!("{ROUTER_EXTERNAL}/24"), "dev", "eth1"])?;
+        }
         if dual {
             addr6(&srv, &format!("{ROUTER_EXTERNAL6}/64"), "eth1")?;
         }
@@ -1484,17 +1525,18 @@ impl MiniCluster {
                 ],
                 None,
             )?;
-            ip_in(&pns, &["addr", "add", &format!("{}/32", p.ip), "dev", "eth0"])?;
             ip_in(&pns, &["link", "set", "eth0", "up"])?;
-            ip_in(&pns, &["route", "add", POD_GATEWAY, "dev", "eth0", "scope", "link"])?;
-            ip_in(&pns, &["route", "add", "default", "via", POD_GATEWAY, "dev", "eth0"])?;
-            ip_in(&pns, &["neigh", "replace", POD_GATEWAY, "lladdr", &host_mac, "dev", "eth0", "nud", "permanent"])?;
             ip_in(&nns, &["link", "set", &veth, "up"])?;
-            ip_in(&nns, &["route", "add", &format!("{}/32", p.ip), "dev", &veth])?;
-            ip_in(
-                &nns,
-                &["neigh", "replace", &p.ip.to_string(), "lladdr", &pod_mac, "dev", &veth, "nud", "permanent"],
-            )?;
+            if v4 {
+                ip_in(&pns, &["addr", "add", &format!("{}/32", p.ip), "dev", "eth0"])?;
+                ip_in(&pns, &["route", "add", POD_GATEWAY, "dev", "eth0", "scope", "link"])?;
+                ip_in(&pns, &["route", "add", "default", "via", POD_GATEWAY, "dev", "eth0"])?;
+                let gw_neigh = ["neigh", "replace", POD_GATEWAY, "lladdr", &host_mac, "dev", "eth0"];
+                ip_in(&pns, &[&gw_neigh[..], &["nud", "permanent"]].concat())?;
+                ip_in(&nns, &["route", "add", &format!("{}/32", p.ip), "dev", &veth])?;
+                let ip = p.ip.to_string();
+                ip_in(&nns, &["neigh", "replace", &ip, "lladdr", &pod_mac, "dev", &veth, "nud", "permanent"])?;
+            }
             if dual {
                 // as for IPv4: a /128, a link-local default gateway whose
                 // neighbour entry is the host side, the node routes the /128
@@ -1516,20 +1558,22 @@ impl MiniCluster {
     }
 
     fn write_snapshot(&self) -> Result<(), ClusterError> {
-        let dual = self.stack == Stack::Dual;
+        let (v4, v6) = (self.stack.v4(), self.stack.v6());
+        // each family's items of a YAML flow list, IPv4 first
+        let both = |a: String, b: String| -> String {
+            [(v4, a), (v6, b)].into_iter().filter(|(on, _)| *on).map(|(_, s)| s).collect::<Vec<_>>().join(", ")
+        };
         let mut nodes = String::from("apiVersion: v1\nkind: List\nitems:\n");
         for n in NODES {
             let gw = if n.gateway { "\n      cilium.io/egress-gateway: \"true\"" } else { "" };
-            let (cidr6, addr6) = if dual {
-                (format!(", \"{}\"", n.pod_cidr6), format!("\n    - {{type: InternalIP, address: \"{}\"}}", n.address6))
-            } else {
-                (String::new(), String::new())
-            };
+            let cidrs = both(format!("\"{}\"", n.pod_cidr), format!("\"{}\"", n.pod_cidr6));
+            let addresses = both(
+                format!("{{type: InternalIP, address: \"{}\"}}", n.address),
+                format!("{{type: InternalIP, address: \"{}\"}}", n.address6),
+            );
             nodes.push_str(&format!(
-                "- apiVersion: v1\n  kind: Node\n  metadata:\n    name: {name}\n    labels:\n      kubernetes.io/hostname: {name}{gw}\n  spec:\n    podCIDRs: [\"{cidr}\"{cidr6}]\n  status:\n    addresses:\n    - {{type: InternalIP, address: {addr}}}{addr6}\n    conditions:\n    - {{type: Ready, status: \"True\"}}\n",
+                "- apiVersion: v1\n  kind: Node\n  metadata:\n    name: {name}\n    labels:\n      kubernetes.io/hostname: {name}{gw}\n  spec:\n    podCIDRs: [{cidrs}]\n  status:\n    addresses: [{addresses}]\n    conditions:\n    - {{type: Ready, status: \"True\"}}\n",
                 name = n.name,
-                cidr = n.pod_cidr,
-                addr = n.address,
             ));
         }
         self.write_file("nodes.yaml", &nodes)?;
@@ -1540,20 +1584,23 @@ impl MiniCluster {
         let mut pods = String::from("apiVersion: v1\nkind: List\nitems:\n");
         for p in self.pods() {
             let egress = if p.egress { ", use-egress-gateway: \"true\"" } else { "" };
-            let ip6 = if dual { format!(", {{ip: \"{}\"}}", p.ip6) } else { String::new() };
+            let ips = both(format!("{{ip: \"{}\"}}", p.ip), format!("{{ip: \"{}\"}}", p.ip6));
             pods.push_str(&format!(
-                "- apiVersion: v1\n  kind: Pod\n  metadata:\n    name: {name}\n    namespace: production\n    labels: {{app: {app}, lane: {lane}{egress}}}\n  spec: {{nodeName: {node}}}\n  status: {{phase: Running, podIPs: [{{ip: {ip}}}{ip6}]}}\n",
+                "- apiVersion: v1\n  kind: Pod\n  metadata:\n    name: {name}\n    namespace: production\n    labels: {{app: {app}, lane: {lane}{egress}}}\n  spec: {{nodeName: {node}}}\n  status: {{phase: Running, podIPs: [{ips}]}}\n",
                 name = p.name,
                 app = if p.egress { "egress" } else { "plain" },
                 lane = p.lane,
                 node = p.node,
-                ip = p.ip,
             ));
         }
         self.write_file("pods.yaml", &pods)?;
         // no NodeNetwork: the gateway's agent reads its interfaces (eth1 and
         // its egress IPs) from its own namespace
-        let policy = if dual { dual_stack_policy(EGRESS_IP) } else { article_policy(EGRESS_IP) };
+        let policy = match self.stack {
+            Stack::V4 => article_policy(EGRESS_IP),
+            Stack::Dual => dual_stack_policy(EGRESS_IP),
+            Stack::V6Only => ipv6_only_policy(),
+        };
         self.write_file(POLICY_FILE, &policy)
     }
 
@@ -1673,7 +1720,7 @@ impl MiniCluster {
     fn wait_gateways_live(&mut self, node_name: &str) -> Result<(), ClusterError> {
         use egret_bpf::templates::{GatewayLive, map, probe::ProbeRx};
         let root = self.bpffs_root(node_name);
-        let gateways: std::collections::BTreeSet<Ipv4Addr> = egret_loader::view::decisions(&root)
+        let gateways: std::collections::BTreeSet<std::net::IpAddr> = egret_loader::view::decisions(&root)
             .map(|d| {
                 d.rows
                     .iter()
@@ -1692,7 +1739,8 @@ impl MiniCluster {
         self.wait_until(node_name, &what, |_| {
             let Ok((_, dumps)) = inspect::maps(&root) else { return false };
             let dump = |name: &str| dumps.iter().find(|d| d.name == name);
-            let answered = |g: &Ipv4Addr| dump(map::PROBE_RX).is_some_and(|d| d.value(&ProbeRx::key(*g)).is_some());
+            let answered =
+                |g: &std::net::IpAddr| dump(map::PROBE_RX).is_some_and(|d| d.value(&ProbeRx::key(*g)).is_some());
             let down = dump(map::GW_LIVE).is_some_and(|d| {
                 d.entries.iter().any(|e| {
                     let (k, v) = (unhex(&e.key), e.values.first().map(|v| unhex(v)).unwrap_or_default());
@@ -2031,9 +2079,24 @@ pub fn dual_stack_policy(egress_ip: Ipv4Addr) -> String {
     policy_text(egress_ip, &["0.0.0.0/0", "::/0"], &[POD_RANGE6, EXCLUDED_CIDR6])
 }
 
+/// The policy of the IPv6-only cluster ([`Stack::V6Only`]): [`article_policy`]
+/// for IPv6 alone — destination `::/0`, the pods' range ([`POD_RANGE6`]) and
+/// [`EXCLUDED_CIDR6`] excluded, egress IP [`EGRESS_IP6`].
+#[must_use]
+pub fn ipv6_only_policy() -> String {
+    let list = |items: &[&str]| -> String { items.iter().map(|d| format!("\n  - \"{d}\"")).collect() };
+    policy_doc(EGRESS_IP6.into(), &list(&["::/0"]), &list(&[POD_RANGE6, EXCLUDED_CIDR6]))
+}
+
 fn policy_text(egress_ip: Ipv4Addr, destinations: &[&str], more_excluded: &[&str]) -> String {
-    let destinations: String = destinations.iter().map(|d| format!("\n  - \"{d}\"")).collect();
-    let more_excluded: String = more_excluded.iter().map(|d| format!("\n  - \"{d}\"")).collect();
+    let list = |items: &[&str]| -> String { items.iter().map(|d| format!("\n  - \"{d}\"")).collect() };
+    let excluded =
+        list(&[&["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", EXCLUDED_CIDR][..], more_excluded].concat());
+    policy_doc(egress_ip.into(), &list(destinations), &excluded)
+}
+
+/// The mini-cluster's policy document with these (rendered) lists.
+fn policy_doc(egress_ip: IpAddr, destinations: &str, excluded: &str) -> String {
     format!(
         "apiVersion: cilium.io/v2
 kind: CiliumEgressGatewayPolicy
@@ -2048,11 +2111,7 @@ spec:
       matchLabels:
         kubernetes.io/metadata.name: production
   destinationCIDRs:{destinations}
-  excludedCIDRs:
-  - \"10.0.0.0/8\"
-  - \"172.16.0.0/12\"
-  - \"192.168.0.0/16\"
-  - \"{EXCLUDED_CIDR}\"{more_excluded}
+  excludedCIDRs:{excluded}
   egressGateway:
     nodeSelector:
       matchLabels:

@@ -28,7 +28,7 @@ use super::{
 
 /// The entries of a node's running `egret_local_eps_v4` / `_v6`: pod
 /// address (key) → host-side ifindex.
-fn local_endpoints(c: &MiniCluster, node: &str, map: &str) -> Vec<(String, u32)> {
+pub(super) fn local_endpoints(c: &MiniCluster, node: &str, map: &str) -> Vec<(String, u32)> {
     let (_, dumps) = inspect::maps(&c.bpffs_root(node)).expect("the node's maps");
     let d = dumps.iter().find(|d| d.name == map).unwrap_or_else(|| panic!("{node} has no {map}"));
     d.entries
@@ -42,20 +42,20 @@ fn local_endpoints(c: &MiniCluster, node: &str, map: &str) -> Vec<(String, u32)>
 }
 
 /// Entries of a node's running map `map`.
-fn entries(c: &MiniCluster, node: &str, map: &str) -> usize {
+pub(super) fn entries(c: &MiniCluster, node: &str, map: &str) -> usize {
     let (_, dumps) = inspect::maps(&c.bpffs_root(node)).expect("the node's maps");
     dumps.iter().find(|d| d.name == map).map_or(0, |d| d.entries.len())
 }
 
 /// Every drop counter of gateway-1 is 0 (the failure names those that are not).
-fn assert_no_gateway_drops(c: &MiniCluster) {
+pub(super) fn assert_no_gateway_drops(c: &MiniCluster) {
     let drops: Vec<(&str, u64)> =
         Stat::ALL.into_iter().filter(|s| s.is_drop()).map(|s| (s.name(), stat(c, s))).filter(|d| d.1 > 0).collect();
     assert!(drops.is_empty(), "gateway-1 dropped packets: {drops:?}");
 }
 
 /// The local-endpoint entry of `ip` as the maps' hex key, and its map.
-fn endpoint_key(ip: IpAddr) -> (String, &'static str) {
+pub(super) fn endpoint_key(ip: IpAddr) -> (String, &'static str) {
     let e = LocalEndpoint { pod: ip, ifindex: 0 };
     (egret_bpf::artifact::hex(&e.key()), e.map())
 }
@@ -133,7 +133,7 @@ fn a_pod_on_the_gateway_node_leaves_through_the_egress_ips_in_both_families() {
 
 /// worker-2's unlabelled pod (`app: plain, lane: b`) to the server's IPv6
 /// range through a gateway no node is labelled for.
-fn no_gateway_policy6() -> String {
+pub(super) fn no_gateway_policy6() -> String {
     "apiVersion: cilium.io/v2
 kind: CiliumEgressGatewayPolicy
 metadata:

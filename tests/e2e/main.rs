@@ -12,6 +12,7 @@ use egret_testkit::apiserver;
 mod cni;
 mod dual_stack;
 mod floating;
+mod ipv6_only;
 mod kube;
 mod pmtud;
 use egret_testkit::kubecluster;
@@ -26,7 +27,8 @@ use egret_bpf::templates::{self, Stat};
 use egret_compiler::codegen::reasons::Reason;
 use egret_compiler::codegen::tables;
 use egret_testkit::minicluster::{
-    self, EGRESS_IP, EGRESS_IP_2, EXCLUDED_SERVER, MiniCluster, POLICY_FILE, SERVER, Stack, article_policy, node,
+    self, Datapath, EGRESS_IP, EGRESS_IP_2, EXCLUDED_SERVER, MiniCluster, POLICY_FILE, SERVER, Stack, article_policy,
+    node,
 };
 
 fn privileged(test: &str) -> bool {
@@ -44,11 +46,8 @@ fn with_cluster(tag: &str, test: impl FnOnce(&mut MiniCluster)) {
 
 /// [`with_cluster`] on a cluster of `stack`.
 fn with_cluster_of(tag: &str, stack: Stack, test: impl FnOnce(&mut MiniCluster)) {
-    let mut c = match stack {
-        Stack::V4 => MiniCluster::start(tag, Path::new(AGENT)),
-        Stack::Dual => MiniCluster::start_dual_stack(tag, Path::new(AGENT)),
-    }
-    .expect("the mini-cluster starts");
+    let mut c =
+        MiniCluster::start_with_stack(tag, stack, Datapath::Egret(Path::new(AGENT))).expect("the mini-cluster starts");
     let leftovers = Leftovers::of(&c);
     assert_eq!(leftovers.namespaces.len(), 2 + 5 + c.pods().len(), "ul, srv, 5 nodes, the pods");
     test(&mut c);

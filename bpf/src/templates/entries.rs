@@ -289,18 +289,19 @@ impl AllowedSource {
     }
 }
 
-/// An entry of `egret_gw_live` — hash, key 4, value 4, [`GW_LIVE_MAX`]
+/// An entry of `egret_gw_live` — hash, key 16, value 4, [`GW_LIVE_MAX`]
 /// entries, a state map (kept across swaps) written by the node's agent and
 /// read by the source classifier (`egret_compiler::codegen`):
-/// - key: `u32` host IPv4 of a gateway node (its InternalIP, the tunnel remote);
+/// - key: the gateway node's underlay address (its InternalIP, the tunnel
+///   remote), a [`layout::NODE_ADDR`] ([`layout::node_addr`]);
 /// - value: `u32` host flags @0: bit 0 [`GL_F_DOWN`] = the gateway is down.
 ///
 /// A gateway with no entry is up: an agent that probes nothing (or a map
 /// just created) leaves every gateway in service, as before failover existed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GatewayLive {
-    /// The gateway node's IPv4 address.
-    pub gateway: Ipv4Addr,
+    /// The gateway node's underlay address.
+    pub gateway: IpAddr,
     /// Whether it is down.
     pub down: bool,
 }
@@ -311,8 +312,10 @@ impl GatewayLive {
 
     /// The key bytes.
     #[must_use]
-    pub fn key(&self) -> [u8; 4] {
-        u32::from(self.gateway).to_le_bytes()
+    pub fn key(&self) -> [u8; layout::node_addr::SIZE] {
+        let mut k = [0u8; layout::node_addr::SIZE];
+        layout::node_addr::NODE.put_node(&mut k, self.gateway);
+        k
     }
 
     /// The value bytes.
@@ -326,7 +329,7 @@ impl GatewayLive {
     /// Decodes an entry.
     #[must_use]
     pub fn from_bytes(key: &[u8], value: &[u8]) -> Option<GatewayLive> {
-        let gateway = layout::gw_addr::GATEWAY.ipv4(key)?;
+        let gateway = layout::node_addr::NODE.node(key)?;
         Some(GatewayLive { gateway, down: gw_live::FLAGS.get_u32(value)? & GL_F_DOWN != 0 })
     }
 

@@ -3,11 +3,12 @@
 //! Register and stack conventions (every path follows them; the static
 //! verifier and the equivalence checker check the result, not these notes):
 //! - `r6` = ctx for the whole program.
-//! - Every path ends by storing, with 4-byte stores, the verdict = reason
-//!   index | slot << 8 (slots are 24 bits) at `fp-8`, the rule index
-//!   (`0xffffffff` = none) at `fp-12` and the gateway IPv4 in host byte
-//!   order at `fp-16`, then jumps to `finish`, which loads them into `w7`,
-//!   `w8`, `w9`. (Values in stack bytes are not tracked by the static
+//! - Every path ends by storing the outcome, laid out as
+//!   [`action_record`], at `fp-32..-8`: the verdict = reason index | slot <<
+//!   8 (slots are 24 bits) at `fp-32`, the rule index (`0xffffffff` = none)
+//!   at `fp-28` and the gateway's node address (16 bytes, IPv4 mapped or
+//!   IPv6, zero for none) at `fp-24`, then jumps to `finish`, which loads
+//!   verdict and rule into `w7`, `w8`. (Values in stack bytes are not tracked by the static
 //!   verifier, so all outcomes reach `finish` in one state and the shared
 //!   tail is explored once, not once per tree leaf.)
 //! - Parsing leaves IPv4 addresses in `r8` (source) and `r9` (destination),
@@ -30,18 +31,23 @@
 //!   the class into the `egret_dst_*` key on the stack and jumps to one
 //!   lookup block per family, so the lookup is explored once, not per class.
 //!   The LPM value is the outcome itself (`{verdict, rule, gateway}`), copied
-//!   to `fp-16..-8`.
-//! - Stack: `fp-4` counter key; `fp-16..-8` the outcome (above);
-//!   `fp-40..-28` the `egret_dst_v4` key, `fp-64..-40` the `egret_dst_v6`
-//!   key (both used before the outcome is stored); `fp-48..-4` the tunnel
-//!   key (built after `finish` loaded the outcome); `fp-80..-66` the MSS
-//!   clamp's values (before the tunnel key). Every stack access is
-//!   aligned to its size.
-//! - The redirect path first clamps the MSS of TCP SYNs ([`super::mss`]):
-//!   it parses the frame again (the classification code keeps no packet
-//!   state, so that its paths join), with `r8` = the TCP header's frame
-//!   offset (the rule index is no longer needed there) and `r5` = the
-//!   option's; `r7`/`r9` keep the verdict and the gateway across its calls.
+//!   to `fp-32..-8`.
+//! - Stack: `fp-4` counter key; `fp-32..-8` the outcome (above);
+//!   `fp-48..-36` the `egret_dst_v4` key, `fp-64..-40` the `egret_dst_v6`
+//!   key (both used before the outcome is stored); `fp-112..-68` the tunnel
+//!   key; `fp-128..-114` the MSS clamp's values (before the tunnel key).
+//!   Every stack access is aligned to its size.
+//! - The redirect path first reads the gateway's underlay family from the
+//!   outcome's node address (IPv4 mapped: `::ffff:0:0/96`) into `r9`: 0 for
+//!   IPv4, [`layout::UNDERLAY_V6_EXTRA`] for IPv6 (the outer header's extra
+//!   bytes). Then it clamps the MSS of TCP SYNs ([`super::mss`]) to the
+//!   loader's clamp minus `r9`: it parses the frame again (the
+//!   classification code keeps no packet state, so that its paths join),
+//!   with `r8` = the TCP header's frame offset (the rule index is no longer
+//!   needed there) and `r5` = the option's; `r7`/`r9` keep the verdict and
+//!   the underlay family across its calls. The tunnel key takes
+//!   `remote_ipv4` (host order, no flags) or `remote_ipv6` with
+//!   `BPF_F_TUNINFO_IPV6` by `r9`.
 //! - Only register stores are used (LLVM 14's objdump cannot print immediate
 //!   stores), so `llvm-objdump -d --mattr=+alu32` prints every instruction.
 
@@ -68,7 +74,8 @@ use std::collections::BTreeMap;
 const CTX: Reg = Reg::R6;
 const VERDICT: Reg = Reg::R7;
 const RULE: Reg = Reg::R8;
-const GATEWAY: Reg = Reg::R9;
+/// On the redirect path: 0 (IPv4 underlay) or [`layout::UNDERLAY_V6_EXTRA`].
+const UNDERLAY_EXTRA: Reg = Reg::R9;
 const SRC4: Reg = Reg::R8;
 const DST4: Reg = Reg::R9;
 const SRC6: (Reg, Reg) = (Reg::R2, Reg::R3);
@@ -76,20 +83,23 @@ const DST6: (Reg, Reg) = (Reg::R4, Reg::R5);
 
 /// The outcome's stack copy and the tunnel key are laid out as
 /// [`action_record`] and [`tunnel_key`] say.
-const TUNNEL_KEY_FP: i16 = -48;
+const TUNNEL_KEY_FP: i16 = -112;
 const KEY_FP: i16 = -4;
-const VERDICT_FP: i16 = -8;
-const RULE_FP: i16 = -12;
-const GATEWAY_FP: i16 = -16;
-const DST4_KEY_FP: i16 = -40;
+const OUTCOME_FP: i16 = -32;
+const VERDICT_FP: i16 = OUTCOME_FP + off(action_record::VERDICT);
+const RULE_FP: i16 = OUTCOME_FP + off(action_record::RULE);
+/// The gateway's node address: 8-byte aligned.
+const NODE_FP: i16 = OUTCOME_FP + off(action_record::NODE);
+const _: () = assert!(NODE_FP % 8 == 0, "the redirect path reads the node address's first half as one u64");
+const DST4_KEY_FP: i16 = -48;
 const DST6_KEY_FP: i16 = -64;
 /// The clamp of the packet's family (`u32`).
-const MSS_CLAMP_FP: i16 = -68;
+const MSS_CLAMP_FP: i16 = -116;
 /// The new MSS in network byte order, for `bpf_skb_store_bytes` (`u16`).
-const MSS_NEW_FP: i16 = -72;
+const MSS_NEW_FP: i16 = -120;
 /// `from` and `to` of `bpf_l4_csum_replace` (`u32` each).
-const MSS_FROM_FP: i16 = -80;
-const MSS_TO_FP: i16 = -76;
+const MSS_FROM_FP: i16 = -128;
+const MSS_TO_FP: i16 = -124;
 
 /// A field's offset as an instruction offset.
 const fn off(f: Field) -> i16 {
@@ -242,13 +252,13 @@ impl Emitter<'_> {
             self.b.ja(v6);
         }
         self.b.bind(non_ip);
-        self.set_verdict(Reason::NonIp, 0, None, 0);
+        self.set_verdict(Reason::NonIp, 0, None);
         self.b.ja(self.finish);
         self.b.bind(malformed);
-        self.set_verdict(Reason::PassMalformed, 0, None, 0);
+        self.set_verdict(Reason::PassMalformed, 0, None);
         self.b.ja(self.finish);
         self.b.bind(self.not_endpoint);
-        self.set_verdict(Reason::PassNotEndpoint, 0, None, 0);
+        self.set_verdict(Reason::PassNotEndpoint, 0, None);
         self.b.ja(self.finish);
 
         self.b.bind(v4);
@@ -280,15 +290,36 @@ impl Emitter<'_> {
         }
     }
 
-    /// Stores verdict (`reason | slot << 8`), rule and gateway for `finish`
-    /// and leaves `r1` = 0.
-    fn set_verdict(&mut self, reason: Reason, slot: u32, rule: Option<u32>, gateway: u32) {
+    /// Stores verdict (`reason | slot << 8`) and rule for `finish`, no
+    /// gateway (a failover choice's gateway is set by [`Self::choose`]), and
+    /// leaves `r1` = 0.
+    fn set_verdict(&mut self, reason: Reason, slot: u32, rule: Option<u32>) {
         let verdict = reason.index() | (slot << VERDICT_SLOT_SHIFT);
-        for (value, fp) in [(verdict, VERDICT_FP), (rule.unwrap_or(NO_RULE), RULE_FP), (gateway, GATEWAY_FP)] {
+        for (value, fp) in [(verdict, VERDICT_FP), (rule.unwrap_or(NO_RULE), RULE_FP)] {
             self.emit(I::mov32_imm(Reg::R1, value as i32));
             self.emit(I::store_reg(Size::W, Reg::R10, Reg::R1, fp));
         }
         self.emit(I::mov64_imm(Reg::R1, 0));
+        self.store_node_r1();
+    }
+
+    /// The outcome's node address = four copies of `w1`. Outcome bytes are
+    /// written with 4-byte stores only: the static verifier tracks the
+    /// values of 8-byte spills, and outcomes whose stack differed in them
+    /// would reach `finish` in different states (its tail explored once per
+    /// outcome, not once).
+    fn store_node_r1(&mut self) {
+        for word in (0..16).step_by(4) {
+            self.emit(I::store_reg(Size::W, Reg::R10, Reg::R1, NODE_FP + word));
+        }
+    }
+
+    /// The outcome's node address = the 16 bytes at `base + off` (4-byte copies, as [`Self::store_node_r1`]).
+    fn copy_node(&mut self, base: Reg, off: i16) {
+        for word in (0..16).step_by(4) {
+            self.emit(I::load(Size::W, Reg::R1, base, off + word));
+            self.emit(I::store_reg(Size::W, Reg::R10, Reg::R1, NODE_FP + word));
+        }
     }
 
     // ----- inline layout -------------------------------------------------------------
@@ -558,8 +589,7 @@ impl Emitter<'_> {
         self.emit(I::store_reg(Size::W, Reg::R10, Reg::R1, VERDICT_FP));
         self.emit(I::load(Size::W, Reg::R1, Reg::R0, off(action_record::RULE)));
         self.emit(I::store_reg(Size::W, Reg::R10, Reg::R1, RULE_FP));
-        self.emit(I::load(Size::W, Reg::R1, Reg::R0, off(action_record::GATEWAY)));
-        self.emit(I::store_reg(Size::W, Reg::R10, Reg::R1, GATEWAY_FP));
+        self.copy_node(Reg::R0, off(action_record::NODE));
         self.b.ja(self.finish);
     }
 
@@ -568,7 +598,7 @@ impl Emitter<'_> {
     fn outcome_blocks(&mut self, layout: Layout) {
         if self.no_match_used {
             self.b.bind(self.no_match);
-            self.set_verdict(Reason::PassNoMatch, 0, None, 0);
+            self.set_verdict(Reason::PassNoMatch, 0, None);
             self.b.ja(self.finish);
         }
         if layout == Layout::Maps {
@@ -584,11 +614,11 @@ impl Emitter<'_> {
             }
             match outcome {
                 Outcome::Internal => {
-                    self.set_verdict(Reason::PassInternal, 0, None, 0);
+                    self.set_verdict(Reason::PassInternal, 0, None);
                     self.note(at, "pass: cluster-internal".into());
                 }
                 Outcome::NoMatch => {
-                    self.set_verdict(Reason::PassNoMatch, 0, None, 0);
+                    self.set_verdict(Reason::PassNoMatch, 0, None);
                     self.note(at, "pass: no policy".into());
                 }
                 Outcome::Rule(k) => {
@@ -596,10 +626,10 @@ impl Emitter<'_> {
                     match rule.action {
                         Action::Egress(c) => {
                             let index = tables::choice_index(&self.choices, &c);
-                            self.set_verdict(Reason::Choose, index, Some(k), 0)
+                            self.set_verdict(Reason::Choose, index, Some(k))
                         }
-                        Action::Drop(DropReason::NoGateway) => self.set_verdict(Reason::DropNoGateway, 0, Some(k), 0),
-                        Action::Pass => self.set_verdict(Reason::PassNoMatch, 0, None, 0),
+                        Action::Drop(DropReason::NoGateway) => self.set_verdict(Reason::DropNoGateway, 0, Some(k)),
+                        Action::Pass => self.set_verdict(Reason::PassNoMatch, 0, None),
                     }
                     self.note(at, format!("rule {k}: class {} {} -> {}", rule.class.0, rule.prefix, rule.action));
                 }
@@ -643,9 +673,8 @@ impl Emitter<'_> {
             self.choose();
         }
         let at = self.emit(I::load(Size::W, VERDICT, Reg::R10, VERDICT_FP));
-        self.note(at, "verdict = reason | slot << 8, rule, gateway (host order), as stored by the outcome".into());
+        self.note(at, "verdict = reason | slot << 8, rule, as stored by the outcome".into());
         self.emit(I::load(Size::W, RULE, Reg::R10, RULE_FP));
-        self.emit(I::load(Size::W, GATEWAY, Reg::R10, GATEWAY_FP));
         let at = self.emit(I::mov32_reg(Reg::R1, VERDICT));
         self.note(at, "count: egret_reasons[verdict & 0xff], egret_policy_stats[rule]".into());
         self.emit(I::alu32_imm(AluOp::And, Reg::R1, VERDICT_REASON_MASK as i32));
@@ -666,14 +695,27 @@ impl Emitter<'_> {
         self.emit(I::mov64_imm(Reg::R0, TC_ACT_SHOT));
         self.emit(I::exit());
 
-        // redirect: MSS clamp, then tunnel key {tunnel_id = slot, remote_ipv4 = gateway (host order), ttl 64}
+        // redirect: the underlay family, MSS clamp, then tunnel key
+        // {tunnel_id = slot, remote = gateway, ttl 64}
         self.b.bind(redirect);
         let tunnel_error = self.b.new_label("tunnel_error");
+        let underlay6 = self.b.new_label("underlay_v6");
+        let underlay_known = self.b.new_label("underlay_known");
+        let at = self.emit(I::mov64_imm(UNDERLAY_EXTRA, 0));
+        self.note(at, "the gateway's underlay: IPv4 when its node address is ::ffff:0:0/96 (r9 = 0), else IPv6".into());
+        self.emit(I::load(Size::W, Reg::R1, Reg::R10, NODE_FP + 8));
+        self.b.jmp32_imm(JmpCond::Ne, Reg::R1, layout::NODE_V4_PREFIX_LE, underlay6);
+        self.emit(I::load(Size::DW, Reg::R1, Reg::R10, NODE_FP));
+        self.b.jmp_imm(JmpCond::Eq, Reg::R1, 0, underlay_known);
+        self.b.bind(underlay6);
+        let at = self.emit(I::mov64_imm(UNDERLAY_EXTRA, layout::UNDERLAY_V6_EXTRA));
+        self.note(at, "IPv6 underlay: r9 = the outer header's extra bytes".into());
+        self.b.bind(underlay_known);
         if self.clamp {
             self.mss_clamp(tunnel_error);
         }
         let at = self.emit(I::mov64_imm(Reg::R1, 0));
-        self.note(at, "struct bpf_tunnel_key at fp-48, zeroed".into());
+        self.note(at, format!("struct bpf_tunnel_key at fp{TUNNEL_KEY_FP}, zeroed"));
         // 44 bytes: five 8-byte stores and a 4-byte one
         for at in (0..tunnel_key::SIZE - 4).step_by(8) {
             self.emit(I::store_reg(Size::DW, Reg::R10, Reg::R1, TUNNEL_KEY_FP + at as i16));
@@ -683,18 +725,34 @@ impl Emitter<'_> {
         self.note(at, "tunnel_id = slot (VNI)".into());
         self.emit(I::alu32_imm(AluOp::Rsh, Reg::R1, VERDICT_SLOT_SHIFT as i32));
         self.emit(I::store_reg(Size::W, Reg::R10, Reg::R1, TUNNEL_KEY_FP + off(tunnel_key::TUNNEL_ID)));
-        let at =
-            self.emit(I::store_reg(Size::W, Reg::R10, GATEWAY, TUNNEL_KEY_FP + off(layout::TUNNEL_KEY_REMOTE_IPV4)));
-        self.note(at, "remote_ipv4 = gateway IPv4, host byte order".into());
         self.emit(I::mov32_imm(Reg::R1, TUNNEL_TTL));
         self.emit(I::store_reg(Size::B, Reg::R10, Reg::R1, TUNNEL_KEY_FP + off(tunnel_key::TTL)));
+        let key6 = self.b.new_label("tunnel_key_v6");
+        let set_key = self.b.new_label("set_tunnel_key");
+        self.b.jmp_imm(JmpCond::Ne, UNDERLAY_EXTRA, 0, key6);
+        let at = self.emit(I::load(Size::W, Reg::R1, Reg::R10, NODE_FP + 12));
+        self.note(at, "remote_ipv4 = the gateway's IPv4 (the mapped address's last word), host byte order".into());
+        self.emit(I::be(EndBits::B32, Reg::R1));
+        self.emit(I::store_reg(Size::W, Reg::R10, Reg::R1, TUNNEL_KEY_FP + off(layout::TUNNEL_KEY_REMOTE_IPV4)));
+        self.emit(I::mov64_imm(Reg::R4, 0));
+        self.b.ja(set_key);
+        self.b.bind(key6);
+        for word in (0..16).step_by(4) {
+            let at = self.emit(I::load(Size::W, Reg::R1, Reg::R10, NODE_FP + word));
+            if word == 0 {
+                self.note(at, "remote_ipv6 = the gateway's IPv6 address (network order)".into());
+            }
+            self.emit(I::store_reg(Size::W, Reg::R10, Reg::R1, TUNNEL_KEY_FP + off(tunnel_key::REMOTE) + word));
+        }
+        let at = self.emit(I::mov64_imm(Reg::R4, layout::BPF_F_TUNINFO_IPV6));
+        self.note(at, "flags = BPF_F_TUNINFO_IPV6".into());
+        self.b.bind(set_key);
         self.emit(I::mov64_reg(Reg::R1, CTX));
         self.emit(I::mov64_reg(Reg::R2, Reg::R10));
         self.emit(I::alu64_imm(AluOp::Add, Reg::R2, i32::from(TUNNEL_KEY_FP)));
         self.emit(I::mov64_imm(Reg::R3, tunnel_key::SIZE as i32));
-        self.emit(I::mov64_imm(Reg::R4, 0));
         let at = self.emit(I::call(helper::SKB_SET_TUNNEL_KEY));
-        self.note(at, "bpf_skb_set_tunnel_key(skb, &key, 44, 0)".into());
+        self.note(at, "bpf_skb_set_tunnel_key(skb, &key, 44, flags)".into());
         self.b.jmp_imm(JmpCond::Ne, Reg::R0, 0, tunnel_error);
         let at = self.b.mov32_hole(Reg::R1, HOLE_TUNNEL_IFINDEX);
         self.note(at, "ifindex of egret0, filled by the loader".into());
@@ -758,13 +816,17 @@ impl Emitter<'_> {
         self.b.jmp32_imm(JmpCond::Eq, Reg::R1, 0, takes[0]);
         self.b.bind(walk);
         for (i, take) in takes.iter().enumerate() {
-            let gateway = off(choice::TARGETS.record(i, choice_target::GATEWAY));
+            let gateway = off(choice::TARGETS.record(i, choice_target::NODE));
             let at = self.b.jmp32_imm(JmpCond::Le, Reg::R8, i as i32, none);
             self.note(at, format!("target {i} of the failover order, if the choice has it"));
-            self.emit(I::load(Size::W, Reg::R1, Reg::R7, gateway));
-            self.emit(I::store_reg(Size::W, Reg::R10, Reg::R1, KEY_FP));
-            let at = self.lookup(tables::GW_LIVE, KEY_FP);
-            self.note(at, "egret_gw_live[gateway]: no entry = up".into());
+            self.emit(I::mov64_reg(Reg::R2, Reg::R7));
+            self.emit(I::alu64_imm(AluOp::Add, Reg::R2, i32::from(gateway)));
+            let at = self.b.ld_map(Reg::R1, tables::GW_LIVE);
+            self.emit(I::call(helper::MAP_LOOKUP_ELEM));
+            self.note(
+                at,
+                "egret_gw_live[gateway]: no entry = up (the key is the target's node address, in the value)".into(),
+            );
             self.b.jmp_imm(JmpCond::Eq, Reg::R0, 0, *take);
             self.emit(I::load(Size::W, Reg::R1, Reg::R0, off(layout::gw_live::FLAGS)));
             self.emit(I::alu32_imm(AluOp::And, Reg::R1, GL_F_DOWN as i32));
@@ -777,16 +839,15 @@ impl Emitter<'_> {
                 self.emit(I::load(Size::W, Reg::R1, Reg::R7, off(choice::TARGETS.record(i, choice_target::VERDICT))));
             self.note(at, format!("target {i} is live: its verdict and gateway become the outcome"));
             self.emit(I::store_reg(Size::W, Reg::R10, Reg::R1, VERDICT_FP));
-            self.emit(I::load(Size::W, Reg::R1, Reg::R7, off(choice::TARGETS.record(i, choice_target::GATEWAY))));
-            self.emit(I::store_reg(Size::W, Reg::R10, Reg::R1, GATEWAY_FP));
+            self.copy_node(Reg::R7, off(choice::TARGETS.record(i, choice_target::NODE)));
             self.b.ja(resolved);
         }
         self.b.bind(none);
         let at = self.emit(I::mov32_imm(Reg::R1, Reason::DropNoGateway.index() as i32));
         self.note(at, "no live gateway: drop no-gateway".into());
         self.emit(I::store_reg(Size::W, Reg::R10, Reg::R1, VERDICT_FP));
-        self.emit(I::mov32_imm(Reg::R1, 0));
-        self.emit(I::store_reg(Size::W, Reg::R10, Reg::R1, GATEWAY_FP));
+        self.emit(I::mov64_imm(Reg::R1, 0));
+        self.store_node_r1();
         self.b.bind(resolved);
         self.clobber(&[Reg::R7, Reg::R8]);
     }
@@ -867,6 +928,8 @@ impl Emitter<'_> {
         self.note(at, "TCP flags: SYN (with or without ACK)".into());
         self.emit(I::alu32_imm(AluOp::And, Reg::R1, TH_SYN));
         self.b.jmp32_imm(JmpCond::Eq, Reg::R1, 0, done);
+        let at = self.emit(I::alu32_reg(AluOp::Sub, Reg::R0, UNDERLAY_EXTRA));
+        self.note(at, "clamp -= r9 (an IPv6 underlay's 20 more bytes; below 0 wraps: no clamp)".into());
         self.emit(I::store_reg(Size::W, Reg::R10, Reg::R0, MSS_CLAMP_FP));
         self.emit(I::load(Size::B, opt_end, opt, TCP_DOFF_OFF as i16));
         self.emit(I::alu32_imm(AluOp::Rsh, opt_end, 4));

@@ -65,6 +65,7 @@ use crate::resolve::{SlotId, World};
 use egret_bpf::artifact::{self, Artifact, ArtifactError};
 use egret_bpf::elf::{self, ElfError};
 use egret_bpf::interp::{self, Fault, MapStore, RunInput, RunOutcome};
+use egret_bpf::layout::BPF_F_TUNINFO_IPV6;
 use egret_bpf::program::HoleError;
 use egret_bpf::templates::{GatewayLive, GatewaysDown};
 use egret_bpf::verifier::{self, VerifyErrors};
@@ -224,7 +225,7 @@ pub struct Case {
     pub reference: bool,
     /// The gateways down (`egret_gw_live` entries with the down flag) while
     /// the packet runs; empty: all up.
-    pub down: Vec<Ipv4Addr>,
+    pub down: Vec<IpAddr>,
     /// What kind of frame it is, when not [`ip_frame`]'s UDP datagram.
     pub what: Option<&'static str>,
 }
@@ -377,11 +378,11 @@ pub fn expected(plan: &Plan, rules: &Rules, src: IpAddr, dst: IpAddr, health: &H
 /// every subset down; otherwise, per choice, each prefix of its failover
 /// order down (so every target of every choice is taken once, and the
 /// `no-gateway` end), deduplicated. Sorted, deterministic.
-pub fn health_patterns(plan: &Plan) -> Vec<Vec<Ipv4Addr>> {
+pub fn health_patterns(plan: &Plan) -> Vec<Vec<IpAddr>> {
     let choices = tables::choices(plan);
-    let gateways: BTreeSet<Ipv4Addr> = choices.iter().flat_map(|c| c.targets().iter().map(|t| t.gateway)).collect();
-    let gateways: Vec<Ipv4Addr> = gateways.into_iter().collect();
-    let mut out: BTreeSet<Vec<Ipv4Addr>> = BTreeSet::new();
+    let gateways: BTreeSet<IpAddr> = choices.iter().flat_map(|c| c.targets().iter().map(|t| t.gateway)).collect();
+    let gateways: Vec<IpAddr> = gateways.into_iter().collect();
+    let mut out: BTreeSet<Vec<IpAddr>> = BTreeSet::new();
     if gateways.len() <= ALL_PATTERNS_MAX {
         for mask in 1u32..(1 << gateways.len()) {
             out.insert(gateways.iter().enumerate().filter(|(i, _)| mask & (1 << i) != 0).map(|(_, g)| *g).collect());
@@ -389,7 +390,7 @@ pub fn health_patterns(plan: &Plan) -> Vec<Vec<Ipv4Addr>> {
     } else {
         for c in &choices {
             for k in 1..=c.targets().len() {
-                let mut down: Vec<Ipv4Addr> = c.targets()[..k].iter().map(|t| t.gateway).collect();
+                let mut down: Vec<IpAddr> = c.targets()[..k].iter().map(|t| t.gateway).collect();
                 down.sort();
                 down.dedup();
                 out.insert(down);
@@ -592,17 +593,17 @@ fn observed_effect(out: &RunOutcome) -> Result<Effect, String> {
         },
         7 => {
             let (Some(t), Some(r)) = (&e.tunnel_key, &e.redirect) else { return Err(describe()) };
-            match t.key.remote {
-                IpAddr::V4(gateway)
-                    if r.ifindex == CHECK_IFINDEX
-                        && r.flags == 0
-                        && t.key.ttl == 64
-                        && t.flags == 0
-                        && e.tail_call.is_none() =>
-                {
-                    Ok(Effect::Redirect { gateway, slot: SlotId(t.key.tunnel_id) })
-                }
-                _ => Err(describe()),
+            // the key's family is the gateway's underlay family: IPv4 with no
+            // flags, or a real IPv6 address (never IPv4 mapped) with
+            // BPF_F_TUNINFO_IPV6
+            let family_ok = match t.key.remote {
+                IpAddr::V4(_) => t.flags == 0,
+                IpAddr::V6(a) => t.flags == BPF_F_TUNINFO_IPV6 as u64 && a.to_ipv4_mapped().is_none(),
+            };
+            if family_ok && r.ifindex == CHECK_IFINDEX && r.flags == 0 && t.key.ttl == 64 && e.tail_call.is_none() {
+                Ok(Effect::Redirect { gateway: t.key.remote, slot: SlotId(t.key.tunnel_id) })
+            } else {
+                Err(describe())
             }
         }
         _ => Err(describe()),
@@ -611,7 +612,7 @@ fn observed_effect(out: &RunOutcome) -> Result<Effect, String> {
 
 /// Makes `egret_gw_live` in `store` hold exactly `down` (each with the down
 /// flag) and `egret_gw_down` their number, as the agent keeps them.
-fn set_liveness(store: &mut MapStore, current: &mut Vec<Ipv4Addr>, down: &[Ipv4Addr]) -> Result<(), EquivError> {
+fn set_liveness(store: &mut MapStore, current: &mut Vec<IpAddr>, down: &[IpAddr]) -> Result<(), EquivError> {
     if current.as_slice() == down {
         return Ok(());
     }
@@ -799,7 +800,7 @@ fn check_plan(
     let mut report = Report { verifier_insns, programs: parsed.programs.len(), mss_clamp, ..Report::default() };
     report.class_families = plan.classes.iter().map(|c| class_families(plan, c.id).len()).sum();
     let mut reason_totals = vec![Counter::default(); Reason::ALL.len()];
-    let mut live_now: Vec<Ipv4Addr> = Vec::new();
+    let mut live_now: Vec<IpAddr> = Vec::new();
     let mut rule_totals = vec![Counter::default(); rules.rules.len()];
     let mut attribution: BTreeMap<u32, BTreeSet<String>> = BTreeMap::new();
     let mut reference_evaluator = world.map(eval::Reference::new);
@@ -824,7 +825,7 @@ fn check_plan(
         }
         // the frame: MSS clamped on redirects, untouched otherwise
         let want_frame = match (exp.effect, mss_clamp) {
-            (Effect::Redirect { .. }, Some(c)) => mss::clamped(&case.frame, c),
+            (Effect::Redirect { gateway, .. }, Some(c)) => mss::clamped(&case.frame, c, gateway.is_ipv6()),
             _ => case.frame.clone(),
         };
         if out.packet != want_frame {

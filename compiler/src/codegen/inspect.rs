@@ -15,7 +15,6 @@ use egret_bpf::elf::{self, ElfError, PROGRAM_SECTION};
 use egret_bpf::insn::decode;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::net::Ipv4Addr;
 
 /// Why an object cannot be inspected.
 #[derive(Debug, thiserror::Error)]
@@ -56,13 +55,7 @@ pub fn inspect(
                 if let Some((class, prefix)) = tables::parse_dst_key(&k) {
                     let action = match tables::ActionRecord::from_bytes(&v) {
                         Some(r) if r.rule == tables::NO_RULE => r.reason.name().to_string(),
-                        Some(r) => format!(
-                            "{} slot {} gateway {} rule {}",
-                            r.reason.name(),
-                            r.slot,
-                            Ipv4Addr::from(r.gateway),
-                            r.rule
-                        ),
+                        Some(r) => format!("{} slot {} gateway {} rule {}", r.reason.name(), r.slot, r.gateway, r.rule),
                         None => format!("undecodable record {}", super::equiv::hex(&v)),
                     };
                     let _ = writeln!(s, ";     class {class} {prefix} -> {action}");

@@ -81,10 +81,16 @@ impl MssClamp {
         }
     }
 
-    /// The clamp for a packet of this family.
+    /// The clamp for a packet of this family, tunnelled over an IPv6
+    /// underlay when `underlay_v6` (the gateway's address is IPv6: 20 bytes
+    /// less, [`egret_bpf::layout::UNDERLAY_V6_EXTRA`]).
     #[must_use]
-    pub fn of(self, ip: IpAddr) -> u16 {
-        if ip.is_ipv4() { self.v4 } else { self.v6 }
+    /// `None` when the clamp is below those 20 bytes: the program's 32-bit
+    /// subtraction wraps and nothing is clamped (no real MTU gets there: an
+    /// IPv6 underlay has at least 1280).
+    pub fn of(self, ip: IpAddr, underlay_v6: bool) -> Option<u16> {
+        let clamp = if ip.is_ipv4() { self.v4 } else { self.v6 };
+        if underlay_v6 { clamp.checked_sub(egret_bpf::layout::UNDERLAY_V6_EXTRA as u16) } else { Some(clamp) }
     }
 }
 
@@ -158,9 +164,10 @@ fn tcp_header(frame: &[u8]) -> Option<(usize, IpAddr)> {
 
 /// The frame a redirected packet leaves with: `frame` with the MSS option
 /// clamped and the TCP checksum updated incrementally, when the rule of the
-/// module documentation applies; otherwise `frame` itself.
+/// module documentation applies; otherwise `frame` itself. `underlay_v6`:
+/// the gateway is reached over IPv6.
 #[must_use]
-pub fn clamped(frame: &[u8], clamp: MssClamp) -> Vec<u8> {
+pub fn clamped(frame: &[u8], clamp: MssClamp, underlay_v6: bool) -> Vec<u8> {
     let mut out = frame.to_vec();
     let Some((l4, src)) = tcp_header(frame) else { return out };
     let Some(tcp) = frame.get(l4..l4 + 20) else { return out };
@@ -182,7 +189,7 @@ pub fn clamped(frame: &[u8], clamp: MssClamp) -> Vec<u8> {
                         return out;
                     }
                     let mss = u16::from_be_bytes([frame[p + 2], frame[p + 3]]);
-                    let limit = clamp.of(src);
+                    let Some(limit) = clamp.of(src, underlay_v6) else { return out };
                     if mss > limit {
                         out[p + 2..p + 4].copy_from_slice(&limit.to_be_bytes());
                         // RFC 1624 incremental update, 16-bit words from the segment's start
@@ -439,8 +446,14 @@ mod tests {
         for (src, dst, limit) in [(S4, D4, 1410), (S6, D6, 1390)] {
             let mut clamped_count = 0;
             for p in battery(src, dst) {
-                let out = clamped(&p.frame, MssClamp::DEFAULT);
+                let out = clamped(&p.frame, MssClamp::DEFAULT, false);
                 assert_eq!(out != p.frame, p.clamps, "{}: mss {:?}", p.what, mss_of(&p.frame));
+                // over an IPv6 underlay the clamp is 20 bytes lower
+                let out6 = clamped(&p.frame, MssClamp::DEFAULT, true);
+                if p.clamps {
+                    assert_eq!(mss_of(&out6), Some(limit - 20), "{}", p.what);
+                    assert_eq!(tcp_checksum_ok(&out6), Some(true), "{}: checksum (IPv6 underlay)", p.what);
+                }
                 assert_eq!(out.len(), p.frame.len());
                 if p.clamps {
                     clamped_count += 1;
@@ -453,6 +466,9 @@ mod tests {
         }
         // a bigger clamp leaves 1460 alone
         let p = &battery(S4, D4)[0];
-        assert_eq!(clamped(&p.frame, MssClamp { v4: 1460, v6: 1440 }), p.frame);
+        assert_eq!(clamped(&p.frame, MssClamp { v4: 1460, v6: 1440 }, false), p.frame);
+        // a clamp below the IPv6 underlay's extra bytes wraps in the program: no clamp
+        assert_eq!(MssClamp { v4: 10, v6: 10 }.of(S4, true), None);
+        assert_eq!(clamped(&p.frame, MssClamp { v4: 10, v6: 10 }, true), p.frame);
     }
 }

@@ -122,7 +122,7 @@ pub fn gateway_images(plan: &Plan) -> Result<Vec<MapImage>, CodegenError> {
     if let Some(i) = peers_at {
         for s in &plan.slots {
             for (_, peer) in s.floating.iter().flat_map(|f| f.peers_of(plan.node_ip)) {
-                let entry = GatewayPeer { slot: s.id.0, peer: (*peer).into() };
+                let entry = GatewayPeer { slot: s.id.0, peer: *peer };
                 images[i].push(&entry.key(), &entry.value());
             }
         }
@@ -132,7 +132,7 @@ pub fn gateway_images(plan: &Plan) -> Result<Vec<MapImage>, CodegenError> {
         for (k, src) in t.sources.iter().enumerate() {
             let from = match t.from.get(k).copied().flatten() {
                 _ if local.contains(src) => SourceNode::Local,
-                Some(node) => SourceNode::Node(node.into()),
+                Some(node) => SourceNode::Node(node),
                 None => SourceNode::AnyNode,
             };
             let entry = AllowedSource { slot: t.slot.0, src: *src, from };

@@ -191,7 +191,7 @@ mod tests {
 
     #[test]
     fn partition_agrees_with_lookup() {
-        let gw: std::net::Ipv4Addr = "192.0.2.1".parse().unwrap();
+        let gw: std::net::IpAddr = "192.0.2.1".parse().unwrap();
         let plan = Plan {
             node: "n".into(),
             node_ip: None,

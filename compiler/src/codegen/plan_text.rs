@@ -17,7 +17,7 @@ use crate::ir::{Action, Choice, DropReason, Entry, GatewayDecl, MAX_FAILOVER, Sl
 use crate::plan::{ClassId, ClassTable, EndpointEntry, GatewayTable, Plan};
 use crate::resolve::{EgressIp, EgressSpec, FloatingSlot, InterfaceBinding, NoEgressIp, SlotId};
 use egret_lang::net::{Cidr, Family};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 /// A line of the plan text that cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -44,7 +44,7 @@ fn slot_id(s: &str) -> Option<SlotId> {
 }
 
 /// One action; local-egress targets take the node's address `node_ip`.
-fn action(s: &str, node_ip: Option<Ipv4Addr>) -> Option<Action> {
+fn action(s: &str, node_ip: Option<IpAddr>) -> Option<Action> {
     let w: Vec<&str> = s.split_whitespace().collect();
     match w.as_slice() {
         ["pass"] => return Some(Action::Pass),
@@ -193,7 +193,7 @@ fn slot(t: &str) -> Result<SlotDecl, String> {
                 .split(", ")
                 .map(|c| {
                     let (node, ip) = c.split_once(' ')?;
-                    Some((node.to_string(), ip.parse::<Ipv4Addr>().ok()?))
+                    Some((node.to_string(), ip.parse::<IpAddr>().ok()?))
                 })
                 .collect::<Option<Vec<_>>>()
                 .ok_or("expected `floating among NODE IP, …`")?;
@@ -232,10 +232,10 @@ pub fn parse(text: &str) -> Result<Plan, PlanTextError> {
             let (node, ip) = rest.split_once(" (").ok_or_else(|| err("expected `NODE (IP)`"))?;
             plan.node = node.to_string();
             let ip = ip.strip_suffix(')').ok_or_else(|| err("expected `)`"))?;
-            plan.node_ip = if ip == "no IPv4 InternalIP" {
+            plan.node_ip = if ip == crate::plan::text::NO_NODE_IP {
                 None
             } else {
-                Some(ip.parse::<Ipv4Addr>().map_err(|_| err("bad node IP"))?)
+                Some(ip.parse::<IpAddr>().map_err(|_| err("bad node IP"))?)
             };
             seen_header = true;
             continue;

@@ -51,7 +51,10 @@ use egret_bpf::layout::{self, VERDICT_REASON_MASK, VERDICT_SLOT_SHIFT, action_re
 use egret_bpf::maps::MapDefError;
 use egret_lang::net::{Cidr, Family};
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
+
+/// An [`ActionRecord`] without a gateway.
+const NO_GATEWAY: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
 
 pub use egret_bpf::layout::NO_RULE;
 pub use egret_bpf::layout::map::{CHOICES, DST_V4, DST_V6, GW_DOWN, GW_LIVE, GW_PROGS, POLICY_STATS, REASONS};
@@ -138,7 +141,9 @@ pub struct ActionRecord {
     pub reason: Reason,
     /// 24 bits (the VNI).
     pub slot: u32,
-    pub gateway: u32,
+    /// The gateway's node address (unspecified: none; the maps layout
+    /// stores choices, whose targets carry the gateways).
+    pub gateway: IpAddr,
     pub rule: u32,
 }
 
@@ -148,19 +153,19 @@ impl ActionRecord {
 
     /// Cluster-internal destinations.
     pub const INTERNAL: ActionRecord =
-        ActionRecord { reason: Reason::PassInternal, slot: 0, gateway: 0, rule: NO_RULE };
+        ActionRecord { reason: Reason::PassInternal, slot: 0, gateway: NO_GATEWAY, rule: NO_RULE };
 
     /// The record of an action; an egress action names its index in
     /// `choices` ([`choices`]).
     pub fn of(action: Action, rule: Option<u32>, choices: &[Choice]) -> ActionRecord {
         let rule = rule.unwrap_or(NO_RULE);
         match action {
-            Action::Pass => ActionRecord { reason: Reason::PassNoMatch, slot: 0, gateway: 0, rule: NO_RULE },
+            Action::Pass => ActionRecord { reason: Reason::PassNoMatch, slot: 0, gateway: NO_GATEWAY, rule: NO_RULE },
             Action::Drop(DropReason::NoGateway) => {
-                ActionRecord { reason: Reason::DropNoGateway, slot: 0, gateway: 0, rule }
+                ActionRecord { reason: Reason::DropNoGateway, slot: 0, gateway: NO_GATEWAY, rule }
             }
             Action::Egress(c) => {
-                ActionRecord { reason: Reason::Choose, slot: choice_index(choices, &c), gateway: 0, rule }
+                ActionRecord { reason: Reason::Choose, slot: choice_index(choices, &c), gateway: NO_GATEWAY, rule }
             }
         }
     }
@@ -169,7 +174,7 @@ impl ActionRecord {
         let mut b = [0u8; action_record::SIZE];
         action_record::VERDICT.put(&mut b, u64::from(self.reason.index() | (self.slot << VERDICT_SLOT_SHIFT)));
         action_record::RULE.put(&mut b, u64::from(self.rule));
-        action_record::GATEWAY.put(&mut b, u64::from(self.gateway));
+        action_record::NODE.put_node(&mut b, self.gateway);
         b
     }
 
@@ -180,7 +185,7 @@ impl ActionRecord {
             reason: Reason::from_index(verdict & VERDICT_REASON_MASK)?,
             slot: verdict >> VERDICT_SLOT_SHIFT,
             rule: action_record::RULE.get_u32(b)?,
-            gateway: action_record::GATEWAY.get_u32(b)?,
+            gateway: action_record::NODE.node(b)?,
         })
     }
 }
@@ -318,9 +323,13 @@ mod tests {
         assert_eq!(parse_dst_key(&k), Some((3, c)));
         let c6: Cidr = "2001:db8::/32".parse().unwrap();
         assert_eq!(parse_dst_key(&dst_key(7, &c6)), Some((7, c6)));
-        let r = ActionRecord { reason: Reason::Redirect, slot: 0x5d1c2a, gateway: 0xc000_0202, rule: 4 };
+        let r =
+            ActionRecord { reason: Reason::Redirect, slot: 0x5d1c2a, gateway: "192.0.2.2".parse().unwrap(), rule: 4 };
+        assert_eq!(r.to_bytes()[8..24], [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 192, 0, 2, 2], "IPv4 mapped");
+        let r6 = ActionRecord { gateway: "2001:db8::2".parse().unwrap(), ..r };
+        assert_eq!(ActionRecord::from_bytes(&r6.to_bytes()), Some(r6));
         assert_eq!(r.to_bytes()[..4], [5, 0x2a, 0x1c, 0x5d], "verdict = reason | slot << 8");
         assert_eq!(ActionRecord::from_bytes(&r.to_bytes()), Some(r));
-        assert_eq!(ActionRecord::from_bytes(&[0; 11]), None);
+        assert_eq!(ActionRecord::from_bytes(&[0; 23]), None);
     }
 }

@@ -206,7 +206,7 @@ fn endpoint_ref(world: &World, e: EndpointId) -> EndpointRef {
 }
 
 fn declare_gateways(world: &World, m: &mut Module, keys: &[&ClassKey]) {
-    let mut gws: BTreeMap<std::net::Ipv4Addr, String> = BTreeMap::new();
+    let mut gws: BTreeMap<std::net::IpAddr, String> = BTreeMap::new();
     for key in keys {
         for (_, a, _) in key.iter() {
             let Action::Egress(choice) = a else { continue };

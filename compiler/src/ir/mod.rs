@@ -118,13 +118,13 @@ pub const MAX_FAILOVER: usize = egret_bpf::choices::MAX_TARGETS;
 /// (local egress through the slot; `gateway` is then this node's address).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Target {
-    pub gateway: Ipv4Addr,
+    pub gateway: IpAddr,
     pub slot: SlotId,
     pub local: bool,
 }
 
 impl Target {
-    const NONE: Target = Target { gateway: Ipv4Addr::UNSPECIFIED, slot: SlotId(0), local: false };
+    const NONE: Target = Target { gateway: IpAddr::V4(Ipv4Addr::UNSPECIFIED), slot: SlotId(0), local: false };
 
     /// What a packet gets from this target.
     pub fn effect(&self) -> Effect {
@@ -214,7 +214,7 @@ impl fmt::Display for Choice {
 /// not named is up.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Health {
-    pub down: std::collections::BTreeSet<Ipv4Addr>,
+    pub down: std::collections::BTreeSet<IpAddr>,
 }
 
 impl Health {
@@ -224,11 +224,11 @@ impl Health {
     }
 
     /// These gateways down, the rest up.
-    pub fn with_down(down: impl IntoIterator<Item = Ipv4Addr>) -> Health {
+    pub fn with_down(down: impl IntoIterator<Item = IpAddr>) -> Health {
         Health { down: down.into_iter().collect() }
     }
 
-    pub fn is_up(&self, gateway: Ipv4Addr) -> bool {
+    pub fn is_up(&self, gateway: IpAddr) -> bool {
         !self.down.contains(&gateway)
     }
 }
@@ -257,12 +257,12 @@ impl Action {
     }
 
     /// A redirect to one remote gateway (no failover).
-    pub fn redirect(gateway: Ipv4Addr, slot: SlotId) -> Action {
+    pub fn redirect(gateway: IpAddr, slot: SlotId) -> Action {
         Action::Egress(Choice::single(Target { gateway, slot, local: false }))
     }
 
     /// Local egress through a slot of this node (`node` = its address; no failover).
-    pub fn local_egress(node: Ipv4Addr, slot: SlotId) -> Action {
+    pub fn local_egress(node: IpAddr, slot: SlotId) -> Action {
         Action::Egress(Choice::single(Target { gateway: node, slot, local: true }))
     }
 }
@@ -285,7 +285,7 @@ pub enum Effect {
     Drop(DropReason),
     /// Tunnel to the gateway node (remote = `gateway`, VNI = `slot`).
     Redirect {
-        gateway: Ipv4Addr,
+        gateway: IpAddr,
         slot: SlotId,
     },
     /// This node is the gateway: SNAT with the slot's egress IP here.
@@ -309,7 +309,7 @@ impl fmt::Display for Effect {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Module {
     pub node: String,
-    pub node_ip: Option<Ipv4Addr>,
+    pub node_ip: Option<IpAddr>,
     pub stage: Stage,
     /// Cluster-internal prefixes (always pass), minimal and sorted.
     pub internal: Vec<Cidr>,
@@ -325,7 +325,7 @@ pub struct Module {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GatewayDecl {
     pub node: String,
-    pub ip: Ipv4Addr,
+    pub ip: IpAddr,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -392,10 +392,10 @@ pub struct ServedSource {
     pub ip: IpAddr,
     /// `namespace/name` of the endpoint.
     pub endpoint: String,
-    /// The IPv4 address of the endpoint's node (its tunnel packets' outer
+    /// The underlay address of the endpoint's node (its tunnel packets' outer
     /// source) when the endpoint runs on another node; `None` for an
     /// endpoint of the gateway node itself (local egress).
-    pub from: Option<std::net::Ipv4Addr>,
+    pub from: Option<IpAddr>,
 }
 
 impl Module {

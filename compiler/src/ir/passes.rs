@@ -491,7 +491,7 @@ mod tests {
         s.parse().unwrap()
     }
     fn gw(n: u8) -> Action {
-        Action::redirect(Ipv4Addr::new(192, 0, 2, n), SlotId(u32::from(n)))
+        Action::redirect(Ipv4Addr::new(192, 0, 2, n).into(), SlotId(u32::from(n)))
     }
     fn pol(name: &str, action: Action, dest: &[&str], excl: &[&str]) -> AppliedPolicy {
         AppliedPolicy {

@@ -40,9 +40,9 @@ pub enum Violation {
     #[error("{place}: `{action}` references an undeclared {what}")]
     Dangling { place: String, action: String, what: &'static str },
     #[error("{place}: redirect to this node's own IP {ip}")]
-    RedirectToSelf { place: String, ip: std::net::Ipv4Addr },
+    RedirectToSelf { place: String, ip: std::net::IpAddr },
     #[error("gateway {node} ({ip}) is this node")]
-    SelfGateway { node: String, ip: std::net::Ipv4Addr },
+    SelfGateway { node: String, ip: std::net::IpAddr },
     #[error("slot {slot} belongs to gateway `{gateway}`, not this node")]
     ForeignSlot { slot: String, gateway: String },
     #[error("{place}: class has no endpoints")]
@@ -267,7 +267,7 @@ mod tests {
 
     #[test]
     fn collects_every_violation() {
-        let me = Ipv4Addr::new(192, 0, 2, 1);
+        let me = Ipv4Addr::new(192, 0, 2, 1).into();
         let m = Module {
             node: "n".into(),
             node_ip: Some(me),

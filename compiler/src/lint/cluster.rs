@@ -43,7 +43,7 @@ fn selects_nothing(w: &World, p: &Policy, out: &mut Vec<Diagnostic>) {
     );
 }
 
-/// Nodes that can serve a gateway entry (match, and have an IPv4 InternalIP), by name.
+/// Nodes that can serve a gateway entry (match, and have an underlay address), by name.
 fn gateway_candidates<'w>(w: &'w World, g: &GatewaySpec) -> Vec<&'w NodeInfo> {
     w.matching_nodes(&g.node_selector).into_iter().filter(|n| n.ip.is_some()).collect()
 }
@@ -61,7 +61,7 @@ fn gateways(w: &World, p: &Policy, out: &mut Vec<Diagnostic>) {
             format!("no node can be the gateway of policy `{}`", p.name.value),
         );
         for g in gws.iter().filter(|g| !refused(g)) {
-            d = d.primary(g.node_selector.span, "matches no node with an IPv4 InternalIP");
+            d = d.primary(g.node_selector.span, "matches no node with an InternalIP");
         }
         out.push(
             d.note("the selected pods' traffic to this policy's destinations will be dropped (no-gateway)")
@@ -100,6 +100,56 @@ fn gateways(w: &World, p: &Policy, out: &mut Vec<Diagnostic>) {
         }
     }
     egress_ip_on_one_node(w, p, out);
+    ipv6_underlay_gateways(w, p, out);
+}
+
+/// W0316: a gateway node (of a fixed entry, or a floating IP's candidate)
+/// whose underlay address is IPv6: Cilium would not use it, and source nodes
+/// of the policy's pods without an IPv6 InternalIP cannot reach it.
+fn ipv6_underlay_gateways(w: &World, p: &Policy, out: &mut Vec<Diagnostic>) {
+    let Some(info) = w.policy_by_name(&p.name.value) else { return };
+    let sources: BTreeSet<&str> = w
+        .selection(info.id)
+        .iter()
+        .filter_map(|e| w.endpoint(*e).node)
+        .map(|n| w.node(n))
+        .filter(|n| !n.internal_ips.iter().any(IpAddr::is_ipv6))
+        .map(|n| n.name.as_str())
+        .collect();
+    let mut seen = BTreeSet::new();
+    for g in p.gateways() {
+        let nodes = gateway_candidates(w, g);
+        let used: Vec<&NodeInfo> = if g.floating_ip().is_some() { nodes } else { nodes.into_iter().take(1).collect() };
+        for n in used {
+            let Some(IpAddr::V6(addr)) = n.ip else { continue };
+            if !seen.insert(n.name.as_str()) {
+                continue;
+            }
+            let mut d = Diagnostic::new(
+                &codes::IPV6_UNDERLAY_GATEWAY,
+                format!(
+                    "gateway node `{}` of policy `{}` has no IPv4 InternalIP: egret tunnels to it over IPv6 ({addr})",
+                    n.name, p.name.value
+                ),
+            )
+            .primary(g.node_selector.span, format!("selects `{}`", n.name))
+            .note("Cilium's tunnel is IPv4 only: Cilium does not use this node as a gateway (`egret compile --emit cilium` shows its rows)");
+            let cut: Vec<String> = sources.iter().filter(|s| **s != n.name).map(|s| format!("`{s}`")).collect();
+            if !cut.is_empty() {
+                d = d.note(format!(
+                    "{} {} no IPv6 InternalIP: the traffic of the policy's pods there cannot be tunnelled to `{}` and is lost",
+                    cut.join(", "),
+                    if cut.len() == 1 { "has" } else { "have" },
+                    n.name
+                ));
+            }
+            out.push(d.help(if cut.is_empty() {
+                "nothing to do in an IPv6-only cluster; to behave as Cilium does, give the node an IPv4 InternalIP"
+            } else {
+                "give every node whose pods use this gateway an IPv6 address, or give the gateway node an IPv4 InternalIP"
+            }));
+        }
+    }
 }
 
 /// W0312: an explicit (fixed) egress IP that can live on at most one of the
@@ -321,11 +371,8 @@ fn floating_families(w: &World, p: &Policy, g: &GatewaySpec, ip: Ipv4Addr, out: 
             }
         }
     }
-    let ipv6_only: Vec<&NodeInfo> = w
-        .matching_nodes(&g.node_selector)
-        .into_iter()
-        .filter(|n| n.ip.is_none() && n.internal_ips.iter().any(IpAddr::is_ipv6))
-        .collect();
+    let ipv6_only: Vec<&NodeInfo> =
+        w.matching_nodes(&g.node_selector).into_iter().filter(|n| n.ip.is_some_and(|a| a.is_ipv6())).collect();
     if drop.is_empty() && ipv6_only.is_empty() {
         return;
     }
@@ -337,7 +384,7 @@ fn floating_families(w: &World, p: &Policy, g: &GatewaySpec, ip: Ipv4Addr, out: 
     }
     for n in &ipv6_only {
         notes.push(format!(
-            "node `{}` is selected but has no IPv4 InternalIP: it is not a candidate (the tunnel between nodes is IPv4)",
+            "candidate `{}` has no IPv4 InternalIP (reached over IPv6, W0316): while it owns {ip}, the policy's IPv4 traffic leaves it only if it routes IPv4",
             n.name
         ));
     }
@@ -354,7 +401,7 @@ fn floating_families(w: &World, p: &Policy, g: &GatewaySpec, ip: Ipv4Addr, out: 
         d = d.note(n);
     }
     out.push(d.help(if drop.is_empty() {
-        "select only nodes with an IPv4 InternalIP, or give the IPv6-only node an IPv4 InternalIP".to_string()
+        "select only nodes with an IPv4 InternalIP, or give the IPv6-only node an IPv4 address".to_string()
     } else {
         format!(
             "give {} an IPv6 address on the egress interface, or select only dual-stack nodes",

@@ -29,7 +29,7 @@ use crate::ir::{Action, Entry, GatewayDecl, Module, SlotDecl, Stage};
 use crate::resolve::SlotId;
 use egret_lang::net::{Cidr, Family};
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 /// A plan's action: pass, drop (no-gateway), redirect to a gateway with an
 /// egress slot (the VNI), or local egress through a slot this node serves.
@@ -62,17 +62,17 @@ pub struct GatewayTable {
     pub slot: SlotId,
     /// Sorted, unique.
     pub sources: Vec<IpAddr>,
-    /// Per source (same length and order): the IPv4 address of the node it
+    /// Per source (same length and order): the underlay address of the node it
     /// runs on, whose tunnel packets alone may carry it; `None` for a source
     /// of this node (local egress) or one whose node is unknown.
-    pub from: Vec<Option<Ipv4Addr>>,
+    pub from: Vec<Option<IpAddr>>,
 }
 
 /// One node's plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
     pub node: String,
-    pub node_ip: Option<Ipv4Addr>,
+    pub node_ip: Option<IpAddr>,
     /// Cluster-internal prefixes: pass, before any class table.
     pub internal: Vec<Cidr>,
     /// Remote gateways that redirects target.

@@ -5,11 +5,14 @@ use super::Plan;
 use crate::ir::text::{action_text, slot_text};
 use std::fmt::Write;
 
+/// The header's node address when the node has no InternalIP.
+pub const NO_NODE_IP: &str = "no InternalIP";
+
 impl Plan {
     /// The canonical text of the plan.
     pub fn to_text(&self) -> String {
         let mut out = String::new();
-        let ip = self.node_ip.map_or_else(|| "no IPv4 InternalIP".to_string(), |i| i.to_string());
+        let ip = self.node_ip.map_or_else(|| NO_NODE_IP.to_string(), |i| i.to_string());
         let _ = writeln!(out, "; egret plan for node {} ({ip})", self.node);
         let _ = writeln!(out, "internal ({})", self.internal.len());
         for c in &self.internal {

@@ -184,6 +184,13 @@ impl World {
 /// Nodes, by name (the first of duplicates wins), each with its
 /// NodeNetwork (the first for it); a NodeNetwork for no known node is
 /// reported and ignored.
+/// A node's underlay address (SEMANTICS.md, "Nodes"): its first IPv4
+/// InternalIP, else its first IPv6 one; dual-stack clusters keep the IPv4
+/// underlay, an IPv6-only node tunnels over IPv6.
+pub fn underlay_address(internal_ips: &[IpAddr]) -> Option<IpAddr> {
+    internal_ips.iter().find(|ip| ip.is_ipv4()).or_else(|| internal_ips.first()).copied()
+}
+
 fn nodes(c: &Cluster, diags: &mut Vec<Diagnostic>) -> Vec<NodeInfo> {
     let mut node_src: Vec<&egret_lang::ast::Node> = c.nodes.iter().collect();
     node_src.sort_by(|a, b| a.name.value.cmp(&b.name.value));
@@ -196,10 +203,7 @@ fn nodes(c: &Cluster, diags: &mut Vec<Diagnostic>) -> Vec<NodeInfo> {
             name: n.name.value.clone(),
             span: n.span,
             labels: n.labels.clone(),
-            ip: n.internal_ips.iter().find_map(|ip| match ip {
-                IpAddr::V4(a) => Some(*a),
-                IpAddr::V6(_) => None,
-            }),
+            ip: underlay_address(&n.internal_ips),
             internal_ips: n.internal_ips.clone(),
             pod_cidrs: n.pod_cidrs.iter().map(Cidr::network).collect(),
             ready: n.ready.unwrap_or(true),

@@ -175,15 +175,15 @@ pub struct FloatingSlot {
     /// The floating egress IP (the slot's egress IPv4 on every candidate).
     pub ip: Ipv4Addr,
     /// Every candidate gateway (this node included): node name and
-    /// underlay IPv4 (its first IPv4 InternalIP, the tunnel remote), sorted
+    /// underlay address ([`super::NodeInfo::ip`], the tunnel remote), sorted
     /// by IP.
-    pub candidates: Vec<(String, Ipv4Addr)>,
+    pub candidates: Vec<(String, IpAddr)>,
 }
 
 impl FloatingSlot {
     /// The candidates other than the node with underlay address `node`
     /// (what that node's `egret_gw_peers` holds for the slot).
-    pub fn peers_of(&self, node: Option<Ipv4Addr>) -> impl Iterator<Item = &(String, Ipv4Addr)> {
+    pub fn peers_of(&self, node: Option<IpAddr>) -> impl Iterator<Item = &(String, IpAddr)> {
         self.candidates.iter().filter(move |(_, ip)| Some(*ip) != node)
     }
 }
@@ -376,7 +376,7 @@ impl World {
             id
         };
         // floating IPs first, in IP order: one id each, shared by the candidates
-        let mut floating: BTreeMap<Ipv4Addr, (u32, Vec<(String, Ipv4Addr)>)> = BTreeMap::new();
+        let mut floating: BTreeMap<Ipv4Addr, (u32, Vec<(String, IpAddr)>)> = BTreeMap::new();
         for ((name, spec), (node, _)) in &keys {
             if let EgressSpec::Floating(ip) = spec
                 && let Some(underlay) = self.nodes[node.index()].ip

@@ -15,12 +15,16 @@ pub fn fnv1a_32(bytes: &[u8]) -> u32 {
 }
 
 /// The failover weight of gateway `gw` for an endpoint identity:
-/// `fnv1a_32(identity ‖ 0x00 ‖ gw.octets())` (network byte order).
-pub fn rendezvous_weight(identity: &str, gw: Ipv4Addr) -> u32 {
-    let mut bytes = Vec::with_capacity(identity.len() + 5);
+/// `fnv1a_32(identity ‖ 0x00 ‖ octets)`, the octets of the gateway's
+/// underlay address in network byte order (4 for IPv4, 16 for IPv6).
+pub fn rendezvous_weight(identity: &str, gw: IpAddr) -> u32 {
+    let mut bytes = Vec::with_capacity(identity.len() + 17);
     bytes.extend_from_slice(identity.as_bytes());
     bytes.push(0);
-    bytes.extend_from_slice(&gw.octets());
+    match gw {
+        IpAddr::V4(a) => bytes.extend_from_slice(&a.octets()),
+        IpAddr::V6(a) => bytes.extend_from_slice(&a.octets()),
+    }
     fnv1a_32(&bytes)
 }
 
@@ -31,8 +35,8 @@ pub struct ResolvedGateway {
     pub entry: usize,
     pub node: NodeId,
     pub node_name: String,
-    /// The node's first IPv4 InternalIP.
-    pub ip: Ipv4Addr,
+    /// The node's underlay address ([`super::NodeInfo::ip`]).
+    pub ip: IpAddr,
     pub healthy: bool,
     pub spec: EgressSpec,
 }
@@ -238,6 +242,11 @@ mod tests {
         let ip = Ipv4Addr::new(192, 0, 2, 1);
         let mut bytes = b"uid-a".to_vec();
         bytes.extend_from_slice(&[0, 192, 0, 2, 1]);
-        assert_eq!(rendezvous_weight("uid-a", ip), fnv1a_32(&bytes));
+        assert_eq!(rendezvous_weight("uid-a", ip.into()), fnv1a_32(&bytes), "IPv4: its 4 octets, as before IPv6");
+        let ip6: std::net::Ipv6Addr = "2001:db8::1".parse().unwrap();
+        let mut bytes6 = b"uid-a".to_vec();
+        bytes6.push(0);
+        bytes6.extend_from_slice(&ip6.octets());
+        assert_eq!(rendezvous_weight("uid-a", ip6.into()), fnv1a_32(&bytes6));
     }
 }

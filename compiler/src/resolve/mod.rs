@@ -127,8 +127,10 @@ pub struct NodeInfo {
     pub name: String,
     pub span: Span,
     pub labels: Labels,
-    /// The first IPv4 InternalIP: the node's address as a gateway and tunnel endpoint.
-    pub ip: Option<Ipv4Addr>,
+    /// The node's underlay address, its address as a gateway and tunnel
+    /// endpoint: the first IPv4 InternalIP, else the first IPv6 one
+    /// (SEMANTICS.md, "Nodes"; [`build::underlay_address`]).
+    pub ip: Option<IpAddr>,
     pub internal_ips: Vec<IpAddr>,
     pub pod_cidrs: Vec<Cidr>,
     /// `Ready` condition (a snapshot without conditions counts as Ready).
@@ -202,7 +204,7 @@ pub struct World {
     options: Options,
     nodes: Vec<NodeInfo>,
     node_by_name: BTreeMap<String, NodeId>,
-    node_by_ip: HashMap<Ipv4Addr, NodeId>,
+    node_by_ip: HashMap<IpAddr, NodeId>,
     /// Per node, the (policy, index into its gateways) that resolve to it.
     gateway_entries: Vec<Vec<(PolicyId, usize)>>,
     namespaces: BTreeMap<String, NamespaceInfo>,
@@ -264,8 +266,8 @@ impl World {
     pub fn node_by_name(&self, name: &str) -> Option<&NodeInfo> {
         self.node_by_name.get(name).map(|id| &self.nodes[id.index()])
     }
-    /// The node whose first IPv4 InternalIP is `ip` (the first by name if several).
-    pub fn node_with_ip(&self, ip: Ipv4Addr) -> Option<&NodeInfo> {
+    /// The node whose underlay address is `ip` (the first by name if several).
+    pub fn node_with_ip(&self, ip: IpAddr) -> Option<&NodeInfo> {
         self.node_by_ip.get(&ip).map(|id| &self.nodes[id.index()])
     }
     /// The (policy, index into its resolved gateways) pairs that resolve to a node.

@@ -311,14 +311,14 @@ fn wide_plan(n: u32) -> egret_compiler::plan::Verified<egret_compiler::plan::Pla
     let entries = (0..n)
         .map(|i| Entry {
             prefix: egret_lang::net::Cidr::new(IpAddr::V4(Ipv4Addr::from(0x2000_0000 + (i << 9))), 24),
-            action: Action::redirect(gw, SlotId(7)),
+            action: Action::redirect(gw.into(), SlotId(7)),
         })
         .collect();
     egret_compiler::plan::verify::verify(Plan {
         node: "n".into(),
-        node_ip: Some(Ipv4Addr::new(192, 0, 2, 1)),
+        node_ip: Some(Ipv4Addr::new(192, 0, 2, 1).into()),
         internal: vec!["10.0.0.0/8".parse().expect("cidr")],
-        gateways: vec![GatewayDecl { node: "g".into(), ip: gw }],
+        gateways: vec![GatewayDecl { node: "g".into(), ip: gw.into() }],
         slots: vec![],
         endpoints: vec![EndpointEntry {
             ip: "10.0.0.2".parse().expect("ip"),

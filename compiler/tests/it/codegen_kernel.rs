@@ -49,7 +49,7 @@ fn run_plan(name: &str, w: &World, plan: &Verified<Plan>, layout: Layout, t: &mu
     let cases = equiv::artifact_cases(&a, plan, Some(w)).expect("cases");
     let mut reasons = vec![Counter::default(); Reason::ALL.len()];
     let mut rules = vec![Counter::default(); g.rules.rules.len()];
-    let mut down_now: Vec<std::net::Ipv4Addr> = Vec::new();
+    let mut down_now: Vec<std::net::IpAddr> = Vec::new();
     for c in &cases {
         if c.down != down_now {
             k.set_down(&down_now, &c.down).unwrap_or_else(|e| panic!("{name} {layout}: egret_gw_live: {e}"));
@@ -68,14 +68,15 @@ fn run_plan(name: &str, w: &World, plan: &Verified<Plan>, layout: Layout, t: &mu
         };
         let flow = format!("{name} {layout}: packet {} ({:?} -> {:?})", equiv::hex(&c.frame), c.src, c.dst);
         assert_eq!(r.retval, c.expected.return_code(), "{flow}: kernel vs plan");
+        let underlay_v6 = matches!(c.expected.effect, Effect::Redirect { gateway, .. } if gateway.is_ipv6());
         let want = match (c.expected.effect, g.mss_clamp) {
-            (Effect::Redirect { .. }, Some(clamp)) => codegen::mss::clamped(&c.frame, clamp),
+            (Effect::Redirect { .. }, Some(clamp)) => codegen::mss::clamped(&c.frame, clamp, underlay_v6),
             _ => c.frame.clone(),
         };
         assert_eq!(equiv::hex(&r.frame), equiv::hex(&want), "{flow} {:?}: the frame the kernel leaves", c.what);
         if want != c.frame {
             assert_eq!(codegen::mss::tcp_checksum_ok(&r.frame), Some(true), "{flow}: TCP checksum from scratch");
-            let limit = g.mss_clamp.map(|m| m.of(c.src.expect("an IP packet")));
+            let limit = g.mss_clamp.and_then(|m| m.of(c.src.expect("an IP packet"), underlay_v6));
             assert_eq!(codegen::mss::mss_of(&r.frame), limit, "{flow}: the clamped MSS");
             if c.src.is_some_and(|s| s.is_ipv4()) { t.clamped_v4 += 1 } else { t.clamped_v6 += 1 }
         }

@@ -56,10 +56,10 @@ impl Node {
     }
 }
 
-fn tunnelled(frame: &[u8], key: &egret_bpf::interp::TunnelKeySet, sender: Ipv4Addr) -> RunInput {
+fn tunnelled(frame: &[u8], key: &egret_bpf::interp::TunnelKeySet, sender: IpAddr) -> RunInput {
     let mut input = RunInput::for_frame(frame);
     // the gateway sees the sender's outer source as the tunnel remote
-    input.tunnel = Some(TunnelKey { remote: IpAddr::V4(sender), local: None, ..key.key.clone() });
+    input.tunnel = Some(TunnelKey { remote: sender, local: None, ..key.key.clone() });
     input
 }
 
@@ -114,7 +114,7 @@ fn a_redirected_packet_is_snatted_by_the_gateway_and_a_spoofed_one_dropped() {
     let out = wn.run("egret_src", &RunInput::for_frame(&frame));
     assert_eq!(out.r0, TC_ACT_REDIRECT);
     let key = out.effects.tunnel_key.clone().expect("tunnel key set");
-    assert_eq!((key.key.tunnel_id, key.key.remote), (sc.slot, IpAddr::V4(gateway_ip)));
+    assert_eq!((key.key.tunnel_id, key.key.remote), (sc.slot, gateway_ip));
     assert_eq!(out.effects.redirect.as_ref().map(|r| (r.ifindex, r.flags)), Some((TUNNEL_IFINDEX as u32, 0)));
 
     // the gateway's tunnel program translates it to the slot's egress address

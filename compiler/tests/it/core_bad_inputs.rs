@@ -184,11 +184,17 @@ fn explain_rejects_unknown_pods_and_bad_addresses() {
 fn nodes_without_ipv4_compile() {
     let mut d = nodes();
     d.push(node("v6", "2001:db8::5", "", true, "10.1.5.0/24"));
+    d.push("apiVersion: v1\nkind: Node\nmetadata: {name: bare}\nspec: {podCIDRs: [10.1.6.0/24]}\n".to_string());
     d.push(pod("prod", "a", "u1", "v6", "10.1.5.1", ""));
     d.push(policy("p", "[{podSelector: {}}]", &["0.0.0.0/0"], &[], GW));
     let w = world(&docs(&d));
+    // an IPv6-only node's underlay address is its IPv6 InternalIP
     let p = planner::plan_node(&w, "v6").unwrap();
-    assert!(p.to_text().contains("no IPv4 InternalIP"));
+    assert!(p.to_text().starts_with("; egret plan for node v6 (2001:db8::5)"), "{}", p.to_text());
+    // a node with no InternalIP at all
+    let p = planner::plan_node(&w, "bare").unwrap();
+    assert!(p.to_text().contains("(no InternalIP)"), "{}", p.to_text());
+    assert_eq!(egret_compiler::codegen::plan_text::parse(&p.to_text()).expect("reads back").node_ip, None);
     check_equivalence(&w);
 }
 

@@ -325,7 +325,8 @@ fn no_gateway_drops_and_cilium_says_not_found() {
         &[],
         r#"egressGateway: {nodeSelector: {matchLabels: {nope: "true"}}}"#,
     ));
-    // Matches a node, but one without an IPv4 InternalIP.
+    // Matches a node without an IPv4 InternalIP: egret tunnels to it over
+    // IPv6; Cilium (IPv4 tunnel only) has no gateway for it.
     d.push(policy(
         "v6-node",
         "[{podSelector: {}}]",
@@ -335,10 +336,13 @@ fn no_gateway_drops_and_cilium_says_not_found() {
     ));
     let w = world(&docs(&d));
     assert_eq!(verdict(&w, "10.1.1.1", "203.0.113.5"), Verdict::Drop { reason: DropReason::NoGateway });
-    assert_eq!(verdict(&w, "10.1.1.1", "198.51.100.5"), Verdict::Drop { reason: DropReason::NoGateway });
-    assert!(w.policy_by_name("v6-node").unwrap().gateways.is_empty());
+    let Verdict::Redirect { gateway, .. } = verdict(&w, "10.1.1.1", "198.51.100.5") else { panic!("a redirect") };
+    assert_eq!((gateway.node.as_str(), gateway.ip), ("v6only", ip("2001:db8::9")));
+    assert_eq!(w.policy_by_name("v6-node").unwrap().gateways[0].ip, ip("2001:db8::9"));
     let text = cilium::render(&w, "w-1", cilium::Format::Text).unwrap();
-    assert!(text.contains("Not Found"), "{text}");
+    let rows: Vec<&str> = text.lines().filter(|l| l.contains("Not Found")).collect();
+    assert!(rows.iter().any(|l| l.contains("203.0.113.0/24")), "{text}");
+    assert!(rows.iter().any(|l| l.contains("198.51.100.0/24")), "Cilium has no IPv6 tunnel: {text}");
     check_equivalence(&w);
 }
 

@@ -23,6 +23,11 @@ fn v4(s: &str) -> Ipv4Addr {
     s.parse().expect("ipv4")
 }
 
+/// A node's underlay address.
+fn underlay(s: &str) -> IpAddr {
+    s.parse().expect("ip")
+}
+
 fn floating_policy(name: &str, dest: &str, selector: &str, egress_ip: &str) -> String {
     format!(
         "apiVersion: cilium.io/v2\nkind: CiliumEgressGatewayPolicy\nmetadata:\n  name: {name}\n  annotations: {{egret.dev/floating-egress-ip: \"true\"}}\nspec:\n  selectors: [{{podSelector: {{matchLabels: {{app: web}}}}}}]\n  destinationCIDRs: [\"{dest}\"]\n  egressGateway: {{nodeSelector: {{matchLabels: {{{selector}}}}}, egressIP: \"{egress_ip}\"}}\n"
@@ -84,8 +89,11 @@ fn every_matching_node_is_a_candidate_serving_one_shared_slot() {
     assert!(w.diagnostics().is_empty(), "{:?}", w.diagnostics());
     assert!(w.validation_errors().is_empty());
     let p = w.policy_by_name("float").expect("policy");
-    let gws: Vec<(&str, Ipv4Addr)> = p.gateways.iter().map(|g| (g.node_name.as_str(), g.ip)).collect();
-    assert_eq!(gws, [("gw-a", v4("10.0.0.11")), ("gw-b", v4("10.0.0.12")), ("gw-c", v4("10.0.0.13"))]);
+    let gws: Vec<(&str, IpAddr)> = p.gateways.iter().map(|g| (g.node_name.as_str(), g.ip)).collect();
+    assert_eq!(
+        gws,
+        [("gw-a", underlay("10.0.0.11")), ("gw-b", underlay("10.0.0.12")), ("gw-c", underlay("10.0.0.13"))]
+    );
     assert!(p.gateways.iter().all(|g| g.spec == EgressSpec::Floating(v4(FLOATING))));
 
     let slots = floating_slots(&w);
@@ -102,9 +110,9 @@ fn every_matching_node_is_a_candidate_serving_one_shared_slot() {
     let want = FloatingSlot {
         ip: v4(FLOATING),
         candidates: vec![
-            ("gw-a".into(), v4("10.0.0.11")),
-            ("gw-b".into(), v4("10.0.0.12")),
-            ("gw-c".into(), v4("10.0.0.13")),
+            ("gw-a".into(), underlay("10.0.0.11")),
+            ("gw-b".into(), underlay("10.0.0.12")),
+            ("gw-c".into(), underlay("10.0.0.13")),
         ],
     };
     for s in &slots {
@@ -119,8 +127,8 @@ fn every_matching_node_is_a_candidate_serving_one_shared_slot() {
     assert_eq!(iface("gw-b"), Some(InterfaceBinding::Known { name: "eth0".into(), index: Some(2) }));
     // gw-c: no facts, found on the node
     assert_eq!(iface("gw-c"), Some(InterfaceBinding::LateBound { spec: EgressSpec::Floating(v4(FLOATING)) }));
-    let peers: Vec<Ipv4Addr> = want.peers_of(Some(v4("10.0.0.12"))).map(|(_, ip)| *ip).collect();
-    assert_eq!(peers, [v4("10.0.0.11"), v4("10.0.0.13")]);
+    let peers: Vec<IpAddr> = want.peers_of(Some(underlay("10.0.0.12"))).map(|(_, ip)| *ip).collect();
+    assert_eq!(peers, [underlay("10.0.0.11"), underlay("10.0.0.13")]);
 }
 
 #[test]
@@ -137,8 +145,11 @@ fn the_plan_carries_the_floating_slot_and_every_candidate_serves_every_endpoint(
         assert_eq!(table.sources.iter().copied().collect::<BTreeSet<_>>(), sources, "{gw}");
         // a pod's packets come from its own node (or a candidate forwarding them)
         for (src, from) in table.sources.iter().zip(&table.from) {
-            let expect =
-                if *src == ip("10.244.1.7") { (gw != "gw-a").then(|| v4("10.0.0.11")) } else { Some(v4("10.0.0.21")) };
+            let expect = if *src == ip("10.244.1.7") {
+                (gw != "gw-a").then(|| underlay("10.0.0.11"))
+            } else {
+                Some(underlay("10.0.0.21"))
+            };
             assert_eq!(*from, expect, "{gw} {src}");
         }
         // text and JSON show it
@@ -163,8 +174,8 @@ fn the_plan_carries_the_floating_slot_and_every_candidate_serves_every_endpoint(
     let worker = &plans["worker-1"];
     let action = worker.lookup(ip("10.244.4.5"), ip("203.0.113.9"));
     let egret_compiler::ir::Action::Egress(choice) = action else { panic!("{action}") };
-    let targets: BTreeSet<Ipv4Addr> = choice.targets().iter().map(|t| t.gateway).collect();
-    assert_eq!(targets, [v4("10.0.0.11"), v4("10.0.0.12"), v4("10.0.0.13")].into());
+    let targets: BTreeSet<IpAddr> = choice.targets().iter().map(|t| t.gateway).collect();
+    assert_eq!(targets, [underlay("10.0.0.11"), underlay("10.0.0.12"), underlay("10.0.0.13")].into());
     assert!(choice.targets().iter().all(|t| t.slot == id));
 }
 

@@ -33,12 +33,12 @@ fn state_maps_open_by_name_and_are_read_written_and_deleted_by_entry() {
     pinned_maps::create_pinned(&state, &[GatewayLive::map_def()]);
     let live = StateMap::open(&layout, &GatewayLive::map_def()).expect("opens").expect("pinned");
     assert_eq!(live.name(), "egret_gw_live");
-    let down = GatewayLive { gateway: Ipv4Addr::new(192, 0, 2, 13), down: true };
+    let down = GatewayLive { gateway: Ipv4Addr::new(192, 0, 2, 13).into(), down: true };
     assert_eq!(live.get(&down.key()).expect("lookup"), None);
     live.set(&down.key(), &down.value()).expect("update");
     let value = live.get(&down.key()).expect("lookup").expect("present");
     assert_eq!(GatewayLive::from_bytes(&down.key(), &value), Some(down));
-    let other = GatewayLive { gateway: Ipv4Addr::new(192, 0, 2, 14), down: false };
+    let other = GatewayLive { gateway: Ipv4Addr::new(192, 0, 2, 14).into(), down: false };
     live.set(&other.key(), &other.value()).expect("update");
     let mut keys = live.keys().expect("keys");
     keys.sort();

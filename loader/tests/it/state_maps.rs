@@ -134,7 +134,7 @@ fn recorded() -> DecisionTable {
             DecisionRow {
                 source: POD_A.into(),
                 destination: "0.0.0.0/0".into(),
-                decision: Decision::Redirect { gateway: Ipv4Addr::new(192, 0, 2, 13), slot: SLOT },
+                decision: Decision::Redirect { gateway: Ipv4Addr::new(192, 0, 2, 13).into(), slot: SLOT },
                 failover: Vec::new(),
                 rule: Some(0),
             },

@@ -94,8 +94,8 @@ pub struct FloatingRole {
     pub slot: u32,
     /// The interface the address goes on when this node owns it.
     pub interface: String,
-    /// Every candidate (this node included): name and underlay IPv4.
-    pub candidates: Vec<(String, Ipv4Addr)>,
+    /// Every candidate (this node included): name and underlay address.
+    pub candidates: Vec<(String, IpAddr)>,
 }
 
 /// How the controller is set up.
@@ -103,8 +103,8 @@ pub struct FloatingRole {
 pub struct OwnershipConfig {
     /// This node's name (the Lease holder identity).
     pub node: String,
-    /// Its underlay IPv4.
-    pub node_ip: Ipv4Addr,
+    /// Its underlay address.
+    pub node_ip: IpAddr,
     /// The loader's bpffs root (for `egret_float_owner` and the NAT maps).
     pub root: PathBuf,
     /// Where the Leases live and their duration.
@@ -404,7 +404,7 @@ async fn control(
             .filter_map(|m| {
                 let owner = m.owner.as_ref()?;
                 let ip = m.role.candidates.iter().find(|(n, _)| n == owner).map(|(_, ip)| *ip)?;
-                Some((m.role.slot, FloatOwner { slot: m.role.slot, owner: ip.into(), is_self: *owner == config.node }))
+                Some((m.role.slot, FloatOwner { slot: m.role.slot, owner: ip, is_self: *owner == config.node }))
             })
             .collect();
         let full = last_rewrite.elapsed() >= REWRITE;
@@ -460,7 +460,7 @@ async fn control(
 fn replication_roles(config: &OwnershipConfig, managed: &BTreeMap<Ipv4Addr, Managed>) -> replicate::Roles {
     let mut roles = replicate::Roles::default();
     for m in managed.values() {
-        let peers: BTreeSet<Ipv4Addr> =
+        let peers: BTreeSet<IpAddr> =
             m.role.candidates.iter().filter(|(n, _)| *n != config.node).map(|(_, ip)| *ip).collect();
         if m.machine.is_owner() {
             roles.owned.insert(m.role.slot, peers);

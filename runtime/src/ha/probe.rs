@@ -40,7 +40,8 @@
 //!    `(target, port)`: a VXLAN header with VNI 0 and a probe frame
 //!    (`egret_bpf::templates::probe::Probe::datagram`) with this tick's
 //!    sequence number (one per tick, increasing, wrapping), `sender` = the
-//!    node's IPv4 and `sent_ns` = the tick's `CLOCK_MONOTONIC` time. A send
+//!    node's IPv4 (unspecified on a node with an IPv6 underlay; nothing reads
+//!    it but people), from the socket of the target's family, and `sent_ns` = the tick's `CLOCK_MONOTONIC` time. A send
 //!    that fails is counted; the probe stays outstanding and is missed.
 //!
 //! Never panics; failures (sends, map reads and writes, a map of the wrong
@@ -54,7 +55,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
-use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::thread::JoinHandle;
@@ -82,8 +83,9 @@ pub struct ProberConfig {
     /// The loader's bpffs root (`egret_probe_rx` and `egret_gw_live` are
     /// its state maps).
     pub root: PathBuf,
-    /// This node's underlay IPv4 (the probes' `sender`).
-    pub sender: Ipv4Addr,
+    /// This node's underlay address (the probes' `sender`, a field only
+    /// people read: `0.0.0.0` there when the node tunnels over IPv6).
+    pub sender: IpAddr,
     /// The gateways' tunnel UDP port (every node's `egret0` uses the same).
     pub port: u16,
     /// Interval, misses and hold-down.
@@ -96,7 +98,7 @@ impl ProberConfig {
     /// Defaults: the default tunnel port, [`liveness::Config::default`],
     /// [`REWRITE_EVERY`].
     #[must_use]
-    pub fn new(root: impl Into<PathBuf>, sender: Ipv4Addr) -> ProberConfig {
+    pub fn new(root: impl Into<PathBuf>, sender: IpAddr) -> ProberConfig {
         ProberConfig {
             root: root.into(),
             sender,
@@ -133,7 +135,7 @@ pub enum ProbeError {
     #[error("cannot send a probe to `{gateway}`: {source}")]
     Send {
         /// The gateway.
-        gateway: Ipv4Addr,
+        gateway: IpAddr,
         /// The error.
         source: io::Error,
     },
@@ -257,13 +259,13 @@ pub struct ProberStatus {
     /// Sequence number of the last probes sent.
     pub seq: u32,
     /// Every target.
-    pub gateways: BTreeMap<Ipv4Addr, GatewayStatus>,
+    pub gateways: BTreeMap<IpAddr, GatewayStatus>,
     /// Whether `egret_probe_rx` was pinned at the last tick.
     pub probe_rx_pinned: bool,
     /// Whether `egret_gw_live` was pinned at the last tick.
     pub gw_live_pinned: bool,
     /// The gateways `egret_gw_live` holds as down, as last written.
-    pub written_down: BTreeSet<Ipv4Addr>,
+    pub written_down: BTreeSet<IpAddr>,
     /// Full rewrites of `egret_gw_live`.
     pub full_rewrites: u64,
     /// Failures so far.
@@ -288,14 +290,17 @@ pub struct Probing {
     config: ProberConfig,
     layout: PinLayout,
     socket: UdpSocket,
-    targets: Option<BTreeSet<Ipv4Addr>>,
-    external_down: BTreeSet<Ipv4Addr>,
-    machines: BTreeMap<Ipv4Addr, Liveness>,
+    /// For gateways with an IPv6 underlay address; `None` where the node
+    /// has no IPv6 (a send to such a gateway then fails and is counted).
+    socket6: Option<UdpSocket>,
+    targets: Option<BTreeSet<IpAddr>>,
+    external_down: BTreeSet<IpAddr>,
+    machines: BTreeMap<IpAddr, Liveness>,
     seq: u32,
     started_ns: Option<u64>,
     /// The id of the `egret_gw_live` map `written` describes.
     live_id: Option<u32>,
-    written: BTreeSet<Ipv4Addr>,
+    written: BTreeSet<IpAddr>,
     /// A write failed: rewrite in full at the next tick.
     dirty: bool,
     since_full: u64,
@@ -309,13 +314,14 @@ impl Probing {
     /// # Errors
     /// The socket cannot be opened.
     pub fn new(config: ProberConfig) -> Result<Probing, ProbeError> {
-        let socket = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0))
-            .and_then(|s| s.set_nonblocking(true).map(|()| s))
-            .map_err(|source| ProbeError::Socket { source })?;
+        let open = |any: IpAddr| UdpSocket::bind((any, 0)).and_then(|s| s.set_nonblocking(true).map(|()| s));
+        let socket = open(Ipv4Addr::UNSPECIFIED.into()).map_err(|source| ProbeError::Socket { source })?;
+        let socket6 = open(Ipv6Addr::UNSPECIFIED.into()).ok();
         Ok(Probing {
             layout: PinLayout::new(&config.root),
             config,
             socket,
+            socket6,
             targets: None,
             external_down: BTreeSet::new(),
             machines: BTreeMap::new(),
@@ -330,12 +336,12 @@ impl Probing {
     }
 
     /// The gateways to probe from the next tick on.
-    pub fn set_targets(&mut self, targets: BTreeSet<Ipv4Addr>) {
+    pub fn set_targets(&mut self, targets: BTreeSet<IpAddr>) {
         self.targets = Some(targets);
     }
 
     /// The gateways Kubernetes says are not Ready, from the next tick on.
-    pub fn set_external_down(&mut self, down: BTreeSet<Ipv4Addr>) {
+    pub fn set_external_down(&mut self, down: BTreeSet<IpAddr>) {
         self.external_down = down;
     }
 
@@ -367,7 +373,7 @@ impl Probing {
 
     /// One tick at `now_ns` (`CLOCK_MONOTONIC`); see the module doc.
     /// Returns the state changes, by gateway.
-    pub fn tick(&mut self, now_ns: u64) -> Vec<(Ipv4Addr, Transition)> {
+    pub fn tick(&mut self, now_ns: u64) -> Vec<(IpAddr, Transition)> {
         let started = *self.started_ns.get_or_insert(now_ns);
         self.status.ticks += 1;
         self.status.at_ns = now_ns;
@@ -459,9 +465,21 @@ impl Probing {
         // 5. probes
         self.seq = self.seq.wrapping_add(1);
         self.status.seq = self.seq;
+        // the frame's sender is IPv4 (informational): unspecified for an IPv6 underlay
+        let sender = match self.config.sender {
+            IpAddr::V4(a) => a,
+            IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
+        };
         for (gw, m) in &mut self.machines {
-            let probe = Probe { kind: Kind::Request, seq: self.seq, sender: self.config.sender, sent_ns: now_ns };
-            let sent = self.socket.send_to(&probe.datagram(), SocketAddrV4::new(*gw, self.config.port));
+            let probe = Probe { kind: Kind::Request, seq: self.seq, sender, sent_ns: now_ns };
+            let to = SocketAddr::new(*gw, self.config.port);
+            let sent = match (gw, &self.socket6) {
+                (IpAddr::V4(_), _) => self.socket.send_to(&probe.datagram(), to),
+                (IpAddr::V6(_), Some(s6)) => s6.send_to(&probe.datagram(), to),
+                (IpAddr::V6(_), None) => {
+                    Err(io::Error::new(io::ErrorKind::Unsupported, "this node has no IPv6 socket"))
+                }
+            };
             m.sent(self.seq);
             let s = self.status.gateways.get_mut(gw);
             if let Some(s) = s {
@@ -497,7 +515,7 @@ impl Probing {
     /// Deletes the replies of nodes that are not targets from `egret_probe_rx`
     /// (module doc, step 4): its capacity is bounded and the datapath only
     /// ever adds.
-    fn forget_replies(&mut self, rx: &StateMap, targets: &BTreeSet<Ipv4Addr>) {
+    fn forget_replies(&mut self, rx: &StateMap, targets: &BTreeSet<IpAddr>) {
         let keys = match rx.keys() {
             Ok(keys) => keys,
             Err(e) => {
@@ -520,7 +538,7 @@ impl Probing {
     /// and a zero count never precedes the last deletion; true if it was a
     /// full rewrite.
     fn write(&mut self, live: &StateMap, count: Option<&StateMap>) -> bool {
-        let down: BTreeSet<Ipv4Addr> =
+        let down: BTreeSet<IpAddr> =
             self.machines.iter().filter(|(_, m)| m.state().is_down()).map(|(gw, _)| *gw).collect();
         let full = self.dirty || self.live_id != Some(live.id()) || self.since_full >= self.config.rewrite_ticks();
         let mut errors = Vec::new();
@@ -595,8 +613,8 @@ impl StatusHandle {
 
 #[derive(Debug)]
 enum Command {
-    Targets(BTreeSet<Ipv4Addr>),
-    ExternalDown(BTreeSet<Ipv4Addr>),
+    Targets(BTreeSet<IpAddr>),
+    ExternalDown(BTreeSet<IpAddr>),
 }
 
 /// [`Probing`] on a thread of its own, one tick every interval; stopped and
@@ -635,12 +653,12 @@ impl Prober {
     }
 
     /// The gateways this node uses (those its plan names), from the next tick on.
-    pub fn set_targets(&self, targets: BTreeSet<Ipv4Addr>) {
+    pub fn set_targets(&self, targets: BTreeSet<IpAddr>) {
         self.send(Command::Targets(targets));
     }
 
     /// The gateways Kubernetes says are not Ready: down regardless of probes.
-    pub fn set_external_down(&self, down: BTreeSet<Ipv4Addr>) {
+    pub fn set_external_down(&self, down: BTreeSet<IpAddr>) {
         self.send(Command::ExternalDown(down));
     }
 
@@ -714,7 +732,7 @@ mod tests {
     /// A config whose maps are never pinned, probing `port`.
     fn config(port: u16, interval: Duration) -> ProberConfig {
         let root = std::env::temp_dir().join(format!("egret-no-bpffs-{}", std::process::id()));
-        let mut c = ProberConfig::new(root, SENDER);
+        let mut c = ProberConfig::new(root, SENDER.into());
         c.port = port;
         c.liveness.interval = interval;
         c
@@ -739,7 +757,7 @@ mod tests {
     fn the_prober_thread_sends_requests_with_increasing_seq_from_this_node() {
         let (gw, port) = gateway();
         let prober = Prober::start(config(port, Duration::from_millis(5))).expect("starts");
-        prober.set_targets(BTreeSet::from([Ipv4Addr::LOCALHOST]));
+        prober.set_targets(BTreeSet::from([IpAddr::V4(Ipv4Addr::LOCALHOST)]));
         let probes: Vec<Probe> = (0..5).map(|_| receive(&gw)).collect();
         for p in &probes {
             assert_eq!((p.kind, p.sender), (Kind::Request, SENDER));
@@ -756,12 +774,34 @@ mod tests {
             std::thread::sleep(Duration::from_millis(5));
             status = prober.status();
         }
-        assert!(status.ticks >= 5 && status.gateways.contains_key(&Ipv4Addr::LOCALHOST), "{status:?}");
+        assert!(status.ticks >= 5 && status.gateways.contains_key(&IpAddr::V4(Ipv4Addr::LOCALHOST)), "{status:?}");
         // no maps pinned: not an error, nothing judged, nothing written
         assert_eq!(status.errors, ErrorCounts::default(), "{status:?}");
         assert!(!status.probe_rx_pinned && !status.gw_live_pinned);
-        assert_eq!(status.gateways[&Ipv4Addr::LOCALHOST].state, State::Unknown);
+        assert_eq!(status.gateways[&IpAddr::V4(Ipv4Addr::LOCALHOST)].state, State::Unknown);
         prober.stop();
+    }
+
+    #[test]
+    fn a_gateway_with_an_ipv6_underlay_address_is_probed_over_ipv6() {
+        // a "gateway" on ::1 (IPv6-only clusters' nodes); skipped where the host has no IPv6 loopback
+        let Ok(gw) = UdpSocket::bind((std::net::Ipv6Addr::LOCALHOST, 0)) else {
+            println!("skipped: no IPv6 loopback here");
+            return;
+        };
+        gw.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        let port = gw.local_addr().expect("addr").port();
+        let mut c = config(port, Duration::from_millis(100));
+        c.sender = std::net::Ipv6Addr::LOCALHOST.into();
+        let mut p = Probing::new(c).expect("sockets");
+        let target = IpAddr::V6(std::net::Ipv6Addr::LOCALHOST);
+        p.set_targets(BTreeSet::from([target]));
+        p.tick(1_000);
+        let probe = receive(&gw);
+        // the frame's sender field is IPv4: unspecified from an IPv6 node
+        assert_eq!((probe.kind, probe.seq, probe.sender), (Kind::Request, 1, Ipv4Addr::UNSPECIFIED));
+        let g = &p.status().gateways[&target];
+        assert_eq!((g.sent, g.send_errors), (1, 0), "{g:?}");
     }
 
     #[test]
@@ -772,7 +812,7 @@ mod tests {
         assert_eq!(p.tick(1_000), []);
         assert_eq!(p.status().seq, 0);
         // one target only: test traffic stays on 127.0.0.1
-        let gw_ip = Ipv4Addr::LOCALHOST;
+        let gw_ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
         p.set_targets(BTreeSet::from([gw_ip]));
         for i in 0..10u64 {
             assert_eq!(p.tick(2_000 + i * 100_000_000), [], "without egret_probe_rx no probe is judged");
@@ -799,7 +839,7 @@ mod tests {
 
     #[test]
     fn a_full_rewrite_comes_every_rewrite_every_in_ticks() {
-        let mut c = ProberConfig::new("/nonexistent", SENDER);
+        let mut c = ProberConfig::new("/nonexistent", SENDER.into());
         assert_eq!((c.port, c.rewrite_ticks()), (4799, 10));
         c.liveness.interval = Duration::from_millis(300);
         assert_eq!(c.rewrite_ticks(), 4, "rounded up");

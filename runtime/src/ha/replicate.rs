@@ -78,8 +78,9 @@
 //!
 //! # Wire format ([`encode`], [`decode`])
 //! Frames: `u32` big-endian length of the rest, `u8` [`VERSION`], `u8` type,
-//! payload; at most [`MAX_FRAME`] bytes after the length. Hello (1): `be32`
-//! sender's IPv4. Batch (2): `u64` seq, `u8` flags (1 = first frame of a
+//! payload; at most [`MAX_FRAME`] bytes after the length. Hello (1): the
+//! sender's underlay address, 16 bytes (`egret_bpf::layout::NODE_ADDR`: IPv4
+//! mapped, or IPv6). Batch (2): `u64` seq, `u8` flags (1 = first frame of a
 //! full snapshot, 2 = last frame of it), `u16` slot count + `u32` slots
 //! (only with flag 1), `u32` upsert count + upserts (`u8` table: 0 reverse,
 //! 1 forward; 16-byte key, the value (48 bytes reverse, 32 forward), both in the maps' own layouts
@@ -125,7 +126,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc};
@@ -133,6 +134,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use egret_bpf::MapDef;
+use egret_bpf::layout::node_addr;
 use egret_bpf::templates::{self, ForwardNat, NatKey, RV_F_LOCAL, ReverseNat};
 use egret_loader::state::EntryBytes;
 use egret_loader::{PinLayout, StateMap, StateMapError};
@@ -164,7 +166,7 @@ pub const MAX_SESSIONS: usize = 32;
 
 /// Wire protocol version (2: reverse values carry the pod's node as a 16-byte
 /// address, `egret_bpf::layout::NODE_ADDR`).
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
 /// Upserts plus deletes in one batch frame.
 pub const MAX_ENTRIES_PER_FRAME: usize = 2048;
 /// Slots a snapshot may name (a node serves at most this many slots).
@@ -357,12 +359,12 @@ pub const fn absolute(offset: u64, now: u64) -> u64 {
 /// The owner's value as sent (module doc): times relative to `now`, the
 /// reverse entry's `expires` `grace` later, a local pod's node made `owner`.
 #[must_use]
-pub fn to_wire(value: NatValue, now: u64, grace_ns: u64, owner: Ipv4Addr) -> NatValue {
+pub fn to_wire(value: NatValue, now: u64, grace_ns: u64, owner: IpAddr) -> NatValue {
     let value = match value {
         NatValue::Reverse(mut r) => {
             if r.flags & RV_F_LOCAL != 0 {
                 r.flags &= !RV_F_LOCAL;
-                r.node = owner.into();
+                r.node = owner;
             }
             r.expires_ns = r.expires_ns.saturating_add(grace_ns);
             NatValue::Reverse(r)
@@ -375,10 +377,10 @@ pub fn to_wire(value: NatValue, now: u64, grace_ns: u64, owner: Ipv4Addr) -> Nat
 /// A received value as the standby installs it (module doc): times on its
 /// own clock `now`, a pod on `me` local.
 #[must_use]
-pub fn from_wire(value: NatValue, now: u64, me: Ipv4Addr) -> NatValue {
+pub fn from_wire(value: NatValue, now: u64, me: IpAddr) -> NatValue {
     let value = value.with_times(value.times().map(|t| absolute(t, now)));
     match value {
-        NatValue::Reverse(mut r) if r.node == IpAddr::V4(me) => {
+        NatValue::Reverse(mut r) if r.node == me => {
             r.node = Ipv4Addr::UNSPECIFIED.into();
             r.flags |= RV_F_LOCAL;
             NatValue::Reverse(r)
@@ -523,8 +525,8 @@ fn scan(maps: &dyn NatMaps, owned: &BTreeSet<u32>) -> Result<BTreeMap<EntryKey, 
 pub enum Frame {
     /// First frame of a connection: who sends.
     Hello {
-        /// The sender's underlay IPv4.
-        node: Ipv4Addr,
+        /// The sender's underlay address.
+        node: IpAddr,
     },
     /// Changes.
     Batch(Batch),
@@ -593,7 +595,9 @@ pub fn encode(frame: &Frame) -> Vec<u8> {
     match frame {
         Frame::Hello { node } => {
             b.push(FRAME_HELLO);
-            b.extend_from_slice(&node.octets());
+            let mut a = [0u8; node_addr::SIZE];
+            node_addr::NODE.put_node(&mut a, *node);
+            b.extend_from_slice(&a);
         }
         Frame::Ack { seq } => {
             b.push(FRAME_ACK);
@@ -682,7 +686,9 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, WireError> {
         return Err(WireError::Version { version });
     }
     let frame = match c.u8()? {
-        FRAME_HELLO => Frame::Hello { node: Ipv4Addr::from(c.array::<4>()?) },
+        FRAME_HELLO => Frame::Hello {
+            node: node_addr::NODE.node(&c.array::<{ node_addr::SIZE }>()?).ok_or_else(|| malformed("hello"))?,
+        },
         FRAME_ACK => Frame::Ack { seq: u64::from_be_bytes(c.array()?) },
         FRAME_BATCH => {
             let seq = u64::from_be_bytes(c.array()?);
@@ -824,16 +830,16 @@ enum LinkError {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Roles {
     /// Slots this node owns, with their standby candidates.
-    pub owned: BTreeMap<u32, BTreeSet<Ipv4Addr>>,
+    pub owned: BTreeMap<u32, BTreeSet<IpAddr>>,
     /// Slots this node is a standby for, with the peers allowed to send them.
-    pub standby_for: BTreeMap<u32, BTreeSet<Ipv4Addr>>,
+    pub standby_for: BTreeMap<u32, BTreeSet<IpAddr>>,
 }
 
 impl Roles {
     /// Per standby (never `me`), the owned slots it stands by for.
     #[must_use]
-    pub fn standbys(&self, me: Ipv4Addr) -> BTreeMap<Ipv4Addr, BTreeSet<u32>> {
-        let mut out: BTreeMap<Ipv4Addr, BTreeSet<u32>> = BTreeMap::new();
+    pub fn standbys(&self, me: IpAddr) -> BTreeMap<IpAddr, BTreeSet<u32>> {
+        let mut out: BTreeMap<IpAddr, BTreeSet<u32>> = BTreeMap::new();
         for (slot, peers) in &self.owned {
             for peer in peers.iter().filter(|p| **p != me) {
                 out.entry(*peer).or_default().insert(*slot);
@@ -845,7 +851,7 @@ impl Roles {
     /// The slots whose entries `peer` may install here: standby for them,
     /// `peer` allowed, not owned.
     #[must_use]
-    pub fn accepted_from(&self, peer: Ipv4Addr) -> BTreeSet<u32> {
+    pub fn accepted_from(&self, peer: IpAddr) -> BTreeSet<u32> {
         self.standby_for
             .iter()
             .filter(|(slot, peers)| peers.contains(&peer) && !self.owned.contains_key(slot))
@@ -861,7 +867,7 @@ pub struct ReplicatorConfig {
     pub root: PathBuf,
     /// This node's underlay IPv4: the listener's address and the source of
     /// connections to standbys.
-    pub node_ip: Ipv4Addr,
+    pub node_ip: IpAddr,
     /// The TCP port every node listens on.
     pub port: u16,
     /// How often the owner scans.
@@ -880,7 +886,7 @@ impl ReplicatorConfig {
     /// Defaults: [`DEFAULT_PORT`], [`SCAN_INTERVAL`], [`REFRESH`],
     /// [`CONNECT_TIMEOUT`], [`ACK_TIMEOUT`], [`IDLE_TIMEOUT`].
     #[must_use]
-    pub fn new(root: impl Into<PathBuf>, node_ip: Ipv4Addr) -> ReplicatorConfig {
+    pub fn new(root: impl Into<PathBuf>, node_ip: IpAddr) -> ReplicatorConfig {
         ReplicatorConfig {
             root: root.into(),
             node_ip,
@@ -901,7 +907,7 @@ pub enum ReplicateError {
     #[error("cannot listen on `{addr}`: {source}")]
     Listen {
         /// The address.
-        addr: SocketAddrV4,
+        addr: SocketAddr,
         /// The error.
         source: io::Error,
     },
@@ -1041,9 +1047,9 @@ pub struct ErrorCounts {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ReplicationStatus {
     /// This node.
-    pub node: Option<Ipv4Addr>,
+    pub node: Option<IpAddr>,
     /// The listener's address.
-    pub listening: Option<SocketAddrV4>,
+    pub listening: Option<SocketAddr>,
     /// The roles last set.
     pub roles: Roles,
     /// Scans so far.
@@ -1055,9 +1061,9 @@ pub struct ReplicationStatus {
     /// Whether both NAT maps were pinned at the last scan.
     pub maps_pinned: bool,
     /// Owner side, per standby.
-    pub standbys: BTreeMap<Ipv4Addr, StandbyStatus>,
+    pub standbys: BTreeMap<IpAddr, StandbyStatus>,
     /// Standby side, per owner that sent here.
-    pub owners: BTreeMap<Ipv4Addr, OwnerStatus>,
+    pub owners: BTreeMap<IpAddr, OwnerStatus>,
     /// Failures so far.
     pub errors: ErrorCounts,
     /// The last failure's message.
@@ -1085,7 +1091,7 @@ impl StatusHandle {
         s.last_error = Some(message.to_string());
     }
 
-    fn link_failed(&self, peer: Ipv4Addr, e: &LinkError) {
+    fn link_failed(&self, peer: IpAddr, e: &LinkError) {
         let count = |c: &mut ErrorCounts| match e {
             LinkError::Closed | LinkError::Io(_) => c.io += 1,
             LinkError::Wire(_) | LinkError::Unexpected(_) => c.protocol += 1,
@@ -1141,7 +1147,7 @@ struct Work {
 pub struct Replicator {
     shared: Arc<Shared>,
     wake: Option<mpsc::Sender<()>>,
-    local_addr: SocketAddrV4,
+    local_addr: SocketAddr,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -1161,12 +1167,12 @@ impl Replicator {
     /// # Errors
     /// The listener cannot be bound or a thread started.
     pub fn start_with(config: ReplicatorConfig, maps: Arc<dyn NatMaps>) -> Result<Replicator, ReplicateError> {
-        let addr = SocketAddrV4::new(config.node_ip, config.port);
+        let addr = SocketAddr::new(config.node_ip, config.port);
         let listener = TcpListener::bind(addr)
             .and_then(|l| l.set_nonblocking(true).map(|()| l))
             .map_err(|source| ReplicateError::Listen { addr, source })?;
         let local_addr = match listener.local_addr() {
-            Ok(std::net::SocketAddr::V4(a)) => a,
+            Ok(a) => a,
             _ => addr,
         };
         let status = StatusHandle::default();
@@ -1189,7 +1195,7 @@ impl Replicator {
 
     /// What this node owns (with standbys) and stands by for (with the
     /// peers allowed to send), from now on.
-    pub fn set_roles(&self, owned: BTreeMap<u32, BTreeSet<Ipv4Addr>>, standby_for: BTreeMap<u32, BTreeSet<Ipv4Addr>>) {
+    pub fn set_roles(&self, owned: BTreeMap<u32, BTreeSet<IpAddr>>, standby_for: BTreeMap<u32, BTreeSet<IpAddr>>) {
         let roles = Roles { owned, standby_for };
         self.shared.status.lock().roles = roles.clone();
         *self.shared.roles.lock().unwrap_or_else(PoisonError::into_inner) = roles;
@@ -1201,7 +1207,7 @@ impl Replicator {
 
     /// The listener's address (its port when `config.port` was 0).
     #[must_use]
-    pub fn local_addr(&self) -> SocketAddrV4 {
+    pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
 
@@ -1255,7 +1261,7 @@ impl Drop for LinkHandle {
 /// links started and stopped as the roles say, until the handle hangs up.
 fn own(shared: &Arc<Shared>, inbox: &mpsc::Receiver<()>) {
     let interval = shared.config.scan_interval.max(Duration::from_millis(1));
-    let mut links: BTreeMap<Ipv4Addr, LinkHandle> = BTreeMap::new();
+    let mut links: BTreeMap<IpAddr, LinkHandle> = BTreeMap::new();
     let mut next = Instant::now();
     loop {
         match inbox.recv_timeout(next.saturating_duration_since(Instant::now())) {
@@ -1277,7 +1283,7 @@ fn own(shared: &Arc<Shared>, inbox: &mpsc::Receiver<()>) {
 }
 
 /// One owner round: links as the roles say, a scan, work for each link.
-fn round(shared: &Arc<Shared>, links: &mut BTreeMap<Ipv4Addr, LinkHandle>) {
+fn round(shared: &Arc<Shared>, links: &mut BTreeMap<IpAddr, LinkHandle>) {
     let roles = shared.roles();
     let standbys = roles.standbys(shared.config.node_ip);
     links.retain(|peer, _| standbys.contains_key(peer));
@@ -1324,7 +1330,7 @@ fn round(shared: &Arc<Shared>, links: &mut BTreeMap<Ipv4Addr, LinkHandle>) {
     }
 }
 
-fn start_link(shared: &Arc<Shared>, peer: Ipv4Addr) -> io::Result<LinkHandle> {
+fn start_link(shared: &Arc<Shared>, peer: IpAddr) -> io::Result<LinkHandle> {
     let (work, inbox) = mpsc::sync_channel(1);
     let stop = Arc::new(AtomicBool::new(false));
     let mut link = Link {
@@ -1360,7 +1366,7 @@ struct Conn {
 #[derive(Debug)]
 struct Link {
     shared: Arc<Shared>,
-    peer: Ipv4Addr,
+    peer: IpAddr,
     stop: Arc<AtomicBool>,
     conn: Option<Conn>,
     /// What the standby acknowledged (owner's values, owner's clock).
@@ -1412,8 +1418,7 @@ impl Link {
 
     fn connect(&mut self) -> io::Result<()> {
         let config = &self.shared.config;
-        let mut stream =
-            connect_from(config.node_ip, SocketAddrV4::new(self.peer, config.port), config.connect_timeout)?;
+        let mut stream = connect_from(config.node_ip, SocketAddr::new(self.peer, config.port), config.connect_timeout)?;
         stream.set_nodelay(true)?;
         stream.set_write_timeout(Some(config.ack_timeout))?;
         stream.set_read_timeout(Some(POLL))?;
@@ -1496,10 +1501,11 @@ impl Link {
 /// A TCP connection from `from` (so the standby sees the node's underlay
 /// address whatever the routing picks) to `to`, within `timeout` (Linux
 /// bounds a blocking `connect(2)` by `SO_SNDTIMEO`: socket(7)).
-fn connect_from(from: Ipv4Addr, to: SocketAddrV4, timeout: Duration) -> io::Result<TcpStream> {
+fn connect_from(from: IpAddr, to: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
     use rustix::net::{self, AddressFamily, SocketFlags, SocketType, sockopt};
-    let fd = net::socket_with(AddressFamily::INET, SocketType::STREAM, SocketFlags::CLOEXEC, None)?;
-    net::bind(&fd, &SocketAddrV4::new(from, 0))?;
+    let family = if from.is_ipv4() { AddressFamily::INET } else { AddressFamily::INET6 };
+    let fd = net::socket_with(family, SocketType::STREAM, SocketFlags::CLOEXEC, None)?;
+    net::bind(&fd, &SocketAddr::new(from, 0))?;
     sockopt::set_socket_timeout(&fd, sockopt::Timeout::Send, Some(timeout.max(Duration::from_millis(1))))?;
     match net::connect(&fd, &to) {
         Ok(()) => Ok(TcpStream::from(fd)),
@@ -1528,8 +1534,8 @@ fn listen(shared: &Arc<Shared>, listener: &TcpListener) {
             }
         };
         sessions.retain(|t| !t.is_finished());
-        let std::net::SocketAddr::V4(addr) = addr else { continue };
-        let peer = *addr.ip();
+        // a dual-stack listener would show an IPv4 peer as ::ffff:a.b.c.d
+        let peer = addr.ip().to_canonical();
         let allowed = !shared.roles().accepted_from(peer).is_empty();
         if !allowed || sessions.len() >= MAX_SESSIONS {
             let why = if allowed { "too many connections" } else { "not a peer of any slot this node stands by for" };
@@ -1550,7 +1556,7 @@ fn listen(shared: &Arc<Shared>, listener: &TcpListener) {
 
 /// A standby session with one owner, until it closes, misbehaves, goes
 /// silent or the replicator stops.
-fn serve(shared: &Shared, stream: TcpStream, peer: Ipv4Addr) {
+fn serve(shared: &Shared, stream: TcpStream, peer: IpAddr) {
     shared.status.lock().owners.entry(peer).or_default().connections += 1;
     if let Err(e) = session(shared, stream, peer) {
         shared.status.link_failed(peer, &e);
@@ -1560,7 +1566,7 @@ fn serve(shared: &Shared, stream: TcpStream, peer: Ipv4Addr) {
     o.connections = o.connections.saturating_sub(1);
 }
 
-fn session(shared: &Shared, mut stream: TcpStream, peer: Ipv4Addr) -> Result<(), LinkError> {
+fn session(shared: &Shared, mut stream: TcpStream, peer: IpAddr) -> Result<(), LinkError> {
     let config = &shared.config;
     stream.set_nonblocking(false)?;
     stream.set_nodelay(true)?;
@@ -1608,7 +1614,7 @@ fn session(shared: &Shared, mut stream: TcpStream, peer: Ipv4Addr) -> Result<(),
     }
 }
 
-fn record_install(shared: &Shared, peer: Ipv4Addr, batch: &Batch, r: &Installed) {
+fn record_install(shared: &Shared, peer: IpAddr, batch: &Batch, r: &Installed) {
     let mut s = shared.status.lock();
     let o = s.owners.entry(peer).or_default();
     o.batches += 1;
@@ -1659,7 +1665,7 @@ pub struct Installed {
 pub fn install(
     maps: &dyn NatMaps,
     accepted: &BTreeSet<u32>,
-    me: Ipv4Addr,
+    me: IpAddr,
     now: u64,
     batch: &Batch,
     sweep: &mut Option<Sweep>,
@@ -1757,9 +1763,9 @@ mod tests {
     use egret_testkit::pinned_maps;
     use proptest::prelude::*;
 
-    const O: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
-    const S: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
-    const C: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
+    const O: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
+    const S: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+    const C: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3));
     const FLOAT: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 50);
     const REMOTE: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
     const SEC: u64 = 1_000_000_000;
@@ -1771,7 +1777,7 @@ mod tests {
         pod: Ipv4Addr,
         sport: u16,
         port: u16,
-        node: Ipv4Addr,
+        node: impl Into<IpAddr>,
         flags: u8,
         t: u64,
     ) -> [(NatKey, NatValue); 2] {
@@ -1839,10 +1845,10 @@ mod tests {
         let [(_, rev), (_, fwd)] =
             flow(7, Ipv4Addr::new(10, 0, 0, 1), 4000, 61000, Ipv4Addr::UNSPECIFIED, RV_F_LOCAL, now);
         let NatValue::Reverse(sent) = to_wire(rev, now, grace, O) else { panic!("reverse") };
-        assert_eq!((sent.node, sent.flags), (O.into(), 0));
+        assert_eq!((sent.node, sent.flags), (O, 0));
         assert_eq!((sent.last_seen_ns, sent.expires_ns), (0, 61 * SEC), "offsets; expires with the grace");
         let NatValue::Reverse(got) = from_wire(NatValue::Reverse(sent), 20 * SEC, S) else { panic!("reverse") };
-        assert_eq!((got.node, got.flags, got.last_seen_ns, got.expires_ns), (O.into(), 0, 20 * SEC, 81 * SEC));
+        assert_eq!((got.node, got.flags, got.last_seen_ns, got.expires_ns), (O, 0, 20 * SEC, 81 * SEC));
         // installed on the pod's own node it is local again
         let NatValue::Reverse(home) = from_wire(NatValue::Reverse(sent), 20 * SEC, O) else { panic!("reverse") };
         assert_eq!((home.node, home.flags), (Ipv4Addr::UNSPECIFIED.into(), RV_F_LOCAL));
@@ -1867,6 +1873,7 @@ mod tests {
     fn frames_round_trip_and_report_their_length() {
         let frames = [
             Frame::Hello { node: O },
+            Frame::Hello { node: "2001:db8::7".parse().expect("ip") },
             Frame::Ack { seq: u64::MAX },
             Frame::Batch(sample_batch()),
             Frame::Batch(Batch::default()),
@@ -2129,7 +2136,7 @@ mod tests {
         }
     }
 
-    fn config(node: Ipv4Addr, port: u16) -> ReplicatorConfig {
+    fn config(node: IpAddr, port: u16) -> ReplicatorConfig {
         let mut c = ReplicatorConfig::new("/nonexistent", node);
         c.port = port;
         c.scan_interval = Duration::from_millis(10);
@@ -2148,7 +2155,7 @@ mod tests {
         panic!("no port free on both 127.0.0.1 and 127.0.0.2");
     }
 
-    fn standby_roles() -> (BTreeMap<u32, BTreeSet<Ipv4Addr>>, BTreeMap<u32, BTreeSet<Ipv4Addr>>) {
+    fn standby_roles() -> (BTreeMap<u32, BTreeSet<IpAddr>>, BTreeMap<u32, BTreeSet<IpAddr>>) {
         (BTreeMap::new(), BTreeMap::from([(7, BTreeSet::from([O]))]))
     }
 
@@ -2188,7 +2195,7 @@ mod tests {
         // the local pod's replies go to the old owner after a takeover
         let NatValue::Reverse(r) = got[&(Table::Reverse, local[0].0)] else { panic!("reverse") };
         let NatValue::Reverse(orig) = local[0].1 else { panic!("reverse") };
-        assert_eq!((r.orig_src, r.orig_sport, r.slot, r.node, r.flags), (orig.orig_src, 4000, 7, O.into(), 0));
+        assert_eq!((r.orig_src, r.orig_sport, r.slot, r.node, r.flags), (orig.orig_src, 4000, 7, O, 0));
         // one clock on both "nodes" here: a time arrives shifted by the transfer
         // time (between 0 and the test's duration), expires also by the grace
         let shift = |got: u64, sent: u64| got.checked_sub(sent).filter(|d| *d <= after - before);
@@ -2248,7 +2255,7 @@ mod tests {
         assert!(!replicated(&contents(&**b), &[intruder]));
 
         // garbage from an allowed peer closes that connection only
-        let mut raw = connect_from(O, SocketAddrV4::new(S, port), Duration::from_secs(5)).expect("connects");
+        let mut raw = connect_from(O, SocketAddr::new(S, port), Duration::from_secs(5)).expect("connects");
         raw.write_all(&[0xff; 64]).expect("writes");
         raw.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
         let mut buf = [0u8; 16];

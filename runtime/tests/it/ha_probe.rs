@@ -22,7 +22,7 @@ use egret_testkit::netns as common;
 use egret_testkit::pinned_maps;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{Ipv4Addr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, UdpSocket};
 
 use common::*;
 use egret_bpf::templates::probe::{Kind, Probe, ProbeRx};
@@ -31,9 +31,9 @@ use egret_loader::{PinLayout, StateMap};
 use egret_runtime::ha::liveness::State;
 use egret_runtime::ha::probe::{ErrorCounts, Prober, ProberConfig, Probing};
 
-const ANSWERS: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
-const SILENT: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
-const STALE: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 9);
+const ANSWERS: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
+const SILENT: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+const STALE: IpAddr = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 9));
 const INTERVAL_NS: u64 = 100_000_000;
 
 /// The datapath's side of the test.
@@ -76,7 +76,7 @@ impl Datapath {
         GatewaysDown::from_bytes(&v).expect("decodes").count
     }
 
-    fn live(&self) -> BTreeMap<Ipv4Addr, bool> {
+    fn live(&self) -> BTreeMap<IpAddr, bool> {
         let m = self.map(&GatewayLive::map_def());
         m.keys()
             .expect("keys")
@@ -90,7 +90,7 @@ impl Datapath {
     }
 }
 
-fn down(gws: &[Ipv4Addr]) -> BTreeMap<Ipv4Addr, bool> {
+fn down(gws: &[IpAddr]) -> BTreeMap<IpAddr, bool> {
     gws.iter().map(|g| (*g, true)).collect()
 }
 
@@ -108,7 +108,7 @@ fn the_prober_writes_egret_gw_live_from_replies_in_real_maps() {
         let layout = PinLayout::new(fs.root());
         let gateway = UdpSocket::bind((ANSWERS, 0)).expect("bind the gateway socket");
         gateway.set_nonblocking(true).expect("nonblocking");
-        let mut config = ProberConfig::new(fs.root(), Ipv4Addr::new(192, 0, 2, 11));
+        let mut config = ProberConfig::new(fs.root(), Ipv4Addr::new(192, 0, 2, 11).into());
         config.port = gateway.local_addr().expect("addr").port();
         let mut p = Probing::new(config).expect("socket");
         let mut dp = Datapath { layout: layout.clone(), gateway, answering: true };
@@ -144,7 +144,7 @@ fn the_prober_writes_egret_gw_live_from_replies_in_real_maps() {
         let old = ProbeRx { seq: 4_000_000, sent_ns: 1_000, recv_ns: 2_000 };
         dp.map(&ProbeRx::map_def()).set(&ProbeRx::key(ANSWERS), &old.to_bytes()).expect("seed");
 
-        let mut config = ProberConfig::new(fs.root(), Ipv4Addr::new(192, 0, 2, 11));
+        let mut config = ProberConfig::new(fs.root(), Ipv4Addr::new(192, 0, 2, 11).into());
         config.port = dp.gateway.local_addr().expect("addr").port();
         let mut p = Probing::new(config).expect("socket");
         // before the first targets nothing is written
@@ -187,7 +187,7 @@ fn the_prober_writes_egret_gw_live_from_replies_in_real_maps() {
         drop(p);
         let e = GatewayLive { gateway: SILENT, down: true };
         dp.map(&GatewayLive::map_def()).remove(&e.key()).expect("clear");
-        let mut config = ProberConfig::new(fs.root(), Ipv4Addr::new(192, 0, 2, 11));
+        let mut config = ProberConfig::new(fs.root(), Ipv4Addr::new(192, 0, 2, 11).into());
         config.port = dp.gateway.local_addr().expect("addr").port();
         let mut p = Probing::new(config).expect("socket");
         p.set_targets(BTreeSet::from([ANSWERS, SILENT]));
@@ -245,7 +245,7 @@ fn the_prober_writes_egret_gw_live_from_replies_in_real_maps() {
         // gateway socket exists only in it
         dp.gateway.set_nonblocking(false).expect("blocking");
         dp.gateway.set_read_timeout(Some(std::time::Duration::from_secs(5))).expect("timeout");
-        let mut config = ProberConfig::new(fs.root(), Ipv4Addr::new(192, 0, 2, 11));
+        let mut config = ProberConfig::new(fs.root(), Ipv4Addr::new(192, 0, 2, 11).into());
         config.port = dp.gateway.local_addr().expect("addr").port();
         config.liveness.interval = std::time::Duration::from_millis(5);
         let prober = Prober::start(config).expect("starts");

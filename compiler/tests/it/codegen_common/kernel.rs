@@ -25,6 +25,9 @@ pub struct Loaded {
     pub bpf: aya::Ebpf,
 }
 
+/// The size of an `egret_dst_*` value.
+const RECORD: usize = egret_bpf::layout::action_record::SIZE;
+
 /// Fills the holes, loads the object and the map images, and loads the
 /// classifier through the kernel verifier.
 pub fn load(a: &Artifact) -> Result<Loaded, String> {
@@ -39,17 +42,17 @@ pub fn load(a: &Artifact) -> Result<Loaded, String> {
         let map = bpf.map_mut(&img.name).ok_or_else(|| format!("no map {}", img.name))?;
         match img.name.as_str() {
             tables::DST_V4 => {
-                let mut m: LpmTrie<_, [u8; 8], [u8; 12]> = LpmTrie::try_from(map).map_err(|e| e.to_string())?;
+                let mut m: LpmTrie<_, [u8; 8], [u8; RECORD]> = LpmTrie::try_from(map).map_err(|e| e.to_string())?;
                 for (k, v) in entries {
                     let plen = u32::from_le_bytes(arr::<4>(&k[..4])?);
-                    m.insert(&Key::new(plen, arr::<8>(&k[4..])?), arr::<12>(&v)?, 0).map_err(|e| e.to_string())?;
+                    m.insert(&Key::new(plen, arr::<8>(&k[4..])?), arr::<RECORD>(&v)?, 0).map_err(|e| e.to_string())?;
                 }
             }
             tables::DST_V6 => {
-                let mut m: LpmTrie<_, [u8; 20], [u8; 12]> = LpmTrie::try_from(map).map_err(|e| e.to_string())?;
+                let mut m: LpmTrie<_, [u8; 20], [u8; RECORD]> = LpmTrie::try_from(map).map_err(|e| e.to_string())?;
                 for (k, v) in entries {
                     let plen = u32::from_le_bytes(arr::<4>(&k[..4])?);
-                    m.insert(&Key::new(plen, arr::<20>(&k[4..])?), arr::<12>(&v)?, 0).map_err(|e| e.to_string())?;
+                    m.insert(&Key::new(plen, arr::<20>(&k[4..])?), arr::<RECORD>(&v)?, 0).map_err(|e| e.to_string())?;
                 }
             }
             tables::CHOICES => {
@@ -86,10 +89,10 @@ pub struct Ran {
 impl Loaded {
     /// Makes `egret_gw_live` hold exactly `down` (each with the down flag;
     /// `before` is what it held) and `egret_gw_down` their number.
-    pub fn set_down(&mut self, before: &[std::net::Ipv4Addr], down: &[std::net::Ipv4Addr]) -> Result<(), String> {
+    pub fn set_down(&mut self, before: &[std::net::IpAddr], down: &[std::net::IpAddr]) -> Result<(), String> {
         use egret_bpf::templates::{GatewayLive, GatewaysDown};
         let map = self.bpf.map_mut(tables::GW_LIVE).ok_or("no map egret_gw_live")?;
-        let mut m: aya::maps::HashMap<_, [u8; 4], [u8; 4]> =
+        let mut m: aya::maps::HashMap<_, [u8; egret_bpf::layout::node_addr::SIZE], [u8; 4]> =
             aya::maps::HashMap::try_from(map).map_err(|e| e.to_string())?;
         for g in before {
             m.remove(&GatewayLive { gateway: *g, down: true }.key()).map_err(|e| e.to_string())?;
