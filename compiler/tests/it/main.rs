@@ -19,6 +19,7 @@ mod core_property;
 mod core_semantics;
 mod core_snapshots;
 mod floating;
+mod fuzz_artifacts;
 mod fuzz_lint;
 mod lint_fixtures;
 mod messages;
