@@ -6,6 +6,14 @@
 //! `use-egress-gateway` label), captures 2–6 destination prefixes drawn from a
 //! pool where partners overlap (so ties and shadowing must really be checked),
 //! 10% capture `0.0.0.0/0` minus private ranges, and gateways come from 20 pools.
+//!
+//! `egret-bench lint --worst` runs the inputs that were once quadratic
+//! (issue #22) instead, each parsed, linted and rendered as `egret lint`
+//! prints it: 2,000 identical policies, one policy with 2,000 destinations
+//! and an exclusion outside all of them, 2,000 policies that differ only in
+//! their egress IP, and ~10 MB of the synthetic set; with the bytes of output
+//! and the process's peak resident memory. Targets: under 2 s each, output
+//! bounded, 10 MB of YAML under 200 MB.
 
 use crate::report::{Table, median, ms};
 use egret_compiler::lint;
@@ -119,5 +127,86 @@ pub fn run(n: usize) -> Vec<Table> {
             ms(max.unwrap_or(Duration::ZERO))
         ),
     ]);
+    vec![t]
+}
+
+/// One policy document (selecting `app: web`) with `dests` and `extra` lines.
+fn policy(name: &str, dests: &str, extra: &str) -> String {
+    format!(
+        "---\napiVersion: cilium.io/v2\nkind: CiliumEgressGatewayPolicy\nmetadata:\n  name: {name}\nspec:\n  selectors:\n  - podSelector:\n      matchLabels:\n        app: web\n  destinationCIDRs:\n{dests}  egressGateway:\n    nodeSelector:\n      matchLabels:\n        egress: \"true\"\n{extra}"
+    )
+}
+
+/// The worst-case inputs of `--worst`: (what, YAML).
+#[must_use]
+pub fn worst_inputs() -> Vec<(String, String)> {
+    let identical: String = (0..2000).map(|i| policy(&format!("same-{i:04}"), "  - \"0.0.0.0/0\"\n", "")).collect();
+    let dests: String = (0..2000).map(|i| format!("  - \"10.{}.{}.0/24\"\n", i / 250, i % 250)).collect();
+    let many = policy("many", &format!("{dests}  excludedCIDRs:\n  - \"192.0.2.0/24\"\n"), "");
+    let conflicts: String = (0..2000)
+        .map(|i| {
+            policy(
+                &format!("gw-{i:04}"),
+                "  - \"0.0.0.0/0\"\n",
+                &format!("    egressIP: \"10.{}.{}.1\"\n", i / 250, i % 250),
+            )
+        })
+        .collect();
+    let ten_mb = synth(17_000);
+    vec![
+        ("2,000 identical policies".into(), identical),
+        ("1 policy, 2,000 destinations, 1 exclusion outside them".into(), many),
+        ("2,000 policies differing only in egress IP".into(), conflicts),
+        (format!("17,000 synthetic policies ({} MB)", ten_mb.len() >> 20), ten_mb),
+    ]
+}
+
+/// The process's peak resident memory (`VmHWM`), in MiB.
+fn peak_rss_mib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: u64 =
+        status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().trim_end_matches(" kB").trim().parse().ok()?;
+    Some(kb >> 10)
+}
+
+/// `--worst`: each input parsed, linted and rendered, median of 5.
+#[must_use]
+pub fn run_worst() -> Vec<Table> {
+    let mut t = Table::new(
+        "Lint worst cases: parse + lint + human rendering, one thread",
+        &[
+            "input",
+            "YAML bytes",
+            "diagnostics",
+            "output bytes",
+            "median of 5 (ms)",
+            "max (ms)",
+            "peak RSS so far (MiB)",
+        ],
+    );
+    for (what, text) in worst_inputs() {
+        let mut times = Vec::new();
+        let mut last = (0usize, 0usize);
+        for _ in 0..5 {
+            let t0 = Instant::now();
+            let mut sources = SourceMap::new();
+            let id = sources.add("worst.yaml", text.clone());
+            let (bundle, mut diags) = egret_lang::k8s::parse_yaml(id, sources.text(id));
+            diags.extend(lint::lint(&bundle, &lint::Options::default()));
+            let out = egret_lang::diag::render::human(&diags, &sources);
+            times.push(t0.elapsed());
+            last = (diags.len(), out.len());
+        }
+        let max = times.iter().max().copied().unwrap_or(Duration::ZERO);
+        t.row(vec![
+            what,
+            text.len().to_string(),
+            last.0.to_string(),
+            last.1.to_string(),
+            ms(median(times)),
+            ms(max),
+            peak_rss_mib().map_or_else(|| "?".into(), |m| m.to_string()),
+        ]);
+    }
     vec![t]
 }

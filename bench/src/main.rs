@@ -28,6 +28,10 @@ enum Command {
     Lint {
         #[arg(long, default_value_t = 10_000)]
         policies: usize,
+        /// Run the worst-case inputs instead (identical policies, many
+        /// destinations, conflicts, 10 MB of YAML): time, output, memory.
+        #[arg(long)]
+        worst: bool,
         #[arg(long)]
         json: Option<std::path::PathBuf>,
     },
@@ -278,7 +282,8 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Lint { policies, json } => tables(Ok(egret_bench::lint::run(policies)), json.as_deref()),
+        Command::Lint { worst: true, json, .. } => tables(Ok(egret_bench::lint::run_worst()), json.as_deref()),
+        Command::Lint { policies, json, .. } => tables(Ok(egret_bench::lint::run(policies)), json.as_deref()),
         Command::Compile { runs, json } => tables(egret_bench::compile::run(runs), json.as_deref()),
         Command::Codegen { runs, json } => tables(egret_bench::codegen::run(runs), json.as_deref()),
         Command::Layouts { family, trials, repeat, json } => {

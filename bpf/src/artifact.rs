@@ -6,9 +6,13 @@
 //! - `NODE.artifact.json` — the [`Manifest`]: which program attaches where, how
 //!   each hole is filled on the node, and the initial content of every map
 //!   (map images); optionally what each index of the counter maps counts
-//!   (`counters`, for metrics labels); plus a digest of everything, so a
-//!   loader can tell that a new artifact is identical to the running one
-//!   without comparing bytes.
+//!   (`counters`, for metrics labels); plus a SHA-256 digest of everything,
+//!   so a loader can tell that a new artifact is identical to the running
+//!   one without comparing bytes, and a reader that object and manifest were
+//!   written together. The digest is no signature: whoever can write the
+//!   directory can recompute it ([`Artifact::resealed`]); what an artifact
+//!   does is checked by re-deriving it from its plan
+//!   (`egret_compiler::codegen::rederive`, `egret verify`, `egret-loader apply`).
 //!
 //! Map image entries are hex strings of the exact key and value bytes the
 //! kernel map holds (network byte order inside addresses, little-endian for
@@ -68,6 +72,20 @@ pub enum HoleSource {
     /// (the value compiled in) where the loader is not told that MTU. Tools
     /// that check an artifact offline use `default`.
     UnderlayMss { ipv6: bool, default: u16 },
+}
+
+impl std::fmt::Display for HoleSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HoleSource::Ifindex { link } => write!(f, "the ifindex of `{link}`"),
+            HoleSource::Constant { value } => write!(f, "the constant {value}"),
+            HoleSource::SlotIpv4 { slot } => write!(f, "the IPv4 egress address of slot {slot}"),
+            HoleSource::SlotIpv6 { slot } => write!(f, "the IPv6 egress address of slot {slot}"),
+            HoleSource::UnderlayMss { ipv6, default } => {
+                write!(f, "the underlay's {} MSS (default {default})", if *ipv6 { "IPv6" } else { "IPv4" })
+            }
+        }
+    }
 }
 
 impl HoleSource {
@@ -181,6 +199,16 @@ pub enum LateValue {
     Word(u32),
     /// An IPv6 address.
     Ipv6(std::net::Ipv6Addr),
+}
+
+impl std::fmt::Display for FieldEncoding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FieldEncoding::Le32 => "a little-endian u32",
+            FieldEncoding::Be32 => "a big-endian u32",
+            FieldEncoding::Ipv6 => "an IPv6 address",
+        })
+    }
 }
 
 impl FieldEncoding {
@@ -537,6 +565,17 @@ impl Artifact {
         &self.manifest.digest
     }
 
+    /// The same artifact with its digest recomputed over its current
+    /// content: what anyone who can write an artifact directory can do. The
+    /// digest tells that object and manifest belong together; it
+    /// authenticates nothing (`egret_compiler::codegen::rederive` catches
+    /// changes of behaviour).
+    #[must_use]
+    pub fn resealed(mut self) -> Artifact {
+        self.manifest.digest = digest(&self.object, &self.manifest);
+        self
+    }
+
     /// Checks the format, the digest and every map image's entry sizes and count.
     pub fn check(&self) -> Result<(), ArtifactError> {
         if self.manifest.format != FORMAT {
@@ -549,7 +588,7 @@ impl Artifact {
         if let Some(h) = self.manifest.holes.iter().find(|h| !h.source.is_word()) {
             return Err(ArtifactError::Hole {
                 hole: h.name.clone(),
-                message: format!("source {:?} is 16 bytes wide: a late field only, never a hole", h.source),
+                message: format!("source {} is 16 bytes wide: a late field only, never a hole", h.source),
             });
         }
         for m in &self.manifest.maps {
@@ -565,7 +604,7 @@ impl Artifact {
                     format!("late field at offset {} exceeds the {}-byte value", f.offset, m.value_size)
                 } else if f.source.is_word() == (f.encoding == FieldEncoding::Ipv6) {
                     format!(
-                        "late field at offset {}: source {:?} cannot be written as {:?}",
+                        "late field at offset {}: source {} cannot be written as {}",
                         f.offset, f.source, f.encoding
                     )
                 } else {

@@ -12,7 +12,7 @@ fn main() -> ExitCode {
     match cli::run(args) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", egret_lang::diag::error_chain(e.as_ref()));
             cli::exit::Exit::Input.into()
         }
     }

@@ -56,6 +56,18 @@ codes! {
     "the egret config file (`.egret.yaml`) is not valid",
     "The config file holds suppressions: `ignore:`, a list of codes (`- W0203`) or of `{code: W0203, paths: [dir/]}` entries (the code only in files under those path prefixes). An unknown key or code is an error, so a typo never silently keeps a suppression from working.\n\nExample:\n    ignore:\n    - W9999\n\nFix: name an existing code (`egret rule` lists them).";
 
+    INPUT_TOO_LARGE = "E0007", "input-too-large", Error,
+    "an input file, or all inputs of one run together, exceed egret's size limit",
+    "egret reads at most 16 MiB per file and 256 MiB per run (YAML, `.egret`, standard input), so a wrong path such as `/dev/zero` or a runaway generated file ends with this error instead of exhausting memory. The limits are set with the environment variables `EGRET_MAX_FILE_BYTES` and `EGRET_MAX_INPUT_BYTES` (bytes).\n\nExample: `egret lint policies/huge.yaml` where the file holds 40 MiB.\n\nFix: split the file, pass only the files meant, or raise the limit: `EGRET_MAX_FILE_BYTES=67108864 egret lint ...`.";
+
+    NOT_A_REGULAR_FILE = "E0008", "not-a-regular-file", Error,
+    "a path named on the command line is not a regular file or directory",
+    "egret reads regular files and directories only. A FIFO, socket or device (`/dev/zero`, `/dev/stdin` as a path) could block forever or never end.\n\nExample: `egret lint /dev/zero`.\n\nFix: name the file or directory that holds the manifests; use `-` for standard input.";
+
+    SKIPPED_SPECIAL_FILE = "W0009", "skipped-special-file", Warning,
+    "an entry of an input directory is not a regular file and was not read",
+    "While walking a directory egret reads regular files and follows symbolic links to them (each file once, however many links lead to it, and a directory reached again through a link loop is not walked twice). FIFOs, sockets and devices are skipped with this warning, so a stray pipe never makes a run hang.\n\nExample: `mkfifo policies/pipe.yaml`.\n\nFix: remove the entry from the directory, or ignore the warning.";
+
     MISSING_FIELD = "E0101", "missing-field", Error,
     "a required field is missing or empty",
     "CiliumEgressGatewayPolicy requires `metadata.name`, `spec.selectors` (at least one), `spec.destinationCIDRs` (at least one) and a gateway (`spec.egressGateway` with a `nodeSelector`, or `spec.egressGateways`).\n\nExample:\n    spec:\n      destinationCIDRs: [\"0.0.0.0/0\"]\n      egressGateway: {nodeSelector: {matchLabels: {egress: \"true\"}}}\n\nFix: add the field (`selectors` above).";
@@ -66,7 +78,7 @@ codes! {
 
     WRONG_TYPE = "E0103", "wrong-type", Error,
     "a field has the wrong type (mapping, list or scalar)",
-    "Example: `destinationCIDRs: 0.0.0.0/0` is a string where a list is required.\n\nFix: `destinationCIDRs: [\"0.0.0.0/0\"]`.";
+    "Example: `destinationCIDRs: 0.0.0.0/0` is a string where a list is required; `name: 12` or `apiVersion: 2` is a number where the API server requires a string (it refuses the object).\n\nFix: `destinationCIDRs: [\"0.0.0.0/0\"]`; quote the number: `name: \"12\"`.";
 
     CLUSTER_SCOPED_NAMESPACE = "E0104", "namespace-on-cluster-scoped", Error,
     "(retired: see W0123) `metadata.namespace` on a cluster-scoped resource",
@@ -138,7 +150,7 @@ codes! {
 
     UNSERVED_API_VERSION = "E0121", "unserved-api-version", Error,
     "a CiliumEgressGatewayPolicy with an apiVersion Cilium does not serve",
-    "Cilium's CRD serves `CiliumEgressGatewayPolicy` as `cilium.io/v2` only: the API server rejects any other version (`cilium.io/v2alpha1`, `cilium.io/v3`), so the policy never reaches a cluster.\n\nExample:\n    apiVersion: cilium.io/v2alpha1\n    kind: CiliumEgressGatewayPolicy\n\nFix: `apiVersion: cilium.io/v2`.";
+    "Cilium's CRD serves `CiliumEgressGatewayPolicy` as `cilium.io/v2` only: the API server rejects any other version (`cilium.io/v2alpha1`, `cilium.io/v3`, a bare `v2alpha1`), so the policy never reaches a cluster.\n\nExample:\n    apiVersion: cilium.io/v2alpha1\n    kind: CiliumEgressGatewayPolicy\n\nFix: `apiVersion: cilium.io/v2`.";
 
     CIDR_HOST_BITS_MASKED = "W0122", "cidr-host-bits-masked", Warning,
     "a CIDR of a CiliumEgressGatewayPolicy has bits set after its prefix length",

@@ -90,6 +90,25 @@ impl Diagnostic {
     }
 }
 
+/// An error and its causes on one line, `message: cause: cause`, saying
+/// each thing once: a cause whose text the messages before it already
+/// contain (an error whose message prints its own `source`) is left out.
+/// The one rendering of a cause chain for every egret binary; never `Debug`.
+#[must_use]
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !text.is_empty() && !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
+}
+
 /// Sorts diagnostics into a stable, reader-friendly order and removes exact duplicates.
 pub fn sort_dedup(diags: &mut Vec<Diagnostic>) {
     diags.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));

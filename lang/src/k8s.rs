@@ -30,8 +30,10 @@ pub fn parse_yaml(file: FileId, text: &str) -> (Bundle, Vec<Diagnostic>) {
     let mut bundle = Bundle::default();
     let mut cx = Cx { diags: &mut diags };
     for doc in &docs {
-        if doc.root.is_null() && doc.root.span.start == doc.root.span.end {
-            continue; // empty document (e.g. a trailing `---`)
+        if matches!(&doc.root.kind, Kind::Scalar { value, plain: true } if value.is_empty()) {
+            // an empty document (`---` after `---`, as `helm template` prints,
+            // or a trailing `---`): kubectl skips it
+            continue;
         }
         cx.object(&doc.root, &mut bundle, 0);
     }
@@ -178,8 +180,20 @@ impl Cx<'_> {
         }
     }
 
+    /// A string field. A plain scalar YAML reads as a number or boolean is
+    /// E0103, as the API server refuses it (`cannot unmarshal number into
+    /// … of type string`); its text is still returned, so nothing else is
+    /// reported about the field.
     fn string(&mut self, node: &Node, what: &str) -> Option<Spanned<String>> {
         match &node.kind {
+            Kind::Scalar { value, .. } if node.is_non_string_scalar() && !node.is_null() => {
+                self.push(
+                    Diagnostic::new(&codes::WRONG_TYPE, format!("`{what}` must be a string, found `{value}`"))
+                        .primary(node.span, "YAML reads this as a number or boolean")
+                        .help(format!("quote it: \"{value}\"")),
+                );
+                Some(Spanned::new(value.clone(), node.span))
+            }
             Kind::Scalar { value, .. } => Some(Spanned::new(value.clone(), node.span)),
             _ => {
                 self.wrong_type(node, what, "a string", "a plain value");
@@ -189,6 +203,25 @@ impl Cx<'_> {
     }
 
     fn object(&mut self, node: &Node, bundle: &mut Bundle, depth: usize) {
+        // `apiVersion` and `kind` are strings, and a top-level `apiVersion` is
+        // never empty: the API server refuses either
+        for field in ["apiVersion", "kind"] {
+            if let Some(v) = node.get(field)
+                && (v.is_non_string_scalar() || !matches!(v.kind, Kind::Scalar { .. }))
+            {
+                let expected = if field == "kind" { "`CiliumEgressGatewayPolicy`" } else { "`cilium.io/v2`" };
+                self.wrong_type(v, field, "a string", expected);
+                return;
+            }
+        }
+        if depth == 0 && node.get("apiVersion").and_then(Node::as_str) == Some("") {
+            self.push(
+                Diagnostic::new(&codes::NOT_AN_OBJECT, "this document's `apiVersion` is empty")
+                    .primary(node.get("apiVersion").map_or(node.span, |v| v.span), "empty")
+                    .help(format!("write e.g. `apiVersion: {CILIUM_API_VERSION}` (or `v1` for cluster objects)")),
+            );
+            return;
+        }
         let (Some(api), Some(kind)) =
             (node.get("apiVersion").and_then(Node::as_str), node.get("kind").and_then(Node::as_str))
         else {
@@ -234,8 +267,9 @@ impl Cx<'_> {
                     bundle.policies.push(p);
                 }
             }
-            POLICY_KIND if api.starts_with("cilium.io/") => {
-                // Cilium's CRD serves v2 only: the API server rejects any other version.
+            POLICY_KIND => {
+                // Cilium's CRD serves `cilium.io/v2` only: the API server rejects any other
+                // version (another group, or a bare version such as `v2alpha1`).
                 let span = node.get("apiVersion").map_or(node.span, |v| v.span);
                 self.push(
                     Diagnostic::new(
@@ -954,6 +988,37 @@ mod tests {
         assert_eq!(did_you_mean("destinationCIDR", SPEC_FIELDS), Some("destinationCIDRs"));
         assert_eq!(did_you_mean("egressGatway", SPEC_FIELDS), Some("egressGateway"));
         assert_eq!(did_you_mean("zzz", SPEC_FIELDS), None);
+    }
+
+    /// A minimal policy with `apiVersion: {api}` and `name: {name}` (as written).
+    fn policy_doc(api: &str, name: &str) -> String {
+        format!(
+            "apiVersion: {api}\nkind: CiliumEgressGatewayPolicy\nmetadata:\n  name: {name}\nspec:\n  selectors: [{{podSelector: {{}}}}]\n  destinationCIDRs: [\"0.0.0.0/0\"]\n  egressGateway: {{nodeSelector: {{matchLabels: {{gw: \"true\"}}}}}}\n"
+        )
+    }
+
+    fn read(text: &str) -> (usize, Vec<&'static str>) {
+        let (b, d) = parse_yaml(FileId(0), text);
+        (b.policies.len(), d.iter().map(|d| d.code.id).collect())
+    }
+
+    #[test]
+    fn yaml_is_read_as_kubernetes_reads_it() {
+        // empty documents, as `helm template` prints them, are skipped
+        let ok = policy_doc("cilium.io/v2", "p");
+        assert_eq!(read(&format!("---\n---\n{ok}---\n---\n")), (1, vec![]));
+        assert_eq!(read(&format!("---\n# only a comment\n---\n{ok}")), (1, vec![]));
+        // versions the API server does not serve are refused, never read as v2 nor skipped
+        for api in ["cilium.io/v3", "cilium.io/v2alpha1", "v2alpha1", "v2"] {
+            assert_eq!(read(&policy_doc(api, "p")), (0, vec!["E0121"]), "{api}");
+        }
+        assert_eq!(read(&policy_doc("\"\"", "p")), (0, vec!["E0004"]));
+        for api in ["2", "true", "[cilium.io/v2]"] {
+            assert_eq!(read(&policy_doc(api, "p")), (0, vec!["E0103"]), "{api}");
+        }
+        // string fields: numbers and booleans are not strings to the API server
+        assert_eq!(read(&policy_doc("cilium.io/v2", "12")), (1, vec!["E0103"]));
+        assert_eq!(read(&policy_doc("cilium.io/v2", "\"12\"")), (1, vec![]));
     }
 
     #[test]

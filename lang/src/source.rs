@@ -74,6 +74,9 @@ pub struct SourceFile {
 #[derive(Debug, Clone, Default)]
 pub struct SourceMap {
     files: Vec<SourceFile>,
+    /// Each file's line start offsets, so [`SourceMap::line_col`] costs a
+    /// binary search and one line, not a scan from the file's start.
+    line_starts: Vec<Vec<usize>>,
 }
 
 impl SourceMap {
@@ -82,7 +85,10 @@ impl SourceMap {
     }
 
     pub fn add(&mut self, name: impl Into<String>, text: impl Into<String>) -> FileId {
-        self.files.push(SourceFile { name: name.into(), text: text.into() });
+        let text: String = text.into();
+        let starts = std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect();
+        self.files.push(SourceFile { name: name.into(), text });
+        self.line_starts.push(starts);
         FileId((self.files.len() - 1) as u32)
     }
 
@@ -111,10 +117,12 @@ impl SourceMap {
     pub fn line_col(&self, file: FileId, offset: u32) -> (usize, usize) {
         let text = self.text(file);
         let offset = (offset as usize).min(text.len());
-        let before = &text[..floor_char_boundary(text, offset)];
-        let line = before.matches('\n').count() + 1;
-        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-        let col = before[line_start..].chars().count() + 1;
+        let offset = floor_char_boundary(text, offset);
+        let starts = self.line_starts.get(file.0 as usize).map_or(&[0][..], Vec::as_slice);
+        // the last line starting at or before `offset`
+        let line = starts.partition_point(|&s| s <= offset).max(1);
+        let line_start = starts[line - 1].min(offset);
+        let col = text[line_start..offset].chars().count() + 1;
         (line, col)
     }
 }

@@ -161,7 +161,7 @@ pub enum LoaderError {
     /// A source wider than what it fills: an IPv6 address for a hole (an
     /// immediate) or a 32-bit field (refused by `Artifact::check` already;
     /// kept so the loader never truncates one).
-    #[error("{hole}: source {from:?} does not fit it")]
+    #[error("{hole}: source {from} does not fit it")]
     HoleWide {
         /// The hole or late field.
         hole: String,

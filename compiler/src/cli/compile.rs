@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail};
 use clap::ValueEnum;
 use egret_compiler::driver::{self, CompileError, Driver};
 use egret_compiler::resolve::{self, World};
-use egret_compiler::{cilium, codegen, diff, explain, ir, plan, planner};
+use egret_compiler::{cilium, codegen, diff, explain, ir, planner};
 use egret_lang::ast::Bundle;
 use egret_lang::diag;
 use egret_lang::load::{self, Loaded};
@@ -235,13 +235,15 @@ pub fn compile(inputs: &Inputs, node: Option<&str>, all_nodes: bool, out: Output
     Ok(ExitCode::SUCCESS)
 }
 
-/// `egret verify DIR [--cluster SNAPSHOT POLICY...]`.
+/// `egret verify DIR [--cluster SNAPSHOT POLICY...]`: every node that has
+/// any artifact file in DIR is checked whole ([`codegen::rederive::check_node`]).
 pub fn verify(
     dir: &Path,
     cluster: &[PathBuf],
     service_cidrs: &[Cidr],
     policies: &[PathBuf],
     reference_limit: Option<usize>,
+    underlay_mtu: Option<u16>,
 ) -> Result<ExitCode> {
     if cluster.is_empty() != policies.is_empty() {
         return Ok(exit::usage("give both --cluster and policies (to check against a fresh plan), or neither"));
@@ -253,69 +255,52 @@ pub fn verify(
             Inputs { cluster: cluster.to_vec(), service_cidrs: service_cidrs.to_vec(), policies: policies.to_vec() };
         let (sources, loaded) = read(&inputs);
         match world(&sources, &loaded, service_cidrs) {
-            Ok(w) => Some((sources, w)),
+            Ok(w) => Some(w),
             Err(code) => return Ok(code),
         }
     };
-    let nodes = codegen::artifact_nodes(dir).with_context(|| format!("cannot list `{}`", dir.display()))?;
+    let nodes = match codegen::rederive::artifact_files(dir) {
+        Ok(n) => n,
+        Err(e) => return Ok(exit::input(format_args!("cannot list `{}`: {e}", dir.display()))),
+    };
     if nodes.is_empty() {
-        return Ok(exit::input(format_args!("no NODE.artifact.json in `{}`", dir.display())));
+        return Ok(exit::input(format_args!(
+            "no artifact (NODE.o, NODE.artifact.json, NODE.plan.txt) in `{}`",
+            dir.display()
+        )));
     }
+    let options = codegen::rederive::CheckOptions { world: fresh.as_ref(), underlay_mtu, reference_limit };
     let mut failed = 0;
-    for n in &nodes {
-        let outcome = verify_node(dir, n, fresh.as_ref().map(|(_, w)| w), reference_limit);
-        match outcome {
-            Ok(line) => outln!("ok {n}: {line}"),
+    for n in nodes.keys() {
+        match codegen::rederive::check_node(dir, n, &options) {
+            Ok(checked) => outln!("ok {n}: {}", verified_line(&checked, fresh.is_some())),
             Err(e) => {
                 failed += 1;
-                outln!("FAILED {n}: {e:#}");
+                outln!("FAILED {n}: {}", egret_lang::diag::error_chain(&e));
             }
         }
     }
     Ok(if failed == 0 { Exit::Ok } else { Exit::Findings }.into())
 }
 
-fn verify_node(dir: &Path, node: &str, world: Option<&World>, reference_limit: Option<usize>) -> Result<String> {
-    let a = egret_bpf::artifact::read_dir(dir, node)?;
-    let plan_file = codegen::plan_path(dir, node);
-    let stored = std::fs::read_to_string(&plan_file);
-    let (plan, against, note) = match world {
-        Some(w) => {
-            let p = planner::plan_node(w, node).map_err(|e| anyhow::anyhow!("cannot compile node `{node}`: {e}"))?;
-            let note = match &stored {
-                Ok(t) if *t != p.to_text() => "; NOTE: the stored plan text differs from the fresh plan",
-                Ok(_) => "",
-                Err(_) => "; NOTE: no stored plan text",
-            };
-            (p, "the fresh plan and the reference evaluator", note)
-        }
-        None => {
-            let text = stored.with_context(|| format!("cannot read `{}`", plan_file.display()))?;
-            let parsed = codegen::plan_text::parse(&text)?;
-            let p = plan::verify::verify(parsed).map_err(|v| {
-                anyhow::anyhow!(
-                    "the stored plan violates its invariants: {}",
-                    v.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
-                )
-            })?;
-            (p, "the stored plan text", "")
-        }
-    };
-    let v = codegen::equiv::check_with(a, &plan, world, &codegen::equiv::CheckOptions { reference_limit })?;
+fn verified_line(checked: &codegen::rederive::CheckedNode, against_world: bool) -> String {
+    let v = &checked.verified;
     let r = v.report();
     let programs = if r.programs == 1 { "1 program".to_string() } else { format!("{} programs", r.programs) };
-    Ok(format!(
-        "digest and map images ok; static verifier ok ({programs}, {} instructions processed); {} layout; {} packets equivalent to {against}{}{}{note}",
-        r.verifier_insns,
+    let against = if against_world { "the fresh plan and the reference evaluator" } else { "the stored plan text" };
+    format!(
+        "equal to what egret generates for its plan ({programs}, {} layout, MSS {}); static verifier ok ({} instructions processed); {} packets equivalent to {against}{}{}",
         v.layout(),
+        checked.mss_clamp,
+        r.verifier_insns,
         r.cases,
-        if world.is_some() {
+        if against_world {
             format!(" ({} compared with the reference evaluator)", r.reference_checks)
         } else {
             String::new()
         },
         clamp_text(&r)
-    ))
+    )
 }
 
 /// `, N SYNs clamped to MSS V4/V6` when the program clamps and the check clamped some.
@@ -451,7 +436,7 @@ pub fn diff(cluster: &[PathBuf], service_cidrs: &[Cidr], old: &str, new: &str, f
     for side in [old, new] {
         match load_side(&mut sources, side) {
             Ok(l) => sides.push(l),
-            Err(e) => return Ok(exit::input(format_args!("{e:#}"))),
+            Err(e) => return Ok(exit::input(egret_lang::diag::error_chain(e.as_ref()))),
         }
     }
     // An unreadable path on either side or in the snapshot: nothing to compare (exit 3).

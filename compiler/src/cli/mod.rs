@@ -172,9 +172,12 @@ pub enum Command {
         #[arg(short = 'o', long = "out-dir", value_name = "DIR")]
         out_dir: Option<PathBuf>,
     },
-    /// Re-check every artifact in DIR: static verifier, map images, and the
-    /// equivalence checker against the plan (freshly compiled with --cluster
-    /// and policies; else the NODE.plan.txt stored beside it).
+    /// Re-check every artifact in DIR whole: each node's NODE.o,
+    /// NODE.artifact.json and NODE.plan.txt must all be there and name the
+    /// node; every program, map image, hole, attach point and tail call must
+    /// equal what egret generates for the plan (the NODE.plan.txt beside it,
+    /// or with --cluster and policies a fresh plan, which NODE.plan.txt must
+    /// equal); then the static verifier and the equivalence checker.
     Verify {
         /// A directory written by `egret compile -o`.
         dir: PathBuf,
@@ -190,6 +193,10 @@ pub enum Command {
         /// Compare at most N packets per node with the reference evaluator (default: all).
         #[arg(long, value_name = "N")]
         reference_limit: Option<usize>,
+        /// The underlay MTU the artifacts were compiled for (`egret compile
+        /// --underlay-mtu`); default: any one MTU, as the MSS holes record it.
+        #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u16).range(111..))]
+        underlay_mtu: Option<u16>,
     },
     /// Disassemble an object with map names, holes, labels and, when
     /// NODE.artifact.json and NODE.plan.txt sit beside it, plan annotations.
@@ -275,8 +282,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 },
             )
         }
-        Command::Verify { dir, cluster, service_cidrs, policies, reference_limit } => {
-            compile::verify(&dir, &cluster, &service_cidrs, &policies, reference_limit)
+        Command::Verify { dir, cluster, service_cidrs, policies, reference_limit, underlay_mtu } => {
+            compile::verify(&dir, &cluster, &service_cidrs, &policies, reference_limit, underlay_mtu)
         }
         Command::Inspect { object } => compile::inspect(&object),
         Command::Explain { inputs, from, to, format } => compile::explain(&inputs, &from, &to, format),

@@ -65,7 +65,7 @@ pub fn inspect(
     }
     if let Some(m) = manifest {
         for h in &m.holes {
-            let _ = writeln!(s, "; hole %{}: {:?}", h.name, h.source);
+            let _ = writeln!(s, "; hole %{}: {}", h.name, h.source);
         }
         for c in &m.counters {
             let _ = writeln!(s, "; counters {}: {} labels", c.map, c.labels.len());

@@ -41,15 +41,13 @@
 //! values are the outcomes, [`tables`]). Map layouts, registers and stack
 //! use are in [`tables`] and the emitter's documentation.
 //!
-//! `egret verify DIR` re-reads each `NODE.o` + `NODE.artifact.json` and
-//! checks: the manifest format and digest; that every map image matches the
-//! object's map definition (kind, sizes, flags) and its entries' sizes; the
-//! static verifier on the object's program; and the equivalence checker,
-//! against a freshly compiled plan and the reference evaluator when given
-//! `--cluster` and policies, else against the plan read back from
-//! `NODE.plan.txt` ([`plan_text`]; the plan verifier runs on it first),
-//! which covers everything the classifier depends on but not whether that
-//! plan is still what the cluster would compile to.
+//! `egret verify DIR` (and `egret-loader apply`) accept an artifact on disk
+//! only whole ([`rederive`]): the node's three files are there and name it;
+//! every program, map, image, hole, attach point and tail call equals what
+//! this module generates for the plan (`NODE.plan.txt`, read back by
+//! [`plan_text`] and verified, or a fresh plan from the cluster, which the
+//! stored text must equal); then the static verifier and the equivalence
+//! checker run on it.
 //!
 //! Contract: [`verified_classifier`] returns an artifact only after the static verifier
 //! (`egret_bpf::elf::verify_and_write`) and the equivalence checker
@@ -65,6 +63,7 @@ pub mod node;
 pub mod partition;
 pub mod plan_text;
 pub mod reasons;
+pub mod rederive;
 pub mod tables;
 
 use crate::plan::{Plan, Verified};
@@ -75,7 +74,7 @@ use egret_bpf::elf::{self, ElfError};
 use egret_bpf::maps::MapDefError;
 use egret_bpf::{BuildErrors, MapDef, Program};
 use partition::Rules;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
@@ -353,20 +352,4 @@ pub fn write(dir: &Path, verified: &equiv::VerifiedArtifact, plan: &Plan) -> Res
 /// `DIR/NODE.plan.txt`.
 pub fn plan_path(dir: &Path, node: &str) -> std::path::PathBuf {
     dir.join(format!("{node}.plan.txt"))
-}
-
-/// The node names of the artifacts in `dir` (every `NODE.artifact.json`), sorted.
-///
-/// # Errors
-/// The directory cannot be read.
-pub fn artifact_nodes(dir: &Path) -> Result<Vec<String>, CodegenError> {
-    let rd = std::fs::read_dir(dir).map_err(|source| CodegenError::Io { path: dir.to_path_buf(), source })?;
-    let mut v: BTreeSet<String> = BTreeSet::new();
-    for e in rd {
-        let e = e.map_err(|source| CodegenError::Io { path: dir.to_path_buf(), source })?;
-        if let Some(n) = e.file_name().to_str().and_then(|n| n.strip_suffix(".artifact.json")) {
-            v.insert(n.to_string());
-        }
-    }
-    Ok(v.into_iter().collect())
 }

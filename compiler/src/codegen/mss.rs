@@ -123,7 +123,8 @@ pub fn from_holes(holes: &[HoleSpec]) -> Option<Result<MssClamp, String>> {
     let value = |name: &str| match find(name) {
         Some(HoleSource::UnderlayMss { default, .. }) => Ok(*default),
         Some(HoleSource::Constant { value }) if *value <= u64::from(u16::MAX) => Ok(*value as u16),
-        other => Err(format!("hole %{name} is {other:?}, expected a 16-bit constant")),
+        Some(other) => Err(format!("hole %{name} is {other}, expected a 16-bit constant")),
+        None => Err(format!("hole %{name} is missing")),
     };
     match (find(HOLE_MSS_V4), find(HOLE_MSS_V6)) {
         (None, None) => None,

@@ -2,22 +2,22 @@
 //! [`Plan::to_text`] writes), for `egret verify` and `egret inspect` when
 //! no cluster is given.
 //!
-//! Everything the classifier depends on is reconstructed exactly: node,
+//! Everything the node's artifact depends on is reconstructed exactly: node,
 //! internal prefixes, gateways, endpoints with their classes, class tables
-//! with their actions, slot ids with their gateway node, gateway tables.
-//! What a slot's egress IPs and interface are is *not* parsed back (the
-//! source-side classifier never reads it): those fields come back as
-//! "late-bound, default route" — except a floating slot's IP and
-//! candidates (the gateway images depend on them). Contract: for a verified plan `p`,
-//! `parse(&p.to_text())` has the same `to_text()` up to those slot details,
-//! and the same [`Plan::lookup`] everywhere.
+//! with their actions, slots (id, gateway node, egress spec, egress IPv4 and
+//! IPv6, interface, floating candidates: the gateway templates' map images
+//! are made from them), gateway tables. Contract: for a verified plan `p`,
+//! `parse(&p.to_text())` equals `p` (so `egret verify` regenerates the
+//! artifact from it byte for byte), except the reason an egress address or
+//! interface is unavailable, which the text gives in words only (read back
+//! where it is one of [`NoEgressIp`]'s phrasings).
 
 use crate::ir::text::FLOATING_AMONG;
 use crate::ir::{Action, Choice, DropReason, Entry, GatewayDecl, MAX_FAILOVER, SlotDecl, Target};
 use crate::plan::{ClassId, ClassTable, EndpointEntry, GatewayTable, Plan};
-use crate::resolve::{EgressIp, EgressSpec, FloatingSlot, InterfaceBinding, SlotId};
-use egret_lang::net::Cidr;
-use std::net::{IpAddr, Ipv4Addr};
+use crate::resolve::{EgressIp, EgressSpec, FloatingSlot, InterfaceBinding, NoEgressIp, SlotId};
+use egret_lang::net::{Cidr, Family};
+use std::net::IpAddr;
 
 /// A line of the plan text that cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -64,6 +64,145 @@ fn action(s: &str, node_ip: Option<IpAddr>) -> Option<Action> {
     let targets: Vec<Target> = s.split(" else ").map(target).collect::<Option<_>>()?;
     (targets.len() <= MAX_FAILOVER).then_some(())?;
     Choice::new(targets).map(Action::Egress)
+}
+
+/// `s` split at `sep` outside parentheses.
+fn split_top(s: &str, sep: &str) -> Vec<String> {
+    let mut parts = vec![String::new()];
+    let mut depth = 0usize;
+    let mut rest = s;
+    while let Some(c) = rest.chars().next() {
+        if depth == 0 && rest.starts_with(sep) {
+            parts.push(String::new());
+            rest = &rest[sep.len()..];
+            continue;
+        }
+        match c {
+            '(' => depth += 1,
+            ')' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        if let Some(last) = parts.last_mut() {
+            last.push(c);
+        }
+        rest = &rest[c.len_utf8()..];
+    }
+    parts
+}
+
+/// An egress spec as [`EgressSpec`]'s `Display` writes it.
+fn egress_spec(s: &str) -> Option<EgressSpec> {
+    let w: Vec<&str> = s.split_whitespace().collect();
+    match w.as_slice() {
+        ["egress-ip", ip] => ip.parse().ok().map(EgressSpec::EgressIp),
+        ["floating-ip", ip] => ip.parse().ok().map(EgressSpec::Floating),
+        ["interface", name] => Some(EgressSpec::Interface((*name).to_string())),
+        ["default-route"] => Some(EgressSpec::DefaultRoute),
+        _ => None,
+    }
+}
+
+/// A reason as [`NoEgressIp`]'s `Display` writes it.
+fn no_egress_ip(s: &str) -> Option<NoEgressIp> {
+    if s == "the node reports no default-route interface" {
+        return Some(NoEgressIp::NoDefaultRoute);
+    }
+    if let Some(ip) = s.strip_suffix(" is on no interface of the node") {
+        return ip.parse().ok().map(|ip| NoEgressIp::EgressIpNotOnNode { ip });
+    }
+    let interface = s.strip_prefix("interface ")?;
+    if let Some(name) = interface.strip_suffix(" is not on the node") {
+        return Some(NoEgressIp::InterfaceNotOnNode { interface: name.to_string() });
+    }
+    let (name, family) = interface.split_once(" has no non-link-local ")?;
+    let family = match family.strip_suffix(" address")? {
+        "ipv4" => Family::V4,
+        "ipv6" => Family::V6,
+        _ => return None,
+    };
+    Some(NoEgressIp::NoAddress { interface: name.to_string(), family })
+}
+
+/// An egress address as [`EgressIp`]'s `Display` writes it.
+fn egress_ip(s: &str) -> Option<EgressIp> {
+    if let Some(inner) = s.strip_prefix("late(").and_then(|r| r.strip_suffix(')')) {
+        let (spec, family) = inner.rsplit_once(", ")?;
+        let family = match family {
+            "ipv4" => Family::V4,
+            "ipv6" => Family::V6,
+            _ => return None,
+        };
+        return Some(EgressIp::LateBound { spec: egress_spec(spec)?, family });
+    }
+    if let Some(reason) = s.strip_prefix("none(").and_then(|r| r.strip_suffix(')')) {
+        return Some(EgressIp::Unavailable { reason: no_egress_ip(reason)? });
+    }
+    s.parse().ok().map(EgressIp::Known)
+}
+
+/// An interface binding as [`InterfaceBinding`]'s `Display` writes it.
+fn interface(s: &str) -> Option<InterfaceBinding> {
+    if let Some(spec) = s.strip_prefix("late(").and_then(|r| r.strip_suffix(')')) {
+        return Some(InterfaceBinding::LateBound { spec: egress_spec(spec)? });
+    }
+    if let Some(reason) = s.strip_prefix("none(").and_then(|r| r.strip_suffix(')')) {
+        return Some(InterfaceBinding::Unavailable { reason: no_egress_ip(reason)? });
+    }
+    match s.rsplit_once('#') {
+        Some((name, index)) => {
+            Some(InterfaceBinding::Known { name: name.to_string(), index: Some(index.parse().ok()?) })
+        }
+        None if !s.is_empty() => Some(InterfaceBinding::Known { name: s.to_string(), index: None }),
+        None => None,
+    }
+}
+
+/// A slot line, as `ir::text::slot_text` writes it:
+/// `slot ID on NODE SPEC: [ipv4 IP, ][ipv6 IP, ]interface IF[; floating among NODE IP, …]`.
+fn slot(t: &str) -> Result<SlotDecl, String> {
+    let (t, among) = match t.split_once(FLOATING_AMONG) {
+        Some((t, among)) => (t, Some(among)),
+        None => (t, None),
+    };
+    let (head, fields) = t.split_once(": ").ok_or("expected `slot ID on NODE SPEC: …`")?;
+    let w: Vec<&str> = head.splitn(5, ' ').collect();
+    let (id, gateway, spec) = match w.as_slice() {
+        ["slot", id, "on", gw, spec] => (
+            slot_id(id).ok_or("bad slot id")?,
+            (*gw).to_string(),
+            egress_spec(spec).ok_or_else(|| format!("bad egress spec `{spec}`"))?,
+        ),
+        _ => return Err("expected `slot ID on NODE SPEC: …`".into()),
+    };
+    let (mut v4, mut v6, mut binding) = (None, None, None);
+    for f in split_top(fields, ", ") {
+        let bad = || format!("bad slot field `{f}`");
+        if let Some(v) = f.strip_prefix("ipv4 ") {
+            v4 = Some(egress_ip(v).ok_or_else(bad)?);
+        } else if let Some(v) = f.strip_prefix("ipv6 ") {
+            v6 = Some(egress_ip(v).ok_or_else(bad)?);
+        } else if let Some(v) = f.strip_prefix("interface ") {
+            binding = Some(interface(v).ok_or_else(bad)?);
+        } else {
+            return Err(bad());
+        }
+    }
+    let floating = match (&spec, among) {
+        (EgressSpec::Floating(ip), Some(among)) => {
+            let candidates = among
+                .split(", ")
+                .map(|c| {
+                    let (node, ip) = c.split_once(' ')?;
+                    Some((node.to_string(), ip.parse::<IpAddr>().ok()?))
+                })
+                .collect::<Option<Vec<_>>>()
+                .ok_or("expected `floating among NODE IP, …`")?;
+            Some(FloatingSlot { ip: *ip, candidates })
+        }
+        (_, None) => None,
+        (_, Some(_)) => return Err("candidates for a slot that does not float".into()),
+    };
+    Ok(SlotDecl { id, gateway, spec, v4, v6, interface: binding.ok_or("expected `interface …`")?, floating })
 }
 
 /// Parses a plan's text form.
@@ -130,48 +269,7 @@ pub fn parse(text: &str) -> Result<Plan, PlanTextError> {
                 let (node, ip) = t.split_once(' ').ok_or_else(|| err("expected `NODE IP`"))?;
                 plan.gateways.push(GatewayDecl { node: node.into(), ip: ip.parse().map_err(|_| err("bad IPv4"))? });
             }
-            Section::Slots => {
-                let (t, among) = match t.split_once(FLOATING_AMONG) {
-                    Some((t, among)) => (t, Some(among)),
-                    None => (t, None),
-                };
-                let w: Vec<&str> = t.split_whitespace().collect();
-                let (id, gw, ip) = match w.as_slice() {
-                    ["slot", id, "on", gw, spec, ip, ..] if among.is_some() && *spec == "floating-ip" => (
-                        slot_id(id).ok_or_else(|| err("bad slot id"))?,
-                        gw.to_string(),
-                        Some(ip.trim_end_matches(':').parse::<Ipv4Addr>().map_err(|_| err("bad floating IP"))?),
-                    ),
-                    ["slot", id, "on", gw, ..] if among.is_none() => {
-                        (slot_id(id).ok_or_else(|| err("bad slot id"))?, gw.to_string(), None)
-                    }
-                    _ => return Err(err("expected `slot ID on NODE …`")),
-                };
-                let floating = match (ip, among) {
-                    (Some(ip), Some(among)) => {
-                        let candidates = among
-                            .split(", ")
-                            .map(|c| {
-                                let (node, ip) = c.split_once(' ')?;
-                                Some((node.to_string(), ip.parse::<IpAddr>().ok()?))
-                            })
-                            .collect::<Option<Vec<_>>>()
-                            .ok_or_else(|| err("expected `floating among NODE IP, …`"))?;
-                        Some(FloatingSlot { ip, candidates })
-                    }
-                    _ => None,
-                };
-                let spec = floating.as_ref().map_or(EgressSpec::DefaultRoute, |f| EgressSpec::Floating(f.ip));
-                plan.slots.push(SlotDecl {
-                    id,
-                    gateway: gw,
-                    v4: floating.as_ref().map(|f| EgressIp::Known(IpAddr::V4(f.ip))),
-                    v6: None,
-                    interface: InterfaceBinding::LateBound { spec: spec.clone() },
-                    spec,
-                    floating,
-                });
-            }
+            Section::Slots => plan.slots.push(slot(t).map_err(|m| err(&m))?),
             Section::Endpoints => {
                 let (main, key) = t.split_once("  ; ").ok_or_else(|| err("expected `IP -> class N  ; KEY`"))?;
                 let w: Vec<&str> = main.split_whitespace().collect();

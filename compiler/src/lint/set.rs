@@ -5,6 +5,13 @@
 //! exclusion differences an enclosing one (at most 129 ancestor look-ups), and
 //! within a group, items pinned to different values of the group's most common
 //! pod label (typically `app`) can never select the same pod.
+//!
+//! Work and output stay linear where a policy set repeats itself: policies
+//! identical in everything the set checks read (selectors, destinations,
+//! exclusions, gateways) form one [`Twins`] class, checked once through its
+//! first member by name and reported as one finding with a count; and per
+//! destination at most [`LISTED_TIES`] ties or conflicts are listed, the
+//! rest counted in a note.
 
 use super::constraints::{ItemConstraints, implies, satisfiable};
 use super::intervals::{RangeSet, first_address};
@@ -21,6 +28,8 @@ struct Prepared<'a> {
     items: Vec<ItemConstraints>,
     dests: Vec<Spanned<Cidr>>,
     excl: Vec<Cidr>,
+    /// Each gateway as text ([`gateway_key`]), in order: compared per pair.
+    gateways: Vec<String>,
 }
 
 impl<'a> Prepared<'a> {
@@ -36,6 +45,7 @@ impl<'a> Prepared<'a> {
                 .collect(),
             dests: p.destination_cidrs.iter().map(|c| Spanned::new(c.value.network(), c.span)).collect(),
             excl: p.excluded_cidrs.iter().map(|c| c.value.network()).collect(),
+            gateways: p.gateways().iter().map(gateway_key).collect(),
         }
     }
 
@@ -180,10 +190,68 @@ impl Pins {
     }
 }
 
+/// Ties and conflicts listed per destination; the rest are counted.
+pub const LISTED_TIES: usize = 10;
+/// Names listed in a finding about many policies; the rest are counted.
+const LISTED_NAMES: usize = 5;
+/// Secondary labels on one finding; the rest are counted.
+const LISTED_LABELS: usize = 3;
+
+/// Classes of policies identical in everything the set checks read.
+struct Twins {
+    /// Each policy's class: the index of its member with the smallest name.
+    first: Vec<usize>,
+    /// The members of each class of two or more, sorted by name, by first member.
+    members: BTreeMap<usize, Vec<usize>>,
+}
+
+impl Twins {
+    fn new(prepared: &[Prepared<'_>]) -> Twins {
+        let mut by_key: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, p) in prepared.iter().enumerate() {
+            let mut dests: Vec<Cidr> = p.dests.iter().map(|d| d.value).collect();
+            let mut excl = p.excl.clone();
+            dests.sort_unstable();
+            excl.sort_unstable();
+            by_key.entry(format!("{:?}|{dests:?}|{excl:?}|{:?}", p.items, p.gateways)).or_default().push(i);
+        }
+        let mut first: Vec<usize> = (0..prepared.len()).collect();
+        let mut members = BTreeMap::new();
+        for mut class in by_key.into_values().filter(|c| c.len() > 1) {
+            class.sort_by(|&a, &b| prepared[a].name().cmp(prepared[b].name()).then(a.cmp(&b)));
+            for &m in &class {
+                first[m] = class[0];
+            }
+            members.insert(class[0], class);
+        }
+        Twins { first, members }
+    }
+
+    fn is_first(&self, i: usize) -> bool {
+        self.first[i] == i
+    }
+
+    /// The other members of `i`'s class (empty for a policy without twins).
+    fn others(&self, i: usize) -> &[usize] {
+        self.members.get(&self.first[i]).map_or(&[], |m| &m[1..])
+    }
+}
+
+/// `names` as `` `a`, `b` `` with at most [`LISTED_NAMES`] listed and the rest counted.
+fn name_list<'a>(names: impl ExactSizeIterator<Item = &'a str>) -> String {
+    let n = names.len();
+    let mut s = names.take(LISTED_NAMES).map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ");
+    if n > LISTED_NAMES {
+        s.push_str(&format!(" and {} more", n - LISTED_NAMES));
+    }
+    s
+}
+
 /// Runs the set checks; with a resolved snapshot, ties also name the endpoints they affect now.
 pub fn check(policies: &[Policy], world: Option<&crate::resolve::World>) -> Vec<Diagnostic> {
     let prepared: Vec<Prepared<'_>> = policies.iter().map(Prepared::new).collect();
     let pins = Pins::new(&prepared);
+    let twins = Twins::new(&prepared);
     let mut out = Vec::new();
     for p in &prepared {
         exclusion_without_effect(p, &mut out);
@@ -199,8 +267,8 @@ pub fn check(policies: &[Policy], world: Option<&crate::resolve::World>) -> Vec<
             }
         }
     }
-    ties(&prepared, &by_dest, world, &mut out);
-    shadowed(&prepared, &pins, &mut out);
+    ties(&prepared, &by_dest, &twins, world, &mut out);
+    shadowed(&prepared, &pins, &twins, &mut out);
     cilium_exclusions(&prepared, &by_dest, &pins, &mut out);
     out
 }
@@ -255,8 +323,11 @@ fn exclusion_without_effect(p: &Prepared<'_>, out: &mut Vec<Diagnostic>) {
                 format!("excluded CIDR `{}` is outside every destination of policy `{}`", x.value, p.name()),
             )
             .primary(x.span, "excludes nothing");
-            for dest in &p.dests {
+            for dest in p.dests.iter().take(LISTED_LABELS) {
                 d = d.secondary(dest.span, "destination");
+            }
+            if p.dests.len() > LISTED_LABELS {
+                d = d.note(format!("the policy has {} more destinations", p.dests.len() - LISTED_LABELS));
             }
             out.push(
                 d.note("egret's exclusions only carve holes in their own policy's destinations")
@@ -362,92 +433,133 @@ fn gateway_key(g: &GatewaySpec) -> String {
     )
 }
 
-fn same_gateways(a: &Policy, b: &Policy) -> bool {
-    let ka: Vec<String> = a.gateways().iter().map(gateway_key).collect();
-    let kb: Vec<String> = b.gateways().iter().map(gateway_key).collect();
-    ka == kb
-}
-
 fn ties(
     prepared: &[Prepared<'_>],
     by_dest: &HashMap<Cidr, Vec<usize>>,
+    twins: &Twins,
     world: Option<&crate::resolve::World>,
     out: &mut Vec<Diagnostic>,
 ) {
     let mut groups: Vec<(&Cidr, &Vec<usize>)> = by_dest.iter().filter(|(_, v)| v.len() > 1).collect();
     groups.sort();
     for (c, group) in groups {
-        for (a, b) in candidate_pairs(prepared, group) {
-            let (p, q) = if prepared[a].name() <= prepared[b].name() {
-                (&prepared[a], &prepared[b])
+        // twins tie with each other (reported once, through the first two) and
+        // like their first member with everyone else
+        let firsts: Vec<usize> = group.iter().copied().filter(|&i| twins.is_first(i)).collect();
+        let within = firsts.iter().filter_map(|&f| twins.others(f).first().map(|&second| (f, second)));
+        let mut listed = 0;
+        let mut more = 0;
+        for (a, b) in within.chain(candidate_pairs(prepared, &firsts)) {
+            let (p, q) = if prepared[a].name() <= prepared[b].name() { (a, b) } else { (b, a) };
+            let Some(region) = tie_region(&prepared[p], &prepared[q], c) else { continue };
+            if listed < LISTED_TIES {
+                listed += 1;
+                out.extend(tie(prepared, c, (p, q), &region, twins, world));
             } else {
-                (&prepared[b], &prepared[a])
-            };
-            if !p.overlaps(q) {
-                continue;
+                more += 1;
             }
-            let mut region = p.own_region(c);
-            for x in &q.excl {
-                region.subtract(x);
-            }
-            for d in &q.dests {
-                if d.value.len > c.len && c.contains(&d.value) {
-                    region.subtract(&d.value);
-                }
-            }
-            if region.is_empty() {
-                continue;
-            }
-            let (Some(pd), Some(qd)) = (p.dests.iter().find(|d| d.value == *c), q.dests.iter().find(|d| d.value == *c))
-            else {
-                continue;
-            };
-            let example = first_address(&region, c.family()).map(|a| a.to_string()).unwrap_or_default();
-            let same = same_gateways(p.p, q.p);
-            let code = if same { &codes::TIE } else { &codes::CONFLICT };
-            let what =
-                if same { "with the same gateway and egress IP" } else { "with different gateways or egress IPs" };
-            let mut d = Diagnostic::new(
-                code,
-                format!("policies `{}` and `{}` tie for destination `{c}` {what}", p.name(), q.name()),
-            );
-            if let Some(w) = world {
-                let theirs: BTreeSet<&str> = w.selected_endpoints(q.p).iter().map(|e| e.key.as_str()).collect();
-                let both: Vec<&str> =
-                    w.selected_endpoints(p.p).iter().map(|e| e.key.as_str()).filter(|k| theirs.contains(k)).collect();
-                d = d.note(match both.len() {
-                    0 => "in the snapshot no endpoint is selected by both yet".to_string(),
-                    n => format!(
-                        "in the snapshot {n} endpoint(s) are selected by both: {}{}",
-                        both[..n.min(5)].join(", "),
-                        if n > 5 { ", …" } else { "" }
-                    ),
-                });
-            }
-            out.push(
-                d
-                    .primary(qd.span, format!("`{}` captures `{c}`…", q.name()))
-                    .secondary(pd.span, format!("…and so does `{}`, for pods both select", p.name()))
-                    .note(format!(
-                        "for a pod both select, traffic to e.g. {example} matches both with a /{} prefix; egret picks `{}` (smallest name), Cilium picks either",
-                        c.len,
-                        p.name()
-                    ))
-                    .help(if same {
-                        "merge the policies, or make their selectors disjoint"
-                    } else {
-                        "make the selectors disjoint, give the policy that should win a more specific destination, or use the same gateway and egress IP"
-                    }),
-            );
+        }
+        if more > 0
+            && let Some(last) = out.last_mut()
+        {
+            last.notes.push(format!(
+                "{more} more pairs of policies tie for `{c}`: not listed (at most {LISTED_TIES} per destination)"
+            ));
         }
     }
 }
 
-fn shadowed(prepared: &[Prepared<'_>], pins: &Pins, out: &mut Vec<Diagnostic>) {
+/// Where `p` and `q` tie for destination `c` (both rank it exactly `c`),
+/// if they can select a common pod and that region is not empty.
+fn tie_region(p: &Prepared<'_>, q: &Prepared<'_>, c: &Cidr) -> Option<RangeSet> {
+    if !p.overlaps(q) {
+        return None;
+    }
+    let mut region = p.own_region(c);
+    for x in &q.excl {
+        region.subtract(x);
+    }
+    for d in &q.dests {
+        if d.value.len > c.len && c.contains(&d.value) {
+            region.subtract(&d.value);
+        }
+    }
+    (!region.is_empty()).then_some(region)
+}
+
+/// The tie or conflict of policies `pi` (the smaller name) and `qi` (and
+/// their twins) for destination `c` over `region` ([`tie_region`]).
+fn tie(
+    prepared: &[Prepared<'_>],
+    c: &Cidr,
+    (pi, qi): (usize, usize),
+    region: &RangeSet,
+    twins: &Twins,
+    world: Option<&crate::resolve::World>,
+) -> Option<Diagnostic> {
+    let (p, q) = (&prepared[pi], &prepared[qi]);
+    let (Some(pd), Some(qd)) = (p.dests.iter().find(|d| d.value == *c), q.dests.iter().find(|d| d.value == *c)) else {
+        return None;
+    };
+    let example = first_address(region, c.family()).map(|a| a.to_string()).unwrap_or_default();
+    let same = p.gateways == q.gateways;
+    let code = if same { &codes::TIE } else { &codes::CONFLICT };
+    let what = if same { "with the same gateway and egress IP" } else { "with different gateways or egress IPs" };
+    let mut d =
+        Diagnostic::new(code, format!("policies `{}` and `{}` tie for destination `{c}` {what}", p.name(), q.name()));
+    if let Some(w) = world {
+        let theirs: BTreeSet<&str> = w.selected_endpoints(q.p).iter().map(|e| e.key.as_str()).collect();
+        let both: Vec<&str> =
+            w.selected_endpoints(p.p).iter().map(|e| e.key.as_str()).filter(|k| theirs.contains(k)).collect();
+        d = d.note(match both.len() {
+            0 => "in the snapshot no endpoint is selected by both yet".to_string(),
+            n => format!(
+                "in the snapshot {n} endpoint(s) are selected by both: {}{}",
+                both[..n.min(5)].join(", "),
+                if n > 5 { ", …" } else { "" }
+            ),
+        });
+    }
+    // twins of either side tie the same way
+    let mut twinned: Vec<&str> = [pi, qi]
+        .iter()
+        .flat_map(|&i| twins.others(i).iter().copied().filter(move |&t| t != pi && t != qi))
+        .map(|t| prepared[t].name())
+        .collect();
+    twinned.sort_unstable();
+    twinned.dedup();
+    if !twinned.is_empty() {
+        d = d.note(format!(
+            "so do {} (identical to one of them: same selectors, destinations, exclusions and gateways)",
+            name_list(twinned.into_iter())
+        ));
+    }
+    Some(
+        d.primary(qd.span, format!("`{}` captures `{c}`…", q.name()))
+            .secondary(pd.span, format!("…and so does `{}`, for pods both select", p.name()))
+            .note(format!(
+                "for a pod both select, traffic to e.g. {example} matches both with a /{} prefix; egret picks `{}` (smallest name), Cilium picks either",
+                c.len,
+                p.name()
+            ))
+            .help(if same {
+                "merge the policies, or make their selectors disjoint"
+            } else {
+                "make the selectors disjoint, give the policy that should win a more specific destination, or use the same gateway and egress IP"
+            }),
+    )
+}
+
+fn shadowed(prepared: &[Prepared<'_>], pins: &Pins, twins: &Twins, out: &mut Vec<Diagnostic>) {
     for (pi, p) in prepared.iter().enumerate() {
         if p.items.is_empty() || p.dests.is_empty() {
             continue;
         }
+        if !twins.is_first(pi) {
+            // its identical twin with the smallest name wins wherever it would
+            continue;
+        }
+        shadowed_twins(prepared, pi, twins.others(pi), out);
         // Only policies that select (at least) every pod P selects can shadow it.
         let coverers: Vec<&Prepared<'_>> =
             pins.may_cover(pi).into_iter().map(|q| &prepared[q]).filter(|q| p.covered_by(q)).collect();
@@ -500,6 +612,34 @@ fn shadowed(prepared: &[Prepared<'_>], pins: &Pins, out: &mut Vec<Diagnostic>) {
             );
         }
     }
+}
+
+/// W0204 for the twins of `first` (identical to it, larger names): one
+/// finding for the class, whatever its size.
+fn shadowed_twins(prepared: &[Prepared<'_>], first: usize, twins: &[usize], out: &mut Vec<Diagnostic>) {
+    let Some((&second, rest)) = twins.split_first() else { return };
+    let f = &prepared[first];
+    let s = &prepared[second];
+    let message = if rest.is_empty() {
+        format!("policy `{}` never takes effect", s.name())
+    } else {
+        format!("policies `{}` and {} more never take effect", s.name(), rest.len())
+    };
+    let mut d = Diagnostic::new(&codes::SHADOWED, message).primary(s.p.name.span, "shadowed");
+    for &t in rest.iter().take(LISTED_LABELS) {
+        d = d.secondary(prepared[t].p.name.span, "shadowed too");
+    }
+    if !rest.is_empty() {
+        d = d.note(format!("shadowed: {}", name_list(twins.iter().map(|&t| prepared[t].name()))));
+    }
+    out.push(
+        d.secondary(f.p.name.span, "identical, with a smaller name")
+            .note(format!(
+                "identical to `{}` (same selectors, destinations, exclusions and gateways), which egret picks for its smaller name",
+                f.name()
+            ))
+            .help("delete the duplicates"),
+    );
 }
 
 fn subtract_range(set: &mut RangeSet, lo: u128, hi: u128) {

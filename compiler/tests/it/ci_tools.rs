@@ -14,11 +14,11 @@ fn root() -> PathBuf {
 }
 
 fn egret(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_egret")).args(args).current_dir(root()).output().expect("run egret")
+    crate::messages::run(Command::new(env!("CARGO_BIN_EXE_egret")).args(args).current_dir(root()))
 }
 
 fn egret_in(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_egret")).args(args).current_dir(dir).output().expect("run egret")
+    crate::messages::run(Command::new(env!("CARGO_BIN_EXE_egret")).args(args).current_dir(dir))
 }
 
 fn code(o: &Output) -> i32 {

@@ -16,7 +16,7 @@ fn dir() -> PathBuf {
 }
 
 fn egret(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_egret")).args(args).current_dir(dir()).output().expect("run egret")
+    crate::messages::run(Command::new(env!("CARGO_BIN_EXE_egret")).args(args).current_dir(dir()))
 }
 
 fn fixtures(kind: &str) -> Vec<String> {

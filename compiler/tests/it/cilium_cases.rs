@@ -10,11 +10,11 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 fn egret(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_egret"))
-        .args(args)
-        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cilium"))
-        .output()
-        .expect("run egret")
+    crate::messages::run(
+        Command::new(env!("CARGO_BIN_EXE_egret"))
+            .args(args)
+            .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cilium")),
+    )
 }
 
 /// `egret compile --emit cilium --format json` of a fixture on a node, parsed.

@@ -4,11 +4,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn egret(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_egret"))
-        .args(args)
-        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")))
-        .output()
-        .expect("run egret")
+    crate::messages::run(
+        Command::new(env!("CARGO_BIN_EXE_egret")).args(args).current_dir(Path::new(env!("CARGO_MANIFEST_DIR"))),
+    )
 }
 
 fn code(o: &Output) -> i32 {

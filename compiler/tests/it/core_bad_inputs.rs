@@ -251,3 +251,50 @@ fn ipv6_bad_inputs_compile_and_lint_says_what_happens() {
         assert_eq!(refused, code == "W0207", "{file}");
     }
 }
+
+/// Policies repeated many times are one finding each kind, with a count;
+/// ties per destination are capped with the rest counted; a long list of
+/// destinations is a few labels and a count (issue #22: 2,000 identical
+/// policies used to build millions of warnings).
+#[test]
+fn repeated_policies_and_many_pairs_give_bounded_findings() {
+    let lint = |yaml: &str| egret_compiler::lint::lint(&bundle(yaml), &Default::default());
+    let sel = "[{podSelector: {matchLabels: {app: web}}}]";
+    let identical: Vec<String> =
+        (0..300).map(|i| policy(&format!("same-{i:03}"), sel, &["0.0.0.0/0"], &[], GW)).collect();
+    let d = lint(&docs(&identical));
+    assert_eq!(codes(&d), ["W0204", "W0203"], "{d:#?}");
+    assert_eq!(d[0].message, "policies `same-001` and 298 more never take effect");
+    assert!(d[0].notes.iter().any(|n| n.contains("`same-005` and 294 more")), "{:?}", d[0].notes);
+    assert_eq!(
+        d[1].message,
+        "policies `same-000` and `same-001` tie for destination `0.0.0.0/0` with the same gateway and egress IP"
+    );
+    assert!(
+        d[1].notes.iter().any(|n| n.starts_with("so do `same-002`") && n.contains("and 293 more")),
+        "{:?}",
+        d[1].notes
+    );
+    // the same policies with distinct egress IPs: conflicts, at most LISTED_TIES listed
+    let distinct: Vec<String> = (0..40)
+        .map(|i| {
+            let gw = format!(
+                r#"egressGateway: {{nodeSelector: {{matchLabels: {{egress: "true"}}}}, egressIP: "198.51.100.{i}"}}"#
+            );
+            policy(&format!("gw-{i:02}"), sel, &["0.0.0.0/0"], &[], &gw)
+        })
+        .collect();
+    let d = lint(&docs(&distinct));
+    let conflicts: Vec<_> = d.iter().filter(|d| d.code.id == "E0202").collect();
+    assert_eq!(conflicts.len(), egret_compiler::lint::set::LISTED_TIES);
+    let pairs = 40 * 39 / 2;
+    let more = format!("{} more pairs of policies tie for `0.0.0.0/0`", pairs - conflicts.len());
+    assert!(d.iter().flat_map(|d| &d.notes).any(|n| n.starts_with(&more)), "{more}: {d:#?}");
+    // one policy, 200 destinations, one exclusion outside them all: three labels and a count
+    let dests: Vec<String> = (0..200).map(|i| format!("10.0.{i}.0/24")).collect();
+    let dests: Vec<&str> = dests.iter().map(String::as_str).collect();
+    let d = lint(&policy("many", sel, &dests, &["192.0.2.0/24"], GW));
+    assert_eq!(codes(&d), ["W0201"]);
+    assert_eq!(d[0].labels.len(), 4, "the exclusion and three destinations");
+    assert!(d[0].notes.iter().any(|n| n == "the policy has 197 more destinations"), "{:?}", d[0].notes);
+}

@@ -251,8 +251,9 @@ fn overlapping_entries_of_one_policy_rank_by_the_longest() {
     d.push(pod("prod", "a", "u1", "w-1", "10.1.1.1", "app: a"));
     d.push(node("gw-b", "192.0.2.31", r#"egress2: "true""#, true, "10.1.31.0/24"));
     d.push(policy("x", "[{podSelector: {}}]", &["100.0.0.0/8", "100.64.0.0/16"], &["100.64.1.0/24"], GW));
+    // not `y`: YAML 1.1 (the API server's reader) reads a plain `y` as a boolean, refused as a name (E0103)
     d.push(policy(
-        "y",
+        "yy",
         "[{podSelector: {}}]",
         &["100.64.0.0/12"],
         &[],

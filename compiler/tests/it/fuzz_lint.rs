@@ -13,16 +13,17 @@ use egret_lang::source::SourceMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 
-struct Rng(u64);
+/// The suite's seeded generator (xorshift64*), shared with `fuzz_artifacts`.
+pub struct Rng(pub u64);
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub fn next(&mut self) -> u64 {
         // xorshift64*
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
-    fn below(&mut self, n: usize) -> usize {
+    pub fn below(&mut self, n: usize) -> usize {
         if n == 0 { 0 } else { (self.next() % n as u64) as usize }
     }
 }

@@ -19,5 +19,8 @@ mod core_property;
 mod core_semantics;
 mod core_snapshots;
 mod floating;
+mod fuzz_artifacts;
 mod fuzz_lint;
 mod lint_fixtures;
+mod messages;
+mod verify_rederive;

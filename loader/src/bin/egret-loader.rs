@@ -6,10 +6,18 @@
 //! egret-loader [--root DIR] [--netns NAME] maps [--json] [--raw]
 //! egret-loader [--root DIR] [--netns NAME] adopt
 //! egret-loader [--root DIR] [--netns NAME] apply --node NODE --artifact DIR… [--pod IFACE|IP…]
-//!              [--tunnel IFACE] [--egress IFACE…] [--slot N=IP…] [--repeat N]
+//!              [--tunnel IFACE] [--egress IFACE…] [--slot N=IP…] [--repeat N] [--unchecked]
 //! egret-loader [--root DIR] [--netns NAME] uninstall
 //! egret-loader demo --out DIR --node NODE --tag N [--pass IP…] [--drop IP…]
 //! ```
+//!
+//! `apply` loads an artifact directory only after the check `egret verify`
+//! makes (`egret_compiler::codegen::rederive::check_node`: the node's three
+//! files, every program, map image, hole, attach point and tail call equal
+//! to what egret generates for the stored plan, the static verifier and the
+//! equivalence checker), so a tampered directory never reaches the kernel.
+//! `--unchecked` skips it (the manifest's own checks still run) for
+//! artifacts egret does not generate, such as `egret-loader demo`'s.
 //!
 //! `--netns NAME` enters `/run/netns/NAME` with `setns` first (not `ip netns
 //! exec`, which would hide bpffs). `apply` with several artifacts applies them
@@ -84,6 +92,11 @@ enum Cmd {
         /// Apply the list this many times over.
         #[arg(long, default_value_t = 1)]
         repeat: u64,
+        /// Skip the check that each artifact is what egret generates for its
+        /// NODE.plan.txt (for artifacts egret does not generate, such as
+        /// `egret-loader demo`'s); the manifest's own checks still run.
+        #[arg(long)]
+        unchecked: bool,
     },
     /// Release every link and delete every generation.
     Uninstall,
@@ -142,8 +155,34 @@ fn parse_slots(slots: &[String]) -> Result<SlotAddresses> {
     Ok((v4, v6))
 }
 
-fn main() -> Result<()> {
-    let cli = Cli::parse();
+/// `DIR`'s artifact of `node`: whole-checked as `egret verify` checks it,
+/// or with `unchecked` only read (format, digest, images).
+fn read_artifact(dir: &Path, node: &str, unchecked: bool) -> Result<egret_bpf::artifact::Artifact> {
+    if unchecked {
+        return egret_bpf::artifact::read_dir(dir, node).with_context(|| format!("reading {}", dir.display()));
+    }
+    let options = egret_compiler::codegen::rederive::CheckOptions::default();
+    match egret_compiler::codegen::rederive::check_node(dir, node, &options) {
+        Ok(checked) => Ok(checked.verified.into_artifact()),
+        Err(e) => bail!(
+            "refusing the artifact of node `{node}` in `{}`: {}",
+            dir.display(),
+            egret_lang::diag::error_chain(&e)
+        ),
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", egret_lang::diag::error_chain(e.as_ref()));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
     if let Some(ns) = &cli.netns {
         enter_netns(ns)?;
     }
@@ -185,16 +224,13 @@ fn main() -> Result<()> {
                 r.deleted.iter().map(|g| g.0).collect::<Vec<_>>()
             );
         }
-        Cmd::Apply { node, artifacts, pods, tunnel, egress, slots, repeat } => {
+        Cmd::Apply { node, artifacts, pods, tunnel, egress, slots, repeat, unchecked } => {
             let mut config = LoaderConfig::new(&cli.root);
             config.node = Some(node.clone());
             config.tunnel_device = tunnel;
             config.egress_interfaces = egress;
             (config.slot_ipv4, config.slot_ipv6) = parse_slots(&slots)?;
-            let loaded = artifacts
-                .iter()
-                .map(|d| egret_bpf::artifact::read_dir(d, &node).with_context(|| format!("reading {}", d.display())))
-                .collect::<Result<Vec<_>>>()?;
+            let loaded = artifacts.iter().map(|d| read_artifact(d, &node, unchecked)).collect::<Result<Vec<_>>>()?;
             let (mut loader, r) = Loader::open(config)?;
             println!("adopted {:?}", r.adopted.map(|g| g.0));
             for p in &pods {

@@ -121,7 +121,7 @@ fn kill_nine_during_swaps_then_adopt() {
     let pods: Vec<String> = topo.veths.iter().flat_map(|v| ["--pod".to_owned(), v.clone()]).collect();
 
     let mut first = loader_cmd(&root, &ns);
-    first.args(["apply", "--node", "n1", "--artifact"]).arg(&dir_a).args(&pods);
+    first.args(["apply", "--unchecked", "--node", "n1", "--artifact"]).arg(&dir_a).args(&pods);
     run_ok(first);
 
     let entered = topo.node.enter();
@@ -136,7 +136,7 @@ fn kill_nine_during_swaps_then_adopt() {
     let mut left: BTreeMap<Left, usize> = BTreeMap::new();
     for kill in 0..KILLS {
         let mut c = loader_cmd(&root, &ns);
-        c.args(["apply", "--node", "n1", "--artifact"])
+        c.args(["apply", "--unchecked", "--node", "n1", "--artifact"])
             .arg(&dir_b)
             .arg("--artifact")
             .arg(&dir_a)

@@ -7,6 +7,7 @@ mod crash;
 mod egress;
 mod lifecycle;
 mod node_local;
+mod refuse_tampered;
 mod state_access;
 mod state_maps;
 mod swap_under_traffic;
