@@ -334,6 +334,13 @@ mod tests {
         assert!(check_label_key("Foo.io/x").is_err());
         assert!(check_label_key("a/b/c").is_err());
         assert!(check_label_key(&"x".repeat(64)).is_err());
+        // Kubernetes limits the prefix as a whole to 253 characters and each of
+        // its DNS labels to 63
+        let prefix = ["a".repeat(63), "b".repeat(63), "c".repeat(63), "d".repeat(61)].join(".");
+        assert_eq!(prefix.len(), 253);
+        assert!(check_label_key(&format!("{prefix}/app")).is_ok());
+        assert_eq!(check_label_key(&format!("{prefix}d/app")), Err("the prefix is not a DNS subdomain"));
+        assert!(check_label_key(&format!("{}.io/app", "a".repeat(64))).is_err());
         assert!(is_label_value(""));
         assert!(is_label_value("true"));
         assert!(!is_label_value("a b"));
