@@ -198,6 +198,14 @@ fn through_the_api_server_dual_stack_pods_are_attached_by_both_addresses() {
             let (key, map) = endpoint_key(ip);
             assert!(local_endpoints(&c, node_name, map).iter().any(|(k, _)| *k == key), "{ip} in {node_name}'s {map}");
         }
+        // the agents serve their first generations; the gateway's slot and
+        // allowed sources may settle a moment later (a fresh CI run once lost
+        // two SYNs here): wait, bounded, for one IPv6 datagram through the
+        // egress IP, then every protocol must work at once
+        c.wait_until(node_name, &format!("{p}'s first IPv6 datagram through the egress IP"), |c| {
+            c.udp_request(p, SERVER6).is_ok_and(|seen| seen.ip == EGRESS_IP6)
+        })
+        .expect("the IPv6 path settles");
         assert_eq!(c.tcp_request(p, SERVER6).expect("IPv6 TCP").ip, EGRESS_IP6, "{p} over IPv6");
         assert_eq!(c.ping(p, SERVER6).expect("ICMPv6 echo").ip, EGRESS_IP6, "{p} ICMPv6 echo");
         assert_eq!(c.udp_request(p, SERVER).expect("IPv4 UDP").ip, EGRESS_IP, "{p} over IPv4");
