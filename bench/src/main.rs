@@ -28,10 +28,15 @@ enum Command {
     Lint {
         #[arg(long, default_value_t = 10_000)]
         policies: usize,
-        /// Run the worst-case inputs instead (identical policies, many
-        /// destinations, conflicts, 10 MB of YAML): time, output, memory.
+        /// Run the worst-case inputs instead, through the `egret` binary
+        /// (identical policies, many destinations, conflicts, 10 MB of YAML,
+        /// `/dev/zero`, a FIFO, a symbolic-link loop, a 100 MB file): time,
+        /// output, memory.
         #[arg(long)]
         worst: bool,
+        /// The `egret` binary `--worst` runs (default: next to this one).
+        #[arg(long)]
+        egret: Option<std::path::PathBuf>,
         #[arg(long)]
         json: Option<std::path::PathBuf>,
     },
@@ -282,7 +287,10 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Lint { worst: true, json, .. } => tables(Ok(egret_bench::lint::run_worst()), json.as_deref()),
+        Command::Lint { worst: true, egret, json, .. } => {
+            let egret = egret.unwrap_or_else(|| std::env::current_exe().unwrap_or_default().with_file_name("egret"));
+            tables(egret_bench::lint::run_worst(&egret), json.as_deref())
+        }
         Command::Lint { policies, json, .. } => tables(Ok(egret_bench::lint::run(policies)), json.as_deref()),
         Command::Compile { runs, json } => tables(egret_bench::compile::run(runs), json.as_deref()),
         Command::Codegen { runs, json } => tables(egret_bench::codegen::run(runs), json.as_deref()),

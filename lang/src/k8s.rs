@@ -26,17 +26,18 @@ pub const NODE_NETWORK_KIND: &str = "NodeNetwork";
 
 /// Parses a YAML file into a bundle of policies and cluster objects.
 pub fn parse_yaml(file: FileId, text: &str) -> (Bundle, Vec<Diagnostic>) {
-    let (docs, mut diags) = yaml::parse(file, text);
     let mut bundle = Bundle::default();
-    let mut cx = Cx { diags: &mut diags };
-    for doc in &docs {
+    let mut diags = Vec::new();
+    // one document's tree at a time: memory follows the largest document, not the file
+    let syntax = yaml::parse_each(file, text, |doc| {
         if matches!(&doc.root.kind, Kind::Scalar { value, plain: true } if value.is_empty()) {
             // an empty document (`---` after `---`, as `helm template` prints,
             // or a trailing `---`): kubectl skips it
-            continue;
+            return;
         }
-        cx.object(&doc.root, &mut bundle, 0);
-    }
+        Cx { diags: &mut diags }.object(&doc.root, &mut bundle, 0);
+    });
+    diags.extend(syntax);
     (bundle, diags)
 }
 

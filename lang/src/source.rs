@@ -113,6 +113,18 @@ impl SourceMap {
         self.files.iter().enumerate().map(|(i, f)| (FileId(i as u32), f))
     }
 
+    /// The text of 1-based line `line` of `file`, without its line break;
+    /// `None` past the last line. A binary-search-free lookup: the line starts
+    /// are kept.
+    pub fn line(&self, file: FileId, line: usize) -> Option<&str> {
+        let text = self.text(file);
+        let starts = self.line_starts.get(file.0 as usize)?;
+        let start = *starts.get(line.checked_sub(1)?)?;
+        let end = starts.get(line).map_or(text.len(), |&next| next - 1);
+        let l = text.get(start..end)?;
+        Some(l.strip_suffix('\r').unwrap_or(l))
+    }
+
     /// 1-based (line, column) of a byte offset; column counts characters.
     pub fn line_col(&self, file: FileId, offset: u32) -> (usize, usize) {
         let text = self.text(file);
@@ -132,4 +144,22 @@ fn floor_char_boundary(s: &str, mut i: usize) -> usize {
         i -= 1;
     }
     i
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SourceMap;
+
+    #[test]
+    fn lines_are_looked_up_by_number_without_their_breaks() {
+        let mut m = SourceMap::new();
+        let f = m.add("a.yaml", "one\r\ntwo\n\nfour");
+        assert_eq!(m.line(f, 0), None);
+        assert_eq!(m.line(f, 1), Some("one"));
+        assert_eq!(m.line(f, 2), Some("two"));
+        assert_eq!(m.line(f, 3), Some(""));
+        assert_eq!(m.line(f, 4), Some("four"));
+        assert_eq!(m.line(f, 5), None);
+        assert_eq!(m.line_col(f, 5), (2, 1));
+    }
 }

@@ -134,9 +134,8 @@ fn rule(it: &Node) -> Result<ConfigRule, (Span, String)> {
     Ok(ConfigRule { code, paths })
 }
 
-/// The codes an inline comment on `line` (0-based) of `text` names.
-fn inline_codes(text: &str, line: usize) -> Vec<String> {
-    let Some(l) = text.lines().nth(line) else { return Vec::new() };
+/// The codes an inline comment in line `l` names.
+fn inline_codes(l: &str) -> Vec<String> {
     let Some(i) = l.find('#') else { return Vec::new() };
     let comment = l[i + 1..].trim_start();
     let Some(rest) = comment.strip_prefix(MARKER) else { return Vec::new() };
@@ -166,20 +165,14 @@ fn suppressed_by(d: &Diagnostic, sources: &SourceMap, rules: &Rules) -> Option<B
         }
     }
     let span = span?;
-    let text = sources.text(span.file);
     let (line, _) = sources.line_col(span.file, span.start);
-    let line = line - 1;
     // on the line itself, or alone on the line above
-    if inline_codes(text, line).iter().any(|k| names(d, k)) {
-        return Some(By::Comment { line: line + 1 });
-    }
-    if line > 0
-        && text.lines().nth(line - 1).is_some_and(|l| l.trim_start().starts_with('#'))
-        && inline_codes(text, line - 1).iter().any(|k| names(d, k))
-    {
+    if sources.line(span.file, line).is_some_and(|l| inline_codes(l).iter().any(|k| names(d, k))) {
         return Some(By::Comment { line });
     }
-    None
+    let above = sources.line(span.file, line.checked_sub(1)?)?;
+    (above.trim_start().starts_with('#') && inline_codes(above).iter().any(|k| names(d, k)))
+        .then_some(By::Comment { line: line - 1 })
 }
 
 /// Splits diagnostics into those kept and those suppressed.
@@ -201,9 +194,9 @@ mod tests {
 
     #[test]
     fn inline_marker_is_read_from_a_comment() {
-        assert_eq!(inline_codes("a: 1  # egret:ignore W0203, E0106\n", 0), vec!["W0203", "E0106"]);
-        assert!(inline_codes("a: 1  # something else\n", 0).is_empty());
-        assert!(inline_codes("a: 1\n", 0).is_empty());
+        assert_eq!(inline_codes("a: 1  # egret:ignore W0203, E0106"), vec!["W0203", "E0106"]);
+        assert!(inline_codes("a: 1  # something else").is_empty());
+        assert!(inline_codes("a: 1").is_empty());
     }
 
     #[test]

@@ -135,15 +135,52 @@ impl Offsets {
 }
 
 enum Frame {
-    Seq { start: usize, items: Vec<Node> },
-    Map { start: usize, entries: Vec<(Node, Node)>, key: Option<Node> },
+    Seq {
+        start: usize,
+        items: Vec<Node>,
+    },
+    Map {
+        start: usize,
+        entries: Vec<(Node, Node)>,
+        key: Option<Node>,
+        /// The keys of `entries` by position, once the mapping is long
+        /// enough that a scan per new key would make it quadratic.
+        index: Option<std::collections::HashMap<String, usize>>,
+    },
+}
+
+/// A mapping with more entries than this looks its keys up in a hash index
+/// (duplicate keys are found in linear time, however long a hostile mapping).
+const MAP_SCAN_MAX: usize = 16;
+
+/// The entry of `entries` whose key is `key`, if any.
+fn find_key<'e>(
+    entries: &'e [(Node, Node)],
+    index: &mut Option<std::collections::HashMap<String, usize>>,
+    key: &str,
+) -> Option<&'e Node> {
+    if entries.len() <= MAP_SCAN_MAX {
+        return entries.iter().find(|(k, _)| k.as_str() == Some(key)).map(|(k, _)| k);
+    }
+    let index = index.get_or_insert_with(|| {
+        entries.iter().enumerate().filter_map(|(i, (k, _))| Some((k.as_str()?.to_owned(), i))).collect()
+    });
+    index.get(key).map(|&i| &entries[i].0)
 }
 
 /// Parses every document of a YAML file. Returns the documents read and the
 /// diagnostics met.
 pub fn parse(file: FileId, text: &str) -> (Vec<Document>, Vec<Diagnostic>) {
-    let offsets = Offsets::new(text);
     let mut docs = Vec::new();
+    let diags = parse_each(file, text, |d| docs.push(d));
+    (docs, diags)
+}
+
+/// Parses the documents of a YAML file one at a time: `each` gets every
+/// document as soon as it is complete, so only one document's tree is held
+/// at a time. Returns the diagnostics met.
+pub fn parse_each(file: FileId, text: &str, mut each: impl FnMut(Document)) -> Vec<Diagnostic> {
+    let offsets = Offsets::new(text);
     let mut diags = Vec::new();
     let mut stack: Vec<Frame> = Vec::new();
     let mut root: Option<Node> = None;
@@ -182,7 +219,7 @@ pub fn parse(file: FileId, text: &str) -> (Vec<Document>, Vec<Diagnostic>) {
             }
             Event::DocumentEnd => {
                 if let Some(r) = root.take() {
-                    docs.push(Document { root: r });
+                    each(Document { root: r });
                 }
                 continue;
             }
@@ -211,7 +248,7 @@ pub fn parse(file: FileId, text: &str) -> (Vec<Document>, Vec<Diagnostic>) {
                 continue;
             }
             Event::MappingStart(..) => {
-                stack.push(Frame::Map { start: s, entries: Vec::new(), key: None });
+                stack.push(Frame::Map { start: s, entries: Vec::new(), key: None, index: None });
                 continue;
             }
             Event::SequenceEnd => match stack.pop() {
@@ -234,7 +271,7 @@ pub fn parse(file: FileId, text: &str) -> (Vec<Document>, Vec<Diagnostic>) {
         match stack.last_mut() {
             None => root = Some(node),
             Some(Frame::Seq { items, .. }) => items.push(node),
-            Some(Frame::Map { entries, key, .. }) => match key.take() {
+            Some(Frame::Map { entries, key, index, .. }) => match key.take() {
                 None => {
                     if !matches!(node.kind, Kind::Scalar { .. }) {
                         diags.push(
@@ -246,7 +283,7 @@ pub fn parse(file: FileId, text: &str) -> (Vec<Document>, Vec<Diagnostic>) {
                     *key = Some(node);
                 }
                 Some(k) => {
-                    if let Some((first, _)) = entries.iter().find(|(ek, _)| ek.as_str() == k.as_str()) {
+                    if let Some(first) = k.as_str().and_then(|k| find_key(entries, index, k)) {
                         diags.push(
                             Diagnostic::new(
                                 &codes::YAML_UNSUPPORTED,
@@ -256,7 +293,10 @@ pub fn parse(file: FileId, text: &str) -> (Vec<Document>, Vec<Diagnostic>) {
                             .secondary(first.span, "first defined here")
                             .help("remove one of them; the API server rejects duplicate keys"),
                         );
-                    } else if matches!(k.kind, Kind::Scalar { .. }) {
+                    } else if let Kind::Scalar { value, .. } = &k.kind {
+                        if let Some(index) = index {
+                            index.insert(value.clone(), entries.len());
+                        }
                         entries.push((k, node));
                     }
                 }
@@ -265,7 +305,7 @@ pub fn parse(file: FileId, text: &str) -> (Vec<Document>, Vec<Diagnostic>) {
     }
     // A syntax error can leave containers open; nothing more is read from the file.
     let _ = skip_depth;
-    (docs, diags)
+    diags
 }
 
 /// Shrinks a scalar span to its text (the parser's end may include trailing blanks).
@@ -343,6 +383,21 @@ mod tests {
         let (_, diags) = p("a: 1\na: 2\nb: &x 3\nc: *x\n");
         let ids: Vec<_> = diags.iter().map(|d| d.code.id).collect();
         assert_eq!(ids, vec!["E0005", "E0005", "E0005"]);
+    }
+
+    #[test]
+    fn duplicate_keys_of_long_mappings_are_found_through_the_index() {
+        // past MAP_SCAN_MAX entries keys are looked up in a hash index
+        let mut text: String = (0..1000).map(|i| format!("k{i}: {i}\n")).collect();
+        text.push_str("k500: again\nk3: again\nlast: 1\n");
+        let (docs, diags) = p(&text);
+        let dups: Vec<_> = diags.iter().map(|d| (d.code.id, d.message.as_str())).collect();
+        assert_eq!(dups, vec![("E0005", "duplicate key `k500`"), ("E0005", "duplicate key `k3`")]);
+        let root = &docs[0].root;
+        assert_eq!(root.get("k500").and_then(Node::as_str), Some("500"), "the first value is kept");
+        assert_eq!(root.get("last").and_then(Node::as_str), Some("1"));
+        let Kind::Map(entries) = &root.kind else { panic!("a mapping") };
+        assert_eq!(entries.len(), 1001);
     }
 
     #[test]

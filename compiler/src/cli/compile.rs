@@ -1,7 +1,7 @@
 //! `egret compile`, `egret explain`, `egret diff`: the compiler core for CI.
 
 use super::exit::{self, Exit};
-use super::{Inputs, eprint_diagnostics};
+use super::{Inputs, eprint_diagnostics, is_unreadable};
 use anyhow::{Context, Result, bail};
 use clap::ValueEnum;
 use egret_compiler::driver::{self, CompileError, Driver};
@@ -443,7 +443,7 @@ pub fn diff(cluster: &[PathBuf], service_cidrs: &[Cidr], old: &str, new: &str, f
     let unreadable: Vec<diag::Diagnostic> = std::iter::once(&snapshot)
         .chain(&sides)
         .flat_map(|l| &l.diagnostics)
-        .filter(|d| std::ptr::eq(d.code, &egret_lang::codes::IO))
+        .filter(|d| is_unreadable(d))
         .cloned()
         .collect();
     if !unreadable.is_empty() {

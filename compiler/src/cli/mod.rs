@@ -338,9 +338,11 @@ pub fn read(inputs: &Inputs) -> Read {
     Read { sources, loaded, has_snapshot, policy_files, unreadable }
 }
 
-/// E0001: a path that could not be read.
+/// A path that could not be read: E0001 (I/O), E0007 (over the size limit)
+/// or E0008 (named, but not a regular file or directory).
 pub fn is_unreadable(d: &Diagnostic) -> bool {
-    std::ptr::eq(d.code, &egret_lang::codes::IO)
+    use egret_lang::codes::{INPUT_TOO_LARGE, IO, NOT_A_REGULAR_FILE};
+    [&IO, &INPUT_TOO_LARGE, &NOT_A_REGULAR_FILE].iter().any(|c| std::ptr::eq(d.code, *c))
 }
 
 /// Prints diagnostics to stdout in `format`.

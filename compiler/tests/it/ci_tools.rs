@@ -120,6 +120,23 @@ fn lint_no_input_files_and_unreadable_paths_exit_3() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
     let codes: Vec<&str> = v.as_array().expect("array").iter().filter_map(|d| d["code"].as_str()).collect();
     assert_eq!(codes, ["E0001"]);
+    // a device named as the only input is refused by name (E0008), not "no policy files"
+    let o = egret(&["lint", "--format", "json", "/dev/zero"]);
+    assert_eq!(code(&o), 3, "{}", err(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let codes: Vec<&str> = v.as_array().expect("array").iter().filter_map(|d| d["code"].as_str()).collect();
+    assert_eq!(codes, ["E0008"]);
+    // a file over the per-file limit: E0007 naming the limit, exit 3
+    let big = tmp("lint-big").join("big.yaml");
+    std::fs::write(&big, "# filler\n".repeat(200)).expect("write");
+    let o = crate::messages::run(
+        Command::new(env!("CARGO_BIN_EXE_egret"))
+            .args(["lint", big.to_str().expect("utf8")])
+            .env("EGRET_MAX_FILE_BYTES", "1000")
+            .current_dir(root()),
+    );
+    assert_eq!(code(&o), 3, "{}", out(&o));
+    assert!(out(&o).contains("error[E0007]") && out(&o).contains("1000"), "{}", out(&o));
 }
 
 #[test]
