@@ -197,7 +197,9 @@ const LISTED_NAMES: usize = 5;
 /// Secondary labels on one finding; the rest are counted.
 const LISTED_LABELS: usize = 3;
 
-/// Classes of policies identical in everything the set checks read.
+/// Classes of policies identical in everything the set checks read (twins),
+/// or in everything but their gateways (selection classes: same pods, same
+/// destinations, so they tie everywhere and the smallest name wins).
 struct Twins {
     /// Each policy's class: the index of its member with the smallest name.
     first: Vec<usize>,
@@ -206,14 +208,15 @@ struct Twins {
 }
 
 impl Twins {
-    fn new(prepared: &[Prepared<'_>]) -> Twins {
+    fn new(prepared: &[Prepared<'_>], with_gateways: bool) -> Twins {
         let mut by_key: HashMap<String, Vec<usize>> = HashMap::new();
         for (i, p) in prepared.iter().enumerate() {
             let mut dests: Vec<Cidr> = p.dests.iter().map(|d| d.value).collect();
             let mut excl = p.excl.clone();
             dests.sort_unstable();
             excl.sort_unstable();
-            by_key.entry(format!("{:?}|{dests:?}|{excl:?}|{:?}", p.items, p.gateways)).or_default().push(i);
+            let gateways: &[String] = if with_gateways { &p.gateways } else { &[] };
+            by_key.entry(format!("{:?}|{dests:?}|{excl:?}|{gateways:?}", p.items)).or_default().push(i);
         }
         let mut first: Vec<usize> = (0..prepared.len()).collect();
         let mut members = BTreeMap::new();
@@ -251,7 +254,8 @@ fn name_list<'a>(names: impl ExactSizeIterator<Item = &'a str>) -> String {
 pub fn check(policies: &[Policy], world: Option<&crate::resolve::World>) -> Vec<Diagnostic> {
     let prepared: Vec<Prepared<'_>> = policies.iter().map(Prepared::new).collect();
     let pins = Pins::new(&prepared);
-    let twins = Twins::new(&prepared);
+    let twins = Twins::new(&prepared, true);
+    let selection = Twins::new(&prepared, false);
     let mut out = Vec::new();
     for p in &prepared {
         exclusion_without_effect(p, &mut out);
@@ -267,8 +271,8 @@ pub fn check(policies: &[Policy], world: Option<&crate::resolve::World>) -> Vec<
             }
         }
     }
-    ties(&prepared, &by_dest, &twins, world, &mut out);
-    shadowed(&prepared, &pins, &twins, &mut out);
+    ties(&prepared, &by_dest, (&twins, &selection), world, &mut out);
+    shadowed(&prepared, &pins, &selection, &mut out);
     cilium_exclusions(&prepared, &by_dest, &pins, &mut out);
     out
 }
@@ -436,28 +440,58 @@ fn gateway_key(g: &GatewaySpec) -> String {
 fn ties(
     prepared: &[Prepared<'_>],
     by_dest: &HashMap<Cidr, Vec<usize>>,
-    twins: &Twins,
+    (twins, selection): (&Twins, &Twins),
     world: Option<&crate::resolve::World>,
     out: &mut Vec<Diagnostic>,
 ) {
     let mut groups: Vec<(&Cidr, &Vec<usize>)> = by_dest.iter().filter(|(_, v)| v.len() > 1).collect();
     groups.sort();
     for (c, group) in groups {
-        // twins tie with each other (reported once, through the first two) and
-        // like their first member with everyone else
+        // Twins tie with each other (reported once, through the first two) and
+        // like their first member with everyone else. Where two policies tie
+        // depends only on their selection classes (selectors, destinations,
+        // exclusions), so it is computed once per pair of classes, and the
+        // pairs of their members are listed up to LISTED_TIES and counted.
         let firsts: Vec<usize> = group.iter().copied().filter(|&i| twins.is_first(i)).collect();
-        let within = firsts.iter().filter_map(|&f| twins.others(f).first().map(|&second| (f, second)));
+        let mut members: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        for &f in &firsts {
+            members.entry(selection.first[f]).or_default().push(f);
+        }
+        for m in members.values_mut() {
+            m.sort_by(|&a, &b| prepared[a].name().cmp(prepared[b].name()).then(a.cmp(&b)));
+        }
+        let heads: Vec<usize> = members.keys().copied().collect();
+        let within_twins = firsts.iter().filter_map(|&f| twins.others(f).first().map(|&second| (f, second)));
+        let within_classes = members.iter().filter(|(_, m)| m.len() > 1).map(|(&h, _)| (h, h));
         let mut listed = 0;
-        let mut more = 0;
-        for (a, b) in within.chain(candidate_pairs(prepared, &firsts)) {
-            let (p, q) = if prepared[a].name() <= prepared[b].name() { (a, b) } else { (b, a) };
-            let Some(region) = tie_region(&prepared[p], &prepared[q], c) else { continue };
+        let mut more = 0usize;
+        for (a, b) in within_twins {
+            let Some(region) = tie_region(&prepared[a], &prepared[b], c) else { continue };
             if listed < LISTED_TIES {
                 listed += 1;
-                out.extend(tie(prepared, c, (p, q), &region, twins, world));
+                out.extend(tie(prepared, c, (a, b), &region, twins, world));
             } else {
                 more += 1;
             }
+        }
+        for (ha, hb) in within_classes.chain(candidate_pairs(prepared, &heads)) {
+            let (ma, mb) = (&members[&ha], &members[&hb]);
+            let (x, y) = if ha == hb { (ma[0], ma[1]) } else { (ha, hb) };
+            let Some(region) = tie_region(&prepared[x], &prepared[y], c) else { continue };
+            // every pair of members ties over the same region: list what fits, count the rest
+            let pairs: Box<dyn Iterator<Item = (usize, usize)>> = if ha == hb {
+                Box::new(ma.iter().enumerate().flat_map(|(i, &a)| ma[i + 1..].iter().map(move |&b| (a, b))))
+            } else {
+                Box::new(ma.iter().flat_map(|&a| mb.iter().map(move |&b| (a, b))))
+            };
+            let total = if ha == hb { ma.len() * (ma.len() - 1) / 2 } else { ma.len() * mb.len() };
+            let shown = total.min(LISTED_TIES - listed);
+            for (a, b) in pairs.take(shown) {
+                let (p, q) = if prepared[a].name() <= prepared[b].name() { (a, b) } else { (b, a) };
+                out.extend(tie(prepared, c, (p, q), &region, twins, world));
+            }
+            listed += shown;
+            more += total - shown;
         }
         if more > 0
             && let Some(last) = out.last_mut()
@@ -550,16 +584,16 @@ fn tie(
     )
 }
 
-fn shadowed(prepared: &[Prepared<'_>], pins: &Pins, twins: &Twins, out: &mut Vec<Diagnostic>) {
+fn shadowed(prepared: &[Prepared<'_>], pins: &Pins, selection: &Twins, out: &mut Vec<Diagnostic>) {
     for (pi, p) in prepared.iter().enumerate() {
         if p.items.is_empty() || p.dests.is_empty() {
             continue;
         }
-        if !twins.is_first(pi) {
-            // its identical twin with the smallest name wins wherever it would
+        if !selection.is_first(pi) {
+            // the member of its selection class with the smallest name wins wherever it would
             continue;
         }
-        shadowed_twins(prepared, pi, twins.others(pi), out);
+        shadowed_twins(prepared, pi, selection.others(pi), out);
         // Only policies that select (at least) every pod P selects can shadow it.
         let coverers: Vec<&Prepared<'_>> =
             pins.may_cover(pi).into_iter().map(|q| &prepared[q]).filter(|q| p.covered_by(q)).collect();
@@ -614,8 +648,9 @@ fn shadowed(prepared: &[Prepared<'_>], pins: &Pins, twins: &Twins, out: &mut Vec
     }
 }
 
-/// W0204 for the twins of `first` (identical to it, larger names): one
-/// finding for the class, whatever its size.
+/// W0204 for the other members of `first`'s selection class (same selectors,
+/// destinations and exclusions, larger names): one finding for the class,
+/// whatever its size.
 fn shadowed_twins(prepared: &[Prepared<'_>], first: usize, twins: &[usize], out: &mut Vec<Diagnostic>) {
     let Some((&second, rest)) = twins.split_first() else { return };
     let f = &prepared[first];
@@ -632,14 +667,22 @@ fn shadowed_twins(prepared: &[Prepared<'_>], first: usize, twins: &[usize], out:
     if !rest.is_empty() {
         d = d.note(format!("shadowed: {}", name_list(twins.iter().map(|&t| prepared[t].name()))));
     }
-    out.push(
+    let identical = twins.iter().all(|&t| prepared[t].gateways == f.gateways);
+    out.push(if identical {
         d.secondary(f.p.name.span, "identical, with a smaller name")
             .note(format!(
                 "identical to `{}` (same selectors, destinations, exclusions and gateways), which egret picks for its smaller name",
                 f.name()
             ))
-            .help("delete the duplicates"),
-    );
+            .help("delete the duplicates")
+    } else {
+        d.secondary(f.p.name.span, "same pods and destinations, with a smaller name")
+            .note(format!(
+                "same selectors, destinations and exclusions as `{}`, which egret picks for its smaller name; their gateways or egress IPs differ (E0202 lists the conflicts)",
+                f.name()
+            ))
+            .help("delete all but the one policy whose gateway should serve these pods")
+    });
 }
 
 fn subtract_range(set: &mut RangeSet, lo: u128, hi: u128) {

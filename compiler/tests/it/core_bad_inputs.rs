@@ -286,9 +286,25 @@ fn repeated_policies_and_many_pairs_give_bounded_findings() {
         .collect();
     let d = lint(&docs(&distinct));
     let conflicts: Vec<_> = d.iter().filter(|d| d.code.id == "E0202").collect();
-    assert_eq!(conflicts.len(), egret_compiler::lint::set::LISTED_TIES);
+    const LISTED: usize = egret_compiler::lint::set::LISTED_TIES;
+    assert_eq!(conflicts.len(), LISTED);
     let pairs = 40 * 39 / 2;
     let more = format!("{} more pairs of policies tie for `0.0.0.0/0`", pairs - conflicts.len());
+    assert!(d.iter().flat_map(|d| &d.notes).any(|n| n.starts_with(&more)), "{more}: {d:#?}");
+    // policies that differ only in their egress IP are one selection class:
+    // one W0204 for all but the smallest name, saying the gateways differ
+    let shadowed: Vec<_> = d.iter().filter(|d| d.code.id == "W0204").collect();
+    assert_eq!(shadowed.len(), 1, "{d:#?}");
+    assert_eq!(shadowed[0].message, "policies `gw-01` and 38 more never take effect");
+    assert!(shadowed[0].notes.iter().any(|n| n.contains("as `gw-00`") && n.contains("egress IPs differ")));
+    // a second class of twins (same gateway among themselves, another
+    // destination set) still ties with the first class's members
+    let mut mixed = distinct.clone();
+    mixed.extend((0..3).map(|i| policy(&format!("twin-{i}"), sel, &["0.0.0.0/0", "10.0.0.0/8"], &[], GW)));
+    let d = lint(&docs(&mixed));
+    // pairs counted: twin-0/twin-1 (twins count through their first member),
+    // the 40 gw policies among themselves, and each of them with twin-0
+    let more = format!("{} more pairs of policies tie for `0.0.0.0/0`", 1 + 40 * 39 / 2 + 40 - LISTED);
     assert!(d.iter().flat_map(|d| &d.notes).any(|n| n.starts_with(&more)), "{more}: {d:#?}");
     // one policy, 200 destinations, one exclusion outside them all: three labels and a count
     let dests: Vec<String> = (0..200).map(|i| format!("10.0.{i}.0/24")).collect();
