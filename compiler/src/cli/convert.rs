@@ -77,6 +77,9 @@ pub fn convert(inputs: &[PathBuf], to: Option<Syntax>) -> Result<ExitCode> {
         let from_egret = name.ends_with(".egret");
         let loaded = load::parse_text(&mut sources, &name, text);
         diags.extend(loaded.diagnostics.into_iter().filter(|d| d.is_error()));
+        // what lint would refuse in a single file (label syntax, CIDR host bits,
+        // names) is not converted: the output must read back without errors
+        diags.extend(egret_lang::validate::bundle(&loaded.bundle).into_iter().filter(|d| d.is_error()));
         let target = to.unwrap_or(if from_egret { Syntax::Yaml } else { Syntax::Egret });
         match target {
             Syntax::Egret => out_egret.extend(loaded.bundle.policies),

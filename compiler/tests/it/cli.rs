@@ -115,6 +115,24 @@ fn convert_round_trip_and_fmt() {
 }
 
 #[test]
+fn convert_refuses_what_lint_refuses() {
+    // an .egret label value Kubernetes would refuse parses as a quoted string;
+    // converting it would write YAML that egret (and the API server) refuses
+    let d = tmp("convert-invalid");
+    let e = d.join("bad.egret");
+    std::fs::write(&e, "policy p {\n  select pods(app = \"a b\") to 0.0.0.0/0 via nodes(gw = y) ip 192.0.2.1\n}\n")
+        .expect("write");
+    let lint = egret(&["lint", e.to_str().expect("utf8")]);
+    assert_eq!(code(&lint), 1);
+    let o = egret(&["convert", e.to_str().expect("utf8")]);
+    assert_eq!(code(&o), 3, "{}", stdout(&o));
+    assert!(stdout(&o).is_empty(), "nothing converted: {}", stdout(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("error[E0112]") && err.contains("bad.egret:2:"), "{err}");
+    std::fs::remove_dir_all(&d).expect("cleanup");
+}
+
+#[test]
 fn verbose_reports_skipped_kinds() {
     let o = egret(&["lint", "-v", "tests/fixtures/article/strict-egress.yaml"]);
     let err = String::from_utf8_lossy(&o.stderr);
