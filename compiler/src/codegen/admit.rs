@@ -69,16 +69,23 @@ pub fn admissions(built: &Plan, wanted: &Plan) -> Option<Vec<EndpointEntry>> {
 pub fn entry(e: &EndpointEntry) -> (&'static str, Vec<u8>, Vec<u8>) {
     let mut value = admitted::LAYOUT.zeroed();
     admitted::CLASS.put(&mut value, u64::from(e.class.0));
-    match e.ip {
+    let (map, key) = key(e.ip);
+    (map, key, value)
+}
+
+/// The `egret_admitted_*` map and key of a source address.
+#[must_use]
+pub fn key(ip: IpAddr) -> (&'static str, Vec<u8>) {
+    match ip {
         IpAddr::V4(a) => {
             let mut key = pod_addr::LAYOUT.zeroed();
             key.copy_from_slice(&a.octets());
-            (ADMITTED_V4, key, value)
+            (ADMITTED_V4, key)
         }
         IpAddr::V6(a) => {
             let mut key = pod_addr6::LAYOUT.zeroed();
             key.copy_from_slice(&a.octets());
-            (ADMITTED_V6, key, value)
+            (ADMITTED_V6, key)
         }
     }
 }
