@@ -217,6 +217,10 @@ pub struct PodAttachment {
     pub state: PodState,
 }
 
+/// One write of [`Loader::write_running`]: map name, key, value (`None`:
+/// delete the key).
+pub type MapWrite<'a> = (&'a str, Vec<u8>, Option<Vec<u8>>);
+
 /// The result of [`Loader::sync_pods`].
 #[derive(Debug, Default)]
 pub struct SyncReport {
@@ -672,7 +676,7 @@ impl Loader {
     ///
     /// # Errors
     /// No generation runs, it has no such map, or a write fails.
-    pub fn write_running(&self, entries: &[(&str, Vec<u8>, Option<Vec<u8>>)]) -> Result<Generation, LoaderError> {
+    pub fn write_running(&self, entries: &[MapWrite<'_>]) -> Result<Generation, LoaderError> {
         let map_error = |map: &str, operation, source| LoaderError::Map { map: map.to_owned(), operation, source };
         let Some(g) = self.running.as_ref().map(LoadedGeneration::generation) else {
             let map = entries.first().map_or("", |e| e.0);
