@@ -4,11 +4,13 @@
 //! created). Each run builds a fresh cluster and creates `--pods` selected
 //! pods on worker-1 with the watch alone, then as many with the plugin;
 //! each pod sends one UDP datagram the moment its creation returns, and a
-//! second one after the trial. Reported per run: where the first datagrams
-//! arrived from (the egress IP, another address: leaked, or nowhere), what
-//! gateway-1 dropped as an unknown source, the second datagrams, and the
-//! `ADD` latency (the plugin process from spawn to exit, as a runtime sees
-//! it) p50/p99/max.
+//! second one after the trial; with the plugin, a third once worker-1's
+//! next generation (the full reconcile that takes the admitted pods into
+//! its plan) serves. Reported per run: where the first datagrams arrived
+//! from (the egress IP, another address: leaked, or nowhere), what
+//! gateway-1 dropped as an unknown source, the second and third datagrams,
+//! and the `ADD` latency (the plugin process from spawn to exit, as a
+//! runtime sees it) p50/p99/max.
 
 use std::path::PathBuf;
 
@@ -53,6 +55,11 @@ pub struct Run {
     pub later_via_egress: (usize, usize),
     /// `ADD` latency, ms: p50, p99, max.
     pub add_ms: (f64, f64, f64),
+    /// worker-1's generation after the last `ADD` and the next one (the
+    /// admitted pods in its plan), if it came.
+    pub generations: (Option<u64>, Option<u64>),
+    /// Third datagrams from the egress IP, once that next generation served.
+    pub consolidated_via_egress: usize,
 }
 
 fn run_once(opts: &Options, i: usize) -> anyhow::Result<Run> {
@@ -70,6 +77,8 @@ fn run_once(opts: &Options, i: usize) -> anyhow::Result<Run> {
         cni_dropped_at_gateway: with.dropped_at_gateway,
         later_via_egress: (without.later_via_egress, with.later_via_egress),
         add_ms: (q(0.5), q(0.99), q(1.0)),
+        generations: with.generations.unwrap_or_default(),
+        consolidated_via_egress: with.consolidated_via_egress,
     })
 }
 
@@ -106,7 +115,7 @@ pub fn tables(runs: &[Run]) -> Vec<Table> {
     );
     let mut add = Table::new(
         "`ADD` with egret-cni (plugin process, spawn to exit)",
-        &["run", "pods", "p50 ms", "p99 ms", "max ms"],
+        &["run", "pods", "p50 ms", "p99 ms", "max ms", "generation after the ADDs", "next", "third from egress IP"],
     );
     for (i, r) in runs.iter().enumerate() {
         let n = (i + 1).to_string();
@@ -129,7 +138,17 @@ pub fn tables(runs: &[Run]) -> Vec<Table> {
             );
         }
         let f = |v: f64| ms(std::time::Duration::from_secs_f64(v / 1e3));
-        add.row(vec![n, r.pods.to_string(), f(r.add_ms.0), f(r.add_ms.1), f(r.add_ms.2)]);
+        let g = |g: Option<u64>| g.map_or_else(|| "-".to_owned(), |g| g.to_string());
+        add.row(vec![
+            n,
+            r.pods.to_string(),
+            f(r.add_ms.0),
+            f(r.add_ms.1),
+            f(r.add_ms.2),
+            g(r.generations.0),
+            g(r.generations.1),
+            r.consolidated_via_egress.to_string(),
+        ]);
     }
     vec![leak, add]
 }

@@ -354,6 +354,13 @@ structs! {
         POD = "pod" @ 0, Ty::Bytes(16);
     }
 
+    /// The value of `egret_admitted_v4` and `egret_admitted_v6` (keyed by
+    /// [`pod_addr`] / [`pod_addr6`]): the class of a source admitted into a
+    /// running generation (CNI `ADD`), as the plan numbers classes.
+    mod admitted = "egret_admitted", size(4) {
+        CLASS = "class" @ 0, Ty::U32;
+    }
+
     /// The value of `egret_local_eps_v4` and `egret_local_eps_v6`.
     mod local_ep = "egret_local_ep", size(8), asm "LE_SIZE" {
         /// The pod's host-side veth.
@@ -928,6 +935,10 @@ pub mod map {
     pub const GW_LIVE: &str = "egret_gw_live";
     /// How many gateways `egret_gw_live` marks down.
     pub const GW_DOWN: &str = "egret_gw_down";
+    /// IPv4 sources admitted into the running generation (CNI `ADD`): pod → class.
+    pub const ADMITTED_V4: &str = "egret_admitted_v4";
+    /// IPv6 sources admitted into the running generation (CNI `ADD`): pod → class.
+    pub const ADMITTED_V6: &str = "egret_admitted_v6";
     /// Local IPv4 endpoints (every node).
     pub const LOCAL_EPS: &str = "egret_local_eps_v4";
     /// Local IPv6 endpoints (every node).
@@ -979,6 +990,8 @@ pub const MAPS: &[MapLayout] = &[
     m(map::CHOICES, MapKind::Array, &index::LAYOUT, &choice::LAYOUT, None, false),
     m(map::GW_LIVE, MapKind::Hash, &node_addr::LAYOUT, &gw_live::LAYOUT, Some((1024, None)), false),
     m(map::GW_DOWN, MapKind::Array, &index::LAYOUT, &gw_down::LAYOUT, Some((1, None)), false),
+    m(map::ADMITTED_V4, MapKind::Hash, &pod_addr::LAYOUT, &admitted::LAYOUT, Some((1024, None)), false),
+    m(map::ADMITTED_V6, MapKind::Hash, &pod_addr6::LAYOUT, &admitted::LAYOUT, Some((1024, None)), false),
     m(map::LOCAL_EPS, MapKind::Hash, &pod_addr::LAYOUT, &local_ep::LAYOUT, Some((1024, Some("LOCAL_EPS_MAX"))), true),
     m(map::LOCAL_EPS6, MapKind::Hash, &pod_addr6::LAYOUT, &local_ep::LAYOUT, Some((1024, Some("LOCAL_EPS_MAX"))), true),
     m(map::GW_SLOTS, MapKind::Hash, &slot::LAYOUT, &gw_slot::LAYOUT, Some((256, Some("GW_SLOTS_MAX"))), true),

@@ -175,6 +175,9 @@ pub struct Batch {
     pub first_change: std::time::Instant,
     /// Changes since the previous callback.
     pub changes: u64,
+    /// Admissions this callback runs for (`0`: a debounced callback), whose
+    /// pods' sandboxes wait for it ([`crate::admit`]).
+    pub admissions: u64,
 }
 
 /// Counters and the synced flag, shared with whoever reports health.
@@ -448,7 +451,7 @@ impl ClusterWatch {
                 () = fire => {
                     self.status.reconciles.fetch_add(1, Ordering::AcqRel);
                     let first = pending.map_or_else(std::time::Instant::now, |(first, _, _)| first.into_std());
-                    on_change(&view, &Batch { first_change: first, changes: batched });
+                    on_change(&view, &Batch { first_change: first, changes: batched, admissions: 0 });
                     pending = None;
                     batched = 0;
                     false
@@ -480,9 +483,9 @@ impl ClusterWatch {
                             // at once: the pods' sandboxes wait for this callback
                             self.status.reconciles.fetch_add(1, Ordering::AcqRel);
                             let first = pending.map_or_else(std::time::Instant::now, |(first, _, _)| first.into_std());
-                            on_change(&view, &Batch { first_change: first, changes: batched + admitted });
-                            pending = None;
-                            batched = 0;
+                            // the changes pending keep their debounced callback: this one
+                            // may only put the pods into the running generation
+                            on_change(&view, &Batch { first_change: first, changes: batched + admitted, admissions: admitted });
                         }
                         for (reply, answer) in answers {
                             let _ = reply.send(answer);

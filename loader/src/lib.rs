@@ -49,8 +49,8 @@ pub mod view;
 
 pub use error::LoaderError;
 pub use loader::{
-    ApplyReport, EgressSyncReport, Loader, LoaderConfig, PodAttachment, PodState, PodTarget, Recovery, SwapTimings,
-    SyncReport,
+    ApplyReport, EgressSyncReport, Loader, LoaderConfig, MapWrite, PodAttachment, PodState, PodTarget, Recovery,
+    SwapTimings, SyncReport,
 };
 pub use pins::{Generation, PinLayout};
 pub use state::{StateFate, StateMap, StateMapError, StateMapReport};

@@ -217,6 +217,10 @@ pub struct PodAttachment {
     pub state: PodState,
 }
 
+/// One write of [`Loader::write_running`]: map name, key, value (`None`:
+/// delete the key).
+pub type MapWrite<'a> = (&'a str, Vec<u8>, Option<Vec<u8>>);
+
 /// The result of [`Loader::sync_pods`].
 #[derive(Debug, Default)]
 pub struct SyncReport {
@@ -662,6 +666,42 @@ impl Loader {
             }
         }
         Ok(())
+    }
+
+    /// Writes `entries` (map name, key, value; no value: delete the key, if
+    /// there) into the running generation's maps, in order: entries its
+    /// program reads that its images did not hold (the sources admitted at
+    /// CNI `ADD`, `egret_compiler::codegen::admit`). Returns that
+    /// generation. A new generation starts from its own images.
+    ///
+    /// # Errors
+    /// No generation runs, it has no such map, or a write fails.
+    pub fn write_running(&self, entries: &[MapWrite<'_>]) -> Result<Generation, LoaderError> {
+        let map_error = |map: &str, operation, source| LoaderError::Map { map: map.to_owned(), operation, source };
+        let Some(g) = self.running.as_ref().map(LoadedGeneration::generation) else {
+            let map = entries.first().map_or("", |e| e.0);
+            let none = std::io::Error::new(std::io::ErrorKind::NotFound, "no generation runs");
+            return Err(map_error(map, "writing", none));
+        };
+        let mut handles: BTreeMap<&str, crate::sys::MapHandle> = BTreeMap::new();
+        for (map, key, value) in entries {
+            let handle = match handles.entry(map) {
+                std::collections::btree_map::Entry::Occupied(h) => h.into_mut(),
+                std::collections::btree_map::Entry::Vacant(v) => v.insert(
+                    crate::sys::MapHandle::open(&self.layout.map(g, map))
+                        .map_err(|e| map_error(map, "opening its pin in the running generation", e))?,
+                ),
+            };
+            match value {
+                Some(value) => {
+                    handle
+                        .update(key, value, crate::sys::BPF_ANY)
+                        .map_err(|e| map_error(map, "writing an entry", e))?;
+                }
+                None => handle.delete(key).map_err(|e| map_error(map, "deleting an entry", e))?,
+            }
+        }
+        Ok(g)
     }
 
     /// Local endpoints (`egret_local_eps_v4` / `_v6`) the loader keeps: pod

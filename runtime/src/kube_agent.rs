@@ -52,12 +52,15 @@
 //! The API client speaks HTTPS (rustls with ring; the cluster's CA from
 //! the kubeconfig or the in-cluster service account) and plain HTTP.
 
+use std::collections::BTreeMap;
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use egret_compiler::codegen::admit;
 use egret_compiler::driver::Driver;
-use egret_compiler::plan::{Plan, Verified};
+use egret_compiler::plan::{ClassId, EndpointEntry, Plan, Verified};
 use egret_compiler::resolve::Options;
 use egret_kube::events::{EventLog, PolicyEvent, Publisher, Reporters};
 use egret_kube::view::{ClusterView, ViewPlan, ViewPlanner, ViewPlannerStats};
@@ -158,10 +161,23 @@ pub fn compile_view(
     node: &str,
     facts: &facts::Facts,
 ) -> (ViewPlan, Result<Compiled, AgentError>) {
+    let c = plan_view(compiler, view, node, facts);
+    let compiled = generate_view(compiler, &c, node);
+    (c, compiled)
+}
+
+/// The planning half of [`compile_view`]: the view's compilation, the
+/// node's plan in it.
+fn plan_view(compiler: &mut ViewCompiler, view: &ClusterView, node: &str, facts: &facts::Facts) -> ViewPlan {
     let node_network = facts::node_network(node, facts);
-    let c = compiler.planner.plan(view, node, &Options::default(), Some(&node_network));
+    compiler.planner.plan(view, node, &Options::default(), Some(&node_network))
+}
+
+/// The code generation half of [`compile_view`] (reused while the plan and
+/// the resolution stay the same).
+fn generate_view(compiler: &mut ViewCompiler, c: &ViewPlan, node: &str) -> Result<Compiled, AgentError> {
     let epoch = compiler.planner.stats().resolutions;
-    let compiled = match &c.plan {
+    match &c.plan {
         Ok(plan) => match &compiler.last {
             // the artifact (its decision table, its equivalence check) is
             // a function of the plan and of what a resolution fixes
@@ -184,8 +200,65 @@ pub fn compile_view(
             }
         },
         Err(e) => Err(AgentError::Compile { node: node.to_owned(), source: e.clone() }),
-    };
-    (c, compiled)
+    }
+}
+
+/// How long after the last admission the full reconcile that takes
+/// admitted pods into a new generation's plan waits (admissions meanwhile
+/// need no generation, and would wait behind its build).
+pub const CONSOLIDATE_QUIET: Duration = Duration::from_secs(1);
+/// It never waits longer than this after the first admission it owes.
+pub const CONSOLIDATE_MAX: Duration = Duration::from_secs(10);
+
+/// What runs: the plan of the generation the last full apply left serving
+/// and the endpoints admitted into it since (`codegen::admit`).
+#[derive(Debug, Default)]
+struct Running {
+    plan: Option<Plan>,
+    /// Address → class, in the generation's `egret_admitted_*` maps.
+    admitted: BTreeMap<IpAddr, ClassId>,
+    /// (first, last) admission no generation's plan has yet; shared with
+    /// [`consolidate`], which nudges the watch when one is due.
+    owed: Arc<std::sync::Mutex<Option<(Instant, Instant)>>>,
+}
+
+impl Running {
+    fn owed(&self) -> Option<(Instant, Instant)> {
+        *self.owed.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn set_owed(&self, owed: Option<(Instant, Instant)>) {
+        *self.owed.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = owed;
+    }
+
+    /// The endpoints of `plan` the running generation can take by
+    /// admission, when it can (every one admitted so far among them, with
+    /// its class: one that left needs a generation without it).
+    fn admissible(&self, plan: &Plan) -> Option<Vec<EndpointEntry>> {
+        let extra = admit::admissions(self.plan.as_ref()?, plan)?;
+        let kept = self.admitted.iter().all(|(ip, class)| extra.iter().any(|e| e.ip == *ip && e.class == *class));
+        kept.then_some(extra)
+    }
+}
+
+/// Whether the admissions owed since `owed` are due to be taken into a
+/// generation's plan.
+fn consolidation_due(owed: Option<(Instant, Instant)>, admitted: usize) -> bool {
+    owed.is_some_and(|(first, last)| {
+        last.elapsed() >= CONSOLIDATE_QUIET || first.elapsed() >= CONSOLIDATE_MAX || admitted >= admit::CAPACITY / 2
+    })
+}
+
+/// Nudges the watch while admissions owed are due (the full reconcile
+/// clears them). Never returns.
+async fn consolidate(nudge: Nudge, owed: Arc<std::sync::Mutex<Option<(Instant, Instant)>>>) {
+    loop {
+        tokio::time::sleep(CONSOLIDATE_QUIET / 4).await;
+        let now = *owed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if consolidation_due(now, 0) {
+            nudge.nudge();
+        }
+    }
 }
 
 /// One reconcile: see the module doc. `events` holds the Events published
@@ -200,6 +273,7 @@ fn reconcile(
     publisher: &Publisher,
     watched: &std::sync::Mutex<Watched>,
     cni: Option<&crate::cni::Shared>,
+    running: &mut Running,
 ) -> Reconciled {
     let node = agent.node().to_owned();
     let facts = match facts::discover() {
@@ -210,11 +284,51 @@ fn reconcile(
         }
     };
     let started = Instant::now();
-    let (c, compiled) = compile_view(compiler, view, &node, &facts);
-    agent.telemetry().compiled(started.elapsed(), compiled.is_ok());
-    agent.telemetry().resolved(compiler.stats(), compiler.reused());
-    let endpoints = compiled.as_ref().ok().map(|c| c.pods.clone());
-    let result = compiled.and_then(|compiled| agent.apply(&compiled));
+    let c = plan_view(compiler, view, &node, &facts);
+    // an admission the running generation can take by its maps, and, while
+    // admissions keep coming, a change that adds nothing to them
+    let admissible = c.plan.as_ref().ok().and_then(|p| running.admissible(p));
+    let fast = admissible.filter(|extra| {
+        let owed = running.owed();
+        batch.admissions > 0
+            || (owed.is_some()
+                && extra.len() == running.admitted.len()
+                && !consolidation_due(owed, running.admitted.len()))
+    });
+    let endpoints: Option<Vec<IpAddr>>;
+    let result = if let Some(extra) = fast {
+        endpoints = c.plan.as_ref().ok().map(|p| p.endpoints.iter().map(|e| e.ip).collect());
+        let new: Vec<EndpointEntry> = extra.into_iter().filter(|e| !running.admitted.contains_key(&e.ip)).collect();
+        let result = agent.admit(&new);
+        if result.is_ok() && !new.is_empty() {
+            running.admitted.extend(new.iter().map(|e| (e.ip, e.class)));
+            let now = Instant::now();
+            running.set_owed(Some(running.owed().map_or((now, now), |(first, _)| (first, now))));
+        }
+        result
+    } else {
+        let compiled = generate_view(compiler, &c, &node);
+        agent.telemetry().compiled(started.elapsed(), compiled.is_ok());
+        agent.telemetry().resolved(compiler.stats(), compiler.reused());
+        endpoints = compiled.as_ref().ok().map(|c| c.pods.clone());
+        let result = compiled.and_then(|compiled| agent.apply(&compiled));
+        if let Ok(synced) = &result {
+            // a generation that is not new keeps what was admitted into it
+            let stale: Vec<IpAddr> = match synced.apply {
+                ApplyReport::Unchanged { .. } => running.admitted.keys().copied().collect(),
+                ApplyReport::Swapped { .. } => Vec::new(),
+            };
+            match agent.unadmit(&stale) {
+                Ok(()) => {
+                    running.plan = c.plan.as_ref().ok().map(|p| (**p).clone());
+                    running.admitted.clear();
+                    running.set_owed(None);
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot remove admitted pods from the running generation"),
+            }
+        }
+        result
+    };
     if let Some(cni) = cni {
         cni.reconciled(&c.world, endpoints.as_deref(), &result);
     }
@@ -412,9 +526,11 @@ pub async fn run(
     let publishing = publisher.clone().run();
     let watched = Arc::new(std::sync::Mutex::new(Watched::default()));
     let announcing = gateway_events(Arc::clone(&watched), publisher.clone());
+    let mut running = Running::default();
+    let consolidating = consolidate(watch.nudge(), Arc::clone(&running.owed));
     let watching = watch.run_admitting(shutdown, admissions, |view, batch| {
         let cni = cni_shared.as_deref();
-        report(&reconcile(agent, &mut compiler, view, batch, &mut events, &publisher, &watched, cni));
+        report(&reconcile(agent, &mut compiler, view, batch, &mut events, &publisher, &watched, cni, &mut running));
     });
     tokio::select! {
         () = watching => {}
@@ -423,6 +539,7 @@ pub async fn run(
         () = publishing => {}
         () = announcing => {}
         () = serving => {}
+        () = consolidating => {}
     }
     Ok(())
 }

@@ -52,7 +52,7 @@ use egret_compiler::resolve::{InterfaceBinding, Options, World};
 use egret_lang::diag::Diagnostic;
 use egret_lang::source::SourceMap;
 use egret_loader::tunnel::{self, TunnelConfig, TunnelState};
-use egret_loader::{ApplyReport, EgressSyncReport, Loader, LoaderConfig, LoaderError, PodTarget, SyncReport};
+use egret_loader::{ApplyReport, EgressSyncReport, Loader, LoaderConfig, LoaderError, PodState, PodTarget, SyncReport};
 
 /// How often [`Agent::run`] looks at the snapshot.
 pub const POLL: Duration = Duration::from_millis(500);
@@ -431,6 +431,58 @@ impl Agent {
         self.telemetry.applied(generation, swapped, compiled.counts, counters, unattached);
         self.probe(compiled)?;
         Ok(Synced { apply, pods, egress })
+    }
+
+    /// Puts endpoints admitted at CNI `ADD` under the running generation's
+    /// decision, without a new generation (`egret_compiler::codegen::admit`,
+    /// which says when a plan allows it): their classes into its
+    /// `egret_admitted_*` maps, then its classifier on their veths (and
+    /// their `egret_local_eps_*` entries). The next [`Agent::apply`] takes
+    /// them into its plan.
+    ///
+    /// # Errors
+    /// No generation runs, or its maps cannot be written (an endpoint whose
+    /// veth cannot be attached is reported in the result instead).
+    pub fn admit(&mut self, endpoints: &[egret_compiler::plan::EndpointEntry]) -> Result<Synced, AgentError> {
+        let entries: Vec<_> = endpoints
+            .iter()
+            .map(|e| {
+                let (map, key, value) = egret_compiler::codegen::admit::entry(e);
+                (map, key, Some(value))
+            })
+            .collect();
+        let generation = self.loader.write_running(&entries)?;
+        let mut pods = SyncReport::default();
+        for e in endpoints {
+            let target = PodTarget::Ip(e.ip);
+            match self.loader.attach_pod(&target) {
+                Ok(a) if a.state == PodState::Attached => pods.attached.push(a.ifindex),
+                Ok(_) => {}
+                Err(err) => pods.unresolved.push((target, err)),
+            }
+        }
+        Ok(Synced { apply: ApplyReport::Unchanged { generation }, pods, egress: EgressSyncReport::default() })
+    }
+
+    /// Takes sources admitted by [`Agent::admit`] out of the running
+    /// generation's `egret_admitted_*` maps (a generation that stays while
+    /// they left the plan).
+    ///
+    /// # Errors
+    /// The maps cannot be written.
+    pub fn unadmit(&mut self, ips: &[IpAddr]) -> Result<(), AgentError> {
+        if ips.is_empty() {
+            return Ok(());
+        }
+        let entries: Vec<_> = ips
+            .iter()
+            .map(|ip| {
+                let (map, key) = egret_compiler::codegen::admit::key(*ip);
+                (map, key, None)
+            })
+            .collect();
+        self.loader.write_running(&entries)?;
+        Ok(())
     }
 
     /// Points the prober at the gateways this node's choices name (starting

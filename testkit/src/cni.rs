@@ -442,6 +442,29 @@ pub struct LeakReport {
     /// Second datagrams, sent by every pod after the trial, that arrived from
     /// the egress IP (every pod under its policy by then).
     pub later_via_egress: usize,
+    /// With the plugin: worker-1's generation after the last `ADD` (the
+    /// one pods were admitted into) and the next one, built by the full
+    /// reconcile that takes them into its plan, if it came within
+    /// [`CONSOLIDATION_WAIT`].
+    pub generations: Option<(Option<u64>, Option<u64>)>,
+    /// With the plugin: third datagrams, sent by every pod once that next
+    /// generation serves, that arrived from the egress IP (the full
+    /// compile decides the pods as their admission did).
+    pub consolidated_via_egress: usize,
+}
+
+/// How long a trial waits for worker-1's generation after the admissions
+/// (the agent's quiet second, its 10 s bound, and a build).
+pub const CONSOLIDATION_WAIT: Duration = Duration::from_secs(15);
+
+/// worker-1's running generation.
+fn worker1_generation(c: &MiniCluster) -> Result<Option<u64>, ClusterError> {
+    let root = c.bpffs_root("worker-1");
+    let s = egret_loader::inspect::status(&root).map_err(|e| ClusterError::Command {
+        command: format!("status of {}", root.display()),
+        stderr: e.to_string(),
+    })?;
+    Ok(s.running.map(|g| g.0))
 }
 
 /// How a trial runs.
@@ -507,6 +530,7 @@ pub fn leak_trial(t: &LeakTrial<'_>, sandboxes: &mut Sandboxes) -> Result<LeakRe
         send_udp(t.cluster, &p.name, format!("{} first", p.name))?;
         pods.push(p.name);
     }
+    let admitted_into = if t.plugin.is_some() { Some(worker1_generation(t.cluster)?) } else { None };
     // the last datagrams on their way (a gateway hop, or the node's masquerade)
     std::thread::sleep(Duration::from_millis(1000));
     let dropped_at_gateway = spoofed()?.saturating_sub(spoofed_before);
@@ -523,7 +547,28 @@ pub fn leak_trial(t: &LeakTrial<'_>, sandboxes: &mut Sandboxes) -> Result<LeakRe
         add,
         dropped_at_gateway,
         later_via_egress: 0,
+        generations: None,
+        consolidated_via_egress: 0,
     };
+    if let Some(admitted_into) = admitted_into {
+        let deadline = Instant::now() + CONSOLIDATION_WAIT;
+        let mut next = None;
+        while Instant::now() < deadline {
+            let now = worker1_generation(t.cluster)?;
+            if now != admitted_into {
+                next = now;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        report.generations = Some((admitted_into, next));
+        if next.is_some() {
+            for name in &pods {
+                send_udp(t.cluster, name, format!("{name} consolidated"))?;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
     let egress = IpAddr::V4(EGRESS_IP);
     for name in pods {
         match t.log.sources(&format!("{name} first")).first() {
@@ -532,6 +577,7 @@ pub fn leak_trial(t: &LeakTrial<'_>, sandboxes: &mut Sandboxes) -> Result<LeakRe
             Some(s) => report.leaked.push((name.clone(), *s)),
         }
         report.later_via_egress += usize::from(t.log.sources(&format!("{name} later")) == [egress]);
+        report.consolidated_via_egress += usize::from(t.log.sources(&format!("{name} consolidated")) == [egress]);
     }
     Ok(report)
 }

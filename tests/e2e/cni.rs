@@ -97,6 +97,17 @@ fn cni_closes_the_leak_window_side_by_side_with_the_watch_alone() {
             quantile(&with.add, 1.0).as_secs_f64() * 1e3,
         );
         assert!(with.leaked.is_empty(), "with egret-cni, first packets left from other addresses: {:?}", with.leaked);
+        // the pods were admitted into the running generation; the full
+        // reconcile that followed built one whose plan has them, and it
+        // decides them as their admission did
+        let (admitted_into, next) = with.generations.expect("the plugin trial watches the generation");
+        println!(
+            "admitted into generation {admitted_into:?}; the next, with the pods in its plan: {next:?}; \
+             third datagrams from the egress IP: {}",
+            with.consolidated_via_egress
+        );
+        assert!(next.is_some() && next != admitted_into, "no generation took the admitted pods into its plan");
+        assert_eq!(with.consolidated_via_egress, pods, "the full compile decides the pods as their admission did");
         assert_eq!(with.add.len(), pods);
         // every leak of the watch alone came from worker-1's own address (its masquerade)
         let worker = IpAddr::V4(egret_testkit::minicluster::node("worker-1").address);

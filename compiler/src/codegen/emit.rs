@@ -32,10 +32,19 @@
 //!   lookup block per family, so the lookup is explored once, not per class.
 //!   The LPM value is the outcome itself (`{verdict, rule, gateway}`), copied
 //!   to `fp-32..-8`.
+//! - A source the tree does not know (both layouts) is looked up in
+//!   `egret_admitted_v4/v6` (pod address → class, written by the agent at
+//!   CNI `ADD`, [`super::admit`]): a hit restores the registers a tree match
+//!   leaves (source cleared, destination as before the call: IPv6's is
+//!   saved on the stack across it) and jumps to the class's block, as the
+//!   tree does; a miss, or a class that has no block for the family, is
+//!   `pass-not-endpoint`.
 //! - Stack: `fp-4` counter key; `fp-32..-8` the outcome (above);
 //!   `fp-48..-36` the `egret_dst_v4` key, `fp-64..-40` the `egret_dst_v6`
 //!   key (both used before the outcome is stored); `fp-112..-68` the tunnel
-//!   key; `fp-128..-114` the MSS clamp's values (before the tunnel key).
+//!   key; `fp-128..-114` the MSS clamp's values (before the tunnel key);
+//!   `fp-144..-129` the `egret_admitted_*` key and `fp-160..-145` the saved
+//!   IPv6 destination (before any other use).
 //!   Every stack access is aligned to its size.
 //! - The redirect path first reads the gateway's underlay family from the
 //!   outcome's node address (IPv4 mapped: `::ffff:0:0/96`) into `r9`: 0 for
@@ -100,6 +109,10 @@ const MSS_NEW_FP: i16 = -120;
 /// `from` and `to` of `bpf_l4_csum_replace` (`u32` each).
 const MSS_FROM_FP: i16 = -128;
 const MSS_TO_FP: i16 = -124;
+/// The `egret_admitted_*` key (a source address in network order, 4 or 16 bytes).
+const ADMITTED_KEY_FP: i16 = -144;
+/// The IPv6 destination's two words across the `egret_admitted_v6` lookup.
+const SAVED_DST6_FP: i16 = -160;
 
 /// A field's offset as an instruction offset.
 const fn off(f: Field) -> i16 {
@@ -121,6 +134,9 @@ struct Emitter<'a> {
     labels: usize,
     finish: Label,
     not_endpoint: Label,
+    /// Where the source tree of the family being emitted goes on a miss
+    /// (the `egret_admitted_*` lookup).
+    src_miss: Label,
     /// The maps layout's block for "no entry" (tree leaves have their own).
     no_match: Label,
     /// Whether a jump targets `no_match` (unreachable blocks are refused).
@@ -164,6 +180,7 @@ pub(super) fn emit(plan: &Plan, rules: &Rules, layout: Layout, clamp: bool) -> R
         labels: 0,
         finish,
         not_endpoint,
+        src_miss: not_endpoint,
         no_match,
         no_match_used: false,
         leaf_blocks: BTreeMap::new(),
@@ -346,7 +363,7 @@ impl Emitter<'_> {
         }
         let mut classes = BTreeMap::new();
         let keys = self.endpoint_keys(family, &mut classes);
-        self.exact_tree(family, &keys, 0, keys.len());
+        self.src_tree(family, &keys, &classes);
         for (class, l) in classes {
             self.b.bind(l);
             let iv = partition(self.plan, self.rules, class, family);
@@ -402,6 +419,56 @@ impl Emitter<'_> {
         }
     }
 
+    /// The source's class: the tree over the plan's endpoints, then the
+    /// sources admitted since (`egret_admitted_*`, see the module doc).
+    fn src_tree(&mut self, family: Family, keys: &[(u128, Label, String)], classes: &BTreeMap<ClassId, Label>) {
+        let miss = self.b.new_label(&format!("admitted_{}", fam(family)));
+        self.src_miss = miss;
+        self.exact_tree(family, keys, 0, keys.len());
+        self.src_miss = self.not_endpoint;
+        self.b.bind(miss);
+        let map = match family {
+            Family::V4 => {
+                self.emit(I::mov64_reg(Reg::R1, SRC4));
+                self.emit(I::be(EndBits::B32, Reg::R1));
+                self.emit(I::store_reg(Size::W, Reg::R10, Reg::R1, ADMITTED_KEY_FP));
+                tables::ADMITTED_V4
+            }
+            Family::V6 => {
+                self.emit(I::store_reg(Size::DW, Reg::R10, DST6.0, SAVED_DST6_FP));
+                self.emit(I::store_reg(Size::DW, Reg::R10, DST6.1, SAVED_DST6_FP + 8));
+                for (i, r) in [SRC6.0, SRC6.1].into_iter().enumerate() {
+                    self.emit(I::mov64_reg(Reg::R1, r));
+                    self.emit(I::be(EndBits::B64, Reg::R1));
+                    self.emit(I::store_reg(Size::DW, Reg::R10, Reg::R1, ADMITTED_KEY_FP + 8 * i as i16));
+                }
+                tables::ADMITTED_V6
+            }
+        };
+        let at = self.lookup(map, ADMITTED_KEY_FP);
+        self.note(at, format!("a source the tree does not know: admitted since the generation was built? ({map})"));
+        self.b.jmp_imm(JmpCond::Eq, Reg::R0, 0, self.not_endpoint);
+        let at = self.emit(I::load(Size::W, Reg::R0, Reg::R0, off(egret_bpf::layout::admitted::CLASS)));
+        self.note(at, "its class".into());
+        // the registers a tree match leaves
+        match family {
+            Family::V4 => {
+                self.emit(I::mov64_reg(Reg::R1, CTX));
+                self.clobber(&[SRC4, Reg::R2, Reg::R3, Reg::R4, Reg::R5]);
+            }
+            Family::V6 => {
+                self.clobber(&[Reg::R1, SRC6.0, SRC6.1]);
+                self.emit(I::load(Size::DW, DST6.0, Reg::R10, SAVED_DST6_FP));
+                self.emit(I::load(Size::DW, DST6.1, Reg::R10, SAVED_DST6_FP + 8));
+            }
+        }
+        for (class, l) in classes {
+            let at = self.b.jmp32_imm(JmpCond::Eq, Reg::R0, class.0 as i32, *l);
+            self.note(at, format!("admitted -> class {}", class.0));
+        }
+        self.b.ja(self.not_endpoint);
+    }
+
     /// Binary search for an exact source address among sorted `keys`.
     fn exact_tree(&mut self, family: Family, keys: &[(u128, Label, String)], lo: usize, hi: usize) {
         let regs = match family {
@@ -409,7 +476,7 @@ impl Emitter<'_> {
             Family::V6 => SRC6,
         };
         if hi <= lo {
-            self.b.ja(self.not_endpoint);
+            self.b.ja(self.src_miss);
             return;
         }
         if hi - lo == 1 {
@@ -418,16 +485,16 @@ impl Emitter<'_> {
             // class enters its tree in the same verifier state
             let at = match family {
                 Family::V4 => {
-                    let at = self.b.jmp32_imm(JmpCond::Ne, regs.0, *k as u32 as i32, self.not_endpoint);
+                    let at = self.b.jmp32_imm(JmpCond::Ne, regs.0, *k as u32 as i32, self.src_miss);
                     self.clobber(&[SRC4]);
                     at
                 }
                 Family::V6 => {
                     let at = self.b.pc();
                     let h = self.konst64((*k >> 64) as u64);
-                    self.b.jump(Width::W64, JmpCond::Ne, regs.0, h, self.not_endpoint);
+                    self.b.jump(Width::W64, JmpCond::Ne, regs.0, h, self.src_miss);
                     let l = self.konst64(*k as u64);
-                    self.b.jump(Width::W64, JmpCond::Ne, regs.1, l, self.not_endpoint);
+                    self.b.jump(Width::W64, JmpCond::Ne, regs.1, l, self.src_miss);
                     self.clobber(&[Reg::R1, SRC6.0, SRC6.1]);
                     at
                 }
@@ -554,7 +621,7 @@ impl Emitter<'_> {
         }
         let mut classes = BTreeMap::new();
         let keys = self.endpoint_keys(family, &mut classes);
-        self.exact_tree(family, &keys, 0, keys.len());
+        self.src_tree(family, &keys, &classes);
         let lookup = self.b.new_label(&format!("lookup_{}", fam(family)));
         for (class, l) in classes {
             self.b.bind(l);

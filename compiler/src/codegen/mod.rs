@@ -54,6 +54,7 @@
 //! ([`equiv::check`]) accepted it; [`write()`] takes only that
 //! [`equiv::VerifiedArtifact`]. Output is deterministic.
 
+pub mod admit;
 pub mod decisions;
 mod emit;
 pub mod equiv;

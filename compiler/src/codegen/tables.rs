@@ -11,6 +11,8 @@
 //! | `egret_choices` | `ARRAY` | `u32` choice index ([`choices`]) | [`choice_value`] ([`egret_bpf::choices`]) | both, when the plan has egress |
 //! | `egret_gw_live` | `HASH`, state | `u32` gateway IPv4 (host order) | `u32` flags, bit 0 down ([`egret_bpf::templates::GatewayLive`]) | both, when the plan has egress |
 //! | `egret_gw_down` | `ARRAY`, state, 1 entry | `u32` 0 | `u32` gateways marked down ([`egret_bpf::templates::GatewaysDown`]) | both, when the plan has egress |
+//! | `egret_admitted_v4` | `HASH`, 1,024 entries, empty | pod IPv4 (network order) | `u32` class | both, IPv4 endpoints |
+//! | `egret_admitted_v6` | `HASH`, 1,024 entries, empty | pod IPv6 | `u32` class | both, IPv6 endpoints |
 //!
 //! An egress outcome names a *choice* (the endpoint's gateways in failover
 //! order): its verdict is [`Reason::Choose`] with the choice's index in
@@ -23,7 +25,9 @@
 //! in host order — this node's own address for local egress).
 //!
 //! The maps layout finds the source's class with a compare-and-branch tree
-//! (as the inline layout does), so it has no source map; the LPM value is
+//! (as the inline layout does); a source the tree does not know is looked
+//! up in `egret_admitted_*` (empty in the image: the agent writes pods it
+//! admits into the running generation there, [`super::admit`]). The LPM value is
 //! the outcome itself, so it has no action array: one lookup per packet
 //! decides (docs/PERFORMANCE.md, "classification").
 //!
@@ -57,7 +61,9 @@ use std::net::{IpAddr, Ipv4Addr};
 const NO_GATEWAY: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
 
 pub use egret_bpf::layout::NO_RULE;
-pub use egret_bpf::layout::map::{CHOICES, DST_V4, DST_V6, GW_DOWN, GW_LIVE, GW_PROGS, POLICY_STATS, REASONS};
+pub use egret_bpf::layout::map::{
+    ADMITTED_V4, ADMITTED_V6, CHOICES, DST_V4, DST_V6, GW_DOWN, GW_LIVE, GW_PROGS, POLICY_STATS, REASONS,
+};
 
 /// The distinct choices of a plan's egress actions, sorted: the index of a
 /// choice here is its `egret_choices` key.
@@ -235,6 +241,11 @@ pub fn map_defs(plan: &Plan, rules: &Rules, layout: Layout) -> Result<Vec<MapDef
         v.push(def(CHOICES, n(choices(plan).len()))?);
         v.push(fixed(GW_LIVE)?);
         v.push(fixed(GW_DOWN)?);
+    }
+    for (f, name) in [(Family::V4, ADMITTED_V4), (Family::V6, ADMITTED_V6)] {
+        if has_family(plan, f) {
+            v.push(fixed(name)?);
+        }
     }
     if layout == Layout::Maps {
         // without endpoints the program never looks up: an empty `egret_dst_v4`

@@ -5,6 +5,7 @@ mod ci_tools;
 mod cilium_acceptance;
 mod cilium_cases;
 mod cli;
+mod codegen_admit;
 mod codegen_cli;
 mod codegen_common;
 mod codegen_disasm;
