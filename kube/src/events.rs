@@ -4,7 +4,9 @@
 //! Contract:
 //! - **What** ([`PolicyEvent::of`]): one Event per policy outcome, from the
 //!   node's compilation ([`crate::view::PolicyReport`]): `Normal/Compiled`
-//!   (selects N endpoints; gateway X with egress IP Y), or a `Warning`:
+//!   (selects N endpoints — cluster-wide from a gateway, which watches
+//!   every pod; "on node W" from a worker, which watches its own:
+//!   [`crate::view::PodScope`] — gateway X with egress IP Y), or a `Warning`:
 //!   `Rejected` (its errors, with codes), `NoGateway` (no gateway node
 //!   matches: its traffic is dropped), `EgressIPUnavailable` (a gateway on
 //!   this node cannot use the egress address: not on any interface, or the
@@ -534,7 +536,13 @@ mod tests {
     use crate::view::{GatewayReport, NodeFacts};
 
     fn report(outcome: PolicyOutcome) -> PolicyReport {
-        PolicyReport { name: "p".into(), uid: "uid-p".into(), outcome, diagnostics: Vec::new() }
+        PolicyReport {
+            name: "p".into(),
+            uid: "uid-p".into(),
+            outcome,
+            diagnostics: Vec::new(),
+            counted: crate::view::PodScope::All,
+        }
     }
 
     fn gw(node: &str, healthy: bool, unavailable: &[&str]) -> GatewayReport {

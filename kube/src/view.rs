@@ -285,14 +285,61 @@ impl<F: Fact> Table<F> {
 /// The trimmed cluster: see the module doc.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ClusterView {
-    /// Pods, by `namespace/name`.
+    /// Pods, by `namespace/name`: those of [`ClusterView::pod_scope`].
     pub pods: Table<PodFacts>,
+    /// Which pods [`ClusterView::pods`] holds (the scope of its last
+    /// complete list; [`PodScope::All`] for a view not from a watch).
+    pub pod_scope: PodScope,
     /// Namespaces, by name.
     pub namespaces: Table<NamespaceFacts>,
     /// Nodes, by name.
     pub nodes: Table<NodeFacts>,
     /// Policies, by name.
     pub policies: Table<PolicyFacts>,
+}
+
+/// Which pods a watch lists and watches.
+///
+/// A node's plan reads the pods of other nodes only where the node serves
+/// egress slots (a gateway, or a candidate of a floating egress IP: its
+/// allowed sources are other nodes' pods); a worker's plan reads its own
+/// pods alone (`the_plan_of_a_node_without_slots_reads_only_its_own_pods`).
+/// So an agent watches [`PodScope::Node`] while its node serves no slot
+/// and [`PodScope::All`] while it does (`egret-agent --kube`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum PodScope {
+    /// Every pod of the cluster.
+    #[default]
+    All,
+    /// The pods scheduled to this node (`spec.nodeName`).
+    Node(String),
+}
+
+impl PodScope {
+    /// The field selector that lists this scope's pods (`None`: all).
+    pub fn field_selector(&self) -> Option<String> {
+        match self {
+            PodScope::All => None,
+            PodScope::Node(n) => Some(format!("spec.nodeName={n}")),
+        }
+    }
+
+    /// Whether the scope holds `pod`.
+    pub fn covers(&self, pod: &PodFacts) -> bool {
+        match self {
+            PodScope::All => true,
+            PodScope::Node(n) => pod.node_name.as_deref() == Some(n.as_str()),
+        }
+    }
+}
+
+impl std::fmt::Display for PodScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PodScope::All => f.write_str("all pods"),
+            PodScope::Node(n) => write!(f, "the pods of node {n}"),
+        }
+    }
 }
 
 /// Source name of a policy's rendered text.
@@ -350,6 +397,9 @@ pub struct PolicyReport {
     pub outcome: PolicyOutcome,
     /// Its own diagnostics (errors and warnings), spans in [`ViewPlan::sources`].
     pub diagnostics: Vec<Diagnostic>,
+    /// The pods [`PolicyOutcome::Compiled`]'s `endpoints` counts: those of
+    /// the view ([`ClusterView::pod_scope`]; a worker's agent sees its own).
+    pub counted: PodScope,
 }
 
 impl PolicyReport {
@@ -369,6 +419,9 @@ impl PolicyReport {
         match &self.outcome {
             PolicyOutcome::Compiled { endpoints, gateways } => {
                 let mut s = format!("compiled; selects {endpoints} endpoint{}", if *endpoints == 1 { "" } else { "s" });
+                if let PodScope::Node(n) = &self.counted {
+                    let _ = write!(s, " on node {n}");
+                }
                 if gateways.is_empty() {
                     s.push_str("; no gateway node matches: its traffic is dropped");
                 }
@@ -605,7 +658,7 @@ impl ViewPlanner {
         }
         let r = self.resolved.as_ref().expect("resolved above");
         let mut policies = r.reports.clone();
-        report_outcomes(&r.world, &mut policies);
+        report_outcomes(&r.world, &mut policies, &view.pod_scope);
         ViewPlan {
             sources: r.sources.clone(),
             world: Arc::clone(&r.world),
@@ -679,7 +732,10 @@ fn resolve(view: &ClusterView, options: &Options, node_facts: Option<&NodeNetwor
             bundle.policies.extend(loaded.bundle.policies);
         }
         let outcome = PolicyOutcome::Rejected;
-        reports.insert(p.name.clone(), PolicyReport { name: p.name.clone(), uid: p.uid.clone(), outcome, diagnostics });
+        reports.insert(
+            p.name.clone(),
+            PolicyReport { name: p.name.clone(), uid: p.uid.clone(), outcome, diagnostics, counted: PodScope::All },
+        );
     }
 
     bundle.cluster = view.cluster(&mut sources, &mut cluster_diagnostics);
@@ -706,9 +762,10 @@ fn resolve(view: &ClusterView, options: &Options, node_facts: Option<&NodeNetwor
 
 /// Fills in each accepted policy's outcome from the world: what it selects,
 /// its gateways and their egress IPs.
-fn report_outcomes(world: &World, reports: &mut BTreeMap<String, PolicyReport>) {
+fn report_outcomes(world: &World, reports: &mut BTreeMap<String, PolicyReport>, scope: &PodScope) {
     for info in world.policies() {
         if let Some(r) = reports.get_mut(&info.name) {
+            r.counted = scope.clone();
             let gateways = info
                 .gateways
                 .iter()
@@ -1200,6 +1257,54 @@ mod tests {
             // contested IPs, re-resolved
             assert!(s.updates >= 150 && s.resolutions >= 7, "{s:?}");
         }
+    }
+
+    #[test]
+    fn the_plan_of_a_node_without_slots_reads_only_its_own_pods() {
+        // what lets a worker's agent watch its own pods (PodScope::Node)
+        let options = Options::default();
+        let (mut checked, mut contested) = (0, 0);
+        for seed in 1..=40_u64 {
+            let mut rng = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            let mut full = random_cluster(&mut rng);
+            if seed % 3 == 0 {
+                // gateway-2 not Ready: a failover changes the slots
+                full.nodes.apply(node("gateway-2", "192.0.2.14", "10.244.4.0/24", &[("egress", "true")], "False"));
+            }
+            for name in ["worker-1", "worker-2", "gateway-1", "gateway-2"] {
+                let whole = full.plan(name, &options, None);
+                let serves = whole.world.serves_slots(name);
+                // gateway-1 is the first node the gateway selectors match;
+                // gateway-2 matches them too but is never chosen
+                assert_eq!(serves, name == "gateway-1", "{name}, seed {seed}");
+                if serves {
+                    continue;
+                }
+                if whole.world.has_contested_ips() {
+                    // an IP claimed by pods on two nodes: only a view of every pod
+                    // sees the claim (a gateway's agent reports it)
+                    contested += 1;
+                    continue;
+                }
+                let scope = PodScope::Node(name.to_string());
+                let mut own = full.clone();
+                own.pods.replace(full.pods.iter().filter(|p| scope.covers(p)).cloned().collect::<Vec<_>>());
+                own.pod_scope = scope;
+                assert!(own.pods.len() < full.pods.len(), "other nodes' pods left out");
+                let scoped = own.plan(name, &options, None);
+                let plan = |c: &ViewPlan| c.plan.as_ref().map_err(ToString::to_string).cloned();
+                assert_eq!(plan(&scoped), plan(&whole), "{name}, seed {seed}");
+                // the policies' reports count what the view holds, and say so
+                let r = scoped.policies.values().next().expect("policies");
+                assert_eq!(r.counted, PodScope::Node(name.to_string()));
+                if matches!(r.outcome, PolicyOutcome::Compiled { .. }) {
+                    assert!(r.summary().contains(&format!(" on node {name}")), "{}", r.summary());
+                }
+                checked += 1;
+            }
+        }
+        println!("{checked} worker plans compared, {contested} skipped for contested IPs");
+        assert!(checked >= 60, "{checked} compared");
     }
 
     #[test]

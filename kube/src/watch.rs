@@ -11,6 +11,11 @@
 //! - **Relists are atomic**: the objects of a (re)list are buffered and
 //!   replace the kind's table only when the list is complete, so the view
 //!   never holds half a list.
+//! - **Pod scope**: pods are listed and watched cluster-wide or, for an
+//!   agent whose node serves no egress slot, with the field selector
+//!   `spec.nodeName=NODE` ([`PodScope`], set through [`PodScopeHandle`]).
+//!   A new scope is a new list from scratch, atomic like a relist;
+//!   [`ClusterView::pod_scope`] names the scope the pods table holds.
 //! - **Synced gate**: the callback is never called before every kind has
 //!   completed its first list ([`WatchStatus::synced`]).
 //! - **Debounce**: a change (an object whose trimmed facts differ, or a
@@ -31,7 +36,7 @@
 //!   [`WatchStatus`], and retried. The loop ends when `shutdown` completes.
 
 use crate::admit::{Admission, Admit, Admitted, Overlay};
-use crate::view::{ClusterView, Fact, Table};
+use crate::view::{ClusterView, Fact, PodScope, Table};
 use crate::wire::{IntoFacts, NamespaceWire, NodeWire, PodWire, PolicyWire};
 use futures::stream::{BoxStream, StreamExt, select_all};
 use kube::runtime::WatchStreamExt;
@@ -65,6 +70,10 @@ pub struct WatchConfig {
     pub backoff_max: Duration,
     /// `timeoutSeconds` of watch requests (the server's default when `None`).
     pub watch_timeout: Option<u32>,
+    /// Every pod of the cluster, always: for an agent, no narrowing to its
+    /// node's pods while it serves no egress slot (`egret-agent
+    /// --watch-all-pods`; [`PodScope`]).
+    pub all_pods: bool,
 }
 
 impl Default for WatchConfig {
@@ -81,6 +90,7 @@ impl Default for WatchConfig {
             backoff_min: Duration::from_millis(800),
             backoff_max: Duration::from_secs(30),
             watch_timeout: None,
+            all_pods: false,
         }
     }
 }
@@ -333,6 +343,7 @@ fn stream<W>(
     client: &Client,
     config: &WatchConfig,
     kind: Kind,
+    fields: Option<&str>,
     wrap: fn(Change<W::Facts>) -> Update,
 ) -> BoxStream<'static, Update>
 where
@@ -340,6 +351,9 @@ where
 {
     let api: Api<W> = Api::all(client.clone());
     let mut wc = watcher::Config::default().any_semantic();
+    if let Some(f) = fields {
+        wc = wc.fields(f);
+    }
     wc.page_size = config.page_size;
     if let Some(t) = config.watch_timeout {
         wc = wc.timeout(t);
@@ -358,12 +372,40 @@ where
         .boxed()
 }
 
+/// The pods stream of a scope.
+fn pod_stream(client: &Client, config: &WatchConfig, scope: &PodScope) -> BoxStream<'static, Update> {
+    stream::<PodWire>(client, config, Kind::Pods, scope.field_selector().as_deref(), Update::Pods)
+}
+
+/// Sets the pods a [`ClusterWatch`] lists and watches ([`PodScope`]).
+#[derive(Debug, Clone)]
+pub struct PodScopeHandle(Arc<tokio::sync::watch::Sender<PodScope>>);
+
+impl PodScopeHandle {
+    /// Asks for `scope`: a new scope is listed from scratch, and the view's
+    /// pods (and [`ClusterView::pod_scope`]) change when that list is
+    /// complete, as any relist. The same scope again does nothing.
+    pub fn set(&self, scope: PodScope) {
+        self.0.send_if_modified(|s| {
+            let changed = *s != scope;
+            *s = scope;
+            changed
+        });
+    }
+
+    /// The scope last asked for.
+    pub fn wanted(&self) -> PodScope {
+        self.0.borrow().clone()
+    }
+}
+
 /// The cluster watch: see the module doc.
 pub struct ClusterWatch {
     client: Client,
     config: WatchConfig,
     status: Arc<WatchStatus>,
     nudge: Arc<Notify>,
+    pod_scope: Arc<tokio::sync::watch::Sender<PodScope>>,
 }
 
 impl Debug for ClusterWatch {
@@ -392,7 +434,19 @@ impl Lists {
 impl ClusterWatch {
     /// A watch through `client`.
     pub fn new(client: Client, config: WatchConfig) -> Self {
-        ClusterWatch { client, config, status: Arc::default(), nudge: Arc::default() }
+        ClusterWatch {
+            client,
+            config,
+            status: Arc::default(),
+            nudge: Arc::default(),
+            pod_scope: Arc::new(tokio::sync::watch::channel(PodScope::All).0),
+        }
+    }
+
+    /// A handle that sets which pods are watched (from the start, if set
+    /// before [`ClusterWatch::run`]; [`PodScope::All`] unless set).
+    pub fn pod_scope(&self) -> PodScopeHandle {
+        PodScopeHandle(Arc::clone(&self.pod_scope))
     }
 
     /// The shared status (synced, counters).
@@ -422,12 +476,15 @@ impl ClusterWatch {
     ) {
         let c = &self.config;
         let mut updates = select_all([
-            stream::<PodWire>(&self.client, c, Kind::Pods, Update::Pods),
-            stream::<NamespaceWire>(&self.client, c, Kind::Namespaces, Update::Namespaces),
-            stream::<NodeWire>(&self.client, c, Kind::Nodes, Update::Nodes),
-            stream::<PolicyWire>(&self.client, c, Kind::Policies, Update::Policies),
+            stream::<NamespaceWire>(&self.client, c, Kind::Namespaces, None, Update::Namespaces),
+            stream::<NodeWire>(&self.client, c, Kind::Nodes, None, Update::Nodes),
+            stream::<PolicyWire>(&self.client, c, Kind::Policies, None, Update::Policies),
         ]);
-        let mut view = ClusterView::new();
+        let mut scope_rx = self.pod_scope.subscribe();
+        // the scope being listed; the view's is the last one listed completely
+        let mut listing = scope_rx.borrow_and_update().clone();
+        let mut pods = pod_stream(&self.client, c, &listing);
+        let mut view = ClusterView { pod_scope: listing.clone(), ..ClusterView::new() };
         let mut lists = Lists::default();
         // (first change not yet seen by the callback, latest change, whether
         // the first found the watch idle)
@@ -502,6 +559,33 @@ impl ClusterWatch {
                     // the watchers retry forever; their end means shutdown
                     None => return,
                 },
+                u = pods.next() => match u {
+                    Some(u) => {
+                        let complete = matches!(u, Update::Pods(Change::InitDone));
+                        let changed = self.apply(&mut view, &mut lists, overlay_patch(&mut overlay, u));
+                        if complete && view.pod_scope != listing {
+                            // the new scope's list replaced the table: the callback must
+                            // see it even when no pod differs
+                            tracing::info!(scope = %listing, "pods listed");
+                            view.pod_scope = listing.clone();
+                            true
+                        } else {
+                            changed
+                        }
+                    }
+                    None => return,
+                },
+                Ok(()) = scope_rx.changed() => {
+                    let wanted = scope_rx.borrow_and_update().clone();
+                    if wanted != listing {
+                        // a new list from scratch (its Init starts a relist: the old
+                        // table stays until the new list is complete)
+                        tracing::info!(from = %listing, to = %wanted, "pod scope changes; listing");
+                        listing = wanted;
+                        pods = pod_stream(&self.client, &self.config, &listing);
+                    }
+                    false
+                }
             };
             if changed {
                 self.status.changes.fetch_add(1, Ordering::AcqRel);

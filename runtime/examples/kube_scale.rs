@@ -11,8 +11,10 @@
 //! Needs root, bpffs and network namespaces (prints why and exits 0
 //! without them: a benchmark, not a test). Two clusters are measured one
 //! after the other in the same run, the same way: a SMALL one (100 pods,
-//! 10 policies, 10 nodes) and the BIG one of the arguments; ratios are
-//! printed at the end. For each:
+//! 10 policies, 10 nodes) and the BIG one of the arguments, whose agent
+//! (a worker: it serves no egress slot) watches its own pods; then the BIG
+//! one again with `egret-agent --watch-all-pods` (every pod of the cluster,
+//! as a gateway's agent watches); ratios are printed at the end. For each:
 //!
 //! - the cluster (the shape of `egret_compiler::synth`: nodes with
 //!   InternalIP, podCIDRs, Ready, gateway labels; namespaces; Running pods
@@ -738,8 +740,14 @@ fn print_phase(name: &str, p: &Phase) {
 
 /// One cluster, measured end to end. Every guard is dropped in reverse
 /// order (agent first), also when a step panics.
-fn run(shape: Shape, agent_bin: &Path, events_n: usize, churn: f64) -> Run {
-    println!("== {} (agent on {}, {} gateways)", shape.label(), node_name(shape.agent_node()), shape.gateways);
+fn run(shape: Shape, agent_bin: &Path, events_n: usize, churn: f64, all_pods: bool) -> Run {
+    println!(
+        "== {} (agent on {}, {} gateways; it watches {})",
+        shape.label(),
+        node_name(shape.agent_node()),
+        shape.gateways,
+        if all_pods { "every pod: --watch-all-pods" } else { "its own pods" }
+    );
     let fs = Bpffs::new("ksc");
     let node = Netns::new("ksc");
     let measured = shape.agent_node();
@@ -780,6 +788,7 @@ fn run(shape: Shape, agent_bin: &Path, events_n: usize, churn: f64) -> Run {
         Command::new(agent_bin)
             .args(["--kube", "--node", &node_name, "--bpffs", &root.to_string_lossy(), "--netns", &node.name])
             .args(["--metrics", "127.0.0.1:0"])
+            .args(all_pods.then_some("--watch-all-pods"))
             .env("KUBECONFIG", &config.0)
             .env_remove("KUBERNETES_SERVICE_HOST")
             .stdout(Stdio::piped())
@@ -918,8 +927,9 @@ fn main() -> std::process::ExitCode {
         return std::process::ExitCode::FAILURE;
     }
     println!("agent binary: {}", agent_bin.display());
-    let small = run(Shape::new(100, 10, 10), &agent_bin, args.events, args.churn);
-    let big = run(Shape::new(args.pods, args.policies, args.nodes), &agent_bin, args.events, args.churn);
+    let small = run(Shape::new(100, 10, 10), &agent_bin, args.events, args.churn, false);
+    let big = run(Shape::new(args.pods, args.policies, args.nodes), &agent_bin, args.events, args.churn, false);
+    let big_all = run(Shape::new(args.pods, args.policies, args.nodes), &agent_bin, args.events, args.churn, true);
 
     let ratio = |b: f64, s: f64| b / s;
     let med = |p: &Phase| {
@@ -942,8 +952,26 @@ fn main() -> std::process::ExitCode {
         println!("  event latency median (churn) {:.1}×", ratio(med(b), med(s)));
     }
     println!("  in-process compile_view {:.1}×", ratio(big.breakdown.compile_view, small.breakdown.compile_view));
+    println!("== big: the worker's agent watching its own pods ÷ watching every pod (--watch-all-pods)");
+    println!(
+        "  VmHWM after sync {:.3}× ({} / {} KiB), VmHWM at end {:.3}×",
+        ratio(big.after_sync_kib.0 as f64, big_all.after_sync_kib.0 as f64),
+        big.after_sync_kib.0,
+        big_all.after_sync_kib.0,
+        ratio(big.at_end_kib.0 as f64, big_all.at_end_kib.0 as f64)
+    );
+    println!(
+        "  start → first generation {:.2}× ({:.1} / {:.1} s); event latency median (quiet) {:.2}×",
+        ratio(big.to_first_generation_s, big_all.to_first_generation_s),
+        big.to_first_generation_s,
+        big_all.to_first_generation_s,
+        ratio(med(&big.quiet), med(&big_all.quiet))
+    );
+    if let (Some(b), Some(a)) = (&big.churn, &big_all.churn) {
+        println!("  event latency median (churn elsewhere) {:.2}×", ratio(med(b), med(a)));
+    }
     if let Some(path) = &args.json {
-        let out = json!({"small": small.json(), "big": big.json()});
+        let out = json!({"small": small.json(), "big": big.json(), "big_all_pods": big_all.json()});
         std::fs::write(path, serde_json::to_string_pretty(&out).expect("json")).expect("write --json");
         println!("wrote {}", path.display());
     }

@@ -12,6 +12,14 @@
 //!   server ([`publish_node_network`], `egret_kube::node_network`) and kept
 //!   current, so `kubectl get nodes,namespaces,pods,nodenetworks -A -o yaml`
 //!   is a complete snapshot for `egret lint --cluster`.
+//! - **Pods watched**: the node's own (field selector `spec.nodeName`)
+//!   while the node serves no egress slot, every pod while it does (a
+//!   gateway or a floating-IP candidate: other nodes' pods are its allowed
+//!   sources). A reconcile whose plan serves a slot from a view of the
+//!   node's own pods widens the scope and applies nothing
+//!   ([`AgentError::ListingPods`]): the running generation serves until
+//!   every pod is listed. What a worker no longer sees: see
+//!   `egret_kube::view::PodScope` and docs/ARCHITECTURE.md.
 //! - **Reconcile** (the watch's callback, never before every kind has
 //!   listed): compiles the node from the view ([`compile_view`]: egret's
 //!   loader and resolver through a `ViewPlanner` kept across reconciles, which
@@ -63,8 +71,8 @@ use egret_compiler::driver::Driver;
 use egret_compiler::plan::{ClassId, EndpointEntry, Plan, Verified};
 use egret_compiler::resolve::Options;
 use egret_kube::events::{EventLog, PolicyEvent, Publisher, Reporters};
-use egret_kube::view::{ClusterView, ViewPlan, ViewPlanner, ViewPlannerStats};
-use egret_kube::watch::{Batch, ClusterWatch, Nudge, WatchConfig, WatchStatus};
+use egret_kube::view::{ClusterView, PodScope, ViewPlan, ViewPlanner, ViewPlannerStats};
+use egret_kube::watch::{Batch, ClusterWatch, Nudge, PodScopeHandle, WatchConfig, WatchStatus};
 use egret_loader::ApplyReport;
 
 use crate::metrics::{KubeStats, Telemetry};
@@ -274,6 +282,7 @@ fn reconcile(
     watched: &std::sync::Mutex<Watched>,
     cni: Option<&crate::cni::Shared>,
     running: &mut Running,
+    pod_scope: Option<&PodScopeHandle>,
 ) -> Reconciled {
     let node = agent.node().to_owned();
     let facts = match facts::discover() {
@@ -285,6 +294,18 @@ fn reconcile(
     };
     let started = Instant::now();
     let c = plan_view(compiler, view, &node, &facts);
+    // the pods this node's plan reads: every pod while it serves an egress
+    // slot (other nodes' pods are its allowed sources), else its own
+    let wanted = if c.world.serves_slots(&node) { PodScope::All } else { PodScope::Node(node.clone()) };
+    if let Some(scope) = pod_scope {
+        scope.set(wanted.clone());
+    }
+    if wanted == PodScope::All && view.pod_scope != PodScope::All {
+        // a plan from the node's own pods would drop other nodes' traffic as
+        // spoofed: the running generation serves until every pod is listed
+        let result = Err(AgentError::ListingPods { node });
+        return Reconciled { result, events: Vec::new(), latency: batch.first_change.elapsed() };
+    }
     // an admission the running generation can take by its maps, and, while
     // admissions keep coming, a change that adds nothing to them
     let admissible = c.plan.as_ref().ok().and_then(|p| running.admissible(p));
@@ -496,7 +517,15 @@ pub async fn run(
     mut report: impl FnMut(&Reconciled),
 ) -> std::io::Result<()> {
     let publisher = Publisher::new(client.clone(), agent.node());
+    let all_pods = config.all_pods;
     let watch = ClusterWatch::new(client.clone(), config);
+    // a worker lists its own pods; the first reconcile widens the scope if
+    // the node serves egress slots (see reconcile)
+    let pod_scope = watch.pod_scope();
+    let pod_scope = (!all_pods).then(|| {
+        pod_scope.set(PodScope::Node(agent.node().to_owned()));
+        pod_scope
+    });
     let (admissions, cni_shared, serving) = match cni {
         Some(config) => {
             let listener = crate::cni::bind(&config)?;
@@ -530,7 +559,18 @@ pub async fn run(
     let consolidating = consolidate(watch.nudge(), Arc::clone(&running.owed));
     let watching = watch.run_admitting(shutdown, admissions, |view, batch| {
         let cni = cni_shared.as_deref();
-        report(&reconcile(agent, &mut compiler, view, batch, &mut events, &publisher, &watched, cni, &mut running));
+        report(&reconcile(
+            agent,
+            &mut compiler,
+            view,
+            batch,
+            &mut events,
+            &publisher,
+            &watched,
+            cni,
+            &mut running,
+            pod_scope.as_ref(),
+        ));
     });
     tokio::select! {
         () = watching => {}

@@ -94,6 +94,16 @@ pub enum AgentError {
         /// The error.
         source: ha::probe::ProbeError,
     },
+    /// The node serves an egress slot and its view holds only its own pods:
+    /// nothing is applied until every pod is listed (`kube_agent`).
+    #[error(
+        "node `{node}` serves egress slots: listing every pod (its allowed sources) before applying; the running \
+         generation serves meanwhile"
+    )]
+    ListingPods {
+        /// The node.
+        node: String,
+    },
     /// [`Agent::sync`] or [`Agent::run`] without a snapshot directory.
     #[error("the agent has no snapshot directory (it is fed by the Kubernetes API)")]
     NoSnapshot,

@@ -23,6 +23,10 @@
 //!   watches. As the watch cache does, a watched object that stops matching
 //!   is sent as `DELETED` (its previous content at the new version), and
 //!   one that starts matching as `ADDED`.
+//! - **field selectors** (`fieldSelector=spec.nodeName=worker-1`, also
+//!   `metadata.name` and `metadata.namespace`; `=`, `==`, `!=`) filter lists
+//!   and watches the same way; another field is `400`, as the real server
+//!   answers a field label it does not support.
 //! - Every object write bumps one global `resourceVersion`; each object
 //!   carries its own in `metadata.resourceVersion`.
 //!
@@ -306,13 +310,22 @@ enum Term {
     Absent(String),
 }
 
-/// Which objects a list or watch covers: a namespace (or all) and a label
-/// selector (every term must hold).
+/// Which objects a list or watch covers: a namespace (or all), a label
+/// selector and a field selector (every term must hold).
 #[derive(Debug, Clone, Default)]
 struct Scope {
     namespace: Option<String>,
     terms: Vec<Term>,
+    /// (JSON pointer of the field, value, whether it must equal).
+    fields: Vec<(&'static str, String, bool)>,
 }
+
+/// The field labels this server selects on, and where they are.
+const FIELD_LABELS: [(&str, &str); 3] = [
+    ("spec.nodeName", "/spec/nodeName"),
+    ("metadata.name", "/metadata/name"),
+    ("metadata.namespace", "/metadata/namespace"),
+];
 
 impl Scope {
     /// The scope of a request: `namespace` from its path, the selector from
@@ -337,7 +350,24 @@ impl Scope {
             };
             terms.push(term);
         }
-        Ok(Scope { namespace, terms })
+        let mut fields = Vec::new();
+        for t in q.get("fieldSelector").map(String::as_str).unwrap_or("").split(',').map(str::trim) {
+            if t.is_empty() {
+                continue;
+            }
+            let (k, v, eq) = if let Some((k, v)) = t.split_once("!=") {
+                (k, v, false)
+            } else if let Some((k, v)) = t.split_once("==").or_else(|| t.split_once('=')) {
+                (k, v, true)
+            } else {
+                return Err(format!("invalid field selector term {t:?}"));
+            };
+            let Some((_, pointer)) = FIELD_LABELS.iter().find(|(label, _)| *label == k.trim()) else {
+                return Err(format!("field label not supported: {}", k.trim()));
+            };
+            fields.push((*pointer, v.trim().to_owned(), eq));
+        }
+        Ok(Scope { namespace, terms, fields })
     }
 
     fn covers(&self, obj: &Value) -> bool {
@@ -351,6 +381,9 @@ impl Scope {
             Term::NotEquals(k, v) => label(k) != Some(v),
             Term::Exists(k) => label(k).is_some(),
             Term::Absent(k) => label(k).is_none(),
+        }) && self.fields.iter().all(|(pointer, v, eq)| {
+            // an absent field selects as the empty string, as on the real server
+            (obj.pointer(pointer).and_then(Value::as_str).unwrap_or("") == v) == *eq
         })
     }
 

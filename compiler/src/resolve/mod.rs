@@ -332,6 +332,12 @@ impl World {
         self.policy_by_name.get(name).map(|id| &self.policies[id.index()])
     }
     /// All egress slots, sorted by (gateway node name, spec).
+    /// Whether `node` serves an egress slot (a gateway, or a candidate of a
+    /// floating egress IP): only then does its plan read other nodes' pods
+    /// (their addresses are its allowed sources).
+    pub fn serves_slots(&self, node: &str) -> bool {
+        self.slots.iter().any(|s| s.gateway_name == node)
+    }
     pub fn slots(&self) -> &[EgressSlot] {
         &self.slots
     }

@@ -100,6 +100,7 @@ fn config() -> WatchConfig {
         backoff_min: Duration::from_millis(50),
         backoff_max: Duration::from_millis(400),
         watch_timeout: None,
+        all_pods: false,
     }
 }
 
@@ -798,4 +799,63 @@ async fn an_admitted_pod_is_compiled_at_once_and_keeps_its_sandboxs_addresses_un
     assert_eq!(seen.decision("prod/web-1"), Some(via(GW1).as_str()));
     let _ = stop.send(());
     tokio::time::timeout(WAIT, task).await.expect("the watch stops").expect("no panic");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_scoped_watch_lists_its_own_pods_and_widens_atomically() {
+    use egret_kube::view::PodScope;
+    let server = cluster().await;
+    // a pod on gateway-1 (the fixture's are on worker-1), selected too
+    let mut remote = pod("prod", "web-gw", "10.244.3.10", "web");
+    remote["spec"]["nodeName"] = json!("gateway-1");
+    server.apply(Res::Pods, remote);
+    let watch = ClusterWatch::new(server.client().await, config());
+    let scope = watch.pod_scope();
+    scope.set(PodScope::Node(NODE.into()));
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(watch.run(
+        async move {
+            let _ = stopped.await;
+        },
+        move |view, _batch| {
+            let pods: BTreeSet<String> = view.pods.iter().map(|p| format!("{}/{}", p.namespace, p.name)).collect();
+            let _ = tx.send((view.pod_scope.clone(), pods, observe(view)));
+        },
+    ));
+    // worker-1's pods only; its plan is what the fixture's full view gives
+    let (s, pods, seen) = scoped_next(&mut rx).await;
+    assert_eq!(s, PodScope::Node(NODE.into()));
+    assert_eq!(pods, BTreeSet::from(["prod/db-1".to_string(), "prod/web-1".to_string()]));
+    assert!(initial(&seen), "{seen:#?}");
+    assert!(seen.policies["web-out"].3.contains("selects 1 endpoint on node worker-1"), "{:?}", seen.policies);
+    // a pod created on another node is not sent to this watch
+    let mut other = pod("prod", "web-gw-2", "10.244.3.11", "web");
+    other["spec"]["nodeName"] = json!("gateway-1");
+    server.apply(Res::Pods, other);
+    server.apply(Res::Pods, pod("prod", "web-2", "10.244.1.12", "web"));
+    let (_, pods, _) = scoped_next(&mut rx).await;
+    assert_eq!(pods.len(), 3, "{pods:?}");
+    assert!(pods.contains("prod/web-2"));
+    // widening: one relist, then every pod at once, the scope named
+    let relists = server.count(Req::List(Res::Pods));
+    scope.set(PodScope::All);
+    let (s, pods, seen) = scoped_next(&mut rx).await;
+    assert_eq!(s, PodScope::All);
+    assert_eq!(pods.len(), 5, "{pods:?}");
+    assert!(server.count(Req::List(Res::Pods)) > relists);
+    assert!(seen.policies["web-out"].3.contains("selects 4 endpoints;"), "{:?}", seen.policies);
+    // and narrowing again
+    scope.set(PodScope::Node(NODE.into()));
+    let (s, pods, _) = scoped_next(&mut rx).await;
+    assert_eq!(s, PodScope::Node(NODE.into()));
+    assert_eq!(pods.len(), 3, "{pods:?}");
+    let _ = stop.send(());
+    tokio::time::timeout(WAIT, task).await.expect("the watch stops").expect("no panic");
+}
+
+type ScopedSeen = (egret_kube::view::PodScope, BTreeSet<String>, Seen);
+
+async fn scoped_next(rx: &mut mpsc::UnboundedReceiver<ScopedSeen>) -> ScopedSeen {
+    tokio::time::timeout(WAIT, rx.recv()).await.expect("a callback within the bound").expect("the watch runs")
 }

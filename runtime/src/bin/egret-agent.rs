@@ -165,6 +165,10 @@ struct RunArgs {
     /// Compile QUIET_MS after the latest change, MAX_MS after the first at most (--kube only).
     #[arg(long, value_name = "QUIET_MS,MAX_MS", value_parser = debounce, conflicts_with = "snapshot")]
     debounce: Option<(Duration, Duration)>,
+    /// Watch every pod of the cluster even while this node serves no egress slot
+    /// (by default a worker watches its own pods: `spec.nodeName`) (--kube only).
+    #[arg(long, conflicts_with = "snapshot")]
+    watch_all_pods: bool,
     /// Probe the gateways every MS milliseconds.
     #[arg(long, value_name = "MS", value_parser = millis, default_value = "100", help_heading = "Gateway probes")]
     probe_interval: Duration,
@@ -241,6 +245,7 @@ impl RunArgs {
         if let Some((quiet, max)) = self.debounce {
             (watch.quiet, watch.max_delay) = (quiet, max);
         }
+        watch.all_pods = self.watch_all_pods;
         let probes = egret_runtime::ha::liveness::Config {
             interval: self.probe_interval,
             hold_down: self.probe_hold_down,
@@ -308,6 +313,7 @@ fn report(r: &Result<Synced, AgentError>) {
                 tracing::warn!(interface = %name, error = %e, "egress interface not attached");
             }
         }
+        Err(e @ AgentError::ListingPods { .. }) => tracing::info!(reason = %e, "nothing applied yet"),
         Err(e) => {
             // the diagnostics' codes, for `egret rule CODE`
             tracing::error!(codes = ?e.codes(), error = %e, "sync failed");
