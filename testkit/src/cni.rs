@@ -27,7 +27,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,7 +39,8 @@ use serde_json::{Value, json};
 
 use crate::apiserver::{ApiServer, Res};
 use crate::minicluster::{
-    ClusterError, EGRESS_IP, MiniCluster, POD_GATEWAY, SERVER, TUNNEL_PORT, UDP_PORT, in_netns, ip_in, node, raw_socket,
+    ClusterError, EGRESS_IP, MiniCluster, POD_GATEWAY, POD_GATEWAY6, SERVER, TUNNEL_PORT, UDP_PORT, in_netns, ip_in,
+    node, raw_socket,
 };
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ClusterError {
@@ -78,6 +79,8 @@ pub struct PodToCreate {
     pub node: String,
     /// Its address (inside the node's pod CIDR).
     pub ip: Ipv4Addr,
+    /// Its IPv6 address, on a dual-stack cluster (inside the node's IPv6 pod range).
+    pub ip6: Option<Ipv6Addr>,
     /// The host side of its veth on the node.
     pub host_veth: String,
     /// Its labels.
@@ -104,8 +107,9 @@ impl PodToCreate {
     #[must_use]
     pub fn object_running(&self) -> Value {
         let mut o = self.object();
-        o["status"] =
-            json!({"phase": "Running", "podIP": self.ip.to_string(), "podIPs": [{"ip": self.ip.to_string()}]});
+        let mut ips = vec![json!({"ip": self.ip.to_string()})];
+        ips.extend(self.ip6.map(|ip6| json!({"ip": ip6.to_string()})));
+        o["status"] = json!({"phase": "Running", "podIP": self.ip.to_string(), "podIPs": ips});
         o
     }
 
@@ -172,10 +176,24 @@ pub fn sandbox(c: &MiniCluster, sandboxes: &mut Sandboxes, p: &PodToCreate) -> R
     ip_in(&nns, &["link", "set", &p.host_veth, "up"])?;
     ip_in(&nns, &["route", "add", &format!("{ip}/32"), "dev", &p.host_veth])?;
     ip_in(&nns, &["neigh", "replace", &ip, "lladdr", &pod_mac, "dev", &p.host_veth, "nud", "permanent"])?;
+    let mut ips = vec![json!({"address": format!("{ip}/32"), "interface": 1, "gateway": POD_GATEWAY})];
+    let mut routes = vec![json!({"dst": "0.0.0.0/0", "gw": POD_GATEWAY})];
+    if let Some(ip6) = p.ip6 {
+        // as the mini-cluster's own pods: a /128, a link-local default
+        // gateway whose neighbour entry is the host side, the node routes the /128
+        let ip6 = ip6.to_string();
+        ip_in(&pns, &["-6", "addr", "add", &format!("{ip6}/128"), "dev", "eth0", "nodad"])?;
+        ip_in(&pns, &["-6", "route", "add", "default", "via", POD_GATEWAY6, "dev", "eth0"])?;
+        ip_in(&pns, &["-6", "neigh", "replace", POD_GATEWAY6, "lladdr", &host_mac, "dev", "eth0", "nud", "permanent"])?;
+        ip_in(&nns, &["-6", "route", "add", &format!("{ip6}/128"), "dev", &p.host_veth])?;
+        ip_in(&nns, &["-6", "neigh", "replace", &ip6, "lladdr", &pod_mac, "dev", &p.host_veth, "nud", "permanent"])?;
+        ips.push(json!({"address": format!("{ip6}/128"), "interface": 1, "gateway": POD_GATEWAY6}));
+        routes.push(json!({"dst": "::/0", "gw": POD_GATEWAY6}));
+    }
     Ok(json!({"cniVersion": "1.1.0",
         "interfaces": [{"name": p.host_veth, "mac": host_mac}, {"name": "eth0", "mac": pod_mac, "sandbox": format!("/run/netns/{pns}")}],
-        "ips": [{"address": format!("{ip}/32"), "interface": 1, "gateway": POD_GATEWAY}],
-        "routes": [{"dst": "0.0.0.0/0", "gw": POD_GATEWAY}]}))
+        "ips": ips,
+        "routes": routes}))
 }
 
 /// The network configuration the runtime hands `egret-cni` (`prevResult`
@@ -507,6 +525,7 @@ pub fn leak_trial(t: &LeakTrial<'_>, sandboxes: &mut Sandboxes) -> Result<LeakRe
             name: format!("{}-{i}", t.tag),
             node: worker.name.into(),
             ip,
+            ip6: None,
             host_veth: format!("{}{i}", &t.tag[..t.tag.len().min(6)]),
             labels: [("app", "leak"), ("use-egress-gateway", "true")]
                 .into_iter()
@@ -631,7 +650,15 @@ impl CniCluster {
     /// # Errors
     /// Any set-up step; what was made so far is removed.
     pub fn start(tag: &str, agent: &Path) -> Result<CniCluster, ClusterError> {
-        let mut cluster = MiniCluster::prepare(tag)?;
+        Self::start_with(tag, agent, crate::minicluster::Stack::V4)
+    }
+
+    /// [`CniCluster::start`] on a mini-cluster of `stack`.
+    ///
+    /// # Errors
+    /// As [`CniCluster::start`].
+    pub fn start_with(tag: &str, agent: &Path, stack: crate::minicluster::Stack) -> Result<CniCluster, ClusterError> {
+        let mut cluster = MiniCluster::prepare_with(tag, stack)?;
         let served = crate::kubecluster::serve(&cluster, tag)?;
         cluster.start_agents(agent, crate::minicluster::Source::Kube { kubeconfig: &served.kubeconfig })?;
         cluster.stop_agent("worker-1")?;

@@ -140,7 +140,8 @@ const ROUTER_UNDERLAY: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 /// The server's address on the external segment (its `eth1` bridge).
 pub const ROUTER_EXTERNAL: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 pub(crate) const POD_GATEWAY: &str = "169.254.1.1";
-const POD_GATEWAY6: &str = "fe80::1";
+/// The pods' IPv6 default gateway (link-local; its neighbour entry is the host side).
+pub const POD_GATEWAY6: &str = "fe80::1";
 /// The server's IPv6 on the underlay segment (its `eth0`).
 const ROUTER_UNDERLAY6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 1);
 /// The server's IPv6 on the external segment (its `eth1` bridge).
@@ -1892,9 +1893,18 @@ impl MiniCluster {
     /// # Errors
     /// Send, receive (within [`REQUEST_TIMEOUT`]) or parse failures.
     pub fn udp_request(&self, pod_name: &str, dst: impl Into<IpAddr>) -> Result<Seen, ClusterError> {
+        self.udp_request_in(&self.ns(pod(pod_name).name), dst)
+    }
+
+    /// [`MiniCluster::udp_request`] from any network namespace (a pod the
+    /// fixture does not list, e.g. one made through `egret-cni`).
+    ///
+    /// # Errors
+    /// As [`MiniCluster::udp_request`].
+    pub fn udp_request_in(&self, netns: &str, dst: impl Into<IpAddr>) -> Result<Seen, ClusterError> {
         let dst = dst.into();
         let any: IpAddr = if dst.is_ipv4() { Ipv4Addr::UNSPECIFIED.into() } else { Ipv6Addr::UNSPECIFIED.into() };
-        let s = in_netns(&self.ns(pod(pod_name).name), move || {
+        let s = in_netns(netns, move || {
             let s = UdpSocket::bind((any, 0)).map_err(io("UDP socket"))?;
             s.set_read_timeout(Some(REQUEST_TIMEOUT)).map_err(io("UDP socket"))?;
             Ok(s)

@@ -145,6 +145,7 @@ fn cni_refuses_bad_input_without_touching_the_node_and_fails_closed_when_the_age
             name: "sel-0".into(),
             node: "worker-1".into(),
             ip: Ipv4Addr::new(10, 244, 1, 50),
+            ip6: None,
             host_veth: "sel0".into(),
             labels: labels(true),
         };
@@ -254,5 +255,66 @@ fn egret_runs_before_a_cnis_tcx_programs_and_hands_them_and_legacy_tc_what_it_pa
     drop(standins);
     drop(log);
     drop(c);
+    leftovers.assert_gone();
+}
+
+#[test]
+fn cni_admits_a_dual_stack_pod_by_both_addresses() {
+    use egret_testkit::minicluster::{EGRESS_IP6, SERVER6, Stack};
+    if !privileged("cni_admits_a_dual_stack_pod_by_both_addresses") {
+        return;
+    }
+    let plugin = plugin_binary();
+    assert!(plugin.exists(), "no egret-cni at {} (cargo build --release -p egret-cni)", plugin.display());
+    let mut cc = CniCluster::start_with("e2ecni6", Path::new(AGENT), Stack::Dual)
+        .expect("the dual-stack mini-cluster with a CNI socket on worker-1");
+    let leftovers = Leftovers::of(&cc.cluster);
+    {
+        let mut sandboxes = Sandboxes::default();
+        let p = PodToCreate {
+            namespace: "production".into(),
+            name: "dual-0".into(),
+            node: "worker-1".into(),
+            ip: Ipv4Addr::new(10, 244, 1, 60),
+            ip6: Some("2001:db8:244:1::60".parse().expect("ipv6")),
+            host_veth: "dual0".into(),
+            labels: [("app", "dual"), ("use-egress-gateway", "true")]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        };
+        let ip6 = p.ip6.expect("set above");
+        cc.served.server.apply(egret_testkit::apiserver::Res::Pods, p.object());
+        let prev = sandbox(&cc.cluster, &mut sandboxes, &p).expect("the sandbox");
+        assert_eq!(prev["ips"].as_array().map(Vec::len), Some(2), "both families in prevResult: {prev}");
+        let conf = plugin_conf(&cc.agent.socket(), &cc.agent.selection_file(), Some(&prev));
+        let r = run_plugin(&plugin, &plugin_env(&cc.cluster, "ADD", &p), &conf.to_string()).expect("runs");
+        assert_eq!((r.code, &r.stdout), (0, &prev), "ADD: {} {}", r.stdout_text, r.stderr);
+        // the moment ADD returns, worker-1 holds the pod by both addresses
+        for ip in [IpAddr::from(p.ip), IpAddr::from(ip6)] {
+            let (key, map) = super::dual_stack::endpoint_key(ip);
+            let eps = super::dual_stack::local_endpoints(&cc.cluster, "worker-1", map);
+            assert!(eps.iter().any(|(k, _)| *k == key), "{ip} in worker-1's {map}: {eps:?}");
+        }
+        // and its first IPv6 datagram never leaves from another address (the
+        // gateway may not know the pod yet: then it is dropped, not leaked)
+        let netns = cc.cluster.ns(&p.name);
+        match cc.cluster.udp_request_in(&netns, SERVER6) {
+            Ok(seen) => assert_eq!(seen.ip, IpAddr::V6(EGRESS_IP6), "the first IPv6 datagram"),
+            Err(e) => println!("first IPv6 datagram not answered (gateway-1 had not seen the pod yet): {e}"),
+        }
+        // once the kubelet wrote the addresses, both families leave through their egress IPs
+        cc.served.server.apply(egret_testkit::apiserver::Res::Pods, p.object_running());
+        cc.cluster
+            .wait_until("gateway-1", "the pod's IPv6 datagram through the egress IP", |c| {
+                c.udp_request_in(&netns, SERVER6).is_ok_and(|seen| seen.ip == IpAddr::V6(EGRESS_IP6))
+            })
+            .expect("IPv6 through the egress IP");
+        let seen = cc.cluster.udp_request_in(&netns, SERVER).expect("IPv4 answered");
+        assert_eq!(seen.ip, IpAddr::V4(EGRESS_IP), "IPv4 through the egress IP");
+    }
+    let kubeconfig = cc.served.kubeconfig.clone();
+    drop(cc);
+    assert!(!kubeconfig.exists());
     leftovers.assert_gone();
 }

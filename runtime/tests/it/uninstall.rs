@@ -35,6 +35,36 @@ fn output_in(ns: &str, program: &str, args: &[&str]) -> String {
         .unwrap_or_default()
 }
 
+/// `ip link` lines without what the kernel changes on its own as carriers
+/// come and go (`NO-CARRIER`, `LOWER_UP`, `M-DOWN`, `state X`): a veth whose
+/// peer came up after the first record is not egret's doing.
+fn without_carrier(links: &str) -> String {
+    links
+        .lines()
+        .map(|l| {
+            let mut words = l.split(' ').peekable();
+            let mut out = Vec::new();
+            while let Some(w) = words.next() {
+                if w == "state" {
+                    words.next();
+                    continue;
+                }
+                let flags = w.strip_suffix(':').unwrap_or(w);
+                if flags.starts_with('<') && flags.ends_with('>') {
+                    let kept: Vec<&str> = flags[1..flags.len() - 1]
+                        .split(',')
+                        .filter(|f| !["NO-CARRIER", "LOWER_UP", "M-DOWN"].contains(f))
+                        .collect();
+                    out.push(format!("<{}>{}", kept.join(","), if w.ends_with(':') { ":" } else { "" }));
+                    continue;
+                }
+                out.push(w.to_owned());
+            }
+            out.join(" ") + "\n"
+        })
+        .collect()
+}
+
 /// The tcx programs of every interface of `node` (BPF_PROG_QUERY), by name.
 fn tcx_programs(node: &Netns) -> String {
     use aya::programs::tc::{SchedClassifier, TcAttachType};
@@ -71,7 +101,7 @@ fn node_state(node: &Netns, mount: &Path, root: &Path) -> Vec<(String, String)> 
     }
     pins.sort();
     vec![
-        ("links".into(), ip_in(ns, &["-d", "-o", "link", "show"])),
+        ("links".into(), without_carrier(&ip_in(ns, &["-d", "-o", "link", "show"]))),
         ("addresses".into(), ip_in(ns, &["-o", "addr", "show"])),
         ("routes".into(), ip_in(ns, &["route", "show", "table", "all"])),
         ("routes6".into(), ip_in(ns, &["-6", "route", "show", "table", "all"])),
