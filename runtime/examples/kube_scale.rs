@@ -40,7 +40,8 @@
 //!   nodes at `--churn` writes per second (flipping their `tier`, which
 //!   the broad policies select on), so the debounce runs at its upper
 //!   bound (quiet 100 ms, at most 1 s);
-//! - in this process, the same reconcile without the agent, stage by
+//! - in this process, the same reconcile without the agent, on the view
+//!   the agent held (its node's pods, or every pod), stage by
 //!   stage: `ClusterView::plan` (render + parse + resolve + plan),
 //!   `World::new` alone, `planner::plan_node` alone, and
 //!   `kube_agent::compile_view` (the agent's whole compile, with code
