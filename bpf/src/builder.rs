@@ -20,7 +20,7 @@
 //!   (two more).
 //!
 //! Inserted slots move everything after them: labels, map references, holes
-//! and relative jumps emitted without a label are moved with their
+//! and relative jumps and calls emitted without a label are moved with their
 //! instructions (a jump keeps its target instruction), and
 //! [`ProgramBuilder::finish_mapped`] returns the [`SlotMap`] from emitted to
 //! final slot indices for annotations kept outside the builder. Relaxation
@@ -29,7 +29,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::insn::{EncodeError, Insn, Instruction, JmpCond, Operand, Reg, Width, decode};
+use crate::insn::{CallTarget, EncodeError, Insn, Instruction, JmpCond, Operand, Reg, Width, decode};
 use crate::program::{Hole, HoleKind, MapReloc, Program, ProgramError};
 
 /// A jump target inside one builder.
@@ -510,7 +510,8 @@ fn long_ja(imm: i32) -> Insn {
     Instruction::JaLong { imm }.encode().map_or_else(|_| Insn::default(), |v| v[0])
 }
 
-/// Adds the relative jumps emitted without a label (`emit(Instruction::ja(3))`)
+/// Adds the relative jumps and BPF-to-BPF calls emitted without a label
+/// (`emit(Instruction::ja(3))`)
 /// whose target is inside the program, so that they keep their target when
 /// slots are inserted.
 fn add_relative_jumps(insns: &[Insn], jumps: &mut Vec<Jump>) {
@@ -521,12 +522,20 @@ fn add_relative_jumps(insns: &[Insn], jumps: &mut Vec<Jump>) {
             pc += 1;
             continue;
         };
-        if let Some(off) = insn.jump_offset().filter(|_| !fixed.contains(&pc)) {
+        let off = match insn {
+            Instruction::Call(CallTarget::Local(imm)) => Some(i64::from(imm)),
+            _ => insn.jump_offset(),
+        };
+        if let Some(off) = off.filter(|_| !fixed.contains(&pc)) {
             let t = pc as i64 + 1 + off;
             if let Ok(t) = usize::try_from(t)
                 && t <= insns.len()
             {
-                let kind = if matches!(insn, Instruction::JaLong { .. }) { FixupKind::Imm32 } else { FixupKind::Off16 };
+                let kind = if matches!(insn, Instruction::JaLong { .. } | Instruction::Call(_)) {
+                    FixupKind::Imm32
+                } else {
+                    FixupKind::Off16
+                };
                 jumps.push(Jump { at: pc, target: Target::Slot(t), kind, cond: None, long: false });
             }
         }

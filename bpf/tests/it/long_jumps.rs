@@ -8,7 +8,7 @@ use egret_bpf::asm::assemble;
 use egret_bpf::builder::BuildError;
 use egret_bpf::disasm::{Dialect, to_asm};
 use egret_bpf::elf::{read_object, verify_and_write};
-use egret_bpf::insn::{Instruction as I, JmpCond, Reg, Size, decode, decode_all};
+use egret_bpf::insn::{CallTarget, Instruction as I, JmpCond, Reg, Size, decode, decode_all};
 use egret_bpf::interp::{Fault, MapStore, RunInput, run};
 use egret_bpf::verifier::{ViolationKind, verify};
 use egret_bpf::{Program, ProgramBuilder};
@@ -121,6 +121,28 @@ fn far_jumps_become_gotol_and_trampolines() {
     let done_jump = 11 + FILLER;
     assert!(matches!(at(done_jump), I::Ja { .. }), "{:?}", at(done_jump));
     assert_eq!(target(done_jump), label("done"));
+}
+
+#[test]
+fn a_raw_local_call_keeps_its_callee_when_slots_are_inserted() {
+    let mut b = ProgramBuilder::new("call").long_jumps(true);
+    let far = b.new_label("far");
+    b.emit(I::mov64_imm(Reg::R0, 0));
+    // calls the `r0 = 7` below, across the trampoline of the next jump
+    b.emit(I::Call(CallTarget::Local(FILLER as i32 + 2)));
+    b.jmp_imm(JmpCond::Gt, Reg::R1, 100, far);
+    for _ in 0..FILLER {
+        b.emit(I::alu64_imm(egret_bpf::AluOp::Add, Reg::R0, 1));
+    }
+    b.emit(I::exit());
+    b.emit(I::mov64_imm(Reg::R0, 7));
+    b.emit(I::exit());
+    b.bind(far);
+    b.emit(I::exit());
+    let p = b.finish().expect("builds");
+    let (call, _) = decode(&p.insns, 1).expect("decodes");
+    assert_eq!(call, I::Call(CallTarget::Local(FILLER as i32 + 3)), "one slot inserted between call and callee");
+    assert_eq!(decode(&p.insns, 2 + FILLER + 3).expect("decodes").0, I::mov64_imm(Reg::R0, 7));
 }
 
 #[test]
