@@ -131,6 +131,15 @@ fn packets(plan: &Plan, family: Family) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// The kernel verifier's processed-instruction count of the loaded
+/// classifier (`bpf_prog_info.verified_insns`, kernel ≥ 5.16), "?" if the
+/// kernel does not report it.
+fn kernel_processed(bpf: &aya::Ebpf) -> anyhow::Result<String> {
+    let prog: &aya::programs::SchedClassifier =
+        bpf.program(codegen::PROGRAM).ok_or_else(|| anyhow::anyhow!("no program"))?.try_into()?;
+    Ok(prog.info()?.verified_instruction_count().map_or_else(|| "?".into(), |n| n.to_string()))
+}
+
 /// Runs the benchmark for one family.
 ///
 /// # Errors
@@ -139,8 +148,9 @@ pub fn run(family: Family, trials: usize, repeat: u32) -> anyhow::Result<Vec<Tab
     run_sizes(family, trials, repeat, &SIZES)
 }
 
-/// Entries per class of the benchmark's plans, smallest first.
-pub const SIZES: [usize; 10] = [1, 4, 16, 32, 64, 128, 256, 512, 1024, 2048];
+/// Entries per class of the benchmark's plans, smallest first (16,384 per
+/// class: ~28,000 IPv4 tree leaves, 65,536 prefixes).
+pub const SIZES: [usize; 13] = [1, 4, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384];
 
 /// [`run`] over the given entries per class only.
 ///
@@ -161,6 +171,8 @@ pub fn run_sizes(family: Family, trials: usize, repeat: u32, sizes: &[usize]) ->
             "maps insns",
             "inline load ms",
             "maps load ms",
+            "inline kernel insns processed",
+            "maps kernel insns processed",
         ],
     );
     let mut faster = Vec::new();
@@ -172,6 +184,7 @@ pub fn run_sizes(family: Family, trials: usize, repeat: u32, sizes: &[usize]) ->
         let mut ns = [f64::NAN; 2];
         let mut insns = ["—".to_string(), "—".to_string()];
         let mut load = ["—".to_string(), "—".to_string()];
+        let mut processed = ["—".to_string(), "—".to_string()];
         for (i, layout) in [Layout::Inline, Layout::Maps].into_iter().enumerate() {
             let v = match codegen::verified_classifier(
                 &plan,
@@ -191,6 +204,7 @@ pub fn run_sizes(family: Family, trials: usize, repeat: u32, sizes: &[usize]) ->
             let start = Instant::now();
             let mut bpf = crate::classify::load(&a.object, &a.manifest.maps, &holes, codegen::PROGRAM)?;
             load[i] = format!("{:.1}", start.elapsed().as_secs_f64() * 1e3);
+            processed[i] = kernel_processed(&bpf)?;
             let mut per_trial = Vec::new();
             for _ in 0..trials.max(1) {
                 per_trial.push(crate::classify::trial(&mut bpf, codegen::PROGRAM, &frames, repeat, None)?);
@@ -204,7 +218,19 @@ pub fn run_sizes(family: Family, trials: usize, repeat: u32, sizes: &[usize]) ->
         eprintln!("  {leaves} leaves: inline {} ns, maps {} ns", f(ns[0]), f(ns[1]));
         let [i0, i1] = insns;
         let [l0, l1] = load;
-        t.row(vec![leaves.to_string(), plan.counts().class_entries.to_string(), f(ns[0]), f(ns[1]), i0, i1, l0, l1]);
+        let [p0, p1] = processed;
+        t.row(vec![
+            leaves.to_string(),
+            plan.counts().class_entries.to_string(),
+            f(ns[0]),
+            f(ns[1]),
+            i0,
+            i1,
+            l0,
+            l1,
+            p0,
+            p1,
+        ]);
     }
     eprintln!("inline is faster at {faster:?} leaves; INLINE_MAX_LEAVES = {}", codegen::INLINE_MAX_LEAVES);
     Ok(vec![t])

@@ -63,6 +63,9 @@ enum Command {
         trials: usize,
         #[arg(long, default_value_t = 1_000_000)]
         repeat: u32,
+        /// Entries per class of the plans (4 classes; default: every size of `layouts::SIZES`).
+        #[arg(long, value_delimiter = ',')]
+        entries: Vec<usize>,
         #[arg(long)]
         json: Option<std::path::PathBuf>,
     },
@@ -294,9 +297,10 @@ fn main() -> ExitCode {
         Command::Lint { policies, json, .. } => tables(Ok(egret_bench::lint::run(policies)), json.as_deref()),
         Command::Compile { runs, json } => tables(egret_bench::compile::run(runs), json.as_deref()),
         Command::Codegen { runs, json } => tables(egret_bench::codegen::run(runs), json.as_deref()),
-        Command::Layouts { family, trials, repeat, json } => {
+        Command::Layouts { family, trials, repeat, entries, json } => {
             let Some(family) = parse_family(&family) else { return ExitCode::from(2) };
-            tables(egret_bench::layouts::run(family, trials, repeat), json.as_deref())
+            let sizes = if entries.is_empty() { egret_bench::layouts::SIZES.to_vec() } else { entries };
+            tables(egret_bench::layouts::run_sizes(family, trials, repeat, &sizes), json.as_deref())
         }
         Command::Swap { swaps, json } => tables(egret_bench::swap::run(swaps), json.as_deref()),
         Command::Failover { agent, trials, pod, json } => {

@@ -8,10 +8,28 @@
 //! and whose side tables pass [`Program::validate`]. Emission never fails
 //! immediately; every problem is collected and reported by `finish`, all at
 //! once.
+//!
+//! Long jumps ([`ProgramBuilder::long_jumps`], off by default): a jump whose
+//! distance does not fit the 16-bit `off` is rewritten instead of refused
+//! (branch relaxation, as assemblers do for short/long branches):
+//! - `goto L` becomes `gotol L` (same slot; `BPF_JMP32 | BPF_JA` with the
+//!   offset in `imm`, kernel ≥ 6.4, commit 4cd58e9af8b9 "bpf: Support new
+//!   32bit offset jmp instruction");
+//! - `if a cond b goto L` becomes `if a !cond b goto +1; gotol L` (one slot
+//!   more), or for `&` (no negation) `if a & b goto +1; goto +1; gotol L`
+//!   (two more).
+//!
+//! Inserted slots move everything after them: labels, map references, holes
+//! and relative jumps and calls emitted without a label are moved with their
+//! instructions (a jump keeps its target instruction), and
+//! [`ProgramBuilder::finish_mapped`] returns the [`SlotMap`] from emitted to
+//! final slot indices for annotations kept outside the builder. Relaxation
+//! repeats until every jump fits (a long jump only grows distances, so it
+//! ends); the result is the same for the same emission.
 
 use std::collections::BTreeMap;
 
-use crate::insn::{EncodeError, Insn, Instruction, JmpCond, Operand, Reg, Width};
+use crate::insn::{CallTarget, EncodeError, Insn, Instruction, JmpCond, Operand, Reg, Width, decode};
 use crate::program::{Hole, HoleKind, MapReloc, Program, ProgramError};
 
 /// A jump target inside one builder.
@@ -35,6 +53,79 @@ struct Fixup {
     at: usize,
     label: Label,
     kind: FixupKind,
+}
+
+/// Where a jump goes while long jumps are laid out.
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    /// A bound label (a slot of the emitted program).
+    Label(usize),
+    /// A relative jump emitted without a label: its target slot.
+    Slot(usize),
+}
+
+/// A jump being laid out: its emitted slot, target and extra slots.
+#[derive(Debug, Clone, Copy)]
+struct Jump {
+    at: usize,
+    target: Target,
+    kind: FixupKind,
+    /// A conditional jump's width, condition and operands (`None` for `goto`/`gotol`).
+    cond: Option<(Width, JmpCond, Reg, Operand)>,
+    /// Slots inserted after it (0 while it is short; 0 also for `goto` made `gotol`).
+    long: bool,
+}
+
+impl Jump {
+    fn extra(&self) -> usize {
+        match (self.long, self.cond) {
+            (false, _) | (true, None) => 0,
+            (true, Some((_, cond, _, _))) if cond.negate().is_some() => 1,
+            (true, Some(_)) => 2,
+        }
+    }
+}
+
+/// Emitted slot index → final slot index, after long jumps were inserted
+/// ([`ProgramBuilder::finish_mapped`]). The identity when nothing moved.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SlotMap {
+    /// `(emitted slot of a relaxed conditional jump, slots inserted after it
+    /// and every earlier one)`, sorted by slot.
+    inserted: Vec<(usize, usize)>,
+}
+
+impl SlotMap {
+    fn new(jumps: &[Jump]) -> SlotMap {
+        let mut v: Vec<(usize, usize)> = jumps.iter().filter(|j| j.extra() > 0).map(|j| (j.at, j.extra())).collect();
+        v.sort_unstable();
+        let mut total = 0;
+        for (_, n) in &mut v {
+            total += *n;
+            *n = total;
+        }
+        SlotMap { inserted: v }
+    }
+
+    /// The final index of the instruction emitted at `emitted` (or of the
+    /// position a label bound there refers to).
+    #[must_use]
+    pub fn map(&self, emitted: usize) -> usize {
+        let before = self.inserted.partition_point(|(at, _)| *at < emitted);
+        emitted + before.checked_sub(1).map_or(0, |i| self.inserted[i].1)
+    }
+
+    /// Slots inserted in total.
+    #[must_use]
+    pub fn inserted(&self) -> usize {
+        self.inserted.last().map_or(0, |(_, n)| *n)
+    }
+
+    /// Number of conditional jumps that got a `gotol` trampoline.
+    #[must_use]
+    pub fn trampolines(&self) -> usize {
+        self.inserted.len()
+    }
 }
 
 /// A problem found while building.
@@ -114,6 +205,7 @@ pub struct ProgramBuilder {
     map_relocs: Vec<MapReloc>,
     holes: Vec<Hole>,
     errors: Vec<BuildError>,
+    long_jumps: bool,
 }
 
 impl ProgramBuilder {
@@ -129,7 +221,17 @@ impl ProgramBuilder {
             map_relocs: Vec::new(),
             holes: Vec::new(),
             errors: Vec::new(),
+            long_jumps: false,
         }
+    }
+
+    /// Whether jumps beyond the 16-bit offset are rewritten with `gotol`
+    /// (see the module documentation) instead of refused. Needs a kernel
+    /// ≥ 6.4 for programs that end up containing a `gotol`.
+    #[must_use]
+    pub fn long_jumps(mut self, on: bool) -> ProgramBuilder {
+        self.long_jumps = on;
+        self
     }
 
     /// The slot index the next instruction will get.
@@ -297,7 +399,17 @@ impl ProgramBuilder {
     /// # Errors
     /// Every unbound label, out-of-range jump, encode failure and misplaced hole.
     pub fn finish(self) -> Result<Program, BuildErrors> {
-        let ProgramBuilder { name, mut insns, labels, fixups, map_relocs, holes, mut errors, .. } = self;
+        self.finish_mapped().map(|(p, _)| p)
+    }
+
+    /// [`ProgramBuilder::finish`], with the map from emitted to final slot
+    /// indices (which differ only where long jumps inserted slots).
+    ///
+    /// # Errors
+    /// As [`ProgramBuilder::finish`].
+    pub fn finish_mapped(self) -> Result<(Program, SlotMap), BuildErrors> {
+        let ProgramBuilder { name, insns, labels, fixups, map_relocs, holes, mut errors, long_jumps, .. } = self;
+        let mut jumps = Vec::with_capacity(fixups.len());
         for f in &fixups {
             let Some(info) = labels.get(f.label.0) else {
                 continue;
@@ -306,32 +418,82 @@ impl ProgramBuilder {
                 errors.push(BuildError::UnboundLabel { label: info.name.clone(), insn: f.at });
                 continue;
             };
-            let distance = target as i64 - (f.at as i64 + 1);
-            let Some(slot) = insns.get_mut(f.at) else {
+            jumps.push(Jump { at: f.at, target: Target::Label(target), kind: f.kind, cond: None, long: false });
+        }
+        if long_jumps {
+            add_relative_jumps(&insns, &mut jumps);
+            for j in &mut jumps {
+                j.cond = match decode(&insns, j.at) {
+                    Ok((Instruction::Jmp { width, cond, dst, src, .. }, _)) => Some((width, cond, dst, src)),
+                    _ => None,
+                };
+            }
+            relax(&mut jumps);
+        }
+        let map = SlotMap::new(&jumps);
+        let mut out = Vec::with_capacity(insns.len() + map.inserted());
+        let by_at: BTreeMap<usize, &Jump> = jumps.iter().map(|j| (j.at, j)).collect();
+        let name_of = |j: &Jump| match j.target {
+            Target::Label(t) => labels.iter().find(|l| l.bound == Some(t)).map_or_else(String::new, |l| l.name.clone()),
+            Target::Slot(t) => format!("+{t}"),
+        };
+        for (old, slot) in insns.iter().enumerate() {
+            let Some(j) = by_at.get(&old) else {
+                out.push(*slot);
                 continue;
             };
-            match f.kind {
-                FixupKind::Off16 => match i16::try_from(distance) {
-                    Ok(off) => slot.off = off,
+            let at = out.len();
+            let target = match j.target {
+                Target::Label(t) | Target::Slot(t) => map.map(t) as i64,
+            };
+            let far = |from: usize| target - (from as i64 + 1);
+            let out_of_range = |distance| BuildError::JumpOutOfRange { insn: old, label: name_of(j), distance };
+            match (j.kind, j.long, j.cond) {
+                (FixupKind::Off16, false, _) => match i16::try_from(far(at)) {
+                    Ok(off) => out.push(Insn { off, ..*slot }),
                     Err(_) => {
-                        errors.push(BuildError::JumpOutOfRange { insn: f.at, label: info.name.clone(), distance })
+                        errors.push(out_of_range(far(at)));
+                        out.push(*slot);
                     }
                 },
-                FixupKind::Imm32 => match i32::try_from(distance) {
-                    Ok(imm) => slot.imm = imm,
+                (FixupKind::Imm32, _, _) | (FixupKind::Off16, true, None) => match i32::try_from(far(at)) {
+                    Ok(imm) => out.push(match j.kind {
+                        FixupKind::Imm32 => Insn { imm, ..*slot },
+                        FixupKind::Off16 => long_ja(imm),
+                    }),
                     Err(_) => {
-                        errors.push(BuildError::JumpOutOfRange { insn: f.at, label: info.name.clone(), distance })
+                        errors.push(out_of_range(far(at)));
+                        out.push(*slot);
                     }
                 },
+                (FixupKind::Off16, true, Some((width, cond, dst, src))) => {
+                    // the trampoline: skip the gotol when the condition fails
+                    let short = match cond.negate() {
+                        Some(neg) => vec![Instruction::Jmp { width, cond: neg, dst, src, off: 1 }],
+                        None => vec![Instruction::Jmp { width, cond, dst, src, off: 1 }, Instruction::ja(1)],
+                    };
+                    for i in short {
+                        if let Err(source) = i.encode_into(&mut out) {
+                            errors.push(BuildError::Encode { insn: old, source });
+                        }
+                    }
+                    let from = out.len();
+                    match i32::try_from(far(from)) {
+                        Ok(imm) => out.push(long_ja(imm)),
+                        Err(_) => errors.push(out_of_range(far(from))),
+                    }
+                }
             }
         }
         let mut label_map = BTreeMap::new();
         for l in &labels {
             if let Some(at) = l.bound {
-                label_map.entry(at).or_insert_with(|| l.name.clone());
+                label_map.entry(map.map(at)).or_insert_with(|| l.name.clone());
             }
         }
-        let mut program = Program { name, insns, map_relocs, holes, labels: label_map };
+        let map_relocs = map_relocs.into_iter().map(|r| MapReloc { insn: map.map(r.insn), ..r }).collect();
+        let holes = holes.into_iter().map(|h| Hole { insn: map.map(h.insn), ..h }).collect();
+        let mut program = Program { name, insns: out, map_relocs, holes, labels: label_map };
         program.map_relocs.sort();
         program.holes.sort_by_key(|h| h.insn);
         if errors.is_empty()
@@ -339,7 +501,66 @@ impl ProgramBuilder {
         {
             errors.push(e.into());
         }
-        if errors.is_empty() { Ok(program) } else { Err(BuildErrors { errors }) }
+        if errors.is_empty() { Ok((program, map)) } else { Err(BuildErrors { errors }) }
+    }
+}
+
+/// `gotol +imm` as a slot.
+fn long_ja(imm: i32) -> Insn {
+    Instruction::JaLong { imm }.encode().map_or_else(|_| Insn::default(), |v| v[0])
+}
+
+/// Adds the relative jumps and BPF-to-BPF calls emitted without a label
+/// (`emit(Instruction::ja(3))`)
+/// whose target is inside the program, so that they keep their target when
+/// slots are inserted.
+fn add_relative_jumps(insns: &[Insn], jumps: &mut Vec<Jump>) {
+    let fixed: std::collections::BTreeSet<usize> = jumps.iter().map(|j| j.at).collect();
+    let mut pc = 0;
+    while pc < insns.len() {
+        let Ok((insn, n)) = decode(insns, pc) else {
+            pc += 1;
+            continue;
+        };
+        let off = match insn {
+            Instruction::Call(CallTarget::Local(imm)) => Some(i64::from(imm)),
+            _ => insn.jump_offset(),
+        };
+        if let Some(off) = off.filter(|_| !fixed.contains(&pc)) {
+            let t = pc as i64 + 1 + off;
+            if let Ok(t) = usize::try_from(t)
+                && t <= insns.len()
+            {
+                let kind = if matches!(insn, Instruction::JaLong { .. } | Instruction::Call(_)) {
+                    FixupKind::Imm32
+                } else {
+                    FixupKind::Off16
+                };
+                jumps.push(Jump { at: pc, target: Target::Slot(t), kind, cond: None, long: false });
+            }
+        }
+        pc += n;
+    }
+}
+
+/// Marks every 16-bit jump whose distance, with the slots the jumps already
+/// marked insert, does not fit; repeats until nothing changes.
+fn relax(jumps: &mut [Jump]) {
+    loop {
+        let map = SlotMap::new(jumps);
+        let mut changed = false;
+        for j in jumps.iter_mut().filter(|j| !j.long && matches!(j.kind, FixupKind::Off16)) {
+            let target = match j.target {
+                Target::Label(t) | Target::Slot(t) => map.map(t) as i64,
+            };
+            if i16::try_from(target - (map.map(j.at) as i64 + 1)).is_err() {
+                j.long = true;
+                changed = true;
+            }
+        }
+        if !changed {
+            return;
+        }
     }
 }
 

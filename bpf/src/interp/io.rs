@@ -405,11 +405,21 @@ pub enum Fault {
         /// What is wrong.
         reason: String,
     },
-    /// A jump or fall-through outside the program.
+    /// A fall-through past the last slot, or a jump into the second slot of an `ld_imm64`.
     #[error("insn {insn}: control leaves the program")]
     OutOfProgram {
         /// Slot index.
         insn: usize,
+    },
+    /// A jump (`goto`, `gotol`, conditional) whose target is outside the program.
+    #[error("insn {insn}: jump to slot {target}, outside the program's {len} slots")]
+    JumpOutOfProgram {
+        /// Slot index of the jump.
+        insn: usize,
+        /// Target slot (may be negative).
+        target: i64,
+        /// Slots in the program.
+        len: usize,
     },
     /// Something the interpreter does not support (BPF-to-BPF calls, kfuncs).
     #[error("insn {insn}: unsupported: {what}")]

@@ -27,6 +27,8 @@ use crate::skb::{self, FieldKind, SKB_SIZE};
 
 struct Machine<'a> {
     pc: usize,
+    /// Slots in the program.
+    len: usize,
     regs: [u64; 11],
     ctx: [u8; SKB_SIZE],
     packet: Vec<u8>,
@@ -116,6 +118,7 @@ impl Prepared {
         let len = input.packet.len() as u32;
         let mut m = Machine {
             pc: 0,
+            len: decoded.len(),
             regs: [0; 11],
             ctx: input.skb.to_bytes(len),
             packet: input.packet.clone(),
@@ -156,6 +159,16 @@ enum Flow {
 }
 
 impl Machine<'_> {
+    /// The target of a jump at `self.pc` by `off` slots, if inside the program.
+    fn jump(&self, off: i64) -> Result<usize, Fault> {
+        let target = self.pc as i64 + 1 + off;
+        usize::try_from(target).ok().filter(|t| *t < self.len).ok_or(Fault::JumpOutOfProgram {
+            insn: self.pc,
+            target,
+            len: self.len,
+        })
+    }
+
     fn region(&self, addr: u64, len: usize, kind: &'static str) -> Result<Region, Fault> {
         let oob = || Fault::OutOfBounds { insn: self.pc, kind, addr, size: len };
         let in_range = |base: u64, size: usize| {
@@ -278,11 +291,11 @@ impl Machine<'_> {
             Instruction::End { op, bits, dst } => {
                 self.regs[dst.index()] = eval_end(op, bits, self.regs[dst.index()]);
             }
-            Instruction::Ja { off } => next = jump(pc, i64::from(off)),
-            Instruction::JaLong { imm } => next = jump(pc, i64::from(imm)),
+            Instruction::Ja { off } => next = self.jump(i64::from(off))?,
+            Instruction::JaLong { imm } => next = self.jump(i64::from(imm))?,
             Instruction::Jmp { width, cond, dst, src, off } => {
                 if cond.eval(width, self.regs[dst.index()], self.operand(width, src)) {
-                    next = jump(pc, i64::from(off));
+                    next = self.jump(i64::from(off))?;
                 }
             }
             Instruction::Call(CallTarget::Helper(id::TAIL_CALL)) => {
@@ -701,11 +714,6 @@ impl Machine<'_> {
         b.truncate(size as usize);
         Ok(b)
     }
-}
-
-fn jump(pc: usize, off: i64) -> usize {
-    let t = pc as i64 + 1 + off;
-    usize::try_from(t).unwrap_or(usize::MAX)
 }
 
 fn parse_tunnel_key(raw: &[u8], flags: u64) -> Result<TunnelKey, i64> {

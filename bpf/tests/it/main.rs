@@ -10,6 +10,7 @@ mod gateway_kernel;
 mod gateway_templates;
 mod interp;
 mod kernel;
+mod long_jumps;
 mod objdump;
 mod robustness;
 mod verifier;

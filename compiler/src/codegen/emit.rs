@@ -168,7 +168,9 @@ pub(super) fn emit(plan: &Plan, rules: &Rules, layout: Layout, clamp: bool) -> R
         }
     }
     let choices = tables::choices(plan);
-    let mut b = ProgramBuilder::new(PROGRAM);
+    // trees of any size: a jump beyond the 16-bit offset becomes `gotol` (a
+    // conditional one a near jump over a `gotol` trampoline), egret_bpf::builder
+    let mut b = ProgramBuilder::new(PROGRAM).long_jumps(true);
     let finish = b.new_label("finish");
     let not_endpoint = b.new_label("not_endpoint");
     let no_match = b.new_label("pass_no_match");
@@ -190,8 +192,9 @@ pub(super) fn emit(plan: &Plan, rules: &Rules, layout: Layout, clamp: bool) -> R
     e.parse_and_classify(layout);
     e.outcome_blocks(layout);
     e.finish_code();
-    let program = e.b.finish().map_err(|source| CodegenError::Build { source })?;
-    Ok(Emitted { program, notes: e.notes })
+    let (program, moved) = e.b.finish_mapped().map_err(|source| CodegenError::Build { source })?;
+    let notes = e.notes.into_iter().map(|(at, text)| (moved.map(at), text)).collect();
+    Ok(Emitted { program, notes })
 }
 
 impl Emitter<'_> {

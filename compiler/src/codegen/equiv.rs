@@ -34,7 +34,9 @@
 //!
 //! What is compared per packet: the return code and effects (tunnel key
 //! remote, id and TTL, redirect target `ifindex` and flags, tail call and
-//! `cb[0]`), mapped back to a plan action, with `plan.lookup` and with
+//! `cb[0]`), mapped back to a plan action, with `plan.lookup` (through its
+//! longest-prefix index, [`Plan::lookup_index`], whose probes per packet
+//! grow with the prefix lengths, not the entries) and with
 //! `decide` (for every packet, or a deterministic sample of at most
 //! [`CheckOptions::reference_limit`]); the expected `egret_reasons` reason
 //! and `egret_policy_stats` rule gain one packet and the frame's bytes; at
@@ -60,7 +62,7 @@ use super::{HOLE_TUNNEL_IFINDEX, Layout, PROGRAM};
 use crate::eval::{self, Source};
 use crate::ir::prefix::segments;
 use crate::ir::{Action, DropReason, Effect, Health};
-use crate::plan::{ClassId, Plan, Verified};
+use crate::plan::{ClassId, LookupIndex, Plan, Verified};
 use crate::resolve::{SlotId, World};
 use egret_bpf::artifact::{self, Artifact, ArtifactError};
 use egret_bpf::elf::{self, ElfError};
@@ -350,18 +352,19 @@ pub fn special_frames() -> Vec<(Vec<u8>, Reason)> {
 }
 
 /// The expected outcome of a packet from `src` to `dst` under `health`,
-/// from the plan alone (written independently of the interval partition the
-/// generator uses).
-pub fn expected(plan: &Plan, rules: &Rules, src: IpAddr, dst: IpAddr, health: &Health) -> Expected {
+/// from the plan alone (its prefixes hashed by length, [`Plan::lookup_index`]:
+/// written independently of the interval partition the generator uses).
+pub fn expected(index: &LookupIndex<'_>, rules: &Rules, src: IpAddr, dst: IpAddr, health: &Health) -> Expected {
+    let plan = index.plan();
     let pass = |reason| Expected { reason, rule: None, action: Action::Pass, effect: Effect::Pass };
     let Some(class) = plan.class_of(src) else { return pass(Reason::PassNotEndpoint) };
-    if plan.internal.iter().any(|c| c.contains_ip(dst)) {
+    if index.internal(dst) {
         return pass(Reason::PassInternal);
     }
     let Some(table) = plan.classes.get(class.0 as usize) else { return pass(Reason::PassNotEndpoint) };
-    let best =
-        table.entries.iter().enumerate().filter(|(_, e)| e.prefix.contains_ip(dst)).max_by_key(|(_, e)| e.prefix.len);
-    let Some((i, e)) = best else { return pass(Reason::PassNoMatch) };
+    let Some((i, e)) = index.entry(class, dst).and_then(|i| Some((i, table.entries.get(i)?))) else {
+        return pass(Reason::PassNoMatch);
+    };
     let rule = rules.by_entry.get(class.0 as usize).and_then(|v| v.get(i).copied().flatten());
     let effect = e.action.resolve(health);
     let reason = match effect {
@@ -428,11 +431,12 @@ pub fn cases(
     let global = layout == Layout::Inline || all.len() <= GLOBAL_CUTS_MAX;
     let mut out = Vec::new();
     let up = Health::all_up();
+    let index = plan.lookup_index();
     let case = |src: IpAddr, dst: IpAddr, vlan: bool, reference: bool| Case {
         frame: ip_frame(src, dst, vlan),
         src: Some(src),
         dst: Some(dst),
-        expected: expected(plan, rules, src, dst, &up),
+        expected: expected(&index, rules, src, dst, &up),
         reference,
         down: Vec::new(),
         what: None,
@@ -441,7 +445,7 @@ pub fn cases(
         frame: probe.frame,
         src: Some(src),
         dst: Some(dst),
-        expected: expected(plan, rules, src, dst, &up),
+        expected: expected(&index, rules, src, dst, &up),
         reference,
         down: Vec::new(),
         what: Some(probe.what),
@@ -477,7 +481,7 @@ pub fn cases(
             // TCP SYNs: one per outcome; the whole battery once per family, on a redirect
             let mut outcomes = BTreeSet::new();
             for d in &reps {
-                let e = expected(plan, rules, src, *d, &up);
+                let e = expected(&index, rules, src, *d, &up);
                 if !outcomes.insert((e.reason, e.rule)) {
                     continue;
                 }
@@ -564,7 +568,7 @@ pub fn cases(
         let health = Health::with_down(down.iter().copied());
         for c in firsts.values() {
             let (Some(s), Some(d)) = (c.src, c.dst) else { continue };
-            out.push(Case { expected: expected(plan, rules, s, d, &health), down: down.clone(), ..c.clone() });
+            out.push(Case { expected: expected(&index, rules, s, d, &health), down: down.clone(), ..c.clone() });
         }
     }
     out
@@ -792,6 +796,7 @@ fn check_plan(
     }
 
     let all = cases(plan, &rules, layout, &image_cuts, world);
+    let plan_index = plan.lookup_index();
     let reference = reference_selection(plan, &all, options.reference_limit);
     let prepared = interp::prepare(&program, &store).map_err(|source| EquivError::Fault {
         at: Box::new(Counterexample { packet: String::new(), flow: "preparing the program".into() }),
@@ -838,7 +843,7 @@ fn check_plan(
             report.mss_clamped += 1;
         }
         if let (Some(s), Some(d)) = (case.src, case.dst) {
-            let lookup = plan.lookup(s, d);
+            let lookup = plan_index.lookup(s, d);
             if lookup != exp.action {
                 return Err(EquivError::Mismatch {
                     at: at(),

@@ -90,16 +90,19 @@ pub const LICENSE: &str = elf::DEFAULT_LICENSE;
 
 /// The inline layout is used up to this many tree leaves
 /// ([`partition::inline_size`]); above it, the maps layout. Measured with
-/// `BPF_PROG_TEST_RUN` by `egret-bench layouts`
-/// (docs/PERFORMANCE.md, "Classifier layouts"): inline is 1.6–2.1× faster
-/// per packet than the (one-lookup) maps layout at every size it can be
-/// emitted, but its program, kernel load time and check time grow with the
-/// tables; at 2,048 leaves an IPv6 inline
-/// program has ~18k instructions (the 16-bit jump range ends near 32k, at
-/// ~3,700 IPv6 leaves) and loads in ~90 ms against ~50 ms for the maps
-/// layout. If an inline program cannot be built anyway (jump range), the
-/// automatic choice falls back to the maps layout.
-pub const INLINE_MAX_LEAVES: usize = 2048;
+/// `BPF_PROG_TEST_RUN` by `egret-bench layouts` (docs/PERFORMANCE.md,
+/// "Inline trees of any size"): with long jumps (`gotol`) the inline layout
+/// has no jump-range limit and is 3–4× faster per packet than the
+/// (one-lookup) maps layout at every size measured (up to ~57,000 leaves),
+/// but its program, kernel load time (~12–21 µs per leaf) and kernel
+/// verifier work (~10 processed instructions per leaf, against the limit of
+/// 1,000,000) grow with the tables. At 32,768 leaves an IPv6 program has
+/// ~330k instructions, the kernel verifier processes ~1/3 of its limit and
+/// loads it in ~0.5–0.7 s (maps: ~0.1 s); IPv6 inline programs pass the
+/// 1,000,000-instruction program limit near ~100,000 leaves. If an inline
+/// program cannot be built anyway, the automatic choice falls back to the
+/// maps layout.
+pub const INLINE_MAX_LEAVES: usize = 32_768;
 
 /// How a node's tables are compiled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -226,7 +229,7 @@ pub(crate) fn generate_unchecked(plan: &Plan, options: &Options) -> Result<Gener
             Layout::Maps => (Layout::Maps, emit::emit(plan, &rules, Layout::Maps, clamp)?),
             Layout::Inline => match emit::emit(plan, &rules, Layout::Inline, clamp) {
                 Ok(e) => (Layout::Inline, e),
-                // e.g. a jump beyond the 16-bit range: the maps layout has no such limit
+                // (long jumps leave none known below the threshold) the maps layout has no tree to lay out
                 Err(CodegenError::Build { .. }) => (Layout::Maps, emit::emit(plan, &rules, Layout::Maps, clamp)?),
                 Err(e) => return Err(e),
             },

@@ -186,6 +186,13 @@ impl Plan {
             .map_or(Action::Pass, |e| e.action)
     }
 
+    /// An index that answers [`Plan::lookup`]'s longest-prefix questions in
+    /// time proportional to the number of distinct prefix lengths, not
+    /// entries (checking every interval of a large plan stays linear).
+    pub fn lookup_index(&self) -> LookupIndex<'_> {
+        LookupIndex::new(self)
+    }
+
     /// Whether the gateway side of this node accepts `src` on `slot`.
     pub fn gateway_allows(&self, slot: SlotId, src: IpAddr) -> bool {
         self.gateway_tables.iter().any(|t| t.slot == slot && t.sources.binary_search(&src).is_ok())
@@ -214,5 +221,139 @@ impl Plan {
             slots: self.slots.len(),
             gateway_entries: self.gateway_tables.iter().map(|t| t.sources.len()).sum(),
         }
+    }
+}
+
+/// Prefixes by family and length, each masked prefix with a value: a
+/// longest-prefix match by one hash probe per length present, longest first.
+#[derive(Debug, Clone, Default)]
+struct PrefixTable {
+    /// `(family, length)` → masked address → value; lengths in descending order per family.
+    by_len: BTreeMap<(Family, std::cmp::Reverse<u8>), std::collections::HashMap<u128, usize>>,
+}
+
+impl PrefixTable {
+    fn insert(&mut self, prefix: &Cidr, value: usize) {
+        let (lo, _) = prefix.range();
+        self.by_len.entry((prefix.family(), std::cmp::Reverse(prefix.len))).or_default().insert(lo, value);
+    }
+
+    /// The value of the longest prefix containing `ip` (the last inserted of equal prefixes).
+    fn longest(&self, ip: IpAddr) -> Option<usize> {
+        let f = Family::of(&ip);
+        let a = egret_lang::net::ip_to_u128(ip);
+        self.by_len
+            .range((f, std::cmp::Reverse(u8::MAX))..=(f, std::cmp::Reverse(0)))
+            .find_map(|((_, len), m)| m.get(&(a & egret_lang::net::prefix_mask(f, len.0))).copied())
+    }
+}
+
+/// [`Plan::lookup`] with the plan's prefixes hashed by length
+/// ([`Plan::lookup_index`]); the same answers.
+#[derive(Debug, Clone)]
+pub struct LookupIndex<'a> {
+    plan: &'a Plan,
+    internal: PrefixTable,
+    classes: Vec<PrefixTable>,
+}
+
+impl<'a> LookupIndex<'a> {
+    fn new(plan: &'a Plan) -> LookupIndex<'a> {
+        let mut internal = PrefixTable::default();
+        for (i, c) in plan.internal.iter().enumerate() {
+            internal.insert(c, i);
+        }
+        let classes = plan
+            .classes
+            .iter()
+            .map(|t| {
+                let mut table = PrefixTable::default();
+                for (i, e) in t.entries.iter().enumerate() {
+                    table.insert(&e.prefix, i);
+                }
+                table
+            })
+            .collect();
+        LookupIndex { plan, internal, classes }
+    }
+
+    /// The plan indexed.
+    pub fn plan(&self) -> &'a Plan {
+        self.plan
+    }
+
+    /// Whether `dst` is cluster-internal.
+    pub fn internal(&self, dst: IpAddr) -> bool {
+        self.internal.longest(dst).is_some()
+    }
+
+    /// The index of the longest entry of `class`'s table that contains `dst`.
+    pub fn entry(&self, class: ClassId, dst: IpAddr) -> Option<usize> {
+        self.classes.get(class.0 as usize)?.longest(dst)
+    }
+
+    /// What [`Plan::lookup`] answers.
+    pub fn lookup(&self, src: IpAddr, dst: IpAddr) -> PlanAction {
+        if self.internal(dst) {
+            return Action::Pass;
+        }
+        let Some(class) = self.plan.class_of(src) else { return Action::Pass };
+        let entries = self.plan.classes.get(class.0 as usize).map_or(&[][..], |t| &t.entries[..]);
+        self.entry(class, dst).and_then(|i| entries.get(i)).map_or(Action::Pass, |e| e.action)
+    }
+}
+
+#[cfg(test)]
+mod lookup_index_tests {
+    use super::*;
+    use crate::ir::DropReason;
+
+    #[test]
+    fn the_index_answers_as_the_linear_lookup() {
+        let c = |s: &str| -> Cidr { s.parse().expect("cidr") };
+        let ip = |s: &str| -> IpAddr { s.parse().expect("ip") };
+        let drop = Action::Drop(DropReason::NoGateway);
+        let entries = [("0.0.0.0/0", Action::Pass), ("11.0.0.0/8", drop), ("11.2.0.0/16", Action::Pass)]
+            .into_iter()
+            .chain([("11.2.3.0/24", drop), ("2001:db8::/32", drop), ("2001:db8:1::/48", Action::Pass)])
+            .map(|(p, action)| Entry { prefix: c(p), action })
+            .collect();
+        let plan = Plan {
+            node: "n".into(),
+            node_ip: None,
+            internal: vec![c("10.0.0.0/8"), c("fd00::/8")],
+            gateways: vec![],
+            slots: vec![],
+            endpoints: vec![
+                EndpointEntry { ip: ip("10.0.0.5"), class: ClassId(0), endpoint: "a/b".into() },
+                EndpointEntry { ip: ip("fd00::5"), class: ClassId(0), endpoint: "a/b".into() },
+            ],
+            classes: vec![ClassTable { id: ClassId(0), entries }],
+            gateway_tables: vec![],
+        };
+        let index = plan.lookup_index();
+        let mut checked = 0;
+        for src in ["10.0.0.5", "10.0.0.6", "fd00::5"] {
+            for dst in [
+                "11.2.3.4",
+                "11.2.4.4",
+                "11.3.0.0",
+                "12.0.0.0",
+                "10.1.1.1",
+                "0.0.0.0",
+                "255.255.255.255",
+                "2001:db8:1::1",
+                "2001:db8:2::",
+                "fd00::1",
+                "::",
+                "2001:db9::",
+            ] {
+                assert_eq!(index.lookup(ip(src), ip(dst)), plan.lookup(ip(src), ip(dst)), "{src} -> {dst}");
+                checked += 1;
+            }
+        }
+        assert_eq!(index.lookup(ip("10.0.0.5"), ip("11.2.3.4")), drop, "the longest prefix wins");
+        assert_eq!(index.lookup(ip("10.0.0.5"), ip("11.2.4.4")), Action::Pass);
+        assert_eq!(checked, 36);
     }
 }

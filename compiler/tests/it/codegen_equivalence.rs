@@ -301,50 +301,21 @@ fn plan_texts_read_back_for_verify() {
     assert_eq!(err.line, 4);
 }
 
-/// One class, one endpoint, `n` disjoint /24s redirected (plus the internal 10/8).
-fn wide_plan(n: u32) -> egret_compiler::plan::Verified<egret_compiler::plan::Plan> {
-    use egret_compiler::ir::{Action, Entry, GatewayDecl};
-    use egret_compiler::plan::{ClassId, ClassTable, EndpointEntry, Plan};
-    use egret_compiler::resolve::SlotId;
-    use std::net::{IpAddr, Ipv4Addr};
-    let gw = Ipv4Addr::new(192, 0, 2, 100);
-    let entries = (0..n)
-        .map(|i| Entry {
-            prefix: egret_lang::net::Cidr::new(IpAddr::V4(Ipv4Addr::from(0x2000_0000 + (i << 9))), 24),
-            action: Action::redirect(gw.into(), SlotId(7)),
-        })
-        .collect();
-    egret_compiler::plan::verify::verify(Plan {
-        node: "n".into(),
-        node_ip: Some(Ipv4Addr::new(192, 0, 2, 1).into()),
-        internal: vec!["10.0.0.0/8".parse().expect("cidr")],
-        gateways: vec![GatewayDecl { node: "g".into(), ip: gw.into() }],
-        slots: vec![],
-        endpoints: vec![EndpointEntry {
-            ip: "10.0.0.2".parse().expect("ip"),
-            class: ClassId(0),
-            endpoint: "a/b".into(),
-        }],
-        classes: vec![ClassTable { id: ClassId(0), entries }],
-        gateway_tables: vec![],
-    })
-    .expect("valid plan")
-}
-
 #[test]
 fn the_layout_follows_the_measured_threshold() {
     for (_, p) in common::plans(&common::example_world()) {
         assert_eq!(codegen::choose_layout(&p), Layout::Inline);
     }
-    let small = wide_plan(100);
+    let small = common::wide_plan(100);
     assert_eq!(codegen::choose_layout(&small), Layout::Inline);
-    let big = wide_plan(codegen::INLINE_MAX_LEAVES as u32);
+    // n disjoint /24s are about 2n + 1 intervals (plus the internal 10/8's and the endpoint)
+    let big = common::wide_plan(codegen::INLINE_MAX_LEAVES as u32 / 2);
     let rules = codegen::partition::rules(&big);
     assert!(codegen::partition::inline_size(&big, &rules) > codegen::INLINE_MAX_LEAVES);
     assert_eq!(codegen::choose_layout(&big), Layout::Maps);
     let v = codegen::verified_classifier(&big, &Options::default(), None).expect("compiles");
     assert_eq!(v.layout(), Layout::Maps);
-    // forced inline still works at this size, and agrees
+    // forced inline still works at this size (long jumps), and agrees
     let v = codegen::verified_classifier(&big, &Options { layout: Some(Layout::Inline), ..Options::default() }, None)
         .expect("compiles");
     assert_eq!(v.layout(), Layout::Inline);

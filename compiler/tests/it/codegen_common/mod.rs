@@ -75,3 +75,33 @@ pub fn random_plans(n: usize, first_seed: u64) -> Vec<(u64, World, String)> {
     }
     out
 }
+
+/// One class, one endpoint, `n` disjoint /24s redirected (plus the internal 10/8).
+pub fn wide_plan(n: u32) -> egret_compiler::plan::Verified<egret_compiler::plan::Plan> {
+    use egret_compiler::ir::{Action, Entry, GatewayDecl};
+    use egret_compiler::plan::{ClassId, ClassTable, EndpointEntry, Plan};
+    use egret_compiler::resolve::SlotId;
+    use std::net::{IpAddr, Ipv4Addr};
+    let gw = Ipv4Addr::new(192, 0, 2, 100);
+    let entries = (0..n)
+        .map(|i| Entry {
+            prefix: egret_lang::net::Cidr::new(IpAddr::V4(Ipv4Addr::from(0x2000_0000 + (i << 9))), 24),
+            action: Action::redirect(gw.into(), SlotId(7)),
+        })
+        .collect();
+    egret_compiler::plan::verify::verify(Plan {
+        node: "n".into(),
+        node_ip: Some(Ipv4Addr::new(192, 0, 2, 1).into()),
+        internal: vec!["10.0.0.0/8".parse().expect("cidr")],
+        gateways: vec![GatewayDecl { node: "g".into(), ip: gw.into() }],
+        slots: vec![],
+        endpoints: vec![EndpointEntry {
+            ip: "10.0.0.2".parse().expect("ip"),
+            class: ClassId(0),
+            endpoint: "a/b".into(),
+        }],
+        classes: vec![ClassTable { id: ClassId(0), entries }],
+        gateway_tables: vec![],
+    })
+    .expect("valid plan")
+}
