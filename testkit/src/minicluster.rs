@@ -100,6 +100,8 @@ pub const SERVER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 pub const EXCLUDED_SERVER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 200);
 /// The CIDR the mini-cluster's policy excludes besides the article's.
 pub const EXCLUDED_CIDR: &str = "203.0.113.128/25";
+/// The agents' flow-log expiry sweep ([`MiniCluster::enable_flow_log`]), ms.
+pub const FLOW_LOG_SWEEP_MS: u64 = 200;
 /// The server's TCP port.
 pub const TCP_PORT: u16 = 8080;
 /// The server's UDP port.
@@ -963,6 +965,8 @@ pub struct MiniCluster {
     namespaces: Namespaces,
     bpffs: Option<BpffsMount>,
     snapshot: PathBuf,
+    /// The agents' flow logs' directory ([`MiniCluster::enable_flow_log`]).
+    flow_log: Option<PathBuf>,
 }
 
 impl fmt::Debug for MiniCluster {
@@ -976,6 +980,9 @@ impl Drop for MiniCluster {
         self.agents.clear();
         self.server = None;
         let _ = std::fs::remove_dir_all(&self.snapshot);
+        if let Some(d) = &self.flow_log {
+            let _ = std::fs::remove_dir_all(d);
+        }
         // what the agents' floating-IP controllers left for `egret-agent status`
         for n in NODES {
             let _ = std::fs::remove_file(egret_runtime::ha::ownership::status_file(&self.bpffs_root(n.name)));
@@ -1083,6 +1090,7 @@ impl MiniCluster {
             namespaces: Namespaces(Vec::new()),
             bpffs: None,
             snapshot: snapshot.clone(),
+            flow_log: None,
         };
         c.build_network()?;
         std::fs::create_dir_all(&snapshot).map_err(io(format!("creating {}", snapshot.display())))?;
@@ -1137,6 +1145,10 @@ impl MiniCluster {
                 "--metrics".into(),
                 format!("127.0.0.1:{METRICS_PORT}"),
             ]);
+            if let Some(dir) = c.flow_log_dir(node.name) {
+                args.extend(["--flow-log".into(), dir.to_string_lossy().into_owned()]);
+                args.extend(["--flow-log-sweep".into(), FLOW_LOG_SWEEP_MS.to_string()]);
+            }
             c.agents.push(AgentProcess::spawn(agent, &args, &env, node.name)?);
         }
         for node in NODES {
@@ -1146,6 +1158,19 @@ impl MiniCluster {
             c.wait_gateways_live(node.name)?;
         }
         Ok(())
+    }
+
+    /// Makes the agents started from now on write a flow log
+    /// (`--flow-log`, one directory per node under a temporary directory
+    /// removed with the cluster; expiry swept every [`FLOW_LOG_SWEEP_MS`]).
+    pub fn enable_flow_log(&mut self) {
+        self.flow_log = Some(std::env::temp_dir().join(format!("{}-flows", self.prefix)));
+    }
+
+    /// A node's flow log directory, when [`MiniCluster::enable_flow_log`] was called.
+    #[must_use]
+    pub fn flow_log_dir(&self, node_name: &str) -> Option<PathBuf> {
+        self.flow_log.as_ref().map(|d| d.join(node_name))
     }
 
     /// The network namespace of a role (`ul`, `srv`, a node's short name, a pod's name).

@@ -15,6 +15,13 @@
 //!   (plain IP over the underlay), which no overlay cluster can do but shows
 //!   what the encapsulation costs.
 //!
+//! - **egret with the flow log**: egret's cluster again, its agents writing
+//!   the flow audit log (`--flow-log`, issue #21): the same datapath (the
+//!   programs write their events either way; without a reader the ring
+//!   stays full and each event costs a failed `bpf_ringbuf_output`), plus
+//!   the agent's reader draining the ring and writing JSON lines on the
+//!   same CPUs. `flow log cost` is 1 − its median / egret's median.
+//!
 //! Both send from the same pod (`egress-1` on `worker-1`) to the same server
 //! with the same UDP payload size; one thread sends as fast as it can for a
 //! fixed time (count-bounded), and the figure is frames **arrived at the
@@ -30,7 +37,7 @@
 //! gateway's maps get the slot's egress IPv6 and the pods' IPv6 sources);
 //! the kernel NAT gateway translates with `nft` `ip6` `snat` and conntrack,
 //! behind the same IPv4 VXLAN tunnel (or, routed, over the underlay's IPv6).
-//! Everything else — the three datapaths, the alternating trials, the
+//! Everything else — the four datapaths, the alternating trials, the
 //! flood, the figures — is the same code for both families.
 
 use std::net::{IpAddr, SocketAddr};
@@ -40,7 +47,7 @@ use std::time::Duration;
 use egret_bpf::templates::{Stat, map};
 use egret_lang::net::Family;
 use egret_testkit::minicluster::{
-    self, Datapath, EGRESS_IP, EGRESS_IP6, Flood, MiniCluster, SERVER, SERVER6, SINK_PORT, Stack,
+    self, Datapath, EGRESS_IP, EGRESS_IP6, Flood, MiniCluster, SERVER, SERVER6, SINK_PORT, Source, Stack,
 };
 use serde::Serialize;
 
@@ -86,6 +93,11 @@ pub struct Row {
     pub flows: usize,
     /// egret.
     pub egret: Side,
+    /// egret, its agents writing the flow log.
+    pub egret_flow_log: Side,
+    /// 1 − egret with the flow log / egret, of the medians (the flow log's
+    /// cost in packets per second).
+    pub flow_log_cost: f64,
     /// Kernel NAT behind the same VXLAN tunnel.
     pub kernel_nat: Side,
     /// Kernel NAT reached by plain routing (no tunnel).
@@ -135,6 +147,18 @@ impl Cluster {
         Ok(Cluster { name, family, c: MiniCluster::start_with_stack(tag, stack, datapath)? })
     }
 
+    /// egret's cluster with the agents writing the flow log.
+    fn start_flow_log(name: &'static str, tag: &str, family: Family, agent: &Path) -> anyhow::Result<Cluster> {
+        let stack = match family {
+            Family::V4 => Stack::V4,
+            Family::V6 => Stack::Dual,
+        };
+        let mut c = MiniCluster::prepare_with(tag, stack)?;
+        c.enable_flow_log();
+        c.start_agents(agent, Source::Snapshot)?;
+        Ok(Cluster { name, family, c })
+    }
+
     /// The server's address of the family.
     fn server(&self) -> IpAddr {
         match self.family {
@@ -180,25 +204,30 @@ pub fn run(opts: &Options) -> anyhow::Result<Vec<Row>> {
     let egret = Cluster::start("egret", "bge", f, Datapath::Egret(Path::new(&opts.agent)))?;
     let kernel = Cluster::start("kernel NAT", "bgk", f, Datapath::KernelNat { tunnel: true })?;
     let routed = Cluster::start("kernel NAT, routed", "bgr", f, Datapath::KernelNat { tunnel: false })?;
-    for c in [&egret, &kernel, &routed] {
+    let logged = Cluster::start_flow_log("egret with the flow log", "bgf", f, &opts.agent)?;
+    for c in [&egret, &kernel, &routed, &logged] {
         let seen = c.c.udp_request(POD, c.server())?;
         anyhow::ensure!(seen.ip == c.egress(), "{}: the server saw {} instead of the egress IP", c.name, seen.ip);
     }
     let snat_before = egret.snat()?;
     let mut rows = Vec::new();
     for &flows in &opts.flows {
-        let (mut e, mut k, mut r) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut e, mut k, mut r, mut l) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for _ in 0..opts.trials {
             e.push(egret.flood(flows, opts)?);
             k.push(kernel.flood(flows, opts)?);
             r.push(routed.flood(flows, opts)?);
+            l.push(logged.flood(flows, opts)?);
         }
-        let (egret_side, kernel_side, routed_side) = (side(&e), side(&k), side(&r));
+        let (egret_side, kernel_side, routed_side, logged_side) = (side(&e), side(&k), side(&r), side(&l));
         let ratio = egret_side.median_pps / kernel_side.median_pps.max(1e-9);
         let ratio_routed = egret_side.median_pps / routed_side.median_pps.max(1e-9);
+        let flow_log_cost = 1.0 - logged_side.median_pps / egret_side.median_pps.max(1e-9);
         rows.push(Row {
             flows,
             egret: egret_side,
+            egret_flow_log: logged_side,
+            flow_log_cost,
             kernel_nat: kernel_side,
             kernel_nat_routed: routed_side,
             ratio,
@@ -227,22 +256,33 @@ pub fn render(opts: &Options, rows: &[Row]) -> String {
         opts.duration.as_secs_f64()
     );
     out.push_str(&format!(
-        "{:>6} {:>12} {:>12} {:>8} {:>14} {:>8} {:>11}\n",
-        "flows", "egret", "kernel NAT", "ratio", "routed k. NAT", "ratio", "max loss"
+        "{:>6} {:>12} {:>12} {:>8} {:>14} {:>8} {:>14} {:>14} {:>11}\n",
+        "flows",
+        "egret",
+        "kernel NAT",
+        "ratio",
+        "routed k. NAT",
+        "ratio",
+        "egret+flow log",
+        "flow log cost",
+        "max loss"
     ));
     for r in rows {
         let loss = |s: &Side| {
             if s.sent == 0 { 0.0 } else { 100.0 * (s.sent.saturating_sub(s.arrived)) as f64 / s.sent as f64 }
         };
-        let max_loss = loss(&r.egret).max(loss(&r.kernel_nat)).max(loss(&r.kernel_nat_routed));
+        let max_loss =
+            loss(&r.egret).max(loss(&r.kernel_nat)).max(loss(&r.kernel_nat_routed)).max(loss(&r.egret_flow_log));
         out.push_str(&format!(
-            "{:>6} {:>12.0} {:>12.0} {:>7.2}× {:>14.0} {:>7.2}× {:>10.2}%\n",
+            "{:>6} {:>12.0} {:>12.0} {:>7.2}× {:>14.0} {:>7.2}× {:>14.0} {:>13.1}% {:>10.2}%\n",
             r.flows,
             r.egret.median_pps,
             r.kernel_nat.median_pps,
             r.ratio,
             r.kernel_nat_routed.median_pps,
             r.ratio_routed,
+            r.egret_flow_log.median_pps,
+            100.0 * r.flow_log_cost,
             max_loss
         ));
     }
