@@ -12,12 +12,12 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use egret_bpf::templates::{self, NatKey};
+use egret_bpf::templates::{self, FlowEvent, NatKey, Stat};
 use egret_loader::pins::PinLayout;
 use egret_loader::state::StateMap;
 use egret_testkit::minicluster::{EGRESS_IP, MiniCluster, SERVER, Source, TCP_PORT, UDP_PORT};
 
-use super::{AGENT, Leftovers, privileged};
+use super::{AGENT, Leftovers, privileged, stat};
 
 /// The policy of the mini-cluster's snapshot.
 const POLICY: &str = "egress-gateway-policy";
@@ -68,7 +68,7 @@ fn flows_who_names_pod_destination_and_policy_of_a_thousand_connections() {
         return;
     }
     let mut c = MiniCluster::prepare("e2efl").expect("the mini-cluster is built");
-    c.enable_flow_log();
+    c.enable_flow_log(egret_runtime::flows::log::DEFAULT_MAX_BYTES);
     c.start_agents(Path::new(AGENT), Source::Snapshot).expect("the agents start");
     let leftovers = Leftovers::of(&c);
     let dir = c.flow_log_dir("gateway-1").expect("a flow log");
@@ -171,25 +171,93 @@ fn flows_who_names_pod_destination_and_policy_of_a_thousand_connections() {
     }
 
     // the counters: every record written, none lost
-    let (code, metrics) = c.agent_http("gateway-1", "/metrics").expect("metrics");
-    assert_eq!(code, 200);
-    let value = |name: &str| -> u64 {
-        metrics
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
-    };
-    assert!(value("egret_flow_records_written_total{event=\"created\"}") >= 1000);
-    assert!(value("egret_flow_records_written_total{event=\"closed\"}") >= 600);
-    assert!(value("egret_flow_records_written_total{event=\"expired\"}") >= 300);
-    assert_eq!(value("egret_flow_events_dropped_total"), 0);
+    assert!(metric(&c, "egret_flow_records_written_total{event=\"created\"}") >= 1000);
+    assert!(metric(&c, "egret_flow_records_written_total{event=\"closed\"}") >= 600);
+    assert!(metric(&c, "egret_flow_records_written_total{event=\"expired\"}") >= 300);
+    assert_eq!(metric(&c, "egret_flow_events_dropped_total"), 0);
     drop(open);
     drop(c);
     leftovers.assert_gone();
     assert!(!dir.exists(), "the flow log is removed with the cluster");
 }
 
+/// A sample of gateway-1's `/metrics`.
+fn metric(c: &MiniCluster, name: &str) -> u64 {
+    let (code, metrics) = c.agent_http("gateway-1", "/metrics").expect("metrics");
+    assert_eq!(code, 200);
+    metrics
+        .lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+}
+
 fn minicluster_pod_ip(name: &str) -> String {
     egret_testkit::minicluster::pod(name).ip.to_string()
+}
+
+/// The flood: gateway-1's agent stalled (SIGSTOP: its reader drains
+/// nothing) while a pod opens far more new connections than the ring holds.
+/// Every packet is translated and arrives (the datapath does not wait for
+/// the reader); the events that did not fit are counted; once the agent
+/// runs again it writes what the ring held, and written + dropped is every
+/// connection created; the log stays within its bound, rotating.
+#[test]
+fn a_flood_of_new_connections_drops_events_not_packets_and_the_log_stays_bounded() {
+    if !privileged("a_flood_of_new_connections_drops_events_not_packets_and_the_log_stays_bounded") {
+        return;
+    }
+    const BOUND: u64 = 256 * 1024;
+    const FLOOD: u16 = 30_000;
+    let mut c = MiniCluster::prepare("e2eff").expect("the mini-cluster is built");
+    c.enable_flow_log(BOUND);
+    c.start_agents(Path::new(AGENT), Source::Snapshot).expect("the agents start");
+    let leftovers = Leftovers::of(&c);
+    let dir = c.flow_log_dir("gateway-1").expect("a flow log");
+    let (created0, dropped0) = (stat(&c, Stat::NatCreated), stat(&c, Stat::FlowEventDropped));
+    let written0 = metric(&c, "egret_flow_records_written_total{event=\"created\"}");
+
+    c.pause_agent("gateway-1", true).expect("SIGSTOP");
+    let flood = c.udp_to_ports("egress-1", SERVER.into(), 1..=FLOOD);
+    c.pause_agent("gateway-1", false).expect("SIGCONT");
+    let flood = flood.expect("the flood is sent");
+    assert_eq!((flood.sent, flood.failed), (u64::from(FLOOD), 0));
+    assert!(flood.arrived >= u64::from(FLOOD), "every datagram arrived at the server: {flood:?}");
+    let created = stat(&c, Stat::NatCreated) - created0;
+    assert_eq!(created, u64::from(FLOOD), "each a new translation");
+    let dropped = stat(&c, Stat::FlowEventDropped) - dropped0;
+    let ring = u64::from(egret_bpf::layout::FLOW_EVENTS_BYTES) / (FlowEvent::SIZE as u64 + 8).next_multiple_of(8);
+    assert!(dropped >= created - ring, "{dropped} events dropped, the ring holds {ring}");
+
+    // the reader catches up with what the ring held
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let written = loop {
+        let w = metric(&c, "egret_flow_records_written_total{event=\"created\"}") - written0;
+        if w + dropped >= created {
+            break w;
+        }
+        assert!(Instant::now() < deadline, "{w} written, {dropped} dropped of {created}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(written + dropped, created, "every event written or counted dropped");
+    println!(
+        "flood: {} new connections in {:.0} ms ({:.0}/s), {} arrived; events: {written} written, {dropped} dropped",
+        flood.sent,
+        flood.elapsed.as_secs_f64() * 1000.0,
+        flood.sent as f64 / flood.elapsed.as_secs_f64(),
+        flood.arrived
+    );
+    assert_eq!(metric(&c, "egret_flow_events_dropped_total"), stat(&c, Stat::FlowEventDropped));
+    let size = egret_runtime::flows::log::size(&dir).expect("the log's size");
+    assert!(size <= BOUND, "the log holds {size} bytes, bound {BOUND}");
+    println!("flood: the log holds {size} bytes (bound {BOUND})");
+    let segments = egret_runtime::flows::log::segments(&dir).expect("segments");
+    assert_eq!(segments.len(), egret_runtime::flows::log::DEFAULT_FILES as usize, "rotated, the oldest deleted");
+    // what the log kept: the newest of the events the ring held (the
+    // connections after them were dropped), named
+    let kept = egret_runtime::flows::query::list(&dir, &Default::default()).expect("the log reads");
+    assert!(!kept.is_empty());
+    assert!(kept.iter().all(|k| k.flow.pod.name.as_deref() == Some("egress-1") && k.flow.dst.ip() == SERVER));
+    drop(c);
+    leftovers.assert_gone();
 }

@@ -154,7 +154,7 @@ impl Cluster {
             Family::V6 => Stack::Dual,
         };
         let mut c = MiniCluster::prepare_with(tag, stack)?;
-        c.enable_flow_log();
+        c.enable_flow_log(egret_runtime::flows::log::DEFAULT_MAX_BYTES);
         c.start_agents(agent, Source::Snapshot)?;
         Ok(Cluster { name, family, c })
     }
