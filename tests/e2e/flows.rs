@@ -241,11 +241,8 @@ fn a_flood_of_new_connections_drops_events_not_packets_and_the_log_stays_bounded
     };
     assert_eq!(written + dropped, created, "every event written or counted dropped");
     println!(
-        "flood: {} new connections in {:.0} ms ({:.0}/s), {} arrived; events: {written} written, {dropped} dropped",
-        flood.sent,
-        flood.elapsed.as_secs_f64() * 1000.0,
-        flood.sent as f64 / flood.elapsed.as_secs_f64(),
-        flood.arrived
+        "flood: {} new connections, {} arrived; events: {written} written, {dropped} dropped",
+        flood.sent, flood.arrived
     );
     assert_eq!(metric(&c, "egret_flow_events_dropped_total"), stat(&c, Stat::FlowEventDropped));
     let size = egret_runtime::flows::log::size(&dir).expect("the log's size");

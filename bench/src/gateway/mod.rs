@@ -22,6 +22,12 @@
 //!   the agent's reader draining the ring and writing JSON lines on the
 //!   same CPUs. `flow log cost` is 1 − its median / egret's median.
 //!
+//! A second figure compares the two egret clusters on new connections: the
+//! pod sends one datagram to each of [`NEW_CONNECTIONS`] destination ports
+//! (each a new translation, so each a flow event), and the figure is new
+//! connections arrived per second, plus how many of the flow-log cluster's
+//! events its reader did not keep up with (dropped by the datapath).
+//!
 //! Both send from the same pod (`egress-1` on `worker-1`) to the same server
 //! with the same UDP payload size; one thread sends as fast as it can for a
 //! fixed time (count-bounded), and the figure is frames **arrived at the
@@ -108,6 +114,33 @@ pub struct Row {
     pub ratio_routed: f64,
 }
 
+/// New connections per trial of the new-connection figure.
+pub const NEW_CONNECTIONS: u16 = 20_000;
+
+/// The new-connection figure: egret with and without the flow log.
+#[derive(Debug, Clone, Serialize)]
+pub struct NewConnections {
+    /// egret.
+    pub egret: Side,
+    /// egret, its agents writing the flow log.
+    pub egret_flow_log: Side,
+    /// 1 − with / without the flow log, of the medians.
+    pub flow_log_cost: f64,
+    /// Flow events the flow-log cluster's gateway created over the trials.
+    pub events: u64,
+    /// Of those, dropped because the ring was full (the reader behind).
+    pub events_dropped: u64,
+}
+
+/// Everything the benchmark measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// One row per flow count.
+    pub rows: Vec<Row>,
+    /// New connections.
+    pub new_connections: NewConnections,
+}
+
 fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
@@ -182,7 +215,17 @@ impl Cluster {
 
     /// Packets egret's gateway translated so far (`egret_gw_stats` `snat`).
     fn snat(&self) -> anyhow::Result<u64> {
-        Ok(self.c.counter(GATEWAY, map::GW_STATS, Stat::Snat.index())?.0)
+        self.stat(Stat::Snat)
+    }
+
+    /// A gateway counter's packets.
+    fn stat(&self, s: Stat) -> anyhow::Result<u64> {
+        Ok(self.c.counter(GATEWAY, map::GW_STATS, s.index())?.0)
+    }
+
+    /// One datagram to each of [`NEW_CONNECTIONS`] ports of the server.
+    fn new_connections(&self) -> anyhow::Result<Flood> {
+        Ok(self.c.udp_to_ports(POD, self.server(), 1..=NEW_CONNECTIONS)?)
     }
 }
 
@@ -191,7 +234,7 @@ impl Cluster {
 /// # Errors
 /// Missing tools or privilege, set-up failures, or a datapath that does not
 /// translate to the egress IP (the comparison would be meaningless).
-pub fn run(opts: &Options) -> anyhow::Result<Vec<Row>> {
+pub fn run(opts: &Options) -> anyhow::Result<Report> {
     if let Some(m) = minicluster::missing_tools() {
         anyhow::bail!("the gateway benchmark needs root, bpffs and {m}");
     }
@@ -242,12 +285,27 @@ pub fn run(opts: &Options) -> anyhow::Result<Vec<Row>> {
         snat * 100 >= arrived * 99,
         "egret: {arrived} frames arrived at the server but the gateway translated only {snat} packets"
     );
-    Ok(rows)
+    let (created0, dropped0) = (logged.stat(Stat::NatCreated)?, logged.stat(Stat::FlowEventDropped)?);
+    let (mut e, mut l) = (Vec::new(), Vec::new());
+    for _ in 0..opts.trials {
+        e.push(egret.new_connections()?);
+        l.push(logged.new_connections()?);
+    }
+    let (egret_side, logged_side) = (side(&e), side(&l));
+    let new_connections = NewConnections {
+        flow_log_cost: 1.0 - logged_side.median_pps / egret_side.median_pps.max(1e-9),
+        egret: egret_side,
+        egret_flow_log: logged_side,
+        events: logged.stat(Stat::NatCreated)? - created0,
+        events_dropped: logged.stat(Stat::FlowEventDropped)? - dropped0,
+    };
+    Ok(Report { rows, new_connections })
 }
 
 /// The rows as a table.
 #[must_use]
-pub fn render(opts: &Options, rows: &[Row]) -> String {
+pub fn render(opts: &Options, report: &Report) -> String {
+    let rows = &report.rows;
     let mut out = format!(
         "gateway throughput, {}UDP payload {} B, {} trial(s) of {:.1} s per datapath, frames/s arrived at the server (median)\n",
         if opts.family == Family::V6 { "IPv6, " } else { "" },
@@ -286,5 +344,15 @@ pub fn render(opts: &Options, rows: &[Row]) -> String {
             max_loss
         ));
     }
+    let n = &report.new_connections;
+    out.push_str(&format!(
+        "new connections ({} per trial), arrived/s (median): egret {:.0}, egret+flow log {:.0}, flow log cost {:.1}%; flow events {}, dropped {}\n",
+        NEW_CONNECTIONS,
+        n.egret.median_pps,
+        n.egret_flow_log.median_pps,
+        100.0 * n.flow_log_cost,
+        n.events,
+        n.events_dropped
+    ));
     out
 }
