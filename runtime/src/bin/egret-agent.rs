@@ -733,4 +733,35 @@ mod tests {
         assert!(error("staus").contains("status"), "{}", error("staus"));
         assert!(error("--kube --node n --metrcs :9963").contains("--metrics"));
     }
+
+    #[test]
+    fn the_flow_log_options_and_commands_parse() {
+        let r = run("--snapshot /s --node n --flow-log /var/log/f --flow-log-max-bytes 65536 --flow-log-files 4");
+        let f = r.config.flow_log.expect("a flow log");
+        assert_eq!((f.log.dir.as_path(), f.log.max_bytes, f.log.files), (Path::new("/var/log/f"), 65536, 4));
+        assert_eq!(f.sweep, Duration::from_secs(2));
+        assert_eq!(run("--snapshot /s --node n").config.flow_log, None);
+        assert!(error("--snapshot /s --node n --flow-log-files 4").contains("--flow-log"), "needs --flow-log");
+        assert!(error("--snapshot /s --node n --flow-log /f --flow-log-files 1").contains("1"));
+        let Some(Cmd::Flows(FlowsCmd::Who(w))) =
+            args("flows who 198.51.100.100:61234 --at 2026-12-08T10:32 --json").expect("parses").command
+        else {
+            panic!("flows who")
+        };
+        assert_eq!(w.egress, "198.51.100.100:61234".parse().expect("addr"));
+        assert_eq!(w.at, Some("2026-12-08T10:32:00Z".parse().expect("time")), "no offset: UTC");
+        assert!(w.log.json);
+        assert_eq!(w.log.dir, Path::new(egret_runtime::flows::log::DEFAULT_DIR));
+        assert!(error("flows who 198.51.100.100:61234 --at yesterday").contains("is not a time"));
+        let Some(Cmd::Flows(FlowsCmd::List(l))) =
+            args("flows list --pod production/egress-1 --since 2026-12-08T10:00:00+01:00 --dir /d")
+                .expect("parses")
+                .command
+        else {
+            panic!("flows list")
+        };
+        assert_eq!(l.pod.as_deref(), Some("production/egress-1"));
+        assert_eq!(l.since, Some("2026-12-08T09:00:00Z".parse().expect("time")));
+        assert_eq!(l.log.dir, Path::new("/d"));
+    }
 }
