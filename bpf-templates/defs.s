@@ -44,6 +44,8 @@
 .equ ERR_IPCSUM_OFF, -388           // u32 frame offset of its inner IPv4 header checksum
 .equ TK_FLAGS, -392                 // u32 tunnel key flags of TUNKEY's family (BPF_F_TUNINFO_IPV6 or 0)
 .equ TO_NODE, -408                  // node address a packet is tunnelled to (16 B)
+.equ FLAGS_OLD, -420                // u32 the connection's RV_F_* flags before this packet
+.equ EVENT, -512                    // flow event being built (layout::flow_event, 88 B)
 // The probe path (egret_tunnel_in) never reaches the SNAT path, so it reuses RVAL and NODE:
 .equ PROBE_RX_VAL, RVAL             // egret_probe_rx value being built (24 B)
 .equ PROBE_NODE, NODE               // egret_probe_rx key: the answering node (16 B)

@@ -204,8 +204,10 @@ reply_state\v:
     r1 = *(u32 *)(r10 + ERR)
     if r1 != 0 goto reply_error_rewrite\v
     r3 = *(u32 *)(r10 + SRC_FLAGS)
+    *(u32 *)(r10 + FLAGS_OLD) = r3
     r3 |= RV_F_SEEN_REPLY
     conn_state r8, u8, RKEY, TCP_ESTABLISHED_TIMEOUT_NS
+    conn_events \v, NODE                 // a FIN or RST from the remote end closes it
 
     // --- rewrite: destination address and port, checksums, TTL
     nat_rewrite\v RKEY + K_PROTO, DADDR\v, RKEY + K_SRC\v, ORIG_ADDR, RKEY + K_SPORT, ORIG_PORT

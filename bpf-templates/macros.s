@@ -331,6 +331,65 @@ timeout\@:
     if r1 <= r2 goto \done
 .endm
 
+// ----- flow events (egret_flow_events: a ring buffer of layout::flow_event) --------
+
+// A flow event of kind \kind (FLOW_*, an immediate or a register other than
+// r1) for the connection of family \v: the pod (address, port) at FKEY, the
+// remote end, its port, the NAT port, the egress IP and the protocol at RKEY,
+// SLOT, NOW, the pod's node at r10 + \node, the RV_F_* flags in r3. A full
+// ring buffer costs the event, counted flow-event-dropped, never the packet:
+// bpf_ringbuf_output does not wait. r0-r5 clobbered.
+.macro flow_event v, kind, node
+    stack_zero EVENT, EV_WORDS
+    *(u8 *)(r10 + EVENT + EV_KIND) = \kind
+    *(u8 *)(r10 + EVENT + EV_FAMILY) = \v
+    *(u8 *)(r10 + EVENT + EV_FLAGS) = r3
+    r1 = *(u8 *)(r10 + RKEY + K_PROTO)
+    *(u8 *)(r10 + EVENT + EV_PROTO) = r1
+    r1 = *(u32 *)(r10 + SLOT)
+    *(u32 *)(r10 + EVENT + EV_SLOT) = r1
+    r1 = *(u64 *)(r10 + NOW)
+    *(u64 *)(r10 + EVENT + EV_TIME) = r1
+    r1 = *(u16 *)(r10 + FKEY + K_SPORT)
+    *(u16 *)(r10 + EVENT + EV_SPORT) = r1
+    r1 = *(u16 *)(r10 + RKEY + K_DPORT)
+    *(u16 *)(r10 + EVENT + EV_DPORT) = r1
+    r1 = *(u16 *)(r10 + RKEY + K_SPORT)
+    *(u16 *)(r10 + EVENT + EV_NAT_PORT) = r1
+    addr_copy\v r10 + EVENT + EV_SRC, r10 + FKEY + K_SRC\v
+    addr_copy\v r10 + EVENT + EV_DST, r10 + RKEY + K_DST\v
+    addr_copy\v r10 + EVENT + EV_EGRESS_IP, r10 + RKEY + K_SRC\v
+    addr_copy6 r10 + EVENT + EV_NODE, r10 + \node
+    r1 = map[egret_flow_events] ll
+    r2 = r10
+    r2 += EVENT
+    r3 = EV_SIZE
+    r4 = 0                              // adaptive wakeup: the reader is woken only when it has caught up
+    call ringbuf_output
+    if r0 == 0 goto sent\@
+    count STAT_FLOW_EVENT_DROPPED
+sent\@:
+.endm
+
+// The events of a state change of a live connection, from FLAGS_OLD to the
+// flags in r3: closing now -> FLOW_CLOSED; closing before and not now (a bare
+// SYN restarted the mapping: a new connection on the same tuple) ->
+// FLOW_CREATED; otherwise none. r0-r5 clobbered.
+.macro conn_events v, node
+    r1 = *(u32 *)(r10 + FLAGS_OLD)
+    r1 ^= r3
+    r1 &= RV_F_CLOSING
+    if r1 == 0 goto same\@             // closing unchanged: no event
+    r5 = FLOW_CLOSED
+    r1 = r3
+    r1 &= RV_F_CLOSING
+    if r1 != 0 goto event\@
+    r5 = FLOW_CREATED
+event\@:
+    flow_event \v, r5, \node
+same\@:
+.endm
+
 // ----- rewriting the packet (any helper failing -> drop_rewrite_failed) ---------------
 
 // the L4 checksum (at CSUM_OFF) for a field changing from \old to \new

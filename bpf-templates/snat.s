@@ -178,8 +178,10 @@ l4_done\v:
     if r0 == 0 goto nat_new\v             // reverse entry evicted
     other_flow \v, nat_new\v                 // the port went to another flow meanwhile
     expired nat_new\v                     // expired: a new connection
+    r9 = r0                             // the reverse entry (r9 is the port bucket only on nat_new)
     // refresh the state: a bare SYN restarts it, FIN/RST close it
-    r3 = *(u8 *)(r0 + RV_FLAGS)
+    r3 = *(u8 *)(r9 + RV_FLAGS)
+    *(u32 *)(r10 + FLAGS_OLD) = r3
     r1 = *(u32 *)(r10 + TCP_FLAGS)
     r2 = r1
     r2 &= TH_SYN + TH_ACK
@@ -187,13 +189,15 @@ l4_done\v:
     r3 &= RV_F_LOCAL
 fwd_no_syn\v:
     fin_rst_closes r2, r1
-    *(u8 *)(r0 + RV_FLAGS) = r3
+    *(u8 *)(r9 + RV_FLAGS) = r3
+    conn_events \v, REPLY_NODE
+    r3 = *(u8 *)(r9 + RV_FLAGS)
     // timeout by protocol and state -> r4
     timeout FKEY, fwd_timeout\v
     timeout_if_flag RV_F_SEEN_REPLY, TCP_ESTABLISHED_TIMEOUT_NS, fwd_timeout\v
     r4 = TCP_SYN_TIMEOUT_NS ll
 fwd_timeout\v:
-    seen_now r0, "*(u64 *)(r8 + FV_LAST_SEEN) = r1"
+    seen_now r9, "*(u64 *)(r8 + FV_LAST_SEEN) = r1"
     goto translate\v
 
     // --- new mapping: build the reverse value, then probe NAT_PROBES ports
@@ -260,6 +264,8 @@ nat_claimed\v:
     *(u64 *)(r10 + FVAL + FV_LAST_SEEN) = r1
     update egret_nat_v\v, FKEY, FVAL, "r4 = BPF_ANY"
     count STAT_NAT_CREATED
+    r3 = *(u8 *)(r10 + RVAL + RV_FLAGS)
+    flow_event \v, FLOW_CREATED, REPLY_NODE
 
     // --- rewrite: source address and port, checksums, TTL (RKEY holds the new ones)
 translate\v:

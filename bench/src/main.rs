@@ -255,9 +255,9 @@ fn classify(
 }
 
 fn gateway(opts: &egret_bench::gateway::Options, json: Option<&std::path::Path>) -> anyhow::Result<()> {
-    let rows = egret_bench::gateway::run(opts)?;
-    print!("{}", egret_bench::gateway::render(opts, &rows));
-    json.map_or(Ok(()), |path| write_json(path, &rows))
+    let report = egret_bench::gateway::run(opts)?;
+    print!("{}", egret_bench::gateway::render(opts, &report));
+    json.map_or(Ok(()), |path| write_json(path, &report))
 }
 
 /// `--family v4|v6`.

@@ -430,9 +430,10 @@ pub struct DecisionTable {
 /// The maps whose content the compiler does not produce (`crate::templates`:
 /// the NAT tables, the per-CPU counters and the probe replies, which the
 /// programs write, and the gateways' liveness and the floating slots'
-/// owners, which the node's agent writes): state maps wherever they appear
+/// owners, which the node's agent writes, and the flow events' ring buffer,
+/// which the agent reads while generations change): state maps wherever they appear
 /// with an empty image ([`Artifact::new`] marks them), kept across swaps.
-pub const TEMPLATE_STATE_MAPS: [&str; 9] = [
+pub const TEMPLATE_STATE_MAPS: [&str; 10] = [
     crate::templates::map::NAT_V4,
     crate::templates::map::RNAT_V4,
     crate::templates::map::NAT_V6,
@@ -442,6 +443,7 @@ pub const TEMPLATE_STATE_MAPS: [&str; 9] = [
     crate::templates::map::FLOAT_OWNER,
     crate::templates::map::GW_LIVE,
     crate::templates::map::GW_DOWN,
+    crate::templates::map::FLOW_EVENTS,
 ];
 
 /// The manifest (`NODE.artifact.json`).
@@ -791,6 +793,7 @@ mod tests {
             a.manifest.state,
             [
                 "egret_float_owner",
+                "egret_flow_events",
                 "egret_gw_stats",
                 "egret_nat_v4",
                 "egret_nat_v6",

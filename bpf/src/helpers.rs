@@ -45,6 +45,8 @@ pub mod id {
     pub const GET_HASH_RECALC: i32 = 34;
     /// `bpf_csum_update`.
     pub const CSUM_UPDATE: i32 = 40;
+    /// `bpf_ringbuf_output`.
+    pub const RINGBUF_OUTPUT: i32 = 130;
     /// `bpf_redirect_neigh`.
     pub const REDIRECT_NEIGH: i32 = 152;
 }
@@ -231,6 +233,16 @@ pub const HELPERS: &[HelperSpec] = &[
         id: id::CSUM_UPDATE,
         name: "csum_update",
         args: &[A::Ctx, A::Anything],
+        ret: RetType::Integer,
+        changes_pkt_data: false,
+    },
+    HelperSpec {
+        id: id::RINGBUF_OUTPUT,
+        name: "ringbuf_output",
+        // R1 must be a `ringbuf` map (and only this helper may use one,
+        // `check_map_func_compatibility`); copies R3 bytes into a new record,
+        // or fails with -EAGAIN/-ENOSPC when the ring is full (it never waits)
+        args: &[A::MapPtr, A::MemRead, A::ConstSize, A::Anything],
         ret: RetType::Integer,
         changes_pkt_data: false,
     },

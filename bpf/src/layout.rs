@@ -550,6 +550,42 @@ structs! {
         LOCAL = "local" @ 28, Ty::Bytes(16), "TK_LOCAL";
     }
 
+    /// Nothing: the key and value of a map that has neither (a ring buffer).
+    mod none = "egret_none", size(0) {}
+
+    /// A flow event: one record of `egret_flow_events` (the gateway's flow
+    /// audit log, written with `bpf_ringbuf_output`). Addresses are 16 bytes:
+    /// an IPv4 one in the first 4 (network order), the rest zero; the node is
+    /// a [`NODE_ADDR`]. Ports network order, as in the packet.
+    mod flow_event = "egret_flow_event", size(88), asm "EV_SIZE" {
+        /// [`FLOW_CREATED`] or [`FLOW_CLOSED`].
+        KIND = "kind" @ 0, Ty::U8, "EV_KIND";
+        /// IP protocol (6, 17, 1, 58).
+        PROTO = "proto" @ 1, Ty::U8, "EV_PROTO";
+        /// 4 or 6.
+        FAMILY = "family" @ 2, Ty::U8, "EV_FAMILY";
+        /// The connection's `RV_F_*` flags after this packet.
+        FLAGS = "flags" @ 3, Ty::U8, "EV_FLAGS";
+        /// The egress slot.
+        SLOT = "slot" @ 4, Ty::U32, "EV_SLOT";
+        /// `ktime_get_ns()` of the packet (CLOCK_MONOTONIC).
+        TIME = "time_ns" @ 8, Ty::U64, "EV_TIME";
+        /// The pod's port / ICMP identifier.
+        SPORT = "sport" @ 16, Ty::Be16, "EV_SPORT";
+        /// The remote port (0 for ICMP).
+        DPORT = "dport" @ 18, Ty::Be16, "EV_DPORT";
+        /// The NAT port / identifier (the translated source port).
+        NAT_PORT = "nat_port" @ 20, Ty::Be16, "EV_NAT_PORT";
+        /// The pod.
+        SRC = "src" @ 24, Ty::Bytes(16), "EV_SRC";
+        /// The remote end.
+        DST = "dst" @ 40, Ty::Bytes(16), "EV_DST";
+        /// The egress IP (the translated source).
+        EGRESS_IP = "egress_ip" @ 56, Ty::Bytes(16), "EV_EGRESS_IP";
+        /// The pod's node ([`NODE_ADDR`]; zero: the gateway itself).
+        NODE = "node" @ 72, NODE_ADDR, "EV_NODE";
+    }
+
     /// `struct bpf_redir_neigh`.
     mod redir_neigh = "bpf_redir_neigh", size(20), asm "REDIR_NEIGH_SIZE" {
         FAMILY = "nh_family" @ 0, Ty::U32;
@@ -820,6 +856,17 @@ constants! {
     /// Flow hash constant (murmur3 `fmix32`).
     HASH_C3: u32 = 0xc2b2_ae35;
 
+    // ----- flow events (`flow_event::KIND`)
+    /// The first packet of a new translation (a new NAT mapping).
+    FLOW_CREATED: u8 = 1;
+    /// The first TCP FIN or RST of a translated connection, either way.
+    FLOW_CLOSED: u8 = 2;
+    /// `max_entries` of `egret_flow_events`: the ring's bytes (2,048 events of
+    /// 96 bytes with their headers per MiB).
+    FLOW_EVENTS_BYTES: u32 = 1 << 20;
+    /// A flow event's size in 64-bit words (the templates zero it word by word).
+    EV_WORDS: usize = flow_event::SIZE / 8;
+
     // ----- connection timeouts (ns, `ktime_get_ns`)
     /// TCP until a reply is seen.
     TCP_SYN_TIMEOUT_NS: u64 = 60_000_000_000;
@@ -910,10 +957,11 @@ impl MapLayout {
     }
 
     /// Whether BTF carries key/value types for this map (not for
-    /// `PROG_ARRAY`, whose kernel check refuses BTF types).
+    /// `PROG_ARRAY`, whose kernel check refuses BTF types, nor for a ring
+    /// buffer, which has no key or value).
     #[must_use]
     pub fn typed(&self) -> bool {
-        self.kind != MapKind::ProgArray
+        !matches!(self.kind, MapKind::ProgArray | MapKind::RingBuf)
     }
 }
 
@@ -965,6 +1013,8 @@ pub mod map {
     pub const FLOAT_OWNER: &str = "egret_float_owner";
     /// The other candidate gateways of each floating slot served here.
     pub const GW_PEERS: &str = "egret_gw_peers";
+    /// Flow events (ring buffer of [`super::flow_event`] records).
+    pub const FLOW_EVENTS: &str = "egret_flow_events";
 }
 
 const fn m(
@@ -1019,6 +1069,7 @@ pub const MAPS: &[MapLayout] = &[
     m(map::PROBE_RX, MapKind::Hash, &node_addr::LAYOUT, &probe_rx::LAYOUT, Some((1024, Some("PROBE_RX_MAX"))), true),
     m(map::FLOAT_OWNER, MapKind::Hash, &slot::LAYOUT, &float_owner::LAYOUT, Some((256, Some("FLOAT_OWNER_MAX"))), true),
     m(map::GW_PEERS, MapKind::Hash, &peer_key::LAYOUT, &peer::LAYOUT, Some((1024, Some("GW_PEERS_MAX"))), true),
+    m(map::FLOW_EVENTS, MapKind::RingBuf, &none::LAYOUT, &none::LAYOUT, Some((FLOW_EVENTS_BYTES, None)), true),
 ];
 
 /// The layout of the map named `name`.
@@ -1165,7 +1216,9 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), MAPS.len());
         for l in MAPS {
-            l.def_with(16).validate().expect("kernel-valid");
+            let n = if l.kind == MapKind::RingBuf { crate::maps::RINGBUF_PAGE } else { 16 };
+            l.def_with(n).validate().expect("kernel-valid");
+            l.def().validate().expect("kernel-valid at its size");
             if l.kind.is_array() {
                 assert!(l.key.scalar, "{}: an array's key is an INT for the kernel", l.name);
             }

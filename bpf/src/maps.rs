@@ -14,6 +14,10 @@ pub const BPF_F_NO_PREALLOC: u32 = 1;
 /// Largest LPM trie data part in bytes (`LPM_DATA_SIZE_MAX`).
 pub const LPM_DATA_SIZE_MAX: u32 = 256;
 
+/// The page size a ring buffer's size must be a multiple of (4 KiB on every
+/// target egret supports).
+pub const RINGBUF_PAGE: u32 = 4096;
+
 /// Largest per-CPU value (`PCPU_MIN_UNIT_SIZE`).
 pub const PERCPU_VALUE_MAX: u32 = 32 * 1024;
 
@@ -35,11 +39,16 @@ pub enum MapKind {
     LruHash,
     /// `BPF_MAP_TYPE_LPM_TRIE` (11).
     LpmTrie,
+    /// `BPF_MAP_TYPE_RINGBUF` (27): no keys or values; `max_entries` is the
+    /// ring's size in bytes (a power of two, a multiple of the page size).
+    /// Programs write records with `bpf_ringbuf_output` only; user space
+    /// reads them through `mmap` (Linux 5.8, commit 457f44363a88).
+    RingBuf,
 }
 
 impl MapKind {
     /// All kinds.
-    pub const ALL: [MapKind; 7] = [
+    pub const ALL: [MapKind; 8] = [
         MapKind::Hash,
         MapKind::Array,
         MapKind::ProgArray,
@@ -47,6 +56,7 @@ impl MapKind {
         MapKind::PercpuArray,
         MapKind::LruHash,
         MapKind::LpmTrie,
+        MapKind::RingBuf,
     ];
 
     /// The kernel's `enum bpf_map_type` value.
@@ -60,6 +70,7 @@ impl MapKind {
             MapKind::PercpuArray => 6,
             MapKind::LruHash => 9,
             MapKind::LpmTrie => 11,
+            MapKind::RingBuf => 27,
         }
     }
 
@@ -80,6 +91,7 @@ impl MapKind {
             MapKind::PercpuArray => "percpu_array",
             MapKind::LruHash => "lru_hash",
             MapKind::LpmTrie => "lpm_trie",
+            MapKind::RingBuf => "ringbuf",
         }
     }
 
@@ -177,6 +189,19 @@ impl MapDef {
         if self.max_entries == 0 {
             return bad("max_entries must be positive".into());
         }
+        if self.kind == MapKind::RingBuf {
+            // `ringbuf_map_alloc`: no key or value, a power-of-two size of whole pages
+            if self.key_size != 0 || self.value_size != 0 || self.flags != 0 {
+                return bad("a ring buffer has key_size 0, value_size 0 and no flags".into());
+            }
+            if !self.max_entries.is_power_of_two() || !self.max_entries.is_multiple_of(RINGBUF_PAGE) {
+                return bad(format!(
+                    "a ring buffer's size must be a power of two and a multiple of {RINGBUF_PAGE}, not {}",
+                    self.max_entries
+                ));
+            }
+            return Ok(());
+        }
         if self.value_size == 0 {
             return bad("value_size must be positive".into());
         }
@@ -215,7 +240,7 @@ impl MapDef {
                     return bad("LRU maps do not accept BPF_F_NO_PREALLOC".into());
                 }
             }
-            MapKind::Hash | MapKind::PercpuHash => {}
+            MapKind::Hash | MapKind::PercpuHash | MapKind::RingBuf => {}
             MapKind::LpmTrie => {
                 if !no_prealloc {
                     return bad("LPM tries require BPF_F_NO_PREALLOC".into());
@@ -257,5 +282,10 @@ mod tests {
         assert!(MapDef::new("progs", MapKind::ProgArray, 4, 4, 1).is_ok());
         assert!(MapDef::new("progs", MapKind::ProgArray, 4, 8, 1).is_err());
         assert_eq!(MapKind::from_type_id(3), Some(MapKind::ProgArray));
+        assert!(MapDef::new("events", MapKind::RingBuf, 0, 0, 1 << 18).is_ok());
+        assert!(MapDef::new("events", MapKind::RingBuf, 0, 0, 3 * 4096).is_err(), "not a power of two");
+        assert!(MapDef::new("events", MapKind::RingBuf, 0, 0, 1024).is_err(), "less than a page");
+        assert!(MapDef::new("events", MapKind::RingBuf, 4, 0, 4096).is_err(), "a key");
+        assert_eq!(MapKind::from_name("ringbuf").map(MapKind::type_id), Some(27));
     }
 }

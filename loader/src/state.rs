@@ -377,7 +377,7 @@ mod tests {
         );
         assert_eq!(compatibility(&info(MapKind::LruHash, 16, 32, 65536, 2), &image), Err("flags 2 -> 0".into()));
         let mut unknown = info(MapKind::LruHash, 16, 32, 65536, 0);
-        unknown.kind = 27;
-        assert_eq!(compatibility(&unknown, &image), Err("kind type 27 -> lru_hash".into()));
+        unknown.kind = 99;
+        assert_eq!(compatibility(&unknown, &image), Err("kind type 99 -> lru_hash".into()));
     }
 }

@@ -430,8 +430,12 @@ impl MapHandle {
         Ok(Some(raw.chunks(self.slot_stride()).map(|s| s[..v].to_vec()).collect()))
     }
 
-    /// Every key, in the kernel's iteration order.
+    /// Every key, in the kernel's iteration order (none for a ring
+    /// buffer, which has no keys: the kernel refuses to iterate it).
     pub fn keys(&self) -> io::Result<Vec<Vec<u8>>> {
+        if self.info.kind == egret_bpf::MapKind::RingBuf.type_id() {
+            return Ok(Vec::new());
+        }
         let k = self.info.key_size as usize;
         let mut keys: Vec<Vec<u8>> = Vec::new();
         let limit = self.info.max_entries as usize;

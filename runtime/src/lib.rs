@@ -34,6 +34,7 @@
 
 pub mod cni;
 pub mod facts;
+pub mod flows;
 pub mod ha;
 pub mod kube_agent;
 pub mod metrics;
@@ -166,6 +167,8 @@ pub struct Compiled {
     pub not_ready: BTreeSet<IpAddr>,
     /// The floating egress IPs this node is a candidate for.
     pub floating: Vec<ha::ownership::FloatingRole>,
+    /// What the flow log names connections with (pods, nodes, policies).
+    pub directory: std::sync::Arc<flows::Directory>,
 }
 
 /// Compiles `node` from the snapshot directory `dir`.
@@ -241,6 +244,7 @@ impl Compiled {
             gateways,
             not_ready,
             floating,
+            directory: std::sync::Arc::new(flows::Directory::of_world(world)),
         }
     }
 }
@@ -294,6 +298,19 @@ pub struct AgentConfig {
     /// `None`: the MTU of the default route's interface
     /// ([`facts::default_route_mtu`]), or the compiled-in clamp without one.
     pub underlay_mtu: Option<u16>,
+    /// The flow audit log ([`flows`]): where, how big, how often expiry is
+    /// checked; `None`: no flow log (the datapath's events stay in the ring,
+    /// which then drops them, counted).
+    pub flow_log: Option<FlowLogSettings>,
+}
+
+/// [`AgentConfig::flow_log`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowLogSettings {
+    /// The log's directory and bound.
+    pub log: flows::log::LogConfig,
+    /// The expiry sweep's interval.
+    pub sweep: Duration,
 }
 
 /// [`AgentConfig::floating`].
@@ -346,6 +363,8 @@ pub struct Agent {
     targets: BTreeSet<IpAddr>,
     /// Gateways probed besides (the policies this node reports, `--kube`).
     watched: BTreeSet<IpAddr>,
+    /// The flow log's reader, when configured.
+    flows: Option<flows::reader::FlowReader>,
 }
 
 impl Agent {
@@ -361,6 +380,20 @@ impl Agent {
         lc.underlay_mtu = config.underlay_mtu.or_else(facts::default_route_mtu);
         let (loader, _) = Loader::open(lc)?;
         let telemetry = metrics::Telemetry::new(&config.bpffs_root);
+        let flows = match &config.flow_log {
+            Some(f) => {
+                let rc = flows::reader::ReaderConfig {
+                    root: config.bpffs_root.clone(),
+                    node: config.node.clone(),
+                    log: f.log.clone(),
+                    sweep: f.sweep,
+                };
+                let reader = flows::reader::FlowReader::start(rc, telemetry.flow_counters())
+                    .map_err(|source| AgentError::Io { path: f.log.dir.clone(), source })?;
+                Some(reader)
+            }
+            None => None,
+        };
         Ok(Agent {
             config,
             telemetry,
@@ -371,6 +404,7 @@ impl Agent {
             said_no_leases: false,
             targets: BTreeSet::new(),
             watched: BTreeSet::new(),
+            flows,
         })
     }
 
@@ -429,6 +463,9 @@ impl Agent {
 
     fn apply_inner(&mut self, compiled: &Compiled) -> Result<Synced, AgentError> {
         let apply = self.loader.apply(&compiled.artifact)?;
+        if let Some(f) = &self.flows {
+            f.set_directory(compiled.directory.clone());
+        }
         let targets: Vec<PodTarget> = compiled.pods.iter().map(|ip| PodTarget::Ip(*ip)).collect();
         let pods = self.loader.sync_pods(&targets)?;
         let egress = self.loader.sync_egress(&compiled.egress_interfaces)?;

@@ -110,6 +110,36 @@ struct Recorded {
     apply_failures: Counter,
     attach_failures: Family<[Label; 1], Counter>,
     event_to_dataplane: Histogram,
+    flows: FlowCounters,
+}
+
+/// The flow log's counters (`crate::flows`): records written by event,
+/// records lost by reason. Events the datapath could not queue (a full
+/// ring) are the gateway counter `flow-event-dropped`, also exported as
+/// `egret_flow_events_dropped`.
+#[derive(Debug, Clone, Default)]
+pub struct FlowCounters {
+    written: Family<[Label; 1], Counter>,
+    lost: Family<[Label; 1], Counter>,
+}
+
+impl FlowCounters {
+    /// A record of `kind` was written.
+    pub fn written(&self, kind: crate::flows::FlowKind) {
+        self.written.get_or_create(&[("event", kind.name())]).inc();
+    }
+
+    /// A record or event was lost (`write-error`, `undecodable`).
+    pub fn lost(&self, reason: &'static str) {
+        self.lost.get_or_create(&[("reason", reason)]).inc();
+    }
+
+    /// Records written so far, all events.
+    #[must_use]
+    pub fn written_total(&self) -> u64 {
+        use crate::flows::FlowKind::{Closed, Created, Expired};
+        [Created, Closed, Expired].iter().map(|k| self.written.get_or_create(&[("event", k.name())]).get()).sum()
+    }
 }
 
 /// What the agent records; see the module doc.
@@ -132,6 +162,7 @@ impl Telemetry {
             apply_failures: Counter::default(),
             attach_failures: Family::default(),
             event_to_dataplane: Histogram::new(LATENCY_BUCKETS),
+            flows: FlowCounters::default(),
         };
         // every label value from the start: a rate() over a series that
         // appears with its first increment misses that increment
@@ -140,6 +171,12 @@ impl Telemetry {
         }
         for v in ["pod", "egress"] {
             drop(recorded.attach_failures.get_or_create(&[("kind", v)]));
+        }
+        for k in [crate::flows::FlowKind::Created, crate::flows::FlowKind::Closed, crate::flows::FlowKind::Expired] {
+            drop(recorded.flows.written.get_or_create(&[("event", k.name())]));
+        }
+        for v in ["write-error", "undecodable"] {
+            drop(recorded.flows.lost.get_or_create(&[("reason", v)]));
         }
         let mut registry = Registry::default();
         registry.register(
@@ -170,6 +207,16 @@ impl Telemetry {
             "egret_event_to_dataplane_seconds",
             "From an input change (an API watch event, a node fact, a snapshot file) to the dataplane serving it",
             r.event_to_dataplane.clone(),
+        );
+        registry.register(
+            "egret_flow_records_written",
+            "Flow log records written, by event (created, closed, expired)",
+            r.flows.written.clone(),
+        );
+        registry.register(
+            "egret_flow_records_lost",
+            "Flow events or records the flow log lost, by reason (write-error, undecodable); events the datapath could not queue are egret_flow_events_dropped",
+            r.flows.lost.clone(),
         );
         let state = Arc::new(Mutex::new(State::default()));
         registry.register_collector(Box::new(Scrape { state: state.clone(), root: root.to_path_buf() }));
@@ -224,6 +271,12 @@ impl Telemetry {
     pub fn failed(&self) {
         self.recorded.apply_failures.inc();
         self.with(|s| s.last_sync_ok = false);
+    }
+
+    /// The flow log's counters (shared with its reader thread).
+    #[must_use]
+    pub fn flow_counters(&self) -> FlowCounters {
+        self.recorded.flows.clone()
     }
 
     /// The time from a change of the input to the dataplane serving it.
@@ -642,6 +695,12 @@ impl Out<'_> {
                     }),
                 )?;
             }
+            let dropped = stats.get(&Stat::FlowEventDropped.index()).copied().unwrap_or_default();
+            self.counter(
+                "egret_flow_events_dropped",
+                "Flow events the gateway datapath could not queue (the ring buffer was full: the flow log's reader is behind); the packets went on.",
+                [(vec![], pick(dropped, false))],
+            )?;
         }
         // both families' connection tables (egret_rnat_v4 and egret_rnat_v6), summed
         let rnat: Vec<_> = status

@@ -100,6 +100,8 @@ pub const SERVER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 pub const EXCLUDED_SERVER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 200);
 /// The CIDR the mini-cluster's policy excludes besides the article's.
 pub const EXCLUDED_CIDR: &str = "203.0.113.128/25";
+/// The agents' flow-log expiry sweep ([`MiniCluster::enable_flow_log`]), ms.
+pub const FLOW_LOG_SWEEP_MS: u64 = 200;
 /// The server's TCP port.
 pub const TCP_PORT: u16 = 8080;
 /// The server's UDP port.
@@ -964,6 +966,8 @@ pub struct MiniCluster {
     namespaces: Namespaces,
     bpffs: Option<BpffsMount>,
     snapshot: PathBuf,
+    /// The agents' flow logs' directory and bound ([`MiniCluster::enable_flow_log`]).
+    flow_log: Option<(PathBuf, u64)>,
 }
 
 impl fmt::Debug for MiniCluster {
@@ -977,6 +981,9 @@ impl Drop for MiniCluster {
         self.agents.clear();
         self.server = None;
         let _ = std::fs::remove_dir_all(&self.snapshot);
+        if let Some((d, _)) = &self.flow_log {
+            let _ = std::fs::remove_dir_all(d);
+        }
         // what the agents' floating-IP controllers left for `egret-agent status`
         for n in NODES {
             let _ = std::fs::remove_file(egret_runtime::ha::ownership::status_file(&self.bpffs_root(n.name)));
@@ -1084,6 +1091,7 @@ impl MiniCluster {
             namespaces: Namespaces(Vec::new()),
             bpffs: None,
             snapshot: snapshot.clone(),
+            flow_log: None,
         };
         c.build_network()?;
         std::fs::create_dir_all(&snapshot).map_err(io(format!("creating {}", snapshot.display())))?;
@@ -1138,6 +1146,11 @@ impl MiniCluster {
                 "--metrics".into(),
                 format!("127.0.0.1:{METRICS_PORT}"),
             ]);
+            if let (Some(dir), Some((_, max_bytes))) = (c.flow_log_dir(node.name), &c.flow_log) {
+                args.extend(["--flow-log".into(), dir.to_string_lossy().into_owned()]);
+                args.extend(["--flow-log-sweep".into(), FLOW_LOG_SWEEP_MS.to_string()]);
+                args.extend(["--flow-log-max-bytes".into(), max_bytes.to_string()]);
+            }
             c.agents.push(AgentProcess::spawn(agent, &args, &env, node.name)?);
         }
         for node in NODES {
@@ -1147,6 +1160,63 @@ impl MiniCluster {
             c.wait_gateways_live(node.name)?;
         }
         Ok(())
+    }
+
+    /// Makes the agents started from now on write a flow log of at most
+    /// `max_bytes` (`--flow-log`, one directory per node under a temporary
+    /// directory removed with the cluster; expiry swept every
+    /// [`FLOW_LOG_SWEEP_MS`]).
+    pub fn enable_flow_log(&mut self, max_bytes: u64) {
+        self.flow_log = Some((std::env::temp_dir().join(format!("{}-flows", self.prefix)), max_bytes));
+    }
+
+    /// A node's flow log directory, when [`MiniCluster::enable_flow_log`] was called.
+    #[must_use]
+    pub fn flow_log_dir(&self, node_name: &str) -> Option<PathBuf> {
+        self.flow_log.as_ref().map(|(d, _)| d.join(node_name))
+    }
+
+    /// Stops (`SIGSTOP`, `pause: true`) or continues (`SIGCONT`) a node's
+    /// agent, by pid: a stalled agent whose pins and programs keep serving.
+    ///
+    /// # Errors
+    /// No agent for the node, or `kill` failed.
+    pub fn pause_agent(&mut self, node_name: &str, pause: bool) -> Result<(), ClusterError> {
+        let a = self.agent(node_name).ok_or_else(|| ClusterError::NoAgent { node: node_name.to_owned() })?;
+        let pid = a.child.id().to_string();
+        run("kill", &[if pause { "-STOP" } else { "-CONT" }, &pid], None)?;
+        Ok(())
+    }
+
+    /// One UDP datagram from a pod to each of `ports` at `dst` (one socket,
+    /// so each port is a new connection for the gateway), as fast as one
+    /// thread sends; then waits for the last ones to arrive. The figures are
+    /// a [`Flood`]'s.
+    ///
+    /// # Errors
+    /// Socket failures.
+    pub fn udp_to_ports(
+        &self,
+        pod_name: &str,
+        dst: IpAddr,
+        ports: std::ops::RangeInclusive<u16>,
+    ) -> Result<Flood, ClusterError> {
+        let any: IpAddr = if dst.is_ipv4() { Ipv4Addr::UNSPECIFIED.into() } else { Ipv6Addr::UNSPECIFIED.into() };
+        let s = in_netns(&self.ns(pod(pod_name).name), move || UdpSocket::bind((any, 0)).map_err(io("UDP socket")))?;
+        let rx_before = self.server_rx_packets("eth1")?;
+        let (mut sent, mut failed) = (0u64, 0u64);
+        let start = Instant::now();
+        for port in ports {
+            if s.send_to(b"egret-flood", (dst, port)).is_ok() {
+                sent += 1;
+            } else {
+                failed += 1;
+            }
+        }
+        let elapsed = start.elapsed();
+        std::thread::sleep(Duration::from_millis(300));
+        let arrived = self.server_rx_packets("eth1")?.saturating_sub(rx_before);
+        Ok(Flood { sent, failed, arrived, delivered: 0, elapsed })
     }
 
     /// The network namespace of a role (`ul`, `srv`, a node's short name, a pod's name).

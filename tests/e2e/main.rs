@@ -12,6 +12,7 @@ use egret_testkit::apiserver;
 mod cni;
 mod dual_stack;
 mod floating;
+mod flows;
 mod ipv6_only;
 mod kube;
 mod pmtud;

@@ -57,10 +57,16 @@ fn gateway_v6_translates_to_the_egress_ipv6_on_every_datapath() {
     };
     // run() fails if a datapath's server saw another source than the egress
     // IPv6, or egret's gateway did not translate what arrived
-    let rows = gateway::run(&opts).expect("the IPv6 gateway benchmark runs");
-    assert_eq!(rows.iter().map(|r| r.flows).collect::<Vec<_>>(), vec![1, 8]);
-    for r in &rows {
-        for (name, s) in [("egret", &r.egret), ("kernel NAT", &r.kernel_nat), ("routed", &r.kernel_nat_routed)] {
+    let report = gateway::run(&opts).expect("the IPv6 gateway benchmark runs");
+    assert_eq!(report.rows.iter().map(|r| r.flows).collect::<Vec<_>>(), vec![1, 8]);
+    for r in &report.rows {
+        let sides = [
+            ("egret", &r.egret),
+            ("kernel NAT", &r.kernel_nat),
+            ("routed", &r.kernel_nat_routed),
+            ("egret with the flow log", &r.egret_flow_log),
+        ];
+        for (name, s) in sides {
             assert!(s.sent > 0 && s.median_pps > 0.0, "{name}, {} flows: nothing measured: {s:?}", r.flows);
             // frames counted at the server's interface: the datagrams, plus a
             // few neighbour discovery frames; at most a few drops (a flood)
@@ -73,8 +79,18 @@ fn gateway_v6_translates_to_the_egress_ipv6_on_every_datapath() {
             );
         }
         assert!(r.ratio.is_finite() && r.ratio > 0.0 && r.ratio_routed.is_finite(), "{r:?}");
+        assert!(r.flow_log_cost.is_finite(), "{r:?}");
     }
-    let table = gateway::render(&opts, &rows);
+    // new connections: each datagram a new translation, each a flow event
+    // (written or counted dropped), every one arrived
+    let n = &report.new_connections;
+    assert_eq!(n.events, u64::from(gateway::NEW_CONNECTIONS), "one trial: {n:?}");
+    assert!(n.events_dropped <= n.events);
+    for s in [&n.egret, &n.egret_flow_log] {
+        assert_eq!(s.sent, u64::from(gateway::NEW_CONNECTIONS), "{n:?}");
+        assert!(s.arrived >= s.sent, "{n:?}");
+    }
+    let table = gateway::render(&opts, &report);
     assert!(table.starts_with("gateway throughput, IPv6, "), "{table}");
     assert_eq!(leftovers(), Vec::<String>::new(), "namespaces or mounts left behind");
 }

@@ -262,6 +262,21 @@ pub struct Effects {
     pub helper_calls: Vec<(usize, i32)>,
     /// The last `bpf_tail_call` attempted.
     pub tail_call: Option<TailCall>,
+    /// `bpf_ringbuf_output` calls (successful or not).
+    pub ringbuf_outputs: Vec<RingbufOutput>,
+}
+
+/// A `bpf_ringbuf_output` the program made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RingbufOutput {
+    /// The ring buffer.
+    pub map: String,
+    /// The record.
+    pub data: Vec<u8>,
+    /// The flags argument.
+    pub flags: u64,
+    /// Helper result (0, or `-EAGAIN` when the ring was full).
+    pub result: i64,
 }
 
 /// A `bpf_tail_call` the program made.

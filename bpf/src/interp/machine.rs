@@ -6,8 +6,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::checksum::{csum_add, csum_fold, csum_partial_words, csum_replace4, csum16_add};
 use super::io::{
-    CsumReplace, Effects, Fault, MapDelete, MapUpdate, Redirect, RedirectKind, RunInput, RunOutcome, SkbContext,
-    StoredBytes, TailCall, TunnelKey, TunnelKeySet,
+    CsumReplace, Effects, Fault, MapDelete, MapUpdate, Redirect, RedirectKind, RingbufOutput, RunInput, RunOutcome,
+    SkbContext, StoredBytes, TailCall, TunnelKey, TunnelKeySet,
 };
 use super::maps::MapStore;
 use super::{
@@ -447,6 +447,13 @@ impl Machine<'_> {
         Ok(match hid {
             id::MAP_LOOKUP_ELEM => {
                 let m = self.map_arg(Reg::R1, spec.name)?;
+                if self.maps.maps[m].def.kind == MapKind::RingBuf {
+                    return Err(Fault::HelperArg {
+                        insn: self.pc,
+                        helper: spec.name,
+                        reason: "ring buffers have no elements".into(),
+                    });
+                }
                 if self.maps.maps[m].def.kind == MapKind::ProgArray {
                     return Err(Fault::HelperArg {
                         insn: self.pc,
@@ -497,6 +504,22 @@ impl Machine<'_> {
                 let key = self.read_bytes(r(2), def.key_size as usize)?;
                 let result = self.maps.delete_raw(m, &key);
                 self.effects.map_deletes.push(MapDelete { map: def.name, key, result });
+                result as u64
+            }
+            id::RINGBUF_OUTPUT => {
+                let m = self.map_arg(Reg::R1, spec.name)?;
+                let def = self.maps.maps[m].def.clone();
+                if def.kind != MapKind::RingBuf {
+                    return Err(Fault::HelperArg {
+                        insn: self.pc,
+                        helper: spec.name,
+                        reason: format!("map `{}` is not a ringbuf", def.name),
+                    });
+                }
+                let data = self.read_bytes(r(2), r(3) as usize)?;
+                let flags = r(4);
+                let result = self.maps.ringbuf_push(m, &data, flags);
+                self.effects.ringbuf_outputs.push(RingbufOutput { map: def.name, data, flags, result });
                 result as u64
             }
             id::KTIME_GET_NS => self.input.ktime_ns,

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{E2BIG, EEXIST, EINVAL, ENOENT, ENOSPC, MAP_BASE, MAP_WINDOW_SHIFT};
+use super::{E2BIG, EAGAIN, EEXIST, EINVAL, ENOENT, ENOSPC, MAP_BASE, MAP_WINDOW_SHIFT};
 use crate::maps::{MapDef, MapKind};
 
 #[derive(Debug, Clone)]
@@ -25,7 +25,13 @@ pub(super) struct MapInstance {
     pub(super) clock: u64,
     /// LPM tries: how many keys have each prefix length.
     lpm_lens: BTreeMap<u32, usize>,
+    /// Ring buffers: the records not yet drained, and the bytes they take.
+    ring: Vec<Vec<u8>>,
+    ring_used: usize,
 }
+
+/// `BPF_RINGBUF_HDR_SZ`: the header before each ring buffer record.
+const RINGBUF_HDR: usize = 8;
 
 /// Failure of a map operation from user space.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -86,6 +92,8 @@ impl MapStore {
                     free: Vec::new(),
                     clock: 0,
                     lpm_lens: BTreeMap::new(),
+                    ring: Vec::new(),
+                    ring_used: 0,
                 };
                 if d.kind.is_array() {
                     let copies = if d.kind.is_percpu() { ncpus } else { 1 };
@@ -258,9 +266,42 @@ impl MapStore {
         None
     }
 
+    /// `bpf_ringbuf_output` into ring buffer `m`: 0, or `-EAGAIN` when the
+    /// record (with its header, rounded up to 8 bytes) does not fit in what
+    /// user space has not drained; `-EINVAL` for unknown flags (only
+    /// `BPF_RB_NO_WAKEUP` 1 and `BPF_RB_FORCE_WAKEUP` 2 exist).
+    pub(super) fn ringbuf_push(&mut self, m: usize, data: &[u8], flags: u64) -> i64 {
+        if flags & !3 != 0 {
+            return -EINVAL;
+        }
+        let inst = &mut self.maps[m];
+        let size = (data.len() + RINGBUF_HDR).next_multiple_of(8);
+        if inst.ring_used + size > inst.def.max_entries as usize {
+            return -EAGAIN;
+        }
+        inst.ring_used += size;
+        inst.ring.push(data.to_vec());
+        0
+    }
+
+    /// Takes every record of ring buffer `map`, oldest first (as a consumer
+    /// does, freeing their room).
+    ///
+    /// # Errors
+    /// Unknown map, or a map that is not a ring buffer.
+    pub fn ringbuf_drain(&mut self, map: &str) -> Result<Vec<Vec<u8>>, MapError> {
+        let m = self.index(map)?;
+        let inst = &mut self.maps[m];
+        if inst.def.kind != MapKind::RingBuf {
+            return Err(MapError::Errno { map: map.to_owned(), errno: EINVAL });
+        }
+        inst.ring_used = 0;
+        Ok(std::mem::take(&mut inst.ring))
+    }
+
     /// Update with kernel errno semantics; returns 0 or `-errno`.
     pub(super) fn update_raw(&mut self, m: usize, key: &[u8], data: &[u8], flags: u64, _cpu: Option<usize>) -> i64 {
-        if flags > 2 {
+        if flags > 2 || self.maps[m].def.kind == MapKind::RingBuf {
             return -EINVAL;
         }
         let def = self.maps[m].def.clone();
@@ -345,7 +386,7 @@ impl MapStore {
 
     pub(super) fn delete_raw(&mut self, m: usize, key: &[u8]) -> i64 {
         let def = self.maps[m].def.clone();
-        if def.kind.is_array() {
+        if def.kind.is_array() || def.kind == MapKind::RingBuf {
             return -EINVAL;
         }
         let canonical = if def.kind == MapKind::LpmTrie {

@@ -7,7 +7,13 @@
 //!   references name maps of the [`MapStore`]; it returns R0, the packet and
 //!   context after the run, the instruction count and a record of effects
 //!   (tunnel key set, redirects, bytes stored, checksum updates, map updates
-//!   and deletes, packet-type changes, helper calls, tail calls).
+//!   and deletes, packet-type changes, helper calls, tail calls, ring buffer
+//!   records).
+//! - `bpf_ringbuf_output` appends the record to its ring buffer in the
+//!   [`MapStore`], which holds records until user space drains them
+//!   ([`MapStore::ringbuf_drain`]); a record that does not fit (8-byte header
+//!   and 8-byte rounding counted, as in `kernel/bpf/ringbuf.c`) fails with
+//!   `-EAGAIN`, as the kernel's does.
 //! - `bpf_tail_call` looks the index up in the `prog_array` map of the
 //!   [`MapStore`] (user space stores a program id there with
 //!   [`MapStore::update`]). An empty slot falls through, as in the kernel; a
@@ -38,8 +44,8 @@ mod maps;
 
 pub use checksum::inet_checksum;
 pub use io::{
-    CsumReplace, Effects, Fault, MapDelete, MapUpdate, Redirect, RedirectKind, RunInput, RunOutcome, SkbContext,
-    StoredBytes, TailCall, TunnelKey, TunnelKeySet,
+    CsumReplace, Effects, Fault, MapDelete, MapUpdate, Redirect, RedirectKind, RingbufOutput, RunInput, RunOutcome,
+    SkbContext, StoredBytes, TailCall, TunnelKey, TunnelKeySet,
 };
 pub use machine::{Prepared, prepare, run};
 pub use maps::{MapError, MapStore};
@@ -65,6 +71,7 @@ const BPF_F_NO_TUNNEL_KEY: u64 = layout::BPF_F_NO_TUNNEL_KEY as u64;
 
 const ENOENT: i64 = 2;
 const E2BIG: i64 = 7;
+const EAGAIN: i64 = 11;
 const EFAULT: i64 = 14;
 const EEXIST: i64 = 17;
 const EINVAL: i64 = 22;

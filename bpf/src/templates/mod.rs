@@ -83,6 +83,10 @@
 //!   `no-gateway` is the source classifier's, these templates never write it).
 //! - `egret_float_owner` (the agent, state map): [`FloatOwner`].
 //! - `egret_gw_peers` (compiled): [`GatewayPeer`].
+//! - `egret_flow_events` (programs only, a ring buffer, state map): one
+//!   [`FlowEvent`] per translation created and per connection closed (see
+//!   [`flow`] for exactly what the datapath observes); a record that does
+//!   not fit counts [`Stat::FlowEventDropped`] and the packet goes on.
 //! - `egret_probe_rx` (written by `egret_tunnel_in` for each probe reply,
 //!   state map): [`probe::ProbeRx`], frame layout in [`probe`].
 //!
@@ -424,11 +428,14 @@ pub enum Stat {
     /// translated back to the pod (also counted `reply-tunnelled` or
     /// `reply-local` as they leave).
     IcmpError,
+    /// 22, event lost: a flow event (`egret_flow_events`) that did not fit
+    /// in the ring buffer (the reader is behind); the packet went on.
+    FlowEventDropped,
 }
 
 impl Stat {
     /// All indexes, in order.
-    pub const ALL: [Stat; 22] = [
+    pub const ALL: [Stat; 23] = [
         Stat::NoGateway,
         Stat::NoEgressIp,
         Stat::SpoofedSource,
@@ -451,6 +458,7 @@ impl Stat {
         Stat::NoOwner,
         Stat::Forwarded,
         Stat::IcmpError,
+        Stat::FlowEventDropped,
     ];
 
     /// The key in `egret_gw_stats`.
@@ -485,6 +493,7 @@ impl Stat {
             Stat::NoOwner => "no-owner",
             Stat::Forwarded => "forwarded",
             Stat::IcmpError => "icmp-error",
+            Stat::FlowEventDropped => "flow-event-dropped",
         }
     }
 
@@ -502,9 +511,11 @@ impl Stat {
 }
 
 mod entries;
+mod flow;
 mod nat;
 pub mod probe;
 pub use entries::*;
+pub use flow::*;
 pub use nat::*;
 
 #[cfg(test)]

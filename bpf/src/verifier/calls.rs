@@ -47,6 +47,15 @@ impl Checker<'_> {
                         if !tail_call && prog_array {
                             return Err(bad("a map other than a prog_array (use tail_call)", self.describe(t)));
                         }
+                        // ring buffers go with bpf_ringbuf_output only, and it with nothing else
+                        let ringbuf = self.maps.get(m).is_some_and(|d| d.kind == MapKind::RingBuf);
+                        let output = spec.id == helpers::id::RINGBUF_OUTPUT;
+                        if output && !ringbuf {
+                            return Err(bad("a ringbuf map", self.describe(t)));
+                        }
+                        if !output && ringbuf {
+                            return Err(bad("a map other than a ringbuf (use ringbuf_output)", self.describe(t)));
+                        }
                         map = Some(m);
                     }
                     _ => return Err(bad("map_ptr", self.describe(t))),

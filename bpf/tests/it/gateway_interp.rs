@@ -9,8 +9,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use egret_bpf::interp::{Redirect, RedirectKind, RunInput, RunOutcome};
 use egret_bpf::templates::{
-    NAT_PORT_COUNT, NAT_PORT_MIN, NAT_PROBES, NatKey, RV_F_CLOSING, RV_F_LOCAL, RV_F_SEEN_REPLY, Stat, Template,
-    Timeouts, nat_hash, nat_port_candidates,
+    FlowEvent, FlowEventKind, NAT_PORT_COUNT, NAT_PORT_MIN, NAT_PROBES, NatKey, RV_F_CLOSING, RV_F_LOCAL,
+    RV_F_SEEN_REPLY, Stat, Template, Timeouts, nat_hash, nat_port_candidates,
 };
 use gateway_common::*;
 
@@ -1323,4 +1323,78 @@ fn probes_over_an_ipv6_underlay_are_answered_and_recorded_by_address() {
     assert_eq!(gw.tunnel_in(&reply.frame(), probe::VNI, NODE6).r0, SHOT);
     let got = gw.maps.lookup(maps_of::PROBE_RX, &ProbeRx::key(NODE6)).expect("lookup").expect("entry");
     assert_eq!(ProbeRx::from_bytes(&got), Some(ProbeRx { seq: 9, sent_ns: 77, recv_ns: 5_000 }));
+}
+
+/// The flow events written since the last call.
+fn flow_events(gw: &mut Gateway) -> Vec<FlowEvent> {
+    let records = gw.maps.ringbuf_drain(egret_bpf::templates::map::FLOW_EVENTS).expect("ring buffer");
+    records.iter().map(|r| FlowEvent::from_bytes(r).expect("a well-formed record")).collect()
+}
+
+#[test]
+fn a_connection_reports_created_once_and_closed_at_its_first_fin() {
+    let mut gw = Gateway::new();
+    let syn = Pkt::tcp(POD_A, 42000, SERVER, 443, SYN);
+    let got = parse(&gw.tunnel_in(&syn.frame(), SLOT, NODE_A).packet);
+    let port = got.sport;
+    let created = FlowEvent {
+        kind: FlowEventKind::Created,
+        proto: TCP,
+        flags: 0,
+        slot: SLOT,
+        time_ns: gw.now,
+        src: POD_A.into(),
+        sport: 42000,
+        dst: SERVER.into(),
+        dport: 443,
+        egress_ip: EGRESS_IP.into(),
+        nat_port: port,
+        node: NODE_A.into(),
+    };
+    assert_eq!(flow_events(&mut gw), [created]);
+    // the rest of the connection: no events until a FIN
+    gw.now += 1_000;
+    gw.reply(&reply_to(&got, L4::Tcp { sport: 443, dport: port, flags: SYN | ACK }).frame());
+    gw.tunnel_in(&Pkt::tcp(POD_A, 42000, SERVER, 443, ACK).frame(), SLOT, NODE_A);
+    assert_eq!(flow_events(&mut gw), []);
+    // the server closes: one closed event from the reply path
+    gw.now += 1_000;
+    gw.reply(&reply_to(&got, L4::Tcp { sport: 443, dport: port, flags: FIN | ACK }).frame());
+    let closed =
+        FlowEvent { kind: FlowEventKind::Closed, flags: RV_F_SEEN_REPLY | RV_F_CLOSING, time_ns: gw.now, ..created };
+    assert_eq!(flow_events(&mut gw), [closed]);
+    // the pod's FIN and RST: already closing, no second event
+    gw.tunnel_in(&Pkt::tcp(POD_A, 42000, SERVER, 443, FIN | ACK).frame(), SLOT, NODE_A);
+    gw.tunnel_in(&Pkt::tcp(POD_A, 42000, SERVER, 443, RST).frame(), SLOT, NODE_A);
+    assert_eq!(flow_events(&mut gw), []);
+    // a bare SYN on the closing mapping: a new connection on the same tuple
+    gw.now += 1_000;
+    gw.tunnel_in(&syn.frame(), SLOT, NODE_A);
+    assert_eq!(flow_events(&mut gw), [FlowEvent { time_ns: gw.now, ..created }]);
+    // a pod's RST closes from the forward path
+    gw.tunnel_in(&Pkt::tcp(POD_A, 42000, SERVER, 443, RST).frame(), SLOT, NODE_A);
+    let closed = FlowEvent { kind: FlowEventKind::Closed, flags: RV_F_CLOSING, time_ns: gw.now, ..created };
+    assert_eq!(flow_events(&mut gw), [closed]);
+    assert_eq!(gw.stat(Stat::FlowEventDropped), (0, 0));
+}
+
+#[test]
+fn a_full_ring_buffer_drops_events_never_packets() {
+    let mut gw = Gateway::new();
+    let per_mib = (1usize << 20) / (FlowEvent::SIZE + 8).next_multiple_of(8);
+    let n = per_mib + 100;
+    for i in 0..n {
+        let q = Pkt::udp(POD_A, 1000 + (i % 50_000) as u16, SERVER, 1 + i as u16);
+        let out = gw.tunnel_in(&q.frame(), SLOT, NODE_A);
+        assert_eq!(out.r0, egret_bpf::interp::TC_ACT_REDIRECT, "connection {i} is translated");
+    }
+    assert_eq!(gw.stat(Stat::NatCreated).0, n as u64);
+    assert_eq!(gw.stat(Stat::Snat).0, n as u64);
+    assert_eq!(gw.stat(Stat::FlowEventDropped).0, 100, "what did not fit is counted");
+    let events = flow_events(&mut gw);
+    assert_eq!(events.len(), per_mib);
+    assert!(events.iter().all(|e| e.kind == FlowEventKind::Created));
+    // drained: room again
+    gw.tunnel_in(&Pkt::udp(POD_A, 9, SERVER, 9).frame(), SLOT, NODE_A);
+    assert_eq!(flow_events(&mut gw).len(), 1);
 }

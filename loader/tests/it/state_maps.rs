@@ -168,7 +168,16 @@ fn nat_tables_and_counters_survive_swaps() {
     let a = gateway(&maps, 0);
     assert_eq!(
         a.manifest.state,
-        [map::FLOAT_OWNER, map::GW_STATS, map::NAT_V4, map::NAT_V6, map::PROBE_RX, map::RNAT_V4, map::RNAT_V6],
+        [
+            map::FLOAT_OWNER,
+            map::FLOW_EVENTS,
+            map::GW_STATS,
+            map::NAT_V4,
+            map::NAT_V6,
+            map::PROBE_RX,
+            map::RNAT_V4,
+            map::RNAT_V6
+        ],
         "the templates' maps the compiler does not fill"
     );
 
@@ -302,13 +311,19 @@ fn nat_tables_and_counters_survive_swaps() {
         match (name.as_str(), fate) {
             (map::RNAT_V4, StateFate::Recreated { reason }) => assert_eq!(reason, "max_entries 65536 -> 4096"),
             (
-                map::NAT_V4 | map::NAT_V6 | map::RNAT_V6 | map::GW_STATS | map::PROBE_RX | map::FLOAT_OWNER,
+                map::NAT_V4
+                | map::NAT_V6
+                | map::RNAT_V6
+                | map::GW_STATS
+                | map::PROBE_RX
+                | map::FLOAT_OWNER
+                | map::FLOW_EVENTS,
                 StateFate::Reused,
             ) => {}
             other => panic!("unexpected fate {other:?}"),
         }
     }
-    assert_eq!(f.len(), 7);
+    assert_eq!(f.len(), 8);
     let (gc, _) = loader.running().expect("running");
     assert!(connections(&fs.root(), gc).is_empty());
     assert_eq!(dump(&fs.root(), gc, map::NAT_V4).entries.len(), 1, "the forward table was kept");
@@ -325,7 +340,7 @@ fn nat_tables_and_counters_survive_swaps() {
     std::fs::remove_file(layout.state_map(map::RNAT_V4)).expect("unpin");
     let (loader, _) = Loader::open(config).expect("reopen");
     let after = state_ids(&fs.root());
-    assert_eq!(after.len(), 7, "every state map of the running generation");
+    assert_eq!(after.len(), 8, "every state map of the running generation");
     assert!(after.iter().all(|p| p.running), "{after:?}");
     assert_eq!(fs.pins(), expected_pins(&c, 2));
 

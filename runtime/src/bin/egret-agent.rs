@@ -5,6 +5,8 @@
 //! egret-agent --kube --node NAME [OPTIONS]
 //! egret-agent status|maps [--bpffs ROOT] [--netns NAME] [--json]
 //! egret-agent uninstall [--bpffs ROOT] [--netns NAME] [--cni-bin-dir DIR --cni-conf-dir DIR]
+//! egret-agent flows who EGRESS_IP:PORT [--at TIME] [--dir DIR] [--json]
+//! egret-agent flows list [--pod NS/NAME|IP] [--policy NAME] [--dst IP[:PORT]] [--since TIME] [--until TIME] [--dir DIR] [--json]
 //! ```
 //!
 //! `egret-agent --help` (and `egret-agent SUBCOMMAND --help`) describe every
@@ -79,6 +81,60 @@ enum Cmd {
     /// Remove everything egret installed on this node (links, pins, egret0, nft tables,
     /// floating IPs, egret-cni); idempotent. Stop the agent first.
     Uninstall(UninstallArgs),
+    /// The flow audit log (written by an agent run with --flow-log): who was behind a translation.
+    #[command(subcommand)]
+    Flows(FlowsCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum FlowsCmd {
+    /// The pod, destination, policy and lifetime of the connections translated to EGRESS_IP:PORT.
+    Who(WhoArgs),
+    /// The connections of the log, filtered.
+    List(ListArgs),
+}
+
+#[derive(Args, Debug)]
+struct FlowLogDir {
+    /// The flow log's directory.
+    #[arg(long, value_name = "DIR", default_value = egret_runtime::flows::log::DEFAULT_DIR)]
+    dir: PathBuf,
+    /// JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct WhoArgs {
+    /// The translated source: egress IP and port (IPv6: [ADDR]:PORT).
+    #[arg(value_name = "EGRESS_IP:PORT")]
+    egress: std::net::SocketAddr,
+    /// Only the connections alive at this time (RFC 3339, or YYYY-MM-DDTHH:MM[:SS] in UTC).
+    #[arg(long, value_name = "TIME", value_parser = egret_runtime::flows::query::parse_time)]
+    at: Option<jiff::Timestamp>,
+    #[command(flatten)]
+    log: FlowLogDir,
+}
+
+#[derive(Args, Debug)]
+struct ListArgs {
+    /// The pod: NAMESPACE/NAME or its IP.
+    #[arg(long, value_name = "POD")]
+    pod: Option<String>,
+    /// The policy's name.
+    #[arg(long, value_name = "NAME")]
+    policy: Option<String>,
+    /// The destination: IP or IP:PORT.
+    #[arg(long, value_name = "DST")]
+    dst: Option<String>,
+    /// Alive at or after this time.
+    #[arg(long, value_name = "TIME", value_parser = egret_runtime::flows::query::parse_time)]
+    since: Option<jiff::Timestamp>,
+    /// Alive at or before this time.
+    #[arg(long, value_name = "TIME", value_parser = egret_runtime::flows::query::parse_time)]
+    until: Option<jiff::Timestamp>,
+    #[command(flatten)]
+    log: FlowLogDir,
 }
 
 /// Where the node's state is.
@@ -196,6 +252,18 @@ struct RunArgs {
     /// The selection summary egret-cni reads while the agent is down.
     #[arg(long, value_name = "PATH", requires = "cni_socket", help_heading = "egret-cni")]
     cni_selection_file: Option<PathBuf>,
+    /// Write the flow audit log (`egret-agent flows`) to this directory.
+    #[arg(long, value_name = "DIR", help_heading = "Flow log")]
+    flow_log: Option<PathBuf>,
+    /// The most bytes the flow log keeps (its oldest segment files are deleted beyond).
+    #[arg(long, value_name = "BYTES", default_value_t = egret_runtime::flows::log::DEFAULT_MAX_BYTES, requires = "flow_log", help_heading = "Flow log")]
+    flow_log_max_bytes: u64,
+    /// How many segment files the flow log's bytes are spread over.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(2..), default_value_t = egret_runtime::flows::log::DEFAULT_FILES, requires = "flow_log", help_heading = "Flow log")]
+    flow_log_files: u32,
+    /// How often connections are checked for expiry, in milliseconds.
+    #[arg(long, value_name = "MS", value_parser = millis, default_value = "2000", requires = "flow_log", help_heading = "Flow log")]
+    flow_log_sweep: Duration,
     #[command(flatten)]
     log: LogArgs,
 }
@@ -279,6 +347,14 @@ impl RunArgs {
                 probes: (!self.no_probes).then_some(probes),
                 floating,
                 underlay_mtu: self.underlay_mtu,
+                flow_log: self.flow_log.map(|dir| egret_runtime::FlowLogSettings {
+                    log: egret_runtime::flows::log::LogConfig {
+                        dir,
+                        max_bytes: self.flow_log_max_bytes,
+                        files: self.flow_log_files,
+                    },
+                    sweep: self.flow_log_sweep,
+                }),
             },
             netns: self.at.netns,
             metrics: self.metrics,
@@ -345,9 +421,42 @@ fn main() -> ExitCode {
         Some(Cmd::Status(a)) => show(&a, egret_runtime::show::status),
         Some(Cmd::Maps(a)) => show(&a, egret_runtime::show::maps),
         Some(Cmd::Uninstall(a)) => uninstall(a),
+        Some(Cmd::Flows(c)) => flows(c),
         None => {
             init_log(cli.run.log.log_format);
             run(cli.run.into_run())
+        }
+    }
+}
+
+/// `flows who` and `flows list`.
+fn flows(c: FlowsCmd) -> ExitCode {
+    use egret_runtime::flows::query;
+    let (found, log) = match c {
+        FlowsCmd::Who(a) => (query::who(&a.log.dir, a.egress, a.at), a.log),
+        FlowsCmd::List(a) => {
+            let filter = query::Filter { pod: a.pod, policy: a.policy, dst: a.dst, since: a.since, until: a.until };
+            (query::list(&a.log.dir, &filter), a.log)
+        }
+    };
+    match found {
+        Ok(conns) if log.json => match serde_json::to_string_pretty(&conns) {
+            Ok(j) => {
+                println!("{j}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+        Ok(conns) => {
+            print!("{}", query::text(&conns));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("reading the flow log in {}: {e}", log.dir.display());
+            ExitCode::FAILURE
         }
     }
 }
@@ -629,5 +738,36 @@ mod tests {
         // a misspelt subcommand or flag gets a suggestion
         assert!(error("staus").contains("status"), "{}", error("staus"));
         assert!(error("--kube --node n --metrcs :9963").contains("--metrics"));
+    }
+
+    #[test]
+    fn the_flow_log_options_and_commands_parse() {
+        let r = run("--snapshot /s --node n --flow-log /var/log/f --flow-log-max-bytes 65536 --flow-log-files 4");
+        let f = r.config.flow_log.expect("a flow log");
+        assert_eq!((f.log.dir.as_path(), f.log.max_bytes, f.log.files), (Path::new("/var/log/f"), 65536, 4));
+        assert_eq!(f.sweep, Duration::from_secs(2));
+        assert_eq!(run("--snapshot /s --node n").config.flow_log, None);
+        assert!(error("--snapshot /s --node n --flow-log-files 4").contains("--flow-log"), "needs --flow-log");
+        assert!(error("--snapshot /s --node n --flow-log /f --flow-log-files 1").contains("1"));
+        let Some(Cmd::Flows(FlowsCmd::Who(w))) =
+            args("flows who 198.51.100.100:61234 --at 2026-12-08T10:32 --json").expect("parses").command
+        else {
+            panic!("flows who")
+        };
+        assert_eq!(w.egress, "198.51.100.100:61234".parse().expect("addr"));
+        assert_eq!(w.at, Some("2026-12-08T10:32:00Z".parse().expect("time")), "no offset: UTC");
+        assert!(w.log.json);
+        assert_eq!(w.log.dir, Path::new(egret_runtime::flows::log::DEFAULT_DIR));
+        assert!(error("flows who 198.51.100.100:61234 --at yesterday").contains("is not a time"));
+        let Some(Cmd::Flows(FlowsCmd::List(l))) =
+            args("flows list --pod production/egress-1 --since 2026-12-08T10:00:00+01:00 --dir /d")
+                .expect("parses")
+                .command
+        else {
+            panic!("flows list")
+        };
+        assert_eq!(l.pod.as_deref(), Some("production/egress-1"));
+        assert_eq!(l.since, Some("2026-12-08T09:00:00Z".parse().expect("time")));
+        assert_eq!(l.log.dir, Path::new("/d"));
     }
 }
