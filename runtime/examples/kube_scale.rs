@@ -869,8 +869,7 @@ fn run(shape: Shape, agent_bin: &Path, events_n: usize, churn: f64, all_pods: bo
     breakdown.view_mib = view_mib;
     println!(
         "  in-process (the agent's view: {}), median of {runs}: ClusterView::plan {:.1} ms (of which World::new ≈ {:.1} ms, planner::plan_node {:.1} ms); kube_agent::compile_view {:.1} ms in full (a node, namespace or policy change)",
-        view.pod_scope,
-        breakdown.view_compile, breakdown.resolve, breakdown.plan, breakdown.compile_view,
+        view.pod_scope, breakdown.view_compile, breakdown.resolve, breakdown.plan, breakdown.compile_view,
     );
     println!(
         "  in-process updates, median of {}: compile_view {:.1} ms after the node's pod was relabelled, {:.1} ms after another node's pod was ({} of {} compiles reused the artifact)",
