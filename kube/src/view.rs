@@ -489,6 +489,13 @@ impl ClusterView {
         Self::default()
     }
 
+    /// Keeps only the pods of `scope` (what a watch of that scope lists).
+    pub fn narrow(&mut self, scope: PodScope) {
+        let kept: Vec<PodFacts> = self.pods.iter().filter(|p| scope.covers(p)).cloned().collect();
+        self.pods.replace(kept);
+        self.pod_scope = scope;
+    }
+
     /// Reads the view (and the node's own facts, its `NodeNetwork` read on
     /// the node, which joins the cluster as AST: [`driver::add_node_facts`])
     /// with egret's loader and plans `node`, resolving the whole cluster.
@@ -1286,10 +1293,8 @@ mod tests {
                     contested += 1;
                     continue;
                 }
-                let scope = PodScope::Node(name.to_string());
                 let mut own = full.clone();
-                own.pods.replace(full.pods.iter().filter(|p| scope.covers(p)).cloned().collect::<Vec<_>>());
-                own.pod_scope = scope;
+                own.narrow(PodScope::Node(name.to_string()));
                 assert!(own.pods.len() < full.pods.len(), "other nodes' pods left out");
                 let scoped = own.plan(name, &options, None);
                 let plan = |c: &ViewPlan| c.plan.as_ref().map_err(ToString::to_string).cloned();

@@ -392,11 +392,6 @@ impl PodScopeHandle {
             changed
         });
     }
-
-    /// The scope last asked for.
-    pub fn wanted(&self) -> PodScope {
-        self.0.borrow().clone()
-    }
 }
 
 /// The cluster watch: see the module doc.

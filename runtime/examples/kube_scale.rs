@@ -858,10 +858,7 @@ fn run(shape: Shape, agent_bin: &Path, events_n: usize, churn: f64, all_pods: bo
     let mut view = view_of(&objects);
     if !all_pods {
         // the view the agent held: its node's pods (egret_kube::view::PodScope)
-        let scope = egret_kube::view::PodScope::Node(node_name.clone());
-        let own: Vec<_> = view.pods.iter().filter(|p| scope.covers(p)).cloned().collect();
-        view.pods.replace(own);
-        view.pod_scope = scope;
+        view.narrow(egret_kube::view::PodScope::Node(node_name.clone()));
     }
     let view_mib = (LIVE.load(Ordering::Relaxed) - before) as f64 / (1024.0 * 1024.0);
     let runs = if shape.pods >= 50_000 { 3 } else { 11 };
